@@ -1,0 +1,1 @@
+"""The durable event store: a queue of received deliveries and their fate."""

@@ -1,0 +1,100 @@
+"""What the store keeps: deliveries as received, and one event per lead in them.
+
+Ingest builds an :class:`IncomingDelivery` (the HTTP request as received plus the
+events split out of it) and hands it to the store. The dispatcher works on
+:class:`Event` rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class State(StrEnum):
+    """Where an event is in its life.
+
+    ``queued`` → ``sending`` → ``delivered`` | ``retrying`` → … | ``dead``;
+    plus ``unmatched`` and ``skipped``, which are final until replayed.
+    (``duplicate`` is an ingest outcome: a repeated delivery stores nothing.)
+    """
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    UNMATCHED = "unmatched"
+    SKIPPED = "skipped"
+
+    @property
+    def pending(self) -> bool:
+        """Whether the dispatcher still has work to do on an event in this state."""
+        return self in (State.QUEUED, State.SENDING, State.RETRYING)
+
+
+#: States ``leadhub replay`` takes events out of.
+REPLAYABLE = (State.DEAD, State.UNMATCHED, State.SKIPPED)
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    """One lead inside a delivery, as ingest split it out."""
+
+    #: The delivery id, unique per endpoint: the dedupe key.
+    delivery_id: str
+    #: The parsed document the mappings will see (before any enrichment).
+    document: Any
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingDelivery:
+    """One HTTP request as received, verified and parsed, ready to be stored."""
+
+    endpoint: str
+    received_at: float  # unix seconds
+    body: bytes  # the raw body, byte for byte
+    content_type: str
+    #: Headers worth keeping (never auth headers or signatures).
+    headers: Mapping[str, str]
+    events: tuple[EventIn, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """What became of one :class:`EventIn`: a new event id, or a duplicate of an old one."""
+
+    id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A stored event, as the dispatcher and ``leadhub events`` see it."""
+
+    id: int
+    endpoint: str
+    delivery_id: str
+    received_at: float
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+    document: Any
+    state: State
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None = None
+    #: What enrichment fetched (Facebook's Graph lead), kept so a replay does not fetch again.
+    enrichment: Any = None
+    #: The target and mapping that took the event, once matched.
+    target: str | None = None
+    mapping: str | None = None
+    #: Identity keys of the mapped lead (normalised email, phone digits), for ordering.
+    lead_keys: tuple[str, ...] = ()
+    #: Set once delivered: the lead's id (``RelatedId``) and whether it was created.
+    lead_id: str | None = None
+    lead_created: bool | None = None
+    updated_at: float = 0.0
+    extra: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,97 @@
+"""Parsing of the human-written quantities used in flags and config files.
+
+Durations are strings such as ``500ms``, ``10s``, ``5m``, ``1h``, ``3d`` (a bare
+number means seconds); sizes are ``1MiB``, ``512KiB``, ``100kB`` or a byte count;
+rate limits are ``N/Ws`` (``25/5s``) or ``off``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|kib|mb|mib|gb|gib)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    None: 1,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
+}
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+class UnitError(ValueError):
+    """A quantity could not be parsed; the message says what is expected."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``calls`` calls in any sliding window of ``window`` seconds."""
+
+    calls: int
+    window: float
+
+    def __str__(self) -> str:
+        window = int(self.window) if self.window == int(self.window) else self.window
+        return f"{self.calls}/{window}s"
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in ``text`` (``"10s"``, ``"5m"``, ``"250ms"``, or a number of seconds)."""
+    if isinstance(text, bool):
+        msg = f"{text!r} is not a duration; write it like '10s', '5m' or '1h'."
+        raise UnitError(msg)
+    if isinstance(text, int | float):
+        if text < 0:
+            msg = f"{text!r} is negative; a duration is zero or more, like '10s'."
+            raise UnitError(msg)
+        return float(text)
+    match = _DURATION.match(str(text))
+    if not match:
+        msg = f"{text!r} is not a duration; write it like '10s', '5m' or '1h'."
+        raise UnitError(msg)
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in ``text`` (``"1MiB"``, ``"512KiB"``, ``"100kB"`` or a byte count)."""
+    if isinstance(text, bool):
+        msg = f"{text!r} is not a size; write it like '1MiB' or '512KiB'."
+        raise UnitError(msg)
+    if isinstance(text, int):
+        if text <= 0:
+            msg = f"{text!r} is not a positive size; write it like '1MiB'."
+            raise UnitError(msg)
+        return text
+    match = _SIZE.match(str(text))
+    if not match:
+        msg = f"{text!r} is not a size; write it like '1MiB' or '512KiB'."
+        raise UnitError(msg)
+    unit = match.group(2).lower() if match.group(2) else None
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size <= 0:
+        msg = f"{text!r} is not a positive size; write it like '1MiB'."
+        raise UnitError(msg)
+    return size
+
+
+def parse_rate_limit(text: str) -> RateLimit | None:
+    """A :class:`RateLimit` from ``"25/5s"``, or ``None`` for ``"off"``."""
+    if str(text).strip().lower() == "off":
+        return None
+    match = _RATE.match(str(text))
+    if not match:
+        msg = f"{text!r} is not a rate limit; write it like '25/5s', or 'off'."
+        raise UnitError(msg)
+    calls = int(match.group(1))
+    window = float(match.group(2)) * _DURATION_UNITS[match.group(3) or "s"]
+    if calls <= 0 or window <= 0:
+        msg = f"{text!r} must allow at least one call in a window longer than zero, like '25/5s'."
+        raise UnitError(msg)
+    return RateLimit(calls=calls, window=window)

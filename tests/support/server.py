@@ -1,0 +1,122 @@
+"""Serve an ASGI app with uvicorn on a free loopback port, in a thread or a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class _ThreadServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test process keeps its own handlers
+        pass
+
+
+@contextlib.contextmanager
+def serve_in_thread(app: Any, *, port: int | None = None, **config: Any) -> Iterator[str]:
+    """Run ``app`` on uvicorn in a daemon thread; yields its base URL ``http://127.0.0.1:PORT``.
+
+    The server is stopped (and the thread joined) when the block ends.
+    """
+    port = port or free_port()
+    cfg = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan=config.pop("lifespan", "on"),
+        **config,
+    )
+    server = _ThreadServer(cfg)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive():
+            msg = "uvicorn exited before it started"
+            raise RuntimeError(msg)
+        if time.monotonic() > deadline:
+            msg = "uvicorn did not start within 15 s"
+            raise RuntimeError(msg)
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def wait_http(
+    url: str, *, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
+) -> None:
+    """Poll ``url`` until it answers at all (any status), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            msg = f"process exited with {proc.returncode} before {url} answered:\n{out}"
+            raise RuntimeError(msg)
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def leadhub_process(
+    args: Sequence[str],
+    *,
+    ready_url: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[str]]:
+    """Run ``python -m hub ARGS`` as a real subprocess; waits for ``ready_url`` if given.
+
+    On exit the process gets SIGTERM (then SIGKILL after 10 s).
+    """
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub", *args],
+        cwd=str(cwd or REPO),
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        if ready_url:
+            wait_http(ready_url, proc=proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

@@ -1,0 +1,85 @@
+"""The shared pieces: units, secrets, the CLI's environment defaults, log redaction."""
+
+from __future__ import annotations
+
+import io
+
+import orjson
+import pytest
+import structlog
+
+from hub import cli, logs, units
+from hub.clock import ManualClock
+from hub.secrets import Secret
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10s", 10.0), ("5m", 300.0), ("1h", 3600.0), ("250ms", 0.25), ("3d", 259200.0), (7, 7.0)],
+)
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    """Durations are written with a unit suffix, or as plain seconds."""
+    assert units.parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten seconds", "5x", "-1", True])
+def test_parse_duration_rejects(text: object) -> None:
+    """A bad duration names itself and shows the expected form."""
+    with pytest.raises(units.UnitError, match="10s"):
+        units.parse_duration(text)  # type: ignore[arg-type]
+
+
+def test_parse_size_and_rate() -> None:
+    """Sizes take binary and decimal units; rate limits take N/Ws or off."""
+    assert units.parse_size("1MiB") == 1_048_576
+    assert units.parse_size("100kB") == 100_000
+    assert units.parse_size(512) == 512
+    assert units.parse_rate_limit("25/5s") == units.RateLimit(25, 5.0)
+    assert units.parse_rate_limit("500/5s") == units.RateLimit(500, 5.0)
+    assert units.parse_rate_limit("2/1m") == units.RateLimit(2, 60.0)
+    assert units.parse_rate_limit("OFF") is None
+    assert str(units.RateLimit(25, 5.0)) == "25/5s"
+    with pytest.raises(units.UnitError):
+        units.parse_rate_limit("0/5s")
+    with pytest.raises(units.UnitError):
+        units.parse_size("0")
+
+
+def test_secret_is_masked_and_compares_in_constant_time() -> None:
+    """A Secret never prints itself, and matches only its own value."""
+    secret = Secret("hunter2")
+    assert "hunter2" not in repr(secret) and "hunter2" not in str(secret)
+    assert "hunter2" not in f"{secret}"
+    assert secret.matches("hunter2") and secret.matches(b"hunter2")
+    assert not secret.matches("hunter3")
+    assert secret.reveal() == "hunter2"
+
+
+def test_manual_clock_moves_only_forward() -> None:
+    """The manual clock advances on demand and refuses to go back."""
+    clock = ManualClock(start=100.0)
+    clock.advance(5)
+    assert clock.time() == 105.0 and clock.monotonic() == 5.0
+    with pytest.raises(ValueError):
+        clock.advance(-1)
+
+
+def test_env_defaults_fill_flags() -> None:
+    """LEADHUB_<FLAG> sets a flag's default; the flag itself wins."""
+    parser = cli.build_parser({"LEADHUB_PORT": "8123", "LEADHUB_DB": "sqlite:///x.db"})
+    args = parser.parse_args(["serve"])
+    assert args.port == 8123 and args.db == "sqlite:///x.db"
+    args = parser.parse_args(["serve", "--port", "9001"])
+    assert args.port == 9001
+
+
+def test_logs_are_json_off_a_terminal_and_redact_secrets() -> None:
+    """Off a TTY each event is one JSON line, and secret-named keys are masked."""
+    out = io.StringIO()
+    logs.configure(stream=out)
+    structlog.get_logger().info("delivery_received", delivery_id="d1", app_secret="s3cr3t")
+    line = orjson.loads(out.getvalue().splitlines()[0])
+    assert line["event"] == "delivery_received"
+    assert line["delivery_id"] == "d1"
+    assert line["app_secret"] == "**********"
+    assert "s3cr3t" not in out.getvalue()
