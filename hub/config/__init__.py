@@ -1,0 +1,1 @@
+"""The configuration directory: targets, endpoints and mappings, loaded and validated."""

@@ -1,0 +1,189 @@
+"""The validated configuration, as the rest of the hub sees it.
+
+The loader (``hub.config.loader``) turns YAML documents into these frozen
+objects; nothing else reads YAML. Secrets are :class:`hub.secrets.Secret`,
+durations are seconds, sizes are bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from hub.secrets import Secret
+from hub.units import RateLimit
+
+#: The limit LeadSquared documents on every endpoint page: 25 calls in 5 seconds.
+DEFAULT_RATE_LIMIT = RateLimit(calls=25, window=5.0)
+DEFAULT_MAX_BODY = 1024 * 1024  # bytes
+DEFAULT_TOLERANCE = 300.0  # seconds: Standard Webhooks' and most schemes' replay window
+DEFAULT_GRAPH_URL = "https://graph.facebook.com/v21.0"
+#: Graph lead fields fetched by default: everything a mapping is likely to want.
+DEFAULT_GRAPH_FIELDS = (
+    "id",
+    "created_time",
+    "field_data",
+    "ad_id",
+    "ad_name",
+    "adset_id",
+    "adset_name",
+    "campaign_id",
+    "campaign_name",
+    "form_id",
+    "is_organic",
+    "platform",
+    "custom_disclaimer_responses",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a piece of configuration was written: ``file:line``."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class JsonPath(Protocol):
+    """A JSONPath compiled once at load."""
+
+    @property
+    def text(self) -> str: ...
+
+    def values(self, document: Any) -> list[Any]:
+        """Every value the path finds in ``document``, in document order."""
+        ...
+
+
+# --- endpoints: one options class per ``source`` kind -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FacebookOptions:
+    app_secret: Secret
+    verify_token: Secret
+    page_access_token: Secret
+    graph_url: str = DEFAULT_GRAPH_URL
+    fields: tuple[str, ...] = DEFAULT_GRAPH_FIELDS
+    #: Also accept the legacy SHA-1 ``X-Hub-Signature`` when the SHA-256 header is absent.
+    allow_sha1: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GoogleOptions:
+    key: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class TypeformOptions:
+    secret: Secret
+
+
+@dataclass(frozen=True, slots=True)
+class HmacOptions:
+    header: str
+    secret: Secret
+    algorithm: str = "sha256"  # sha256 | sha1 | sha512
+    encoding: str = "hex"  # hex | base64
+    prefix: str = ""  # e.g. "sha256="
+    signed: str = "{body}"  # e.g. "{timestamp}.{body}"
+    timestamp_header: str | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    #: Unit of the timestamp header: seconds or milliseconds (Webflow sends ms).
+    timestamp_unit: str = "s"  # s | ms
+
+
+@dataclass(frozen=True, slots=True)
+class TokenOptions:
+    token: Secret
+    header: str | None = None  # a named header, besides ``Authorization: Bearer`` and ``?token=``
+
+
+@dataclass(frozen=True, slots=True)
+class StandardOptions:
+    secret: Secret  # whsec_<base64 key>
+    tolerance: float = DEFAULT_TOLERANCE
+
+
+@dataclass(frozen=True, slots=True)
+class NoneOptions:
+    pass
+
+
+SourceOptions = (
+    FacebookOptions
+    | GoogleOptions
+    | TypeformOptions
+    | HmacOptions
+    | TokenOptions
+    | StandardOptions
+    | NoneOptions
+)
+
+SOURCES = ("facebook", "google", "typeform", "hmac", "token", "standard", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where webhooks come in (``POST /hooks/{name}``) and how they are trusted."""
+
+    name: str
+    source: str  # one of SOURCES
+    options: SourceOptions
+    #: JSONPath naming the delivery id; ``None`` uses the source's natural id, else a body hash.
+    dedupe: JsonPath | None = None
+    max_body: int = DEFAULT_MAX_BODY
+    origin: Origin | None = None
+
+
+# --- targets ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySchedule:
+    """Exponential backoff with full jitter, per target."""
+
+    initial: float = 10.0  # seconds before the first retry (upper bound of its jitter)
+    max_interval: float = 3600.0  # the longest wait between two tries
+    give_up_after: float = 72 * 3600.0  # dead once this long has passed since receipt
+    multiplier: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A LeadSquared account (or the embedded sandbox) that leads are sent to."""
+
+    name: str
+    #: Base URL of the account's API host, e.g. ``https://api-in21.leadsquared.com``.
+    #: Empty for the embedded sandbox until ``serve`` knows its own address.
+    url: str
+    access_key: Secret
+    secret_key: Secret
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT
+    timeout: float = 10.0
+    retry: RetrySchedule = field(default_factory=RetrySchedule)
+    #: Whether this is the embedded sandbox served under ``/sandbox``.
+    sandbox: bool = False
+    origin: Origin | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything in a configuration directory, validated."""
+
+    directory: Path
+    targets: Mapping[str, Target]
+    endpoints: Mapping[str, Endpoint]
+    #: Compiled mappings (``hub.mapping``) by name.
+    mappings: Mapping[str, Any]
+    #: Non-fatal findings (e.g. an endpoint with ``source: none``), as ``file:line: message``.
+    warnings: tuple[str, ...] = ()
+
+    def mappings_for(self, endpoint: str) -> list[Any]:
+        """The mappings that take events of ``endpoint``, in name order."""
+        return [m for _, m in sorted(self.mappings.items()) if m.endpoint == endpoint]
