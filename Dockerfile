@@ -1,0 +1,24 @@
+# Lead Hub container: `docker build -t leadhub . && docker run -p 8000:8000 -v leadhub-data:/data leadhub`
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    LEADHUB_HOST=0.0.0.0 \
+    LEADHUB_PORT=8000 \
+    LEADHUB_DB=sqlite:////data/leadhub.db \
+    LEADHUB_CONFIG_DIR=/config
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY hub ./hub
+RUN pip install . && useradd --system --home-dir /data leadhub \
+    && mkdir -p /data /config && chown leadhub /data
+COPY mappings /config
+
+USER leadhub
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)" || exit 1
+ENTRYPOINT ["leadhub"]
+CMD ["serve"]
