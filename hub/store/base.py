@@ -1,0 +1,145 @@
+"""The event store seen as a queue: what ingest, the dispatcher and the CLI code against.
+
+Error tree::
+
+    HubError
+    └── StoreError            the store failed (a driver error, wrapped)
+        └── StoreUnavailable  the database cannot be reached or written right now
+
+Every backend (SQLite now, PostgreSQL later) implements :class:`EventStore` and
+passes the one contract suite in ``tests/store/test_contract.py``. Times are unix
+seconds read from the injected :class:`hub.clock.Clock`.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol
+
+from hub.exceptions import HubError
+from hub.store.models import EnqueueResult, Event, IncomingDelivery, State
+
+
+class StoreError(HubError):
+    """The event store failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The event store cannot be reached or written; check the database path and disk."""
+
+
+class EventStore(Protocol):
+    """A durable queue of events, one per lead received.
+
+    States move ``queued`` → ``sending`` → ``delivered`` | ``retrying`` → … | ``dead``,
+    or end in ``unmatched`` / ``skipped``; :meth:`replay` brings the last three back.
+    """
+
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing (idempotent)."""
+        ...
+
+    async def close(self) -> None:
+        """Finish pending writes and close every connection."""
+        ...
+
+    async def ping(self) -> None:
+        """Check the database can be read and written.
+
+        Raises:
+            StoreUnavailable: it cannot; a later ping re-opens and recovers by itself.
+        """
+        ...
+
+    async def enqueue(self, delivery: IncomingDelivery) -> list[EnqueueResult]:
+        """Store a delivery and its events atomically; return once committed.
+
+        Returns one result per event of ``delivery`` in order: the new event id, or the
+        id already stored under (endpoint, delivery_id) with ``duplicate=True``.
+        """
+        ...
+
+    async def claim(
+        self, *, limit: int, lease: float, exclude_targets: Collection[str] = ()
+    ) -> list[Event]:
+        """Take up to ``limit`` due events (oldest id first) and mark them ``sending``.
+
+        Due: ``queued``/``retrying`` with next_attempt_at <= now, or ``sending`` with an
+        expired lease. Events routed to a target in ``exclude_targets`` are left alone.
+        Each claimed event gets lease_until = now + ``lease`` and one more attempt.
+        """
+        ...
+
+    async def ack(self, event_id: int, *, lead_id: str | None, created: bool | None) -> None:
+        """Mark an event ``delivered`` with the lead id and whether the lead was created."""
+        ...
+
+    async def retry(self, event_id: int, *, at: float, error: str) -> None:
+        """Mark an event ``retrying``, due again at ``at``, with the error."""
+        ...
+
+    async def release(self, event_id: int, *, at: float, reason: str | None = None) -> None:
+        """Put a claimed event back without counting the attempt (paused target, ordering).
+
+        It goes back to ``queued`` (``retrying`` if attempts were made before), due at ``at``.
+        """
+        ...
+
+    async def dead(self, event_id: int, *, error: str) -> None:
+        """Mark an event ``dead`` (final until replayed) with the reason."""
+        ...
+
+    async def unmatched(self, event_id: int, *, reason: str) -> None:
+        """Mark an event ``unmatched``: no mapping took it."""
+        ...
+
+    async def skipped(self, event_id: int, *, reason: str) -> None:
+        """Mark an event ``skipped``: a mapping's ``skip_if`` held."""
+        ...
+
+    async def set_route(
+        self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
+    ) -> None:
+        """Record the mapping and target that took an event and its lead identity keys."""
+        ...
+
+    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
+        """The earliest pending event with a lower id sharing any of ``lead_keys``, if any."""
+        ...
+
+    async def set_enrichment(self, event_id: int, enrichment: Any) -> None:
+        """Keep what enrichment fetched (JSON-able); it survives replay."""
+        ...
+
+    async def get(self, event_id: int) -> Event | None:
+        """One event by id, or None."""
+        ...
+
+    async def list(
+        self, *, state: State | None = None, endpoint: str | None = None, limit: int = 50
+    ) -> builtins.list[Event]:
+        """Events, newest first, optionally only in ``state`` and/or of ``endpoint``."""
+        ...
+
+    async def counts(self) -> dict[State, int]:
+        """How many events are in each state (every state present, zero included)."""
+        ...
+
+    async def replay(
+        self,
+        *,
+        state: State | None = None,
+        ids: Sequence[int] | None = None,
+        endpoint: str | None = None,
+    ) -> int:
+        """Requeue ``dead``/``unmatched``/``skipped`` events matching every given selector.
+
+        They go back to ``queued``, due now, with zero attempts and no route (matching
+        runs again with the current config); enrichment is kept. Returns how many.
+        """
+        ...
+
+    async def next_due(self) -> float | None:
+        """The earliest time an event becomes claimable (a lease end counts), or None."""
+        ...
