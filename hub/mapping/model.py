@@ -1,0 +1,167 @@
+"""Compiled mappings and the four outcomes of mapping a document.
+
+A :class:`CompiledMapping` is built once at load by ``hub.config`` (every
+JSONPath compiled, every transform parsed) and is immutable. Mapping a document
+(``hub.mapping.engine``) gives exactly one of :class:`CaptureRequest` (send it),
+:class:`Skip` (``skip_if`` held), :class:`Unmatched` (no mapping takes it) or
+:class:`MappingError` (it cannot be mapped, e.g. a ``required`` field is missing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from hub.mapping.transforms import Transform
+from hub.mapping.values import flatten, is_blank, to_text
+
+if TYPE_CHECKING:  # hub.config imports this module; importing it back would be circular
+    from hub.config.models import JsonPath, Origin
+
+#: LeadUpdateBehavior values LeadSquared documents ("None" equals leaving it out).
+UPDATE_BEHAVIORS = ("DoNotUpdate", "UpdateOnlyEmptyFields", "DoNotUpdateUniqueFields", "None")
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """``path: expected``: holds when a value the path finds equals one of ``expected``.
+
+    Values compare as their string form (so ``true`` matches JSON ``true`` and
+    ``"true"``, ``1`` matches ``1`` and ``"1"``); an array found is compared
+    element by element. ``None`` in ``expected`` holds when the path finds
+    nothing but blanks.
+    """
+
+    path: JsonPath
+    expected: frozenset[str | None]
+
+    def holds(self, document: Any) -> bool:
+        found = [v for v in flatten(self.path.values(document)) if not is_blank(v)]
+        if not found:
+            return None in self.expected
+        return any(to_text(v) in self.expected for v in found)
+
+    def describe(self) -> str:
+        shown = sorted("null" if e is None else repr(e) for e in self.expected)
+        return f"{self.path.text} == {' or '.join(shown)}"
+
+
+#: Conditions that must all hold.
+Rule = tuple[Condition, ...]
+
+
+def rules_hold(rules: tuple[Rule, ...], document: Any) -> Rule | None:
+    """The first rule whose conditions all hold, else ``None``."""
+    for rule in rules:
+        if all(condition.holds(document) for condition in rule):
+            return rule
+    return None
+
+
+def describe_rule(rule: Rule) -> str:
+    """``$.a == 'x' and $.b == 'y'``; an empty rule reads ``always``."""
+    return " and ".join(c.describe() for c in rule) or "always"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One Lead.Capture attribute and where its value comes from."""
+
+    attribute: str
+    path: JsonPath | None = None
+    #: A constant (``{value: ...}``), used when ``path`` is ``None``.
+    value: Any = None
+    transforms: tuple[Transform, ...] = ()
+    default: str | None = None
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledMapping:
+    """A mapping, ready to apply: paths compiled, transforms parsed, names checked."""
+
+    name: str
+    endpoint: str
+    target: str
+    fields: tuple[FieldSpec, ...]
+    #: Any one rule holding lets the mapping take the event; ``()`` takes every event.
+    match: tuple[Rule, ...] = ()
+    #: Any one rule holding skips the event.
+    skip_if: tuple[Rule, ...] = ()
+    search_by: str | None = None
+    update_behavior: str | None = None
+    default_region: str | None = None
+    origin: Origin | None = None
+
+    def matches(self, document: Any) -> bool:
+        """Whether this mapping takes ``document`` (its ``match`` holds)."""
+        return not self.match or rules_hold(self.match, document) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRequest:
+    """The exact Lead.Capture call a document becomes (keys and host excepted)."""
+
+    mapping: str
+    target: str
+    #: Query parameters besides the keys (``LeadUpdateBehavior``).
+    query: dict[str, str]
+    #: ``[{"Attribute": name, "Value": text}, ...]``, every value a string.
+    body: list[dict[str, str]]
+    warnings: tuple[str, ...] = ()
+
+    status: Literal["send"] = "send"
+
+    def value(self, attribute: str) -> str | None:
+        """The value sent for ``attribute`` (the last one, as LeadSquared reads it)."""
+        found = None
+        for item in self.body:
+            if item["Attribute"].lower() == attribute.lower():
+                found = item["Value"]
+        return found
+
+    def lead_keys(self) -> tuple[str, ...]:
+        """Identity keys of the lead: ``email:<lowercased>``, ``phone:<digits>``.
+
+        Two requests sharing a key may touch the same lead, so they must be sent
+        in order.
+        """
+        keys = []
+        email = self.value("EmailAddress")
+        if email and email.strip():
+            keys.append(f"email:{email.strip().lower()}")
+        phone = self.value("Phone")
+        digits = "".join(ch for ch in phone or "" if ch.isdigit())
+        if digits:
+            keys.append(f"phone:{digits}")
+        return tuple(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """``skip_if`` held: the event is recorded as skipped, not sent."""
+
+    mapping: str
+    reason: str
+    status: Literal["skipped"] = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """No mapping takes the event; it is kept as ``unmatched`` (replayable)."""
+
+    mapping: str | None
+    reason: str
+    status: Literal["unmatched"] = "unmatched"
+
+
+@dataclass(frozen=True, slots=True)
+class MappingError:
+    """The event cannot be mapped (a required value is missing, mappings overlap)."""
+
+    mapping: str | None
+    reason: str
+    status: Literal["error"] = "error"
+
+
+Result = CaptureRequest | Skip | Unmatched | MappingError

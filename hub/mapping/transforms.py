@@ -1,0 +1,266 @@
+"""Field transforms: ``trim lower upper title phone join(SEP) first_word rest_words
+date map({...}) string digits``.
+
+A transform is written as a name (``trim``), a name with an argument in
+parentheses (``join(;)``, ``map({home_loan: Home Loan})``), or, in a transform
+list, a one-key mapping (``{join: "; "}``, ``{map: {a: b}}``). Parsing happens
+at load (:func:`parse_transform`), so a typo is a ``check`` error, not a runtime
+surprise.
+
+At run time a transform takes the list of values a path found (arrays already
+opened up) and returns a new list. ``join`` takes the whole list; every other
+transform works on each value. A value a transform cannot handle (a phone number
+that does not parse, a date it cannot read) is dropped and a warning recorded;
+transforms never raise.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import phonenumbers
+import yaml
+
+from hub.exceptions import HubError
+from hub.mapping.values import is_blank, to_text
+
+
+class TransformError(HubError):
+    """A transform is unknown or has a bad argument."""
+
+
+@dataclass(slots=True)
+class Context:
+    """What a transform may use besides the value: the mapping's region, a warning sink."""
+
+    attribute: str
+    default_region: str | None
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(f"{self.attribute}: {message}")
+
+
+ItemFunc = Callable[[Any, Any, Context], Any]
+
+
+def _trim(value: Any, _arg: Any, _ctx: Context) -> Any:
+    return to_text(value).strip()
+
+
+def _lower(value: Any, _arg: Any, _ctx: Context) -> Any:
+    return to_text(value).lower()
+
+
+def _upper(value: Any, _arg: Any, _ctx: Context) -> Any:
+    return to_text(value).upper()
+
+
+def _title_word(word: str) -> str:
+    return "-".join(part[:1].upper() + part[1:].lower() for part in word.split("-"))
+
+
+def _title(value: Any, _arg: Any, _ctx: Context) -> Any:
+    # Word by word (and hyphen by hyphen), unlike str.title(), which would turn "don't"
+    # into "Don'T".
+    return " ".join(_title_word(word) for word in to_text(value).split())
+
+
+def _first_word(value: Any, _arg: Any, _ctx: Context) -> Any:
+    words = to_text(value).split()
+    return words[0] if words else None
+
+
+def _rest_words(value: Any, _arg: Any, _ctx: Context) -> Any:
+    words = to_text(value).split()
+    return " ".join(words[1:]) or None
+
+
+def _string(value: Any, _arg: Any, _ctx: Context) -> Any:
+    return to_text(value)
+
+
+def _digits(value: Any, _arg: Any, _ctx: Context) -> Any:
+    return "".join(ch for ch in to_text(value) if ch.isdigit()) or None
+
+
+def _phone(value: Any, _arg: Any, ctx: Context) -> Any:
+    text = to_text(value).strip()
+    try:
+        number = phonenumbers.parse(text, ctx.default_region)
+    except phonenumbers.NumberParseException:
+        hint = "" if ctx.default_region or text.startswith("+") else " (no default_region set)"
+        ctx.warn(f"{text!r} is not a phone number{hint}; left out")
+        return None
+    if not phonenumbers.is_possible_number(number):
+        ctx.warn(f"{text!r} is not a phone number (wrong length); left out")
+        return None
+    return f"+{number.country_code}-{phonenumbers.national_significant_number(number)}"
+
+
+_MS_THRESHOLD = 1e11  # a unix time this large is in milliseconds (1e11 s is the year 5138)
+_TZ_WORDS = re.compile(r"\s*(UTC|GMT)$", re.IGNORECASE)
+
+
+def _parse_instant(value: Any) -> datetime | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and re.fullmatch(r"\s*-?\d+(\.\d+)?\s*", value):
+        value = float(value)
+    if isinstance(value, int | float):
+        seconds = value / 1000 if abs(value) >= _MS_THRESHOLD else value
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    if not isinstance(value, str):
+        return None
+    text = _TZ_WORDS.sub("Z", value.strip())
+    parsed = datetime.fromisoformat(text)
+    if parsed.tzinfo is None:  # no offset written: taken as UTC, which LeadSquared expects
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _date(value: Any, _arg: Any, ctx: Context) -> Any:
+    try:
+        instant = _parse_instant(value)
+    except (ValueError, OverflowError, OSError):
+        instant = None
+    if instant is None:
+        ctx.warn(f"{to_text(value)!r} is not a date (ISO 8601 or unix time); left out")
+        return None
+    return instant.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _map(value: Any, table: Any, _ctx: Context) -> Any:
+    key = to_text(value)
+    if key in table:
+        return table[key] or None  # an empty target drops the value
+    if "*" in table:
+        return table["*"] or None
+    return value
+
+
+_ITEM_FUNCS: dict[str, ItemFunc] = {
+    "trim": _trim,
+    "lower": _lower,
+    "upper": _upper,
+    "title": _title,
+    "phone": _phone,
+    "first_word": _first_word,
+    "rest_words": _rest_words,
+    "date": _date,
+    "map": _map,
+    "string": _string,
+    "digits": _digits,
+}
+#: Every transform name, for "did you mean" hints and the docs.
+NAMES = (*_ITEM_FUNCS, "join")
+_WITH_ARG = {"join", "map"}
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """One parsed transform: its name, its argument (``join``'s separator, ``map``'s table)."""
+
+    name: str
+    arg: Any = None
+
+    def apply(self, values: list[Any], ctx: Context) -> list[Any]:
+        """The values after this transform; blanks and dropped values are removed."""
+        if self.name == "join":
+            texts = [to_text(v).strip() for v in values if not is_blank(v)]
+            joined = self.arg.join(t for t in texts if t)
+            return [joined] if joined else []
+        func = _ITEM_FUNCS[self.name]
+        out = []
+        for value in values:
+            result = func(value, self.arg, ctx)
+            if not is_blank(result):
+                out.append(result)
+        return out
+
+
+_CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)
+
+
+def _unknown(name: str) -> TransformError:
+    close = difflib.get_close_matches(name, NAMES, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    msg = f"unknown transform {name!r}; {hint}known: {', '.join(NAMES)}"
+    return TransformError(msg)
+
+
+def _parse_table(raw: Any, written: str) -> dict[str, str]:
+    if isinstance(raw, str):
+        try:
+            # BaseLoader keeps every scalar a string: "Yes" stays "Yes", "01" stays "01".
+            raw = yaml.load(raw, Loader=yaml.BaseLoader)
+        except yaml.YAMLError as exc:
+            msg = f"map table in {written!r} is not YAML ({exc}); write it like map({{a: b}})"
+            raise TransformError(msg) from exc
+    if not isinstance(raw, dict) or not raw:
+        msg = (
+            f"map needs a lookup table in {written!r}; write it like map({{home_loan: Home Loan}})"
+        )
+        raise TransformError(msg)
+    table: dict[str, str] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict | list):
+            msg = f"map table entry {key!r} in {written!r} must map to text, not {value!r}"
+            raise TransformError(msg)
+        table[to_text(key)] = "" if value is None else to_text(value)
+    return table
+
+
+def _build(name: str, arg: Any, has_arg: bool, written: str) -> Transform:
+    if name not in NAMES:
+        raise _unknown(name)
+    if name not in _WITH_ARG:
+        if has_arg:
+            msg = f"transform {name!r} takes no argument; write {name} instead of {written!r}"
+            raise TransformError(msg)
+        return Transform(name)
+    if not has_arg:
+        example = "join(;)" if name == "join" else "map({a: b})"
+        msg = f"transform {name!r} needs an argument; write it like {example}"
+        raise TransformError(msg)
+    if name == "join":
+        sep = to_text(arg)
+        if len(sep) >= 2 and sep[0] == sep[-1] and sep[0] in "\"'":
+            sep = sep[1:-1]  # join(", ") keeps its space
+        return Transform("join", sep)
+    return Transform("map", _parse_table(arg, written))
+
+
+def parse_transform(spec: Any) -> Transform:
+    """A :class:`Transform` from ``"trim"``, ``"join(;)"`` or ``{"map": {...}}``."""
+    if isinstance(spec, dict):
+        if len(spec) != 1:
+            msg = f"a transform written as a mapping has one key (like {{join: ';'}}), not {spec!r}"
+            raise TransformError(msg)
+        ((name, arg),) = spec.items()
+        return _build(str(name), arg, True, f"{{{name}: ...}}")
+    if not isinstance(spec, str):
+        msg = f"a transform is a name like 'trim' or 'join(;)', not {spec!r}"
+        raise TransformError(msg)
+    match = _CALL.match(spec)
+    if not match:
+        name = spec.split("(", 1)[0].strip()
+        if name and name not in NAMES:
+            raise _unknown(name)
+        msg = f"transform {spec!r} is malformed; write a name like 'trim' or 'join(;)'"
+        raise TransformError(msg)
+    name, arg = match.group(1), match.group(2)
+    return _build(name, arg, arg is not None, spec)
+
+
+def parse_transforms(spec: Any) -> tuple[Transform, ...]:
+    """One transform or a list of them, in the order they apply."""
+    if spec is None:
+        return ()
+    items = spec if isinstance(spec, list) else [spec]
+    return tuple(parse_transform(item) for item in items)
