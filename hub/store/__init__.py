@@ -1,1 +1,72 @@
-"""The durable event store: a queue of received deliveries and their fate."""
+"""The durable event store: a queue of received deliveries and their fate.
+
+Open one with :func:`open_store` and ``await store.open()``; code against
+:class:`hub.store.base.EventStore`.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+
+from hub.clock import SYSTEM_CLOCK, Clock
+from hub.store.base import EventStore, StoreError, StoreUnavailable
+
+__all__ = ["EventStore", "StoreError", "StoreUnavailable", "open_store"]
+
+
+def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK) -> EventStore:
+    """The store named by ``url``, not yet opened (``await store.open()`` next).
+
+    ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally with
+    ``?synchronous=normal`` (default ``full``: durable even on power loss).
+
+    Raises:
+        StoreError: the URL is malformed, in memory, or names an unsupported database.
+    """
+    parsed = urllib.parse.urlsplit(url)
+    scheme = parsed.scheme.lower()
+    if scheme in ("postgresql", "postgres"):
+        msg = (
+            f"PostgreSQL support is coming but not here yet ({_safe(url)!r}); "
+            "use a SQLite file for now, e.g. --db sqlite:///leadhub.db."
+        )
+        raise StoreError(msg)
+    if scheme != "sqlite":
+        msg = (
+            f"Unknown event store URL {_safe(url)!r}; "
+            "use sqlite:///relative.db or sqlite:////absolute/path.db."
+        )
+        raise StoreError(msg)
+    if parsed.netloc or not parsed.path.startswith("/") or parsed.path == "/":
+        msg = (
+            f"Malformed SQLite URL {url!r}; write three slashes then the path: "
+            "sqlite:///relative.db or sqlite:////absolute/path.db."
+        )
+        raise StoreError(msg)
+    path = urllib.parse.unquote(parsed.path[1:])
+    if path == ":memory:" or path.startswith("file::memory:") or "mode=memory" in parsed.query:
+        msg = (
+            f"An in-memory event store ({url!r}) would lose every lead on restart; "
+            "name a file instead, e.g. sqlite:///leadhub.db."
+        )
+        raise StoreError(msg)
+    options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
+    synchronous = options.pop("synchronous", "full")
+    if options:
+        msg = (
+            f"Unknown option(s) {', '.join(sorted(options))} in store URL {url!r}; "
+            "the only one is ?synchronous=full|normal|extra."
+        )
+        raise StoreError(msg)
+    from hub.store.sqlite import SQLiteStore
+
+    return SQLiteStore(path, clock=clock, synchronous=synchronous)
+
+
+def _safe(url: str) -> str:
+    """``url`` without a password, for messages."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.password is None:
+        return url
+    netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
+    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))

@@ -1,0 +1,77 @@
+"""Between :class:`Event` and database rows: JSON columns (orjson) and the stored document."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from hub.store.base import StoreError
+from hub.store.models import Event, IncomingDelivery, State
+
+#: Separates lead keys in the ``lead_keys`` column of a row (ASCII unit separator).
+KEY_SEP = "\x1f"
+
+
+def dumps(value: Any, *, what: str) -> bytes:
+    """``value`` as JSON bytes; a value JSON cannot hold raises a clear :class:`StoreError`."""
+    try:
+        return orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        msg = f"The {what} cannot be stored as JSON ({exc}); pass plain dicts, lists and scalars."
+        raise StoreError(msg) from exc
+
+
+def documents(delivery: IncomingDelivery) -> list[bytes | None]:
+    """Each event's document as JSON, or None where it is exactly the parsed JSON body.
+
+    Most senders post one lead whose document IS the body; storing it again would double
+    the row, so it is read back from the body instead.
+    """
+    body_json: bytes | None = None
+    if len(delivery.events) == 1 and "json" in delivery.content_type.lower():
+        try:
+            body_json = orjson.dumps(orjson.loads(delivery.body))
+        except (orjson.JSONDecodeError, TypeError):
+            body_json = None
+    out: list[bytes | None] = []
+    for event in delivery.events:
+        doc = dumps(event.document, what=f"document of {event.delivery_id!r}")
+        # Compared as JSON text, so 1 and 1.0 or True and 1 are never confused.
+        out.append(None if doc == body_json else doc)
+    return out
+
+
+def headers_json(headers: Mapping[str, str]) -> bytes:
+    """Headers as a JSON object."""
+    return dumps(dict(headers), what="headers")
+
+
+def event_from_row(row: Mapping[str, Any]) -> Event:
+    """An :class:`Event` from a row of the ``event_rows`` view."""
+    body = bytes(row["body"])
+    document = orjson.loads(row["document"] if row["document"] is not None else body)
+    keys = row["lead_keys"]
+    created = row["lead_created"]
+    return Event(
+        id=row["id"],
+        endpoint=row["endpoint"],
+        delivery_id=row["delivery_id"],
+        received_at=row["received_at"],
+        body=body,
+        content_type=row["content_type"],
+        headers=orjson.loads(row["headers"]),
+        document=document,
+        state=State(row["state"]),
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        last_error=row["last_error"],
+        enrichment=orjson.loads(row["enrichment"]) if row["enrichment"] is not None else None,
+        target=row["target"],
+        mapping=row["mapping"],
+        lead_keys=tuple(sorted(keys.split(KEY_SEP))) if keys else (),
+        lead_id=row["lead_id"],
+        lead_created=None if created is None else bool(created),
+        updated_at=row["updated_at"],
+    )

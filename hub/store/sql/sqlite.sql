@@ -1,0 +1,177 @@
+-- Named queries of the SQLite event store. Each starts with a "-- name: NAME" line.
+-- Lists (ids, keys, targets) are passed as one JSON array and read with json_each,
+-- so no query text is ever built at run time.
+-- For an event in 'sending', next_attempt_at is the end of its lease: a crashed
+-- worker's event becomes claimable again then, and one index serves every claim.
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+
+-- One row per HTTP request as received: the raw body is stored once, however many
+-- leads it carries.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    content_type TEXT NOT NULL,
+    headers BLOB NOT NULL,          -- JSON object
+    body BLOB NOT NULL
+);
+
+-- One row per lead. document is NULL when it is exactly the parsed JSON body.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    delivery INTEGER NOT NULL REFERENCES deliveries (id),
+    endpoint TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    document BLOB,                  -- JSON
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,  -- the lease end while 'sending'
+    last_error TEXT,
+    enrichment BLOB,                -- JSON
+    target TEXT,
+    mapping TEXT,
+    lead_id TEXT,
+    lead_created INTEGER,
+    updated_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS events_dedupe ON events (endpoint, delivery_id);
+CREATE INDEX IF NOT EXISTS events_due ON events (state, next_attempt_at);
+-- Pending events in id order: claim walks this and stops after `limit` due ones.
+CREATE INDEX IF NOT EXISTS events_pending ON events (id)
+    WHERE state IN ('queued', 'retrying', 'sending');
+CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery);
+
+-- Identity keys (email, phone) of routed events, for per-lead ordering.
+CREATE TABLE IF NOT EXISTS lead_keys (
+    key TEXT NOT NULL,
+    event INTEGER NOT NULL,
+    PRIMARY KEY (key, event)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lead_keys_event ON lead_keys (event);
+
+CREATE VIEW IF NOT EXISTS event_rows AS
+SELECT
+    e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.content_type, d.headers,
+    e.document, e.state, e.attempts, e.next_attempt_at, e.last_error, e.enrichment,
+    e.target, e.mapping,
+    (SELECT group_concat(k.key, char(31)) FROM lead_keys AS k WHERE k.event = e.id)
+        AS lead_keys,
+    e.lead_id, e.lead_created, e.updated_at
+FROM events AS e JOIN deliveries AS d ON d.id = e.delivery;
+
+-- name: find_event
+SELECT id FROM events WHERE endpoint = :endpoint AND delivery_id = :delivery_id;
+
+-- name: insert_delivery
+INSERT INTO deliveries (endpoint, received_at, content_type, headers, body)
+VALUES (:endpoint, :received_at, :content_type, :headers, :body);
+
+-- name: insert_event
+INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
+                    next_attempt_at, updated_at)
+VALUES (:delivery, :endpoint, :delivery_id, :document, 'queued', 0, :now, :now);
+
+-- name: claimable
+-- Walk pending events in id order (a backlog needs no sort), stop after `limit` due ones.
+SELECT id FROM events INDEXED BY events_pending
+WHERE state IN ('queued', 'retrying', 'sending')
+  AND next_attempt_at <= :now
+  AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
+ORDER BY id
+LIMIT :limit;
+
+-- name: mark_claimed
+UPDATE events
+SET state = 'sending', attempts = attempts + 1, next_attempt_at = :lease_until,
+    updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: rows_by_ids
+SELECT * FROM event_rows WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
+
+-- name: ack
+UPDATE events
+SET state = 'delivered', lead_id = :lead_id, lead_created = :created, last_error = NULL,
+    updated_at = :now
+WHERE id = :id;
+
+-- name: retry
+UPDATE events
+SET state = 'retrying', next_attempt_at = :at, last_error = :error, updated_at = :now
+WHERE id = :id;
+
+-- name: release
+UPDATE events
+SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END,
+    attempts = max(attempts - 1, 0),
+    next_attempt_at = :at,
+    last_error = coalesce(:reason, last_error),
+    updated_at = :now
+WHERE id = :id;
+
+-- name: finish
+UPDATE events SET state = :state, last_error = :error, updated_at = :now WHERE id = :id;
+
+-- name: set_route
+UPDATE events SET target = :target, mapping = :mapping, updated_at = :now WHERE id = :id;
+
+-- name: delete_lead_keys
+DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
+
+-- name: insert_lead_keys
+INSERT OR IGNORE INTO lead_keys (key, event)
+SELECT value, :id FROM json_each(:keys);
+
+-- name: blocker
+-- CROSS JOIN fixes the order: from the few keys, to their events, never the other way.
+SELECT e.id
+FROM json_each(:keys) AS j
+CROSS JOIN lead_keys AS k ON k.key = j.value AND k.event < :id
+CROSS JOIN events AS e ON e.id = k.event
+WHERE e.state IN ('queued', 'retrying', 'sending')
+ORDER BY e.id
+LIMIT 1;
+
+-- name: set_enrichment
+UPDATE events SET enrichment = :enrichment, updated_at = :now WHERE id = :id;
+
+-- name: get
+SELECT * FROM event_rows WHERE id = :id;
+
+-- name: list
+SELECT * FROM event_rows
+WHERE (:state IS NULL OR state = :state) AND (:endpoint IS NULL OR endpoint = :endpoint)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: counts
+SELECT state, count(*) FROM events GROUP BY state;
+
+-- name: replay
+UPDATE events
+SET state = 'queued', attempts = 0, next_attempt_at = :now, target = NULL, mapping = NULL,
+    lead_id = NULL, lead_created = NULL, updated_at = :now
+WHERE state IN ('dead', 'unmatched', 'skipped')
+  AND (:state IS NULL OR state = :state)
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+  AND (:endpoint IS NULL OR endpoint = :endpoint)
+RETURNING id;
+
+-- name: next_due
+SELECT min(due) FROM (
+    SELECT min(next_attempt_at) AS due FROM events WHERE state = 'queued'
+    UNION ALL
+    SELECT min(next_attempt_at) FROM events WHERE state = 'retrying'
+    UNION ALL
+    SELECT min(next_attempt_at) FROM events WHERE state = 'sending'
+);
+
+-- name: ping
+INSERT INTO meta (key, value) VALUES ('last_ping', :now)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;

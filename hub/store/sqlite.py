@@ -1,0 +1,270 @@
+"""The SQLite event store: one file in WAL mode, durable on commit, safe for several processes.
+
+Writes go through one writer thread that commits concurrent requests together
+(:mod:`hub.store.sqlite_threads`); claims run in ``BEGIN IMMEDIATE`` transactions, so
+several worker processes on one file never take the same event. The SQL lives in
+``hub/store/sql/sqlite.sql``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import sqlite3
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from hub import logs
+from hub.clock import SYSTEM_CLOCK, Clock
+from hub.store import rows
+from hub.store.base import StoreError
+from hub.store.models import REPLAYABLE, EnqueueResult, Event, IncomingDelivery, State
+from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer
+
+log = logs.get_logger("hub.store")
+
+#: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
+#: (WAL) survives a process crash and may lose the last commits on power loss.
+SYNCHRONOUS = ("full", "normal", "extra")
+
+
+def _ids(values: Sequence[int]) -> bytes:
+    return orjson.dumps([int(v) for v in values])
+
+
+class SQLiteStore:
+    """An :class:`hub.store.base.EventStore` on one SQLite file."""
+
+    def __init__(
+        self, path: str | Path, *, clock: Clock = SYSTEM_CLOCK, synchronous: str = "full"
+    ) -> None:
+        if synchronous.lower() not in SYNCHRONOUS:
+            msg = (
+                f"Unknown SQLite synchronous mode {synchronous!r}; "
+                f"use one of {', '.join(SYNCHRONOUS)}."
+            )
+            raise StoreError(msg)
+        self.path = Path(path)
+        self.clock = clock
+        self.synchronous = synchronous.upper()
+        self.stats = StoreStats()
+        self._writer = Writer(self.path, synchronous=self.synchronous, stats=self.stats)
+        self._reader = Reader(self.path, stats=self.stats)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self._writer.start()
+        self._reader.start()
+        try:
+            await self._writer.submit(lambda conn: None)  # opens and creates the schema
+        except BaseException:
+            await self.close()
+            raise
+        log.info("store_opened", path=str(self.path), synchronous=self.synchronous)
+
+    async def close(self) -> None:
+        await self._writer.stop()
+        await self._reader.stop()
+
+    async def ping(self) -> None:
+        now = self.clock.time()
+        await self._writer.submit(lambda conn: conn.execute(Q["ping"], {"now": str(now)}))
+        await self._reader.submit(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    async def enqueue(self, delivery: IncomingDelivery) -> builtins.list[EnqueueResult]:
+        if not delivery.events:
+            return []
+        docs = rows.documents(delivery)
+        headers = rows.headers_json(delivery.headers)
+        now = self.clock.time()
+
+        def job(conn: sqlite3.Connection) -> builtins.list[EnqueueResult]:
+            results: builtins.list[EnqueueResult] = []
+            seen: dict[str, int] = {}
+            delivery_row: int | None = None
+            for event, doc in zip(delivery.events, docs, strict=True):
+                if event.delivery_id in seen:
+                    results.append(EnqueueResult(id=seen[event.delivery_id], duplicate=True))
+                    continue
+                key = {"endpoint": delivery.endpoint, "delivery_id": event.delivery_id}
+                found = conn.execute(Q["find_event"], key).fetchone()
+                if found is not None:
+                    seen[event.delivery_id] = found[0]
+                    results.append(EnqueueResult(id=found[0], duplicate=True))
+                    continue
+                if delivery_row is None:
+                    cur = conn.execute(
+                        Q["insert_delivery"],
+                        {
+                            "endpoint": delivery.endpoint,
+                            "received_at": delivery.received_at,
+                            "content_type": delivery.content_type,
+                            "headers": headers,
+                            "body": delivery.body,
+                        },
+                    )
+                    delivery_row = cur.lastrowid
+                cur = conn.execute(
+                    Q["insert_event"],
+                    {**key, "delivery": delivery_row, "document": doc, "now": now},
+                )
+                event_id = int(cur.lastrowid or 0)
+                seen[event.delivery_id] = event_id
+                results.append(EnqueueResult(id=event_id, duplicate=False))
+            return results
+
+        return await self._writer.submit(job)
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    async def claim(
+        self, *, limit: int, lease: float, exclude_targets: Collection[str] = ()
+    ) -> builtins.list[Event]:
+        if limit < 1:
+            return []
+        now = self.clock.time()
+        exclude = orjson.dumps(sorted(exclude_targets))
+
+        def job(conn: sqlite3.Connection) -> builtins.list[Event]:
+            found = conn.execute(
+                Q["claimable"], {"now": now, "exclude": exclude, "limit": limit}
+            ).fetchall()
+            if not found:
+                return []
+            ids = _ids([r[0] for r in found])
+            conn.execute(Q["mark_claimed"], {"ids": ids, "lease_until": now + lease, "now": now})
+            return [rows.event_from_row(r) for r in conn.execute(Q["rows_by_ids"], {"ids": ids})]
+
+        return await self._writer.submit(job)
+
+    async def ack(self, event_id: int, *, lead_id: str | None, created: bool | None) -> None:
+        await self._update(
+            "ack", event_id, lead_id=lead_id, created=None if created is None else int(created)
+        )
+
+    async def retry(self, event_id: int, *, at: float, error: str) -> None:
+        await self._update("retry", event_id, at=at, error=error)
+
+    async def release(self, event_id: int, *, at: float, reason: str | None = None) -> None:
+        await self._update("release", event_id, at=at, reason=reason)
+
+    async def dead(self, event_id: int, *, error: str) -> None:
+        await self._update("finish", event_id, state=State.DEAD.value, error=error)
+
+    async def unmatched(self, event_id: int, *, reason: str) -> None:
+        await self._update("finish", event_id, state=State.UNMATCHED.value, error=reason)
+
+    async def skipped(self, event_id: int, *, reason: str) -> None:
+        await self._update("finish", event_id, state=State.SKIPPED.value, error=reason)
+
+    async def set_route(
+        self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
+    ) -> None:
+        now = self.clock.time()
+        keys = orjson.dumps([str(k) for k in lead_keys if k])
+
+        def job(conn: sqlite3.Connection) -> None:
+            params = {"id": event_id, "target": target, "mapping": mapping, "now": now}
+            _check_found(conn.execute(Q["set_route"], params), event_id)
+            conn.execute(Q["delete_lead_keys"], {"ids": _ids([event_id])})
+            conn.execute(Q["insert_lead_keys"], {"id": event_id, "keys": keys})
+
+        await self._writer.submit(job)
+
+    async def set_enrichment(self, event_id: int, enrichment: Any) -> None:
+        data = None if enrichment is None else rows.dumps(enrichment, what="enrichment")
+        await self._update("set_enrichment", event_id, enrichment=data)
+
+    async def _update(self, query: str, event_id: int, **params: Any) -> None:
+        params.update(id=event_id, now=self.clock.time())
+        sql = Q[query]
+        await self._writer.submit(lambda conn: _check_found(conn.execute(sql, params), event_id))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
+        keys = [str(k) for k in lead_keys if k]
+        if not keys:
+            return None
+        params = {"id": event_id, "keys": orjson.dumps(keys)}
+
+        def job(conn: sqlite3.Connection) -> Event | None:
+            found = conn.execute(Q["blocker"], params).fetchone()
+            if found is None:
+                return None
+            row = conn.execute(Q["get"], {"id": found[0]}).fetchone()
+            return None if row is None else rows.event_from_row(row)
+
+        return await self._reader.submit(job)
+
+    async def get(self, event_id: int) -> Event | None:
+        def job(conn: sqlite3.Connection) -> Event | None:
+            row = conn.execute(Q["get"], {"id": event_id}).fetchone()
+            return None if row is None else rows.event_from_row(row)
+
+        return await self._reader.submit(job)
+
+    async def list(
+        self, *, state: State | None = None, endpoint: str | None = None, limit: int = 50
+    ) -> builtins.list[Event]:
+        params = {
+            "state": None if state is None else State(state).value,
+            "endpoint": endpoint,
+            "limit": max(0, limit),
+        }
+        return await self._reader.submit(
+            lambda conn: [rows.event_from_row(r) for r in conn.execute(Q["list"], params)]
+        )
+
+    async def counts(self) -> dict[State, int]:
+        found = await self._reader.submit(lambda conn: conn.execute(Q["counts"]).fetchall())
+        out = dict.fromkeys(State, 0)
+        for state, count in found:
+            out[State(state)] = count
+        return out
+
+    async def replay(
+        self,
+        *,
+        state: State | None = None,
+        ids: Sequence[int] | None = None,
+        endpoint: str | None = None,
+    ) -> int:
+        if state is not None and State(state) not in REPLAYABLE:
+            names = ", ".join(s.value for s in REPLAYABLE)
+            msg = f"Only {names} events can be replayed, not {State(state).value!r}."
+            raise StoreError(msg)
+        params = {
+            "state": None if state is None else State(state).value,
+            "ids": None if ids is None else _ids(ids),
+            "endpoint": endpoint,
+            "now": self.clock.time(),
+        }
+
+        def job(conn: sqlite3.Connection) -> int:
+            requeued = [r[0] for r in conn.execute(Q["replay"], params).fetchall()]
+            if requeued:
+                conn.execute(Q["delete_lead_keys"], {"ids": _ids(requeued)})
+            return len(requeued)
+
+        count = await self._writer.submit(job)
+        log.info("events_replayed", count=count, state=params["state"], endpoint=endpoint)
+        return count
+
+    async def next_due(self) -> float | None:
+        found = await self._reader.submit(lambda conn: conn.execute(Q["next_due"]).fetchone())
+        return None if found is None or found[0] is None else float(found[0])
+
+
+def _check_found(cursor: sqlite3.Cursor, event_id: int) -> None:
+    if cursor.rowcount == 0:
+        msg = f"No event with id {event_id!r} in the store; list them with `leadhub events`."
+        raise StoreError(msg)
