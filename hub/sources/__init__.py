@@ -1,0 +1,107 @@
+"""Sender kinds: one module per ``source`` (verification, handshake, splitting), plus bodies.
+
+``build_source(endpoint)`` gives the :class:`~hub.sources.base.Source` for an
+endpoint; ``delivery_ids(endpoint, splits, body)`` names each event: the
+endpoint's ``dedupe`` JSONPath when it finds a value, else the sender's natural
+id, else ``sha256:`` + the hex SHA-256 of the raw body (for a batch without
+natural ids, of each event's canonical JSON instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from hub.config.models import (
+    Endpoint,
+    FacebookOptions,
+    GoogleOptions,
+    HmacOptions,
+    StandardOptions,
+    TokenOptions,
+    TypeformOptions,
+)
+from hub.sources.base import (
+    BodyError,
+    Handshake,
+    Incoming,
+    Source,
+    Split,
+    VerificationError,
+)
+from hub.sources.facebook import FacebookSource
+from hub.sources.google import GoogleSource
+from hub.sources.hmac_ import HmacSource
+from hub.sources.none import NoneSource
+from hub.sources.standard import StandardSource
+from hub.sources.token_ import TokenSource
+from hub.sources.typeform import TypeformSource
+
+__all__ = [
+    "BodyError",
+    "Handshake",
+    "Incoming",
+    "Source",
+    "Split",
+    "VerificationError",
+    "build_source",
+    "delivery_ids",
+]
+
+
+#: Longer delivery ids (a runaway dedupe path, say) are replaced by their hash.
+MAX_ID_LENGTH = 200
+
+
+def build_source(endpoint: Endpoint) -> Source:
+    """The source for ``endpoint``, built from its typed options."""
+    opts = endpoint.options
+    if isinstance(opts, FacebookOptions):
+        return FacebookSource(opts)
+    if isinstance(opts, GoogleOptions):
+        return GoogleSource(opts)
+    if isinstance(opts, TypeformOptions):
+        return TypeformSource(opts)
+    if isinstance(opts, HmacOptions):
+        return HmacSource(opts)
+    if isinstance(opts, TokenOptions):
+        return TokenSource(opts)
+    if isinstance(opts, StandardOptions):
+        return StandardSource(opts)
+    return NoneSource(opts)
+
+
+def _id_from_path(endpoint: Endpoint, document: Any) -> str | None:
+    if endpoint.dedupe is None:
+        return None
+    try:
+        values = endpoint.dedupe.values(document)
+    except Exception:  # a path evaluating over an odd document must not fail a delivery
+        return None
+    for value in values:
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        if isinstance(value, dict | list):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return str(value)
+    return None
+
+
+def delivery_ids(endpoint: Endpoint, splits: Sequence[Split], body: bytes) -> list[str]:
+    """The delivery id of each split, in order (see the module docstring)."""
+    ids: list[str] = []
+    for split in splits:
+        found = _id_from_path(endpoint, split.document) or split.natural_id
+        if found is None:
+            if len(splits) == 1:
+                found = "sha256:" + hashlib.sha256(body).hexdigest()
+            else:
+                canonical = orjson.dumps(split.document, option=orjson.OPT_SORT_KEYS)
+                found = "sha256:" + hashlib.sha256(canonical).hexdigest()
+        if len(found) > MAX_ID_LENGTH:  # keep ids short but still distinct
+            found = "sha256:" + hashlib.sha256(found.encode("utf-8", "replace")).hexdigest()
+        ids.append(found)
+    return ids

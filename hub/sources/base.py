@@ -1,0 +1,170 @@
+"""What every sender kind (``source``) provides to ingest, and the pieces they share.
+
+A source is built once per endpoint from its options and is pure: it verifies a
+request from its raw bytes and headers, answers a subscription handshake if the
+sender has one, and splits a parsed body into the events (leads) it holds, each
+with the sender's natural delivery id when there is one.
+
+Order at ingest: :meth:`Source.verify` runs on the raw body before any parsing;
+then the body is parsed (``hub.sources.bodies``); then :meth:`Source.split` runs,
+which may still reject (Google's key travels inside the body).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import parse_qsl
+
+from hub.exceptions import HubError
+
+
+class VerificationError(HubError):
+    """The request failed the endpoint's signature or token check.
+
+    ``reason`` is for the log only; the sender gets a bare 401. A reason never
+    holds a secret, a signature or a token.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BodyError(HubError):
+    """The body cannot be taken: ``status`` is 415 (content type) or 400 (unparseable)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Incoming:
+    """One HTTP request as the source sees it."""
+
+    method: str
+    #: Header names lower-cased; repeated headers joined with ``", "``.
+    headers: Mapping[str, str]
+    body: bytes
+    query_string: bytes = b""
+    _query: dict[str, str] | None = field(default=None, repr=False)
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        """Query parameters (the first value of each), parsed on first use."""
+        if self._query is None:
+            parsed: dict[str, str] = {}
+            text = self.query_string.decode("latin-1")
+            for key, value in parse_qsl(text, keep_blank_values=True):
+                parsed.setdefault(key, value)
+            self._query = parsed
+        return self._query
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """One event out of a delivery: its natural id (if the sender has one) and document."""
+
+    natural_id: str | None
+    document: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """The answer to a sender's GET handshake."""
+
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+
+class Source(Protocol):
+    """A sender kind: verification, handshake and splitting for one endpoint."""
+
+    #: The ``source`` name in the config (``facebook``, ``typeform``, ...).
+    kind: str
+    #: Lower-case header names that carry credentials for this endpoint: never stored or logged.
+    credential_headers: frozenset[str]
+
+    def verify(self, request: Incoming, now: float) -> None:
+        """Check the raw request; raise :class:`VerificationError` with the reason if it fails."""
+        ...
+
+    def split(self, request: Incoming, document: Any) -> list[Split]:
+        """The events in a verified, parsed delivery (may raise VerificationError/BodyError)."""
+        ...
+
+    def handshake(self, request: Incoming) -> Handshake | None:
+        """The answer to a GET on the endpoint, or None when the sender has no handshake."""
+        ...
+
+
+# --- helpers shared by the sources ------------------------------------------------------------
+
+_DIGESTS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
+
+
+def digest(algorithm: str, key: bytes, message: bytes) -> bytes:
+    """HMAC of ``message`` under ``key`` with ``algorithm`` (sha1, sha256 or sha512)."""
+    try:
+        constructor = _DIGESTS[algorithm]
+    except KeyError:
+        msg = f"Unknown HMAC algorithm {algorithm!r}; use one of 'sha1', 'sha256', 'sha512'."
+        raise ValueError(msg) from None
+    return hmac.new(key, message, constructor).digest()
+
+
+def same(expected: str | bytes, given: str | bytes) -> bool:
+    """Constant-time equality of two strings or byte strings (non-ASCII never matches)."""
+    if isinstance(expected, str):
+        expected = expected.encode("utf-8", "surrogateescape")
+    if isinstance(given, str):
+        given = given.encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(expected, given)
+
+
+def check_timestamp(raw: str | None, *, now: float, tolerance: float, unit: str = "s") -> float:
+    """The timestamp in ``raw`` (seconds or milliseconds) if it lies within ``tolerance`` of now.
+
+    Raises:
+        VerificationError: missing, not a number, or too old / too new.
+    """
+    if raw is None or not raw.strip():
+        msg = "missing timestamp header"
+        raise VerificationError(msg)
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        msg = "timestamp header is not an integer"
+        raise VerificationError(msg) from None
+    seconds = value / 1000.0 if unit == "ms" else float(value)
+    if abs(now - seconds) > tolerance:
+        msg = f"timestamp {value} is outside the {tolerance:g} s tolerance (now {now:.0f})"
+        raise VerificationError(msg)
+    return seconds
+
+
+class NoHandshake:
+    """Mixin for sources without a GET handshake."""
+
+    def handshake(self, request: Incoming) -> Handshake | None:
+        return None
+
+
+class WholeBody(NoHandshake):
+    """Mixin for sources whose delivery is one event: the body, with a natural id at ``id_key``."""
+
+    id_key: str | None = None
+
+    def split(self, request: Incoming, document: Any) -> list[Split]:
+        natural: str | None = None
+        if self.id_key is not None and isinstance(document, dict):
+            value = document.get(self.id_key)
+            if value is not None and not isinstance(value, dict | list | bool) and value != "":
+                natural = str(value)
+        return [Split(natural, document)]

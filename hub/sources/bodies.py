@@ -1,0 +1,227 @@
+"""Request bodies to documents: JSON, form-encoded and multipart, with clear 400/415 reasons.
+
+* JSON (``application/json``, ``*/*+json``, ``text/json``, ``text/plain`` and a
+  missing Content-Type) is parsed with orjson. orjson turns integers beyond the
+  64-bit range into floats, silently losing digits, so a body holding a run of 19
+  or more digits is parsed with the standard library instead, and any integer
+  outside [-2^63, 2^64) is kept as its decimal string (ids stay exact; every stored
+  document stays serialisable).
+* ``application/x-www-form-urlencoded`` and ``multipart/form-data`` become a flat
+  object; a key sent several times becomes a list of its values, in order. A value
+  that is a JSON object or array (Unbounce's ``data.json``, Jotform's
+  ``rawRequest``) is parsed into it; any other value stays the string it was.
+  Multipart file parts become ``{"filename", "content_type", "size"}`` (their
+  contents are kept in the raw body only).
+* Anything else answers 415; a body that cannot be parsed answers 400.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+
+from hub.sources.base import BodyError
+
+_JSON_TYPES = frozenset({"", "application/json", "text/json", "text/plain"})
+FORM = "application/x-www-form-urlencoded"
+MULTIPART = "multipart/form-data"
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+MAX_FIELDS = 10_000
+
+
+def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
+    """The lower-cased media type and its parameters (names lower-cased)."""
+    if not content_type:
+        return "", {}
+    main, _, rest = content_type.partition(";")
+    params: dict[str, str] = {}
+    if rest:
+        _, raw = parse_options_header("x;" + rest)
+        for key, value in raw.items():
+            params[key.decode("latin-1").lower()] = value.decode("latin-1")
+    return main.strip().lower(), params
+
+
+def is_json_type(mtype: str) -> bool:
+    """Whether a media type is taken as JSON."""
+    return mtype in _JSON_TYPES or (mtype.startswith("application/") and mtype.endswith("+json"))
+
+
+def _int_or_text(text: str) -> int | str:
+    value = int(text)
+    return value if _INT_MIN <= value <= _INT_MAX else text
+
+
+def _reject_constant(name: str) -> Any:
+    msg = f"{name} is not valid JSON"
+    raise ValueError(msg)
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON document from ``body``; integers beyond 64 bits become strings.
+
+    Raises:
+        BodyError: 400 when the body is empty or not JSON.
+    """
+    if not body.strip():
+        raise BodyError(400, "empty body; expected a JSON document")
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BodyError(400, f"body is not valid JSON ({exc})") from None
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text, parse_int=_int_or_text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BodyError(400, f"body is not valid JSON ({type(exc).__name__})") from None
+
+
+def _maybe_json(value: str) -> Any:
+    """``value`` parsed when it holds a JSON object or array, else ``value`` itself."""
+    stripped = value.strip()
+    if len(stripped) < 2 or stripped[0] not in "{[" or stripped[-1] not in "}]":
+        return value
+    try:
+        parsed = parse_json(stripped.encode("utf-8", "surrogatepass"))
+    except (BodyError, UnicodeEncodeError):
+        return value
+    return parsed if isinstance(parsed, dict | list) else value
+
+
+def _flat(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Pairs to an object: repeated keys become lists; JSON-holding strings are parsed."""
+    out: dict[str, Any] = {}
+    repeated: set[str] = set()
+    for key, raw in pairs:
+        value = _maybe_json(raw) if isinstance(raw, str) else raw
+        if key not in out:
+            out[key] = value
+        elif key in repeated:
+            out[key].append(value)
+        else:
+            out[key] = [out[key], value]
+            repeated.add(key)
+    return out
+
+
+def parse_form(body: bytes, charset: str = "utf-8") -> dict[str, Any]:
+    """A flat object from an ``application/x-www-form-urlencoded`` body."""
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding=charset,
+            errors="strict",
+            max_num_fields=MAX_FIELDS,
+        )
+    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+        raise BodyError(400, f"form body cannot be decoded ({type(exc).__name__})") from None
+    return _flat(list(pairs))
+
+
+class _Parts:
+    """Collects multipart parts through python-multipart's callbacks."""
+
+    def __init__(self) -> None:
+        self.pairs: list[tuple[str, Any]] = []
+        self.ended = False
+        self._field = b""
+        self._value = b""
+        self._headers: dict[bytes, bytes] = {}
+        self._data: list[bytes] = []
+
+    def on_part_begin(self) -> None:
+        self._headers = {}
+        self._data = []
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._headers[self._field.strip().lower()] = self._value.strip()
+        self._field = b""
+        self._value = b""
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        self._data.append(data[start:end])
+
+    def on_part_end(self) -> None:
+        _, options = parse_options_header(self._headers.get(b"content-disposition", b""))
+        name = options.get(b"name")
+        if name is None:
+            raise BodyError(400, "a multipart part has no name in its Content-Disposition")
+        data = b"".join(self._data)
+        key = name.decode("utf-8", "replace")
+        if b"filename" in options:
+            value: Any = {
+                "filename": options[b"filename"].decode("utf-8", "replace"),
+                "content_type": self._headers.get(b"content-type", b"").decode("latin-1"),
+                "size": len(data),
+            }
+        else:
+            value = data.decode("utf-8", "replace")
+        self.pairs.append((key, value))
+
+    def on_end(self) -> None:
+        self.ended = True
+
+
+def parse_multipart(body: bytes, boundary: str | None) -> dict[str, Any]:
+    """A flat object from a ``multipart/form-data`` body."""
+    if not boundary:
+        raise BodyError(400, "multipart/form-data without a boundary parameter")
+    parts = _Parts()
+    callbacks: Any = {
+        name: getattr(parts, name)
+        for name in (
+            "on_part_begin",
+            "on_part_data",
+            "on_part_end",
+            "on_header_field",
+            "on_header_value",
+            "on_header_end",
+            "on_end",
+        )
+    }
+    try:
+        parser = MultipartParser(boundary.encode("latin-1", "replace"), callbacks)
+        parser.write(body)
+        parser.finalize()
+    except (MultipartParseError, ValueError) as exc:
+        raise BodyError(400, f"multipart body cannot be parsed ({exc})") from None
+    if not parts.ended:
+        raise BodyError(400, "multipart body ends before its closing boundary")
+    if len(parts.pairs) > MAX_FIELDS:
+        raise BodyError(400, f"multipart body has more than {MAX_FIELDS} parts")
+    return _flat(parts.pairs)
+
+
+def parse_body(content_type: str | None, body: bytes) -> Any:
+    """The document in ``body`` according to ``content_type``.
+
+    Raises:
+        BodyError: 415 for an unsupported content type, 400 for a body that cannot be parsed.
+    """
+    mtype, params = media_type(content_type)
+    if is_json_type(mtype):
+        return parse_json(body)
+    if mtype == FORM:
+        return parse_form(body, params.get("charset", "utf-8"))
+    if mtype == MULTIPART:
+        return parse_multipart(body, params.get("boundary"))
+    shown = mtype or (content_type or "")
+    msg = f"unsupported content type {shown[:100]!r}; send application/json, {FORM} or {MULTIPART}"
+    raise BodyError(415, msg)

@@ -1,0 +1,143 @@
+"""Bodies to documents: JSON, form-encoded, multipart, with 400/415 for what cannot be taken."""
+
+from __future__ import annotations
+
+import pytest
+
+from hub.sources import BodyError
+from hub.sources.bodies import parse_body
+from tests.sources import fixtures as fx
+
+
+def test_json_body_is_parsed() -> None:
+    """A JSON body becomes its document."""
+    assert parse_body("application/json; charset=utf-8", b'{"a": [1, "x"]}') == {"a": [1, "x"]}
+
+
+def test_json_variants_and_missing_content_type_are_json() -> None:
+    """+json media types, text/plain and a missing Content-Type are parsed as JSON."""
+    for ctype in ("application/vnd.api+json", "text/plain", None, ""):
+        assert parse_body(ctype, b"[1]") == [1]
+
+
+def test_integers_beyond_64_bits_become_strings() -> None:
+    """Integers outside the 64-bit range are kept exact as strings; others stay integers."""
+    body = (
+        b'{"big": 123456789012345678901234, "neg": -9223372036854775809,'
+        b' "ok": 18446744073709551615}'
+    )
+    doc = parse_body("application/json", body)
+    assert doc == {
+        "big": "123456789012345678901234",
+        "neg": "-9223372036854775809",
+        "ok": 18446744073709551615,
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"   ",
+        b"{",
+        b'{"a":1}x',
+        b"NaN",
+        b"[1e400]",
+        b"[" * 5000,
+        b"\xff\xfe{}",
+        b'{"a": 1' + b"9" * 30,
+    ],
+)
+def test_invalid_json_is_a_400(body: bytes) -> None:
+    """Empty, truncated, trailing-garbage, non-finite, too deep or non-UTF-8 JSON answers 400."""
+    with pytest.raises(BodyError) as info:
+        parse_body("application/json", body)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("ctype", ["application/xml", "text/html", "image/png", "multipart/mixed"])
+def test_unsupported_content_types_are_a_415(ctype: str) -> None:
+    """Media types the hub does not take answer 415, naming the type."""
+    with pytest.raises(BodyError) as info:
+        parse_body(ctype, b"<x/>")
+    assert info.value.status == 415
+    assert ctype in info.value.reason
+
+
+def test_form_body_flattens_with_lists_for_repeated_keys() -> None:
+    """A form body becomes a flat object; repeated keys become lists in order."""
+    body = b"a=1&b=x+y&a=2&c=&a=3&j=%7B%22k%22%3A1%7D&s=%7Bnot+json%7D&n=%5B1%5D"
+    doc = parse_body("application/x-www-form-urlencoded", body)
+    assert doc == {
+        "a": ["1", "2", "3"],
+        "b": "x y",
+        "c": "",
+        "j": {"k": 1},
+        "s": "{not json}",
+        "n": [1],
+    }
+
+
+def test_form_strings_that_are_json_scalars_stay_strings() -> None:
+    """Only JSON objects and arrays are parsed out of fields; numbers and words stay strings."""
+    doc = parse_body("application/x-www-form-urlencoded", b"n=12&t=true&q=%22x%22")
+    assert doc == {"n": "12", "t": "true", "q": '"x"'}
+
+
+def test_unbounce_data_json_is_parsed() -> None:
+    """Unbounce's form body gets its data.json field parsed into an object."""
+    d = fx.load("unbounce", "submission_basic", "unbounce")
+    doc = parse_body(d.headers["Content-Type"], d.body)
+    assert doc["page_name"] == "Solar Quote LP"
+    assert doc["data.json"]["email"] == ["lucas.ferreira@example.com"]
+    assert isinstance(doc["data.xml"], str)
+
+
+def test_jotform_multipart_with_raw_request_is_parsed() -> None:
+    """Jotform's multipart body becomes a flat object with rawRequest parsed."""
+    d = fx.load("jotform", "submission_basic", "jotform")
+    doc = parse_body(d.headers["Content-Type"], d.body)
+    assert doc["formTitle"] == "Book a Free Demo"
+    assert doc["submissionID"] == "6201234567890123456"
+    assert isinstance(doc["rawRequest"], dict)
+    assert isinstance(doc["pretty"], str)
+
+
+def test_multipart_file_parts_and_repeated_names() -> None:
+    """File parts are described rather than inlined and repeated part names become lists."""
+    body = (
+        b'--B\r\nContent-Disposition: form-data; name="tag"\r\n\r\none\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="tag"\r\n\r\ntwo\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="cv"; filename="cv.pdf"\r\n'
+        b"Content-Type: application/pdf\r\n\r\n%PDF-1\x00\x01\r\n--B--\r\n"
+    )
+    doc = parse_body('multipart/form-data; boundary="B"', body)
+    assert doc == {
+        "tag": ["one", "two"],
+        "cv": {"filename": "cv.pdf", "content_type": "application/pdf", "size": 8},
+    }
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body"),
+    [
+        ("multipart/form-data", b"--B\r\n\r\n"),
+        ("multipart/form-data; boundary=B", b"garbage without boundaries"),
+        (
+            "multipart/form-data; boundary=B",
+            b"--B\r\nContent-Disposition: form-data\r\n\r\nx\r\n--B--\r\n",
+        ),
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\nx',
+        ),
+        ("application/x-www-form-urlencoded", b"a=\xff\xfe"),
+        ("application/x-www-form-urlencoded", b"a=%ff%fe"),
+        ("application/x-www-form-urlencoded; charset=nonsense", b"a=%41"),
+    ],
+)
+def test_broken_forms_are_a_400(ctype: str, body: bytes) -> None:
+    """Malformed multipart and undecodable form bodies answer 400 rather than crash."""
+    with pytest.raises(BodyError) as info:
+        parse_body(ctype, body)
+    assert info.value.status == 400

@@ -1,0 +1,282 @@
+"""Sender verification and splitting, on the shipped fixtures and hand-made edge cases."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Any
+
+import orjson
+import pytest
+
+from hub.config.models import HmacOptions, TokenOptions
+from hub.secrets import Secret
+from hub.sources import Incoming, Split, VerificationError, build_source, delivery_ids
+from hub.sources.bodies import parse_body
+from hub.sources.hmac_ import HmacSource
+from hub.sources.token_ import TokenSource
+from tests.sources import fixtures as fx
+
+ENDPOINTS = fx.endpoints()
+
+
+def request_for(d: fx.Delivery, body: bytes | None = None, **headers: str) -> Incoming:
+    hdrs = d.lower_headers()
+    hdrs.update({k.replace("_", "-").lower(): v for k, v in headers.items()})
+    return Incoming("POST", hdrs, d.body if body is None else body, d.query.encode())
+
+
+def run(d: fx.Delivery, req: Incoming | None = None, now: float = fx.STANDARD_TIME) -> list[Split]:
+    """Verify, parse and split like ingest does; raises what ingest would answer with."""
+    endpoint = ENDPOINTS[d.endpoint]
+    source = build_source(endpoint)
+    req = req or request_for(d)
+    source.verify(req, now)
+    document = parse_body(req.headers.get("content-type"), req.body)
+    return source.split(req, document)
+
+
+@pytest.mark.parametrize("delivery", fx.accepted(), ids=lambda d: d.name)
+def test_every_fixture_verifies_and_splits(delivery: fx.Delivery) -> None:
+    """Each shipped fixture passes its endpoint's check as sent and yields at least one event."""
+    splits = run(delivery)
+    assert splits
+    ids = delivery_ids(ENDPOINTS[delivery.endpoint], splits, delivery.body)
+    assert all(isinstance(i, str) and i for i in ids)
+
+
+@pytest.mark.parametrize("row", fx.SIGNED, ids=lambda r: f"{r[0]}/{r[1]}")
+def test_flipped_byte_is_rejected(row: tuple[str, str, str, str]) -> None:
+    """Changing one byte of a signed body makes its signature check fail."""
+    d = fx.load(*row)
+    body = bytearray(d.body)
+    body[len(body) // 2] ^= 0x01
+    with pytest.raises(VerificationError):
+        run(d, request_for(d, bytes(body)))
+
+
+@pytest.mark.parametrize("row", fx.SIGNED, ids=lambda r: f"{r[0]}/{r[1]}")
+def test_missing_signature_header_is_rejected(row: tuple[str, str, str, str]) -> None:
+    """Without its signature header a signed fixture is rejected."""
+    d = fx.load(*row)
+    names = {"x-hub-signature-256", "x-hub-signature", "typeform-signature", "webhook-signature"}
+    hdrs = {k: v for k, v in d.lower_headers().items() if k not in names}
+    with pytest.raises(VerificationError):
+        run(d, Incoming("POST", hdrs, d.body))
+
+
+def test_wrong_secrets_reject_the_fixtures() -> None:
+    """The same signed bodies fail against endpoints configured with other secrets."""
+    from dataclasses import replace
+
+    for row in fx.SIGNED:
+        d = fx.load(*row)
+        endpoint = ENDPOINTS[d.endpoint]
+        opts: Any = endpoint.options
+        field = {"facebook": "app_secret", "typeform": "secret", "standard": "secret"}[d.endpoint]
+        wrong = "whsec_" + base64.b64encode(b"another-key").decode()
+        source = build_source(replace(endpoint, options=replace(opts, **{field: Secret(wrong)})))
+        with pytest.raises(VerificationError):
+            source.verify(request_for(d), fx.STANDARD_TIME)
+
+
+def test_facebook_rejects_a_reserialised_body() -> None:
+    """A Facebook body re-serialised from its parsed JSON no longer matches the signature."""
+    d = fx.load("facebook", "leadgen_notification_batched_mixed_types", "facebook")
+    reserialised = orjson.dumps(orjson.loads(d.body), option=orjson.OPT_INDENT_2)
+    assert reserialised != d.body
+    with pytest.raises(VerificationError):
+        run(d, request_for(d, reserialised))
+
+
+def test_facebook_sha1_only_when_allowed() -> None:
+    """The legacy SHA-1 header is refused by default and accepted with allow_sha1."""
+    from dataclasses import replace
+
+    d = fx.load("facebook", "leadgen_notification_single", "facebook")
+    hdrs = {k: v for k, v in d.lower_headers().items() if k != "x-hub-signature-256"}
+    req = Incoming("POST", hdrs, d.body)
+    endpoint = ENDPOINTS["facebook"]
+    with pytest.raises(VerificationError, match="allow_sha1"):
+        build_source(endpoint).verify(req, 0)
+    opts: Any = endpoint.options
+    build_source(replace(endpoint, options=replace(opts, allow_sha1=True))).verify(req, 0)
+
+
+def test_facebook_batch_splits_every_leadgen_change_with_string_ids() -> None:
+    """A batch of three leadgen changes gives three events, every id a string."""
+    d = fx.load("facebook", "leadgen_notification_batched_mixed_types", "facebook")
+    splits = run(d)
+    assert [s.natural_id for s in splits] == [
+        "1287634509898765",
+        "1287634509800001",
+        "5412398761234567",
+    ]
+    third = splits[2].document
+    assert third["page_id"] == "998877665544332"
+    assert third["ad_id"] == "0"
+    assert third["entry_id"] == "998877665544332"
+    assert third["entry_time"] == 1761918000
+    assert third["created_time"] == 1761917990
+
+
+def test_facebook_ids_beyond_64_bits_stay_exact() -> None:
+    """Integer ids too big for 64 bits reach the document digit for digit."""
+    big = 123456789012345678901234567890
+    body = (
+        b'{"object":"page","entry":[{"id":1,"time":2,"changes":[{"field":"leadgen",'
+        b'"value":{"leadgen_id":' + str(big).encode() + b',"page_id":9007199254740993}}]}]}'
+    )
+    sig = "sha256=" + hmac.new(fx.FB_APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    d = fx.Delivery("big", "facebook", body, {"Content-Type": "application/json"})
+    splits = run(d, request_for(d, x_hub_signature_256=sig))
+    assert splits[0].natural_id == str(big)
+    assert splits[0].document["page_id"] == "9007199254740993"
+
+
+def test_facebook_without_leadgen_changes_has_no_events() -> None:
+    """A verified notification about another field splits into zero events."""
+    body = b'{"object":"page","entry":[{"id":"1","changes":[{"field":"feed","value":{}}]}]}'
+    sig = "sha256=" + hmac.new(fx.FB_APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    d = fx.Delivery("feed", "facebook", body, {"Content-Type": "application/json"})
+    assert run(d, request_for(d, x_hub_signature_256=sig)) == []
+
+
+def test_facebook_handshake() -> None:
+    """The handshake echoes the challenge with the right token and answers 403 otherwise."""
+    source = build_source(ENDPOINTS["facebook"])
+    good = b"hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=hub-verify-token-example"
+    answer = source.handshake(Incoming("GET", {}, b"", good))
+    assert answer is not None and (answer.status, answer.body) == (200, b"1158201444")
+    bad = good.replace(b"example", b"wrong")
+    answer = source.handshake(Incoming("GET", {}, b"", bad))
+    assert answer is not None and answer.status == 403
+    unsubscribe = good.replace(b"subscribe", b"unsubscribe")
+    answer = source.handshake(Incoming("GET", {}, b"", unsubscribe))
+    assert answer is not None and answer.status == 403
+
+
+def test_google_rejects_an_empty_or_wrong_key() -> None:
+    """Google's fixture with an empty google_key, and a body with another key, are rejected."""
+    d = fx.load("google_ads", "lead_wrong_google_key", "google")
+    with pytest.raises(VerificationError, match="google_key"):
+        run(d)
+    body = fx.load("google_ads", "lead_full", "google").body.replace(b"gk_test_7c1e2b", b"gk_x")
+    with pytest.raises(VerificationError, match="does not match"):
+        run(d, request_for(d, body))
+
+
+def test_natural_ids_per_sender() -> None:
+    """Google dedupes on lead_id, Typeform on event_id, Standard Webhooks on webhook-id."""
+    cases = {
+        ("google_ads", "lead_full", "google"): "lead_id",
+        ("typeform", "form_response_full", "typeform"): "event_id",
+    }
+    for (sender, stem, endpoint), key in cases.items():
+        d = fx.load(sender, stem, endpoint)
+        split = run(d)[0]
+        assert split.natural_id == str(orjson.loads(d.body)[key])
+    d = fx.load("generic_json", "standard_webhooks_lead_created", "standard")
+    assert run(d)[0].natural_id == "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"
+
+
+def test_standard_webhooks_timestamp_tolerance() -> None:
+    """A Standard Webhooks delivery verifies within five minutes of its timestamp only."""
+    d = fx.load("generic_json", "standard_webhooks_lead_created", "standard")
+    run(d, now=fx.STANDARD_TIME + 299)
+    run(d, now=fx.STANDARD_TIME - 299)
+    with pytest.raises(VerificationError, match="tolerance"):
+        run(d, now=fx.STANDARD_TIME + 301)
+
+
+def test_standard_webhooks_accepts_any_rotated_signature() -> None:
+    """Only one of several v1 signatures has to match; none matching is rejected."""
+    d = fx.load("generic_json", "standard_webhooks_lead_created", "standard")
+    entries = d.headers["webhook-signature"].split()
+    matching = []
+    for entry in entries:
+        try:
+            run(d, request_for(d, webhook_signature=entry))
+            matching.append(entry)
+        except VerificationError:
+            pass
+    assert len(matching) == 1
+    bogus = "v1," + base64.b64encode(b"x" * 32).decode()
+    run(d, request_for(d, webhook_signature=f"{bogus} {matching[0]}"))
+    with pytest.raises(VerificationError):
+        run(d, request_for(d, webhook_signature=bogus))
+    with pytest.raises(VerificationError):
+        run(d, request_for(d, webhook_signature=matching[0].replace("v1,", "v2,")))
+
+
+def _webflow(body: bytes, ts: int, secret: str = fx.HMAC_SECRET) -> Incoming:
+    mac = hmac.new(secret.encode(), f"{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    headers = {"x-webflow-signature": mac.upper(), "x-webflow-timestamp": str(ts)}
+    return Incoming("POST", headers, body)
+
+
+def test_hmac_webflow_style_with_millisecond_timestamp() -> None:
+    """The hmac source checks {timestamp}:{body} with a millisecond timestamp and a tolerance."""
+    source = build_source(ENDPOINTS["webflow"])
+    body = b'{"triggerType":"form_submission","payload":{"id":"abc"}}'
+    now = 1_761_914_821.0
+    source.verify(_webflow(body, int(now * 1000)), now)
+    with pytest.raises(VerificationError, match="tolerance"):
+        source.verify(_webflow(body, int((now - 600) * 1000)), now)
+    with pytest.raises(VerificationError, match="does not match"):
+        source.verify(_webflow(body, int(now * 1000), secret="other"), now)
+    with pytest.raises(VerificationError, match="missing"):
+        source.verify(Incoming("POST", {}, body), now)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "encoding", "prefix"),
+    [("sha256", "base64", ""), ("sha1", "hex", "sha1="), ("sha512", "hex", "")],
+)
+def test_hmac_algorithms_encodings_and_prefixes(algorithm: str, encoding: str, prefix: str) -> None:
+    """Each algorithm/encoding/prefix combination verifies its own signature and no other."""
+    opts = HmacOptions(
+        header="X-Sig", secret=Secret("k"), algorithm=algorithm, encoding=encoding, prefix=prefix
+    )
+    source = HmacSource(opts)
+    body = b'{"a":1}'
+    mac = hmac.new(b"k", body, getattr(hashlib, algorithm)).digest()
+    text = mac.hex() if encoding == "hex" else base64.b64encode(mac).decode()
+    source.verify(Incoming("POST", {"x-sig": prefix + text}, body), 0)
+    with pytest.raises(VerificationError):
+        source.verify(Incoming("POST", {"x-sig": text if prefix else "x" + text}, body), 0)
+    assert source.credential_headers == frozenset({"x-sig"})
+
+
+def test_token_is_taken_from_bearer_basic_header_or_query() -> None:
+    """The token source accepts the token in any of its four places and rejects a wrong one."""
+    source = TokenSource(TokenOptions(token=Secret("t0k"), header="X-Key"))
+    basic = "Basic " + base64.b64encode(b"user:t0k").decode()
+    for headers, query in [
+        ({"authorization": "Bearer t0k"}, b""),
+        ({"authorization": basic}, b""),
+        ({"x-key": "t0k"}, b""),
+        ({}, b"token=t0k"),
+    ]:
+        source.verify(Incoming("POST", headers, b"{}", query), 0)
+    for headers, query in [
+        ({"authorization": "Bearer nope"}, b""),
+        ({"authorization": "Basic !!!"}, b""),
+        ({"x-other": "t0k"}, b""),
+        ({}, b"token=t0"),
+        ({}, b""),
+    ]:
+        with pytest.raises(VerificationError):
+            source.verify(Incoming("POST", headers, b"{}", query), 0)
+
+
+def test_body_hash_and_dedupe_path_name_deliveries() -> None:
+    """Without a natural id the body hash names a delivery; a dedupe path overrides both."""
+    d = fx.load("zapier", "post_form_default", "zapier-form")
+    ids = delivery_ids(ENDPOINTS["zapier-form"], run(d), d.body)
+    assert ids == ["sha256:" + hashlib.sha256(d.body).hexdigest()]
+    d = fx.load("zapier", "post_json_flat", "zapier-json")
+    assert delivery_ids(ENDPOINTS["zapier-json"], run(d), d.body) == ["1287634509812345"]
+    d = fx.load("unbounce", "submission_basic", "unbounce", f"token={fx.URL_TOKEN}")
+    assert delivery_ids(ENDPOINTS["unbounce"], run(d), d.body) == ["lucas.ferreira@example.com"]
