@@ -1,0 +1,31 @@
+"""Builders of deliveries for the store tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from hub.store.models import EventIn, IncomingDelivery
+
+
+def delivery(
+    *delivery_ids: str,
+    endpoint: str = "typeform",
+    received_at: float = 1_700_000_000.0,
+    body: bytes | None = None,
+    content_type: str = "application/json",
+    documents: list[Any] | None = None,
+) -> IncomingDelivery:
+    """A delivery carrying one event per delivery id (documents default to ``{"id": ...}``)."""
+    docs = documents if documents is not None else [{"id": d} for d in delivery_ids]
+    if body is None:
+        body = orjson.dumps(docs[0] if len(docs) == 1 else docs)
+    return IncomingDelivery(
+        endpoint=endpoint,
+        received_at=received_at,
+        body=body,
+        content_type=content_type,
+        headers={"user-agent": "tests"},
+        events=tuple(EventIn(d, doc) for d, doc in zip(delivery_ids, docs, strict=True)),
+    )

@@ -1,0 +1,463 @@
+"""The EventStore contract: every backend must pass this suite unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hub.clock import ManualClock
+from hub.store import EventStore, StoreError
+from hub.store.models import EnqueueResult, State
+
+from .helpers import delivery
+
+START = 1_700_000_000.0  # ManualClock's default start
+
+
+async def ids_of(store: EventStore, n: int, endpoint: str = "typeform") -> list[int]:
+    """Enqueue ``n`` single-event deliveries; return their event ids in order."""
+    out = []
+    for i in range(n):
+        (res,) = await store.enqueue(delivery(f"{endpoint}-{i}", endpoint=endpoint))
+        out.append(res.id)
+    return out
+
+
+class TestEnqueue:
+    async def test_stores_every_field(self, store: EventStore) -> None:
+        """An enqueued event reads back with its body, headers, document and a queued state."""
+        d = delivery("d1", body=b'{"id": "d1", "x": 1}', documents=[{"id": "d1", "x": 1}])
+        (res,) = await store.enqueue(d)
+        assert res == EnqueueResult(id=res.id, duplicate=False)
+        event = await store.get(res.id)
+        assert event is not None
+        assert (event.endpoint, event.delivery_id) == ("typeform", "d1")
+        assert event.body == b'{"id": "d1", "x": 1}'
+        assert event.content_type == "application/json"
+        assert dict(event.headers) == {"user-agent": "tests"}
+        assert event.document == {"id": "d1", "x": 1}
+        assert event.received_at == START
+        assert event.state is State.QUEUED
+        assert event.attempts == 0
+        assert event.next_attempt_at == START
+        assert (event.target, event.mapping, event.lead_keys, event.enrichment) == (
+            None,
+            None,
+            (),
+            None,
+        )
+
+    async def test_document_other_than_body_is_kept(self, store: EventStore) -> None:
+        """A form-encoded body keeps its raw bytes and the parsed document separately."""
+        d = delivery(
+            "f1",
+            body=b"email=a%40example.com&n=1",
+            content_type="application/x-www-form-urlencoded",
+            documents=[{"email": "a@example.com", "n": "1"}],
+        )
+        (res,) = await store.enqueue(d)
+        event = await store.get(res.id)
+        assert event is not None
+        assert event.body == b"email=a%40example.com&n=1"
+        assert event.document == {"email": "a@example.com", "n": "1"}
+
+    async def test_json_body_with_different_document(self, store: EventStore) -> None:
+        """A JSON body whose document differs from it (an unwrapped envelope) reads back right."""
+        d = delivery("w1", body=b'{"data": {"a": 1.0}}', documents=[{"a": 1.0}])
+        (res,) = await store.enqueue(d)
+        event = await store.get(res.id)
+        assert event is not None
+        assert event.document == {"a": 1.0}
+        assert isinstance(event.document["a"], float)
+
+    async def test_duplicate_returns_existing_id_and_stores_nothing(
+        self, store: EventStore
+    ) -> None:
+        """A repeated (endpoint, delivery id) is reported as a duplicate of the first event."""
+        (first,) = await store.enqueue(delivery("dup"))
+        (again,) = await store.enqueue(delivery("dup", body=b'{"other": 1}'))
+        assert again == EnqueueResult(id=first.id, duplicate=True)
+        assert len(await store.list()) == 1
+        event = await store.get(first.id)
+        assert event is not None and event.body != b'{"other": 1}'
+
+    async def test_same_id_on_another_endpoint_is_new(self, store: EventStore) -> None:
+        """Dedupe is per endpoint: the same delivery id on two endpoints makes two events."""
+        (a,) = await store.enqueue(delivery("same", endpoint="one"))
+        (b,) = await store.enqueue(delivery("same", endpoint="two"))
+        assert not a.duplicate and not b.duplicate and a.id != b.id
+
+    async def test_batch_stores_each_event_with_the_shared_body(self, store: EventStore) -> None:
+        """A delivery of N leads becomes N events in order, each seeing the one raw body."""
+        body = b'{"entry": ["l1", "l2", "l3"]}'
+        d = delivery("l1", "l2", "l3", body=body, documents=[{"n": 1}, {"n": 2}, {"n": 3}])
+        results = await store.enqueue(d)
+        assert [r.duplicate for r in results] == [False, False, False]
+        assert [r.id for r in results] == sorted(r.id for r in results)
+        events = [await store.get(r.id) for r in results]
+        assert [e.document for e in events if e] == [{"n": 1}, {"n": 2}, {"n": 3}]
+        assert {e.body for e in events if e} == {body}
+
+    async def test_batch_repeating_an_id_counts_it_once(self, store: EventStore) -> None:
+        """Within one delivery a repeated delivery id is stored once and reported a duplicate."""
+        results = await store.enqueue(delivery("x", "y", "x"))
+        assert results[2] == EnqueueResult(id=results[0].id, duplicate=True)
+        assert len(await store.list()) == 2
+
+    async def test_batch_partly_duplicate(self, store: EventStore) -> None:
+        """A batch mixing old and new ids stores only the new ones."""
+        (old,) = await store.enqueue(delivery("a"))
+        results = await store.enqueue(delivery("a", "b"))
+        assert results[0] == EnqueueResult(id=old.id, duplicate=True)
+        assert not results[1].duplicate
+        assert (await store.counts())[State.QUEUED] == 2
+
+    async def test_empty_delivery_stores_nothing(self, store: EventStore) -> None:
+        """A delivery without events returns no results and adds no event."""
+        assert await store.enqueue(delivery()) == []
+        assert await store.list() == []
+
+    async def test_unserialisable_document_is_a_clear_error(self, store: EventStore) -> None:
+        """A document JSON cannot hold raises StoreError and stores nothing."""
+        with pytest.raises(StoreError, match="cannot be stored as JSON"):
+            await store.enqueue(delivery("bad", body=b"{}", documents=[{"when": object()}]))
+        assert await store.list() == []
+
+
+class TestClaim:
+    async def test_oldest_first_up_to_limit(self, store: EventStore, clock: ManualClock) -> None:
+        """claim takes due events in id order, marks them sending and counts the attempt."""
+        ids = await ids_of(store, 5)
+        first = await store.claim(limit=2, lease=30)
+        assert [e.id for e in first] == ids[:2]
+        assert all(e.state is State.SENDING and e.attempts == 1 for e in first)
+        assert all(e.next_attempt_at == START + 30 for e in first)
+        stored = await store.get(ids[0])
+        assert stored is not None and stored.state is State.SENDING
+        second = await store.claim(limit=10, lease=30)
+        assert [e.id for e in second] == ids[2:]
+        assert await store.claim(limit=10, lease=30) == []
+
+    async def test_claimed_event_carries_its_data(self, store: EventStore) -> None:
+        """A claimed event has its document and body, ready to map."""
+        await store.enqueue(delivery("c1"))
+        (event,) = await store.claim(limit=1, lease=30)
+        assert event.document == {"id": "c1"}
+        assert event.body == b'{"id":"c1"}'
+
+    async def test_not_before_due(self, store: EventStore, clock: ManualClock) -> None:
+        """A retrying event is claimed only once the clock reaches its next attempt time."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        await store.retry(eid, at=START + 60, error="timeout")
+        clock.advance(59)
+        assert await store.claim(limit=1, lease=30) == []
+        clock.advance(1)
+        (event,) = await store.claim(limit=1, lease=30)
+        assert (event.id, event.attempts) == (eid, 2)
+
+    async def test_unexpired_lease_is_not_claimed_again(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """An event being sent under a live lease is invisible to other claimers."""
+        await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        clock.advance(29.5)
+        assert await store.claim(limit=1, lease=30) == []
+
+    async def test_expired_lease_is_claimed_again(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A crashed worker's event (lease expired) is claimed again with one more attempt."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        clock.advance(30)
+        (event,) = await store.claim(limit=1, lease=10)
+        assert (event.id, event.attempts, event.next_attempt_at) == (eid, 2, START + 40)
+
+    async def test_exclude_targets(self, store: EventStore) -> None:
+        """Events routed to a paused target stay put; unrouted and other targets are claimed."""
+        a, b, c = await ids_of(store, 3)
+        await store.set_route(a, target="paused", mapping="m", lead_keys=[])
+        await store.set_route(b, target="ok", mapping="m", lead_keys=[])
+        claimed = await store.claim(limit=10, lease=30, exclude_targets={"paused"})
+        assert [e.id for e in claimed] == [b, c]
+        (later,) = await store.claim(limit=10, lease=30)
+        assert later.id == a
+
+    async def test_zero_limit(self, store: EventStore) -> None:
+        """A claim for nothing takes nothing."""
+        await ids_of(store, 1)
+        assert await store.claim(limit=0, lease=30) == []
+        assert (await store.counts())[State.QUEUED] == 1
+
+
+class TestOutcomes:
+    async def test_ack(self, store: EventStore) -> None:
+        """ack marks delivered with the lead id and created flag, and clears the last error."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        await store.retry(eid, at=START, error="503")
+        await store.claim(limit=1, lease=30)
+        await store.ack(eid, lead_id="lead-1", created=True)
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.lead_id, event.lead_created) == (State.DELIVERED, "lead-1", True)
+        assert event.last_error is None and event.attempts == 2
+        assert await store.claim(limit=1, lease=30) == []
+
+    async def test_ack_updated_lead(self, store: EventStore) -> None:
+        """An update (not a creation) is recorded as created=False."""
+        (eid,) = await ids_of(store, 1)
+        await store.ack(eid, lead_id="lead-2", created=False)
+        event = await store.get(eid)
+        assert event is not None and event.lead_created is False
+
+    async def test_retry(self, store: EventStore) -> None:
+        """retry records the error and the next attempt time."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        await store.retry(eid, at=START + 5, error="429 Too Many Requests")
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.next_attempt_at, event.last_error) == (
+            State.RETRYING,
+            START + 5,
+            "429 Too Many Requests",
+        )
+
+    async def test_release_gives_the_attempt_back(self, store: EventStore) -> None:
+        """release after a first claim returns the event to queued with zero attempts."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        await store.release(eid, at=START + 7, reason="target 'default' paused")
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.attempts, event.next_attempt_at) == (State.QUEUED, 0, START + 7)
+
+    async def test_release_after_failed_attempts_is_retrying(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """release of an event that failed before keeps it retrying with the earlier attempts."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        await store.retry(eid, at=START, error="503")
+        await store.claim(limit=1, lease=30)
+        await store.release(eid, at=START + 1)
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.attempts, event.last_error) == (State.RETRYING, 1, "503")
+
+    @pytest.mark.parametrize(
+        ("method", "state"),
+        [("dead", State.DEAD), ("unmatched", State.UNMATCHED), ("skipped", State.SKIPPED)],
+    )
+    async def test_final_states(self, store: EventStore, method: str, state: State) -> None:
+        """dead, unmatched and skipped record the reason and take the event off the queue."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        if method == "dead":
+            await store.dead(eid, error="MXDuplicateEntryException")
+        elif method == "unmatched":
+            await store.unmatched(eid, reason="MXDuplicateEntryException")
+        else:
+            await store.skipped(eid, reason="MXDuplicateEntryException")
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.last_error) == (state, "MXDuplicateEntryException")
+        assert await store.claim(limit=1, lease=30) == []
+        assert await store.next_due() is None
+
+    async def test_unknown_id_is_an_error(self, store: EventStore) -> None:
+        """Changing an event that does not exist raises StoreError naming the id."""
+        with pytest.raises(StoreError, match="4242"):
+            await store.ack(4242, lead_id=None, created=None)
+        with pytest.raises(StoreError, match="4242"):
+            await store.set_route(4242, target="t", mapping="m", lead_keys=["k"])
+        assert await store.get(4242) is None
+
+    async def test_failed_change_does_not_spoil_others(self, store: EventStore) -> None:
+        """One failing write in a concurrent group leaves the other writes committed."""
+        (eid,) = await ids_of(store, 1)
+        results = await asyncio.gather(
+            store.dead(999, error="x"),
+            store.dead(eid, error="real"),
+            store.enqueue(delivery("after")),
+            return_exceptions=True,
+        )
+        assert isinstance(results[0], StoreError)
+        event = await store.get(eid)
+        assert event is not None and event.state is State.DEAD
+        assert len(await store.list()) == 2
+
+
+class TestRouteAndOrdering:
+    async def test_set_route_and_enrichment(self, store: EventStore) -> None:
+        """The route, lead keys and enrichment read back as recorded."""
+        (eid,) = await ids_of(store, 1)
+        await store.set_route(eid, target="default", mapping="tf-demo", lead_keys=["e:a", "p:1"])
+        await store.set_enrichment(eid, {"field_data": [{"name": "email", "values": ["a"]}]})
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.target, event.mapping) == ("default", "tf-demo")
+        assert set(event.lead_keys) == {"e:a", "p:1"}
+        assert event.enrichment == {"field_data": [{"name": "email", "values": ["a"]}]}
+
+    async def test_set_route_replaces_keys(self, store: EventStore) -> None:
+        """Routing again replaces the lead keys instead of adding to them."""
+        (eid,) = await ids_of(store, 1)
+        await store.set_route(eid, target="t", mapping="m", lead_keys=["old"])
+        await store.set_route(eid, target="t", mapping="m", lead_keys=["new"])
+        event = await store.get(eid)
+        assert event is not None and event.lead_keys == ("new",)
+
+    async def test_blocker_is_earliest_pending_sharer(self, store: EventStore) -> None:
+        """A later event for the same lead is blocked by the earliest pending one sharing a key."""
+        a, b, c, d = await ids_of(store, 4)
+        await store.set_route(a, target="t", mapping="m", lead_keys=["e:x"])
+        await store.set_route(b, target="t", mapping="m", lead_keys=["p:1"])
+        await store.set_route(c, target="t", mapping="m", lead_keys=["e:x", "p:1"])
+        await store.set_route(d, target="t", mapping="m", lead_keys=["e:other"])
+        blocking = await store.blocker(c, ["e:x", "p:1"])
+        assert blocking is not None and blocking.id == a
+        assert await store.blocker(a, ["e:x"]) is None  # later events never block earlier ones
+        assert await store.blocker(d, ["e:other"]) is None
+        assert await store.blocker(c, []) is None
+
+    async def test_finished_events_do_not_block(self, store: EventStore) -> None:
+        """Delivered or dead earlier events no longer hold back a later one."""
+        a, b, c = await ids_of(store, 3)
+        for eid in (a, b, c):
+            await store.set_route(eid, target="t", mapping="m", lead_keys=["e:x"])
+        await store.ack(a, lead_id="L", created=True)
+        blocking = await store.blocker(c, ["e:x"])
+        assert blocking is not None and blocking.id == b
+        await store.dead(b, error="bad")
+        assert await store.blocker(c, ["e:x"]) is None
+
+    async def test_sending_and_retrying_events_block(self, store: EventStore) -> None:
+        """An earlier event that is being sent or waiting to retry still blocks."""
+        a, b = await ids_of(store, 2)
+        for eid in (a, b):
+            await store.set_route(eid, target="t", mapping="m", lead_keys=["e:x"])
+        await store.claim(limit=1, lease=30)
+        blocking = await store.blocker(b, ["e:x"])
+        assert blocking is not None and blocking.state is State.SENDING
+        await store.retry(a, at=START + 100, error="503")
+        blocking = await store.blocker(b, ["e:x"])
+        assert blocking is not None and blocking.state is State.RETRYING
+
+
+class TestReplay:
+    async def finished(self, store: EventStore) -> dict[str, int]:
+        """One event in each state, by name."""
+        names = ["queued", "delivered", "dead", "unmatched", "skipped", "dead2"]
+        ids = dict(zip(names, await ids_of(store, len(names)), strict=True))
+        await store.ack(ids["delivered"], lead_id="L", created=True)
+        await store.dead(ids["dead"], error="MX boom")
+        await store.dead(ids["dead2"], error="MX boom 2")
+        await store.unmatched(ids["unmatched"], reason="no mapping")
+        await store.skipped(ids["skipped"], reason="test lead")
+        return ids
+
+    async def test_replays_only_replayable_states(self, store: EventStore) -> None:
+        """With no selector, every dead/unmatched/skipped event is requeued and nothing else."""
+        ids = await self.finished(store)
+        assert await store.replay() == 4
+        counts = await store.counts()
+        assert counts[State.QUEUED] == 5 and counts[State.DELIVERED] == 1
+        delivered = await store.get(ids["delivered"])
+        assert delivered is not None and delivered.lead_id == "L"
+
+    async def test_by_state(self, store: EventStore) -> None:
+        """replay(state=dead) requeues only dead events."""
+        ids = await self.finished(store)
+        assert await store.replay(state=State.DEAD) == 2
+        unmatched = await store.get(ids["unmatched"])
+        assert unmatched is not None and unmatched.state is State.UNMATCHED
+
+    async def test_by_ids(self, store: EventStore) -> None:
+        """replay(ids=...) requeues the named events that are replayable, ignoring the rest."""
+        ids = await self.finished(store)
+        chosen = [ids["dead"], ids["skipped"], ids["delivered"], 9999]
+        assert await store.replay(ids=chosen) == 2
+        assert await store.replay(ids=[]) == 0
+
+    async def test_by_endpoint_and_state_together(self, store: EventStore) -> None:
+        """Selectors combine: only events matching all of them are requeued."""
+        await self.finished(store)
+        (other,) = await ids_of(store, 1, endpoint="google")
+        await store.dead(other, error="x")
+        assert await store.replay(endpoint="google", state=State.UNMATCHED) == 0
+        assert await store.replay(endpoint="google") == 1
+        event = await store.get(other)
+        assert event is not None and event.state is State.QUEUED
+
+    async def test_resets_attempts_and_route_keeps_enrichment(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A replayed event starts over (due now, no attempts, no route), keeping its enrichment."""
+        (eid,) = await ids_of(store, 1)
+        await store.set_enrichment(eid, {"id": "graph-lead"})
+        await store.claim(limit=1, lease=30)
+        await store.set_route(eid, target="t", mapping="m", lead_keys=["e:x"])
+        await store.dead(eid, error="MXInvalidEmail")
+        clock.advance(3600)
+        assert await store.replay(ids=[eid]) == 1
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.attempts, event.next_attempt_at) == (
+            State.QUEUED,
+            0,
+            START + 3600,
+        )
+        assert (event.target, event.mapping, event.lead_keys) == (None, None, ())
+        assert event.enrichment == {"id": "graph-lead"}
+        assert event.last_error == "MXInvalidEmail"  # kept as history until the next outcome
+        (claimed,) = await store.claim(limit=1, lease=30)
+        assert claimed.id == eid
+
+    async def test_rejects_non_replayable_state(self, store: EventStore) -> None:
+        """Asking to replay delivered events is an error, not a silent no-op."""
+        with pytest.raises(StoreError, match="delivered"):
+            await store.replay(state=State.DELIVERED)
+
+
+class TestReads:
+    async def test_counts_every_state(self, store: EventStore) -> None:
+        """counts has every state, zero included."""
+        assert await store.counts() == dict.fromkeys(State, 0)
+        a, _b = await ids_of(store, 2)
+        await store.dead(a, error="x")
+        counts = await store.counts()
+        assert counts[State.DEAD] == 1 and counts[State.QUEUED] == 1
+        assert sum(counts.values()) == 2
+
+    async def test_list_newest_first_with_filters(self, store: EventStore) -> None:
+        """list is newest first and filters by state, endpoint and limit."""
+        tf = await ids_of(store, 3, endpoint="typeform")
+        gg = await ids_of(store, 2, endpoint="google")
+        await store.dead(tf[0], error="x")
+        assert [e.id for e in await store.list()] == (tf + gg)[::-1]
+        assert [e.id for e in await store.list(limit=2)] == gg[::-1]
+        assert [e.id for e in await store.list(endpoint="typeform")] == tf[::-1]
+        assert [e.id for e in await store.list(state=State.DEAD)] == [tf[0]]
+        assert await store.list(state=State.DEAD, endpoint="google") == []
+
+    async def test_next_due(self, store: EventStore, clock: ManualClock) -> None:
+        """next_due is the earliest time any pending event (a lease end included) comes due."""
+        assert await store.next_due() is None
+        a, b = await ids_of(store, 2)
+        assert await store.next_due() == START
+        await store.claim(limit=2, lease=30)
+        assert await store.next_due() == START + 30
+        await store.retry(a, at=START + 10, error="x")
+        assert await store.next_due() == START + 10
+        await store.ack(a, lead_id="L", created=True)
+        await store.ack(b, lead_id="L", created=True)
+        assert await store.next_due() is None
+
+    async def test_ping(self, store: EventStore) -> None:
+        """ping succeeds on a healthy store."""
+        await store.ping()
