@@ -1,0 +1,95 @@
+"""``leadhub sandbox``: serve the Lead.Capture sandbox on its own.
+
+Logs one ``sandbox_ready`` line (URL, rate limit, storage; never the keys) when
+it listens, serves until SIGTERM or SIGINT (uvicorn's handlers), then closes
+its database and exits 0. A bad ``--rate-limit`` or an unusable ``--db`` exits 2
+with a message; a port that cannot be bound exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from hub.logs import configure, get_logger
+from hub.sandbox import create_app
+from hub.units import UnitError, parse_rate_limit
+
+_UVICORN_LEVELS = ("warning", "error", "critical")
+
+
+class _SandboxServer(uvicorn.Server):
+    """uvicorn, plus one structured line once the socket listens."""
+
+    def __init__(self, config: uvicorn.Config, fields: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._fields = fields
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # SIGTERM/SIGINT is how the sandbox is meant to stop: exit 0, do not re-raise it.
+        self._captured_signals.clear()
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if not self.started:
+            return
+        host, port = self.config.host, self.config.port
+        for server in self.servers:
+            for sock in server.sockets or ():
+                host, port = sock.getsockname()[:2]
+                break
+        get_logger("hub.sandbox").info("sandbox_ready", url=f"http://{host}:{port}", **self._fields)
+
+
+def _db_path(value: str | None) -> str | None:
+    if not value:
+        return None
+    return value.removeprefix("sqlite:///")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the sandbox until a signal; returns the exit code."""
+    configure(level=args.log_level)
+    log = get_logger("hub.sandbox")
+    try:
+        rate_limit = parse_rate_limit(args.rate_limit)
+    except UnitError as exc:
+        print(f"leadhub sandbox: --rate-limit: {exc}", file=sys.stderr)
+        return 2
+    db_path = _db_path(args.db)
+    try:
+        app = create_app(
+            access_key=args.access_key,
+            secret_key=args.secret_key,
+            db_path=db_path,
+            rate_limit=rate_limit,
+        )
+    except sqlite3.Error as exc:
+        print(f"leadhub sandbox: --db {args.db!r} cannot be used: {exc}", file=sys.stderr)
+        return 2
+    level = args.log_level.lower()
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=level if level in _UVICORN_LEVELS else "warning",
+        access_log=False,
+        lifespan="off",
+    )
+    fields = {"rate_limit": str(rate_limit) if rate_limit else "off", "db": db_path or "memory"}
+    server = _SandboxServer(config, fields)
+    try:
+        server.run()
+    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
+        log.error("sandbox_failed", host=args.host, port=args.port)
+        return int(exc.code) if isinstance(exc.code, int) else 1
+    finally:
+        app.state.sandbox.close()
+    log.info("sandbox_stopped")
+    return 0

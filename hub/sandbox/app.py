@@ -1,0 +1,161 @@
+"""The sandbox as an ASGI app: keys, routing, rate limit, faults, then the endpoint.
+
+Checks run in the order of sandbox.md: keys (401), path and method (404, paths
+matched case-insensitively), rate limit (429, ``/v2`` only), faults (``/v2``
+only), then the endpoint itself (400 for a bad body). Every error carries the
+MX envelope; an unexpected exception becomes a 500 envelope and the process
+keeps serving.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from hub.clock import SYSTEM_CLOCK, Clock
+from hub.logs import get_logger
+from hub.sandbox import api, faults
+from hub.sandbox.db import SandboxDB
+from hub.sandbox.errors import (
+    NOT_FOUND,
+    RATE_LIMITED,
+    UNAUTHORIZED,
+    UNEXPECTED,
+    MXError,
+)
+from hub.sandbox.ratelimit import SlidingWindowLimiter
+from hub.sandbox.wire import ClientGone, Receive, SandboxRequest, Scope, Send, error_reply
+from hub.secrets import Secret
+from hub.units import RateLimit
+
+DEFAULT_RATE_LIMIT = RateLimit(25, 5.0)
+
+
+class Sandbox:
+    """The sandbox's state and its raw ASGI entry point (mounted by :func:`create_app`)."""
+
+    def __init__(
+        self,
+        *,
+        access_key: str,
+        secret_key: str,
+        db_path: str | None,
+        rate_limit: RateLimit | None,
+        clock: Clock,
+    ) -> None:
+        self.access_key = Secret(access_key)
+        self.secret_key = Secret(secret_key)
+        self.rate_limit = rate_limit
+        self.clock = clock
+        self.db = SandboxDB(db_path)
+        self.limiter = SlidingWindowLimiter(rate_limit, clock) if rate_limit else None
+        self.faults = faults.FaultInjector()
+        self.log = get_logger("hub.sandbox")
+
+    def close(self) -> None:
+        """Close the database and its worker thread (idempotent)."""
+        self.db.close()
+
+    def _authorised(self, req: SandboxRequest) -> str | None:
+        access = req.query.get("accesskey", req.headers.get("x-lsq-accesskey"))
+        secret = req.query.get("secretkey", req.headers.get("x-lsq-secretkey"))
+        if access is None or secret is None:
+            return None
+        ok_access = self.access_key.matches(access)
+        ok_secret = self.secret_key.matches(secret)
+        return access if ok_access and ok_secret else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan and websockets: nothing to do
+            return
+        req = SandboxRequest.from_scope(scope, receive)
+        try:
+            response = await self._respond(req, send)
+        except ClientGone:
+            return
+        if response is not None:
+            await response(scope, receive, send)
+
+    async def _respond(self, req: SandboxRequest, send: Send) -> Response | None:
+        access = self._authorised(req)
+        if access is None:
+            self.log.info("sandbox_unauthorised", path=req.path)
+            msg = "Invalid access key or secret key; check your AccessKey and SecretKey."
+            return error_reply(MXError(401, UNAUTHORIZED, msg))
+        route = api.resolve(req.method, req.path)
+        if route is None:
+            msg = f"The API {req.method} {req.path!r} could not be found; check the API signature."
+            return error_reply(MXError(404, NOT_FOUND, msg))
+        handler, arg = route
+        fault = None
+        if req.path.lower().startswith("/v2/"):
+            if self.limiter is not None and not self.limiter.try_acquire(access):
+                return error_reply(MXError(429, RATE_LIMITED, self.limiter.message()))
+            fault = self.faults.next_fault()
+            if fault is not None:
+                self.log.info("sandbox_fault_injected", kind=fault, path=req.path)
+                early = await self._early_fault(fault, access, req, send)
+                if fault != "lost_response":
+                    return early
+        try:
+            response = await handler(self, req, arg)
+        except MXError as error:
+            response = error_reply(error)
+        except ClientGone:
+            raise
+        except Exception as exc:
+            self.log.exception("sandbox_request_failed", path=req.path, error=repr(exc))
+            msg = f"The sandbox failed unexpectedly ({type(exc).__name__}); see its log."
+            response = error_reply(MXError(500, UNEXPECTED, msg))
+        if fault == "lost_response":
+            await faults.drop_connection(send, req.receive)
+            return None
+        return response
+
+    async def _early_fault(
+        self, fault: str, access: str, req: SandboxRequest, send: Send
+    ) -> Response | None:
+        if fault == "500":
+            return PlainTextResponse("Internal Server Error", status_code=500)
+        if fault == "429":
+            # A call refused with 429 does not count against the rate limit.
+            limiter = self.limiter or SlidingWindowLimiter(DEFAULT_RATE_LIMIT, self.clock)
+            if self.limiter is not None:
+                self.limiter.release(access)
+            return error_reply(MXError(429, RATE_LIMITED, limiter.message()))
+        if fault == "timeout":
+            await faults.hold(req.receive, self.faults.config.timeout_s)
+            await faults.drop_connection(send, req.receive)
+        elif fault == "reset":
+            await faults.drop_connection(send, req.receive, reset=True)
+        return None
+
+
+def create_app(
+    *,
+    access_key: str,
+    secret_key: str,
+    db_path: str | None = None,
+    rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+    clock: Clock = SYSTEM_CLOCK,
+) -> Starlette:
+    """The sandbox as a Starlette app (see :mod:`hub.sandbox` for mounting and closing)."""
+    sandbox = Sandbox(
+        access_key=access_key,
+        secret_key=secret_key,
+        db_path=db_path,
+        rate_limit=rate_limit,
+        clock=clock,
+    )
+    app = Starlette(routes=[Route("/{path:path}", endpoint=sandbox)])
+    app.state.sandbox = sandbox
+    return app
+
+
+def sandbox_of(app: Any) -> Sandbox:
+    """The :class:`Sandbox` behind an app made by :func:`create_app`."""
+    sandbox: Sandbox = app.state.sandbox
+    return sandbox

@@ -1,0 +1,203 @@
+"""Reading a ``Lead.Capture`` body: attribute names, values and the SearchBy pseudo-attribute.
+
+The body is a JSON array of ``{"Attribute": NAME, "Value": VALUE}``. Names match
+the lead schema case-insensitively and are stored by their canonical schema
+name (``prospectid`` -> ``ProspectID``); custom fields are ``mx_`` plus letters,
+digits and underscores (stored with the ``mx_`` prefix in lower case and the rest
+as sent). Values: strings as sent, numbers and booleans in their JSON text form
+(``12``, ``1.5``, ``true``); ``null``, ``""`` or whitespace-only values count as
+absent and are dropped before anything else, so they neither identify nor
+clear; objects and arrays are refused. A repeated attribute: the last present
+value wins. ``EmailAddress`` and ``ProspectID`` are trimmed; a Phone must hold
+7 to 15 digits.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hub.sandbox.errors import invalid_input
+
+PROSPECT_ID = "ProspectID"
+EMAIL = "EmailAddress"
+PHONE = "Phone"
+MOBILE = "Mobile"
+RELATED_COMPANY = "RelatedCompanyId"
+SEARCH_BY = "SearchBy"
+
+STANDARD = (
+    PROSPECT_ID,
+    "FirstName",
+    "LastName",
+    EMAIL,
+    PHONE,
+    MOBILE,
+    "Company",
+    "JobTitle",
+    "Website",
+    "Notes",
+    "Source",
+    "SourceMedium",
+    "SourceCampaign",
+    "SourceContent",
+    "SourceReferrer",
+    "SourceIPAddress",
+    "Origin",
+    "ProspectStage",
+    "OwnerId",
+    "DoNotEmail",
+    "DoNotCall",
+    RELATED_COMPANY,
+)
+SOURCE_FIELDS = frozenset(
+    {"Source", "SourceMedium", "SourceCampaign", "SourceContent", "SourceReferrer"}
+)
+UNIQUE_FIELDS = frozenset({EMAIL, PHONE})
+
+_CANONICAL = {name.lower(): name for name in STANDARD}
+_CUSTOM = re.compile(r"^mx_\w+$", re.IGNORECASE | re.ASCII)
+_EMAIL = re.compile(
+    r"^[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)+$"
+)
+_PHONE_CHARS = re.compile(r"^[0-9 +\-().]+$")
+_SEARCH_BY = {"emailaddress": EMAIL, "phone": PHONE}
+MAX_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureBody:
+    """A parsed, validated Lead.Capture body.
+
+    ``attrs`` maps canonical names to string values, in the order first sent;
+    ``search_by`` is ``EmailAddress``, ``Phone`` or ``None``.
+    """
+
+    attrs: dict[str, str] = field(default_factory=dict)
+    search_by: str | None = None
+
+    def get(self, name: str) -> str | None:
+        """The value of a canonical attribute, or ``None`` when absent."""
+        return self.attrs.get(name)
+
+
+def digits(text: str | None) -> str:
+    """The digits of a phone number (``+91-98765 43210`` -> ``919876543210``)."""
+    return "".join(ch for ch in text or "" if ch.isascii() and ch.isdigit())
+
+
+def canonical_name(name: str) -> str | None:
+    """The schema name for ``name`` (case-insensitive), or ``None`` when unknown."""
+    standard = _CANONICAL.get(name.lower())
+    if standard:
+        return standard
+    if _CUSTOM.match(name):
+        return "mx_" + name[3:]
+    if name.lower() == SEARCH_BY.lower():
+        return SEARCH_BY
+    return None
+
+
+def is_email(text: str) -> bool:
+    """Whether ``text`` looks like an email address (one ``@``, a dotted domain)."""
+    return bool(_EMAIL.match(text))
+
+
+def _value_text(name: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int | float):
+        text = orjson.dumps(value).decode()
+    elif isinstance(value, str):
+        text = value
+    else:
+        msg = f"The Value of {name!r} is a JSON {type(value).__name__}; send a string."
+        raise invalid_input(msg)
+    if not text.strip():
+        return None
+    if name in (EMAIL, PROSPECT_ID):
+        text = text.strip()
+    return text
+
+
+def parse_capture_body(content_type: str | None, raw: bytes) -> CaptureBody:
+    """Validate a Lead.Capture request body.
+
+    Raises:
+        MXError: 400 for a wrong Content-Type, bad JSON, a wrong shape, an
+            unknown attribute, an invalid email, phone or SearchBy.
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        msg = f"Content-Type {content_type!r} is not supported; send 'application/json'."
+        raise invalid_input(msg)
+    if len(raw) > MAX_BODY:
+        msg = f"The body holds {len(raw)} bytes; send at most {MAX_BODY}."
+        raise invalid_input(msg)
+    try:
+        items = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        msg = f"The body is not valid JSON ({exc}); send an array of Attribute/Value objects."
+        raise invalid_input(msg) from None
+    if not isinstance(items, list):
+        msg = "The body must be a JSON array of {'Attribute': ..., 'Value': ...} objects."
+        raise invalid_input(msg)
+    attrs: dict[str, str] = {}
+    keys: dict[str, str] = {}  # lower-case name -> canonical name, for mx_ spellings
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or "Attribute" not in item or "Value" not in item:
+            msg = f"Item {index} is not an object with 'Attribute' and 'Value': {item!r}."
+            raise invalid_input(msg)
+        name = item["Attribute"]
+        if not isinstance(name, str):
+            msg = f"Item {index} has Attribute {name!r}; an attribute name is a string."
+            raise invalid_input(msg)
+        canonical = canonical_name(name)
+        if canonical is None:
+            msg = (
+                f"Unknown attribute {name!r}; use a lead schema name such as 'EmailAddress' "
+                "or a custom field 'mx_...'."
+            )
+            raise invalid_input(msg)
+        text = _value_text(canonical, item["Value"])
+        if text is None:
+            continue
+        canonical = keys.setdefault(canonical.lower(), canonical)
+        attrs[canonical] = text
+    search_by = _search_by(attrs.pop(SEARCH_BY, None), attrs)
+    _check_values(attrs)
+    return CaptureBody(attrs=attrs, search_by=search_by)
+
+
+def _search_by(value: str | None, attrs: dict[str, str]) -> str | None:
+    if value is None:
+        return None
+    target = _SEARCH_BY.get(value.strip().lower())
+    if target is None:
+        msg = f"SearchBy {value!r} is not supported; use 'EmailAddress' or 'Phone'."
+        raise invalid_input(msg)
+    if target not in attrs:
+        msg = f"SearchBy is {value!r} but the body has no {target}; send it or drop SearchBy."
+        raise invalid_input(msg)
+    return target
+
+
+def _check_values(attrs: dict[str, str]) -> None:
+    email = attrs.get(EMAIL)
+    if email is not None and not is_email(email):
+        msg = f"EmailAddress {email!r} is not a valid email address."
+        raise invalid_input(msg)
+    phone = attrs.get(PHONE)
+    if phone is not None:
+        count = len(digits(phone))
+        if not _PHONE_CHARS.match(phone) or not 7 <= count <= 15:
+            msg = (
+                f"Phone {phone!r} is not a phone number; send 7 to 15 digits, "
+                "optionally with '+', '-', spaces or brackets."
+            )
+            raise invalid_input(msg)

@@ -1,0 +1,264 @@
+"""The sandbox's SQLite storage: leads, visitors, accounts and Lead Capture activities.
+
+One :class:`SandboxDB` owns one ``sqlite3`` connection (a file, or ``:memory:``
+shared by every request because it is the only connection). Every call runs on
+one dedicated worker thread (:meth:`SandboxDB.call`), so the connection is never
+used by two threads and the event loop never blocks on SQLite. Email and phone
+uniqueness is enforced by unique indexes on ``email_key`` (lower-cased email)
+and ``phone_key`` (digits of Phone); a write that breaks one raises
+``sqlite3.IntegrityError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+import orjson
+
+from hub.sandbox.attributes import EMAIL, MOBILE, PHONE, digits
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Lead:
+    """A lead: its ProspectID, attributes by schema name (all strings) and timestamps."""
+
+    id: str
+    attrs: dict[str, str] = field(default_factory=dict)
+    created_on: str = ""
+    modified_on: str = ""
+
+    @property
+    def email_key(self) -> str | None:
+        """The lower-cased email, the key of the unique email index."""
+        email = self.attrs.get(EMAIL)
+        return email.strip().lower() if email else None
+
+    @property
+    def phone_key(self) -> str | None:
+        """The digits of Phone, the key of the unique phone index."""
+        return digits(self.attrs.get(PHONE)) or None
+
+    @property
+    def mobile_key(self) -> str | None:
+        """The digits of Mobile (looked up, not unique)."""
+        return digits(self.attrs.get(MOBILE)) or None
+
+    def to_api(self) -> dict[str, str]:
+        """The lead as the read-back APIs show it."""
+        return {
+            "ProspectID": self.id,
+            **self.attrs,
+            "CreatedOn": self.created_on,
+            "ModifiedOn": self.modified_on,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """A Lead Capture activity: the attributes of one call, posted on one lead."""
+
+    id: str
+    lead_id: str
+    created_on: str
+    data: list[tuple[str, str]]
+    event: str = "Lead Capture"
+
+    def to_api(self) -> dict[str, Any]:
+        """The activity as ``GET /_sandbox/leads/{id}/activities`` shows it."""
+        return {
+            "Id": self.id,
+            "ActivityEvent": self.event,
+            "CreatedOn": self.created_on,
+            "Data": [{"Attribute": name, "Value": value} for name, value in self.data],
+        }
+
+
+_LEAD_COLUMNS = "id, attrs, created_on, modified_on"
+
+
+def _lead(row: tuple[Any, ...] | None) -> Lead | None:
+    if row is None:
+        return None
+    return Lead(id=row[0], attrs=orjson.loads(row[1]), created_on=row[2], modified_on=row[3])
+
+
+class SandboxDB:
+    """Queries over the sandbox's SQLite file (or memory when ``path`` is ``None``)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or ":memory:"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-db")
+        self._conn = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        self._closed = False
+        if path:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        schema = resources.files("hub.sandbox").joinpath("schema.sql").read_text("utf-8")
+        self._conn.executescript(schema)
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(self, *args)`` on the database thread and wait for its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, self, *args))
+
+    def close(self) -> None:
+        """Close the connection and stop the worker thread (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.submit(self._conn.close).result()
+        self._executor.shutdown(wait=True)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction, taken at once so that concurrent writers queue up."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # leads
+
+    def lead_by_id(self, lead_id: str) -> Lead | None:
+        """The lead whose ProspectID is ``lead_id`` (compared in lower case)."""
+        row = self._conn.execute(
+            f"SELECT {_LEAD_COLUMNS} FROM leads WHERE id = ?", (lead_id.lower(),)
+        ).fetchone()
+        return _lead(row)
+
+    def lead_by_email(self, email: str) -> Lead | None:
+        """The lead with this email, compared case-insensitively."""
+        row = self._conn.execute(
+            f"SELECT {_LEAD_COLUMNS} FROM leads WHERE email_key = ?", (email.strip().lower(),)
+        ).fetchone()
+        return _lead(row)
+
+    def lead_by_phone(self, phone: str) -> Lead | None:
+        """The lead whose Phone has the same digits as ``phone``."""
+        key = digits(phone)
+        if not key:
+            return None
+        row = self._conn.execute(
+            f"SELECT {_LEAD_COLUMNS} FROM leads WHERE phone_key = ?", (key,)
+        ).fetchone()
+        return _lead(row)
+
+    def leads_by_phone_or_mobile(self, phone: str) -> list[Lead]:
+        """Leads whose Phone or Mobile has the digits of ``phone``, latest change first."""
+        key = digits(phone)
+        if not key:
+            return []
+        rows = self._conn.execute(
+            f"SELECT {_LEAD_COLUMNS} FROM leads WHERE phone_key = ? OR mobile_key = ? "
+            "ORDER BY modified_on DESC, seq DESC",
+            (key, key),
+        ).fetchall()
+        return [lead for row in rows if (lead := _lead(row))]
+
+    def all_leads(self) -> list[Lead]:
+        """Every lead, oldest first."""
+        rows = self._conn.execute(f"SELECT {_LEAD_COLUMNS} FROM leads ORDER BY seq").fetchall()
+        return [lead for row in rows if (lead := _lead(row))]
+
+    def insert_lead(self, lead: Lead) -> None:
+        """Store a new lead; ``sqlite3.IntegrityError`` when its email or phone is taken."""
+        self._conn.execute(
+            "INSERT INTO leads (id, email_key, phone_key, mobile_key, attrs, created_on, "
+            "modified_on) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                lead.id,
+                lead.email_key,
+                lead.phone_key,
+                lead.mobile_key,
+                orjson.dumps(lead.attrs).decode(),
+                lead.created_on,
+                lead.modified_on,
+            ),
+        )
+
+    def update_lead(self, lead: Lead) -> None:
+        """Store a changed lead; ``sqlite3.IntegrityError`` when its email or phone is taken."""
+        self._conn.execute(
+            "UPDATE leads SET email_key = ?, phone_key = ?, mobile_key = ?, attrs = ?, "
+            "modified_on = ? WHERE id = ?",
+            (
+                lead.email_key,
+                lead.phone_key,
+                lead.mobile_key,
+                orjson.dumps(lead.attrs).decode(),
+                lead.modified_on,
+                lead.id,
+            ),
+        )
+
+    # visitors and accounts
+
+    def add_visitor(self, visitor_id: str) -> None:
+        """Register an anonymous visitor (idempotent)."""
+        self._conn.execute("INSERT OR IGNORE INTO visitors (id) VALUES (?)", (visitor_id.lower(),))
+
+    def is_visitor(self, visitor_id: str) -> bool:
+        """Whether ``visitor_id`` is a registered visitor."""
+        row = self._conn.execute(
+            "SELECT 1 FROM visitors WHERE id = ?", (visitor_id.lower(),)
+        ).fetchone()
+        return row is not None
+
+    def add_account(self, account_id: str, name: str) -> None:
+        """Store an account."""
+        self._conn.execute("INSERT INTO accounts (id, name) VALUES (?, ?)", (account_id, name))
+
+    def account_exists(self, account_id: str) -> bool:
+        """Whether an account with this id exists (ids compared in lower case)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM accounts WHERE id = ?", (account_id.strip().lower(),)
+        ).fetchone()
+        return row is not None
+
+    # activities
+
+    def add_activity(self, activity: Activity) -> None:
+        """Post an activity."""
+        self._conn.execute(
+            "INSERT INTO activities (id, lead_id, event, created_on, data) VALUES (?, ?, ?, ?, ?)",
+            (
+                activity.id,
+                activity.lead_id,
+                activity.event,
+                activity.created_on,
+                orjson.dumps(activity.data).decode(),
+            ),
+        )
+
+    def activities_of(self, lead_id: str) -> list[Activity]:
+        """The activities posted on a lead, oldest first."""
+        rows = self._conn.execute(
+            "SELECT id, lead_id, created_on, data, event FROM activities WHERE lead_id = ? "
+            "ORDER BY seq",
+            (lead_id.lower(),),
+        ).fetchall()
+        return [
+            Activity(
+                id=row[0],
+                lead_id=row[1],
+                created_on=row[2],
+                data=[(name, value) for name, value in orjson.loads(row[3])],
+                event=row[4],
+            )
+            for row in rows
+        ]
