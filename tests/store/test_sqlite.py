@@ -1,0 +1,318 @@
+"""What only the SQLite backend promises: group commit, durability, locking, self-healing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from hub.clock import ManualClock
+from hub.store import StoreError, StoreUnavailable, open_store
+from hub.store.models import EventIn, IncomingDelivery, State
+from hub.store.sqlite import SQLiteStore
+from tests.support.server import REPO
+
+from .conftest import FIXTURES, sqlite_url
+from .helpers import delivery
+
+
+async def opened(tmp_path: Path, clock: ManualClock, name: str = "events.db") -> SQLiteStore:
+    """An opened SQLite store on a file in ``tmp_path``."""
+    store = open_store(sqlite_url(tmp_path, name), clock=clock)
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    return store
+
+
+def raw(path: Path, sql: str) -> list[tuple[object, ...]]:
+    """Run ``sql`` on a fresh plain sqlite3 connection to ``path``."""
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+class TestGroupCommit:
+    async def test_concurrent_enqueues_share_commits(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """500 concurrent enqueues all succeed, each stored once, in far fewer than 500 commits."""
+        store = await opened(tmp_path, clock)
+        try:
+            before = store.stats.commits
+            results = await asyncio.gather(*(store.enqueue(delivery(f"g{i}")) for i in range(500)))
+            commits = store.stats.commits - before
+            ids = [r.id for (r,) in results]
+            assert len(set(ids)) == 500 and not any(r.duplicate for (r,) in results)
+            assert (await store.counts())[State.QUEUED] == 500
+            assert 1 <= commits <= 50, commits
+        finally:
+            await store.close()
+        assert raw(tmp_path / "events.db", "SELECT count(*) FROM events") == [(500,)]
+
+    async def test_concurrent_duplicates_store_one(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """The same delivery posted 20 times at once is stored once; 19 are duplicates of it."""
+        store = await opened(tmp_path, clock)
+        try:
+            results = await asyncio.gather(*(store.enqueue(delivery("same")) for _ in range(20)))
+        finally:
+            await store.close()
+        assert len({r.id for (r,) in results}) == 1
+        assert sum(not r.duplicate for (r,) in results) == 1
+
+
+class TestLayout:
+    async def test_batch_body_stored_once(self, tmp_path: Path, clock: ManualClock) -> None:
+        """A Facebook batch of three leads stores its raw body in one row, three events on it."""
+        body = (FIXTURES / "facebook_leadgen_batched.json").read_bytes()
+        store = await opened(tmp_path, clock)
+        try:
+            changes = [("1287634509898765", {"n": 1}), ("1287634509800001", {"n": 2})]
+            changes.append(("5412398761234567", {"n": 3}))
+            await store.enqueue(
+                IncomingDelivery(
+                    endpoint="facebook",
+                    received_at=clock.time(),
+                    body=body,
+                    content_type="application/json",
+                    headers={},
+                    events=tuple(EventIn(d, doc) for d, doc in changes),
+                )
+            )
+        finally:
+            await store.close()
+        db = tmp_path / "events.db"
+        assert raw(db, "SELECT count(*), sum(length(body)) FROM deliveries") == [(1, len(body))]
+        assert raw(db, "SELECT count(*) FROM events") == [(3,)]
+
+    async def test_typical_event_costs_under_3kb(self, tmp_path: Path, clock: ManualClock) -> None:
+        """A delivered Typeform event costs well under 3 KB on disk beyond its raw body."""
+        body = (FIXTURES / "typeform_form_response_full.json").read_bytes()
+        document = orjson.loads(body)
+        db = tmp_path / "events.db"
+        store = await opened(tmp_path, clock)
+        n = 300
+        try:
+            raw(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+            size_before = db.stat().st_size
+            for i in range(n):
+                (res,) = await store.enqueue(
+                    IncomingDelivery(
+                        endpoint="typeform",
+                        received_at=clock.time(),
+                        body=body,
+                        content_type="application/json",
+                        headers={"user-agent": "Typeform Webhooks", "content-type": "json"},
+                        events=(EventIn(f"01HQ{i:022d}", document),),
+                    )
+                )
+                await store.set_route(
+                    res.id,
+                    target="default",
+                    mapping="typeform-demo-request",
+                    lead_keys=[f"e:person{i}@example.com", f"p:91555010{i:04d}"],
+                )
+                lead_id = f"{i:08d}-aaaa-bbbb-cccc-dddddddddddd"
+                await store.ack(res.id, lead_id=lead_id, created=True)
+        finally:
+            await store.close()
+        raw(db, "PRAGMA wal_checkpoint(TRUNCATE)")
+        per_event = (db.stat().st_size - size_before - n * len(body)) / n
+        assert per_event < 1500, per_event
+
+
+class TestDurability:
+    @pytest.mark.slow
+    def test_sigkill_loses_no_acknowledged_enqueue(self, tmp_path: Path) -> None:
+        """Every enqueue that returned before a SIGKILL is in the file afterwards."""
+        url = sqlite_url(tmp_path)
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "child_enqueue.py"), url],
+            cwd=str(REPO),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        acked: dict[int, str] = {}
+        output = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                output.append(line)
+                if line.startswith("ok "):
+                    _, eid, did = line.split()
+                    acked[int(eid)] = did
+                    if len(acked) >= 300:
+                        break
+            proc.send_signal(signal.SIGKILL)
+            # Lines written before the kill are still in the pipe: they count too.
+            for line in proc.stdout:
+                if line.startswith("ok "):
+                    _, eid, did = line.split()
+                    acked[int(eid)] = did
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+        assert proc.returncode == -signal.SIGKILL, "".join(output)
+        assert len(acked) >= 300, "".join(output)
+
+        async def check() -> None:
+            store = open_store(url)
+            await store.open()
+            try:
+                for eid, did in acked.items():
+                    event = await store.get(eid)
+                    assert event is not None, eid
+                    assert (event.delivery_id, event.state) == (did, State.QUEUED)
+            finally:
+                await store.close()
+
+        asyncio.run(check())
+
+    async def test_reopened_store_sees_everything(self, tmp_path: Path, clock: ManualClock) -> None:
+        """A store opened again on the same file finds the events and their states."""
+        store = await opened(tmp_path, clock)
+        (res,) = await store.enqueue(delivery("persist"))
+        await store.dead(res.id, error="MX boom")
+        await store.close()
+        again = await opened(tmp_path, clock)
+        try:
+            event = await again.get(res.id)
+            assert event is not None and (event.state, event.last_error) == (State.DEAD, "MX boom")
+        finally:
+            await again.close()
+
+
+class TestConcurrentClaimers:
+    async def test_two_stores_never_claim_the_same_event(
+        self, tmp_path: Path, clock: ManualClock
+    ) -> None:
+        """Two store instances on one file claiming in parallel split the events, no overlap."""
+        one = await opened(tmp_path, clock)
+        two = await opened(tmp_path, clock)
+        try:
+            await asyncio.gather(*(one.enqueue(delivery(f"c{i}")) for i in range(400)))
+
+            async def worker(store: SQLiteStore) -> list[int]:
+                got: list[int] = []
+                while batch := await store.claim(limit=3, lease=60):
+                    got.extend(e.id for e in batch)
+                    for e in batch:
+                        await store.ack(e.id, lead_id="L", created=True)
+                return got
+
+            results = await asyncio.gather(worker(one), worker(two), worker(one), worker(two))
+        finally:
+            await one.close()
+            await two.close()
+        claimed = [eid for got in results for eid in got]
+        assert len(claimed) == 400 and len(set(claimed)) == 400
+        assert all(results), "every worker should have won some claims"
+
+
+class TestAvailability:
+    async def test_ping_fails_and_recovers(self, tmp_path: Path, clock: ManualClock) -> None:
+        """ping raises StoreUnavailable while the path cannot be opened and heals once fixed."""
+        home = tmp_path / "data"
+        home.mkdir()
+        store = await opened(home, clock)
+        try:
+            (res,) = await store.enqueue(delivery("before"))
+            moved = tmp_path / "moved"
+            home.rename(moved)
+            home.write_text("not a directory")  # the db's parent is now a regular file
+            with pytest.raises(StoreUnavailable, match="cannot be opened"):
+                await store.ping()
+            with pytest.raises(StoreUnavailable):
+                await store.enqueue(delivery("during"))
+            home.unlink()
+            moved.rename(home)
+            await store.ping()
+            (later,) = await store.enqueue(delivery("after"))
+            assert not later.duplicate
+            event = await store.get(res.id)
+            assert event is not None and event.delivery_id == "before"
+        finally:
+            await store.close()
+
+    async def test_open_on_unopenable_path(self, tmp_path: Path, clock: ManualClock) -> None:
+        """Opening a store under a regular file fails with StoreUnavailable naming the path."""
+        (tmp_path / "afile").write_text("x")
+        store = open_store(f"sqlite:///{tmp_path / 'afile' / 'events.db'}", clock=clock)
+        with pytest.raises(StoreUnavailable, match="afile"):
+            await store.open()
+
+    async def test_unopened_store_says_so(self, tmp_path: Path, clock: ManualClock) -> None:
+        """Using a store before open() raises a StoreError telling to open it."""
+        store = open_store(sqlite_url(tmp_path), clock=clock)
+        with pytest.raises(StoreError, match="open"):
+            await store.enqueue(delivery("x"))
+        with pytest.raises(StoreError, match="open"):
+            await store.get(1)
+
+
+class TestSettings:
+    async def test_wal_and_full_sync_by_default(self, tmp_path: Path, clock: ManualClock) -> None:
+        """The file is in WAL mode and commits with synchronous=FULL unless told otherwise."""
+        store = await opened(tmp_path, clock)
+        try:
+            level = await store._writer.submit(
+                lambda c: c.execute("PRAGMA synchronous").fetchone()[0]
+            )
+        finally:
+            await store.close()
+        assert level == 2  # FULL
+        assert raw(tmp_path / "events.db", "PRAGMA journal_mode") == [("wal",)]
+
+    async def test_synchronous_normal_from_url(self, tmp_path: Path, clock: ManualClock) -> None:
+        """?synchronous=normal in the URL lowers the sync level to NORMAL."""
+        store = open_store(sqlite_url(tmp_path) + "?synchronous=normal", clock=clock)
+        assert isinstance(store, SQLiteStore)
+        await store.open()
+        try:
+            level = await store._writer.submit(
+                lambda c: c.execute("PRAGMA synchronous").fetchone()[0]
+            )
+        finally:
+            await store.close()
+        assert level == 1  # NORMAL
+
+
+class TestOpenStore:
+    def test_relative_and_absolute_paths(self, tmp_path: Path) -> None:
+        """Three slashes give a relative path, four an absolute one."""
+        rel = open_store("sqlite:///data/leadhub.db")
+        absolute = open_store(f"sqlite:///{tmp_path}/x.db")
+        assert isinstance(rel, SQLiteStore) and isinstance(absolute, SQLiteStore)
+        assert rel.path == Path("data/leadhub.db")
+        assert absolute.path == tmp_path / "x.db"
+
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("sqlite:///:memory:", "in-memory"),
+            ("sqlite://", "three slashes"),
+            ("sqlite://host/x.db", "three slashes"),
+            ("postgresql://u:hunter2@db/leadhub", "PostgreSQL support is coming"),
+            ("mysql://db/leadhub", "Unknown event store URL"),
+            ("sqlite:///x.db?synchronous=off", "synchronous"),
+            ("sqlite:///x.db?cache=shared", "cache"),
+        ],
+    )
+    def test_bad_urls(self, url: str, message: str) -> None:
+        """Unusable store URLs raise StoreError saying what to write instead."""
+        with pytest.raises(StoreError, match=message) as info:
+            open_store(url)
+        assert "hunter2" not in str(info.value)
