@@ -1,0 +1,260 @@
+"""``kind: endpoint`` and ``kind: target`` documents into :mod:`hub.config.models` objects."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import string
+from collections.abc import Mapping
+
+from hub.config.models import (
+    DEFAULT_GRAPH_FIELDS,
+    DEFAULT_GRAPH_URL,
+    DEFAULT_MAX_BODY,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_TOLERANCE,
+    SOURCES,
+    Endpoint,
+    FacebookOptions,
+    GoogleOptions,
+    HmacOptions,
+    NoneOptions,
+    Origin,
+    RetrySchedule,
+    SourceOptions,
+    StandardOptions,
+    Target,
+    TokenOptions,
+    TypeformOptions,
+)
+from hub.config.nodes import Node
+from hub.config.reader import Reader
+from hub.mapping.paths import PathError, compile_path
+from hub.secrets import Secret
+from hub.units import UnitError, parse_rate_limit
+
+COMMON_ENDPOINT_KEYS = ("kind", "name", "source", "dedupe", "max_body")
+SOURCE_KEYS: Mapping[str, tuple[str, ...]] = {
+    "facebook": ("app_secret", "verify_token", "page_access_token", "graph_url", "fields",
+                 "allow_sha1"),
+    "google": ("key",),
+    "typeform": ("secret",),
+    "hmac": ("header", "secret", "algorithm", "encoding", "prefix", "signed",
+             "timestamp_header", "tolerance", "timestamp_unit"),
+    "token": ("token", "header"),
+    "standard": ("secret", "tolerance"),
+    "none": (),
+}  # fmt: skip
+TARGET_KEYS = ("kind", "name", "url", "access_key", "secret_key", "rate_limit", "timeout", "retry")
+RETRY_KEYS = ("initial", "max_interval", "give_up_after", "multiplier")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def check_name(reader: Reader, kind: str) -> str | None:
+    """The document's ``name``: required, URL-safe."""
+    name = reader.text("name", required=True)
+    if name is not None and not _NAME.match(name):
+        reader.error(
+            reader.get("name"),
+            f"{kind} name {name!r} may hold only letters, digits, '-', '_' and '.'; "
+            "rename it like 'facebook-leads'",
+        )
+    return name  # type: ignore[no-any-return]
+
+
+def _facebook(r: Reader) -> SourceOptions:
+    fields_node = r.get("fields")
+    fields = DEFAULT_GRAPH_FIELDS
+    if fields_node is not None and fields_node.value is not None:
+        value = fields_node.plain()
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            r.error(fields_node, "'fields' must be a list of Graph lead field names, like [id]")
+        else:
+            fields = tuple(value)
+    graph_url = r.text("graph_url", default=DEFAULT_GRAPH_URL)
+    if not str(graph_url).startswith(("http://", "https://")):
+        r.error(r.get("graph_url"), f"'graph_url' {graph_url!r} must start with https://")
+    return FacebookOptions(
+        app_secret=r.secret("app_secret") or Secret(""),
+        verify_token=r.secret("verify_token") or Secret(""),
+        page_access_token=r.secret("page_access_token") or Secret(""),
+        graph_url=str(graph_url).rstrip("/"),
+        fields=fields,
+        allow_sha1=r.flag("allow_sha1", False),
+    )
+
+
+def _hmac(r: Reader) -> SourceOptions:
+    signed = r.text("signed", default="{body}")
+    try:
+        placeholders = {f for _, f, _, _ in string.Formatter().parse(signed) if f is not None}
+    except ValueError:
+        placeholders = {"?"}
+    if "body" not in placeholders or placeholders - {"body", "timestamp"}:
+        r.error(
+            r.get("signed"),
+            f"'signed' {signed!r} must hold {{body}} and may hold {{timestamp}}, nothing else; "
+            "write it like '{timestamp}.{body}'",
+        )
+    timestamp_header = r.text("timestamp_header")
+    if "timestamp" in placeholders and not timestamp_header:
+        r.error(r.get("signed"), "'signed' uses {timestamp}; set 'timestamp_header' too")
+    return HmacOptions(
+        header=r.text("header", required=True) or "",
+        secret=r.secret("secret") or Secret(""),
+        algorithm=r.choice("algorithm", ("sha256", "sha1", "sha512"), "sha256") or "sha256",
+        encoding=r.choice("encoding", ("hex", "base64"), "hex") or "hex",
+        prefix=r.text("prefix", default=""),
+        signed=signed,
+        timestamp_header=timestamp_header,
+        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE),
+        timestamp_unit=r.choice("timestamp_unit", ("s", "ms"), "s") or "s",
+    )
+
+
+def _standard(r: Reader) -> SourceOptions:
+    secret = r.secret("secret") or Secret("")
+    text = secret.reveal()
+    if text:
+        try:
+            if not text.startswith("whsec_"):
+                raise ValueError(text)
+            base64.b64decode(text.removeprefix("whsec_"), validate=True)
+        except (ValueError, binascii.Error):
+            r.error(
+                r.get("secret"),
+                "'secret' of a standard endpoint must be 'whsec_' followed by base64, "
+                "as the sender shows it",
+            )
+    return StandardOptions(secret=secret, tolerance=r.duration("tolerance", DEFAULT_TOLERANCE))
+
+
+def _options(source: str, r: Reader) -> SourceOptions:
+    if source == "facebook":
+        return _facebook(r)
+    if source == "google":
+        return GoogleOptions(key=r.secret("key") or Secret(""))
+    if source == "typeform":
+        return TypeformOptions(secret=r.secret("secret") or Secret(""))
+    if source == "hmac":
+        return _hmac(r)
+    if source == "token":
+        return TokenOptions(token=r.secret("token") or Secret(""), header=r.text("header"))
+    if source == "standard":
+        return _standard(r)
+    r.warn(
+        r.get("source"),
+        f"{r.what} has source: none, so anyone who can reach it can post leads; "
+        "use it only on a trusted network",
+    )
+    return NoneOptions()
+
+
+def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
+    """An :class:`Endpoint` from a ``kind: endpoint`` document, or ``None`` when unusable."""
+    name = check_name(r, "endpoint")
+    r.what = f"endpoint {name!r}" if name else "endpoint"
+    source = r.choice("source", SOURCES, None)
+    if r.get("source") is None:
+        r.error(None, f"{r.what} needs 'source', one of: {', '.join(SOURCES)}")
+    allowed = COMMON_ENDPOINT_KEYS + SOURCE_KEYS.get(source or "", ())
+    if source is None:
+        allowed = COMMON_ENDPOINT_KEYS + tuple(k for keys in SOURCE_KEYS.values() for k in keys)
+    r.check_keys(allowed)
+    dedupe = None
+    dedupe_text = r.text("dedupe")
+    if dedupe_text is not None:
+        try:
+            dedupe = compile_path(dedupe_text)
+        except PathError as exc:
+            r.error(r.get("dedupe"), f"'dedupe' of {r.what}: {exc}")
+    max_body = r.size("max_body", DEFAULT_MAX_BODY)
+    if name is None or source is None:
+        return None
+    return Endpoint(
+        name=name,
+        source=source,
+        options=_options(source, r),
+        dedupe=dedupe,
+        max_body=max_body,
+        origin=Origin(node.file, node.line),
+    )
+
+
+def _retry(r: Reader) -> RetrySchedule:
+    node = r.get("retry")
+    if node is None or node.value is None:
+        return RetrySchedule()
+    if not node.is_map():
+        r.error(node, "'retry' must be a mapping like {initial: 10s, give_up_after: 72h}")
+        return RetrySchedule()
+    sub = Reader(node, r.issues, f"retry of {r.what}")
+    sub.check_keys(RETRY_KEYS)
+    base = RetrySchedule()
+    multiplier = base.multiplier
+    m_node = sub.get("multiplier")
+    if m_node is not None:
+        value = m_node.value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
+            sub.error(m_node, f"'multiplier' must be a number of at least 1, not {value!r}")
+        else:
+            multiplier = float(value)
+    return RetrySchedule(
+        initial=sub.duration("initial", base.initial),
+        max_interval=sub.duration("max_interval", base.max_interval),
+        give_up_after=sub.duration("give_up_after", base.give_up_after),
+        multiplier=multiplier,
+    )
+
+
+def build_target(node: Node, r: Reader) -> Target | None:
+    """A :class:`Target` from a ``kind: target`` document, or ``None`` when unusable."""
+    name = check_name(r, "target")
+    r.what = f"target {name!r}" if name else "target"
+    r.check_keys(TARGET_KEYS)
+    url = r.text("url", required=True)
+    if url is not None and not str(url).startswith(("http://", "https://")):
+        r.error(
+            r.get("url"),
+            f"'url' {url!r} must start with https://, like https://api-in21.leadsquared.com",
+        )
+    rate_limit = DEFAULT_RATE_LIMIT
+    rate_node = r.get("rate_limit")
+    if rate_node is not None and rate_node.value is not None:
+        try:
+            rate_limit = parse_rate_limit(str(rate_node.value))  # type: ignore[assignment]
+        except UnitError as exc:
+            r.error(rate_node, f"'rate_limit' of {r.what}: {exc}")
+    access_key = r.secret("access_key")
+    secret_key = r.secret("secret_key")
+    timeout = r.duration("timeout", 10.0)
+    if timeout <= 0:
+        r.error(r.get("timeout"), f"'timeout' of {r.what} must be more than zero, like 10s")
+    retry = _retry(r)
+    if name is None or url is None:
+        return None
+    return Target(
+        name=name,
+        url=str(url).rstrip("/"),
+        access_key=access_key or Secret(""),
+        secret_key=secret_key or Secret(""),
+        rate_limit=rate_limit,
+        timeout=timeout,
+        retry=retry,
+        origin=Origin(node.file, node.line),
+    )
+
+
+def sandbox_target(environ: Mapping[str, str]) -> Target:
+    """The embedded sandbox, the ``default`` target when none is configured."""
+    return Target(
+        name="default",
+        url="",
+        sandbox=True,
+        access_key=Secret(environ.get("LEADHUB_SANDBOX_ACCESS_KEY", "sandbox")),
+        secret_key=Secret(environ.get("LEADHUB_SANDBOX_SECRET_KEY", "sandbox")),
+        rate_limit=parse_rate_limit(environ.get("LEADHUB_SANDBOX_RATE_LIMIT", "25/5s")),
+    )

@@ -1,0 +1,208 @@
+"""Loading a configuration directory: every ``*.yaml`` / ``*.yml`` file, every document.
+
+``load(directory, environ)`` reads the files in name order, expands ``${VAR}``
+from ``environ``, validates every document and the references between them,
+and returns a :class:`~hub.config.models.Config` or raises
+:class:`~hub.config.issues.ConfigError` listing every problem as
+``file:line: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from hub.config.endpoints import build_endpoint, build_target, sandbox_target
+from hub.config.issues import ConfigError, Issues, did_you_mean
+from hub.config.mappings import build_mapping
+from hub.config.models import Config, Endpoint, Origin, Target
+from hub.config.nodes import Node, read_documents
+from hub.config.reader import Reader
+from hub.mapping.model import CompiledMapping, Rule, describe_rule
+from hub.units import UnitError
+
+KINDS = ("target", "endpoint", "mapping")
+
+
+def config_files(directory: Path) -> list[Path]:
+    """The files ``load`` reads, in order (hidden files are left out)."""
+    found = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
+    return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+
+
+def _rule_implies(stronger: Rule, weaker: Rule) -> bool:
+    """Whether ``stronger`` holding always makes ``weaker`` hold (decided statically)."""
+    by_path = {c.path.text: c.expected for c in stronger}
+    for condition in weaker:
+        expected = by_path.get(condition.path.text)
+        if expected is None or not expected <= condition.expected:
+            return False
+    return True
+
+
+def overlap(a: CompiledMapping, b: CompiledMapping) -> Rule | None:
+    """A rule under which both ``a`` and ``b`` take an event, when that is certain."""
+    for rule_a in a.match or ((),):
+        for rule_b in b.match or ((),):
+            if _rule_implies(rule_b, rule_a):
+                return rule_b
+            if _rule_implies(rule_a, rule_b):
+                return rule_a
+    return None
+
+
+class _Collector:
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.issues = Issues()
+        self.targets: dict[str, Target] = {}
+        self.endpoints: dict[str, Endpoint] = {}
+        self.mappings: dict[str, CompiledMapping] = {}
+        self.mapping_nodes: dict[str, Node] = {}
+
+    def _add(self, table: Mapping[str, Any], kind: str, name: str, origin: Origin | None) -> bool:
+        if name in table:
+            first = getattr(table[name], "origin", None)
+            where = origin or Origin("?", 0)
+            self.issues.error(
+                where.file,
+                where.line,
+                f"duplicate {kind} name {name!r} (first defined at {first}); rename one",
+            )
+            return False
+        return True
+
+    def document(self, node: Node) -> None:
+        if not node.is_map():
+            self.issues.error(
+                node.file,
+                node.line,
+                "a document must be a mapping with a 'kind' (target, endpoint or mapping)",
+            )
+            return
+        reader = Reader(node, self.issues, "document")
+        kind = reader.text("kind", default="mapping")
+        if kind not in KINDS:
+            reader.error(
+                reader.get("kind"),
+                f"unknown kind {kind!r}{did_you_mean(str(kind), KINDS)}; "
+                f"use one of: {', '.join(KINDS)}",
+            )
+            return
+        if kind == "target":
+            target = build_target(node, reader)
+            if target is not None and self._add(self.targets, "target", target.name, target.origin):
+                self.targets[target.name] = target
+        elif kind == "endpoint":
+            endpoint = build_endpoint(node, reader)
+            if endpoint is not None and self._add(
+                self.endpoints,
+                "endpoint",
+                endpoint.name,
+                endpoint.origin,
+            ):
+                self.endpoints[endpoint.name] = endpoint
+        else:
+            mapping = build_mapping(node, reader)
+            if mapping is not None and self._add(
+                self.mappings,
+                "mapping",
+                mapping.name,
+                mapping.origin,
+            ):
+                self.mappings[mapping.name] = mapping
+                self.mapping_nodes[mapping.name] = node
+
+    def _line_of(self, mapping: CompiledMapping, key: str) -> tuple[str, int]:
+        node = self.mapping_nodes[mapping.name]
+        return node.file, node.key_lines.get(key, node.line)
+
+    def cross_check(self) -> None:
+        if "default" not in self.targets:
+            try:
+                self.targets["default"] = sandbox_target(self.environ)
+            except UnitError as exc:
+                self.issues.error("LEADHUB_SANDBOX_RATE_LIMIT", 0, str(exc))
+        for mapping in self.mappings.values():
+            if mapping.endpoint not in self.endpoints:
+                file, line = self._line_of(mapping, "endpoint")
+                self.issues.error(
+                    file,
+                    line,
+                    f"mapping {mapping.name!r} takes events of endpoint {mapping.endpoint!r}, "
+                    f"which is not defined{did_you_mean(mapping.endpoint, self.endpoints)}; "
+                    f"defined endpoints: {', '.join(sorted(self.endpoints)) or 'none'}",
+                )
+            if mapping.target not in self.targets:
+                file, line = self._line_of(mapping, "target")
+                self.issues.error(
+                    file,
+                    line,
+                    f"mapping {mapping.name!r} sends to target {mapping.target!r}, which is not "
+                    f"defined{did_you_mean(mapping.target, self.targets)}; "
+                    f"defined targets: {', '.join(sorted(self.targets))}",
+                )
+        by_endpoint: dict[str, list[CompiledMapping]] = {}
+        for mapping in sorted(self.mappings.values(), key=lambda m: str(m.origin)):
+            by_endpoint.setdefault(mapping.endpoint, []).append(mapping)
+        for endpoint in self.endpoints.values():
+            if endpoint.name not in by_endpoint:
+                origin = endpoint.origin or Origin("?", 0)
+                self.issues.warn(
+                    origin.file,
+                    origin.line,
+                    f"endpoint {endpoint.name!r} has no mapping; its events will be kept "
+                    "as unmatched",
+                )
+        for mappings in by_endpoint.values():
+            for first, second in combinations(mappings, 2):
+                rule = overlap(first, second)
+                if rule is None:
+                    continue
+                file, line = self._line_of(second, "match")
+                self.issues.error(
+                    file,
+                    line,
+                    f"mappings {first.name!r} ({first.origin}) and {second.name!r} both take "
+                    f"events of endpoint {second.endpoint!r} when {describe_rule(rule)}; "
+                    "give them match rules that exclude each other",
+                )
+
+
+def load(directory: Path | str, environ: Mapping[str, str]) -> Config:
+    """Load and validate every file in ``directory``, expanding ``${VAR}`` from ``environ``.
+
+    Raises:
+        ConfigError: with every problem found, each as ``file:line: message``.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        msg = f"{directory}: not a directory; pass the configuration directory (like mappings/)"
+        raise ConfigError([msg])
+    files = config_files(directory)
+    if not files:
+        msg = f"{directory}: holds no *.yaml or *.yml files; is it the right directory?"
+        raise ConfigError([msg])
+    collector = _Collector(environ)
+    for path in files:
+        shown = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            collector.issues.error(shown, 1, f"cannot read the file ({exc}); save it as UTF-8")
+            continue
+        for node in read_documents(text, shown, environ, collector.issues):
+            collector.document(node)
+    collector.cross_check()
+    warnings = tuple(collector.issues.warning_lines())
+    if collector.issues.errors:
+        raise ConfigError(collector.issues.error_lines(), warnings=warnings)
+    return Config(
+        directory=directory,
+        targets=dict(collector.targets),
+        endpoints=dict(collector.endpoints),
+        mappings=dict(sorted(collector.mappings.items())),
+        warnings=warnings,
+    )

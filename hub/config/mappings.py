@@ -1,0 +1,253 @@
+"""``kind: mapping`` documents into :class:`hub.mapping.CompiledMapping` objects.
+
+Every JSONPath is compiled and every transform parsed here, once, so that a
+mistake is a ``check`` error with its line rather than a failure at dispatch.
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+
+from hub.config.endpoints import check_name
+from hub.config.issues import did_you_mean
+from hub.config.models import Origin
+from hub.config.nodes import Node
+from hub.config.reader import Reader, type_name
+from hub.mapping.model import (
+    UPDATE_BEHAVIORS,
+    CompiledMapping,
+    Condition,
+    FieldSpec,
+    Rule,
+)
+from hub.mapping.paths import PathError, compile_path
+from hub.mapping.transforms import Transform, TransformError, parse_transforms
+from hub.mapping.values import to_text
+
+MAPPING_KEYS = (
+    "kind",
+    "name",
+    "endpoint",
+    "target",
+    "match",
+    "skip_if",
+    "search_by",
+    "update_behavior",
+    "default_region",
+    "fields",
+)
+FIELD_KEYS = ("path", "value", "transform", "default", "required")
+#: LeadSquared's standard lead attributes; anything else must be an ``mx_`` custom field.
+STANDARD_ATTRIBUTES = (
+    "ProspectID",
+    "ProspectId",
+    "FirstName",
+    "LastName",
+    "EmailAddress",
+    "Phone",
+    "Mobile",
+    "Company",
+    "JobTitle",
+    "Website",
+    "Fax",
+    "Notes",
+    "Source",
+    "SourceMedium",
+    "SourceCampaign",
+    "SourceContent",
+    "SourceReferrer",
+    "SourceIPAddress",
+    "Origin",
+    "ProspectStage",
+    "OwnerId",
+    "Score",
+    "Revenue",
+    "DoNotEmail",
+    "DoNotCall",
+    "DoNotSMS",
+    "DoNotTrack",
+    "RelatedCompanyId",
+    "LeadType",
+)
+SEARCH_BY = ("EmailAddress", "Phone")
+
+
+def _rule(node: Node, r: Reader, key: str) -> Rule | None:
+    if not node.is_map() or not node.value:
+        r.error(
+            node,
+            f"each rule in {key!r} is a mapping of JSONPath to value, like {{$.form_id: abc123}}",
+        )
+        return None
+    conditions = []
+    for path_text, value_node in node.value.items():
+        line = node.key_lines.get(path_text, node.line)
+        try:
+            path = compile_path(path_text)
+        except PathError as exc:
+            r.issues.error(node.file, line, f"{key} of {r.what}: {exc}")
+            continue
+        raw = value_node.plain()
+        options = raw if isinstance(raw, list) else [raw]
+        if any(isinstance(o, dict | list) for o in options):
+            r.error(
+                value_node,
+                f"{key} of {r.what}: {path_text} must equal text, a number, "
+                "true/false, null or a list of those",
+            )
+            continue
+        expected = frozenset(None if o is None else to_text(o) for o in options)
+        conditions.append(Condition(path=path, expected=expected))
+    return tuple(conditions)
+
+
+def _rules(r: Reader, key: str) -> tuple[Rule, ...]:
+    """``{path: value, ...}`` (all hold) or a list of those (any one holds)."""
+    node = r.get(key)
+    if node is None or node.value is None:
+        return ()
+    items = node.value if isinstance(node.value, list) else [node]
+    rules = []
+    for item in items:
+        rule = _rule(item, r, key)
+        if rule is not None:
+            rules.append(rule)
+    return tuple(rules)
+
+
+def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
+    where = f"field {attribute!r} of {r.what}"
+    if isinstance(node.value, str):
+        try:
+            return FieldSpec(attribute=attribute, path=compile_path(node.value))
+        except PathError as exc:
+            r.error(node, f"{where}: {exc}")
+            return None
+    if not node.is_map():
+        r.error(
+            node,
+            f"{where} is {type_name(node.value)}; write a JSONPath like $.email, "
+            f"or {{value: {to_text(node.value)}}} for a constant",
+        )
+        return None
+    sub = Reader(node, r.issues, where)
+    sub.check_keys(FIELD_KEYS)
+    path_text = sub.text("path")
+    value_node = sub.get("value")
+    if (path_text is None) == (value_node is None):
+        sub.error(None, f"{where} needs exactly one of 'path' (a JSONPath) or 'value' (a constant)")
+        return None
+    path = None
+    if path_text is not None:
+        try:
+            path = compile_path(path_text)
+        except PathError as exc:
+            sub.error(sub.get("path"), f"{where}: {exc}")
+            return None
+    value = None
+    if value_node is not None:
+        value = value_node.value
+        if isinstance(value, dict | list):
+            sub.error(value_node, f"'value' of {where} must be text, a number or true/false")
+            return None
+    transforms: tuple[Transform, ...] = ()
+    transform_node = sub.get("transform")
+    if transform_node is not None:
+        try:
+            transforms = parse_transforms(transform_node.plain())
+        except TransformError as exc:
+            sub.error(transform_node, f"{where}: {exc}")
+            return None
+    default_node = sub.get("default")
+    default = None
+    if default_node is not None and default_node.value is not None:
+        if isinstance(default_node.value, dict | list):
+            sub.error(default_node, f"'default' of {where} must be text or a number")
+        else:
+            default = to_text(default_node.value)
+    return FieldSpec(
+        attribute=attribute,
+        path=path,
+        value=value,
+        transforms=transforms,
+        default=default,
+        required=sub.flag("required", False),
+    )
+
+
+def _fields(r: Reader) -> tuple[FieldSpec, ...]:
+    node = r.required("fields")
+    if node is None:
+        return ()
+    if not node.is_map() or not node.value:
+        r.error(
+            node,
+            f"'fields' of {r.what} maps Lead.Capture attributes to values, like "
+            "{EmailAddress: $.email}",
+        )
+        return ()
+    specs = []
+    for attribute, value_node in node.value.items():
+        line = node.key_lines.get(attribute, node.line)
+        if attribute not in STANDARD_ATTRIBUTES and not attribute.startswith("mx_"):
+            r.issues.warn(
+                node.file,
+                line,
+                f"attribute {attribute!r} of {r.what} is not a standard LeadSquared field"
+                f"{did_you_mean(attribute, STANDARD_ATTRIBUTES)}; custom fields start with mx_",
+            )
+        spec = _field(attribute, value_node, r)
+        if spec is not None:
+            specs.append(spec)
+    return tuple(specs)
+
+
+def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
+    """A :class:`CompiledMapping` from a mapping document, or ``None`` when unusable."""
+    name = check_name(r, "mapping")
+    r.what = f"mapping {name!r}" if name else "mapping"
+    r.check_keys(MAPPING_KEYS)
+    endpoint = r.text("endpoint", required=True)
+    target = r.text("target", default="default")
+    fields = _fields(r)
+    match = _rules(r, "match")
+    skip_if = _rules(r, "skip_if")
+    update_behavior = r.choice("update_behavior", UPDATE_BEHAVIORS, None)
+    search_by = r.text("search_by")
+    if search_by is not None:
+        if not any(spec.attribute == search_by for spec in fields):
+            r.error(
+                r.get("search_by"),
+                f"search_by {search_by!r} of {r.what} is not among its "
+                "fields; map that attribute too, LeadSquared searches by its value",
+            )
+        elif search_by not in SEARCH_BY:
+            r.warn(
+                r.get("search_by"),
+                f"search_by {search_by!r}: LeadSquared documents only "
+                "EmailAddress and Phone (or a unique custom field)",
+            )
+    region = r.text("default_region")
+    if region is not None:
+        region = str(region).upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            r.error(
+                r.get("default_region"),
+                f"default_region {region!r} is not a region code; "
+                "use two letters like IN, US or GB",
+            )
+            region = None
+    if name is None or endpoint is None:
+        return None
+    return CompiledMapping(
+        name=name,
+        endpoint=str(endpoint),
+        target=str(target),
+        fields=fields,
+        match=match,
+        skip_if=skip_if,
+        search_by=search_by,
+        update_behavior=update_behavior,
+        default_region=region,
+        origin=Origin(node.file, node.line),
+    )

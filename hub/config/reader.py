@@ -1,0 +1,152 @@
+"""Typed, located reads from one YAML mapping, recording every problem as an issue.
+
+Each getter returns a usable value or ``None`` (after recording an error), so a
+document with several mistakes yields all of them in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from hub.config.issues import Issues, did_you_mean
+from hub.config.nodes import Node, uses_variables_only
+from hub.secrets import Secret
+from hub.units import UnitError, parse_duration, parse_size
+
+T = TypeVar("T")
+
+_MISSING = object()
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__  # pragma: no cover
+
+
+class Reader:
+    """Reads keys of one mapping node; ``what`` names it in messages (``target 'crm'``)."""
+
+    def __init__(self, node: Node, issues: Issues, what: str) -> None:
+        self.node = node
+        self.issues = issues
+        self.what = what
+        self.values: dict[str, Node] = node.value if isinstance(node.value, dict) else {}
+
+    # --- reporting ------------------------------------------------------------------------
+
+    def error(self, node: Node | None, message: str) -> None:
+        where = node if node is not None else self.node
+        self.issues.error(where.file, where.line, message)
+
+    def warn(self, node: Node | None, message: str) -> None:
+        where = node if node is not None else self.node
+        self.issues.warn(where.file, where.line, message)
+
+    def key_line(self, key: str) -> int:
+        return self.node.key_lines.get(key, self.node.line)
+
+    def check_keys(self, allowed: Iterable[str]) -> None:
+        """Every key must be one of ``allowed``; a typo gets a "did you mean"."""
+        allowed = list(allowed)
+        for key in self.values:
+            if key not in allowed:
+                self.issues.error(
+                    self.node.file,
+                    self.key_line(key),
+                    f"unknown key {key!r} in {self.what}{did_you_mean(key, allowed)}; "
+                    f"known keys: {', '.join(allowed)}",
+                )
+
+    # --- getters --------------------------------------------------------------------------
+
+    def get(self, key: str) -> Node | None:
+        return self.values.get(key)
+
+    def required(self, key: str) -> Node | None:
+        node = self.values.get(key)
+        if node is None or node.value is None:
+            self.error(node, f"{self.what} needs {key!r}")
+            return None
+        return node
+
+    def text(self, key: str, *, required: bool = False, default: Any = None) -> Any:
+        node = self.required(key) if required else self.values.get(key)
+        if node is None or (node.value is None and not required):
+            return default
+        if isinstance(node.value, bool) or isinstance(node.value, dict | list):
+            self.error(node, f"{key!r} of {self.what} must be text, not {type_name(node.value)}")
+            return default
+        return str(node.value) if node.value is not None else default
+
+    def flag(self, key: str, default: bool) -> bool:
+        node = self.values.get(key)
+        if node is None or node.value is None:
+            return default
+        if not isinstance(node.value, bool):
+            self.error(
+                node,
+                f"{key!r} of {self.what} must be true or false, not {node.raw or node.value!r}",
+            )
+            return default
+        return node.value
+
+    def choice(self, key: str, choices: Iterable[str], default: str | None) -> str | None:
+        choices = list(choices)
+        value = self.text(key, default=default)
+        if value is None or value in choices:
+            return value  # type: ignore[no-any-return]
+        self.error(
+            self.values.get(key),
+            f"{key!r} of {self.what} is {value!r}{did_you_mean(value, choices)}; "
+            f"use one of: {', '.join(choices)}",
+        )
+        return default
+
+    def _unit(self, key: str, parse: Callable[[Any], T], default: T) -> T:
+        node = self.values.get(key)
+        if node is None or node.value is None:
+            return default
+        try:
+            return parse(node.value)
+        except UnitError as exc:
+            self.error(node, f"{key!r} of {self.what}: {exc}")
+            return default
+
+    def duration(self, key: str, default: float) -> float:
+        return self._unit(key, parse_duration, default)
+
+    def size(self, key: str, default: int) -> int:
+        return self._unit(key, parse_size, default)
+
+    def secret(self, key: str, *, required: bool = True) -> Secret | None:
+        """A secret; it belongs in the environment, so a literal in the file is a warning."""
+        node = self.required(key) if required else self.values.get(key)
+        if node is None or node.value is None:
+            return None
+        if isinstance(node.value, dict | list | bool):
+            self.error(node, f"{key!r} of {self.what} must be text, not {type_name(node.value)}")
+            return None
+        if not uses_variables_only(node.raw):
+            self.warn(
+                node,
+                f"{key!r} of {self.what} is written in the file; put it in the environment "
+                f"and write {key}: ${{SOME_VAR}}",
+            )
+        value = str(node.value)
+        if not value and uses_variables_only(node.raw):
+            return Secret(value)  # an unset variable, already reported
+        if not value:
+            self.error(node, f"{key!r} of {self.what} is empty; set it through ${{VAR}}")
+        return Secret(value)
