@@ -1,0 +1,44 @@
+"""``leadhub check [DIR]``: load a configuration directory as ``serve`` would, report all.
+
+Prints every error as ``file:line: message`` (then the warnings, marked
+``warning:``) and exits 1 when there is any error; otherwise prints the
+warnings and a one-line summary and exits 0. ``${VAR}`` comes from the
+environment; unset variables are named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from hub.config import ConfigError, load
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check ``args.dir``; 0 when it loads, 1 when it has errors."""
+    try:
+        config = load(args.dir, os.environ)
+    except ConfigError as exc:
+        for line in exc.issues:
+            print(line)
+        for line in exc.warnings:
+            print(f"warning: {line}")
+        count = len(exc.issues)
+        print(f"{args.dir}: {count} error{'s' if count != 1 else ''}")
+        return 1
+    for line in config.warnings:
+        print(f"warning: {line}")
+    default = config.targets["default"]
+    sends_to = "the embedded sandbox" if default.sandbox else default.url
+    n_endpoints, n_mappings, n_targets = (
+        len(config.endpoints),
+        len(config.mappings),
+        len(config.targets),
+    )
+    print(
+        f"{args.dir}: ok: {n_endpoints} endpoint{'s' if n_endpoints != 1 else ''}, "
+        f"{n_mappings} mapping{'s' if n_mappings != 1 else ''}, "
+        f"{n_targets} target{'s' if n_targets != 1 else ''} (default: {sends_to}), "
+        f"{len(config.warnings)} warning{'s' if len(config.warnings) != 1 else ''}"
+    )
+    return 0

@@ -1,0 +1,109 @@
+"""``leadhub try ENDPOINT PAYLOAD.json [--config-dir DIR] [--json]``: map one document.
+
+Runs the document (as the endpoint's mappings see it, after any enrichment such
+as Facebook's Graph lookup) through matching and mapping: no network, no queue.
+Prints the exact Lead.Capture request (URL without keys, query, JSON body) or why
+it would be skipped, unmatched or fail. Exit 0 when it would be sent, 1 when not.
+``PAYLOAD`` may be ``-`` for standard input.
+
+With ``--json`` it prints one JSON object:
+``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..]}`` or
+``{"status":"skipped"|"unmatched"|"error","mapping":NAME|null,"reason":".."}``;
+warnings then go to standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from hub.config import ConfigError, load
+from hub.config.models import Config
+from hub.mapping import CaptureRequest, Result, map_document
+
+CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
+
+
+class _Refused(Exception):
+    """The document cannot be tried at all (bad config, unknown endpoint, bad JSON)."""
+
+
+def _read_payload(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        msg = f"cannot read {path!r}: {exc}"
+        raise _Refused(msg) from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        msg = f"{path!r} is not JSON ({exc}); pass the document the mappings see"
+        raise _Refused(msg) from exc
+
+
+def _result(args: argparse.Namespace) -> tuple[Config, Result]:
+    try:
+        config = load(args.config_dir, os.environ)
+    except ConfigError as exc:
+        msg = "the configuration has errors (run leadhub check):\n" + "\n".join(exc.issues)
+        raise _Refused(msg) from exc
+    if args.endpoint not in config.endpoints:
+        known = ", ".join(sorted(config.endpoints)) or "none"
+        msg = f"unknown endpoint {args.endpoint!r}; defined endpoints: {known}"
+        raise _Refused(msg)
+    document = _read_payload(args.payload)
+    return config, map_document(config.mappings_for(args.endpoint), document)
+
+
+def as_json(result: Result) -> dict[str, Any]:
+    """The ``--json`` object for ``result``."""
+    if isinstance(result, CaptureRequest):
+        return {
+            "status": "send",
+            "mapping": result.mapping,
+            "target": result.target,
+            "query": dict(result.query),
+            "body": list(result.body),
+        }
+    return {"status": result.status, "mapping": result.mapping, "reason": result.reason}
+
+
+def _print_human(config: Config, result: Result) -> None:
+    if not isinstance(result, CaptureRequest):
+        mapping = f" (mapping {result.mapping})" if result.mapping else ""
+        print(f"{result.status}{mapping}: {result.reason}")
+        return
+    target = config.targets[result.target]
+    base = "(embedded sandbox)" if target.sandbox else target.url
+    print(f"mapping: {result.mapping} -> target: {result.target}")
+    print(f"POST {base}{CAPTURE_PATH}")
+    query = "&".join(f"{k}={v}" for k, v in result.query.items())
+    print(f"query: {query or '(none besides the keys)'}")
+    print("body:")
+    print(json.dumps(result.body, indent=2, ensure_ascii=False))
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Try one document on ``args.endpoint``; 0 when it would be sent, 1 when not."""
+    try:
+        config, result = _result(args)
+    except _Refused as exc:
+        if args.json:
+            print(json.dumps({"status": "error", "mapping": None, "reason": str(exc)}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(as_json(result), ensure_ascii=False))
+        if isinstance(result, CaptureRequest):
+            for warning in result.warnings:
+                print(f"warning: {warning}", file=sys.stderr)
+    else:
+        _print_human(config, result)
+    return 0 if isinstance(result, CaptureRequest) else 1
