@@ -16,14 +16,11 @@ from typing import Any
 
 import orjson
 
-from hub import logs
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import rows
 from hub.store.base import StoreError
 from hub.store.models import REPLAYABLE, EnqueueResult, Event, IncomingDelivery, State
-from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer
-
-log = logs.get_logger("hub.store")
+from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log
 
 #: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
 #: (WAL) survives a process crash and may lose the last commits on power loss.
@@ -66,7 +63,7 @@ class SQLiteStore:
         except BaseException:
             await self.close()
             raise
-        log.info("store_opened", path=str(self.path), synchronous=self.synchronous)
+        log().info("store_opened", path=str(self.path), synchronous=self.synchronous)
 
     async def close(self) -> None:
         await self._writer.stop()
@@ -256,7 +253,7 @@ class SQLiteStore:
             return len(requeued)
 
         count = await self._writer.submit(job)
-        log.info("events_replayed", count=count, state=params["state"], endpoint=endpoint)
+        log().info("events_replayed", count=count, state=params["state"], endpoint=endpoint)
         return count
 
     async def next_due(self) -> float | None:

@@ -37,7 +37,11 @@ MAX_BATCH = 256  # jobs per transaction
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's lock
 
 Q = queries("sqlite")
-log = logs.get_logger("hub.store")
+
+
+def log() -> Any:
+    """The store's logger, fetched per use so it follows the current structlog set-up."""
+    return logs.get_logger("hub.store")
 
 
 @dataclass
@@ -112,7 +116,7 @@ class _Conn:
     def get(self) -> sqlite3.Connection:
         ident = _identity(self.path)
         if self.conn is not None and ident != self.identity:
-            log.warning("store_file_changed", path=str(self.path), writer=self.writer)
+            log().warning("store_file_changed", path=str(self.path), writer=self.writer)
             self.drop()
         if self.conn is None:
             try:
@@ -213,14 +217,14 @@ class Writer:
                     outcomes.append((True, value))
             conn.execute("COMMIT")
         except StoreUnavailable as exc:
-            log.error("store_unavailable", error=str(exc))
+            log().error("store_unavailable", error=str(exc))
             for item in batch:
                 item.future.set_exception(exc)
             return
         except Exception as exc:
             # The database itself failed (I/O, locked past the timeout, disk full...):
             # nothing in this batch was committed; start over on a fresh connection.
-            log.error("store_write_failed", error=str(exc), jobs=len(batch))
+            log().error("store_write_failed", error=str(exc), jobs=len(batch))
             if self._conn.conn is not None and self._conn.conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.conn.execute("ROLLBACK")

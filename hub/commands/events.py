@@ -1,0 +1,83 @@
+"""``leadhub events``: list stored events with their state and last error."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+
+from hub.store.base import EventStore
+from hub.store.commands import fail, run_with_store, shorten, utc
+from hub.store.models import Event, State
+
+COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
+COLUMNS += ("ATTEMPTS", "TARGET", "LEAD ID", "LAST ERROR")
+
+
+def run(args: argparse.Namespace) -> int:
+    """List events, newest first, as a table or (``--json``) one JSON object per line."""
+    state: State | None = None
+    if args.status:
+        try:
+            state = State(args.status.lower())
+        except ValueError:
+            names = ", ".join(s.value for s in State)
+            return fail("events", f"unknown --status {args.status!r}; use one of {names}.")
+    if args.limit < 1:
+        return fail("events", f"--limit must be at least 1, got {args.limit!r}.")
+
+    async def action(store: EventStore) -> int:
+        events = await store.list(state=state, endpoint=args.endpoint, limit=args.limit)
+        if args.json:
+            for event in events:
+                print(orjson.dumps(as_json(event)).decode())
+        elif events:
+            print(table(events))
+        else:
+            print("No events match.")
+        return 0
+
+    return run_with_store("events", args.db, action)
+
+
+def as_json(event: Event) -> dict[str, Any]:
+    """The fields of ``event`` a script wants (no raw body; the document is included)."""
+    return {
+        "id": event.id,
+        "received_at": utc(event.received_at),
+        "endpoint": event.endpoint,
+        "delivery_id": event.delivery_id,
+        "state": event.state.value,
+        "attempts": event.attempts,
+        "next_attempt_at": utc(event.next_attempt_at),
+        "target": event.target,
+        "mapping": event.mapping,
+        "lead_id": event.lead_id,
+        "lead_created": event.lead_created,
+        "last_error": event.last_error,
+        "updated_at": utc(event.updated_at),
+        "document": event.document,
+    }
+
+
+def table(events: list[Event]) -> str:
+    """Events as an aligned text table with a header line."""
+    rows: list[tuple[str, ...]] = [COLUMNS]
+    for e in events:
+        rows.append(
+            (
+                str(e.id),
+                utc(e.received_at),
+                e.endpoint,
+                shorten(e.delivery_id, 28),
+                e.state.value,
+                str(e.attempts),
+                e.target or "",
+                e.lead_id or "",
+                shorten(e.last_error, 60),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)

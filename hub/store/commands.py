@@ -1,0 +1,72 @@
+"""Running a CLI command against the store: open it, run, close it, turn errors into exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from hub import logs
+from hub.store import open_store
+from hub.store.base import EventStore, StoreError, StoreUnavailable
+from hub.store.sqlite import SQLiteStore
+
+#: Exit codes: 1 the store failed, 2 the command was used wrongly.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
+    """Print ``leadhub COMMAND: message`` to stderr and return ``code``."""
+    print(f"leadhub {command}: {message}", file=sys.stderr)
+    return code
+
+
+def run_with_store(command: str, url: str, action: Callable[[EventStore], Awaitable[int]]) -> int:
+    """Open the store at ``url`` (which must already exist), run ``action``, close the store.
+
+    A reading command never creates a database: a mistyped ``--db`` would otherwise show
+    an empty, brand-new store. Logs go to stderr (warnings and worse), keeping stdout
+    for the output scripts read.
+    """
+    logs.configure(level="warning", stream=sys.stderr)
+    try:
+        store = open_store(url)
+    except StoreError as exc:
+        return fail(command, str(exc))
+    if isinstance(store, SQLiteStore) and not store.path.exists():
+        msg = (
+            f"no event store at {str(store.path.absolute())!r}; "
+            "pass --db (or LEADHUB_DB) with the URL `leadhub serve` uses."
+        )
+        return fail(command, msg, EXIT_FAILED)
+
+    async def main() -> int:
+        await store.open()
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except StoreUnavailable as exc:
+        return fail(command, str(exc), EXIT_FAILED)
+    except StoreError as exc:
+        return fail(command, str(exc), EXIT_FAILED)
+
+
+def utc(ts: float | None) -> str:
+    """Unix seconds as ``YYYY-MM-DD HH:MM:SS`` UTC (empty for None)."""
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def shorten(text: str | None, width: int) -> str:
+    """One line of at most ``width`` characters, ending in an ellipsis when cut."""
+    if not text:
+        return ""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"

@@ -1,0 +1,174 @@
+"""``leadhub events`` and ``leadhub replay`` through hub.cli.main against a real database file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from hub.cli import main
+from hub.store import open_store
+from hub.store.models import State
+
+from .conftest import sqlite_url
+from .helpers import delivery
+
+Seeded = tuple[str, dict[str, int]]
+Cap = pytest.CaptureFixture[str]
+
+
+def seed(url: str) -> dict[str, int]:
+    """A database with one queued, one delivered, two dead and one unmatched event."""
+
+    async def go() -> dict[str, int]:
+        store = open_store(url)
+        await store.open()
+        try:
+            ids = {}
+            for name, endpoint in [
+                ("queued", "typeform"),
+                ("delivered", "typeform"),
+                ("dead", "typeform"),
+                ("dead_google", "google"),
+                ("unmatched", "google"),
+            ]:
+                (res,) = await store.enqueue(delivery(f"id-{name}", endpoint=endpoint))
+                ids[name] = res.id
+            await store.set_route(ids["delivered"], target="default", mapping="m", lead_keys=[])
+            await store.ack(ids["delivered"], lead_id="lead-0001", created=True)
+            await store.dead(ids["dead"], error="MXInvalidEmailException: 'x' is not\nan email")
+            await store.dead(ids["dead_google"], error="required field EmailAddress missing")
+            await store.unmatched(ids["unmatched"], reason="no mapping matched")
+            return ids
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def states(url: str) -> dict[int, State]:
+    """Each event's state, by id."""
+
+    async def go() -> dict[int, State]:
+        store = open_store(url)
+        await store.open()
+        try:
+            return {e.id: e.state for e in await store.list(limit=100)}
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Seeded:
+    """A seeded database URL and its event ids by name."""
+    url = sqlite_url(tmp_path)
+    return url, seed(url)
+
+
+class TestEvents:
+    def test_table(self, db: Seeded, capsys: Cap) -> None:
+        """The table lists every event newest first with state, target, lead id and error."""
+        url, ids = db
+        assert main(["events", "--db", url], environ={}) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].split()[:3] == ["ID", "RECEIVED", "(UTC)"]
+        assert [int(line.split()[0]) for line in out[1:]] == sorted(ids.values(), reverse=True)
+        delivered = next(line for line in out if line.startswith(f"{ids['delivered']} "))
+        assert "delivered" in delivered and "default" in delivered and "lead-0001" in delivered
+        dead = next(line for line in out if line.startswith(f"{ids['dead']} "))
+        assert "MXInvalidEmailException: 'x' is not an email" in dead  # one line per event
+        assert "2023-11-14 22:13:20" in dead
+
+    def test_filters_and_json(self, db: Seeded, capsys: Cap) -> None:
+        """--status, --endpoint and --limit filter; --json prints one object per line."""
+        url, ids = db
+        argv = ["events", "--db", url, "--status", "dead", "--endpoint", "google", "--json"]
+        assert main(argv, environ={}) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert len(lines) == 1
+        obj = orjson.loads(lines[0])
+        assert obj["id"] == ids["dead_google"]
+        assert (obj["state"], obj["endpoint"], obj["delivery_id"]) == (
+            "dead",
+            "google",
+            "id-dead_google",
+        )
+        assert obj["last_error"] == "required field EmailAddress missing"
+        assert obj["document"] == {"id": "id-dead_google"}
+        assert main(["events", "--db", url, "--limit", "2", "--json"], environ={}) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
+
+    def test_no_match(self, db: Seeded, capsys: Cap) -> None:
+        """A filter matching nothing says so and succeeds."""
+        url, _ = db
+        assert main(["events", "--db", url, "--status", "skipped"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "No events match."
+
+    def test_bad_status(self, db: Seeded, capsys: Cap) -> None:
+        """An unknown --status exits 2 naming the value and the valid states."""
+        url, _ = db
+        assert main(["events", "--db", url, "--status", "daed"], environ={}) == 2
+        err = capsys.readouterr().err
+        assert "'daed'" in err and "dead" in err and "unmatched" in err
+
+    def test_db_from_environment(self, db: Seeded, capsys: Cap) -> None:
+        """LEADHUB_DB names the store when --db is absent."""
+        url, ids = db
+        assert main(["events", "--json"], environ={"LEADHUB_DB": url}) == 0
+        assert len(capsys.readouterr().out.splitlines()) == len(ids)
+
+    def test_missing_database(self, tmp_path: Path, capsys: Cap) -> None:
+        """A --db naming no existing file is an error, and no empty database is created."""
+        url = sqlite_url(tmp_path, "typo.db")
+        assert main(["events", "--db", url], environ={}) == 1
+        assert "no event store" in capsys.readouterr().err
+        assert not (tmp_path / "typo.db").exists()
+
+    def test_unsupported_url(self, capsys: Cap) -> None:
+        """A PostgreSQL URL is refused with a clear message and exit 2."""
+        assert main(["events", "--db", "postgresql://db/leadhub"], environ={}) == 2
+        assert "PostgreSQL support is coming" in capsys.readouterr().err
+
+
+class TestReplay:
+    def test_requires_a_selector(self, db: Seeded, capsys: Cap) -> None:
+        """replay with no --status/--id/--endpoint refuses (exit 2) and changes nothing."""
+        url, _ = db
+        before = states(url)
+        assert main(["replay", "--db", url], environ={}) == 2
+        assert "--status" in capsys.readouterr().err
+        assert states(url) == before
+
+    def test_by_status(self, db: Seeded, capsys: Cap) -> None:
+        """--status dead requeues both dead events and nothing else."""
+        url, ids = db
+        assert main(["replay", "--db", url, "--status", "dead"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 2 events."
+        after = states(url)
+        assert after[ids["dead"]] is State.QUEUED and after[ids["dead_google"]] is State.QUEUED
+        assert after[ids["unmatched"]] is State.UNMATCHED
+        assert after[ids["delivered"]] is State.DELIVERED
+
+    def test_by_id_and_endpoint(self, db: Seeded, capsys: Cap) -> None:
+        """--id (repeatable) and --endpoint select events; non-replayable ids are left alone."""
+        url, ids = db
+        argv = ["replay", "--db", url, "--id", str(ids["unmatched"]), "--id", str(ids["delivered"])]
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."
+        assert main(["replay", "--db", url, "--endpoint", "typeform"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."
+        after = states(url)
+        assert after[ids["unmatched"]] is State.QUEUED and after[ids["dead"]] is State.QUEUED
+        assert after[ids["dead_google"]] is State.DEAD
+        assert after[ids["delivered"]] is State.DELIVERED
+
+    def test_bad_status_choice(self, db: Seeded) -> None:
+        """--status delivered is not a replay choice: argparse exits 2."""
+        url, _ = db
+        with pytest.raises(SystemExit) as info:
+            main(["replay", "--db", url, "--status", "delivered"], environ={})
+        assert info.value.code == 2
