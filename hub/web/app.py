@@ -1,0 +1,178 @@
+"""The hub's Starlette app: webhook endpoints, health, metrics and the embedded sandbox.
+
+``create_app(config=..., store=...)`` builds it from explicit lists (no decorators):
+
+* ``/hooks/{endpoint}`` (roles ``all`` and ``web``): :class:`hub.web.ingest.Ingest`, a
+  raw ASGI handler dispatched *before* Starlette's router by a small middleware, so
+  the hot path pays for neither routing nor Request/Response objects. With role
+  ``worker`` every ``/hooks/`` path answers 404.
+* ``GET /healthz``: the process is alive (always 200).
+* ``GET /readyz``: 200 when the store answers a ping (and the config is loaded,
+  which it is once the app exists), else 503.
+* ``GET /metrics``: Prometheus text from ``app.state.metrics`` (a per-app
+  ``CollectorRegistry``); see :mod:`hub.web.metrics`.
+* ``/sandbox``: ``sandbox_app`` mounted as given (mounted apps get no lifespan).
+* ``extra_routes``: appended as they are (admin pages, say).
+
+State for other parts: ``app.state.config``, ``app.state.store``,
+``app.state.clock``, ``app.state.role``, ``app.state.metrics`` (the registry) and
+``app.state.web_metrics`` (:class:`hub.web.metrics.WebMetrics`).
+
+Starting work with the app (the dispatcher): pass ``lifespan_hooks``, a sequence
+of callables ``hook(app) -> AsyncContextManager``. They are entered in order at
+startup and exited in reverse at shutdown, so a hook listed after the store's
+opener runs while the store is open. For example::
+
+    @contextlib.asynccontextmanager
+    async def run_dispatcher(app: Starlette) -> AsyncIterator[None]:
+        dispatcher = Dispatcher(config, store, registry=app.state.metrics)
+        task = asyncio.create_task(dispatcher.run())
+        try:
+            yield
+        finally:
+            await dispatcher.stop()
+            await task
+
+    app = create_app(config=config, store=store, lifespan_hooks=[open_store, run_dispatcher])
+
+``leadhub serve`` (``hub.commands.serve``) builds its hook list in one place,
+``lifespan_hooks_for(...)``: roles ``all`` and ``worker`` are where a dispatcher hook goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hub.clock import SYSTEM_CLOCK, Clock
+from hub.config.models import Config
+from hub.store.base import EventStore
+from hub.web.ingest import PREFIX, Ingest
+from hub.web.metrics import WebMetrics
+
+LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[Any]]
+ROLES = ("all", "web", "worker")
+READY_TIMEOUT = 3.0  # seconds a readiness ping may take before the store counts as down
+
+_log = structlog.get_logger()
+
+
+class HooksFirst:
+    """ASGI middleware: ``/hooks/...`` goes straight to ingest; the rest to the app."""
+
+    def __init__(self, app: ASGIApp, ingest: ASGIApp | None) -> None:
+        self.app = app
+        self.ingest = ingest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            if self.ingest is not None:
+                await self.ingest(scope, receive, send)
+                return
+            response = JSONResponse(
+                {"error": "this instance runs the worker role; send webhooks to a web instance"},
+                status_code=404,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _health_routes(store: EventStore, metrics: WebMetrics) -> list[BaseRoute]:
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await asyncio.wait_for(store.ping(), READY_TIMEOUT)
+        except Exception as exc:
+            _log.warning("readiness_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            return JSONResponse(
+                {"status": "unavailable", "reason": "store unavailable"}, status_code=503
+            )
+        return JSONResponse({"status": "ready"})
+
+    async def metrics_page(request: Request) -> Response:
+        return Response(await metrics.render(store), media_type=CONTENT_TYPE_LATEST)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_page, methods=["GET"]),
+    ]
+
+
+def store_lifespan(store: EventStore) -> LifespanHook:
+    """A lifespan hook that opens ``store`` at startup and closes it at shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def hook(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        try:
+            yield
+        finally:
+            await store.close()
+
+    return hook
+
+
+def create_app(
+    *,
+    config: Config,
+    store: EventStore,
+    clock: Clock = SYSTEM_CLOCK,
+    role: str = "all",
+    sandbox_app: ASGIApp | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    lifespan_hooks: Sequence[LifespanHook] = (),
+) -> Starlette:
+    """The hub's ASGI app (see the module docstring for routes, state and lifespan hooks).
+
+    Raises:
+        ValueError: ``role`` is not one of ``all``, ``web``, ``worker``.
+    """
+    if role not in ROLES:
+        msg = f"Unknown role {role!r}; use one of 'all', 'web', 'worker'."
+        raise ValueError(msg)
+    metrics = WebMetrics()
+    ingest = None
+    if role in ("all", "web"):
+        ingest = Ingest(endpoints=config.endpoints, store=store, clock=clock, metrics=metrics)
+    routes = _health_routes(store, metrics)
+    if sandbox_app is not None:
+        routes.append(Mount("/sandbox", app=sandbox_app))
+    routes.extend(extra_routes)
+    hooks = tuple(lifespan_hooks)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for hook in hooks:
+                await stack.enter_async_context(hook(app))
+            yield
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(HooksFirst, ingest=ingest)],
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.store = store
+    app.state.clock = clock
+    app.state.role = role
+    app.state.metrics = metrics.registry
+    app.state.web_metrics = metrics
+    app.state.ingest = ingest
+    return app

@@ -1,0 +1,71 @@
+"""A real hub app on uvicorn, backed by a real SQLite store in tmp_path, with a frozen clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.clock import ManualClock
+from hub.config.models import Config
+from hub.store import open_store
+from hub.store.models import Event
+from hub.web.app import create_app, store_lifespan
+from tests.sources import fixtures as fx
+from tests.support.server import serve_in_thread
+
+
+def read_events(db_url: str) -> list[Event]:
+    """Every stored event, oldest first, read through a second store on the same file."""
+
+    async def go() -> list[Event]:
+        store = open_store(db_url)
+        await store.open()
+        try:
+            return list(reversed(await store.list(limit=100_000)))
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@dataclass
+class Hub:
+    url: str
+    client: httpx.Client
+    db_url: str
+    db_dir: Path
+    clock: ManualClock
+    app: object
+
+    def events(self) -> list[Event]:
+        return read_events(self.db_url)
+
+    def send(self, d: fx.Delivery, **kwargs: object) -> httpx.Response:
+        return self.client.post(d.path, content=d.body, headers=d.headers, **kwargs)  # type: ignore[arg-type]
+
+
+def make_config(tmp_path: Path) -> Config:
+    return Config(directory=tmp_path, targets={}, endpoints=fx.endpoints(), mappings={})
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    """A running hub with every fixture endpoint; its clock is frozen at the Standard fixture."""
+    clock = ManualClock(fx.STANDARD_TIME)
+    db_dir = tmp_path / "data"
+    db_dir.mkdir()
+    db_url = f"sqlite:///{db_dir / 'hub.db'}"
+    store = open_store(db_url, clock=clock)
+    app = create_app(
+        config=make_config(tmp_path),
+        store=store,
+        clock=clock,
+        lifespan_hooks=[store_lifespan(store)],
+    )
+    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        yield Hub(url, client, db_url, db_dir, clock, app)
