@@ -43,6 +43,12 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK) -> EventStore:
             "sqlite:///relative.db or sqlite:////absolute/path.db."
         )
         raise StoreError(msg)
+    if parsed.fragment or url.endswith("#"):
+        msg = (
+            f"Store URL {url!r} has a '#', which ends a URL path; "
+            "write it as %23 (and '?' in a path as %3F)."
+        )
+        raise StoreError(msg)
     path = urllib.parse.unquote(parsed.path[1:])
     if path == ":memory:" or path.startswith("file::memory:") or "mode=memory" in parsed.query:
         msg = (

@@ -47,8 +47,10 @@ class SQLiteStore:
         self.clock = clock
         self.synchronous = synchronous.upper()
         self.stats = StoreStats()
-        self._writer = Writer(self.path, synchronous=self.synchronous, stats=self.stats)
-        self._reader = Reader(self.path, stats=self.stats)
+        # Absolute, so a later change of working directory cannot move the database.
+        where = self.path.absolute()
+        self._writer = Writer(where, synchronous=self.synchronous, stats=self.stats)
+        self._reader = Reader(where, stats=self.stats)
 
     def __repr__(self) -> str:
         return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"

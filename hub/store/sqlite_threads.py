@@ -21,6 +21,7 @@ import os
 import queue
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     else:
         # mode=rw: a reader never creates an empty database where the real one vanished.
-        uri = f"file:{path.resolve()}?mode=rw"
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=rw"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
@@ -156,6 +157,8 @@ class Writer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
         self._thread = threading.Thread(target=self._run, name="leadhub-store-writer", daemon=True)
         self._thread.start()
 
@@ -194,6 +197,15 @@ class Writer:
                 batch.append(nxt)
             self._run_batch([i for i in batch if i.future.set_running_or_notify_cancel()])
         self._conn.drop()
+        # Anything queued after the stop request would otherwise wait forever.
+        closed = StoreError("The event store was closed before this write ran.")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP and item.future.set_running_or_notify_cancel():
+                item.future.set_exception(closed)
 
     def _run_batch(self, batch: list[_Item]) -> None:
         if not batch:
@@ -259,6 +271,8 @@ class Reader:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def start(self) -> None:
+        if self._pool is not None:
+            return
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "leadhub-store-reader")
 
     async def submit(self, fn: Job[T]) -> T:

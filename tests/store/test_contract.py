@@ -249,6 +249,20 @@ class TestOutcomes:
         assert event is not None
         assert (event.state, event.attempts, event.last_error) == (State.RETRYING, 1, "503")
 
+    async def test_release_of_unclaimed_event_keeps_attempts(self, store: EventStore) -> None:
+        """release of an event that is not being sent gives back no attempt it never took."""
+        (eid,) = await ids_of(store, 1)
+        await store.claim(limit=1, lease=30)
+        await store.retry(eid, at=START + 5, error="503")
+        await store.release(eid, at=START + 9)
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.attempts, event.next_attempt_at) == (
+            State.RETRYING,
+            1,
+            START + 9,
+        )
+
     @pytest.mark.parametrize(
         ("method", "state"),
         [("dead", State.DEAD), ("unmatched", State.UNMATCHED), ("skipped", State.SKIPPED)],

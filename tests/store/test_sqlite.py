@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import orjson
@@ -221,6 +222,43 @@ class TestConcurrentClaimers:
         assert len(claimed) == 400 and len(set(claimed)) == 400
         assert all(results), "every worker should have won some claims"
 
+    @pytest.mark.slow
+    def test_worker_processes_never_claim_the_same_event(self, tmp_path: Path) -> None:
+        """Three worker processes draining one file take every event exactly once."""
+        url = sqlite_url(tmp_path)
+
+        async def fill() -> None:
+            store = open_store(url)
+            await store.open()
+            try:
+                await asyncio.gather(*(store.enqueue(delivery(f"p{i}")) for i in range(600)))
+            finally:
+                await store.close()
+
+        asyncio.run(fill())
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        script = str(Path(__file__).parent / "child_claim.py")
+        procs = [
+            subprocess.Popen(
+                [sys.executable, script, url],
+                cwd=str(REPO),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        outputs = [p.communicate(timeout=60)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0, 0], outputs
+        claimed = [
+            int(line.split()[1])
+            for out in outputs
+            for line in out.splitlines()
+            if line.startswith("claimed ")
+        ]
+        assert len(claimed) == 600 and len(set(claimed)) == 600
+
 
 class TestAvailability:
     async def test_ping_fails_and_recovers(self, tmp_path: Path, clock: ManualClock) -> None:
@@ -261,6 +299,32 @@ class TestAvailability:
             await store.enqueue(delivery("x"))
         with pytest.raises(StoreError, match="open"):
             await store.get(1)
+
+    async def test_open_twice_and_use_after_close(self, tmp_path: Path, clock: ManualClock) -> None:
+        """A second open() is harmless; after close() every call says the store is not open."""
+        store = await opened(tmp_path, clock)
+        await store.open()
+        (res,) = await store.enqueue(delivery("once"))
+        await store.close()
+        await store.close()
+        with pytest.raises(StoreError, match="not open"):
+            await store.enqueue(delivery("late"))
+        with pytest.raises(StoreError, match="not open"):
+            await store.get(res.id)
+
+    async def test_awkward_path_characters(self, tmp_path: Path, clock: ManualClock) -> None:
+        """A percent-encoded path with spaces, '#' and '?' works for writes and reads alike."""
+        home = tmp_path / "my data #1?"
+        home.mkdir()
+        store = open_store(f"sqlite:///{urllib.parse.quote(str(home / 'events.db'))}", clock=clock)
+        await store.open()
+        try:
+            (res,) = await store.enqueue(delivery("odd"))
+            event = await store.get(res.id)
+            assert event is not None and event.delivery_id == "odd"
+        finally:
+            await store.close()
+        assert (home / "events.db").exists()
 
 
 class TestSettings:
@@ -309,6 +373,7 @@ class TestOpenStore:
             ("mysql://db/leadhub", "Unknown event store URL"),
             ("sqlite:///x.db?synchronous=off", "synchronous"),
             ("sqlite:///x.db?cache=shared", "cache"),
+            ("sqlite:///my data #1/x.db", "%23"),
         ],
     )
     def test_bad_urls(self, url: str, message: str) -> None:

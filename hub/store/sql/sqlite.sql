@@ -107,9 +107,12 @@ SET state = 'retrying', next_attempt_at = :at, last_error = :error, updated_at =
 WHERE id = :id;
 
 -- name: release
+-- Only a claimed ('sending') event has an attempt to give back.
 UPDATE events
-SET state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'queued' END,
-    attempts = max(attempts - 1, 0),
+SET state = CASE
+        WHEN (CASE WHEN state = 'sending' THEN attempts - 1 ELSE attempts END) > 0
+        THEN 'retrying' ELSE 'queued' END,
+    attempts = CASE WHEN state = 'sending' THEN max(attempts - 1, 0) ELSE attempts END,
     next_attempt_at = :at,
     last_error = coalesce(:reason, last_error),
     updated_at = :now
