@@ -1,0 +1,197 @@
+"""How Lead.Capture reads a body: values, attribute names, validation errors, stored form."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from hub.clock import ManualClock
+from tests.sandbox.helpers import AUTH, CAPTURE, Lsq, assert_error, body
+
+INVALID = "MXInvalidInputException"
+
+
+def test_numbers_and_booleans_are_stored_as_strings(lsq: Lsq) -> None:
+    """Numbers and booleans become their JSON text form."""
+    lead_id = lsq.ok(
+        ("EmailAddress", "a@example.com"),
+        ("mx_Budget", 1500),
+        ("mx_Score", 2.5),
+        ("DoNotCall", True),
+        ("DoNotEmail", False),
+    )["RelatedId"]
+    lead = lsq.lead(lead_id)
+    assert lead is not None
+    assert (lead["mx_Budget"], lead["mx_Score"], lead["DoNotCall"], lead["DoNotEmail"]) == (
+        "1500",
+        "2.5",
+        "true",
+        "false",
+    )
+
+
+def test_null_empty_and_blank_values_are_absent(lsq: Lsq) -> None:
+    """null, "" and whitespace neither clear a field nor identify a lead."""
+    lead_id = lsq.ok(("EmailAddress", "a@example.com"), ("FirstName", "Ann"))["RelatedId"]
+    for blank in (None, "", "   "):
+        lsq.ok(("EmailAddress", "a@example.com"), ("FirstName", blank))
+    lead = lsq.lead(lead_id)
+    assert lead is not None and lead["FirstName"] == "Ann"
+    other = lsq.ok(("EmailAddress", None), ("Phone", " "), ("FirstName", "Bo"))
+    assert other["IsCreated"] and other["RelatedId"] != lead_id
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1, 2], []])
+def test_object_or_array_value_is_invalid(lsq: Lsq, value: object) -> None:
+    """A Value that is a JSON object or array is a 400 and nothing is stored."""
+    response = lsq.capture(("EmailAddress", "a@example.com"), ("FirstName", value))
+    assert "FirstName" in assert_error(response, 400, INVALID)
+    assert lsq.leads() == []
+
+
+def test_repeated_attribute_last_wins(lsq: Lsq) -> None:
+    """When an attribute is sent twice, the last value is the one stored."""
+    lead_id = lsq.ok(("FirstName", "Ann"), ("EmailAddress", "a@example.com"), ("firstname", "Bea"))[
+        "RelatedId"
+    ]
+    lead = lsq.lead(lead_id)
+    assert lead is not None and lead["FirstName"] == "Bea"
+
+
+@pytest.mark.parametrize("phone", ["123456", "1234567890123456", "555-CALL-NOW", "+", "12ab34567"])
+def test_phone_must_hold_7_to_15_digits(lsq: Lsq, phone: str) -> None:
+    """A Phone with too few or too many digits, or letters, is a 400 quoting it."""
+    response = lsq.capture(("Phone", phone))
+    assert repr(phone) in assert_error(response, 400, INVALID)
+
+
+@pytest.mark.parametrize("phone", ["1234567", "+1 (555) 000-1111", "123456789012345"])
+def test_phone_with_7_to_15_digits_is_accepted(lsq: Lsq, phone: str) -> None:
+    """Phones of 7 to 15 digits with the usual punctuation are stored as sent."""
+    lead = lsq.lead(lsq.ok(("Phone", phone))["RelatedId"])
+    assert lead is not None and lead["Phone"] == phone
+
+
+def test_attribute_names_match_case_insensitively_and_store_schema_names(lsq: Lsq) -> None:
+    """emailaddress, FIRSTNAME, prospectid are stored as EmailAddress, FirstName, ProspectID."""
+    lead_id = lsq.ok(("emailaddress", "a@example.com"), ("FIRSTNAME", "Ann"))["RelatedId"]
+    lead = lsq.lead(lead_id)
+    assert lead is not None
+    assert {"EmailAddress", "FirstName"} <= set(lead)
+    again = lsq.ok(("prospectid", lead_id), ("LASTNAME", "Lee"))
+    assert again["RelatedId"] == lead_id
+    data = lsq.activities(lead_id)[-1]["Data"]
+    assert [item["Attribute"] for item in data] == ["ProspectID", "LastName"]
+
+
+def test_custom_mx_fields_are_accepted_case_insensitively(lsq: Lsq) -> None:
+    """mx_ custom fields are stored, and MX_city is the same field as mx_City."""
+    lead_id = lsq.ok(("EmailAddress", "a@example.com"), ("mx_City", "Pune"))["RelatedId"]
+    lsq.ok(("EmailAddress", "a@example.com"), ("MX_city", "Goa"))
+    lead = lsq.lead(lead_id)
+    assert lead is not None and lead["mx_City"] == "Goa"
+    assert not any(key.lower() == "mx_city" and key != "mx_City" for key in lead)
+
+
+@pytest.mark.parametrize("name", ["Nickname", "mx_", "mx-City", "", "SearchByX"])
+def test_unknown_attribute_is_invalid_and_named(lsq: Lsq, name: str) -> None:
+    """An attribute that is not in the schema is a 400 whose message names it."""
+    response = lsq.capture(("EmailAddress", "a@example.com"), (name, "x"))
+    assert repr(name) in assert_error(response, 400, INVALID)
+
+
+@pytest.mark.parametrize("email", ["not-an-email", "a@b", "a b@example.com", "@example.com"])
+def test_invalid_email_is_refused(lsq: Lsq, email: str) -> None:
+    """An EmailAddress that is not an email address is a 400 quoting it."""
+    response = lsq.capture(("EmailAddress", email))
+    assert repr(email) in assert_error(response, 400, INVALID)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_content_type_must_be_json(lsq: Lsq, content_type: str | None) -> None:
+    """A body sent with another Content-Type (or none) is a 400."""
+    headers = {"content-type": content_type} if content_type else {}
+    raw = b'[{"Attribute":"FirstName","Value":"A"}]'
+    response = lsq.http.post(CAPTURE, content=raw, headers=headers)
+    assert "Content-Type" in assert_error(response, 400, INVALID)
+
+
+def test_content_type_parameters_are_fine(lsq: Lsq) -> None:
+    """application/json with a charset parameter (any case) is accepted."""
+    response = lsq.http.post(
+        CAPTURE,
+        content=b'[{"Attribute":"FirstName","Value":"A"}]',
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b'{"Attribute":"FirstName","Value":"A"}',
+        b'["FirstName"]',
+        b'[{"Attribute":"FirstName"}]',
+        b'[{"Value":"A"}]',
+        b'[{"Attribute":7,"Value":"A"}]',
+        b"\xff\xfe",
+    ],
+)
+def test_malformed_body_is_invalid_input(lsq: Lsq, raw: bytes) -> None:
+    """A body that is not a JSON array of Attribute/Value objects is a 400."""
+    response = lsq.http.post(CAPTURE, content=raw, headers={"content-type": "application/json"})
+    assert_error(response, 400, INVALID)
+
+
+def test_related_company_id_must_name_a_known_account(lsq: Lsq) -> None:
+    """RelatedCompanyId of an unknown account is a 400; a created account's id is stored."""
+    unknown = str(uuid.uuid4())
+    response = lsq.capture(("EmailAddress", "a@example.com"), ("RelatedCompanyId", unknown))
+    assert unknown in assert_error(response, 400, INVALID)
+    created = lsq.http.post("/_sandbox/accounts", json={"Name": "Acme"})
+    assert created.status_code == 201
+    account = created.json()["Id"]
+    lead_id = lsq.ok(("EmailAddress", "a@example.com"), ("RelatedCompanyId", account))["RelatedId"]
+    lead = lsq.lead(lead_id)
+    assert lead is not None and lead["RelatedCompanyId"] == account
+
+
+def test_ids_are_uuids_and_dates_come_from_the_clock(
+    sandbox_factory: Callable[..., Lsq],
+) -> None:
+    """Ids are lowercase uuid4 strings; CreatedOn/ModifiedOn are UTC 'YYYY-MM-DD HH:MM:SS'
+    from the injected clock, ModifiedOn moving on update."""
+    clock = ManualClock(start=1_700_000_000.0)
+    lsq = sandbox_factory(clock=clock)
+    message = lsq.ok(("EmailAddress", "a@example.com"))
+    for value in (message["Id"], message["RelatedId"]):
+        assert str(uuid.UUID(value)) == value and uuid.UUID(value).version == 4
+    clock.advance(90)
+    lsq.ok(("EmailAddress", "a@example.com"), ("FirstName", "Ann"))
+    lead = lsq.lead(message["RelatedId"])
+    assert lead is not None
+    assert (lead["CreatedOn"], lead["ModifiedOn"]) == ("2023-11-14 22:13:20", "2023-11-14 22:14:50")
+    activity = lsq.activities(message["RelatedId"])[0]
+    assert activity["Id"] == message["Id"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", activity["CreatedOn"])
+
+
+def test_activity_holds_the_call_attributes_without_search_by(lsq: Lsq) -> None:
+    """Each capture posts a Lead Capture activity with the attributes sent, by schema name,
+    SearchBy left out."""
+    lead_id = lsq.ok(
+        ("emailaddress", "a@example.com"), ("Source", "Web"), ("SearchBy", "EmailAddress")
+    )["RelatedId"]
+    (activity,) = lsq.activities(lead_id)
+    assert activity["ActivityEvent"] == "Lead Capture"
+    assert activity["Data"] == body(("EmailAddress", "a@example.com"), ("Source", "Web"))
+
+
+def test_empty_array_creates_an_empty_lead(lsq: Lsq) -> None:
+    """An empty array identifies nothing, so (rule 1) it creates a lead with no attributes."""
+    response = lsq.http.post(CAPTURE, json=[], params=AUTH)
+    assert response.status_code == 200 and response.json()["Message"]["IsCreated"] is True
