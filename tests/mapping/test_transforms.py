@@ -1,0 +1,208 @@
+"""Each transform on ordinary, empty, non-Latin, numeric and list inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hub.mapping.transforms import Context, TransformError, parse_transform, parse_transforms
+
+
+def run(spec: Any, values: list[Any], region: str | None = "IN") -> tuple[list[Any], list[str]]:
+    ctx = Context(attribute="X", default_region=region)
+    out = list(values)
+    for transform in parse_transforms(spec):
+        out = transform.apply(out, ctx)
+    return out, ctx.warnings
+
+
+class TestTextTransforms:
+    def test_trim_strips_whitespace_of_every_kind(self) -> None:
+        """trim removes spaces, tabs, newlines and non-breaking spaces at both ends."""
+        assert run("trim", ["  a b \t\n", "\u00a0Zoë\u00a0"])[0] == ["a b", "Zoë"]
+
+    def test_trim_turns_blank_into_absent(self) -> None:
+        """A value that is only whitespace after trim is dropped."""
+        assert run("trim", ["   ", ""])[0] == []
+
+    def test_lower_and_upper_handle_non_latin(self) -> None:
+        """lower and upper follow Unicode case rules (Ø, Σ) and keep scripts without case."""
+        assert run("lower", ["ANAÏS ØSTERGAARD", "ΣΟΦΊΑ", "株式会社"])[0] == [
+            "anaïs østergaard",
+            "σοφία",
+            "株式会社",
+        ]
+        assert run("upper", ["straße"])[0] == ["STRASSE"]
+
+    def test_title_capitalises_words_and_hyphenated_parts(self) -> None:
+        """title capitalises each word and each hyphen part, lowering the rest."""
+        assert run("title", ["priya RAMAN", "anaïs müller-østergaard", "o'neil"])[0] == [
+            "Priya Raman",
+            "Anaïs Müller-Østergaard",
+            "O'neil",
+        ]
+
+    def test_title_keeps_emoji_and_scripts_without_case(self) -> None:
+        """title leaves emoji and CJK text as they are."""
+        assert run("title", ["🙂 smile", "山田 太郎"])[0] == ["🙂 Smile", "山田 太郎"]
+
+    def test_string_writes_numbers_booleans_and_objects(self) -> None:
+        """string gives decimal numbers without .0, true/false, and compact JSON for objects."""
+        assert run("string", [21000000002, 180.0, 0.5, True, False, {"a": 1}, 0])[0] == [
+            "21000000002",
+            "180",
+            "0.5",
+            "true",
+            "false",
+            '{"a":1}',
+            "0",
+        ]
+
+    def test_zero_is_a_value_not_a_blank(self) -> None:
+        """The number 0 and the string "0" survive every text transform."""
+        for name in ("trim", "lower", "upper", "title", "string", "digits", "first_word"):
+            assert run(name, [0])[0] == ["0"], name
+            assert run(name, ["0"])[0] == ["0"], name
+
+    def test_digits_keeps_only_digits(self) -> None:
+        """digits drops everything but 0-9 and any Unicode digit, and blanks a digitless value."""
+        assert run("digits", ["+91 98765-43210", "abc"])[0] == ["919876543210"]
+
+
+class TestNames:
+    def test_first_word_and_rest_words_split_a_full_name(self) -> None:
+        """first_word and rest_words split on any whitespace, keeping multi-word last names."""
+        assert run("first_word", ["  Priya   Raman "])[0] == ["Priya"]
+        assert run("rest_words", ["Ana   María de la Cruz"])[0] == ["María de la Cruz"]
+
+    def test_rest_words_of_a_single_name_is_absent(self) -> None:
+        """A one-word name has no rest, so the attribute is left out."""
+        assert run("rest_words", ["Madonna"])[0] == []
+        assert run("first_word", [""])[0] == []
+
+    def test_names_in_other_scripts_and_with_emoji(self) -> None:
+        """Splitting works for Cyrillic, Devanagari and emoji names."""
+        assert run("first_word", ["Анна Петрова"])[0] == ["Анна"]
+        assert run("rest_words", ["प्रिया रमन"])[0] == ["रमन"]
+        assert run("rest_words", ["🦄 Unicorn 🌈"])[0] == ["Unicorn 🌈"]
+
+
+class TestPhone:
+    @pytest.mark.parametrize(
+        ("raw", "region", "expected"),
+        [
+            ("+91 98765-43210", None, "+91-9876543210"),
+            ("98765 43210", "IN", "+91-9876543210"),
+            ("+1 (650) 555-0123", None, "+1-6505550123"),
+            ("650.555.0123", "US", "+1-6505550123"),
+            ("+915550012345", None, "+91-5550012345"),
+            ("0039 06 1234 5678", "IN", "+39-0612345678"),
+            (9876543210, "IN", "+91-9876543210"),
+            ("+91-9876543210", None, "+91-9876543210"),
+        ],
+    )
+    def test_formats_as_plus_cc_dash_number(
+        self, raw: Any, region: str | None, expected: str
+    ) -> None:
+        """phone writes +CC-NATIONAL from spaces, dashes, dots, parentheses and numbers."""
+        assert run("phone", [raw], region) == ([expected], [])
+
+    @pytest.mark.parametrize("raw", ["12", "call me", "+", "0"])
+    def test_unparseable_number_is_left_out_with_a_warning(self, raw: str) -> None:
+        """A number that does not parse is dropped and a warning names it; nothing raises."""
+        values, warnings = run("phone", [raw])
+        assert values == []
+        assert len(warnings) == 1
+        assert warnings[0].startswith("X: ") and repr(raw) in warnings[0]
+
+    def test_national_number_without_region_warns(self) -> None:
+        """Without a default_region a number with no country code cannot be placed."""
+        values, warnings = run("phone", ["9876543210"], None)
+        assert values == []
+        assert "no default_region" in warnings[0]
+
+
+class TestDate:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("2025-10-31T12:47:01+0000", "2025-10-31 12:47:01"),
+            ("2025-10-31T12:47:01Z", "2025-10-31 12:47:01"),
+            ("2025-10-31T18:17:01+05:30", "2025-10-31 12:47:01"),
+            ("2025-10-31 07:47:01-05:00", "2025-10-31 12:47:01"),
+            ("2025-10-31T12:47:01.123456+00:00", "2025-10-31 12:47:01"),
+            ("2025-10-31 12:47:01", "2025-10-31 12:47:01"),
+            ("2025-10-31 12:47:01 UTC", "2025-10-31 12:47:01"),
+            ("2026-01-15", "2026-01-15 00:00:00"),
+            (1761914821, "2025-10-31 12:47:01"),
+            (1761914821000, "2025-10-31 12:47:01"),
+            ("1761914821", "2025-10-31 12:47:01"),
+            (0, "1970-01-01 00:00:00"),
+        ],
+    )
+    def test_reads_iso_and_unix_times_into_utc(self, raw: Any, expected: str) -> None:
+        """date accepts ISO 8601 with any offset and unix seconds or ms; writes UTC."""
+        assert run("date", [raw]) == ([expected], [])
+
+    @pytest.mark.parametrize("raw", ["yesterday", "31/10/2025", True, {"a": 1}])
+    def test_unreadable_date_is_left_out_with_a_warning(self, raw: Any) -> None:
+        """A value that is not a date is dropped with a warning; nothing raises."""
+        values, warnings = run("date", [raw])
+        assert values == []
+        assert "is not a date" in warnings[0]
+
+
+class TestListsAndTables:
+    def test_join_takes_the_whole_list(self) -> None:
+        """join writes every value with the separator, skipping blanks."""
+        assert run("join(;)", ["a", "", None, "b", 3])[0] == ["a;b;3"]
+
+    def test_join_with_a_quoted_separator_keeps_its_spaces(self) -> None:
+        """join(", ") uses comma-space; join(; ) uses semicolon-space."""
+        assert run('join(", ")', ["x", "y"])[0] == ["x, y"]
+        assert run("join(; )", ["x", "y"])[0] == ["x; y"]
+
+    def test_join_of_nothing_is_absent(self) -> None:
+        """join over no values (or only blanks) gives no value."""
+        assert run("join(,)", [])[0] == []
+        assert run("join(,)", ["", " "])[0] == []
+
+    def test_map_looks_values_up(self) -> None:
+        """map replaces known values, keeps unknown ones, and reads every scalar as text."""
+        spec = "map({home_loan: Home Loan, 1: Yes, NO: Norway})"
+        assert run(spec, ["home_loan", 1, "NO", "other"])[0] == [
+            "Home Loan",
+            "Yes",
+            "Norway",
+            "other",
+        ]
+
+    def test_map_with_a_star_default_and_a_drop(self) -> None:
+        """A "*" entry catches every other value; an empty target drops the value."""
+        spec = {"map": {"a": "A", "spam": "", "*": "Other"}}
+        assert run(spec, ["a", "spam", "zzz"])[0] == ["A", "Other"]
+
+    def test_transforms_apply_in_order(self) -> None:
+        """A list of transforms runs left to right."""
+        assert run(["trim", "lower", {"join": "|"}], [" A ", "B"])[0] == ["a|b"]
+
+
+class TestParsing:
+    @pytest.mark.parametrize(
+        ("spec", "fragment"),
+        [
+            ("lowr", "did you mean 'lower'"),
+            ("join", "needs an argument"),
+            ("trim(x)", "takes no argument"),
+            ("map(nope)", "lookup table"),
+            ("map({a: [1]})", "must map to text"),
+            ({"join": ";", "map": {}}, "one key"),
+            (42, "is a name like"),
+            ("frist_word(", "did you mean 'first_word'"),
+        ],
+    )
+    def test_bad_transforms_are_rejected_with_the_fix(self, spec: Any, fragment: str) -> None:
+        """An unknown name or a bad argument raises TransformError saying how to write it."""
+        with pytest.raises(TransformError, match=fragment.replace("(", r"\(")):
+            parse_transform(spec)
