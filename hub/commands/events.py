@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from hub.store.base import EventStore
-from hub.store.commands import fail, run_with_store, shorten, utc
+from hub.store.commands import fail, iso, run_with_store, shorten, utc
 from hub.store.models import Event, State
 
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
@@ -45,18 +45,18 @@ def as_json(event: Event) -> dict[str, Any]:
     """The fields of ``event`` a script wants (no raw body; the document is included)."""
     return {
         "id": event.id,
-        "received_at": utc(event.received_at),
+        "received_at": iso(event.received_at),
         "endpoint": event.endpoint,
         "delivery_id": event.delivery_id,
         "state": event.state.value,
         "attempts": event.attempts,
-        "next_attempt_at": utc(event.next_attempt_at),
+        "next_attempt_at": iso(event.next_attempt_at),
         "target": event.target,
         "mapping": event.mapping,
         "lead_id": event.lead_id,
         "lead_created": event.lead_created,
         "last_error": event.last_error,
-        "updated_at": utc(event.updated_at),
+        "updated_at": iso(event.updated_at),
         "document": event.document,
     }
 

@@ -136,7 +136,12 @@ class EventStore(Protocol):
         """Requeue ``dead``/``unmatched``/``skipped`` events matching every given selector.
 
         They go back to ``queued``, due now, with zero attempts and no route (matching
-        runs again with the current config); enrichment is kept. Returns how many.
+        runs again with the current config); enrichment is kept, and so is ``last_error``
+        as history until the next outcome replaces it. With no selector at all, every
+        replayable event is requeued. Returns how many.
+
+        Raises:
+            StoreError: ``state`` is not one of the replayable states.
         """
         ...
 

@@ -64,6 +64,13 @@ def utc(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC (``2024-05-01T12:00:00Z``), for JSON output."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def shorten(text: str | None, width: int) -> str:
     """One line of at most ``width`` characters, ending in an ellipsis when cut."""
     if not text:

@@ -99,6 +99,7 @@ class TestEvents:
         )
         assert obj["last_error"] == "required field EmailAddress missing"
         assert obj["document"] == {"id": "id-dead_google"}
+        assert obj["received_at"] == "2023-11-14T22:13:20Z"
         assert main(["events", "--db", url, "--limit", "2", "--json"], environ={}) == 0
         assert len(capsys.readouterr().out.splitlines()) == 2
 
