@@ -1,0 +1,164 @@
+"""apply and map_document: matching, skipping, required values, SearchBy, update behaviour."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hub.mapping import (
+    CaptureRequest,
+    CompiledMapping,
+    Condition,
+    FieldSpec,
+    MappingError,
+    Skip,
+    Unmatched,
+    apply,
+    compile_path,
+    map_document,
+)
+from hub.mapping.transforms import parse_transforms
+
+
+def cond(path: str, *expected: Any) -> Condition:
+    return Condition(compile_path(path), frozenset(None if e is None else str(e) for e in expected))
+
+
+def mapping(name: str = "m", **kwargs: Any) -> CompiledMapping:
+    fields = kwargs.pop(
+        "fields",
+        (
+            FieldSpec("EmailAddress", compile_path("$.email"), required=True),
+            FieldSpec("Phone", compile_path("$.phone"), transforms=parse_transforms("phone")),
+        ),
+    )
+    return CompiledMapping(name=name, endpoint="e", target="default", fields=fields, **kwargs)
+
+
+DOC = {"email": "A@Example.com", "phone": "+91 98765 43210", "form": "f1", "test": False}
+
+
+def test_apply_builds_the_capture_request() -> None:
+    """A matching document becomes string attributes in field order, and lead keys."""
+    result = apply(mapping(default_region="IN"), DOC)
+    assert isinstance(result, CaptureRequest)
+    assert result.body == [
+        {"Attribute": "EmailAddress", "Value": "A@Example.com"},
+        {"Attribute": "Phone", "Value": "+91-9876543210"},
+    ]
+    assert result.query == {}
+    assert result.lead_keys() == ("email:a@example.com", "phone:919876543210")
+
+
+def test_missing_required_value_is_a_mapping_error() -> None:
+    """A required field whose path finds nothing gives MappingError naming field and path."""
+    result = apply(mapping(), {"phone": "+1 650 555 0123"})
+    assert isinstance(result, MappingError)
+    assert "EmailAddress" in result.reason and "$.email" in result.reason
+
+
+def test_blank_and_null_values_are_left_out_or_defaulted() -> None:
+    """Null or blank values leave the attribute out, unless a default is given."""
+    fields = (
+        FieldSpec("FirstName", compile_path("$.name")),
+        FieldSpec("Source", compile_path("$.source"), default="Web"),
+        FieldSpec("mx_Zero", compile_path("$.zero")),
+    )
+    result = apply(mapping(fields=fields), {"name": "  ", "source": None, "zero": 0})
+    assert isinstance(result, CaptureRequest)
+    assert result.body == [
+        {"Attribute": "Source", "Value": "Web"},
+        {"Attribute": "mx_Zero", "Value": "0"},
+    ]
+
+
+def test_several_values_yield_the_first_non_blank() -> None:
+    """A path finding an array (or several values) sends the first non-blank one."""
+    fields = (FieldSpec("mx_Times", compile_path("$.times")),)
+    result = apply(mapping(fields=fields), {"times": ["", "morning", "evening"]})
+    assert isinstance(result, CaptureRequest)
+    assert result.body == [{"Attribute": "mx_Times", "Value": "morning"}]
+
+
+def test_constants_and_related_company_are_plain_attributes() -> None:
+    """A {value: ...} constant is sent like any attribute, RelatedCompanyId included."""
+    fields = (
+        FieldSpec("EmailAddress", compile_path("$.email")),
+        FieldSpec("RelatedCompanyId", value="8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11"),
+        FieldSpec("mx_Count", value=3),
+    )
+    result = apply(mapping(fields=fields), DOC)
+    assert isinstance(result, CaptureRequest)
+    assert result.value("RelatedCompanyId") == "8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11"
+    assert result.value("mx_Count") == "3"
+
+
+def test_search_by_and_update_behavior() -> None:
+    """search_by adds the SearchBy attribute last; update_behavior fills the query."""
+    result = apply(mapping(search_by="EmailAddress", update_behavior="DoNotUpdate"), DOC)
+    assert isinstance(result, CaptureRequest)
+    assert result.body[-1] == {"Attribute": "SearchBy", "Value": "EmailAddress"}
+    assert result.query == {"LeadUpdateBehavior": "DoNotUpdate"}
+
+
+def test_search_by_without_its_value_is_left_out_with_a_warning() -> None:
+    """When the search_by attribute has no value, SearchBy is not sent (it would be a 400)."""
+    result = apply(mapping(search_by="Phone"), {"email": "a@example.com"})
+    assert isinstance(result, CaptureRequest)
+    assert all(item["Attribute"] != "SearchBy" for item in result.body)
+    assert any("SearchBy" in w for w in result.warnings)
+
+
+def test_bad_phone_is_a_warning_not_a_failure() -> None:
+    """An unparseable phone leaves Phone out, records a warning, and the lead is still sent."""
+    result = apply(mapping(default_region="IN"), {"email": "a@example.com", "phone": "12"})
+    assert isinstance(result, CaptureRequest)
+    assert result.value("Phone") is None
+    assert result.warnings and result.warnings[0].startswith("Phone: ")
+    assert result.lead_keys() == ("email:a@example.com",)
+
+
+def test_skip_if_records_a_skip() -> None:
+    """When skip_if holds the result is Skip with the condition in the reason."""
+    result = apply(mapping(skip_if=((cond("$.test", "true"),),)), {**DOC, "test": True})
+    assert isinstance(result, Skip)
+    assert "$.test" in result.reason
+    assert isinstance(apply(mapping(skip_if=((cond("$.test", "true"),),)), DOC), CaptureRequest)
+
+
+def test_match_compares_as_text_and_accepts_alternatives() -> None:
+    """match values compare by string form; a list of values means any of them."""
+    by_number = mapping(match=((cond("$.n", "1"),),))
+    assert by_number.matches({"n": 1}) and by_number.matches({"n": "1"})
+    assert not by_number.matches({"n": 2}) and not by_number.matches({})
+    any_of = mapping(match=((cond("$.form", "f1", "f2"),),))
+    assert any_of.matches({"form": "f2"}) and not any_of.matches({"form": "f3"})
+    absent = mapping(match=((cond("$.x", None),),))
+    assert absent.matches({}) and absent.matches({"x": ""}) and not absent.matches({"x": "y"})
+
+
+def test_map_document_picks_the_one_matching_mapping() -> None:
+    """Among an endpoint's mappings the one whose match holds is applied."""
+    a = mapping("a", match=((cond("$.form", "f1"),),))
+    b = mapping("b", match=((cond("$.form", "f2"),),))
+    result = map_document([a, b], DOC)
+    assert isinstance(result, CaptureRequest) and result.mapping == "a"
+
+
+def test_map_document_unmatched_and_ambiguous() -> None:
+    """No match gives Unmatched; two matches give MappingError naming both."""
+    a = mapping("a", match=((cond("$.form", "zz"),),))
+    unmatched = map_document([a], DOC)
+    assert isinstance(unmatched, Unmatched) and unmatched.mapping is None
+    assert "'a'" in unmatched.reason
+    both = map_document([mapping("a"), mapping("b")], DOC)
+    assert isinstance(both, MappingError) and "'a'" in both.reason and "'b'" in both.reason
+    assert isinstance(map_document([], DOC), Unmatched)
+
+
+def test_apply_is_pure() -> None:
+    """The same document and mapping always give an equal result, and the document is untouched."""
+    doc = {"email": " X@Y.com ", "phone": ["+1 650 555 0123"]}
+    snapshot = repr(doc)
+    m = mapping()
+    assert apply(m, doc) == apply(m, doc)
+    assert repr(doc) == snapshot
