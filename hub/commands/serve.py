@@ -1,0 +1,200 @@
+"""``leadhub serve``: the webhook endpoints, the dispatcher and the embedded sandbox on uvicorn.
+
+Steps: configure logging, load the config directory (errors: exit 2, every one
+listed), name the store (a bad ``--db``: exit 2), mount the sandbox when the
+``default`` target is the embedded one (its data in ``<db>.sandbox.sqlite`` next to
+the hub's database, so sandbox leads survive restarts; the target's URL becomes
+``http://{host}:{port}/sandbox``), build the app (``hub.web.app.create_app``) with
+its lifespan hooks (:func:`lifespan_hooks_for`: the store is opened first and
+closed last), and serve until SIGINT/SIGTERM, which uvicorn turns into a graceful
+shutdown. One ``hub_ready`` line is logged once the socket listens, ``hub_stopped``
+once every hook has shut down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import sys
+import urllib.parse
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import structlog
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import ASGIApp
+
+from hub import logs
+from hub.clock import SYSTEM_CLOCK, Clock
+from hub.config import ConfigError, load
+from hub.config.models import Config, Target
+from hub.store import StoreError, open_store
+from hub.store.base import EventStore
+from hub.web.app import LifespanHook, create_app, store_lifespan
+
+_log = structlog.get_logger()
+
+
+def sandbox_db_path(db_url: str) -> str | None:
+    """``<db>.sandbox.sqlite`` beside the hub's SQLite database, or None for other stores."""
+    parsed = urllib.parse.urlsplit(db_url)
+    if parsed.scheme.lower() != "sqlite" or not parsed.path.startswith("/"):
+        return None
+    return urllib.parse.unquote(parsed.path[1:]) + ".sandbox.sqlite"
+
+
+def public_base(host: str, port: int) -> str:
+    """A URL this process can reach itself at (wildcard addresses become loopback)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "[::1]"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def with_sandbox_url(config: Config, url: str) -> Config:
+    """``config`` with the embedded sandbox target pointed at ``url``."""
+    targets: dict[str, Target] = dict(config.targets)
+    targets["default"] = dataclasses.replace(targets["default"], url=url)
+    return dataclasses.replace(config, targets=targets)
+
+
+def _store_hook(store: EventStore, db_url: str) -> LifespanHook:
+    inner = store_lifespan(store)
+
+    @contextlib.asynccontextmanager
+    async def hook(app: Starlette) -> AsyncIterator[None]:
+        try:
+            async with inner(app):
+                yield
+        except StoreError as exc:
+            _log.error("store_open_failed", db=db_url, error=str(exc))
+            raise
+
+    return hook
+
+
+def _closing(app: ASGIApp) -> LifespanHook:
+    @contextlib.asynccontextmanager
+    async def hook(_app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            app.state.sandbox.close()  # type: ignore[attr-defined]
+
+    return hook
+
+
+@contextlib.asynccontextmanager
+async def _announce_stop(_app: Starlette) -> AsyncIterator[None]:
+    """Outermost hook: says when everything inside it has shut down."""
+    yield
+    _log.info("hub_stopped")
+
+
+def lifespan_hooks_for(
+    *, config: Config, store: EventStore, clock: Clock, role: str, db_url: str
+) -> list[LifespanHook]:
+    """The app's lifespan hooks for ``role``, in start order (the store first).
+
+    Roles ``all`` and ``worker`` are where the dispatcher's hook belongs, after the store's.
+    """
+    hooks = [_store_hook(store, db_url)]
+    return hooks
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus one ``hub_ready`` line once the socket listens."""
+
+    def __init__(self, config: uvicorn.Config, ready: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            _log.info("hub_ready", **self._ready)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until stopped; 0 after a clean shutdown, 1 if startup failed, 2 for bad input."""
+    logs.configure(json=True if args.log_json else None, level=args.log_level)
+    try:
+        config = load(args.config_dir, os.environ)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        print(f"leadhub serve: {len(exc.issues)} error(s) in {args.config_dir}", file=sys.stderr)
+        return 2
+    for warning in config.warnings:
+        _log.warning("config_warning", message=warning)
+    clock: Clock = SYSTEM_CLOCK
+    try:
+        store = open_store(args.db, clock=clock)
+    except StoreError as exc:
+        print(f"leadhub serve: {exc}", file=sys.stderr)
+        return 2
+
+    base = public_base(args.host, args.port)
+    sandbox_app: ASGIApp | None = None
+    default = config.targets.get("default")
+    if default is not None and default.sandbox:
+        from hub.sandbox import create_app as create_sandbox
+
+        db_path = sandbox_db_path(args.db)
+        if db_path is not None:
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        sandbox_app = create_sandbox(
+            access_key=default.access_key.reveal(),
+            secret_key=default.secret_key.reveal(),
+            db_path=db_path,
+            rate_limit=default.rate_limit,
+            clock=clock,
+        )
+        config = with_sandbox_url(config, f"{base}/sandbox")
+    hooks = lifespan_hooks_for(
+        config=config, store=store, clock=clock, role=args.role, db_url=args.db
+    )
+    if sandbox_app is not None:
+        hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops
+    hooks.insert(0, _announce_stop)
+
+    app = create_app(
+        config=config,
+        store=store,
+        clock=clock,
+        role=args.role,
+        sandbox_app=sandbox_app,
+        lifespan_hooks=hooks,
+    )
+    ready = {
+        "url": base,
+        "role": args.role,
+        "endpoints": sorted(config.endpoints) if args.role != "worker" else [],
+        "targets": sorted(config.targets),
+        "sandbox": sandbox_app is not None,
+        "config_dir": str(args.config_dir),
+    }
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=args.host,
+            port=args.port,
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+        ),
+        ready,
+    )
+    server.run()  # on SIGTERM/SIGINT uvicorn shuts down gracefully, then re-raises the signal
+    if not server.started:
+        print("leadhub serve: startup failed (see the log above)", file=sys.stderr)
+        return 1
+    return 0
