@@ -62,13 +62,12 @@ class _Collector:
         self.mappings: dict[str, CompiledMapping] = {}
         self.mapping_nodes: dict[str, Node] = {}
 
-    def _add(self, table: Mapping[str, Any], kind: str, name: str, origin: Origin | None) -> bool:
+    def _add(self, table: Mapping[str, Any], kind: str, name: str, node: Node) -> bool:
         if name in table:
             first = getattr(table[name], "origin", None)
-            where = origin or Origin("?", 0)
             self.issues.error(
-                where.file,
-                where.line,
+                node.file,
+                node.key_lines.get("name", node.line),
                 f"duplicate {kind} name {name!r} (first defined at {first}); rename one",
             )
             return False
@@ -93,7 +92,7 @@ class _Collector:
             return
         if kind == "target":
             target = build_target(node, reader)
-            if target is not None and self._add(self.targets, "target", target.name, target.origin):
+            if target is not None and self._add(self.targets, "target", target.name, node):
                 self.targets[target.name] = target
         elif kind == "endpoint":
             endpoint = build_endpoint(node, reader)
@@ -101,7 +100,7 @@ class _Collector:
                 self.endpoints,
                 "endpoint",
                 endpoint.name,
-                endpoint.origin,
+                node,
             ):
                 self.endpoints[endpoint.name] = endpoint
         else:
@@ -110,7 +109,7 @@ class _Collector:
                 self.mappings,
                 "mapping",
                 mapping.name,
-                mapping.origin,
+                node,
             ):
                 self.mappings[mapping.name] = mapping
                 self.mapping_nodes[mapping.name] = node
@@ -157,16 +156,19 @@ class _Collector:
                     "as unmatched",
                 )
         for mappings in by_endpoint.values():
+            reported: set[str] = set()
             for first, second in combinations(mappings, 2):
                 rule = overlap(first, second)
-                if rule is None:
+                if rule is None or second.name in reported:
                     continue
+                reported.add(second.name)  # one overlap per mapping is enough to act on
                 file, line = self._line_of(second, "match")
+                when = f"when {describe_rule(rule)}" if rule else "(neither has a match)"
                 self.issues.error(
                     file,
                     line,
                     f"mappings {first.name!r} ({first.origin}) and {second.name!r} both take "
-                    f"events of endpoint {second.endpoint!r} when {describe_rule(rule)}; "
+                    f"every event of endpoint {second.endpoint!r} {when}; "
                     "give them match rules that exclude each other",
                 )
 

@@ -1,0 +1,1 @@
+"""Tests of the configuration loader and leadhub check."""

@@ -1,0 +1,174 @@
+"""A directory of broken files: every problem is reported at once as file:line: message."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+
+# Line numbers matter: each comment names the line it is on.
+ENDPOINTS = """\
+kind: endpoint
+name: forms
+source: token
+token: ${FORMS_TOKEN}
+tokne: typo
+---
+kind: endpoint
+name: forms
+source: token
+token: ${FORMS_TOKEN}
+---
+kind: endpoint
+name: signed
+source: hmac
+header: X-Sig
+secret: ${SIG_SECRET}
+algorithm: md5
+signed: "{body}{nonce}"
+tolerance: soon
+---
+kind: endpoint
+name: std
+source: standard
+secret: ${STD_SECRET}
+max_body: huge
+---
+kind: endpoint
+name: open
+source: nonee
+"""
+
+MAPPINGS = """\
+name: first
+endpoint: forms
+feilds:
+  EmailAddress: $.email
+---
+name: second
+endpoint: froms
+target: crm
+fields:
+  EmailAddress: $.a b
+  Phone: { path: $.phone, transform: [phone, lowr] }
+  FirstName: Jane
+  LastName: { path: $.last, value: x }
+  mx_Tags: { path: $.tags, transform: join }
+  mx_Count: { path: $.n, required: yes }
+update_behavior: DontUpdate
+search_by: Mobile
+default_region: ZZ
+---
+name: catch-all
+endpoint: forms
+fields:
+  EmailAddress: $.email
+---
+name: also-all
+endpoint: forms
+fields:
+  EmailAddress: $.email
+---
+name: typeform-a
+endpoint: forms
+match:
+  $.form_id: abc
+fields:
+  EmailAddress: $.email
+---
+name: typeform-a
+endpoint: forms
+fields: {}
+"""
+
+SYNTAX = """\
+kind: mapping
+name: broken
+fields:
+  EmailAddress: $.email
+   Phone: $.phone
+"""
+
+
+@pytest.fixture(name="issues")
+def _issues(tmp_path: Path) -> list[str]:
+    (tmp_path / "endpoints.yaml").write_text(ENDPOINTS)
+    (tmp_path / "mappings.yml").write_text(MAPPINGS)
+    (tmp_path / "syntax.yaml").write_text(SYNTAX)
+    (tmp_path / "notes.txt").write_text("not read: only *.yaml / *.yml are")
+    environ = {"FORMS_TOKEN": "t", "SIG_SECRET": "s", "STD_SECRET": "not-whsec"}
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, environ)
+    prefix = str(tmp_path) + "/"
+    assert all(issue.startswith(prefix) for issue in info.value.issues)
+    return [issue.removeprefix(prefix) for issue in info.value.issues]
+
+
+EXPECTED = [
+    ("endpoints.yaml:5:", "unknown key 'tokne'", "did you mean 'token'?"),
+    ("endpoints.yaml:8:", "duplicate endpoint name 'forms'", "endpoints.yaml:1)"),
+    ("endpoints.yaml:17:", "'algorithm' of endpoint 'signed' is 'md5'", "sha256"),
+    ("endpoints.yaml:18:", "'signed' '{body}{nonce}'", "{timestamp}.{body}"),
+    ("endpoints.yaml:19:", "'tolerance' of endpoint 'signed': 'soon'", "'5m'"),
+    ("endpoints.yaml:24:", "'secret' of a standard endpoint", "whsec_"),
+    ("endpoints.yaml:25:", "'max_body' of endpoint 'std': 'huge'", "'1MiB'"),
+    ("endpoints.yaml:29:", "'source' of endpoint 'open' is 'nonee'", "did you mean 'none'?"),
+    ("mappings.yml:1:", "mapping 'first' needs 'fields'", ""),
+    ("mappings.yml:3:", "unknown key 'feilds'", "did you mean 'fields'?"),
+    ("mappings.yml:7:", "endpoint 'froms'", "did you mean 'forms'?"),
+    ("mappings.yml:8:", "target 'crm'", "defined targets: default"),
+    ("mappings.yml:10:", "'$.a b' does not compile", "quote"),
+    ("mappings.yml:11:", "unknown transform 'lowr'", "did you mean 'lower'?"),
+    ("mappings.yml:12:", "'Jane' is not a JSONPath", "{value: ...}"),
+    ("mappings.yml:13:", "exactly one of 'path'", "'value'"),
+    ("mappings.yml:14:", "transform 'join' needs an argument", "join(;)"),
+    ("mappings.yml:15:", "'required' of field 'mx_Count'", "true or false, not 'yes'"),
+    ("mappings.yml:16:", "'DontUpdate'", "did you mean 'DoNotUpdate'?"),
+    ("mappings.yml:17:", "search_by 'Mobile'", "not among its fields"),
+    ("mappings.yml:18:", "default_region 'ZZ'", "two letters"),
+    ("mappings.yml:20:", "'first'", "'catch-all' both take every event of endpoint 'forms'"),
+    ("mappings.yml:25:", "'first'", "'also-all' both take every event"),
+    ("mappings.yml:32:", "'typeform-a' both take", "when $.form_id == 'abc'"),
+    ("mappings.yml:37:", "duplicate mapping name 'typeform-a'", "mappings.yml:30)"),
+    ("mappings.yml:39:", "'fields' of mapping 'typeform-a'", "{EmailAddress: $.email}"),
+    ("syntax.yaml:5:", "YAML syntax error", "indentation"),
+]
+
+
+@pytest.mark.parametrize(("where", "what", "fix"), EXPECTED, ids=[e[0] + e[1] for e in EXPECTED])
+def test_each_problem_is_reported_with_its_line(
+    issues: list[str], where: str, what: str, fix: str
+) -> None:
+    """The expected file:line carries a message naming the bad value and the fix."""
+    at_line = [issue for issue in issues if issue.startswith(where + " ")]
+    assert any(what in issue and fix in issue for issue in at_line), "\n".join(issues)
+
+
+def test_nothing_else_is_reported(issues: list[str]) -> None:
+    """Every reported error is one of the expected ones (no noise, no duplicates)."""
+    assert len(issues) == len(EXPECTED), "\n".join(issues)
+
+
+def test_unset_variables_are_named(tmp_path: Path) -> None:
+    """An unset ${VAR} is an error naming the variable; a default keeps it quiet."""
+    (tmp_path / "e.yaml").write_text(
+        "kind: endpoint\nname: z\nsource: token\ntoken: ${ZAP_TOKEN}\ndedupe: ${DEDUPE_PATH:$.id}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert len(info.value.issues) == 1
+    assert info.value.issues[0].endswith(
+        "e.yaml:4: variable ${ZAP_TOKEN} is not set; export "
+        "ZAP_TOKEN=... before starting (a value that is no "
+        "secret may have a default: ${ZAP_TOKEN:value})"
+    )
+
+
+def test_missing_or_empty_directory(tmp_path: Path) -> None:
+    """A missing directory or one without YAML files is an error, not an empty config."""
+    with pytest.raises(ConfigError, match="not a directory"):
+        load(tmp_path / "nope", {})
+    with pytest.raises(ConfigError, match=r"no \*\.yaml"):
+        load(tmp_path, {})
