@@ -52,5 +52,9 @@ class Issues:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'fields'?)`` when a close choice exists, else ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    choices = list(choices)
+    lowered = word.lower()
+    # A prefix ("Email" for "EmailAddress") beats difflib's ratio, which favours short words.
+    prefixed = [c for c in choices if c.lower().startswith(lowered) and len(lowered) >= 3]
+    close = prefixed[:1] or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,260 @@
+"""Loading valid configuration: option classes, variables, targets, warnings, the sandbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+from hub.config.models import (
+    DEFAULT_GRAPH_FIELDS,
+    FacebookOptions,
+    GoogleOptions,
+    HmacOptions,
+    NoneOptions,
+    RetrySchedule,
+    StandardOptions,
+    TokenOptions,
+    TypeformOptions,
+)
+from hub.mapping import CompiledMapping
+from hub.secrets import Secret
+from hub.units import RateLimit
+
+ENDPOINTS = """\
+kind: endpoint
+name: facebook
+source: facebook
+app_secret: ${FB_APP_SECRET}
+verify_token: ${FB_VERIFY_TOKEN}
+page_access_token: ${FB_PAGE_TOKEN}
+graph_url: ${FB_GRAPH_URL:http://127.0.0.1:9/v21.0/}
+allow_sha1: ${FB_ALLOW_SHA1:true}
+---
+kind: endpoint
+name: google
+source: google
+key: ${GOOGLE_KEY}
+max_body: 64KiB
+dedupe: $.lead_id
+---
+kind: endpoint
+name: typeform
+source: typeform
+secret: ${TYPEFORM_SECRET}
+---
+kind: endpoint
+name: webflow
+source: hmac
+header: x-webflow-signature
+secret: ${WEBFLOW_SECRET}
+signed: "{timestamp}:{body}"
+timestamp_header: x-webflow-timestamp
+timestamp_unit: ms
+tolerance: 5m
+---
+kind: endpoint
+name: zapier
+source: token
+token: ${ZAPIER_TOKEN}
+header: X-Api-Key
+---
+kind: endpoint
+name: make
+source: standard
+secret: ${MAKE_SECRET}
+---
+kind: endpoint
+name: lan
+source: none
+"""
+
+TARGETS = """\
+kind: target
+name: crm
+url: https://api-in21.leadsquared.com/
+access_key: ${LSQ_ACCESS_KEY}
+secret_key: ${LSQ_SECRET_KEY}
+rate_limit: "off"
+timeout: 30s
+retry: {initial: 1s, max_interval: 5m, give_up_after: 1h, multiplier: 3}
+"""
+
+MAPPINGS = """\
+name: fb
+endpoint: facebook
+target: crm
+fields:
+  EmailAddress: $.email
+---
+name: google-a
+endpoint: google
+match: {$.form_id: 1}
+fields:
+  EmailAddress: $.email
+---
+name: google-b
+endpoint: google
+match:
+  - {$.form_id: 2}
+  - {$.form_id: [3, 4]}
+fields:
+  EmailAddress: $.email
+"""
+
+ENV = {
+    "FB_APP_SECRET": "fb_test_app_secret_0123456789abcdef",
+    "FB_VERIFY_TOKEN": "hub-verify-token-example",
+    "FB_PAGE_TOKEN": "page-token",
+    "GOOGLE_KEY": "gk_test_7c1e2b",
+    "TYPEFORM_SECRET": "tf_test_secret_9f8e7d",
+    "WEBFLOW_SECRET": "wf",
+    "ZAPIER_TOKEN": "zt",
+    "MAKE_SECRET": "whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXktMzJieXQ=",
+    "LSQ_ACCESS_KEY": "u$r-access",
+    "LSQ_SECRET_KEY": "secret",
+}
+
+
+@pytest.fixture(name="config_dir")
+def _config_dir(tmp_path: Path) -> Path:
+    (tmp_path / "endpoints.yaml").write_text(ENDPOINTS)
+    (tmp_path / "targets.yml").write_text(TARGETS)
+    (tmp_path / "mappings.yaml").write_text(MAPPINGS)
+    return tmp_path
+
+
+def test_each_source_gives_its_option_class(config_dir: Path) -> None:
+    """Endpoint options become the typed classes of hub.config.models, secrets as Secret."""
+    config = load(config_dir, ENV)
+    fb = config.endpoints["facebook"].options
+    assert fb == FacebookOptions(
+        app_secret=Secret(ENV["FB_APP_SECRET"]),
+        verify_token=Secret(ENV["FB_VERIFY_TOKEN"]),
+        page_access_token=Secret("page-token"),
+        graph_url="http://127.0.0.1:9/v21.0",
+        fields=DEFAULT_GRAPH_FIELDS,
+        allow_sha1=True,
+    )
+    assert config.endpoints["google"].options == GoogleOptions(key=Secret("gk_test_7c1e2b"))
+    assert config.endpoints["typeform"].options == TypeformOptions(
+        secret=Secret(ENV["TYPEFORM_SECRET"])
+    )
+    assert config.endpoints["webflow"].options == HmacOptions(
+        header="x-webflow-signature",
+        secret=Secret("wf"),
+        signed="{timestamp}:{body}",
+        timestamp_header="x-webflow-timestamp",
+        timestamp_unit="ms",
+        tolerance=300.0,
+    )
+    assert config.endpoints["zapier"].options == TokenOptions(
+        token=Secret("zt"), header="X-Api-Key"
+    )
+    assert config.endpoints["make"].options == StandardOptions(secret=Secret(ENV["MAKE_SECRET"]))
+    assert config.endpoints["lan"].options == NoneOptions()
+
+
+def test_common_endpoint_keys(config_dir: Path) -> None:
+    """max_body is parsed as a size and dedupe is a compiled JSONPath with text and values."""
+    google = load(config_dir, ENV).endpoints["google"]
+    assert google.max_body == 64 * 1024
+    assert google.dedupe is not None and google.dedupe.text == "$.lead_id"
+    assert google.dedupe.values({"lead_id": "L1"}) == ["L1"]
+    assert google.origin is not None and google.origin.line == 10
+
+
+def test_target_keys(config_dir: Path) -> None:
+    """A target's url, keys, rate limit 'off', timeout and retry schedule are read."""
+    crm = load(config_dir, ENV).targets["crm"]
+    assert crm.url == "https://api-in21.leadsquared.com"
+    assert crm.access_key == Secret("u$r-access") and crm.secret_key == Secret("secret")
+    assert crm.rate_limit is None
+    assert crm.timeout == 30.0
+    assert crm.retry == RetrySchedule(initial=1, max_interval=300, give_up_after=3600, multiplier=3)
+    assert not crm.sandbox
+
+
+def test_default_target_is_the_embedded_sandbox(config_dir: Path) -> None:
+    """Without a target named default, default is the sandbox with keys from the environment."""
+    env = {**ENV, "LEADHUB_SANDBOX_ACCESS_KEY": "ak", "LEADHUB_SANDBOX_RATE_LIMIT": "10/1s"}
+    default = load(config_dir, env).targets["default"]
+    assert default.sandbox and default.url == ""
+    assert default.access_key == Secret("ak") and default.secret_key == Secret("sandbox")
+    assert default.rate_limit == RateLimit(calls=10, window=1.0)
+    assert load(config_dir, ENV).targets["default"].rate_limit == RateLimit(25, 5.0)
+
+
+def test_a_configured_default_target_replaces_the_sandbox(config_dir: Path) -> None:
+    """A target named default is used as written, not the sandbox."""
+    (config_dir / "targets.yml").write_text(TARGETS.replace("name: crm", "name: default"))
+    (config_dir / "mappings.yaml").write_text(MAPPINGS.replace("target: crm", "target: default"))
+    default = load(config_dir, ENV).targets["default"]
+    assert not default.sandbox and default.url.startswith("https://")
+
+
+def test_mappings_for_an_endpoint_in_name_order(config_dir: Path) -> None:
+    """Config.mappings_for gives an endpoint's compiled mappings sorted by name."""
+    config = load(config_dir, ENV)
+    found = config.mappings_for("google")
+    assert [m.name for m in found] == ["google-a", "google-b"]
+    assert all(isinstance(m, CompiledMapping) for m in found)
+    assert found[1].matches({"form_id": 4}) and not found[1].matches({"form_id": 1})
+    assert config.mappings_for("typeform") == []
+
+
+def test_warnings_for_source_none_literal_secrets_and_unknown_attributes(config_dir: Path) -> None:
+    """source: none, a secret written in the file and a non-standard attribute are warnings."""
+    (config_dir / "extra.yaml").write_text(
+        "kind: endpoint\nname: raw\nsource: token\ntoken: hunter2\n---\n"
+        "name: raw-map\nendpoint: raw\nfields:\n  Email: $.email\n"
+    )
+    config = load(config_dir, ENV)
+    warnings = "\n".join(config.warnings)
+    assert "endpoints.yaml:45: endpoint 'lan' has source: none" in warnings
+    assert "extra.yaml:4: 'token' of endpoint 'raw' is written in the file" in warnings
+    assert "hunter2" not in warnings
+    assert (
+        "extra.yaml:9: attribute 'Email'" in warnings and "did you mean 'EmailAddress'" in warnings
+    )
+    assert "endpoint 'typeform' has no mapping" in warnings
+
+
+def test_variables_resolve_like_yaml_unless_quoted(tmp_path: Path) -> None:
+    """A plain ${VAR} is typed after expansion; a quoted one stays text; $${ is a literal."""
+    (tmp_path / "t.yaml").write_text(
+        "kind: target\nname: default\nurl: ${URL}\naccess_key: ${K}\nsecret_key: ${K}\n"
+        "timeout: ${TIMEOUT}\n---\n"
+        "kind: endpoint\nname: e\nsource: token\ntoken: ${K}\n---\n"
+        "name: m\nendpoint: e\nmatch: {$.n: '${N}'}\n"
+        "fields:\n  mx_A: {value: '$${NOT_A_VAR}'}\n  mx_B:\n    value: ${N}\n"
+    )
+    config = load(tmp_path, {"URL": "http://x", "K": "k", "TIMEOUT": "2.5", "N": "007"})
+    assert config.targets["default"].timeout == 2.5
+    mapping = config.mappings["m"]
+    assert mapping.matches({"n": "007"}) and not mapping.matches({"n": 7})
+    assert mapping.fields[0].value == "${NOT_A_VAR}"
+    assert mapping.fields[1].value == 7  # plain: YAML reads 007 as the number 7
+
+
+def test_yaml_1_1_booleans_stay_text(tmp_path: Path) -> None:
+    """Country code NO and answers like yes stay strings; only true/false are booleans."""
+    (tmp_path / "m.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n---\n"
+        "name: m\nendpoint: e\nmatch: {$.country: NO, $.ok: true}\nfields: {mx_A: $.a}\n"
+    )
+    mapping = load(tmp_path, {}).mappings["m"]
+    assert mapping.matches({"country": "NO", "ok": True})
+    assert not mapping.matches({"country": "false", "ok": True})
+
+
+def test_disjoint_matches_are_not_an_overlap(config_dir: Path) -> None:
+    """Mappings on one endpoint with different match values load without error."""
+    load(config_dir, ENV)  # google-a ($.form_id 1) and google-b (2, 3 or 4) coexist
+
+
+def test_literal_sandbox_rate_limit_error_is_reported(config_dir: Path) -> None:
+    """A bad LEADHUB_SANDBOX_RATE_LIMIT is a configuration error naming the variable."""
+    with pytest.raises(ConfigError, match="LEADHUB_SANDBOX_RATE_LIMIT"):
+        load(config_dir, {**ENV, "LEADHUB_SANDBOX_RATE_LIMIT": "fast"})
