@@ -1,0 +1,154 @@
+"""`leadhub check` and `leadhub try` as users run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+from tests.mappings.cases import DEMO_ENV, ROOT, SHIPPED
+
+
+@pytest.fixture(name="demo_env")
+def _demo_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in DEMO_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("demo_env")
+def test_check_passes_on_the_shipped_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    """`leadhub check mappings` loads every shipped example cleanly: no warning, exit 0."""
+    assert main(["check", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines() == [
+        f"{SHIPPED}: ok: 5 endpoints, 5 mappings, 1 target (default: the embedded sandbox), "
+        "0 warnings"
+    ]
+
+
+def test_check_names_every_unset_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the environment, check lists each unset variable with its file and line, exit 1."""
+    for name in DEMO_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert main(["check", str(SHIPPED)]) == 1
+    out = capsys.readouterr().out
+    for name in DEMO_ENV:
+        assert f"variable ${{{name}}} is not set" in out
+    assert f"{SHIPPED}/facebook.yaml:17: variable ${{FB_APP_SECRET}} is not set" in out
+    assert out.strip().endswith(f"{SHIPPED}: {len(DEMO_ENV)} errors")
+
+
+def test_check_prints_errors_and_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check prints each error as file:line: message and the warnings marked, then exits 1."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n---\nname: m\nendpoint: e\nfeilds: {}\n"
+    )
+    assert main(["check", str(tmp_path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{tmp_path}/a.yaml:5: mapping 'm' needs 'fields'")
+    assert lines[1].startswith(f"{tmp_path}/a.yaml:7: unknown key 'feilds'")
+    assert lines[2].startswith(f"warning: {tmp_path}/a.yaml:3: endpoint 'e' has source: none")
+    assert lines[-1] == f"{tmp_path}: 2 errors"
+
+
+@pytest.mark.slow
+def test_check_as_a_real_subprocess() -> None:
+    """`python -m hub check` in a child process: exit 0 with the environment set, 1 without."""
+    base = {k: v for k, v in os.environ.items() if k not in DEMO_ENV}
+    options = {"cwd": ROOT, "capture_output": True, "text": True, "timeout": 60, "check": False}
+    ok = subprocess.run(
+        [sys.executable, "-m", "hub", "check", "mappings"], env={**base, **DEMO_ENV}, **options
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "mappings: ok: 5 endpoints" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "hub", "check"],
+        env={**base, "LEADHUB_CONFIG_DIR": "mappings"},
+        **options,
+    )
+    assert bad.returncode == 1
+    assert "variable ${TYPEFORM_SECRET} is not set" in bad.stdout
+
+
+@pytest.mark.usefixtures("demo_env")
+def test_try_prints_the_request_for_humans(capsys: pytest.CaptureFixture[str]) -> None:
+    """try without --json shows the URL without keys, the query, the pretty body, exit 0."""
+    payload = ROOT / "tests/mappings/typeform-full/input.json"
+    assert main(["try", "typeform", str(payload), "--config-dir", str(SHIPPED)]) == 0
+    out = capsys.readouterr().out
+    assert "POST (embedded sandbox)/v2/LeadManagement.svc/Lead.Capture\n" in out
+    assert "query: LeadUpdateBehavior=UpdateOnlyEmptyFields\n" in out
+    body = json.loads(out.split("body:\n", 1)[1])
+    assert {"Attribute": "EmailAddress", "Value": "jordan.lee@example.com"} in body
+    assert "accessKey" not in out and "sandbox\n" not in out
+
+
+def test_try_shows_a_real_target_url_and_warnings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a configured target the URL is its host (no keys); phone warnings are printed."""
+    (tmp_path / "c.yaml").write_text(
+        "kind: target\nname: default\nurl: https://api-in21.leadsquared.com\n"
+        "access_key: ${AK:ak-secret}\nsecret_key: ${SK:sk-secret}\n---\n"
+        "kind: endpoint\nname: e\nsource: none\n---\n"
+        "name: m\nendpoint: e\nfields:\n  EmailAddress: $.email\n"
+        "  Phone: {path: $.p, transform: phone}\n"
+    )
+    payload = tmp_path / "doc.json"
+    payload.write_text('{"email": "a@example.com", "p": "12"}')
+    assert main(["try", "e", str(payload), "--config-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "POST https://api-in21.leadsquared.com/v2/LeadManagement.svc/Lead.Capture\n" in out
+    assert "query: (none besides the keys)" in out
+    assert "warning: Phone: '12' is not a phone number" in out
+    assert "ak-secret" not in out and "sk-secret" not in out
+
+
+@pytest.mark.usefixtures("demo_env")
+def test_try_explains_skips_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """A skipped document prints why and exits 1, in both output forms."""
+    payload = str(ROOT / "tests/mappings/google-test-lead/input.json")
+    assert main(["try", "google", payload, "--config-dir", str(SHIPPED)]) == 1
+    assert capsys.readouterr().out.startswith("skipped (mapping google-lead-form): skip_if")
+
+
+@pytest.mark.usefixtures("demo_env")
+@pytest.mark.parametrize(
+    ("endpoint", "content", "reason"),
+    [
+        ("nope", "{}", "unknown endpoint 'nope'; defined endpoints: facebook, google"),
+        ("zapier", "{not json", "is not JSON"),
+        ("zapier", '{"first_name": "A"}', "required value missing"),
+    ],
+)
+def test_try_json_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], endpoint: str, content: str, reason: str
+) -> None:
+    """Unknown endpoints, bad JSON and missing required values give status error, exit 1."""
+    payload = tmp_path / "doc.json"
+    payload.write_text(content)
+    assert main(["try", endpoint, str(payload), "--config-dir", str(SHIPPED), "--json"]) == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "error"
+    assert reason in result["reason"]
+    assert set(result) == {"status", "mapping", "reason"}
+
+
+def test_try_on_a_broken_config_says_run_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A configuration with errors makes try refuse, pointing at leadhub check."""
+    (tmp_path / "c.yaml").write_text("kind: endpont\n")
+    (tmp_path / "doc.json").write_text("{}")
+    assert main(["try", "e", str(tmp_path / "doc.json"), "--config-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "run leadhub check" in err and "did you mean 'endpoint'" in err
