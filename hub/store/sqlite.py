@@ -20,7 +20,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import rows
 from hub.store.base import StoreError
 from hub.store.models import REPLAYABLE, EnqueueResult, Event, IncomingDelivery, State
-from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log
+from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavailable
 
 #: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
 #: (WAL) survives a process crash and may lose the last commits on power loss.
@@ -58,6 +58,12 @@ class SQLiteStore:
     # -- life cycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
+        # The first open makes missing directories (a fresh volume); a re-open after a
+        # failure never does, so a vanished mount is reported instead of papered over.
+        try:
+            self.path.absolute().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise unavailable(self.path, exc) from exc
         self._writer.start()
         self._reader.start()
         try:

@@ -65,7 +65,7 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def _unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
+def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     msg = (
         f"The event store {str(path)!r} cannot be opened or written ({exc}); "
         "check that its directory exists and is writable."
@@ -123,7 +123,7 @@ class _Conn:
             try:
                 self.conn = connect(self.path, synchronous=self.synchronous, writer=self.writer)
             except (sqlite3.Error, OSError) as exc:
-                raise _unavailable(self.path, exc) from exc
+                raise unavailable(self.path, exc) from exc
             self.identity = _identity(self.path)
             self.stats.opens += 1
         return self.conn
@@ -241,7 +241,7 @@ class Writer:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.conn.execute("ROLLBACK")
             self._conn.drop()
-            err = _unavailable(self._conn.path, exc)
+            err = unavailable(self._conn.path, exc)
             for item in batch:
                 item.future.set_exception(err)
             return
@@ -290,7 +290,7 @@ class Reader:
             if _is_job_error(exc):
                 raise _wrap(exc) from exc
             self._conn.drop()
-            raise _unavailable(self._conn.path, exc) from exc
+            raise unavailable(self._conn.path, exc) from exc
 
     async def stop(self) -> None:
         if self._pool is None:

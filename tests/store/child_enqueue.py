@@ -9,16 +9,16 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from hub.store import open_store
+from hub.store import EventStore, open_store
 from tests.store.helpers import delivery
 
 
-async def producer(store: object, name: int) -> None:
+async def producer(store: EventStore, name: int) -> None:
     """Enqueue deliveries one after another, reporting each once it is durable."""
     i = 0
     while True:
         did = f"p{name}-{i}"
-        (res,) = await store.enqueue(delivery(did))  # type: ignore[attr-defined]
+        (res,) = await store.enqueue(delivery(did))
         sys.stdout.write(f"ok {res.id} {did}\n")
         sys.stdout.flush()
         i += 1

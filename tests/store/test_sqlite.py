@@ -295,6 +295,16 @@ class TestAvailability:
         with pytest.raises(StoreUnavailable, match="afile"):
             await store.open()
 
+    async def test_open_makes_missing_directories(self, tmp_path: Path, clock: ManualClock) -> None:
+        """The first open creates the database's missing parent directories."""
+        store = open_store(f"sqlite:///{tmp_path / 'a' / 'b' / 'events.db'}", clock=clock)
+        await store.open()
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+        assert (tmp_path / "a" / "b" / "events.db").is_file()
+
     async def test_unopened_store_says_so(self, tmp_path: Path, clock: ManualClock) -> None:
         """Using a store before open() raises a StoreError telling to open it."""
         store = open_store(sqlite_url(tmp_path), clock=clock)
