@@ -1,0 +1,96 @@
+"""``leadhub sandbox`` as a real subprocess: ready line, capture, read back, clean stop."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.sandbox.helpers import CAPTURE, body
+from tests.support.server import REPO, free_port, leadhub_process
+
+ACCESS = "cli-access-key"
+SECRET = "cli-secret-value-9f3a"
+
+
+def _args(port: int, *extra: str) -> list[str]:
+    return [
+        "sandbox",
+        "--port",
+        str(port),
+        "--access-key",
+        ACCESS,
+        "--secret-key",
+        SECRET,
+        *extra,
+    ]
+
+
+def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=15)
+    out = proc.stdout.read() if proc.stdout else ""
+    return code, out
+
+
+@pytest.mark.slow
+def test_sandbox_command_serves_captures_and_stops_cleanly_on_sigterm() -> None:
+    """`leadhub sandbox` logs one ready line without the secret, captures and reads back a
+    lead, and exits 0 on SIGTERM."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with leadhub_process(_args(port, "--rate-limit", "off"), ready_url=base + "/") as proc:
+        params = {"accessKey": ACCESS, "secretKey": SECRET}
+        with httpx.Client(base_url=base, params=params) as client:
+            created = client.post(CAPTURE, json=body(("EmailAddress", "cli@example.com")))
+            assert created.status_code == 200, created.text
+            lead_id = created.json()["Message"]["RelatedId"]
+            found = client.get("/v2/LeadManagement.svc/Leads.GetById", params={"id": lead_id})
+            assert found.json()[0]["EmailAddress"] == "cli@example.com"
+        code, out = _stop(proc)
+    assert code == 0, out
+    assert SECRET not in out
+    lines = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    ready = [line for line in lines if line["event"] == "sandbox_ready"]
+    assert len(ready) == 1
+    assert (ready[0]["url"], ready[0]["rate_limit"]) == (base, "off")
+
+
+@pytest.mark.slow
+def test_sandbox_command_keeps_leads_in_its_db_file_across_restarts(tmp_path: Path) -> None:
+    """With --db, a lead captured before a restart is still there after it."""
+    db = str(tmp_path / "sandbox.db")
+    params = {"accessKey": ACCESS, "secretKey": SECRET}
+    lead_id = None
+    for _ in range(2):
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        with leadhub_process(_args(port, "--db", db), ready_url=base + "/") as proc:
+            with httpx.Client(base_url=base, params=params) as client:
+                if lead_id is None:
+                    response = client.post(CAPTURE, json=body(("EmailAddress", "keep@example.com")))
+                    lead_id = response.json()["Message"]["RelatedId"]
+                else:
+                    path = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
+                    found = client.get(path, params={"emailaddress": "keep@example.com"})
+                    assert [lead["ProspectID"] for lead in found.json()] == [lead_id]
+            code, out = _stop(proc)
+            assert code == 0, out
+
+
+def test_sandbox_command_refuses_a_bad_rate_limit() -> None:
+    """A --rate-limit that is not N/Ws or off exits 2 with a message quoting it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", *_args(free_port(), "--rate-limit", "fast")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "'fast'" in result.stderr
