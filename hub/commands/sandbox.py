@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         server.run()
     except SystemExit as exc:  # uvicorn exits this way when it cannot bind
         log.error("sandbox_failed", host=args.host, port=args.port)
-        return int(exc.code) if isinstance(exc.code, int) else 1
+        return 1 if exc.code else 0
     finally:
         app.state.sandbox.close()
     log.info("sandbox_stopped")

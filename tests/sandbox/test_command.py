@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,14 +84,36 @@ def test_sandbox_command_keeps_leads_in_its_db_file_across_restarts(tmp_path: Pa
             assert code == 0, out
 
 
-def test_sandbox_command_refuses_a_bad_rate_limit() -> None:
-    """A --rate-limit that is not N/Ws or off exits 2 with a message quoting it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", *_args(free_port(), "--rate-limit", "fast")],
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_sandbox_command_refuses_a_bad_rate_limit() -> None:
+    """A --rate-limit that is not N/Ws or off exits 2 with a message quoting it."""
+    result = _run(*_args(free_port(), "--rate-limit", "fast"))
     assert result.returncode == 2
     assert "'fast'" in result.stderr
+
+
+def test_sandbox_command_refuses_an_unusable_db(tmp_path: Path) -> None:
+    """A --db in a directory that does not exist exits 2 with a message naming it."""
+    db = str(tmp_path / "missing" / "sandbox.db")
+    result = _run(*_args(free_port(), "--db", db))
+    assert result.returncode == 2
+    assert db in result.stderr
+
+
+def test_sandbox_command_exits_1_when_the_port_is_taken() -> None:
+    """When the port is already bound, the command logs sandbox_failed and exits 1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = _run(*_args(taken.getsockname()[1]))
+    assert result.returncode == 1
+    assert "sandbox_failed" in result.stdout
