@@ -9,13 +9,13 @@ STAMP  := $(VENV)/.installed
 # Demo secrets for `make run` only: the test secrets of the sample deliveries in tests/fixtures,
 # so the README's curl examples verify. Variables already set in the environment win.
 # Never use these values for a real endpoint.
-export FB_APP_SECRET   ?= fb_test_app_secret_0123456789abcdef
-export FB_VERIFY_TOKEN ?= hub-verify-token-example
-export FB_PAGE_TOKEN   ?= fb-page-token-example
-export GOOGLE_KEY      ?= gk_test_7c1e2b
-export TYPEFORM_SECRET ?= tf_test_secret_9f8e7d
-export ZAPIER_TOKEN    ?= zap_test_token_5a4b3c
-export UNBOUNCE_TOKEN  ?= ub_test_token_1d2e3f
+run: export FB_APP_SECRET ?= fb_test_app_secret_0123456789abcdef
+run: export FB_VERIFY_TOKEN ?= hub-verify-token-example
+run: export FB_PAGE_TOKEN ?= fb-page-token-example
+run: export GOOGLE_KEY ?= gk_test_7c1e2b
+run: export TYPEFORM_SECRET ?= tf_test_secret_9f8e7d
+run: export ZAPIER_TOKEN ?= zap_test_token_5a4b3c
+run: export UNBOUNCE_TOKEN ?= ub_test_token_1d2e3f
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
