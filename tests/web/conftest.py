@@ -19,18 +19,19 @@ from tests.sources import fixtures as fx
 from tests.support.server import serve_in_thread
 
 
-def read_events(db_url: str) -> list[Event]:
+async def stored_events(db_url: str) -> list[Event]:
     """Every stored event, oldest first, read through a second store on the same file."""
+    store = open_store(db_url)
+    await store.open()
+    try:
+        return list(reversed(await store.list(limit=100_000)))
+    finally:
+        await store.close()
 
-    async def go() -> list[Event]:
-        store = open_store(db_url)
-        await store.open()
-        try:
-            return list(reversed(await store.list(limit=100_000)))
-        finally:
-            await store.close()
 
-    return asyncio.run(go())
+def read_events(db_url: str) -> list[Event]:
+    """:func:`stored_events` from synchronous code."""
+    return asyncio.run(stored_events(db_url))
 
 
 @dataclass

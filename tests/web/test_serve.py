@@ -1,0 +1,242 @@
+"""``leadhub serve`` as a real subprocess: startup, roles, the sandbox, and kill -9 mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import hashlib
+import hmac
+import subprocess
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tests.sources import fixtures as fx
+from tests.support.server import free_port, leadhub_process
+from tests.web.conftest import stored_events
+
+ENDPOINT_YAML = """\
+kind: endpoint
+name: typeform
+source: typeform
+secret: ${TF_SECRET}
+"""
+ENV = {
+    "TF_SECRET": fx.TYPEFORM_SECRET,
+    "LEADHUB_SANDBOX_ACCESS_KEY": "ak",
+    "LEADHUB_SANDBOX_SECRET_KEY": "sk",
+}
+
+
+def config_dir(tmp_path: Path) -> Path:
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "typeform.yaml").write_text(ENDPOINT_YAML)
+    return cfg
+
+
+def serve_args(tmp_path: Path, port: int, role: str = "web") -> list[str]:
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    return [
+        "serve",
+        "--config-dir",
+        str(config_dir_once(tmp_path)),
+        "--db",
+        db,
+        "--port",
+        str(port),
+        "--role",
+        role,
+        "--log-json",
+    ]
+
+
+def config_dir_once(tmp_path: Path) -> Path:
+    cfg = tmp_path / "cfg"
+    return cfg if cfg.exists() else config_dir(tmp_path)
+
+
+def signed(i: int) -> tuple[str, bytes, str]:
+    """A Typeform-shaped delivery number ``i``: its event id, body and signature."""
+    event_id = f"evt-{i:05d}"
+    body = orjson.dumps(
+        {
+            "event_id": event_id,
+            "event_type": "form_response",
+            "form_response": {"form_id": "crash", "token": f"tok{i}", "answers": []},
+        }
+    )
+    mac = hmac.new(fx.TYPEFORM_SECRET.encode(), body, hashlib.sha256).digest()
+    return event_id, body, "sha256=" + base64.b64encode(mac).decode()
+
+
+async def send(
+    base: str,
+    items: list[int],
+    acked: dict[str, str],
+    kill_after: int | None,
+    proc: subprocess.Popen[str],
+) -> list[int]:
+    """Send ``items`` over 16 connections; kill -9 the server after ``kill_after`` 200s.
+
+    Returns the items that did not get a 200 (to be sent again after a restart).
+    """
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+    failed: list[int] = []
+    limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
+
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+        async def worker() -> None:
+            while not queue.empty():
+                item = queue.get_nowait()
+                event_id, body, sig = signed(item)
+                try:
+                    response = await client.post(
+                        "/hooks/typeform",
+                        content=body,
+                        headers={"content-type": "application/json", "typeform-signature": sig},
+                    )
+                except httpx.TransportError:
+                    failed.append(item)
+                    continue
+                if response.status_code != 200:
+                    failed.append(item)
+                    continue
+                acked[event_id] = response.json()["status"]
+                if kill_after is not None and len(acked) >= kill_after and proc.poll() is None:
+                    proc.kill()  # SIGKILL: no shutdown, no flush beyond what was committed
+
+        await asyncio.gather(*(worker() for _ in range(16)))
+    return failed
+
+
+@pytest.mark.slow
+async def test_kill_9_mid_stream_loses_no_acknowledged_delivery(tmp_path: Path) -> None:
+    """After kill -9 mid-stream and a restart, every delivery that got 200 is stored once."""
+    total = 2000
+    acked: dict[str, str] = {}
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # warnings only: nobody drains the child's stdout pipe while 2,000 lines would fill it
+    args = [*serve_args(tmp_path, port), "--log-level", "warning"]
+    with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
+        retry = await send(base, list(range(total)), acked, kill_after=700, proc=proc)
+        proc.wait(timeout=30)
+        assert proc.returncode == -9
+    acked_before_kill = len(acked)
+    with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
+        still_failed = await send(base, retry, acked, kill_after=None, proc=proc)
+    assert still_failed == []
+    stored = collections.Counter(
+        e.delivery_id for e in await stored_events(f"sqlite:///{tmp_path / 'hub.db'}")
+    )
+    outcomes = collections.Counter(acked.values())
+    print(
+        f"\nsent {total}; 200 before kill: {acked_before_kill}; resent after restart: {len(retry)}"
+        f" ({outcomes['duplicate']} were already stored); stored events: {sum(stored.values())}"
+    )
+    assert len(acked) == total
+    assert all(stored[event_id] == 1 for event_id in acked)
+    assert sum(stored.values()) == total
+    assert 700 <= acked_before_kill < total
+
+
+@pytest.mark.slow
+def test_serve_mounts_the_sandbox_and_answers_health(tmp_path: Path) -> None:
+    """Without a default target, serve answers Lead.Capture under /sandbox with the env keys."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with leadhub_process(
+        serve_args(tmp_path, port, role="all"), ready_url=f"{base}/healthz", env=ENV
+    ):
+        assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
+        capture = httpx.post(
+            f"{base}/sandbox/v2/LeadManagement.svc/Lead.Capture",
+            params={"accessKey": "ak", "secretKey": "sk"},
+            json=[{"Attribute": "EmailAddress", "Value": "a@example.com"}],
+        )
+        assert capture.status_code == 200, capture.text
+        assert capture.json()["Status"] == "Success"
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'leadhub_events{state="queued"} 0.0' in metrics
+    assert (tmp_path / "hub.db.sandbox.sqlite").exists()
+
+
+@pytest.mark.slow
+def test_worker_role_serves_no_hooks(tmp_path: Path) -> None:
+    """With --role worker, webhook paths answer 404 while health still answers."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    _, body, sig = signed(1)
+    with leadhub_process(
+        serve_args(tmp_path, port, role="worker"), ready_url=f"{base}/healthz", env=ENV
+    ):
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        response = httpx.post(
+            f"{base}/hooks/typeform", content=body, headers={"typeform-signature": sig}
+        )
+        assert response.status_code == 404
+
+
+@pytest.mark.slow
+def test_serve_logs_hub_ready_and_refuses_bad_config(tmp_path: Path) -> None:
+    """serve logs hub_ready with its URL and endpoints; a broken config exits 2 naming file:line."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with leadhub_process(serve_args(tmp_path, port), ready_url=f"{base}/healthz", env=ENV) as proc:
+        proc.terminate()  # SIGTERM: a graceful shutdown
+        assert proc.stdout is not None
+        lines = [orjson.loads(line) for line in proc.stdout.read().splitlines() if line]
+    events = {line["event"]: line for line in lines}
+    assert events["hub_ready"]["url"] == base
+    assert events["hub_ready"]["endpoints"] == ["typeform"]
+    assert "hub_stopped" in events
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.yaml").write_text(
+        "kind: endpoint\nname: t\nsource: typeform\nsecret: ${UNSET_VAR_X}\n"
+    )
+    result = subprocess.run(
+        [
+            *_python_hub(),
+            "serve",
+            "--config-dir",
+            str(bad),
+            "--db",
+            f"sqlite:///{tmp_path / 'b.db'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    assert result.returncode == 2
+    assert "x.yaml:4" in result.stderr and "UNSET_VAR_X" in result.stderr
+    result = subprocess.run(
+        [*_python_hub(), "serve", "--config-dir", str(tmp_path / "cfg"), "--db", "mysql://x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**_env(), **ENV},
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    assert result.returncode == 2
+    assert "mysql://x" in result.stderr
+
+
+def _python_hub() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "hub"]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
