@@ -111,7 +111,7 @@ class Sandbox:
             msg = f"The sandbox failed unexpectedly ({type(exc).__name__}); see its log."
             response = error_reply(MXError(500, UNEXPECTED, msg))
         if fault == "lost_response":
-            await faults.drop_connection(send, req.receive)
+            await faults.drop_connection(req.scope, send, req.receive)
             return None
         return response
 
@@ -128,9 +128,9 @@ class Sandbox:
             return error_reply(MXError(429, RATE_LIMITED, limiter.message()))
         if fault == "timeout":
             await faults.hold(req.receive, self.faults.config.timeout_s)
-            await faults.drop_connection(send, req.receive)
+            await faults.drop_connection(req.scope, send, req.receive)
         elif fault == "reset":
-            await faults.drop_connection(send, req.receive, reset=True)
+            await faults.drop_connection(req.scope, send, req.receive, reset=True)
         return None
 
 

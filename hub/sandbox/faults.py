@@ -11,7 +11,9 @@ starting a response, so the sandbox closes the socket itself. It finds the
 connection's asyncio transport behind the ASGI ``send`` callable (uvicorn's
 ``RequestResponseCycle.send`` is a bound method with a ``transport``; Starlette's
 middleware wraps it in closures, which are followed), or failing that in the
-frame of the task that runs the request. It then closes (or, for ``reset``,
+frame of the task that runs the request, or failing that (middleware that runs
+the app in another task) as the server object that holds the request's scope. It
+then closes (or, for ``reset``,
 aborts with ``SO_LINGER`` 0, which sends a TCP RST) and waits for uvicorn to
 notice the disconnect, so uvicorn sends nothing more. When no transport can be
 found (another server), it falls back to raising :class:`ConnectionDropped`,
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import random
 import socket
 import struct
@@ -150,7 +153,22 @@ class FaultInjector:
         return None
 
 
-def _transport_behind(send: Callable[..., Any]) -> Any:
+def _usable(transport: Any) -> bool:
+    return transport is not None and hasattr(transport, "abort")
+
+
+def _transport_by_scope(scope: Any) -> Any:
+    """The transport of the server object holding this very scope (uvicorn's request cycle)."""
+    for ref in gc.get_referrers(scope):
+        attrs = ref if isinstance(ref, dict) else getattr(ref, "__dict__", None)
+        if isinstance(attrs, dict) and attrs.get("scope") is scope:
+            transport = attrs.get("transport")
+            if _usable(transport):
+                return transport
+    return None
+
+
+def _transport_behind(send: Callable[..., Any], scope: Any) -> Any:
     seen: set[int] = set()
     stack: list[Any] = [send]
     while stack and len(seen) < 64:
@@ -159,7 +177,7 @@ def _transport_behind(send: Callable[..., Any]) -> Any:
             continue
         seen.add(id(item))
         transport = getattr(getattr(item, "__self__", None), "transport", None)
-        if transport is not None and hasattr(transport, "abort"):
+        if _usable(transport):
             return transport
         if callable(getattr(item, "func", None)):  # functools.partial
             stack.append(item.func)
@@ -171,7 +189,10 @@ def _transport_behind(send: Callable[..., Any]) -> Any:
     frame = getattr(task.get_coro(), "cr_frame", None) if task else None
     owner = frame.f_locals.get("self") if frame is not None else None
     transport = getattr(owner, "transport", None)
-    return transport if transport is not None and hasattr(transport, "abort") else None
+    if _usable(transport):
+        return transport
+    # Middleware that runs the app in another task (BaseHTTPMiddleware) hides both paths.
+    return _transport_by_scope(scope)
 
 
 async def _wait_disconnect(receive: Callable[..., Any]) -> None:
@@ -182,14 +203,14 @@ async def _wait_disconnect(receive: Callable[..., Any]) -> None:
 
 
 async def drop_connection(
-    send: Callable[..., Any], receive: Callable[..., Any], *, reset: bool = False
+    scope: Any, send: Callable[..., Any], receive: Callable[..., Any], *, reset: bool = False
 ) -> None:
     """Close the request's connection without sending a response.
 
     Raises:
         ConnectionDropped: when the transport cannot be found.
     """
-    transport = _transport_behind(send)
+    transport = _transport_behind(send, scope)
     if transport is None:
         raise ConnectionDropped
     if reset:

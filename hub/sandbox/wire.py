@@ -47,6 +47,7 @@ class SandboxRequest:
     query: dict[str, str]
     headers: dict[str, str]
     receive: Receive
+    scope: Scope
     _body: bytes | None = field(default=None)
 
     @classmethod
@@ -67,6 +68,7 @@ class SandboxRequest:
             query=query,
             headers=headers,
             receive=receive,
+            scope=scope,
         )
 
     async def body(self) -> bytes:

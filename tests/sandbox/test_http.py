@@ -8,6 +8,10 @@ from collections.abc import Callable
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Mount
 
 from hub.clock import ManualClock
@@ -196,11 +200,22 @@ def test_unexpected_failure_is_a_500_envelope_and_serving_goes_on(lsq: Lsq) -> N
     assert_error(lsq.http.get("/nowhere"), 404, NOT_FOUND)
 
 
-def test_mounted_under_a_prefix_it_serves_and_drops_connections() -> None:
-    """Mounted at /sandbox inside another Starlette app (no lifespan), it captures, reads
-    back, and a reset fault still closes the connection without an answer."""
+class _PassThrough(BaseHTTPMiddleware):
+    """Middleware that runs the app in another task and wraps send in a stream."""
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        return await call_next(request)
+
+
+@pytest.mark.parametrize("middleware", [[], [Middleware(_PassThrough)]])
+def test_mounted_under_a_prefix_it_serves_and_drops_connections(
+    middleware: list[Middleware],
+) -> None:
+    """Mounted at /sandbox inside another Starlette app (no lifespan, with or without
+    BaseHTTPMiddleware), it captures, reads back, and a reset fault still closes the
+    connection without an answer."""
     app = create_app(access_key=KEY, secret_key=SECRET, rate_limit=None)
-    outer = Starlette(routes=[Mount("/sandbox", app=app)])
+    outer = Starlette(routes=[Mount("/sandbox", app=app)], middleware=middleware)
     try:
         with (
             serve_in_thread(outer, lifespan="off") as base,
