@@ -1,0 +1,238 @@
+"""Ingest throughput: ``leadhub serve --role web`` against a bare Starlette app, side by side.
+
+wrk sends signed Typeform deliveries, each with a distinct ``event_id``, from a pre-signed
+pool, for ``--duration`` seconds at 16 and 64 connections (one wrk thread: the server gets
+the other core). The targets alternate, and so does which goes first in a round: (a) the
+bare app of :mod:`bench.bare_app`, (b) the hub with the shipped configuration directory
+(``mappings/``), the SQLite store at its default durability (``synchronous=FULL``), JSON
+logs and metrics on as in production. After each hub run the events stored are counted:
+they must equal the 200s the hub counted (its ``leadhub_deliveries_total``), and wrk's 200s
+can only fall short of that by requests in flight when wrk stopped. Headline:
+``ingest_ratio`` = median hub req/s / median bare req/s at the highest connection count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from bench.common import (
+    PYTHON,
+    REPO,
+    ensure_wrk,
+    free_port,
+    machine,
+    median,
+    peak_rss_mb,
+    process,
+    table,
+)
+
+SECRET = "tf_test_secret_9f8e7d"
+FIXTURE = REPO / "tests" / "fixtures" / "typeform" / "form_response_full.json"
+TEMPLATE_ID = "01JBQ7ZK3M9X2R4T6V8W0Y1A2B"
+#: Every variable the shipped configuration directory needs.
+DEMO_ENV = {
+    "FB_APP_SECRET": "fb_test_app_secret_0123456789abcdef",
+    "FB_VERIFY_TOKEN": "hub-verify-token-example",
+    "FB_PAGE_TOKEN": "fb-page-token-example",
+    "GOOGLE_KEY": "gk_test_7c1e2b",
+    "TYPEFORM_SECRET": SECRET,
+    "ZAPIER_TOKEN": "zap_test_token_5a4b3c",
+    "UNBOUNCE_TOKEN": "ub_test_token_1d2e3f",
+}
+HEADERS = [
+    "target",
+    "conns",
+    "round",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "max ms",
+    "errors",
+    "peak RSS MB",
+    "200s (wrk)",
+    "200s (server)",
+    "stored",
+    "check",
+]
+_ACCEPTED = re.compile(
+    r'^leadhub_deliveries_total\{endpoint="typeform",outcome="(\w+)",reason="[^"]*"\} (\S+)$',
+    re.MULTILINE,
+)
+
+
+def write_pool(path: Path, size: int) -> None:
+    """``size`` compact Typeform deliveries with distinct ids, each with its signature."""
+    body = json.dumps(json.loads(FIXTURE.read_bytes()), separators=(",", ":"))
+    key = SECRET.encode()
+    with path.open("w") as out:
+        for i in range(size):
+            one = body.replace(TEMPLATE_ID, f"bench{i:021d}").encode()
+            digest = hmac.new(key, one, hashlib.sha256).digest()
+            out.write(f"sha256={base64.b64encode(digest).decode()}\t{one.decode()}\n")
+
+
+def run_wrk(wrk: str, url: str, pool: Path, conns: int, duration: int) -> dict[str, float]:
+    """One wrk run; its totals, latencies in ms."""
+    threads = 1
+    env = {
+        **os.environ,
+        "POOL": str(pool),
+        "PATHNAME": "/hooks/typeform",
+        "SIGHEADER": "Typeform-Signature",
+        "WRK_THREADS": str(threads),
+    }
+    cmd = [wrk, f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--timeout", "5s"]
+    cmd += ["-s", str(REPO / "bench" / "pool.lua"), url]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+    stats = json.loads(out.strip().splitlines()[-1])
+    secs = stats["duration_us"] / 1e6
+    errors = stats["connect"] + stats["read"] + stats["write"] + stats["timeout"]
+    return {
+        "rps": stats["requests"] / secs,
+        "ok": stats["requests"] - stats["status"],
+        "errors": errors + stats["status"],
+        "p50": stats["p50_us"] / 1000,
+        "p99": stats["p99_us"] / 1000,
+        "max": stats["max_us"] / 1000,
+        "wrapped": stats["wrapped"],
+    }
+
+
+def server_outcomes(base: str) -> dict[str, int]:
+    """The hub's own count of typeform deliveries by outcome, from ``/metrics``."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    return {outcome: int(float(value)) for outcome, value in _ACCEPTED.findall(text)}
+
+
+def count_stored(db: Path) -> int:
+    """Events in the hub's database (read with plain sqlite3, after the hub stopped)."""
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def hub_command(port: int, config: Path, db: Path) -> list[str]:
+    return [
+        PYTHON,
+        "-m",
+        "hub",
+        "serve",
+        "--role",
+        "web",
+        "--port",
+        str(port),
+        "--config-dir",
+        str(config),
+        "--db",
+        f"sqlite:///{db}",
+    ]
+
+
+def one_run(
+    target: str, conns: int, rnd: int, *, wrk: str, pool: Path, tmp: Path, duration: int
+) -> list[object]:
+    """Start ``target``, load it with wrk, stop it; its table row."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db = tmp / f"hub-{rnd}-{conns}.db"
+    if target == "bare":
+        cmd = [PYTHON, "-m", "bench.bare_app", "--port", str(port)]
+    else:
+        cmd = hub_command(port, tmp / "config", db)
+    outcomes: dict[str, int] = {}
+    with process(cmd, ready_url=f"{base}/healthz", env=DEMO_ENV, log=tmp / f"{target}.log") as p:
+        time.sleep(0.5)
+        stats = run_wrk(wrk, base, pool, conns, duration)
+        rss = peak_rss_mb(p.pid)
+        if target == "hub":
+            outcomes = server_outcomes(base)
+    row: list[object] = [
+        target,
+        conns,
+        rnd,
+        stats["rps"],
+        stats["p50"],
+        stats["p99"],
+        stats["max"],
+        int(stats["errors"]),
+        rss,
+        int(stats["ok"]),
+    ]
+    if target == "bare":
+        return [*row, "-", "-", "-"]
+    stored = count_stored(db)
+    accepted = outcomes.get("accepted", 0)
+    other = sum(v for k, v in outcomes.items() if k != "accepted")
+    good = (
+        stored == accepted
+        and other == 0
+        and stats["wrapped"] == 0
+        and accepted - conns <= stats["ok"] <= accepted
+    )
+    db.unlink()
+    for extra in ("-wal", "-shm"):
+        Path(f"{db}{extra}").unlink(missing_ok=True)
+    check = "ok" if good else f"MISMATCH(other={other},wrapped={int(stats['wrapped'])})"
+    return [*row, accepted, stored, check]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=20, help="seconds per run")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    parser.add_argument("--conns", default="16,64", help="connection counts")
+    parser.add_argument("--pool", type=int, default=0, help="deliveries in the pool (auto)")
+    args = parser.parse_args()
+    wrk = ensure_wrk()
+    conn_list = [int(c) for c in args.conns.split(",")]
+    rows: list[list[object]] = []
+    results: dict[tuple[str, int], list[float]] = {}
+    print(f"machine: {machine()}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        pool = tmp / "pool.txt"
+        size = args.pool or 8_000 * args.duration
+        print(f"signing a pool of {size:,} deliveries ...", flush=True)
+        write_pool(pool, size)
+        shutil.copytree(REPO / "mappings", tmp / "config")
+        print("  ".join(HEADERS), flush=True)
+        for rnd in range(1, args.rounds + 1):
+            order = ("bare", "hub") if rnd % 2 else ("hub", "bare")
+            for conns in conn_list:
+                for target in order:
+                    row = one_run(
+                        target, conns, rnd, wrk=wrk, pool=pool, tmp=tmp, duration=args.duration
+                    )
+                    rows.append(row)
+                    results.setdefault((target, conns), []).append(float(row[3]))  # type: ignore[arg-type]
+                    print(table(HEADERS, [row]).splitlines()[-1], flush=True)
+    print()
+    print(table(HEADERS, rows))
+    print()
+    for conns in conn_list:
+        hub, bare = median(results[("hub", conns)]), median(results[("bare", conns)])
+        print(
+            f"median req/s at {conns} connections: hub {hub:,.0f}, bare {bare:,.0f}, "
+            f"ratio {hub / bare:.2f}"
+        )
+    top = max(conn_list)
+    ratio = median(results[("hub", top)]) / median(results[("bare", top)])
+    print(f"ingest_ratio: {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
