@@ -1,0 +1,119 @@
+"""Mapping throughput: documents mapped per second on one thread, per shipped example.
+
+For each golden case in ``tests/mappings/*/`` (an ``endpoint`` and the ``input.json`` its
+mappings see), the shipped configuration ``mappings/`` maps the document with
+``hub.mapping.map_document`` exactly as the dispatcher does (match every mapping of the
+endpoint, then ``skip_if``, fields and transforms of the one that takes it). The result is
+first checked against the case's ``expected.json``. The baseline is a plain loop that calls
+jsonpath-ng's ``find`` on the same paths (every mapping's ``match`` paths, and the taking
+mapping's ``skip_if`` and field paths), each parsed once with the extended parser, and
+collects the values: no transforms, no output. Hub and baseline alternate, ``--rounds``
+times each, for ``--seconds`` per measurement; medians are reported. Headline: the Typeform
+example's docs/s, then ``mapping_ratio`` (its docs/s over the baseline's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jsonpath_ng.ext import parse as jsonpath_parse
+
+from bench.common import REPO, machine, median, table
+from bench.ingest import DEMO_ENV
+from hub.commands.try_ import as_json
+from hub.config import load
+from hub.mapping import CaptureRequest, CompiledMapping, Skip, map_document
+
+CASES = REPO / "tests" / "mappings"
+HEADLINE = "typeform-full"
+
+
+def paths_used(mappings: list[CompiledMapping], document: Any) -> list[str]:
+    """The JSONPath texts ``map_document`` evaluates for ``document``, in order."""
+    texts = [c.path.text for m in mappings for rule in m.match for c in rule]
+    taking = [m for m in mappings if m.matches(document)]
+    if len(taking) == 1:
+        m = taking[0]
+        texts += [c.path.text for rule in m.skip_if for c in rule]
+        if not isinstance(map_document(mappings, document), Skip):
+            texts += [f.path.text for f in m.fields if f.path is not None]
+    return texts
+
+
+def rate(work: Callable[[], object], seconds: float) -> float:
+    """Calls of ``work`` per second, measured over about ``seconds``."""
+    batch = 1
+    gc.collect()
+    while True:  # size a batch to ~1/20 of the measurement
+        start = time.perf_counter()
+        for _ in range(batch):
+            work()
+        if time.perf_counter() - start > seconds / 20:
+            break
+        batch *= 2
+    calls = 0
+    start = time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(batch):
+            work()
+        calls += batch
+    return calls / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=1.5, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    args = parser.parse_args()
+    print(f"machine: {machine()}", flush=True)
+    config = load(REPO / "mappings", {**os.environ, **DEMO_ENV})
+    rows: list[list[object]] = []
+    headline: tuple[float, float] | None = None
+    for case in sorted(p.parent for p in CASES.glob("*/endpoint")):
+        endpoint = (case / "endpoint").read_text().strip()
+        document = json.loads((case / "input.json").read_bytes())
+        expected = json.loads((case / "expected.json").read_bytes())
+        mappings = config.mappings_for(endpoint)
+        result = map_document(mappings, document)
+        if as_json(result) != expected:
+            msg = f"{case.name}: the mapping result differs from expected.json; fix that first"
+            raise SystemExit(msg)
+        exprs = [jsonpath_parse(text) for text in paths_used(mappings, document)]
+
+        def hub(mappings: list[CompiledMapping] = mappings, document: Any = document) -> object:
+            return map_document(mappings, document)
+
+        def baseline(exprs: list[Any] = exprs, document: Any = document) -> object:
+            return [[m.value for m in e.find(document)] for e in exprs]
+
+        hub_rates, base_rates = [], []
+        for rnd in range(args.rounds):
+            pair = [(hub, hub_rates), (baseline, base_rates)]
+            for work, into in pair if rnd % 2 == 0 else pair[::-1]:
+                into.append(rate(work, args.seconds))
+        hub_rate, base_rate = median(hub_rates), median(base_rates)
+        outcome = result.status if not isinstance(result, CaptureRequest) else "send"
+        rows.append([case.name, outcome, len(exprs), hub_rate, base_rate, hub_rate / base_rate])
+        print(table(HEADERS, rows[-1:]).splitlines()[-1], flush=True)
+        if case.name == HEADLINE:
+            headline = (hub_rate, hub_rate / base_rate)
+    print()
+    print(table(HEADERS, rows))
+    print()
+    if headline is None:
+        msg = f"no case {HEADLINE!r} in {CASES}"
+        raise SystemExit(msg)
+    print(f"typeform_docs_per_s: {headline[0]:.0f}")
+    print(f"mapping_ratio: {headline[1]:.2f}")
+
+
+HEADERS = ["case", "outcome", "paths", "hub docs/s", "jsonpath-ng docs/s", "ratio"]
+
+if __name__ == "__main__":
+    main()
