@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from hub.clock import ManualClock
-from hub.config.models import Config
+from hub.config.models import Config, Endpoint
 from hub.store import open_store
 from hub.store.models import Event
 from hub.web.app import create_app, store_lifespan
@@ -50,13 +51,21 @@ class Hub:
         return self.client.post(d.path, content=d.body, headers=d.headers, **kwargs)  # type: ignore[arg-type]
 
 
-def make_config(tmp_path: Path) -> Config:
-    return Config(directory=tmp_path, targets={}, endpoints=fx.endpoints(), mappings={})
+def make_config(tmp_path: Path, endpoints: Mapping[str, Endpoint] | None = None) -> Config:
+    endpoints = fx.endpoints() if endpoints is None else endpoints
+    return Config(directory=tmp_path, targets={}, endpoints=endpoints, mappings={})
 
 
 @pytest.fixture
 def hub(tmp_path: Path) -> Iterator[Hub]:
     """A running hub with every fixture endpoint; its clock is frozen at the Standard fixture."""
+    with running_hub(tmp_path) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_hub(tmp_path: Path, endpoints: Mapping[str, Endpoint] | None = None) -> Iterator[Hub]:
+    """A hub app on uvicorn with a SQLite store in ``tmp_path`` and a frozen clock."""
     clock = ManualClock(fx.STANDARD_TIME)
     db_dir = tmp_path / "data"
     db_dir.mkdir()
