@@ -15,7 +15,8 @@ Answers (JSON unless noted):
 * 503 ``{"error":"store unavailable"}`` when the store fails: the sender retries.
 
 Exactly one ``delivery_received`` log line per request, with ``endpoint``,
-``delivery_id``, ``outcome`` and ``reason``. Secrets, tokens, signatures and bodies
+``delivery_id``, ``outcome`` and ``reason`` (the logger is resolved when the
+app is built, so configure structlog before ``create_app``). Secrets, tokens, signatures and bodies
 are never logged; headers that carry credentials are never stored.
 """
 
@@ -149,6 +150,8 @@ class Ingest:
         self.store = store
         self.clock = clock
         self.metrics = metrics
+        # resolved once: a per-call lazy proxy would rebuild a bound logger on every request
+        self._log = structlog.get_logger().bind()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
@@ -209,7 +212,7 @@ class Ingest:
         extra: dict[str, Any],
     ) -> None:
         self.metrics.delivery(endpoint, outcome, reason, perf_counter() - start)
-        _log.info(
+        self._log.info(
             "delivery_received",
             endpoint=endpoint,
             delivery_id=delivery_id,
