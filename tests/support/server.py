@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -98,14 +99,18 @@ def leadhub_process(
     On exit the process gets SIGTERM (then SIGKILL after 10 s).
     """
     full_env = {**os.environ, **(env or {})}
+    # Output goes to a file, never a pipe: a chatty child would fill a pipe nobody drains and
+    # hang. ``proc.stdout`` reads that file from its start, so callers read it as a pipe.
+    sink = tempfile.NamedTemporaryFile(prefix="leadhub-proc-", suffix=".log")
     proc = subprocess.Popen(
         [sys.executable, "-m", "hub", *args],
         cwd=str(cwd or REPO),
         env=full_env,
-        stdout=subprocess.PIPE,
+        stdout=sink,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    proc.stdout = open(sink.name, encoding="utf-8", errors="replace")
     try:
         if ready_url:
             wait_http(ready_url, proc=proc)
@@ -120,3 +125,4 @@ def leadhub_process(
                 proc.wait()
         if proc.stdout:
             proc.stdout.close()
+        sink.close()

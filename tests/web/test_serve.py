@@ -191,6 +191,7 @@ def test_serve_logs_hub_ready_and_refuses_bad_config(tmp_path: Path) -> None:
     base = f"http://127.0.0.1:{port}"
     with leadhub_process(serve_args(tmp_path, port), ready_url=f"{base}/healthz", env=ENV) as proc:
         proc.terminate()  # SIGTERM: a graceful shutdown
+        proc.wait(timeout=15)
         assert proc.stdout is not None
         lines = [orjson.loads(line) for line in proc.stdout.read().splitlines() if line]
     events = {line["event"]: line for line in lines}
