@@ -21,6 +21,7 @@ import sys
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -115,6 +116,12 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, ready: dict[str, Any]) -> None:
         super().__init__(config)
         self._ready = ready
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # SIGTERM/SIGINT is how the hub is meant to stop: after the graceful shutdown, exit 0
+        # rather than have uvicorn re-raise the signal (exit 143).
+        self._captured_signals.clear()
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets=sockets)

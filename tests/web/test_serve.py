@@ -186,12 +186,12 @@ def test_worker_role_serves_no_hooks(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_serve_logs_hub_ready_and_refuses_bad_config(tmp_path: Path) -> None:
-    """serve logs hub_ready with its URL and endpoints; a broken config exits 2 naming file:line."""
+    """serve logs hub_ready, exits 0 on SIGTERM, and a broken config exits 2 naming file:line."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with leadhub_process(serve_args(tmp_path, port), ready_url=f"{base}/healthz", env=ENV) as proc:
         proc.terminate()  # SIGTERM: a graceful shutdown
-        proc.wait(timeout=15)
+        assert proc.wait(timeout=15) == 0
         assert proc.stdout is not None
         lines = [orjson.loads(line) for line in proc.stdout.read().splitlines() if line]
     events = {line["event"]: line for line in lines}
