@@ -1,0 +1,138 @@
+"""Facebook enrichment: read the lead behind a ``leadgen`` notification from the Graph API.
+
+A Facebook notification only says that lead ``leadgen_id`` exists; its fields are
+read with ``GET {graph_url}/{leadgen_id}?fields=...&access_token=<page token>``.
+The outcome is one of:
+
+- :class:`Fetched`: the Graph lead object.
+- :class:`FetchRetry`: network errors, 5xx, Graph's transient codes (1, 2, 4, 17,
+  32, 341, 613, or ``is_transient``) and expired/invalid tokens (code 190: a
+  human must refresh the page token; until then the lead waits and the event's
+  last error says why).
+- :class:`FetchDead`: the lead no longer exists (HTTP 404 or Graph code 100).
+
+The page access token is a secret: it goes in the query as Graph expects, but it
+never appears in a reason, a log line or an exception message (every reason is
+also scrubbed of it, in case Graph echoes it back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from hub.config.models import FacebookOptions
+from hub.dispatch.leadsquared import transport_reason
+
+#: Graph error codes that mean "try again later" (throttling, temporary outages).
+TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
+TOKEN_CODE = 190
+NOT_FOUND_CODE = 100
+#: The notification keys a mapping may rely on, added to the lead where it lacks them.
+CHANGE_KEYS = ("page_id", "form_id", "ad_id", "adgroup_id", "leadgen_id", "created_time")
+_EXCERPT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """The Graph lead object."""
+
+    lead: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRetry:
+    """A transient failure; ``kind`` is a short label for metrics (``token``, ``network``...)."""
+
+    reason: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchDead:
+    """The lead cannot be fetched, ever (deleted, or not a lead id)."""
+
+    reason: str
+    kind: str
+
+
+FetchOutcome = Fetched | FetchRetry | FetchDead
+
+
+def merge_document(lead: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    """The document Facebook mappings see: the lead plus the change keys it lacks."""
+    document = dict(lead)
+    for key in CHANGE_KEYS:
+        if key in change and document.get(key) in (None, ""):
+            document[key] = change[key]
+    return document
+
+
+def _scrub(text: str, token: str) -> str:
+    return text.replace(token, "**********") if token else text
+
+
+def classify_graph(status: int, content: bytes) -> FetchOutcome:
+    """The outcome of one Graph lead read, from its status and raw body."""
+    try:
+        body: Any = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if 200 <= status < 300 and isinstance(body, dict) and error is None:
+        return Fetched(body)
+    if isinstance(error, dict):
+        code = error.get("code")
+        message = str(error.get("message", ""))[:_EXCERPT]
+        label = f"Graph error {code} ({error.get('type', 'unknown')}): {message}"
+        if code == TOKEN_CODE:
+            return FetchRetry(
+                f"{label}; the page access token is expired or invalid: refresh it", "token"
+            )
+        if code in TRANSIENT_CODES or error.get("is_transient") is True:
+            return FetchRetry(label, "transient")
+        if code == NOT_FOUND_CODE or status == 404:
+            return FetchDead(f"{label}; the lead does not exist (deleted?)", "not_found")
+        if status >= 500:
+            return FetchRetry(f"HTTP {status}: {label}", "server_error")
+        return FetchDead(f"HTTP {status}: {label}", "rejected")
+    text = content.decode("utf-8", "replace").strip()[:_EXCERPT] or "(empty body)"
+    if status == 404:
+        return FetchDead(f"HTTP 404: the lead does not exist ({text})", "not_found")
+    if status >= 500 or status == 429:
+        return FetchRetry(f"HTTP {status}: {text}", "server_error")
+    if 200 <= status < 300:
+        return FetchRetry(f"HTTP {status} with an unexpected body: {text}", "bad_answer")
+    return FetchDead(f"HTTP {status}: {text}", "rejected")
+
+
+class GraphClient:
+    """Reads Graph leads over one shared :class:`httpx.AsyncClient`."""
+
+    def __init__(self, http: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
+        self._http = http
+        self._timeout = timeout
+
+    async def fetch_lead(self, options: FacebookOptions, leadgen_id: str) -> FetchOutcome:
+        """Read lead ``leadgen_id``; never raises on I/O errors."""
+        token = options.page_access_token.reveal()
+        if not leadgen_id or "/" in leadgen_id or "?" in leadgen_id:
+            return FetchDead(f"{leadgen_id!r} is not a Facebook lead id", "rejected")
+        url = f"{options.graph_url.rstrip('/')}/{leadgen_id}"
+        params = {"fields": ",".join(options.fields), "access_token": token}
+        try:
+            response = await self._http.get(url, params=params, timeout=self._timeout)
+        except httpx.TransportError as exc:
+            return FetchRetry(_scrub(transport_reason(exc), token), "network")
+        except httpx.InvalidURL as exc:
+            return FetchRetry(_scrub(f"graph_url is invalid: {exc}", token), "config")
+        outcome = classify_graph(response.status_code, response.content)
+        if isinstance(outcome, FetchRetry):
+            return FetchRetry(_scrub(outcome.reason, token), outcome.kind)
+        if isinstance(outcome, FetchDead):
+            return FetchDead(_scrub(outcome.reason, token), outcome.kind)
+        return outcome

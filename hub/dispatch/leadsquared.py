@@ -1,0 +1,212 @@
+"""The ``Lead.Capture`` client and the classification of every answer into an outcome.
+
+LeadSquared reports application errors in the body, on any status: an ``MX...``
+exception arrives in a 400, in a 500, or in a 200 whose ``Status`` is ``Error``.
+So the body is read on EVERY answer, and the outcome is:
+
+- ``Status: Success`` → :class:`Delivered` (lead id = ``Message.RelatedId``,
+  falling back to ``Message.Id``; created = ``Message.IsCreated``).
+- An MX exception → :class:`Dead` (``"<ExceptionType>: <ExceptionMessage>"``),
+  except ``MXAPIRateLimitExceededException``, which is :class:`Retry`.
+- 429, a 5xx without an MX body, network errors and timeouts → :class:`Retry`;
+  connection refused, reset, closed without an answer and timeout are told apart.
+- 401 or 404 → :class:`Pause`: the keys or the host are wrong, which no retry of
+  this one lead fixes; the target waits until they are.
+- Any other 4xx without an MX body → :class:`Dead` with the status and an excerpt.
+
+Keys go in the ``x-LSQ-AccessKey`` / ``x-LSQ-SecretKey`` headers (never the URL,
+so they cannot leak through a logged URL or an exception message).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from hub.config.models import Target
+
+CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
+RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
+_EXCERPT = 200  # characters of an unexpected body kept in a reason
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The lead was created or updated."""
+
+    lead_id: str | None
+    created: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """A transient failure: try again later."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """A permanent failure for this lead: retrying the same request cannot succeed."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """The target itself is unusable (bad keys, wrong host): hold its events, do not kill them."""
+
+    reason: str
+
+
+Outcome = Delivered | Retry | Dead | Pause
+
+
+def _excerpt(content: bytes) -> str:
+    text = content.decode("utf-8", "replace").strip()
+    if not text:
+        return "(empty body)"
+    return text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else "")
+
+
+def _parse(content: bytes) -> Any:
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def _mx_exception(body: Any) -> tuple[str, str] | None:
+    """``(ExceptionType, ExceptionMessage)`` when ``body`` is an MX error envelope."""
+    if not isinstance(body, dict):
+        return None
+    kind = body.get("ExceptionType")
+    if not isinstance(kind, str) or not kind.startswith("MX"):
+        return None
+    message = body.get("ExceptionMessage")
+    return kind, str(message) if message is not None else ""
+
+
+def _delivered(body: dict[str, Any]) -> Delivered:
+    message = body.get("Message")
+    if not isinstance(message, dict):
+        return Delivered(lead_id=None, created=None)
+    lead_id = message.get("RelatedId") or message.get("Id")
+    created = message.get("IsCreated")
+    return Delivered(
+        lead_id=str(lead_id) if lead_id else None,
+        created=created if isinstance(created, bool) else None,
+    )
+
+
+def classify(status: int, content: bytes) -> Outcome:
+    """The outcome of one ``Lead.Capture`` answer, from its status and raw body."""
+    body = _parse(content)
+    if isinstance(body, dict) and body.get("Status") == "Success" and status < 300:
+        return _delivered(body)
+    mx = _mx_exception(body)
+    if mx is not None and status not in (401, 404):
+        kind, message = mx
+        reason = f"{kind}: {message}"
+        if kind == RATE_LIMIT_EXCEPTION:
+            return Retry(f"rate limited (HTTP {status}): {reason}")
+        return Dead(reason)
+    if status == 401:
+        detail = f"{mx[0]}: {mx[1]}" if mx else _excerpt(content)
+        return Pause(f"HTTP 401: the target's access/secret keys were refused ({detail})")
+    if status == 404:
+        detail = _excerpt(content)
+        return Pause(f"HTTP 404: no Lead.Capture at the target's url; check it ({detail})")
+    if status == 429:
+        return Retry(f"rate limited (HTTP 429): {_excerpt(content)}")
+    if status >= 500:
+        return Retry(f"HTTP {status}: {_excerpt(content)}")
+    if 400 <= status < 500:
+        return Dead(f"HTTP {status}: {_excerpt(content)}")
+    if isinstance(body, dict) and body.get("Status") == "Error":
+        return Dead(f"HTTP {status} with Status Error: {_excerpt(content)}")
+    # A 2xx/3xx that is neither Success nor an error envelope: the answer is not understood,
+    # and the lead may or may not exist. Retrying is safe (Lead.Capture is an upsert).
+    return Retry(f"HTTP {status} with an unexpected body: {_excerpt(content)}")
+
+
+def transport_reason(exc: httpx.TransportError) -> str:
+    """A short reason for a network failure; never includes the URL or headers."""
+    detail = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        kind = {
+            httpx.ConnectTimeout: "connect timeout",
+            httpx.ReadTimeout: "timeout waiting for the answer",
+            httpx.WriteTimeout: "timeout sending the request",
+            httpx.PoolTimeout: "timeout waiting for a free connection",
+        }.get(type(exc), "timeout")
+        return f"{kind} ({detail})"
+    if isinstance(exc, httpx.ConnectError):
+        lowered = detail.lower()
+        if "refused" in lowered:
+            return f"connection refused ({detail})"
+        return f"cannot connect ({detail})"
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return f"connection closed without an answer ({detail})"
+    if isinstance(exc, httpx.ReadError | httpx.WriteError):
+        lowered = detail.lower()
+        if "reset" in lowered or "errno 104" in lowered or "broken pipe" in lowered:
+            return f"connection reset ({detail})"
+        return f"network error while talking to the target ({type(exc).__name__}: {detail})"
+    return f"network error ({type(exc).__name__}: {detail})"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One call: its outcome, the HTTP status (None on a network error) and its duration."""
+
+    outcome: Outcome
+    status: int | None
+    seconds: float
+
+
+class LeadSquaredClient:
+    """Sends ``Lead.Capture`` calls over one shared :class:`httpx.AsyncClient`."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self._http = http
+
+    async def capture(
+        self,
+        target: Target,
+        *,
+        query: Mapping[str, str],
+        body: Sequence[Mapping[str, Any]],
+    ) -> Attempt:
+        """POST one lead to ``target`` and classify the answer; never raises on I/O errors."""
+        started = time.perf_counter()
+        if not target.url:
+            outcome: Outcome = Pause(
+                f"target {target.name!r} has no url; set `url:` in its target file"
+            )
+            return Attempt(outcome, None, 0.0)
+        url = target.url.rstrip("/") + CAPTURE_PATH
+        headers = {
+            "x-LSQ-AccessKey": target.access_key.reveal(),
+            "x-LSQ-SecretKey": target.secret_key.reveal(),
+            "Content-Type": "application/json",
+        }
+        try:
+            response = await self._http.post(
+                url,
+                params=dict(query),
+                content=orjson.dumps(list(body)),
+                headers=headers,
+                timeout=target.timeout,
+            )
+        except httpx.TransportError as exc:
+            return Attempt(Retry(transport_reason(exc)), None, time.perf_counter() - started)
+        except httpx.InvalidURL as exc:
+            return Attempt(Pause(f"target url {target.url!r} is invalid: {exc}"), None, 0.0)
+        outcome = classify(response.status_code, response.content)
+        return Attempt(outcome, response.status_code, time.perf_counter() - started)

@@ -1,0 +1,46 @@
+"""The retry policy: exponential backoff with full jitter, and giving up after a deadline."""
+
+from __future__ import annotations
+
+from hub.config.models import RetrySchedule
+from hub.dispatch.retry import RetryPolicy
+
+SCHEDULE = RetrySchedule(initial=10.0, max_interval=3600.0, give_up_after=72 * 3600.0)
+
+
+def test_ceiling_doubles_and_is_capped() -> None:
+    """The longest wait doubles with each try and never passes max_interval."""
+    policy = RetryPolicy(SCHEDULE)
+    assert [policy.ceiling(n) for n in range(1, 6)] == [10.0, 20.0, 40.0, 80.0, 160.0]
+    assert policy.ceiling(20) == 3600.0
+    assert policy.ceiling(10_000) == 3600.0  # no overflow on absurd attempt counts
+
+
+def test_full_jitter_spans_zero_to_the_ceiling() -> None:
+    """The wait is random() times the ceiling: 0 at one end, the ceiling at the other."""
+    assert RetryPolicy(SCHEDULE, random=lambda: 0.0).next_attempt(3, 1000.0, 1000.0) == 1000.0
+    assert RetryPolicy(SCHEDULE, random=lambda: 0.999).next_attempt(3, 0.0, 100.0) == 100.0 + (
+        0.999 * 40.0
+    )
+
+
+def test_gives_up_once_the_deadline_passed() -> None:
+    """After give_up_after since receipt the policy returns None, so the event is dead."""
+    policy = RetryPolicy(SCHEDULE, random=lambda: 0.5)
+    received = 1_000_000.0
+    assert policy.next_attempt(50, received, received + 72 * 3600.0) is None
+    assert policy.next_attempt(50, received, received + 80 * 3600.0) is None
+
+
+def test_last_try_is_scheduled_at_the_deadline_not_after() -> None:
+    """A wait that would run past the deadline is cut to the deadline: one last try."""
+    policy = RetryPolicy(SCHEDULE, random=lambda: 1.0)
+    received = 0.0
+    now = 72 * 3600.0 - 60.0
+    assert policy.next_attempt(30, received, now) == 72 * 3600.0
+
+
+def test_multiplier_is_respected() -> None:
+    """A multiplier of 3 triples the ceiling per try."""
+    policy = RetryPolicy(RetrySchedule(initial=1.0, max_interval=100.0, multiplier=3.0))
+    assert [policy.ceiling(n) for n in range(1, 6)] == [1.0, 3.0, 9.0, 27.0, 81.0]
