@@ -125,7 +125,7 @@ def count_stored(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
-def hub_command(port: int, config: Path, db: Path) -> list[str]:
+def hub_command(port: int, config: Path, db: Path, db_query: str = "") -> list[str]:
     return [
         PYTHON,
         "-m",
@@ -138,12 +138,20 @@ def hub_command(port: int, config: Path, db: Path) -> list[str]:
         "--config-dir",
         str(config),
         "--db",
-        f"sqlite:///{db}",
+        f"sqlite:///{db}{db_query}",
     ]
 
 
 def one_run(
-    target: str, conns: int, rnd: int, *, wrk: str, pool: Path, tmp: Path, duration: int
+    target: str,
+    conns: int,
+    rnd: int,
+    *,
+    wrk: str,
+    pool: Path,
+    tmp: Path,
+    duration: int,
+    db_query: str = "",
 ) -> list[object]:
     """Start ``target``, load it with wrk, stop it; its table row."""
     port = free_port()
@@ -152,7 +160,7 @@ def one_run(
     if target == "bare":
         cmd = [PYTHON, "-m", "bench.bare_app", "--port", str(port)]
     else:
-        cmd = hub_command(port, tmp / "config", db)
+        cmd = hub_command(port, tmp / "config", db, db_query)
     outcomes: dict[str, int] = {}
     with process(cmd, ready_url=f"{base}/healthz", env=DEMO_ENV, log=tmp / f"{target}.log") as p:
         time.sleep(0.5)
@@ -196,16 +204,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
     parser.add_argument("--conns", default="16,64", help="connection counts")
     parser.add_argument("--pool", type=int, default=0, help="deliveries in the pool (auto)")
+    parser.add_argument(
+        "--db-query",
+        default="",
+        help="appended to the hub's store URL, for diagnosis only (e.g. ?synchronous=normal)",
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     conn_list = [int(c) for c in args.conns.split(",")]
     rows: list[list[object]] = []
     results: dict[tuple[str, int], list[float]] = {}
     print(f"machine: {machine()}", flush=True)
+    if args.db_query:
+        print(f"DIAGNOSTIC RUN: hub store URL ends in {args.db_query!r}", flush=True)
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp_name:
         tmp = Path(tmp_name)
         pool = tmp / "pool.txt"
-        size = args.pool or 8_000 * args.duration
+        size = args.pool or 10_000 * args.duration
         print(f"signing a pool of {size:,} deliveries ...", flush=True)
         write_pool(pool, size)
         shutil.copytree(REPO / "mappings", tmp / "config")
@@ -215,7 +230,14 @@ def main() -> None:
             for conns in conn_list:
                 for target in order:
                     row = one_run(
-                        target, conns, rnd, wrk=wrk, pool=pool, tmp=tmp, duration=args.duration
+                        target,
+                        conns,
+                        rnd,
+                        wrk=wrk,
+                        pool=pool,
+                        tmp=tmp,
+                        duration=args.duration,
+                        db_query=args.db_query,
                     )
                     rows.append(row)
                     results.setdefault((target, conns), []).append(float(row[3]))  # type: ignore[arg-type]
