@@ -66,6 +66,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     env.add("--log-level", default="info", help="lowest log level written")
     env.add("--log-json", action="store_true", default=False, help="JSON logs even on a terminal")
+    env.add("--lease", default="60s", help="how long a claimed event stays this worker's")
 
     sandbox = sub.add_parser("sandbox", help="run the Lead.Capture sandbox on its own")
     env = _EnvDefaults(sandbox, environ)

@@ -35,6 +35,7 @@ from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.store import StoreError, open_store
 from hub.store.base import EventStore
+from hub.units import UnitError, parse_duration
 from hub.web.app import LifespanHook, create_app, store_lifespan
 
 _log = structlog.get_logger()
@@ -100,13 +101,23 @@ async def _announce_stop(_app: Starlette) -> AsyncIterator[None]:
 
 
 def lifespan_hooks_for(
-    *, config: Config, store: EventStore, clock: Clock, role: str, db_url: str
+    *,
+    config: Config,
+    store: EventStore,
+    clock: Clock,
+    role: str,
+    db_url: str,
+    lease: float = 60.0,
 ) -> list[LifespanHook]:
     """The app's lifespan hooks for ``role``, in start order (the store first).
 
     Roles ``all`` and ``worker`` are where the dispatcher's hook belongs, after the store's.
     """
     hooks = [_store_hook(store, db_url)]
+    if role in ("all", "worker"):
+        from hub.dispatch.worker import dispatcher_lifespan
+
+        hooks.append(dispatcher_lifespan(config=config, store=store, clock=clock, lease=lease))
     return hooks
 
 
@@ -165,8 +176,13 @@ def run(args: argparse.Namespace) -> int:
             clock=clock,
         )
         config = with_sandbox_url(config, f"{base}/sandbox")
+    try:
+        lease = parse_duration(getattr(args, "lease", "60s"))
+    except UnitError as exc:
+        print(f"leadhub serve: --lease: {exc}", file=sys.stderr)
+        return 2
     hooks = lifespan_hooks_for(
-        config=config, store=store, clock=clock, role=args.role, db_url=args.db
+        config=config, store=store, clock=clock, role=args.role, db_url=args.db, lease=lease
     )
     if sandbox_app is not None:
         hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops

@@ -1,0 +1,283 @@
+"""One target's lane: its queue, its sender tasks, its rate limiter and its pause state.
+
+Every target gets its own lane, so one target's backlog, pause or slowness never
+delays another: the claim loop only hands events over, and each lane sends with
+its own tasks (``concurrency`` of them) after waiting on its own limiter.
+
+Events wait in a heap ordered by event id, so a target's events go out in
+arrival order when due. A lane holds at most ``capacity`` events; a full or
+paused lane is left out of claims, and an event routed to it is released (put
+back in the store, its attempt not counted) rather than queued.
+
+Pause: a 401 or 404 pauses the lane. Its events are released until the pause
+ends; then one probe call at a time goes out until one gets through (the pause
+doubles each time the probe is refused, up to the target's ``max_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import structlog
+
+from hub.config.models import Target
+from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry
+from hub.dispatch.ratelimit import RateLimiter
+from hub.dispatch.retry import RetryPolicy
+from hub.mapping import CaptureRequest
+from hub.store.models import Event
+
+if TYPE_CHECKING:
+    from hub.dispatch.worker import Dispatcher
+
+_log = structlog.get_logger()
+
+LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the target's timeout
+
+
+@dataclass(slots=True)
+class Item:
+    """A claimed, mapped event waiting in a lane."""
+
+    event: Event
+    request: CaptureRequest
+    claimed_at: float  # monotonic time of the claim
+
+
+class Lane:
+    """The per-target queue and its senders (see the module docstring)."""
+
+    def __init__(
+        self,
+        target: Target,
+        *,
+        dispatcher: Dispatcher,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        concurrency: int,
+        capacity: int,
+        random: Callable[[], float],
+    ) -> None:
+        self.target = target
+        self.limiter = limiter
+        self.policy = policy
+        self.capacity = capacity
+        self._d = dispatcher
+        self._random = random
+        self._heap: list[tuple[int, int, Item]] = []
+        self._seq = itertools.count()
+        self._ready = asyncio.Condition()
+        self._held: set[int] = set()  # event ids queued or being sent by this lane
+        self._current: dict[asyncio.Task[None], Item] = {}
+        self._tasks = [
+            asyncio.create_task(self._sender(), name=f"lane-{target.name}-{n}")
+            for n in range(concurrency)
+        ]
+        self._closing = False
+        self.paused_until: float | None = None  # unix time
+        self.pause_level = 0
+        self.probing = False
+        self._probe = asyncio.Lock()
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def held(self) -> int:
+        """Events queued in or being sent by this lane."""
+        return len(self._held)
+
+    @property
+    def full(self) -> bool:
+        return len(self._held) >= self.capacity
+
+    def paused(self, now: float) -> bool:
+        return self.paused_until is not None and now < self.paused_until
+
+    def holds(self, event_id: int) -> bool:
+        return event_id in self._held
+
+    # --- input ------------------------------------------------------------------------------
+
+    async def put(self, item: Item) -> None:
+        """Queue ``item``, or release it to the store when the lane is paused or full."""
+        now = self._d.clock.time()
+        if self.paused(now):
+            assert self.paused_until is not None
+            await self._d.release(item.event, at=self.paused_until, reason=self._pause_reason())
+            return
+        if self.full or self._closing:
+            await self._d.release(item.event, at=now + self._drain_estimate(), reason=None)
+            return
+        self._held.add(item.event.id)
+        async with self._ready:
+            heapq.heappush(self._heap, (item.event.id, next(self._seq), item))
+            self._ready.notify()
+
+    def _drain_estimate(self) -> float:
+        limit = self.target.rate_limit
+        if limit is None:
+            return 1.0
+        return min(max(1.0, self.held * limit.window / limit.calls), 60.0)
+
+    def _pause_reason(self) -> str:
+        return f"target {self.target.name!r} is paused"
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _next(self) -> Item:
+        async with self._ready:
+            while not self._heap:
+                await self._ready.wait()
+            return heapq.heappop(self._heap)[2]
+
+    async def _sender(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        while True:
+            item = await self._next()
+            self._current[task] = item
+            try:
+                with structlog.contextvars.bound_contextvars(
+                    event_id=item.event.id,
+                    delivery_id=item.event.delivery_id,
+                    endpoint=item.event.endpoint,
+                    target=self.target.name,
+                ):
+                    await self._send(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or a store failure must not kill the lane
+                _log.exception("send_failed", event_id=item.event.id, error=str(exc)[:300])
+                with contextlib.suppress(Exception):
+                    await self._d.release(item.event, at=self._d.clock.time() + 1.0, reason=None)
+            finally:
+                self._current.pop(task, None)
+                self._held.discard(item.event.id)
+                self._d.wake()
+            if self._closing:
+                return
+
+    async def _send(self, item: Item) -> None:
+        d = self._d
+        if self.paused(d.clock.time()):
+            assert self.paused_until is not None
+            await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
+            return
+        # Send only while the lease has room for the call itself (at least half the lease).
+        budget = max(d.lease / 2, d.lease - self.target.timeout - LEASE_MARGIN)
+        if d.clock.monotonic() - item.claimed_at > budget:
+            # Our lease is about to end; another worker may claim the event. Put it back.
+            await d.release(item.event, at=d.clock.time(), reason=None)
+            _log.info("event_lease_expiring")
+            return
+        probe = self._probe if self.probing else contextlib.nullcontext()
+        async with probe:
+            if self.paused(d.clock.time()):
+                assert self.paused_until is not None
+                await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
+                return
+            async with self.limiter.slot():
+                attempt = await d.client.capture(
+                    self.target, query=item.request.query, body=item.request.body
+                )
+            await self._record(item, attempt)
+
+    async def _record(self, item: Item, attempt: Attempt) -> None:
+        d = self._d
+        event = item.event
+        outcome = attempt.outcome
+        kind = type(outcome).__name__.lower()
+        label = {"delivered": "delivered", "retry": "retry", "dead": "dead", "pause": "pause"}
+        d.metrics.sends.labels(self.target.name, label[kind]).inc()
+        if attempt.status is not None or isinstance(outcome, Retry):
+            d.metrics.send_seconds.labels(self.target.name).observe(attempt.seconds)
+        if not isinstance(outcome, Pause) and self.probing:
+            self._resume()
+        if isinstance(outcome, Delivered):
+            await d.store.ack(event.id, lead_id=outcome.lead_id, created=outcome.created)
+            d.metrics.events.labels("delivered").inc()
+            _log.info(
+                "lead_sent",
+                attempt=event.attempts,
+                lead_id=outcome.lead_id,
+                created=outcome.created,
+                status=attempt.status,
+                seconds=round(attempt.seconds, 4),
+            )
+        elif isinstance(outcome, Retry):
+            await d.retry_or_die(event, self.policy, outcome.reason)
+        elif isinstance(outcome, Dead):
+            await d.kill(event, outcome.reason)
+        else:
+            await self._pause(item, outcome.reason)
+
+    # --- pause ------------------------------------------------------------------------------
+
+    async def _pause(self, item: Item, reason: str) -> None:
+        d = self._d
+        now = d.clock.time()
+        if not self.paused(now):
+            ceiling = self.policy.ceiling(self.pause_level + 1)
+            self.paused_until = now + ceiling * (0.5 + 0.5 * self._random())
+            self.pause_level += 1
+            self.probing = True
+            d.metrics.paused.labels(self.target.name).set(1)
+            _log.error(
+                "target_paused",
+                reason=reason,
+                paused_for=round(self.paused_until - now, 3),
+                pauses=self.pause_level,
+            )
+        assert self.paused_until is not None
+        await d.release(item.event, at=self.paused_until, reason=f"target paused: {reason}")
+        await self._release_queued(self.paused_until, f"target paused: {reason}")
+
+    def _resume(self) -> None:
+        self.probing = False
+        self.pause_level = 0
+        self.paused_until = None
+        self._d.metrics.paused.labels(self.target.name).set(0)
+        _log.info("target_resumed", target=self.target.name)
+
+    async def _release_queued(self, at: float, reason: str | None) -> None:
+        async with self._ready:
+            items = [entry[2] for entry in self._heap]
+            self._heap.clear()
+        for queued in items:
+            try:
+                await self._d.release(queued.event, at=at, reason=reason)
+            finally:
+                self._held.discard(queued.event.id)
+
+    # --- shutdown ---------------------------------------------------------------------------
+
+    async def close(self, deadline: float) -> None:
+        """Stop: release queued events, let sends in flight finish until ``deadline``.
+
+        ``deadline`` is a monotonic time; sends still running then are cancelled and
+        their events released (at-least-once: they may have been sent).
+        """
+        self._closing = True
+        now = self._d.clock.time()
+        await self._release_queued(now, None)
+        busy = [t for t in self._tasks if t in self._current]
+        for task in self._tasks:
+            if task not in self._current:
+                task.cancel()
+        remaining = max(0.0, deadline - self._d.clock.monotonic())
+        if busy:
+            await asyncio.wait(busy, timeout=remaining)
+        interrupted = [self._current[t] for t in busy if t in self._current]
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for item in interrupted:
+            with contextlib.suppress(Exception):
+                await self._d.release(item.event, at=self._d.clock.time(), reason=None)
+        self._held.clear()

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the dispatcher, registered on the registry the web app exposes.
+
+* ``leadhub_sends_total{target, outcome}``: Lead.Capture calls by outcome
+  (``delivered``, ``retry``, ``dead``, ``pause``).
+* ``leadhub_send_seconds{target}``: how long one Lead.Capture call took.
+* ``leadhub_target_paused{target}``: 1 while a target is paused (bad keys, wrong host).
+* ``leadhub_graph_fetch_errors_total{reason}``: failed Facebook Graph lead reads, by
+  reason (``token``, ``transient``, ``network``, ``server_error``, ``not_found``, ...).
+* ``leadhub_dispatch_events_total{outcome}``: events the dispatcher finished with
+  (``delivered``, ``dead``, ``retrying``, ``skipped``, ``unmatched``, ``released``).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+SEND_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class DispatchMetrics:
+    """The dispatcher's collectors on ``registry`` (a fresh one when not given)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.sends = Counter(
+            "leadhub_sends",
+            "Lead.Capture calls made, by target and outcome.",
+            ["target", "outcome"],
+            registry=self.registry,
+        )
+        self.send_seconds = Histogram(
+            "leadhub_send_seconds",
+            "Duration of one Lead.Capture call, in seconds.",
+            ["target"],
+            buckets=SEND_BUCKETS,
+            registry=self.registry,
+        )
+        self.paused = Gauge(
+            "leadhub_target_paused",
+            "1 while the target is paused (its keys or url are refused), else 0.",
+            ["target"],
+            registry=self.registry,
+        )
+        self.graph_errors = Counter(
+            "leadhub_graph_fetch_errors",
+            "Failed Facebook Graph lead reads, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "leadhub_dispatch_events",
+            "Events the dispatcher finished a step with, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )

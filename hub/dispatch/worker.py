@@ -1,0 +1,354 @@
+"""The dispatcher: claims due events, enriches and maps them, and hands them to target lanes.
+
+One claim loop, many lanes (``hub.dispatch.lane``)::
+
+    claim due events (lease; paused and full targets left out)
+      → enrich (Facebook: the Graph lead, fetched once and stored with the event)
+      → map_document: Skip → skipped; Unmatched → unmatched; MappingError → dead
+      → set_route (target, mapping, lead keys)
+      → ordering: an earlier pending event for the same email/phone? release until after it
+      → the target's lane: limiter → Lead.Capture → ack / retry (backoff) / dead / pause
+
+Use::
+
+    dispatcher = Dispatcher(config=config, store=store, registry=app.state.metrics)
+    await dispatcher.start()
+    ...
+    await dispatcher.stop(timeout=10)   # graceful: see :meth:`Dispatcher.stop`
+
+or :func:`dispatcher_lifespan` as a ``hub.web.app`` lifespan hook.
+
+Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed``,
+``event_enriched``, ``event_skipped``, ``event_unmatched``, ``event_waiting``,
+``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
+``target_resumed``, ``dispatcher_started``, ``dispatcher_stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random as _random
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import structlog
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+
+from hub.clock import SYSTEM_CLOCK, Clock
+from hub.config.models import Config, FacebookOptions, RetrySchedule, Target
+from hub.dispatch.graph import Fetched, FetchRetry, GraphClient, merge_document
+from hub.dispatch.lane import Item, Lane
+from hub.dispatch.leadsquared import LeadSquaredClient
+from hub.dispatch.metrics import DispatchMetrics
+from hub.dispatch.ratelimit import limiter_for
+from hub.dispatch.retry import RetryPolicy
+from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
+from hub.store.base import EventStore
+from hub.store.models import Event
+
+_log = structlog.get_logger()
+
+DEFAULT_LEASE = 60.0  # seconds a claimed event stays ours before another worker may take it
+DEFAULT_BATCH = 64  # events per claim
+DEFAULT_CONCURRENCY = 4  # sends in flight per target
+DEFAULT_POLL = 0.2  # seconds between claims when nothing is due (new deliveries show up)
+ORDER_WAIT = 0.5  # seconds an event waits for an earlier one for the same lead
+
+
+class Dispatcher:
+    """The worker loop (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: EventStore,
+        clock: Clock = SYSTEM_CLOCK,
+        http: httpx.AsyncClient | None = None,
+        registry: CollectorRegistry | None = None,
+        lease: float = DEFAULT_LEASE,
+        batch: int = DEFAULT_BATCH,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        poll: float = DEFAULT_POLL,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.lease = lease
+        self.batch = batch
+        self.concurrency = concurrency
+        self.poll = poll
+        self.metrics = DispatchMetrics(registry)
+        self._random = random
+        self._own_http = http is None
+        self._http = http
+        self.client: LeadSquaredClient
+        self.graph: GraphClient
+        self.lanes: dict[str, Lane] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the claim loop and one lane per configured target."""
+        if self._loop_task is not None:
+            msg = "This dispatcher is already started; call stop() before starting it again."
+            raise RuntimeError(msg)
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
+            )
+        self.client = LeadSquaredClient(self._http)
+        self.graph = GraphClient(self._http)
+        for target in self.config.targets.values():
+            self.lanes[target.name] = self._lane(target)
+        self._stopping = False
+        self._loop_task = asyncio.create_task(self._claim_loop(), name="dispatch-claims")
+        _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
+
+    def _lane(self, target: Target) -> Lane:
+        limit = target.rate_limit
+        if limit is None:
+            capacity = 200
+        else:  # what the target can take in a third of a lease, so queued events never go stale
+            capacity = int(limit.calls / limit.window * self.lease / 3)
+        return Lane(
+            target,
+            dispatcher=self,
+            limiter=limiter_for(limit, clock=self.clock),
+            policy=RetryPolicy(target.retry, random=self._random),
+            concurrency=self.concurrency,
+            capacity=max(capacity, 2 * self.concurrency),
+            random=self._random,
+        )
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, let sends in flight finish within ``timeout`` s, release the rest.
+
+        Released events go back to the store due now, their attempt not counted, so
+        the next process to run picks them up at once.
+        """
+        if self._loop_task is None:
+            return
+        deadline = self.clock.monotonic() + timeout
+        self._stopping = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._loop_task), timeout)
+        except TimeoutError:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        await asyncio.gather(
+            *(lane.close(deadline) for lane in self.lanes.values()), return_exceptions=True
+        )
+        self.lanes.clear()
+        self._loop_task = None
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        _log.info("dispatcher_stopped")
+
+    def wake(self) -> None:
+        """Claim again now rather than at the next poll (new events, or room in a lane)."""
+        self._wake.set()
+
+    # --- the claim loop ---------------------------------------------------------------------
+
+    def _excluded(self) -> list[str]:
+        now = self.clock.time()
+        return [name for name, lane in self.lanes.items() if lane.full or lane.paused(now)]
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self.store.claim(
+                    limit=self.batch, lease=self.lease, exclude_targets=self._excluded()
+                )
+            except Exception as exc:  # the store is down: wait and try again
+                _log.error("claim_failed", error=str(exc)[:300])
+                claimed = []
+                await self._idle(max(self.poll, 1.0))
+                continue
+            if claimed:
+                await self._dispatch(claimed)
+                continue
+            await self._idle(await self._wait_time())
+
+    async def _wait_time(self) -> float:
+        try:
+            due = await self.store.next_due()
+        except Exception:
+            return self.poll
+        now = self.clock.time()
+        if due is None or due <= now:  # nothing due, or only events of excluded targets
+            return self.poll
+        return min(self.poll, due - now)
+
+    async def _idle(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _dispatch(self, claimed: list[Event]) -> None:
+        claimed_at = self.clock.monotonic()
+        prepared = await asyncio.gather(*(self._prepare_safely(e, claimed_at) for e in claimed))
+        for item in sorted((p for p in prepared if p is not None), key=lambda i: i.event.id):
+            lane = self.lanes[item.request.target]
+            await lane.put(item)
+
+    async def _prepare_safely(self, event: Event, claimed_at: float) -> Item | None:
+        with structlog.contextvars.bound_contextvars(
+            event_id=event.id, delivery_id=event.delivery_id, endpoint=event.endpoint
+        ):
+            try:
+                return await self._prepare(event, claimed_at)
+            except Exception as exc:  # a bug or a store hiccup must not stop the loop
+                _log.exception("prepare_failed", error=str(exc)[:300])
+                with contextlib.suppress(Exception):
+                    await self.release(event, at=self.clock.time() + 1.0, reason=None)
+                return None
+
+    async def _prepare(self, event: Event, claimed_at: float) -> Item | None:
+        _log.info("event_claimed", attempt=event.attempts)
+        endpoint = self.config.endpoints.get(event.endpoint)
+        if endpoint is None:
+            reason = f"endpoint {event.endpoint!r} is no longer configured; add it back, replay"
+            await self._unmatched(event, reason)
+            return None
+        document: Any = event.document
+        if isinstance(endpoint.options, FacebookOptions):
+            document = await self._enrich(event, endpoint.options)
+            if document is None:
+                return None
+        result = map_document(self.config.mappings_for(event.endpoint), document)
+        if isinstance(result, Skip):
+            await self.store.skipped(event.id, reason=result.reason)
+            self.metrics.events.labels("skipped").inc()
+            _log.info("event_skipped", mapping=result.mapping, reason=result.reason)
+            return None
+        if isinstance(result, Unmatched):
+            await self._unmatched(event, result.reason)
+            return None
+        if isinstance(result, MappingError):
+            await self.kill(event, f"mapping failed: {result.reason}", mapping=result.mapping)
+            return None
+        return await self._route(event, result, claimed_at)
+
+    async def _route(self, event: Event, request: CaptureRequest, claimed_at: float) -> Item | None:
+        lane = self.lanes.get(request.target)
+        if lane is None:
+            reason = f"target {request.target!r} is not configured; add it, then replay"
+            await self.kill(event, reason, mapping=request.mapping)
+            return None
+        keys = request.lead_keys()
+        await self.store.set_route(
+            event.id, target=request.target, mapping=request.mapping, lead_keys=keys
+        )
+        if keys:
+            blocker = await self.store.blocker(event.id, keys)
+            if blocker is not None:
+                at = max(self.clock.time() + ORDER_WAIT, blocker.next_attempt_at + ORDER_WAIT)
+                reason = f"waiting for event {blocker.id} (same lead) to be sent first"
+                await self.release(event, at=at, reason=reason)
+                _log.info("event_waiting", blocker=blocker.id, until=at)
+                return None
+        return Item(event=event, request=request, claimed_at=claimed_at)
+
+    async def _unmatched(self, event: Event, reason: str) -> None:
+        await self.store.unmatched(event.id, reason=reason)
+        self.metrics.events.labels("unmatched").inc()
+        _log.info("event_unmatched", reason=reason)
+
+    # --- enrichment -------------------------------------------------------------------------
+
+    def _graph_policy(self, endpoint: str) -> RetryPolicy:
+        """Graph reads retry on the schedule of the target the endpoint's leads go to."""
+        mappings = self.config.mappings_for(endpoint)
+        name = mappings[0].target if mappings else "default"
+        target = self.config.targets.get(name) or self.config.targets.get("default")
+        schedule = target.retry if target is not None else RetrySchedule()
+        return RetryPolicy(schedule, random=self._random)
+
+    async def _enrich(self, event: Event, options: FacebookOptions) -> Any:
+        """The merged Facebook document, or None once the event has been retried or killed."""
+        change = event.document if isinstance(event.document, dict) else {}
+        lead = event.enrichment
+        if lead is None:
+            leadgen_id = str(change.get("leadgen_id") or "")
+            outcome = await self.graph.fetch_lead(options, leadgen_id)
+            if isinstance(outcome, Fetched):
+                lead = outcome.lead
+                await self.store.set_enrichment(event.id, lead)
+                _log.info("event_enriched", leadgen_id=leadgen_id)
+            else:
+                self.metrics.graph_errors.labels(outcome.kind).inc()
+                reason = f"Facebook lead fetch failed: {outcome.reason}"
+                if isinstance(outcome, FetchRetry):
+                    await self.retry_or_die(event, self._graph_policy(event.endpoint), reason)
+                else:
+                    await self.kill(event, reason)
+                return None
+        if not isinstance(lead, dict):
+            await self.kill(event, f"stored Facebook lead is not an object: {lead!r:.100}")
+            return None
+        return merge_document(lead, change)
+
+    # --- outcomes (used by the lanes too) -----------------------------------------------------
+
+    async def release(self, event: Event, *, at: float, reason: str | None) -> None:
+        """Put ``event`` back without counting its attempt (pause, ordering, shutdown)."""
+        await self.store.release(event.id, at=at, reason=reason)
+        self.metrics.events.labels("released").inc()
+
+    async def kill(self, event: Event, reason: str, *, mapping: str | None = None) -> None:
+        """Mark ``event`` dead with ``reason``."""
+        await self.store.dead(event.id, error=reason)
+        self.metrics.events.labels("dead").inc()
+        _log.warning("event_dead", reason=reason, attempt=event.attempts, mapping=mapping)
+
+    async def retry_or_die(self, event: Event, policy: RetryPolicy, reason: str) -> None:
+        """Schedule another try with backoff, or kill the event when the schedule gives up."""
+        now = self.clock.time()
+        at = policy.next_attempt(event.attempts, event.received_at, now)
+        if at is None:
+            await self.kill(event, f"gave up after {event.attempts} attempt(s): {reason}")
+            return
+        await self.store.retry(event.id, at=at, error=reason)
+        self.metrics.events.labels("retrying").inc()
+        _log.info("event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3))
+
+
+def dispatcher_lifespan(
+    *,
+    config: Config,
+    store: EventStore,
+    clock: Clock = SYSTEM_CLOCK,
+    stop_timeout: float = 10.0,
+    **options: Any,
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """A ``hub.web.app`` lifespan hook running a :class:`Dispatcher` while the app runs.
+
+    The dispatcher's metrics go on the app's registry (``app.state.metrics``); the
+    dispatcher is at ``app.state.dispatcher``. List it after the store's hook.
+    """
+
+    @contextlib.asynccontextmanager
+    async def hook(app: Starlette) -> AsyncIterator[None]:
+        registry = getattr(app.state, "metrics", None)
+        dispatcher = Dispatcher(
+            config=config, store=store, clock=clock, registry=registry, **options
+        )
+        app.state.dispatcher = dispatcher
+        await dispatcher.start()
+        try:
+            yield
+        finally:
+            await dispatcher.stop(timeout=stop_timeout)
+
+    return hook
