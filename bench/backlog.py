@@ -31,7 +31,17 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.common import PYTHON, REPO, free_port, machine, peak_rss_mb, process, rss_mb, table
+from bench.common import (
+    PYTHON,
+    REPO,
+    free_port,
+    machine,
+    peak_rss_mb,
+    process,
+    quiet_logs,
+    rss_mb,
+    table,
+)
 from bench.ingest import DEMO_ENV, FIXTURE, TEMPLATE_ID
 from hub.store import open_store
 from hub.store.models import EventIn, IncomingDelivery
@@ -51,15 +61,6 @@ secret_key: ${{LSQ_SECRET_KEY}}
 rate_limit: 25/5s
 timeout: 10s
 """
-
-
-def quiet_logs() -> None:
-    """Keep the store's own log lines out of the bench's table."""
-    import logging
-
-    import structlog
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
 
 async def enqueue_all(db: Path, events: int, writers: int) -> float:

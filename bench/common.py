@@ -143,3 +143,12 @@ def ensure_wrk() -> str:
         msg = "wrk is not installed and could not be installed"
         raise RuntimeError(msg)
     return found
+
+
+def quiet_logs() -> None:
+    """Keep the hub's own info lines (``store_opened``) out of a bench's table."""
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))

@@ -1,0 +1,396 @@
+"""Drain: how fully the dispatcher uses a target's rate limit, and how fast it sends at ``off``.
+
+``--events`` Typeform deliveries, each with its own email and phone (so per-lead ordering
+never holds one back), are queued with the store API; then ``leadhub serve --role worker``
+drains them into a ``leadhub sandbox`` process (a fresh in-memory one per run) with the
+target's ``rate_limit`` and the sandbox's set alike:
+
+* at ``--limit`` (500/5s): utilisation = the time an ideal limiter needs for the events
+  (a full window's worth per window, the first at once) / the time from the first ack to
+  the last; and the 429s seen (events that needed more than one attempt, plus what the
+  dispatcher's metrics count as sends not delivered; a 429 is one of those): must be 0.
+* at ``off``: the dispatcher's sends/s (acks over the same span), against three plain loops
+  posting the same Lead.Capture bodies at the same concurrency to a fresh sandbox:
+  ``httpx.AsyncClient()`` on its default transport, the hub's own client stack
+  (``hub.dispatch.leadsquared.LeadSquaredClient`` over the client the dispatcher builds),
+  and ``aiohttp.ClientSession`` (the ceiling).
+Headline: ``drain_utilisation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from bench.common import PYTHON, REPO, free_port, machine, median, process, quiet_logs, table
+from bench.ingest import DEMO_ENV, FIXTURE, TEMPLATE_ID
+from hub.config import load
+from hub.config.models import Target
+from hub.dispatch.leadsquared import CAPTURE_PATH, LeadSquaredClient
+from hub.mapping import CaptureRequest, map_document
+from hub.secrets import Secret
+from hub.store import open_store
+from hub.store.models import EventIn, IncomingDelivery
+from hub.units import parse_rate_limit
+
+KEYS = ("bench-access-key", "bench-secret-key")
+EMAIL, PHONE = "jordan.lee@example.com", "+15555550187"
+TARGET_YAML = """\
+kind: target
+name: default
+url: {url}
+access_key: ${{LSQ_ACCESS_KEY}}
+secret_key: ${{LSQ_SECRET_KEY}}
+rate_limit: "{limit}"
+timeout: 10s
+"""
+Request = tuple[dict[str, str], list[dict[str, str]]]
+
+
+def bodies(n: int) -> list[bytes]:
+    """``n`` Typeform deliveries with distinct event ids, emails and phones."""
+    template = json.dumps(json.loads(FIXTURE.read_bytes()), separators=(",", ":"))
+    out = []
+    for i in range(n):
+        text = template.replace(TEMPLATE_ID, f"drain{i:021d}")
+        text = text.replace(EMAIL, f"lead{i}@example.com").replace(PHONE, f"+1555555{i:04d}")
+        out.append(text.encode())
+    return out
+
+
+def capture_requests(raw: list[bytes]) -> list[Request]:
+    """The Lead.Capture query and body each delivery maps to with the shipped mapping."""
+    config = load(REPO / "mappings", {**os.environ, **DEMO_ENV})
+    mappings = config.mappings_for("typeform")
+    out: list[Request] = []
+    for body in raw:
+        result = map_document(mappings, orjson.loads(body))
+        if not isinstance(result, CaptureRequest):
+            msg = f"the bench's document does not map: {result}"
+            raise SystemExit(msg)
+        out.append((dict(result.query), list(result.body)))
+    return out
+
+
+async def enqueue(db: Path, raw: list[bytes]) -> None:
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    try:
+        for i, body in enumerate(raw):
+            delivery = IncomingDelivery(
+                endpoint="typeform",
+                received_at=time.time(),
+                body=body,
+                content_type="application/json",
+                headers={"content-type": "application/json"},
+                events=(EventIn(f"drain{i:021d}", orjson.loads(body)),),
+            )
+            await store.enqueue(delivery)
+    finally:
+        await store.close()
+
+
+def sandbox_cmd(port: int, limit: str) -> list[str]:
+    cmd = [PYTHON, "-m", "hub", "sandbox", "--port", str(port), "--rate-limit", limit]
+    return [*cmd, "--access-key", KEYS[0], "--secret-key", KEYS[1], "--log-level", "warning"]
+
+
+def progress(db: Path) -> tuple[int, int]:
+    """(delivered, still pending) events in the hub's database."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        rows = dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+    pending = sum(rows.get(s, 0) for s in ("queued", "sending", "retrying"))
+    return rows.get("delivered", 0), pending
+
+
+def ack_times(db: Path) -> tuple[list[float], int]:
+    """Sorted ack times of delivered events, and attempts beyond the first, summed."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        times = sorted(
+            r[0] for r in conn.execute("SELECT updated_at FROM events WHERE state='delivered'")
+        )
+        extra = conn.execute("SELECT coalesce(sum(attempts - 1), 0) FROM events").fetchone()[0]
+    return times, int(extra)
+
+
+_SENDS = re.compile(r"^leadhub_sends_total\{([^}]*)\} (\S+)$", re.MULTILINE)
+_OUTCOME = re.compile(r'outcome="(\w+)"')
+
+
+def dispatch_run(tmp: Path, db_template: Path, limit: str, n: int, stall: float) -> dict[str, Any]:
+    """Drain a copy of the queued database at ``limit``; what it took."""
+    db = tmp / f"drain-{limit.replace('/', '-')}.db"
+    shutil.copy(db_template, db)
+    sandbox_port, port = free_port(), free_port()
+    config = tmp / "config"
+    shutil.rmtree(config, ignore_errors=True)
+    shutil.copytree(REPO / "mappings", config)
+    (config / "targets.yaml").write_text(
+        TARGET_YAML.format(url=f"http://127.0.0.1:{sandbox_port}", limit=limit)
+    )
+    env = {**DEMO_ENV, "LSQ_ACCESS_KEY": KEYS[0], "LSQ_SECRET_KEY": KEYS[1]}
+    serve = [PYTHON, "-m", "hub", "serve", "--role", "worker", "--port", str(port)]
+    serve += ["--config-dir", str(config), "--db", f"sqlite:///{db}", "--log-level", "warning"]
+    base = f"http://127.0.0.1:{port}"
+    metrics = ""
+    stalled = False
+    with (
+        process(sandbox_cmd(sandbox_port, limit), ready_url=f"http://127.0.0.1:{sandbox_port}/"),
+        process(serve, ready_url=f"{base}/healthz", env=env, log=tmp / f"serve-{port}.log"),
+    ):
+        last_change, seen = time.monotonic(), -1
+        while True:
+            delivered, pending = progress(db)
+            if pending == 0:
+                break
+            if delivered != seen:
+                last_change, seen = time.monotonic(), delivered
+            elif time.monotonic() - last_change > stall:
+                stalled = True
+                break
+            time.sleep(0.25)
+        with_metrics = httpx.get(f"{base}/metrics", timeout=30)
+        if with_metrics.status_code == 200:
+            metrics = with_metrics.text
+    times, extra_attempts = ack_times(db)
+    sends: dict[str, int] = {}
+    for labels, value in _SENDS.findall(metrics):
+        outcome = _OUTCOME.search(labels)
+        if 'target="default"' in labels and outcome:
+            sends[outcome.group(1)] = int(float(value))
+    span = times[-1] - times[0] if len(times) > 1 else float("nan")
+    return {
+        "delivered": len(times),
+        "stalled": stalled,
+        "span": span,
+        "sends_per_s": (len(times) - 1) / span if len(times) > 1 else float("nan"),
+        "extra_attempts": extra_attempts,
+        # A 429 is classified Retry: the sends not delivered bound the 429s from above.
+        "not_delivered": sum(v for k, v in sends.items() if k != "delivered"),
+        "sends": sends,
+        "max_in_window": _max_in_window(times, parse_rate_limit(limit)),
+    }
+
+
+def _max_in_window(times: list[float], limit: Any) -> int:
+    if limit is None or not times:
+        return 0
+    best, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] >= limit.window:
+            lo += 1
+        best = max(best, hi - lo + 1)
+    return best
+
+
+def ideal_span(n: int, limit: Any) -> float:
+    """Seconds from first to last send for an ideal limiter: a full window's calls at once."""
+    return ((n - 1) // limit.calls) * limit.window
+
+
+# -- plain loops at `off` ----------------------------------------------------------------------
+
+Sender = Callable[[Request], Awaitable[bool]]
+
+
+async def plain_loop(requests: list[Request], concurrency: int, send: Sender) -> float:
+    """Send every request from ``concurrency`` workers; sends/s (all must succeed)."""
+    todo = iter(requests)
+    failures = 0
+
+    async def worker() -> None:
+        nonlocal failures
+        for request in todo:
+            if not await send(request):
+                failures += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    took = time.perf_counter() - start
+    if failures:
+        msg = f"{failures} of {len(requests)} plain sends failed"
+        raise RuntimeError(msg)
+    return len(requests) / took
+
+
+def hub_http_client() -> httpx.AsyncClient:
+    """The ``httpx.AsyncClient`` the dispatcher builds, when it names a factory."""
+    try:
+        worker = importlib.import_module("hub.dispatch.worker")
+    except ImportError:
+        return httpx.AsyncClient()
+    for name in ("make_http_client", "http_client", "build_http_client", "new_http_client"):
+        factory = getattr(worker, name, None)
+        if callable(factory):
+            client = factory()
+            if isinstance(client, httpx.AsyncClient):
+                return client
+    # No factory to call: mirror what Dispatcher.start() builds today.
+    return httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
+
+
+async def run_loop(kind: str, url: str, requests: list[Request], concurrency: int) -> float:
+    headers = {"x-LSQ-AccessKey": KEYS[0], "x-LSQ-SecretKey": KEYS[1]}
+    headers["Content-Type"] = "application/json"
+    capture = url + CAPTURE_PATH
+    if kind == "httpx default":
+        async with httpx.AsyncClient() as client:
+
+            async def send(req: Request) -> bool:
+                r = await client.post(
+                    capture, params=req[0], content=orjson.dumps(req[1]), headers=headers
+                )
+                return r.status_code == 200 and b'"Success"' in r.content
+
+            return await plain_loop(requests, concurrency, send)
+    if kind == "hub stack":
+        target = Target(
+            name="default",
+            url=url,
+            access_key=Secret(KEYS[0]),
+            secret_key=Secret(KEYS[1]),
+            rate_limit=None,
+        )
+        async with hub_http_client() as http:
+            lsq = LeadSquaredClient(http)
+
+            async def send(req: Request) -> bool:
+                attempt = await lsq.capture(target, query=req[0], body=req[1])
+                return attempt.status == 200
+
+            return await plain_loop(requests, concurrency, send)
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+
+        async def send(req: Request) -> bool:
+            async with session.post(
+                capture, params=req[0], data=orjson.dumps(req[1]), headers=headers
+            ) as r:
+                content = await r.read()
+                return r.status == 200 and b'"Success"' in content
+
+        return await plain_loop(requests, concurrency, send)
+
+
+def loop_run(kind: str, requests: list[Request], concurrency: int) -> float:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with process(sandbox_cmd(port, "off"), ready_url=f"{url}/"):
+        return asyncio.run(run_loop(kind, url, requests, concurrency))
+
+
+def dispatcher_concurrency(default: int) -> int:
+    """The dispatcher's sends in flight per target, when its module names it."""
+    try:
+        worker = importlib.import_module("hub.dispatch.worker")
+    except ImportError:
+        return default
+    for name in ("SEND_CONCURRENCY", "CONCURRENCY", "MAX_IN_FLIGHT", "DEFAULT_CONCURRENCY"):
+        value = getattr(worker, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return default
+
+
+LOOPS = ("httpx default", "hub stack", "aiohttp")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=3000, help="events queued")
+    parser.add_argument("--limit", default="500/5s", help="the rate limit of the first run")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the plain loops")
+    parser.add_argument("--concurrency", type=int, default=0, help="plain loops' (auto)")
+    parser.add_argument("--stall", type=float, default=60, help="give up after no progress")
+    args = parser.parse_args()
+    quiet_logs()
+    print(f"machine: {machine()}", flush=True)
+    concurrency = args.concurrency or dispatcher_concurrency(16)
+    raw = bodies(args.events)
+    requests = capture_requests(raw)
+    limit = parse_rate_limit(args.limit)
+    assert limit is not None
+    with tempfile.TemporaryDirectory(prefix="leadhub-drain-") as tmp_name:
+        tmp = Path(tmp_name)
+        template = tmp / "queued.db"
+        asyncio.run(enqueue(template, raw))
+        print(f"queued {args.events:,} events; draining at {args.limit} ...", flush=True)
+        limited = dispatch_run(tmp, template, args.limit, args.events, args.stall)
+        print("draining at off ...", flush=True)
+        unlimited = dispatch_run(tmp, template, "off", args.events, args.stall)
+    loops: dict[str, list[float]] = {k: [] for k in LOOPS}
+    for rnd in range(args.rounds):
+        for kind in LOOPS if rnd % 2 == 0 else LOOPS[::-1]:
+            loops[kind].append(loop_run(kind, requests, concurrency))
+            print(f"  plain loop {kind}: {loops[kind][-1]:,.0f} sends/s", flush=True)
+    ideal = ideal_span(args.events, limit)
+    utilisation = ideal / limited["span"]
+    print()
+    print(
+        table(
+            [
+                "run",
+                "delivered",
+                "stalled",
+                "first→last ack s",
+                "sends/s",
+                "max in a window",
+                "extra attempts",
+                "sends not delivered",
+            ],
+            [
+                [
+                    f"dispatcher at {args.limit}",
+                    limited["delivered"],
+                    limited["stalled"],
+                    limited["span"],
+                    limited["sends_per_s"],
+                    limited["max_in_window"],
+                    limited["extra_attempts"],
+                    limited["not_delivered"],
+                ],
+                [
+                    "dispatcher at off",
+                    unlimited["delivered"],
+                    unlimited["stalled"],
+                    unlimited["span"],
+                    unlimited["sends_per_s"],
+                    "-",
+                    unlimited["extra_attempts"],
+                    unlimited["not_delivered"],
+                ],
+            ],
+        )
+    )
+    print()
+    hub_loop = median(loops["hub stack"])
+    rows: list[list[object]] = [["dispatcher (off)", unlimited["sends_per_s"], "-"]]
+    rows += [[f"plain loop, {k}", median(v), median(v) / hub_loop] for k, v in loops.items()]
+    print(table([f"at off, concurrency {concurrency}", "sends/s", "/ hub stack loop"], rows))
+    print()
+    print(f"ideal first→last at {args.limit}: {ideal:.1f} s; took {limited['span']:.1f} s")
+    print(f"sends by outcome at {args.limit} (dispatcher metrics): {limited['sends']}")
+    bound = max(limited["extra_attempts"], limited["not_delivered"])
+    print(f"429s seen at {args.limit} (at most; retries of any kind): {bound}")
+    print(f"dispatcher_vs_hub_stack_loop: {unlimited['sends_per_s'] / hub_loop:.2f}")
+    print(f"hub_stack_vs_httpx_default: {hub_loop / median(loops['httpx default']):.2f}")
+    print(f"drain_utilisation: {utilisation:.2f}")
+
+
+if __name__ == "__main__":
+    main()
