@@ -24,6 +24,7 @@ import asyncio
 import importlib.util
 import json
 import shutil
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from bench.common import (
     rss_mb,
     table,
 )
+from bench.drain import EMAIL, PHONE
 from bench.ingest import DEMO_ENV, FIXTURE, TEMPLATE_ID
 from hub.store import open_store
 from hub.store.models import EventIn, IncomingDelivery
@@ -74,7 +76,8 @@ async def enqueue_all(db: Path, events: int, writers: int) -> float:
         nonlocal done
         for i in range(k, events, writers):
             event_id = f"backlog{i:019d}"
-            body = template.replace(TEMPLATE_ID, event_id).encode()
+            text = template.replace(TEMPLATE_ID, event_id).replace(EMAIL, f"lead{i}@example.com")
+            body = text.replace(PHONE, f"+1555{i:07d}").encode()
             delivery = IncomingDelivery(
                 endpoint="typeform",
                 received_at=time.time(),
@@ -98,6 +101,25 @@ async def enqueue_all(db: Path, events: int, writers: int) -> float:
 
 def disk_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.is_file())
+
+
+def space_by_object(db: Path, events: int) -> list[list[object]]:
+    """Bytes per event of each table and index (SQLite's dbstat), largest first."""
+    query = (
+        "SELECT name, sum(pgsize), sum(payload), sum(unused) FROM dbstat "
+        "GROUP BY name ORDER BY 2 DESC"
+    )
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        try:
+            found = conn.execute(query).fetchall()
+        except sqlite3.OperationalError:  # built without SQLITE_ENABLE_DBSTAT_VTAB
+            return []
+    return [[name, *(v / events for v in values)] for name, *values in found]
+
+
+def states(db: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
 
 
 def hold(db: Path, tmp: Path, seconds: float) -> dict[str, object]:
@@ -194,9 +216,11 @@ def main() -> None:
         print(f"enqueueing {args.events:,} events ...", flush=True)
         enqueue = asyncio.run(enqueue_all(db, args.events, args.writers))
         size = disk_bytes(db)
+        space = space_by_object(db, args.events)
         body = len(json.dumps(json.loads(FIXTURE.read_bytes()), separators=(",", ":")))
         print(f"holding the backlog in leadhub serve for {args.hold:.0f} s ...", flush=True)
         held = hold(db, tmp, args.hold)
+        after_hold = states(db)
         print(f"claiming {args.claims:,} events, {args.batch} per claim ...", flush=True)
         claim, claim_first, claim_last = asyncio.run(claim_rate(db, args.claims, args.batch))
     rows: list[list[object]] = [
@@ -218,6 +242,10 @@ def main() -> None:
     print()
     print(table(["figure", "value"], rows))
     print(f"log events seen: {', '.join(held['events'])}")  # type: ignore[arg-type]
+    print(f"event states after the hold: {after_hold}")
+    if space:
+        print()
+        print(table(["table or index", "bytes/event", "payload", "unused"], space))
     if not held["dispatcher"]:
         print("note: no dispatcher yet; the RSS is of a serving process holding the backlog")
     print(f"backlog_peak_rss_mb: {held['peak']:.1f}")
