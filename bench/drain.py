@@ -133,9 +133,9 @@ _OUTCOME = re.compile(r'outcome="(\w+)"')
 
 def dispatch_run(tmp: Path, db_template: Path, limit: str, n: int, stall: float) -> dict[str, Any]:
     """Drain a copy of the queued database at ``limit``; what it took."""
-    db = tmp / f"drain-{limit.replace('/', '-')}.db"
-    shutil.copy(db_template, db)
     sandbox_port, port = free_port(), free_port()
+    db = tmp / f"drain-{limit.replace('/', '-')}-{port}.db"  # fresh: no stale -wal beside it
+    shutil.copy(db_template, db)
     config = tmp / "config"
     shutil.rmtree(config, ignore_errors=True)
     shutil.copytree(REPO / "mappings", config)
@@ -314,7 +314,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=3000, help="events queued")
     parser.add_argument("--limit", default="500/5s", help="the rate limit of the first run")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of the plain loops")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of every run")
     parser.add_argument("--concurrency", type=int, default=0, help="plain loops' (auto)")
     parser.add_argument("--stall", type=float, default=60, help="give up after no progress")
     args = parser.parse_args()
@@ -325,72 +325,76 @@ def main() -> None:
     requests = capture_requests(raw)
     limit = parse_rate_limit(args.limit)
     assert limit is not None
+    ideal = ideal_span(args.events, limit)
+    runs: list[list[object]] = []
+    utilisations: list[float] = []
+    off_rates: list[float] = []
+    worst_window, retries = 0, 0
+    loops: dict[str, list[float]] = {k: [] for k in LOOPS}
     with tempfile.TemporaryDirectory(prefix="leadhub-drain-") as tmp_name:
         tmp = Path(tmp_name)
         template = tmp / "queued.db"
         asyncio.run(enqueue(template, raw))
-        print(f"queued {args.events:,} events; draining at {args.limit} ...", flush=True)
-        limited = dispatch_run(tmp, template, args.limit, args.events, args.stall)
-        print("draining at off ...", flush=True)
-        unlimited = dispatch_run(tmp, template, "off", args.events, args.stall)
-    loops: dict[str, list[float]] = {k: [] for k in LOOPS}
-    for rnd in range(args.rounds):
-        for kind in LOOPS if rnd % 2 == 0 else LOOPS[::-1]:
-            loops[kind].append(loop_run(kind, requests, concurrency))
-            print(f"  plain loop {kind}: {loops[kind][-1]:,.0f} sends/s", flush=True)
-    ideal = ideal_span(args.events, limit)
-    utilisation = ideal / limited["span"]
+        print(f"queued {args.events:,} events", flush=True)
+        for rnd in range(1, args.rounds + 1):
+            limits = (args.limit, "off") if rnd % 2 else ("off", args.limit)
+            for run_limit in limits:
+                got = dispatch_run(tmp, template, run_limit, args.events, args.stall)
+                limited = run_limit != "off"
+                if limited:
+                    utilisations.append(ideal / got["span"])
+                    worst_window = max(worst_window, got["max_in_window"])
+                    retries += max(got["extra_attempts"], got["not_delivered"])
+                else:
+                    off_rates.append(got["sends_per_s"])
+                runs.append(
+                    [
+                        f"dispatcher at {run_limit}",
+                        rnd,
+                        got["delivered"],
+                        got["stalled"],
+                        got["span"],
+                        got["sends_per_s"],
+                        ideal / got["span"] if limited else "-",
+                        got["max_in_window"] if limited else "-",
+                        got["extra_attempts"],
+                        got["not_delivered"],
+                    ]
+                )
+                print(table(RUN_HEADERS, runs[-1:]).splitlines()[-1], flush=True)
+            for kind in LOOPS if rnd % 2 else LOOPS[::-1]:
+                loops[kind].append(loop_run(kind, requests, concurrency))
+                print(f"  plain loop {kind}: {loops[kind][-1]:,.0f} sends/s", flush=True)
     print()
-    print(
-        table(
-            [
-                "run",
-                "delivered",
-                "stalled",
-                "first→last ack s",
-                "sends/s",
-                "max in a window",
-                "extra attempts",
-                "sends not delivered",
-            ],
-            [
-                [
-                    f"dispatcher at {args.limit}",
-                    limited["delivered"],
-                    limited["stalled"],
-                    limited["span"],
-                    limited["sends_per_s"],
-                    limited["max_in_window"],
-                    limited["extra_attempts"],
-                    limited["not_delivered"],
-                ],
-                [
-                    "dispatcher at off",
-                    unlimited["delivered"],
-                    unlimited["stalled"],
-                    unlimited["span"],
-                    unlimited["sends_per_s"],
-                    "-",
-                    unlimited["extra_attempts"],
-                    unlimited["not_delivered"],
-                ],
-            ],
-        )
-    )
+    print(table(RUN_HEADERS, runs))
     print()
     hub_loop = median(loops["hub stack"])
-    rows: list[list[object]] = [["dispatcher (off)", unlimited["sends_per_s"], "-"]]
+    dispatcher_off = median(off_rates)
+    rows: list[list[object]] = [["dispatcher (off)", dispatcher_off, dispatcher_off / hub_loop]]
     rows += [[f"plain loop, {k}", median(v), median(v) / hub_loop] for k, v in loops.items()]
-    print(table([f"at off, concurrency {concurrency}", "sends/s", "/ hub stack loop"], rows))
+    print(f"medians of {args.rounds} rounds, at off, {concurrency} sends in flight:")
+    print(table(["sender", "sends/s", "/ hub stack loop"], rows))
     print()
-    print(f"ideal first→last at {args.limit}: {ideal:.1f} s; took {limited['span']:.1f} s")
-    print(f"sends by outcome at {args.limit} (dispatcher metrics): {limited['sends']}")
-    bound = max(limited["extra_attempts"], limited["not_delivered"])
-    print(f"429s seen at {args.limit} (at most; retries of any kind): {bound}")
-    print(f"dispatcher_vs_hub_stack_loop: {unlimited['sends_per_s'] / hub_loop:.2f}")
+    print(f"ideal first→last at {args.limit}: {ideal:.1f} s (a full window at once)")
+    print(f"most acks in any {limit.window:g} s window at {args.limit}: {worst_window}")
+    print(f"429s seen at {args.limit} (at most: retries of any kind, all rounds): {retries}")
+    print(f"dispatcher_vs_hub_stack_loop: {dispatcher_off / hub_loop:.2f}")
     print(f"hub_stack_vs_httpx_default: {hub_loop / median(loops['httpx default']):.2f}")
-    print(f"drain_utilisation: {utilisation:.2f}")
+    print(f"drain_utilisation: {median(utilisations):.2f}")
 
+
+RUN_HEADERS = [
+    "run",
+    "round",
+    "delivered",
+    "stalled",
+    "first→last ack s",
+    "sends/s",
+    "utilisation",
+    "max in a window",
+    "extra attempts",
+    "sends not delivered",
+]
 
 if __name__ == "__main__":
     main()
