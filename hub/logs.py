@@ -88,6 +88,9 @@ def configure(
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; ``name`` is bound as ``logger``."""
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log
+    """A lazy structlog logger; ``name`` is bound as ``component``.
+
+    The logger follows the configuration in force when it logs, not when it was made, so
+    a module-level logger respects a later :func:`configure` or ``capture_logs``.
+    """
+    return structlog.get_logger(component=name) if name else structlog.get_logger()

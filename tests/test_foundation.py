@@ -7,6 +7,7 @@ import io
 import orjson
 import pytest
 import structlog
+import structlog.testing
 
 from hub import cli, logs, units
 from hub.clock import ManualClock
@@ -83,3 +84,13 @@ def test_logs_are_json_off_a_terminal_and_redact_secrets() -> None:
     assert line["delivery_id"] == "d1"
     assert line["app_secret"] == "**********"
     assert "s3cr3t" not in out.getvalue()
+
+
+def test_module_level_logger_follows_later_configuration() -> None:
+    """A logger made before capture_logs still reports into it, with its component name."""
+    log = logs.get_logger("hub.example")
+    with structlog.testing.capture_logs() as captured:
+        log.info("something_happened", n=1)
+    assert captured == [
+        {"component": "hub.example", "n": 1, "event": "something_happened", "log_level": "info"}
+    ]
