@@ -50,7 +50,12 @@ values = st.one_of(
 items = st.one_of(
     st.fixed_dictionaries({"Attribute": st.sampled_from(NAMES), "Value": values}),
     st.fixed_dictionaries(
-        {"Attribute": st.one_of(st.text(max_size=12), st.integers()), "Value": values}
+        {
+            "Attribute": st.one_of(
+                st.text(max_size=12), st.integers(min_value=-(2**63), max_value=2**63 - 1)
+            ),
+            "Value": values,
+        }
     ),
     st.dictionaries(st.sampled_from(["Attribute", "Value", "Other"]), values, max_size=3),
     scalars,
