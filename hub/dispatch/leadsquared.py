@@ -135,8 +135,22 @@ def classify(status: int, content: bytes) -> Outcome:
     return Retry(f"HTTP {status} with an unexpected body: {_excerpt(content)}")
 
 
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
 def transport_reason(exc: httpx.TransportError) -> str:
     """A short reason for a network failure; never includes the URL or headers."""
+    chain = _causes(exc)
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return f"connection refused ({exc})"
+    if any(isinstance(c, ConnectionResetError) for c in chain):
+        return f"connection reset ({exc})"
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TimeoutException):
         kind = {

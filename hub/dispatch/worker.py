@@ -47,7 +47,7 @@ from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
 from hub.store.base import EventStore
-from hub.store.models import Event
+from hub.store.models import Event, State
 
 _log = structlog.get_logger()
 
@@ -55,7 +55,7 @@ DEFAULT_LEASE = 60.0  # seconds a claimed event stays ours before another worker
 DEFAULT_BATCH = 64  # events per claim
 DEFAULT_CONCURRENCY = 4  # sends in flight per target
 DEFAULT_POLL = 0.2  # seconds between claims when nothing is due (new deliveries show up)
-ORDER_WAIT = 0.5  # seconds an event waits for an earlier one for the same lead
+ORDER_WAIT = 0.1  # seconds an event waits for an earlier one for the same lead
 
 
 class Dispatcher:
@@ -197,10 +197,40 @@ class Dispatcher:
 
     async def _dispatch(self, claimed: list[Event]) -> None:
         claimed_at = self.clock.monotonic()
+        # Enrich, map and route concurrently; then check ordering one by one in id order, once
+        # every event of the batch has its lead keys recorded (so a later event sees an earlier).
         prepared = await asyncio.gather(*(self._prepare_safely(e, claimed_at) for e in claimed))
         for item in sorted((p for p in prepared if p is not None), key=lambda i: i.event.id):
-            lane = self.lanes[item.request.target]
-            await lane.put(item)
+            with structlog.contextvars.bound_contextvars(
+                event_id=item.event.id, delivery_id=item.event.delivery_id
+            ):
+                try:
+                    if await self._blocked(item):
+                        continue
+                    await self.lanes[item.request.target].put(item)
+                except Exception as exc:
+                    _log.exception("dispatch_failed", error=str(exc)[:300])
+                    with contextlib.suppress(Exception):
+                        await self.release(item.event, at=self.clock.time() + 1.0, reason=None)
+
+    async def _blocked(self, item: Item) -> bool:
+        """Release ``item`` when an earlier event for the same lead is still pending."""
+        keys = item.request.lead_keys()
+        if not keys:
+            return False
+        blocker = await self.store.blocker(item.event.id, keys)
+        # The blocker may have finished between the store's lookup and its read-back.
+        if blocker is None or not blocker.state.pending:
+            return False
+        now = self.clock.time()
+        if blocker.state == State.SENDING:  # in flight: its next_attempt_at is a lease end
+            at = now + ORDER_WAIT
+        else:
+            at = max(now, blocker.next_attempt_at) + ORDER_WAIT
+        reason = f"waiting for event {blocker.id} (same lead) to be sent first"
+        await self.release(item.event, at=at, reason=reason)
+        _log.info("event_waiting", blocker=blocker.id, until=at)
+        return True
 
     async def _prepare_safely(self, event: Event, claimed_at: float) -> Item | None:
         with structlog.contextvars.bound_contextvars(
@@ -246,18 +276,9 @@ class Dispatcher:
             reason = f"target {request.target!r} is not configured; add it, then replay"
             await self.kill(event, reason, mapping=request.mapping)
             return None
-        keys = request.lead_keys()
         await self.store.set_route(
-            event.id, target=request.target, mapping=request.mapping, lead_keys=keys
+            event.id, target=request.target, mapping=request.mapping, lead_keys=request.lead_keys()
         )
-        if keys:
-            blocker = await self.store.blocker(event.id, keys)
-            if blocker is not None:
-                at = max(self.clock.time() + ORDER_WAIT, blocker.next_attempt_at + ORDER_WAIT)
-                reason = f"waiting for event {blocker.id} (same lead) to be sent first"
-                await self.release(event, at=at, reason=reason)
-                _log.info("event_waiting", blocker=blocker.id, until=at)
-                return None
         return Item(event=event, request=request, claimed_at=claimed_at)
 
     async def _unmatched(self, event: Event, reason: str) -> None:

@@ -1,0 +1,255 @@
+"""Helpers for dispatcher tests: configs, a real SQLite store, fake servers, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from hub.config import load
+from hub.config.models import Config
+from hub.dispatch.worker import Dispatcher
+from hub.sandbox import create_app as create_sandbox
+from hub.store import open_store
+from hub.store.base import EventStore
+from hub.store.models import Event, EventIn, IncomingDelivery, State
+from hub.units import RateLimit
+from tests.support.server import serve_in_thread
+
+KEYS = {"LSQ_ACCESS": "ak-test", "LSQ_SECRET": "sk-test"}
+
+
+def target_yaml(
+    name: str,
+    url: str,
+    *,
+    rate_limit: str = "off",
+    timeout: str = "5s",
+    retry: str = "{initial: 50ms, max_interval: 200ms, give_up_after: 1h}",
+) -> str:
+    """A target document whose keys come from ``LSQ_ACCESS`` / ``LSQ_SECRET``."""
+    return (
+        f"kind: target\nname: {name}\nurl: {url}\n"
+        "access_key: ${LSQ_ACCESS}\nsecret_key: ${LSQ_SECRET}\n"
+        f"rate_limit: {rate_limit}\ntimeout: {timeout}\nretry: {retry}\n"
+    )
+
+
+def flat_endpoint_yaml(name: str, target: str, *, required: str = "email") -> str:
+    """An unauthenticated endpoint and a mapping of flat JSON (email, first_name, seq)."""
+    return f"""kind: endpoint
+name: {name}
+source: none
+---
+kind: mapping
+name: {name}-map
+endpoint: {name}
+target: {target}
+fields:
+  EmailAddress: {{ path: $.{required}, required: true }}
+  FirstName: $.first_name
+  mx_Seq: $.seq
+"""
+
+
+def write_config(directory: Path, *documents: str, environ: Mapping[str, str] = KEYS) -> Config:
+    """Write ``documents`` as ``hub.yaml`` in ``directory`` and load it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "hub.yaml").write_text("\n---\n".join(documents))
+    return load(directory, dict(environ))
+
+
+@contextlib.asynccontextmanager
+async def opened_store(path: Path) -> AsyncIterator[EventStore]:
+    """A real SQLite store on ``path``, opened, closed on exit."""
+    store = open_store(f"sqlite:///{path}")
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def enqueue(
+    store: EventStore, endpoint: str, documents: list[Any], *, prefix: str = "d"
+) -> list[int]:
+    """Store one delivery per document (delivery ids ``prefix-N``); returns the event ids."""
+    ids = []
+    for n, document in enumerate(documents):
+        body = orjson.dumps(document)
+        results = await store.enqueue(
+            IncomingDelivery(
+                endpoint=endpoint,
+                received_at=time.time(),
+                body=body,
+                content_type="application/json",
+                headers={},
+                events=(EventIn(delivery_id=f"{prefix}-{n}", document=document),),
+            )
+        )
+        ids.append(results[0].id)
+    return ids
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it is true; fail after a generous ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            msg = f"timed out after {timeout} s waiting for {what}"
+            raise AssertionError(msg)
+        await asyncio.sleep(0.05)
+
+
+async def states(store: EventStore, ids: list[int]) -> dict[int, Event]:
+    """The current events by id."""
+    found = {}
+    for event_id in ids:
+        event = await store.get(event_id)
+        assert event is not None
+        found[event_id] = event
+    return found
+
+
+def all_in(state: State, store: EventStore, ids: list[int]) -> Callable[[], Awaitable[bool]]:
+    """A check: every event of ``ids`` is in ``state``."""
+
+    async def check() -> bool:
+        return all(e.state == state for e in (await states(store, ids)).values())
+
+    return check
+
+
+@contextlib.asynccontextmanager
+async def running(config: Config, store: EventStore, **options: Any) -> AsyncIterator[Dispatcher]:
+    """A started dispatcher, stopped on exit."""
+    options.setdefault("poll", 0.05)
+    dispatcher = Dispatcher(config=config, store=store, **options)
+    await dispatcher.start()
+    try:
+        yield dispatcher
+    finally:
+        await dispatcher.stop(timeout=5.0)
+
+
+@contextlib.contextmanager
+def sandbox_server(
+    *,
+    access_key: str = KEYS["LSQ_ACCESS"],
+    secret_key: str = KEYS["LSQ_SECRET"],
+    rate_limit: RateLimit | None = None,
+    port: int | None = None,
+) -> Iterator[tuple[str, Any]]:
+    """The real sandbox on uvicorn in a thread: yields (base url, app)."""
+    app = create_sandbox(
+        access_key=access_key, secret_key=secret_key, db_path=None, rate_limit=rate_limit
+    )
+    try:
+        with serve_in_thread(app, port=port) as url:
+            yield url, app
+    finally:
+        app.state.sandbox.close()
+
+
+def sandbox_get(url: str, path: str, **params: str) -> Any:
+    """GET a sandbox control/read path with the test keys."""
+    response = httpx.get(
+        url + path,
+        params=params,
+        headers={"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def sandbox_post(url: str, path: str, body: Any) -> Any:
+    """POST JSON to a sandbox control path with the test keys."""
+    response = httpx.post(
+        url + path,
+        json=body,
+        headers={"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+# --- raw TCP servers that misbehave ----------------------------------------------------------
+
+
+def _read_request(conn: socket.socket) -> None:
+    """Read one whole HTTP request (headers and Content-Length body), so a close is clean."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
+@contextlib.contextmanager
+def raw_server(behaviour: str) -> Iterator[str]:
+    """A TCP server on loopback that reads a request, then ``reset``s, ``close``s or ``hang``s.
+
+    Yields its base URL.
+    """
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):
+                _read_request(conn)
+            if behaviour == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+            elif behaviour == "close":
+                conn.close()
+            else:
+                held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+        for conn in held:
+            conn.close()

@@ -1,0 +1,201 @@
+"""The Lead.Capture client: every answer classified from its status AND body, over real HTTP."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from hub.config.models import Target
+from hub.dispatch.leadsquared import Dead, Delivered, LeadSquaredClient, Pause, Retry
+from hub.secrets import Secret
+from tests.dispatch.support import raw_server
+from tests.support.server import free_port, serve_in_thread
+
+MX_DUP = {
+    "Status": "Error",
+    "ExceptionType": "MXDuplicateEntryException",
+    "ExceptionMessage": "A Lead with same Email already exists.",
+}
+CASES: dict[str, Response] = {
+    "ok": JSONResponse(
+        {"Status": "Success", "Message": {"Id": "act-1", "RelatedId": "lead-1", "IsCreated": True}}
+    ),
+    "ok_id_only": JSONResponse({"Status": "Success", "Message": {"Id": "lead-2"}}),
+    "mx400": JSONResponse(MX_DUP, status_code=400),
+    "mx500": JSONResponse(MX_DUP, status_code=500),
+    "mx200": JSONResponse(MX_DUP, status_code=200),
+    "rate200": JSONResponse(
+        {
+            "Status": "Error",
+            "ExceptionType": "MXAPIRateLimitExceededException",
+            "ExceptionMessage": "API calls exceeded the limit of 25 in 5 second(s)",
+        }
+    ),
+    "429": PlainTextResponse("slow down", status_code=429),
+    "500": PlainTextResponse("Internal Server Error", status_code=500),
+    "503": Response(b"", status_code=503),
+    "401": JSONResponse(
+        {
+            "Status": "Error",
+            "ExceptionType": "MXUnAuthorizedAccessException",
+            "ExceptionMessage": "Invalid keys",
+        },
+        status_code=401,
+    ),
+    "404": PlainTextResponse("Not Found", status_code=404),
+    "403": PlainTextResponse("Forbidden by WAF rule 42", status_code=403),
+    "200junk": PlainTextResponse("<html>maintenance</html>"),
+    "200error_nomx": JSONResponse({"Status": "Error", "Message": "weird"}),
+}
+SEEN: list[dict[str, Any]] = []
+
+
+async def _capture(request: Request) -> Response:
+    SEEN.append(
+        {
+            "headers": dict(request.headers),
+            "query": dict(request.query_params),
+            "url": str(request.url),
+            "body": await request.body(),
+        }
+    )
+    return CASES[request.path_params["case"]]
+
+
+@pytest.fixture(scope="module")
+def fake_lsq() -> Iterator[str]:
+    """A fake LeadSquared whose answer is chosen by the first path segment."""
+    app = Starlette(
+        routes=[Route("/{case}/v2/LeadManagement.svc/Lead.Capture", _capture, methods=["POST"])]
+    )
+    with serve_in_thread(app) as url:
+        yield url
+
+
+def _target(url: str, *, timeout: float = 5.0) -> Target:
+    return Target(
+        name="t",
+        url=url,
+        access_key=Secret("u$r-access"),
+        secret_key=Secret("s3cret-key"),
+        timeout=timeout,
+    )
+
+
+async def _send(url: str, **kw: Any) -> Any:
+    async with httpx.AsyncClient() as http:
+        attempt = await LeadSquaredClient(http).capture(
+            _target(url, **kw),
+            query={"LeadUpdateBehavior": "DoNotUpdate"},
+            body=[{"Attribute": "EmailAddress", "Value": "a@example.com"}],
+        )
+    return attempt
+
+
+async def test_success_reads_related_id_and_created(fake_lsq: str) -> None:
+    """A Success answer is Delivered with RelatedId as the lead id and IsCreated."""
+    attempt = await _send(f"{fake_lsq}/ok")
+    assert attempt.outcome == Delivered(lead_id="lead-1", created=True)
+    assert attempt.status == 200
+
+
+async def test_success_falls_back_to_message_id(fake_lsq: str) -> None:
+    """Without RelatedId the lead id is Message.Id, and created is unknown."""
+    attempt = await _send(f"{fake_lsq}/ok_id_only")
+    assert attempt.outcome == Delivered(lead_id="lead-2", created=None)
+
+
+async def test_keys_go_in_headers_and_behaviour_in_the_query(fake_lsq: str) -> None:
+    """The keys travel as x-LSQ headers, never in the URL; LeadUpdateBehavior is a query param."""
+    SEEN.clear()
+    await _send(f"{fake_lsq}/ok")
+    seen = SEEN[-1]
+    assert seen["headers"]["x-lsq-accesskey"] == "u$r-access"
+    assert seen["headers"]["x-lsq-secretkey"] == "s3cret-key"
+    assert seen["headers"]["content-type"] == "application/json"
+    assert seen["query"] == {"LeadUpdateBehavior": "DoNotUpdate"}
+    assert "s3cret" not in seen["url"] and "access" not in seen["url"]
+    assert seen["body"] == b'[{"Attribute":"EmailAddress","Value":"a@example.com"}]'
+
+
+@pytest.mark.parametrize("case", ["mx400", "mx500", "mx200"])
+async def test_mx_exception_is_dead_with_its_reason_on_any_status(fake_lsq: str, case: str) -> None:
+    """An MX exception in a 400, a 500 or a 200 with Status Error is dead, naming the exception."""
+    attempt = await _send(f"{fake_lsq}/{case}")
+    assert attempt.outcome == Dead(
+        "MXDuplicateEntryException: A Lead with same Email already exists."
+    )
+
+
+@pytest.mark.parametrize("case", ["rate200", "429", "500", "503", "200junk"])
+async def test_transient_answers_are_retried(fake_lsq: str, case: str) -> None:
+    """The MX rate-limit exception, 429, 5xx without MX body and unreadable 200s are retried."""
+    attempt = await _send(f"{fake_lsq}/{case}")
+    assert isinstance(attempt.outcome, Retry), attempt.outcome
+
+
+@pytest.mark.parametrize("case", ["401", "404"])
+async def test_bad_keys_or_host_pause_the_target(fake_lsq: str, case: str) -> None:
+    """401 and 404 pause the target instead of killing the lead."""
+    attempt = await _send(f"{fake_lsq}/{case}")
+    assert isinstance(attempt.outcome, Pause)
+    assert f"HTTP {case}" in attempt.outcome.reason
+
+
+async def test_other_4xx_is_dead_with_status_and_excerpt(fake_lsq: str) -> None:
+    """A 403 without an MX body is dead, with the status and a body excerpt in the reason."""
+    attempt = await _send(f"{fake_lsq}/403")
+    assert attempt.outcome == Dead("HTTP 403: Forbidden by WAF rule 42")
+
+
+async def test_status_error_without_mx_on_200_is_dead(fake_lsq: str) -> None:
+    """A 200 whose body says Status Error without an MX type is still a failure (dead)."""
+    attempt = await _send(f"{fake_lsq}/200error_nomx")
+    assert isinstance(attempt.outcome, Dead)
+    assert "Status Error" in attempt.outcome.reason
+
+
+async def test_connection_refused_is_retried_and_named() -> None:
+    """Nothing listening: retried, and the reason says connection refused."""
+    attempt = await _send(f"http://127.0.0.1:{free_port()}")
+    assert isinstance(attempt.outcome, Retry)
+    assert attempt.outcome.reason.startswith("connection refused")
+    assert attempt.status is None
+
+
+async def test_reset_is_retried_and_named() -> None:
+    """A TCP reset after the request: retried, and the reason says connection reset."""
+    with raw_server("reset") as url:
+        attempt = await _send(url)
+    assert isinstance(attempt.outcome, Retry)
+    assert attempt.outcome.reason.startswith("connection reset"), attempt.outcome.reason
+
+
+async def test_closed_without_answer_is_retried_and_named() -> None:
+    """A clean close with no answer: retried, and the reason says closed without an answer."""
+    with raw_server("close") as url:
+        attempt = await _send(url)
+    assert isinstance(attempt.outcome, Retry)
+    assert attempt.outcome.reason.startswith("connection closed without an answer")
+
+
+async def test_timeout_is_retried_and_named() -> None:
+    """A server that never answers: retried after the target's timeout, named as a timeout."""
+    with raw_server("hang") as url:
+        attempt = await _send(url, timeout=0.3)
+    assert isinstance(attempt.outcome, Retry)
+    assert attempt.outcome.reason.startswith("timeout waiting for the answer")
+
+
+async def test_target_without_url_pauses() -> None:
+    """A target with no url cannot be sent to: it pauses, naming the fix."""
+    attempt = await _send("")
+    assert isinstance(attempt.outcome, Pause)
+    assert "url" in attempt.outcome.reason

@@ -1,0 +1,302 @@
+"""The dispatcher against real servers: outcomes, pause and resume, ordering, isolation, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.store.models import State
+from tests.dispatch.support import (
+    all_in,
+    enqueue,
+    flat_endpoint_yaml,
+    opened_store,
+    running,
+    sandbox_get,
+    sandbox_server,
+    states,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.support.server import free_port, serve_in_thread
+
+MX = {
+    "mx400": (400, "MXInvalidInputException", "'Phone' must hold 7 to 15 digits"),
+    "mx500": (500, "MXDuplicateEntryException", "A Lead with same Email already exists."),
+    "mx200": (200, "MXUnknownAttributeException", "Unknown attribute mx_Nope"),
+}
+
+
+async def _scripted(request: Request) -> Response:
+    """Answers by the email's local part: mxNNN gives an MX error, anything else succeeds."""
+    body = await request.json()
+    email = next(i["Value"] for i in body if i["Attribute"] == "EmailAddress")
+    local = email.split("@")[0]
+    if local in MX:
+        status, kind, message = MX[local]
+        return JSONResponse(
+            {"Status": "Error", "ExceptionType": kind, "ExceptionMessage": message},
+            status_code=status,
+        )
+    return JSONResponse(
+        {
+            "Status": "Success",
+            "Message": {"Id": "a", "RelatedId": f"lead-{local}", "IsCreated": True},
+        }
+    )
+
+
+async def _always_500(request: Request) -> Response:
+    await request.body()
+    return Response(b"Internal Server Error", status_code=500)
+
+
+CAPTURE = "/v2/LeadManagement.svc/Lead.Capture"
+
+
+@pytest.fixture(scope="module")
+def fake_lsq() -> Iterator[str]:
+    """A scripted fake LeadSquared (``/ok``) and one answering 500 to everything (``/broken``)."""
+    app = Starlette(
+        routes=[
+            Route("/ok" + CAPTURE, _scripted, methods=["POST"]),
+            Route("/broken" + CAPTURE, _always_500, methods=["POST"]),
+        ]
+    )
+    with serve_in_thread(app) as url:
+        yield url
+
+
+async def test_mx_errors_in_400_500_and_200_end_dead_with_the_reason(
+    tmp_path: Path, fake_lsq: str
+) -> None:
+    """Events answered with an MX exception (400, 500, 200+Error) are dead with that exception."""
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/ok"),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        docs = [{"email": f"{k}@example.com"} for k in MX] + [{"email": "fine@example.com"}]
+        ids = await enqueue(store, "forms", docs)
+        async with running(config, store) as dispatcher:
+            await wait_for(all_in(State.DEAD, store, ids[:3]), what="MX events dead")
+            await wait_for(all_in(State.DELIVERED, store, ids[3:]), what="good event delivered")
+        events = await states(store, ids)
+        for event_id, (_, kind, message) in zip(ids, MX.values(), strict=False):
+            assert events[event_id].last_error == f"{kind}: {message}"
+            assert events[event_id].attempts == 1  # dead at once, never retried
+        assert events[ids[3]].lead_id == "lead-fine"
+        assert dispatcher.metrics.sends.labels("default", "dead")._value.get() == 3
+
+
+async def test_missing_required_field_is_dead_without_a_send(tmp_path: Path, fake_lsq: str) -> None:
+    """A mapping whose required field is missing ends the event dead, naming the field."""
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/ok"),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"first_name": "NoMail"}])
+        async with running(config, store) as dispatcher:
+            await wait_for(all_in(State.DEAD, store, ids), what="event dead")
+        event = (await states(store, ids))[ids[0]]
+        assert "EmailAddress" in (event.last_error or "")
+        assert dispatcher.metrics.sends.labels("default", "dead")._value.get() == 0
+
+
+async def test_unknown_endpoint_and_no_mapping_are_unmatched(tmp_path: Path, fake_lsq: str) -> None:
+    """Events of an endpoint without mappings (or no longer configured) are kept unmatched."""
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/ok"),
+        flat_endpoint_yaml("forms", "default"),
+        "kind: endpoint\nname: lonely\nsource: none\n",
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "lonely", [{"email": "a@example.com"}], prefix="l")
+        ids += await enqueue(store, "gone", [{"email": "b@example.com"}], prefix="g")
+        async with running(config, store):
+            await wait_for(all_in(State.UNMATCHED, store, ids), what="events unmatched")
+        events = await states(store, ids)
+        assert "no mappings" in (events[ids[0]].last_error or "")
+        assert "no longer configured" in (events[ids[1]].last_error or "")
+
+
+async def test_401_pauses_the_target_and_events_are_delivered_once_keys_are_fixed(
+    tmp_path: Path,
+) -> None:
+    """Wrong keys pause the target without killing events; with the right keys they go through."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", url, retry="{initial: 50ms, max_interval: 300ms}"),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"email": f"p{n}@example.com"} for n in range(10)])
+        async with running(config, store) as dispatcher:
+            with sandbox_server(access_key="other", secret_key="keys", port=port):
+                lane = dispatcher.lanes["default"]
+                await wait_for(lambda: _true(lane.pause_level >= 3), what="several refused probes")
+                paused = dispatcher.metrics.paused.labels("default")._value.get()
+                events = await states(store, ids)
+                assert paused == 1
+                assert not [e for e in events.values() if e.state == State.DEAD]
+                assert not [e for e in events.values() if e.state == State.DELIVERED]
+                assert any("HTTP 401" in (e.last_error or "") for e in events.values())
+                waiting = [e for e in events.values() if e.state != State.SENDING]
+                assert all(e.attempts == 0 for e in waiting)  # a pause is not a failure
+            with sandbox_server(port=port) as (sandbox_url, _):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivery after fix")
+                assert len(sandbox_get(sandbox_url, "/_sandbox/leads")) == 10
+            assert dispatcher.metrics.paused.labels("default")._value.get() == 0
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_a_broken_target_never_delays_a_healthy_one(tmp_path: Path, fake_lsq: str) -> None:
+    """With one target answering 500 to everything, the other's events are all delivered."""
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/ok"),
+        target_yaml("broken", f"{fake_lsq}/broken", retry="{initial: 10ms, max_interval: 20ms}"),
+        flat_endpoint_yaml("good", "default"),
+        flat_endpoint_yaml("bad", "broken"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        # The broken target's events come first, so they are claimed first and keep coming back.
+        bad = await enqueue(
+            store, "bad", [{"email": f"b{n}@example.com"} for n in range(100)], prefix="b"
+        )
+        good = await enqueue(
+            store, "good", [{"email": f"g{n}@example.com"} for n in range(100)], prefix="g"
+        )
+        async with running(config, store, batch=16):
+            await wait_for(all_in(State.DELIVERED, store, good), what="healthy target delivered")
+            broken = await states(store, bad)
+        assert not [e for e in broken.values() if e.state == State.DELIVERED]
+        assert sum(e.attempts for e in broken.values()) >= 100
+        assert [
+            e for e in broken.values() if e.state in (State.RETRYING, State.SENDING, State.QUEUED)
+        ]
+
+
+async def test_events_for_one_lead_are_sent_in_arrival_order(tmp_path: Path) -> None:
+    """Twenty updates of one email arrive in the sandbox in order: the last one wins."""
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg", target_yaml("default", url), flat_endpoint_yaml("forms", "default")
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            docs = [{"email": "same@example.com", "seq": n} for n in range(1, 21)]
+            ids = await enqueue(store, "forms", docs)
+            async with running(config, store, concurrency=8):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
+        leads = sandbox_get(url, "/_sandbox/leads")
+        assert len(leads) == 1
+        assert leads[0]["mx_Seq"] == "20"
+        activities = sandbox_get(url, f"/_sandbox/leads/{leads[0]['ProspectID']}/activities")
+        seqs = [
+            next(d["Value"] for d in a["Data"] if d["Attribute"] == "mx_Seq") for a in activities
+        ]
+        assert seqs == [str(n) for n in range(1, 21)]
+
+
+async def test_stop_releases_queued_events_and_leaves_nothing_claimed(tmp_path: Path) -> None:
+    """stop() ends with every event delivered or back in the queue, none left 'sending'."""
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url, rate_limit="5/1s"),
+            flat_endpoint_yaml("forms", "default"),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", [{"email": f"s{n}@example.com"} for n in range(60)])
+            async with running(config, store) as dispatcher:
+                await wait_for(
+                    lambda: _true(
+                        dispatcher.metrics.sends.labels("default", "delivered")._value.get() >= 5
+                    ),
+                    what="first sends",
+                )
+            events = await states(store, ids)
+            by_state = {s: sum(1 for e in events.values() if e.state == s) for s in State}
+            assert by_state[State.SENDING] == 0
+            assert by_state[State.DELIVERED] >= 5
+            assert by_state[State.DELIVERED] + by_state[State.QUEUED] == 60
+            assert all(e.attempts == 0 for e in events.values() if e.state == State.QUEUED)
+            # A second dispatcher (no rate limit this time) picks the rest up.
+            unlimited = write_config(
+                tmp_path / "cfg2",
+                target_yaml("default", url),
+                flat_endpoint_yaml("forms", "default"),
+            )
+            async with running(unlimited, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), timeout=90, what="the rest")
+        assert len(sandbox_get(url, "/_sandbox/leads")) == 60
+
+
+async def test_metrics_are_exposed_on_the_given_registry(tmp_path: Path, fake_lsq: str) -> None:
+    """Sends, latency and pause gauges appear in the Prometheus text of the registry passed in."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry()
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/ok"),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"email": "m@example.com"}])
+        async with running(config, store, registry=registry):
+            await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+    text = generate_latest(registry).decode()
+    assert 'leadhub_sends_total{outcome="delivered",target="default"} 1.0' in text
+    assert 'leadhub_send_seconds_count{target="default"} 1.0' in text
+    assert "leadhub_target_paused" in text
+    assert "leadhub_graph_fetch_errors_total" in text or "leadhub_graph_fetch_errors" in text
+
+
+async def test_logs_one_event_per_step_with_ids_bound(tmp_path: Path, fake_lsq: str) -> None:
+    """Claim and send are logged as event_claimed and lead_sent with the delivery id bound."""
+    import structlog
+
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/ok"),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"email": "log@example.com"}], prefix="logged")
+        merge = structlog.contextvars.merge_contextvars
+        with structlog.testing.capture_logs(processors=[merge]) as logs:
+            async with running(config, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+    names = [entry["event"] for entry in logs]
+    assert "event_claimed" in names and "lead_sent" in names
+    sent = next(entry for entry in logs if entry["event"] == "lead_sent")
+    assert sent["delivery_id"] == "logged-0"
+    assert sent["lead_id"] == "lead-log"
+    assert not any("sk-test" in repr(entry) for entry in logs)
+
+
+def test_httpx_is_the_client() -> None:
+    """The dispatcher's HTTP client is httpx (shared AsyncClient), as the issue asks."""
+    from hub.dispatch import leadsquared
+
+    assert leadsquared.httpx is httpx
+    assert asyncio.iscoroutinefunction(leadsquared.LeadSquaredClient.capture)
