@@ -4,7 +4,8 @@ Runs the document (as the endpoint's mappings see it, after any enrichment such
 as Facebook's Graph lookup) through matching and mapping: no network, no queue.
 Prints the exact Lead.Capture request (URL without keys, query, JSON body) or why
 it would be skipped, unmatched or fail. Exit 0 when it would be sent, 1 when not.
-``PAYLOAD`` may be ``-`` for standard input.
+``PAYLOAD`` may be ``-`` for standard input. Secrets are not needed: an unset
+``${VAR}`` stands in as ``unset-VAR``.
 
 With ``--json`` it prints one JSON object:
 ``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..]}`` or
@@ -47,7 +48,7 @@ def _read_payload(path: str) -> Any:
 
 def _result(args: argparse.Namespace) -> tuple[Config, Result]:
     try:
-        config = load(args.config_dir, os.environ)
+        config = load(args.config_dir, os.environ, stand_ins=True)
     except ConfigError as exc:
         msg = "the configuration has errors (run leadhub check):\n" + "\n".join(exc.issues)
         raise _Refused(msg) from exc

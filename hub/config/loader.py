@@ -173,8 +173,11 @@ class _Collector:
                 )
 
 
-def load(directory: Path | str, environ: Mapping[str, str]) -> Config:
+def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool = False) -> Config:
     """Load and validate every file in ``directory``, expanding ``${VAR}`` from ``environ``.
+
+    ``stand_ins=True`` replaces an unset variable by ``unset-NAME`` instead of reporting it:
+    for ``leadhub try``, which maps documents and never verifies or sends anything.
 
     Raises:
         ConfigError: with every problem found, each as ``file:line: message``.
@@ -195,7 +198,7 @@ def load(directory: Path | str, environ: Mapping[str, str]) -> Config:
         except (OSError, UnicodeDecodeError) as exc:
             collector.issues.error(shown, 1, f"cannot read the file ({exc}); save it as UTF-8")
             continue
-        for node in read_documents(text, shown, environ, collector.issues):
+        for node in read_documents(text, shown, environ, collector.issues, stand_ins=stand_ins):
             collector.document(node)
     collector.cross_check()
     warnings = tuple(collector.issues.warning_lines())

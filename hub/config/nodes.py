@@ -76,10 +76,13 @@ def uses_variables_only(raw: str | None) -> bool:
 
 
 class _Builder:
-    def __init__(self, file: str, environ: Mapping[str, str], issues: Issues) -> None:
+    def __init__(
+        self, file: str, environ: Mapping[str, str], issues: Issues, *, stand_ins: bool = False
+    ) -> None:
         self.file = file
         self.environ = environ
         self.issues = issues
+        self.stand_ins = stand_ins
         self.loader = _Loader("")
 
     def expand(self, text: str, line: int) -> tuple[str, bool]:
@@ -94,6 +97,8 @@ class _Builder:
                 return self.environ[name]
             if default is not None:
                 return default
+            if self.stand_ins:
+                return f"unset-{name}"
             nonlocal unset
             unset = True
             self.issues.error(
@@ -158,10 +163,14 @@ class _Builder:
 
 
 def read_documents(
-    text: str, file: str, environ: Mapping[str, str], issues: Issues
+    text: str, file: str, environ: Mapping[str, str], issues: Issues, *, stand_ins: bool = False
 ) -> Iterator[Node]:
-    """Every non-empty YAML document in ``text``; a syntax error is an issue, not a raise."""
-    builder = _Builder(file, environ, issues)
+    """Every non-empty YAML document in ``text``; a syntax error is an issue, not a raise.
+
+    With ``stand_ins``, an unset ``${VAR}`` without a default becomes ``unset-VAR`` instead
+    of an error (``leadhub try`` maps documents and needs no secrets).
+    """
+    builder = _Builder(file, environ, issues, stand_ins=stand_ins)
     try:
         for document in yaml.compose_all(text, Loader=_Loader):
             if isinstance(document, yaml.ScalarNode) and document.tag.endswith(":null"):

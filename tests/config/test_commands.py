@@ -152,3 +152,19 @@ def test_try_on_a_broken_config_says_run_check(
     assert main(["try", "e", str(tmp_path / "doc.json"), "--config-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "run leadhub check" in err and "did you mean 'endpoint'" in err
+
+
+def test_try_needs_no_secrets(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """try maps a document with the shipped config even when no secret variable is set."""
+    for name in DEMO_ENV:
+        monkeypatch.delenv(name, raising=False)
+    payload = ROOT / "tests/mappings/typeform-full/input.json"
+    assert main(["try", "typeform", str(payload), "--config-dir", str(SHIPPED), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "send"
+    assert {"Attribute": "EmailAddress", "Value": "jordan.lee@example.com"} in result["body"]
+    # check, which loads the directory as serve does, still names every unset variable.
+    assert main(["check", str(SHIPPED)]) == 1
+    assert "variable ${TYPEFORM_SECRET} is not set" in capsys.readouterr().out
