@@ -1,0 +1,284 @@
+"""Facebook enrichment through a fake Graph API: merge, token errors, missing leads, replay."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.config.models import FacebookOptions
+from hub.dispatch.graph import FetchDead, Fetched, FetchRetry, GraphClient, merge_document
+from hub.secrets import Secret
+from hub.store.models import State
+from tests.dispatch.support import (
+    KEYS,
+    all_in,
+    enqueue,
+    opened_store,
+    running,
+    sandbox_get,
+    sandbox_server,
+    states,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.support.server import free_port, serve_in_thread
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LEAD = orjson.loads((FIXTURES / "graph_lead_full_fields.json").read_bytes())
+EXPIRED = orjson.loads((FIXTURES / "graph_lead_error_response.json").read_bytes())
+GOOD_TOKEN = "EAAB-good-page-token-123"
+NO_MAIL = {
+    "id": "555",
+    "created_time": "2025-10-31T12:47:01+0000",
+    "field_data": [
+        {"name": "full_name", "values": ["Ravi Kumar"]},
+        {"name": "phone_number", "values": ["+919876500001"]},
+    ],
+}
+
+
+class FakeGraph:
+    """A Graph API double: leads by id, 190 for any token but the good one, counts fetches."""
+
+    def __init__(self) -> None:
+        self.fetches: list[dict[str, Any]] = []
+
+    async def lead(self, request: Request) -> Response:
+        lead_id = request.path_params["lead_id"]
+        self.fetches.append({"id": lead_id, **dict(request.query_params)})
+        if request.query_params.get("access_token") != GOOD_TOKEN:
+            return JSONResponse(EXPIRED, status_code=400)
+        if lead_id == LEAD["id"]:
+            return JSONResponse(LEAD)
+        if lead_id == "555":
+            return JSONResponse(NO_MAIL)
+        if lead_id == "777":
+            return JSONResponse(
+                {"error": {"message": "Please reduce the amount of data", "code": 1, "type": "x"}},
+                status_code=500,
+            )
+        if lead_id == "100100":
+            body = {
+                "error": {
+                    "message": "Unsupported get request.",
+                    "code": 100,
+                    "type": "GraphMethodException",
+                }
+            }
+            return JSONResponse(body, status_code=400)
+        return Response(b"", status_code=404)
+
+    def count(self, lead_id: str) -> int:
+        return sum(1 for f in self.fetches if f["id"] == lead_id)
+
+
+@pytest.fixture
+def graph() -> Iterator[tuple[str, FakeGraph]]:
+    """A fresh fake Graph API on loopback."""
+    fake = FakeGraph()
+    app = Starlette(routes=[Route("/v21.0/{lead_id}", fake.lead)])
+    with serve_in_thread(app) as url:
+        yield f"{url}/v21.0", fake
+
+
+def _options(graph_url: str, token: str = GOOD_TOKEN) -> FacebookOptions:
+    return FacebookOptions(
+        app_secret=Secret("a"),
+        verify_token=Secret("v"),
+        page_access_token=Secret(token),
+        graph_url=graph_url,
+        fields=("id", "field_data", "campaign_name"),
+    )
+
+
+def _config(directory: Path, sandbox_url: str, graph_url: str, token: str, *, email: str) -> Any:
+    endpoint = f"""kind: endpoint
+name: fb
+source: facebook
+app_secret: ${{FB_APP_SECRET}}
+verify_token: ${{FB_VERIFY_TOKEN}}
+page_access_token: ${{FB_PAGE_TOKEN}}
+graph_url: {graph_url}
+---
+kind: mapping
+name: fb-map
+endpoint: fb
+fields:
+  EmailAddress: {{ path: "$.field_data[?(@.name=='email')].values[0]", {email} }}
+  Phone: {{ path: "$.field_data[?(@.name=='phone_number')].values[0]" }}
+  FirstName: {{ path: "$.field_data[?(@.name=='full_name')].values[0]", transform: first_word }}
+  SourceCampaign: $.campaign_name
+  mx_FB_Page_Id: $.page_id
+  mx_FB_Adgroup_Id: $.adgroup_id
+  mx_FB_Lead_Id: $.leadgen_id
+"""
+    environ = {**KEYS, "FB_APP_SECRET": "a", "FB_VERIFY_TOKEN": "v", "FB_PAGE_TOKEN": token}
+    return write_config(directory, target_yaml("default", sandbox_url), endpoint, environ=environ)
+
+
+def _change(leadgen_id: str) -> dict[str, Any]:
+    return {
+        "leadgen_id": leadgen_id,
+        "page_id": "104729318842215",
+        "form_id": "1873650096712204",
+        "adgroup_id": "120213456789012345",
+        "ad_id": "120213456789012345",
+        "created_time": 1761914821,
+        "entry_id": "104729318842215",
+        "entry_time": 1761914823,
+    }
+
+
+async def test_graph_client_reads_the_lead_with_fields_and_token(
+    graph: tuple[str, FakeGraph],
+) -> None:
+    """The lead is read with GET {graph_url}/{id}?fields=...&access_token=..."""
+    url, fake = graph
+    async with httpx.AsyncClient() as http:
+        outcome = await GraphClient(http).fetch_lead(_options(url), LEAD["id"])
+    assert outcome == Fetched(LEAD)
+    assert fake.fetches[-1] == {
+        "id": LEAD["id"],
+        "fields": "id,field_data,campaign_name",
+        "access_token": GOOD_TOKEN,
+    }
+
+
+@pytest.mark.parametrize(
+    ("lead_id", "token", "expected", "kind"),
+    [
+        ("1287634509812345", "expired-token-xyz", FetchRetry, "token"),
+        ("777", GOOD_TOKEN, FetchRetry, "transient"),
+        ("100100", GOOD_TOKEN, FetchDead, "not_found"),
+        ("424242", GOOD_TOKEN, FetchDead, "not_found"),
+    ],
+)
+async def test_graph_errors_are_classified(
+    graph: tuple[str, FakeGraph], lead_id: str, token: str, expected: type, kind: str
+) -> None:
+    """Code 190 and transient codes are retried; a 404 or code 100 means the lead is gone."""
+    url, _ = graph
+    async with httpx.AsyncClient() as http:
+        outcome = await GraphClient(http).fetch_lead(_options(url, token), lead_id)
+    assert isinstance(outcome, expected)
+    assert outcome.kind == kind
+    assert token not in outcome.reason
+
+
+async def test_graph_network_error_is_retried_without_the_token() -> None:
+    """An unreachable Graph API is a retry whose reason never shows the token."""
+    options = _options(f"http://127.0.0.1:{free_port()}/v21.0", token="secret-tok-1")
+    async with httpx.AsyncClient() as http:
+        outcome = await GraphClient(http).fetch_lead(options, "1")
+    assert isinstance(outcome, FetchRetry)
+    assert outcome.kind == "network"
+    assert "secret-tok-1" not in outcome.reason
+
+
+def test_merge_adds_change_keys_only_where_the_lead_lacks_them() -> None:
+    """The mapping document is the lead plus the change's ids, the lead's own values kept."""
+    merged = merge_document({"id": "1", "form_id": "from-lead"}, _change("1"))
+    assert merged["form_id"] == "from-lead"
+    assert merged["page_id"] == "104729318842215"
+    assert merged["leadgen_id"] == "1"
+    assert merged["created_time"] == 1761914821
+    assert "entry_id" not in merged
+
+
+async def test_enriched_lead_is_merged_stored_and_sent(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """A leadgen event is fetched once, stored with the event, merged and delivered."""
+    graph_url, fake = graph
+    with sandbox_server() as (url, _):
+        config = _config(tmp_path / "cfg", url, graph_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(LEAD["id"])])
+            async with running(config, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+            event = (await states(store, ids))[ids[0]]
+        assert event.enrichment == LEAD
+        assert fake.count(LEAD["id"]) == 1
+        (lead,) = sandbox_get(url, "/_sandbox/leads")
+        assert lead["EmailAddress"] == "priya.raman@example.com"
+        assert lead["FirstName"] == "Priya"
+        assert lead["SourceCampaign"] == "Q4 Home Loans - Leads"
+        assert lead["mx_FB_Page_Id"] == "104729318842215"  # from the change
+        assert lead["mx_FB_Adgroup_Id"] == "120213456789012345"  # from the change
+        assert lead["mx_FB_Lead_Id"] == LEAD["id"]
+
+
+async def test_expired_token_is_retried_visibly_then_delivered_once_fixed(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """Code 190 keeps the event retrying with the reason visible; a fresh token delivers it."""
+    graph_url, _ = graph
+    with sandbox_server() as (url, _):
+        expired = _config(tmp_path / "a", url, graph_url, "EAAB-expired-9", email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(LEAD["id"])])
+            async with running(expired, store) as dispatcher:
+
+                async def failed_twice() -> bool:
+                    event = (await states(store, ids))[ids[0]]
+                    return event.state == State.RETRYING and event.attempts >= 2
+
+                await wait_for(failed_twice, what="retries on code 190")
+                errors = dispatcher.metrics.graph_errors.labels("token")._value.get()
+            event = (await states(store, ids))[ids[0]]
+            assert event.state == State.RETRYING
+            assert "Graph error 190" in (event.last_error or "")
+            assert "refresh" in (event.last_error or "")
+            assert "EAAB-expired-9" not in (event.last_error or "")
+            assert errors >= 2
+            fixed = _config(tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true")
+            async with running(fixed, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered after fix")
+
+
+async def test_a_lead_that_no_longer_exists_is_dead(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """HTTP 404 or Graph code 100 on the lead read ends the event dead with the reason."""
+    graph_url, _ = graph
+    with sandbox_server() as (url, _):
+        config = _config(tmp_path / "cfg", url, graph_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change("424242"), _change("100100")])
+            async with running(config, store) as dispatcher:
+                await wait_for(all_in(State.DEAD, store, ids), what="dead")
+                assert dispatcher.metrics.graph_errors.labels("not_found")._value.get() == 2
+            events = await states(store, ids)
+        assert "HTTP 404" in (events[ids[0]].last_error or "")
+        assert "Graph error 100" in (events[ids[1]].last_error or "")
+
+
+async def test_replay_uses_the_stored_lead_and_does_not_fetch_again(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """A lead dead on a required field is replayed after the mapping fix without a second fetch."""
+    graph_url, fake = graph
+    with sandbox_server() as (url, _):
+        strict = _config(tmp_path / "a", url, graph_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change("555")])
+            async with running(strict, store):
+                await wait_for(all_in(State.DEAD, store, ids), what="dead on required email")
+            assert fake.count("555") == 1
+            assert await store.replay(state=State.DEAD) == 1
+            lenient = _config(tmp_path / "b", url, graph_url, GOOD_TOKEN, email="default: null")
+            async with running(lenient, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered on replay")
+        assert fake.count("555") == 1
+        (lead,) = sandbox_get(url, "/_sandbox/leads")
+        assert lead["Phone"] == "+919876500001"
