@@ -1,0 +1,95 @@
+"""Helpers for end-to-end tests: a real ``leadhub serve``, signing, sandbox read-back, polling."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"
+SHIPPED = REPO / "mappings"
+SANDBOX_KEYS = {"x-LSQ-AccessKey": "sandbox", "x-LSQ-SecretKey": "sandbox"}
+#: Values for every variable the shipped examples use (the fixtures' test secrets).
+DEMO_ENV = {
+    "FB_APP_SECRET": "fb_test_app_secret_0123456789abcdef",
+    "FB_VERIFY_TOKEN": "hub-verify-token-example",
+    "FB_PAGE_TOKEN": "fb-page-token-example",
+    "GOOGLE_KEY": "gk_test_7c1e2b",
+    "TYPEFORM_SECRET": "tf_test_secret_9f8e7d",
+    "ZAPIER_TOKEN": "zap_test_token_5a4b3c",
+    "UNBOUNCE_TOKEN": "ub_test_token_1d2e3f",
+}
+#: Lead fields the sandbox adds itself.
+SYSTEM_FIELDS = ("ProspectID", "CreatedOn", "ModifiedOn")
+
+
+def fixture(sender: str, name: str) -> tuple[bytes, dict[str, str]]:
+    """A fixture's exact body bytes and its request headers."""
+    base = FIXTURES / sender / name
+    body_path = base.with_suffix(".json")
+    if not body_path.exists():
+        body_path = base.with_suffix(".body")
+    meta = orjson.loads((FIXTURES / sender / f"{name}.headers.json").read_bytes())
+    return body_path.read_bytes(), dict(meta["headers"])
+
+
+def typeform_signature(body: bytes) -> str:
+    digest = hmac.new(DEMO_ENV["TYPEFORM_SECRET"].encode(), body, hashlib.sha256).digest()
+    return "sha256=" + base64.b64encode(digest).decode()
+
+
+def facebook_signature(body: bytes) -> str:
+    digest = hmac.new(DEMO_ENV["FB_APP_SECRET"].encode(), body, hashlib.sha256).hexdigest()
+    return "sha256=" + digest
+
+
+def post(base: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    """POST a delivery as the sender would (Content-Length recomputed by httpx)."""
+    sent = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+    return httpx.post(base + path, content=body, headers=sent, timeout=10)
+
+
+def leads(base: str) -> list[dict[str, Any]]:
+    """Every lead in the embedded sandbox of a hub at ``base``."""
+    response = httpx.get(f"{base}/sandbox/_sandbox/leads", headers=SANDBOX_KEYS, timeout=10)
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
+def activities(base: str, lead_id: str) -> list[dict[str, Any]]:
+    """The Lead Capture activities of one sandbox lead."""
+    response = httpx.get(
+        f"{base}/sandbox/_sandbox/leads/{lead_id}/activities", headers=SANDBOX_KEYS, timeout=10
+    )
+    response.raise_for_status()
+    found: list[dict[str, Any]] = response.json()
+    return found
+
+
+def lead_by_email(base: str, email: str) -> list[dict[str, Any]]:
+    """The sandbox leads with ``email``."""
+    return [lead for lead in leads(base) if lead.get("EmailAddress") == email]
+
+
+def wait_until(check: Callable[[], bool], *, timeout: float = 60.0, what: str = "it") -> None:
+    """Poll ``check`` until true; fail after a generous ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            msg = f"timed out after {timeout} s waiting for {what}"
+            raise AssertionError(msg)
+        time.sleep(0.05)
+
+
+def attributes(lead: dict[str, Any]) -> dict[str, Any]:
+    """A lead's attributes without the fields the sandbox adds."""
+    return {k: v for k, v in lead.items() if k not in SYSTEM_FIELDS}

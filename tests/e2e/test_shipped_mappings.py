@@ -1,0 +1,205 @@
+"""Every shipped mapping end to end: a sender's fixture in, exactly the expected lead out.
+
+A real ``leadhub serve`` runs the shipped ``mappings/`` directory with its embedded
+sandbox; Facebook leads are read from a fake Graph API. A second delivery of the
+same lead (a new delivery id) updates the lead rather than creating another.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tests.e2e.support import (
+    DEMO_ENV,
+    FIXTURES,
+    SHIPPED,
+    activities,
+    attributes,
+    facebook_signature,
+    fixture,
+    lead_by_email,
+    post,
+    typeform_signature,
+    wait_until,
+)
+from tests.support.server import free_port, leadhub_process, serve_in_thread
+
+GRAPH_LEAD = orjson.loads((FIXTURES / "facebook" / "graph_lead_full_fields.json").read_bytes())
+
+EXPECTED: dict[str, dict[str, str]] = {
+    "zapier": {
+        "FirstName": "Aarav",
+        "LastName": "Shah",
+        "EmailAddress": "aarav.shah@example.com",
+        "Phone": "+91-5550011223",
+        "Source": "Facebook Lead Ads",
+        "mx_Interested_In": "Home loan,Car loan",
+        "mx_Consent": "true",
+        "mx_External_Lead_Id": "1287634509812345",
+        "mx_Lead_Created_On": "2025-10-31 12:47:01",
+    },
+    "typeform": {
+        "FirstName": "Jordan",
+        "EmailAddress": "jordan.lee@example.com",
+        "Phone": "+1-5555550187",
+        "mx_Roof_Type": "Metal",
+        "mx_Interests": "Solar panels; Home battery",
+        "mx_Monthly_Bill": "180",
+        "mx_Homeowner": "true",
+        "mx_Install_Date": "2026-01-15 00:00:00",
+        "Source": "google",
+        "SourceMedium": "cpc",
+        "SourceCampaign": "solar_q4",
+        "mx_GCLID": "Cj0KCQjw-example",
+        "mx_Typeform_Response": "01JBQ7ZK3M9X2R4T6V8W0Y1A2B",
+    },
+    "google": {
+        "FirstName": "Meera",
+        "LastName": "Kulkarni",
+        "EmailAddress": "meera.kulkarni@example.com",
+        "Phone": "+91-5550098765",
+        "mx_City": "Pune",
+        "mx_Zip": "411001",
+        "mx_Service": "Home loan balance transfer",
+        "mx_Loan_Timeline": "Within 3 months",
+        "Source": "Google Ads",
+        "mx_Google_Lead_Id": "Cj0KEQjw3rnGBhCi2_DJ9o2F8xwSJACD8Mm5Yt3Lx9Q-0001",
+        "mx_Google_Campaign_Id": "21000000001",
+        "mx_Google_Form_Id": "40000000001",
+        "mx_GCLID": "Cj0KCQjw-example-gclid-AaBbCcDdEeFf",
+        "mx_Lead_Submitted_On": "2025-10-31 12:47:01",
+    },
+    "facebook": {
+        "FirstName": "Priya",
+        "LastName": "Raman",
+        "EmailAddress": "priya.raman@example.com",
+        "Phone": "+91-5550012345",
+        "mx_City": "Pune",
+        "mx_Loan_Interest": "Home Loan",
+        "Source": "Facebook Lead Ads",
+        "SourceCampaign": "Q4 Home Loans - Leads",
+        "SourceContent": "Diwali Offer - Lead Form - Video A",
+        "mx_FB_Lead_Id": "1287634509812345",
+        "mx_FB_Form_Id": "1873650096712204",
+        "mx_FB_Ad_Id": "120213456789012345",
+        "mx_FB_Page_Id": "104729318842215",
+        "mx_Lead_Created_On": "2025-10-31 12:47:01",
+    },
+    "unbounce": {
+        "FirstName": "Lucas",
+        "LastName": "Ferreira",
+        "EmailAddress": "lucas.ferreira@example.com",
+        "Phone": "+1-5550100144",
+        "SourceIPAddress": "203.0.113.24",
+        "Source": "Unbounce",
+        "SourceContent": "A",
+        "mx_Landing_Page": "https://offers.example.com/solar-quote/",
+        "mx_Landing_Page_Name": "Solar Quote LP",
+        "mx_Submitted_On": "2025-10-31",
+    },
+}
+
+
+def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
+    """The path, exact fixture bytes and headers of the first delivery of each sender."""
+    if sender == "zapier":
+        body, headers = fixture("zapier", "post_json_flat")
+        return "/hooks/zapier", body, {**headers, "X-Api-Key": DEMO_ENV["ZAPIER_TOKEN"]}
+    if sender == "typeform":
+        body, headers = fixture("typeform", "form_response_full")
+        return "/hooks/typeform", body, headers
+    if sender == "google":
+        body, headers = fixture("google_ads", "lead_full")
+        return "/hooks/google", body, headers
+    if sender == "facebook":
+        body, headers = fixture("facebook", "leadgen_notification_single")
+        return "/hooks/facebook", body, headers
+    body, headers = fixture("unbounce", "submission_basic")
+    return f"/hooks/unbounce?token={quote(DEMO_ENV['UNBOUNCE_TOKEN'])}", body, headers
+
+
+def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
+    """A second delivery of the same lead under a new delivery id, signed where needed."""
+    path, body, headers = _first(sender)
+    if sender == "unbounce":
+        return path, body + b"&resent=1", headers
+    document: Any = json.loads(body)
+    if sender == "zapier":
+        document["resent"] = "1"
+    elif sender == "typeform":
+        document["event_id"] = "01JBQ7ZK3M9X2R4T6V8W0RESENT"
+    elif sender == "google":
+        document["lead_id"] = document["lead_id"] + "-resent"
+    elif sender == "facebook":
+        document["entry"][0]["changes"][0]["value"]["leadgen_id"] = "9999000011112222"
+    new_body = json.dumps(document).encode()
+    if sender == "typeform":
+        headers = {**headers, "Typeform-Signature": typeform_signature(new_body)}
+    if sender == "facebook":
+        headers = {k: v for k, v in headers.items() if k != "X-Hub-Signature"}
+        headers["X-Hub-Signature-256"] = facebook_signature(new_body)
+    return path, new_body, headers
+
+
+async def _graph_lead(request: Request) -> Response:
+    if request.query_params.get("access_token") != DEMO_ENV["FB_PAGE_TOKEN"]:
+        return JSONResponse({"error": {"code": 190, "message": "bad token"}}, status_code=400)
+    return JSONResponse(GRAPH_LEAD)  # the same person, whatever the lead id
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``leadhub serve`` on the shipped mappings, with a fake Graph API."""
+    graph = Starlette(routes=[Route("/v21.0/{lead_id}", _graph_lead)])
+    work: Path = tmp_path_factory.mktemp("e2e")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with serve_in_thread(graph) as graph_url:
+        args = [
+            "serve",
+            "--config-dir",
+            str(SHIPPED),
+            "--port",
+            str(port),
+            "--db",
+            f"sqlite:///{work}/hub.db",
+        ]
+        env = {**DEMO_ENV, "FB_GRAPH_URL": f"{graph_url}/v21.0"}
+        with leadhub_process(args, ready_url=f"{base}/healthz", env=env):
+            yield base
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sender", sorted(EXPECTED))
+def test_fixture_becomes_exactly_the_expected_lead_and_a_repeat_updates_it(
+    hub: str, sender: str
+) -> None:
+    """A sender's fixture gives one lead with exactly the mapped attributes; a resend updates it."""
+    expected = EXPECTED[sender]
+    email = expected["EmailAddress"]
+    path, body, headers = _first(sender)
+    answer = post(hub, path, body, headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "accepted"
+    wait_until(lambda: len(lead_by_email(hub, email)) == 1, what=f"the {sender} lead")
+    (lead,) = lead_by_email(hub, email)
+    assert attributes(lead) == expected
+
+    path, body, headers = _repeat(sender)
+    answer = post(hub, path, body, headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "accepted"
+    lead_id = lead["ProspectID"]
+    wait_until(lambda: len(activities(hub, lead_id)) == 2, what=f"the {sender} update")
+    assert [x["ProspectID"] for x in lead_by_email(hub, email)] == [lead_id]
