@@ -130,6 +130,10 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
+        # The dispatcher stops claiming at once, before uvicorn closes the embedded sandbox.
+        dispatcher = getattr(getattr(self.config.app, "state", None), "dispatcher", None)
+        if dispatcher is not None:
+            dispatcher.drain()
         # SIGTERM/SIGINT is how the hub is meant to stop: after the graceful shutdown, exit 0
         # rather than have uvicorn re-raise the signal (exit 143).
         self._captured_signals.clear()

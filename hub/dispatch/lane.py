@@ -210,6 +210,9 @@ class Lane:
                 status=attempt.status,
                 seconds=round(attempt.seconds, 4),
             )
+        elif isinstance(outcome, Retry) and d.draining:
+            # Shutting down (the embedded sandbox may already be closed): not a real failure.
+            await d.release(event, at=d.clock.time(), reason=outcome.reason)
         elif isinstance(outcome, Retry):
             await d.retry_or_die(event, self.policy, outcome.reason)
         elif isinstance(outcome, Dead):

@@ -154,6 +154,18 @@ class Dispatcher:
             self._http = None
         _log.info("dispatcher_stopped")
 
+    def drain(self) -> None:
+        """Stop claiming now (safe to call from a signal handler); :meth:`stop` does the rest.
+
+        While draining, a send that fails transiently is released (due now, its attempt not
+        counted) instead of retried with backoff, so the next process sends it at once.
+        """
+        self._stopping = True
+
+    @property
+    def draining(self) -> bool:
+        return self._stopping
+
     def wake(self) -> None:
         """Claim again now rather than at the next poll (new events, or room in a lane)."""
         self._wake.set()
@@ -167,8 +179,14 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             try:
+                started = self.clock.monotonic()
                 claimed = await self.store.claim(
                     limit=self.batch, lease=self.lease, exclude_targets=self._excluded()
+                )
+                _log.debug(
+                    "events_claimed",
+                    count=len(claimed),
+                    seconds=round(self.clock.monotonic() - started, 4),
                 )
             except Exception as exc:  # the store is down: wait and try again
                 _log.error("claim_failed", error=str(exc)[:300])
