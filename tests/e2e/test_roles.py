@@ -1,0 +1,45 @@
+"""Split roles: a web-only process ingests, a worker-only process on the same db sends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.support import leads, wait_until
+from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
+from tests.support.server import free_port, leadhub_process
+
+
+@pytest.mark.slow
+def test_worker_role_dispatches_what_the_web_role_stored(tmp_path: Path) -> None:
+    """Deliveries accepted by a web-only process are delivered by a separate worker process."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    common = ["--config-dir", str(config), "--db", f"sqlite:///{tmp_path}/hub.db"]
+    web_port, worker_port = free_port(), free_port()
+    web, worker = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{worker_port}"
+    with (
+        leadhub_process(
+            ["serve", *common, "--port", str(web_port), "--role", "web"],
+            ready_url=f"{web}/healthz",
+            env=ENV,
+        ),
+        leadhub_process(
+            ["serve", *common, "--port", str(worker_port), "--role", "worker"],
+            ready_url=f"{worker}/healthz",
+            env=ENV,
+        ),
+    ):
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        for n in range(20):
+            answer = httpx.post(
+                f"{web}/hooks/forms", json={"email": f"w{n}@example.com"}, headers=headers
+            )
+            assert answer.status_code == 200
+        assert httpx.post(f"{worker}/hooks/forms", json={}, headers=headers).status_code == 404
+        wait_until(lambda: _delivered(worker) == 20, what="the worker's deliveries")
+        emails = sorted(lead["EmailAddress"] for lead in leads(worker))
+    assert emails == sorted(f"w{n}@example.com" for n in range(20))
