@@ -247,10 +247,17 @@ def main() -> None:
     print()
     for conns in conn_list:
         hub, bare = median(results[("hub", conns)]), median(results[("bare", conns)])
+        p99 = {
+            t: median([float(r[5]) for r in rows if r[0] == t and r[1] == conns])  # type: ignore[arg-type]
+            for t in ("hub", "bare")
+        }
         print(
             f"median req/s at {conns} connections: hub {hub:,.0f}, bare {bare:,.0f}, "
-            f"ratio {hub / bare:.2f}"
+            f"ratio {hub / bare:.2f}; median p99 ms: hub {p99['hub']:.1f}, "
+            f"bare {p99['bare']:.1f}"
         )
+    checks = [r[-1] for r in rows if r[0] == "hub"]
+    print(f"hub runs where stored == the hub's 200s: {checks.count('ok')} of {len(checks)}")
     top = max(conn_list)
     ratio = median(results[("hub", top)]) / median(results[("bare", top)])
     print(f"ingest_ratio: {ratio:.2f}")
