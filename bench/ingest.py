@@ -69,10 +69,8 @@ HEADERS = [
     "stored",
     "check",
 ]
-_ACCEPTED = re.compile(
-    r'^leadhub_deliveries_total\{endpoint="typeform",outcome="(\w+)",reason="[^"]*"\} (\S+)$',
-    re.MULTILINE,
-)
+_DELIVERIES = re.compile(r"^leadhub_deliveries_total\{([^}]*)\} (\S+)$", re.MULTILINE)
+_OUTCOME = re.compile(r'outcome="(\w+)"')
 
 
 def write_pool(path: Path, size: int) -> None:
@@ -116,7 +114,12 @@ def run_wrk(wrk: str, url: str, pool: Path, conns: int, duration: int) -> dict[s
 def server_outcomes(base: str) -> dict[str, int]:
     """The hub's own count of typeform deliveries by outcome, from ``/metrics``."""
     text = httpx.get(f"{base}/metrics", timeout=10).text
-    return {outcome: int(float(value)) for outcome, value in _ACCEPTED.findall(text)}
+    counts: dict[str, int] = {}
+    for labels, value in _DELIVERIES.findall(text):
+        outcome = _OUTCOME.search(labels)
+        if 'endpoint="typeform"' in labels and outcome:
+            counts[outcome.group(1)] = counts.get(outcome.group(1), 0) + int(float(value))
+    return counts
 
 
 def count_stored(db: Path) -> int:
