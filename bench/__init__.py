@@ -1,0 +1,1 @@
+"""Benchmarks: one script per figure, run with ``python -m bench.<name>``; see BENCHMARKS.md."""
