@@ -8,6 +8,7 @@ they hold one, and :class:`hub.secrets.Secret` masks itself anyway.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -31,6 +32,7 @@ _SECRET_WORDS = (
 )
 
 
+@functools.lru_cache(maxsize=2048)
 def is_secret_name(name: str) -> bool:
     """Whether a header, field or key name says its value is a secret."""
     lowered = name.lower().replace("-", "_")

@@ -3,9 +3,12 @@
 * JSON (``application/json``, ``*/*+json``, ``text/json``, ``text/plain`` and a
   missing Content-Type) is parsed with orjson. orjson turns integers beyond the
   64-bit range into floats, silently losing digits, so a body holding a run of 19
-  or more digits is parsed with the standard library instead, and any integer
-  outside [-2^63, 2^64) is kept as its decimal string (ids stay exact; every stored
-  document stays serialisable).
+  or more digits where a JSON number can start (after ``[ , :``, whitespace, a sign
+  or an exponent mark; digits inside strings such as ids do not count) is parsed
+  with the standard library instead, and any integer outside [-2^63, 2^64) is kept
+  as its decimal string (ids stay exact; every stored document stays serialisable).
+  :func:`parse` also says whether the document is exactly ``orjson.loads(body)``, so
+  the store can keep the body alone instead of a second copy of the document.
 * ``application/x-www-form-urlencoded`` and ``multipart/form-data`` become a flat
   object; a key sent several times becomes a list of its values, in order. A value
   that is a JSON object or array (Unbounce's ``data.json``, Jotform's
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -31,7 +34,8 @@ from hub.sources.base import BodyError
 _JSON_TYPES = frozenset({"", "application/json", "text/json", "text/plain"})
 FORM = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: 19+ digits where a JSON number (or its exponent) can start; a false hit only costs time.
+_LONG_DIGITS = re.compile(rb"(?:^|(?<=[\[,:\s+eE]))-?\d{19}")
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 MAX_FIELDS = 10_000
@@ -65,24 +69,38 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(msg)
 
 
+class Parsed(NamedTuple):
+    """A parsed body, and whether the document is exactly ``orjson.loads(body)``."""
+
+    document: Any
+    #: True when reading the body back with ``orjson.loads`` gives this very document.
+    is_body: bool
+
+
+def parse_json_marked(body: bytes) -> Parsed:
+    """Like :func:`parse_json`, saying whether orjson alone parsed the document."""
+    if _LONG_DIGITS.search(body) is None:
+        try:
+            return Parsed(orjson.loads(body), True)
+        except orjson.JSONDecodeError as exc:
+            if not body.strip():
+                raise BodyError(400, "empty body; expected a JSON document") from None
+            raise BodyError(400, f"body is not valid JSON ({exc})") from None
+    try:
+        text = body.decode("utf-8")
+        doc = json.loads(text, parse_int=_int_or_text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise BodyError(400, f"body is not valid JSON ({type(exc).__name__})") from None
+    return Parsed(doc, False)
+
+
 def parse_json(body: bytes) -> Any:
     """A JSON document from ``body``; integers beyond 64 bits become strings.
 
     Raises:
         BodyError: 400 when the body is empty or not JSON.
     """
-    if not body.strip():
-        raise BodyError(400, "empty body; expected a JSON document")
-    if _LONG_DIGITS.search(body) is None:
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BodyError(400, f"body is not valid JSON ({exc})") from None
-    try:
-        text = body.decode("utf-8")
-        return json.loads(text, parse_int=_int_or_text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise BodyError(400, f"body is not valid JSON ({type(exc).__name__})") from None
+    return parse_json_marked(body).document
 
 
 def _maybe_json(value: str) -> Any:
@@ -215,13 +233,36 @@ def parse_body(content_type: str | None, body: bytes) -> Any:
     Raises:
         BodyError: 415 for an unsupported content type, 400 for a body that cannot be parsed.
     """
-    mtype, params = media_type(content_type)
+    return parse(content_type, body).document
+
+
+#: media_type() of the Content-Type values seen (multipart ones carry a boundary each).
+_MEDIA_TYPES: dict[str, tuple[str, dict[str, str]]] = {}
+
+
+def _media(content_type: str | None) -> tuple[str, dict[str, str]]:
+    key = content_type or ""
+    found = _MEDIA_TYPES.get(key)
+    if found is None:
+        found = media_type(key)
+        if found[0] != MULTIPART and len(_MEDIA_TYPES) < 256:
+            _MEDIA_TYPES[key] = found
+    return found
+
+
+def parse(content_type: str | None, body: bytes) -> Parsed:
+    """:func:`parse_body`, also saying whether the document is exactly ``orjson.loads(body)``.
+
+    Raises:
+        BodyError: as :func:`parse_body`.
+    """
+    mtype, params = _media(content_type)
     if is_json_type(mtype):
-        return parse_json(body)
+        return parse_json_marked(body)
     if mtype == FORM:
-        return parse_form(body, params.get("charset", "utf-8"))
+        return Parsed(parse_form(body, params.get("charset", "utf-8")), False)
     if mtype == MULTIPART:
-        return parse_multipart(body, params.get("boundary"))
+        return Parsed(parse_multipart(body, params.get("boundary")), False)
     shown = mtype or (content_type or "")
     msg = f"unsupported content type {shown[:100]!r}; send application/json, {FORM} or {MULTIPART}"
     raise BodyError(415, msg)

@@ -47,6 +47,9 @@ class EventIn:
     delivery_id: str
     #: The parsed document the mappings will see (before any enrichment).
     document: Any
+    #: True when ``document`` is exactly ``orjson.loads(body)`` of its delivery (ingest
+    #: knows this from parsing): the store then keeps the body only, without checking.
+    document_is_body: bool = False
 
 
 @dataclass(frozen=True, slots=True)

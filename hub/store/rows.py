@@ -27,8 +27,11 @@ def documents(delivery: IncomingDelivery) -> list[bytes | None]:
     """Each event's document as JSON, or None where it is exactly the parsed JSON body.
 
     Most senders post one lead whose document IS the body; storing it again would double
-    the row, so it is read back from the body instead.
+    the row, so it is read back from the body instead. Ingest marks that case
+    (``EventIn.document_is_body``); otherwise the two are compared as JSON text.
     """
+    if len(delivery.events) == 1 and delivery.events[0].document_is_body:
+        return [None]
     body_json: bytes | None = None
     if len(delivery.events) == 1 and "json" in delivery.content_type.lower():
         try:

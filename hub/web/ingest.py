@@ -40,7 +40,7 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.bodies import parse_body
+from hub.sources.bodies import parse
 from hub.store.base import EventStore
 from hub.store.models import EventIn, IncomingDelivery
 from hub.web.metrics import WebMetrics
@@ -276,8 +276,8 @@ class Ingest:
         try:
             route.source.verify(request, now)
             content_type = headers.get("content-type")
-            document = parse_body(content_type, body)
-            splits = route.source.split(request, document)
+            parsed = parse(content_type, body)
+            splits = route.source.split(request, parsed.document)
         except VerificationError as exc:
             raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
         except BodyError as exc:
@@ -296,7 +296,10 @@ class Ingest:
             body=body,
             content_type=content_type or "",
             headers={k: v for k, v in headers.items() if route.keeps(k)},
-            events=tuple(EventIn(i, s.document) for i, s in zip(ids, splits, strict=True)),
+            events=tuple(
+                EventIn(i, s.document, parsed.is_body and s.document is parsed.document)
+                for i, s in zip(ids, splits, strict=True)
+            ),
         )
         try:
             results = await self.store.enqueue(delivery)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from hub.sources import BodyError
-from hub.sources.bodies import parse_body
+from hub.sources.bodies import parse, parse_body
 from tests.sources import fixtures as fx
 
 
@@ -141,3 +142,45 @@ def test_broken_forms_are_a_400(ctype: str, body: bytes) -> None:
     with pytest.raises(BodyError) as info:
         parse_body(ctype, body)
     assert info.value.status == 400
+
+
+def test_long_digit_runs_inside_strings_keep_the_orjson_path() -> None:
+    """Ids with 19+ digits inside strings parse with orjson and are marked as the body."""
+    body = b'{"id":"bench000000000000000000001","n":"x-12345678901234567890","k":1}'
+    parsed = parse("application/json", body)
+    assert parsed.document == orjson.loads(body)
+    assert parsed.is_body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[12345678901234567890123]",
+        b'{"a":-9223372036854775809}',
+        b'{"a": 1,\n"b":\t99999999999999999999}',
+        b"[1, 1e-12345678901234567890]",
+        b"12345678901234567890123",
+        b'{"s":"text 1234567890123456789", "big": 123456789012345678901}',
+    ],
+)
+def test_big_numbers_leave_the_body_unmarked(body: bytes) -> None:
+    """Numbers with 19+ digits (or exponents) take the exact stdlib path, left unmarked."""
+    parsed = parse("application/json", body)
+    assert not parsed.is_body
+    assert parsed.document == parse_body("application/json", body)
+
+
+def test_only_verbatim_json_is_marked() -> None:
+    """Form and multipart documents are never marked as the body; JSON ones are."""
+    assert parse("application/json; charset=utf-8", b'{"a":1}') == ({"a": 1}, True)
+    assert parse(None, b"[1]").is_body
+    assert parse("application/x-www-form-urlencoded", b"a=1") == ({"a": "1"}, False)
+
+
+def test_content_type_cache_keeps_parameters() -> None:
+    """A Content-Type seen before is still read with its charset (the cache keeps params)."""
+    body = b"a=%E9"
+    for _ in range(2):
+        assert parse("application/x-www-form-urlencoded; charset=latin-1", body).document == {
+            "a": "é"
+        }
