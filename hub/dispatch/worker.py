@@ -29,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random as _random
-from collections.abc import AsyncIterator, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import httpx
@@ -172,29 +173,51 @@ class Dispatcher:
 
     # --- the claim loop ---------------------------------------------------------------------
 
-    def _excluded(self) -> list[str]:
+    def _excluded(self, hogs: Collection[str] = ()) -> list[str]:
         now = self.clock.time()
-        return [name for name, lane in self.lanes.items() if lane.full or lane.paused(now)]
+        return [
+            name
+            for name, lane in self.lanes.items()
+            if lane.full or lane.paused(now) or name in hogs
+        ]
+
+    @staticmethod
+    def _hogs(claimed: list[Event], batch: int) -> set[str]:
+        """Targets that took most of a full claim: the next claim leaves them out.
+
+        Claims are oldest-first across targets, so a target whose events keep coming back
+        due (a fast-failing target with a short retry schedule) could fill every claim;
+        leaving it out of every other full claim keeps the other targets moving.
+        """
+        if len(claimed) < batch:
+            return set()
+        counts = Counter(e.target for e in claimed if e.target is not None)
+        return {target for target, n in counts.items() if n * 2 > batch}
 
     async def _claim_loop(self) -> None:
+        hogs: set[str] = set()
         while not self._stopping:
             try:
                 started = self.clock.monotonic()
                 claimed = await self.store.claim(
-                    limit=self.batch, lease=self.lease, exclude_targets=self._excluded()
+                    limit=self.batch, lease=self.lease, exclude_targets=self._excluded(hogs)
                 )
                 _log.debug(
                     "events_claimed",
                     count=len(claimed),
+                    left_out=sorted(hogs),
                     seconds=round(self.clock.monotonic() - started, 4),
                 )
             except Exception as exc:  # the store is down: wait and try again
                 _log.error("claim_failed", error=str(exc)[:300])
-                claimed = []
+                hogs = set()
                 await self._idle(max(self.poll, 1.0))
                 continue
+            left_out, hogs = hogs, (set() if hogs else self._hogs(claimed, self.batch))
             if claimed:
                 await self._dispatch(claimed)
+                continue
+            if left_out:  # nothing else was due: claim again at once, the hogs included
                 continue
             await self._idle(await self._wait_time())
 

@@ -55,6 +55,17 @@ async def _scripted(request: Request) -> Response:
     )
 
 
+async def _slow(request: Request) -> Response:
+    await asyncio.sleep(0.5)
+    return await _scripted(request)
+
+
+async def _refuse_keys(request: Request) -> Response:
+    await request.body()
+    body = {"Status": "Error", "ExceptionType": "MXUnAuthorizedAccessException"}
+    return JSONResponse(body, status_code=401)
+
+
 async def _always_500(request: Request) -> Response:
     await request.body()
     return Response(b"Internal Server Error", status_code=500)
@@ -70,6 +81,8 @@ def fake_lsq() -> Iterator[str]:
         routes=[
             Route("/ok" + CAPTURE, _scripted, methods=["POST"]),
             Route("/broken" + CAPTURE, _always_500, methods=["POST"]),
+            Route("/slow" + CAPTURE, _slow, methods=["POST"]),
+            Route("/refused" + CAPTURE, _refuse_keys, methods=["POST"]),
         ]
     )
     with serve_in_thread(app) as url:
@@ -193,6 +206,38 @@ async def test_a_broken_target_never_delays_a_healthy_one(tmp_path: Path, fake_l
         assert [
             e for e in broken.values() if e.state in (State.RETRYING, State.SENDING, State.QUEUED)
         ]
+
+
+async def test_slow_and_paused_targets_never_delay_a_healthy_one(
+    tmp_path: Path, fake_lsq: str
+) -> None:
+    """A slow target's backlog and a paused target's events never hold the healthy one up."""
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/ok"),
+        target_yaml("slow", f"{fake_lsq}/slow"),
+        target_yaml("refused", f"{fake_lsq}/refused"),
+        flat_endpoint_yaml("good", "default"),
+        flat_endpoint_yaml("sluggish", "slow"),
+        flat_endpoint_yaml("locked", "refused"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        slow = await enqueue(
+            store, "sluggish", [{"email": f"s{n}@example.com"} for n in range(80)], prefix="s"
+        )
+        locked = await enqueue(
+            store, "locked", [{"email": f"l{n}@example.com"} for n in range(80)], prefix="l"
+        )
+        good = await enqueue(
+            store, "good", [{"email": f"g{n}@example.com"} for n in range(80)], prefix="g"
+        )
+        async with running(config, store, batch=16) as dispatcher:
+            await wait_for(all_in(State.DELIVERED, store, good), what="healthy target delivered")
+            slow_events = await states(store, slow)
+            locked_events = await states(store, locked)
+            assert dispatcher.lanes["refused"].pause_level >= 1
+        assert sum(e.state == State.DELIVERED for e in slow_events.values()) < 80
+        assert not [e for e in locked_events.values() if e.state in (State.DELIVERED, State.DEAD)]
 
 
 async def test_events_for_one_lead_are_sent_in_arrival_order(tmp_path: Path) -> None:
