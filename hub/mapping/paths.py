@@ -4,9 +4,12 @@
 such as ``$.field_data[?(@.name=='email')].values[0]`` work). When the parsed path
 is a plain chain of single field names and single indexes from the root
 (``$.a.b[0].c``, ``$['x y']``, ``$.items[-1]``), it is replaced by a precompiled
-getter that walks the document with plain dict/list indexing; it returns exactly
-what jsonpath-ng would (a property test checks this on random documents).
-Everything else keeps jsonpath-ng's own ``find``.
+getter that walks the document with plain dict/list indexing (:class:`SimplePath`).
+When the chain also has wildcards (``[*]``, ``.*``) and filters comparing a relative
+path with a literal (``[?(@.field.ref=='email')]``, see :mod:`hub.mapping.steps`), it
+becomes a :class:`NativePath`: a tuple of precompiled steps. Both return exactly what
+jsonpath-ng would, in the same order (property tests check this on random documents
+and paths). Everything else keeps jsonpath-ng's own ``find`` (:class:`ExtendedPath`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonpath_ng import jsonpath
+from jsonpath_ng.ext import filter as ext_filter
 from jsonpath_ng.ext.parser import parse as _ext_parse
 
 from hub.exceptions import HubError
+from hub.mapping.steps import (
+    StepFunc,
+    filter_predicate,
+    filter_step,
+    index_step,
+    key_step,
+    single_key,
+    wildcard_step,
+)
 
 
 class PathError(HubError):
@@ -51,6 +64,23 @@ class SimplePath:
 
 
 @dataclass(frozen=True, slots=True)
+class NativePath:
+    """A root-anchored chain with wildcards or simple filters, walked without jsonpath-ng."""
+
+    text: str
+    steps: tuple[StepFunc, ...]
+
+    def values(self, document: Any) -> list[Any]:
+        """Every value the path finds in ``document``, in document order."""
+        nodes = [document]
+        for step in self.steps:
+            nodes = step(nodes)
+            if not nodes:
+                break
+        return nodes
+
+
+@dataclass(frozen=True, slots=True)
 class ExtendedPath:
     """Any other path: filters, wildcards, slices, descendants, through jsonpath-ng."""
 
@@ -67,26 +97,44 @@ class ExtendedPath:
             return []
 
 
-def _simple_steps(node: Any) -> list[Step] | None:
-    """The steps of ``node`` when it is a plain root-anchored chain, else ``None``."""
-    if isinstance(node, jsonpath.Root):
-        return []
-    if type(node) is not jsonpath.Child:
-        return None
-    left = _simple_steps(node.left)
-    if left is None:
-        return None
-    right = node.right
-    if type(right) is jsonpath.Fields and len(right.fields) == 1:
-        if getattr(right, "_deprecated_wildcard_use", False) or right.fields[0] == "*":
-            return None
-        return [*left, right.fields[0]]
-    if type(right) is jsonpath.Index and len(right.indices) == 1:
-        return [*left, int(right.indices[0])]
+#: What :func:`_native_steps` turns one node into: a key or index, or any other step.
+NativeStep = Step | StepFunc
+
+
+def _native_step(node: Any) -> NativeStep | None:
+    key = single_key(node)
+    if key is not None:
+        return key
+    if type(node) is jsonpath.Wildcard:
+        return wildcard_step
+    if type(node) is ext_filter.Filter:
+        predicate = filter_predicate(node)
+        return None if predicate is None else filter_step(predicate)
     return None
 
 
-def compile_path(text: str) -> SimplePath | ExtendedPath:
+def _native_steps(node: Any) -> list[NativeStep] | None:
+    """The steps of ``node`` when it is a root-anchored chain of native steps, else ``None``."""
+    if type(node) is jsonpath.Root:
+        return []
+    if type(node) is not jsonpath.Child:
+        return None
+    left = _native_steps(node.left)
+    if left is None:
+        return None
+    right = _native_step(node.right)
+    return None if right is None else [*left, right]
+
+
+def _as_step(step: NativeStep) -> StepFunc:
+    if isinstance(step, str):
+        return key_step(step)
+    if isinstance(step, int):
+        return index_step(step)
+    return step
+
+
+def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     """Compile ``text`` once; raises :class:`PathError` naming the fix when it does not parse.
 
     Paths must start at the root (``$``), so that a constant written where a path
@@ -107,7 +155,10 @@ def compile_path(text: str) -> SimplePath | ExtendedPath:
             "like $['my key'], and put the whole path in quotes in YAML"
         )
         raise PathError(msg) from exc
-    steps = _simple_steps(expression)
-    if steps is not None:
-        return SimplePath(text=text, steps=tuple(steps))
-    return ExtendedPath(text=text, expression=expression)
+    steps = _native_steps(expression)
+    if steps is None:
+        return ExtendedPath(text=text, expression=expression)
+    keys = [step for step in steps if isinstance(step, str | int)]
+    if len(keys) == len(steps):
+        return SimplePath(text=text, steps=tuple(keys))
+    return NativePath(text=text, steps=tuple(_as_step(step) for step in steps))

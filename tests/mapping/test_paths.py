@@ -1,4 +1,4 @@
-"""JSONPath compilation: the fast path agrees with jsonpath-ng; filters work; bad paths fail."""
+"""JSONPath compilation: the native paths agree with jsonpath-ng; filters work; bad paths fail."""
 
 from __future__ import annotations
 
@@ -10,12 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonpath_ng.ext.parser import parse as ext_parse
 
-from hub.mapping.paths import ExtendedPath, PathError, SimplePath, compile_path
+from hub.mapping.paths import ExtendedPath, NativePath, PathError, SimplePath, compile_path
 
-KEYS = ["a", "b", "c", "x y", "data.json", "0", "é"]
+KEYS = ["a", "b", "c", "x y", "data.json", "0", "é", "*"]
+#: Values that filters compare with, so that random documents often hold them: equal
+#: values of unlike types (1, 1.0, "1", true), blanks, unicode.
+POOL: list[Any] = [1, 1.0, "1", 0, -1.5, True, False, None, "é", "", "x y"]
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=3)
+    st.sampled_from(POOL),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=3),
 )
 json_docs = st.recursive(
     json_scalars,
@@ -28,18 +36,93 @@ json_docs = st.recursive(
 steps = st.lists(
     st.one_of(st.sampled_from(KEYS), st.integers(min_value=-3, max_value=3)), max_size=5
 )
+#: Records a filter can pick from: objects holding POOL values or more documents, with
+#: the odd scalar among them, in an array or as an object's values.
+FIELDS = ["a", "é"]  # few names, so that filters over records often find them
+records = st.dictionaries(
+    st.sampled_from(FIELDS), st.one_of(st.sampled_from(POOL), json_docs), min_size=1, max_size=3
+)
+tables = st.one_of(
+    st.lists(st.one_of(records, records, records, json_scalars), min_size=1, max_size=5),
+    st.dictionaries(st.sampled_from(KEYS), st.one_of(records, json_scalars), max_size=4),
+)
+in_object = st.dictionaries(st.sampled_from(FIELDS), tables, min_size=1)
+filter_docs = st.one_of(json_docs, tables, in_object, in_object)
 
 
-def path_text(path_steps: list[Any]) -> str:
-    parts = ["$"]
+def path_text(path_steps: list[Any], start: str = "$") -> str:
+    parts = [start]
     for step in path_steps:
         if isinstance(step, int):
             parts.append(f"[{step}]")
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", step):  # what the lexer takes bare
             parts.append(f".{step}")
+        elif step.startswith(("[", ".")):  # a wildcard or a filter, already written
+            parts.append(step)
         else:
             parts.append(f"['{step}']")
     return "".join(parts)
+
+
+def literal_text(value: Any) -> str:
+    """``value`` as a filter literal (POOL's strings need no escaping)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    return repr(value)
+
+
+def relative(min_size: int = 0) -> st.SearchStrategy[list[Any]]:
+    """The steps of a relative path in a filter: ``@``, ``@.a``, ``@['x y'][0]``."""
+    key = st.one_of(st.sampled_from(FIELDS), st.sampled_from(KEYS), st.integers(-2, 2))
+    return st.one_of(
+        st.lists(st.sampled_from(FIELDS), min_size=max(min_size, 1), max_size=1),
+        st.lists(key, min_size=min_size, max_size=2),
+    )
+
+
+def comparison(target: list[Any], op: str, literal: Any) -> str:
+    return f"{path_text(target, '@')} {op} {literal_text(literal)}"
+
+
+def existence(target: list[Any], negate: bool) -> str:
+    return ("!" if negate else "") + path_text(target, "@")
+
+
+def filter_text(parts: list[str], joins: list[str]) -> str:
+    """``[?(a && b || c)]`` from its expressions and the operators between them."""
+    text = parts[0]
+    for i, part in enumerate(parts[1:]):
+        text += f" {joins[i % len(joins)]} {part}"
+    return f"[?({text})]"
+
+
+OPS = ["==", "!=", "=", "<", "<=", ">", ">="]
+comparisons = st.builds(comparison, relative(), st.sampled_from(OPS), st.sampled_from(POOL))
+tests_for_existence = st.builds(existence, relative(min_size=1), st.booleans())
+filters = st.builds(
+    filter_text,
+    st.lists(st.one_of(comparisons, comparisons, tests_for_existence), min_size=1, max_size=3),
+    st.lists(st.sampled_from(["&&", "||"]), min_size=1, max_size=2),
+)
+any_step = st.one_of(
+    st.sampled_from(FIELDS),
+    st.sampled_from(KEYS),
+    st.integers(min_value=-3, max_value=3),
+    st.sampled_from(["[*]", ".*"]),
+    filters,
+)
+#: Up to one key, then a filter or wildcard (so that it often meets an array or object),
+#: then up to two steps of any kind.
+native_steps = st.builds(
+    lambda head, fan, tail: [*head, fan, *tail],
+    st.lists(st.sampled_from(FIELDS), max_size=1),
+    st.one_of(filters, filters, st.sampled_from(["[*]", ".*"])),
+    st.lists(any_step, max_size=2),
+)
 
 
 @settings(max_examples=400, deadline=None)
@@ -51,6 +134,71 @@ def test_fast_path_returns_what_jsonpath_ng_returns(doc: Any, path_steps: list[A
     assert isinstance(compiled, SimplePath)
     expected = [match.value for match in ext_parse(text).find(doc)]
     assert compiled.values(doc) == expected
+
+
+@settings(max_examples=800, deadline=None)
+@given(doc=filter_docs, path_steps=native_steps)
+def test_native_paths_return_what_jsonpath_ng_returns(doc: Any, path_steps: list[Any]) -> None:
+    """Paths with filters and wildcards, compiled natively, find the very same values in the
+    same order as jsonpath-ng on random documents (missing keys, non-objects in the list,
+    1 vs '1' vs 1.0 vs true, null, unicode)."""
+    text = path_text(path_steps)
+    compiled = compile_path(text)
+    assert isinstance(compiled, NativePath | SimplePath)
+    expected = [match.value for match in ext_parse(text).find(doc)]
+    found = compiled.values(doc)
+    assert found == expected
+    assert [id(v) for v in found] == [id(v) for v in expected]  # the same items, not lookalikes
+
+
+candidates = st.lists(
+    st.one_of(records, records, st.lists(st.sampled_from(POOL), max_size=3), json_scalars),
+    max_size=6,
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(items=candidates, target=relative(), op=st.sampled_from(OPS), literal=st.sampled_from(POOL))
+def test_one_comparison_keeps_what_jsonpath_ng_keeps(
+    items: list[Any], target: list[Any], op: str, literal: Any
+) -> None:
+    """A single comparison filter over random records keeps exactly the items jsonpath-ng
+    keeps, whatever the types on either side (true vs 1, '1' vs 1, null, a missing member)."""
+    text = f"$[?({comparison(target, op, literal)})]"
+    compiled = compile_path(text)
+    assert isinstance(compiled, NativePath)
+    expected = [match.value for match in ext_parse(text).find(items)]
+    assert [id(v) for v in compiled.values(items)] == [id(v) for v in expected]
+
+
+#: Every POOL value, and containers, at member "a", at the ends of arrays of every length
+#: up to 3 and one level down; plus a record without "a", and items that are not records.
+EVERY_CANDIDATE: list[Any] = [
+    *({"a": value} for value in [*POOL, [], {}, [1], {"a": 1}, float("inf")]),
+    *([value] for value in POOL),
+    *([value, "é"] for value in POOL),
+    *(["é", 0, value] for value in POOL),
+    *({"a": {"é": value}} for value in POOL),
+    *({"a": [value, 2]} for value in POOL),
+    {"é": 1},
+    *POOL,
+    [],
+]
+TARGETS: list[list[Any]] = [[], ["a"], [0], [-1], [-2], [-3], [2], ["a", "é"], ["a", 0], ["a", -2]]
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_every_comparison_keeps_what_jsonpath_ng_keeps(op: str) -> None:
+    """For every target shape and every literal, a comparison filter keeps exactly the
+    candidates jsonpath-ng keeps from a list holding every pairing of types."""
+    for target in TARGETS:
+        for literal in POOL:
+            text = f"$[?({comparison(target, op, literal)})]"
+            compiled = compile_path(text)
+            assert isinstance(compiled, NativePath), text
+            expected = [match.value for match in ext_parse(text).find(EVERY_CANDIDATE)]
+            found = compiled.values(EVERY_CANDIDATE)
+            assert [id(v) for v in found] == [id(v) for v in expected], text
 
 
 @pytest.mark.parametrize(
@@ -72,7 +220,7 @@ def test_typeform_filter_on_answer_ref() -> None:
         }
     }
     path = compile_path("$.form_response.answers[?(@.field.ref=='email')].email")
-    assert isinstance(path, ExtendedPath)
+    assert isinstance(path, NativePath)
     assert path.values(doc) == ["j@example.com"]
 
 
@@ -112,3 +260,33 @@ def test_bad_paths_raise_with_the_fix(text: str, fragment: str) -> None:
         compile_path(text)
     assert fragment in str(info.value)
     assert repr(text) in str(info.value)
+
+
+def test_a_number_filter_tells_types_apart() -> None:
+    """`== 1` keeps the numbers 1 and 1.0 but not '1' or true; `!= 1` keeps the rest,
+    including the record that has no such member."""
+    doc = {"rows": [{"n": 1}, {"n": "1"}, {"n": True}, {"n": 1.0}, {"m": 1}, "n"]}
+    assert compile_path("$.rows[?(@.n == 1)]").values(doc) == [{"n": 1}, {"n": 1.0}]
+    assert compile_path("$.rows[?(@.n != 1)].n").values(doc) == ["1", True]
+    assert compile_path("$.rows[?(@.n == true)].n").values(doc) == [True]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "$.a[?(@.n =~ 'x.*')]",  # a regular expression
+        "$.a[?(@.n == @.m)]",  # a comparison with another path
+        "$.a[?(@.n == $.want)]",  # the root inside a filter
+        "$.a[?(@.* == 1)]",  # a wildcard inside a filter
+        "$..n",  # descendants
+        "$.a[0:2]",  # a slice
+    ],
+)
+def test_other_paths_keep_jsonpath_ng(text: str) -> None:
+    """Filters and steps the native kinds do not cover are left to jsonpath-ng, which
+    still finds what it finds."""
+    doc = {"want": "xy", "a": [{"n": "xy", "m": "xy"}, {"n": 1, "m": 2}]}
+    compiled = compile_path(text)
+    assert isinstance(compiled, ExtendedPath)
+    assert compiled.values(doc) == [match.value for match in ext_parse(text).find(doc)]
+    assert compiled.values(doc)  # each of them finds something in this document

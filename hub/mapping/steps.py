@@ -1,0 +1,218 @@
+"""Native JSONPath steps: what :mod:`hub.mapping.paths` compiles filters and wildcards into.
+
+A path such as ``$.form_response.answers[?(@.field.ref=='email')].email`` becomes a
+tuple of steps. Each step takes the list of nodes the path has reached so far and
+returns the next list, exactly as jsonpath-ng's ``find`` would (same values, same
+order):
+
+- a field name keeps the member of each object that has it;
+- an index keeps that element of each array that is long enough;
+- ``[*]`` (or ``.*``) opens every array and every object (its values, in order);
+- a filter ``[?(...)]`` keeps the array elements, or object values, for which its
+  predicate holds.
+
+A predicate is a comparison of a relative path (``@``, ``@.a.b``, ``@.items[0]``)
+with a literal (string, number, ``true``/``false``, ``null``) by ``== = != < <= > >=``,
+an existence test (``@.a``, ``!@.a``), or an ``&&`` / ``||`` of those. It follows
+RFC 9535 as jsonpath-ng 1.16 implements it: values of different types are never
+equal (``1`` is not ``'1'``, ``true`` is not ``1``), only two numbers or two strings
+are ordered, and a missing member satisfies only ``!=``. :func:`compile_predicate`
+returns ``None`` for anything else (regular expressions, comparisons with another
+path, ``$`` inside a filter), and the caller keeps jsonpath-ng for that path.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from jsonpath_ng import jsonpath
+from jsonpath_ng.ext import filter as ext_filter
+
+#: Moves a path's nodes one step on.
+StepFunc = Callable[[list[Any]], list[Any]]
+#: Whether a filter keeps one candidate.
+Predicate = Callable[[Any], bool]
+#: One step of a relative path inside a filter: a field name or an index.
+Key = str | int
+
+_MISSING = object()
+_ORDERED: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+def key_step(name: str) -> StepFunc:
+    """The member ``name`` of every node that is an object and has it."""
+
+    def step(nodes: list[Any]) -> list[Any]:
+        return [node[name] for node in nodes if isinstance(node, dict) and name in node]
+
+    return step
+
+
+def index_step(index: int) -> StepFunc:
+    """Element ``index`` (negative counts from the end) of every array long enough."""
+
+    def step(nodes: list[Any]) -> list[Any]:
+        return [
+            node[index]
+            for node in nodes
+            if isinstance(node, list | tuple) and -len(node) <= index < len(node)
+        ]
+
+    return step
+
+
+def wildcard_step(nodes: list[Any]) -> list[Any]:
+    """Every element of every array and every value of every object, in order."""
+    out: list[Any] = []
+    for node in nodes:
+        if isinstance(node, list | tuple):
+            out.extend(node)
+        elif isinstance(node, dict):
+            out.extend(node.values())
+    return out
+
+
+def filter_step(predicate: Predicate) -> StepFunc:
+    """The elements of every array, and values of every object, that ``predicate`` keeps."""
+
+    def step(nodes: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for node in nodes:
+            if isinstance(node, list):
+                out.extend([item for item in node if predicate(item)])
+            elif isinstance(node, dict):
+                out.extend([item for item in node.values() if predicate(item)])
+        return out
+
+    return step
+
+
+def resolve(item: Any, target: tuple[Key, ...]) -> Any:
+    """The one value ``target`` reaches from ``item``, or ``_MISSING``."""
+    value = item
+    for key in target:
+        if isinstance(key, str):
+            if not isinstance(value, dict):
+                return _MISSING
+            value = value.get(key, _MISSING)
+            if value is _MISSING:
+                return _MISSING
+        elif isinstance(value, list | tuple) and -len(value) <= key < len(value):
+            value = value[key]
+        else:
+            return _MISSING
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _comparison(op: str, literal: Any) -> Predicate:
+    """Whether a value found (never missing) compares as ``value <op> literal``."""
+    if literal is None or isinstance(literal, bool):
+        # Only identity can make these equal (True is not 1), and they are not ordered.
+        if op == "!=":
+            return lambda value: value is not literal
+        if op in ("<", ">"):
+            return lambda value: False
+        return lambda value: value is literal
+    compare = _ORDERED[op]
+    unlike = op == "!="  # what a value of another type gives: unequal, and unordered
+    if isinstance(literal, str):
+        return lambda value: compare(value, literal) if isinstance(value, str) else unlike
+    return lambda value: compare(value, literal) if _is_number(value) else unlike
+
+
+def _expression(node: ext_filter.Expression) -> Predicate | None:
+    target = relative_keys(node.target)
+    op = node.op
+    if target is None:
+        return None
+    if op == "!":
+        return lambda item: resolve(item, target) is _MISSING
+    if op is None:
+        return lambda item: resolve(item, target) is not _MISSING
+    literal = node.value
+    if op not in _ORDERED or not (literal is None or isinstance(literal, str | int | float)):
+        return None  # =~, or a comparison with another path
+    found = _comparison(op, literal)
+    missing: bool = op == "!="  # nothing found is unequal to every value
+    if len(target) == 1 and isinstance(target[0], str) and isinstance(literal, str):
+        # The common case, `@.name == 'email'`, without the general walk.
+        name = target[0]
+
+        def on_member(item: Any) -> bool:
+            if not isinstance(item, dict):
+                return missing
+            value = item.get(name, _MISSING)
+            return missing if value is _MISSING else found(value)
+
+        return on_member
+
+    def on_path(item: Any) -> bool:
+        value = resolve(item, target)
+        return missing if value is _MISSING else found(value)
+
+    return on_path
+
+
+def compile_predicate(node: Any) -> Predicate | None:
+    """A native predicate for a filter expression node, or ``None`` if it has none."""
+    if type(node) is ext_filter.Expression:
+        return _expression(node)
+    if type(node) in (ext_filter.And, ext_filter.Or):
+        parts = [compile_predicate(operand) for operand in node.operands]
+        if any(part is None for part in parts):
+            return None
+        preds = [p for p in parts if p is not None]
+        if type(node) is ext_filter.And:
+            return lambda item: all(p(item) for p in preds)
+        return lambda item: any(p(item) for p in preds)
+    return None
+
+
+def filter_predicate(node: ext_filter.Filter) -> Predicate | None:
+    """The predicate of a whole ``[?(...)]`` (its expressions all hold), or ``None``."""
+    parts = [compile_predicate(expression) for expression in node.expressions]
+    if not parts or any(part is None for part in parts):
+        return None
+    preds = [p for p in parts if p is not None]
+    if len(preds) == 1:
+        return preds[0]
+    return lambda item: all(p(item) for p in preds)
+
+
+def relative_keys(node: Any) -> tuple[Key, ...] | None:
+    """The keys of ``@``, ``@.a.b``, ``@['x y'][0]``; ``None`` for anything else."""
+    if type(node) is jsonpath.This:
+        return ()
+    if type(node) is not jsonpath.Child:
+        return None
+    left = relative_keys(node.left)
+    key = single_key(node.right)
+    if left is None or key is None:
+        return None
+    return (*left, key)
+
+
+def single_key(node: Any) -> Key | None:
+    """The field name or index of a one-name ``Fields`` / one-index ``Index`` node."""
+    if type(node) is jsonpath.Fields and len(node.fields) == 1:
+        if getattr(node, "_deprecated_wildcard_use", False):
+            return None
+        name: str = node.fields[0]
+        return name
+    if type(node) is jsonpath.Index and len(node.indices) == 1:
+        return int(node.indices[0])
+    return None
