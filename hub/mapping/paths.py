@@ -24,10 +24,9 @@ from jsonpath_ng.ext.parser import parse as _ext_parse
 from hub.exceptions import HubError
 from hub.mapping.steps import (
     StepFunc,
+    chain_step,
     filter_predicate,
     filter_step,
-    index_step,
-    key_step,
     single_key,
     wildcard_step,
 )
@@ -126,12 +125,21 @@ def _native_steps(node: Any) -> list[NativeStep] | None:
     return None if right is None else [*left, right]
 
 
-def _as_step(step: NativeStep) -> StepFunc:
-    if isinstance(step, str):
-        return key_step(step)
-    if isinstance(step, int):
-        return index_step(step)
-    return step
+def _as_funcs(steps: list[NativeStep]) -> tuple[StepFunc, ...]:
+    """Step functions for ``steps``, each run of names and indexes walked in one step."""
+    funcs: list[StepFunc] = []
+    run: list[Step] = []
+    for step in steps:
+        if isinstance(step, str | int):
+            run.append(step)
+            continue
+        if run:
+            funcs.append(chain_step(tuple(run)))
+            run = []
+        funcs.append(step)
+    if run:
+        funcs.append(chain_step(tuple(run)))
+    return tuple(funcs)
 
 
 def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
@@ -161,4 +169,4 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     keys = [step for step in steps if isinstance(step, str | int)]
     if len(keys) == len(steps):
         return SimplePath(text=text, steps=tuple(keys))
-    return NativePath(text=text, steps=tuple(_as_step(step) for step in steps))
+    return NativePath(text=text, steps=_as_funcs(steps))

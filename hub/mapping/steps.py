@@ -5,8 +5,8 @@ tuple of steps. Each step takes the list of nodes the path has reached so far an
 returns the next list, exactly as jsonpath-ng's ``find`` would (same values, same
 order):
 
-- a field name keeps the member of each object that has it;
-- an index keeps that element of each array that is long enough;
+- a run of field names and indexes walks each node down (an object's member, an
+  array's element), keeping the nodes that have the whole chain;
 - ``[*]`` (or ``.*``) opens every array and every object (its values, in order);
 - a filter ``[?(...)]`` keeps the array elements, or object values, for which its
   predicate holds.
@@ -49,26 +49,25 @@ _ORDERED: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def key_step(name: str) -> StepFunc:
-    """The member ``name`` of every node that is an object and has it."""
+def chain_step(keys: tuple[Key, ...]) -> StepFunc:
+    """Walk every node through ``keys`` (field names, indexes); keep those that get through."""
+    if len(keys) == 1 and isinstance(keys[0], str):
+        name = keys[0]
 
-    def step(nodes: list[Any]) -> list[Any]:
-        return [node[name] for node in nodes if isinstance(node, dict) and name in node]
+        def member(nodes: list[Any]) -> list[Any]:
+            return [node[name] for node in nodes if isinstance(node, dict) and name in node]
 
-    return step
+        return member
 
+    def walk(nodes: list[Any]) -> list[Any]:
+        out = []
+        for node in nodes:
+            value = resolve(node, keys)
+            if value is not _MISSING:
+                out.append(value)
+        return out
 
-def index_step(index: int) -> StepFunc:
-    """Element ``index`` (negative counts from the end) of every array long enough."""
-
-    def step(nodes: list[Any]) -> list[Any]:
-        return [
-            node[index]
-            for node in nodes
-            if isinstance(node, list | tuple) and -len(node) <= index < len(node)
-        ]
-
-    return step
+    return walk
 
 
 def wildcard_step(nodes: list[Any]) -> list[Any]:
@@ -148,23 +147,35 @@ def _expression(node: ext_filter.Expression) -> Predicate | None:
         return None  # =~, or a comparison with another path
     found = _comparison(op, literal)
     missing: bool = op == "!="  # nothing found is unequal to every value
-    if len(target) == 1 and isinstance(target[0], str) and isinstance(literal, str):
-        # The common case, `@.name == 'email'`, without the general walk.
-        name = target[0]
-
-        def on_member(item: Any) -> bool:
-            if not isinstance(item, dict):
-                return missing
-            value = item.get(name, _MISSING)
-            return missing if value is _MISSING else found(value)
-
-        return on_member
+    if all(isinstance(key, str) for key in target) and isinstance(literal, str):
+        if op in ("==", "=", "!="):
+            return _string_test(tuple(str(key) for key in target), literal, equal=not missing)
 
     def on_path(item: Any) -> bool:
         value = resolve(item, target)
         return missing if value is _MISSING else found(value)
 
     return on_path
+
+
+def _string_test(names: tuple[str, ...], literal: str, *, equal: bool) -> Predicate:
+    """``@.a.b == 'lit'`` (or ``!=``), the common case, as directly as Python allows.
+
+    Indexing with a name fails (KeyError, TypeError) exactly where jsonpath-ng finds
+    nothing: a missing member, or a value that is not an object. A string literal
+    equals only an equal string; ``==`` is False for every other JSON type.
+    """
+
+    def test(item: Any) -> bool:
+        value = item
+        try:
+            for name in names:
+                value = value[name]
+        except (KeyError, TypeError):
+            return not equal  # missing: only != holds
+        return (value == literal) is equal
+
+    return test
 
 
 def compile_predicate(node: Any) -> Predicate | None:
