@@ -17,6 +17,7 @@ transforms never raise.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,18 +90,36 @@ def _digits(value: Any, _arg: Any, _ctx: Context) -> Any:
     return "".join(ch for ch in to_text(value) if ch.isdigit()) or None
 
 
+#: What :func:`_format_phone` gives for text that is no phone number, by reason.
+_NOT_PARSED = "not_parsed"
+_WRONG_LENGTH = "wrong_length"
+
+
+@functools.lru_cache(maxsize=4096)
+def _format_phone(text: str, region: str | None) -> tuple[str | None, str | None]:
+    """``(+CC-NSN, None)`` for a phone number, else ``(None, reason)``.
+
+    Parsing with phonenumbers costs about 20 µs and depends only on the text and the
+    region, so results are memoised (bounded: the least recently used go first).
+    """
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None, _NOT_PARSED
+    if not phonenumbers.is_possible_number(number):
+        return None, _WRONG_LENGTH
+    return f"+{number.country_code}-{phonenumbers.national_significant_number(number)}", None
+
+
 def _phone(value: Any, _arg: Any, ctx: Context) -> Any:
     text = to_text(value).strip()
-    try:
-        number = phonenumbers.parse(text, ctx.default_region)
-    except phonenumbers.NumberParseException:
+    formatted, reason = _format_phone(text, ctx.default_region)
+    if reason == _NOT_PARSED:
         hint = "" if ctx.default_region or text.startswith("+") else " (no default_region set)"
         ctx.warn(f"{text!r} is not a phone number{hint}; left out")
-        return None
-    if not phonenumbers.is_possible_number(number):
+    elif reason == _WRONG_LENGTH:
         ctx.warn(f"{text!r} is not a phone number (wrong length); left out")
-        return None
-    return f"+{number.country_code}-{phonenumbers.national_significant_number(number)}"
+    return formatted
 
 
 _MS_THRESHOLD = 1e11  # a unix time this large is in milliseconds (1e11 s is the year 5138)

@@ -122,6 +122,17 @@ class TestPhone:
         assert values == []
         assert "no default_region" in warnings[0]
 
+    def test_repeated_numbers_give_the_same_results_and_warnings(self) -> None:
+        """Phone results are memoised per text and region: a repeat gives the same value,
+        the same number under another region is placed there, and a bad number warns on
+        every mapping, not only the first."""
+        for _ in range(2):
+            assert run("phone", ["98765 43210"], "IN") == (["+91-9876543210"], [])
+            assert run("phone", ["98765 43210"], "GB")[0] != ["+91-9876543210"]
+            assert run("phone", ["9876543210"], None)[0] == []
+            values, warnings = run("phone", ["12"])
+            assert values == [] and len(warnings) == 1 and "'12'" in warnings[0]
+
 
 class TestDate:
     @pytest.mark.parametrize(
