@@ -45,6 +45,11 @@ def apply(mapping: CompiledMapping, document: Any) -> Result:
     if not mapping.matches(document):
         rules = " or ".join(f"({describe_rule(r)})" for r in mapping.match)
         return Unmatched(mapping.name, f"match of mapping {mapping.name!r} does not hold: {rules}")
+    return _apply_matched(mapping, document)
+
+
+def _apply_matched(mapping: CompiledMapping, document: Any) -> Result:
+    """:func:`apply` once ``mapping``'s match is known to hold."""
     skip_rule = rules_hold(mapping.skip_if, document)
     if skip_rule is not None:
         return Skip(
@@ -99,4 +104,4 @@ def map_document(mappings: Sequence[CompiledMapping], document: Any) -> Result:
         return MappingError(
             None, f"mappings {names} all match this event; make their match exclusive"
         )
-    return apply(taking[0], document)
+    return _apply_matched(taking[0], document)

@@ -166,6 +166,27 @@ def _string_test(names: tuple[str, ...], literal: str, *, equal: bool) -> Predic
     equals only an equal string; ``==`` is False for every other JSON type.
     """
 
+    if equal and len(names) == 1:  # @.name == 'lit'
+        (name,) = names
+
+        def equal_member(item: Any) -> bool:
+            try:
+                return bool(item[name] == literal)
+            except (KeyError, TypeError):
+                return False
+
+        return equal_member
+    if equal and len(names) == 2:  # @.field.ref == 'lit'
+        first, second = names
+
+        def equal_member_of_member(item: Any) -> bool:
+            try:
+                return bool(item[first][second] == literal)
+            except (KeyError, TypeError):
+                return False
+
+        return equal_member_of_member
+
     def test(item: Any) -> bool:
         value = item
         try:
