@@ -22,13 +22,13 @@ from hub.mapping.model import (
     rules_hold,
 )
 from hub.mapping.transforms import Context
-from hub.mapping.values import flatten, is_blank, to_text
+from hub.mapping.values import is_blank, present, to_text
 
 
 def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     """The string sent for ``spec``, or ``None`` to leave the attribute out."""
     if spec.path is not None:
-        values = [v for v in flatten(spec.path.values(document)) if not is_blank(v)]
+        values = present(spec.path.values(document))
     else:
         values = [] if is_blank(spec.value) else [spec.value]
     for transform in spec.transforms:

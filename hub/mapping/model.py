@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from hub.mapping.transforms import Transform
-from hub.mapping.values import flatten, is_blank, to_text
+from hub.mapping.values import present, to_text
 
 if TYPE_CHECKING:  # hub.config imports this module; importing it back would be circular
     from hub.config.models import JsonPath, Origin
@@ -36,7 +36,7 @@ class Condition:
     expected: frozenset[str | None]
 
     def holds(self, document: Any) -> bool:
-        found = [v for v in flatten(self.path.values(document)) if not is_blank(v)]
+        found = present(self.path.values(document))
         if not found:
             return None in self.expected
         return any(to_text(v) in self.expected for v in found)

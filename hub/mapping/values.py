@@ -37,6 +37,23 @@ def to_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def present(values: list[Any]) -> list[Any]:
+    """``values`` with arrays opened up (recursively) and blanks left out, in order.
+
+    The same as ``[v for v in flatten(values) if not is_blank(v)]``, in one pass.
+    """
+    out: list[Any] = []
+    for value in values:
+        if isinstance(value, str):
+            if value.strip():
+                out.append(value)
+        elif isinstance(value, list | tuple):
+            out.extend(present(list(value)))
+        elif value is not None:
+            out.append(value)
+    return out
+
+
 def flatten(values: list[Any]) -> list[Any]:
     """``values`` with arrays opened up (recursively), in order."""
     out: list[Any] = []
