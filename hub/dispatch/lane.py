@@ -74,6 +74,7 @@ class Lane:
         self._seq = itertools.count()
         self._ready = asyncio.Condition()
         self._held: set[int] = set()  # event ids queued or being sent by this lane
+        self._queued: dict[int, Item] = {}  # the queued ones (not yet being sent)
         self._current: dict[asyncio.Task[None], Item] = {}
         self._tasks = [
             asyncio.create_task(self._sender(), name=f"lane-{target.name}-{n}")
@@ -111,10 +112,18 @@ class Lane:
             assert self.paused_until is not None
             await self._d.release(item.event, at=self.paused_until, reason=self._pause_reason())
             return
+        queued = self._queued.get(item.event.id)
+        if queued is not None:
+            # Claimed again (its lease ran out while it waited here): keep one copy, renewed.
+            queued.event, queued.claimed_at = item.event, item.claimed_at
+            return
+        if item.event.id in self._held:
+            return  # being sent right now; that send settles it
         if self.full or self._closing:
             await self._d.release(item.event, at=now + self._drain_estimate(), reason=None)
             return
         self._held.add(item.event.id)
+        self._queued[item.event.id] = item
         async with self._ready:
             heapq.heappush(self._heap, (item.event.id, next(self._seq), item))
             self._ready.notify()
@@ -134,7 +143,9 @@ class Lane:
         async with self._ready:
             while not self._heap:
                 await self._ready.wait()
-            return heapq.heappop(self._heap)[2]
+            item = heapq.heappop(self._heap)[2]
+            self._queued.pop(item.event.id, None)
+            return item
 
     async def _sender(self) -> None:
         task = asyncio.current_task()
@@ -252,6 +263,7 @@ class Lane:
         async with self._ready:
             items = [entry[2] for entry in self._heap]
             self._heap.clear()
+            self._queued.clear()
         for queued in items:
             try:
                 await self._d.release(queued.event, at=at, reason=reason)

@@ -114,11 +114,13 @@ class Dispatcher:
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
 
     def _lane(self, target: Target) -> Lane:
+        # At most what the lane can send in a third of a lease, so queued events never go
+        # stale: bounded by the rate limit, and by the senders if every call took the timeout.
         limit = target.rate_limit
-        if limit is None:
-            capacity = 200
-        else:  # what the target can take in a third of a lease, so queued events never go stale
-            capacity = int(limit.calls / limit.window * self.lease / 3)
+        third = self.lease / 3
+        capacity = min(200, int(self.concurrency * third / max(target.timeout, 0.01)))
+        if limit is not None:
+            capacity = min(capacity, int(limit.calls / limit.window * third))
         return Lane(
             target,
             dispatcher=self,

@@ -23,10 +23,13 @@ def _manual(limit: RateLimit) -> tuple[SlidingWindowLimiter, ManualClock]:
 
 
 def _max_in_window(times: list[float], window: float) -> int:
-    """The largest number of ``times`` inside any half-open window of ``window`` seconds."""
+    """The largest number of ``times`` inside any half-open window of ``window`` seconds.
+
+    A nanosecond of slack absorbs float rounding of ``start + window``.
+    """
     best = 0
     for i, start in enumerate(times):
-        best = max(best, sum(1 for t in times[i:] if t < start + window))
+        best = max(best, sum(1 for t in times[i:] if t < start + window - 1e-9))
     return best
 
 

@@ -176,8 +176,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             f"sqlite:///{work}/hub.db",
         ]
         env = {**DEMO_ENV, "FB_GRAPH_URL": f"{graph_url}/v21.0"}
-        with leadhub_process(args, ready_url=f"{base}/healthz", env=env):
+        with leadhub_process(args, ready_url=f"{base}/healthz", env=env) as proc:
             yield base
+            if proc.stdout is not None:  # the hub's log, shown by pytest when a test failed
+                print(proc.stdout.read()[-20000:])
 
 
 @pytest.mark.slow
