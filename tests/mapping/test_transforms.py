@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.mapping.transforms import Context, TransformError, parse_transform, parse_transforms
 
@@ -155,6 +158,14 @@ class TestDate:
     def test_reads_iso_and_unix_times_into_utc(self, raw: Any, expected: str) -> None:
         """date accepts ISO 8601 with any offset and unix seconds or ms; writes UTC."""
         assert run("date", [raw]) == ([expected], [])
+
+    @settings(max_examples=300, deadline=None)
+    @given(instant=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
+    def test_writes_what_strftime_writes(self, instant: datetime) -> None:
+        """For any instant from year 1 to 9999, date writes exactly what
+        strftime("%Y-%m-%d %H:%M:%S") writes for it in UTC."""
+        aware = instant.replace(tzinfo=UTC)
+        assert run("date", [aware.isoformat()]) == ([aware.strftime("%Y-%m-%d %H:%M:%S")], [])
 
     @pytest.mark.parametrize("raw", ["yesterday", "31/10/2025", True, {"a": 1}])
     def test_unreadable_date_is_left_out_with_a_warning(self, raw: Any) -> None:
