@@ -182,6 +182,9 @@ def run(args: argparse.Namespace) -> int:
         config = with_sandbox_url(config, f"{base}/sandbox")
     try:
         lease = parse_duration(getattr(args, "lease", "60s"))
+        if lease < 1.0:
+            msg = f"{args.lease!r} is too short for a lease; give at least 1s, e.g. '60s'."
+            raise UnitError(msg)
     except UnitError as exc:
         print(f"leadhub serve: --lease: {exc}", file=sys.stderr)
         return 2

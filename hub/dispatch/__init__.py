@@ -1,0 +1,14 @@
+"""The dispatcher: stored events out to LeadSquared, within rate limits, with retries.
+
+Modules: ``ratelimit`` (per-target sliding window behind the ``RateLimiter``
+protocol), ``retry`` (exponential backoff with full jitter), ``leadsquared`` (the
+``Lead.Capture`` client and outcome classification), ``graph`` (Facebook lead
+retrieval), ``lane`` (one target's queue and senders), ``worker`` (the
+:class:`Dispatcher` and its lifespan hook), ``metrics``.
+"""
+
+from __future__ import annotations
+
+from hub.dispatch.worker import Dispatcher, dispatcher_lifespan
+
+__all__ = ["Dispatcher", "dispatcher_lifespan"]

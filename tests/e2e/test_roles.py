@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -43,3 +46,17 @@ def test_worker_role_dispatches_what_the_web_role_stored(tmp_path: Path) -> None
         wait_until(lambda: _delivered(worker) == 20, what="the worker's deliveries")
         emails = sorted(lead["EmailAddress"] for lead in leads(worker))
     assert emails == sorted(f"w{n}@example.com" for n in range(20))
+
+
+def test_a_lease_too_short_is_refused(tmp_path: Path) -> None:
+    """``leadhub serve --lease 0s`` exits 2 and says what lease to give."""
+    (tmp_path / "forms.yaml").write_text(CONFIG)
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", "serve", "--config-dir", str(tmp_path), "--lease", "0s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **ENV},
+    )
+    assert result.returncode == 2
+    assert "'0s' is too short for a lease" in result.stderr
