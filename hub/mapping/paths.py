@@ -81,7 +81,8 @@ class NativePath:
 
 @dataclass(frozen=True, slots=True)
 class ExtendedPath:
-    """Any other path: filters, wildcards, slices, descendants, through jsonpath-ng."""
+    """Any other path, found by jsonpath-ng: descendants (``$..x``), slices, unions, and
+    filters using a regular expression, another path or ``$``."""
 
     text: str
     expression: Any
