@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from hub.store.base import StoreError
+from hub.store.bulk import unpack_body
 from hub.store.models import Event, IncomingDelivery, State
 
 #: Separates lead keys in the ``lead_keys`` column of a row (ASCII unit separator).
@@ -53,7 +54,7 @@ def headers_json(headers: Mapping[str, str]) -> bytes:
 
 def event_from_row(row: Mapping[str, Any]) -> Event:
     """An :class:`Event` from a row of the ``event_rows`` view."""
-    body = bytes(row["body"])
+    body = unpack_body(bytes(row["body"]), row["body_format"])
     document = orjson.loads(row["document"] if row["document"] is not None else body)
     keys = row["lead_keys"]
     created = row["lead_created"]

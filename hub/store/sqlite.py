@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.store import rows
+from hub.store import bulk, rows
 from hub.store.base import StoreError
 from hub.store.models import REPLAYABLE, EnqueueResult, Event, IncomingDelivery, State
 from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavailable
@@ -49,7 +49,9 @@ class SQLiteStore:
         self.stats = StoreStats()
         # Absolute, so a later change of working directory cannot move the database.
         where = self.path.absolute()
-        self._writer = Writer(where, synchronous=self.synchronous, stats=self.stats)
+        self._writer = Writer(
+            where, synchronous=self.synchronous, stats=self.stats, bulk=bulk.insert
+        )
         self._reader = Reader(where, stats=self.stats)
 
     def __repr__(self) -> str:
@@ -88,45 +90,61 @@ class SQLiteStore:
         if not delivery.events:
             return []
         docs = rows.documents(delivery)
-        headers = rows.headers_json(delivery.headers)
-        now = self.clock.time()
+        stored, body_format = bulk.pack(delivery.body)
+        pending = bulk.Pending(
+            endpoint=delivery.endpoint,
+            received_at=delivery.received_at,
+            content_type=delivery.content_type,
+            headers=rows.headers_json(delivery.headers),
+            body=stored,
+            body_format=body_format,
+            events=[(e.delivery_id, d) for e, d in zip(delivery.events, docs, strict=True)],
+            now=self.clock.time(),
+        )
 
         def job(conn: sqlite3.Connection) -> builtins.list[EnqueueResult]:
-            results: builtins.list[EnqueueResult] = []
-            seen: dict[str, int] = {}
-            delivery_row: int | None = None
-            for event, doc in zip(delivery.events, docs, strict=True):
-                if event.delivery_id in seen:
-                    results.append(EnqueueResult(id=seen[event.delivery_id], duplicate=True))
-                    continue
-                key = {"endpoint": delivery.endpoint, "delivery_id": event.delivery_id}
-                found = conn.execute(Q["find_event"], key).fetchone()
-                if found is not None:
-                    seen[event.delivery_id] = found[0]
-                    results.append(EnqueueResult(id=found[0], duplicate=True))
-                    continue
-                if delivery_row is None:
-                    cur = conn.execute(
-                        Q["insert_delivery"],
-                        {
-                            "endpoint": delivery.endpoint,
-                            "received_at": delivery.received_at,
-                            "content_type": delivery.content_type,
-                            "headers": headers,
-                            "body": delivery.body,
-                        },
-                    )
-                    delivery_row = cur.lastrowid
-                cur = conn.execute(
-                    Q["insert_event"],
-                    {**key, "delivery": delivery_row, "document": doc, "now": now},
-                )
-                event_id = int(cur.lastrowid or 0)
-                seen[event.delivery_id] = event_id
-                results.append(EnqueueResult(id=event_id, duplicate=False))
-            return results
+            # the per-delivery path, when the batch's bulk insert met a duplicate or an error
+            return self._enqueue_one(conn, pending)
 
-        return await self._writer.submit(job)
+        return await self._writer.submit(job, bulk=pending)
+
+    def _enqueue_one(
+        self, conn: sqlite3.Connection, p: bulk.Pending
+    ) -> builtins.list[EnqueueResult]:
+        results: builtins.list[EnqueueResult] = []
+        seen: dict[str, int] = {}
+        delivery_row: int | None = None
+        for delivery_id, doc in p.events:
+            if delivery_id in seen:
+                results.append(EnqueueResult(id=seen[delivery_id], duplicate=True))
+                continue
+            key = {"endpoint": p.endpoint, "delivery_id": delivery_id}
+            found = conn.execute(Q["find_event"], key).fetchone()
+            if found is not None:
+                seen[delivery_id] = found[0]
+                results.append(EnqueueResult(id=found[0], duplicate=True))
+                continue
+            if delivery_row is None:
+                cur = conn.execute(
+                    Q["insert_delivery"],
+                    {
+                        "endpoint": p.endpoint,
+                        "received_at": p.received_at,
+                        "content_type": p.content_type,
+                        "headers": p.headers,
+                        "body": p.body,
+                        "body_format": p.body_format,
+                    },
+                )
+                delivery_row = cur.lastrowid
+            cur = conn.execute(
+                Q["insert_event"],
+                {**key, "delivery": delivery_row, "document": doc, "now": p.now},
+            )
+            event_id = int(cur.lastrowid or 0)
+            seen[delivery_id] = event_id
+            results.append(EnqueueResult(id=event_id, duplicate=False))
+        return results
 
     # -- dispatch -------------------------------------------------------------------------
 

@@ -2,9 +2,12 @@
 
 Every write goes through the writer thread and its own connection. It takes whatever
 jobs are waiting (up to :data:`MAX_BATCH`), runs them in ONE ``BEGIN IMMEDIATE``
-transaction, each inside a savepoint so one job's failure does not undo the others,
-commits once, and only then resolves each caller's future. Many concurrent requests
-therefore share one fsync, and a result is never reported before it is durable.
+transaction, commits once, and only then resolves the callers' futures (one
+``call_soon_threadsafe`` per batch). Enqueues run together as a few multi-row inserts
+(:mod:`hub.store.bulk`); other jobs, and every job again after a bulk insert fails on
+one job's data, run each inside a savepoint so one job's failure does not undo the
+others. Many concurrent requests therefore share one fsync, and a result is never
+reported before it is durable.
 
 Both threads check before each use that the database path still names the file they
 opened (same device and inode); if it moved or vanished they re-open, and an
@@ -88,12 +91,31 @@ def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             conn.executescript(Q["schema"])
+            migrate(conn)
         else:
             conn.execute("PRAGMA query_only = ON")
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older leadhub up to the current schema (idempotent)."""
+    if conn.execute(Q["schema_version"]).fetchone()[0] != "1":
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # checked again under the lock: another process may have migrated meanwhile
+        if conn.execute(Q["schema_version"]).fetchone()[0] == "1":
+            for statement in Q["migrate_1"].split(";\n"):
+                if statement.strip():
+                    conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    log().info("store_migrated", from_version=1, to_version=2)
 
 
 def _is_job_error(exc: BaseException) -> bool:
@@ -136,23 +158,54 @@ class _Conn:
         self.identity = None
 
 
-class _Item:
-    __slots__ = ("fn", "future")
+#: Runs the bulk payloads of one batch in one go: one result per payload, in order.
+BulkRunner = Callable[[sqlite3.Connection, list[Any]], list[Any]]
 
-    def __init__(self, fn: Job[Any]) -> None:
+
+class _Item:
+    __slots__ = ("bulk", "fn", "future", "loop")
+
+    def __init__(self, fn: Job[Any], bulk: Any, loop: asyncio.AbstractEventLoop) -> None:
         self.fn = fn
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.bulk = bulk
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+
+def _settle(done: list[tuple[_Item, bool, Any]]) -> None:
+    """Resolve callers' futures (on their loop's thread) unless they gave up waiting."""
+    for item, ok, value in done:
+        if item.future.done():
+            continue
+        if ok:
+            item.future.set_result(value)
+        else:
+            item.future.set_exception(value)
 
 
 _STOP = object()
 
 
 class Writer:
-    """The one thread that writes: runs queued jobs in group-committed transactions."""
+    """The one thread that writes: runs queued jobs in group-committed transactions.
 
-    def __init__(self, path: Path, *, synchronous: str, stats: StoreStats) -> None:
+    Jobs that carry a ``bulk`` payload are first run together by the ``bulk`` runner
+    (one statement per table for the whole batch); if it fails on a job's data the
+    transaction starts over with each job's own function, one savepoint each. Results
+    are handed back with ONE ``call_soon_threadsafe`` per batch and event loop.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str,
+        stats: StoreStats,
+        bulk: BulkRunner | None = None,
+    ) -> None:
         self._conn = _Conn(path, synchronous=synchronous, writer=True, stats=stats)
         self._stats = stats
+        self._bulk = bulk
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
@@ -162,14 +215,17 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="leadhub-store-writer", daemon=True)
         self._thread.start()
 
-    async def submit(self, fn: Job[T]) -> T:
-        """Run ``fn(conn)`` inside a write transaction; return its result once committed."""
+    async def submit(self, fn: Job[T], bulk: Any = None) -> T:
+        """Run ``fn(conn)`` inside a write transaction; return its result once committed.
+
+        With ``bulk``, the writer's bulk runner may do the work instead (same result).
+        """
         if self._thread is None or not self._thread.is_alive():
             msg = "The event store is not open; call `await store.open()` first."
             raise StoreError(msg)
-        item = _Item(fn)
+        item = _Item(fn, bulk, asyncio.get_running_loop())
         self._queue.put(item)
-        result: T = await asyncio.wrap_future(item.future)
+        result: T = await item.future
         return result
 
     async def stop(self) -> None:
@@ -195,44 +251,40 @@ class Writer:
                     stopping = True
                     break
                 batch.append(nxt)
-            self._run_batch([i for i in batch if i.future.set_running_or_notify_cancel()])
+            self._hand_back(self._run_batch([i for i in batch if not i.future.done()]))
         self._conn.drop()
         # Anything queued after the stop request would otherwise wait forever.
         closed = StoreError("The event store was closed before this write ran.")
+        left: list[tuple[_Item, bool, Any]] = []
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP and item.future.set_running_or_notify_cancel():
-                item.future.set_exception(closed)
+            if item is not _STOP:
+                left.append((item, False, closed))
+        self._hand_back(left)
 
-    def _run_batch(self, batch: list[_Item]) -> None:
+    @staticmethod
+    def _hand_back(done: list[tuple[_Item, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Item, bool, Any]]] = {}
+        for entry in done:
+            by_loop.setdefault(entry[0].loop, []).append(entry)
+        for loop, entries in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, entries)
+
+    def _run_batch(self, batch: list[_Item]) -> list[tuple[_Item, bool, Any]]:
         if not batch:
-            return
-        outcomes: list[tuple[bool, Any]] = []
+            return []
         try:
             conn = self._conn.get()
             conn.execute("BEGIN IMMEDIATE")
-            for item in batch:
-                conn.execute("SAVEPOINT job")
-                try:
-                    value = item.fn(conn)
-                except Exception as exc:
-                    if not _is_job_error(exc):
-                        raise
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                    outcomes.append((False, _wrap(exc)))
-                else:
-                    conn.execute("RELEASE job")
-                    outcomes.append((True, value))
+            outcomes = self._run_jobs(conn, batch)
             conn.execute("COMMIT")
         except StoreUnavailable as exc:
             log().error("store_unavailable", error=str(exc))
-            for item in batch:
-                item.future.set_exception(exc)
-            return
+            return [(item, False, exc) for item in batch]
         except Exception as exc:
             # The database itself failed (I/O, locked past the timeout, disk full...):
             # nothing in this batch was committed; start over on a fresh connection.
@@ -242,16 +294,45 @@ class Writer:
                     self._conn.conn.execute("ROLLBACK")
             self._conn.drop()
             err = unavailable(self._conn.path, exc)
-            for item in batch:
-                item.future.set_exception(err)
-            return
+            return [(item, False, err) for item in batch]
         self._stats.commits += 1
         self._stats.jobs += len(batch)
-        for item, (ok, value) in zip(batch, outcomes, strict=True):
-            if ok:
-                item.future.set_result(value)
+        return [(item, ok, value) for item, (ok, value) in zip(batch, outcomes, strict=True)]
+
+    def _run_jobs(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[tuple[bool, Any]]:
+        """Every job's outcome inside the open transaction; raises only for the database."""
+        outcomes: list[tuple[bool, Any] | None] = [None] * len(batch)
+        bulk = [i for i, item in enumerate(batch) if item.bulk is not None]
+        if bulk and self._bulk is not None:
+            try:
+                results = self._bulk(conn, [batch[i].bulk for i in bulk])
+            except Exception as exc:
+                if not _is_job_error(exc):
+                    raise
+                # start over, one savepoint per job, so only the faulty job fails
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
             else:
-                item.future.set_exception(value)
+                for i, value in zip(bulk, results, strict=True):
+                    outcomes[i] = (True, value)
+        for i, item in enumerate(batch):
+            if outcomes[i] is None:
+                outcomes[i] = self._run_one(conn, item)
+        return [o for o in outcomes if o is not None]
+
+    @staticmethod
+    def _run_one(conn: sqlite3.Connection, item: _Item) -> tuple[bool, Any]:
+        conn.execute("SAVEPOINT job")
+        try:
+            value = item.fn(conn)
+        except Exception as exc:
+            if not _is_job_error(exc):
+                raise
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+            return (False, _wrap(exc))
+        conn.execute("RELEASE job")
+        return (True, value)
 
 
 def _wrap(exc: Exception) -> Exception:

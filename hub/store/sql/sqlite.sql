@@ -1,15 +1,17 @@
 -- Named queries of the SQLite event store. Each starts with a "-- name: NAME" line.
 -- Lists (ids, keys, targets) are passed as one JSON array and read with json_each,
--- so no query text is ever built at run time.
+-- so no query text is ever built at run time (except the bulk inserts of
+-- hub/store/bulk.py, which repeat a fixed row of placeholders).
 -- For an event in 'sending', next_attempt_at is the end of its lease: a crashed
--- worker's event becomes claimable again then, and one index serves every claim.
+-- worker's event becomes claimable again then (found through events_due).
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+-- A new database starts at the current version; an older one is migrated (name: migrate_1).
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '2');
 
 -- One row per HTTP request as received: the raw body is stored once, however many
 -- leads it carries.
@@ -19,7 +21,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     received_at REAL NOT NULL,
     content_type TEXT NOT NULL,
     headers BLOB NOT NULL,          -- JSON object
-    body BLOB NOT NULL
+    body BLOB NOT NULL,             -- as received, or compressed: see body_format
+    body_format INTEGER NOT NULL DEFAULT 0  -- 0 as received, 1 a raw-deflate segment
 );
 
 -- One row per lead. document is NULL when it is exactly the parsed JSON body.
@@ -42,9 +45,11 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_dedupe ON events (endpoint, delivery_id);
 CREATE INDEX IF NOT EXISTS events_due ON events (state, next_attempt_at);
--- Pending events in id order: claim walks this and stops after `limit` due ones.
-CREATE INDEX IF NOT EXISTS events_pending ON events (id)
-    WHERE state IN ('queued', 'retrying', 'sending');
+-- Waiting events in id order: claim walks this and stops after `limit` due ones. Claimed
+-- ('sending') events are left out, so a long run of claims never walks over its own
+-- leases; expired leases are found through events_due instead.
+CREATE INDEX IF NOT EXISTS events_ready ON events (id)
+    WHERE state IN ('queued', 'retrying');
 CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery);
 
 -- Identity keys (email, phone) of routed events, for per-lead ordering.
@@ -57,7 +62,8 @@ CREATE INDEX IF NOT EXISTS lead_keys_event ON lead_keys (event);
 
 CREATE VIEW IF NOT EXISTS event_rows AS
 SELECT
-    e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.content_type, d.headers,
+    e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.body_format, d.content_type,
+    d.headers,
     e.document, e.state, e.attempts, e.next_attempt_at, e.last_error, e.enrichment,
     e.target, e.mapping,
     (SELECT group_concat(k.key, char(31)) FROM lead_keys AS k WHERE k.event = e.id)
@@ -65,12 +71,33 @@ SELECT
     e.lead_id, e.lead_created, e.updated_at
 FROM events AS e JOIN deliveries AS d ON d.id = e.delivery;
 
+-- name: schema_version
+SELECT value FROM meta WHERE key = 'schema_version';
+
+-- name: migrate_1
+-- Version 1 to 2: compressed bodies, and a claim index without leased events.
+ALTER TABLE deliveries ADD COLUMN body_format INTEGER NOT NULL DEFAULT 0;
+DROP INDEX IF EXISTS events_pending;
+CREATE INDEX IF NOT EXISTS events_ready ON events (id) WHERE state IN ('queued', 'retrying');
+DROP VIEW IF EXISTS event_rows;
+CREATE VIEW event_rows AS
+SELECT
+    e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.body_format, d.content_type,
+    d.headers,
+    e.document, e.state, e.attempts, e.next_attempt_at, e.last_error, e.enrichment,
+    e.target, e.mapping,
+    (SELECT group_concat(k.key, char(31)) FROM lead_keys AS k WHERE k.event = e.id)
+        AS lead_keys,
+    e.lead_id, e.lead_created, e.updated_at
+FROM events AS e JOIN deliveries AS d ON d.id = e.delivery;
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+
 -- name: find_event
 SELECT id FROM events WHERE endpoint = :endpoint AND delivery_id = :delivery_id;
 
 -- name: insert_delivery
-INSERT INTO deliveries (endpoint, received_at, content_type, headers, body)
-VALUES (:endpoint, :received_at, :content_type, :headers, :body);
+INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, body_format)
+VALUES (:endpoint, :received_at, :content_type, :headers, :body, :body_format);
 
 -- name: insert_event
 INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
@@ -78,11 +105,25 @@ INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
 VALUES (:delivery, :endpoint, :delivery_id, :document, 'queued', 0, :now, :now);
 
 -- name: claimable
--- Walk pending events in id order (a backlog needs no sort), stop after `limit` due ones.
-SELECT id FROM events INDEXED BY events_pending
-WHERE state IN ('queued', 'retrying', 'sending')
-  AND next_attempt_at <= :now
-  AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
+-- Waiting events in id order (a backlog needs no sort), stopping after `limit` due ones,
+-- plus claimed events whose lease ran out (few: found by state and due time).
+SELECT id FROM (
+    SELECT id FROM events INDEXED BY events_ready
+    WHERE state IN ('queued', 'retrying')
+      AND next_attempt_at <= :now
+      AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
+    ORDER BY id
+    LIMIT :limit
+)
+UNION ALL
+SELECT id FROM (
+    SELECT id FROM events INDEXED BY events_due
+    WHERE state = 'sending'
+      AND next_attempt_at <= :now
+      AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
+    ORDER BY id
+    LIMIT :limit
+)
 ORDER BY id
 LIMIT :limit;
 

@@ -1,0 +1,174 @@
+"""Enqueue many deliveries in a few statements: the writer's fast path for group commit.
+
+Each ``sqlite3`` call releases the GIL, and the writer thread then waits for the event
+loop to hand it back (up to the 5 ms switch interval while the loop is busy). Inserting
+a batch row by row therefore crawls under load. Here a whole batch of deliveries is one
+multi-row ``INSERT`` per table (in power-of-two chunks, so a few statements are ever
+prepared): about four calls per batch instead of five per delivery.
+
+Row ids: without an explicit id SQLite gives a new row the largest id + 1, so a multi-row
+insert's ids run up to ``lastrowid`` without gaps. Any conflict (a delivery id already
+stored, or repeated within the batch) raises; the writer then starts the transaction over
+on the per-delivery path, which reports duplicates one by one.
+
+Bodies are compressed before they reach the writer (by the caller's thread, with that
+thread's own reused raw-deflate stream cut by full flushes: each body is an independent
+segment, see :class:`Packer`). zlib releases the GIL on every call; in the writer thread
+each release would cost a wait for the busy event loop to hand the GIL back.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from hub.store.models import EnqueueResult
+
+#: ``deliveries.body_format``: the body as received, or a raw-deflate segment of it.
+BODY_RAW = 0
+BODY_DEFLATE = 1
+#: Bodies shorter than this are stored as they are (nothing worth saving).
+COMPRESS_MIN = 512
+#: Most rows in one INSERT (SQLite allows 32,766 bound values; 6 per row here).
+CHUNK = 256
+
+
+@dataclass(slots=True)
+class Pending:
+    """One delivery ready to insert: its row values and its events' (delivery id, document)."""
+
+    endpoint: str
+    received_at: float
+    content_type: str
+    headers: bytes
+    #: The body as stored (see ``body_format``).
+    body: bytes
+    body_format: int
+    events: list[tuple[str, bytes | None]]
+    now: float
+
+
+class Packer:
+    """Compresses bodies for storage; one per thread (see :func:`pack`)."""
+
+    def __init__(self) -> None:
+        self._deflate = zlib.compressobj(1, zlib.DEFLATED, -15)
+
+    def pack(self, body: bytes) -> tuple[bytes, int]:
+        """``(stored bytes, body_format)`` for ``body``; compressed only when it shrinks."""
+        if len(body) < COMPRESS_MIN:
+            return body, BODY_RAW
+        # A full flush ends the segment byte-aligned and resets the dictionary, so this
+        # segment inflates on its own whatever came before it in the stream.
+        packed = self._deflate.compress(body) + self._deflate.flush(zlib.Z_FULL_FLUSH)
+        if len(packed) >= len(body):
+            return body, BODY_RAW
+        return packed, BODY_DEFLATE
+
+
+_local = threading.local()
+
+
+def pack(body: bytes) -> tuple[bytes, int]:
+    """``(stored bytes, body_format)`` for ``body``, with this thread's :class:`Packer`."""
+    packer: Packer | None = getattr(_local, "packer", None)
+    if packer is None:
+        packer = _local.packer = Packer()
+    return packer.pack(body)
+
+
+def unpack_body(stored: bytes, body_format: int | None) -> bytes:
+    """The body as received from its stored bytes and ``body_format``."""
+    if not body_format:
+        return stored
+    if body_format == BODY_DEFLATE:
+        return zlib.decompressobj(-15).decompress(stored)
+    msg = f"unknown body_format {body_format!r} in the store; upgrade leadhub to read it"
+    raise ValueError(msg)
+
+
+def _chunks(n: int) -> list[int]:
+    """``n`` as chunk sizes: CHUNKs, then powers of two (few distinct statements)."""
+    sizes = [CHUNK] * (n // CHUNK)
+    rest = n % CHUNK
+    bit = CHUNK
+    while rest:
+        if rest & bit:
+            sizes.append(bit)
+            rest -= bit
+        bit >>= 1
+    return sizes
+
+
+@functools.cache
+def _insert_deliveries(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?,?)"] * rows)
+    return (
+        "INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, "
+        f"body_format) VALUES {values}"
+    )
+
+
+@functools.cache
+def _insert_events(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,'queued',0,?,?)"] * rows)
+    return (
+        "INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts, "
+        f"next_attempt_at, updated_at) VALUES {values}"
+    )
+
+
+def _insert(conn: sqlite3.Connection, sql: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+    """Insert ``rows`` in chunks; the new row ids, in order."""
+    ids: list[int] = []
+    at = 0
+    for size in _chunks(len(rows)):
+        chunk = rows[at : at + size]
+        at += size
+        cur = conn.execute(sql(size), [v for row in chunk for v in row])
+        last = int(cur.lastrowid or 0)
+        if cur.rowcount != size or last < size:
+            msg = f"a bulk insert stored {cur.rowcount} of {size} rows"
+            raise sqlite3.IntegrityError(msg)
+        ids.extend(range(last - size + 1, last + 1))
+    return ids
+
+
+def insert(conn: sqlite3.Connection, items: list[Pending]) -> list[list[EnqueueResult]]:
+    """Insert every delivery of ``items`` and its events; per item, its results in order.
+
+    Raises:
+        sqlite3.IntegrityError: an event is already stored (or twice in the batch).
+    """
+    deliveries = [
+        (p.endpoint, p.received_at, p.content_type, p.headers, p.body, p.body_format) for p in items
+    ]
+    delivery_ids = _insert(conn, _insert_deliveries, deliveries)
+    events: list[tuple[Any, ...]] = []
+    shape: list[list[int]] = []  # per item: index into the new events, per event
+    for p, row in zip(items, delivery_ids, strict=True):
+        seen: dict[str, int] = {}
+        slots: list[int] = []
+        for delivery_id, document in p.events:
+            slot = seen.get(delivery_id)
+            if slot is None:
+                slot = seen[delivery_id] = len(events)
+                events.append((row, p.endpoint, delivery_id, document, p.now, p.now))
+                slots.append(slot)
+            else:
+                slots.append(-1 - slot)  # a repeat inside the delivery: a duplicate
+        shape.append(slots)
+    event_ids = _insert(conn, _insert_events, events)
+    return [
+        [
+            EnqueueResult(id=event_ids[s], duplicate=False)
+            if s >= 0
+            else EnqueueResult(id=event_ids[-1 - s], duplicate=True)
+            for s in slots
+        ]
+        for slots in shape
+    ]
