@@ -1,16 +1,21 @@
 """structlog set-up: JSON lines off a terminal, a console renderer on one.
 
 Context (``delivery_id``, ``endpoint``, ...) is bound through contextvars so
-that every event of one delivery step carries it. Values that look like
+that every event of one delivery step carries it. Lines logged inside a running
+event loop are written together once per loop iteration (:class:`LineWriter`):
+under load that is one write and flush for many requests instead of one each. Values that look like
 secrets never reach the output: :func:`redact` drops keys whose names say
 they hold one, and :class:`hub.secrets.Secret` masks itself anyway.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
@@ -53,6 +58,65 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str).decode()
 
 
+class LineWriter:
+    """A structlog logger writing each message as a line to ``stream``.
+
+    Outside an event loop a line is written and flushed at once. Inside one, lines wait
+    for the end of the current loop iteration (``loop.call_soon``) and are then written
+    and flushed together; a line from elsewhere writes the waiting ones first, in order.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._scheduled = False
+
+    def msg(self, message: str) -> None:
+        """Write ``message`` as one line (soon, when called inside an event loop)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        with self._lock:
+            self._pending.append(message)
+            if loop is None:
+                self._write_locked()
+                return
+            if self._scheduled:
+                return
+            self._scheduled = True
+        loop.call_soon(self.flush)
+
+    debug = info = warning = warn = error = critical = exception = fatal = failure = log = msg
+
+    def flush(self) -> None:
+        """Write the lines waiting for the end of a loop iteration."""
+        with self._lock:
+            self._write_locked()
+
+    def _write_locked(self) -> None:
+        self._scheduled = False
+        if not self._pending:
+            return
+        lines, self._pending = self._pending, []
+        try:
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()
+        except (OSError, ValueError):  # a closed or broken stream must not break the caller
+            pass
+
+
+_writer: LineWriter | None = None
+
+
+@atexit.register
+def flush() -> None:
+    """Write any log lines still waiting (at exit, and when logging is re-configured)."""
+    if _writer is not None:
+        _writer.flush()
+
+
 def configure(
     *, json: bool | None = None, level: str = "info", stream: TextIO | None = None
 ) -> None:
@@ -64,7 +128,10 @@ def configure(
         level: the lowest level written (``debug``, ``info``, ``warning``, ``error``).
         stream: where to write; standard output by default.
     """
+    global _writer
+    flush()
     out = stream or sys.stdout
+    _writer = LineWriter(out)
     if json is None:
         json = not out.isatty()
     renderer: Any = (
@@ -84,9 +151,16 @@ def configure(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=_factory(_writer),
         cache_logger_on_first_use=False,
     )
+
+
+def _factory(writer: LineWriter) -> Any:
+    def make(*_args: Any) -> LineWriter:
+        return writer
+
+    return make
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import orjson
@@ -94,3 +95,28 @@ def test_module_level_logger_follows_later_configuration() -> None:
     assert captured == [
         {"component": "hub.example", "n": 1, "event": "something_happened", "log_level": "info"}
     ]
+
+
+class _CountingStream(io.StringIO):
+    """A text stream that counts its write calls."""
+
+    writes = 0
+
+    def write(self, s: str) -> int:
+        self.writes += 1
+        return super().write(s)
+
+
+async def test_log_lines_in_a_loop_are_written_together_in_order() -> None:
+    """Lines logged in one loop iteration reach the stream in order, in one write."""
+    out = _CountingStream()
+    logs.configure(stream=out, json=True)
+    log = structlog.get_logger()
+    for i in range(5):
+        log.info("delivery_received", n=i)
+    await asyncio.sleep(0)
+    assert [orjson.loads(line)["n"] for line in out.getvalue().splitlines()] == list(range(5))
+    assert out.writes == 1
+    log.info("delivery_received", n=5)
+    logs.flush()  # what exit and re-configuration do
+    assert orjson.loads(out.getvalue().splitlines()[-1])["n"] == 5
