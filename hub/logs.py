@@ -70,7 +70,8 @@ class LineWriter:
         self._stream = stream
         self._lock = threading.Lock()
         self._pending: list[str] = []
-        self._scheduled = False
+        #: The loop that will flush the waiting lines (another loop schedules its own).
+        self._scheduled: asyncio.AbstractEventLoop | None = None
 
     def msg(self, message: str) -> None:
         """Write ``message`` as one line (soon, when called inside an event loop)."""
@@ -83,9 +84,9 @@ class LineWriter:
             if loop is None:
                 self._write_locked()
                 return
-            if self._scheduled:
+            if self._scheduled is loop:
                 return
-            self._scheduled = True
+            self._scheduled = loop
         loop.call_soon(self.flush)
 
     debug = info = warning = warn = error = critical = exception = fatal = failure = log = msg
@@ -96,7 +97,7 @@ class LineWriter:
             self._write_locked()
 
     def _write_locked(self) -> None:
-        self._scheduled = False
+        self._scheduled = None
         if not self._pending:
             return
         lines, self._pending = self._pending, []

@@ -120,3 +120,27 @@ async def test_log_lines_in_a_loop_are_written_together_in_order() -> None:
     log.info("delivery_received", n=5)
     logs.flush()  # what exit and re-configuration do
     assert orjson.loads(out.getvalue().splitlines()[-1])["n"] == 5
+
+
+def test_log_lines_of_a_loop_that_ended_early_do_not_hold_back_later_ones() -> None:
+    """A line left waiting by a loop that stopped is written with the next loop's lines."""
+    out = io.StringIO()
+    logs.configure(stream=out, json=True)
+    log = structlog.get_logger()
+
+    async def log_and_stop(n: int) -> None:
+        log.info("step", n=n)
+        asyncio.get_running_loop().stop()  # the flush callback never gets its turn
+
+    first = asyncio.new_event_loop()
+    task = first.create_task(log_and_stop(0))
+    first.run_forever()
+    assert task.done()
+    first.close()
+
+    async def log_once() -> None:
+        log.info("step", n=1)
+        await asyncio.sleep(0)
+
+    asyncio.run(log_once())
+    assert [orjson.loads(line)["n"] for line in out.getvalue().splitlines()] == [0, 1]
