@@ -261,15 +261,23 @@ class Dispatcher:
         keys = item.request.lead_keys()
         if not keys:
             return False
-        blocker = await self.store.blocker(item.event.id, keys)
-        # The blocker may have finished between the store's lookup and its read-back.
-        if blocker is None or not blocker.state.pending:
-            return False
         now = self.clock.time()
+        blocker: Event | None = None
+        for _ in range(3):
+            blocker = await self.store.blocker(item.event.id, keys)
+            if blocker is None:
+                return False
+            # The blocker may finish between the store's lookup and its read-back; then an
+            # even earlier one may still be pending, so ask again.
+            if blocker.state.pending:
+                break
+        assert blocker is not None
         if blocker.state == State.SENDING:  # in flight: its next_attempt_at is a lease end
             at = now + ORDER_WAIT
-        else:
+        elif blocker.state.pending:
             at = max(now, blocker.next_attempt_at) + ORDER_WAIT
+        else:  # it kept finishing under us: wait a moment and look again
+            at = now + ORDER_WAIT
         reason = f"waiting for event {blocker.id} (same lead) to be sent first"
         await self.release(item.event, at=at, reason=reason)
         _log.info("event_waiting", blocker=blocker.id, until=at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
 from hub.store.models import State
 from hub.units import RateLimit
@@ -37,13 +38,15 @@ async def test_a_burst_of_100_at_25_per_5s_sees_no_429(tmp_path: Path) -> None:
             ids = await enqueue(
                 store, "forms", [{"email": f"r{n}@example.com"} for n in range(100)]
             )
-            async with running(config, store, concurrency=8) as dispatcher:
-                await wait_for(all_in(State.DELIVERED, store, ids), timeout=90, what="100 sent")
-                sends = dispatcher.metrics.sends
-                assert sends.labels("default", "retry")._value.get() == 0
-                assert sends.labels("default", "delivered")._value.get() == 100
-            events = await states(store, ids)
-        assert {e.attempts for e in events.values()} == {1}  # every lead went through first time
+            with structlog.testing.capture_logs() as logs:
+                async with running(config, store, concurrency=8) as dispatcher:
+                    await wait_for(all_in(State.DELIVERED, store, ids), timeout=90, what="sent")
+                    sends = dispatcher.metrics.sends
+                    delivered = sends.labels("default", "delivered")._value.get()
+        retried = [e["reason"] for e in logs if e["event"] == "event_retrying"]
+        # Zero 429s. (A machine under heavy load may still time a call out; that is no 429.)
+        assert not [r for r in retried if "429" in r or "rate limit" in r], retried
+        assert delivered == 100
         assert len(sandbox_get(url, "/_sandbox/leads")) == 100
 
 

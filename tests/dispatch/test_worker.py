@@ -208,6 +208,51 @@ async def test_a_broken_target_never_delays_a_healthy_one(tmp_path: Path, fake_l
         ]
 
 
+async def test_retries_end_dead_once_the_schedule_gives_up(tmp_path: Path, fake_lsq: str) -> None:
+    """A target failing past give_up_after leaves its events dead, saying why and after how many."""
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml(
+            "default",
+            f"{fake_lsq}/broken",
+            retry="{initial: 20ms, max_interval: 50ms, give_up_after: 300ms}",
+        ),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"email": f"x{n}@example.com"} for n in range(3)])
+        async with running(config, store):
+            await wait_for(all_in(State.DEAD, store, ids), what="given up")
+        for event in (await states(store, ids)).values():
+            assert event.attempts >= 2
+            assert (event.last_error or "").startswith(f"gave up after {event.attempts} attempt")
+            assert "HTTP 500" in (event.last_error or "")
+
+
+async def test_pause_is_logged_as_an_error_with_the_reason(tmp_path: Path, fake_lsq: str) -> None:
+    """A refused key logs target_paused at error level with the reason and never the keys."""
+    import structlog
+
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", f"{fake_lsq}/refused"),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        await enqueue(store, "forms", [{"email": "k@example.com"}])
+        merge = structlog.contextvars.merge_contextvars
+        with structlog.testing.capture_logs(processors=[merge]) as logs:
+            async with running(config, store) as dispatcher:
+                await wait_for(
+                    lambda: _true(dispatcher.lanes["default"].pause_level >= 1), what="pause"
+                )
+    paused = [entry for entry in logs if entry["event"] == "target_paused"]
+    assert paused and paused[0]["log_level"] == "error"
+    assert paused[0]["target"] == "default"
+    assert "HTTP 401" in paused[0]["reason"]
+    assert not any("sk-test" in repr(entry) or "ak-test" in repr(entry) for entry in logs)
+
+
 async def test_slow_and_paused_targets_never_delay_a_healthy_one(
     tmp_path: Path, fake_lsq: str
 ) -> None:
