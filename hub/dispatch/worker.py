@@ -46,11 +46,14 @@ from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.metrics import DispatchMetrics
 from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import RetryPolicy
+from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
 from hub.store.base import EventStore
 from hub.store.models import Event, State
 
 _log = structlog.get_logger()
+
+__all__ = ["Dispatcher", "dispatcher_lifespan", "make_http_client"]
 
 DEFAULT_LEASE = 60.0  # seconds a claimed event stays ours before another worker may take it
 DEFAULT_BATCH = 64  # events per claim
@@ -102,9 +105,7 @@ class Dispatcher:
             msg = "This dispatcher is already started; call stop() before starting it again."
             raise RuntimeError(msg)
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50)
-            )
+            self._http = make_http_client()
         self.client = LeadSquaredClient(self._http)
         self.graph = GraphClient(self._http)
         for target in self.config.targets.values():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from hub.config.models import Target
 from hub.dispatch.leadsquared import Dead, Delivered, LeadSquaredClient, Pause, Retry
+from hub.dispatch.worker import make_http_client
 from hub.secrets import Secret
 from tests.dispatch.support import raw_server
 from tests.support.server import free_port, serve_in_thread
@@ -89,8 +90,17 @@ def _target(url: str, *, timeout: float = 5.0) -> Target:
     )
 
 
-async def _send(url: str, **kw: Any) -> Any:
-    async with httpx.AsyncClient() as http:
+Factory = Callable[[], httpx.AsyncClient]
+
+
+@pytest.fixture(params=["hub", "httpx-default"])
+def http_factory(request: pytest.FixtureRequest) -> Callable[[], httpx.AsyncClient]:
+    """Every case runs on the dispatcher's client and on httpx's default transport."""
+    return make_http_client if request.param == "hub" else httpx.AsyncClient
+
+
+async def _send(url: str, factory: Callable[[], httpx.AsyncClient], **kw: Any) -> Any:
+    async with factory() as http:
         attempt = await LeadSquaredClient(http).capture(
             _target(url, **kw),
             query={"LeadUpdateBehavior": "DoNotUpdate"},
@@ -99,23 +109,25 @@ async def _send(url: str, **kw: Any) -> Any:
     return attempt
 
 
-async def test_success_reads_related_id_and_created(fake_lsq: str) -> None:
+async def test_success_reads_related_id_and_created(fake_lsq: str, http_factory: Factory) -> None:
     """A Success answer is Delivered with RelatedId as the lead id and IsCreated."""
-    attempt = await _send(f"{fake_lsq}/ok")
+    attempt = await _send(f"{fake_lsq}/ok", http_factory)
     assert attempt.outcome == Delivered(lead_id="lead-1", created=True)
     assert attempt.status == 200
 
 
-async def test_success_falls_back_to_message_id(fake_lsq: str) -> None:
+async def test_success_falls_back_to_message_id(fake_lsq: str, http_factory: Factory) -> None:
     """Without RelatedId the lead id is Message.Id, and created is unknown."""
-    attempt = await _send(f"{fake_lsq}/ok_id_only")
+    attempt = await _send(f"{fake_lsq}/ok_id_only", http_factory)
     assert attempt.outcome == Delivered(lead_id="lead-2", created=None)
 
 
-async def test_keys_go_in_headers_and_behaviour_in_the_query(fake_lsq: str) -> None:
+async def test_keys_go_in_headers_and_behaviour_in_the_query(
+    fake_lsq: str, http_factory: Factory
+) -> None:
     """The keys travel as x-LSQ headers, never in the URL; LeadUpdateBehavior is a query param."""
     SEEN.clear()
-    await _send(f"{fake_lsq}/ok")
+    await _send(f"{fake_lsq}/ok", http_factory)
     seen = SEEN[-1]
     assert seen["headers"]["x-lsq-accesskey"] == "u$r-access"
     assert seen["headers"]["x-lsq-secretkey"] == "s3cret-key"
@@ -126,76 +138,84 @@ async def test_keys_go_in_headers_and_behaviour_in_the_query(fake_lsq: str) -> N
 
 
 @pytest.mark.parametrize("case", ["mx400", "mx500", "mx200"])
-async def test_mx_exception_is_dead_with_its_reason_on_any_status(fake_lsq: str, case: str) -> None:
+async def test_mx_exception_is_dead_with_its_reason_on_any_status(
+    fake_lsq: str, case: str, http_factory: Factory
+) -> None:
     """An MX exception in a 400, a 500 or a 200 with Status Error is dead, naming the exception."""
-    attempt = await _send(f"{fake_lsq}/{case}")
+    attempt = await _send(f"{fake_lsq}/{case}", http_factory)
     assert attempt.outcome == Dead(
         "MXDuplicateEntryException: A Lead with same Email already exists."
     )
 
 
 @pytest.mark.parametrize("case", ["rate200", "429", "500", "503", "200junk"])
-async def test_transient_answers_are_retried(fake_lsq: str, case: str) -> None:
+async def test_transient_answers_are_retried(
+    fake_lsq: str, case: str, http_factory: Factory
+) -> None:
     """The MX rate-limit exception, 429, 5xx without MX body and unreadable 200s are retried."""
-    attempt = await _send(f"{fake_lsq}/{case}")
+    attempt = await _send(f"{fake_lsq}/{case}", http_factory)
     assert isinstance(attempt.outcome, Retry), attempt.outcome
 
 
 @pytest.mark.parametrize("case", ["401", "404"])
-async def test_bad_keys_or_host_pause_the_target(fake_lsq: str, case: str) -> None:
+async def test_bad_keys_or_host_pause_the_target(
+    fake_lsq: str, case: str, http_factory: Factory
+) -> None:
     """401 and 404 pause the target instead of killing the lead."""
-    attempt = await _send(f"{fake_lsq}/{case}")
+    attempt = await _send(f"{fake_lsq}/{case}", http_factory)
     assert isinstance(attempt.outcome, Pause)
     assert f"HTTP {case}" in attempt.outcome.reason
 
 
-async def test_other_4xx_is_dead_with_status_and_excerpt(fake_lsq: str) -> None:
+async def test_other_4xx_is_dead_with_status_and_excerpt(
+    fake_lsq: str, http_factory: Factory
+) -> None:
     """A 403 without an MX body is dead, with the status and a body excerpt in the reason."""
-    attempt = await _send(f"{fake_lsq}/403")
+    attempt = await _send(f"{fake_lsq}/403", http_factory)
     assert attempt.outcome == Dead("HTTP 403: Forbidden by WAF rule 42")
 
 
-async def test_status_error_without_mx_on_200_is_dead(fake_lsq: str) -> None:
+async def test_status_error_without_mx_on_200_is_dead(fake_lsq: str, http_factory: Factory) -> None:
     """A 200 whose body says Status Error without an MX type is still a failure (dead)."""
-    attempt = await _send(f"{fake_lsq}/200error_nomx")
+    attempt = await _send(f"{fake_lsq}/200error_nomx", http_factory)
     assert isinstance(attempt.outcome, Dead)
     assert "Status Error" in attempt.outcome.reason
 
 
-async def test_connection_refused_is_retried_and_named() -> None:
+async def test_connection_refused_is_retried_and_named(http_factory: Factory) -> None:
     """Nothing listening: retried, and the reason says connection refused."""
-    attempt = await _send(f"http://127.0.0.1:{free_port()}")
+    attempt = await _send(f"http://127.0.0.1:{free_port()}", http_factory)
     assert isinstance(attempt.outcome, Retry)
     assert attempt.outcome.reason.startswith("connection refused")
     assert attempt.status is None
 
 
-async def test_reset_is_retried_and_named() -> None:
+async def test_reset_is_retried_and_named(http_factory: Factory) -> None:
     """A TCP reset after the request: retried, and the reason says connection reset."""
     with raw_server("reset") as url:
-        attempt = await _send(url)
+        attempt = await _send(url, http_factory)
     assert isinstance(attempt.outcome, Retry)
     assert attempt.outcome.reason.startswith("connection reset"), attempt.outcome.reason
 
 
-async def test_closed_without_answer_is_retried_and_named() -> None:
+async def test_closed_without_answer_is_retried_and_named(http_factory: Factory) -> None:
     """A clean close with no answer: retried, and the reason says closed without an answer."""
     with raw_server("close") as url:
-        attempt = await _send(url)
+        attempt = await _send(url, http_factory)
     assert isinstance(attempt.outcome, Retry)
     assert attempt.outcome.reason.startswith("connection closed without an answer")
 
 
-async def test_timeout_is_retried_and_named() -> None:
+async def test_timeout_is_retried_and_named(http_factory: Factory) -> None:
     """A server that never answers: retried after the target's timeout, named as a timeout."""
     with raw_server("hang") as url:
-        attempt = await _send(url, timeout=0.3)
+        attempt = await _send(url, http_factory, timeout=0.3)
     assert isinstance(attempt.outcome, Retry)
     assert attempt.outcome.reason.startswith("timeout waiting for the answer")
 
 
-async def test_target_without_url_pauses() -> None:
+async def test_target_without_url_pauses(http_factory: Factory) -> None:
     """A target with no url cannot be sent to: it pauses, naming the fix."""
-    attempt = await _send("")
+    attempt = await _send("", http_factory)
     assert isinstance(attempt.outcome, Pause)
     assert "url" in attempt.outcome.reason
