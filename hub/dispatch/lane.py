@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 _log = structlog.get_logger()
 
 LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the target's timeout
+CAPACITY_CEILING = 512  # events a lane may hold, however fast its target answers
+RECORDING_PER_SENDER = 4  # outcomes a sender may leave being written while it sends on
+LATENCY_WEIGHT = 0.1  # weight of the newest call in the smoothed latency
 
 
 @dataclass(slots=True)
@@ -61,13 +64,16 @@ class Lane:
         limiter: RateLimiter,
         policy: RetryPolicy,
         concurrency: int,
-        capacity: int,
+        floor: int,
         random: Callable[[], float],
     ) -> None:
         self.target = target
         self.limiter = limiter
         self.policy = policy
-        self.capacity = capacity
+        self.concurrency = concurrency
+        self.floor = floor
+        #: Seconds a call takes, smoothed; starts at the timeout (the worst case).
+        self.latency = target.timeout
         self._d = dispatcher
         self._random = random
         self._heap: list[tuple[int, int, Item]] = []
@@ -76,6 +82,8 @@ class Lane:
         self._held: set[int] = set()  # event ids queued or being sent by this lane
         self._queued: dict[int, Item] = {}  # the queued ones (not yet being sent)
         self._current: dict[asyncio.Task[None], Item] = {}
+        self._recording: set[asyncio.Task[None]] = set()  # outcomes being written
+        self._record_room = asyncio.Semaphore(RECORDING_PER_SENDER * concurrency)
         self._tasks = [
             asyncio.create_task(self._sender(), name=f"lane-{target.name}-{n}")
             for n in range(concurrency)
@@ -92,6 +100,27 @@ class Lane:
     def held(self) -> int:
         """Events queued in or being sent by this lane."""
         return len(self._held)
+
+    @property
+    def capacity(self) -> int:
+        """Events this lane may hold: what it can send in a third of a lease.
+
+        Bounded by the rate limit, and by the senders at the smoothed call latency (so a
+        slow target holds few, a fast one many), never under ``floor`` nor over
+        :data:`CAPACITY_CEILING`. Events that still wait when their lease nears its end are
+        released by the sender anyway (see :meth:`_send`).
+        """
+        third = self._d.lease / 3
+        room = int(self.concurrency * third / max(self.latency, 0.001))
+        limit = self.target.rate_limit
+        if limit is not None:
+            room = min(room, int(limit.calls / limit.window * third))
+        return max(self.floor, min(CAPACITY_CEILING, room))
+
+    @property
+    def room(self) -> int:
+        """How many more events this lane takes now."""
+        return max(0, self.capacity - len(self._held))
 
     @property
     def full(self) -> bool:
@@ -153,6 +182,7 @@ class Lane:
         while True:
             item = await self._next()
             self._current[task] = item
+            settled = True  # False once the outcome went to a recording task
             try:
                 with structlog.contextvars.bound_contextvars(
                     event_id=item.event.id,
@@ -160,44 +190,84 @@ class Lane:
                     endpoint=item.event.endpoint,
                     target=self.target.name,
                 ):
-                    await self._send(item)
+                    settled = await self._send(item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or a store failure must not kill the lane
                 _log.exception("send_failed", event_id=item.event.id, error=str(exc)[:300])
-                with contextlib.suppress(Exception):
-                    await self._d.release(item.event, at=self._d.clock.time() + 1.0, reason=None)
+                await self._release_after_failure(item)
             finally:
                 self._current.pop(task, None)
-                self._held.discard(item.event.id)
-                self._d.wake()
+                if settled:
+                    self._settled(item)
             if self._closing:
                 return
 
-    async def _send(self, item: Item) -> None:
+    def _settled(self, item: Item) -> None:
+        self._held.discard(item.event.id)
+        self._d.wake()
+
+    async def _release_after_failure(self, item: Item) -> None:
+        with contextlib.suppress(Exception):
+            await self._d.release(item.event, at=self._d.clock.time() + 1.0, reason=None)
+
+    async def _record_later(self, item: Item, attempt: Attempt) -> None:
+        """Write the outcome in its own task, so the sender takes its next event at once.
+
+        Outcomes written at the same time share the store's commit. The event stays
+        held (and ``sending`` in the store, leased) until its outcome is written, so it is
+        neither claimed again nor overtaken by a later event for the same lead.
+        """
+        await self._record_room.acquire()
+        context = structlog.contextvars.get_contextvars()
+
+        async def record() -> None:
+            try:
+                with structlog.contextvars.bound_contextvars(**context):
+                    await self._record(item, attempt)
+            except Exception as exc:
+                _log.exception("record_failed", event_id=item.event.id, error=str(exc)[:300])
+                await self._release_after_failure(item)
+            finally:
+                self._record_room.release()
+                self._settled(item)
+
+        task = asyncio.create_task(record(), name=f"lane-{self.target.name}-record")
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
+    async def _send(self, item: Item) -> bool:
+        """Send ``item`` unless it must go back; False when its outcome is still being written."""
         d = self._d
         if self.paused(d.clock.time()):
             assert self.paused_until is not None
             await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
-            return
+            return True
         # Send only while the lease has room for the call itself (at least half the lease).
         budget = max(d.lease / 2, d.lease - self.target.timeout - LEASE_MARGIN)
         if d.clock.monotonic() - item.claimed_at > budget:
             # Our lease is about to end; another worker may claim the event. Put it back.
             await d.release(item.event, at=d.clock.time(), reason=None)
             _log.info("event_lease_expiring")
-            return
-        probe = self._probe if self.probing else contextlib.nullcontext()
-        async with probe:
+            return True
+        probing = self.probing
+        async with self._probe if probing else contextlib.nullcontext():
             if self.paused(d.clock.time()):
                 assert self.paused_until is not None
                 await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
-                return
+                return True
             async with self.limiter.slot():
                 attempt = await d.client.capture(
                     self.target, query=item.request.query, body=item.request.body
                 )
-            await self._record(item, attempt)
+            self.latency += LATENCY_WEIGHT * (attempt.seconds - self.latency)
+            if probing or not isinstance(attempt.outcome, Delivered):
+                # Probes, failures and pauses are written before the next send (they change
+                # what the lane does next); deliveries are written behind the next sends.
+                await self._record(item, attempt)
+                return True
+        await self._record_later(item, attempt)
+        return False
 
     async def _record(self, item: Item, attempt: Attempt) -> None:
         d = self._d
@@ -292,6 +362,8 @@ class Lane:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._recording:  # outcomes of finished sends: write them, whatever the deadline
+            await asyncio.gather(*list(self._recording), return_exceptions=True)
         for item in interrupted:
             with contextlib.suppress(Exception):
                 await self._d.release(item.event, at=self._d.clock.time(), reason=None)

@@ -57,7 +57,7 @@ __all__ = ["Dispatcher", "dispatcher_lifespan", "make_http_client"]
 
 DEFAULT_LEASE = 60.0  # seconds a claimed event stays ours before another worker may take it
 DEFAULT_BATCH = 64  # events per claim
-DEFAULT_CONCURRENCY = 4  # sends in flight per target
+DEFAULT_CONCURRENCY = 16  # sends in flight per target (the rate limit bounds them further)
 DEFAULT_POLL = 0.2  # seconds between claims when nothing is due (new deliveries show up)
 ORDER_WAIT = 0.1  # seconds an event waits for an earlier one for the same lead
 
@@ -115,20 +115,13 @@ class Dispatcher:
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
 
     def _lane(self, target: Target) -> Lane:
-        # At most what the lane can send in a third of a lease, so queued events never go
-        # stale: bounded by the rate limit, and by the senders if every call took the timeout.
-        limit = target.rate_limit
-        third = self.lease / 3
-        capacity = min(200, int(self.concurrency * third / max(target.timeout, 0.01)))
-        if limit is not None:
-            capacity = min(capacity, int(limit.calls / limit.window * third))
         return Lane(
             target,
             dispatcher=self,
-            limiter=limiter_for(limit, clock=self.clock),
+            limiter=limiter_for(target.rate_limit, clock=self.clock),
             policy=RetryPolicy(target.retry, random=self._random),
             concurrency=self.concurrency,
-            capacity=max(capacity, 2 * self.concurrency),
+            floor=2 * self.concurrency,
             random=self._random,
         )
 
@@ -197,13 +190,30 @@ class Dispatcher:
         counts = Counter(e.target for e in claimed if e.target is not None)
         return {target for target, n in counts.items() if n * 2 > batch}
 
+    def _claim_size(self) -> int:
+        """Events to claim now: a batch, or less when the lanes that can send have less room.
+
+        0 when every lane that is not paused is full: the loop then waits until a lane
+        wakes it. (With every lane paused a full batch is claimed, so events that go to
+        no target, skipped or unmatched, still get their outcome.)
+        """
+        now = self.clock.time()
+        open_lanes = [lane for lane in self.lanes.values() if not lane.paused(now)]
+        if not open_lanes:
+            return self.batch
+        return min(self.batch, sum(lane.room for lane in open_lanes))
+
     async def _claim_loop(self) -> None:
         hogs: set[str] = set()
         while not self._stopping:
+            size = self._claim_size()
+            if size == 0:
+                await self._idle(self.poll)
+                continue
             try:
                 started = self.clock.monotonic()
                 claimed = await self.store.claim(
-                    limit=self.batch, lease=self.lease, exclude_targets=self._excluded(hogs)
+                    limit=size, lease=self.lease, exclude_targets=self._excluded(hogs)
                 )
                 _log.debug(
                     "events_claimed",
@@ -216,7 +226,7 @@ class Dispatcher:
                 hogs = set()
                 await self._idle(max(self.poll, 1.0))
                 continue
-            left_out, hogs = hogs, (set() if hogs else self._hogs(claimed, self.batch))
+            left_out, hogs = hogs, (set() if hogs else self._hogs(claimed, size))
             if claimed:
                 await self._dispatch(claimed)
                 continue
@@ -243,19 +253,38 @@ class Dispatcher:
         claimed_at = self.clock.monotonic()
         # Enrich, map and route concurrently; then check ordering one by one in id order, once
         # every event of the batch has its lead keys recorded (so a later event sees an earlier).
+        # The ordering checks only read, so they run together; the lanes then get the events
+        # that may go in id order.
         prepared = await asyncio.gather(*(self._prepare_safely(e, claimed_at) for e in claimed))
-        for item in sorted((p for p in prepared if p is not None), key=lambda i: i.event.id):
+        items = sorted((p for p in prepared if p is not None), key=lambda i: i.event.id)
+        free = await asyncio.gather(*(self._check_safely(item) for item in items))
+        for item, ok in zip(items, free, strict=True):
+            if not ok:
+                continue
             with structlog.contextvars.bound_contextvars(
                 event_id=item.event.id, delivery_id=item.event.delivery_id
             ):
                 try:
-                    if await self._blocked(item):
-                        continue
                     await self.lanes[item.request.target].put(item)
                 except Exception as exc:
                     _log.exception("dispatch_failed", error=str(exc)[:300])
-                    with contextlib.suppress(Exception):
-                        await self.release(item.event, at=self.clock.time() + 1.0, reason=None)
+                    await self._release_soon(item.event)
+
+    async def _release_soon(self, event: Event) -> None:
+        with contextlib.suppress(Exception):
+            await self.release(event, at=self.clock.time() + 1.0, reason=None)
+
+    async def _check_safely(self, item: Item) -> bool:
+        """True when ``item`` may go to its lane (else it was released, or failed)."""
+        with structlog.contextvars.bound_contextvars(
+            event_id=item.event.id, delivery_id=item.event.delivery_id
+        ):
+            try:
+                return not await self._blocked(item)
+            except Exception as exc:
+                _log.exception("dispatch_failed", error=str(exc)[:300])
+                await self._release_soon(item.event)
+                return False
 
     async def _blocked(self, item: Item) -> bool:
         """Release ``item`` when an earlier event for the same lead is still pending."""
