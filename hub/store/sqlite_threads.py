@@ -192,7 +192,9 @@ class Writer:
     Jobs that carry a ``bulk`` payload are first run together by the ``bulk`` runner
     (one statement per table for the whole batch); if it fails on a job's data the
     transaction starts over with each job's own function, one savepoint each. Results
-    are handed back with ONE ``call_soon_threadsafe`` per batch and event loop.
+    are handed back with ONE ``call_soon_threadsafe`` per batch and event loop. Jobs
+    submitted during one event loop iteration are handed to the thread together at its end
+    (one wake-up, and they land in the same batch).
     """
 
     def __init__(
@@ -206,12 +208,18 @@ class Writer:
         self._conn = _Conn(path, synchronous=synchronous, writer=True, stats=stats)
         self._stats = stats
         self._bulk = bulk
+        #: Lists of items (one list per event loop iteration that submitted), or _STOP.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        #: Items submitted in the current iteration of each event loop, handed over at its end.
+        self._gathered: dict[asyncio.AbstractEventLoop, list[_Item]] = {}
         self._thread: threading.Thread | None = None
+        #: Set by the writer thread before its last drain of the queue.
+        self._closing = False
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="leadhub-store-writer", daemon=True)
         self._thread.start()
 
@@ -223,14 +231,32 @@ class Writer:
         if self._thread is None or not self._thread.is_alive():
             msg = "The event store is not open; call `await store.open()` first."
             raise StoreError(msg)
-        item = _Item(fn, bulk, asyncio.get_running_loop())
-        self._queue.put(item)
+        loop = asyncio.get_running_loop()
+        item = _Item(fn, bulk, loop)
+        # Handed to the writer at the end of this loop iteration, together with whatever
+        # else the iteration submitted: one wake-up of the writer for many requests.
+        gathered = self._gathered.get(loop)
+        if gathered is None:
+            self._gathered[loop] = [item]
+            loop.call_soon(self._hand_over, loop)
+        else:
+            gathered.append(item)
         result: T = await item.future
         return result
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        items = self._gathered.pop(loop, None)
+        if not items:
+            return
+        self._queue.put(items)
+        if self._closing:
+            self._drain_closed()  # the writer is past its last look at the queue
 
     async def stop(self) -> None:
         if self._thread is None:
             return
+        for loop in list(self._gathered):
+            self._hand_over(loop)
         self._queue.put(_STOP)
         await asyncio.to_thread(self._thread.join)
         self._thread = None
@@ -241,7 +267,7 @@ class Writer:
             first = self._queue.get()
             if first is _STOP:
                 break
-            batch = [first]
+            batch: list[_Item] = list(first)
             while len(batch) < MAX_BATCH:
                 try:
                     nxt = self._queue.get_nowait()
@@ -250,19 +276,23 @@ class Writer:
                 if nxt is _STOP:
                     stopping = True
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             self._hand_back(self._run_batch([i for i in batch if not i.future.done()]))
         self._conn.drop()
-        # Anything queued after the stop request would otherwise wait forever.
+        self._closing = True
+        self._drain_closed()
+
+    def _drain_closed(self) -> None:
+        """Fail what was queued after the stop request (it would otherwise wait forever)."""
         closed = StoreError("The event store was closed before this write ran.")
         left: list[tuple[_Item, bool, Any]] = []
         while True:
             try:
-                item = self._queue.get_nowait()
+                items = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not _STOP:
-                left.append((item, False, closed))
+            if items is not _STOP:
+                left.extend((item, False, closed) for item in items)
         self._hand_back(left)
 
     @staticmethod

@@ -198,3 +198,30 @@ async def test_version_1_database_is_migrated(tmp_path: Path, clock: ManualClock
     assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
     indexes = {r[0] for r in raw(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert "events_ready" in indexes and "events_pending" not in indexes
+
+
+async def test_close_right_after_submitting_answers_every_write(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Enqueues still gathered in the loop iteration when close starts are stored and answered."""
+    store = await opened(tmp_path, clock)
+    tasks = [asyncio.create_task(store.enqueue(delivery(f"z{i}"))) for i in range(20)]
+    await asyncio.sleep(0)  # every task has submitted; the hand-over to the writer is pending
+    await store.close()
+    results = await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    assert all(not r[0].duplicate for r in results)
+    assert raw(tmp_path / "events.db", "SELECT count(*) FROM events") == [(20,)]
+
+
+async def test_writes_submitted_in_one_loop_iteration_share_one_commit(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Writes submitted within one event loop iteration reach the writer together."""
+    store = await opened(tmp_path, clock)
+    try:
+        before = store.stats.commits
+        await asyncio.gather(*(store.enqueue(delivery(f"w{i}")) for i in range(100)))
+        commits = store.stats.commits - before
+    finally:
+        await store.close()
+    assert commits == 1
