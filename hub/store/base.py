@@ -18,7 +18,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from hub.exceptions import HubError
-from hub.store.models import EnqueueResult, Event, IncomingDelivery, State
+from hub.store.models import Ack, EnqueueResult, Event, IncomingDelivery, Route, State
 
 
 class StoreError(HubError):
@@ -106,6 +106,22 @@ class EventStore(Protocol):
 
     async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
         """The earliest pending event with a lower id sharing any of ``lead_keys``, if any."""
+        ...
+
+    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
+        """:meth:`set_route` for many events in one write; returns the ids not found."""
+        ...
+
+    async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
+        """:meth:`ack` for many events in one write; returns the ids not found."""
+        ...
+
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
+        """:meth:`blocker` for many ``(event_id, lead_keys)`` in one read.
+
+        Only the blocked events are in the result, each with its blocker; a blocker is
+        pending as of one consistent read of the store.
+        """
         ...
 
     async def set_enrichment(self, event_id: int, enrichment: Any) -> None:

@@ -101,3 +101,22 @@ class Event:
     lead_created: bool | None = None
     updated_at: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What :meth:`EventStore.set_routes` records for one event (as ``set_route`` does)."""
+
+    event_id: int
+    target: str
+    mapping: str
+    lead_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """One delivered event for :meth:`EventStore.ack_many` (as ``ack`` takes it)."""
+
+    event_id: int
+    lead_id: str | None
+    created: bool | None

@@ -19,7 +19,15 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import StoreError
-from hub.store.models import REPLAYABLE, EnqueueResult, Event, IncomingDelivery, State
+from hub.store.models import (
+    REPLAYABLE,
+    Ack,
+    EnqueueResult,
+    Event,
+    IncomingDelivery,
+    Route,
+    State,
+)
 from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavailable
 
 #: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
@@ -202,6 +210,49 @@ class SQLiteStore:
 
         await self._writer.submit(job)
 
+    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
+        if not routes:
+            return []
+        now = self.clock.time()
+        params: builtins.list[dict[str, Any]] = [
+            {"id": r.event_id, "target": r.target, "mapping": r.mapping, "now": now} for r in routes
+        ]
+        keys = [
+            {"id": r.event_id, "keys": orjson.dumps([str(k) for k in r.lead_keys if k])}
+            for r in routes
+        ]
+
+        def job(conn: sqlite3.Connection) -> builtins.list[int]:
+            missing: builtins.list[int] = []
+            for p in params:
+                if conn.execute(Q["set_route"], p).rowcount == 0:
+                    missing.append(p["id"])
+            conn.execute(Q["delete_lead_keys"], {"ids": _ids([r.event_id for r in routes])})
+            gone = set(missing)
+            conn.executemany(Q["insert_lead_keys"], [k for k in keys if k["id"] not in gone])
+            return missing
+
+        return await self._writer.submit(job)
+
+    async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
+        if not acks:
+            return []
+        now = self.clock.time()
+        params: builtins.list[dict[str, Any]] = [
+            {
+                "id": a.event_id,
+                "lead_id": a.lead_id,
+                "created": None if a.created is None else int(a.created),
+                "now": now,
+            }
+            for a in acks
+        ]
+
+        def job(conn: sqlite3.Connection) -> builtins.list[int]:
+            return [p["id"] for p in params if conn.execute(Q["ack"], p).rowcount == 0]
+
+        return await self._writer.submit(job)
+
     async def set_enrichment(self, event_id: int, enrichment: Any) -> None:
         data = None if enrichment is None else rows.dumps(enrichment, what="enrichment")
         await self._update("set_enrichment", event_id, enrichment=data)
@@ -225,6 +276,37 @@ class SQLiteStore:
                 return None
             row = conn.execute(Q["get"], {"id": found[0]}).fetchone()
             return None if row is None else rows.event_from_row(row)
+
+        return await self._reader.submit(job)
+
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
+        asked: builtins.list[dict[str, Any]] = []
+        for event_id, lead_keys in checks:
+            keys = [str(k) for k in lead_keys if k]
+            if keys:
+                asked.append({"id": event_id, "keys": orjson.dumps(keys)})
+        if not asked:
+            return {}
+
+        def job(conn: sqlite3.Connection) -> dict[int, Event]:
+            # One read transaction: a blocker found is still pending when it is read back.
+            conn.execute("BEGIN")
+            try:
+                found: dict[int, Event] = {}
+                rows_by_id: dict[int, Event | None] = {}
+                for params in asked:
+                    hit = conn.execute(Q["blocker"], params).fetchone()
+                    if hit is None:
+                        continue
+                    if hit[0] not in rows_by_id:
+                        row = conn.execute(Q["get"], {"id": hit[0]}).fetchone()
+                        rows_by_id[hit[0]] = None if row is None else rows.event_from_row(row)
+                    blocker = rows_by_id[hit[0]]
+                    if blocker is not None:
+                        found[params["id"]] = blocker
+                return found
+            finally:
+                conn.execute("COMMIT")
 
         return await self._reader.submit(job)
 
