@@ -31,16 +31,17 @@ from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
-from hub.store.models import Event
+from hub.store.models import Ack, Event
 
 if TYPE_CHECKING:
     from hub.dispatch.worker import Dispatcher
 
 _log = structlog.get_logger()
 
+_LABELS = {Delivered: "delivered", Retry: "retry", Dead: "dead", Pause: "pause"}
+
 LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the target's timeout
 CAPACITY_CEILING = 512  # events a lane may hold, however fast its target answers
-RECORDING_PER_SENDER = 4  # outcomes a sender may leave being written while it sends on
 LATENCY_WEIGHT = 0.1  # weight of the newest call in the smoothed latency
 
 
@@ -82,12 +83,14 @@ class Lane:
         self._held: set[int] = set()  # event ids queued or being sent by this lane
         self._queued: dict[int, Item] = {}  # the queued ones (not yet being sent)
         self._current: dict[asyncio.Task[None], Item] = {}
-        self._recording: set[asyncio.Task[None]] = set()  # outcomes being written
-        self._record_room = asyncio.Semaphore(RECORDING_PER_SENDER * concurrency)
+        self._acks: list[tuple[Item, Delivered, Attempt]] = []  # deliveries to write
+        self._acks_ready = asyncio.Event()
+        self._senders_done = False
         self._tasks = [
             asyncio.create_task(self._sender(), name=f"lane-{target.name}-{n}")
             for n in range(concurrency)
         ]
+        self._acker = asyncio.create_task(self._ack_loop(), name=f"lane-{target.name}-acks")
         self._closing = False
         self.paused_until: float | None = None  # unix time
         self.pause_level = 0
@@ -211,30 +214,54 @@ class Lane:
         with contextlib.suppress(Exception):
             await self._d.release(item.event, at=self._d.clock.time() + 1.0, reason=None)
 
-    async def _record_later(self, item: Item, attempt: Attempt) -> None:
-        """Write the outcome in its own task, so the sender takes its next event at once.
+    def _ack_later(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
+        """Queue a delivery for the lane's ack writer; the sender takes its next event at once.
 
-        Outcomes written at the same time share the store's commit. The event stays
-        held (and ``sending`` in the store, leased) until its outcome is written, so it is
+        The writer writes every delivery queued meanwhile in one store call (one commit).
+        The event stays held (and ``sending`` in the store, leased) until then, so it is
         neither claimed again nor overtaken by a later event for the same lead.
         """
-        await self._record_room.acquire()
-        context = structlog.contextvars.get_contextvars()
+        self._acks.append((item, outcome, attempt))
+        self._acks_ready.set()
 
-        async def record() -> None:
-            try:
-                with structlog.contextvars.bound_contextvars(**context):
-                    await self._record(item, attempt)
-            except Exception as exc:
-                _log.exception("record_failed", event_id=item.event.id, error=str(exc)[:300])
-                await self._release_after_failure(item)
-            finally:
-                self._record_room.release()
+    async def _ack_loop(self) -> None:
+        while not (self._senders_done and not self._acks):
+            await self._acks_ready.wait()
+            self._acks_ready.clear()
+            await self._write_acks()
+
+    async def _write_acks(self) -> None:
+        batch, self._acks = self._acks, []
+        if not batch:
+            return
+        d = self._d
+        try:
+            acks = [Ack(i.event.id, o.lead_id, o.created) for i, o, _ in batch]
+            missing = set(await d.store.ack_many(acks))
+        except Exception as exc:  # the store failed: sent, but not recorded; send again later
+            _log.exception("ack_failed", error=str(exc)[:300], events=len(batch))
+            await asyncio.gather(*(self._release_after_failure(item) for item, _, _ in batch))
+        else:
+            for item, outcome, attempt in batch:
+                if item.event.id in missing:
+                    _log.error("ack_failed", event_id=item.event.id, error="event not found")
+                    continue
+                d.metrics.events.labels("delivered").inc()
+                _log.info(
+                    "lead_sent",
+                    event_id=item.event.id,
+                    delivery_id=item.event.delivery_id,
+                    endpoint=item.event.endpoint,
+                    target=self.target.name,
+                    attempt=item.event.attempts,
+                    lead_id=outcome.lead_id,
+                    created=outcome.created,
+                    status=attempt.status,
+                    seconds=round(attempt.seconds, 4),
+                )
+        finally:
+            for item, _, _ in batch:
                 self._settled(item)
-
-        task = asyncio.create_task(record(), name=f"lane-{self.target.name}-record")
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
 
     async def _send(self, item: Item) -> bool:
         """Send ``item`` unless it must go back; False when its outcome is still being written."""
@@ -261,25 +288,34 @@ class Lane:
                     self.target, query=item.request.query, body=item.request.body
                 )
             self.latency += LATENCY_WEIGHT * (attempt.seconds - self.latency)
-            if probing or not isinstance(attempt.outcome, Delivered):
+            outcome = attempt.outcome
+            if probing or not isinstance(outcome, Delivered) or self.target.rate_limit:
                 # Probes, failures and pauses are written before the next send (they change
-                # what the lane does next); deliveries are written behind the next sends.
+                # what the lane does next). So are deliveries to a rate-limited target: its
+                # limiter paces the sends anyway, and each ack's time stays next to its
+                # call's (the store's record of when leads went out). At `off`, deliveries
+                # are written behind the next sends.
                 await self._record(item, attempt)
                 return True
-        await self._record_later(item, attempt)
+        self._count(attempt)
+        self._ack_later(item, outcome, attempt)
         return False
+
+    def _count(self, attempt: Attempt) -> None:
+        """The send's metrics; a probe that got an answer other than a pause resumes the lane."""
+        d = self._d
+        outcome = attempt.outcome
+        d.metrics.sends.labels(self.target.name, _LABELS[type(outcome)]).inc()
+        if attempt.status is not None or isinstance(outcome, Retry):
+            d.metrics.send_seconds.labels(self.target.name).observe(attempt.seconds)
+        if not isinstance(outcome, Pause) and self.probing:
+            self._resume()
 
     async def _record(self, item: Item, attempt: Attempt) -> None:
         d = self._d
         event = item.event
         outcome = attempt.outcome
-        kind = type(outcome).__name__.lower()
-        label = {"delivered": "delivered", "retry": "retry", "dead": "dead", "pause": "pause"}
-        d.metrics.sends.labels(self.target.name, label[kind]).inc()
-        if attempt.status is not None or isinstance(outcome, Retry):
-            d.metrics.send_seconds.labels(self.target.name).observe(attempt.seconds)
-        if not isinstance(outcome, Pause) and self.probing:
-            self._resume()
+        self._count(attempt)
         if isinstance(outcome, Delivered):
             await d.store.ack(event.id, lead_id=outcome.lead_id, created=outcome.created)
             d.metrics.events.labels("delivered").inc()
@@ -362,8 +398,10 @@ class Lane:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._recording:  # outcomes of finished sends: write them, whatever the deadline
-            await asyncio.gather(*list(self._recording), return_exceptions=True)
+        # Deliveries of finished sends are written whatever the deadline (they were sent).
+        self._senders_done = True
+        self._acks_ready.set()
+        await asyncio.gather(self._acker, return_exceptions=True)
         for item in interrupted:
             with contextlib.suppress(Exception):
                 await self._d.release(item.event, at=self._d.clock.time(), reason=None)

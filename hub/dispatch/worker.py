@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import random as _random
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import httpx
@@ -49,11 +49,14 @@ from hub.dispatch.retry import RetryPolicy
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
 from hub.store.base import EventStore
-from hub.store.models import Event, State
+from hub.store.models import Event, Route, State
 
 _log = structlog.get_logger()
 
 __all__ = ["Dispatcher", "dispatcher_lifespan", "make_http_client"]
+
+#: What mapping gave for an event that is not a lead for a configured target.
+Mapped = CaptureRequest | Skip | Unmatched | MappingError
 
 DEFAULT_LEASE = 60.0  # seconds a claimed event stays ours before another worker may take it
 DEFAULT_BATCH = 64  # events per claim
@@ -251,93 +254,130 @@ class Dispatcher:
 
     async def _dispatch(self, claimed: list[Event]) -> None:
         claimed_at = self.clock.monotonic()
-        # Enrich, map and route concurrently; then check ordering one by one in id order, once
-        # every event of the batch has its lead keys recorded (so a later event sees an earlier).
-        # The ordering checks only read, so they run together; the lanes then get the events
-        # that may go in id order.
-        prepared = await asyncio.gather(*(self._prepare_safely(e, claimed_at) for e in claimed))
-        items = sorted((p for p in prepared if p is not None), key=lambda i: i.event.id)
-        free = await asyncio.gather(*(self._check_safely(item) for item in items))
-        for item, ok in zip(items, free, strict=True):
-            if not ok:
+        # Map what needs no I/O here; enrich, skip, kill... concurrently (each writes alone).
+        items: list[Item] = []
+        slow: list[Awaitable[Item | None]] = []
+        for event in claimed:
+            quick = self._map_quick(event, claimed_at)
+            if isinstance(quick, Item):
+                items.append(quick)
+            else:
+                slow.append(self._prepare_safely(event, claimed_at, quick))
+        if slow:
+            items.extend(item for item in await asyncio.gather(*slow) if item is not None)
+        items.sort(key=lambda i: i.event.id)
+        # Every route recorded (one write) before any ordering check (one read), so a later
+        # event of the batch sees an earlier one; then the lanes get the free ones in id order.
+        try:
+            keys = {item.event.id: item.request.lead_keys() for item in items}
+            routes = [
+                Route(i.event.id, i.request.target, i.request.mapping, keys[i.event.id])
+                for i in items
+            ]
+            missing = set(await self.store.set_routes(routes))
+            items = [item for item in items if item.event.id not in missing]
+            blocked = await self.store.blockers(list(keys.items()))
+        except Exception as exc:  # the store failed: the events go back, due soon
+            _log.exception("dispatch_failed", error=str(exc)[:300], events=len(items))
+            await asyncio.gather(*(self._release_soon(item.event) for item in items))
+            return
+        if blocked:
+            waiting = [
+                self._wait_for(i, blocked[i.event.id]) for i in items if i.event.id in blocked
+            ]
+            await asyncio.gather(*waiting)
+        for item in items:
+            if item.event.id in blocked:
                 continue
-            with structlog.contextvars.bound_contextvars(
-                event_id=item.event.id, delivery_id=item.event.delivery_id
-            ):
-                try:
-                    await self.lanes[item.request.target].put(item)
-                except Exception as exc:
-                    _log.exception("dispatch_failed", error=str(exc)[:300])
-                    await self._release_soon(item.event)
+            try:
+                await self.lanes[item.request.target].put(item)
+            except Exception as exc:
+                _log.exception("dispatch_failed", error=str(exc)[:300], event_id=item.event.id)
+                await self._release_soon(item.event)
 
     async def _release_soon(self, event: Event) -> None:
         with contextlib.suppress(Exception):
             await self.release(event, at=self.clock.time() + 1.0, reason=None)
 
-    async def _check_safely(self, item: Item) -> bool:
-        """True when ``item`` may go to its lane (else it was released, or failed)."""
-        with structlog.contextvars.bound_contextvars(
-            event_id=item.event.id, delivery_id=item.event.delivery_id
-        ):
-            try:
-                return not await self._blocked(item)
-            except Exception as exc:
-                _log.exception("dispatch_failed", error=str(exc)[:300])
-                await self._release_soon(item.event)
-                return False
-
-    async def _blocked(self, item: Item) -> bool:
-        """Release ``item`` when an earlier event for the same lead is still pending."""
-        keys = item.request.lead_keys()
-        if not keys:
-            return False
+    async def _wait_for(self, item: Item, blocker: Event) -> None:
+        """Release ``item`` until after ``blocker``, an earlier pending event for its lead."""
         now = self.clock.time()
-        blocker: Event | None = None
-        for _ in range(3):
-            blocker = await self.store.blocker(item.event.id, keys)
-            if blocker is None:
-                return False
-            # The blocker may finish between the store's lookup and its read-back; then an
-            # even earlier one may still be pending, so ask again.
-            if blocker.state.pending:
-                break
-        assert blocker is not None
         if blocker.state == State.SENDING:  # in flight: its next_attempt_at is a lease end
             at = now + ORDER_WAIT
         elif blocker.state.pending:
             at = max(now, blocker.next_attempt_at) + ORDER_WAIT
-        else:  # it kept finishing under us: wait a moment and look again
+        else:  # it finished under us: wait a moment and look again
             at = now + ORDER_WAIT
         reason = f"waiting for event {blocker.id} (same lead) to be sent first"
-        await self.release(item.event, at=at, reason=reason)
-        _log.info("event_waiting", blocker=blocker.id, until=at)
-        return True
+        with structlog.contextvars.bound_contextvars(
+            event_id=item.event.id, delivery_id=item.event.delivery_id
+        ):
+            try:
+                await self.release(item.event, at=at, reason=reason)
+            except Exception as exc:
+                _log.exception("dispatch_failed", error=str(exc)[:300])
+                return
+            _log.info("event_waiting", blocker=blocker.id, until=at)
 
-    async def _prepare_safely(self, event: Event, claimed_at: float) -> Item | None:
+    def _map_quick(self, event: Event, claimed_at: float) -> Item | Mapped | None:
+        """The event's item when mapping needs no I/O and no store write; else what is known.
+
+        None: it needs enrichment (or its endpoint is gone); a mapping result: it is not a
+        lead for a configured target (skip, unmatched, error).
+        """
+        endpoint = self.config.endpoints.get(event.endpoint)
+        if endpoint is None or isinstance(endpoint.options, FacebookOptions):
+            return None
+        _log.info(
+            "event_claimed",
+            event_id=event.id,
+            delivery_id=event.delivery_id,
+            endpoint=event.endpoint,
+            attempt=event.attempts,
+        )
+        try:
+            result = map_document(self.config.mappings_for(event.endpoint), event.document)
+        except Exception:  # a bug: the slow path maps again and reports it
+            return None
+        if isinstance(result, CaptureRequest) and result.target in self.lanes:
+            return Item(event=event, request=result, claimed_at=claimed_at)
+        return result
+
+    async def _prepare_safely(
+        self, event: Event, claimed_at: float, mapped: Mapped | None = None
+    ) -> Item | None:
         with structlog.contextvars.bound_contextvars(
             event_id=event.id, delivery_id=event.delivery_id, endpoint=event.endpoint
         ):
             try:
-                return await self._prepare(event, claimed_at)
+                return await self._prepare(event, claimed_at, mapped)
             except Exception as exc:  # a bug or a store hiccup must not stop the loop
                 _log.exception("prepare_failed", error=str(exc)[:300])
                 with contextlib.suppress(Exception):
                     await self.release(event, at=self.clock.time() + 1.0, reason=None)
                 return None
 
-    async def _prepare(self, event: Event, claimed_at: float) -> Item | None:
-        _log.info("event_claimed", attempt=event.attempts)
-        endpoint = self.config.endpoints.get(event.endpoint)
-        if endpoint is None:
-            reason = f"endpoint {event.endpoint!r} is no longer configured; add it back, replay"
-            await self._unmatched(event, reason)
-            return None
-        document: Any = event.document
-        if isinstance(endpoint.options, FacebookOptions):
-            document = await self._enrich(event, endpoint.options)
-            if document is None:
+    async def _prepare(
+        self, event: Event, claimed_at: float, mapped: Mapped | None = None
+    ) -> Item | None:
+        """Enrich and map ``event`` (unless ``mapped`` says how it mapped) and settle it.
+
+        Returns the item to route, or None once the event is skipped, unmatched or dead.
+        """
+        result = mapped
+        if result is None:
+            _log.info("event_claimed", attempt=event.attempts)
+            endpoint = self.config.endpoints.get(event.endpoint)
+            if endpoint is None:
+                reason = f"endpoint {event.endpoint!r} is no longer configured; add it back, replay"
+                await self._unmatched(event, reason)
                 return None
-        result = map_document(self.config.mappings_for(event.endpoint), document)
+            document: Any = event.document
+            if isinstance(endpoint.options, FacebookOptions):
+                document = await self._enrich(event, endpoint.options)
+                if document is None:
+                    return None
+            result = map_document(self.config.mappings_for(event.endpoint), document)
         if isinstance(result, Skip):
             await self.store.skipped(event.id, reason=result.reason)
             self.metrics.events.labels("skipped").inc()
@@ -349,18 +389,11 @@ class Dispatcher:
         if isinstance(result, MappingError):
             await self.kill(event, f"mapping failed: {result.reason}", mapping=result.mapping)
             return None
-        return await self._route(event, result, claimed_at)
-
-    async def _route(self, event: Event, request: CaptureRequest, claimed_at: float) -> Item | None:
-        lane = self.lanes.get(request.target)
-        if lane is None:
-            reason = f"target {request.target!r} is not configured; add it, then replay"
-            await self.kill(event, reason, mapping=request.mapping)
+        if result.target not in self.lanes:
+            reason = f"target {result.target!r} is not configured; add it, then replay"
+            await self.kill(event, reason, mapping=result.mapping)
             return None
-        await self.store.set_route(
-            event.id, target=request.target, mapping=request.mapping, lead_keys=request.lead_keys()
-        )
-        return Item(event=event, request=request, claimed_at=claimed_at)
+        return Item(event=event, request=result, claimed_at=claimed_at)
 
     async def _unmatched(self, event: Event, reason: str) -> None:
         await self.store.unmatched(event.id, reason=reason)
