@@ -70,7 +70,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ``timeout``: connect (plus the wait for a free connection) and read.
     """
 
-    def __init__(self, *, max_connections: int = 200, keepalive_expiry: float = 15.0) -> None:
+    def __init__(self, *, max_connections: int = 200, keepalive_expiry: float = 5.0) -> None:
         self._limit = max_connections
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None

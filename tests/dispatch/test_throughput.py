@@ -1,0 +1,126 @@
+"""The dispatcher's fast path: claims sized to the lanes, batched writes, and what they keep."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.store.models import State
+from tests.dispatch.support import (
+    all_in,
+    enqueue,
+    flat_endpoint_yaml,
+    opened_store,
+    running,
+    sandbox_get,
+    sandbox_server,
+    states,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.support.server import serve_in_thread
+
+CAPTURE = "/v2/LeadManagement.svc/Lead.Capture"
+SEEN: list[str] = []
+
+
+async def _slowish(request: Request) -> Response:
+    """Succeeds after 20 ms, recording the email it was sent."""
+    body = await request.json()
+    email = next(i["Value"] for i in body if i["Attribute"] == "EmailAddress")
+    SEEN.append(email)
+    await asyncio.sleep(0.02)
+    return JSONResponse({"Status": "Success", "Message": {"Id": "a", "RelatedId": email}})
+
+
+@pytest.fixture(scope="module")
+def slowish_lsq() -> Iterator[str]:
+    """A fake LeadSquared that takes 20 ms per call."""
+    app = Starlette(routes=[Route(CAPTURE, _slowish, methods=["POST"])])
+    with serve_in_thread(app) as url:
+        yield url
+
+
+async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_back(
+    tmp_path: Path, slowish_lsq: str
+) -> None:
+    """With 2 senders and a 64-event claim, no event is released back: claims fit the lane."""
+    SEEN.clear()
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", slowish_lsq, timeout="5s"),
+        flat_endpoint_yaml("forms", "default"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"email": f"b{n}@example.com"} for n in range(80)])
+        async with running(config, store, concurrency=2, batch=64) as dispatcher:
+            await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
+            lane = dispatcher.lanes["default"]
+            # 20 ms calls: the lane now takes far more than its first (timeout-based) size
+            assert lane.capacity > lane.floor
+        assert dispatcher.metrics.events.labels("released")._value.get() == 0
+        events = await states(store, ids)
+        assert all(e.attempts == 1 for e in events.values())
+    assert sorted(SEEN) == sorted(f"b{n}@example.com" for n in range(80))
+
+
+async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> None:
+    """Stopping mid-drain at `off`: none left sending, and every delivered lead is in LSQ."""
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg", target_yaml("default", url), flat_endpoint_yaml("forms", "default")
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            docs = [{"email": f"s{n}@example.com"} for n in range(400)]
+            ids = await enqueue(store, "forms", docs)
+            async with running(config, store) as dispatcher:
+                await wait_for(
+                    lambda: _true(
+                        dispatcher.metrics.sends.labels("default", "delivered")._value.get() >= 20
+                    ),
+                    what="first sends",
+                )
+            events = await states(store, ids)
+        delivered = {e.id for e in events.values() if e.state == State.DELIVERED}
+        assert all(e.state in (State.DELIVERED, State.QUEUED) for e in events.values())
+        assert len(delivered) >= 20
+        assert dispatcher.metrics.events.labels("delivered")._value.get() == len(delivered)
+        in_lsq = {lead["EmailAddress"] for lead in sandbox_get(url, "/_sandbox/leads")}
+        assert {f"s{ids.index(i)}@example.com" for i in delivered} <= in_lsq
+
+
+async def test_one_leads_events_keep_their_order_across_many_small_claims(
+    tmp_path: Path,
+) -> None:
+    """Updates of one lead, mixed with other leads and claimed 3 at a time, arrive in order."""
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg", target_yaml("default", url), flat_endpoint_yaml("forms", "default")
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            docs: list[dict[str, object]] = []
+            for n in range(1, 16):
+                docs += [{"email": "same@example.com", "seq": n}, {"email": f"o{n}@example.com"}]
+            ids = await enqueue(store, "forms", docs)
+            async with running(config, store, concurrency=16, batch=3):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
+        leads = {lead["EmailAddress"]: lead for lead in sandbox_get(url, "/_sandbox/leads")}
+        assert len(leads) == 16
+        same = leads["same@example.com"]
+        activities = sandbox_get(url, f"/_sandbox/leads/{same['ProspectID']}/activities")
+        seqs = [
+            next(d["Value"] for d in a["Data"] if d["Attribute"] == "mx_Seq") for a in activities
+        ]
+        assert seqs == [str(n) for n in range(1, 16)]
+
+
+async def _true(value: bool) -> bool:
+    return value
