@@ -190,7 +190,7 @@ class Writer:
     """The one thread that writes: runs queued jobs in group-committed transactions.
 
     Jobs that carry a ``bulk`` payload are first run together by the ``bulk`` runner
-    (one statement per table for the whole batch); if it fails on a job's data the
+    (a few multi-row statements per table for the whole batch); if it fails on a job's data the
     transaction starts over with each job's own function, one savepoint each. Results
     are handed back with ONE ``call_soon_threadsafe`` per batch and event loop. Jobs
     submitted during one event loop iteration are handed to the thread together at its end
