@@ -28,6 +28,7 @@ fields:
   FirstName: $.name
 """
 TOKEN = "crash-test-token"
+BACKLOG = 800  # events queued before the kill -9 test's worker starts
 ENV = {"FORMS_TOKEN": TOKEN, "LEADHUB_SANDBOX_RATE_LIMIT": "100/1s"}
 
 
@@ -86,19 +87,21 @@ def test_kill_9_mid_backlog_then_restart_delivers_every_event(tmp_path: Path) ->
     args, base = _setup(tmp_path)
     # A backlog first (web role: ingest only), then a worker with no rate limit, so that sends
     # are in flight when it dies.
+    # The backlog is large enough that the kill comes well before the dispatcher (hundreds
+    # of sends a second at `off`) could finish it, even when this test process is slow.
     env = {**ENV, "LEADHUB_SANDBOX_RATE_LIMIT": "off"}
     with leadhub_process([*args, "--role", "web"], ready_url=f"{base}/healthz", env=env):
-        accepted = _send(base, 300)
+        accepted = _send(base, BACKLOG)
     with leadhub_process(args, ready_url=f"{base}/healthz", env=env) as proc:
         wait_until(lambda: len(leads(base)) >= 30, what="dispatch under way")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    assert len(accepted) == 300
+    assert len(accepted) == BACKLOG
     before = _counts(tmp_path)
-    assert before[State.DELIVERED] < 300, "the kill came too late to test anything"
+    assert before[State.DELIVERED] < BACKLOG, "the kill came too late to test anything"
 
     with leadhub_process(args, ready_url=f"{base}/healthz", env=env) as proc:
-        wait_until(lambda: _delivered(base) == 300, timeout=90, what="every event delivered")
+        wait_until(lambda: _delivered(base) == BACKLOG, timeout=90, what="every event delivered")
         found = leads(base)
         twice = sum(len(activities(base, lead["ProspectID"])) - 1 for lead in found)
         proc.send_signal(signal.SIGTERM)
@@ -109,7 +112,7 @@ def test_kill_9_mid_backlog_then_restart_delivers_every_event(tmp_path: Path) ->
     )
     assert sorted(lead["EmailAddress"] for lead in found) == sorted(accepted)
     after = _counts(tmp_path)
-    assert after[State.DELIVERED] == 300
+    assert after[State.DELIVERED] == BACKLOG
     assert after[State.DEAD] == 0
 
 
