@@ -46,7 +46,18 @@ SOURCE_KEYS: Mapping[str, tuple[str, ...]] = {
     "standard": ("secret", "tolerance"),
     "none": (),
 }  # fmt: skip
-TARGET_KEYS = ("kind", "name", "url", "access_key", "secret_key", "rate_limit", "timeout", "retry")
+TARGET_KEYS = (
+    "kind",
+    "name",
+    "url",
+    "access_key",
+    "secret_key",
+    "rate_limit",
+    "timeout",
+    "retry",
+    "concurrency",
+)
+MAX_CONCURRENCY = 256  # calls in flight at once to one target
 RETRY_KEYS = ("initial", "max_interval", "give_up_after", "multiplier")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -234,6 +245,7 @@ def build_target(node: Node, r: Reader) -> Target | None:
     if timeout <= 0:
         r.error(r.get("timeout"), f"'timeout' of {r.what} must be more than zero, like 10s")
     retry = _retry(r)
+    concurrency = _concurrency(r)
     if name is None or url is None:
         return None
     return Target(
@@ -244,8 +256,31 @@ def build_target(node: Node, r: Reader) -> Target | None:
         rate_limit=rate_limit,
         timeout=timeout,
         retry=retry,
+        concurrency=concurrency,
         origin=Origin(node.file, node.line),
     )
+
+
+def _concurrency(r: Reader) -> int | None:
+    """``concurrency``: calls in flight at once to the target (None: the dispatcher's default)."""
+    node = r.get("concurrency")
+    if node is None or node.value is None:
+        return None
+    value = node.value
+    number: int | None = None
+    if not isinstance(value, bool | float | dict | list):
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            number = None
+    if number is None or not 1 <= number <= MAX_CONCURRENCY:
+        r.error(
+            node,
+            f"'concurrency' of {r.what} must be a whole number from 1 to {MAX_CONCURRENCY} "
+            f"(calls in flight at once), not {node.raw or value!r}; like concurrency: 16",
+        )
+        return None
+    return number
 
 
 def sandbox_target(environ: Mapping[str, str]) -> Target:

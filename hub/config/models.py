@@ -170,6 +170,8 @@ class Target:
     #: Whether this is the embedded sandbox served under ``/sandbox``.
     sandbox: bool = False
     origin: Origin | None = None
+    #: Calls in flight at once to this target; None: the dispatcher's default (16).
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True)

@@ -118,13 +118,15 @@ class Dispatcher:
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
 
     def _lane(self, target: Target) -> Lane:
+        # The target's own `concurrency:` wins over the dispatcher's.
+        concurrency = target.concurrency or self.concurrency
         return Lane(
             target,
             dispatcher=self,
             limiter=limiter_for(target.rate_limit, clock=self.clock),
             policy=RetryPolicy(target.retry, random=self._random),
-            concurrency=self.concurrency,
-            floor=2 * self.concurrency,
+            concurrency=concurrency,
+            floor=2 * concurrency,
             random=self._random,
         )
 

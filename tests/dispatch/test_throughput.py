@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hub.config import ConfigError
 from hub.store.models import State
 from tests.dispatch.support import (
     all_in,
@@ -124,3 +125,29 @@ async def test_one_leads_events_keep_their_order_across_many_small_claims(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_a_targets_concurrency_sets_its_senders(tmp_path: Path, slowish_lsq: str) -> None:
+    """`concurrency: 3` in a target file gives its lane 3 senders, over the dispatcher's 16."""
+    config = write_config(
+        tmp_path / "cfg",
+        target_yaml("default", slowish_lsq) + "concurrency: 3\n",
+        flat_endpoint_yaml("forms", "default"),
+    )
+    assert config.targets["default"].concurrency == 3
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"email": f"c{n}@example.com"} for n in range(6)])
+        async with running(config, store, concurrency=16) as dispatcher:
+            assert dispatcher.lanes["default"].concurrency == 3
+            await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
+
+
+@pytest.mark.parametrize("value", ["0", "257", "many", "2.5", "true"])
+def test_a_bad_concurrency_is_a_config_error_naming_the_fix(tmp_path: Path, value: str) -> None:
+    """A concurrency that is not a whole number from 1 to 256 fails to load, saying so."""
+    with pytest.raises(ConfigError, match="'concurrency' of target 'default' must be a whole"):
+        write_config(
+            tmp_path / "cfg",
+            target_yaml("default", "http://127.0.0.1:1") + f"concurrency: {value}\n",
+            flat_endpoint_yaml("forms", "default"),
+        )
