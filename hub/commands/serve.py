@@ -144,6 +144,17 @@ class _Server(uvicorn.Server):
             _log.info("hub_ready", **self._ready)
 
 
+def _sandbox_keys(target: Target | None) -> str:
+    """Where the embedded sandbox's keys come from; the keys themselves only when defaults."""
+    if (
+        target is not None
+        and target.access_key.matches("sandbox")
+        and target.secret_key.matches("sandbox")
+    ):
+        return "sandbox / sandbox (the defaults; set LEADHUB_SANDBOX_ACCESS_KEY and _SECRET_KEY)"
+    return "from LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY"
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped; 0 after a clean shutdown, 1 if startup failed, 2 for bad input."""
     logs.configure(json=True if args.log_json else None, level=args.log_level)
@@ -208,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
         "role": args.role,
         "endpoints": sorted(config.endpoints) if args.role != "worker" else [],
         "targets": sorted(config.targets),
-        "sandbox": sandbox_app is not None,
+        "sandbox": f"{base}/sandbox" if sandbox_app is not None else None,
+        "sandbox_keys": _sandbox_keys(default) if sandbox_app is not None else None,
         "config_dir": str(args.config_dir),
     }
     server = _Server(

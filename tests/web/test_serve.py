@@ -197,6 +197,11 @@ def test_serve_logs_hub_ready_and_refuses_bad_config(tmp_path: Path) -> None:
     events = {line["event"]: line for line in lines}
     assert events["hub_ready"]["url"] == base
     assert events["hub_ready"]["endpoints"] == ["typeform"]
+    # The embedded sandbox's URL and where its keys come from; configured keys never show.
+    assert events["hub_ready"]["sandbox"] == f"{base}/sandbox"
+    assert events["hub_ready"]["sandbox_keys"] == (
+        "from LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY"
+    )
     assert "hub_stopped" in events
     bad = tmp_path / "bad"
     bad.mkdir()
