@@ -3,7 +3,8 @@
 Modules: ``ratelimit`` (per-target sliding window behind the ``RateLimiter``
 protocol), ``retry`` (exponential backoff with full jitter), ``leadsquared`` (the
 ``Lead.Capture`` client and outcome classification), ``graph`` (Facebook lead
-retrieval), ``lane`` (one target's queue and senders), ``worker`` (the
+retrieval), ``enrich`` (the dispatcher's use of it), ``lane`` (one target's queue and
+senders), ``transport`` (httpx over aiohttp: ``make_http_client``), ``worker`` (the
 :class:`Dispatcher` and its lifespan hook), ``metrics``.
 """
 

@@ -5,9 +5,14 @@ One claim loop, many lanes (``hub.dispatch.lane``)::
     claim due events (lease; paused and full targets left out)
       → enrich (Facebook: the Graph lead, fetched once and stored with the event)
       → map_document: Skip → skipped; Unmatched → unmatched; MappingError → dead
-      → set_route (target, mapping, lead keys)
-      → ordering: an earlier pending event for the same email/phone? release until after it
+      → set_routes (target, mapping, lead keys: the whole claim in one write)
+      → ordering (the whole claim in one read): an earlier pending event for the same
+        email/phone? release until after it
       → the target's lane: limiter → Lead.Capture → ack / retry (backoff) / dead / pause
+
+Claims are no bigger than the room in the lanes that can send (a lane holds what it can send
+in a third of a lease at its smoothed call latency), so a backlog is never claimed only to be
+put back. Events that need no I/O to map (all but Facebook's) are mapped inline.
 
 Use::
 
@@ -39,8 +44,9 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.config.models import Config, FacebookOptions, RetrySchedule, Target
-from hub.dispatch.graph import Fetched, FetchRetry, GraphClient, merge_document
+from hub.config.models import Config, FacebookOptions, Target
+from hub.dispatch.enrich import enrich
+from hub.dispatch.graph import GraphClient
 from hub.dispatch.lane import Item, Lane
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.metrics import DispatchMetrics
@@ -90,7 +96,7 @@ class Dispatcher:
         self.concurrency = concurrency
         self.poll = poll
         self.metrics = DispatchMetrics(registry)
-        self._random = random
+        self.random = random
         self._own_http = http is None
         self._http = http
         self.client: LeadSquaredClient
@@ -124,10 +130,10 @@ class Dispatcher:
             target,
             dispatcher=self,
             limiter=limiter_for(target.rate_limit, clock=self.clock),
-            policy=RetryPolicy(target.retry, random=self._random),
+            policy=RetryPolicy(target.retry, random=self.random),
             concurrency=concurrency,
             floor=2 * concurrency,
-            random=self._random,
+            random=self.random,
         )
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -376,7 +382,7 @@ class Dispatcher:
                 return None
             document: Any = event.document
             if isinstance(endpoint.options, FacebookOptions):
-                document = await self._enrich(event, endpoint.options)
+                document = await enrich(self, event, endpoint.options)
                 if document is None:
                     return None
             result = map_document(self.config.mappings_for(event.endpoint), document)
@@ -401,40 +407,6 @@ class Dispatcher:
         await self.store.unmatched(event.id, reason=reason)
         self.metrics.events.labels("unmatched").inc()
         _log.info("event_unmatched", reason=reason)
-
-    # --- enrichment -------------------------------------------------------------------------
-
-    def _graph_policy(self, endpoint: str) -> RetryPolicy:
-        """Graph reads retry on the schedule of the target the endpoint's leads go to."""
-        mappings = self.config.mappings_for(endpoint)
-        name = mappings[0].target if mappings else "default"
-        target = self.config.targets.get(name) or self.config.targets.get("default")
-        schedule = target.retry if target is not None else RetrySchedule()
-        return RetryPolicy(schedule, random=self._random)
-
-    async def _enrich(self, event: Event, options: FacebookOptions) -> Any:
-        """The merged Facebook document, or None once the event has been retried or killed."""
-        change = event.document if isinstance(event.document, dict) else {}
-        lead = event.enrichment
-        if lead is None:
-            leadgen_id = str(change.get("leadgen_id") or "")
-            outcome = await self.graph.fetch_lead(options, leadgen_id)
-            if isinstance(outcome, Fetched):
-                lead = outcome.lead
-                await self.store.set_enrichment(event.id, lead)
-                _log.info("event_enriched", leadgen_id=leadgen_id)
-            else:
-                self.metrics.graph_errors.labels(outcome.kind).inc()
-                reason = f"Facebook lead fetch failed: {outcome.reason}"
-                if isinstance(outcome, FetchRetry):
-                    await self.retry_or_die(event, self._graph_policy(event.endpoint), reason)
-                else:
-                    await self.kill(event, reason)
-                return None
-        if not isinstance(lead, dict):
-            await self.kill(event, f"stored Facebook lead is not an object: {lead!r:.100}")
-            return None
-        return merge_document(lead, change)
 
     # --- outcomes (used by the lanes too) -----------------------------------------------------
 
