@@ -11,40 +11,15 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import sys
-from types import FrameType
-from typing import Any
 
 import uvicorn
 
+from hub.commands.server import Server
 from hub.logs import configure, get_logger
 from hub.sandbox import create_app
 from hub.units import UnitError, parse_rate_limit
 
 _UVICORN_LEVELS = ("warning", "error", "critical")
-
-
-class _SandboxServer(uvicorn.Server):
-    """uvicorn, plus one structured line once the socket listens."""
-
-    def __init__(self, config: uvicorn.Config, fields: dict[str, Any]) -> None:
-        super().__init__(config)
-        self._fields = fields
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        # SIGTERM/SIGINT is how the sandbox is meant to stop: exit 0, do not re-raise it.
-        self._captured_signals.clear()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        if not self.started:
-            return
-        host, port = self.config.host, self.config.port
-        for server in self.servers:
-            for sock in server.sockets or ():
-                host, port = sock.getsockname()[:2]
-                break
-        get_logger("hub.sandbox").info("sandbox_ready", url=f"http://{host}:{port}", **self._fields)
 
 
 def _db_path(value: str | None) -> str | None:
@@ -83,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         lifespan="off",
     )
     fields = {"rate_limit": str(rate_limit) if rate_limit else "off", "db": db_path or "memory"}
-    server = _SandboxServer(config, fields)
+    server = Server(config, on_ready=lambda url: log.info("sandbox_ready", url=url, **fields))
     try:
         server.run()
     except SystemExit as exc:  # uvicorn exits this way when it cannot bind

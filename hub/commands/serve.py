@@ -21,8 +21,6 @@ import sys
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import structlog
 import uvicorn
@@ -31,6 +29,7 @@ from starlette.types import ASGIApp
 
 from hub import logs
 from hub.clock import SYSTEM_CLOCK, Clock
+from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.store import StoreError, open_store
@@ -121,27 +120,11 @@ def lifespan_hooks_for(
     return hooks
 
 
-class _Server(uvicorn.Server):
-    """uvicorn, plus one ``hub_ready`` line once the socket listens."""
-
-    def __init__(self, config: uvicorn.Config, ready: dict[str, Any]) -> None:
-        super().__init__(config)
-        self._ready = ready
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        # The dispatcher stops claiming at once, before uvicorn closes the embedded sandbox.
-        dispatcher = getattr(getattr(self.config.app, "state", None), "dispatcher", None)
-        if dispatcher is not None:
-            dispatcher.drain()
-        # SIGTERM/SIGINT is how the hub is meant to stop: after the graceful shutdown, exit 0
-        # rather than have uvicorn re-raise the signal (exit 143).
-        self._captured_signals.clear()
-
-    async def startup(self, sockets: Any = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started and not self.should_exit:
-            _log.info("hub_ready", **self._ready)
+def _drain(app: ASGIApp) -> None:
+    """Stop the dispatcher claiming at once, before uvicorn closes the embedded sandbox."""
+    dispatcher = getattr(getattr(app, "state", None), "dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.drain()
 
 
 def _sandbox_keys(target: Target | None) -> str:
@@ -223,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
         "sandbox_keys": _sandbox_keys(default) if sandbox_app is not None else None,
         "config_dir": str(args.config_dir),
     }
-    server = _Server(
+    server = Server(
         uvicorn.Config(
             app,
             host=args.host,
@@ -233,9 +216,10 @@ def run(args: argparse.Namespace) -> int:
             log_level="warning",
             server_header=False,
         ),
-        ready,
+        on_ready=lambda _url: _log.info("hub_ready", **ready),
+        on_signal=lambda: _drain(app),
     )
-    server.run()  # on SIGTERM/SIGINT uvicorn shuts down gracefully, then re-raises the signal
+    server.run()  # on SIGTERM/SIGINT: a graceful shutdown, then exit 0
     if not server.started:
         print("leadhub serve: startup failed (see the log above)", file=sys.stderr)
         return 1

@@ -1,0 +1,53 @@
+"""uvicorn as ``leadhub serve`` and ``leadhub sandbox`` run it.
+
+Two additions to :class:`uvicorn.Server`: one structured "ready" line once the socket
+listens (with the address it really bound, so ``--port 0`` tells the truth), and exit code 0
+after SIGTERM/SIGINT. uvicorn shuts down gracefully on those signals and then re-raises
+them (exit 143); for these commands a signal is the normal way to stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+
+class Server(uvicorn.Server):
+    """uvicorn that calls ``on_ready(url)`` once listening and exits 0 after a signal.
+
+    ``on_signal`` runs as soon as a stop signal arrives, before the graceful shutdown.
+    """
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        on_ready: Callable[[str], None],
+        on_signal: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+        self._on_signal = on_signal
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._on_signal is not None:
+            self._on_signal()
+        self._captured_signals.clear()
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started and not self.should_exit:
+            self._on_ready(self.bound_url())
+
+    def bound_url(self) -> str:
+        """``http://HOST:PORT`` of the first listening socket (the configured one before)."""
+        host, port = self.config.host, self.config.port
+        for server in self.servers:
+            for sock in server.sockets or ():
+                host, port = sock.getsockname()[:2]
+                return f"http://{host}:{port}"
+        return f"http://{host}:{port}"
