@@ -199,16 +199,10 @@ class SQLiteStore:
     async def set_route(
         self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
     ) -> None:
-        now = self.clock.time()
-        keys = orjson.dumps([str(k) for k in lead_keys if k])
-
-        def job(conn: sqlite3.Connection) -> None:
-            params = {"id": event_id, "target": target, "mapping": mapping, "now": now}
-            _check_found(conn.execute(Q["set_route"], params), event_id)
-            conn.execute(Q["delete_lead_keys"], {"ids": _ids([event_id])})
-            conn.execute(Q["insert_lead_keys"], {"id": event_id, "keys": keys})
-
-        await self._writer.submit(job)
+        route = Route(event_id=event_id, target=target, mapping=mapping, lead_keys=tuple(lead_keys))
+        if await self.set_routes([route]):
+            msg = f"No event with id {event_id!r} in the store; list them with `leadhub events`."
+            raise StoreError(msg)
 
     async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
         if not routes:
@@ -265,19 +259,7 @@ class SQLiteStore:
     # -- reads ----------------------------------------------------------------------------
 
     async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
-        keys = [str(k) for k in lead_keys if k]
-        if not keys:
-            return None
-        params = {"id": event_id, "keys": orjson.dumps(keys)}
-
-        def job(conn: sqlite3.Connection) -> Event | None:
-            found = conn.execute(Q["blocker"], params).fetchone()
-            if found is None:
-                return None
-            row = conn.execute(Q["get"], {"id": found[0]}).fetchone()
-            return None if row is None else rows.event_from_row(row)
-
-        return await self._reader.submit(job)
+        return (await self.blockers([(event_id, lead_keys)])).get(event_id)
 
     async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
         asked: builtins.list[dict[str, Any]] = []
