@@ -16,6 +16,7 @@ run: export GOOGLE_KEY ?= gk_test_7c1e2b
 run: export TYPEFORM_SECRET ?= tf_test_secret_9f8e7d
 run: export ZAPIER_TOKEN ?= zap_test_token_5a4b3c
 run: export UNBOUNCE_TOKEN ?= ub_test_token_1d2e3f
+run: export JOTFORM_TOKEN  ?= jf_test_token_7g8h9i
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

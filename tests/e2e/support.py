@@ -13,20 +13,12 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.mappings.cases import DEMO_ENV
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
 SHIPPED = REPO / "mappings"
 SANDBOX_KEYS = {"x-LSQ-AccessKey": "sandbox", "x-LSQ-SecretKey": "sandbox"}
-#: Values for every variable the shipped examples use (the fixtures' test secrets).
-DEMO_ENV = {
-    "FB_APP_SECRET": "fb_test_app_secret_0123456789abcdef",
-    "FB_VERIFY_TOKEN": "hub-verify-token-example",
-    "FB_PAGE_TOKEN": "fb-page-token-example",
-    "GOOGLE_KEY": "gk_test_7c1e2b",
-    "TYPEFORM_SECRET": "tf_test_secret_9f8e7d",
-    "ZAPIER_TOKEN": "zap_test_token_5a4b3c",
-    "UNBOUNCE_TOKEN": "ub_test_token_1d2e3f",
-}
 #: Lead fields the sandbox adds itself.
 SYSTEM_FIELDS = ("ProspectID", "CreatedOn", "ModifiedOn")
 

@@ -108,6 +108,17 @@ EXPECTED: dict[str, dict[str, str]] = {
         "mx_Landing_Page_Name": "Solar Quote LP",
         "mx_Submitted_On": "2025-10-31",
     },
+    "jotform": {
+        "FirstName": "Olivia",
+        "LastName": "Bennett",
+        "EmailAddress": "olivia.bennett@example.com",
+        "Phone": "+1-5550100177",
+        "Company": "Bennett Bakery LLC",
+        "Notes": "Need pricing for 3 stores.",
+        "Source": "Jotform",
+        "mx_Jotform_Form_Id": "251234567890123",
+        "mx_Jotform_Submission_Id": "6201234567890123456",
+    },
 }
 
 
@@ -125,6 +136,9 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "facebook":
         body, headers = fixture("facebook", "leadgen_notification_single")
         return "/hooks/facebook", body, headers
+    if sender == "jotform":
+        body, headers = fixture("jotform", "submission_basic")
+        return f"/hooks/jotform?token={quote(DEMO_ENV['JOTFORM_TOKEN'])}", body, headers
     body, headers = fixture("unbounce", "submission_basic")
     return f"/hooks/unbounce?token={quote(DEMO_ENV['UNBOUNCE_TOKEN'])}", body, headers
 
@@ -134,6 +148,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
     path, body, headers = _first(sender)
     if sender == "unbounce":
         return path, body + b"&resent=1", headers
+    if sender == "jotform":  # the same answers under another submission id
+        return path, body.replace(b"6201234567890123456", b"6201234567890999999"), headers
     document: Any = json.loads(body)
     if sender == "zapier":
         document["resent"] = "1"

@@ -17,6 +17,7 @@ DEMO_ENV = {
     "TYPEFORM_SECRET": "tf_test_secret_9f8e7d",
     "ZAPIER_TOKEN": "zap_test_token_5a4b3c",
     "UNBOUNCE_TOKEN": "ub_test_token_1d2e3f",
+    "JOTFORM_TOKEN": "jf_test_token_7g8h9i",
 }
 
 

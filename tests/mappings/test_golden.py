@@ -31,7 +31,7 @@ def _try(case: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str,
 def test_there_are_cases_for_every_shipped_endpoint() -> None:
     """Every endpoint of the shipped examples has at least one golden case."""
     endpoints = {(case / "endpoint").read_text().strip() for case in CASES}
-    assert endpoints == {"facebook", "google", "typeform", "zapier", "unbounce"}
+    assert endpoints == {"facebook", "google", "typeform", "zapier", "unbounce", "jotform"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
