@@ -25,26 +25,18 @@ def dumps(value: Any, *, what: str) -> bytes:
 
 
 def documents(delivery: IncomingDelivery) -> list[bytes | None]:
-    """Each event's document as JSON, or None where it is exactly the parsed JSON body.
+    """Each event's document as JSON, or None where it is exactly the parsed body.
 
     Most senders post one lead whose document IS the body; storing it again would double
-    the row, so it is read back from the body instead. Ingest marks that case
-    (``EventIn.document_is_body``); otherwise the two are compared as JSON text.
+    the row, so it is read back from the body instead. Ingest knows that case when it
+    parses and marks it (``EventIn.document_is_body``); the store does not parse again.
     """
-    if len(delivery.events) == 1 and delivery.events[0].document_is_body:
-        return [None]
-    body_json: bytes | None = None
-    if len(delivery.events) == 1 and "json" in delivery.content_type.lower():
-        try:
-            body_json = orjson.dumps(orjson.loads(delivery.body))
-        except (orjson.JSONDecodeError, TypeError):
-            body_json = None
-    out: list[bytes | None] = []
-    for event in delivery.events:
-        doc = dumps(event.document, what=f"document of {event.delivery_id!r}")
-        # Compared as JSON text, so 1 and 1.0 or True and 1 are never confused.
-        out.append(None if doc == body_json else doc)
-    return out
+    return [
+        None
+        if event.document_is_body
+        else dumps(event.document, what=f"document of {event.delivery_id!r}")
+        for event in delivery.events
+    ]
 
 
 def headers_json(headers: Mapping[str, str]) -> bytes:
