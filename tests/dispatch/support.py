@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import socket
 import struct
 import threading
@@ -101,15 +102,19 @@ async def enqueue(
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 60.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 60.0, what: str = "condition"
 ) -> None:
-    """Poll ``check`` until it is true; fail after a generous ``timeout``."""
+    """Poll ``check`` (plain or async) until it is true; fail after a generous ``timeout``."""
     deadline = time.monotonic() + timeout
-    while not await check():
+    while not await _truth(check()):
         if time.monotonic() > deadline:
             msg = f"timed out after {timeout} s waiting for {what}"
             raise AssertionError(msg)
         await asyncio.sleep(0.05)
+
+
+async def _truth(value: Awaitable[bool] | bool) -> bool:
+    return await value if inspect.isawaitable(value) else bool(value)
 
 
 async def states(store: EventStore, ids: list[int]) -> dict[int, Event]:

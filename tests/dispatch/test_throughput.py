@@ -84,7 +84,7 @@ async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> Non
             ids = await enqueue(store, "forms", docs)
             async with running(config, store) as dispatcher:
                 await wait_for(
-                    lambda: _true(
+                    lambda: (
                         dispatcher.metrics.sends.labels("default", "delivered")._value.get() >= 20
                     ),
                     what="first sends",
@@ -121,10 +121,6 @@ async def test_one_leads_events_keep_their_order_across_many_small_claims(
             next(d["Value"] for d in a["Data"] if d["Attribute"] == "mx_Seq") for a in activities
         ]
         assert seqs == [str(n) for n in range(1, 16)]
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_targets_concurrency_sets_its_senders(tmp_path: Path, slowish_lsq: str) -> None:

@@ -162,7 +162,7 @@ async def test_401_pauses_the_target_and_events_are_delivered_once_keys_are_fixe
         async with running(config, store) as dispatcher:
             with sandbox_server(access_key="other", secret_key="keys", port=port):
                 lane = dispatcher.lanes["default"]
-                await wait_for(lambda: _true(lane.pause_level >= 3), what="several refused probes")
+                await wait_for(lambda: lane.pause_level >= 3, what="several refused probes")
                 paused = dispatcher.metrics.paused.labels("default")._value.get()
                 events = await states(store, ids)
                 assert paused == 1
@@ -175,10 +175,6 @@ async def test_401_pauses_the_target_and_events_are_delivered_once_keys_are_fixe
                 await wait_for(all_in(State.DELIVERED, store, ids), what="delivery after fix")
                 assert len(sandbox_get(sandbox_url, "/_sandbox/leads")) == 10
             assert dispatcher.metrics.paused.labels("default")._value.get() == 0
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def test_a_broken_target_never_delays_a_healthy_one(tmp_path: Path, fake_lsq: str) -> None:
@@ -243,9 +239,7 @@ async def test_pause_is_logged_as_an_error_with_the_reason(tmp_path: Path, fake_
         merge = structlog.contextvars.merge_contextvars
         with structlog.testing.capture_logs(processors=[merge]) as logs:
             async with running(config, store) as dispatcher:
-                await wait_for(
-                    lambda: _true(dispatcher.lanes["default"].pause_level >= 1), what="pause"
-                )
+                await wait_for(lambda: dispatcher.lanes["default"].pause_level >= 1, what="pause")
     paused = [entry for entry in logs if entry["event"] == "target_paused"]
     assert paused and paused[0]["log_level"] == "error"
     assert paused[0]["target"] == "default"
@@ -318,7 +312,7 @@ async def test_stop_releases_queued_events_and_leaves_nothing_claimed(tmp_path: 
             ids = await enqueue(store, "forms", [{"email": f"s{n}@example.com"} for n in range(60)])
             async with running(config, store) as dispatcher:
                 await wait_for(
-                    lambda: _true(
+                    lambda: (
                         dispatcher.metrics.sends.labels("default", "delivered")._value.get() >= 5
                     ),
                     what="first sends",
