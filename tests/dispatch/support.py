@@ -113,6 +113,11 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
+def leads(prefix: str, count: int) -> list[dict[str, str]]:
+    """``count`` flat documents with distinct emails ``<prefix><n>@example.com``."""
+    return [{"email": f"{prefix}{n}@example.com"} for n in range(count)]
+
+
 async def _truth(value: Awaitable[bool] | bool) -> bool:
     return await value if inspect.isawaitable(value) else bool(value)
 

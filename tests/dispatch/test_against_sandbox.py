@@ -13,6 +13,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     flat_endpoint_yaml,
+    leads,
     opened_store,
     running,
     sandbox_get,
@@ -35,9 +36,7 @@ async def test_a_burst_of_100_at_25_per_5s_sees_no_429(tmp_path: Path) -> None:
             flat_endpoint_yaml("forms", "default"),
         )
         async with opened_store(tmp_path / "hub.db") as store:
-            ids = await enqueue(
-                store, "forms", [{"email": f"r{n}@example.com"} for n in range(100)]
-            )
+            ids = await enqueue(store, "forms", leads("r", 100))
             with structlog.testing.capture_logs() as logs:
                 async with running(config, store, concurrency=8) as dispatcher:
                     await wait_for(all_in(State.DELIVERED, store, ids), timeout=90, what="sent")

@@ -18,6 +18,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     flat_endpoint_yaml,
+    leads,
     opened_store,
     running,
     sandbox_get,
@@ -61,7 +62,7 @@ async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_b
         flat_endpoint_yaml("forms", "default"),
     )
     async with opened_store(tmp_path / "hub.db") as store:
-        ids = await enqueue(store, "forms", [{"email": f"b{n}@example.com"} for n in range(80)])
+        ids = await enqueue(store, "forms", leads("b", 80))
         async with running(config, store, concurrency=2, batch=64) as dispatcher:
             await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
             lane = dispatcher.lanes["default"]
@@ -80,7 +81,7 @@ async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> Non
             tmp_path / "cfg", target_yaml("default", url), flat_endpoint_yaml("forms", "default")
         )
         async with opened_store(tmp_path / "hub.db") as store:
-            docs = [{"email": f"s{n}@example.com"} for n in range(400)]
+            docs = leads("s", 400)
             ids = await enqueue(store, "forms", docs)
             async with running(config, store) as dispatcher:
                 await wait_for(
@@ -132,7 +133,7 @@ async def test_a_targets_concurrency_sets_its_senders(tmp_path: Path, slowish_ls
     )
     assert config.targets["default"].concurrency == 3
     async with opened_store(tmp_path / "hub.db") as store:
-        ids = await enqueue(store, "forms", [{"email": f"c{n}@example.com"} for n in range(6)])
+        ids = await enqueue(store, "forms", leads("c", 6))
         async with running(config, store, concurrency=16) as dispatcher:
             assert dispatcher.lanes["default"].concurrency == 3
             await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")

@@ -18,6 +18,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     flat_endpoint_yaml,
+    leads,
     opened_store,
     running,
     sandbox_get,
@@ -158,7 +159,7 @@ async def test_401_pauses_the_target_and_events_are_delivered_once_keys_are_fixe
         flat_endpoint_yaml("forms", "default"),
     )
     async with opened_store(tmp_path / "hub.db") as store:
-        ids = await enqueue(store, "forms", [{"email": f"p{n}@example.com"} for n in range(10)])
+        ids = await enqueue(store, "forms", leads("p", 10))
         async with running(config, store) as dispatcher:
             with sandbox_server(access_key="other", secret_key="keys", port=port):
                 lane = dispatcher.lanes["default"]
@@ -188,12 +189,8 @@ async def test_a_broken_target_never_delays_a_healthy_one(tmp_path: Path, fake_l
     )
     async with opened_store(tmp_path / "hub.db") as store:
         # The broken target's events come first, so they are claimed first and keep coming back.
-        bad = await enqueue(
-            store, "bad", [{"email": f"b{n}@example.com"} for n in range(100)], prefix="b"
-        )
-        good = await enqueue(
-            store, "good", [{"email": f"g{n}@example.com"} for n in range(100)], prefix="g"
-        )
+        bad = await enqueue(store, "bad", leads("b", 100), prefix="b")
+        good = await enqueue(store, "good", leads("g", 100), prefix="g")
         async with running(config, store, batch=16):
             await wait_for(all_in(State.DELIVERED, store, good), what="healthy target delivered")
             broken = await states(store, bad)
@@ -216,7 +213,7 @@ async def test_retries_end_dead_once_the_schedule_gives_up(tmp_path: Path, fake_
         flat_endpoint_yaml("forms", "default"),
     )
     async with opened_store(tmp_path / "hub.db") as store:
-        ids = await enqueue(store, "forms", [{"email": f"x{n}@example.com"} for n in range(3)])
+        ids = await enqueue(store, "forms", leads("x", 3))
         async with running(config, store):
             await wait_for(all_in(State.DEAD, store, ids), what="given up")
         for event in (await states(store, ids)).values():
@@ -261,15 +258,9 @@ async def test_slow_and_paused_targets_never_delay_a_healthy_one(
         flat_endpoint_yaml("locked", "refused"),
     )
     async with opened_store(tmp_path / "hub.db") as store:
-        slow = await enqueue(
-            store, "sluggish", [{"email": f"s{n}@example.com"} for n in range(80)], prefix="s"
-        )
-        locked = await enqueue(
-            store, "locked", [{"email": f"l{n}@example.com"} for n in range(80)], prefix="l"
-        )
-        good = await enqueue(
-            store, "good", [{"email": f"g{n}@example.com"} for n in range(80)], prefix="g"
-        )
+        slow = await enqueue(store, "sluggish", leads("s", 80), prefix="s")
+        locked = await enqueue(store, "locked", leads("l", 80), prefix="l")
+        good = await enqueue(store, "good", leads("g", 80), prefix="g")
         async with running(config, store, batch=16) as dispatcher:
             await wait_for(all_in(State.DELIVERED, store, good), what="healthy target delivered")
             slow_events = await states(store, slow)
@@ -309,7 +300,7 @@ async def test_stop_releases_queued_events_and_leaves_nothing_claimed(tmp_path: 
             flat_endpoint_yaml("forms", "default"),
         )
         async with opened_store(tmp_path / "hub.db") as store:
-            ids = await enqueue(store, "forms", [{"email": f"s{n}@example.com"} for n in range(60)])
+            ids = await enqueue(store, "forms", leads("s", 60))
             async with running(config, store) as dispatcher:
                 await wait_for(
                     lambda: (
