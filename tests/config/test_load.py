@@ -250,8 +250,12 @@ def test_yaml_1_1_booleans_stay_text(tmp_path: Path) -> None:
 
 
 def test_disjoint_matches_are_not_an_overlap(config_dir: Path) -> None:
-    """Mappings on one endpoint with different match values load without error."""
-    load(config_dir, ENV)  # google-a ($.form_id 1) and google-b (2, 3 or 4) coexist
+    """Mappings on one endpoint with different match values load and each takes its own forms."""
+    config = load(config_dir, ENV)  # google-a ($.form_id 1) and google-b (2, 3 or 4) coexist
+    mappings = config.mappings_for("google")
+    assert [m.name for m in mappings] == ["google-a", "google-b"]
+    for form_id, taker in [(1, "google-a"), (3, "google-b")]:
+        assert [m.name for m in mappings if m.matches({"form_id": form_id})] == [taker]
 
 
 def test_literal_sandbox_rate_limit_error_is_reported(config_dir: Path) -> None:
