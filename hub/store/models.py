@@ -8,7 +8,7 @@ events split out of it) and hands it to the store. The dispatcher works on
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -100,7 +100,6 @@ class Event:
     lead_id: str | None = None
     lead_created: bool | None = None
     updated_at: float = 0.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
