@@ -40,20 +40,13 @@ from bench.common import (
     process,
     table,
 )
+from tests.mappings.cases import demo_env
 
-SECRET = "tf_test_secret_9f8e7d"
+#: Every variable the shipped configuration directory needs (the Makefile's demo values).
+DEMO_ENV = demo_env()
+SECRET = DEMO_ENV["TYPEFORM_SECRET"]
 FIXTURE = REPO / "tests" / "fixtures" / "typeform" / "form_response_full.json"
 TEMPLATE_ID = "01JBQ7ZK3M9X2R4T6V8W0Y1A2B"
-#: Every variable the shipped configuration directory needs.
-DEMO_ENV = {
-    "FB_APP_SECRET": "fb_test_app_secret_0123456789abcdef",
-    "FB_VERIFY_TOKEN": "hub-verify-token-example",
-    "FB_PAGE_TOKEN": "fb-page-token-example",
-    "GOOGLE_KEY": "gk_test_7c1e2b",
-    "TYPEFORM_SECRET": SECRET,
-    "ZAPIER_TOKEN": "zap_test_token_5a4b3c",
-    "UNBOUNCE_TOKEN": "ub_test_token_1d2e3f",
-}
 HEADERS = [
     "target",
     "conns",

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "mappings"
 CASES_DIR = Path(__file__).resolve().parent
 
-#: Every variable the shipped examples use, with the test secrets of the sender fixtures.
-DEMO_ENV = {
-    "FB_APP_SECRET": "fb_test_app_secret_0123456789abcdef",
-    "FB_VERIFY_TOKEN": "hub-verify-token-example",
-    "FB_PAGE_TOKEN": "fb-page-token-example",
-    "GOOGLE_KEY": "gk_test_7c1e2b",
-    "TYPEFORM_SECRET": "tf_test_secret_9f8e7d",
-    "ZAPIER_TOKEN": "zap_test_token_5a4b3c",
-    "UNBOUNCE_TOKEN": "ub_test_token_1d2e3f",
-    "JOTFORM_TOKEN": "jf_test_token_7g8h9i",
-}
+_DEMO_LINE = re.compile(r"^run: export (\w+)\s*\?=\s*(\S+)\s*$", re.MULTILINE)
+
+
+def demo_env() -> dict[str, str]:
+    """Every variable the shipped examples use, with the fixtures' test secrets.
+
+    Read from the Makefile's ``run: export NAME ?= value`` lines, the one place they are
+    written, so ``make run``, the tests and the benches cannot drift apart.
+    """
+    env = dict(_DEMO_LINE.findall((ROOT / "Makefile").read_text()))
+    if not env:
+        msg = "no 'run: export NAME ?= value' lines in the Makefile"
+        raise RuntimeError(msg)
+    return env
+
+
+DEMO_ENV = demo_env()
 
 
 def case_dirs() -> list[Path]:
