@@ -21,6 +21,7 @@ import sys
 import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import structlog
 import uvicorn
@@ -32,6 +33,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
+from hub.runtime import tune_for_serving
 from hub.store import StoreError, open_store
 from hub.store.base import EventStore
 from hub.units import UnitError, parse_duration
@@ -138,6 +140,12 @@ def _sandbox_keys(target: Target | None) -> str:
     return "from LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY"
 
 
+def _ready(ready: dict[str, Any]) -> None:
+    """Once listening: settle the interpreter for serving (start-up is over), then say so."""
+    tune_for_serving()
+    _log.info("hub_ready", **ready)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped; 0 after a clean shutdown, 1 if startup failed, 2 for bad input."""
     logs.configure(json=True if args.log_json else None, level=args.log_level)
@@ -216,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
             log_level="warning",
             server_header=False,
         ),
-        on_ready=lambda _url: _log.info("hub_ready", **ready),
+        on_ready=lambda _url: _ready(ready),
         on_signal=lambda: _drain(app),
     )
     server.run()  # on SIGTERM/SIGINT: a graceful shutdown, then exit 0

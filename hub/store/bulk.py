@@ -11,20 +11,20 @@ insert's ids run up to ``lastrowid`` without gaps. Any conflict (a delivery id a
 stored, or repeated within the batch) raises; the writer then starts the transaction over
 on the per-delivery path, which reports duplicates one by one.
 
-Bodies are compressed before they reach the writer (by the caller's thread, with that
-thread's own reused raw-deflate stream cut by full flushes: each body is an independent
-segment, see :class:`Packer`). zlib releases the GIL on every call; in the writer thread
-each release would cost a wait for the busy event loop to hand the GIL back.
+Bodies are compressed (:func:`pack`, raw deflate) before they reach the writer, by the
+caller's thread: a compressor that releases the GIL would, in the writer thread, then
+wait for the busy event loop to hand it back.
 """
 
 from __future__ import annotations
 
 import functools
 import sqlite3
-import threading
 import zlib
 from dataclasses import dataclass
 from typing import Any
+
+from isal import isal_zlib
 
 from hub.store.models import EnqueueResult
 
@@ -33,6 +33,8 @@ BODY_RAW = 0
 BODY_DEFLATE = 1
 #: Bodies shorter than this are stored as they are (nothing worth saving).
 COMPRESS_MIN = 512
+#: ISA-L's fastest level (0 to 3).
+COMPRESS_LEVEL = 0
 #: Most rows in one INSERT (SQLite allows 32,766 bound values; 6 per row here).
 CHUNK = 256
 
@@ -52,33 +54,20 @@ class Pending:
     now: float
 
 
-class Packer:
-    """Compresses bodies for storage; one per thread (see :func:`pack`)."""
-
-    def __init__(self) -> None:
-        self._deflate = zlib.compressobj(1, zlib.DEFLATED, -15)
-
-    def pack(self, body: bytes) -> tuple[bytes, int]:
-        """``(stored bytes, body_format)`` for ``body``; compressed only when it shrinks."""
-        if len(body) < COMPRESS_MIN:
-            return body, BODY_RAW
-        # A full flush ends the segment byte-aligned and resets the dictionary, so this
-        # segment inflates on its own whatever came before it in the stream.
-        packed = self._deflate.compress(body) + self._deflate.flush(zlib.Z_FULL_FLUSH)
-        if len(packed) >= len(body):
-            return body, BODY_RAW
-        return packed, BODY_DEFLATE
-
-
-_local = threading.local()
-
-
 def pack(body: bytes) -> tuple[bytes, int]:
-    """``(stored bytes, body_format)`` for ``body``, with this thread's :class:`Packer`."""
-    packer: Packer | None = getattr(_local, "packer", None)
-    if packer is None:
-        packer = _local.packer = Packer()
-    return packer.pack(body)
+    """``(stored bytes, body_format)`` for ``body``; compressed only when it shrinks.
+
+    ISA-L's fastest level (``isal``): about 3.5 µs for a 3.2 KB Typeform body, to 45% of
+    its size, where zlib's level 1 took 11.5 µs for 38%. Its output is plain raw deflate,
+    so the standard library's zlib reads it back (and reads bodies stored by earlier
+    versions, which used zlib itself).
+    """
+    if len(body) < COMPRESS_MIN:
+        return body, BODY_RAW
+    packed = isal_zlib.compress(body, COMPRESS_LEVEL, wbits=-15)
+    if len(packed) >= len(body):
+        return body, BODY_RAW
+    return packed, BODY_DEFLATE
 
 
 def unpack_body(stored: bytes, body_format: int | None) -> bytes:

@@ -3,8 +3,8 @@
 ``create_app(config=..., store=...)`` builds it from explicit lists (no decorators):
 
 * ``/hooks/{endpoint}`` (roles ``all`` and ``web``): :class:`hub.web.ingest.Ingest`, a
-  raw ASGI handler dispatched *before* Starlette's router by a small middleware, so
-  the hot path pays for neither routing nor Request/Response objects. With role
+  raw ASGI handler dispatched *before* Starlette's middleware stack and router
+  (:class:`HubApp`), so the hot path pays for neither, nor for Request/Response objects. With role
   ``worker`` every ``/hooks/`` path answers 404.
 * ``GET /healthz``: the process is alive (always 200).
 * ``GET /readyz``: 200 when the store answers a ping (and the config is loaded,
@@ -50,7 +50,6 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -69,11 +68,16 @@ READY_TIMEOUT = 3.0  # seconds a readiness ping may take before the store counts
 _log = structlog.get_logger()
 
 
-class HooksFirst:
-    """ASGI middleware: ``/hooks/...`` goes straight to ingest; the rest to the app."""
+class HubApp(Starlette):
+    """Starlette, with ``/hooks/...`` handed to ingest before the middleware stack.
 
-    def __init__(self, app: ASGIApp, ingest: ASGIApp | None) -> None:
-        self.app = app
+    Starlette wraps every request in its error middleware (which wraps ``send`` too)
+    before any user middleware runs; ingest answers its own errors, so the webhook path
+    skips that layer and the router.
+    """
+
+    def __init__(self, *, ingest: ASGIApp | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.ingest = ingest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -87,7 +91,7 @@ class HooksFirst:
             )
             await response(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
 
 def _health_routes(store: EventStore, metrics: WebMetrics) -> list[BaseRoute]:
@@ -163,11 +167,7 @@ def create_app(
                 await stack.enter_async_context(hook(app))
             yield
 
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(HooksFirst, ingest=ingest)],
-        lifespan=lifespan,
-    )
+    app = HubApp(ingest=ingest, routes=routes, lifespan=lifespan)
     app.state.config = config
     app.state.store = store
     app.state.clock = clock

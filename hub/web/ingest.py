@@ -40,7 +40,8 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.bodies import parse
+from hub.sources.base import Split, WholeBody, natural_id
+from hub.sources.bodies import Parsed, Skimmer, parse
 from hub.store.base import EventStore
 from hub.store.models import EventIn, IncomingDelivery
 from hub.web.metrics import WebMetrics
@@ -100,7 +101,7 @@ class _Reject(Exception):
 class _Route:
     """One endpoint, prepared: its source and which headers it may keep."""
 
-    __slots__ = ("_keep", "credentials", "endpoint", "name", "source")
+    __slots__ = ("_keep", "credentials", "endpoint", "name", "skimmer", "source")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -108,6 +109,12 @@ class _Route:
         self.source: Source = build_source(endpoint)
         self.credentials = self.source.credential_headers
         self._keep: dict[str, bool] = {}
+        #: For a single-lead sender whose id is a top-level key: JSON is checked and the id
+        #: read without building the document (it is the body; the dispatcher parses it).
+        self.skimmer: Skimmer | None = None
+        source = self.source
+        if isinstance(source, WholeBody) and source.reads_id_only and endpoint.dedupe is None:
+            self.skimmer = Skimmer(source.id_key)
 
     def keeps(self, header: str) -> bool:
         """Whether ``header`` (lower case) may be stored with the delivery."""
@@ -273,11 +280,16 @@ class Ingest:
         body, headers = await self._read(route, scope, receive)
         now = self.clock.time()
         request = Incoming("POST", headers, body, scope.get("query_string", b""))
+        content_type = headers.get("content-type")
         try:
             route.source.verify(request, now)
-            content_type = headers.get("content-type")
-            parsed = parse(content_type, body)
-            splits = route.source.split(request, parsed.document)
+            skimmed = route.skimmer.skim(content_type, body) if route.skimmer else None
+            if skimmed is not None:
+                parsed = Parsed(None, True)
+                splits = [Split(natural_id(skimmed[0]), None)]
+            else:
+                parsed = parse(content_type, body)
+                splits = route.source.split(request, parsed.document)
         except VerificationError as exc:
             raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
         except BodyError as exc:

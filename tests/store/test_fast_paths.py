@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
+import zlib
 from pathlib import Path
 
 import orjson
 
 from hub.clock import ManualClock
 from hub.store import StoreError
-from hub.store.bulk import BODY_DEFLATE, BODY_RAW, Packer, unpack_body
+from hub.store.bulk import BODY_DEFLATE, BODY_RAW, pack, unpack_body
 from hub.store.models import EventIn, IncomingDelivery, State
 
 from .conftest import FIXTURES
@@ -79,13 +80,24 @@ async def test_compressed_bodies_round_trip_byte_exact(tmp_path: Path, clock: Ma
     assert all(size < len(typeform) // 2 for size, fmt in formats if fmt == BODY_DEFLATE)
 
 
-def test_packed_segments_stand_alone() -> None:
-    """Each body packed from one shared stream inflates on its own, in any order."""
-    packer = Packer()
+def test_packed_bodies_read_back() -> None:
+    """Each packed body inflates on its own, in any order; small or incompressible stay raw."""
     bodies = [orjson.dumps({"n": i, "text": "lead " * (100 + i)}) for i in range(50)]
-    packed = [packer.pack(b) for b in bodies]
+    packed = [pack(b) for b in bodies]
+    assert {fmt for _, fmt in packed} == {BODY_DEFLATE}
     for i in random.Random(3).sample(range(50), 50):
         assert unpack_body(*packed[i]) == bodies[i]
+    noise = random.Random(4).randbytes(4000)
+    assert pack(noise) == (noise, BODY_RAW)
+    assert pack(b"{}") == (b"{}", BODY_RAW)
+
+
+def test_bodies_packed_by_zlib_still_read_back() -> None:
+    """Bodies stored by earlier versions (zlib's raw-deflate stream, full flushes) still read."""
+    stream = zlib.compressobj(1, zlib.DEFLATED, -15)
+    bodies = [orjson.dumps({"n": i, "text": "lead " * (100 + i)}) for i in range(5)]
+    segments = [stream.compress(b) + stream.flush(zlib.Z_FULL_FLUSH) for b in bodies]
+    assert [unpack_body(seg, BODY_DEFLATE) for seg in reversed(segments)] == bodies[::-1]
 
 
 async def test_one_bad_delivery_does_not_fail_its_batch(tmp_path: Path, clock: ManualClock) -> None:
