@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="leadhub-profile-") as tmp_name:
         tmp = Path(tmp_name)
         pool = tmp / "pool.txt"
-        write_pool(pool, 6_000 * args.duration)
+        write_pool(pool, 30_000 * (args.duration + 3))
         shutil.copytree(REPO / "mappings", tmp / "config")
         port = free_port()
         base = f"http://127.0.0.1:{port}"
