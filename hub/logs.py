@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
 import functools
 import logging
 import sys
 import threading
+import time
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 import orjson
 import structlog
@@ -54,8 +56,38 @@ def redact(
     return event_dict
 
 
-def _dumps(obj: Any, default: Any = None) -> str:
-    return orjson.dumps(obj, default=default or str).decode()
+_LEVELS = {"warn": "warning", "exception": "error", "failure": "error", "msg": "info"}
+
+
+class _Stamp:
+    """One processor for what every line gets: level, UTC timestamp, traceback, redaction.
+
+    (structlog's ``add_log_level``, ``TimeStamper(fmt="iso")``, ``format_exc_info`` and
+    :func:`redact` in one call; the timestamp's date and time are formatted once per second.)
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(
+        self, logger: object, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event_dict["level"] = _LEVELS.get(method, method)
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            moment = datetime.datetime.fromtimestamp(second, datetime.UTC)
+            self._prefix = moment.strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        event_dict["timestamp"] = f"{self._prefix}.{int((now - second) * 1e6):06d}Z"
+        if "exc_info" in event_dict:
+            event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
+        return redact(logger, method, event_dict)
+
+
+def _dumps(obj: Any, default: Any = None) -> bytes:
+    return orjson.dumps(obj, default=default or str)
 
 
 class LineWriter:
@@ -64,17 +96,22 @@ class LineWriter:
     Outside an event loop a line is written and flushed at once. Inside one, lines wait
     for the end of the current loop iteration (``loop.call_soon``) and are then written
     and flushed together; a line from elsewhere writes the waiting ones first, in order.
+    Messages may be ``bytes`` (the JSON renderer's, UTF-8) or ``str``; bytes go straight to
+    the stream's binary buffer when it has one.
     """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
+        self._binary: BinaryIO | None = getattr(stream, "buffer", None)
         self._lock = threading.Lock()
-        self._pending: list[str] = []
+        self._pending: list[bytes] = []
         #: The loop that will flush the waiting lines (another loop schedules its own).
         self._scheduled: asyncio.AbstractEventLoop | None = None
 
-    def msg(self, message: str) -> None:
+    def msg(self, message: str | bytes) -> None:
         """Write ``message`` as one line (soon, when called inside an event loop)."""
+        if isinstance(message, str):
+            message = message.encode("utf-8", "backslashreplace")
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -101,9 +138,16 @@ class LineWriter:
         if not self._pending:
             return
         lines, self._pending = self._pending, []
+        lines.append(b"")
+        data = b"\n".join(lines)
         try:
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+            self._stream.flush()  # text written by others (print) first, in order
+            if self._binary is not None:
+                self._binary.write(data)
+                self._binary.flush()
+            else:
+                self._stream.write(data.decode("utf-8", "replace"))
+                self._stream.flush()
         except (OSError, ValueError):  # a closed or broken stream must not break the caller
             pass
 
@@ -141,14 +185,7 @@ def configure(
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, _Stamp(), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

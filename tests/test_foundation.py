@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import io
 
 import orjson
@@ -144,3 +145,39 @@ def test_log_lines_of_a_loop_that_ended_early_do_not_hold_back_later_ones() -> N
 
     asyncio.run(log_once())
     assert [orjson.loads(line)["n"] for line in out.getvalue().splitlines()] == [0, 1]
+
+
+def test_log_lines_go_to_a_binary_buffer_after_earlier_text_in_order() -> None:
+    """On a real (buffered) stream, JSON lines go to its byte buffer, after text already written.
+
+    Every line has the level, a UTC ISO timestamp with microseconds, and no secret values.
+    """
+    raw = io.BytesIO()
+    out = io.TextIOWrapper(raw, encoding="utf-8")
+    logs.configure(stream=out, json=True)
+    out.write("printed first\n")  # still in the text layer's buffer
+    before = datetime.datetime.now(datetime.UTC)
+    structlog.get_logger().warning("store_slow", name="é", api_token="abc", exc_info=False)
+    logs.flush()
+    first, line = raw.getvalue().decode().splitlines()
+    assert first == "printed first"
+    entry = orjson.loads(line)
+    assert entry["level"] == "warning" and entry["name"] == "é"
+    assert entry["api_token"] == "**********" and "abc" not in line
+    assert entry["timestamp"].endswith("Z") and len(entry["timestamp"]) == 27
+    stamp = datetime.datetime.fromisoformat(entry["timestamp"][:-1]).replace(tzinfo=datetime.UTC)
+    assert abs((stamp - before).total_seconds()) < 5
+
+
+def test_exceptions_are_logged_with_their_traceback() -> None:
+    """``log.exception`` inside an except block writes level error and the traceback."""
+    out = io.StringIO()
+    logs.configure(stream=out, json=True)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        structlog.get_logger().exception("ingest_failed")
+    logs.flush()
+    entry = orjson.loads(out.getvalue())
+    assert entry["level"] == "error"
+    assert "ValueError: boom" in entry["exception"]
