@@ -44,6 +44,37 @@ def headers_json(headers: Mapping[str, str]) -> bytes:
     return dumps(dict(headers), what="headers")
 
 
+def events_from_packed(packed: str | bytes | None) -> list[Event]:
+    """Events from the ``packed_rows_by_ids`` query's one value, in id order."""
+    found = orjson.loads(packed) if packed else []
+    events = [
+        Event(
+            id=r[0],
+            endpoint=r[1],
+            delivery_id=r[2],
+            received_at=float(r[3]),
+            body=(body := unpack_body(bytes.fromhex(r[4]), r[5])),
+            content_type=r[6],
+            headers=orjson.loads(r[7]),
+            document=orjson.loads(r[8] if r[8] is not None else body),
+            state=State(r[9]),
+            attempts=r[10],
+            next_attempt_at=float(r[11]),
+            last_error=r[12],
+            enrichment=orjson.loads(r[13]) if r[13] is not None else None,
+            target=r[14],
+            mapping=r[15],
+            lead_keys=tuple(sorted(r[16].split(KEY_SEP))) if r[16] else (),
+            lead_id=r[17],
+            lead_created=None if r[18] is None else bool(r[18]),
+            updated_at=float(r[19]),
+        )
+        for r in found
+    ]
+    events.sort(key=lambda e: e.id)
+    return events
+
+
 def event_from_row(row: Mapping[str, Any]) -> Event:
     """An :class:`Event` from a row of the ``event_rows`` view."""
     body = unpack_body(bytes(row["body"]), row["body_format"])

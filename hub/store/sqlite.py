@@ -35,6 +35,10 @@ from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavail
 SYNCHRONOUS = ("full", "normal", "extra")
 
 
+#: The claimable ids as one JSON array (one step to fetch).
+_CLAIMABLE_IDS = f"SELECT json_group_array(id) FROM ({Q['claimable'].strip().rstrip(';')})"
+
+
 def _ids(values: Sequence[int]) -> bytes:
     return orjson.dumps([int(v) for v in values])
 
@@ -164,17 +168,20 @@ class SQLiteStore:
         now = self.clock.time()
         exclude = orjson.dumps(sorted(exclude_targets))
 
-        def job(conn: sqlite3.Connection) -> builtins.list[Event]:
-            found = conn.execute(
-                Q["claimable"], {"now": now, "exclude": exclude, "limit": limit}
-            ).fetchall()
-            if not found:
-                return []
-            ids = _ids([r[0] for r in found])
+        def job(conn: sqlite3.Connection) -> str | None:
+            # Every statement fetches one value: each step of a cursor is a GIL hand-over.
+            (ids,) = conn.execute(
+                _CLAIMABLE_IDS, {"now": now, "exclude": exclude, "limit": limit}
+            ).fetchone()
+            if ids == "[]":
+                return None
             conn.execute(Q["mark_claimed"], {"ids": ids, "lease_until": now + lease, "now": now})
-            return [rows.event_from_row(r) for r in conn.execute(Q["rows_by_ids"], {"ids": ids})]
+            packed: str | None = conn.execute(Q["packed_rows_by_ids"], {"ids": ids}).fetchone()[0]
+            return packed
 
-        return await self._writer.submit(job)
+        # Rows become events here, not in the writer thread: decompressing and parsing the
+        # bodies there would hold the GIL (and hand it back and forth) while it writes.
+        return rows.events_from_packed(await self._writer.submit(job))
 
     async def ack(self, event_id: int, *, lead_id: str | None, created: bool | None) -> None:
         await self._update(
@@ -207,43 +214,45 @@ class SQLiteStore:
     async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
         if not routes:
             return []
-        now = self.clock.time()
-        params: builtins.list[dict[str, Any]] = [
-            {"id": r.event_id, "target": r.target, "mapping": r.mapping, "now": now} for r in routes
-        ]
-        keys = [
-            {"id": r.event_id, "keys": orjson.dumps([str(k) for k in r.lead_keys if k])}
-            for r in routes
-        ]
+        # One statement per table for the whole batch (each statement is a GIL hand-over
+        # for the writer thread): the routes travel as one JSON array.
+        ids = _ids([r.event_id for r in routes])
+        params = {
+            "routes": orjson.dumps(
+                [
+                    [r.event_id, r.target, r.mapping, [str(k) for k in r.lead_keys if k]]
+                    for r in routes
+                ]
+            ),
+            "ids": ids,
+            "now": self.clock.time(),
+        }
 
         def job(conn: sqlite3.Connection) -> builtins.list[int]:
-            missing: builtins.list[int] = []
-            for p in params:
-                if conn.execute(Q["set_route"], p).rowcount == 0:
-                    missing.append(p["id"])
-            conn.execute(Q["delete_lead_keys"], {"ids": _ids([r.event_id for r in routes])})
-            gone = set(missing)
-            conn.executemany(Q["insert_lead_keys"], [k for k in keys if k["id"] not in gone])
-            return missing
+            updated = conn.execute(Q["set_routes"], params).rowcount
+            conn.execute(Q["delete_lead_keys"], params)
+            conn.execute(Q["insert_route_keys"], params)
+            return _unknown(conn, ids, expected=len(routes), updated=updated)
 
         return await self._writer.submit(job)
 
     async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
         if not acks:
             return []
-        now = self.clock.time()
-        params: builtins.list[dict[str, Any]] = [
-            {
-                "id": a.event_id,
-                "lead_id": a.lead_id,
-                "created": None if a.created is None else int(a.created),
-                "now": now,
-            }
-            for a in acks
-        ]
+        params = {
+            "acks": orjson.dumps(
+                [
+                    [a.event_id, a.lead_id, None if a.created is None else int(a.created)]
+                    for a in acks
+                ]
+            ),
+            "now": self.clock.time(),
+        }
+        ids = _ids([a.event_id for a in acks])
 
         def job(conn: sqlite3.Connection) -> builtins.list[int]:
-            return [p["id"] for p in params if conn.execute(Q["ack"], p).rowcount == 0]
+            updated = conn.execute(Q["ack_many"], params).rowcount
+            return _unknown(conn, ids, expected=len(acks), updated=updated)
 
         return await self._writer.submit(job)
 
@@ -349,6 +358,13 @@ class SQLiteStore:
     async def next_due(self) -> float | None:
         found = await self._reader.submit(lambda conn: conn.execute(Q["next_due"]).fetchone())
         return None if found is None or found[0] is None else float(found[0])
+
+
+def _unknown(conn: sqlite3.Connection, ids: bytes, *, expected: int, updated: int) -> list[int]:
+    """The ids naming no event, looked up only when a batch update touched fewer rows."""
+    if updated >= expected:
+        return []
+    return [int(r[0]) for r in conn.execute(Q["unknown_ids"], {"ids": ids})]
 
 
 def _check_found(cursor: sqlite3.Cursor, event_id: int) -> None:

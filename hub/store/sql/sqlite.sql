@@ -133,8 +133,32 @@ SET state = 'sending', attempts = attempts + 1, next_attempt_at = :lease_until,
     updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids));
 
+-- name: packed_rows_by_ids
+-- The rows of event_rows for :ids as ONE value, a JSON array of arrays (columns in
+-- event_rows' order): fetching it is one step, where each row would be a step of its own,
+-- and every step makes the writer thread hand the GIL over and wait to get it back.
+-- Blobs travel as hex, JSON blobs as text, REALs as 17-digit text (exact).
+SELECT json_group_array(json_array(
+    e.id, e.endpoint, e.delivery_id, printf('%.17g', d.received_at), hex(d.body),
+    d.body_format, d.content_type, CAST(d.headers AS TEXT), CAST(e.document AS TEXT),
+    e.state, e.attempts, printf('%.17g', e.next_attempt_at), e.last_error,
+    CAST(e.enrichment AS TEXT), e.target, e.mapping,
+    (SELECT group_concat(k.key, char(31)) FROM lead_keys AS k WHERE k.event = e.id),
+    e.lead_id, e.lead_created, printf('%.17g', e.updated_at)
+))
+FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
+WHERE e.id IN (SELECT value FROM json_each(:ids));
+
 -- name: rows_by_ids
 SELECT * FROM event_rows WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
+
+-- name: ack_many
+-- :acks is a JSON array of [event id, lead id or null, created 1/0/null].
+UPDATE events
+SET state = 'delivered', lead_id = json_extract(a.value, '$[1]'),
+    lead_created = json_extract(a.value, '$[2]'), last_error = NULL, updated_at = :now
+FROM json_each(:acks) AS a
+WHERE events.id = json_extract(a.value, '$[0]');
 
 -- name: ack
 UPDATE events
@@ -162,8 +186,27 @@ WHERE id = :id;
 -- name: finish
 UPDATE events SET state = :state, last_error = :error, updated_at = :now WHERE id = :id;
 
--- name: set_route
-UPDATE events SET target = :target, mapping = :mapping, updated_at = :now WHERE id = :id;
+-- name: set_routes
+-- :routes is a JSON array of [event id, target, mapping, [lead keys]]: one statement per batch.
+UPDATE events
+SET target = json_extract(r.value, '$[1]'), mapping = json_extract(r.value, '$[2]'),
+    updated_at = :now
+FROM json_each(:routes) AS r
+WHERE events.id = json_extract(r.value, '$[0]');
+
+-- name: insert_route_keys
+INSERT OR IGNORE INTO lead_keys (key, event)
+SELECT k.value, e.id
+FROM json_each(:routes) AS r
+CROSS JOIN events AS e ON e.id = json_extract(r.value, '$[0]')
+CROSS JOIN json_each(json_extract(r.value, '$[3]')) AS k
+WHERE k.value != '';
+
+-- name: unknown_ids
+-- Which of the ids in :ids name no event (after a batch update touched fewer rows).
+SELECT j.value FROM json_each(:ids) AS j
+WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.id = j.value)
+ORDER BY j.key;
 
 -- name: delete_lead_keys
 DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
