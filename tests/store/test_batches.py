@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from hub.store import EventStore
-from hub.store.models import Ack, Route, State
+import orjson
 
+from hub.clock import ManualClock
+from hub.store import EventStore
+from hub.store.models import Ack, EventIn, IncomingDelivery, Route, State
+
+from .helpers import delivery
 from .test_contract import ids_of
 
 
@@ -59,3 +63,39 @@ async def test_blockers_match_blocker_for_every_event(store: EventStore) -> None
     one = await store.blocker(c, ["e:x", "p:1"])
     assert one is not None and found[c].state is one.state is State.QUEUED
     assert await store.blockers([]) == {}
+
+
+async def test_claimed_events_read_back_exactly_as_get_reads_them(
+    store: EventStore, clock: ManualClock
+) -> None:
+    """Claims fetch rows packed into one value; every field must come back as ``get`` has it.
+
+    Covered: bodies stored raw and compressed, a document kept apart from its body, one
+    that is the body, non-ASCII text, enrichment, lead keys, and times with every digit.
+    """
+    clock.set(1_764_340_123.456789)
+    big = orjson.dumps({"name": "Zoë 山田", "notes": "x" * 3000, "n": 1})
+    await store.enqueue(
+        delivery("raw-and-apart", received_at=1_764_340_000.123457, documents=[{"a": "ü"}])
+    )
+    await store.enqueue(
+        IncomingDelivery(
+            endpoint="typeform",
+            received_at=1_764_340_001.000001,
+            body=big,
+            content_type="application/json; charset=utf-8",
+            headers={"user-agent": "tests", "x-note": "é"},
+            events=(EventIn("packed-body", orjson.loads(big), document_is_body=True),),
+        )
+    )
+    first, second = [e.id for e in await store.list(limit=10)][::-1]
+    await store.set_enrichment(first, {"graph": [1, 2.5, None, "é"]})
+    await store.set_routes([Route(first, "t", "m", ("e:a@x.com", "p:15555550100"))])
+    claimed = await store.claim(limit=10, lease=30)
+    assert [e.id for e in claimed] == [first, second]
+    for event in claimed:
+        assert event == await store.get(event.id)
+    assert claimed[1].body == big and claimed[1].document["name"] == "Zoë 山田"
+    assert claimed[0].received_at == 1_764_340_000.123457
+    assert claimed[0].next_attempt_at == 1_764_340_123.456789 + 30
+    assert claimed[0].enrichment == {"graph": [1, 2.5, None, "é"]}
