@@ -216,34 +216,59 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         hogs: set[str] = set()
-        while not self._stopping:
-            size = self._claim_size()
-            if size == 0:
-                await self._idle(self.poll)
-                continue
-            try:
-                started = self.clock.monotonic()
-                claimed = await self.store.claim(
-                    limit=size, lease=self.lease, exclude_targets=self._excluded(hogs)
-                )
-                _log.debug(
-                    "events_claimed",
-                    count=len(claimed),
-                    left_out=sorted(hogs),
-                    seconds=round(self.clock.monotonic() - started, 4),
-                )
-            except Exception as exc:  # the store is down: wait and try again
-                _log.error("claim_failed", error=str(exc)[:300])
-                hogs = set()
-                await self._idle(max(self.poll, 1.0))
-                continue
-            left_out, hogs = hogs, (set() if hogs else self._hogs(claimed, size))
-            if claimed:
-                await self._dispatch(claimed)
-                continue
-            if left_out:  # nothing else was due: claim again at once, the hogs included
-                continue
-            await self._idle(await self._wait_time())
+        ahead: asyncio.Task[tuple[list[Event], int] | None] | None = None
+        try:
+            while not self._stopping:
+                if ahead is not None:
+                    got, ahead = await ahead, None
+                else:
+                    size = self._claim_size()
+                    if size == 0:
+                        await self._idle(self.poll)
+                        continue
+                    got = await self._claim(size, hogs)
+                if got is None:  # the store failed (and the loop waited a moment)
+                    hogs = set()
+                    continue
+                claimed, size = got
+                left_out, hogs = hogs, (set() if hogs else self._hogs(claimed, size))
+                if claimed:
+                    # Claim the next batch while this one is mapped, routed and queued: the
+                    # store's round trips then overlap instead of adding up. Its events are
+                    # routed only after this batch's routes are written (ordering holds).
+                    room = self._claim_size() - len(claimed)
+                    if room > 0 and not self._stopping:
+                        ahead = asyncio.create_task(self._claim(room, hogs))
+                    await self._dispatch(claimed)
+                    continue
+                if left_out:  # nothing else was due: claim again at once, the hogs included
+                    continue
+                await self._idle(await self._wait_time())
+        finally:
+            if ahead is not None:  # stopping with a claim in flight: its events go back now
+                (last,) = await asyncio.gather(ahead, return_exceptions=True)
+                if isinstance(last, tuple):
+                    for event in last[0]:
+                        await self._release_soon(event, at_once=True)
+
+    async def _claim(self, size: int, hogs: set[str]) -> tuple[list[Event], int] | None:
+        """Claim up to ``size`` events (``hogs`` left out): (claimed, size); None on failure."""
+        try:
+            started = self.clock.monotonic()
+            claimed = await self.store.claim(
+                limit=size, lease=self.lease, exclude_targets=self._excluded(hogs)
+            )
+        except Exception as exc:  # the store is down: wait and try again
+            _log.error("claim_failed", error=str(exc)[:300])
+            await self._idle(max(self.poll, 1.0))
+            return None
+        _log.debug(
+            "events_claimed",
+            count=len(claimed),
+            left_out=sorted(hogs),
+            seconds=round(self.clock.monotonic() - started, 4),
+        )
+        return claimed, size
 
     async def _wait_time(self) -> float:
         try:
@@ -303,9 +328,10 @@ class Dispatcher:
                 _log.exception("dispatch_failed", error=str(exc)[:300], event_id=item.event.id)
                 await self._release_soon(item.event)
 
-    async def _release_soon(self, event: Event) -> None:
+    async def _release_soon(self, event: Event, *, at_once: bool = False) -> None:
         with contextlib.suppress(Exception):
-            await self.release(event, at=self.clock.time() + 1.0, reason=None)
+            delay = 0.0 if at_once else 1.0
+            await self.release(event, at=self.clock.time() + delay, reason=None)
 
     async def _wait_for(self, item: Item, blocker: Event) -> None:
         """Release ``item`` until after ``blocker``, an earlier pending event for its lead."""
