@@ -223,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
             access_log=False,
             log_level="warning",
             server_header=False,
+            # Nothing reads the client address: skip uvicorn's X-Forwarded-* rewrite per request.
+            proxy_headers=False,
         ),
         on_ready=lambda _url: _ready(ready),
         on_signal=lambda: _drain(app),
