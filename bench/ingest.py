@@ -216,7 +216,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp_name:
         tmp = Path(tmp_name)
         pool = tmp / "pool.txt"
-        size = args.pool or 10_000 * args.duration
+        size = args.pool or 20_000 * (args.duration + 2)
         print(f"signing a pool of {size:,} deliveries ...", flush=True)
         write_pool(pool, size)
         shutil.copytree(REPO / "mappings", tmp / "config")
