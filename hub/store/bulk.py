@@ -75,7 +75,10 @@ def unpack_body(stored: bytes, body_format: int | None) -> bytes:
     if not body_format:
         return stored
     if body_format == BODY_DEFLATE:
-        return zlib.decompressobj(-15).decompress(stored)
+        try:  # ISA-L inflates in about 60% of zlib's time
+            return isal_zlib.decompress(stored, wbits=-15)
+        except Exception:  # a segment ended by a full flush (earlier versions): zlib reads it
+            return zlib.decompressobj(-15).decompress(stored)
     msg = f"unknown body_format {body_format!r} in the store; upgrade leadhub to read it"
     raise ValueError(msg)
 
