@@ -119,7 +119,14 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     args = build_parser(env).parse_args(argv)
     module_name = "try_" if args.command == "try" else args.command
     module = importlib.import_module(f"hub.commands.{module_name}")
-    code: int = module.run(args)
+    try:
+        code: int = module.run(args)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`leadhub events | head`): stop quietly, as Unix tools do.
+        # Point stdout at /dev/null so the interpreter's own flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
     return code
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -173,3 +175,28 @@ class TestReplay:
         with pytest.raises(SystemExit) as info:
             main(["replay", "--db", url, "--status", "delivered"], environ={})
         assert info.value.code == 2
+
+
+def test_events_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
+    """``leadhub events | head -1``: the listing stops with 141 (SIGPIPE), no traceback."""
+    url = sqlite_url(tmp_path)
+
+    async def fill() -> None:
+        store = open_store(url)
+        await store.open()
+        try:
+            for i in range(2000):
+                await store.enqueue(delivery(f"pipe-{i}"))
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    cmd = [sys.executable, "-m", "hub", "events", "--db", url, "--limit", "2000", "--json"]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away after one line
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=30) == 141, err
+    assert orjson.loads(first)["delivery_id"].startswith("pipe-")
+    assert "Traceback" not in err and "BrokenPipeError" not in err
