@@ -201,18 +201,19 @@ class Dispatcher:
         counts = Counter(e.target for e in claimed if e.target is not None)
         return {target for target, n in counts.items() if n * 2 > batch}
 
-    def _claim_size(self) -> int:
+    def _claim_size(self, pending: int = 0) -> int:
         """Events to claim now: a batch, or less when the lanes that can send have less room.
 
-        0 when every lane that is not paused is full: the loop then waits until a lane
-        wakes it. (With every lane paused a full batch is claimed, so events that go to
-        no target, skipped or unmatched, still get their outcome.)
+        ``pending`` events are claimed but not yet in a lane (the batch being dispatched):
+        they will take room. 0 when every lane that is not paused is full: the loop then
+        waits until a lane wakes it. (With every lane paused a full batch is claimed, so
+        events that go to no target, skipped or unmatched, still get their outcome.)
         """
         now = self.clock.time()
         open_lanes = [lane for lane in self.lanes.values() if not lane.paused(now)]
         if not open_lanes:
             return self.batch
-        return min(self.batch, sum(lane.room for lane in open_lanes))
+        return max(0, min(self.batch, sum(lane.room for lane in open_lanes) - pending))
 
     async def _claim_loop(self) -> None:
         hogs: set[str] = set()
@@ -236,7 +237,7 @@ class Dispatcher:
                     # Claim the next batch while this one is mapped, routed and queued: the
                     # store's round trips then overlap instead of adding up. Its events are
                     # routed only after this batch's routes are written (ordering holds).
-                    room = self._claim_size() - len(claimed)
+                    room = self._claim_size(pending=len(claimed))
                     if room > 0 and not self._stopping:
                         ahead = asyncio.create_task(self._claim(room, hogs))
                     await self._dispatch(claimed)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +15,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hub.store.models import State
+from hub.dispatch.worker import Dispatcher
+from hub.store.base import EventStore
+from hub.store.models import Event, State
 from tests.dispatch.support import (
     all_in,
     enqueue,
@@ -375,3 +379,58 @@ def test_httpx_is_the_client() -> None:
 
     assert leadsquared.httpx is httpx
     assert asyncio.iscoroutinefunction(leadsquared.LeadSquaredClient.capture)
+
+
+class _HeldClaims:
+    """A store whose later claims, and routing, wait until the test lets them finish."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self.claims = 0
+        self.second_started = asyncio.Event()
+        self.let_go = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim(self, **kwargs: Any) -> list[Event]:
+        self.claims += 1
+        if self.claims >= 2:
+            self.second_started.set()
+            await self.let_go.wait()
+        return await self._store.claim(**kwargs)
+
+    async def set_routes(self, routes: Any) -> list[int]:
+        await self.let_go.wait()  # the first batch is still being dispatched at stop
+        return await self._store.set_routes(routes)
+
+
+async def test_a_claim_still_running_at_stop_gives_its_events_back_at_once(
+    tmp_path: Path,
+) -> None:
+    """The next claim runs while a batch is dispatched; stopping meanwhile releases what it got.
+
+    Its events go back due now with their attempt not counted: none waits for a lease to end.
+    """
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url, rate_limit="1/10s"),
+            flat_endpoint_yaml("forms", "default"),
+        )
+        async with opened_store(tmp_path / "hub.db") as real:
+            ids = await enqueue(real, "forms", leads("ahead", 12))
+            store = _HeldClaims(real)
+            dispatcher = Dispatcher(config=config, store=store, batch=4, poll=0.05)  # type: ignore[arg-type]
+            await dispatcher.start()
+            await asyncio.wait_for(store.second_started.wait(), 10)
+            dispatcher.drain()  # stop claiming: the first batch and the claim ahead are running
+            await asyncio.sleep(0.2)
+            store.let_go.set()
+            await dispatcher.stop(timeout=5.0)
+            events = await states(real, ids)
+    assert store.claims == 2
+    assert all(e.state != State.SENDING for e in events.values())
+    queued = [e for e in events.values() if e.state == State.QUEUED]
+    assert len(queued) >= 12 - 4 - 1  # the claim ahead's events at least (one may be sent)
+    assert all(e.attempts == 0 and e.next_attempt_at <= time.time() for e in queued)
