@@ -85,6 +85,7 @@ def test_id_values_of_any_type_are_read() -> None:
     assert check_agrees(b'{"event_id": {"x": [1]}}') == ({"x": [1]},)
     assert check_agrees(b'{"other": 1}') == (None,)
     assert check_agrees(b'{"event_id": "\xc3\xa9t\xc3\xa9"}') == ("été",)
+    assert check_agrees(b'{"event_id": "a", "x": 1, "event_id": "b"}') == ("b",)  # the last
 
 
 json_values = st.recursive(
