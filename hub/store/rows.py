@@ -44,10 +44,28 @@ def headers_json(headers: Mapping[str, str]) -> bytes:
     return dumps(dict(headers), what="headers")
 
 
-def events_from_packed(packed: str | bytes | None) -> list[Event]:
-    """Events from the ``packed_rows_by_ids`` query's one value, in id order."""
-    found = orjson.loads(packed) if packed else []
-    events = [
+#: The columns of an ``event_rows`` query packed into ONE value by :func:`packed`: a JSON
+#: array of arrays. Fetching one value is one step of the cursor, where every row would be
+#: a step of its own, and each step makes the store's thread hand the GIL over and wait to
+#: get it back. Blobs travel as hex, JSON blobs as text, REALs as 17-digit text (exact).
+_PACKED_COLUMNS = (
+    "id, endpoint, delivery_id, printf('%.17g', received_at), hex(body), body_format, "
+    "content_type, CAST(headers AS TEXT), CAST(document AS TEXT), state, attempts, "
+    "printf('%.17g', next_attempt_at), last_error, CAST(enrichment AS TEXT), target, "
+    "mapping, lead_keys, lead_id, lead_created, printf('%.17g', updated_at)"
+)
+
+
+def packed(query: str) -> str:
+    """``query`` (a SELECT of ``event_rows`` rows) as a query of one value, for :func:`events`."""
+    inner = query.strip().rstrip(";")
+    return f"SELECT json_group_array(json_array({_PACKED_COLUMNS})) FROM ({inner})"
+
+
+def events(value: str | bytes | None, *, newest_first: bool = False) -> list[Event]:
+    """The :class:`Event` of each row in a :func:`packed` query's value, by id."""
+    found = orjson.loads(value) if value else []
+    out = [
         Event(
             id=r[0],
             endpoint=r[1],
@@ -71,34 +89,5 @@ def events_from_packed(packed: str | bytes | None) -> list[Event]:
         )
         for r in found
     ]
-    events.sort(key=lambda e: e.id)
-    return events
-
-
-def event_from_row(row: Mapping[str, Any]) -> Event:
-    """An :class:`Event` from a row of the ``event_rows`` view."""
-    body = unpack_body(bytes(row["body"]), row["body_format"])
-    document = orjson.loads(row["document"] if row["document"] is not None else body)
-    keys = row["lead_keys"]
-    created = row["lead_created"]
-    return Event(
-        id=row["id"],
-        endpoint=row["endpoint"],
-        delivery_id=row["delivery_id"],
-        received_at=row["received_at"],
-        body=body,
-        content_type=row["content_type"],
-        headers=orjson.loads(row["headers"]),
-        document=document,
-        state=State(row["state"]),
-        attempts=row["attempts"],
-        next_attempt_at=row["next_attempt_at"],
-        last_error=row["last_error"],
-        enrichment=orjson.loads(row["enrichment"]) if row["enrichment"] is not None else None,
-        target=row["target"],
-        mapping=row["mapping"],
-        lead_keys=tuple(sorted(keys.split(KEY_SEP))) if keys else (),
-        lead_id=row["lead_id"],
-        lead_created=None if created is None else bool(created),
-        updated_at=row["updated_at"],
-    )
+    out.sort(key=lambda e: e.id, reverse=newest_first)
+    return out

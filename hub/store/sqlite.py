@@ -37,6 +37,10 @@ SYNCHRONOUS = ("full", "normal", "extra")
 
 #: The claimable ids as one JSON array (one step to fetch).
 _CLAIMABLE_IDS = f"SELECT json_group_array(id) FROM ({Q['claimable'].strip().rstrip(';')})"
+#: Event rows, each query fetching them as one value (see ``rows.packed``).
+_ROWS_BY_IDS = rows.packed(Q["rows_by_ids"])
+_GET = rows.packed(Q["get"])
+_LIST = rows.packed(Q["list"])
 
 
 def _ids(values: Sequence[int]) -> bytes:
@@ -176,12 +180,12 @@ class SQLiteStore:
             if ids == "[]":
                 return None
             conn.execute(Q["mark_claimed"], {"ids": ids, "lease_until": now + lease, "now": now})
-            packed: str | None = conn.execute(Q["packed_rows_by_ids"], {"ids": ids}).fetchone()[0]
+            packed: str | None = conn.execute(_ROWS_BY_IDS, {"ids": ids}).fetchone()[0]
             return packed
 
         # Rows become events here, not in the writer thread: decompressing and parsing the
         # bodies there would hold the GIL (and hand it back and forth) while it writes.
-        return rows.events_from_packed(await self._writer.submit(job))
+        return rows.events(await self._writer.submit(job))
 
     async def ack(self, event_id: int, *, lead_id: str | None, created: bool | None) -> None:
         await self._update(
@@ -290,8 +294,8 @@ class SQLiteStore:
                     if hit is None:
                         continue
                     if hit[0] not in rows_by_id:
-                        row = conn.execute(Q["get"], {"id": hit[0]}).fetchone()
-                        rows_by_id[hit[0]] = None if row is None else rows.event_from_row(row)
+                        got = rows.events(conn.execute(_GET, {"id": hit[0]}).fetchone()[0])
+                        rows_by_id[hit[0]] = got[0] if got else None
                     blocker = rows_by_id[hit[0]]
                     if blocker is not None:
                         found[params["id"]] = blocker
@@ -303,8 +307,8 @@ class SQLiteStore:
 
     async def get(self, event_id: int) -> Event | None:
         def job(conn: sqlite3.Connection) -> Event | None:
-            row = conn.execute(Q["get"], {"id": event_id}).fetchone()
-            return None if row is None else rows.event_from_row(row)
+            got = rows.events(conn.execute(_GET, {"id": event_id}).fetchone()[0])
+            return got[0] if got else None
 
         return await self._reader.submit(job)
 
@@ -316,9 +320,8 @@ class SQLiteStore:
             "endpoint": endpoint,
             "limit": max(0, limit),
         }
-        return await self._reader.submit(
-            lambda conn: [rows.event_from_row(r) for r in conn.execute(Q["list"], params)]
-        )
+        found = await self._reader.submit(lambda conn: conn.execute(_LIST, params).fetchone()[0])
+        return rows.events(found, newest_first=True)
 
     async def counts(self) -> dict[State, int]:
         found = await self._reader.submit(lambda conn: conn.execute(Q["counts"]).fetchall())

@@ -65,10 +65,8 @@ async def test_blockers_match_blocker_for_every_event(store: EventStore) -> None
     assert await store.blockers([]) == {}
 
 
-async def test_claimed_events_read_back_exactly_as_get_reads_them(
-    store: EventStore, clock: ManualClock
-) -> None:
-    """Claims fetch rows packed into one value; every field must come back as ``get`` has it.
+async def test_events_read_back_exactly(store: EventStore, clock: ManualClock) -> None:
+    """Reads fetch rows packed into one value; every field must come back as it was written.
 
     Covered: bodies stored raw and compressed, a document kept apart from its body, one
     that is the body, non-ASCII text, enrichment, lead keys, and times with every digit.
@@ -95,6 +93,13 @@ async def test_claimed_events_read_back_exactly_as_get_reads_them(
     assert [e.id for e in claimed] == [first, second]
     for event in claimed:
         assert event == await store.get(event.id)
+    assert sorted(await store.list(limit=10), key=lambda e: e.id) == claimed
+    assert claimed[0].lead_keys == ("e:a@x.com", "p:15555550100")
+    assert (claimed[0].target, claimed[0].mapping) == ("t", "m")
+    assert claimed[0].document == {"a": "ü"} and claimed[0].body == b'{"a":"\xc3\xbc"}'
+    assert claimed[1].headers == {"user-agent": "tests", "x-note": "é"}
+    assert claimed[1].content_type == "application/json; charset=utf-8"
+    assert [(e.state, e.attempts) for e in claimed] == [(State.SENDING, 1)] * 2
     assert claimed[1].body == big and claimed[1].document["name"] == "Zoë 山田"
     assert claimed[0].received_at == 1_764_340_000.123457
     assert claimed[0].next_attempt_at == 1_764_340_123.456789 + 30

@@ -135,24 +135,8 @@ SET state = 'sending', attempts = attempts + 1, next_attempt_at = :lease_until,
     updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids));
 
--- name: packed_rows_by_ids
--- The rows of event_rows for :ids as ONE value, a JSON array of arrays (columns in
--- event_rows' order): fetching it is one step, where each row would be a step of its own,
--- and every step makes the writer thread hand the GIL over and wait to get it back.
--- Blobs travel as hex, JSON blobs as text, REALs as 17-digit text (exact).
-SELECT json_group_array(json_array(
-    e.id, e.endpoint, e.delivery_id, printf('%.17g', d.received_at), hex(d.body),
-    d.body_format, d.content_type, CAST(d.headers AS TEXT), CAST(e.document AS TEXT),
-    e.state, e.attempts, printf('%.17g', e.next_attempt_at), e.last_error,
-    CAST(e.enrichment AS TEXT), e.target, e.mapping,
-    (SELECT group_concat(k.key, char(31)) FROM lead_keys AS k WHERE k.event = e.id),
-    e.lead_id, e.lead_created, printf('%.17g', e.updated_at)
-))
-FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
-WHERE e.id IN (SELECT value FROM json_each(:ids));
-
 -- name: rows_by_ids
-SELECT * FROM event_rows WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id;
+SELECT * FROM event_rows WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: ack_many
 -- :acks is a JSON array of [event id, lead id or null, created 1/0/null].
@@ -212,10 +196,6 @@ ORDER BY j.key;
 
 -- name: delete_lead_keys
 DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
-
--- name: insert_lead_keys
-INSERT OR IGNORE INTO lead_keys (key, event)
-SELECT value, :id FROM json_each(:keys);
 
 -- name: blocker
 -- CROSS JOIN fixes the order: from the few keys, to their events, never the other way.
