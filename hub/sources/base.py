@@ -111,8 +111,9 @@ _DIGESTS = frozenset({"sha1", "sha256", "sha512"})
 def digest(algorithm: str, key: bytes, message: bytes) -> bytes:
     """HMAC of ``message`` under ``key`` with ``algorithm`` (sha1, sha256 or sha512).
 
-    ``hmac.digest`` with the algorithm's name runs in OpenSSL in one call, several times
-    faster than building an ``hmac.HMAC`` object for each request.
+    ``hmac.digest`` with the algorithm's name is one call into OpenSSL, with no
+    ``hmac.HMAC`` object per request (for a 3 KB body the SHA-256 itself, about 2.8 µs,
+    is nearly all of the cost either way).
     """
     if algorithm not in _DIGESTS:
         msg = f"Unknown HMAC algorithm {algorithm!r}; use one of 'sha1', 'sha256', 'sha512'."
