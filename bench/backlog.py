@@ -42,7 +42,7 @@ from bench.common import (
     rss_mb,
     table,
 )
-from bench.drain import EMAIL, PHONE
+from bench.drain import EMAIL, PHONE, TARGET_YAML
 from bench.ingest import DEMO_ENV, FIXTURE, TEMPLATE_ID
 from hub.store import open_store
 from hub.store.models import EventIn, IncomingDelivery
@@ -53,15 +53,6 @@ HEADERS = {
     "user-agent": "Typeform Webhooks",
     "x-forwarded-for": "203.0.113.7",
 }
-TARGET_YAML = """\
-kind: target
-name: default
-url: {url}
-access_key: ${{LSQ_ACCESS_KEY}}
-secret_key: ${{LSQ_SECRET_KEY}}
-rate_limit: 25/5s
-timeout: 10s
-"""
 
 
 async def enqueue_all(db: Path, events: int, writers: int) -> float:
@@ -127,7 +118,9 @@ def hold(db: Path, tmp: Path, seconds: float) -> dict[str, object]:
     config = tmp / "config"
     shutil.copytree(REPO / "mappings", config)
     sandbox_port, port = free_port(), free_port()
-    (config / "targets.yaml").write_text(TARGET_YAML.format(url=f"http://127.0.0.1:{sandbox_port}"))
+    (config / "targets.yaml").write_text(
+        TARGET_YAML.format(url=f"http://127.0.0.1:{sandbox_port}", limit="25/5s")
+    )
     env = {**DEMO_ENV, "LSQ_ACCESS_KEY": "bench-wrong-key", "LSQ_SECRET_KEY": "bench-wrong"}
     sandbox = [PYTHON, "-m", "hub", "sandbox", "--port", str(sandbox_port)]
     sandbox += ["--access-key", "bench-right-key", "--secret-key", "bench-right"]

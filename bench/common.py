@@ -12,24 +12,17 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import httpx
+from tests.support.server import free_port as free_port  # re-exported for the benches
+from tests.support.server import wait_http
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def machine() -> str:
@@ -41,21 +34,6 @@ def machine() -> str:
                 model = line.split(":", 1)[1].strip()
                 break
     return f"nproc={os.cpu_count()}, cpu={model}, python={platform.python_version()}"
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            msg = f"process exited with {proc.returncode} before {url} answered"
-            raise RuntimeError(msg)
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -77,7 +55,7 @@ def process(
     )
     try:
         if ready_url:
-            wait_http(ready_url, proc)
+            wait_http(ready_url, proc=proc)
         yield proc
     finally:
         if proc.poll() is None:
