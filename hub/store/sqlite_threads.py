@@ -111,11 +111,23 @@ def migrate(conn: sqlite3.Connection) -> None:
             for statement in Q["migrate_1"].split(";\n"):
                 if statement.strip():
                     conn.execute(statement)
+            conn.execute(_statement(Q["schema"], "CREATE VIEW IF NOT EXISTS event_rows"))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     log().info("store_migrated", from_version=1, to_version=2)
+
+
+def _statement(script: str, start: str) -> str:
+    """The statement of ``script`` that begins with ``start`` (comments before it skipped)."""
+    for statement in script.split(";\n"):
+        lines = [line for line in statement.splitlines() if not line.startswith("--")]
+        text = "\n".join(lines).strip()
+        if text.startswith(start):
+            return text
+    msg = f"no statement starting {start!r} in the schema"
+    raise LookupError(msg)
 
 
 def _is_job_error(exc: BaseException) -> bool:

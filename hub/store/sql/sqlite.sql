@@ -81,17 +81,8 @@ SELECT value FROM meta WHERE key = 'schema_version';
 ALTER TABLE deliveries ADD COLUMN body_format INTEGER NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS events_pending;
 CREATE INDEX IF NOT EXISTS events_ready ON events (id) WHERE state IN ('queued', 'retrying');
+-- (the view is made again from the schema above, with body_format)
 DROP VIEW IF EXISTS event_rows;
-CREATE VIEW event_rows AS
-SELECT
-    e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.body_format, d.content_type,
-    d.headers,
-    e.document, e.state, e.attempts, e.next_attempt_at, e.last_error, e.enrichment,
-    e.target, e.mapping,
-    (SELECT group_concat(k.key, char(31)) FROM lead_keys AS k WHERE k.event = e.id)
-        AS lead_keys,
-    e.lead_id, e.lead_created, e.updated_at
-FROM events AS e JOIN deliveries AS d ON d.id = e.delivery;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 
 -- name: find_event
