@@ -1,0 +1,46 @@
+"""The benches' set-up, checked in `make test` (the benches themselves run in `make bench`).
+
+A bench that cannot start, or whose deliveries the hub would refuse, fails only when
+someone runs it; these checks catch that at once, without loading anything.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from hub.config import load
+from hub.sources import Incoming, build_source
+from tests.mappings.cases import SHIPPED
+
+
+def test_the_benches_load_the_shipped_config_with_their_environment(tmp_path: Path) -> None:
+    """bench.ingest's environment opens the shipped directory; the drain target file loads."""
+    from bench.drain import KEYS, TARGET_YAML
+    from bench.ingest import DEMO_ENV
+
+    config = load(SHIPPED, DEMO_ENV)
+    assert "typeform" in config.endpoints
+    shutil.copytree(SHIPPED, tmp_path / "config")
+    (tmp_path / "config" / "targets.yaml").write_text(
+        TARGET_YAML.format(url="http://127.0.0.1:1", limit="500/5s")
+    )
+    env = {**DEMO_ENV, "LSQ_ACCESS_KEY": KEYS[0], "LSQ_SECRET_KEY": KEYS[1]}
+    target = load(tmp_path / "config", env).targets["default"]
+    assert target.rate_limit is not None and target.rate_limit.calls == 500
+
+
+def test_the_ingest_pool_is_signed_as_the_hub_verifies(tmp_path: Path) -> None:
+    """Every pooled delivery passes the shipped Typeform endpoint's check, with its own id."""
+    from bench.ingest import DEMO_ENV, write_pool
+
+    pool = tmp_path / "pool.txt"
+    write_pool(pool, 5)
+    source = build_source(load(SHIPPED, DEMO_ENV).endpoints["typeform"])
+    ids = set()
+    for line in pool.read_text().splitlines():
+        signature, body = line.split("\t", 1)
+        request = Incoming("POST", {"typeform-signature": signature}, body.encode())
+        source.verify(request, now=0.0)  # raises VerificationError when the signature is wrong
+        ids.add(body)
+    assert len(ids) == 5
