@@ -107,6 +107,22 @@ def test_skim_agrees_with_the_parser_on_json_objects(document: dict[str, Any]) -
     check_agrees(json.dumps(document, indent=2).encode())
 
 
+#: Text without digits: a string such as "1e500" could only cost a false hit, not be wrong.
+words = st.text(st.characters(blacklist_categories=("Nd", "Cs")), max_size=20)
+plain_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**15), 10**15) | words,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(words, inner),
+    max_leaves=20,
+)
+
+
+@given(st.dictionaries(st.sampled_from([KEY, "a", "é"]) | words, plain_values))
+def test_plain_json_objects_are_always_skimmed(document: dict[str, Any]) -> None:
+    """Without floats, long numbers or digits in text, nothing is left to the parser."""
+    body = json.dumps(document, ensure_ascii=False).encode()
+    assert check_agrees(body) == (document.get(KEY),)
+
+
 @given(st.binary(max_size=200))
 def test_skim_never_vouches_for_what_the_parser_rejects(noise: bytes) -> None:
     """Arbitrary bytes, alone or inside a JSON string or number: never a wrong answer."""
