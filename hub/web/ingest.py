@@ -309,6 +309,7 @@ class Ingest:
             content_type=content_type or "",
             headers={k: v for k, v in headers.items() if route.keeps(k)},
             events=tuple(
+                # (a skimmed split's document and ``parsed.document`` are both None: the body)
                 EventIn(i, s.document, parsed.is_body and s.document is parsed.document)
                 for i, s in zip(ids, splits, strict=True)
             ),
