@@ -174,24 +174,17 @@ def sandbox_server(
 
 def sandbox_get(url: str, path: str, **params: str) -> Any:
     """GET a sandbox control/read path with the test keys."""
-    response = httpx.get(
-        url + path,
-        params=params,
-        headers={"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return response.json()
+    return _sandbox("GET", url + path, params=params)
 
 
 def sandbox_post(url: str, path: str, body: Any) -> Any:
     """POST JSON to a sandbox control path with the test keys."""
-    response = httpx.post(
-        url + path,
-        json=body,
-        headers={"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]},
-        timeout=10,
-    )
+    return _sandbox("POST", url + path, json=body)
+
+
+def _sandbox(method: str, url: str, **options: Any) -> Any:
+    headers = {"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]}
+    response = httpx.request(method, url, headers=headers, timeout=10, **options)
     response.raise_for_status()
     return response.json()
 
