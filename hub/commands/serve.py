@@ -160,7 +160,9 @@ def run(args: argparse.Namespace) -> int:
         _log.warning("config_warning", message=warning)
     clock: Clock = SYSTEM_CLOCK
     try:
-        store = open_store(args.db, clock=clock)
+        # a web role writes enqueues from a child process: off the event loop's GIL
+        writer = "thread" if args.role == "worker" else "process"
+        store = open_store(args.db, clock=clock, writer=writer)
     except StoreError as exc:
         print(f"leadhub serve: {exc}", file=sys.stderr)
         return 2

@@ -14,11 +14,13 @@ from hub.store.base import EventStore, StoreError, StoreUnavailable
 __all__ = ["EventStore", "StoreError", "StoreUnavailable", "open_store"]
 
 
-def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK) -> EventStore:
+def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread") -> EventStore:
     """The store named by ``url``, not yet opened (``await store.open()`` next).
 
     ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally with
-    ``?synchronous=normal`` (default ``full``: durable even on power loss).
+    ``?synchronous=normal`` (default ``full``: durable even on power loss) and
+    ``?writer=thread|process`` (where enqueues are written; ``writer`` is the default
+    when the URL does not say: ``leadhub serve`` passes ``process`` for a web role).
 
     Raises:
         StoreError: the URL is malformed, in memory, or names an unsupported database.
@@ -58,15 +60,16 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK) -> EventStore:
         raise StoreError(msg)
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     synchronous = options.pop("synchronous", "full")
+    writer = options.pop("writer", writer)
     if options:
         msg = (
             f"Unknown option(s) {', '.join(sorted(options))} in store URL {url!r}; "
-            "the only one is ?synchronous=full|normal|extra."
+            "the options are ?synchronous=full|normal|extra and ?writer=thread|process."
         )
         raise StoreError(msg)
     from hub.store.sqlite import SQLiteStore
 
-    return SQLiteStore(path, clock=clock, synchronous=synchronous)
+    return SQLiteStore(path, clock=clock, synchronous=synchronous, writer=writer)
 
 
 def _safe(url: str) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 from isal import isal_zlib
 
 from hub.store.models import EnqueueResult
+from hub.store.sqlite_threads import Q
 
 #: ``deliveries.body_format``: the body as received, or a raw-deflate segment of it.
 BODY_RAW = 0
@@ -164,3 +165,41 @@ def insert(conn: sqlite3.Connection, items: list[Pending]) -> list[list[EnqueueR
         ]
         for slots in shape
     ]
+
+
+def insert_one(conn: sqlite3.Connection, p: Pending) -> list[EnqueueResult]:
+    """Insert one delivery row by row, reporting each event already stored as a duplicate."""
+    results: list[EnqueueResult] = []
+    seen: dict[str, int] = {}
+    delivery_row: int | None = None
+    for delivery_id, doc in p.events:
+        if delivery_id in seen:
+            results.append(EnqueueResult(id=seen[delivery_id], duplicate=True))
+            continue
+        key = {"endpoint": p.endpoint, "delivery_id": delivery_id}
+        found = conn.execute(Q["find_event"], key).fetchone()
+        if found is not None:
+            seen[delivery_id] = found[0]
+            results.append(EnqueueResult(id=found[0], duplicate=True))
+            continue
+        if delivery_row is None:
+            cur = conn.execute(
+                Q["insert_delivery"],
+                {
+                    "endpoint": p.endpoint,
+                    "received_at": p.received_at,
+                    "content_type": p.content_type,
+                    "headers": p.headers,
+                    "body": p.body,
+                    "body_format": p.body_format,
+                },
+            )
+            delivery_row = cur.lastrowid
+        cur = conn.execute(
+            Q["insert_event"],
+            {**key, "delivery": delivery_row, "document": doc, "now": p.now},
+        )
+        event_id = int(cur.lastrowid or 0)
+        seen[delivery_id] = event_id
+        results.append(EnqueueResult(id=event_id, duplicate=False))
+    return results

@@ -28,8 +28,12 @@ from hub.store.models import (
     Route,
     State,
 )
+from hub.store.sqlite_process import IngestProcess
 from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavailable
 
+#: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
+#: this process; ``process``: a child process of their own (``leadhub serve`` with a web role).
+WRITERS = ("thread", "process")
 #: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
 #: (WAL) survives a process crash and may lose the last commits on power loss.
 SYNCHRONOUS = ("full", "normal", "extra")
@@ -51,7 +55,12 @@ class SQLiteStore:
     """An :class:`hub.store.base.EventStore` on one SQLite file."""
 
     def __init__(
-        self, path: str | Path, *, clock: Clock = SYSTEM_CLOCK, synchronous: str = "full"
+        self,
+        path: str | Path,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        synchronous: str = "full",
+        writer: str = "thread",
     ) -> None:
         if synchronous.lower() not in SYNCHRONOUS:
             msg = (
@@ -59,6 +68,10 @@ class SQLiteStore:
                 f"use one of {', '.join(SYNCHRONOUS)}."
             )
             raise StoreError(msg)
+        if writer not in WRITERS:
+            msg = f"Unknown SQLite writer {writer!r}; use one of {', '.join(WRITERS)}."
+            raise StoreError(msg)
+        self.writer = writer
         self.path = Path(path)
         self.clock = clock
         self.synchronous = synchronous.upper()
@@ -69,9 +82,16 @@ class SQLiteStore:
             where, synchronous=self.synchronous, stats=self.stats, bulk=bulk.insert
         )
         self._reader = Reader(where, stats=self.stats)
+        #: With ``writer="process"``, enqueues run in a child process (see sqlite_process).
+        self._ingest: IngestProcess | None = None
+        if writer == "process":
+            self._ingest = IngestProcess(where, synchronous=self.synchronous, stats=self.stats)
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r})"
+        return (
+            f"SQLiteStore({str(self.path)!r}, synchronous={self.synchronous!r}, "
+            f"writer={self.writer!r})"
+        )
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -86,12 +106,18 @@ class SQLiteStore:
         self._reader.start()
         try:
             await self._writer.submit(lambda conn: None)  # opens and creates the schema
+            if self._ingest is not None:
+                await self._ingest.start()
         except BaseException:
             await self.close()
             raise
-        log().info("store_opened", path=str(self.path), synchronous=self.synchronous)
+        log().info(
+            "store_opened", path=str(self.path), synchronous=self.synchronous, writer=self.writer
+        )
 
     async def close(self) -> None:
+        if self._ingest is not None:
+            await self._ingest.stop()
         await self._writer.stop()
         await self._reader.stop()
 
@@ -106,7 +132,10 @@ class SQLiteStore:
         if not delivery.events:
             return []
         docs = rows.documents(delivery)
-        stored, body_format = bulk.pack(delivery.body)
+        if self._ingest is not None:  # the child compresses: its core, not the event loop's
+            stored, body_format = delivery.body, bulk.BODY_RAW
+        else:
+            stored, body_format = bulk.pack(delivery.body)
         pending = bulk.Pending(
             endpoint=delivery.endpoint,
             received_at=delivery.received_at,
@@ -118,49 +147,14 @@ class SQLiteStore:
             now=self.clock.time(),
         )
 
+        if self._ingest is not None:
+            return await self._ingest.enqueue(pending)
+
         def job(conn: sqlite3.Connection) -> builtins.list[EnqueueResult]:
             # the per-delivery path, when the batch's bulk insert met a duplicate or an error
-            return self._enqueue_one(conn, pending)
+            return bulk.insert_one(conn, pending)
 
         return await self._writer.submit(job, bulk=pending)
-
-    def _enqueue_one(
-        self, conn: sqlite3.Connection, p: bulk.Pending
-    ) -> builtins.list[EnqueueResult]:
-        results: builtins.list[EnqueueResult] = []
-        seen: dict[str, int] = {}
-        delivery_row: int | None = None
-        for delivery_id, doc in p.events:
-            if delivery_id in seen:
-                results.append(EnqueueResult(id=seen[delivery_id], duplicate=True))
-                continue
-            key = {"endpoint": p.endpoint, "delivery_id": delivery_id}
-            found = conn.execute(Q["find_event"], key).fetchone()
-            if found is not None:
-                seen[delivery_id] = found[0]
-                results.append(EnqueueResult(id=found[0], duplicate=True))
-                continue
-            if delivery_row is None:
-                cur = conn.execute(
-                    Q["insert_delivery"],
-                    {
-                        "endpoint": p.endpoint,
-                        "received_at": p.received_at,
-                        "content_type": p.content_type,
-                        "headers": p.headers,
-                        "body": p.body,
-                        "body_format": p.body_format,
-                    },
-                )
-                delivery_row = cur.lastrowid
-            cur = conn.execute(
-                Q["insert_event"],
-                {**key, "delivery": delivery_row, "document": doc, "now": p.now},
-            )
-            event_id = int(cur.lastrowid or 0)
-            seen[delivery_id] = event_id
-            results.append(EnqueueResult(id=event_id, duplicate=False))
-        return results
 
     # -- dispatch -------------------------------------------------------------------------
 

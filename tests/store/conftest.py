@@ -24,13 +24,17 @@ def sqlite_url(tmp_path: Path, name: str = "events.db") -> str:
     return f"sqlite:///{tmp_path / name}"
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "sqlite-process"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
 ) -> AsyncIterator[EventStore]:
-    """An opened store of each backend (PostgreSQL joins the params later)."""
-    assert request.param == "sqlite"
-    s = open_store(sqlite_url(tmp_path), clock=clock)
+    """An opened store of each backend and writer (PostgreSQL joins the params later).
+
+    ``sqlite-process`` writes enqueues from its child process (``?writer=process``, as
+    ``leadhub serve`` does); every other write still goes through the writer thread.
+    """
+    writer = {"sqlite": "thread", "sqlite-process": "process"}[request.param]
+    s = open_store(sqlite_url(tmp_path), clock=clock, writer=writer)
     await s.open()
     try:
         yield s

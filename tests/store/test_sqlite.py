@@ -25,9 +25,17 @@ from .conftest import FIXTURES, sqlite_url
 from .helpers import delivery
 
 
-async def opened(tmp_path: Path, clock: ManualClock, name: str = "events.db") -> SQLiteStore:
+@pytest.fixture(params=["thread", "process"])
+def writer(request: pytest.FixtureRequest) -> str:
+    """Where enqueues are written: the store's writer thread, or its child process."""
+    return str(request.param)
+
+
+async def opened(
+    tmp_path: Path, clock: ManualClock, name: str = "events.db", writer: str = "thread"
+) -> SQLiteStore:
     """An opened SQLite store on a file in ``tmp_path``."""
-    store = open_store(sqlite_url(tmp_path, name), clock=clock)
+    store = open_store(sqlite_url(tmp_path, name), clock=clock, writer=writer)
     assert isinstance(store, SQLiteStore)
     await store.open()
     return store
@@ -41,10 +49,10 @@ def raw(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 class TestGroupCommit:
     async def test_concurrent_enqueues_share_commits(
-        self, tmp_path: Path, clock: ManualClock
+        self, tmp_path: Path, clock: ManualClock, writer: str
     ) -> None:
         """500 concurrent enqueues all succeed, each stored once, in far fewer than 500 commits."""
-        store = await opened(tmp_path, clock)
+        store = await opened(tmp_path, clock, writer=writer)
         try:
             before = store.stats.commits
             results = await asyncio.gather(*(store.enqueue(delivery(f"g{i}")) for i in range(500)))
@@ -58,10 +66,10 @@ class TestGroupCommit:
         assert raw(tmp_path / "events.db", "SELECT count(*) FROM events") == [(500,)]
 
     async def test_concurrent_duplicates_store_one(
-        self, tmp_path: Path, clock: ManualClock
+        self, tmp_path: Path, clock: ManualClock, writer: str
     ) -> None:
         """The same delivery posted 20 times at once is stored once; 19 are duplicates of it."""
-        store = await opened(tmp_path, clock)
+        store = await opened(tmp_path, clock, writer=writer)
         try:
             results = await asyncio.gather(*(store.enqueue(delivery("same")) for _ in range(20)))
         finally:
@@ -133,9 +141,9 @@ class TestLayout:
 
 class TestDurability:
     @pytest.mark.slow
-    def test_sigkill_loses_no_acknowledged_enqueue(self, tmp_path: Path) -> None:
+    def test_sigkill_loses_no_acknowledged_enqueue(self, tmp_path: Path, writer: str) -> None:
         """Every enqueue that returned before a SIGKILL is in the file afterwards."""
-        url = sqlite_url(tmp_path)
+        url = sqlite_url(tmp_path) + f"?writer={writer}"
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).parent / "child_enqueue.py"), url],
@@ -266,11 +274,13 @@ class TestConcurrentClaimers:
 
 
 class TestAvailability:
-    async def test_ping_fails_and_recovers(self, tmp_path: Path, clock: ManualClock) -> None:
+    async def test_ping_fails_and_recovers(
+        self, tmp_path: Path, clock: ManualClock, writer: str
+    ) -> None:
         """ping raises StoreUnavailable while the path cannot be opened and heals once fixed."""
         home = tmp_path / "data"
         home.mkdir()
-        store = await opened(home, clock)
+        store = await opened(home, clock, writer=writer)
         try:
             (res,) = await store.enqueue(delivery("before"))
             moved = tmp_path / "moved"
@@ -307,17 +317,21 @@ class TestAvailability:
             await store.close()
         assert (tmp_path / "a" / "b" / "events.db").is_file()
 
-    async def test_unopened_store_says_so(self, tmp_path: Path, clock: ManualClock) -> None:
+    async def test_unopened_store_says_so(
+        self, tmp_path: Path, clock: ManualClock, writer: str
+    ) -> None:
         """Using a store before open() raises a StoreError telling to open it."""
-        store = open_store(sqlite_url(tmp_path), clock=clock)
+        store = open_store(sqlite_url(tmp_path), clock=clock, writer=writer)
         with pytest.raises(StoreError, match="open"):
             await store.enqueue(delivery("x"))
         with pytest.raises(StoreError, match="open"):
             await store.get(1)
 
-    async def test_open_twice_and_use_after_close(self, tmp_path: Path, clock: ManualClock) -> None:
+    async def test_open_twice_and_use_after_close(
+        self, tmp_path: Path, clock: ManualClock, writer: str
+    ) -> None:
         """A second open() is harmless; after close() every call says the store is not open."""
-        store = await opened(tmp_path, clock)
+        store = await opened(tmp_path, clock, writer=writer)
         await store.open()
         (res,) = await store.enqueue(delivery("once"))
         await store.close()
@@ -327,11 +341,14 @@ class TestAvailability:
         with pytest.raises(StoreError, match="not open"):
             await store.get(res.id)
 
-    async def test_awkward_path_characters(self, tmp_path: Path, clock: ManualClock) -> None:
+    async def test_awkward_path_characters(
+        self, tmp_path: Path, clock: ManualClock, writer: str
+    ) -> None:
         """A percent-encoded path with spaces, '#' and '?' works for writes and reads alike."""
         home = tmp_path / "my data #1?"
         home.mkdir()
-        store = open_store(f"sqlite:///{urllib.parse.quote(str(home / 'events.db'))}", clock=clock)
+        url = f"sqlite:///{urllib.parse.quote(str(home / 'events.db'))}?writer={writer}"
+        store = open_store(url, clock=clock)
         await store.open()
         try:
             (res,) = await store.enqueue(delivery("odd"))
@@ -388,6 +405,7 @@ class TestOpenStore:
             ("mysql://db/leadhub", "Unknown event store URL"),
             ("sqlite:///x.db?synchronous=off", "synchronous"),
             ("sqlite:///x.db?cache=shared", "cache"),
+            ("sqlite:///x.db?writer=fork", "writer"),
             ("sqlite:///my data #1/x.db", "%23"),
         ],
     )

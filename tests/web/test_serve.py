@@ -203,6 +203,9 @@ def test_serve_logs_hub_ready_and_refuses_bad_config(tmp_path: Path) -> None:
         "from LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY"
     )
     assert "hub_stopped" in events
+    # a web role writes enqueues from a child process, which is gone once serve has exited
+    assert events["store_opened"]["writer"] == "process"
+    assert not Path(f"/proc/{events['store_writer_started']['pid']}").exists()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.yaml").write_text(

@@ -1,0 +1,382 @@
+"""The SQLite store's ingest writer in a process of its own.
+
+In one process the store's writer thread and the event loop share one GIL: every
+``sqlite3`` call hands it over and the writer then waits for the busy loop to give it
+back, so each group commit took about 2.5 ms of wall time for 1 ms of work, and the loop
+sat idle while requests waited on it (measured in BENCHMARKS.md). Here ``enqueue`` hands
+its rows to a child process over a socket pair instead; the child runs the same
+group-commit batches (:func:`hub.store.bulk.insert`, then one savepoint per delivery when
+a batch meets a duplicate) and answers only after ``COMMIT``, so a 200 still means
+durably stored. Every other write keeps using the in-process writer thread; SQLite's
+own lock (``BEGIN IMMEDIATE``, ``busy_timeout``) orders the two, as it orders several
+hub processes on one file.
+
+Wire format, both ways: frames of a 4-byte big-endian length and a msgpack body.
+
+* parent → child: a list of deliveries (:data:`Row` tuples), in the order submitted;
+* child → parent: ``[commits, results]``, ``results`` one entry per delivery of the
+  frames it just committed, in order: a list of ``[event id, duplicate]`` pairs, or a
+  string (that delivery failed: a :class:`StoreError`), or, for the whole batch, a
+  ``["unavailable", message]`` pair: nothing of it was written.
+
+The child exits when the socket reaches end of file: when the hub stops, or dies (even
+by ``kill -9``). If the child dies, what waits on it fails with
+:class:`StoreUnavailable` (the sender gets 503 and retries) and the next enqueue starts
+a new child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from hub.store import bulk
+from hub.store.base import StoreError, StoreUnavailable
+from hub.store.models import EnqueueResult
+from hub.store.sqlite_threads import MAX_BATCH, StoreStats, _Conn, _is_job_error, log, unavailable
+
+#: One delivery on the wire: ``bulk.Pending``'s fields, in order.
+Row = tuple[str, float, str, bytes, bytes, int, list[tuple[str, bytes | None]], float]
+_HEADER = struct.Struct(">I")
+#: Largest frame either side accepts (a batch of maximal bodies fits well below it).
+MAX_FRAME = 1 << 30
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HEADER.pack(len(payload)) + payload
+
+
+class _Frames:
+    """Splits a byte stream into frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buffer
+        buf += data
+        frames: list[bytes] = []
+        at = 0
+        while len(buf) - at >= 4:
+            (size,) = _HEADER.unpack_from(buf, at)
+            if size > MAX_FRAME:
+                msg = f"a frame of {size} bytes from the store's writer process"
+                raise ValueError(msg)
+            if len(buf) - at - 4 < size:
+                break
+            frames.append(bytes(buf[at + 4 : at + 4 + size]))
+            at += 4 + size
+        del buf[:at]
+        return frames
+
+
+# -- the parent's side ----------------------------------------------------------------------
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, owner: IngestProcess) -> None:
+        self.owner = owner
+        self.frames = _Frames()
+        self.decoder = msgspec.msgpack.Decoder()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            replies = [self.decoder.decode(f) for f in self.frames.feed(data)]
+        except (ValueError, msgspec.DecodeError) as exc:
+            self.owner._lost(f"its answer could not be read ({exc})")
+            return
+        for reply in replies:
+            self.owner._answered(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner._lost("it closed its socket")
+
+
+class IngestProcess:
+    """Runs enqueues in a child process (see the module's docstring)."""
+
+    def __init__(self, path: Path, *, synchronous: str, stats: StoreStats) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.stats = stats
+        self._child: subprocess.Popen[bytes] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._encoder = msgspec.msgpack.Encoder()
+        #: Futures of the deliveries sent and not yet answered, in order.
+        self._waiting: deque[asyncio.Future[list[EnqueueResult]]] = deque()
+        #: Deliveries submitted in this loop iteration, sent together at its end.
+        self._gathered: list[Row] = []
+        self._gathered_futures: list[asyncio.Future[list[EnqueueResult]]] = []
+        self._starting: asyncio.Future[None] | None = None
+        self._commits_before = 0
+        #: Between start() and stop(): a lost child is replaced on the next enqueue.
+        self._open = False
+
+    @property
+    def running(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    async def start(self) -> None:
+        """Start the child (once; concurrent callers wait for the same start)."""
+        self._open = True
+        if self.running:
+            return
+        if self._starting is not None:
+            await asyncio.shield(self._starting)
+            return
+        loop = asyncio.get_running_loop()
+        self._starting = loop.create_future()
+        try:
+            try:
+                ours, theirs = socket.socketpair()
+            except OSError as exc:
+                raise unavailable(self.path, exc) from exc
+            try:
+                self._child = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "hub.store.sqlite_process",
+                        str(theirs.fileno()),
+                        str(self.path),
+                        self.synchronous,
+                    ],
+                    pass_fds=[theirs.fileno()],
+                    stdin=subprocess.DEVNULL,
+                )
+            except OSError as exc:
+                ours.close()
+                raise unavailable(self.path, exc) from exc
+            finally:
+                theirs.close()
+            transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
+            self._transport = transport
+            self._commits_before = self.stats.commits
+            log().info("store_writer_started", pid=self._child.pid)
+            self._starting.set_result(None)
+        except BaseException as exc:
+            self._starting.set_exception(exc)
+            self._starting.exception()  # retrieved: callers see it through their own await
+            raise
+        finally:
+            self._starting = None
+
+    async def enqueue(self, pending: bulk.Pending) -> list[EnqueueResult]:
+        if not self._open:
+            msg = "The event store is not open; call `await store.open()` first."
+            raise StoreError(msg)
+        if not self.running:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[EnqueueResult]] = loop.create_future()
+        if not self._gathered:
+            loop.call_soon(self._send)
+        self._gathered.append(
+            (
+                pending.endpoint,
+                pending.received_at,
+                pending.content_type,
+                pending.headers,
+                pending.body,
+                pending.body_format,
+                pending.events,
+                pending.now,
+            )
+        )
+        self._gathered_futures.append(future)
+        return await future
+
+    def _send(self) -> None:
+        rows, self._gathered = self._gathered, []
+        futures, self._gathered_futures = self._gathered_futures, []
+        if not rows:
+            return
+        if not self.running or self._transport is None:
+            err = StoreUnavailable("The event store's writer process is not running.")
+            for f in futures:
+                if not f.done():
+                    f.set_exception(err)
+            return
+        self._transport.write(_frame(self._encoder.encode(rows)))
+        self._waiting.extend(futures)
+
+    def _answered(self, reply: Any) -> None:
+        commits, results = reply
+        self.stats.commits = self._commits_before + int(commits)
+        for result in results:
+            if not self._waiting:
+                break
+            future = self._waiting.popleft()
+            self.stats.jobs += 1
+            if future.done():
+                continue
+            if isinstance(result, str):
+                future.set_exception(StoreError(result))
+            elif isinstance(result, list) and result and result[0] == "unavailable":
+                future.set_exception(StoreUnavailable(str(result[1])))
+            else:
+                future.set_result([EnqueueResult(id=int(i), duplicate=bool(d)) for i, d in result])
+
+    def _lost(self, why: str) -> None:
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abort()
+        code = self._child.poll() if self._child is not None else None
+        if self._waiting:
+            msg = (
+                f"The event store's writer process stopped ({why}; exit code {code}); "
+                "nothing unanswered was acknowledged, and the next write starts a new one."
+            )
+            log().error("store_writer_lost", why=why, exit_code=code, waiting=len(self._waiting))
+            err = StoreUnavailable(msg)
+            while self._waiting:
+                future = self._waiting.popleft()
+                if not future.done():
+                    future.set_exception(err)
+
+    async def stop(self) -> None:
+        """Wait for what was sent, then close the socket and wait for the child to exit."""
+        self._open = False
+        self._send()
+        if self._waiting:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._waiting, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        child, self._child = self._child, None
+        if child is not None:
+            try:
+                await asyncio.to_thread(child.wait, 30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                await asyncio.to_thread(child.wait)
+
+
+# -- the child's side ----------------------------------------------------------------------
+
+
+def _pending(row: list[Any]) -> bulk.Pending:
+    endpoint, received_at, content_type, headers, body, body_format, events, now = row
+    if body_format == bulk.BODY_RAW:
+        body, body_format = bulk.pack(body)
+    return bulk.Pending(
+        endpoint=endpoint,
+        received_at=received_at,
+        content_type=content_type,
+        headers=headers,
+        body=body,
+        body_format=body_format,
+        events=[(str(d), doc) for d, doc in events],
+        now=now,
+    )
+
+
+def _results(results: list[EnqueueResult]) -> list[tuple[int, bool]]:
+    return [(r.id, r.duplicate) for r in results]
+
+
+def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
+    """Insert ``items`` in one transaction; one result per item (see the module's wire format)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        answers: list[Any] = [_results(r) for r in bulk.insert(conn, items)]
+    except Exception as exc:
+        if not _is_job_error(exc):
+            raise
+        conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        answers = []
+        for item in items:
+            conn.execute("SAVEPOINT job")
+            try:
+                answers.append(_results(bulk.insert_one(conn, item)))
+            except Exception as one:
+                if not _is_job_error(one):
+                    raise
+                conn.execute("ROLLBACK TO job")
+                answers.append(f"The event store rejected a write: {one}.")
+            conn.execute("RELEASE job")
+    conn.execute("COMMIT")
+    return answers
+
+
+def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
+    """The child's loop: read frames, commit them in batches, answer, until end of file."""
+    stats = StoreStats()
+    writer = _Conn(path, synchronous=synchronous, writer=True, stats=stats)
+    frames = _Frames()
+    decoder = msgspec.msgpack.Decoder()
+    encoder = msgspec.msgpack.Encoder()
+    ready: deque[bulk.Pending] = deque()
+    eof = False
+    while not (eof and not ready):
+        if not ready:
+            sock.setblocking(True)
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            chunks = [data]
+            sock.setblocking(False)
+            while True:  # whatever else has arrived joins this batch
+                try:
+                    more = sock.recv(1 << 20)
+                except BlockingIOError:
+                    break
+                if not more:
+                    eof = True
+                    break
+                chunks.append(more)
+            for frame in frames.feed(b"".join(chunks)):
+                ready.extend(_pending(row) for row in decoder.decode(frame))
+        batch = [ready.popleft() for _ in range(min(len(ready), MAX_BATCH))]
+        try:
+            conn = writer.get()
+            answers = _commit(conn, batch)
+            stats.commits += 1
+        except StoreUnavailable as exc:
+            log().error("store_unavailable", error=str(exc))
+            answers = [["unavailable", str(exc)]] * len(batch)
+        except Exception as exc:
+            log().error("store_write_failed", error=str(exc), jobs=len(batch))
+            if writer.conn is not None and writer.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    writer.conn.execute("ROLLBACK")
+            writer.drop()
+            answers = [["unavailable", str(unavailable(path, exc))]] * len(batch)
+        sock.setblocking(True)
+        try:
+            sock.sendall(_frame(encoder.encode([stats.commits, answers])))
+        except OSError:
+            break  # the parent is gone; what was committed stays, the senders retry the rest
+    writer.drop()
+
+
+def main(argv: list[str]) -> int:
+    fd, path, synchronous = int(argv[0]), Path(argv[1]), argv[2]
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us by closing the socket
+    from hub import logs
+
+    logs.configure(json=True, level="warning", stream=sys.stderr)
+    sock = socket.socket(fileno=fd)
+    try:
+        serve(sock, path, synchronous)
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    os._exit(main(sys.argv[1:]))

@@ -1,0 +1,190 @@
+"""The SQLite store's ingest writer process: its life cycle, failures and wire format."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from hub.clock import ManualClock
+from hub.store import StoreError, StoreUnavailable, open_store
+from hub.store.bulk import BODY_DEFLATE, unpack_body
+from hub.store.sqlite import SQLiteStore
+from hub.store.sqlite_process import MAX_FRAME, _frame, _Frames
+from tests.support.server import REPO
+
+from .conftest import sqlite_url
+from .helpers import delivery
+from .test_sqlite import raw
+
+
+async def opened(tmp_path: Path, clock: ManualClock) -> SQLiteStore:
+    store = open_store(sqlite_url(tmp_path), clock=clock, writer="process")
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    return store
+
+
+def child_pid(store: SQLiteStore) -> int:
+    assert store._ingest is not None and store._ingest._child is not None
+    return store._ingest._child.pid
+
+
+def gone(pid: int, timeout: float = 10.0) -> bool:
+    """Whether process ``pid`` exits (or is only a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+async def test_enqueues_are_written_by_the_child_and_compressed_there(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The child, not the writer thread, stores the delivery; a large body arrives deflated."""
+    store = await opened(tmp_path, clock)
+    try:
+        body = b'{"id": "big", "pad": "' + b"x" * 4000 + b'"}'
+        (res,) = await store.enqueue(delivery("big", body=body, documents=[{"id": "big"}]))
+        thread_jobs = await store._writer.submit(lambda conn: None)
+        assert thread_jobs is None
+        event = await store.get(res.id)
+        assert event is not None and event.body == body
+    finally:
+        await store.close()
+    ((stored, fmt),) = raw(tmp_path / "events.db", "SELECT body, body_format FROM deliveries")
+    assert fmt == BODY_DEFLATE and len(stored) < len(body) // 4  # type: ignore[arg-type]
+    assert unpack_body(stored, fmt) == body  # type: ignore[arg-type]
+
+
+async def test_a_killed_child_fails_what_waits_and_the_next_enqueue_starts_another(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """SIGKILL of the child: waiting enqueues get StoreUnavailable, later ones a new child."""
+    store = await opened(tmp_path, clock)
+    try:
+        (before,) = await store.enqueue(delivery("before"))
+        first = child_pid(store)
+        os.kill(first, signal.SIGSTOP)  # the write below is sent, never answered
+        with capture_logs() as logs:
+            waiting = asyncio.create_task(store.enqueue(delivery("during")))
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            os.kill(first, signal.SIGKILL)
+            with pytest.raises(StoreUnavailable, match="writer process stopped"):
+                await asyncio.wait_for(waiting, 10)
+            (after,) = await store.enqueue(delivery("after"))
+        assert child_pid(store) != first
+        assert not after.duplicate and after.id > before.id
+        lost = [e for e in logs if e["event"] == "store_writer_lost"]
+        assert len(lost) == 1 and lost[0]["waiting"] == 1
+        assert [e["event"] for e in logs].count("store_writer_started") == 1
+        # "during" was never acknowledged: a retry by its sender stores it now
+        (retried,) = await store.enqueue(delivery("during"))
+        assert not retried.duplicate
+    finally:
+        await store.close()
+
+
+def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the process holding the store: its writer child sees end of file and exits."""
+    url = sqlite_url(tmp_path) + "?writer=process"
+    script = (
+        "import asyncio, sys\n"
+        "from hub.store import open_store\n"
+        "from tests.store.helpers import delivery\n"
+        "async def main():\n"
+        "    store = open_store(sys.argv[1])\n"
+        "    await store.open()\n"
+        "    (res,) = await store.enqueue(delivery('kept'))\n"
+        "    print('pids', store._ingest._child.pid, res.id, flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, url],
+        cwd=str(REPO),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = next(line for line in proc.stdout if line.startswith("pids "))
+        pid, event_id = (int(x) for x in line.split()[1:])
+        assert not gone(pid, timeout=0.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+    assert gone(pid), "the writer child outlived its parent"
+    assert raw(tmp_path / "events.db", f"SELECT delivery_id FROM events WHERE id = {event_id}") == [
+        ("kept",)
+    ]
+
+
+async def test_close_waits_for_writes_already_handed_over(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Enqueues in flight when close() starts are committed and answered before it returns."""
+    store = await opened(tmp_path, clock)
+    pid = child_pid(store)
+    tasks = [asyncio.create_task(store.enqueue(delivery(f"c{i}"))) for i in range(50)]
+    await asyncio.sleep(0)  # every task has handed its delivery over
+    await store.close()
+    results = [t.result() for t in tasks]
+    assert len({r.id for (r,) in results}) == 50
+    assert gone(pid, timeout=0.5)
+    assert raw(tmp_path / "events.db", "SELECT count(*) FROM events") == [(50,)]
+
+
+async def test_one_bad_delivery_fails_alone(tmp_path: Path, clock: ManualClock) -> None:
+    """A delivery the database refuses fails with StoreError; its batch-mates are stored."""
+    store = await opened(tmp_path, clock)
+    try:
+        await store._writer.submit(
+            lambda conn: conn.execute(
+                "CREATE TRIGGER no_bad BEFORE INSERT ON events WHEN NEW.delivery_id = 'bad' "
+                "BEGIN SELECT RAISE(ABORT, 'bad delivery id'); END"
+            )
+        )
+        results = await asyncio.gather(
+            *(store.enqueue(delivery(d)) for d in ("ok1", "bad", "ok2")), return_exceptions=True
+        )
+    finally:
+        await store.close()
+    ok1, bad, ok2 = results
+    assert isinstance(bad, StoreError) and "bad delivery id" in str(bad)
+    assert not isinstance(ok1, BaseException) and not isinstance(ok2, BaseException)
+    stored = raw(tmp_path / "events.db", "SELECT delivery_id FROM events ORDER BY id")
+    assert stored == [("ok1",), ("ok2",)]
+
+
+def test_frames_split_a_stream_at_any_boundary() -> None:
+    """Frames fed one byte at a time come out whole and in order; an absurd size is refused."""
+    payloads = [b"", b"a", b"xyz" * 1000]
+    stream = b"".join(_frame(p) for p in payloads)
+    frames = _Frames()
+    out: list[bytes] = []
+    for i in range(len(stream)):
+        out += frames.feed(stream[i : i + 1])
+    assert out == payloads
+    with pytest.raises(ValueError, match="frame"):
+        _Frames().feed((MAX_FRAME + 1).to_bytes(4, "big"))
