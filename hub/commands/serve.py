@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 
 from hub import logs
 from hub.clock import SYSTEM_CLOCK, Clock
+from hub.commands.protocol import HubHttpProtocol
 from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
@@ -227,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             server_header=False,
             # Nothing reads the client address: skip uvicorn's X-Forwarded-* rewrite per request.
             proxy_headers=False,
+            http=HubHttpProtocol,  # one write per response
         ),
         on_ready=lambda _url: _ready(ready),
         on_signal=lambda: _drain(app),
