@@ -69,12 +69,33 @@ def process(
             out.close()  # type: ignore[union-attr]
 
 
+def descendants(pid: int) -> list[int]:
+    """The processes ``pid`` started, and theirs, as they are now."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found += [child, *descendants(child)]
+    return found
+
+
 def peak_rss_mb(pid: int) -> float:
-    """The peak resident set size (VmHWM) of ``pid`` so far, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The peak resident set size (VmHWM) of ``pid`` so far, in MB, with its child processes'.
+
+    The peaks are summed (they need not have come at the same moment): an upper bound.
+    The hub's web role counts its store writer process this way.
+    """
+    total = 0.0
+    for one in [pid, *descendants(pid)]:
+        try:
+            lines = Path(f"/proc/{one}/status").read_text().splitlines()
+        except OSError:
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmHWM:"))
+    return total if total else float("nan")
 
 
 def rss_mb(pid: int) -> float:

@@ -1,8 +1,10 @@
 """The SQLite event store: one file in WAL mode, durable on commit, safe for several processes.
 
 Writes go through one writer thread that commits concurrent requests together
-(:mod:`hub.store.sqlite_threads`); claims run in ``BEGIN IMMEDIATE`` transactions, so
-several worker processes on one file never take the same event. The SQL lives in
+(:mod:`hub.store.sqlite_threads`); with ``writer="process"`` enqueues go to a child process
+doing the same for them alone (:mod:`hub.store.sqlite_process`), so the event loop never
+shares its GIL with the writing. Claims run in ``BEGIN IMMEDIATE`` transactions, so several
+worker processes on one file never take the same event. The SQL lives in
 ``hub/store/sql/sqlite.sql``.
 """
 
