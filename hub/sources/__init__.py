@@ -9,6 +9,7 @@ natural ids, of each event's canonical JSON instead).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -31,7 +32,9 @@ from hub.sources.base import (
     Source,
     Split,
     VerificationError,
+    natural_id,
 )
+from hub.sources.bodies import Skimmer
 from hub.sources.facebook import FacebookSource
 from hub.sources.google import GoogleSource
 from hub.sources.hmac_ import HmacSource
@@ -49,11 +52,45 @@ __all__ = [
     "VerificationError",
     "build_source",
     "delivery_ids",
+    "skimmed_id",
+    "skimmer_for",
 ]
 
 
 #: Longer delivery ids (a runaway dedupe path, say) are replaced by their hash.
 MAX_ID_LENGTH = 200
+
+
+def body_id(body: bytes) -> str:
+    """The delivery id of a one-lead body that carries none: the hash of its bytes."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def capped(found: str) -> str:
+    """``found``, or its hash when longer than :data:`MAX_ID_LENGTH`."""
+    if len(found) > MAX_ID_LENGTH:  # keep ids short but still distinct
+        return "sha256:" + hashlib.sha256(found.encode("utf-8", "replace")).hexdigest()
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def skimmer_for(key: str | None) -> Skimmer:
+    """The :class:`Skimmer` reading top-level ``key`` (one per key, made once)."""
+    return Skimmer(key)
+
+
+def skimmed_id(skimmer: Skimmer, content_type: str, body: bytes) -> str | None:
+    """The delivery id of a one-lead JSON body read by ``skimmer``, or None if it cannot tell.
+
+    The same id :func:`delivery_ids` gives after a full parse (for an endpoint without a
+    ``dedupe`` path); None sends the body to the full parser. Runs wherever the store
+    writes (see ``IncomingDelivery.skim``), so it must stay a pure function of its input.
+    """
+    skimmed = skimmer.skim(content_type, body)
+    if skimmed is None:
+        return None
+    found = natural_id(skimmed[0])
+    return body_id(body) if found is None else capped(found)
 
 
 def build_source(endpoint: Endpoint) -> Source:
@@ -97,11 +134,9 @@ def delivery_ids(endpoint: Endpoint, splits: Sequence[Split], body: bytes) -> li
         found = _id_from_path(endpoint, split.document) or split.natural_id
         if found is None:
             if len(splits) == 1:
-                found = "sha256:" + hashlib.sha256(body).hexdigest()
+                found = body_id(body)
             else:
                 canonical = orjson.dumps(split.document, option=orjson.OPT_SORT_KEYS)
                 found = "sha256:" + hashlib.sha256(canonical).hexdigest()
-        if len(found) > MAX_ID_LENGTH:  # keep ids short but still distinct
-            found = "sha256:" + hashlib.sha256(found.encode("utf-8", "replace")).hexdigest()
-        ids.append(found)
+        ids.append(capped(found))
     return ids

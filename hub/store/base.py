@@ -29,6 +29,10 @@ class StoreUnavailable(StoreError):
     """The event store cannot be reached or written; check the database path and disk."""
 
 
+class BodyNotSkimmed(Exception):
+    """A ``skim`` delivery's body must go through the full parser; nothing was stored."""
+
+
 class EventStore(Protocol):
     """A durable queue of events, one per lead received.
 

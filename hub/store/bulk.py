@@ -143,6 +143,7 @@ def insert(conn: sqlite3.Connection, items: list[Pending]) -> list[list[EnqueueR
     delivery_ids = _insert(conn, _insert_deliveries, deliveries)
     events: list[tuple[Any, ...]] = []
     shape: list[list[int]] = []  # per item: index into the new events, per event
+    names: list[str] = []  # the delivery id of each new event
     for p, row in zip(items, delivery_ids, strict=True):
         seen: dict[str, int] = {}
         slots: list[int] = []
@@ -151,6 +152,7 @@ def insert(conn: sqlite3.Connection, items: list[Pending]) -> list[list[EnqueueR
             if slot is None:
                 slot = seen[delivery_id] = len(events)
                 events.append((row, p.endpoint, delivery_id, document, p.now, p.now))
+                names.append(delivery_id)
                 slots.append(slot)
             else:
                 slots.append(-1 - slot)  # a repeat inside the delivery: a duplicate
@@ -158,9 +160,9 @@ def insert(conn: sqlite3.Connection, items: list[Pending]) -> list[list[EnqueueR
     event_ids = _insert(conn, _insert_events, events)
     return [
         [
-            EnqueueResult(id=event_ids[s], duplicate=False)
+            EnqueueResult(event_ids[s], False, names[s])
             if s >= 0
-            else EnqueueResult(id=event_ids[-1 - s], duplicate=True)
+            else EnqueueResult(event_ids[-1 - s], True, names[-1 - s])
             for s in slots
         ]
         for slots in shape
@@ -174,13 +176,13 @@ def insert_one(conn: sqlite3.Connection, p: Pending) -> list[EnqueueResult]:
     delivery_row: int | None = None
     for delivery_id, doc in p.events:
         if delivery_id in seen:
-            results.append(EnqueueResult(id=seen[delivery_id], duplicate=True))
+            results.append(EnqueueResult(seen[delivery_id], True, delivery_id))
             continue
         key = {"endpoint": p.endpoint, "delivery_id": delivery_id}
         found = conn.execute(Q["find_event"], key).fetchone()
         if found is not None:
             seen[delivery_id] = found[0]
-            results.append(EnqueueResult(id=found[0], duplicate=True))
+            results.append(EnqueueResult(found[0], True, delivery_id))
             continue
         if delivery_row is None:
             cur = conn.execute(
@@ -201,5 +203,5 @@ def insert_one(conn: sqlite3.Connection, p: Pending) -> list[EnqueueResult]:
         )
         event_id = int(cur.lastrowid or 0)
         seen[delivery_id] = event_id
-        results.append(EnqueueResult(id=event_id, duplicate=False))
+        results.append(EnqueueResult(event_id, False, delivery_id))
     return results

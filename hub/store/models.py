@@ -53,6 +53,17 @@ class EventIn:
 
 
 @dataclass(frozen=True, slots=True)
+class SkimId:
+    """One lead whose document is the JSON body itself, its delivery id read at ``key``.
+
+    The store checks the body and reads the id (``hub.sources.skimmed_id``) where it writes:
+    for the writer process, off the event loop. ``key`` None: the id is the body's hash.
+    """
+
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class IncomingDelivery:
     """One HTTP request as received, verified and parsed, ready to be stored."""
 
@@ -63,6 +74,9 @@ class IncomingDelivery:
     #: Headers worth keeping (never auth headers or signatures).
     headers: Mapping[str, str]
     events: tuple[EventIn, ...]
+    #: Instead of ``events`` (then empty): one event read from the body by the store. If the
+    #: body needs the full parser, ``enqueue`` raises ``BodyNotSkimmed`` and stores nothing.
+    skim: SkimId | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,8 @@ class EnqueueResult:
 
     id: int
     duplicate: bool
+    #: The event's delivery id (for a ``skim`` delivery, the one the store read).
+    delivery_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ worker processes on one file never take the same event. The SQL lives in
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import sqlite3
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -19,13 +20,15 @@ from typing import Any
 import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock
+from hub.sources import skimmed_id, skimmer_for
 from hub.store import bulk, rows
-from hub.store.base import StoreError
+from hub.store.base import BodyNotSkimmed, StoreError
 from hub.store.models import (
     REPLAYABLE,
     Ack,
     EnqueueResult,
     Event,
+    EventIn,
     IncomingDelivery,
     Route,
     State,
@@ -131,13 +134,37 @@ class SQLiteStore:
     # -- ingest ---------------------------------------------------------------------------
 
     async def enqueue(self, delivery: IncomingDelivery) -> builtins.list[EnqueueResult]:
-        if not delivery.events:
+        if not delivery.events and delivery.skim is None:
             return []
+        if self._ingest is not None:
+            # The child checks a skimmed body, compresses and writes: its core, not the loop's.
+            return await self._ingest.enqueue(
+                (
+                    delivery.endpoint,
+                    delivery.received_at,
+                    delivery.content_type,
+                    rows.headers_json(delivery.headers),
+                    delivery.body,
+                    bulk.BODY_RAW,
+                    [
+                        (e.delivery_id, d)
+                        for e, d in zip(delivery.events, rows.documents(delivery), strict=True)
+                    ],
+                    self.clock.time(),
+                    None if delivery.skim is None else [delivery.skim.key],
+                )
+            )
+        if delivery.skim is not None:
+            skimmed = skimmed_id(
+                skimmer_for(delivery.skim.key), delivery.content_type, delivery.body
+            )
+            if skimmed is None:
+                raise BodyNotSkimmed
+            delivery = dataclasses.replace(
+                delivery, events=(EventIn(skimmed, None, True),), skim=None
+            )
         docs = rows.documents(delivery)
-        if self._ingest is not None:  # the child compresses: its core, not the event loop's
-            stored, body_format = delivery.body, bulk.BODY_RAW
-        else:
-            stored, body_format = bulk.pack(delivery.body)
+        stored, body_format = bulk.pack(delivery.body)
         pending = bulk.Pending(
             endpoint=delivery.endpoint,
             received_at=delivery.received_at,
@@ -148,9 +175,6 @@ class SQLiteStore:
             events=[(e.delivery_id, d) for e, d in zip(delivery.events, docs, strict=True)],
             now=self.clock.time(),
         )
-
-        if self._ingest is not None:
-            return await self._ingest.enqueue(pending)
 
         def job(conn: sqlite3.Connection) -> builtins.list[EnqueueResult]:
             # the per-delivery path, when the batch's bulk insert met a duplicate or an error

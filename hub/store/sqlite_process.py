@@ -15,9 +15,10 @@ Wire format, both ways: frames of a 4-byte big-endian length and a msgpack body.
 
 * parent → child: a list of deliveries (:data:`Row` tuples), in the order submitted;
 * child → parent: ``[commits, results]``, ``results`` one entry per delivery of the
-  frames it just committed, in order: a list of ``[event id, duplicate]`` pairs, or a
-  string (that delivery failed: a :class:`StoreError`), or, for the whole batch, a
-  ``["unavailable", message]`` pair: nothing of it was written.
+  frames it just committed, in order: a list of ``[event id, duplicate, delivery id]``,
+  or a tagged list: ``["error", message]`` (that delivery failed: a :class:`StoreError`),
+  ``["unavailable", message]`` (its batch was not written), ``["parse"]`` (a skimmed body
+  needs the full parser: :class:`BodyNotSkimmed`, nothing stored).
 
 The child exits when the socket reaches end of file: when the hub stops, or dies (even
 by ``kill -9``). If the child dies, what waits on it fails with
@@ -42,13 +43,17 @@ from typing import Any
 
 import msgspec
 
+from hub.sources import skimmed_id, skimmer_for
 from hub.store import bulk
-from hub.store.base import StoreError, StoreUnavailable
+from hub.store.base import BodyNotSkimmed, StoreError, StoreUnavailable
 from hub.store.models import EnqueueResult
 from hub.store.sqlite_threads import MAX_BATCH, StoreStats, _Conn, _is_job_error, log, unavailable
 
-#: One delivery on the wire: ``bulk.Pending``'s fields, in order.
-Row = tuple[str, float, str, bytes, bytes, int, list[tuple[str, bytes | None]], float]
+#: One delivery on the wire: ``bulk.Pending``'s fields, in order, then the skim: None, or
+#: ``[key]`` for a ``SkimId`` delivery (its events empty; the child reads the id).
+Row = tuple[
+    str, float, str, bytes, bytes, int, list[tuple[str, bytes | None]], float, list[Any] | None
+]
 _HEADER = struct.Struct(">I")
 #: Largest frame either side accepts (a batch of maximal bodies fits well below it).
 MAX_FRAME = 1 << 30
@@ -139,6 +144,7 @@ class IngestProcess:
         loop = asyncio.get_running_loop()
         self._starting = loop.create_future()
         try:
+            await self._reap()
             try:
                 ours, theirs = socket.socketpair()
             except OSError as exc:
@@ -173,7 +179,7 @@ class IngestProcess:
         finally:
             self._starting = None
 
-    async def enqueue(self, pending: bulk.Pending) -> list[EnqueueResult]:
+    async def enqueue(self, row: Row) -> list[EnqueueResult]:
         if not self._open:
             msg = "The event store is not open; call `await store.open()` first."
             raise StoreError(msg)
@@ -183,18 +189,7 @@ class IngestProcess:
         future: asyncio.Future[list[EnqueueResult]] = loop.create_future()
         if not self._gathered:
             loop.call_soon(self._send)
-        self._gathered.append(
-            (
-                pending.endpoint,
-                pending.received_at,
-                pending.content_type,
-                pending.headers,
-                pending.body,
-                pending.body_format,
-                pending.events,
-                pending.now,
-            )
-        )
+        self._gathered.append(row)
         self._gathered_futures.append(future)
         return await future
 
@@ -222,12 +217,17 @@ class IngestProcess:
             self.stats.jobs += 1
             if future.done():
                 continue
-            if isinstance(result, str):
-                future.set_exception(StoreError(result))
-            elif isinstance(result, list) and result and result[0] == "unavailable":
+            tag = result[0] if result else None
+            if tag == "error":
+                future.set_exception(StoreError(str(result[1])))
+            elif tag == "unavailable":
                 future.set_exception(StoreUnavailable(str(result[1])))
+            elif tag == "parse":
+                future.set_exception(BodyNotSkimmed())
             else:
-                future.set_result([EnqueueResult(id=int(i), duplicate=bool(d)) for i, d in result])
+                future.set_result(
+                    [EnqueueResult(int(i), bool(d), str(did)) for i, d, did in result]
+                )
 
     def _lost(self, why: str) -> None:
         transport, self._transport = self._transport, None
@@ -245,6 +245,13 @@ class IngestProcess:
                 future = self._waiting.popleft()
                 if not future.done():
                     future.set_exception(err)
+
+    async def _reap(self) -> None:
+        """Wait for a previous child (lost: its socket closed) to be gone."""
+        old, self._child = self._child, None
+        if old is not None and old.poll() is None:
+            old.kill()  # it stopped answering; it must not write behind a new one
+            await asyncio.to_thread(old.wait)
 
     async def stop(self) -> None:
         """Wait for what was sent, then close the socket and wait for the child to exit."""
@@ -268,8 +275,14 @@ class IngestProcess:
 # -- the child's side ----------------------------------------------------------------------
 
 
-def _pending(row: list[Any]) -> bulk.Pending:
-    endpoint, received_at, content_type, headers, body, body_format, events, now = row
+def _pending(row: list[Any]) -> bulk.Pending | None:
+    """The delivery to insert; None when its skimmed body needs the full parser."""
+    endpoint, received_at, content_type, headers, body, body_format, events, now, skim = row
+    if skim is not None:
+        found = skimmed_id(skimmer_for(skim[0]), content_type, body)
+        if found is None:
+            return None
+        events = [(found, None)]
     if body_format == bulk.BODY_RAW:
         body, body_format = bulk.pack(body)
     return bulk.Pending(
@@ -284,15 +297,16 @@ def _pending(row: list[Any]) -> bulk.Pending:
     )
 
 
-def _results(results: list[EnqueueResult]) -> list[tuple[int, bool]]:
-    return [(r.id, r.duplicate) for r in results]
+def _results(results: list[EnqueueResult]) -> list[tuple[int, bool, str | None]]:
+    return [(r.id, r.duplicate, r.delivery_id) for r in results]
 
 
 def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
     """Insert ``items`` in one transaction; one result per item (see the module's wire format)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        answers: list[Any] = [_results(r) for r in bulk.insert(conn, items)]
+        inserted = bulk.insert(conn, items)
+        answers: list[Any] = [_results(r) for r in inserted]
     except Exception as exc:
         if not _is_job_error(exc):
             raise
@@ -307,7 +321,7 @@ def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
                 if not _is_job_error(one):
                     raise
                 conn.execute("ROLLBACK TO job")
-                answers.append(f"The event store rejected a write: {one}.")
+                answers.append(["error", f"The event store rejected a write: {one}."])
             conn.execute("RELEASE job")
     conn.execute("COMMIT")
     return answers
@@ -320,7 +334,7 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
     frames = _Frames()
     decoder = msgspec.msgpack.Decoder()
     encoder = msgspec.msgpack.Encoder()
-    ready: deque[bulk.Pending] = deque()
+    ready: deque[bulk.Pending | None] = deque()
     eof = False
     while not (eof and not ready):
         if not ready:
@@ -342,10 +356,11 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
             for frame in frames.feed(b"".join(chunks)):
                 ready.extend(_pending(row) for row in decoder.decode(frame))
         batch = [ready.popleft() for _ in range(min(len(ready), MAX_BATCH))]
+        items = [p for p in batch if p is not None]
         try:
-            conn = writer.get()
-            answers = _commit(conn, batch)
-            stats.commits += 1
+            written = iter(_commit(writer.get(), items) if items else ())
+            answers = [["parse"] if p is None else next(written) for p in batch]
+            stats.commits += 1 if items else 0  # (after the commit: a failure skips it)
         except StoreUnavailable as exc:
             log().error("store_unavailable", error=str(exc))
             answers = [["unavailable", str(exc)]] * len(batch)

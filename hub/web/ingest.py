@@ -2,7 +2,11 @@
 
 POST: size limit (Content-Length up front, then counted while reading) → the
 source's check on the raw bytes → parse → split → delivery ids → one atomic
-``store.enqueue`` → answer. GET answers the sender's handshake (Facebook) or 405.
+``store.enqueue`` → answer. A single-lead JSON sender whose id is a top-level key skips
+parse, split and ids here: its delivery goes to the store as a ``SkimId``, and the store
+checks the body and reads the id where it writes (``leadhub serve``: in its writer
+process, off this event loop); a body it cannot vouch for comes back and takes the full
+path. GET answers the sender's handshake (Facebook) or 405.
 
 Answers (JSON unless noted):
 
@@ -40,10 +44,10 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.base import Split, WholeBody, natural_id
-from hub.sources.bodies import Parsed, Skimmer, parse
-from hub.store.base import EventStore
-from hub.store.models import EventIn, IncomingDelivery
+from hub.sources.base import WholeBody
+from hub.sources.bodies import parse
+from hub.store.base import BodyNotSkimmed, EventStore
+from hub.store.models import EnqueueResult, EventIn, IncomingDelivery, SkimId
 from hub.web.metrics import WebMetrics
 
 Scope = MutableMapping[str, Any]
@@ -101,7 +105,7 @@ class _Reject(Exception):
 class _Route:
     """One endpoint, prepared: its source and which headers it may keep."""
 
-    __slots__ = ("_keep", "credentials", "endpoint", "name", "skimmer", "source")
+    __slots__ = ("_keep", "credentials", "endpoint", "name", "skim", "source")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
@@ -109,12 +113,13 @@ class _Route:
         self.source: Source = build_source(endpoint)
         self.credentials = self.source.credential_headers
         self._keep: dict[str, bool] = {}
-        #: For a single-lead sender whose id is a top-level key: JSON is checked and the id
-        #: read without building the document (it is the body; the dispatcher parses it).
-        self.skimmer: Skimmer | None = None
+        #: For a single-lead sender whose id is a top-level key: the store checks the JSON
+        #: and reads the id without building the document (it is the body; the dispatcher
+        #: parses it), see ``hub.sources.skimmed_id``.
+        self.skim: SkimId | None = None
         source = self.source
         if isinstance(source, WholeBody) and source.reads_id_only and endpoint.dedupe is None:
-            self.skimmer = Skimmer(source.id_key)
+            self.skim = SkimId(source.id_key)
 
     def keeps(self, header: str) -> bool:
         """Whether ``header`` (lower case) may be stored with the delivery."""
@@ -283,39 +288,78 @@ class Ingest:
         content_type = headers.get("content-type")
         try:
             route.source.verify(request, now)
-            skimmed = route.skimmer.skim(content_type, body) if route.skimmer else None
-            if skimmed is not None:
-                parsed = Parsed(None, True)
-                splits = [Split(natural_id(skimmed[0]), None)]
-            else:
-                parsed = parse(content_type, body)
-                splits = route.source.split(request, parsed.document)
         except VerificationError as exc:
             raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
-        except BodyError as exc:
-            reason = "unsupported_media_type" if exc.status == 415 else "bad_body"
-            raise _Reject(
-                exc.status, {"error": exc.reason}, "rejected", reason, exc.reason
-            ) from None
-        ids = delivery_ids(route.endpoint, splits, body)
-        first = ids[0] if ids else None
-        batch = route.endpoint.source == "facebook"
-        if not splits:
-            return 200, b'{"status":"accepted","ids":[]}', "accepted", None, {"events": 0}
-        delivery = IncomingDelivery(
-            endpoint=route.name,
-            received_at=now,
-            body=body,
-            content_type=content_type or "",
-            headers={k: v for k, v in headers.items() if route.keeps(k)},
-            events=tuple(
-                # (a skimmed split's document and ``parsed.document`` are both None: the body)
-                EventIn(i, s.document, parsed.is_body and s.document is parsed.document)
-                for i, s in zip(ids, splits, strict=True)
-            ),
-        )
+        kept = {k: v for k, v in headers.items() if route.keeps(k)}
+        results: list[EnqueueResult] | None = None
+        if route.skim is not None:
+            # The store checks the body and reads its id, where it writes (off this loop).
+            try:
+                results = await self._enqueue(
+                    route,
+                    IncomingDelivery(
+                        route.name, now, body, content_type or "", kept, (), route.skim
+                    ),
+                    None,
+                )
+            except BodyNotSkimmed:
+                pass  # the full parser decides, below
+        if results is not None:
+            ids = [r.delivery_id or "" for r in results]
+        else:
+            try:
+                parsed = parse(content_type, body)
+                splits = route.source.split(request, parsed.document)
+            except VerificationError as exc:  # a key inside the body (Google's google_key)
+                raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
+            except BodyError as exc:
+                reason = "unsupported_media_type" if exc.status == 415 else "bad_body"
+                raise _Reject(
+                    exc.status, {"error": exc.reason}, "rejected", reason, exc.reason
+                ) from None
+            if not splits:
+                return 200, b'{"status":"accepted","ids":[]}', "accepted", None, {"events": 0}
+            ids = delivery_ids(route.endpoint, splits, body)
+            delivery = IncomingDelivery(
+                endpoint=route.name,
+                received_at=now,
+                body=body,
+                content_type=content_type or "",
+                headers=kept,
+                events=tuple(
+                    EventIn(i, s.document, parsed.is_body and s.document is parsed.document)
+                    for i, s in zip(ids, splits, strict=True)
+                ),
+            )
+            results = await self._enqueue(route, delivery, ids[0])
+        first = ids[0]
+        new = [r.id for r in results if not r.duplicate]
+        extra: dict[str, Any] = {"event_ids": [r.id for r in results]}
+        if len(ids) > 1:
+            extra["delivery_ids"] = ids
+        if not new:
+            return (
+                200,
+                orjson.dumps({"status": "duplicate", "id": results[0].id}),
+                "duplicate",
+                first,
+                extra,
+            )
+        answer: dict[str, Any] = {"status": "accepted", "id": new[0]}
+        if route.endpoint.source == "facebook":
+            answer["ids"] = new
+            if len(new) < len(results):
+                answer["duplicates"] = len(results) - len(new)
+        return 200, orjson.dumps(answer), "accepted", first, extra
+
+    async def _enqueue(
+        self, route: _Route, delivery: IncomingDelivery, first: str | None
+    ) -> list[EnqueueResult]:
+        """``store.enqueue``; a failing store is a 503 (BodyNotSkimmed passes through)."""
         try:
-            results = await self.store.enqueue(delivery)
+            return await self.store.enqueue(delivery)
+        except BodyNotSkimmed:
+            raise
         except Exception as exc:
             _log.error(
                 "store_enqueue_failed",
@@ -331,24 +375,6 @@ class Ingest:
                 "store_unavailable",
                 type(exc).__name__,
             ) from None
-        new = [r.id for r in results if not r.duplicate]
-        extra: dict[str, Any] = {"event_ids": [r.id for r in results]}
-        if len(ids) > 1:
-            extra["delivery_ids"] = ids
-        if not new:
-            return (
-                200,
-                orjson.dumps({"status": "duplicate", "id": results[0].id}),
-                "duplicate",
-                first,
-                extra,
-            )
-        answer: dict[str, Any] = {"status": "accepted", "id": new[0]}
-        if batch:
-            answer["ids"] = new
-            if len(new) < len(results):
-                answer["duplicates"] = len(results) - len(new)
-        return 200, orjson.dumps(answer), "accepted", first, extra
 
     async def _handshake(self, route: _Route, scope: Scope, send: Send, start: float) -> None:
         request = Incoming(scope["method"], {}, b"", scope.get("query_string", b""))

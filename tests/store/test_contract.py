@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
+import orjson
 import pytest
 
 from hub.clock import ManualClock
 from hub.store import EventStore, StoreError
-from hub.store.models import EnqueueResult, State
+from hub.store.base import BodyNotSkimmed
+from hub.store.models import EnqueueResult, IncomingDelivery, SkimId, State
 
 from .helpers import delivery
 
@@ -29,7 +32,7 @@ class TestEnqueue:
         """An enqueued event reads back with its body, headers, document and a queued state."""
         d = delivery("d1", body=b'{"id": "d1", "x": 1}', documents=[{"id": "d1", "x": 1}])
         (res,) = await store.enqueue(d)
-        assert res == EnqueueResult(id=res.id, duplicate=False)
+        assert res == EnqueueResult(id=res.id, duplicate=False, delivery_id="d1")
         event = await store.get(res.id)
         assert event is not None
         assert (event.endpoint, event.delivery_id) == ("typeform", "d1")
@@ -77,7 +80,7 @@ class TestEnqueue:
         """A repeated (endpoint, delivery id) is reported as a duplicate of the first event."""
         (first,) = await store.enqueue(delivery("dup"))
         (again,) = await store.enqueue(delivery("dup", body=b'{"other": 1}'))
-        assert again == EnqueueResult(id=first.id, duplicate=True)
+        assert again == EnqueueResult(id=first.id, duplicate=True, delivery_id="dup")
         assert len(await store.list()) == 1
         event = await store.get(first.id)
         assert event is not None and event.body != b'{"other": 1}'
@@ -102,14 +105,15 @@ class TestEnqueue:
     async def test_batch_repeating_an_id_counts_it_once(self, store: EventStore) -> None:
         """Within one delivery a repeated delivery id is stored once and reported a duplicate."""
         results = await store.enqueue(delivery("x", "y", "x"))
-        assert results[2] == EnqueueResult(id=results[0].id, duplicate=True)
+        assert results[2] == EnqueueResult(id=results[0].id, duplicate=True, delivery_id="x")
+        assert [r.delivery_id for r in results] == ["x", "y", "x"]
         assert len(await store.list()) == 2
 
     async def test_batch_partly_duplicate(self, store: EventStore) -> None:
         """A batch mixing old and new ids stores only the new ones."""
         (old,) = await store.enqueue(delivery("a"))
         results = await store.enqueue(delivery("a", "b"))
-        assert results[0] == EnqueueResult(id=old.id, duplicate=True)
+        assert results[0] == EnqueueResult(id=old.id, duplicate=True, delivery_id="a")
         assert not results[1].duplicate
         assert (await store.counts())[State.QUEUED] == 2
 
@@ -123,6 +127,78 @@ class TestEnqueue:
         with pytest.raises(StoreError, match="cannot be stored as JSON"):
             await store.enqueue(delivery("bad", body=b"{}", documents=[{"when": object()}]))
         assert await store.list() == []
+
+
+def skim_delivery(
+    body: bytes, key: str | None = "event_id", content_type: str = "application/json"
+) -> IncomingDelivery:
+    """A single-lead delivery whose id the store reads from the body at ``key``."""
+    return IncomingDelivery(
+        endpoint="typeform",
+        received_at=START,
+        body=body,
+        content_type=content_type,
+        headers={"user-agent": "tests"},
+        events=(),
+        skim=SkimId(key),
+    )
+
+
+class TestSkimmedEnqueue:
+    async def test_the_store_reads_the_id_and_keeps_the_body_as_the_document(
+        self, store: EventStore
+    ) -> None:
+        """A skim delivery becomes one event named by the body's key; its document is the body."""
+        body = b'{"event_id": "ev-1", "form_response": {"answers": [1, 2]}}'
+        (res,) = await store.enqueue(skim_delivery(body))
+        assert res == EnqueueResult(id=res.id, duplicate=False, delivery_id="ev-1")
+        event = await store.get(res.id)
+        assert event is not None and event.delivery_id == "ev-1"
+        assert event.document == orjson.loads(body) and event.body == body
+        (again,) = await store.enqueue(skim_delivery(b'{"event_id": "ev-1", "other": true}'))
+        assert again == EnqueueResult(id=res.id, duplicate=True, delivery_id="ev-1")
+
+    async def test_ids_follow_the_full_parse_rules(self, store: EventStore) -> None:
+        """No key or no value: the body's hash; a number: its text; a huge id: its hash."""
+        body = b'{"name": "no id here"}'
+        (hashed,) = await store.enqueue(skim_delivery(body, key=None))
+        assert hashed.delivery_id == "sha256:" + hashlib.sha256(body).hexdigest()
+        (missing,) = await store.enqueue(skim_delivery(b'{"x": 1}'))
+        assert missing.delivery_id == "sha256:" + hashlib.sha256(b'{"x": 1}').hexdigest()
+        (number,) = await store.enqueue(skim_delivery(b'{"event_id": 42}'))
+        assert number.delivery_id == "42"
+        long_id = "x" * 500
+        (capped,) = await store.enqueue(skim_delivery(b'{"event_id": "%s"}' % long_id.encode()))
+        assert capped.delivery_id == "sha256:" + hashlib.sha256(long_id.encode()).hexdigest()
+        assert len(await store.list()) == 4
+
+    @pytest.mark.parametrize(
+        ("body", "content_type"),
+        [
+            (b'{"event_id": "x", ', "application/json"),  # invalid JSON
+            (b'["event_id"]', "application/json"),  # not an object
+            (b'{"event_id": "x"}', "application/x-www-form-urlencoded"),
+            (b'{"event_id": "x", "n": 12345678901234567890}', "application/json"),  # 20 digits
+            (b'{"event_id": "x", "name": "\xff"}', "application/json"),  # not UTF-8
+        ],
+    )
+    async def test_bodies_for_the_full_parser_store_nothing(
+        self, store: EventStore, body: bytes, content_type: str
+    ) -> None:
+        """A body the skim cannot vouch for raises BodyNotSkimmed; nothing is stored."""
+        with pytest.raises(BodyNotSkimmed):
+            await store.enqueue(skim_delivery(body, content_type=content_type))
+        assert await store.list() == []
+
+    async def test_one_refused_body_does_not_hold_up_its_batch(self, store: EventStore) -> None:
+        """Concurrent skim deliveries: the refused one raises, the others are stored."""
+        bodies = [b'{"event_id": "a"}', b"not json", b'{"event_id": "b"}']
+        results = await asyncio.gather(
+            *(store.enqueue(skim_delivery(b)) for b in bodies), return_exceptions=True
+        )
+        assert isinstance(results[1], BodyNotSkimmed)
+        assert [r[0].delivery_id for r in (results[0], results[2])] == ["a", "b"]  # type: ignore[index]
+        assert len(await store.list()) == 2
 
 
 class TestClaim:

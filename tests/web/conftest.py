@@ -56,21 +56,27 @@ def make_config(tmp_path: Path, endpoints: Mapping[str, Endpoint] | None = None)
     return Config(directory=tmp_path, targets={}, endpoints=endpoints, mappings={})
 
 
-@pytest.fixture
-def hub(tmp_path: Path) -> Iterator[Hub]:
-    """A running hub with every fixture endpoint; its clock is frozen at the Standard fixture."""
-    with running_hub(tmp_path) as running:
+@pytest.fixture(params=["thread", "process"])
+def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
+    """A running hub with every fixture endpoint; its clock is frozen at the Standard fixture.
+
+    Once with each store writer: ``process`` is what ``leadhub serve`` runs (the store's
+    child process checks skimmed bodies and writes), ``thread`` the in-process writer.
+    """
+    with running_hub(tmp_path, writer=request.param) as running:
         yield running
 
 
 @contextlib.contextmanager
-def running_hub(tmp_path: Path, endpoints: Mapping[str, Endpoint] | None = None) -> Iterator[Hub]:
+def running_hub(
+    tmp_path: Path, endpoints: Mapping[str, Endpoint] | None = None, writer: str = "thread"
+) -> Iterator[Hub]:
     """A hub app on uvicorn with a SQLite store in ``tmp_path`` and a frozen clock."""
     clock = ManualClock(fx.STANDARD_TIME)
     db_dir = tmp_path / "data"
     db_dir.mkdir()
     db_url = f"sqlite:///{db_dir / 'hub.db'}"
-    store = open_store(db_url, clock=clock)
+    store = open_store(db_url, clock=clock, writer=writer)
     app = create_app(
         config=make_config(tmp_path),
         store=store,

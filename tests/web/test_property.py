@@ -8,6 +8,7 @@ import hmac
 import json
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -87,10 +88,11 @@ def sign(endpoint: str, body: bytes, headers: dict[str, str]) -> None:
         headers["authorization"] = f"Bearer {fx.BEARER}"
 
 
-def test_arbitrary_requests_never_get_a_5xx(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_arbitrary_requests_never_get_a_5xx(tmp_path: Path, writer: str) -> None:
     """Random bodies, types, sizes and headers: no 5xx, still healthy, rejects store nothing."""
     accepted: set[int] = set()
-    with running_hub(tmp_path, ENDPOINTS) as hub:
+    with running_hub(tmp_path, ENDPOINTS, writer=writer) as hub:
 
         @settings(
             max_examples=300,
