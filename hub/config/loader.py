@@ -118,6 +118,35 @@ class _Collector:
         node = self.mapping_nodes[mapping.name]
         return node.file, node.key_lines.get(key, node.line)
 
+    def _check_sandbox_attributes(self) -> None:
+        """Warn about standard LeadSquared fields the embedded sandbox refuses (it knows fewer).
+
+        A lead mapped with one of them is refused by the sandbox (400, so the event is dead),
+        although a real LeadSquared account takes it.
+        """
+        sandboxed = [
+            m for m in self.mappings.values() if (t := self.targets.get(m.target)) and t.sandbox
+        ]
+        if not sandboxed:
+            return
+        from hub.sandbox.attributes import canonical_name
+
+        for mapping in sandboxed:
+            node = self.mapping_nodes[mapping.name]
+            fields = node.value.get("fields") if isinstance(node.value, dict) else None
+            for spec in mapping.fields:
+                if spec.attribute.lower().startswith("mx_") or canonical_name(spec.attribute):
+                    continue
+                line = fields.key_lines.get(spec.attribute, fields.line) if fields else node.line
+                self.issues.warn(
+                    node.file,
+                    line,
+                    f"attribute {spec.attribute!r} of mapping {mapping.name!r} is a LeadSquared "
+                    f"field the embedded sandbox does not accept; target {mapping.target!r} is "
+                    "the sandbox, so its leads will end dead there. Send it to a LeadSquared "
+                    "account, or leave the field out while trying mappings on the sandbox",
+                )
+
     def cross_check(self) -> None:
         if "default" not in self.targets:
             try:
@@ -143,6 +172,7 @@ class _Collector:
                     f"defined{did_you_mean(mapping.target, self.targets)}; "
                     f"defined targets: {', '.join(sorted(self.targets))}",
                 )
+        self._check_sandbox_attributes()
         by_endpoint: dict[str, list[CompiledMapping]] = {}
         for mapping in sorted(self.mappings.values(), key=lambda m: str(m.origin)):
             by_endpoint.setdefault(mapping.endpoint, []).append(mapping)

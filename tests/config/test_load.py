@@ -221,6 +221,34 @@ def test_warnings_for_source_none_literal_secrets_and_unknown_attributes(config_
     assert "endpoint 'typeform' has no mapping" in warnings
 
 
+def test_fields_the_sandbox_refuses_are_warned_about_only_for_the_sandbox(
+    config_dir: Path,
+) -> None:
+    """Score is standard LeadSquared but not in the sandbox: a warning when it is the target."""
+    (config_dir / "extra.yaml").write_text(
+        "name: scored\n"
+        "endpoint: typeform\n"
+        "match: {$.crm: 0}\n"
+        "fields:\n"
+        "  EmailAddress: $.email\n"
+        "  Score: $.score\n"  # line 6: the one warning
+        "  mx_Score: $.score\n"
+        "  firstname: $.name\n"  # the sandbox matches names regardless of case
+        "---\n"
+        "name: scored-crm\n"
+        "endpoint: typeform\n"
+        "target: crm\n"
+        "match: {$.crm: 1}\n"
+        "fields:\n"
+        "  Score: $.score\n"
+    )
+    warnings = [w for w in load(config_dir, ENV).warnings if "sandbox does not accept" in w]
+    assert len(warnings) == 1, warnings
+    where = f"{config_dir / 'extra.yaml'}:6: attribute 'Score' of mapping 'scored'"
+    assert warnings[0].startswith(where), warnings[0]
+    assert "target 'default' is the sandbox" in warnings[0]
+
+
 def test_variables_resolve_like_yaml_unless_quoted(tmp_path: Path) -> None:
     """A plain ${VAR} is typed after expansion; a quoted one stays text; $${ is a literal."""
     (tmp_path / "t.yaml").write_text(
