@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from hub.config import load
 from hub.sources import Incoming, build_source
 from tests.mappings.cases import SHIPPED
@@ -44,3 +46,27 @@ def test_the_ingest_pool_is_signed_as_the_hub_verifies(tmp_path: Path) -> None:
         source.verify(request, now=0.0)  # raises VerificationError when the signature is wrong
         ids.add(body)
     assert len(ids) == 5
+
+
+@pytest.mark.slow
+def test_wrk_sends_the_pool_and_every_200_is_stored(tmp_path: Path) -> None:
+    """bench.ingest's wrk script (bench/pool.lua) against a real ``leadhub serve``.
+
+    No errors and no other outcome than accepted (a wrong signature would be 401, a cut
+    body 400), no delivery sent twice, and the events stored equal the hub's 200s.
+    """
+    from bench.common import ensure_wrk
+    from bench.ingest import HEADERS, one_run, write_pool
+
+    try:
+        wrk = ensure_wrk()
+    except (OSError, RuntimeError) as exc:  # no wrk and no package mirror: nothing to run
+        pytest.skip(f"wrk unavailable: {exc}")
+    pool = tmp_path / "pool.txt"
+    write_pool(pool, 60_000)
+    shutil.copytree(SHIPPED, tmp_path / "config")
+    values = one_run("hub", 4, 1, wrk=wrk, pool=pool, tmp=tmp_path, duration=1)
+    row = dict(zip(HEADERS, values, strict=True))
+    assert row["errors"] == 0, row
+    assert row["check"] == "ok", row  # stored == the hub's 200s, nothing wrapped
+    assert 0 < row["stored"] == row["200s (server)"], row
