@@ -381,7 +381,10 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
 
 def main(argv: list[str]) -> int:
     fd, path, synchronous = int(argv[0]), Path(argv[1]), argv[2]
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us by closing the socket
+    # The parent stops us by closing the socket (or by dying): a signal sent to the whole
+    # process group (Ctrl-C, a service manager's SIGTERM) must not cut its writes short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from hub import logs
 
     logs.configure(json=True, level="warning", stream=sys.stderr)
