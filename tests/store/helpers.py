@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
 from hub.store.models import EventIn, IncomingDelivery
+from tests.support.server import REPO
 
 
 def delivery(
@@ -29,3 +35,25 @@ def delivery(
         headers={"user-agent": "tests"},
         events=tuple(EventIn(d, doc) for d, doc in zip(delivery_ids, docs, strict=True)),
     )
+
+
+@contextlib.contextmanager
+def python_child(*args: str) -> Iterator[subprocess.Popen[str]]:
+    """``python ARGS`` from the repository root, its output piped as text; killed and
+    reaped on the way out (the test may have killed it already)."""
+    proc = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=str(REPO),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

@@ -22,7 +22,7 @@ from hub.store.sqlite import SQLiteStore
 from tests.support.server import REPO
 
 from .conftest import FIXTURES, sqlite_url
-from .helpers import delivery
+from .helpers import delivery, python_child
 
 
 @pytest.fixture(params=["thread", "process"])
@@ -144,18 +144,9 @@ class TestDurability:
     def test_sigkill_loses_no_acknowledged_enqueue(self, tmp_path: Path, writer: str) -> None:
         """Every enqueue that returned before a SIGKILL is in the file afterwards."""
         url = sqlite_url(tmp_path) + f"?writer={writer}"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "child_enqueue.py"), url],
-            cwd=str(REPO),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
         acked: dict[int, str] = {}
         output = []
-        try:
+        with python_child(str(Path(__file__).parent / "child_enqueue.py"), url) as proc:
             assert proc.stdout is not None
             for line in proc.stdout:
                 output.append(line)
@@ -170,12 +161,7 @@ class TestDurability:
                 if line.startswith("ok "):
                     _, eid, did = line.split()
                     acked[int(eid)] = did
-        finally:
-            if proc.poll() is None:
-                proc.kill()
             proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
         assert proc.returncode == -signal.SIGKILL, "".join(output)
         assert len(acked) >= 300, "".join(output)
 

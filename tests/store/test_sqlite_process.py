@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,10 +16,9 @@ from hub.store import StoreError, StoreUnavailable, open_store
 from hub.store.bulk import BODY_DEFLATE, unpack_body
 from hub.store.sqlite import SQLiteStore
 from hub.store.sqlite_process import MAX_FRAME, _frame, _Frames
-from tests.support.server import REPO
 
 from .conftest import sqlite_url
-from .helpers import delivery
+from .helpers import delivery, python_child
 from .test_sqlite import raw
 
 
@@ -114,14 +111,7 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         "    await asyncio.sleep(600)\n"
         "asyncio.run(main())\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, url],
-        cwd=str(REPO),
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with python_child("-c", script, url) as proc:
         assert proc.stdout is not None
         line = next(line for line in proc.stdout if line.startswith("pids "))
         pid, event_id = (int(x) for x in line.split()[1:])
@@ -130,12 +120,6 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         assert not gone(pid, timeout=0.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
     assert gone(pid), "the writer child outlived its parent"
     assert raw(tmp_path / "events.db", f"SELECT delivery_id FROM events WHERE id = {event_id}") == [
         ("kept",)
