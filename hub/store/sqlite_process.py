@@ -234,12 +234,13 @@ class IngestProcess:
         if transport is not None:
             transport.abort()
         code = self._child.poll() if self._child is not None else None
+        if self._open:  # not a stop we asked for
+            log().error("store_writer_lost", why=why, exit_code=code, waiting=len(self._waiting))
         if self._waiting:
             msg = (
                 f"The event store's writer process stopped ({why}; exit code {code}); "
                 "nothing unanswered was acknowledged, and the next write starts a new one."
             )
-            log().error("store_writer_lost", why=why, exit_code=code, waiting=len(self._waiting))
             err = StoreUnavailable(msg)
             while self._waiting:
                 future = self._waiting.popleft()

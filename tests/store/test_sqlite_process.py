@@ -96,6 +96,29 @@ async def test_a_killed_child_fails_what_waits_and_the_next_enqueue_starts_anoth
         await store.close()
 
 
+async def test_an_idle_child_that_dies_is_logged_and_replaced(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Nothing waits on it, yet its loss is logged at once; the next enqueue starts another."""
+    store = await opened(tmp_path, clock)
+    try:
+        first = child_pid(store)
+        with capture_logs() as logs:
+            os.kill(first, signal.SIGKILL)
+            for _ in range(200):
+                if any(e["event"] == "store_writer_lost" for e in logs):
+                    break
+                await asyncio.sleep(0.02)
+            (res,) = await store.enqueue(delivery("later"))
+        lost = [e for e in logs if e["event"] == "store_writer_lost"]
+        assert len(lost) == 1 and lost[0]["waiting"] == 0, logs
+        assert not res.duplicate and child_pid(store) != first
+    finally:
+        with capture_logs() as closing:
+            await store.close()
+    assert not [e for e in closing if e["event"] == "store_writer_lost"]  # a stop is no loss
+
+
 def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     """The child outlasts SIGTERM and SIGINT, and exits at end of file when its parent dies."""
     url = sqlite_url(tmp_path) + "?writer=process"
