@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LEADHUB_CONFIG_DIR=/config
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY hub ./hub
 RUN pip install . && useradd --system --home-dir /data leadhub \
     && mkdir -p /data /config && chown leadhub /data
