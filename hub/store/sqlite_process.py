@@ -59,6 +59,17 @@ _HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
 
 
+def _child_env() -> dict[str, str]:
+    """The environment for the child: ours, with this very ``hub`` package first on its path.
+
+    The child must run the same code as the parent whatever the working directory (a
+    different ``hub`` installed elsewhere must not answer instead).
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
+
+
 def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
@@ -161,6 +172,7 @@ class IngestProcess:
                     ],
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
+                    env=_child_env(),
                 )
             except OSError as exc:
                 ours.close()

@@ -15,7 +15,8 @@ from hub.clock import ManualClock
 from hub.store import StoreError, StoreUnavailable, open_store
 from hub.store.bulk import BODY_DEFLATE, unpack_body
 from hub.store.sqlite import SQLiteStore
-from hub.store.sqlite_process import MAX_FRAME, _frame, _Frames
+from hub.store.sqlite_process import MAX_FRAME, _child_env, _frame, _Frames
+from tests.support.server import REPO
 
 from .conftest import sqlite_url
 from .helpers import delivery, python_child
@@ -184,6 +185,17 @@ async def test_one_bad_delivery_fails_alone(tmp_path: Path, clock: ManualClock) 
     assert not isinstance(ok1, BaseException) and not isinstance(ok2, BaseException)
     stored = raw(tmp_path / "events.db", "SELECT delivery_id FROM events ORDER BY id")
     assert stored == [("ok1",), ("ok2",)]
+
+
+def test_the_child_is_pointed_at_this_very_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's PYTHONPATH starts with the directory holding the parent's ``hub``."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    monkeypatch.setenv("LEADHUB_SOME_SETTING", "kept")
+    path = _child_env()["PYTHONPATH"].split(os.pathsep)
+    assert path == [str(REPO), "/elsewhere"]
+    monkeypatch.delenv("PYTHONPATH")
+    assert _child_env()["PYTHONPATH"] == str(REPO)
+    assert _child_env()["LEADHUB_SOME_SETTING"] == "kept"  # the rest is inherited
 
 
 def test_frames_split_a_stream_at_any_boundary() -> None:
