@@ -60,7 +60,10 @@ class EventStore(Protocol):
         """Store a delivery and its events atomically; return once committed.
 
         Returns one result per event of ``delivery`` in order: the new event id, or the
-        id already stored under (endpoint, delivery_id) with ``duplicate=True``.
+        id already stored under (endpoint, delivery_id) with ``duplicate=True``, each with
+        its ``delivery_id``. A ``skim`` delivery (no events) is one event whose id the store
+        reads from the body with ``hub.sources.skimmed_id``; when that cannot vouch for the
+        body, it raises :class:`BodyNotSkimmed` and stores nothing.
         """
         ...
 
