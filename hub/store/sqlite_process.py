@@ -47,7 +47,14 @@ from hub.sources import skimmed_id, skimmer_for
 from hub.store import bulk
 from hub.store.base import BodyNotSkimmed, StoreError, StoreUnavailable
 from hub.store.models import EnqueueResult
-from hub.store.sqlite_threads import MAX_BATCH, StoreStats, _Conn, _is_job_error, log, unavailable
+from hub.store.sqlite_threads import (
+    MAX_BATCH,
+    Reopening,
+    StoreStats,
+    is_job_error,
+    log,
+    unavailable,
+)
 
 #: One delivery on the wire: ``bulk.Pending``'s fields, in order, then the skim: None, or
 #: ``[key]`` for a ``SkimId`` delivery (its events empty; the child reads the id).
@@ -321,7 +328,7 @@ def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
         inserted = bulk.insert(conn, items)
         answers: list[Any] = [_results(r) for r in inserted]
     except Exception as exc:
-        if not _is_job_error(exc):
+        if not is_job_error(exc):
             raise
         conn.execute("ROLLBACK")
         conn.execute("BEGIN IMMEDIATE")
@@ -331,7 +338,7 @@ def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
             try:
                 answers.append(_results(bulk.insert_one(conn, item)))
             except Exception as one:
-                if not _is_job_error(one):
+                if not is_job_error(one):
                     raise
                 conn.execute("ROLLBACK TO job")
                 answers.append(["error", f"The event store rejected a write: {one}."])
@@ -343,7 +350,7 @@ def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
 def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
     """The child's loop: read frames, commit them in batches, answer, until end of file."""
     stats = StoreStats()
-    writer = _Conn(path, synchronous=synchronous, writer=True, stats=stats)
+    writer = Reopening(path, synchronous=synchronous, writer=True, stats=stats)
     frames = _Frames()
     decoder = msgspec.msgpack.Decoder()
     encoder = msgspec.msgpack.Encoder()

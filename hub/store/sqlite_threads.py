@@ -130,14 +130,14 @@ def _statement(script: str, start: str) -> str:
     raise LookupError(msg)
 
 
-def _is_job_error(exc: BaseException) -> bool:
+def is_job_error(exc: BaseException) -> bool:
     """Whether ``exc`` belongs to one job (bad input, a bug) rather than the database."""
     if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
         return True
     return not isinstance(exc, sqlite3.Error)
 
 
-class _Conn:
+class Reopening:
     """A connection to ``path`` that re-opens itself when the file behind the path changes."""
 
     def __init__(self, path: Path, *, synchronous: str, writer: bool, stats: StoreStats) -> None:
@@ -217,7 +217,7 @@ class Writer:
         stats: StoreStats,
         bulk: BulkRunner | None = None,
     ) -> None:
-        self._conn = _Conn(path, synchronous=synchronous, writer=True, stats=stats)
+        self._conn = Reopening(path, synchronous=synchronous, writer=True, stats=stats)
         self._stats = stats
         self._bulk = bulk
         #: Lists of items (one list per event loop iteration that submitted), or _STOP.
@@ -349,7 +349,7 @@ class Writer:
             try:
                 results = self._bulk(conn, [batch[i].bulk for i in bulk])
             except Exception as exc:
-                if not _is_job_error(exc):
+                if not is_job_error(exc):
                     raise
                 # start over, one savepoint per job, so only the faulty job fails
                 conn.execute("ROLLBACK")
@@ -368,7 +368,7 @@ class Writer:
         try:
             value = item.fn(conn)
         except Exception as exc:
-            if not _is_job_error(exc):
+            if not is_job_error(exc):
                 raise
             conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
@@ -390,7 +390,7 @@ class Reader:
     """Reads on their own connection and thread, so they never wait behind a commit."""
 
     def __init__(self, path: Path, *, stats: StoreStats) -> None:
-        self._conn = _Conn(path, synchronous="", writer=False, stats=stats)
+        self._conn = Reopening(path, synchronous="", writer=False, stats=stats)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def start(self) -> None:
@@ -410,7 +410,7 @@ class Reader:
         try:
             return fn(conn)
         except sqlite3.Error as exc:
-            if _is_job_error(exc):
+            if is_job_error(exc):
                 raise _wrap(exc) from exc
             self._conn.drop()
             raise unavailable(self._conn.path, exc) from exc
