@@ -51,6 +51,10 @@ class GatheringTransport:
         self.flush()
         self._inner.close()
 
+    def write_eof(self) -> None:
+        self.flush()
+        self._inner.write_eof()
+
     def abort(self) -> None:
         self._pending = []
         self._inner.abort()

@@ -59,6 +59,18 @@ async def test_writes_of_one_iteration_go_out_as_one() -> None:
     peer.close()
 
 
+async def test_end_of_file_comes_after_what_is_gathered() -> None:
+    """write_eof() writes the gathered bytes first: the peer reads them, then end of file."""
+    inner, peer, writes = await _pair()
+    gathering = GatheringTransport(inner, asyncio.get_running_loop())
+    gathering.write(b"last words")
+    gathering.write_eof()
+    assert writes == [b"last words"]
+    assert await _read_all(peer) == b"last words"
+    gathering.close()
+    peer.close()
+
+
 async def test_abort_drops_what_is_gathered() -> None:
     """abort() discards unwritten data, as a transport's own abort does."""
     inner, peer, writes = await _pair()
