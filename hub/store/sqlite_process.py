@@ -407,7 +407,8 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from hub import logs
 
-    logs.configure(json=True, level="warning", stream=sys.stderr)
+    # JSON lines, or the console renderer when stderr is a terminal (as the hub decides)
+    logs.configure(level="warning", stream=sys.stderr)
     sock = socket.socket(fileno=fd)
     try:
         serve(sock, path, synchronous)
