@@ -51,7 +51,7 @@ from hub.store.sqlite_threads import (
     MAX_BATCH,
     Reopening,
     StoreStats,
-    is_job_error,
+    bulk_or_each,
     log,
     unavailable,
 )
@@ -322,29 +322,11 @@ def _results(results: list[EnqueueResult]) -> list[tuple[int, bool, str | None]]
 
 
 def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
-    """Insert ``items`` in one transaction; one result per item (see the module's wire format)."""
+    """Insert ``items`` in one transaction; one answer per item (see the module's wire format)."""
     conn.execute("BEGIN IMMEDIATE")
-    try:
-        inserted = bulk.insert(conn, items)
-        answers: list[Any] = [_results(r) for r in inserted]
-    except Exception as exc:
-        if not is_job_error(exc):
-            raise
-        conn.execute("ROLLBACK")
-        conn.execute("BEGIN IMMEDIATE")
-        answers = []
-        for item in items:
-            conn.execute("SAVEPOINT job")
-            try:
-                answers.append(_results(bulk.insert_one(conn, item)))
-            except Exception as one:
-                if not is_job_error(one):
-                    raise
-                conn.execute("ROLLBACK TO job")
-                answers.append(["error", f"The event store rejected a write: {one}."])
-            conn.execute("RELEASE job")
+    outcomes = bulk_or_each(conn, items, bulk.insert, bulk.insert_one)
     conn.execute("COMMIT")
-    return answers
+    return [_results(value) if ok else ["error", str(value)] for ok, value in outcomes]
 
 
 def serve(sock: socket.socket, path: Path, synchronous: str) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import queue
 import sqlite3
@@ -346,35 +347,67 @@ class Writer:
         outcomes: list[tuple[bool, Any] | None] = [None] * len(batch)
         bulk = [i for i, item in enumerate(batch) if item.bulk is not None]
         if bulk and self._bulk is not None:
-            try:
-                results = self._bulk(conn, [batch[i].bulk for i in bulk])
-            except Exception as exc:
-                if not is_job_error(exc):
-                    raise
-                # start over, one savepoint per job, so only the faulty job fails
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
-            else:
-                for i, value in zip(bulk, results, strict=True):
-                    outcomes[i] = (True, value)
+            runner = self._bulk
+            done = bulk_or_each(
+                conn,
+                [batch[i] for i in bulk],
+                lambda c, items: runner(c, [item.bulk for item in items]),
+                lambda c, item: item.fn(c),
+            )
+            for i, outcome in zip(bulk, done, strict=True):
+                outcomes[i] = outcome
         for i, item in enumerate(batch):
             if outcomes[i] is None:
-                outcomes[i] = self._run_one(conn, item)
+                outcomes[i] = savepointed(conn, item.fn)
         return [o for o in outcomes if o is not None]
 
-    @staticmethod
-    def _run_one(conn: sqlite3.Connection, item: _Item) -> tuple[bool, Any]:
-        conn.execute("SAVEPOINT job")
-        try:
-            value = item.fn(conn)
-        except Exception as exc:
-            if not is_job_error(exc):
-                raise
-            conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
-            return (False, _wrap(exc))
+
+P = TypeVar("P")
+
+
+def savepointed(conn: sqlite3.Connection, fn: Job[Any]) -> tuple[bool, Any]:
+    """``(True, fn(conn))``, or ``(False, error)`` with only ``fn``'s writes undone.
+
+    Raises what is not the job's own error (the database failed: see ``is_job_error``).
+    """
+    conn.execute("SAVEPOINT job")
+    try:
+        value = fn(conn)
+    except Exception as exc:
+        if not is_job_error(exc):
+            raise
+        conn.execute("ROLLBACK TO job")
         conn.execute("RELEASE job")
-        return (True, value)
+        return (False, _wrap(exc))
+    conn.execute("RELEASE job")
+    return (True, value)
+
+
+def bulk_or_each(
+    conn: sqlite3.Connection,
+    payloads: list[P],
+    together: Callable[[sqlite3.Connection, list[P]], list[Any]],
+    one: Callable[[sqlite3.Connection, P], Any],
+) -> list[tuple[bool, Any]]:
+    """Inside an open transaction: ``together`` for all payloads in one go or, when that
+    meets one payload's bad data, the transaction started over with ``one`` per payload,
+    each in its own savepoint (see :func:`savepointed`). One outcome per payload, in order.
+    """
+    try:
+        return [(True, value) for value in together(conn, payloads)]
+    except Exception as exc:
+        if not is_job_error(exc):
+            raise
+    # start over, one savepoint per payload, so only the faulty one fails
+    conn.execute("ROLLBACK")
+    conn.execute("BEGIN IMMEDIATE")
+    return [savepointed(conn, functools.partial(_one_of, one, p)) for p in payloads]
+
+
+def _one_of(
+    one: Callable[[sqlite3.Connection, P], Any], payload: P, conn: sqlite3.Connection
+) -> Any:
+    return one(conn, payload)
 
 
 def _wrap(exc: Exception) -> Exception:
