@@ -11,9 +11,10 @@ insert's ids run up to ``lastrowid`` without gaps. Any conflict (a delivery id a
 stored, or repeated within the batch) raises; the writer then starts the transaction over
 on the per-delivery path, which reports duplicates one by one.
 
-Bodies are compressed (:func:`pack`, raw deflate) before they reach the writer, by the
-caller's thread: a compressor that releases the GIL would, in the writer thread, then
-wait for the busy event loop to hand it back.
+Bodies are compressed (:func:`pack`, raw deflate) before they reach the writer thread, by
+the caller's thread: a compressor that releases the GIL would, in the writer thread, then
+wait for the busy event loop to hand it back. The writer process (``sqlite_process``) has
+no event loop to wait for and compresses them itself.
 """
 
 from __future__ import annotations

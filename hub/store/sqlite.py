@@ -145,7 +145,6 @@ class SQLiteStore:
                     delivery.content_type,
                     rows.headers_json(delivery.headers),
                     delivery.body,
-                    bulk.BODY_RAW,
                     [
                         (e.delivery_id, d)
                         for e, d in zip(delivery.events, rows.documents(delivery), strict=True)

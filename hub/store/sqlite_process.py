@@ -56,11 +56,10 @@ from hub.store.sqlite_threads import (
     unavailable,
 )
 
-#: One delivery on the wire: ``bulk.Pending``'s fields, in order, then the skim: None, or
-#: ``[key]`` for a ``SkimId`` delivery (its events empty; the child reads the id).
-Row = tuple[
-    str, float, str, bytes, bytes, int, list[tuple[str, bytes | None]], float, list[Any] | None
-]
+#: One delivery on the wire: ``bulk.Pending``'s fields in order but ``body_format`` (the
+#: body travels as received; the child compresses it), then the skim: None, or ``[key]``
+#: for a ``SkimId`` delivery (its events empty; the child reads the id).
+Row = tuple[str, float, str, bytes, bytes, list[tuple[str, bytes | None]], float, list[Any] | None]
 _HEADER = struct.Struct(">I")
 #: Largest frame either side accepts (a batch of maximal bodies fits well below it).
 MAX_FRAME = 1 << 30
@@ -297,14 +296,13 @@ class IngestProcess:
 
 def _pending(row: list[Any]) -> bulk.Pending | None:
     """The delivery to insert; None when its skimmed body needs the full parser."""
-    endpoint, received_at, content_type, headers, body, body_format, events, now, skim = row
+    endpoint, received_at, content_type, headers, raw, events, now, skim = row
     if skim is not None:
-        found = skimmed_id(skimmer_for(skim[0]), content_type, body)
+        found = skimmed_id(skimmer_for(skim[0]), content_type, raw)
         if found is None:
             return None
         events = [(found, None)]
-    if body_format == bulk.BODY_RAW:
-        body, body_format = bulk.pack(body)
+    body, body_format = bulk.pack(raw)  # here, not on the event loop
     return bulk.Pending(
         endpoint=endpoint,
         received_at=received_at,
