@@ -56,9 +56,18 @@ async def test_enqueues_are_written_by_the_child_and_compressed_there(
     store = await opened(tmp_path, clock)
     try:
         body = b'{"id": "big", "pad": "' + b"x" * 4000 + b'"}'
-        (res,) = await store.enqueue(delivery("big", body=body, documents=[{"id": "big"}]))
-        thread_jobs = await store._writer.submit(lambda conn: None)
-        assert thread_jobs is None
+        child = child_pid(store)
+        os.kill(child, signal.SIGSTOP)  # the child paused: the enqueue must wait for it
+        try:
+            pending = asyncio.create_task(
+                store.enqueue(delivery("big", body=body, documents=[{"id": "big"}]))
+            )
+            await store.ping()  # the writer thread and the reader still answer meanwhile
+            await asyncio.sleep(0.2)
+            assert not pending.done()
+        finally:
+            os.kill(child, signal.SIGCONT)
+        (res,) = await asyncio.wait_for(pending, 10)
         event = await store.get(res.id)
         assert event is not None and event.body == body
     finally:
