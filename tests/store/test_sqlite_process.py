@@ -7,7 +7,9 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 from structlog.testing import capture_logs
 
@@ -15,7 +17,7 @@ from hub.clock import ManualClock
 from hub.store import StoreError, StoreUnavailable, open_store
 from hub.store.bulk import BODY_DEFLATE, unpack_body
 from hub.store.sqlite import SQLiteStore
-from hub.store.sqlite_process import MAX_FRAME, _child_env, _frame, _Frames
+from hub.store.sqlite_process import HAND_OVER, MAX_FRAME, _child_env, _frame, _Frames
 from tests.support.server import REPO
 
 from .conftest import sqlite_url
@@ -172,6 +174,41 @@ async def test_close_waits_for_writes_already_handed_over(
     assert len({r.id for (r,) in results}) == 50
     assert gone(pid, timeout=0.5)
     assert raw(tmp_path / "events.db", "SELECT count(*) FROM events") == [(50,)]
+
+
+async def test_a_full_hand_over_goes_to_the_child_before_the_iteration_ends(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Deliveries gathered in one loop iteration leave in frames of HAND_OVER, then the rest."""
+    store = await opened(tmp_path, clock)
+    ingest = store._ingest
+    assert ingest is not None and ingest._transport is not None
+    inner = ingest._transport
+    frames: list[int] = []
+    decoder = msgspec.msgpack.Decoder()
+
+    class Recording:
+        def write(self, data: bytes) -> None:
+            frames.append(len(decoder.decode(data[4:])))
+            inner.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    ingest._transport = Recording()  # type: ignore[assignment]
+    try:
+        count = 2 * HAND_OVER + 3
+        tasks = [asyncio.create_task(store.enqueue(delivery(f"h{i}"))) for i in range(count)]
+        await asyncio.sleep(0)  # all of them ran up to their await, in this one iteration
+        assert frames == [HAND_OVER, HAND_OVER]  # the rest waits for the iteration's end
+        results = await asyncio.gather(*tasks)
+    finally:
+        ingest._transport = inner
+        await store.close()
+    assert frames == [HAND_OVER, HAND_OVER, 3]
+    assert [r.delivery_id for (r,) in results] == [f"h{i}" for i in range(count)]
+    stored = raw(tmp_path / "events.db", "SELECT delivery_id FROM events ORDER BY id")
+    assert stored == [(f"h{i}",) for i in range(count)]
 
 
 async def test_one_bad_delivery_fails_alone(tmp_path: Path, clock: ManualClock) -> None:
