@@ -38,6 +38,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,12 @@ class _Frames:
 
 
 # -- the parent's side ----------------------------------------------------------------------
+
+
+def _fail(futures: Iterable[asyncio.Future[Any]], err: Exception) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_exception(err)
 
 
 class _Protocol(asyncio.Protocol):
@@ -226,13 +233,22 @@ class IngestProcess:
         if not rows:
             return
         if not self.running or self._transport is None:
-            err = StoreUnavailable("The event store's writer process is not running.")
-            for f in futures:
-                if not f.done():
-                    f.set_exception(err)
+            _fail(futures, StoreUnavailable("The event store's writer process is not running."))
             return
-        self._transport.write(_frame(self._encoder.encode(rows)))
+        try:
+            frame = _frame(self._encoder.encode(rows))
+        except Exception as exc:  # nothing was sent: these fail, the child stays in step
+            _fail(
+                futures,
+                StoreError(f"A delivery could not be handed to the store's writer ({exc})."),
+            )
+            return
+        # Waiting before writing: the child answers every frame, in order, one entry per row.
         self._waiting.extend(futures)
+        try:
+            self._transport.write(frame)
+        except Exception as exc:  # the socket is unusable: what waits fails, the next starts anew
+            self._lost(f"writing to it failed ({exc})")
 
     def _answered(self, reply: Any) -> None:
         commits, results = reply
@@ -268,11 +284,8 @@ class IngestProcess:
                 f"The event store's writer process stopped ({why}; exit code {code}); "
                 "nothing unanswered was acknowledged, and the next write starts a new one."
             )
-            err = StoreUnavailable(msg)
-            while self._waiting:
-                future = self._waiting.popleft()
-                if not future.done():
-                    future.set_exception(err)
+            waiting, self._waiting = self._waiting, deque()
+            _fail(waiting, StoreUnavailable(msg))
 
     async def _reap(self) -> None:
         """Wait for a previous child (lost: its socket closed) to be gone."""

@@ -211,6 +211,60 @@ async def test_a_full_hand_over_goes_to_the_child_before_the_iteration_ends(
     assert stored == [(f"h{i}",) for i in range(count)]
 
 
+async def test_a_row_that_cannot_be_sent_fails_alone_and_keeps_answers_in_step(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A frame that cannot be encoded is never sent: its callers fail, later ones are answered."""
+    store = await opened(tmp_path, clock)
+    ingest = store._ingest
+    assert ingest is not None
+    try:
+        first = await store.enqueue(delivery("before"))
+        bad: Any = ("typeform", 1.0, "application/json", b"{}", b"{}", [], 1.0, object())
+        with pytest.raises(StoreError, match="could not be handed"):
+            await ingest.enqueue(bad)
+        after = await store.enqueue(delivery("after"))
+    finally:
+        await store.close()
+    assert [r.delivery_id for r in first + after] == ["before", "after"]
+    assert after[0].id == first[0].id + 1
+    stored = raw(tmp_path / "events.db", "SELECT delivery_id FROM events ORDER BY id")
+    assert stored == [("before",), ("after",)]
+
+
+async def test_a_failed_write_to_the_child_fails_what_waits_and_starts_another(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """The socket refusing a frame is the child lost: 503 for those, a new child after."""
+    store = await opened(tmp_path, clock)
+    ingest = store._ingest
+    assert ingest is not None and ingest._transport is not None
+    old_pid = child_pid(store)
+    inner = ingest._transport
+
+    class Broken:
+        def write(self, data: bytes) -> None:
+            raise OSError("broken pipe (test)")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    ingest._transport = Broken()  # type: ignore[assignment]
+    try:
+        with capture_logs() as logs:
+            with pytest.raises(StoreUnavailable, match="writing to it failed"):
+                await store.enqueue(delivery("lost"))
+        assert any(e["event"] == "store_writer_lost" for e in logs)
+        (again,) = await store.enqueue(delivery("again"))
+        assert child_pid(store) != old_pid
+    finally:
+        await store.close()
+    assert again.delivery_id == "again" and not again.duplicate
+    assert gone(old_pid)
+    stored = raw(tmp_path / "events.db", "SELECT delivery_id FROM events ORDER BY id")
+    assert stored == [("again",)]
+
+
 async def test_one_bad_delivery_fails_alone(tmp_path: Path, clock: ManualClock) -> None:
     """A delivery the database refuses fails with StoreError; its batch-mates are stored."""
     store = await opened(tmp_path, clock)
