@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,30 @@ async def opened(tmp_path: Path, clock: ManualClock) -> SQLiteStore:
 def child_pid(store: SQLiteStore) -> int:
     assert store._ingest is not None and store._ingest._child is not None
     return store._ingest._child.pid
+
+
+@contextlib.contextmanager
+def writes_to_child(
+    store: SQLiteStore, write: Callable[[bytes, asyncio.Transport], None]
+) -> Iterator[None]:
+    """Route the store's writes to its child through ``write(data, transport)`` meanwhile."""
+    process = store._ingest
+    assert process is not None and process._transport is not None
+    inner = process._transport
+
+    class Wrapped:
+        def write(self, data: bytes) -> None:
+            write(data, inner)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(inner, name)
+
+    process._transport = Wrapped()  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if process._transport is not None:  # (a failed write drops it: the child is lost)
+            process._transport = inner
 
 
 def gone(pid: int, timeout: float = 10.0) -> bool:
@@ -181,29 +207,21 @@ async def test_a_full_hand_over_goes_to_the_child_before_the_iteration_ends(
 ) -> None:
     """Deliveries gathered in one loop iteration leave in frames of HAND_OVER, then the rest."""
     store = await opened(tmp_path, clock)
-    ingest = store._ingest
-    assert ingest is not None and ingest._transport is not None
-    inner = ingest._transport
     frames: list[int] = []
     decoder = msgspec.msgpack.Decoder()
 
-    class Recording:
-        def write(self, data: bytes) -> None:
-            frames.append(len(decoder.decode(data[4:])))
-            inner.write(data)
+    def recording(data: bytes, inner: asyncio.Transport) -> None:
+        frames.append(len(decoder.decode(data[4:])))
+        inner.write(data)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(inner, name)
-
-    ingest._transport = Recording()  # type: ignore[assignment]
     try:
-        count = 2 * HAND_OVER + 3
-        tasks = [asyncio.create_task(store.enqueue(delivery(f"h{i}"))) for i in range(count)]
-        await asyncio.sleep(0)  # all of them ran up to their await, in this one iteration
-        assert frames == [HAND_OVER, HAND_OVER]  # the rest waits for the iteration's end
-        results = await asyncio.gather(*tasks)
+        with writes_to_child(store, recording):
+            count = 2 * HAND_OVER + 3
+            tasks = [asyncio.create_task(store.enqueue(delivery(f"h{i}"))) for i in range(count)]
+            await asyncio.sleep(0)  # all of them ran up to their await, in this one iteration
+            assert frames == [HAND_OVER, HAND_OVER]  # the rest waits for the iteration's end
+            results = await asyncio.gather(*tasks)
     finally:
-        ingest._transport = inner
         await store.close()
     assert frames == [HAND_OVER, HAND_OVER, 3]
     assert [r.delivery_id for (r,) in results] == [f"h{i}" for i in range(count)]
@@ -237,21 +255,13 @@ async def test_a_failed_write_to_the_child_fails_what_waits_and_starts_another(
 ) -> None:
     """The socket refusing a frame is the child lost: 503 for those, a new child after."""
     store = await opened(tmp_path, clock)
-    ingest = store._ingest
-    assert ingest is not None and ingest._transport is not None
     old_pid = child_pid(store)
-    inner = ingest._transport
 
-    class Broken:
-        def write(self, data: bytes) -> None:
-            raise OSError("broken pipe (test)")
+    def broken(data: bytes, inner: asyncio.Transport) -> None:
+        raise OSError("broken pipe (test)")
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(inner, name)
-
-    ingest._transport = Broken()  # type: ignore[assignment]
     try:
-        with capture_logs() as logs:
+        with capture_logs() as logs, writes_to_child(store, broken):
             with pytest.raises(StoreUnavailable, match="writing to it failed"):
                 await store.enqueue(delivery("lost"))
         assert any(e["event"] == "store_writer_lost" for e in logs)
