@@ -66,10 +66,11 @@ _HEADER = struct.Struct(">I")
 MAX_FRAME = 1 << 30
 #: Deliveries gathered in one loop iteration that are handed to the child at once, without
 #: waiting for the iteration to end. Under load an iteration reads a few dozen requests
-#: (about 50 µs of the loop each); handed over only at its end, they kept the child idle
+#: (about 45 µs of the loop each); handed over only at its end, they kept the child idle
 #: while the loop worked, and the loop idle while the child committed: the two moved in
 #: lock step. Handing over every few lets the child commit the first while the loop reads
-#: the rest (4, 8 and 12 measured alike, +10-15% req/s at 64 connections; BENCHMARKS.md).
+#: the rest (4, 8 and 12 measured alike: 17,800-18,400 req/s against 14,400-15,200 at 64
+#: connections in BENCHMARKS.md's diagnostic).
 HAND_OVER = 8
 
 
@@ -274,8 +275,9 @@ class IngestProcess:
 
     def _lost(self, why: str) -> None:
         transport, self._transport = self._transport, None
-        if transport is not None:
-            transport.abort()
+        if transport is None:
+            return  # already handled (a failed write, then the socket's own close)
+        transport.abort()
         code = self._child.poll() if self._child is not None else None
         if self._open:  # not a stop we asked for
             log().error("store_writer_lost", why=why, exit_code=code, waiting=len(self._waiting))
