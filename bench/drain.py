@@ -144,7 +144,8 @@ def dispatch_run(tmp: Path, db_template: Path, limit: str, n: int, stall: float)
     )
     env = {**DEMO_ENV, "LSQ_ACCESS_KEY": KEYS[0], "LSQ_SECRET_KEY": KEYS[1]}
     serve = [PYTHON, "-m", "hub", "serve", "--role", "worker", "--port", str(port)]
-    serve += ["--config-dir", str(config), "--db", f"sqlite:///{db}", "--log-level", "warning"]
+    # at the production log level: JSON lines for each claim and each send
+    serve += ["--config-dir", str(config), "--db", f"sqlite:///{db}", "--log-level", "info"]
     base = f"http://127.0.0.1:{port}"
     metrics = ""
     stalled = False
