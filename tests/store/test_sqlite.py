@@ -100,7 +100,8 @@ class TestLayout:
             await store.close()
         db = tmp_path / "events.db"
         [(stored, fmt)] = raw(db, "SELECT body, body_format FROM deliveries")
-        assert unpack_body(bytes(stored), fmt) == body  # type: ignore[arg-type]
+        assert isinstance(stored, bytes) and isinstance(fmt, int)
+        assert unpack_body(stored, fmt) == body
         assert raw(db, "SELECT count(*) FROM events") == [(3,)]
 
     async def test_typical_event_costs_under_3kb(self, tmp_path: Path, clock: ManualClock) -> None:
