@@ -69,6 +69,16 @@ def write_config(directory: Path, *documents: str, environ: Mapping[str, str] = 
     return load(directory, dict(environ))
 
 
+def forms_config(tmp_path: Path, url: str, **target: str) -> Config:
+    """The common set-up: target ``default`` at ``url`` (``target``: its other keys) and the
+    flat ``forms`` endpoint mapped to it, written under ``tmp_path / "cfg"``."""
+    return write_config(
+        tmp_path / "cfg",
+        target_yaml("default", url, **target),
+        flat_endpoint_yaml("forms", "default"),
+    )
+
+
 @contextlib.asynccontextmanager
 async def opened_store(path: Path) -> AsyncIterator[EventStore]:
     """A real SQLite store on ``path``, opened, closed on exit."""

@@ -13,6 +13,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     flat_endpoint_yaml,
+    forms_config,
     leads,
     opened_store,
     running,
@@ -30,11 +31,7 @@ from tests.dispatch.support import (
 async def test_a_burst_of_100_at_25_per_5s_sees_no_429(tmp_path: Path) -> None:
     """100 queued events against a sandbox limited to 25/5s are all delivered without one 429."""
     with sandbox_server(rate_limit=RateLimit(25, 5.0)) as (url, _):
-        config = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url, rate_limit="25/5s"),
-            flat_endpoint_yaml("forms", "default"),
-        )
+        config = forms_config(tmp_path, url, rate_limit="25/5s")
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "forms", leads("r", 100))
             with structlog.testing.capture_logs() as logs:

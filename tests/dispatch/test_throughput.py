@@ -18,6 +18,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     flat_endpoint_yaml,
+    forms_config,
     leads,
     opened_store,
     running,
@@ -56,11 +57,7 @@ async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_b
 ) -> None:
     """With 2 senders and a 64-event claim, no event is released back: claims fit the lane."""
     SEEN.clear()
-    config = write_config(
-        tmp_path / "cfg",
-        target_yaml("default", slowish_lsq, timeout="5s"),
-        flat_endpoint_yaml("forms", "default"),
-    )
+    config = forms_config(tmp_path, slowish_lsq, timeout="5s")
     async with opened_store(tmp_path / "hub.db") as store:
         ids = await enqueue(store, "forms", leads("b", 80))
         async with running(config, store, concurrency=2, batch=64) as dispatcher:
@@ -77,9 +74,7 @@ async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_b
 async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> None:
     """Stopping mid-drain at `off`: none left sending, and every delivered lead is in LSQ."""
     with sandbox_server() as (url, _):
-        config = write_config(
-            tmp_path / "cfg", target_yaml("default", url), flat_endpoint_yaml("forms", "default")
-        )
+        config = forms_config(tmp_path, url)
         async with opened_store(tmp_path / "hub.db") as store:
             docs = leads("s", 400)
             ids = await enqueue(store, "forms", docs)
@@ -104,9 +99,7 @@ async def test_one_leads_events_keep_their_order_across_many_small_claims(
 ) -> None:
     """Updates of one lead, mixed with other leads and claimed 3 at a time, arrive in order."""
     with sandbox_server() as (url, _):
-        config = write_config(
-            tmp_path / "cfg", target_yaml("default", url), flat_endpoint_yaml("forms", "default")
-        )
+        config = forms_config(tmp_path, url)
         async with opened_store(tmp_path / "hub.db") as store:
             docs: list[dict[str, object]] = []
             for n in range(1, 16):

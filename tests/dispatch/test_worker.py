@@ -22,6 +22,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     flat_endpoint_yaml,
+    forms_config,
     leads,
     opened_store,
     running,
@@ -98,11 +99,7 @@ async def test_mx_errors_in_400_500_and_200_end_dead_with_the_reason(
     tmp_path: Path, fake_lsq: str
 ) -> None:
     """Events answered with an MX exception (400, 500, 200+Error) are dead with that exception."""
-    config = write_config(
-        tmp_path / "cfg",
-        target_yaml("default", f"{fake_lsq}/ok"),
-        flat_endpoint_yaml("forms", "default"),
-    )
+    config = forms_config(tmp_path, f"{fake_lsq}/ok")
     async with opened_store(tmp_path / "hub.db") as store:
         docs = [{"email": f"{k}@example.com"} for k in MX] + [{"email": "fine@example.com"}]
         ids = await enqueue(store, "forms", docs)
@@ -119,11 +116,7 @@ async def test_mx_errors_in_400_500_and_200_end_dead_with_the_reason(
 
 async def test_missing_required_field_is_dead_without_a_send(tmp_path: Path, fake_lsq: str) -> None:
     """A mapping whose required field is missing ends the event dead, naming the field."""
-    config = write_config(
-        tmp_path / "cfg",
-        target_yaml("default", f"{fake_lsq}/ok"),
-        flat_endpoint_yaml("forms", "default"),
-    )
+    config = forms_config(tmp_path, f"{fake_lsq}/ok")
     async with opened_store(tmp_path / "hub.db") as store:
         ids = await enqueue(store, "forms", [{"first_name": "NoMail"}])
         async with running(config, store) as dispatcher:
@@ -157,11 +150,7 @@ async def test_401_pauses_the_target_and_events_are_delivered_once_keys_are_fixe
     """Wrong keys pause the target without killing events; with the right keys they go through."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    config = write_config(
-        tmp_path / "cfg",
-        target_yaml("default", url, retry="{initial: 50ms, max_interval: 300ms}"),
-        flat_endpoint_yaml("forms", "default"),
-    )
+    config = forms_config(tmp_path, url, retry="{initial: 50ms, max_interval: 300ms}")
     async with opened_store(tmp_path / "hub.db") as store:
         ids = await enqueue(store, "forms", leads("p", 10))
         async with running(config, store) as dispatcher:
@@ -230,11 +219,7 @@ async def test_pause_is_logged_as_an_error_with_the_reason(tmp_path: Path, fake_
     """A refused key logs target_paused at error level with the reason and never the keys."""
     import structlog
 
-    config = write_config(
-        tmp_path / "cfg",
-        target_yaml("default", f"{fake_lsq}/refused"),
-        flat_endpoint_yaml("forms", "default"),
-    )
+    config = forms_config(tmp_path, f"{fake_lsq}/refused")
     async with opened_store(tmp_path / "hub.db") as store:
         await enqueue(store, "forms", [{"email": "k@example.com"}])
         merge = structlog.contextvars.merge_contextvars
@@ -277,9 +262,7 @@ async def test_slow_and_paused_targets_never_delay_a_healthy_one(
 async def test_events_for_one_lead_are_sent_in_arrival_order(tmp_path: Path) -> None:
     """Twenty updates of one email arrive in the sandbox in order: the last one wins."""
     with sandbox_server() as (url, _):
-        config = write_config(
-            tmp_path / "cfg", target_yaml("default", url), flat_endpoint_yaml("forms", "default")
-        )
+        config = forms_config(tmp_path, url)
         async with opened_store(tmp_path / "hub.db") as store:
             docs = [{"email": "same@example.com", "seq": n} for n in range(1, 21)]
             ids = await enqueue(store, "forms", docs)
@@ -298,11 +281,7 @@ async def test_events_for_one_lead_are_sent_in_arrival_order(tmp_path: Path) -> 
 async def test_stop_releases_queued_events_and_leaves_nothing_claimed(tmp_path: Path) -> None:
     """stop() ends with every event delivered or back in the queue, none left 'sending'."""
     with sandbox_server() as (url, _):
-        config = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url, rate_limit="5/1s"),
-            flat_endpoint_yaml("forms", "default"),
-        )
+        config = forms_config(tmp_path, url, rate_limit="5/1s")
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "forms", leads("s", 60))
             async with running(config, store) as dispatcher:
@@ -334,11 +313,7 @@ async def test_metrics_are_exposed_on_the_given_registry(tmp_path: Path, fake_ls
     from prometheus_client import CollectorRegistry, generate_latest
 
     registry = CollectorRegistry()
-    config = write_config(
-        tmp_path / "cfg",
-        target_yaml("default", f"{fake_lsq}/ok"),
-        flat_endpoint_yaml("forms", "default"),
-    )
+    config = forms_config(tmp_path, f"{fake_lsq}/ok")
     async with opened_store(tmp_path / "hub.db") as store:
         ids = await enqueue(store, "forms", [{"email": "m@example.com"}])
         async with running(config, store, registry=registry):
@@ -354,11 +329,7 @@ async def test_logs_one_event_per_step_with_ids_bound(tmp_path: Path, fake_lsq: 
     """Claim and send are logged as event_claimed and lead_sent with the delivery id bound."""
     import structlog
 
-    config = write_config(
-        tmp_path / "cfg",
-        target_yaml("default", f"{fake_lsq}/ok"),
-        flat_endpoint_yaml("forms", "default"),
-    )
+    config = forms_config(tmp_path, f"{fake_lsq}/ok")
     async with opened_store(tmp_path / "hub.db") as store:
         ids = await enqueue(store, "forms", [{"email": "log@example.com"}], prefix="logged")
         merge = structlog.contextvars.merge_contextvars
@@ -413,11 +384,7 @@ async def test_a_claim_still_running_at_stop_gives_its_events_back_at_once(
     Its events go back due now with their attempt not counted: none waits for a lease to end.
     """
     with sandbox_server() as (url, _):
-        config = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url, rate_limit="1/10s"),
-            flat_endpoint_yaml("forms", "default"),
-        )
+        config = forms_config(tmp_path, url, rate_limit="1/10s")
         async with opened_store(tmp_path / "hub.db") as real:
             ids = await enqueue(real, "forms", leads("ahead", 12))
             store = _HeldClaims(real)
