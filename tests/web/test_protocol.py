@@ -13,8 +13,9 @@ from hub.commands.protocol import GatheringTransport, HubHttpProtocol
 from tests.support.server import free_port
 
 
-async def _pair() -> tuple[asyncio.Transport, socket.socket, list[bytes]]:
-    """A real transport on one end of a socket pair, the other end, and its inner writes."""
+async def _pair() -> tuple[GatheringTransport, socket.socket, list[bytes]]:
+    """A gathering transport over a real one on one end of a socket pair, the other end, and
+    the real transport's writes."""
     ours, theirs = socket.socketpair()
     loop = asyncio.get_running_loop()
     transport, _ = await loop.connect_accepted_socket(asyncio.Protocol, ours)
@@ -27,7 +28,7 @@ async def _pair() -> tuple[asyncio.Transport, socket.socket, list[bytes]]:
 
     transport.write = counting  # type: ignore[method-assign]
     theirs.setblocking(False)
-    return transport, theirs, writes
+    return GatheringTransport(transport, loop), theirs, writes
 
 
 async def _read_all(sock: socket.socket) -> bytes:
@@ -42,8 +43,7 @@ async def _read_all(sock: socket.socket) -> bytes:
 
 async def test_writes_of_one_iteration_go_out_as_one() -> None:
     """Two writes in one iteration reach the socket in order, through ONE write of the inner."""
-    inner, peer, writes = await _pair()
-    gathering = GatheringTransport(inner, asyncio.get_running_loop())
+    gathering, peer, writes = await _pair()
     gathering.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     gathering.write(b"")
     gathering.write(memoryview(b"ok"))
@@ -61,8 +61,7 @@ async def test_writes_of_one_iteration_go_out_as_one() -> None:
 
 async def test_end_of_file_comes_after_what_is_gathered() -> None:
     """write_eof() writes the gathered bytes first: the peer reads them, then end of file."""
-    inner, peer, writes = await _pair()
-    gathering = GatheringTransport(inner, asyncio.get_running_loop())
+    gathering, peer, writes = await _pair()
     gathering.write(b"last words")
     gathering.write_eof()
     assert writes == [b"last words"]
@@ -73,8 +72,7 @@ async def test_end_of_file_comes_after_what_is_gathered() -> None:
 
 async def test_abort_drops_what_is_gathered() -> None:
     """abort() discards unwritten data, as a transport's own abort does."""
-    inner, peer, writes = await _pair()
-    gathering = GatheringTransport(inner, asyncio.get_running_loop())
+    gathering, peer, writes = await _pair()
     gathering.write(b"never sent")
     gathering.abort()
     await asyncio.sleep(0)
