@@ -11,7 +11,6 @@ worker processes on one file never take the same event. The SQL lives in
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import sqlite3
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any
 import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.sources import skimmed_id, skimmer_for
 from hub.store import bulk, rows
 from hub.store.base import BodyNotSkimmed, StoreError
 from hub.store.models import (
@@ -28,12 +26,11 @@ from hub.store.models import (
     Ack,
     EnqueueResult,
     Event,
-    EventIn,
     IncomingDelivery,
     Route,
     State,
 )
-from hub.store.sqlite_process import IngestProcess
+from hub.store.sqlite_process import IngestProcess, Row, to_pending
 from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavailable
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
@@ -136,44 +133,25 @@ class SQLiteStore:
     async def enqueue(self, delivery: IncomingDelivery) -> builtins.list[EnqueueResult]:
         if not delivery.events and delivery.skim is None:
             return []
+        row: Row = (
+            delivery.endpoint,
+            delivery.received_at,
+            delivery.content_type,
+            rows.headers_json(delivery.headers),
+            delivery.body,
+            [
+                (e.delivery_id, d)
+                for e, d in zip(delivery.events, rows.documents(delivery), strict=True)
+            ],
+            self.clock.time(),
+            None if delivery.skim is None else [delivery.skim.key],
+        )
         if self._ingest is not None:
             # The child checks a skimmed body, compresses and writes: its core, not the loop's.
-            return await self._ingest.enqueue(
-                (
-                    delivery.endpoint,
-                    delivery.received_at,
-                    delivery.content_type,
-                    rows.headers_json(delivery.headers),
-                    delivery.body,
-                    [
-                        (e.delivery_id, d)
-                        for e, d in zip(delivery.events, rows.documents(delivery), strict=True)
-                    ],
-                    self.clock.time(),
-                    None if delivery.skim is None else [delivery.skim.key],
-                )
-            )
-        if delivery.skim is not None:
-            skimmed = skimmed_id(
-                skimmer_for(delivery.skim.key), delivery.content_type, delivery.body
-            )
-            if skimmed is None:
-                raise BodyNotSkimmed
-            delivery = dataclasses.replace(
-                delivery, events=(EventIn(skimmed, None, True),), skim=None
-            )
-        docs = rows.documents(delivery)
-        stored, body_format = bulk.pack(delivery.body)
-        pending = bulk.Pending(
-            endpoint=delivery.endpoint,
-            received_at=delivery.received_at,
-            content_type=delivery.content_type,
-            headers=rows.headers_json(delivery.headers),
-            body=stored,
-            body_format=body_format,
-            events=[(e.delivery_id, d) for e, d in zip(delivery.events, docs, strict=True)],
-            now=self.clock.time(),
-        )
+            return await self._ingest.enqueue(row)
+        pending = to_pending(row)
+        if pending is None:
+            raise BodyNotSkimmed
 
         def job(conn: sqlite3.Connection) -> builtins.list[EnqueueResult]:
             # the per-delivery path, when the batch's bulk insert met a duplicate or an error

@@ -38,7 +38,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -318,8 +318,9 @@ class IngestProcess:
 # -- the child's side ----------------------------------------------------------------------
 
 
-def _pending(row: list[Any]) -> bulk.Pending | None:
-    """The delivery to insert; None when its skimmed body needs the full parser."""
+def to_pending(row: Sequence[Any]) -> bulk.Pending | None:
+    """The delivery to insert (its skim checked, its body compressed) from its :data:`Row`;
+    None when a skimmed body needs the full parser. The writer thread's path uses it too."""
     endpoint, received_at, content_type, headers, raw, events, now, skim = row
     if skim is not None:
         found = skimmed_id(skimmer_for(skim[0]), content_type, raw)
@@ -334,7 +335,7 @@ def _pending(row: list[Any]) -> bulk.Pending | None:
         headers=headers,
         body=body,
         body_format=body_format,
-        events=[(str(d), doc) for d, doc in events],
+        events=[(d, doc) for d, doc in events],
         now=now,
     )
 
@@ -378,7 +379,7 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
                     break
                 chunks.append(more)
             for frame in frames.feed(b"".join(chunks)):
-                ready.extend(_pending(row) for row in decoder.decode(frame))
+                ready.extend(to_pending(row) for row in decoder.decode(frame))
         batch = [ready.popleft() for _ in range(min(len(ready), MAX_BATCH))]
         items = [p for p in batch if p is not None]
         try:
