@@ -238,18 +238,34 @@ class IngestProcess:
             return
         try:
             frame = _frame(self._encoder.encode(rows))
-        except Exception as exc:  # nothing was sent: these fail, the child stays in step
-            _fail(
-                futures,
-                StoreError(f"A delivery could not be handed to the store's writer ({exc})."),
-            )
-            return
+        except Exception:  # a row msgpack cannot carry: it alone fails, the rest goes
+            rows, futures = self._sendable(rows, futures)
+            if not rows:
+                return
+            frame = _frame(self._encoder.encode(rows))
         # Waiting before writing: the child answers every frame, in order, one entry per row.
         self._waiting.extend(futures)
         try:
             self._transport.write(frame)
         except Exception as exc:  # the socket is unusable: what waits fails, the next starts anew
             self._lost(f"writing to it failed ({exc})")
+
+    def _sendable(
+        self, rows: list[Row], futures: list[asyncio.Future[list[EnqueueResult]]]
+    ) -> tuple[list[Row], list[asyncio.Future[list[EnqueueResult]]]]:
+        """The rows that encode, and their futures; the others' futures fail (never sent)."""
+        kept: list[Row] = []
+        waiting: list[asyncio.Future[list[EnqueueResult]]] = []
+        for row, future in zip(rows, futures, strict=True):
+            try:
+                self._encoder.encode(row)
+            except Exception as exc:
+                msg = f"A delivery could not be handed to the store's writer ({exc})."
+                _fail([future], StoreError(msg))
+                continue
+            kept.append(row)
+            waiting.append(future)
+        return kept, waiting
 
     def _answered(self, reply: Any) -> None:
         commits, results = reply

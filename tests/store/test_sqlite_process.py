@@ -232,22 +232,28 @@ async def test_a_full_hand_over_goes_to_the_child_before_the_iteration_ends(
 async def test_a_row_that_cannot_be_sent_fails_alone_and_keeps_answers_in_step(
     tmp_path: Path, clock: ManualClock
 ) -> None:
-    """A frame that cannot be encoded is never sent: its callers fail, later ones are answered."""
+    """A row msgpack cannot carry fails alone; its frame-mates and later rows are answered."""
     store = await opened(tmp_path, clock)
     ingest = store._ingest
     assert ingest is not None
     try:
-        first = await store.enqueue(delivery("before"))
         bad: Any = ("typeform", 1.0, "application/json", b"{}", b"{}", [], 1.0, object())
-        with pytest.raises(StoreError, match="could not be handed"):
-            await ingest.enqueue(bad)
+        outcomes = await asyncio.gather(  # one loop iteration: one frame, the bad row inside
+            store.enqueue(delivery("before")),
+            ingest.enqueue(bad),
+            store.enqueue(delivery("beside")),
+            return_exceptions=True,
+        )
         after = await store.enqueue(delivery("after"))
     finally:
         await store.close()
-    assert [r.delivery_id for r in first + after] == ["before", "after"]
-    assert after[0].id == first[0].id + 1
+    first, failed, beside = outcomes
+    assert isinstance(failed, StoreError) and "could not be handed" in str(failed)
+    assert not isinstance(first, BaseException) and not isinstance(beside, BaseException)
+    assert [r.delivery_id for r in first + beside + after] == ["before", "beside", "after"]
+    assert [r.id for r in first + beside + after] == [1, 2, 3]
     stored = raw(tmp_path / "events.db", "SELECT delivery_id FROM events ORDER BY id")
-    assert stored == [("before",), ("after",)]
+    assert stored == [("before",), ("beside",), ("after",)]
 
 
 async def test_a_failed_write_to_the_child_fails_what_waits_and_starts_another(
