@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.mapping.transforms import Context, TransformError, parse_transform, parse_transforms
+from hub.mapping.transforms import (
+    Context,
+    TransformError,
+    _format_phone,
+    clear_memos,
+    parse_transform,
+    parse_transforms,
+)
 
 
 def run(spec: Any, values: list[Any], region: str | None = "IN") -> tuple[list[Any], list[str]]:
@@ -135,6 +142,16 @@ class TestPhone:
             assert run("phone", ["9876543210"], None)[0] == []
             values, warnings = run("phone", ["12"])
             assert values == [] and len(warnings) == 1 and "'12'" in warnings[0]
+
+    def test_clear_memos_forgets_the_phone_results_and_changes_no_answer(self) -> None:
+        """bench.mapping's cold figure empties the memo before every document: it must be
+        empty afterwards, and mapping again must give the same value."""
+        assert run("phone", ["98765 43210"], "IN") == (["+91-9876543210"], [])
+        assert _format_phone.cache_info().currsize >= 1
+        clear_memos()
+        assert _format_phone.cache_info().currsize == 0
+        assert run("phone", ["98765 43210"], "IN") == (["+91-9876543210"], [])
+        assert _format_phone.cache_info().currsize == 1
 
 
 class TestDate:
