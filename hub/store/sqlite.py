@@ -272,31 +272,28 @@ class SQLiteStore:
         return (await self.blockers([(event_id, lead_keys)])).get(event_id)
 
     async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
-        asked: builtins.list[dict[str, Any]] = []
-        for event_id, lead_keys in checks:
-            keys = [str(k) for k in lead_keys if k]
-            if keys:
-                asked.append({"id": event_id, "keys": orjson.dumps(keys)})
+        asked = [
+            [event_id, keys]
+            for event_id, lead_keys in checks
+            if (keys := [str(k) for k in lead_keys if k])
+        ]
         if not asked:
             return {}
+        params = {"asked": orjson.dumps(asked)}
 
         def job(conn: sqlite3.Connection) -> dict[int, Event]:
             # One read transaction: a blocker found is still pending when it is read back.
+            # Two statements for the whole batch (each step is a GIL hand-over).
             conn.execute("BEGIN")
             try:
-                found: dict[int, Event] = {}
-                rows_by_id: dict[int, Event | None] = {}
-                for params in asked:
-                    hit = conn.execute(Q["blocker"], params).fetchone()
-                    if hit is None:
-                        continue
-                    if hit[0] not in rows_by_id:
-                        got = rows.events(conn.execute(_GET, {"id": hit[0]}).fetchone()[0])
-                        rows_by_id[hit[0]] = got[0] if got else None
-                    blocker = rows_by_id[hit[0]]
-                    if blocker is not None:
-                        found[params["id"]] = blocker
-                return found
+                answers = orjson.loads(conn.execute(Q["blockers"], params).fetchone()[0])
+                pairs = [(asker, blocker) for asker, blocker in answers if blocker is not None]
+                if not pairs:
+                    return {}
+                ids = orjson.dumps(sorted({blocker for _, blocker in pairs})).decode()
+                found = conn.execute(_ROWS_BY_IDS, {"ids": ids}).fetchone()[0]
+                by_id = {event.id: event for event in rows.events(found)}
+                return {asker: by_id[b] for asker, b in pairs if b in by_id}
             finally:
                 conn.execute("COMMIT")
 

@@ -65,6 +65,21 @@ async def test_blockers_match_blocker_for_every_event(store: EventStore) -> None
     assert await store.blockers([]) == {}
 
 
+async def test_blockers_of_a_batch_with_shared_and_chained_blockers(store: EventStore) -> None:
+    """One read answers a whole batch: events blocked by the same earlier event each get it,
+    a blocker that is itself blocked still blocks, and every answer is blocker's own."""
+    a, b, c, d, e, f = await ids_of(store, 6)
+    keys = {a: ("e:x",), b: ("e:x", "p:2"), c: ("p:2",), d: ("e:y",), e: ("e:x",), f: ("e:y",)}
+    await store.set_routes([Route(i, "t", "m", k) for i, k in keys.items()])
+    checks = [(i, list(k)) for i, k in keys.items() if i != a]
+    found = await store.blockers(checks)
+    assert {k: v.id for k, v in found.items()} == {b: a, c: b, e: a, f: d}
+    for event_id, event_keys in checks:
+        one = await store.blocker(event_id, event_keys)
+        assert (one.id if one else None) == (found[event_id].id if event_id in found else None)
+    assert found[b] == found[e] and found[f].lead_keys == ("e:y",)
+
+
 async def test_events_read_back_exactly(store: EventStore, clock: ManualClock) -> None:
     """Reads fetch rows packed into one value; every field must come back as it was written.
 

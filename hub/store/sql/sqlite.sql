@@ -188,15 +188,21 @@ ORDER BY j.key;
 -- name: delete_lead_keys
 DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
 
--- name: blocker
--- CROSS JOIN fixes the order: from the few keys, to their events, never the other way.
-SELECT e.id
-FROM json_each(:keys) AS j
-CROSS JOIN lead_keys AS k ON k.key = j.value AND k.event < :id
-CROSS JOIN events AS e ON e.id = k.event
-WHERE e.state IN ('queued', 'retrying', 'sending')
-ORDER BY e.id
-LIMIT 1;
+-- name: blockers
+-- Per-lead ordering for a batch. :asked is a JSON array of [event id, [lead key, ...]];
+-- the answer is one [event id, blocker id or null] per event: its blocker is the earliest
+-- earlier event still pending that shares one of its keys. Packed in one value (one step
+-- for the whole batch). CROSS JOIN fixes the order: from the few keys, to their events.
+SELECT json_group_array(json_array(json_extract(a.value, '$[0]'), (
+    SELECT e.id
+    FROM json_each(a.value, '$[1]') AS j
+    CROSS JOIN lead_keys AS k ON k.key = j.value AND k.event < json_extract(a.value, '$[0]')
+    CROSS JOIN events AS e ON e.id = k.event
+    WHERE e.state IN ('queued', 'retrying', 'sending')
+    ORDER BY e.id
+    LIMIT 1
+)))
+FROM json_each(:asked) AS a;
 
 -- name: set_enrichment
 UPDATE events SET enrichment = :enrichment, updated_at = :now WHERE id = :id;
