@@ -200,7 +200,7 @@ def _max_in_window(times: list[float], limit: Any) -> int:
 
 def ideal_span(n: int, limit: Any) -> float:
     """Seconds from first to last send for an ideal limiter: a full window's calls at once."""
-    return ((n - 1) // limit.calls) * limit.window
+    return float(((n - 1) // limit.calls) * limit.window)
 
 
 # -- plain loops at `off` ----------------------------------------------------------------------

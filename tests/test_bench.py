@@ -69,4 +69,5 @@ def test_wrk_sends_the_pool_and_every_200_is_stored(tmp_path: Path) -> None:
     row = dict(zip(HEADERS, values, strict=True))
     assert row["errors"] == 0, row
     assert row["check"] == "ok", row  # stored == the hub's 200s, nothing wrapped
+    assert isinstance(row["stored"], int), row
     assert 0 < row["stored"] == row["200s (server)"], row

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,13 @@ def test_check_prints_errors_and_warnings(
 def test_check_as_a_real_subprocess() -> None:
     """`python -m hub check` in a child process: exit 0 with the environment set, 1 without."""
     base = {k: v for k, v in os.environ.items() if k not in DEMO_ENV}
-    options = {"cwd": ROOT, "capture_output": True, "text": True, "timeout": 60, "check": False}
+    options: dict[str, Any] = {
+        "cwd": ROOT,
+        "capture_output": True,
+        "text": True,
+        "timeout": 60,
+        "check": False,
+    }
     ok = subprocess.run(
         [sys.executable, "-m", "hub", "check", "mappings"], env={**base, **DEMO_ENV}, **options
     )

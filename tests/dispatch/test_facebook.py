@@ -171,6 +171,7 @@ async def test_graph_errors_are_classified(
     async with httpx.AsyncClient() as http:
         outcome = await GraphClient(http).fetch_lead(_options(url, token), lead_id)
     assert isinstance(outcome, expected)
+    assert not isinstance(outcome, Fetched)
     assert outcome.kind == kind
     assert token not in outcome.reason
 

@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hub.dispatch.worker import Dispatcher
+from hub.dispatch.leadsquared import LeadSquaredClient
+from hub.dispatch.worker import Dispatcher, make_http_client
 from hub.store.base import EventStore
 from hub.store.models import Event, State
 from tests.dispatch.support import (
@@ -344,12 +345,14 @@ async def test_logs_one_event_per_step_with_ids_bound(tmp_path: Path, fake_lsq: 
     assert not any("sk-test" in repr(entry) for entry in logs)
 
 
-def test_httpx_is_the_client() -> None:
-    """The dispatcher's HTTP client is httpx (shared AsyncClient), as the issue asks."""
-    from hub.dispatch import leadsquared
-
-    assert leadsquared.httpx is httpx
-    assert asyncio.iscoroutinefunction(leadsquared.LeadSquaredClient.capture)
+async def test_httpx_is_the_client() -> None:
+    """The dispatcher's HTTP client is httpx (one shared AsyncClient), as the issue asks."""
+    client = make_http_client()
+    try:
+        assert isinstance(client, httpx.AsyncClient)
+    finally:
+        await client.aclose()
+    assert asyncio.iscoroutinefunction(LeadSquaredClient.capture)
 
 
 class _HeldClaims:
@@ -388,7 +391,7 @@ async def test_a_claim_still_running_at_stop_gives_its_events_back_at_once(
         async with opened_store(tmp_path / "hub.db") as real:
             ids = await enqueue(real, "forms", leads("ahead", 12))
             store = _HeldClaims(real)
-            dispatcher = Dispatcher(config=config, store=store, batch=4, poll=0.05)  # type: ignore[arg-type]
+            dispatcher = Dispatcher(config=config, store=store, batch=4, poll=0.05)
             await dispatcher.start()
             await asyncio.wait_for(store.second_started.wait(), 10)
             dispatcher.drain()  # stop claiming: the first batch and the claim ahead are running

@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.e2e.support import (
-    DEMO_ENV,
     FIXTURES,
     SHIPPED,
     activities,
@@ -33,6 +32,7 @@ from tests.e2e.support import (
     typeform_signature,
     wait_until,
 )
+from tests.mappings.cases import DEMO_ENV
 from tests.support.server import free_port, leadhub_process, serve_in_thread
 
 GRAPH_LEAD = orjson.loads((FIXTURES / "facebook" / "graph_lead_full_fields.json").read_bytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,7 @@ def sandbox_factory() -> Iterator[Callable[..., Lsq]]:
     """Start sandboxes on demand (``create_app`` keyword arguments); all stop at test end."""
     with contextlib.ExitStack() as stack:
 
-        def make(**kwargs: object) -> Lsq:
+        def make(**kwargs: Any) -> Lsq:
             return stack.enter_context(serve_sandbox(**kwargs))
 
         yield make

@@ -106,7 +106,9 @@ query_values = st.one_of(
     ),
     st.text(max_size=12),
 )
-queries = st.one_of(st.just({}), st.dictionaries(query_names, query_values, max_size=3))
+queries: st.SearchStrategy[dict[str, str]] = st.one_of(
+    st.just({}), st.dictionaries(query_names, query_values, max_size=3)
+)
 
 plausible_requests = st.tuples(
     st.lists(plausible_items, min_size=1, max_size=4).map(orjson.dumps),

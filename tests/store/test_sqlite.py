@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -41,8 +42,8 @@ async def opened(
     return store
 
 
-def raw(path: Path, sql: str) -> list[tuple[object, ...]]:
-    """Run ``sql`` on a fresh plain sqlite3 connection to ``path``."""
+def raw(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on a fresh sqlite3 connection to ``path``; values as sqlite3 gives them."""
     with sqlite3.connect(path) as conn:
         return conn.execute(sql).fetchall()
 

@@ -101,8 +101,8 @@ async def test_enqueues_are_written_by_the_child_and_compressed_there(
     finally:
         await store.close()
     ((stored, fmt),) = raw(tmp_path / "events.db", "SELECT body, body_format FROM deliveries")
-    assert fmt == BODY_DEFLATE and len(stored) < len(body) // 4  # type: ignore[arg-type]
-    assert unpack_body(stored, fmt) == body  # type: ignore[arg-type]
+    assert fmt == BODY_DEFLATE and len(stored) < len(body) // 4
+    assert unpack_body(stored, fmt) == body
 
 
 async def test_a_killed_child_fails_what_waits_and_the_next_enqueue_starts_another(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -240,7 +241,7 @@ def test_body_over_the_limit_is_a_413_declared_or_streamed(hub: Hub) -> None:
     )
     assert declared.status_code == 413
 
-    def chunks():  # no Content-Length: the limit is found while reading
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is found while reading
         for start in range(0, len(big), 65536):
             yield big[start : start + 65536]
 

@@ -33,7 +33,7 @@ async def _pair() -> tuple[GatheringTransport, socket.socket, list[bytes]]:
 
 async def _read_all(sock: socket.socket) -> bytes:
     loop = asyncio.get_running_loop()
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
         if not chunk:
