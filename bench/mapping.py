@@ -12,7 +12,7 @@ times each, for ``--seconds`` per measurement; medians are reported. Headline: t
 example's docs/s, then ``mapping_ratio`` (its docs/s over the baseline's).
 
 Mapping the same document again and again finds its phone number in the ``phone``
-transform's memo (parsing one with phonenumbers costs about 20 µs), where real traffic
+transform's memo (parsing one costs 15-17 µs per document here), where real traffic
 brings a new number with almost every lead. So the hub is also measured with that memo
 emptied before every document ("cold" column, and ``typeform_docs_per_s_cold``): what a
 stream of distinct leads gets.

@@ -49,8 +49,17 @@ _GET = rows.packed(Q["get"])
 _LIST = rows.packed(Q["list"])
 
 
-def _ids(values: Sequence[int]) -> bytes:
-    return orjson.dumps([int(v) for v in values])
+def _json(value: Any) -> str:
+    """``value`` as JSON text, for a parameter that a JSON function reads.
+
+    Bound as TEXT, never as a BLOB: SQLite 3.45 reads a BLOB given to a JSON function as
+    its binary JSONB first (3.45.0 refused text JSON in a BLOB outright).
+    """
+    return orjson.dumps(value).decode()
+
+
+def _ids(values: Sequence[int]) -> str:
+    return _json([int(v) for v in values])
 
 
 class SQLiteStore:
@@ -167,7 +176,7 @@ class SQLiteStore:
         if limit < 1:
             return []
         now = self.clock.time()
-        exclude = orjson.dumps(sorted(exclude_targets))
+        exclude = _json(sorted(exclude_targets))
 
         def job(conn: sqlite3.Connection) -> str | None:
             # Every statement fetches one value: each step of a cursor is a GIL hand-over.
@@ -219,7 +228,7 @@ class SQLiteStore:
         # for the writer thread): the routes travel as one JSON array.
         ids = _ids([r.event_id for r in routes])
         params = {
-            "routes": orjson.dumps(
+            "routes": _json(
                 [
                     [r.event_id, r.target, r.mapping, [str(k) for k in r.lead_keys if k]]
                     for r in routes
@@ -241,7 +250,7 @@ class SQLiteStore:
         if not acks:
             return []
         params = {
-            "acks": orjson.dumps(
+            "acks": _json(
                 [
                     [a.event_id, a.lead_id, None if a.created is None else int(a.created)]
                     for a in acks
@@ -279,7 +288,7 @@ class SQLiteStore:
         ]
         if not asked:
             return {}
-        params = {"asked": orjson.dumps(asked)}
+        params = {"asked": _json(asked)}
 
         def job(conn: sqlite3.Connection) -> dict[int, Event]:
             # One read transaction: a blocker found is still pending when it is read back.
@@ -290,7 +299,7 @@ class SQLiteStore:
                 pairs = [(asker, blocker) for asker, blocker in answers if blocker is not None]
                 if not pairs:
                     return {}
-                ids = orjson.dumps(sorted({blocker for _, blocker in pairs})).decode()
+                ids = _ids(sorted({blocker for _, blocker in pairs}))
                 found = conn.execute(_ROWS_BY_IDS, {"ids": ids}).fetchone()[0]
                 by_id = {event.id: event for event in rows.events(found)}
                 return {asker: by_id[b] for asker, b in pairs if b in by_id}
@@ -357,7 +366,7 @@ class SQLiteStore:
         return None if found is None or found[0] is None else float(found[0])
 
 
-def _unknown(conn: sqlite3.Connection, ids: bytes, *, expected: int, updated: int) -> list[int]:
+def _unknown(conn: sqlite3.Connection, ids: str, *, expected: int, updated: int) -> list[int]:
     """The ids naming no event, looked up only when a batch update touched fewer rows."""
     if updated >= expected:
         return []
