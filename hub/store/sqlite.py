@@ -52,8 +52,9 @@ _LIST = rows.packed(Q["list"])
 def _json(value: Any) -> str:
     """``value`` as JSON text, for a parameter that a JSON function reads.
 
-    Bound as TEXT, never as a BLOB: SQLite 3.45 reads a BLOB given to a JSON function as
-    its binary JSONB first (3.45.0 refused text JSON in a BLOB outright).
+    Bound as TEXT, never as a BLOB: since 3.45 SQLite reads a BLOB given to a JSON function
+    as binary JSONB first (3.45.0 failed on text JSON in a BLOB; later releases fall back to
+    reading it as text).
     """
     return orjson.dumps(value).decode()
 
