@@ -18,7 +18,15 @@ from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from hub.exceptions import HubError
-from hub.store.models import Ack, EnqueueResult, Event, IncomingDelivery, Route, State
+from hub.store.models import (
+    Ack,
+    EnqueueResult,
+    Event,
+    IncomingDelivery,
+    Route,
+    SlotAnswer,
+    State,
+)
 
 
 class StoreError(HubError):
@@ -170,4 +178,23 @@ class EventStore(Protocol):
 
     async def next_due(self) -> float | None:
         """The earliest time an event becomes claimable (a lease end counts), or None."""
+        ...
+
+    # -- rate limits shared by every process on the store --------------------------------
+
+    async def take_slot(
+        self, account: str, *, calls: int, window: float, hold: float
+    ) -> SlotAnswer:
+        """Count a call to ``account`` now if fewer than ``calls`` count, in one atomic step.
+
+        A call counts from when its slot is taken until ``window`` seconds after it ended
+        (:meth:`end_slot`); until then it is taken to end ``hold`` seconds after it started,
+        so a process that dies mid-call frees its slot by itself. Every process on the store
+        shares the count: that is how several instances stay within one account's limit.
+        Without room, the answer says how long until the next call stops counting.
+        """
+        ...
+
+    async def end_slot(self, slot: int) -> None:
+        """The call of ``slot`` ended now: it counts until ``window`` from now."""
         ...

@@ -135,3 +135,16 @@ class Ack:
     event_id: int
     lead_id: str | None
     created: bool | None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotAnswer:
+    """What :meth:`EventStore.take_slot` answers: a slot, or how long to wait for one."""
+
+    #: The slot taken (give it to ``end_slot`` when the call ends), or None: no room now.
+    slot: int | None
+    #: With no room: seconds until the call that frees the next room stops counting.
+    wait: float = 0.0
+    #: With no room: whether that call is still in flight. Its end is then only a bound
+    #: (the call may end sooner): ask again before ``wait`` is over.
+    in_flight: bool = False

@@ -28,6 +28,7 @@ from hub.store.models import (
     Event,
     IncomingDelivery,
     Route,
+    SlotAnswer,
     State,
 )
 from hub.store.sqlite_process import IngestProcess, Row, to_pending
@@ -39,6 +40,12 @@ WRITERS = ("thread", "process")
 #: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
 #: (WAL) survives a process crash and may lose the last commits on power loss.
 SYNCHRONOUS = ("full", "normal", "extra")
+
+#: A slot said to end more than this far ahead (or ``hold``, if longer) was taken before the
+#: wall clock was set back: it no longer counts (seconds).
+SLOT_HORIZON = 300.0
+#: Absorbs float rounding: a wait of exactly (end + window - now) must free the slot.
+_EPSILON = 1e-6
 
 
 #: The claimable ids as one JSON array (one step to fetch).
@@ -365,6 +372,39 @@ class SQLiteStore:
     async def next_due(self) -> float | None:
         found = await self._reader.submit(lambda conn: conn.execute(Q["next_due"]).fetchone())
         return None if found is None or found[0] is None else float(found[0])
+
+    # -- rate limits shared by every process on this file ----------------------------------
+
+    async def take_slot(
+        self, account: str, *, calls: int, window: float, hold: float
+    ) -> SlotAnswer:
+        # A write transaction (BEGIN IMMEDIATE in the writer): the count and the new slot are
+        # one atomic step for every process on this file. Time is read inside it.
+        def job(conn: sqlite3.Connection) -> SlotAnswer:
+            now = self.clock.time()
+            conn.execute(
+                Q["expire_slots"],
+                {
+                    "account": account,
+                    "now": now + _EPSILON,
+                    "window": window,
+                    "latest": now + max(hold, SLOT_HORIZON),
+                },
+            )
+            count = conn.execute(Q["count_slots"], {"account": account}).fetchone()[0]
+            if count < calls:
+                taken = conn.execute(Q["take_slot"], {"account": account, "ends_at": now + hold})
+                return SlotAnswer(int(taken.fetchone()[0]))
+            ends = conn.execute(Q["slot_end"], {"account": account, "k": count - calls})
+            ends_at = float(ends.fetchone()[0])
+            return SlotAnswer(None, max(0.0, ends_at + window - now), in_flight=ends_at > now)
+
+        return await self._writer.submit(job)
+
+    async def end_slot(self, slot: int) -> None:
+        await self._writer.submit(
+            lambda conn: conn.execute(Q["end_slot"], {"id": slot, "ends_at": self.clock.time()})
+        )
 
 
 def _unknown(conn: sqlite3.Connection, ids: str, *, expected: int, updated: int) -> list[int]:

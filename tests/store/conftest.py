@@ -40,3 +40,14 @@ async def store(
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture
+async def other_process(tmp_path: Path, clock: ManualClock) -> AsyncIterator[EventStore]:
+    """A second store on the same database as ``store``: what another hub process sees."""
+    s = open_store(sqlite_url(tmp_path), clock=clock)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()

@@ -11,7 +11,7 @@ import pytest
 from hub.clock import ManualClock
 from hub.store import EventStore, StoreError
 from hub.store.base import BodyNotSkimmed
-from hub.store.models import EnqueueResult, IncomingDelivery, SkimId, State
+from hub.store.models import EnqueueResult, IncomingDelivery, SkimId, SlotAnswer, State
 
 from .helpers import delivery
 
@@ -551,3 +551,80 @@ class TestReads:
     async def test_ping(self, store: EventStore) -> None:
         """ping succeeds on a healthy store."""
         await store.ping()
+
+
+class TestRateSlots:
+    """The rate limit's window, kept in the store for every process on it."""
+
+    async def test_grants_up_to_the_limit_then_says_when_room_comes(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """Two calls fit in 2/5s; the third waits a window from the first call's end."""
+        first = await store.take_slot("acct", calls=2, window=5.0, hold=30.0)
+        second = await store.take_slot("acct", calls=2, window=5.0, hold=30.0)
+        assert first.slot is not None and second.slot is not None
+        assert first.slot != second.slot
+        # Both in flight: the earliest is taken to end `hold` after it started.
+        assert await store.take_slot("acct", calls=2, window=5.0, hold=30.0) == SlotAnswer(
+            None, 35.0, in_flight=True
+        )
+        clock.advance(1.0)
+        await store.end_slot(first.slot)
+        clock.advance(2.0)
+        # It ended at +1: it counts until +6, three seconds from now, exactly.
+        assert await store.take_slot("acct", calls=2, window=5.0, hold=30.0) == SlotAnswer(
+            None, 3.0, in_flight=False
+        )
+        clock.advance(3.0)
+        third = await store.take_slot("acct", calls=2, window=5.0, hold=30.0)
+        assert third.slot is not None
+
+    async def test_accounts_are_counted_apart(self, store: EventStore) -> None:
+        """A full window for one account leaves another's untouched."""
+        assert (await store.take_slot("a", calls=1, window=5.0, hold=10.0)).slot is not None
+        assert (await store.take_slot("a", calls=1, window=5.0, hold=10.0)).slot is None
+        assert (await store.take_slot("b", calls=1, window=5.0, hold=10.0)).slot is not None
+
+    async def test_every_process_on_the_database_shares_the_window(
+        self, store: EventStore, other_process: EventStore
+    ) -> None:
+        """Calls granted to one process count against another's (one atomic take each)."""
+        takes = [
+            s.take_slot("acct", calls=5, window=5.0, hold=10.0)
+            for s in (store, other_process)
+            for _ in range(6)
+        ]
+        answers = await asyncio.gather(*takes)
+        assert sum(a.slot is not None for a in answers) == 5
+        assert len({a.slot for a in answers if a.slot is not None}) == 5
+
+    async def test_a_call_never_ended_frees_its_slot_after_hold(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A process killed mid-call never ends its slot: it counts until hold + window."""
+        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+        clock.advance(14.9)
+        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is None
+        clock.advance(0.1)
+        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+
+    async def test_a_call_counted_at_its_grant_ends_there(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """hold 0 (``acquire``): the call counts from its grant for one window."""
+        assert (await store.take_slot("acct", calls=1, window=2.0, hold=0.0)).slot is not None
+        answer = await store.take_slot("acct", calls=1, window=2.0, hold=0.0)
+        assert answer == SlotAnswer(None, 2.0, in_flight=False)
+        clock.advance(2.0)
+        assert (await store.take_slot("acct", calls=1, window=2.0, hold=0.0)).slot is not None
+
+    async def test_slots_from_before_the_clock_was_set_back_stop_counting(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A slot said to end far beyond any call's hold predates a clock set back."""
+        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+        clock.set(START - 3600)
+        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+        # ... while a slot taken a moment ago still counts after a small step back
+        clock.set(START - 3601)
+        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is None

@@ -62,6 +62,18 @@ CREATE TABLE IF NOT EXISTS lead_keys (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS lead_keys_event ON lead_keys (event);
 
+-- Calls made to each LeadSquared account, so that every process on this database together
+-- stays within the account's rate limit (name: take_slot). account is a digest of the
+-- target's URL and access key, never the key. ends_at is when the call ended; for a call
+-- still in flight, the latest it can end (its timeout from the start, and more): a process
+-- that dies mid-call frees its slots then.
+CREATE TABLE IF NOT EXISTS rate_slots (
+    id INTEGER PRIMARY KEY,
+    account TEXT NOT NULL,
+    ends_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_slots_account ON rate_slots (account, ends_at);
+
 CREATE VIEW IF NOT EXISTS event_rows AS
 SELECT
     e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.body_format, d.content_type,
@@ -237,6 +249,25 @@ SELECT min(due) FROM (
     UNION ALL
     SELECT min(next_attempt_at) FROM events WHERE state = 'sending'
 );
+
+-- name: expire_slots
+-- Slots of calls that ended a window ago no longer count. So do slots said to end after
+-- :latest: no call is held that long, so the wall clock was set back since they were taken.
+DELETE FROM rate_slots
+WHERE account = :account AND (ends_at <= :now - :window OR ends_at > :latest);
+
+-- name: count_slots
+SELECT count(*) FROM rate_slots WHERE account = :account;
+
+-- name: slot_end
+-- When the :k-th (from 0) earliest-ending call that counts ends (or is said to).
+SELECT ends_at FROM rate_slots WHERE account = :account ORDER BY ends_at LIMIT 1 OFFSET :k;
+
+-- name: take_slot
+INSERT INTO rate_slots (account, ends_at) VALUES (:account, :ends_at) RETURNING id;
+
+-- name: end_slot
+UPDATE rate_slots SET ends_at = :ends_at WHERE id = :id;
 
 -- name: ping
 INSERT INTO meta (key, value) VALUES ('last_ping', :now)
