@@ -108,17 +108,21 @@ class Lane:
     def capacity(self) -> int:
         """Events this lane may hold: what it can send in a third of a lease.
 
-        Bounded by the rate limit, and by the senders at the smoothed call latency (so a
-        slow target holds few, a fast one many), never under ``floor`` nor over
-        :data:`CAPACITY_CEILING`. Events that still wait when their lease nears its end are
-        released by the sender anyway (see :meth:`_send`).
+        Bounded by the senders at the smoothed call latency (so a slow target holds few, a
+        fast one many), never under ``floor`` nor over :data:`CAPACITY_CEILING`, and by the
+        rate limit before all. Events that still wait when their lease nears its end (the
+        rate limit may be shared with other processes) are released by the sender anyway
+        (see :meth:`_send`).
         """
         third = self._d.lease / 3
         room = int(self.concurrency * third / max(self.latency, 0.001))
+        room = max(self.floor, min(CAPACITY_CEILING, room))
         limit = self.target.rate_limit
         if limit is not None:
-            room = min(room, int(limit.calls / limit.window * third))
-        return max(self.floor, min(CAPACITY_CEILING, room))
+            # the limit wins over the floor: what it cannot let out in time would only wait
+            # for the end of its lease and go back
+            room = min(room, max(1, int(limit.calls / limit.window * third)))
+        return room
 
     @property
     def room(self) -> int:
@@ -273,20 +277,23 @@ class Lane:
         # Send only while the lease has room for the call itself (at least half the lease).
         budget = max(d.lease / 2, d.lease - self.target.timeout - LEASE_MARGIN)
         if d.clock.monotonic() - item.claimed_at > budget:
-            # Our lease is about to end; another worker may claim the event. Put it back.
-            await d.release(item.event, at=d.clock.time(), reason=None)
-            _log.info("event_lease_expiring")
-            return True
+            return await self._lease_ending(item)
         probing = self.probing
         async with self._probe if probing else contextlib.nullcontext():
             if self.paused(d.clock.time()):
                 assert self.paused_until is not None
                 await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
                 return True
-            async with self.limiter.slot():
-                attempt = await d.client.capture(
-                    self.target, query=item.request.query, body=item.request.body
-                )
+            # The wait for the rate limit counts against the lease too (other processes share
+            # the limit, so it may be long): no room within the budget, no call.
+            left = budget - (d.clock.monotonic() - item.claimed_at)
+            async with self.limiter.slot(within=left) as allowed:
+                if allowed:
+                    attempt = await d.client.capture(
+                        self.target, query=item.request.query, body=item.request.body
+                    )
+            if not allowed:
+                return await self._lease_ending(item)
             self.latency += LATENCY_WEIGHT * (attempt.seconds - self.latency)
             outcome = attempt.outcome
             if probing or not isinstance(outcome, Delivered) or self.target.rate_limit:
@@ -300,6 +307,12 @@ class Lane:
         self._count(attempt)
         self._ack_later(item, outcome, attempt)
         return False
+
+    async def _lease_ending(self, item: Item) -> bool:
+        """Our lease on ``item`` is about to end; another worker may claim it. Put it back."""
+        await self._d.release(item.event, at=self._d.clock.time(), reason=None)
+        _log.info("event_lease_expiring")
+        return True
 
     def _count(self, attempt: Attempt) -> None:
         """The send's metrics; a probe that got an answer other than a pause resumes the lane."""

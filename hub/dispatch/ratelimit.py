@@ -16,28 +16,34 @@ Time comes from an injected :class:`hub.clock.Clock` (its monotonic reading)
 and waiting from an injected ``sleep``, so tests drive a limiter with a
 :class:`hub.clock.ManualClock` and no real sleeps.
 
-Several instances: the dispatcher only depends on the :class:`RateLimiter`
-protocol. A PostgreSQL-backed limiter shared by several hub instances would keep
-the same per-target window in a table (one row per granted call, or a
-``(target, slot_index, ends_at)`` ring of ``calls`` rows taken with
-``SELECT ... FOR UPDATE SKIP LOCKED`` where ``ends_at <= now()``), so that N
-instances together still make at most ``calls`` calls per window per account.
+Several processes: :class:`SharedWindowLimiter` keeps the window in the event store
+(:meth:`hub.store.base.EventStore.take_slot`), counted per LeadSquared account, so every
+hub process on one database together stays within the account's limit, and two targets
+naming the same account share it. The dispatcher uses it for every rate-limited target;
+:class:`SlidingWindowLimiter` is the same rule for one process alone, in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
+import structlog
+
 from hub.clock import SYSTEM_CLOCK, Clock
+from hub.config.models import Target
+from hub.store.models import SlotAnswer
 from hub.units import RateLimit
 
 _EPSILON = 1e-9  # seconds
 
 Sleep = Callable[[float], Awaitable[None]]
+
+_log = structlog.get_logger()
 
 
 class RateLimiter(Protocol):
@@ -47,8 +53,12 @@ class RateLimiter(Protocol):
         """Wait until a call is allowed, and count it as made now."""
         ...
 
-    def slot(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Wait until a call is allowed; the call counts until ``window`` after the block ends."""
+    def slot(self, within: float | None = None) -> contextlib.AbstractAsyncContextManager[bool]:
+        """Wait until a call is allowed; the call counts until ``window`` after the block ends.
+
+        Yields True once allowed. With ``within``, waits at most that many seconds: yields
+        False if no room comes by then, and the block must not make the call (nothing counts).
+        """
         ...
 
 
@@ -59,8 +69,25 @@ class Unlimited:
         return None
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        yield
+    async def slot(self, within: float | None = None) -> AsyncIterator[bool]:
+        yield True
+
+
+async def _lock_by(lock: asyncio.Lock, deadline: float | None, clock: Clock) -> bool:
+    """Take ``lock`` (waiters in arrival order), giving up at ``deadline`` (monotonic)."""
+    if deadline is None:
+        await lock.acquire()
+        return True
+    try:
+        async with asyncio.timeout(deadline - clock.monotonic()):
+            await lock.acquire()
+    except TimeoutError:
+        return False
+    return True
+
+
+def _deadline(within: float | None, clock: Clock) -> float | None:
+    return None if within is None else clock.monotonic() + within
 
 
 class SlidingWindowLimiter:
@@ -97,20 +124,31 @@ class SlidingWindowLimiter:
         self._expire(self._clock.monotonic())
         return len(self._ends) + self._in_flight
 
-    async def _wait_for_room(self) -> None:
-        """Return (holding the lock) once fewer than ``calls`` calls count against the window."""
+    async def _wait_for_room(self, deadline: float | None = None) -> bool:
+        """True (holding the lock) once fewer than ``calls`` calls count against the window;
+        False as soon as room cannot come by ``deadline``."""
         while True:
             now = self._clock.monotonic()
             self._expire(now)
             if len(self._ends) + self._in_flight < self.limit.calls:
-                return
+                return True
             if self._ends:
                 # An in-flight call, once finished, expires later than any finished one:
                 # the oldest finished call is the next to make room.
-                await self._sleep(self._ends[0] + self.limit.window - now)
+                free_at = self._ends[0] + self.limit.window
+                if deadline is not None and free_at > deadline:
+                    return False
+                await self._sleep(free_at - now)
             else:
                 self._finished.clear()
-                await self._finished.wait()
+                if deadline is None:
+                    await self._finished.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(deadline - now):
+                        await self._finished.wait()
+                except TimeoutError:
+                    return False
 
     async def acquire(self) -> None:
         async with self._lock:
@@ -118,22 +156,159 @@ class SlidingWindowLimiter:
             self._ends.append(self._clock.monotonic())
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        async with self._lock:
-            await self._wait_for_room()
-            self._in_flight += 1
+    async def slot(self, within: float | None = None) -> AsyncIterator[bool]:
+        deadline = _deadline(within, self._clock)
+        if not await _lock_by(self._lock, deadline, self._clock):
+            yield False
+            return
         try:
-            yield
+            granted = await self._wait_for_room(deadline)
+            if granted:
+                self._in_flight += 1
+        finally:
+            self._lock.release()
+        if not granted:
+            yield False
+            return
+        try:
+            yield True
         finally:
             self._in_flight -= 1
             self._ends.append(self._clock.monotonic())
             self._finished.set()
 
 
+class SlotBook(Protocol):
+    """Where a shared window is kept: the event store (see ``EventStore.take_slot``)."""
+
+    async def take_slot(
+        self, account: str, *, calls: int, window: float, hold: float
+    ) -> SlotAnswer: ...
+
+    async def end_slot(self, slot: int) -> None: ...
+
+
+def account_of(target: Target) -> str:
+    """What a target's calls are counted under: a digest of its URL and access key.
+
+    LeadSquared limits an account, not a target definition: two targets with the same host
+    and key share one window. The key itself never reaches the store.
+    """
+    seen = f"{target.url.rstrip('/').lower()}\n{target.access_key.reveal()}"
+    return hashlib.sha256(seen.encode()).hexdigest()[:32]
+
+
+class SharedWindowLimiter:
+    """:class:`SlidingWindowLimiter`'s rule, with the window kept in the store for every process.
+
+    Each grant is one write transaction in the store (count, then take a slot), so N
+    processes on one database never make more than ``limit.calls`` calls to the account in
+    any window between them. A call in flight counts as ending ``hold`` seconds after it
+    was granted until :meth:`slot` records its real end: a process killed mid-call keeps
+    its slot only that long. Within a process, waiters are served in order (one asks the
+    store at a time); with no room, it sleeps until the next call stops counting, waking
+    early when one of this process's calls ends, and asks again at most every ``poll``
+    seconds while the call it waits for is another process's, still in flight.
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        book: SlotBook,
+        account: str,
+        *,
+        hold: float,
+        clock: Clock = SYSTEM_CLOCK,
+        sleep: Sleep = asyncio.sleep,
+        poll: float | None = None,
+    ) -> None:
+        self.limit = limit
+        self.account = account
+        self._book = book
+        self._hold = hold
+        self._clock = clock
+        self._sleep = sleep
+        self._poll = poll if poll is not None else max(limit.window / limit.calls, 0.05)
+        self._lock = asyncio.Lock()
+        self._ended = asyncio.Event()
+
+    async def _take(self, hold: float, deadline: float | None = None) -> int | None:
+        """A slot; None as soon as one cannot come by ``deadline`` (monotonic)."""
+        if not await _lock_by(self._lock, deadline, self._clock):
+            return None
+        try:
+            while True:
+                self._ended.clear()
+                answer = await self._book.take_slot(
+                    self.account, calls=self.limit.calls, window=self.limit.window, hold=hold
+                )
+                if answer.slot is not None:
+                    return answer.slot
+                nap = min(answer.wait, self._poll) if answer.in_flight else answer.wait
+                if deadline is not None:
+                    left = deadline - self._clock.monotonic()
+                    if (answer.wait > left and not answer.in_flight) or left <= 0:
+                        return None  # the room that comes first comes too late
+                    nap = min(nap, left)
+                await self._nap(nap)
+        finally:
+            self._lock.release()
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if one of this process's calls ends meanwhile."""
+        nap = asyncio.ensure_future(self._sleep(seconds))
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait((nap, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            ended.cancel()
+            await asyncio.gather(nap, ended, return_exceptions=True)
+
+    async def acquire(self) -> None:
+        await self._take(0.0)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, within: float | None = None) -> AsyncIterator[bool]:
+        taken = await self._take(self._hold, _deadline(within, self._clock))
+        if taken is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                await self._book.end_slot(taken)
+            except Exception as exc:  # the call's outcome matters more; its slot frees at `hold`
+                _log.warning(
+                    "rate_slot_not_ended", slot=taken, error=type(exc).__name__, hold=self._hold
+                )
+            self._ended.set()
+
+
+def hold_for(target: Target) -> float:
+    """How long a call to ``target`` is taken to last until it ends: its timeout for each of
+    httpx's four phases (pool, connect, write, read)."""
+    return 4 * target.timeout
+
+
 def limiter_for(
-    limit: RateLimit | None, *, clock: Clock = SYSTEM_CLOCK, sleep: Sleep = asyncio.sleep
+    limit: RateLimit | None,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    sleep: Sleep = asyncio.sleep,
+    shared: tuple[SlotBook, Target] | None = None,
 ) -> RateLimiter:
-    """The limiter for a target's ``rate_limit`` (``None`` means off)."""
+    """The limiter for a target's ``rate_limit`` (``None`` means off).
+
+    With ``shared`` (the store and the target), the window is kept in the store for every
+    process on it (:class:`SharedWindowLimiter`); without, in this process alone.
+    """
     if limit is None:
         return Unlimited()
+    if shared is not None:
+        book, target = shared
+        return SharedWindowLimiter(
+            limit, book, account_of(target), hold=hold_for(target), clock=clock, sleep=sleep
+        )
     return SlidingWindowLimiter(limit, clock=clock, sleep=sleep)

@@ -129,7 +129,7 @@ class Dispatcher:
         return Lane(
             target,
             dispatcher=self,
-            limiter=limiter_for(target.rate_limit, clock=self.clock),
+            limiter=limiter_for(target.rate_limit, clock=self.clock, shared=(self.store, target)),
             policy=RetryPolicy(target.retry, random=self.random),
             concurrency=concurrency,
             floor=2 * concurrency,

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
 from hub.clock import ManualClock
-from hub.dispatch.ratelimit import SlidingWindowLimiter, Unlimited, limiter_for
+from hub.config.models import Target
+from hub.dispatch.ratelimit import (
+    SharedWindowLimiter,
+    SlidingWindowLimiter,
+    Unlimited,
+    account_of,
+    limiter_for,
+)
+from hub.secrets import Secret
+from hub.store import open_store
+from hub.store.sqlite import SQLiteStore
 from hub.units import RateLimit
 
 
@@ -139,3 +154,173 @@ def test_no_window_ever_holds_more_than_the_limit(
     # The server may count a call anywhere between its start and end; the bound holds for both.
     assert _max_in_window(sorted(starts), window) <= calls
     assert _max_in_window(sorted(ends), window) <= calls
+
+
+async def test_a_slot_that_cannot_come_in_time_is_refused_at_once() -> None:
+    """``slot(within=...)`` yields False without waiting when room comes too late, and counts
+    nothing; with time enough it waits for the room as usual."""
+    limiter, clock = _manual(RateLimit(1, 5.0))
+    await limiter.acquire()
+    async with limiter.slot(within=2.0) as allowed:
+        assert allowed is False
+    assert clock.monotonic() == 0.0
+    assert limiter.used == 1
+    async with limiter.slot(within=10.0) as allowed:
+        assert allowed is True
+        assert clock.monotonic() == 5.0
+
+
+async def test_a_slot_with_every_call_in_flight_gives_up_at_its_deadline() -> None:
+    """No finished call to wait for: the waiter gives up when ``within`` runs out."""
+    limiter = SlidingWindowLimiter(RateLimit(1, 5.0))
+    async with limiter.slot() as first:
+        assert first is True
+        async with limiter.slot(within=0.05) as second:
+            assert second is False
+    assert limiter.used == 1  # the first, in its window; the refused one never counted
+
+
+# --- the window kept in the store, shared by every process on it ------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _processes(tmp_path: Path, n: int) -> AsyncIterator[list[SQLiteStore]]:
+    """``n`` stores on one database file, each with its own connections: n hub processes."""
+    stores = [SQLiteStore(tmp_path / "hub.db") for _ in range(n)]
+    for store in stores:
+        await store.open()
+    try:
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_processes_sharing_a_store_together_stay_within_the_limit(tmp_path: Path) -> None:
+    """Two processes at 4 calls / 0.4 s: between them, never more than 4 calls in any window.
+
+    Each alone would allow 4 (an in-memory limiter per process let them make 8 together).
+    A call's time is read inside its slot, between its grant and its end, which is where
+    the server counts it.
+    """
+    limit = RateLimit(4, 0.4)
+    seen: list[tuple[int, float]] = []
+    async with _processes(tmp_path, 2) as stores:
+        limiters = [SharedWindowLimiter(limit, s, "acct", hold=10.0) for s in stores]
+
+        async def call(n: int, limiter: SharedWindowLimiter) -> None:
+            async with limiter.slot():
+                seen.append((n, time.time()))
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(call(n, lim) for n, lim in enumerate(limiters) for _ in range(12)))
+    assert sorted(n for n, _ in seen) == [0] * 12 + [1] * 12
+    # never more than the limit, and the limit reached (the window is used, not wasted)
+    assert _max_in_window(sorted(t for _, t in seen), limit.window) == limit.calls
+
+
+async def test_a_waiter_wakes_when_this_process_s_call_ends(tmp_path: Path) -> None:
+    """A call in flight holds its slot until a window after it ends, not for all of ``hold``."""
+    async with _processes(tmp_path, 1) as (store,):
+        limiter = SharedWindowLimiter(RateLimit(1, 0.3), store, "acct", hold=60.0, poll=60.0)
+        ended = asyncio.Event()
+        times: dict[str, float] = {}
+
+        async def first() -> None:
+            async with limiter.slot():
+                await asyncio.sleep(0.1)
+                times["first ended"] = time.time()
+            ended.set()
+
+        async def second() -> None:
+            async with limiter.slot():
+                times["second started"] = time.time()
+
+        await asyncio.wait_for(asyncio.gather(first(), second()), timeout=20)
+    assert times["second started"] >= times["first ended"] + 0.3 - 1e-6
+
+
+async def test_a_waiter_asks_again_while_another_process_s_call_is_in_flight(
+    tmp_path: Path,
+) -> None:
+    """Another process's call ends without telling us: we find out by asking every ``poll``."""
+    async with _processes(tmp_path, 2) as (one, two):
+        limit = RateLimit(1, 0.2)
+        theirs = SharedWindowLimiter(limit, one, "acct", hold=60.0)
+        ours = SharedWindowLimiter(limit, two, "acct", hold=60.0, poll=0.05)
+        times: dict[str, float] = {}
+        started = asyncio.Event()
+
+        async def their_call() -> None:
+            async with theirs.slot():
+                started.set()
+                await asyncio.sleep(0.2)
+                times["theirs ended"] = time.time()
+
+        async def our_call() -> None:
+            await started.wait()
+            async with ours.slot():
+                times["ours started"] = time.time()
+
+        await asyncio.wait_for(asyncio.gather(their_call(), our_call()), timeout=20)
+    assert times["ours started"] >= times["theirs ended"] + 0.2 - 1e-6
+
+
+async def test_a_slot_the_store_cannot_end_is_logged_and_the_call_stands(tmp_path: Path) -> None:
+    """If the store fails as a call ends, the call's result still counts; a warning says so."""
+    store = SQLiteStore(tmp_path / "hub.db")
+    await store.open()
+    limiter = SharedWindowLimiter(RateLimit(2, 1.0), store, "acct", hold=40.0)
+    with capture_logs() as logs:
+        async with limiter.slot():
+            await store.close()  # the store goes away mid-call
+            result = "sent"
+    assert result == "sent"
+    assert [e for e in logs if e["event"] == "rate_slot_not_ended"] == [
+        {
+            "event": "rate_slot_not_ended",
+            "log_level": "warning",
+            "slot": 1,
+            "error": "StoreError",
+            "hold": 40.0,
+        }
+    ]
+
+
+def _target(url: str, key: str) -> Target:
+    return Target("t", url, Secret(key), Secret("secret"), rate_limit=RateLimit(25, 5.0))
+
+
+async def test_targets_are_counted_by_account_in_the_store(tmp_path: Path) -> None:
+    """The dispatcher's limiter is the shared one, keyed by host and access key, never the key."""
+    store = open_store(f"sqlite:///{tmp_path}/hub.db")
+    target = _target("https://api-in21.leadsquared.com", "u$r-access-key")
+    limiter = limiter_for(target.rate_limit, shared=(store, target))
+    assert isinstance(limiter, SharedWindowLimiter)
+    assert limiter.account == account_of(target)
+    assert "u$r-access-key" not in limiter.account
+    same = _target("https://API-in21.leadsquared.com/", "u$r-access-key")
+    assert account_of(same) == account_of(target)  # one account, whatever the spelling
+    assert account_of(_target("https://api-in21.leadsquared.com", "other")) != limiter.account
+    assert account_of(_target("https://api.leadsquared.com", "u$r-access-key")) != limiter.account
+
+
+async def test_a_shared_slot_that_cannot_come_in_time_is_refused(tmp_path: Path) -> None:
+    """Past ``within``, the shared limiter yields False and takes no slot in the store: at
+    once when the call it waits for has ended, at the deadline when it is still in flight."""
+    async with _processes(tmp_path, 2) as (one, two):
+        limit = RateLimit(1, 60.0)
+        await SharedWindowLimiter(limit, one, "ended", hold=60.0).acquire()
+        ours = SharedWindowLimiter(limit, two, "ended", hold=60.0)
+        async with ours.slot(within=0.5) as allowed:
+            assert allowed is False
+        theirs = SharedWindowLimiter(limit, one, "in flight", hold=60.0)
+        ours = SharedWindowLimiter(limit, two, "in flight", hold=60.0, poll=0.02)
+        async with theirs.slot() as first:
+            assert first is True
+            async with ours.slot(within=0.1) as allowed:
+                assert allowed is False
+        for account in ("ended", "in flight"):
+            # one call counted each: room for exactly one more at two calls per window
+            assert (await one.take_slot(account, calls=2, window=60.0, hold=1.0)).slot
+            assert (await one.take_slot(account, calls=2, window=60.0, hold=1.0)).slot is None

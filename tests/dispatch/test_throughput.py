@@ -71,6 +71,18 @@ async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_b
     assert sorted(SEEN) == sorted(f"b{n}@example.com" for n in range(80))
 
 
+async def test_a_rate_limited_lane_holds_what_the_limit_lets_out_in_a_third_of_a_lease(
+    tmp_path: Path,
+) -> None:
+    """At 5/1s with a 6 s lease a lane holds 10 events, below its floor of 32: more would
+    wait for the limit past their lease and go back."""
+    config = forms_config(tmp_path, "http://127.0.0.1:9", rate_limit="5/1s")
+    async with opened_store(tmp_path / "hub.db") as store:
+        async with running(config, store, lease=6.0) as dispatcher:
+            lane = dispatcher.lanes["default"]
+            assert (lane.floor, lane.capacity) == (32, 10)
+
+
 async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> None:
     """Stopping mid-drain at `off`: none left sending, and every delivered lead is in LSQ."""
     with sandbox_server() as (url, _):

@@ -1,0 +1,123 @@
+"""Two worker processes on one database share each account's rate limit (real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.store import open_store
+from hub.store.models import Event, EventIn, IncomingDelivery, State
+from tests.e2e.support import wait_until
+from tests.e2e.test_crash import CONFIG
+from tests.support.server import free_port, leadhub_process
+
+KEYS = {"LSQ_ACCESS_KEY": "shared-limit-access", "LSQ_SECRET_KEY": "shared-limit-secret"}
+LIMIT = "8/2s"
+LEADS = 32
+TARGET = """kind: target
+name: default
+url: {url}
+access_key: ${{LSQ_ACCESS_KEY}}
+secret_key: ${{LSQ_SECRET_KEY}}
+rate_limit: "{limit}"
+timeout: 5s
+"""
+
+
+def _queue(db: str, count: int) -> None:
+    async def run() -> None:
+        store = open_store(db)
+        await store.open()
+        try:
+            for n in range(count):
+                document = {"email": f"shared{n}@example.com", "name": f"N{n}"}
+                await store.enqueue(
+                    IncomingDelivery(
+                        endpoint="forms",
+                        received_at=time.time(),
+                        body=b"{}",
+                        content_type="application/json",
+                        headers={},
+                        events=(EventIn(delivery_id=f"d{n}", document=document),),
+                    )
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+
+
+def _events(db: str) -> list[Event]:
+    async def run() -> list[Event]:
+        store = open_store(db)
+        await store.open()
+        try:
+            return await store.list(limit=10_000)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _sends(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    found = re.findall(r"^leadhub_sends_total\{[^}]*\} (\S+)$", text, re.MULTILINE)
+    return sum(float(v) for v in found)
+
+
+@pytest.mark.slow
+def test_two_workers_together_stay_within_the_account_s_limit(tmp_path: Path) -> None:
+    """Two ``serve --role worker`` at 8/2s each drain one queue into a sandbox limited to 8/2s.
+
+    Each process alone may make 8 calls per window; the window is kept in the database, so
+    together they make at most 8 too: the sandbox refuses none (a 429 would be retried, and
+    show as a second attempt), and both processes sent. No event is sent twice either: a
+    worker that waits for the limit past its lease puts the event back instead of sending it
+    after another worker has claimed it. (With a limiter per process, both failed here.)
+    """
+    sandbox_port = free_port()
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    (config / "targets.yaml").write_text(TARGET.format(url=sandbox, limit=LIMIT))
+    db = f"sqlite:///{tmp_path}/hub.db"
+    _queue(db, LEADS)
+    env = {**KEYS, "FORMS_TOKEN": "unused"}
+    sandbox_args = ["sandbox", "--port", str(sandbox_port), "--rate-limit", LIMIT]
+    sandbox_args += ["--access-key", KEYS["LSQ_ACCESS_KEY"], "--secret-key", KEYS["LSQ_SECRET_KEY"]]
+    ports = [free_port(), free_port()]
+    workers = [f"http://127.0.0.1:{p}" for p in ports]
+    common = ["--config-dir", str(config), "--db", db, "--role", "worker", "--lease", "6s"]
+    with (
+        leadhub_process(sandbox_args, ready_url=f"{sandbox}/"),
+        leadhub_process(
+            ["serve", *common, "--port", str(ports[0])], ready_url=f"{workers[0]}/healthz", env=env
+        ),
+        leadhub_process(
+            ["serve", *common, "--port", str(ports[1])], ready_url=f"{workers[1]}/healthz", env=env
+        ),
+    ):
+        wait_until(
+            lambda: all(e.state is State.DELIVERED for e in _events(db)),
+            timeout=120,
+            what="every event delivered",
+        )
+        sends = [_sends(w) for w in workers]
+        headers = {
+            "x-LSQ-AccessKey": KEYS["LSQ_ACCESS_KEY"],
+            "x-LSQ-SecretKey": KEYS["LSQ_SECRET_KEY"],
+        }
+        found = httpx.get(f"{sandbox}/_sandbox/leads", headers=headers, timeout=10).json()
+        emails = sorted(lead["EmailAddress"] for lead in found)
+    events = _events(db)
+    assert len(events) == LEADS
+    assert [e.attempts for e in events] == [1] * LEADS, [e.last_error for e in events]
+    assert all(s > 0 for s in sends), sends
+    assert sum(sends) == LEADS
+    assert emails == sorted(f"shared{n}@example.com" for n in range(LEADS))
