@@ -17,7 +17,7 @@ and waiting from an injected ``sleep``, so tests drive a limiter with a
 :class:`hub.clock.ManualClock` and no real sleeps.
 
 Several processes: :class:`SharedWindowLimiter` keeps the window in the event store
-(:meth:`hub.store.base.EventStore.take_slot`), counted per LeadSquared account, so every
+(:meth:`hub.store.base.EventStore.take_slots`), counted per LeadSquared account, so every
 hub process on one database together stays within the account's limit, and two targets
 naming the same account share it. The dispatcher uses it for every rate-limited target;
 :class:`SlidingWindowLimiter` is the same rule for one process alone, in memory.
@@ -179,10 +179,10 @@ class SlidingWindowLimiter:
 
 
 class SlotBook(Protocol):
-    """Where a shared window is kept: the event store (see ``EventStore.take_slot``)."""
+    """Where a shared window is kept: the event store (see ``EventStore.take_slots``)."""
 
-    async def take_slot(
-        self, account: str, *, calls: int, window: float, hold: float
+    async def take_slots(
+        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
     ) -> SlotAnswer: ...
 
     async def end_slot(self, slot: int) -> None: ...
@@ -201,14 +201,16 @@ def account_of(target: Target) -> str:
 class SharedWindowLimiter:
     """:class:`SlidingWindowLimiter`'s rule, with the window kept in the store for every process.
 
-    Each grant is one write transaction in the store (count, then take a slot), so N
+    Each take is one write transaction in the store (count, then take slots), so N
     processes on one database never make more than ``limit.calls`` calls to the account in
-    any window between them. A call in flight counts as ending ``hold`` seconds after it
-    was granted until :meth:`slot` records its real end: a process killed mid-call keeps
-    its slot only that long. Within a process, waiters are served in order (one asks the
-    store at a time); with no room, it sleeps until the next call stops counting, waking
-    early when one of this process's calls ends, and asks again at most every ``poll``
-    seconds while the call it waits for is another process's, still in flight.
+    any window between them. A call in flight counts as ending ``hold`` seconds after its
+    slot was taken until :meth:`slot` records its real end: a process killed mid-call keeps
+    its slots only that long. Within a process, waiters are served in order: one asks the
+    store at a time, for as many slots as there are waiters (one transaction for a burst,
+    not one each), and keeps the others' for them. With no room, it sleeps until the next
+    call stops counting, waking early when one of this process's calls ends, and asks again
+    at most every ``poll`` seconds while the call it waits for is another process's, still
+    in flight.
     """
 
     def __init__(
@@ -231,28 +233,56 @@ class SharedWindowLimiter:
         self._poll = poll if poll is not None else max(limit.window / limit.calls, 0.05)
         self._lock = asyncio.Lock()
         self._ended = asyncio.Event()
+        #: Callers waiting in :meth:`_take` (the one asking the store included).
+        self._waiting = 0
+        #: Slots taken for the callers queued behind the one that asked: (slot, monotonic).
+        self._spare: deque[tuple[int, float]] = deque()
 
-    async def _take(self, hold: float, deadline: float | None = None) -> int | None:
+    async def _take(self, deadline: float | None) -> int | None:
         """A slot; None as soon as one cannot come by ``deadline`` (monotonic)."""
-        if not await _lock_by(self._lock, deadline, self._clock):
-            return None
+        self._waiting += 1
         try:
-            while True:
-                self._ended.clear()
-                answer = await self._book.take_slot(
-                    self.account, calls=self.limit.calls, window=self.limit.window, hold=hold
-                )
-                if answer.slot is not None:
-                    return answer.slot
-                nap = min(answer.wait, self._poll) if answer.in_flight else answer.wait
-                if deadline is not None:
-                    left = deadline - self._clock.monotonic()
-                    if (answer.wait > left and not answer.in_flight) or left <= 0:
-                        return None  # the room that comes first comes too late
-                    nap = min(nap, left)
-                await self._nap(nap)
+            if not await _lock_by(self._lock, deadline, self._clock):
+                return None
+            try:
+                return await self._take_locked(deadline)
+            finally:
+                self._lock.release()
         finally:
-            self._lock.release()
+            self._waiting -= 1
+            if not self._waiting and self._spare:
+                await self._give_back_spares()  # whoever they were for gave up
+
+    async def _take_locked(self, deadline: float | None) -> int | None:
+        while True:
+            while self._spare:
+                slot, taken = self._spare.popleft()
+                if self._clock.monotonic() - taken < self._hold / 2:
+                    return slot
+                await self._end(slot)  # kept too long to trust its hold: it ends now
+            self._ended.clear()
+            answer = await self._book.take_slots(
+                self.account,
+                calls=self.limit.calls,
+                window=self.limit.window,
+                hold=self._hold,
+                want=self._waiting,
+            )
+            if answer.slots:
+                now = self._clock.monotonic()
+                self._spare.extend((slot, now) for slot in answer.slots[1:])
+                return answer.slots[0]
+            nap = min(answer.wait, self._poll) if answer.in_flight else answer.wait
+            if deadline is not None:
+                left = deadline - self._clock.monotonic()
+                if (answer.wait > left and not answer.in_flight) or left <= 0:
+                    return None  # the room that comes first comes too late
+                nap = min(nap, left)
+            await self._nap(nap)
+
+    async def _give_back_spares(self) -> None:
+        while self._spare:
+            await self._end(self._spare.popleft()[0])
 
     async def _nap(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if one of this process's calls ends meanwhile."""
@@ -265,25 +295,29 @@ class SharedWindowLimiter:
             ended.cancel()
             await asyncio.gather(nap, ended, return_exceptions=True)
 
+    async def _end(self, slot: int) -> None:
+        try:
+            await self._book.end_slot(slot)
+        except Exception as exc:  # the call's outcome matters more; its slot frees at `hold`
+            _log.warning(
+                "rate_slot_not_ended", slot=slot, error=type(exc).__name__, hold=self._hold
+            )
+        self._ended.set()
+
     async def acquire(self) -> None:
-        await self._take(0.0)
+        async with self.slot():
+            pass
 
     @contextlib.asynccontextmanager
     async def slot(self, within: float | None = None) -> AsyncIterator[bool]:
-        taken = await self._take(self._hold, _deadline(within, self._clock))
+        taken = await self._take(_deadline(within, self._clock))
         if taken is None:
             yield False
             return
         try:
             yield True
         finally:
-            try:
-                await self._book.end_slot(taken)
-            except Exception as exc:  # the call's outcome matters more; its slot frees at `hold`
-                _log.warning(
-                    "rate_slot_not_ended", slot=taken, error=type(exc).__name__, hold=self._hold
-                )
-            self._ended.set()
+            await self._end(taken)
 
 
 def hold_for(target: Target) -> float:

@@ -182,16 +182,17 @@ class EventStore(Protocol):
 
     # -- rate limits shared by every process on the store --------------------------------
 
-    async def take_slot(
-        self, account: str, *, calls: int, window: float, hold: float
+    async def take_slots(
+        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
     ) -> SlotAnswer:
-        """Count a call to ``account`` now if fewer than ``calls`` count, in one atomic step.
+        """Count up to ``want`` calls to ``account`` now, as many as fewer than ``calls`` allow.
 
-        A call counts from when its slot is taken until ``window`` seconds after it ended
-        (:meth:`end_slot`); until then it is taken to end ``hold`` seconds after it started,
-        so a process that dies mid-call frees its slot by itself. Every process on the store
-        shares the count: that is how several instances stay within one account's limit.
-        Without room, the answer says how long until the next call stops counting.
+        One atomic step (at least one slot, or none). A call counts from when its slot is
+        taken until ``window`` seconds after it ended (:meth:`end_slot`); until then it is
+        taken to end ``hold`` seconds after its slot was taken, so a process that dies
+        mid-call frees its slot by itself. Every process on the store shares the count: that
+        is how several instances stay within one account's limit. Without room, the answer
+        says how long until the next call stops counting.
         """
         ...
 

@@ -139,10 +139,10 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class SlotAnswer:
-    """What :meth:`EventStore.take_slot` answers: a slot, or how long to wait for one."""
+    """What :meth:`EventStore.take_slots` answers: slots, or how long to wait for one."""
 
-    #: The slot taken (give it to ``end_slot`` when the call ends), or None: no room now.
-    slot: int | None
+    #: The slots taken (give each to ``end_slot`` when its call ends); empty: no room now.
+    slots: tuple[int, ...]
     #: With no room: seconds until the call that frees the next room stops counting.
     wait: float = 0.0
     #: With no room: whether that call is still in flight. Its end is then only a bound

@@ -375,11 +375,11 @@ class SQLiteStore:
 
     # -- rate limits shared by every process on this file ----------------------------------
 
-    async def take_slot(
-        self, account: str, *, calls: int, window: float, hold: float
+    async def take_slots(
+        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
     ) -> SlotAnswer:
-        # A write transaction (BEGIN IMMEDIATE in the writer): the count and the new slot are
-        # one atomic step for every process on this file. Time is read inside it.
+        # A write transaction (BEGIN IMMEDIATE in the writer): the count and the new slots
+        # are one atomic step for every process on this file. Time is read inside it.
         def job(conn: sqlite3.Connection) -> SlotAnswer:
             now = self.clock.time()
             conn.execute(
@@ -393,11 +393,16 @@ class SQLiteStore:
             )
             count = conn.execute(Q["count_slots"], {"account": account}).fetchone()[0]
             if count < calls:
-                taken = conn.execute(Q["take_slot"], {"account": account, "ends_at": now + hold})
-                return SlotAnswer(int(taken.fetchone()[0]))
+                taken = {"account": account, "ends_at": now + hold}
+                return SlotAnswer(
+                    tuple(
+                        int(conn.execute(Q["take_slot"], taken).fetchone()[0])
+                        for _ in range(min(max(want, 1), calls - count))
+                    )
+                )
             ends = conn.execute(Q["slot_end"], {"account": account, "k": count - calls})
             ends_at = float(ends.fetchone()[0])
-            return SlotAnswer(None, max(0.0, ends_at + window - now), in_flight=ends_at > now)
+            return SlotAnswer((), max(0.0, ends_at + window - now), in_flight=ends_at > now)
 
         return await self._writer.submit(job)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -23,6 +24,7 @@ from hub.dispatch.ratelimit import (
 )
 from hub.secrets import Secret
 from hub.store import open_store
+from hub.store.models import SlotAnswer
 from hub.store.sqlite import SQLiteStore
 from hub.units import RateLimit
 
@@ -322,5 +324,74 @@ async def test_a_shared_slot_that_cannot_come_in_time_is_refused(tmp_path: Path)
                 assert allowed is False
         for account in ("ended", "in flight"):
             # one call counted each: room for exactly one more at two calls per window
-            assert (await one.take_slot(account, calls=2, window=60.0, hold=1.0)).slot
-            assert (await one.take_slot(account, calls=2, window=60.0, hold=1.0)).slot is None
+            assert (await one.take_slots(account, calls=2, window=60.0, hold=1.0)).slots
+            assert not (await one.take_slots(account, calls=2, window=60.0, hold=1.0)).slots
+
+
+class _Counted:
+    """The real store, counting its take transactions (and, on request, acting mid-take)."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.takes: list[int] = []  # slots granted by each take
+        self.after_take: Callable[[], None] | None = None
+
+    async def take_slots(
+        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
+    ) -> SlotAnswer:
+        answer = await self.store.take_slots(
+            account, calls=calls, window=window, hold=hold, want=want
+        )
+        self.takes.append(len(answer.slots))
+        if self.after_take is not None:
+            self.after_take()
+        return answer
+
+    async def end_slot(self, slot: int) -> None:
+        await self.store.end_slot(slot)
+
+
+def _slot_ends(path: Path) -> list[float]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT ends_at FROM rate_slots ORDER BY id")]
+
+
+async def test_a_burst_of_waiters_is_served_by_few_store_transactions(tmp_path: Path) -> None:
+    """20 callers at once: the first asks for itself, the next for the 19 queued behind it."""
+    async with _processes(tmp_path, 1) as (store,):
+        book = _Counted(store)
+        limiter = SharedWindowLimiter(RateLimit(25, 5.0), book, "acct", hold=40.0)
+
+        async def call() -> None:
+            async with limiter.slot() as allowed:
+                assert allowed
+
+        await asyncio.gather(*(call() for _ in range(20)))
+        assert book.takes == [1, 19]
+    ends = _slot_ends(tmp_path / "hub.db")
+    assert len(ends) == 20
+    assert max(ends) < time.time() + 1  # every one ended (none left at its 40 s hold)
+
+
+async def test_slots_taken_for_callers_that_went_away_are_given_back(tmp_path: Path) -> None:
+    """Slots taken for queued callers that are gone by then end at once, not at ``hold``."""
+    async with _processes(tmp_path, 2) as (one, two):
+        theirs = SharedWindowLimiter(RateLimit(4, 0.3), one, "acct", hold=40.0)
+        await asyncio.gather(*(theirs.acquire() for _ in range(4)))  # the window is full
+        book = _Counted(two)
+        limiter = SharedWindowLimiter(RateLimit(4, 0.3), book, "acct", hold=40.0)
+        first = asyncio.create_task(limiter.acquire())  # waits 0.3 s for the other's call
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+
+        def leave() -> None:  # they go away just as the first one's take has their slots
+            if len(book.takes) == 2:
+                for task in queued:
+                    task.cancel()
+
+        book.after_take = leave
+        await first
+        await asyncio.gather(*queued, return_exceptions=True)
+        assert book.takes == [0, 4]  # no room; then room for all four: one used, three spare
+    ends = _slot_ends(tmp_path / "hub.db")
+    assert max(ends) < time.time() + 1  # none left counting until its 40 s hold

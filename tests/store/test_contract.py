@@ -560,71 +560,80 @@ class TestRateSlots:
         self, store: EventStore, clock: ManualClock
     ) -> None:
         """Two calls fit in 2/5s; the third waits a window from the first call's end."""
-        first = await store.take_slot("acct", calls=2, window=5.0, hold=30.0)
-        second = await store.take_slot("acct", calls=2, window=5.0, hold=30.0)
-        assert first.slot is not None and second.slot is not None
-        assert first.slot != second.slot
-        # Both in flight: the earliest is taken to end `hold` after it started.
-        assert await store.take_slot("acct", calls=2, window=5.0, hold=30.0) == SlotAnswer(
-            None, 35.0, in_flight=True
+        first = await store.take_slots("acct", calls=2, window=5.0, hold=30.0)
+        second = await store.take_slots("acct", calls=2, window=5.0, hold=30.0)
+        assert len(first.slots) == len(second.slots) == 1
+        assert first.slots != second.slots
+        # Both in flight: the earliest is taken to end `hold` after its slot was taken.
+        assert await store.take_slots("acct", calls=2, window=5.0, hold=30.0) == SlotAnswer(
+            (), 35.0, in_flight=True
         )
         clock.advance(1.0)
-        await store.end_slot(first.slot)
+        await store.end_slot(first.slots[0])
         clock.advance(2.0)
         # It ended at +1: it counts until +6, three seconds from now, exactly.
-        assert await store.take_slot("acct", calls=2, window=5.0, hold=30.0) == SlotAnswer(
-            None, 3.0, in_flight=False
+        assert await store.take_slots("acct", calls=2, window=5.0, hold=30.0) == SlotAnswer(
+            (), 3.0, in_flight=False
         )
         clock.advance(3.0)
-        third = await store.take_slot("acct", calls=2, window=5.0, hold=30.0)
-        assert third.slot is not None
+        assert len((await store.take_slots("acct", calls=2, window=5.0, hold=30.0)).slots) == 1
+
+    async def test_several_slots_in_one_take_as_many_as_there_is_room(
+        self, store: EventStore
+    ) -> None:
+        """Asking for 4 with room for 3 gives 3; then none."""
+        await store.take_slots("acct", calls=5, window=5.0, hold=10.0, want=2)
+        answer = await store.take_slots("acct", calls=5, window=5.0, hold=10.0, want=4)
+        assert len(answer.slots) == len(set(answer.slots)) == 3
+        assert (await store.take_slots("acct", calls=5, window=5.0, hold=10.0)).slots == ()
 
     async def test_accounts_are_counted_apart(self, store: EventStore) -> None:
         """A full window for one account leaves another's untouched."""
-        assert (await store.take_slot("a", calls=1, window=5.0, hold=10.0)).slot is not None
-        assert (await store.take_slot("a", calls=1, window=5.0, hold=10.0)).slot is None
-        assert (await store.take_slot("b", calls=1, window=5.0, hold=10.0)).slot is not None
+        assert (await store.take_slots("a", calls=1, window=5.0, hold=10.0)).slots
+        assert not (await store.take_slots("a", calls=1, window=5.0, hold=10.0)).slots
+        assert (await store.take_slots("b", calls=1, window=5.0, hold=10.0)).slots
 
     async def test_every_process_on_the_database_shares_the_window(
         self, store: EventStore, other_process: EventStore
     ) -> None:
         """Calls granted to one process count against another's (one atomic take each)."""
         takes = [
-            s.take_slot("acct", calls=5, window=5.0, hold=10.0)
+            s.take_slots("acct", calls=5, window=5.0, hold=10.0, want=2)
             for s in (store, other_process)
             for _ in range(6)
         ]
         answers = await asyncio.gather(*takes)
-        assert sum(a.slot is not None for a in answers) == 5
-        assert len({a.slot for a in answers if a.slot is not None}) == 5
+        taken = [slot for a in answers for slot in a.slots]
+        assert len(taken) == len(set(taken)) == 5
 
     async def test_a_call_never_ended_frees_its_slot_after_hold(
         self, store: EventStore, clock: ManualClock
     ) -> None:
         """A process killed mid-call never ends its slot: it counts until hold + window."""
-        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+        assert (await store.take_slots("acct", calls=1, window=5.0, hold=10.0)).slots
         clock.advance(14.9)
-        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is None
+        assert not (await store.take_slots("acct", calls=1, window=5.0, hold=10.0)).slots
         clock.advance(0.1)
-        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+        assert (await store.take_slots("acct", calls=1, window=5.0, hold=10.0)).slots
 
-    async def test_a_call_counted_at_its_grant_ends_there(
+    async def test_a_call_that_ends_at_once_counts_for_one_window(
         self, store: EventStore, clock: ManualClock
     ) -> None:
-        """hold 0 (``acquire``): the call counts from its grant for one window."""
-        assert (await store.take_slot("acct", calls=1, window=2.0, hold=0.0)).slot is not None
-        answer = await store.take_slot("acct", calls=1, window=2.0, hold=0.0)
-        assert answer == SlotAnswer(None, 2.0, in_flight=False)
+        """A slot ended as soon as it is taken counts from then for one window."""
+        (slot,) = (await store.take_slots("acct", calls=1, window=2.0, hold=30.0)).slots
+        await store.end_slot(slot)
+        answer = await store.take_slots("acct", calls=1, window=2.0, hold=30.0)
+        assert answer == SlotAnswer((), 2.0, in_flight=False)
         clock.advance(2.0)
-        assert (await store.take_slot("acct", calls=1, window=2.0, hold=0.0)).slot is not None
+        assert (await store.take_slots("acct", calls=1, window=2.0, hold=30.0)).slots
 
     async def test_slots_from_before_the_clock_was_set_back_stop_counting(
         self, store: EventStore, clock: ManualClock
     ) -> None:
         """A slot said to end far beyond any call's hold predates a clock set back."""
-        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+        assert (await store.take_slots("acct", calls=1, window=5.0, hold=10.0)).slots
         clock.set(START - 3600)
-        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is not None
+        assert (await store.take_slots("acct", calls=1, window=5.0, hold=10.0)).slots
         # ... while a slot taken a moment ago still counts after a small step back
         clock.set(START - 3601)
-        assert (await store.take_slot("acct", calls=1, window=5.0, hold=10.0)).slot is None
+        assert not (await store.take_slots("acct", calls=1, window=5.0, hold=10.0)).slots
