@@ -288,22 +288,22 @@ class Lane:
             # the limit, so it may be long): no room within the budget, no call.
             left = budget - (d.clock.monotonic() - item.claimed_at)
             async with self.limiter.slot(within=left) as allowed:
-                if allowed:
-                    attempt = await d.client.capture(
-                        self.target, query=item.request.query, body=item.request.body
-                    )
-            if not allowed:
-                return await self._lease_ending(item)
-            self.latency += LATENCY_WEIGHT * (attempt.seconds - self.latency)
-            outcome = attempt.outcome
-            if probing or not isinstance(outcome, Delivered) or self.target.rate_limit:
-                # Probes, failures and pauses are written before the next send (they change
-                # what the lane does next). So are deliveries to a rate-limited target: its
-                # limiter paces the sends anyway, and each ack's time stays next to its
-                # call's (the store's record of when leads went out). At `off`, deliveries
-                # are written behind the next sends.
-                await self._record(item, attempt)
-                return True
+                if not allowed:
+                    return await self._lease_ending(item)
+                attempt = await d.client.capture(
+                    self.target, query=item.request.query, body=item.request.body
+                )
+                self.latency += LATENCY_WEIGHT * (attempt.seconds - self.latency)
+                outcome = attempt.outcome
+                if probing or not isinstance(outcome, Delivered) or self.target.rate_limit:
+                    # Probes, failures and pauses are written before the next send (they
+                    # change what the lane does next). So are deliveries to a rate-limited
+                    # target, inside the call's slot: the limiter paces the sends anyway, and
+                    # each ack's time (the store's record of when leads went out) stays inside
+                    # the window its call counts in. At `off`, deliveries are written behind
+                    # the next sends.
+                    await self._record(item, attempt)
+                    return True
         self._count(attempt)
         self._ack_later(item, outcome, attempt)
         return False
