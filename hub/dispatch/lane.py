@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from hub.config.models import Target
-from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry
+from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, call_bound
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
@@ -40,7 +40,7 @@ _log = structlog.get_logger()
 
 _LABELS = {Delivered: "delivered", Retry: "retry", Dead: "dead", Pause: "pause"}
 
-LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the target's timeout
+LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the longest call
 CAPACITY_CEILING = 512  # events a lane may hold, however fast its target answers
 LATENCY_WEIGHT = 0.1  # weight of the newest call in the smoothed latency
 
@@ -275,7 +275,7 @@ class Lane:
             await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
             return True
         # Send only while the lease has room for the call itself (at least half the lease).
-        budget = max(d.lease / 2, d.lease - self.target.timeout - LEASE_MARGIN)
+        budget = max(d.lease / 2, d.lease - call_bound(self.target) - LEASE_MARGIN)
         if d.clock.monotonic() - item.claimed_at > budget:
             return await self._lease_ending(item)
         probing = self.probing

@@ -10,6 +10,9 @@ So the body is read on EVERY answer, and the outcome is:
   except ``MXAPIRateLimitExceededException``, which is :class:`Retry`.
 - 429, a 5xx without an MX body, network errors and timeouts → :class:`Retry`;
   connection refused, reset, closed without an answer and timeout are told apart.
+  The target's ``timeout`` bounds each phase (connecting, waiting for each part of the
+  answer) and twice that the whole call (:func:`call_bound`), so a server that sends its
+  answer a byte at a time cannot hold a sender (and its rate-limit slot) for long.
 - 401 or 404 → :class:`Pause`: the keys or the host are wrong, which no retry of
   this one lead fixes; the target waits until they are.
 - Any other 4xx without an MX body → :class:`Dead` with the status and an excerpt.
@@ -20,6 +23,7 @@ so they cannot leak through a logged URL or an exception message).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +37,11 @@ from hub.config.models import Target
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
 _EXCERPT = 200  # characters of an unexpected body kept in a reason
+
+
+def call_bound(target: Target) -> float:
+    """The longest one call to ``target`` lasts, answer read: twice its ``timeout``."""
+    return 2 * target.timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,14 +219,19 @@ class LeadSquaredClient:
             "x-LSQ-SecretKey": target.secret_key.reveal(),
             "Content-Type": "application/json",
         }
+        bound = call_bound(target)
         try:
-            response = await self._http.post(
-                url,
-                params=dict(query),
-                content=orjson.dumps(list(body)),
-                headers=headers,
-                timeout=target.timeout,
-            )
+            async with asyncio.timeout(bound):
+                response = await self._http.post(
+                    url,
+                    params=dict(query),
+                    content=orjson.dumps(list(body)),
+                    headers=headers,
+                    timeout=target.timeout,
+                )
+        except TimeoutError:
+            reason = f"timeout: no whole answer within {bound:g}s (twice the target's timeout)"
+            return Attempt(Retry(reason), None, time.perf_counter() - started)
         except httpx.TransportError as exc:
             return Attempt(Retry(transport_reason(exc)), None, time.perf_counter() - started)
         except httpx.InvalidURL as exc:

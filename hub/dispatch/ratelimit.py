@@ -36,6 +36,7 @@ import structlog
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import Target
+from hub.dispatch.leadsquared import call_bound
 from hub.store.models import SlotAnswer
 from hub.units import RateLimit
 
@@ -321,9 +322,9 @@ class SharedWindowLimiter:
 
 
 def hold_for(target: Target) -> float:
-    """How long a call to ``target`` is taken to last until it ends: its timeout for each of
-    httpx's four phases (pool, connect, write, read)."""
-    return 4 * target.timeout
+    """How long a call to ``target`` is taken to last until it ends: the longest a call
+    lasts (:func:`hub.dispatch.leadsquared.call_bound`), and a second for the event loop."""
+    return call_bound(target) + 1.0
 
 
 def limiter_for(

@@ -225,7 +225,8 @@ def _read_request(conn: socket.socket) -> None:
 
 @contextlib.contextmanager
 def raw_server(behaviour: str) -> Iterator[str]:
-    """A TCP server on loopback that reads a request, then ``reset``s, ``close``s or ``hang``s.
+    """A TCP server on loopback that reads a request, then ``reset``s, ``close``s, ``hang``s,
+    or ``dribble``s: a 200 whose body of 200 bytes comes one byte every 0.1 s.
 
     Yields its base URL.
     """
@@ -252,6 +253,15 @@ def raw_server(behaviour: str) -> Iterator[str]:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
             elif behaviour == "close":
+                conn.close()
+            elif behaviour == "dribble":
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                with contextlib.suppress(OSError):
+                    conn.sendall(head + b"Content-Length: 200\r\n\r\n")
+                    for _ in range(200):
+                        if stop.wait(0.1):
+                            break
+                        conn.sendall(b" ")
                 conn.close()
             else:
                 held.append(conn)

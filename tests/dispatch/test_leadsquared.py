@@ -214,6 +214,20 @@ async def test_timeout_is_retried_and_named(http_factory: Factory) -> None:
     assert attempt.outcome.reason.startswith("timeout waiting for the answer")
 
 
+async def test_an_answer_that_never_finishes_is_cut_at_twice_the_timeout(
+    http_factory: Factory,
+) -> None:
+    """A server sending its answer a byte every 0.1 s (each read well within the 0.3 s
+    timeout) would hold the call for 20 s: it is cut at 0.6 s and retried as a timeout."""
+    with raw_server("dribble") as url:
+        attempt = await _send(url, http_factory, timeout=0.3)
+    assert isinstance(attempt.outcome, Retry)
+    assert attempt.outcome.reason == (
+        "timeout: no whole answer within 0.6s (twice the target's timeout)"
+    )
+    assert attempt.seconds < 5.0  # cut, not the 20 s the answer would take
+
+
 async def test_target_without_url_pauses(http_factory: Factory) -> None:
     """A target with no url cannot be sent to: it pauses, naming the fix."""
     attempt = await _send("", http_factory)
