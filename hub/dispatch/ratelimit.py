@@ -159,7 +159,9 @@ class SlidingWindowLimiter:
     @contextlib.asynccontextmanager
     async def slot(self, within: float | None = None) -> AsyncIterator[bool]:
         deadline = _deadline(within, self._clock)
-        if not await _lock_by(self._lock, deadline, self._clock):
+        if (within is not None and within <= 0) or not await _lock_by(
+            self._lock, deadline, self._clock
+        ):
             yield False
             return
         try:
@@ -241,6 +243,8 @@ class SharedWindowLimiter:
 
     async def _take(self, deadline: float | None) -> int | None:
         """A slot; None as soon as one cannot come by ``deadline`` (monotonic)."""
+        if deadline is not None and deadline <= self._clock.monotonic():
+            return None
         self._waiting += 1
         try:
             if not await _lock_by(self._lock, deadline, self._clock):

@@ -172,6 +172,15 @@ async def test_a_slot_that_cannot_come_in_time_is_refused_at_once() -> None:
         assert clock.monotonic() == 5.0
 
 
+async def test_no_time_left_means_no_slot_even_with_room() -> None:
+    """``within`` of zero or less: the caller's time is up, whatever room there is."""
+    limiter, _ = _manual(RateLimit(5, 1.0))
+    for within in (0.0, -1.0):
+        async with limiter.slot(within=within) as allowed:
+            assert allowed is False
+    assert limiter.used == 0
+
+
 async def test_a_slot_with_every_call_in_flight_gives_up_at_its_deadline() -> None:
     """No finished call to wait for: the waiter gives up when ``within`` runs out."""
     limiter = SlidingWindowLimiter(RateLimit(1, 5.0))
@@ -395,3 +404,13 @@ async def test_slots_taken_for_callers_that_went_away_are_given_back(tmp_path: P
         assert book.takes == [0, 4]  # no room; then room for all four: one used, three spare
     ends = _slot_ends(tmp_path / "hub.db")
     assert max(ends) < time.time() + 1  # none left counting until its 40 s hold
+
+
+async def test_no_time_left_means_no_shared_slot_even_with_room(tmp_path: Path) -> None:
+    """The shared limiter refuses a caller with no time left without asking the store."""
+    async with _processes(tmp_path, 1) as (store,):
+        book = _Counted(store)
+        limiter = SharedWindowLimiter(RateLimit(5, 1.0), book, "acct", hold=10.0)
+        async with limiter.slot(within=0.0) as allowed:
+            assert allowed is False
+        assert book.takes == []

@@ -63,10 +63,10 @@ CREATE TABLE IF NOT EXISTS lead_keys (
 CREATE INDEX IF NOT EXISTS lead_keys_event ON lead_keys (event);
 
 -- Calls made to each LeadSquared account, so that every process on this database together
--- stays within the account's rate limit (name: take_slot). account is a digest of the
--- target's URL and access key, never the key. ends_at is when the call ended; for a call
--- still in flight, the latest it can end (its timeout from the start, and more): a process
--- that dies mid-call frees its slots then.
+-- stays within the account's rate limit (SQLiteStore.take_slots). account is a digest of
+-- the target's URL and access key, never the key. ends_at is when the call ended; for a
+-- call still in flight, the latest it can end (the longest a call lasts, counted from its
+-- slot): a process that dies mid-call frees its slots then.
 CREATE TABLE IF NOT EXISTS rate_slots (
     id INTEGER PRIMARY KEY,
     account TEXT NOT NULL,
