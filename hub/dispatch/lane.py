@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, cal
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
+from hub.store.base import LeaseLost
 from hub.store.models import Ack, Event
 
 if TYPE_CHECKING:
@@ -39,6 +40,17 @@ if TYPE_CHECKING:
 _log = structlog.get_logger()
 
 _LABELS = {Delivered: "delivered", Retry: "retry", Dead: "dead", Pause: "pause"}
+
+
+@contextlib.contextmanager
+def still_ours(event: Event) -> Iterator[None]:
+    """Around an outcome written under ``event``'s lease: if the lease is lost (it ran out
+    and another worker claimed the event), nothing was written and the log says so."""
+    try:
+        yield
+    except LeaseLost:
+        _log.warning("event_lease_lost", event_id=event.id, delivery_id=event.delivery_id)
+
 
 LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the longest call
 CAPACITY_CEILING = 512  # events a lane may hold, however fast its target answers
@@ -154,7 +166,13 @@ class Lane:
             queued.event, queued.claimed_at = item.event, item.claimed_at
             return
         if item.event.id in self._held:
-            return  # being sent right now; that send settles it
+            # Being sent, or its delivery being written (its lease ran out meanwhile, and we
+            # claimed it again): that send settles it, under the new lease.
+            waiting = [i for i, _, _ in self._acks]  # sent, its delivery not yet written
+            for sending in (*self._current.values(), *waiting):
+                if sending.event.id == item.event.id:
+                    sending.event = item.event
+            return
         if self.full or self._closing:
             await self._d.release(item.event, at=now + self._drain_estimate(), reason=None)
             return
@@ -240,15 +258,19 @@ class Lane:
             return
         d = self._d
         try:
-            acks = [Ack(i.event.id, o.lead_id, o.created) for i, o, _ in batch]
+            acks = [Ack(i.event.id, o.lead_id, o.created, i.event.lease) for i, o, _ in batch]
             missing = set(await d.store.ack_many(acks))
         except Exception as exc:  # the store failed: sent, but not recorded; send again later
             _log.exception("ack_failed", error=str(exc)[:300], events=len(batch))
             await asyncio.gather(*(self._release_after_failure(item) for item, _, _ in batch))
         else:
             for item, outcome, attempt in batch:
-                if item.event.id in missing:
-                    _log.error("ack_failed", event_id=item.event.id, error="event not found")
+                if item.event.id in missing:  # another worker's since our lease ran out
+                    _log.warning(
+                        "event_lease_lost",
+                        event_id=item.event.id,
+                        delivery_id=item.event.delivery_id,
+                    )
                     continue
                 d.metrics.events.labels("delivered").inc()
                 _log.info(
@@ -330,16 +352,19 @@ class Lane:
         outcome = attempt.outcome
         self._count(attempt)
         if isinstance(outcome, Delivered):
-            await d.store.ack(event.id, lead_id=outcome.lead_id, created=outcome.created)
-            d.metrics.events.labels("delivered").inc()
-            _log.info(
-                "lead_sent",
-                attempt=event.attempts,
-                lead_id=outcome.lead_id,
-                created=outcome.created,
-                status=attempt.status,
-                seconds=round(attempt.seconds, 4),
-            )
+            with still_ours(event):
+                await d.store.ack(
+                    event.id, lead_id=outcome.lead_id, created=outcome.created, lease=event.lease
+                )
+                d.metrics.events.labels("delivered").inc()
+                _log.info(
+                    "lead_sent",
+                    attempt=event.attempts,
+                    lead_id=outcome.lead_id,
+                    created=outcome.created,
+                    status=attempt.status,
+                    seconds=round(attempt.seconds, 4),
+                )
         elif isinstance(outcome, Retry) and d.draining:
             # Shutting down (the embedded sandbox may already be closed): not a real failure.
             await d.release(event, at=d.clock.time(), reason=outcome.reason)

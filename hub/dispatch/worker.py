@@ -47,7 +47,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import Config, FacebookOptions, Target
 from hub.dispatch.enrich import enrich
 from hub.dispatch.graph import GraphClient
-from hub.dispatch.lane import Item, Lane
+from hub.dispatch.lane import Item, Lane, still_ours
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.metrics import DispatchMetrics
 from hub.dispatch.ratelimit import limiter_for
@@ -414,9 +414,10 @@ class Dispatcher:
                     return None
             result = map_document(self.config.mappings_for(event.endpoint), document)
         if isinstance(result, Skip):
-            await self.store.skipped(event.id, reason=result.reason)
-            self.metrics.events.labels("skipped").inc()
-            _log.info("event_skipped", mapping=result.mapping, reason=result.reason)
+            with still_ours(event):
+                await self.store.skipped(event.id, reason=result.reason, lease=event.lease)
+                self.metrics.events.labels("skipped").inc()
+                _log.info("event_skipped", mapping=result.mapping, reason=result.reason)
             return None
         if isinstance(result, Unmatched):
             await self._unmatched(event, result.reason)
@@ -431,22 +432,27 @@ class Dispatcher:
         return Item(event=event, request=result, claimed_at=claimed_at)
 
     async def _unmatched(self, event: Event, reason: str) -> None:
-        await self.store.unmatched(event.id, reason=reason)
-        self.metrics.events.labels("unmatched").inc()
-        _log.info("event_unmatched", reason=reason)
+        with still_ours(event):
+            await self.store.unmatched(event.id, reason=reason, lease=event.lease)
+            self.metrics.events.labels("unmatched").inc()
+            _log.info("event_unmatched", reason=reason)
 
     # --- outcomes (used by the lanes too) -----------------------------------------------------
+    # Each is written under the event's lease: a worker whose lease ran out (another has
+    # claimed the event since) writes nothing and logs `event_lease_lost` (see still_ours).
 
     async def release(self, event: Event, *, at: float, reason: str | None) -> None:
         """Put ``event`` back without counting its attempt (pause, ordering, shutdown)."""
-        await self.store.release(event.id, at=at, reason=reason)
-        self.metrics.events.labels("released").inc()
+        with still_ours(event):
+            await self.store.release(event.id, at=at, reason=reason, lease=event.lease)
+            self.metrics.events.labels("released").inc()
 
     async def kill(self, event: Event, reason: str, *, mapping: str | None = None) -> None:
         """Mark ``event`` dead with ``reason``."""
-        await self.store.dead(event.id, error=reason)
-        self.metrics.events.labels("dead").inc()
-        _log.warning("event_dead", reason=reason, attempt=event.attempts, mapping=mapping)
+        with still_ours(event):
+            await self.store.dead(event.id, error=reason, lease=event.lease)
+            self.metrics.events.labels("dead").inc()
+            _log.warning("event_dead", reason=reason, attempt=event.attempts, mapping=mapping)
 
     async def retry_or_die(self, event: Event, policy: RetryPolicy, reason: str) -> None:
         """Schedule another try with backoff, or kill the event when the schedule gives up."""
@@ -455,9 +461,12 @@ class Dispatcher:
         if at is None:
             await self.kill(event, f"gave up after {event.attempts} attempt(s): {reason}")
             return
-        await self.store.retry(event.id, at=at, error=reason)
-        self.metrics.events.labels("retrying").inc()
-        _log.info("event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3))
+        with still_ours(event):
+            await self.store.retry(event.id, at=at, error=reason, lease=event.lease)
+            self.metrics.events.labels("retrying").inc()
+            _log.info(
+                "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
+            )
 
 
 def dispatcher_lifespan(

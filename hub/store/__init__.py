@@ -9,9 +9,9 @@ from __future__ import annotations
 import urllib.parse
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.store.base import EventStore, StoreError, StoreUnavailable
+from hub.store.base import EventStore, LeaseLost, StoreError, StoreUnavailable
 
-__all__ = ["EventStore", "StoreError", "StoreUnavailable", "open_store"]
+__all__ = ["EventStore", "LeaseLost", "StoreError", "StoreUnavailable", "open_store"]
 
 
 def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread") -> EventStore:

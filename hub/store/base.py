@@ -4,7 +4,8 @@ Error tree::
 
     HubError
     └── StoreError            the store failed (a driver error, wrapped)
-        └── StoreUnavailable  the database cannot be reached or written right now
+        ├── StoreUnavailable  the database cannot be reached or written right now
+        └── LeaseLost         a claimed event is no longer the writer's (see below)
 
 Every backend (SQLite now, PostgreSQL later) implements :class:`EventStore` and
 passes the one contract suite in ``tests/store/test_contract.py``. Times are unix
@@ -35,6 +36,14 @@ class StoreError(HubError):
 
 class StoreUnavailable(StoreError):
     """The event store cannot be reached or written; check the database path and disk."""
+
+
+class LeaseLost(StoreError):
+    """A write under a lease that is no longer the event's: nothing was written.
+
+    The lease ran out and another worker claimed the event, or it was already finished.
+    A worker that was too slow must not overwrite what the new owner does.
+    """
 
 
 class BodyNotSkimmed(Exception):
@@ -86,30 +95,46 @@ class EventStore(Protocol):
         """
         ...
 
-    async def ack(self, event_id: int, *, lead_id: str | None, created: bool | None) -> None:
+    # The outcomes below take the ``lease`` under which the event was claimed (its
+    # ``next_attempt_at`` as :meth:`claim` returned it). With one, the write applies only
+    # while the event is still ``sending`` under that very lease, else it raises
+    # :class:`LeaseLost` and writes nothing. Without (``None``), it applies as it is.
+
+    async def ack(
+        self,
+        event_id: int,
+        *,
+        lead_id: str | None,
+        created: bool | None,
+        lease: float | None = None,
+    ) -> None:
         """Mark an event ``delivered`` with the lead id and whether the lead was created."""
         ...
 
-    async def retry(self, event_id: int, *, at: float, error: str) -> None:
+    async def retry(
+        self, event_id: int, *, at: float, error: str, lease: float | None = None
+    ) -> None:
         """Mark an event ``retrying``, due again at ``at``, with the error."""
         ...
 
-    async def release(self, event_id: int, *, at: float, reason: str | None = None) -> None:
+    async def release(
+        self, event_id: int, *, at: float, reason: str | None = None, lease: float | None = None
+    ) -> None:
         """Put a claimed event back without counting the attempt (paused target, ordering).
 
         It goes back to ``queued`` (``retrying`` if attempts were made before), due at ``at``.
         """
         ...
 
-    async def dead(self, event_id: int, *, error: str) -> None:
+    async def dead(self, event_id: int, *, error: str, lease: float | None = None) -> None:
         """Mark an event ``dead`` (final until replayed) with the reason."""
         ...
 
-    async def unmatched(self, event_id: int, *, reason: str) -> None:
+    async def unmatched(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
         """Mark an event ``unmatched``: no mapping took it."""
         ...
 
-    async def skipped(self, event_id: int, *, reason: str) -> None:
+    async def skipped(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
         """Mark an event ``skipped``: a mapping's ``skip_if`` held."""
         ...
 
@@ -128,7 +153,8 @@ class EventStore(Protocol):
         ...
 
     async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
-        """:meth:`ack` for many events in one write; returns the ids not found."""
+        """:meth:`ack` for many events in one write; returns the ids not written (not found,
+        or no longer under their ``Ack.lease``)."""
         ...
 
     async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:

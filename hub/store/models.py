@@ -117,6 +117,12 @@ class Event:
     lead_created: bool | None = None
     updated_at: float = 0.0
 
+    @property
+    def lease(self) -> float | None:
+        """The lease this event is claimed under (the end of it, while ``sending``): what
+        its outcome is written under, so a worker whose lease ran out writes nothing."""
+        return self.next_attempt_at if self.state is State.SENDING else None
+
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -135,6 +141,8 @@ class Ack:
     event_id: int
     lead_id: str | None
     created: bool | None
+    #: The lease it was claimed under: written only while still under it (None: always).
+    lease: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

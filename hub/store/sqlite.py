@@ -20,7 +20,7 @@ import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
-from hub.store.base import BodyNotSkimmed, StoreError
+from hub.store.base import BodyNotSkimmed, LeaseLost, StoreError
 from hub.store.models import (
     REPLAYABLE,
     Ack,
@@ -201,25 +201,40 @@ class SQLiteStore:
         # bodies there would hold the GIL (and hand it back and forth) while it writes.
         return rows.events(await self._writer.submit(job))
 
-    async def ack(self, event_id: int, *, lead_id: str | None, created: bool | None) -> None:
+    async def ack(
+        self,
+        event_id: int,
+        *,
+        lead_id: str | None,
+        created: bool | None,
+        lease: float | None = None,
+    ) -> None:
         await self._update(
-            "ack", event_id, lead_id=lead_id, created=None if created is None else int(created)
+            "ack",
+            event_id,
+            lease,
+            lead_id=lead_id,
+            created=None if created is None else int(created),
         )
 
-    async def retry(self, event_id: int, *, at: float, error: str) -> None:
-        await self._update("retry", event_id, at=at, error=error)
+    async def retry(
+        self, event_id: int, *, at: float, error: str, lease: float | None = None
+    ) -> None:
+        await self._update("retry", event_id, lease, at=at, error=error)
 
-    async def release(self, event_id: int, *, at: float, reason: str | None = None) -> None:
-        await self._update("release", event_id, at=at, reason=reason)
+    async def release(
+        self, event_id: int, *, at: float, reason: str | None = None, lease: float | None = None
+    ) -> None:
+        await self._update("release", event_id, lease, at=at, reason=reason)
 
-    async def dead(self, event_id: int, *, error: str) -> None:
-        await self._update("finish", event_id, state=State.DEAD.value, error=error)
+    async def dead(self, event_id: int, *, error: str, lease: float | None = None) -> None:
+        await self._update("finish", event_id, lease, state=State.DEAD.value, error=error)
 
-    async def unmatched(self, event_id: int, *, reason: str) -> None:
-        await self._update("finish", event_id, state=State.UNMATCHED.value, error=reason)
+    async def unmatched(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
+        await self._update("finish", event_id, lease, state=State.UNMATCHED.value, error=reason)
 
-    async def skipped(self, event_id: int, *, reason: str) -> None:
-        await self._update("finish", event_id, state=State.SKIPPED.value, error=reason)
+    async def skipped(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
+        await self._update("finish", event_id, lease, state=State.SKIPPED.value, error=reason)
 
     async def set_route(
         self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
@@ -260,7 +275,12 @@ class SQLiteStore:
         params = {
             "acks": _json(
                 [
-                    [a.event_id, a.lead_id, None if a.created is None else int(a.created)]
+                    [
+                        a.event_id,
+                        a.lead_id,
+                        None if a.created is None else int(a.created),
+                        a.lease,
+                    ]
                     for a in acks
                 ]
             ),
@@ -269,19 +289,34 @@ class SQLiteStore:
         ids = _ids([a.event_id for a in acks])
 
         def job(conn: sqlite3.Connection) -> builtins.list[int]:
-            updated = conn.execute(Q["ack_many"], params).rowcount
-            return _unknown(conn, ids, expected=len(acks), updated=updated)
+            if conn.execute(Q["ack_many"], params).rowcount >= len(acks):
+                return []
+            unwritten = conn.execute(Q["unacked_ids"], {"ids": ids, "now": params["now"]})
+            return [int(row[0]) for row in unwritten]
 
         return await self._writer.submit(job)
 
     async def set_enrichment(self, event_id: int, enrichment: Any) -> None:
         data = None if enrichment is None else rows.dumps(enrichment, what="enrichment")
-        await self._update("set_enrichment", event_id, enrichment=data)
+        await self._update("set_enrichment", event_id, None, enrichment=data)
 
-    async def _update(self, query: str, event_id: int, **params: Any) -> None:
-        params.update(id=event_id, now=self.clock.time())
+    async def _update(self, query: str, event_id: int, lease: float | None, **params: Any) -> None:
+        params.update(id=event_id, now=self.clock.time(), lease=lease)
         sql = Q[query]
-        await self._writer.submit(lambda conn: _check_found(conn.execute(sql, params), event_id))
+
+        def job(conn: sqlite3.Connection) -> None:
+            if conn.execute(sql, params).rowcount:
+                return
+            if lease is not None and conn.execute(Q["find_id"], {"id": event_id}).fetchone():
+                msg = (
+                    f"Event {event_id} is no longer under the lease this write was for: it "
+                    "was claimed again after that lease ended, or it is finished."
+                )
+                raise LeaseLost(msg)
+            msg = f"No event with id {event_id!r} in the store; list them with `leadhub events`."
+            raise StoreError(msg)
+
+        await self._writer.submit(job)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -417,9 +452,3 @@ def _unknown(conn: sqlite3.Connection, ids: str, *, expected: int, updated: int)
     if updated >= expected:
         return []
     return [int(r[0]) for r in conn.execute(Q["unknown_ids"], {"ids": ids})]
-
-
-def _check_found(cursor: sqlite3.Cursor, event_id: int) -> None:
-    if cursor.rowcount == 0:
-        msg = f"No event with id {event_id!r} in the store; list them with `leadhub events`."
-        raise StoreError(msg)

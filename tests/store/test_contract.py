@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from hub.clock import ManualClock
-from hub.store import EventStore, StoreError
+from hub.store import EventStore, LeaseLost, StoreError
 from hub.store.base import BodyNotSkimmed
-from hub.store.models import EnqueueResult, IncomingDelivery, SkimId, SlotAnswer, State
+from hub.store.models import Ack, EnqueueResult, IncomingDelivery, SkimId, SlotAnswer, State
 
 from .helpers import delivery
 
@@ -380,6 +380,73 @@ class TestOutcomes:
         event = await store.get(eid)
         assert event is not None and event.state is State.DEAD
         assert len(await store.list()) == 2
+
+
+class TestLeases:
+    """An outcome written under the lease its event was claimed under applies only while the
+    event is still claimed under that lease: a worker whose lease ran out writes nothing."""
+
+    async def test_the_event_s_lease_is_its_lease_end_while_sending(
+        self, store: EventStore
+    ) -> None:
+        """claim returns events whose ``lease`` is their lease's end; others have none."""
+        (eid,) = await ids_of(store, 1)
+        queued = await store.get(eid)
+        assert queued is not None and queued.lease is None
+        (claimed,) = await store.claim(limit=1, lease=30)
+        assert claimed.lease == START + 30
+
+    async def test_every_outcome_under_a_lost_lease_writes_nothing(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """Claimed, the lease runs out, another worker claims it: the first one's outcomes all
+        raise LeaseLost and leave the event as the second one has it."""
+        (eid,) = await ids_of(store, 1)
+        (first,) = await store.claim(limit=1, lease=30)
+        clock.advance(31)
+        (second,) = await store.claim(limit=1, lease=30)
+        assert second.lease == START + 61
+        stale = first.lease
+        writes = [
+            store.ack(eid, lead_id="L", created=True, lease=stale),
+            store.retry(eid, at=START + 100, error="500", lease=stale),
+            store.release(eid, at=START, reason="paused", lease=stale),
+            store.dead(eid, error="x", lease=stale),
+            store.unmatched(eid, reason="x", lease=stale),
+            store.skipped(eid, reason="x", lease=stale),
+        ]
+        for write in writes:
+            with pytest.raises(LeaseLost, match=f"Event {eid} is no longer under the lease"):
+                await write
+        assert await store.ack_many([Ack(eid, "L", True, stale)]) == [eid]
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.attempts, event.lead_id) == (State.SENDING, 2, None)
+        assert event.lease == second.lease
+        # the current owner's outcome applies
+        await store.ack(eid, lead_id="L2", created=False, lease=second.lease)
+        event = await store.get(eid)
+        assert event is not None and (event.state, event.lead_id) == (State.DELIVERED, "L2")
+
+    async def test_a_finished_event_takes_no_outcome_under_its_old_lease(
+        self, store: EventStore
+    ) -> None:
+        """Once delivered, a late retry under the same lease (a duplicate outcome) is refused;
+        without a lease (the CLI), writes apply as before."""
+        (eid,) = await ids_of(store, 1)
+        (claimed,) = await store.claim(limit=1, lease=30)
+        assert await store.ack_many([Ack(eid, "L", True, claimed.lease)]) == []
+        with pytest.raises(LeaseLost):
+            await store.retry(eid, at=START + 5, error="late", lease=claimed.lease)
+        await store.dead(eid, error="by hand")
+        event = await store.get(eid)
+        assert event is not None and event.state == State.DEAD
+
+    async def test_an_unknown_event_is_still_not_found(self, store: EventStore) -> None:
+        """With a lease, a missing event is reported as missing, not as a lost lease."""
+        with pytest.raises(StoreError, match="No event with id 999") as caught:
+            await store.ack(999, lead_id=None, created=None, lease=START + 30)
+        assert not isinstance(caught.value, LeaseLost)
 
 
 class TestRouteAndOrdering:

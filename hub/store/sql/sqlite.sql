@@ -3,7 +3,9 @@
 -- so no query text is ever built at run time (except the bulk inserts of
 -- hub/store/bulk.py, which repeat a fixed row of placeholders).
 -- For an event in 'sending', next_attempt_at is the end of its lease: a crashed
--- worker's event becomes claimable again then (found through events_due).
+-- worker's event becomes claimable again then (found through events_due). It is also the
+-- lease's token: an outcome given with :lease applies only while the event is still
+-- 'sending' under it (two claims of one event end at least a lease apart).
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
@@ -97,6 +99,9 @@ CREATE INDEX IF NOT EXISTS events_ready ON events (id) WHERE state IN ('queued',
 DROP VIEW IF EXISTS event_rows;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 
+-- name: find_id
+SELECT 1 FROM events WHERE id = :id;
+
 -- name: find_event
 SELECT id FROM events WHERE endpoint = :endpoint AND delivery_id = :delivery_id;
 
@@ -142,23 +147,27 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 SELECT * FROM event_rows WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: ack_many
--- :acks is a JSON array of [event id, lead id or null, created 1/0/null].
+-- :acks is a JSON array of [event id, lead id or null, created 1/0/null, lease or null].
 UPDATE events
 SET state = 'delivered', lead_id = json_extract(a.value, '$[1]'),
     lead_created = json_extract(a.value, '$[2]'), last_error = NULL, updated_at = :now
 FROM json_each(:acks) AS a
-WHERE events.id = json_extract(a.value, '$[0]');
+WHERE events.id = json_extract(a.value, '$[0]')
+  AND (json_extract(a.value, '$[3]') IS NULL OR (events.state = 'sending'
+       AND abs(events.next_attempt_at - json_extract(a.value, '$[3]')) < 1e-6));
 
 -- name: ack
 UPDATE events
 SET state = 'delivered', lead_id = :lead_id, lead_created = :created, last_error = NULL,
     updated_at = :now
-WHERE id = :id;
+WHERE id = :id
+  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
 
 -- name: retry
 UPDATE events
 SET state = 'retrying', next_attempt_at = :at, last_error = :error, updated_at = :now
-WHERE id = :id;
+WHERE id = :id
+  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
 
 -- name: release
 -- Only a claimed ('sending') event has an attempt to give back.
@@ -170,10 +179,13 @@ SET state = CASE
     next_attempt_at = :at,
     last_error = coalesce(:reason, last_error),
     updated_at = :now
-WHERE id = :id;
+WHERE id = :id
+  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
 
 -- name: finish
-UPDATE events SET state = :state, last_error = :error, updated_at = :now WHERE id = :id;
+UPDATE events SET state = :state, last_error = :error, updated_at = :now
+WHERE id = :id
+  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
 
 -- name: set_routes
 -- :routes is a JSON array of [event id, target, mapping, [lead keys]]: one statement per batch.
@@ -195,6 +207,16 @@ WHERE k.value != '';
 -- Which of the ids in :ids name no event (after a batch update touched fewer rows).
 SELECT j.value FROM json_each(:ids) AS j
 WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.id = j.value)
+ORDER BY j.key;
+
+-- name: unacked_ids
+-- Which of the ids in :ids an ack_many at :now did not write (no such event, or not under
+-- the lease it was given): those it did not just mark delivered.
+SELECT j.value FROM json_each(:ids) AS j
+WHERE NOT EXISTS (
+    SELECT 1 FROM events AS e
+    WHERE e.id = j.value AND e.state = 'delivered' AND e.updated_at = :now
+)
 ORDER BY j.key;
 
 -- name: delete_lead_keys
