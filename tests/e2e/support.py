@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 
+from hub.store import EventStore, open_store
 from tests.mappings.cases import DEMO_ENV
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures"
@@ -85,3 +89,17 @@ def wait_until(check: Callable[[], bool], *, timeout: float = 60.0, what: str = 
 def attributes(lead: dict[str, Any]) -> dict[str, Any]:
     """A lead's attributes without the fields the sandbox adds."""
     return {k: v for k, v in lead.items() if k not in SYSTEM_FIELDS}
+
+
+def on_store(url: str, work: Callable[[EventStore], Awaitable[T]]) -> T:
+    """Open the store at ``url`` (as another process would), run ``work`` on it, close it."""
+
+    async def run() -> T:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 from pathlib import Path
@@ -10,9 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub.store import open_store
 from hub.store.models import State
-from tests.e2e.support import activities, leads, wait_until
+from tests.e2e.support import activities, leads, on_store, wait_until
 from tests.support.server import free_port, leadhub_process
 
 CONFIG = """kind: endpoint
@@ -64,15 +62,7 @@ def _send(base: str, count: int) -> list[str]:
 
 
 def _counts(tmp_path: Path) -> dict[State, int]:
-    async def read() -> dict[State, int]:
-        store = open_store(f"sqlite:///{tmp_path}/hub.db")
-        await store.open()
-        try:
-            return await store.counts()
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
+    return on_store(f"sqlite:///{tmp_path}/hub.db", lambda store: store.counts())
 
 
 def _delivered(base: str) -> int:

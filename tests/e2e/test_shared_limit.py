@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from pathlib import Path
@@ -10,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hub.store import open_store
+from hub.store import EventStore
 from hub.store.models import Event, EventIn, IncomingDelivery, State
-from tests.e2e.support import wait_until
+from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG
 from tests.support.server import free_port, leadhub_process
 
@@ -30,38 +29,25 @@ timeout: 5s
 
 
 def _queue(db: str, count: int) -> None:
-    async def run() -> None:
-        store = open_store(db)
-        await store.open()
-        try:
-            for n in range(count):
-                document = {"email": f"shared{n}@example.com", "name": f"N{n}"}
-                await store.enqueue(
-                    IncomingDelivery(
-                        endpoint="forms",
-                        received_at=time.time(),
-                        body=b"{}",
-                        content_type="application/json",
-                        headers={},
-                        events=(EventIn(delivery_id=f"d{n}", document=document),),
-                    )
+    async def queue(store: EventStore) -> None:
+        for n in range(count):
+            document = {"email": f"shared{n}@example.com", "name": f"N{n}"}
+            await store.enqueue(
+                IncomingDelivery(
+                    endpoint="forms",
+                    received_at=time.time(),
+                    body=b"{}",
+                    content_type="application/json",
+                    headers={},
+                    events=(EventIn(delivery_id=f"d{n}", document=document),),
                 )
-        finally:
-            await store.close()
+            )
 
-    asyncio.run(run())
+    on_store(db, queue)
 
 
 def _events(db: str) -> list[Event]:
-    async def run() -> list[Event]:
-        store = open_store(db)
-        await store.open()
-        try:
-            return await store.list(limit=10_000)
-        finally:
-            await store.close()
-
-    return asyncio.run(run())
+    return on_store(db, lambda store: store.list(limit=10_000))
 
 
 def _sends(base: str) -> float:
