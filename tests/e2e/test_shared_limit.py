@@ -11,21 +11,13 @@ import pytest
 
 from hub.store import EventStore
 from hub.store.models import Event, EventIn, IncomingDelivery, State
+from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG
 from tests.support.server import free_port, leadhub_process
 
-KEYS = {"LSQ_ACCESS_KEY": "shared-limit-access", "LSQ_SECRET_KEY": "shared-limit-secret"}
 LIMIT = "8/2s"
 LEADS = 32
-TARGET = """kind: target
-name: default
-url: {url}
-access_key: ${{LSQ_ACCESS_KEY}}
-secret_key: ${{LSQ_SECRET_KEY}}
-rate_limit: "{limit}"
-timeout: 5s
-"""
 
 
 def _queue(db: str, count: int) -> None:
@@ -71,12 +63,12 @@ def test_two_workers_together_stay_within_the_account_s_limit(tmp_path: Path) ->
     config = tmp_path / "cfg"
     config.mkdir()
     (config / "forms.yaml").write_text(CONFIG)
-    (config / "targets.yaml").write_text(TARGET.format(url=sandbox, limit=LIMIT))
+    (config / "targets.yaml").write_text(target_yaml("default", sandbox, rate_limit=LIMIT))
     db = f"sqlite:///{tmp_path}/hub.db"
     _queue(db, LEADS)
     env = {**KEYS, "FORMS_TOKEN": "unused"}
     sandbox_args = ["sandbox", "--port", str(sandbox_port), "--rate-limit", LIMIT]
-    sandbox_args += ["--access-key", KEYS["LSQ_ACCESS_KEY"], "--secret-key", KEYS["LSQ_SECRET_KEY"]]
+    sandbox_args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
     ports = [free_port(), free_port()]
     workers = [f"http://127.0.0.1:{p}" for p in ports]
     common = ["--config-dir", str(config), "--db", db, "--role", "worker", "--lease", "6s"]
@@ -96,8 +88,8 @@ def test_two_workers_together_stay_within_the_account_s_limit(tmp_path: Path) ->
         )
         sends = [_sends(w) for w in workers]
         headers = {
-            "x-LSQ-AccessKey": KEYS["LSQ_ACCESS_KEY"],
-            "x-LSQ-SecretKey": KEYS["LSQ_SECRET_KEY"],
+            "x-LSQ-AccessKey": KEYS["LSQ_ACCESS"],
+            "x-LSQ-SecretKey": KEYS["LSQ_SECRET"],
         }
         found = httpx.get(f"{sandbox}/_sandbox/leads", headers=headers, timeout=10).json()
         emails = sorted(lead["EmailAddress"] for lead in found)
