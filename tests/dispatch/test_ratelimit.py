@@ -302,7 +302,7 @@ def _target(url: str, key: str) -> Target:
     return Target("t", url, Secret(key), Secret("secret"), rate_limit=RateLimit(25, 5.0))
 
 
-async def test_targets_are_counted_by_account_in_the_store(tmp_path: Path) -> None:
+async def test_the_dispatcher_s_limiter_is_the_shared_one_keyed_by_account(tmp_path: Path) -> None:
     """The dispatcher's limiter is the shared one, keyed by host and access key, never the key."""
     store = open_store(f"sqlite:///{tmp_path}/hub.db")
     target = _target("https://api-in21.leadsquared.com", "u$r-access-key")
