@@ -7,7 +7,7 @@ Error tree::
         ├── StoreUnavailable  the database cannot be reached or written right now
         └── LeaseLost         a claimed event is no longer the writer's (see below)
 
-Every backend (SQLite now, PostgreSQL later) implements :class:`EventStore` and
+Every backend (SQLite, PostgreSQL) implements :class:`EventStore` and
 passes the one contract suite in ``tests/store/test_contract.py``. Times are unix
 seconds read from the injected :class:`hub.clock.Clock`.
 """
@@ -44,6 +44,29 @@ class LeaseLost(StoreError):
     The lease ran out and another worker claimed the event, or it was already finished.
     A worker that was too slow must not overwrite what the new owner does.
     """
+
+
+#: A rate slot said to end more than this far ahead (or ``hold``, if longer) was taken before
+#: the wall clock was set back: it no longer counts (seconds; see :meth:`EventStore.take_slots`).
+SLOT_HORIZON = 300.0
+#: Absorbs float rounding in the rate window: a wait of exactly (end + window - now) frees
+#: the slot.
+SLOT_EPSILON = 1e-6
+
+
+def no_event(event_id: int) -> StoreError:
+    """The error for a write naming an event the store does not have."""
+    return StoreError(
+        f"No event with id {event_id!r} in the store; list them with `leadhub events`."
+    )
+
+
+def lease_lost(event_id: int) -> LeaseLost:
+    """The error for a write under a lease the event is no longer under."""
+    return LeaseLost(
+        f"Event {event_id} is no longer under the lease this write was for: it was claimed "
+        "again after that lease ended, or it is finished."
+    )
 
 
 class BodyNotSkimmed(Exception):

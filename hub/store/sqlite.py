@@ -20,7 +20,14 @@ import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
-from hub.store.base import BodyNotSkimmed, LeaseLost, StoreError
+from hub.store.base import (
+    SLOT_EPSILON,
+    SLOT_HORIZON,
+    BodyNotSkimmed,
+    StoreError,
+    lease_lost,
+    no_event,
+)
 from hub.store.models import (
     REPLAYABLE,
     Ack,
@@ -31,7 +38,7 @@ from hub.store.models import (
     SlotAnswer,
     State,
 )
-from hub.store.sqlite_process import IngestProcess, Row, to_pending
+from hub.store.sqlite_process import IngestProcess, row_of, to_pending
 from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavailable
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
@@ -40,12 +47,6 @@ WRITERS = ("thread", "process")
 #: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
 #: (WAL) survives a process crash and may lose the last commits on power loss.
 SYNCHRONOUS = ("full", "normal", "extra")
-
-#: A slot said to end more than this far ahead (or ``hold``, if longer) was taken before the
-#: wall clock was set back: it no longer counts (seconds).
-SLOT_HORIZON = 300.0
-#: Absorbs float rounding: a wait of exactly (end + window - now) must free the slot.
-_EPSILON = 1e-6
 
 
 #: The claimable ids as one JSON array (one step to fetch).
@@ -150,19 +151,7 @@ class SQLiteStore:
     async def enqueue(self, delivery: IncomingDelivery) -> builtins.list[EnqueueResult]:
         if not delivery.events and delivery.skim is None:
             return []
-        row: Row = (
-            delivery.endpoint,
-            delivery.received_at,
-            delivery.content_type,
-            rows.headers_json(delivery.headers),
-            delivery.body,
-            [
-                (e.delivery_id, d)
-                for e, d in zip(delivery.events, rows.documents(delivery), strict=True)
-            ],
-            self.clock.time(),
-            None if delivery.skim is None else [delivery.skim.key],
-        )
+        row = row_of(delivery, self.clock.time())
         if self._ingest is not None:
             # The child checks a skimmed body, compresses and writes: its core, not the loop's.
             return await self._ingest.enqueue(row)
@@ -241,8 +230,7 @@ class SQLiteStore:
     ) -> None:
         route = Route(event_id=event_id, target=target, mapping=mapping, lead_keys=tuple(lead_keys))
         if await self.set_routes([route]):
-            msg = f"No event with id {event_id!r} in the store; list them with `leadhub events`."
-            raise StoreError(msg)
+            raise no_event(event_id)
 
     async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
         if not routes:
@@ -308,13 +296,8 @@ class SQLiteStore:
             if conn.execute(sql, params).rowcount:
                 return
             if lease is not None and conn.execute(Q["find_id"], {"id": event_id}).fetchone():
-                msg = (
-                    f"Event {event_id} is no longer under the lease this write was for: it "
-                    "was claimed again after that lease ended, or it is finished."
-                )
-                raise LeaseLost(msg)
-            msg = f"No event with id {event_id!r} in the store; list them with `leadhub events`."
-            raise StoreError(msg)
+                raise lease_lost(event_id)
+            raise no_event(event_id)
 
         await self._writer.submit(job)
 
@@ -421,7 +404,7 @@ class SQLiteStore:
                 Q["expire_slots"],
                 {
                     "account": account,
-                    "now": now + _EPSILON,
+                    "now": now + SLOT_EPSILON,
                     "window": window,
                     "latest": now + max(hold, SLOT_HORIZON),
                 },

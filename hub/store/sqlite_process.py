@@ -45,9 +45,9 @@ from typing import Any
 import msgspec
 
 from hub.sources import skimmed_id, skimmer_for
-from hub.store import bulk
+from hub.store import bulk, rows
 from hub.store.base import BodyNotSkimmed, StoreError, StoreUnavailable
-from hub.store.models import EnqueueResult
+from hub.store.models import EnqueueResult, IncomingDelivery
 from hub.store.sqlite_threads import (
     MAX_BATCH,
     Reopening,
@@ -332,6 +332,24 @@ class IngestProcess:
 
 
 # -- the child's side ----------------------------------------------------------------------
+
+
+def row_of(delivery: IncomingDelivery, now: float) -> Row:
+    """The :data:`Row` of ``delivery``, enqueued at ``now``: what crosses to the child (the
+    body still raw; the child compresses it and checks a skim)."""
+    return (
+        delivery.endpoint,
+        delivery.received_at,
+        delivery.content_type,
+        rows.headers_json(delivery.headers),
+        delivery.body,
+        [
+            (e.delivery_id, d)
+            for e, d in zip(delivery.events, rows.documents(delivery), strict=True)
+        ],
+        now,
+        None if delivery.skim is None else [delivery.skim.key],
+    )
 
 
 def to_pending(row: Sequence[Any]) -> bulk.Pending | None:
