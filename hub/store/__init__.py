@@ -22,17 +22,17 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     ``?writer=thread|process`` (where enqueues are written; ``writer`` is the default
     when the URL does not say: ``leadhub serve`` passes ``process`` for a web role).
 
+    ``postgresql://user@host:5432/dbname`` for several instances on one database, optionally
+    with ``?schema=NAME`` and ``?pool=N`` (see :mod:`hub.store.postgres`; the password from
+    ``PGPASSWORD``); ``writer`` does not apply there.
+
     Raises:
         StoreError: the URL is malformed, in memory, or names an unsupported database.
     """
     parsed = urllib.parse.urlsplit(url)
     scheme = parsed.scheme.lower()
     if scheme in ("postgresql", "postgres"):
-        msg = (
-            f"PostgreSQL support is coming but not here yet ({_safe(url)!r}); "
-            "use a SQLite file for now, e.g. --db sqlite:///leadhub.db."
-        )
-        raise StoreError(msg)
+        return _postgres(url, parsed, clock)
     if scheme != "sqlite":
         msg = (
             f"Unknown event store URL {_safe(url)!r}; "
@@ -70,6 +70,30 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     from hub.store.sqlite import SQLiteStore
 
     return SQLiteStore(path, clock=clock, synchronous=synchronous, writer=writer)
+
+
+def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> EventStore:
+    """A :class:`hub.store.postgres.PostgresStore` for a ``postgresql://`` URL."""
+    pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
+    ours = {k: v for k, v in pairs if k in ("schema", "pool")}
+    if "synchronous" in dict(pairs) or "writer" in dict(pairs):
+        msg = (
+            f"?synchronous= and ?writer= are SQLite options; a PostgreSQL store URL "
+            f"({_safe(url)!r}) takes ?schema=NAME and ?pool=N (and libpq's own options)."
+        )
+        raise StoreError(msg)
+    try:
+        pool = int(ours.get("pool", "10"))
+    except ValueError:
+        msg = f"?pool= in {_safe(url)!r} is not a number; give the most connections, e.g. 10."
+        raise StoreError(msg) from None
+    rest = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in ours])
+    dsn = urllib.parse.urlunsplit(parsed._replace(scheme="postgresql", query=rest))
+    from hub.store.postgres import PostgresStore
+
+    return PostgresStore(
+        dsn, clock=clock, schema=ours.get("schema") or None, pool_size=pool, shown=_safe(dsn)
+    )
 
 
 def _safe(url: str) -> str:

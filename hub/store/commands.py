@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from hub import logs
 from hub.store import open_store
 from hub.store.base import EventStore, StoreError, StoreUnavailable
+from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
 
 #: Exit codes: 1 the store failed, 2 the command was used wrongly.
@@ -35,6 +36,8 @@ def run_with_store(command: str, url: str, action: Callable[[EventStore], Awaita
         store = open_store(url)
     except StoreError as exc:
         return fail(command, str(exc))
+    if isinstance(store, PostgresStore):
+        store.create = False  # checked when it opens
     if isinstance(store, SQLiteStore) and not store.path.exists():
         msg = (
             f"no event store at {str(store.path.absolute())!r}; "

@@ -1,0 +1,459 @@
+"""The PostgreSQL event store: several hub instances on one database.
+
+The same tables and rules as the SQLite store (``hub/store/sql/postgres.sql`` beside
+``sqlite.sql``), on an asyncpg connection pool. Each call is one transaction. Claims take
+rows ``FOR UPDATE SKIP LOCKED``, so instances claim side by side and never take the same
+event; the rate limit's calls are counted in ``rate_slots`` under a per-account advisory
+lock, so every instance together stays within an account's limit. Rows come back in the
+shape :func:`hub.store.rows.events` reads, so both backends build their events alike.
+
+Connection settings come from the URL and libpq's environment variables (``PGPASSWORD``
+for the password: keep it out of the URL and the config). Two options of our own:
+``?schema=NAME`` (tables in that schema, made if missing: several hubs, or test runs, in
+one database) and ``?pool=N`` (most connections, default 10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import re
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import asyncpg
+import orjson
+
+from hub.clock import SYSTEM_CLOCK, Clock
+from hub.store import rows
+from hub.store.base import (
+    SLOT_EPSILON,
+    SLOT_HORIZON,
+    BodyNotSkimmed,
+    StoreError,
+    StoreUnavailable,
+    lease_lost,
+    no_event,
+)
+from hub.store.models import (
+    REPLAYABLE,
+    Ack,
+    EnqueueResult,
+    Event,
+    IncomingDelivery,
+    Route,
+    SlotAnswer,
+    State,
+)
+from hub.store.sql import queries
+from hub.store.sqlite_process import row_of, to_pending
+from hub.store.sqlite_threads import log
+
+Q = queries("postgres")
+
+if TYPE_CHECKING:
+    _Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+_Isolation = Literal["read_committed", "repeatable_read"]
+
+#: Connections in the pool by default (``?pool=N``).
+POOL_SIZE = 10
+#: Seconds to wait for a connection to the server, and for any one statement.
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 60.0
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+#: Makes first-time schema creation safe when several instances start together.
+_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.schema', 0))"
+
+#: What a lost server or connection raises: the store is unavailable, not broken.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+)
+
+
+class PostgresStore:
+    """An :class:`hub.store.base.EventStore` on a PostgreSQL database."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        schema: str | None = None,
+        pool_size: int = POOL_SIZE,
+        shown: str | None = None,
+        create: bool = True,
+    ) -> None:
+        """``dsn`` for asyncpg (without our options); ``shown``: the URL for messages and
+        logs, without a password; ``create``: make the schema and tables when missing (a
+        reading command opens with False, so a mistyped URL is not a new, empty store)."""
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            msg = (
+                f"Schema name {schema!r} is not a plain identifier; use letters, digits and "
+                "underscores (at most 63), starting with a letter or underscore."
+            )
+            raise StoreError(msg)
+        if not 1 <= pool_size <= 1000:
+            msg = f"Pool size {pool_size} is out of range; give ?pool= from 1 to 1000."
+            raise StoreError(msg)
+        self.dsn = dsn
+        self.clock = clock
+        self.schema = schema
+        self.pool_size = pool_size
+        self.shown = shown or dsn
+        self.create = create
+        self._pool: asyncpg.Pool | None = None
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.shown!r}, schema={self.schema!r})"
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        settings = {"search_path": self.schema} if self.schema else {}
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings=settings,
+            )
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+        except (asyncpg.PostgresError, ValueError) as exc:  # bad credentials, database, DSN
+            msg = f"Cannot open the event store {self.shown!r}: {exc}"
+            raise StoreError(msg) from exc
+        self._pool = pool
+        try:
+            async with self._conn() as conn:
+                if not self.create:
+                    if await conn.fetchval("SELECT to_regclass('events')") is None:
+                        where = f"schema {self.schema!r} of " if self.schema else ""
+                        msg = (
+                            f"no event store in {where}{self.shown!r}; pass --db (or "
+                            "LEADHUB_DB) with the URL `leadhub serve` uses."
+                        )
+                        raise StoreError(msg)
+                    return
+                await conn.execute(_SCHEMA_LOCK)
+                if self.schema:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                await conn.execute(Q["schema"])
+        except BaseException:
+            await self.close()
+            raise
+        log().info("store_opened", url=self.shown, schema=self.schema)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                async with asyncio.timeout(10.0):
+                    await pool.close()
+            except Exception:  # a dead server: drop the connections without goodbyes
+                pool.terminate()
+
+    async def ping(self) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q["ping"], str(self.clock.time()))
+
+    @contextlib.asynccontextmanager
+    async def _conn(
+        self, *, isolation: _Isolation = "read_committed", readonly: bool = False
+    ) -> AsyncIterator[_Conn]:
+        """A pooled connection inside one transaction; driver errors become store errors."""
+        if self._pool is None:
+            msg = f"The event store {self.shown!r} is not open; call open() first."
+            raise StoreError(msg)
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction(isolation=isolation, readonly=readonly):
+                    yield conn
+        except StoreError:
+            raise
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            msg = f"The event store {self.shown!r} failed: {exc} (SQLSTATE {exc.sqlstate})"
+            raise StoreError(msg) from exc
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        msg = (
+            f"The event store {self.shown!r} cannot be reached ({type(exc).__name__}: {exc}); "
+            "check that PostgreSQL is running and the URL's host, port and database."
+        )
+        return StoreUnavailable(msg)
+
+    # -- ingest ---------------------------------------------------------------------------
+
+    async def enqueue(self, delivery: IncomingDelivery) -> builtins.list[EnqueueResult]:
+        if not delivery.events and delivery.skim is None:
+            return []
+        pending = to_pending(row_of(delivery, self.clock.time()))
+        if pending is None:
+            raise BodyNotSkimmed
+        async with self._conn() as conn:
+            results: list[EnqueueResult] = []
+            seen: dict[str, int] = {}
+            row: int | None = None
+            for delivery_id, document in pending.events:
+                known = seen.get(delivery_id)
+                if known is None:
+                    known = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
+                if known is not None:
+                    seen[delivery_id] = known
+                    results.append(EnqueueResult(known, True, delivery_id))
+                    continue
+                if row is None:
+                    row = await conn.fetchval(
+                        Q["insert_delivery"],
+                        pending.endpoint,
+                        pending.received_at,
+                        pending.content_type,
+                        pending.headers.decode(),
+                        pending.body,
+                        pending.body_format,
+                    )
+                doc = None if document is None else document.decode()
+                new = await conn.fetchval(
+                    Q["insert_event"], row, pending.endpoint, delivery_id, doc, pending.now
+                )
+                if new is None:  # stored meanwhile by another transaction: a duplicate
+                    new = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
+                    results.append(EnqueueResult(new, True, delivery_id))
+                else:
+                    results.append(EnqueueResult(new, False, delivery_id))
+                seen[delivery_id] = new
+            if row is not None and all(r.duplicate for r in results):
+                await conn.execute(Q["delete_delivery"], row)
+            return results
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    async def claim(
+        self, *, limit: int, lease: float, exclude_targets: Collection[str] = ()
+    ) -> builtins.list[Event]:
+        if limit < 1:
+            return []
+        now = self.clock.time()
+        exclude = sorted(exclude_targets)
+        async with self._conn() as conn:
+            waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit)
+            expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit)
+            ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
+            if not ids:
+                return []
+            await conn.execute(Q["mark_claimed"], ids, now + lease, now)
+            packed = await conn.fetchval(Q["event_rows"], ids)
+        return rows.events(packed)
+
+    async def ack(
+        self,
+        event_id: int,
+        *,
+        lead_id: str | None,
+        created: bool | None,
+        lease: float | None = None,
+    ) -> None:
+        await self._update(
+            "ack", event_id, lease, lead_id, None if created is None else int(created)
+        )
+
+    async def retry(
+        self, event_id: int, *, at: float, error: str, lease: float | None = None
+    ) -> None:
+        await self._update("retry", event_id, lease, at, error)
+
+    async def release(
+        self, event_id: int, *, at: float, reason: str | None = None, lease: float | None = None
+    ) -> None:
+        await self._update("release", event_id, lease, at, reason)
+
+    async def dead(self, event_id: int, *, error: str, lease: float | None = None) -> None:
+        await self._update("finish", event_id, lease, State.DEAD.value, error)
+
+    async def unmatched(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
+        await self._update("finish", event_id, lease, State.UNMATCHED.value, reason)
+
+    async def skipped(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
+        await self._update("finish", event_id, lease, State.SKIPPED.value, reason)
+
+    async def _update(self, query: str, event_id: int, lease: float | None, *args: Any) -> None:
+        """One outcome: ``query`` takes (id, *args, now, lease)."""
+        async with self._conn() as conn:
+            done = await conn.execute(Q[query], event_id, *args, self.clock.time(), lease)
+            if _count(done):
+                return
+            if lease is not None and await conn.fetchval(Q["find_id"], event_id):
+                raise lease_lost(event_id)
+            raise no_event(event_id)
+
+    async def set_route(
+        self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
+    ) -> None:
+        route = Route(event_id=event_id, target=target, mapping=mapping, lead_keys=tuple(lead_keys))
+        if await self.set_routes([route]):
+            raise no_event(event_id)
+
+    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
+        if not routes:
+            return []
+        ids = [int(r.event_id) for r in routes]
+        async with self._conn() as conn:
+            found = {
+                r[0]
+                for r in await conn.fetch(
+                    Q["set_routes"],
+                    ids,
+                    [r.target for r in routes],
+                    [r.mapping for r in routes],
+                    self.clock.time(),
+                )
+            }
+            await conn.execute(Q["delete_lead_keys"], sorted(found))
+            keys = [
+                (str(k), r.event_id)
+                for r in routes
+                if r.event_id in found
+                for k in r.lead_keys
+                if k
+            ]
+            if keys:
+                await conn.execute(
+                    Q["insert_lead_keys"], [k for k, _ in keys], [e for _, e in keys]
+                )
+        return [i for i in ids if i not in found]
+
+    async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
+        if not acks:
+            return []
+        ids = [int(a.event_id) for a in acks]
+        async with self._conn() as conn:
+            written = await conn.fetch(
+                Q["ack_many"],
+                ids,
+                [a.lead_id for a in acks],
+                [None if a.created is None else int(a.created) for a in acks],
+                [a.lease for a in acks],
+                self.clock.time(),
+            )
+        done = {r[0] for r in written}
+        return [i for i in ids if i not in done]
+
+    async def set_enrichment(self, event_id: int, enrichment: Any) -> None:
+        data = None if enrichment is None else rows.dumps(enrichment, what="enrichment").decode()
+        async with self._conn() as conn:
+            done = await conn.execute(Q["set_enrichment"], event_id, data, self.clock.time())
+        if not _count(done):
+            raise no_event(event_id)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
+        return (await self.blockers([(event_id, lead_keys)])).get(event_id)
+
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
+        asked = [
+            [int(event_id), keys]
+            for event_id, lead_keys in checks
+            if (keys := [str(k) for k in lead_keys if k])
+        ]
+        if not asked:
+            return {}
+        # One snapshot: a blocker found is still pending when its row is read.
+        async with self._conn(isolation="repeatable_read", readonly=True) as conn:
+            answers = await conn.fetch(Q["blockers"], orjson.dumps(asked).decode())
+            pairs = [(r["asker"], r["blocker"]) for r in answers if r["blocker"] is not None]
+            if not pairs:
+                return {}
+            packed = await conn.fetchval(Q["event_rows"], sorted({b for _, b in pairs}))
+        by_id = {event.id: event for event in rows.events(packed)}
+        return {asker: by_id[b] for asker, b in pairs if b in by_id}
+
+    async def get(self, event_id: int) -> Event | None:
+        async with self._conn(readonly=True) as conn:
+            found = rows.events(await conn.fetchval(Q["event_rows"], [int(event_id)]))
+        return found[0] if found else None
+
+    async def list(
+        self, *, state: State | None = None, endpoint: str | None = None, limit: int = 50
+    ) -> builtins.list[Event]:
+        wanted = None if state is None else State(state).value
+        async with self._conn(isolation="repeatable_read", readonly=True) as conn:
+            ids = [r[0] for r in await conn.fetch(Q["list_ids"], wanted, endpoint, max(0, limit))]
+            packed = await conn.fetchval(Q["event_rows"], ids) if ids else None
+        return rows.events(packed, newest_first=True)
+
+    async def counts(self) -> dict[State, int]:
+        async with self._conn(readonly=True) as conn:
+            found = await conn.fetch(Q["counts"])
+        out = dict.fromkeys(State, 0)
+        for state, count in found:
+            out[State(state)] = count
+        return out
+
+    async def replay(
+        self,
+        *,
+        state: State | None = None,
+        ids: Sequence[int] | None = None,
+        endpoint: str | None = None,
+    ) -> int:
+        if state is not None and State(state) not in REPLAYABLE:
+            names = ", ".join(s.value for s in REPLAYABLE)
+            msg = f"Only {names} events can be replayed, not {State(state).value!r}."
+            raise StoreError(msg)
+        wanted = None if state is None else State(state).value
+        chosen = None if ids is None else [int(i) for i in ids]
+        async with self._conn() as conn:
+            requeued = [
+                r[0]
+                for r in await conn.fetch(Q["replay"], wanted, chosen, endpoint, self.clock.time())
+            ]
+            if requeued:
+                await conn.execute(Q["delete_lead_keys"], requeued)
+        log().info("events_replayed", count=len(requeued), state=wanted, endpoint=endpoint)
+        return len(requeued)
+
+    async def next_due(self) -> float | None:
+        async with self._conn(readonly=True) as conn:
+            found = await conn.fetchval(Q["next_due"])
+        return None if found is None else float(found)
+
+    # -- rate limits shared by every instance on this database -----------------------------
+
+    async def take_slots(
+        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
+    ) -> SlotAnswer:
+        async with self._conn() as conn:
+            # The count and the new slots are one step for every instance on the database.
+            await conn.execute(Q["lock_account"], account)
+            now = self.clock.time()
+            latest = now + max(hold, SLOT_HORIZON)
+            await conn.execute(Q["expire_slots"], account, now + SLOT_EPSILON, window, latest)
+            count = await conn.fetchval(Q["count_slots"], account)
+            if count < calls:
+                taken = min(max(want, 1), calls - count)
+                got = await conn.fetch(Q["take_slots"], account, now + hold, taken)
+                return SlotAnswer(tuple(int(r[0]) for r in got))
+            ends_at = float(await conn.fetchval(Q["slot_end"], account, count - calls))
+        return SlotAnswer((), max(0.0, ends_at + window - now), in_flight=ends_at > now)
+
+    async def end_slot(self, slot: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q["end_slot"], slot, self.clock.time())
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])

@@ -1,0 +1,261 @@
+-- Named queries of the PostgreSQL event store. Each starts with a "-- name: NAME" line.
+-- Parameters are positional ($1, $2, ...); lists travel as arrays (or one JSON value where
+-- their items are lists of different lengths), so no query text is built at run time.
+-- The tables mirror hub/store/sql/sqlite.sql: times are unix seconds (double precision),
+-- read from the store's clock; for an event in 'sending', next_attempt_at is the end of its
+-- lease and the lease's token (an outcome given with a lease applies only under it).
+
+-- name: schema
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
+
+-- One row per HTTP request as received: the raw body is stored once, however many
+-- leads it carries.
+CREATE TABLE IF NOT EXISTS deliveries (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    endpoint TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL,
+    content_type TEXT NOT NULL,
+    headers TEXT NOT NULL,              -- JSON object
+    body BYTEA NOT NULL,                -- as received, or compressed: see body_format
+    body_format SMALLINT NOT NULL DEFAULT 0  -- 0 as received, 1 a raw-deflate segment
+);
+
+-- One row per lead. document is NULL when it is exactly the parsed JSON body.
+CREATE TABLE IF NOT EXISTS events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    delivery BIGINT NOT NULL REFERENCES deliveries (id),
+    endpoint TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    document TEXT,                      -- JSON
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL,  -- the lease end while 'sending'
+    last_error TEXT,
+    enrichment TEXT,                    -- JSON
+    target TEXT,
+    mapping TEXT,
+    lead_id TEXT,
+    lead_created SMALLINT,
+    updated_at DOUBLE PRECISION NOT NULL,
+    CONSTRAINT events_dedupe UNIQUE (endpoint, delivery_id)
+);
+CREATE INDEX IF NOT EXISTS events_due ON events (state, next_attempt_at);
+-- Waiting events in id order: a claim walks this and stops after `limit` due ones.
+CREATE INDEX IF NOT EXISTS events_ready ON events (id) WHERE state IN ('queued', 'retrying');
+
+-- Identity keys (email, phone) of routed events, for per-lead ordering.
+CREATE TABLE IF NOT EXISTS lead_keys (
+    key TEXT NOT NULL,
+    event BIGINT NOT NULL,
+    PRIMARY KEY (key, event)
+);
+CREATE INDEX IF NOT EXISTS lead_keys_event ON lead_keys (event);
+
+-- Calls made to each LeadSquared account, shared by every instance on this database (see
+-- PostgresStore.take_slots; the same rules as SQLite's rate_slots).
+CREATE TABLE IF NOT EXISTS rate_slots (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account TEXT NOT NULL,
+    ends_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rate_slots_account ON rate_slots (account, ends_at);
+
+-- name: find_id
+SELECT 1 FROM events WHERE id = $1;
+
+-- name: insert_delivery
+INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, body_format)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id;
+
+-- name: insert_event
+-- Nothing (no row) when the event is already stored: the caller reads its id then.
+INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
+                    next_attempt_at, updated_at)
+VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5)
+ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
+RETURNING id;
+
+-- name: find_event
+SELECT id FROM events WHERE endpoint = $1 AND delivery_id = $2;
+
+-- name: delete_delivery
+DELETE FROM deliveries WHERE id = $1;
+
+-- name: claimable_waiting
+-- $1 now, $2 targets left alone, $3 limit. Rows another transaction is claiming are
+-- skipped, not waited for: several instances claim side by side.
+SELECT id FROM events
+WHERE state IN ('queued', 'retrying') AND next_attempt_at <= $1
+  AND (target IS NULL OR target <> ALL ($2::text[]))
+ORDER BY id
+LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: claimable_expired
+-- Claimed events whose lease ran out (few: found by state and due time).
+SELECT id FROM events
+WHERE state = 'sending' AND next_attempt_at <= $1
+  AND (target IS NULL OR target <> ALL ($2::text[]))
+ORDER BY id
+LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_claimed
+UPDATE events
+SET state = 'sending', attempts = attempts + 1, next_attempt_at = $2, updated_at = $3
+WHERE id = ANY ($1::bigint[]);
+
+-- name: ack
+UPDATE events
+SET state = 'delivered', lead_id = $2, lead_created = $3, last_error = NULL, updated_at = $4
+WHERE id = $1
+  AND ($5::double precision IS NULL
+       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+
+-- name: ack_many
+-- One row per ack in four arrays (id, lead id, created, lease); the ids written come back.
+UPDATE events AS e
+SET state = 'delivered', lead_id = a.lead_id, lead_created = a.created, last_error = NULL,
+    updated_at = $5
+FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::double precision[])
+    AS a (id, lead_id, created, lease)
+WHERE e.id = a.id
+  AND (a.lease IS NULL OR (e.state = 'sending' AND abs(e.next_attempt_at - a.lease) < 1e-6))
+RETURNING e.id;
+
+-- name: retry
+UPDATE events
+SET state = 'retrying', next_attempt_at = $2, last_error = $3, updated_at = $4
+WHERE id = $1
+  AND ($5::double precision IS NULL
+       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+
+-- name: release
+-- Only a claimed ('sending') event has an attempt to give back.
+UPDATE events
+SET state = CASE
+        WHEN (CASE WHEN state = 'sending' THEN attempts - 1 ELSE attempts END) > 0
+        THEN 'retrying' ELSE 'queued' END,
+    attempts = CASE WHEN state = 'sending' THEN greatest(attempts - 1, 0) ELSE attempts END,
+    next_attempt_at = $2,
+    last_error = coalesce($3, last_error),
+    updated_at = $4
+WHERE id = $1
+  AND ($5::double precision IS NULL
+       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+
+-- name: finish
+UPDATE events SET state = $2, last_error = $3, updated_at = $4
+WHERE id = $1
+  AND ($5::double precision IS NULL
+       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+
+-- name: set_routes
+-- One row per route in three arrays (id, target, mapping); the ids found come back.
+UPDATE events AS e
+SET target = r.target, mapping = r.mapping, updated_at = $4
+FROM unnest($1::bigint[], $2::text[], $3::text[]) AS r (id, target, mapping)
+WHERE e.id = r.id
+RETURNING e.id;
+
+-- name: delete_lead_keys
+DELETE FROM lead_keys WHERE event = ANY ($1::bigint[]);
+
+-- name: insert_lead_keys
+INSERT INTO lead_keys (key, event)
+SELECT k.key, k.event FROM unnest($1::text[], $2::bigint[]) AS k (key, event)
+ON CONFLICT DO NOTHING;
+
+-- name: blockers
+-- Per-lead ordering for a batch. $1 is a JSON array of [event id, [lead key, ...]]; one row
+-- per event: its blocker is the earliest earlier event still pending sharing one of its keys.
+SELECT (a.value ->> 0)::bigint AS asker, (
+    SELECT e.id
+    FROM lead_keys AS k
+    JOIN events AS e ON e.id = k.event
+    WHERE k.key IN (SELECT jsonb_array_elements_text(a.value -> 1))
+      AND k.event < (a.value ->> 0)::bigint
+      AND e.state IN ('queued', 'retrying', 'sending')
+    ORDER BY e.id
+    LIMIT 1
+) AS blocker
+FROM jsonb_array_elements($1::jsonb) AS a (value);
+
+-- name: set_enrichment
+UPDATE events SET enrichment = $2, updated_at = $3 WHERE id = $1;
+
+-- name: event_rows
+-- Events packed into one JSON value in the shape hub.store.rows.events reads (the same
+-- decoder as SQLite's): bodies as hex, JSON columns as text, lead keys joined by \x1f.
+SELECT coalesce(json_agg(json_build_array(
+    e.id, e.endpoint, e.delivery_id, d.received_at, encode(d.body, 'hex'), d.body_format,
+    d.content_type, d.headers, e.document, e.state, e.attempts, e.next_attempt_at,
+    e.last_error, e.enrichment, e.target, e.mapping,
+    (SELECT string_agg(k.key, chr(31)) FROM lead_keys AS k WHERE k.event = e.id),
+    e.lead_id, e.lead_created, e.updated_at
+) ORDER BY e.id), '[]')::text
+FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
+WHERE e.id = ANY ($1::bigint[]);
+
+-- name: list_ids
+SELECT id FROM events
+WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR endpoint = $2)
+ORDER BY id DESC
+LIMIT $3;
+
+-- name: counts
+SELECT state, count(*) FROM events GROUP BY state;
+
+-- name: replay
+UPDATE events
+SET state = 'queued', attempts = 0, next_attempt_at = $4, target = NULL, mapping = NULL,
+    lead_id = NULL, lead_created = NULL, updated_at = $4
+WHERE state IN ('dead', 'unmatched', 'skipped')
+  AND ($1::text IS NULL OR state = $1)
+  AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
+  AND ($3::text IS NULL OR endpoint = $3)
+RETURNING id;
+
+-- name: next_due
+SELECT min(due) FROM (
+    SELECT min(next_attempt_at) AS due FROM events WHERE state = 'queued'
+    UNION ALL
+    SELECT min(next_attempt_at) FROM events WHERE state = 'retrying'
+    UNION ALL
+    SELECT min(next_attempt_at) FROM events WHERE state = 'sending'
+) AS t;
+
+-- name: lock_account
+-- Serialises take_slots per account across every instance, until the transaction ends.
+SELECT pg_advisory_xact_lock(hashtextextended('leadhub.rate_slots:' || $1, 0));
+
+-- name: expire_slots
+-- $1 account, $2 now, $3 window, $4 latest: slots of calls that ended a window ago no longer
+-- count, nor do slots said to end after $4 (the wall clock was set back since).
+DELETE FROM rate_slots
+WHERE account = $1
+  AND (ends_at <= $2::double precision - $3::double precision OR ends_at > $4);
+
+-- name: count_slots
+SELECT count(*) FROM rate_slots WHERE account = $1;
+
+-- name: slot_end
+-- When the $2-th (from 0) earliest-ending call that counts ends (or is said to).
+SELECT ends_at FROM rate_slots WHERE account = $1 ORDER BY ends_at LIMIT 1 OFFSET $2;
+
+-- name: take_slots
+INSERT INTO rate_slots (account, ends_at)
+SELECT $1::text, $2::double precision FROM generate_series(1, $3::integer)
+RETURNING id;
+
+-- name: end_slot
+UPDATE rate_slots SET ends_at = $2 WHERE id = $1;
+
+-- name: ping
+INSERT INTO meta (key, value) VALUES ('last_ping', $1)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
