@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
 from hypothesis import settings
+
+from tests.pg_server import PostgresServer, find_bindir, fresh_schema
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +25,37 @@ def _reset_structlog() -> Iterator[None]:
 if os.environ.get("CI"):
     settings.register_profile("ci", derandomize=True, print_blob=True)
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The DSN of a PostgreSQL server for this test session.
+
+    ``HUB_TEST_POSTGRES_DSN`` if set (a server you run); else a throwaway server started from
+    the installed PostgreSQL for the session and stopped at its end (tests.pg_server); else
+    the test is skipped.
+    """
+    dsn = os.environ.get("HUB_TEST_POSTGRES_DSN")
+    if dsn:
+        yield dsn
+        return
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL is not installed: no initdb from `pg_config --bindir` or in "
+            "/usr/lib/postgresql/*/bin. Install it (apt-get install postgresql) or set "
+            "HUB_TEST_POSTGRES_DSN=postgresql://user@host:port/db to a server to test against"
+        )
+    server = PostgresServer(bindir)
+    server.start()
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def postgres_schema(postgres_dsn: str) -> AsyncIterator[tuple[str, str]]:
+    """``(dsn, schema)``: a new, empty schema, uniquely named, dropped (CASCADE) afterwards."""
+    async with fresh_schema(postgres_dsn) as schema:
+        yield postgres_dsn, schema

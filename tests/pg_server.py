@@ -1,0 +1,258 @@
+"""A real, throwaway PostgreSQL server for the tests, and throwaway schemas in it.
+
+:class:`PostgresServer` makes a fresh cluster in a temporary directory and serves it on
+127.0.0.1 and a free port; :func:`fresh_schema` makes a uniquely named schema and drops it
+afterwards. PostgreSQL refuses to run as root, so as root initdb and pg_ctl run as the
+``postgres`` user (``runuser``), and that user owns the temporary directory.
+
+The server settings trade durability for speed (no fsync): fine for tests, never for data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+
+from tests.support.server import free_port
+
+PG_USER = "postgres"  # the superuser initdb makes; as root, also the user the server runs as
+#: Server settings for test speed only: a crash may lose or corrupt the throwaway cluster.
+FAST_SETTINGS = (
+    "fsync=off",
+    "synchronous_commit=off",
+    "full_page_writes=off",
+    "max_connections=200",
+)
+#: A cluster that trusts every local connection, superuser ``postgres``; C collation, so
+#: the tests see the same order on every machine.
+INITDB_OPTIONS = ("-A", "trust", "-U", PG_USER, "--no-sync", "-E", "UTF8", "--locale=C")
+START_TIMEOUT_S = 60
+START_ATTEMPTS = 3  # another process may take the free port between the pick and the bind
+
+
+def find_bindir() -> Path | None:
+    """The directory holding PostgreSQL's initdb and pg_ctl, or None if there is none.
+
+    ``pg_config --bindir`` if that has initdb (pg_config alone comes with libpq-dev, without
+    a server), else the newest ``/usr/lib/postgresql/*/bin`` with initdb (Debian's layout).
+    """
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True, timeout=30
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            out = ""
+        if out and (Path(out) / "initdb").is_file():
+            return Path(out)
+    candidates = [p.parent for p in Path("/usr/lib/postgresql").glob("*/bin/initdb")]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda bindir: _version_key(bindir.parent.name))
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    """``"15"`` -> (15,), ``"9.6"`` -> (9, 6): numeric order, so 10 is newer than 9.6."""
+    return tuple(int(part) for part in re.findall(r"\d+", name)) or (-1,)
+
+
+class PostgresServerError(RuntimeError):
+    """initdb or pg_ctl failed; the message says which command and what it printed."""
+
+
+class PostgresServer:
+    """A fresh PostgreSQL cluster in a temporary directory, serving 127.0.0.1 on a free port.
+
+    ``start()`` then ``.dsn``; ``stop()`` kills the server and removes the directory. Also a
+    context manager.
+    """
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        found = bindir or find_bindir()
+        if found is None:
+            raise PostgresServerError(
+                "PostgreSQL is not installed: no initdb from `pg_config --bindir` "
+                "or in /usr/lib/postgresql/*/bin (apt-get install postgresql)"
+            )
+        self.bindir = found
+        self.port: int | None = None
+        self._base: Path | None = None
+        self._as_postgres = os.geteuid() == 0
+
+    @property
+    def dsn(self) -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/postgres`` (trust auth: no password)."""
+        if self.port is None:
+            raise PostgresServerError("the PostgreSQL server is not started")
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def data_dir(self) -> Path:
+        return self._require_base() / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self._require_base() / "server.log"
+
+    def start(self) -> None:
+        """initdb a fresh cluster and start it; returns once it accepts connections."""
+        if self._base is not None:
+            raise PostgresServerError("the PostgreSQL server is already started")
+        self._base = Path(tempfile.mkdtemp(prefix="hub-test-pg-"))
+        try:
+            (self._base / "sock").mkdir()
+            if self._as_postgres:
+                self._chown_to_postgres(self._base)
+            self._run("initdb", ["-D", str(self.data_dir), *INITDB_OPTIONS])
+            for attempt in range(1, START_ATTEMPTS + 1):
+                port = free_port()
+                try:
+                    self._pg_ctl_start(port)
+                except PostgresServerError:
+                    if attempt == START_ATTEMPTS or not self._port_taken():
+                        raise
+                else:
+                    self.port = port
+                    return
+        except BaseException:
+            self._kill()
+            self._remove_dir()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server at once (``-m immediate``) and remove its directory; idempotent."""
+        if self._base is None:
+            return
+        error: PostgresServerError | None = None
+        if (self.data_dir / "postmaster.pid").exists():
+            try:
+                self._run("pg_ctl", ["stop", "-D", str(self.data_dir), "-m", "immediate", "-w"])
+            except PostgresServerError as e:
+                error = e
+        self.port = None
+        self._remove_dir()
+        if error is not None:
+            raise error
+
+    def __enter__(self) -> PostgresServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _kill(self) -> None:
+        """Best effort after a failed start: a server pg_ctl gave up waiting for may still run."""
+        if self._base is not None and (self.data_dir / "postmaster.pid").exists():
+            with contextlib.suppress(PostgresServerError):
+                self._run("pg_ctl", ["stop", "-D", str(self.data_dir), "-m", "immediate", "-w"])
+
+    def _pg_ctl_start(self, port: int) -> None:
+        # pg_ctl hands -o to a shell, so each value is shell-quoted.
+        settings = [
+            "listen_addresses=127.0.0.1",
+            f"port={port}",
+            f"unix_socket_directories={self._require_base() / 'sock'}",
+            *FAST_SETTINGS,
+        ]
+        options = shlex.join(arg for setting in settings for arg in ("-c", setting))
+        self.log_file.unlink(missing_ok=True)
+        try:
+            wait = ("-w", "-t", str(START_TIMEOUT_S))
+            log = ("-l", str(self.log_file))
+            self._run("pg_ctl", ["start", "-D", str(self.data_dir), *log, *wait, "-o", options])
+        except PostgresServerError as e:
+            raise PostgresServerError(f"{e}\nserver log ({self.log_file}):\n{self._log()}") from e
+
+    def _port_taken(self) -> bool:
+        return "could not bind" in self._log() or "already in use" in self._log()
+
+    def _log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-4000:]
+        except OSError:
+            return "(no log)"
+
+    def _run(self, program: str, args: list[str]) -> None:
+        cmd = [str(self.bindir / program), *args]
+        if self._as_postgres:
+            cmd = ["runuser", "-u", PG_USER, "--", *cmd]
+        try:
+            done = subprocess.run(
+                cmd,
+                capture_output=True,
+                text=True,
+                timeout=START_TIMEOUT_S + 30,
+                stdin=subprocess.DEVNULL,
+                cwd=self._require_base(),  # the postgres user may not be able to read our cwd
+            )
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise PostgresServerError(f"{shlex.join(cmd)} failed: {e}") from e
+        if done.returncode != 0:
+            raise PostgresServerError(
+                f"{shlex.join(cmd)} failed (exit {done.returncode}):\n"
+                f"{done.stderr.strip() or done.stdout.strip() or '(no output)'}"
+            )
+
+    def _chown_to_postgres(self, path: Path) -> None:
+        try:
+            user = pwd.getpwnam(PG_USER)
+        except KeyError as e:
+            raise PostgresServerError(
+                f"running as root, PostgreSQL must run as the {PG_USER!r} user, "
+                "and there is no such user"
+            ) from e
+        for p in [path, *path.rglob("*")]:
+            os.chown(p, user.pw_uid, user.pw_gid)
+
+    def _require_base(self) -> Path:
+        if self._base is None:
+            raise PostgresServerError("the PostgreSQL server is not started")
+        return self._base
+
+    def _remove_dir(self) -> None:
+        if self._base is not None:
+            shutil.rmtree(self._base, ignore_errors=True)
+            self._base = None
+
+
+def schema_name() -> str:
+    """A fresh schema name: ``t_`` and 12 hex digits."""
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+@contextlib.asynccontextmanager
+async def fresh_schema(dsn: str) -> AsyncIterator[str]:
+    """A new, empty schema in the database at ``dsn``; dropped (CASCADE) on exit."""
+    import asyncpg  # on use: conftest imports this module for every test run
+
+    name = schema_name()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield name
+    finally:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
