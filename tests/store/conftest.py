@@ -24,17 +24,25 @@ def sqlite_url(tmp_path: Path, name: str = "events.db") -> str:
     return f"sqlite:///{tmp_path / name}"
 
 
-@pytest.fixture(params=["sqlite", "sqlite-process"])
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, clock: ManualClock
-) -> AsyncIterator[EventStore]:
-    """An opened store of each backend and writer (PostgreSQL joins the params later).
+@pytest.fixture(params=["sqlite", "sqlite-process", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a fresh database of each backend and writer.
 
     ``sqlite-process`` writes enqueues from its child process (``?writer=process``, as
     ``leadhub serve`` does); every other write still goes through the writer thread.
+    ``postgres`` is a fresh schema on the test server (``postgres_schema``).
     """
-    writer = {"sqlite": "thread", "sqlite-process": "process"}[request.param]
-    s = open_store(sqlite_url(tmp_path), clock=clock, writer=writer)
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("postgres_schema")
+        return f"{dsn}?schema={schema}"
+    url = sqlite_url(tmp_path)
+    return f"{url}?writer=process" if request.param == "sqlite-process" else url
+
+
+@pytest.fixture
+async def store(store_url: str, clock: ManualClock) -> AsyncIterator[EventStore]:
+    """An opened store of each backend and writer (see ``store_url``)."""
+    s = open_store(store_url, clock=clock)
     await s.open()
     try:
         yield s
@@ -43,9 +51,9 @@ async def store(
 
 
 @pytest.fixture
-async def other_process(tmp_path: Path, clock: ManualClock) -> AsyncIterator[EventStore]:
+async def other_process(store_url: str, clock: ManualClock) -> AsyncIterator[EventStore]:
     """A second store on the same database as ``store``: what another hub process sees."""
-    s = open_store(sqlite_url(tmp_path), clock=clock)
+    s = open_store(store_url.removesuffix("?writer=process"), clock=clock)
     await s.open()
     try:
         yield s

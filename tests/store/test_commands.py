@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import asyncpg
 import orjson
 import pytest
 
 from hub.cli import main
 from hub.store import open_store
 from hub.store.models import State
+from tests.support.server import free_port
 
 from .conftest import sqlite_url
 from .helpers import delivery
@@ -64,10 +66,14 @@ def states(url: str) -> dict[int, State]:
     return asyncio.run(go())
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Seeded:
-    """A seeded database URL and its event ids by name."""
-    url = sqlite_url(tmp_path)
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Seeded:
+    """A seeded database URL (a SQLite file, or a PostgreSQL schema) and its event ids."""
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("postgres_schema")
+        url = f"{dsn}?schema={schema}"
+    else:
+        url = sqlite_url(tmp_path)
     return url, seed(url)
 
 
@@ -132,9 +138,36 @@ class TestEvents:
         assert not (tmp_path / "typo.db").exists()
 
     def test_unsupported_url(self, capsys: Cap) -> None:
-        """A PostgreSQL URL is refused with a clear message and exit 2."""
-        assert main(["events", "--db", "postgresql://db/leadhub"], environ={}) == 2
-        assert "PostgreSQL support is coming" in capsys.readouterr().err
+        """A database kind we do not have is refused with a clear message and exit 2."""
+        assert main(["events", "--db", "mysql://db/leadhub"], environ={}) == 2
+        assert "Unknown event store URL" in capsys.readouterr().err
+
+    def test_a_postgresql_schema_without_a_store_is_not_made_one(
+        self, postgres_schema: tuple[str, str], capsys: Cap
+    ) -> None:
+        """A mistyped schema is reported (exit 1), not created as a new, empty store."""
+        dsn, schema = postgres_schema
+        url = f"{dsn}?schema={schema}_typo"
+        assert main(["events", "--db", url], environ={}) == 1
+        assert "no event store in schema" in capsys.readouterr().err
+        assert main(["events", "--db", f"{dsn}?schema={schema}"], environ={}) == 1  # empty
+
+        async def schemas() -> list[str]:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return [r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace")]
+            finally:
+                await conn.close()
+
+        assert f"{schema}_typo" not in asyncio.run(schemas())
+
+    def test_a_postgresql_server_that_is_not_there(self, capsys: Cap) -> None:
+        """Exit 1, saying what to check, without the password."""
+        url = f"postgresql://hub:hunter2@127.0.0.1:{free_port()}/leadhub"
+        assert main(["events", "--db", url], environ={}) == 1
+        err = capsys.readouterr().err
+        assert "check that PostgreSQL is running" in err
+        assert "hunter2" not in err
 
 
 class TestReplay:

@@ -389,7 +389,7 @@ class TestOpenStore:
             ("sqlite:///:memory:", "in-memory"),
             ("sqlite://", "three slashes"),
             ("sqlite://host/x.db", "three slashes"),
-            ("postgresql://u:hunter2@db/leadhub", "PostgreSQL support is coming"),
+            ("postgresql://u:hunter2@db/leadhub?writer=process", "SQLite options"),
             ("mysql://db/leadhub", "Unknown event store URL"),
             ("sqlite:///x.db?synchronous=off", "synchronous"),
             ("sqlite:///x.db?cache=shared", "cache"),

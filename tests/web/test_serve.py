@@ -38,8 +38,8 @@ def config_dir(tmp_path: Path) -> Path:
     return cfg
 
 
-def serve_args(tmp_path: Path, port: int, role: str = "web") -> list[str]:
-    db = f"sqlite:///{tmp_path / 'hub.db'}"
+def serve_args(tmp_path: Path, port: int, role: str = "web", db: str | None = None) -> list[str]:
+    db = db or f"sqlite:///{tmp_path / 'hub.db'}"
     return [
         "serve",
         "--config-dir",
@@ -116,15 +116,26 @@ async def send(
     return failed
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def hub_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The hub's store URL: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "postgres":
+        dsn, schema = request.getfixturevalue("postgres_schema")
+        return f"{dsn}?schema={schema}"
+    return f"sqlite:///{tmp_path / 'hub.db'}"
+
+
 @pytest.mark.slow
-async def test_kill_9_mid_stream_loses_no_acknowledged_delivery(tmp_path: Path) -> None:
+async def test_kill_9_mid_stream_loses_no_acknowledged_delivery(
+    tmp_path: Path, hub_db: str
+) -> None:
     """After kill -9 mid-stream and a restart, every delivery that got 200 is stored once."""
     total = 2000
     acked: dict[str, str] = {}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # warnings only: nobody drains the child's stdout pipe while 2,000 lines would fill it
-    args = [*serve_args(tmp_path, port), "--log-level", "warning"]
+    args = [*serve_args(tmp_path, port, db=hub_db), "--log-level", "warning"]
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
         retry = await send(base, list(range(total)), acked, kill_after=700, proc=proc)
         proc.wait(timeout=30)
@@ -133,9 +144,7 @@ async def test_kill_9_mid_stream_loses_no_acknowledged_delivery(tmp_path: Path) 
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
         still_failed = await send(base, retry, acked, kill_after=None, proc=proc)
     assert still_failed == []
-    stored = collections.Counter(
-        e.delivery_id for e in await stored_events(f"sqlite:///{tmp_path / 'hub.db'}")
-    )
+    stored = collections.Counter(e.delivery_id for e in await stored_events(hub_db))
     outcomes = collections.Counter(acked.values())
     print(
         f"\nsent {total}; 200 before kill: {acked_before_kill}; resent after restart: {len(retry)}"

@@ -1,0 +1,158 @@
+"""What only the PostgreSQL store does: its URL, a server it cannot reach, and several
+instances on one database at once (the contract suite runs on it too, see conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+
+from hub.clock import ManualClock
+from hub.store import EventStore, StoreError, StoreUnavailable, open_store
+from hub.store.postgres import PostgresStore
+from tests.store.helpers import delivery
+from tests.support.server import free_port
+
+LEASE = 30.0
+
+
+def _with_password(dsn: str, password: str) -> str:
+    return dsn.replace("postgres@", f"postgres:{password}@", 1)
+
+
+class TestUrl:
+    def test_options_of_our_own_are_read_and_the_rest_go_to_the_driver(self) -> None:
+        store = open_store(
+            "postgres://hub:pw@db.example:5433/leads?schema=hub_1&pool=3&sslmode=require"
+        )
+        assert isinstance(store, PostgresStore)
+        assert (store.schema, store.pool_size) == ("hub_1", 3)
+        assert store.dsn == "postgresql://hub:pw@db.example:5433/leads?sslmode=require"
+        assert "pw" not in store.shown and "pw" not in repr(store)
+
+    @pytest.mark.parametrize(
+        ("query", "says"),
+        [
+            ("writer=process", "SQLite options"),
+            ("synchronous=full", "SQLite options"),
+            ("pool=many", "?pool= in"),
+            ("pool=0", "out of range"),
+            ("schema=a-b", "not a plain identifier"),
+            ("schema=x;drop", "not a plain identifier"),
+        ],
+    )
+    def test_bad_options_are_refused_with_the_fix(self, query: str, says: str) -> None:
+        with pytest.raises(StoreError, match=r".") as caught:
+            open_store(f"postgresql://hub:s3cret@db.example/leads?{query}")
+        assert says in str(caught.value)
+        assert "s3cret" not in str(caught.value)
+
+
+class TestServer:
+    async def test_a_server_that_is_not_there_is_unavailable(self) -> None:
+        store = open_store(f"postgresql://postgres:s3cret@127.0.0.1:{free_port()}/postgres")
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.open()
+        text = str(caught.value)
+        assert "check that PostgreSQL is running" in text
+        assert "s3cret" not in text
+
+    async def test_a_database_that_does_not_exist_is_a_clear_error(self, postgres_dsn: str) -> None:
+        url = postgres_dsn.rsplit("/", 1)[0] + "/no_such_database"
+        with pytest.raises(StoreError, match="no_such_database"):
+            await open_store(url).open()
+
+    async def test_the_password_never_reaches_a_log_line(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        # The test server trusts every connection, so any password is accepted.
+        url = f"{_with_password(dsn, 'hunter2-secret')}?schema={schema}"
+        with capture_logs() as logs:
+            store = open_store(url)
+            await store.open()
+            await store.ping()
+            await store.close()
+        assert any(e["event"] == "store_opened" for e in logs)
+        assert "hunter2" not in repr(logs)
+
+    async def test_a_schema_is_made_when_missing_and_opening_again_is_harmless(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        url = f"{dsn}?schema={schema}_inner"
+        first = open_store(url)
+        await first.open()
+        (result,) = await first.enqueue(delivery("d1"))
+        await first.close()
+        # Two instances starting together both make sure of the schema.
+        again = [open_store(url), open_store(url)]
+        await asyncio.gather(*(s.open() for s in again))
+        try:
+            assert (await again[1].get(result.id)) is not None
+        finally:
+            for s in again:
+                await s.close()
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(f'DROP SCHEMA "{schema}_inner" CASCADE')
+        finally:
+            await conn.close()
+
+
+class TestInstances:
+    """Several stores on one schema, each with its own pool: separate instances of the hub."""
+
+    async def test_instances_claiming_at_once_never_take_the_same_event(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        clock = ManualClock()
+        stores = [open_store(f"{dsn}?schema={schema}&pool=3", clock=clock) for _ in range(4)]
+        for store in stores:
+            await store.open()
+        try:
+            ids = []
+            for n in range(0, 300, 10):
+                results = await stores[0].enqueue(delivery(*(f"d{n + k}" for k in range(10))))
+                ids += [r.id for r in results]
+
+            async def drain(store: EventStore) -> list[int]:
+                taken: list[int] = []
+                while claimed := await store.claim(limit=7, lease=LEASE):
+                    taken += [e.id for e in claimed]
+                    await asyncio.sleep(0)
+                return taken
+
+            # Three claimers per instance, so claims overlap inside and across instances.
+            taken = await asyncio.gather(*(drain(s) for s in stores for _ in range(3)))
+        finally:
+            for store in stores:
+                await store.close()
+        every = [i for part in taken for i in part]
+        assert sorted(every) == sorted(ids)  # all claimed, none twice
+        assert sum(1 for part in taken if part) > 1  # and they really claimed side by side
+
+    async def test_one_delivery_enqueued_by_several_instances_at_once_is_stored_once(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        stores = [open_store(f"{dsn}?schema={schema}&pool=2") for _ in range(3)]
+        for store in stores:
+            await store.open()
+        try:
+            for n in range(20):
+                same = delivery(f"retry-{n}", f"other-{n}")
+                answers = await asyncio.gather(*(s.enqueue(same) for s in stores for _ in range(2)))
+                firsts = {a[0].id for a in answers}
+                assert len(firsts) == 1
+                assert sum(not a[0].duplicate for a in answers) == 1
+                assert sum(not a[1].duplicate for a in answers) == 1
+            counts = await stores[0].counts()
+        finally:
+            for store in stores:
+                await store.close()
+        assert sum(counts.values()) == 40
