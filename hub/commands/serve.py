@@ -35,7 +35,7 @@ from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.runtime import tune_for_serving
-from hub.store import StoreError, open_store
+from hub.store import StoreError, open_store, safe_url
 from hub.store.base import EventStore
 from hub.units import UnitError, parse_duration
 from hub.web.app import LifespanHook, create_app, store_lifespan
@@ -78,7 +78,7 @@ def _store_hook(store: EventStore, db_url: str) -> LifespanHook:
             async with inner(app):
                 yield
         except StoreError as exc:
-            _log.error("store_open_failed", db=db_url, error=str(exc))
+            _log.error("store_open_failed", db=safe_url(db_url), error=str(exc))
             raise
 
     return hook

@@ -11,7 +11,14 @@ import urllib.parse
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store.base import EventStore, LeaseLost, StoreError, StoreUnavailable
 
-__all__ = ["EventStore", "LeaseLost", "StoreError", "StoreUnavailable", "open_store"]
+__all__ = [
+    "EventStore",
+    "LeaseLost",
+    "StoreError",
+    "StoreUnavailable",
+    "open_store",
+    "safe_url",
+]
 
 
 def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread") -> EventStore:
@@ -35,7 +42,7 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
         return _postgres(url, parsed, clock)
     if scheme != "sqlite":
         msg = (
-            f"Unknown event store URL {_safe(url)!r}; "
+            f"Unknown event store URL {safe_url(url)!r}; "
             "use sqlite:///relative.db or sqlite:////absolute/path.db."
         )
         raise StoreError(msg)
@@ -79,25 +86,25 @@ def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> Event
     if "synchronous" in dict(pairs) or "writer" in dict(pairs):
         msg = (
             f"?synchronous= and ?writer= are SQLite options; a PostgreSQL store URL "
-            f"({_safe(url)!r}) takes ?schema=NAME and ?pool=N (and libpq's own options)."
+            f"({safe_url(url)!r}) takes ?schema=NAME and ?pool=N (and libpq's own options)."
         )
         raise StoreError(msg)
     try:
         pool = int(ours.get("pool", "10"))
     except ValueError:
-        msg = f"?pool= in {_safe(url)!r} is not a number; give the most connections, e.g. 10."
+        msg = f"?pool= in {safe_url(url)!r} is not a number; give the most connections, e.g. 10."
         raise StoreError(msg) from None
     rest = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in ours])
     dsn = urllib.parse.urlunsplit(parsed._replace(scheme="postgresql", query=rest))
     from hub.store.postgres import PostgresStore
 
     return PostgresStore(
-        dsn, clock=clock, schema=ours.get("schema") or None, pool_size=pool, shown=_safe(dsn)
+        dsn, clock=clock, schema=ours.get("schema") or None, pool_size=pool, shown=safe_url(dsn)
     )
 
 
-def _safe(url: str) -> str:
-    """``url`` without a password, for messages."""
+def safe_url(url: str) -> str:
+    """``url`` without its password (if it has one), for messages and logs."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.password is None:
         return url

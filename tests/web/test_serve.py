@@ -258,3 +258,32 @@ def _env() -> dict[str, str]:
     import os
 
     return dict(os.environ)
+
+
+@pytest.mark.slow
+def test_a_store_that_cannot_be_reached_stops_serve_saying_why_without_the_password(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL not running: serve exits non-zero, logs store_open_failed with what to check,
+    and the password in the URL appears nowhere in its output."""
+    config_dir(tmp_path)
+    url = f"postgresql://hub:hunter2-secret@127.0.0.1:{free_port()}/leads"
+    result = subprocess.run(
+        [*_python_hub(), *serve_args(tmp_path, free_port(), role="all", db=url)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**_env(), **ENV},
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    failed = [
+        orjson.loads(line)
+        for line in result.stdout.splitlines()
+        if line.startswith("{") and '"store_open_failed"' in line
+    ]
+    assert failed, output
+    assert failed[0]["db"] == url.replace("hunter2-secret", "***")
+    assert "check that PostgreSQL is running" in failed[0]["error"]
+    assert "hunter2" not in output
