@@ -61,6 +61,8 @@ POOL_SIZE = 10
 #: Seconds to wait for a connection to the server, and for any one statement.
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
+#: How the hub's connections name themselves to the server (``pg_stat_activity``).
+APPLICATION_NAME = "leadhub"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 #: Makes first-time schema creation safe when several instances start together.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.schema', 0))"
@@ -74,6 +76,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
+    # a connection the server ended while it sat in the pool, met mid-protocol
+    asyncpg.InternalClientError,
 )
 
 
@@ -118,7 +122,10 @@ class PostgresStore:
     async def open(self) -> None:
         if self._pool is not None:
             return
-        settings = {"search_path": self.schema} if self.schema else {}
+        # application_name: the hub's connections are easy to find in pg_stat_activity.
+        settings = {"application_name": APPLICATION_NAME}
+        if self.schema:
+            settings["search_path"] = self.schema
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,

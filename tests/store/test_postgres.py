@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from hub.clock import ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
-from hub.store.postgres import PostgresStore
+from hub.store.postgres import APPLICATION_NAME, PostgresStore
+from tests.pg_server import PostgresServer, find_bindir
 from tests.store.helpers import delivery
 from tests.support.server import free_port
 
@@ -94,8 +96,6 @@ class TestServer:
         finally:
             for s in again:
                 await s.close()
-        import asyncpg
-
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(f'DROP SCHEMA "{schema}_inner" CASCADE')
@@ -156,3 +156,64 @@ class TestInstances:
             for store in stores:
                 await store.close()
         assert sum(counts.values()) == 40
+
+
+async def _cut_connections(dsn: str) -> int:
+    """Make the server end every connection of the hub's stores (as a restart or a network
+    fault would); returns how many."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = $1",
+                APPLICATION_NAME,
+            )
+        )
+    finally:
+        await conn.close()
+
+
+class TestConnectionsLost:
+    async def test_connections_cut_by_the_server_are_unavailable_then_heal(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        store = open_store(f"{dsn}?schema={schema}&pool=4")
+        await store.open()
+        try:
+            stored = [r.id for r in await store.enqueue(delivery("before"))]
+            assert await _cut_connections(dsn) >= 1
+            outcomes = []
+            for n in range(3):
+                try:
+                    stored += [r.id for r in await store.enqueue(delivery(f"after-{n}"))]
+                    outcomes.append("ok")
+                except StoreUnavailable:
+                    outcomes.append("unavailable")  # never a bare driver error or a 500
+            # Here the first use of a cut connection fails (asyncpg meets the server's goodbye
+            # mid-protocol); a store that heals sends the next ones on new connections.
+            assert outcomes[1:] == ["ok", "ok"], outcomes
+            listed = await store.list(limit=10)
+        finally:
+            await store.close()
+        assert sorted(e.id for e in listed) == sorted(stored)
+
+    async def test_a_server_that_went_away_is_unavailable(self) -> None:
+        bindir = find_bindir()
+        if bindir is None:
+            pytest.skip("needs PostgreSQL installed here (initdb, pg_ctl): it stops its server")
+        server = PostgresServer(bindir)
+        server.start()
+        store = open_store(server.dsn)
+        try:
+            await store.open()
+            await store.enqueue(delivery("kept"))
+            server.stop()
+            with pytest.raises(StoreUnavailable, match="check that PostgreSQL is running"):
+                await store.enqueue(delivery("lost-server"))
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+        finally:
+            await store.close()
+            server.stop()
