@@ -26,7 +26,7 @@ import asyncpg
 import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.store import rows
+from hub.store import bulk, rows
 from hub.store.base import (
     SLOT_EPSILON,
     SLOT_HORIZON,
@@ -176,14 +176,22 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _conn(
-        self, *, isolation: _Isolation = "read_committed", readonly: bool = False
+        self,
+        *,
+        isolation: _Isolation = "read_committed",
+        readonly: bool = False,
+        transaction: bool = True,
     ) -> AsyncIterator[_Conn]:
-        """A pooled connection inside one transaction; driver errors become store errors."""
+        """A pooled connection inside one transaction (with ``transaction=False``: each
+        statement its own); driver errors become store errors."""
         if self._pool is None:
             msg = f"The event store {self.shown!r} is not open; call open() first."
             raise StoreError(msg)
         try:
             async with self._pool.acquire() as conn:
+                if not transaction:
+                    yield conn
+                    return
                 async with conn.transaction(isolation=isolation, readonly=readonly):
                     yield conn
         except StoreError:
@@ -209,41 +217,28 @@ class PostgresStore:
         pending = to_pending(row_of(delivery, self.clock.time()))
         if pending is None:
             raise BodyNotSkimmed
-        async with self._conn() as conn:
-            results: list[EnqueueResult] = []
-            seen: dict[str, int] = {}
-            row: int | None = None
-            for delivery_id, document in pending.events:
-                known = seen.get(delivery_id)
-                if known is None:
-                    known = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
-                if known is not None:
-                    seen[delivery_id] = known
-                    results.append(EnqueueResult(known, True, delivery_id))
-                    continue
-                if row is None:
-                    row = await conn.fetchval(
-                        Q["insert_delivery"],
-                        pending.endpoint,
-                        pending.received_at,
-                        pending.content_type,
-                        pending.headers.decode(),
-                        pending.body,
-                        pending.body_format,
-                    )
-                doc = None if document is None else document.decode()
-                new = await conn.fetchval(
-                    Q["insert_event"], row, pending.endpoint, delivery_id, doc, pending.now
+        if len(pending.events) == 1:
+            # Most deliveries carry one lead: one statement, one round trip.
+            ((delivery_id, document),) = pending.events
+            async with self._conn(transaction=False) as conn:
+                found = await conn.fetchrow(
+                    Q["enqueue_one"],
+                    *_delivery_values(pending),
+                    delivery_id,
+                    None if document is None else document.decode(),
+                    pending.now,
                 )
-                if new is None:  # stored meanwhile by another transaction: a duplicate
-                    new = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
-                    results.append(EnqueueResult(new, True, delivery_id))
-                else:
-                    results.append(EnqueueResult(new, False, delivery_id))
-                seen[delivery_id] = new
-            if row is not None and all(r.duplicate for r in results):
-                await conn.execute(Q["delete_delivery"], row)
-            return results
+            known, new, orphan = found if found is not None else (None, None, None)
+            if known is not None:
+                return [EnqueueResult(known, True, delivery_id)]
+            if new is not None:
+                return [EnqueueResult(new, False, delivery_id)]
+        else:
+            orphan = None
+        async with self._conn() as conn:
+            if orphan is not None:  # stored meanwhile by another transaction: see below
+                await conn.execute(Q["delete_delivery"], orphan)
+            return await _enqueue(conn, pending)
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -459,6 +454,44 @@ class PostgresStore:
     async def end_slot(self, slot: int) -> None:
         async with self._conn() as conn:
             await conn.execute(Q["end_slot"], slot, self.clock.time())
+
+
+def _delivery_values(p: bulk.Pending) -> tuple[Any, ...]:
+    """The ``deliveries`` row of ``p``: endpoint, received_at, content_type, headers, body,
+    body_format."""
+    return (p.endpoint, p.received_at, p.content_type, p.headers.decode(), p.body, p.body_format)
+
+
+async def _enqueue(conn: _Conn, pending: bulk.Pending) -> list[EnqueueResult]:
+    """Store ``pending`` event by event (inside the caller's transaction), each event already
+    stored, or repeated in the delivery, reported as a duplicate; the delivery row is kept
+    only if one of its events is new."""
+    results: list[EnqueueResult] = []
+    seen: dict[str, int] = {}
+    row: int | None = None
+    for delivery_id, document in pending.events:
+        known = seen.get(delivery_id)
+        if known is None:
+            known = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
+        if known is not None:
+            seen[delivery_id] = known
+            results.append(EnqueueResult(known, True, delivery_id))
+            continue
+        if row is None:
+            row = await conn.fetchval(Q["insert_delivery"], *_delivery_values(pending))
+        doc = None if document is None else document.decode()
+        new = await conn.fetchval(
+            Q["insert_event"], row, pending.endpoint, delivery_id, doc, pending.now
+        )
+        if new is None:  # stored meanwhile by another transaction: a duplicate
+            new = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
+            results.append(EnqueueResult(new, True, delivery_id))
+        else:
+            results.append(EnqueueResult(new, False, delivery_id))
+        seen[delivery_id] = new
+    if row is not None and all(r.duplicate for r in results):
+        await conn.execute(Q["delete_delivery"], row)
+    return results
 
 
 def _count(status: str) -> int:

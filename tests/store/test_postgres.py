@@ -136,26 +136,37 @@ class TestInstances:
         assert sorted(every) == sorted(ids)  # all claimed, none twice
         assert sum(1 for part in taken if part) > 1  # and they really claimed side by side
 
+    @pytest.mark.parametrize("leads", [1, 2])
     async def test_one_delivery_enqueued_by_several_instances_at_once_is_stored_once(
-        self, postgres_schema: tuple[str, str]
+        self, postgres_schema: tuple[str, str], leads: int
     ) -> None:
+        """One lead per delivery takes the one-statement path, two the general one; racing
+        copies of a delivery store each event once and leave no delivery row without one."""
         dsn, schema = postgres_schema
         stores = [open_store(f"{dsn}?schema={schema}&pool=2") for _ in range(3)]
         for store in stores:
             await store.open()
         try:
             for n in range(20):
-                same = delivery(f"retry-{n}", f"other-{n}")
+                same = delivery(*(f"lead-{n}-{k}" for k in range(leads)))
                 answers = await asyncio.gather(*(s.enqueue(same) for s in stores for _ in range(2)))
-                firsts = {a[0].id for a in answers}
-                assert len(firsts) == 1
-                assert sum(not a[0].duplicate for a in answers) == 1
-                assert sum(not a[1].duplicate for a in answers) == 1
+                for k in range(leads):
+                    assert len({a[k].id for a in answers}) == 1
+                    assert sum(not a[k].duplicate for a in answers) == 1
             counts = await stores[0].counts()
         finally:
             for store in stores:
                 await store.close()
-        assert sum(counts.values()) == 40
+        assert sum(counts.values()) == 20 * leads
+        conn = await asyncpg.connect(dsn)
+        try:
+            orphans = await conn.fetchval(
+                f'SELECT count(*) FROM "{schema}".deliveries AS d WHERE NOT EXISTS '
+                f'(SELECT 1 FROM "{schema}".events AS e WHERE e.delivery = d.id)'
+            )
+        finally:
+            await conn.close()
+        assert orphans == 0
 
 
 async def _cut_connections(dsn: str) -> int:

@@ -80,6 +80,30 @@ VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5)
 ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
 RETURNING id;
 
+-- name: enqueue_one
+-- A delivery of one event in one statement (one round trip, its own transaction):
+-- $1 endpoint, $2 received_at, $3 content_type, $4 headers, $5 body, $6 body_format,
+-- $7 delivery id, $8 document, $9 now. Answers (known, new): the id already stored under the
+-- delivery id, or the new event's id. Both NULL when another transaction stored the same
+-- delivery id meanwhile: the caller takes the general path then (and this delivery row,
+-- left without events, is removed there).
+WITH known AS (
+    SELECT id FROM events WHERE endpoint = $1 AND delivery_id = $7
+), delivery AS (
+    INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, body_format)
+    SELECT $1, $2, $3, $4, $5, $6
+    WHERE NOT EXISTS (SELECT 1 FROM known)
+    RETURNING id
+), event AS (
+    INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
+                        next_attempt_at, updated_at)
+    SELECT delivery.id, $1, $7, $8, 'queued', 0, $9, $9 FROM delivery
+    ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
+    RETURNING id
+)
+SELECT (SELECT id FROM known) AS known, (SELECT id FROM event) AS new,
+       (SELECT id FROM delivery) AS delivery;
+
 -- name: find_event
 SELECT id FROM events WHERE endpoint = $1 AND delivery_id = $2;
 
