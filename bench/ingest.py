@@ -14,6 +14,7 @@ can only fall short of that by requests in flight when wrk stopped. Headline:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -127,7 +128,26 @@ def count_stored(db: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
 
 
-def hub_command(port: int, config: Path, db: Path, db_query: str = "") -> list[str]:
+def count_stored_postgres(dsn: str, schema: str, *, drop: bool) -> int:
+    """Events in the hub's schema of a PostgreSQL database; the schema dropped if ``drop``."""
+    import asyncpg
+
+    async def go() -> int:
+        conn = await asyncpg.connect(dsn.split("?", 1)[0])
+        try:
+            count = int(await conn.fetchval(f'SELECT count(*) FROM "{schema}".events'))
+            if drop:
+                await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            return count
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def hub_command(port: int, config: Path, db: Path | str, db_query: str = "") -> list[str]:
+    """``leadhub serve --role web`` on the SQLite file ``db``, or on the store URL ``db``."""
+    url = f"sqlite:///{db}{db_query}" if isinstance(db, Path) else db
     return [
         PYTHON,
         "-m",
@@ -140,7 +160,7 @@ def hub_command(port: int, config: Path, db: Path, db_query: str = "") -> list[s
         "--config-dir",
         str(config),
         "--db",
-        f"sqlite:///{db}{db_query}",
+        url,
     ]
 
 
@@ -154,13 +174,18 @@ def one_run(
     tmp: Path,
     duration: int,
     db_query: str = "",
+    postgres: str = "",
 ) -> list[object]:
     """Start ``target``, load it with wrk, stop it; its table row."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     db = tmp / f"hub-{rnd}-{conns}.db"
+    schema = f"bench_ingest_{rnd}_{conns}"
     if target == "bare":
         cmd = [PYTHON, "-m", "bench.bare_app", "--port", str(port)]
+    elif postgres:
+        joint = "&" if "?" in postgres else "?"
+        cmd = hub_command(port, tmp / "config", f"{postgres}{joint}schema={schema}")
     else:
         cmd = hub_command(port, tmp / "config", db, db_query)
     outcomes: dict[str, int] = {}
@@ -184,7 +209,7 @@ def one_run(
     ]
     if target == "bare":
         return [*row, "-", "-", "-"]
-    stored = count_stored(db)
+    stored = count_stored_postgres(postgres, schema, drop=True) if postgres else count_stored(db)
     accepted = outcomes.get("accepted", 0)
     other = sum(v for k, v in outcomes.items() if k != "accepted")
     good = (
@@ -193,9 +218,10 @@ def one_run(
         and stats["wrapped"] == 0
         and accepted - conns <= stats["ok"] <= accepted
     )
-    db.unlink()
-    for extra in ("-wal", "-shm"):
-        Path(f"{db}{extra}").unlink(missing_ok=True)
+    if not postgres:
+        db.unlink()
+        for extra in ("-wal", "-shm"):
+            Path(f"{db}{extra}").unlink(missing_ok=True)
     check = "ok" if good else f"MISMATCH(other={other},wrapped={int(stats['wrapped'])})"
     return [*row, accepted, stored, check]
 
@@ -211,6 +237,14 @@ def main() -> None:
         default="",
         help="appended to the hub's store URL, for diagnosis only (e.g. ?synchronous=normal)",
     )
+    parser.add_argument(
+        "--postgres",
+        default="",
+        metavar="DSN",
+        help="the hub's store in a fresh schema of this PostgreSQL database instead of a "
+        "SQLite file (the password from PGPASSWORD); the ratio is then PostgreSQL's, not the "
+        "goal's",
+    )
     args = parser.parse_args()
     wrk = ensure_wrk()
     conn_list = [int(c) for c in args.conns.split(",")]
@@ -219,6 +253,8 @@ def main() -> None:
     print(f"machine: {machine()}", flush=True)
     if args.db_query:
         print(f"DIAGNOSTIC RUN: hub store URL ends in {args.db_query!r}", flush=True)
+    if args.postgres:
+        print(f"POSTGRESQL RUN: the hub's store is {args.postgres!r}", flush=True)
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-") as tmp_name:
         tmp = Path(tmp_name)
         pool = tmp / "pool.txt"
@@ -240,6 +276,7 @@ def main() -> None:
                         tmp=tmp,
                         duration=args.duration,
                         db_query=args.db_query,
+                        postgres=args.postgres,
                     )
                     rows.append(row)
                     results.setdefault((target, conns), []).append(float(row[3]))  # type: ignore[arg-type]
