@@ -86,8 +86,8 @@ def capture_requests(raw: list[bytes]) -> list[Request]:
     return out
 
 
-async def enqueue(db: Path, raw: list[bytes]) -> None:
-    store = open_store(f"sqlite:///{db}")
+async def enqueue(url: str, raw: list[bytes]) -> None:
+    store = open_store(url)
     await store.open()
     try:
         for i, body in enumerate(raw):
@@ -109,33 +109,66 @@ def sandbox_cmd(port: int, limit: str) -> list[str]:
     return [*cmd, "--access-key", KEYS[0], "--secret-key", KEYS[1], "--log-level", "warning"]
 
 
-def progress(db: Path) -> tuple[int, int]:
-    """(delivered, still pending) events in the hub's database."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        rows = dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
-    pending = sum(rows.get(s, 0) for s in ("queued", "sending", "retrying"))
-    return rows.get("delivered", 0), pending
+_PROGRESS = "SELECT state, count(*) FROM events GROUP BY state"
+_ACK_TIMES = "SELECT updated_at FROM events WHERE state = 'delivered'"
+_EXTRA = "SELECT coalesce(sum(attempts - 1), 0) FROM events"
 
 
-def ack_times(db: Path) -> tuple[list[float], int]:
-    """Sorted ack times of delivered events, and attempts beyond the first, summed."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        times = sorted(
-            r[0] for r in conn.execute("SELECT updated_at FROM events WHERE state='delivered'")
-        )
-        extra = conn.execute("SELECT coalesce(sum(attempts - 1), 0) FROM events").fetchone()[0]
-    return times, int(extra)
+class Queued:
+    """The queue one run drains: a copy of the queued SQLite file, or with ``--postgres`` a
+    fresh schema of that database, filled again. Read with plain SQL, never a store."""
+
+    def __init__(self, tmp: Path, template: Path, name: str, postgres: str, raw: list[bytes]):
+        self.postgres = postgres
+        if postgres:
+            self.schema = f"bench_drain_{name}"
+            joint = "&" if "?" in postgres else "?"
+            self.url = f"{postgres}{joint}schema={self.schema}"
+            asyncio.run(enqueue(self.url, raw))
+        else:
+            self.db = tmp / f"drain-{name}.db"  # fresh: no stale -wal beside it
+            shutil.copy(template, self.db)
+            self.url = f"sqlite:///{self.db}"
+
+    def _query(self, sql: str) -> list[tuple[Any, ...]]:
+        if not self.postgres:
+            with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as conn:
+                return conn.execute(sql).fetchall()
+        import asyncpg
+
+        async def go() -> list[tuple[Any, ...]]:
+            conn = await asyncpg.connect(self.postgres.split("?", 1)[0])
+            try:
+                await conn.execute(f'SET search_path = "{self.schema}"')
+                return [tuple(r) for r in await conn.fetch(sql)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def progress(self) -> tuple[int, int]:
+        """(delivered, still pending) events."""
+        rows = dict(self._query(_PROGRESS))
+        pending = sum(rows.get(s, 0) for s in ("queued", "sending", "retrying"))
+        return rows.get("delivered", 0), pending
+
+    def ack_times(self) -> tuple[list[float], int]:
+        """Sorted ack times of delivered events, and attempts beyond the first, summed."""
+        times = sorted(float(r[0]) for r in self._query(_ACK_TIMES))
+        return times, int(self._query(_EXTRA)[0][0])
+
+    def drop(self) -> None:
+        if self.postgres:
+            self._query(f'DROP SCHEMA "{self.schema}" CASCADE')
 
 
 _SENDS = re.compile(r"^leadhub_sends_total\{([^}]*)\} (\S+)$", re.MULTILINE)
 _OUTCOME = re.compile(r'outcome="(\w+)"')
 
 
-def dispatch_run(tmp: Path, db_template: Path, limit: str, n: int, stall: float) -> dict[str, Any]:
-    """Drain a copy of the queued database at ``limit``; what it took."""
+def dispatch_run(tmp: Path, queued: Queued, limit: str, n: int, stall: float) -> dict[str, Any]:
+    """Drain ``queued`` at ``limit``; what it took."""
     sandbox_port, port = free_port(), free_port()
-    db = tmp / f"drain-{limit.replace('/', '-')}-{port}.db"  # fresh: no stale -wal beside it
-    shutil.copy(db_template, db)
     config = tmp / "config"
     shutil.rmtree(config, ignore_errors=True)
     shutil.copytree(REPO / "mappings", config)
@@ -145,7 +178,7 @@ def dispatch_run(tmp: Path, db_template: Path, limit: str, n: int, stall: float)
     env = {**DEMO_ENV, "LSQ_ACCESS_KEY": KEYS[0], "LSQ_SECRET_KEY": KEYS[1]}
     serve = [PYTHON, "-m", "hub", "serve", "--role", "worker", "--port", str(port)]
     # at the production log level: JSON lines for each claim and each send
-    serve += ["--config-dir", str(config), "--db", f"sqlite:///{db}", "--log-level", "info"]
+    serve += ["--config-dir", str(config), "--db", queued.url, "--log-level", "info"]
     base = f"http://127.0.0.1:{port}"
     metrics = ""
     stalled = False
@@ -155,7 +188,7 @@ def dispatch_run(tmp: Path, db_template: Path, limit: str, n: int, stall: float)
     ):
         last_change, seen = time.monotonic(), -1
         while True:
-            delivered, pending = progress(db)
+            delivered, pending = queued.progress()
             if pending == 0:
                 break
             if delivered != seen:
@@ -167,7 +200,7 @@ def dispatch_run(tmp: Path, db_template: Path, limit: str, n: int, stall: float)
         with_metrics = httpx.get(f"{base}/metrics", timeout=30)
         if with_metrics.status_code == 200:
             metrics = with_metrics.text
-    times, extra_attempts = ack_times(db)
+    times, extra_attempts = queued.ack_times()
     sends: dict[str, int] = {}
     for labels, value in _SENDS.findall(metrics):
         outcome = _OUTCOME.search(labels)
@@ -318,6 +351,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every run")
     parser.add_argument("--concurrency", type=int, default=0, help="plain loops' (auto)")
     parser.add_argument("--stall", type=float, default=60, help="give up after no progress")
+    parser.add_argument(
+        "--postgres",
+        default="",
+        metavar="DSN",
+        help="drain from a fresh schema of this PostgreSQL database (filled for each run) "
+        "instead of a SQLite file",
+    )
     args = parser.parse_args()
     quiet_logs()
     print(f"machine: {machine()}", flush=True)
@@ -335,12 +375,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="leadhub-drain-") as tmp_name:
         tmp = Path(tmp_name)
         template = tmp / "queued.db"
-        asyncio.run(enqueue(template, raw))
-        print(f"queued {args.events:,} events", flush=True)
+        if args.postgres:
+            print(f"POSTGRESQL RUN: each run drains a fresh schema of {args.postgres!r}")
+        else:
+            asyncio.run(enqueue(f"sqlite:///{template}", raw))
+            print(f"queued {args.events:,} events", flush=True)
         for rnd in range(1, args.rounds + 1):
             limits = (args.limit, "off") if rnd % 2 else ("off", args.limit)
             for run_limit in limits:
-                got = dispatch_run(tmp, template, run_limit, args.events, args.stall)
+                name = f"{rnd}_{'off' if run_limit == 'off' else 'limited'}"
+                queued = Queued(tmp, template, name, args.postgres, raw)
+                try:
+                    got = dispatch_run(tmp, queued, run_limit, args.events, args.stall)
+                finally:
+                    queued.drop()
                 limited = run_limit != "off"
                 if limited:
                     utilisations.append(ideal / got["span"])
