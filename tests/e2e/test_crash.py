@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from hub.store.models import State
+from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import activities, leads, on_store, wait_until
 from tests.support.server import free_port, leadhub_process
 
@@ -124,3 +126,59 @@ def test_sigterm_mid_backlog_releases_unsent_events_and_exits_0(tmp_path: Path) 
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV):
         wait_until(lambda: _delivered(base) == 200, timeout=90, what="the rest delivered")
         assert sorted(lead["EmailAddress"] for lead in leads(base)) == sorted(accepted)
+
+
+def _sandbox_leads(sandbox: str) -> list[dict[str, Any]]:
+    """Every lead in a ``leadhub sandbox`` process at ``sandbox``."""
+    headers = {"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]}
+    found: list[dict[str, Any]] = httpx.get(
+        f"{sandbox}/_sandbox/leads", headers=headers, timeout=10
+    ).json()
+    return found
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_worker_on_postgresql_then_restart_delivers_every_event(
+    tmp_path: Path, postgres_schema: tuple[str, str]
+) -> None:
+    """The same on a PostgreSQL store: a web role stores the backlog, a worker is killed -9
+    mid-dispatch, and after a restart every accepted event is delivered. The target is a
+    ``leadhub sandbox`` process with its own file, so its leads outlive the hub's restarts."""
+    dsn, schema = postgres_schema
+    db = f"{dsn}?schema={schema}"
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    sandbox_port, port = free_port(), free_port()
+    sandbox, base = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{port}"
+    (config / "targets.yaml").write_text(target_yaml("default", sandbox))
+    sandbox_args = ["sandbox", "--port", str(sandbox_port), "--rate-limit", "off"]
+    sandbox_args += ["--db", str(tmp_path / "sandbox.sqlite")]
+    sandbox_args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
+    args = ["serve", "--config-dir", str(config), "--port", str(port), "--db", db]
+    args += ["--lease", "3s"]
+    env = {**KEYS, "FORMS_TOKEN": TOKEN}
+
+    def counts() -> dict[State, int]:
+        return on_store(db, lambda store: store.counts())
+
+    with leadhub_process(sandbox_args, ready_url=f"{sandbox}/"):
+        with leadhub_process([*args, "--role", "web"], ready_url=f"{base}/healthz", env=env):
+            accepted = _send(base, BACKLOG)
+        worker = [*args, "--role", "worker"]
+        with leadhub_process(worker, ready_url=f"{base}/healthz", env=env) as proc:
+            wait_until(lambda: len(_sandbox_leads(sandbox)) >= 30, what="dispatch under way")
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+        before = counts()
+        assert len(accepted) == BACKLOG
+        assert before[State.DELIVERED] < BACKLOG, "the kill came too late to test anything"
+        with leadhub_process(worker, ready_url=f"{base}/healthz", env=env):
+            wait_until(
+                lambda: counts()[State.DELIVERED] == BACKLOG, timeout=90, what="all delivered"
+            )
+        found = _sandbox_leads(sandbox)
+    assert sorted(lead["EmailAddress"] for lead in found) == sorted(accepted)
+    after = counts()
+    assert after[State.DELIVERED] == BACKLOG
+    assert after[State.DEAD] == 0
