@@ -14,9 +14,9 @@ from tests.pg_server import (
     PostgresServer,
     PostgresServerError,
     find_bindir,
-    free_port,
     fresh_schema,
 )
+from tests.support.server import free_port
 
 
 async def _schemas(dsn: str, *names: str) -> set[str]:
