@@ -48,12 +48,13 @@ from hub.store.models import (
 )
 from hub.store.sql import queries
 from hub.store.sqlite_process import row_of, to_pending
-from hub.store.sqlite_threads import log
+from hub.store.sqlite_threads import StoreStats, log
 
 Q = queries("postgres")
 
 if TYPE_CHECKING:
     _Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+_Answer = asyncio.Future[list[EnqueueResult]]
 _Isolation = Literal["read_committed", "repeatable_read"]
 
 #: Connections in the pool by default (``?pool=N``).
@@ -61,6 +62,9 @@ POOL_SIZE = 10
 #: Seconds to wait for a connection to the server, and for any one statement.
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
+#: Most one-lead deliveries written in one statement, and most such statements in flight.
+MAX_BATCH = 256
+MAX_FLUSHES = 4
 #: How the hub's connections name themselves to the server (``pg_stat_activity``).
 APPLICATION_NAME = "leadhub"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -113,6 +117,13 @@ class PostgresStore:
         self.shown = shown or dsn
         self.create = create
         self._pool: asyncpg.Pool | None = None
+        #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
+        self.stats = StoreStats()
+        #: One-lead deliveries waiting to be written together (see ``enqueue``).
+        self._gathered: list[tuple[bulk.Pending, _Answer]] = []
+        self._flush_due = False
+        self._flushes = 0
+        self._flushing: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r}, schema={self.schema!r})"
@@ -162,6 +173,10 @@ class PostgresStore:
         log().info("store_opened", url=self.shown, schema=self.schema)
 
     async def close(self) -> None:
+        while self._gathered or self._flushing:  # answer every enqueue before closing
+            if self._gathered and not self._flush_due:
+                self._schedule_flush(asyncio.get_running_loop())
+            await asyncio.sleep(0.001)
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -217,26 +232,78 @@ class PostgresStore:
         pending = to_pending(row_of(delivery, self.clock.time()))
         if pending is None:
             raise BodyNotSkimmed
-        if len(pending.events) == 1:
-            # Most deliveries carry one lead: one statement, one round trip.
-            ((delivery_id, document),) = pending.events
-            async with self._conn(transaction=False) as conn:
-                found = await conn.fetchrow(
-                    Q["enqueue_one"],
-                    *_delivery_values(pending),
-                    delivery_id,
-                    None if document is None else document.decode(),
-                    pending.now,
-                )
-            known, new, orphan = found if found is not None else (None, None, None)
-            if known is not None:
-                return [EnqueueResult(known, True, delivery_id)]
-            if new is not None:
-                return [EnqueueResult(new, False, delivery_id)]
-        else:
-            orphan = None
+        if len(pending.events) != 1:
+            return await self._enqueue_each(pending)
+        # Most deliveries carry one lead: those of concurrent requests are written together.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[list[EnqueueResult]] = loop.create_future()
+        self._gathered.append((pending, done))
+        self._schedule_flush(loop)
+        return await done
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write what is gathered at the end of this loop iteration (every request read in
+        it joins), unless a write is already due or :data:`MAX_FLUSHES` are in flight."""
+        if not self._flush_due and self._flushes < MAX_FLUSHES:
+            self._flush_due = True
+            loop.call_soon(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_due = False
+        if not self._gathered or self._flushes >= MAX_FLUSHES:
+            return
+        batch, self._gathered = self._gathered[:MAX_BATCH], self._gathered[MAX_BATCH:]
+        self._flushes += 1
+        task = asyncio.get_running_loop().create_task(self._flush(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _flush(self, batch: list[tuple[bulk.Pending, _Answer]]) -> None:
+        """One statement for ``batch``; each caller gets its answer (or the store's error)."""
+        try:
+            try:
+                async with self._conn(transaction=False) as conn:
+                    answers = await conn.fetch(Q["enqueue_many"], *_columns(batch))
+                self.stats.commits += 1
+                self.stats.jobs += len(batch)
+            except BaseException as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            rest: list[tuple[bulk.Pending, _Answer, int | None]] = []
+            for (pending, done), (known, new, orphan) in zip(batch, answers, strict=True):
+                ((delivery_id, _),) = pending.events
+                if done.done():
+                    continue
+                if known is not None:
+                    done.set_result([EnqueueResult(known, True, delivery_id)])
+                elif new is not None:
+                    done.set_result([EnqueueResult(new, False, delivery_id)])
+                else:  # stored first by another transaction, or earlier in this batch
+                    rest.append((pending, done, orphan))
+            for pending, done, orphan in rest:
+                try:
+                    found = await self._enqueue_each(pending, orphan=orphan)
+                except Exception as exc:
+                    if not done.done():
+                        done.set_exception(exc)
+                else:
+                    if not done.done():
+                        done.set_result(found)
+        finally:
+            self._flushes -= 1
+            if self._gathered:
+                self._schedule_flush(asyncio.get_running_loop())
+
+    async def _enqueue_each(
+        self, pending: bulk.Pending, *, orphan: int | None = None
+    ) -> list[EnqueueResult]:
+        """The general path: event by event in one transaction (see :func:`_enqueue`)."""
         async with self._conn() as conn:
-            if orphan is not None:  # stored meanwhile by another transaction: see below
+            if orphan is not None:  # the delivery row a racing write left without its event
                 await conn.execute(Q["delete_delivery"], orphan)
             return await _enqueue(conn, pending)
 
@@ -454,6 +521,22 @@ class PostgresStore:
     async def end_slot(self, slot: int) -> None:
         async with self._conn() as conn:
             await conn.execute(Q["end_slot"], slot, self.clock.time())
+
+
+def _columns(batch: list[tuple[bulk.Pending, _Answer]]) -> list[list[Any]]:
+    """``enqueue_many``'s nine arrays for one-lead deliveries."""
+    out: list[list[Any]] = [[] for _ in range(9)]
+    for p, _ in batch:
+        ((delivery_id, document),) = p.events
+        row = (
+            *_delivery_values(p),
+            delivery_id,
+            None if document is None else document.decode(),
+            p.now,
+        )
+        for column, value in zip(out, row, strict=True):
+            column.append(value)
+    return out
 
 
 def _delivery_values(p: bulk.Pending) -> tuple[Any, ...]:

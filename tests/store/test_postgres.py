@@ -228,3 +228,71 @@ class TestConnectionsLost:
         finally:
             await store.close()
             server.stop()
+
+
+class TestGatheredEnqueues:
+    async def test_concurrent_one_lead_deliveries_share_statements(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        store = open_store(f"{dsn}?schema={schema}")
+        assert isinstance(store, PostgresStore)
+        await store.open()
+        try:
+            answers = await asyncio.gather(*(store.enqueue(delivery(f"g{n}")) for n in range(200)))
+            again = await asyncio.gather(
+                *(store.enqueue(delivery(f"g{n}")) for n in range(0, 200, 7))
+            )
+            events = await store.list(limit=1000)
+        finally:
+            await store.close()
+        assert [a[0].delivery_id for a in answers] == [f"g{n}" for n in range(200)]
+        assert not any(a[0].duplicate for a in answers)
+        assert len({a[0].id for a in answers}) == 200
+        assert all(a[0].duplicate for a in again)
+        assert [a[0].id for a in again] == [answers[n][0].id for n in range(0, 200, 7)]
+        assert store.stats.jobs == 200 + len(again)
+        assert store.stats.commits < 20  # written together, not one statement each
+        by_id = {e.id: e for e in events}
+        assert len(by_id) == 200
+        for n, (result,) in enumerate(answers):
+            assert by_id[result.id].delivery_id == f"g{n}"
+            assert by_id[result.id].document == {"id": f"g{n}"}  # each its own delivery row
+
+    async def test_one_delivery_id_twice_in_one_statement_is_stored_once(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        store = open_store(f"{dsn}?schema={schema}")
+        await store.open()
+        try:
+            first, second, other = await asyncio.gather(
+                store.enqueue(delivery("twice")),
+                store.enqueue(delivery("twice")),
+                store.enqueue(delivery("once")),
+            )
+            counts = await store.counts()
+        finally:
+            await store.close()
+        assert first[0].id == second[0].id
+        assert [first[0].duplicate, second[0].duplicate] == [False, True]
+        assert not other[0].duplicate
+        assert sum(counts.values()) == 2
+
+    async def test_close_answers_every_enqueue_waiting(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        dsn, schema = postgres_schema
+        store = open_store(f"{dsn}?schema={schema}")
+        await store.open()
+        waiting = [asyncio.ensure_future(store.enqueue(delivery(f"c{n}"))) for n in range(50)]
+        await asyncio.sleep(0)  # every enqueue has gathered its delivery
+        await store.close()
+        assert all(w.done() for w in waiting)
+        assert len({w.result()[0].id for w in waiting}) == 50
+        reopened = open_store(f"{dsn}?schema={schema}")
+        await reopened.open()
+        try:
+            assert sum((await reopened.counts()).values()) == 50
+        finally:
+            await reopened.close()

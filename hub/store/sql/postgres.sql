@@ -80,29 +80,48 @@ VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5)
 ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
 RETURNING id;
 
--- name: enqueue_one
--- A delivery of one event in one statement (one round trip, its own transaction):
--- $1 endpoint, $2 received_at, $3 content_type, $4 headers, $5 body, $6 body_format,
--- $7 delivery id, $8 document, $9 now. Answers (known, new): the id already stored under the
--- delivery id, or the new event's id. Both NULL when another transaction stored the same
--- delivery id meanwhile: the caller takes the general path then (and this delivery row,
--- left without events, is removed there).
-WITH known AS (
-    SELECT id FROM events WHERE endpoint = $1 AND delivery_id = $7
+-- name: enqueue_many
+-- Deliveries of one lead each, gathered from concurrent requests, in one statement (one round
+-- trip, one commit). Nine arrays, one item per delivery: endpoint, received_at, content_type,
+-- headers, body, body_format, delivery id, document, now. One row per item, in order:
+-- (known, new): the id already stored under its delivery id, or its new event's id. Both NULL
+-- when a concurrent transaction stored the same delivery id first, or the same id came
+-- earlier in the batch: the caller takes the general path for it (and removes the delivery
+-- row left without an event, given as orphan).
+WITH input AS (
+    SELECT *
+    FROM unnest($1::text[], $2::double precision[], $3::text[], $4::text[], $5::bytea[],
+                $6::smallint[], $7::text[], $8::text[], $9::double precision[])
+        WITH ORDINALITY AS i (endpoint, received_at, content_type, headers, body, body_format,
+                              delivery_id, document, now, n)
+), known AS (
+    SELECT i.n, e.id
+    FROM input AS i JOIN events AS e ON e.endpoint = i.endpoint AND e.delivery_id = i.delivery_id
+), fresh AS (
+    -- The first item of each delivery id not stored yet, with its delivery row's id drawn
+    -- here, so each event is joined to its own delivery row.
+    SELECT DISTINCT ON (i.endpoint, i.delivery_id)
+        i.*, nextval(pg_get_serial_sequence('deliveries', 'id')) AS row_id
+    FROM input AS i
+    WHERE NOT EXISTS (SELECT 1 FROM known AS k WHERE k.n = i.n)
+    ORDER BY i.endpoint, i.delivery_id, i.n
 ), delivery AS (
-    INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, body_format)
-    SELECT $1, $2, $3, $4, $5, $6
-    WHERE NOT EXISTS (SELECT 1 FROM known)
-    RETURNING id
+    INSERT INTO deliveries (id, endpoint, received_at, content_type, headers, body, body_format)
+    OVERRIDING SYSTEM VALUE
+    SELECT row_id, endpoint, received_at, content_type, headers, body, body_format FROM fresh
 ), event AS (
     INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
                         next_attempt_at, updated_at)
-    SELECT delivery.id, $1, $7, $8, 'queued', 0, $9, $9 FROM delivery
+    SELECT row_id, endpoint, delivery_id, document, 'queued', 0, now, now FROM fresh
     ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
-    RETURNING id
+    RETURNING id, delivery
 )
-SELECT (SELECT id FROM known) AS known, (SELECT id FROM event) AS new,
-       (SELECT id FROM delivery) AS delivery;
+SELECT k.id AS known, e.id AS new, CASE WHEN e.id IS NULL THEN f.row_id END AS orphan
+FROM input AS i
+LEFT JOIN known AS k ON k.n = i.n
+LEFT JOIN fresh AS f ON f.n = i.n
+LEFT JOIN event AS e ON e.delivery = f.row_id
+ORDER BY i.n;
 
 -- name: find_event
 SELECT id FROM events WHERE endpoint = $1 AND delivery_id = $2;
