@@ -273,38 +273,39 @@ class PostgresStore:
                 if not isinstance(exc, Exception):
                     raise
                 return
-            rest: list[tuple[bulk.Pending, _Answer, int | None]] = []
-            for (pending, done), (known, new, orphan) in zip(batch, answers, strict=True):
+            rest: list[tuple[str, str, _Answer]] = []
+            for (pending, done), (new, known) in zip(batch, answers, strict=True):
                 ((delivery_id, _),) = pending.events
                 if done.done():
                     continue
-                if known is not None:
-                    done.set_result([EnqueueResult(known, True, delivery_id)])
-                elif new is not None:
+                if new is not None:
                     done.set_result([EnqueueResult(new, False, delivery_id)])
-                else:  # stored first by another transaction, or earlier in this batch
-                    rest.append((pending, done, orphan))
-            for pending, done, orphan in rest:
+                elif known is not None:
+                    done.set_result([EnqueueResult(known, True, delivery_id)])
+                else:  # stored meanwhile: earlier in this batch, or by another transaction
+                    rest.append((pending.endpoint, delivery_id, done))
+            if rest:
                 try:
-                    found = await self._enqueue_each(pending, orphan=orphan)
+                    async with self._conn(transaction=False) as conn:
+                        for endpoint, delivery_id, done in rest:
+                            found = await conn.fetchval(Q["find_event"], endpoint, delivery_id)
+                            if not done.done():
+                                done.set_result([EnqueueResult(found, True, delivery_id)])
                 except Exception as exc:
-                    if not done.done():
-                        done.set_exception(exc)
-                else:
-                    if not done.done():
-                        done.set_result(found)
+                    for _, _, done in rest:
+                        if not done.done():
+                            done.set_exception(exc)
         finally:
+            for _, done in batch:  # never leave a caller waiting (the task was cancelled)
+                if not done.done():
+                    done.set_exception(StoreUnavailable("the write was interrupted; try again"))
             self._flushes -= 1
             if self._gathered:
                 self._schedule_flush(asyncio.get_running_loop())
 
-    async def _enqueue_each(
-        self, pending: bulk.Pending, *, orphan: int | None = None
-    ) -> list[EnqueueResult]:
+    async def _enqueue_each(self, pending: bulk.Pending) -> list[EnqueueResult]:
         """The general path: event by event in one transaction (see :func:`_enqueue`)."""
         async with self._conn() as conn:
-            if orphan is not None:  # the delivery row a racing write left without its event
-                await conn.execute(Q["delete_delivery"], orphan)
             return await _enqueue(conn, pending)
 
     # -- dispatch -------------------------------------------------------------------------

@@ -84,43 +84,35 @@ RETURNING id;
 -- Deliveries of one lead each, gathered from concurrent requests, in one statement (one round
 -- trip, one commit). Nine arrays, one item per delivery: endpoint, received_at, content_type,
 -- headers, body, body_format, delivery id, document, now. One row per item, in order:
--- (known, new): the id already stored under its delivery id, or its new event's id. Both NULL
--- when a concurrent transaction stored the same delivery id first, or the same id came
--- earlier in the batch: the caller takes the general path for it (and removes the delivery
--- row left without an event, given as orphan).
+-- (new, known): its new event's id, or else the id already stored under its delivery id
+-- before this statement. Both NULL when the same delivery id came earlier in the batch, or a
+-- concurrent transaction stored it meanwhile: the caller looks it up then.
+-- The events go in first, each naming the delivery row drawn for it; only those inserted get
+-- their delivery row (the foreign key is checked at the end of the statement).
 WITH input AS (
-    SELECT *
+    SELECT i.*, nextval(pg_get_serial_sequence('deliveries', 'id')) AS row_id
     FROM unnest($1::text[], $2::double precision[], $3::text[], $4::text[], $5::bytea[],
                 $6::smallint[], $7::text[], $8::text[], $9::double precision[])
         WITH ORDINALITY AS i (endpoint, received_at, content_type, headers, body, body_format,
                               delivery_id, document, now, n)
-), known AS (
-    SELECT i.n, e.id
-    FROM input AS i JOIN events AS e ON e.endpoint = i.endpoint AND e.delivery_id = i.delivery_id
-), fresh AS (
-    -- The first item of each delivery id not stored yet, with its delivery row's id drawn
-    -- here, so each event is joined to its own delivery row.
-    SELECT DISTINCT ON (i.endpoint, i.delivery_id)
-        i.*, nextval(pg_get_serial_sequence('deliveries', 'id')) AS row_id
-    FROM input AS i
-    WHERE NOT EXISTS (SELECT 1 FROM known AS k WHERE k.n = i.n)
-    ORDER BY i.endpoint, i.delivery_id, i.n
-), delivery AS (
-    INSERT INTO deliveries (id, endpoint, received_at, content_type, headers, body, body_format)
-    OVERRIDING SYSTEM VALUE
-    SELECT row_id, endpoint, received_at, content_type, headers, body, body_format FROM fresh
 ), event AS (
     INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
                         next_attempt_at, updated_at)
-    SELECT row_id, endpoint, delivery_id, document, 'queued', 0, now, now FROM fresh
+    SELECT row_id, endpoint, delivery_id, document, 'queued', 0, now, now
+    FROM input
+    ORDER BY n
     ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
     RETURNING id, delivery
+), delivery AS (
+    INSERT INTO deliveries (id, endpoint, received_at, content_type, headers, body, body_format)
+    OVERRIDING SYSTEM VALUE
+    SELECT i.row_id, i.endpoint, i.received_at, i.content_type, i.headers, i.body, i.body_format
+    FROM input AS i JOIN event AS e ON e.delivery = i.row_id
 )
-SELECT k.id AS known, e.id AS new, CASE WHEN e.id IS NULL THEN f.row_id END AS orphan
-FROM input AS i
-LEFT JOIN known AS k ON k.n = i.n
-LEFT JOIN fresh AS f ON f.n = i.n
-LEFT JOIN event AS e ON e.delivery = f.row_id
+SELECT e.id AS new, CASE WHEN e.id IS NULL THEN (
+    SELECT x.id FROM events AS x WHERE x.endpoint = i.endpoint AND x.delivery_id = i.delivery_id
+) END AS known
+FROM input AS i LEFT JOIN event AS e ON e.delivery = i.row_id
 ORDER BY i.n;
 
 -- name: find_event
