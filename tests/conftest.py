@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 from hypothesis import settings
 
-from tests.pg_server import PostgresServer, find_bindir, fresh_schema
+from tests.pg_server import PostgresServer, find_bindir, fresh_schema, schema_url
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +53,15 @@ def postgres_dsn() -> Iterator[str]:
         yield server.dsn
     finally:
         server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hub_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty store's URL on each backend: ``hub.db`` in ``tmp_path``, or a fresh
+    PostgreSQL schema."""
+    if request.param == "postgres":
+        return schema_url(request)
+    return f"sqlite:///{tmp_path / 'hub.db'}"
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 
+import pytest
+
 from tests.support.server import free_port
 
 PG_USER = "postgres"  # the superuser initdb makes; as root, also the user the server runs as
@@ -230,6 +232,12 @@ class PostgresServer:
         if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
             self._base = None
+
+
+def schema_url(request: pytest.FixtureRequest) -> str:
+    """The store URL of a fresh schema (the ``postgres_schema`` fixture) for ``request``'s test."""
+    dsn, schema = request.getfixturevalue("postgres_schema")
+    return f"{dsn}?schema={schema}"
 
 
 def schema_name() -> str:

@@ -15,11 +15,12 @@ seconds read from the injected :class:`hub.clock.Clock`.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 from hub.exceptions import HubError
 from hub.store.models import (
+    REPLAYABLE,
     Ack,
     EnqueueResult,
     Event,
@@ -67,6 +68,31 @@ def lease_lost(event_id: int) -> LeaseLost:
         f"Event {event_id} is no longer under the lease this write was for: it was claimed "
         "again after that lease ended, or it is finished."
     )
+
+
+def replayed_state(state: State | None) -> str | None:
+    """``state`` as stored, for :meth:`EventStore.replay`'s selector; None selects every
+    replayable state.
+
+    Raises:
+        StoreError: ``state`` is not one of the replayable states.
+    """
+    if state is None:
+        return None
+    if State(state) not in REPLAYABLE:
+        names = ", ".join(s.value for s in REPLAYABLE)
+        msg = f"Only {names} events can be replayed, not {State(state).value!r}."
+        raise StoreError(msg)
+    return State(state).value
+
+
+def state_counts(found: Iterable[tuple[Any, Any]]) -> dict[State, int]:
+    """``(state, count)`` rows as :meth:`EventStore.counts` answers: every state, zero
+    included."""
+    out = dict.fromkeys(State, 0)
+    for state, count in found:
+        out[State(state)] = int(count)
+    return out
 
 
 class BodyNotSkimmed(Exception):

@@ -35,9 +35,10 @@ from hub.store.base import (
     StoreUnavailable,
     lease_lost,
     no_event,
+    replayed_state,
+    state_counts,
 )
 from hub.store.models import (
-    REPLAYABLE,
     Ack,
     EnqueueResult,
     Event,
@@ -467,10 +468,7 @@ class PostgresStore:
     async def counts(self) -> dict[State, int]:
         async with self._conn(readonly=True) as conn:
             found = await conn.fetch(Q["counts"])
-        out = dict.fromkeys(State, 0)
-        for state, count in found:
-            out[State(state)] = count
-        return out
+        return state_counts((r[0], r[1]) for r in found)
 
     async def replay(
         self,
@@ -479,11 +477,7 @@ class PostgresStore:
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
     ) -> int:
-        if state is not None and State(state) not in REPLAYABLE:
-            names = ", ".join(s.value for s in REPLAYABLE)
-            msg = f"Only {names} events can be replayed, not {State(state).value!r}."
-            raise StoreError(msg)
-        wanted = None if state is None else State(state).value
+        wanted = replayed_state(state)
         chosen = None if ids is None else [int(i) for i in ids]
         async with self._conn() as conn:
             requeued = [

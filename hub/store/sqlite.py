@@ -27,9 +27,10 @@ from hub.store.base import (
     StoreError,
     lease_lost,
     no_event,
+    replayed_state,
+    state_counts,
 )
 from hub.store.models import (
-    REPLAYABLE,
     Ack,
     EnqueueResult,
     Event,
@@ -354,10 +355,7 @@ class SQLiteStore:
 
     async def counts(self) -> dict[State, int]:
         found = await self._reader.submit(lambda conn: conn.execute(Q["counts"]).fetchall())
-        out = dict.fromkeys(State, 0)
-        for state, count in found:
-            out[State(state)] = count
-        return out
+        return state_counts(found)
 
     async def replay(
         self,
@@ -366,12 +364,9 @@ class SQLiteStore:
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
     ) -> int:
-        if state is not None and State(state) not in REPLAYABLE:
-            names = ", ".join(s.value for s in REPLAYABLE)
-            msg = f"Only {names} events can be replayed, not {State(state).value!r}."
-            raise StoreError(msg)
+        wanted = replayed_state(state)
         params = {
-            "state": None if state is None else State(state).value,
+            "state": wanted,
             "ids": None if ids is None else _ids(ids),
             "endpoint": endpoint,
             "now": self.clock.time(),

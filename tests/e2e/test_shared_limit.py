@@ -48,18 +48,9 @@ def _sends(base: str) -> float:
     return sum(float(v) for v in found)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def shared_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The database both workers use: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "postgres":
-        dsn, schema = request.getfixturevalue("postgres_schema")
-        return f"{dsn}?schema={schema}"
-    return f"sqlite:///{tmp_path}/hub.db"
-
-
 @pytest.mark.slow
 def test_two_workers_together_stay_within_the_account_s_limit(
-    tmp_path: Path, shared_db: str
+    tmp_path: Path, hub_db_url: str
 ) -> None:
     """Two ``serve --role worker`` at 8/2s each drain one queue into a sandbox limited to 8/2s.
 
@@ -75,7 +66,7 @@ def test_two_workers_together_stay_within_the_account_s_limit(
     config.mkdir()
     (config / "forms.yaml").write_text(CONFIG)
     (config / "targets.yaml").write_text(target_yaml("default", sandbox, rate_limit=LIMIT))
-    db = shared_db
+    db = hub_db_url
     _queue(db, LEADS)
     env = {**KEYS, "FORMS_TOKEN": "unused"}
     sandbox_args = ["sandbox", "--port", str(sandbox_port), "--rate-limit", LIMIT]

@@ -9,6 +9,7 @@ import pytest
 
 from hub.clock import ManualClock
 from hub.store import EventStore, open_store
+from tests.pg_server import schema_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -33,8 +34,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     ``postgres`` is a fresh schema on the test server (``postgres_schema``).
     """
     if request.param == "postgres":
-        dsn, schema = request.getfixturevalue("postgres_schema")
-        return f"{dsn}?schema={schema}"
+        return schema_url(request)
     url = sqlite_url(tmp_path)
     return f"{url}?writer=process" if request.param == "sqlite-process" else url
 

@@ -66,15 +66,10 @@ def states(url: str) -> dict[int, State]:
     return asyncio.run(go())
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Seeded:
+@pytest.fixture
+def db(hub_db_url: str) -> Seeded:
     """A seeded database URL (a SQLite file, or a PostgreSQL schema) and its event ids."""
-    if request.param == "postgres":
-        dsn, schema = request.getfixturevalue("postgres_schema")
-        url = f"{dsn}?schema={schema}"
-    else:
-        url = sqlite_url(tmp_path)
-    return url, seed(url)
+    return hub_db_url, seed(hub_db_url)
 
 
 class TestEvents:

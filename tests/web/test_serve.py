@@ -116,18 +116,9 @@ async def send(
     return failed
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def hub_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The hub's store URL: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "postgres":
-        dsn, schema = request.getfixturevalue("postgres_schema")
-        return f"{dsn}?schema={schema}"
-    return f"sqlite:///{tmp_path / 'hub.db'}"
-
-
 @pytest.mark.slow
 async def test_kill_9_mid_stream_loses_no_acknowledged_delivery(
-    tmp_path: Path, hub_db: str
+    tmp_path: Path, hub_db_url: str
 ) -> None:
     """After kill -9 mid-stream and a restart, every delivery that got 200 is stored once."""
     total = 2000
@@ -135,7 +126,7 @@ async def test_kill_9_mid_stream_loses_no_acknowledged_delivery(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     # warnings only: nobody drains the child's stdout pipe while 2,000 lines would fill it
-    args = [*serve_args(tmp_path, port, db=hub_db), "--log-level", "warning"]
+    args = [*serve_args(tmp_path, port, db=hub_db_url), "--log-level", "warning"]
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
         retry = await send(base, list(range(total)), acked, kill_after=700, proc=proc)
         proc.wait(timeout=30)
@@ -144,7 +135,7 @@ async def test_kill_9_mid_stream_loses_no_acknowledged_delivery(
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
         still_failed = await send(base, retry, acked, kill_after=None, proc=proc)
     assert still_failed == []
-    stored = collections.Counter(e.delivery_id for e in await stored_events(hub_db))
+    stored = collections.Counter(e.delivery_id for e in await stored_events(hub_db_url))
     outcomes = collections.Counter(acked.values())
     print(
         f"\nsent {total}; 200 before kill: {acked_before_kill}; resent after restart: {len(retry)}"
