@@ -22,6 +22,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import pytest
 
@@ -245,22 +246,23 @@ def schema_name() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
 
 
+async def sql(dsn: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run one statement on a connection of its own; its rows."""
+    import asyncpg  # on use: conftest imports this module for every test run
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(row) for row in await conn.fetch(query, *args)]
+    finally:
+        await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def fresh_schema(dsn: str) -> AsyncIterator[str]:
     """A new, empty schema in the database at ``dsn``; dropped (CASCADE) on exit."""
-    import asyncpg  # on use: conftest imports this module for every test run
-
     name = schema_name()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE SCHEMA "{name}"')
-    finally:
-        await conn.close()
+    await sql(dsn, f'CREATE SCHEMA "{name}"')
     try:
         yield name
     finally:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        finally:
-            await conn.close()
+        await sql(dsn, f'DROP SCHEMA IF EXISTS "{name}" CASCADE')

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import asyncpg
 import orjson
 import pytest
 
 from hub.cli import main
 from hub.store import open_store
 from hub.store.models import State
+from tests.pg_server import sql
 from tests.support.server import free_port
 
 from .conftest import sqlite_url
@@ -147,14 +147,8 @@ class TestEvents:
         assert "no event store in schema" in capsys.readouterr().err
         assert main(["events", "--db", f"{dsn}?schema={schema}"], environ={}) == 1  # empty
 
-        async def schemas() -> list[str]:
-            conn = await asyncpg.connect(dsn)
-            try:
-                return [r[0] for r in await conn.fetch("SELECT nspname FROM pg_namespace")]
-            finally:
-                await conn.close()
-
-        assert f"{schema}_typo" not in asyncio.run(schemas())
+        schemas = asyncio.run(sql(dsn, "SELECT nspname FROM pg_namespace"))
+        assert (f"{schema}_typo",) not in schemas
 
     def test_a_postgresql_server_that_is_not_there(self, capsys: Cap) -> None:
         """Exit 1, saying what to check, without the password."""

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
 from hub.clock import ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
 from hub.store.postgres import APPLICATION_NAME, PostgresStore
-from tests.pg_server import PostgresServer, find_bindir
+from tests.pg_server import PostgresServer, find_bindir, sql
 from tests.store.helpers import delivery
 from tests.support.server import free_port
 
@@ -96,11 +95,7 @@ class TestServer:
         finally:
             for s in again:
                 await s.close()
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA "{schema}_inner" CASCADE')
-        finally:
-            await conn.close()
+        await sql(dsn, f'DROP SCHEMA "{schema}_inner" CASCADE')
 
 
 class TestInstances:
@@ -158,31 +153,23 @@ class TestInstances:
             for store in stores:
                 await store.close()
         assert sum(counts.values()) == 20 * leads
-        conn = await asyncpg.connect(dsn)
-        try:
-            orphans = await conn.fetchval(
-                f'SELECT count(*) FROM "{schema}".deliveries AS d WHERE NOT EXISTS '
-                f'(SELECT 1 FROM "{schema}".events AS e WHERE e.delivery = d.id)'
-            )
-        finally:
-            await conn.close()
-        assert orphans == 0
+        orphans = await sql(
+            dsn,
+            f'SELECT count(*) FROM "{schema}".deliveries AS d WHERE NOT EXISTS '
+            f'(SELECT 1 FROM "{schema}".events AS e WHERE e.delivery = d.id)',
+        )
+        assert orphans == [(0,)]
 
 
 async def _cut_connections(dsn: str) -> int:
     """Make the server end every connection of the hub's stores (as a restart or a network
     fault would); returns how many."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = $1",
-                APPLICATION_NAME,
-            )
-        )
-    finally:
-        await conn.close()
+    ((count,),) = await sql(
+        dsn,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        APPLICATION_NAME,
+    )
+    return int(count)
 
 
 class TestConnectionsLost:
