@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from hub import logs
 from hub.exceptions import HubError
 from hub.store.models import (
     REPLAYABLE,
@@ -45,6 +47,23 @@ class LeaseLost(StoreError):
     The lease ran out and another worker claimed the event, or it was already finished.
     A worker that was too slow must not overwrite what the new owner does.
     """
+
+
+def log() -> Any:
+    """The store's logger, fetched per use so it follows the current structlog set-up."""
+    return logs.get_logger("hub.store")
+
+
+@dataclass
+class StoreStats:
+    """Counters of a store's writes (read them from tests and metrics)."""
+
+    #: Write transactions committed.
+    commits: int = 0
+    #: Jobs run inside those transactions.
+    jobs: int = 0
+    #: Times a connection was (re-)opened.
+    opens: int = 0
 
 
 #: A rate slot said to end more than this far ahead (or ``hold``, if longer) was taken before

@@ -1,7 +1,9 @@
 """The PostgreSQL event store: several hub instances on one database.
 
 The same tables and rules as the SQLite store (``hub/store/sql/postgres.sql`` beside
-``sqlite.sql``), on an asyncpg connection pool. Each call is one transaction. Claims take
+``sqlite.sql``), on an asyncpg connection pool. Each call is one transaction, except that
+the one-lead deliveries of concurrent requests are written together, one statement (and one
+commit) for those gathered in one turn of the event loop. Claims take
 rows ``FOR UPDATE SKIP LOCKED``, so instances claim side by side and never take the same
 event; the rate limit's calls are counted in ``rate_slots`` under a per-account advisory
 lock, so every instance together stays within an account's limit. Rows come back in the
@@ -32,8 +34,10 @@ from hub.store.base import (
     SLOT_HORIZON,
     BodyNotSkimmed,
     StoreError,
+    StoreStats,
     StoreUnavailable,
     lease_lost,
+    log,
     no_event,
     replayed_state,
     state_counts,
@@ -47,9 +51,8 @@ from hub.store.models import (
     SlotAnswer,
     State,
 )
+from hub.store.rows import row_of, to_pending
 from hub.store.sql import queries
-from hub.store.sqlite_process import row_of, to_pending
-from hub.store.sqlite_threads import StoreStats, log
 
 Q = queries("postgres")
 
@@ -136,8 +139,8 @@ class PostgresStore:
             return
         # application_name: the hub's connections are easy to find in pg_stat_activity.
         settings = {"application_name": APPLICATION_NAME}
-        if self.schema:
-            settings["search_path"] = self.schema
+        if self.schema:  # quoted, as it is created: a name with capitals is not folded
+            settings["search_path"] = f'"{self.schema}"'
         try:
             pool = await asyncpg.create_pool(
                 self.dsn,

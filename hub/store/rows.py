@@ -1,15 +1,24 @@
-"""Between :class:`Event` and database rows: JSON columns (orjson) and the stored document."""
+"""Between deliveries, events and database rows: a delivery's row as every backend stores it
+(its skim checked, its body compressed), JSON columns (orjson) and the stored document."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from hub.sources import skimmed_id, skimmer_for
+from hub.store import bulk
 from hub.store.base import StoreError
 from hub.store.bulk import unpack_body
 from hub.store.models import Event, IncomingDelivery, State
+
+#: A delivery as enqueued: endpoint, received_at, content_type, headers (JSON), the raw body,
+#: its events' (delivery id, document or None), the time of enqueue, and the skim (``[key]``,
+#: when the store reads the one event's id from the body) or None. What crosses to SQLite's
+#: writer process (:mod:`hub.store.sqlite_process`), as a msgpack array.
+Row = tuple[str, float, str, bytes, bytes, list[tuple[str, bytes | None]], float, list[Any] | None]
 
 #: Separates lead keys in the ``lead_keys`` column of a row (ASCII unit separator).
 KEY_SEP = "\x1f"
@@ -91,3 +100,40 @@ def events(value: str | bytes | None, *, newest_first: bool = False) -> list[Eve
     ]
     out.sort(key=lambda e: e.id, reverse=newest_first)
     return out
+
+
+def row_of(delivery: IncomingDelivery, now: float) -> Row:
+    """The :data:`Row` of ``delivery``, enqueued at ``now``: what crosses to the child (the
+    body still raw; the child compresses it and checks a skim)."""
+    return (
+        delivery.endpoint,
+        delivery.received_at,
+        delivery.content_type,
+        headers_json(delivery.headers),
+        delivery.body,
+        [(e.delivery_id, d) for e, d in zip(delivery.events, documents(delivery), strict=True)],
+        now,
+        None if delivery.skim is None else [delivery.skim.key],
+    )
+
+
+def to_pending(row: Sequence[Any]) -> bulk.Pending | None:
+    """The delivery to insert (its skim checked, its body compressed) from its :data:`Row`;
+    None when a skimmed body needs the full parser. The writer thread's path uses it too."""
+    endpoint, received_at, content_type, headers, raw, events, now, skim = row
+    if skim is not None:
+        found = skimmed_id(skimmer_for(skim[0]), content_type, raw)
+        if found is None:
+            return None
+        events = [(found, None)]
+    body, body_format = bulk.pack(raw)  # here, not on the event loop
+    return bulk.Pending(
+        endpoint=endpoint,
+        received_at=received_at,
+        content_type=content_type,
+        headers=headers,
+        body=body,
+        body_format=body_format,
+        events=[(d, doc) for d, doc in events],
+        now=now,
+    )

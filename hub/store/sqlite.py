@@ -25,7 +25,9 @@ from hub.store.base import (
     SLOT_HORIZON,
     BodyNotSkimmed,
     StoreError,
+    StoreStats,
     lease_lost,
+    log,
     no_event,
     replayed_state,
     state_counts,
@@ -39,8 +41,9 @@ from hub.store.models import (
     SlotAnswer,
     State,
 )
-from hub.store.sqlite_process import IngestProcess, row_of, to_pending
-from hub.store.sqlite_threads import Q, Reader, StoreStats, Writer, log, unavailable
+from hub.store.rows import row_of, to_pending
+from hub.store.sqlite_process import IngestProcess
+from hub.store.sqlite_threads import Q, Reader, Writer, unavailable
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
 #: this process; ``process``: a child process of their own (``leadhub serve`` with a web role).

@@ -13,7 +13,7 @@ hub processes on one file.
 
 Wire format, both ways: frames of a 4-byte big-endian length and a msgpack body.
 
-* parent → child: a list of deliveries (:data:`Row` tuples), in the order submitted;
+* parent → child: a list of deliveries (:data:`hub.store.rows.Row` tuples), in the order submitted;
 * child → parent: ``[commits, results]``, ``results`` one entry per delivery of the
   frames it just committed, in order: a list of ``[event id, duplicate, delivery id]``,
   or a tagged list: ``["error", message]`` (that delivery failed: a :class:`StoreError`),
@@ -38,29 +38,21 @@ import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from hub.sources import skimmed_id, skimmer_for
-from hub.store import bulk, rows
-from hub.store.base import BodyNotSkimmed, StoreError, StoreUnavailable
-from hub.store.models import EnqueueResult, IncomingDelivery
-from hub.store.sqlite_threads import (
-    MAX_BATCH,
-    Reopening,
-    StoreStats,
-    bulk_or_each,
-    log,
-    unavailable,
-)
+from hub.store import bulk
+from hub.store.base import BodyNotSkimmed, StoreError, StoreStats, StoreUnavailable, log
+from hub.store.models import EnqueueResult
+from hub.store.rows import Row, to_pending
+from hub.store.sqlite_threads import MAX_BATCH, Reopening, bulk_or_each, unavailable
 
 #: One delivery on the wire: ``bulk.Pending``'s fields in order but ``body_format`` (the
 #: body travels as received; the child compresses it), then the skim: None, or ``[key]``
 #: for a ``SkimId`` delivery (its events empty; the child reads the id).
-Row = tuple[str, float, str, bytes, bytes, list[tuple[str, bytes | None]], float, list[Any] | None]
 _HEADER = struct.Struct(">I")
 #: Largest frame either side accepts (a batch of maximal bodies fits well below it).
 MAX_FRAME = 1 << 30
@@ -332,46 +324,6 @@ class IngestProcess:
 
 
 # -- the child's side ----------------------------------------------------------------------
-
-
-def row_of(delivery: IncomingDelivery, now: float) -> Row:
-    """The :data:`Row` of ``delivery``, enqueued at ``now``: what crosses to the child (the
-    body still raw; the child compresses it and checks a skim)."""
-    return (
-        delivery.endpoint,
-        delivery.received_at,
-        delivery.content_type,
-        rows.headers_json(delivery.headers),
-        delivery.body,
-        [
-            (e.delivery_id, d)
-            for e, d in zip(delivery.events, rows.documents(delivery), strict=True)
-        ],
-        now,
-        None if delivery.skim is None else [delivery.skim.key],
-    )
-
-
-def to_pending(row: Sequence[Any]) -> bulk.Pending | None:
-    """The delivery to insert (its skim checked, its body compressed) from its :data:`Row`;
-    None when a skimmed body needs the full parser. The writer thread's path uses it too."""
-    endpoint, received_at, content_type, headers, raw, events, now, skim = row
-    if skim is not None:
-        found = skimmed_id(skimmer_for(skim[0]), content_type, raw)
-        if found is None:
-            return None
-        events = [(found, None)]
-    body, body_format = bulk.pack(raw)  # here, not on the event loop
-    return bulk.Pending(
-        endpoint=endpoint,
-        received_at=received_at,
-        content_type=content_type,
-        headers=headers,
-        body=body,
-        body_format=body_format,
-        events=[(d, doc) for d, doc in events],
-        now=now,
-    )
 
 
 def _results(results: list[EnqueueResult]) -> list[tuple[int, bool, str | None]]:

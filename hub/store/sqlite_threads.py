@@ -27,12 +27,10 @@ import sqlite3
 import threading
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub import logs
-from hub.store.base import StoreError, StoreUnavailable
+from hub.store.base import StoreError, StoreStats, StoreUnavailable, log
 from hub.store.sql import queries
 
 T = TypeVar("T")
@@ -42,23 +40,6 @@ MAX_BATCH = 256  # jobs per transaction
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's lock
 
 Q = queries("sqlite")
-
-
-def log() -> Any:
-    """The store's logger, fetched per use so it follows the current structlog set-up."""
-    return logs.get_logger("hub.store")
-
-
-@dataclass
-class StoreStats:
-    """Counters of the writer thread (read them from tests and metrics)."""
-
-    #: Write transactions committed.
-    commits: int = 0
-    #: Jobs run inside those transactions.
-    jobs: int = 0
-    #: Times a connection was (re-)opened.
-    opens: int = 0
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -82,7 +82,7 @@ class TestServer:
         self, postgres_schema: tuple[str, str]
     ) -> None:
         dsn, schema = postgres_schema
-        url = f"{dsn}?schema={schema}_inner"
+        url = f"{dsn}?schema={schema}_Inner"  # capitals: the name is used as written
         first = open_store(url)
         await first.open()
         (result,) = await first.enqueue(delivery("d1"))
@@ -95,7 +95,7 @@ class TestServer:
         finally:
             for s in again:
                 await s.close()
-        await sql(dsn, f'DROP SCHEMA "{schema}_inner" CASCADE')
+        await sql(dsn, f'DROP SCHEMA "{schema}_Inner" CASCADE')
 
 
 class TestInstances:
