@@ -209,17 +209,25 @@ ON CONFLICT DO NOTHING;
 -- name: blockers
 -- Per-lead ordering for a batch. $1 is a JSON array of [event id, [lead key, ...]]; one row
 -- per event: its blocker is the earliest earlier event still pending sharing one of its keys.
-SELECT (a.value ->> 0)::bigint AS asker, (
-    SELECT e.id
-    FROM lead_keys AS k
-    JOIN events AS e ON e.id = k.event
-    WHERE k.key IN (SELECT jsonb_array_elements_text(a.value -> 1))
-      AND k.event < (a.value ->> 0)::bigint
-      AND e.state IN ('queued', 'retrying', 'sending')
-    ORDER BY e.id
-    LIMIT 1
+-- Key by key, from lead_keys' primary key (key, event) in event order to the first pending
+-- event: the walk is over that lead's own earlier events, never the whole table.
+SELECT a.asker, (
+    SELECT min(first.id)
+    FROM jsonb_array_elements_text(a.keys) AS wanted (key)
+    CROSS JOIN LATERAL (
+        SELECT e.id
+        FROM lead_keys AS k
+        JOIN events AS e ON e.id = k.event
+        WHERE k.key = wanted.key
+          AND k.event < a.asker
+          AND e.state IN ('queued', 'retrying', 'sending')
+        ORDER BY k.event
+        LIMIT 1
+    ) AS first
 ) AS blocker
-FROM jsonb_array_elements($1::jsonb) AS a (value);
+FROM (
+    SELECT (v ->> 0)::bigint AS asker, v -> 1 AS keys FROM jsonb_array_elements($1::jsonb) AS v
+) AS a;
 
 -- name: set_enrichment
 UPDATE events SET enrichment = $2, updated_at = $3 WHERE id = $1;
