@@ -246,11 +246,12 @@ def schema_name() -> str:
     return f"t_{uuid.uuid4().hex[:12]}"
 
 
-async def sql(dsn: str, query: str, *args: Any) -> list[tuple[Any, ...]]:
-    """Run one statement on a connection of its own; its rows."""
+async def sql(dsn: str, query: str, *args: Any, schema: str | None = None) -> list[tuple[Any, ...]]:
+    """Run one statement on a connection of its own (in ``schema``, if given); its rows."""
     import asyncpg  # on use: conftest imports this module for every test run
 
-    conn = await asyncpg.connect(dsn)
+    settings = {"search_path": f'"{schema}"'} if schema else {}
+    conn = await asyncpg.connect(dsn, server_settings=settings)
     try:
         return [tuple(row) for row in await conn.fetch(query, *args)]
     finally:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 from structlog.testing import capture_logs
 
 from hub.clock import ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
-from hub.store.postgres import APPLICATION_NAME, PostgresStore
+from hub.store.models import Ack, Route
+from hub.store.postgres import APPLICATION_NAME, PostgresStore, Q
 from tests.pg_server import PostgresServer, find_bindir, sql
 from tests.store.helpers import delivery
 from tests.support.server import free_port
@@ -283,3 +285,35 @@ class TestGatheredEnqueues:
             assert sum((await reopened.counts()).values()) == 50
         finally:
             await reopened.close()
+
+
+class TestPlans:
+    async def test_the_ordering_check_walks_the_lead_s_keys_not_the_table(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """With thousands of delivered events, checking a batch reads lead_keys by its
+        primary key; it never scans events or lead_keys whole (that grew with the table)."""
+        dsn, schema = postgres_schema
+        store = open_store(f"{dsn}?schema={schema}")
+        await store.open()
+        try:
+            for n in range(0, 3000, 100):
+                await store.enqueue(delivery(*(f"p{n + k}" for k in range(100))))
+            while claimed := await store.claim(limit=500, lease=LEASE):
+                keys = [(f"mail{e.id}", f"phone{e.id}") for e in claimed]
+                routes = [
+                    Route(e.id, "default", "m", k) for e, k in zip(claimed, keys, strict=True)
+                ]
+                await store.set_routes(routes)
+                await store.ack_many([Ack(e.id, "L", True, e.lease) for e in claimed[:-5]])
+        finally:
+            await store.close()
+        await sql(dsn, f'ANALYZE "{schema}".events')
+        await sql(dsn, f'ANALYZE "{schema}".lead_keys')
+        asked = orjson.dumps([[2990 + k, [f"mail{2000 + k}", "phone7"]] for k in range(10)])
+        plan = await sql(
+            dsn, f"EXPLAIN (FORMAT JSON) {Q['blockers']}", asked.decode(), schema=schema
+        )
+        text = orjson.dumps(plan)
+        assert b"lead_keys_pkey" in text
+        assert b"Seq Scan" not in text
