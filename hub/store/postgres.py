@@ -178,9 +178,10 @@ class PostgresStore:
 
     async def close(self) -> None:
         while self._gathered or self._flushing:  # answer every enqueue before closing
-            if self._gathered and not self._flush_due:
-                self._schedule_flush(asyncio.get_running_loop())
-            await asyncio.sleep(0.001)
+            if self._gathered and self._flushes < MAX_FLUSHES:
+                self._start_flush()
+            else:
+                await asyncio.wait(set(self._flushing), return_when=asyncio.FIRST_COMPLETED)
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
