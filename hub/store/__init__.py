@@ -89,15 +89,15 @@ def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> Event
             f"({safe_url(url)!r}) takes ?schema=NAME and ?pool=N (and libpq's own options)."
         )
         raise StoreError(msg)
+    from hub.store.postgres import POOL_SIZE, PostgresStore
+
     try:
-        pool = int(ours.get("pool", "10"))
+        pool = int(ours["pool"]) if "pool" in ours else POOL_SIZE
     except ValueError:
         msg = f"?pool= in {safe_url(url)!r} is not a number; give the most connections, e.g. 10."
         raise StoreError(msg) from None
     rest = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in ours])
     dsn = urllib.parse.urlunsplit(parsed._replace(scheme="postgresql", query=rest))
-    from hub.store.postgres import PostgresStore
-
     return PostgresStore(
         dsn, clock=clock, schema=ours.get("schema") or None, pool_size=pool, shown=safe_url(dsn)
     )
