@@ -258,6 +258,19 @@ async def sql(dsn: str, query: str, *args: Any, schema: str | None = None) -> li
         await conn.close()
 
 
+async def cut_connections(dsn: str) -> int:
+    """Make the server end every connection of the hub's stores (by the application name they
+    give the server), as a restart or a network fault would; returns how many."""
+    from hub.store.postgres import APPLICATION_NAME
+
+    ((count,),) = await sql(
+        dsn,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        APPLICATION_NAME,
+    )
+    return int(count)
+
+
 @contextlib.asynccontextmanager
 async def fresh_schema(dsn: str) -> AsyncIterator[str]:
     """A new, empty schema in the database at ``dsn``; dropped (CASCADE) on exit."""

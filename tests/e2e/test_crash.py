@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from hub.store.models import State
 from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import activities, leads, on_store, wait_until
+from tests.pg_server import cut_connections
 from tests.support.server import free_port, leadhub_process
 
 CONFIG = """kind: endpoint
@@ -138,11 +141,13 @@ def _sandbox_leads(sandbox: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_kill_9_of_a_worker_on_postgresql_then_restart_delivers_every_event(
-    tmp_path: Path, postgres_schema: tuple[str, str]
+@pytest.mark.parametrize("fault", ["kill -9", "connections cut"])
+def test_a_worker_on_postgresql_hit_mid_dispatch_still_delivers_every_event(
+    tmp_path: Path, postgres_schema: tuple[str, str], fault: str
 ) -> None:
-    """The same on a PostgreSQL store: a web role stores the backlog, a worker is killed -9
-    mid-dispatch, and after a restart every accepted event is delivered. The target is a
+    """The same on a PostgreSQL store: a web role stores the backlog, and mid-dispatch the
+    worker is killed -9 (then restarted), or the server ends every connection of the hub's
+    twice while the worker runs on. Every accepted event is delivered once. The target is a
     ``leadhub sandbox`` process with its own file, so its leads outlive the hub's restarts."""
     dsn, schema = postgres_schema
     db = f"{dsn}?schema={schema}"
@@ -165,18 +170,27 @@ def test_kill_9_of_a_worker_on_postgresql_then_restart_delivers_every_event(
     with leadhub_process(sandbox_args, ready_url=f"{sandbox}/"):
         with leadhub_process([*args, "--role", "web"], ready_url=f"{base}/healthz", env=env):
             accepted = _send(base, BACKLOG)
+        assert len(accepted) == BACKLOG
         worker = [*args, "--role", "worker"]
+
+        def all_delivered() -> None:
+            wait_until(lambda: counts()[State.DELIVERED] == BACKLOG, timeout=90, what="delivered")
+
         with leadhub_process(worker, ready_url=f"{base}/healthz", env=env) as proc:
             wait_until(lambda: len(_sandbox_leads(sandbox)) >= 30, what="dispatch under way")
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
-        before = counts()
-        assert len(accepted) == BACKLOG
-        assert before[State.DELIVERED] < BACKLOG, "the kill came too late to test anything"
-        with leadhub_process(worker, ready_url=f"{base}/healthz", env=env):
-            wait_until(
-                lambda: counts()[State.DELIVERED] == BACKLOG, timeout=90, what="all delivered"
-            )
+            if fault == "kill -9":
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            else:
+                for _ in range(2):
+                    assert asyncio.run(cut_connections(dsn)) >= 1
+                    time.sleep(0.3)
+            assert counts()[State.DELIVERED] < BACKLOG, "the fault came too late to test anything"
+            if fault == "connections cut":
+                all_delivered()  # the same worker carries on
+        if fault == "kill -9":
+            with leadhub_process(worker, ready_url=f"{base}/healthz", env=env):
+                all_delivered()
         found = _sandbox_leads(sandbox)
     assert sorted(lead["EmailAddress"] for lead in found) == sorted(accepted)
     after = counts()

@@ -12,8 +12,8 @@ from structlog.testing import capture_logs
 from hub.clock import ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
 from hub.store.models import Ack, Route
-from hub.store.postgres import APPLICATION_NAME, PostgresStore, Q
-from tests.pg_server import PostgresServer, find_bindir, sql
+from hub.store.postgres import PostgresStore, Q
+from tests.pg_server import PostgresServer, cut_connections, find_bindir, sql
 from tests.store.helpers import delivery
 from tests.support.server import free_port
 
@@ -163,17 +163,6 @@ class TestInstances:
         assert orphans == [(0,)]
 
 
-async def _cut_connections(dsn: str) -> int:
-    """Make the server end every connection of the hub's stores (as a restart or a network
-    fault would); returns how many."""
-    ((count,),) = await sql(
-        dsn,
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-        APPLICATION_NAME,
-    )
-    return int(count)
-
-
 class TestConnectionsLost:
     async def test_connections_cut_by_the_server_are_unavailable_then_heal(
         self, postgres_schema: tuple[str, str]
@@ -183,7 +172,7 @@ class TestConnectionsLost:
         await store.open()
         try:
             stored = [r.id for r in await store.enqueue(delivery("before"))]
-            assert await _cut_connections(dsn) >= 1
+            assert await cut_connections(dsn) >= 1
             outcomes = []
             for n in range(3):
                 try:
