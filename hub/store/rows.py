@@ -119,14 +119,15 @@ def row_of(delivery: IncomingDelivery, now: float) -> Row:
 
 def to_pending(row: Sequence[Any]) -> bulk.Pending | None:
     """The delivery to insert (its skim checked, its body compressed) from its :data:`Row`;
-    None when a skimmed body needs the full parser. The writer thread's path uses it too."""
+    None when a skimmed body needs the full parser. Called where the store writes: SQLite's
+    writer process (off the event loop) or thread; the PostgreSQL store's event loop."""
     endpoint, received_at, content_type, headers, raw, events, now, skim = row
     if skim is not None:
         found = skimmed_id(skimmer_for(skim[0]), content_type, raw)
         if found is None:
             return None
         events = [(found, None)]
-    body, body_format = bulk.pack(raw)  # here, not on the event loop
+    body, body_format = bulk.pack(raw)
     return bulk.Pending(
         endpoint=endpoint,
         received_at=received_at,
