@@ -2,8 +2,8 @@
 
 The same tables and rules as the SQLite store (``hub/store/sql/postgres.sql`` beside
 ``sqlite.sql``), on an asyncpg connection pool. Each call is one transaction, except that
-the one-lead deliveries of concurrent requests are written together, one statement (and one
-commit) for those gathered in one turn of the event loop. Claims take
+the one-lead deliveries of concurrent requests are written together
+(:mod:`hub.store.postgres_ingest`). Claims take
 rows ``FOR UPDATE SKIP LOCKED``, so instances claim side by side and never take the same
 event; the rate limit's calls are counted in ``rate_slots`` under a per-account advisory
 lock, so every instance together stays within an account's limit. Rows come back in the
@@ -28,7 +28,7 @@ import asyncpg
 import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.store import bulk, rows
+from hub.store import rows
 from hub.store.base import (
     SLOT_EPSILON,
     SLOT_HORIZON,
@@ -51,14 +51,14 @@ from hub.store.models import (
     SlotAnswer,
     State,
 )
+from hub.store.postgres_ingest import Writes
 from hub.store.rows import row_of, to_pending
 from hub.store.sql import queries
 
 Q = queries("postgres")
 
 if TYPE_CHECKING:
-    _Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
-_Answer = asyncio.Future[list[EnqueueResult]]
+    from hub.store.postgres_ingest import Conn as _Conn
 _Isolation = Literal["read_committed", "repeatable_read"]
 
 #: Connections in the pool by default (``?pool=N``).
@@ -66,9 +66,6 @@ POOL_SIZE = 10
 #: Seconds to wait for a connection to the server, and for any one statement.
 CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
-#: Most one-lead deliveries written in one statement, and most such statements in flight.
-MAX_BATCH = 256
-MAX_FLUSHES = 4
 #: How the hub's connections name themselves to the server (``pg_stat_activity``).
 APPLICATION_NAME = "leadhub"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -123,11 +120,7 @@ class PostgresStore:
         self._pool: asyncpg.Pool | None = None
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = StoreStats()
-        #: One-lead deliveries waiting to be written together (see ``enqueue``).
-        self._gathered: list[tuple[bulk.Pending, _Answer]] = []
-        self._flush_due = False
-        self._flushes = 0
-        self._flushing: set[asyncio.Task[None]] = set()
+        self._writes = Writes(self._conn, self.stats)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r}, schema={self.schema!r})"
@@ -180,11 +173,7 @@ class PostgresStore:
         log().info("store_opened", url=self.shown, schema=self.schema)
 
     async def close(self) -> None:
-        while self._gathered or self._flushing:  # answer every enqueue before closing
-            if self._gathered and self._flushes < MAX_FLUSHES:
-                self._start_flush()
-            else:
-                await asyncio.wait(set(self._flushing), return_when=asyncio.FIRST_COMPLETED)
+        await self._writes.finish()  # answer every enqueue before closing
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -240,81 +229,7 @@ class PostgresStore:
         pending = to_pending(row_of(delivery, self.clock.time()))
         if pending is None:
             raise BodyNotSkimmed
-        if len(pending.events) != 1:
-            return await self._enqueue_each(pending)
-        # Most deliveries carry one lead: those of concurrent requests are written together.
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[list[EnqueueResult]] = loop.create_future()
-        self._gathered.append((pending, done))
-        self._schedule_flush(loop)
-        return await done
-
-    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Write what is gathered at the end of this loop iteration (every request read in
-        it joins), unless a write is already due or :data:`MAX_FLUSHES` are in flight."""
-        if not self._flush_due and self._flushes < MAX_FLUSHES:
-            self._flush_due = True
-            loop.call_soon(self._start_flush)
-
-    def _start_flush(self) -> None:
-        self._flush_due = False
-        if not self._gathered or self._flushes >= MAX_FLUSHES:
-            return
-        batch, self._gathered = self._gathered[:MAX_BATCH], self._gathered[MAX_BATCH:]
-        self._flushes += 1
-        task = asyncio.get_running_loop().create_task(self._flush(batch))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
-
-    async def _flush(self, batch: list[tuple[bulk.Pending, _Answer]]) -> None:
-        """One statement for ``batch``; each caller gets its answer (or the store's error)."""
-        try:
-            try:
-                async with self._conn(transaction=False) as conn:
-                    answers = await conn.fetch(Q["enqueue_many"], *_columns(batch))
-                self.stats.commits += 1
-                self.stats.jobs += len(batch)
-            except BaseException as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                return
-            rest: list[tuple[str, str, _Answer]] = []
-            for (pending, done), (new, known) in zip(batch, answers, strict=True):
-                ((delivery_id, _),) = pending.events
-                if done.done():
-                    continue
-                if new is not None:
-                    done.set_result([EnqueueResult(new, False, delivery_id)])
-                elif known is not None:
-                    done.set_result([EnqueueResult(known, True, delivery_id)])
-                else:  # stored meanwhile: earlier in this batch, or by another transaction
-                    rest.append((pending.endpoint, delivery_id, done))
-            if rest:
-                try:
-                    async with self._conn(transaction=False) as conn:
-                        for endpoint, delivery_id, done in rest:
-                            found = await conn.fetchval(Q["find_event"], endpoint, delivery_id)
-                            if not done.done():
-                                done.set_result([EnqueueResult(found, True, delivery_id)])
-                except Exception as exc:
-                    for _, _, done in rest:
-                        if not done.done():
-                            done.set_exception(exc)
-        finally:
-            for _, done in batch:  # never leave a caller waiting (the task was cancelled)
-                if not done.done():
-                    done.set_exception(StoreUnavailable("the write was interrupted; try again"))
-            self._flushes -= 1
-            if self._gathered:
-                self._schedule_flush(asyncio.get_running_loop())
-
-    async def _enqueue_each(self, pending: bulk.Pending) -> list[EnqueueResult]:
-        """The general path: event by event in one transaction (see :func:`_enqueue`)."""
-        async with self._conn() as conn:
-            return await _enqueue(conn, pending)
+        return await self._writes.enqueue(pending)
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -523,60 +438,6 @@ class PostgresStore:
     async def end_slot(self, slot: int) -> None:
         async with self._conn() as conn:
             await conn.execute(Q["end_slot"], slot, self.clock.time())
-
-
-def _columns(batch: list[tuple[bulk.Pending, _Answer]]) -> list[list[Any]]:
-    """``enqueue_many``'s nine arrays for one-lead deliveries."""
-    out: list[list[Any]] = [[] for _ in range(9)]
-    for p, _ in batch:
-        ((delivery_id, document),) = p.events
-        row = (
-            *_delivery_values(p),
-            delivery_id,
-            None if document is None else document.decode(),
-            p.now,
-        )
-        for column, value in zip(out, row, strict=True):
-            column.append(value)
-    return out
-
-
-def _delivery_values(p: bulk.Pending) -> tuple[Any, ...]:
-    """The ``deliveries`` row of ``p``: endpoint, received_at, content_type, headers, body,
-    body_format."""
-    return (p.endpoint, p.received_at, p.content_type, p.headers.decode(), p.body, p.body_format)
-
-
-async def _enqueue(conn: _Conn, pending: bulk.Pending) -> list[EnqueueResult]:
-    """Store ``pending`` event by event (inside the caller's transaction), each event already
-    stored, or repeated in the delivery, reported as a duplicate; the delivery row is kept
-    only if one of its events is new."""
-    results: list[EnqueueResult] = []
-    seen: dict[str, int] = {}
-    row: int | None = None
-    for delivery_id, document in pending.events:
-        known = seen.get(delivery_id)
-        if known is None:
-            known = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
-        if known is not None:
-            seen[delivery_id] = known
-            results.append(EnqueueResult(known, True, delivery_id))
-            continue
-        if row is None:
-            row = await conn.fetchval(Q["insert_delivery"], *_delivery_values(pending))
-        doc = None if document is None else document.decode()
-        new = await conn.fetchval(
-            Q["insert_event"], row, pending.endpoint, delivery_id, doc, pending.now
-        )
-        if new is None:  # stored meanwhile by another transaction: a duplicate
-            new = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
-            results.append(EnqueueResult(new, True, delivery_id))
-        else:
-            results.append(EnqueueResult(new, False, delivery_id))
-        seen[delivery_id] = new
-    if row is not None and all(r.duplicate for r in results):
-        await conn.execute(Q["delete_delivery"], row)
-    return results
 
 
 def _count(status: str) -> int:
