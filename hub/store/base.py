@@ -15,6 +15,7 @@ seconds read from the injected :class:`hub.clock.Clock`.
 from __future__ import annotations
 
 import builtins
+from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -112,6 +113,36 @@ def state_counts(found: Iterable[tuple[Any, Any]]) -> dict[State, int]:
     for state, count in found:
         out[State(state)] = int(count)
     return out
+
+
+def ordering_checks(checks: Sequence[tuple[int, Sequence[str]]]) -> list[list[Any]]:
+    """:meth:`EventStore.blockers`' checks as ``[event id, [key, ...]]``, the empty keys
+    dropped, and the events left without a key (nothing can block them) left out."""
+    return [
+        [int(event_id), keys]
+        for event_id, lead_keys in checks
+        if (keys := [str(k) for k in lead_keys if k])
+    ]
+
+
+class BatchedStore(ABC):
+    """The one-event forms of the batch methods, the same for every backend."""
+
+    @abstractmethod
+    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]: ...
+
+    @abstractmethod
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]: ...
+
+    async def set_route(
+        self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
+    ) -> None:
+        route = Route(event_id=event_id, target=target, mapping=mapping, lead_keys=tuple(lead_keys))
+        if await self.set_routes([route]):
+            raise no_event(event_id)
+
+    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
+        return (await self.blockers([(event_id, lead_keys)])).get(event_id)
 
 
 class BodyNotSkimmed(Exception):

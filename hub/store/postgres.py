@@ -32,6 +32,7 @@ from hub.store import rows
 from hub.store.base import (
     SLOT_EPSILON,
     SLOT_HORIZON,
+    BatchedStore,
     BodyNotSkimmed,
     StoreError,
     StoreStats,
@@ -39,6 +40,7 @@ from hub.store.base import (
     lease_lost,
     log,
     no_event,
+    ordering_checks,
     replayed_state,
     state_counts,
 )
@@ -86,7 +88,7 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
-class PostgresStore:
+class PostgresStore(BatchedStore):
     """An :class:`hub.store.base.EventStore` on a PostgreSQL database."""
 
     def __init__(
@@ -291,13 +293,6 @@ class PostgresStore:
                 raise lease_lost(event_id)
             raise no_event(event_id)
 
-    async def set_route(
-        self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
-    ) -> None:
-        route = Route(event_id=event_id, target=target, mapping=mapping, lead_keys=tuple(lead_keys))
-        if await self.set_routes([route]):
-            raise no_event(event_id)
-
     async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
         if not routes:
             return []
@@ -352,15 +347,8 @@ class PostgresStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
-        return (await self.blockers([(event_id, lead_keys)])).get(event_id)
-
     async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
-        asked = [
-            [int(event_id), keys]
-            for event_id, lead_keys in checks
-            if (keys := [str(k) for k in lead_keys if k])
-        ]
+        asked = ordering_checks(checks)
         if not asked:
             return {}
         # One snapshot: a blocker found is still pending when its row is read.

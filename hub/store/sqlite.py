@@ -23,12 +23,14 @@ from hub.store import bulk, rows
 from hub.store.base import (
     SLOT_EPSILON,
     SLOT_HORIZON,
+    BatchedStore,
     BodyNotSkimmed,
     StoreError,
     StoreStats,
     lease_lost,
     log,
     no_event,
+    ordering_checks,
     replayed_state,
     state_counts,
 )
@@ -75,7 +77,7 @@ def _ids(values: Sequence[int]) -> str:
     return _json([int(v) for v in values])
 
 
-class SQLiteStore:
+class SQLiteStore(BatchedStore):
     """An :class:`hub.store.base.EventStore` on one SQLite file."""
 
     def __init__(
@@ -229,13 +231,6 @@ class SQLiteStore:
     async def skipped(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
         await self._update("finish", event_id, lease, state=State.SKIPPED.value, error=reason)
 
-    async def set_route(
-        self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
-    ) -> None:
-        route = Route(event_id=event_id, target=target, mapping=mapping, lead_keys=tuple(lead_keys))
-        if await self.set_routes([route]):
-            raise no_event(event_id)
-
     async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
         if not routes:
             return []
@@ -307,15 +302,8 @@ class SQLiteStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
-        return (await self.blockers([(event_id, lead_keys)])).get(event_id)
-
     async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
-        asked = [
-            [event_id, keys]
-            for event_id, lead_keys in checks
-            if (keys := [str(k) for k in lead_keys if k])
-        ]
+        asked = ordering_checks(checks)
         if not asked:
             return {}
         params = {"asked": _json(asked)}
