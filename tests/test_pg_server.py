@@ -15,28 +15,19 @@ from tests.pg_server import (
     PostgresServerError,
     find_bindir,
     fresh_schema,
+    sql,
 )
 from tests.support.server import free_port
 
 
 async def _schemas(dsn: str, *names: str) -> set[str]:
     """Which of ``names`` exist as schemas at ``dsn``."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1::text[])", list(names)
-        )
-    finally:
-        await conn.close()
-    return {row["nspname"] for row in rows}
+    found = await sql(dsn, "SELECT nspname FROM pg_namespace WHERE nspname = ANY($1)", list(names))
+    return {name for (name,) in found}
 
 
 async def test_dsn_serves_postgresql(postgres_dsn: str) -> None:
-    conn = await asyncpg.connect(postgres_dsn)
-    try:
-        version = await conn.fetchval("SELECT version()")
-    finally:
-        await conn.close()
+    ((version,),) = await sql(postgres_dsn, "SELECT version()")
     assert str(version).startswith("PostgreSQL ")
 
 
@@ -66,11 +57,8 @@ async def test_each_fresh_schema_is_its_own_and_is_dropped_after(postgres_dsn: s
         assert first != second
         assert first.startswith("t_") and second.startswith("t_")
         assert await _schemas(postgres_dsn, first, second) == {first, second}
-        conn = await asyncpg.connect(postgres_dsn)
-        try:  # a table in it must not keep the schema alive (CASCADE)
-            await conn.execute(f'CREATE TABLE "{first}".t (x int)')
-        finally:
-            await conn.close()
+        # a table in it must not keep the schema alive (CASCADE)
+        await sql(postgres_dsn, f'CREATE TABLE "{first}".t (x int)')
     assert await _schemas(postgres_dsn, first, second) == set()
 
 
@@ -82,11 +70,7 @@ _seen: list[str] = []
 async def test_fixture_schema_one(postgres_schema: tuple[str, str]) -> None:
     dsn, schema = postgres_schema
     assert await _schemas(dsn, schema) == {schema}
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(f'CREATE TABLE "{schema}".t (x int)')
-    finally:
-        await conn.close()
+    await sql(dsn, f'CREATE TABLE "{schema}".t (x int)')
     _seen.append(schema)
 
 
@@ -118,12 +102,10 @@ async def test_server_start_and_stop() -> None:
         data_dir = server.data_dir
         dsn = server.dsn
         assert dsn.startswith("postgresql://postgres@127.0.0.1:")
-        conn = await asyncpg.connect(dsn)
-        try:
-            assert await conn.fetchval("SHOW fsync") == "off"
-            assert await conn.fetchval("SHOW max_connections") == "200"
-        finally:
-            await conn.close()
+        settings = await sql(
+            dsn, "SELECT current_setting('fsync'), current_setting('max_connections')"
+        )
+        assert settings == [("off", "200")]
     finally:
         server.stop()
     assert not data_dir.exists()
