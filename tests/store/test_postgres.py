@@ -4,12 +4,14 @@ instances on one database at once (the contract suite runs on it too, see confte
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from hub.clock import ManualClock
+from hub.clock import SYSTEM_CLOCK, Clock, ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
 from hub.store.models import Ack, Route
 from hub.store.postgres import PostgresStore, Q
@@ -22,6 +24,31 @@ LEASE = 30.0
 
 def _with_password(dsn: str, password: str) -> str:
     return dsn.replace("postgres@", f"postgres:{password}@", 1)
+
+
+@contextlib.asynccontextmanager
+async def instances(
+    postgres_schema: tuple[str, str],
+    count: int = 1,
+    *,
+    options: str = "",
+    clock: Clock | None = None,
+) -> AsyncIterator[list[PostgresStore]]:
+    """``count`` stores opened on the test's schema, each with its own pool (separate hub
+    instances); closed on the way out."""
+    dsn, schema = postgres_schema
+    stores = []
+    for _ in range(count):
+        store = open_store(f"{dsn}?schema={schema}{options}", clock=clock or SYSTEM_CLOCK)
+        assert isinstance(store, PostgresStore)
+        stores.append(store)
+    try:
+        for store in stores:
+            await store.open()
+        yield stores
+    finally:
+        for store in stores:
+            await store.close()
 
 
 class TestUrl:
@@ -106,19 +133,12 @@ class TestConnections:
     ) -> None:
         """application_name for pg_stat_activity; JIT off (compiling the ordering check took
         4-20 ms of a check that runs in under 1)."""
-        dsn, schema = postgres_schema
-        store = open_store(f"{dsn}?schema={schema}")
-        assert isinstance(store, PostgresStore)
-        await store.open()
-        try:
-            async with store._conn() as conn:
-                settings = await conn.fetchrow(
-                    "SELECT current_setting('jit'), current_setting('application_name'), "
-                    "current_setting('search_path')"
-                )
-        finally:
-            await store.close()
-        assert tuple(settings or ()) == ("off", "leadhub", f'"{schema}"')
+        async with instances(postgres_schema) as (store,), store._conn() as conn:
+            settings = await conn.fetchrow(
+                "SELECT current_setting('jit'), current_setting('application_name'), "
+                "current_setting('search_path')"
+            )
+        assert tuple(settings or ()) == ("off", "leadhub", f'"{postgres_schema[1]}"')
 
 
 class TestInstances:
@@ -127,12 +147,7 @@ class TestInstances:
     async def test_instances_claiming_at_once_never_take_the_same_event(
         self, postgres_schema: tuple[str, str]
     ) -> None:
-        dsn, schema = postgres_schema
-        clock = ManualClock()
-        stores = [open_store(f"{dsn}?schema={schema}&pool=3", clock=clock) for _ in range(4)]
-        for store in stores:
-            await store.open()
-        try:
+        async with instances(postgres_schema, 4, options="&pool=3", clock=ManualClock()) as stores:
             ids = []
             for n in range(0, 300, 10):
                 results = await stores[0].enqueue(delivery(*(f"d{n + k}" for k in range(10))))
@@ -147,9 +162,6 @@ class TestInstances:
 
             # Three claimers per instance, so claims overlap inside and across instances.
             taken = await asyncio.gather(*(drain(s) for s in stores for _ in range(3)))
-        finally:
-            for store in stores:
-                await store.close()
         every = [i for part in taken for i in part]
         assert sorted(every) == sorted(ids)  # all claimed, none twice
         assert sum(1 for part in taken if part) > 1  # and they really claimed side by side
@@ -161,10 +173,7 @@ class TestInstances:
         """One lead per delivery takes the one-statement path, two the general one; racing
         copies of a delivery store each event once and leave no delivery row without one."""
         dsn, schema = postgres_schema
-        stores = [open_store(f"{dsn}?schema={schema}&pool=2") for _ in range(3)]
-        for store in stores:
-            await store.open()
-        try:
+        async with instances(postgres_schema, 3, options="&pool=2") as stores:
             for n in range(20):
                 same = delivery(*(f"lead-{n}-{k}" for k in range(leads)))
                 answers = await asyncio.gather(*(s.enqueue(same) for s in stores for _ in range(2)))
@@ -172,9 +181,6 @@ class TestInstances:
                     assert len({a[k].id for a in answers}) == 1
                     assert sum(not a[k].duplicate for a in answers) == 1
             counts = await stores[0].counts()
-        finally:
-            for store in stores:
-                await store.close()
         assert sum(counts.values()) == 20 * leads
         orphans = await sql(
             dsn,
@@ -188,12 +194,9 @@ class TestConnectionsLost:
     async def test_connections_cut_by_the_server_are_unavailable_then_heal(
         self, postgres_schema: tuple[str, str]
     ) -> None:
-        dsn, schema = postgres_schema
-        store = open_store(f"{dsn}?schema={schema}&pool=4")
-        await store.open()
-        try:
+        async with instances(postgres_schema, options="&pool=4") as (store,):
             stored = [r.id for r in await store.enqueue(delivery("before"))]
-            assert await cut_connections(dsn) >= 1
+            assert await cut_connections(postgres_schema[0]) >= 1
             outcomes = []
             for n in range(3):
                 try:
@@ -205,8 +208,6 @@ class TestConnectionsLost:
             # mid-protocol); a store that heals sends the next ones on new connections.
             assert outcomes[1:] == ["ok", "ok"], outcomes
             listed = await store.list(limit=10)
-        finally:
-            await store.close()
         assert sorted(e.id for e in listed) == sorted(stored)
 
     async def test_a_server_that_went_away_is_unavailable(self) -> None:
@@ -233,18 +234,12 @@ class TestGatheredEnqueues:
     async def test_concurrent_one_lead_deliveries_share_statements(
         self, postgres_schema: tuple[str, str]
     ) -> None:
-        dsn, schema = postgres_schema
-        store = open_store(f"{dsn}?schema={schema}")
-        assert isinstance(store, PostgresStore)
-        await store.open()
-        try:
+        async with instances(postgres_schema) as (store,):
             answers = await asyncio.gather(*(store.enqueue(delivery(f"g{n}")) for n in range(200)))
             again = await asyncio.gather(
                 *(store.enqueue(delivery(f"g{n}")) for n in range(0, 200, 7))
             )
             events = await store.list(limit=1000)
-        finally:
-            await store.close()
         assert [a[0].delivery_id for a in answers] == [f"g{n}" for n in range(200)]
         assert not any(a[0].duplicate for a in answers)
         assert len({a[0].id for a in answers}) == 200
@@ -261,18 +256,13 @@ class TestGatheredEnqueues:
     async def test_one_delivery_id_twice_in_one_statement_is_stored_once(
         self, postgres_schema: tuple[str, str]
     ) -> None:
-        dsn, schema = postgres_schema
-        store = open_store(f"{dsn}?schema={schema}")
-        await store.open()
-        try:
+        async with instances(postgres_schema) as (store,):
             first, second, other = await asyncio.gather(
                 store.enqueue(delivery("twice")),
                 store.enqueue(delivery("twice")),
                 store.enqueue(delivery("once")),
             )
             counts = await store.counts()
-        finally:
-            await store.close()
         assert first[0].id == second[0].id
         assert [first[0].duplicate, second[0].duplicate] == [False, True]
         assert not other[0].duplicate
@@ -289,12 +279,8 @@ class TestGatheredEnqueues:
         await store.close()
         assert all(w.done() for w in waiting)
         assert len({w.result()[0].id for w in waiting}) == 50
-        reopened = open_store(f"{dsn}?schema={schema}")
-        await reopened.open()
-        try:
+        async with instances(postgres_schema) as (reopened,):
             assert sum((await reopened.counts()).values()) == 50
-        finally:
-            await reopened.close()
 
 
 class TestPlans:
@@ -304,9 +290,7 @@ class TestPlans:
         """With thousands of delivered events, checking a batch reads lead_keys by its
         primary key; it never scans events or lead_keys whole (that grew with the table)."""
         dsn, schema = postgres_schema
-        store = open_store(f"{dsn}?schema={schema}")
-        await store.open()
-        try:
+        async with instances(postgres_schema) as (store,):
             for n in range(0, 3000, 100):
                 await store.enqueue(delivery(*(f"p{n + k}" for k in range(100))))
             while claimed := await store.claim(limit=500, lease=LEASE):
@@ -316,8 +300,6 @@ class TestPlans:
                 ]
                 await store.set_routes(routes)
                 await store.ack_many([Ack(e.id, "L", True, e.lease) for e in claimed[:-5]])
-        finally:
-            await store.close()
         await sql(dsn, f'ANALYZE "{schema}".events')
         await sql(dsn, f'ANALYZE "{schema}".lead_keys')
         asked = orjson.dumps([[2990 + k, [f"mail{2000 + k}", "phone7"]] for k in range(10)])
