@@ -23,11 +23,14 @@ from typing import Any, Protocol
 from hub import logs
 from hub.exceptions import HubError
 from hub.store.models import (
+    PURGEABLE,
+    PURGED_BY_DEFAULT,
     REPLAYABLE,
     Ack,
     EnqueueResult,
     Event,
     IncomingDelivery,
+    Purged,
     Route,
     SlotAnswer,
     State,
@@ -106,6 +109,29 @@ def replayed_state(state: State | None) -> str | None:
     return State(state).value
 
 
+def purged_states(states: Collection[State] | None) -> list[str]:
+    """``states`` as stored, for :meth:`EventStore.purge`; None gives the default states.
+
+    Raises:
+        StoreError: a state is not final (an event still pending is never purged).
+    """
+    chosen = PURGED_BY_DEFAULT if states is None else tuple(State(s) for s in states)
+    if not chosen:
+        msg = "Name at least one state to purge."
+        raise StoreError(msg)
+    for state in chosen:
+        if state not in PURGEABLE:
+            names = ", ".join(s.value for s in PURGEABLE)
+            msg = f"Only {names} events can be purged, not {state.value!r}: it is still pending."
+            raise StoreError(msg)
+    return sorted({state.value for state in chosen})
+
+
+#: Events a purge walks per step (one short write transaction each, so ingest's writes
+#: wait a few milliseconds at most while a large purge runs).
+PURGE_WINDOW = 1000
+
+
 def state_counts(found: Iterable[tuple[Any, Any]]) -> dict[State, int]:
     """``(state, count)`` rows as :meth:`EventStore.counts` answers: every state, zero
     included."""
@@ -126,7 +152,8 @@ def ordering_checks(checks: Sequence[tuple[int, Sequence[str]]]) -> list[list[An
 
 
 class BatchedStore(ABC):
-    """The one-event forms of the batch methods, the same for every backend."""
+    """What every backend does the same way on top of its own queries: the one-event forms
+    of the batch methods, and the walk of a purge."""
 
     @abstractmethod
     async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]: ...
@@ -143,6 +170,60 @@ class BatchedStore(ABC):
 
     async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
         return (await self.blockers([(event_id, lead_keys)])).get(event_id)
+
+    # -- purge: a walk over the events in id order, one window at a time -----------------
+
+    @abstractmethod
+    async def _purge_window(self, after: int) -> tuple[int, float] | None:
+        """The next :data:`PURGE_WINDOW` events after id ``after``: the last id among them
+        and the earliest time one of them was received; None past the last event."""
+
+    @abstractmethod
+    async def _purge_range(
+        self,
+        after: int,
+        upto: int,
+        *,
+        before: float,
+        states: builtins.list[str],
+        endpoint: str | None,
+        dry_run: bool,
+    ) -> tuple[int, int]:
+        """Delete (or count) the events with ids in (``after``, ``upto``] that qualify, with
+        their lead keys and the deliveries left without events: ``(events, deliveries)``."""
+
+    async def purge(
+        self,
+        *,
+        before: float,
+        states: Collection[State] | None = None,
+        endpoint: str | None = None,
+        dry_run: bool = False,
+    ) -> Purged:
+        wanted = purged_states(states)
+        after = events = deliveries = 0
+        while (window := await self._purge_window(after)) is not None:
+            upto, first_received = window
+            if first_received >= before:
+                # Ids grow with arrival: this window and every later one came in after the
+                # cut-off, so no event there was last changed before it.
+                break
+            found, freed = await self._purge_range(
+                after, upto, before=before, states=wanted, endpoint=endpoint, dry_run=dry_run
+            )
+            events += found
+            deliveries += freed
+            after = upto
+        log().info(
+            "events_purged",
+            events=events,
+            deliveries=deliveries,
+            states=wanted,
+            endpoint=endpoint,
+            before=before,
+            dry_run=dry_run,
+        )
+        return Purged(events=events, deliveries=deliveries)
 
 
 class BodyNotSkimmed(Exception):
@@ -298,6 +379,30 @@ class EventStore(Protocol):
 
         Raises:
             StoreError: ``state`` is not one of the replayable states.
+        """
+        ...
+
+    async def purge(
+        self,
+        *,
+        before: float,
+        states: Collection[State] | None = None,
+        endpoint: str | None = None,
+        dry_run: bool = False,
+    ) -> Purged:
+        """Delete finished events last changed before ``before``, and what only they used.
+
+        ``states`` defaults to ``delivered`` and ``skipped``; it may name any final state
+        (``dead`` and ``unmatched`` too), never a pending one. With ``endpoint``, only that
+        endpoint's events. Each event goes with its lead keys; a delivery's row (its raw
+        body) goes once none of its events is left. The walk is done in short steps, each
+        its own transaction, so ingest and the dispatcher keep going meanwhile; a purge
+        stopped half way has deleted whole events only. A purged event's delivery id is
+        forgotten: the same delivery arriving again is stored as new. ``dry_run`` counts
+        the events instead of deleting them.
+
+        Raises:
+            StoreError: a state in ``states`` is not final.
         """
         ...
 

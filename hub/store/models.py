@@ -37,6 +37,11 @@ class State(StrEnum):
 
 #: States ``leadhub replay`` takes events out of.
 REPLAYABLE = (State.DEAD, State.UNMATCHED, State.SKIPPED)
+#: States ``leadhub purge`` may delete events in: every final one, never a pending one.
+PURGEABLE = (State.DELIVERED, State.SKIPPED, State.DEAD, State.UNMATCHED)
+#: What a purge deletes unless told otherwise: events whose work is done. Dead and
+#: unmatched events wait for a fix and a replay, so they go only when named.
+PURGED_BY_DEFAULT = (State.DELIVERED, State.SKIPPED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,3 +161,14 @@ class SlotAnswer:
     #: With no room: whether that call is still in flight. Its end is then only a bound
     #: (the call may end sooner): ask again before ``wait`` is over.
     in_flight: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What :meth:`EventStore.purge` deleted (or, in a dry run, would delete)."""
+
+    #: Events deleted, with their lead keys.
+    events: int
+    #: Delivery rows (raw bodies) deleted because no event referred to them any more;
+    #: always 0 in a dry run.
+    deliveries: int

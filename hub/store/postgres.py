@@ -30,6 +30,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import rows
 from hub.store.base import (
+    PURGE_WINDOW,
     SLOT_EPSILON,
     SLOT_HORIZON,
     BatchedStore,
@@ -398,6 +399,36 @@ class PostgresStore(BatchedStore):
                 await conn.execute(Q["delete_lead_keys"], requeued)
         log().info("events_replayed", count=len(requeued), state=wanted, endpoint=endpoint)
         return len(requeued)
+
+    async def _purge_window(self, after: int) -> tuple[int, float] | None:
+        async with self._conn(readonly=True) as conn:
+            found = await conn.fetchrow(Q["purge_window"], after, PURGE_WINDOW)
+        if found is None or found[0] is None:  # (an aggregate: one row, NULLs when empty)
+            return None
+        return int(found[0]), float(found[1])
+
+    async def _purge_range(
+        self,
+        after: int,
+        upto: int,
+        *,
+        before: float,
+        states: builtins.list[str],
+        endpoint: str | None,
+        dry_run: bool,
+    ) -> tuple[int, int]:
+        args = (after, upto, states, before, endpoint)
+        if dry_run:
+            async with self._conn(readonly=True) as conn:
+                return len(await conn.fetch(Q["purgeable_events"], *args)), 0
+        async with self._conn() as conn:
+            await conn.execute(Q["lock_purge"])
+            purged = await conn.fetch(Q["purge_events"], *args)
+            if not purged:
+                return 0, 0
+            await conn.execute(Q["delete_lead_keys"], [r[0] for r in purged])
+            status = await conn.execute(Q["purge_deliveries"], sorted({r[1] for r in purged}))
+        return len(purged), int(status.split()[-1])
 
     async def next_due(self) -> float | None:
         async with self._conn(readonly=True) as conn:

@@ -21,6 +21,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
+    PURGE_WINDOW,
     SLOT_EPSILON,
     SLOT_HORIZON,
     BatchedStore,
@@ -372,6 +373,47 @@ class SQLiteStore(BatchedStore):
         count = await self._writer.submit(job)
         log().info("events_replayed", count=count, state=params["state"], endpoint=endpoint)
         return count
+
+    async def _purge_window(self, after: int) -> tuple[int, float] | None:
+        params = {"after": after, "window": PURGE_WINDOW}
+        upto, first = await self._reader.submit(
+            lambda conn: conn.execute(Q["purge_window"], params).fetchone()
+        )
+        return None if upto is None else (int(upto), float(first))
+
+    async def _purge_range(
+        self,
+        after: int,
+        upto: int,
+        *,
+        before: float,
+        states: builtins.list[str],
+        endpoint: str | None,
+        dry_run: bool,
+    ) -> tuple[int, int]:
+        params = {
+            "after": after,
+            "upto": upto,
+            "states": _json(states),
+            "before": before,
+            "endpoint": endpoint,
+        }
+        if dry_run:
+            found = await self._reader.submit(
+                lambda conn: conn.execute(Q["purgeable_events"], params).fetchall()
+            )
+            return len(found), 0
+
+        def job(conn: sqlite3.Connection) -> tuple[int, int]:
+            purged = conn.execute(Q["purge_events"], params).fetchall()
+            if not purged:
+                return 0, 0
+            conn.execute(Q["delete_lead_keys"], {"ids": _ids([r[0] for r in purged])})
+            deliveries = _ids(sorted({r[1] for r in purged}))
+            freed = conn.execute(Q["purge_deliveries"], {"ids": deliveries}).rowcount
+            return len(purged), freed
+
+        return await self._writer.submit(job)
 
     async def next_due(self) -> float | None:
         found = await self._reader.submit(lambda conn: conn.execute(Q["next_due"]).fetchone())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,11 @@ from typing import Any
 import orjson
 
 from hub.store.models import EventIn, IncomingDelivery
+from tests.pg_server import sql
 from tests.support.server import REPO
+
+#: The tables that hold a delivery and its events.
+TABLES = ("deliveries", "events", "lead_keys")
 
 
 def delivery(
@@ -57,3 +62,14 @@ def python_child(*args: str) -> Iterator[subprocess.Popen[str]]:
         proc.wait()
         if proc.stdout:
             proc.stdout.close()
+
+
+async def table_rows(url: str) -> dict[str, int]:
+    """How many rows each of :data:`TABLES` holds, read from the database at the store URL
+    ``url`` directly (not through the store)."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").split("?")[0]
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+    dsn, _, schema = url.partition("?schema=")
+    return {t: (await sql(dsn, f"SELECT count(*) FROM {t}", schema=schema))[0][0] for t in TABLES}

@@ -10,10 +10,18 @@ import pytest
 
 from hub.clock import ManualClock
 from hub.store import EventStore, LeaseLost, StoreError
-from hub.store.base import BodyNotSkimmed
-from hub.store.models import Ack, EnqueueResult, IncomingDelivery, SkimId, SlotAnswer, State
+from hub.store.base import PURGE_WINDOW, BodyNotSkimmed
+from hub.store.models import (
+    Ack,
+    EnqueueResult,
+    IncomingDelivery,
+    Purged,
+    SkimId,
+    SlotAnswer,
+    State,
+)
 
-from .helpers import delivery
+from .helpers import delivery, table_rows
 
 START = 1_700_000_000.0  # ManualClock's default start
 
@@ -579,6 +587,149 @@ class TestReplay:
         """Asking to replay delivered events is an error, not a silent no-op."""
         with pytest.raises(StoreError, match="delivered"):
             await store.replay(state=State.DELIVERED)
+
+
+DAY = 86400.0
+
+
+class TestPurge:
+    async def finished(self, store: EventStore) -> dict[str, int]:
+        """One event in each state, by name, all last changed at START."""
+        return await TestReplay().finished(store)
+
+    async def test_deletes_finished_events_last_changed_before_the_cutoff(
+        self, store: EventStore, clock: ManualClock, store_url: str
+    ) -> None:
+        """By default delivered and skipped events older than the cut-off go, with their
+        delivery rows; dead, unmatched, pending and newer events stay."""
+        ids = await self.finished(store)
+        clock.advance(10 * DAY)
+        (recent,) = await ids_of(store, 1, endpoint="later")
+        await store.ack(recent, lead_id="L2", created=False)
+        purged = await store.purge(before=clock.time() - DAY)
+        assert purged == Purged(events=2, deliveries=2)
+        assert await store.get(ids["delivered"]) is None
+        assert await store.get(ids["skipped"]) is None
+        for name in ("queued", "dead", "dead2", "unmatched"):
+            kept = await store.get(ids[name])
+            assert kept is not None and kept.body  # its delivery row is still there
+        assert await store.get(recent) is not None
+        assert await table_rows(store_url) == {"deliveries": 5, "events": 5, "lead_keys": 0}
+
+    async def test_named_states_only(self, store: EventStore, clock: ManualClock) -> None:
+        """Dead and unmatched events go when named, and then only they do."""
+        ids = await self.finished(store)
+        clock.advance(DAY)
+        purged = await store.purge(before=clock.time(), states=[State.DEAD, State.UNMATCHED])
+        assert purged == Purged(events=3, deliveries=3)
+        counts = await store.counts()
+        assert (counts[State.DEAD], counts[State.UNMATCHED]) == (0, 0)
+        assert (counts[State.DELIVERED], counts[State.SKIPPED], counts[State.QUEUED]) == (1, 1, 1)
+        assert await store.get(ids["delivered"]) is not None
+
+    async def test_pending_states_are_refused(self, store: EventStore, clock: ManualClock) -> None:
+        """Naming a pending state is an error, and nothing is deleted."""
+        await self.finished(store)
+        clock.advance(DAY)
+        for state in (State.QUEUED, State.SENDING, State.RETRYING):
+            with pytest.raises(StoreError, match=f"not '{state.value}'"):
+                await store.purge(before=clock.time(), states=[State.DELIVERED, state])
+        with pytest.raises(StoreError, match="at least one state"):
+            await store.purge(before=clock.time(), states=[])
+        assert sum((await store.counts()).values()) == 6
+
+    async def test_cutoff_is_the_last_change(self, store: EventStore, clock: ManualClock) -> None:
+        """An event received long ago but delivered recently is kept: its age counts from
+        its last change, not from its arrival."""
+        old, late = await ids_of(store, 2)
+        await store.ack(old, lead_id="L1", created=True)
+        clock.advance(10 * DAY)
+        await store.ack(late, lead_id="L2", created=True)
+        assert await store.purge(before=clock.time() - DAY) == Purged(events=1, deliveries=1)
+        assert await store.get(old) is None
+        assert await store.get(late) is not None
+
+    async def test_by_endpoint(self, store: EventStore, clock: ManualClock) -> None:
+        """With an endpoint, only that endpoint's events go."""
+        (tf,) = await ids_of(store, 1, endpoint="typeform")
+        (gg,) = await ids_of(store, 1, endpoint="google")
+        for eid in (tf, gg):
+            await store.ack(eid, lead_id="L", created=True)
+        clock.advance(DAY)
+        purged = await store.purge(before=clock.time(), endpoint="google")
+        assert purged == Purged(events=1, deliveries=1)
+        assert await store.get(gg) is None
+        assert await store.get(tf) is not None
+
+    async def test_a_delivery_stays_while_any_of_its_events_does(
+        self, store: EventStore, clock: ManualClock, store_url: str
+    ) -> None:
+        """A delivery of several leads keeps its row (the raw body) until its last event
+        goes, and the lead keys go with their events."""
+        body = b'{"entry": ["a", "b", "c"]}'
+        a, b, c = (r.id for r in await store.enqueue(delivery("a", "b", "c", body=body)))
+        for eid, key in ((a, "e:a"), (b, "e:b"), (c, "e:c")):
+            await store.set_route(eid, target="t", mapping="m", lead_keys=[key, "p:1"])
+        await store.ack(a, lead_id="LA", created=True)
+        await store.ack(b, lead_id="LB", created=True)
+        await store.dead(c, error="MXDuplicateEntry")
+        clock.advance(DAY)
+        assert await store.purge(before=clock.time()) == Purged(events=2, deliveries=0)
+        left = await store.get(c)
+        assert left is not None and left.body == body and set(left.lead_keys) == {"e:c", "p:1"}
+        assert await table_rows(store_url) == {"deliveries": 1, "events": 1, "lead_keys": 2}
+        purged = await store.purge(before=clock.time(), states=[State.DEAD])
+        assert purged == Purged(events=1, deliveries=1)
+        assert await table_rows(store_url) == {"deliveries": 0, "events": 0, "lead_keys": 0}
+
+    async def test_dry_run_counts_and_deletes_nothing(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A dry run answers how many events would go, and leaves every one in place."""
+        ids = await self.finished(store)
+        clock.advance(DAY)
+        assert await store.purge(before=clock.time(), dry_run=True) == Purged(2, 0)
+        assert await store.get(ids["delivered"]) is not None
+        assert sum((await store.counts()).values()) == 6
+        assert await store.purge(before=clock.time()) == Purged(2, 2)
+
+    async def test_walks_the_whole_table_in_steps(
+        self, store: EventStore, clock: ManualClock, store_url: str
+    ) -> None:
+        """More events than one step of the walk (PURGE_WINDOW) all go, the pending ones
+        among them stay, and so does every event received after the cut-off."""
+        leads = [f"lead-{i}" for i in range(50)]
+        ids: list[int] = []
+        for n in range(50):  # 2,500 events in 50 deliveries of 50 leads
+            results = await store.enqueue(delivery(*(f"{n}-{x}" for x in leads)))
+            ids.extend(r.id for r in results)
+        assert len(ids) > 2 * PURGE_WINDOW
+        keep = set(ids[1234::250])  # a pending event in some deliveries
+        await store.ack_many([Ack(eid, "L", False) for eid in ids if eid not in keep])
+        clock.advance(DAY)
+        later = delivery("after", received_at=clock.time())
+        (after,) = await store.enqueue(later)
+        await store.ack(after.id, lead_id="L", created=False)
+        cutoff = clock.time() + 1  # the newest event too was last changed before it
+        purged = await store.purge(before=cutoff)
+        assert purged.events == len(ids) - len(keep) + 1
+        assert purged.deliveries == 50 - len(keep) + 1
+        assert {e.id for e in await store.list(limit=100)} == keep
+        rows = await table_rows(store_url)
+        assert rows == {"deliveries": len(keep), "events": len(keep), "lead_keys": 0}
+
+    async def test_a_purged_delivery_id_is_new_again(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """Once purged, a delivery id is forgotten: the same delivery is stored as new."""
+        (first,) = await store.enqueue(delivery("again"))
+        await store.ack(first.id, lead_id="L", created=True)
+        clock.advance(DAY)
+        await store.purge(before=clock.time())
+        (second,) = await store.enqueue(delivery("again"))
+        assert not second.duplicate
+        event = await store.get(second.id)
+        assert event is not None and event.state is State.QUEUED
 
 
 class TestReads:

@@ -7,16 +7,17 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import asyncpg
 import orjson
 import pytest
 from structlog.testing import capture_logs
 
 from hub.clock import SYSTEM_CLOCK, Clock, ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
-from hub.store.models import Ack, Route
+from hub.store.models import Ack, Purged, Route, State
 from hub.store.postgres import PostgresStore, Q
 from tests.pg_server import PostgresServer, cut_connections, find_bindir, sql
-from tests.store.helpers import delivery
+from tests.store.helpers import delivery, table_rows
 from tests.support.server import free_port
 
 LEASE = 30.0
@@ -188,6 +189,37 @@ class TestInstances:
             f'(SELECT 1 FROM "{schema}".events AS e WHERE e.delivery = d.id)',
         )
         assert orphans == [(0,)]
+
+    async def test_a_purge_step_waits_for_another_instances_step(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """Another instance's purge step, still open, has deleted the dead leads of some
+        two-lead deliveries; this instance purges their delivered leads meanwhile. Each
+        step alone would see the other's events still there and keep the deliveries
+        forever, so the steps take turns: this one waits, then deletes every delivery."""
+        dsn, schema = postgres_schema
+        clock = ManualClock()
+        async with instances(postgres_schema, clock=clock) as (store,):
+            for n in range(20):
+                done, failed = (r.id for r in await store.enqueue(delivery(f"a{n}", f"b{n}")))
+                await store.ack(done, lead_id="L", created=True)
+                await store.dead(failed, error="MXInvalidEmail")
+            clock.advance(60)
+            other = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+            try:
+                async with other.transaction():
+                    await other.execute(Q["lock_purge"])
+                    gone = await other.fetch(Q["purge_events"], 0, 10**9, ["dead"], 1e10, None)
+                    assert len(gone) == 20
+                    purge = asyncio.create_task(
+                        store.purge(before=clock.time(), states=[State.DELIVERED])
+                    )
+                    await asyncio.sleep(0.2)  # time enough to finish, were it not waiting
+            finally:
+                await other.close()
+            assert await purge == Purged(events=20, deliveries=20)
+        rows = await table_rows(f"{dsn}?schema={schema}")
+        assert rows == {"deliveries": 0, "events": 0, "lead_keys": 0}
 
 
 class TestConnectionsLost:

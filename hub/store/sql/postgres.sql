@@ -46,6 +46,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_due ON events (state, next_attempt_at);
 -- Waiting events in id order: a claim walks this and stops after `limit` due ones.
 CREATE INDEX IF NOT EXISTS events_ready ON events (id) WHERE state IN ('queued', 'retrying');
+-- A delivery's events: a purge deletes a delivery's row once none is left, and the foreign
+-- key is checked through it.
+CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery);
 
 -- Identity keys (email, phone) of routed events, for per-lead ordering.
 CREATE TABLE IF NOT EXISTS lead_keys (
@@ -263,6 +266,40 @@ WHERE state IN ('dead', 'unmatched', 'skipped')
   AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
   AND ($3::text IS NULL OR endpoint = $3)
 RETURNING id;
+
+-- name: purge_window
+-- A purge's next step: the last id of the $2 events after id $1, and the earliest time one
+-- of them was received.
+SELECT max(e.id), min(d.received_at)
+FROM (SELECT id, delivery FROM events WHERE id > $1 ORDER BY id LIMIT $2) AS e
+JOIN deliveries AS d ON d.id = e.delivery;
+
+-- name: lock_purge
+-- One purge step at a time across instances: two steps deleting different events of one
+-- delivery would each still see the other's event, and neither would delete the delivery.
+SELECT pg_advisory_xact_lock(hashtextextended('leadhub.purge', 0));
+
+-- name: purge_events
+-- The events of one step that a purge takes (deleted, or only listed in a dry run).
+DELETE FROM events
+WHERE id > $1 AND id <= $2
+  AND state = ANY ($3::text[])
+  AND updated_at < $4
+  AND ($5::text IS NULL OR endpoint = $5)
+RETURNING id, delivery;
+
+-- name: purgeable_events
+SELECT id, delivery FROM events
+WHERE id > $1 AND id <= $2
+  AND state = ANY ($3::text[])
+  AND updated_at < $4
+  AND ($5::text IS NULL OR endpoint = $5);
+
+-- name: purge_deliveries
+-- Of the deliveries whose events a purge deleted, those left without any.
+DELETE FROM deliveries AS d
+WHERE d.id = ANY ($1::bigint[])
+  AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.delivery = d.id);
 
 -- name: next_due
 SELECT min(due) FROM (

@@ -52,9 +52,9 @@ CREATE INDEX IF NOT EXISTS events_due ON events (state, next_attempt_at);
 -- leases; expired leases are found through events_due instead.
 CREATE INDEX IF NOT EXISTS events_ready ON events (id)
     WHERE state IN ('queued', 'retrying');
--- (Earlier databases kept an index on events (delivery) that no query uses; every insert
--- paid for it, and every event 30-odd bytes.)
-DROP INDEX IF EXISTS events_delivery;
+-- A delivery's events: a purge deletes a delivery's row once none is left (about 15
+-- bytes and well under a microsecond per event: ids only grow, so inserts append).
+CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery);
 
 -- Identity keys (email, phone) of routed events, for per-lead ordering.
 CREATE TABLE IF NOT EXISTS lead_keys (
@@ -262,6 +262,35 @@ WHERE state IN ('dead', 'unmatched', 'skipped')
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
   AND (:endpoint IS NULL OR endpoint = :endpoint)
 RETURNING id;
+
+-- name: purge_window
+-- A purge's next step: the last id of the :window events after id :after, and the earliest
+-- time one of them was received.
+SELECT max(e.id), min(d.received_at)
+FROM (SELECT id, delivery FROM events WHERE id > :after ORDER BY id LIMIT :window) AS e
+JOIN deliveries AS d ON d.id = e.delivery;
+
+-- name: purge_events
+-- The events of one step that a purge takes (deleted, or only listed in a dry run).
+DELETE FROM events
+WHERE id > :after AND id <= :upto
+  AND state IN (SELECT value FROM json_each(:states))
+  AND updated_at < :before
+  AND (:endpoint IS NULL OR endpoint = :endpoint)
+RETURNING id, delivery;
+
+-- name: purgeable_events
+SELECT id, delivery FROM events
+WHERE id > :after AND id <= :upto
+  AND state IN (SELECT value FROM json_each(:states))
+  AND updated_at < :before
+  AND (:endpoint IS NULL OR endpoint = :endpoint);
+
+-- name: purge_deliveries
+-- Of the deliveries whose events a purge deleted, those left without any.
+DELETE FROM deliveries
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND NOT EXISTS (SELECT 1 FROM events WHERE events.delivery = deliveries.id);
 
 -- name: next_due
 SELECT min(due) FROM (
