@@ -67,6 +67,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     env.add("--log-level", default="info", help="lowest log level written")
     env.add("--log-json", action="store_true", default=False, help="JSON logs even on a terminal")
     env.add("--lease", default="60s", help="how long a claimed event stays this worker's")
+    env.add(
+        "--purge-after",
+        default="off",
+        help="delete delivered and skipped events this long after their last change, "
+        "checked hourly by each worker (e.g. 30d; at least 3d), or 'off'",
+    )
 
     sandbox = sub.add_parser("sandbox", help="run the Lead.Capture sandbox on its own")
     env = _EnvDefaults(sandbox, environ)
@@ -109,6 +115,27 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     replay.add_argument("--id", action="append", dest="ids", type=int, help="event id (repeatable)")
     replay.add_argument("--endpoint", help="only events of this endpoint")
+
+    purge = sub.add_parser("purge", help="delete finished events older than an age")
+    env = _EnvDefaults(purge, environ)
+    env.add("--db", default="sqlite:///leadhub.db", help="event store URL")
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        metavar="AGE",
+        help="events last changed at least this long ago (e.g. 30d, 12h)",
+    )
+    purge.add_argument(
+        "--status",
+        action="append",
+        dest="statuses",
+        choices=["delivered", "skipped", "dead", "unmatched"],
+        help="events in this state (repeatable; default: delivered and skipped)",
+    )
+    purge.add_argument("--endpoint", help="only events of this endpoint")
+    purge.add_argument(
+        "--dry-run", action="store_true", help="count the events instead of deleting them"
+    )
 
     return parser
 

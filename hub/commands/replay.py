@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hub.store.base import EventStore
-from hub.store.commands import fail, run_with_store
+from hub.store.commands import fail, plural, run_with_store
 from hub.store.models import State
 
 
@@ -21,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def action(store: EventStore) -> int:
         count = await store.replay(state=state, ids=args.ids, endpoint=args.endpoint)
-        print(f"Requeued {count} event{'' if count == 1 else 's'}.")
+        print(f"Requeued {count} {plural(count, 'event')}.")
         return 0
 
     return run_with_store("replay", args.db, action)

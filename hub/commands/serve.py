@@ -37,6 +37,7 @@ from hub.config.models import Config, Target
 from hub.runtime import tune_for_serving
 from hub.store import StoreError, open_store, safe_url
 from hub.store.base import EventStore
+from hub.store.retention import parse_retention, retention_lifespan
 from hub.units import UnitError, parse_duration
 from hub.web.app import LifespanHook, create_app, store_lifespan
 
@@ -110,16 +111,20 @@ def lifespan_hooks_for(
     role: str,
     db_url: str,
     lease: float = 60.0,
+    keep: float | None = None,
 ) -> list[LifespanHook]:
     """The app's lifespan hooks for ``role``, in start order (the store first).
 
-    Roles ``all`` and ``worker`` are where the dispatcher's hook belongs, after the store's.
+    Roles ``all`` and ``worker`` are where the dispatcher's hook belongs, after the store's,
+    and with ``keep`` (``--purge-after``, seconds) the automatic purge's after it.
     """
     hooks = [_store_hook(store, db_url)]
     if role in ("all", "worker"):
         from hub.dispatch.worker import dispatcher_lifespan
 
         hooks.append(dispatcher_lifespan(config=config, store=store, clock=clock, lease=lease))
+        if keep is not None:
+            hooks.append(retention_lifespan(store=store, clock=clock, keep=keep))
     return hooks
 
 
@@ -193,8 +198,26 @@ def run(args: argparse.Namespace) -> int:
     except UnitError as exc:
         print(f"leadhub serve: --lease: {exc}", file=sys.stderr)
         return 2
+    purge_after = str(getattr(args, "purge_after", "off"))
+    try:
+        keep = None if purge_after.strip().lower() == "off" else parse_retention(purge_after)
+    except UnitError as exc:
+        print(f"leadhub serve: --purge-after: {exc}", file=sys.stderr)
+        return 2
+    if keep is not None and args.role == "web":
+        _log.warning(
+            "purge_not_run",
+            reason="--purge-after is done by the processes that run the dispatcher "
+            "(role all or worker), not by a web role",
+        )
     hooks = lifespan_hooks_for(
-        config=config, store=store, clock=clock, role=args.role, db_url=args.db, lease=lease
+        config=config,
+        store=store,
+        clock=clock,
+        role=args.role,
+        db_url=args.db,
+        lease=lease,
+        keep=keep,
     )
     if sandbox_app is not None:
         hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops
@@ -216,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         "sandbox": f"{base}/sandbox" if sandbox_app is not None else None,
         "sandbox_keys": _sandbox_keys(default) if sandbox_app is not None else None,
         "config_dir": str(args.config_dir),
+        "purge_after": None if keep is None or args.role == "web" else purge_after,
     }
     server = Server(
         uvicorn.Config(

@@ -74,6 +74,11 @@ def iso(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """``one`` or ``many`` (default ``one`` + "s") to go with ``count``."""
+    return one if count == 1 else (many or f"{one}s")
+
+
 def shorten(text: str | None, width: int) -> str:
     """One line of at most ``width`` characters, ending in an ellipsis when cut."""
     if not text:

@@ -1,4 +1,4 @@
-"""``leadhub events`` and ``leadhub replay`` through hub.cli.main against a real database file."""
+"""``leadhub events``, ``replay`` and ``purge`` through hub.cli.main against a real database."""
 
 from __future__ import annotations
 
@@ -197,6 +197,77 @@ class TestReplay:
         with pytest.raises(SystemExit) as info:
             main(["replay", "--db", url, "--status", "delivered"], environ={})
         assert info.value.code == 2
+
+
+class TestPurge:
+    def test_finished_events_older_than_the_age(self, db: Seeded, capsys: Cap) -> None:
+        """By default delivered and skipped events older than --older-than go; the seeded
+        events are seconds old, so 30 days spare them and no time at all does not."""
+        url, ids = db
+        before = states(url)
+        capsys.readouterr()  # (the store's own log lines)
+        assert main(["purge", "--db", url, "--older-than", "30d"], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("Purged 0 events and 0 deliveries: delivered and skipped events")
+        assert err == ""
+        assert states(url) == before
+        assert main(["purge", "--db", url, "--older-than", "0s"], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.startswith("Purged 1 event and 1 delivery: ")
+        assert "taken as new if its sender sends it again" in err  # shorter than 3 days
+        del before[ids["delivered"]]
+        assert states(url) == before
+
+    def test_named_state_endpoint_and_dry_run(self, db: Seeded, capsys: Cap) -> None:
+        """--status and --endpoint select; --dry-run counts without deleting."""
+        url, ids = db
+        argv = ["purge", "--db", url, "--older-than", "0s", "--status", "dead"]
+        argv += ["--endpoint", "google"]
+        assert main([*argv, "--dry-run"], environ={}) == 0
+        out = capsys.readouterr().out.strip()
+        assert out.startswith("Would purge 1 event: dead events last changed before ")
+        assert out.endswith(" UTC on endpoint 'google'.")
+        assert len(states(url)) == 5
+        capsys.readouterr()
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().out.startswith("Purged 1 event and 1 delivery: dead events")
+        after = states(url)
+        assert ids["dead_google"] not in after
+        assert after[ids["dead"]] is State.DEAD and after[ids["unmatched"]] is State.UNMATCHED
+
+    def test_several_states(self, db: Seeded, capsys: Cap) -> None:
+        """--status is repeatable."""
+        url, ids = db
+        argv = ["purge", "--db", url, "--older-than", "0s", "--status", "dead"]
+        assert main([*argv, "--status", "unmatched"], environ={}) == 0
+        assert capsys.readouterr().out.startswith("Purged 3 events and 3 deliveries: ")
+        assert set(states(url)) == {ids["queued"], ids["delivered"]}
+
+    def test_bad_age(self, db: Seeded, capsys: Cap) -> None:
+        """An age that is not a duration is refused (exit 2), naming the flag."""
+        url, _ = db
+        assert main(["purge", "--db", url, "--older-than", "a while"], environ={}) == 2
+        assert "--older-than: 'a while' is not a duration" in capsys.readouterr().err
+        assert len(states(url)) == 5
+
+    @pytest.mark.parametrize("argv", [["--status", "queued"], ["--status", "sending"], []])
+    def test_pending_states_and_a_missing_age_are_usage_errors(
+        self, db: Seeded, argv: list[str]
+    ) -> None:
+        """A pending state is not a choice, and --older-than is required: argparse exits 2."""
+        url, _ = db
+        age = ["--older-than", "0s"] if argv else []
+        with pytest.raises(SystemExit) as info:
+            main(["purge", "--db", url, *age, *argv], environ={})
+        assert info.value.code == 2
+        assert len(states(url)) == 5
+
+    def test_missing_database(self, tmp_path: Path, capsys: Cap) -> None:
+        """Like the other store commands, purge never creates a database."""
+        url = sqlite_url(tmp_path, "absent.db")
+        assert main(["purge", "--db", url, "--older-than", "30d"], environ={}) == 1
+        assert "no event store at" in capsys.readouterr().err
+        assert not (tmp_path / "absent.db").exists()
 
 
 def test_events_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:

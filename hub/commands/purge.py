@@ -1,0 +1,49 @@
+"""``leadhub purge``: delete finished events older than an age, and the bodies only they used."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from hub.store.base import EventStore
+from hub.store.commands import fail, plural, run_with_store, utc
+from hub.store.models import PURGED_BY_DEFAULT, State
+from hub.store.retention import SENDER_RETRIES
+from hub.units import UnitError, parse_duration
+
+
+def run(args: argparse.Namespace) -> int:
+    """Purge (or with ``--dry-run`` count) the selected events and say how many."""
+    try:
+        age = parse_duration(args.older_than)
+    except UnitError as exc:
+        return fail("purge", f"--older-than: {exc}")
+    if age < SENDER_RETRIES:
+        print(
+            f"leadhub purge: note: senders retry a delivery for up to 3 days; one purged "
+            f"after {args.older_than} is taken as new if its sender sends it again.",
+            file=sys.stderr,
+        )
+    states = [State(s) for s in args.statuses] if args.statuses else list(PURGED_BY_DEFAULT)
+    names = " and ".join(s.value for s in states)
+
+    async def action(store: EventStore) -> int:
+        before = time.time() - age
+        purged = await store.purge(
+            before=before, states=states, endpoint=args.endpoint, dry_run=args.dry_run
+        )
+        what = f"{names} events last changed before {utc(before)} UTC"
+        if args.endpoint:
+            what += f" on endpoint {args.endpoint!r}"
+        if args.dry_run:
+            print(f"Would purge {purged.events} {plural(purged.events, 'event')}: {what}.")
+        else:
+            print(
+                f"Purged {purged.events} {plural(purged.events, 'event')} and "
+                f"{purged.deliveries} {plural(purged.deliveries, 'delivery', 'deliveries')}: "
+                f"{what}."
+            )
+        return 0
+
+    return run_with_store("purge", args.db, action)

@@ -1,0 +1,82 @@
+"""The automatic purge (``--purge-after``): its setting, its rounds, and a store that fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from structlog.testing import capture_logs
+
+from hub.clock import ManualClock
+from hub.store import open_store
+from hub.store.base import EventStore
+from hub.store.retention import parse_retention, purge_now, retention_lifespan
+from hub.units import UnitError
+from tests.dispatch.support import wait_for
+
+from .conftest import sqlite_url
+from .helpers import delivery
+
+DAY = 86400.0
+
+
+def test_retention_is_at_least_what_senders_retry() -> None:
+    assert parse_retention("30d") == 30 * DAY
+    assert parse_retention("72h") == 3 * DAY
+    with pytest.raises(UnitError, match=r"'2d' is shorter than senders retry.*at least '3d'"):
+        parse_retention("2d")
+    with pytest.raises(UnitError, match="not a duration"):
+        parse_retention("a month")
+
+
+async def delivered(store: EventStore, *names: str) -> None:
+    for name in names:
+        (res,) = await store.enqueue(delivery(name))
+        await store.ack(res.id, lead_id=f"L-{name}", created=True)
+
+
+def purged(registry: CollectorRegistry) -> float | None:
+    return registry.get_sample_value("leadhub_events_purged_total")
+
+
+async def test_rounds_purge_what_has_grown_old_since_the_last(tmp_path: Path) -> None:
+    """Each round deletes what became old since the one before, and the app's registry
+    counts it."""
+    clock = ManualClock()
+    store = open_store(sqlite_url(tmp_path), clock=clock)
+    await store.open()
+    app = Starlette()
+    app.state.metrics = registry = CollectorRegistry()
+    try:
+        await delivered(store, "a", "b")
+        clock.advance(31 * DAY)
+        await delivered(store, "c")
+        hook = retention_lifespan(store=store, clock=clock, keep=30 * DAY, every=0.05)
+        async with hook(app):
+            await wait_for(lambda: purged(registry) == 2, what="the first round")
+            assert [e.delivery_id for e in await store.list()] == ["c"]
+            clock.advance(31 * DAY)  # now c is old too: the next round takes it
+            await wait_for(lambda: purged(registry) == 3, what="the second round")
+        assert await store.list() == []
+    finally:
+        await store.close()
+
+
+async def test_a_failing_store_is_logged_and_the_next_round_tries_again(tmp_path: Path) -> None:
+    clock = ManualClock()
+    store = open_store(sqlite_url(tmp_path), clock=clock)
+    await store.open()
+    await store.close()
+    with capture_logs() as logs:
+        assert await purge_now(store, keep=30 * DAY, clock=clock) == 0
+    (failed,) = (e for e in logs if e["event"] == "purge_failed")
+    assert "not open" in failed["error"]
+    await store.open()
+    try:
+        await delivered(store, "a")
+        clock.advance(31 * DAY)
+        assert await purge_now(store, keep=30 * DAY, clock=clock) == 1
+    finally:
+        await store.close()
