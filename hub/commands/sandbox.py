@@ -61,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     server = Server(config, on_ready=lambda url: log.info("sandbox_ready", url=url, **fields))
     try:
         server.run()
-    except SystemExit as exc:  # uvicorn exits this way when it cannot bind
-        log.error("sandbox_failed", host=args.host, port=args.port)
-        return 1 if exc.code else 0
     finally:
         app.state.sandbox.close()
+    if not server.started:  # it could not bind (uvicorn logged why)
+        log.error("sandbox_failed", host=args.host, port=args.port)
+        return 1
     log.info("sandbox_stopped")
     return 0

@@ -7,6 +7,7 @@ import base64
 import collections
 import hashlib
 import hmac
+import socket
 import subprocess
 from pathlib import Path
 
@@ -255,8 +256,8 @@ def _env() -> dict[str, str]:
 def test_a_store_that_cannot_be_reached_stops_serve_saying_why_without_the_password(
     tmp_path: Path,
 ) -> None:
-    """PostgreSQL not running: serve exits non-zero, logs store_open_failed with what to check,
-    and the password in the URL appears nowhere in its output."""
+    """PostgreSQL not running: serve exits 1, logs store_open_failed with what to check (and
+    no traceback beside it), and the password in the URL appears nowhere in its output."""
     config_dir(tmp_path)
     url = f"postgresql://hub:hunter2-secret@127.0.0.1:{free_port()}/leads"
     result = subprocess.run(
@@ -268,7 +269,9 @@ def test_a_store_that_cannot_be_reached_stops_serve_saying_why_without_the_passw
         cwd=str(Path(__file__).resolve().parents[2]),
     )
     output = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode == 1, output
+    assert "leadhub serve: startup failed (see the log above)" in result.stderr
+    assert "Traceback" not in output
     failed = [
         orjson.loads(line)
         for line in result.stdout.splitlines()
@@ -278,3 +281,28 @@ def test_a_store_that_cannot_be_reached_stops_serve_saying_why_without_the_passw
     assert failed[0]["db"] == url.replace("hunter2-secret", "***")
     assert "check that PostgreSQL is running" in failed[0]["error"]
     assert "hunter2" not in output
+
+
+@pytest.mark.slow
+def test_a_port_in_use_stops_serve_with_exit_1(tmp_path: Path) -> None:
+    """Another process holds the port: serve says so in one line, closes the store it
+    opened, and exits 1."""
+    config_dir(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [*_python_hub(), *serve_args(tmp_path, port, role="all")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**_env(), **ENV},
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert "address already in use" in result.stderr
+    assert "leadhub serve: startup failed (see the log above)" in result.stderr
+    assert '"event":"hub_stopped"' in result.stdout.replace(" ", "")
+    assert "Traceback" not in output
