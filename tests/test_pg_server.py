@@ -62,27 +62,6 @@ async def test_each_fresh_schema_is_its_own_and_is_dropped_after(postgres_dsn: s
     assert await _schemas(postgres_dsn, first, second) == set()
 
 
-# The fixture itself across two tests: the second sees the first's schema gone. Tests run in
-# file order, so the first has run unless it was deselected.
-_seen: list[str] = []
-
-
-async def test_fixture_schema_one(postgres_schema: tuple[str, str]) -> None:
-    dsn, schema = postgres_schema
-    assert await _schemas(dsn, schema) == {schema}
-    await sql(dsn, f'CREATE TABLE "{schema}".t (x int)')
-    _seen.append(schema)
-
-
-async def test_fixture_schema_two(postgres_schema: tuple[str, str]) -> None:
-    dsn, schema = postgres_schema
-    if not _seen:
-        pytest.skip("needs test_fixture_schema_one to run first")
-    assert schema not in _seen, "every use of postgres_schema gets a new schema"
-    assert await _schemas(dsn, *_seen) == set(), "the fixture dropped the earlier schema"
-    assert await _schemas(dsn, schema) == {schema}
-
-
 def test_find_bindir_has_initdb_and_pg_ctl() -> None:
     bindir = find_bindir()
     if bindir is None:
