@@ -1,4 +1,8 @@
-# Lead Hub container: `docker build -t leadhub . && docker run -p 8000:8000 -v leadhub-data:/data leadhub`
+# Lead Hub container (see README, "Running in a container"):
+#   docker build -t leadhub .
+#   docker run -p 8000:8000 -v leadhub-data:/data -v "$PWD/mappings:/config:ro" --env-file leadhub.env leadhub
+# The image's /config holds the shipped examples; they need the secrets they name
+# (TYPEFORM_SECRET, ZAPIER_TOKEN, ...) in the environment, like any config.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

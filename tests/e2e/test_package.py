@@ -1,0 +1,109 @@
+"""The Dockerfile's build, without Docker: what it copies, built and installed as a wheel
+(not the editable checkout the other tests import), serves the shipped examples from another
+directory with the image's settings."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.support import REPO, wait_until
+from tests.mappings.cases import DEMO_ENV
+from tests.support.server import free_port, leadhub_process
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """The Dockerfile's instructions as ``(INSTRUCTION, arguments)``, continuations joined."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    steps = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            word, _, rest = line.strip().partition(" ")
+            steps.append((word.upper(), rest.strip()))
+    return steps
+
+
+def image_env() -> dict[str, str]:
+    """The image's ``ENV`` settings."""
+    env: dict[str, str] = {}
+    for word, rest in dockerfile():
+        if word == "ENV":
+            for item in shlex.split(rest):
+                name, _, value = item.partition("=")
+                env[name] = value
+    return env
+
+
+def copy_sources(build: Path, config: Path) -> None:
+    """Each ``COPY`` of the Dockerfile: into ``build`` (its WORKDIR), or, for the one that
+    fills ``/config``, into ``config``."""
+    copies = [shlex.split(rest) for word, rest in dockerfile() if word == "COPY"]
+    assert copies, "the Dockerfile copies nothing"
+    for *sources, dest in copies:
+        into = config if dest == "/config" else build / dest
+        for source in sources:
+            path = REPO / source
+            if path.is_dir():
+                shutil.copytree(path, into, dirs_exist_ok=True)
+            else:  # (files are copied into a directory: `COPY a b ./`)
+                into.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, into)
+
+
+@pytest.mark.slow
+def test_the_installed_package_serves_the_examples(tmp_path: Path) -> None:
+    build, config, site, data = (tmp_path / d for d in ("build", "config", "site", "data"))
+    build.mkdir()
+    copy_sources(build, config)
+    assert "RUN pip install ." in " ".join(f"{w} {r}" for w, r in dockerfile())
+    # `pip install .` offline: the checkout's venv has the build backend (setuptools).
+    pip = [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*pip, "--no-index", "-q", "-w", str(tmp_path / "dist")],
+        cwd=build,
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = (tmp_path / "dist").glob("leadhub-*.whl")
+    with zipfile.ZipFile(wheel) as built:
+        built.extractall(site)
+    env = {
+        **image_env(),
+        **DEMO_ENV,
+        "PYTHONPATH": str(site),  # before the editable checkout on the import path
+        "LEADHUB_HOST": "127.0.0.1",  # loopback in tests; the image listens on 0.0.0.0
+        "LEADHUB_PORT": str(port := free_port()),
+        "LEADHUB_DB": f"sqlite:///{data}/leadhub.db",
+        "LEADHUB_CONFIG_DIR": str(config),
+    }
+    where = subprocess.run(
+        [sys.executable, "-c", "import hub; print(hub.__file__)"],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(where.stdout.strip()).is_relative_to(site)
+    base = f"http://127.0.0.1:{port}"
+    with leadhub_process(["serve"], ready_url=f"{base}/readyz", env=env, cwd=tmp_path):
+        answer = httpx.post(
+            f"{base}/hooks/zapier",
+            json={"first_name": "Asha", "email": "asha.rao@example.com"},
+            headers={"X-Api-Key": DEMO_ENV["ZAPIER_TOKEN"]},
+        )
+        assert answer.status_code == 200, answer.text
+        wait_until(
+            lambda: '{state="delivered"} 1.0' in httpx.get(f"{base}/metrics").text,
+            what="the lead's delivery",
+        )
+    assert (data / "leadhub.db").is_file()
