@@ -105,6 +105,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     events.add_argument("--status", help="only events in this state")
     events.add_argument("--endpoint", help="only events of this endpoint")
     events.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
+    events.add_argument(
+        "--id", action="append", dest="ids", type=int, help="only this event (repeatable)"
+    )
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
     replay = sub.add_parser("replay", help="queue dead, unmatched or skipped events again")

@@ -16,7 +16,10 @@ COLUMNS += ("ATTEMPTS", "TARGET", "LEAD ID", "LAST ERROR")
 
 
 def run(args: argparse.Namespace) -> int:
-    """List events, newest first, as a table or (``--json``) one JSON object per line."""
+    """List events, newest first, as a table or (``--json``) one JSON object per line.
+
+    ``--id`` picks events by id (the other filters still apply); ``--json`` shows all of an
+    event, its document and whole last error included."""
     state: State | None = None
     if args.status:
         try:
@@ -28,7 +31,16 @@ def run(args: argparse.Namespace) -> int:
         return fail("events", f"--limit must be at least 1, got {args.limit!r}.")
 
     async def action(store: EventStore) -> int:
-        events = await store.list(state=state, endpoint=args.endpoint, limit=args.limit)
+        if args.ids:
+            found = [e for i in sorted(set(args.ids), reverse=True) if (e := await store.get(i))]
+            events = [
+                e
+                for e in found
+                if (state is None or e.state is state)
+                and (args.endpoint is None or e.endpoint == args.endpoint)
+            ][: args.limit]
+        else:
+            events = await store.list(state=state, endpoint=args.endpoint, limit=args.limit)
         if args.json:
             for event in events:
                 print(orjson.dumps(as_json(event)).decode())

@@ -106,6 +106,23 @@ class TestEvents:
         assert main(["events", "--db", url, "--limit", "2", "--json"], environ={}) == 0
         assert len(capsys.readouterr().out.splitlines()) == 2
 
+    def test_by_id(self, db: Seeded, capsys: Cap) -> None:
+        """--id (repeatable) picks events, newest first; the other filters still apply, and
+        an id the store does not have is left out."""
+        url, ids = db
+        argv = ["events", "--db", url, "--json", "--id", str(ids["dead"])]
+        argv += ["--id", str(ids["queued"]), "--id", "9999"]
+        assert main(argv, environ={}) == 0
+        lines = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [obj["id"] for obj in lines] == [ids["dead"], ids["queued"]]
+        assert lines[0]["last_error"] == "MXInvalidEmailException: 'x' is not\nan email"
+        assert main([*argv, "--status", "dead"], environ={}) == 0
+        assert [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [
+            ids["dead"]
+        ]
+        assert main(["events", "--db", url, "--id", "9999"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "No events match."
+
     def test_no_match(self, db: Seeded, capsys: Cap) -> None:
         """A filter matching nothing says so and succeeds."""
         url, _ = db
