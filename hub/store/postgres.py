@@ -7,7 +7,8 @@ the one-lead deliveries of concurrent requests are written together
 rows ``FOR UPDATE SKIP LOCKED``, so instances claim side by side and never take the same
 event; the rate limit's calls are counted in ``rate_slots`` under a per-account advisory
 lock, so every instance together stays within an account's limit. Rows come back in the
-shape :func:`hub.store.rows.events` reads, so both backends build their events alike.
+column order of SQLite's ``event_rows``, and :func:`hub.store.rows.event_of` builds the
+events of both backends.
 
 Connection settings come from the URL and libpq's environment variables (``PGPASSWORD``
 for the password: keep it out of the URL and the config). Two options of our own:
@@ -250,8 +251,8 @@ class PostgresStore(BatchedStore):
             if not ids:
                 return []
             await conn.execute(Q["mark_claimed"], ids, now + lease, now)
-            packed = await conn.fetchval(Q["event_rows"], ids)
-        return rows.events(packed)
+            found = await conn.fetch(Q["event_rows"], ids)
+        return [rows.event_of(r) for r in found]
 
     async def ack(
         self,
@@ -358,14 +359,14 @@ class PostgresStore(BatchedStore):
             pairs = [(r["asker"], r["blocker"]) for r in answers if r["blocker"] is not None]
             if not pairs:
                 return {}
-            packed = await conn.fetchval(Q["event_rows"], sorted({b for _, b in pairs}))
-        by_id = {event.id: event for event in rows.events(packed)}
+            found = await conn.fetch(Q["event_rows"], sorted({b for _, b in pairs}))
+        by_id = {r["id"]: rows.event_of(r) for r in found}
         return {asker: by_id[b] for asker, b in pairs if b in by_id}
 
     async def get(self, event_id: int) -> Event | None:
         async with self._conn(readonly=True) as conn:
-            found = rows.events(await conn.fetchval(Q["event_rows"], [int(event_id)]))
-        return found[0] if found else None
+            found = await conn.fetchrow(Q["event_rows"], [int(event_id)])
+        return None if found is None else rows.event_of(found)
 
     async def list(
         self, *, state: State | None = None, endpoint: str | None = None, limit: int = 50
@@ -373,8 +374,8 @@ class PostgresStore(BatchedStore):
         wanted = None if state is None else State(state).value
         async with self._conn(isolation="repeatable_read", readonly=True) as conn:
             ids = [r[0] for r in await conn.fetch(Q["list_ids"], wanted, endpoint, max(0, limit))]
-            packed = await conn.fetchval(Q["event_rows"], ids) if ids else None
-        return rows.events(packed, newest_first=True)
+            found = await conn.fetch(Q["event_rows"], ids) if ids else []
+        return [rows.event_of(r) for r in reversed(found)]
 
     async def counts(self) -> dict[State, int]:
         async with self._conn(readonly=True) as conn:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -74,32 +74,44 @@ def packed(query: str) -> str:
 def events(value: str | bytes | None, *, newest_first: bool = False) -> list[Event]:
     """The :class:`Event` of each row in a :func:`packed` query's value, by id."""
     found = orjson.loads(value) if value else []
-    out = [
-        Event(
-            id=r[0],
-            endpoint=r[1],
-            delivery_id=r[2],
-            received_at=float(r[3]),
-            body=(body := unpack_body(bytes.fromhex(r[4]), r[5])),
-            content_type=r[6],
-            headers=orjson.loads(r[7]),
-            document=orjson.loads(r[8] if r[8] is not None else body),
-            state=State(r[9]),
-            attempts=r[10],
-            next_attempt_at=float(r[11]),
-            last_error=r[12],
-            enrichment=orjson.loads(r[13]) if r[13] is not None else None,
-            target=r[14],
-            mapping=r[15],
-            lead_keys=tuple(sorted(r[16].split(KEY_SEP))) if r[16] else (),
-            lead_id=r[17],
-            lead_created=None if r[18] is None else bool(r[18]),
-            updated_at=float(r[19]),
-        )
-        for r in found
-    ]
+    for r in found:  # to the database's own types: the body's bytes, the times' floats
+        r[3], r[4], r[11], r[19] = float(r[3]), bytes.fromhex(r[4]), float(r[11]), float(r[19])
+    out = [event_of(r) for r in found]
     out.sort(key=lambda e: e.id, reverse=newest_first)
     return out
+
+
+class Columns(Protocol):
+    """A row read by position: a list, a tuple, a driver's record."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def event_of(r: Columns) -> Event:
+    """The :class:`Event` of one ``event_rows`` row, its columns as the database types them
+    (the body as stored, bytes; JSON columns as text or bytes; times as floats)."""
+    body = unpack_body(r[4], r[5])
+    return Event(
+        id=r[0],
+        endpoint=r[1],
+        delivery_id=r[2],
+        received_at=r[3],
+        body=body,
+        content_type=r[6],
+        headers=orjson.loads(r[7]),
+        document=orjson.loads(r[8] if r[8] is not None else body),
+        state=State(r[9]),
+        attempts=r[10],
+        next_attempt_at=r[11],
+        last_error=r[12],
+        enrichment=orjson.loads(r[13]) if r[13] is not None else None,
+        target=r[14],
+        mapping=r[15],
+        lead_keys=tuple(sorted(r[16].split(KEY_SEP))) if r[16] else (),
+        lead_id=r[17],
+        lead_created=None if r[18] is None else bool(r[18]),
+        updated_at=r[19],
+    )
 
 
 def row_of(delivery: IncomingDelivery, now: float) -> Row:

@@ -236,17 +236,17 @@ FROM (
 UPDATE events SET enrichment = $2, updated_at = $3 WHERE id = $1;
 
 -- name: event_rows
--- Events packed into one JSON value in the shape hub.store.rows.events reads (the same
--- decoder as SQLite's): bodies as hex, JSON columns as text, lead keys joined by \x1f.
-SELECT coalesce(json_agg(json_build_array(
-    e.id, e.endpoint, e.delivery_id, d.received_at, encode(d.body, 'hex'), d.body_format,
+-- Events by id, their columns in the order hub.store.rows.event_of reads (as SQLite's
+-- event_rows view has them), lead keys joined by \x1f.
+SELECT
+    e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.body_format,
     d.content_type, d.headers, e.document, e.state, e.attempts, e.next_attempt_at,
     e.last_error, e.enrichment, e.target, e.mapping,
     (SELECT string_agg(k.key, chr(31)) FROM lead_keys AS k WHERE k.event = e.id),
     e.lead_id, e.lead_created, e.updated_at
-) ORDER BY e.id), '[]')::text
 FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
-WHERE e.id = ANY ($1::bigint[]);
+WHERE e.id = ANY ($1::bigint[])
+ORDER BY e.id;
 
 -- name: list_ids
 SELECT id FROM events
