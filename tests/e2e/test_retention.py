@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -86,6 +87,33 @@ def test_a_worker_purges_old_finished_events_and_keeps_the_rest(tmp_path: Path) 
     assert remaining.pop(ids["dead"]) is State.DEAD
     assert list(remaining.values()) == [State.DELIVERED]  # the new lead
     assert not set(remaining) & {ids[n] for n in ("d1", "d2", "d3", "skipped")}
+
+
+def test_a_web_role_does_not_purge_and_says_so(tmp_path: Path) -> None:
+    """The purge belongs to the processes that run the dispatcher: a web role given
+    --purge-after warns once at start and deletes nothing."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    url = f"sqlite:///{tmp_path}/hub.db"
+    ids = _seed_old_events(url)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--config-dir", str(config), "--port", str(port), "--db", url]
+    with leadhub_process(
+        [*args, "--role", "web", "--purge-after", "30d"], ready_url=f"{base}/readyz", env=ENV
+    ) as proc:
+        assert "leadhub_events_purged_total" not in httpx.get(f"{base}/metrics").text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None
+        lines = [orjson.loads(line) for line in proc.stdout if line.startswith("{")]
+    (warning,) = (line for line in lines if line["event"] == "purge_not_run")
+    assert "role all or worker" in warning["reason"]
+    (ready,) = (line for line in lines if line["event"] == "hub_ready")
+    assert ready["purge_after"] is None
+    assert not any(line["event"] == "events_purged" for line in lines)
+    assert len(on_store(url, lambda store: store.list(limit=10))) == len(ids)
 
 
 def test_a_retention_shorter_than_senders_retry_is_refused(tmp_path: Path) -> None:
