@@ -19,7 +19,7 @@ import dataclasses
 import os
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from hub.store.base import EventStore
 from hub.store.retention import parse_retention, retention_lifespan
 from hub.units import UnitError, parse_duration
 from hub.web.app import LifespanHook, create_app, store_lifespan
+from hub.web.reload import reload_on_hangup
 
 _log = structlog.get_logger()
 
@@ -127,6 +128,26 @@ def lifespan_hooks_for(
         if keep is not None:
             hooks.append(retention_lifespan(store=store, clock=clock, keep=keep))
     return hooks
+
+
+def _reloaded(sandbox: bool, base: str) -> Callable[[Config], Config]:
+    """What a reloaded configuration needs before use: the embedded sandbox's address for
+    a ``default`` target that is the sandbox, which must then be running already."""
+
+    def adjust(config: Config) -> Config:
+        default = config.targets.get("default")
+        if default is None or not default.sandbox:
+            return config
+        if not sandbox:
+            where = f"{default.origin}: " if default.origin else ""
+            msg = (
+                f"{where}the default target is now the embedded sandbox, which this hub did "
+                "not start with; restart `leadhub serve` to use it"
+            )
+            raise ConfigError([msg])
+        return with_sandbox_url(config, f"{base}/sandbox")
+
+    return adjust
 
 
 def _drain(app: ASGIApp) -> None:
@@ -222,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if sandbox_app is not None:
         hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops
+    hooks.append(reload_on_hangup(args.config_dir, _reloaded(sandbox_app is not None, base)))
     hooks.insert(0, _announce_stop)
 
     app = create_app(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random as _random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -161,6 +162,45 @@ class Dispatcher:
             await self._http.aclose()
             self._http = None
         _log.info("dispatcher_stopped")
+
+    async def reload(self, config: Config, timeout: float = 10.0) -> None:
+        """Go on with ``config``: its endpoints and mappings for every event mapped from now
+        on, a lane for each new target, and a new lane for each changed one.
+
+        The lane of a target that changed (its URL, keys, limit, retries, concurrency) or
+        went away is closed as :meth:`stop` closes lanes: its queued events go back to the
+        store, due now, and its sends in flight finish (``timeout`` s at most). The events
+        come back in the next claims, mapped with ``config``; one whose target is gone is
+        then dead, saying so (add the target back and replay it).
+        """
+        if self._loop_task is None:
+            self.config = config
+            return
+        deadline = self.clock.monotonic() + timeout
+        lanes: dict[str, Lane] = {}
+        closing: list[Lane] = []
+        for target in config.targets.values():
+            lane = self.lanes.get(target.name)
+            if lane is not None and _same(lane.target, target):
+                lanes[target.name] = lane
+            else:
+                lanes[target.name] = self._lane(target)
+                if lane is not None:
+                    closing.append(lane)
+        closing += [lane for name, lane in self.lanes.items() if name not in lanes]
+        self.config, self.lanes = config, lanes
+        self.wake()
+        await asyncio.gather(*(lane.close(deadline) for lane in closing), return_exceptions=True)
+        _log.info(
+            "dispatcher_reloaded",
+            targets=sorted(lanes),
+            lanes_replaced=sorted(
+                lane.target.name for lane in closing if lane.target.name in lanes
+            ),
+            lanes_closed=sorted(
+                lane.target.name for lane in closing if lane.target.name not in lanes
+            ),
+        )
 
     def drain(self) -> None:
         """Stop claiming now (safe to call from a signal handler); :meth:`stop` does the rest.
@@ -467,6 +507,11 @@ class Dispatcher:
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def _same(old: Target, new: Target) -> bool:
+    """Whether a lane built for ``old`` serves ``new`` as it is (where it is written aside)."""
+    return dataclasses.replace(old, origin=None) == dataclasses.replace(new, origin=None)
 
 
 def dispatcher_lifespan(

@@ -165,6 +165,11 @@ class Ingest:
         # resolved once: a per-call lazy proxy would rebuild a bound logger on every request
         self._log = structlog.get_logger().bind()
 
+    def reload(self, endpoints: Mapping[str, Endpoint]) -> None:
+        """Serve ``endpoints`` from the next request on; a request under way finishes with
+        the endpoint it started with."""
+        self.routes = {name: _Route(endpoint) for name, endpoint in endpoints.items()}
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
         name = scope["path"][len(PREFIX) :]

@@ -1,0 +1,107 @@
+"""Reloading the configuration directory without a restart: ``kill -HUP <pid>``.
+
+On SIGHUP the running hub reads its configuration directory again, exactly as at start
+(``leadhub check`` gives the same verdict). If any file has an error, nothing changes: the
+hub logs ``config_reload_failed`` with every ``file:line: message`` and goes on with the
+configuration it has. Otherwise it logs ``config_reloaded`` and, from then on:
+
+* ``/hooks/{name}`` serves the new endpoints (a new one answers, a removed one is 404);
+* the dispatcher maps every event it claims with the new mappings; a target that is new gets
+  a lane, and one that changed or went away has its lane closed, its queued events put back
+  in the queue to be claimed again (:meth:`hub.dispatch.worker.Dispatcher.reload`).
+
+Stored events are untouched: what was accepted stays accepted, and is mapped when it is
+sent. Variables (``${VAR}``) are read from the hub's environment, which a running process
+cannot be given anew: a changed secret needs a restart, as do the embedded sandbox's own
+settings and the flags of ``leadhub serve``. With the roles split over processes, signal the
+workers before the web processes: a worker that does not know a new endpoint yet would
+record its first events ``unmatched`` (``leadhub replay`` sends them on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import structlog
+from starlette.applications import Starlette
+
+from hub.config import ConfigError, load
+from hub.config.models import Config
+
+_log = structlog.get_logger()
+
+#: What a hook gets for each configuration it loaded, before the hub uses it (the embedded
+#: sandbox's address filled in, for ``serve``).
+Adjust = Callable[[Config], Config]
+
+
+async def reload_config(app: Starlette, directory: str | Path, adjust: Adjust) -> bool:
+    """Load ``directory`` and use it in ``app`` (its ingest and dispatcher); False, changing
+    nothing, when the directory has an error."""
+    try:
+        config = adjust(await asyncio.to_thread(load, directory, os.environ))
+    except ConfigError as exc:
+        _log.error("config_reload_failed", errors=list(exc.issues), config_dir=str(directory))
+        return False
+    old: Config = app.state.config
+    # The dispatcher first: the events of a new endpoint can only come after it knows it.
+    dispatcher = getattr(app.state, "dispatcher", None)
+    if dispatcher is not None:
+        await dispatcher.reload(config)
+    ingest = getattr(app.state, "ingest", None)
+    if ingest is not None:
+        ingest.reload(config.endpoints)
+    app.state.config = config
+    for warning in config.warnings:
+        _log.warning("config_warning", message=warning)
+    _log.info(
+        "config_reloaded",
+        config_dir=str(directory),
+        endpoints=sorted(config.endpoints),
+        endpoints_added=sorted(set(config.endpoints) - set(old.endpoints)),
+        endpoints_removed=sorted(set(old.endpoints) - set(config.endpoints)),
+        mappings=len(config.mappings),
+        targets=sorted(config.targets),
+    )
+    return True
+
+
+def reload_on_hangup(
+    directory: str | Path, adjust: Adjust = lambda config: config
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """A ``hub.web.app`` lifespan hook: SIGHUP reloads ``directory`` while the app runs (one
+    reload at a time; a signal during a reload starts another after it). List it last."""
+
+    @contextlib.asynccontextmanager
+    async def hook(app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        turn = asyncio.Lock()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one() -> None:
+            async with turn:
+                try:
+                    await reload_config(app, directory, adjust)
+                except Exception as exc:  # a bug: say so, and keep serving
+                    _log.exception("config_reload_failed", error=str(exc)[:300])
+
+        def on_hangup() -> None:
+            task = loop.create_task(one(), name="leadhub-reload")
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        try:
+            yield
+        finally:
+            loop.remove_signal_handler(signal.SIGHUP)
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return hook

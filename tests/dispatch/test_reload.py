@@ -1,0 +1,149 @@
+"""Dispatcher.reload: a new configuration while events flow, against real HTTP servers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from structlog.testing import capture_logs
+
+from hub.dispatch.leadsquared import CAPTURE_PATH
+from hub.dispatch.worker import Dispatcher
+from hub.store.models import State
+from tests.dispatch.support import (
+    all_in,
+    enqueue,
+    flat_endpoint_yaml,
+    leads,
+    opened_store,
+    running,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.support.server import serve_in_thread
+
+
+class Recorder:
+    """A fake LeadSquared that answers Success and counts the calls under each path prefix;
+    ``/slow`` answers after ``delay`` seconds."""
+
+    def __init__(self, delay: float = 0.4) -> None:
+        self.calls: dict[str, int] = {}
+        self.delay = delay
+
+    async def capture(self, request: Request) -> Response:
+        prefix = request.url.path.split("/")[1]
+        body = await request.json()
+        if prefix == "slow":
+            await asyncio.sleep(self.delay)
+        self.calls[prefix] = self.calls.get(prefix, 0) + 1
+        email = next(i["Value"] for i in body if i["Attribute"] == "EmailAddress")
+        message = {"Id": "a", "RelatedId": f"{prefix}:{email}", "IsCreated": True}
+        return JSONResponse({"Status": "Success", "Message": message})
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, Recorder]]:
+    rec = Recorder()
+    routes = [Route(f"/{p}{CAPTURE_PATH}", rec.capture, methods=["POST"]) for p in "abc"]
+    routes.append(Route(f"/slow{CAPTURE_PATH}", rec.capture, methods=["POST"]))
+    with serve_in_thread(Starlette(routes=routes)) as url:
+        yield url, rec
+
+
+async def test_new_endpoint_and_target_and_a_changed_target(
+    tmp_path: Path, recorder: tuple[str, Recorder]
+) -> None:
+    """After a reload the events of a new endpoint go to a new target, and a target whose
+    settings changed is sent through a lane of its own (the old one closed)."""
+    url, rec = recorder
+    first = write_config(
+        tmp_path / "one", target_yaml("default", f"{url}/a"), flat_endpoint_yaml("forms", "default")
+    )
+    second = write_config(
+        tmp_path / "two",
+        target_yaml("default", f"{url}/b"),  # moved: a new lane
+        target_yaml("extra", f"{url}/c"),
+        flat_endpoint_yaml("forms", "default"),
+        flat_endpoint_yaml("more", "extra"),
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        before = await enqueue(store, "forms", leads("f", 5), prefix="f")
+        async with running(first, store) as dispatcher:
+            await wait_for(all_in(State.DELIVERED, store, before), what="the first events")
+            old_lane = dispatcher.lanes["default"]
+            with capture_logs() as logs:
+                await dispatcher.reload(second)
+            assert set(dispatcher.lanes) == {"default", "extra"}
+            assert dispatcher.lanes["default"] is not old_lane
+            after = await enqueue(store, "forms", leads("g", 5), prefix="g")
+            more = await enqueue(store, "more", leads("m", 5), prefix="m")
+            await wait_for(all_in(State.DELIVERED, store, after + more), what="after reload")
+        assert rec.calls == {"a": 5, "b": 5, "c": 5}
+        (reloaded,) = (e for e in logs if e["event"] == "dispatcher_reloaded")
+        assert reloaded["targets"] == ["default", "extra"]
+        assert (reloaded["lanes_replaced"], reloaded["lanes_closed"]) == (["default"], [])
+        assert (await store.get(more[0])).lead_id == "c:m0@example.com"  # type: ignore[union-attr]
+
+
+async def test_a_lane_that_goes_away_gives_its_queued_events_back(
+    tmp_path: Path, recorder: tuple[str, Recorder]
+) -> None:
+    """A slow target's queued events are put back when a reload drops it, and mapped anew:
+    they go where the new mapping says. The send in flight finishes where it started."""
+    url, rec = recorder
+    slow = target_yaml("slowone", f"{url}/slow") + "concurrency: 1\n"
+    first = write_config(
+        tmp_path / "one",
+        target_yaml("default", f"{url}/a"),
+        slow,
+        flat_endpoint_yaml("forms", "slowone"),
+    )
+    second = write_config(
+        tmp_path / "two", target_yaml("default", f"{url}/a"), flat_endpoint_yaml("forms", "default")
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", leads("s", 12), prefix="s")
+        async with running(first, store) as dispatcher:
+            await wait_for(lambda: rec.calls.get("slow", 0) >= 1, what="a slow send done")
+            with capture_logs() as logs:
+                await dispatcher.reload(second)
+            assert set(dispatcher.lanes) == {"default"}
+            (reloaded,) = (e for e in logs if e["event"] == "dispatcher_reloaded")
+            assert (reloaded["lanes_replaced"], reloaded["lanes_closed"]) == ([], ["slowone"])
+            await wait_for(all_in(State.DELIVERED, store, ids), what="every event delivered")
+        events = [await store.get(i) for i in ids]
+        by_target = {e.target for e in events if e is not None}
+        assert by_target == {"slowone", "default"}
+        assert rec.calls["slow"] + rec.calls["a"] == 12  # each event sent once
+        assert 1 <= rec.calls["slow"] <= 3
+        assert all(e is not None and e.attempts >= 1 for e in events)
+
+
+async def test_reload_before_start_only_swaps_the_config(
+    tmp_path: Path, recorder: tuple[str, Recorder]
+) -> None:
+    url, rec = recorder
+    first = write_config(
+        tmp_path / "one", target_yaml("default", f"{url}/a"), flat_endpoint_yaml("forms", "default")
+    )
+    second = write_config(
+        tmp_path / "two", target_yaml("default", f"{url}/b"), flat_endpoint_yaml("forms", "default")
+    )
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", leads("x", 3), prefix="x")
+        dispatcher = Dispatcher(config=first, store=store, poll=0.05)
+        await dispatcher.reload(second)
+        await dispatcher.start()
+        try:
+            await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+        finally:
+            await dispatcher.stop(timeout=5)
+    assert rec.calls == {"b": 3}

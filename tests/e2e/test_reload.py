@@ -1,0 +1,90 @@
+"""``kill -HUP``: a running ``leadhub serve`` takes a changed configuration directory."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.e2e.support import lead_by_email, wait_until
+from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
+from tests.support.server import free_port, leadhub_process
+
+EXTRA = """kind: endpoint
+name: extra
+source: token
+token: ${FORMS_TOKEN}
+---
+kind: mapping
+name: extra-map
+endpoint: extra
+fields:
+  EmailAddress: { path: $.contact.email, required: true }
+  Source: { value: Extra form }
+"""
+
+
+class Log:
+    """The JSON lines a running process has written so far, read as they come."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.stream = proc.stdout
+        self.lines: list[dict[str, Any]] = []
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        for line in self.stream.readlines():
+            if line.startswith("{"):
+                self.lines.append(orjson.loads(line))
+        return [line for line in self.lines if line["event"] == name]
+
+
+def test_sighup_reloads_the_config_and_a_broken_one_changes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--config-dir", str(config), "--port", str(port)]
+    args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    lead = {"contact": {"email": "new.form@example.com"}}
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        log = Log(proc)
+        assert httpx.post(f"{base}/hooks/extra", json=lead, headers=auth).status_code == 404
+
+        (config / "extra.yaml").write_text(EXTRA)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(log.events("config_reloaded")), what="the reload")
+        (reloaded,) = log.events("config_reloaded")
+        assert reloaded["endpoints_added"] == ["extra"] and reloaded["endpoints_removed"] == []
+        answer = httpx.post(f"{base}/hooks/extra", json=lead, headers=auth)
+        assert answer.status_code == 200, answer.text
+        wait_until(lambda: _delivered(base) == 1, what="the new endpoint's lead")
+        (sent,) = lead_by_email(base, "new.form@example.com")
+        assert sent["Source"] == "Extra form"
+
+        # A broken file: the reload is refused, saying where, and the hub goes on as it was.
+        (config / "broken.yaml").write_text("kind: endpoint\nname: [oops\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(log.events("config_reload_failed")), what="the refusal")
+        (failed,) = log.events("config_reload_failed")
+        assert any(error.startswith(f"{config / 'broken.yaml'}:") for error in failed["errors"])
+        again = {"contact": {"email": "still.works@example.com"}}
+        assert httpx.post(f"{base}/hooks/extra", json=again, headers=auth).status_code == 200
+        old = httpx.post(f"{base}/hooks/forms", json={"email": "f@example.com"}, headers=auth)
+        assert old.status_code == 200
+        wait_until(lambda: _delivered(base) == 3, what="both leads after the refusal")
+
+        # Taking the file away takes its endpoint away.
+        (config / "broken.yaml").unlink()
+        (config / "extra.yaml").unlink()
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(log.events("config_reloaded")) == 2, what="the second reload")
+        assert log.events("config_reloaded")[1]["endpoints_removed"] == ["extra"]
+        assert httpx.post(f"{base}/hooks/extra", json=lead, headers=auth).status_code == 404
+        assert not log.events("config_reload_failed")[1:]
