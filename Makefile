@@ -17,6 +17,8 @@ run: export TYPEFORM_SECRET ?= tf_test_secret_9f8e7d
 run: export ZAPIER_TOKEN ?= zap_test_token_5a4b3c
 run: export UNBOUNCE_TOKEN ?= ub_test_token_1d2e3f
 run: export JOTFORM_TOKEN  ?= jf_test_token_7g8h9i
+run: export TALLY_SECRET ?= tally_test_secret_4c3b2a
+run: export WEBFLOW_SECRET ?= wf_test_secret_8b7a6c
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

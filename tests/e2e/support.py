@@ -47,6 +47,19 @@ def facebook_signature(body: bytes) -> str:
     return "sha256=" + digest
 
 
+def tally_signature(body: bytes) -> str:
+    digest = hmac.new(DEMO_ENV["TALLY_SECRET"].encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def webflow_headers(body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with a Webflow timestamp of now (ms) and its signature over ``body``."""
+    stamp = str(int(time.time() * 1000))
+    signed = stamp.encode() + b":" + body
+    digest = hmac.new(DEMO_ENV["WEBFLOW_SECRET"].encode(), signed, hashlib.sha256).hexdigest()
+    return {**headers, "x-webflow-timestamp": stamp, "x-webflow-signature": digest}
+
+
 def post(base: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
     """POST a delivery as the sender would (Content-Length recomputed by httpx)."""
     sent = {k: v for k, v in headers.items() if k.lower() != "content-length"}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import orjson
 import pytest
 from starlette.applications import Starlette
@@ -29,8 +30,10 @@ from tests.e2e.support import (
     fixture,
     lead_by_email,
     post,
+    tally_signature,
     typeform_signature,
     wait_until,
+    webflow_headers,
 )
 from tests.mappings.cases import DEMO_ENV
 from tests.support.server import free_port, leadhub_process, serve_in_thread
@@ -119,6 +122,34 @@ EXPECTED: dict[str, dict[str, str]] = {
         "mx_Jotform_Form_Id": "251234567890123",
         "mx_Jotform_Submission_Id": "6201234567890123456",
     },
+    "tally": {
+        "FirstName": "Ananya",
+        "LastName": "Iyer",
+        "EmailAddress": "ananya.iyer@example.com",
+        "Phone": "+91-5550123456",
+        "mx_Loan_Amount": "4500000",
+        "mx_Loan_Type": "Home loan",
+        "mx_Call_Time": "Evening",
+        "mx_Consent": "true",
+        "Notes": "Prefer a call in Tamil.",
+        "Source": "newsletter",
+        "SourceCampaign": "diwali_2025",
+        "mx_Tally_Response": "2wgx4n",
+        "mx_Submitted_On": "2025-11-03 09:14:26",
+    },
+    "webflow": {
+        "FirstName": "Mateo",
+        "LastName": "García",
+        "EmailAddress": "mateo.garcia@example.com",
+        "Phone": "+1-5550100199",
+        "Company": "García Solar SL",
+        "mx_Team_Size": "11-50",
+        "Notes": "Looking for a demo next week.",
+        "mx_Newsletter": "true",
+        "Source": "Webflow",
+        "mx_Landing_Page": "https://www.example.com/contact-sales",
+        "mx_Submitted_On": "2025-11-04 16:20:05",
+    },
 }
 
 
@@ -136,6 +167,12 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "facebook":
         body, headers = fixture("facebook", "leadgen_notification_single")
         return "/hooks/facebook", body, headers
+    if sender == "tally":  # the fixture's own signature
+        body, headers = fixture("tally", "form_response")
+        return "/hooks/tally", body, headers
+    if sender == "webflow":  # signed again: a Webflow timestamp is good for 5 minutes
+        body, headers = fixture("webflow", "form_submission")
+        return "/hooks/webflow", body, webflow_headers(body, headers)
     if sender == "jotform":
         body, headers = fixture("jotform", "submission_basic")
         return f"/hooks/jotform?token={quote(DEMO_ENV['JOTFORM_TOKEN'])}", body, headers
@@ -159,9 +196,17 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         document["lead_id"] = document["lead_id"] + "-resent"
     elif sender == "facebook":
         document["entry"][0]["changes"][0]["value"]["leadgen_id"] = "9999000011112222"
+    elif sender == "tally":
+        document["eventId"] = "a4cb511e-d513-4fa5-baee-b815d718resent"
+    elif sender == "webflow":
+        document["payload"]["id"] = "6729a1b2c3d4e5f6071829ff"
     new_body = json.dumps(document).encode()
     if sender == "typeform":
         headers = {**headers, "Typeform-Signature": typeform_signature(new_body)}
+    if sender == "tally":
+        headers = {**headers, "Tally-Signature": tally_signature(new_body)}
+    if sender == "webflow":
+        headers = webflow_headers(new_body, headers)
     if sender == "facebook":
         headers = {k: v for k, v in headers.items() if k != "X-Hub-Signature"}
         headers["X-Hub-Signature-256"] = facebook_signature(new_body)
@@ -221,3 +266,23 @@ def test_fixture_becomes_exactly_the_expected_lead_and_a_repeat_updates_it(
     lead_id = lead["ProspectID"]
     wait_until(lambda: len(activities(hub, lead_id)) == 2, what=f"the {sender} update")
     assert [x["ProspectID"] for x in lead_by_email(hub, email)] == [lead_id]
+
+
+@pytest.mark.slow
+def test_the_hmac_examples_refuse_a_changed_body_and_a_stale_timestamp(hub: str) -> None:
+    """The Tally and Webflow examples check their signatures: a body changed after signing,
+    and a Webflow delivery signed longer ago than its 5 minutes, get 401 and store nothing."""
+    body, headers = fixture("tally", "form_response")
+    changed = body.replace(b"Iyer", b"Iyar")
+    assert post(hub, "/hooks/tally", changed, headers).status_code == 401
+    body, headers = fixture("webflow", "form_submission")
+    assert post(hub, "/hooks/webflow", body, headers).status_code == 401  # signed in 2025
+    fresh = webflow_headers(body, headers)
+    assert post(hub, "/hooks/webflow", body + b" ", fresh).status_code == 401
+    metrics = httpx.get(f"{hub}/metrics").text
+    for endpoint, refused in (("tally", 1), ("webflow", 2)):
+        line = (
+            f'leadhub_deliveries_total{{endpoint="{endpoint}",outcome="rejected",'
+            f'reason="unauthorized"}} {float(refused)}'
+        )
+        assert line in metrics
