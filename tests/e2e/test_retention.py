@@ -51,17 +51,23 @@ def _purged(base: str) -> int:
     return int(float(match.group(1))) if match else -1
 
 
-def test_a_worker_purges_old_finished_events_and_keeps_the_rest(tmp_path: Path) -> None:
-    """Started with --purge-after 30d, the hub deletes the delivered and skipped events of
-    2023 at once; the dead one stays for a replay, and so does what it delivers now."""
+def _hub_on_old_events(tmp_path: Path) -> tuple[str, dict[str, int], str, list[str]]:
+    """A config directory and a store seeded with old events: the store's URL, the events'
+    ids, and the base URL and arguments of a ``leadhub serve`` on them."""
     config = tmp_path / "cfg"
     config.mkdir()
     (config / "forms.yaml").write_text(CONFIG)
     url = f"sqlite:///{tmp_path}/hub.db"
     ids = _seed_old_events(url)
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     args = ["serve", "--config-dir", str(config), "--port", str(port), "--db", url]
+    return url, ids, f"http://127.0.0.1:{port}", args
+
+
+def test_a_worker_purges_old_finished_events_and_keeps_the_rest(tmp_path: Path) -> None:
+    """Started with --purge-after 30d, the hub deletes the delivered and skipped events of
+    2023 at once; the dead one stays for a replay, and so does what it delivers now."""
+    url, ids, base, args = _hub_on_old_events(tmp_path)
     with leadhub_process(
         [*args, "--purge-after", "30d"], ready_url=f"{base}/healthz", env=ENV
     ) as proc:
@@ -92,14 +98,7 @@ def test_a_worker_purges_old_finished_events_and_keeps_the_rest(tmp_path: Path) 
 def test_a_web_role_does_not_purge_and_says_so(tmp_path: Path) -> None:
     """The purge belongs to the processes that run the dispatcher: a web role given
     --purge-after warns once at start and deletes nothing."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    url = f"sqlite:///{tmp_path}/hub.db"
-    ids = _seed_old_events(url)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "--config-dir", str(config), "--port", str(port), "--db", url]
+    url, ids, base, args = _hub_on_old_events(tmp_path)
     with leadhub_process(
         [*args, "--role", "web", "--purge-after", "30d"], ready_url=f"{base}/readyz", env=ENV
     ) as proc:

@@ -260,18 +260,7 @@ def test_a_store_that_cannot_be_reached_stops_serve_saying_why_without_the_passw
     no traceback beside it), and the password in the URL appears nowhere in its output."""
     config_dir(tmp_path)
     url = f"postgresql://hub:hunter2-secret@127.0.0.1:{free_port()}/leads"
-    result = subprocess.run(
-        [*_python_hub(), *serve_args(tmp_path, free_port(), role="all", db=url)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**_env(), **ENV},
-        cwd=str(Path(__file__).resolve().parents[2]),
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 1, output
-    assert "leadhub serve: startup failed (see the log above)" in result.stderr
-    assert "Traceback" not in output
+    result, output = _failed_start(serve_args(tmp_path, free_port(), role="all", db=url))
     failed = [
         orjson.loads(line)
         for line in result.stdout.splitlines()
@@ -292,17 +281,24 @@ def test_a_port_in_use_stops_serve_with_exit_1(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        result = subprocess.run(
-            [*_python_hub(), *serve_args(tmp_path, port, role="all")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**_env(), **ENV},
-            cwd=str(Path(__file__).resolve().parents[2]),
-        )
+        result, _ = _failed_start(serve_args(tmp_path, port, role="all"))
+    assert "address already in use" in result.stderr
+    assert '"event":"hub_stopped"' in result.stdout.replace(" ", "")
+
+
+def _failed_start(args: list[str]) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run ``leadhub ARGS``, which must fail to start: exit 1, saying so, no traceback.
+    Returns the result and its whole output."""
+    result = subprocess.run(
+        [*_python_hub(), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**_env(), **ENV},
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
-    assert "address already in use" in result.stderr
     assert "leadhub serve: startup failed (see the log above)" in result.stderr
-    assert '"event":"hub_stopped"' in result.stdout.replace(" ", "")
     assert "Traceback" not in output
+    return result, output
