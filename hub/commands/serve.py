@@ -31,7 +31,7 @@ from starlette.types import ASGIApp
 from hub import logs
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.commands.protocol import HubHttpProtocol
-from hub.commands.server import KnownStartupFailure, Server
+from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.runtime import tune_for_serving
@@ -81,7 +81,7 @@ def _store_hook(store: EventStore, db_url: str) -> LifespanHook:
                 yield
         except StoreError as exc:
             _log.error("store_open_failed", db=safe_url(db_url), error=str(exc))
-            app.state.startup_failure = "store_open_failed"  # logged: no traceback (server.py)
+            app.state.startup_failure = "store_open_failed"  # logged: no traceback (HubApp)
             raise
 
     return hook
@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
     }
     server = Server(
         uvicorn.Config(
-            KnownStartupFailure(app),
+            app,
             host=args.host,
             port=args.port,
             lifespan="on",

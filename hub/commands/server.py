@@ -2,12 +2,11 @@
 
 Three additions to :class:`uvicorn.Server`: one structured "ready" line once the socket
 listens (with the address it really bound, so ``--port 0`` tells the truth), exit code 0
-after SIGTERM/SIGINT, and a start-up that fails without a traceback when the cause is known
-and already logged. uvicorn shuts down gracefully on those signals and then re-raises them
-(exit 143); for these commands a signal is the normal way to stop. When start-up fails
-(the store cannot be opened, the port is taken) uvicorn exits 3 from inside its loop;
-:meth:`Server.run` turns that into :attr:`Server.started` staying false, for the command to
-say so and choose its exit code.
+after SIGTERM/SIGINT, and a failed start-up left to the command. uvicorn shuts down
+gracefully on those signals and then re-raises them (exit 143); for these commands a signal
+is the normal way to stop. When start-up fails (the store cannot be opened, the port is
+taken) uvicorn exits 3 from inside its loop; :meth:`Server.run` turns that into
+:attr:`Server.started` staying false, for the command to say so and choose its exit code.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from starlette.applications import Starlette
-from starlette.types import Message, Receive, Scope, Send
 
 
 class Server(uvicorn.Server):
@@ -64,31 +61,3 @@ class Server(uvicorn.Server):
                 host, port = sock.getsockname()[:2]
                 return f"http://{host}:{port}"
         return f"http://{host}:{port}"
-
-
-class KnownStartupFailure:
-    """ASGI middleware: a start-up failure that the app has logged already (it set
-    ``app.state.startup_failure`` to what it logged) reaches uvicorn without its traceback.
-
-    Starlette reports any exception from the lifespan as ``lifespan.startup.failed`` with
-    the traceback as its message, which uvicorn prints. For a cause the hub knows (a store
-    it cannot open) the structured log line says what to fix, and a traceback beside it only
-    buries that; an unexpected exception keeps its traceback.
-    """
-
-    def __init__(self, app: Starlette) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_quietly(message: Message) -> None:
-            if message["type"] == "lifespan.startup.failed" and getattr(
-                self.app.state, "startup_failure", None
-            ):
-                message = {**message, "message": ""}
-            await send(message)
-
-        await self.app(scope, receive, send_quietly)

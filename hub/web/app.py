@@ -53,7 +53,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import Config
@@ -74,6 +74,12 @@ class HubApp(Starlette):
     Starlette wraps every request in its error middleware (which wraps ``send`` too)
     before any user middleware runs; ingest answers its own errors, so the webhook path
     skips that layer and the router.
+
+    A start-up failure that a lifespan hook has logged already (it sets
+    ``app.state.startup_failure`` to the event it logged, as ``serve``'s store hook does)
+    reaches the server without its traceback: Starlette sends any exception of the lifespan
+    as the failure's message, which uvicorn prints, and beside a log line that says what to
+    fix it only buries it. An unexpected exception keeps its traceback.
     """
 
     def __init__(self, *, ingest: ASGIApp | None, **kwargs: Any) -> None:
@@ -91,7 +97,19 @@ class HubApp(Starlette):
             )
             await response(scope, receive, send)
             return
+        if scope["type"] == "lifespan":
+            send = self._quiet_startup_failure(send)
         await super().__call__(scope, receive, send)
+
+    def _quiet_startup_failure(self, send: Send) -> Send:
+        async def quietly(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and getattr(
+                self.state, "startup_failure", None
+            ):
+                message = {**message, "message": ""}
+            await send(message)
+
+        return quietly
 
 
 def _health_routes(store: EventStore, metrics: WebMetrics) -> list[BaseRoute]:
