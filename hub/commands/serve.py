@@ -262,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
         "sandbox": f"{base}/sandbox" if sandbox_app is not None else None,
         "sandbox_keys": _sandbox_keys(default) if sandbox_app is not None else None,
         "config_dir": str(args.config_dir),
+        "pid": os.getpid(),  # for `kill -HUP` (reload the configuration)
         "purge_after": None if keep is None or args.role == "web" else purge_after,
     }
     server = Server(

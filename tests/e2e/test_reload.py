@@ -55,6 +55,8 @@ def test_sighup_reloads_the_config_and_a_broken_one_changes_nothing(tmp_path: Pa
     lead = {"contact": {"email": "new.form@example.com"}}
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
         log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        assert log.events("hub_ready")[0]["pid"] == proc.pid  # whom to send SIGHUP
         assert httpx.post(f"{base}/hooks/extra", json=lead, headers=auth).status_code == 404
 
         (config / "extra.yaml").write_text(EXTRA)
