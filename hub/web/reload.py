@@ -3,7 +3,8 @@
 On SIGHUP the running hub reads its configuration directory again, exactly as at start
 (``leadhub check`` gives the same verdict). If any file has an error, nothing changes: the
 hub logs ``config_reload_failed`` with every ``file:line: message`` and goes on with the
-configuration it has. Otherwise it logs ``config_reloaded`` and, from then on:
+configuration it has. Otherwise it logs ``config_reloaded`` and, from then on (either way
+``leadhub_config_reloads_total{outcome="ok"|"failed"}`` counts it):
 
 * ``/hooks/{name}`` serves the new endpoints (a new one answers, a removed one is 404);
 * the dispatcher maps every event it claims with the new mappings; a target that is new gets
@@ -28,6 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter
 from starlette.applications import Starlette
 
 from hub.config import ConfigError, load
@@ -82,13 +84,22 @@ def reload_on_hangup(
         loop = asyncio.get_running_loop()
         turn = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
+        registry = getattr(app.state, "metrics", None)
+        reloads = Counter(
+            "leadhub_config_reloads",
+            "Configuration reloads (SIGHUP), by outcome: ok, or failed (nothing changed).",
+            ["outcome"],
+            registry=registry if registry is not None else CollectorRegistry(),
+        )
 
         async def one() -> None:
             async with turn:
                 try:
-                    await reload_config(app, directory, adjust)
+                    done = await reload_config(app, directory, adjust)
                 except Exception as exc:  # a bug: say so, and keep serving
                     _log.exception("config_reload_failed", error=str(exc)[:300])
+                    done = False
+                reloads.labels("ok" if done else "failed").inc()
 
         def on_hangup() -> None:
             task = loop.create_task(one(), name="leadhub-reload")

@@ -90,3 +90,6 @@ def test_sighup_reloads_the_config_and_a_broken_one_changes_nothing(tmp_path: Pa
         assert log.events("config_reloaded")[1]["endpoints_removed"] == ["extra"]
         assert httpx.post(f"{base}/hooks/extra", json=lead, headers=auth).status_code == 404
         assert not log.events("config_reload_failed")[1:]
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'leadhub_config_reloads_total{outcome="ok"} 2.0' in metrics
+        assert 'leadhub_config_reloads_total{outcome="failed"} 1.0' in metrics
