@@ -19,6 +19,7 @@ run: export UNBOUNCE_TOKEN ?= ub_test_token_1d2e3f
 run: export JOTFORM_TOKEN  ?= jf_test_token_7g8h9i
 run: export TALLY_SECRET ?= tally_test_secret_4c3b2a
 run: export WEBFLOW_SECRET ?= wf_test_secret_8b7a6c
+run: export ELEMENTOR_TOKEN ?= el_test_token_2k3l4m
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

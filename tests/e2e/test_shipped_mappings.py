@@ -137,6 +137,17 @@ EXPECTED: dict[str, dict[str, str]] = {
         "mx_Tally_Response": "2wgx4n",
         "mx_Submitted_On": "2025-11-03 09:14:26",
     },
+    "elementor": {
+        "FirstName": "Rohan",
+        "LastName": "Mehta",
+        "EmailAddress": "rohan.mehta@example.com",
+        "Phone": "+91-5550198765",
+        "mx_Services": "Solar panels, Home battery",
+        "Notes": "Call after 6 pm please.",
+        "SourceIPAddress": "203.0.113.77",
+        "Source": "Elementor",
+        "mx_Landing_Page": "https://www.example.com/free-consultation/",
+    },
     "webflow": {
         "FirstName": "Mateo",
         "LastName": "García",
@@ -167,6 +178,9 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "facebook":
         body, headers = fixture("facebook", "leadgen_notification_single")
         return "/hooks/facebook", body, headers
+    if sender == "elementor":  # no signature: the token rides in the URL
+        body, headers = fixture("elementor", "advanced_data")
+        return f"/hooks/elementor?token={quote(DEMO_ENV['ELEMENTOR_TOKEN'])}", body, headers
     if sender == "tally":  # the fixture's own signature
         body, headers = fixture("tally", "form_response")
         return "/hooks/tally", body, headers
@@ -183,7 +197,7 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
 def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
     """A second delivery of the same lead under a new delivery id, signed where needed."""
     path, body, headers = _first(sender)
-    if sender == "unbounce":
+    if sender in ("unbounce", "elementor"):  # no delivery id: another body is another one
         return path, body + b"&resent=1", headers
     if sender == "jotform":  # the same answers under another submission id
         return path, body.replace(b"6201234567890123456", b"6201234567890999999"), headers
