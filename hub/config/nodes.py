@@ -53,6 +53,9 @@ class Node:
     raw: str | None = None
     #: Mappings: the line of each key.
     key_lines: dict[str, int] = field(default_factory=dict)
+    #: Scalars: whether an unset ``${VAR}`` in it was given a stand-in (``leadhub try``):
+    #: its value is then no real value, and checks of its form do not apply.
+    stand_in: bool = False
 
     @property
     def where(self) -> str:
@@ -83,10 +86,12 @@ class _Builder:
         self.environ = environ
         self.issues = issues
         self.stand_ins = stand_ins
+        self.stood_in = 0
         self.loader = _Loader("")
 
     def expand(self, text: str, line: int) -> tuple[str, bool]:
-        """``text`` with variables replaced, and whether an unset one was met (reported)."""
+        """``text`` with variables replaced, and whether an unset one was met (reported).
+        A stand-in given for one is counted in ``self.stood_in``."""
         unset = False
 
         def substitute(match: re.Match[str]) -> str:
@@ -98,6 +103,7 @@ class _Builder:
             if default is not None:
                 return default
             if self.stand_ins:
+                self.stood_in += 1
                 return f"unset-{name}"
             nonlocal unset
             unset = True
@@ -118,7 +124,9 @@ class _Builder:
             return Node(raw, self.file, line, raw=raw)
         if "${" not in raw:
             return Node(self.loader.construct_object(node), self.file, line, raw=raw)
+        before = self.stood_in
         expanded, unset = self.expand(raw, line)
+        stand_in = self.stood_in > before
         if unset:  # already reported; keep the text so no second "missing" error follows
             return Node(expanded, self.file, line, raw=raw)
         if node.style is None:  # plain: resolve the expanded text as YAML would
@@ -129,7 +137,7 @@ class _Builder:
             value = self.loader.construct_object(yaml.ScalarNode(tag, expanded))
         except (yaml.YAMLError, ValueError):
             value = expanded
-        return Node(value, self.file, line, raw=raw)
+        return Node(value, self.file, line, raw=raw, stand_in=stand_in)
 
     def build(self, node: yaml.Node) -> Node:
         line = node.start_mark.line + 1

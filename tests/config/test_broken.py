@@ -166,6 +166,17 @@ def test_unset_variables_are_named(tmp_path: Path) -> None:
     )
 
 
+def test_stand_ins_skip_the_form_checks_of_the_values_they_stand_for(tmp_path: Path) -> None:
+    """For ``leadhub try`` an unset secret stands in as ``unset-NAME``: a standard
+    endpoint's ``whsec_`` check does not apply to it, while a real value that is no
+    whsec_ secret is still refused."""
+    (tmp_path / "e.yaml").write_text("kind: endpoint\nname: s\nsource: standard\nsecret: ${S}\n")
+    config = load(tmp_path, {}, stand_ins=True)
+    assert config.endpoints["s"].options.secret.reveal() == "unset-S"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match="whsec_"):
+        load(tmp_path, {"S": "not-whsec"}, stand_ins=True)
+
+
 def test_missing_or_empty_directory(tmp_path: Path) -> None:
     """A missing directory or one without YAML files is an error, not an empty config."""
     with pytest.raises(ConfigError, match="not a directory"):
