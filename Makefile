@@ -20,6 +20,8 @@ run: export JOTFORM_TOKEN  ?= jf_test_token_7g8h9i
 run: export TALLY_SECRET ?= tally_test_secret_4c3b2a
 run: export WEBFLOW_SECRET ?= wf_test_secret_8b7a6c
 run: export ELEMENTOR_TOKEN ?= el_test_token_2k3l4m
+run: export MAKE_TOKEN ?= mk_test_token_6n7p8q
+run: export STANDARD_SECRET ?= whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXktMzJieXQ=
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -60,6 +60,16 @@ def webflow_headers(body: bytes, headers: dict[str, str]) -> dict[str, str]:
     return {**headers, "x-webflow-timestamp": stamp, "x-webflow-signature": digest}
 
 
+def standard_headers(body: bytes, headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` with a Standard Webhooks timestamp of now and its one signature of
+    ``body`` (the webhook-id kept)."""
+    stamp = str(int(time.time()))
+    key = base64.b64decode(DEMO_ENV["STANDARD_SECRET"].removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{stamp}.".encode() + body
+    signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {**headers, "webhook-timestamp": stamp, "webhook-signature": f"v1,{signature}"}
+
+
 def post(base: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
     """POST a delivery as the sender would (Content-Length recomputed by httpx)."""
     sent = {k: v for k, v in headers.items() if k.lower() != "content-length"}

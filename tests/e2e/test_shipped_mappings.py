@@ -30,6 +30,7 @@ from tests.e2e.support import (
     fixture,
     lead_by_email,
     post,
+    standard_headers,
     tally_signature,
     typeform_signature,
     wait_until,
@@ -148,6 +149,26 @@ EXPECTED: dict[str, dict[str, str]] = {
         "Source": "Elementor",
         "mx_Landing_Page": "https://www.example.com/free-consultation/",
     },
+    "make": {
+        "FirstName": "Chloé",
+        "LastName": "Dubois",
+        "EmailAddress": "chloe.dubois@example.com",
+        "Phone": "+33-555010203",
+        "Source": "newsletter",
+        "SourceMedium": "email",
+        "SourceCampaign": "nov_webinar",
+        "mx_Consent": "true",
+        "mx_Origin_Platform": "typeform",
+        "mx_Submitted_On": "2025-10-31 12:47:01",
+    },
+    "standard": {
+        "FirstName": "Chloé",
+        "LastName": "Dubois",
+        "EmailAddress": "chloe.d@example.com",  # another address than make's fixture
+        "Source": "Standard Webhooks",
+        "mx_External_Lead_Id": "lead_01JBQ7ZK3M",
+        "mx_Lead_Created_On": "2025-10-31 12:47:01",
+    },
     "webflow": {
         "FirstName": "Mateo",
         "LastName": "García",
@@ -181,6 +202,13 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "elementor":  # no signature: the token rides in the URL
         body, headers = fixture("elementor", "advanced_data")
         return f"/hooks/elementor?token={quote(DEMO_ENV['ELEMENTOR_TOKEN'])}", body, headers
+    if sender == "make":
+        body, headers = fixture("generic_json", "make_http_module_lead")
+        return "/hooks/make", body, {**headers, "X-Api-Key": DEMO_ENV["MAKE_TOKEN"]}
+    if sender == "standard":  # another email (make's fixture has the same person), signed now
+        body, headers = fixture("generic_json", "standard_webhooks_lead_created")
+        body = body.replace(b"chloe.dubois@", b"chloe.d@")
+        return "/hooks/standard", body, standard_headers(body, headers)
     if sender == "tally":  # the fixture's own signature
         body, headers = fixture("tally", "form_response")
         return "/hooks/tally", body, headers
@@ -210,6 +238,10 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         document["lead_id"] = document["lead_id"] + "-resent"
     elif sender == "facebook":
         document["entry"][0]["changes"][0]["value"]["leadgen_id"] = "9999000011112222"
+    elif sender == "make":
+        document["source"]["submission_id"] = "01JBQ7ZK3M9X2R4T6V8W0RESENT"
+    elif sender == "standard":
+        headers = {**headers, "webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPRESENT"}
     elif sender == "tally":
         document["eventId"] = "a4cb511e-d513-4fa5-baee-b815d718resent"
     elif sender == "webflow":
@@ -217,6 +249,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
     new_body = json.dumps(document).encode()
     if sender == "typeform":
         headers = {**headers, "Typeform-Signature": typeform_signature(new_body)}
+    if sender == "standard":
+        headers = standard_headers(new_body, headers)
     if sender == "tally":
         headers = {**headers, "Tally-Signature": tally_signature(new_body)}
     if sender == "webflow":
