@@ -195,7 +195,7 @@ class IngestProcess:
             transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
             self._transport = transport
             self._commits_before = self.stats.commits
-            log().info("store_writer_started", pid=self._child.pid)
+            log().info("store_writer_started", writer_pid=self._child.pid)
             self._starting.set_result(None)
         except BaseException as exc:
             self._starting.set_exception(exc)
@@ -393,9 +393,11 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
 def main(argv: list[str]) -> int:
     fd, path, synchronous = int(argv[0]), Path(argv[1]), argv[2]
     # The parent stops us by closing the socket (or by dying): a signal sent to the whole
-    # process group (Ctrl-C, a service manager's SIGTERM) must not cut its writes short.
+    # process group (Ctrl-C, a service manager's SIGTERM, a closed terminal's or a
+    # `pkill -HUP`'s SIGHUP, which the hub takes as "reload") must not cut its writes short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from hub import logs
 
     # JSON lines, or the console renderer when stderr is a terminal (as the hub decides)

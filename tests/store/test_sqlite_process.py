@@ -158,7 +158,8 @@ async def test_an_idle_child_that_dies_is_logged_and_replaced(
 
 
 def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
-    """The child outlasts SIGTERM and SIGINT, and exits at end of file when its parent dies."""
+    """The child outlasts SIGTERM, SIGINT and SIGHUP, and exits at end of file when its
+    parent dies."""
     url = sqlite_url(tmp_path) + "?writer=process"
     script = (
         "import asyncio, sys\n"
@@ -178,6 +179,7 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
         pid, event_id = (int(x) for x in line.split()[1:])
         os.kill(pid, signal.SIGTERM)  # as from a group-wide stop: the child waits for its parent
         os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGHUP)  # a closed terminal, or `pkill -HUP leadhub` to reload
         assert not gone(pid, timeout=0.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)

@@ -206,7 +206,7 @@ def test_serve_logs_hub_ready_and_refuses_bad_config(tmp_path: Path) -> None:
     assert "hub_stopped" in events
     # a web role writes enqueues from a child process, which is gone once serve has exited
     assert events["store_opened"]["writer"] == "process"
-    assert not Path(f"/proc/{events['store_writer_started']['pid']}").exists()
+    assert not Path(f"/proc/{events['store_writer_started']['writer_pid']}").exists()
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.yaml").write_text(
