@@ -418,16 +418,15 @@ class PostgresStore(BatchedStore):
         endpoint: str | None,
         dry_run: bool,
     ) -> tuple[int, int]:
-        args = (after, upto, states, before, endpoint)
-        if dry_run:
-            async with self._conn(readonly=True) as conn:
-                return len(await conn.fetch(Q["purgeable_events"], *args)), 0
         async with self._conn() as conn:
-            await conn.execute(Q["lock_purge"])
-            purged = await conn.fetch(Q["purge_events"], *args)
-            if not purged:
-                return 0, 0
-            await conn.execute(Q["delete_lead_keys"], [r[0] for r in purged])
+            if not dry_run:
+                await conn.execute(Q["lock_purge"])
+            purged = await conn.fetch(Q["purgeable_events"], after, upto, states, before, endpoint)
+            if dry_run or not purged:
+                return len(purged), 0
+            ids = [r[0] for r in purged]
+            await conn.execute(Q["delete_events"], ids)
+            await conn.execute(Q["delete_lead_keys"], ids)
             status = await conn.execute(Q["purge_deliveries"], sorted({r[1] for r in purged}))
         return len(purged), int(status.split()[-1])
 

@@ -405,10 +405,12 @@ class SQLiteStore(BatchedStore):
             return len(found), 0
 
         def job(conn: sqlite3.Connection) -> tuple[int, int]:
-            purged = conn.execute(Q["purge_events"], params).fetchall()
+            purged = conn.execute(Q["purgeable_events"], params).fetchall()
             if not purged:
                 return 0, 0
-            conn.execute(Q["delete_lead_keys"], {"ids": _ids([r[0] for r in purged])})
+            ids = _ids([r[0] for r in purged])
+            conn.execute(Q["delete_events"], {"ids": ids})
+            conn.execute(Q["delete_lead_keys"], {"ids": ids})
             deliveries = _ids(sorted({r[1] for r in purged}))
             freed = conn.execute(Q["purge_deliveries"], {"ids": deliveries}).rowcount
             return len(purged), freed

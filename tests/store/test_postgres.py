@@ -209,8 +209,9 @@ class TestInstances:
             try:
                 async with other.transaction():
                     await other.execute(Q["lock_purge"])
-                    gone = await other.fetch(Q["purge_events"], 0, 10**9, ["dead"], 1e10, None)
+                    gone = await other.fetch(Q["purgeable_events"], 0, 10**9, ["dead"], 1e10, None)
                     assert len(gone) == 20
+                    await other.execute(Q["delete_events"], [r[0] for r in gone])
                     purge = asyncio.create_task(
                         store.purge(before=clock.time(), states=[State.DELIVERED])
                     )

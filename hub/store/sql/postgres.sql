@@ -279,21 +279,18 @@ JOIN deliveries AS d ON d.id = e.delivery;
 -- delivery would each still see the other's event, and neither would delete the delivery.
 SELECT pg_advisory_xact_lock(hashtextextended('leadhub.purge', 0));
 
--- name: purge_events
--- The events of one step that a purge takes (deleted, or only listed in a dry run).
-DELETE FROM events
-WHERE id > $1 AND id <= $2
-  AND state = ANY ($3::text[])
-  AND updated_at < $4
-  AND ($5::text IS NULL OR endpoint = $5)
-RETURNING id, delivery;
-
 -- name: purgeable_events
+-- The events of one step that a purge takes, locked (a replay waits) until delete_events
+-- deletes them in the same transaction, or a dry run has counted them.
 SELECT id, delivery FROM events
 WHERE id > $1 AND id <= $2
   AND state = ANY ($3::text[])
   AND updated_at < $4
-  AND ($5::text IS NULL OR endpoint = $5);
+  AND ($5::text IS NULL OR endpoint = $5)
+FOR UPDATE;
+
+-- name: delete_events
+DELETE FROM events WHERE id = ANY ($1::bigint[]);
 
 -- name: purge_deliveries
 -- Of the deliveries whose events a purge deleted, those left without any.

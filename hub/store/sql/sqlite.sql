@@ -270,21 +270,17 @@ SELECT max(e.id), min(d.received_at)
 FROM (SELECT id, delivery FROM events WHERE id > :after ORDER BY id LIMIT :window) AS e
 JOIN deliveries AS d ON d.id = e.delivery;
 
--- name: purge_events
--- The events of one step that a purge takes (deleted, or only listed in a dry run).
-DELETE FROM events
-WHERE id > :after AND id <= :upto
-  AND state IN (SELECT value FROM json_each(:states))
-  AND updated_at < :before
-  AND (:endpoint IS NULL OR endpoint = :endpoint)
-RETURNING id, delivery;
-
 -- name: purgeable_events
+-- The events of one step that a purge takes (deleted by delete_events in the same
+-- transaction, or only counted in a dry run).
 SELECT id, delivery FROM events
 WHERE id > :after AND id <= :upto
   AND state IN (SELECT value FROM json_each(:states))
   AND updated_at < :before
   AND (:endpoint IS NULL OR endpoint = :endpoint);
+
+-- name: delete_events
+DELETE FROM events WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: purge_deliveries
 -- Of the deliveries whose events a purge deleted, those left without any.
