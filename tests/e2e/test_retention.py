@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,7 +16,7 @@ from hub.store.models import State
 from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
 from tests.store.helpers import delivery
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import free_port, leadhub_process, leadhub_run
 
 
 def _seed_old_events(url: str) -> dict[str, int]:
@@ -119,13 +116,7 @@ def test_a_retention_shorter_than_senders_retry_is_refused(tmp_path: Path) -> No
     """``--purge-after 1d`` exits 2: a sender retrying on day two would be taken as new."""
     (tmp_path / "forms.yaml").write_text(CONFIG)
     args = ["serve", "--config-dir", str(tmp_path), "--db", f"sqlite:///{tmp_path}/hub.db"]
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", *args, "--purge-after", "1d"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **ENV},
-    )
+    result = leadhub_run([*args, "--purge-after", "1d"], env=ENV)
     assert result.returncode == 2
     assert "--purge-after: '1d' is shorter than senders retry" in result.stderr
     assert not (tmp_path / "hub.db").exists()

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -12,7 +9,7 @@ import pytest
 
 from tests.e2e.support import leads, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import free_port, leadhub_process, leadhub_run
 
 
 @pytest.mark.slow
@@ -51,12 +48,6 @@ def test_worker_role_dispatches_what_the_web_role_stored(tmp_path: Path) -> None
 def test_a_lease_too_short_is_refused(tmp_path: Path) -> None:
     """``leadhub serve --lease 0s`` exits 2 and says what lease to give."""
     (tmp_path / "forms.yaml").write_text(CONFIG)
-    result = subprocess.run(
-        [sys.executable, "-m", "hub", "serve", "--config-dir", str(tmp_path), "--lease", "0s"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **ENV},
-    )
+    result = leadhub_run(["serve", "--config-dir", str(tmp_path), "--lease", "0s"], env=ENV)
     assert result.returncode == 2
     assert "'0s' is too short for a lease" in result.stderr

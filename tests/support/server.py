@@ -86,6 +86,22 @@ def wait_http(
             time.sleep(0.05)
 
 
+def leadhub_run(
+    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hub ARGS`` to its end from the repository root (``env`` over this
+    process's environment); its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "hub", *args],
+        cwd=str(REPO),
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @contextlib.contextmanager
 def leadhub_process(
     args: Sequence[str],

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from tests.sources import fixtures as fx
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import free_port, leadhub_process, leadhub_run
 from tests.web.conftest import stored_events
 
 ENDPOINT_YAML = """\
@@ -212,44 +212,16 @@ def test_serve_logs_hub_ready_and_refuses_bad_config(tmp_path: Path) -> None:
     (bad / "x.yaml").write_text(
         "kind: endpoint\nname: t\nsource: typeform\nsecret: ${UNSET_VAR_X}\n"
     )
-    result = subprocess.run(
-        [
-            *_python_hub(),
-            "serve",
-            "--config-dir",
-            str(bad),
-            "--db",
-            f"sqlite:///{tmp_path / 'b.db'}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=str(Path(__file__).resolve().parents[2]),
+    result = leadhub_run(
+        ["serve", "--config-dir", str(bad), "--db", f"sqlite:///{tmp_path / 'b.db'}"]
     )
     assert result.returncode == 2
     assert "x.yaml:4" in result.stderr and "UNSET_VAR_X" in result.stderr
-    result = subprocess.run(
-        [*_python_hub(), "serve", "--config-dir", str(tmp_path / "cfg"), "--db", "mysql://x"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**_env(), **ENV},
-        cwd=str(Path(__file__).resolve().parents[2]),
+    result = leadhub_run(
+        ["serve", "--config-dir", str(tmp_path / "cfg"), "--db", "mysql://x"], env=ENV
     )
     assert result.returncode == 2
     assert "mysql://x" in result.stderr
-
-
-def _python_hub() -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "hub"]
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 @pytest.mark.slow
@@ -289,14 +261,7 @@ def test_a_port_in_use_stops_serve_with_exit_1(tmp_path: Path) -> None:
 def _failed_start(args: list[str]) -> tuple[subprocess.CompletedProcess[str], str]:
     """Run ``leadhub ARGS``, which must fail to start: exit 1, saying so, no traceback.
     Returns the result and its whole output."""
-    result = subprocess.run(
-        [*_python_hub(), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**_env(), **ENV},
-        cwd=str(Path(__file__).resolve().parents[2]),
-    )
+    result = leadhub_run(args, env=ENV)
     output = result.stdout + result.stderr
     assert result.returncode == 1, output
     assert "leadhub serve: startup failed (see the log above)" in result.stderr
