@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
+from hub.clock import SYSTEM_CLOCK
 from hub.store.base import EventStore
 from hub.store.commands import fail, plural, run_with_store, utc
 from hub.store.models import PURGED_BY_DEFAULT, State
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     names = " and ".join(s.value for s in states)
 
     async def action(store: EventStore) -> int:
-        before = time.time() - age
+        before = SYSTEM_CLOCK.time() - age
         purged = await store.purge(
             before=before, states=states, endpoint=args.endpoint, dry_run=args.dry_run
         )

@@ -57,6 +57,7 @@ from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
 from hub.store.base import EventStore
 from hub.store.models import Event, Route, State
+from hub.web.metrics import app_registry
 
 _log = structlog.get_logger()
 
@@ -530,9 +531,8 @@ def dispatcher_lifespan(
 
     @contextlib.asynccontextmanager
     async def hook(app: Starlette) -> AsyncIterator[None]:
-        registry = getattr(app.state, "metrics", None)
         dispatcher = Dispatcher(
-            config=config, store=store, clock=clock, registry=registry, **options
+            config=config, store=store, clock=clock, registry=app_registry(app), **options
         )
         app.state.dispatcher = dispatcher
         await dispatcher.start()

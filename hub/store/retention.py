@@ -17,12 +17,13 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from starlette.applications import Starlette
 
 from hub.clock import Clock
 from hub.store.base import EventStore, StoreError, log
 from hub.units import UnitError, parse_duration
+from hub.web.metrics import app_registry
 
 #: The longest any documented sender keeps retrying a delivery (HubSpot: 3 days).
 SENDER_RETRIES = 3 * 86400.0
@@ -67,11 +68,10 @@ def retention_lifespan(
 
     @contextlib.asynccontextmanager
     async def hook(app: Starlette) -> AsyncIterator[None]:
-        registry = getattr(app.state, "metrics", None)
         purged = Counter(
             "leadhub_events_purged",
             "Finished events deleted by the automatic purge (--purge-after).",
-            registry=registry if registry is not None else CollectorRegistry(),
+            registry=app_registry(app),
         )
 
         async def rounds() -> None:

@@ -28,6 +28,14 @@ _log = structlog.get_logger()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
+def app_registry(app: Any) -> CollectorRegistry:
+    """The registry ``GET /metrics`` exports (``app.state.metrics``), for a part started
+    with the app to register its collectors on; a registry of its own when the app has none
+    (an app built without ``create_app``, in tests)."""
+    registry = getattr(app.state, "metrics", None)
+    return registry if isinstance(registry, CollectorRegistry) else CollectorRegistry()
+
+
 class WebMetrics:
     """The web side's collectors, with label children cached for the hot path."""
 

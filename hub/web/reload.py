@@ -29,11 +29,12 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 from starlette.applications import Starlette
 
 from hub.config import ConfigError, load
 from hub.config.models import Config
+from hub.web.metrics import app_registry
 
 _log = structlog.get_logger()
 
@@ -84,12 +85,11 @@ def reload_on_hangup(
         loop = asyncio.get_running_loop()
         turn = asyncio.Lock()
         tasks: set[asyncio.Task[None]] = set()
-        registry = getattr(app.state, "metrics", None)
         reloads = Counter(
             "leadhub_config_reloads",
             "Configuration reloads (SIGHUP), by outcome: ok, or failed (nothing changed).",
             ["outcome"],
-            registry=registry if registry is not None else CollectorRegistry(),
+            registry=app_registry(app),
         )
 
         async def one() -> None:
