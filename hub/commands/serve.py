@@ -130,9 +130,10 @@ def lifespan_hooks_for(
     return hooks
 
 
-def _reloaded(sandbox: bool, base: str) -> Callable[[Config], Config]:
-    """What a reloaded configuration needs before use: the embedded sandbox's address for
-    a ``default`` target that is the sandbox, which must then be running already."""
+def _sandbox_address(sandbox: bool, base: str) -> Callable[[Config], Config]:
+    """What a configuration needs before use, at start and at each reload: the embedded
+    sandbox's address for a ``default`` target that is the sandbox, which must then be
+    running (``sandbox``)."""
 
     def adjust(config: Config) -> Config:
         default = config.targets.get("default")
@@ -211,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
             rate_limit=default.rate_limit,
             clock=clock,
         )
-        config = with_sandbox_url(config, f"{base}/sandbox")
+    adjust = _sandbox_address(sandbox_app is not None, base)
+    config = adjust(config)
     try:
         lease = parse_duration(getattr(args, "lease", "60s"))
         if lease < 1.0:
@@ -243,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if sandbox_app is not None:
         hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops
-    hooks.append(reload_on_hangup(args.config_dir, _reloaded(sandbox_app is not None, base)))
+    hooks.append(reload_on_hangup(args.config_dir, adjust))
     hooks.insert(0, _announce_stop)
 
     app = create_app(
