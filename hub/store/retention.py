@@ -50,12 +50,16 @@ def parse_retention(text: str) -> float:
 async def purge_now(store: EventStore, *, keep: float, clock: Clock) -> int:
     """One automatic purge: delivered and skipped events older than ``keep``; how many went.
 
-    A store failure is logged and counts as nothing purged: the next round tries again.
+    A store failure is logged and counts as nothing purged: the next round tries again. So
+    is an unexpected error (a bug), with its traceback: it must not end the hourly rounds.
     """
     try:
         purged = await store.purge(before=clock.time() - keep)
     except StoreError as exc:
         log().warning("purge_failed", error=str(exc))
+        return 0
+    except Exception as exc:  # a bug: say so, and keep the rounds going
+        log().exception("purge_failed", error=repr(exc))
         return 0
     return purged.events
 

@@ -80,3 +80,51 @@ async def test_a_failing_store_is_logged_and_the_next_round_tries_again(tmp_path
         assert await purge_now(store, keep=30 * DAY, clock=clock) == 1
     finally:
         await store.close()
+
+
+class _BrokenPurge:
+    """A store whose purge has a bug (anything but a StoreError), failing the first
+    ``times`` calls and then purging for real."""
+
+    def __init__(self, store: EventStore, times: int) -> None:
+        self.store = store
+        self.times = times
+
+    async def purge(self, **kwargs: object) -> object:
+        if self.times:
+            self.times -= 1
+            msg = "a bug in purge"
+            raise RuntimeError(msg)
+        return await self.store.purge(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_an_unexpected_error_is_logged_and_the_rounds_go_on(tmp_path: Path) -> None:
+    """A bug in one round is logged with its traceback; the task stays alive, and the next
+    round purges."""
+    clock = ManualClock()
+    store = open_store(sqlite_url(tmp_path), clock=clock)
+    await store.open()
+    app = Starlette()
+    app.state.metrics = registry = CollectorRegistry()
+    broken = _BrokenPurge(store, times=2)
+    try:
+        await delivered(store, "a")
+        clock.advance(31 * DAY)
+        hook = retention_lifespan(
+            store=broken,  # type: ignore[arg-type]
+            clock=clock,
+            keep=30 * DAY,
+            every=0.05,
+        )
+        with capture_logs() as logs:
+            async with hook(app):
+                await wait_for(
+                    lambda: purged(registry) == 1, timeout=10, what="a round after the failures"
+                )
+        failed = [e for e in logs if e["event"] == "purge_failed"]
+        assert len(failed) == 2
+        assert all(e["error"] == "RuntimeError('a bug in purge')" for e in failed)
+        assert all(e["log_level"] == "error" and e.get("exc_info") for e in failed)
+        assert await store.list() == []
+    finally:
+        await store.close()
