@@ -22,6 +22,8 @@ run: export WEBFLOW_SECRET ?= wf_test_secret_8b7a6c
 run: export ELEMENTOR_TOKEN ?= el_test_token_2k3l4m
 run: export MAKE_TOKEN ?= mk_test_token_6n7p8q
 run: export STANDARD_SECRET ?= whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXktMzJieXQ=
+run: export HUBSPOT_CLIENT_SECRET ?= hs_test_client_secret_3e4f5a
+run: export HUBSPOT_WEBHOOK_URL ?= http://127.0.0.1:8000/hooks/hubspot
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -60,6 +60,22 @@ def webflow_headers(body: bytes, headers: dict[str, str]) -> dict[str, str]:
     return {**headers, "x-webflow-timestamp": stamp, "x-webflow-signature": digest}
 
 
+def hubspot_headers(
+    body: bytes, headers: dict[str, str], url: str = DEMO_ENV["HUBSPOT_WEBHOOK_URL"]
+) -> dict[str, str]:
+    """``headers`` with a HubSpot timestamp of now (ms) and its v3 signature of a POST of
+    ``body`` to ``url`` (the demo webhook URL)."""
+    stamp = str(int(time.time() * 1000))
+    signed = b"POST" + url.encode() + body + stamp.encode()
+    key = DEMO_ENV["HUBSPOT_CLIENT_SECRET"].encode()
+    signature = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {
+        **headers,
+        "X-HubSpot-Request-Timestamp": stamp,
+        "X-HubSpot-Signature-v3": signature,
+    }
+
+
 def standard_headers(body: bytes, headers: dict[str, str]) -> dict[str, str]:
     """``headers`` with a Standard Webhooks timestamp of now and its one signature of
     ``body`` (the webhook-id kept)."""

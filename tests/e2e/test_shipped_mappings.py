@@ -28,6 +28,7 @@ from tests.e2e.support import (
     attributes,
     facebook_signature,
     fixture,
+    hubspot_headers,
     lead_by_email,
     post,
     standard_headers,
@@ -169,6 +170,22 @@ EXPECTED: dict[str, dict[str, str]] = {
         "mx_External_Lead_Id": "lead_01JBQ7ZK3M",
         "mx_Lead_Created_On": "2025-10-31 12:47:01",
     },
+    "hubspot": {
+        "FirstName": "Grace",
+        "LastName": "Whitfield",
+        "EmailAddress": "grace.whitfield@example.com",
+        "Phone": "+44-7700900123",
+        "Company": "Whitfield Analytics Ltd",
+        "JobTitle": "Head of Data",
+        "mx_City": "Leeds",
+        "Notes": "We'd like a demo for a team of 40.",
+        "Source": "HubSpot",
+        "SourceMedium": "cpc",
+        "mx_HubSpot_Contact_Id": "85203",
+        "mx_HubSpot_Form": "Book a demo form",
+        "mx_Landing_Page": "https://www.example.com/book-a-demo",
+        "mx_Submitted_On": "2025-11-06 10:25:11",
+    },
     "webflow": {
         "FirstName": "Mateo",
         "LastName": "García",
@@ -215,6 +232,9 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "webflow":  # signed again: a Webflow timestamp is good for 5 minutes
         body, headers = fixture("webflow", "form_submission")
         return "/hooks/webflow", body, webflow_headers(body, headers)
+    if sender == "hubspot":  # signed again: a HubSpot timestamp is good for 5 minutes
+        body, headers = fixture("hubspot", "workflow_contact")
+        return "/hooks/hubspot", body, hubspot_headers(body, headers)
     if sender == "jotform":
         body, headers = fixture("jotform", "submission_basic")
         return f"/hooks/jotform?token={quote(DEMO_ENV['JOTFORM_TOKEN'])}", body, headers
@@ -246,6 +266,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         document["eventId"] = "a4cb511e-d513-4fa5-baee-b815d718resent"
     elif sender == "webflow":
         document["payload"]["id"] = "6729a1b2c3d4e5f6071829ff"
+    elif sender == "hubspot":  # no delivery id: the contact submitting again is another body
+        document["form-submissions"][0]["timestamp"] += 60_000
     new_body = json.dumps(document).encode()
     if sender == "typeform":
         headers = {**headers, "Typeform-Signature": typeform_signature(new_body)}
@@ -255,6 +277,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         headers = {**headers, "Tally-Signature": tally_signature(new_body)}
     if sender == "webflow":
         headers = webflow_headers(new_body, headers)
+    if sender == "hubspot":
+        headers = hubspot_headers(new_body, headers)
     if sender == "facebook":
         headers = {k: v for k, v in headers.items() if k != "X-Hub-Signature"}
         headers["X-Hub-Signature-256"] = facebook_signature(new_body)
@@ -318,8 +342,9 @@ def test_fixture_becomes_exactly_the_expected_lead_and_a_repeat_updates_it(
 
 @pytest.mark.slow
 def test_the_hmac_examples_refuse_a_changed_body_and_a_stale_timestamp(hub: str) -> None:
-    """The Tally and Webflow examples check their signatures: a body changed after signing,
-    and a Webflow delivery signed longer ago than its 5 minutes, get 401 and store nothing."""
+    """The Tally, Webflow and HubSpot examples check their signatures: a body changed after
+    signing, a delivery signed longer ago than its 5 minutes, and a HubSpot signature made
+    for another webhook URL get 401 and store nothing."""
     body, headers = fixture("tally", "form_response")
     changed = body.replace(b"Iyer", b"Iyar")
     assert post(hub, "/hooks/tally", changed, headers).status_code == 401
@@ -327,8 +352,14 @@ def test_the_hmac_examples_refuse_a_changed_body_and_a_stale_timestamp(hub: str)
     assert post(hub, "/hooks/webflow", body, headers).status_code == 401  # signed in 2025
     fresh = webflow_headers(body, headers)
     assert post(hub, "/hooks/webflow", body + b" ", fresh).status_code == 401
+    body, headers = fixture("hubspot", "workflow_contact")
+    assert post(hub, "/hooks/hubspot", body, headers).status_code == 401  # signed in 2025
+    fresh = hubspot_headers(body, headers)
+    assert post(hub, "/hooks/hubspot", body.replace(b"Grace", b"Grase"), fresh).status_code == 401
+    other_url = hubspot_headers(body, headers, url="https://other.example.com/hooks/hubspot")
+    assert post(hub, "/hooks/hubspot", body, other_url).status_code == 401
     metrics = httpx.get(f"{hub}/metrics").text
-    for endpoint, refused in (("tally", 1), ("webflow", 2)):
+    for endpoint, refused in (("tally", 1), ("webflow", 2), ("hubspot", 3)):
         line = (
             f'leadhub_deliveries_total{{endpoint="{endpoint}",outcome="rejected",'
             f'reason="unauthorized"}} {float(refused)}'
