@@ -24,6 +24,8 @@ run: export MAKE_TOKEN ?= mk_test_token_6n7p8q
 run: export STANDARD_SECRET ?= whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXktMzJieXQ=
 run: export HUBSPOT_CLIENT_SECRET ?= hs_test_client_secret_3e4f5a
 run: export HUBSPOT_WEBHOOK_URL ?= http://127.0.0.1:8000/hooks/hubspot
+run: export LINKEDIN_CLIENT_SECRET ?= li_test_client_secret_5d6e7f
+run: export LINKEDIN_ACCESS_TOKEN ?= li-access-token-example
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from hub.config.models import (
     DEFAULT_GRAPH_FIELDS,
     DEFAULT_GRAPH_URL,
+    DEFAULT_LINKEDIN_API_URL,
+    DEFAULT_LINKEDIN_VERSION,
     DEFAULT_MAX_BODY,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TOLERANCE,
@@ -19,6 +21,7 @@ from hub.config.models import (
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
+    LinkedInOptions,
     NoneOptions,
     Origin,
     RetrySchedule,
@@ -38,6 +41,7 @@ COMMON_ENDPOINT_KEYS = ("kind", "name", "source", "dedupe", "max_body")
 SOURCE_KEYS: Mapping[str, tuple[str, ...]] = {
     "facebook": ("app_secret", "verify_token", "page_access_token", "graph_url", "fields",
                  "allow_sha1"),
+    "linkedin": ("client_secret", "access_token", "api_url", "api_version"),
     "google": ("key",),
     "typeform": ("secret",),
     "hmac": ("header", "secret", "algorithm", "encoding", "prefix", "signed",
@@ -85,16 +89,37 @@ def _facebook(r: Reader) -> SourceOptions:
             r.error(fields_node, "'fields' must be a list of Graph lead field names, like [id]")
         else:
             fields = tuple(value)
-    graph_url = r.text("graph_url", default=DEFAULT_GRAPH_URL)
-    if not str(graph_url).startswith(("http://", "https://")):
-        r.error(r.get("graph_url"), f"'graph_url' {graph_url!r} must start with https://")
     return FacebookOptions(
         app_secret=r.secret("app_secret") or Secret(""),
         verify_token=r.secret("verify_token") or Secret(""),
         page_access_token=r.secret("page_access_token") or Secret(""),
-        graph_url=str(graph_url).rstrip("/"),
+        graph_url=_api_url(r, "graph_url", DEFAULT_GRAPH_URL),
         fields=fields,
         allow_sha1=r.flag("allow_sha1", False),
+    )
+
+
+def _api_url(r: Reader, key: str, default: str) -> str:
+    """An API base URL option: http(s), without its trailing slash."""
+    url = str(r.text(key, default=default))
+    if not url.startswith(("http://", "https://")):
+        r.error(r.get(key), f"'{key}' {url!r} must start with https://")
+    return url.rstrip("/")
+
+
+def _linkedin(r: Reader) -> SourceOptions:
+    version = str(r.text("api_version", default=DEFAULT_LINKEDIN_VERSION))
+    if not re.fullmatch(r"20\d{4}", version):
+        r.error(
+            r.get("api_version"),
+            f"'api_version' {version!r} must be a LinkedIn API version, YYYYMM like "
+            f"'{DEFAULT_LINKEDIN_VERSION}'",
+        )
+    return LinkedInOptions(
+        client_secret=r.secret("client_secret") or Secret(""),
+        access_token=r.secret("access_token") or Secret(""),
+        api_url=_api_url(r, "api_url", DEFAULT_LINKEDIN_API_URL),
+        api_version=version,
     )
 
 
@@ -147,6 +172,8 @@ def _standard(r: Reader) -> SourceOptions:
 def _options(source: str, r: Reader) -> SourceOptions:
     if source == "facebook":
         return _facebook(r)
+    if source == "linkedin":
+        return _linkedin(r)
     if source == "google":
         return GoogleOptions(key=r.secret("key") or Secret(""))
     if source == "typeform":

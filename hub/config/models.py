@@ -20,6 +20,9 @@ DEFAULT_RATE_LIMIT = RateLimit(calls=25, window=5.0)
 DEFAULT_MAX_BODY = 1024 * 1024  # bytes
 DEFAULT_TOLERANCE = 300.0  # seconds: Standard Webhooks' and most schemes' replay window
 DEFAULT_GRAPH_URL = "https://graph.facebook.com/v21.0"
+DEFAULT_LINKEDIN_API_URL = "https://api.linkedin.com/rest"
+#: The ``LinkedIn-Version`` (YYYYMM) of the REST API the lead reads ask for by default.
+DEFAULT_LINKEDIN_VERSION = "202606"
 #: Graph lead fields fetched by default: everything a mapping is likely to want.
 DEFAULT_GRAPH_FIELDS = (
     "id",
@@ -75,6 +78,15 @@ class FacebookOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkedInOptions:
+    client_secret: Secret
+    #: An OAuth token with ``r_marketing_leadgen_automation``, for the lead reads.
+    access_token: Secret
+    api_url: str = DEFAULT_LINKEDIN_API_URL
+    api_version: str = DEFAULT_LINKEDIN_VERSION
+
+
+@dataclass(frozen=True, slots=True)
 class GoogleOptions:
     key: Secret
 
@@ -117,6 +129,7 @@ class NoneOptions:
 
 SourceOptions = (
     FacebookOptions
+    | LinkedInOptions
     | GoogleOptions
     | TypeformOptions
     | HmacOptions
@@ -125,7 +138,9 @@ SourceOptions = (
     | NoneOptions
 )
 
-SOURCES = ("facebook", "google", "typeform", "hmac", "token", "standard", "none")
+SOURCES = ("facebook", "linkedin", "google", "typeform", "hmac", "token", "standard", "none")
+#: Options of the sources whose events carry only ids: the dispatcher reads the lead first.
+FETCHING = (FacebookOptions, LinkedInOptions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,22 @@
-"""Facebook enrichment for the dispatcher: the Graph lead behind a notification, fetched once.
+"""Enrichment for the dispatcher: the lead behind a notification that carries only ids.
 
-The lead is stored with the event (``set_enrichment``), so a retry, a replay or a restart
-never reads Graph again; a failed read retries the event on its target's schedule, or kills
-it when the lead is gone.
+Facebook's ``leadgen`` change names a Graph lead; LinkedIn's lead notification names a
+form response. Each is read once and stored with the event (``set_enrichment``), so a
+retry, a replay or a restart never reads it again; a failed read retries the event on
+its target's schedule, or kills it when the lead is gone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from prometheus_client import Counter
 
-from hub.config.models import FacebookOptions, RetrySchedule
-from hub.dispatch.graph import Fetched, FetchRetry, merge_document
+from hub.config.models import FacebookOptions, LinkedInOptions, RetrySchedule
+from hub.dispatch.graph import Fetched, FetchOutcome, FetchRetry, merge_document
+from hub.dispatch.linkedin import merge_notification
 from hub.dispatch.retry import RetryPolicy
 from hub.store.models import Event
 
@@ -23,7 +27,7 @@ _log = structlog.get_logger()
 
 
 def graph_policy(d: Dispatcher, endpoint: str) -> RetryPolicy:
-    """Graph reads retry on the schedule of the target the endpoint's leads go to."""
+    """Lead reads retry on the schedule of the target the endpoint's leads go to."""
     mappings = d.config.mappings_for(endpoint)
     name = mappings[0].target if mappings else "default"
     target = d.config.targets.get(name) or d.config.targets.get("default")
@@ -31,26 +35,61 @@ def graph_policy(d: Dispatcher, endpoint: str) -> RetryPolicy:
     return RetryPolicy(schedule, random=d.random)
 
 
-async def enrich(d: Dispatcher, event: Event, options: FacebookOptions) -> Any:
-    """The merged Facebook document, or None once the event has been retried or killed."""
-    change = event.document if isinstance(event.document, dict) else {}
+async def enrich(d: Dispatcher, event: Event, options: FacebookOptions | LinkedInOptions) -> Any:
+    """The document the event's mappings see, or None once the event has been retried or
+    killed."""
+    notice = event.document if isinstance(event.document, dict) else {}
+    if isinstance(options, LinkedInOptions):
+        if notice.get("leadAction", "CREATED") != "CREATED":
+            return notice  # DELETED: there is no response to read; mappings skip it
+        urn = str(notice.get("leadGenFormResponse") or "")
+        lead = await _stored_or_read(
+            d,
+            event,
+            lambda: d.linkedin.fetch_response(options, urn),
+            what="LinkedIn form response",
+            errors=d.metrics.linkedin_errors,
+            logged={"response": urn},
+        )
+        return None if lead is None else merge_notification(lead, notice)
+    leadgen_id = str(notice.get("leadgen_id") or "")
+    lead = await _stored_or_read(
+        d,
+        event,
+        lambda: d.graph.fetch_lead(options, leadgen_id),
+        what="Facebook lead",
+        errors=d.metrics.graph_errors,
+        logged={"leadgen_id": leadgen_id},
+    )
+    return None if lead is None else merge_document(lead, notice)
+
+
+async def _stored_or_read(
+    d: Dispatcher,
+    event: Event,
+    read: Callable[[], Awaitable[FetchOutcome]],
+    *,
+    what: str,
+    errors: Counter,
+    logged: dict[str, str],
+) -> dict[str, Any] | None:
+    """The lead stored with ``event``, or read now and stored; None once the event has
+    been retried or killed."""
     lead = event.enrichment
     if lead is None:
-        leadgen_id = str(change.get("leadgen_id") or "")
-        outcome = await d.graph.fetch_lead(options, leadgen_id)
-        if isinstance(outcome, Fetched):
-            lead = outcome.lead
-            await d.store.set_enrichment(event.id, lead)
-            _log.info("event_enriched", leadgen_id=leadgen_id)
-        else:
-            d.metrics.graph_errors.labels(outcome.kind).inc()
-            reason = f"Facebook lead fetch failed: {outcome.reason}"
+        outcome = await read()
+        if not isinstance(outcome, Fetched):
+            errors.labels(outcome.kind).inc()
+            reason = f"{what} fetch failed: {outcome.reason}"
             if isinstance(outcome, FetchRetry):
                 await d.retry_or_die(event, graph_policy(d, event.endpoint), reason)
             else:
                 await d.kill(event, reason)
             return None
+        lead = outcome.lead
+        await d.store.set_enrichment(event.id, lead)
+        _log.info("event_enriched", **logged)
     if not isinstance(lead, dict):
-        await d.kill(event, f"stored Facebook lead is not an object: {lead!r:.100}")
+        await d.kill(event, f"stored {what} is not an object: {lead!r:.100}")
         return None
-    return merge_document(lead, change)
+    return lead

@@ -72,8 +72,11 @@ def merge_document(lead: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
     return document
 
 
-def _scrub(text: str, token: str) -> str:
-    return text.replace(token, "**********") if token else text
+def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:
+    """``outcome`` with ``token`` masked in its reason, in case a server echoes it back."""
+    if not token or isinstance(outcome, Fetched):
+        return outcome
+    return type(outcome)(outcome.reason.replace(token, "**********"), outcome.kind)
 
 
 def classify_graph(status: int, content: bytes) -> FetchOutcome:
@@ -127,12 +130,7 @@ class GraphClient:
         try:
             response = await self._http.get(url, params=params, timeout=self._timeout)
         except httpx.TransportError as exc:
-            return FetchRetry(_scrub(transport_reason(exc), token), "network")
+            return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
         except httpx.InvalidURL as exc:
-            return FetchRetry(_scrub(f"graph_url is invalid: {exc}", token), "config")
-        outcome = classify_graph(response.status_code, response.content)
-        if isinstance(outcome, FetchRetry):
-            return FetchRetry(_scrub(outcome.reason, token), outcome.kind)
-        if isinstance(outcome, FetchDead):
-            return FetchDead(_scrub(outcome.reason, token), outcome.kind)
-        return outcome
+            return scrubbed(FetchRetry(f"graph_url is invalid: {exc}", "config"), token)
+        return scrubbed(classify_graph(response.status_code, response.content), token)

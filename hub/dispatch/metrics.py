@@ -6,6 +6,8 @@
 * ``leadhub_target_paused{target}``: 1 while a target is paused (bad keys, wrong host).
 * ``leadhub_graph_fetch_errors_total{reason}``: failed Facebook Graph lead reads, by
   reason (``token``, ``transient``, ``network``, ``server_error``, ``not_found``, ...).
+* ``leadhub_linkedin_fetch_errors_total{reason}``: failed LinkedIn form response reads, by
+  reason (``token``, ``network``, ``server_error``, ``not_found``, ...).
 * ``leadhub_dispatch_events_total{outcome}``: events the dispatcher finished with
   (``delivered``, ``dead``, ``retrying``, ``skipped``, ``unmatched``, ``released``).
 """
@@ -44,6 +46,12 @@ class DispatchMetrics:
         self.graph_errors = Counter(
             "leadhub_graph_fetch_errors",
             "Failed Facebook Graph lead reads, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.linkedin_errors = Counter(
+            "leadhub_linkedin_fetch_errors",
+            "Failed LinkedIn form response reads, by reason.",
             ["reason"],
             registry=self.registry,
         )

@@ -3,7 +3,7 @@
 One claim loop, many lanes (``hub.dispatch.lane``)::
 
     claim due events (lease; paused and full targets left out)
-      → enrich (Facebook: the Graph lead, fetched once and stored with the event)
+      → enrich (Facebook, LinkedIn: the lead behind the notification, read once and stored)
       → map_document: Skip → skipped; Unmatched → unmatched; MappingError → dead
       → set_routes (target, mapping, lead keys: the whole claim in one write)
       → ordering (the whole claim in one read): an earlier pending event for the same
@@ -12,7 +12,7 @@ One claim loop, many lanes (``hub.dispatch.lane``)::
 
 Claims are no bigger than the room in the lanes that can send (a lane holds what it can send
 in a third of a lease at its smoothed call latency), so a backlog is never claimed only to be
-put back. Events that need no I/O to map (all but Facebook's) are mapped inline.
+put back. Events that need no I/O to map (all but Facebook's and LinkedIn's) are mapped inline.
 
 Use::
 
@@ -45,11 +45,12 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.config.models import Config, FacebookOptions, Target
+from hub.config.models import FETCHING, Config, Target
 from hub.dispatch.enrich import enrich
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.lane import Item, Lane, still_ours
 from hub.dispatch.leadsquared import LeadSquaredClient
+from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
 from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import RetryPolicy
@@ -103,6 +104,7 @@ class Dispatcher:
         self._http = http
         self.client: LeadSquaredClient
         self.graph: GraphClient
+        self.linkedin: LinkedInClient
         self.lanes: dict[str, Lane] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -119,6 +121,7 @@ class Dispatcher:
             self._http = make_http_client()
         self.client = LeadSquaredClient(self._http)
         self.graph = GraphClient(self._http)
+        self.linkedin = LinkedInClient(self._http)
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
         self._stopping = False
@@ -402,7 +405,7 @@ class Dispatcher:
         lead for a configured target (skip, unmatched, error).
         """
         endpoint = self.config.endpoints.get(event.endpoint)
-        if endpoint is None or isinstance(endpoint.options, FacebookOptions):
+        if endpoint is None or isinstance(endpoint.options, FETCHING):
             return None
         _log.info(
             "event_claimed",
@@ -449,7 +452,7 @@ class Dispatcher:
                 await self._unmatched(event, reason)
                 return None
             document: Any = event.document
-            if isinstance(endpoint.options, FacebookOptions):
+            if isinstance(endpoint.options, FETCHING):
                 document = await enrich(self, event, endpoint.options)
                 if document is None:
                     return None

@@ -21,6 +21,7 @@ from hub.config.models import (
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
+    LinkedInOptions,
     StandardOptions,
     TokenOptions,
     TypeformOptions,
@@ -38,6 +39,7 @@ from hub.sources.bodies import Skimmer
 from hub.sources.facebook import FacebookSource
 from hub.sources.google import GoogleSource
 from hub.sources.hmac_ import HmacSource
+from hub.sources.linkedin import LinkedInSource
 from hub.sources.none import NoneSource
 from hub.sources.standard import StandardSource
 from hub.sources.token_ import TokenSource
@@ -98,6 +100,8 @@ def build_source(endpoint: Endpoint) -> Source:
     opts = endpoint.options
     if isinstance(opts, FacebookOptions):
         return FacebookSource(opts)
+    if isinstance(opts, LinkedInOptions):
+        return LinkedInSource(opts)
     if isinstance(opts, GoogleOptions):
         return GoogleSource(opts)
     if isinstance(opts, TypeformOptions):

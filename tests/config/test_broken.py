@@ -39,6 +39,14 @@ max_body: huge
 kind: endpoint
 name: open
 source: nonee
+---
+kind: endpoint
+name: li
+source: linkedin
+client_secret: ${LI_SECRET}
+access_token: ${LI_TOKEN}
+api_url: api.linkedin.com/rest
+api_version: v2
 """
 
 MAPPINGS = """\
@@ -98,7 +106,13 @@ def _issues(tmp_path: Path) -> list[str]:
     (tmp_path / "mappings.yml").write_text(MAPPINGS)
     (tmp_path / "syntax.yaml").write_text(SYNTAX)
     (tmp_path / "notes.txt").write_text("not read: only *.yaml / *.yml are")
-    environ = {"FORMS_TOKEN": "t", "SIG_SECRET": "s", "STD_SECRET": "not-whsec"}
+    environ = {
+        "FORMS_TOKEN": "t",
+        "SIG_SECRET": "s",
+        "STD_SECRET": "not-whsec",
+        "LI_SECRET": "c",
+        "LI_TOKEN": "a",
+    }
     with pytest.raises(ConfigError) as info:
         load(tmp_path, environ)
     prefix = str(tmp_path) + "/"
@@ -115,6 +129,8 @@ EXPECTED = [
     ("endpoints.yaml:24:", "'secret' of a standard endpoint", "whsec_"),
     ("endpoints.yaml:25:", "'max_body' of endpoint 'std': 'huge'", "'1MiB'"),
     ("endpoints.yaml:29:", "'source' of endpoint 'open' is 'nonee'", "did you mean 'none'?"),
+    ("endpoints.yaml:36:", "'api_url' 'api.linkedin.com/rest'", "must start with https://"),
+    ("endpoints.yaml:37:", "'api_version' 'v2'", "YYYYMM like '202606'"),
     ("mappings.yml:1:", "mapping 'first' needs 'fields'", ""),
     ("mappings.yml:3:", "unknown key 'feilds'", "did you mean 'fields'?"),
     ("mappings.yml:7:", "endpoint 'froms'", "did you mean 'forms'?"),

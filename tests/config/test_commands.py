@@ -27,7 +27,7 @@ def test_check_passes_on_the_shipped_examples(capsys: pytest.CaptureFixture[str]
     assert main(["check", str(SHIPPED)]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines() == [
-        f"{SHIPPED}: ok: 12 endpoints, 12 mappings, 1 target (default: the embedded sandbox), "
+        f"{SHIPPED}: ok: 13 endpoints, 13 mappings, 1 target (default: the embedded sandbox), "
         "0 warnings"
     ]
 
@@ -76,7 +76,7 @@ def test_check_as_a_real_subprocess() -> None:
         [sys.executable, "-m", "hub", "check", "mappings"], env={**base, **DEMO_ENV}, **options
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "mappings: ok: 12 endpoints" in ok.stdout
+    assert "mappings: ok: 13 endpoints" in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "hub", "check"],
         env={**base, "LEADHUB_CONFIG_DIR": "mappings"},

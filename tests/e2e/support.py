@@ -52,6 +52,11 @@ def tally_signature(body: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
+def linkedin_signature(body: bytes) -> str:
+    key = DEMO_ENV["LINKEDIN_CLIENT_SECRET"].encode()
+    return hmac.new(key, b"hmacsha256=" + body, hashlib.sha256).hexdigest()
+
+
 def webflow_headers(body: bytes, headers: dict[str, str]) -> dict[str, str]:
     """``headers`` with a Webflow timestamp of now (ms) and its signature over ``body``."""
     stamp = str(int(time.time() * 1000))

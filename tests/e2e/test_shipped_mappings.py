@@ -1,8 +1,8 @@
 """Every shipped mapping end to end: a sender's fixture in, exactly the expected lead out.
 
 A real ``leadhub serve`` runs the shipped ``mappings/`` directory with its embedded
-sandbox; Facebook leads are read from a fake Graph API. A second delivery of the
-same lead (a new delivery id) updates the lead rather than creating another.
+sandbox; Facebook and LinkedIn leads are read from fake Graph and LinkedIn APIs. A second
+delivery of the same lead (a new delivery id) updates the lead rather than creating another.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from tests.e2e.support import (
     fixture,
     hubspot_headers,
     lead_by_email,
+    linkedin_signature,
     post,
     standard_headers,
     tally_signature,
@@ -41,6 +42,7 @@ from tests.mappings.cases import DEMO_ENV
 from tests.support.server import free_port, leadhub_process, serve_in_thread
 
 GRAPH_LEAD = orjson.loads((FIXTURES / "facebook" / "graph_lead_full_fields.json").read_bytes())
+LINKEDIN_RESPONSE = orjson.loads((FIXTURES / "linkedin" / "lead_form_response.json").read_bytes())
 
 EXPECTED: dict[str, dict[str, str]] = {
     "zapier": {
@@ -186,6 +188,19 @@ EXPECTED: dict[str, dict[str, str]] = {
         "mx_Landing_Page": "https://www.example.com/book-a-demo",
         "mx_Submitted_On": "2025-11-06 10:25:11",
     },
+    "linkedin": {
+        "FirstName": "Kwame",
+        "LastName": "Asante",
+        "EmailAddress": "kwame.asante@example.com",
+        "Phone": "+44-2079460958",
+        "Company": "Asante Logistics",
+        "JobTitle": "Operations Director",
+        "mx_Country": "United Kingdom",
+        "Source": "LinkedIn Lead Gen Forms",
+        "SourceCampaign": "urn:li:sponsoredCampaign:287736514",
+        "mx_LinkedIn_Response": "6f1c2b3a-4d5e-4f60-8a71-b2c3d4e5f607-3",
+        "mx_Submitted_On": "2025-11-07 12:35:33",
+    },
     "webflow": {
         "FirstName": "Mateo",
         "LastName": "García",
@@ -216,6 +231,9 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "facebook":
         body, headers = fixture("facebook", "leadgen_notification_single")
         return "/hooks/facebook", body, headers
+    if sender == "linkedin":  # the fixture's own signature; the answers come from the fake API
+        body, headers = fixture("linkedin", "lead_notification")
+        return "/hooks/linkedin", body, headers
     if sender == "elementor":  # no signature: the token rides in the URL
         body, headers = fixture("elementor", "advanced_data")
         return f"/hooks/elementor?token={quote(DEMO_ENV['ELEMENTOR_TOKEN'])}", body, headers
@@ -266,6 +284,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         document["eventId"] = "a4cb511e-d513-4fa5-baee-b815d718resent"
     elif sender == "webflow":
         document["payload"]["id"] = "6729a1b2c3d4e5f6071829ff"
+    elif sender == "linkedin":  # the member submitted the form again: another response
+        document["leadGenFormResponse"] = "urn:li:leadGenFormResponse:0a9b8c7d-resent-1"
     elif sender == "hubspot":  # no delivery id: the contact submitting again is another body
         document["form-submissions"][0]["timestamp"] += 60_000
     new_body = json.dumps(document).encode()
@@ -279,6 +299,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         headers = webflow_headers(new_body, headers)
     if sender == "hubspot":
         headers = hubspot_headers(new_body, headers)
+    if sender == "linkedin":
+        headers = {**headers, "X-LI-Signature": linkedin_signature(new_body)}
     if sender == "facebook":
         headers = {k: v for k, v in headers.items() if k != "X-Hub-Signature"}
         headers["X-Hub-Signature-256"] = facebook_signature(new_body)
@@ -291,10 +313,22 @@ async def _graph_lead(request: Request) -> Response:
     return JSONResponse(GRAPH_LEAD)  # the same person, whatever the lead id
 
 
+async def _linkedin_response(request: Request) -> Response:
+    token = DEMO_ENV["LINKEDIN_ACCESS_TOKEN"]
+    if request.headers.get("authorization") != f"Bearer {token}":
+        return JSONResponse({"status": 401, "message": "Invalid access token"}, status_code=401)
+    return JSONResponse({**LINKEDIN_RESPONSE, "id": request.path_params["ident"]})
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``leadhub serve`` on the shipped mappings, with a fake Graph API."""
-    graph = Starlette(routes=[Route("/v21.0/{lead_id}", _graph_lead)])
+    """A real ``leadhub serve`` on the shipped mappings, with fake Graph and LinkedIn APIs."""
+    graph = Starlette(
+        routes=[
+            Route("/v21.0/{lead_id}", _graph_lead),
+            Route("/rest/leadFormResponses/{ident}", _linkedin_response),
+        ]
+    )
     work: Path = tmp_path_factory.mktemp("e2e")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -308,7 +342,11 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "--db",
             f"sqlite:///{work}/hub.db",
         ]
-        env = {**DEMO_ENV, "FB_GRAPH_URL": f"{graph_url}/v21.0"}
+        env = {
+            **DEMO_ENV,
+            "FB_GRAPH_URL": f"{graph_url}/v21.0",
+            "LINKEDIN_API_URL": f"{graph_url}/rest",
+        }
         with leadhub_process(args, ready_url=f"{base}/healthz", env=env) as proc:
             yield base
             if proc.stdout is not None:  # the hub's log, shown by pytest when a test failed

@@ -13,6 +13,7 @@ from hub.config.models import (
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
+    LinkedInOptions,
     NoneOptions,
     StandardOptions,
     TokenOptions,
@@ -34,6 +35,8 @@ API_KEY = "<hub-issued-key>"  # the placeholder the Make and Zapier fixtures sen
 BEARER = "<hub-issued-token>"  # the placeholder the Pipedream fixture sends as Bearer
 URL_TOKEN = "url-token-for-form-senders"
 HMAC_SECRET = "hmac-test-secret-4242"
+LINKEDIN_SECRET = "li_test_client_secret_5d6e7f"
+LINKEDIN_TOKEN = "li-access-token-never-logged"
 #: Every secret the test endpoints use: none of them may ever show up in a log line.
 ALL_SECRETS = (
     FB_APP_SECRET,
@@ -47,6 +50,8 @@ ALL_SECRETS = (
     BEARER,
     URL_TOKEN,
     HMAC_SECRET,
+    LINKEDIN_SECRET,
+    LINKEDIN_TOKEN,
 )
 #: The Standard Webhooks fixture's timestamp: tests freeze the clock here.
 STANDARD_TIME = 1761914821.0
@@ -61,6 +66,13 @@ def endpoints() -> dict[str, Endpoint]:
     )
     items = [
         Endpoint("facebook", "facebook", fb),
+        Endpoint(
+            "linkedin",
+            "linkedin",
+            LinkedInOptions(
+                client_secret=Secret(LINKEDIN_SECRET), access_token=Secret(LINKEDIN_TOKEN)
+            ),
+        ),
         Endpoint("google", "google", GoogleOptions(key=Secret(GOOGLE_KEY))),
         Endpoint("typeform", "typeform", TypeformOptions(secret=Secret(TYPEFORM_SECRET))),
         Endpoint("standard", "standard", StandardOptions(secret=Secret(STANDARD_SECRET))),
@@ -131,6 +143,7 @@ ACCEPTED = [
     ("facebook", "leadgen_notification_single_retry_duplicate", "facebook", ""),
     ("facebook", "leadgen_notification_batched_mixed_types", "facebook", ""),
     ("facebook", "leadgen_notification_testing_tool", "facebook", ""),
+    ("linkedin", "lead_notification", "linkedin", ""),
     ("google_ads", "lead_full", "google", ""),
     ("google_ads", "lead_full_duplicate_delivery", "google", ""),
     ("google_ads", "lead_send_test_data", "google", ""),
@@ -153,5 +166,15 @@ def accepted() -> list[Delivery]:
     return [load(*row) for row in ACCEPTED]
 
 
+#: The headers that carry the signatures of the SIGNED fixtures.
+SIGNATURE_HEADERS = frozenset(
+    {
+        "x-hub-signature-256",
+        "x-hub-signature",
+        "x-li-signature",
+        "typeform-signature",
+        "webhook-signature",
+    }
+)
 #: Fixtures whose check is a signature over the body (a flipped byte must fail them).
-SIGNED = [d for d in ACCEPTED if d[2] in ("facebook", "typeform", "standard")]
+SIGNED = [d for d in ACCEPTED if d[2] in ("facebook", "linkedin", "typeform", "standard")]

@@ -12,7 +12,7 @@ import pytest
 
 from hub.config.models import HmacOptions, TokenOptions
 from hub.secrets import Secret
-from hub.sources import Incoming, Split, VerificationError, build_source, delivery_ids
+from hub.sources import BodyError, Incoming, Split, VerificationError, build_source, delivery_ids
 from hub.sources.bodies import parse_body
 from hub.sources.hmac_ import HmacSource
 from hub.sources.token_ import TokenSource
@@ -60,8 +60,7 @@ def test_flipped_byte_is_rejected(row: tuple[str, str, str, str]) -> None:
 def test_missing_signature_header_is_rejected(row: tuple[str, str, str, str]) -> None:
     """Without its signature header a signed fixture is rejected."""
     d = fx.load(*row)
-    names = {"x-hub-signature-256", "x-hub-signature", "typeform-signature", "webhook-signature"}
-    hdrs = {k: v for k, v in d.lower_headers().items() if k not in names}
+    hdrs = {k: v for k, v in d.lower_headers().items() if k not in fx.SIGNATURE_HEADERS}
     with pytest.raises(VerificationError):
         run(d, Incoming("POST", hdrs, d.body))
 
@@ -74,7 +73,12 @@ def test_wrong_secrets_reject_the_fixtures() -> None:
         d = fx.load(*row)
         endpoint = ENDPOINTS[d.endpoint]
         opts: Any = endpoint.options
-        field = {"facebook": "app_secret", "typeform": "secret", "standard": "secret"}[d.endpoint]
+        field = {
+            "facebook": "app_secret",
+            "linkedin": "client_secret",
+            "typeform": "secret",
+            "standard": "secret",
+        }[d.endpoint]
         wrong = "whsec_" + base64.b64encode(b"another-key").decode()
         source = build_source(replace(endpoint, options=replace(opts, **{field: Secret(wrong)})))
         with pytest.raises(VerificationError):
@@ -155,6 +159,51 @@ def test_facebook_handshake() -> None:
     unsubscribe = good.replace(b"subscribe", b"unsubscribe")
     answer = source.handshake(Incoming("GET", {}, b"", unsubscribe))
     assert answer is not None and answer.status == 403
+
+
+def _linkedin(document: dict[str, Any]) -> list[Split]:
+    body = orjson.dumps(document)
+    sig = hmac.new(fx.LINKEDIN_SECRET.encode(), b"hmacsha256=" + body, hashlib.sha256)
+    d = fx.Delivery("li", "linkedin", body, {"Content-Type": "application/json"})
+    return run(d, request_for(d, x_li_signature=sig.hexdigest().upper()))
+
+
+def test_linkedin_notification_is_one_event_per_response_and_action() -> None:
+    """A LEAD_ACTION notification is one event named by its response URN and action (a
+    deletion is another delivery than the creation); other types have no event."""
+    (created,) = run(fx.load("linkedin", "lead_notification", "linkedin"))
+    urn = "urn:li:leadGenFormResponse:6f1c2b3a-4d5e-4f60-8a71-b2c3d4e5f607-3"
+    assert created.natural_id == f"{urn}:CREATED"
+    assert created.document["leadGenFormResponse"] == urn
+    (deleted,) = _linkedin({**created.document, "leadAction": "DELETED"})
+    assert deleted.natural_id == f"{urn}:DELETED"
+    assert _linkedin({"type": "SOCIAL_ACTION", "leadGenFormResponse": urn}) == []
+    with pytest.raises(BodyError, match="no 'leadGenFormResponse'"):
+        _linkedin({"type": "LEAD_ACTION"})
+    with pytest.raises(BodyError, match="expected a JSON object"):
+        _linkedin([created.document])  # type: ignore[arg-type]
+
+
+def test_linkedin_signature_is_over_the_prefixed_body() -> None:
+    """X-LI-Signature is the HMAC of "hmacsha256=" + body: the HMAC of the body alone fails."""
+    d = fx.load("linkedin", "lead_notification", "linkedin")
+    bare = hmac.new(fx.LINKEDIN_SECRET.encode(), d.body, hashlib.sha256).hexdigest()
+    with pytest.raises(VerificationError, match="X-LI-Signature does not match"):
+        run(d, request_for(d, x_li_signature=bare))
+
+
+def test_linkedin_challenge_is_answered_under_the_client_secret() -> None:
+    """GET ?challengeCode= answers JSON with the code and its HMAC under the client secret;
+    without a code, 400."""
+    source = build_source(ENDPOINTS["linkedin"])
+    code = "890e4665-4dfe-4ab1-b689-ed553bceeed3"
+    answer = source.handshake(Incoming("GET", {}, b"", f"challengeCode={code}".encode()))
+    assert answer is not None
+    assert (answer.status, answer.content_type) == (200, "application/json")
+    expected = hmac.new(fx.LINKEDIN_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest()
+    assert orjson.loads(answer.body) == {"challengeCode": code, "challengeResponse": expected}
+    missing = source.handshake(Incoming("GET", {}, b"", b"applicationId=77"))
+    assert missing is not None and missing.status == 400
 
 
 def test_google_rejects_an_empty_or_wrong_key() -> None:

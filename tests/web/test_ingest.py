@@ -164,6 +164,26 @@ def test_facebook_handshake_over_http(hub: Hub) -> None:
     assert "1158201444" not in bad.text
 
 
+def test_linkedin_challenge_over_http(hub: Hub) -> None:
+    """LinkedIn's validation GET gets the code back with its HMAC as JSON; without a code,
+    400; a notification is stored once per response and action, its repeat a duplicate."""
+    import hashlib
+    import hmac
+
+    code = "890e4665-4dfe-4ab1-b689-ed553bceeed3"
+    ok = hub.client.get("/hooks/linkedin", params={"challengeCode": code, "applicationId": "7"})
+    mac = hmac.new(fx.LINKEDIN_SECRET.encode(), code.encode(), hashlib.sha256).hexdigest()
+    assert (ok.status_code, ok.json()) == (200, {"challengeCode": code, "challengeResponse": mac})
+    assert ok.headers["content-type"] == "application/json"
+    assert hub.client.get("/hooks/linkedin").status_code == 400
+    d = fx.load("linkedin", "lead_notification", "linkedin")
+    first = hub.client.post(d.path, content=d.body, headers=d.headers)
+    again = hub.client.post(d.path, content=d.body, headers=d.headers)
+    assert first.json()["status"] == "accepted"
+    assert again.json() == {"status": "duplicate", "id": first.json()["id"]}
+    assert len(hub.events()) == 1
+
+
 @pytest.mark.parametrize("row", fx.SIGNED, ids=lambda r: f"{r[0]}/{r[1]}")
 def test_tampered_or_unsigned_deliveries_get_a_bare_401(hub: Hub, row: tuple[str, ...]) -> None:
     """A flipped byte or a missing signature answers 401 with no detail and stores nothing."""
@@ -171,13 +191,7 @@ def test_tampered_or_unsigned_deliveries_get_a_bare_401(hub: Hub, row: tuple[str
     body = bytearray(d.body)
     body[10] ^= 0x20
     tampered = hub.client.post(d.path, content=bytes(body), headers=d.headers)
-    signature_names = {
-        "x-hub-signature-256",
-        "x-hub-signature",
-        "typeform-signature",
-        "webhook-signature",
-    }
-    unsigned_headers = {k: v for k, v in d.headers.items() if k.lower() not in signature_names}
+    unsigned_headers = {k: v for k, v in d.headers.items() if k.lower() not in fx.SIGNATURE_HEADERS}
     unsigned = hub.client.post(d.path, content=d.body, headers=unsigned_headers)
     for response in (tampered, unsigned):
         assert response.status_code == 401
