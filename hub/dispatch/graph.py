@@ -18,7 +18,7 @@ also scrubbed of it, in case Graph echoes it back).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,27 @@ def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:
     return type(outcome)(outcome.reason.replace(token, "**********"), outcome.kind)
 
 
+async def read_lead(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    token: str,
+    classify: Callable[[int, bytes], FetchOutcome],
+    url_option: str,
+    timeout: float,
+    **request: Any,
+) -> FetchOutcome:
+    """GET ``url`` (``request``: its params or headers) and classify the answer; a network
+    failure or a bad ``url_option`` is a retry. ``token`` is masked in every reason."""
+    try:
+        response = await http.get(url, timeout=timeout, **request)
+    except httpx.TransportError as exc:
+        return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
+    except httpx.InvalidURL as exc:
+        return scrubbed(FetchRetry(f"{url_option} is invalid: {exc}", "config"), token)
+    return scrubbed(classify(response.status_code, response.content), token)
+
+
 def classify_graph(status: int, content: bytes) -> FetchOutcome:
     """The outcome of one Graph lead read, from its status and raw body."""
     try:
@@ -127,10 +148,12 @@ class GraphClient:
             return FetchDead(f"{leadgen_id!r} is not a Facebook lead id", "rejected")
         url = f"{options.graph_url.rstrip('/')}/{leadgen_id}"
         params = {"fields": ",".join(options.fields), "access_token": token}
-        try:
-            response = await self._http.get(url, params=params, timeout=self._timeout)
-        except httpx.TransportError as exc:
-            return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
-        except httpx.InvalidURL as exc:
-            return scrubbed(FetchRetry(f"graph_url is invalid: {exc}", "config"), token)
-        return scrubbed(classify_graph(response.status_code, response.content), token)
+        return await read_lead(
+            self._http,
+            url,
+            token=token,
+            classify=classify_graph,
+            url_option="graph_url",
+            timeout=self._timeout,
+            params=params,
+        )

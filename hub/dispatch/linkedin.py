@@ -27,8 +27,7 @@ import httpx
 import orjson
 
 from hub.config.models import LinkedInOptions
-from hub.dispatch.graph import FetchDead, Fetched, FetchOutcome, FetchRetry, scrubbed
-from hub.dispatch.leadsquared import transport_reason
+from hub.dispatch.graph import FetchDead, Fetched, FetchOutcome, FetchRetry, read_lead
 
 URN_PREFIX = "urn:li:leadGenFormResponse:"
 _EXCERPT = 200
@@ -96,10 +95,12 @@ class LinkedInClient:
             "LinkedIn-Version": options.api_version,
             "X-Restli-Protocol-Version": "2.0.0",
         }
-        try:
-            response = await self._http.get(url, headers=headers, timeout=self._timeout)
-        except httpx.TransportError as exc:
-            return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
-        except httpx.InvalidURL as exc:
-            return scrubbed(FetchRetry(f"api_url is invalid: {exc}", "config"), token)
-        return scrubbed(classify_linkedin(response.status_code, response.content), token)
+        return await read_lead(
+            self._http,
+            url,
+            token=token,
+            classify=classify_linkedin,
+            url_option="api_url",
+            timeout=self._timeout,
+            headers=headers,
+        )

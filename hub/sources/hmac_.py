@@ -1,4 +1,4 @@
-"""Generic HMAC-signed webhooks (``source: hmac``): Tally, Webflow, LinkedIn-style senders.
+"""Generic HMAC-signed webhooks (``source: hmac``): Tally, Webflow, HubSpot and the like.
 
 The signature travels in the header named by ``header``: ``prefix`` followed by
 the ``encoding`` (hex or base64) of the HMAC (``algorithm``: sha256, sha1, sha512)
