@@ -151,6 +151,16 @@ def all_in(state: State, store: EventStore, ids: list[int]) -> Callable[[], Awai
     return check
 
 
+def retried(store: EventStore, event_id: int, attempts: int = 2) -> Callable[[], Awaitable[bool]]:
+    """A check: the event is ``retrying`` after at least ``attempts`` attempts."""
+
+    async def check() -> bool:
+        event = (await states(store, [event_id]))[event_id]
+        return event.state == State.RETRYING and event.attempts >= attempts
+
+    return check
+
+
 @contextlib.asynccontextmanager
 async def running(config: Config, store: EventStore, **options: Any) -> AsyncIterator[Dispatcher]:
     """A started dispatcher, stopped on exit."""

@@ -23,6 +23,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     opened_store,
+    retried,
     running,
     sandbox_get,
     sandbox_server,
@@ -229,12 +230,7 @@ async def test_expired_token_is_retried_visibly_then_delivered_once_fixed(
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", [_change(LEAD["id"])])
             async with running(expired, store) as dispatcher:
-
-                async def failed_twice() -> bool:
-                    event = (await states(store, ids))[ids[0]]
-                    return event.state == State.RETRYING and event.attempts >= 2
-
-                await wait_for(failed_twice, what="retries on code 190")
+                await wait_for(retried(store, ids[0]), what="retries on code 190")
                 errors = dispatcher.metrics.graph_errors.labels("token")._value.get()
             event = (await states(store, ids))[ids[0]]
             assert event.state == State.RETRYING

@@ -25,6 +25,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     opened_store,
+    retried,
     running,
     sandbox_get,
     sandbox_server,
@@ -234,12 +235,7 @@ async def test_a_refused_token_is_retried_visibly_then_delivered_once_fixed(
             ids = await enqueue(store, "li", [_notice("r-300")])
             with capture_logs() as logs:
                 async with running(expired, store) as dispatcher:
-
-                    async def failed_twice() -> bool:
-                        event = (await states(store, ids))[ids[0]]
-                        return event.state == State.RETRYING and event.attempts >= 2
-
-                    await wait_for(failed_twice, what="retries on 401")
+                    await wait_for(retried(store, ids[0]), what="retries on 401")
                     errors = dispatcher.metrics.linkedin_errors.labels("token")._value.get()
             event = (await states(store, ids))[ids[0]]
             assert event.state == State.RETRYING

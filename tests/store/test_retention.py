@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -41,27 +43,41 @@ def purged(registry: CollectorRegistry) -> float | None:
     return registry.get_sample_value("leadhub_events_purged_total")
 
 
-async def test_rounds_purge_what_has_grown_old_since_the_last(tmp_path: Path) -> None:
-    """Each round deletes what became old since the one before, and the app's registry
-    counts it."""
-    clock = ManualClock()
+@pytest.fixture
+async def sqlite_store(tmp_path: Path, clock: ManualClock) -> AsyncIterator[EventStore]:
+    """An opened SQLite store on ``clock``."""
     store = open_store(sqlite_url(tmp_path), clock=clock)
     await store.open()
-    app = Starlette()
-    app.state.metrics = registry = CollectorRegistry()
     try:
-        await delivered(store, "a", "b")
-        clock.advance(31 * DAY)
-        await delivered(store, "c")
-        hook = retention_lifespan(store=store, clock=clock, keep=30 * DAY, every=0.05)
-        async with hook(app):
-            await wait_for(lambda: purged(registry) == 2, what="the first round")
-            assert [e.delivery_id for e in await store.list()] == ["c"]
-            clock.advance(31 * DAY)  # now c is old too: the next round takes it
-            await wait_for(lambda: purged(registry) == 3, what="the second round")
-        assert await store.list() == []
+        yield store
     finally:
         await store.close()
+
+
+def metered_app() -> tuple[Starlette, CollectorRegistry]:
+    """An app whose registry the purge hook counts in, and that registry."""
+    app = Starlette()
+    app.state.metrics = registry = CollectorRegistry()
+    return app, registry
+
+
+async def test_rounds_purge_what_has_grown_old_since_the_last(
+    sqlite_store: EventStore, clock: ManualClock
+) -> None:
+    """Each round deletes what became old since the one before, and the app's registry
+    counts it."""
+    store = sqlite_store
+    app, registry = metered_app()
+    await delivered(store, "a", "b")
+    clock.advance(31 * DAY)
+    await delivered(store, "c")
+    hook = retention_lifespan(store=store, clock=clock, keep=30 * DAY, every=0.05)
+    async with hook(app):
+        await wait_for(lambda: purged(registry) == 2, what="the first round")
+        assert [e.delivery_id for e in await store.list()] == ["c"]
+        clock.advance(31 * DAY)  # now c is old too: the next round takes it
+        await wait_for(lambda: purged(registry) == 3, what="the second round")
+    assert await store.list() == []
 
 
 async def test_a_failing_store_is_logged_and_the_next_round_tries_again(tmp_path: Path) -> None:
@@ -98,33 +114,24 @@ class _BrokenPurge:
         return await self.store.purge(**kwargs)  # type: ignore[arg-type]
 
 
-async def test_an_unexpected_error_is_logged_and_the_rounds_go_on(tmp_path: Path) -> None:
+async def test_an_unexpected_error_is_logged_and_the_rounds_go_on(
+    sqlite_store: EventStore, clock: ManualClock
+) -> None:
     """A bug in one round is logged with its traceback; the task stays alive, and the next
     round purges."""
-    clock = ManualClock()
-    store = open_store(sqlite_url(tmp_path), clock=clock)
-    await store.open()
-    app = Starlette()
-    app.state.metrics = registry = CollectorRegistry()
-    broken = _BrokenPurge(store, times=2)
-    try:
-        await delivered(store, "a")
-        clock.advance(31 * DAY)
-        hook = retention_lifespan(
-            store=broken,  # type: ignore[arg-type]
-            clock=clock,
-            keep=30 * DAY,
-            every=0.05,
-        )
-        with capture_logs() as logs:
-            async with hook(app):
-                await wait_for(
-                    lambda: purged(registry) == 1, timeout=10, what="a round after the failures"
-                )
-        failed = [e for e in logs if e["event"] == "purge_failed"]
-        assert len(failed) == 2
-        assert all(e["error"] == "RuntimeError('a bug in purge')" for e in failed)
-        assert all(e["log_level"] == "error" and e.get("exc_info") for e in failed)
-        assert await store.list() == []
-    finally:
-        await store.close()
+    store = sqlite_store
+    app, registry = metered_app()
+    await delivered(store, "a")
+    clock.advance(31 * DAY)
+    broken: Any = _BrokenPurge(store, times=2)
+    hook = retention_lifespan(store=broken, clock=clock, keep=30 * DAY, every=0.05)
+    with capture_logs() as logs:
+        async with hook(app):
+            await wait_for(
+                lambda: purged(registry) == 1, timeout=10, what="a round after the failures"
+            )
+    failed = [e for e in logs if e["event"] == "purge_failed"]
+    assert len(failed) == 2
+    assert all(e["error"] == "RuntimeError('a bug in purge')" for e in failed)
+    assert all(e["log_level"] == "error" and e.get("exc_info") for e in failed)
+    assert await store.list() == []
