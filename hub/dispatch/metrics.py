@@ -8,6 +8,8 @@
   reason (``token``, ``transient``, ``network``, ``server_error``, ``not_found``, ...).
 * ``leadhub_linkedin_fetch_errors_total{reason}``: failed LinkedIn form response reads, by
   reason (``token``, ``network``, ``server_error``, ``not_found``, ...).
+* ``leadhub_claim_loop_restarts_total``: times the claim loop started again after a bug
+  (each also logged as ``claim_loop_failed`` with its traceback).
 * ``leadhub_dispatch_events_total{outcome}``: events the dispatcher finished with
   (``delivered``, ``dead``, ``retrying``, ``skipped``, ``unmatched``, ``released``).
 """
@@ -53,6 +55,11 @@ class DispatchMetrics:
             "leadhub_linkedin_fetch_errors",
             "Failed LinkedIn form response reads, by reason.",
             ["reason"],
+            registry=self.registry,
+        )
+        self.claim_restarts = Counter(
+            "leadhub_claim_loop_restarts",
+            "Times the claim loop started again after an unexpected error.",
             registry=self.registry,
         )
         self.events = Counter(

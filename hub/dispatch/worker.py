@@ -72,6 +72,8 @@ DEFAULT_BATCH = 64  # events per claim
 DEFAULT_CONCURRENCY = 16  # sends in flight per target (the rate limit bounds them further)
 DEFAULT_POLL = 0.2  # seconds between claims when nothing is due (new deliveries show up)
 ORDER_WAIT = 0.1  # seconds an event waits for an earlier one for the same lead
+RESTART_PAUSE = 1.0  # seconds before the claim loop starts again after a bug (doubling)
+RESTART_PAUSE_MAX = 60.0
 
 
 class Dispatcher:
@@ -125,7 +127,7 @@ class Dispatcher:
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
         self._stopping = False
-        self._loop_task = asyncio.create_task(self._claim_loop(), name="dispatch-claims")
+        self._loop_task = asyncio.create_task(self._supervised_claims(), name="dispatch-claims")
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
 
     def _lane(self, target: Target) -> Lane:
@@ -258,6 +260,24 @@ class Dispatcher:
         if not open_lanes:
             return self.batch
         return max(0, min(self.batch, sum(lane.room for lane in open_lanes) - pending))
+
+    async def _supervised_claims(self) -> None:
+        """The claim loop, started again after a bug (logged with its traceback, counted in
+        ``leadhub_claim_loop_restarts_total``) instead of ending while ingest goes on
+        accepting. The pause before a restart doubles while failures follow each other."""
+        pause = RESTART_PAUSE
+        while not self._stopping:
+            started = self.clock.monotonic()
+            try:
+                await self._claim_loop()
+                return
+            except Exception as exc:
+                if self.clock.monotonic() - started > RESTART_PAUSE_MAX:
+                    pause = RESTART_PAUSE  # it ran well for a while: not the same failure
+                _log.exception("claim_loop_failed", error=str(exc)[:300], restart_in=pause)
+                self.metrics.claim_restarts.inc()
+                await self._idle(pause)
+                pause = min(pause * 2, RESTART_PAUSE_MAX)
 
     async def _claim_loop(self) -> None:
         hogs: set[str] = set()

@@ -406,3 +406,46 @@ async def test_a_claim_still_running_at_stop_gives_its_events_back_at_once(
     queued = [e for e in events.values() if e.state == State.QUEUED]
     assert len(queued) >= 12 - 4  # the claim ahead's events and those never claimed at least
     assert all(e.attempts == 0 and e.next_attempt_at <= time.time() for e in queued)
+
+
+class _BuggyClaims(Dispatcher):
+    """A dispatcher whose claim loop meets a bug (anything but a store error) ``failures``
+    times, in a step outside the store calls, then works."""
+
+    failures = 2
+
+    def _claim_size(self, pending: int = 0) -> int:
+        if self.failures:
+            self.failures -= 1
+            msg = "a bug in the claim loop"
+            raise RuntimeError(msg)
+        return super()._claim_size(pending)
+
+
+async def test_a_bug_in_the_claim_loop_is_logged_and_the_loop_starts_again(
+    tmp_path: Path, fake_lsq: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim loop does not end on a bug while ingest goes on accepting: each failure is
+    logged with its traceback and counted, and the loop starts again and delivers."""
+    import structlog
+    from prometheus_client import CollectorRegistry
+
+    from hub.dispatch import worker
+
+    monkeypatch.setattr(worker, "RESTART_PAUSE", 0.05)
+    registry = CollectorRegistry()
+    config = forms_config(tmp_path, f"{fake_lsq}/ok")
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", [{"email": "again@example.com"}])
+        dispatcher = _BuggyClaims(config=config, store=store, poll=0.05, registry=registry)
+        with structlog.testing.capture_logs() as logs:
+            await dispatcher.start()
+            try:
+                await wait_for(all_in(State.DELIVERED, store, ids), timeout=10, what="delivered")
+            finally:
+                await dispatcher.stop()
+    failed = [e for e in logs if e["event"] == "claim_loop_failed"]
+    assert [e["restart_in"] for e in failed] == [0.05, 0.1]
+    assert all(e["log_level"] == "error" and e["exc_info"] for e in failed)
+    assert all(e["error"] == "a bug in the claim loop" for e in failed)
+    assert registry.get_sample_value("leadhub_claim_loop_restarts_total") == 2
