@@ -7,10 +7,11 @@ answers are read with ``GET {api_url}/leadFormResponses/<id>`` and the headers
 :mod:`hub.dispatch.graph`'s:
 
 - ``Fetched``: the response object (``formResponse.answers``, ``testLead``...).
-- ``FetchRetry``: network errors, 429, 5xx, and 401/403: an expired token or one
-  without the lead permission (``r_marketing_leadgen_automation`` and a role on the
-  ad account or page); a human must fix it, and until then the lead waits and the
-  event's last error says why.
+- ``FetchRetry``: network errors, 429, 5xx; 401/403: an expired token or one without
+  the lead permission (``r_marketing_leadgen_automation`` and a role on the ad account
+  or page); 426: an ``api_version`` LinkedIn no longer serves (it keeps about a year of
+  versions). A human must fix the last two; until then the lead waits and the event's
+  last error says why.
 - ``FetchDead``: the response does not exist (404), or another refusal.
 
 The access token is a secret: it travels only in the header and never appears in a
@@ -66,6 +67,12 @@ def classify_linkedin(status: int, content: bytes) -> FetchOutcome:
             f"{label}; the access token is expired, or lacks r_marketing_leadgen_automation "
             "or a role on the form's account: fix it",
             "token",
+        )
+    if status == 426:
+        return FetchRetry(
+            f"{label}; LinkedIn no longer serves this LinkedIn-Version: set the endpoint's "
+            "api_version to a current one (YYYYMM, less than a year old)",
+            "version",
         )
     if status == 404:
         return FetchDead(f"{label}; the form response does not exist (deleted?)", "not_found")

@@ -7,7 +7,7 @@
 * ``leadhub_graph_fetch_errors_total{reason}``: failed Facebook Graph lead reads, by
   reason (``token``, ``transient``, ``network``, ``server_error``, ``not_found``, ...).
 * ``leadhub_linkedin_fetch_errors_total{reason}``: failed LinkedIn form response reads, by
-  reason (``token``, ``network``, ``server_error``, ``not_found``, ...).
+  reason (``token``, ``version``, ``network``, ``server_error``, ``not_found``, ...).
 * ``leadhub_claim_loop_restarts_total``: times the claim loop started again after a bug
   (each also logged as ``claim_loop_failed`` with its traceback).
 * ``leadhub_dispatch_events_total{outcome}``: events the dispatcher finished with

@@ -47,6 +47,11 @@ ERRORS: dict[str, tuple[int, bytes]] = {
     "down-1": (503, b"<html>unavailable</html>"),
     "odd-1": (200, b"[]"),
     "bad-1": (400, b'{"status":400,"message":"Invalid id"}'),
+    "old-1": (
+        426,
+        b'{"status":426,"code":"NONEXISTENT_VERSION","message":"Requested version 20250401'
+        b' is not active"}',
+    ),
 }
 
 
@@ -161,6 +166,7 @@ async def test_the_client_reads_the_response_with_linkedins_headers(
         ("busy-1", GOOD_TOKEN, FetchRetry, "server_error", "HTTP 429: Resource level"),
         ("down-1", GOOD_TOKEN, FetchRetry, "server_error", "HTTP 503: <html>"),
         ("odd-1", GOOD_TOKEN, FetchRetry, "bad_answer", "unexpected body"),
+        ("old-1", GOOD_TOKEN, FetchRetry, "version", "set the endpoint's api_version"),
         ("gone-1", GOOD_TOKEN, FetchDead, "not_found", "(serviceErrorCode 100)"),
         ("bad-1", GOOD_TOKEN, FetchDead, "rejected", "HTTP 400: Invalid id"),
     ],
@@ -173,8 +179,9 @@ async def test_read_failures_are_classified_and_never_show_the_token(
     kind: str,
     says: str,
 ) -> None:
-    """401/403 (token or permission), 429 and 5xx are retried; 404 and other refusals are
-    final. The fake echoes a bad token in its message: the reason masks it."""
+    """401/403 (token or permission), 426 (a retired API version), 429 and 5xx are retried;
+    404 and other refusals are final. The fake echoes a bad token in its message: the
+    reason masks it."""
     url, _ = linkedin
     async with httpx.AsyncClient() as http:
         outcome = await LinkedInClient(http).fetch_response(_options(url, token), ident)
