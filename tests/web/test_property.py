@@ -44,6 +44,7 @@ HEADER_NAMES = [
     "x-api-key",
     "x-webflow-signature",
     "x-webflow-timestamp",
+    "x-li-signature",
     "user-agent",
 ]
 # printable ASCII without surrounding blanks (the HTTP client refuses anything else)
@@ -79,6 +80,9 @@ def sign(endpoint: str, body: bytes, headers: dict[str, str]) -> None:
     if endpoint == "facebook":
         hex_mac = hmac.new(fx.FB_APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
         headers["x-hub-signature-256"] = "sha256=" + hex_mac
+    elif endpoint == "linkedin":
+        key = fx.LINKEDIN_SECRET.encode()
+        headers["x-li-signature"] = hmac.new(key, b"hmacsha256=" + body, hashlib.sha256).hexdigest()
     elif endpoint == "typeform":
         mac = hmac.new(fx.TYPEFORM_SECRET.encode(), body, hashlib.sha256).digest()
         headers["typeform-signature"] = "sha256=" + base64.b64encode(mac).decode()
@@ -106,7 +110,9 @@ def test_arbitrary_requests_never_get_a_5xx(tmp_path: Path, writer: str) -> None
             body=bodies,
             headers=st.dictionaries(st.sampled_from(HEADER_NAMES), header_text, max_size=4),
             signed=st.booleans(),
-            query=st.sampled_from(["", "token=" + fx.URL_TOKEN, "token=x", "hub.mode=subscribe"]),
+            query=st.sampled_from(
+                ["", "token=" + fx.URL_TOKEN, "token=x", "hub.mode=subscribe", "challengeCode=%FF"]
+            ),
         )
         def check(
             name: str,
