@@ -26,6 +26,8 @@ run: export HUBSPOT_CLIENT_SECRET ?= hs_test_client_secret_3e4f5a
 run: export HUBSPOT_WEBHOOK_URL ?= http://127.0.0.1:8000/hooks/hubspot
 run: export LINKEDIN_CLIENT_SECRET ?= li_test_client_secret_5d6e7f
 run: export LINKEDIN_ACCESS_TOKEN ?= li-access-token-example
+run: export HUBSPOT_CRM_WEBHOOK_URL ?= http://127.0.0.1:8000/hooks/hubspot-crm
+run: export HUBSPOT_ACCESS_TOKEN ?= hs-private-app-token-example
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

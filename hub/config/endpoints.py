@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from hub.config.models import (
     DEFAULT_GRAPH_FIELDS,
     DEFAULT_GRAPH_URL,
+    DEFAULT_HUBSPOT_API_URL,
+    DEFAULT_HUBSPOT_PROPERTIES,
     DEFAULT_LINKEDIN_API_URL,
     DEFAULT_LINKEDIN_VERSION,
     DEFAULT_MAX_BODY,
@@ -21,6 +23,7 @@ from hub.config.models import (
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
+    HubSpotOptions,
     LinkedInOptions,
     NoneOptions,
     Origin,
@@ -42,6 +45,8 @@ SOURCE_KEYS: Mapping[str, tuple[str, ...]] = {
     "facebook": ("app_secret", "verify_token", "page_access_token", "graph_url", "fields",
                  "allow_sha1"),
     "linkedin": ("client_secret", "access_token", "api_url", "api_version"),
+    "hubspot": ("client_secret", "webhook_url", "access_token", "api_url", "properties",
+                "subscription_types", "tolerance"),
     "google": ("key",),
     "typeform": ("secret",),
     "hmac": ("header", "secret", "algorithm", "encoding", "prefix", "signed",
@@ -78,17 +83,22 @@ def check_name(reader: Reader, kind: str) -> str | None:
     return name  # type: ignore[no-any-return]
 
 
+def _names(r: Reader, key: str, default: tuple[str, ...], example: str) -> tuple[str, ...]:
+    """A list of names (or one comma-separated string), like Graph fields or properties."""
+    node = r.get(key)
+    if node is None or node.value is None:
+        return default
+    value = node.plain()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        r.error(node, f"'{key}' must be a list of names, like {example}")
+        return default
+    return tuple(value)
+
+
 def _facebook(r: Reader) -> SourceOptions:
-    fields_node = r.get("fields")
-    fields = DEFAULT_GRAPH_FIELDS
-    if fields_node is not None and fields_node.value is not None:
-        value = fields_node.plain()
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",")]
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            r.error(fields_node, "'fields' must be a list of Graph lead field names, like [id]")
-        else:
-            fields = tuple(value)
+    fields = _names(r, "fields", DEFAULT_GRAPH_FIELDS, "[id, field_data]")
     return FacebookOptions(
         app_secret=r.secret("app_secret") or Secret(""),
         verify_token=r.secret("verify_token") or Secret(""),
@@ -120,6 +130,29 @@ def _linkedin(r: Reader) -> SourceOptions:
         access_token=r.secret("access_token") or Secret(""),
         api_url=_api_url(r, "api_url", DEFAULT_LINKEDIN_API_URL),
         api_version=version,
+    )
+
+
+def _hubspot(r: Reader) -> SourceOptions:
+    webhook_url = str(r.text("webhook_url", required=True) or "")
+    node = r.get("webhook_url")
+    stand_in = node is not None and node.stand_in  # (`try` without the environment)
+    if webhook_url and not stand_in and not webhook_url.startswith(("http://", "https://")):
+        r.error(
+            node,
+            f"'webhook_url' {webhook_url!r} must be the app's target URL as HubSpot calls it, "
+            "like https://hub.example.com/hooks/hubspot-crm",
+        )
+    return HubSpotOptions(
+        client_secret=r.secret("client_secret") or Secret(""),
+        webhook_url=webhook_url,
+        access_token=r.secret("access_token") or Secret(""),
+        api_url=_api_url(r, "api_url", DEFAULT_HUBSPOT_API_URL),
+        properties=_names(r, "properties", DEFAULT_HUBSPOT_PROPERTIES, "[email, firstname]"),
+        subscription_types=_names(
+            r, "subscription_types", ("contact.creation",), "[contact.creation]"
+        ),
+        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE),
     )
 
 
@@ -174,6 +207,8 @@ def _options(source: str, r: Reader) -> SourceOptions:
         return _facebook(r)
     if source == "linkedin":
         return _linkedin(r)
+    if source == "hubspot":
+        return _hubspot(r)
     if source == "google":
         return GoogleOptions(key=r.secret("key") or Secret(""))
     if source == "typeform":

@@ -23,6 +23,24 @@ DEFAULT_GRAPH_URL = "https://graph.facebook.com/v21.0"
 DEFAULT_LINKEDIN_API_URL = "https://api.linkedin.com/rest"
 #: The ``LinkedIn-Version`` (YYYYMM) of the REST API the lead reads ask for by default.
 DEFAULT_LINKEDIN_VERSION = "202606"
+DEFAULT_HUBSPOT_API_URL = "https://api.hubapi.com"
+#: Contact properties read by default with a HubSpot event's object.
+DEFAULT_HUBSPOT_PROPERTIES = (
+    "email",
+    "firstname",
+    "lastname",
+    "phone",
+    "mobilephone",
+    "company",
+    "jobtitle",
+    "city",
+    "country",
+    "website",
+    "lifecyclestage",
+    "hs_analytics_source",
+    "hs_lead_status",
+    "createdate",
+)
 #: Graph lead fields fetched by default: everything a mapping is likely to want.
 DEFAULT_GRAPH_FIELDS = (
     "id",
@@ -87,6 +105,21 @@ class LinkedInOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class HubSpotOptions:
+    """A HubSpot app's webhook subscriptions (the Webhooks API, not workflows)."""
+
+    client_secret: Secret
+    #: The app's target URL exactly as configured: X-HubSpot-Signature-v3 covers it.
+    webhook_url: str
+    #: A token with the read scope of the objects (a private app's, for one account).
+    access_token: Secret
+    api_url: str = DEFAULT_HUBSPOT_API_URL
+    properties: tuple[str, ...] = DEFAULT_HUBSPOT_PROPERTIES
+    subscription_types: tuple[str, ...] = ("contact.creation",)
+    tolerance: float = DEFAULT_TOLERANCE
+
+
+@dataclass(frozen=True, slots=True)
 class GoogleOptions:
     key: Secret
 
@@ -130,6 +163,7 @@ class NoneOptions:
 SourceOptions = (
     FacebookOptions
     | LinkedInOptions
+    | HubSpotOptions
     | GoogleOptions
     | TypeformOptions
     | HmacOptions
@@ -138,9 +172,19 @@ SourceOptions = (
     | NoneOptions
 )
 
-SOURCES = ("facebook", "linkedin", "google", "typeform", "hmac", "token", "standard", "none")
+SOURCES = (
+    "facebook",
+    "linkedin",
+    "hubspot",
+    "google",
+    "typeform",
+    "hmac",
+    "token",
+    "standard",
+    "none",
+)
 #: Options of the sources whose events carry only ids: the dispatcher reads the lead first.
-FETCHING = (FacebookOptions, LinkedInOptions)
+FETCHING = (FacebookOptions, LinkedInOptions, HubSpotOptions)
 
 
 @dataclass(frozen=True, slots=True)

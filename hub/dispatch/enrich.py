@@ -1,9 +1,9 @@
 """Enrichment for the dispatcher: the lead behind a notification that carries only ids.
 
-Facebook's ``leadgen`` change names a Graph lead; LinkedIn's lead notification names a
-form response. Each is read once and stored with the event (``set_enrichment``), so a
-retry, a replay or a restart never reads it again; a failed read retries the event on
-its target's schedule, or kills it when the lead is gone.
+Facebook's ``leadgen`` change names a Graph lead, LinkedIn's lead notification a form
+response, a HubSpot app's event a CRM object. Each is read once and stored with the event
+(``set_enrichment``), so a retry, a replay or a restart never reads it again; a failed read
+retries the event on its target's schedule, or kills it when the lead is gone.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from prometheus_client import Counter
 
-from hub.config.models import FacebookOptions, LinkedInOptions, RetrySchedule
+from hub.config.models import FacebookOptions, HubSpotOptions, LinkedInOptions, RetrySchedule
 from hub.dispatch.graph import Fetched, FetchOutcome, FetchRetry, merge_document
+from hub.dispatch.hubspot import merge_event
 from hub.dispatch.linkedin import merge_notification
 from hub.dispatch.retry import RetryPolicy
 from hub.store.models import Event
@@ -35,7 +36,9 @@ def graph_policy(d: Dispatcher, endpoint: str) -> RetryPolicy:
     return RetryPolicy(schedule, random=d.random)
 
 
-async def enrich(d: Dispatcher, event: Event, options: FacebookOptions | LinkedInOptions) -> Any:
+async def enrich(
+    d: Dispatcher, event: Event, options: FacebookOptions | LinkedInOptions | HubSpotOptions
+) -> Any:
     """The document the event's mappings see, or None once the event has been retried or
     killed."""
     notice = event.document if isinstance(event.document, dict) else {}
@@ -52,6 +55,16 @@ async def enrich(d: Dispatcher, event: Event, options: FacebookOptions | LinkedI
             logged={"response": urn},
         )
         return None if lead is None else merge_notification(lead, notice)
+    if isinstance(options, HubSpotOptions):
+        lead = await _stored_or_read(
+            d,
+            event,
+            lambda: d.hubspot.fetch_object(options, notice),
+            what="HubSpot object",
+            errors=d.metrics.hubspot_errors,
+            logged={"object_id": str(notice.get("objectId"))},
+        )
+        return None if lead is None else merge_event(lead, notice)
     leadgen_id = str(notice.get("leadgen_id") or "")
     lead = await _stored_or_read(
         d,

@@ -8,6 +8,7 @@
   reason (``token``, ``transient``, ``network``, ``server_error``, ``not_found``, ...).
 * ``leadhub_linkedin_fetch_errors_total{reason}``: failed LinkedIn form response reads, by
   reason (``token``, ``version``, ``network``, ``server_error``, ``not_found``, ...).
+* ``leadhub_hubspot_fetch_errors_total{reason}``: failed HubSpot CRM object reads, by reason.
 * ``leadhub_claim_loop_restarts_total``: times the claim loop started again after a bug
   (each also logged as ``claim_loop_failed`` with its traceback).
 * ``leadhub_dispatch_events_total{outcome}``: events the dispatcher finished with
@@ -54,6 +55,12 @@ class DispatchMetrics:
         self.linkedin_errors = Counter(
             "leadhub_linkedin_fetch_errors",
             "Failed LinkedIn form response reads, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.hubspot_errors = Counter(
+            "leadhub_hubspot_fetch_errors",
+            "Failed HubSpot CRM object reads, by reason.",
             ["reason"],
             registry=self.registry,
         )

@@ -3,7 +3,7 @@
 One claim loop, many lanes (``hub.dispatch.lane``)::
 
     claim due events (lease; paused and full targets left out)
-      → enrich (Facebook, LinkedIn: the lead behind the notification, read once and stored)
+      → enrich (Facebook, LinkedIn, HubSpot apps: the lead behind the notice, read once, stored)
       → map_document: Skip → skipped; Unmatched → unmatched; MappingError → dead
       → set_routes (target, mapping, lead keys: the whole claim in one write)
       → ordering (the whole claim in one read): an earlier pending event for the same
@@ -12,7 +12,7 @@ One claim loop, many lanes (``hub.dispatch.lane``)::
 
 Claims are no bigger than the room in the lanes that can send (a lane holds what it can send
 in a third of a lease at its smoothed call latency), so a backlog is never claimed only to be
-put back. Events that need no I/O to map (all but Facebook's and LinkedIn's) are mapped inline.
+put back. Events that need no I/O to map (all but those needing enrichment) are mapped inline.
 
 Use::
 
@@ -48,6 +48,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import FETCHING, Config, Target
 from hub.dispatch.enrich import enrich
 from hub.dispatch.graph import GraphClient
+from hub.dispatch.hubspot import HubSpotClient
 from hub.dispatch.lane import Item, Lane, still_ours
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
@@ -107,6 +108,7 @@ class Dispatcher:
         self.client: LeadSquaredClient
         self.graph: GraphClient
         self.linkedin: LinkedInClient
+        self.hubspot: HubSpotClient
         self.lanes: dict[str, Lane] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -124,6 +126,7 @@ class Dispatcher:
         self.client = LeadSquaredClient(self._http)
         self.graph = GraphClient(self._http)
         self.linkedin = LinkedInClient(self._http)
+        self.hubspot = HubSpotClient(self._http)
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
         self._stopping = False

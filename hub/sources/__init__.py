@@ -21,6 +21,7 @@ from hub.config.models import (
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
+    HubSpotOptions,
     LinkedInOptions,
     StandardOptions,
     TokenOptions,
@@ -39,6 +40,7 @@ from hub.sources.bodies import Skimmer
 from hub.sources.facebook import FacebookSource
 from hub.sources.google import GoogleSource
 from hub.sources.hmac_ import HmacSource
+from hub.sources.hubspot import HubSpotSource
 from hub.sources.linkedin import LinkedInSource
 from hub.sources.none import NoneSource
 from hub.sources.standard import StandardSource
@@ -102,6 +104,8 @@ def build_source(endpoint: Endpoint) -> Source:
         return FacebookSource(opts)
     if isinstance(opts, LinkedInOptions):
         return LinkedInSource(opts)
+    if isinstance(opts, HubSpotOptions):
+        return HubSpotSource(opts)
     if isinstance(opts, GoogleOptions):
         return GoogleSource(opts)
     if isinstance(opts, TypeformOptions):

@@ -47,6 +47,14 @@ client_secret: ${LI_SECRET}
 access_token: ${LI_TOKEN}
 api_url: api.linkedin.com/rest
 api_version: v2
+---
+kind: endpoint
+name: hs
+source: hubspot
+client_secret: ${LI_SECRET}
+webhook_url: hub.example.com/hooks/hs
+access_token: ${LI_TOKEN}
+properties: 5
 """
 
 MAPPINGS = """\
@@ -131,6 +139,8 @@ EXPECTED = [
     ("endpoints.yaml:29:", "'source' of endpoint 'open' is 'nonee'", "did you mean 'none'?"),
     ("endpoints.yaml:36:", "'api_url' 'api.linkedin.com/rest'", "must start with https://"),
     ("endpoints.yaml:37:", "'api_version' 'v2'", "YYYYMM like '202606'"),
+    ("endpoints.yaml:43:", "'webhook_url' 'hub.example.com/hooks/hs'", "https://hub.example.com"),
+    ("endpoints.yaml:45:", "'properties' must be a list of names", "[email, firstname]"),
     ("mappings.yml:1:", "mapping 'first' needs 'fields'", ""),
     ("mappings.yml:3:", "unknown key 'feilds'", "did you mean 'fields'?"),
     ("mappings.yml:7:", "endpoint 'froms'", "did you mean 'forms'?"),

@@ -1,7 +1,7 @@
 """Every shipped mapping end to end: a sender's fixture in, exactly the expected lead out.
 
 A real ``leadhub serve`` runs the shipped ``mappings/`` directory with its embedded
-sandbox; Facebook and LinkedIn leads are read from fake Graph and LinkedIn APIs. A second
+sandbox; Facebook, LinkedIn and HubSpot app leads are read from fake APIs. A second
 delivery of the same lead (a new delivery id) updates the lead rather than creating another.
 """
 
@@ -42,6 +42,7 @@ from tests.mappings.cases import DEMO_ENV
 from tests.support.server import free_port, leadhub_process, serve_in_thread
 
 GRAPH_LEAD = orjson.loads((FIXTURES / "facebook" / "graph_lead_full_fields.json").read_bytes())
+HUBSPOT_CONTACT = orjson.loads((FIXTURES / "hubspot" / "crm_contact.json").read_bytes())
 LINKEDIN_RESPONSE = orjson.loads((FIXTURES / "linkedin" / "lead_form_response.json").read_bytes())
 
 EXPECTED: dict[str, dict[str, str]] = {
@@ -188,6 +189,20 @@ EXPECTED: dict[str, dict[str, str]] = {
         "mx_Landing_Page": "https://www.example.com/book-a-demo",
         "mx_Submitted_On": "2025-11-06 10:25:11",
     },
+    "hubspot-crm": {
+        "FirstName": "Tunde",
+        "LastName": "Okafor",
+        "EmailAddress": "tunde.okafor@example.com",
+        "Phone": "+44-1174960321",
+        "Company": "Okafor Design Studio",
+        "JobTitle": "Founder",
+        "mx_City": "Bristol",
+        "mx_Country": "United Kingdom",
+        "Source": "HubSpot",
+        "SourceMedium": "organic",
+        "mx_HubSpot_Contact_Id": "96027715412",
+        "mx_Submitted_On": "2025-11-08 12:35:31",
+    },
     "linkedin": {
         "FirstName": "Kwame",
         "LastName": "Asante",
@@ -253,6 +268,10 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "hubspot":  # signed again: a HubSpot timestamp is good for 5 minutes
         body, headers = fixture("hubspot", "workflow_contact")
         return "/hooks/hubspot", body, hubspot_headers(body, headers)
+    if sender == "hubspot-crm":  # signed again for now, with the app's target URL
+        body, headers = fixture("hubspot", "app_events")
+        url = DEMO_ENV["HUBSPOT_CRM_WEBHOOK_URL"]
+        return "/hooks/hubspot-crm", body, hubspot_headers(body, headers, url=url)
     if sender == "jotform":
         body, headers = fixture("jotform", "submission_basic")
         return f"/hooks/jotform?token={quote(DEMO_ENV['JOTFORM_TOKEN'])}", body, headers
@@ -286,6 +305,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         document["payload"]["id"] = "6729a1b2c3d4e5f6071829ff"
     elif sender == "linkedin":  # the member submitted the form again: another response
         document["leadGenFormResponse"] = "urn:li:leadGenFormResponse:0a9b8c7d-resent-1"
+    elif sender == "hubspot-crm":  # the contact was created again (another event and object)
+        document = [{**document[0], "eventId": 3271499999, "objectId": 96027719999}]
     elif sender == "hubspot":  # no delivery id: the contact submitting again is another body
         document["form-submissions"][0]["timestamp"] += 60_000
     new_body = json.dumps(document).encode()
@@ -301,6 +322,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         headers = hubspot_headers(new_body, headers)
     if sender == "linkedin":
         headers = {**headers, "X-LI-Signature": linkedin_signature(new_body)}
+    if sender == "hubspot-crm":
+        headers = hubspot_headers(new_body, headers, url=DEMO_ENV["HUBSPOT_CRM_WEBHOOK_URL"])
     if sender == "facebook":
         headers = {k: v for k, v in headers.items() if k != "X-Hub-Signature"}
         headers["X-Hub-Signature-256"] = facebook_signature(new_body)
@@ -320,13 +343,21 @@ async def _linkedin_response(request: Request) -> Response:
     return JSONResponse({**LINKEDIN_RESPONSE, "id": request.path_params["ident"]})
 
 
+async def _hubspot_contact(request: Request) -> Response:
+    if request.headers.get("authorization") != f"Bearer {DEMO_ENV['HUBSPOT_ACCESS_TOKEN']}":
+        return JSONResponse({"status": "error", "message": "bad token"}, status_code=401)
+    return JSONResponse({**HUBSPOT_CONTACT, "id": request.path_params["object_id"]})
+
+
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``leadhub serve`` on the shipped mappings, with fake Graph and LinkedIn APIs."""
+    """A real ``leadhub serve`` on the shipped mappings, with fake Graph, LinkedIn and HubSpot
+    APIs."""
     graph = Starlette(
         routes=[
             Route("/v21.0/{lead_id}", _graph_lead),
             Route("/rest/leadFormResponses/{ident}", _linkedin_response),
+            Route("/crm/v3/objects/contacts/{object_id}", _hubspot_contact),
         ]
     )
     work: Path = tmp_path_factory.mktemp("e2e")
@@ -346,6 +377,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             **DEMO_ENV,
             "FB_GRAPH_URL": f"{graph_url}/v21.0",
             "LINKEDIN_API_URL": f"{graph_url}/rest",
+            "HUBSPOT_API_URL": graph_url,
         }
         with leadhub_process(args, ready_url=f"{base}/healthz", env=env) as proc:
             yield base

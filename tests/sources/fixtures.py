@@ -13,6 +13,7 @@ from hub.config.models import (
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
+    HubSpotOptions,
     LinkedInOptions,
     NoneOptions,
     StandardOptions,
@@ -37,6 +38,9 @@ URL_TOKEN = "url-token-for-form-senders"
 HMAC_SECRET = "hmac-test-secret-4242"
 LINKEDIN_SECRET = "li_test_client_secret_5d6e7f"
 LINKEDIN_TOKEN = "li-access-token-never-logged"
+HUBSPOT_SECRET = "hs_test_client_secret_3e4f5a"
+HUBSPOT_TOKEN = "hs-access-token-never-logged"
+HUBSPOT_URL = "http://127.0.0.1:8000/hooks/hubspot-crm"  # the app fixture's target URL
 #: Every secret the test endpoints use: none of them may ever show up in a log line.
 ALL_SECRETS = (
     FB_APP_SECRET,
@@ -52,6 +56,8 @@ ALL_SECRETS = (
     HMAC_SECRET,
     LINKEDIN_SECRET,
     LINKEDIN_TOKEN,
+    HUBSPOT_SECRET,
+    HUBSPOT_TOKEN,
 )
 #: The Standard Webhooks fixture's timestamp: tests freeze the clock here.
 STANDARD_TIME = 1761914821.0
@@ -71,6 +77,15 @@ def endpoints() -> dict[str, Endpoint]:
             "linkedin",
             LinkedInOptions(
                 client_secret=Secret(LINKEDIN_SECRET), access_token=Secret(LINKEDIN_TOKEN)
+            ),
+        ),
+        Endpoint(
+            "hubspot-crm",
+            "hubspot",
+            HubSpotOptions(
+                client_secret=Secret(HUBSPOT_SECRET),
+                webhook_url=HUBSPOT_URL,
+                access_token=Secret(HUBSPOT_TOKEN),
             ),
         ),
         Endpoint("google", "google", GoogleOptions(key=Secret(GOOGLE_KEY))),
@@ -144,6 +159,7 @@ ACCEPTED = [
     ("facebook", "leadgen_notification_batched_mixed_types", "facebook", ""),
     ("facebook", "leadgen_notification_testing_tool", "facebook", ""),
     ("linkedin", "lead_notification", "linkedin", ""),
+    ("hubspot", "app_events", "hubspot-crm", ""),
     ("google_ads", "lead_full", "google", ""),
     ("google_ads", "lead_full_duplicate_delivery", "google", ""),
     ("google_ads", "lead_send_test_data", "google", ""),
@@ -172,9 +188,12 @@ SIGNATURE_HEADERS = frozenset(
         "x-hub-signature-256",
         "x-hub-signature",
         "x-li-signature",
+        "x-hubspot-signature-v3",
         "typeform-signature",
         "webhook-signature",
     }
 )
 #: Fixtures whose check is a signature over the body (a flipped byte must fail them).
-SIGNED = [d for d in ACCEPTED if d[2] in ("facebook", "linkedin", "typeform", "standard")]
+SIGNED = [
+    d for d in ACCEPTED if d[2] in ("facebook", "linkedin", "hubspot-crm", "typeform", "standard")
+]

@@ -76,6 +76,7 @@ def test_wrong_secrets_reject_the_fixtures() -> None:
         field = {
             "facebook": "app_secret",
             "linkedin": "client_secret",
+            "hubspot-crm": "client_secret",
             "typeform": "secret",
             "standard": "secret",
         }[d.endpoint]
@@ -204,6 +205,39 @@ def test_linkedin_challenge_is_answered_under_the_client_secret() -> None:
     assert orjson.loads(answer.body) == {"challengeCode": code, "challengeResponse": expected}
     missing = source.handshake(Incoming("GET", {}, b"", b"applicationId=77"))
     assert missing is not None and missing.status == 400
+
+
+def test_hubspot_app_events_of_the_subscribed_types_are_events() -> None:
+    """Of an array of thin events, those of the configured subscription types are events,
+    named by type, object and event id; the others are dropped. Not an array: 400."""
+    d = fx.load("hubspot", "app_events", "hubspot-crm")
+    (created,) = run(d)
+    assert created.natural_id == "contact.creation:96027715412:3271496810"
+    assert created.document["objectId"] == 96027715412
+    source = build_source(ENDPOINTS["hubspot-crm"])
+    with pytest.raises(BodyError, match="expected a JSON array"):
+        source.split(request_for(d), {"eventId": 1})
+    with pytest.raises(BodyError, match="no 'objectId'"):
+        source.split(request_for(d), [{"subscriptionType": "contact.creation", "eventId": 1}])
+    assert source.split(request_for(d), [{"subscriptionType": "deal.creation"}, 7]) == []
+
+
+def test_hubspot_app_signature_covers_the_target_url_and_the_time() -> None:
+    """The v3 signature is over POST + the configured URL + body + timestamp: another URL,
+    or a timestamp moved after signing, or one older than 5 minutes, fails."""
+    from dataclasses import replace
+
+    d = fx.load("hubspot", "app_events", "hubspot-crm")
+    endpoint = ENDPOINTS["hubspot-crm"]
+    options: Any = endpoint.options
+    elsewhere = replace(options, webhook_url="https://hub.example.com/x")
+    with pytest.raises(VerificationError, match="does not match"):
+        build_source(replace(endpoint, options=elsewhere)).verify(request_for(d), fx.STANDARD_TIME)
+    moved = request_for(d, x_hubspot_request_timestamp="1761914821001")
+    with pytest.raises(VerificationError, match="does not match"):
+        run(d, moved)
+    with pytest.raises(VerificationError, match="tolerance"):
+        run(d, now=fx.STANDARD_TIME + 301)
 
 
 def test_google_rejects_an_empty_or_wrong_key() -> None:
