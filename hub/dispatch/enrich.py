@@ -15,9 +15,8 @@ import structlog
 from prometheus_client import Counter
 
 from hub.config.models import FacebookOptions, HubSpotOptions, LinkedInOptions, RetrySchedule
-from hub.dispatch.graph import Fetched, FetchOutcome, FetchRetry, merge_document
-from hub.dispatch.hubspot import merge_event
-from hub.dispatch.linkedin import merge_notification
+from hub.dispatch.fetch import Fetched, FetchOutcome, FetchRetry, merge_missing
+from hub.dispatch.graph import merge_document
 from hub.dispatch.retry import RetryPolicy
 from hub.store.models import Event
 
@@ -54,7 +53,7 @@ async def enrich(
             errors=d.metrics.linkedin_errors,
             logged={"response": urn},
         )
-        return None if lead is None else merge_notification(lead, notice)
+        return None if lead is None else merge_missing(lead, notice)
     if isinstance(options, HubSpotOptions):
         lead = await _stored_or_read(
             d,
@@ -64,7 +63,7 @@ async def enrich(
             errors=d.metrics.hubspot_errors,
             logged={"object_id": str(notice.get("objectId"))},
         )
-        return None if lead is None else merge_event(lead, notice)
+        return None if lead is None else merge_missing(lead, notice)
     leadgen_id = str(notice.get("leadgen_id") or "")
     lead = await _stored_or_read(
         d,

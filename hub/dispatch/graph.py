@@ -2,14 +2,14 @@
 
 A Facebook notification only says that lead ``leadgen_id`` exists; its fields are
 read with ``GET {graph_url}/{leadgen_id}?fields=...&access_token=<page token>``.
-The outcome is one of:
+The outcome is one of :mod:`hub.dispatch.fetch`'s:
 
-- :class:`Fetched`: the Graph lead object.
-- :class:`FetchRetry`: network errors, 5xx, Graph's transient codes (1, 2, 4, 17,
+- ``Fetched``: the Graph lead object.
+- ``FetchRetry``: network errors, 5xx, Graph's transient codes (1, 2, 4, 17,
   32, 341, 613, or ``is_transient``) and expired/invalid tokens (code 190: a
   human must refresh the page token; until then the lead waits and the event's
   last error says why).
-- :class:`FetchDead`: the lead no longer exists (HTTP 404 or Graph code 100).
+- ``FetchDead``: the lead no longer exists (HTTP 404 or Graph code 100).
 
 The page access token is a secret: it goes in the query as Graph expects, but it
 never appears in a reason, a log line or an exception message (every reason is
@@ -18,15 +18,14 @@ also scrubbed of it, in case Graph echoes it back).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 import orjson
 
 from hub.config.models import FacebookOptions
-from hub.dispatch.leadsquared import transport_reason
+from hub.dispatch.fetch import FetchDead, Fetched, FetchOutcome, FetchRetry, read_lead
 
 #: Graph error codes that mean "try again later" (throttling, temporary outages).
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
@@ -37,32 +36,6 @@ CHANGE_KEYS = ("page_id", "form_id", "ad_id", "adgroup_id", "leadgen_id", "creat
 _EXCERPT = 200
 
 
-@dataclass(frozen=True, slots=True)
-class Fetched:
-    """The Graph lead object."""
-
-    lead: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class FetchRetry:
-    """A transient failure; ``kind`` is a short label for metrics (``token``, ``network``...)."""
-
-    reason: str
-    kind: str
-
-
-@dataclass(frozen=True, slots=True)
-class FetchDead:
-    """The lead cannot be fetched, ever (deleted, or not a lead id)."""
-
-    reason: str
-    kind: str
-
-
-FetchOutcome = Fetched | FetchRetry | FetchDead
-
-
 def merge_document(lead: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
     """The document Facebook mappings see: the lead plus the change keys it lacks."""
     document = dict(lead)
@@ -70,34 +43,6 @@ def merge_document(lead: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
         if key in change and document.get(key) in (None, ""):
             document[key] = change[key]
     return document
-
-
-def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:
-    """``outcome`` with ``token`` masked in its reason, in case a server echoes it back."""
-    if not token or isinstance(outcome, Fetched):
-        return outcome
-    return type(outcome)(outcome.reason.replace(token, "**********"), outcome.kind)
-
-
-async def read_lead(
-    http: httpx.AsyncClient,
-    url: str,
-    *,
-    token: str,
-    classify: Callable[[int, bytes], FetchOutcome],
-    url_option: str,
-    timeout: float,
-    **request: Any,
-) -> FetchOutcome:
-    """GET ``url`` (``request``: its params or headers) and classify the answer; a network
-    failure or a bad ``url_option`` is a retry. ``token`` is masked in every reason."""
-    try:
-        response = await http.get(url, timeout=timeout, **request)
-    except httpx.TransportError as exc:
-        return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
-    except httpx.InvalidURL as exc:
-        return scrubbed(FetchRetry(f"{url_option} is invalid: {exc}", "config"), token)
-    return scrubbed(classify(response.status_code, response.content), token)
 
 
 def classify_graph(status: int, content: bytes) -> FetchOutcome:

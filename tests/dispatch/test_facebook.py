@@ -15,7 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub.config.models import FacebookOptions
-from hub.dispatch.graph import FetchDead, Fetched, FetchRetry, GraphClient, merge_document
+from hub.dispatch.fetch import FetchDead, Fetched, FetchRetry
+from hub.dispatch.graph import GraphClient, merge_document
 from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (

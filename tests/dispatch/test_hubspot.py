@@ -16,8 +16,8 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from hub.config.models import HubSpotOptions
-from hub.dispatch.graph import FetchDead, Fetched, FetchRetry
-from hub.dispatch.hubspot import HubSpotClient, merge_event
+from hub.dispatch.fetch import FetchDead, Fetched, FetchRetry, merge_missing
+from hub.dispatch.hubspot import HubSpotClient
 from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (
@@ -117,7 +117,7 @@ fields:
 
 
 def test_merge_adds_the_event_keys_the_object_lacks() -> None:
-    merged = merge_event({"id": "7", "properties": {}}, _event(7))
+    merged = merge_missing({"id": "7", "properties": {}}, _event(7))
     assert merged["id"] == "7"
     assert merged["portalId"] == 4815162
     assert merged["subscriptionType"] == "contact.creation"

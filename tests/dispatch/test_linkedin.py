@@ -16,8 +16,8 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from hub.config.models import LinkedInOptions
-from hub.dispatch.graph import FetchDead, Fetched, FetchRetry
-from hub.dispatch.linkedin import LinkedInClient, merge_notification, response_id
+from hub.dispatch.fetch import FetchDead, Fetched, FetchRetry, merge_missing
+from hub.dispatch.linkedin import LinkedInClient, response_id
 from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (
@@ -132,7 +132,7 @@ def test_a_urn_names_its_response_id() -> None:
 
 
 def test_merge_adds_the_notification_keys_the_response_lacks() -> None:
-    merged = merge_notification({"id": "r1", "leadType": "SPONSORED"}, _notice("r1"))
+    merged = merge_missing({"id": "r1", "leadType": "SPONSORED"}, _notice("r1"))
     assert merged["id"] == "r1"
     assert merged["leadAction"] == "CREATED"
     assert merged["leadGenFormResponse"] == "urn:li:leadGenFormResponse:r1"

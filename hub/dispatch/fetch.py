@@ -1,0 +1,136 @@
+"""What the enrichment clients share: the outcome of a lead read, and how one is made.
+
+Facebook's Graph API (:mod:`hub.dispatch.graph`), LinkedIn's REST API
+(:mod:`hub.dispatch.linkedin`) and HubSpot's CRM API (:mod:`hub.dispatch.hubspot`) are
+each read with one GET (:func:`read_lead`), whose answer becomes :class:`Fetched`,
+:class:`FetchRetry` or :class:`FetchDead`; the token of the read is masked in every
+reason. LinkedIn's and HubSpot's answers are classified alike (:func:`classify_rest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from hub.dispatch.leadsquared import transport_reason
+
+_EXCERPT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """The lead object the API answered."""
+
+    lead: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRetry:
+    """A transient failure; ``kind`` is a short label for metrics (``token``, ``network``...)."""
+
+    reason: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchDead:
+    """The lead cannot be fetched, ever (deleted, or not a lead id)."""
+
+    reason: str
+    kind: str
+
+
+FetchOutcome = Fetched | FetchRetry | FetchDead
+
+
+def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:
+    """``outcome`` with ``token`` masked in its reason, in case a server echoes it back."""
+    if not token or isinstance(outcome, Fetched):
+        return outcome
+    return type(outcome)(outcome.reason.replace(token, "**********"), outcome.kind)
+
+
+async def read_lead(
+    http: httpx.AsyncClient,
+    url: str,
+    *,
+    token: str,
+    classify: Callable[[int, bytes], FetchOutcome],
+    url_option: str,
+    timeout: float,
+    **request: Any,
+) -> FetchOutcome:
+    """GET ``url`` (``request``: its params or headers) and classify the answer; a network
+    failure or a bad ``url_option`` is a retry. ``token`` is masked in every reason."""
+    try:
+        response = await http.get(url, timeout=timeout, **request)
+    except httpx.TransportError as exc:
+        return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
+    except httpx.InvalidURL as exc:
+        return scrubbed(FetchRetry(f"{url_option} is invalid: {exc}", "config"), token)
+    return scrubbed(classify(response.status_code, response.content), token)
+
+
+def message_with(key: str, prefix: str = "") -> Callable[[dict[str, Any]], str | None]:
+    """A ``describe`` for :func:`classify_rest`: an error body's ``message``, followed by
+    its ``key`` in brackets when it has one (``(serviceErrorCode 100)``)."""
+
+    def describe(body: dict[str, Any]) -> str | None:
+        if "message" not in body:
+            return None
+        value = body.get(key)
+        return str(body["message"])[:_EXCERPT] + (f" ({prefix}{value})" if value else "")
+
+    return describe
+
+
+def classify_rest(
+    status: int,
+    content: bytes,
+    *,
+    describe: Callable[[dict[str, Any]], str | None],
+    token_advice: str,
+    missing: str,
+    advice: Mapping[int, tuple[str, str]] | None = None,
+) -> FetchOutcome:
+    """The outcome of one read from a REST API answering JSON (LinkedIn's, HubSpot's).
+
+    A 2xx object is the lead. 401/403 (``token_advice`` says what to fix) and the statuses
+    in ``advice`` (``status: (what to fix, kind)``) are retried, for a human to act on; so
+    are 429 and 5xx. 404 (``missing``) and other refusals are final. ``describe`` turns an
+    error body into its detail (None: the raw text is shown instead).
+    """
+    try:
+        body: Any = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        body = None
+    if 200 <= status < 300 and isinstance(body, dict):
+        return Fetched(body)
+    detail = describe(body) if isinstance(body, dict) else None
+    if detail is None:
+        detail = content.decode("utf-8", "replace").strip()[:_EXCERPT] or "(empty body)"
+    label = f"HTTP {status}: {detail}"
+    if status in (401, 403):
+        return FetchRetry(f"{label}; {token_advice}", "token")
+    if advice and status in advice:
+        fix, kind = advice[status]
+        return FetchRetry(f"{label}; {fix}", kind)
+    if status == 404:
+        return FetchDead(f"{label}; {missing}", "not_found")
+    if status == 429 or status >= 500:
+        return FetchRetry(label, "server_error")
+    if 200 <= status < 300:
+        return FetchRetry(f"HTTP {status} with an unexpected body: {detail}", "bad_answer")
+    return FetchDead(label, "rejected")
+
+
+def merge_missing(lead: Mapping[str, Any], notice: Mapping[str, Any]) -> dict[str, Any]:
+    """The lead plus every key of the notice it lacks (LinkedIn's and HubSpot's documents)."""
+    document = dict(lead)
+    for key, value in notice.items():
+        document.setdefault(key, value)
+    return document
