@@ -8,6 +8,7 @@ retries the event on its target's schedule, or kills it when the lead is gone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,39 +42,26 @@ async def enrich(
     """The document the event's mappings see, or None once the event has been retried or
     killed."""
     notice = event.document if isinstance(event.document, dict) else {}
+    merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = merge_missing
+    read: Callable[[], Awaitable[FetchOutcome]]
     if isinstance(options, LinkedInOptions):
         if notice.get("leadAction", "CREATED") != "CREATED":
             return notice  # DELETED: there is no response to read; mappings skip it
         urn = str(notice.get("leadGenFormResponse") or "")
-        lead = await _stored_or_read(
-            d,
-            event,
-            lambda: d.linkedin.fetch_response(options, urn),
-            what="LinkedIn form response",
-            errors=d.metrics.linkedin_errors,
-            logged={"response": urn},
-        )
-        return None if lead is None else merge_missing(lead, notice)
-    if isinstance(options, HubSpotOptions):
-        lead = await _stored_or_read(
-            d,
-            event,
-            lambda: d.hubspot.fetch_object(options, notice),
-            what="HubSpot object",
-            errors=d.metrics.hubspot_errors,
-            logged={"object_id": str(notice.get("objectId"))},
-        )
-        return None if lead is None else merge_missing(lead, notice)
-    leadgen_id = str(notice.get("leadgen_id") or "")
-    lead = await _stored_or_read(
-        d,
-        event,
-        lambda: d.graph.fetch_lead(options, leadgen_id),
-        what="Facebook lead",
-        errors=d.metrics.graph_errors,
-        logged={"leadgen_id": leadgen_id},
-    )
-    return None if lead is None else merge_document(lead, notice)
+        read = functools.partial(d.linkedin.fetch_response, options, urn)
+        what, errors = "LinkedIn form response", d.metrics.linkedin_errors
+        logged = {"response": urn}
+    elif isinstance(options, HubSpotOptions):
+        read = functools.partial(d.hubspot.fetch_object, options, notice)
+        what, errors = "HubSpot object", d.metrics.hubspot_errors
+        logged = {"object_id": str(notice.get("objectId"))}
+    else:
+        leadgen_id = str(notice.get("leadgen_id") or "")
+        read = functools.partial(d.graph.fetch_lead, options, leadgen_id)
+        what, errors, logged = "Facebook lead", d.metrics.graph_errors, {"leadgen_id": leadgen_id}
+        merge = merge_document
+    lead = await _stored_or_read(d, event, read, what=what, errors=errors, logged=logged)
+    return None if lead is None else merge(lead, notice)
 
 
 async def _stored_or_read(
