@@ -34,7 +34,7 @@ from tests.dispatch.support import (
     wait_for,
     write_config,
 )
-from tests.support.server import free_port, serve_in_thread
+from tests.support.server import serve_in_thread
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "hubspot"
 EVENTS = orjson.loads((FIXTURES / "app_events.json").read_bytes())
@@ -156,15 +156,6 @@ async def test_read_failures_are_classified_and_never_show_the_token(
     assert not isinstance(outcome, Fetched)
     assert (outcome.kind, token in outcome.reason) == (kind, False)
     assert says in outcome.reason
-
-
-async def test_an_unreachable_api_is_retried() -> None:
-    options = _options(f"http://127.0.0.1:{free_port()}", token="pat-secret-5")
-    async with httpx.AsyncClient() as http:
-        outcome = await HubSpotClient(http).fetch_object(options, _event(1))
-    assert isinstance(outcome, FetchRetry)
-    assert outcome.kind == "network"
-    assert "pat-secret-5" not in outcome.reason
 
 
 async def test_an_event_is_read_once_merged_stored_and_sent(

@@ -34,7 +34,7 @@ from tests.dispatch.support import (
     wait_for,
     write_config,
 )
-from tests.support.server import free_port, serve_in_thread
+from tests.support.server import serve_in_thread
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "linkedin"
 NOTICE = orjson.loads((FIXTURES / "lead_notification.json").read_bytes())
@@ -190,15 +190,6 @@ async def test_read_failures_are_classified_and_never_show_the_token(
     assert outcome.kind == kind
     assert says in outcome.reason
     assert token not in outcome.reason
-
-
-async def test_an_unreachable_api_is_retried() -> None:
-    options = _options(f"http://127.0.0.1:{free_port()}/rest", token="AQX-secret-5")
-    async with httpx.AsyncClient() as http:
-        outcome = await LinkedInClient(http).fetch_response(options, "r1")
-    assert isinstance(outcome, FetchRetry)
-    assert outcome.kind == "network"
-    assert "AQX-secret-5" not in outcome.reason
 
 
 async def test_a_notification_is_read_once_merged_stored_and_sent(
