@@ -89,6 +89,8 @@ class Source(Protocol):
     kind: str
     #: Lower-case header names that carry credentials for this endpoint: never stored or logged.
     credential_headers: frozenset[str]
+    #: Whether one delivery may hold several leads (the answer then lists every event id).
+    batches: bool
 
     def verify(self, request: Incoming, now: float) -> None:
         """Check the raw request; raise :class:`VerificationError` with the reason if it fails."""
@@ -153,6 +155,8 @@ def check_timestamp(raw: str | None, *, now: float, tolerance: float, unit: str 
 
 class NoHandshake:
     """Mixin for sources without a GET handshake."""
+
+    batches = False
 
     def handshake(self, request: Incoming) -> Handshake | None:
         return None

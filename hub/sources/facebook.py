@@ -44,6 +44,7 @@ class FacebookSource:
 
     kind = "facebook"
     credential_headers = frozenset({SIGNATURE_256, SIGNATURE_SHA1})
+    batches = True
 
     def __init__(self, options: FacebookOptions) -> None:
         self.options = options

@@ -29,6 +29,7 @@ class HubSpotSource(NoHandshake):
 
     kind = "hubspot"
     credential_headers = frozenset({SIGNATURE, "x-hubspot-signature"})
+    batches = True
 
     def __init__(self, options: HubSpotOptions) -> None:
         self.options = options

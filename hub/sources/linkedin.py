@@ -31,6 +31,7 @@ class LinkedInSource:
 
     kind = "linkedin"
     credential_headers = frozenset({SIGNATURE})
+    batches = False
 
     def __init__(self, options: LinkedInOptions) -> None:
         self.options = options

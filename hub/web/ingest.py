@@ -10,9 +10,9 @@ path. GET answers the sender's handshake (Facebook) or 405.
 
 Answers (JSON unless noted):
 
-* 200 ``{"status":"accepted","id":N}`` once stored; a Facebook endpoint also
-  answers ``"ids":[...]`` (new event ids, in order; ``[]`` for a notification
-  without leadgen changes) and ``"duplicates":K`` when part of a batch was known.
+* 200 ``{"status":"accepted","id":N}`` once stored; a source whose deliveries batch
+  leads (Facebook, HubSpot apps) also answers ``"ids":[...]`` (new event ids, in order;
+  ``[]`` when none is a lead) and ``"duplicates":K`` when part of a batch was known.
 * 200 ``{"status":"duplicate","id":N}`` when every event was already stored.
 * 401 ``{"error":"unauthorized"}``, never saying why (the log says it).
 * 404 unknown endpoint, 405 method, 413 too large, 415 content type, 400 body.
@@ -351,7 +351,7 @@ class Ingest:
                 extra,
             )
         answer: dict[str, Any] = {"status": "accepted", "id": new[0]}
-        if route.endpoint.source == "facebook":
+        if route.source.batches:
             answer["ids"] = new
             if len(new) < len(results):
                 answer["duplicates"] = len(results) - len(new)

@@ -165,6 +165,39 @@ def test_facebook_handshake_over_http(hub: Hub) -> None:
     assert "1158201444" not in bad.text
 
 
+def test_a_hubspot_batch_answers_every_new_event_id(hub: Hub) -> None:
+    """Two contact.creation events in one signed HubSpot delivery are two events, both
+    ids in the answer; sent again with a third, only the third is new."""
+    import base64
+    import hashlib
+    import hmac
+
+    def post(events: list[dict[str, object]]) -> dict[str, object]:
+        body = json.dumps(events).encode()
+        stamp = str(int(fx.STANDARD_TIME * 1000))
+        signed = b"POST" + fx.HUBSPOT_URL.encode() + body + stamp.encode()
+        mac = hmac.new(fx.HUBSPOT_SECRET.encode(), signed, hashlib.sha256).digest()
+        headers = {
+            "content-type": "application/json",
+            "x-hubspot-request-timestamp": stamp,
+            "x-hubspot-signature-v3": base64.b64encode(mac).decode(),
+        }
+        answer: dict[str, object] = hub.client.post(
+            "/hooks/hubspot-crm", content=body, headers=headers
+        ).json()
+        return answer
+
+    def event(n: int) -> dict[str, object]:
+        return {"eventId": n, "subscriptionType": "contact.creation", "objectId": 100 + n}
+
+    first = post([event(1), event(2)])
+    stored = [e.id for e in sorted(hub.events(), key=lambda e: e.id)]
+    assert first == {"status": "accepted", "id": stored[0], "ids": stored}
+    second = post([event(1), event(2), event(3)])
+    (third,) = (e.id for e in hub.events() if e.id not in stored)
+    assert second == {"status": "accepted", "id": third, "ids": [third], "duplicates": 2}
+
+
 def test_linkedin_challenge_over_http(hub: Hub) -> None:
     """LinkedIn's validation GET gets the code back with its HMAC as JSON; without a code,
     400; a notification is stored once per response and action, its repeat a duplicate."""
