@@ -151,6 +151,21 @@ def all_in(state: State, store: EventStore, ids: list[int]) -> Callable[[], Awai
     return check
 
 
+class RecordedReads:
+    """What a fake lead API (Graph, LinkedIn, HubSpot) was asked: one entry per read, with
+    the ``id`` read and what the test wants to check (query, headers)."""
+
+    def __init__(self) -> None:
+        self.reads: list[dict[str, Any]] = []
+
+    def record(self, ident: str, **seen: Any) -> None:
+        self.reads.append({"id": ident, **seen})
+
+    def count(self, ident: str) -> int:
+        """How many times ``ident`` was read."""
+        return sum(1 for read in self.reads if read["id"] == ident)
+
+
 def retried(store: EventStore, event_id: int, attempts: int = 2) -> Callable[[], Awaitable[bool]]:
     """A check: the event is ``retrying`` after at least ``attempts`` attempts."""
 

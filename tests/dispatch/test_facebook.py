@@ -21,6 +21,7 @@ from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (
     KEYS,
+    RecordedReads,
     all_in,
     enqueue,
     opened_store,
@@ -49,15 +50,12 @@ NO_MAIL = {
 }
 
 
-class FakeGraph:
-    """A Graph API double: leads by id, 190 for any token but the good one, counts fetches."""
-
-    def __init__(self) -> None:
-        self.fetches: list[dict[str, Any]] = []
+class FakeGraph(RecordedReads):
+    """A Graph API double: leads by id, 190 for any token but the good one, counts reads."""
 
     async def lead(self, request: Request) -> Response:
         lead_id = request.path_params["lead_id"]
-        self.fetches.append({"id": lead_id, **dict(request.query_params)})
+        self.record(lead_id, **request.query_params)
         if request.query_params.get("access_token") != GOOD_TOKEN:
             return JSONResponse(EXPIRED, status_code=400)
         if lead_id == LEAD["id"]:
@@ -79,9 +77,6 @@ class FakeGraph:
             }
             return JSONResponse(body, status_code=400)
         return Response(b"", status_code=404)
-
-    def count(self, lead_id: str) -> int:
-        return sum(1 for f in self.fetches if f["id"] == lead_id)
 
 
 @pytest.fixture
@@ -149,7 +144,7 @@ async def test_graph_client_reads_the_lead_with_fields_and_token(
     async with httpx.AsyncClient() as http:
         outcome = await GraphClient(http).fetch_lead(_options(url), LEAD["id"])
     assert outcome == Fetched(LEAD)
-    assert fake.fetches[-1] == {
+    assert fake.reads[-1] == {
         "id": LEAD["id"],
         "fields": "id,field_data,campaign_name",
         "access_token": GOOD_TOKEN,

@@ -22,6 +22,7 @@ from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (
     KEYS,
+    RecordedReads,
     all_in,
     enqueue,
     opened_store,
@@ -49,16 +50,13 @@ ERRORS: dict[str, tuple[int, bytes]] = {
 }
 
 
-class FakeCrm:
+class FakeCrm(RecordedReads):
     """A HubSpot CRM double: the fixture's contact for any id, 401 for any token but the
     good one (echoing it), the errors above; it records each read."""
 
-    def __init__(self) -> None:
-        self.reads: list[dict[str, str]] = []
-
     async def contact(self, request: Request) -> Response:
         object_id = request.path_params["object_id"]
-        self.reads.append({"id": object_id, **request.query_params})
+        self.record(object_id, **request.query_params)
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if token != GOOD_TOKEN:
             body = {"status": "error", "message": f"Authentication credentials {token} invalid"}
@@ -67,9 +65,6 @@ class FakeCrm:
             status, content = ERRORS[object_id]
             return Response(content, status_code=status, media_type="application/json")
         return JSONResponse({**CONTACT, "id": object_id})
-
-    def count(self, object_id: str) -> int:
-        return sum(1 for r in self.reads if r["id"] == object_id)
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (
     KEYS,
+    RecordedReads,
     all_in,
     enqueue,
     opened_store,
@@ -55,16 +56,13 @@ ERRORS: dict[str, tuple[int, bytes]] = {
 }
 
 
-class FakeLinkedIn:
+class FakeLinkedIn(RecordedReads):
     """A LinkedIn REST double: the fixture's response for any id, 401 for any token but the
     good one (its message echoing the token), the errors above; it records each read."""
 
-    def __init__(self) -> None:
-        self.reads: list[dict[str, str]] = []
-
     async def response(self, request: Request) -> Response:
         ident = request.path_params["ident"]
-        self.reads.append({"id": ident, **{k.lower(): v for k, v in request.headers.items()}})
+        self.record(ident, **{k.lower(): v for k, v in request.headers.items()})
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if token != GOOD_TOKEN:
             message = f"Invalid access token {token}"
@@ -73,9 +71,6 @@ class FakeLinkedIn:
             status, body = ERRORS[ident]
             return Response(body, status_code=status, media_type="application/json")
         return JSONResponse({**RESPONSE, "id": ident})
-
-    def count(self, ident: str) -> int:
-        return sum(1 for r in self.reads if r["id"] == ident)
 
 
 @pytest.fixture
