@@ -18,7 +18,7 @@ import orjson
 
 from hub.dispatch.leadsquared import transport_reason
 
-_EXCERPT = 200
+EXCERPT = 200  # characters of an error body kept in a reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def message_with(key: str, prefix: str = "") -> Callable[[dict[str, Any]], str |
         if "message" not in body:
             return None
         value = body.get(key)
-        return str(body["message"])[:_EXCERPT] + (f" ({prefix}{value})" if value else "")
+        return str(body["message"])[:EXCERPT] + (f" ({prefix}{value})" if value else "")
 
     return describe
 
@@ -112,7 +112,7 @@ def classify_rest(
         return Fetched(body)
     detail = describe(body) if isinstance(body, dict) else None
     if detail is None:
-        detail = content.decode("utf-8", "replace").strip()[:_EXCERPT] or "(empty body)"
+        detail = content.decode("utf-8", "replace").strip()[:EXCERPT] or "(empty body)"
     label = f"HTTP {status}: {detail}"
     if status in (401, 403):
         return FetchRetry(f"{label}; {token_advice}", "token")

@@ -25,7 +25,7 @@ import httpx
 import orjson
 
 from hub.config.models import FacebookOptions
-from hub.dispatch.fetch import FetchDead, Fetched, FetchOutcome, FetchRetry, read_lead
+from hub.dispatch.fetch import EXCERPT, FetchDead, Fetched, FetchOutcome, FetchRetry, read_lead
 
 #: Graph error codes that mean "try again later" (throttling, temporary outages).
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
@@ -33,7 +33,6 @@ TOKEN_CODE = 190
 NOT_FOUND_CODE = 100
 #: The notification keys a mapping may rely on, added to the lead where it lacks them.
 CHANGE_KEYS = ("page_id", "form_id", "ad_id", "adgroup_id", "leadgen_id", "created_time")
-_EXCERPT = 200
 
 
 def merge_document(lead: Mapping[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
         return Fetched(body)
     if isinstance(error, dict):
         code = error.get("code")
-        message = str(error.get("message", ""))[:_EXCERPT]
+        message = str(error.get("message", ""))[:EXCERPT]
         label = f"Graph error {code} ({error.get('type', 'unknown')}): {message}"
         if code == TOKEN_CODE:
             return FetchRetry(
@@ -69,7 +68,7 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
         if status >= 500:
             return FetchRetry(f"HTTP {status}: {label}", "server_error")
         return FetchDead(f"HTTP {status}: {label}", "rejected")
-    text = content.decode("utf-8", "replace").strip()[:_EXCERPT] or "(empty body)"
+    text = content.decode("utf-8", "replace").strip()[:EXCERPT] or "(empty body)"
     if status == 404:
         return FetchDead(f"HTTP 404: the lead does not exist ({text})", "not_found")
     if status >= 500 or status == 429:
