@@ -132,6 +132,10 @@ def same(expected: str | bytes, given: str | bytes) -> bool:
     return hmac.compare_digest(expected, given)
 
 
+#: More digits than any Unix time in seconds or milliseconds for millennia (and a float holds it).
+MAX_TIMESTAMP_DIGITS = 20
+
+
 def check_timestamp(raw: str | None, *, now: float, tolerance: float, unit: str = "s") -> float:
     """The timestamp in ``raw`` (seconds or milliseconds) if it lies within ``tolerance`` of now.
 
@@ -141,8 +145,12 @@ def check_timestamp(raw: str | None, *, now: float, tolerance: float, unit: str 
     if raw is None or not raw.strip():
         msg = "missing timestamp header"
         raise VerificationError(msg)
+    text = raw.strip()
+    if len(text) > MAX_TIMESTAMP_DIGITS:  # a float of it would overflow; no clock is that far
+        msg = f"timestamp header has {len(text)} characters, not a timestamp"
+        raise VerificationError(msg)
     try:
-        value = int(raw.strip())
+        value = int(text)
     except ValueError:
         msg = "timestamp header is not an integer"
         raise VerificationError(msg) from None

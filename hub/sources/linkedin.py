@@ -3,7 +3,8 @@
 * GET handshake: LinkedIn validates a webhook (at registration, then every 2 hours)
   with ``?challengeCode=<uuid>``; the answer is 200 JSON ``{"challengeCode": ...,
   "challengeResponse": <hex HMAC-SHA256 of the code under the client secret>}``.
-  Without a code the answer is 400.
+  Without a code, or with one that is not a UUID, the answer is 400: the hub signs
+  nothing else, since signing any text would let anyone forge ``X-LI-Signature``.
 * POST: ``X-LI-Signature`` is the lower-case hex HMAC-SHA256, under the app's client
   secret, of ``"hmacsha256=" + raw body``.
 * A ``LEAD_ACTION`` notification is one event, deduped on its ``leadGenFormResponse``
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -24,6 +26,8 @@ from hub.sources.base import BodyError, Handshake, Incoming, Split, Verification
 
 SIGNATURE = "x-li-signature"
 LEAD_ACTION = "LEAD_ACTION"
+#: The shape of LinkedIn's ``challengeCode`` (a UUID); nothing else is signed.
+CHALLENGE = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
 
 
 class LinkedInSource:
@@ -64,6 +68,10 @@ class LinkedInSource:
         code = request.query.get("challengeCode")
         if not code:
             return Handshake(400, b'{"error":"missing challengeCode"}', "application/json")
+        if not CHALLENGE.fullmatch(code):
+            # LinkedIn's codes are UUIDs. Signing any text would sign forged notifications:
+            # X-LI-Signature is the HMAC of "hmacsha256=" + body under the same secret.
+            return Handshake(400, b'{"error":"challengeCode is not a UUID"}', "application/json")
         answer = digest("sha256", self._key, code.encode("utf-8", "surrogateescape")).hex()
         body = orjson.dumps({"challengeCode": code, "challengeResponse": answer})
         return Handshake(200, body, "application/json")

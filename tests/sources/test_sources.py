@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 import pytest
@@ -363,3 +364,41 @@ def test_body_hash_and_dedupe_path_name_deliveries() -> None:
     assert delivery_ids(ENDPOINTS["zapier-json"], run(d), d.body) == ["1287634509812345"]
     d = fx.load("unbounce", "submission_basic", "unbounce", f"token={fx.URL_TOKEN}")
     assert delivery_ids(ENDPOINTS["unbounce"], run(d), d.body) == ["lucas.ferreira@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("stem", "endpoint", "header"),
+    [
+        ("generic_json/standard_webhooks_lead_created", "standard", "webhook-timestamp"),
+        ("hubspot/app_events", "hubspot-crm", "x-hubspot-request-timestamp"),
+    ],
+)
+@pytest.mark.parametrize("value", ["9" * 400, "-" + "9" * 30, "1" * 21])
+def test_an_absurd_timestamp_is_unauthorized_not_a_crash(
+    stem: str, endpoint: str, header: str, value: str
+) -> None:
+    """A timestamp header too long for any clock (a float of it would overflow) fails the
+    check like any stale timestamp, before any arithmetic on it."""
+    sender, name = stem.split("/")
+    d = fx.load(sender, name, endpoint)
+    with pytest.raises(VerificationError, match="not a timestamp"):
+        run(d, request_for(d, **{header.replace("-", "_"): value}))
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["hmacsha256={}", "not-a-uuid", "890e4665-4dfe-4ab1-b689-ed553bceeed3x", "890e4665"],
+)
+def test_linkedin_challenge_signs_uuids_only(code: str) -> None:
+    """The challenge answer is an HMAC under the same secret as X-LI-Signature, whose input is
+    "hmacsha256=" + body: signing any code would hand out signatures for forged
+    notifications. Only a UUID, the shape LinkedIn sends, is answered; the rest is 400."""
+    d = fx.load("linkedin", "lead_notification", "linkedin")
+    source = build_source(ENDPOINTS["linkedin"])
+    code = code.replace("{}", d.body.decode())
+    answer = source.handshake(Incoming("GET", {}, b"", urlencode({"challengeCode": code}).encode()))
+    assert answer is not None
+    assert (answer.status, answer.body) == (400, b'{"error":"challengeCode is not a UUID"}')
+    upper = "890E4665-4DFE-4AB1-B689-ED553BCEEED3"
+    ok = source.handshake(Incoming("GET", {}, b"", f"challengeCode={upper}".encode()))
+    assert ok is not None and ok.status == 200

@@ -211,6 +211,10 @@ def test_linkedin_challenge_over_http(hub: Hub) -> None:
     assert ok.headers["content-type"] == "application/json"
     assert hub.client.get("/hooks/linkedin").status_code == 400
     d = fx.load("linkedin", "lead_notification", "linkedin")
+    forged = "hmacsha256=" + d.body.decode()
+    forge = hub.client.get("/hooks/linkedin", params={"challengeCode": forged})
+    assert (forge.status_code, forge.json()) == (400, {"error": "challengeCode is not a UUID"})
+    d = fx.load("linkedin", "lead_notification", "linkedin")
     first = hub.client.post(d.path, content=d.body, headers=d.headers)
     again = hub.client.post(d.path, content=d.body, headers=d.headers)
     assert first.json()["status"] == "accepted"
