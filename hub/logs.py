@@ -14,6 +14,7 @@ import asyncio
 import atexit
 import datetime
 import functools
+import json
 import logging
 import sys
 import threading
@@ -87,7 +88,10 @@ class _Stamp:
 
 
 def _dumps(obj: Any, default: Any = None) -> bytes:
-    return orjson.dumps(obj, default=default or str)
+    try:
+        return orjson.dumps(obj, default=default or str)
+    except TypeError:  # a string orjson cannot write (a lone surrogate from a sender's text)
+        return json.dumps(obj, default=default or str).encode()
 
 
 class LineWriter:

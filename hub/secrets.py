@@ -24,7 +24,7 @@ class Secret:
     def matches(self, candidate: str | bytes) -> bool:
         """Whether ``candidate`` equals the secret, compared in constant time."""
         if isinstance(candidate, str):
-            candidate = candidate.encode()
+            candidate = candidate.encode("utf-8", "surrogatepass")  # odd text never matches
         return hmac.compare_digest(self._value.encode(), candidate)
 
     def __bool__(self) -> bool:

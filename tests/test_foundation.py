@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import io
+import json
 
 import orjson
 import pytest
@@ -181,3 +182,14 @@ def test_exceptions_are_logged_with_their_traceback() -> None:
     entry = orjson.loads(out.getvalue())
     assert entry["level"] == "error"
     assert "ValueError: boom" in entry["exception"]
+
+
+def test_a_value_orjson_cannot_write_still_makes_a_json_line() -> None:
+    """A sender's text with a lone surrogate (from a JSON escape) in a log field is written
+    escaped, as valid JSON, instead of failing the line (and the request that logs it)."""
+    out = io.StringIO()
+    logs.configure(stream=out, json=True)
+    structlog.get_logger().info("store_enqueue_failed", delivery_id="\ud800x")
+    logs.flush()
+    line = out.getvalue().splitlines()[-1]
+    assert json.loads(line)["delivery_id"] == "\ud800x"

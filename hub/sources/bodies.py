@@ -21,6 +21,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
@@ -43,6 +45,14 @@ _NUMBER_LEAD = frozenset(b"[,: \t\n\r\f\v+eE")
 _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 MAX_FIELDS = 10_000
+#: Deepest nesting of arrays and objects a JSON body may have. orjson reads 1024 levels but
+#: writes 254, and a stored document may sit inside an envelope: deeper bodies are a 400
+#: (no sender nests lead data anywhere near this deep).
+MAX_DEPTH = 200
+#: A JSON string (skipped whole, brackets inside it do not count) or a bracket.
+_STRUCTURE = re.compile(rb'"(?:[^"\\]|\\.)*"|[][{}]')
+_OPENERS = frozenset(b"[{")
+_TOO_DEEP = f"body nests arrays and objects more than {MAX_DEPTH} levels deep"
 
 
 def media_type(content_type: str | None) -> tuple[str, dict[str, str]]:
@@ -71,6 +81,34 @@ def _int_or_text(text: str) -> int | str:
 def _reject_constant(name: str) -> Any:
     msg = f"{name} is not valid JSON"
     raise ValueError(msg)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: orjson refuses it, and would store it as null
+        msg = f"number {text[:30]} is out of range"
+        raise ValueError(msg)
+    return value
+
+
+def too_deep(body: bytes) -> bool:
+    """Whether the JSON in ``body`` nests arrays and objects more than :data:`MAX_DEPTH` deep.
+
+    Counting brackets (C speed) settles almost every body; only one with more brackets than
+    the limit is scanned, its strings skipped.
+    """
+    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for found in _STRUCTURE.finditer(body):
+        char = found.group()[0]
+        if char in _OPENERS:
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif char != 0x22:  # a closing bracket ('"' starts a skipped string)
+            depth -= 1
+    return False
 
 
 class Parsed(NamedTuple):
@@ -150,6 +188,8 @@ class Skimmer:
         # (rfind: CPython's reverse search is the faster one on these digit-rich marks)
         if marks.rfind(b"0e000") >= 0 or marks.rfind(b"0es000") >= 0 or _long_run(body, marks):
             return None
+        if too_deep(body):
+            return None
         try:
             found = self._decoder.decode(body)
         except (msgspec.DecodeError, RecursionError):
@@ -161,16 +201,30 @@ def parse_json_marked(body: bytes) -> Parsed:
     """Like :func:`parse_json`, saying whether orjson alone parsed the document."""
     if not _long_number(body):
         try:
-            return Parsed(orjson.loads(body), True)
+            doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             if not body.strip():
                 raise BodyError(400, "empty body; expected a JSON document") from None
             raise BodyError(400, f"body is not valid JSON ({exc})") from None
+        if too_deep(body):
+            raise BodyError(400, _TOO_DEEP)
+        return Parsed(doc, True)
     try:
         text = body.decode("utf-8")
-        doc = json.loads(text, parse_int=_int_or_text, parse_constant=_reject_constant)
+        doc = json.loads(
+            text,
+            parse_int=_int_or_text,
+            parse_float=_finite_float,
+            parse_constant=_reject_constant,
+        )
     except (ValueError, RecursionError) as exc:
-        raise BodyError(400, f"body is not valid JSON ({type(exc).__name__})") from None
+        raise BodyError(400, f"body is not valid JSON ({type(exc).__name__}: {exc})") from None
+    if too_deep(body):
+        raise BodyError(400, _TOO_DEEP)
+    try:  # what orjson refuses to read, it refuses to write: an unpaired \ud800 escape
+        orjson.dumps(doc)
+    except TypeError as exc:
+        raise BodyError(400, f"body is not valid JSON ({exc})") from None
     return Parsed(doc, False)
 
 

@@ -54,6 +54,7 @@ def test_typeform_fixture_is_skimmed() -> None:
         b'{"a": "\xed\xa0\x80"}',  # an encoded surrogate
         b'{"a": 123456789012345678901234}',  # 19+ digits: the exact parser keeps them
         b'{"a": [' * 700 + b"]" * 700 + b"}",  # deeper than the skim goes
+        b'{"a": ' + b"[" * 200 + b"]" * 200 + b"}",  # deeper than MAX_DEPTH: the parser's 400
         b'{"a": 1,}',
         b"",
     ],

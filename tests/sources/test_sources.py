@@ -382,7 +382,7 @@ def test_an_absurd_timestamp_is_unauthorized_not_a_crash(
     sender, name = stem.split("/")
     d = fx.load(sender, name, endpoint)
     with pytest.raises(VerificationError, match="not a timestamp"):
-        run(d, request_for(d, **{header.replace("-", "_"): value}))
+        run(d, request_for(d, None, **{header.replace("-", "_"): value}))
 
 
 @pytest.mark.parametrize(

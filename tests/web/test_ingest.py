@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -283,6 +284,75 @@ def test_status_codes_for_bad_requests(hub: Hub) -> None:
         assert response.status_code == status, response.text
         assert isinstance(response.json()["error"], str) and response.json()["error"]
     assert hub.events() == []
+
+
+LONG = "12345678901234567890123"  # 23 digits: the exact (standard library) parse
+DEEP = "[" * 300 + "]" * 300
+
+
+def _typeform(body: str) -> dict[str, str]:
+    import base64
+    import hashlib
+    import hmac
+
+    mac = hmac.new(fx.TYPEFORM_SECRET.encode(), body.encode(), hashlib.sha256).digest()
+    return {
+        "content-type": "application/json",
+        "typeform-signature": "sha256=" + base64.b64encode(mac).decode(),
+    }
+
+
+JSON = {"content-type": "application/json"}
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+#: Bodies a sender may post that no stored document can hold: too deep for orjson to write,
+#: an unpaired surrogate escape or an infinite number (which only the exact parser of long
+#: numbers let through). Each is a 400 for the sender, never the store's 503 or a 500.
+UNSTORABLE = [
+    ("open", "", JSON, '{"x":' + DEEP + "}"),
+    ("open", "", JSON, '{"m":' + LONG + ',"x":' + DEEP + "}"),
+    ("open", "", JSON, '{"email":"\\udc00","n":' + LONG + "}"),
+    ("open", "", JSON, '{"m":' + LONG + ',"n":1e999}'),
+    ("zapier-json", "", {**JSON, "x-api-key": fx.API_KEY}, '{"lead_id":{"a":' + DEEP + "}}"),
+    (
+        "google",
+        "",
+        JSON,
+        '{"google_key":"\\ud800","lead_id":"1","n":' + LONG + "}",
+    ),
+    ("typeform", "", "typeform", '{"event_id":"\\ud800x","n":' + LONG + "}"),
+    ("typeform", "", "typeform", '{"event_id":"e1","form_response":' + DEEP + "}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "query", "headers", "body"), UNSTORABLE, ids=lambda v: str(v)[:20]
+)
+def test_bodies_no_document_can_hold_are_a_400(
+    hub: Hub, endpoint: str, query: str, headers: dict[str, str] | str, body: str
+) -> None:
+    """A JSON body nested deeper than 200 levels, holding a lone surrogate escape, or 1e999
+    answers 400 with a reason, whichever parser read it, and stores nothing."""
+    sent = _typeform(body) if headers == "typeform" else headers
+    assert isinstance(sent, dict)
+    response = hub.client.post(f"/hooks/{endpoint}{query}", content=body.encode(), headers=sent)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]
+    assert hub.events() == []
+
+
+def test_nesting_up_to_the_limit_is_stored(hub: Hub) -> None:
+    """200 levels, and brackets inside strings however many, are a lead like any other; a
+    form field holding deeper JSON is kept as its text."""
+    body = '{"x":' + "[" * 199 + "]" * 199 + ',"s":"' + "[" * 500 + '"}'
+    response = hub.client.post("/hooks/open", content=body.encode(), headers=JSON)
+    assert response.status_code == 200, response.text
+    (event,) = hub.events()
+    assert event.document == orjson.loads(body)
+    deep = '{"x":' + DEEP + "}"  # a form field holding deeper JSON stays the text it was
+    form = ("data.json=" + quote(deep)).encode()
+    response = hub.client.post(f"/hooks/unbounce?token={fx.URL_TOKEN}", content=form, headers=FORM)
+    assert response.status_code == 200, response.text
+    assert hub.events()[-1].document == {"data.json": deep}
 
 
 def test_body_over_the_limit_is_a_413_declared_or_streamed(hub: Hub) -> None:
