@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import socket
 import sys
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
@@ -62,6 +63,28 @@ def public_base(host: str, port: int) -> str:
     elif ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"http://{host}:{port}"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` as uvicorn binds one (``SO_REUSEADDR``), before
+    anything else starts: the address everything else is told (the ready line, the embedded
+    sandbox's target) is then the real one, also for ``--port 0``, and a port in use stops
+    ``serve`` before it opens the store. uvicorn listens on it.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not ours).
+        OverflowError: the port is outside 0-65535.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except BaseException:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def with_sandbox_url(config: Config, url: str) -> Config:
@@ -187,6 +210,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     for warning in config.warnings:
         _log.warning("config_warning", message=warning)
+    try:
+        listening = listen(args.host, args.port)
+    except (OSError, OverflowError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = public_base(args.host, args.port)
+        print(f"leadhub serve: startup failed: cannot listen on {where}: {reason}", file=sys.stderr)
+        return 1
+    with listening:
+        return _serve(args, config, listening)
+
+
+def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -> int:
     clock: Clock = SYSTEM_CLOCK
     try:
         # a web role writes enqueues from a child process: off the event loop's GIL
@@ -196,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"leadhub serve: {exc}", file=sys.stderr)
         return 2
 
-    base = public_base(args.host, args.port)
+    base = public_base(args.host, listening.getsockname()[1])  # the real port, also for 0
     sandbox_app: ASGIApp | None = None
     default = config.targets.get("default")
     if default is not None and default.sandbox:
@@ -283,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
         on_ready=lambda _url: _ready(ready),
         on_signal=lambda: _drain(app),
     )
-    server.run()  # on SIGTERM/SIGINT: a graceful shutdown, then exit 0
+    server.run(sockets=[listening])  # on SIGTERM/SIGINT: a graceful shutdown, then exit 0
     if not server.started:
         print("leadhub serve: startup failed (see the log above)", file=sys.stderr)
         return 1

@@ -7,7 +7,6 @@ import base64
 import collections
 import hashlib
 import hmac
-import socket
 import subprocess
 from pathlib import Path
 
@@ -242,20 +241,6 @@ def test_a_store_that_cannot_be_reached_stops_serve_saying_why_without_the_passw
     assert failed[0]["db"] == url.replace("hunter2-secret", "***")
     assert "check that PostgreSQL is running" in failed[0]["error"]
     assert "hunter2" not in output
-
-
-@pytest.mark.slow
-def test_a_port_in_use_stops_serve_with_exit_1(tmp_path: Path) -> None:
-    """Another process holds the port: serve says so in one line, closes the store it
-    opened, and exits 1."""
-    config_dir(tmp_path)
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        result, _ = _failed_start(serve_args(tmp_path, port, role="all"))
-    assert "address already in use" in result.stderr
-    assert '"event":"hub_stopped"' in result.stdout.replace(" ", "")
 
 
 def _failed_start(args: list[str]) -> tuple[subprocess.CompletedProcess[str], str]:

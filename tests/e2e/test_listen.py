@@ -1,0 +1,66 @@
+"""Where ``leadhub serve`` listens: the address it announces and gives the embedded sandbox's
+target is the one it bound, also for ``--port 0``."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.support import lead_by_email, wait_until
+from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
+from tests.e2e.test_reload import Log
+from tests.support.server import leadhub_process, leadhub_run
+
+
+def _args(tmp_path: Path, port: int) -> list[str]:
+    config = tmp_path / "cfg"
+    config.mkdir(exist_ok=True)
+    (config / "forms.yaml").write_text(CONFIG)
+    return [
+        "serve",
+        "--config-dir",
+        str(config),
+        "--port",
+        str(port),
+        "--db",
+        f"sqlite:///{tmp_path}/hub.db",
+        "--log-json",
+    ]
+
+
+def test_port_0_announces_the_bound_port_and_delivers_into_the_sandbox(tmp_path: Path) -> None:
+    """With ``--port 0`` the ready line names the port the system chose, and the dispatcher
+    reaches the embedded sandbox there (it was told port 0 and never delivered)."""
+    with leadhub_process(_args(tmp_path, 0), env=ENV) as proc:
+        log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        (ready,) = log.events("hub_ready")
+        base = ready["url"]
+        port = int(base.rsplit(":", 1)[1])
+        assert port > 0 and ready["sandbox"] == f"{base}/sandbox"
+        lead = {"email": "port.zero@example.com"}
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        answer = httpx.post(f"{base}/hooks/forms", json=lead, headers=auth)
+        assert answer.status_code == 200, answer.text
+        wait_until(lambda: _delivered(base) == 1, what="the lead in the sandbox")
+        assert lead_by_email(base, "port.zero@example.com")
+
+
+def test_a_port_in_use_stops_serve_before_it_opens_the_store(tmp_path: Path) -> None:
+    """Another process holds the port: one line says so, exit 1, no traceback, and no
+    database was created."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = leadhub_run(_args(tmp_path, port), env=ENV)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert (
+        f"leadhub serve: startup failed: cannot listen on http://127.0.0.1:{port}: "
+        "Address already in use" in result.stderr
+    )
+    assert "Traceback" not in output
+    assert not (tmp_path / "hub.db").exists()
