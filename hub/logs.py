@@ -5,7 +5,9 @@ that every event of one delivery step carries it. Lines logged inside a running
 event loop are written together once per loop iteration (:class:`LineWriter`):
 under load that is one write and flush for many requests instead of one each. Values that look like
 secrets never reach the output: :func:`redact` drops keys whose names say
-they hold one, and :class:`hub.secrets.Secret` masks itself anyway.
+they hold one, and :class:`hub.secrets.Secret` masks itself anyway. Records of the
+standard ``logging`` module (uvicorn's, libraries') are written the same way
+(:class:`StdlibBridge`), from WARNING up.
 """
 
 from __future__ import annotations
@@ -188,14 +190,45 @@ def configure(
         if json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, _Stamp(), renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=_factory(_writer),
         cache_logger_on_first_use=False,
     )
+    _bridge_stdlib(threshold)
+
+
+class StdlibBridge(logging.Handler):
+    """Hands records of the standard ``logging`` module (uvicorn's "Invalid HTTP request
+    received.", python-multipart's parse warnings) to structlog, so that they too are lines
+    of the configured format (JSON off a terminal) instead of bare text on standard error.
+
+    The record's message is the event; its logger's name is ``logger``.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger().log(record.levelno, record.getMessage(), **fields)
+        except Exception:  # a record that cannot be written must not break its caller
+            self.handleError(record)
+
+
+def _bridge_stdlib(level: int) -> None:
+    """Route the standard library's records through :class:`StdlibBridge` (root logger).
+
+    Libraries log chatty details at INFO and below (httpx: one line per request), so their
+    records start at WARNING whatever ``level`` is.
+    """
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, StdlibBridge)]:
+        root.removeHandler(handler)
+    root.addHandler(StdlibBridge())
+    root.setLevel(max(level, logging.WARNING))
 
 
 def _factory(writer: LineWriter) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import io
 import json
+import logging
 
 import orjson
 import pytest
@@ -193,3 +194,16 @@ def test_a_value_orjson_cannot_write_still_makes_a_json_line() -> None:
     logs.flush()
     line = out.getvalue().splitlines()[-1]
     assert json.loads(line)["delivery_id"] == "\ud800x"
+
+
+def test_standard_logging_records_become_structlog_lines() -> None:
+    """A library's record (python-multipart's parse warning here) is a JSON line with its
+    logger's name; records below WARNING (httpx's per-request INFO) are not written."""
+    out = io.StringIO()
+    logs.configure(stream=out, json=True, level="debug")
+    logging.getLogger("python_multipart.multipart").warning("Expected boundary character %d", 45)
+    logging.getLogger("httpx").info("HTTP Request: POST http://x")
+    logs.flush()
+    (line,) = [orjson.loads(text) for text in out.getvalue().splitlines()]
+    assert line["event"] == "Expected boundary character 45"
+    assert (line["logger"], line["level"]) == ("python_multipart.multipart", "warning")

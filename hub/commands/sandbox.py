@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         log_level=level if level in _UVICORN_LEVELS else "warning",
         access_log=False,
+        log_config=None,  # its records go through hub.logs (JSON lines), not its own format
         lifespan="off",
     )
     fields = {"rate_limit": str(rate_limit) if rate_limit else "off", "db": db_path or "memory"}

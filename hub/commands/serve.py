@@ -310,6 +310,7 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
             lifespan="on",
             access_log=False,
             log_level="warning",
+            log_config=None,  # its records go through hub.logs (JSON lines), not its own format
             server_header=False,
             # Nothing reads the client address: skip uvicorn's X-Forwarded-* rewrite per request.
             proxy_headers=False,

@@ -64,3 +64,25 @@ def test_a_port_in_use_stops_serve_before_it_opens_the_store(tmp_path: Path) -> 
     )
     assert "Traceback" not in output
     assert not (tmp_path / "hub.db").exists()
+
+
+def test_uvicorns_own_warnings_are_json_lines_too(tmp_path: Path) -> None:
+    """A request uvicorn cannot parse is logged by uvicorn itself; that line, like every
+    other, is JSON (it was bare text on standard error)."""
+    with leadhub_process(_args(tmp_path, 0), env=ENV) as proc:
+        log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        base = log.events("hub_ready")[0]["url"]
+        host, port = base.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 400")
+        wait_until(
+            lambda: bool(log.events("Invalid HTTP request received.")), what="uvicorn's warning"
+        )
+        (warning,) = log.events("Invalid HTTP request received.")
+        assert (warning["logger"], warning["level"]) == ("uvicorn.error", "warning")
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        assert log.events("hub_stopped")
+    assert log.text == []

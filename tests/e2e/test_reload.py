@@ -35,11 +35,14 @@ class Log:
         assert proc.stdout is not None
         self.stream = proc.stdout
         self.lines: list[dict[str, Any]] = []
+        self.text: list[str] = []  # the lines that are not JSON
 
     def events(self, name: str) -> list[dict[str, Any]]:
         for line in self.stream.readlines():
             if line.startswith("{"):
                 self.lines.append(orjson.loads(line))
+            elif line.strip():
+                self.text.append(line)
         return [line for line in self.lines if line["event"] == name]
 
 
