@@ -56,6 +56,9 @@ class Node:
     #: Scalars: whether an unset ``${VAR}`` in it was given a stand-in (``leadhub try``):
     #: its value is then no real value, and checks of its form do not apply.
     stand_in: bool = False
+    #: Scalars: whether a problem with the value was already reported (an unset ``${VAR}``):
+    #: what is left in its place is no real value, and an error about it would be a follow-on.
+    reported: bool = False
 
     @property
     def where(self) -> str:
@@ -71,6 +74,11 @@ class Node:
 
     def is_map(self) -> bool:
         return isinstance(self.value, dict)
+
+
+def variables(raw: str | None) -> list[str]:
+    """The names of the ``${VAR}`` / ``${VAR:default}`` written in ``raw``, in order."""
+    return [m.group(1) for m in _VAR.finditer(raw or "") if m.group(1)]
 
 
 def uses_variables_only(raw: str | None) -> bool:
@@ -128,7 +136,7 @@ class _Builder:
         expanded, unset = self.expand(raw, line)
         stand_in = self.stood_in > before
         if unset:  # already reported; keep the text so no second "missing" error follows
-            return Node(expanded, self.file, line, raw=raw)
+            return Node(expanded, self.file, line, raw=raw, reported=True)
         if node.style is None:  # plain: resolve the expanded text as YAML would
             tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))  # type: ignore[no-untyped-call]
         else:

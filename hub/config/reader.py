@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from hub.config.issues import Issues, did_you_mean
-from hub.config.nodes import Node, uses_variables_only
+from hub.config.nodes import Node, uses_variables_only, variables
 from hub.secrets import Secret
 from hub.units import UnitError, parse_duration, parse_size
 
@@ -145,8 +145,24 @@ class Reader:
                 f"and write {key}: ${{SOME_VAR}}",
             )
         value = str(node.value)
-        if not value and uses_variables_only(node.raw):
-            return Secret(value)  # an unset variable, already reported
-        if not value:
+        if value:
+            return Secret(value)
+        # An empty key would make the endpoint accept signatures made with an empty key.
+        if node.reported:
+            return None  # its variable is unset, and that is reported already
+        names = variables(node.raw)
+        if uses_variables_only(node.raw):
+            self.error(
+                node,
+                f"{key!r} of {self.what} is empty: ${{{names[0]}}} is set but empty; "
+                f"set it to the real secret (export {names[0]}=...)",
+            )
+        elif names:
+            self.error(
+                node,
+                f"{key!r} of {self.what} is empty: {node.raw!r} gives no text; "
+                f"set {', '.join(names)} to the real secret (export {names[0]}=...)",
+            )
+        else:
             self.error(node, f"{key!r} of {self.what} is empty; set it through ${{VAR}}")
-        return Secret(value)
+        return None

@@ -1,0 +1,104 @@
+"""Secrets: an empty one is a configuration error, whether its variable is unset or set but empty.
+
+An empty secret would make an endpoint accept signatures made with an empty key, so
+``check`` (and ``serve``) must refuse it, naming the file, the line and the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+from tests.mappings.cases import ROOT
+
+# One endpoint per source whose secret signs or authenticates deliveries; the secret
+# under test is always on line 4 and written ${SECRET}, the other ones are set.
+ENDPOINTS = {
+    "typeform": "kind: endpoint\nname: e\nsource: typeform\nsecret: {secret}\n",
+    "hmac": "kind: endpoint\nname: e\nsource: hmac\nsecret: {secret}\nheader: X-Sig\n",
+    "standard": "kind: endpoint\nname: e\nsource: standard\nsecret: {secret}\n",
+    "facebook": (
+        "kind: endpoint\nname: e\nsource: facebook\napp_secret: {secret}\n"
+        "verify_token: ${OTHER}\npage_access_token: ${OTHER}\n"
+    ),
+    "token": "kind: endpoint\nname: e\nsource: token\ntoken: {secret}\n",
+    "google": "kind: endpoint\nname: e\nsource: google\nkey: {secret}\n",
+}
+MAPPING = "---\nname: m\nendpoint: e\nfields:\n  EmailAddress: $.email\n"
+
+
+def _write(directory: Path, source: str, secret: str) -> Path:
+    path = directory / "e.yaml"
+    path.write_text(ENDPOINTS[source].replace("{secret}", secret) + MAPPING)
+    return path
+
+
+@pytest.mark.parametrize("written", ['"${SECRET}"', "'${SECRET}'"])
+@pytest.mark.parametrize("source", sorted(ENDPOINTS))
+def test_a_secret_set_but_empty_is_an_error_naming_the_variable(
+    tmp_path: Path, source: str, written: str
+) -> None:
+    """A secret whose variable is set to '' is one error at its line naming the variable
+    and the fix, for every source and however the value is quoted."""
+    path = _write(tmp_path, source, written)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"SECRET": "", "OTHER": "o"})
+    assert len(info.value.issues) == 1, info.value.issues
+    issue = info.value.issues[0]
+    assert issue.startswith(f"{path}:4: "), issue
+    assert "is empty" in issue
+    assert "${SECRET} is set but empty" in issue
+    assert "export SECRET=" in issue
+
+
+@pytest.mark.parametrize("source", sorted(ENDPOINTS))
+def test_an_unset_secret_is_reported_once(tmp_path: Path, source: str) -> None:
+    """An unset secret variable is reported once, as unset; its emptiness is no second error."""
+    path = _write(tmp_path, source, '"${SECRET}"')
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"OTHER": "o"})
+    assert info.value.issues == [
+        f"{path}:4: variable ${{SECRET}} is not set; export SECRET=... before starting "
+        "(a value that is no secret may have a default: ${SECRET:value})"
+    ]
+
+
+def test_an_empty_literal_secret_is_an_error(tmp_path: Path) -> None:
+    """A secret written as '' in the file is an error too (besides the warning to move it)."""
+    path = _write(tmp_path, "typeform", '""')
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert len(info.value.issues) == 1
+    assert info.value.issues[0].startswith(f"{path}:4: 'secret' of endpoint 'e' is empty")
+
+
+@pytest.mark.slow
+def test_check_refuses_a_secret_set_but_empty(tmp_path: Path) -> None:
+    """`leadhub check` exits 1 on a quoted secret whose variable is set but empty, and
+    exits 0 once it is set to a real secret (which it never prints)."""
+    path = _write(tmp_path, "typeform", '"${TYPEFORM_SECRET}"')
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LEADHUB_", "TYPEFORM"))}
+
+    def check(secret: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "hub", "check", str(tmp_path)],
+            env={**base, "TYPEFORM_SECRET": secret},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    empty = check("")
+    assert empty.returncode == 1, empty.stdout + empty.stderr
+    assert f"{path}:4: 'secret' of endpoint 'e' is empty" in empty.stdout
+    assert "Traceback" not in empty.stderr
+    real = check("tf-s3cret-value")
+    assert real.returncode == 0, real.stdout + real.stderr
+    assert "tf-s3cret-value" not in real.stdout + real.stderr
