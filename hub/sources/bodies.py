@@ -268,7 +268,9 @@ def _flat(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def parse_form(body: bytes, charset: str = "utf-8") -> dict[str, Any]:
     """A flat object from an ``application/x-www-form-urlencoded`` body."""
     try:
-        text = body.decode("ascii")
+        # Percent-escapes are the rule, but some senders post raw UTF-8 (browsers' parser,
+        # WHATWG's, takes it): decode the bytes with the charset first, then the escapes.
+        text = body.decode(charset)
         pairs = parse_qsl(
             text,
             keep_blank_values=True,
@@ -348,6 +350,11 @@ def parse_multipart(body: bytes, boundary: str | None) -> dict[str, Any]:
             "on_end",
         )
     }
+    delimiter = b"--" + boundary.encode("latin-1", "replace")
+    if not body.startswith(delimiter):  # a preamble (RFC 2046 allows one): skip it
+        first = body.find(b"\r\n" + delimiter)
+        if first >= 0:
+            body = body[first + 2 :]
     try:
         parser = MultipartParser(boundary.encode("latin-1", "replace"), callbacks)
         parser.write(body)

@@ -50,6 +50,7 @@ from typing import Any
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -87,7 +88,9 @@ class HubApp(Starlette):
         self.ingest = ingest
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+        if scope["type"] == "http" and (
+            scope["path"].startswith(PREFIX) or scope["path"] == PREFIX[:-1]
+        ):
             if self.ingest is not None:
                 await self.ingest(scope, receive, send)
                 return
@@ -110,6 +113,13 @@ class HubApp(Starlette):
             await send(message)
 
         return quietly
+
+
+async def _json_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (an unknown path, a wrong method on a health route) as
+    the short JSON reason every other answer of the hub gives, instead of plain text."""
+    assert isinstance(exc, HTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 def _health_routes(store: EventStore, metrics: WebMetrics) -> list[BaseRoute]:
@@ -185,7 +195,12 @@ def create_app(
                 await stack.enter_async_context(hook(app))
             yield
 
-    app = HubApp(ingest=ingest, routes=routes, lifespan=lifespan)
+    app = HubApp(
+        ingest=ingest,
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _json_error},
+    )
     app.state.config = config
     app.state.store = store
     app.state.clock = clock

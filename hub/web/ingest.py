@@ -44,7 +44,7 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.base import WholeBody
+from hub.sources.base import NoHandshake, WholeBody
 from hub.sources.bodies import parse
 from hub.store.base import BodyNotSkimmed, EventStore
 from hub.store.models import EnqueueResult, EventIn, IncomingDelivery, SkimId
@@ -105,13 +105,16 @@ class _Reject(Exception):
 class _Route:
     """One endpoint, prepared: its source and which headers it may keep."""
 
-    __slots__ = ("_keep", "credentials", "endpoint", "name", "skim", "source")
+    __slots__ = ("_keep", "allow", "credentials", "endpoint", "name", "skim", "source")
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.name = endpoint.name
         self.source: Source = build_source(endpoint)
         self.credentials = self.source.credential_headers
+        #: What a 405 says the endpoint takes: GET and HEAD only where a handshake answers.
+        handshake = not isinstance(self.source, NoHandshake)
+        self.allow = b"POST, GET, HEAD" if handshake else b"POST"
         self._keep: dict[str, bool] = {}
         #: For a single-lead sender whose id is a top-level key: the store checks the JSON
         #: and reads the id without building the document (it is the body; the dispatcher
@@ -203,8 +206,8 @@ class Ingest:
                 )
         except _Reject as rej:
             headers = _JSON_HEADERS
-            if rej.status == 405:
-                headers = [*_JSON_HEADERS, (b"allow", b"POST, GET")]
+            if rej.status == 405 and route is not None:
+                headers = [*_JSON_HEADERS, (b"allow", route.allow)]
             elif rej.status == 413:
                 headers = [*_JSON_HEADERS, (b"connection", b"close")]
             await _answer(send, rej.status, orjson.dumps(rej.body), headers)

@@ -119,6 +119,23 @@ def test_multipart_file_parts_and_repeated_names() -> None:
     }
 
 
+def test_multipart_preamble_is_skipped() -> None:
+    """Text before the first boundary (RFC 2046's preamble) is not a part, and no error."""
+    body = (
+        b"This is a multi-part message in MIME format.\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="email"\r\n\r\na@example.com\r\n--B--\r\n'
+    )
+    assert parse_body("multipart/form-data; boundary=B", body) == {"email": "a@example.com"}
+
+
+def test_form_body_with_raw_utf8_is_taken() -> None:
+    """Raw UTF-8 in a form body (not percent-escaped) is decoded like its escaped form."""
+    raw = parse_body("application/x-www-form-urlencoded", "name=José+Núñez&c=%C3%A9".encode())
+    assert raw == {"name": "José Núñez", "c": "é"}
+    latin = parse_body("application/x-www-form-urlencoded; charset=iso-8859-1", b"name=Jos\xe9")
+    assert latin == {"name": "José"}
+
+
 @pytest.mark.parametrize(
     ("ctype", "body"),
     [

@@ -355,6 +355,28 @@ def test_nesting_up_to_the_limit_is_stored(hub: Hub) -> None:
     assert hub.events()[-1].document == {"data.json": deep}
 
 
+def test_405_says_what_the_endpoint_takes_and_every_404_is_json(hub: Hub) -> None:
+    """Allow lists GET and HEAD only where a handshake answers them; unknown paths, /hooks
+    itself and a wrong method on a health route answer JSON too, not Starlette's text."""
+    for method, path, allow in [
+        ("GET", "/hooks/open", "POST"),
+        ("PUT", "/hooks/open", "POST"),
+        ("PUT", "/hooks/facebook", "POST, GET, HEAD"),
+        ("DELETE", "/hooks/linkedin", "POST, GET, HEAD"),
+    ]:
+        response = hub.client.request(method, path)
+        assert (response.status_code, response.headers["allow"]) == (405, allow), path
+        assert response.json()["error"]
+    for path in ("/hooks", "/nothing/here"):
+        response = hub.client.post(path, content=b"{}")
+        assert response.status_code == 404
+        assert response.headers["content-type"] == "application/json"
+        assert response.json()["error"]
+    wrong = hub.client.post("/healthz")
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET, HEAD")
+    assert wrong.json() == {"error": "Method Not Allowed"}
+
+
 def test_body_over_the_limit_is_a_413_declared_or_streamed(hub: Hub) -> None:
     """A body over max_body answers 413 whether Content-Length says so or it arrives chunked."""
     big = b'{"x":"' + b"a" * (1024 * 1024) + b'"}'
