@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 
 from hub.sandbox.errors import invalid_input
+from hub.sources.base import BodyError
+from hub.sources.bodies import parse_json
 
 PROSPECT_ID = "ProspectID"
 EMAIL = "EmailAddress"
@@ -139,10 +141,10 @@ def parse_capture_body(content_type: str | None, raw: bytes) -> CaptureBody:
     if len(raw) > MAX_BODY:
         msg = f"The body holds {len(raw)} bytes; send at most {MAX_BODY}."
         raise invalid_input(msg)
-    try:
-        items = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        msg = f"The body is not valid JSON ({exc}); send an array of Attribute/Value objects."
+    try:  # the hub's parser: a number beyond 64 bits keeps its digits (orjson's float would not)
+        items = parse_json(raw)
+    except BodyError as exc:
+        msg = f"{exc.reason}; send an array of Attribute/Value objects."
         raise invalid_input(msg) from None
     if not isinstance(items, list):
         msg = "The body must be a JSON array of {'Attribute': ..., 'Value': ...} objects."

@@ -12,6 +12,7 @@ from hub.clock import ManualClock
 from tests.sandbox.helpers import AUTH, CAPTURE, Lsq, assert_error, body
 
 INVALID = "MXInvalidInputException"
+JSON_TYPE = {"content-type": "application/json"}
 
 
 def test_numbers_and_booleans_are_stored_as_strings(lsq: Lsq) -> None:
@@ -31,6 +32,21 @@ def test_numbers_and_booleans_are_stored_as_strings(lsq: Lsq) -> None:
         "true",
         "false",
     )
+
+
+def test_integers_beyond_64_bits_keep_every_digit(lsq: Lsq) -> None:
+    """A number's string form is its digits, also past 64 bits (orjson alone made a float,
+    "1.2345678901234569e+23")."""
+    raw = (
+        b'[{"Attribute":"EmailAddress","Value":"big@example.com"},'
+        b'{"Attribute":"mx_Id","Value":123456789012345678901234},'
+        b'{"Attribute":"mx_Low","Value":-9223372036854775809}]'
+    )
+    response = lsq.http.post(CAPTURE, params=AUTH, content=raw, headers=JSON_TYPE)
+    assert response.status_code == 200, response.text
+    lead = lsq.lead(response.json()["Message"]["RelatedId"])
+    assert lead is not None
+    assert (lead["mx_Id"], lead["mx_Low"]) == ("123456789012345678901234", "-9223372036854775809")
 
 
 def test_null_empty_and_blank_values_are_absent(lsq: Lsq) -> None:
