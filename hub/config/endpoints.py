@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import string
 from collections.abc import Mapping
@@ -34,7 +35,7 @@ from hub.config.models import (
     TokenOptions,
     TypeformOptions,
 )
-from hub.config.nodes import Node
+from hub.config.nodes import Node, as_number
 from hub.config.reader import Reader
 from hub.mapping.paths import PathError, compile_path
 from hub.secrets import Secret
@@ -272,10 +273,16 @@ def _retry(r: Reader) -> RetrySchedule:
     m_node = sub.get("multiplier")
     if m_node is not None:
         value = m_node.value
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 1:
-            sub.error(m_node, f"'multiplier' must be a number of at least 1, not {value!r}")
+        number = as_number(value.strip()) if isinstance(value, str) else value
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, int | float)
+            or not math.isfinite(number)
+            or number < 1
+        ):
+            sub.error(m_node, f"'multiplier' must be a number of at least 1, like 2, not {value!r}")
         else:
-            multiplier = float(value)
+            multiplier = float(number)
     return RetrySchedule(
         initial=sub.duration("initial", base.initial),
         max_interval=sub.duration("max_interval", base.max_interval),

@@ -1,11 +1,31 @@
 """YAML documents as trees of located values, with ``${VAR}`` expanded.
 
 Files are composed (not loaded) with a safe loader so every key and value keeps
-its line. Scalars resolve the YAML 1.2 way: only ``true``/``false`` are
-booleans (``NO`` stays the string for Norway) and dates stay strings. After
-``${VAR}`` / ``${VAR:default}`` expansion a plain scalar is resolved again, so
-``${PORT:8000}`` is a number; a quoted one stays a string. ``$${`` writes a
+its line. Values compare and are sent as text (``mappings/README.md``), so a plain
+scalar is read as more than text only when YAML 1.2's core schema says so and the
+text is what JSON would read the same way:
+
+- ``true`` / ``false`` (``True``, ``TRUE``...) are booleans; ``yes``, ``NO``, ``on`` stay text;
+- ``null`` (``Null``, ``NULL``), ``~`` and nothing at all are null;
+- decimal integers without leading zeros (``0``, ``42``, ``-7``, ``+3``) are integers;
+- decimal numbers with a fraction or an exponent (``1.5``, ``.5``, ``1e3``) and
+  ``.inf``, ``-.inf``, ``.nan`` are floats;
+- everything else is the text written: ``01234`` and ``007`` (a zip code, an id),
+  ``0x1F``, ``0o17`` (YAML 1.2 may read these as integers; as text they compare the
+  way they are written), ``1_000``, ``1:30`` and dates.
+
+A scalar with ``${VAR}`` / ``${VAR:default}`` in it is the expanded text, exactly: it is
+never read again as YAML (``ZIP=01234`` gives ``01234``, ``FLAG=true`` gives ``true``), and
+the fields that need a number, a duration or a flag parse that text. ``$${`` writes a
 literal ``${``.
+
+Explicit tags are the ones above (``!!str``, ``!!int``, ``!!float``, ``!!bool``, ``!!null``,
+and ``!!timestamp``/``!!binary``, kept as text); a value that does not fit its tag, or
+any other tag, is an error at its line. Anchors, aliases and ``<<`` merges work, within
+bounds that keep a hostile file from exhausting the loader: values nest at most
+:data:`MAX_DEPTH` levels (aliases included), an alias is never inside the value it names,
+and the aliases of one file stand for at most :data:`MAX_ALIASED` values in all (an
+"alias bomb" multiplies a list tenfold per line).
 """
 
 from __future__ import annotations
@@ -19,27 +39,167 @@ import yaml
 
 from hub.config.issues import Issues
 
+MAX_DEPTH = 100  # levels of lists and mappings in one value; configuration needs a handful
+MAX_ALIASED = 100_000  # values repeated through aliases in one file
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 booleans and no implicit timestamps."""
+_PREFIX = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_PREFIX + t for t in ("str", "int", "float", "bool", "null"))
+_SEQ, _MAP, _MERGE = _PREFIX + "seq", _PREFIX + "map", _PREFIX + "merge"
+#: Tags whose values are kept as the text written.
+_TEXT_TAGS = (_STR, _PREFIX + "timestamp", _PREFIX + "binary")
 
-
-_Loader.yaml_implicit_resolvers = {
-    first: [
-        (tag, regexp)
-        for tag, regexp in resolvers
-        if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
-    ]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
+_BOOL_TEXT = re.compile(r"true|True|TRUE|false|False|FALSE")
+_NULL_TEXT = re.compile(r"~|null|Null|NULL|")
+_INT_TEXT = re.compile(r"[-+]?(?:0|[1-9][0-9]*)")
+_FLOAT_TEXT = re.compile(
+    r"[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)"
 )
 
+
+def as_bool(text: str) -> bool | None:
+    """``text`` as a YAML 1.2 boolean (``true``, ``False``...), or ``None`` if it is none."""
+    return text.lower() == "true" if _BOOL_TEXT.fullmatch(text) else None
+
+
+def as_number(text: str) -> int | float | None:
+    """``text`` as a plain decimal number (``42``, ``1.5``, ``1e3``), or ``None`` if it is none."""
+    if _INT_TEXT.fullmatch(text):
+        return int(text)
+    if _FLOAT_TEXT.fullmatch(text):
+        lowered = text.lower()
+        return float(lowered.replace(".", "") if lowered.endswith((".inf", ".nan")) else text)
+    return None
+
+
+class _ValueError(Exception):
+    """A scalar does not fit its tag; the message says what to write."""
+
+
+def _tag_name(tag: str) -> str:
+    return "!!" + tag.removeprefix(_PREFIX) if tag.startswith(_PREFIX) else tag
+
+
+def _construct(tag: str, text: str) -> Any:
+    """The value of the scalar ``text`` tagged ``tag`` (implicitly or explicitly)."""
+    if tag in _TEXT_TAGS:
+        return text
+    if tag == _NULL and _NULL_TEXT.fullmatch(text):
+        return None
+    if tag == _BOOL and (flag := as_bool(text)) is not None:
+        return flag
+    if tag == _INT and _INT_TEXT.fullmatch(text):
+        return int(text)
+    if tag == _FLOAT and (number := as_number(text)) is not None:
+        return float(number)
+    expected = {
+        _NULL: "null; write null or ~",
+        _BOOL: "true or false; write one of those",
+        _INT: "a whole number; write one like 42",
+        _FLOAT: "a number; write one like 1.5",
+    }.get(tag)
+    if expected is None:
+        msg = (
+            f"tag {_tag_name(tag)!r} is not supported here (values are text, numbers, "
+            "true/false or null); remove it"
+        )
+    else:
+        msg = f"{text!r} is not {expected}, or remove the {_tag_name(tag)} tag"
+    raise _ValueError(msg)
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """A file refused for its shape (an alias loop, too deep, too many aliases)."""
+
+
+def _refused(message: str, event: yaml.Event) -> _Refused:
+    return _Refused(None, None, message, cast(yaml.Mark, event.start_mark))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader composing with the resolvers above and the bounds on nesting and aliases."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0  # lists and mappings open around the node being composed
+        self._open: set[str] = set()  # anchors whose values are being composed
+        self._size: dict[int, int] = {}  # node id -> values in it, aliases expanded
+        self._height: dict[int, int] = {}  # node id -> levels of lists and mappings in it
+        self._aliased = 0  # values the file's aliases stand for so far
+
+    def compose_document(self) -> yaml.Node:
+        self._size.clear()
+        self._height.clear()
+        return cast(yaml.Node, super().compose_document())
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent):
+            return self._alias(parent, index, event)
+        collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
+        if collection:
+            self._depth += 1
+            if self._depth > MAX_DEPTH:
+                raise _refused(
+                    f"values nested more than {MAX_DEPTH} levels deep; configuration "
+                    "needs a few levels, write this one flatter",
+                    event,
+                )
+        anchor = event.anchor
+        if anchor is not None:
+            self._open.add(anchor)
+        try:
+            node = cast(yaml.Node, super().compose_node(parent, index))
+        finally:
+            if collection:
+                self._depth -= 1
+            if anchor is not None:
+                self._open.discard(anchor)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        self._size[id(node)] = 1 + sum(self._size[id(child)] for child in children)
+        heights = [self._height[id(child)] for child in children]
+        self._height[id(node)] = 1 + max(heights, default=0) if collection else 0
+        return node
+
+    def _alias(self, parent: yaml.Node | None, index: Any, event: yaml.AliasEvent) -> yaml.Node:
+        name = event.anchor
+        if name in self._open:
+            raise _refused(
+                f"alias *{name} is inside the value it names (a loop); write the value out instead",
+                event,
+            )
+        node = cast(yaml.Node, super().compose_node(parent, index))
+        self._aliased += self._size[id(node)]
+        if self._aliased > MAX_ALIASED:
+            raise _refused(
+                f"aliases in this file stand for more than {MAX_ALIASED} values (aliases of "
+                "aliases multiply); write the values out, or alias fewer of them",
+                event,
+            )
+        if self._depth + self._height[id(node)] > MAX_DEPTH:
+            raise _refused(
+                f"alias *{name} nests values more than {MAX_DEPTH} levels deep; "
+                "configuration needs a few levels, write this one flatter",
+                event,
+            )
+        return node
+
+
+_Loader.yaml_implicit_resolvers = {}
+for _tag, _regexp, _first in (
+    (_BOOL, _BOOL_TEXT, "tTfF"),
+    (_NULL, _NULL_TEXT, ["~", "n", "N", ""]),
+    (_INT, _INT_TEXT, "-+0123456789"),
+    (_FLOAT, _FLOAT_TEXT, "-+0123456789."),
+    (_MERGE, re.compile(r"<<"), "<"),
+):
+    _Loader.add_implicit_resolver(_tag, re.compile(rf"^(?:{_regexp.pattern})$"), list(_first))
+
 _VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
-_STRING_TAGS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary")
 
 
 @dataclass(slots=True)
@@ -59,6 +219,11 @@ class Node:
     #: Scalars: whether a problem with the value was already reported (an unset ``${VAR}``):
     #: what is left in its place is no real value, and an error about it would be a follow-on.
     reported: bool = False
+
+    @property
+    def expanded(self) -> bool:
+        """Whether the value is text from ``${VAR}`` expansion (a typed field parses it)."""
+        return self.raw is not None and "${" in self.raw
 
     @property
     def where(self) -> str:
@@ -95,7 +260,6 @@ class _Builder:
         self.issues = issues
         self.stand_ins = stand_ins
         self.stood_in = 0
-        self.loader = _Loader("")
 
     def expand(self, text: str, line: int) -> tuple[str, bool]:
         """``text`` with variables replaced, and whether an unset one was met (reported).
@@ -128,42 +292,47 @@ class _Builder:
     def scalar(self, node: yaml.ScalarNode) -> Node:
         line = node.start_mark.line + 1
         raw = node.value
-        if node.tag in _STRING_TAGS:
-            return Node(raw, self.file, line, raw=raw)
-        if "${" not in raw:
-            return Node(self.loader.construct_object(node), self.file, line, raw=raw)
-        before = self.stood_in
-        expanded, unset = self.expand(raw, line)
-        stand_in = self.stood_in > before
-        if unset:  # already reported; keep the text so no second "missing" error follows
-            return Node(expanded, self.file, line, raw=raw, reported=True)
-        if node.style is None:  # plain: resolve the expanded text as YAML would
-            tag = self.loader.resolve(yaml.ScalarNode, expanded, (True, False))  # type: ignore[no-untyped-call]
-        else:
-            tag = "tag:yaml.org,2002:str"
+        if "${" in raw and node.tag in (_STR, _INT, _FLOAT, _BOOL, _NULL):
+            # The expanded text is the value, exactly: never read again as YAML.
+            before = self.stood_in
+            expanded, unset = self.expand(raw, line)
+            stand_in = self.stood_in > before
+            return Node(expanded, self.file, line, raw=raw, stand_in=stand_in, reported=unset)
         try:
-            value = self.loader.construct_object(yaml.ScalarNode(tag, expanded))
-        except (yaml.YAMLError, ValueError):
-            value = expanded
-        return Node(value, self.file, line, raw=raw, stand_in=stand_in)
+            value = _construct(node.tag, raw)
+        except _ValueError as exc:
+            self.issues.error(self.file, line, str(exc))
+            return Node(raw, self.file, line, raw=raw, reported=True)
+        return Node(value, self.file, line, raw=raw)
 
     def build(self, node: yaml.Node) -> Node:
-        line = node.start_mark.line + 1
+        """``node`` as a :class:`Node`; the loader has bounded its depth and its aliases."""
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node)
+        line = node.start_mark.line + 1
+        if node.tag not in (_SEQ, _MAP):
+            self.issues.error(
+                self.file,
+                line,
+                f"tag {_tag_name(node.tag)!r} is not supported here (write a plain list or "
+                "mapping); remove it",
+            )
         if isinstance(node, yaml.SequenceNode):
             return Node([self.build(item) for item in node.value], self.file, line)
         return self.mapping(cast(yaml.MappingNode, node))  # the only other kind compose gives
 
     def mapping(self, node: yaml.MappingNode) -> Node:
         line = node.start_mark.line + 1
-        self.loader.flatten_mapping(node)  # applies "<<" merge keys
         out: dict[str, Node] = {}
         key_lines: dict[str, int] = {}
+        merged: list[Node] = []
         for key_node, value_node in node.value:
             key_line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
                 self.issues.error(self.file, key_line, "a key must be plain text")
+                continue
+            if key_node.tag == _MERGE:
+                merged.extend(self.merge_sources(value_node, key_line))
                 continue
             key = str(key_node.value)
             if key in out:
@@ -175,7 +344,31 @@ class _Builder:
                 continue
             key_lines[key] = key_line
             out[key] = self.build(value_node)
+        if merged:
+            # "<<" merges: the keys written here win, then the first merged mapping's.
+            merged_values: dict[str, Node] = {}
+            merged_lines: dict[str, int] = {}
+            for source in merged:
+                for key, value in source.value.items():
+                    if key not in out and key not in merged_values:
+                        merged_values[key] = value
+                        merged_lines[key] = source.key_lines.get(key, source.line)
+            out = {**merged_values, **out}
+            key_lines = {**merged_lines, **key_lines}
         return Node(out, self.file, line, key_lines=key_lines)
+
+    def merge_sources(self, node: yaml.Node, line: int) -> list[Node]:
+        """The mappings a ``<<`` key merges: one mapping or a list of them."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not all(isinstance(item, yaml.MappingNode) for item in items):
+            self.issues.error(
+                self.file,
+                line,
+                "'<<' merges a mapping into this one, like <<: *defaults, or a list of "
+                "them, like <<: [*a, *b]; point it at a mapping or remove it",
+            )
+            return []
+        return [self.build(item) for item in items]
 
 
 def read_documents(
@@ -189,9 +382,12 @@ def read_documents(
     builder = _Builder(file, environ, issues, stand_ins=stand_ins)
     try:
         for document in yaml.compose_all(text, Loader=_Loader):
-            if isinstance(document, yaml.ScalarNode) and document.tag.endswith(":null"):
+            if isinstance(document, yaml.ScalarNode) and document.tag == _NULL:
                 continue  # an empty document
             yield builder.build(document)
+    except _Refused as exc:
+        mark = exc.problem_mark
+        issues.error(file, mark.line + 1 if mark is not None else 1, str(exc.problem))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1

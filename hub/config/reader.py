@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from hub.config.issues import Issues, did_you_mean
-from hub.config.nodes import Node, uses_variables_only, variables
+from hub.config.nodes import Node, as_bool, uses_variables_only, variables
 from hub.secrets import Secret
 from hub.units import UnitError, parse_duration, parse_size
 
@@ -47,6 +47,8 @@ class Reader:
     # --- reporting ------------------------------------------------------------------------
 
     def error(self, node: Node | None, message: str) -> None:
+        if node is not None and node.reported:
+            return  # a follow-on: what is wrong with this value is reported already
         where = node if node is not None else self.node
         self.issues.error(where.file, where.line, message)
 
@@ -94,13 +96,14 @@ class Reader:
         node = self.values.get(key)
         if node is None or node.value is None:
             return default
-        if not isinstance(node.value, bool):
-            self.error(
-                node,
-                f"{key!r} of {self.what} must be true or false, not {node.raw or node.value!r}",
-            )
+        value = node.value
+        if isinstance(value, str) and node.expanded:
+            value = as_bool(value)  # ${VAR}: its text, read as the field needs
+        if not isinstance(value, bool):
+            shown = f"{node.value!r} (from {node.raw})" if node.expanded else repr(node.raw)
+            self.error(node, f"{key!r} of {self.what} must be true or false, not {shown}")
             return default
-        return node.value
+        return value
 
     def choice(self, key: str, choices: Iterable[str], default: str | None) -> str | None:
         choices = list(choices)

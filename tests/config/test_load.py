@@ -249,8 +249,9 @@ def test_fields_the_sandbox_refuses_are_warned_about_only_for_the_sandbox(
     assert "target 'default' is the sandbox" in warnings[0]
 
 
-def test_variables_resolve_like_yaml_unless_quoted(tmp_path: Path) -> None:
-    """A plain ${VAR} is typed after expansion; a quoted one stays text; $${ is a literal."""
+def test_variables_give_their_exact_text(tmp_path: Path) -> None:
+    """A ${VAR} is the variable's text, quoted or not (a duration field parses it); $${ is
+    a literal."""
     (tmp_path / "t.yaml").write_text(
         "kind: target\nname: default\nurl: ${URL}\naccess_key: ${K}\nsecret_key: ${K}\n"
         "timeout: ${TIMEOUT}\n---\n"
@@ -263,7 +264,7 @@ def test_variables_resolve_like_yaml_unless_quoted(tmp_path: Path) -> None:
     mapping = config.mappings["m"]
     assert mapping.matches({"n": "007"}) and not mapping.matches({"n": 7})
     assert mapping.fields[0].value == "${NOT_A_VAR}"
-    assert mapping.fields[1].value == 7  # plain: YAML reads 007 as the number 7
+    assert mapping.fields[1].value == "007"  # not read again as YAML (1.1 made it 7)
 
 
 def test_yaml_1_1_booleans_stay_text(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ def _write(directory: Path, source: str, secret: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("written", ['"${SECRET}"', "'${SECRET}'"])
+@pytest.mark.parametrize("written", ['"${SECRET}"', "${SECRET}", "'${SECRET}'"])
 @pytest.mark.parametrize("source", sorted(ENDPOINTS))
 def test_a_secret_set_but_empty_is_an_error_naming_the_variable(
     tmp_path: Path, source: str, written: str

@@ -1,0 +1,148 @@
+"""Files that are wrong in YAML's own terms: bad tags, alias loops, deep nesting, alias bombs.
+
+Each is a ``file:line: message`` with the fix and exit 1 from ``leadhub check``, never a
+traceback, and a bomb is refused quickly instead of being expanded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+from tests.mappings.cases import ROOT
+
+HEAD = "kind: endpoint\nname: x\nsource: none\n"
+
+
+def _bomb(levels: int) -> str:
+    lines = ["l0: &l0 [" + ",".join("a" * 10) + "]"]
+    lines += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, levels + 1)]
+    return HEAD + "\n".join(lines) + "\n"
+
+
+def _merge_bomb(levels: int) -> str:
+    lines = ["m0: &m0 {a: 1, b: 2}"]
+    lines += [f"m{i}: &m{i} {{<<: [*m{i - 1}, *m{i - 1}], k{i}: v}}" for i in range(1, levels + 1)]
+    return HEAD + "\n".join(lines) + "\n"
+
+
+# (id, file text, line of the error, what the message says)
+HOSTILE = [
+    (
+        "int-tag",
+        "kind: endpoint\nname: !!int abc\nsource: none\n",
+        2,
+        "'abc' is not a whole number",
+    ),
+    ("bool-tag", HEAD + "max_body: !!bool maybe\n", 4, "'maybe' is not true or false"),
+    ("float-tag", HEAD + "max_body: !!float big\n", 4, "'big' is not a number"),
+    ("null-tag", HEAD + "dedupe: !!null $.id\n", 4, "'$.id' is not null"),
+    ("python-tag", "kind: endpoint\nname: x\nsource: !!python/name:os.system none\n", 3, "tag"),
+    ("custom-tag", "kind: endpoint\nname: x\nsource: !env none\n", 3, "tag '!env'"),
+    ("set-tag", HEAD + "dedupe: !!set {a, b}\n", 4, "tag '!!set'"),
+    ("recursive-list", HEAD + "dedupe: &a [*a]\n", 4, "alias *a is inside the value"),
+    ("recursive-map", HEAD + "dedupe: &a {k: *a}\n", 4, "alias *a is inside the value"),
+    ("recursive-merge", HEAD + "dedupe: &a {<<: *a}\n", 4, "alias *a is inside the value"),
+    ("deep-list", HEAD + "dedupe: " + "[" * 500 + "]" * 500 + "\n", 4, "more than 100 levels"),
+    (
+        "deep-map",
+        HEAD + "".join(f"{'  ' * i}k{i}:\n" for i in range(150)),
+        4 + 100,
+        "more than 100 levels",
+    ),
+    (
+        "deep-through-aliases",
+        HEAD + "a: &a " + "[" * 90 + "]" * 90 + "\nb: &b " + "[" * 20 + "*a" + "]" * 20 + "\n",
+        5,
+        "more than 100 levels",
+    ),
+    # l1..l3 stand for 12,330 values; l4's aliases add 11,111 each, the 8th passes 100,000
+    ("bomb", _bomb(6), 8, "aliases in this file stand for more than 100000 values"),
+    ("bomb-9", _bomb(9), 8, "aliases in this file stand for more than 100000 values"),
+    # m_i stands for 5 + 2 * m_(i-1) values; m1..m12's aliases add 81,780, m13's first 40,955
+    ("merge-bomb", _merge_bomb(30), 4 + 13, "aliases in this file stand for more than 100000"),
+    ("bad-merge", HEAD + "<<: 5\n", 4, "'<<' merges a mapping"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"), [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE]
+)
+def test_hostile_files_are_config_errors(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    """load reports the problem at its line (a ConfigError, no other exception), quickly."""
+    (tmp_path / "a.yaml").write_text(text)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert time.monotonic() - started < 5
+    at_line = [i for i in info.value.issues if i.startswith(f"{tmp_path}/a.yaml:{line}: ")]
+    assert any(message in issue for issue in at_line), "\n".join(info.value.issues)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case", ["int-tag", "bool-tag", "float-tag", "recursive-list", "deep-list", "bomb"]
+)
+def test_check_reports_hostile_files_without_a_traceback(tmp_path: Path, case: str) -> None:
+    """`leadhub check` on each file the audit crashed or stalled: exit 1, file:line: message."""
+    _, text, line, message = next(h for h in HOSTILE if h[0] == case)
+    (tmp_path / "a.yaml").write_text(text)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "check", str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f"{tmp_path}/a.yaml:{line}: " in done.stdout
+    assert message in done.stdout
+
+
+def test_aliases_and_merges_still_work(tmp_path: Path) -> None:
+    """An anchor used a few times and a `<<` merge are fine: keys written beside a merge
+    win over merged ones, and the first of several merged mappings wins."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n---\nname: m\nendpoint: e\n"
+        "match:\n  - &base {$.form: a, $.lang: en}\n  - {<<: *base, $.lang: fr}\n"
+        "  - {<<: [{$.form: b}, *base]}\n"
+        "fields:\n  EmailAddress: &email {path: $.email, required: true}\n"
+        "  mx_Other: *email\n"
+    )
+    mapping = load(tmp_path, {}).mappings["m"]
+    rules = [{c.path.text: set(c.expected) for c in rule} for rule in mapping.match]
+    assert rules == [
+        {"$.form": {"a"}, "$.lang": {"en"}},
+        {"$.form": {"a"}, "$.lang": {"fr"}},
+        {"$.form": {"b"}, "$.lang": {"en"}},
+    ]
+    assert [(f.attribute, f.required) for f in mapping.fields] == [
+        ("EmailAddress", True),
+        ("mx_Other", True),
+    ]
+
+
+def test_a_document_after_a_bad_value_is_still_read(tmp_path: Path) -> None:
+    """A bad tag is one error at its line; the rest of the file is still checked."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: x\nsource: none\nmax_body: !!int big\n---\n"
+        "kind: endpoint\nname: y\nsource: nonee\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    issues = [i.removeprefix(f"{tmp_path}/") for i in info.value.issues]
+    assert len(issues) == 2, issues
+    assert issues[0].startswith("a.yaml:4: 'big' is not a whole number")
+    assert issues[1].startswith("a.yaml:8: 'source' of endpoint 'y' is 'nonee'")
