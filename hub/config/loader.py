@@ -118,6 +118,11 @@ class _Collector:
         node = self.mapping_nodes[mapping.name]
         return node.file, node.key_lines.get(key, node.line)
 
+    def _reported(self, mapping: CompiledMapping, key: str) -> bool:
+        """Whether the mapping's ``key`` holds a value already reported (an unset ``${VAR}``)."""
+        value = self.mapping_nodes[mapping.name].value.get(key)
+        return isinstance(value, Node) and value.reported
+
     def _check_sandbox_attributes(self) -> None:
         """Warn about standard LeadSquared fields the embedded sandbox refuses (it knows fewer).
 
@@ -154,7 +159,7 @@ class _Collector:
             except UnitError as exc:
                 self.issues.error("LEADHUB_SANDBOX_RATE_LIMIT", 0, str(exc))
         for mapping in self.mappings.values():
-            if mapping.endpoint not in self.endpoints:
+            if mapping.endpoint not in self.endpoints and not self._reported(mapping, "endpoint"):
                 file, line = self._line_of(mapping, "endpoint")
                 self.issues.error(
                     file,
@@ -163,7 +168,7 @@ class _Collector:
                     f"which is not defined{did_you_mean(mapping.endpoint, self.endpoints)}; "
                     f"defined endpoints: {', '.join(sorted(self.endpoints)) or 'none'}",
                 )
-            if mapping.target not in self.targets:
+            if mapping.target not in self.targets and not self._reported(mapping, "target"):
                 file, line = self._line_of(mapping, "target")
                 self.issues.error(
                     file,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,61 @@ def test_missing_or_empty_directory(tmp_path: Path) -> None:
         load(tmp_path / "nope", {})
     with pytest.raises(ConfigError, match=r"no \*\.yaml"):
         load(tmp_path, {})
+
+
+UNSET = """\
+kind: endpoint
+name: zapier
+source: token
+token: ${NOPE_TOKEN}
+header: ${NOPE_HEADER:X-Key}
+dedupe: ${NOPE_DEDUPE}
+max_body: ${NOPE_MAX}
+---
+kind: target
+name: crm
+url: ${NOPE_URL}
+access_key: ${NOPE_A}
+secret_key: ${NOPE_B}
+timeout: ${NOPE_TIMEOUT}
+rate_limit: ${NOPE_RATE}
+concurrency: ${NOPE_CONC}
+retry:
+  initial: ${NOPE_INITIAL}
+  multiplier: ${NOPE_MULT}
+---
+name: m
+endpoint: ${NOPE_ENDPOINT}
+target: ${NOPE_TARGET}
+default_region: ${NOPE_REGION}
+update_behavior: ${NOPE_UB}
+fields:
+  EmailAddress: ${NOPE_PATH}
+  Source: {value: "${NOPE_SRC}"}
+  Phone:
+    path: ${NOPE_PATH2}
+    transform: ${NOPE_TR}
+    required: ${NOPE_REQ}
+---
+kind: endpoint
+name: ${NOPE_NAME}
+source: ${NOPE_SOURCE}
+"""
+
+
+def test_an_unset_variable_is_the_only_error_about_its_value(tmp_path: Path) -> None:
+    """An unset ${VAR} is reported once, and the empty text in its place brings no follow-on
+    error ('url' '' must start with https://, endpoint '' is not defined...)."""
+    (tmp_path / "a.yaml").write_text(UNSET)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    lines = UNSET.splitlines()
+    expected = [
+        f"{tmp_path}/a.yaml:{number}: variable ${{{name}}} is not set"
+        for number, line in enumerate(lines, start=1)
+        for name in re.findall(r"\$\{(\w+)\}", line)
+    ]
+    assert len(expected) == 22
+    assert len(info.value.issues) == len(expected), "\n".join(info.value.issues)
+    for issue, start in zip(info.value.issues, expected, strict=True):
+        assert issue.startswith(start), issue
