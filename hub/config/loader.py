@@ -53,6 +53,12 @@ def overlap(a: CompiledMapping, b: CompiledMapping) -> Rule | None:
     return None
 
 
+def _written_order(mapping: CompiledMapping) -> tuple[str, int]:
+    """Where ``mapping`` is written, as a sort key: by file, then line as a number."""
+    origin = mapping.origin or Origin("", 0)
+    return origin.file, origin.line
+
+
 class _Collector:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
@@ -179,7 +185,7 @@ class _Collector:
                 )
         self._check_sandbox_attributes()
         by_endpoint: dict[str, list[CompiledMapping]] = {}
-        for mapping in sorted(self.mappings.values(), key=lambda m: str(m.origin)):
+        for mapping in sorted(self.mappings.values(), key=_written_order):
             by_endpoint.setdefault(mapping.endpoint, []).append(mapping)
         for endpoint in self.endpoints.values():
             if endpoint.name not in by_endpoint:

@@ -268,3 +268,19 @@ def test_an_unset_variable_is_the_only_error_about_its_value(tmp_path: Path) -> 
     assert len(info.value.issues) == len(expected), "\n".join(info.value.issues)
     for issue, start in zip(info.value.issues, expected, strict=True):
         assert issue.startswith(start), issue
+
+
+def test_overlaps_are_told_in_line_order(tmp_path: Path) -> None:
+    """Of two overlapping mappings, the later one (line 10, after line 5 though '10' < '5' as
+    text) is reported, naming the earlier one as the first."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n---\n"
+        "name: early\nendpoint: e\nfields:\n  EmailAddress: $.email\n---\n"
+        "name: late\nendpoint: e\nfields:\n  EmailAddress: $.email\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert len(info.value.issues) == 1
+    assert info.value.issues[0].startswith(
+        f"{tmp_path}/a.yaml:10: mappings 'early' ({tmp_path}/a.yaml:5) and 'late' both take"
+    )
