@@ -9,6 +9,7 @@ and returns a :class:`~hub.config.models.Config` or raises
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from itertools import combinations
 from pathlib import Path
@@ -27,9 +28,44 @@ KINDS = ("target", "endpoint", "mapping")
 
 
 def config_files(directory: Path) -> list[Path]:
-    """The files ``load`` reads, in order (hidden files are left out)."""
+    """The files ``load`` reads, in order (hidden files are left out).
+
+    A symbolic link to nothing is among them, so that reading it reports it.
+    """
     found = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
-    return sorted(p for p in found if p.is_file() and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in found
+        if not p.name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists()))
+    )
+
+
+def read_file(path: Path) -> tuple[str | None, str]:
+    """The text of ``path``, or ``None`` and why it cannot be read, with the fix."""
+    try:
+        return path.read_text(encoding="utf-8"), ""
+    except UnicodeDecodeError as exc:
+        return None, (
+            f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        )
+    except FileNotFoundError:
+        if path.is_symlink():
+            return None, (
+                f"the file is a symbolic link to {os.readlink(path)!r}, which does not exist; "
+                "point the link at the configuration file or remove it"
+            )
+        return None, "the file went away while it was read; run again"
+    except PermissionError:
+        return None, (
+            f"the file cannot be read: permission denied; let the user running leadhub "
+            f"read it (chmod a+r {path}) or move it out of the directory"
+        )
+    except OSError as exc:
+        return None, (
+            f"the file cannot be read ({exc.strerror or exc}); fix it or move it out of "
+            "the directory"
+        )
 
 
 def _rule_implies(stronger: Rule, weaker: Rule) -> bool:
@@ -234,10 +270,9 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
     collector = _Collector(environ)
     for path in files:
         shown = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            collector.issues.error(shown, 1, f"cannot read the file ({exc}); save it as UTF-8")
+        text, problem = read_file(path)
+        if text is None:
+            collector.issues.error(shown, 1, problem)
             continue
         for node in read_documents(text, shown, environ, collector.issues, stand_ins=stand_ins):
             collector.document(node)

@@ -1,0 +1,89 @@
+"""Files of the config directory that cannot be read: each is an error saying why, with the fix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+from tests.mappings.cases import ROOT
+
+GOOD = "kind: endpoint\nname: e\nsource: none\n---\nname: m\nendpoint: e\nfields: {mx_A: $.a}\n"
+
+
+def test_a_dangling_symlink_is_reported(tmp_path: Path) -> None:
+    """A *.yaml symlink to a file that is gone is an error naming the link, where it points
+    and the fix, instead of being skipped silently."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "b.yaml").symlink_to("moved/endpoints.yaml")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert info.value.issues == [
+        f"{tmp_path}/b.yaml:1: the file is a symbolic link to 'moved/endpoints.yaml', which "
+        "does not exist; point the link at the configuration file or remove it"
+    ]
+
+
+def test_a_symlink_to_a_file_is_read(tmp_path: Path) -> None:
+    """A *.yaml symlink to an existing file is read like the file."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "endpoints.yaml").write_text(GOOD)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "a.yaml").symlink_to("../shared/endpoints.yaml")
+    assert list(load(tmp_path / "config", {}).endpoints) == ["e"]
+
+
+def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
+    """A file in another encoding is an error naming the byte and asking for UTF-8."""
+    (tmp_path / "a.yaml").write_bytes("kind: endpoint\nname: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert info.value.issues == [
+        f"{tmp_path}/a.yaml:1: the file is not UTF-8 text (byte 0xe9 at offset 24); "
+        "save it as UTF-8"
+    ]
+
+
+def _unprivileged() -> list[str] | None:
+    """A command prefix under which a mode-000 file cannot be read, or None."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    # root without the capabilities that bypass file permissions
+    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+@pytest.mark.slow
+def test_an_unreadable_file_says_permission_is_denied(tmp_path: Path) -> None:
+    """`leadhub check` on a file it may not read: exit 1, an error saying the file cannot be
+    read (permission) and how to fix it, not "save it as UTF-8"."""
+    prefix = _unprivileged()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: every file is readable")
+    (tmp_path / "a.yaml").write_text(GOOD)
+    secret = tmp_path / "b.yaml"
+    secret.write_text(GOOD.replace("name: e", "name: f"))
+    secret.chmod(0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    done = subprocess.run(
+        [*prefix, sys.executable, "-m", "hub", "check", str(tmp_path)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"{secret}:1: the file cannot be read: permission denied; let the user running "
+        f"leadhub read it (chmod a+r {secret}) or move it out of the directory"
+    )
+    assert "UTF-8" not in done.stdout
