@@ -3,6 +3,10 @@
 ``apply(mapping, document)`` runs one mapping; ``map_document(mappings,
 document)`` first picks the one mapping of an endpoint whose ``match`` holds.
 The same document and mapping always give the same result.
+
+Neither raises on any document: one that cannot be evaluated (a value nested too deeply
+to write, an unexpected error in a path or transform) gives :class:`MappingError` with
+the reason, which the dispatcher records as ``dead`` (replayable once fixed).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from hub.mapping.model import (
     rules_hold,
 )
 from hub.mapping.transforms import Context
-from hub.mapping.values import is_blank, present, to_text
+from hub.mapping.values import DocumentError, is_blank, present, to_text
 
 
 def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
@@ -40,16 +44,38 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     return spec.default
 
 
+def _cannot_evaluate(mapping: str, exc: Exception) -> MappingError:
+    """The outcome for a document ``mapping`` failed on with ``exc`` (never raised on)."""
+    if isinstance(exc, DocumentError):
+        cause = str(exc)
+    else:  # a bug, or a document shape nothing foresaw: name the exception
+        cause = f"{type(exc).__name__}: {str(exc)[:200]}"
+    return MappingError(mapping, f"mapping {mapping!r} cannot evaluate this document: {cause}")
+
+
 def apply(mapping: CompiledMapping, document: Any) -> Result:
     """Map ``document`` with ``mapping``: a request to send, or why not."""
-    if not mapping.matches(document):
-        rules = " or ".join(f"({describe_rule(r)})" for r in mapping.match)
-        return Unmatched(mapping.name, f"match of mapping {mapping.name!r} does not hold: {rules}")
+    try:
+        if not mapping.matches(document):
+            rules = " or ".join(f"({describe_rule(r)})" for r in mapping.match)
+            return Unmatched(
+                mapping.name, f"match of mapping {mapping.name!r} does not hold: {rules}"
+            )
+    except Exception as exc:
+        return _cannot_evaluate(mapping.name, exc)
     return _apply_matched(mapping, document)
 
 
 def _apply_matched(mapping: CompiledMapping, document: Any) -> Result:
     """:func:`apply` once ``mapping``'s match is known to hold."""
+    try:
+        return _evaluate(mapping, document)
+    except Exception as exc:
+        return _cannot_evaluate(mapping.name, exc)
+
+
+def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
+    """:func:`_apply_matched`, raising what a path, transform or value may raise."""
     skip_rule = rules_hold(mapping.skip_if, document)
     if skip_rule is not None:
         return Skip(
@@ -95,7 +121,13 @@ def map_document(mappings: Sequence[CompiledMapping], document: Any) -> Result:
     """
     if not mappings:
         return Unmatched(None, "the endpoint has no mappings")
-    taking = [m for m in mappings if m.matches(document)]
+    taking = []
+    for mapping in mappings:
+        try:
+            if mapping.matches(document):
+                taking.append(mapping)
+        except Exception as exc:
+            return _cannot_evaluate(mapping.name, exc)
     if not taking:
         names = ", ".join(repr(m.name) for m in mappings)
         return Unmatched(None, f"no mapping matched; tried {names}")

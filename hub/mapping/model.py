@@ -4,7 +4,8 @@ A :class:`CompiledMapping` is built once at load by ``hub.config`` (every
 JSONPath compiled, every transform parsed) and is immutable. Mapping a document
 (``hub.mapping.engine``) gives exactly one of :class:`CaptureRequest` (send it),
 :class:`Skip` (``skip_if`` held), :class:`Unmatched` (no mapping takes it) or
-:class:`MappingError` (it cannot be mapped, e.g. a ``required`` field is missing).
+:class:`MappingError` (it cannot be mapped, e.g. a ``required`` field is missing, or
+the document cannot be evaluated).
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ class Unmatched:
 
 @dataclass(frozen=True, slots=True)
 class MappingError:
-    """The event cannot be mapped (a required value is missing, mappings overlap)."""
+    """The event cannot be mapped (a required value is missing, mappings overlap, the
+    document cannot be evaluated)."""
 
     mapping: str | None
     reason: str

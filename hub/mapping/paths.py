@@ -10,10 +10,15 @@ path with a literal (``[?(@.field.ref=='email')]``, see :mod:`hub.mapping.steps`
 becomes a :class:`NativePath`: a tuple of precompiled steps. Both return exactly what
 jsonpath-ng would, in the same order (property tests check this on random documents
 and paths). Everything else keeps jsonpath-ng's own ``find`` (:class:`ExtendedPath`).
+
+A regular expression in a filter (``[?(@.name =~ '^e-?mail$')]``) is compiled at load
+too, so a pattern that cannot compile is a :class:`PathError` (a ``check`` error), not a
+failure each time a document is mapped.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +35,7 @@ from hub.mapping.steps import (
     single_key,
     wildcard_step,
 )
+from hub.mapping.values import DocumentError
 
 
 class PathError(HubError):
@@ -88,13 +94,20 @@ class ExtendedPath:
     expression: Any
 
     def values(self, document: Any) -> list[Any]:
-        """Every value the path finds in ``document``, in document order."""
+        """Every value the path finds in ``document``, in document order.
+
+        Raises:
+            DocumentError: jsonpath-ng ran out of stack on a deeply nested document.
+        """
         try:
             return [match.value for match in self.expression.find(document)]
         except (TypeError, ValueError, AttributeError, KeyError, IndexError):
             # A filter comparing unlike types, or a path into an odd document, finds nothing
             # rather than failing the whole mapping.
             return []
+        except RecursionError:
+            msg = f"JSONPath {self.text} cannot be evaluated: the document is nested too deeply"
+            raise DocumentError(msg) from None
 
 
 #: What :func:`_native_steps` turns one node into: a key or index, or any other step.
@@ -143,11 +156,49 @@ def _as_funcs(steps: list[NativeStep]) -> tuple[StepFunc, ...]:
     return tuple(funcs)
 
 
+def _nodes(expression: Any) -> list[Any]:
+    """Every node of a parsed path (filters, their expressions, operands...), no recursion."""
+    found = []
+    stack = [expression]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list | tuple):
+            stack.extend(node)
+        elif isinstance(node, jsonpath.JSONPath):
+            found.append(node)
+            stack.extend(vars(node).values())
+    return found
+
+
+def _check_regexes(text: str, expression: Any) -> None:
+    """Compile every ``=~`` pattern of the path; raise :class:`PathError` for a bad one."""
+    for node in _nodes(expression):
+        if type(node) is not ext_filter.Expression or node.op != "=~":
+            continue
+        pattern = node.value
+        if not isinstance(pattern, str):
+            msg = (
+                f"JSONPath {text!r}: =~ takes a regular expression in quotes, "
+                f"like =~ '^a', not {pattern!r}"
+            )
+            raise PathError(msg)
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            msg = (
+                f"JSONPath {text!r}: the regular expression {pattern!r} does not compile "
+                f"({exc}); fix it, writing a character meant literally in brackets, like [(] "
+                "(the path's quotes take backslashes away)"
+            )
+            raise PathError(msg) from None
+
+
 def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     """Compile ``text`` once; raises :class:`PathError` naming the fix when it does not parse.
 
     Paths must start at the root (``$``), so that a constant written where a path
-    belongs (``Source: Typeform``) is caught instead of silently finding nothing.
+    belongs (``Source: Typeform``) is caught instead of silently finding nothing, and
+    every regular expression in a filter must compile.
     """
     if not isinstance(text, str) or not text.strip().startswith("$"):
         msg = (
@@ -164,6 +215,7 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
             "like $['my key'], and put the whole path in quotes in YAML"
         )
         raise PathError(msg) from exc
+    _check_regexes(text, expression)
     steps = _native_steps(expression)
     if steps is None:
         return ExtendedPath(text=text, expression=expression)

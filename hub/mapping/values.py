@@ -6,13 +6,29 @@ digits, floats without a trailing ``.0`` when integral (``180.0`` -> ``180``,
 (``0.1``), booleans as ``true`` / ``false``. Objects and arrays are written as
 compact JSON (only the ``string`` transform ever sends one). ``None`` and strings
 that are empty or only whitespace are "blank": they count as absent.
+
+Nothing here recurses on the document: arrays are opened with an explicit stack, and
+a value nested deeper than :data:`MAX_DEPTH` is refused with :class:`DocumentError`
+before it is written as JSON.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
+
+from hub.exceptions import HubError
+
+#: Deepest nesting of arrays and objects a value may have to be written as text. Far
+#: beyond what ingest accepts (``hub.sources.bodies.MAX_DEPTH``), well within what the
+#: JSON encoder's recursion allows.
+MAX_DEPTH = 400
+
+
+class DocumentError(HubError):
+    """The document cannot be evaluated (a value nested too deeply, say)."""
 
 
 def is_blank(value: Any) -> bool:
@@ -21,7 +37,11 @@ def is_blank(value: Any) -> bool:
 
 
 def to_text(value: Any) -> str:
-    """The string form of a JSON value (see the module docstring)."""
+    """The string form of a JSON value (see the module docstring).
+
+    Raises:
+        DocumentError: ``value`` nests arrays and objects more than :data:`MAX_DEPTH` deep.
+    """
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -34,11 +54,39 @@ def to_text(value: Any) -> str:
         return repr(value)
     if value is None:
         return ""
+    if deeper_than(value, MAX_DEPTH):
+        msg = (
+            f"a value nests arrays and objects more than {MAX_DEPTH} levels deep, "
+            "too deep to write as text"
+        )
+        raise DocumentError(msg)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests arrays and objects more than ``limit`` levels deep.
+
+    A scalar is 0 levels deep, ``[]`` and ``{}`` are 1. Walks with an explicit stack,
+    and stops as soon as the answer is known.
+    """
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return True
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list | tuple))
+    return False
+
+
 def present(values: list[Any]) -> list[Any]:
-    """``values`` with arrays opened up (recursively) and blanks left out, in order.
+    """``values`` with arrays opened up (at any depth) and blanks left out, in order.
 
     The same as ``[v for v in flatten(values) if not is_blank(v)]``, in one pass.
     """
@@ -48,18 +96,29 @@ def present(values: list[Any]) -> list[Any]:
             if value.strip():
                 out.append(value)
         elif isinstance(value, list | tuple):
-            out.extend(present(list(value)))
+            out.extend(v for v in _opened(value) if not is_blank(v))
         elif value is not None:
             out.append(value)
     return out
 
 
 def flatten(values: list[Any]) -> list[Any]:
-    """``values`` with arrays opened up (recursively), in order."""
-    out: list[Any] = []
-    for value in values:
-        if isinstance(value, list | tuple):
-            out.extend(flatten(list(value)))
+    """``values`` with arrays opened up (at any depth), in order."""
+    return list(_opened(values))
+
+
+def _opened(values: list[Any] | tuple[Any, ...]) -> Iterator[Any]:
+    """Every value of ``values`` that is not an array, arrays opened, in order.
+
+    An explicit stack of iterators instead of recursion: a document from the store or a
+    lead API may nest arrays a thousand levels deep.
+    """
+    stack = [iter(values)]
+    while stack:
+        for value in stack[-1]:
+            if isinstance(value, list | tuple):
+                stack.append(iter(value))
+                break
+            yield value
         else:
-            out.append(value)
-    return out
+            stack.pop()

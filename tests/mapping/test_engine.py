@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from hub.mapping import (
     CaptureRequest,
     CompiledMapping,
@@ -162,3 +164,55 @@ def test_apply_is_pure() -> None:
     m = mapping()
     assert apply(m, doc) == apply(m, doc)
     assert repr(doc) == snapshot
+
+
+def _nested(depth: int, leaf: bytes) -> Any:
+    """A value nested ``depth`` arrays deep, as orjson reads it (a stored document)."""
+    return orjson.loads(b"[" * depth + leaf + b"]" * depth)
+
+
+def test_a_value_inside_arrays_a_thousand_deep_is_found() -> None:
+    """{"email": [[[...1000 deep "x"]]]} (what an older ingest accepted) maps to x."""
+    result = map_document([mapping()], {"email": _nested(1000, b'"a@example.com"')})
+    assert isinstance(result, CaptureRequest)
+    assert result.value("EmailAddress") == "a@example.com"
+
+
+def test_a_document_that_cannot_be_evaluated_is_a_mapping_error() -> None:
+    """A value too deep to write as text, in a field or in a match, gives MappingError with
+    the reason, from apply and from map_document alike; nothing raises."""
+    deep = {"email": "a@example.com", "o": orjson.loads(b'{"a":' * 1000 + b"1" + b"}" * 1000)}
+    as_text = FieldSpec("mx_O", compile_path("$.o"), transforms=parse_transforms("string"))
+    in_field = mapping(fields=(as_text,))
+    in_match = mapping(match=((cond("$.o", "1"),),))
+    for result in (
+        apply(in_field, deep),
+        map_document([in_field], deep),
+        apply(in_match, deep),
+        map_document([mapping("other", match=((cond("$.form", "f9"),),)), in_match], deep),
+    ):
+        assert isinstance(result, MappingError) and result.mapping == "m"
+        assert result.reason == (
+            "mapping 'm' cannot evaluate this document: a value nests arrays and objects "
+            "more than 400 levels deep, too deep to write as text"
+        )
+
+
+def test_a_path_jsonpath_ng_cannot_evaluate_is_a_mapping_error() -> None:
+    """A field whose jsonpath-ng path runs out of stack on the document is a MappingError
+    naming the path."""
+    fields = (FieldSpec("mx_Sorted", compile_path("$.a[/b].c")),)
+    doc = {"a": [{"b": _nested(1000, b"1"), "c": 1}, {"b": _nested(1000, b"2"), "c": 2}]}
+    result = apply(mapping(fields=fields), doc)
+    assert isinstance(result, MappingError)
+    assert "JSONPath $.a[/b].c cannot be evaluated: the document is nested too deeply" in (
+        result.reason
+    )
+
+
+def test_any_error_evaluating_a_document_is_a_mapping_error_naming_it() -> None:
+    """An error nothing foresaw (an integer too long for str(), which only a document built
+    in Python can hold) is a MappingError naming the exception, not an exception."""
+    result = map_document([mapping()], {"email": 10**5000})
+    assert isinstance(result, MappingError) and result.mapping == "m"
+    assert result.reason.startswith("mapping 'm' cannot evaluate this document: ValueError: ")

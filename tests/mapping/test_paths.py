@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonpath_ng.ext.parser import parse as ext_parse
 
+from hub.config import ConfigError, load
 from hub.mapping.paths import ExtendedPath, NativePath, PathError, SimplePath, compile_path
+from hub.mapping.values import DocumentError
 
 KEYS = ["a", "b", "c", "x y", "data.json", "0", "é", "*"]
 #: Values that filters compare with, so that random documents often hold them: equal
@@ -290,3 +294,60 @@ def test_other_paths_keep_jsonpath_ng(text: str) -> None:
     assert isinstance(compiled, ExtendedPath)
     assert compiled.values(doc) == [match.value for match in ext_parse(text).find(doc)]
     assert compiled.values(doc)  # each of them finds something in this document
+
+
+@pytest.mark.parametrize(
+    ("text", "pattern"),
+    [
+        ("$.items[?(@.name =~ '(unclosed')].v", "'(unclosed'"),
+        ("$..items[?(@.a == 1 || @.name =~ 'x[')]", "'x['"),  # inside an ||
+        ("$.a[?(@.b[?(@.c =~ '*')])]", "'*'"),  # in a filter inside a filter
+    ],
+)
+def test_a_filter_regex_that_does_not_compile_is_a_path_error(text: str, pattern: str) -> None:
+    """A regular expression in a filter is compiled at load: one that cannot compile is a
+    PathError quoting the path, the pattern and the fix, not an error at each document."""
+    with pytest.raises(PathError) as info:
+        compile_path(text)
+    message = str(info.value)
+    assert repr(text) in message and f"the regular expression {pattern}" in message
+    assert "does not compile" in message and "in brackets, like [(]" in message
+
+
+@pytest.mark.parametrize("literal", ["5", "true"])
+def test_a_filter_regex_must_be_quoted_text(literal: str) -> None:
+    """`=~` followed by a number or a boolean is a PathError at load (it could never match)."""
+    with pytest.raises(PathError, match="=~ takes a regular expression in quotes"):
+        compile_path(f"$.items[?(@.name =~ {literal})].v")
+
+
+def test_a_regex_that_compiles_still_filters() -> None:
+    """A valid pattern keeps working, brackets standing for a literal character."""
+    doc = {"items": [{"name": "e(mail)", "v": 1}, {"name": "email", "v": 2}]}
+    assert compile_path("$.items[?(@.name =~ '^e[(]')].v").values(doc) == [1]
+
+
+def test_a_path_jsonpath_ng_cannot_evaluate_raises_a_document_error() -> None:
+    """A path jsonpath-ng evaluates recursively (sorting values nested 1000 levels deep) gives
+    a DocumentError naming the path, never a RecursionError."""
+    one, two = (orjson.loads(b"[" * 1000 + leaf + b"]" * 1000) for leaf in (b"1", b"2"))
+    doc = {"a": [{"b": one}, {"b": two}]}
+    with pytest.raises(DocumentError, match=r"JSONPath \$\.a\[/b\] cannot be evaluated"):
+        compile_path("$.a[/b]").values(doc)
+
+
+def test_check_reports_a_bad_regex_in_a_field_and_in_dedupe_with_its_line(tmp_path: Path) -> None:
+    """Loading a directory reports a field's and a dedupe path's bad regex as file:line."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: z\nsource: none\ndedupe: \"$.ids[?(@ =~ '[')]\"\n---\n"
+        "name: m\nendpoint: z\nfields:\n  EmailAddress: $.email\n"
+        "  mx_Re: \"$.items[?(@.name =~ '(unclosed')].v\"\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    issues = info.value.issues
+    where = str(tmp_path / "a.yaml")
+    assert len(issues) == 2
+    assert issues[0].startswith(f"{where}:4: 'dedupe' of endpoint 'z': JSONPath")
+    assert issues[1].startswith(f"{where}:10: field 'mx_Re' of mapping 'm': JSONPath")
+    assert all("does not compile" in issue for issue in issues)

@@ -1,13 +1,15 @@
-"""values: opening arrays and dropping blanks in one pass agrees with doing it in two."""
+"""values: opening arrays and dropping blanks (at any depth), and writing values as text."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.mapping.values import flatten, is_blank, present
+from hub.mapping.values import MAX_DEPTH, DocumentError, flatten, is_blank, present, to_text
 
 values = st.recursive(
     st.one_of(
@@ -45,3 +47,22 @@ def test_present_keeps_falsy_values_that_are_not_blank() -> None:
         (str, "x"),
         (str, " y "),
     ]
+
+
+def test_arrays_nested_a_thousand_levels_deep_are_opened_without_recursion() -> None:
+    """present() and flatten() open arrays nested 1000 levels deep (orjson reads 1024), as a
+    stored document or a lead API may hold them."""
+    deep = orjson.loads(b"[" * 1000 + b'" ", "x", [null, 2]' + b"]" * 1000)
+    assert present([deep, "y"]) == ["x", 2, "y"]
+    assert flatten([deep]) == [" ", "x", None, 2]
+
+
+def test_a_value_nested_too_deeply_to_write_is_a_document_error() -> None:
+    """to_text() refuses an object nested beyond MAX_DEPTH with a DocumentError, and writes
+    one at MAX_DEPTH."""
+    at_limit: Any = 1
+    for _ in range(MAX_DEPTH):
+        at_limit = {"a": at_limit}
+    assert to_text(at_limit).startswith('{"a":{"a":')
+    with pytest.raises(DocumentError, match=f"more than {MAX_DEPTH} levels deep"):
+        to_text([at_limit])
