@@ -153,7 +153,7 @@ def _hubspot(r: Reader) -> SourceOptions:
         subscription_types=_names(
             r, "subscription_types", ("contact.creation",), "[contact.creation]"
         ),
-        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE),
+        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
     )
 
 
@@ -180,7 +180,7 @@ def _hmac(r: Reader) -> SourceOptions:
         prefix=r.text("prefix", default=""),
         signed=signed,
         timestamp_header=timestamp_header,
-        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE),
+        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
         timestamp_unit=r.choice("timestamp_unit", ("s", "ms"), "s") or "s",
     )
 
@@ -200,7 +200,9 @@ def _standard(r: Reader) -> SourceOptions:
                 "'secret' of a standard endpoint must be 'whsec_' followed by base64, "
                 "as the sender shows it",
             )
-    return StandardOptions(secret=secret, tolerance=r.duration("tolerance", DEFAULT_TOLERANCE))
+    return StandardOptions(
+        secret=secret, tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m")
+    )
 
 
 def _options(source: str, r: Reader) -> SourceOptions:
@@ -284,9 +286,10 @@ def _retry(r: Reader) -> RetrySchedule:
         else:
             multiplier = float(number)
     return RetrySchedule(
-        initial=sub.duration("initial", base.initial),
-        max_interval=sub.duration("max_interval", base.max_interval),
-        give_up_after=sub.duration("give_up_after", base.give_up_after),
+        initial=sub.duration("initial", base.initial, "10s"),
+        max_interval=sub.duration("max_interval", base.max_interval, "1h"),
+        # zero: no retry at all, the event is dead at its first failure
+        give_up_after=sub.duration("give_up_after", base.give_up_after, "72h", zero=True),
         multiplier=multiplier,
     )
 
@@ -311,9 +314,7 @@ def build_target(node: Node, r: Reader) -> Target | None:
             r.error(rate_node, f"'rate_limit' of {r.what}: {exc}")
     access_key = r.secret("access_key")
     secret_key = r.secret("secret_key")
-    timeout = r.duration("timeout", 10.0)
-    if timeout <= 0:
-        r.error(r.get("timeout"), f"'timeout' of {r.what} must be more than zero, like 10s")
+    timeout = r.duration("timeout", 10.0, "10s")
     retry = _retry(r)
     concurrency = _concurrency(r)
     if name is None or url is None:

@@ -6,6 +6,7 @@ document with several mistakes yields all of them in one pass.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -127,8 +128,21 @@ class Reader:
             self.error(node, f"{key!r} of {self.what}: {exc}")
             return default
 
-    def duration(self, key: str, default: float) -> float:
-        return self._unit(key, parse_duration, default)
+    def duration(self, key: str, default: float, example: str, *, zero: bool = False) -> float:
+        """Seconds: finite, and more than zero unless ``zero`` is allowed (where it means
+        something); ``example`` shows a good value in the message."""
+        node = self.values.get(key)
+        seconds = self._unit(key, parse_duration, default)
+        if node is None or node.reported or (math.isfinite(seconds) and (seconds or zero)):
+            return seconds
+        shown = node.value if node.expanded else node.raw
+        least = "of zero or more" if zero else "more than zero"
+        self.error(
+            node,
+            f"{key!r} of {self.what} must be a finite duration {least}, like {example}, "
+            f"not {shown!r}",
+        )
+        return default
 
     def size(self, key: str, default: int) -> int:
         return self._unit(key, parse_size, default)

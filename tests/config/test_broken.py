@@ -284,3 +284,69 @@ def test_overlaps_are_told_in_line_order(tmp_path: Path) -> None:
     assert info.value.issues[0].startswith(
         f"{tmp_path}/a.yaml:10: mappings 'early' ({tmp_path}/a.yaml:5) and 'late' both take"
     )
+
+
+HUGE = "9" * 400 + "s"  # a float beyond 1.8e308: infinite
+DURATIONS = """\
+kind: endpoint
+name: h
+source: hmac
+header: X-Sig
+secret: ${S}
+tolerance: 0s
+---
+kind: endpoint
+name: s
+source: standard
+secret: whsec_c2VjcmV0
+tolerance: .inf
+---
+kind: target
+name: crm
+url: https://api.example.com
+access_key: ${S}
+secret_key: ${S}
+timeout: .inf
+retry:
+  initial: 0s
+  max_interval: 0
+  give_up_after: .nan
+---
+kind: target
+name: crm2
+url: https://api.example.com
+access_key: ${S}
+secret_key: ${S}
+timeout: 0ms
+retry:
+  initial: HUGE
+  give_up_after: 0s
+""".replace("HUGE", HUGE)
+
+
+def test_durations_are_finite_and_positive_where_zero_means_nothing(tmp_path: Path) -> None:
+    """A zero tolerance, timeout, initial or max_interval (every signature refused, every
+    call timed out, retries in a hot loop) and an infinite or NaN duration are errors;
+    give_up_after: 0s (dead at the first failure) is allowed."""
+    (tmp_path / "a.yaml").write_text(DURATIONS)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"S": "s"})
+    issues = [i.removeprefix(f"{tmp_path}/") for i in info.value.issues]
+    assert issues == [
+        "a.yaml:6: 'tolerance' of endpoint 'h' must be a finite duration more than zero, "
+        "like 5m, not '0s'",
+        "a.yaml:12: 'tolerance' of endpoint 's' must be a finite duration more than zero, "
+        "like 5m, not '.inf'",
+        "a.yaml:19: 'timeout' of target 'crm' must be a finite duration more than zero, "
+        "like 10s, not '.inf'",
+        "a.yaml:21: 'initial' of retry of target 'crm' must be a finite duration more than "
+        "zero, like 10s, not '0s'",
+        "a.yaml:22: 'max_interval' of retry of target 'crm' must be a finite duration more "
+        "than zero, like 1h, not '0'",
+        "a.yaml:23: 'give_up_after' of retry of target 'crm' must be a finite duration of "
+        "zero or more, like 72h, not '.nan'",
+        "a.yaml:30: 'timeout' of target 'crm2' must be a finite duration more than zero, "
+        "like 10s, not '0ms'",
+        f"a.yaml:32: 'initial' of retry of target 'crm2' must be a finite duration more than "
+        f"zero, like 10s, not '{HUGE}'",
+    ]
