@@ -2,10 +2,12 @@
 
 Every value sent is a string: strings as they are, integers as their decimal
 digits, floats without a trailing ``.0`` when integral (``180.0`` -> ``180``,
-``21000000002.0`` -> ``21000000002``) and in Python's shortest form otherwise
-(``0.1``), booleans as ``true`` / ``false``. Objects and arrays are written as
-compact JSON (only the ``string`` transform ever sends one). ``None`` and strings
-that are empty or only whitespace are "blank": they count as absent.
+``21000000002.0`` -> ``21000000002``) and otherwise as their shortest round-trip
+digits in plain decimal notation, never with an exponent (``0.1``, ``0.00001``,
+``1e21`` -> ``1000000000000000000000``), booleans as ``true`` / ``false``. Objects
+and arrays are written as compact JSON (only the ``string`` transform ever sends
+one). ``None`` and strings that are empty or only whitespace are "blank": they
+count as absent.
 
 Nothing here recurses on the document: arrays are opened with an explicit stack, and
 a value nested deeper than :data:`MAX_DEPTH` is refused with :class:`DocumentError`
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 from hub.exceptions import HubError
@@ -49,9 +52,7 @@ def to_text(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
-            return str(int(value))
-        return repr(value)
+        return _float_text(value)
     if value is None:
         return ""
     if deeper_than(value, MAX_DEPTH):
@@ -61,6 +62,16 @@ def to_text(value: Any) -> str:
         )
         raise DocumentError(msg)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _float_text(value: float) -> str:
+    if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    shortest = repr(value)
+    if "e" not in shortest or not math.isfinite(value):
+        return shortest
+    # 1e-05 -> 0.00001, 1e+21 -> 1000000000000000000000: the same digits, no exponent.
+    return format(Decimal(shortest), "f")
 
 
 def deeper_than(value: Any, limit: int) -> bool:

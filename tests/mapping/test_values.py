@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -66,3 +67,39 @@ def test_a_value_nested_too_deeply_to_write_is_a_document_error() -> None:
     assert to_text(at_limit).startswith('{"a":{"a":')
     with pytest.raises(DocumentError, match=f"more than {MAX_DEPTH} levels deep"):
         to_text([at_limit])
+
+
+@pytest.mark.parametrize(
+    ("number", "text"),
+    [
+        (0.00001, "0.00001"),
+        (-1e-7, "-0.0000001"),
+        (2.5e-3, "0.0025"),
+        (1e21, "1000000000000000000000"),
+        (1.5e22, "15000000000000000000000"),
+        (123456789.123, "123456789.123"),
+        (0.1, "0.1"),
+        (180.0, "180"),
+        (21000000002.0, "21000000002"),
+        (-0.0, "0"),
+        (21000000002, "21000000002"),
+        (2**70, "1180591620717411303424"),
+    ],
+)
+def test_numbers_are_written_in_plain_decimal(number: float, text: str) -> None:
+    """Numbers become their decimal string: no exponent, integral floats without '.0'."""
+    assert to_text(number) == text
+
+
+@settings(max_examples=500, deadline=None)
+@given(number=st.floats(allow_nan=False, allow_infinity=False))
+def test_a_float_is_written_with_its_shortest_digits_and_no_exponent(number: float) -> None:
+    """Any finite float is written without an exponent and reads back as the same float: an
+    integral one below 1e21 as its integer, any other with Python's shortest repr digits."""
+    text = to_text(number)
+    assert "e" not in text and "E" not in text
+    assert float(text) == number
+    if number.is_integer() and abs(number) < 1e21:
+        assert text == str(int(number))
+    else:
+        assert Decimal(text) == Decimal(repr(number))
