@@ -4,8 +4,11 @@ Runs the document (as the endpoint's mappings see it, after any enrichment such
 as Facebook's Graph lookup) through matching and mapping: no network, no queue.
 Prints the exact Lead.Capture request (URL without keys, query, JSON body) or why
 it would be skipped, unmatched or fail. Exit 0 when it would be sent, 1 when not.
-``PAYLOAD`` may be ``-`` for standard input. Secrets are not needed: an unset
-``${VAR}`` stands in as ``unset-VAR``.
+``PAYLOAD`` may be ``-`` for standard input. It is read exactly as ingest reads a JSON
+body (``hub.sources.bodies.parse_json``): integers beyond 64 bits become text, and what
+ingest answers 400 (not JSON, NaN, 1e400, nested more than 200 levels deep) is refused
+with the same reason. Secrets are not needed: an unset ``${VAR}`` stands in as
+``unset-VAR``.
 
 With ``--json`` it prints one JSON object:
 ``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..]}`` or
@@ -25,6 +28,8 @@ from typing import Any
 from hub.config import ConfigError, load
 from hub.config.models import Config
 from hub.mapping import CaptureRequest, Result, map_document
+from hub.sources import bodies
+from hub.sources.base import BodyError
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 
@@ -34,16 +39,20 @@ class _Refused(Exception):
 
 
 def _read_payload(path: str) -> Any:
+    """The document in ``path`` as ingest would parse it from a JSON body."""
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        body = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except OSError as exc:
         msg = f"cannot read {path!r}: {exc}"
         raise _Refused(msg) from exc
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        msg = f"{path!r} is not JSON ({exc}); pass the document the mappings see"
-        raise _Refused(msg) from exc
+        return bodies.parse_json(body)
+    except BodyError as exc:
+        msg = (
+            f"{path!r} would be refused at ingest ({exc.status} {exc.reason}); "
+            "pass the document the mappings see, as JSON"
+        )
+        raise _Refused(msg) from None
 
 
 def _result(args: argparse.Namespace) -> tuple[Config, Result]:

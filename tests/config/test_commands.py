@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from hub.cli import main
+from hub.sources import bodies
+from hub.sources.base import BodyError
 from tests.mappings.cases import DEMO_ENV, ROOT, SHIPPED
 
 
@@ -138,7 +140,7 @@ def test_try_explains_skips_and_exits_1(capsys: pytest.CaptureFixture[str]) -> N
             "{}",
             "unknown endpoint 'nope'; defined endpoints: elementor, facebook, google",
         ),
-        ("zapier", "{not json", "is not JSON"),
+        ("zapier", "{not json", "would be refused at ingest (400 body is not valid JSON"),
         ("zapier", '{"first_name": "A"}', "required value missing"),
     ],
 )
@@ -180,3 +182,68 @@ def test_try_needs_no_secrets(
     # check, which loads the directory as serve does, still names every unset variable.
     assert main(["check", str(SHIPPED)]) == 1
     assert "variable ${TYPEFORM_SECRET} is not set" in capsys.readouterr().out
+
+
+TRY_CONFIG = (
+    "kind: endpoint\nname: e\nsource: none\n---\n"
+    "name: m\nendpoint: e\nfields:\n  EmailAddress: $.email\n"
+    "  mx_Big: \"$.rows[?(@.n == '1180591620717411303424')].v\"\n"
+)
+
+
+def _ingest_reason(body: bytes) -> str:
+    """The 400 reason ingest answers for a JSON ``body``."""
+    with pytest.raises(BodyError) as info:
+        bodies.parse_json(body)
+    assert info.value.status == 400
+    return info.value.reason
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"email": ' + "7" * 5000 + "}",  # an integer str() cannot write
+        "[" * 5000 + "]" * 5000,  # deeper than orjson reads
+        '{"email": ' + "[" * 201 + "1" + "]" * 201 + "}",  # deeper than ingest takes
+        '{"email": NaN}',
+        '{"email": 1e400}',
+        "",
+    ],
+    ids=["5000-digits", "5000-deep", "201-deep", "nan", "1e400", "empty"],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["human", "json"])
+def test_try_refuses_what_ingest_refuses_with_its_400_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, as_json: bool
+) -> None:
+    """A payload ingest answers 400 makes try exit 1 with that very reason, no traceback."""
+    (tmp_path / "c.yaml").write_text(TRY_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text(content)
+    args = ["try", "e", str(payload), "--config-dir", str(tmp_path)]
+    assert main(args + (["--json"] if as_json else [])) == 1
+    out, err = capsys.readouterr()
+    expected = (
+        f"{str(payload)!r} would be refused at ingest (400 {_ingest_reason(content.encode())})"
+    )
+    if as_json:
+        result = json.loads(out)
+        assert result["status"] == "error" and result["mapping"] is None
+        assert result["reason"].startswith(expected)
+    else:
+        assert out == "" and err.startswith(f"error: {expected}")
+    assert "Traceback" not in out + err
+
+
+def test_try_reads_integers_beyond_64_bits_as_text_as_ingest_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An integer beyond 64 bits is the text of its digits for try, as for the hub: a
+    filter comparing it with that text finds it."""
+    (tmp_path / "c.yaml").write_text(TRY_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text(
+        '{"email": "a@example.com", "rows": [{"n": 1180591620717411303424, "v": 1}]}'
+    )
+    assert main(["try", "e", str(payload), "--config-dir", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"Attribute": "mx_Big", "Value": "1"} in result["body"]
