@@ -216,8 +216,9 @@ class Node:
     #: Scalars: whether an unset ``${VAR}`` in it was given a stand-in (``leadhub try``):
     #: its value is then no real value, and checks of its form do not apply.
     stand_in: bool = False
-    #: Scalars: whether a problem with the value was already reported (an unset ``${VAR}``):
-    #: what is left in its place is no real value, and an error about it would be a follow-on.
+    #: Scalars: whether a problem with the value was already reported (an unset ``${VAR}``,
+    #: text that does not fit its tag): what is left in its place is no real value, and an
+    #: error about it would be a follow-on (``Reader.error`` drops those).
     reported: bool = False
 
     @property
