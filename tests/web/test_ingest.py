@@ -373,7 +373,8 @@ def test_405_says_what_the_endpoint_takes_and_every_404_is_json(hub: Hub) -> Non
         assert response.headers["content-type"] == "application/json"
         assert response.json()["error"]
     wrong = hub.client.post("/healthz")
-    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET, HEAD")
+    assert wrong.status_code == 405
+    assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD"}  # Starlette's set order
     assert wrong.json() == {"error": "Method Not Allowed"}
 
 
