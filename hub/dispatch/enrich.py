@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 _log = structlog.get_logger()
 
 
-def graph_policy(d: Dispatcher, endpoint: str) -> RetryPolicy:
-    """Lead reads retry on the schedule of the target the endpoint's leads go to."""
+def endpoint_policy(d: Dispatcher, endpoint: str) -> RetryPolicy:
+    """The retry schedule of the target the endpoint's leads go to: lead reads retry on it,
+    and so do events whose preparation failed unexpectedly."""
     mappings = d.config.mappings_for(endpoint)
     name = mappings[0].target if mappings else "default"
     target = d.config.targets.get(name) or d.config.targets.get("default")
@@ -82,7 +83,7 @@ async def _stored_or_read(
             errors.labels(outcome.kind).inc()
             reason = f"{what} fetch failed: {outcome.reason}"
             if isinstance(outcome, FetchRetry):
-                await d.retry_or_die(event, graph_policy(d, event.endpoint), reason)
+                await d.retry_or_die(event, endpoint_policy(d, event.endpoint), reason)
             else:
                 await d.kill(event, reason)
             return None

@@ -10,6 +10,10 @@ One claim loop, many lanes (``hub.dispatch.lane``)::
         email/phone? release until after it
       → the target's lane: limiter → Lead.Capture → ack / retry (backoff) / dead / pause
 
+An unexpected error preparing one event (enriching, mapping, routing it) is a failed attempt
+of that event alone: retried on its target's schedule with the exception as its last error,
+dead when the schedule gives up (``prepare_failed`` logs it with its traceback).
+
 Claims are no bigger than the room in the lanes that can send (a lane holds what it can send
 in a third of a lease at its smoothed call latency), so a backlog is never claimed only to be
 put back. Events that need no I/O to map (all but those needing enrichment) are mapped inline.
@@ -26,7 +30,7 @@ or :func:`dispatcher_lifespan` as a ``hub.web.app`` lifespan hook.
 Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed``,
 ``event_enriched``, ``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
-``target_resumed``, ``dispatcher_started``, ``dispatcher_stopped``.
+``target_resumed``, ``prepare_failed``, ``dispatcher_started``, ``dispatcher_stopped``.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from starlette.applications import Starlette
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import FETCHING, Config, Target
-from hub.dispatch.enrich import enrich
+from hub.dispatch.enrich import endpoint_policy, enrich
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
 from hub.dispatch.lane import Item, Lane, still_ours
@@ -57,7 +61,7 @@ from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import RetryPolicy
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
-from hub.store.base import EventStore
+from hub.store.base import EventStore, StoreUnavailable
 from hub.store.models import Event, Route, State
 from hub.web.metrics import app_registry
 
@@ -367,21 +371,15 @@ class Dispatcher:
         if slow:
             items.extend(item for item in await asyncio.gather(*slow) if item is not None)
         items.sort(key=lambda i: i.event.id)
-        # Every route recorded (one write) before any ordering check (one read), so a later
-        # event of the batch sees an earlier one; then the lanes get the free ones in id order.
         try:
-            keys = {item.event.id: item.request.lead_keys() for item in items}
-            routes = [
-                Route(i.event.id, i.request.target, i.request.mapping, keys[i.event.id])
-                for i in items
-            ]
-            missing = set(await self.store.set_routes(routes))
-            items = [item for item in items if item.event.id not in missing]
-            blocked = await self.store.blockers(list(keys.items()))
-        except Exception as exc:  # the store failed: the events go back, due soon
+            items, blocked = await self._route(items)
+        except StoreUnavailable as exc:  # the store is down: the events go back, due soon
             _log.exception("dispatch_failed", error=str(exc)[:300], events=len(items))
             await asyncio.gather(*(self._release_soon(item.event) for item in items))
             return
+        except Exception as exc:  # maybe one event the store refuses: find it, go on
+            _log.exception("dispatch_failed", error=str(exc)[:300], events=len(items))
+            items, blocked = await self._route_each(items)
         if blocked:
             waiting = [
                 self._wait_for(i, blocked[i.event.id]) for i in items if i.event.id in blocked
@@ -395,6 +393,46 @@ class Dispatcher:
             except Exception as exc:
                 _log.exception("dispatch_failed", error=str(exc)[:300], event_id=item.event.id)
                 await self._release_soon(item.event)
+
+    async def _route(self, items: list[Item]) -> tuple[list[Item], dict[int, Event]]:
+        """Record the items' routes, then find the ones an earlier event must go before.
+
+        Every route is recorded (one write) before any ordering check (one read), so a later
+        event of the batch sees an earlier one. Returns the items still ours (in id order)
+        and, by event id, the earlier pending event each blocked one waits for.
+        """
+        keys = {item.event.id: item.request.lead_keys() for item in items}
+        routes = [
+            Route(i.event.id, i.request.target, i.request.mapping, keys[i.event.id]) for i in items
+        ]
+        missing = set(await self.store.set_routes(routes))
+        items = [item for item in items if item.event.id not in missing]
+        return items, await self.store.blockers(list(keys.items()))
+
+    async def _route_each(self, items: list[Item]) -> tuple[list[Item], dict[int, Event]]:
+        """:meth:`_route` one item at a time, in id order, after the whole batch failed.
+
+        An item that fails alone (a lead key the database refuses, say a NUL character on
+        PostgreSQL) counts as a failed attempt (:meth:`_prepare_failed`) instead of taking the
+        batch back to the queue with it, again and again. Routing in id order keeps ordering:
+        each item's check sees the routes of the earlier ones.
+        """
+        routed: list[Item] = []
+        blocked: dict[int, Event] = {}
+        for item in items:
+            event = item.event
+            with structlog.contextvars.bound_contextvars(
+                event_id=event.id, delivery_id=event.delivery_id, endpoint=event.endpoint
+            ):
+                try:
+                    kept, waits = await self._route([item])
+                except Exception as exc:
+                    _log.exception("prepare_failed", error=str(exc)[:300])
+                    await self._prepare_failed(event, exc)
+                    continue
+            routed += kept
+            blocked.update(waits)
+        return routed, blocked
 
     async def _release_soon(self, event: Event, *, at_once: bool = False) -> None:
         with contextlib.suppress(Exception):
@@ -455,9 +493,24 @@ class Dispatcher:
                 return await self._prepare(event, claimed_at, mapped)
             except Exception as exc:  # a bug or a store hiccup must not stop the loop
                 _log.exception("prepare_failed", error=str(exc)[:300])
-                with contextlib.suppress(Exception):
-                    await self.release(event, at=self.clock.time() + 1.0, reason=None)
+                await self._prepare_failed(event, exc)
                 return None
+
+    async def _prepare_failed(self, event: Event, exc: Exception) -> None:
+        """Count an unexpected error while preparing ``event`` as a failed attempt.
+
+        The event is retried on the schedule of its endpoint's target, the exception named
+        as its last error, and dead once the schedule gives up (replayable): a failure that
+        repeats on this one event (a lead the store cannot keep, a bug its data triggers)
+        then neither comes back untried every second nor holds up the others. Only when
+        even that cannot be written (the store is down) does it go back untried.
+        """
+        reason = f"preparing the event failed ({type(exc).__name__}: {str(exc)[:300]})"
+        try:
+            await self.retry_or_die(event, endpoint_policy(self, event.endpoint), reason)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await self.release(event, at=self.clock.time() + 1.0, reason=None)
 
     async def _prepare(
         self, event: Event, claimed_at: float, mapped: Mapped | None = None
