@@ -156,7 +156,9 @@ class BatchedStore(ABC):
     of the batch methods, and the walk of a purge."""
 
     @abstractmethod
-    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]: ...
+    async def set_routes(
+        self, routes: Sequence[Route], *, reading: Sequence[int] = ()
+    ) -> builtins.list[int]: ...
 
     @abstractmethod
     async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]: ...
@@ -265,13 +267,21 @@ class EventStore(Protocol):
         ...
 
     async def claim(
-        self, *, limit: int, lease: float, exclude_targets: Collection[str] = ()
+        self,
+        *,
+        limit: int,
+        lease: float,
+        exclude_targets: Collection[str] = (),
+        exclude_unrouted: Collection[str] = (),
     ) -> list[Event]:
         """Take up to ``limit`` due events (oldest id first) and mark them ``sending``.
 
         Due: ``queued``/``retrying`` with next_attempt_at <= now, or ``sending`` with an
-        expired lease. Events routed to a target in ``exclude_targets`` are left alone.
+        expired lease. Events routed to a target in ``exclude_targets`` are left alone, and
+        so are the events not routed yet of the endpoints in ``exclude_unrouted``.
         Each claimed event gets lease_until = now + ``lease`` and one more attempt.
+        Claims by every process on the store take turns, so when a claim returns, every
+        event an earlier claim took is ``sending`` for every reader (see :meth:`blockers`).
         """
         ...
 
@@ -325,11 +335,24 @@ class EventStore(Protocol):
         ...
 
     async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
-        """The earliest pending event with a lower id sharing any of ``lead_keys``, if any."""
+        """What holds back event ``event_id`` of the lead ``lead_keys`` (none if no key).
+
+        The earliest event with a lower id that is either pending and shares one of
+        ``lead_keys``, or claimed (``sending``) with no route recorded yet: its lead is not
+        known, so it may be this one. (That lasts from a claim to its routes; an event marked
+        as awaiting an API read, see :meth:`set_routes`, does not count meanwhile.)
+        """
         ...
 
-    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
-        """:meth:`set_route` for many events in one write; returns the ids not found."""
+    async def set_routes(
+        self, routes: Sequence[Route], *, reading: Sequence[int] = ()
+    ) -> builtins.list[int]:
+        """:meth:`set_route` for many events in one write; returns the ids not found.
+
+        In the same write, the events of ``reading`` (claimed, not routed) are marked as
+        awaiting an API read before their lead is known: until their own route is recorded,
+        they hold no later event back (:meth:`blocker`).
+        """
         ...
 
     async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
@@ -373,9 +396,11 @@ class EventStore(Protocol):
         """Requeue ``dead``/``unmatched``/``skipped`` events matching every given selector.
 
         They go back to ``queued``, due now, with zero attempts and no route (matching
-        runs again with the current config); enrichment is kept, and so is ``last_error``
-        as history until the next outcome replaces it. With no selector at all, every
-        replayable event is requeued. Returns how many.
+        runs again with the current config), and ``requeued_at`` now: their retry schedule
+        starts over (``give_up_after`` counts from the replay, see
+        :attr:`Event.queued_since`). Enrichment is kept, and so is ``last_error`` as history
+        until the next outcome replaces it. With no selector at all, every replayable event
+        is requeued. Returns how many.
 
         Raises:
             StoreError: ``state`` is not one of the replayable states.

@@ -121,6 +121,14 @@ class Event:
     lead_id: str | None = None
     lead_created: bool | None = None
     updated_at: float = 0.0
+    #: When ``leadhub replay`` last put the event back in the queue; None if never.
+    requeued_at: float | None = None
+
+    @property
+    def queued_since(self) -> float:
+        """When the event joined the queue: received, or replayed since. Its target's
+        ``give_up_after`` counts from here, so a replayed event gets a whole new schedule."""
+        return self.received_at if self.requeued_at is None else self.requeued_at
 
     @property
     def lease(self) -> float | None:

@@ -73,6 +73,8 @@ COMMAND_TIMEOUT = 60.0
 #: How the hub's connections name themselves to the server (``pg_stat_activity``).
 APPLICATION_NAME = "leadhub"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+#: The schema version this code writes (``meta.schema_version``); older stores are migrated.
+SCHEMA_VERSION = 2
 #: Makes first-time schema creation safe when several instances start together.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.schema', 0))"
 
@@ -166,15 +168,30 @@ class PostgresStore(BatchedStore):
                             "LEADHUB_DB) with the URL `leadhub serve` uses."
                         )
                         raise StoreError(msg)
+                    await self._migrate(conn)  # an older store: its commands need the columns
                     return
                 await conn.execute(_SCHEMA_LOCK)
                 if self.schema:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 await conn.execute(Q["schema"])
+                await self._migrate(conn)
         except BaseException:
             await self.close()
             raise
         log().info("store_opened", url=self.shown, schema=self.schema)
+
+    async def _migrate(self, conn: _Conn) -> None:
+        """Bring tables made by an older leadhub up to :data:`SCHEMA_VERSION`, under the
+        schema lock (several instances may start together); a current store is only read."""
+        if int(await conn.fetchval(Q["schema_version"])) >= SCHEMA_VERSION:
+            return
+        await conn.execute(_SCHEMA_LOCK)
+        start = version = int(await conn.fetchval(Q["schema_version"]))
+        while version < SCHEMA_VERSION:
+            await conn.execute(Q[f"migrate_{version}"])
+            version += 1
+        if start < SCHEMA_VERSION:
+            log().info("store_migrated", from_version=start, to_version=SCHEMA_VERSION)
 
     async def close(self) -> None:
         await self._writes.finish()  # answer every enqueue before closing
@@ -238,15 +255,23 @@ class PostgresStore(BatchedStore):
     # -- dispatch -------------------------------------------------------------------------
 
     async def claim(
-        self, *, limit: int, lease: float, exclude_targets: Collection[str] = ()
+        self,
+        *,
+        limit: int,
+        lease: float,
+        exclude_targets: Collection[str] = (),
+        exclude_unrouted: Collection[str] = (),
     ) -> builtins.list[Event]:
         if limit < 1:
             return []
-        now = self.clock.time()
-        exclude = sorted(exclude_targets)
+        exclude, unrouted = sorted(exclude_targets), sorted(exclude_unrouted)
         async with self._conn() as conn:
-            waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit)
-            expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit)
+            # Claims take turns (lock_claims): none is ever committed after a later one's
+            # ordering check has read the store. Time is read once the turn is ours.
+            await conn.execute(Q["lock_claims"])
+            now = self.clock.time()
+            waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted)
+            expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted)
             ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
             if not ids:
                 return []
@@ -295,33 +320,39 @@ class PostgresStore(BatchedStore):
                 raise lease_lost(event_id)
             raise no_event(event_id)
 
-    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
-        if not routes:
+    async def set_routes(
+        self, routes: Sequence[Route], *, reading: Sequence[int] = ()
+    ) -> builtins.list[int]:
+        if not routes and not reading:
             return []
         ids = [int(r.event_id) for r in routes]
+        found: set[int] = set()
         async with self._conn() as conn:
-            found = {
-                r[0]
-                for r in await conn.fetch(
-                    Q["set_routes"],
-                    ids,
-                    [r.target for r in routes],
-                    [r.mapping for r in routes],
-                    self.clock.time(),
-                )
-            }
-            await conn.execute(Q["delete_lead_keys"], sorted(found))
-            keys = [
-                (str(k), r.event_id)
-                for r in routes
-                if r.event_id in found
-                for k in r.lead_keys
-                if k
-            ]
-            if keys:
-                await conn.execute(
-                    Q["insert_lead_keys"], [k for k, _ in keys], [e for _, e in keys]
-                )
+            if routes:
+                found = {
+                    r[0]
+                    for r in await conn.fetch(
+                        Q["set_routes"],
+                        ids,
+                        [r.target for r in routes],
+                        [r.mapping for r in routes],
+                        self.clock.time(),
+                    )
+                }
+                await conn.execute(Q["delete_lead_keys"], sorted(found))
+                keys = [
+                    (str(k), r.event_id)
+                    for r in routes
+                    if r.event_id in found
+                    for k in r.lead_keys
+                    if k
+                ]
+                if keys:
+                    await conn.execute(
+                        Q["insert_lead_keys"], [k for k, _ in keys], [e for _, e in keys]
+                    )
+            if reading:
+                await conn.execute(Q["mark_reading"], [int(i) for i in reading])
         return [i for i in ids if i not in found]
 
     async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:

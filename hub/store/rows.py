@@ -61,7 +61,8 @@ _PACKED_COLUMNS = (
     "id, endpoint, delivery_id, printf('%.17g', received_at), hex(body), body_format, "
     "content_type, CAST(headers AS TEXT), CAST(document AS TEXT), state, attempts, "
     "printf('%.17g', next_attempt_at), last_error, CAST(enrichment AS TEXT), target, "
-    "mapping, lead_keys, lead_id, lead_created, printf('%.17g', updated_at)"
+    "mapping, lead_keys, lead_id, lead_created, printf('%.17g', updated_at), "
+    "CASE WHEN requeued_at IS NOT NULL THEN printf('%.17g', requeued_at) END"
 )
 
 
@@ -76,6 +77,7 @@ def events(value: str | bytes | None, *, newest_first: bool = False) -> list[Eve
     found = orjson.loads(value) if value else []
     for r in found:  # to the database's own types: the body's bytes, the times' floats
         r[3], r[4], r[11], r[19] = float(r[3]), bytes.fromhex(r[4]), float(r[11]), float(r[19])
+        r[20] = None if r[20] is None else float(r[20])
     out = [event_of(r) for r in found]
     out.sort(key=lambda e: e.id, reverse=newest_first)
     return out
@@ -111,6 +113,7 @@ def event_of(r: Columns) -> Event:
         lead_id=r[17],
         lead_created=None if r[18] is None else bool(r[18]),
         updated_at=r[19],
+        requeued_at=r[20],
     )
 
 

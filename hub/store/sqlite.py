@@ -175,18 +175,26 @@ class SQLiteStore(BatchedStore):
     # -- dispatch -------------------------------------------------------------------------
 
     async def claim(
-        self, *, limit: int, lease: float, exclude_targets: Collection[str] = ()
+        self,
+        *,
+        limit: int,
+        lease: float,
+        exclude_targets: Collection[str] = (),
+        exclude_unrouted: Collection[str] = (),
     ) -> builtins.list[Event]:
         if limit < 1:
             return []
         now = self.clock.time()
-        exclude = _json(sorted(exclude_targets))
+        params = {
+            "now": now,
+            "exclude": _json(sorted(exclude_targets)),
+            "unrouted": _json(sorted(exclude_unrouted)),
+            "limit": limit,
+        }
 
         def job(conn: sqlite3.Connection) -> str | None:
             # Every statement fetches one value: each step of a cursor is a GIL hand-over.
-            (ids,) = conn.execute(
-                _CLAIMABLE_IDS, {"now": now, "exclude": exclude, "limit": limit}
-            ).fetchone()
+            (ids,) = conn.execute(_CLAIMABLE_IDS, params).fetchone()
             if ids == "[]":
                 return None
             conn.execute(Q["mark_claimed"], {"ids": ids, "lease_until": now + lease, "now": now})
@@ -232,8 +240,10 @@ class SQLiteStore(BatchedStore):
     async def skipped(self, event_id: int, *, reason: str, lease: float | None = None) -> None:
         await self._update("finish", event_id, lease, state=State.SKIPPED.value, error=reason)
 
-    async def set_routes(self, routes: Sequence[Route]) -> builtins.list[int]:
-        if not routes:
+    async def set_routes(
+        self, routes: Sequence[Route], *, reading: Sequence[int] = ()
+    ) -> builtins.list[int]:
+        if not routes and not reading:
             return []
         # One statement per table for the whole batch (each statement is a GIL hand-over
         # for the writer thread): the routes travel as one JSON array.
@@ -248,12 +258,18 @@ class SQLiteStore(BatchedStore):
             "ids": ids,
             "now": self.clock.time(),
         }
+        marks = {"reading": _ids(reading)}
 
         def job(conn: sqlite3.Connection) -> builtins.list[int]:
-            updated = conn.execute(Q["set_routes"], params).rowcount
-            conn.execute(Q["delete_lead_keys"], params)
-            conn.execute(Q["insert_route_keys"], params)
-            return _unknown(conn, ids, expected=len(routes), updated=updated)
+            missing = []
+            if routes:
+                updated = conn.execute(Q["set_routes"], params).rowcount
+                conn.execute(Q["delete_lead_keys"], params)
+                conn.execute(Q["insert_route_keys"], params)
+                missing = _unknown(conn, ids, expected=len(routes), updated=updated)
+            if reading:
+                conn.execute(Q["mark_reading"], marks)
+            return missing
 
         return await self._writer.submit(job)
 

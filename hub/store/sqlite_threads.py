@@ -72,8 +72,8 @@ def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection
         if writer:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
+            migrate(conn)  # first: the schema script's indexes and view name new columns
             conn.executescript(Q["schema"])
-            migrate(conn)
         else:
             conn.execute("PRAGMA query_only = ON")
     except BaseException:
@@ -82,34 +82,36 @@ def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection
     return conn
 
 
+#: The schema version this code writes (``meta.schema_version``); older files are migrated.
+SCHEMA_VERSION = 3
+
+
 def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a database made by an older leadhub up to the current schema (idempotent)."""
-    if conn.execute(Q["schema_version"]).fetchone()[0] != "1":
+    """Bring a database made by an older leadhub up to :data:`SCHEMA_VERSION` (idempotent).
+
+    Runs before the schema script, whose tables, indexes and view are then those of the
+    current version (each ``migrate_N`` takes version N to N + 1 and drops the view, which
+    the script makes again). A new, empty file has nothing to migrate.
+    """
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+        return
+    if int(conn.execute(Q["schema_version"]).fetchone()[0]) >= SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        # checked again under the lock: another process may have migrated meanwhile
-        if conn.execute(Q["schema_version"]).fetchone()[0] == "1":
-            for statement in Q["migrate_1"].split(";\n"):
+        # read again under the lock: another process may have migrated meanwhile
+        start = version = int(conn.execute(Q["schema_version"]).fetchone()[0])
+        while version < SCHEMA_VERSION:
+            for statement in Q[f"migrate_{version}"].split(";\n"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute(_statement(Q["schema"], "CREATE VIEW IF NOT EXISTS event_rows"))
+            version += 1
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    log().info("store_migrated", from_version=1, to_version=2)
-
-
-def _statement(script: str, start: str) -> str:
-    """The statement of ``script`` that begins with ``start`` (comments before it skipped)."""
-    for statement in script.split(";\n"):
-        lines = [line for line in statement.splitlines() if not line.startswith("--")]
-        text = "\n".join(lines).strip()
-        if text.startswith(start):
-            return text
-    msg = f"no statement starting {start!r} in the schema"
-    raise LookupError(msg)
+    if start < SCHEMA_VERSION:
+        log().info("store_migrated", from_version=start, to_version=SCHEMA_VERSION)
 
 
 def is_job_error(exc: BaseException) -> bool:

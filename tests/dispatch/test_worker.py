@@ -374,9 +374,9 @@ class _HeldClaims:
             await self.let_go.wait()
         return await self._store.claim(**kwargs)
 
-    async def set_routes(self, routes: Any) -> list[int]:
+    async def set_routes(self, routes: Any, *, reading: Any = ()) -> list[int]:
         await self.let_go.wait()  # the first batch is still being dispatched at stop
-        return await self._store.set_routes(routes)
+        return await self._store.set_routes(routes, reading=reading)
 
 
 async def test_a_claim_still_running_at_stop_gives_its_events_back_at_once(

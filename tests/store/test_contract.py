@@ -16,6 +16,7 @@ from hub.store.models import (
     EnqueueResult,
     IncomingDelivery,
     Purged,
+    Route,
     SkimId,
     SlotAnswer,
     State,
@@ -24,6 +25,7 @@ from hub.store.models import (
 from .helpers import delivery, table_rows
 
 START = 1_700_000_000.0  # ManualClock's default start
+DAY = 86400.0
 
 
 async def ids_of(store: EventStore, n: int, endpoint: str = "typeform") -> list[int]:
@@ -270,6 +272,19 @@ class TestClaim:
         (later,) = await store.claim(limit=10, lease=30)
         assert later.id == a
 
+    async def test_exclude_unrouted_leaves_an_endpoint_s_unrouted_events(
+        self, store: EventStore
+    ) -> None:
+        """Unrouted events of an endpoint named in exclude_unrouted stay put; its routed ones
+        (their lead already read) and other endpoints' are claimed."""
+        read, routed = await ids_of(store, 2, endpoint="facebook")
+        (other,) = await ids_of(store, 1)
+        await store.set_route(routed, target="t", mapping="m", lead_keys=["e:x"])
+        claimed = await store.claim(limit=10, lease=30, exclude_unrouted={"facebook"})
+        assert [e.id for e in claimed] == [routed, other]
+        (later,) = await store.claim(limit=10, lease=30)
+        assert later.id == read
+
     async def test_zero_limit(self, store: EventStore) -> None:
         """A claim for nothing takes nothing."""
         await ids_of(store, 1)
@@ -513,6 +528,78 @@ class TestRouteAndOrdering:
         blocking = await store.blocker(b, ["e:x"])
         assert blocking is not None and blocking.state is State.RETRYING
 
+    async def test_a_claimed_event_not_yet_routed_holds_every_later_one_back(
+        self, store: EventStore, other_process: EventStore
+    ) -> None:
+        """Between a claim and its routes an event's lead is unknown: a later event of any
+        lead, checked by another process, is held back by it until its route is recorded."""
+        a, b, c = await ids_of(store, 3)
+        (claimed,) = await store.claim(limit=1, lease=30)
+        assert claimed.id == a
+        await other_process.set_routes([Route(b, "t", "m", ("e:b",)), Route(c, "t", "m", ())])
+        blocking = await other_process.blocker(b, ["e:b"])
+        assert blocking is not None and blocking.id == a
+        assert (blocking.state, blocking.target, blocking.lead_keys) == (State.SENDING, None, ())
+        assert await other_process.blocker(c, []) is None  # no key: nothing to wait for
+        await store.set_routes([Route(a, "t", "m", ("e:a",))])
+        assert await other_process.blocker(b, ["e:b"]) is None
+
+    async def test_a_keyed_blocker_earlier_than_the_unrouted_one_is_the_answer(
+        self, store: EventStore
+    ) -> None:
+        """The blocker is the earliest of the two kinds: here the same lead's pending event."""
+        a, b, c = await ids_of(store, 3)
+        await store.set_routes([Route(a, "t", "m", ("e:x",))])
+        await store.claim(limit=2, lease=30)  # a (routed) and b (not yet)
+        found = await store.blockers([(c, ["e:x"]), (c + 1, ["e:y"])])
+        assert {k: v.id for k, v in found.items()} == {c: a, c + 1: b}
+
+    async def test_unrouted_events_block_only_while_claimed(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """An unrouted event waiting in the queue (never claimed, or put back before it was
+        routed) holds nothing back: only a claim makes its lead about to be decided."""
+        a, b = await ids_of(store, 2)
+        await store.set_routes([Route(b, "t", "m", ("e:b",))])
+        assert await store.blocker(b, ["e:b"]) is None
+        (claimed,) = await store.claim(limit=1, lease=30)
+        assert (await store.blocker(b, ["e:b"])) == await store.get(a)
+        await store.release(a, at=START + 5, lease=claimed.lease)
+        assert await store.blocker(b, ["e:b"]) is None
+
+    async def test_an_event_awaiting_its_api_read_holds_none_back(
+        self, store: EventStore, other_process: EventStore
+    ) -> None:
+        """Marked as awaiting an API read (its routes written meanwhile with the others of its
+        batch), a claimed event holds back no later one: not while read, not while its read
+        is retried, not when claimed again. Once routed, it blocks by its own keys."""
+        a, b = await ids_of(store, 2)
+        (claimed,) = await store.claim(limit=1, lease=30)
+        assert await store.set_routes([], reading=[a]) == []
+        await other_process.set_routes([Route(b, "t", "m", ("e:x",))])
+        assert await other_process.blocker(b, ["e:x"]) is None
+        await store.retry(a, at=START, error="Graph timed out", lease=claimed.lease)
+        assert await other_process.blocker(b, ["e:x"]) is None
+        (again,) = await store.claim(limit=1, lease=30)
+        assert again.id == a
+        assert await other_process.blocker(b, ["e:x"]) is None
+        await store.set_routes([Route(a, "t", "m", ("e:x",))])
+        blocking = await other_process.blocker(b, ["e:x"])
+        assert blocking is not None and blocking.id == a
+
+    async def test_routes_and_read_marks_in_one_write(self, store: EventStore) -> None:
+        """set_routes records routes and marks reads together; unknown ids are named."""
+        a, b, c = await ids_of(store, 3)
+        await store.claim(limit=3, lease=30)
+        missing = await store.set_routes(
+            [Route(a, "t", "m", ("e:a",)), Route(999, "t", "m", ())], reading=[b]
+        )
+        assert missing == [999]
+        blocking = await store.blocker(c + 1, ["e:a"])
+        assert blocking is not None and blocking.id == a
+        blocking = await store.blocker(c + 1, ["e:z"])
+        assert blocking is not None and blocking.id == c  # b awaits its read; c is unknown
+
 
 class TestReplay:
     async def finished(self, store: EventStore) -> dict[str, int]:
@@ -583,13 +670,41 @@ class TestReplay:
         (claimed,) = await store.claim(limit=1, lease=30)
         assert claimed.id == eid
 
+    async def test_the_give_up_clock_starts_again_at_the_replay(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A replayed event is queued since the replay (requeued_at), not since receipt: its
+        retry schedule's give_up_after counts from there. Never replayed, from receipt."""
+        a, b = await ids_of(store, 2)
+        await store.dead(a, error="gave up")
+        clock.advance(5 * DAY)
+        assert await store.replay(ids=[a]) == 1
+        clock.advance(60)
+        claimed = {e.id: e for e in await store.claim(limit=2, lease=30)}
+        assert (claimed[a].received_at, claimed[a].requeued_at) == (START, START + 5 * DAY)
+        assert claimed[a].queued_since == START + 5 * DAY
+        assert (claimed[b].requeued_at, claimed[b].queued_since) == (None, START)
+        assert await store.get(a) == claimed[a]
+
+    async def test_a_replayed_event_awaiting_a_read_is_marked_again_by_its_next_claim(
+        self, store: EventStore
+    ) -> None:
+        """Replay clears the read mark with the route: claimed again, the event holds later
+        ones back until the dispatcher routes it or marks it again."""
+        a, b = await ids_of(store, 2)
+        await store.claim(limit=1, lease=30)
+        await store.set_routes([], reading=[a])
+        await store.dead(a, error="Graph: no such lead")
+        await store.replay(ids=[a])
+        await store.set_routes([Route(b, "t", "m", ("e:b",))])
+        await store.claim(limit=1, lease=30)
+        blocking = await store.blocker(b, ["e:b"])
+        assert blocking is not None and blocking.id == a
+
     async def test_rejects_non_replayable_state(self, store: EventStore) -> None:
         """Asking to replay delivered events is an error, not a silent no-op."""
         with pytest.raises(StoreError, match="delivered"):
             await store.replay(state=State.DELIVERED)
-
-
-DAY = 86400.0
 
 
 class TestPurge:

@@ -192,7 +192,8 @@ VALUES (1, 1, 'typeform', 'old-1', 'queued', 0, 0);
 
 
 async def test_version_1_database_is_migrated(tmp_path: Path, clock: ManualClock) -> None:
-    """A database from schema version 1 opens, keeps its events and takes compressed bodies."""
+    """A database from schema version 1 opens at version 3, keeps its events, takes
+    compressed bodies, and records a replay's time (version 2 to 3)."""
     with sqlite3.connect(tmp_path / "events.db") as conn:
         conn.executescript(V1_SCHEMA)
     big = (FIXTURES / "typeform_form_response_full.json").read_bytes()
@@ -201,15 +202,21 @@ async def test_version_1_database_is_migrated(tmp_path: Path, clock: ManualClock
         old = await store.get(1)
         [new] = await store.enqueue(delivery("new-1", body=big, documents=[{}]))
         claimed = await store.claim(limit=10, lease=30)
+        await store.dead(1, error="boom")
+        clock.advance(100)
+        assert await store.replay(ids=[1]) == 1
+        replayed = await store.get(1)
     finally:
         await store.close()
     assert old is not None and old.body == b'{"old":true}' and old.document == {"old": True}
+    assert old.requeued_at is None and old.queued_since == 1.0
     assert [e.id for e in claimed] == [1, new.id]
     assert claimed[1].body == big
+    assert replayed is not None and replayed.requeued_at == clock.time()
     db = tmp_path / "events.db"
-    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
     indexes = {r[0] for r in raw(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
-    assert "events_ready" in indexes and "events_pending" not in indexes
+    assert {"events_ready", "events_unrouted"} <= indexes and "events_pending" not in indexes
 
 
 async def test_close_right_after_submitting_answers_every_write(

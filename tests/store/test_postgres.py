@@ -222,6 +222,64 @@ class TestInstances:
         rows = await table_rows(f"{dsn}?schema={schema}")
         assert rows == {"deliveries": 0, "events": 0, "lead_keys": 0}
 
+    async def test_claims_take_turns_so_none_commits_behind_a_later_ordering_check(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """While another instance's claim is open (it may hold an earlier event, not yet
+        committed as sending), a claim waits its turn instead of skipping that event and
+        taking a later one, whose ordering check would then not see the earlier claim."""
+        dsn, schema = postgres_schema
+        async with instances(postgres_schema) as (store,):
+            first, second = await ids_of(store, 2)
+            other = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+            try:
+                async with other.transaction():
+                    await other.execute(Q["lock_claims"])
+                    taken = await other.fetch(Q["claimable_waiting"], 1e10, [], 1, [])
+                    assert [r[0] for r in taken] == [first]
+                    claim = asyncio.create_task(store.claim(limit=10, lease=LEASE))
+                    await asyncio.sleep(0.3)  # time enough to claim, were it not waiting
+                    assert not claim.done()
+                    await other.execute(Q["mark_claimed"], [first], 1e10, 1.0)
+            finally:
+                await other.close()
+            claimed = await claim
+        assert [e.id for e in claimed] == [second]
+
+
+class TestMigration:
+    async def test_a_version_1_store_is_migrated_by_serve_and_by_a_command(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """Tables made before the replay time and the read mark existed get both columns when
+        opened, by `serve` (create) or a command such as `leadhub replay` (no create), their
+        events kept."""
+        dsn, schema = postgres_schema
+        downgrade = (
+            "ALTER TABLE events DROP COLUMN requeued_at, DROP COLUMN awaits_read",
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        )
+        for create in (True, False):
+            async with instances(postgres_schema) as (store,):
+                (eid,) = await ids_of(store, 1, prefix=f"m{create}")
+                await store.dead(eid, error="boom")
+            for statement in downgrade:
+                await sql(dsn, statement, schema=schema)
+            reopened = PostgresStore(dsn, schema=schema, create=create)
+            await reopened.open()
+            try:
+                assert await reopened.replay(ids=[eid]) == 1
+                event = await reopened.get(eid)
+            finally:
+                await reopened.close()
+            assert event is not None and event.requeued_at is not None
+            assert await sql(dsn, Q["schema_version"], schema=schema) == [("2",)]
+
+
+async def ids_of(store: EventStore, n: int, *, prefix: str = "e") -> list[int]:
+    """Enqueue ``n`` one-lead deliveries; their event ids in order."""
+    return [(await store.enqueue(delivery(f"{prefix}{k}")))[0].id for k in range(n)]
+
 
 class TestConnectionsLost:
     async def test_connections_cut_by_the_server_are_unavailable_then_heal(

@@ -10,7 +10,9 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-INSERT INTO meta (key, value) VALUES ('schema_version', '1') ON CONFLICT (key) DO NOTHING;
+-- A new database starts at the current version; an older one is migrated (migrate_1: see
+-- PostgresStore.open).
+INSERT INTO meta (key, value) VALUES ('schema_version', '2') ON CONFLICT (key) DO NOTHING;
 
 -- One row per HTTP request as received: the raw body is stored once, however many
 -- leads it carries.
@@ -41,6 +43,12 @@ CREATE TABLE IF NOT EXISTS events (
     lead_id TEXT,
     lead_created SMALLINT,
     updated_at DOUBLE PRECISION NOT NULL,
+    -- When `leadhub replay` last put the event back in the queue (NULL: never): the retry
+    -- schedule's give_up_after counts from here, else from received_at.
+    requeued_at DOUBLE PRECISION,
+    -- 1 while the event's lead is known only after an API read and no route is recorded yet:
+    -- it holds no later event back meanwhile (blockers).
+    awaits_read SMALLINT NOT NULL DEFAULT 0,
     CONSTRAINT events_dedupe UNIQUE (endpoint, delivery_id)
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (state, next_attempt_at);
@@ -66,6 +74,16 @@ CREATE TABLE IF NOT EXISTS rate_slots (
     ends_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rate_slots_account ON rate_slots (account, ends_at);
+
+-- name: schema_version
+SELECT value FROM meta WHERE key = 'schema_version';
+
+-- name: migrate_1
+-- Version 1 to 2: the replay time (the give-up clock's start) and the API-read mark of
+-- per-lead ordering. Adding a column with a constant default rewrites nothing.
+ALTER TABLE events ADD COLUMN IF NOT EXISTS requeued_at DOUBLE PRECISION;
+ALTER TABLE events ADD COLUMN IF NOT EXISTS awaits_read SMALLINT NOT NULL DEFAULT 0;
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
 
 -- name: find_id
 SELECT 1 FROM events WHERE id = $1;
@@ -124,12 +142,18 @@ SELECT id FROM events WHERE endpoint = $1 AND delivery_id = $2;
 -- name: delete_delivery
 DELETE FROM deliveries WHERE id = $1;
 
+-- name: lock_claims
+-- Claims take turns across every instance (each a few statements): when one returns, every
+-- event an earlier claim took is committed 'sending', so a later event's ordering check sees
+-- it (blockers). Rows other transactions write (outcomes) are still skipped, not waited for.
+SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims', 0));
+
 -- name: claimable_waiting
--- $1 now, $2 targets left alone, $3 limit. Rows another transaction is claiming are
--- skipped, not waited for: several instances claim side by side.
+-- $1 now, $2 targets left alone, $3 limit, $4 endpoints whose unrouted events are left alone.
 SELECT id FROM events
 WHERE state IN ('queued', 'retrying') AND next_attempt_at <= $1
   AND (target IS NULL OR target <> ALL ($2::text[]))
+  AND (target IS NOT NULL OR endpoint <> ALL ($4::text[]))
 ORDER BY id
 LIMIT $3
 FOR UPDATE SKIP LOCKED;
@@ -139,6 +163,7 @@ FOR UPDATE SKIP LOCKED;
 SELECT id FROM events
 WHERE state = 'sending' AND next_attempt_at <= $1
   AND (target IS NULL OR target <> ALL ($2::text[]))
+  AND (target IS NOT NULL OR endpoint <> ALL ($4::text[]))
 ORDER BY id
 LIMIT $3
 FOR UPDATE SKIP LOCKED;
@@ -196,10 +221,14 @@ WHERE id = $1
 -- name: set_routes
 -- One row per route in three arrays (id, target, mapping); the ids found come back.
 UPDATE events AS e
-SET target = r.target, mapping = r.mapping, updated_at = $4
+SET target = r.target, mapping = r.mapping, awaits_read = 0, updated_at = $4
 FROM unnest($1::bigint[], $2::text[], $3::text[]) AS r (id, target, mapping)
 WHERE e.id = r.id
 RETURNING e.id;
+
+-- name: mark_reading
+-- The events of $1 await an API read before their lead is known.
+UPDATE events SET awaits_read = 1 WHERE id = ANY ($1::bigint[]) AND target IS NULL;
 
 -- name: delete_lead_keys
 DELETE FROM lead_keys WHERE event = ANY ($1::bigint[]);
@@ -211,10 +240,14 @@ ON CONFLICT DO NOTHING;
 
 -- name: blockers
 -- Per-lead ordering for a batch. $1 is a JSON array of [event id, [lead key, ...]]; one row
--- per event: its blocker is the earliest earlier event still pending sharing one of its keys.
--- Key by key, from lead_keys' primary key (key, event) in event order to the first pending
--- event: the walk is over that lead's own earlier events, never the whole table.
-SELECT a.asker, (
+-- per event: its blocker is the earliest earlier event still pending sharing one of its keys,
+-- or else, if earlier still, the earliest earlier event claimed whose keys are not recorded
+-- yet (it may be the same lead: every later event waits for its routes, a few milliseconds;
+-- one awaiting an API read is not counted, see awaits_read). Key by key, from lead_keys'
+-- primary key (key, event) in event order to the first pending event: the walk is over that
+-- lead's own earlier events, never the whole table; the unrouted ones are among the claimed
+-- events (events_due's 'sending' rows: those in flight).
+SELECT a.asker, LEAST((
     SELECT min(first.id)
     FROM jsonb_array_elements_text(a.keys) AS wanted (key)
     CROSS JOIN LATERAL (
@@ -227,10 +260,18 @@ SELECT a.asker, (
         ORDER BY k.event
         LIMIT 1
     ) AS first
-) AS blocker
+), CASE WHEN u.first < a.asker THEN u.first END) AS blocker
 FROM (
     SELECT (v ->> 0)::bigint AS asker, v -> 1 AS keys FROM jsonb_array_elements($1::jsonb) AS v
-) AS a;
+) AS a
+CROSS JOIN (
+    -- OFFSET 0 keeps min() from walking the primary key from the oldest event up
+    SELECT min(s.id) AS first FROM (
+        SELECT id FROM events
+        WHERE state = 'sending' AND target IS NULL AND awaits_read = 0
+        OFFSET 0
+    ) AS s
+) AS u;
 
 -- name: set_enrichment
 UPDATE events SET enrichment = $2, updated_at = $3 WHERE id = $1;
@@ -243,7 +284,7 @@ SELECT
     d.content_type, d.headers, e.document, e.state, e.attempts, e.next_attempt_at,
     e.last_error, e.enrichment, e.target, e.mapping,
     (SELECT string_agg(k.key, chr(31)) FROM lead_keys AS k WHERE k.event = e.id),
-    e.lead_id, e.lead_created, e.updated_at
+    e.lead_id, e.lead_created, e.updated_at, e.requeued_at
 FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
 WHERE e.id = ANY ($1::bigint[])
 ORDER BY e.id;
@@ -258,9 +299,10 @@ LIMIT $3;
 SELECT state, count(*) FROM events GROUP BY state;
 
 -- name: replay
+-- The retry schedule starts over: no attempts, and give_up_after counts from now.
 UPDATE events
 SET state = 'queued', attempts = 0, next_attempt_at = $4, target = NULL, mapping = NULL,
-    lead_id = NULL, lead_created = NULL, updated_at = $4
+    lead_id = NULL, lead_created = NULL, requeued_at = $4, awaits_read = 0, updated_at = $4
 WHERE state IN ('dead', 'unmatched', 'skipped')
   AND ($1::text IS NULL OR state = $1)
   AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))

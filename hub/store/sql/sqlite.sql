@@ -12,8 +12,9 @@ CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
--- A new database starts at the current version; an older one is migrated (name: migrate_1).
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '2');
+-- A new database starts at the current version; an older one is migrated (migrate_1, then
+-- migrate_2: see hub.store.sqlite_threads.migrate).
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '3');
 
 -- One row per HTTP request as received: the raw body is stored once, however many
 -- leads it carries.
@@ -43,7 +44,13 @@ CREATE TABLE IF NOT EXISTS events (
     mapping TEXT,
     lead_id TEXT,
     lead_created INTEGER,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    -- When `leadhub replay` last put the event back in the queue (NULL: never): the retry
+    -- schedule's give_up_after counts from here, else from received_at.
+    requeued_at REAL,
+    -- 1 while the event's lead is known only after an API read (Facebook, LinkedIn, HubSpot
+    -- apps) and no route is recorded yet: it holds no later event back meanwhile (blockers).
+    awaits_read INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS events_dedupe ON events (endpoint, delivery_id);
 CREATE INDEX IF NOT EXISTS events_due ON events (state, next_attempt_at);
@@ -55,6 +62,11 @@ CREATE INDEX IF NOT EXISTS events_ready ON events (id)
 -- A delivery's events: a purge deletes a delivery's row once none is left (about 15
 -- bytes and well under a microsecond per event: ids only grow, so inserts append).
 CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery);
+-- Claimed events whose lead keys are not recorded yet (between a claim and its routes, a
+-- few milliseconds; an API read excepted): blockers treats them as holding back every later
+-- event. Entries live only that long, so the index stays a handful of rows.
+CREATE INDEX IF NOT EXISTS events_unrouted ON events (id)
+    WHERE state = 'sending' AND target IS NULL AND awaits_read = 0;
 
 -- Identity keys (email, phone) of routed events, for per-lead ordering.
 CREATE TABLE IF NOT EXISTS lead_keys (
@@ -84,7 +96,7 @@ SELECT
     e.target, e.mapping,
     (SELECT group_concat(k.key, char(31)) FROM lead_keys AS k WHERE k.event = e.id)
         AS lead_keys,
-    e.lead_id, e.lead_created, e.updated_at
+    e.lead_id, e.lead_created, e.updated_at, e.requeued_at
 FROM events AS e JOIN deliveries AS d ON d.id = e.delivery;
 
 -- name: schema_version
@@ -95,9 +107,19 @@ SELECT value FROM meta WHERE key = 'schema_version';
 ALTER TABLE deliveries ADD COLUMN body_format INTEGER NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS events_pending;
 CREATE INDEX IF NOT EXISTS events_ready ON events (id) WHERE state IN ('queued', 'retrying');
--- (the view is made again from the schema above, with body_format)
+-- (the view is made again from the schema above, once every migration has run)
 DROP VIEW IF EXISTS event_rows;
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
+
+-- name: migrate_2
+-- Version 2 to 3: the replay time (the give-up clock's start) and the API-read mark of
+-- per-lead ordering, and the index of claimed events not yet routed.
+ALTER TABLE events ADD COLUMN requeued_at REAL;
+ALTER TABLE events ADD COLUMN awaits_read INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS events_unrouted ON events (id)
+    WHERE state = 'sending' AND target IS NULL AND awaits_read = 0;
+DROP VIEW IF EXISTS event_rows;
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
 
 -- name: find_id
 SELECT 1 FROM events WHERE id = :id;
@@ -116,12 +138,15 @@ VALUES (:delivery, :endpoint, :delivery_id, :document, 'queued', 0, :now, :now);
 
 -- name: claimable
 -- Waiting events in id order (a backlog needs no sort), stopping after `limit` due ones,
--- plus claimed events whose lease ran out (few: found by state and due time).
+-- plus claimed events whose lease ran out (few: found by state and due time). Events routed
+-- to a target in :exclude are left alone, and so are the unrouted events of the endpoints
+-- in :unrouted (those whose leads the dispatcher reads and has no room to read more).
 SELECT id FROM (
     SELECT id FROM events INDEXED BY events_ready
     WHERE state IN ('queued', 'retrying')
       AND next_attempt_at <= :now
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
+      AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
     ORDER BY id
     LIMIT :limit
 )
@@ -131,6 +156,7 @@ SELECT id FROM (
     WHERE state = 'sending'
       AND next_attempt_at <= :now
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
+      AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
     ORDER BY id
     LIMIT :limit
 )
@@ -191,9 +217,14 @@ WHERE id = :id
 -- :routes is a JSON array of [event id, target, mapping, [lead keys]]: one statement per batch.
 UPDATE events
 SET target = json_extract(r.value, '$[1]'), mapping = json_extract(r.value, '$[2]'),
-    updated_at = :now
+    awaits_read = 0, updated_at = :now
 FROM json_each(:routes) AS r
 WHERE events.id = json_extract(r.value, '$[0]');
+
+-- name: mark_reading
+-- The events of :reading (a JSON array of ids) await an API read before their lead is known.
+UPDATE events SET awaits_read = 1
+WHERE id IN (SELECT value FROM json_each(:reading)) AND target IS NULL;
 
 -- name: insert_route_keys
 INSERT OR IGNORE INTO lead_keys (key, event)
@@ -225,18 +256,32 @@ DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
 -- name: blockers
 -- Per-lead ordering for a batch. :asked is a JSON array of [event id, [lead key, ...]];
 -- the answer is one [event id, blocker id or null] per event: its blocker is the earliest
--- earlier event still pending that shares one of its keys. Packed in one value (one step
--- for the whole batch). CROSS JOIN fixes the order: from the few keys, to their events.
+-- earlier event still pending that shares one of its keys, or else, if earlier still, the
+-- earliest earlier event claimed whose keys are not recorded yet (it may be the same lead:
+-- every later event waits for its routes, a few milliseconds; one awaiting an API read is
+-- not counted, see awaits_read). Packed in one value (one step for the whole batch). CROSS
+-- JOIN fixes the order: from the few keys, to their events.
 SELECT json_group_array(json_array(json_extract(a.value, '$[0]'), (
-    SELECT e.id
-    FROM json_each(a.value, '$[1]') AS j
-    CROSS JOIN lead_keys AS k ON k.key = j.value AND k.event < json_extract(a.value, '$[0]')
-    CROSS JOIN events AS e ON e.id = k.event
-    WHERE e.state IN ('queued', 'retrying', 'sending')
-    ORDER BY e.id
-    LIMIT 1
+    SELECT min(b.id) FROM (
+        SELECT (
+            SELECT e.id
+            FROM json_each(a.value, '$[1]') AS j
+            CROSS JOIN lead_keys AS k
+                ON k.key = j.value AND k.event < json_extract(a.value, '$[0]')
+            CROSS JOIN events AS e ON e.id = k.event
+            WHERE e.state IN ('queued', 'retrying', 'sending')
+            ORDER BY e.id
+            LIMIT 1
+        ) AS id
+        UNION ALL
+        SELECT u.first WHERE u.first < json_extract(a.value, '$[0]')
+    ) AS b
 )))
-FROM json_each(:asked) AS a;
+FROM json_each(:asked) AS a
+CROSS JOIN (
+    SELECT min(id) AS first FROM events INDEXED BY events_unrouted
+    WHERE state = 'sending' AND target IS NULL AND awaits_read = 0
+) AS u;
 
 -- name: set_enrichment
 UPDATE events SET enrichment = :enrichment, updated_at = :now WHERE id = :id;
@@ -254,9 +299,11 @@ LIMIT :limit;
 SELECT state, count(*) FROM events GROUP BY state;
 
 -- name: replay
+-- The retry schedule starts over: no attempts, and give_up_after counts from now.
 UPDATE events
 SET state = 'queued', attempts = 0, next_attempt_at = :now, target = NULL, mapping = NULL,
-    lead_id = NULL, lead_created = NULL, updated_at = :now
+    lead_id = NULL, lead_created = NULL, requeued_at = :now, awaits_read = 0,
+    updated_at = :now
 WHERE state IN ('dead', 'unmatched', 'skipped')
   AND (:state IS NULL OR state = :state)
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
