@@ -3,7 +3,8 @@
 The n-th retry waits a uniformly random time in ``[0, min(max_interval,
 initial * multiplier ** (n - 1))]`` ("full jitter": many events failing together
 spread out instead of coming back in a herd). Once ``give_up_after`` has passed
-since the event was received, the policy gives up and the event is dead; the
+since the event joined the queue (when it was received, or when ``leadhub replay``
+put it back: ``Event.queued_since``), the policy gives up and the event is dead; the
 last try is scheduled no later than that deadline, so an event always gets one
 attempt at the end of its window.
 """
@@ -37,15 +38,16 @@ class RetryPolicy:
         """A jittered wait after the ``attempts``-th failed try."""
         return self._random() * self.ceiling(attempts)
 
-    def next_attempt(self, attempts: int, received_at: float, now: float) -> float | None:
+    def next_attempt(self, attempts: int, queued_since: float, now: float) -> float | None:
         """When to try again after ``attempts`` tries, or ``None`` to give up (dead).
 
         Args:
             attempts: tries made so far, the failed one included (1 after the first).
-            received_at: when the event was received (unix seconds).
+            queued_since: when the event joined the queue: received, or replayed since
+                (unix seconds; ``Event.queued_since``). The give-up clock starts there.
             now: the current time (unix seconds).
         """
-        deadline = received_at + self.schedule.give_up_after
+        deadline = queued_since + self.schedule.give_up_after
         if now >= deadline:
             return None
         return min(now + self.delay(attempts), deadline)

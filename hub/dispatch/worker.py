@@ -577,7 +577,9 @@ class Dispatcher:
     async def retry_or_die(self, event: Event, policy: RetryPolicy, reason: str) -> None:
         """Schedule another try with backoff, or kill the event when the schedule gives up."""
         now = self.clock.time()
-        at = policy.next_attempt(event.attempts, event.received_at, now)
+        # The give-up clock runs from when the event joined the queue: a replay starts it
+        # again (with zero attempts), so a replayed event gets its whole schedule.
+        at = policy.next_attempt(event.attempts, event.queued_since, now)
         if at is None:
             await self.kill(event, f"gave up after {event.attempts} attempt(s): {reason}")
             return
