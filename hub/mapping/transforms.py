@@ -222,14 +222,37 @@ def _unknown(name: str) -> TransformError:
     return TransformError(msg)
 
 
+def _inline_table(text: str, written: str) -> dict[str, str]:
+    """The table of ``map({a: b, ...})``, from its YAML text: a mapping of text to text.
+
+    Only composed, never constructed: an alias stays one shared node (no alias bomb can
+    grow), and anything but a scalar key and value is refused before it is built.
+    """
+    try:
+        # BaseLoader keeps every scalar a string: "Yes" stays "Yes", "01" stays "01".
+        node = yaml.compose(text, Loader=yaml.BaseLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        msg = f"map table in {written!r} is not YAML ({reason}); write it like map({{a: b}})"
+        raise TransformError(msg) from None
+    if not isinstance(node, yaml.MappingNode) or not node.value:
+        msg = (
+            f"map needs a lookup table in {written!r}; write it like map({{home_loan: Home Loan}})"
+        )
+        raise TransformError(msg)
+    table: dict[str, str] = {}
+    for key, value in node.value:
+        if not isinstance(key, yaml.ScalarNode) or not isinstance(value, yaml.ScalarNode):
+            shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or table"
+            msg = f"map table entry {shown!r} in {written!r} must map to text, not a list or table"
+            raise TransformError(msg)
+        table[str(key.value)] = str(value.value)
+    return table
+
+
 def _parse_table(raw: Any, written: str) -> dict[str, str]:
     if isinstance(raw, str):
-        try:
-            # BaseLoader keeps every scalar a string: "Yes" stays "Yes", "01" stays "01".
-            raw = yaml.load(raw, Loader=yaml.BaseLoader)
-        except yaml.YAMLError as exc:
-            msg = f"map table in {written!r} is not YAML ({exc}); write it like map({{a: b}})"
-            raise TransformError(msg) from exc
+        return _inline_table(raw, written)
     if not isinstance(raw, dict) or not raw:
         msg = (
             f"map needs a lookup table in {written!r}; write it like map({{home_loan: Home Loan}})"

@@ -239,6 +239,8 @@ class TestParsing:
             ("trim(x)", "takes no argument"),
             ("map(nope)", "lookup table"),
             ("map({a: [1]})", "must map to text"),
+            ("map({a: " + "[" * 600 + "]" * 600 + "})", "nested too deeply"),
+            ("map({[a]: b})", "must map to text"),
             ({"join": ";", "map": {}}, "one key"),
             (42, "is a name like"),
             ("frist_word(", "did you mean 'first_word'"),
@@ -248,3 +250,13 @@ class TestParsing:
         """An unknown name or a bad argument raises TransformError saying how to write it."""
         with pytest.raises(TransformError, match=fragment.replace("(", r"\(")):
             parse_transform(spec)
+
+
+def test_an_inline_map_table_is_composed_not_expanded() -> None:
+    """Aliases in map({...}) stay shared scalars: a table of text to text is read whatever its
+    anchors, and an alias to a list (the start of an alias bomb) is refused, not built."""
+    shared = parse_transform("map({a: &x Home, b: *x})")
+    assert shared.arg == {"a": "Home", "b": "Home"}
+    bomb = "map({l0: &l0 [x, x], l1: &l1 [*l0, *l0, *l0], l2: [*l1, *l1, *l1]})"
+    with pytest.raises(TransformError, match="must map to text"):
+        parse_transform(bomb)
