@@ -130,7 +130,8 @@ class CaptureRequest:
         keys = []
         email = self.value("EmailAddress")
         if email and email.strip():
-            keys.append(f"email:{email.strip().lower()}")
+            # (a NUL cannot be stored in PostgreSQL's text; the key only has to compare equal)
+            keys.append(f"email:{email.strip().lower().replace(chr(0), chr(0xFFFD))}")
         phone = self.value("Phone")
         digits = "".join(ch for ch in phone or "" if ch.isdigit())
         if digits:

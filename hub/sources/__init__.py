@@ -71,8 +71,9 @@ def body_id(body: bytes) -> str:
 
 
 def capped(found: str) -> str:
-    """``found``, or its hash when longer than :data:`MAX_ID_LENGTH`."""
-    if len(found) > MAX_ID_LENGTH:  # keep ids short but still distinct
+    """``found``, or its hash when longer than :data:`MAX_ID_LENGTH` or holding a NUL
+    (which PostgreSQL's text cannot store: the delivery would be a 503 forever)."""
+    if len(found) > MAX_ID_LENGTH or "\x00" in found:  # short, storable, still distinct
         return "sha256:" + hashlib.sha256(found.encode("utf-8", "replace")).hexdigest()
     return found
 

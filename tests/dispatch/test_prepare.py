@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 from starlette.applications import Starlette
@@ -168,13 +169,22 @@ async def test_an_unexpected_error_preparing_one_event_is_an_attempt_not_a_loop(
         assert lead["EmailAddress"] == "fine@example.com"
 
 
+REFUSE = """
+CREATE FUNCTION refuse_key() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'refused by the test''s trigger: %', NEW.key; END $$;
+CREATE TRIGGER refuse_key BEFORE INSERT ON lead_keys FOR EACH ROW
+WHEN (NEW.key LIKE '%refused.by.trigger%') EXECUTE FUNCTION refuse_key();
+"""
+
+
 async def test_an_event_the_database_refuses_to_route_does_not_hold_up_its_batch(
     tmp_path: Path, postgres_schema: tuple[str, str]
 ) -> None:
-    """On PostgreSQL a lead key holding a NUL character (valid JSON, taken at ingest) cannot
-    be written: that one event is retried with the database's reason and dead when its
-    schedule gives up, while the events claimed with it are delivered, instead of the whole
-    claim going back to the queue every second."""
+    """When PostgreSQL refuses one event's routes (a trigger here), that one event is retried
+    with the database's reason and dead when its schedule gives up, while the events claimed
+    with it are delivered, instead of the whole claim going back to the queue every second.
+    A NUL in an email (valid JSON, taken at ingest), which PostgreSQL's text cannot hold, is no
+    such refusal: its lead key keeps a stand-in and the lead is delivered."""
     dsn, schema = postgres_schema
     retry = "{initial: 50ms, max_interval: 100ms, give_up_after: 2s}"
     with sandbox_server() as (url, _):
@@ -185,21 +195,30 @@ async def test_an_event_the_database_refuses_to_route_does_not_hold_up_its_batch
         )
         store = open_store(f"{dsn}?schema={schema}")
         await store.open()
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
         try:
-            bodies = [b'{"email": "first@example.com"}', b'{"email": "nul\\u0000@example.com"}']
+            await conn.execute(REFUSE)
+            bodies = [
+                b'{"email": "first@example.com"}',
+                b'{"email": "refused.by.trigger@example.com"}',
+                b'{"email": "nul\\u0000@example.com"}',
+                b'{"email": "last@example.com"}',
+            ]
             ids = [await _stored_body(store, f"d-{n}", body) for n, body in enumerate(bodies)]
-            ids.append(await _stored_body(store, "d-2", b'{"email": "last@example.com"}'))
-            fine, refused = [ids[0], ids[2]], ids[1]
+            fine, refused = [ids[0], ids[2], ids[3]], ids[1]
             async with running(config, store):
                 await wait_for(all_in(State.DELIVERED, store, fine), what="others delivered")
                 await wait_for(all_in(State.DEAD, store, [refused]), what="dead", timeout=20)
             event = (await states(store, [refused]))[refused]
         finally:
+            await conn.close()
             await store.close()
         emails = sorted(lead["EmailAddress"] for lead in sandbox_get(url, "/_sandbox/leads"))
-    assert emails == ["first@example.com", "last@example.com"]
+    assert emails == ["first@example.com", "last@example.com", "nul\x00@example.com"]
     assert event.attempts >= 2
     assert (event.last_error or "").startswith(
         f"gave up after {event.attempts} attempt(s): preparing the event failed (StoreError: "
     )
-    assert 'invalid byte sequence for encoding "UTF8": 0x00' in (event.last_error or "")
+    assert "refused by the test's trigger: email:refused.by.trigger@example.com" in (
+        event.last_error or ""
+    )

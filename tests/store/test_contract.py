@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from hub.clock import ManualClock
+from hub.sources import capped
 from hub.store import EventStore, LeaseLost, StoreError
 from hub.store.base import PURGE_WINDOW, BodyNotSkimmed
 from hub.store.models import (
@@ -94,6 +95,15 @@ class TestEnqueue:
         assert len(await store.list()) == 1
         event = await store.get(first.id)
         assert event is not None and event.body != b'{"other": 1}'
+
+    async def test_a_sender_id_holding_a_nul_is_stored_and_deduped(self, store: EventStore) -> None:
+        """An id read from a body may hold a NUL (JSON's \\u0000), which PostgreSQL's text
+        cannot: ``capped`` hashes it, so every backend stores the event and knows it again."""
+        delivery_id = capped("evt\x00one")
+        assert delivery_id.startswith("sha256:") and capped("evt\x00one") == delivery_id
+        (first,) = await store.enqueue(delivery(delivery_id))
+        (again,) = await store.enqueue(delivery(delivery_id))
+        assert (first.duplicate, again.duplicate, again.id) == (False, True, first.id)
 
     async def test_same_id_on_another_endpoint_is_new(self, store: EventStore) -> None:
         """Dedupe is per endpoint: the same delivery id on two endpoints makes two events."""
