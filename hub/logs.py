@@ -178,8 +178,15 @@ def configure(
             JSON unless ``stream`` is a terminal.
         level: the lowest level written (``debug``, ``info``, ``warning``, ``error``).
         stream: where to write; standard output by default.
+
+    Raises:
+        ValueError: ``level`` is not a log level name.
     """
     global _writer
+    levels = logging.getLevelNamesMapping()
+    if level.upper() not in levels:
+        msg = f"unknown log level {level!r}; use debug, info, warning or error"
+        raise ValueError(msg)
     flush()
     out = stream or sys.stdout
     _writer = LineWriter(out)

@@ -207,3 +207,9 @@ def test_standard_logging_records_become_structlog_lines() -> None:
     (line,) = [orjson.loads(text) for text in out.getvalue().splitlines()]
     assert line["event"] == "Expected boundary character 45"
     assert (line["logger"], line["level"]) == ("python_multipart.multipart", "warning")
+
+
+def test_configure_refuses_an_unknown_level() -> None:
+    """A level that is not a log level name is a ValueError naming it, not a KeyError."""
+    with pytest.raises(ValueError, match="unknown log level 'bogus'; use debug, info"):
+        logs.configure(level="bogus", stream=io.StringIO())
