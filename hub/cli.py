@@ -1,8 +1,12 @@
 """The ``leadhub`` command: parses arguments and hands each subcommand to its module.
 
-Every flag can also be set through ``LEADHUB_<FLAG>`` (``LEADHUB_DB``,
-``LEADHUB_CONFIG_DIR``, ``LEADHUB_PORT``, ...); the flag wins over the variable.
-Each subcommand lives in ``hub.commands.<name>`` as ``run(args) -> int`` and is
+Every flag of every subcommand can also be set through ``LEADHUB_<FLAG>`` (``--db``:
+``LEADHUB_DB``, ``--config-dir``: ``LEADHUB_CONFIG_DIR``, ...); the flag wins over the
+variable. A variable is checked exactly as its flag is (type, range, choices) when the
+subcommand that has the flag runs, and a bad one is a usage error (exit 2) naming it: a bad
+``LEADHUB_PORT`` stops ``serve`` and ``sandbox``, never ``check``. Yes/no flags take
+``1 true yes on`` or ``0 false no off``; repeatable flags take a list separated by commas or
+spaces. Each subcommand lives in ``hub.commands.<name>`` as ``run(args) -> int`` and is
 imported only when used, so ``leadhub check`` never loads the web stack.
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,73 +23,191 @@ from typing import Any
 from hub import __version__
 
 ENV_PREFIX = "LEADHUB_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+ENV_RULES = (
+    f"Every flag can also be set as {ENV_PREFIX}<FLAG> (shown as [env ...] beside it), checked "
+    "like the flag; the flag wins. Yes/no flags take 1, true, yes or on, and 0, false, no or "
+    "off; repeatable flags take a list separated by commas or spaces (LEADHUB_ID='3,7')."
+)
 
 
-class _EnvDefaults:
-    """Adds arguments whose default comes from ``LEADHUB_<FLAG>`` and says so in ``--help``."""
+def port(text: str) -> int:
+    """A TCP port number: 0 (any free port) to 65535."""
+    number = int(text)
+    if not 0 <= number <= 65535:
+        msg = f"{number} is out of range; a port is 0 to 65535"
+        raise argparse.ArgumentTypeError(msg)
+    return number
 
-    def __init__(self, parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-        self.parser = parser
-        self.environ = environ
 
-    def add(self, flag: str, *names: str, **kwargs: Any) -> None:
-        dest = kwargs.get("dest") or flag.lstrip("-").replace("-", "_")
-        var = ENV_PREFIX + dest.upper()
+class Repeat(argparse.Action):
+    """``action="append"`` for a flag whose variable may hold the list: flags replace it."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        items = getattr(namespace, self.dest, None)
+        items = list(items) if isinstance(items, list) else []  # not the variable's
+        items.append(values)
+        setattr(namespace, self.dest, items)
+
+
+class _FromEnv:
+    """The default of a flag whose variable is set: its text, checked once parsing is done."""
+
+    def __init__(self, var: str, text: str, default: Any) -> None:
+        self.var = var
+        self.text = text
+        self.default = default  # what the flag means when the variable says no / lists nothing
+
+    def __repr__(self) -> str:
+        return f"{self.var}={self.text!r}"
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose every flag also reads ``LEADHUB_<FLAG>`` from ``environ``.
+
+    The variable's text becomes the flag's default; after parsing, a default still standing
+    is converted and checked as the flag's own value would be (:meth:`parse_known_args`),
+    so only the subcommand being run looks at its variables.
+    """
+
+    def __init__(self, *args: Any, environ: Mapping[str, str] | None = None, **kwargs: Any):
+        # set before argparse's __init__, which adds --help through add_argument
+        self.environ: Mapping[str, str] = environ or {}
+        kwargs.setdefault("epilog", ENV_RULES)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *name_or_flags: str, **kwargs: Any) -> argparse.Action:
+        action = kwargs.get("action")
+        if not name_or_flags[0].startswith("-") or action in ("help", "version"):
+            return super().add_argument(*name_or_flags, **kwargs)
+        if action == "append":
+            kwargs["action"] = action = Repeat
+        if action not in (None, "store", "store_true", "store_false", Repeat):
+            msg = f"{name_or_flags}: action {action!r} has no {ENV_PREFIX}<FLAG> reading"
+            raise ValueError(msg)
+        flag = next((name for name in name_or_flags if name.startswith("--")), None)
+        if flag is None:
+            msg = f"{name_or_flags}: a flag needs a --long name for its {ENV_PREFIX} variable"
+            raise ValueError(msg)
+        var = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
         if var in self.environ:
-            value: Any = self.environ[var]
-            if kwargs.get("type") is int:
-                value = int(value)
-            if kwargs.get("action") in ("store_true",):
-                value = value.lower() in ("1", "true", "yes", "on")
-            kwargs["default"] = value
+            implied = {"store_true": False, "store_false": True}.get(str(action))
+            default = kwargs.get("default", implied)
+            kwargs["default"] = _FromEnv(var, self.environ[var], default)
             kwargs.pop("required", None)
-        help_text = kwargs.get("help", "")
-        kwargs["help"] = f"{help_text} [env {var}]".strip()
-        self.parser.add_argument(flag, *names, **kwargs)
+        kwargs["help"] = f"{kwargs.get('help', '')} [env {var}]".strip()
+        return super().add_argument(*name_or_flags, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, rest = super().parse_known_args(args, namespace)
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None)
+            if isinstance(value, _FromEnv):
+                setattr(namespace, action.dest, self._from_env(action, value))
+        return namespace, rest
+
+    def _from_env(self, action: argparse.Action, env: _FromEnv) -> Any:
+        if action.nargs == 0:  # store_true / store_false
+            word = env.text.strip().lower()
+            if word in TRUE_WORDS:
+                return action.const
+            if word in FALSE_WORDS:
+                return env.default
+            yes, no = ", ".join(TRUE_WORDS), ", ".join(FALSE_WORDS)
+            self.error(f"{env!r}: not a yes/no value; use one of {yes} or {no}")
+        if isinstance(action, Repeat):
+            texts = [text for text in re.split(r"[\s,]+", env.text) if text]
+            return [self._value(action, env, text) for text in texts] or env.default
+        return self._value(action, env, env.text)
+
+    def _value(self, action: argparse.Action, env: _FromEnv, text: str) -> Any:
+        """``text`` converted and checked as argparse does a flag's value, else a usage error."""
+        convert = action.type if callable(action.type) else str
+        try:
+            value = convert(text)
+        except argparse.ArgumentTypeError as exc:
+            self.error(f"{env!r}: {exc}")
+        except (TypeError, ValueError):
+            name = getattr(convert, "__name__", repr(convert))
+            self.error(f"{env!r}: invalid {name} value: {text!r}")
+        if action.choices is not None and value not in action.choices:
+            choices = ", ".join(map(repr, action.choices))
+            self.error(f"{env!r}: invalid choice: {value!r} (choose from {choices})")
+        return value
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     """The argument parser; ``environ`` supplies ``LEADHUB_*`` defaults."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="leadhub",
         description="Lead Hub: lead webhooks in, LeadSquared leads out.",
+        environ=environ,
     )
     parser.add_argument("--version", action="version", version=f"leadhub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the hub: webhook endpoints and dispatcher")
-    env = _EnvDefaults(serve, environ)
-    env.add("--config-dir", default="mappings", help="configuration directory")
-    env.add("--host", default="127.0.0.1", help="address to listen on")
-    env.add("--port", type=int, default=8000, help="port to listen on")
-    env.add("--db", default="sqlite:///leadhub.db", help="event store URL")
-    env.add(
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = sub.add_parser(name, help=summary, environ=environ)
+        return made
+
+    serve = command("serve", "run the hub: webhook endpoints and dispatcher")
+    serve.add_argument("--config-dir", default="mappings", help="configuration directory")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=port, default=8000, help="port to listen on")
+    serve.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
+    serve.add_argument(
         "--role",
         choices=["all", "web", "worker"],
         default="all",
         help="web: endpoints only; worker: dispatcher only; all: both",
     )
-    env.add("--log-level", default="info", help="lowest log level written")
-    env.add("--log-json", action="store_true", default=False, help="JSON logs even on a terminal")
-    env.add("--lease", default="60s", help="how long a claimed event stays this worker's")
-    env.add(
+    serve.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help="lowest log level written",
+    )
+    serve.add_argument(
+        "--log-json", action="store_true", default=False, help="JSON logs even on a terminal"
+    )
+    serve.add_argument(
+        "--lease", default="60s", help="how long a claimed event stays this worker's"
+    )
+    serve.add_argument(
         "--purge-after",
         default="off",
         help="delete delivered and skipped events this long after their last change, "
         "checked hourly by each worker (e.g. 30d; at least 3d), or 'off'",
     )
 
-    sandbox = sub.add_parser("sandbox", help="run the Lead.Capture sandbox on its own")
-    env = _EnvDefaults(sandbox, environ)
-    env.add("--host", default="127.0.0.1", help="address to listen on")
-    env.add("--port", type=int, default=9000, help="port to listen on")
-    env.add("--access-key", default="sandbox", help="access key the sandbox accepts")
-    env.add("--secret-key", default="sandbox", help="secret key the sandbox accepts")
-    env.add("--db", default=None, help="SQLite file (in memory when absent)")
-    env.add("--rate-limit", default="25/5s", help="calls per window per access key, or 'off'")
-    env.add("--log-level", default="info", help="lowest log level written")
+    sandbox = command("sandbox", "run the Lead.Capture sandbox on its own")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sandbox.add_argument("--port", type=port, default=9000, help="port to listen on")
+    sandbox.add_argument("--access-key", default="sandbox", help="access key the sandbox accepts")
+    sandbox.add_argument("--secret-key", default="sandbox", help="secret key the sandbox accepts")
+    sandbox.add_argument("--db", default=None, help="SQLite file (in memory when absent)")
+    sandbox.add_argument(
+        "--rate-limit", default="25/5s", help="calls per window per access key, or 'off'"
+    )
+    sandbox.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help="lowest log level written",
+    )
 
-    check = sub.add_parser("check", help="validate a configuration directory")
+    check = command("check", "validate a configuration directory")
     check.add_argument(
         "dir",
         nargs="?",
@@ -92,36 +215,39 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="configuration directory [env LEADHUB_CONFIG_DIR]",
     )
 
-    try_ = sub.add_parser("try", help="map one document as an endpoint would, without sending")
+    try_ = command("try", "map one document as an endpoint would, without sending")
     try_.add_argument("endpoint", help="endpoint name")
     try_.add_argument("payload", help="JSON document (as the endpoint's mappings see it)")
-    env = _EnvDefaults(try_, environ)
-    env.add("--config-dir", default="mappings", help="configuration directory")
+    try_.add_argument("--config-dir", default="mappings", help="configuration directory")
     try_.add_argument("--json", action="store_true", help="print one JSON object")
 
-    events = sub.add_parser("events", help="list stored deliveries")
-    env = _EnvDefaults(events, environ)
-    env.add("--db", default="sqlite:///leadhub.db", help="event store URL")
+    events = command("events", "list stored deliveries")
+    events.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     events.add_argument("--status", help="only events in this state")
     events.add_argument("--endpoint", help="only events of this endpoint")
     events.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
     events.add_argument(
-        "--id", action="append", dest="ids", type=int, help="only this event (repeatable)"
+        "--id",
+        action="append",
+        dest="ids",
+        type=int,
+        metavar="ID",
+        help="only this event (repeatable)",
     )
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    replay = sub.add_parser("replay", help="queue dead, unmatched or skipped events again")
-    env = _EnvDefaults(replay, environ)
-    env.add("--db", default="sqlite:///leadhub.db", help="event store URL")
+    replay = command("replay", "queue dead, unmatched or skipped events again")
+    replay.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     replay.add_argument(
         "--status", choices=["dead", "unmatched", "skipped"], help="events in state"
     )
-    replay.add_argument("--id", action="append", dest="ids", type=int, help="event id (repeatable)")
+    replay.add_argument(
+        "--id", action="append", dest="ids", type=int, metavar="ID", help="event id (repeatable)"
+    )
     replay.add_argument("--endpoint", help="only events of this endpoint")
 
-    purge = sub.add_parser("purge", help="delete finished events older than an age")
-    env = _EnvDefaults(purge, environ)
-    env.add("--db", default="sqlite:///leadhub.db", help="event store URL")
+    purge = command("purge", "delete finished events older than an age")
+    purge.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     purge.add_argument(
         "--older-than",
         required=True,

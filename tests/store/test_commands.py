@@ -310,3 +310,49 @@ def test_events_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 141, err
     assert orjson.loads(first)["delivery_id"].startswith("pipe-")
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Seeded:
+    """A seeded SQLite database URL and its event ids."""
+    url = sqlite_url(tmp_path)
+    return url, seed(url)
+
+
+class TestVariables:
+    def test_events_flags_from_the_environment(self, sqlite_db: Seeded, capsys: Cap) -> None:
+        """LEADHUB_LIMIT, _JSON, _STATUS, _ENDPOINT and _ID do what events' flags do."""
+        url, ids = sqlite_db
+        environ = {"LEADHUB_DB": url, "LEADHUB_LIMIT": "1", "LEADHUB_JSON": "yes"}
+        assert main(["events"], environ=environ) == 0
+        (line,) = capsys.readouterr().out.splitlines()
+        assert orjson.loads(line)["id"] == max(ids.values())
+        environ = {"LEADHUB_DB": url, "LEADHUB_JSON": "on", "LEADHUB_STATUS": "dead"}
+        assert main(["events"], environ={**environ, "LEADHUB_ENDPOINT": "google"}) == 0
+        shown = [orjson.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+        assert shown == [ids["dead_google"]]
+        picked = f"{ids['queued']}, {ids['dead']} {ids['delivered']}"
+        assert main(["events"], environ={**environ, "LEADHUB_ID": picked}) == 0
+        shown = [orjson.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+        assert shown == [ids["dead"]]
+
+    def test_replay_selects_from_the_environment(self, sqlite_db: Seeded, capsys: Cap) -> None:
+        """LEADHUB_ID (a list) and LEADHUB_ENDPOINT select the events replay requeues."""
+        url, ids = sqlite_db
+        environ = {"LEADHUB_DB": url, "LEADHUB_ID": f"{ids['unmatched']},{ids['dead']}"}
+        assert main(["replay"], environ={**environ, "LEADHUB_ENDPOINT": "google"}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."
+        after = states(url)
+        assert after[ids["unmatched"]] is State.QUEUED and after[ids["dead"]] is State.DEAD
+
+    def test_purge_from_the_environment(self, sqlite_db: Seeded, capsys: Cap) -> None:
+        """LEADHUB_OLDER_THAN stands for the required --older-than, LEADHUB_STATUS is a list of
+        states and LEADHUB_DRY_RUN=true only counts."""
+        url, _ = sqlite_db
+        before = states(url)
+        capsys.readouterr()
+        environ = {"LEADHUB_DB": url, "LEADHUB_OLDER_THAN": "0s", "LEADHUB_DRY_RUN": "true"}
+        assert main(["purge"], environ={**environ, "LEADHUB_STATUS": "dead unmatched"}) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("Would purge 3 events: dead and unmatched events last changed")
+        assert states(url) == before

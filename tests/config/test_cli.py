@@ -1,0 +1,245 @@
+"""`leadhub`'s flags and their LEADHUB_<FLAG> variables, as users give them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hub import cli
+from hub.cli import main
+from tests.mappings.cases import ROOT
+
+Cap = pytest.CaptureFixture[str]
+
+#: Positional arguments a subcommand needs before its flags can be parsed.
+POSITIONALS = {"try": ["e", "doc.json"]}
+#: Flags that stop a server command before it listens, should a port slip through unchecked.
+NEVER_SERVE = {
+    "serve": ["--config-dir", "/nonexistent/leadhub-config"],
+    "sandbox": ["--rate-limit", "nonsense"],
+}
+
+
+def usage_error(capsys: Cap, argv: list[str], environ: dict[str, str]) -> str:
+    """Run ``leadhub argv``, which must stop with argparse's usage error (exit 2); its stderr."""
+    with pytest.raises(SystemExit) as info:
+        main(argv, environ=environ)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def config_dir(tmp_path: Path) -> Path:
+    """A configuration directory with one endpoint and one mapping, and a document for it."""
+    directory = tmp_path / "config"
+    directory.mkdir()
+    (directory / "hub.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: token\ntoken: t\n---\n"
+        "name: m\nendpoint: e\nfields:\n  EmailAddress: $.email\n"
+    )
+    (tmp_path / "doc.json").write_text('{"email": "a@example.com"}')
+    return directory
+
+
+@pytest.mark.parametrize(
+    ("command", "value", "reason"),
+    [
+        ("serve", "abc", "invalid port value: 'abc'"),
+        ("serve", "8000.0", "invalid port value: '8000.0'"),
+        ("serve", "99999", "99999 is out of range; a port is 0 to 65535"),
+        ("sandbox", "abc", "invalid port value: 'abc'"),
+        ("sandbox", "-1", "-1 is out of range; a port is 0 to 65535"),
+    ],
+)
+def test_a_bad_port_variable_is_a_usage_error(
+    capsys: Cap, command: str, value: str, reason: str
+) -> None:
+    """A LEADHUB_PORT that is no port stops serve and sandbox with exit 2, naming the variable."""
+    err = usage_error(capsys, [command, *NEVER_SERVE[command]], {"LEADHUB_PORT": value})
+    assert f"usage: leadhub {command}" in err
+    assert f"leadhub {command}: error: LEADHUB_PORT={value!r}: {reason}\n" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["serve", "--port", "99999"], "argument --port: 99999 is out of range"),
+        (["serve", "--port", "x"], "argument --port: invalid port value: 'x'"),
+        (["sandbox", "--port", "65536"], "argument --port: 65536 is out of range"),
+    ],
+)
+def test_a_port_flag_out_of_range_is_a_usage_error(
+    capsys: Cap, argv: list[str], reason: str
+) -> None:
+    """--port takes 0 to 65535; anything else is refused rather than bound as another port."""
+    assert reason in usage_error(capsys, [*argv, *NEVER_SERVE[argv[0]]], {})
+    parser = cli.build_parser({})
+    assert parser.parse_args(["serve", "--port", "0"]).port == 0
+    assert parser.parse_args(["sandbox", "--port", "65535"]).port == 65535
+
+
+def test_a_bad_variable_leaves_commands_without_the_flag_alone(tmp_path: Path, capsys: Cap) -> None:
+    """Bad LEADHUB_PORT, _ROLE and _LOG_LEVEL concern serve and sandbox: check and try run."""
+    environ = {"LEADHUB_PORT": "abc", "LEADHUB_ROLE": "bogus", "LEADHUB_LOG_LEVEL": "loud"}
+    directory = config_dir(tmp_path)
+    assert main(["check", str(directory)], environ=environ) == 0
+    assert ": ok: 1 endpoint, 1 mapping" in capsys.readouterr().out
+    argv = ["try", "e", str(tmp_path / "doc.json"), "--config-dir", str(directory), "--json"]
+    assert main(argv, environ=environ) == 0
+    assert '"status": "send"' in capsys.readouterr().out
+
+
+def test_a_bad_role_variable_is_refused_before_the_store_is_opened(
+    tmp_path: Path, capsys: Cap
+) -> None:
+    """LEADHUB_ROLE is checked against serve's roles: exit 2, and no database is made."""
+    db = tmp_path / "hub.db"
+    argv = ["serve", "--config-dir", str(config_dir(tmp_path)), "--db", f"sqlite:///{db}"]
+    err = usage_error(capsys, argv, {"LEADHUB_ROLE": "bogus"})
+    expected = "LEADHUB_ROLE='bogus': invalid choice: 'bogus' (choose from 'all', 'web', 'worker')"
+    assert f"leadhub serve: error: {expected}\n" in err
+    assert not db.exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "sandbox"])
+def test_log_level_takes_the_four_levels(tmp_path: Path, capsys: Cap, command: str) -> None:
+    """--log-level (or LEADHUB_LOG_LEVEL) is debug, info, warning or error, in any case."""
+    choices = "(choose from 'debug', 'info', 'warning', 'error')"
+    err = usage_error(capsys, [command, "--log-level", "bogus"], {})
+    assert f"argument --log-level: invalid choice: 'bogus' {choices}" in err
+    err = usage_error(capsys, [command], {"LEADHUB_LOG_LEVEL": "verbose"})
+    assert f"LEADHUB_LOG_LEVEL='verbose': invalid choice: 'verbose' {choices}" in err
+    parser = cli.build_parser({"LEADHUB_LOG_LEVEL": "ERROR"})
+    assert parser.parse_args([command]).log_level == "error"
+    assert parser.parse_args([command, "--log-level", "Warning"]).log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    ("word", "value"),
+    [(w, True) for w in ("1", "true", "yes", "on", "YES", " On ")]
+    + [(w, False) for w in ("0", "false", "no", "off", "False")],
+)
+def test_yes_no_variables(word: str, value: bool) -> None:
+    """A yes/no flag's variable takes 1/true/yes/on or 0/false/no/off, in any case."""
+    parser = cli.build_parser({"LEADHUB_JSON": word, "LEADHUB_LOG_JSON": word})
+    assert parser.parse_args(["events"]).json is value
+    assert parser.parse_args(["serve"]).log_json is value
+    assert parser.parse_args(["events", "--json"]).json is True  # the flag wins
+
+
+@pytest.mark.parametrize("word", ["", "maybe", "2", "y"])
+def test_other_yes_no_words_are_usage_errors(capsys: Cap, word: str) -> None:
+    """Anything else in a yes/no variable is refused, naming it and the words it takes."""
+    err = usage_error(capsys, ["events"], {"LEADHUB_JSON": word})
+    assert f"leadhub events: error: LEADHUB_JSON={word!r}: not a yes/no value; use one of " in err
+    assert "1, true, yes, on or 0, false, no, off" in err
+
+
+def test_repeatable_variables_are_lists() -> None:
+    """A repeatable flag's variable is a list split on commas and spaces, each item checked
+    like the flag's value; flags given on the command line replace the list."""
+    parser = cli.build_parser({"LEADHUB_ID": " 3, 7 9,"})
+    assert parser.parse_args(["events"]).ids == [3, 7, 9]
+    assert parser.parse_args(["replay", "--id", "5", "--id", "6"]).ids == [5, 6]
+    parser = cli.build_parser({"LEADHUB_STATUS": "dead unmatched"})
+    args = parser.parse_args(["purge", "--older-than", "30d"])
+    assert args.statuses == ["dead", "unmatched"]
+    args = parser.parse_args(["purge", "--older-than", "30d", "--status", "skipped"])
+    assert args.statuses == ["skipped"]
+    assert cli.build_parser({"LEADHUB_ID": " , "}).parse_args(["replay"]).ids is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["replay"], {"LEADHUB_ID": "3,x"}, "LEADHUB_ID='3,x': invalid int value: 'x'"),
+        (
+            ["purge", "--older-than", "30d"],
+            {"LEADHUB_STATUS": "dead,queued"},
+            "LEADHUB_STATUS='dead,queued': invalid choice: 'queued' (choose from "
+            "'delivered', 'skipped', 'dead', 'unmatched')",
+        ),
+        (["events"], {"LEADHUB_LIMIT": "ten"}, "LEADHUB_LIMIT='ten': invalid int value: 'ten'"),
+    ],
+)
+def test_bad_list_and_number_variables_are_usage_errors(
+    capsys: Cap, argv: list[str], environ: dict[str, str], message: str
+) -> None:
+    """Each item of a list variable, and a number variable, is checked as the flag's is."""
+    assert f"error: {message}\n" in usage_error(capsys, argv, environ)
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser, by name."""
+    parser = cli.build_parser({})
+    (found,) = [a.choices for a in parser._actions if isinstance(a.choices, dict)]
+    return dict(found)
+
+
+def sample(action: argparse.Action) -> str:
+    """A value the flag takes that is not its default."""
+    if action.nargs == 0:
+        return ""
+    if action.choices is not None:
+        return next(str(c) for c in action.choices if c != action.default)
+    return "7" if action.type is not None else "from-env"
+
+
+def test_every_flag_of_every_command_has_its_variable() -> None:
+    """For each flag of each subcommand, LEADHUB_<FLAG> gives what the flag gives, and --help
+    names the variable and the rules (so a flag added later cannot go without one)."""
+    flags_seen = 0
+    for name, parser in subcommands().items():
+        help_text = " ".join(parser.format_help().split())
+        assert "Every flag can also be set as LEADHUB_<FLAG>" in help_text
+        assert "repeatable flags take a list separated by commas or spaces" in help_text
+        flags = [a for a in parser._actions if a.option_strings and a.dest != "help"]
+        for action in flags:
+            flags_seen += 1
+            flag = max(action.option_strings, key=len)
+            var = "LEADHUB_" + flag.removeprefix("--").replace("-", "_").upper()
+            assert f"[env {var}]" in help_text, (name, flag)
+            needed = POSITIONALS.get(name, [])
+            for other in flags:  # the other required flags, given as flags
+                if other.required and other is not action:
+                    needed = [*needed, other.option_strings[0], sample(other)]
+            given = [flag] if action.nargs == 0 else [flag, sample(action)]
+            by_flag = cli.build_parser({}).parse_args([name, *needed, *given])
+            text = "yes" if action.nargs == 0 else sample(action)
+            by_var = cli.build_parser({var: text}).parse_args([name, *needed])
+            want: Any = getattr(by_flag, action.dest)
+            assert getattr(by_var, action.dest) == want, (name, flag)
+            if not action.required:
+                unset = cli.build_parser({}).parse_args([name, *needed])
+                assert getattr(unset, action.dest) != want, (name, flag)
+    assert flags_seen >= 30
+
+
+@pytest.mark.slow
+def test_bad_variables_as_a_real_subprocess(tmp_path: Path) -> None:
+    """`python -m hub` with a bad LEADHUB_PORT: serve exits 2 with the usage error and no
+    traceback, while check runs as usual (exit 0)."""
+    directory = config_dir(tmp_path)
+    env = {**os.environ, "LEADHUB_PORT": "abc", "LEADHUB_CONFIG_DIR": str(directory)}
+    options: dict[str, Any] = {
+        "cwd": ROOT,
+        "capture_output": True,
+        "text": True,
+        "timeout": 60,
+        "check": False,
+        "env": env,
+    }
+    serve = subprocess.run([sys.executable, "-m", "hub", "serve"], **options)
+    assert serve.returncode == 2
+    assert "leadhub serve: error: LEADHUB_PORT='abc': invalid port value: 'abc'" in serve.stderr
+    assert "Traceback" not in serve.stderr
+    check = subprocess.run([sys.executable, "-m", "hub", "check"], **options)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "Traceback" not in check.stderr
