@@ -15,6 +15,15 @@ COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "
 COLUMNS += ("ATTEMPTS", "TARGET", "LEAD ID", "LAST ERROR")
 
 
+#: ``--status duplicate``: the state of a delivery, not of an event (nothing is stored for it).
+DUPLICATES = (
+    'a duplicate delivery stores no event: it is answered 200 {"status":"duplicate","id":N} '
+    "with N the event it repeats, logged as delivery_received with outcome=duplicate and "
+    'event_ids [N], and counted in /metrics as leadhub_deliveries_total{outcome="duplicate"}; '
+    "list the original with --id N."
+)
+
+
 def run(args: argparse.Namespace) -> int:
     """List events, newest first, as a table or (``--json``) one JSON object per line.
 
@@ -25,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             state = State(args.status.lower())
         except ValueError:
+            if args.status.lower() == "duplicate":
+                return fail("events", DUPLICATES)
             names = ", ".join(s.value for s in State)
             return fail("events", f"unknown --status {args.status!r}; use one of {names}.")
     if args.limit < 1:

@@ -136,6 +136,15 @@ class TestEvents:
         err = capsys.readouterr().err
         assert "'daed'" in err and "dead" in err and "unmatched" in err
 
+    def test_duplicate_status_says_where_duplicates_are_seen(self, db: Seeded, capsys: Cap) -> None:
+        """`duplicate` is a delivery's answer, not an event's state: --status duplicate exits 2
+        saying where repeats show (the answer, the log line, the metric) instead of 'unknown'."""
+        url, _ = db
+        assert main(["events", "--db", url, "--status", "Duplicate"], environ={}) == 2
+        err = capsys.readouterr().err
+        assert "unknown" not in err
+        assert "outcome=duplicate" in err and 'leadhub_deliveries_total{outcome="duplicate"}' in err
+
     def test_db_from_environment(self, db: Seeded, capsys: Cap) -> None:
         """LEADHUB_DB names the store when --db is absent."""
         url, ids = db
