@@ -4,10 +4,15 @@ Facebook's ``leadgen`` change names a Graph lead, LinkedIn's lead notification a
 response, a HubSpot app's event a CRM object. Each is read once and stored with the event
 (``set_enrichment``), so a retry, a replay or a restart never reads it again; a failed read
 retries the event on its target's schedule, or kills it when the lead is gone.
+
+The dispatcher reads in the background (:func:`read_first`, bounded per endpoint, see
+``hub.dispatch.worker``) and maps the event once its lead is stored (:func:`enrich` then
+reads nothing), so a slow API holds up no other event.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -37,48 +42,79 @@ def endpoint_policy(d: Dispatcher, endpoint: str) -> RetryPolicy:
     return RetryPolicy(schedule, random=d.random)
 
 
+def needs_read(event: Event, options: FacebookOptions | LinkedInOptions | HubSpotOptions) -> bool:
+    """Whether ``event``'s lead is still to be read from its source's API (none stored yet;
+    a LinkedIn notice of a withdrawn lead has none to read)."""
+    if event.enrichment is not None:
+        return False
+    if isinstance(options, LinkedInOptions):
+        return bool(_notice(event).get("leadAction", "CREATED") == "CREATED")
+    return True
+
+
 async def enrich(
     d: Dispatcher, event: Event, options: FacebookOptions | LinkedInOptions | HubSpotOptions
 ) -> Any:
     """The document the event's mappings see, or None once the event has been retried or
     killed."""
-    notice = event.document if isinstance(event.document, dict) else {}
-    merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = merge_missing
+    notice = _notice(event)
+    if isinstance(options, LinkedInOptions) and notice.get("leadAction", "CREATED") != "CREATED":
+        return notice  # DELETED: there is no response to read; mappings skip it
+    source = _source(d, notice, options)
+    lead = await _stored_or_read(d, event, source)
+    return None if lead is None else source.merge(lead, notice)
+
+
+async def read_first(
+    d: Dispatcher, event: Event, options: FacebookOptions | LinkedInOptions | HubSpotOptions
+) -> Event | None:
+    """Read the lead behind ``event`` from its source's API and store it: the event with its
+    lead (then :func:`enrich` reads nothing), or None once it has been retried or killed."""
+    lead = await _stored_or_read(d, event, _source(d, _notice(event), options))
+    return None if lead is None else dataclasses.replace(event, enrichment=lead)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Source:
+    """How one source kind's lead is read, named, counted and merged with its notice."""
+
     read: Callable[[], Awaitable[FetchOutcome]]
+    what: str
+    errors: Counter
+    logged: dict[str, str]
+    merge: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] = merge_missing
+
+
+def _notice(event: Event) -> dict[str, Any]:
+    return event.document if isinstance(event.document, dict) else {}
+
+
+def _source(
+    d: Dispatcher,
+    notice: dict[str, Any],
+    options: FacebookOptions | LinkedInOptions | HubSpotOptions,
+) -> _Source:
     if isinstance(options, LinkedInOptions):
-        if notice.get("leadAction", "CREATED") != "CREATED":
-            return notice  # DELETED: there is no response to read; mappings skip it
         urn = str(notice.get("leadGenFormResponse") or "")
         read = functools.partial(d.linkedin.fetch_response, options, urn)
-        what, errors = "LinkedIn form response", d.metrics.linkedin_errors
-        logged = {"response": urn}
-    elif isinstance(options, HubSpotOptions):
+        return _Source(read, "LinkedIn form response", d.metrics.linkedin_errors, {"response": urn})
+    if isinstance(options, HubSpotOptions):
         read = functools.partial(d.hubspot.fetch_object, options, notice)
-        what, errors = "HubSpot object", d.metrics.hubspot_errors
         logged = {"object_id": str(notice.get("objectId"))}
-    else:
-        leadgen_id = str(notice.get("leadgen_id") or "")
-        read = functools.partial(d.graph.fetch_lead, options, leadgen_id)
-        what, errors, logged = "Facebook lead", d.metrics.graph_errors, {"leadgen_id": leadgen_id}
-        merge = merge_document
-    lead = await _stored_or_read(d, event, read, what=what, errors=errors, logged=logged)
-    return None if lead is None else merge(lead, notice)
+        return _Source(read, "HubSpot object", d.metrics.hubspot_errors, logged)
+    leadgen_id = str(notice.get("leadgen_id") or "")
+    read = functools.partial(d.graph.fetch_lead, options, leadgen_id)
+    logged = {"leadgen_id": leadgen_id}
+    return _Source(read, "Facebook lead", d.metrics.graph_errors, logged, merge_document)
 
 
-async def _stored_or_read(
-    d: Dispatcher,
-    event: Event,
-    read: Callable[[], Awaitable[FetchOutcome]],
-    *,
-    what: str,
-    errors: Counter,
-    logged: dict[str, str],
-) -> dict[str, Any] | None:
+async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[str, Any] | None:
     """The lead stored with ``event``, or read now and stored; None once the event has
     been retried or killed."""
+    what, errors = source.what, source.errors
     lead = event.enrichment
     if lead is None:
-        outcome = await read()
+        outcome = await source.read()
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
             reason = f"{what} fetch failed: {outcome.reason}"
@@ -89,7 +125,7 @@ async def _stored_or_read(
             return None
         lead = outcome.lead
         await d.store.set_enrichment(event.id, lead)
-        _log.info("event_enriched", **logged)
+        _log.info("event_enriched", **source.logged)
     if not isinstance(lead, dict):
         await d.kill(event, f"stored {what} is not an object: {lead!r:.100}")
         return None

@@ -9,6 +9,7 @@ reason. LinkedIn's and HubSpot's answers are classified alike (:func:`classify_r
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,14 @@ import orjson
 from hub.dispatch.leadsquared import transport_reason
 
 EXCERPT = 200  # characters of an error body kept in a reason
+#: Seconds a lead read may wait to connect, and for each part of the answer; the whole read
+#: at most twice that (:func:`read_bound`). The dispatcher's ``read_timeout`` (this by default).
+READ_TIMEOUT = 10.0
+
+
+def read_bound(timeout: float) -> float:
+    """The longest one lead read with ``timeout`` lasts, answer read: twice the timeout."""
+    return 2 * timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +74,16 @@ async def read_lead(
     **request: Any,
 ) -> FetchOutcome:
     """GET ``url`` (``request``: its params or headers) and classify the answer; a network
-    failure or a bad ``url_option`` is a retry. ``token`` is masked in every reason."""
+    failure, an answer not whole within :func:`read_bound`, or a bad ``url_option`` is a
+    retry. ``token`` is masked in every reason."""
+    bound = read_bound(timeout)
     try:
-        response = await http.get(url, timeout=timeout, **request)
+        async with asyncio.timeout(bound):  # a server dribbling its answer holds no read long
+            response = await http.get(url, timeout=timeout, **request)
     except httpx.TransportError as exc:
         return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
+    except TimeoutError:
+        return FetchRetry(f"no whole answer within {bound:g} s (2 x the read timeout)", "network")
     except httpx.InvalidURL as exc:
         return scrubbed(FetchRetry(f"{url_option} is invalid: {exc}", "config"), token)
     return scrubbed(classify(response.status_code, response.content), token)

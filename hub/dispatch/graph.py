@@ -25,7 +25,15 @@ import httpx
 import orjson
 
 from hub.config.models import FacebookOptions
-from hub.dispatch.fetch import EXCERPT, FetchDead, Fetched, FetchOutcome, FetchRetry, read_lead
+from hub.dispatch.fetch import (
+    EXCERPT,
+    READ_TIMEOUT,
+    FetchDead,
+    Fetched,
+    FetchOutcome,
+    FetchRetry,
+    read_lead,
+)
 
 #: Graph error codes that mean "try again later" (throttling, temporary outages).
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
@@ -81,7 +89,7 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
 class GraphClient:
     """Reads Graph leads over one shared :class:`httpx.AsyncClient`."""
 
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
         self._http = http
         self._timeout = timeout
 

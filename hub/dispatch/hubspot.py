@@ -24,7 +24,14 @@ from urllib.parse import quote
 import httpx
 
 from hub.config.models import HubSpotOptions
-from hub.dispatch.fetch import FetchDead, FetchOutcome, classify_rest, message_with, read_lead
+from hub.dispatch.fetch import (
+    READ_TIMEOUT,
+    FetchDead,
+    FetchOutcome,
+    classify_rest,
+    message_with,
+    read_lead,
+)
 
 #: CRM object path of each subscription type's prefix.
 OBJECTS = {"contact": "contacts", "company": "companies", "deal": "deals", "ticket": "tickets"}
@@ -45,7 +52,7 @@ def classify_hubspot(status: int, content: bytes) -> FetchOutcome:
 class HubSpotClient:
     """Reads HubSpot CRM objects over one shared :class:`httpx.AsyncClient`."""
 
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
         self._http = http
         self._timeout = timeout
 

@@ -25,7 +25,14 @@ from urllib.parse import quote
 import httpx
 
 from hub.config.models import LinkedInOptions
-from hub.dispatch.fetch import FetchDead, FetchOutcome, classify_rest, message_with, read_lead
+from hub.dispatch.fetch import (
+    READ_TIMEOUT,
+    FetchDead,
+    FetchOutcome,
+    classify_rest,
+    message_with,
+    read_lead,
+)
 
 URN_PREFIX = "urn:li:leadGenFormResponse:"
 
@@ -57,7 +64,7 @@ def classify_linkedin(status: int, content: bytes) -> FetchOutcome:
 class LinkedInClient:
     """Reads LinkedIn form responses over one shared :class:`httpx.AsyncClient`."""
 
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = 10.0) -> None:
+    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
         self._http = http
         self._timeout = timeout
 

@@ -3,12 +3,27 @@
 One claim loop, many lanes (``hub.dispatch.lane``)::
 
     claim due events (lease; paused and full targets left out)
-      → enrich (Facebook, LinkedIn, HubSpot apps: the lead behind the notice, read once, stored)
       → map_document: Skip → skipped; Unmatched → unmatched; MappingError → dead
-      → set_routes (target, mapping, lead keys: the whole claim in one write)
+      → set_routes (target, mapping, lead keys: the whole claim in one write; the events
+        whose lead is still to be read marked as such in the same write)
       → ordering (the whole claim in one read): an earlier pending event for the same
         email/phone? release until after it
       → the target's lane: limiter → Lead.Capture → ack / retry (backoff) / dead / pause
+    meanwhile, in the background, each marked event's lead is read (Facebook, LinkedIn,
+    HubSpot apps: read once, stored); as reads end, the loop maps and routes those events
+    (one write and one read for all that ended) and hands them to their lanes.
+
+A slow or silent lead API therefore holds up no other event: the events that need no read
+reach their lanes at once, and the claim loop goes on claiming. Reads are bounded per
+endpoint (``reads_per_endpoint`` in flight; while an endpoint has that many, claims leave its
+unread events in the queue), each must fit in what is left of its lease (else the event goes
+back, untried), and :meth:`Dispatcher.stop` cancels them and puts their events back.
+
+Per-lead ordering across processes: a claimed event whose routes are not written yet holds
+back every later event the store is asked about (its lead is not known yet; this lasts the
+few milliseconds from a claim to its routes), except one marked as awaiting its lead's read:
+that one holds nothing back until its read ends and it is routed like any other. A later
+event for its lead that is routed before then may go first.
 
 An unexpected error preparing one event (enriching, mapping, routing it) is a failed attempt
 of that event alone: retried on its target's schedule with the exception as its last error,
@@ -16,7 +31,8 @@ dead when the schedule gives up (``prepare_failed`` logs it with its traceback).
 
 Claims are no bigger than the room in the lanes that can send (a lane holds what it can send
 in a third of a lease at its smoothed call latency), so a backlog is never claimed only to be
-put back. Events that need no I/O to map (all but those needing enrichment) are mapped inline.
+put back. Events that need no I/O to map (all but those whose lead is to be read) are mapped
+inline.
 
 Use::
 
@@ -49,11 +65,19 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.config.models import FETCHING, Config, Target
-from hub.dispatch.enrich import endpoint_policy, enrich
+from hub.config.models import (
+    FETCHING,
+    Config,
+    FacebookOptions,
+    HubSpotOptions,
+    LinkedInOptions,
+    Target,
+)
+from hub.dispatch.enrich import endpoint_policy, enrich, needs_read, read_first
+from hub.dispatch.fetch import READ_TIMEOUT, read_bound
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
-from hub.dispatch.lane import Item, Lane, still_ours
+from hub.dispatch.lane import LEASE_MARGIN, Item, Lane, still_ours
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
@@ -71,6 +95,8 @@ __all__ = ["Dispatcher", "dispatcher_lifespan", "make_http_client"]
 
 #: What mapping gave for an event that is not a lead for a configured target.
 Mapped = CaptureRequest | Skip | Unmatched | MappingError
+#: The options of an endpoint whose events' leads are read from an API first.
+Reading = FacebookOptions | LinkedInOptions | HubSpotOptions
 
 DEFAULT_LEASE = 60.0  # seconds a claimed event stays ours before another worker may take it
 DEFAULT_BATCH = 64  # events per claim
@@ -79,6 +105,11 @@ DEFAULT_POLL = 0.2  # seconds between claims when nothing is due (new deliveries
 ORDER_WAIT = 0.1  # seconds an event waits for an earlier one for the same lead
 RESTART_PAUSE = 1.0  # seconds before the claim loop starts again after a bug (doubling)
 RESTART_PAUSE_MAX = 60.0
+ROUTE_WAIT = 0.01  # seconds between looks at an earlier claim whose routes are being written
+ROUTE_LOOKS = 5  # looks before the events it holds back go back to the queue (ORDER_WAIT)
+#: Lead reads (Graph, LinkedIn, HubSpot) one endpoint's events may have in flight; while an
+#: endpoint has that many events reading or waiting to, claims leave its unread ones alone.
+READS_PER_ENDPOINT = 16
 
 
 class Dispatcher:
@@ -97,6 +128,8 @@ class Dispatcher:
         concurrency: int = DEFAULT_CONCURRENCY,
         poll: float = DEFAULT_POLL,
         random: Callable[[], float] = _random.random,
+        read_timeout: float = READ_TIMEOUT,
+        reads_per_endpoint: int = READS_PER_ENDPOINT,
     ) -> None:
         self.config = config
         self.store = store
@@ -107,6 +140,10 @@ class Dispatcher:
         self.poll = poll
         self.metrics = DispatchMetrics(registry)
         self.random = random
+        #: Seconds a lead read waits to connect and for each part of its answer (the whole
+        #: read: twice that).
+        self.read_timeout = read_timeout
+        self.reads_per_endpoint = reads_per_endpoint
         self._own_http = http is None
         self._http = http
         self.client: LeadSquaredClient
@@ -117,6 +154,12 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._reads: dict[asyncio.Task[None], Event] = {}  # lead reads running, their events
+        self._reading: Counter[str] = Counter()  # events reading (or waiting to), by endpoint
+        self._read_slots: dict[str, asyncio.Semaphore] = {}
+        self._read_done: list[tuple[Event, float]] = []  # read: (event, its claim), to route
+        self._read_dropped: list[Event] = []  # reads cancelled: events to put back
+        self._looking: dict[asyncio.Task[None], list[Item]] = {}  # _look_again, what it holds
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -128,9 +171,9 @@ class Dispatcher:
         if self._http is None:
             self._http = make_http_client()
         self.client = LeadSquaredClient(self._http)
-        self.graph = GraphClient(self._http)
-        self.linkedin = LinkedInClient(self._http)
-        self.hubspot = HubSpotClient(self._http)
+        self.graph = GraphClient(self._http, timeout=self.read_timeout)
+        self.linkedin = LinkedInClient(self._http, timeout=self.read_timeout)
+        self.hubspot = HubSpotClient(self._http, timeout=self.read_timeout)
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
         self._stopping = False
@@ -154,7 +197,8 @@ class Dispatcher:
         """Stop claiming, let sends in flight finish within ``timeout`` s, release the rest.
 
         Released events go back to the store due now, their attempt not counted, so
-        the next process to run picks them up at once.
+        the next process to run picks them up at once; so do those whose lead was being
+        read (the reads are cancelled) or was read but not yet routed.
         """
         if self._loop_task is None:
             return
@@ -166,6 +210,7 @@ class Dispatcher:
         except TimeoutError:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
+        await self._stop_reads()
         await asyncio.gather(
             *(lane.close(deadline) for lane in self.lanes.values()), return_exceptions=True
         )
@@ -291,6 +336,8 @@ class Dispatcher:
         ahead: asyncio.Task[tuple[list[Event], int] | None] | None = None
         try:
             while not self._stopping:
+                if self._read_done:  # leads read since: map, route and queue those events
+                    await self._dispatch_read()
                 if ahead is not None:
                     got, ahead = await ahead, None
                 else:
@@ -328,7 +375,10 @@ class Dispatcher:
         try:
             started = self.clock.monotonic()
             claimed = await self.store.claim(
-                limit=size, lease=self.lease, exclude_targets=self._excluded(hogs)
+                limit=size,
+                lease=self.lease,
+                exclude_targets=self._excluded(hogs),
+                exclude_unrouted=self._reads_full(),
             )
         except Exception as exc:  # the store is down: wait and try again
             _log.error("claim_failed", error=str(exc)[:300])
@@ -359,27 +409,63 @@ class Dispatcher:
 
     async def _dispatch(self, claimed: list[Event]) -> None:
         claimed_at = self.clock.monotonic()
-        # Map what needs no I/O here; enrich, skip, kill... concurrently (each writes alone).
+        # Map what needs no I/O here; skip, kill... concurrently (each writes alone). Events
+        # whose lead is to be read are marked with the routes, then read in the background.
         items: list[Item] = []
         slow: list[Awaitable[Item | None]] = []
+        reads: list[tuple[Event, Reading]] = []
         for event in claimed:
             quick = self._map_quick(event, claimed_at)
             if isinstance(quick, Item):
                 items.append(quick)
+            elif quick is None and (options := self._to_read(event)) is not None:
+                reads.append((event, options))
             else:
                 slow.append(self._prepare_safely(event, claimed_at, quick))
         if slow:
             items.extend(item for item in await asyncio.gather(*slow) if item is not None)
+        await self._queue(items, reads, claimed_at)
+
+    async def _dispatch_read(self) -> None:
+        """Map, route and queue the events whose leads were read since the last time."""
+        done, self._read_done = self._read_done, []
+        prepared = await asyncio.gather(*(self._prepare_safely(e, at) for e, at in done))
+        await self._queue([item for item in prepared if item is not None], [], 0.0)
+
+    async def _queue(
+        self, items: list[Item], reads: list[tuple[Event, Reading]], claimed_at: float
+    ) -> None:
+        """Route ``items`` and mark ``reads`` (one write), order them (one read), start the
+        reads, and hand the items that wait for no earlier event to their lanes."""
         items.sort(key=lambda i: i.event.id)
+        reading = [event.id for event, _ in reads]
         try:
-            items, blocked = await self._route(items)
+            items, blocked = await self._route(items, reading)
         except StoreUnavailable as exc:  # the store is down: the events go back, due soon
             _log.exception("dispatch_failed", error=str(exc)[:300], events=len(items))
-            await asyncio.gather(*(self._release_soon(item.event) for item in items))
+            back = [item.event for item in items] + [event for event, _ in reads]
+            await asyncio.gather(*(self._release_soon(event) for event in back))
             return
         except Exception as exc:  # maybe one event the store refuses: find it, go on
             _log.exception("dispatch_failed", error=str(exc)[:300], events=len(items))
             items, blocked = await self._route_each(items)
+            if reading:
+                try:
+                    await self.store.set_routes([], reading=reading)
+                except Exception:  # unmarked, they would hold later events back while read
+                    await asyncio.gather(*(self._release_soon(event) for event, _ in reads))
+                    reads = []
+        for event, options in reads:
+            self._start_read(event, options, claimed_at)
+        # Held back only by an earlier claim whose routes are being written (another worker's,
+        # a few milliseconds): look again shortly, in the background, rather than put back.
+        unknown = [i for i in items if _routing(blocked.get(i.event.id))]
+        if unknown:
+            self._start_look_again(unknown)
+        await self._hand_over([i for i in items if not _routing(blocked.get(i.event.id))], blocked)
+
+    async def _hand_over(self, items: list[Item], blocked: dict[int, Event]) -> None:
+        """Put back each blocked item until after its blocker; queue the others in lanes."""
         if blocked:
             waiting = [
                 self._wait_for(i, blocked[i.event.id]) for i in items if i.event.id in blocked
@@ -394,18 +480,49 @@ class Dispatcher:
                 _log.exception("dispatch_failed", error=str(exc)[:300], event_id=item.event.id)
                 await self._release_soon(item.event)
 
-    async def _route(self, items: list[Item]) -> tuple[list[Item], dict[int, Event]]:
+    def _start_look_again(self, items: list[Item]) -> None:
+        held = list(items)  # what the task still holds: put back if it is cancelled
+        task = asyncio.create_task(self._look_again(held), name="dispatch-look-again")
+        self._looking[task] = held
+        task.add_done_callback(self._looking.pop)
+
+    async def _look_again(self, held: list[Item]) -> None:
+        """Check ``held`` again every :data:`ROUTE_WAIT` s (one read for all) until no earlier
+        claim's routes hold them back, then hand them over; after :data:`ROUTE_LOOKS` looks,
+        those still held back go back to the queue to wait like any other."""
+        try:
+            for look in range(ROUTE_LOOKS):
+                await asyncio.sleep(ROUTE_WAIT)
+                checks = [(i.event.id, i.request.lead_keys()) for i in held]
+                blocked = await self.store.blockers(checks)
+                still = [i for i in held if _routing(blocked.get(i.event.id))]
+                if look == ROUTE_LOOKS - 1:
+                    still = []  # enough: every blocked one waits its turn in the queue
+                waiting = {id(i) for i in still}
+                await self._hand_over([i for i in held if id(i) not in waiting], blocked)
+                held[:] = still  # (after: cancelled meanwhile, stop() puts them all back)
+                if not held:
+                    return
+        except Exception as exc:  # the store failed: the events go back, due soon
+            _log.exception("dispatch_failed", error=str(exc)[:300], events=len(held))
+            events, held[:] = [i.event for i in held], []
+            await asyncio.gather(*(self._release_soon(event) for event in events))
+
+    async def _route(
+        self, items: list[Item], reading: list[int] | None = None
+    ) -> tuple[list[Item], dict[int, Event]]:
         """Record the items' routes, then find the ones an earlier event must go before.
 
-        Every route is recorded (one write) before any ordering check (one read), so a later
-        event of the batch sees an earlier one. Returns the items still ours (in id order)
-        and, by event id, the earlier pending event each blocked one waits for.
+        Every route is recorded (one write, which also marks the events of ``reading`` as
+        awaiting their lead's read) before any ordering check (one read), so a later event
+        of the batch sees an earlier one. Returns the items still ours (in id order) and, by
+        event id, the earlier pending event each blocked one waits for.
         """
         keys = {item.event.id: item.request.lead_keys() for item in items}
         routes = [
             Route(i.event.id, i.request.target, i.request.mapping, keys[i.event.id]) for i in items
         ]
-        missing = set(await self.store.set_routes(routes))
+        missing = set(await self.store.set_routes(routes, reading=reading or ()))
         items = [item for item in items if item.event.id not in missing]
         return items, await self.store.blockers(list(keys.items()))
 
@@ -440,7 +557,8 @@ class Dispatcher:
             await self.release(event, at=self.clock.time() + delay, reason=None)
 
     async def _wait_for(self, item: Item, blocker: Event) -> None:
-        """Release ``item`` until after ``blocker``, an earlier pending event for its lead."""
+        """Release ``item`` until after ``blocker``: an earlier pending event for its lead, or
+        an earlier claimed one whose lead is not known yet (its routes are being written)."""
         now = self.clock.time()
         if blocker.state == State.SENDING:  # in flight: its next_attempt_at is a lease end
             at = now + ORDER_WAIT
@@ -448,7 +566,12 @@ class Dispatcher:
             at = max(now, blocker.next_attempt_at) + ORDER_WAIT
         else:  # it finished under us: wait a moment and look again
             at = now + ORDER_WAIT
-        reason = f"waiting for event {blocker.id} (same lead) to be sent first"
+        if blocker.target is None:
+            reason = (
+                f"waiting for event {blocker.id} (just claimed, lead not known yet) to be routed"
+            )
+        else:
+            reason = f"waiting for event {blocker.id} (same lead) to be sent first"
         with structlog.contextvars.bound_contextvars(
             event_id=item.event.id, delivery_id=item.event.delivery_id
         ):
@@ -458,6 +581,97 @@ class Dispatcher:
                 _log.exception("dispatch_failed", error=str(exc)[:300])
                 return
             _log.info("event_waiting", blocker=blocker.id, until=at)
+
+    # --- lead reads in the background ---------------------------------------------------------
+
+    def _to_read(self, event: Event) -> Reading | None:
+        """The options of ``event``'s endpoint when its lead must be read from an API first."""
+        endpoint = self.config.endpoints.get(event.endpoint)
+        if endpoint is None or not isinstance(endpoint.options, FETCHING):
+            return None
+        return endpoint.options if needs_read(event, endpoint.options) else None
+
+    def _reads_full(self) -> list[str]:
+        """Endpoints with as many events reading (or waiting to) as they may: claims leave
+        their unread events in the queue until reads end."""
+        return [name for name, n in self._reading.items() if n >= self.reads_per_endpoint]
+
+    def _start_read(self, event: Event, options: Reading, claimed_at: float) -> None:
+        self._reading[event.endpoint] += 1
+        task = asyncio.create_task(self._read(event, options, claimed_at), name=f"read-{event.id}")
+        self._reads[task] = event
+        task.add_done_callback(self._read_ended)
+
+    def _read_ended(self, task: asyncio.Task[None]) -> None:
+        event = self._reads.pop(task)
+        self._reading[event.endpoint] -= 1
+        if self._reading[event.endpoint] <= 0:
+            del self._reading[event.endpoint]
+        if task.cancelled():  # stopping: stop() puts it back
+            self._read_dropped.append(event)
+        self.wake()  # a read ended: route it, and claim that endpoint's events again
+
+    async def _read(self, event: Event, options: Reading, claimed_at: float) -> None:
+        """Read ``event``'s lead, then leave the event for the claim loop to route."""
+        with structlog.contextvars.bound_contextvars(
+            event_id=event.id, delivery_id=event.delivery_id, endpoint=event.endpoint
+        ):
+            try:
+                read = await self._read_in_lease(event, options, claimed_at)
+            except Exception as exc:  # a bug or a store hiccup: a failed attempt
+                _log.exception("prepare_failed", error=str(exc)[:300])
+                await self._prepare_failed(event, exc)
+                return
+            if read is not None:
+                self._read_done.append((read, claimed_at))
+
+    async def _read_in_lease(
+        self, event: Event, options: Reading, claimed_at: float
+    ) -> Event | None:
+        """The event with its lead read and stored, or None: retried or dead (the read
+        failed), or back in the queue untried (the read would not end within the lease)."""
+        need = read_bound(self.read_timeout) + LEASE_MARGIN
+        if need > self.lease:
+            reason = (
+                f"a lead read (up to {read_bound(self.read_timeout):g} s, twice the read "
+                f"timeout) and {LEASE_MARGIN:g} s to spare do not fit in the lease "
+                f"({self.lease:g} s): give serve a --lease of at least {need:g}s"
+            )
+            _log.error("lease_too_short", reason=reason)
+            await self.release(event, at=self.clock.time() + self.lease, reason=reason)
+            return None
+        slots = self._read_slots.get(event.endpoint)
+        if slots is None:
+            slots = self._read_slots[event.endpoint] = asyncio.Semaphore(self.reads_per_endpoint)
+        left = self.lease - need - (self.clock.monotonic() - claimed_at)
+        try:
+            if left <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(left):
+                await slots.acquire()
+        except TimeoutError:  # no read slot in time: another worker will soon own the event
+            await self.release(event, at=self.clock.time(), reason=None)
+            _log.info("event_lease_expiring")
+            return None
+        try:
+            return await read_first(self, event, options)
+        finally:
+            slots.release()
+
+    async def _stop_reads(self) -> None:
+        """Cancel the reads in flight and the looks again; their events, and those read but
+        not yet routed, go back to the queue due now, their attempt not counted."""
+        looking = dict(self._looking)
+        tasks = [*self._reads, *looking]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        back = [event for event, _ in self._read_done] + self._read_dropped
+        back += [item.event for held in looking.values() for item in held]
+        self._read_done, self._read_dropped = [], []
+        await asyncio.gather(*(self._release_soon(event, at_once=True) for event in back))
+
+    # --- mapping ----------------------------------------------------------------------------
 
     def _map_quick(self, event: Event, claimed_at: float) -> Item | Mapped | None:
         """The event's item when mapping needs no I/O and no store write; else what is known.
@@ -589,6 +803,11 @@ class Dispatcher:
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def _routing(blocker: Event | None) -> bool:
+    """Whether ``blocker`` is a claim whose routes are being written (its lead not known)."""
+    return blocker is not None and blocker.target is None and blocker.state is State.SENDING
 
 
 def _same(old: Target, new: Target) -> bool:

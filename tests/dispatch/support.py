@@ -15,6 +15,10 @@ from typing import Any
 
 import httpx
 import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from hub.config import load
 from hub.config.models import Config
@@ -27,6 +31,14 @@ from hub.units import RateLimit
 from tests.support.server import serve_in_thread
 
 KEYS = {"LSQ_ACCESS": "ak-test", "LSQ_SECRET": "sk-test"}
+#: KEYS and the secrets of :func:`facebook_yaml`'s endpoint.
+FB_ENV = {
+    **KEYS,
+    "FB_APP_SECRET": "fb-app-secret-test",
+    "FB_VERIFY_TOKEN": "fb-verify-token-test",
+    "FB_PAGE_TOKEN": "EAAB-page-token-test",
+}
+CAPTURE = "/v2/LeadManagement.svc/Lead.Capture"
 
 
 def target_yaml(
@@ -222,6 +234,101 @@ def _sandbox(method: str, url: str, **options: Any) -> Any:
     response = httpx.request(method, url, headers=headers, timeout=10, **options)
     response.raise_for_status()
     return response.json()
+
+
+class SlowGraph:
+    """A Graph API that answers each lead ``delay`` s late (None: not until the test ends)
+    with the email ``<id>@fb.example``; it counts the reads it holds at once."""
+
+    def __init__(self, delay: float | None) -> None:
+        self.delay = delay
+        self.ended = threading.Event()  # set at teardown: every held read answers
+        self.reads: list[str] = []
+        self.answered: list[float] = []  # time.monotonic() of each answer
+        self.held = 0
+        self.most_held = 0
+
+    async def lead(self, request: Request) -> Response:
+        lead_id = request.path_params["lead_id"]
+        self.reads.append(lead_id)
+        self.held += 1
+        self.most_held = max(self.most_held, self.held)
+        try:
+            deadline = None if self.delay is None else time.monotonic() + self.delay
+            while not self.ended.is_set() and (deadline is None or time.monotonic() < deadline):
+                await asyncio.sleep(0.02)
+        finally:
+            self.held -= 1
+            self.answered.append(time.monotonic())
+        field_data = [{"name": "email", "values": [f"{lead_id}@fb.example"]}]
+        return JSONResponse({"id": lead_id, "field_data": field_data})
+
+
+@contextlib.contextmanager
+def slow_graph(delay: float | None) -> Iterator[tuple[str, SlowGraph]]:
+    """A :class:`SlowGraph` on loopback: (its base URL, the fake)."""
+    fake = SlowGraph(delay)
+    app = Starlette(routes=[Route("/v21.0/{lead_id}", fake.lead)])
+    try:
+        with serve_in_thread(app) as url:
+            yield f"{url}/v21.0", fake
+            fake.ended.set()
+    finally:
+        fake.ended.set()
+
+
+def facebook_yaml(graph_url: str) -> str:
+    """A Facebook endpoint ``fb`` reading leads from ``graph_url``, mapped to ``default``."""
+    return f"""kind: endpoint
+name: fb
+source: facebook
+app_secret: ${{FB_APP_SECRET}}
+verify_token: ${{FB_VERIFY_TOKEN}}
+page_access_token: ${{FB_PAGE_TOKEN}}
+graph_url: {graph_url}
+---
+kind: mapping
+name: fb-map
+endpoint: fb
+target: default
+fields:
+  EmailAddress: {{ path: "$.field_data[?(@.name=='email')].values[0]", required: true }}
+  FirstName: {{ path: $.first_name, default: F }}
+"""
+
+
+class RecordingTarget:
+    """A LeadSquared that records each call's (EmailAddress, FirstName) in arrival order and
+    creates the lead; a call whose FirstName is in ``slow`` is answered that many s late."""
+
+    def __init__(self, slow: Mapping[str, float] | None = None) -> None:
+        self.slow = dict(slow or {})
+        self.calls: list[tuple[str, str]] = []
+        self.arrived: list[float] = []  # time.monotonic() of each call's arrival
+
+    async def capture(self, request: Request) -> Response:
+        attributes = {a["Attribute"]: a["Value"] for a in await request.json()}
+        call = (attributes.get("EmailAddress", ""), attributes.get("FirstName", ""))
+        self.calls.append(call)
+        self.arrived.append(time.monotonic())
+        await asyncio.sleep(self.slow.get(call[1], 0.0))
+        message = {"Id": "a", "RelatedId": f"lead-{call[0]}", "IsCreated": True}
+        return JSONResponse({"Status": "Success", "Message": message})
+
+    def names(self, email: str) -> list[str]:
+        """The FirstName of each call for ``email``, in arrival order."""
+        return [name for mail, name in self.calls if mail == email]
+
+
+@contextlib.contextmanager
+def recording_target(
+    slow: Mapping[str, float] | None = None,
+) -> Iterator[tuple[str, RecordingTarget]]:
+    """A :class:`RecordingTarget` on loopback: (its base URL, the fake)."""
+    fake = RecordingTarget(slow)
+    app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
+    with serve_in_thread(app) as url:
+        yield url, fake
 
 
 # --- raw TCP servers that misbehave ----------------------------------------------------------
