@@ -257,6 +257,15 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
     except UnitError as exc:
         print(f"leadhub serve: --lease: {exc}", file=sys.stderr)
         return 2
+    if args.role in ("all", "worker"):
+        # A lease shorter than a call (or a lead read) would send nothing: refuse it now.
+        from hub.dispatch.worker import lease_shortfalls
+
+        shortfalls = lease_shortfalls(config, lease)
+        for problem in shortfalls:
+            print(f"leadhub serve: --lease {args.lease} is too short: {problem}", file=sys.stderr)
+        if shortfalls:
+            return 2
     purge_after = str(getattr(args, "purge_after", "off"))
     try:
         keep = None if purge_after.strip().lower() == "off" else parse_retention(purge_after)

@@ -12,6 +12,12 @@ back in the store, its attempt not counted) rather than queued.
 Pause: a 401 or 404 pauses the lane. Its events are released until the pause
 ends; then one probe call at a time goes out until one gets through (the pause
 doubles each time the probe is refused, up to the target's ``max_interval``).
+
+Leases: a call starts only while the longest it can last (:func:`call_bound`, twice the
+target's timeout) and :data:`LEASE_MARGIN` still fit in what is left of the event's lease;
+otherwise the event goes back to the queue, untried, before another worker may claim it. A
+lease too short for any call (:func:`lease_needed`; ``leadhub serve`` refuses one) sends
+nothing: every event goes back with the reason.
 """
 
 from __future__ import annotations
@@ -53,6 +59,16 @@ def still_ours(event: Event) -> Iterator[None]:
 
 
 LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the longest call
+SEND_WINDOW = 1.0  # seconds a lease leaves at least to start a call in (queue, rate limit)
+
+
+def lease_needed(target: Target) -> float:
+    """The shortest lease ``leadhub serve`` takes for ``target``: its longest call,
+    :data:`LEASE_MARGIN` to write the outcome before the lease ends, and
+    :data:`SEND_WINDOW` after the claim to start the call in."""
+    return call_bound(target) + LEASE_MARGIN + SEND_WINDOW
+
+
 CAPACITY_CEILING = 512  # events a lane may hold, however fast its target answers
 LATENCY_WEIGHT = 0.1  # weight of the newest call in the smoothed latency
 
@@ -108,6 +124,7 @@ class Lane:
         self.pause_level = 0
         self.probing = False
         self._probe = asyncio.Lock()
+        self._lease_told = False  # lease_too_short logged (once per lane)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -296,8 +313,12 @@ class Lane:
             assert self.paused_until is not None
             await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
             return True
-        # Send only while the lease has room for the call itself (at least half the lease).
-        budget = max(d.lease / 2, d.lease - call_bound(self.target) - LEASE_MARGIN)
+        # A call starts only while it can end, answer read, with LEASE_MARGIN to spare before
+        # the lease does: past then another worker may have claimed the event.
+        # the latest start, in seconds after the claim
+        budget = d.lease - call_bound(self.target) - LEASE_MARGIN
+        if budget <= 0:
+            return await self._lease_too_short(item)
         if d.clock.monotonic() - item.claimed_at > budget:
             return await self._lease_ending(item)
         probing = self.probing
@@ -329,6 +350,22 @@ class Lane:
         self._count(attempt)
         self._ack_later(item, outcome, attempt)
         return False
+
+    async def _lease_too_short(self, item: Item) -> bool:
+        """No call to this target fits in a lease: put ``item`` back, untried, with the lease
+        to give as its last error, due again a lease from now (not claimed again at once)."""
+        d = self._d
+        reason = (
+            f"the lease ({d.lease:g} s) is shorter than a call to target {self.target.name!r} "
+            f"may last (twice its timeout: {call_bound(self.target):g} s) with "
+            f"{LEASE_MARGIN:g} s to spare: give serve a --lease of at least "
+            f"{lease_needed(self.target):g}s, or lower the target's timeout"
+        )
+        if not self._lease_told:
+            self._lease_told = True
+            _log.error("lease_too_short", reason=reason)
+        await d.release(item.event, at=d.clock.time() + d.lease, reason=reason)
+        return True
 
     async def _lease_ending(self, item: Item) -> bool:
         """Our lease on ``item`` is about to end; another worker may claim it. Put it back."""

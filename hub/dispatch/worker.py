@@ -77,7 +77,7 @@ from hub.dispatch.enrich import endpoint_policy, enrich, needs_read, read_first
 from hub.dispatch.fetch import READ_TIMEOUT, read_bound
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
-from hub.dispatch.lane import LEASE_MARGIN, Item, Lane, still_ours
+from hub.dispatch.lane import LEASE_MARGIN, SEND_WINDOW, Item, Lane, lease_needed, still_ours
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
@@ -91,7 +91,7 @@ from hub.web.metrics import app_registry
 
 _log = structlog.get_logger()
 
-__all__ = ["Dispatcher", "dispatcher_lifespan", "make_http_client"]
+__all__ = ["Dispatcher", "dispatcher_lifespan", "lease_shortfalls", "make_http_client"]
 
 #: What mapping gave for an event that is not a lead for a configured target.
 Mapped = CaptureRequest | Skip | Unmatched | MappingError
@@ -631,11 +631,11 @@ class Dispatcher:
         """The event with its lead read and stored, or None: retried or dead (the read
         failed), or back in the queue untried (the read would not end within the lease)."""
         need = read_bound(self.read_timeout) + LEASE_MARGIN
-        if need > self.lease:
+        if need >= self.lease:
             reason = (
                 f"a lead read (up to {read_bound(self.read_timeout):g} s, twice the read "
                 f"timeout) and {LEASE_MARGIN:g} s to spare do not fit in the lease "
-                f"({self.lease:g} s): give serve a --lease of at least {need:g}s"
+                f"({self.lease:g} s): give serve a --lease of at least {need + SEND_WINDOW:g}s"
             )
             _log.error("lease_too_short", reason=reason)
             await self.release(event, at=self.clock.time() + self.lease, reason=reason)
@@ -803,6 +803,36 @@ class Dispatcher:
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def lease_shortfalls(config: Config, lease: float, read_timeout: float = READ_TIMEOUT) -> list[str]:
+    """Why ``lease`` (seconds) is too short for ``config``, one sentence each (none: it is not).
+
+    A lease must hold the longest call to every target (:func:`hub.dispatch.lane.lease_needed`)
+    and, with an endpoint whose leads are read from an API, the longest read, each with
+    :data:`~hub.dispatch.lane.LEASE_MARGIN` to spare and
+    :data:`~hub.dispatch.lane.SEND_WINDOW` to start in: otherwise such calls or reads
+    seldom or never start, and the events go back to the queue again and again.
+    """
+    problems = []
+    for target in sorted(config.targets.values(), key=lambda t: t.name):
+        need = lease_needed(target)
+        if lease < need:
+            problems.append(
+                f"a call to target {target.name!r} may last {2 * target.timeout:g}s (twice its "
+                f"timeout), {LEASE_MARGIN:g}s are kept to write its outcome and "
+                f"{SEND_WINDOW:g}s to start it in: give --lease {need:g}s or more, or lower "
+                "the target's timeout"
+            )
+    reading = sorted(e.name for e in config.endpoints.values() if isinstance(e.options, FETCHING))
+    need = read_bound(read_timeout) + LEASE_MARGIN + SEND_WINDOW
+    if reading and lease < need:
+        problems.append(
+            f"a lead read for endpoint {reading[0]!r} may last {read_bound(read_timeout):g}s "
+            f"(twice the read timeout), with {LEASE_MARGIN:g}s to spare and {SEND_WINDOW:g}s "
+            f"to start it in: give --lease {need:g}s or more"
+        )
+    return problems
 
 
 def _routing(blocker: Event | None) -> bool:

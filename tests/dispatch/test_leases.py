@@ -1,9 +1,12 @@
-"""A worker whose lease ran out mid-call writes nothing over the worker that took over."""
+"""Leases and calls: a call starts only if it can end within the lease, and a worker whose
+lease ran out mid-call anyway (its clock and another worker's disagree) writes nothing over
+the worker that took over."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
+from hub.store import open_store
 from hub.store.models import State
 from tests.dispatch.support import (
     all_in,
@@ -22,6 +26,7 @@ from tests.dispatch.support import (
     leads,
     opened_store,
     running,
+    states,
     wait_for,
 )
 from tests.support.server import serve_in_thread
@@ -54,27 +59,95 @@ def slow_first() -> Iterator[tuple[str, _SlowFirst]]:
         yield url, fake
 
 
+class _Ahead:
+    """The clock of a machine whose wall clock runs ``offset`` seconds ahead."""
+
+    def __init__(self, offset: float) -> None:
+        self.offset = offset
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
 async def test_a_late_failure_does_not_undo_the_delivery_of_the_worker_that_took_over(
     tmp_path: Path, slow_first: tuple[str, _SlowFirst]
 ) -> None:
-    """Worker A sends; its 1 s lease runs out while the call waits for its answer (1.5 s,
-    within the 3 s timeout); worker B claims the event and delivers it; then A's call fails.
-    A's outcome (put the event back) is written under its lost lease: it writes nothing, and
-    says so. The event stays delivered, by B, sent twice and not a third time."""
+    """Worker A sends under a 12 s lease (its call fits: 6 s at most, 5 s to spare); worker
+    B, on a machine whose clock runs 11.5 s ahead, sees that lease end while A's call waits
+    for its answer (1.5 s), claims the event and delivers it; then A's call fails. A's
+    outcome (a retry) is written under its lost lease: it writes nothing, and says so. The
+    event stays delivered, by B, sent twice and not a third time."""
     url, fake = slow_first
     config = forms_config(tmp_path, url, timeout="3s")
     async with opened_store(tmp_path / "hub.db") as store:
         (eid,) = await enqueue(store, "forms", leads("late", 1))
-        with capture_logs() as logs:
-            async with running(config, store, lease=1.0, concurrency=1) as a:
-                await asyncio.to_thread(fake.first_arrived.wait, 10)
-                a.drain()  # A claims no more: the event can only go to B once A's lease ends
-                async with running(config, store, lease=1.0, concurrency=1):
-                    await wait_for(all_in(State.DELIVERED, store, [eid]), what="B's delivery")
-            # both stopped: A's stop waited for its call to end and for its outcome
+        ahead = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=_Ahead(11.5))
+        await ahead.open()
+        try:
+            with capture_logs() as logs:
+                async with running(config, store, lease=12.0, concurrency=1) as a:
+                    await asyncio.to_thread(fake.first_arrived.wait, 10)
+                    a.drain()  # A claims no more: the event can only go to B
+                    async with running(config, ahead, lease=12.0, concurrency=1):
+                        await wait_for(all_in(State.DELIVERED, store, [eid]), what="B's delivery")
+                # both stopped: A's stop waited for its call to end and for its outcome
+        finally:
+            await ahead.close()
         event = await store.get(eid)
     assert event is not None
     assert (event.state, event.lead_id, event.attempts) == (State.DELIVERED, "lead-b", 2)
     lost = [e for e in logs if e["event"] == "event_lease_lost"]
     assert [(e["event_id"], e["log_level"]) for e in lost] == [(eid, "warning")]
     assert fake.calls == 2
+
+
+async def test_a_call_that_cannot_end_within_the_lease_is_never_started(
+    tmp_path: Path, slow_first: tuple[str, _SlowFirst]
+) -> None:
+    """A 1 s lease and a target whose calls may last 6 s (timeout 3 s): no call is made (one
+    would outlast the lease, and another worker would send the event again: 14 calls for 8
+    events, once). Each event goes back untried, its last error naming the lease to give,
+    due again a lease later; the error is logged once."""
+    url, fake = slow_first
+    config = forms_config(tmp_path, url, timeout="3s")
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", leads("short", 8))
+
+        async def put_back() -> bool:
+            events = await states(store, ids)
+            return all(e.last_error and e.state is State.QUEUED for e in events.values())
+
+        with capture_logs() as logs:
+            async with running(config, store, lease=1.0):
+                await wait_for(put_back, what="every event put back")
+                await asyncio.sleep(0.5)  # not claimed again meanwhile
+            events = await states(store, ids)
+    assert fake.calls == 0
+    assert all(e.attempts == 0 for e in events.values())
+    assert all(e.next_attempt_at > time.time() for e in events.values())
+    assert "--lease of at least 12s" in (events[ids[0]].last_error or "")
+    told = [e for e in logs if e["event"] == "lease_too_short"]
+    assert len(told) == 1 and told[0]["log_level"] == "error"
+
+
+async def test_a_call_starts_only_while_it_fits_in_what_is_left_of_the_lease(
+    tmp_path: Path, slow_first: tuple[str, _SlowFirst]
+) -> None:
+    """With a 12 s lease and 6 s calls, a call may start until 1 s after the claim: events
+    that wait longer for the rate limit (1 call per 2 s) go back to the queue, untried,
+    instead of being sent when another worker may own them; every event is sent once."""
+    url, fake = slow_first
+    fake.calls = 1  # every call answers at once
+    config = forms_config(tmp_path, url, timeout="3s", rate_limit="1/2s")
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", leads("wait", 3))
+        async with running(config, store, lease=12.0) as dispatcher:
+            await wait_for(all_in(State.DELIVERED, store, ids), what="all sent")
+            released = dispatcher.metrics.events.labels("released")._value.get()
+        events = await states(store, ids)
+    assert released >= 1
+    assert fake.calls == 1 + 3
+    assert all(e.attempts == 1 for e in events.values())

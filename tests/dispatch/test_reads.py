@@ -150,5 +150,5 @@ async def test_a_read_that_would_outlast_the_lease_is_not_started(tmp_path: Path
             event = (await states(store, [eid]))[eid]
         assert graph.reads == []
         assert event.attempts == 0
-        assert "--lease of at least 21s" in (event.last_error or "")
+        assert "--lease of at least 22s" in (event.last_error or "")
         assert event.next_attempt_at > time.time() + 10  # not claimed again at once

@@ -48,8 +48,10 @@ def _setup(tmp_path: Path) -> tuple[list[str], str]:
         str(port),
         "--db",
         f"sqlite:///{tmp_path}/hub.db",
+        # The embedded sandbox's calls may last 20 s (timeout 10 s): a lease holds one, 5 s
+        # to spare and 1 s to start it in. A killed worker's events go out once it ends.
         "--lease",
-        "3s",
+        "26s",
     ]
     return args, f"http://127.0.0.1:{port}"
 
@@ -156,12 +158,12 @@ def test_a_worker_on_postgresql_hit_mid_dispatch_still_delivers_every_event(
     (config / "forms.yaml").write_text(CONFIG)
     sandbox_port, port = free_port(), free_port()
     sandbox, base = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{port}"
-    (config / "targets.yaml").write_text(target_yaml("default", sandbox))
+    (config / "targets.yaml").write_text(target_yaml("default", sandbox, timeout="1s"))
     sandbox_args = ["sandbox", "--port", str(sandbox_port), "--rate-limit", "off"]
     sandbox_args += ["--db", str(tmp_path / "sandbox.sqlite")]
     sandbox_args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
     args = ["serve", "--config-dir", str(config), "--port", str(port), "--db", db]
-    args += ["--lease", "3s"]
+    args += ["--lease", "8s"]  # a call of 2 s at most (timeout 1 s), 5 s to spare, 1 to start
     env = {**KEYS, "FORMS_TOKEN": TOKEN}
 
     def counts() -> dict[State, int]:

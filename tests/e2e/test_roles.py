@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import leads, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
 from tests.support.server import free_port, leadhub_process, leadhub_run
@@ -51,3 +52,17 @@ def test_a_lease_too_short_is_refused(tmp_path: Path) -> None:
     result = leadhub_run(["serve", "--config-dir", str(tmp_path), "--lease", "0s"], env=ENV)
     assert result.returncode == 2
     assert "'0s' is too short for a lease" in result.stderr
+
+
+def test_a_lease_shorter_than_a_call_is_refused(tmp_path: Path) -> None:
+    """``leadhub serve --lease 1s`` with a target whose calls may last 4 s (timeout 2 s) exits
+    2, naming the target and the lease to give: no call would fit in the lease, so the hub
+    would send nothing (or, before, send events twice: 14 calls for 8 events)."""
+    (tmp_path / "forms.yaml").write_text(CONFIG)
+    target = target_yaml("default", "http://127.0.0.1:9", timeout="2s")
+    (tmp_path / "targets.yaml").write_text(target)
+    env = {**ENV, **KEYS}
+    result = leadhub_run(["serve", "--config-dir", str(tmp_path), "--lease", "1s"], env=env)
+    assert result.returncode == 2, result.stderr
+    assert "--lease 1s is too short" in result.stderr
+    assert "target 'default'" in result.stderr and "give --lease 10s or more" in result.stderr

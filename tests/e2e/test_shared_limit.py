@@ -65,7 +65,10 @@ def test_two_workers_together_stay_within_the_account_s_limit(
     config = tmp_path / "cfg"
     config.mkdir()
     (config / "forms.yaml").write_text(CONFIG)
-    (config / "targets.yaml").write_text(target_yaml("default", sandbox, rate_limit=LIMIT))
+    # calls of 2 s at most (timeout 1 s) in an 8 s lease with 5 s to spare: an event may wait
+    # for the limit up to 1 s after its claim, then goes back
+    target = target_yaml("default", sandbox, rate_limit=LIMIT, timeout="1s")
+    (config / "targets.yaml").write_text(target)
     db = hub_db_url
     _queue(db, LEADS)
     env = {**KEYS, "FORMS_TOKEN": "unused"}
@@ -73,7 +76,7 @@ def test_two_workers_together_stay_within_the_account_s_limit(
     sandbox_args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
     ports = [free_port(), free_port()]
     workers = [f"http://127.0.0.1:{p}" for p in ports]
-    common = ["--config-dir", str(config), "--db", db, "--role", "worker", "--lease", "6s"]
+    common = ["--config-dir", str(config), "--db", db, "--role", "worker", "--lease", "8s"]
     with (
         leadhub_process(sandbox_args, ready_url=f"{sandbox}/"),
         leadhub_process(
