@@ -457,12 +457,15 @@ class Dispatcher:
                     reads = []
         for event, options in reads:
             self._start_read(event, options, claimed_at)
-        # Held back only by an earlier claim whose routes are being written (another worker's,
-        # a few milliseconds): look again shortly, in the background, rather than put back.
-        unknown = [i for i in items if _routing(blocked.get(i.event.id))]
-        if unknown:
-            self._start_look_again(unknown)
-        await self._hand_over([i for i in items if not _routing(blocked.get(i.event.id))], blocked)
+        if blocked:
+            # Held back only by an earlier claim whose routes are being written (another
+            # worker's, a few milliseconds): look again shortly, in the background, rather
+            # than put back.
+            unknown = {i for i, blocker in blocked.items() if _routing(blocker)}
+            if unknown:
+                self._start_look_again([i for i in items if i.event.id in unknown])
+                items = [i for i in items if i.event.id not in unknown]
+        await self._hand_over(items, blocked)
 
     async def _hand_over(self, items: list[Item], blocked: dict[int, Event]) -> None:
         """Put back each blocked item until after its blocker; queue the others in lanes."""
