@@ -46,7 +46,9 @@ or :func:`dispatcher_lifespan` as a ``hub.web.app`` lifespan hook.
 Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed``,
 ``event_enriched``, ``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
-``target_resumed``, ``prepare_failed``, ``dispatcher_started``, ``dispatcher_stopped``.
+``target_resumed``, ``prepare_failed``, ``event_lease_expiring`` (put back: no time left in
+its lease for a read or a call), ``lease_too_short`` (error: no read or call fits in a lease at
+all), ``dispatcher_started``, ``dispatcher_stopped``.
 """
 
 from __future__ import annotations
