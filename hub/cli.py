@@ -43,6 +43,16 @@ def port(text: str) -> int:
     return number
 
 
+def _log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        default="info",
+        help="lowest log level written",
+    )
+
+
 class Repeat(argparse.Action):
     """``action="append"`` for a flag whose variable may hold the list: flags replace it."""
 
@@ -170,13 +180,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default="all",
         help="web: endpoints only; worker: dispatcher only; all: both",
     )
-    serve.add_argument(
-        "--log-level",
-        type=str.lower,
-        choices=LOG_LEVELS,
-        default="info",
-        help="lowest log level written",
-    )
+    _log_level(serve)
     serve.add_argument(
         "--log-json", action="store_true", default=False, help="JSON logs even on a terminal"
     )
@@ -199,13 +203,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--rate-limit", default="25/5s", help="calls per window per access key, or 'off'"
     )
-    sandbox.add_argument(
-        "--log-level",
-        type=str.lower,
-        choices=LOG_LEVELS,
-        default="info",
-        help="lowest log level written",
-    )
+    _log_level(sandbox)
 
     check = command("check", "validate a configuration directory")
     check.add_argument(

@@ -91,13 +91,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def too_deep(body: bytes) -> bool:
+def too_deep(body: bytes, openers: int | None = None) -> bool:
     """Whether the JSON in ``body`` nests arrays and objects more than :data:`MAX_DEPTH` deep.
 
-    Counting brackets (C speed) settles almost every body; only one with more brackets than
-    the limit is scanned, its strings skipped.
+    Counting brackets (C speed; ``openers`` when the caller has counted them) settles almost
+    every body; only one with more brackets than the limit is scanned, its strings skipped.
     """
-    if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
+    if openers is None:
+        openers = body.count(b"[") + body.count(b"{")
+    if openers <= MAX_DEPTH:
         return False
     depth = 0
     for found in _STRUCTURE.finditer(body):
@@ -143,7 +145,15 @@ def _long_run(body: bytes, marks: bytes) -> bool:
 
 #: Like _DIGITS_AS_ZERO, but "e"/"E" become "e" and signs "s": finds 3-digit exponents.
 _NUMBER_MARKS = bytes(
-    0x30 if 0x30 <= b <= 0x39 else 0x65 if b in b"eE" else 0x73 if b in b"+-" else 0x78
+    0x30
+    if 0x30 <= b <= 0x39
+    else 0x65
+    if b in b"eE"
+    else 0x73
+    if b in b"+-"
+    else 0x5B  # "[" and "{" both become "[": one count tells the openers (too_deep)
+    if b in b"[{"
+    else 0x78
     for b in range(256)
 )
 
@@ -188,7 +198,7 @@ class Skimmer:
         # (rfind: CPython's reverse search is the faster one on these digit-rich marks)
         if marks.rfind(b"0e000") >= 0 or marks.rfind(b"0es000") >= 0 or _long_run(body, marks):
             return None
-        if too_deep(body):
+        if too_deep(body, marks.count(b"[")):
             return None
         try:
             found = self._decoder.decode(body)

@@ -260,17 +260,13 @@ DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
 -- earliest earlier event claimed whose keys are not recorded yet (it may be the same lead:
 -- every later event waits for its routes, a few milliseconds; one awaiting an API read is
 -- not counted, see awaits_read). Packed in one value (one step for the whole batch). CROSS
--- JOIN fixes the order: from the few keys, to their events. The claimed-unrouted subquery
--- is uncorrelated: SQLite runs it once per statement (one seek of events_unrouted).
-SELECT json_group_array(json_array(json_extract(a.value, '$[0]'), CASE
-    WHEN (
-        SELECT min(id) FROM events INDEXED BY events_unrouted
-        WHERE state = 'sending' AND target IS NULL AND awaits_read = 0
-    ) < json_extract(a.value, '$[0]')
-    THEN min((
-        SELECT min(id) FROM events INDEXED BY events_unrouted
-        WHERE state = 'sending' AND target IS NULL AND awaits_read = 0
-    ), coalesce((
+-- JOIN fixes the order: from the few keys, to their events. The claimed-unrouted event is
+-- looked up once for the statement (one seek of events_unrouted).
+WITH unrouted AS (
+    SELECT min(id) AS id FROM events INDEXED BY events_unrouted
+    WHERE state = 'sending' AND target IS NULL AND awaits_read = 0
+), keyed AS (
+    SELECT json_extract(a.value, '$[0]') AS event, (
         SELECT e.id
         FROM json_each(a.value, '$[1]') AS j
         CROSS JOIN lead_keys AS k ON k.key = j.value AND k.event < json_extract(a.value, '$[0]')
@@ -278,17 +274,14 @@ SELECT json_group_array(json_array(json_extract(a.value, '$[0]'), CASE
         WHERE e.state IN ('queued', 'retrying', 'sending')
         ORDER BY e.id
         LIMIT 1
-    ), json_extract(a.value, '$[0]')))
-    ELSE (
-        SELECT e.id
-        FROM json_each(a.value, '$[1]') AS j
-        CROSS JOIN lead_keys AS k ON k.key = j.value AND k.event < json_extract(a.value, '$[0]')
-        CROSS JOIN events AS e ON e.id = k.event
-        WHERE e.state IN ('queued', 'retrying', 'sending')
-        ORDER BY e.id
-        LIMIT 1
-    ) END))
-FROM json_each(:asked) AS a;
+    ) AS blocker
+    FROM json_each(:asked) AS a
+)
+SELECT json_group_array(json_array(k.event, CASE
+    WHEN u.id < k.event THEN min(u.id, coalesce(k.blocker, u.id))
+    ELSE k.blocker
+END))
+FROM keyed AS k CROSS JOIN unrouted AS u;
 
 -- name: set_enrichment
 UPDATE events SET enrichment = :enrichment, updated_at = :now WHERE id = :id;
