@@ -277,8 +277,9 @@ def slow_graph(delay: float | None) -> Iterator[tuple[str, SlowGraph]]:
         fake.ended.set()
 
 
-def facebook_yaml(graph_url: str) -> str:
-    """A Facebook endpoint ``fb`` reading leads from ``graph_url``, mapped to ``default``."""
+def facebook_endpoint_yaml(graph_url: str) -> str:
+    """A Facebook endpoint ``fb`` reading leads from ``graph_url`` (its secrets from the
+    environment: see :data:`FB_ENV`), and the start of its mapping ``fb-map``."""
     return f"""kind: endpoint
 name: fb
 source: facebook
@@ -290,11 +291,19 @@ graph_url: {graph_url}
 kind: mapping
 name: fb-map
 endpoint: fb
-target: default
-fields:
-  EmailAddress: {{ path: "$.field_data[?(@.name=='email')].values[0]", required: true }}
-  FirstName: {{ path: $.first_name, default: F }}
 """
+
+
+def facebook_yaml(graph_url: str) -> str:
+    """A Facebook endpoint ``fb`` reading leads from ``graph_url``, mapped to ``default``."""
+    return (
+        facebook_endpoint_yaml(graph_url)
+        + """target: default
+fields:
+  EmailAddress: { path: "$.field_data[?(@.name=='email')].values[0]", required: true }
+  FirstName: { path: $.first_name, default: F }
+"""
+    )
 
 
 class RecordingTarget:

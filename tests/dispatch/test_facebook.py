@@ -24,6 +24,7 @@ from tests.dispatch.support import (
     RecordedReads,
     all_in,
     enqueue,
+    facebook_endpoint_yaml,
     opened_store,
     retried,
     running,
@@ -99,18 +100,9 @@ def _options(graph_url: str, token: str = GOOD_TOKEN) -> FacebookOptions:
 
 
 def _config(directory: Path, sandbox_url: str, graph_url: str, token: str, *, email: str) -> Any:
-    endpoint = f"""kind: endpoint
-name: fb
-source: facebook
-app_secret: ${{FB_APP_SECRET}}
-verify_token: ${{FB_VERIFY_TOKEN}}
-page_access_token: ${{FB_PAGE_TOKEN}}
-graph_url: {graph_url}
----
-kind: mapping
-name: fb-map
-endpoint: fb
-fields:
+    endpoint = (
+        facebook_endpoint_yaml(graph_url)
+        + f"""fields:
   EmailAddress: {{ path: "$.field_data[?(@.name=='email')].values[0]", {email} }}
   Phone: {{ path: "$.field_data[?(@.name=='phone_number')].values[0]" }}
   FirstName: {{ path: "$.field_data[?(@.name=='full_name')].values[0]", transform: first_word }}
@@ -119,6 +111,7 @@ fields:
   mx_FB_Adgroup_Id: $.adgroup_id
   mx_FB_Lead_Id: $.leadgen_id
 """
+    )
     environ = {**KEYS, "FB_APP_SECRET": "a", "FB_VERIFY_TOKEN": "v", "FB_PAGE_TOKEN": token}
     return write_config(directory, target_yaml("default", sandbox_url), endpoint, environ=environ)
 
