@@ -89,6 +89,34 @@ async def read_lead(
     return scrubbed(classify(response.status_code, response.content), token)
 
 
+class LeadReader:
+    """What the Graph, LinkedIn and HubSpot clients share: one :class:`httpx.AsyncClient`
+    and the read timeout, handed to :func:`read_lead` for each read."""
+
+    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
+        self._http = http
+        self._timeout = timeout
+
+    async def _read(
+        self,
+        url: str,
+        *,
+        token: str,
+        classify: Callable[[int, bytes], FetchOutcome],
+        url_option: str,
+        **request: Any,
+    ) -> FetchOutcome:
+        return await read_lead(
+            self._http,
+            url,
+            token=token,
+            classify=classify,
+            url_option=url_option,
+            timeout=self._timeout,
+            **request,
+        )
+
+
 def message_with(key: str, prefix: str = "") -> Callable[[dict[str, Any]], str | None]:
     """A ``describe`` for :func:`classify_rest`: an error body's ``message``, followed by
     its ``key`` in brackets when it has one (``(serviceErrorCode 100)``)."""

@@ -21,18 +21,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from hub.config.models import FacebookOptions
 from hub.dispatch.fetch import (
     EXCERPT,
-    READ_TIMEOUT,
     FetchDead,
     Fetched,
     FetchOutcome,
     FetchRetry,
-    read_lead,
+    LeadReader,
 )
 
 #: Graph error codes that mean "try again later" (throttling, temporary outages).
@@ -86,12 +84,8 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
     return FetchDead(f"HTTP {status}: {text}", "rejected")
 
 
-class GraphClient:
+class GraphClient(LeadReader):
     """Reads Graph leads over one shared :class:`httpx.AsyncClient`."""
-
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
-        self._http = http
-        self._timeout = timeout
 
     async def fetch_lead(self, options: FacebookOptions, leadgen_id: str) -> FetchOutcome:
         """Read lead ``leadgen_id``; never raises on I/O errors."""
@@ -100,12 +94,10 @@ class GraphClient:
             return FetchDead(f"{leadgen_id!r} is not a Facebook lead id", "rejected")
         url = f"{options.graph_url.rstrip('/')}/{leadgen_id}"
         params = {"fields": ",".join(options.fields), "access_token": token}
-        return await read_lead(
-            self._http,
+        return await self._read(
             url,
             token=token,
             classify=classify_graph,
             url_option="graph_url",
-            timeout=self._timeout,
             params=params,
         )

@@ -21,16 +21,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from hub.config.models import HubSpotOptions
 from hub.dispatch.fetch import (
-    READ_TIMEOUT,
     FetchDead,
     FetchOutcome,
+    LeadReader,
     classify_rest,
     message_with,
-    read_lead,
 )
 
 #: CRM object path of each subscription type's prefix.
@@ -49,12 +46,8 @@ def classify_hubspot(status: int, content: bytes) -> FetchOutcome:
     )
 
 
-class HubSpotClient:
+class HubSpotClient(LeadReader):
     """Reads HubSpot CRM objects over one shared :class:`httpx.AsyncClient`."""
-
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
-        self._http = http
-        self._timeout = timeout
 
     async def fetch_object(self, options: HubSpotOptions, event: Mapping[str, Any]) -> FetchOutcome:
         """Read the object ``event`` names; never raises on I/O errors."""
@@ -66,13 +59,11 @@ class HubSpotClient:
             return FetchDead(reason, "rejected")
         token = options.access_token.reveal()
         url = f"{options.api_url}/crm/v3/objects/{path}/{quote(object_id, safe='')}"
-        return await read_lead(
-            self._http,
+        return await self._read(
             url,
             token=token,
             classify=classify_hubspot,
             url_option="api_url",
-            timeout=self._timeout,
             params={"properties": ",".join(options.properties)},
             headers={"Authorization": f"Bearer {token}"},
         )

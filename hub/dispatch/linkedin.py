@@ -22,16 +22,13 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import httpx
-
 from hub.config.models import LinkedInOptions
 from hub.dispatch.fetch import (
-    READ_TIMEOUT,
     FetchDead,
     FetchOutcome,
+    LeadReader,
     classify_rest,
     message_with,
-    read_lead,
 )
 
 URN_PREFIX = "urn:li:leadGenFormResponse:"
@@ -61,12 +58,8 @@ def classify_linkedin(status: int, content: bytes) -> FetchOutcome:
     )
 
 
-class LinkedInClient:
+class LinkedInClient(LeadReader):
     """Reads LinkedIn form responses over one shared :class:`httpx.AsyncClient`."""
-
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
-        self._http = http
-        self._timeout = timeout
 
     async def fetch_response(self, options: LinkedInOptions, urn: str) -> FetchOutcome:
         """Read the form response ``urn`` names; never raises on I/O errors."""
@@ -80,12 +73,10 @@ class LinkedInClient:
             "LinkedIn-Version": options.api_version,
             "X-Restli-Protocol-Version": "2.0.0",
         }
-        return await read_lead(
-            self._http,
+        return await self._read(
             url,
             token=token,
             classify=classify_linkedin,
             url_option="api_url",
-            timeout=self._timeout,
             headers=headers,
         )
