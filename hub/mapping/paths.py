@@ -13,15 +13,21 @@ and paths). Everything else keeps jsonpath-ng's own ``find`` (:class:`ExtendedPa
 
 A regular expression in a filter (``[?(@.name =~ '^e-?mail$')]``) is compiled at load
 too, so a pattern that cannot compile is a :class:`PathError` (a ``check`` error), not a
-failure each time a document is mapped.
+failure each time a document is mapped. It is matched with the ``regex`` module (the
+standard library's syntax and results) under a time budget (:data:`REGEX_BUDGET` per path
+and document): a pattern that backtracks without end on a sender's value, such as
+``^(a|aa)+$`` on forty ``a`` and a ``b``, fails that document's mapping with the reason
+(:class:`DocumentError`) instead of holding the dispatcher's only thread for good.
 """
 
 from __future__ import annotations
 
-import re
+from contextvars import ContextVar
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any
 
+import regex
 from jsonpath_ng import jsonpath
 from jsonpath_ng.ext import filter as ext_filter
 from jsonpath_ng.ext.parser import parse as _ext_parse
@@ -92,13 +98,17 @@ class ExtendedPath:
 
     text: str
     expression: Any
+    #: Whether the path holds a regular expression (:class:`BoundedRegex`).
+    timed: bool = False
 
     def values(self, document: Any) -> list[Any]:
         """Every value the path finds in ``document``, in document order.
 
         Raises:
-            DocumentError: jsonpath-ng ran out of stack on a deeply nested document.
+            DocumentError: jsonpath-ng ran out of stack on a deeply nested document, or a
+                regular expression of the path ran out of its time (:data:`REGEX_BUDGET`).
         """
+        token = _deadline.set(monotonic() + REGEX_BUDGET) if self.timed else None
         try:
             return [match.value for match in self.expression.find(document)]
         except (TypeError, ValueError, AttributeError, KeyError, IndexError):
@@ -108,6 +118,53 @@ class ExtendedPath:
         except RecursionError:
             msg = f"JSONPath {self.text} cannot be evaluated: the document is nested too deeply"
             raise DocumentError(msg) from None
+        finally:
+            if token is not None:
+                _deadline.reset(token)
+
+
+#: Seconds the regular expressions of one path may take on one document, in all.
+REGEX_BUDGET = 0.2
+
+#: When the path being evaluated runs out of time (``monotonic``); 0 outside ``values``.
+_deadline: ContextVar[float] = ContextVar("regex_deadline", default=0.0)
+
+
+class BoundedRegex(ext_filter.Expression):
+    """``@.x =~ 'pattern'``, matched with the ``regex`` module under a time budget.
+
+    Finds what jsonpath-ng's own ``=~`` finds (the targets whose value is a string in
+    which the pattern is found, ``re.search``'s rule), but stops when the path's budget is
+    spent and raises :class:`DocumentError` naming the pattern.
+    """
+
+    def __init__(self, target: Any, pattern: str, compiled: Any, path: str) -> None:
+        super().__init__(target, "=~", pattern)
+        self.compiled = compiled
+        self.path = path
+
+    def find(self, datum: Any) -> list[Any]:
+        wrapped = jsonpath.DatumInContext.wrap(datum)
+        deadline = _deadline.get() or monotonic() + REGEX_BUDGET
+        found = []
+        for data in self.target.find(wrapped):
+            value = data.value
+            if not isinstance(value, str):
+                continue
+            try:
+                left = deadline - monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                if self.compiled.search(value, timeout=left) is not None:
+                    found.append(data)
+            except TimeoutError:
+                msg = (
+                    f"JSONPath {self.path}: the regular expression {self.value!r} took more "
+                    f"than {REGEX_BUDGET:g} s on this document's values; write it without "
+                    "nested repeats such as (a|aa)+ or (a+)*"
+                )
+                raise DocumentError(msg) from None
+        return found
 
 
 #: What :func:`_native_steps` turns one node into: a key or index, or any other step.
@@ -170,27 +227,43 @@ def _nodes(expression: Any) -> list[Any]:
     return found
 
 
-def _check_regexes(text: str, expression: Any) -> None:
-    """Compile every ``=~`` pattern of the path; raise :class:`PathError` for a bad one."""
+def _bound_regexes(text: str, expression: Any) -> bool:
+    """Compile every ``=~`` pattern of the path and put a :class:`BoundedRegex` in place of
+    its expression; whether there was one.
+
+    Raises:
+        PathError: a pattern is not a string or does not compile.
+    """
     for node in _nodes(expression):
-        if type(node) is not ext_filter.Expression or node.op != "=~":
-            continue
-        pattern = node.value
-        if not isinstance(pattern, str):
-            msg = (
-                f"JSONPath {text!r}: =~ takes a regular expression in quotes, "
-                f"like =~ '^a', not {pattern!r}"
-            )
-            raise PathError(msg)
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            msg = (
-                f"JSONPath {text!r}: the regular expression {pattern!r} does not compile "
-                f"({exc}); fix it, writing a character meant literally in brackets, like [(] "
-                "(the path's quotes take backslashes away)"
-            )
-            raise PathError(msg) from None
+        for name, child in list(vars(node).items()):
+            if isinstance(child, list):
+                child[:] = [_bounded(text, item) for item in child]
+            else:
+                setattr(node, name, _bounded(text, child))
+    return any(type(node) is BoundedRegex for node in _nodes(expression))
+
+
+def _bounded(text: str, node: Any) -> Any:
+    """``node``, or a :class:`BoundedRegex` in its place when it is an ``=~`` expression."""
+    if type(node) is not ext_filter.Expression or node.op != "=~":
+        return node
+    pattern = node.value
+    if not isinstance(pattern, str):
+        msg = (
+            f"JSONPath {text!r}: =~ takes a regular expression in quotes, "
+            f"like =~ '^a', not {pattern!r}"
+        )
+        raise PathError(msg)
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+        msg = (
+            f"JSONPath {text!r}: the regular expression {pattern!r} does not compile "
+            f"({exc}); fix it, writing a character meant literally in brackets, like [(] "
+            "(the path's quotes take backslashes away)"
+        )
+        raise PathError(msg) from None
+    return BoundedRegex(node.target, pattern, compiled, text)
 
 
 def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
@@ -215,10 +288,10 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
             "like $['my key'], and put the whole path in quotes in YAML"
         )
         raise PathError(msg) from exc
-    _check_regexes(text, expression)
+    timed = _bound_regexes(text, expression)
     steps = _native_steps(expression)
     if steps is None:
-        return ExtendedPath(text=text, expression=expression)
+        return ExtendedPath(text=text, expression=expression, timed=timed)
     keys = [step for step in steps if isinstance(step, str | int)]
     if len(keys) == len(steps):
         return SimplePath(text=text, steps=tuple(keys))

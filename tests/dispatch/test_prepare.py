@@ -97,6 +97,48 @@ async def test_a_document_the_mapping_cannot_evaluate_is_dead_once_and_replayabl
         assert emails == ["arrays@example.com", "deep@example.com", "plain@example.com"]
 
 
+@pytest.mark.timeout(120)
+async def test_a_regex_that_backtracks_on_a_senders_value_is_dead_not_a_stalled_dispatcher(
+    tmp_path: Path,
+) -> None:
+    """A mapping whose filter regex backtracks without end on one sender's value (with the
+    standard library's re, the dispatcher's only thread would be held for good and nothing
+    else delivered): that event is dead after one attempt with the path and pattern in its
+    reason, and the events after it are delivered."""
+    mapping = (
+        "kind: endpoint\nname: forms\nsource: none\n---\n"
+        "kind: mapping\nname: forms-map\nendpoint: forms\ntarget: default\nfields:\n"
+        "  EmailAddress: { path: $.email, required: true }\n"
+        "  mx_Code: \"$.codes[?(@.c =~ '^(a|aa)+$')].c\"\n"
+    )
+    with sandbox_server() as (url, _):
+        config = write_config(tmp_path / "cfg", target_yaml("default", url), mapping)
+        async with opened_store(tmp_path / "hub.db") as store:
+            hostile, *fine = await enqueue(
+                store,
+                "forms",
+                [
+                    {"email": "hostile@example.com", "codes": [{"c": "a" * 40 + "b"}]},
+                    {"email": "one@example.com", "codes": [{"c": "aaa"}]},
+                    {"email": "two@example.com"},
+                ],
+            )
+            async with running(config, store):
+                await wait_for(all_in(State.DELIVERED, store, fine), what="others delivered")
+                await wait_for(all_in(State.DEAD, store, [hostile]), what="dead")
+            event = (await states(store, [hostile]))[hostile]
+        leads = {lead["EmailAddress"]: lead for lead in sandbox_get(url, "/_sandbox/leads")}
+    assert event.attempts == 1
+    assert event.last_error == (
+        "mapping failed: mapping 'forms-map' cannot evaluate this document: JSONPath "
+        "$.codes[?(@.c =~ '^(a|aa)+$')].c: the regular expression '^(a|aa)+$' took more than "
+        "0.2 s on this document's values; write it without nested repeats such as (a|aa)+ or "
+        "(a+)*"
+    )
+    assert sorted(leads) == ["one@example.com", "two@example.com"]
+    assert leads["one@example.com"]["mx_Code"] == "aaa"
+
+
 #: A Graph lead nested deeper than the store can write (orjson writes 254 levels at most).
 TOO_DEEP_LEAD = {
     "id": "deep",

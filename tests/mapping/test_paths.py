@@ -327,6 +327,45 @@ def test_a_regex_that_compiles_still_filters() -> None:
     assert compile_path("$.items[?(@.name =~ '^e[(]')].v").values(doc) == [1]
 
 
+#: Patterns for the =~ agreement test: anchors, classes, alternation, repeats, flags.
+PATTERNS = ["a", "^a", "b$", "^$", "a.c", "[ab]+", "(?i)X", "^(a|b)*c", "\\d{2}", "é", "a|^$"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    values=st.lists(
+        st.one_of(st.text(alphabet="abcXé1 2", max_size=6), st.sampled_from(POOL)), max_size=5
+    ),
+    pattern=st.sampled_from(PATTERNS),
+)
+def test_a_filter_regex_keeps_what_jsonpath_ng_keeps(values: list[Any], pattern: str) -> None:
+    """=~ (matched by the regex module, under a budget) keeps exactly the records jsonpath-ng's
+    own =~ (re.search) keeps, whatever the values' types."""
+    doc = {"items": [{"n": value, "i": i} for i, value in enumerate(values)] + [{"i": -1}]}
+    text = f"$.items[?(@.n =~ '{pattern}')].i"
+    compiled = compile_path(text)
+    assert isinstance(compiled, ExtendedPath) and compiled.timed
+    assert compiled.values(doc) == [m.value for m in ext_parse(text).find(doc)]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("copies", [1, 50])
+def test_a_regex_that_backtracks_without_end_is_a_document_error(copies: int) -> None:
+    """A pattern that backtracks exponentially on a sender's value (re would take longer
+    than the universe's age on 40 letters) stops at its budget with a DocumentError naming
+    the path and the pattern; the budget covers every value the path tries, so 50 such
+    values stop as soon as one does."""
+    text = "$.items[?(@.name =~ '^(a|aa)+$')].v"
+    hostile = {"name": "a" * 40 + "b", "v": "no"}
+    doc = {"items": [{"name": "aaaa", "v": "yes"}] + [hostile] * copies}
+    with pytest.raises(DocumentError) as info:
+        compile_path(text).values(doc)
+    message = str(info.value)
+    assert message.startswith(f"JSONPath {text}: the regular expression '^(a|aa)+$' took more")
+    assert "without nested repeats" in message
+    assert compile_path(text).values({"items": [{"name": "aaaa", "v": "yes"}]}) == ["yes"]
+
+
 def test_a_path_jsonpath_ng_cannot_evaluate_raises_a_document_error() -> None:
     """A path jsonpath-ng evaluates recursively (sorting values nested 1000 levels deep) gives
     a DocumentError naming the path, never a RecursionError."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 from typing import Any
@@ -12,6 +13,7 @@ import orjson
 import pytest
 
 from hub.config.models import HmacOptions, TokenOptions
+from hub.mapping.paths import compile_path
 from hub.secrets import Secret
 from hub.sources import BodyError, Incoming, Split, VerificationError, build_source, delivery_ids
 from hub.sources.bodies import parse_body
@@ -364,6 +366,22 @@ def test_body_hash_and_dedupe_path_name_deliveries() -> None:
     assert delivery_ids(ENDPOINTS["zapier-json"], run(d), d.body) == ["1287634509812345"]
     d = fx.load("unbounce", "submission_basic", "unbounce", f"token={fx.URL_TOKEN}")
     assert delivery_ids(ENDPOINTS["unbounce"], run(d), d.body) == ["lucas.ferreira@example.com"]
+
+
+@pytest.mark.timeout(30)
+def test_a_dedupe_regex_that_backtracks_falls_back_to_the_body_hash() -> None:
+    """A dedupe path whose regex backtracks without end on the posted value stops at its
+    budget (re would hold the web loop for good): the delivery is named by its body's hash,
+    as when the path finds nothing; a value the pattern matches still names it."""
+    endpoint = dataclasses.replace(
+        ENDPOINTS["zapier-json"], dedupe=compile_path("$.ids[?(@ =~ '^(a|aa)+$')]")
+    )
+    body = b'{"ids": ["' + b"a" * 40 + b'b"]}'
+    assert delivery_ids(endpoint, [Split(None, orjson.loads(body))], body) == [
+        "sha256:" + hashlib.sha256(body).hexdigest()
+    ]
+    fine = b'{"ids": ["b", "aaa"]}'
+    assert delivery_ids(endpoint, [Split(None, orjson.loads(fine))], fine) == ["aaa"]
 
 
 @pytest.mark.parametrize(
