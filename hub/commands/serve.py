@@ -266,6 +266,16 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
             print(f"leadhub serve: --lease {args.lease} is too short: {problem}", file=sys.stderr)
         if shortfalls:
             return 2
+    proxies: dict[str, str] | None = None
+    if args.role in ("all", "worker"):
+        # The dispatcher sends through the proxies the standard variables name: checked now.
+        from hub.dispatch.transport import Proxies, ProxyError
+
+        try:
+            proxies = Proxies().describe() or None
+        except ProxyError as exc:
+            print(f"leadhub serve: {exc}", file=sys.stderr)
+            return 2
     purge_after = str(getattr(args, "purge_after", "off"))
     try:
         keep = None if purge_after.strip().lower() == "off" else parse_retention(purge_after)
@@ -310,6 +320,7 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
         "config_dir": str(args.config_dir),
         "pid": os.getpid(),  # for `kill -HUP` (reload the configuration)
         "purge_after": None if keep is None or args.role == "web" else purge_after,
+        "proxies": proxies,  # scheme to proxy (HTTPS_PROXY, ...), never its credentials
     }
     server = Server(
         uvicorn.Config(

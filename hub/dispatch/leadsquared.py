@@ -14,7 +14,8 @@ So the body is read on EVERY answer, and the outcome is:
   answer) and twice that the whole call (:func:`call_bound`), so a server that sends its
   answer a byte at a time cannot hold a sender (and its rate-limit slot) for long.
 - 401 or 404 → :class:`Pause`: the keys or the host are wrong, which no retry of
-  this one lead fixes; the target waits until they are.
+  this one lead fixes; the target waits until they are. So does a 407 from the proxy the
+  environment names (its credentials are wrong), also when it refuses an https tunnel.
 - Any other 4xx without an MX body → :class:`Dead` with the status and an excerpt.
 
 Keys go in the ``x-LSQ-AccessKey`` / ``x-LSQ-SecretKey`` headers (never the URL,
@@ -33,6 +34,7 @@ import httpx
 import orjson
 
 from hub.config.models import Target
+from hub.dispatch.transport import ProxyRefused
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
@@ -113,6 +115,13 @@ def _delivered(body: dict[str, Any]) -> Delivered:
     )
 
 
+#: A 407, from the proxy the environment names: no retry of one lead fixes its credentials.
+PROXY_REFUSED = (
+    "the proxy refused the hub's credentials ({}); check the user and password in "
+    "HTTPS_PROXY / HTTP_PROXY"
+)
+
+
 def classify(status: int, content: bytes) -> Outcome:
     """The outcome of one ``Lead.Capture`` answer, from its status and raw body."""
     body = _parse(content)
@@ -131,6 +140,8 @@ def classify(status: int, content: bytes) -> Outcome:
     if status == 404:
         detail = _excerpt(content)
         return Pause(f"HTTP 404: no Lead.Capture at the target's url; check it ({detail})")
+    if status == 407:
+        return Pause(PROXY_REFUSED.format(f"HTTP 407 {_excerpt(content)}".strip()))
     if status == 429:
         return Retry(f"rate limited (HTTP 429): {_excerpt(content)}")
     if status >= 500:
@@ -174,6 +185,8 @@ def transport_reason(exc: httpx.TransportError) -> str:
         if "refused" in lowered:
             return f"connection refused ({detail})"
         return f"cannot connect ({detail})"
+    if isinstance(exc, httpx.ProxyError):
+        return f"proxy error ({detail})"
     if isinstance(exc, httpx.RemoteProtocolError):
         return f"connection closed without an answer ({detail})"
     if isinstance(exc, httpx.ReadError | httpx.WriteError):
@@ -232,6 +245,11 @@ class LeadSquaredClient:
         except TimeoutError:
             reason = f"timeout: no whole answer within {bound:g}s (twice the target's timeout)"
             return Attempt(Retry(reason), None, time.perf_counter() - started)
+        except ProxyRefused as exc:
+            seconds = time.perf_counter() - started
+            if exc.status == 407:
+                return Attempt(Pause(PROXY_REFUSED.format(exc)), None, seconds)
+            return Attempt(Retry(f"proxy error ({exc})"), None, seconds)
         except httpx.TransportError as exc:
             return Attempt(Retry(transport_reason(exc)), None, time.perf_counter() - started)
         except httpx.InvalidURL as exc:

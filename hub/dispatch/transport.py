@@ -14,14 +14,28 @@ apart (and say which in the event's last error)::
     closed without an answer      → httpx.RemoteProtocolError
     no answer within the timeout  → httpx.ReadTimeout (connect: httpx.ConnectTimeout)
     a broken answer (bad chunks)  → httpx.RemoteProtocolError
+    the proxy refuses a tunnel    → ProxyRefused (an httpx.ProxyError with the status)
+    the proxy cannot be reached   → httpx.ProxyError
 
 Every translated exception keeps the aiohttp error as its ``__cause__``.
+
+Proxies: the standard variables, as curl, httpx and Go read them (:class:`Proxies`).
+``HTTPS_PROXY`` / ``HTTP_PROXY`` (or ``ALL_PROXY``; lower case first) name the proxy for
+``https://`` / ``http://`` URLs, ``NO_PROXY`` the hosts reached directly; credentials in a
+proxy's URL go in a ``Proxy-Authorization`` header and are never logged. Loopback hosts
+(the embedded sandbox) are always reached directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import ipaddress
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -31,9 +45,21 @@ from multidict import CIMultiDict
 _RESET = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
 
 
+class ProxyRefused(httpx.ProxyError):
+    """The proxy answered the request to open an https tunnel (``CONNECT``) with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"the proxy answered the tunnel request with HTTP {status} {message}")
+        self.status = status
+
+
 def translate(exc: BaseException) -> httpx.TransportError | None:
     """The httpx exception for an aiohttp (or socket) failure; None if it is not one."""
     detail = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return ProxyRefused(exc.status, exc.message)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return httpx.ProxyError(f"cannot connect to the proxy ({detail})")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return httpx.RemoteProtocolError(
             f"server disconnected without sending a response ({detail})"
@@ -62,18 +88,176 @@ def translate(exc: BaseException) -> httpx.TransportError | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Proxy:
+    """A proxy to send through: its URL without credentials, and the header carrying them."""
+
+    url: str
+    headers: Mapping[str, str]
+
+    def __str__(self) -> str:  # what logs and errors may show: never the credentials
+        return self.url
+
+
+#: Proxy URL schemes aiohttp can send through.
+PROXY_SCHEMES = ("http", "https")
+
+
+class ProxyError(ValueError):
+    """A proxy variable names a proxy the hub cannot use."""
+
+
+class Proxies:
+    """Which proxy, if any, a request goes through, from the standard environment variables.
+
+    ``https_proxy`` / ``http_proxy`` for URLs of that scheme, else ``all_proxy`` (each in
+    lower or upper case, lower case first, even when empty); ``no_proxy`` lists hosts
+    reached directly: ``example.com`` also covers its subdomains, ``host:port`` only that
+    port, ``10.0.0.0/8`` the addresses in it, ``*`` every host. Loopback hosts
+    (``localhost``, ``127.0.0.0/8``, ``::1``) are always reached directly, as Go's HTTP
+    client does: the embedded sandbox stays reachable when a proxy is set for the outside
+    world.
+
+    Raises:
+        ProxyError: a variable holds a proxy URL without a host, or of a scheme other
+            than http or https (SOCKS is not supported).
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        found: dict[str, tuple[str, str]] = {}
+        for name in ("http", "https", "all", "no"):
+            for variable in (f"{name}_proxy", f"{name.upper()}_PROXY"):
+                if variable in env:  # lower case first, even empty (which unsets)
+                    if env[variable].strip():
+                        found[name] = (variable, env[variable].strip())
+                    break
+        self._no_proxy = _no_proxy(found.pop("no")[1]) if "no" in found else []
+        self._proxies = {scheme: _proxy(*found[scheme]) for scheme in found}
+        self._chosen: dict[tuple[str, str, int | None], Proxy | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._proxies)
+
+    def describe(self) -> dict[str, str]:
+        """Scheme to proxy URL (no credentials): what the hub logs when it starts."""
+        return {scheme: proxy.url for scheme, proxy in self._proxies.items()}
+
+    def choose(self, scheme: str, host: str, port: int | None = None) -> Proxy | None:
+        """The proxy for a request to ``host`` (``port``) over ``scheme``, or None: directly."""
+        key = (scheme, host, port)
+        if key in self._chosen:
+            return self._chosen[key]
+        proxy = self._proxies.get(scheme) or self._proxies.get("all")
+        if proxy is not None and (_is_loopback(host) or self._bypassed(host, port)):
+            proxy = None
+        if len(self._chosen) < 1000:
+            self._chosen[key] = proxy
+        return proxy
+
+    def _bypassed(self, host: str, port: int | None) -> bool:
+        name = host.strip("[]").lower().rstrip(".")
+        address = _address(name)
+        for entry, entry_port in self._no_proxy:
+            if entry_port is not None and entry_port != port:
+                continue
+            if entry == "*" or name == entry or name.endswith(f".{entry}"):
+                return True
+            if address is not None:
+                with contextlib.suppress(ValueError):
+                    if address in ipaddress.ip_network(entry, strict=False):
+                        return True
+        return False
+
+
+def _no_proxy(value: str) -> list[tuple[str, int | None]]:
+    """``no_proxy``'s entries: (host, domain, IP or network in lower case, port or None).
+
+    Entries are separated by commas or spaces; a leading ``.`` or ``*.`` is the same as none
+    (``example.com`` covers its subdomains too), as curl reads them.
+    """
+    entries: list[tuple[str, int | None]] = []
+    for raw in value.replace(" ", ",").split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        port: int | None = None
+        if entry.startswith("[") and "]" in entry:  # [::1]:8080
+            entry, _, rest = entry[1:].partition("]")
+            if rest.startswith(":") and rest[1:].isdigit():
+                port = int(rest[1:])
+        elif entry.count(":") == 1:  # host:port (an IPv6 address has more colons)
+            entry, _, text = entry.partition(":")
+            port = int(text) if text.isdigit() else None
+        entry = entry.removeprefix("*.").lstrip(".").rstrip(".")
+        if entry:
+            entries.append((entry, port))
+    return entries
+
+
+def _proxy(variable: str, value: str) -> Proxy:
+    """A :class:`Proxy` from a variable's value (``http://user:pass@host:port``)."""
+    text = value
+    if "://" not in text:
+        text = f"http://{text}"  # as curl reads a bare host:port
+    parts = urllib.parse.urlsplit(text)
+    scheme = parts.scheme.lower()
+    shown = f"{scheme}://{parts.hostname or ''}"  # never the credentials
+    fix = "set it to an http:// or https:// proxy (http://host:port) or unset it"
+    if scheme not in PROXY_SCHEMES or not parts.hostname:
+        msg = f"{variable} names the proxy {shown!r}, which the hub cannot send through; {fix}"
+        raise ProxyError(msg)
+    try:
+        port = parts.port
+    except ValueError:
+        msg = f"{variable} names the proxy {shown!r} with a port that is not a number; {fix}"
+        raise ProxyError(msg) from None
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    url = f"{scheme}://{host}" + (f":{port}" if port else "")
+    headers: dict[str, str] = {}
+    if parts.username is not None:
+        login = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        headers["Proxy-Authorization"] = aiohttp.encode_basic_auth(login, password)
+    return Proxy(url, headers)
+
+
+def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    address = _address(name)
+    return address is not None and address.is_loopback
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An ``httpx`` transport sending over one ``aiohttp`` session (made on first use).
 
-    HTTP/1.1 only; no proxies (the hub talks to LeadSquared and Graph directly); TLS
+    HTTP/1.1 only; through the proxy the environment names (:class:`Proxies`), if any; TLS
     verified with the system's default context. Timeouts come from httpx's per-request
     ``timeout``: connect (plus the wait for a free connection) and read.
     """
 
-    def __init__(self, *, max_connections: int = 200, keepalive_expiry: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 200,
+        keepalive_expiry: float = 5.0,
+        proxies: Proxies | None = None,
+    ) -> None:
         self._limit = max_connections
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._proxies = proxies if proxies is not None else Proxies()
 
     def _open(self) -> aiohttp.ClientSession:
         connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive)
@@ -101,6 +285,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             (k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw
         )
         body = await request.aread()
+        url = request.url
+        proxy = self._proxies.choose(url.scheme, url.host, url.port) if self._proxies else None
+        if proxy is not None and url.scheme == "http":
+            # Sent to the proxy itself, in absolute form: its credentials go with the request
+            # (aiohttp sends proxy_headers only with the CONNECT that opens an https tunnel).
+            headers.update(proxy.headers)
         try:
             async with session.request(
                 request.method,
@@ -110,6 +300,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=timeout,
                 compress=None,
+                proxy=None if proxy is None else proxy.url,
+                proxy_headers=None if proxy is None else proxy.headers,
             ) as answer:
                 content = await answer.read()
                 status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
@@ -136,6 +328,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-def make_http_client(*, max_connections: int = 200) -> httpx.AsyncClient:
-    """The ``httpx.AsyncClient`` the dispatcher sends with (over :class:`AiohttpTransport`)."""
-    return httpx.AsyncClient(transport=AiohttpTransport(max_connections=max_connections))
+def make_http_client(
+    *, max_connections: int = 200, proxies: Proxies | None = None
+) -> httpx.AsyncClient:
+    """The ``httpx.AsyncClient`` the dispatcher sends with (over :class:`AiohttpTransport`),
+    through the proxies the environment names unless ``proxies`` is given.
+
+    Raises:
+        ProxyError: a proxy variable holds a proxy the hub cannot use.
+    """
+    transport = AiohttpTransport(max_connections=max_connections, proxies=proxies)
+    return httpx.AsyncClient(transport=transport)

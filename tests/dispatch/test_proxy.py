@@ -1,0 +1,222 @@
+"""The dispatcher behind an HTTP proxy: the standard variables (HTTPS_PROXY, HTTP_PROXY,
+ALL_PROXY, NO_PROXY) are read as curl reads them, loopback is always direct, credentials go
+in Proxy-Authorization and never into logs; real sends through a real forward proxy."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import structlog
+
+from hub.dispatch.transport import Proxies, ProxyError, make_http_client
+from hub.store.models import State
+from tests.dispatch.support import (
+    all_in,
+    enqueue,
+    forms_config,
+    leads,
+    opened_store,
+    running,
+    sandbox_get,
+    sandbox_server,
+    states,
+    wait_for,
+)
+from tests.support.proxy import basic, forward_proxy
+
+CORP = "http://proxy.corp.example:3128"
+
+
+def test_no_variables_means_no_proxy() -> None:
+    proxies = Proxies({})
+    assert not proxies
+    assert proxies.choose("https", "api-in21.leadsquared.com", 443) is None
+
+
+def test_https_proxy_with_credentials_splits_them_into_a_header() -> None:
+    """The proxy's URL keeps no credentials (what logs and errors may show); they travel
+    in Proxy-Authorization, percent-escapes decoded."""
+    proxies = Proxies({"HTTPS_PROXY": "http://ops:p%40ss@proxy.corp.example:3128"})
+    proxy = proxies.choose("https", "api-in21.leadsquared.com", 443)
+    assert proxy is not None
+    assert proxy.url == str(proxy) == CORP
+    assert proxy.headers == {"Proxy-Authorization": basic("ops", "p@ss")}
+    assert "p@ss" not in repr(proxies.describe()) and proxies.describe() == {"https": CORP}
+    assert proxies.choose("http", "api-in21.leadsquared.com", 80) is None  # only https set
+
+
+@pytest.mark.parametrize(
+    ("environ", "http", "https"),
+    [
+        ({"HTTP_PROXY": CORP}, CORP, None),
+        ({"ALL_PROXY": CORP}, CORP, CORP),
+        (
+            {"ALL_PROXY": CORP, "https_proxy": "http://tls.example:8080"},
+            CORP,
+            "http://tls.example:8080",
+        ),
+        # lower case first, even empty (which unsets), as curl and Python read them
+        ({"HTTP_PROXY": CORP, "http_proxy": ""}, None, None),
+        ({"HTTPS_PROXY": "http://upper.example", "https_proxy": CORP}, None, CORP),
+        ({"HTTPS_PROXY": "proxy.corp.example:3128"}, None, CORP),  # no scheme: http
+    ],
+)
+def test_which_variable_names_the_proxy(
+    environ: dict[str, str], http: str | None, https: str | None
+) -> None:
+    proxies = Proxies(environ)
+    chosen = [proxies.choose(scheme, "api.leadsquared.com") for scheme in ("http", "https")]
+    assert [p.url if p else None for p in chosen] == [http, https]
+
+
+@pytest.mark.parametrize(
+    ("no_proxy", "host", "port", "direct"),
+    [
+        ("leadsquared.com", "api-in21.leadsquared.com", 443, True),  # subdomains too
+        ("leadsquared.com", "leadsquared.com", 443, True),
+        ("leadsquared.com", "notleadsquared.com", 443, False),
+        (".leadsquared.com", "api.leadsquared.com", 443, True),
+        ("*.leadsquared.com", "api.leadsquared.com", 443, True),
+        ("graph.facebook.com, leadsquared.com", "api.leadsquared.com", 443, True),
+        ("graph.facebook.com leadsquared.com", "api.leadsquared.com", 443, True),
+        ("*", "anything.example", 443, True),
+        ("api.leadsquared.com:8443", "api.leadsquared.com", 443, False),
+        ("api.leadsquared.com:8443", "api.leadsquared.com", 8443, True),
+        ("10.0.0.0/8", "10.1.2.3", 443, True),
+        ("10.0.0.0/8", "11.1.2.3", 443, False),
+        ("10.0.0.0/8", "ten.example", 443, False),
+        ("LeadSquared.COM", "API.leadsquared.com.", 443, True),
+        ("", "api.leadsquared.com", 443, False),
+    ],
+)
+def test_no_proxy_lists_hosts_reached_directly(
+    no_proxy: str, host: str, port: int, direct: bool
+) -> None:
+    proxies = Proxies({"HTTPS_PROXY": CORP, "NO_PROXY": no_proxy})
+    assert (proxies.choose("https", host, port) is None) is direct
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.8.9.1", "localhost", "::1", "[::1]", "a.localhost"]
+)
+def test_loopback_is_always_direct(host: str) -> None:
+    """The embedded sandbox (on loopback) stays reachable with a proxy set for the world."""
+    proxies = Proxies({"ALL_PROXY": CORP})
+    assert proxies.choose("http", host, 8000) is None
+    assert proxies.choose("http", "192.0.2.1", 8000) is not None
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ("socks5://ops:hunter2@proxy.corp.example:1080", "'socks5://proxy.corp.example'"),
+        ("http://ops:hunter2@:3128", "'http://'"),
+        ("http://ops:hunter2@proxy.corp.example:port", "a port that is not a number"),
+    ],
+)
+def test_a_proxy_the_hub_cannot_use_is_an_error_without_its_password(
+    value: str, fragment: str
+) -> None:
+    with pytest.raises(ProxyError) as info:
+        Proxies({"https_proxy": value})
+    message = str(info.value)
+    assert message.startswith("https_proxy names the proxy") and fragment in message
+    assert "set it to an http:// or https:// proxy" in message
+    assert "hunter2" not in message and "ops" not in message
+
+
+async def test_leads_go_through_the_proxy_with_its_credentials(tmp_path: Path) -> None:
+    """HTTP_PROXY set (with credentials, NO_PROXY for another host): the target's host name,
+    which resolves nowhere, is reached through a real forward proxy; every send carries the
+    credentials in Proxy-Authorization, and no log line holds the password."""
+    with (
+        sandbox_server() as (sandbox_url, _),
+        forward_proxy(login="ops", password="hunter2") as (proxy_url, seen),
+    ):
+        port = sandbox_url.rsplit(":", 1)[1]
+        config = forms_config(tmp_path, f"http://lsq.proxied.test:{port}")
+        environ = {
+            "HTTP_PROXY": proxy_url.replace("http://", "http://ops:hunter2@"),
+            "NO_PROXY": "graph.facebook.com",
+        }
+        async with (
+            make_http_client(proxies=Proxies(environ)) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            ids = await enqueue(store, "forms", leads("p", 3))
+            with structlog.testing.capture_logs() as logs:
+                async with running(config, store, http=http):
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+        stored = sorted(
+            lead["EmailAddress"] for lead in sandbox_get(sandbox_url, "/_sandbox/leads")
+        )
+    assert stored == ["p0@example.com", "p1@example.com", "p2@example.com"]
+    capture = f"POST http://lsq.proxied.test:{port}/v2/LeadManagement.svc/Lead.Capture HTTP/1.1"
+    assert seen.lines == [capture] * 3
+    assert seen.authorizations == [basic("ops", "hunter2")] * 3
+    assert "hunter2" not in repr(logs)
+    assert base64.b64encode(b"ops:hunter2").decode() not in repr(logs)
+
+
+async def test_without_the_proxy_the_name_resolves_nowhere(tmp_path: Path) -> None:
+    """The control: the same target with the proxy's host in NO_PROXY is tried directly and
+    fails (the name does not resolve), retried with the reason; the proxy sees nothing."""
+    with sandbox_server() as (sandbox_url, _), forward_proxy() as (proxy_url, seen):
+        port = sandbox_url.rsplit(":", 1)[1]
+        config = forms_config(tmp_path, f"http://lsq.proxied.test:{port}")
+        proxies = Proxies({"HTTP_PROXY": proxy_url, "NO_PROXY": "proxied.test"})
+        async with (
+            make_http_client(proxies=proxies) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            (event_id,) = await enqueue(store, "forms", leads("d", 1))
+            async with running(config, store, http=http):
+
+                async def tried() -> bool:
+                    return (await states(store, [event_id]))[event_id].attempts >= 1 and (
+                        (await states(store, [event_id]))[event_id].state == State.RETRYING
+                    )
+
+                await wait_for(tried, what="a failed attempt")
+            event = (await states(store, [event_id]))[event_id]
+    assert seen.lines == []
+    assert "lsq.proxied.test" in (event.last_error or "")
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_proxy_refusing_the_credentials_pauses_the_target(
+    tmp_path: Path, scheme: str
+) -> None:
+    """A proxy answering 407 (wrong credentials), to a forwarded request (http) or to the
+    tunnel request (https: CONNECT), pauses the target as wrong keys do: no lead is dead
+    for it, the reason names the proxy's variables, and never the password sent."""
+    with (
+        sandbox_server() as (sandbox_url, _),
+        forward_proxy(login="ops", password="right") as (proxy_url, seen),
+    ):
+        port = sandbox_url.rsplit(":", 1)[1]
+        config = forms_config(tmp_path, f"{scheme}://lsq.proxied.test:{port}")
+        wrong = proxy_url.replace("http://", "http://ops:wrong@")
+        proxies = Proxies({"HTTP_PROXY": wrong, "HTTPS_PROXY": wrong})
+        async with (
+            make_http_client(proxies=proxies) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            ids = await enqueue(store, "forms", leads("r", 3))
+            async with running(config, store, http=http) as dispatcher:
+                lane = dispatcher.lanes["default"]
+                await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
+            events = (await states(store, ids)).values()
+        assert sandbox_get(sandbox_url, "/_sandbox/leads") == []
+    assert not [e for e in events if e.state == State.DEAD]
+    assert all(e.attempts == 0 for e in events)  # a pause is not a failure
+    errors = [e.last_error or "" for e in events]
+    refused = [error for error in errors if "the proxy refused the hub's credentials" in error]
+    assert refused and all("407" in e and "HTTPS_PROXY / HTTP_PROXY" in e for e in refused)
+    assert all(e in refused or e in ("", "target 'default' is paused") for e in errors)
+    assert not any("wrong" in error for error in errors)
+    first = "CONNECT lsq.proxied.test:" if scheme == "https" else "POST http://lsq.proxied.test:"
+    assert seen.lines and all(line.startswith(first) for line in seen.lines)
+    assert set(seen.authorizations) == {basic("ops", "wrong")}
