@@ -23,6 +23,7 @@ COPY mappings /config
 USER leadhub
 VOLUME ["/data"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)" || exit 1
+# /healthz on the port serve listens on, never through HTTP_PROXY (set for the outside world)
+HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import os, urllib.request as u; u.build_opener(u.ProxyHandler({})).open('http://127.0.0.1:%s/healthz' % os.environ.get('LEADHUB_PORT', '8000'), timeout=2)" || exit 1
 ENTRYPOINT ["leadhub"]
 CMD ["serve"]

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -95,7 +96,9 @@ def test_the_installed_package_serves_the_examples(tmp_path: Path) -> None:
     )
     assert Path(where.stdout.strip()).is_relative_to(site)
     base = f"http://127.0.0.1:{port}"
+    health = healthcheck()
     with leadhub_process(["serve"], ready_url=f"{base}/readyz", env=env, cwd=tmp_path):
+        assert health(env).returncode == 0
         answer = httpx.post(
             f"{base}/hooks/zapier",
             json={"first_name": "Asha", "email": "asha.rao@example.com"},
@@ -107,3 +110,21 @@ def test_the_installed_package_serves_the_examples(tmp_path: Path) -> None:
             what="the lead's delivery",
         )
     assert (data / "leadhub.db").is_file()
+    assert health(env).returncode == 1  # stopped: unhealthy
+
+
+def healthcheck() -> Callable[[dict[str, str]], subprocess.CompletedProcess[str]]:
+    """The Dockerfile's HEALTHCHECK command, run as the image's shell would run it (with this
+    interpreter for ``python``) in an environment with an HTTP proxy that answers nothing:
+    the check must reach the hub on ``LEADHUB_PORT`` directly."""
+    (command,) = (rest for word, rest in dockerfile() if word == "HEALTHCHECK")
+    shell = command.split(" CMD ", 1)[1].replace("python ", f"{shlex.quote(sys.executable)} ", 1)
+
+    def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+        proxied = {**os.environ, **env, "http_proxy": dead, "HTTP_PROXY": dead, "no_proxy": ""}
+        return subprocess.run(
+            ["sh", "-c", shell], env=proxied, capture_output=True, text=True, timeout=30
+        )
+
+    return run
