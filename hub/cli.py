@@ -237,7 +237,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     replay = command("replay", "queue dead, unmatched or skipped events again")
     replay.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     replay.add_argument(
-        "--status", choices=["dead", "unmatched", "skipped"], help="events in state"
+        "--status",
+        type=str.lower,
+        choices=["dead", "unmatched", "skipped"],
+        help="events in state",
     )
     replay.add_argument(
         "--id", action="append", dest="ids", type=int, metavar="ID", help="event id (repeatable)"
@@ -256,6 +259,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--status",
         action="append",
         dest="statuses",
+        type=str.lower,
         choices=["delivered", "skipped", "dead", "unmatched"],
         help="events in this state (repeatable; default: delivered and skipped)",
     )

@@ -217,6 +217,46 @@ class TestReplay:
         assert after[ids["dead_google"]] is State.DEAD
         assert after[ids["delivered"]] is State.DELIVERED
 
+    def test_ids_left_alone_are_explained(self, db: Seeded, capsys: Cap) -> None:
+        """Each --id not requeued is named on stderr with why (no such event, a state replay
+        never touches, or filtered out by --status/--endpoint): a silent "Requeued 0 events."
+        left the operator guessing whether the id was mistyped or the event was delivered."""
+        url, ids = db
+        argv = ["replay", "--db", url, "--id", str(ids["dead"]), "--id", str(ids["delivered"])]
+        argv += ["--id", str(ids["queued"]), "--id", "9999", "--id", str(ids["dead_google"])]
+        capsys.readouterr()
+        assert main([*argv, "--endpoint", "typeform"], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "Requeued 1 event."
+        notes = err.splitlines()
+        assert notes == [
+            f"leadhub replay: note: event {ids['delivered']} is delivered; only dead, "
+            "unmatched and skipped events are replayed.",
+            f"leadhub replay: note: event {ids['queued']} is queued; only dead, "
+            "unmatched and skipped events are replayed.",
+            "leadhub replay: note: there is no event 9999.",
+            f"leadhub replay: note: event {ids['dead_google']} is of endpoint 'google', "
+            "not 'typeform'.",
+        ]
+        after = states(url)
+        assert after[ids["dead"]] is State.QUEUED and after[ids["dead_google"]] is State.DEAD
+        argv = ["replay", "--db", url, "--id", str(ids["unmatched"]), "--status", "dead"]
+        assert main(argv, environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "Requeued 0 events."
+        assert err.strip() == (
+            f"leadhub replay: note: event {ids['unmatched']} is unmatched, not dead."
+        )
+
+    def test_status_in_any_case(self, db: Seeded, capsys: Cap) -> None:
+        """--status DEAD is --status dead, as in events (replay and purge refused it)."""
+        url, _ = db
+        assert main(["replay", "--db", url, "--status", "DEAD"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 2 events."
+        argv = ["purge", "--db", url, "--older-than", "0s", "--status", "Unmatched", "--dry-run"]
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().out.startswith("Would purge 1 event: unmatched events")
+
     def test_bad_status_choice(self, db: Seeded) -> None:
         """--status delivered is not a replay choice: argparse exits 2."""
         url, _ = db
