@@ -19,12 +19,14 @@ from hub.config.models import (
     DEFAULT_MAX_BODY,
     DEFAULT_RATE_LIMIT,
     DEFAULT_TOLERANCE,
+    SELF_SPLITTING,
     SOURCES,
     Endpoint,
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
     HubSpotOptions,
+    JsonPath,
     LinkedInOptions,
     NoneOptions,
     Origin,
@@ -41,7 +43,7 @@ from hub.mapping.paths import PathError, compile_path
 from hub.secrets import Secret
 from hub.units import UnitError, parse_rate_limit
 
-COMMON_ENDPOINT_KEYS = ("kind", "name", "source", "dedupe", "max_body")
+COMMON_ENDPOINT_KEYS = ("kind", "name", "source", "dedupe", "split", "max_body")
 SOURCE_KEYS: Mapping[str, tuple[str, ...]] = {
     "facebook": ("app_secret", "verify_token", "page_access_token", "graph_url", "fields",
                  "allow_sha1"),
@@ -248,6 +250,7 @@ def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
             dedupe = compile_path(dedupe_text)
         except PathError as exc:
             r.error(r.get("dedupe"), f"'dedupe' of {r.what}: {exc}")
+    split = _split(r, source)
     max_body = r.size("max_body", DEFAULT_MAX_BODY)
     if name is None or source is None:
         return None
@@ -258,7 +261,27 @@ def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
         dedupe=dedupe,
         max_body=max_body,
         origin=Origin(node.file, node.line),
+        split=split,
     )
+
+
+def _split(r: Reader, source: str | None) -> JsonPath | None:
+    """The endpoint's ``split`` path (its leads in a delivery that carries several)."""
+    text = r.text("split")
+    if text is None:
+        return None
+    if source in SELF_SPLITTING:
+        r.error(
+            r.get("split"),
+            f"'split' of {r.what}: source {source} splits its deliveries into leads itself; "
+            "remove 'split'",
+        )
+        return None
+    try:
+        return compile_path(text)
+    except PathError as exc:
+        r.error(r.get("split"), f"'split' of {r.what}: {exc}")
+        return None
 
 
 def _retry(r: Reader) -> RetrySchedule:

@@ -172,6 +172,9 @@ SourceOptions = (
     | NoneOptions
 )
 
+#: Sources whose deliveries are split by the sender's own format (``split`` is refused there).
+SELF_SPLITTING = ("facebook", "linkedin", "hubspot")
+
 SOURCES = (
     "facebook",
     "linkedin",
@@ -198,6 +201,10 @@ class Endpoint:
     dedupe: JsonPath | None = None
     max_body: int = DEFAULT_MAX_BODY
     origin: Origin | None = None
+    #: JSONPath finding the leads of a delivery that carries several (one event per value
+    #: found, ``dedupe`` then evaluated on each); ``None``: the body is one lead, or the
+    #: sender splits its deliveries itself (Facebook, LinkedIn, HubSpot apps).
+    split: JsonPath | None = None
 
 
 # --- targets ----------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from hub.sources.hmac_ import HmacSource
 from hub.sources.hubspot import HubSpotSource
 from hub.sources.linkedin import LinkedInSource
 from hub.sources.none import NoneSource
+from hub.sources.split import SplitSource
 from hub.sources.standard import StandardSource
 from hub.sources.token_ import TokenSource
 from hub.sources.typeform import TypeformSource
@@ -99,7 +100,12 @@ def skimmed_id(skimmer: Skimmer, content_type: str, body: bytes) -> str | None:
 
 
 def build_source(endpoint: Endpoint) -> Source:
-    """The source for ``endpoint``, built from its typed options."""
+    """The source for ``endpoint``, built from its typed options (with its ``split``)."""
+    source = _source(endpoint)
+    return source if endpoint.split is None else SplitSource(source, endpoint.split)
+
+
+def _source(endpoint: Endpoint) -> Source:
     opts = endpoint.options
     if isinstance(opts, FacebookOptions):
         return FacebookSource(opts)

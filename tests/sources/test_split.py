@@ -1,0 +1,152 @@
+"""``split:``: several leads in one delivery become one event each, by config alone."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from hub.config import ConfigError, load
+from hub.config.models import Endpoint
+from hub.sources import BodyError, Incoming, VerificationError, build_source, delivery_ids
+from hub.sources.split import MAX_LEADS
+from tests.e2e.support import leads, wait_until
+from tests.support.server import free_port, leadhub_process
+
+TOKEN = "bulk-token"
+CONFIG = """kind: endpoint
+name: bulk
+source: token
+token: ${BULK_TOKEN}
+split: $.data.leads[*]
+dedupe: $.lead_id
+---
+kind: mapping
+name: bulk-map
+endpoint: bulk
+fields:
+  EmailAddress: { path: $.email, required: true }
+  FirstName: $.name
+"""
+
+
+def _endpoint(tmp_path: Path, text: str = CONFIG) -> Endpoint:
+    (tmp_path / "bulk.yaml").write_text(text)
+    return load(tmp_path, {"BULK_TOKEN": TOKEN}).endpoints["bulk"]
+
+
+def _request(body: bytes, token: str = TOKEN) -> Incoming:
+    return Incoming("POST", {"authorization": f"Bearer {token}"}, body)
+
+
+BATCH = {
+    "data": {
+        "leads": [
+            {"lead_id": 11, "email": "a@example.com", "name": "A"},
+            {"lead_id": 12, "email": "b@example.com", "name": "B"},
+            {"email": "c@example.com"},  # no lead_id: named by its canonical JSON
+        ]
+    }
+}
+
+
+def test_each_value_the_path_finds_is_an_event_named_by_dedupe(tmp_path: Path) -> None:
+    endpoint = _endpoint(tmp_path)
+    source = build_source(endpoint)
+    body = orjson.dumps(BATCH)
+    source.verify(_request(body), 0)
+    splits = source.split(_request(body), BATCH)
+    assert [s.document for s in splits] == BATCH["data"]["leads"]
+    assert source.batches
+    canonical = orjson.dumps({"email": "c@example.com"}, option=orjson.OPT_SORT_KEYS)
+    assert delivery_ids(endpoint, splits, body) == [
+        "11",
+        "12",
+        "sha256:" + hashlib.sha256(canonical).hexdigest(),
+    ]
+
+
+def test_the_senders_own_check_still_runs(tmp_path: Path) -> None:
+    source = build_source(_endpoint(tmp_path))
+    with pytest.raises(VerificationError):
+        source.verify(_request(b"{}", token="wrong"), 0)
+
+
+def test_nothing_found_is_no_event_and_too_many_is_a_400(tmp_path: Path) -> None:
+    source = build_source(_endpoint(tmp_path))
+    assert source.split(_request(b"{}"), {"data": {"leads": []}}) == []
+    assert source.split(_request(b"{}"), {"other": 1}) == []
+    many = {"data": {"leads": [{"email": f"{n}@example.com"} for n in range(MAX_LEADS + 1)]}}
+    with pytest.raises(BodyError) as info:
+        source.split(_request(b"{}"), many)
+    assert info.value.status == 400
+    assert info.value.reason == (
+        f"the delivery holds more than {MAX_LEADS} leads at $.data.leads[*]; "
+        f"send at most {MAX_LEADS} per delivery"
+    )
+    exactly = {"data": {"leads": many["data"]["leads"][:MAX_LEADS]}}
+    assert len(source.split(_request(b"{}"), exactly)) == MAX_LEADS
+
+
+TOKEN_SOURCE = "source: token\ntoken: t\n"
+FACEBOOK_SOURCE = "source: facebook\napp_secret: s\nverify_token: v\npage_access_token: p\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        (
+            TOKEN_SOURCE + "split: leads[*]",
+            r":5: 'split' of endpoint 'e': 'leads\[\*\]' is not a JSONPath",
+        ),
+        (
+            TOKEN_SOURCE + 'split: "$.leads["',
+            r":5: 'split' of endpoint 'e': JSONPath .* does not compile",
+        ),
+        (
+            FACEBOOK_SOURCE + "split: $.entry[*]",
+            r":7: 'split' of endpoint 'e': source facebook splits its deliveries into leads "
+            r"itself; remove 'split'",
+        ),
+    ],
+)
+def test_a_bad_split_is_a_config_error_at_its_line(tmp_path: Path, extra: str, error: str) -> None:
+    (tmp_path / "e.yaml").write_text(f"kind: endpoint\nname: e\n{extra}\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    (issue,) = [i for i in info.value.issues if "'split'" in i]
+    assert issue.startswith(str(tmp_path / "e.yaml"))
+    assert re.search(error, issue), issue
+
+
+@pytest.mark.slow
+def test_a_batch_is_stored_answered_and_delivered_lead_by_lead(tmp_path: Path) -> None:
+    """A real ``leadhub serve``: one POST of three leads is answered with three event ids,
+    the same POST again is a duplicate, a batch where the path finds nothing is accepted with
+    no event, and the three leads reach the embedded sandbox one by one."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "bulk.yaml").write_text(CONFIG)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--config-dir", str(config), "--port", str(port)]
+    args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with leadhub_process(args, ready_url=f"{base}/healthz", env={"BULK_TOKEN": TOKEN}):
+        first = httpx.post(f"{base}/hooks/bulk", json=BATCH, headers=headers)
+        again = httpx.post(f"{base}/hooks/bulk", json=BATCH, headers=headers)
+        empty = httpx.post(f"{base}/hooks/bulk", json={"data": {"leads": []}}, headers=headers)
+        wait_until(lambda: len(leads(base)) == 3, what="three leads in the sandbox")
+        found = {lead["EmailAddress"]: lead.get("FirstName") for lead in leads(base)}
+    assert first.status_code == 200 and first.json() == {
+        "status": "accepted",
+        "id": 1,
+        "ids": [1, 2, 3],
+    }
+    assert again.json() == {"status": "duplicate", "id": 1}
+    assert empty.json() == {"status": "accepted", "ids": []}
+    assert found == {"a@example.com": "A", "b@example.com": "B", "c@example.com": None}
