@@ -45,6 +45,19 @@ class StoreUnavailable(StoreError):
     """The event store cannot be reached or written; check the database path and disk."""
 
 
+def newer_schema(found: int, known: int) -> StoreUnavailable:
+    """The refusal of a store whose schema version ``found`` is newer than this code's
+    ``known``: a later leadhub made it, and this one would write rows as it knows them (a
+    replay resetting only its own columns, say). Unavailable, not a job's error: nothing
+    this process does with the store can succeed, and the writer threads pass it on as is.
+    """
+    msg = (
+        f"the event store has schema version {found}, newer than this leadhub's ({known}): "
+        "a later leadhub made it; upgrade leadhub to that release (or a newer one) to use it."
+    )
+    return StoreUnavailable(msg)
+
+
 class LeaseLost(StoreError):
     """A write under a lease that is no longer the event's: nothing was written.
 

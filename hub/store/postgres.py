@@ -41,6 +41,7 @@ from hub.store.base import (
     StoreUnavailable,
     lease_lost,
     log,
+    newer_schema,
     no_event,
     ordering_checks,
     replayed_state,
@@ -183,7 +184,10 @@ class PostgresStore(BatchedStore):
     async def _migrate(self, conn: _Conn) -> None:
         """Bring tables made by an older leadhub up to :data:`SCHEMA_VERSION`, under the
         schema lock (several instances may start together); a current store is only read."""
-        if int(await conn.fetchval(Q["schema_version"])) >= SCHEMA_VERSION:
+        found = int(await conn.fetchval(Q["schema_version"]))
+        if found > SCHEMA_VERSION:
+            raise newer_schema(found, SCHEMA_VERSION)
+        if found == SCHEMA_VERSION:
             return
         await conn.execute(_SCHEMA_LOCK)
         start = version = int(await conn.fetchval(Q["schema_version"]))

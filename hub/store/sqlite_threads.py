@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub.store.base import StoreError, StoreStats, StoreUnavailable, log
+from hub.store.base import StoreError, StoreStats, StoreUnavailable, log, newer_schema
 from hub.store.sql import queries
 
 T = TypeVar("T")
@@ -95,7 +95,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     """
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
         return
-    if int(conn.execute(Q["schema_version"]).fetchone()[0]) >= SCHEMA_VERSION:
+    found = int(conn.execute(Q["schema_version"]).fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise newer_schema(found, SCHEMA_VERSION)
+    if found == SCHEMA_VERSION:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ from hub.cli import main
 from hub.store import open_store
 from hub.store.models import State
 from tests.pg_server import sql
-from tests.support.server import free_port
+from tests.support.server import free_port, leadhub_run
 
 from .conftest import sqlite_url
 from .helpers import delivery
@@ -183,6 +185,51 @@ class TestEvents:
         err = capsys.readouterr().err
         assert "check that PostgreSQL is running" in err
         assert "hunter2" not in err
+
+
+def set_schema_version(url: str, version: str) -> str:
+    """Set the store's ``meta.schema_version`` to ``version``; returns what it was."""
+    if url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            (old,) = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+            conn.commit()
+            return str(old)
+    dsn, _, schema = url.partition("?schema=")
+    ((old,),) = asyncio.run(
+        sql(dsn, "SELECT value FROM meta WHERE key = 'schema_version'", schema=schema)
+    )
+    update = "UPDATE meta SET value = $1 WHERE key = 'schema_version'"
+    asyncio.run(sql(dsn, update, version, schema=schema))
+    return str(old)
+
+
+@pytest.mark.parametrize("command", [["events"], ["replay", "--status", "dead"]])
+def test_a_store_of_a_newer_leadhub_is_refused(db: Seeded, command: list[str], capsys: Cap) -> None:
+    """A store whose schema is newer than this leadhub knows (made by a later release, then
+    this older one run on it) is refused with exit 1 naming both versions: its replay would
+    reset only the columns it knows and leave the newer ones stale; nothing is written."""
+    url, ids = db
+    known = set_schema_version(url, "99")
+    capsys.readouterr()
+    assert main([*command, "--db", url], environ={}) == 1
+    err = capsys.readouterr().err
+    assert f"schema version 99, newer than this leadhub's ({known})" in err
+    assert "upgrade leadhub" in err
+    assert set_schema_version(url, known) == "99"
+    assert states(url)[ids["dead"]] is State.DEAD
+
+
+def test_serve_refuses_a_store_of_a_newer_leadhub(sqlite_db: Seeded, tmp_path: Path) -> None:
+    """`leadhub serve` on a store of a newer schema stops (exit 1) saying so, as the commands do."""
+    url, _ = sqlite_db
+    set_schema_version(url, "99")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "forms.yaml").write_text("kind: endpoint\nname: forms\nsource: none\n")
+    argv = ["serve", "--db", url, "--port", "0", "--config-dir", str(tmp_path / "cfg")]
+    done = leadhub_run(argv, env={"LEADHUB_LOG_JSON": "1"}, timeout=30)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "schema version 99, newer than this leadhub's" in done.stdout + done.stderr
 
 
 class TestReplay:
