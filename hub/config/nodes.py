@@ -252,6 +252,44 @@ def uses_variables_only(raw: str | None) -> bool:
     return bool(raw) and re.fullmatch(r"\s*\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*", raw or "") is not None
 
 
+def from_environ(environ: Mapping[str, str], name: str) -> tuple[str | None, str | None]:
+    """``${NAME}``'s value: ``NAME``, or the content of the file ``NAME_FILE`` names (as
+    Docker and Kubernetes hand secrets over, in files; one trailing newline dropped), read
+    anew at each load, so that a reload picks up a secret rotated in its file.
+
+    Returns ``(value, None)``, ``(None, None)`` when neither is set, or ``(None, problem)``.
+    """
+    if name in environ:
+        if f"{name}_FILE" in environ:
+            return None, (
+                f"variable ${{{name}}}: both {name} and {name}_FILE are set; unset one "
+                f"({name}_FILE names a file holding the value)"
+            )
+        return environ[name], None
+    path = environ.get(f"{name}_FILE")
+    if path is None:
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(MAX_SECRET_FILE + 1)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        return None, (
+            f"variable ${{{name}}}: {name}_FILE names {path!r}, which cannot be read "
+            f"({reason}); point it at a readable UTF-8 file holding the value"
+        )
+    if len(text) > MAX_SECRET_FILE:
+        return None, (
+            f"variable ${{{name}}}: {name}_FILE names {path!r}, which holds more than "
+            f"{MAX_SECRET_FILE} characters; point it at the file holding only the value"
+        )
+    return text.removesuffix("\n").removesuffix("\r"), None
+
+
+#: The most a ``NAME_FILE`` may hold: secrets and settings, not documents.
+MAX_SECRET_FILE = 65_536
+
+
 class _Builder:
     def __init__(
         self, file: str, environ: Mapping[str, str], issues: Issues, *, stand_ins: bool = False
@@ -268,17 +306,22 @@ class _Builder:
         unset = False
 
         def substitute(match: re.Match[str]) -> str:
+            nonlocal unset
             if match.group(0) == "$${":
                 return "${"
             name, default = match.group(1), match.group(2)
-            if name in self.environ:
-                return self.environ[name]
+            value, problem = from_environ(self.environ, name)
+            if value is not None:
+                return value
+            if problem is not None:
+                unset = True
+                self.issues.error(self.file, line, problem)
+                return ""
             if default is not None:
                 return default
             if self.stand_ins:
                 self.stood_in += 1
                 return f"unset-{name}"
-            nonlocal unset
             unset = True
             self.issues.error(
                 self.file,

@@ -102,3 +102,61 @@ def test_check_refuses_a_secret_set_but_empty(tmp_path: Path) -> None:
     real = check("tf-s3cret-value")
     assert real.returncode == 0, real.stdout + real.stderr
     assert "tf-s3cret-value" not in real.stdout + real.stderr
+
+
+# --- NAME_FILE: a secret handed over in a file (Docker and Kubernetes secrets) -------------
+
+
+def _token(tmp_path: Path, environ: dict[str, str]) -> str:
+    (tmp_path / "cfg").mkdir(exist_ok=True)
+    _write(tmp_path / "cfg", "token", "${SECRET}")
+    options = load(tmp_path / "cfg", environ).endpoints["e"].options
+    return options.token.reveal()  # type: ignore[union-attr]
+
+
+def test_a_secret_comes_from_the_file_its_name_file_variable_names(tmp_path: Path) -> None:
+    """${SECRET} with SECRET_FILE set: the file's content, one trailing newline dropped
+    (what `echo value > file` and Docker secrets write), nothing else touched."""
+    secret = tmp_path / "secret"
+    secret.write_text("  s3cr3t value \n")
+    assert _token(tmp_path, {"SECRET_FILE": str(secret)}) == "  s3cr3t value "
+    secret.write_bytes(b"crlf\r\n")
+    assert _token(tmp_path, {"SECRET_FILE": str(secret)}) == "crlf"
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        (None, "which cannot be read (No such file or directory)"),
+        (b"\xff\xfe", "which cannot be read (UnicodeDecodeError)"),
+        (b"x" * 70_000, "which holds more than 65536 characters"),
+        (b"\n", "${SECRET} is set but empty"),
+    ],
+)
+def test_a_name_file_that_gives_no_secret_is_an_error_at_its_line(
+    tmp_path: Path, content: bytes | None, fragment: str
+) -> None:
+    secret = tmp_path / "secret"
+    if content is not None:
+        secret.write_bytes(content)
+    (tmp_path / "cfg").mkdir()
+    path = _write(tmp_path / "cfg", "token", "${SECRET}")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "cfg", {"SECRET_FILE": str(secret)})
+    (issue,) = info.value.issues
+    assert issue.startswith(f"{path}:4: ") and fragment in issue, issue
+
+
+def test_name_and_name_file_both_set_is_an_error(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file")
+    (tmp_path / "cfg").mkdir()
+    path = _write(tmp_path / "cfg", "token", "${SECRET}")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "cfg", {"SECRET": "from-env", "SECRET_FILE": str(secret)})
+    (issue,) = info.value.issues
+    assert issue == (
+        f"{path}:4: variable ${{SECRET}}: both SECRET and SECRET_FILE are set; unset one "
+        "(SECRET_FILE names a file holding the value)"
+    )
+    assert "from-file" not in issue and "from-env" not in issue

@@ -96,3 +96,33 @@ def test_sighup_reloads_the_config_and_a_broken_one_changes_nothing(tmp_path: Pa
         metrics = httpx.get(f"{base}/metrics").text
         assert 'leadhub_config_reloads_total{outcome="ok"} 2.0' in metrics
         assert 'leadhub_config_reloads_total{outcome="failed"} 1.0' in metrics
+
+
+def test_a_secret_rotated_in_its_file_is_taken_at_the_reload(tmp_path: Path) -> None:
+    """FORMS_TOKEN_FILE instead of FORMS_TOKEN: after the file is rewritten and the hub gets
+    SIGHUP, the new token is accepted and the old one refused (401), without a restart."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    secret = tmp_path / "forms_token"
+    secret.write_text("old-token\n")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--config-dir", str(config), "--port", str(port)]
+    args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
+    env = {k: v for k, v in ENV.items() if k != "FORMS_TOKEN"}
+    env["FORMS_TOKEN_FILE"] = str(secret)
+    lead = {"email": "rotated@example.com"}
+
+    def post(token: str) -> int:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.post(f"{base}/hooks/forms", json=lead, headers=headers).status_code
+
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=env) as proc:
+        log = Log(proc)
+        assert (post("old-token"), post("new-token")) == (200, 401)
+        secret.write_text("new-token\n")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(log.events("config_reloaded")), what="the reload")
+        assert (post("old-token"), post("new-token")) == (401, 200)
+        assert not any("new-token" in str(line) or "old-token" in str(line) for line in log.lines)
