@@ -7,7 +7,7 @@ import sys
 
 from hub.clock import SYSTEM_CLOCK
 from hub.store.base import EventStore
-from hub.store.commands import fail, plural, run_with_store, utc
+from hub.store.commands import fail, listing, plural, run_with_store, utc
 from hub.store.models import PURGED_BY_DEFAULT, State
 from hub.store.retention import SENDER_RETRIES
 from hub.units import UnitError, parse_duration
@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     states = [State(s) for s in args.statuses] if args.statuses else list(PURGED_BY_DEFAULT)
-    names = " and ".join(s.value for s in states)
+    states = list(dict.fromkeys(states))
+    names = listing(s.value for s in states)
 
     async def action(store: EventStore) -> int:
         before = SYSTEM_CLOCK.time() - age

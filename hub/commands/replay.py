@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from hub.store.base import EventStore
-from hub.store.commands import fail, plural, run_with_store
+from hub.store.commands import fail, listing, plural, run_with_store
 from hub.store.models import REPLAYABLE, Event, State
 
 #: The states replay takes, as a sentence's end.
-REPLAYABLE_NAMES = ", ".join(s.value for s in REPLAYABLE[:-1]) + f" and {REPLAYABLE[-1].value}"
+REPLAYABLE_NAMES = listing(s.value for s in REPLAYABLE)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 
 from hub import logs
@@ -77,6 +77,14 @@ def iso(ts: float | None) -> str | None:
 def plural(count: int, one: str, many: str | None = None) -> str:
     """``one`` or ``many`` (default ``one`` + "s") to go with ``count``."""
     return one if count == 1 else (many or f"{one}s")
+
+
+def listing(words: Iterable[str]) -> str:
+    """``words`` as a sentence lists them, each once: ``"dead, unmatched and skipped"``."""
+    unique = list(dict.fromkeys(words))
+    if len(unique) < 2:
+        return "".join(unique)
+    return ", ".join(unique[:-1]) + " and " + unique[-1]
 
 
 def shorten(text: str | None, width: int) -> str:

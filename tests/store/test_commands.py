@@ -356,6 +356,16 @@ class TestPurge:
         assert capsys.readouterr().out.startswith("Purged 3 events and 3 deliveries: ")
         assert set(states(url)) == {ids["queued"], ids["delivered"]}
 
+    def test_states_named_once_in_a_sentence(self, db: Seeded, capsys: Cap) -> None:
+        """A state given twice counts once, and three read "a, b and c" (it printed
+        "dead and dead and unmatched and skipped")."""
+        url, _ = db
+        argv = ["purge", "--db", url, "--older-than", "30d", "--dry-run", "--status", "dead"]
+        argv += ["--status", "dead", "--status", "unmatched", "--status", "skipped"]
+        assert main(argv, environ={}) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("Would purge 0 events: dead, unmatched and skipped events last ")
+
     def test_bad_age(self, db: Seeded, capsys: Cap) -> None:
         """An age that is not a duration is refused (exit 2), naming the flag."""
         url, _ = db
