@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 import orjson
@@ -28,7 +29,8 @@ def run(args: argparse.Namespace) -> int:
     """List events, newest first, as a table or (``--json``) one JSON object per line.
 
     ``--id`` picks events by id (the other filters still apply); ``--json`` shows all of an
-    event, its document and whole last error included."""
+    event, its document and whole last error included. A listing the limit cuts short says
+    so on stderr: a script would otherwise take the newest 50 for every match."""
     state: State | None = None
     if args.status:
         try:
@@ -42,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("events", f"--limit must be at least 1, got {args.limit!r}.")
 
     async def action(store: EventStore) -> int:
+        # one more than shown: whether the limit cut the listing short
         if args.ids:
             found = [e for i in sorted(set(args.ids), reverse=True) if (e := await store.get(i))]
             events = [
@@ -49,9 +52,16 @@ def run(args: argparse.Namespace) -> int:
                 for e in found
                 if (state is None or e.state is state)
                 and (args.endpoint is None or e.endpoint == args.endpoint)
-            ][: args.limit]
+            ][: args.limit + 1]
         else:
-            events = await store.list(state=state, endpoint=args.endpoint, limit=args.limit)
+            events = await store.list(state=state, endpoint=args.endpoint, limit=args.limit + 1)
+        if len(events) > args.limit:
+            events = events[: args.limit]
+            print(
+                f"leadhub events: note: the newest {args.limit} matching events are shown and "
+                "more match; pass --limit N to see more.",
+                file=sys.stderr,
+            )
         if args.json:
             for event in events:
                 print(orjson.dumps(as_json(event)).decode())

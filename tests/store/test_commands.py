@@ -108,6 +108,26 @@ class TestEvents:
         assert main(["events", "--db", url, "--limit", "2", "--json"], environ={}) == 0
         assert len(capsys.readouterr().out.splitlines()) == 2
 
+    def test_a_listing_cut_by_the_limit_says_so(self, db: Seeded, capsys: Cap) -> None:
+        """When more events match than --limit shows (50 by default), stderr says so: a
+        script reading `events --status dead --json` otherwise took the newest 50 for all."""
+        url, ids = db
+        capsys.readouterr()
+        for fmt in ([], ["--json"]):
+            assert main(["events", "--db", url, "--limit", "2", *fmt], environ={}) == 0
+            out, err = capsys.readouterr()
+            assert str(max(ids.values())) in out
+            assert err == (
+                "leadhub events: note: the newest 2 matching events are shown and more "
+                "match; pass --limit N to see more.\n"
+            )
+        assert main(["events", "--db", url, "--limit", "5", "--json"], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert len(out.splitlines()) == 5 and err == ""
+        argv = ["events", "--db", url, "--limit", "1", "--id", str(ids["dead"])]
+        assert main([*argv, "--id", str(ids["queued"])], environ={}) == 0
+        assert "more match" in capsys.readouterr().err
+
     def test_by_id(self, db: Seeded, capsys: Cap) -> None:
         """--id (repeatable) picks events, newest first; the other filters still apply, and
         an id the store does not have is left out."""
