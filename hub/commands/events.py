@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from hub.store.base import EventStore
-from hub.store.commands import fail, iso, run_with_store, shorten, utc
+from hub.store.commands import MAX_INT64, fail, id_too_large, iso, run_with_store, shorten, utc
 from hub.store.models import Event, State
 
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
@@ -42,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
             return fail("events", f"unknown --status {args.status!r}; use one of {names}.")
     if args.limit < 1:
         return fail("events", f"--limit must be at least 1, got {args.limit!r}.")
+    if (refused := id_too_large("events", args.ids)) is not None:
+        return refused
+    limit = min(args.limit, MAX_INT64 - 1)  # larger means every event; one more is read
 
     async def action(store: EventStore) -> int:
         # one more than shown: whether the limit cut the listing short
@@ -52,13 +55,13 @@ def run(args: argparse.Namespace) -> int:
                 for e in found
                 if (state is None or e.state is state)
                 and (args.endpoint is None or e.endpoint == args.endpoint)
-            ][: args.limit + 1]
+            ][: limit + 1]
         else:
-            events = await store.list(state=state, endpoint=args.endpoint, limit=args.limit + 1)
-        if len(events) > args.limit:
-            events = events[: args.limit]
+            events = await store.list(state=state, endpoint=args.endpoint, limit=limit + 1)
+        if len(events) > limit:
+            events = events[:limit]
             print(
-                f"leadhub events: note: the newest {args.limit} matching events are shown and "
+                f"leadhub events: note: the newest {limit} matching events are shown and "
                 "more match; pass --limit N to see more.",
                 file=sys.stderr,
             )

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from hub.store.base import EventStore
-from hub.store.commands import fail, listing, plural, run_with_store
+from hub.store.commands import fail, id_too_large, listing, plural, run_with_store
 from hub.store.models import REPLAYABLE, Event, State
 
 #: The states replay takes, as a sentence's end.
@@ -25,6 +25,8 @@ def run(args: argparse.Namespace) -> int:
             "(repeatable) and/or --endpoint NAME."
         )
         return fail("replay", msg)
+    if (refused := id_too_large("replay", args.ids)) is not None:
+        return refused
     state = State(args.status) if args.status else None
 
     async def action(store: EventStore) -> int:

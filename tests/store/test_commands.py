@@ -145,6 +145,19 @@ class TestEvents:
         assert main(["events", "--db", url, "--id", "9999"], environ={}) == 0
         assert capsys.readouterr().out.strip() == "No events match."
 
+    def test_numbers_beyond_the_stores_integers(self, db: Seeded, capsys: Cap) -> None:
+        """An --id beyond a 64-bit integer is a usage error naming it (it was an OverflowError
+        traceback); a --limit that large means them all."""
+        url, ids = db
+        huge = str(2**63)
+        for command in (["events"], ["replay"]):
+            assert main([*command, "--db", url, "--id", huge], environ={}) == 2
+            err = capsys.readouterr().err
+            assert f"--id {huge}: no event id is that large" in err and "Traceback" not in err
+        assert main(["events", "--db", url, "--limit", "1" + "0" * 20, "--json"], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert len(out.splitlines()) == len(ids) and err == ""
+
     def test_no_match(self, db: Seeded, capsys: Cap) -> None:
         """A filter matching nothing says so and succeeds."""
         url, _ = db
