@@ -9,7 +9,16 @@ from typing import Any
 import orjson
 
 from hub.store.base import EventStore
-from hub.store.commands import MAX_INT64, fail, id_too_large, iso, run_with_store, shorten, utc
+from hub.store.commands import (
+    MAX_INT64,
+    fail,
+    id_too_large,
+    iso,
+    printable,
+    run_with_store,
+    shorten,
+    utc,
+)
 from hub.store.models import Event, State
 
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
@@ -110,7 +119,7 @@ def table(events: list[Event]) -> str:
                 e.state.value,
                 str(e.attempts),
                 e.target or "",
-                e.lead_id or "",
+                printable(e.lead_id or ""),  # a LeadSquared answer's
                 shorten(e.last_error, 60),
             )
         )

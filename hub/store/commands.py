@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -101,9 +102,24 @@ def listing(words: Iterable[str]) -> str:
     return ", ".join(unique[:-1]) + " and " + unique[-1]
 
 
+#: Characters that drive a terminal rather than show: C0 and C1 controls, DEL, and the
+#: bidirectional overrides and isolates (which reorder the text after them).
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each terminal control character escaped (``\\x1b``, ``\\u202e``).
+
+    Delivery ids come from senders and errors may quote their values: printed raw to a
+    terminal, an escape sequence in one could clear the screen, hide lines or retitle the
+    window of the operator reading ``leadhub events``.
+    """
+    return _CONTROLS.sub(lambda m: m[0].encode("unicode_escape").decode(), text)
+
+
 def shorten(text: str | None, width: int) -> str:
-    """One line of at most ``width`` characters, ending in an ellipsis when cut."""
+    """One printable line of at most ``width`` characters, ending in an ellipsis when cut."""
     if not text:
         return ""
-    line = " ".join(text.split())
+    line = printable(" ".join(text.split()))
     return line if len(line) <= width else line[: width - 1] + "…"

@@ -158,6 +158,33 @@ class TestEvents:
         out, err = capsys.readouterr()
         assert len(out.splitlines()) == len(ids) and err == ""
 
+    def test_a_senders_control_characters_reach_no_terminal(
+        self, hub_db_url: str, capsys: Cap
+    ) -> None:
+        """A delivery id (the sender's) and a last error (which may quote a sender's value)
+        holding escape sequences are shown escaped in the table: printed raw, they drove the
+        operator's terminal (cleared it, retitled it, hid lines; right-to-left overrides
+        reordered the text). --json escapes them already."""
+        evil_id = "ok\x1b]0;owned\x07\u202e"
+        evil_error = "MXInvalidEmailException: 'a\x1b[2J\x1b[1A' is not an email"
+
+        async def go() -> None:
+            store = open_store(hub_db_url)
+            await store.open()
+            try:
+                (res,) = await store.enqueue(delivery(evil_id))
+                await store.dead(res.id, error=evil_error)
+            finally:
+                await store.close()
+
+        asyncio.run(go())
+        capsys.readouterr()
+        assert main(["events", "--db", hub_db_url], environ={}) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+        assert "ok\\x1b]0;owned\\x07\\u202e" in out
+        assert "'a\\x1b[2J\\x1b[1A' is not an email" in out
+
     def test_no_match(self, db: Seeded, capsys: Cap) -> None:
         """A filter matching nothing says so and succeeds."""
         url, _ = db
