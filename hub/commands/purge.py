@@ -30,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     names = listing(s.value for s in states)
 
     async def action(store: EventStore) -> int:
-        before = SYSTEM_CLOCK.time() - age
+        # an age reaching before 1970 takes nothing (and has no date to print)
+        before = max(0.0, SYSTEM_CLOCK.time() - age)
         purged = await store.purge(
             before=before, states=states, endpoint=args.endpoint, dry_run=args.dry_run
         )

@@ -426,6 +426,21 @@ class TestPurge:
         out = capsys.readouterr().out
         assert out.startswith("Would purge 0 events: dead, unmatched and skipped events last ")
 
+    @pytest.mark.parametrize("age", ["1000000000d", "99999999999999999999d"])
+    def test_an_age_before_1970_purges_nothing(self, db: Seeded, age: str, capsys: Cap) -> None:
+        """An age reaching before the epoch selects nothing (it was a ValueError or
+        OverflowError traceback formatting the date)."""
+        url, _ = db
+        argv = ["purge", "--db", url, "--older-than", age, "--status", "dead"]
+        assert main(argv, environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == (
+            "Purged 0 events and 0 deliveries: dead events last changed before "
+            "1970-01-01 00:00:00 UTC."
+        )
+        assert "Traceback" not in err
+        assert len(states(url)) == 5
+
     def test_bad_age(self, db: Seeded, capsys: Cap) -> None:
         """An age that is not a duration is refused (exit 2), naming the flag."""
         url, _ = db
