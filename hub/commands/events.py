@@ -14,6 +14,7 @@ from hub.store.commands import (
     fail,
     id_too_large,
     iso,
+    plural,
     printable,
     run_with_store,
     shorten,
@@ -70,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         if len(events) > limit:
             events = events[:limit]
             print(
-                f"leadhub events: note: the newest {limit} matching events are shown and "
-                "more match; pass --limit N to see more.",
+                f"leadhub events: note: the newest {limit} matching "
+                f"{plural(limit, 'event is', 'events are')} shown and more match; "
+                "pass --limit N to see more.",
                 file=sys.stderr,
             )
         if args.json:

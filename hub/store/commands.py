@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 
 from hub import logs
 from hub.store import open_store
@@ -53,12 +57,8 @@ def run_with_store(command: str, url: str, action: Callable[[EventStore], Awaita
         return fail(command, str(exc))
     if isinstance(store, PostgresStore):
         store.create = False  # checked when it opens
-    if isinstance(store, SQLiteStore) and not store.path.exists():
-        msg = (
-            f"no event store at {str(store.path.absolute())!r}; "
-            "pass --db (or LEADHUB_DB) with the URL `leadhub serve` uses."
-        )
-        return fail(command, msg, EXIT_FAILED)
+    if isinstance(store, SQLiteStore) and (missing := no_sqlite_store(store.path)):
+        return fail(command, missing, EXIT_FAILED)
 
     async def main() -> int:
         await store.open()
@@ -73,6 +73,29 @@ def run_with_store(command: str, url: str, action: Callable[[EventStore], Awaita
         return fail(command, str(exc), EXIT_FAILED)
     except StoreError as exc:
         return fail(command, str(exc), EXIT_FAILED)
+
+
+def no_sqlite_store(path: Path) -> str | None:
+    """Why ``path`` holds no event store (with the fix), or None when it does or cannot be
+    read here (opening the store then says why).
+
+    Looked at read-only, before the store opens: opening makes the schema, so another
+    SQLite database passed by mistake (the sandbox's leads) or an empty file would gain the
+    hub's tables and list as an empty store.
+    """
+    fix = "pass --db (or LEADHUB_DB) with the URL `leadhub serve` uses."
+    where = str(path.absolute())
+    if not path.exists():
+        return f"no event store at {where!r}; {fix}"
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+    try:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return None
+    return None if found else f"no event store in {where!r} (it has no events table); {fix}"
 
 
 def utc(ts: float | None) -> str:

@@ -220,6 +220,27 @@ class TestEvents:
         assert "no event store" in capsys.readouterr().err
         assert not (tmp_path / "typo.db").exists()
 
+    @pytest.mark.parametrize("command", [["events"], ["replay", "--status", "dead"]])
+    def test_a_sqlite_file_without_a_store_is_not_made_one(
+        self, tmp_path: Path, command: list[str], capsys: Cap
+    ) -> None:
+        """A --db naming another SQLite database (the sandbox's leads, say) or an empty file
+        is an error (exit 1) and is left as it was: the commands made the hub's tables in
+        it and answered "No events match.", as PostgreSQL's commands never did."""
+        other = tmp_path / "leadhub.db.sandbox.sqlite"
+        with contextlib.closing(sqlite3.connect(other)) as conn:
+            conn.execute("CREATE TABLE leads (id INTEGER PRIMARY KEY)")
+            conn.commit()
+        (tmp_path / "empty.db").touch()
+        for path in (other, tmp_path / "empty.db"):
+            assert main([*command, "--db", f"sqlite:///{path}"], environ={}) == 1
+            err = capsys.readouterr().err
+            assert f"no event store in {str(path)!r}" in err
+        with contextlib.closing(sqlite3.connect(other)) as conn:
+            tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        assert tables == [("leads",)]
+        assert (tmp_path / "empty.db").stat().st_size == 0
+
     def test_unsupported_url(self, capsys: Cap) -> None:
         """A database kind we do not have is refused with a clear message and exit 2."""
         assert main(["events", "--db", "mysql://db/leadhub"], environ={}) == 2
