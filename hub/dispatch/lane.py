@@ -368,10 +368,25 @@ class Lane:
         return True
 
     async def _lease_ending(self, item: Item) -> bool:
-        """Our lease on ``item`` is about to end; another worker may claim it. Put it back."""
-        await self._d.release(item.event, at=self._d.clock.time(), reason=None)
-        _log.info("event_lease_expiring")
+        """Our lease on ``item`` is about to end; another worker may claim it. Put it back,
+        due when the rate limit may have room for it again (:meth:`_room_again`).
+
+        Due at once, it was claimed again at once, met the same full window, was refused at
+        once and put back again: with a backlog over the limit (the one a store outage
+        leaves, say) and a lease leaving a second to start a call in, thousands of claims,
+        releases and log lines a second, each a store write.
+        """
+        due_in = self._room_again()
+        await self._d.release(item.event, at=self._d.clock.time() + due_in, reason=None)
+        _log.info("event_lease_expiring", due_in=due_in)
         return True
+
+    def _room_again(self) -> float:
+        """Seconds until the rate limit has room for a call it refused now: a window at most
+        (a call still in flight is waited for, not refused), a second at least. Without a
+        limit the event waited for a sender: a second."""
+        limit = self.target.rate_limit
+        return 1.0 if limit is None else max(1.0, limit.window)
 
     def _count(self, attempt: Attempt) -> None:
         """The send's metrics; a probe that got an answer other than a pause resumes the lane."""

@@ -151,3 +151,29 @@ async def test_a_call_starts_only_while_it_fits_in_what_is_left_of_the_lease(
     assert released >= 1
     assert fake.calls == 1 + 3
     assert all(e.attempts == 1 for e in events.values())
+
+
+async def test_an_event_put_back_for_the_rate_limit_is_not_claimed_again_at_once(
+    tmp_path: Path, slow_first: tuple[str, _SlowFirst]
+) -> None:
+    """The backlog a store outage leaves (or any backlog over the rate limit) with a lease
+    that leaves 1 s to start a call in: an event that cannot get a slot in time goes back
+    due when the limit should have room, not at once. Put back due at once, it was claimed
+    again at once, refused by the limiter at once and put back again: thousands of claims,
+    releases and log lines a second (`event_lease_expiring`), every one a store write."""
+    url, fake = slow_first
+    fake.calls = 1  # every call answers at once
+    config = forms_config(tmp_path, url, timeout="3s", rate_limit="3/2s")
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", leads("backlog", 9))
+        with capture_logs() as logs:
+            async with running(config, store, lease=12.0) as dispatcher:
+                await wait_for(all_in(State.DELIVERED, store, ids), what="all sent")
+                released = dispatcher.metrics.events.labels("released")._value.get()
+        events = await states(store, ids)
+    assert fake.calls == 1 + 9
+    assert all(e.attempts == 1 for e in events.values())
+    # a few put-backs per event at most (it was thousands within the same few seconds)
+    expiring = [e for e in logs if e["event"] == "event_lease_expiring"]
+    assert released <= 9 * 5, released
+    assert len(expiring) <= 9 * 5, len(expiring)
