@@ -263,6 +263,12 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
     if not directory.is_dir():
         msg = f"{directory}: not a directory; pass the configuration directory (like mappings/)"
         raise ConfigError([msg])
+    if not os.access(directory, os.R_OK | os.X_OK):  # listing it would find nothing
+        msg = (
+            f"{directory}: the directory cannot be read: permission denied; let the user "
+            f"running leadhub list and read it (chmod a+rx {directory})"
+        )
+        raise ConfigError([msg])
     files = config_files(directory)
     if not files:
         msg = f"{directory}: holds no *.yaml or *.yml files; is it the right directory?"

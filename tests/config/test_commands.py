@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -247,3 +248,48 @@ def test_try_reads_integers_beyond_64_bits_as_text_as_ingest_does(
     assert main(["try", "e", str(payload), "--config-dir", str(tmp_path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert {"Attribute": "mx_Big", "Value": "1"} in result["body"]
+
+
+def _without_root_reading(argv: list[str]) -> list[str]:
+    """``argv`` run so that file permissions hold for it: as it is for a user other than
+    root, else through setpriv without the capabilities that let root read anything."""
+    if os.geteuid() != 0:
+        return argv
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: an unreadable directory reads fine")
+    drop = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *argv]
+
+
+def test_check_and_try_on_an_unreadable_directory(tmp_path: Path) -> None:
+    """A configuration directory that cannot be listed says permission denied and how to
+    fix it (exit 1); it said it holds no *.yaml files, sending the operator to look for
+    the wrong directory."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text("kind: endpoint\nname: forms\nsource: none\n")
+    payload = tmp_path / "lead.json"
+    payload.write_text('{"email": "a@example.com"}')
+    config.chmod(0)
+    try:
+        base = [sys.executable, "-m", "hub"]
+        for argv in (
+            ["check", str(config)],
+            ["try", "forms", str(payload), "--config-dir", str(config)],
+        ):
+            done = subprocess.run(
+                _without_root_reading([*base, *argv]),
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 1, done.stdout + done.stderr
+            shown = done.stdout + done.stderr
+            assert f"{config}: the directory cannot be read: permission denied" in shown
+            assert f"chmod a+rx {config}" in shown
+            assert "holds no *.yaml" not in shown
+    finally:
+        config.chmod(0o755)
