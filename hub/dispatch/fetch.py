@@ -5,6 +5,12 @@ Facebook's Graph API (:mod:`hub.dispatch.graph`), LinkedIn's REST API
 each read with one GET (:func:`read_lead`), whose answer becomes :class:`Fetched`,
 :class:`FetchRetry` or :class:`FetchDead`; the token of the read is masked in every
 reason. LinkedIn's and HubSpot's answers are classified alike (:func:`classify_rest`).
+
+A read that is redirected (``http://`` for ``https://``, a moved API) is retried with the
+redirect in its reason, for a human to fix the ``api_url`` / ``graph_url``: redirects are
+not followed (the token would go along), and killing each lead for a setting would be wrong.
+An answer too large for a lead (:data:`~hub.dispatch.transport.MAX_ANSWER`, not read), or
+one that does not decode as its ``Content-Encoding`` says, is retried as a ``bad_answer``.
 """
 
 from __future__ import annotations
@@ -15,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import orjson
 
-from hub.dispatch.leadsquared import transport_reason
+from hub.dispatch.leadsquared import REDIRECTS, parse_json, redirect_shown, transport_reason
+from hub.dispatch.transport import AnswerTooLarge
 
 EXCERPT = 200  # characters of an error body kept in a reason
 #: Seconds a lead read may wait to connect, and for each part of the answer; the whole read
@@ -80,13 +86,31 @@ async def read_lead(
     try:
         async with asyncio.timeout(bound):  # a server dribbling its answer holds no read long
             response = await http.get(url, timeout=timeout, **request)
+    except AnswerTooLarge as exc:
+        return FetchRetry(str(exc), "bad_answer")
+    except httpx.DecodingError as exc:
+        reason = f"an answer that does not decode as its Content-Encoding says ({exc})"
+        return scrubbed(FetchRetry(reason, "bad_answer"), token)
     except httpx.TransportError as exc:
         return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
     except TimeoutError:
         return FetchRetry(f"no whole answer within {bound:g} s (2 x the read timeout)", "network")
     except httpx.InvalidURL as exc:
         return scrubbed(FetchRetry(f"{url_option} is invalid: {exc}", "config"), token)
+    if response.status_code in REDIRECTS:
+        return scrubbed(_redirected(response, url_option), token)
     return scrubbed(classify(response.status_code, response.content), token)
+
+
+def _redirected(response: httpx.Response, url_option: str) -> FetchRetry:
+    """A redirected read: retried, naming where it points (without its query, which may
+    hold the token the read sent) and the setting to change."""
+    shown = redirect_shown(response.headers.get("Location"), str(response.url))
+    return FetchRetry(
+        f"HTTP {response.status_code}: the API redirects the read to {shown}; the hub does "
+        f"not follow redirects (the token would go along): check the endpoint's {url_option}",
+        "config",
+    )
 
 
 class LeadReader:
@@ -146,10 +170,7 @@ def classify_rest(
     are 429 and 5xx. 404 (``missing``) and other refusals are final. ``describe`` turns an
     error body into its detail (None: the raw text is shown instead).
     """
-    try:
-        body: Any = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        body = None
+    body = parse_json(content)
     if 200 <= status < 300 and isinstance(body, dict):
         return Fetched(body)
     detail = describe(body) if isinstance(body, dict) else None

@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from hub.config.models import FacebookOptions
 from hub.dispatch.fetch import (
     EXCERPT,
@@ -32,6 +30,7 @@ from hub.dispatch.fetch import (
     FetchRetry,
     LeadReader,
 )
+from hub.dispatch.leadsquared import parse_json
 
 #: Graph error codes that mean "try again later" (throttling, temporary outages).
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
@@ -52,10 +51,7 @@ def merge_document(lead: Mapping[str, Any], change: Mapping[str, Any]) -> dict[s
 
 def classify_graph(status: int, content: bytes) -> FetchOutcome:
     """The outcome of one Graph lead read, from its status and raw body."""
-    try:
-        body: Any = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        body = None
+    body = parse_json(content)
     error = body.get("error") if isinstance(body, dict) else None
     if 200 <= status < 300 and isinstance(body, dict) and error is None:
         return Fetched(body)

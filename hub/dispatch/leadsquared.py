@@ -15,7 +15,13 @@ So the body is read on EVERY answer, and the outcome is:
   answer a byte at a time cannot hold a sender (and its rate-limit slot) for long.
 - 401 or 404 → :class:`Pause`: the keys or the host are wrong, which no retry of
   this one lead fixes; the target waits until they are. So does a 407 from the proxy the
-  environment names (its credentials are wrong), also when it refuses an https tunnel.
+  environment names (its credentials are wrong), also when it refuses an https tunnel,
+  and a redirect (301, 302, 303, 307, 308): the url is not Lead.Capture's (``http://``
+  for ``https://``, a moved host). Redirects are never followed: the keys would go with
+  the request to wherever it points. The reason names where, without its query.
+- An answer too large to be Lead.Capture's (:data:`~hub.dispatch.transport.MAX_ANSWER`,
+  not read), or one that does not decode as its ``Content-Encoding`` says → :class:`Retry`:
+  what it said is unknown, and a retry is safe (Lead.Capture is an upsert).
 - Any other 4xx without an MX body → :class:`Dead` with the status and an excerpt.
 
 Keys go in the ``x-LSQ-AccessKey`` / ``x-LSQ-SecretKey`` headers (never the URL,
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +41,14 @@ import httpx
 import orjson
 
 from hub.config.models import Target
-from hub.dispatch.transport import ProxyRefused
+from hub.dispatch.transport import AnswerTooLarge, ProxyRefused
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
 _EXCERPT = 200  # characters of an unexpected body kept in a reason
+_BOM = b"\xef\xbb\xbf"
+#: The statuses that redirect a request, with a Location to follow.
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 def call_bound(target: Target) -> float:
@@ -85,7 +95,11 @@ def _excerpt(content: bytes) -> str:
     return text[:_EXCERPT] + ("..." if len(text) > _EXCERPT else "")
 
 
-def _parse(content: bytes) -> Any:
+def parse_json(content: bytes) -> Any:
+    """The JSON of ``content``, None if it is none; a UTF-8 byte order mark (which .NET
+    services such as LeadSquared's may write) is skipped, as RFC 8259 allows a parser to."""
+    if content.startswith(_BOM):
+        content = content[3:]
     try:
         return orjson.loads(content)
     except orjson.JSONDecodeError:
@@ -122,9 +136,28 @@ PROXY_REFUSED = (
 )
 
 
-def classify(status: int, content: bytes) -> Outcome:
-    """The outcome of one ``Lead.Capture`` answer, from its status and raw body."""
-    body = _parse(content)
+def redirect_shown(location: str | None, base: str) -> str:
+    """Where a redirect points, as a reason may show it: resolved against ``base`` (the
+    request's URL), without credentials, query or fragment (a server may copy a token it
+    was sent there)."""
+    if not location:
+        return "nowhere (no Location header)"
+    try:
+        parts = urllib.parse.urlsplit(urllib.parse.urljoin(base, location.strip()))
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "a Location that is not a URL"
+    if ":" in host:
+        host = f"[{host}]"
+    query = " (query not shown)" if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{query}"
+
+
+def classify(status: int, content: bytes, *, location: str | None = None) -> Outcome:
+    """The outcome of one ``Lead.Capture`` answer, from its status and raw body
+    (``location``: where a redirect points, shown by :func:`redirect_shown`)."""
+    body = parse_json(content)
     if isinstance(body, dict) and body.get("Status") == "Success" and status < 300:
         return _delivered(body)
     mx = _mx_exception(body)
@@ -142,6 +175,13 @@ def classify(status: int, content: bytes) -> Outcome:
         return Pause(f"HTTP 404: no Lead.Capture at the target's url; check it ({detail})")
     if status == 407:
         return Pause(PROXY_REFUSED.format(f"HTTP 407 {_excerpt(content)}".strip()))
+    if status in REDIRECTS:
+        where = location or "an address it does not give"
+        return Pause(
+            f"HTTP {status}: the target's url redirects to {where}; the hub does not follow "
+            "redirects (the keys would go along): set the target's url to the account's "
+            "LeadSquared API host (https://)"
+        )
     if status == 429:
         return Retry(f"rate limited (HTTP 429): {_excerpt(content)}")
     if status >= 500:
@@ -166,6 +206,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 def transport_reason(exc: httpx.TransportError) -> str:
     """A short reason for a network failure; never includes the URL or headers."""
+    if isinstance(exc, AnswerTooLarge):
+        return str(exc)
     chain = _causes(exc)
     if any(isinstance(c, ConnectionRefusedError) for c in chain):
         return f"connection refused ({exc})"
@@ -252,7 +294,15 @@ class LeadSquaredClient:
             return Attempt(Retry(f"proxy error ({exc})"), None, seconds)
         except httpx.TransportError as exc:
             return Attempt(Retry(transport_reason(exc)), None, time.perf_counter() - started)
+        except httpx.DecodingError as exc:
+            reason = f"an answer that does not decode as its Content-Encoding says ({exc})"
+            return Attempt(Retry(reason), None, time.perf_counter() - started)
         except httpx.InvalidURL as exc:
             return Attempt(Pause(f"target url {target.url!r} is invalid: {exc}"), None, 0.0)
-        outcome = classify(response.status_code, response.content)
-        return Attempt(outcome, response.status_code, time.perf_counter() - started)
+        status = response.status_code
+        if status in REDIRECTS:
+            shown = redirect_shown(response.headers.get("Location"), str(response.url))
+            outcome = classify(status, response.content, location=shown)
+        else:
+            outcome = classify(status, response.content)
+        return Attempt(outcome, status, time.perf_counter() - started)

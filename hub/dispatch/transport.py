@@ -16,8 +16,19 @@ apart (and say which in the event's last error)::
     a broken answer (bad chunks)  → httpx.RemoteProtocolError
     the proxy refuses a tunnel    → ProxyRefused (an httpx.ProxyError with the status)
     the proxy cannot be reached   → httpx.ProxyError
+    an answer over MAX_ANSWER     → AnswerTooLarge (an httpx.TransportError), not read
+    a body its encoding cannot    → httpx.DecodingError
+    decode, or an encoding the
+    hub did not ask for
 
 Every translated exception keeps the aiohttp error as its ``__cause__``.
+
+Answers are bounded: every answer the dispatcher reads (a ``Lead.Capture`` result, a Graph
+lead, a LinkedIn form response, a HubSpot object) is a few KB, so a body over
+:data:`MAX_ANSWER`, before or after decompression, is refused instead of read into memory: one
+misconfigured URL serving a download or an endless stream cannot exhaust the process. The
+transport decodes ``gzip`` and ``deflate`` itself (httpx's decoders have no bound) and asks
+for nothing else.
 
 Proxies: the standard variables, as curl, httpx and Go read them (:class:`Proxies`).
 ``HTTPS_PROXY`` / ``HTTP_PROXY`` (or ``ALL_PROXY``; lower case first) name the proxy for
@@ -34,6 +45,7 @@ import errno
 import ipaddress
 import os
 import urllib.parse
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +55,36 @@ import httpx
 from multidict import CIMultiDict
 
 _RESET = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+
+#: The largest answer body read, in bytes, compressed or not: 4 MiB, a thousand times a
+#: Graph lead or a HubSpot object with every property, and read in milliseconds.
+MAX_ANSWER = 4 * 1024 * 1024
+#: What the dispatcher's client accepts (httpx's default also offers zstd, and would decode
+#: it without a bound): the two encodings :func:`_decoded` bounds.
+ACCEPT_ENCODING = "gzip, deflate"
+#: zlib's window bits for each encoding decoded: gzip; deflate as zlib data (RFC 9110).
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+
+
+def _size(count: int) -> str:
+    """``count`` bytes, as a person reads them (``4 MiB``, ``64 KiB``, ``100 bytes``)."""
+    for unit, scale in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:g} {unit}"
+    return f"{count} bytes"
+
+
+class AnswerTooLarge(httpx.TransportError):
+    """The answer's body is over ``limit`` bytes (``status``: its HTTP status); it was not
+    read, and its connection was closed."""
+
+    def __init__(self, status: int, limit: int) -> None:
+        super().__init__(
+            f"the answer (HTTP {status}) is larger than {_size(limit)}: not read "
+            "(does the url name the right API?)"
+        )
+        self.status = status
+        self.limit = limit
 
 
 class ProxyRefused(httpx.ProxyError):
@@ -244,7 +286,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     HTTP/1.1 only; through the proxy the environment names (:class:`Proxies`), if any; TLS
     verified with the system's default context. Timeouts come from httpx's per-request
-    ``timeout``: connect (plus the wait for a free connection) and read.
+    ``timeout``: connect (plus the wait for a free connection) and read. Bodies over
+    ``max_answer`` bytes, compressed or decoded, raise :class:`AnswerTooLarge`.
     """
 
     def __init__(
@@ -253,8 +296,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         max_connections: int = 200,
         keepalive_expiry: float = 5.0,
         proxies: Proxies | None = None,
+        max_answer: int = MAX_ANSWER,
     ) -> None:
         self._limit = max_connections
+        self._max_answer = max_answer
         self._keepalive = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
         self._proxies = proxies if proxies is not None else Proxies()
@@ -303,8 +348,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 proxy=None if proxy is None else proxy.url,
                 proxy_headers=None if proxy is None else proxy.headers,
             ) as answer:
-                content = await answer.read()
                 status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
+                content = await _read_bounded(answer, self._max_answer)
+                encoding = answer.headers.get("Content-Encoding")
+                if encoding is not None:
+                    content = _decoded(content, encoding, status, self._max_answer)
+                    raw_headers = _without_encoding(raw_headers)
+        except (AnswerTooLarge, httpx.DecodingError) as exc:
+            exc.request = request
+            raise
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             translated = translate(exc)
             if translated is None:
@@ -328,6 +380,74 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
+async def _read_bounded(answer: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of ``answer``, at most ``limit`` bytes, else :class:`AnswerTooLarge`.
+
+    A Content-Length within the limit is read in one go, as before (the common case); one
+    over it is refused unread; a body without one (chunked, or up to the close) is read
+    piece by piece until it ends or passes the limit.
+    """
+    length = answer.content_length
+    if length is not None:
+        if length > limit:
+            raise AnswerTooLarge(answer.status, limit)
+        return await answer.read()
+    body = bytearray()
+    async for piece in answer.content.iter_any():
+        body += piece
+        if len(body) > limit:
+            raise AnswerTooLarge(answer.status, limit)
+    return bytes(body)
+
+
+def _decoded(content: bytes, encoding: str, status: int, limit: int) -> bytes:
+    """``content`` decoded from its ``Content-Encoding``, at most ``limit`` bytes of it.
+
+    Raises:
+        AnswerTooLarge: it decodes to more than ``limit`` bytes (a few KB of gzip can
+            decode to GB).
+        httpx.DecodingError: it is not what its encoding says, or is encoded in a way the
+            hub did not ask for (:data:`ACCEPT_ENCODING`).
+    """
+    name = encoding.strip().lower()
+    if name in ("", "identity"):
+        return content
+    wbits = _WBITS.get(name)
+    if wbits is None:
+        msg = f"the answer is encoded as {encoding!r}, which the hub did not ask for"
+        raise httpx.DecodingError(msg)
+    try:
+        decoder = zlib.decompressobj(wbits)
+        decoded = decoder.decompress(content, limit + 1)
+    except zlib.error as exc:
+        if name != "deflate":
+            msg = f"the answer claims Content-Encoding {name} but is not ({exc})"
+            raise httpx.DecodingError(msg) from exc
+        return _decoded_raw_deflate(content, status, limit)
+    if len(decoded) > limit:
+        raise AnswerTooLarge(status, limit)
+    return decoded
+
+
+def _decoded_raw_deflate(content: bytes, status: int, limit: int) -> bytes:
+    """``deflate`` sent without its zlib header, as some servers do (httpx reads it too)."""
+    try:
+        decoded = zlib.decompressobj(-zlib.MAX_WBITS).decompress(content, limit + 1)
+    except zlib.error as exc:
+        msg = f"the answer claims Content-Encoding deflate but is not ({exc})"
+        raise httpx.DecodingError(msg) from exc
+    if len(decoded) > limit:
+        raise AnswerTooLarge(status, limit)
+    return decoded
+
+
+def _without_encoding(raw_headers: Any) -> tuple[tuple[bytes, bytes], ...]:
+    """The answer's headers for a body already decoded: without its Content-Encoding and
+    Content-Length (httpx would decode the body again, and the length is the encoded one)."""
+    dropped = (b"content-encoding", b"content-length")
+    return tuple((name, value) for name, value in raw_headers if name.lower() not in dropped)
+
+
 def make_http_client(
     *, max_connections: int = 200, proxies: Proxies | None = None
 ) -> httpx.AsyncClient:
@@ -338,4 +458,4 @@ def make_http_client(
         ProxyError: a proxy variable holds a proxy the hub cannot use.
     """
     transport = AiohttpTransport(max_connections=max_connections, proxies=proxies)
-    return httpx.AsyncClient(transport=transport)
+    return httpx.AsyncClient(transport=transport, headers={"Accept-Encoding": ACCEPT_ENCODING})

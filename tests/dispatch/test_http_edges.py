@@ -1,0 +1,406 @@
+"""Outbound HTTP against unusual or misbehaving servers: huge or endless answers, compressed
+answers (and ones that lie about it), byte order marks, chunked and close-delimited bodies,
+redirects; for Lead.Capture and the three lead readers, over real sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+import structlog
+
+from hub.config.models import FacebookOptions, HubSpotOptions, LinkedInOptions, Target
+from hub.dispatch.fetch import Fetched, FetchOutcome, FetchRetry
+from hub.dispatch.graph import GraphClient
+from hub.dispatch.hubspot import HubSpotClient
+from hub.dispatch.leadsquared import (
+    CAPTURE_PATH,
+    Delivered,
+    LeadSquaredClient,
+    Outcome,
+    Pause,
+    Retry,
+)
+from hub.dispatch.linkedin import LinkedInClient
+from hub.dispatch.transport import make_http_client
+from hub.secrets import Secret
+from hub.store.models import State
+from tests.dispatch.support import (
+    KEYS,
+    enqueue,
+    forms_config,
+    leads,
+    opened_store,
+    running,
+    states,
+    wait_for,
+)
+
+ACCESS, SECRET, TOKEN = "u$r-access-edge", "s3cret-edge", "EAAB-token-edge-42"
+SUCCESS = b'{"Status":"Success","Message":{"Id":"a","RelatedId":"lead-1","IsCreated":true}}'
+LEAD = b'{"id":"1","field_data":[{"name":"email","values":["a@example.com"]}]}'
+Factory = Callable[[], httpx.AsyncClient]
+Writer = Callable[[asyncio.StreamWriter], Awaitable[None]]
+
+
+def _answer(status: str, body: bytes, *headers: str) -> bytes:
+    head = "".join(f"{h}\r\n" for h in (f"HTTP/1.1 {status}", *headers))
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bool:
+    """Read one request (head and Content-Length body); False when the client closed."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return False
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            await reader.readexactly(int(value))
+    return True
+
+
+class Canned:
+    """A server answering every request with ``answer`` (bytes written as they are, or a
+    coroutine writing to the socket); ``close`` ends each connection after its answer."""
+
+    def __init__(self, answer: bytes | Writer, *, close: bool = False) -> None:
+        self.answer = answer
+        self.close = close
+        self.requests = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await _read_request(reader):
+                self.requests += 1
+                if isinstance(self.answer, bytes):
+                    writer.write(self.answer)
+                    await writer.drain()
+                else:
+                    await self.answer(writer)
+                if self.close:
+                    break
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def canned(
+    answer: bytes | Writer, *, close: bool = False
+) -> AsyncIterator[tuple[str, Canned]]:
+    """A :class:`Canned` server on 127.0.0.1: (its base URL, the server)."""
+    fake = Canned(answer, close=close)
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}", fake
+    finally:
+        server.close()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
+
+async def _endless(writer: asyncio.StreamWriter) -> None:
+    """A chunked 200 that never ends: 1 MB chunks until the client goes away."""
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    piece = b"%x\r\n%s\r\n" % (1 << 20, b"y" * (1 << 20))
+    for _ in range(10_000):  # 10 GB: far past any bound, and still an end
+        writer.write(piece)
+        await writer.drain()
+
+
+async def _huge(writer: asyncio.StreamWriter) -> None:
+    """A 200 announcing 300 MB, sent until the client goes away."""
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 300000000\r\n\r\n")
+    for _ in range(300):
+        writer.write(b"x" * 1_000_000)
+        await writer.drain()
+
+
+@pytest.fixture(params=["hub", "httpx-default"])
+def http_factory(request: pytest.FixtureRequest) -> Factory:
+    """The dispatcher's client, and httpx's default transport (the same outcomes)."""
+    return make_http_client if request.param == "hub" else httpx.AsyncClient
+
+
+async def _capture(url: str, factory: Factory = make_http_client) -> Outcome:
+    target = Target(
+        name="t", url=url, access_key=Secret(ACCESS), secret_key=Secret(SECRET), timeout=5.0
+    )
+    async with factory() as http:
+        attempt = await LeadSquaredClient(http).capture(
+            target, query={}, body=[{"Attribute": "EmailAddress", "Value": "a@example.com"}]
+        )
+    return attempt.outcome
+
+
+async def _graph(http: httpx.AsyncClient, url: str) -> FetchOutcome:
+    options = FacebookOptions(
+        app_secret=Secret("a"),
+        verify_token=Secret("v"),
+        page_access_token=Secret(TOKEN),
+        graph_url=url,
+    )
+    return await GraphClient(http, timeout=5.0).fetch_lead(options, "1")
+
+
+async def _linkedin(http: httpx.AsyncClient, url: str) -> FetchOutcome:
+    options = LinkedInOptions(client_secret=Secret("c"), access_token=Secret(TOKEN), api_url=url)
+    return await LinkedInClient(http, timeout=5.0).fetch_response(
+        options, "urn:li:leadGenFormResponse:r1"
+    )
+
+
+async def _hubspot(http: httpx.AsyncClient, url: str) -> FetchOutcome:
+    options = HubSpotOptions(
+        client_secret=Secret("c"),
+        webhook_url="https://hub.example.com/hooks/hs",
+        access_token=Secret(TOKEN),
+        api_url=url,
+    )
+    event = {"subscriptionType": "contact.creation", "objectId": 1}
+    return await HubSpotClient(http, timeout=5.0).fetch_object(options, event)
+
+
+Read = Callable[[httpx.AsyncClient, str], Awaitable[FetchOutcome]]
+READERS = pytest.mark.parametrize(
+    "read", [_graph, _linkedin, _hubspot], ids=["graph", "linkedin", "hubspot"]
+)
+
+
+async def _fetch(read: Read, url: str, factory: Factory = make_http_client) -> FetchOutcome:
+    async with factory() as http:
+        return await read(http, url)
+
+
+# --- answers too large to be a lead's -------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer", [_huge, _endless], ids=["300MB", "endless"])
+async def test_a_huge_capture_answer_is_refused_unread_and_retried(writer: Writer) -> None:
+    """A url serving 300 MB, or a chunked stream without end, was read whole into memory
+    (the endless one until the process died): it is refused past 4 MiB and retried (what
+    it said is unknown; Lead.Capture is an upsert), the reason saying why."""
+    async with canned(writer) as (url, _):
+        outcome = await _capture(url)
+    assert outcome == Retry(
+        "the answer (HTTP 200) is larger than 4 MiB: not read (does the url name the right API?)"
+    )
+
+
+@READERS
+@pytest.mark.parametrize("writer", [_huge, _endless], ids=["300MB", "endless"])
+async def test_a_huge_lead_read_is_refused_unread_and_retried(read: Read, writer: Writer) -> None:
+    """The same for a lead read: a ``bad_answer`` retry."""
+    async with canned(writer) as (url, _):
+        outcome = await _fetch(read, url)
+    assert isinstance(outcome, FetchRetry)
+    assert outcome.kind == "bad_answer"
+    assert "larger than 4 MiB" in outcome.reason
+
+
+async def test_a_gzip_bomb_is_refused_past_the_bound_once_decoded() -> None:
+    """8 KB of gzip that decodes to 8 MiB: the bound holds on the decoded body too."""
+    bomb = gzip.compress(b"\0" * (8 << 20))
+    async with canned(_answer("200 OK", bomb, "Content-Encoding: gzip")) as (url, _):
+        outcome = await _capture(url)
+    assert isinstance(outcome, Retry)
+    assert "larger than 4 MiB" in outcome.reason
+
+
+async def test_the_connection_of_a_refused_answer_is_not_reused() -> None:
+    """After an answer refused mid-body, the next call on the same client gets a whole
+    answer of its own (the rest of the refused body is never read as the next answer)."""
+    calls = 0
+
+    async def first_huge(writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await _huge(writer)
+        else:
+            writer.write(_answer("200 OK", SUCCESS))
+
+    async with canned(first_huge) as (url, _), make_http_client() as http:
+        target = Target(name="t", url=url, access_key=Secret(ACCESS), secret_key=Secret(SECRET))
+        client = LeadSquaredClient(http)
+        first = await client.capture(target, query={}, body=[])
+        second = await client.capture(target, query={}, body=[])
+    assert isinstance(first.outcome, Retry)
+    assert second.outcome == Delivered(lead_id="lead-1", created=True)
+
+
+# --- encodings, framing, byte order marks ---------------------------------------------------
+
+
+def _chunked(body: bytes) -> bytes:
+    """A 200 sending ``body`` in chunks of 9 bytes."""
+    pieces = [body[i : i + 9] for i in range(0, len(body), 9)]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _answer("200 OK", gzip.compress(SUCCESS), "Content-Encoding: gzip"),
+        _answer("200 OK", zlib.compress(SUCCESS), "Content-Encoding: deflate"),
+        _answer("200 OK", _raw_deflate(SUCCESS), "Content-Encoding: deflate"),
+        _answer("200 OK", SUCCESS, "Content-Encoding: identity"),
+        _chunked(SUCCESS),
+        _answer("200 OK", b"\xef\xbb\xbf" + SUCCESS),
+    ],
+    ids=["gzip", "deflate", "raw-deflate", "identity", "chunked", "bom"],
+)
+async def test_encoded_chunked_and_bom_successes_are_delivered(
+    answer: bytes, http_factory: Factory
+) -> None:
+    """Compressed, chunked and BOM-prefixed successes are read as successes. A UTF-8 byte
+    order mark (which .NET services may write) made a Success an unexpected body, retried
+    until the event gave up, each retry creating or updating the lead again."""
+    async with canned(answer) as (url, _):
+        outcome = await _capture(url, http_factory)
+    assert outcome == Delivered(lead_id="lead-1", created=True)
+
+
+async def test_a_close_delimited_http10_answer_is_delivered(http_factory: Factory) -> None:
+    """HTTP/1.0 without a Content-Length: the body ends when the server closes."""
+    answer = b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + SUCCESS
+    async with canned(answer, close=True) as (url, _):
+        outcome = await _capture(url, http_factory)
+    assert outcome == Delivered(lead_id="lead-1", created=True)
+
+
+async def test_a_body_that_claims_gzip_but_is_not_is_retried(http_factory: Factory) -> None:
+    """``Content-Encoding: gzip`` over plain text: httpx's DecodingError escaped the client
+    (which promises never to raise on I/O) to the worker; now a retry naming the cause."""
+    answer = _answer("200 OK", SUCCESS, "Content-Encoding: gzip")
+    async with canned(answer) as (url, _):
+        outcome = await _capture(url, http_factory)
+    assert isinstance(outcome, Retry)
+    assert outcome.reason.startswith(
+        "an answer that does not decode as its Content-Encoding says ("
+    ), outcome.reason
+
+
+async def test_an_encoding_the_hub_did_not_ask_for_is_retried() -> None:
+    """The dispatcher asks for gzip or deflate only (both decoded under the bound); a body
+    in another encoding is not read as if it were plain."""
+    answer = _answer("200 OK", b"\x1b\x00\x00garbage", "Content-Encoding: br")
+    async with canned(answer) as (url, _):
+        outcome = await _capture(url)
+    assert isinstance(outcome, Retry)
+    assert "'br', which the hub did not ask for" in outcome.reason
+
+
+@READERS
+@pytest.mark.parametrize(
+    ("answer", "fetched"),
+    [
+        (_answer("200 OK", b"\xef\xbb\xbf" + LEAD), True),
+        (_answer("200 OK", gzip.compress(LEAD), "Content-Encoding: gzip"), True),
+        (_answer("200 OK", LEAD, "Content-Encoding: gzip"), False),
+        (_answer("200 OK", b"<html><body>Service Unavailable</body></html>"), False),
+        (_answer("200 OK", b'{"id": "1", "field'), False),
+    ],
+    ids=["bom", "gzip", "false-gzip", "html", "truncated-json"],
+)
+async def test_lead_reads_of_odd_answers(
+    read: Read, answer: bytes, fetched: bool, http_factory: Factory
+) -> None:
+    """A lead with a BOM or gzipped is read; a false gzip (which raised out of the reader),
+    an HTML page or broken JSON in a 200 is a ``bad_answer`` retry, never a crash."""
+    async with canned(answer) as (url, _):
+        outcome = await _fetch(read, url, http_factory)
+    if fetched:
+        assert isinstance(outcome, Fetched), outcome
+        assert outcome.lead["id"] == "1"
+    else:
+        assert isinstance(outcome, FetchRetry), outcome
+        assert outcome.kind == "bad_answer"
+
+
+# --- redirects ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "status",
+    ["301 Moved Permanently", "302 Found", "307 Temporary Redirect", "308 Permanent Redirect"],
+)
+async def test_a_redirected_capture_pauses_the_target_naming_where(
+    status: str, http_factory: Factory
+) -> None:
+    """A redirect was retried as an unexpected body until the lead gave up, saying neither
+    that nor where. It pauses the target (its url is wrong for every lead), naming where it
+    points without its query; it is not followed (the keys would go along)."""
+    location = f"Location: https://api-in21.leadsquared.com{CAPTURE_PATH}?accessKey={ACCESS}"
+    async with canned(_answer(status, b"", location)) as (url, fake):
+        outcome = await _capture(url, http_factory)
+    assert isinstance(outcome, Pause)
+    code = status.split()[0]
+    assert outcome.reason.startswith(
+        f"HTTP {code}: the target's url redirects to "
+        f"https://api-in21.leadsquared.com{CAPTURE_PATH} (query not shown)"
+    ), outcome.reason
+    assert ACCESS not in outcome.reason and SECRET not in outcome.reason
+    assert fake.requests == 1
+
+
+async def test_a_relative_redirect_is_shown_whole(http_factory: Factory) -> None:
+    """A relative Location is named as the absolute URL it means."""
+    async with canned(_answer("308 Permanent Redirect", b"", "Location: /moved")) as (url, _):
+        outcome = await _capture(url, http_factory)
+    assert isinstance(outcome, Pause)
+    assert f"redirects to {url}/moved;" in outcome.reason
+
+
+@READERS
+async def test_a_redirected_lead_read_is_retried_naming_where(
+    read: Read, http_factory: Factory
+) -> None:
+    """A redirected read killed the lead (``HTTP 301: (empty body)``, dead) for what is a
+    setting; it is retried for a human to fix it, naming where (the token the read sent,
+    copied into the Location's query, is not shown)."""
+    location = f"Location: https://api.example.com/v2/1?access_token={TOKEN}&x=1"
+    async with canned(_answer("301 Moved Permanently", b"", location)) as (url, fake):
+        outcome = await _fetch(read, url, http_factory)
+    assert isinstance(outcome, FetchRetry), outcome
+    assert outcome.kind == "config"
+    assert "redirects the read to https://api.example.com/v2/1 (query not shown)" in outcome.reason
+    assert TOKEN not in outcome.reason
+    assert fake.requests == 1
+
+
+async def test_a_redirecting_target_is_paused_and_its_leads_wait(tmp_path: Path) -> None:
+    """Through the dispatcher: a target moved to https pauses (logged as target_paused with
+    where it points), its leads wait with that as their last error, none dead, no attempt
+    counted, and neither key in any log line."""
+    location = f"Location: https://api-in21.leadsquared.com{CAPTURE_PATH}"
+    async with canned(_answer("301 Moved Permanently", b"", location)) as (url, _):
+        config = forms_config(tmp_path, url)
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", leads("r", 3))
+            merge = structlog.contextvars.merge_contextvars
+            with structlog.testing.capture_logs(processors=[merge]) as logs:
+                async with running(config, store) as dispatcher:
+                    lane = dispatcher.lanes["default"]
+                    await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
+                    events = await states(store, ids)
+    assert not [e for e in events.values() if e.state in (State.DEAD, State.DELIVERED)]
+    errors = [e.last_error or "" for e in events.values()]
+    assert any("redirects to https://api-in21.leadsquared.com" in error for error in errors)
+    assert all(e.attempts == 0 for e in events.values() if e.state != State.SENDING)
+    paused = [entry for entry in logs if entry["event"] == "target_paused"]
+    assert paused and "HTTP 301" in paused[0]["reason"]
+    assert not any(key in repr(logs) for key in KEYS.values())
