@@ -7,7 +7,7 @@ import sys
 
 from hub.clock import SYSTEM_CLOCK
 from hub.store.base import EventStore
-from hub.store.commands import fail, listing, plural, run_with_store, utc
+from hub.store.commands import endpoint_unknown, fail, listing, plural, run_with_store, utc
 from hub.store.models import PURGED_BY_DEFAULT, State
 from hub.store.retention import SENDER_RETRIES
 from hub.units import UnitError, parse_duration
@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         purged = await store.purge(
             before=before, states=states, endpoint=args.endpoint, dry_run=args.dry_run
         )
+        if not purged.events:
+            await endpoint_unknown("purge", store, args.endpoint)
         what = f"{names} events last changed before {utc(before)} UTC"
         if args.endpoint:
             what += f" on endpoint {args.endpoint!r}"

@@ -6,7 +6,14 @@ import argparse
 import sys
 
 from hub.store.base import EventStore
-from hub.store.commands import fail, id_too_large, listing, plural, run_with_store
+from hub.store.commands import (
+    endpoint_unknown,
+    fail,
+    id_too_large,
+    listing,
+    plural,
+    run_with_store,
+)
 from hub.store.models import REPLAYABLE, Event, State
 
 #: The states replay takes, as a sentence's end.
@@ -33,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}
         count = await store.replay(state=state, ids=args.ids, endpoint=args.endpoint)
         print(f"Requeued {count} {plural(count, 'event')}.")
+        if not count:
+            await endpoint_unknown("replay", store, args.endpoint)
         for event_id, event in before.items():
             why = left_alone(event_id, event, state=state, endpoint=args.endpoint)
             if why:

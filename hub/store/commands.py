@@ -98,6 +98,16 @@ def no_sqlite_store(path: Path) -> str | None:
     return None if found else f"no event store in {where!r} (it has no events table); {fix}"
 
 
+async def endpoint_unknown(command: str, store: EventStore, endpoint: str | None) -> None:
+    """A note on stderr when ``endpoint`` (given) has no stored event at all: a mistyped
+    ``--endpoint`` otherwise reads as "nothing to do there"."""
+    if endpoint is not None and not await store.list(endpoint=endpoint, limit=1):
+        print(
+            f"leadhub {command}: note: no event of endpoint {endpoint!r} is stored.",
+            file=sys.stderr,
+        )
+
+
 def utc(ts: float | None) -> str:
     """Unix seconds as ``YYYY-MM-DD HH:MM:SS`` UTC (empty for None)."""
     if ts is None:

@@ -376,6 +376,24 @@ class TestReplay:
             f"leadhub replay: note: event {ids['unmatched']} is unmatched, not dead."
         )
 
+    def test_an_endpoint_without_events_is_named(self, db: Seeded, capsys: Cap) -> None:
+        """--endpoint naming no stored event (a typo) says so on stderr, for replay and purge:
+        "Requeued 0 events." alone read as "nothing is dead there"."""
+        url, _ = db
+        capsys.readouterr()
+        assert main(["replay", "--db", url, "--endpoint", "typefrom"], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "Requeued 0 events."
+        assert err.strip() == "leadhub replay: note: no event of endpoint 'typefrom' is stored."
+        argv = ["purge", "--db", url, "--older-than", "30d", "--endpoint", "typefrom"]
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().err.strip() == (
+            "leadhub purge: note: no event of endpoint 'typefrom' is stored."
+        )
+        argv = ["replay", "--db", url, "--endpoint", "google", "--status", "skipped"]
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().err == ""
+
     def test_status_in_any_case(self, db: Seeded, capsys: Cap) -> None:
         """--status DEAD is --status dead, as in events (replay and purge refused it)."""
         url, _ = db
