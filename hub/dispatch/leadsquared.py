@@ -31,6 +31,8 @@ so they cannot leak through a logged URL or an exception message).
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -226,7 +228,7 @@ def transport_reason(exc: httpx.TransportError) -> str:
         lowered = detail.lower()
         if "refused" in lowered:
             return f"connection refused ({detail})"
-        return f"cannot connect ({detail})"
+        return _connect_reason(chain, _host(exc)) or f"cannot connect ({detail})"
     if isinstance(exc, httpx.ProxyError):
         return f"proxy error ({detail})"
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -237,6 +239,30 @@ def transport_reason(exc: httpx.TransportError) -> str:
             return f"connection reset ({detail})"
         return f"network error while talking to the target ({type(exc).__name__}: {detail})"
     return f"network error ({type(exc).__name__}: {detail})"
+
+
+def _host(exc: httpx.TransportError) -> str:
+    """The host ``exc``'s request went to (its name is no secret), or ``the target``."""
+    try:
+        return exc.request.url.host or "the target"
+    except RuntimeError:  # an exception raised without its request
+        return "the target"
+
+
+def _connect_reason(chain: list[BaseException], host: str) -> str | None:
+    """What a failure to connect to ``host`` was, when the chain says: a host name that
+    does not resolve, or TLS (a certificate not verified, say for being self-signed or for
+    another host), which a generic "cannot connect" would hide; None otherwise."""
+    for cause in chain:  # aiohttp's wrappers subclass these without their attributes
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            why = getattr(cause, "verify_message", None)
+            if why:
+                return f"TLS certificate verification failed for {host} ({why})"
+        elif isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None):
+            return f"TLS handshake with {host} failed ({cause.reason})"
+        elif isinstance(cause, socket.gaierror) and cause.strerror:
+            return f"the host name {host} does not resolve ({cause.strerror})"
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,7 +115,11 @@ def translate(exc: BaseException) -> httpx.TransportError | None:
         if isinstance(os_error, ConnectionRefusedError):
             return httpx.ConnectError(f"connection refused ({detail})")
         return httpx.ConnectError(detail)
-    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+    if isinstance(exc, aiohttp.ClientResponseError):
+        # Its text names the request's URL, which may hold a token in its query (the Graph
+        # API's access_token), percent-encoded where a reason's scrubbing would miss it.
+        return httpx.RemoteProtocolError(f"{exc.status}, {exc.message}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
         return httpx.RemoteProtocolError(detail)
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError) or (
         isinstance(exc, OSError) and exc.errno in _RESET

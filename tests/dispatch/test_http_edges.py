@@ -7,6 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import shutil
+import socket
+import ssl
+import subprocess
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -92,14 +96,20 @@ class Canned:
 
 @contextlib.asynccontextmanager
 async def canned(
-    answer: bytes | Writer, *, close: bool = False
+    answer: bytes | Writer,
+    *,
+    close: bool = False,
+    host: str = "127.0.0.1",
+    tls: ssl.SSLContext | None = None,
 ) -> AsyncIterator[tuple[str, Canned]]:
-    """A :class:`Canned` server on 127.0.0.1: (its base URL, the server)."""
+    """A :class:`Canned` server on ``host`` (over ``tls`` if given): (its base URL, the
+    server)."""
     fake = Canned(answer, close=close)
-    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    server = await asyncio.start_server(fake.handle, host, 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
     try:
-        yield f"http://127.0.0.1:{port}", fake
+        yield f"{'https' if tls else 'http'}://{shown}:{port}", fake
     finally:
         server.close()
         with contextlib.suppress(asyncio.TimeoutError):
@@ -404,3 +414,85 @@ async def test_a_redirecting_target_is_paused_and_its_leads_wait(tmp_path: Path)
     paused = [entry for entry in logs if entry["event"] == "target_paused"]
     assert paused and "HTTP 301" in paused[0]["reason"]
     assert not any(key in repr(logs) for key in KEYS.values())
+
+
+# --- connecting: names, certificates, IPv6; what a reason may show --------------------------
+
+
+async def test_a_name_that_does_not_resolve_is_named(http_factory: Factory) -> None:
+    """An unresolvable host was ``cannot connect (Cannot connect to host ... [Name or service
+    not known])``: the reason now says the name does not resolve."""
+    outcome = await _capture("http://no-such-host.invalid", http_factory)
+    assert isinstance(outcome, Retry)
+    assert outcome.reason.startswith("the host name no-such-host.invalid does not resolve ("), (
+        outcome.reason
+    )
+
+
+@pytest.fixture(scope="module")
+def self_signed(tmp_path_factory: pytest.TempPathFactory) -> ssl.SSLContext:
+    """A server TLS context with a self-signed certificate for 127.0.0.1 (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", "key.pem", "-out", "cert.pem", "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        cwd=directory,
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+async def test_a_self_signed_certificate_is_named(
+    self_signed: ssl.SSLContext, http_factory: Factory
+) -> None:
+    """A target whose certificate does not verify was a generic ``cannot connect (...)``; the
+    reason now says the certificate verification failed, and why. Retried: a certificate is
+    renewed without the hub's help."""
+    async with canned(_answer("200 OK", SUCCESS), tls=self_signed) as (url, _):
+        outcome = await _capture(url, http_factory)
+    assert outcome == Retry(
+        "TLS certificate verification failed for 127.0.0.1 (self-signed certificate)"
+    )
+
+
+def _ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _ipv6(), reason="no IPv6 loopback here")
+async def test_an_ipv6_loopback_target_is_delivered(http_factory: Factory) -> None:
+    """``http://[::1]:PORT`` works as a target url (and is loopback: never proxied)."""
+    async with canned(_answer("200 OK", SUCCESS), host="::1") as (url, _):
+        outcome = await _capture(url, http_factory)
+    assert outcome == Delivered(lead_id="lead-1", created=True)
+
+
+async def test_a_broken_answer_keeps_the_url_out_of_the_reason() -> None:
+    """aiohttp's text for a broken answer names the request's URL, and with it the Graph
+    token in its query, percent-encoded (``|`` as ``%7C``) where the reason's scrubbing of
+    the token missed it: the last error showed the token. The URL is left out."""
+    token = "123456|app-secret-edge"
+    async with canned(b"HTTP/1.1 abc Broken\r\n\r\n", close=True) as (url, _):
+        options = FacebookOptions(
+            app_secret=Secret("a"),
+            verify_token=Secret("v"),
+            page_access_token=Secret(token),
+            graph_url=url,
+        )
+        async with make_http_client() as http:
+            outcome = await GraphClient(http, timeout=5.0).fetch_lead(options, "1")
+    assert isinstance(outcome, FetchRetry)
+    assert "access_token" not in outcome.reason and "app-secret-edge" not in outcome.reason
