@@ -269,11 +269,11 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
     proxies: dict[str, str] | None = None
     if args.role in ("all", "worker"):
         # The dispatcher sends through the proxies the standard variables name: checked now.
-        from hub.dispatch.transport import Proxies, ProxyError
+        from hub.dispatch.transport import Proxies, ProxySettingError
 
         try:
             proxies = Proxies().describe() or None
-        except ProxyError as exc:
+        except ProxySettingError as exc:
             print(f"leadhub serve: {exc}", file=sys.stderr)
             return 2
     purge_after = str(getattr(args, "purge_after", "off"))

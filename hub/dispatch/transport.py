@@ -17,9 +17,7 @@ apart (and say which in the event's last error)::
     the proxy refuses a tunnel    → ProxyRefused (an httpx.ProxyError with the status)
     the proxy cannot be reached   → httpx.ProxyError
     an answer over MAX_ANSWER     → AnswerTooLarge (an httpx.TransportError), not read
-    a body its encoding cannot    → httpx.DecodingError
-    decode, or an encoding the
-    hub did not ask for
+    a body unlike its encoding    → httpx.DecodingError (also an encoding not asked for)
 
 Every translated exception keeps the aiohttp error as its ``__cause__``.
 
@@ -147,9 +145,10 @@ class Proxy:
 
 #: Proxy URL schemes aiohttp can send through.
 PROXY_SCHEMES = ("http", "https")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-class ProxyError(ValueError):
+class ProxySettingError(ValueError):
     """A proxy variable names a proxy the hub cannot use."""
 
 
@@ -165,7 +164,7 @@ class Proxies:
     world.
 
     Raises:
-        ProxyError: a variable holds a proxy URL without a host, or of a scheme other
+        ProxySettingError: a variable holds a proxy URL without a host, or of a scheme other
             than http or https (SOCKS is not supported).
     """
 
@@ -191,6 +190,7 @@ class Proxies:
 
     def choose(self, scheme: str, host: str, port: int | None = None) -> Proxy | None:
         """The proxy for a request to ``host`` (``port``) over ``scheme``, or None: directly."""
+        port = port or _DEFAULT_PORTS.get(scheme)  # httpx gives None for the scheme's own
         key = (scheme, host, port)
         if key in self._chosen:
             return self._chosen[key]
@@ -252,12 +252,12 @@ def _proxy(variable: str, value: str) -> Proxy:
     fix = "set it to an http:// or https:// proxy (http://host:port) or unset it"
     if scheme not in PROXY_SCHEMES or not parts.hostname:
         msg = f"{variable} names the proxy {shown!r}, which the hub cannot send through; {fix}"
-        raise ProxyError(msg)
+        raise ProxySettingError(msg)
     try:
         port = parts.port
     except ValueError:
         msg = f"{variable} names the proxy {shown!r} with a port that is not a number; {fix}"
-        raise ProxyError(msg) from None
+        raise ProxySettingError(msg) from None
     host = parts.hostname
     if ":" in host:
         host = f"[{host}]"
@@ -459,7 +459,7 @@ def make_http_client(
     through the proxies the environment names unless ``proxies`` is given.
 
     Raises:
-        ProxyError: a proxy variable holds a proxy the hub cannot use.
+        ProxySettingError: a proxy variable holds a proxy the hub cannot use.
     """
     transport = AiohttpTransport(max_connections=max_connections, proxies=proxies)
     return httpx.AsyncClient(transport=transport, headers={"Accept-Encoding": ACCEPT_ENCODING})

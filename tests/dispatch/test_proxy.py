@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from hub.dispatch.transport import Proxies, ProxyError, make_http_client
+from hub.dispatch.transport import Proxies, ProxySettingError, make_http_client
 from hub.store.models import State
 from tests.dispatch.support import (
     all_in,
@@ -84,6 +84,7 @@ def test_which_variable_names_the_proxy(
         ("*", "anything.example", 443, True),
         ("api.leadsquared.com:8443", "api.leadsquared.com", 443, False),
         ("api.leadsquared.com:8443", "api.leadsquared.com", 8443, True),
+        ("api.leadsquared.com:443", "api.leadsquared.com", None, True),  # https's own port
         ("10.0.0.0/8", "10.1.2.3", 443, True),
         ("10.0.0.0/8", "11.1.2.3", 443, False),
         ("10.0.0.0/8", "ten.example", 443, False),
@@ -92,7 +93,7 @@ def test_which_variable_names_the_proxy(
     ],
 )
 def test_no_proxy_lists_hosts_reached_directly(
-    no_proxy: str, host: str, port: int, direct: bool
+    no_proxy: str, host: str, port: int | None, direct: bool
 ) -> None:
     proxies = Proxies({"HTTPS_PROXY": CORP, "NO_PROXY": no_proxy})
     assert (proxies.choose("https", host, port) is None) is direct
@@ -119,7 +120,7 @@ def test_loopback_is_always_direct(host: str) -> None:
 def test_a_proxy_the_hub_cannot_use_is_an_error_without_its_password(
     value: str, fragment: str
 ) -> None:
-    with pytest.raises(ProxyError) as info:
+    with pytest.raises(ProxySettingError) as info:
         Proxies({"https_proxy": value})
     message = str(info.value)
     assert message.startswith("https_proxy names the proxy") and fragment in message
