@@ -129,10 +129,15 @@ class SQLiteStore(BatchedStore):
             self.path.absolute().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise unavailable(self.path, exc) from exc
+        try:
+            # Opens and makes (or migrates) the schema; a current file takes no write lock.
+            await self._writer.connect()
+        except BaseException:
+            await self.close()
+            raise
         self._writer.start()
         self._reader.start()
         try:
-            await self._writer.submit(lambda conn: None)  # opens and creates the schema
             if self._ingest is not None:
                 await self._ingest.start()
         except BaseException:

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import os
 import queue
+import re
 import sqlite3
 import threading
 import urllib.parse
@@ -72,8 +73,9 @@ def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection
         if writer:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
-            migrate(conn)  # first: the schema script's indexes and view name new columns
-            conn.executescript(Q["schema"])
+            if not is_current(conn):
+                migrate(conn)  # first: the schema script's indexes and view name new columns
+                conn.executescript(Q["schema"])
         else:
             conn.execute("PRAGMA query_only = ON")
     except BaseException:
@@ -84,6 +86,25 @@ def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection
 
 #: The schema version this code writes (``meta.schema_version``); older files are migrated.
 SCHEMA_VERSION = 3
+#: Every table, index and view the schema script makes.
+SCHEMA_OBJECTS = frozenset(
+    re.findall(r"(?:TABLE|INDEX|VIEW) IF NOT EXISTS (\w+)", Q["schema"], re.IGNORECASE)
+)
+
+
+def is_current(conn: sqlite3.Connection) -> bool:
+    """Whether the file is at :data:`SCHEMA_VERSION` with every object of the schema script.
+
+    Read only. The script writes (its ``INSERT OR IGNORE`` of the version takes the write
+    lock even when it inserts nothing), so run on every open it made each open, the CLI's
+    reading commands' included, and the writer's re-open after a failed write, wait for
+    another process's write transaction and fail after the busy timeout ("database is
+    locked") when that one lasted longer. A file that is current needs none of it.
+    """
+    names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    if not SCHEMA_OBJECTS <= names:
+        return False
+    return int(conn.execute(Q["schema_version"]).fetchone()[0]) == SCHEMA_VERSION
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -214,6 +235,16 @@ class Writer:
         self._thread: threading.Thread | None = None
         #: Set by the writer thread before its last drain of the queue.
         self._closing = False
+
+    async def connect(self) -> None:
+        """Open the writer's connection (making or migrating the schema when needed) outside
+        any transaction, before :meth:`start`: a store whose file is current opens without
+        the write lock, so it does not wait for another process's write transaction. Once
+        the thread runs, the connection is its own: nothing to do (an open store opened
+        again)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        await asyncio.to_thread(self._conn.get)
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
