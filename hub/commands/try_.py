@@ -1,5 +1,9 @@
 """``leadhub try ENDPOINT PAYLOAD.json [--config-dir DIR] [--json]``: map one document.
 
+For an endpoint with ``split``, a whole delivery is tried lead by lead (each value the path
+finds), and a payload where the path finds nothing is taken as one lead; exit 0 only when
+every lead would be sent, and ``--json`` prints one object per lead, one per line.
+
 Runs the document (as the endpoint's mappings see it, after any enrichment such
 as Facebook's Graph lookup) through matching and mapping: no network, no queue.
 Prints the exact Lead.Capture request (URL without keys, query, JSON body) or why
@@ -27,9 +31,11 @@ from typing import Any
 
 from hub.config import ConfigError, load
 from hub.config.models import Config
+from hub.exceptions import HubError
 from hub.mapping import CaptureRequest, Result, map_document
 from hub.sources import bodies
 from hub.sources.base import BodyError
+from hub.sources.split import MAX_LEADS
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 
@@ -55,7 +61,7 @@ def _read_payload(path: str) -> Any:
         raise _Refused(msg) from None
 
 
-def _result(args: argparse.Namespace) -> tuple[Config, Result]:
+def _results(args: argparse.Namespace) -> tuple[Config, list[Result]]:
     try:
         config = load(args.config_dir, os.environ, stand_ins=True)
     except ConfigError as exc:
@@ -66,7 +72,25 @@ def _result(args: argparse.Namespace) -> tuple[Config, Result]:
         msg = f"unknown endpoint {args.endpoint!r}; defined endpoints: {known}"
         raise _Refused(msg)
     document = _read_payload(args.payload)
-    return config, map_document(config.mappings_for(args.endpoint), document)
+    mappings = config.mappings_for(args.endpoint)
+    return config, [map_document(mappings, lead) for lead in _leads(config, args, document)]
+
+
+def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]:
+    """The documents the mappings see: each lead the endpoint's ``split`` path finds in a
+    whole delivery, else (no ``split``, or a payload that is one lead already) the payload."""
+    split = config.endpoints[args.endpoint].split
+    if split is None:
+        return [document]
+    try:
+        found = split.values(document)
+    except HubError as exc:
+        msg = f"the leads cannot be found at {split.text}: {exc}"
+        raise _Refused(msg) from None
+    if len(found) > MAX_LEADS:
+        msg = f"the delivery holds more than {MAX_LEADS} leads at {split.text}; ingest refuses it"
+        raise _Refused(msg)
+    return found or [document]
 
 
 def as_json(result: Result) -> dict[str, Any]:
@@ -100,20 +124,25 @@ def _print_human(config: Config, result: Result) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Try one document on ``args.endpoint``; 0 when it would be sent, 1 when not."""
+    """Try a payload on ``args.endpoint``; 0 when every lead in it would be sent, 1 when not."""
     try:
-        config, result = _result(args)
+        config, results = _results(args)
     except _Refused as exc:
         if args.json:
             print(json.dumps({"status": "error", "mapping": None, "reason": str(exc)}))
         else:
             print(f"error: {exc}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(as_json(result), ensure_ascii=False))
-        if isinstance(result, CaptureRequest):
-            for warning in result.warnings:
-                print(f"warning: {warning}", file=sys.stderr)
-    else:
+    for number, result in enumerate(results, start=1):
+        if args.json:  # one object per lead, one per line
+            print(json.dumps(as_json(result), ensure_ascii=False))
+            if isinstance(result, CaptureRequest):
+                for warning in result.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
+            continue
+        if len(results) > 1:
+            if number > 1:
+                print()
+            print(f"lead {number} of {len(results)}:")
         _print_human(config, result)
-    return 0 if isinstance(result, CaptureRequest) else 1
+    return 0 if all(isinstance(r, CaptureRequest) for r in results) else 1

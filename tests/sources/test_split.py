@@ -15,7 +15,7 @@ from hub.config.models import Endpoint
 from hub.sources import BodyError, Incoming, VerificationError, build_source, delivery_ids
 from hub.sources.split import MAX_LEADS
 from tests.e2e.support import leads, wait_until
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import free_port, leadhub_process, leadhub_run
 
 TOKEN = "bulk-token"
 CONFIG = """kind: endpoint
@@ -150,3 +150,35 @@ def test_a_batch_is_stored_answered_and_delivered_lead_by_lead(tmp_path: Path) -
     assert again.json() == {"status": "duplicate", "id": 1}
     assert empty.json() == {"status": "accepted", "ids": []}
     assert found == {"a@example.com": "A", "b@example.com": "B", "c@example.com": None}
+
+
+def test_try_maps_a_whole_delivery_lead_by_lead(tmp_path: Path) -> None:
+    """``leadhub try`` on a split endpoint: a whole delivery is tried lead by lead (exit 1 as
+    one lead lacks its email), ``--json`` prints one object per lead; one lead alone (the
+    path finds nothing in it) is tried as it is."""
+    (tmp_path / "bulk.yaml").write_text(CONFIG)
+    batch = dict(BATCH, data={"leads": [*BATCH["data"]["leads"], {"lead_id": 13}]})
+    payload = tmp_path / "batch.json"
+    payload.write_bytes(orjson.dumps(batch))
+    one = tmp_path / "one.json"
+    one.write_bytes(orjson.dumps(BATCH["data"]["leads"][0]))
+    common = ["--config-dir", str(tmp_path)]
+    human = leadhub_run(["try", "bulk", str(payload), *common])
+    assert human.returncode == 1
+    assert "lead 1 of 4:" in human.stdout and "lead 4 of 4:" in human.stdout
+    assert human.stdout.count("POST (embedded sandbox)/v2/LeadManagement.svc/Lead.Capture") == 3
+    as_json = leadhub_run(["try", "bulk", str(payload), *common, "--json"])
+    answers = [orjson.loads(line) for line in as_json.stdout.splitlines()]
+    assert [a["status"] for a in answers] == ["send", "send", "send", "error"]
+    assert [a["body"][0]["Value"] for a in answers[:3]] == [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+    ]
+    assert "EmailAddress" in answers[3]["reason"]
+    single = leadhub_run(["try", "bulk", str(one), *common, "--json"])
+    assert single.returncode == 0
+    assert orjson.loads(single.stdout)["body"][0] == {
+        "Attribute": "EmailAddress",
+        "Value": "a@example.com",
+    }
