@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import errno
 import functools
 import os
 import queue
@@ -51,11 +52,34 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
+#: What to do about a failed open or write, by SQLite's primary result code or the errno.
+#: Every failure used to say "check that its directory exists and is writable", which sent
+#: the operator of a full disk or of a file another process kept locked to the wrong place.
+_HINTS = {
+    sqlite3.SQLITE_BUSY: (
+        f"another process held its write lock past the busy timeout ({BUSY_TIMEOUT_MS // 1000}"
+        " s); look for a transaction left open on the file (a sqlite3 shell, a backup)"
+    ),
+    sqlite3.SQLITE_FULL: "its filesystem is full; free space there",
+    sqlite3.SQLITE_READONLY: "it or its directory is read-only; make both writable",
+}
+_ERRNO_HINTS = {
+    errno.ENOSPC: sqlite3.SQLITE_FULL,
+    errno.EROFS: sqlite3.SQLITE_READONLY,
+}
+_HINT = "check that its directory exists and is writable"
+
+
+def _hint(exc: BaseException) -> str:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_HINTS:
+        code = _ERRNO_HINTS[exc.errno]
+    return _HINT if code is None else _HINTS.get(code & 0xFF, _HINT)
+
+
 def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
-    msg = (
-        f"The event store {str(path)!r} cannot be opened or written ({exc}); "
-        "check that its directory exists and is writable."
-    )
+    """The error for a store that cannot be opened or written, saying what to check."""
+    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {_hint(exc)}."
     return StoreUnavailable(msg)
 
 

@@ -4,12 +4,15 @@ transaction, a backup): what only reads the store does not wait for it.
 Opening the store used to run the schema script, whose version ``INSERT OR IGNORE`` takes the
 write lock even on a current file: every open, `leadhub events`' included, waited for the
 other process's transaction and failed after the busy timeout (10 s) with "database is
-locked". A current file now opens reading only; a write still waits, and fails as before.
+locked". A current file now opens reading only; a write still waits, and fails as before,
+saying what holds it up (it used to send the operator to check the directory's permissions,
+as it did for a full disk).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from hub.store.sqlite import SQLiteStore
+from hub.store.sqlite_threads import unavailable
 from tests.support.server import leadhub_run
 
 from .helpers import delivery
@@ -84,3 +88,36 @@ def test_leadhub_events_lists_while_another_process_holds_the_write_lock(stored:
     assert done.returncode == 0, done.stderr
     assert "held-1" in done.stdout
     assert "locked" not in done.stderr
+
+
+def _failed_write(path: Path, *pragmas: str) -> sqlite3.Error:
+    """The error SQLite gives a write to ``path`` on a connection that waits for no lock."""
+    conn = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        for pragma in pragmas:
+            conn.execute(pragma)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE filler (x BLOB)")
+        for _ in range(100):
+            conn.execute("INSERT INTO filler VALUES (zeroblob(100000))")
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        conn.close()
+    raise AssertionError("the write went through")
+
+
+def test_a_write_refused_for_the_lock_says_another_process_holds_it(stored: Path) -> None:
+    with held(stored):
+        err = unavailable(stored, _failed_write(stored))
+    assert "database is locked" in str(err)
+    assert "another process held its write lock" in str(err)
+    assert "directory exists" not in str(err)
+
+
+def test_a_write_refused_for_space_says_the_filesystem_is_full(stored: Path) -> None:
+    # A database at its page limit fails as a full disk does (SQLITE_FULL).
+    limit = "PRAGMA max_page_count = 20"
+    err = unavailable(stored, _failed_write(stored, limit))
+    assert "database or disk is full" in str(err)
+    assert "its filesystem is full; free space there" in str(err)
