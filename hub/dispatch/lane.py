@@ -23,6 +23,7 @@ nothing: every event goes back with the reason.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -123,6 +124,11 @@ class Lane:
         self.paused_until: float | None = None  # unix time
         self.pause_level = 0
         self.probing = False
+        #: When the current pause began (unix time; None while not paused), and the last
+        #: pauses as (began, resumed): time the target was paused does not count toward an
+        #: event's give_up_after (:meth:`paused_during`).
+        self._paused_since: float | None = None
+        self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
         self._probe = asyncio.Lock()
         self._lease_told = False  # lease_too_short logged (once per lane)
 
@@ -164,6 +170,14 @@ class Lane:
 
     def paused(self, now: float) -> bool:
         return self.paused_until is not None and now < self.paused_until
+
+    def paused_during(self, start: float, end: float) -> float:
+        """Seconds between ``start`` and ``end`` (unix times) this lane's target was paused
+        (as far as this process saw: a restart forgets earlier pauses)."""
+        spans = list(self._pauses)
+        if self._paused_since is not None:
+            spans.append((self._paused_since, end))
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
 
     def holds(self, event_id: int) -> bool:
         return event_id in self._held
@@ -421,7 +435,11 @@ class Lane:
             # Shutting down (the embedded sandbox may already be closed): not a real failure.
             await d.release(event, at=d.clock.time(), reason=outcome.reason)
         elif isinstance(outcome, Retry):
-            await d.retry_or_die(event, self.policy, outcome.reason)
+            # Time the target was paused was no time to try in: it does not use up the
+            # event's give_up_after (a lead waiting out days of wrong keys is not given up
+            # at its first failure once they are fixed).
+            held = self.paused_during(event.queued_since, d.clock.time())
+            await d.retry_or_die(event, self.policy, outcome.reason, held=held)
         elif isinstance(outcome, Dead):
             await d.kill(event, outcome.reason)
         else:
@@ -432,6 +450,8 @@ class Lane:
     async def _pause(self, item: Item, reason: str) -> None:
         d = self._d
         now = d.clock.time()
+        if self._paused_since is None:
+            self._paused_since = now
         if not self.paused(now):
             ceiling = self.policy.ceiling(self.pause_level + 1)
             self.paused_until = now + ceiling * (0.5 + 0.5 * self._random())
@@ -449,6 +469,9 @@ class Lane:
         await self._release_queued(self.paused_until, f"target paused: {reason}")
 
     def _resume(self) -> None:
+        if self._paused_since is not None:
+            self._pauses.append((self._paused_since, self._d.clock.time()))
+            self._paused_since = None
         self.probing = False
         self.pause_level = 0
         self.paused_until = None

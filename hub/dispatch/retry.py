@@ -6,7 +6,8 @@ spread out instead of coming back in a herd). Once ``give_up_after`` has passed
 since the event joined the queue (when it was received, or when ``leadhub replay``
 put it back: ``Event.queued_since``), the policy gives up and the event is dead; the
 last try is scheduled no later than that deadline, so an event always gets one
-attempt at the end of its window.
+attempt at the end of its window. Time the target was paused is added to the window by
+the caller (``Lane.paused_during``): it was no time to try in.
 """
 
 from __future__ import annotations

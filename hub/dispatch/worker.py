@@ -793,12 +793,18 @@ class Dispatcher:
             self.metrics.events.labels("dead").inc()
             _log.warning("event_dead", reason=reason, attempt=event.attempts, mapping=mapping)
 
-    async def retry_or_die(self, event: Event, policy: RetryPolicy, reason: str) -> None:
-        """Schedule another try with backoff, or kill the event when the schedule gives up."""
+    async def retry_or_die(
+        self, event: Event, policy: RetryPolicy, reason: str, *, held: float = 0.0
+    ) -> None:
+        """Schedule another try with backoff, or kill the event when the schedule gives up.
+
+        ``held``: seconds since the event joined the queue that do not count toward its
+        ``give_up_after`` (its target was paused then).
+        """
         now = self.clock.time()
         # The give-up clock runs from when the event joined the queue: a replay starts it
         # again (with zero attempts), so a replayed event gets its whole schedule.
-        at = policy.next_attempt(event.attempts, event.queued_since, now)
+        at = policy.next_attempt(event.attempts, event.queued_since + held, now)
         if at is None:
             await self.kill(event, f"gave up after {event.attempts} attempt(s): {reason}")
             return

@@ -449,3 +449,39 @@ async def test_a_bug_in_the_claim_loop_is_logged_and_the_loop_starts_again(
     assert all(e["log_level"] == "error" and e["exc_info"] for e in failed)
     assert all(e["error"] == "a bug in the claim loop" for e in failed)
     assert registry.get_sample_value("leadhub_claim_loop_restarts_total") == 2
+
+
+async def test_time_the_target_was_paused_does_not_use_up_give_up_after(tmp_path: Path) -> None:
+    """A target refusing the keys (401: paused) for longer than give_up_after, then failing
+    each lead once (500) before taking it: every lead is retried and delivered, none given up
+    at its first failure because the pause ate its window."""
+    mode = {"refuse": True}
+    calls: dict[str, int] = {}
+
+    async def capture(request: Request) -> Response:
+        body = await request.json()
+        if mode["refuse"]:
+            return JSONResponse({"Status": "Error", "ExceptionType": "MXUnAuthorized"}, 401)
+        email = next(i["Value"] for i in body if i["Attribute"] == "EmailAddress")
+        calls[email] = calls.get(email, 0) + 1
+        if calls[email] == 1:
+            return Response(b"Internal Server Error", status_code=500)
+        return JSONResponse(
+            {"Status": "Success", "Message": {"Id": "a", "RelatedId": email, "IsCreated": True}}
+        )
+
+    app = Starlette(routes=[Route(CAPTURE, capture, methods=["POST"])])
+    retry = "{initial: 50ms, max_interval: 300ms, give_up_after: 2s}"
+    with serve_in_thread(app) as url:
+        config = forms_config(tmp_path, url, retry=retry)
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", leads("g", 3))
+            async with running(config, store) as dispatcher:
+                lane = dispatcher.lanes["default"]
+                await wait_for(lambda: lane.pause_level >= 1, what="the pause")
+                await asyncio.sleep(3.0)  # paused for longer than give_up_after
+                mode["refuse"] = False
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+            events = await states(store, ids)
+    assert all(event.attempts == 2 for event in events.values())
+    assert calls == {f"g{n}@example.com": 2 for n in range(3)}
