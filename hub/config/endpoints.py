@@ -18,6 +18,7 @@ from hub.config.models import (
     DEFAULT_LINKEDIN_VERSION,
     DEFAULT_MAX_BODY,
     DEFAULT_RATE_LIMIT,
+    DEFAULT_READ_TIMEOUT,
     DEFAULT_TOLERANCE,
     SELF_SPLITTING,
     SOURCES,
@@ -46,10 +47,10 @@ from hub.units import UnitError, parse_rate_limit
 COMMON_ENDPOINT_KEYS = ("kind", "name", "source", "dedupe", "split", "max_body")
 SOURCE_KEYS: Mapping[str, tuple[str, ...]] = {
     "facebook": ("app_secret", "verify_token", "page_access_token", "graph_url", "fields",
-                 "allow_sha1"),
-    "linkedin": ("client_secret", "access_token", "api_url", "api_version"),
+                 "allow_sha1", "read_timeout"),
+    "linkedin": ("client_secret", "access_token", "api_url", "api_version", "read_timeout"),
     "hubspot": ("client_secret", "webhook_url", "access_token", "api_url", "properties",
-                "subscription_types", "tolerance"),
+                "subscription_types", "tolerance", "read_timeout"),
     "google": ("key",),
     "typeform": ("secret",),
     "hmac": ("header", "secret", "algorithm", "encoding", "prefix", "signed",
@@ -109,7 +110,13 @@ def _facebook(r: Reader) -> SourceOptions:
         graph_url=_api_url(r, "graph_url", DEFAULT_GRAPH_URL),
         fields=fields,
         allow_sha1=r.flag("allow_sha1", False),
+        read_timeout=_read_timeout(r),
     )
+
+
+def _read_timeout(r: Reader) -> float:
+    """How long a lead read may wait (to connect, for each part of the answer)."""
+    return r.duration("read_timeout", DEFAULT_READ_TIMEOUT, "10s")
 
 
 def _api_url(r: Reader, key: str, default: str) -> str:
@@ -133,6 +140,7 @@ def _linkedin(r: Reader) -> SourceOptions:
         access_token=r.secret("access_token") or Secret(""),
         api_url=_api_url(r, "api_url", DEFAULT_LINKEDIN_API_URL),
         api_version=version,
+        read_timeout=_read_timeout(r),
     )
 
 
@@ -156,6 +164,7 @@ def _hubspot(r: Reader) -> SourceOptions:
             r, "subscription_types", ("contact.creation",), "[contact.creation]"
         ),
         tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
+        read_timeout=_read_timeout(r),
     )
 
 

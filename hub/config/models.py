@@ -81,6 +81,11 @@ class JsonPath(Protocol):
         ...
 
 
+#: Seconds a lead read (Graph, LinkedIn, HubSpot) may wait to connect and for each part of
+#: the answer, the whole read at most twice that; an endpoint's ``read_timeout``.
+DEFAULT_READ_TIMEOUT = 10.0
+
+
 # --- endpoints: one options class per ``source`` kind -----------------------------------------
 
 
@@ -93,6 +98,7 @@ class FacebookOptions:
     fields: tuple[str, ...] = DEFAULT_GRAPH_FIELDS
     #: Also accept the legacy SHA-1 ``X-Hub-Signature`` when the SHA-256 header is absent.
     allow_sha1: bool = False
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +108,7 @@ class LinkedInOptions:
     access_token: Secret
     api_url: str = DEFAULT_LINKEDIN_API_URL
     api_version: str = DEFAULT_LINKEDIN_VERSION
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,7 @@ class HubSpotOptions:
     properties: tuple[str, ...] = DEFAULT_HUBSPOT_PROPERTIES
     subscription_types: tuple[str, ...] = ("contact.creation",)
     tolerance: float = DEFAULT_TOLERANCE
+    read_timeout: float = DEFAULT_READ_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)

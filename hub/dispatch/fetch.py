@@ -22,13 +22,14 @@ from typing import Any
 
 import httpx
 
+from hub.config.models import DEFAULT_READ_TIMEOUT
 from hub.dispatch.leadsquared import REDIRECTS, parse_json, redirect_shown, transport_reason
 from hub.dispatch.transport import AnswerTooLarge
 
 EXCERPT = 200  # characters of an error body kept in a reason
 #: Seconds a lead read may wait to connect, and for each part of the answer; the whole read
-#: at most twice that (:func:`read_bound`). The dispatcher's ``read_timeout`` (this by default).
-READ_TIMEOUT = 10.0
+#: at most twice that (:func:`read_bound`). An endpoint's ``read_timeout`` (this by default).
+READ_TIMEOUT = DEFAULT_READ_TIMEOUT
 
 
 def read_bound(timeout: float) -> float:
@@ -114,12 +115,11 @@ def _redirected(response: httpx.Response, url_option: str) -> FetchRetry:
 
 
 class LeadReader:
-    """What the Graph, LinkedIn and HubSpot clients share: one :class:`httpx.AsyncClient`
-    and the read timeout, handed to :func:`read_lead` for each read."""
+    """What the Graph, LinkedIn and HubSpot clients share: one :class:`httpx.AsyncClient`,
+    handed to :func:`read_lead` for each read (with the endpoint's ``read_timeout``)."""
 
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = READ_TIMEOUT) -> None:
+    def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
-        self._timeout = timeout
 
     async def _read(
         self,
@@ -128,6 +128,7 @@ class LeadReader:
         token: str,
         classify: Callable[[int, bytes], FetchOutcome],
         url_option: str,
+        timeout: float,
         **request: Any,
     ) -> FetchOutcome:
         return await read_lead(
@@ -136,7 +137,7 @@ class LeadReader:
             token=token,
             classify=classify,
             url_option=url_option,
-            timeout=self._timeout,
+            timeout=timeout,
             **request,
         )
 

@@ -95,5 +95,6 @@ class GraphClient(LeadReader):
             token=token,
             classify=classify_graph,
             url_option="graph_url",
+            timeout=options.read_timeout,
             params=params,
         )

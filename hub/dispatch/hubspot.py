@@ -64,6 +64,7 @@ class HubSpotClient(LeadReader):
             token=token,
             classify=classify_hubspot,
             url_option="api_url",
+            timeout=options.read_timeout,
             params={"properties": ",".join(options.properties)},
             headers={"Authorization": f"Bearer {token}"},
         )

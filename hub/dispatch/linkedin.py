@@ -78,5 +78,6 @@ class LinkedInClient(LeadReader):
             token=token,
             classify=classify_linkedin,
             url_option="api_url",
+            timeout=options.read_timeout,
             headers=headers,
         )

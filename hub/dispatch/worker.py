@@ -76,7 +76,7 @@ from hub.config.models import (
     Target,
 )
 from hub.dispatch.enrich import endpoint_policy, enrich, needs_read, read_first
-from hub.dispatch.fetch import READ_TIMEOUT, read_bound
+from hub.dispatch.fetch import read_bound
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
 from hub.dispatch.lane import LEASE_MARGIN, SEND_WINDOW, Item, Lane, lease_needed, still_ours
@@ -130,7 +130,6 @@ class Dispatcher:
         concurrency: int = DEFAULT_CONCURRENCY,
         poll: float = DEFAULT_POLL,
         random: Callable[[], float] = _random.random,
-        read_timeout: float = READ_TIMEOUT,
         reads_per_endpoint: int = READS_PER_ENDPOINT,
     ) -> None:
         self.config = config
@@ -142,9 +141,6 @@ class Dispatcher:
         self.poll = poll
         self.metrics = DispatchMetrics(registry)
         self.random = random
-        #: Seconds a lead read waits to connect and for each part of its answer (the whole
-        #: read: twice that).
-        self.read_timeout = read_timeout
         self.reads_per_endpoint = reads_per_endpoint
         self._own_http = http is None
         self._http = http
@@ -173,9 +169,9 @@ class Dispatcher:
         if self._http is None:
             self._http = make_http_client()
         self.client = LeadSquaredClient(self._http)
-        self.graph = GraphClient(self._http, timeout=self.read_timeout)
-        self.linkedin = LinkedInClient(self._http, timeout=self.read_timeout)
-        self.hubspot = HubSpotClient(self._http, timeout=self.read_timeout)
+        self.graph = GraphClient(self._http)
+        self.linkedin = LinkedInClient(self._http)
+        self.hubspot = HubSpotClient(self._http)
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
         self._stopping = False
@@ -635,12 +631,13 @@ class Dispatcher:
     ) -> Event | None:
         """The event with its lead read and stored, or None: retried or dead (the read
         failed), or back in the queue untried (the read would not end within the lease)."""
-        need = read_bound(self.read_timeout) + LEASE_MARGIN
+        need = read_bound(options.read_timeout) + LEASE_MARGIN
         if need >= self.lease:
             reason = (
-                f"a lead read (up to {read_bound(self.read_timeout):g} s, twice the read "
-                f"timeout) and {LEASE_MARGIN:g} s to spare do not fit in the lease "
-                f"({self.lease:g} s): give serve a --lease of at least {need + SEND_WINDOW:g}s"
+                f"a lead read (up to {read_bound(options.read_timeout):g} s, twice the "
+                f"endpoint's read_timeout) and {LEASE_MARGIN:g} s to spare do not fit in the "
+                f"lease ({self.lease:g} s): give serve a --lease of at least "
+                f"{need + SEND_WINDOW:g}s, or lower the endpoint's read_timeout"
             )
             _log.error("lease_too_short", reason=reason)
             await self.release(event, at=self.clock.time() + self.lease, reason=reason)
@@ -816,12 +813,12 @@ class Dispatcher:
             )
 
 
-def lease_shortfalls(config: Config, lease: float, read_timeout: float = READ_TIMEOUT) -> list[str]:
+def lease_shortfalls(config: Config, lease: float) -> list[str]:
     """Why ``lease`` (seconds) is too short for ``config``, one sentence each (none: it is not).
 
     A lease must hold the longest call to every target (:func:`hub.dispatch.lane.lease_needed`)
-    and, with an endpoint whose leads are read from an API, the longest read, each with
-    :data:`~hub.dispatch.lane.LEASE_MARGIN` to spare and
+    and the longest lead read of every endpoint whose leads are read from an API (its
+    ``read_timeout``), each with :data:`~hub.dispatch.lane.LEASE_MARGIN` to spare and
     :data:`~hub.dispatch.lane.SEND_WINDOW` to start in: otherwise such calls or reads
     seldom or never start, and the events go back to the queue again and again.
     """
@@ -835,14 +832,18 @@ def lease_shortfalls(config: Config, lease: float, read_timeout: float = READ_TI
                 f"{SEND_WINDOW:g}s to start it in: give --lease {need:g}s or more, or lower "
                 "the target's timeout"
             )
-    reading = sorted(e.name for e in config.endpoints.values() if isinstance(e.options, FETCHING))
-    need = read_bound(read_timeout) + LEASE_MARGIN + SEND_WINDOW
-    if reading and lease < need:
-        problems.append(
-            f"a lead read for endpoint {reading[0]!r} may last {read_bound(read_timeout):g}s "
-            f"(twice the read timeout), with {LEASE_MARGIN:g}s to spare and {SEND_WINDOW:g}s "
-            f"to start it in: give --lease {need:g}s or more"
-        )
+    for endpoint in sorted(config.endpoints.values(), key=lambda e: e.name):
+        options = endpoint.options
+        if not isinstance(options, FETCHING):
+            continue
+        bound = read_bound(options.read_timeout)
+        need = bound + LEASE_MARGIN + SEND_WINDOW
+        if lease < need:
+            problems.append(
+                f"a lead read for endpoint {endpoint.name!r} may last {bound:g}s (twice its "
+                f"read_timeout), with {LEASE_MARGIN:g}s to spare and {SEND_WINDOW:g}s to start "
+                f"it in: give --lease {need:g}s or more, or lower its read_timeout"
+            )
     return problems
 
 

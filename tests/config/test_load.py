@@ -291,3 +291,43 @@ def test_literal_sandbox_rate_limit_error_is_reported(config_dir: Path) -> None:
     """A bad LEADHUB_SANDBOX_RATE_LIMIT is a configuration error naming the variable."""
     with pytest.raises(ConfigError, match="LEADHUB_SANDBOX_RATE_LIMIT"):
         load(config_dir, {**ENV, "LEADHUB_SANDBOX_RATE_LIMIT": "fast"})
+
+
+READING = {
+    "facebook": "app_secret: a\nverify_token: v\npage_access_token: p\n",
+    "linkedin": "client_secret: c\naccess_token: t\n",
+    "hubspot": "client_secret: c\naccess_token: t\nwebhook_url: https://h.example/hooks/e\n",
+}
+
+
+@pytest.mark.parametrize("source", sorted(READING))
+def test_an_endpoint_whose_leads_are_read_takes_a_read_timeout(tmp_path: Path, source: str) -> None:
+    """read_timeout (default 10s) on the senders whose leads are read from an API; a bad
+    one is an error at its line; serve's lease check names the endpoint and its timeout."""
+    from hub.dispatch.worker import lease_shortfalls
+
+    head = f"kind: endpoint\nname: e\nsource: {source}\n{READING[source]}"
+    (tmp_path / "e.yaml").write_text(head)
+    assert load(tmp_path, {}).endpoints["e"].options.read_timeout == 10.0  # type: ignore[union-attr]
+    (tmp_path / "e.yaml").write_text(head + "read_timeout: 3s\n")
+    config = load(tmp_path, {})
+    assert config.endpoints["e"].options.read_timeout == 3.0  # type: ignore[union-attr]
+    assert lease_shortfalls(config, 60.0) == []
+    (problem,) = [p for p in lease_shortfalls(config, 9.0) if "lead read" in p]
+    assert problem.startswith("a lead read for endpoint 'e' may last 6s (twice its read_timeout)")
+    assert problem.endswith("give --lease 12s or more, or lower its read_timeout")
+    (tmp_path / "e.yaml").write_text(head + "read_timeout: 0s\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    line = head.count("\n") + 1
+    (issue,) = info.value.issues
+    assert issue.startswith(f"{tmp_path / 'e.yaml'}:{line}: 'read_timeout' of endpoint 'e' must")
+
+
+def test_read_timeout_is_refused_where_no_lead_is_read(tmp_path: Path) -> None:
+    (tmp_path / "e.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: token\ntoken: t\nread_timeout: 3s\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert any("read_timeout" in issue for issue in info.value.issues)

@@ -277,9 +277,10 @@ def slow_graph(delay: float | None) -> Iterator[tuple[str, SlowGraph]]:
         fake.ended.set()
 
 
-def facebook_endpoint_yaml(graph_url: str) -> str:
+def facebook_endpoint_yaml(graph_url: str, extra: str = "") -> str:
     """A Facebook endpoint ``fb`` reading leads from ``graph_url`` (its secrets from the
-    environment: see :data:`FB_ENV`), and the start of its mapping ``fb-map``."""
+    environment: see :data:`FB_ENV`; ``extra``: more of its lines), and the start of its
+    mapping ``fb-map``."""
     return f"""kind: endpoint
 name: fb
 source: facebook
@@ -287,17 +288,17 @@ app_secret: ${{FB_APP_SECRET}}
 verify_token: ${{FB_VERIFY_TOKEN}}
 page_access_token: ${{FB_PAGE_TOKEN}}
 graph_url: {graph_url}
----
+{extra}---
 kind: mapping
 name: fb-map
 endpoint: fb
 """
 
 
-def facebook_yaml(graph_url: str) -> str:
+def facebook_yaml(graph_url: str, extra: str = "") -> str:
     """A Facebook endpoint ``fb`` reading leads from ``graph_url``, mapped to ``default``."""
     return (
-        facebook_endpoint_yaml(graph_url)
+        facebook_endpoint_yaml(graph_url, extra)
         + """target: default
 fields:
   EmailAddress: { path: "$.field_data[?(@.name=='email')].values[0]", required: true }

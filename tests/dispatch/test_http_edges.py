@@ -156,13 +156,16 @@ async def _graph(http: httpx.AsyncClient, url: str) -> FetchOutcome:
         verify_token=Secret("v"),
         page_access_token=Secret(TOKEN),
         graph_url=url,
+        read_timeout=5.0,
     )
-    return await GraphClient(http, timeout=5.0).fetch_lead(options, "1")
+    return await GraphClient(http).fetch_lead(options, "1")
 
 
 async def _linkedin(http: httpx.AsyncClient, url: str) -> FetchOutcome:
-    options = LinkedInOptions(client_secret=Secret("c"), access_token=Secret(TOKEN), api_url=url)
-    return await LinkedInClient(http, timeout=5.0).fetch_response(
+    options = LinkedInOptions(
+        client_secret=Secret("c"), access_token=Secret(TOKEN), api_url=url, read_timeout=5.0
+    )
+    return await LinkedInClient(http).fetch_response(
         options, "urn:li:leadGenFormResponse:r1"
     )
 
@@ -173,9 +176,10 @@ async def _hubspot(http: httpx.AsyncClient, url: str) -> FetchOutcome:
         webhook_url="https://hub.example.com/hooks/hs",
         access_token=Secret(TOKEN),
         api_url=url,
+        read_timeout=5.0,
     )
     event = {"subscriptionType": "contact.creation", "objectId": 1}
-    return await HubSpotClient(http, timeout=5.0).fetch_object(options, event)
+    return await HubSpotClient(http).fetch_object(options, event)
 
 
 Read = Callable[[httpx.AsyncClient, str], Awaitable[FetchOutcome]]
@@ -491,8 +495,9 @@ async def test_a_broken_answer_keeps_the_url_out_of_the_reason() -> None:
             verify_token=Secret("v"),
             page_access_token=Secret(token),
             graph_url=url,
+            read_timeout=5.0,
         )
         async with make_http_client() as http:
-            outcome = await GraphClient(http, timeout=5.0).fetch_lead(options, "1")
+            outcome = await GraphClient(http).fetch_lead(options, "1")
     assert isinstance(outcome, FetchRetry)
     assert "access_token" not in outcome.reason and "app-secret-edge" not in outcome.reason

@@ -28,13 +28,13 @@ from tests.dispatch.support import (
 )
 
 
-def config(directory: Path, target_url: str, graph_url: str) -> Config:
-    """Target ``default`` at ``target_url``; endpoints ``fb`` (Graph at ``graph_url``) and the
-    flat ``forms``."""
+def config(directory: Path, target_url: str, graph_url: str, extra: str = "") -> Config:
+    """Target ``default`` at ``target_url``; endpoints ``fb`` (Graph at ``graph_url``; ``extra``:
+    more of its lines) and the flat ``forms``."""
     return write_config(
         directory,
         target_yaml("default", target_url),
-        facebook_yaml(graph_url),
+        facebook_yaml(graph_url, extra),
         flat_endpoint_yaml("forms", "default"),
         environ=FB_ENV,
     )
@@ -134,13 +134,13 @@ async def test_stop_cancels_the_reads_and_puts_their_events_back(tmp_path: Path)
 
 
 async def test_a_read_that_would_outlast_the_lease_is_not_started(tmp_path: Path) -> None:
-    """A lease too short for a read (twice the read timeout and the margin) reads nothing:
-    the event goes back untried, with the reason and the lease to give."""
+    """A lease too short for a read (twice the endpoint's read_timeout and the margin) reads
+    nothing: the event goes back untried, with the reason and the lease to give."""
     with sandbox_server() as (url, _), slow_graph(0.0) as (graph_url, graph):
-        cfg = config(tmp_path / "cfg", url, graph_url)
+        cfg = config(tmp_path / "cfg", url, graph_url, "read_timeout: 8s\n")
         async with opened_store(tmp_path / "hub.db") as store:
             (eid,) = await enqueue(store, "fb", notices(1), prefix="fb")
-            async with running(cfg, store, lease=20.0, read_timeout=8.0):
+            async with running(cfg, store, lease=20.0):
 
                 async def put_back() -> bool:
                     event = (await states(store, [eid]))[eid]
@@ -152,3 +152,15 @@ async def test_a_read_that_would_outlast_the_lease_is_not_started(tmp_path: Path
         assert event.attempts == 0
         assert "--lease of at least 22s" in (event.last_error or "")
         assert event.next_attempt_at > time.time() + 10  # not claimed again at once
+
+
+async def test_a_shorter_read_timeout_fits_a_shorter_lease(tmp_path: Path) -> None:
+    """The same 20 s lease with the endpoint's read_timeout at 2s (reads end within 4 s): the
+    lead is read and delivered, where the default 10 s (reads up to 20 s) would not fit."""
+    with sandbox_server() as (url, _), slow_graph(0.0) as (graph_url, graph):
+        cfg = config(tmp_path / "cfg", url, graph_url, "read_timeout: 2s\n")
+        async with opened_store(tmp_path / "hub.db") as store:
+            fb = await enqueue(store, "fb", notices(1), prefix="fb")
+            async with running(cfg, store, lease=20.0):
+                await wait_for(all_in(State.DELIVERED, store, fb), what="delivered")
+        assert len(graph.reads) == 1
