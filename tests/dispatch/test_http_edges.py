@@ -165,9 +165,7 @@ async def _linkedin(http: httpx.AsyncClient, url: str) -> FetchOutcome:
     options = LinkedInOptions(
         client_secret=Secret("c"), access_token=Secret(TOKEN), api_url=url, read_timeout=5.0
     )
-    return await LinkedInClient(http).fetch_response(
-        options, "urn:li:leadGenFormResponse:r1"
-    )
+    return await LinkedInClient(http).fetch_response(options, "urn:li:leadGenFormResponse:r1")
 
 
 async def _hubspot(http: httpx.AsyncClient, url: str) -> FetchOutcome:
