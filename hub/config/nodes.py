@@ -252,6 +252,10 @@ def uses_variables_only(raw: str | None) -> bool:
     return bool(raw) and re.fullmatch(r"\s*\$\{[A-Za-z_][A-Za-z0-9_]*\}\s*", raw or "") is not None
 
 
+#: The most a ``NAME_FILE`` may hold: secrets and settings, not documents.
+MAX_SECRET_FILE = 65_536
+
+
 def from_environ(environ: Mapping[str, str], name: str) -> tuple[str | None, str | None]:
     """``${NAME}``'s value: ``NAME``, or the content of the file ``NAME_FILE`` names (as
     Docker and Kubernetes hand secrets over, in files; one trailing newline dropped), read
@@ -284,10 +288,6 @@ def from_environ(environ: Mapping[str, str], name: str) -> tuple[str | None, str
             f"{MAX_SECRET_FILE} characters; point it at the file holding only the value"
         )
     return text.removesuffix("\n").removesuffix("\r"), None
-
-
-#: The most a ``NAME_FILE`` may hold: secrets and settings, not documents.
-MAX_SECRET_FILE = 65_536
 
 
 class _Builder:
