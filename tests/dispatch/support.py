@@ -21,9 +21,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub.config import load
-from hub.config.models import Config
+from hub.config.models import Config, FacebookOptions, HubSpotOptions, LinkedInOptions
+from hub.dispatch.fetch import FetchOutcome
+from hub.dispatch.graph import GraphClient
+from hub.dispatch.hubspot import HubSpotClient
+from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.worker import Dispatcher
 from hub.sandbox import create_app as create_sandbox
+from hub.secrets import Secret
 from hub.store import open_store
 from hub.store.base import EventStore
 from hub.store.models import Event, EventIn, IncomingDelivery, State
@@ -418,3 +423,48 @@ def raw_server(behaviour: str) -> Iterator[str]:
         listener.close()
         for conn in held:
             conn.close()
+
+
+#: One lead read through a client: ``read(http, api_url)``.
+Read = Callable[[httpx.AsyncClient, str], Awaitable[FetchOutcome]]
+
+
+def graph_options(url: str, token: str, read_timeout: float = 10.0) -> FacebookOptions:
+    """A Facebook endpoint's options reading from the Graph API at ``url`` with ``token``."""
+    return FacebookOptions(
+        app_secret=Secret("a"),
+        verify_token=Secret("v"),
+        page_access_token=Secret(token),
+        graph_url=url,
+        read_timeout=read_timeout,
+    )
+
+
+def lead_readers(token: str, read_timeout: float = 10.0) -> dict[str, Read]:
+    """One lead read per API client (Graph, LinkedIn, HubSpot), each with ``token``."""
+
+    async def graph(http: httpx.AsyncClient, url: str) -> FetchOutcome:
+        return await GraphClient(http).fetch_lead(graph_options(url, token, read_timeout), "1")
+
+    async def linkedin(http: httpx.AsyncClient, url: str) -> FetchOutcome:
+        options = LinkedInOptions(
+            client_secret=Secret("c"),
+            access_token=Secret(token),
+            api_url=url,
+            read_timeout=read_timeout,
+        )
+        urn = "urn:li:leadGenFormResponse:r1"
+        return await LinkedInClient(http).fetch_response(options, urn)
+
+    async def hubspot(http: httpx.AsyncClient, url: str) -> FetchOutcome:
+        options = HubSpotOptions(
+            client_secret=Secret("c"),
+            webhook_url="https://hub.example.com/hooks/hs",
+            access_token=Secret(token),
+            api_url=url,
+            read_timeout=read_timeout,
+        )
+        event = {"subscriptionType": "contact.creation", "objectId": 1}
+        return await HubSpotClient(http).fetch_object(options, event)
+
+    return {"graph": graph, "linkedin": linkedin, "hubspot": hubspot}

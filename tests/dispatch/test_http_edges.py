@@ -19,10 +19,9 @@ import httpx
 import pytest
 import structlog
 
-from hub.config.models import FacebookOptions, HubSpotOptions, LinkedInOptions, Target
+from hub.config.models import Target
 from hub.dispatch.fetch import Fetched, FetchOutcome, FetchRetry
 from hub.dispatch.graph import GraphClient
-from hub.dispatch.hubspot import HubSpotClient
 from hub.dispatch.leadsquared import (
     CAPTURE_PATH,
     Delivered,
@@ -31,14 +30,16 @@ from hub.dispatch.leadsquared import (
     Pause,
     Retry,
 )
-from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.transport import make_http_client
 from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (
     KEYS,
+    Read,
     enqueue,
     forms_config,
+    graph_options,
+    lead_readers,
     leads,
     opened_store,
     running,
@@ -150,40 +151,8 @@ async def _capture(url: str, factory: Factory = make_http_client) -> Outcome:
     return attempt.outcome
 
 
-async def _graph(http: httpx.AsyncClient, url: str) -> FetchOutcome:
-    options = FacebookOptions(
-        app_secret=Secret("a"),
-        verify_token=Secret("v"),
-        page_access_token=Secret(TOKEN),
-        graph_url=url,
-        read_timeout=5.0,
-    )
-    return await GraphClient(http).fetch_lead(options, "1")
-
-
-async def _linkedin(http: httpx.AsyncClient, url: str) -> FetchOutcome:
-    options = LinkedInOptions(
-        client_secret=Secret("c"), access_token=Secret(TOKEN), api_url=url, read_timeout=5.0
-    )
-    return await LinkedInClient(http).fetch_response(options, "urn:li:leadGenFormResponse:r1")
-
-
-async def _hubspot(http: httpx.AsyncClient, url: str) -> FetchOutcome:
-    options = HubSpotOptions(
-        client_secret=Secret("c"),
-        webhook_url="https://hub.example.com/hooks/hs",
-        access_token=Secret(TOKEN),
-        api_url=url,
-        read_timeout=5.0,
-    )
-    event = {"subscriptionType": "contact.creation", "objectId": 1}
-    return await HubSpotClient(http).fetch_object(options, event)
-
-
-Read = Callable[[httpx.AsyncClient, str], Awaitable[FetchOutcome]]
-READERS = pytest.mark.parametrize(
-    "read", [_graph, _linkedin, _hubspot], ids=["graph", "linkedin", "hubspot"]
-)
+READS = lead_readers(TOKEN, read_timeout=5.0)
+READERS = pytest.mark.parametrize("read", list(READS.values()), ids=list(READS))
 
 
 async def _fetch(read: Read, url: str, factory: Factory = make_http_client) -> FetchOutcome:
@@ -488,14 +457,7 @@ async def test_a_broken_answer_keeps_the_url_out_of_the_reason() -> None:
     the token missed it: the last error showed the token. The URL is left out."""
     token = "123456|app-secret-edge"
     async with canned(b"HTTP/1.1 abc Broken\r\n\r\n", close=True) as (url, _):
-        options = FacebookOptions(
-            app_secret=Secret("a"),
-            verify_token=Secret("v"),
-            page_access_token=Secret(token),
-            graph_url=url,
-            read_timeout=5.0,
-        )
         async with make_http_client() as http:
-            outcome = await GraphClient(http).fetch_lead(options, "1")
+            outcome = await GraphClient(http).fetch_lead(graph_options(url, token, 5.0), "1")
     assert isinstance(outcome, FetchRetry)
     assert "access_token" not in outcome.reason and "app-secret-edge" not in outcome.reason
