@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from hub.cli import main
 from hub.sources import bodies
 from hub.sources.base import BodyError
 from tests.mappings.cases import DEMO_ENV, ROOT, SHIPPED
+from tests.support.server import without_root_reading
 
 
 @pytest.fixture(name="demo_env")
@@ -250,18 +250,6 @@ def test_try_reads_integers_beyond_64_bits_as_text_as_ingest_does(
     assert {"Attribute": "mx_Big", "Value": "1"} in result["body"]
 
 
-def _without_root_reading(argv: list[str]) -> list[str]:
-    """``argv`` run so that file permissions hold for it: as it is for a user other than
-    root, else through setpriv without the capabilities that let root read anything."""
-    if os.geteuid() != 0:
-        return argv
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("running as root without setpriv: an unreadable directory reads fine")
-    drop = "-dac_override,-dac_read_search"
-    return [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *argv]
-
-
 def test_check_and_try_on_an_unreadable_directory(tmp_path: Path) -> None:
     """A configuration directory that cannot be listed says permission denied and how to
     fix it (exit 1); it said it holds no *.yaml files, sending the operator to look for
@@ -279,7 +267,7 @@ def test_check_and_try_on_an_unreadable_directory(tmp_path: Path) -> None:
             ["try", "forms", str(payload), "--config-dir", str(config)],
         ):
             done = subprocess.run(
-                _without_root_reading([*base, *argv]),
+                without_root_reading([*base, *argv]),
                 cwd=ROOT,
                 capture_output=True,
                 text=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 
 from hub.config import ConfigError, load
 from tests.mappings.cases import ROOT
+from tests.support.server import without_root_reading
 
 GOOD = "kind: endpoint\nname: e\nsource: none\n---\nname: m\nendpoint: e\nfields: {mx_A: $.a}\n"
 
@@ -49,31 +49,17 @@ def test_a_file_that_is_not_utf8_says_so(tmp_path: Path) -> None:
     ]
 
 
-def _unprivileged() -> list[str] | None:
-    """A command prefix under which a mode-000 file cannot be read, or None."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        return None
-    # root without the capabilities that bypass file permissions
-    return [setpriv, "--bounding-set", "-dac_override,-dac_read_search"]
-
-
 @pytest.mark.slow
 def test_an_unreadable_file_says_permission_is_denied(tmp_path: Path) -> None:
     """`leadhub check` on a file it may not read: exit 1, an error saying the file cannot be
     read (permission) and how to fix it, not "save it as UTF-8"."""
-    prefix = _unprivileged()
-    if prefix is None:
-        pytest.skip("running as root without setpriv: every file is readable")
     (tmp_path / "a.yaml").write_text(GOOD)
     secret = tmp_path / "b.yaml"
     secret.write_text(GOOD.replace("name: e", "name: f"))
     secret.chmod(0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
     done = subprocess.run(
-        [*prefix, sys.executable, "-m", "hub", "check", str(tmp_path)],
+        without_root_reading([sys.executable, "-m", "hub", "check", str(tmp_path)]),
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -142,3 +143,18 @@ def leadhub_process(
         if proc.stdout:
             proc.stdout.close()
         sink.close()
+
+
+def without_root_reading(argv: Sequence[str]) -> list[str]:
+    """``argv`` run so that file permissions hold for it: as it is for a user other than
+    root, else through setpriv without the capabilities that let root read anything (the
+    test is skipped when neither is possible)."""
+    if os.geteuid() != 0:
+        return list(argv)
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        import pytest
+
+        pytest.skip("running as root without setpriv: every file is readable")
+    drop = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *argv]
