@@ -31,11 +31,10 @@ from typing import Any
 
 from hub.config import ConfigError, load
 from hub.config.models import Config
-from hub.exceptions import HubError
 from hub.mapping import CaptureRequest, Result, map_document
 from hub.sources import bodies
 from hub.sources.base import BodyError
-from hub.sources.split import MAX_LEADS
+from hub.sources.split import leads_at
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 
@@ -83,13 +82,9 @@ def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]
     if split is None:
         return [document]
     try:
-        found = split.values(document)
-    except HubError as exc:
-        msg = f"the leads cannot be found at {split.text}: {exc}"
-        raise _Refused(msg) from None
-    if len(found) > MAX_LEADS:
-        msg = f"the delivery holds more than {MAX_LEADS} leads at {split.text}; ingest refuses it"
-        raise _Refused(msg)
+        found = leads_at(split, document)
+    except BodyError as exc:
+        raise _Refused(f"ingest would refuse it ({exc.status} {exc.reason})") from None
     return found or [document]
 
 

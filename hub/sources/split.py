@@ -46,18 +46,29 @@ class SplitSource(NoHandshake):
         self.inner.verify(request, now)
 
     def split(self, request: Incoming, document: Any) -> list[Split]:
-        leads: list[Split] = []
-        for whole in self.inner.split(request, document):
-            try:
-                found = self.path.values(whole.document)
-            except HubError as exc:  # the path's regex ran out of time on this body, say
-                msg = f"the leads cannot be found at {self.path.text}: {exc}"
-                raise BodyError(400, msg) from None
-            leads += (Split(None, value) for value in found)
-            if len(leads) > MAX_LEADS:
-                msg = (
-                    f"the delivery holds more than {MAX_LEADS} leads at {self.path.text}; "
-                    f"send at most {MAX_LEADS} per delivery"
-                )
-                raise BodyError(400, msg)
-        return leads
+        return [
+            Split(None, lead)
+            for whole in self.inner.split(request, document)
+            for lead in leads_at(self.path, whole.document)
+        ]
+
+
+def leads_at(path: JsonPath, document: Any) -> list[Any]:
+    """The leads ``path`` finds in a delivery's ``document`` (``leadhub try`` reads them so).
+
+    Raises:
+        BodyError: 400: more than :data:`MAX_LEADS`, or the path cannot be evaluated on it
+            (its regular expression out of time).
+    """
+    try:
+        found = path.values(document)
+    except HubError as exc:
+        msg = f"the leads cannot be found at {path.text}: {exc}"
+        raise BodyError(400, msg) from None
+    if len(found) > MAX_LEADS:
+        msg = (
+            f"the delivery holds more than {MAX_LEADS} leads at {path.text}; "
+            f"send at most {MAX_LEADS} per delivery"
+        )
+        raise BodyError(400, msg)
+    return found
