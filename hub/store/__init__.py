@@ -6,10 +6,12 @@ Open one with :func:`open_store` and ``await store.open()``; code against
 
 from __future__ import annotations
 
+import math
 import urllib.parse
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store.base import EventStore, LeaseLost, StoreError, StoreUnavailable
+from hub.units import UnitError, parse_duration
 
 __all__ = [
     "EventStore",
@@ -27,7 +29,8 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally with
     ``?synchronous=normal`` (default ``full``: durable even on power loss) and
     ``?writer=thread|process`` (where enqueues are written; ``writer`` is the default
-    when the URL does not say: ``leadhub serve`` passes ``process`` for a web role).
+    when the URL does not say: ``leadhub serve`` passes ``process`` for a web role) and
+    ``?stall_after=30s`` (how long a delivery may wait for the writer process's answer).
 
     ``postgresql://user@host:5432/dbname`` for several instances on one database, optionally
     with ``?schema=NAME`` and ``?pool=N`` (see :mod:`hub.store.postgres`; the password from
@@ -68,15 +71,26 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     synchronous = options.pop("synchronous", "full")
     writer = options.pop("writer", writer)
+    stall = options.pop("stall_after", None)
     if options:
         msg = (
-            f"Unknown option(s) {', '.join(sorted(options))} in store URL {url!r}; "
-            "the options are ?synchronous=full|normal|extra and ?writer=thread|process."
+            f"Unknown option(s) {', '.join(sorted(options))} in store URL {url!r}; the options "
+            "are ?synchronous=full|normal|extra, ?writer=thread|process and ?stall_after=30s."
         )
         raise StoreError(msg)
     from hub.store.sqlite import SQLiteStore
+    from hub.store.sqlite_process import STALL_AFTER
 
-    return SQLiteStore(path, clock=clock, synchronous=synchronous, writer=writer)
+    try:
+        stall_after = STALL_AFTER if stall is None else parse_duration(stall)
+    except UnitError as exc:
+        raise StoreError(f"?stall_after= in store URL {url!r}: {exc}") from None
+    if not math.isfinite(stall_after) or stall_after <= 0:
+        msg = f"?stall_after= in store URL {url!r} must be a duration above zero, like 30s."
+        raise StoreError(msg)
+    return SQLiteStore(
+        path, clock=clock, synchronous=synchronous, writer=writer, stall_after=stall_after
+    )
 
 
 def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> EventStore:

@@ -45,7 +45,7 @@ from hub.store.models import (
     State,
 )
 from hub.store.rows import row_of, to_pending
-from hub.store.sqlite_process import IngestProcess
+from hub.store.sqlite_process import STALL_AFTER, IngestProcess
 from hub.store.sqlite_threads import Q, Reader, Writer, unavailable
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
@@ -88,6 +88,7 @@ class SQLiteStore(BatchedStore):
         clock: Clock = SYSTEM_CLOCK,
         synchronous: str = "full",
         writer: str = "thread",
+        stall_after: float | None = None,
     ) -> None:
         if synchronous.lower() not in SYNCHRONOUS:
             msg = (
@@ -112,7 +113,12 @@ class SQLiteStore(BatchedStore):
         #: With ``writer="process"``, enqueues run in a child process (see sqlite_process).
         self._ingest: IngestProcess | None = None
         if writer == "process":
-            self._ingest = IngestProcess(where, synchronous=self.synchronous, stats=self.stats)
+            self._ingest = IngestProcess(
+                where,
+                synchronous=self.synchronous,
+                stats=self.stats,
+                stall_after=STALL_AFTER if stall_after is None else stall_after,
+            )
 
     def __repr__(self) -> str:
         return (
@@ -154,6 +160,8 @@ class SQLiteStore(BatchedStore):
         await self._reader.stop()
 
     async def ping(self) -> None:
+        if self._ingest is not None:
+            self._ingest.check_answering()
         now = self.clock.time()
         await self._writer.submit(lambda conn: conn.execute(Q["ping"], {"now": str(now)}))
         await self._reader.submit(lambda conn: conn.execute("SELECT 1").fetchone())

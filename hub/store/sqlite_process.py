@@ -37,6 +37,7 @@ import sqlite3
 import struct
 import subprocess
 import sys
+import time
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
@@ -64,6 +65,13 @@ MAX_FRAME = 1 << 30
 #: the rest (4, 8 and 12 measured alike: 17,800-18,400 req/s against 14,400-15,200 at 64
 #: connections in BENCHMARKS.md's diagnostic).
 HAND_OVER = 8
+#: Seconds a delivery waits for the writer process's answer before it is answered 503: a
+#: child stalled on its disk (a hung mount, a stopped process) would otherwise hold every
+#: request, each sender's retries piling up, for as long as it stays stalled. Longer than
+#: the child's own wait for another process's write lock (the busy timeout, 10 s), after
+#: which it answers by itself. A delivery so answered may still be written when the child
+#: comes back; the sender's retry is then answered as a duplicate of it.
+STALL_AFTER = 30.0
 
 
 def _child_env() -> dict[str, str]:
@@ -136,10 +144,22 @@ class _Protocol(asyncio.Protocol):
 class IngestProcess:
     """Runs enqueues in a child process (see the module's docstring)."""
 
-    def __init__(self, path: Path, *, synchronous: str, stats: StoreStats) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str,
+        stats: StoreStats,
+        stall_after: float = STALL_AFTER,
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.stats = stats
+        self.stall_after = stall_after
+        #: Since when deliveries wait for the child without an answer from it
+        #: (``time.monotonic``; reset by each answer), None when none waits.
+        self._waiting_since: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
         self._child: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
         self._encoder = msgspec.msgpack.Encoder()
@@ -220,6 +240,44 @@ class IngestProcess:
             self._send()  # the child starts on these while the loop reads the rest
         return await future
 
+    def _watch(self) -> None:
+        """The watchdog (one timer, not one per delivery): what has waited for the child
+        longer than ``stall_after`` fails (503 upstream), and it looks again later."""
+        self._watchdog = None
+        since = self._waiting_since
+        if since is None or not self._waiting:
+            return
+        waited = time.monotonic() - since
+        if waited < self.stall_after:
+            self._watch_in(self.stall_after - waited)
+            return
+        failing = [future for future in self._waiting if not future.done()]
+        if failing:
+            log().error("store_writer_stalled", waited=round(waited, 1), failing=len(failing))
+            msg = (
+                f"The event store's writer process has not answered for {waited:.0f} s "
+                "(a stalled disk or mount?); nothing unanswered was acknowledged."
+            )
+            # They stay in _waiting, done: the child's answers, if they come, still pair up.
+            _fail(failing, StoreUnavailable(msg))
+        self._watch_in(self.stall_after)
+
+    def _watch_in(self, seconds: float) -> None:
+        if self._watchdog is None:
+            loop = asyncio.get_running_loop()
+            self._watchdog = loop.call_later(max(seconds, 0.01), self._watch)
+
+    def check_answering(self) -> None:
+        """Raise :class:`StoreUnavailable` when a delivery has waited for the child for
+        longer than ``stall_after`` (readiness: the child is stalled)."""
+        since = self._waiting_since
+        if since is not None and time.monotonic() - since > self.stall_after:
+            msg = (
+                f"The event store's writer process has not answered for "
+                f"{time.monotonic() - since:.0f} s (a stalled disk or mount?)."
+            )
+            raise StoreUnavailable(msg)
+
     def _send(self) -> None:
         rows, self._gathered = self._gathered, []
         futures, self._gathered_futures = self._gathered_futures, []
@@ -236,6 +294,9 @@ class IngestProcess:
                 return
             frame = _frame(self._encoder.encode(rows))
         # Waiting before writing: the child answers every frame, in order, one entry per row.
+        if not self._waiting:
+            self._waiting_since = time.monotonic()
+            self._watch_in(self.stall_after)
         self._waiting.extend(futures)
         try:
             self._transport.write(frame)
@@ -262,6 +323,8 @@ class IngestProcess:
     def _answered(self, reply: Any) -> None:
         commits, results = reply
         self.stats.commits = self._commits_before + int(commits)
+        # (a frame answered: the child is moving; what waits now, waits from now)
+        self._waiting_since = time.monotonic() if len(self._waiting) > len(results) else None
         for result in results:
             if not self._waiting:
                 break
@@ -289,6 +352,7 @@ class IngestProcess:
         code = self._child.poll() if self._child is not None else None
         if self._open:  # not a stop we asked for
             log().error("store_writer_lost", why=why, exit_code=code, waiting=len(self._waiting))
+        self._waiting_since = None
         if self._waiting:
             msg = (
                 f"The event store's writer process stopped ({why}; exit code {code}); "
@@ -307,6 +371,9 @@ class IngestProcess:
     async def stop(self) -> None:
         """Wait for what was sent, then close the socket and wait for the child to exit."""
         self._open = False
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._send()
         if self._waiting:
             with contextlib.suppress(Exception):

@@ -395,6 +395,8 @@ class TestOpenStore:
             ("sqlite:///x.db?cache=shared", "cache"),
             ("sqlite:///x.db?writer=fork", "writer"),
             ("sqlite:///my data #1/x.db", "%23"),
+            ("sqlite:///x.db?stall_after=0s", "above zero, like 30s"),
+            ("sqlite:///x.db?stall_after=soon", "stall_after"),
         ],
     )
     def test_bad_urls(self, url: str, message: str) -> None:

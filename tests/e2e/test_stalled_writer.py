@@ -1,0 +1,61 @@
+"""A stalled store writer (a hung disk, here a stopped process) answers 503, not never."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+from pathlib import Path
+
+import httpx
+import orjson
+
+from tests.e2e.support import wait_until
+from tests.e2e.test_crash import CONFIG, ENV, TOKEN
+from tests.support.server import free_port, leadhub_process
+
+
+def _writer_child(pid: int) -> int:
+    """The pid of ``pid``'s store writer process (``python -m hub.store.sqlite_process``)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if b"hub.store.sqlite_process" in command:
+                return int(child)
+    raise AssertionError("no store writer process")
+
+
+def test_a_stalled_writer_is_a_503_and_readiness_says_so(tmp_path: Path) -> None:
+    """With the writer process stopped (SIGSTOP, as a hung mount would hold it) a delivery is
+    answered 503 once ``?stall_after=1s`` has passed, instead of waiting as long as the stall
+    lasts, and /readyz answers 503; once the writer runs again the sender's retry is taken
+    (200) and the lead is stored once."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db = tmp_path / "hub.db"
+    args = ["serve", "--config-dir", str(config), "--port", str(port), "--role", "web"]
+    args += ["--db", f"sqlite:///{db}?stall_after=1s"]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    lead = {"email": "stalled@example.com"}
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        assert httpx.post(f"{base}/hooks/forms", json={"email": "a@example.com"}, headers=headers)
+        writer = _writer_child(proc.pid)
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            answer = httpx.post(f"{base}/hooks/forms", json=lead, headers=headers, timeout=30)
+            assert (answer.status_code, answer.json()) == (503, {"error": "store unavailable"})
+            assert httpx.get(f"{base}/readyz", timeout=30).status_code == 503
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        wait_until(lambda: httpx.get(f"{base}/readyz").status_code == 200, what="ready again")
+        retry = httpx.post(f"{base}/hooks/forms", json=lead, headers=headers)
+        assert retry.status_code == 200, retry.text
+        assert proc.stdout is not None
+        lines = [orjson.loads(x) for x in proc.stdout.read().splitlines() if x.startswith("{")]
+    assert any(line["event"] == "store_writer_stalled" for line in lines)
+    with sqlite3.connect(db) as conn:
+        emails = [row[0] for row in conn.execute("SELECT delivery_id FROM events")]
+    assert len(emails) == 2  # the first lead and the stalled one, once
