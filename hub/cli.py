@@ -246,6 +246,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--id", action="append", dest="ids", type=int, metavar="ID", help="event id (repeatable)"
     )
     replay.add_argument("--endpoint", help="only events of this endpoint")
+    replay.add_argument(
+        "--dry-run", action="store_true", help="count the events instead of requeueing them"
+    )
 
     purge = command("purge", "delete finished events older than an age")
     purge.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")

@@ -1,4 +1,5 @@
-"""``leadhub replay``: put dead, unmatched or skipped events back in the queue."""
+"""``leadhub replay``: put dead, unmatched or skipped events back in the queue (with
+``--dry-run``, say how many it would and change nothing)."""
 
 from __future__ import annotations
 
@@ -38,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
     async def action(store: EventStore) -> int:
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}
-        count = await store.replay(state=state, ids=args.ids, endpoint=args.endpoint)
-        print(f"Requeued {count} {plural(count, 'event')}.")
+        count = await store.replay(
+            state=state, ids=args.ids, endpoint=args.endpoint, dry_run=args.dry_run
+        )
+        done = "Would requeue" if args.dry_run else "Requeued"
+        print(f"{done} {count} {plural(count, 'event')}.")
         if not count:
             await endpoint_unknown("replay", store, args.endpoint)
         for event_id, event in before.items():

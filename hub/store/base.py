@@ -405,8 +405,10 @@ class EventStore(Protocol):
         state: State | None = None,
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
+        dry_run: bool = False,
     ) -> int:
-        """Requeue ``dead``/``unmatched``/``skipped`` events matching every given selector.
+        """Requeue ``dead``/``unmatched``/``skipped`` events matching every given selector
+        (with ``dry_run``, count them and change nothing).
 
         They go back to ``queued``, due now, with zero attempts and no route (matching
         runs again with the current config), and ``requeued_at`` now: their retry schedule

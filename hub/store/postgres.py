@@ -423,9 +423,13 @@ class PostgresStore(BatchedStore):
         state: State | None = None,
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
+        dry_run: bool = False,
     ) -> int:
         wanted = replayed_state(state)
         chosen = None if ids is None else [int(i) for i in ids]
+        if dry_run:
+            async with self._conn(readonly=True) as conn:
+                return int(await conn.fetchval(Q["replayable"], wanted, chosen, endpoint))
         async with self._conn() as conn:
             requeued = [
                 r[0]

@@ -384,6 +384,7 @@ class SQLiteStore(BatchedStore):
         state: State | None = None,
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
+        dry_run: bool = False,
     ) -> int:
         wanted = replayed_state(state)
         params = {
@@ -392,6 +393,11 @@ class SQLiteStore(BatchedStore):
             "endpoint": endpoint,
             "now": self.clock.time(),
         }
+        if dry_run:
+            found = await self._reader.submit(
+                lambda conn: conn.execute(Q["replayable"], params).fetchone()
+            )
+            return int(found[0])
 
         def job(conn: sqlite3.Connection) -> int:
             requeued = [r[0] for r in conn.execute(Q["replay"], params).fetchall()]

@@ -332,6 +332,21 @@ class TestReplay:
         assert after[ids["unmatched"]] is State.UNMATCHED
         assert after[ids["delivered"]] is State.DELIVERED
 
+    def test_dry_run_counts_and_changes_nothing(self, db: Seeded, capsys: Cap) -> None:
+        """--dry-run says how many the same selection would requeue (here --status dead, and
+        an --id that is delivered with one that is unmatched) and changes nothing."""
+        url, ids = db
+        before = states(url)
+        capsys.readouterr()
+        assert main(["replay", "--db", url, "--status", "dead", "--dry-run"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Would requeue 2 events."
+        argv = ["replay", "--db", url, "--id", str(ids["unmatched"]), "--id", str(ids["delivered"])]
+        assert main([*argv, "--dry-run"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Would requeue 1 event."
+        assert states(url) == before
+        assert main(["replay", "--db", url, "--status", "dead"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 2 events."
+
     def test_by_id_and_endpoint(self, db: Seeded, capsys: Cap) -> None:
         """--id (repeatable) and --endpoint select events; non-replayable ids are left alone."""
         url, ids = db

@@ -298,6 +298,14 @@ LIMIT $3;
 -- name: counts
 SELECT state, count(*) FROM events GROUP BY state;
 
+-- name: replayable
+-- What replay would requeue (its dry run): the same selection, nothing changed.
+SELECT count(*) FROM events
+WHERE state IN ('dead', 'unmatched', 'skipped')
+  AND ($1::text IS NULL OR state = $1)
+  AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
+  AND ($3::text IS NULL OR endpoint = $3);
+
 -- name: replay
 -- The retry schedule starts over: no attempts, and give_up_after counts from now.
 UPDATE events

@@ -298,6 +298,14 @@ LIMIT :limit;
 -- name: counts
 SELECT state, count(*) FROM events GROUP BY state;
 
+-- name: replayable
+-- What replay would requeue (its dry run): the same selection, nothing changed.
+SELECT count(*) FROM events
+WHERE state IN ('dead', 'unmatched', 'skipped')
+  AND (:state IS NULL OR state = :state)
+  AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
+  AND (:endpoint IS NULL OR endpoint = :endpoint);
+
 -- name: replay
 -- The retry schedule starts over: no attempts, and give_up_after counts from now.
 UPDATE events
