@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from hub.store.commands import (
     utc,
 )
 from hub.store.models import Event, State
+from hub.units import UnitError, parse_duration
 
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
 COLUMNS += ("ATTEMPTS", "TARGET", "LEAD ID", "LAST ERROR")
@@ -55,6 +57,12 @@ def run(args: argparse.Namespace) -> int:
     if (refused := id_too_large("events", args.ids)) is not None:
         return refused
     limit = min(args.limit, MAX_INT64 - 1)  # larger means every event; one more is read
+    since: float | None = None
+    if args.since is not None:
+        try:
+            since = time.time() - parse_duration(args.since)
+        except UnitError as exc:
+            return fail("events", f"--since: {exc}")
 
     async def action(store: EventStore) -> int:
         # one more than shown: whether the limit cut the listing short
@@ -65,9 +73,12 @@ def run(args: argparse.Namespace) -> int:
                 for e in found
                 if (state is None or e.state is state)
                 and (args.endpoint is None or e.endpoint == args.endpoint)
+                and (since is None or e.received_at >= since)
             ][: limit + 1]
         else:
-            events = await store.list(state=state, endpoint=args.endpoint, limit=limit + 1)
+            events = await store.list(
+                state=state, endpoint=args.endpoint, limit=limit + 1, since=since
+            )
         if len(events) > limit:
             events = events[:limit]
             print(

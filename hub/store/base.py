@@ -390,9 +390,15 @@ class EventStore(Protocol):
         ...
 
     async def list(
-        self, *, state: State | None = None, endpoint: str | None = None, limit: int = 50
+        self,
+        *,
+        state: State | None = None,
+        endpoint: str | None = None,
+        limit: int = 50,
+        since: float | None = None,
     ) -> builtins.list[Event]:
-        """Events, newest first, optionally only in ``state`` and/or of ``endpoint``."""
+        """Events, newest first, optionally only in ``state``, of ``endpoint`` and/or
+        received at ``since`` (unix time) or later."""
         ...
 
     async def counts(self) -> dict[State, int]:

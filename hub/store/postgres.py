@@ -404,11 +404,17 @@ class PostgresStore(BatchedStore):
         return None if found is None else rows.event_of(found)
 
     async def list(
-        self, *, state: State | None = None, endpoint: str | None = None, limit: int = 50
+        self,
+        *,
+        state: State | None = None,
+        endpoint: str | None = None,
+        limit: int = 50,
+        since: float | None = None,
     ) -> builtins.list[Event]:
         wanted = None if state is None else State(state).value
         async with self._conn(isolation="repeatable_read", readonly=True) as conn:
-            ids = [r[0] for r in await conn.fetch(Q["list_ids"], wanted, endpoint, max(0, limit))]
+            found_ids = await conn.fetch(Q["list_ids"], wanted, endpoint, max(0, limit), since)
+            ids = [r[0] for r in found_ids]
             found = await conn.fetch(Q["event_rows"], ids) if ids else []
         return [rows.event_of(r) for r in reversed(found)]
 

@@ -364,12 +364,18 @@ class SQLiteStore(BatchedStore):
         return await self._reader.submit(job)
 
     async def list(
-        self, *, state: State | None = None, endpoint: str | None = None, limit: int = 50
+        self,
+        *,
+        state: State | None = None,
+        endpoint: str | None = None,
+        limit: int = 50,
+        since: float | None = None,
     ) -> builtins.list[Event]:
         params = {
             "state": None if state is None else State(state).value,
             "endpoint": endpoint,
             "limit": max(0, limit),
+            "since": since,
         }
         found = await self._reader.submit(lambda conn: conn.execute(_LIST, params).fetchone()[0])
         return rows.events(found, newest_first=True)

@@ -7,6 +7,7 @@ import contextlib
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -87,6 +88,34 @@ class TestEvents:
         dead = next(line for line in out if line.startswith(f"{ids['dead']} "))
         assert "MXInvalidEmailException: 'x' is not an email" in dead  # one line per event
         assert "2023-11-14 22:13:20" in dead
+
+    def test_since_an_age(self, db: Seeded, capsys: Cap) -> None:
+        """--since AGE lists only events received in the last AGE (the seeded ones are from
+        2023; one more is received now), with --id too; a bad AGE is a usage error."""
+        url, ids = db
+
+        async def add_recent() -> int:
+            store = open_store(url)
+            await store.open()
+            try:
+                (res,) = await store.enqueue(delivery("id-recent", received_at=time.time()))
+                return res.id
+            finally:
+                await store.close()
+
+        recent = asyncio.run(add_recent())
+        capsys.readouterr()
+        assert main(["events", "--db", url, "--since", "1h", "--json"], environ={}) == 0
+        listed = [orjson.loads(line)["id"] for line in capsys.readouterr().out.splitlines()]
+        assert listed == [recent]
+        argv = ["events", "--db", url, "--since", "1h", "--id", str(ids["dead"]), "--json"]
+        argv += ["--id", str(recent)]
+        assert main(argv, environ={}) == 0
+        assert [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [recent]
+        assert main(["events", "--db", url, "--since", "10000d", "--json"], environ={}) == 0
+        assert len(capsys.readouterr().out.splitlines()) == len(ids) + 1
+        assert main(["events", "--db", url, "--since", "soon"], environ={}) == 2
+        assert "--since" in capsys.readouterr().err
 
     def test_filters_and_json(self, db: Seeded, capsys: Cap) -> None:
         """--status, --endpoint and --limit filter; --json prints one object per line."""

@@ -290,9 +290,11 @@ WHERE e.id = ANY ($1::bigint[])
 ORDER BY e.id;
 
 -- name: list_ids
-SELECT id FROM events
-WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR endpoint = $2)
-ORDER BY id DESC
+SELECT e.id FROM events AS e
+WHERE ($1::text IS NULL OR e.state = $1) AND ($2::text IS NULL OR e.endpoint = $2)
+  AND ($4::double precision IS NULL
+       OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = e.delivery) >= $4)
+ORDER BY e.id DESC
 LIMIT $3;
 
 -- name: counts

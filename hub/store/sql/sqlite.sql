@@ -292,6 +292,7 @@ SELECT * FROM event_rows WHERE id = :id;
 -- name: list
 SELECT * FROM event_rows
 WHERE (:state IS NULL OR state = :state) AND (:endpoint IS NULL OR endpoint = :endpoint)
+  AND (:since IS NULL OR received_at >= :since)
 ORDER BY id DESC
 LIMIT :limit;
 
