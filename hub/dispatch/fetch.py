@@ -121,26 +121,6 @@ class LeadReader:
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def _read(
-        self,
-        url: str,
-        *,
-        token: str,
-        classify: Callable[[int, bytes], FetchOutcome],
-        url_option: str,
-        timeout: float,
-        **request: Any,
-    ) -> FetchOutcome:
-        return await read_lead(
-            self._http,
-            url,
-            token=token,
-            classify=classify,
-            url_option=url_option,
-            timeout=timeout,
-            **request,
-        )
-
 
 def message_with(key: str, prefix: str = "") -> Callable[[dict[str, Any]], str | None]:
     """A ``describe`` for :func:`classify_rest`: an error body's ``message``, followed by

@@ -29,6 +29,7 @@ from hub.dispatch.fetch import (
     FetchOutcome,
     FetchRetry,
     LeadReader,
+    read_lead,
 )
 from hub.dispatch.leadsquared import parse_json
 
@@ -90,7 +91,8 @@ class GraphClient(LeadReader):
             return FetchDead(f"{leadgen_id!r} is not a Facebook lead id", "rejected")
         url = f"{options.graph_url.rstrip('/')}/{leadgen_id}"
         params = {"fields": ",".join(options.fields), "access_token": token}
-        return await self._read(
+        return await read_lead(
+            self._http,
             url,
             token=token,
             classify=classify_graph,

@@ -28,6 +28,7 @@ from hub.dispatch.fetch import (
     LeadReader,
     classify_rest,
     message_with,
+    read_lead,
 )
 
 #: CRM object path of each subscription type's prefix.
@@ -59,7 +60,8 @@ class HubSpotClient(LeadReader):
             return FetchDead(reason, "rejected")
         token = options.access_token.reveal()
         url = f"{options.api_url}/crm/v3/objects/{path}/{quote(object_id, safe='')}"
-        return await self._read(
+        return await read_lead(
+            self._http,
             url,
             token=token,
             classify=classify_hubspot,

@@ -29,6 +29,7 @@ from hub.dispatch.fetch import (
     LeadReader,
     classify_rest,
     message_with,
+    read_lead,
 )
 
 URN_PREFIX = "urn:li:leadGenFormResponse:"
@@ -73,7 +74,8 @@ class LinkedInClient(LeadReader):
             "LinkedIn-Version": options.api_version,
             "X-Restli-Protocol-Version": "2.0.0",
         }
-        return await self._read(
+        return await read_lead(
+            self._http,
             url,
             token=token,
             classify=classify_linkedin,
