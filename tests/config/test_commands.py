@@ -15,7 +15,7 @@ from hub.cli import main
 from hub.sources import bodies
 from hub.sources.base import BodyError
 from tests.mappings.cases import DEMO_ENV, ROOT, SHIPPED
-from tests.support.server import without_root_reading
+from tests.support.server import leadhub_run
 
 
 @pytest.fixture(name="demo_env")
@@ -261,19 +261,11 @@ def test_check_and_try_on_an_unreadable_directory(tmp_path: Path) -> None:
     payload.write_text('{"email": "a@example.com"}')
     config.chmod(0)
     try:
-        base = [sys.executable, "-m", "hub"]
         for argv in (
             ["check", str(config)],
             ["try", "forms", str(payload), "--config-dir", str(config)],
         ):
-            done = subprocess.run(
-                without_root_reading([*base, *argv]),
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            done = leadhub_run(argv, unprivileged=True)
             assert done.returncode == 1, done.stdout + done.stderr
             shown = done.stdout + done.stderr
             assert f"{config}: the directory cannot be read: permission denied" in shown

@@ -88,12 +88,18 @@ def wait_http(
 
 
 def leadhub_run(
-    args: Sequence[str], *, env: dict[str, str] | None = None, timeout: float = 60
+    args: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    unprivileged: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m hub ARGS`` to its end from the repository root (``env`` over this
-    process's environment); its output captured as text."""
+    process's environment; ``unprivileged``: where file permissions hold, see
+    :func:`without_root_reading`); its output captured as text."""
+    argv = [sys.executable, "-m", "hub", *args]
     return subprocess.run(
-        [sys.executable, "-m", "hub", *args],
+        without_root_reading(argv) if unprivileged else argv,
         cwd=str(REPO),
         env={**os.environ, **(env or {})},
         capture_output=True,
