@@ -330,4 +330,5 @@ def test_read_timeout_is_refused_where_no_lead_is_read(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError) as info:
         load(tmp_path, {})
-    assert any("read_timeout" in issue for issue in info.value.issues)
+    (issue,) = info.value.issues
+    assert issue.startswith(f"{tmp_path / 'e.yaml'}:5: unknown key 'read_timeout' in endpoint 'e'")
