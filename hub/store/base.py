@@ -14,11 +14,12 @@ seconds read from the injected :class:`hub.clock.Clock`.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hub import logs
 from hub.exceptions import HubError
@@ -243,6 +244,53 @@ class BatchedStore(ABC):
 
 class BodyNotSkimmed(Exception):
     """A ``skim`` delivery's body must go through the full parser; nothing was stored."""
+
+
+#: What an enqueue comes to: one result per event, or the exception that failed it.
+Outcome = builtins.list[EnqueueResult] | BaseException
+#: Told an :data:`Outcome`, once.
+Settle = Callable[[Outcome], None]
+
+
+def settle_future(future: asyncio.Future[builtins.list[EnqueueResult]], outcome: Outcome) -> None:
+    """Set ``future`` from ``outcome`` (nothing if it is done already: cancelled, say)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+#: Tasks of :func:`settle_later` (the loop keeps only weak references to tasks).
+_settling: set[asyncio.Task[builtins.list[EnqueueResult]]] = set()
+
+
+def settle_later(enqueue: Coroutine[Any, Any, builtins.list[EnqueueResult]], tell: Settle) -> None:
+    """Run ``enqueue`` in a task and ``tell`` its outcome: :meth:`Submits.submit` for a
+    store that has only ``enqueue``."""
+    task = asyncio.get_running_loop().create_task(enqueue)
+    _settling.add(task)
+
+    def done(task: asyncio.Task[builtins.list[EnqueueResult]]) -> None:
+        _settling.discard(task)
+        if task.cancelled():
+            tell(StoreUnavailable("The enqueue was cancelled (the hub is stopping)."))
+            return
+        error = task.exception()
+        tell(error if error is not None else task.result())
+
+    task.add_done_callback(done)
+
+
+@runtime_checkable
+class Submits(Protocol):
+    """A store that can take a delivery without a coroutine (SQLite's writer process)."""
+
+    def submit(self, delivery: IncomingDelivery, tell: Settle) -> None:
+        """:meth:`EventStore.enqueue`, answered by calling ``tell`` with its
+        :data:`Outcome` on the event loop's thread (perhaps before this returns)."""
+        ...
 
 
 class EventStore(Protocol):

@@ -26,6 +26,7 @@ from hub.store.base import (
     SLOT_HORIZON,
     BatchedStore,
     BodyNotSkimmed,
+    Settle,
     StoreError,
     StoreStats,
     lease_lost,
@@ -33,6 +34,7 @@ from hub.store.base import (
     no_event,
     ordering_checks,
     replayed_state,
+    settle_later,
     state_counts,
 )
 from hub.store.models import (
@@ -184,6 +186,16 @@ class SQLiteStore(BatchedStore):
             return bulk.insert_one(conn, pending)
 
         return await self._writer.submit(job, bulk=pending)
+
+    def submit(self, delivery: IncomingDelivery, tell: Settle) -> None:
+        """:meth:`enqueue` without a coroutine (``hub.store.base.Submits``): ``tell`` runs
+        as the writer process's answer is read. The thread writer, a child to (re)start and
+        a delivery with nothing to store take :meth:`enqueue` in a task."""
+        ingest = self._ingest
+        if ingest is None or not ingest.running or not (delivery.events or delivery.skim):
+            settle_later(self.enqueue(delivery), tell)
+            return
+        ingest.submit(row_of(delivery, self.clock.time()), tell)
 
     # -- dispatch -------------------------------------------------------------------------
 

@@ -46,7 +46,16 @@ from typing import Any
 import msgspec
 
 from hub.store import bulk
-from hub.store.base import BodyNotSkimmed, StoreError, StoreStats, StoreUnavailable, log
+from hub.store.base import (
+    BodyNotSkimmed,
+    Outcome,
+    Settle,
+    StoreError,
+    StoreStats,
+    StoreUnavailable,
+    log,
+    settle_future,
+)
 from hub.store.models import EnqueueResult
 from hub.store.rows import Row, to_pending
 from hub.store.sqlite_threads import MAX_BATCH, Reopening, bulk_or_each, unavailable
@@ -116,10 +125,32 @@ class _Frames:
 # -- the parent's side ----------------------------------------------------------------------
 
 
-def _fail(futures: Iterable[asyncio.Future[Any]], err: Exception) -> None:
-    for future in futures:
-        if not future.done():
-            future.set_exception(err)
+class _Waiter:
+    """A delivery handed to the child, and whom to tell what became of it (once)."""
+
+    __slots__ = ("done", "finished", "tell")
+
+    def __init__(self, tell: Settle) -> None:
+        self.tell = tell
+        self.done = False
+        #: For :meth:`IngestProcess.stop`: a future set once this one is told.
+        self.finished: asyncio.Future[None] | None = None
+
+    def settle(self, outcome: Outcome) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.tell(outcome)
+        except Exception:  # a caller's bug must not keep the deliveries after it untold
+            log().exception("store_answer_failed")
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_result(None)
+
+
+def _fail(waiters: Iterable[_Waiter], err: Exception) -> None:
+    for waiter in waiters:
+        waiter.settle(err)
 
 
 class _Protocol(asyncio.Protocol):
@@ -163,11 +194,11 @@ class IngestProcess:
         self._child: subprocess.Popen[bytes] | None = None
         self._transport: asyncio.Transport | None = None
         self._encoder = msgspec.msgpack.Encoder()
-        #: Futures of the deliveries sent and not yet answered, in order.
-        self._waiting: deque[asyncio.Future[list[EnqueueResult]]] = deque()
+        #: The deliveries sent and not yet answered, in order.
+        self._waiting: deque[_Waiter] = deque()
         #: Deliveries submitted in this loop iteration, sent together at its end.
         self._gathered: list[Row] = []
-        self._gathered_futures: list[asyncio.Future[list[EnqueueResult]]] = []
+        self._gathered_waiters: list[_Waiter] = []
         self._starting: asyncio.Future[None] | None = None
         self._commits_before = 0
         #: Between start() and stop(): a lost child is replaced on the next enqueue.
@@ -230,15 +261,22 @@ class IngestProcess:
             raise StoreError(msg)
         if not self.running:
             await self.start()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[EnqueueResult]] = loop.create_future()
+        future: asyncio.Future[list[EnqueueResult]] = asyncio.get_running_loop().create_future()
+        self.submit(row, lambda outcome: settle_future(future, outcome))
+        return await future
+
+    def submit(self, row: Row, tell: Settle) -> None:
+        """Hand ``row`` to the child and call ``tell`` with its results once committed, or
+        with the exception that failed it (:class:`BodyNotSkimmed` included), from the
+        event loop's thread: at the earliest when the child's answer is read, without a
+        task to wake or a loop iteration to wait. ``tell`` may also run before this
+        returns (the child is not running, the row cannot be encoded)."""
         if not self._gathered:
-            loop.call_soon(self._send)
+            asyncio.get_running_loop().call_soon(self._send)
         self._gathered.append(row)
-        self._gathered_futures.append(future)
+        self._gathered_waiters.append(_Waiter(tell))
         if len(self._gathered) >= HAND_OVER:
             self._send()  # the child starts on these while the loop reads the rest
-        return await future
 
     def _watch(self) -> None:
         """The watchdog (one timer, not one per delivery): what has waited for the child
@@ -251,7 +289,7 @@ class IngestProcess:
         if waited < self.stall_after:
             self._watch_in(self.stall_after - waited)
             return
-        failing = [future for future in self._waiting if not future.done()]
+        failing = [waiter for waiter in self._waiting if not waiter.done]
         if failing:
             log().error("store_writer_stalled", waited=round(waited, 1), failing=len(failing))
             msg = (
@@ -280,16 +318,16 @@ class IngestProcess:
 
     def _send(self) -> None:
         rows, self._gathered = self._gathered, []
-        futures, self._gathered_futures = self._gathered_futures, []
+        waiters, self._gathered_waiters = self._gathered_waiters, []
         if not rows:
             return
         if not self.running or self._transport is None:
-            _fail(futures, StoreUnavailable("The event store's writer process is not running."))
+            _fail(waiters, StoreUnavailable("The event store's writer process is not running."))
             return
         try:
             frame = _frame(self._encoder.encode(rows))
         except Exception:  # a row msgpack cannot carry: it alone fails, the rest goes
-            rows, futures = self._sendable(rows, futures)
+            rows, waiters = self._sendable(rows, waiters)
             if not rows:
                 return
             frame = _frame(self._encoder.encode(rows))
@@ -297,27 +335,25 @@ class IngestProcess:
         if not self._waiting:
             self._waiting_since = time.monotonic()
             self._watch_in(self.stall_after)
-        self._waiting.extend(futures)
+        self._waiting.extend(waiters)
         try:
             self._transport.write(frame)
         except Exception as exc:  # the socket is unusable: what waits fails, the next starts anew
             self._lost(f"writing to it failed ({exc})")
 
-    def _sendable(
-        self, rows: list[Row], futures: list[asyncio.Future[list[EnqueueResult]]]
-    ) -> tuple[list[Row], list[asyncio.Future[list[EnqueueResult]]]]:
-        """The rows that encode, and their futures; the others' futures fail (never sent)."""
+    def _sendable(self, rows: list[Row], waiters: list[_Waiter]) -> tuple[list[Row], list[_Waiter]]:
+        """The rows that encode, and their waiters; the others fail (never sent)."""
         kept: list[Row] = []
-        waiting: list[asyncio.Future[list[EnqueueResult]]] = []
-        for row, future in zip(rows, futures, strict=True):
+        waiting: list[_Waiter] = []
+        for row, waiter in zip(rows, waiters, strict=True):
             try:
                 self._encoder.encode(row)
             except Exception as exc:
                 msg = f"A delivery could not be handed to the store's writer ({exc})."
-                _fail([future], StoreError(msg))
+                waiter.settle(StoreError(msg))
                 continue
             kept.append(row)
-            waiting.append(future)
+            waiting.append(waiter)
         return kept, waiting
 
     def _answered(self, reply: Any) -> None:
@@ -328,21 +364,19 @@ class IngestProcess:
         for result in results:
             if not self._waiting:
                 break
-            future = self._waiting.popleft()
+            waiter = self._waiting.popleft()
             self.stats.jobs += 1
-            if future.done():
+            if waiter.done:
                 continue
             tag = result[0] if result else None
             if tag == "error":
-                future.set_exception(StoreError(str(result[1])))
+                waiter.settle(StoreError(str(result[1])))
             elif tag == "unavailable":
-                future.set_exception(StoreUnavailable(str(result[1])))
+                waiter.settle(StoreUnavailable(str(result[1])))
             elif tag == "parse":
-                future.set_exception(BodyNotSkimmed())
+                waiter.settle(BodyNotSkimmed())
             else:
-                future.set_result(
-                    [EnqueueResult(int(i), bool(d), str(did)) for i, d, did in result]
-                )
+                waiter.settle([EnqueueResult(int(i), bool(d), str(did)) for i, d, did in result])
 
     def _lost(self, why: str) -> None:
         transport, self._transport = self._transport, None
@@ -375,9 +409,13 @@ class IngestProcess:
             self._watchdog.cancel()
             self._watchdog = None
         self._send()
-        if self._waiting:
+        untold = [waiter for waiter in self._waiting if not waiter.done]
+        if untold:
+            loop = asyncio.get_running_loop()
+            for waiter in untold:
+                waiter.finished = loop.create_future()
             with contextlib.suppress(Exception):
-                await asyncio.gather(*self._waiting, return_exceptions=True)
+                await asyncio.gather(*(w.finished for w in untold if w.finished is not None))
         if self._transport is not None:
             self._transport.close()
             self._transport = None

@@ -330,3 +330,80 @@ def test_frames_split_a_stream_at_any_boundary() -> None:
     assert out == payloads
     with pytest.raises(ValueError, match="frame"):
         _Frames().feed((MAX_FRAME + 1).to_bytes(4, "big"))
+
+
+async def test_submit_tells_each_outcome_as_the_answer_is_read(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """``submit`` (no coroutine): every tell gets its delivery's results (a duplicate known
+    as one), each once, in one loop iteration with the child's answer; a tell that raises is
+    logged and keeps none of the others from being told; close() waits for what is untold."""
+    store = await opened(tmp_path, clock)
+    told: list[tuple[str, Any]] = []
+
+    def tell(name: str) -> Callable[[Any], None]:
+        def record(outcome: Any) -> None:
+            told.append((name, outcome))
+            if name == "raises":
+                raise RuntimeError("a caller's bug")
+
+        return record
+
+    try:
+        (known,) = await store.enqueue(delivery("known"))
+        with capture_logs() as logs:
+            for name in ("a", "raises", "known", "b"):
+                store.submit(delivery(name), tell(name))
+            assert told == []  # handed over at the iteration's end, answered after the commit
+            for _ in range(500):
+                if len(told) == 4:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        await store.close()
+    assert [name for name, _ in told] == ["a", "raises", "known", "b"]
+    results = {name: outcome for name, outcome in told}
+    assert [r.delivery_id for r in results["a"]] == ["a"]
+    assert [(r.id, r.duplicate) for r in results["known"]] == [(known.id, True)]
+    assert [r.delivery_id for r in results["b"]] == ["b"]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["store_answer_failed"]
+
+
+async def test_close_waits_for_what_was_submitted(tmp_path: Path, clock: ManualClock) -> None:
+    """Deliveries submitted when close() starts are committed and told before it returns."""
+    store = await opened(tmp_path, clock)
+    told: list[Any] = []
+    for i in range(30):
+        store.submit(delivery(f"s{i}"), told.append)
+    await store.close()
+    assert sorted(r.delivery_id for (r,) in told) == sorted(f"s{i}" for i in range(30))
+    assert raw(tmp_path / "events.db", "SELECT count(*) FROM events") == [(30,)]
+
+
+async def test_submit_with_the_child_gone_starts_another(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A submit after the child died: enqueue's path starts a new child, and the delivery is
+    stored and told."""
+    store = await opened(tmp_path, clock)
+    first = child_pid(store)
+    told: list[Any] = []
+    try:
+        os.kill(first, signal.SIGKILL)
+        assert gone(first)
+        process = store._ingest
+        assert process is not None
+        for _ in range(500):
+            if not process.running:
+                break
+            await asyncio.sleep(0.01)
+        store.submit(delivery("after"), told.append)
+        for _ in range(500):
+            if told:
+                break
+            await asyncio.sleep(0.01)
+        assert child_pid(store) != first
+    finally:
+        await store.close()
+    [[result]] = told
+    assert result.delivery_id == "after" and not result.duplicate
