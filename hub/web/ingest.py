@@ -26,9 +26,10 @@ are never logged; headers that carry credentials are never stored.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
@@ -46,7 +47,14 @@ from hub.sources import (
 )
 from hub.sources.base import NoHandshake, WholeBody
 from hub.sources.bodies import parse
-from hub.store.base import BodyNotSkimmed, EventStore
+from hub.store.base import (
+    BodyNotSkimmed,
+    EventStore,
+    Outcome,
+    Settle,
+    Submits,
+    settle_later,
+)
 from hub.store.models import EnqueueResult, EventIn, IncomingDelivery, SkimId
 from hub.web.metrics import WebMetrics
 
@@ -90,6 +98,23 @@ DENIED_HEADERS = frozenset(
 )
 
 
+class Answer(NamedTuple):
+    """What a request comes to: the response, and what its log line says."""
+
+    status: int
+    body: bytes
+    outcome: str
+    reason: str
+    delivery_id: str | None
+    #: Fields for the ``delivery_received`` line beyond the usual ones.
+    extra: dict[str, Any]
+    headers: list[tuple[bytes, bytes]]
+
+
+#: Called with a POST's answer, once, on the event loop's thread.
+Reply = Callable[[Answer], None]
+
+
 class _Reject(Exception):
     """An answer other than 200, raised inside this module (control flow, not an error)."""
 
@@ -101,8 +126,24 @@ class _Reject(Exception):
         self.reason = reason
         self.log = log
 
+    def answer(self, route: HookRoute | None) -> Answer:
+        headers = _JSON_HEADERS
+        if self.status == 405 and route is not None:
+            headers = [*_JSON_HEADERS, (b"allow", route.allow)]
+        elif self.status == 413:
+            headers = [*_JSON_HEADERS, (b"connection", b"close")]
+        return Answer(
+            self.status,
+            orjson.dumps(self.body),
+            self.outcome,
+            self.reason,
+            None,
+            {"detail": self.log},
+            headers,
+        )
 
-class _Route:
+
+class HookRoute:
     """One endpoint, prepared: its source and which headers it may keep."""
 
     __slots__ = ("_keep", "allow", "credentials", "endpoint", "name", "skim", "source")
@@ -147,11 +188,28 @@ async def _answer(
     await send({"type": "http.response.body", "body": payload})
 
 
+def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers as text, names in lower case; a repeated header's values joined."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        key = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return headers
+
+
 _UNAUTHORIZED = {"error": "unauthorized"}
 
 
 class Ingest:
-    """The ASGI app behind ``/hooks/{endpoint}``."""
+    """The ASGI app behind ``/hooks/{endpoint}``.
+
+    A POST's work after its body is read runs without a coroutine (:meth:`post`): verify,
+    hand the delivery to the store, and answer from the store's callback
+    (``hub.store.base.Submits``) or from a task's when the store has only ``enqueue``.
+    The server's protocol (``hub.commands.protocol``) calls :meth:`post` itself for a
+    plain POST, skipping the ASGI cycle; everything else comes through ``__call__``.
+    """
 
     def __init__(
         self,
@@ -161,24 +219,28 @@ class Ingest:
         clock: Clock,
         metrics: WebMetrics,
     ) -> None:
-        self.routes = {name: _Route(endpoint) for name, endpoint in endpoints.items()}
+        self.routes = {name: HookRoute(endpoint) for name, endpoint in endpoints.items()}
         self.store = store
         self.clock = clock
         self.metrics = metrics
         # resolved once: a per-call lazy proxy would rebuild a bound logger on every request
         self._log = structlog.get_logger().bind()
+        self._submit: Callable[[IncomingDelivery, Settle], None]
+        if isinstance(store, Submits):
+            self._submit = store.submit
+        else:
+            self._submit = lambda delivery, tell: settle_later(store.enqueue(delivery), tell)
 
     def reload(self, endpoints: Mapping[str, Endpoint]) -> None:
         """Serve ``endpoints`` from the next request on; a request under way finishes with
         the endpoint it started with."""
-        self.routes = {name: _Route(endpoint) for name, endpoint in endpoints.items()}
+        self.routes = {name: HookRoute(endpoint) for name, endpoint in endpoints.items()}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
         name = scope["path"][len(PREFIX) :]
         route = self.routes.get(name)
         label = route.name if route else ""
-        delivery_id: str | None = None
         try:
             if route is None:
                 shown = name[:100]
@@ -191,11 +253,18 @@ class Ingest:
                 )
             method = scope["method"]
             if method == "POST":
-                status, body, outcome, delivery_id, extra = await self._post(route, scope, receive)
-                await _answer(send, status, body)
-                self._done(label, start, outcome, "", delivery_id, status, extra)
+                body, headers = await self._read(route, scope, receive)
+                answered: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+
+                def reply(answer: Answer) -> None:
+                    if not answered.done():
+                        answered.set_result(answer)
+
+                self.post(route, headers, body, scope.get("query_string", b""), reply)
+                answer = await answered
             elif method in ("GET", "HEAD"):
                 await self._handshake(route, scope, send, start)
+                return
             else:
                 raise _Reject(
                     405,
@@ -205,52 +274,33 @@ class Ingest:
                     f"method {method[:10]!r}",
                 )
         except _Reject as rej:
-            headers = _JSON_HEADERS
-            if rej.status == 405 and route is not None:
-                headers = [*_JSON_HEADERS, (b"allow", route.allow)]
-            elif rej.status == 413:
-                headers = [*_JSON_HEADERS, (b"connection", b"close")]
-            await _answer(send, rej.status, orjson.dumps(rej.body), headers)
-            self._done(
-                label, start, rej.outcome, rej.reason, delivery_id, rej.status, {"detail": rej.log}
-            )
+            answer = rej.answer(route)
         except _Disconnected:
-            self._done(label, start, "rejected", "disconnected", None, 0, {})
+            self.done(label, start, Answer(0, b"", "rejected", "disconnected", None, {}, []))
+            return
         except Exception as exc:  # a bug: answer 500 and say so, never crash the server
-            _log.exception("ingest_failed", endpoint=label, error=type(exc).__name__)
-            await _answer(send, 500, b'{"error":"internal error"}')
-            self._done(label, start, "failed", "internal_error", delivery_id, 500, {})
+            answer = _failed(label, exc)
+        await _answer(send, answer.status, answer.body, answer.headers)
+        self.done(label, start, answer)
 
-    def _done(
-        self,
-        endpoint: str,
-        start: float,
-        outcome: str,
-        reason: str,
-        delivery_id: str | None,
-        status: int,
-        extra: dict[str, Any],
-    ) -> None:
-        self.metrics.delivery(endpoint, outcome, reason, perf_counter() - start)
+    def done(self, endpoint: str, start: float, answer: Answer) -> None:
+        """Count the request and write its ``delivery_received`` line."""
+        self.metrics.delivery(endpoint, answer.outcome, answer.reason, perf_counter() - start)
         self._log.info(
             "delivery_received",
             endpoint=endpoint,
-            delivery_id=delivery_id,
-            outcome=outcome,
-            reason=reason or None,
-            status=status,
-            **extra,
+            delivery_id=answer.delivery_id,
+            outcome=answer.outcome,
+            reason=answer.reason or None,
+            status=answer.status,
+            **answer.extra,
         )
 
     async def _read(
-        self, route: _Route, scope: Scope, receive: Receive
+        self, route: HookRoute, scope: Scope, receive: Receive
     ) -> tuple[bytes, dict[str, str]]:
         limit = route.endpoint.max_body
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope["headers"]:
-            key = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        headers = header_dict(scope["headers"])
         declared = headers.get("content-length")
         if declared is not None:
             try:
@@ -287,104 +337,126 @@ class Ingest:
             raise _too_large(limit, f"{len(buffer)} bytes")
         return bytes(buffer), headers
 
-    async def _post(
-        self, route: _Route, scope: Scope, receive: Receive
-    ) -> tuple[int, bytes, str, str | None, dict[str, Any]]:
-        body, headers = await self._read(route, scope, receive)
-        now = self.clock.time()
-        request = Incoming("POST", headers, body, scope.get("query_string", b""))
-        content_type = headers.get("content-type")
+    def post(
+        self, route: HookRoute, headers: dict[str, str], body: bytes, query: bytes, reply: Reply
+    ) -> None:
+        """Answer a POST to ``route`` whose whole body is read: the sender's check on the raw
+        bytes, then (skim) the store reads the id, or parse → split → delivery ids, then
+        one atomic enqueue. ``reply`` gets the answer once, perhaps before this returns."""
         try:
-            route.source.verify(request, now)
-        except VerificationError as exc:
-            raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
-        kept = {k: v for k, v in headers.items() if route.keeps(k)}
-        results: list[EnqueueResult] | None = None
-        if route.skim is not None:
-            # The store checks the body and reads its id, where it writes (off this loop).
+            now = self.clock.time()
+            request = Incoming("POST", headers, body, query)
             try:
-                results = await self._enqueue(
-                    route,
-                    IncomingDelivery(
-                        route.name, now, body, content_type or "", kept, (), route.skim
-                    ),
-                    None,
-                )
-            except BodyNotSkimmed:
-                pass  # the full parser decides, below
-        if results is not None:
-            ids = [r.delivery_id or "" for r in results]
-        else:
-            try:
-                parsed = parse(content_type, body)
-                splits = route.source.split(request, parsed.document)
-            except VerificationError as exc:  # a key inside the body (Google's google_key)
+                route.source.verify(request, now)
+            except VerificationError as exc:
                 raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
-            except BodyError as exc:
-                reason = "unsupported_media_type" if exc.status == 415 else "bad_body"
-                raise _Reject(
-                    exc.status, {"error": exc.reason}, "rejected", reason, exc.reason
-                ) from None
-            if not splits:
-                return 200, b'{"status":"accepted","ids":[]}', "accepted", None, {"events": 0}
-            ids = delivery_ids(route.endpoint, splits, body)
-            delivery = IncomingDelivery(
-                endpoint=route.name,
-                received_at=now,
-                body=body,
-                content_type=content_type or "",
-                headers=kept,
-                events=tuple(
-                    EventIn(i, s.document, parsed.is_body and s.document is parsed.document)
-                    for i, s in zip(ids, splits, strict=True)
-                ),
-            )
-            results = await self._enqueue(route, delivery, ids[0])
-        first = ids[0]
-        new = [r.id for r in results if not r.duplicate]
-        extra: dict[str, Any] = {"event_ids": [r.id for r in results]}
-        if len(ids) > 1:
-            extra["delivery_ids"] = ids
-        if not new:
-            return (
-                200,
-                orjson.dumps({"status": "duplicate", "id": results[0].id}),
-                "duplicate",
-                first,
-                extra,
-            )
-        answer: dict[str, Any] = {"status": "accepted", "id": new[0]}
-        if route.source.batches:
-            answer["ids"] = new
-            if len(new) < len(results):
-                answer["duplicates"] = len(results) - len(new)
-        return 200, orjson.dumps(answer), "accepted", first, extra
+            kept = {k: v for k, v in headers.items() if route.keeps(k)}
+            content_type = headers.get("content-type") or ""
+            if route.skim is None:
+                self._parsed(route, request, now, kept, reply)
+                return
+            # The store checks the body and reads its id, where it writes (off this loop).
+            delivery = IncomingDelivery(route.name, now, body, content_type, kept, (), route.skim)
 
-    async def _enqueue(
-        self, route: _Route, delivery: IncomingDelivery, first: str | None
-    ) -> list[EnqueueResult]:
-        """``store.enqueue``; a failing store is a 503 (BodyNotSkimmed passes through)."""
-        try:
-            return await self.store.enqueue(delivery)
-        except BodyNotSkimmed:
-            raise
+            def skimmed(outcome: Outcome) -> None:
+                if isinstance(outcome, BodyNotSkimmed):
+                    self._parsed(route, request, now, kept, reply)  # the full parser decides
+                    return
+                results = self._stored(route, None, outcome)
+                reply(_accepted(route, [r.delivery_id or "" for r in results], results))
+
+            self._submit(delivery, self._then(route, reply, skimmed))
+        except _Reject as rej:
+            reply(rej.answer(route))
         except Exception as exc:
-            _log.error(
-                "store_enqueue_failed",
-                endpoint=route.name,
-                delivery_id=first,
-                error=type(exc).__name__,
-                detail=str(exc)[:300],
-            )
-            raise _Reject(
-                503,
-                {"error": "store unavailable"},
-                "failed",
-                "store_unavailable",
-                type(exc).__name__,
-            ) from None
+            reply(_failed(route.name, exc))
 
-    async def _handshake(self, route: _Route, scope: Scope, send: Send, start: float) -> None:
+    def _parsed(
+        self,
+        route: HookRoute,
+        request: Incoming,
+        now: float,
+        kept: dict[str, str],
+        reply: Reply,
+    ) -> None:
+        body = request.body
+        content_type = request.headers.get("content-type")
+        try:
+            parsed = parse(content_type, body)
+            splits = route.source.split(request, parsed.document)
+        except VerificationError as exc:  # a key inside the body (Google's google_key)
+            raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
+        except BodyError as exc:
+            reason = "unsupported_media_type" if exc.status == 415 else "bad_body"
+            raise _Reject(
+                exc.status, {"error": exc.reason}, "rejected", reason, exc.reason
+            ) from None
+        if not splits:
+            reply(
+                Answer(
+                    200,
+                    b'{"status":"accepted","ids":[]}',
+                    "accepted",
+                    "",
+                    None,
+                    {"events": 0},
+                    _JSON_HEADERS,
+                )
+            )
+            return
+        ids = delivery_ids(route.endpoint, splits, body)
+        delivery = IncomingDelivery(
+            endpoint=route.name,
+            received_at=now,
+            body=body,
+            content_type=content_type or "",
+            headers=kept,
+            events=tuple(
+                EventIn(i, s.document, parsed.is_body and s.document is parsed.document)
+                for i, s in zip(ids, splits, strict=True)
+            ),
+        )
+
+        def stored(outcome: Outcome) -> None:
+            reply(_accepted(route, ids, self._stored(route, ids[0], outcome)))
+
+        self._submit(delivery, self._then(route, reply, stored))
+
+    def _then(self, route: HookRoute, reply: Reply, step: Callable[[Outcome], None]) -> Settle:
+        """``step``, told the store's outcome, with its rejections and bugs answered."""
+
+        def settled(outcome: Outcome) -> None:
+            try:
+                step(outcome)
+            except _Reject as rej:
+                reply(rej.answer(route))
+            except Exception as exc:
+                reply(_failed(route.name, exc))
+
+        return settled
+
+    def _stored(self, route: HookRoute, first: str | None, outcome: Outcome) -> list[EnqueueResult]:
+        """The results of an enqueue; a failing store is a 503 (BodyNotSkimmed passes)."""
+        if not isinstance(outcome, BaseException):
+            return outcome
+        if isinstance(outcome, BodyNotSkimmed):
+            raise outcome
+        _log.error(
+            "store_enqueue_failed",
+            endpoint=route.name,
+            delivery_id=first,
+            error=type(outcome).__name__,
+            detail=str(outcome)[:300],
+        )
+        raise _Reject(
+            503,
+            {"error": "store unavailable"},
+            "failed",
+            "store_unavailable",
+            type(outcome).__name__,
+        )
+
+    async def _handshake(self, route: HookRoute, scope: Scope, send: Send, start: float) -> None:
         request = Incoming(scope["method"], {}, b"", scope.get("query_string", b""))
         answer = route.source.handshake(request)
         if answer is None:
@@ -409,6 +481,33 @@ class Ingest:
 
 class _Disconnected(Exception):
     """The client went away before its body was read."""
+
+
+def _accepted(route: HookRoute, ids: list[str], results: list[EnqueueResult]) -> Answer:
+    """The 200 for stored ``results`` (delivery ``ids``): accepted, or duplicate when
+    every event was known."""
+    first = ids[0]
+    new = [r.id for r in results if not r.duplicate]
+    extra: dict[str, Any] = {"event_ids": [r.id for r in results]}
+    if len(ids) > 1:
+        extra["delivery_ids"] = ids
+    if not new:
+        payload = orjson.dumps({"status": "duplicate", "id": results[0].id})
+        return Answer(200, payload, "duplicate", "", first, extra, _JSON_HEADERS)
+    answer: dict[str, Any] = {"status": "accepted", "id": new[0]}
+    if route.source.batches:
+        answer["ids"] = new
+        if len(new) < len(results):
+            answer["duplicates"] = len(results) - len(new)
+    return Answer(200, orjson.dumps(answer), "accepted", "", first, extra, _JSON_HEADERS)
+
+
+def _failed(endpoint: str, exc: Exception) -> Answer:
+    """A bug: a 500 that says so (and a log line with its traceback), never a crash."""
+    _log.error("ingest_failed", endpoint=endpoint, error=type(exc).__name__, exc_info=exc)
+    return Answer(
+        500, b'{"error":"internal error"}', "failed", "internal_error", None, {}, _JSON_HEADERS
+    )
 
 
 def _too_large(limit: int, seen: str) -> _Reject:
