@@ -1,20 +1,37 @@
-"""uvicorn's httptools protocol, sending each response in one write.
+"""uvicorn's httptools protocol, with webhook POSTs taken without the ASGI cycle.
 
-uvicorn writes a response's status line and headers as soon as the app sends
-``http.response.start``, then the body in a second write: two ``send`` calls and two TCP
-segments per webhook answer, on the event loop's thread. :class:`HubHttpProtocol` gives
-the protocol a transport that gathers what is written during one event loop iteration and
-writes it at the end of that iteration, in one call (about 4 µs of the loop's ~55 per
-ingest request, measured in BENCHMARKS.md). Closing writes what is gathered first;
-``abort`` drops it, as it drops the transport's own buffer.
+:class:`HubHttpProtocol` does two things on top of uvicorn's ``HttpToolsProtocol``:
+
+* **A webhook POST skips ASGI.** For a plain ``POST /hooks/{endpoint}`` (a known endpoint,
+  a ``Content-Length`` within its limit, no ``Expect``, nothing else under way on the
+  connection) the protocol gathers the body itself and hands it to
+  :meth:`hub.web.ingest.Ingest.post`, which answers from the store's callback; the answer
+  is written in one call right there. No scope, no request/response cycle, no task, no
+  ``receive``/``send`` coroutines, and no loop iteration between the commit and the write:
+  about a fifth of the event loop's time per webhook (BENCHMARKS.md §1). Every other
+  request (a chunked or oversized body, a handshake, a health check, a pipelined request
+  behind one under way) takes uvicorn's own path to the same app, so the answers are the
+  same either way; ``tests/web/test_protocol.py`` checks both paths.
+* **One write per response** on the ASGI path: uvicorn writes a response's status line and
+  headers as soon as the app sends ``http.response.start``, then the body in a second
+  write. The protocol's transport gathers what is written during one event loop iteration
+  and writes it at the end of that iteration, in one call. Closing writes what is gathered
+  first; ``abort`` drops it, as it drops the transport's own buffer.
+
+This leans on uvicorn's protocol internals (``cycle``, ``headers``, ``url``, the parser
+callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
 """
 
 from __future__ import annotations
 
 import asyncio
+from time import perf_counter
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+import httptools
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from hub.web.ingest import PREFIX, Answer, HookRoute, Ingest, header_dict
 
 
 class GatheringTransport:
@@ -67,9 +84,156 @@ class GatheringTransport:
         return getattr(self._inner, name)
 
 
+class _Noop:
+    """uvicorn sets its cycle's ``message_event`` on a disconnect; ours needs no waking."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NOOP = _Noop()
+_PREFIX = PREFIX.encode()
+
+
+class _Webhook:
+    """A webhook POST taken without ASGI: uvicorn's protocol code treats it as its
+    ``cycle`` (``response_complete``, ``keep_alive``, ``disconnected``, ``message_event``)."""
+
+    __slots__ = (
+        "body",
+        "disconnected",
+        "headers",
+        "keep_alive",
+        "message_event",
+        "query",
+        "response_complete",
+        "route",
+        "start",
+    )
+
+    def __init__(
+        self,
+        route: HookRoute,
+        headers: list[tuple[bytes, bytes]],
+        query: bytes,
+        keep_alive: bool,
+    ) -> None:
+        self.route = route
+        self.headers = headers
+        self.query = query
+        self.keep_alive = keep_alive
+        self.body = bytearray()
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = _NOOP
+        self.start = perf_counter()
+
+
 class HubHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a :class:`GatheringTransport`."""
+    """uvicorn's httptools protocol on a :class:`GatheringTransport`, taking webhook POSTs
+    without the ASGI cycle (see the module docstring)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         gathering = GatheringTransport(transport, self.loop)
         super().connection_made(gathering)  # type: ignore[arg-type]
+        ingest = getattr(self.app, "ingest", None)
+        #: The hub's ingest when the app is the hub's, unwrapped, and serves webhooks.
+        self.ingest: Ingest | None = ingest if isinstance(ingest, Ingest) else None
+
+    def on_headers_complete(self) -> None:
+        webhook = self._webhook()
+        if webhook is None:
+            super().on_headers_complete()
+        else:
+            self.cycle = webhook  # type: ignore[assignment]
+
+    def _webhook(self) -> _Webhook | None:
+        """The request as a :class:`_Webhook` when it may skip ASGI, else None."""
+        ingest = self.ingest
+        if (
+            ingest is None
+            or not self.url.startswith(_PREFIX)
+            or self.parser.get_method() != b"POST"
+            or self.expect_100_continue
+            or self.root_path
+            or self.limit_concurrency is not None
+            or not (self.cycle is None or self.cycle.response_complete)
+            or self.parser.should_upgrade()
+        ):
+            return None
+        parsed = httptools.parse_url(self.url)
+        path: bytes = parsed.path
+        if b"%" in path:
+            return None
+        try:
+            name = path[len(_PREFIX) :].decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        route = ingest.routes.get(name)
+        if route is None:
+            return None
+        length = None
+        for key, value in self.headers:
+            if key == b"content-length":
+                if length is not None:
+                    return None
+                length = value
+            elif key == b"transfer-encoding":
+                return None
+        if length is None or not length.isdigit() or int(length) > route.endpoint.max_body:
+            return None  # uvicorn's path answers 411-less bodies, 413s and bad lengths
+        http_1_0 = self.parser.get_http_version() == "1.0"
+        keep_alive = not http_1_0 and self.parser.should_keep_alive()
+        return _Webhook(route, self.headers, parsed.query or b"", keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        cycle: Any = self.cycle
+        if type(cycle) is _Webhook:
+            cycle.body += body  # at most its Content-Length, checked against the limit
+            return
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle: Any = self.cycle
+        if type(cycle) is not _Webhook:
+            super().on_message_complete()
+            return
+        ingest = self.ingest
+        assert ingest is not None  # a _Webhook is only made with one
+        route = cycle.route
+
+        def reply(answer: Answer) -> None:
+            if cycle.response_complete:
+                return
+            self._respond(cycle, answer.status, answer.headers, answer.body)
+            ingest.done(route.name, cycle.start, answer)
+
+        ingest.post(route, header_dict(cycle.headers), bytes(cycle.body), cycle.query, reply)
+
+    def _respond(
+        self, cycle: _Webhook, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Write the whole response in one call, then let uvicorn start what waits."""
+        cycle.response_complete = True
+        if cycle.disconnected or self.transport.is_closing():
+            return
+        out = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            out += [name, b": ", value, b"\r\n"]
+        for name, value in headers:
+            if name == b"connection" and value == b"close":
+                cycle.keep_alive = False
+                continue
+            out += [name, b": ", value, b"\r\n"]
+        out += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
+        if not cycle.keep_alive:
+            out.append(b"connection: close\r\n")
+        out += [b"\r\n", body]
+        transport: Any = self.transport
+        transport.write(b"".join(out))
+        transport.flush()  # now, not at the end of the loop iteration
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -60,3 +63,55 @@ def test_a_stalled_writer_is_a_503_and_readiness_says_so(tmp_path: Path) -> None
     with sqlite3.connect(db) as conn:
         delivery_ids = [row[0] for row in conn.execute("SELECT delivery_id FROM events")]
     assert len(delivery_ids) == len(set(delivery_ids)) == 2  # the first lead, the stalled once
+
+
+def test_sigterm_while_a_delivery_waits_for_the_writer_answers_it_first(tmp_path: Path) -> None:
+    """SIGTERM while a delivery waits for its commit (the writer process stopped): the hub
+    answers it 200 once the writer goes on, with ``connection: close``, and only then exits 0;
+    the lead is stored. Nothing answered 200 is lost, and nothing in flight is dropped."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db = tmp_path / "hub.db"
+    args = ["serve", "--config-dir", str(config), "--port", str(port), "--role", "web"]
+    args += ["--db", f"sqlite:///{db}"]
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    answers: list[httpx.Response] = []
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        writer = _writer_child(proc.pid)
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            post = threading.Thread(
+                target=lambda: answers.append(
+                    httpx.post(
+                        f"{base}/hooks/forms",
+                        json={"email": "inflight@example.com"},
+                        headers=headers,
+                        timeout=30,
+                    )
+                )
+            )
+            post.start()
+            time.sleep(0.5)  # the request is read and waits for the writer
+            proc.send_signal(signal.SIGTERM)  # (a request after it would find no listener)
+            time.sleep(0.3)
+            assert proc.poll() is None
+            assert "delivery_received" not in _log(proc)  # nothing answered yet
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        post.join(timeout=30)
+        assert proc.wait(timeout=30) == 0
+    [answer] = answers
+    assert (answer.status_code, answer.json()) == (200, {"status": "accepted", "id": 1})
+    assert answer.headers["connection"] == "close"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+
+def _log(proc: subprocess.Popen[str]) -> str:
+    """What ``proc`` has written so far (its output file, read anew)."""
+    assert proc.stdout is not None
+    proc.stdout.seek(0)
+    return proc.stdout.read()

@@ -7,11 +7,13 @@ import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from hub.clock import ManualClock
+from hub.commands.protocol import HubHttpProtocol
 from hub.config.models import Config, Endpoint
 from hub.store import open_store
 from hub.store.models import Event
@@ -61,7 +63,9 @@ def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
     """A running hub with every fixture endpoint; its clock is frozen at the Standard fixture.
 
     Once with each store writer: ``process`` is what ``leadhub serve`` runs (the store's
-    child process checks skimmed bodies and writes), ``thread`` the in-process writer.
+    child process checks skimmed bodies and writes) and goes with serve's HTTP protocol
+    (``HubHttpProtocol``: a plain webhook POST skips the ASGI cycle); ``thread`` is the
+    in-process writer, behind uvicorn's own protocol (every request through ASGI).
     """
     with running_hub(tmp_path, writer=request.param) as running:
         yield running
@@ -78,10 +82,17 @@ def running_hub(
     db_url = f"sqlite:///{db_dir / 'hub.db'}"
     store = open_store(db_url, clock=clock, writer=writer)
     app = create_app(
-        config=make_config(tmp_path),
+        config=make_config(tmp_path, endpoints),
         store=store,
         clock=clock,
         lifespan_hooks=[store_lifespan(store)],
     )
-    with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+    # as serve runs it (its protocol finds the hub's app only unwrapped: no proxy headers)
+    serving: dict[str, Any] = {}
+    if writer == "process":
+        serving = {"http": HubHttpProtocol, "proxy_headers": False}
+    with (
+        serve_in_thread(app, **serving) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         yield Hub(url, client, db_url, db_dir, clock, app)

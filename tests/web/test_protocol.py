@@ -1,16 +1,28 @@
-"""The transport under ``leadhub serve``'s HTTP protocol: one write per loop iteration."""
+"""``leadhub serve``'s HTTP protocol: one write per loop iteration, and webhook POSTs taken
+without the ASGI cycle (answered the same as through it)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
+import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from hub.commands.protocol import GatheringTransport, HubHttpProtocol
+from tests.sources import fixtures as fx
 from tests.support.server import free_port
+from tests.web.conftest import Hub, running_hub
 
 
 async def _pair() -> tuple[GatheringTransport, socket.socket, list[bytes]]:
@@ -112,3 +124,207 @@ async def test_uvicorn_serves_through_it() -> None:
     finally:
         server.should_exit = True
         await task
+
+
+# -- a webhook POST without the ASGI cycle ----------------------------------------------------
+
+
+def _signed(event_id: str, extra: str = "") -> tuple[bytes, dict[str, str]]:
+    """A Typeform delivery with ``event_id``, signed as the fixture endpoint checks it."""
+    body = orjson.dumps({"event_id": event_id, "event_type": "form_response"})
+    if extra:
+        body = body[:-1] + b"," + extra.encode() + b"}"
+    mac = hmac.new(fx.TYPEFORM_SECRET.encode(), body, hashlib.sha256).digest()
+    headers = {
+        "content-type": "application/json",
+        "typeform-signature": "sha256=" + base64.b64encode(mac).decode(),
+    }
+    return body, headers
+
+
+def _request(body: bytes, headers: dict[str, str], *, path: str = "/hooks/typeform") -> bytes:
+    head = [f"POST {path} HTTP/1.1", "host: hub"]
+    head += [f"{name}: {value}" for name, value in headers.items()]
+    if not any(name.lower() == "transfer-encoding" for name in headers):
+        head.append(f"content-length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class _Wire:
+    """A raw connection to the hub: what goes out is exactly what the test wrote."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=15)
+        self.buffer = b""
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        """The next response: its status, headers (lower case) and body."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._more()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        if lines[0].split()[1] == "100":
+            return self.response()  # an interim answer to Expect: 100-continue
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        size = int(headers["content-length"])
+        while len(self.buffer) < size:
+            self._more()
+        body, self.buffer = self.buffer[:size], self.buffer[size:]
+        return int(lines[0].split()[1]), headers, body
+
+    def closed(self) -> bool:
+        """Whether the hub closed the connection (end of file, nothing more to read)."""
+        return not self.buffer and self.sock.recv(1) == b""
+
+    def _more(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the hub closed the connection mid-response")
+        self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def fast_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Hub, list[int]]]:
+    """A hub on serve's protocol and store writer; and the statuses the protocol answered
+    itself (without ASGI), in order."""
+    answered: list[int] = []
+    respond = HubHttpProtocol._respond
+
+    def counting(self: HubHttpProtocol, cycle: Any, status: int, *rest: Any) -> None:
+        answered.append(status)
+        respond(self, cycle, status, *rest)
+
+    monkeypatch.setattr(HubHttpProtocol, "_respond", counting)
+    with running_hub(tmp_path, writer="process") as hub:
+        yield hub, answered
+
+
+def test_a_webhook_post_is_answered_without_asgi_once_stored(
+    fast_hub: tuple[Hub, list[int]],
+) -> None:
+    """The Typeform fixture is stored and answered by the protocol itself; its redelivery is
+    the duplicate of it; a bad signature is a 401 the same way, storing nothing."""
+    hub, answered = fast_hub
+    d = fx.load("typeform", "form_response_full", "typeform")
+    first = hub.send(d)
+    assert (first.status_code, first.json()) == (200, {"status": "accepted", "id": 1})
+    again = hub.send(d)
+    assert (again.status_code, again.json()) == (200, {"status": "duplicate", "id": 1})
+    forged = hub.client.post(d.path, content=d.body + b" ", headers=d.headers)
+    assert (forged.status_code, forged.json()) == (401, {"error": "unauthorized"})
+    assert answered == [200, 200, 401]
+    [event] = hub.events()
+    assert event.body == d.body and event.endpoint == "typeform"
+
+
+def test_keep_alive_and_pipelined_requests_are_answered_in_order(
+    fast_hub: tuple[Hub, list[int]],
+) -> None:
+    """Three requests in one write (a webhook, a health check, a webhook): three answers in
+    that order on the same connection, the second and third behind the first (uvicorn's
+    queue), both leads stored; then a fourth on the kept connection."""
+    hub, answered = fast_hub
+    wire = _Wire(hub.url)
+    one, two, three = _signed("e-1"), _signed("e-2"), _signed("e-3")
+    health = b"GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n"
+    wire.send(_request(*one) + health + _request(*two))
+    statuses = [wire.response() for _ in range(3)]
+    assert [(s, orjson.loads(b)) for s, _, b in statuses] == [
+        (200, {"status": "accepted", "id": 1}),
+        (200, {"status": "ok"}),
+        (200, {"status": "accepted", "id": 2}),
+    ]
+    wire.send(_request(*three))
+    status, headers, body = wire.response()
+    assert (status, orjson.loads(body)) == (200, {"status": "accepted", "id": 3})
+    assert "connection" not in headers  # kept open
+    wire.close()
+    assert answered[0] == 200 and answered[-1] == 200  # the first and last skipped ASGI
+    assert [e.delivery_id for e in hub.events()] == ["e-1", "e-2", "e-3"]
+
+
+@pytest.mark.parametrize(
+    ("version", "extra"),
+    [("HTTP/1.0", {}), ("HTTP/1.1", {"connection": "close"})],
+)
+def test_a_request_that_ends_its_connection_gets_connection_close(
+    fast_hub: tuple[Hub, list[int]], version: str, extra: dict[str, str]
+) -> None:
+    """HTTP/1.0, or ``Connection: close``: the answer says ``connection: close`` and the hub
+    closes the connection after it."""
+    hub, answered = fast_hub
+    body, headers = _signed("e-close")
+    wire = _Wire(hub.url)
+    wire.send(_request(body, {**headers, **extra}).replace(b"HTTP/1.1", version.encode(), 1))
+    status, got, answer = wire.response()
+    assert (status, got["connection"]) == (200, "close")
+    assert orjson.loads(answer) == {"status": "accepted", "id": 1}
+    assert wire.closed()
+    wire.close()
+    assert answered == [200]
+
+
+def test_what_the_protocol_leaves_to_asgi_is_answered_the_same(
+    fast_hub: tuple[Hub, list[int]],
+) -> None:
+    """Expect: 100-continue, a chunked body, a body over the endpoint's limit, a mistyped
+    Content-Length: uvicorn's path and the same app answer them (100 then 200; 200; 413 and
+    close; 400), and the protocol answered none itself."""
+    hub, answered = fast_hub
+    wire = _Wire(hub.url)
+    body, headers = _signed("e-expect")
+    wire.send(_request(body, {**headers, "expect": "100-continue"}))
+    status, _, answer = wire.response()
+    assert (status, orjson.loads(answer)) == (200, {"status": "accepted", "id": 1})
+    body, headers = _signed("e-chunked")
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    wire.send(_request(chunked, {**headers, "transfer-encoding": "chunked"}))
+    status, _, answer = wire.response()
+    assert (status, orjson.loads(answer)) == (200, {"status": "accepted", "id": 2})
+    big, headers = _signed("e-big", extra='"pad":"' + "x" * (2 << 20) + '"')
+    wire.send(_request(big, headers))
+    status, got, answer = wire.response()
+    assert (status, got["connection"]) == (413, "close")
+    wire.close()
+    assert answered == []
+    assert [e.delivery_id for e in hub.events()] == ["e-expect", "e-chunked"]
+
+
+def test_a_sender_that_leaves_before_the_answer_still_has_its_lead_stored(
+    fast_hub: tuple[Hub, list[int]],
+) -> None:
+    """The whole request sent, the connection closed at once: the lead is stored (the hub
+    never said 200, so the sender retries, and the retry is the duplicate), and the hub
+    goes on serving."""
+    hub, _ = fast_hub
+    body, headers = _signed("e-gone")
+    wire = _Wire(hub.url)
+    wire.send(_request(body, headers))
+    wire.close()
+    deadline = time.monotonic() + 15
+    while not hub.events():
+        assert time.monotonic() < deadline, "the lead was not stored"
+        time.sleep(0.02)
+    retry = hub.client.post("/hooks/typeform", content=body, headers=headers)
+    assert retry.json() == {"status": "duplicate", "id": 1}
+
+
+def test_a_body_the_store_cannot_skim_takes_the_full_parser(
+    fast_hub: tuple[Hub, list[int]],
+) -> None:
+    """A 30-digit number (which the writer's skim leaves to the full parser) comes back from
+    the store and is parsed on the loop, then stored: 200, its digits intact."""
+    hub, answered = fast_hub
+    body, headers = _signed("e-long", extra='"n":123456789012345678901234567890')
+    answer = hub.client.post("/hooks/typeform", content=body, headers=headers)
+    assert (answer.status_code, answer.json()) == (200, {"status": "accepted", "id": 1})
+    assert answered == [200]
+    [event] = hub.events()
+    assert event.document["n"] == "123456789012345678901234567890"
