@@ -8,6 +8,12 @@ checks the body and reads the id where it writes (``leadhub serve``: in its writ
 process, off this event loop); a body it cannot vouch for comes back and takes the full
 path. GET answers the sender's handshake (Facebook) or 405.
 
+The POST's work after its body is read is :meth:`Ingest.post`, without a coroutine: it
+answers through a callback once the store has committed (``hub.store.base.Submits``).
+``leadhub serve``'s HTTP protocol (``hub.commands.protocol``) calls it directly for a plain
+webhook POST, skipping the ASGI cycle; ``__call__`` (any other request, any other server)
+reads the body through ASGI and awaits the same answer.
+
 Answers (JSON unless noted):
 
 * 200 ``{"status":"accepted","id":N}`` once stored; a source whose deliveries batch

@@ -28,19 +28,25 @@ def _writer_child(pid: int) -> int:
     raise AssertionError("no store writer process")
 
 
+def _web(tmp_path: Path, db_options: str = "") -> tuple[list[str], str, Path]:
+    """``serve --role web`` arguments for the token endpoint ``forms`` on a SQLite file in
+    ``tmp_path`` (with ``db_options`` on its URL); its base URL and the file."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "forms.yaml").write_text(CONFIG)
+    port = free_port()
+    db = tmp_path / "hub.db"
+    args = ["serve", "--config-dir", str(config), "--port", str(port), "--role", "web"]
+    args += ["--db", f"sqlite:///{db}{db_options}"]
+    return args, f"http://127.0.0.1:{port}", db
+
+
 def test_a_stalled_writer_is_a_503_and_readiness_says_so(tmp_path: Path) -> None:
     """With the writer process stopped (SIGSTOP, as a hung mount would hold it) a delivery is
     answered 503 once ``?stall_after=1s`` has passed, instead of waiting as long as the stall
     lasts, and /readyz answers 503; once the writer runs again the sender's retry is taken
     (200) and the lead is stored once."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    db = tmp_path / "hub.db"
-    args = ["serve", "--config-dir", str(config), "--port", str(port), "--role", "web"]
-    args += ["--db", f"sqlite:///{db}?stall_after=1s"]
+    args, base, db = _web(tmp_path, "?stall_after=1s")
     headers = {"Authorization": f"Bearer {TOKEN}"}
     lead = {"email": "stalled@example.com"}
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
@@ -69,14 +75,7 @@ def test_sigterm_while_a_delivery_waits_for_the_writer_answers_it_first(tmp_path
     """SIGTERM while a delivery waits for its commit (the writer process stopped): the hub
     answers it 200 once the writer goes on, with ``connection: close``, and only then exits 0;
     the lead is stored. Nothing answered 200 is lost, and nothing in flight is dropped."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    db = tmp_path / "hub.db"
-    args = ["serve", "--config-dir", str(config), "--port", str(port), "--role", "web"]
-    args += ["--db", f"sqlite:///{db}"]
+    args, base, db = _web(tmp_path)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     answers: list[httpx.Response] = []
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
