@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hub import __version__
+from hub.units import UnitError, parse_duration
 
 ENV_PREFIX = "LEADHUB_"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -41,6 +42,16 @@ def port(text: str) -> int:
         msg = f"{number} is out of range; a port is 0 to 65535"
         raise argparse.ArgumentTypeError(msg)
     return number
+
+
+def age(text: str) -> str:
+    """An AGE such as ``2h`` or ``7d`` (a duration), kept as written: checked here so that a
+    bad ``LEADHUB_<FLAG>`` is a usage error naming the variable."""
+    try:
+        parse_duration(text)
+    except UnitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _log_level(parser: argparse.ArgumentParser) -> None:
@@ -237,18 +248,26 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    replay = command("replay", "queue dead, unmatched or skipped events again")
+    replay = command(
+        "replay", "queue dead, unmatched or skipped events again (delivered ones when named)"
+    )
     replay.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     replay.add_argument(
         "--status",
         type=str.lower,
-        choices=["dead", "unmatched", "skipped"],
-        help="events in state",
+        choices=["dead", "unmatched", "skipped", "delivered"],
+        help="events in state (delivered: send those leads again, updating them; only when named)",
     )
     replay.add_argument(
         "--id", action="append", dest="ids", type=int, metavar="ID", help="event id (repeatable)"
     )
     replay.add_argument("--endpoint", help="only events of this endpoint")
+    replay.add_argument(
+        "--since",
+        type=age,
+        metavar="AGE",
+        help="only events received in the last AGE (e.g. 2h, 7d)",
+    )
     replay.add_argument(
         "--dry-run", action="store_true", help="count the events instead of requeueing them"
     )

@@ -1,10 +1,13 @@
-"""``leadhub replay``: put dead, unmatched or skipped events back in the queue (with
-``--dry-run``, say how many it would and change nothing)."""
+"""``leadhub replay``: put dead, unmatched or skipped events back in the queue, and delivered
+ones when asked for by name (``--status delivered``: their leads are sent again, which
+updates them in LeadSquared); ``--since AGE`` keeps to events received in the last AGE
+(with ``--dry-run``, say how many it would and change nothing)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from hub.store.base import EventStore
 from hub.store.commands import (
@@ -14,11 +17,13 @@ from hub.store.commands import (
     listing,
     plural,
     run_with_store,
+    utc,
 )
-from hub.store.models import REPLAYABLE, Event, State
+from hub.store.models import REPLAYABLE, REPLAYED_BY_DEFAULT, Event, State
+from hub.units import UnitError, parse_duration
 
-#: The states replay takes, as a sentence's end.
-REPLAYABLE_NAMES = listing(s.value for s in REPLAYABLE)
+#: The states replay takes unless told otherwise, as a sentence's end.
+REPLAYED_NAMES = listing(s.value for s in REPLAYED_BY_DEFAULT)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,27 +32,33 @@ def run(args: argparse.Namespace) -> int:
     Each ``--id`` that is not requeued gets a note on stderr saying why: without it a
     mistyped id, a delivered event and one filtered out by ``--endpoint`` all read as the
     same "Requeued 0 events."."""
-    if not (args.status or args.ids or args.endpoint):
+    if not (args.status or args.ids or args.endpoint or args.since):
         msg = (
-            "say which events to replay: --status dead|unmatched|skipped, --id ID "
-            "(repeatable) and/or --endpoint NAME."
+            "say which events to replay: --status dead|unmatched|skipped|delivered, --id ID "
+            "(repeatable), --endpoint NAME and/or --since AGE."
         )
         return fail("replay", msg)
     if (refused := id_too_large("replay", args.ids)) is not None:
         return refused
     state = State(args.status) if args.status else None
+    since: float | None = None
+    if args.since is not None:
+        try:
+            since = time.time() - parse_duration(args.since)
+        except UnitError as exc:
+            return fail("replay", f"--since: {exc}")
 
     async def action(store: EventStore) -> int:
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}
         count = await store.replay(
-            state=state, ids=args.ids, endpoint=args.endpoint, dry_run=args.dry_run
+            state=state, ids=args.ids, endpoint=args.endpoint, since=since, dry_run=args.dry_run
         )
         done = "Would requeue" if args.dry_run else "Requeued"
         print(f"{done} {count} {plural(count, 'event')}.")
         if not count:
             await endpoint_unknown("replay", store, args.endpoint)
         for event_id, event in before.items():
-            why = left_alone(event_id, event, state=state, endpoint=args.endpoint)
+            why = left_alone(event_id, event, state=state, endpoint=args.endpoint, since=since)
             if why:
                 print(f"leadhub replay: note: {why}", file=sys.stderr)
         return 0
@@ -56,7 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def left_alone(
-    event_id: int, event: Event | None, *, state: State | None, endpoint: str | None
+    event_id: int,
+    event: Event | None,
+    *,
+    state: State | None,
+    endpoint: str | None,
+    since: float | None = None,
 ) -> str | None:
     """Why replay did not take event ``event_id`` (``event`` as it was just before), or None
     when it was one to requeue."""
@@ -64,10 +80,20 @@ def left_alone(
         return f"there is no event {event_id}."
     if event.state not in REPLAYABLE:
         return (
-            f"event {event_id} is {event.state.value}; only {REPLAYABLE_NAMES} events are replayed."
+            f"event {event_id} is {event.state.value}; only {REPLAYED_NAMES} events are replayed."
+        )
+    if state is None and event.state not in REPLAYED_BY_DEFAULT:
+        return (
+            f"event {event_id} is {event.state.value}; only {REPLAYED_NAMES} events are "
+            f"replayed unless --status {event.state.value} is given (it sends the lead again)."
         )
     if state is not None and event.state is not state:
         return f"event {event_id} is {event.state.value}, not {state.value}."
     if endpoint is not None and event.endpoint != endpoint:
         return f"event {event_id} is of endpoint {event.endpoint!r}, not {endpoint!r}."
+    if since is not None and event.received_at < since:
+        return (
+            f"event {event_id} was received {utc(event.received_at)} UTC, before "
+            f"{utc(since)} UTC (--since)."
+        )
     return None

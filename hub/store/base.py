@@ -27,6 +27,7 @@ from hub.store.models import (
     PURGEABLE,
     PURGED_BY_DEFAULT,
     REPLAYABLE,
+    REPLAYED_BY_DEFAULT,
     Ack,
     EnqueueResult,
     Event,
@@ -107,20 +108,21 @@ def lease_lost(event_id: int) -> LeaseLost:
     )
 
 
-def replayed_state(state: State | None) -> str | None:
-    """``state`` as stored, for :meth:`EventStore.replay`'s selector; None selects every
-    replayable state.
+def replayed_states(state: State | None) -> list[str]:
+    """The states :meth:`EventStore.replay` takes for its ``state`` selector, as stored:
+    ``state`` alone, or when None the states replayed by default (never ``delivered``: a
+    delivered event goes back only when asked for by name, as it sends its lead again).
 
     Raises:
         StoreError: ``state`` is not one of the replayable states.
     """
     if state is None:
-        return None
+        return [s.value for s in REPLAYED_BY_DEFAULT]
     if State(state) not in REPLAYABLE:
         names = ", ".join(s.value for s in REPLAYABLE)
         msg = f"Only {names} events can be replayed, not {State(state).value!r}."
         raise StoreError(msg)
-    return State(state).value
+    return [State(state).value]
 
 
 def purged_states(states: Collection[State] | None) -> list[str]:
@@ -297,7 +299,8 @@ class EventStore(Protocol):
     """A durable queue of events, one per lead received.
 
     States move ``queued`` → ``sending`` → ``delivered`` | ``retrying`` → … | ``dead``,
-    or end in ``unmatched`` / ``skipped``; :meth:`replay` brings the last three back.
+    or end in ``unmatched`` / ``skipped``; :meth:`replay` brings the last three back, and
+    ``delivered`` events too when asked for by state.
     """
 
     async def open(self) -> None:
@@ -459,17 +462,21 @@ class EventStore(Protocol):
         state: State | None = None,
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
+        since: float | None = None,
         dry_run: bool = False,
     ) -> int:
-        """Requeue ``dead``/``unmatched``/``skipped`` events matching every given selector
-        (with ``dry_run``, count them and change nothing).
+        """Requeue the events matching every given selector (with ``dry_run``, count them
+        and change nothing): ``dead``/``unmatched``/``skipped`` ones, or with ``state`` only
+        those in it, which may be ``delivered`` (never taken unless named: the dispatcher
+        maps and sends a requeued delivered event again, updating its lead). ``since``: only
+        events received at that unix time or later.
 
-        They go back to ``queued``, due now, with zero attempts and no route (matching
-        runs again with the current config), and ``requeued_at`` now: their retry schedule
-        starts over (``give_up_after`` counts from the replay, see
+        They go back to ``queued``, due now, with zero attempts, no route and no lead id
+        (matching runs again with the current config), and ``requeued_at`` now: their retry
+        schedule starts over (``give_up_after`` counts from the replay, see
         :attr:`Event.queued_since`). Enrichment is kept, and so is ``last_error`` as history
-        until the next outcome replaces it. With no selector at all, every replayable event
-        is requeued. Returns how many.
+        until the next outcome replaces it. With no selector at all, every dead, unmatched
+        and skipped event is requeued. Returns how many.
 
         Raises:
             StoreError: ``state`` is not one of the replayable states.

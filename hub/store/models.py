@@ -17,7 +17,8 @@ class State(StrEnum):
     """Where an event is in its life.
 
     ``queued`` → ``sending`` → ``delivered`` | ``retrying`` → … | ``dead``;
-    plus ``unmatched`` and ``skipped``, which are final until replayed.
+    plus ``unmatched`` and ``skipped``, which are final until replayed (as ``dead`` and
+    ``delivered`` are: see :data:`REPLAYABLE`).
     (``duplicate`` is an ingest outcome: a repeated delivery stores nothing.)
     """
 
@@ -36,7 +37,11 @@ class State(StrEnum):
 
 
 #: States ``leadhub replay`` takes events out of.
-REPLAYABLE = (State.DEAD, State.UNMATCHED, State.SKIPPED)
+REPLAYABLE = (State.DEAD, State.UNMATCHED, State.SKIPPED, State.DELIVERED)
+#: What a replay takes unless told otherwise: events that did not reach LeadSquared.
+#: Delivered events go only when named (``--status delivered``): replaying one sends its
+#: lead again, an update of the lead LeadSquared already has.
+REPLAYED_BY_DEFAULT = (State.DEAD, State.UNMATCHED, State.SKIPPED)
 #: States ``leadhub purge`` may delete events in: every final one, never a pending one.
 PURGEABLE = (State.DELIVERED, State.SKIPPED, State.DEAD, State.UNMATCHED)
 #: What a purge deletes unless told otherwise: events whose work is done. Dead and

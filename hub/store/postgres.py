@@ -44,7 +44,7 @@ from hub.store.base import (
     newer_schema,
     no_event,
     ordering_checks,
-    replayed_state,
+    replayed_states,
     state_counts,
 )
 from hub.store.models import (
@@ -429,21 +429,24 @@ class PostgresStore(BatchedStore):
         state: State | None = None,
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
+        since: float | None = None,
         dry_run: bool = False,
     ) -> int:
-        wanted = replayed_state(state)
         chosen = None if ids is None else [int(i) for i in ids]
+        # one selection for both: replayable's parameters are replay's first four
+        selection = (replayed_states(state), chosen, endpoint, since)
         if dry_run:
             async with self._conn(readonly=True) as conn:
-                return int(await conn.fetchval(Q["replayable"], wanted, chosen, endpoint))
+                return int(await conn.fetchval(Q["replayable"], *selection))
         async with self._conn() as conn:
-            requeued = [
-                r[0]
-                for r in await conn.fetch(Q["replay"], wanted, chosen, endpoint, self.clock.time())
-            ]
+            found = await conn.fetch(Q["replay"], *selection, self.clock.time())
+            requeued = [r[0] for r in found]
             if requeued:
                 await conn.execute(Q["delete_lead_keys"], requeued)
-        log().info("events_replayed", count=len(requeued), state=wanted, endpoint=endpoint)
+        wanted = None if state is None else State(state).value
+        log().info(
+            "events_replayed", count=len(requeued), state=wanted, endpoint=endpoint, since=since
+        )
         return len(requeued)
 
     async def _purge_window(self, after: int) -> tuple[int, float] | None:

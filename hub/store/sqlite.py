@@ -33,7 +33,7 @@ from hub.store.base import (
     log,
     no_event,
     ordering_checks,
-    replayed_state,
+    replayed_states,
     settle_later,
     state_counts,
 )
@@ -402,13 +402,14 @@ class SQLiteStore(BatchedStore):
         state: State | None = None,
         ids: Sequence[int] | None = None,
         endpoint: str | None = None,
+        since: float | None = None,
         dry_run: bool = False,
     ) -> int:
-        wanted = replayed_state(state)
         params = {
-            "state": wanted,
+            "states": _json(replayed_states(state)),
             "ids": None if ids is None else _ids(ids),
             "endpoint": endpoint,
+            "since": since,
             "now": self.clock.time(),
         }
         if dry_run:
@@ -424,7 +425,8 @@ class SQLiteStore(BatchedStore):
             return len(requeued)
 
         count = await self._writer.submit(job)
-        log().info("events_replayed", count=count, state=params["state"], endpoint=endpoint)
+        wanted = None if state is None else State(state).value
+        log().info("events_replayed", count=count, state=wanted, endpoint=endpoint, since=since)
         return count
 
     async def _purge_window(self, after: int) -> tuple[int, float] | None:

@@ -15,7 +15,7 @@ import pytest
 
 from hub.cli import main
 from hub.store import open_store
-from hub.store.models import State
+from hub.store.models import Event, State
 from tests.pg_server import sql
 from tests.support.server import free_port, leadhub_run
 
@@ -67,6 +67,48 @@ def states(url: str) -> dict[int, State]:
             await store.close()
 
     return asyncio.run(go())
+
+
+def add_recent(url: str) -> dict[str, int]:
+    """A dead, a delivered and a skipped event received now (typeform), by state."""
+
+    async def go() -> dict[str, int]:
+        store = open_store(url)
+        await store.open()
+        try:
+            ids = {}
+            for name in ("dead", "delivered", "skipped"):
+                (res,) = await store.enqueue(delivery(f"recent-{name}", received_at=time.time()))
+                ids[name] = res.id
+            await store.dead(ids["dead"], error="MXInvalidEmailException")
+            await store.set_route(ids["delivered"], target="default", mapping="m", lead_keys=[])
+            await store.ack(ids["delivered"], lead_id="lead-0002", created=True)
+            await store.skipped(ids["skipped"], reason="test lead")
+            return ids
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def event_of(url: str, event_id: int) -> Event:
+    """One event as stored."""
+
+    async def go() -> Event | None:
+        store = open_store(url)
+        await store.open()
+        try:
+            return await store.get(event_id)
+        finally:
+            await store.close()
+
+    found = asyncio.run(go())
+    assert found is not None
+    return found
+
+
+def plural(count: int) -> str:
+    return "event" if count == 1 else "events"
 
 
 @pytest.fixture
@@ -403,7 +445,8 @@ class TestReplay:
         notes = err.splitlines()
         assert notes == [
             f"leadhub replay: note: event {ids['delivered']} is delivered; only dead, "
-            "unmatched and skipped events are replayed.",
+            "unmatched and skipped events are replayed unless --status delivered is given "
+            "(it sends the lead again).",
             f"leadhub replay: note: event {ids['queued']} is queued; only dead, "
             "unmatched and skipped events are replayed.",
             "leadhub replay: note: there is no event 9999.",
@@ -448,11 +491,93 @@ class TestReplay:
         assert capsys.readouterr().out.startswith("Would purge 1 event: unmatched events")
 
     def test_bad_status_choice(self, db: Seeded) -> None:
-        """--status delivered is not a replay choice: argparse exits 2."""
+        """--status queued (or sending, retrying) is not a replay choice: argparse exits 2."""
         url, _ = db
+        for status in ("queued", "sending", "retrying"):
+            with pytest.raises(SystemExit) as info:
+                main(["replay", "--db", url, "--status", status], environ={})
+            assert info.value.code == 2
+
+    def test_delivered_only_with_status_delivered(self, db: Seeded, capsys: Cap) -> None:
+        """A delivered event is requeued only by --status delivered: not by --id alone (its
+        note says how), --endpoint or another --status; with it, --id and --endpoint narrow
+        as usual, and the dry run counts what the replay then requeues."""
+        url, ids = db
+        delivered = str(ids["delivered"])
+        before = states(url)
+        capsys.readouterr()
+        assert main(["replay", "--db", url, "--id", delivered], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "Requeued 0 events."
+        assert "--status delivered" in err and f"event {delivered} is delivered" in err
+        argv = ["replay", "--db", url, "--status", "delivered", "--id", delivered]
+        assert main([*argv, "--endpoint", "google", "--dry-run"], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "Would requeue 0 events."
+        assert err.strip() == (
+            f"leadhub replay: note: event {delivered} is of endpoint 'typeform', not 'google'."
+        )
+        assert states(url) == before
+        assert main(["replay", "--db", url, "--status", "dead", "--id", delivered], environ={}) == 0
+        assert "is delivered, not dead" in capsys.readouterr().err
+        assert main(["replay", "--db", url, "--endpoint", "typeform"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."  # the dead one only
+        assert states(url)[ids["delivered"]] is State.DELIVERED
+        assert main([*argv, "--dry-run"], environ={}) == 0
+        assert capsys.readouterr() == ("Would requeue 1 event.\n", "")
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr() == ("Requeued 1 event.\n", "")
+        event = event_of(url, ids["delivered"])
+        assert (event.state, event.attempts, event.lead_id, event.target) == (
+            State.QUEUED,
+            0,
+            None,
+            None,
+        )
+        assert event.requeued_at is not None and event.requeued_at > time.time() - 3600
+        assert main(["replay", "--db", url, "--status", "delivered"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 0 events."
+
+    def test_since_an_age(self, db: Seeded, capsys: Cap) -> None:
+        """--since AGE takes only events received in the last AGE (the seeded ones are from
+        2023; a dead, a delivered and a skipped one are received now), with every --status
+        and --id, dry run included; an --id received before is named; a bad AGE is a usage
+        error that changes nothing."""
+        url, ids = db
+        recent = add_recent(url)
+        before = states(url)
+        capsys.readouterr()
+        for status, count in [("dead", 1), ("delivered", 1), ("skipped", 1), ("unmatched", 0)]:
+            argv = ["replay", "--db", url, "--status", status, "--since", "1h", "--dry-run"]
+            assert main(argv, environ={}) == 0
+            assert capsys.readouterr().out.strip() == f"Would requeue {count} {plural(count)}."
+        argv = ["replay", "--db", url, "--since", "1h"]
+        assert main([*argv, "--dry-run"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Would requeue 2 events."
+        assert states(url) == before
         with pytest.raises(SystemExit) as info:
-            main(["replay", "--db", url, "--status", "delivered"], environ={})
+            main(["replay", "--db", url, "--since", "soon"], environ={})
         assert info.value.code == 2
+        assert "--since" in capsys.readouterr().err
+        assert states(url) == before
+        picked = ["--id", str(ids["dead"]), "--id", str(recent["dead"])]
+        assert main([*argv, *picked], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "Requeued 1 event."
+        assert err.startswith(f"leadhub replay: note: event {ids['dead']} was received 2023-11-14")
+        assert "(--since)" in err
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."  # the skipped one
+        assert main([*argv, "--status", "delivered"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."
+        after = states(url)
+        assert {after[i] for i in recent.values()} == {State.QUEUED}
+        assert {i: after[i] for i in ids.values()} == {i: before[i] for i in ids.values()}
+        argv = ["replay", "--db", url, "--since", "10000d", "--status", "dead"]
+        assert main([*argv, "--dry-run"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Would requeue 2 events."
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 2 events."
 
 
 class TestPurge:
@@ -608,6 +733,35 @@ class TestVariables:
         assert capsys.readouterr().out.strip() == "Requeued 1 event."
         after = states(url)
         assert after[ids["unmatched"]] is State.QUEUED and after[ids["dead"]] is State.DEAD
+
+    def test_replay_status_since_and_dry_run_from_the_environment(
+        self, sqlite_db: Seeded, capsys: Cap
+    ) -> None:
+        """LEADHUB_STATUS=delivered, LEADHUB_SINCE and LEADHUB_DRY_RUN do what replay's flags
+        do (a bad LEADHUB_SINCE is a usage error naming it), and a flag wins."""
+        url, ids = sqlite_db
+        recent = add_recent(url)
+        before = states(url)
+        capsys.readouterr()
+        environ = {"LEADHUB_DB": url, "LEADHUB_STATUS": "delivered", "LEADHUB_DRY_RUN": "yes"}
+        assert main(["replay"], environ=environ) == 0
+        assert capsys.readouterr().out.strip() == "Would requeue 2 events."
+        assert main(["replay"], environ={**environ, "LEADHUB_SINCE": "1h"}) == 0
+        assert capsys.readouterr().out.strip() == "Would requeue 1 event."
+        with pytest.raises(SystemExit) as info:
+            main(["replay"], environ={**environ, "LEADHUB_SINCE": "whenever"})
+        assert info.value.code == 2
+        assert "LEADHUB_SINCE='whenever'" in capsys.readouterr().err
+        assert states(url) == before
+        environ = {"LEADHUB_DB": url, "LEADHUB_STATUS": "delivered", "LEADHUB_SINCE": "1h"}
+        assert main(["replay"], environ=environ) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."
+        after = states(url)
+        assert after[recent["delivered"]] is State.QUEUED
+        assert after[ids["delivered"]] is State.DELIVERED
+        assert main(["replay", "--status", "dead"], environ=environ) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."
+        assert states(url)[recent["dead"]] is State.QUEUED
 
     def test_purge_from_the_environment(self, sqlite_db: Seeded, capsys: Cap) -> None:
         """LEADHUB_OLDER_THAN stands for the required --older-than, LEADHUB_STATUS is a list of

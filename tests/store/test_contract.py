@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import Any
 
 import orjson
 import pytest
@@ -712,9 +713,128 @@ class TestReplay:
         assert blocking is not None and blocking.id == a
 
     async def test_rejects_non_replayable_state(self, store: EventStore) -> None:
-        """Asking to replay delivered events is an error, not a silent no-op."""
-        with pytest.raises(StoreError, match="delivered"):
-            await store.replay(state=State.DELIVERED)
+        """Asking to replay pending (queued, sending, retrying) events is an error, not a
+        silent no-op."""
+        for state in (State.QUEUED, State.SENDING, State.RETRYING):
+            with pytest.raises(StoreError, match=state.value):
+                await store.replay(state=state)
+            with pytest.raises(StoreError, match=state.value):
+                await store.replay(state=state, dry_run=True)
+
+    async def test_delivered_events_only_when_named(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A delivered event is never taken by a replay that does not name its state (no
+        selector, its id, its endpoint, a dry run); named, it is requeued as a dead one is:
+        due now, no attempts, route, lead id or lead keys, its give-up clock from the replay."""
+        a, b = await ids_of(store, 2)
+        (claimed,) = await store.claim(limit=1, lease=30)
+        await store.set_routes([Route(a, "t", "m", ("e:x",))])
+        await store.ack(a, lead_id="L", created=True, lease=claimed.lease)
+        delivered = await store.get(a)
+        assert delivered is not None and delivered.lead_keys == ("e:x",)
+        selectors: list[dict[str, Any]] = [{}, {"ids": [a]}, {"endpoint": "typeform"}]
+        for selector in [*selectors, {"since": START}]:
+            assert await store.replay(**selector, dry_run=True) == 0, selector
+            assert await store.replay(**selector) == 0, selector
+        assert await store.get(a) == delivered
+        clock.advance(5 * DAY)
+        assert await store.replay(state=State.DELIVERED, dry_run=True) == 1
+        assert await store.get(a) == delivered
+        assert await store.replay(state=State.DELIVERED, ids=[a, b]) == 1
+        event = await store.get(a)
+        assert event is not None
+        assert (event.state, event.attempts, event.next_attempt_at) == (
+            State.QUEUED,
+            0,
+            START + 5 * DAY,
+        )
+        assert (event.requeued_at, event.queued_since) == (START + 5 * DAY, START + 5 * DAY)
+        assert (event.target, event.mapping, event.lead_keys) == (None, None, ())
+        assert (event.lead_id, event.lead_created, event.last_error) == (None, None, None)
+        assert await store.replay(state=State.DELIVERED) == 0  # queued now: not again
+
+    async def test_a_resent_delivered_event_goes_through_ordering_and_is_delivered_again(
+        self, store: EventStore
+    ) -> None:
+        """Requeued, a delivered event is claimed again in id order, holds a later event of
+        its lead back once routed (and while claimed unrouted), as any pending event does,
+        and its new outcome is written under its new lease."""
+        a, b = await ids_of(store, 2)
+        (first,) = await store.claim(limit=1, lease=30)
+        await store.set_routes([Route(a, "t", "m", ("e:x",))])
+        await store.ack(a, lead_id="L", created=True, lease=first.lease)
+        assert await store.blocker(b, ["e:x"]) is None  # delivered: holds nothing back
+        assert await store.replay(state=State.DELIVERED) == 1
+        assert await store.blocker(b, ["e:x"]) is None  # queued, unrouted, unclaimed
+        (again,) = await store.claim(limit=1, lease=30)
+        assert (again.id, again.attempts) == (a, 1)
+        blocking = await store.blocker(b, ["e:x"])
+        assert blocking is not None and blocking.id == a  # claimed, lead not known yet
+        await store.set_routes([Route(a, "t", "m2", ("e:x",))])
+        blocking = await store.blocker(b, ["e:x"])
+        assert blocking is not None and blocking.id == a  # the same lead, pending
+        await store.ack(a, lead_id="L", created=False, lease=again.lease)
+        assert await store.blocker(b, ["e:x"]) is None
+        event = await store.get(a)
+        assert event is not None
+        assert (event.state, event.mapping, event.lead_id, event.lead_created) == (
+            State.DELIVERED,
+            "m2",
+            "L",
+            False,
+        )
+
+    async def test_since_takes_events_received_then_or_later(self, store: EventStore) -> None:
+        """since= keeps every selection to events received at that time or later (the
+        bound included), delivered ones too when named."""
+        old = await self.finished(store)  # all received at START
+        recent = {}
+        for name in ("dead", "delivered", "skipped", "queued"):
+            (res,) = await store.enqueue(delivery(f"new-{name}", received_at=START + DAY))
+            recent[name] = res.id
+        await store.dead(recent["dead"], error="x")
+        await store.ack(recent["delivered"], lead_id="L2", created=True)
+        await store.skipped(recent["skipped"], reason="test lead")
+        since = START + DAY
+        assert await store.replay(since=since, ids=[old["dead"], recent["queued"]]) == 0
+        assert await store.replay(since=since, state=State.DELIVERED, ids=[old["delivered"]]) == 0
+        assert await store.replay(since=since, endpoint="google") == 0
+        assert await store.replay(since=since, state=State.DELIVERED) == 1
+        assert await store.replay(since=since) == 2
+        after = {e.id: e.state for e in await store.list(limit=100)}
+        assert [i for i, state in after.items() if state is not State.QUEUED] == sorted(
+            (old[n] for n in ("delivered", "dead", "unmatched", "skipped", "dead2")),
+            reverse=True,
+        )
+        assert await store.replay(since=START, state=State.DEAD) == 2
+
+    async def test_a_dry_run_counts_what_replay_then_requeues(self, store: EventStore) -> None:
+        """For each selection (state, ids, endpoint, since, each alone and together), the
+        dry run's count is what the replay right after it requeues."""
+        old = await self.finished(store)
+        (google,) = await ids_of(store, 1, endpoint="google")
+        await store.ack(google, lead_id="G", created=True)
+        recent = []
+        for name in ("dead", "delivered", "unmatched"):
+            (res,) = await store.enqueue(delivery(f"new-{name}", received_at=START + DAY))
+            recent.append(res.id)
+        await store.dead(recent[0], error="x")
+        await store.ack(recent[1], lead_id="L2", created=True)
+        await store.unmatched(recent[2], reason="no mapping")
+        selections: list[dict[str, Any]] = [
+            {"since": START + DAY, "ids": [recent[0], recent[1], old["dead"]]},
+            {"state": State.DELIVERED, "endpoint": "typeform", "since": START + DAY},
+            {"state": State.UNMATCHED},
+            {"ids": [old["delivered"], old["skipped"]]},
+            {"state": State.DELIVERED},
+            {},
+        ]
+        expected = [1, 1, 2, 1, 2, 2]
+        for selection, count in zip(selections, expected, strict=True):
+            assert await store.replay(**selection, dry_run=True) == count, selection
+            assert await store.replay(**selection) == count, selection
+        assert await store.replay(state=State.DELIVERED, dry_run=True) == 0
 
 
 class TestPurge:

@@ -301,22 +301,26 @@ LIMIT $3;
 SELECT state, count(*) FROM events GROUP BY state;
 
 -- name: replayable
--- What replay would requeue (its dry run): the same selection, nothing changed.
+-- What replay would requeue (its dry run): the same selection, nothing changed. $1: the
+-- states taken (hub.store.base.replayed_states: 'delivered' only when named); $4, when not
+-- NULL, the earliest receipt time taken.
 SELECT count(*) FROM events
-WHERE state IN ('dead', 'unmatched', 'skipped')
-  AND ($1::text IS NULL OR state = $1)
-  AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
-  AND ($3::text IS NULL OR endpoint = $3);
-
--- name: replay
--- The retry schedule starts over: no attempts, and give_up_after counts from now.
-UPDATE events
-SET state = 'queued', attempts = 0, next_attempt_at = $4, target = NULL, mapping = NULL,
-    lead_id = NULL, lead_created = NULL, requeued_at = $4, awaits_read = 0, updated_at = $4
-WHERE state IN ('dead', 'unmatched', 'skipped')
-  AND ($1::text IS NULL OR state = $1)
+WHERE state = ANY ($1::text[])
   AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
   AND ($3::text IS NULL OR endpoint = $3)
+  AND ($4::double precision IS NULL
+       OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= $4);
+
+-- name: replay
+-- The retry schedule starts over: no attempts, and give_up_after counts from now ($5).
+UPDATE events
+SET state = 'queued', attempts = 0, next_attempt_at = $5, target = NULL, mapping = NULL,
+    lead_id = NULL, lead_created = NULL, requeued_at = $5, awaits_read = 0, updated_at = $5
+WHERE state = ANY ($1::text[])
+  AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
+  AND ($3::text IS NULL OR endpoint = $3)
+  AND ($4::double precision IS NULL
+       OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= $4)
 RETURNING id;
 
 -- name: purge_window

@@ -300,12 +300,15 @@ LIMIT :limit;
 SELECT state, count(*) FROM events GROUP BY state;
 
 -- name: replayable
--- What replay would requeue (its dry run): the same selection, nothing changed.
+-- What replay would requeue (its dry run): the same selection, nothing changed. :states is
+-- a JSON array of the states taken (hub.store.base.replayed_states: 'delivered' only when
+-- named); :since, when not NULL, the earliest receipt time taken.
 SELECT count(*) FROM events
-WHERE state IN ('dead', 'unmatched', 'skipped')
-  AND (:state IS NULL OR state = :state)
+WHERE state IN (SELECT value FROM json_each(:states))
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
-  AND (:endpoint IS NULL OR endpoint = :endpoint);
+  AND (:endpoint IS NULL OR endpoint = :endpoint)
+  AND (:since IS NULL
+       OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= :since);
 
 -- name: replay
 -- The retry schedule starts over: no attempts, and give_up_after counts from now.
@@ -313,10 +316,11 @@ UPDATE events
 SET state = 'queued', attempts = 0, next_attempt_at = :now, target = NULL, mapping = NULL,
     lead_id = NULL, lead_created = NULL, requeued_at = :now, awaits_read = 0,
     updated_at = :now
-WHERE state IN ('dead', 'unmatched', 'skipped')
-  AND (:state IS NULL OR state = :state)
+WHERE state IN (SELECT value FROM json_each(:states))
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
   AND (:endpoint IS NULL OR endpoint = :endpoint)
+  AND (:since IS NULL
+       OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= :since)
 RETURNING id;
 
 -- name: purge_window
