@@ -1,5 +1,7 @@
 """Dead events come back: a fixed mapping plus ``leadhub replay --status dead`` delivers them,
-with their whole retry schedule however old they are."""
+with their whole retry schedule however old they are. Delivered ones too, when named: after a
+mapping that sent a wrong field is fixed, ``leadhub replay --status delivered`` sends their
+leads again, which updates them."""
 
 from __future__ import annotations
 
@@ -38,10 +40,12 @@ CAPTURE = "/v2/LeadManagement.svc/Lead.Capture"
 DAY = 86400.0
 
 
-def _replay(db: Path) -> subprocess.CompletedProcess[str]:
-    """``leadhub replay --status dead`` on the store at ``db``, as a command of its own."""
+def _replay(db: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """``leadhub replay FLAGS`` (default ``--status dead``) on the store at ``db``, as a
+    command of its own."""
+    argv = [sys.executable, "-m", "hub", "replay", *(flags or ("--status", "dead"))]
     return subprocess.run(
-        [sys.executable, "-m", "hub", "replay", "--status", "dead", "--db", f"sqlite:///{db}"],
+        [*argv, "--db", f"sqlite:///{db}"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -165,3 +169,98 @@ async def test_a_replayed_event_older_than_give_up_after_gets_its_whole_schedule
         event.last_error
     )
     assert fake.calls == 3
+
+
+def _first_name_from(field: str) -> str:
+    """The ``forms`` endpoint and a mapping sending ``$.<field>`` as the lead's FirstName."""
+    return f"""kind: endpoint
+name: forms
+source: none
+---
+kind: mapping
+name: forms-map
+endpoint: forms
+target: default
+fields:
+  EmailAddress: {{ path: $.email, required: true }}
+  FirstName: $.{field}
+"""
+
+
+async def test_replay_status_delivered_sends_delivered_leads_again(tmp_path: Path) -> None:
+    """A mapping sent the nickname as FirstName; three events of two leads were delivered
+    with it, and one more four days ago. After the fix, `leadhub replay --status delivered
+    --since 1h` requeues the three (its dry run counts them), a real dispatcher sends them
+    again to the sandbox and they end delivered again: the same leads are updated (none is
+    created; each has one more Lead Capture activity), the later event of a lead still goes
+    after the earlier one, and the old event is neither requeued nor sent."""
+    db = tmp_path / "hub.db"
+    with sandbox_server() as (url, _):
+        wrong = write_config(tmp_path / "a", target_yaml("default", url), _first_name_from("nick"))
+        async with opened_store(db) as store:
+            old = await _received_days_ago(
+                store, 4, {"email": "old@example.com", "first_name": "Olga", "nick": "Oli"}
+            )
+            docs = [
+                {"email": "ann@example.com", "first_name": "Ann", "nick": "Annie"},
+                {"email": "bob@example.com", "first_name": "Bob", "nick": "Bobby"},
+                {"email": "ann@example.com", "first_name": "Anna", "nick": "Nan"},
+            ]
+            ids = await enqueue(store, "forms", docs)
+            async with running(wrong, store):
+                await wait_for(all_in(State.DELIVERED, store, [old, *ids]), what="delivered")
+            first = await states(store, [old, *ids])
+            leads = {lead["EmailAddress"]: lead for lead in sandbox_get(url, "/_sandbox/leads")}
+            assert {email: lead["FirstName"] for email, lead in leads.items()} == {
+                "old@example.com": "Oli",
+                "ann@example.com": "Nan",
+                "bob@example.com": "Bobby",
+            }
+            lead_ids = {email: lead["ProspectID"] for email, lead in leads.items()}
+            assert [first[i].lead_id for i in ids] == [lead_ids[doc["email"]] for doc in docs]
+
+            dry = await asyncio.to_thread(
+                _replay, db, "--status", "delivered", "--since", "1h", "--dry-run"
+            )
+            assert dry.returncode == 0, dry.stderr
+            assert dry.stdout.strip() == "Would requeue 3 events."
+            assert await states(store, [old, *ids]) == first
+            bare = await asyncio.to_thread(_replay, db, "--id", str(ids[0]))
+            assert bare.returncode == 0, bare.stderr
+            assert bare.stdout.strip() == "Requeued 0 events."
+            assert "--status delivered" in bare.stderr
+            replay = await asyncio.to_thread(_replay, db, "--status", "delivered", "--since", "1h")
+            assert replay.returncode == 0, replay.stderr
+            assert replay.stdout.strip() == "Requeued 3 events."
+            requeued = await states(store, [old, *ids])
+            assert requeued[old] == first[old]
+            assert {requeued[i].state for i in ids} == {State.QUEUED}
+
+            fixed = write_config(
+                tmp_path / "b", target_yaml("default", url), _first_name_from("first_name")
+            )
+            async with running(fixed, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered again")
+            again = await states(store, [old, *ids])
+        leads = {lead["EmailAddress"]: lead for lead in sandbox_get(url, "/_sandbox/leads")}
+        assert {email: lead["FirstName"] for email, lead in leads.items()} == {
+            "old@example.com": "Oli",
+            "ann@example.com": "Anna",
+            "bob@example.com": "Bob",
+        }
+        assert {email: lead["ProspectID"] for email, lead in leads.items()} == lead_ids
+        captures = {
+            email: len(sandbox_get(url, f"/_sandbox/leads/{lead_id}/activities"))
+            for email, lead_id in lead_ids.items()
+        }
+        assert captures == {"old@example.com": 1, "ann@example.com": 4, "bob@example.com": 2}
+    assert again[old] == first[old]
+    for event_id, doc in zip(ids, docs, strict=True):
+        event = again[event_id]
+        assert (event.state, event.attempts, event.lead_id, event.lead_created) == (
+            State.DELIVERED,
+            1,
+            lead_ids[doc["email"]],
+            False,
+        ), event.last_error
+        assert event.requeued_at is not None
