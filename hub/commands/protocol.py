@@ -142,6 +142,13 @@ class HubHttpProtocol(HttpToolsProtocol):
         #: The hub's ingest when the app is the hub's, unwrapped, and serves webhooks.
         self.ingest: Ingest | None = ingest if isinstance(ingest, Ingest) else None
 
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # A request is under way: no keep-alive timeout. (uvicorn cancels it as data comes
+        # in, but an answer written while the data is parsed, a 401, arms it again for the
+        # rest: it would close the connection under the next request in that data.)
+        self._unset_keepalive_if_required()
+
     def on_headers_complete(self) -> None:
         webhook = self._webhook()
         if webhook is None:

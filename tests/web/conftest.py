@@ -73,9 +73,13 @@ def hub(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Hub]:
 
 @contextlib.contextmanager
 def running_hub(
-    tmp_path: Path, endpoints: Mapping[str, Endpoint] | None = None, writer: str = "thread"
+    tmp_path: Path,
+    endpoints: Mapping[str, Endpoint] | None = None,
+    writer: str = "thread",
+    **server: Any,
 ) -> Iterator[Hub]:
-    """A hub app on uvicorn with a SQLite store in ``tmp_path`` and a frozen clock."""
+    """A hub app on uvicorn with a SQLite store in ``tmp_path`` and a frozen clock;
+    ``server``: uvicorn settings beyond the usual (``timeout_keep_alive=0``, say)."""
     clock = ManualClock(fx.STANDARD_TIME)
     db_dir = tmp_path / "data"
     db_dir.mkdir()
@@ -88,9 +92,9 @@ def running_hub(
         lifespan_hooks=[store_lifespan(store)],
     )
     # as serve runs it (its protocol finds the hub's app only unwrapped: no proxy headers)
-    serving: dict[str, Any] = {}
+    serving: dict[str, Any] = dict(server)
     if writer == "process":
-        serving = {"http": HubHttpProtocol, "proxy_headers": False}
+        serving.update(http=HubHttpProtocol, proxy_headers=False)
     with (
         serve_in_thread(app, **serving) as url,
         httpx.Client(base_url=url, timeout=30) as client,

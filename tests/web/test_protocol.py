@@ -328,3 +328,27 @@ def test_a_body_the_store_cannot_skim_takes_the_full_parser(
     assert answered == [200]
     [event] = hub.events()
     assert event.document["n"] == "123456789012345678901234567890"
+
+
+# -- found by breaking it: each answered as uvicorn's own path answers it --------------------
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_request_behind_one_answered_while_reading_gets_its_answer(
+    tmp_path: Path, writer: str
+) -> None:
+    """A forged delivery and a good one in one write, keep-alive timeout 0: the first is
+    answered (401) while the write is still being read, the second once stored, on both
+    paths. (The answer written while reading armed the keep-alive timer with the second
+    request already under way: the timer closed the connection before its answer.)"""
+    with running_hub(tmp_path, writer=writer, timeout_keep_alive=0) as hub:
+        wire = _Wire(hub.url)
+        body, headers = _signed("e-forged")
+        try:
+            wire.send(_request(body + b" ", headers) + _request(*_signed("e-good")))
+            assert wire.response()[0] == 401
+            status, _, answer = wire.response()
+        finally:
+            wire.close()
+        assert (status, orjson.loads(answer)) == (200, {"status": "accepted", "id": 1})
+        assert [e.delivery_id for e in hub.events()] == ["e-good"]
