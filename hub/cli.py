@@ -236,7 +236,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     events.add_argument("--endpoint", help="only events of this endpoint")
     events.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
     events.add_argument(
-        "--since", metavar="AGE", help="only events received in the last AGE (e.g. 2h, 7d)"
+        "--since",
+        type=age,
+        metavar="AGE",
+        help="only events received in the last AGE (e.g. 2h, 7d)",
     )
     events.add_argument(
         "--id",

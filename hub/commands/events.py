@@ -22,7 +22,7 @@ from hub.store.commands import (
     utc,
 )
 from hub.store.models import Event, State
-from hub.units import UnitError, parse_duration
+from hub.units import parse_duration
 
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
 COLUMNS += ("ATTEMPTS", "TARGET", "LEAD ID", "LAST ERROR")
@@ -57,12 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if (refused := id_too_large("events", args.ids)) is not None:
         return refused
     limit = min(args.limit, MAX_INT64 - 1)  # larger means every event; one more is read
-    since: float | None = None
-    if args.since is not None:
-        try:
-            since = time.time() - parse_duration(args.since)
-        except UnitError as exc:
-            return fail("events", f"--since: {exc}")
+    # (--since is a checked AGE: hub.cli.age)
+    since = None if args.since is None else time.time() - parse_duration(args.since)
 
     async def action(store: EventStore) -> int:
         # one more than shown: whether the limit cut the listing short

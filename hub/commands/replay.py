@@ -20,7 +20,7 @@ from hub.store.commands import (
     utc,
 )
 from hub.store.models import REPLAYABLE, REPLAYED_BY_DEFAULT, Event, State
-from hub.units import UnitError, parse_duration
+from hub.units import parse_duration
 
 #: The states replay takes unless told otherwise, as a sentence's end.
 REPLAYED_NAMES = listing(s.value for s in REPLAYED_BY_DEFAULT)
@@ -41,12 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if (refused := id_too_large("replay", args.ids)) is not None:
         return refused
     state = State(args.status) if args.status else None
-    since: float | None = None
-    if args.since is not None:
-        try:
-            since = time.time() - parse_duration(args.since)
-        except UnitError as exc:
-            return fail("replay", f"--since: {exc}")
+    # (--since is a checked AGE: hub.cli.age)
+    since = None if args.since is None else time.time() - parse_duration(args.since)
 
     async def action(store: EventStore) -> int:
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}

@@ -156,8 +156,14 @@ class TestEvents:
         assert [orjson.loads(x)["id"] for x in capsys.readouterr().out.splitlines()] == [recent]
         assert main(["events", "--db", url, "--since", "10000d", "--json"], environ={}) == 0
         assert len(capsys.readouterr().out.splitlines()) == len(ids) + 1
-        assert main(["events", "--db", url, "--since", "soon"], environ={}) == 2
+        with pytest.raises(SystemExit) as info:
+            main(["events", "--db", url, "--since", "soon"], environ={})
+        assert info.value.code == 2
         assert "--since" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as info:  # the variable is checked like the flag
+            main(["events", "--db", url], environ={"LEADHUB_SINCE": "soon"})
+        assert info.value.code == 2
+        assert "LEADHUB_SINCE='soon'" in capsys.readouterr().err
 
     def test_filters_and_json(self, db: Seeded, capsys: Cap) -> None:
         """--status, --endpoint and --limit filter; --json prints one object per line."""
