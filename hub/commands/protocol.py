@@ -107,6 +107,7 @@ class _Webhook:
         "headers",
         "keep_alive",
         "message_event",
+        "posted",
         "query",
         "response_complete",
         "route",
@@ -128,6 +129,8 @@ class _Webhook:
         self.response_complete = False
         self.disconnected = False
         self.message_event = _NOOP
+        #: Its body read in full and handed to ingest (which answers it, once).
+        self.posted = False
         self.start = perf_counter()
 
 
@@ -141,6 +144,24 @@ class HubHttpProtocol(HttpToolsProtocol):
         ingest = getattr(self.app, "ingest", None)
         #: The hub's ingest when the app is the hub's, unwrapped, and serves webhooks.
         self.ingest: Ingest | None = ingest if isinstance(ingest, Ingest) else None
+        #: The webhook handed to ingest and not answered yet (one at most: the next request
+        #: waits behind it on uvicorn's path); like an ASGI request's task, uvicorn's graceful
+        #: stop waits for it, even once its sender has gone.
+        self.answering: _Webhook | None = None
+        self.lost = False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle: Any = self.cycle
+        super().connection_lost(exc)
+        self.lost = True
+        if type(cycle) is _Webhook and not cycle.posted and self.ingest is not None:
+            # gone mid-body: logged and counted as ASGI's path does (ingest's _Disconnected)
+            answer = Answer(0, b"", "rejected", "disconnected", None, {}, [])
+            self.ingest.done(cycle.route.name, cycle.start, answer)
+        if self.answering is not None:
+            # uvicorn waits for its connections, then its tasks, before the app's lifespan
+            # ends (the store closes): this answer is the task an ASGI request would have.
+            self.connections.add(self)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -215,12 +236,17 @@ class HubHttpProtocol(HttpToolsProtocol):
         ingest = self.ingest
         assert ingest is not None  # a _Webhook is only made with one
         route = cycle.route
+        cycle.posted = True
+        self.answering = cycle
 
         def reply(answer: Answer) -> None:
             if cycle.response_complete:
                 return
+            self.answering = None
             self._respond(cycle, answer.status, answer.headers, answer.body)
             ingest.done(route.name, cycle.start, answer)
+            if self.lost:
+                self.connections.discard(self)  # (kept for uvicorn's graceful stop)
 
         ingest.post(route, header_dict(cycle.headers), bytes(cycle.body), cycle.query, reply)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import threading
@@ -107,6 +108,44 @@ def test_sigterm_while_a_delivery_waits_for_the_writer_answers_it_first(tmp_path
     assert answer.headers["connection"] == "close"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
+
+
+def test_sigterm_waits_for_a_delivery_whose_sender_has_gone(tmp_path: Path) -> None:
+    """A delivery read in full, its sender gone, waiting for the stopped writer at SIGTERM:
+    the hub stops its parts only once that delivery is settled (503 after
+    ``?stall_after=2s``), as it waits for any request under way. (Once its sender was gone
+    serve's protocol no longer held the stop: the store's close waited for the delivery
+    with the stall watchdog cancelled, for as long as the writer stayed stopped.)"""
+    args, base, _ = _web(tmp_path, "?stall_after=2s")
+    body = orjson.dumps({"email": "gone@example.com"})
+    head = f"POST /hooks/forms HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {TOKEN}\r\n"
+    head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        writer = _writer_child(proc.pid)
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            host, port = base.removeprefix("http://").split(":")
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(head.encode() + body)
+                time.sleep(0.5)  # the request is read and waits for the writer
+            proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: _received(proc) == [503], timeout=20, what="the 503")
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        assert proc.wait(timeout=30) == 0
+        events = [line["event"] for line in _lines(proc)]
+    assert events.index("delivery_received") < events.index("hub_stopped")
+
+
+def _lines(proc: subprocess.Popen[str]) -> list[dict[str, object]]:
+    """``proc``'s JSON log lines so far (whole lines only: it may be writing one)."""
+    lines = _log(proc).splitlines(keepends=True)
+    return [orjson.loads(x) for x in lines if x.startswith("{") and x.endswith("\n")]
+
+
+def _received(proc: subprocess.Popen[str]) -> list[object]:
+    """The statuses of ``proc``'s ``delivery_received`` lines so far."""
+    return [line["status"] for line in _lines(proc) if line["event"] == "delivery_received"]
 
 
 def _log(proc: subprocess.Popen[str]) -> str:

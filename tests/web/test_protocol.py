@@ -354,6 +354,23 @@ def test_a_request_behind_one_answered_while_reading_gets_its_answer(
         assert [e.delivery_id for e in hub.events()] == ["e-good"]
 
 
+def test_a_sender_that_leaves_mid_body_is_counted_as_disconnected(hub: Hub) -> None:
+    """Headers and part of the body, then the connection closed: nothing stored, and the
+    request counted (and logged) as rejected, ``disconnected``, on either path."""
+    body, headers = _signed("e-half")
+    wire = _Wire(hub.url)
+    wire.send(_request(body, headers)[:-5])
+    wire.close()
+    counted = (
+        'leadhub_deliveries_total{endpoint="typeform",outcome="rejected",reason="disconnected"} 1.0'
+    )
+    deadline = time.monotonic() + 10
+    while counted not in hub.client.get("/metrics").text.splitlines():
+        assert time.monotonic() < deadline, "the disconnect was not counted"
+        time.sleep(0.02)
+    assert hub.events() == []
+
+
 def test_a_content_length_of_thousands_of_digits_is_the_apps_400(hub: Hub) -> None:
     """A Content-Length of 5,000 digits (zeros, then the real length: the parser takes it)
     is the app's 400 on either path, not uvicorn's "Invalid HTTP request" from an
