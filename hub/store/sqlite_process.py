@@ -403,11 +403,12 @@ class IngestProcess:
             await asyncio.to_thread(old.wait)
 
     async def stop(self) -> None:
-        """Wait for what was sent, then close the socket and wait for the child to exit."""
+        """Wait for what was sent, then close the socket and wait for the child to exit.
+
+        The watchdog keeps watching meanwhile: with a stalled child, what waits is answered
+        (503) after ``stall_after`` and the stop goes on, instead of waiting as long as the
+        stall lasts."""
         self._open = False
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
         self._send()
         untold = [waiter for waiter in self._waiting if not waiter.done]
         if untold:
@@ -416,6 +417,9 @@ class IngestProcess:
                 waiter.finished = loop.create_future()
             with contextlib.suppress(Exception):
                 await asyncio.gather(*(w.finished for w in untold if w.finished is not None))
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None

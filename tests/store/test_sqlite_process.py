@@ -407,3 +407,26 @@ async def test_submit_with_the_child_gone_starts_another(
         await store.close()
     [[result]] = told
     assert result.delivery_id == "after" and not result.duplicate
+
+
+async def test_close_with_a_stalled_child_answers_what_waits_after_stall_after(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """close() while the child is stopped (a hung disk): what waits is told StoreUnavailable
+    once ``stall_after`` has passed, and the close goes on, instead of waiting for the stall
+    to end."""
+    store = open_store(sqlite_url(tmp_path) + "?stall_after=0.3s", clock=clock, writer="process")
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    pid = child_pid(store)
+    told: list[Any] = []
+
+    def tell(outcome: Any) -> None:
+        told.append(outcome)
+        os.kill(pid, signal.SIGCONT)  # the stall ends once answered, so the child can exit
+
+    os.kill(pid, signal.SIGSTOP)
+    store.submit(delivery("stalled"), tell)
+    await asyncio.wait_for(store.close(), 20)
+    [outcome] = told
+    assert isinstance(outcome, StoreUnavailable) and "has not answered" in str(outcome)
