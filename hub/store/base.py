@@ -273,16 +273,22 @@ def settle_later(enqueue: Coroutine[Any, Any, builtins.list[EnqueueResult]], tel
     store that has only ``enqueue``."""
     task = asyncio.get_running_loop().create_task(enqueue)
     _settling.add(task)
+    task.add_done_callback(_settling.discard)
+    tell_when_done(task, tell)
 
-    def done(task: asyncio.Task[builtins.list[EnqueueResult]]) -> None:
-        _settling.discard(task)
-        if task.cancelled():
-            tell(StoreUnavailable("The enqueue was cancelled (the hub is stopping)."))
+
+def tell_when_done(future: asyncio.Future[builtins.list[EnqueueResult]], tell: Settle) -> None:
+    """``tell`` what ``future`` comes to, once it is done (cancelled, the store closing: as
+    StoreUnavailable, which the sender retries)."""
+
+    def done(future: asyncio.Future[builtins.list[EnqueueResult]]) -> None:
+        if future.cancelled():
+            tell(StoreUnavailable("The write was interrupted (the hub is stopping); try again."))
             return
-        error = task.exception()
-        tell(error if error is not None else task.result())
+        error = future.exception()
+        tell(error if error is not None else future.result())
 
-    task.add_done_callback(done)
+    future.add_done_callback(done)
 
 
 @runtime_checkable

@@ -36,6 +36,7 @@ from hub.store.base import (
     SLOT_HORIZON,
     BatchedStore,
     BodyNotSkimmed,
+    Settle,
     StoreError,
     StoreStats,
     StoreUnavailable,
@@ -255,6 +256,18 @@ class PostgresStore(BatchedStore):
         if pending is None:
             raise BodyNotSkimmed
         return await self._writes.enqueue(pending)
+
+    def submit(self, delivery: IncomingDelivery, tell: Settle) -> None:
+        """:meth:`enqueue` without a task of its own (``hub.store.base.Submits``): ``tell``
+        runs once the gathered statement holding the delivery has committed."""
+        if not delivery.events and delivery.skim is None:
+            tell([])
+            return
+        pending = to_pending(row_of(delivery, self.clock.time()))
+        if pending is None:
+            tell(BodyNotSkimmed())
+            return
+        self._writes.submit(pending, tell)
 
     # -- dispatch -------------------------------------------------------------------------
 

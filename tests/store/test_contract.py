@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ import pytest
 from hub.clock import ManualClock
 from hub.sources import capped
 from hub.store import EventStore, LeaseLost, StoreError
-from hub.store.base import PURGE_WINDOW, BodyNotSkimmed
+from hub.store.base import PURGE_WINDOW, BodyNotSkimmed, Submits
 from hub.store.models import (
     Ack,
     EnqueueResult,
@@ -163,6 +164,54 @@ def skim_delivery(
         events=(),
         skim=SkimId(key),
     )
+
+
+async def submitted(store: EventStore, d: IncomingDelivery) -> Any:
+    """What ``store.submit`` tells for ``d`` (results, or the exception that failed it)."""
+    assert isinstance(store, Submits)
+    told: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    store.submit(d, lambda outcome: None if told.done() else told.set_result(outcome))
+    return await asyncio.wait_for(told, 10)
+
+
+class TestSubmit:
+    async def test_submit_tells_what_enqueue_returns(self, store: EventStore) -> None:
+        """``submit`` (ingest's way in: no coroutine of the caller's) tells what ``enqueue``
+        returns: a new event, its duplicate, a skimmed id, BodyNotSkimmed for a body the skim
+        cannot vouch for (nothing stored), a delivery of several leads, and nothing at all."""
+        (first,) = await submitted(store, delivery("s1"))
+        assert first == EnqueueResult(id=first.id, duplicate=False, delivery_id="s1")
+        assert await submitted(store, delivery("s1")) == [
+            EnqueueResult(id=first.id, duplicate=True, delivery_id="s1")
+        ]
+        (skimmed,) = await submitted(store, skim_delivery(b'{"event_id": "ev-9"}'))
+        assert (skimmed.delivery_id, skimmed.duplicate) == ("ev-9", False)
+        refused = await submitted(store, skim_delivery(b'{"event_id": "x", '))
+        assert isinstance(refused, BodyNotSkimmed)
+        two = await submitted(store, delivery("b1", "b2"))
+        assert [(r.delivery_id, r.duplicate) for r in two] == [("b1", False), ("b2", False)]
+        nothing = IncomingDelivery("typeform", START, b"[]", "application/json", {}, ())
+        assert await submitted(store, nothing) == []
+        stored = sorted(e.delivery_id for e in await store.list())
+        assert stored == ["b1", "b2", "ev-9", "s1"]
+
+    async def test_concurrent_submits_are_each_told_once(self, store: EventStore) -> None:
+        """Fifty submits in one loop iteration (as a burst of webhooks is read): each is told
+        its own result, once."""
+        told: list[tuple[str, Any]] = []
+        assert isinstance(store, Submits)
+
+        def teller(name: str) -> Callable[[Any], None]:
+            return lambda outcome: told.append((name, outcome))
+
+        for i in range(50):
+            store.submit(delivery(f"c{i}"), teller(f"c{i}"))
+        for _ in range(1000):
+            if len(told) >= 50:
+                break
+            await asyncio.sleep(0.01)
+        assert sorted(name for name, _ in told) == sorted(f"c{i}" for i in range(50))
+        assert all([r.delivery_id for r in outcome] == [name] for name, outcome in told)
 
 
 class TestSkimmedEnqueue:
