@@ -16,7 +16,7 @@ from hub.store.models import State
 from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import activities, leads, on_store, wait_until
 from tests.pg_server import cut_connections
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import free_port, leadhub_process, serve_args
 
 CONFIG = """kind: endpoint
 name: forms
@@ -36,24 +36,10 @@ ENV = {"FORMS_TOKEN": TOKEN, "LEADHUB_SANDBOX_RATE_LIMIT": "100/1s"}
 
 
 def _setup(tmp_path: Path) -> tuple[list[str], str]:
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    port = free_port()
-    args = [
-        "serve",
-        "--config-dir",
-        str(config),
-        "--port",
-        str(port),
-        "--db",
-        f"sqlite:///{tmp_path}/hub.db",
-        # The embedded sandbox's calls may last 20 s (timeout 10 s): a lease holds one, 5 s
-        # to spare and 1 s to start it in. A killed worker's events go out once it ends.
-        "--lease",
-        "26s",
-    ]
-    return args, f"http://127.0.0.1:{port}"
+    # The embedded sandbox's calls may last 20 s (timeout 10 s): a lease holds one, 5 s
+    # to spare and 1 s to start it in. A killed worker's events go out once it ends.
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, "--lease", "26s")
+    return args, base
 
 
 def _send(base: str, count: int) -> list[str]:
@@ -153,17 +139,14 @@ def test_a_worker_on_postgresql_hit_mid_dispatch_still_delivers_every_event(
     ``leadhub sandbox`` process with its own file, so its leads outlive the hub's restarts."""
     dsn, schema = postgres_schema
     db = f"{dsn}?schema={schema}"
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    sandbox_port, port = free_port(), free_port()
-    sandbox, base = f"http://127.0.0.1:{sandbox_port}", f"http://127.0.0.1:{port}"
-    (config / "targets.yaml").write_text(target_yaml("default", sandbox, timeout="1s"))
+    sandbox_port = free_port()
+    sandbox = f"http://127.0.0.1:{sandbox_port}"
+    files = {"forms.yaml": CONFIG, "targets.yaml": target_yaml("default", sandbox, timeout="1s")}
     sandbox_args = ["sandbox", "--port", str(sandbox_port), "--rate-limit", "off"]
     sandbox_args += ["--db", str(tmp_path / "sandbox.sqlite")]
     sandbox_args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
-    args = ["serve", "--config-dir", str(config), "--port", str(port), "--db", db]
-    args += ["--lease", "8s"]  # a call of 2 s at most (timeout 1 s), 5 s to spare, 1 to start
+    # a call of 2 s at most (timeout 1 s), 5 s to spare, 1 to start
+    args, base, _ = serve_args(tmp_path, files, "--lease", "8s", db=db)
     env = {**KEYS, "FORMS_TOKEN": TOKEN}
 
     def counts() -> dict[State, int]:

@@ -18,7 +18,7 @@ from tests.dispatch.support import (
     target_yaml,
 )
 from tests.e2e.support import on_store, wait_until
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import leadhub_process, serve_args
 
 SAME = "race@example.com"
 
@@ -57,22 +57,19 @@ def test_a_later_event_never_overtakes_one_claimed_with_a_slow_read(
         recording_target(slow={"A": 4.0}) as (url, target),
         slow_graph(3.0) as (graph_url, graph),
     ):
-        config = tmp_path / "cfg"
-        config.mkdir()
-        (config / "targets.yaml").write_text(target_yaml("default", url, timeout="10s"))
-        (config / "forms.yaml").write_text(flat_endpoint_yaml("forms", "default"))
-        (config / "fb.yaml").write_text(facebook_yaml(graph_url))
+        files = {
+            "targets.yaml": target_yaml("default", url, timeout="10s"),
+            "forms.yaml": flat_endpoint_yaml("forms", "default"),
+            "fb.yaml": facebook_yaml(graph_url),
+        }
         db = hub_db_url
+        first, first_url, _ = serve_args(tmp_path, files, "--role", "worker", db=db)
+        second, second_url, _ = serve_args(tmp_path, files, "--role", "worker", db=db)
         _enqueue(db, "fb", "f", {"leadgen_id": "4242", "page_id": "1"})
         _enqueue(db, "forms", "a", {"email": SAME, "first_name": "A"})
-        ports = [free_port(), free_port()]
-        common = ["--config-dir", str(config), "--db", db, "--role", "worker"]
-        first = ["serve", *common, "--port", str(ports[0])]
-        second = ["serve", *common, "--port", str(ports[1])]
-        ready = [f"http://127.0.0.1:{p}/healthz" for p in ports]
-        with leadhub_process(first, ready_url=ready[0], env=FB_ENV):
+        with leadhub_process(first, ready_url=f"{first_url}/healthz", env=FB_ENV):
             wait_until(lambda: graph.held == 1, what="F and A claimed, F being read")
-            with leadhub_process(second, ready_url=ready[1], env=FB_ENV):
+            with leadhub_process(second, ready_url=f"{second_url}/healthz", env=FB_ENV):
                 time.sleep(0.6)
                 _enqueue(db, "forms", "b", {"email": SAME, "first_name": "B"})
                 wait_until(

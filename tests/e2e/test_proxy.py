@@ -12,7 +12,13 @@ from hub.sandbox import create_app as create_sandbox
 from tests.dispatch.support import KEYS
 from tests.e2e.support import wait_until
 from tests.support.proxy import basic, forward_proxy
-from tests.support.server import free_port, leadhub_process, leadhub_run, serve_in_thread
+from tests.support.server import (
+    free_port,
+    leadhub_process,
+    leadhub_run,
+    serve_args,
+    serve_in_thread,
+)
 
 HOST = "lsq.proxied.test"  # resolves nowhere: only the proxy reaches it
 
@@ -77,11 +83,8 @@ def test_leads_reach_an_https_target_through_the_proxys_tunnel(tmp_path: Path) -
         forward_proxy(login="ops", password="hunter2") as (proxy_url, seen),
     ):
         target_port = int(plain.rsplit(":", 1)[1])
-        config = tmp_path / "cfg"
-        config.mkdir()
-        (config / "forms.yaml").write_text(CONFIG.format(host=HOST, port=target_port))
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
+        files = {"forms.yaml": CONFIG.format(host=HOST, port=target_port)}
+        args, base, _ = serve_args(tmp_path, files)
         env = {
             **KEYS,
             "FORMS_TOKEN": "t0k",
@@ -90,8 +93,6 @@ def test_leads_reach_an_https_target_through_the_proxys_tunnel(tmp_path: Path) -
             "SSL_CERT_FILE": str(ca),
             **{f"{name}_proxy": "" for name in ("http", "all", "no")},
         }
-        args = ["serve", "--config-dir", str(config), "--port", str(port)]
-        args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
         with leadhub_process(args, ready_url=f"{base}/healthz", env=env) as proc:
             answer = httpx.post(
                 f"{base}/hooks/forms",

@@ -12,7 +12,7 @@ import orjson
 
 from tests.e2e.support import lead_by_email, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import leadhub_process, serve_args
 
 EXTRA = """kind: endpoint
 name: extra
@@ -47,13 +47,8 @@ class Log:
 
 
 def test_sighup_reloads_the_config_and_a_broken_one_changes_nothing(tmp_path: Path) -> None:
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
     config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "--config-dir", str(config), "--port", str(port)]
-    args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
     auth = {"Authorization": f"Bearer {TOKEN}"}
     lead = {"contact": {"email": "new.form@example.com"}}
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
@@ -101,15 +96,9 @@ def test_sighup_reloads_the_config_and_a_broken_one_changes_nothing(tmp_path: Pa
 def test_a_secret_rotated_in_its_file_is_taken_at_the_reload(tmp_path: Path) -> None:
     """FORMS_TOKEN_FILE instead of FORMS_TOKEN: after the file is rewritten and the hub gets
     SIGHUP, the new token is accepted and the old one refused (401), without a restart."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
     secret = tmp_path / "forms_token"
     secret.write_text("old-token\n")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "--config-dir", str(config), "--port", str(port)]
-    args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
     env = {k: v for k, v in ENV.items() if k != "FORMS_TOKEN"}
     env["FORMS_TOKEN_FILE"] = str(secret)
     lead = {"email": "rotated@example.com"}

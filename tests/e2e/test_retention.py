@@ -16,7 +16,7 @@ from hub.store.models import State
 from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
 from tests.store.helpers import delivery
-from tests.support.server import free_port, leadhub_process, leadhub_run
+from tests.support.server import leadhub_process, leadhub_run, serve_args
 
 
 def _seed_old_events(url: str) -> dict[str, int]:
@@ -51,14 +51,10 @@ def _purged(base: str) -> int:
 def _hub_on_old_events(tmp_path: Path) -> tuple[str, dict[str, int], str, list[str]]:
     """A config directory and a store seeded with old events: the store's URL, the events'
     ids, and the base URL and arguments of a ``leadhub serve`` on them."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    url = f"sqlite:///{tmp_path}/hub.db"
+    args, base, db = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    url = f"sqlite:///{db}"
     ids = _seed_old_events(url)
-    port = free_port()
-    args = ["serve", "--config-dir", str(config), "--port", str(port), "--db", url]
-    return url, ids, f"http://127.0.0.1:{port}", args
+    return url, ids, base, args
 
 
 def test_a_worker_purges_old_finished_events_and_keeps_the_rest(tmp_path: Path) -> None:

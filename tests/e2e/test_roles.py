@@ -10,29 +10,17 @@ import pytest
 from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import leads, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
-from tests.support.server import free_port, leadhub_process, leadhub_run
+from tests.support.server import leadhub_process, leadhub_run, serve_args
 
 
 @pytest.mark.slow
 def test_worker_role_dispatches_what_the_web_role_stored(tmp_path: Path) -> None:
     """Deliveries accepted by a web-only process are delivered by a separate worker process."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    common = ["--config-dir", str(config), "--db", f"sqlite:///{tmp_path}/hub.db"]
-    web_port, worker_port = free_port(), free_port()
-    web, worker = f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{worker_port}"
+    web_args, web, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, "--role", "web")
+    worker_args, worker, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, "--role", "worker")
     with (
-        leadhub_process(
-            ["serve", *common, "--port", str(web_port), "--role", "web"],
-            ready_url=f"{web}/healthz",
-            env=ENV,
-        ),
-        leadhub_process(
-            ["serve", *common, "--port", str(worker_port), "--role", "worker"],
-            ready_url=f"{worker}/healthz",
-            env=ENV,
-        ),
+        leadhub_process(web_args, ready_url=f"{web}/healthz", env=ENV),
+        leadhub_process(worker_args, ready_url=f"{worker}/healthz", env=ENV),
     ):
         headers = {"Authorization": f"Bearer {TOKEN}"}
         for n in range(20):

@@ -14,7 +14,7 @@ from hub.store.models import Event, EventIn, IncomingDelivery, State
 from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import free_port, leadhub_process, serve_args
 
 LIMIT = "8/2s"
 LEADS = 32
@@ -62,30 +62,24 @@ def test_two_workers_together_stay_within_the_account_s_limit(
     """
     sandbox_port = free_port()
     sandbox = f"http://127.0.0.1:{sandbox_port}"
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
     # calls of 6 s at most (timeout 3 s: a 1 s timeout was met by a loaded CI machine, and its
     # retry showed as a second attempt) in a 14 s lease with 5 s to spare: an event may wait
     # for the limit up to 3 s after its claim, then goes back (the drain takes about 8 s)
     target = target_yaml("default", sandbox, rate_limit=LIMIT, timeout="3s")
-    (config / "targets.yaml").write_text(target)
+    files = {"forms.yaml": CONFIG, "targets.yaml": target}
     db = hub_db_url
+    worker = ("--role", "worker", "--lease", "14s")
+    first, first_url, _ = serve_args(tmp_path, files, *worker, db=db)
+    second, second_url, _ = serve_args(tmp_path, files, *worker, db=db)
+    workers = [first_url, second_url]
     _queue(db, LEADS)
     env = {**KEYS, "FORMS_TOKEN": "unused"}
     sandbox_args = ["sandbox", "--port", str(sandbox_port), "--rate-limit", LIMIT]
     sandbox_args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
-    ports = [free_port(), free_port()]
-    workers = [f"http://127.0.0.1:{p}" for p in ports]
-    common = ["--config-dir", str(config), "--db", db, "--role", "worker", "--lease", "14s"]
     with (
         leadhub_process(sandbox_args, ready_url=f"{sandbox}/"),
-        leadhub_process(
-            ["serve", *common, "--port", str(ports[0])], ready_url=f"{workers[0]}/healthz", env=env
-        ),
-        leadhub_process(
-            ["serve", *common, "--port", str(ports[1])], ready_url=f"{workers[1]}/healthz", env=env
-        ),
+        leadhub_process(first, ready_url=f"{workers[0]}/healthz", env=env),
+        leadhub_process(second, ready_url=f"{workers[1]}/healthz", env=env),
     ):
         wait_until(
             lambda: all(e.state is State.DELIVERED for e in _events(db)),

@@ -16,7 +16,7 @@ import orjson
 
 from tests.e2e.support import wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import leadhub_process, serve_args
 
 
 def _writer_child(pid: int) -> int:
@@ -32,14 +32,8 @@ def _writer_child(pid: int) -> int:
 def _web(tmp_path: Path, db_options: str = "") -> tuple[list[str], str, Path]:
     """``serve --role web`` arguments for the token endpoint ``forms`` on a SQLite file in
     ``tmp_path`` (with ``db_options`` on its URL); its base URL and the file."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "forms.yaml").write_text(CONFIG)
-    port = free_port()
-    db = tmp_path / "hub.db"
-    args = ["serve", "--config-dir", str(config), "--port", str(port), "--role", "web"]
-    args += ["--db", f"sqlite:///{db}{db_options}"]
-    return args, f"http://127.0.0.1:{port}", db
+    db = f"sqlite:///{tmp_path / 'hub.db'}{db_options}"
+    return serve_args(tmp_path, {"forms.yaml": CONFIG}, "--role", "web", db=db)
 
 
 def test_a_stalled_writer_is_a_503_and_readiness_says_so(tmp_path: Path) -> None:

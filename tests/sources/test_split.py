@@ -15,7 +15,7 @@ from hub.config.models import Endpoint
 from hub.sources import BodyError, Incoming, VerificationError, build_source, delivery_ids
 from hub.sources.split import MAX_LEADS
 from tests.e2e.support import leads, wait_until
-from tests.support.server import free_port, leadhub_process, leadhub_run
+from tests.support.server import leadhub_process, leadhub_run, serve_args
 
 TOKEN = "bulk-token"
 CONFIG = """kind: endpoint
@@ -128,13 +128,7 @@ def test_a_batch_is_stored_answered_and_delivered_lead_by_lead(tmp_path: Path) -
     """A real ``leadhub serve``: one POST of three leads is answered with three event ids,
     the same POST again is a duplicate, a batch where the path finds nothing is accepted with
     no event, and the three leads reach the embedded sandbox one by one."""
-    config = tmp_path / "cfg"
-    config.mkdir()
-    (config / "bulk.yaml").write_text(CONFIG)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    args = ["serve", "--config-dir", str(config), "--port", str(port)]
-    args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
+    args, base, _ = serve_args(tmp_path, {"bulk.yaml": CONFIG})
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with leadhub_process(args, ready_url=f"{base}/healthz", env={"BULK_TOKEN": TOKEN}):
         first = httpx.post(f"{base}/hooks/bulk", json=BATCH, headers=headers)

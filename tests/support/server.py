@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,25 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def serve_args(
+    tmp_path: Path, files: Mapping[str, str], *extra: str, db: str | None = None
+) -> tuple[list[str], str, Path]:
+    """``leadhub serve`` arguments for the configuration directory ``tmp_path/"cfg"`` holding
+    ``files`` (file name -> YAML text), a free loopback port and the store URL ``db`` (by
+    default the SQLite file ``tmp_path/"hub.db"``), then ``extra``; its base URL and that
+    SQLite file. Called again on the same ``tmp_path`` (its files written again), it gives a
+    second process on another port the same directory."""
+    config = tmp_path / "cfg"
+    config.mkdir(exist_ok=True)
+    for name, text in files.items():
+        (config / name).write_text(text)
+    sqlite = tmp_path / "hub.db"
+    port = free_port()
+    args = ["serve", "--config-dir", str(config), "--port", str(port)]
+    args += ["--db", f"sqlite:///{sqlite}" if db is None else db, *extra]
+    return args, f"http://127.0.0.1:{port}", sqlite
 
 
 class _ThreadServer(uvicorn.Server):
