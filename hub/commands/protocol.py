@@ -31,7 +31,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from hub.web.ingest import PREFIX, Answer, HookRoute, Ingest, header_dict
+from hub.web.ingest import DISCONNECTED, PREFIX, Answer, HookRoute, Ingest, header_dict
 
 
 class GatheringTransport:
@@ -156,8 +156,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.lost = True
         if type(cycle) is _Webhook and not cycle.posted and self.ingest is not None:
             # gone mid-body: logged and counted as ASGI's path does (ingest's _Disconnected)
-            answer = Answer(0, b"", "rejected", "disconnected", None, {}, [])
-            self.ingest.done(cycle.route.name, cycle.start, answer)
+            self.ingest.done(cycle.route.name, cycle.start, DISCONNECTED)
         if self.answering is not None:
             # uvicorn waits for its connections, then its tasks, before the app's lifespan
             # ends (the store closes): this answer is the task an ASGI request would have.

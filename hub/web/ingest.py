@@ -205,6 +205,8 @@ def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 _UNAUTHORIZED = {"error": "unauthorized"}
+#: What a request whose sender left before its body was read comes to (no answer is sent).
+DISCONNECTED = Answer(0, b"", "rejected", "disconnected", None, {}, [])
 
 
 class Ingest:
@@ -282,7 +284,7 @@ class Ingest:
         except _Reject as rej:
             answer = rej.answer(route)
         except _Disconnected:
-            self.done(label, start, Answer(0, b"", "rejected", "disconnected", None, {}, []))
+            self.done(label, start, DISCONNECTED)
             return
         except Exception as exc:  # a bug: answer 500 and say so, never crash the server
             answer = _failed(label, exc)
