@@ -246,7 +246,7 @@ def test_keep_alive_and_pipelined_requests_are_answered_in_order(
     assert (status, orjson.loads(body)) == (200, {"status": "accepted", "id": 3})
     assert "connection" not in headers  # kept open
     wire.close()
-    assert answered[0] == 200 and answered[-1] == 200  # the first and last skipped ASGI
+    assert answered == [200, 200]  # the first and the last skipped ASGI, not the pipelined one
     assert [e.delivery_id for e in hub.events()] == ["e-1", "e-2", "e-3"]
 
 
