@@ -5,6 +5,7 @@ Error tree::
     HubError
     └── StoreError            the store failed (a driver error, wrapped)
         ├── StoreUnavailable  the database cannot be reached or written right now
+        │   └── NewerSchema   a later leadhub's store: no wait or retry makes it usable
         └── LeaseLost         a claimed event is no longer the writer's (see below)
 
 Every backend (SQLite, PostgreSQL) implements :class:`EventStore` and
@@ -47,7 +48,12 @@ class StoreUnavailable(StoreError):
     """The event store cannot be reached or written; check the database path and disk."""
 
 
-def newer_schema(found: int, known: int) -> StoreUnavailable:
+class NewerSchema(StoreUnavailable):
+    """The store was made by a later leadhub (:func:`newer_schema`): unavailable to this
+    one however long it waits (``serve --store-wait`` gives up on it at once)."""
+
+
+def newer_schema(found: int, known: int) -> NewerSchema:
     """The refusal of a store whose schema version ``found`` is newer than this code's
     ``known``: a later leadhub made it, and this one would write rows as it knows them (a
     replay resetting only its own columns, say). Unavailable, not a job's error: nothing
@@ -57,7 +63,7 @@ def newer_schema(found: int, known: int) -> StoreUnavailable:
         f"the event store has schema version {found}, newer than this leadhub's ({known}): "
         "a later leadhub made it; upgrade leadhub to that release (or a newer one) to use it."
     )
-    return StoreUnavailable(msg)
+    return NewerSchema(msg)
 
 
 class LeaseLost(StoreError):
