@@ -54,6 +54,15 @@ def age(text: str) -> str:
     return text
 
 
+def duration(text: str) -> float:
+    """A DURATION such as ``30s`` or ``2m``, in seconds: checked here so that a bad
+    ``LEADHUB_<FLAG>`` is a usage error naming the variable."""
+    try:
+        return parse_duration(text)
+    except UnitError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -203,6 +212,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default="off",
         help="delete delivered and skipped events this long after their last change, "
         "checked hourly by each worker (e.g. 30d; at least 3d), or 'off'",
+    )
+
+    serve.add_argument(
+        "--store-wait",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="at start, keep trying to open a store that cannot be reached for this long "
+        "(e.g. 2m; 0s: not at all); default 30s for PostgreSQL, 0s for SQLite",
     )
 
     sandbox = command("sandbox", "run the Lead.Capture sandbox on its own")

@@ -108,22 +108,24 @@ class PostgresServer:
     def log_file(self) -> Path:
         return self._require_base() / "server.log"
 
-    def start(self) -> None:
-        """initdb a fresh cluster and start it; returns once it accepts connections."""
+    def start(self, port: int | None = None) -> None:
+        """initdb a fresh cluster and start it on ``port`` (else a free one, tried again if
+        taken meanwhile); returns once it accepts connections."""
         if self._base is not None:
             raise PostgresServerError("the PostgreSQL server is already started")
         self._base = Path(tempfile.mkdtemp(prefix="hub-test-pg-"))
+        chosen = port
         try:
             (self._base / "sock").mkdir()
             if self._as_postgres:
                 self._chown_to_postgres(self._base)
             self._run("initdb", ["-D", str(self.data_dir), *INITDB_OPTIONS])
             for attempt in range(1, START_ATTEMPTS + 1):
-                port = free_port()
+                port = chosen or free_port()
                 try:
                     self._pg_ctl_start(port)
                 except PostgresServerError:
-                    if attempt == START_ATTEMPTS or not self._port_taken():
+                    if chosen or attempt == START_ATTEMPTS or not self._port_taken():
                         raise
                 else:
                     self.port = port

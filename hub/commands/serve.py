@@ -9,18 +9,25 @@ its lifespan hooks (:func:`lifespan_hooks_for`: the store is opened first and
 closed last), and serve until SIGINT/SIGTERM, which uvicorn turns into a graceful
 shutdown. One ``hub_ready`` line is logged once the socket listens, ``hub_stopped``
 once every hook has shut down.
+
+A store that cannot be reached at start (PostgreSQL not up yet) is tried again for
+``--store-wait`` (:func:`open_waiting`; 30 s for PostgreSQL, none for SQLite by default),
+one ``store_waiting`` line per failed attempt. The socket is bound but not listening
+meanwhile: connections are refused until the store is open and the hub is ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import socket
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +44,10 @@ from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.runtime import tune_for_serving
 from hub.store import StoreError, open_store, safe_url
-from hub.store.base import EventStore
+from hub.store.base import EventStore, NewerSchema, StoreUnavailable
 from hub.store.retention import parse_retention, retention_lifespan
 from hub.units import UnitError, parse_duration
-from hub.web.app import LifespanHook, create_app, store_lifespan
+from hub.web.app import LifespanHook, create_app
 from hub.web.reload import reload_on_hangup
 
 _log = structlog.get_logger()
@@ -94,18 +101,128 @@ def with_sandbox_url(config: Config, url: str) -> Config:
     return dataclasses.replace(config, targets=targets)
 
 
-def _store_hook(store: EventStore, db_url: str) -> LifespanHook:
-    inner = store_lifespan(store)
+#: ``--store-wait`` when not given, for a PostgreSQL URL (SQLite does not wait: its failures
+#: are local, a permission or a full disk, and do not pass by themselves).
+POSTGRES_STORE_WAIT = 30.0
+#: The pause after the first failed attempt to open the store; it doubles up to the longest.
+FIRST_PAUSE = 0.5
+LONGEST_PAUSE = 5.0
+#: How often a wait (or an attempt) looks whether a stop signal came.
+_STOP_POLL = 0.1
+
+
+class Stopping:
+    """Set from the stop signal's handler (a plain flag: safe there); ends a wait for the store."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def set(self) -> None:
+        self.stopped = True
+
+
+class StoppedWaiting(Exception):
+    """A stop signal came while serve was waiting for the store: nothing was opened."""
+
+
+class _QuietStoppedStart(logging.Filter):
+    """Drops uvicorn's "Application startup failed" when the start was a wait for the store
+    that a stop signal ended: serve stops as asked (``hub_stopped``, exit 0); nothing failed."""
+
+    def __init__(self, stopping: Stopping) -> None:
+        super().__init__()
+        self.stopping = stopping
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.stopping.stopped and record.getMessage().startswith("Application startup"))
+
+
+def store_wait_for(db_url: str, given: float | None) -> float:
+    """Seconds to wait for an unreachable store: ``given`` (``--store-wait``) when set, else
+    :data:`POSTGRES_STORE_WAIT` for a PostgreSQL URL and 0 for SQLite."""
+    if given is not None:
+        return given
+    scheme = urllib.parse.urlsplit(db_url).scheme.lower()
+    return POSTGRES_STORE_WAIT if scheme in ("postgresql", "postgres") else 0.0
+
+
+async def _unless_stopped(work: Awaitable[None], stopping: Stopping | None) -> None:
+    """Await ``work``; a stop signal meanwhile cancels it and raises :class:`StoppedWaiting`."""
+    task = asyncio.ensure_future(work)
+    while True:
+        if stopping is not None and stopping.stopped:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise StoppedWaiting
+        done, _ = await asyncio.wait({task}, timeout=_STOP_POLL)
+        if done:
+            return task.result()
+
+
+async def open_waiting(
+    store: EventStore, *, wait: float, db_url: str, stopping: Stopping | None = None
+) -> None:
+    """Open ``store``, trying again while it is unavailable (not reached, starting up) until
+    ``wait`` seconds have passed, after pauses from :data:`FIRST_PAUSE` doubling to
+    :data:`LONGEST_PAUSE`; one ``store_waiting`` line per failed attempt followed by a pause.
+
+    Raises:
+        StoreError: opening failed in a way waiting cannot fix (a wrong password, no such
+            database, a newer schema), or it was still unavailable after ``wait``.
+        StoppedWaiting: ``stopping`` was set (SIGTERM, SIGINT) before the store opened.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    pause = FIRST_PAUSE
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await _unless_stopped(store.open(), stopping)
+            return
+        except NewerSchema:
+            raise
+        except StoreUnavailable as exc:
+            waited = loop.time() - started
+            left = wait - waited
+            if left <= 0:
+                raise
+            delay = min(pause, left)
+            _log.warning(
+                "store_waiting",
+                db=safe_url(db_url),
+                attempt=attempt,
+                waited=round(waited, 1),
+                retry_in=round(delay, 2),
+                store_wait=wait,
+                error=str(exc),
+            )
+            await _unless_stopped(asyncio.sleep(delay), stopping)
+            pause = min(pause * 2, LONGEST_PAUSE)
+
+
+def _store_hook(
+    store: EventStore, db_url: str, *, wait: float = 0.0, stopping: Stopping | None = None
+) -> LifespanHook:
+    """Opens the store (waiting up to ``wait`` seconds for it: :func:`open_waiting`) at
+    start, closes it at the end; a failure is logged as ``store_open_failed``."""
 
     @contextlib.asynccontextmanager
     async def hook(app: Starlette) -> AsyncIterator[None]:
         try:
-            async with inner(app):
-                yield
+            await open_waiting(store, wait=wait, db_url=db_url, stopping=stopping)
         except StoreError as exc:
             _log.error("store_open_failed", db=safe_url(db_url), error=str(exc))
             app.state.startup_failure = "store_open_failed"  # logged: no traceback (HubApp)
             raise
+        except StoppedWaiting:
+            app.state.startup_failure = "stopped"  # serve says so and exits 0
+            raise
+        try:
+            yield
+        finally:
+            await store.close()
 
     return hook
 
@@ -137,13 +254,16 @@ def lifespan_hooks_for(
     db_url: str,
     lease: float = 60.0,
     keep: float | None = None,
+    store_wait: float = 0.0,
+    stopping: Stopping | None = None,
 ) -> list[LifespanHook]:
-    """The app's lifespan hooks for ``role``, in start order (the store first).
+    """The app's lifespan hooks for ``role``, in start order (the store first, waited for
+    up to ``store_wait`` seconds unless ``stopping`` is set meanwhile).
 
     Roles ``all`` and ``worker`` are where the dispatcher's hook belongs, after the store's,
     and with ``keep`` (``--purge-after``, seconds) the automatic purge's after it.
     """
-    hooks = [_store_hook(store, db_url)]
+    hooks = [_store_hook(store, db_url, wait=store_wait, stopping=stopping)]
     if role in ("all", "worker"):
         from hub.dispatch.worker import dispatcher_lifespan
 
@@ -179,6 +299,12 @@ def _drain(app: ASGIApp) -> None:
     dispatcher = getattr(getattr(app, "state", None), "dispatcher", None)
     if dispatcher is not None:
         dispatcher.drain()
+
+
+def _on_signal(stopping: Stopping, app: ASGIApp) -> None:
+    """A stop signal: end a wait for the store, stop the dispatcher claiming."""
+    stopping.set()
+    _drain(app)
 
 
 def _sandbox_keys(target: Target | None) -> str:
@@ -288,6 +414,7 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
             reason="--purge-after is done by the processes that run the dispatcher "
             "(role all or worker), not by a web role",
         )
+    stopping = Stopping()
     hooks = lifespan_hooks_for(
         config=config,
         store=store,
@@ -296,6 +423,8 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
         db_url=args.db,
         lease=lease,
         keep=keep,
+        store_wait=store_wait_for(args.db, getattr(args, "store_wait", None)),
+        stopping=stopping,
     )
     if sandbox_app is not None:
         hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops
@@ -337,9 +466,17 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
             http=HubHttpProtocol,  # one write per response
         ),
         on_ready=lambda _url: _ready(ready),
-        on_signal=lambda: _drain(app),
+        on_signal=lambda: _on_signal(stopping, app),
     )
-    server.run(sockets=[listening])  # on SIGTERM/SIGINT: a graceful shutdown, then exit 0
+    quiet = _QuietStoppedStart(stopping)
+    logging.getLogger("uvicorn.error").addFilter(quiet)
+    try:
+        server.run(sockets=[listening])  # on SIGTERM/SIGINT: a graceful shutdown, then exit 0
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(quiet)
+    if not server.started and getattr(app.state, "startup_failure", None) == "stopped":
+        _log.info("hub_stopped", reason="stopped while waiting for the event store")
+        return 0
     if not server.started:
         print("leadhub serve: startup failed (see the log above)", file=sys.stderr)
         return 1

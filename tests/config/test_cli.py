@@ -85,6 +85,20 @@ def test_a_port_flag_out_of_range_is_a_usage_error(
     assert parser.parse_args(["sandbox", "--port", "65535"]).port == 65535
 
 
+def test_store_wait_is_a_checked_duration(capsys: Cap) -> None:
+    """serve's --store-wait (LEADHUB_STORE_WAIT) is parsed as a duration, in seconds; unset,
+    it is None (serve picks the default by store); a bad one is a usage error naming it."""
+    parser = cli.build_parser({})
+    assert parser.parse_args(["serve"]).store_wait is None
+    assert parser.parse_args(["serve", "--store-wait", "2m"]).store_wait == 120.0
+    env = {"LEADHUB_STORE_WAIT": "500ms"}
+    assert cli.build_parser(env).parse_args(["serve"]).store_wait == 0.5
+    err = usage_error(capsys, ["serve", *NEVER_SERVE["serve"]], {"LEADHUB_STORE_WAIT": "soon"})
+    assert "LEADHUB_STORE_WAIT='soon': 'soon' is not a duration" in err
+    err = usage_error(capsys, ["serve", "--store-wait=-1s", *NEVER_SERVE["serve"]], {})
+    assert "argument --store-wait: '-1s' is not a duration" in err
+
+
 def test_a_bad_variable_leaves_commands_without_the_flag_alone(tmp_path: Path, capsys: Cap) -> None:
     """Bad LEADHUB_PORT, _ROLE and _LOG_LEVEL concern serve and sandbox: check and try run."""
     environ = {"LEADHUB_PORT": "abc", "LEADHUB_ROLE": "bogus", "LEADHUB_LOG_LEVEL": "loud"}

@@ -228,10 +228,13 @@ def test_a_store_that_cannot_be_reached_stops_serve_saying_why_without_the_passw
     tmp_path: Path,
 ) -> None:
     """PostgreSQL not running: serve exits 1, logs store_open_failed with what to check (and
-    no traceback beside it), and the password in the URL appears nowhere in its output."""
+    no traceback beside it), and the password in the URL appears nowhere in its output.
+    (--store-wait 0s: at once; the wait is tested in test_store_wait.py.)"""
     config_dir(tmp_path)
     url = f"postgresql://hub:hunter2-secret@127.0.0.1:{free_port()}/leads"
-    result, output = _failed_start(serve_args(tmp_path, free_port(), role="all", db=url))
+    args = [*serve_args(tmp_path, free_port(), role="all", db=url), "--store-wait", "0s"]
+    result, output = _failed_start(args)
+    assert '"store_waiting"' not in output
     failed = [
         orjson.loads(line)
         for line in result.stdout.splitlines()

@@ -1,0 +1,234 @@
+"""``leadhub serve --store-wait``: a store that cannot be reached at start is tried again for
+a while (PostgreSQL started after the hub), errors waiting cannot fix end at once, and a
+stop signal ends the wait. Real processes and real PostgreSQL servers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import structlog
+
+from hub.commands.serve import StoppedWaiting, Stopping, open_waiting, store_wait_for
+from hub.store import StoreError, StoreUnavailable
+from hub.store.base import newer_schema
+from tests.pg_server import PostgresServer, find_bindir, sql
+from tests.support.server import free_port, leadhub_process, leadhub_run, wait_http
+from tests.web.conftest import stored_events
+from tests.web.test_serve import ENV, serve_args, signed
+
+needs_postgres = pytest.mark.skipif(find_bindir() is None, reason="PostgreSQL is not installed")
+
+
+def lines(output: str, event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of ``event`` in ``output``."""
+    return [
+        orjson.loads(line)
+        for line in output.splitlines()
+        if line.startswith("{") and f'"{event}"' in line and orjson.loads(line)["event"] == event
+    ]
+
+
+def wait_for_line(proc: Any, event: str, timeout: float = 30.0) -> str:
+    """The process's output once it holds an ``event`` line (fails after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        seen += str(proc.stdout.read())
+        if lines(seen, event):
+            return seen
+        assert proc.poll() is None, seen
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} line within {timeout} s:\n{seen}")
+
+
+# -- the wait itself, on a fake store --------------------------------------------------------
+
+
+class FlakyStore:
+    """Fails ``open`` with each of ``errors`` in turn, then opens."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.attempts = 0
+
+    async def open(self) -> None:
+        self.attempts += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+async def test_open_waiting_tries_again_while_unavailable_then_opens() -> None:
+    store = FlakyStore(StoreUnavailable("down"), StoreUnavailable("starting up"))
+    with structlog.testing.capture_logs() as logs:
+        await open_waiting(store, wait=30, db_url="postgresql://u:pw@h/db")  # type: ignore[arg-type]
+    assert store.attempts == 3
+    waiting = [entry for entry in logs if entry["event"] == "store_waiting"]
+    assert [w["attempt"] for w in waiting] == [1, 2]
+    assert [w["error"] for w in waiting] == ["down", "starting up"]
+    assert [w["retry_in"] for w in waiting] == [0.5, 1.0]  # doubling
+    assert all(w["db"] == "postgresql://u:***@h/db" for w in waiting)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [StoreError("password authentication failed"), newer_schema(9, 2)],
+    ids=["not-unavailable", "newer-schema"],
+)
+async def test_open_waiting_ends_at_once_on_what_waiting_cannot_fix(error: StoreError) -> None:
+    store = FlakyStore(error)
+    with structlog.testing.capture_logs() as logs, pytest.raises(type(error)):
+        await open_waiting(store, wait=30, db_url="postgresql://h/db")  # type: ignore[arg-type]
+    assert store.attempts == 1
+    assert not [entry for entry in logs if entry["event"] == "store_waiting"]
+
+
+async def test_open_waiting_without_a_wait_tries_once() -> None:
+    store = FlakyStore(StoreUnavailable("down"))
+    with pytest.raises(StoreUnavailable):
+        await open_waiting(store, wait=0, db_url="sqlite:///x.db")  # type: ignore[arg-type]
+    assert store.attempts == 1
+
+
+async def test_a_stop_ends_the_wait_and_a_hanging_attempt() -> None:
+    class Hanging:
+        async def open(self) -> None:
+            await asyncio.sleep(3600)
+
+    stopping = Stopping()
+    asyncio.get_running_loop().call_later(0.2, stopping.set)
+    async with asyncio.timeout(10):
+        with pytest.raises(StoppedWaiting):
+            await open_waiting(Hanging(), wait=60, db_url="x", stopping=stopping)  # type: ignore[arg-type]
+
+
+def test_the_default_wait_is_for_postgresql_only() -> None:
+    assert store_wait_for("postgresql://h/db", None) == 30.0
+    assert store_wait_for("postgres://h/db", None) == 30.0
+    assert store_wait_for("sqlite:///hub.db", None) == 0.0
+    assert store_wait_for("sqlite:///hub.db", 5.0) == 5.0
+    assert store_wait_for("postgresql://h/db", 0.0) == 0.0
+
+
+# -- serve as a real process -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@needs_postgres
+async def test_serve_waits_for_a_postgresql_started_later_then_stores_a_webhook(
+    tmp_path: Path,
+) -> None:
+    """Started before its database: serve logs store_waiting, refuses connections meanwhile,
+    becomes ready once PostgreSQL runs, and stores a webhook."""
+    pg_port, port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    url = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
+    server = PostgresServer()
+    try:
+        with leadhub_process(serve_args(tmp_path, port, role="web", db=url), env=ENV) as proc:
+            seen = wait_for_line(proc, "store_waiting")
+            with pytest.raises(httpx.ConnectError):  # bound, not listening: refused
+                httpx.get(f"{base}/healthz", timeout=2)
+            assert not lines(seen, "hub_ready")
+            server.start(port=pg_port)
+            wait_http(f"{base}/healthz", timeout=60, proc=proc)
+            seen += wait_for_line(proc, "hub_ready")
+            event_id, body, sig = signed(1)
+            async with httpx.AsyncClient(timeout=30) as client:
+                response = await client.post(
+                    f"{base}/hooks/typeform",
+                    content=body,
+                    headers={"content-type": "application/json", "typeform-signature": sig},
+                )
+            assert response.status_code == 200, response.text
+        waiting = lines(seen, "store_waiting")
+        assert waiting[0]["attempt"] == 1
+        assert "check that PostgreSQL is running" in waiting[0]["error"]
+        assert not lines(seen, "store_open_failed")
+        assert [e.delivery_id for e in await stored_events(url)] == [event_id]
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_serve_gives_up_after_the_store_wait(tmp_path: Path) -> None:
+    """--store-wait 1s against nothing: store_waiting, then store_open_failed and exit 1."""
+    url = f"postgresql://hub:hunter2-secret@127.0.0.1:{free_port()}/leads"
+    started = time.monotonic()
+    result = leadhub_run(
+        [*serve_args(tmp_path, free_port(), role="all", db=url), "--store-wait", "1s"], env=ENV
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert time.monotonic() - started < 30
+    waiting = lines(result.stdout, "store_waiting")
+    assert waiting, output
+    assert waiting[0]["db"] == url.replace("hunter2-secret", "***")
+    failed = lines(result.stdout, "store_open_failed")
+    assert len(failed) == 1, output
+    assert "Traceback" not in output
+    assert "hunter2" not in output
+    assert not lines(result.stdout, "hub_ready")
+
+
+@pytest.mark.slow
+def test_a_stop_signal_while_waiting_stops_serve_at_once(tmp_path: Path) -> None:
+    """SIGTERM during the (default, 30 s) wait for PostgreSQL: exit 0 within seconds."""
+    url = f"postgresql://hub@127.0.0.1:{free_port()}/leads"
+    with leadhub_process(serve_args(tmp_path, free_port(), db=url), env=ENV) as proc:
+        seen = wait_for_line(proc, "store_waiting")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        seen += proc.stdout.read() if proc.stdout else ""
+    assert lines(seen, "hub_stopped"), seen
+    assert not lines(seen, "hub_ready")
+    assert "startup failed" not in seen.lower(), seen
+    assert "Traceback" not in seen
+
+
+@contextlib.contextmanager
+def password_server() -> Iterator[str]:
+    """A PostgreSQL server asking TCP clients for a password (``right``); its password-less
+    DSN."""
+    server = PostgresServer()
+    server.start()
+    try:
+        dsn = server.dsn
+        asyncio.run(sql(dsn, "ALTER ROLE postgres PASSWORD 'right'"))
+        (server.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        asyncio.run(sql(dsn, "SELECT pg_reload_conf()"))
+        yield dsn
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_what_waiting_cannot_fix_fails_at_once(tmp_path: Path) -> None:
+    """A wrong password, or a database that does not exist: store_open_failed and exit 1 with
+    no store_waiting line, well before the 30 s default wait."""
+    with password_server() as dsn:
+        good = dsn.replace("postgres@", "postgres:right@")
+        wrong = dsn.replace("postgres@", "postgres:wrong-hunter2@")
+        missing = good.rsplit("/", 1)[0] + "/no_such_db"
+        for url, says in ((wrong, "password"), (missing, "no_such_db")):
+            started = time.monotonic()
+            result = leadhub_run(serve_args(tmp_path, free_port(), db=url), env=ENV)
+            output = result.stdout + result.stderr
+            assert result.returncode == 1, output
+            assert time.monotonic() - started < 20, output
+            assert not lines(result.stdout, "store_waiting"), output
+            (failed,) = lines(result.stdout, "store_open_failed")
+            assert says in failed["error"], output
+            assert "hunter2" not in output
+            assert ":right@" not in output
