@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import datetime
 import functools
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -207,17 +209,48 @@ def configure(
     _bridge_stdlib(threshold)
 
 
+#: Libraries whose records with an exception report an expected failure, not a bug: asyncpg's
+#: pool logs "Failed to restore the pool connection floor; retrying" with its traceback at each
+#: retry while PostgreSQL is down. Their exception is written as ``error`` (its type) and
+#: ``detail`` (its message), one line, and without the context bound where the record was
+#: made (the pool's task inherits that of whichever request started it).
+BRIEF_LOGGERS = ("asyncpg",)
+_URL_PASSWORD = re.compile(r"(://[^/?#@\s:]*:)[^@\s]*@")
+_KEY_PASSWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def without_passwords(text: str) -> str:
+    """``text`` with the passwords of URLs (``user:PASSWORD@``) and of libpq's
+    ``password=...`` settings masked."""
+    return _KEY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def _brief(name: str) -> bool:
+    return any(name == prefix or name.startswith(prefix + ".") for prefix in BRIEF_LOGGERS)
+
+
 class StdlibBridge(logging.Handler):
     """Hands records of the standard ``logging`` module (uvicorn's "Invalid HTTP request
     received.", python-multipart's parse warnings) to structlog, so that they too are lines
     of the configured format (JSON off a terminal) instead of bare text on standard error.
 
-    The record's message is the event; its logger's name is ``logger``.
+    The record's message is the event; its logger's name is ``logger``. A record of one of
+    :data:`BRIEF_LOGGERS` gets its exception's type and message instead of its traceback.
     """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             fields: dict[str, Any] = {"logger": record.name}
+            if _brief(record.name):
+                exc = record.exc_info[1] if record.exc_info else None
+                if exc is not None:
+                    fields["error"] = type(exc).__name__
+                    fields["detail"] = without_passwords(str(exc))
+                message = without_passwords(record.getMessage())
+                contextvars.Context().run(
+                    structlog.get_logger().log, record.levelno, message, **fields
+                )
+                return
             if record.exc_info:
                 fields["exc_info"] = record.exc_info
             structlog.get_logger().log(record.levelno, record.getMessage(), **fields)

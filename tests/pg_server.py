@@ -150,6 +150,17 @@ class PostgresServer:
         if error is not None:
             raise error
 
+    def pause(self) -> None:
+        """Stop the server as an administrator would (``pg_ctl stop -m fast``: connections are
+        ended, data kept); :meth:`resume` starts it again on the same port."""
+        self._run("pg_ctl", ["stop", "-D", str(self.data_dir), "-m", "fast", "-w"])
+
+    def resume(self) -> None:
+        """Start the server :meth:`pause` stopped, on its port; returns once it accepts."""
+        if self.port is None:
+            raise PostgresServerError("the PostgreSQL server is not started")
+        self._pg_ctl_start(self.port)
+
     def __enter__(self) -> PostgresServer:
         self.start()
         return self

@@ -209,6 +209,49 @@ def test_standard_logging_records_become_structlog_lines() -> None:
     assert (line["logger"], line["level"]) == ("python_multipart.multipart", "warning")
 
 
+def test_asyncpg_records_are_one_line_without_traceback_or_password() -> None:
+    """asyncpg's pool warns with a traceback at each retry while PostgreSQL is down: the line
+    keeps the exception's type and message, not the traceback, nor a password, nor the
+    context bound where the pool's task began; another library's traceback stays."""
+    import asyncpg
+
+    out = io.StringIO()
+    logs.configure(stream=out, json=True)
+    structlog.contextvars.bind_contextvars(delivery_id="evt-1")
+    try:
+        try:
+            raise asyncpg.CannotConnectNowError("the database system is shutting down")
+        except asyncpg.CannotConnectNowError:
+            logging.getLogger("asyncpg.pool").warning(
+                "Failed to restore the pool connection floor; retrying", exc_info=True
+            )
+        try:
+            raise OSError("no route to postgresql://hub:hunter2@db:5432/leads password=hunter2")
+        except OSError:
+            logging.getLogger("asyncpg").warning(
+                "lost postgresql://hub:hunter2@db/x", exc_info=True
+            )
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("uvicorn.error").error("Exception in ASGI application", exc_info=True)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    logs.flush()
+    text = out.getvalue()
+    pool, lost, other = [orjson.loads(line) for line in text.splitlines()]
+    assert pool["event"] == "Failed to restore the pool connection floor; retrying"
+    assert (pool["logger"], pool["level"]) == ("asyncpg.pool", "warning")
+    assert pool["error"] == "CannotConnectNowError"
+    assert pool["detail"] == "the database system is shutting down"
+    assert "exception" not in pool and "delivery_id" not in pool
+    assert lost["event"] == "lost postgresql://hub:***@db/x"
+    assert lost["detail"] == "no route to postgresql://hub:***@db:5432/leads password=***"
+    assert "hunter2" not in text
+    assert text.count("Traceback") == 1
+    assert "ValueError: boom" in other["exception"] and other["delivery_id"] == "evt-1"
+
+
 def test_configure_refuses_an_unknown_level() -> None:
     """A level that is not a log level name is a ValueError naming it, not a KeyError."""
     with pytest.raises(ValueError, match="unknown log level 'bogus'; use debug, info"):

@@ -1,6 +1,7 @@
 """``leadhub serve --store-wait``: a store that cannot be reached at start is tried again for
 a while (PostgreSQL started after the hub), errors waiting cannot fix end at once, and a
-stop signal ends the wait. Real processes and real PostgreSQL servers."""
+stop signal ends the wait. And what serve logs when PostgreSQL goes away under load and
+comes back. Real processes and real PostgreSQL servers."""
 
 from __future__ import annotations
 
@@ -232,3 +233,68 @@ def test_what_waiting_cannot_fix_fails_at_once(tmp_path: Path) -> None:
             assert says in failed["error"], output
             assert "hunter2" not in output
             assert ":right@" not in output
+
+
+@pytest.mark.slow
+@needs_postgres
+async def test_a_postgresql_outage_under_load_logs_no_traceback(tmp_path: Path) -> None:
+    """PostgreSQL stopped (pg_ctl stop -m fast) and started again while serve takes webhooks:
+    503s meanwhile, 200s again after, and every line of serve's output is a JSON line
+    without a traceback (asyncpg's pool retries: error and detail only)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = PostgresServer()
+    server.start()
+    codes: dict[int | str, int] = {}
+    try:
+        args = serve_args(tmp_path, port, role="all", db=server.dsn)
+        with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
+            phase = {"n": 0, "stop": False}
+
+            async def sender(client: httpx.AsyncClient, first: int) -> None:
+                i = first
+                while not phase["stop"]:
+                    i += 8
+                    _, body, sig = signed(i)
+                    try:
+                        response = await client.post(
+                            f"{base}/hooks/typeform",
+                            content=body,
+                            headers={"content-type": "application/json", "typeform-signature": sig},
+                        )
+                        key: int | str = response.status_code
+                    except httpx.TransportError as exc:
+                        key = type(exc).__name__
+                    codes[key] = codes.get(key, 0) + 1
+                    await asyncio.sleep(0.002)
+
+            async def outage() -> dict[int | str, int]:
+                await asyncio.sleep(1.5)
+                await asyncio.to_thread(server.pause)
+                await asyncio.sleep(3)
+                during = dict(codes)
+                await asyncio.to_thread(server.resume)
+                before = codes.get(200, 0)
+                deadline = time.monotonic() + 30
+                while codes.get(200, 0) < before + 50 and time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                phase["stop"] = True
+                return during
+
+            async with httpx.AsyncClient(timeout=30) as client:
+                tasks = [asyncio.create_task(sender(client, k)) for k in range(4)]
+                during = await outage()
+                await asyncio.gather(*tasks)
+            after_restart = codes.get(200, 0) - during.get(200, 0)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            output = proc.stdout.read() if proc.stdout else ""
+    finally:
+        server.stop()
+    assert during.get(503, 0) > 0, codes
+    assert after_restart >= 50, codes
+    assert "Traceback" not in output
+    bad = [line for line in output.splitlines() if line and not line.startswith("{")]
+    assert not bad, bad[:5]
+    for entry in lines(output, "Failed to restore the pool connection floor; retrying"):
+        assert entry["error"] and "exception" not in entry
