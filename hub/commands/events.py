@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -21,7 +23,7 @@ from hub.store.commands import (
     shorten,
     utc,
 )
-from hub.store.models import Event, State
+from hub.store.models import Listed, State
 from hub.units import parse_duration
 
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
@@ -42,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
 
     ``--id`` picks events by id (the other filters still apply); ``--json`` shows all of an
     event, its document and whole last error included. A listing the limit cuts short says
-    so on stderr: a script would otherwise take the newest 50 for every match."""
+    so on stderr: a script would otherwise take the newest 50 for every match.
+
+    The listing streams: it is read :data:`PAGE` events at a time (``store.list_page``,
+    only the fields shown) and each page is printed before the next is read, so a
+    ``--limit`` of millions holds one page in memory."""
     state: State | None = None
     if args.status:
         try:
@@ -62,40 +68,98 @@ def run(args: argparse.Namespace) -> int:
 
     async def action(store: EventStore) -> int:
         # one more than shown: whether the limit cut the listing short
+        most, documents = limit + 1, bool(args.json)
         if args.ids:
-            found = [e for i in sorted(set(args.ids), reverse=True) if (e := await store.get(i))]
-            events = [
-                e
-                for e in found
-                if (state is None or e.state is state)
-                and (args.endpoint is None or e.endpoint == args.endpoint)
-                and (since is None or e.received_at >= since)
-            ][: limit + 1]
-        else:
-            events = await store.list(
-                state=state, endpoint=args.endpoint, limit=limit + 1, since=since
+            pages = by_ids(
+                store, args.ids, state, args.endpoint, since, most=most, documents=documents
             )
-        if len(events) > limit:
-            events = events[:limit]
-            print(
-                f"leadhub events: note: the newest {limit} matching "
-                f"{plural(limit, 'event is', 'events are')} shown and more match; "
-                "pass --limit N to see more.",
-                file=sys.stderr,
-            )
-        if args.json:
-            for event in events:
-                print(orjson.dumps(as_json(event)).decode())
-        elif events:
-            print(table(events))
         else:
-            print("No events match.")
+            pages = newest_first(store, state, args.endpoint, since, most=most, documents=documents)
+        out: Json | Table = Json() if args.json else Table()
+        shown = 0
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                out.page(page[: limit - shown])
+                shown += len(page)
+                if shown > limit:
+                    print(
+                        f"leadhub events: note: the newest {limit} matching "
+                        f"{plural(limit, 'event is', 'events are')} shown and more match; "
+                        "pass --limit N to see more.",
+                        file=sys.stderr,
+                    )
+                    break
+        if not shown:
+            out.nothing()
         return 0
 
     return run_with_store("events", args.db, action)
 
 
-def as_json(event: Event) -> dict[str, Any]:
+#: Events per page: each page is one read of the store, printed before the next is read,
+#: so a listing of a million events holds one page in memory, not all of them.
+PAGE = 500
+
+
+async def newest_first(
+    store: EventStore,
+    state: State | None,
+    endpoint: str | None,
+    since: float | None,
+    *,
+    most: int,
+    documents: bool,
+) -> AsyncGenerator[list[Listed], None]:
+    """The matching events, newest first, in pages of at most :data:`PAGE`, ``most`` in all
+    (keyset pagination: each page starts below the last id of the one before)."""
+    before: int | None = None
+    while most > 0:
+        wanted = min(PAGE, most)
+        page = await store.list_page(
+            state=state,
+            endpoint=endpoint,
+            since=since,
+            before=before,
+            limit=wanted,
+            documents=documents,
+        )
+        if page:
+            yield page
+        if len(page) < wanted:
+            return
+        most -= len(page)
+        before = page[-1].id
+
+
+async def by_ids(
+    store: EventStore,
+    ids: list[int],
+    state: State | None,
+    endpoint: str | None,
+    since: float | None,
+    *,
+    most: int,
+    documents: bool,
+) -> AsyncGenerator[list[Listed], None]:
+    """The events of ``ids`` that match, newest first, in pages (``most`` at the most)."""
+    wanted = sorted(set(ids), reverse=True)
+    for start in range(0, len(wanted), PAGE):
+        if most <= 0:
+            return
+        found = [e for i in wanted[start : start + PAGE] if (e := await store.get(i))]
+        page = [
+            Listed.of(e, documents=documents)
+            for e in found
+            if (state is None or e.state is state)
+            and (endpoint is None or e.endpoint == endpoint)
+            and (since is None or e.received_at >= since)
+        ][:most]
+        if page:
+            yield page
+        most -= len(page)
+
+
+def as_json(event: Listed) -> dict[str, Any]:
     """The fields of ``event`` a script wants (no raw body; the document is included)."""
     return {
         "id": event.id,
@@ -115,23 +179,52 @@ def as_json(event: Event) -> dict[str, Any]:
     }
 
 
-def table(events: list[Event]) -> str:
-    """Events as an aligned text table with a header line."""
-    rows: list[tuple[str, ...]] = [COLUMNS]
-    for e in events:
-        rows.append(
-            (
-                str(e.id),
-                utc(e.received_at),
-                e.endpoint,
-                shorten(e.delivery_id, 28),
-                e.state.value,
-                str(e.attempts),
-                e.target or "",
-                printable(e.lead_id or ""),  # a LeadSquared answer's
-                shorten(e.last_error, 60),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(line.rstrip() for line in lines)
+class Json:
+    """``--json``: one object per line, each page written as it comes."""
+
+    def page(self, events: list[Listed]) -> None:
+        sys.stdout.write("".join(orjson.dumps(as_json(e)).decode() + "\n" for e in events))
+
+    def nothing(self) -> None:
+        """Nothing matched: no line at all."""
+
+
+class Table:
+    """An aligned text table with a header line, written a page at a time.
+
+    Its columns are as wide as the first page needs (the whole listing, when it fits in
+    one page); a later page widens a column that holds something longer, from that page
+    on (the rows already written stay as they were)."""
+
+    def __init__(self) -> None:
+        self.widths: list[int] | None = None
+
+    def page(self, events: list[Listed]) -> None:
+        rows = [cells(e) for e in events]
+        if self.widths is None:
+            rows.insert(0, COLUMNS)
+            self.widths = [0] * len(COLUMNS)
+        self.widths = [max([w, *(len(row[i]) for row in rows)]) for i, w in enumerate(self.widths)]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, self.widths, strict=True)).rstrip()
+            for row in rows
+        ]
+        sys.stdout.write("".join(line + "\n" for line in lines))
+
+    def nothing(self) -> None:
+        print("No events match.")
+
+
+def cells(e: Listed) -> tuple[str, ...]:
+    """One row of the table: what each column shows of ``e``."""
+    return (
+        str(e.id),
+        utc(e.received_at),
+        e.endpoint,
+        shorten(e.delivery_id, 28),
+        e.state.value,
+        str(e.attempts),
+        e.target or "",
+        printable(e.lead_id or ""),  # a LeadSquared answer's
+        shorten(e.last_error, 60),
+    )

@@ -33,6 +33,7 @@ from hub.store.models import (
     EnqueueResult,
     Event,
     IncomingDelivery,
+    Listed,
     Purged,
     Route,
     SlotAnswer,
@@ -89,6 +90,11 @@ class StoreStats:
     jobs: int = 0
     #: Times a connection was (re-)opened.
     opens: int = 0
+
+
+#: The largest event id a store holds: a signed 64-bit integer (SQLite's INTEGER,
+#: PostgreSQL's bigint). ``list_page`` from the newest reads ids up to it.
+MAX_ID = 2**63 - 1
 
 
 #: A rate slot said to end more than this far ahead (or ``hold``, if longer) was taken before
@@ -462,6 +468,27 @@ class EventStore(Protocol):
     ) -> builtins.list[Event]:
         """Events, newest first, optionally only in ``state``, of ``endpoint`` and/or
         received at ``since`` (unix time) or later."""
+        ...
+
+    async def list_page(
+        self,
+        *,
+        state: State | None = None,
+        endpoint: str | None = None,
+        since: float | None = None,
+        before: int | None = None,
+        limit: int = 500,
+        documents: bool = False,
+    ) -> builtins.list[Listed]:
+        """One page of :meth:`list`'s events as ``leadhub events`` shows them, newest first:
+        those with ids below ``before`` (None: from the newest), at most ``limit``.
+
+        The next page is the one ``before`` the last id of this one (keyset pagination:
+        each page is one short read, however deep in the store; events received meanwhile
+        have larger ids and never shift a page). Reads only the fields shown: the raw body
+        only for the document of an event whose document is its body, and that only with
+        ``documents``; without it every ``document`` is None.
+        """
         ...
 
     async def counts(self) -> dict[State, int]:

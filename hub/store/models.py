@@ -143,6 +143,51 @@ class Event:
 
 
 @dataclass(frozen=True, slots=True)
+class Listed:
+    """An event as ``leadhub events`` shows it (:meth:`EventStore.list_page`): the fields it
+    prints, without the raw body, headers, enrichment and lead keys that it never shows.
+
+    ``document`` is the event's document when the page was asked for with ``documents``
+    (``--json``), else None.
+    """
+
+    id: int
+    endpoint: str
+    delivery_id: str
+    received_at: float
+    state: State
+    attempts: int
+    next_attempt_at: float
+    target: str | None
+    mapping: str | None
+    lead_id: str | None
+    lead_created: bool | None
+    last_error: str | None
+    updated_at: float
+    document: Any = None
+
+    @classmethod
+    def of(cls, event: Event, *, documents: bool = True) -> Listed:
+        """What ``leadhub events`` shows of ``event`` (its document when ``documents``)."""
+        return cls(
+            id=event.id,
+            endpoint=event.endpoint,
+            delivery_id=event.delivery_id,
+            received_at=event.received_at,
+            state=event.state,
+            attempts=event.attempts,
+            next_attempt_at=event.next_attempt_at,
+            target=event.target,
+            mapping=event.mapping,
+            lead_id=event.lead_id,
+            lead_created=event.lead_created,
+            last_error=event.last_error,
+            updated_at=event.updated_at,
+            document=event.document if documents else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Route:
     """What :meth:`EventStore.set_routes` records for one event (as ``set_route`` does)."""
 

@@ -31,6 +31,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import rows
 from hub.store.base import (
+    MAX_ID,
     PURGE_WINDOW,
     SLOT_EPSILON,
     SLOT_HORIZON,
@@ -53,6 +54,7 @@ from hub.store.models import (
     EnqueueResult,
     Event,
     IncomingDelivery,
+    Listed,
     Route,
     SlotAnswer,
     State,
@@ -430,6 +432,24 @@ class PostgresStore(BatchedStore):
             ids = [r[0] for r in found_ids]
             found = await conn.fetch(Q["event_rows"], ids) if ids else []
         return [rows.event_of(r) for r in reversed(found)]
+
+    async def list_page(
+        self,
+        *,
+        state: State | None = None,
+        endpoint: str | None = None,
+        since: float | None = None,
+        before: int | None = None,
+        limit: int = 500,
+        documents: bool = False,
+    ) -> builtins.list[Listed]:
+        wanted = None if state is None else State(state).value
+        upto = MAX_ID if before is None else before - 1
+        async with self._conn(readonly=True) as conn:
+            found = await conn.fetch(
+                Q["list_page"], wanted, endpoint, max(0, limit), since, upto, documents
+            )
+        return [rows.listed_of(r) for r in found]
 
     async def counts(self) -> dict[State, int]:
         async with self._conn(readonly=True) as conn:

@@ -12,7 +12,7 @@ from hub.sources import skimmed_id, skimmer_for
 from hub.store import bulk
 from hub.store.base import StoreError
 from hub.store.bulk import unpack_body
-from hub.store.models import Event, IncomingDelivery, State
+from hub.store.models import Event, IncomingDelivery, Listed, State
 
 #: A delivery as enqueued: endpoint, received_at, content_type, headers (JSON), the raw body,
 #: its events' (delivery id, document or None), the time of enqueue, and the skim (``[key]``,
@@ -114,6 +114,32 @@ def event_of(r: Columns) -> Event:
         lead_created=None if r[18] is None else bool(r[18]),
         updated_at=r[19],
         requeued_at=r[20],
+    )
+
+
+def listed_of(r: Columns) -> Listed:
+    """The :class:`Listed` of one ``list_page`` row (both backends: the same columns). Its
+    document: the stored one, else the body's when the body was read, else None."""
+    document = None
+    if r[13] is not None:
+        document = orjson.loads(r[13])
+    elif r[14] is not None:
+        document = orjson.loads(unpack_body(bytes(r[14]), r[15]))
+    return Listed(
+        id=r[0],
+        endpoint=r[1],
+        delivery_id=r[2],
+        received_at=float(r[3]),
+        state=State(r[4]),
+        attempts=r[5],
+        next_attempt_at=float(r[6]),
+        target=r[7],
+        mapping=r[8],
+        lead_id=r[9],
+        lead_created=None if r[10] is None else bool(r[10]),
+        last_error=r[11],
+        updated_at=float(r[12]),
+        document=document,
     )
 
 

@@ -21,6 +21,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
+    MAX_ID,
     PURGE_WINDOW,
     SLOT_EPSILON,
     SLOT_HORIZON,
@@ -42,6 +43,7 @@ from hub.store.models import (
     EnqueueResult,
     Event,
     IncomingDelivery,
+    Listed,
     Route,
     SlotAnswer,
     State,
@@ -391,6 +393,29 @@ class SQLiteStore(BatchedStore):
         }
         found = await self._reader.submit(lambda conn: conn.execute(_LIST, params).fetchone()[0])
         return rows.events(found, newest_first=True)
+
+    async def list_page(
+        self,
+        *,
+        state: State | None = None,
+        endpoint: str | None = None,
+        since: float | None = None,
+        before: int | None = None,
+        limit: int = 500,
+        documents: bool = False,
+    ) -> builtins.list[Listed]:
+        params = {
+            "state": None if state is None else State(state).value,
+            "endpoint": endpoint,
+            "since": since,
+            "upto": MAX_ID if before is None else before - 1,
+            "limit": max(0, limit),
+            "documents": int(documents),
+        }
+        found = await self._reader.submit(
+            lambda conn: conn.execute(Q["list_page"], params).fetchall()
+        )
+        return [rows.listed_of(r) for r in found]
 
     async def counts(self) -> dict[State, int]:
         found = await self._reader.submit(lambda conn: conn.execute(Q["counts"]).fetchall())

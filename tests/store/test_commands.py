@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from hub.cli import main
+from hub.commands import events
 from hub.store import open_store
-from hub.store.models import Event, State
+from hub.store.models import Event, Listed, State
 from tests.pg_server import sql
 from tests.support.server import free_port, leadhub_run
 
@@ -105,6 +106,16 @@ def event_of(url: str, event_id: int) -> Event:
     found = asyncio.run(go())
     assert found is not None
     return found
+
+
+async def every_event(url: str) -> list[Event]:
+    """Every stored event, newest first, in one read (store.list)."""
+    store = open_store(url)
+    await store.open()
+    try:
+        return await store.list(limit=1000)
+    finally:
+        await store.close()
 
 
 def plural(count: int) -> str:
@@ -204,6 +215,51 @@ class TestEvents:
         argv = ["events", "--db", url, "--limit", "1", "--id", str(ids["dead"])]
         assert main([*argv, "--id", str(ids["queued"])], environ={}) == 0
         assert "more match" in capsys.readouterr().err
+
+    def test_pages_list_what_one_query_lists(
+        self, db: Seeded, capsys: Cap, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A listing read in pages (1, 2, 3 events a page) prints what one read prints: the
+        same events in the same order with the same fields (--json: byte for byte, and as
+        store.list's events have them), the same table cells, the same note when --limit
+        cuts it; with filters and --id too."""
+        url, ids = db
+        recent = add_recent(url)
+        everything = {**ids, **{f"recent_{k}": v for k, v in recent.items()}}
+        listed = asyncio.run(every_event(url))
+        assert [e.id for e in listed] == sorted(everything.values(), reverse=True)
+        expected = "".join(
+            orjson.dumps(events.as_json(Listed.of(e))).decode() + "\n" for e in listed
+        )
+        selections = [
+            [],
+            ["--limit", "5"],
+            ["--limit", "3"],
+            ["--status", "dead"],
+            ["--endpoint", "typeform", "--limit", "4"],
+            ["--since", "1h"],
+            [arg for i in everything.values() for arg in ("--id", str(i))] + ["--limit", "6"],
+        ]
+
+        def run(argv: list[str], page: int) -> tuple[str, str]:
+            monkeypatch.setattr(events, "PAGE", page)
+            capsys.readouterr()
+            assert main(["events", "--db", url, *argv], environ={}) == 0
+            return capsys.readouterr()
+
+        assert run(["--json"], 500) == (expected, "")
+        for chosen in selections:
+            for fmt in (["--json"], []):
+                one_read = run([*chosen, *fmt], 500)
+                assert one_read[0].strip(), chosen
+                for page in (1, 2, 3):
+                    out, err = run([*chosen, *fmt], page)
+                    assert err == one_read[1], (chosen, page)
+                    if fmt:
+                        assert out == one_read[0], (chosen, page)
+                    else:  # a later page may widen a column: the same cells, line by line
+                        cells = [" ".join(line.split()) for line in out.splitlines()]
+                        assert cells == [" ".join(x.split()) for x in one_read[0].splitlines()]
 
     def test_by_id(self, db: Seeded, capsys: Cap) -> None:
         """--id (repeatable) picks events, newest first; the other filters still apply, and

@@ -17,7 +17,9 @@ from hub.store.base import PURGE_WINDOW, BodyNotSkimmed, Submits
 from hub.store.models import (
     Ack,
     EnqueueResult,
+    EventIn,
     IncomingDelivery,
+    Listed,
     Purged,
     Route,
     SkimId,
@@ -1046,6 +1048,77 @@ class TestReads:
         assert [e.id for e in await store.list(endpoint="typeform")] == tf[::-1]
         assert [e.id for e in await store.list(state=State.DEAD)] == [tf[0]]
         assert await store.list(state=State.DEAD, endpoint="google") == []
+
+    async def test_list_page_is_what_list_shows(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """list_page gives each event of list as Listed.of has it, newest first: documents
+        stored apart from the body, documents that are the body (raw and compressed), and
+        every field a delivered or dead event has; without documents, no document."""
+        big = {"id": "big", "text": "lorem ipsum " * 200}  # compressed (bulk.COMPRESS_MIN)
+        await store.enqueue(
+            IncomingDelivery(
+                endpoint="typeform",
+                received_at=START,
+                body=orjson.dumps(big),
+                content_type="application/json",
+                headers={"user-agent": "tests"},
+                events=(EventIn("big", big, document_is_body=True),),
+            )
+        )
+        form = delivery(
+            "form",
+            body=b"email=a%40example.com",
+            content_type="application/x-www-form-urlencoded",
+            documents=[{"email": "a@example.com"}],
+        )
+        await store.enqueue(form)
+        await store.enqueue(delivery("two-a", "two-b"))
+        clock.advance(5)
+        done, dead = await ids_of(store, 2, endpoint="google")
+        await store.set_route(done, target="default", mapping="m", lead_keys=["a@example.com"])
+        await store.ack(done, lead_id="lead-1", created=False)
+        await store.dead(dead, error="MXInvalidEmailException")
+        events = await store.list(limit=100)
+        assert len(events) == 6
+        assert await store.list_page(documents=True) == [Listed.of(e) for e in events]
+        assert [e.document for e in await store.list_page()] == [None] * 6
+        assert await store.list_page() == [Listed.of(e, documents=False) for e in events]
+        assert events[-1].document == big and events[-1].body == orjson.dumps(big)
+
+    async def test_list_page_pages_by_id(self, store: EventStore) -> None:
+        """Pages below ``before`` (keyset): walked a page at a time, with or without
+        filters, they are list's events in list's order; past the oldest, nothing."""
+        tf = await ids_of(store, 5, endpoint="typeform")
+        later = [delivery(f"g{i}", endpoint="google", received_at=START + 60) for i in range(4)]
+        gg = [(await store.enqueue(d))[0].id for d in later]
+        await store.dead(tf[1], error="x")
+        await store.dead(gg[2], error="y")
+        selections: list[dict[str, Any]] = [
+            {},
+            {"endpoint": "typeform"},
+            {"state": State.DEAD},
+            {"state": State.QUEUED, "endpoint": "google"},
+            {"since": START + 60},
+            {"since": START + 60, "state": State.QUEUED},
+        ]
+        for chosen in selections:
+            whole = [Listed.of(e) for e in await store.list(limit=100, **chosen)]
+            assert whole, chosen
+            assert await store.list_page(documents=True, **chosen) == whole
+            for size in (1, 2, 3):
+                walked: list[Listed] = []
+                before = None
+                while page := await store.list_page(
+                    before=before, limit=size, documents=True, **chosen
+                ):
+                    assert len(page) <= size
+                    walked += page
+                    before = page[-1].id
+                assert walked == whole, (chosen, size)
+        assert [e.id for e in await store.list_page(before=gg[0])] == tf[::-1]
+        assert await store.list_page(before=tf[0]) == []
+        assert await store.list_page(limit=0) == []
 
     async def test_next_due(self, store: EventStore, clock: ManualClock) -> None:
         """next_due is the earliest time any pending event (a lease end included) comes due."""

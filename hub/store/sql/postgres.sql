@@ -297,6 +297,21 @@ WHERE ($1::text IS NULL OR e.state = $1) AND ($2::text IS NULL OR e.endpoint = $
 ORDER BY e.id DESC
 LIMIT $3;
 
+-- name: list_page
+-- A page of `leadhub events`, newest first: ids up to $5 (keyset pagination: the primary
+-- key's range is where the scan starts, however deep the page), only the columns it
+-- prints. The body (for a document that is the body) only with $6, and only when needed.
+SELECT e.id, e.endpoint, e.delivery_id, d.received_at, e.state, e.attempts,
+       e.next_attempt_at, e.target, e.mapping, e.lead_id, e.lead_created, e.last_error,
+       e.updated_at, CASE WHEN $6::boolean THEN e.document END,
+       CASE WHEN $6::boolean AND e.document IS NULL THEN d.body END, d.body_format
+FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
+WHERE e.id <= $5::bigint
+  AND ($1::text IS NULL OR e.state = $1) AND ($2::text IS NULL OR e.endpoint = $2)
+  AND ($4::double precision IS NULL OR d.received_at >= $4)
+ORDER BY e.id DESC
+LIMIT $3;
+
 -- name: counts
 SELECT state, count(*) FROM events GROUP BY state;
 
