@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             out.nothing()
         return 0
 
-    return run_with_store("events", args.db, action)
+    return run_with_store("events", args.db, action, reads_only=True)
 
 
 #: Events per page: each page is one read of the store, printed before the next is read,

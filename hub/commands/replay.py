@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"leadhub replay: note: {why}", file=sys.stderr)
         return 0
 
-    return run_with_store("replay", args.db, action)
+    return run_with_store("replay", args.db, action, reads_only=bool(args.dry_run))
 
 
 def left_alone(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import re
 import sqlite3
 import sys
@@ -16,7 +17,7 @@ from hub import logs
 from hub.store import open_store
 from hub.store.base import EventStore, StoreError, StoreUnavailable
 from hub.store.postgres import PostgresStore
-from hub.store.sqlite import SQLiteStore
+from hub.store.sqlite import READ_ONLY, SQLiteStore
 
 #: Exit codes: 1 the store failed, 2 the command was used wrongly.
 EXIT_FAILED = 1
@@ -43,12 +44,22 @@ def fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
-def run_with_store(command: str, url: str, action: Callable[[EventStore], Awaitable[int]]) -> int:
+def run_with_store(
+    command: str,
+    url: str,
+    action: Callable[[EventStore], Awaitable[int]],
+    *,
+    reads_only: bool = False,
+) -> int:
     """Open the store at ``url`` (which must already exist), run ``action``, close the store.
 
     A reading command never creates a database: a mistyped ``--db`` would otherwise show
     an empty, brand-new store. Logs go to stderr (warnings and worse), keeping stdout
     for the output scripts read.
+
+    With ``reads_only`` (an ``action`` that only reads), a SQLite store that cannot be
+    opened for writing here (a backup on a read-only mount, a file or directory of another
+    user) is opened read-only instead, with a note on stderr (:func:`open_read_only`).
     """
     logs.configure(level="warning", stream=sys.stderr)
     try:
@@ -61,11 +72,17 @@ def run_with_store(command: str, url: str, action: Callable[[EventStore], Awaita
         return fail(command, missing, EXIT_FAILED)
 
     async def main() -> int:
-        await store.open()
+        opened: EventStore = store
         try:
-            return await action(store)
+            await store.open()
+        except StoreUnavailable as exc:
+            if not (reads_only and isinstance(store, SQLiteStore) and cannot_write(exc)):
+                raise
+            opened = await open_read_only(command, store.path, exc)
+        try:
+            return await action(opened)
         finally:
-            await store.close()
+            await opened.close()
 
     try:
         return asyncio.run(main())
@@ -73,6 +90,70 @@ def run_with_store(command: str, url: str, action: Callable[[EventStore], Awaita
         return fail(command, str(exc), EXIT_FAILED)
     except StoreError as exc:
         return fail(command, str(exc), EXIT_FAILED)
+
+
+#: SQLite's (primary) result codes and the errnos of a file that cannot be written here.
+_READ_ONLY_CODES = (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM)
+_READ_ONLY_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def cannot_write(exc: StoreUnavailable) -> bool:
+    """Whether ``exc`` (a failed open) says the file, or its directory, cannot be written
+    here: a read-only open may still read it. (A newer schema, a full disk, a lock held
+    too long are not that.)"""
+    cause = exc.__cause__
+    if isinstance(cause, sqlite3.Error):
+        code = getattr(cause, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _READ_ONLY_CODES
+    return isinstance(cause, OSError) and cause.errno in _READ_ONLY_ERRNOS
+
+
+async def open_read_only(command: str, path: Path, failed: StoreUnavailable) -> SQLiteStore:
+    """The SQLite store at ``path`` opened read-only, after ``failed`` (its writable open):
+    SQLite's read-only mode, which reads the WAL (its index made beside the file, or read
+    there), else as immutable, the file alone, where not even that index can be made (a
+    read-only directory without one). A note on stderr says which; when neither opens,
+    ``failed`` is raised (it says what to make writable)."""
+    for mode in READ_ONLY:
+        store = SQLiteStore(path, read_only=mode)
+        try:
+            await store.open()
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, sqlite3.Error | OSError):
+                raise  # a schema this leadhub cannot read: that, not the writable open's
+            continue
+        print(read_only_note(command, path, mode), file=sys.stderr)
+        return store
+    raise failed
+
+
+def read_only_note(command: str, path: Path, mode: str) -> str:
+    """What ``command`` tells on stderr of a store it opened read-only (``mode``)."""
+    where = str(path.absolute())
+    note = (
+        f"leadhub {command}: note: the event store {where!r} cannot be written here (it or "
+        "its directory is read-only); opened read-only"
+    )
+    if mode == "ro":
+        return note + "."
+    wal = Path(f"{where}-wal")
+    try:
+        unread = wal.stat().st_size
+    except FileNotFoundError:
+        unread = 0
+    except OSError:
+        unread = -1  # there, but not to be looked at: it may hold writes
+    note += (
+        " as immutable, the database file alone: its WAL index cannot be made beside it, so "
+        "its WAL is not read"
+    )
+    if unread:
+        size = f"{unread} bytes, " if unread > 0 else ""
+        return note + (
+            f" and what is shown may miss the latest writes, the ones still in {str(wal)!r} "
+            f"({size}not yet checkpointed into the database)."
+        )
+    return note + f" (there is no {str(wal)!r} with writes to miss)."
 
 
 def no_sqlite_store(path: Path) -> str | None:
@@ -87,15 +168,18 @@ def no_sqlite_store(path: Path) -> str | None:
     where = str(path.absolute())
     if not path.exists():
         return f"no event store at {where!r}; {fix}"
-    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
-    try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
-            found = conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-            ).fetchone()[0]
-    except sqlite3.Error:
-        return None
-    return None if found else f"no event store in {where!r} (it has no events table); {fix}"
+    file = f"file:{urllib.parse.quote(str(path.resolve()))}"
+    # immutable: in a read-only directory without the WAL index (a backup on read-only media)
+    for uri in (f"{file}?mode=ro", f"{file}?mode=ro&immutable=1"):
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                found = conn.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+                ).fetchone()[0]
+        except sqlite3.Error:
+            continue
+        return None if found else f"no event store in {where!r} (it has no events table); {fix}"
+    return None
 
 
 async def endpoint_unknown(command: str, store: EventStore, endpoint: str | None) -> None:

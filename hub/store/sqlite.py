@@ -11,6 +11,7 @@ worker processes on one file never take the same event. The SQL lives in
 from __future__ import annotations
 
 import builtins
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from pathlib import Path
@@ -50,11 +51,16 @@ from hub.store.models import (
 )
 from hub.store.rows import row_of, to_pending
 from hub.store.sqlite_process import STALL_AFTER, IngestProcess
-from hub.store.sqlite_threads import Q, Reader, Writer, unavailable
+from hub.store.sqlite_threads import Q, Reader, Writer, check_readable, unavailable
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
 #: this process; ``process``: a child process of their own (``leadhub serve`` with a web role).
 WRITERS = ("thread", "process")
+#: How a store is read where it cannot be written (``read_only=``; the reading commands'
+#: fall-back, see ``hub.store.commands``): ``ro``, SQLite's read-only mode, which reads the
+#: WAL (making its index beside the file if missing); ``immutable``, where not even that
+#: index can be made: the database file alone, its WAL unread.
+READ_ONLY = ("ro", "immutable")
 #: ``?synchronous=`` values accepted in a store URL. FULL survives power loss; NORMAL
 #: (WAL) survives a process crash and may lose the last commits on power loss.
 SYNCHRONOUS = ("full", "normal", "extra")
@@ -93,6 +99,7 @@ class SQLiteStore(BatchedStore):
         synchronous: str = "full",
         writer: str = "thread",
         stall_after: float | None = None,
+        read_only: str | None = None,
     ) -> None:
         if synchronous.lower() not in SYNCHRONOUS:
             msg = (
@@ -103,6 +110,11 @@ class SQLiteStore(BatchedStore):
         if writer not in WRITERS:
             msg = f"Unknown SQLite writer {writer!r}; use one of {', '.join(WRITERS)}."
             raise StoreError(msg)
+        if read_only not in (None, *READ_ONLY):
+            msg = f"Unknown read-only mode {read_only!r}; use one of {', '.join(READ_ONLY)}."
+            raise StoreError(msg)
+        #: None, or how a store that cannot be written here is read (see :data:`READ_ONLY`).
+        self.read_only = read_only
         self.writer = writer
         self.path = Path(path)
         self.clock = clock
@@ -113,10 +125,15 @@ class SQLiteStore(BatchedStore):
         self._writer = Writer(
             where, synchronous=self.synchronous, stats=self.stats, bulk=bulk.insert
         )
-        self._reader = Reader(where, stats=self.stats)
+        self._reader = Reader(where, stats=self.stats, mode=read_only or "rw")
+        if read_only is not None:
+            self._writer.not_running = (
+                f"The event store {str(self.path)!r} was opened read-only: it cannot be "
+                "written by this process."
+            )
         #: With ``writer="process"``, enqueues run in a child process (see sqlite_process).
         self._ingest: IngestProcess | None = None
-        if writer == "process":
+        if writer == "process" and read_only is None:
             self._ingest = IngestProcess(
                 where,
                 synchronous=self.synchronous,
@@ -133,6 +150,9 @@ class SQLiteStore(BatchedStore):
     # -- life cycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
+        if self.read_only is not None:
+            await self._open_read_only()
+            return
         # The first open makes missing directories (a fresh volume); a re-open after a
         # failure never does, so a vanished mount is reported instead of papered over.
         try:
@@ -156,6 +176,17 @@ class SQLiteStore(BatchedStore):
         log().info(
             "store_opened", path=str(self.path), synchronous=self.synchronous, writer=self.writer
         )
+
+    async def _open_read_only(self) -> None:
+        """Only the reader, on a file this process cannot write: nothing made or migrated
+        (a schema not this code's is refused), every write refused."""
+        self._reader.start()
+        try:
+            await self._reader.submit(functools.partial(check_readable, path=self.path))
+        except BaseException:
+            await self.close()
+            raise
+        log().info("store_opened", path=str(self.path), read_only=self.read_only)
 
     async def close(self) -> None:
         if self._ingest is not None:

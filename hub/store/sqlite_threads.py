@@ -83,13 +83,21 @@ def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(msg)
 
 
-def connect(path: Path, *, synchronous: str, writer: bool) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with our pragmas."""
+#: How a reader opens the file (URI parameters). ``mode=rw``: a reader never creates an empty
+#: database where the real one vanished. A store that cannot be written here is read with
+#: ``mode=ro`` (SQLite makes, or reads, the WAL index beside the file) or, where not even the
+#: WAL index can be made (a read-only directory), ``mode=ro&immutable=1``: the file alone,
+#: without locks or its WAL (SQLite's way to read a database on read-only media).
+READ_MODES = {"rw": "mode=rw", "ro": "mode=ro", "immutable": "mode=ro&immutable=1"}
+
+
+def connect(path: Path, *, synchronous: str, writer: bool, mode: str = "rw") -> sqlite3.Connection:
+    """A connection in autocommit mode (transactions are explicit) with our pragmas; a
+    reader's opens the file as ``mode`` says (:data:`READ_MODES`)."""
     if writer:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     else:
-        # mode=rw: a reader never creates an empty database where the real one vanished.
-        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=rw"
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{READ_MODES[mode]}"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
@@ -162,6 +170,22 @@ def migrate(conn: sqlite3.Connection) -> None:
         log().info("store_migrated", from_version=start, to_version=SCHEMA_VERSION)
 
 
+def check_readable(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse (:class:`StoreUnavailable`) a store opened read-only whose schema is not this
+    code's: a newer one (as the writer's open does) or an older one, which only a writable
+    open can migrate."""
+    found = int(conn.execute(Q["schema_version"]).fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise newer_schema(found, SCHEMA_VERSION)
+    if found < SCHEMA_VERSION:
+        msg = (
+            f"the event store {str(path)!r} has schema version {found}, older than this "
+            f"leadhub's ({SCHEMA_VERSION}), and cannot be written here to migrate it; run a "
+            "leadhub command on it once where it is writable (or on a writable copy) first."
+        )
+        raise StoreUnavailable(msg)
+
+
 def is_job_error(exc: BaseException) -> bool:
     """Whether ``exc`` belongs to one job (bad input, a bug) rather than the database."""
     if isinstance(exc, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError):
@@ -172,11 +196,14 @@ def is_job_error(exc: BaseException) -> bool:
 class Reopening:
     """A connection to ``path`` that re-opens itself when the file behind the path changes."""
 
-    def __init__(self, path: Path, *, synchronous: str, writer: bool, stats: StoreStats) -> None:
+    def __init__(
+        self, path: Path, *, synchronous: str, writer: bool, stats: StoreStats, mode: str = "rw"
+    ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.writer = writer
         self.stats = stats
+        self.mode = mode
         self.conn: sqlite3.Connection | None = None
         self.identity: tuple[int, int] | None = None
 
@@ -187,7 +214,9 @@ class Reopening:
             self.drop()
         if self.conn is None:
             try:
-                self.conn = connect(self.path, synchronous=self.synchronous, writer=self.writer)
+                self.conn = connect(
+                    self.path, synchronous=self.synchronous, writer=self.writer, mode=self.mode
+                )
             except (sqlite3.Error, OSError) as exc:
                 raise unavailable(self.path, exc) from exc
             self.identity = _identity(self.path)
@@ -259,6 +288,9 @@ class Writer:
         self._thread: threading.Thread | None = None
         #: Set by the writer thread before its last drain of the queue.
         self._closing = False
+        #: Why a write is refused while the thread does not run (a store opened read-only
+        #: sets its own reason).
+        self.not_running = "The event store is not open; call `await store.open()` first."
 
     async def connect(self) -> None:
         """Open the writer's connection (making or migrating the schema when needed) outside
@@ -283,8 +315,7 @@ class Writer:
         With ``bulk``, the writer's bulk runner may do the work instead (same result).
         """
         if self._thread is None or not self._thread.is_alive():
-            msg = "The event store is not open; call `await store.open()` first."
-            raise StoreError(msg)
+            raise StoreError(self.not_running)
         loop = asyncio.get_running_loop()
         item = _Item(fn, bulk, loop)
         # Handed to the writer at the end of this loop iteration, together with whatever
@@ -463,8 +494,8 @@ def _wrap(exc: Exception) -> Exception:
 class Reader:
     """Reads on their own connection and thread, so they never wait behind a commit."""
 
-    def __init__(self, path: Path, *, stats: StoreStats) -> None:
-        self._conn = Reopening(path, synchronous="", writer=False, stats=stats)
+    def __init__(self, path: Path, *, stats: StoreStats, mode: str = "rw") -> None:
+        self._conn = Reopening(path, synchronous="", writer=False, stats=stats, mode=mode)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def start(self) -> None:

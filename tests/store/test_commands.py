@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -444,6 +445,112 @@ def test_serve_refuses_a_store_of_a_newer_leadhub(sqlite_db: Seeded, tmp_path: P
     done = leadhub_run(argv, env={"LEADHUB_LOG_JSON": "1"}, timeout=30)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "schema version 99, newer than this leadhub's" in done.stdout + done.stderr
+
+
+def read_only(where: Path, how: str) -> None:
+    """Make the directory ``where`` and its files unwritable for ``leadhub_run(...,
+    unprivileged=True)``: read-only modes, or (``another_user``) owned by another user."""
+    for path in [*where.iterdir(), where]:
+        if how == "another_user":
+            os.chown(path, 65534, 65534)  # nobody
+        else:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def files_of(where: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in where.iterdir()}
+
+
+@pytest.mark.parametrize("how", ["read_only_modes", "another_user"])
+def test_a_read_only_copy_is_listed(tmp_path: Path, how: str) -> None:
+    """A store in a directory this process cannot write, without its WAL index (a backup on
+    a read-only mount, another user's file): events lists it and replay --dry-run counts
+    in it, opened read-only with a note on stderr (they failed: WAL mode needs the -shm
+    file); replay and purge, which write, still fail saying what to make writable, and
+    nothing is written or made there."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    url = sqlite_url(backup, "hub.db")
+    ids = seed(url)  # closed: checkpointed, no -wal or -shm left
+    expected = [e.id for e in asyncio.run(every_event(url))]
+    assert sorted(p.name for p in backup.iterdir()) == ["hub.db"]
+    read_only(backup, how)
+    before = files_of(backup)
+    note = (
+        f"leadhub events: note: the event store {str(backup / 'hub.db')!r} cannot be written "
+        "here (it or its directory is read-only); opened read-only as immutable"
+    )
+
+    done = leadhub_run(["events", "--db", url, "--json"], unprivileged=True)
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(line)["id"] for line in done.stdout.splitlines()] == expected
+    assert done.stderr.startswith(note) and "with writes to miss" in done.stderr
+    assert "Traceback" not in done.stderr
+    table = leadhub_run(["events", "--db", url, "--status", "dead"], unprivileged=True)
+    assert table.returncode == 0 and "MXInvalidEmailException" in table.stdout
+    dry = leadhub_run(["replay", "--db", url, "--status", "dead", "--dry-run"], unprivileged=True)
+    assert (dry.returncode, dry.stdout) == (0, "Would requeue 2 events.\n"), dry.stderr
+    assert "leadhub replay: note: the event store" in dry.stderr
+
+    refused = "it or its directory is read-only; make both writable"
+    for argv in (["replay", "--status", "dead"], ["purge", "--older-than", "1d"]):
+        written = leadhub_run([*argv, "--db", url], unprivileged=True)
+        assert written.returncode == 1, written.stdout + written.stderr
+        assert refused in written.stderr and "opened read-only" not in written.stderr
+    assert files_of(backup) == before
+    assert states(url)[ids["dead"]] is State.DEAD
+
+
+def test_a_copy_with_writes_in_its_wal_says_they_may_be_missed(tmp_path: Path) -> None:
+    """A copy taken while the hub ran (the database file and its WAL, not the WAL index)
+    in a read-only directory is read as immutable: the writes still in the WAL are not
+    read, and the note on stderr says so, naming the WAL file and its size."""
+    url, ids = sqlite_url(tmp_path, "live.db"), seed(sqlite_url(tmp_path, "live.db"))
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    with contextlib.closing(sqlite3.connect(tmp_path / "live.db")) as conn:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("UPDATE events SET state = 'delivered' WHERE id = ?", (ids["queued"],))
+        conn.commit()
+        for name in ("live.db", "live.db-wal"):
+            (backup / name).write_bytes((tmp_path / name).read_bytes())
+    assert states(url)[ids["queued"]] is State.DELIVERED
+    read_only(backup, "read_only_modes")
+    wal = backup / "live.db-wal"
+    argv = ["events", "--db", sqlite_url(backup, "live.db"), "--id", str(ids["queued"])]
+    done = leadhub_run([*argv, "--json"], unprivileged=True)
+    assert done.returncode == 0, done.stderr
+    assert orjson.loads(done.stdout)["state"] == "queued"  # as the database file has it
+    assert (
+        f"what is shown may miss the latest writes, the ones still in {str(wal)!r} "
+        f"({wal.stat().st_size} bytes, not yet checkpointed into the database)."
+    ) in done.stderr
+
+
+def test_a_read_only_store_refuses_writes_and_an_old_schema(tmp_path: Path) -> None:
+    """A SQLite store opened read-only reads, refuses every write saying why, and refuses
+    to open on a schema older than this leadhub's, which it cannot migrate."""
+    from hub.store import StoreError, StoreUnavailable
+    from hub.store.sqlite import SQLiteStore
+
+    url = sqlite_url(tmp_path)
+    ids = seed(url)
+
+    async def go(mode: str) -> None:
+        store = SQLiteStore(tmp_path / "events.db", read_only=mode)
+        await store.open()
+        try:
+            assert [e.id for e in await store.list()] == sorted(ids.values(), reverse=True)
+            with pytest.raises(StoreError, match="was opened read-only: it cannot be written"):
+                await store.dead(ids["queued"], error="x")
+        finally:
+            await store.close()
+
+    for mode in ("ro", "immutable"):
+        asyncio.run(go(mode))
+    set_schema_version(url, "2")
+    with pytest.raises(StoreUnavailable, match="schema version 2, older than this leadhub's"):
+        asyncio.run(go("immutable"))
 
 
 class TestReplay:
