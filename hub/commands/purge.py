@@ -50,4 +50,4 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return run_with_store("purge", args.db, action)
+    return run_with_store("purge", args.db, action, reads_only=bool(args.dry_run))

@@ -491,6 +491,12 @@ def test_a_read_only_copy_is_listed(tmp_path: Path, how: str) -> None:
     dry = leadhub_run(["replay", "--db", url, "--status", "dead", "--dry-run"], unprivileged=True)
     assert (dry.returncode, dry.stdout) == (0, "Would requeue 2 events.\n"), dry.stderr
     assert "leadhub replay: note: the event store" in dry.stderr
+    time.sleep(1.1)  # the seeded events last changed over a second ago
+    argv = ["purge", "--db", url, "--older-than", "1s", "--status", "dead", "--dry-run"]
+    counted = leadhub_run(argv, unprivileged=True)
+    assert counted.returncode == 0, counted.stderr
+    assert counted.stdout.startswith("Would purge 2 events: dead events last changed before")
+    assert "leadhub purge: note: the event store" in counted.stderr
 
     refused = "it or its directory is read-only; make both writable"
     for argv in (["replay", "--status", "dead"], ["purge", "--older-than", "1d"]):
