@@ -205,6 +205,8 @@ def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 _UNAUTHORIZED = {"error": "unauthorized"}
+#: Seconds between two ``store_enqueue_failed`` lines of one endpoint and kind of error.
+STORE_ERROR_EVERY = 1.0
 #: What a request whose sender left before its body was read comes to (no answer is sent).
 DISCONNECTED = Answer(0, b"", "rejected", "disconnected", None, {}, [])
 
@@ -233,6 +235,9 @@ class Ingest:
         self.metrics = metrics
         # resolved once: a per-call lazy proxy would rebuild a bound logger on every request
         self._log = structlog.get_logger().bind()
+        #: (endpoint, error type) -> [when its store_enqueue_failed was last logged, how many
+        #: failures since went unlogged]
+        self._store_errors: dict[tuple[str, str], list[float]] = {}
         self._submit: Callable[[IncomingDelivery, Settle], None]
         if isinstance(store, Submits):
             self._submit = store.submit
@@ -449,19 +454,34 @@ class Ingest:
             return outcome
         if isinstance(outcome, BodyNotSkimmed):
             raise outcome
-        _log.error(
-            "store_enqueue_failed",
-            endpoint=route.name,
-            delivery_id=first,
-            error=type(outcome).__name__,
-            detail=str(outcome)[:300],
-        )
+        self._store_failed(route.name, first, outcome)
         raise _Reject(
             503,
             {"error": "store unavailable"},
             "failed",
             "store_unavailable",
             type(outcome).__name__,
+        )
+
+    def _store_failed(self, endpoint: str, first: str | None, error: BaseException) -> None:
+        """Log a failed enqueue: at most once per :data:`STORE_ERROR_EVERY` seconds for an
+        endpoint and kind of error (a store that is down fails every request, each of which
+        has its own ``delivery_received`` line already), saying how many went unlogged."""
+        key = (endpoint, type(error).__name__)
+        now = self.clock.time()
+        last = self._store_errors.get(key)
+        if last is not None and 0 <= now - last[0] < STORE_ERROR_EVERY:
+            last[1] += 1
+            return
+        unlogged = {"unlogged": last[1]} if last is not None and last[1] else {}
+        self._store_errors[key] = [now, 0]
+        _log.error(
+            "store_enqueue_failed",
+            endpoint=endpoint,
+            delivery_id=first,
+            error=key[1],
+            detail=str(error)[:300],
+            **unlogged,
         )
 
     async def _handshake(self, route: HookRoute, scope: Scope, send: Send, start: float) -> None:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from hub.sources.bodies import parse
 from tests.sources import fixtures as fx
@@ -440,6 +441,28 @@ def test_store_failure_answers_503_and_recovers(hub: Hub) -> None:
         os.rename(moved, hub.db_dir)
     assert hub.send(d).json()["status"] == "accepted"
     assert len(hub.events()) == 1
+
+
+def test_a_store_that_is_down_is_logged_once_a_second_not_per_request(hub: Hub) -> None:
+    """Every delivery to a failing store gets its 503, but ``store_enqueue_failed`` comes at
+    most once a second for an endpoint and kind of error (a store that is down under load
+    wrote thousands of them), and the next says how many went unlogged meanwhile."""
+    d = fx.load("typeform", "form_response_full", "typeform")
+    moved = hub.db_dir.with_name("moved")
+    os.rename(hub.db_dir, moved)
+    try:
+        with capture_logs() as logs:
+            for _ in range(4):
+                assert hub.send(d).status_code == 503
+            hub.clock.advance(1.0)
+            assert hub.send(d).status_code == 503
+    finally:
+        os.rename(moved, hub.db_dir)
+    failed = [e for e in logs if e["event"] == "store_enqueue_failed"]
+    assert len(failed) == 2, failed
+    assert "unlogged" not in failed[0] and failed[1]["unlogged"] == 3
+    assert failed[0]["error"] == failed[1]["error"] and failed[0]["endpoint"] == "typeform"
+    assert hub.send(d).json()["status"] == "accepted"
 
 
 def test_health_and_readiness(hub: Hub) -> None:
