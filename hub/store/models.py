@@ -8,7 +8,7 @@ events split out of it) and hands it to the store. The dispatcher works on
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
@@ -169,22 +169,8 @@ class Listed:
     @classmethod
     def of(cls, event: Event, *, documents: bool = True) -> Listed:
         """What ``leadhub events`` shows of ``event`` (its document when ``documents``)."""
-        return cls(
-            id=event.id,
-            endpoint=event.endpoint,
-            delivery_id=event.delivery_id,
-            received_at=event.received_at,
-            state=event.state,
-            attempts=event.attempts,
-            next_attempt_at=event.next_attempt_at,
-            target=event.target,
-            mapping=event.mapping,
-            lead_id=event.lead_id,
-            lead_created=event.lead_created,
-            last_error=event.last_error,
-            updated_at=event.updated_at,
-            document=event.document if documents else None,
-        )
+        shown = {f.name: getattr(event, f.name) for f in fields(cls) if f.name != "document"}
+        return cls(**shown, document=event.document if documents else None)
 
 
 @dataclass(frozen=True, slots=True)
