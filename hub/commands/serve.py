@@ -43,7 +43,7 @@ from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.runtime import tune_for_serving
-from hub.store import StoreError, open_store, safe_url
+from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import EventStore, NewerSchema, StoreUnavailable
 from hub.store.retention import parse_retention, retention_lifespan
 from hub.units import UnitError, parse_duration
@@ -142,8 +142,7 @@ def store_wait_for(db_url: str, given: float | None) -> float:
     :data:`POSTGRES_STORE_WAIT` for a PostgreSQL URL and 0 for SQLite."""
     if given is not None:
         return given
-    scheme = urllib.parse.urlsplit(db_url).scheme.lower()
-    return POSTGRES_STORE_WAIT if scheme in ("postgresql", "postgres") else 0.0
+    return POSTGRES_STORE_WAIT if is_postgres(db_url) else 0.0
 
 
 async def _unless_stopped(work: Awaitable[None], stopping: Stopping | None) -> None:

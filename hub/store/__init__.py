@@ -18,9 +18,16 @@ __all__ = [
     "LeaseLost",
     "StoreError",
     "StoreUnavailable",
+    "is_postgres",
     "open_store",
     "safe_url",
 ]
+
+
+def is_postgres(url: str) -> bool:
+    """Whether the store URL ``url`` names a PostgreSQL database (``postgresql://``,
+    ``postgres://``)."""
+    return urllib.parse.urlsplit(url).scheme.lower() in ("postgresql", "postgres")
 
 
 def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread") -> EventStore:
@@ -41,7 +48,7 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     """
     parsed = urllib.parse.urlsplit(url)
     scheme = parsed.scheme.lower()
-    if scheme in ("postgresql", "postgres"):
+    if is_postgres(url):
         return _postgres(url, parsed, clock)
     if scheme != "sqlite":
         msg = (
