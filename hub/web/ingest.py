@@ -235,9 +235,9 @@ class Ingest:
         self.metrics = metrics
         # resolved once: a per-call lazy proxy would rebuild a bound logger on every request
         self._log = structlog.get_logger().bind()
-        #: (endpoint, error type) -> [when its store_enqueue_failed was last logged, how many
-        #: failures since went unlogged]
-        self._store_errors: dict[tuple[str, str], list[float]] = {}
+        #: (endpoint, error type) -> when its store_enqueue_failed was last logged, and how
+        #: many failures since went unlogged
+        self._store_errors: dict[tuple[str, str], tuple[float, int]] = {}
         self._submit: Callable[[IncomingDelivery, Settle], None]
         if isinstance(store, Submits):
             self._submit = store.submit
@@ -469,19 +469,18 @@ class Ingest:
         has its own ``delivery_received`` line already), saying how many went unlogged."""
         key = (endpoint, type(error).__name__)
         now = self.clock.time()
-        last = self._store_errors.get(key)
-        if last is not None and 0 <= now - last[0] < STORE_ERROR_EVERY:
-            last[1] += 1
+        logged_at, unlogged = self._store_errors.get(key, (None, 0))
+        if logged_at is not None and 0 <= now - logged_at < STORE_ERROR_EVERY:
+            self._store_errors[key] = (logged_at, unlogged + 1)
             return
-        unlogged = {"unlogged": last[1]} if last is not None and last[1] else {}
-        self._store_errors[key] = [now, 0]
+        self._store_errors[key] = (now, 0)
         _log.error(
             "store_enqueue_failed",
             endpoint=endpoint,
             delivery_id=first,
             error=key[1],
             detail=str(error)[:300],
-            **unlogged,
+            **({"unlogged": unlogged} if unlogged else {}),
         )
 
     async def _handshake(self, route: HookRoute, scope: Scope, send: Send, start: float) -> None:
