@@ -61,11 +61,11 @@ SOURCE_FIELDS = frozenset(
 UNIQUE_FIELDS = frozenset({EMAIL, PHONE})
 
 _CANONICAL = {name.lower(): name for name in STANDARD}
-_CUSTOM = re.compile(r"^mx_\w+$", re.IGNORECASE | re.ASCII)
-_EMAIL = re.compile(
-    r"^[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)+$"
-)
-_PHONE_CHARS = re.compile(r"^[0-9 +\-().]+$")
+# Matched with fullmatch: a pattern ending in ``$`` also matches before a final newline, so
+# "mx_City\n" was a custom field of its own and "9876543210\n" a phone ("\t..." was not).
+_CUSTOM = re.compile(r"mx_\w+", re.IGNORECASE | re.ASCII)
+_EMAIL = re.compile(r"[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)+")
+_PHONE_CHARS = re.compile(r"[0-9 +\-().]+")
 _SEARCH_BY = {"emailaddress": EMAIL, "phone": PHONE}
 MAX_BODY = 1024 * 1024
 
@@ -96,7 +96,7 @@ def canonical_name(name: str) -> str | None:
     standard = _CANONICAL.get(name.lower())
     if standard:
         return standard
-    if _CUSTOM.match(name):
+    if _CUSTOM.fullmatch(name):
         return "mx_" + name[3:]
     if name.lower() == SEARCH_BY.lower():
         return SEARCH_BY
@@ -105,7 +105,7 @@ def canonical_name(name: str) -> str | None:
 
 def is_email(text: str) -> bool:
     """Whether ``text`` looks like an email address (one ``@``, a dotted domain)."""
-    return bool(_EMAIL.match(text))
+    return bool(_EMAIL.fullmatch(text))
 
 
 def _value_text(name: str, value: Any) -> str | None:
@@ -197,7 +197,7 @@ def _check_values(attrs: dict[str, str]) -> None:
     phone = attrs.get(PHONE)
     if phone is not None:
         count = len(digits(phone))
-        if not _PHONE_CHARS.match(phone) or not 7 <= count <= 15:
+        if not _PHONE_CHARS.fullmatch(phone) or not 7 <= count <= 15:
             msg = (
                 f"Phone {phone!r} is not a phone number; send 7 to 15 digits, "
                 "optionally with '+', '-', spaces or brackets."

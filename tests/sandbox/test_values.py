@@ -77,9 +77,12 @@ def test_repeated_attribute_last_wins(lsq: Lsq) -> None:
     assert lead is not None and lead["FirstName"] == "Bea"
 
 
-@pytest.mark.parametrize("phone", ["123456", "1234567890123456", "555-CALL-NOW", "+", "12ab34567"])
+@pytest.mark.parametrize(
+    "phone", ["123456", "1234567890123456", "555-CALL-NOW", "+", "12ab34567", "9876543210\n"]
+)
 def test_phone_must_hold_7_to_15_digits(lsq: Lsq, phone: str) -> None:
-    """A Phone with too few or too many digits, or letters, is a 400 quoting it."""
+    """A Phone with too few or too many digits, or letters, is a 400 quoting it (a trailing
+    newline too, as a tab or a carriage return is)."""
     response = lsq.capture(("Phone", phone))
     assert repr(phone) in assert_error(response, 400, INVALID)
 
@@ -112,9 +115,10 @@ def test_custom_mx_fields_are_accepted_case_insensitively(lsq: Lsq) -> None:
     assert not any(key.lower() == "mx_city" and key != "mx_City" for key in lead)
 
 
-@pytest.mark.parametrize("name", ["Nickname", "mx_", "mx-City", "", "SearchByX"])
+@pytest.mark.parametrize("name", ["Nickname", "mx_", "mx-City", "", "SearchByX", "mx_City\n"])
 def test_unknown_attribute_is_invalid_and_named(lsq: Lsq, name: str) -> None:
-    """An attribute that is not in the schema is a 400 whose message names it."""
+    """An attribute that is not in the schema is a 400 whose message names it (``mx_City\\n``
+    is not the custom field mx_City, nor any other)."""
     response = lsq.capture(("EmailAddress", "a@example.com"), (name, "x"))
     assert repr(name) in assert_error(response, 400, INVALID)
 
