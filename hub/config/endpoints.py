@@ -314,7 +314,10 @@ def _retry(r: Reader) -> RetrySchedule:
             or not math.isfinite(number)
             or number < 1
         ):
-            sub.error(m_node, f"'multiplier' must be a number of at least 1, like 2, not {value!r}")
+            sub.error(
+                m_node,
+                f"'multiplier' must be a number of at least 1, like 2, not {m_node.plain()!r}",
+            )
         else:
             multiplier = float(number)
     return RetrySchedule(
@@ -341,7 +344,7 @@ def build_target(node: Node, r: Reader) -> Target | None:
     rate_node = r.get("rate_limit")
     if rate_node is not None and rate_node.value is not None:
         try:
-            rate_limit = parse_rate_limit(str(rate_node.value))  # type: ignore[assignment]
+            rate_limit = parse_rate_limit(str(rate_node.plain()))  # type: ignore[assignment]
         except UnitError as exc:
             r.error(rate_node, f"'rate_limit' of {r.what}: {exc}")
     access_key = r.secret("access_key")
@@ -380,7 +383,7 @@ def _concurrency(r: Reader) -> int | None:
         r.error(
             node,
             f"'concurrency' of {r.what} must be a whole number from 1 to {MAX_CONCURRENCY} "
-            f"(calls in flight at once), not {node.raw or value!r}; like concurrency: 16",
+            f"(calls in flight at once), not {node.raw or node.plain()!r}; like concurrency: 16",
         )
         return None
     return number

@@ -127,16 +127,20 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
         r.error(
             node,
             f"{where} is {type_name(node.value)}; write a JSONPath like $.email, "
-            f"or {{value: {to_text(node.value)}}} for a constant",
+            f"or {{value: {to_text(node.value) or 'Typeform'}}} for a constant",
         )
         return None
     sub = Reader(node, r.issues, where)
     sub.check_keys(FIELD_KEYS)
-    path_text = sub.text("path")
+    path_node = sub.get("path")
+    has_path = path_node is not None and path_node.value is not None
     value_node = sub.get("value")
-    if (path_text is None) == (value_node is None):
+    if has_path == (value_node is not None):
         sub.error(None, f"{where} needs exactly one of 'path' (a JSONPath) or 'value' (a constant)")
         return None
+    path_text = sub.text("path")
+    if has_path and path_text is None:
+        return None  # 'path' is not text: reported (not as a missing path, which it is not)
     path = None
     if path_text is not None:
         try:
@@ -189,6 +193,14 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
     specs = []
     for attribute, value_node in node.value.items():
         line = node.key_lines.get(attribute, node.line)
+        if not attribute.strip():
+            r.issues.error(
+                node.file,
+                line,
+                f"an attribute name in 'fields' of {r.what} is empty; "
+                "write the LeadSquared attribute, like EmailAddress or mx_City",
+            )
+            continue
         if attribute not in STANDARD_ATTRIBUTES and not attribute.startswith("mx_"):
             r.issues.warn(
                 node.file,

@@ -199,7 +199,10 @@ for _tag, _regexp, _first in (
 ):
     _Loader.add_implicit_resolver(_tag, re.compile(rf"^(?:{_regexp.pattern})$"), list(_first))
 
-_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+#: ``$${`` (a literal ``${``), ``${NAME}`` / ``${NAME:default}`` (groups 1 and 2), or any
+#: other ``${...`` (group 3: a name with a dash or a space, an unclosed brace), which would
+#: otherwise stay in the value as written and be used silently (as a token, say).
+_VAR = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}|(\$\{[^}]*\}?)")
 
 
 @dataclass(slots=True)
@@ -290,6 +293,18 @@ def from_environ(environ: Mapping[str, str], name: str) -> tuple[str | None, str
     return text.removesuffix("\n").removesuffix("\r"), None
 
 
+def _malformed(written: str) -> str:
+    """The error for ``written``, a ``${...`` that is no variable reference, with the fix."""
+    problem = "is not a variable name" if written.endswith("}") else "has no closing '}'"
+    inside = written.removeprefix("${").removesuffix("}").split(":", 1)[0]
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", inside.strip()).strip("_")  # MY-TOKEN -> MY_TOKEN
+    example = name if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) else "NAME"
+    return (
+        f"{written!r} {problem}; write ${{{example}}} or ${{{example}:default}} (a name is "
+        "letters, digits and _, not starting with a digit), or $${ for a literal ${"
+    )
+
+
 class _Builder:
     def __init__(
         self, file: str, environ: Mapping[str, str], issues: Issues, *, stand_ins: bool = False
@@ -309,6 +324,10 @@ class _Builder:
             nonlocal unset
             if match.group(0) == "$${":
                 return "${"
+            if match.group(3) is not None:
+                unset = True
+                self.issues.error(self.file, line, _malformed(match.group(3)))
+                return ""
             name, default = match.group(1), match.group(2)
             value, problem = from_environ(self.environ, name)
             if value is not None:
@@ -436,11 +455,33 @@ def read_documents(
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         problem = exc.problem or exc.context or "invalid YAML"
-        issues.error(
-            file,
-            line,
-            f"YAML syntax error: {problem}; check the indentation, and quote values "
-            "that hold ': ', ' #', or start with '[', '{', '*', '&' or '@'",
-        )
+        lines = text.split("\n")
+        written = lines[line - 1] if 0 < line <= len(lines) else ""
+        issues.error(file, line, f"YAML syntax error: {problem}; {_syntax_fix(problem, written)}")
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        issues.error(file, line, _unreadable(exc))
     except yaml.YAMLError as exc:
         issues.error(file, 1, f"YAML error: {exc}")
+
+
+def _syntax_fix(problem: str, written: str) -> str:
+    """How to fix the YAML syntax error ``problem`` found on the line ``written``."""
+    if "'\\t'" in problem or "tab character" in problem:
+        return "YAML indents with spaces only: replace the tabs with spaces"
+    if "${" in written and "but got '{'" in problem:
+        # ${VAR} inside { } or [ ]: the { of ${ opens a mapping there.
+        return 'inside { } or [ ], put a ${VAR} in quotes, like { value: "${VAR}" }'
+    return (
+        "check the indentation, and quote values that hold ': ', ' #', "
+        "or start with '[', '{', '*', '&' or '@'"
+    )
+
+
+def _unreadable(exc: yaml.reader.ReaderError) -> str:
+    """The error for a character YAML refuses in a file (a control character, say)."""
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return (
+        f"the file holds the character U+{char:04X}, which YAML does not allow ({exc.reason}); "
+        f"remove it, or write it as \\u{char:04x} inside double quotes if it is meant"
+    )

@@ -36,6 +36,18 @@ def type_name(value: Any) -> str:
     return type(value).__name__  # pragma: no cover
 
 
+def _shown(node: Node) -> str:
+    """How a value that is not true or false is named in the error, so the fix is plain."""
+    if node.expanded:
+        return f"{node.value!r} (from {node.raw})"
+    if node.raw is None:
+        return type_name(node.value)
+    if isinstance(node.value, str) and as_bool(node.value) is not None:
+        # required: "true" is the text true: YAML reads only the unquoted word as a flag.
+        return f"the text {node.raw!r} (in quotes); write {node.raw.lower()} without quotes"
+    return repr(node.raw)
+
+
 class Reader:
     """Reads keys of one mapping node; ``what`` names it in messages (``target 'crm'``)."""
 
@@ -101,8 +113,7 @@ class Reader:
         if isinstance(value, str) and node.expanded:
             value = as_bool(value)  # ${VAR}: its text, read as the field needs
         if not isinstance(value, bool):
-            shown = f"{node.value!r} (from {node.raw})" if node.expanded else repr(node.raw)
-            self.error(node, f"{key!r} of {self.what} must be true or false, not {shown}")
+            self.error(node, f"{key!r} of {self.what} must be true or false, not {_shown(node)}")
             return default
         return value
 
@@ -123,7 +134,7 @@ class Reader:
         if node is None or node.value is None:
             return default
         try:
-            return parse(node.value)
+            return parse(node.plain())  # a list or mapping is shown as written, not as nodes
         except UnitError as exc:
             self.error(node, f"{key!r} of {self.what}: {exc}")
             return default
@@ -155,7 +166,7 @@ class Reader:
         if isinstance(node.value, dict | list | bool):
             self.error(node, f"{key!r} of {self.what} must be text, not {type_name(node.value)}")
             return None
-        if not uses_variables_only(node.raw):
+        if not uses_variables_only(node.raw) and not node.reported:
             self.warn(
                 node,
                 f"{key!r} of {self.what} is written in the file; put it in the environment "

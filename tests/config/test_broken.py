@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -349,4 +352,100 @@ def test_durations_are_finite_and_positive_where_zero_means_nothing(tmp_path: Pa
         "like 10s, not '0ms'",
         f"a.yaml:32: 'initial' of retry of target 'crm2' must be a finite duration more than "
         f"zero, like 10s, not '{HUGE}'",
+    ]
+
+
+WRONG_SHAPES = """\
+kind: target
+name: crm
+url: https://api-in21.leadsquared.com
+access_key: ${AK}
+secret_key: ${AK}
+timeout: [10s]
+concurrency: [4]
+rate_limit: {calls: 25}
+retry: {multiplier: [2]}
+---
+kind: endpoint
+name: f
+source: hmac
+header: X-Sig
+secret: ${AK}
+tolerance: {minutes: 5}
+max_body: [1MiB]
+---
+name: m
+endpoint: f
+target: crm
+fields:
+  EmailAddress: { path: $.e, required: "true" }
+  Phone: { path: [$.p] }
+  mx_Flag: { path: $.f, required: [true] }
+  mx_Empty:
+  "": $.x
+"""
+
+# (line, the whole message after "file:line: ")
+WRONG_SHAPE_ISSUES = [
+    (6, "'timeout' of target 'crm': ['10s'] is not a duration; write it like '10s', '5m' or '1h'."),
+    (
+        7,
+        "'concurrency' of target 'crm' must be a whole number from 1 to 256 (calls in flight "
+        "at once), not [4]; like concurrency: 16",
+    ),
+    (
+        8,
+        "'rate_limit' of target 'crm': \"{'calls': 25}\" is not a rate limit; write it like "
+        "'25/5s', or 'off'.",
+    ),
+    (9, "'multiplier' must be a number of at least 1, like 2, not [2]"),
+    (
+        16,
+        "'tolerance' of endpoint 'f': {'minutes': 5} is not a duration; write it like '10s', "
+        "'5m' or '1h'.",
+    ),
+    (17, "'max_body' of endpoint 'f': ['1MiB'] is not a size; write it like '1MiB' or '512KiB'."),
+    (
+        23,
+        "'required' of field 'EmailAddress' of mapping 'm' must be true or false, not the text "
+        "'true' (in quotes); write true without quotes",
+    ),
+    (24, "'path' of field 'Phone' of mapping 'm' must be text, not a list"),
+    (25, "'required' of field 'mx_Flag' of mapping 'm' must be true or false, not a list"),
+    (
+        26,
+        "field 'mx_Empty' of mapping 'm' is nothing; write a JSONPath like $.email, "
+        "or {value: Typeform} for a constant",
+    ),
+    (
+        27,
+        "an attribute name in 'fields' of mapping 'm' is empty; write the LeadSquared "
+        "attribute, like EmailAddress or mx_City",
+    ),
+]
+
+
+def test_values_of_the_wrong_shape_are_named_as_written(tmp_path: Path) -> None:
+    """A list or mapping where a duration, size, number or flag belongs is shown as the
+    user wrote it (these showed Node(value=..., file=..., line=...) reprs); a quoted
+    "true" is named as text in quotes (the message said: must be true or false, not
+    'true'); a path written as a list is one error, not also "needs exactly one of 'path'
+    or 'value'"; an empty field suggests a real constant ({value: } before); an empty
+    attribute name is an error (it was sent as "Attribute": "")."""
+    (tmp_path / "a.yaml").write_text(WRONG_SHAPES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    env["AK"] = "k"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("leadhub")), "check", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stdout.splitlines() if not line.startswith("warning: ")]
+    assert errors == [
+        *(f"{tmp_path}/a.yaml:{line}: {message}" for line, message in WRONG_SHAPE_ISSUES),
+        f"{tmp_path}: {len(WRONG_SHAPE_ISSUES)} errors",
     ]

@@ -68,6 +68,29 @@ HOSTILE = [
     # m_i stands for 5 + 2 * m_(i-1) values; m1..m12's aliases add 81,780, m13's first 40,955
     ("merge-bomb", _merge_bomb(30), 4 + 13, "aliases in this file stand for more than 100000"),
     ("bad-merge", HEAD + "<<: 5\n", 4, "'<<' merges a mapping"),
+    # PyYAML's reader refuses control characters with an offset, not a line: the line is
+    # counted from it (it used to be line 1 with "<unicode string>", position 44)
+    (
+        "control-character",
+        HEAD + "dedupe: $.id\nmax_body: 1MiB\nsplit: '$.a\x01'\n",
+        6,
+        "the file holds the character U+0001, which YAML does not allow",
+    ),
+    ("nul-byte", HEAD + "\n\nx: \x00\n", 6, "U+0000"),
+    # a tab in the indentation: the fix is to use spaces (not to quote a value)
+    (
+        "tab-indent",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n\tEmailAddress: $.e\n",
+        8,
+        "YAML indents with spaces only: replace the tabs with spaces",
+    ),
+    # ${VAR} unquoted in a flow mapping: its { opens a mapping
+    (
+        "variable-in-flow",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  Source: { value: ${SRC} }\n",
+        8,
+        'inside { } or [ ], put a ${VAR} in quotes, like { value: "${VAR}" }',
+    ),
 ]
 
 
@@ -89,7 +112,17 @@ def test_hostile_files_are_config_errors(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "case", ["int-tag", "bool-tag", "float-tag", "recursive-list", "deep-list", "bomb"]
+    "case",
+    [
+        "int-tag",
+        "bool-tag",
+        "float-tag",
+        "recursive-list",
+        "deep-list",
+        "bomb",
+        "control-character",
+        "tab-indent",
+    ],
 )
 def test_check_reports_hostile_files_without_a_traceback(tmp_path: Path, case: str) -> None:
     """`leadhub check` on each file the audit crashed or stalled: exit 1, file:line: message."""

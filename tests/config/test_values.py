@@ -8,7 +8,11 @@ always the exact text of the variable; the fields that need a number parse it.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import pytest
 from hub.config import ConfigError, load
 from hub.config.models import FacebookOptions, TokenOptions
 
+LEADHUB = str(Path(sys.executable).with_name("leadhub"))
 ENDPOINT = "kind: endpoint\nname: e\nsource: none\n---\n"
 
 # (as written in a file, the value it stands for)
@@ -215,3 +220,52 @@ def test_a_name_written_as_a_number_keeps_its_digits(tmp_path: Path) -> None:
     """`name: 007` names the endpoint 007 (YAML 1.1 made it 7)."""
     (tmp_path / "e.yaml").write_text("kind: endpoint\nname: 007\nsource: none\n")
     assert list(load(tmp_path, {}).endpoints) == ["007"]
+
+
+@pytest.mark.parametrize(
+    ("written", "message"),
+    [
+        ("${ZAP-TOKEN}", "'${ZAP-TOKEN}' is not a variable name; write ${ZAP_TOKEN} or"),
+        ("${ZAP_TOKEN", "'${ZAP_TOKEN' has no closing '}'; write ${ZAP_TOKEN} or"),
+        ("${ ZAP_TOKEN }", "'${ ZAP_TOKEN }' is not a variable name; write ${ZAP_TOKEN} or"),
+        ("${1TOKEN}", "'${1TOKEN}' is not a variable name; write ${NAME} or ${NAME:default}"),
+        ("x${}y", "'${}' is not a variable name; write ${NAME} or"),
+    ],
+)
+def test_a_malformed_variable_is_an_error_not_its_text(
+    tmp_path: Path, written: str, message: str
+) -> None:
+    """`token: ${ZAP-TOKEN}` used to make the token the text "${ZAP-TOKEN}" (check only
+    warned that a secret was written in the file): a ${ that is no variable is an error at
+    its line naming the fix, in check and in try alike, and nothing else is said of it."""
+    (tmp_path / "e.yaml").write_text(
+        f"kind: endpoint\nname: z\nsource: token\ntoken: {written}\n---\n"
+        "name: m\nendpoint: z\nfields:\n  EmailAddress: $.e\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
+    env["ZAP_TOKEN"] = "t"
+    check = subprocess.run(
+        [LEADHUB, "check", str(tmp_path)], env=env, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 1, check.stdout + check.stderr
+    assert "Traceback" not in check.stderr
+    lines = check.stdout.splitlines()
+    assert lines[0].startswith(f"{tmp_path}/e.yaml:4: {message}"), check.stdout
+    assert "or $${ for a literal ${" in lines[0]
+    assert lines[1:] == [f"{tmp_path}: 1 error"], check.stdout
+    (tmp_path / "p.json").write_text('{"e": "a@example.com"}')
+    tried = subprocess.run(
+        [LEADHUB, "try", "z", str(tmp_path / "p.json"), "--config-dir", str(tmp_path), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tried.returncode == 1
+    assert json.loads(tried.stdout)["status"] == "error"
+    assert message in json.loads(tried.stdout)["reason"]
+
+
+def test_a_literal_dollar_brace_is_still_written_with_two_dollars(tmp_path: Path) -> None:
+    """$${ stays the way to write ${ (next to a real variable too)."""
+    assert _constants(tmp_path, ["'$${A-B}'", "'$${X}${Z:1}'"]) == ["${A-B}", "${X}1"]
