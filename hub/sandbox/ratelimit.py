@@ -42,6 +42,17 @@ class SlidingWindowLimiter:
 
     def message(self) -> str:
         """The text LeadSquared sends with its 429."""
-        window = self.limit.window
-        shown = int(window) if window == int(window) else window
-        return f"API calls exceeded the limit of {self.limit.calls} in {shown} second(s)"
+        return (
+            f"API calls exceeded the limit of {self.limit.calls} in "
+            f"{_seconds(self.limit.window)} second(s)"
+        )
+
+
+def _seconds(window: float) -> str:
+    """``window`` as a person writes it: ``5``, ``0.7``.
+
+    Rounded to the microsecond first: ``--rate-limit 25/700ms`` makes ``700 * 0.001``,
+    which is 0.7000000000000001 in binary floating point.
+    """
+    rounded = round(window, 6)
+    return str(int(rounded)) if rounded == int(rounded) else str(rounded)

@@ -8,7 +8,7 @@ import httpx
 
 from hub.clock import ManualClock
 from hub.sandbox.ratelimit import SlidingWindowLimiter
-from hub.units import RateLimit
+from hub.units import RateLimit, parse_rate_limit
 from tests.sandbox.helpers import KEY, Lsq, assert_error
 
 LIMITED = "MXAPIRateLimitExceededException"
@@ -95,3 +95,17 @@ def test_limiter_counts_each_access_key_separately() -> None:
     assert limiter.try_acquire("other-key")
     clock.advance(5.0)
     assert limiter.try_acquire(KEY)
+
+
+def test_a_window_in_milliseconds_is_shown_in_plain_seconds(
+    sandbox_factory: Callable[..., Lsq],
+) -> None:
+    """--rate-limit 2/700ms makes a window of 700 * 0.001 s (0.7000000000000001 in binary
+    floating point); the message says 0.7 second(s), not the float's last digits."""
+    limit = parse_rate_limit("2/700ms")
+    assert limit is not None
+    lsq, _clock = _limited(sandbox_factory, limit)
+    lsq.ok(("FirstName", "a"))
+    lsq.ok(("FirstName", "b"))
+    message = assert_error(lsq.capture(("FirstName", "c")), 429, LIMITED)
+    assert message == "API calls exceeded the limit of 2 in 0.7 second(s)"
