@@ -89,6 +89,20 @@ class Repeat(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+#: The attribute of parsed arguments that maps each flag's ``dest`` whose value came from its
+#: ``LEADHUB_<FLAG>`` variable to that variable's name (see :func:`given_as`).
+FROM_ENV = "from_env"
+
+
+def given_as(args: argparse.Namespace, dest: str, flag: str) -> str:
+    """What a command's message about ``dest``'s value calls it: ``flag``, or the
+    ``LEADHUB_<FLAG>`` variable the value came from. A value the command itself refuses
+    (``serve``'s ``--lease``, ``events``' ``--status``) is then found where it was set, by a
+    user who typed no such flag."""
+    from_env: Mapping[str, str] = getattr(args, FROM_ENV, None) or {}
+    return from_env.get(dest, flag)
+
+
 class _FromEnv:
     """The default of a flag whose variable is set: its text, checked once parsing is done."""
 
@@ -139,10 +153,14 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         namespace, rest = super().parse_known_args(args, namespace)
+        # a subcommand's parser ran first and left its own in the namespace: add to them
+        from_env = dict(getattr(namespace, FROM_ENV, None) or {})
         for action in self._actions:
             value = getattr(namespace, action.dest, None)
             if isinstance(value, _FromEnv):
                 setattr(namespace, action.dest, self._from_env(action, value))
+                from_env[action.dest] = value.var
+        setattr(namespace, FROM_ENV, from_env)
         return namespace, rest
 
     def _from_env(self, action: argparse.Action, env: _FromEnv) -> Any:

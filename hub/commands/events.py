@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from hub.cli import given_as
 from hub.store.base import EventStore
 from hub.store.commands import (
     MAX_INT64,
@@ -57,9 +58,11 @@ def run(args: argparse.Namespace) -> int:
             if args.status.lower() == "duplicate":
                 return fail("events", DUPLICATES)
             names = ", ".join(s.value for s in State)
-            return fail("events", f"unknown --status {args.status!r}; use one of {names}.")
+            flag = given_as(args, "status", "--status")
+            return fail("events", f"unknown {flag} {args.status!r}; use one of {names}.")
     if args.limit < 1:
-        return fail("events", f"--limit must be at least 1, got {args.limit!r}.")
+        flag = given_as(args, "limit", "--limit")
+        return fail("events", f"{flag} must be at least 1, got {args.limit!r}.")
     if (refused := id_too_large("events", args.ids)) is not None:
         return refused
     limit = min(args.limit, MAX_INT64 - 1)  # larger means every event; one more is read

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hub.cli import given_as
 from hub.clock import SYSTEM_CLOCK
 from hub.store.base import EventStore
 from hub.store.commands import endpoint_unknown, fail, listing, plural, run_with_store, utc
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         age = parse_duration(args.older_than)
     except UnitError as exc:
-        return fail("purge", f"--older-than: {exc}")
+        return fail("purge", f"{given_as(args, 'older_than', '--older-than')}: {exc}")
     if age < SENDER_RETRIES:
         print(
             f"leadhub purge: note: senders retry a delivery for up to 3 days; one purged "

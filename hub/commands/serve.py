@@ -37,6 +37,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from hub import logs
+from hub.cli import given_as
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.commands.protocol import HubHttpProtocol
 from hub.commands.server import Server
@@ -380,15 +381,17 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
             msg = f"{args.lease!r} is too short for a lease; give at least 1s, e.g. '60s'."
             raise UnitError(msg)
     except UnitError as exc:
-        print(f"leadhub serve: --lease: {exc}", file=sys.stderr)
+        print(f"leadhub serve: {given_as(args, 'lease', '--lease')}: {exc}", file=sys.stderr)
         return 2
     if args.role in ("all", "worker"):
         # A lease shorter than a call (or a lead read) would send nothing: refuse it now.
         from hub.dispatch.worker import lease_shortfalls
 
         shortfalls = lease_shortfalls(config, lease)
+        name = given_as(args, "lease", "--lease")
+        given = f"{name} {args.lease}" if name.startswith("--") else f"{name}={args.lease}"
         for problem in shortfalls:
-            print(f"leadhub serve: --lease {args.lease} is too short: {problem}", file=sys.stderr)
+            print(f"leadhub serve: {given} is too short: {problem}", file=sys.stderr)
         if shortfalls:
             return 2
     proxies: dict[str, str] | None = None
@@ -405,7 +408,8 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
     try:
         keep = None if purge_after.strip().lower() == "off" else parse_retention(purge_after)
     except UnitError as exc:
-        print(f"leadhub serve: --purge-after: {exc}", file=sys.stderr)
+        name = given_as(args, "purge_after", "--purge-after")
+        print(f"leadhub serve: {name}: {exc}", file=sys.stderr)
         return 2
     if keep is not None and args.role == "web":
         _log.warning(

@@ -257,3 +257,62 @@ def test_bad_variables_as_a_real_subprocess(tmp_path: Path) -> None:
     check = subprocess.run([sys.executable, "-m", "hub", "check"], **options)
     assert check.returncode == 0, check.stdout + check.stderr
     assert "Traceback" not in check.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["--lease", "soon"], {}, "--lease: 'soon' is not a duration"),
+        ([], {"LEADHUB_LEASE": "soon"}, "LEADHUB_LEASE: 'soon' is not a duration"),
+        ([], {"LEADHUB_LEASE": "0s"}, "LEADHUB_LEASE: '0s' is too short for a lease"),
+        (["--lease", "2s"], {}, "--lease 2s is too short: a call to target 'default'"),
+        ([], {"LEADHUB_LEASE": "2s"}, "LEADHUB_LEASE=2s is too short: a call to target"),
+        (["--purge-after", "1d"], {}, "--purge-after: '1d' is shorter than senders retry"),
+        ([], {"LEADHUB_PURGE_AFTER": "1d"}, "LEADHUB_PURGE_AFTER: '1d' is shorter than"),
+        ([], {"LEADHUB_PURGE_AFTER": "monthly"}, "LEADHUB_PURGE_AFTER: 'monthly' is not a"),
+    ],
+)
+def test_serve_names_where_a_refused_value_was_set(
+    tmp_path: Path, capsys: Cap, argv: list[str], environ: dict[str, str], message: str
+) -> None:
+    """A lease or purge age that serve refuses (exit 2) is named as it was given: the flag,
+    or the LEADHUB_* variable. (It always said '--lease' / '--purge-after', so a variable set
+    in a shared environment or a container's env file sent the user looking for a flag that
+    was never typed.)"""
+    db = tmp_path / "hub.db"
+    base = ["serve", "--config-dir", str(config_dir(tmp_path)), "--port", "0"]
+    assert main([*base, "--db", f"sqlite:///{db}", *argv], environ=environ) == 2
+    err = capsys.readouterr().err
+    assert f"leadhub serve: {message}" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "message"),
+    [
+        (["events", "--limit", "0"], {}, "--limit must be at least 1, got 0."),
+        (["events"], {"LEADHUB_LIMIT": "0"}, "LEADHUB_LIMIT must be at least 1, got 0."),
+        (["events", "--status", "daed"], {}, "unknown --status 'daed'; use one of queued"),
+        (["events"], {"LEADHUB_STATUS": "daed"}, "unknown LEADHUB_STATUS 'daed'; use one of"),
+        (["purge", "--older-than", "x"], {}, "--older-than: 'x' is not a duration"),
+        (["purge"], {"LEADHUB_OLDER_THAN": "x"}, "LEADHUB_OLDER_THAN: 'x' is not a duration"),
+    ],
+)
+def test_store_commands_name_where_a_refused_value_was_set(
+    tmp_path: Path, capsys: Cap, argv: list[str], environ: dict[str, str], message: str
+) -> None:
+    """events and purge name a value they refuse (exit 2, before opening any store) as it was
+    given: the flag, or the LEADHUB_* variable (it always said the flag)."""
+    db = tmp_path / "none.db"
+    assert main([*argv, "--db", f"sqlite:///{db}"], environ=environ) == 2
+    assert f"leadhub {argv[0]}: {message}" in capsys.readouterr().err
+    assert not db.exists()
+
+
+def test_given_as_reads_what_the_parser_recorded() -> None:
+    """The parser records which values came from variables, the subcommand's included."""
+    parser = cli.build_parser({"LEADHUB_LEASE": "90s", "LEADHUB_DB": "sqlite:///x.db"})
+    args = parser.parse_args(["serve", "--db", "sqlite:///y.db"])
+    assert cli.given_as(args, "lease", "--lease") == "LEADHUB_LEASE"
+    assert cli.given_as(args, "db", "--db") == "--db"  # the flag won
+    assert cli.given_as(argparse.Namespace(), "lease", "--lease") == "--lease"
