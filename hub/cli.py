@@ -44,6 +44,18 @@ def port(text: str) -> int:
     return number
 
 
+def address(text: str) -> str:
+    """An address to listen on, not empty: bound as given, an empty one (a ``LEADHUB_HOST=``
+    that a template left blank) listens on every interface, which nobody asks for that way."""
+    if not text.strip():
+        msg = (
+            "an empty address would listen on every interface; give 127.0.0.1 (this "
+            "machine only), or 0.0.0.0 or :: to mean every interface"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
 def age(text: str) -> str:
     """An AGE such as ``2h`` or ``7d`` (a duration), kept as written: checked here so that a
     bad ``LEADHUB_<FLAG>`` is a usage error naming the variable."""
@@ -209,7 +221,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     serve = command("serve", "run the hub: webhook endpoints and dispatcher")
     serve.add_argument("--config-dir", default="mappings", help="configuration directory")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--host", type=address, default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=port, default=8000, help="port to listen on")
     serve.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     serve.add_argument(

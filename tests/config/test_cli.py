@@ -316,3 +316,16 @@ def test_given_as_reads_what_the_parser_recorded() -> None:
     assert cli.given_as(args, "lease", "--lease") == "LEADHUB_LEASE"
     assert cli.given_as(args, "db", "--db") == "--db"  # the flag won
     assert cli.given_as(argparse.Namespace(), "lease", "--lease") == "--lease"
+
+
+@pytest.mark.parametrize("environ", [{"LEADHUB_HOST": ""}, {"LEADHUB_HOST": "  "}, {}])
+def test_an_empty_host_is_refused_not_every_interface(capsys: Cap, environ: dict[str, str]) -> None:
+    """An empty --host (or LEADHUB_HOST left empty by a template) is a usage error: bound as
+    given it listened on every interface while the hub_ready line said 127.0.0.1."""
+    argv = ["serve", *NEVER_SERVE["serve"]]
+    if not environ:
+        argv += ["--host", ""]
+    err = usage_error(capsys, argv, environ)
+    assert "an empty address would listen on every interface" in err
+    if environ:
+        assert f"LEADHUB_HOST={environ['LEADHUB_HOST']!r}" in err
