@@ -40,31 +40,67 @@ def config_files(directory: Path) -> list[Path]:
     )
 
 
-def read_file(path: Path) -> tuple[str | None, str]:
-    """The text of ``path``, or ``None`` and why it cannot be read, with the fix."""
+#: The most a configuration file may hold. The shipped ones are a few kilobytes; a file
+#: this large (a log, a data dump given a .yaml name) would take ``check``, ``serve`` and
+#: each reload minutes and gigabytes to compose and compile, so it is refused unread.
+MAX_FILE_BYTES = 1024 * 1024
+
+
+def read_file(path: Path) -> tuple[str | None, int, str]:
+    """The text of ``path``, or ``None``, the line of the problem and why it cannot be
+    read, with the fix."""
     try:
-        return path.read_text(encoding="utf-8"), ""
-    except UnicodeDecodeError as exc:
-        return None, (
-            f"the file is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
-            f"{exc.start}); save it as UTF-8"
-        )
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
         if path.is_symlink():
-            return None, (
-                f"the file is a symbolic link to {os.readlink(path)!r}, which does not exist; "
-                "point the link at the configuration file or remove it"
+            return (
+                None,
+                1,
+                (
+                    f"the file is a symbolic link to {os.readlink(path)!r}, which does not exist; "
+                    "point the link at the configuration file or remove it"
+                ),
             )
-        return None, "the file went away while it was read; run again"
+        return None, 1, "the file went away while it was read; run again"
     except PermissionError:
-        return None, (
-            f"the file cannot be read: permission denied; let the user running leadhub "
-            f"read it (chmod a+r {path}) or move it out of the directory"
+        return (
+            None,
+            1,
+            (
+                f"the file cannot be read: permission denied; let the user running leadhub "
+                f"read it (chmod a+r {path}) or move it out of the directory"
+            ),
         )
     except OSError as exc:
-        return None, (
-            f"the file cannot be read ({exc.strerror or exc}); fix it or move it out of "
-            "the directory"
+        return (
+            None,
+            1,
+            (
+                f"the file cannot be read ({exc.strerror or exc}); fix it or move it out of "
+                "the directory"
+            ),
+        )
+    if len(data) > MAX_FILE_BYTES:
+        return (
+            None,
+            1,
+            (
+                f"the file is larger than {MAX_FILE_BYTES // 1024 // 1024} MiB, far more than "
+                "configuration needs (the examples are a few KiB); is it a configuration file? "
+                "split it into several files or move it out of the directory"
+            ),
+        )
+    try:
+        return data.decode("utf-8"), 0, ""
+    except UnicodeDecodeError as exc:
+        return (
+            None,
+            data.count(b"\n", 0, exc.start) + 1,
+            (
+                f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                f"{exc.start}); save it as UTF-8"
+            ),
         )
 
 
@@ -276,9 +312,9 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
     collector = _Collector(environ)
     for path in files:
         shown = str(path)
-        text, problem = read_file(path)
+        text, line, problem = read_file(path)
         if text is None:
-            collector.issues.error(shown, 1, problem)
+            collector.issues.error(shown, line, problem)
             continue
         for node in read_documents(text, shown, environ, collector.issues, stand_ins=stand_ins):
             collector.document(node)
