@@ -98,6 +98,15 @@ def peak_rss_mb(pid: int) -> float:
     return total if total else float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) ``pid`` has used so far, in seconds; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     """The current resident set size of ``pid``, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

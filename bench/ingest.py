@@ -33,6 +33,8 @@ import httpx
 from bench.common import (
     PYTHON,
     REPO,
+    cpu_seconds,
+    descendants,
     ensure_wrk,
     free_port,
     machine,
@@ -58,6 +60,9 @@ HEADERS = [
     "max ms",
     "errors",
     "peak RSS MB",
+    "CPU µs/req",
+    "writer µs/req",
+    "cores",
     "200s (wrk)",
     "200s (server)",
     "stored",
@@ -101,6 +106,8 @@ def run_wrk(wrk: str, url: str, pool: Path, conns: int, duration: int) -> dict[s
     secs = stats["duration_us"] / 1e6
     errors = stats["connect"] + stats["read"] + stats["write"] + stats["timeout"]
     return {
+        "requests": stats["requests"],
+        "seconds": secs,
         "rps": stats["requests"] / secs,
         "ok": stats["requests"] - stats["status"],
         "errors": errors + stats["status"],
@@ -109,6 +116,20 @@ def run_wrk(wrk: str, url: str, pool: Path, conns: int, duration: int) -> dict[s
         "max": stats["max_us"] / 1000,
         "wrapped": stats["wrapped"],
     }
+
+
+def cpu_figures(
+    used: dict[int, float], children: list[int], stats: dict[str, float]
+) -> tuple[float, float | str, float]:
+    """The server's CPU per request (its processes together, in µs), the writer child's
+    share of it ("-" without one), and the cores the server used over wrk's measured
+    seconds. From ``/proc``, read just before wrk starts and just after it ends (the server
+    idles while wrk loads its pool). A PostgreSQL server is not the hub's child: its CPU is
+    not in these figures."""
+    requests = max(stats["requests"], 1.0)
+    writer: float | str = sum(used[c] for c in children) / requests * 1e6 if children else "-"
+    total = sum(used.values())
+    return total / requests * 1e6, writer, total / stats["seconds"]
 
 
 def server_outcomes(base: str) -> dict[str, int]:
@@ -191,7 +212,10 @@ def one_run(
     outcomes: dict[str, int] = {}
     with process(cmd, ready_url=f"{base}/healthz", env=DEMO_ENV, log=tmp / f"{target}.log") as p:
         time.sleep(0.5)
+        children = descendants(p.pid)  # the hub's store writer process
+        before = {pid: cpu_seconds(pid) for pid in (p.pid, *children)}
         stats = run_wrk(wrk, base, pool, conns, duration)
+        used = {pid: cpu_seconds(pid) - start for pid, start in before.items()}
         rss = peak_rss_mb(p.pid)
         if target == "hub":
             outcomes = server_outcomes(base)
@@ -205,6 +229,7 @@ def one_run(
         stats["max"],
         int(stats["errors"]),
         rss,
+        *cpu_figures(used, children, stats),
         int(stats["ok"]),
     ]
     if target == "bare":

@@ -71,3 +71,8 @@ def test_wrk_sends_the_pool_and_every_200_is_stored(tmp_path: Path) -> None:
     assert row["check"] == "ok", row  # stored == the hub's 200s, nothing wrapped
     assert isinstance(row["stored"], int), row
     assert 0 < row["stored"] == row["200s (server)"], row
+    # the server's CPU from /proc: its event loop's process and the store's writer child
+    writer, total, cores = row["writer µs/req"], row["CPU µs/req"], row["cores"]
+    assert isinstance(writer, float) and isinstance(total, float), row
+    assert isinstance(cores, float) and cores > 0, row
+    assert 0 < writer < total, row
