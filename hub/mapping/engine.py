@@ -25,7 +25,7 @@ from hub.mapping.model import (
     describe_rule,
     rules_hold,
 )
-from hub.mapping.transforms import Context
+from hub.mapping.transforms import Context, object_left_out
 from hub.mapping.values import DocumentError, is_blank, present, to_text
 
 
@@ -38,6 +38,8 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     for transform in spec.transforms:
         values = transform.apply(values, ctx)
     for value in values:
+        if object_left_out(value, ctx):
+            continue  # the next value found, else the default
         text = to_text(value)
         if text.strip():
             return text

@@ -11,7 +11,10 @@ At run time a transform takes the list of values a path found (arrays already
 opened up) and returns a new list. ``join`` takes the whole list; every other
 transform works on each value. A value a transform cannot handle (a phone number
 that does not parse, a date it cannot read) is dropped and a warning recorded;
-transforms never raise.
+transforms never raise. An object (a JSON ``{...}`` the path found) is such a value
+for every transform but ``string``, the one that writes it as JSON text: ``upper``
+would otherwise upper-case its keys, ``join`` paste its JSON between the texts. An
+attribute is not sent an object either, unless ``string`` made it text.
 """
 
 from __future__ import annotations
@@ -188,6 +191,9 @@ _ITEM_FUNCS: dict[str, ItemFunc] = {
 #: Every transform name, for "did you mean" hints and the docs.
 NAMES = (*_ITEM_FUNCS, "join")
 _WITH_ARG = {"join", "map"}
+#: Transforms given objects as they are: ``string`` writes one as JSON, ``date`` and
+#: ``phone`` leave one out with their own warning (not a date, not a phone number).
+_SEE_OBJECTS = {"string", "date", "phone"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +205,8 @@ class Transform:
 
     def apply(self, values: list[Any], ctx: Context) -> list[Any]:
         """The values after this transform; blanks and dropped values are removed."""
+        if self.name not in _SEE_OBJECTS:
+            values = [v for v in values if not _object_left_out(v, self.name, ctx)]
         if self.name == "join":
             texts = [to_text(v).strip() for v in values if not is_blank(v)]
             joined = self.arg.join(t for t in texts if t)
@@ -210,6 +218,25 @@ class Transform:
             if not is_blank(result):
                 out.append(result)
         return out
+
+
+def _object_left_out(value: Any, what: str, ctx: Context) -> bool:
+    """Whether ``value`` is an object, which ``what`` (a transform, or sending) cannot take
+    as text; if so a warning says how to pick a member or send its JSON."""
+    if not isinstance(value, dict):
+        return False
+    shown = to_text(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    ctx.warn(
+        f"{what} got an object, {shown}, not a value; left out (give the path of one of "
+        "its members, or use the string transform to send it as JSON text)"
+    )
+    return True
+
+
+def object_left_out(value: Any, ctx: Context) -> bool:
+    """Whether ``value``, about to be sent, is an object: only ``string`` sends one (as JSON)."""
+    return _object_left_out(value, "the attribute", ctx)
 
 
 _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)

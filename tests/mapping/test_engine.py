@@ -216,3 +216,30 @@ def test_any_error_evaluating_a_document_is_a_mapping_error_naming_it() -> None:
     result = map_document([mapping()], {"email": 10**5000})
     assert isinstance(result, MappingError) and result.mapping == "m"
     assert result.reason.startswith("mapping 'm' cannot evaluate this document: ValueError: ")
+
+
+def test_an_object_found_is_not_sent_unless_string_writes_it() -> None:
+    """A path that finds an object ({"first": .., "last": ..}, a compound answer) sent its
+    JSON as the attribute's value: now it is left out with a warning (the next value
+    found, or the default, is used), unless `string` makes it JSON text on purpose."""
+    fields = (
+        FieldSpec("EmailAddress", compile_path("$.email")),
+        FieldSpec("FirstName", compile_path("$.name")),
+        FieldSpec("mx_Answers", compile_path("$.answers[*]")),
+        FieldSpec("mx_Name", compile_path("$.name"), default="n/a"),
+        FieldSpec("mx_Json", compile_path("$.name"), transforms=parse_transforms("string")),
+    )
+    doc = {"email": "a@example.com", "name": {"first": "Ana"}, "answers": [{"k": 1}, 7]}
+    result = apply(mapping(fields=fields), doc)
+    assert isinstance(result, CaptureRequest)
+    assert result.body == [
+        {"Attribute": "EmailAddress", "Value": "a@example.com"},
+        {"Attribute": "mx_Answers", "Value": "7"},
+        {"Attribute": "mx_Name", "Value": "n/a"},
+        {"Attribute": "mx_Json", "Value": '{"first":"Ana"}'},
+    ]
+    assert [w.split(",")[0] for w in result.warnings] == [
+        "FirstName: the attribute got an object",
+        "mx_Answers: the attribute got an object",
+        "mx_Name: the attribute got an object",
+    ]

@@ -260,3 +260,29 @@ def test_an_inline_map_table_is_composed_not_expanded() -> None:
     bomb = "map({l0: &l0 [x, x], l1: &l1 [*l0, *l0, *l0], l2: [*l1, *l1, *l1]})"
     with pytest.raises(TransformError, match="must map to text"):
         parse_transform(bomb)
+
+
+class TestObjects:
+    @pytest.mark.parametrize(
+        "spec", ["trim", "lower", "upper", "title", "first_word", "rest_words", "digits"]
+    )
+    def test_a_text_transform_leaves_an_object_out_with_a_warning(self, spec: str) -> None:
+        """upper on {"a": 1} gave '{"A":1}' (its JSON upper-cased, keys and all), digits
+        '1', first_word the JSON itself: an object is left out with a warning naming the
+        fix, and the other values go on."""
+        values, warnings = run(spec, [{"a": 1, "b": "é"}, "x 0"])
+        assert values == run(spec, ["x 0"])[0]
+        assert len(values) == 1 and "a" not in values[0]
+        assert warnings == [
+            f'X: {spec} got an object, {{"a":1,"b":"é"}}, not a value; left out (give the '
+            "path of one of its members, or use the string transform to send it as JSON text)"
+        ]
+
+    def test_join_and_map_leave_an_object_out(self) -> None:
+        """join pasted an object's JSON between the texts; map({"*": x}) replaced it."""
+        assert run("join(;)", ["a", {"k": "v"}, "b"])[0] == ["a;b"]
+        assert run("map({'*': other})", [{"k": "v"}])[0] == []
+
+    def test_string_still_writes_an_object_as_json(self) -> None:
+        """string is how an object is sent on purpose; text transforms may follow it."""
+        assert run(["string", "upper"], [{"a": "é"}]) == (['{"A":"É"}'], [])
