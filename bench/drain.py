@@ -36,7 +36,17 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import PYTHON, REPO, free_port, machine, median, process, quiet_logs, table
+from bench.common import (
+    PYTHON,
+    REPO,
+    cpu_seconds,
+    free_port,
+    machine,
+    median,
+    process,
+    quiet_logs,
+    table,
+)
 from bench.ingest import DEMO_ENV, FIXTURE, TEMPLATE_ID
 from hub.config import load
 from hub.config.models import Target
@@ -184,8 +194,11 @@ def dispatch_run(tmp: Path, queued: Queued, limit: str, n: int, stall: float) ->
     stalled = False
     with (
         process(sandbox_cmd(sandbox_port, limit), ready_url=f"http://127.0.0.1:{sandbox_port}/"),
-        process(serve, ready_url=f"{base}/healthz", env=env, log=tmp / f"serve-{port}.log"),
+        process(serve, ready_url=f"{base}/healthz", env=env, log=tmp / f"serve-{port}.log") as w,
     ):
+        # The worker's CPU from when it is ready (start-up left out) to the last ack, over
+        # the events delivered meanwhile.
+        cpu_from, done_from = cpu_seconds(w.pid), queued.progress()[0]
         last_change, seen = time.monotonic(), -1
         while True:
             delivered, pending = queued.progress()
@@ -197,6 +210,7 @@ def dispatch_run(tmp: Path, queued: Queued, limit: str, n: int, stall: float) ->
                 stalled = True
                 break
             time.sleep(0.25)
+        cpu = cpu_seconds(w.pid) - cpu_from
         with_metrics = httpx.get(f"{base}/metrics", timeout=30)
         if with_metrics.status_code == 200:
             metrics = with_metrics.text
@@ -217,6 +231,9 @@ def dispatch_run(tmp: Path, queued: Queued, limit: str, n: int, stall: float) ->
         "not_delivered": sum(v for k, v in sends.items() if k != "delivered"),
         "sends": sends,
         "max_in_window": _max_in_window(times, parse_rate_limit(limit)),
+        "cpu_per_event": (
+            cpu / (len(times) - done_from) * 1e6 if len(times) > done_from else float("nan")
+        ),
     }
 
 
@@ -241,8 +258,11 @@ def ideal_span(n: int, limit: Any) -> float:
 Sender = Callable[[Request], Awaitable[bool]]
 
 
-async def plain_loop(requests: list[Request], concurrency: int, send: Sender) -> float:
-    """Send every request from ``concurrency`` workers; sends/s (all must succeed)."""
+async def plain_loop(
+    requests: list[Request], concurrency: int, send: Sender
+) -> tuple[float, float]:
+    """Send every request from ``concurrency`` workers; sends/s (all must succeed), and
+    this process's CPU per send in µs."""
     todo = iter(requests)
     failures = 0
 
@@ -252,13 +272,13 @@ async def plain_loop(requests: list[Request], concurrency: int, send: Sender) ->
             if not await send(request):
                 failures += 1
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    took = time.perf_counter() - start
+    took, cpu = time.perf_counter() - start, time.process_time() - cpu
     if failures:
         msg = f"{failures} of {len(requests)} plain sends failed"
         raise RuntimeError(msg)
-    return len(requests) / took
+    return len(requests) / took, cpu / len(requests) * 1e6
 
 
 def hub_http_client() -> httpx.AsyncClient:
@@ -277,7 +297,9 @@ def hub_http_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(limits=httpx.Limits(max_connections=200, max_keepalive_connections=50))
 
 
-async def run_loop(kind: str, url: str, requests: list[Request], concurrency: int) -> float:
+async def run_loop(
+    kind: str, url: str, requests: list[Request], concurrency: int
+) -> tuple[float, float]:
     headers = {"x-LSQ-AccessKey": KEYS[0], "x-LSQ-SecretKey": KEYS[1]}
     headers["Content-Type"] = "application/json"
     capture = url + CAPTURE_PATH
@@ -321,7 +343,7 @@ async def run_loop(kind: str, url: str, requests: list[Request], concurrency: in
         return await plain_loop(requests, concurrency, send)
 
 
-def loop_run(kind: str, requests: list[Request], concurrency: int) -> float:
+def loop_run(kind: str, requests: list[Request], concurrency: int) -> tuple[float, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with process(sandbox_cmd(port, "off"), ready_url=f"{url}/"):
@@ -370,8 +392,10 @@ def main() -> None:
     runs: list[list[object]] = []
     utilisations: list[float] = []
     off_rates: list[float] = []
+    off_cpu: list[float] = []
     worst_window, retries = 0, 0
     loops: dict[str, list[float]] = {k: [] for k in LOOPS}
+    loops_cpu: dict[str, list[float]] = {k: [] for k in LOOPS}
     with tempfile.TemporaryDirectory(prefix="leadhub-drain-") as tmp_name:
         tmp = Path(tmp_name)
         template = tmp / "queued.db"
@@ -396,6 +420,7 @@ def main() -> None:
                     retries += max(got["extra_attempts"], got["not_delivered"])
                 else:
                     off_rates.append(got["sends_per_s"])
+                    off_cpu.append(got["cpu_per_event"])
                 runs.append(
                     [
                         f"dispatcher at {run_limit}",
@@ -408,21 +433,31 @@ def main() -> None:
                         got["max_in_window"] if limited else "-",
                         got["extra_attempts"],
                         got["not_delivered"],
+                        got["cpu_per_event"],
                     ]
                 )
                 print(table(RUN_HEADERS, runs[-1:]).splitlines()[-1], flush=True)
             for kind in LOOPS if rnd % 2 else LOOPS[::-1]:
-                loops[kind].append(loop_run(kind, requests, concurrency))
-                print(f"  plain loop {kind}: {loops[kind][-1]:,.0f} sends/s", flush=True)
+                rate, cpu = loop_run(kind, requests, concurrency)
+                loops[kind].append(rate)
+                loops_cpu[kind].append(cpu)
+                print(
+                    f"  plain loop {kind}: {rate:,.0f} sends/s, {cpu:,.0f} µs CPU each", flush=True
+                )
     print()
     print(table(RUN_HEADERS, runs))
     print()
     hub_loop = median(loops["hub stack"])
     dispatcher_off = median(off_rates)
-    rows: list[list[object]] = [["dispatcher (off)", dispatcher_off, dispatcher_off / hub_loop]]
-    rows += [[f"plain loop, {k}", median(v), median(v) / hub_loop] for k, v in loops.items()]
+    rows: list[list[object]] = [
+        ["dispatcher (off)", dispatcher_off, dispatcher_off / hub_loop, median(off_cpu)]
+    ]
+    rows += [
+        [f"plain loop, {k}", median(v), median(v) / hub_loop, median(loops_cpu[k])]
+        for k, v in loops.items()
+    ]
     print(f"medians of {args.rounds} rounds, at off, {concurrency} sends in flight:")
-    print(table(["sender", "sends/s", "/ hub stack loop"], rows))
+    print(table(["sender", "sends/s", "/ hub stack loop", "CPU µs/send"], rows))
     print()
     print(f"ideal first→last at {args.limit}: {ideal:.1f} s (a full window at once)")
     print(f"most acks in any {limit.window:g} s window at {args.limit}: {worst_window}")
@@ -443,6 +478,7 @@ RUN_HEADERS = [
     "max in a window",
     "extra attempts",
     "sends not delivered",
+    "worker CPU µs/event",
 ]
 
 if __name__ == "__main__":
