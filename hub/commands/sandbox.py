@@ -1,8 +1,9 @@
 """``leadhub sandbox``: serve the Lead.Capture sandbox on its own.
 
 Logs one ``sandbox_ready`` line (URL, rate limit, storage; never the keys) when
-it listens, serves until SIGTERM or SIGINT (uvicorn's handlers), then closes
-its database and exits 0. A bad ``--rate-limit`` or an unusable ``--db`` exits 2
+it listens, serves until SIGTERM or SIGINT (uvicorn's handlers; calls held by a
+``timeout`` fault are let go at once, closed unanswered), then closes its
+database and exits 0. A bad ``--rate-limit`` or an unusable ``--db`` exits 2
 with a message; a port that cannot be bound exits 1.
 """
 
@@ -16,7 +17,7 @@ import uvicorn
 
 from hub.commands.server import Server
 from hub.logs import configure, get_logger
-from hub.sandbox import create_app
+from hub.sandbox import create_app, sandbox_of
 from hub.units import UnitError, parse_rate_limit
 
 _UVICORN_LEVELS = ("warning", "error", "critical")
@@ -59,11 +60,15 @@ def run(args: argparse.Namespace) -> int:
         lifespan="off",
     )
     fields = {"rate_limit": str(rate_limit) if rate_limit else "off", "db": db_path or "memory"}
-    server = Server(config, on_ready=lambda url: log.info("sandbox_ready", url=url, **fields))
+    server = Server(
+        config,
+        on_ready=lambda url: log.info("sandbox_ready", url=url, **fields),
+        on_signal=sandbox_of(app).stopping,
+    )
     try:
         server.run()
     finally:
-        app.state.sandbox.close()
+        sandbox_of(app).close()
     if not server.started:  # it could not bind (uvicorn logged why)
         log.error("sandbox_failed", host=args.host, port=args.port)
         return 1

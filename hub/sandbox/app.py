@@ -59,6 +59,11 @@ class Sandbox:
         """Close the database and its worker thread (idempotent)."""
         self.db.close()
 
+    def stopping(self) -> None:
+        """A stop signal came: let go of the calls a ``timeout`` fault holds, so that the
+        server's graceful shutdown does not wait for them (safe in a signal handler)."""
+        self.faults.release_holds()
+
     def _authorised(self, req: SandboxRequest) -> str | None:
         access = req.query.get("accesskey", req.headers.get("x-lsq-accesskey"))
         secret = req.query.get("secretkey", req.headers.get("x-lsq-secretkey"))
@@ -127,7 +132,7 @@ class Sandbox:
                 self.limiter.release(access)
             return error_reply(MXError(429, RATE_LIMITED, limiter.message()))
         if fault == "timeout":
-            await faults.hold(req.receive, self.faults.config.timeout_s)
+            await self.faults.hold(req.receive)
             await faults.drop_connection(req.scope, send, req.receive)
         elif fault == "reset":
             await faults.drop_connection(req.scope, send, req.receive, reset=True)

@@ -133,6 +133,9 @@ class FaultInjector:
         self.config = FaultConfig()
         self._random = random.Random()
         self._count = 0
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._released: asyncio.Event | None = None
 
     def configure(self, config: FaultConfig) -> None:
         """Switch to ``config``; the random sequence and the call count start afresh."""
@@ -151,6 +154,30 @@ class FaultInjector:
         if config.rate and self._random.random() < config.rate:
             return self._random.choice(config.kinds)
         return None
+
+    async def hold(self, receive: Callable[..., Any]) -> None:
+        """Keep a ``timeout`` call waiting ``timeout_s``, until the client hangs up or the
+        server stops (:meth:`release_holds`)."""
+        if self._released is None:  # the loop first: release_holds reads it first
+            self._loop = asyncio.get_running_loop()
+            self._released = asyncio.Event()
+        if self._stopping:
+            return
+        await hold(receive, self.config.timeout_s, self._released)
+
+    def release_holds(self) -> None:
+        """End every ``timeout`` hold now and hold no more calls: the server is stopping.
+
+        uvicorn's graceful shutdown waits for the calls in progress, so a held call (30 s by
+        default, as long as ``timeout_s`` says) kept the sandbox from stopping on SIGTERM.
+        Called from the signal handler: it sets a flag and wakes the event loop through
+        ``call_soon_threadsafe``, both safe there.
+        """
+        self._stopping = True
+        loop, released = self._loop, self._released
+        if loop is not None and released is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is held
+                loop.call_soon_threadsafe(released.set)
 
 
 def _usable(transport: Any) -> bool:
@@ -225,7 +252,15 @@ async def drop_connection(
         await asyncio.wait_for(_wait_disconnect(receive), timeout=5.0)
 
 
-async def hold(receive: Callable[..., Any], seconds: float) -> None:
-    """Keep a request waiting ``seconds``, or until the client hangs up."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(_wait_disconnect(receive), timeout=seconds)
+async def hold(
+    receive: Callable[..., Any], seconds: float, released: asyncio.Event | None = None
+) -> None:
+    """Keep a request waiting ``seconds``, or until the client hangs up or ``released`` is set."""
+    waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(_wait_disconnect(receive))]
+    if released is not None:
+        waits.append(asyncio.ensure_future(released.wait()))
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
