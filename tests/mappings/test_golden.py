@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,21 @@ def test_golden_case_as_a_real_subprocess() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == json.loads((case / "expected.json").read_text("utf-8"))
+
+
+@pytest.mark.usefixtures("demo_env")
+def test_every_date_sent_is_in_leadsquareds_format(capsys: pytest.CaptureFixture[str]) -> None:
+    """LeadSquared takes dates as UTC YYYY-MM-DD HH:MM:SS ("other formats may cause
+    errors"): every date attribute (mx_..._On) the shipped mappings send is in that form
+    (Unbounce's mx_Submitted_On was sent as Unbounce's bare 2025-10-31)."""
+    dates = {}
+    for case in CASES:
+        result = _try(case, capsys)[1]
+        for item in result.get("body", []):  # type: ignore[attr-defined]
+            if item["Attribute"].endswith("_On"):
+                dates[f"{case.name} {item['Attribute']}"] = item["Value"]
+    assert len(dates) >= 12
+    wrong = {
+        k: v for k, v in dates.items() if not re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", v)
+    }
+    assert wrong == {}
