@@ -259,8 +259,10 @@ def _inline_table(text: str, written: str) -> dict[str, str]:
         # BaseLoader keeps every scalar a string: "Yes" stays "Yes", "01" stays "01".
         node = yaml.compose(text, Loader=yaml.BaseLoader)
     except (yaml.YAMLError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        msg = f"map table in {written!r} is not YAML ({reason}); write it like map({{a: b}})"
+        msg = (
+            f"map table in {written!r} is not YAML ({_yaml_reason(exc)}); "
+            "write it like map({a: b}), quoting keys and texts that hold ',' ':' '{' or '}'"
+        )
         raise TransformError(msg) from None
     if not isinstance(node, yaml.MappingNode) or not node.value:
         msg = (
@@ -275,6 +277,16 @@ def _inline_table(text: str, written: str) -> dict[str, str]:
             raise TransformError(msg)
         table[str(key.value)] = str(value.value)
     return table
+
+
+def _yaml_reason(exc: Exception) -> str:
+    """Why a table is not YAML, on one line: PyYAML's own text spans several lines and
+    quotes the table again, which would break check's one ``file:line: message`` a line."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, yaml.MarkedYAMLError):
+        return str(exc.problem or exc.context or "invalid YAML")
+    return " ".join(str(exc).split())
 
 
 def _parse_table(raw: Any, written: str) -> dict[str, str]:

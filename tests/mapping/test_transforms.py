@@ -286,3 +286,23 @@ class TestObjects:
     def test_string_still_writes_an_object_as_json(self) -> None:
         """string is how an object is sent on purpose; text transforms may follow it."""
         assert run(["string", "upper"], [{"a": "é"}]) == (['{"A":"É"}'], [])
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ("map({a: b)", "expected ',' or '}', but got '<stream end>'"),
+        ("map({a: b: c})", "expected ',' or '}', but got ':'"),
+        ("map({a: 'b})", "found unexpected end of stream"),
+    ],
+)
+def test_a_map_table_that_is_not_yaml_is_named_on_one_line(spec: str, reason: str) -> None:
+    """The reason was PyYAML's whole text: six lines quoting the table with
+    in "<unicode string>", line 1, column 6 and carets, which broke check's one
+    `file:line: message` a line. It is the problem alone now, with how to write a table."""
+    with pytest.raises(TransformError) as info:
+        parse_transform(spec)
+    assert str(info.value) == (
+        f"map table in {spec!r} is not YAML ({reason}); write it like map({{a: b}}), "
+        "quoting keys and texts that hold ',' ':' '{' or '}'"
+    )
