@@ -38,8 +38,17 @@ class RateLimit:
     window: float
 
     def __str__(self) -> str:
-        window = int(self.window) if self.window == int(self.window) else self.window
-        return f"{self.calls}/{window}s"
+        return f"{self.calls}/{seconds_text(self.window)}s"
+
+
+def seconds_text(seconds: float) -> str:
+    """``seconds`` as a person writes them: ``5``, ``0.7``.
+
+    Rounded to the microsecond first: ``25/700ms`` makes ``700 * 0.001``, which is
+    0.7000000000000001 in binary floating point.
+    """
+    rounded = round(seconds, 6)
+    return str(int(rounded)) if rounded == int(rounded) else str(rounded)
 
 
 def parse_duration(text: str | float | int) -> float:

@@ -44,6 +44,9 @@ def test_parse_size_and_rate() -> None:
     assert units.parse_rate_limit("2/1m") == units.RateLimit(2, 60.0)
     assert units.parse_rate_limit("OFF") is None
     assert str(units.RateLimit(25, 5.0)) == "25/5s"
+    # shown as written, without binary floating-point noise (700 * 0.001 != 0.7)
+    assert str(units.parse_rate_limit("25/700ms")) == "25/0.7s"
+    assert str(units.RateLimit(3, 2.5)) == "3/2.5s"
     with pytest.raises(units.UnitError):
         units.parse_rate_limit("0/5s")
     with pytest.raises(units.UnitError):

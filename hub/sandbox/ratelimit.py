@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 
 from hub.clock import Clock
-from hub.units import RateLimit
+from hub.units import RateLimit, seconds_text
 
 
 class SlidingWindowLimiter:
@@ -44,15 +44,5 @@ class SlidingWindowLimiter:
         """The text LeadSquared sends with its 429."""
         return (
             f"API calls exceeded the limit of {self.limit.calls} in "
-            f"{_seconds(self.limit.window)} second(s)"
+            f"{seconds_text(self.limit.window)} second(s)"
         )
-
-
-def _seconds(window: float) -> str:
-    """``window`` as a person writes it: ``5``, ``0.7``.
-
-    Rounded to the microsecond first: ``--rate-limit 25/700ms`` makes ``700 * 0.001``,
-    which is 0.7000000000000001 in binary floating point.
-    """
-    rounded = round(window, 6)
-    return str(int(rounded)) if rounded == int(rounded) else str(rounded)
