@@ -7,7 +7,9 @@
 * The body is a JSON array of thin events (``eventId``, ``subscriptionType``,
   ``objectId``, ``portalId``, ``occurredAt``...). Each event of a configured
   ``subscription_types`` (``contact.creation`` by default) is one event of the hub;
-  the others are accepted and dropped. An event is named by its type, object and
+  the others (a type that is not text included) are accepted and dropped. A subscribed
+  event without an ``objectId`` the dispatcher can read (missing, empty, an object, an
+  array, a boolean) makes the delivery a 400. An event is named by its type, object and
   ``eventId`` (HubSpot keeps the ``eventId`` across retries but does not promise it
   unique). The dispatcher reads the object itself (:mod:`hub.dispatch.hubspot`).
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from hub.config.models import HmacOptions, HubSpotOptions
-from hub.sources.base import BodyError, Incoming, NoHandshake, Split
+from hub.sources.base import BodyError, Incoming, NoHandshake, Split, natural_id
 from hub.sources.hmac_ import HmacSource
 
 SIGNATURE = "x-hubspot-signature-v3"
@@ -55,15 +57,23 @@ class HubSpotSource(NoHandshake):
             raise BodyError(400, msg)
         splits: list[Split] = []
         for event in document:
-            if not isinstance(event, dict) or event.get("subscriptionType") not in self._types:
+            if not isinstance(event, dict) or not self._subscribed(event.get("subscriptionType")):
                 continue
             kind, object_id, event_id = (
                 event.get("subscriptionType"),
-                event.get("objectId"),
+                natural_id(event.get("objectId")),
                 event.get("eventId"),
             )
-            if object_id is None or object_id == "":
+            if object_id is None:
                 msg = f"a {kind} event has no 'objectId'"
                 raise BodyError(400, msg)
             splits.append(Split(f"{kind}:{object_id}:{event_id}", event))
         return splits
+
+    def _subscribed(self, kind: Any) -> bool:
+        """Whether ``kind`` is a configured subscription type.
+
+        A type that is not text (an array or an object, which a set cannot even look up)
+        is of no subscription: the event is dropped like any other unsubscribed one.
+        """
+        return isinstance(kind, str) and kind in self._types

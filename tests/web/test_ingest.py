@@ -200,6 +200,52 @@ def test_a_hubspot_batch_answers_every_new_event_id(hub: Hub) -> None:
     assert second == {"status": "accepted", "id": third, "ids": [third], "duplicates": 2}
 
 
+def _hubspot_post(hub: Hub, body: bytes) -> tuple[int, object]:
+    """POST ``body`` to the HubSpot app endpoint, signed (v3) as HubSpot signs it."""
+    import base64
+    import hashlib
+    import hmac
+
+    stamp = str(int(fx.STANDARD_TIME * 1000))
+    signed = b"POST" + fx.HUBSPOT_URL.encode() + body + stamp.encode()
+    mac = hmac.new(fx.HUBSPOT_SECRET.encode(), signed, hashlib.sha256).digest()
+    headers = {
+        "content-type": "application/json",
+        "x-hubspot-request-timestamp": stamp,
+        "x-hubspot-signature-v3": base64.b64encode(mac).decode(),
+    }
+    response = hub.client.post("/hooks/hubspot-crm", content=body, headers=headers)
+    return response.status_code, response.json()
+
+
+@pytest.mark.parametrize(
+    "kind", ['["contact.creation"]', '{"type":"contact.creation"}', "7", "null"]
+)
+def test_a_hubspot_event_whose_type_is_not_text_is_dropped_never_a_500(hub: Hub, kind: str) -> None:
+    """A signed HubSpot event whose ``subscriptionType`` is an array or an object is of no
+    subscribed type: accepted and dropped like any other, as the event beside it is kept
+    (a list is not hashable: the type check answered 500)."""
+    body = (
+        f'[{{"eventId":1,"subscriptionType":{kind},"objectId":5}},'
+        '{"eventId":2,"subscriptionType":"contact.creation","objectId":6}]'
+    ).encode()
+    status, answer = _hubspot_post(hub, body)
+    (event,) = hub.events()
+    assert (status, answer) == (200, {"status": "accepted", "id": event.id, "ids": [event.id]})
+    assert event.delivery_id == "contact.creation:6:2"
+
+
+@pytest.mark.parametrize("object_id", ["{}", "[6]", "true", '""', "null"])
+def test_a_hubspot_event_without_a_usable_object_id_is_a_400(hub: Hub, object_id: str) -> None:
+    """A subscribed event's ``objectId`` names the CRM object read at dispatch: an object, an
+    array, a boolean or an empty one is a 400 like a missing one, not an event that can
+    only die at dispatch (``contact.creation:{}:1`` was stored)."""
+    body = f'[{{"eventId":1,"subscriptionType":"contact.creation","objectId":{object_id}}}]'
+    status, answer = _hubspot_post(hub, body.encode())
+    assert (status, answer) == (400, {"error": "a contact.creation event has no 'objectId'"})
+    assert hub.events() == []
+
+
 def test_linkedin_challenge_over_http(hub: Hub) -> None:
     """LinkedIn's validation GET gets the code back with its HMAC as JSON; without a code,
     400; a notification is stored once per response and action, its repeat a duplicate."""
