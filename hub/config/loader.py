@@ -231,11 +231,15 @@ class _Collector:
                 )
 
     def cross_check(self) -> None:
+        # A default sandbox that cannot be made is its variable's error, not one more per
+        # mapping that sends to it (as if no target named 'default' could be found).
+        unmade: set[str] = set()
         if "default" not in self.targets:
             try:
                 self.targets["default"] = sandbox_target(self.environ)
             except UnitError as exc:
                 self.issues.error("LEADHUB_SANDBOX_RATE_LIMIT", 0, str(exc))
+                unmade.add("default")
         for mapping in self.mappings.values():
             if mapping.endpoint not in self.endpoints and not self._reported(mapping, "endpoint"):
                 file, line = self._line_of(mapping, "endpoint")
@@ -246,7 +250,11 @@ class _Collector:
                     f"which is not defined{did_you_mean(mapping.endpoint, self.endpoints)}; "
                     f"defined endpoints: {', '.join(sorted(self.endpoints)) or 'none'}",
                 )
-            if mapping.target not in self.targets and not self._reported(mapping, "target"):
+            if (
+                mapping.target not in self.targets
+                and mapping.target not in unmade
+                and not self._reported(mapping, "target")
+            ):
                 file, line = self._line_of(mapping, "target")
                 self.issues.error(
                     file,

@@ -273,3 +273,21 @@ def test_check_and_try_on_an_unreadable_directory(tmp_path: Path) -> None:
             assert "holds no *.yaml" not in shown
     finally:
         config.chmod(0o755)
+
+
+@pytest.mark.usefixtures("demo_env")
+def test_a_bad_sandbox_rate_limit_is_one_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad LEADHUB_SANDBOX_RATE_LIMIT is the one error check reports: the mappings that
+    send to the default target (the sandbox it would have made) are not also each reported
+    as sending to a target 'default' that "is not defined; defined targets: " (nothing), 14
+    false errors on the shipped examples that buried the real one."""
+    monkeypatch.setenv("LEADHUB_SANDBOX_RATE_LIMIT", "fast")
+    assert main(["check", str(SHIPPED)]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == [
+        "LEADHUB_SANDBOX_RATE_LIMIT:0: 'fast' is not a rate limit; write it like '25/5s', "
+        "or 'off'.",
+        f"{SHIPPED}: 1 error",
+    ]
