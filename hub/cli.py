@@ -56,6 +56,19 @@ def address(text: str) -> str:
     return text
 
 
+def directory(text: str) -> str:
+    """A configuration directory, not empty: an empty name (a ``LEADHUB_CONFIG_DIR=`` that a
+    template left blank) is the current directory, whose stray ``*.yaml`` files would be
+    read as the hub's configuration."""
+    if not text.strip():
+        msg = (
+            "an empty directory name would read the current directory; give the "
+            "configuration directory, like mappings/"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return text
+
+
 def age(text: str) -> str:
     """An AGE such as ``2h`` or ``7d`` (a duration), kept as written: checked here so that a
     bad ``LEADHUB_<FLAG>`` is a usage error naming the variable."""
@@ -125,6 +138,14 @@ class _FromEnv:
 
     def __repr__(self) -> str:
         return f"{self.var}={self.text!r}"
+
+
+def positional_default(environ: Mapping[str, str], flag: str, default: str) -> Any:
+    """The default of a positional argument that ``flag``'s variable also gives (``check``'s
+    DIR: ``LEADHUB_CONFIG_DIR``): the variable's text, checked by :class:`Parser` as the
+    argument's own value would be, so that a bad one is a usage error naming it."""
+    var = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+    return _FromEnv(var, environ[var], default) if var in environ else default
 
 
 class Parser(argparse.ArgumentParser):
@@ -220,7 +241,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         return made
 
     serve = command("serve", "run the hub: webhook endpoints and dispatcher")
-    serve.add_argument("--config-dir", default="mappings", help="configuration directory")
+    serve.add_argument(
+        "--config-dir", type=directory, default="mappings", help="configuration directory"
+    )
     serve.add_argument("--host", type=address, default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=port, default=8000, help="port to listen on")
     serve.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
@@ -268,14 +291,17 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     check.add_argument(
         "dir",
         nargs="?",
-        default=environ.get(ENV_PREFIX + "CONFIG_DIR", "mappings"),
+        type=directory,
+        default=positional_default(environ, "--config-dir", "mappings"),
         help="configuration directory [env LEADHUB_CONFIG_DIR]",
     )
 
     try_ = command("try", "map one document as an endpoint would, without sending")
     try_.add_argument("endpoint", help="endpoint name")
     try_.add_argument("payload", help="JSON document (as the endpoint's mappings see it)")
-    try_.add_argument("--config-dir", default="mappings", help="configuration directory")
+    try_.add_argument(
+        "--config-dir", type=directory, default="mappings", help="configuration directory"
+    )
     try_.add_argument("--json", action="store_true", help="print one JSON object")
 
     events = command("events", "list stored deliveries")

@@ -329,3 +329,42 @@ def test_an_empty_host_is_refused_not_every_interface(capsys: Cap, environ: dict
     assert "an empty address would listen on every interface" in err
     if environ:
         assert f"LEADHUB_HOST={environ['LEADHUB_HOST']!r}" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "given"),
+    [
+        (["check"], {"LEADHUB_CONFIG_DIR": ""}, "LEADHUB_CONFIG_DIR=''"),
+        (["check", ""], {}, "argument dir"),
+        (["serve"], {"LEADHUB_CONFIG_DIR": " "}, "LEADHUB_CONFIG_DIR=' '"),
+        (["serve", "--config-dir", ""], {}, "argument --config-dir"),
+        (["try", "e", "doc.json"], {"LEADHUB_CONFIG_DIR": ""}, "LEADHUB_CONFIG_DIR=''"),
+    ],
+)
+def test_an_empty_config_dir_is_a_usage_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Cap,
+    argv: list[str],
+    environ: dict[str, str],
+    given: str,
+) -> None:
+    """An empty configuration directory (a LEADHUB_CONFIG_DIR a template left blank) is a
+    usage error naming where it was given: it was read as the current directory, whose
+    stray *.yaml files (a docker-compose.yaml) were then loaded as the hub's configuration,
+    and reported as ': 1 error' with no directory named."""
+    (tmp_path / "docker-compose.yaml").write_text("services: {}\n")
+    monkeypatch.chdir(tmp_path)
+    err = usage_error(capsys, argv, environ)
+    assert f"{given}: an empty directory name would read the current directory" in err
+    assert "docker-compose.yaml" not in err
+
+
+def test_the_config_dir_variable_is_checks_dir(tmp_path: Path, capsys: Cap) -> None:
+    """check's DIR still comes from LEADHUB_CONFIG_DIR when not given, and DIR wins."""
+    directory = config_dir(tmp_path)
+    assert main(["check"], environ={"LEADHUB_CONFIG_DIR": str(directory)}) == 0
+    assert f"{directory}: ok: 1 endpoint" in capsys.readouterr().out
+    environ = {"LEADHUB_CONFIG_DIR": "/nonexistent/leadhub-config"}
+    assert main(["check", str(directory)], environ=environ) == 0
+    assert f"{directory}: ok: 1 endpoint" in capsys.readouterr().out
