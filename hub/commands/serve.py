@@ -347,34 +347,20 @@ def run(args: argparse.Namespace) -> int:
         return _serve(args, config, listening)
 
 
-def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -> int:
-    clock: Clock = SYSTEM_CLOCK
-    try:
-        # a web role writes enqueues from a child process: off the event loop's GIL
-        writer = "thread" if args.role == "worker" else "process"
-        store = open_store(args.db, clock=clock, writer=writer)
-    except StoreError as exc:
-        print(f"leadhub serve: {exc}", file=sys.stderr)
-        return 2
+@dataclasses.dataclass(frozen=True)
+class _Checked:
+    """``serve``'s flags and proxy variables, checked (:func:`_check_flags`)."""
 
-    base = public_base(args.host, listening.getsockname()[1])  # the real port, also for 0
-    sandbox_app: ASGIApp | None = None
-    default = config.targets.get("default")
-    if default is not None and default.sandbox:
-        from hub.sandbox import create_app as create_sandbox
+    lease: float  # seconds
+    keep: float | None  # --purge-after, seconds; None: off
+    proxies: dict[str, str] | None  # scheme to proxy, without credentials (the ready line)
 
-        db_path = sandbox_db_path(args.db)
-        if db_path is not None:
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        sandbox_app = create_sandbox(
-            access_key=default.access_key.reveal(),
-            secret_key=default.secret_key.reveal(),
-            db_path=db_path,
-            rate_limit=default.rate_limit,
-            clock=clock,
-        )
-    adjust = _sandbox_address(sandbox_app is not None, base)
-    config = adjust(config)
+
+def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
+    """``--lease`` (also against ``config``'s targets), the proxy variables and
+    ``--purge-after``; an exit code (2, said on stderr) when one is refused. Runs before the
+    store's directory or the embedded sandbox's database are made: a start refused for a
+    flag leaves nothing on disk (a mistyped ``--db`` directory included)."""
     try:
         lease = parse_duration(getattr(args, "lease", "60s"))
         if lease < 1.0:
@@ -411,6 +397,43 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
         name = given_as(args, "purge_after", "--purge-after")
         print(f"leadhub serve: {name}: {exc}", file=sys.stderr)
         return 2
+    return _Checked(lease, keep, proxies)
+
+
+def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -> int:
+    clock: Clock = SYSTEM_CLOCK
+    try:
+        # a web role writes enqueues from a child process: off the event loop's GIL
+        writer = "thread" if args.role == "worker" else "process"
+        store = open_store(args.db, clock=clock, writer=writer)
+    except StoreError as exc:
+        print(f"leadhub serve: {exc}", file=sys.stderr)
+        return 2
+
+    checked = _check_flags(args, config)
+    if isinstance(checked, int):
+        return checked
+    lease, keep, proxies = checked.lease, checked.keep, checked.proxies
+    purge_after = str(getattr(args, "purge_after", "off"))
+
+    base = public_base(args.host, listening.getsockname()[1])  # the real port, also for 0
+    sandbox_app: ASGIApp | None = None
+    default = config.targets.get("default")
+    if default is not None and default.sandbox:
+        from hub.sandbox import create_app as create_sandbox
+
+        db_path = sandbox_db_path(args.db)
+        if db_path is not None:
+            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        sandbox_app = create_sandbox(
+            access_key=default.access_key.reveal(),
+            secret_key=default.secret_key.reveal(),
+            db_path=db_path,
+            rate_limit=default.rate_limit,
+            clock=clock,
+        )
+    adjust = _sandbox_address(sandbox_app is not None, base)
+    config = adjust(config)
     if keep is not None and args.role == "web":
         _log.warning(
             "purge_not_run",

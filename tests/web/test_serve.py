@@ -255,3 +255,26 @@ def _failed_start(args: list[str]) -> tuple[subprocess.CompletedProcess[str], st
     assert "leadhub serve: startup failed (see the log above)" in result.stderr
     assert "Traceback" not in output
     return result, output
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "said"),
+    [
+        (["--lease", "2s"], {}, "--lease 2s is too short"),
+        (["--purge-after", "1d"], {}, "--purge-after: '1d' is shorter than senders retry"),
+        ([], {"HTTPS_PROXY": "socks5://proxy.invalid:1080"}, "HTTPS_PROXY names the proxy"),
+    ],
+)
+def test_a_refused_start_leaves_no_files(
+    tmp_path: Path, flags: list[str], env: dict[str, str], said: str
+) -> None:
+    """serve refusing its flags or the proxy variables (exit 2) has made nothing on disk:
+    it made the store's directory and the embedded sandbox's database
+    (<db>.sandbox.sqlite) before looking at them, so a refused start with a mistyped --db
+    left a new directory behind."""
+    db = f"sqlite:///{tmp_path / 'new' / 'dir' / 'hub.db'}"
+    args = [*serve_args(tmp_path, 0, role="all", db=db), *flags]
+    result = leadhub_run(args, env={**ENV, **env})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert said in result.stderr
+    assert not (tmp_path / "new").exists()
