@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 import urllib.parse
@@ -49,7 +50,7 @@ from hub.store.base import EventStore, NewerSchema, StoreUnavailable
 from hub.store.retention import parse_retention, retention_lifespan
 from hub.units import UnitError, parse_duration
 from hub.web.app import LifespanHook, create_app
-from hub.web.reload import reload_on_hangup
+from hub.web.reload import Hangups, reload_on_hangup
 
 _log = structlog.get_logger()
 
@@ -325,7 +326,20 @@ def _ready(ready: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Serve until stopped; 0 after a clean shutdown, 1 if startup failed, 2 for bad input."""
+    """Serve until stopped; 0 after a clean shutdown, 1 if startup failed, 2 for bad input.
+
+    SIGHUP asks for a reload from the start on (:class:`hub.web.reload.Hangups`): its
+    default action would end the process while it starts or stops."""
+    hangups = Hangups()
+    previous = hangups.install()
+    try:
+        return _run(args, hangups)
+    finally:
+        if previous is not None:  # (None: set outside Python, cannot be put back)
+            signal.signal(signal.SIGHUP, previous)
+
+
+def _run(args: argparse.Namespace, hangups: Hangups) -> int:
     logs.configure(json=True if args.log_json else None, level=args.log_level)
     try:
         config = load(args.config_dir, os.environ)
@@ -344,7 +358,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"leadhub serve: startup failed: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     with listening:
-        return _serve(args, config, listening)
+        return _serve(args, config, listening, hangups)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -400,7 +414,9 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
     return _Checked(lease, keep, proxies)
 
 
-def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -> int:
+def _serve(
+    args: argparse.Namespace, config: Config, listening: socket.socket, hangups: Hangups
+) -> int:
     clock: Clock = SYSTEM_CLOCK
     try:
         # a web role writes enqueues from a child process: off the event loop's GIL
@@ -454,7 +470,7 @@ def _serve(args: argparse.Namespace, config: Config, listening: socket.socket) -
     )
     if sandbox_app is not None:
         hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops
-    hooks.append(reload_on_hangup(args.config_dir, adjust))
+    hooks.append(reload_on_hangup(args.config_dir, adjust, hangups))
     hooks.insert(0, _announce_stop)
 
     app = create_app(

@@ -74,11 +74,39 @@ async def reload_config(app: Starlette, directory: str | Path, adjust: Adjust) -
     return True
 
 
+class Hangups:
+    """SIGHUPs that come while no reload can run: before the app has started (``serve``
+    waiting for its store, up to ``--store-wait``) and once it is stopping. Without a handler
+    the signal's default action ends the process at once, without a log line (exit 129): a
+    reload asked for at the wrong moment (a config-map watcher, ``docker kill -s HUP``) killed
+    the hub. Here a SIGHUP is only remembered; :func:`reload_on_hangup` reloads once for one
+    that came before it started (the files may have changed since they were read), and one
+    that comes while stopping is left at that (there is nothing left to reload).
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def install(self) -> signal.Handlers | Callable[..., object] | int | None:
+        """Remember SIGHUPs from now on (main thread only); the handler it replaces."""
+        return signal.signal(signal.SIGHUP, self._remember)
+
+    def _remember(self, signum: int, frame: object) -> None:
+        self.pending = True  # a plain flag: safe in a signal handler
+
+
 def reload_on_hangup(
-    directory: str | Path, adjust: Adjust = lambda config: config
+    directory: str | Path,
+    adjust: Adjust = lambda config: config,
+    hangups: Hangups | None = None,
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     """A ``hub.web.app`` lifespan hook: SIGHUP reloads ``directory`` while the app runs (one
-    reload at a time; a signal during a reload starts another after it). List it last."""
+    reload at a time; a signal during a reload starts another after it). List it last.
+
+    With ``hangups`` (installed before the app starts), a SIGHUP that came before this hook
+    ran is one reload as soon as it runs, and once it has ended SIGHUPs are remembered by
+    ``hangups`` again rather than ending the process while the app stops.
+    """
 
     @contextlib.asynccontextmanager
     async def hook(app: Starlette) -> AsyncIterator[None]:
@@ -107,10 +135,15 @@ def reload_on_hangup(
             task.add_done_callback(tasks.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        if hangups is not None and hangups.pending:
+            hangups.pending = False
+            on_hangup()  # asked for while starting: the files may have changed since read
         try:
             yield
         finally:
-            loop.remove_signal_handler(signal.SIGHUP)
+            loop.remove_signal_handler(signal.SIGHUP)  # (restores the default action)
+            if hangups is not None:
+                hangups.install()
             for task in list(tasks):
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

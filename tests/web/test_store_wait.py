@@ -298,3 +298,41 @@ async def test_a_postgresql_outage_under_load_logs_no_traceback(tmp_path: Path) 
     assert not bad, bad[:5]
     for entry in lines(output, "Failed to restore the pool connection floor; retrying"):
         assert entry["error"] and "exception" not in entry
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_a_hangup_while_waiting_is_a_reload_once_started(tmp_path: Path) -> None:
+    """SIGHUP (the reload signal) while serve waits for its store used to end it at once,
+    without a line (exit 129: the signal's default action, no handler yet). Now serve keeps
+    waiting, and once started reads its directory again: an endpoint added meanwhile is
+    served. SIGHUP while it stops (no reload hook any more) does not cut the stop short."""
+    pg_port, port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    url = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
+    args = serve_args(tmp_path, port, role="all", db=url)
+    server = PostgresServer()
+    try:
+        with leadhub_process(args, env=ENV) as proc:
+            seen = wait_for_line(proc, "store_waiting")
+            (tmp_path / "cfg" / "late.yaml").write_text(
+                "kind: endpoint\nname: late\nsource: token\ntoken: ${TF_SECRET}\n"
+            )
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(1.0)
+            assert proc.poll() is None, "a SIGHUP while waiting ended serve"
+            server.start(port=pg_port)
+            wait_http(f"{base}/healthz", timeout=60, proc=proc)
+            seen += wait_for_line(proc, "config_reloaded")
+            answer = httpx.post(f"{base}/hooks/late", json={}, timeout=10)
+            assert answer.status_code == 401  # known (no token given), not 404
+            for _ in range(20):  # while it stops, as often as a watcher might
+                proc.send_signal(signal.SIGTERM if _ == 0 else signal.SIGHUP)
+            assert proc.wait(timeout=30) == 0
+            seen += proc.stdout.read() if proc.stdout else ""
+        # the first: the one asked for while waiting (a SIGHUP sent as it stops may be another)
+        assert lines(seen, "config_reloaded")[0]["endpoints_added"] == ["late"]
+        assert lines(seen, "hub_stopped"), seen
+        assert "Traceback" not in seen
+    finally:
+        server.stop()
