@@ -187,11 +187,18 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 async def _answer(
-    send: Send, status: int, payload: bytes, headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    payload: bytes,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    head: bool = False,
 ) -> None:
-    head = [*(headers or _JSON_HEADERS), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head})
-    await send({"type": "http.response.body", "body": payload})
+    """Send the response; for a HEAD request (``head``) GET's headers, Content-Length
+    included, and no body."""
+    fields = [*(headers or _JSON_HEADERS), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": fields})
+    await send({"type": "http.response.body", "body": b"" if head else payload})
 
 
 def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -494,8 +501,13 @@ class Ingest:
                 "method_not_allowed",
                 "GET on an endpoint without a handshake",
             )
-        body = answer.body if scope["method"] == "GET" else b""
-        await _answer(send, answer.status, body, [(b"content-type", answer.content_type.encode())])
+        await _answer(
+            send,
+            answer.status,
+            answer.body,
+            [(b"content-type", answer.content_type.encode())],
+            head=scope["method"] == "HEAD",
+        )
         ok = answer.status == 200
         _log.info("handshake_answered", endpoint=route.name, status=answer.status, ok=ok)
         self.metrics.delivery(

@@ -167,6 +167,21 @@ def test_facebook_handshake_over_http(hub: Hub) -> None:
     assert "1158201444" not in bad.text
 
 
+def test_a_handshake_head_has_the_gets_headers(hub: Hub) -> None:
+    """HEAD on a handshake answers GET's status and headers, Content-Length included, with
+    no body (RFC 9110 9.3.2); it said Content-Length: 0 for a 10-byte challenge."""
+    params = {
+        "hub.mode": "subscribe",
+        "hub.challenge": "1158201444",
+        "hub.verify_token": fx.FB_VERIFY_TOKEN,
+    }
+    get = hub.client.get("/hooks/facebook", params=params)
+    head = hub.client.head("/hooks/facebook", params=params)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["content-length"] == get.headers["content-length"] == "10"
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
 def test_a_hubspot_batch_answers_every_new_event_id(hub: Hub) -> None:
     """Two contact.creation events in one signed HubSpot delivery are two events, both
     ids in the answer; sent again with a third, only the third is new."""
