@@ -41,7 +41,6 @@ opener runs while the store is open. For example::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -61,6 +60,7 @@ from hub.config.models import Config
 from hub.store.base import EventStore
 from hub.web.ingest import PREFIX, Ingest
 from hub.web.metrics import WebMetrics
+from hub.web.timeouts import within
 
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 ROLES = ("all", "web", "worker")
@@ -128,7 +128,7 @@ def _health_routes(store: EventStore, metrics: WebMetrics) -> list[BaseRoute]:
 
     async def readyz(request: Request) -> Response:
         try:
-            await asyncio.wait_for(store.ping(), READY_TIMEOUT)
+            await within(store.ping(), READY_TIMEOUT)
         except Exception as exc:
             _log.warning("readiness_failed", error=type(exc).__name__, detail=str(exc)[:300])
             return JSONResponse(

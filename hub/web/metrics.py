@@ -22,9 +22,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from hub.store.base import EventStore
 from hub.store.models import State
+from hub.web.timeouts import within
 
 _log = structlog.get_logger()
 
+#: Seconds the event counts may take at a scrape; then the gauge keeps its last values, so
+#: that a hanging store cannot hold the scrape past its timeout (Prometheus: 10 s).
+COUNTS_TIMEOUT = 3.0
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
 
 
@@ -78,7 +82,7 @@ class WebMetrics:
     async def render(self, store: EventStore) -> bytes:
         """The Prometheus text exposition, with the event gauge refreshed from ``store``."""
         try:
-            counts = await store.counts()
+            counts = await within(store.counts(), COUNTS_TIMEOUT)
         except Exception as exc:  # a down store must not break the scrape
             _log.warning("metrics_counts_failed", error=type(exc).__name__)
         else:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -334,5 +335,51 @@ def test_a_hangup_while_waiting_is_a_reload_once_started(tmp_path: Path) -> None
         assert lines(seen, "config_reloaded")[0]["endpoints_added"] == ["late"]
         assert lines(seen, "hub_stopped"), seen
         assert "Traceback" not in seen
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def frozen(server: PostgresServer) -> Iterator[None]:
+    """Every process of ``server`` stopped (SIGSTOP) for the block: a database that hangs
+    (a stalled disk, a stuck host) rather than one that refuses connections."""
+    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    pids = [postmaster, *map(int, children)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_readyz_and_metrics_answer_in_time_while_postgresql_hangs(tmp_path: Path) -> None:
+    """With PostgreSQL hanging, /readyz answers 503 within its 3 s and /metrics answers 200
+    within a scrape's 10 s: /readyz took as long as asyncpg's cancellation of the ping (over
+    20 s, a liveness or readiness probe timed out instead of reading 503), and /metrics as
+    long as the count query's own timeout."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = PostgresServer()
+    server.start()
+    try:
+        args = serve_args(tmp_path, port, role="web", db=server.dsn)
+        with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV):
+            assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200
+            with frozen(server):
+                started = time.monotonic()
+                ready = httpx.get(f"{base}/readyz", timeout=30)
+                assert ready.status_code == 503
+                assert time.monotonic() - started < 5
+                started = time.monotonic()
+                metrics = httpx.get(f"{base}/metrics", timeout=30)
+                assert metrics.status_code == 200
+                assert "leadhub_deliveries_total" in metrics.text
+                assert time.monotonic() - started < 5
+            assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
     finally:
         server.stop()
