@@ -114,7 +114,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "SourceContent": "A",
         "mx_Landing_Page": "https://offers.example.com/solar-quote/",
         "mx_Landing_Page_Name": "Solar Quote LP",
-        "mx_Submitted_On": "2025-10-31",
+        "mx_Submitted_On": "2025-10-31 00:00:00",
     },
     "jotform": {
         "FirstName": "Olivia",
