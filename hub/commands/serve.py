@@ -302,10 +302,16 @@ def _drain(app: ASGIApp) -> None:
         dispatcher.drain()
 
 
-def _on_signal(stopping: Stopping, app: ASGIApp) -> None:
-    """A stop signal: end a wait for the store, stop the dispatcher claiming."""
+def _on_signal(stopping: Stopping, app: ASGIApp, sandbox_app: ASGIApp | None) -> None:
+    """A stop signal: end a wait for the store, stop the dispatcher claiming, and let go of
+    the embedded sandbox's calls a ``timeout`` fault holds (uvicorn's graceful stop would
+    wait for them, 30 s by default, as long as the fault says)."""
     stopping.set()
     _drain(app)
+    if sandbox_app is not None:
+        from hub.sandbox import sandbox_of  # (loaded already: the sandbox app was made)
+
+        sandbox_of(sandbox_app).stopping()
 
 
 def _sandbox_keys(target: Target | None) -> str:
@@ -508,7 +514,7 @@ def _serve(
             http=HubHttpProtocol,  # one write per response
         ),
         on_ready=lambda _url: _ready(ready),
-        on_signal=lambda: _on_signal(stopping, app),
+        on_signal=lambda: _on_signal(stopping, app, sandbox_app),
     )
     quiet = _QuietStoppedStart(stopping)
     logging.getLogger("uvicorn.error").addFilter(quiet)

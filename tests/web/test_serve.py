@@ -7,7 +7,10 @@ import base64
 import collections
 import hashlib
 import hmac
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -166,6 +169,50 @@ def test_serve_mounts_the_sandbox_and_answers_health(tmp_path: Path) -> None:
         metrics = httpx.get(f"{base}/metrics").text
         assert 'leadhub_events{state="queued"} 0.0' in metrics
     assert (tmp_path / "hub.db.sandbox.sqlite").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_serve_while_the_embedded_sandbox_holds_a_call(tmp_path: Path) -> None:
+    """A call the embedded sandbox holds for a ``timeout`` fault (here 120 s) does not hold up
+    serve's stop: on SIGTERM it is closed unanswered and serve exits 0 at once."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    sandbox = f"{base}/sandbox"
+    params = {"accessKey": "ak", "secretKey": "sk"}
+    dropped: list[BaseException] = []
+
+    def held_call() -> None:
+        with httpx.Client(base_url=sandbox, params=params, timeout=150.0) as client:
+            try:
+                client.post(
+                    "/v2/LeadManagement.svc/Lead.Capture",
+                    json=[{"Attribute": "EmailAddress", "Value": "held@example.com"}],
+                )
+            except httpx.HTTPError as exc:
+                dropped.append(exc)
+
+    args = serve_args(tmp_path, port, role="all")
+    with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
+        faults = {"rate": 1.0, "kinds": ["timeout"], "timeout_s": 120}
+        answer = httpx.post(f"{sandbox}/_sandbox/faults", params=params, json=faults)
+        assert answer.status_code == 200, answer.text
+        caller = threading.Thread(target=held_call)
+        caller.start()
+        assert proc.stdout is not None
+        log = Path(proc.stdout.name)
+        deadline = time.monotonic() + 10
+        while "sandbox_fault_injected" not in log.read_text():
+            assert time.monotonic() < deadline, "the call was never held"
+            time.sleep(0.05)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        stopped_in = time.monotonic() - started
+        caller.join(timeout=10)
+    assert code == 0
+    assert stopped_in < 10, f"SIGTERM took {stopped_in:.1f} s (the hold is 120 s)"
+    assert len(dropped) == 1
+    assert isinstance(dropped[0], httpx.RemoteProtocolError | httpx.ReadError), dropped
 
 
 @pytest.mark.slow
