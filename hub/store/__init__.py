@@ -10,7 +10,7 @@ import math
 import urllib.parse
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.store.base import EventStore, LeaseLost, StoreError, StoreUnavailable
+from hub.store.base import STALL_AFTER, EventStore, LeaseLost, StoreError, StoreUnavailable
 from hub.units import UnitError, parse_duration
 
 __all__ = [
@@ -40,8 +40,9 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     ``?stall_after=30s`` (how long a delivery may wait for the writer process's answer).
 
     ``postgresql://user@host:5432/dbname`` for several instances on one database, optionally
-    with ``?schema=NAME`` and ``?pool=N`` (see :mod:`hub.store.postgres`; the password from
-    ``PGPASSWORD``); ``writer`` does not apply there.
+    with ``?schema=NAME``, ``?pool=N`` and ``?stall_after=30s`` (how long a delivery may wait
+    for its commit; see :mod:`hub.store.postgres`; the password from ``PGPASSWORD``);
+    ``writer`` does not apply there.
 
     Raises:
         StoreError: the URL is malformed, in memory, or names an unsupported database.
@@ -86,28 +87,35 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
         )
         raise StoreError(msg)
     from hub.store.sqlite import SQLiteStore
-    from hub.store.sqlite_process import STALL_AFTER
 
-    try:
-        stall_after = STALL_AFTER if stall is None else parse_duration(stall)
-    except UnitError as exc:
-        raise StoreError(f"?stall_after= in store URL {url!r}: {exc}") from None
-    if not math.isfinite(stall_after) or stall_after <= 0:
-        msg = f"?stall_after= in store URL {url!r} must be a duration above zero, like 30s."
-        raise StoreError(msg)
+    stall_after = _stall_after(stall, url)
     return SQLiteStore(
         path, clock=clock, synchronous=synchronous, writer=writer, stall_after=stall_after
     )
 
 
+def _stall_after(text: str | None, shown: str) -> float:
+    """A store URL's ``?stall_after=`` (``text``; ``shown``: the URL for the message), or
+    :data:`hub.store.base.STALL_AFTER` without one."""
+    try:
+        stall_after = STALL_AFTER if text is None else parse_duration(text)
+    except UnitError as exc:
+        raise StoreError(f"?stall_after= in store URL {shown!r}: {exc}") from None
+    if not math.isfinite(stall_after) or stall_after <= 0:
+        msg = f"?stall_after= in store URL {shown!r} must be a duration above zero, like 30s."
+        raise StoreError(msg)
+    return stall_after
+
+
 def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> EventStore:
     """A :class:`hub.store.postgres.PostgresStore` for a ``postgresql://`` URL."""
     pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
-    ours = {k: v for k, v in pairs if k in ("schema", "pool")}
+    ours = {k: v for k, v in pairs if k in ("schema", "pool", "stall_after")}
     if "synchronous" in dict(pairs) or "writer" in dict(pairs):
         msg = (
             f"?synchronous= and ?writer= are SQLite options; a PostgreSQL store URL "
-            f"({safe_url(url)!r}) takes ?schema=NAME and ?pool=N (and libpq's own options)."
+            f"({safe_url(url)!r}) takes ?schema=NAME, ?pool=N and ?stall_after=30s (and "
+            "libpq's own options)."
         )
         raise StoreError(msg)
     from hub.store.postgres import POOL_SIZE, PostgresStore
@@ -120,7 +128,12 @@ def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> Event
     rest = urllib.parse.urlencode([(k, v) for k, v in pairs if k not in ours])
     dsn = urllib.parse.urlunsplit(parsed._replace(scheme="postgresql", query=rest))
     return PostgresStore(
-        dsn, clock=clock, schema=ours.get("schema") or None, pool_size=pool, shown=safe_url(dsn)
+        dsn,
+        clock=clock,
+        schema=ours.get("schema") or None,
+        pool_size=pool,
+        shown=safe_url(dsn),
+        stall_after=_stall_after(ours.get("stall_after"), safe_url(url)),
     )
 
 

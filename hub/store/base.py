@@ -97,6 +97,16 @@ class StoreStats:
 MAX_ID = 2**63 - 1
 
 
+#: Seconds a delivery waits for its store's commit before it is answered 503 (the sender
+#: retries): a store that hangs rather than refusing (SQLite's writer process stalled on a hung
+#: mount, a stopped process; a PostgreSQL server stopped, a lock never released, a network
+#: that drops packets) would otherwise hold every request, each sender's retries piling up,
+#: for as long as it lasts. Longer than SQLite's own wait for another process's write lock
+#: (the busy timeout, 10 s). A delivery so answered may still be written when the store comes
+#: back; the sender's retry is then answered as a duplicate of it. ``?stall_after=`` in the
+#: store URL.
+STALL_AFTER = 30.0
+
 #: A rate slot said to end more than this far ahead (or ``hold``, if longer) was taken before
 #: the wall clock was set back: it no longer counts (seconds; see :meth:`EventStore.take_slots`).
 SLOT_HORIZON = 300.0

@@ -35,6 +35,7 @@ from hub.store.base import (
     PURGE_WINDOW,
     SLOT_EPSILON,
     SLOT_HORIZON,
+    STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
     Settle,
@@ -108,10 +109,13 @@ class PostgresStore(BatchedStore):
         pool_size: int = POOL_SIZE,
         shown: str | None = None,
         create: bool = True,
+        stall_after: float = STALL_AFTER,
     ) -> None:
         """``dsn`` for asyncpg (without our options); ``shown``: the URL for messages and
         logs, without a password; ``create``: make the schema and tables when missing (a
-        reading command opens with False, so a mistyped URL is not a new, empty store)."""
+        reading command opens with False, so a mistyped URL is not a new, empty store);
+        ``stall_after``: seconds a delivery may wait for its commit before it is answered
+        503 (:data:`hub.store.base.STALL_AFTER`)."""
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             msg = (
                 f"Schema name {schema!r} is not a plain identifier; use letters, digits and "
@@ -130,7 +134,7 @@ class PostgresStore(BatchedStore):
         self._pool: asyncpg.Pool | None = None
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = StoreStats()
-        self._writes = Writes(self._conn, self.stats)
+        self._writes = Writes(self._conn, self.stats, stall_after=stall_after)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r}, schema={self.schema!r})"

@@ -8,17 +8,25 @@ statement inserts the events first (``ON CONFLICT DO NOTHING`` on the delivery i
 delivery row for each one inserted; a delivery id stored before, earlier in the batch, or by
 another instance meanwhile is looked up and answered ``duplicate``. A delivery of several
 leads (a Facebook batch) takes the general path: one transaction, event by event.
+
+A delivery that has waited :data:`hub.store.base.STALL_AFTER` for its commit (a server that
+hangs rather than refusing) is answered with :class:`StoreUnavailable` (503) by one watchdog
+timer, without cancelling the statement: asyncpg's cancellation waits on the same hung
+server. Its write may still commit when the server comes back; the sender's retry is then a
+duplicate of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hub.store import bulk
-from hub.store.base import Settle, StoreStats, StoreUnavailable, settle_later, tell_when_done
+from hub.store.base import STALL_AFTER, Settle, StoreStats, StoreUnavailable, log, tell_when_done
 from hub.store.models import EnqueueResult
 from hub.store.sql import queries
 
@@ -40,44 +48,94 @@ MAX_FLUSHES = 4
 class Writes:
     """The gathered writes of one store (see the module)."""
 
-    def __init__(self, connect: Connect, stats: StoreStats) -> None:
+    def __init__(
+        self, connect: Connect, stats: StoreStats, *, stall_after: float = STALL_AFTER
+    ) -> None:
         self._connect = connect
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = stats
+        self.stall_after = stall_after
         self._gathered: list[tuple[bulk.Pending, _Answer]] = []
         self._flush_due = False
         self._flushes = 0
-        self._flushing: set[asyncio.Task[None]] = set()
+        #: The writes under way: gathered statements, and deliveries of several leads.
+        self._flushing: set[asyncio.Task[Any]] = set()
+        #: Every answer still owed, oldest first, with when it was asked (``time.monotonic``).
+        self._owed: deque[tuple[float, _Answer]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     async def enqueue(self, pending: bulk.Pending) -> list[EnqueueResult]:
         """Store ``pending``; its results once committed."""
-        if len(pending.events) != 1:
-            return await self._enqueue_each(pending)
-        return await self._gather(pending)
+        return await self._answer(pending)
 
     def submit(self, pending: bulk.Pending, tell: Settle) -> None:
-        """:meth:`enqueue`, its outcome told to ``tell`` instead of returned (one task fewer
-        for a one-lead delivery: it waits in the gathered statement as a future)."""
-        if len(pending.events) != 1:
-            settle_later(self._enqueue_each(pending), tell)
-            return
-        tell_when_done(self._gather(pending), tell)
+        """:meth:`enqueue`, its outcome told to ``tell`` instead of returned (no task of its
+        own for a one-lead delivery: it waits in the gathered statement as a future)."""
+        tell_when_done(self._answer(pending), tell)
 
-    def _gather(self, pending: bulk.Pending) -> _Answer:
-        """A future of ``pending``'s results, written with the next gathered statement."""
+    def _answer(self, pending: bulk.Pending) -> _Answer:
+        """A future of ``pending``'s results, owed until committed (or stalled)."""
         loop = asyncio.get_running_loop()
         done: _Answer = loop.create_future()
-        self._gathered.append((pending, done))
-        self._schedule_flush(loop)
+        owed = self._owed
+        while owed and owed[0][1].done():  # answered (mostly in order): forgotten as we go
+            owed.popleft()
+        owed.append((time.monotonic(), done))
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.stall_after, self._watch)
+        if len(pending.events) == 1:
+            self._gathered.append((pending, done))  # written with the next gathered statement
+            self._schedule_flush(loop)
+        else:
+            self._start(self._enqueue_each(pending, done))
         return done
 
+    def _watch(self) -> None:
+        """The watchdog (one timer, not one per delivery): what has waited ``stall_after``
+        for its commit is answered :class:`StoreUnavailable`; it looks again at the next."""
+        self._watchdog = None
+        now = time.monotonic()
+        owed = self._owed
+        failing: list[_Answer] = []
+        while owed and (owed[0][1].done() or now - owed[0][0] >= self.stall_after):
+            _, done = owed.popleft()
+            if not done.done():
+                failing.append(done)
+        if failing:
+            log().error("store_stalled", waited=self.stall_after, failing=len(failing))
+            for done in failing:
+                done.set_exception(
+                    StoreUnavailable(
+                        f"PostgreSQL has not answered for {self.stall_after:g} s (a stopped "
+                        "server, a lock never released, a network that drops packets?); "
+                        "nothing unanswered was acknowledged."
+                    )
+                )
+        if owed:
+            wait = max(owed[0][0] + self.stall_after - now, 0.01)
+            self._watchdog = asyncio.get_running_loop().call_later(wait, self._watch)
+
     async def finish(self) -> None:
-        """Write what is still gathered and wait for every write in flight."""
-        while self._gathered or self._flushing:
+        """Write what is still gathered and wait for every write in flight, but not for a
+        write that has hung longer than ``stall_after`` (the watchdog answered its callers)."""
+        while True:
+            self._gathered = [(p, done) for p, done in self._gathered if not done.done()]
+            if not self._gathered and not self._flushing:
+                return
             if self._gathered and self._flushes < MAX_FLUSHES:
                 self._start_flush()
-            else:
-                await asyncio.wait(set(self._flushing), return_when=asyncio.FIRST_COMPLETED)
+                continue
+            ended, _ = await asyncio.wait(
+                set(self._flushing), timeout=self.stall_after, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not ended:
+                log().error("store_writes_abandoned", writes=len(self._flushing))
+                return
+
+    def _start(self, write: Any) -> None:
+        task = asyncio.get_running_loop().create_task(write)
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
 
     def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write what is gathered at the end of this loop iteration (every request read in
@@ -88,13 +146,16 @@ class Writes:
 
     def _start_flush(self) -> None:
         self._flush_due = False
-        if not self._gathered or self._flushes >= MAX_FLUSHES:
+        if self._flushes >= MAX_FLUSHES:
             return
-        batch, self._gathered = self._gathered[:MAX_BATCH], self._gathered[MAX_BATCH:]
+        # (those the watchdog answered are not written: their senders were told 503)
+        waiting = [(p, done) for p, done in self._gathered if not done.done()]
+        if not waiting:
+            self._gathered = []
+            return
+        batch, self._gathered = waiting[:MAX_BATCH], waiting[MAX_BATCH:]
         self._flushes += 1
-        task = asyncio.get_running_loop().create_task(self._flush(batch))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+        self._start(self._flush(batch))
 
     async def _flush(self, batch: list[tuple[bulk.Pending, _Answer]]) -> None:
         """One statement for ``batch``; each caller gets its answer (or the store's error)."""
@@ -141,10 +202,24 @@ class Writes:
             if self._gathered:
                 self._schedule_flush(asyncio.get_running_loop())
 
-    async def _enqueue_each(self, pending: bulk.Pending) -> list[EnqueueResult]:
-        """The general path: event by event in one transaction (see :func:`_enqueue`)."""
-        async with self._connect() as conn:
-            return await _enqueue(conn, pending)
+    async def _enqueue_each(self, pending: bulk.Pending, done: _Answer) -> None:
+        """The general path: event by event in one transaction (see :func:`_enqueue`); its
+        results or its error set on ``done``, unless the watchdog answered it first."""
+        try:
+            async with self._connect() as conn:
+                results = await _enqueue(conn, pending)
+        except BaseException as exc:
+            if not done.done():
+                done.set_exception(
+                    exc
+                    if isinstance(exc, Exception)
+                    else StoreUnavailable("the write was interrupted; try again")
+                )
+            if not isinstance(exc, Exception):
+                raise
+            return
+        if not done.done():
+            done.set_result(results)
 
 
 def _columns(batch: list[tuple[bulk.Pending, _Answer]]) -> list[list[Any]]:

@@ -26,6 +26,7 @@ from hub.store.base import (
     PURGE_WINDOW,
     SLOT_EPSILON,
     SLOT_HORIZON,
+    STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
     Settle,
@@ -50,7 +51,7 @@ from hub.store.models import (
     State,
 )
 from hub.store.rows import row_of, to_pending
-from hub.store.sqlite_process import STALL_AFTER, IngestProcess
+from hub.store.sqlite_process import IngestProcess
 from hub.store.sqlite_threads import Q, Reader, Writer, check_readable, unavailable
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in

@@ -47,6 +47,7 @@ import msgspec
 
 from hub.store import bulk
 from hub.store.base import (
+    STALL_AFTER,
     BodyNotSkimmed,
     Outcome,
     Settle,
@@ -74,13 +75,6 @@ MAX_FRAME = 1 << 30
 #: the rest (4, 8 and 12 measured alike: 17,800-18,400 req/s against 14,400-15,200 at 64
 #: connections in BENCHMARKS.md's diagnostic).
 HAND_OVER = 8
-#: Seconds a delivery waits for the writer process's answer before it is answered 503: a
-#: child stalled on its disk (a hung mount, a stopped process) would otherwise hold every
-#: request, each sender's retries piling up, for as long as it stays stalled. Longer than
-#: the child's own wait for another process's write lock (the busy timeout, 10 s), after
-#: which it answers by itself. A delivery so answered may still be written when the child
-#: comes back; the sender's retry is then answered as a duplicate of it.
-STALL_AFTER = 30.0
 
 
 def _child_env() -> dict[str, str]:

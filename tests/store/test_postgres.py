@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -14,9 +15,10 @@ from structlog.testing import capture_logs
 
 from hub.clock import SYSTEM_CLOCK, Clock, ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
+from hub.store.base import Submits
 from hub.store.models import Ack, Purged, Route, State
 from hub.store.postgres import PostgresStore, Q
-from tests.pg_server import PostgresServer, cut_connections, find_bindir, sql
+from tests.pg_server import PostgresServer, cut_connections, find_bindir, frozen, sql
 from tests.store.helpers import delivery, table_rows
 from tests.support.server import free_port
 
@@ -71,6 +73,8 @@ class TestUrl:
             ("pool=0", "out of range"),
             ("schema=a-b", "not a plain identifier"),
             ("schema=x;drop", "not a plain identifier"),
+            ("stall_after=0s", "?stall_after= in"),
+            ("stall_after=soon", "?stall_after= in"),
         ],
     )
     def test_bad_options_are_refused_with_the_fix(self, query: str, says: str) -> None:
@@ -318,6 +322,73 @@ class TestConnectionsLost:
                 await store.ping()
         finally:
             await store.close()
+            server.stop()
+
+
+class TestHungServer:
+    """A server that hangs rather than refusing (every process stopped): what waits for a
+    commit is answered StoreUnavailable after ``?stall_after=`` instead of for as long as the
+    hang lasts (a webhook then gets 503, and the sender retries), and closing ends."""
+
+    async def test_deliveries_waiting_on_a_hung_server_are_unavailable_then_heal(self) -> None:
+        bindir = find_bindir()
+        if bindir is None:
+            pytest.skip("needs PostgreSQL installed here (initdb, pg_ctl): it stops its server")
+        server = PostgresServer(bindir)
+        server.start()
+        store = open_store(f"{server.dsn}?stall_after=1s")
+        told: list[object] = []
+        try:
+            await store.open()
+            await store.enqueue(delivery("before"))
+            with frozen(server), capture_logs() as logs:
+                started = time.monotonic()
+                assert isinstance(store, Submits)
+                store.submit(delivery("told"), told.append)
+                waiting = [
+                    store.enqueue(delivery("one-lead")),
+                    store.enqueue(delivery("lead-a", "lead-b")),  # the general path
+                ]
+                outcomes = await asyncio.wait_for(
+                    asyncio.gather(*waiting, return_exceptions=True), timeout=30
+                )
+                took = time.monotonic() - started
+            assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
+            assert "has not answered for 1 s" in str(outcomes[0])
+            assert len(told) == 1 and isinstance(told[0], StoreUnavailable), told
+            assert took < 15, f"answered after {took:.1f} s, not after about 1 s"
+            assert [e["event"] for e in logs if e["log_level"] == "error"] == ["store_stalled"]
+            # The server back, the senders' retries are stored, or are duplicates of writes
+            # that committed once it came back; every one is stored exactly once.
+            again = [await store.enqueue(delivery(name)) for name in ("one-lead", "told", "after")]
+            assert [r.delivery_id for rs in again for r in rs] == ["one-lead", "told", "after"]
+            listed = {e.delivery_id for e in await store.list(limit=20)}
+            assert {"before", "one-lead", "told", "after"} <= listed
+        finally:
+            await store.close()
+            server.stop()
+
+    async def test_closing_while_the_server_hangs_ends(self) -> None:
+        bindir = find_bindir()
+        if bindir is None:
+            pytest.skip("needs PostgreSQL installed here (initdb, pg_ctl): it stops its server")
+        server = PostgresServer(bindir)
+        server.start()
+        store = open_store(f"{server.dsn}?stall_after=1s")
+        try:
+            await store.open()
+            await store.enqueue(delivery("before"))
+            with frozen(server):
+                pending = asyncio.ensure_future(store.enqueue(delivery("hung")))
+                await asyncio.sleep(0.2)  # its statement is sent and waits on the server
+                started = time.monotonic()
+                await asyncio.wait_for(store.close(), timeout=60)
+                took = time.monotonic() - started
+                with pytest.raises(StoreUnavailable):
+                    await pending
+            # about stall_after for the hung write, then the pool's own close timeout
+            assert took < 30, f"close took {took:.1f} s"
+        finally:
             server.stop()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import structlog
 from hub.commands.serve import StoppedWaiting, Stopping, open_waiting, store_wait_for
 from hub.store import StoreError, StoreUnavailable
 from hub.store.base import newer_schema
-from tests.pg_server import PostgresServer, find_bindir, sql
+from tests.pg_server import PostgresServer, find_bindir, frozen, sql
 from tests.support.server import free_port, leadhub_process, leadhub_run, wait_http
 from tests.web.conftest import stored_events
 from tests.web.test_serve import ENV, serve_args, signed
@@ -339,22 +338,6 @@ def test_a_hangup_while_waiting_is_a_reload_once_started(tmp_path: Path) -> None
         server.stop()
 
 
-@contextlib.contextmanager
-def frozen(server: PostgresServer) -> Iterator[None]:
-    """Every process of ``server`` stopped (SIGSTOP) for the block: a database that hangs
-    (a stalled disk, a stuck host) rather than one that refuses connections."""
-    postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
-    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    pids = [postmaster, *map(int, children)]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
-
-
 @pytest.mark.slow
 @needs_postgres
 def test_readyz_and_metrics_answer_in_time_while_postgresql_hangs(tmp_path: Path) -> None:
@@ -381,5 +364,38 @@ def test_readyz_and_metrics_answer_in_time_while_postgresql_hangs(tmp_path: Path
                 assert "leadhub_deliveries_total" in metrics.text
                 assert time.monotonic() - started < 5
             assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+@needs_postgres
+def test_a_webhook_waiting_on_a_hung_postgresql_is_answered_503(tmp_path: Path) -> None:
+    """With PostgreSQL hanging (every process stopped), a webhook waiting for its commit is
+    answered 503 after the URL's ?stall_after= (the sender retries) instead of waiting as long
+    as the hang lasts (over 70 s before); once the server is back, the retry is stored."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = PostgresServer()
+    server.start()
+    try:
+        args = serve_args(tmp_path, port, role="web", db=f"{server.dsn}?stall_after=2s")
+        event_id, body, sig = signed(7)
+        headers = {"content-type": "application/json", "typeform-signature": sig}
+        with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
+            with frozen(server):
+                started = time.monotonic()
+                answer = httpx.post(
+                    f"{base}/hooks/typeform", content=body, headers=headers, timeout=60
+                )
+                took = time.monotonic() - started
+            assert answer.status_code == 503, answer.text
+            assert took < 20, f"answered after {took:.1f} s"
+            retry = httpx.post(f"{base}/hooks/typeform", content=body, headers=headers, timeout=30)
+            assert retry.status_code == 200, retry.text
+            assert retry.json()["status"] in ("accepted", "duplicate")
+            assert proc.stdout is not None
+            assert lines(Path(proc.stdout.name).read_text(), "store_stalled")
+        assert [e.delivery_id for e in asyncio.run(stored_events(server.dsn))] == [event_id]
     finally:
         server.stop()
