@@ -277,7 +277,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     sandbox = command("sandbox", "run the Lead.Capture sandbox on its own")
-    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sandbox.add_argument("--host", type=address, default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=port, default=9000, help="port to listen on")
     sandbox.add_argument("--access-key", default="sandbox", help="access key the sandbox accepts")
     sandbox.add_argument("--secret-key", default="sandbox", help="secret key the sandbox accepts")

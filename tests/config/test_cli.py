@@ -318,11 +318,15 @@ def test_given_as_reads_what_the_parser_recorded() -> None:
     assert cli.given_as(argparse.Namespace(), "lease", "--lease") == "--lease"
 
 
+@pytest.mark.parametrize("command", ["serve", "sandbox"])
 @pytest.mark.parametrize("environ", [{"LEADHUB_HOST": ""}, {"LEADHUB_HOST": "  "}, {}])
-def test_an_empty_host_is_refused_not_every_interface(capsys: Cap, environ: dict[str, str]) -> None:
+def test_an_empty_host_is_refused_not_every_interface(
+    capsys: Cap, environ: dict[str, str], command: str
+) -> None:
     """An empty --host (or LEADHUB_HOST left empty by a template) is a usage error: bound as
-    given it listened on every interface while the hub_ready line said 127.0.0.1."""
-    argv = ["serve", *NEVER_SERVE["serve"]]
+    given it listened on every interface while the hub_ready line said 127.0.0.1 (and the
+    sandbox's sandbox_ready line)."""
+    argv = [command, *NEVER_SERVE[command]]
     if not environ:
         argv += ["--host", ""]
     err = usage_error(capsys, argv, environ)
