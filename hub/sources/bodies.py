@@ -74,6 +74,8 @@ def is_json_type(mtype: str) -> bool:
 
 
 def _int_or_text(text: str) -> int | str:
+    if len(text) > 21:  # more than 20 digits: beyond 64 bits (and int() refuses 4,301 or more)
+        return text
     value = int(text)
     return value if _INT_MIN <= value <= _INT_MAX else text
 
@@ -281,6 +283,8 @@ def parse_form(body: bytes, charset: str = "utf-8") -> dict[str, Any]:
         # Percent-escapes are the rule, but some senders post raw UTF-8 (browsers' parser,
         # WHATWG's, takes it): decode the bytes with the charset first, then the escapes.
         text = body.decode(charset)
+        if text.count("&") >= MAX_FIELDS:  # (parse_qsl would say only ValueError)
+            raise BodyError(400, f"form body has more than {MAX_FIELDS} fields")
         pairs = parse_qsl(
             text,
             keep_blank_values=True,

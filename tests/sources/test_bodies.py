@@ -35,6 +35,14 @@ def test_integers_beyond_64_bits_become_strings() -> None:
     }
 
 
+def test_an_integer_of_thousands_of_digits_is_kept_as_text_too() -> None:
+    """Python refuses to convert integers of more than 4,300 digits (it was a 400 quoting
+    sys.set_int_max_str_digits); such a number is as far beyond 64 bits as any other."""
+    digits = "7" * 5000
+    doc = parse_body("application/json", f'{{"n": {digits}, "m": -{digits}}}'.encode())
+    assert doc == {"n": digits, "m": "-" + digits}
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -201,3 +209,14 @@ def test_content_type_cache_keeps_parameters() -> None:
         assert parse("application/x-www-form-urlencoded; charset=latin-1", body).document == {
             "a": "é"
         }
+
+
+def test_a_form_of_too_many_fields_says_so() -> None:
+    """More fields than MAX_FIELDS is a 400 that says why (it said "cannot be decoded
+    (ValueError)"); exactly MAX_FIELDS is read."""
+    from hub.sources.bodies import MAX_FIELDS
+
+    with pytest.raises(BodyError, match=f"more than {MAX_FIELDS} fields"):
+        parse_body("application/x-www-form-urlencoded", b"&".join([b"a=1"] * (MAX_FIELDS + 1)))
+    doc = parse_body("application/x-www-form-urlencoded", b"&".join([b"a=1"] * MAX_FIELDS))
+    assert doc == {"a": ["1"] * MAX_FIELDS}
