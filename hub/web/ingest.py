@@ -370,6 +370,9 @@ class Ingest:
                 route.source.verify(request, now)
             except VerificationError as exc:
                 raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
+            encoding = headers.get("content-encoding")
+            if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+                raise _encoded(encoding)
             kept = {k: v for k, v in headers.items() if route.keeps(k)}
             content_type = headers.get("content-type") or ""
             if route.skim is None:
@@ -520,6 +523,14 @@ class Ingest:
 
 class _Disconnected(Exception):
     """The client went away before its body was read."""
+
+
+def _encoded(encoding: str) -> _Reject:
+    """415 for a body sent compressed (``Content-Encoding``): no sender of leads does, and it
+    would be read as plain bytes, its signature checked over the compressed ones."""
+    shown = encoding.strip()[:40]
+    reason = f"Content-Encoding {shown} is not supported; send the body uncompressed"
+    return _Reject(415, {"error": reason}, "rejected", "unsupported_media_type", reason)
 
 
 def _accepted(route: HookRoute, ids: list[str], results: list[EnqueueResult]) -> Answer:

@@ -348,6 +348,30 @@ def test_status_codes_for_bad_requests(hub: Hub) -> None:
     assert hub.events() == []
 
 
+def test_a_compressed_body_is_a_415_that_names_its_content_encoding(hub: Hub) -> None:
+    """A body sent with Content-Encoding (gzip, say) was read as if plain: a 400 "not valid
+    JSON" for the skimmed Typeform path and the parsed one alike. Now a 415 naming the
+    encoding (after the signature, which covers the bytes as sent); identity is the body as
+    it is."""
+    import base64
+    import gzip
+    import hashlib
+    import hmac
+
+    plain = '{"event_id":"enc-1","form_response":{"form_id":"x"}}'
+    packed = gzip.compress(plain.encode())
+    mac = hmac.new(fx.TYPEFORM_SECRET.encode(), packed, hashlib.sha256).digest()
+    signed = {**JSON, "typeform-signature": "sha256=" + base64.b64encode(mac).decode()}
+    for path, headers in (("/hooks/typeform", signed), ("/hooks/open", JSON)):
+        gzipped = {**headers, "content-encoding": "gzip"}
+        answer = hub.client.post(path, content=packed, headers=gzipped)
+        assert answer.status_code == 415, answer.text
+        assert "Content-Encoding gzip" in answer.json()["error"]
+    assert hub.events() == []
+    identity = {**_typeform(plain), "content-encoding": "identity"}
+    assert hub.client.post("/hooks/typeform", content=plain, headers=identity).status_code == 200
+
+
 LONG = "12345678901234567890123"  # 23 digits: the exact (standard library) parse
 DEEP = "[" * 300 + "]" * 300
 
