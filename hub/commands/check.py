@@ -26,7 +26,18 @@ def run(args: argparse.Namespace) -> int:
         count = len(exc.issues)
         print(f"{args.dir}: {count} error{'s' if count != 1 else ''}")
         return 1
-    for line in config.warnings:
+    # serve (all or worker roles) refuses a lease too short for the targets' calls or the
+    # lead reads: say so here too, for its default lease (a longer --lease may be given).
+    from hub.dispatch.worker import DEFAULT_LEASE, lease_shortfalls
+
+    warnings = [
+        *config.warnings,
+        *(
+            f"serve's default --lease {DEFAULT_LEASE:g}s is too short: {problem}"
+            for problem in lease_shortfalls(config, DEFAULT_LEASE)
+        ),
+    ]
+    for line in warnings:
         print(f"warning: {line}")
     default = config.targets["default"]
     sends_to = "the embedded sandbox" if default.sandbox else default.url
@@ -39,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
         f"{args.dir}: ok: {n_endpoints} endpoint{'s' if n_endpoints != 1 else ''}, "
         f"{n_mappings} mapping{'s' if n_mappings != 1 else ''}, "
         f"{n_targets} target{'s' if n_targets != 1 else ''} (default: {sends_to}), "
-        f"{len(config.warnings)} warning{'s' if len(config.warnings) != 1 else ''}"
+        f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
     )
     return 0
