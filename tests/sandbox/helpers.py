@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import subprocess
+import threading
+import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -104,3 +109,47 @@ def serve_sandbox(*, http: str = "auto", **kwargs: Any) -> Iterator[Lsq]:
             yield Lsq(base, client, app)
     finally:
         app.state.sandbox.close()
+
+
+class Stopped(NamedTuple):
+    """What :func:`sigterm_while_a_call_is_held` saw."""
+
+    code: int
+    #: Seconds from SIGTERM to the process's exit.
+    seconds: float
+    #: What the held call raised (a connection closed unanswered), if anything.
+    raised: list[BaseException]
+
+
+def sigterm_while_a_call_is_held(
+    proc: subprocess.Popen[str], sandbox: str, params: dict[str, str], hold: float = 120
+) -> Stopped:
+    """Make the sandbox at ``sandbox`` (``proc``'s, started by ``leadhub_process``) hold every
+    call for ``hold`` seconds (a ``timeout`` fault), send it one Lead.Capture from a thread,
+    and once ``proc`` logs that it holds it, SIGTERM ``proc``: how it stopped."""
+    raised: list[BaseException] = []
+
+    def held_call() -> None:
+        with httpx.Client(base_url=sandbox, params=params, timeout=hold + 30) as client:
+            try:
+                client.post(CAPTURE, json=body(("EmailAddress", "held@example.com")))
+            except httpx.HTTPError as exc:
+                raised.append(exc)
+
+    faults = {"rate": 1.0, "kinds": ["timeout"], "timeout_s": hold}
+    answer = httpx.post(f"{sandbox}/_sandbox/faults", params=params, json=faults)
+    assert answer.status_code == 200, answer.text
+    caller = threading.Thread(target=held_call)
+    caller.start()
+    assert proc.stdout is not None
+    log = Path(proc.stdout.name)
+    deadline = time.monotonic() + 10
+    while "sandbox_fault_injected" not in log.read_text():
+        assert time.monotonic() < deadline, "the call was never held"
+        time.sleep(0.05)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=hold / 2)
+    seconds = time.monotonic() - started
+    caller.join(timeout=10)
+    return Stopped(code, seconds, raised)

@@ -6,15 +6,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from tests.sandbox.helpers import CAPTURE, body
+from tests.sandbox.helpers import CAPTURE, body, sigterm_while_a_call_is_held
 from tests.support.server import REPO, free_port, leadhub_process
 
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)
@@ -95,35 +93,11 @@ def test_sigterm_stops_the_sandbox_while_a_timeout_fault_holds_a_call() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     params = {"accessKey": ACCESS, "secretKey": SECRET}
-    outcome: list[BaseException] = []
-
-    def held_call() -> None:
-        with httpx.Client(base_url=base, params=params, timeout=150.0) as client:
-            try:
-                client.post(CAPTURE, json=body(("EmailAddress", "held@example.com")))
-            except httpx.HTTPError as exc:
-                outcome.append(exc)
-
     with leadhub_process(_args(port, "--rate-limit", "off"), ready_url=base + "/") as proc:
-        with httpx.Client(base_url=base, params=params) as client:
-            faults = {"rate": 1.0, "kinds": ["timeout"], "timeout_s": 120}
-            assert client.post("/_sandbox/faults", json=faults).status_code == 200
-        caller = threading.Thread(target=held_call)
-        caller.start()
-        assert proc.stdout is not None
-        log = Path(proc.stdout.name)
-        deadline = time.monotonic() + 10
-        while "sandbox_fault_injected" not in log.read_text():
-            assert time.monotonic() < deadline, "the call was never held"
-            time.sleep(0.05)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=20)
-        stopped_in = time.monotonic() - started
-        caller.join(timeout=10)
-    assert code == 0
-    assert stopped_in < 5, f"SIGTERM took {stopped_in:.1f} s"
-    assert len(outcome) == 1 and isinstance(outcome[0], DROPPED)
+        stopped = sigterm_while_a_call_is_held(proc, base, params)
+    assert stopped.code == 0
+    assert stopped.seconds < 5, f"SIGTERM took {stopped.seconds:.1f} s"
+    assert len(stopped.raised) == 1 and isinstance(stopped.raised[0], DROPPED)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

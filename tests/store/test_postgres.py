@@ -285,6 +285,24 @@ async def ids_of(store: EventStore, n: int, *, prefix: str = "e") -> list[int]:
     return [(await store.enqueue(delivery(f"{prefix}{k}")))[0].id for k in range(n)]
 
 
+@contextlib.asynccontextmanager
+async def own_server(query: str = "") -> AsyncIterator[tuple[PostgresServer, EventStore]]:
+    """A PostgreSQL server of the test's own (it may be stopped or frozen) and a store opened
+    on it with the URL options ``query``; both ended on the way out."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("needs PostgreSQL installed here (initdb, pg_ctl): it stops its server")
+    server = PostgresServer(bindir)
+    server.start()
+    store = open_store(f"{server.dsn}{query}")
+    try:
+        await store.open()
+        yield server, store
+    finally:
+        await store.close()
+        server.stop()
+
+
 class TestConnectionsLost:
     async def test_connections_cut_by_the_server_are_unavailable_then_heal(
         self, postgres_schema: tuple[str, str]
@@ -306,23 +324,13 @@ class TestConnectionsLost:
         assert sorted(e.id for e in listed) == sorted(stored)
 
     async def test_a_server_that_went_away_is_unavailable(self) -> None:
-        bindir = find_bindir()
-        if bindir is None:
-            pytest.skip("needs PostgreSQL installed here (initdb, pg_ctl): it stops its server")
-        server = PostgresServer(bindir)
-        server.start()
-        store = open_store(server.dsn)
-        try:
-            await store.open()
+        async with own_server() as (server, store):
             await store.enqueue(delivery("kept"))
             server.stop()
             with pytest.raises(StoreUnavailable, match="check that PostgreSQL is running"):
                 await store.enqueue(delivery("lost-server"))
             with pytest.raises(StoreUnavailable):
                 await store.ping()
-        finally:
-            await store.close()
-            server.stop()
 
 
 class TestHungServer:
@@ -331,15 +339,8 @@ class TestHungServer:
     hang lasts (a webhook then gets 503, and the sender retries), and closing ends."""
 
     async def test_deliveries_waiting_on_a_hung_server_are_unavailable_then_heal(self) -> None:
-        bindir = find_bindir()
-        if bindir is None:
-            pytest.skip("needs PostgreSQL installed here (initdb, pg_ctl): it stops its server")
-        server = PostgresServer(bindir)
-        server.start()
-        store = open_store(f"{server.dsn}?stall_after=1s")
         told: list[object] = []
-        try:
-            await store.open()
+        async with own_server("?stall_after=1s") as (server, store):
             await store.enqueue(delivery("before"))
             with frozen(server), capture_logs() as logs:
                 started = time.monotonic()
@@ -364,19 +365,9 @@ class TestHungServer:
             assert [r.delivery_id for rs in again for r in rs] == ["one-lead", "told", "after"]
             listed = {e.delivery_id for e in await store.list(limit=20)}
             assert {"before", "one-lead", "told", "after"} <= listed
-        finally:
-            await store.close()
-            server.stop()
 
     async def test_closing_while_the_server_hangs_ends(self) -> None:
-        bindir = find_bindir()
-        if bindir is None:
-            pytest.skip("needs PostgreSQL installed here (initdb, pg_ctl): it stops its server")
-        server = PostgresServer(bindir)
-        server.start()
-        store = open_store(f"{server.dsn}?stall_after=1s")
-        try:
-            await store.open()
+        async with own_server("?stall_after=1s") as (server, store):
             await store.enqueue(delivery("before"))
             with frozen(server):
                 pending = asyncio.ensure_future(store.enqueue(delivery("hung")))
@@ -388,8 +379,6 @@ class TestHungServer:
                     await pending
             # about stall_after for the hung write, then the pool's own close timeout
             assert took < 30, f"close took {took:.1f} s"
-        finally:
-            server.stop()
 
 
 class TestGatheredEnqueues:

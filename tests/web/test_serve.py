@@ -7,16 +7,14 @@ import base64
 import collections
 import hashlib
 import hmac
-import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
+from tests.sandbox.helpers import sigterm_while_a_call_is_held
 from tests.sources import fixtures as fx
 from tests.support.server import free_port, leadhub_process, leadhub_run
 from tests.web.conftest import stored_events
@@ -177,42 +175,14 @@ def test_sigterm_stops_serve_while_the_embedded_sandbox_holds_a_call(tmp_path: P
     serve's stop: on SIGTERM it is closed unanswered and serve exits 0 at once."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    sandbox = f"{base}/sandbox"
-    params = {"accessKey": "ak", "secretKey": "sk"}
-    dropped: list[BaseException] = []
-
-    def held_call() -> None:
-        with httpx.Client(base_url=sandbox, params=params, timeout=150.0) as client:
-            try:
-                client.post(
-                    "/v2/LeadManagement.svc/Lead.Capture",
-                    json=[{"Attribute": "EmailAddress", "Value": "held@example.com"}],
-                )
-            except httpx.HTTPError as exc:
-                dropped.append(exc)
-
     args = serve_args(tmp_path, port, role="all")
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
-        faults = {"rate": 1.0, "kinds": ["timeout"], "timeout_s": 120}
-        answer = httpx.post(f"{sandbox}/_sandbox/faults", params=params, json=faults)
-        assert answer.status_code == 200, answer.text
-        caller = threading.Thread(target=held_call)
-        caller.start()
-        assert proc.stdout is not None
-        log = Path(proc.stdout.name)
-        deadline = time.monotonic() + 10
-        while "sandbox_fault_injected" not in log.read_text():
-            assert time.monotonic() < deadline, "the call was never held"
-            time.sleep(0.05)
-        started = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-        stopped_in = time.monotonic() - started
-        caller.join(timeout=10)
-    assert code == 0
-    assert stopped_in < 10, f"SIGTERM took {stopped_in:.1f} s (the hold is 120 s)"
-    assert len(dropped) == 1
-    assert isinstance(dropped[0], httpx.RemoteProtocolError | httpx.ReadError), dropped
+        params = {"accessKey": "ak", "secretKey": "sk"}
+        stopped = sigterm_while_a_call_is_held(proc, f"{base}/sandbox", params)
+    assert stopped.code == 0
+    assert stopped.seconds < 10, f"SIGTERM took {stopped.seconds:.1f} s (the hold is 120 s)"
+    assert len(stopped.raised) == 1
+    assert isinstance(stopped.raised[0], httpx.RemoteProtocolError | httpx.ReadError)
 
 
 @pytest.mark.slow
