@@ -13,10 +13,13 @@ which may still reject (Google's key travels inside the body).
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
+
+import orjson
 
 from hub.exceptions import HubError
 
@@ -89,6 +92,9 @@ class Source(Protocol):
     kind: str
     #: Lower-case header names that carry credentials for this endpoint: never stored or logged.
     credential_headers: frozenset[str]
+    #: Top-level keys of a JSON body that carry a credential (Google's ``google_key``): their
+    #: values are stored as :data:`REDACTED` (see :func:`redacted`).
+    credential_fields: frozenset[str]
     #: Whether one delivery may hold several leads (the answer then lists every event id).
     batches: bool
 
@@ -165,6 +171,7 @@ class NoHandshake:
     """Mixin for sources without a GET handshake."""
 
     batches = False
+    credential_fields: frozenset[str] = frozenset()
 
     def handshake(self, request: Incoming) -> Handshake | None:
         return None
@@ -185,6 +192,29 @@ class WholeBody(NoHandshake):
         if self.id_key is not None and isinstance(document, dict):
             value = document.get(self.id_key)
         return [Split(natural_id(value), document)]
+
+
+#: What a credential inside a stored body reads instead of its value.
+REDACTED = "[redacted]"
+
+
+def redacted(body: bytes, document: Any, fields: frozenset[str]) -> bytes:
+    """``body`` as it is stored: the string value of each of ``fields`` (top-level keys of
+    its JSON object ``document``) replaced by ``"[redacted]"``, every other byte as received.
+
+    A key that authenticates the sender inside the body (Google's ``google_key``) is checked
+    at ingest and never needed again; stored, it would be in every backup and in
+    ``leadhub events --json``, where a credential header never is (those are not kept). The
+    value is found as JSON writes it, as is or with non-ASCII escaped.
+    """
+    if not isinstance(document, dict):
+        return body
+    for name in fields:
+        value = document.get(name)
+        if isinstance(value, str) and value:
+            for written in {orjson.dumps(value), json.dumps(value).encode()}:
+                body = body.replace(written, b'"' + REDACTED.encode() + b'"')
+    return body
 
 
 def natural_id(value: Any) -> str | None:

@@ -44,6 +44,7 @@ class FacebookSource:
 
     kind = "facebook"
     credential_headers = frozenset({SIGNATURE_256, SIGNATURE_SHA1})
+    credential_fields: frozenset[str] = frozenset()
     batches = True
 
     def __init__(self, options: FacebookOptions) -> None:

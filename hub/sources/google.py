@@ -19,6 +19,8 @@ class GoogleSource(WholeBody):
 
     kind = "google"
     credential_headers: frozenset[str] = frozenset()
+    #: The key is checked here and never needed again: it is not stored (see ``redacted``).
+    credential_fields = frozenset({"google_key"})
     id_key = "lead_id"
 
     def __init__(self, options: GoogleOptions) -> None:

@@ -35,6 +35,7 @@ class LinkedInSource:
 
     kind = "linkedin"
     credential_headers = frozenset({SIGNATURE})
+    credential_fields: frozenset[str] = frozenset()
     batches = False
 
     def __init__(self, options: LinkedInOptions) -> None:

@@ -41,6 +41,7 @@ class SplitSource(NoHandshake):
         self.path = path
         self.kind = inner.kind
         self.credential_headers = inner.credential_headers
+        self.credential_fields = inner.credential_fields
 
     def verify(self, request: Incoming, now: float) -> None:
         self.inner.verify(request, now)

@@ -51,7 +51,7 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.base import NoHandshake, WholeBody
+from hub.sources.base import NoHandshake, WholeBody, redacted
 from hub.sources.bodies import parse
 from hub.store.base import (
     BodyNotSkimmed,
@@ -152,13 +152,23 @@ class _Reject(Exception):
 class HookRoute:
     """One endpoint, prepared: its source and which headers it may keep."""
 
-    __slots__ = ("_keep", "allow", "credentials", "endpoint", "name", "skim", "source")
+    __slots__ = (
+        "_keep",
+        "allow",
+        "credential_fields",
+        "credentials",
+        "endpoint",
+        "name",
+        "skim",
+        "source",
+    )
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self.name = endpoint.name
         self.source: Source = build_source(endpoint)
         self.credentials = self.source.credential_headers
+        self.credential_fields = self.source.credential_fields
         #: What a 405 says the endpoint takes: GET and HEAD only where a handshake answers.
         handshake = not isinstance(self.source, NoHandshake)
         self.allow = b"POST, GET, HEAD" if handshake else b"POST"
@@ -428,6 +438,8 @@ class Ingest:
             )
             return
         ids = delivery_ids(route.endpoint, splits, body)
+        if route.credential_fields:  # (ids come from the body as received, as a retry's do)
+            body = redacted(body, parsed.document, route.credential_fields)
         delivery = IncomingDelivery(
             endpoint=route.name,
             received_at=now,

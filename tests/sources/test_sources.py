@@ -420,3 +420,21 @@ def test_linkedin_challenge_signs_uuids_only(code: str) -> None:
     upper = "890E4665-4DFE-4AB1-B689-ED553BCEEED3"
     ok = source.handshake(Incoming("GET", {}, b"", f"challengeCode={upper}".encode()))
     assert ok is not None and ok.status == 200
+
+
+def test_redacted_replaces_a_credential_field_as_written_and_nothing_else() -> None:
+    """The value of a credential field is replaced where the body writes it, as is or with
+    non-ASCII escaped; other keys, other values and a body that is no object stay as they are."""
+    from hub.sources.base import redacted
+
+    fields = frozenset({"google_key"})
+    plain = b'{"google_key": "gk_1", "lead_id": "gk_2"}'
+    assert redacted(plain, orjson.loads(plain), fields) == (
+        b'{"google_key": "[redacted]", "lead_id": "gk_2"}'
+    )
+    escaped = b'{"lead_id":"7","google_key":"cl\\u00e9"}'
+    assert redacted(escaped, orjson.loads(escaped), fields) == (
+        b'{"lead_id":"7","google_key":"[redacted]"}'
+    )
+    for body in (b'["gk_1"]', b'{"google_key": ""}', b'{"other": "gk_1"}'):
+        assert redacted(body, orjson.loads(body), fields) == body
