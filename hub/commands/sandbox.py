@@ -15,6 +15,7 @@ import sys
 
 import uvicorn
 
+from hub.cli import given_as
 from hub.commands.server import Server
 from hub.logs import configure, get_logger
 from hub.sandbox import create_app, sandbox_of
@@ -47,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
             rate_limit=rate_limit,
         )
     except sqlite3.Error as exc:
-        print(f"leadhub sandbox: --db {args.db!r} cannot be used: {exc}", file=sys.stderr)
+        given = given_as(args, "db", "--db")
+        shown = f"{given} {args.db!r}" if given.startswith("--") else f"{given}={args.db!r}"
+        print(f"leadhub sandbox: {shown} cannot be used: {exc}", file=sys.stderr)
         return 2
     level = args.log_level.lower()
     config = uvicorn.Config(

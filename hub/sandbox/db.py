@@ -92,6 +92,14 @@ def _lead(row: tuple[Any, ...] | None) -> Lead | None:
     return Lead(id=row[0], attrs=orjson.loads(row[1]), created_on=row[2], modified_on=row[3])
 
 
+def _holds_an_event_store(conn: sqlite3.Connection) -> bool:
+    """Whether the file ``conn`` opened is the hub's event store: ``LEADHUB_DB`` (serve's store
+    URL, set in the container image) is also ``leadhub sandbox --db``, and the sandbox's
+    tables would have gone into the hub's queue."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    return {"events", "deliveries"} <= tables
+
+
 class SandboxDB:
     """Queries over the sandbox's SQLite file (or memory when ``path`` is ``None``)."""
 
@@ -102,6 +110,13 @@ class SandboxDB:
             self.path, check_same_thread=False, isolation_level=None, timeout=30.0
         )
         self._closed = False
+        if path and _holds_an_event_store(self._conn):
+            self._conn.close()
+            msg = (
+                "it holds a leadhub event store (its events and deliveries tables); give the "
+                "sandbox a file of its own, e.g. sandbox.db"
+            )
+            raise sqlite3.DatabaseError(msg)
         if path:
             self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA foreign_keys=ON")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,7 @@ import httpx
 import orjson
 import pytest
 
+from hub.store import open_store
 from tests.sandbox.helpers import CAPTURE, body, sigterm_while_a_call_is_held
 from tests.support.server import REPO, free_port, leadhub_process
 
@@ -100,14 +104,40 @@ def test_sigterm_stops_the_sandbox_while_a_timeout_fault_holds_a_call() -> None:
     assert len(stopped.raised) == 1 and isinstance(stopped.raised[0], DROPPED)
 
 
-def _run(*args: str) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hub", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=30,
+        env=None if env is None else {**os.environ, **env},
     )
+
+
+def test_the_sandbox_refuses_the_hubs_event_store(tmp_path: Path) -> None:
+    """LEADHUB_DB, serve's store URL (the container image sets it), is also the sandbox's --db:
+    the sandbox wrote its tables into the hub's queue. Now it refuses that file (exit 2),
+    naming the variable, and leaves it as it was."""
+    db = tmp_path / "leadhub.db"
+
+    async def make() -> None:
+        store = open_store(f"sqlite:///{db}")
+        await store.open()
+        await store.close()
+
+    asyncio.run(make())
+    before = _tables(db)
+    result = _run(*_args(free_port()), env={"LEADHUB_DB": f"sqlite:///{db}"})
+    assert result.returncode == 2, result.stderr
+    assert f"LEADHUB_DB='sqlite:///{db}' cannot be used" in result.stderr
+    assert "holds a leadhub event store" in result.stderr
+    assert _tables(db) == before and "leads" not in before
+
+
+def _tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 def test_sandbox_command_refuses_a_bad_rate_limit() -> None:
