@@ -44,6 +44,18 @@ def port(text: str) -> int:
     return number
 
 
+def event_id(text: str) -> int:
+    """An event id for ``--id``: an integer no larger than a store's (an OverflowError deep in
+    the store's driver otherwise)."""
+    from hub.store.base import MAX_ID  # (only when an --id is given)
+
+    number = int(text)
+    if number > MAX_ID:
+        msg = f"{number}: no event id is that large (at most {MAX_ID})"
+        raise argparse.ArgumentTypeError(msg)
+    return number
+
+
 def address(text: str) -> str:
     """An address to listen on, not empty: bound as given, an empty one (a ``LEADHUB_HOST=``
     that a template left blank) listens on every interface, which nobody asks for that way."""
@@ -319,7 +331,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--id",
         action="append",
         dest="ids",
-        type=int,
+        type=event_id,
         metavar="ID",
         help="only this event (repeatable)",
     )
@@ -336,7 +348,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="events in state (delivered: send those leads again, updating them; only when named)",
     )
     replay.add_argument(
-        "--id", action="append", dest="ids", type=int, metavar="ID", help="event id (repeatable)"
+        "--id",
+        action="append",
+        dest="ids",
+        type=event_id,
+        metavar="ID",
+        help="event id (repeatable)",
     )
     replay.add_argument("--endpoint", help="only events of this endpoint")
     replay.add_argument(

@@ -13,7 +13,6 @@ from hub.store.base import EventStore
 from hub.store.commands import (
     endpoint_unknown,
     fail,
-    id_too_large,
     listing,
     plural,
     run_with_store,
@@ -38,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
             "(repeatable), --endpoint NAME and/or --since AGE."
         )
         return fail("replay", msg)
-    if (refused := id_too_large("replay", args.ids)) is not None:
-        return refused
     state = State(args.status) if args.status else None
     # (--since is a checked AGE: hub.cli.age)
     since = None if args.since is None else time.time() - parse_duration(args.since)

@@ -26,18 +26,6 @@ EXIT_USAGE = 2
 
 #: The largest id or count the stores hold: a signed 64-bit integer (SQLite's INTEGER,
 #: PostgreSQL's bigint); a larger one given to the driver is an OverflowError.
-MAX_INT64 = 2**63 - 1
-
-
-def id_too_large(command: str, ids: list[int] | None) -> int | None:
-    """A usage error (exit 2) for an ``--id`` no store can hold, else None."""
-    for event_id in ids or []:
-        if event_id > MAX_INT64:
-            msg = f"--id {event_id}: no event id is that large (at most {MAX_INT64})."
-            return fail(command, msg)
-    return None
-
-
 def fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
     """Print ``leadhub COMMAND: message`` to stderr and return ``code``."""
     print(f"leadhub {command}: {message}", file=sys.stderr)

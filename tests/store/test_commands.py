@@ -285,9 +285,16 @@ class TestEvents:
         url, ids = db
         huge = str(2**63)
         for command in (["events"], ["replay"]):
-            assert main([*command, "--db", url, "--id", huge], environ={}) == 2
-            err = capsys.readouterr().err
-            assert f"--id {huge}: no event id is that large" in err and "Traceback" not in err
+            for argv, environ, named in (
+                ([*command, "--db", url, "--id", huge], {}, "argument --id"),
+                ([*command, "--db", url], {"LEADHUB_ID": f"3,{huge}"}, f"LEADHUB_ID='3,{huge}'"),
+            ):
+                with pytest.raises(SystemExit) as info:
+                    main(argv, environ=environ)
+                assert info.value.code == 2
+                err = capsys.readouterr().err
+                assert f"{named}: {huge}: no event id is that large" in err, err
+                assert "Traceback" not in err
         assert main(["events", "--db", url, "--limit", "1" + "0" * 20, "--json"], environ={}) == 0
         out, err = capsys.readouterr()
         assert len(out.splitlines()) == len(ids) and err == ""
