@@ -49,7 +49,11 @@ def event_id(text: str) -> int:
     the store's driver otherwise)."""
     from hub.store.base import MAX_ID  # (only when an --id is given)
 
-    number = int(text)
+    try:
+        number = int(text)
+    except ValueError:
+        msg = f"{text!r} is not an event id (a whole number, as leadhub events shows)"
+        raise argparse.ArgumentTypeError(msg) from None
     if number > MAX_ID:
         msg = f"{number}: no event id is that large (at most {MAX_ID})"
         raise argparse.ArgumentTypeError(msg)

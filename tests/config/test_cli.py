@@ -173,7 +173,11 @@ def test_repeatable_variables_are_lists() -> None:
 @pytest.mark.parametrize(
     ("argv", "environ", "message"),
     [
-        (["replay"], {"LEADHUB_ID": "3,x"}, "LEADHUB_ID='3,x': invalid int value: 'x'"),
+        (
+            ["replay"],
+            {"LEADHUB_ID": "3,x"},
+            "LEADHUB_ID='3,x': 'x' is not an event id (a whole number, as leadhub events shows)",
+        ),
         (
             ["purge", "--older-than", "30d"],
             {"LEADHUB_STATUS": "dead,queued"},
