@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hub.config import ConfigError, load
-from tests.mappings.cases import ROOT
-from tests.support.server import without_root_reading
+from tests.support.server import leadhub_run
 
 GOOD = "kind: endpoint\nname: e\nsource: none\n---\nname: m\nendpoint: e\nfields: {mx_A: $.a}\n"
 
@@ -57,16 +53,7 @@ def test_a_huge_file_is_refused_unread(tmp_path: Path) -> None:
     fields = "".join(f"  mx_F{i}: $.f{i}\n" for i in range(200_000))
     (tmp_path / "a.yaml").write_text(GOOD.replace("{mx_A: $.a}", "") + fields)
     (tmp_path / "b.yaml").write_text("kind: endpoint\nname: b\nsource: nonee\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", "check", str(tmp_path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=False,
-    )
+    done = leadhub_run(["check", str(tmp_path)], timeout=20, leadhub_env=False)
     assert done.returncode == 1, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == (
@@ -85,16 +72,7 @@ def test_an_unreadable_file_says_permission_is_denied(tmp_path: Path) -> None:
     secret = tmp_path / "b.yaml"
     secret.write_text(GOOD.replace("name: e", "name: f"))
     secret.chmod(0)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    done = subprocess.run(
-        without_root_reading([sys.executable, "-m", "hub", "check", str(tmp_path)]),
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = leadhub_run(["check", str(tmp_path)], unprivileged=True, leadhub_env=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert done.stdout.splitlines()[0] == (
         f"{secret}:1: the file cannot be read: permission denied; let the user running "

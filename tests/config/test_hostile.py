@@ -6,16 +6,13 @@ traceback, and a bomb is refused quickly instead of being expanded.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from hub.config import ConfigError, load
-from tests.mappings.cases import ROOT
+from tests.support.server import leadhub_run
 
 HEAD = "kind: endpoint\nname: x\nsource: none\n"
 
@@ -128,16 +125,7 @@ def test_check_reports_hostile_files_without_a_traceback(tmp_path: Path, case: s
     """`leadhub check` on each file the audit crashed or stalled: exit 1, file:line: message."""
     _, text, line, message = next(h for h in HOSTILE if h[0] == case)
     (tmp_path / "a.yaml").write_text(text)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", "check", str(tmp_path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = leadhub_run(["check", str(tmp_path)], timeout=30, leadhub_env=False)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert f"{tmp_path}/a.yaml:{line}: " in done.stdout

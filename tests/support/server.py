@@ -112,15 +112,18 @@ def leadhub_run(
     env: dict[str, str] | None = None,
     timeout: float = 60,
     unprivileged: bool = False,
+    leadhub_env: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m hub ARGS`` to its end from the repository root (``env`` over this
-    process's environment; ``unprivileged``: where file permissions hold, see
-    :func:`without_root_reading`); its output captured as text."""
+    process's environment, without its ``LEADHUB_*`` variables unless ``leadhub_env``;
+    ``unprivileged``: where file permissions hold, see :func:`without_root_reading`); its
+    output captured as text."""
     argv = [sys.executable, "-m", "hub", *args]
+    inherited = {k: v for k, v in os.environ.items() if leadhub_env or not k.startswith("LEADHUB_")}
     return subprocess.run(
         without_root_reading(argv) if unprivileged else argv,
         cwd=str(REPO),
-        env={**os.environ, **(env or {})},
+        env={**inherited, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
