@@ -210,24 +210,9 @@ def test_a_handshake_head_has_the_gets_headers(hub: Hub) -> None:
 def test_a_hubspot_batch_answers_every_new_event_id(hub: Hub) -> None:
     """Two contact.creation events in one signed HubSpot delivery are two events, both
     ids in the answer; sent again with a third, only the third is new."""
-    import base64
-    import hashlib
-    import hmac
 
-    def post(events: list[dict[str, object]]) -> dict[str, object]:
-        body = json.dumps(events).encode()
-        stamp = str(int(fx.STANDARD_TIME * 1000))
-        signed = b"POST" + fx.HUBSPOT_URL.encode() + body + stamp.encode()
-        mac = hmac.new(fx.HUBSPOT_SECRET.encode(), signed, hashlib.sha256).digest()
-        headers = {
-            "content-type": "application/json",
-            "x-hubspot-request-timestamp": stamp,
-            "x-hubspot-signature-v3": base64.b64encode(mac).decode(),
-        }
-        answer: dict[str, object] = hub.client.post(
-            "/hooks/hubspot-crm", content=body, headers=headers
-        ).json()
-        return answer
+    def post(events: list[dict[str, object]]) -> object:
+        return _hubspot_post(hub, json.dumps(events).encode())[1]
 
     def event(n: int) -> dict[str, object]:
         return {"eventId": n, "subscriptionType": "contact.creation", "objectId": 100 + n}
