@@ -60,29 +60,32 @@ def event_id(text: str) -> int:
     return number
 
 
-def address(text: str) -> str:
-    """An address to listen on, not empty: bound as given, an empty one (a ``LEADHUB_HOST=``
-    that a template left blank) listens on every interface, which nobody asks for that way."""
+def _not_empty(text: str, why: str) -> str:
+    """``text``, or a usage error saying ``why`` an empty value (a ``LEADHUB_<FLAG>=`` that a
+    template left blank) is refused."""
     if not text.strip():
-        msg = (
-            "an empty address would listen on every interface; give 127.0.0.1 (this "
-            "machine only), or 0.0.0.0 or :: to mean every interface"
-        )
-        raise argparse.ArgumentTypeError(msg)
+        raise argparse.ArgumentTypeError(why)
     return text
+
+
+def address(text: str) -> str:
+    """An address to listen on, not empty: bound as given, an empty one listens on every
+    interface, which nobody asks for that way."""
+    return _not_empty(
+        text,
+        "an empty address would listen on every interface; give 127.0.0.1 (this machine "
+        "only), or 0.0.0.0 or :: to mean every interface",
+    )
 
 
 def directory(text: str) -> str:
-    """A configuration directory, not empty: an empty name (a ``LEADHUB_CONFIG_DIR=`` that a
-    template left blank) is the current directory, whose stray ``*.yaml`` files would be
-    read as the hub's configuration."""
-    if not text.strip():
-        msg = (
-            "an empty directory name would read the current directory; give the "
-            "configuration directory, like mappings/"
-        )
-        raise argparse.ArgumentTypeError(msg)
-    return text
+    """A configuration directory, not empty: an empty name is the current directory, whose
+    stray ``*.yaml`` files would be read as the hub's configuration."""
+    return _not_empty(
+        text,
+        "an empty directory name would read the current directory; give the configuration "
+        "directory, like mappings/",
+    )
 
 
 def age(text: str) -> str:
