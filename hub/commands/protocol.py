@@ -29,6 +29,7 @@ from time import perf_counter
 from typing import Any
 
 import httptools
+import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from hub.web.ingest import DISCONNECTED, PREFIX, Answer, HookRoute, Ingest, header_dict
@@ -95,6 +96,7 @@ class _Noop:
 
 _NOOP = _Noop()
 _PREFIX = PREFIX.encode()
+_JSON = [(b"content-type", b"application/json")]
 
 
 class _Webhook:
@@ -256,21 +258,37 @@ class HubHttpProtocol(HttpToolsProtocol):
         cycle.response_complete = True
         if cycle.disconnected or self.transport.is_closing():
             return
-        out = [STATUS_LINE[status]]
-        for name, value in self.server_state.default_headers:
-            out += [name, b": ", value, b"\r\n"]
-        for name, value in headers:
-            if name == b"connection" and value == b"close":
-                cycle.keep_alive = False
-                continue
-            out += [name, b": ", value, b"\r\n"]
-        out += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
-        if not cycle.keep_alive:
-            out.append(b"connection: close\r\n")
-        out += [b"\r\n", body]
+        if (b"connection", b"close") in headers:
+            cycle.keep_alive = False
         transport: Any = self.transport
-        transport.write(b"".join(out))
+        transport.write(self._response(status, headers, body, keep_alive=cycle.keep_alive))
         transport.flush()  # now, not at the end of the loop iteration
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        """A request uvicorn's parser cannot read (``Content-Length: abc``, not HTTP) is
+        answered as the app answers bad input, a short JSON reason, where uvicorn sent
+        plain text; then the connection is closed, as uvicorn does."""
+        body = orjson.dumps({"error": msg})
+        self.transport.write(self._response(400, _JSON, body, keep_alive=False))
+        self.transport.close()
+
+    def _response(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, keep_alive: bool
+    ) -> bytes:
+        """A whole response: the status line, uvicorn's default headers (server, date),
+        ``headers`` (but ``connection: close``: ``keep_alive`` says it), the length,
+        ``connection: close`` unless ``keep_alive``, then ``body``."""
+        out = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            out += [name, b": ", value, b"\r\n"]
+        for name, value in headers:
+            if (name, value) != (b"connection", b"close"):
+                out += [name, b": ", value, b"\r\n"]
+        out += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
+        if not keep_alive:
+            out.append(b"connection: close\r\n")
+        out += [b"\r\n", body]
+        return b"".join(out)

@@ -384,3 +384,30 @@ def test_a_content_length_of_thousands_of_digits_is_the_apps_400(hub: Hub) -> No
     assert (status, orjson.loads(answer)) == (400, {"error": "Content-Length is not a number"})
     wire.close()
     assert hub.events() == []
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /hooks/open HTTP/1.1\r\nHost: hub\r\nContent-Length: abc\r\n\r\n{}",
+        b"HELLO THERE\r\n\r\n",
+    ],
+    ids=["content-length-abc", "not-http"],
+)
+def test_a_request_the_parser_refuses_gets_a_json_400(
+    fast_hub: tuple[Hub, list[int]], request_bytes: bytes
+) -> None:
+    """What uvicorn's parser cannot read is answered by serve's protocol as the app answers
+    bad input: 400 with a short JSON reason (uvicorn sent plain text), then the connection is
+    closed."""
+    hub, _ = fast_hub
+    wire = _Wire(hub.url)
+    wire.send(request_bytes)
+    status, headers, answer = wire.response()
+    assert status == 400
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert orjson.loads(answer) == {"error": "Invalid HTTP request received."}
+    assert wire.closed()
+    wire.close()
+    assert hub.events() == []
