@@ -82,6 +82,14 @@ def _rule(node: Node, r: Reader, key: str) -> Rule | None:
     conditions = []
     for path_text, value_node in node.value.items():
         line = node.key_lines.get(path_text, node.line)
+        if "${" in path_text:
+            r.issues.error(
+                node.file,
+                line,
+                f"{key} of {r.what}: {path_text!r} is a key, and ${{VAR}} is replaced in values "
+                "only; write the JSONPath itself, like $.form_response.form_id",
+            )
+            continue
         try:
             path = compile_path(path_text)
         except PathError as exc:
@@ -222,8 +230,12 @@ def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
     endpoint = r.text("endpoint", required=True)
     target = r.text("target", default="default")
     fields = _fields(r)
+    errors = len(r.issues.errors)
     match = _rules(r, "match")
     skip_if = _rules(r, "skip_if")
+    # A rule left out for its error would make the mapping take events it should not (and
+    # "neither has a match" overlaps follow): the mapping is not used, its errors said.
+    rules_failed = len(r.issues.errors) > errors
     update_behavior = r.choice("update_behavior", UPDATE_BEHAVIORS, None)
     search_by = r.text("search_by")
     if search_by is not None:
@@ -249,7 +261,7 @@ def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
                 "use two letters like IN, US or GB",
             )
             region = None
-    if name is None or endpoint is None:
+    if name is None or endpoint is None or rules_failed:
         return None
     return CompiledMapping(
         name=name,

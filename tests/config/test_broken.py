@@ -289,6 +289,31 @@ def test_overlaps_are_told_in_line_order(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        ('"${FORM_PATH}"', "'${FORM_PATH}' is a key, and ${VAR} is replaced in values only"),
+        ('"$.a["', "does not compile"),
+    ],
+)
+def test_a_bad_match_key_is_one_error_not_an_overlap_too(
+    tmp_path: Path, key: str, says: str
+) -> None:
+    """A match rule that cannot be used is its own error, at its line; its mapping is not
+    then taken as one without a match ("both take every event" with the next mapping was a
+    second, misleading error). A ${VAR} in a key (never replaced there) says so."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n---\n"
+        f"name: first\nendpoint: e\nmatch: {{{key}: x}}\nfields:\n  EmailAddress: $.email\n---\n"
+        "name: second\nendpoint: e\nfields:\n  EmailAddress: $.email\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"FORM_PATH": "$.form"})
+    assert len(info.value.issues) == 1, "\n".join(info.value.issues)
+    assert info.value.issues[0].startswith(f"{tmp_path}/a.yaml:7: match of mapping 'first': ")
+    assert says in info.value.issues[0]
+
+
 HUGE = "9" * 400 + "s"  # a float beyond 1.8e308: infinite
 DURATIONS = """\
 kind: endpoint
