@@ -7,6 +7,7 @@ import contextlib
 import sys
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ from hub.store.commands import (
     shorten,
     utc,
 )
-from hub.store.models import Listed, State
+from hub.store.models import Event, Listed, State
 from hub.units import parse_duration
 
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
@@ -67,13 +68,12 @@ def run(args: argparse.Namespace) -> int:
 
     async def action(store: EventStore) -> int:
         # one more than shown: whether the limit cut the listing short
-        most, documents = limit + 1, bool(args.json)
+        most = limit + 1
+        selection = Selection(state, args.endpoint, since, documents=bool(args.json))
         if args.ids:
-            pages = by_ids(
-                store, args.ids, state, args.endpoint, since, most=most, documents=documents
-            )
+            pages = by_ids(store, args.ids, selection, most=most)
         else:
-            pages = newest_first(store, state, args.endpoint, since, most=most, documents=documents)
+            pages = newest_first(store, selection, most=most)
         out: Json | Table = Json() if args.json else Table()
         shown = 0
         async with contextlib.aclosing(pages):
@@ -100,14 +100,26 @@ def run(args: argparse.Namespace) -> int:
 PAGE = 500
 
 
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What ``leadhub events`` lists: the filters, and whether documents are printed."""
+
+    state: State | None
+    endpoint: str | None
+    since: float | None
+    documents: bool
+
+    def matches(self, event: Event) -> bool:
+        """Whether ``event`` (read by its id) is one the filters take."""
+        return (
+            (self.state is None or event.state is self.state)
+            and (self.endpoint is None or event.endpoint == self.endpoint)
+            and (self.since is None or event.received_at >= self.since)
+        )
+
+
 async def newest_first(
-    store: EventStore,
-    state: State | None,
-    endpoint: str | None,
-    since: float | None,
-    *,
-    most: int,
-    documents: bool,
+    store: EventStore, selection: Selection, *, most: int
 ) -> AsyncGenerator[list[Listed], None]:
     """The matching events, newest first, in pages of at most :data:`PAGE`, ``most`` in all
     (keyset pagination: each page starts below the last id of the one before)."""
@@ -115,12 +127,12 @@ async def newest_first(
     while most > 0:
         wanted = min(PAGE, most)
         page = await store.list_page(
-            state=state,
-            endpoint=endpoint,
-            since=since,
+            state=selection.state,
+            endpoint=selection.endpoint,
+            since=selection.since,
             before=before,
             limit=wanted,
-            documents=documents,
+            documents=selection.documents,
         )
         if page:
             yield page
@@ -131,14 +143,7 @@ async def newest_first(
 
 
 async def by_ids(
-    store: EventStore,
-    ids: list[int],
-    state: State | None,
-    endpoint: str | None,
-    since: float | None,
-    *,
-    most: int,
-    documents: bool,
+    store: EventStore, ids: list[int], selection: Selection, *, most: int
 ) -> AsyncGenerator[list[Listed], None]:
     """The events of ``ids`` that match, newest first, in pages (``most`` at the most)."""
     wanted = sorted(set(ids), reverse=True)
@@ -146,13 +151,9 @@ async def by_ids(
         if most <= 0:
             return
         found = [e for i in wanted[start : start + PAGE] if (e := await store.get(i))]
-        page = [
-            Listed.of(e, documents=documents)
-            for e in found
-            if (state is None or e.state is state)
-            and (endpoint is None or e.endpoint == endpoint)
-            and (since is None or e.received_at >= since)
-        ][:most]
+        page = [Listed.of(e, documents=selection.documents) for e in found if selection.matches(e)][
+            :most
+        ]
         if page:
             yield page
         most -= len(page)
