@@ -16,7 +16,7 @@ import time
 
 from bench.common import PYTHON, REPO, machine
 
-BENCHES = ("ingest", "mapping", "drain", "backlog")
+BENCHES = ("ingest", "mapping", "drain", "backlog", "commit")
 #: A headline line: ``name: number``.
 HEADLINE = re.compile(r"^[a-z_]+: -?[\d.,]+$")
 
