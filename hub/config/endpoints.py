@@ -20,6 +20,7 @@ from hub.config.models import (
     DEFAULT_RATE_LIMIT,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_TOLERANCE,
+    HUBSPOT_SIGNATURES,
     SELF_SPLITTING,
     SOURCES,
     Endpoint,
@@ -50,7 +51,7 @@ SOURCE_KEYS: Mapping[str, tuple[str, ...]] = {
                  "allow_sha1", "read_timeout"),
     "linkedin": ("client_secret", "access_token", "api_url", "api_version", "read_timeout"),
     "hubspot": ("client_secret", "webhook_url", "access_token", "api_url", "properties",
-                "subscription_types", "tolerance", "read_timeout"),
+                "subscription_types", "tolerance", "read_timeout", "signatures"),
     "google": ("key",),
     "typeform": ("secret",),
     "hmac": ("header", "secret", "algorithm", "encoding", "prefix", "signed",
@@ -165,6 +166,9 @@ def _hubspot(r: Reader) -> SourceOptions:
         ),
         tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
         read_timeout=_read_timeout(r),
+        # any (default): X-HubSpot-Signature-v3 when the request carries one, else the legacy
+        # X-HubSpot-Signature (v1 or v2); v3: v3 only. Another value is an error at its line.
+        signatures=r.choice("signatures", HUBSPOT_SIGNATURES, "any") or "any",
     )
 
 

@@ -125,6 +125,14 @@ class HubSpotOptions:
     subscription_types: tuple[str, ...] = ("contact.creation",)
     tolerance: float = DEFAULT_TOLERANCE
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: Which signatures are taken (:data:`HUBSPOT_SIGNATURES`): ``any``, X-HubSpot-Signature-v3
+    #: when the request carries it, else the legacy X-HubSpot-Signature (v1 or v2); ``v3``,
+    #: X-HubSpot-Signature-v3 only.
+    signatures: str = "any"
+
+
+#: The values of a HubSpot endpoint's ``signatures``.
+HUBSPOT_SIGNATURES = ("any", "v3")
 
 
 @dataclass(frozen=True, slots=True)

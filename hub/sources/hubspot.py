@@ -3,7 +3,15 @@
 * POST only. ``X-HubSpot-Signature-v3`` is the base64 HMAC-SHA256, under the app's
   client secret, of ``"POST"`` + the target URL as configured in the app
   (``webhook_url``) + the raw body + ``X-HubSpot-Request-Timestamp`` (milliseconds,
-  refused beyond ``tolerance``): the generic HMAC check does it.
+  refused beyond ``tolerance``): the generic HMAC check does it. A request that carries
+  it is decided by it alone: a wrong v3 is refused whatever else the request carries.
+* Without a v3 header, HubSpot's legacy ``X-HubSpot-Signature`` is taken (unless the
+  endpoint says ``signatures: v3``), by its ``X-HubSpot-Signature-Version``: ``v1`` is the
+  hex SHA-256 of client secret + raw body, ``v2`` of client secret + ``"POST"`` + the same
+  ``webhook_url`` + raw body; plain hashes, not HMACs, and without a timestamp (a captured
+  delivery can be sent again: its events are duplicates while they are kept). A missing
+  or empty version is ``v1``, what HubSpot's docs say the Webhooks API sends and its
+  scheme from before the version header (2018); any other version is refused.
 * The body is a JSON array of thin events (``eventId``, ``subscriptionType``,
   ``objectId``, ``portalId``, ``occurredAt``...). Each event of a configured
   ``subscription_types`` (``contact.creation`` by default) is one event of the hub;
@@ -16,40 +24,98 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from hub.config.models import HmacOptions, HubSpotOptions
-from hub.sources.base import BodyError, Incoming, NoHandshake, Split, natural_id
+from hub.sources.base import (
+    BodyError,
+    Incoming,
+    NoHandshake,
+    Split,
+    VerificationError,
+    natural_id,
+    same,
+)
 from hub.sources.hmac_ import HmacSource
 
 SIGNATURE = "x-hubspot-signature-v3"
 TIMESTAMP = "x-hubspot-request-timestamp"
+#: The legacy signature (v1 or v2, as ``X-HubSpot-Signature-Version`` says).
+LEGACY = "x-hubspot-signature"
+VERSION = "x-hubspot-signature-version"
+#: The most of an unknown version's text a reason shows (it is the sender's text).
+SHOWN_VERSION = 16
 
 
 class HubSpotSource(NoHandshake):
-    """v3 signature check and event splitting for a HubSpot app's webhooks."""
+    """Signature check (v3, else legacy v1/v2) and event splitting for a HubSpot app's webhooks."""
 
     kind = "hubspot"
-    credential_headers = frozenset({SIGNATURE, "x-hubspot-signature"})
+    credential_headers = frozenset({SIGNATURE, LEGACY})
     batches = True
 
     def __init__(self, options: HubSpotOptions) -> None:
         self.options = options
+        #: What both v3 and v2 sign before the body: the method and the full URI.
+        request_line = "POST" + options.webhook_url
         self._signature = HmacSource(
             HmacOptions(
                 header=SIGNATURE,
                 secret=options.client_secret,
                 encoding="base64",
-                signed="POST" + options.webhook_url + "{body}{timestamp}",
+                signed=request_line + "{body}{timestamp}",
                 timestamp_header=TIMESTAMP,
                 timestamp_unit="ms",
                 tolerance=options.tolerance,
             )
         )
+        self._legacy = options.signatures != "v3"
+        secret = options.client_secret.encode()
+        #: What v1 and v2 hash before the raw body.
+        self._heads = {"v1": secret, "v2": secret + request_line.encode("utf-8")}
         self._types = frozenset(options.subscription_types)
 
     def verify(self, request: Incoming, now: float) -> None:
-        self._signature.verify(request, now)
+        """v3 when the request carries it (or the endpoint takes nothing else), else legacy.
+
+        Every reason names the scheme that failed; none holds a signature or the secret.
+        """
+        headers = request.headers
+        if SIGNATURE in headers or not self._legacy:
+            try:
+                self._signature.verify(request, now)
+            except VerificationError as exc:
+                reason = f"signature v3: {exc.reason}"
+                if SIGNATURE not in headers and LEGACY in headers:
+                    reason += "; the legacy X-HubSpot-Signature is not taken here (signatures: v3)"
+                raise VerificationError(reason) from None
+            return
+        self._verify_legacy(request)
+
+    def _verify_legacy(self, request: Incoming) -> None:
+        """``X-HubSpot-Signature``: hex SHA-256 of secret + body (v1) or secret + POST + URL
+        + body (v2), compared in constant time."""
+        given = request.headers.get(LEGACY)
+        if given is None:
+            msg = "missing X-HubSpot-Signature-v3 header (and no legacy X-HubSpot-Signature)"
+            raise VerificationError(msg)
+        raw = (request.headers.get(VERSION) or "").strip()
+        version = raw.lower() or "v1"
+        head = self._heads.get(version)
+        if head is None:
+            shown = raw[:SHOWN_VERSION]
+            msg = (
+                f"legacy signature: X-HubSpot-Signature-Version {shown!r} is neither v1 nor v2 "
+                "(and the request has no X-HubSpot-Signature-v3)"
+            )
+            raise VerificationError(msg)
+        hashed = hashlib.sha256(head)
+        hashed.update(request.body)
+        if not same(hashed.hexdigest(), given.strip().lower()):
+            taken = "" if raw else " (no X-HubSpot-Signature-Version: taken as v1)"
+            msg = f"legacy signature {version}: X-HubSpot-Signature does not match the body{taken}"
+            raise VerificationError(msg)
 
     def split(self, request: Incoming, document: Any) -> list[Split]:
         if not isinstance(document, list):
