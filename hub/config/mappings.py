@@ -72,8 +72,38 @@ STANDARD_ATTRIBUTES = (
 SEARCH_BY = ("EmailAddress", "Phone")
 
 
-def _rule(node: Node, r: Reader, key: str) -> Rule | None:
-    if not node.is_map() or not node.value:
+#: What an empty ``match`` / ``skip_if`` would mean, and so what removing it does.
+_EMPTY_MEANS = {"match": "take every event", "skip_if": "skip no event"}
+
+
+def _empty(node: Node, r: Reader, key: str, *, in_list: bool) -> None:
+    """``match: []``, ``match: {}`` or a ``{}`` rule in a list (``skip_if`` alike): an error
+    saying what it would mean and how to write it. None holds a condition, yet each decides:
+    ``[]`` would take every event (``skip_if``: skip none), a ``{}`` rule would hold for every
+    event. (``[]`` was taken so, silently; ``{}`` was refused as no rule.) Absent or null is
+    no rule, as documented."""
+    example = "{$.form_id: abc123}"
+    if in_list:
+        message = (
+            f"a rule in {key} of {r.what} is {{}}, which holds no condition (so it holds for "
+            f"every event); remove it, or write its conditions like {example}"
+        )
+    else:
+        written, holds, what = (
+            ("[]", "no rule", "rules") if node.value == [] else ("{}", "no condition", "conditions")
+        )
+        message = (
+            f"{key}: {written} of {r.what} holds {holds}; remove it to {_EMPTY_MEANS[key]}, "
+            f"or add {what} like {key}: {example}"
+        )
+    r.error(node, message)
+
+
+def _rule(node: Node, r: Reader, key: str, *, in_list: bool) -> Rule | None:
+    if node.is_map() and not node.value:
+        _empty(node, r, key, in_list=in_list)
+        return None
+    if not node.is_map():
         r.error(
             node,
             f"each rule in {key!r} is a mapping of JSONPath to value, like {{$.form_id: abc123}}",
@@ -114,10 +144,14 @@ def _rules(r: Reader, key: str) -> tuple[Rule, ...]:
     node = r.get(key)
     if node is None or node.value is None:
         return ()
-    items = node.value if isinstance(node.value, list) else [node]
+    if node.value == []:
+        _empty(node, r, key, in_list=False)
+        return ()
+    in_list = isinstance(node.value, list)
+    items = node.value if in_list else [node]
     rules = []
     for item in items:
-        rule = _rule(item, r, key)
+        rule = _rule(item, r, key, in_list=in_list)
         if rule is not None:
             rules.append(rule)
     return tuple(rules)

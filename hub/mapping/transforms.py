@@ -306,6 +306,26 @@ def _parse_table(raw: Any, written: str) -> dict[str, str]:
     return table
 
 
+def _separator(arg: Any) -> str:
+    """``join``'s separator: text (a number is its digits), quotes around it dropped.
+
+    None written (``{join: }``, ``{join: null}``, ``join()``) is an error rather than joining
+    with nothing, as is a list, a table or true/false; ``join('')`` (``{join: ''}``) joins
+    with nothing on purpose.
+    """
+    if arg is None or isinstance(arg, bool | dict | list):
+        given = "none is written" if arg is None else f"not {arg!r}"
+        msg = (
+            f"join needs a separator string, e.g. {{join: ', '}} or join(;); {given} "
+            "(join('') joins with nothing)"
+        )
+        raise TransformError(msg)
+    sep = to_text(arg)
+    if len(sep) >= 2 and sep[0] == sep[-1] and sep[0] in "\"'":
+        sep = sep[1:-1]  # join(", ") keeps its space
+    return sep
+
+
 def _build(name: str, arg: Any, has_arg: bool, written: str) -> Transform:
     if name not in NAMES:
         raise _unknown(name)
@@ -319,10 +339,7 @@ def _build(name: str, arg: Any, has_arg: bool, written: str) -> Transform:
         msg = f"transform {name!r} needs an argument; write it like {example}"
         raise TransformError(msg)
     if name == "join":
-        sep = to_text(arg)
-        if len(sep) >= 2 and sep[0] == sep[-1] and sep[0] in "\"'":
-            sep = sep[1:-1]  # join(", ") keeps its space
-        return Transform("join", sep)
+        return Transform("join", _separator(arg))
     return Transform("map", _parse_table(arg, written))
 
 
@@ -345,7 +362,8 @@ def parse_transform(spec: Any) -> Transform:
         msg = f"transform {spec!r} is malformed; write a name like 'trim' or 'join(;)'"
         raise TransformError(msg)
     name, arg = match.group(1), match.group(2)
-    return _build(name, arg, arg is not None, spec)
+    # join() holds nothing, as {join: } does: None (a space in the parentheses is text)
+    return _build(name, arg or None, arg is not None, spec)
 
 
 def parse_transforms(spec: Any) -> tuple[Transform, ...]:

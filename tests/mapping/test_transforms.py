@@ -225,6 +225,11 @@ class TestListsAndTables:
         spec = {"map": {"a": "A", "spam": "", "*": "Other"}}
         assert run(spec, ["a", "spam", "zzz"])[0] == ["A", "Other"]
 
+    def test_join_with_nothing_is_said_on_purpose(self) -> None:
+        """join('') and {join: ''} join with nothing (no separator at all is an error)."""
+        assert run("join('')", ["a", "b"])[0] == ["ab"]
+        assert run({"join": ""}, ["a", "b"])[0] == ["ab"]
+
     def test_transforms_apply_in_order(self) -> None:
         """A list of transforms runs left to right."""
         assert run(["trim", "lower", {"join": "|"}], [" A ", "B"])[0] == ["a|b"]
@@ -236,6 +241,10 @@ class TestParsing:
         [
             ("lowr", "did you mean 'lower'"),
             ("join", "needs an argument"),
+            ({"join": None}, "join needs a separator string, e.g. {join: ', '}"),
+            ("join()", "join needs a separator string, e.g. {join: ', '}"),
+            ({"join": ["; "]}, "join needs a separator string"),
+            ({"join": True}, "join needs a separator string"),
             ("trim(x)", "takes no argument"),
             ("map(nope)", "lookup table"),
             ("map({a: [1]})", "must map to text"),

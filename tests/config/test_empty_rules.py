@@ -1,0 +1,129 @@
+"""Rules that hold nothing are errors, not silent "always" / "never": ``match: []``,
+``skip_if: []``, ``match: {}``, a ``{}`` rule in a list, and ``join`` without a separator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+from hub.mapping.transforms import Context
+
+HEAD = "kind: endpoint\nname: e\nsource: token\ntoken: x\n---\nname: m\nendpoint: e\n"
+FIELDS = "fields:\n  EmailAddress: $.email\n"
+#: Another mapping of the endpoint, without a match: a mapping left out for its rule's error
+#: must not bring a second, misleading "both take every event" error.
+OTHER = "---\nname: other\nendpoint: e\n" + FIELDS
+
+# (id, the mapping's lines after its endpoint, line of the error, the message from its start)
+EMPTY = [
+    (
+        "match-empty-list",
+        "match: []\n" + FIELDS,
+        8,
+        "match: [] of mapping 'm' holds no rule; remove it to take every event, "
+        "or add rules like match: {$.form_id: abc123}",
+    ),
+    (
+        "skip_if-empty-list",
+        "skip_if: []\n" + FIELDS,
+        8,
+        "skip_if: [] of mapping 'm' holds no rule; remove it to skip no event, "
+        "or add rules like skip_if: {$.form_id: abc123}",
+    ),
+    (
+        "match-empty-mapping",
+        "match: {}\n" + FIELDS,
+        8,
+        "match: {} of mapping 'm' holds no condition; remove it to take every event, "
+        "or add conditions like match: {$.form_id: abc123}",
+    ),
+    (
+        "skip_if-empty-mapping",
+        FIELDS + "skip_if: {}\n",
+        10,
+        "skip_if: {} of mapping 'm' holds no condition; remove it to skip no event, "
+        "or add conditions like skip_if: {$.form_id: abc123}",
+    ),
+    (
+        "empty-rule-in-a-list",
+        "match:\n  - $.form: a\n  - {}\n" + FIELDS,
+        10,
+        "a rule in match of mapping 'm' is {}, which holds no condition (so it holds for "
+        "every event); remove it, or write its conditions like {$.form_id: abc123}",
+    ),
+    (
+        "join-null",
+        "fields:\n  mx_Tags:\n    path: $.tags\n    transform: [trim, {join: }]\n",
+        11,
+        "field 'mx_Tags' of mapping 'm': join needs a separator string, e.g. {join: ', '} "
+        "or join(;); none is written (join('') joins with nothing)",
+    ),
+    (
+        "join-null-block",
+        "fields:\n  mx_Tags:\n    path: $.tags\n    transform:\n      - join:\n",
+        12,
+        "field 'mx_Tags' of mapping 'm': join needs a separator string, e.g. {join: ', '}",
+    ),
+    (
+        "join-empty-parentheses",
+        "fields:\n  mx_Tags: {path: $.tags, transform: 'join()'}\n",
+        9,
+        "field 'mx_Tags' of mapping 'm': join needs a separator string, e.g. {join: ', '}",
+    ),
+    (
+        "join-list",
+        "fields:\n  mx_Tags: {path: $.tags, transform: {join: [';']}}\n",
+        9,
+        "field 'mx_Tags' of mapping 'm': join needs a separator string, e.g. {join: ', '} "
+        "or join(;); not [';']",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("mapping", "line", "message"), [e[1:] for e in EMPTY], ids=[e[0] for e in EMPTY]
+)
+def test_a_rule_that_holds_nothing_is_one_error_at_its_line(
+    tmp_path: Path, mapping: str, line: int, message: str
+) -> None:
+    """Each is the only error, at its file:line, naming what it would mean and the fix."""
+    (tmp_path / "a.yaml").write_text(HEAD + mapping + (OTHER if "join" not in mapping else ""))
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert len(info.value.issues) == 1, "\n".join(info.value.issues)
+    assert info.value.issues[0].startswith(f"{tmp_path}/a.yaml:{line}: {message}")
+
+
+@pytest.mark.parametrize("key", ["match", "skip_if"])
+@pytest.mark.parametrize("empty", ["[]", "{}"])
+def test_match_and_skip_if_say_the_same_of_their_empty_forms(
+    tmp_path: Path, key: str, empty: str
+) -> None:
+    """[] and {} are refused alike under either key (match: {} was refused as "each rule is
+    a mapping", match: [] taken as every event, skip_if: [] as no event)."""
+    (tmp_path / "a.yaml").write_text(HEAD + f"{key}: {empty}\n" + FIELDS)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    (issue,) = info.value.issues
+    assert f": {key}: {empty} of mapping 'm' holds no " in issue
+    assert "; remove it to " in issue
+
+
+def test_absent_or_null_rules_and_a_deliberate_empty_separator_are_fine(tmp_path: Path) -> None:
+    """No match (absent or null) takes every event and no skip_if skips none, as documented;
+    join('') and {join: ''} join with nothing, on purpose."""
+    (tmp_path / "a.yaml").write_text(
+        HEAD
+        + "match:\nskip_if: ~\nfields:\n"
+        + "  mx_A: {path: $.a, transform: \"join('')\"}\n"
+        + "  mx_B: {path: $.b, transform: [{join: ''}]}\n"
+    )
+    mapping = load(tmp_path, {}).mappings["m"]
+    assert mapping.match == () and mapping.skip_if == ()
+    assert mapping.matches({"anything": 1})
+    context = Context("mx_A", None)
+    for spec in mapping.fields:
+        (join,) = spec.transforms
+        assert join.apply(["1", "2"], context) == ["12"]
