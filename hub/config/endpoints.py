@@ -40,9 +40,10 @@ from hub.config.models import (
     TypeformOptions,
 )
 from hub.config.nodes import Node, as_number
-from hub.config.reader import Reader
+from hub.config.reader import Reader, type_name
 from hub.mapping.paths import PathError, compile_path
 from hub.secrets import Secret
+from hub.sources.base import DedupePaths
 from hub.units import UnitError, parse_rate_limit
 
 COMMON_ENDPOINT_KEYS = ("kind", "name", "source", "dedupe", "split", "max_body")
@@ -256,13 +257,7 @@ def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
     if source is None:
         allowed = COMMON_ENDPOINT_KEYS + tuple(k for keys in SOURCE_KEYS.values() for k in keys)
     r.check_keys(allowed)
-    dedupe = None
-    dedupe_text = r.text("dedupe")
-    if dedupe_text is not None:
-        try:
-            dedupe = compile_path(dedupe_text)
-        except PathError as exc:
-            r.error(r.get("dedupe"), f"'dedupe' of {r.what}: {exc}")
+    dedupe = _dedupe(r)
     split = _split(r, source)
     max_body = r.size("max_body", DEFAULT_MAX_BODY)
     if name is None or source is None:
@@ -276,6 +271,49 @@ def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
         origin=Origin(node.file, node.line),
         split=split,
     )
+
+
+#: How ``dedupe`` is written, for its errors.
+_DEDUPE_FORMS = "a JSONPath like $.id, or a list of JSONPaths like [$.vid, $.form_id]"
+
+
+def _dedupe(r: Reader) -> JsonPath | None:
+    """The endpoint's ``dedupe``: a JSONPath naming the delivery id, or a list of them
+    naming it together (:class:`~hub.sources.base.DedupePaths`; a list of one is that path)."""
+    node = r.get("dedupe")
+    if node is None or node.value is None:
+        return None
+    if isinstance(node.value, dict | bool):
+        r.error(node, f"'dedupe' of {r.what} must be {_DEDUPE_FORMS}, not {type_name(node.value)}")
+        return None
+    items = node.value if isinstance(node.value, list) else [node]
+    if not items:
+        r.error(
+            node,
+            f"'dedupe' of {r.what} is an empty list, which names no delivery id; "
+            f"write {_DEDUPE_FORMS}, or remove 'dedupe' to use the sender's id (else the "
+            "body's hash)",
+        )
+        return None
+    paths: list[JsonPath] = []
+    for number, item in enumerate(items, start=1):
+        where = (
+            f"'dedupe' of {r.what}" if item is node else f"path {number} of 'dedupe' of {r.what}"
+        )
+        if item is not node and not isinstance(item.value, str):
+            r.error(
+                item,
+                f"{where} is {type_name(item.value)}; each item of the list is a JSONPath "
+                "in text, like [$.vid, \"$['form-submissions'][0]['conversion-id']\"]",
+            )
+            continue
+        try:
+            paths.append(compile_path(str(item.value)))
+        except PathError as exc:
+            r.error(item, f"{where}: {exc}")
+    if len(paths) < len(items):
+        return None  # each unusable path reported
+    return paths[0] if len(paths) == 1 else DedupePaths(tuple(paths))
 
 
 def _split(r: Reader, source: str | None) -> JsonPath | None:

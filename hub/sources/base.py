@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
 
 from hub.exceptions import HubError
+
+if TYPE_CHECKING:  # hub.config builds DedupePaths; importing it back would be circular
+    from hub.config.models import JsonPath
 
 
 class VerificationError(HubError):
@@ -222,3 +225,55 @@ def natural_id(value: Any) -> str | None:
     if value is None or isinstance(value, dict | list | bool) or value == "":
         return None
     return str(value)
+
+
+def path_id(values: Iterable[Any]) -> str | None:
+    """The id a ``dedupe`` path gives from the values it found: the first that is not null,
+    empty text or a boolean, as text (an object or array as its JSON, keys sorted); None
+    when there is none. (The rule ingest applies to a single path, ``hub.sources``.)"""
+    for value in values:
+        if value is None or value == "" or isinstance(value, bool):
+            continue
+        if isinstance(value, dict | list):
+            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+        return str(value)
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class DedupePaths:
+    """``dedupe: [$.vid, $.form_id]``: JSONPaths that name a delivery together.
+
+    To ingest it is one more ``dedupe`` path (a :class:`~hub.config.models.JsonPath`),
+    whose one value is the delivery id: each path's id (:func:`path_id`, the single-path
+    rule) in order, as a JSON array of strings, ``["85203","1f3c8d2e-..."]``. JSON's quoting
+    keeps the parts apart whatever they hold (``["a,b","c"]`` is not ``["a","b,c"]``), and
+    a number and its text are one id, as with a single path (``85203`` and ``"85203"``).
+
+    When any path finds no id (nothing, null, empty text or a boolean) it finds nothing, as
+    a single path that finds nothing does: the delivery is then named as if there were no
+    ``dedupe`` (the sender's own id, else the hash of the body). An id made of the parts
+    that were found could name two different leads alike, and store the second as a
+    duplicate of the first.
+    """
+
+    paths: tuple[JsonPath, ...]
+
+    @property
+    def text(self) -> str:
+        """The paths as a YAML list, ``[$.vid, $.form_id]``."""
+        return "[" + ", ".join(path.text for path in self.paths) + "]"
+
+    def values(self, document: Any) -> list[Any]:
+        """``[the delivery id]``, or ``[]`` when a path finds no id in ``document``.
+
+        Raises:
+            DocumentError: a path could not be evaluated (as a single path raises it).
+        """
+        parts: list[str] = []
+        for path in self.paths:
+            part = path_id(path.values(document))
+            if part is None:
+                return []
+            parts.append(part)
+        return [orjson.dumps(parts).decode()]

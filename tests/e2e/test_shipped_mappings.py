@@ -282,8 +282,10 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
 def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
     """A second delivery of the same lead under a new delivery id, signed where needed."""
     path, body, headers = _first(sender)
-    if sender in ("unbounce", "elementor"):  # no delivery id: another body is another one
+    if sender == "elementor":  # no delivery id: another body is another one
         return path, body + b"&resent=1", headers
+    if sender == "unbounce":  # named by page, day, minute and email: a minute later
+        return path, body.replace(b"12%3A47+PM+UTC", b"12%3A48+PM+UTC"), headers
     if sender == "jotform":  # the same answers under another submission id
         return path, body.replace(b"6201234567890123456", b"6201234567890999999"), headers
     document: Any = json.loads(body)
@@ -307,8 +309,10 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         document["leadGenFormResponse"] = "urn:li:leadGenFormResponse:0a9b8c7d-resent-1"
     elif sender == "hubspot-crm":  # the contact was created again (another event and object)
         document = [{**document[0], "eventId": 3271499999, "objectId": 96027719999}]
-    elif sender == "hubspot":  # no delivery id: the contact submitting again is another body
-        document["form-submissions"][0]["timestamp"] += 60_000
+    elif sender == "hubspot":  # named by vid + conversion-id: the contact submitting again
+        submission = document["form-submissions"][0]
+        submission["conversion-id"] = "5c2e9a41-8b7d-4f3e-a6c1-0d9e8f7a6b52"
+        submission["timestamp"] += 60_000
     new_body = json.dumps(document).encode()
     if sender == "typeform":
         headers = {**headers, "Typeform-Signature": typeform_signature(new_body)}
@@ -328,6 +332,20 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         headers = {k: v for k, v in headers.items() if k != "X-Hub-Signature"}
         headers["X-Hub-Signature-256"] = facebook_signature(new_body)
     return path, new_body, headers
+
+
+def _resent(sender: str) -> tuple[str, bytes, dict[str, str]] | None:
+    """The first delivery's submission sent again in another body, for the senders whose
+    delivery id is made of the submission's fields (a ``dedupe`` list): a duplicate."""
+    path, body, headers = _first(sender)
+    if sender == "unbounce":
+        return path, body + b"&resent=1", headers
+    if sender == "hubspot":  # the contact saved again since: another timestamp
+        document = json.loads(body)
+        document["identity-profiles"][0]["saved-at-timestamp"] += 60_000
+        new_body = json.dumps(document).encode()
+        return path, new_body, hubspot_headers(new_body, headers)
+    return None
 
 
 async def _graph_lead(request: Request) -> Response:
@@ -390,7 +408,9 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_fixture_becomes_exactly_the_expected_lead_and_a_repeat_updates_it(
     hub: str, sender: str
 ) -> None:
-    """A sender's fixture gives one lead with exactly the mapped attributes; a resend updates it."""
+    """A sender's fixture gives one lead with exactly the mapped attributes; a resend updates it
+    (one with another delivery id; the same submission in another body is a duplicate for a
+    sender named by a ``dedupe`` list)."""
     expected = EXPECTED[sender]
     email = expected["EmailAddress"]
     path, body, headers = _first(sender)
@@ -400,6 +420,12 @@ def test_fixture_becomes_exactly_the_expected_lead_and_a_repeat_updates_it(
     wait_until(lambda: len(lead_by_email(hub, email)) == 1, what=f"the {sender} lead")
     (lead,) = lead_by_email(hub, email)
     assert attributes(lead) == expected
+
+    resent = _resent(sender)
+    if resent is not None:
+        first_id = answer.json()["id"]
+        again = post(hub, *resent)
+        assert again.json() == {"status": "duplicate", "id": first_id}, again.text
 
     path, body, headers = _repeat(sender)
     answer = post(hub, path, body, headers)
