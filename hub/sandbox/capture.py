@@ -36,7 +36,7 @@ NORMAL = "None"
 DO_NOT_UPDATE = "DoNotUpdate"
 ONLY_EMPTY = "UpdateOnlyEmptyFields"
 KEEP_UNIQUE = "DoNotUpdateUniqueFields"
-_BEHAVIORS = {name.lower(): name for name in (NORMAL, DO_NOT_UPDATE, ONLY_EMPTY, KEEP_UNIQUE)}
+_BEHAVIORS = (NORMAL, DO_NOT_UPDATE, ONLY_EMPTY, KEEP_UNIQUE)
 _RACE_RETRIES = 3
 
 
@@ -60,21 +60,32 @@ class CaptureResult:
 
 
 def parse_behavior(value: str | None) -> str:
-    """The canonical ``LeadUpdateBehavior`` (absent or empty means ``None``).
+    """The ``LeadUpdateBehavior`` of a call; absent means ``None``.
+
+    The value is one of the four names of sandbox.md rule 12, spelled exactly so: the
+    contract says where letter case does not matter (parameter names, attribute names,
+    SearchBy values) and says it of none of these, so ``donotupdate``, an empty value or
+    a padded one is "any other value".
 
     Raises:
         MXError: 400 for any other value.
     """
-    if value is None or not value.strip():
+    if value is None:
         return NORMAL
-    behavior = _BEHAVIORS.get(value.strip().lower())
-    if behavior is None:
-        msg = (
-            f"LeadUpdateBehavior {value!r} is not supported; use 'None', 'DoNotUpdate', "
-            "'UpdateOnlyEmptyFields' or 'DoNotUpdateUniqueFields'."
-        )
-        raise invalid_input(msg)
-    return behavior
+    if value in _BEHAVIORS:
+        return value
+    same = next((name for name in _BEHAVIORS if name.lower() == value.strip().lower()), None)
+    if same is not None:
+        hint = f" (write it exactly {same!r}: letter case and spaces count)"
+    elif not value.strip():
+        hint = " (or leave the parameter out)"
+    else:
+        hint = ""
+    msg = (
+        f"LeadUpdateBehavior {value!r} is not supported; use 'None', 'DoNotUpdate', "
+        f"'UpdateOnlyEmptyFields' or 'DoNotUpdateUniqueFields'{hint}."
+    )
+    raise invalid_input(msg)
 
 
 def capture(

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from tests.sandbox.helpers import Lsq, assert_error
+import pytest
+
+from tests.sandbox.helpers import AUTH, CAPTURE, Lsq, assert_error, body
 
 DUP = "MXDuplicateEntryException"
 
@@ -190,6 +192,26 @@ def test_rule10_bad_search_by_is_invalid_input(lsq: Lsq) -> None:
     assert lsq.leads() == []
 
 
+def test_rule10_a_bad_search_by_is_refused_even_where_search_by_would_be_ignored(
+    lsq: Lsq,
+) -> None:
+    """With ProspectId, EmailAddress and Phone all given SearchBy is ignored in the lookup,
+    but a value other than EmailAddress or Phone is still a 400: the body is checked (400)
+    before any rule runs, and rule 10 refuses "any other value" without exception."""
+    a = lsq.ok(("EmailAddress", "a@example.com"), ("Phone", "5550001111"))["RelatedId"]
+    before = lsq.lead(a)
+    response = lsq.capture(
+        ("ProspectID", a),
+        ("EmailAddress", "a@example.com"),
+        ("Phone", "5550001111"),
+        ("FirstName", "Zed"),
+        ("SearchBy", "Mobile"),
+    )
+    assert "'Mobile'" in assert_error(response, 400, "MXInvalidInputException")
+    assert lsq.lead(a) == before
+    assert len(lsq.activities(a)) == 1
+
+
 def test_rule11_source_fields_are_kept_but_empty_ones_filled(lsq: Lsq) -> None:
     """An update overwrites attributes but keeps the lead's Source; an empty source field is
     filled; the activity records the sources sent."""
@@ -244,7 +266,7 @@ def test_rule12_do_not_update_unique_fields(lsq: Lsq) -> None:
         ("FirstName", "Anna"),
         behavior="DoNotUpdateUniqueFields",
     )
-    lsq.ok(("ProspectID", a), ("Phone", "5550009999"), behavior="donotupdateuniquefields")
+    lsq.ok(("ProspectID", a), ("Phone", "5550009999"), behavior="DoNotUpdateUniqueFields")
     lead = lsq.lead(a)
     assert lead is not None
     assert (lead["EmailAddress"], lead["Phone"], lead["FirstName"]) == (
@@ -262,3 +284,21 @@ def test_rule12_none_is_a_normal_update_and_unknown_values_are_refused(lsq: Lsq)
     assert lead is not None and lead["FirstName"] == "Zed"
     response = lsq.capture(("EmailAddress", "a@example.com"), behavior="Overwrite")
     assert "'Overwrite'" in assert_error(response, 400, "MXInvalidInputException")
+
+
+@pytest.mark.parametrize(
+    "value", ["donotupdate", "DONOTUPDATE", "none", "updateOnlyEmptyFields", " DoNotUpdate", ""]
+)
+def test_rule12_behavior_values_are_matched_exactly(lsq: Lsq, value: str) -> None:
+    """LeadUpdateBehavior takes the four names as written: sandbox.md says which matches
+    ignore letter case (parameter names, attribute names, SearchBy values) and says it of
+    none of these, so another spelling, an empty value or a padded one is "any other value",
+    a 400 quoting it; the lead is not touched and no activity is posted."""
+    a = lsq.ok(("EmailAddress", "a@example.com"), ("FirstName", "Ann"))["RelatedId"]
+    before = lsq.lead(a)
+    params = {**AUTH, "LeadUpdateBehavior": value}
+    pairs = (("EmailAddress", "a@example.com"), ("FirstName", "Zed"))
+    response = lsq.http.post(CAPTURE, json=body(*pairs), params=params)
+    assert repr(value) in assert_error(response, 400, "MXInvalidInputException")
+    assert lsq.lead(a) == before
+    assert len(lsq.activities(a)) == 1
