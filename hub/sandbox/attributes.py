@@ -4,25 +4,29 @@ The body is a JSON array of ``{"Attribute": NAME, "Value": VALUE}``. Names match
 the lead schema case-insensitively and are stored by their canonical schema
 name (``prospectid`` -> ``ProspectID``); custom fields are ``mx_`` plus letters,
 digits and underscores (stored with the ``mx_`` prefix in lower case and the rest
-as sent). Values: strings as sent, numbers and booleans in their JSON text form
-(``12``, ``1.5``, ``true``); ``null``, ``""`` or whitespace-only values count as
-absent and are dropped before anything else, so they neither identify nor
-clear; objects and arrays are refused. A repeated attribute: the last present
-value wins. ``EmailAddress`` and ``ProspectID`` are trimmed; a Phone must hold
-7 to 15 digits.
+as sent). Values: strings as sent, numbers as the body writes them (``1E2`` stays
+``"1E2"``, ``1.50`` ``"1.50"``, a number of any length keeps every digit: the API
+takes a Value as a string, and a JSON reader that binds a number to a string
+member, as .NET's DataContractJsonSerializer does, keeps its text), booleans as
+``true`` / ``false``; ``null``, ``""`` or whitespace-only values count as absent and
+are dropped before anything else, so they neither identify nor clear; objects
+and arrays are refused. A repeated attribute: the last present value wins.
+``EmailAddress`` and ``ProspectID`` are trimmed; a Phone must hold 7 to 15 digits.
+
+The body is UTF-8 JSON without a byte order mark: a body starting with one is not
+JSON to the API (400, with a reason of its own). The API is a WCF service
+(``LeadManagement.svc``), and .NET's DataContractJsonSerializer, WCF's JSON reader,
+fails on a leading BOM ("Encountered unexpected character").
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
-
-import orjson
+from typing import Any, NoReturn
 
 from hub.sandbox.errors import invalid_input
-from hub.sources.base import BodyError
-from hub.sources.bodies import parse_json
 
 PROSPECT_ID = "ProspectID"
 EMAIL = "EmailAddress"
@@ -68,6 +72,20 @@ _EMAIL = re.compile(r"[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"
 _PHONE_CHARS = re.compile(r"[0-9 +\-().]+")
 _SEARCH_BY = {"emailaddress": EMAIL, "phone": PHONE}
 MAX_BODY = 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+_SHAPE = "send an array of Attribute/Value objects"
+
+
+class JsonNumber:
+    """A JSON number as the body wrote it (``1E2``, ``1.50``, ``-0``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +126,53 @@ def is_email(text: str) -> bool:
     return bool(_EMAIL.fullmatch(text))
 
 
+def _no_constant(name: str) -> NoReturn:
+    msg = f"{name} is not a JSON value"
+    raise ValueError(msg)
+
+
+def _parse_json(raw: bytes) -> Any:
+    """The JSON document in a Lead.Capture body, every number a :class:`JsonNumber`.
+
+    Raises:
+        MXError: 400 for a byte order mark, bytes that are not UTF-8, or text that is not JSON.
+    """
+    if raw.startswith(_BOM):
+        msg = f"The body starts with a UTF-8 byte order mark (EF BB BF); {_SHAPE}, without it."
+        raise invalid_input(msg)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"The body is not UTF-8 ({exc.reason} at byte {exc.start}); {_SHAPE}."
+        raise invalid_input(msg) from None
+    if not text.strip():
+        msg = f"The body is empty; {_SHAPE}."
+        raise invalid_input(msg)
+    try:
+        return json.loads(
+            text, parse_int=JsonNumber, parse_float=JsonNumber, parse_constant=_no_constant
+        )
+    except ValueError as exc:
+        msg = f"The body is not valid JSON ({exc}); {_SHAPE}."
+        raise invalid_input(msg) from None
+    except RecursionError:
+        msg = f"The body nests arrays and objects too deeply to read; {_SHAPE}."
+        raise invalid_input(msg) from None
+
+
 def _value_text(name: str, value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
         text = "true" if value else "false"
-    elif isinstance(value, int | float):
-        text = orjson.dumps(value).decode()
+    elif isinstance(value, JsonNumber):
+        text = value.text
     elif isinstance(value, str):
+        try:  # an unpaired surrogate escape ("\ud800") is JSON, but no text can hold it
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            msg = f"The Value of {name!r} holds an unpaired surrogate escape; send text."
+            raise invalid_input(msg) from None
         text = value
     else:
         msg = f"The Value of {name!r} is a JSON {type(value).__name__}; send a string."
@@ -141,11 +198,7 @@ def parse_capture_body(content_type: str | None, raw: bytes) -> CaptureBody:
     if len(raw) > MAX_BODY:
         msg = f"The body holds {len(raw)} bytes; send at most {MAX_BODY}."
         raise invalid_input(msg)
-    try:  # the hub's parser: a number beyond 64 bits keeps its digits (orjson's float would not)
-        items = parse_json(raw)
-    except BodyError as exc:
-        msg = f"{exc.reason}; send an array of Attribute/Value objects."
-        raise invalid_input(msg) from None
+    items = _parse_json(raw)
     if not isinstance(items, list):
         msg = "The body must be a JSON array of {'Attribute': ..., 'Value': ...} objects."
         raise invalid_input(msg)
