@@ -35,6 +35,7 @@ from hub.sources.base import (
     Split,
     VerificationError,
     natural_id,
+    path_id,
 )
 from hub.sources.bodies import Skimmer
 from hub.sources.facebook import FacebookSource
@@ -133,13 +134,7 @@ def _id_from_path(endpoint: Endpoint, document: Any) -> str | None:
         values = endpoint.dedupe.values(document)
     except Exception:  # a path evaluating over an odd document must not fail a delivery
         return None
-    for value in values:
-        if value is None or value == "" or isinstance(value, bool):
-            continue
-        if isinstance(value, dict | list):
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
-        return str(value)
-    return None
+    return path_id(values)
 
 
 def delivery_ids(endpoint: Endpoint, splits: Sequence[Split], body: bytes) -> list[str]:

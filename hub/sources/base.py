@@ -230,7 +230,8 @@ def natural_id(value: Any) -> str | None:
 def path_id(values: Iterable[Any]) -> str | None:
     """The id a ``dedupe`` path gives from the values it found: the first that is not null,
     empty text or a boolean, as text (an object or array as its JSON, keys sorted); None
-    when there is none. (The rule ingest applies to a single path, ``hub.sources``.)"""
+    when there is none: the rule of a single ``dedupe`` path (``hub.sources``) and of each
+    path of a list."""
     for value in values:
         if value is None or value == "" or isinstance(value, bool):
             continue
