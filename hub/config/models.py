@@ -213,7 +213,8 @@ class Endpoint:
     name: str
     source: str  # one of SOURCES
     options: SourceOptions
-    #: JSONPath naming the delivery id; ``None`` uses the source's natural id, else a body hash.
+    #: JSONPath naming the delivery id (a list's paths together: ``DedupePaths``); ``None``
+    #: uses the source's natural id, else a body hash.
     dedupe: JsonPath | None = None
     max_body: int = DEFAULT_MAX_BODY
     origin: Origin | None = None

@@ -2,7 +2,7 @@
 
 ``build_source(endpoint)`` gives the :class:`~hub.sources.base.Source` for an
 endpoint; ``delivery_ids(endpoint, splits, body)`` names each event: the
-endpoint's ``dedupe`` JSONPath when it finds a value, else the sender's natural
+endpoint's ``dedupe`` JSONPath (or list of them) when it finds a value, else the sender's natural
 id, else ``sha256:`` + the hex SHA-256 of the raw body (for a batch without
 natural ids, of each event's canonical JSON instead).
 """
