@@ -88,6 +88,17 @@ def directory(text: str) -> str:
     )
 
 
+def sandbox_key(text: str) -> str:
+    """A key ``leadhub sandbox`` accepts, not empty: the sandbox compares a call's key with
+    it, so an empty one is matched by any call sending an empty ``accessKey=`` (or
+    ``x-LSQ-AccessKey``) and keeps nobody out."""
+    return _not_empty(
+        text,
+        "an empty key is matched by any call that sends an empty one, so it keeps nobody "
+        "out; give the key callers must send, like sandbox",
+    )
+
+
 def age(text: str) -> str:
     """An AGE such as ``2h`` or ``7d`` (a duration), kept as written: checked here so that a
     bad ``LEADHUB_<FLAG>`` is a usage error naming the variable."""
@@ -298,8 +309,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sandbox = command("sandbox", "run the Lead.Capture sandbox on its own")
     sandbox.add_argument("--host", type=address, default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=port, default=9000, help="port to listen on")
-    sandbox.add_argument("--access-key", default="sandbox", help="access key the sandbox accepts")
-    sandbox.add_argument("--secret-key", default="sandbox", help="secret key the sandbox accepts")
+    sandbox.add_argument(
+        "--access-key", type=sandbox_key, default="sandbox", help="access key the sandbox accepts"
+    )
+    sandbox.add_argument(
+        "--secret-key", type=sandbox_key, default="sandbox", help="secret key the sandbox accepts"
+    )
     sandbox.add_argument("--db", default=None, help="SQLite file (in memory when absent)")
     sandbox.add_argument(
         "--rate-limit", default="25/5s", help="calls per window per access key, or 'off'"

@@ -17,7 +17,7 @@ import pytest
 
 from hub.store import open_store
 from tests.sandbox.helpers import CAPTURE, body, sigterm_while_a_call_is_held
-from tests.support.server import REPO, free_port, leadhub_process
+from tests.support.server import REPO, free_port, leadhub_process, leadhub_run
 
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)
 
@@ -138,6 +138,30 @@ def test_the_sandbox_refuses_the_hubs_event_store(tmp_path: Path) -> None:
 def _tables(db: Path) -> set[str]:
     with sqlite3.connect(db) as conn:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "named"),
+    [
+        ({"LEADHUB_ACCESS_KEY": ""}, [], "LEADHUB_ACCESS_KEY=''"),
+        ({"LEADHUB_SECRET_KEY": "  "}, [], "LEADHUB_SECRET_KEY='  '"),
+        ({}, ["--access-key", ""], "argument --access-key"),
+        ({}, ["--secret-key", ""], "argument --secret-key"),
+    ],
+)
+def test_sandbox_command_refuses_an_empty_key(
+    env: dict[str, str], flags: list[str], named: str
+) -> None:
+    """An empty (or blank) key is a usage error naming the variable or flag it came from: the
+    sandbox compares a call's key with it, so it let in any call sending an empty accessKey=
+    or secretKey= (it served on, keyless in effect)."""
+    port = str(free_port())
+    result = leadhub_run(
+        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=20
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"leadhub sandbox: error: {named}: an empty key is matched" in result.stderr
+    assert "sandbox_ready" not in result.stdout
 
 
 def test_sandbox_command_refuses_a_bad_rate_limit() -> None:
