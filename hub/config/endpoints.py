@@ -431,13 +431,41 @@ def _concurrency(r: Reader) -> int | None:
     return number
 
 
+class SandboxSettingError(ValueError):
+    """A ``LEADHUB_SANDBOX_*`` variable the embedded sandbox cannot be made with."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+
+
+def _sandbox_key(environ: Mapping[str, str], variable: str) -> Secret:
+    """The embedded sandbox's key from ``variable`` (default ``sandbox``); a blank one is
+    refused: the sandbox compares what a call sends with it, so an empty key lets in any
+    call that sends an empty one."""
+    value = environ.get(variable, "sandbox")
+    if not value.strip():
+        msg = (
+            f"{variable} is empty: an empty key is matched by any call that sends an empty "
+            "one, so it keeps nobody out of the embedded sandbox; give the key its callers "
+            f"must send (unset {variable} for the default, sandbox)"
+        )
+        raise SandboxSettingError(variable, msg)
+    return Secret(value)
+
+
 def sandbox_target(environ: Mapping[str, str]) -> Target:
-    """The embedded sandbox, the ``default`` target when none is configured."""
+    """The embedded sandbox, the ``default`` target when none is configured.
+
+    Raises:
+        SandboxSettingError: a blank key variable.
+        UnitError: ``LEADHUB_SANDBOX_RATE_LIMIT`` is not a rate limit.
+    """
     return Target(
         name="default",
         url="",
         sandbox=True,
-        access_key=Secret(environ.get("LEADHUB_SANDBOX_ACCESS_KEY", "sandbox")),
-        secret_key=Secret(environ.get("LEADHUB_SANDBOX_SECRET_KEY", "sandbox")),
+        access_key=_sandbox_key(environ, "LEADHUB_SANDBOX_ACCESS_KEY"),
+        secret_key=_sandbox_key(environ, "LEADHUB_SANDBOX_SECRET_KEY"),
         rate_limit=parse_rate_limit(environ.get("LEADHUB_SANDBOX_RATE_LIMIT", "25/5s")),
     )

@@ -15,7 +15,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from hub.config.endpoints import build_endpoint, build_target, sandbox_target
+from hub.config.endpoints import (
+    SandboxSettingError,
+    build_endpoint,
+    build_target,
+    sandbox_target,
+)
 from hub.config.issues import ConfigError, Issues, did_you_mean
 from hub.config.mappings import build_mapping
 from hub.config.models import Config, Endpoint, Origin, Target
@@ -239,6 +244,9 @@ class _Collector:
                 self.targets["default"] = sandbox_target(self.environ)
             except UnitError as exc:
                 self.issues.error("LEADHUB_SANDBOX_RATE_LIMIT", 0, str(exc))
+                unmade.add("default")
+            except SandboxSettingError as exc:
+                self.issues.error(exc.variable, 0, str(exc))
                 unmade.add("default")
         for mapping in self.mappings.values():
             if mapping.endpoint not in self.endpoints and not self._reported(mapping, "endpoint"):

@@ -298,6 +298,23 @@ def test_check_and_try_on_an_unreadable_directory(tmp_path: Path) -> None:
         config.chmod(0o755)
 
 
+def test_serve_and_check_refuse_an_empty_embedded_sandbox_key(tmp_path: Path) -> None:
+    """``serve`` with an empty LEADHUB_SANDBOX_ACCESS_KEY used to run an embedded sandbox that
+    took any call sending an empty key (its leads readable by anyone); now serve exits 2 and
+    check 1, naming the variable, before anything listens."""
+    env = {**DEMO_ENV, "LEADHUB_SANDBOX_ACCESS_KEY": ""}
+    db = f"sqlite:///{tmp_path / 'hub.db'}"
+    result = leadhub_run(
+        ["serve", "--config-dir", str(SHIPPED), "--db", db, "--port", "0"], env=env
+    )
+    assert result.returncode == 2, result.stderr
+    assert "LEADHUB_SANDBOX_ACCESS_KEY:0: LEADHUB_SANDBOX_ACCESS_KEY is empty" in result.stderr
+    assert "hub_ready" not in result.stderr + result.stdout
+    result = leadhub_run(["check", str(SHIPPED)], env=env)
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[0].startswith("LEADHUB_SANDBOX_ACCESS_KEY:0: ")
+
+
 @pytest.mark.usefixtures("demo_env")
 def test_a_bad_sandbox_rate_limit_is_one_error(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

@@ -186,6 +186,30 @@ def test_default_target_is_the_embedded_sandbox(config_dir: Path) -> None:
     assert load(config_dir, ENV).targets["default"].rate_limit == RateLimit(25, 5.0)
 
 
+@pytest.mark.parametrize("variable", ["LEADHUB_SANDBOX_ACCESS_KEY", "LEADHUB_SANDBOX_SECRET_KEY"])
+@pytest.mark.parametrize("value", ["", "  "])
+def test_a_blank_sandbox_key_is_an_error_naming_its_variable(
+    config_dir: Path, variable: str, value: str
+) -> None:
+    """An empty key would let in any call that sends an empty one: refused by name, and
+    the one error (the mappings sending to default are not also reported)."""
+    with pytest.raises(ConfigError) as info:
+        load(config_dir, {**ENV, variable: value})
+    assert len(info.value.issues) == 1
+    (issue,) = info.value.issues
+    assert str(issue).startswith(f"{variable}:0: {variable} is empty: ")
+    assert f"unset {variable} for the default, sandbox" in str(issue)
+
+
+def test_a_blank_sandbox_key_does_not_matter_with_a_default_target(config_dir: Path) -> None:
+    """With a target named default there is no embedded sandbox, and its keys are not read."""
+    (config_dir / "targets.yml").write_text(TARGETS.replace("name: crm", "name: default"))
+    (config_dir / "mappings.yaml").write_text(MAPPINGS.replace("target: crm", "target: default"))
+    assert (
+        not load(config_dir, {**ENV, "LEADHUB_SANDBOX_ACCESS_KEY": ""}).targets["default"].sandbox
+    )
+
+
 def test_a_configured_default_target_replaces_the_sandbox(config_dir: Path) -> None:
     """A target named default is used as written, not the sandbox."""
     (config_dir / "targets.yml").write_text(TARGETS.replace("name: crm", "name: default"))
