@@ -39,7 +39,7 @@ from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
 from hub.store.base import LeaseLost
-from hub.store.models import Ack, Event
+from hub.store.models import PAUSE_HELD, Ack, Event
 
 if TYPE_CHECKING:
     from hub.dispatch.worker import Dispatcher
@@ -129,8 +129,14 @@ class Lane:
         #: event's give_up_after (:meth:`paused_during`).
         self._paused_since: float | None = None
         self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
+        #: What the events this pause holds back say (its reason and the fix), from the
+        #: refused call that started it; None before any pause.
+        self._pause_note: str | None = None
         self._probe = asyncio.Lock()
         self._lease_told = False  # lease_too_short logged (once per lane)
+        # A new lane is not paused: it says so, also in place of a lane it replaces (a
+        # reload that fixed the keys), whose pause would otherwise be shown for good.
+        dispatcher.metrics.paused.labels(target.name).set(0)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -220,7 +226,15 @@ class Lane:
         return min(max(1.0, self.held * limit.window / limit.calls), 60.0)
 
     def _pause_reason(self) -> str:
-        return f"target {self.target.name!r} is paused"
+        """The last error of an event this pause holds back: why, and what to do, as the
+        refused call said (every held event says it, not only the one whose call it was)."""
+        return self._pause_note or f"{PAUSE_HELD}target {self.target.name!r} is paused"
+
+    def _show_paused(self, paused: bool) -> None:
+        """``leadhub_target_paused`` for this lane's target, while this lane is the target's:
+        a lane a reload replaced (its last sends finishing) no longer speaks for it."""
+        if self._d.lanes.get(self.target.name) is self:
+            self._d.metrics.paused.labels(self.target.name).set(1 if paused else 0)
 
     # --- sending ----------------------------------------------------------------------------
 
@@ -457,7 +471,8 @@ class Lane:
             self.paused_until = now + ceiling * (0.5 + 0.5 * self._random())
             self.pause_level += 1
             self.probing = True
-            d.metrics.paused.labels(self.target.name).set(1)
+            self._pause_note = f"{PAUSE_HELD}{reason}"
+            self._show_paused(True)
             _log.error(
                 "target_paused",
                 reason=reason,
@@ -465,8 +480,8 @@ class Lane:
                 pauses=self.pause_level,
             )
         assert self.paused_until is not None
-        await d.release(item.event, at=self.paused_until, reason=f"target paused: {reason}")
-        await self._release_queued(self.paused_until, f"target paused: {reason}")
+        await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
+        await self._release_queued(self.paused_until, self._pause_reason())
 
     def _resume(self) -> None:
         if self._paused_since is not None:
@@ -475,7 +490,7 @@ class Lane:
         self.probing = False
         self.pause_level = 0
         self.paused_until = None
-        self._d.metrics.paused.labels(self.target.name).set(0)
+        self._show_paused(False)
         _log.info("target_resumed", target=self.target.name)
 
     async def _release_queued(self, at: float, reason: str | None) -> None:

@@ -131,6 +131,14 @@ def _delivered(body: dict[str, Any]) -> Delivered:
     )
 
 
+#: How a target's configuration fixed while the hub runs is taken (see the README).
+RELOAD = "reload the hub (kill -HUP; a restart for a value set in a variable, not a _FILE)"
+#: What to do about refused keys: the events wait, their attempts not counted.
+KEYS_FIX = (
+    "set the target's access_key and secret_key to the account's keys (Settings > API and "
+    f"Webhooks), then {RELOAD}; its events wait meanwhile, their attempts not counted"
+)
+
 #: A 407, from the proxy the environment names: no retry of one lead fixes its credentials.
 PROXY_REFUSED = (
     "the proxy refused the hub's credentials ({}); check the user and password in "
@@ -171,10 +179,15 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
         return Dead(reason)
     if status == 401:
         detail = f"{mx[0]}: {mx[1]}" if mx else _excerpt(content)
-        return Pause(f"HTTP 401: the target's access/secret keys were refused ({detail})")
+        return Pause(
+            f"HTTP 401: the target's access/secret keys were refused ({detail}); {KEYS_FIX}"
+        )
     if status == 404:
         detail = _excerpt(content)
-        return Pause(f"HTTP 404: no Lead.Capture at the target's url; check it ({detail})")
+        return Pause(
+            f"HTTP 404: no Lead.Capture at the target's url ({detail}); set the target's url "
+            f"to the account's API host, then {RELOAD}"
+        )
     if status == 407:
         return Pause(PROXY_REFUSED.format(f"HTTP 407 {_excerpt(content)}".strip()))
     if status in REDIRECTS:

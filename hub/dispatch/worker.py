@@ -175,8 +175,24 @@ class Dispatcher:
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
         self._stopping = False
+        # No lane of this process is paused: what an earlier one's pause held back (its keys
+        # fixed by this restart, say) goes now, not when that pause would have ended.
+        await self._resume_held(sorted(self.lanes))
         self._loop_task = asyncio.create_task(self._supervised_claims(), name="dispatch-claims")
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
+
+    async def _resume_held(self, targets: list[str]) -> None:
+        """Make due now the events a pause of ``targets`` held back (their lanes are new: not
+        paused); a store that fails here leaves them to come due when that pause would end."""
+        if not targets:
+            return
+        try:
+            count = await self.store.resume_held(targets)
+        except Exception as exc:
+            _log.warning("resume_held_failed", targets=targets, error=str(exc)[:300])
+            return
+        if count:
+            _log.info("held_events_resumed", targets=targets, events=count)
 
     def _lane(self, target: Target) -> Lane:
         # The target's own `concurrency:` wins over the dispatcher's.
@@ -247,6 +263,15 @@ class Dispatcher:
         self.config, self.lanes = config, lanes
         self.wake()
         await asyncio.gather(*(lane.close(deadline) for lane in closing), return_exceptions=True)
+        for lane in closing:
+            if lane.target.name not in lanes:  # gone: no gauge left saying it is paused
+                with contextlib.suppress(KeyError):
+                    self.metrics.paused.remove(lane.target.name)
+        # A changed target's new lane is not paused (a reload that fixed its keys, say): the
+        # events the old lane's pause held back go now (after its last sends: one refused
+        # then holds its event back too).
+        await self._resume_held(sorted({lane.target.name for lane in closing} & set(lanes)))
+        self.wake()
         _log.info(
             "dispatcher_reloaded",
             targets=sorted(lanes),

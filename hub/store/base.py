@@ -560,6 +560,17 @@ class EventStore(Protocol):
         """The earliest time an event becomes claimable (a lease end counts), or None."""
         ...
 
+    async def resume_held(self, targets: Sequence[str]) -> int:
+        """Make due now the waiting events that a pause of one of ``targets`` put back (their
+        last error begins with :data:`~hub.store.models.PAUSE_HELD`); returns how many.
+
+        A paused target's events are put back due when the pause ends (up to the target's
+        ``max_interval``, an hour by default); once the target is usable again (a reload or
+        a restart that gave it new keys), they are not left waiting that out. Their state and
+        attempts are kept; if the target is still refused, the next call pauses it again.
+        """
+        ...
+
     # -- rate limits shared by every process on the store --------------------------------
 
     async def take_slots(

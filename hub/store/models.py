@@ -47,6 +47,11 @@ PURGEABLE = (State.DELIVERED, State.SKIPPED, State.DEAD, State.UNMATCHED)
 #: What a purge deletes unless told otherwise: events whose work is done. Dead and
 #: unmatched events wait for a fix and a replay, so they go only when named.
 PURGED_BY_DEFAULT = (State.DELIVERED, State.SKIPPED)
+#: How the last error of an event a paused target holds back begins (the pause's reason
+#: follows): :meth:`hub.store.base.EventStore.resume_held` finds such events by it, to send
+#: them at once when the target is usable again (a reload or a restart with its keys fixed)
+#: rather than when the pause would have ended.
+PAUSE_HELD = "target paused: "
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,6 +51,7 @@ from hub.store.base import (
     state_counts,
 )
 from hub.store.models import (
+    PAUSE_HELD,
     Ack,
     EnqueueResult,
     Event,
@@ -519,6 +520,13 @@ class PostgresStore(BatchedStore):
         async with self._conn(readonly=True) as conn:
             found = await conn.fetchval(Q["next_due"])
         return None if found is None else float(found)
+
+    async def resume_held(self, targets: Sequence[str]) -> int:
+        async with self._conn() as conn:
+            done = await conn.execute(
+                Q["resume_held"], self.clock.time(), list(targets), PAUSE_HELD
+            )
+        return int(done.split()[-1])
 
     # -- rate limits shared by every instance on this database -----------------------------
 

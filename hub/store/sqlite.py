@@ -41,6 +41,7 @@ from hub.store.base import (
     state_counts,
 )
 from hub.store.models import (
+    PAUSE_HELD,
     Ack,
     EnqueueResult,
     Event,
@@ -532,6 +533,14 @@ class SQLiteStore(BatchedStore):
     async def next_due(self) -> float | None:
         found = await self._reader.submit(lambda conn: conn.execute(Q["next_due"]).fetchone())
         return None if found is None or found[0] is None else float(found[0])
+
+    async def resume_held(self, targets: Sequence[str]) -> int:
+        params = {"targets": _json(list(targets)), "held": PAUSE_HELD}
+
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute(Q["resume_held"], {**params, "now": self.clock.time()}).rowcount
+
+        return int(await self._writer.submit(job))
 
     # -- rate limits shared by every process on this file ----------------------------------
 

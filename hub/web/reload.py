@@ -9,10 +9,11 @@ configuration it has. Otherwise it logs ``config_reloaded`` and, from then on (e
 * ``/hooks/{name}`` serves the new endpoints (a new one answers, a removed one is 404);
 * the dispatcher maps every event it claims with the new mappings; a target that is new gets
   a lane, and one that changed or went away has its lane closed, its queued events put back
-  in the queue to be claimed again (:meth:`hub.dispatch.worker.Dispatcher.reload`).
+  in the queue to be claimed again (:meth:`hub.dispatch.worker.Dispatcher.reload`); its new
+  lane is not paused, so the events a pause of it held back are due at once.
 
-Stored events are untouched: what was accepted stays accepted, and is mapped when it is
-sent. Variables (``${VAR}``) are read from the hub's environment, which a running process
+Stored events are otherwise untouched: what was accepted stays accepted, and is mapped when it
+is sent. Variables (``${VAR}``) are read from the hub's environment, which a running process
 cannot be given anew: a changed secret needs a restart, as do the embedded sandbox's own
 settings and the flags of ``leadhub serve``. With the roles split over processes, signal the
 workers before the web processes: a worker that does not know a new endpoint yet would

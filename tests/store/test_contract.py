@@ -15,6 +15,7 @@ from hub.sources import capped
 from hub.store import EventStore, LeaseLost, StoreError
 from hub.store.base import PURGE_WINDOW, BodyNotSkimmed, Submits
 from hub.store.models import (
+    PAUSE_HELD,
     Ack,
     EnqueueResult,
     EventIn,
@@ -396,6 +397,35 @@ class TestOutcomes:
         event = await store.get(eid)
         assert event is not None
         assert (event.state, event.attempts, event.next_attempt_at) == (State.QUEUED, 0, START + 7)
+
+    async def test_resume_held_makes_due_what_a_pause_of_those_targets_put_back(
+        self, store: EventStore
+    ) -> None:
+        """resume_held makes due now the waiting events of the targets named whose last error
+        is a pause's (PAUSE_HELD), their state and attempts kept; another target's, another
+        reason's and a due one are left as they were."""
+        held, failed, other, due = await ids_of(store, 4)
+        await store.claim(limit=4, lease=30)
+        routes = [Route(held, "a", "m", ()), Route(failed, "a", "m", ())]
+        routes += [Route(other, "b", "m", ()), Route(due, "a", "m", ())]
+        await store.set_routes(routes)
+        later = START + 600
+        await store.release(held, at=later, reason=f"{PAUSE_HELD}HTTP 401: keys refused")
+        await store.retry(failed, at=later, error="HTTP 500: Internal Server Error")
+        await store.release(other, at=later, reason=f"{PAUSE_HELD}HTTP 401: keys refused")
+        await store.release(due, at=START, reason=f"{PAUSE_HELD}HTTP 401: keys refused")
+        assert await store.resume_held(["a"]) == 1
+        found = {i: await store.get(i) for i in (held, failed, other, due)}
+        assert all(e is not None for e in found.values())
+        shown = {i: (e.state, e.attempts, e.next_attempt_at) for i, e in found.items() if e}
+        assert shown == {
+            held: (State.QUEUED, 0, START),
+            failed: (State.RETRYING, 1, later),
+            other: (State.QUEUED, 0, later),
+            due: (State.QUEUED, 0, START),
+        }
+        assert await store.resume_held([]) == 0
+        assert [e.id for e in await store.claim(limit=4, lease=30)] == [held, due]
 
     async def test_release_after_failed_attempts_is_retrying(
         self, store: EventStore, clock: ManualClock

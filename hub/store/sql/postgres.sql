@@ -378,6 +378,14 @@ SELECT min(due) FROM (
     SELECT min(next_attempt_at) FROM events WHERE state = 'sending'
 ) AS t;
 
+-- name: resume_held
+-- The waiting events a pause of one of the targets $2 put back (their last error begins
+-- with $3, hub.store.models.PAUSE_HELD) are due now ($1): the target is usable again.
+UPDATE events SET next_attempt_at = $1, updated_at = $1
+WHERE state IN ('queued', 'retrying') AND next_attempt_at > $1
+  AND target = ANY ($2::text[])
+  AND starts_with(last_error, $3);
+
 -- name: lock_account
 -- Serialises take_slots per account across every instance, until the transaction ends.
 SELECT pg_advisory_xact_lock(hashtextextended('leadhub.rate_slots:' || $1, 0));

@@ -372,6 +372,14 @@ SELECT min(due) FROM (
     SELECT min(next_attempt_at) FROM events WHERE state = 'sending'
 );
 
+-- name: resume_held
+-- The waiting events a pause of one of :targets put back (their last error begins with
+-- :held, hub.store.models.PAUSE_HELD) are due now: the target is usable again.
+UPDATE events SET next_attempt_at = :now, updated_at = :now
+WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now
+  AND target IN (SELECT value FROM json_each(:targets))
+  AND substr(last_error, 1, length(:held)) = :held;
+
 -- name: expire_slots
 -- Slots of calls that ended a window ago no longer count. So do slots said to end after
 -- :latest: no call is held that long, so the wall clock was set back since they were taken.

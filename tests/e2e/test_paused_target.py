@@ -1,0 +1,172 @@
+"""Wrong keys (401) pause a target; fixing them (``kill -HUP`` or a restart) resumes it at once.
+
+Real processes: a ``leadhub sandbox`` with its own keys, and ``leadhub serve`` whose target
+reads its secret key from a file (``LSQ_SECRET_FILE``), so a reload takes the fixed key. The
+target's retry schedule starts at 30 s, so its first pause lasts 15 to 30 s: what is delivered
+within a few seconds of the fix was not waiting for the pause to run out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from hub.store.models import Event, State
+from tests.dispatch.support import KEYS, target_yaml
+from tests.e2e.support import on_store, wait_until
+from tests.e2e.test_crash import CONFIG, TOKEN
+from tests.e2e.test_reload import Log
+from tests.support.server import free_port, leadhub_process, serve_args
+
+#: A first pause of 15 to 30 s (the schedule's first ceiling, times 0.5 to 1).
+SLOW_RETRY = "{initial: 30s, max_interval: 1h, give_up_after: 1h}"
+#: Seconds within which held events must go once the keys are fixed (well under a pause).
+PROMPT = 8.0
+
+
+@dataclass
+class Hub:
+    """A running ``serve`` whose target is paused, and what the test needs of it."""
+
+    proc: subprocess.Popen[str]
+    log: Log
+    base: str
+    db: str
+    secret: Path
+    ids: list[int]
+
+    def events(self) -> list[Event]:
+        found = on_store(self.db, lambda store: store.list(limit=1000))
+        return [event for event in found if event.id in self.ids]
+
+    def post(self, email: str) -> int:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        answer = httpx.post(f"{self.base}/hooks/forms", json={"email": email}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        event_id: int = answer.json()["id"]
+        return event_id
+
+    def paused_gauge(self) -> float:
+        text = httpx.get(f"{self.base}/metrics", timeout=10).text
+        found = re.search(r'^leadhub_target_paused\{target="default"\} (\S+)$', text, re.M)
+        assert found, text
+        return float(found.group(1))
+
+
+@contextlib.contextmanager
+def sandbox(tmp_path: Path) -> Iterator[str]:
+    """A ``leadhub sandbox`` process taking the test keys; yields its base URL."""
+    port = free_port()
+    args = ["sandbox", "--port", str(port), "--rate-limit", "off"]
+    args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
+    url = f"http://127.0.0.1:{port}"
+    with leadhub_process(args, ready_url=f"{url}/"):
+        yield url
+
+
+def setup(tmp_path: Path, sandbox_url: str) -> tuple[list[str], str, Path]:
+    """serve's arguments (a 1 s target timeout, so an 8 s lease), its base URL, the key file."""
+    target = target_yaml("default", sandbox_url, timeout="1s", retry=SLOW_RETRY)
+    files = {"forms.yaml": CONFIG, "targets.yaml": target}
+    args, base, _ = serve_args(tmp_path, files, "--lease", "8s")
+    secret = tmp_path / "lsq_secret"
+    secret.write_text("not-the-key\n")
+    return args, base, secret
+
+
+def env_with(secret: Path) -> dict[str, str]:
+    return {"LSQ_ACCESS": KEYS["LSQ_ACCESS"], "LSQ_SECRET_FILE": str(secret), "FORMS_TOKEN": TOKEN}
+
+
+@contextlib.contextmanager
+def paused_hub(tmp_path: Path, sandbox_url: str, leads: int = 3) -> Iterator[Hub]:
+    """serve with the wrong secret key, ``leads`` events posted, the target paused."""
+    args, base, secret = setup(tmp_path, sandbox_url)
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(secret)) as proc:
+        hub = Hub(proc, Log(proc), base, f"sqlite:///{tmp_path / 'hub.db'}", secret, [])
+        hub.ids = [hub.post(f"held{n}@example.com") for n in range(leads)]
+        wait_until(lambda: bool(hub.log.events("target_paused")), what="the pause")
+        wait_until(
+            lambda: all(e.state is State.QUEUED and e.last_error for e in hub.events()),
+            what="every event put back by the pause",
+        )
+        yield hub
+
+
+def fix_and_reload(hub: Hub) -> None:
+    hub.secret.write_text(KEYS["LSQ_SECRET"] + "\n")
+    hub.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: bool(hub.log.events("config_reloaded")), what="the reload")
+
+
+def test_held_events_go_at_once_after_a_reload_with_the_right_keys(tmp_path: Path) -> None:
+    """The events a pause put back wait for the pause to end (15-30 s here, up to an hour with
+    the default schedule); once ``kill -HUP`` gives the target the right keys, that wait is
+    over: they are delivered within seconds, their attempts not counted for the pause. (They
+    waited the whole old pause out.)"""
+    with sandbox(tmp_path) as sandbox_url, paused_hub(tmp_path, sandbox_url) as hub:
+        fix_and_reload(hub)
+        wait_until(
+            lambda: all(e.state is State.DELIVERED for e in hub.events()),
+            timeout=PROMPT,
+            what="the held events delivered after the reload",
+        )
+        assert [e.attempts for e in hub.events()] == [1, 1, 1]
+
+
+def test_held_events_go_at_once_after_a_restart_with_the_right_keys(tmp_path: Path) -> None:
+    """The same when the key is fixed by a restart (as a key given in a variable must be):
+    the new process sends the events the old one's pause put back without waiting it out."""
+    with sandbox(tmp_path) as sandbox_url:
+        with paused_hub(tmp_path, sandbox_url) as hub:
+            hub.proc.send_signal(signal.SIGTERM)
+            assert hub.proc.wait(timeout=30) == 0
+        args, base, _ = setup(tmp_path, sandbox_url)
+        hub.secret.write_text(KEYS["LSQ_SECRET"] + "\n")  # the key fixed for the restart
+        with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(hub.secret)):
+            wait_until(
+                lambda: all(e.state is State.DELIVERED for e in hub.events()),
+                timeout=PROMPT,
+                what="the held events delivered after the restart",
+            )
+
+
+def test_the_paused_gauge_is_0_once_a_reload_gave_the_right_keys(tmp_path: Path) -> None:
+    """``leadhub_target_paused`` (what the README says to alert on) goes back to 0 when the
+    reload's new lane delivers; it stayed 1 for as long as the process ran, the paused lane
+    it described being gone."""
+    with sandbox(tmp_path) as sandbox_url, paused_hub(tmp_path, sandbox_url) as hub:
+        assert hub.paused_gauge() == 1
+        fix_and_reload(hub)
+        fresh = hub.post("fresh@example.com")
+        hub.ids.append(fresh)
+        wait_until(
+            lambda: any(e.id == fresh and e.state is State.DELIVERED for e in hub.events()),
+            timeout=PROMPT,
+            what="a new lead delivered with the right keys",
+        )
+        assert hub.paused_gauge() == 0
+
+
+def test_every_held_event_says_why_its_target_is_paused_and_what_to_do(tmp_path: Path) -> None:
+    """Each event the pause holds back names the refusal (HTTP 401, the keys) and the fix, not
+    only the one whose call was refused: the others said "target 'default' is paused"."""
+    with sandbox(tmp_path) as sandbox_url, paused_hub(tmp_path, sandbox_url) as hub:
+        hub.ids += [hub.post(f"later{n}@example.com") for n in range(3)]  # after the pause
+        wait_until(
+            lambda: all(e.state is State.QUEUED and e.last_error for e in hub.events()),
+            what="the later events put back too",
+        )
+        errors = [e.last_error or "" for e in hub.events()]
+    for error in errors:
+        assert error.startswith("target paused: HTTP 401"), errors
+        assert "access_key" in error and "secret_key" in error, errors
+        assert "kill -HUP" in error, errors
+        assert KEYS["LSQ_SECRET"] not in error and "not-the-key" not in error
