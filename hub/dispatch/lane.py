@@ -453,7 +453,9 @@ class Lane:
             # event's give_up_after (a lead waiting out days of wrong keys is not given up
             # at its first failure once they are fixed).
             held = self.paused_during(event.queued_since, d.clock.time())
-            await d.retry_or_die(event, self.policy, outcome.reason, held=held)
+            await d.retry_or_die(
+                event, self.policy, outcome.reason, held=held, give_up=not outcome.rate_limited
+            )
         elif isinstance(outcome, Dead):
             await d.kill(event, outcome.reason)
         else:

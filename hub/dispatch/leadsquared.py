@@ -7,7 +7,8 @@ So the body is read on EVERY answer, and the outcome is:
 - ``Status: Success`` → :class:`Delivered` (lead id = ``Message.RelatedId``,
   falling back to ``Message.Id``; created = ``Message.IsCreated``).
 - An MX exception → :class:`Dead` (``"<ExceptionType>: <ExceptionMessage>"``),
-  except ``MXAPIRateLimitExceededException``, which is :class:`Retry`.
+  except ``MXAPIRateLimitExceededException``, which is :class:`Retry` (rate limited: retried
+  past the retry schedule's ``give_up_after``, never dead; so is a 429).
 - 429, a 5xx without an MX body, network errors and timeouts → :class:`Retry`;
   connection refused, reset, closed without an answer and timeout are told apart.
   The target's ``timeout`` bounds each phase (connecting, waiting for each part of the
@@ -68,9 +69,23 @@ class Delivered:
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """A transient failure: try again later."""
+    """A transient failure: try again later.
+
+    ``rate_limited``: the account refused the call for its rate limit (a 429, or the MX
+    rate-limit exception on any status). Nothing is wrong with the lead, so such a failure
+    is retried however long it lasts: it never makes the event dead.
+    """
 
     reason: str
+    rate_limited: bool = False
+
+
+#: What a rate-limited answer's reason adds: the hub keeps under the limit it is given, so
+#: another caller shares the account's limit (or the plan's is lower than configured).
+RATE_LIMIT_ADVICE = (
+    "retried until the account has room, never dead for this; if it persists, other callers "
+    "share the account's limit: lower the target's rate_limit"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +190,9 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
         kind, message = mx
         reason = f"{kind}: {message}"
         if kind == RATE_LIMIT_EXCEPTION:
-            return Retry(f"rate limited (HTTP {status}): {reason}")
+            return Retry(
+                f"rate limited (HTTP {status}): {reason}; {RATE_LIMIT_ADVICE}", rate_limited=True
+            )
         return Dead(reason)
     if status == 401:
         detail = f"{mx[0]}: {mx[1]}" if mx else _excerpt(content)
@@ -198,7 +215,9 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
             "LeadSquared API host (https://)"
         )
     if status == 429:
-        return Retry(f"rate limited (HTTP 429): {_excerpt(content)}")
+        return Retry(
+            f"rate limited (HTTP 429): {_excerpt(content)}; {RATE_LIMIT_ADVICE}", rate_limited=True
+        )
     if status >= 500:
         return Retry(f"HTTP {status}: {_excerpt(content)}")
     if 400 <= status < 500:

@@ -39,7 +39,9 @@ class RetryPolicy:
         """A jittered wait after the ``attempts``-th failed try."""
         return self._random() * self.ceiling(attempts)
 
-    def next_attempt(self, attempts: int, queued_since: float, now: float) -> float | None:
+    def next_attempt(
+        self, attempts: int, queued_since: float, now: float, *, give_up: bool = True
+    ) -> float | None:
         """When to try again after ``attempts`` tries, or ``None`` to give up (dead).
 
         Args:
@@ -47,7 +49,12 @@ class RetryPolicy:
             queued_since: when the event joined the queue: received, or replayed since
                 (unix seconds; ``Event.queued_since``). The give-up clock starts there.
             now: the current time (unix seconds).
+            give_up: False for a failure that must never make the event dead (the
+                account's rate limit): past the deadline it is tried again all the same,
+                after the usual wait.
         """
+        if not give_up:
+            return now + self.delay(attempts)
         deadline = queued_since + self.schedule.give_up_after
         if now >= deadline:
             return None

@@ -816,17 +816,24 @@ class Dispatcher:
             _log.warning("event_dead", reason=reason, attempt=event.attempts, mapping=mapping)
 
     async def retry_or_die(
-        self, event: Event, policy: RetryPolicy, reason: str, *, held: float = 0.0
+        self,
+        event: Event,
+        policy: RetryPolicy,
+        reason: str,
+        *,
+        held: float = 0.0,
+        give_up: bool = True,
     ) -> None:
         """Schedule another try with backoff, or kill the event when the schedule gives up.
 
         ``held``: seconds since the event joined the queue that do not count toward its
-        ``give_up_after`` (its target was paused then).
+        ``give_up_after`` (its target was paused then). ``give_up=False``: a failure that
+        never makes the event dead (the account's rate limit), retried past the deadline.
         """
         now = self.clock.time()
         # The give-up clock runs from when the event joined the queue: a replay starts it
         # again (with zero attempts), so a replayed event gets its whole schedule.
-        at = policy.next_attempt(event.attempts, event.queued_since + held, now)
+        at = policy.next_attempt(event.attempts, event.queued_since + held, now, give_up=give_up)
         if at is None:
             await self.kill(event, f"gave up after {event.attempts} attempt(s): {reason}")
             return

@@ -152,9 +152,11 @@ async def test_mx_exception_is_dead_with_its_reason_on_any_status(
 async def test_transient_answers_are_retried(
     fake_lsq: str, case: str, http_factory: Factory
 ) -> None:
-    """The MX rate-limit exception, 429, 5xx without MX body and unreadable 200s are retried."""
+    """The MX rate-limit exception, 429, 5xx without MX body and unreadable 200s are retried;
+    only the first two as rate limited (never dead)."""
     attempt = await _send(f"{fake_lsq}/{case}", http_factory)
     assert isinstance(attempt.outcome, Retry), attempt.outcome
+    assert attempt.outcome.rate_limited is (case in ("rate200", "429"))
 
 
 @pytest.mark.parametrize("case", ["401", "404"])

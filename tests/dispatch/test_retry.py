@@ -44,3 +44,12 @@ def test_multiplier_is_respected() -> None:
     """A multiplier of 3 triples the ceiling per try."""
     policy = RetryPolicy(RetrySchedule(initial=1.0, max_interval=100.0, multiplier=3.0))
     assert [policy.ceiling(n) for n in range(1, 6)] == [1.0, 3.0, 9.0, 27.0, 81.0]
+
+
+def test_a_failure_that_must_not_give_up_is_tried_again_past_the_deadline() -> None:
+    """give_up=False (a rate-limited answer): past give_up_after, the usual jittered wait."""
+    policy = RetryPolicy(SCHEDULE, random=lambda: 0.5)
+    received = 1_000_000.0
+    now = received + 80 * 3600.0
+    assert policy.next_attempt(50, received, now, give_up=False) == now + 1800.0
+    assert policy.next_attempt(2, received, received, give_up=False) == received + 10.0
