@@ -89,6 +89,7 @@ from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
 from hub.store.base import EventStore, StoreUnavailable
 from hub.store.models import Event, Route, State
+from hub.units import seconds_text
 from hub.web.metrics import app_registry
 
 _log = structlog.get_logger()
@@ -835,7 +836,13 @@ class Dispatcher:
         # again (with zero attempts), so a replayed event gets its whole schedule.
         at = policy.next_attempt(event.attempts, event.queued_since + held, now, give_up=give_up)
         if at is None:
-            await self.kill(event, f"gave up after {event.attempts} attempt(s): {reason}")
+            window = duration_text(policy.schedule.give_up_after)
+            await self.kill(
+                event,
+                f"gave up after {event.attempts} attempt(s) over {window} (the target's retry "
+                f"give_up_after): {reason}; once that is fixed, send it again: leadhub replay "
+                f"--id {event.id}",
+            )
             return
         with still_ours(event):
             await self.store.retry(event.id, at=at, error=reason, lease=event.lease)
@@ -843,6 +850,14 @@ class Dispatcher:
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def duration_text(seconds: float) -> str:
+    """``seconds`` as a duration is written in a target file: ``72h``, ``90m``, ``2s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds_text(seconds)}s"
 
 
 def lease_shortfalls(config: Config, lease: float) -> list[str]:

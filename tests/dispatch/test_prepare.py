@@ -203,10 +203,13 @@ async def test_an_unexpected_error_preparing_one_event_is_an_attempt_not_a_loop(
                 await wait_for(all_in(State.DEAD, store, [deep]), what="dead", timeout=20)
             event = (await states(store, [deep]))[deep]
         assert event.attempts >= 2
-        assert (event.last_error or "").startswith(
-            f"gave up after {event.attempts} attempt(s): preparing the event failed "
-            "(StoreError: The enrichment cannot be stored as JSON"
-        )
+        error = event.last_error or ""
+        assert error.startswith(f"gave up after {event.attempts} attempt(s) over "), error
+        assert (
+            "give_up_after): preparing the event failed "
+            "(StoreError: The enrichment cannot be stored as JSON" in error
+        ), error
+        assert error.endswith(f"send it again: leadhub replay --id {deep}"), error
         (lead,) = sandbox_get(url, "/_sandbox/leads")
         assert lead["EmailAddress"] == "fine@example.com"
 
@@ -258,9 +261,9 @@ async def test_an_event_the_database_refuses_to_route_does_not_hold_up_its_batch
         emails = sorted(lead["EmailAddress"] for lead in sandbox_get(url, "/_sandbox/leads"))
     assert emails == ["first@example.com", "last@example.com", "nul\x00@example.com"]
     assert event.attempts >= 2
-    assert (event.last_error or "").startswith(
-        f"gave up after {event.attempts} attempt(s): preparing the event failed (StoreError: "
-    )
+    error = event.last_error or ""
+    assert error.startswith(f"gave up after {event.attempts} attempt(s) over "), error
+    assert "give_up_after): preparing the event failed (StoreError: " in error, error
     assert "refused by the test's trigger: email:refused.by.trigger@example.com" in (
         event.last_error or ""
     )

@@ -1,0 +1,64 @@
+"""A target failing past its retry schedule leaves the event dead, saying after how many tries
+over how long and how to send it again; ``leadhub replay`` then does (real processes: a
+``leadhub sandbox`` with its 500 fault, ``leadhub serve``, the ``leadhub`` commands)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+
+from hub.store.models import Event, State
+from tests.dispatch.support import KEYS, target_yaml
+from tests.e2e.support import on_store, wait_until
+from tests.e2e.test_crash import CONFIG, TOKEN
+from tests.e2e.test_paused_target import sandbox
+from tests.support.server import leadhub_process, leadhub_run, serve_args
+
+QUICK = "{initial: 50ms, max_interval: 200ms, give_up_after: 2s}"
+SANDBOX_KEYS = {"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]}
+
+
+def faults(sandbox_url: str, setting: dict[str, object]) -> None:
+    answer = httpx.post(f"{sandbox_url}/_sandbox/faults", json=setting, headers=SANDBOX_KEYS)
+    assert answer.status_code == 200, answer.text
+
+
+def test_given_up_event_says_how_to_send_it_again_and_replay_does(tmp_path: Path) -> None:
+    with sandbox(tmp_path) as sandbox_url:
+        target = target_yaml("default", sandbox_url, timeout="1s", retry=QUICK)
+        args, base, sqlite = serve_args(
+            tmp_path, {"forms.yaml": CONFIG, "targets.yaml": target}, "--lease", "8s"
+        )
+        db = f"sqlite:///{sqlite}"
+        env = {**KEYS, "FORMS_TOKEN": TOKEN}
+        faults(sandbox_url, {"every": 1, "kinds": ["500"]})
+        with leadhub_process(args, ready_url=f"{base}/readyz", env=env):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            answer = httpx.post(
+                f"{base}/hooks/forms", json={"email": "late@example.com"}, headers=headers
+            )
+            event_id = answer.json()["id"]
+
+            def event() -> Event:
+                found = on_store(db, lambda store: store.get(event_id))
+                assert found is not None
+                return found
+
+            wait_until(lambda: event().state is State.DEAD, timeout=15, what="given up")
+            dead = event()
+            error = dead.last_error or ""
+            assert error.startswith(f"gave up after {dead.attempts} attempt(s) over 2s"), error
+            assert "HTTP 500" in error and f"leadhub replay --id {event_id}" in error, error
+            listed = leadhub_run(["events", "--id", str(event_id), "--json", "--db", db])
+            assert json.loads(listed.stdout)["last_error"] == error
+
+            faults(sandbox_url, {"rate": 0})
+            dry = leadhub_run(["replay", "--id", str(event_id), "--dry-run", "--db", db])
+            assert (dry.returncode, dry.stdout) == (0, "Would requeue 1 event.\n")
+            assert event().state is State.DEAD
+            done = leadhub_run(["replay", "--status", "dead", "--since", "1m", "--db", db])
+            assert (done.returncode, done.stdout) == (0, "Requeued 1 event.\n"), done.stderr
+            wait_until(lambda: event().state is State.DELIVERED, timeout=10, what="delivered")
+            assert event().attempts == 1
