@@ -71,6 +71,8 @@ def left_alone(
     when it was one to requeue."""
     if event is None:
         return f"there is no event {event_id}."
+    if event.state.pending:
+        return still_queued(event)
     if event.state not in REPLAYABLE:
         return (
             f"event {event_id} is {event.state.value}; only {REPLAYED_NAMES} events are replayed."
@@ -90,3 +92,18 @@ def left_alone(
             f"{utc(since)} UTC (--since)."
         )
     return None
+
+
+def still_queued(event: Event) -> str:
+    """Why replay leaves a pending event alone, and what to do: it is in the queue already
+    (being sent, or waiting for its next try), so it needs no replay."""
+    when = utc(event.next_attempt_at)
+    if event.state is State.SENDING:
+        where = f"is being sent now (claimed by a worker until {when} UTC at the latest)"
+    else:
+        where = f"is {event.state.value}: still in the queue, its next try at {when} UTC"
+    return (
+        f"event {event.id} {where}, so there is nothing to replay (replay takes "
+        f"{REPLAYED_NAMES} events, and delivered ones with --status delivered); follow it "
+        f"with leadhub events --id {event.id}."
+    )

@@ -62,3 +62,45 @@ def test_given_up_event_says_how_to_send_it_again_and_replay_does(tmp_path: Path
             assert (done.returncode, done.stdout) == (0, "Requeued 1 event.\n"), done.stderr
             wait_until(lambda: event().state is State.DELIVERED, timeout=10, what="delivered")
             assert event().attempts == 1
+
+
+def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queued(
+    tmp_path: Path,
+) -> None:
+    """``leadhub replay --id N`` of an event in flight (the sandbox holds its call) or waiting
+    for its next try changes nothing, and says why in those terms (when the next try is; how
+    to follow it), not only that such events are not replayed."""
+    retry = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
+    with sandbox(tmp_path) as sandbox_url:
+        target = target_yaml("default", sandbox_url, timeout="2s", retry=retry)
+        args, base, sqlite = serve_args(
+            tmp_path, {"forms.yaml": CONFIG, "targets.yaml": target}, "--lease", "10s"
+        )
+        db = f"sqlite:///{sqlite}"
+        faults(sandbox_url, {"every": 1, "kinds": ["timeout"], "timeout_s": 30})
+        with leadhub_process(args, ready_url=f"{base}/readyz", env={**KEYS, "FORMS_TOKEN": TOKEN}):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            answer = httpx.post(
+                f"{base}/hooks/forms", json={"email": "held@example.com"}, headers=headers
+            )
+            event_id = answer.json()["id"]
+
+            def event() -> Event:
+                found = on_store(db, lambda store: store.get(event_id))
+                assert found is not None
+                return found
+
+            wait_until(lambda: event().state is State.SENDING, timeout=10, what="in flight")
+            sending = leadhub_run(["replay", "--id", str(event_id), "--db", db])
+            assert (sending.returncode, sending.stdout) == (0, "Requeued 0 events.\n")
+            note = sending.stderr.strip()
+            assert note.startswith(f"leadhub replay: note: event {event_id} is being sent"), note
+            assert f"leadhub events --id {event_id}" in note, note
+
+            wait_until(lambda: event().state is State.RETRYING, timeout=10, what="retrying")
+            waiting = leadhub_run(["replay", "--id", str(event_id), "--db", db])
+            assert (waiting.returncode, waiting.stdout) == (0, "Requeued 0 events.\n")
+            note = waiting.stderr.strip()
+            assert note.startswith(f"leadhub replay: note: event {event_id} is retrying"), note
+            assert "still in the queue" in note and "next try" in note, note
+            assert event().state is State.RETRYING and event().attempts == 1

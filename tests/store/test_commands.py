@@ -625,12 +625,20 @@ class TestReplay:
         out, err = capsys.readouterr()
         assert out.strip() == "Requeued 1 event."
         notes = err.splitlines()
+        queued = notes.pop(1)  # it says when its next try is, and how to follow it
+        assert queued.startswith(
+            f"leadhub replay: note: event {ids['queued']} is queued: still in the queue, its "
+            "next try at "
+        ), queued
+        assert queued.endswith(
+            " UTC, so there is nothing to replay (replay takes dead, unmatched and skipped "
+            "events, and delivered ones with --status delivered); follow it with leadhub "
+            f"events --id {ids['queued']}."
+        ), queued
         assert notes == [
             f"leadhub replay: note: event {ids['delivered']} is delivered; only dead, "
             "unmatched and skipped events are replayed unless --status delivered is given "
             "(it sends the lead again).",
-            f"leadhub replay: note: event {ids['queued']} is queued; only dead, "
-            "unmatched and skipped events are replayed.",
             "leadhub replay: note: there is no event 9999.",
             f"leadhub replay: note: event {ids['dead_google']} is of endpoint 'google', "
             "not 'typeform'.",
