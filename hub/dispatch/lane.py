@@ -29,7 +29,7 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -38,7 +38,7 @@ from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, cal
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
-from hub.store.base import LeaseLost
+from hub.store.base import LeaseLost, StoreUnavailable
 from hub.store.models import PAUSE_HELD, Ack, Event
 
 if TYPE_CHECKING:
@@ -57,6 +57,17 @@ def still_ours(event: Event) -> Iterator[None]:
         yield
     except LeaseLost:
         _log.warning("event_lease_lost", event_id=event.id, delivery_id=event.delivery_id)
+
+
+def log_failure(name: str, exc: BaseException, **fields: Any) -> None:
+    """Log ``exc`` as ``name`` at error level: with its traceback when it is a bug, without
+    when the store cannot be reached or written (an outage its message explains: what to
+    check), which would otherwise fill the log with a traceback per event for as long as it
+    lasts."""
+    if isinstance(exc, StoreUnavailable):
+        _log.error(name, error=str(exc)[:300], **fields)
+    else:
+        _log.error(name, error=str(exc)[:300], exc_info=exc, **fields)
 
 
 LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the longest call
@@ -264,7 +275,7 @@ class Lane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or a store failure must not kill the lane
-                _log.exception("send_failed", event_id=item.event.id, error=str(exc)[:300])
+                log_failure("send_failed", exc, event_id=item.event.id)
                 await self._release_after_failure(item)
             finally:
                 self._current.pop(task, None)
@@ -306,7 +317,7 @@ class Lane:
             acks = [Ack(i.event.id, o.lead_id, o.created, i.event.lease) for i, o, _ in batch]
             missing = set(await d.store.ack_many(acks))
         except Exception as exc:  # the store failed: sent, but not recorded; send again later
-            _log.exception("ack_failed", error=str(exc)[:300], events=len(batch))
+            log_failure("ack_failed", exc, events=len(batch))
             await asyncio.gather(*(self._release_after_failure(item) for item, _, _ in batch))
         else:
             for item, outcome, attempt in batch:

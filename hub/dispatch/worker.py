@@ -79,7 +79,15 @@ from hub.dispatch.enrich import endpoint_policy, enrich, needs_read, read_first
 from hub.dispatch.fetch import read_bound
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
-from hub.dispatch.lane import LEASE_MARGIN, SEND_WINDOW, Item, Lane, lease_needed, still_ours
+from hub.dispatch.lane import (
+    LEASE_MARGIN,
+    SEND_WINDOW,
+    Item,
+    Lane,
+    lease_needed,
+    log_failure,
+    still_ours,
+)
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
@@ -466,12 +474,12 @@ class Dispatcher:
         try:
             items, blocked = await self._route(items, reading)
         except StoreUnavailable as exc:  # the store is down: the events go back, due soon
-            _log.exception("dispatch_failed", error=str(exc)[:300], events=len(items))
+            log_failure("dispatch_failed", exc, events=len(items))
             back = [item.event for item in items] + [event for event, _ in reads]
             await asyncio.gather(*(self._release_soon(event) for event in back))
             return
         except Exception as exc:  # maybe one event the store refuses: find it, go on
-            _log.exception("dispatch_failed", error=str(exc)[:300], events=len(items))
+            log_failure("dispatch_failed", exc, events=len(items))
             items, blocked = await self._route_each(items)
             if reading:
                 try:
@@ -504,7 +512,7 @@ class Dispatcher:
             try:
                 await self.lanes[item.request.target].put(item)
             except Exception as exc:
-                _log.exception("dispatch_failed", error=str(exc)[:300], event_id=item.event.id)
+                log_failure("dispatch_failed", exc, event_id=item.event.id)
                 await self._release_soon(item.event)
 
     def _start_look_again(self, items: list[Item]) -> None:
@@ -531,7 +539,7 @@ class Dispatcher:
                 if not held:
                     return
         except Exception as exc:  # the store failed: the events go back, due soon
-            _log.exception("dispatch_failed", error=str(exc)[:300], events=len(held))
+            log_failure("dispatch_failed", exc, events=len(held))
             events, held[:] = [i.event for i in held], []
             await asyncio.gather(*(self._release_soon(event) for event in events))
 
@@ -571,7 +579,6 @@ class Dispatcher:
                 try:
                     kept, waits = await self._route([item])
                 except Exception as exc:
-                    _log.exception("prepare_failed", error=str(exc)[:300])
                     await self._prepare_failed(event, exc)
                     continue
             routed += kept
@@ -605,7 +612,7 @@ class Dispatcher:
             try:
                 await self.release(item.event, at=at, reason=reason)
             except Exception as exc:
-                _log.exception("dispatch_failed", error=str(exc)[:300])
+                log_failure("dispatch_failed", exc)
                 return
             _log.info("event_waiting", blocker=blocker.id, until=at)
 
@@ -645,8 +652,7 @@ class Dispatcher:
         ):
             try:
                 read = await self._read_in_lease(event, options, claimed_at)
-            except Exception as exc:  # a bug or a store hiccup: a failed attempt
-                _log.exception("prepare_failed", error=str(exc)[:300])
+            except Exception as exc:  # a bug (a failed attempt) or a store outage
                 await self._prepare_failed(event, exc)
                 return
             if read is not None:
@@ -734,19 +740,27 @@ class Dispatcher:
             try:
                 return await self._prepare(event, claimed_at, mapped)
             except Exception as exc:  # a bug or a store hiccup must not stop the loop
-                _log.exception("prepare_failed", error=str(exc)[:300])
                 await self._prepare_failed(event, exc)
                 return None
 
     async def _prepare_failed(self, event: Event, exc: Exception) -> None:
-        """Count an unexpected error while preparing ``event`` as a failed attempt.
+        """Log an unexpected error while preparing ``event`` (``prepare_failed``) and count it
+        as a failed attempt.
 
         The event is retried on the schedule of its endpoint's target, the exception named
         as its last error, and dead once the schedule gives up (replayable): a failure that
         repeats on this one event (a lead the store cannot keep, a bug its data triggers)
         then neither comes back untried every second nor holds up the others. Only when
         even that cannot be written (the store is down) does it go back untried.
+
+        The store being unavailable (an outage: PostgreSQL restarting, a full disk) is no
+        failure of the event: it is logged without a traceback and the event goes back
+        untried, due in a second (if even that cannot be written, its lease runs out).
         """
+        log_failure("prepare_failed", exc)
+        if isinstance(exc, StoreUnavailable):
+            await self._release_soon(event)
+            return
         reason = f"preparing the event failed ({type(exc).__name__}: {str(exc)[:300]})"
         try:
             await self.retry_or_die(event, endpoint_policy(self, event.endpoint), reason)
