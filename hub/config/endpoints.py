@@ -7,6 +7,7 @@ import binascii
 import math
 import re
 import string
+import urllib.parse
 from collections.abc import Mapping
 
 from hub.config.models import (
@@ -371,6 +372,17 @@ def _retry(r: Reader) -> RetrySchedule:
     )
 
 
+def without_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` before its host shown as ``***@``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def build_target(node: Node, r: Reader) -> Target | None:
     """A :class:`Target` from a ``kind: target`` document, or ``None`` when unusable."""
     name = check_name(r, "target")
@@ -380,7 +392,16 @@ def build_target(node: Node, r: Reader) -> Target | None:
     if url is not None and not str(url).startswith(("http://", "https://")):
         r.error(
             r.get("url"),
-            f"'url' {url!r} must start with https://, like https://api-in21.leadsquared.com",
+            f"'url' {without_userinfo(str(url))!r} must start with https://, like "
+            "https://api-in21.leadsquared.com",
+        )
+    elif url is not None and "@" in urllib.parse.urlsplit(str(url)).netloc:
+        r.error(
+            r.get("url"),
+            f"'url' {without_userinfo(str(url))!r} holds a user name or password: it would be "
+            "shown wherever the url is (check, logs, events); LeadSquared takes its keys in "
+            "access_key and secret_key, sent as headers; a proxy's credentials go in "
+            "HTTPS_PROXY. Write the url without them, like https://api-in21.leadsquared.com",
         )
     rate_limit = DEFAULT_RATE_LIMIT
     rate_node = r.get("rate_limit")

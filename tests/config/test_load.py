@@ -210,6 +210,42 @@ def test_a_blank_sandbox_key_does_not_matter_with_a_default_target(config_dir: P
     )
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://bob:hunter2@api-in21.leadsquared.com/",
+            "'https://***@api-in21.leadsquared.com/'",
+        ),
+        ("https://hunter2@api-in21.leadsquared.com", "'https://***@api-in21.leadsquared.com'"),
+        ("https://bob:${GATEWAY_PASSWORD}@gw.example", "'https://***@gw.example'"),
+        ("ftp://bob:hunter2@api.example/x", "'ftp://***@api.example/x'"),
+    ],
+)
+def test_a_target_url_with_credentials_is_refused_without_showing_them(
+    config_dir: Path, url: str, shown: str
+) -> None:
+    """A user or password in a target's url would be printed by check and kept in events'
+    reasons; refused at its line, the url shown without them (also from the environment)."""
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    with pytest.raises(ConfigError) as info:
+        load(config_dir, {**ENV, "GATEWAY_PASSWORD": "hunter2"})
+    (issue,) = info.value.issues
+    assert str(issue).startswith(f"{config_dir / 'targets.yml'}:3: 'url' {shown} ")
+    assert "hunter2" not in str(info.value)
+
+
+def test_a_target_url_may_hold_an_at_sign_after_its_host(config_dir: Path) -> None:
+    """Only the authority's ``user@`` is credentials; an ``@`` in the path is not."""
+    url = "https://api-in21.leadsquared.com/a@b"
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    assert load(config_dir, ENV).targets["crm"].url == url
+
+
 def test_a_configured_default_target_replaces_the_sandbox(config_dir: Path) -> None:
     """A target named default is used as written, not the sandbox."""
     (config_dir / "targets.yml").write_text(TARGETS.replace("name: crm", "name: default"))
