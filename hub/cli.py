@@ -360,14 +360,16 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     events.add_argument("--json", action="store_true", help="one JSON object per line")
 
     replay = command(
-        "replay", "queue dead, unmatched or skipped events again (delivered ones when named)"
+        "replay",
+        "queue dead, unmatched or skipped events again (delivered or retrying ones when named)",
     )
     replay.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     replay.add_argument(
         "--status",
         type=str.lower,
-        choices=["dead", "unmatched", "skipped", "delivered"],
-        help="events in state (delivered: send those leads again, updating them; only when named)",
+        choices=["dead", "unmatched", "skipped", "delivered", "retrying"],
+        help="events in state (only when named: delivered, to send those leads again, updating "
+        "them; retrying, to try them now instead of at their next try)",
     )
     replay.add_argument(
         "--id",

@@ -1,7 +1,8 @@
 """``leadhub replay``: put dead, unmatched or skipped events back in the queue, and delivered
 ones when asked for by name (``--status delivered``: their leads are sent again, which
-updates them in LeadSquared); ``--since AGE`` keeps to events received in the last AGE
-(with ``--dry-run``, say how many it would and change nothing)."""
+updates them in LeadSquared), and retrying ones (``--status retrying``: tried now, their
+retry schedule started over, instead of at their next try); ``--since AGE`` keeps to events
+received in the last AGE (with ``--dry-run``, say how many it would and change nothing)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     same "Requeued 0 events."."""
     if not (args.status or args.ids or args.endpoint or args.since):
         msg = (
-            "say which events to replay: --status dead|unmatched|skipped|delivered, --id ID "
+            "say which events to replay: --status dead|unmatched|skipped|delivered|retrying, "
+            "--id ID "
             "(repeatable), --endpoint NAME and/or --since AGE."
         )
         return fail("replay", msg)
@@ -71,7 +73,7 @@ def left_alone(
     when it was one to requeue."""
     if event is None:
         return f"there is no event {event_id}."
-    if event.state.pending:
+    if event.state.pending and not (event.state is State.RETRYING and state is State.RETRYING):
         return still_queued(event)
     if event.state not in REPLAYABLE:
         return (
@@ -98,12 +100,15 @@ def still_queued(event: Event) -> str:
     """Why replay leaves a pending event alone, and what to do: it is in the queue already
     (being sent, or waiting for its next try), so it needs no replay."""
     when = utc(event.next_attempt_at)
+    now = ""
     if event.state is State.SENDING:
         where = f"is being sent now (claimed by a worker until {when} UTC at the latest)"
     else:
         where = f"is {event.state.value}: still in the queue, its next try at {when} UTC"
+        if event.state is State.RETRYING:
+            now = f"; to try it now: leadhub replay --status retrying --id {event.id}"
     return (
         f"event {event.id} {where}, so there is nothing to replay (replay takes "
         f"{REPLAYED_NAMES} events, and delivered ones with --status delivered); follow it "
-        f"with leadhub events --id {event.id}."
+        f"with leadhub events --id {event.id}{now}."
     )

@@ -37,10 +37,13 @@ class State(StrEnum):
 
 
 #: States ``leadhub replay`` takes events out of.
-REPLAYABLE = (State.DEAD, State.UNMATCHED, State.SKIPPED, State.DELIVERED)
+REPLAYABLE = (State.DEAD, State.UNMATCHED, State.SKIPPED, State.DELIVERED, State.RETRYING)
 #: What a replay takes unless told otherwise: events that did not reach LeadSquared.
 #: Delivered events go only when named (``--status delivered``): replaying one sends its
-#: lead again, an update of the lead LeadSquared already has.
+#: lead again, an update of the lead LeadSquared already has. Retrying ones too
+#: (``--status retrying``): they are in the queue already, and a replay makes them due now,
+#: their schedule started over (after an outage is over, say, rather than wait out backoffs
+#: of up to the target's ``max_interval``).
 REPLAYED_BY_DEFAULT = (State.DEAD, State.UNMATCHED, State.SKIPPED)
 #: States ``leadhub purge`` may delete events in: every final one, never a pending one.
 PURGEABLE = (State.DELIVERED, State.SKIPPED, State.DEAD, State.UNMATCHED)

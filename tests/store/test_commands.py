@@ -585,6 +585,42 @@ class TestReplay:
         assert after[ids["unmatched"]] is State.UNMATCHED
         assert after[ids["delivered"]] is State.DELIVERED
 
+    def test_retrying_events_are_tried_now_when_named(self, db: Seeded, capsys: Cap) -> None:
+        """A retrying event (here due in an hour) is left to its schedule by --id alone, with a
+        note saying how to try it now; --status retrying requeues it due now, and nothing else
+        (the queued event stays as it is)."""
+        url, ids = db
+
+        async def make_retrying() -> int:
+            store = open_store(url)
+            await store.open()
+            try:
+                (res,) = await store.enqueue(delivery("id-retrying"))
+                await store.retry(res.id, at=time.time() + 3600, error="HTTP 503: busy")
+                return res.id
+            finally:
+                await store.close()
+
+        waiting = asyncio.run(make_retrying())
+        capsys.readouterr()
+        assert main(["replay", "--db", url, "--id", str(waiting)], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out.strip() == "Requeued 0 events."
+        assert err.startswith(f"leadhub replay: note: event {waiting} is retrying: still in the ")
+        assert err.strip().endswith(
+            f"follow it with leadhub events --id {waiting}; to try it now: leadhub replay "
+            f"--status retrying --id {waiting}."
+        ), err
+        argv = ["replay", "--db", url, "--status", "retrying"]
+        assert main([*argv, "--dry-run"], environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Would requeue 1 event."
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 1 event."
+        event = event_of(url, waiting)
+        assert event.state is State.QUEUED and event.attempts == 0
+        assert event.next_attempt_at <= time.time()
+        assert states(url)[ids["queued"]] is State.QUEUED
+
     def test_dry_run_counts_and_changes_nothing(self, db: Seeded, capsys: Cap) -> None:
         """--dry-run says how many the same selection would requeue (here --status dead, and
         an --id that is delivered with one that is unmatched) and changes nothing."""
@@ -681,9 +717,9 @@ class TestReplay:
         assert capsys.readouterr().out.startswith("Would purge 1 event: unmatched events")
 
     def test_bad_status_choice(self, db: Seeded) -> None:
-        """--status queued (or sending, retrying) is not a replay choice: argparse exits 2."""
+        """--status queued (or sending) is not a replay choice: argparse exits 2."""
         url, _ = db
-        for status in ("queued", "sending", "retrying"):
+        for status in ("queued", "sending"):
             with pytest.raises(SystemExit) as info:
                 main(["replay", "--db", url, "--status", status], environ={})
             assert info.value.code == 2

@@ -794,13 +794,43 @@ class TestReplay:
         assert blocking is not None and blocking.id == a
 
     async def test_rejects_non_replayable_state(self, store: EventStore) -> None:
-        """Asking to replay pending (queued, sending, retrying) events is an error, not a
-        silent no-op."""
-        for state in (State.QUEUED, State.SENDING, State.RETRYING):
+        """Asking to replay queued or sending events is an error, not a silent no-op."""
+        for state in (State.QUEUED, State.SENDING):
             with pytest.raises(StoreError, match=state.value):
                 await store.replay(state=state)
             with pytest.raises(StoreError, match=state.value):
                 await store.replay(state=state, dry_run=True)
+
+    async def test_retrying_events_only_when_named_and_then_due_now(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A retrying event is left to its schedule by a replay that does not name its state;
+        ``state=retrying`` makes it due now with its schedule started over (no attempts, the
+        give-up clock from the replay), and takes neither a queued nor a sending event."""
+        a, b, c = await ids_of(store, 3)
+        await store.claim(limit=1, lease=30)
+        await store.retry(a, at=START + 3600, error="HTTP 503: busy")
+        (sending,) = await store.claim(limit=1, lease=30)
+        assert sending.id == b  # c stays queued
+        for selector in [{}, {"ids": [a]}, {"endpoint": "typeform"}, {"since": START}]:
+            assert await store.replay(**selector) == 0, selector
+        clock.advance(60)
+        assert await store.replay(state=State.RETRYING, dry_run=True) == 1
+        assert await store.replay(state=State.RETRYING, ids=[a, b, c]) == 1
+        event = await store.get(a)
+        assert event is not None
+        assert (event.state, event.attempts, event.next_attempt_at, event.requeued_at) == (
+            State.QUEUED,
+            0,
+            START + 60,
+            START + 60,
+        )
+        assert [e.state for e in [await store.get(b), await store.get(c)] if e] == [
+            State.SENDING,
+            State.QUEUED,
+        ]
+        (claimed,) = await store.claim(limit=1, lease=30)  # due now, not in an hour
+        assert (claimed.id, claimed.attempts) == (a, 1)
 
     async def test_delivered_events_only_when_named(
         self, store: EventStore, clock: ManualClock
