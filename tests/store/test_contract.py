@@ -812,7 +812,8 @@ class TestReplay:
         await store.retry(a, at=START + 3600, error="HTTP 503: busy")
         (sending,) = await store.claim(limit=1, lease=30)
         assert sending.id == b  # c stays queued
-        for selector in [{}, {"ids": [a]}, {"endpoint": "typeform"}, {"since": START}]:
+        selectors: list[dict[str, Any]] = [{}, {"ids": [a]}, {"endpoint": "typeform"}]
+        for selector in [*selectors, {"since": START}]:
             assert await store.replay(**selector) == 0, selector
         clock.advance(60)
         assert await store.replay(state=State.RETRYING, dry_run=True) == 1
