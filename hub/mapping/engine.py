@@ -46,6 +46,30 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     return spec.default
 
 
+def _nothing_sent(spec: FieldSpec, document: Any, notes: list[str]) -> str:
+    """Why ``spec`` gave no value for ``document``: what its path found, and why that was
+    not sent (``notes``: the warnings recorded while evaluating it, each ``Attribute: ...``).
+
+    "found nothing" only when the path found nothing: an object it found, a value its
+    transforms dropped (a phone number that does not parse) or only blanks say so.
+    """
+    if notes:
+        prefix = f"{spec.attribute}: "
+        return "; ".join(note.removeprefix(prefix) for note in notes)
+    if spec.path is None:
+        return "its value is blank"
+    found = spec.path.values(document)
+    if not found:
+        return f"{spec.path.text} found nothing"
+    kept = present(found)
+    if not kept:
+        return f"{spec.path.text} found only null, blank or empty values"
+    names = ", ".join(t.name for t in spec.transforms)
+    shown = to_text(kept[0])
+    shown = repr(shown if len(shown) <= 60 else shown[:57] + "...")
+    return f"{spec.path.text} found {shown}, which its transforms ({names}) left out"
+
+
 def _cannot_evaluate(mapping: str, exc: Exception) -> MappingError:
     """The outcome for a document ``mapping`` failed on with ``exc`` (never raised on)."""
     if isinstance(exc, DocumentError):
@@ -88,11 +112,13 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
     ctx = Context(attribute="", default_region=mapping.default_region)
     for spec in mapping.fields:
         ctx.attribute = spec.attribute
+        ctx.path = spec.path.text if spec.path is not None else None
+        noted = len(ctx.warnings)
         value = field_value(spec, document, ctx)
         if value is None:
             if spec.required:
-                where = spec.path.text if spec.path is not None else "its value"
-                missing.append(f"{spec.attribute} ({where} found nothing)")
+                why = _nothing_sent(spec, document, ctx.warnings[noted:])
+                missing.append(f"{spec.attribute} ({why})")
             continue
         body.append({"Attribute": spec.attribute, "Value": value})
     if missing:

@@ -45,6 +45,8 @@ class Context:
     attribute: str
     default_region: str | None
     warnings: list[str] = field(default_factory=list)
+    #: The JSONPath the attribute's values come from (None for a constant ``value``).
+    path: str | None = None
 
     def warn(self, message: str) -> None:
         self.warnings.append(f"{self.attribute}: {message}")
@@ -234,9 +236,31 @@ def _object_left_out(value: Any, what: str, ctx: Context) -> bool:
     return True
 
 
+_MEMBER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def object_left_out(value: Any, ctx: Context) -> bool:
-    """Whether ``value``, about to be sent, is an object: only ``string`` sends one (as JSON)."""
-    return _object_left_out(value, "the attribute", ctx)
+    """Whether ``value``, about to be sent, is an object: only ``string`` sends one (as JSON).
+
+    If so a warning says what the path found and the two ways to send something: the
+    ``string`` transform (its JSON), or a path to a value inside it (one of its members,
+    named when it can be written after the path as it stands).
+    """
+    if not isinstance(value, dict):
+        return False
+    shown = to_text(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    found = f"{ctx.path} found" if ctx.path is not None else "the value is"
+    inside = "point the path at a value inside it"
+    member = next(iter(value), None)
+    if ctx.path is not None and isinstance(member, str) and _MEMBER.fullmatch(member):
+        if "|" not in ctx.path and "where" not in ctx.path:  # (unions: $.a | $.b)
+            inside += f", like {ctx.path}.{member}"
+    ctx.warn(
+        f"{found} an object, {shown}, not sent: add transform: string to send it as JSON "
+        f"text, or {inside}"
+    )
+    return True
 
 
 _CALL = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.DOTALL)

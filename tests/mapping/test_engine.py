@@ -239,7 +239,70 @@ def test_an_object_found_is_not_sent_unless_string_writes_it() -> None:
         {"Attribute": "mx_Json", "Value": '{"first":"Ana"}'},
     ]
     assert [w.split(",")[0] for w in result.warnings] == [
-        "FirstName: the attribute got an object",
-        "mx_Answers: the attribute got an object",
-        "mx_Name: the attribute got an object",
+        "FirstName: $.name found an object",
+        "mx_Answers: $.answers[*] found an object",
+        "mx_Name: $.name found an object",
     ]
+
+
+def required(attribute: str, path: str, *transforms: str, **kwargs: Any) -> CompiledMapping:
+    """A mapping of one required ``attribute`` from ``path`` through ``transforms``."""
+    spec = FieldSpec(
+        attribute,
+        compile_path(path),
+        transforms=parse_transforms(list(transforms)),
+        required=True,
+    )
+    return mapping(fields=(spec,), **kwargs)
+
+
+def test_a_required_object_says_what_was_found_and_how_to_send_it() -> None:
+    """{"email": {"a": 1}} with EmailAddress from $.email was "$.email found nothing": the path
+    found an object, which is not sent unless string writes it. The reason says so, and the
+    two fixes; a field not required gets the same words as its warning."""
+    result = apply(mapping(), {"email": {"a": 1}})
+    assert isinstance(result, MappingError)
+    assert result.reason == (
+        "required value missing in mapping 'm': EmailAddress ($.email found an object, "
+        '{"a":1}, not sent: add transform: string to send it as JSON text, or point the path '
+        "at a value inside it, like $.email.a)"
+    )
+    fields = (FieldSpec("mx_Extra", compile_path("$.extra[*]")),)
+    sent = apply(mapping(fields=fields), {"extra": [{"first name": "Ana"}]})
+    assert isinstance(sent, CaptureRequest)
+    assert sent.warnings == (
+        'mx_Extra: $.extra[*] found an object, {"first name":"Ana"}, not sent: add transform: '
+        "string to send it as JSON text, or point the path at a value inside it",
+    )
+
+
+def test_a_required_value_its_transforms_drop_says_why() -> None:
+    """A required Phone of "abc" (no phone number) was "$.phone found nothing": the reason is
+    now the transform's own warning; a value a transform drops without one (map to
+    nothing), and only blanks, say what the path found."""
+    phone = required("Phone", "$.phone", "phone", default_region="IN")
+    result = apply(phone, {"phone": "abc"})
+    assert isinstance(result, MappingError)
+    assert result.reason == (
+        "required value missing in mapping 'm': Phone ('abc' is not a phone number; left out)"
+    )
+    dropped = apply(required("Source", "$.src", "trim", "map({x: ''})"), {"src": " x "})
+    assert isinstance(dropped, MappingError)
+    assert dropped.reason.endswith(
+        "Source ($.src found ' x ', which its transforms (trim, map) left out)"
+    )
+    blank = apply(mapping(), {"email": [None, " ", []]})
+    assert isinstance(blank, MappingError)
+    assert blank.reason.endswith("EmailAddress ($.email found only null, blank or empty values)")
+    nothing = apply(mapping(), {})
+    assert isinstance(nothing, MappingError)
+    assert nothing.reason.endswith("EmailAddress ($.email found nothing)")
+
+
+def test_a_phone_that_is_no_number_is_left_out_with_a_warning() -> None:
+    """A phone of "abc" (which phonenumbers cannot parse, unlike "12", a wrong length) is
+    left out of a field not required with a warning naming it; the lead is still sent."""
+    result = apply(mapping(default_region="IN"), {"email": "a@example.com", "phone": "abc"})
+    assert isinstance(result, CaptureRequest)
+    assert result.value("Phone") is None
+    assert result.warnings == ("Phone: 'abc' is not a phone number; left out",)
