@@ -231,8 +231,10 @@ def _brief(name: str) -> bool:
 
 class StdlibBridge(logging.Handler):
     """Hands records of the standard ``logging`` module (uvicorn's "Invalid HTTP request
-    received.", python-multipart's parse warnings) to structlog, so that they too are lines
-    of the configured format (JSON off a terminal) instead of bare text on standard error.
+    received.", asyncpg's pool) to structlog, so that they too are lines of the configured
+    format (JSON off a terminal) instead of bare text on standard error. (python-multipart's
+    parser warns of each error it then raises: ``hub.sources.bodies`` gives it a logger that
+    writes nothing, since the hub's own 400 line, with the endpoint, carries those words.)
 
     The record's message is the event; its logger's name is ``logger``. A record of one of
     :data:`BRIEF_LOGGERS` gets its exception's type and message instead of its traceback.

@@ -15,12 +15,20 @@
   ``rawRequest``) is parsed into it; any other value stays the string it was.
   Multipart file parts become ``{"filename", "content_type", "size"}`` (their
   contents are kept in the raw body only).
-* Anything else answers 415; a body that cannot be parsed answers 400.
+* Anything else answers 415; a body that cannot be parsed answers 400. A JSON body
+  that is not UTF-8 says so and where; a ``text/plain`` one, or one without a
+  Content-Type, that is not JSON says what it was sent as and what the hub accepts.
+
+python-multipart logs a warning on its own logger for every error it then raises;
+the parser here logs to :data:`_MULTIPART_LOG`, which writes nothing, so that a bad
+multipart body gives only the hub's own 400 line (which names the endpoint and carries
+the same words), not a stray library line beside it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from typing import Any, NamedTuple
@@ -209,6 +217,25 @@ class Skimmer:
         return (None if self._key is None else found.value,)
 
 
+def _not_utf8(body: bytes) -> BodyError | None:
+    """The 400 for a body that is not UTF-8 (which JSON must be), naming the first bad
+    byte and its offset; None when it is UTF-8.
+
+    orjson reports such a body as "str is not valid UTF-8: surrogates not allowed" at
+    char 0, its decoder's words and not where the byte is: a Latin-1 "José" says neither.
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = body[exc.start]
+        reason = (
+            f"body is not valid UTF-8 (byte 0x{bad:02x} at offset {exc.start}); JSON must be "
+            "sent as UTF-8, not Latin-1 or another charset"
+        )
+        return BodyError(400, reason)
+    return None
+
+
 def parse_json_marked(body: bytes) -> Parsed:
     """Like :func:`parse_json`, saying whether orjson alone parsed the document."""
     if not _long_number(body):
@@ -217,12 +244,15 @@ def parse_json_marked(body: bytes) -> Parsed:
         except orjson.JSONDecodeError as exc:
             if not body.strip():
                 raise BodyError(400, "empty body; expected a JSON document") from None
-            raise BodyError(400, f"body is not valid JSON ({exc})") from None
+            raise (_not_utf8(body) or BodyError(400, f"body is not valid JSON ({exc})")) from None
         if too_deep(body):
             raise BodyError(400, _TOO_DEEP)
         return Parsed(doc, True)
     try:
         text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _not_utf8(body) or BodyError(400, "body is not valid UTF-8") from None
+    try:
         doc = json.loads(
             text,
             parse_int=_int_or_text,
@@ -295,6 +325,14 @@ def parse_form(body: bytes, charset: str = "utf-8") -> dict[str, Any]:
     except (UnicodeDecodeError, LookupError, ValueError) as exc:
         raise BodyError(400, f"form body cannot be decoded ({type(exc).__name__})") from None
     return _flat(list(pairs))
+
+
+#: The logger given to python-multipart's parser: it warns of each error it raises, which
+#: the 400 reports (``multipart body cannot be parsed (...)``), so its lines are dropped.
+_MULTIPART_LOG = logging.getLogger("hub.sources.bodies.multipart")
+_MULTIPART_LOG.propagate = False
+_MULTIPART_LOG.addHandler(logging.NullHandler())
+_MULTIPART_LOG.setLevel(logging.CRITICAL + 1)
 
 
 class _Parts:
@@ -371,6 +409,7 @@ def parse_multipart(body: bytes, boundary: str | None) -> dict[str, Any]:
             body = body[first + 2 :]
     try:
         parser = MultipartParser(boundary.encode("latin-1", "replace"), callbacks)
+        parser.logger = _MULTIPART_LOG
         parser.write(body)
         parser.finalize()
     except (MultipartParseError, ValueError) as exc:
@@ -405,6 +444,22 @@ def _media(content_type: str | None) -> tuple[str, dict[str, str]]:
     return found
 
 
+#: Types read as JSON although they do not say JSON (senders that mislabel it, or say
+#: nothing): a body of one that is not JSON is told what the hub reads.
+_LOOSE_JSON_TYPES = frozenset({"", "text/plain"})
+_ACCEPTED = f"application/json, {FORM} or {MULTIPART}"
+
+
+def _loosely_typed(mtype: str, reason: str) -> str:
+    """``reason`` for a body of a :data:`_LOOSE_JSON_TYPES` type, saying what it was sent
+    as and what the hub takes: the sender may have meant a form, or plain text."""
+    if mtype:
+        sent = f"sent as {mtype}, which the hub reads only as JSON (some senders label JSON so)"
+    else:
+        sent = "sent without a Content-Type, which the hub reads only as JSON"
+    return f"{reason}; it was {sent}; the hub accepts {_ACCEPTED}, named in the Content-Type"
+
+
 def parse(content_type: str | None, body: bytes) -> Parsed:
     """:func:`parse_body`, also saying whether the document is exactly ``orjson.loads(body)``.
 
@@ -413,11 +468,16 @@ def parse(content_type: str | None, body: bytes) -> Parsed:
     """
     mtype, params = _media(content_type)
     if is_json_type(mtype):
-        return parse_json_marked(body)
+        if mtype not in _LOOSE_JSON_TYPES:
+            return parse_json_marked(body)
+        try:
+            return parse_json_marked(body)
+        except BodyError as exc:
+            raise BodyError(exc.status, _loosely_typed(mtype, exc.reason)) from None
     if mtype == FORM:
         return Parsed(parse_form(body, params.get("charset", "utf-8")), False)
     if mtype == MULTIPART:
         return Parsed(parse_multipart(body, params.get("boundary")), False)
     shown = mtype or (content_type or "")
-    msg = f"unsupported content type {shown[:100]!r}; send application/json, {FORM} or {MULTIPART}"
+    msg = f"unsupported content type {shown[:100]!r}; send {_ACCEPTED}"
     raise BodyError(415, msg)

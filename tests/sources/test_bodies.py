@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import orjson
 import pytest
 
@@ -220,3 +222,67 @@ def test_a_form_of_too_many_fields_says_so() -> None:
         parse_body("application/x-www-form-urlencoded", b"&".join([b"a=1"] * (MAX_FIELDS + 1)))
     doc = parse_body("application/x-www-form-urlencoded", b"&".join([b"a=1"] * MAX_FIELDS))
     assert doc == {"a": ["1"] * MAX_FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("body", "byte", "offset"),
+    [
+        (b'{"name": "Jos\xe9"}', "0xe9", 13),
+        (b"\xff\xfe{}", "0xff", 0),
+        (b'{"n": 12345678901234567890123, "name": "Ren\xe9e"}', "0xe9", 43),
+    ],
+)
+def test_json_that_is_not_utf8_says_so_and_where(body: bytes, byte: str, offset: int) -> None:
+    """A Latin-1 body was "not valid JSON (str is not valid UTF-8: surrogates not allowed:
+    line 1 column 1 (char 0))", orjson's decoder's words (or Python's codec's, with a long
+    number); the reason now names the byte, its offset, and that JSON is UTF-8."""
+    with pytest.raises(BodyError) as info:
+        parse_body("application/json", body)
+    assert info.value.status == 400
+    assert info.value.reason == (
+        f"body is not valid UTF-8 (byte {byte} at offset {offset}); JSON must be sent as "
+        "UTF-8, not Latin-1 or another charset"
+    )
+
+
+@pytest.mark.parametrize(
+    ("ctype", "sent"),
+    [
+        ("text/plain", "it was sent as text/plain, which the hub reads only as JSON"),
+        (
+            "Text/Plain; charset=utf-8",
+            "it was sent as text/plain, which the hub reads only as JSON",
+        ),
+        (None, "it was sent without a Content-Type, which the hub reads only as JSON"),
+    ],
+)
+def test_a_loosely_typed_body_that_is_not_json_says_what_is_accepted(
+    ctype: str | None, sent: str
+) -> None:
+    """text/plain and no Content-Type are read as JSON (senders that mislabel JSON), and a
+    body of those holding JSON is still taken; one that is not JSON said only "not valid
+    JSON". Now it also says what it was sent as and what the hub accepts. A JSON type's
+    reason is unchanged."""
+    assert parse_body(ctype, b'{"a": 1}') == {"a": 1}
+    for body in (b"email=a@example.com", b""):
+        with pytest.raises(BodyError) as info:
+            parse_body(ctype, body)
+        assert info.value.status == 400
+        assert sent in info.value.reason
+        assert info.value.reason.endswith(
+            "the hub accepts application/json, application/x-www-form-urlencoded or "
+            "multipart/form-data, named in the Content-Type"
+        )
+    with pytest.raises(BodyError) as info:
+        parse_body("application/json", b"email=a@example.com")
+    assert "Content-Type" not in info.value.reason
+
+
+def test_python_multiparts_own_warnings_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """The parser warned on python-multipart's logger before each error it raised; the 400
+    carries those words, so the parser's warnings are dropped."""
+    body = b'--YY\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--YY--\r\n'
+    with caplog.at_level(logging.DEBUG), pytest.raises(BodyError) as info:
+        parse_body("multipart/form-data; boundary=XX", body)
+    assert "Expected boundary character" in info.value.reason
+    assert caplog.records == []
