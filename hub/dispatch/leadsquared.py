@@ -179,6 +179,24 @@ def redirect_shown(location: str | None, base: str) -> str:
     return f"{parts.scheme}://{host}{port}{parts.path}{query}"
 
 
+#: What to do about the MX exceptions seen in practice (leadsquared-facts.md §2), added to
+#: a dead event's reason; the others' messages speak for themselves.
+MX_ADVICE = {
+    "MXDuplicateEntryException": (
+        "another lead already holds this email or phone (LeadSquared keeps each unique): "
+        "merge the two leads there, or match by the colliding field (the mapping's "
+        "search_by), or leave it out of the mapping's fields"
+    ),
+    "MXMandatoryAttributeMissingException": (
+        "the account requires a field the mapping did not send: add it to the mapping's fields"
+    ),
+    "MXUnknownAttributeException": (
+        "the account has no such lead field: check the mapping's field names against its "
+        "lead fields (custom ones are mx_...)"
+    ),
+}
+
+
 def classify(status: int, content: bytes, *, location: str | None = None) -> Outcome:
     """The outcome of one ``Lead.Capture`` answer, from its status and raw body
     (``location``: where a redirect points, shown by :func:`redirect_shown`)."""
@@ -193,7 +211,8 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
             return Retry(
                 f"rate limited (HTTP {status}): {reason}; {RATE_LIMIT_ADVICE}", rate_limited=True
             )
-        return Dead(reason)
+        advice = MX_ADVICE.get(kind)
+        return Dead(f"{reason.rstrip('.')}; {advice}" if advice else reason)
     if status == 401:
         detail = f"{mx[0]}: {mx[1]}" if mx else _excerpt(content)
         return Pause(

@@ -44,7 +44,8 @@ Use::
 or :func:`dispatcher_lifespan` as a ``hub.web.app`` lifespan hook.
 
 Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed``,
-``event_enriched``, ``event_skipped``, ``event_unmatched``, ``event_waiting``,
+``event_enriched``, ``event_mapped`` (a warning, only when the mapping left a value out),
+``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
 ``target_resumed``, ``prepare_failed``, ``event_lease_expiring`` (put back: no time left in
 its lease for a read or a call), ``lease_too_short`` (error: no read or call fits in a lease at
@@ -728,6 +729,7 @@ class Dispatcher:
         except Exception:  # a bug: the slow path maps again and reports it
             return None
         if isinstance(result, CaptureRequest) and result.target in self.lanes:
+            note_left_out(event, result)
             return Item(event=event, request=result, claimed_at=claimed_at)
         return result
 
@@ -805,6 +807,7 @@ class Dispatcher:
             reason = f"target {result.target!r} is not configured; add it, then replay"
             await self.kill(event, reason, mapping=result.mapping)
             return None
+        note_left_out(event, result)
         return Item(event=event, request=result, claimed_at=claimed_at)
 
     async def _unmatched(self, event: Event, reason: str) -> None:
@@ -864,6 +867,22 @@ class Dispatcher:
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def note_left_out(event: Event, request: CaptureRequest) -> None:
+    """Log what the mapping left out of ``event``'s lead, when anything (``event_mapped``
+    at warning level: a phone that is no number, a date it cannot read, an object a path
+    found): the lead is still sent, and without this line nothing would show why a field
+    it should have carried is missing."""
+    if request.warnings:
+        _log.warning(
+            "event_mapped",
+            event_id=event.id,
+            delivery_id=event.delivery_id,
+            endpoint=event.endpoint,
+            mapping=request.mapping,
+            warnings=list(request.warnings),
+        )
 
 
 def duration_text(seconds: float) -> str:

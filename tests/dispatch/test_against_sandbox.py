@@ -85,3 +85,50 @@ async def test_faults_never_lose_or_duplicate_a_lead(tmp_path: Path) -> None:
         # A resend after a lost response is an update: some leads were captured more than once.
         updated = [e for e in events.values() if e.lead_created is False]
         print(f"faults: {int(retries)} retried sends, {len(updated)} leads updated by a resend")
+
+
+async def test_a_value_the_mapping_leaves_out_is_logged_and_the_lead_still_sent(
+    tmp_path: Path,
+) -> None:
+    """A phone that is no number is left out of the lead, which is still delivered: the
+    ``event_mapped`` warning names the event and why (before, nothing anywhere showed it);
+    a lead with nothing left out logs no such line."""
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            """kind: endpoint
+name: forms
+source: none
+---
+kind: mapping
+name: forms-map
+endpoint: forms
+fields:
+  EmailAddress: { path: $.email, required: true }
+  Phone: { path: $.phone, transform: phone }
+""",
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            documents = [
+                {"email": "nophone@example.com", "phone": "abc"},
+                {"email": "phone@example.com", "phone": "+91 98765 43210"},
+            ]
+            ids = await enqueue(store, "forms", documents)
+            with structlog.testing.capture_logs() as logs:
+                async with running(config, store):
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="both delivered")
+        mapped = [e for e in logs if e["event"] == "event_mapped"]
+        assert len(mapped) == 1, mapped
+        (line,) = mapped
+        assert (line["log_level"], line["event_id"], line["mapping"]) == (
+            "warning",
+            ids[0],
+            "forms-map",
+        )
+        assert line["warnings"] == [
+            "Phone: 'abc' is not a phone number (no default_region set); left out"
+        ]
+        leads = {lead["EmailAddress"]: lead for lead in sandbox_get(url, "/_sandbox/leads")}
+        assert not leads["nophone@example.com"].get("Phone")
+        assert leads["phone@example.com"]["Phone"] == "+91-9876543210"

@@ -141,10 +141,14 @@ async def test_keys_go_in_headers_and_behaviour_in_the_query(
 async def test_mx_exception_is_dead_with_its_reason_on_any_status(
     fake_lsq: str, case: str, http_factory: Factory
 ) -> None:
-    """An MX exception in a 400, a 500 or a 200 with Status Error is dead, naming the exception."""
+    """An MX exception in a 400, a 500 or a 200 with Status Error is dead, naming the exception
+    and, for a duplicate email or phone, what to do about it."""
     attempt = await _send(f"{fake_lsq}/{case}", http_factory)
     assert attempt.outcome == Dead(
-        "MXDuplicateEntryException: A Lead with same Email already exists."
+        "MXDuplicateEntryException: A Lead with same Email already exists; another lead "
+        "already holds this email or phone (LeadSquared keeps each unique): merge the two "
+        "leads there, or match by the colliding field (the mapping's search_by), or leave it "
+        "out of the mapping's fields"
     )
 
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hub.dispatch.leadsquared import LeadSquaredClient
+from hub.dispatch.leadsquared import MX_ADVICE, LeadSquaredClient
 from hub.dispatch.worker import Dispatcher, make_http_client
 from hub.store.base import EventStore
 from hub.store.models import Event, State
@@ -99,7 +99,9 @@ def fake_lsq() -> Iterator[str]:
 async def test_mx_errors_in_400_500_and_200_end_dead_with_the_reason(
     tmp_path: Path, fake_lsq: str
 ) -> None:
-    """Events answered with an MX exception (400, 500, 200+Error) are dead with that exception."""
+    """Events answered with an MX exception (400, 500, 200+Error) are dead with that exception,
+    what to do about it when it is one seen in practice (a duplicate email or phone, an unknown
+    field), and the replay that sends the event again once that is done."""
     config = forms_config(tmp_path, f"{fake_lsq}/ok")
     async with opened_store(tmp_path / "hub.db") as store:
         docs = [{"email": f"{k}@example.com"} for k in MX] + [{"email": "fine@example.com"}]
@@ -109,7 +111,11 @@ async def test_mx_errors_in_400_500_and_200_end_dead_with_the_reason(
             await wait_for(all_in(State.DELIVERED, store, ids[3:]), what="good event delivered")
         events = await states(store, ids)
         for event_id, (_, kind, message) in zip(ids, MX.values(), strict=False):
-            assert events[event_id].last_error == f"{kind}: {message}"
+            advice = MX_ADVICE.get(kind)
+            said = f"{message.rstrip('.')}; {advice}" if advice else message
+            assert events[event_id].last_error == (
+                f"{kind}: {said}; once that is fixed, send it again: leadhub replay --id {event_id}"
+            )
             assert events[event_id].attempts == 1  # dead at once, never retried
         assert events[ids[3]].lead_id == "lead-fine"
         assert dispatcher.metrics.sends.labels("default", "dead")._value.get() == 3

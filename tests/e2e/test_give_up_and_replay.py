@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from hub.store.base import EventStore
 from hub.store.models import Event, State
 from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import on_store, wait_until
@@ -103,4 +104,65 @@ def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queu
             note = waiting.stderr.strip()
             assert note.startswith(f"leadhub replay: note: event {event_id} is retrying"), note
             assert "still in the queue" in note and "next try" in note, note
+            assert note.endswith(f"leadhub replay --status retrying --id {event_id}."), note
             assert event().state is State.RETRYING and event().attempts == 1
+
+            # its next try is an hour away: --status retrying sends it now
+            faults(sandbox_url, {"rate": 0})
+            now = leadhub_run(["replay", "--status", "retrying", "--id", str(event_id), "--db", db])
+            assert (now.returncode, now.stdout) == (0, "Requeued 1 event.\n"), now.stderr
+            wait_until(lambda: event().state is State.DELIVERED, timeout=10, what="delivered")
+            assert event().attempts == 1
+
+
+PHONES = """kind: endpoint
+name: forms
+source: token
+token: ${FORMS_TOKEN}
+---
+kind: mapping
+name: forms-map
+endpoint: forms
+fields:
+  EmailAddress: { path: $.email, required: true }
+  Phone: $.phone
+"""
+
+
+def test_a_duplicate_email_or_phone_is_dead_saying_what_to_do(tmp_path: Path) -> None:
+    """The sandbox refuses a capture that would give one lead another's phone (its rule 9,
+    MXDuplicateEntryException in a 500): the event is dead at once, its reason LeadSquared's
+    message, what to do about it, and the replay that sends it again."""
+    with sandbox(tmp_path) as sandbox_url:
+        target = target_yaml("default", sandbox_url, timeout="2s")
+        args, base, sqlite = serve_args(tmp_path, {"forms.yaml": PHONES, "targets.yaml": target})
+        db = f"sqlite:///{sqlite}"
+        with leadhub_process(args, ready_url=f"{base}/readyz", env={**KEYS, "FORMS_TOKEN": TOKEN}):
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            ids = [
+                httpx.post(f"{base}/hooks/forms", json=lead, headers=headers).json()["id"]
+                for lead in (
+                    {"email": "asha@example.com", "phone": "9876500001"},
+                    {"email": "ravi@example.com", "phone": "9876500002"},
+                    {"email": "asha@example.com", "phone": "9876500002"},  # Ravi's phone
+                )
+            ]
+
+            def states() -> list[State]:
+                async def get_all(store: EventStore) -> list[State]:
+                    found = [await store.get(i) for i in ids]
+                    return [e.state if e else State.QUEUED for e in found]
+
+                return on_store(db, get_all)
+
+            wait_until(lambda: not any(s.pending for s in states()), timeout=15, what="done")
+            assert states() == [State.DELIVERED, State.DELIVERED, State.DEAD]
+            dead = on_store(db, lambda store: store.get(ids[2]))
+            assert dead is not None and dead.attempts == 1
+            assert dead.last_error == (
+                "MXDuplicateEntryException: A Lead with same Phone Number already exists; "
+                "another lead already holds this email or phone (LeadSquared keeps each unique): "
+                "merge the two leads there, or match by the colliding field (the mapping's "
+                "search_by), or leave it out of the mapping's fields; once that is fixed, send "
+                f"it again: leadhub replay --id {ids[2]}"
+            )
