@@ -26,7 +26,7 @@ from hub.mapping.model import (
     rules_hold,
 )
 from hub.mapping.transforms import Context, object_left_out
-from hub.mapping.values import DocumentError, is_blank, present, to_text
+from hub.mapping.values import DocumentError, is_blank, present, shown_text, to_text
 
 
 def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
@@ -65,8 +65,7 @@ def _nothing_sent(spec: FieldSpec, document: Any, notes: list[str]) -> str:
     if not kept:
         return f"{spec.path.text} found only null, blank or empty values"
     names = ", ".join(t.name for t in spec.transforms)
-    shown = to_text(kept[0])
-    shown = repr(shown if len(shown) <= 60 else shown[:57] + "...")
+    shown = repr(shown_text(kept[0]))
     return f"{spec.path.text} found {shown}, which its transforms ({names}) left out"
 
 

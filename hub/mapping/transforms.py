@@ -31,7 +31,7 @@ import phonenumbers
 import yaml
 
 from hub.exceptions import HubError
-from hub.mapping.values import is_blank, to_text
+from hub.mapping.values import is_blank, shown_text, to_text
 
 
 class TransformError(HubError):
@@ -227,8 +227,7 @@ def _object_left_out(value: Any, what: str, ctx: Context) -> bool:
     as text; if so a warning says how to pick a member or send its JSON."""
     if not isinstance(value, dict):
         return False
-    shown = to_text(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    shown = shown_text(value)
     ctx.warn(
         f"{what} got an object, {shown}, not a value; left out (give the path of one of "
         "its members, or use the string transform to send it as JSON text)"
@@ -248,8 +247,7 @@ def object_left_out(value: Any, ctx: Context) -> bool:
     """
     if not isinstance(value, dict):
         return False
-    shown = to_text(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    shown = shown_text(value)
     found = f"{ctx.path} found" if ctx.path is not None else "the value is"
     inside = "point the path at a value inside it"
     member = next(iter(value), None)

@@ -64,6 +64,17 @@ def to_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+#: The most characters of a value a warning or reason quotes.
+SHOWN = 60
+
+
+def shown_text(value: Any) -> str:
+    """``value``'s string form as a warning or reason quotes it: at most :data:`SHOWN`
+    characters, a longer one cut with "..."."""
+    text = to_text(value)
+    return text if len(text) <= SHOWN else text[: SHOWN - 3] + "..."
+
+
 def _float_text(value: float) -> str:
     if math.isfinite(value) and value.is_integer() and abs(value) < 1e21:
         return str(int(value))

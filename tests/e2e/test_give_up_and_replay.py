@@ -26,6 +26,13 @@ def faults(sandbox_url: str, setting: dict[str, object]) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def stored(db: str, event_id: int) -> Event:
+    """Event ``event_id`` as the store at ``db`` holds it now."""
+    found = on_store(db, lambda store: store.get(event_id))
+    assert found is not None
+    return found
+
+
 def test_given_up_event_says_how_to_send_it_again_and_replay_does(tmp_path: Path) -> None:
     with sandbox(tmp_path) as sandbox_url:
         target = target_yaml("default", sandbox_url, timeout="1s", retry=QUICK)
@@ -43,9 +50,7 @@ def test_given_up_event_says_how_to_send_it_again_and_replay_does(tmp_path: Path
             event_id = answer.json()["id"]
 
             def event() -> Event:
-                found = on_store(db, lambda store: store.get(event_id))
-                assert found is not None
-                return found
+                return stored(db, event_id)
 
             wait_until(lambda: event().state is State.DEAD, timeout=15, what="given up")
             dead = event()
@@ -87,9 +92,7 @@ def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queu
             event_id = answer.json()["id"]
 
             def event() -> Event:
-                found = on_store(db, lambda store: store.get(event_id))
-                assert found is not None
-                return found
+                return stored(db, event_id)
 
             wait_until(lambda: event().state is State.SENDING, timeout=10, what="in flight")
             sending = leadhub_run(["replay", "--id", str(event_id), "--db", db])
@@ -115,18 +118,8 @@ def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queu
             assert event().attempts == 1
 
 
-PHONES = """kind: endpoint
-name: forms
-source: token
-token: ${FORMS_TOKEN}
----
-kind: mapping
-name: forms-map
-endpoint: forms
-fields:
-  EmailAddress: { path: $.email, required: true }
-  Phone: $.phone
-"""
+#: The crash tests' config, with a phone instead of a first name.
+PHONES = CONFIG.replace("FirstName: $.name", "Phone: $.phone")
 
 
 def test_a_duplicate_email_or_phone_is_dead_saying_what_to_do(tmp_path: Path) -> None:
