@@ -109,6 +109,6 @@ def still_queued(event: Event) -> str:
             now = f"; to try it now: leadhub replay --status retrying --id {event.id}"
     return (
         f"event {event.id} {where}, so there is nothing to replay (replay takes "
-        f"{REPLAYED_NAMES} events, and delivered ones with --status delivered); follow it "
+        f"{REPLAYED_NAMES} events, and delivered or retrying ones named by --status); follow it "
         f"with leadhub events --id {event.id}{now}."
     )

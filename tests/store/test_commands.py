@@ -668,7 +668,7 @@ class TestReplay:
         ), queued
         assert queued.endswith(
             " UTC, so there is nothing to replay (replay takes dead, unmatched and skipped "
-            "events, and delivered ones with --status delivered); follow it with leadhub "
+            "events, and delivered or retrying ones named by --status); follow it with leadhub "
             f"events --id {ids['queued']}."
         ), queued
         assert notes == [
