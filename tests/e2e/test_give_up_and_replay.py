@@ -26,6 +26,16 @@ def faults(sandbox_url: str, setting: dict[str, object]) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def post_lead(base: str, lead: dict[str, str]) -> int:
+    """Post ``lead`` to the forms endpoint of the hub at ``base``; the stored event's id."""
+    answer = httpx.post(
+        f"{base}/hooks/forms", json=lead, headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert answer.status_code == 200, answer.text
+    event_id: int = answer.json()["id"]
+    return event_id
+
+
 def stored(db: str, event_id: int) -> Event:
     """Event ``event_id`` as the store at ``db`` holds it now."""
     found = on_store(db, lambda store: store.get(event_id))
@@ -43,11 +53,7 @@ def test_given_up_event_says_how_to_send_it_again_and_replay_does(tmp_path: Path
         env = {**KEYS, "FORMS_TOKEN": TOKEN}
         faults(sandbox_url, {"every": 1, "kinds": ["500"]})
         with leadhub_process(args, ready_url=f"{base}/readyz", env=env):
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            answer = httpx.post(
-                f"{base}/hooks/forms", json={"email": "late@example.com"}, headers=headers
-            )
-            event_id = answer.json()["id"]
+            event_id = post_lead(base, {"email": "late@example.com"})
 
             def event() -> Event:
                 return stored(db, event_id)
@@ -85,11 +91,7 @@ def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queu
         db = f"sqlite:///{sqlite}"
         faults(sandbox_url, {"every": 1, "kinds": ["timeout"], "timeout_s": 30})
         with leadhub_process(args, ready_url=f"{base}/readyz", env={**KEYS, "FORMS_TOKEN": TOKEN}):
-            headers = {"Authorization": f"Bearer {TOKEN}"}
-            answer = httpx.post(
-                f"{base}/hooks/forms", json={"email": "held@example.com"}, headers=headers
-            )
-            event_id = answer.json()["id"]
+            event_id = post_lead(base, {"email": "held@example.com"})
 
             def event() -> Event:
                 return stored(db, event_id)
@@ -131,9 +133,8 @@ def test_a_duplicate_email_or_phone_is_dead_saying_what_to_do(tmp_path: Path) ->
         args, base, sqlite = serve_args(tmp_path, {"forms.yaml": PHONES, "targets.yaml": target})
         db = f"sqlite:///{sqlite}"
         with leadhub_process(args, ready_url=f"{base}/readyz", env={**KEYS, "FORMS_TOKEN": TOKEN}):
-            headers = {"Authorization": f"Bearer {TOKEN}"}
             ids = [
-                httpx.post(f"{base}/hooks/forms", json=lead, headers=headers).json()["id"]
+                post_lead(base, lead)
                 for lead in (
                     {"email": "asha@example.com", "phone": "9876500001"},
                     {"email": "ravi@example.com", "phone": "9876500002"},
