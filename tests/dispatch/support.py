@@ -62,8 +62,9 @@ def target_yaml(
     )
 
 
-def flat_endpoint_yaml(name: str, target: str, *, required: str = "email") -> str:
-    """An unauthenticated endpoint and a mapping of flat JSON (email, first_name, seq)."""
+def flat_endpoint_yaml(name: str, target: str, *, required: str = "email", extra: str = "") -> str:
+    """An unauthenticated endpoint and a mapping of flat JSON (email, first_name, seq), then
+    ``extra`` field lines."""
     return f"""kind: endpoint
 name: {name}
 source: none
@@ -76,7 +77,7 @@ fields:
   EmailAddress: {{ path: $.{required}, required: true }}
   FirstName: $.first_name
   mx_Seq: $.seq
-"""
+{extra}"""
 
 
 def write_config(directory: Path, *documents: str, environ: Mapping[str, str] = KEYS) -> Config:

@@ -97,17 +97,9 @@ async def test_a_value_the_mapping_leaves_out_is_logged_and_the_lead_still_sent(
         config = write_config(
             tmp_path / "cfg",
             target_yaml("default", url),
-            """kind: endpoint
-name: forms
-source: none
----
-kind: mapping
-name: forms-map
-endpoint: forms
-fields:
-  EmailAddress: { path: $.email, required: true }
-  Phone: { path: $.phone, transform: phone }
-""",
+            flat_endpoint_yaml(
+                "forms", "default", extra="  Phone: { path: $.phone, transform: phone }\n"
+            ),
         )
         async with opened_store(tmp_path / "hub.db") as store:
             documents = [
