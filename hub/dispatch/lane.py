@@ -468,11 +468,7 @@ class Lane:
                 event, self.policy, outcome.reason, held=held, give_up=not outcome.rate_limited
             )
         elif isinstance(outcome, Dead):
-            await d.kill(
-                event,
-                f"{outcome.reason}; once that is fixed, send it again: leadhub replay --id "
-                f"{event.id}",
-            )
+            await d.kill(event, outcome.reason, fixable=True)
         else:
             await self._pause(item, outcome.reason)
 

@@ -826,8 +826,14 @@ class Dispatcher:
             await self.store.release(event.id, at=at, reason=reason, lease=event.lease)
             self.metrics.events.labels("released").inc()
 
-    async def kill(self, event: Event, reason: str, *, mapping: str | None = None) -> None:
-        """Mark ``event`` dead with ``reason``."""
+    async def kill(
+        self, event: Event, reason: str, *, mapping: str | None = None, fixable: bool = False
+    ) -> None:
+        """Mark ``event`` dead with ``reason``; ``fixable``: the reason names something to fix
+        (the target, the account's leads, the mapping), so it ends with the replay that sends
+        the event again once that is done."""
+        if fixable:
+            reason += f"; once that is fixed, send it again: leadhub replay --id {event.id}"
         with still_ours(event):
             await self.store.dead(event.id, error=reason, lease=event.lease)
             self.metrics.events.labels("dead").inc()
@@ -857,8 +863,8 @@ class Dispatcher:
             await self.kill(
                 event,
                 f"gave up after {event.attempts} attempt(s) over {window} (the target's retry "
-                f"give_up_after): {reason}; once that is fixed, send it again: leadhub replay "
-                f"--id {event.id}",
+                f"give_up_after): {reason}",
+                fixable=True,
             )
             return
         with still_ours(event):
