@@ -26,8 +26,13 @@ from hub.store.commands import (
 from hub.store.models import Event, Listed, State
 from hub.units import parse_duration
 
+#: NEXT (UTC) follows STATE, the state it qualifies: "retrying" then when, "sending" then
+#: when its lease ends (STATE itself stays the one word --status takes).
 COLUMNS: tuple[str, ...] = ("ID", "RECEIVED (UTC)", "ENDPOINT", "DELIVERY ID", "STATE")
-COLUMNS += ("ATTEMPTS", "TARGET", "LEAD ID", "LAST ERROR")
+COLUMNS += ("NEXT (UTC)", "ATTEMPTS", "TARGET", "LEAD ID", "LAST ERROR")
+
+#: The states of an event waiting for its next try: ``next_attempt_at`` is when that is.
+WAITING = (State.QUEUED, State.RETRYING)
 
 
 #: ``--status duplicate``: the state of a delivery, not of an event (nothing is stored for it).
@@ -46,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
     event, its document and whole last error included. A listing the limit cuts short says
     so on stderr: a script would otherwise take the newest 50 for every match.
 
+    The time is read once, before the listing: every event is shown due (or its lease
+    expired) as of that one moment, however long the pages take to read and print.
+
     The listing streams: it is read :data:`PAGE` events at a time (``store.list_page``,
     only the fields shown) and each page is printed before the next is read, so a
     ``--limit`` of millions holds one page in memory."""
@@ -63,8 +71,9 @@ def run(args: argparse.Namespace) -> int:
         flag = given_as(args, "limit", "--limit")
         return fail("events", f"{flag} must be at least 1, got {args.limit!r}.")
     limit = min(args.limit, MAX_ID - 1)  # larger means every event; one more is read
+    now = time.time()
     # (--since is a checked AGE: hub.cli.age)
-    since = None if args.since is None else time.time() - parse_duration(args.since)
+    since = None if args.since is None else now - parse_duration(args.since)
 
     async def action(store: EventStore) -> int:
         # one more than shown: whether the limit cut the listing short
@@ -74,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             pages = by_ids(store, args.ids, selection, most=most)
         else:
             pages = newest_first(store, selection, most=most)
-        out: Json | Table = Json() if args.json else Table()
+        out: Json | Table = Json(now) if args.json else Table(now)
         shown = 0
         async with contextlib.aclosing(pages):
             async for page in pages:
@@ -159,8 +168,28 @@ async def by_ids(
         most -= len(page)
 
 
-def as_json(event: Listed) -> dict[str, Any]:
-    """The fields of ``event`` a script wants (no raw body; the document is included)."""
+def due(event: Listed, now: float) -> bool | None:
+    """Whether ``event``, waiting (queued or retrying), may be tried at ``now``; None for an
+    event in any other state. (As the store's claim sees it: due at next_attempt_at.)"""
+    if event.state not in WAITING:
+        return None
+    return event.next_attempt_at <= now
+
+
+def lease_expired(event: Listed, now: float) -> bool | None:
+    """Whether ``event``, ``sending``, is past the end of its lease at ``now`` (its worker
+    crashed or stalled: any worker may claim it again); None for an event in another state.
+    (While ``sending``, next_attempt_at holds the lease end: see hub/store/sql/sqlite.sql.)"""
+    if event.state is not State.SENDING:
+        return None
+    return event.next_attempt_at <= now
+
+
+def as_json(event: Listed, now: float) -> dict[str, Any]:
+    """The fields of ``event`` a script wants (no raw body; the document is included).
+
+    ``due`` and ``lease_expired`` are as of ``now`` (the listing's time): whether a waiting
+    event may be tried, whether a sending one's lease has run out; null in other states."""
     return {
         "id": event.id,
         "received_at": iso(event.received_at),
@@ -169,6 +198,8 @@ def as_json(event: Listed) -> dict[str, Any]:
         "state": event.state.value,
         "attempts": event.attempts,
         "next_attempt_at": iso(event.next_attempt_at),
+        "due": due(event, now),
+        "lease_expired": lease_expired(event, now),
         "target": event.target,
         "mapping": event.mapping,
         "lead_id": event.lead_id,
@@ -180,10 +211,15 @@ def as_json(event: Listed) -> dict[str, Any]:
 
 
 class Json:
-    """``--json``: one object per line, each page written as it comes."""
+    """``--json``: one object per line, each page written as it comes (``now``: the time
+    of the listing, that ``due`` and ``lease_expired`` are as of)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
 
     def page(self, events: list[Listed]) -> None:
-        sys.stdout.write("".join(orjson.dumps(as_json(e)).decode() + "\n" for e in events))
+        lines = (orjson.dumps(as_json(e, self.now)).decode() + "\n" for e in events)
+        sys.stdout.write("".join(lines))
 
     def nothing(self) -> None:
         """Nothing matched: no line at all."""
@@ -194,13 +230,15 @@ class Table:
 
     Its columns are as wide as the first page needs (the whole listing, when it fits in
     one page); a later page widens a column that holds something longer, from that page
-    on (the rows already written stay as they were)."""
+    on (the rows already written stay as they were). NEXT (UTC) is as of ``now``, the
+    time of the listing."""
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
+        self.now = now
         self.widths: list[int] | None = None
 
     def page(self, events: list[Listed]) -> None:
-        rows = [cells(e) for e in events]
+        rows = [cells(e, self.now) for e in events]
         if self.widths is None:
             rows.insert(0, COLUMNS)
             self.widths = [0] * len(COLUMNS)
@@ -215,16 +253,29 @@ class Table:
         print("No events match.")
 
 
-def cells(e: Listed) -> tuple[str, ...]:
-    """One row of the table: what each column shows of ``e``."""
+def cells(e: Listed, now: float) -> tuple[str, ...]:
+    """One row of the table: what each column shows of ``e`` (NEXT as of ``now``)."""
     return (
         str(e.id),
         utc(e.received_at),
         e.endpoint,
         shorten(e.delivery_id, 28),
         e.state.value,
+        next_cell(e, now),
         str(e.attempts),
         e.target or "",
         printable(e.lead_id or ""),  # a LeadSquared answer's
         shorten(e.last_error, 60),
     )
+
+
+def next_cell(e: Listed, now: float) -> str:
+    """The NEXT (UTC) cell: when a waiting event is tried next ("due": its time has come; a
+    paused target or an earlier event of its lead may still hold it), when a sending one's
+    lease ends ("lease expired": claimable again, its worker gone); empty for a finished
+    event, which is tried no more (its next_attempt_at is left over)."""
+    if (waiting := due(e, now)) is not None:
+        return "due" if waiting else utc(e.next_attempt_at)
+    if (expired := lease_expired(e, now)) is not None:
+        return "lease expired" if expired else f"lease ends {utc(e.next_attempt_at)}"
+    return ""

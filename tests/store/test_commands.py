@@ -230,7 +230,7 @@ class TestEvents:
         listed = asyncio.run(every_event(url))
         assert [e.id for e in listed] == sorted(everything.values(), reverse=True)
         expected = "".join(
-            orjson.dumps(events.as_json(Listed.of(e))).decode() + "\n" for e in listed
+            orjson.dumps(events.as_json(Listed.of(e), time.time())).decode() + "\n" for e in listed
         )
         selections = [
             [],

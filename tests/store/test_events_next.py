@@ -1,0 +1,152 @@
+"""``leadhub events`` shows when a waiting event is tried next and whether a sending one's
+lease has run out, through hub.cli.main against a real database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+
+from hub.cli import main
+from hub.clock import ManualClock
+from hub.store import open_store
+from hub.store.commands import iso, utc
+
+from .helpers import delivery
+
+Cap = pytest.CaptureFixture[str]
+
+#: How far from the listing's time each event's next try or lease end is put: an hour, so
+#: the listing sees each one on its side of "now" however slow the machine is.
+HOUR = 3600.0
+
+
+def make_events(url: str, now: float) -> dict[str, tuple[int, float]]:
+    """One event of each kind NEXT (UTC) tells apart, by name: ``(id, next_attempt_at)``.
+
+    They are claimed by a store whose clock is set for each: a claim takes the oldest due
+    events, so each is made when no other is due (the expired lease last, an hour and more
+    back, when the due retry was not due yet)."""
+    clock = ManualClock(now)
+
+    async def go() -> dict[str, tuple[int, float]]:
+        store = open_store(url, clock=clock)
+        await store.open()
+        made: dict[str, tuple[int, float]] = {}
+
+        async def claimed(name: str, lease: float) -> int:
+            (res,) = await store.enqueue(delivery(name, received_at=clock.time()))
+            (event,) = await store.claim(limit=1, lease=lease)
+            assert event.id == res.id
+            made[name] = (event.id, event.next_attempt_at)
+            return event.id
+
+        try:
+            delivered = await claimed("delivered", 60)
+            await store.set_route(delivered, target="default", mapping="m", lead_keys=[])
+            await store.ack(delivered, lead_id="lead-0001", created=True)
+            later = await claimed("retry_later", 60)
+            await store.retry(later, at=now + HOUR, error="HTTP 503 from LeadSquared")
+            made["retry_later"] = (later, now + HOUR)
+            await claimed("live_lease", HOUR)
+            due = await claimed("retry_due", 60)
+            await store.retry(due, at=now - 60, error="HTTP 429 from LeadSquared")
+            made["retry_due"] = (due, now - 60)
+            clock.set(now - 2 * HOUR)  # a worker that claimed it then and crashed
+            await claimed("expired_lease", 60)
+            return made
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def made(hub_db_url: str) -> tuple[str, dict[str, tuple[int, float]]]:
+    """A database holding the events of :func:`make_events`, timed around the real now."""
+    return hub_db_url, make_events(hub_db_url, time.time())
+
+
+def test_the_table_shows_when_each_event_is_tried_next(
+    made: tuple[str, dict[str, tuple[int, float]]], capsys: Cap
+) -> None:
+    """NEXT (UTC) follows STATE: a future retry's time, "due" for one whose time has
+    passed, a live lease's end, "lease expired" for a crashed worker's event, and nothing
+    for a delivered one."""
+    url, events = made
+    capsys.readouterr()  # the store's log lines
+    assert main(["events", "--db", url], environ={}) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out[0]
+    assert header.index("STATE") < header.index("NEXT (UTC)") < header.index("ATTEMPTS")
+    column = slice(header.index("NEXT (UTC)"), header.index("ATTEMPTS"))
+    rows = {int(line.split()[0]): line for line in out[1:]}
+    shown = {name: rows[i][column].strip() for name, (i, _) in events.items()}
+    assert shown == {
+        "delivered": "",
+        "retry_later": utc(events["retry_later"][1]),
+        "retry_due": "due",
+        "live_lease": f"lease ends {utc(events['live_lease'][1])}",
+        "expired_lease": "lease expired",
+    }
+    state = slice(header.index("STATE"), column.start)
+    assert rows[events["live_lease"][0]][state].strip() == "sending"  # STATE stays one word
+
+
+def test_json_says_whether_due_and_whether_the_lease_ran_out(
+    made: tuple[str, dict[str, tuple[int, float]]], capsys: Cap
+) -> None:
+    """--json keeps next_attempt_at and adds ``due`` (queued, retrying) and
+    ``lease_expired`` (sending), each null in the states it does not apply to."""
+    url, events = made
+    capsys.readouterr()  # the store's log lines
+    assert main(["events", "--db", url, "--json"], environ={}) == 0
+    listed = {o["id"]: o for o in map(orjson.loads, capsys.readouterr().out.splitlines())}
+    facts = {
+        name: (
+            listed[i]["state"],
+            listed[i]["next_attempt_at"],
+            listed[i]["due"],
+            listed[i]["lease_expired"],
+        )
+        for name, (i, _) in events.items()
+    }
+    at = {name: iso(when) for name, (_, when) in events.items()}
+    assert facts == {
+        "delivered": ("delivered", at["delivered"], None, None),
+        "retry_later": ("retrying", at["retry_later"], False, None),
+        "retry_due": ("retrying", at["retry_due"], True, None),
+        "live_lease": ("sending", at["live_lease"], None, False),
+        "expired_lease": ("sending", at["expired_lease"], None, True),
+    }
+
+
+def test_a_queued_event_is_due_from_its_arrival(hub_db_url: str, capsys: Cap) -> None:
+    """A queued event never tried is due (its next try is when it arrived), in the table
+    and in --json."""
+
+    async def go() -> int:
+        store = open_store(hub_db_url)
+        await store.open()
+        try:
+            (res,) = await store.enqueue(delivery("fresh"))
+            return res.id
+        finally:
+            await store.close()
+
+    queued = asyncio.run(go())
+    capsys.readouterr()  # the store's log lines
+    assert main(["events", "--db", hub_db_url], environ={}) == 0
+    (header, row) = capsys.readouterr().out.splitlines()
+    assert row[header.index("NEXT (UTC)") : header.index("ATTEMPTS")].strip() == "due"
+    assert main(["events", "--db", hub_db_url, "--json"], environ={}) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    listed = orjson.loads(line)
+    assert (listed["id"], listed["state"], listed["due"], listed["lease_expired"]) == (
+        queued,
+        "queued",
+        True,
+        None,
+    )
