@@ -15,9 +15,11 @@ with the same reason. Secrets are not needed: an unset ``${VAR}`` stands in as
 ``unset-VAR``.
 
 With ``--json`` it prints one JSON object:
-``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..]}`` or
-``{"status":"skipped"|"unmatched"|"error","mapping":NAME|null,"reason":".."}``;
-warnings then go to standard error.
+``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..],"warnings":[..]}`` or
+``{"status":"skipped"|"unmatched"|"error","mapping":NAME|null,"reason":"..","warnings":[]}``;
+``warnings`` lists what the mapping left out of the body (a phone that is no number, a date
+it cannot read), as the human form prints them, and is empty when there is none. They also
+still go to standard error, as they did before the field existed.
 """
 
 from __future__ import annotations
@@ -89,7 +91,9 @@ def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]
 
 
 def as_json(result: Result) -> dict[str, Any]:
-    """The ``--json`` object for ``result``."""
+    """The ``--json`` object for ``result``: every object has ``warnings`` (a list, empty
+    when none), so that a script reading the JSON sees what the human form would warn about
+    (only a request to send has any: other outcomes say why in their ``reason``)."""
     if isinstance(result, CaptureRequest):
         return {
             "status": "send",
@@ -97,8 +101,19 @@ def as_json(result: Result) -> dict[str, Any]:
             "target": result.target,
             "query": dict(result.query),
             "body": list(result.body),
+            "warnings": list(result.warnings),
         }
-    return {"status": result.status, "mapping": result.mapping, "reason": result.reason}
+    return {
+        "status": result.status,
+        "mapping": result.mapping,
+        "reason": result.reason,
+        "warnings": [],
+    }
+
+
+def _refused_json(exc: _Refused) -> dict[str, Any]:
+    """The ``--json`` object for a document that cannot be tried at all."""
+    return {"status": "error", "mapping": None, "reason": str(exc), "warnings": []}
 
 
 def _print_human(config: Config, result: Result) -> None:
@@ -124,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         config, results = _results(args)
     except _Refused as exc:
         if args.json:
-            print(json.dumps({"status": "error", "mapping": None, "reason": str(exc)}))
+            print(json.dumps(_refused_json(exc)))
         else:
             print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -144,6 +144,72 @@ def test_try_shows_a_real_target_url_and_warnings(
     assert "ak-secret" not in out and "sk-secret" not in out
 
 
+WARNING_CONFIG = (
+    "kind: endpoint\nname: e\nsource: none\n---\n"
+    "name: m\nendpoint: e\nmatch: {$.kind: lead}\n"
+    "skip_if: {$.test: 'yes'}\nfields:\n"
+    "  EmailAddress: {path: $.email, required: true}\n"
+    "  Phone: {path: $.p, transform: phone}\n"
+    "  mx_Submitted_On: {path: $.at, transform: date}\n"
+)
+PHONE_WARNING = "Phone: '12' is not a phone number"
+DATE_WARNING = "mx_Submitted_On: 'last tuesday' is not a date (ISO 8601 or unix time); left out"
+
+
+def test_try_json_carries_the_warnings_the_human_form_prints(tmp_path: Path) -> None:
+    """``try --json`` printed no field for the mapping's warnings (a phone that is no number, a
+    date it cannot read): a script reading the JSON never learnt the body left them out.
+    Each object now has ``warnings``, the very lines the human form prints after
+    ``warning:``, beside every key it had; an empty list when there is none."""
+    (tmp_path / "c.yaml").write_text(WARNING_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text(
+        '{"kind": "lead", "email": "a@example.com", "p": "12", "at": "last tuesday"}'
+    )
+    argv = ["try", "e", str(payload), "--config-dir", str(tmp_path)]
+    human = leadhub_run(argv)
+    as_json = leadhub_run([*argv, "--json"])
+    assert human.returncode == as_json.returncode == 0, human.stderr + as_json.stderr
+    shown = [
+        line.removeprefix("warning: ")
+        for line in human.stdout.splitlines()
+        if line.startswith("warning: ")
+    ]
+    result = json.loads(as_json.stdout)
+    assert set(result) == {"status", "mapping", "target", "query", "body", "warnings"}
+    assert result["warnings"] == shown
+    assert len(shown) == 2 and shown[0].startswith(PHONE_WARNING) and shown[1] == DATE_WARNING
+    assert result["body"] == [{"Attribute": "EmailAddress", "Value": "a@example.com"}]
+    payload.write_text('{"kind": "lead", "email": "a@example.com", "p": "+14155550100"}')
+    clean = leadhub_run([*argv, "--json"])
+    assert clean.returncode == 0 and json.loads(clean.stdout)["warnings"] == []
+
+
+@pytest.mark.parametrize(
+    ("document", "status"),
+    [
+        ('{"kind": "other", "email": "a@example.com"}', "unmatched"),
+        ('{"kind": "lead", "test": "yes", "p": "12"}', "skipped"),
+        ('{"kind": "lead", "p": "12"}', "error"),
+    ],
+)
+def test_try_json_has_warnings_when_nothing_would_be_sent(
+    tmp_path: Path, document: str, status: str
+) -> None:
+    """An unmatched, skipped or failing document's object has ``warnings`` too (an empty list:
+    why it is not sent is its ``reason``), so that every object printed has the same keys
+    to read."""
+    (tmp_path / "c.yaml").write_text(WARNING_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text(document)
+    done = leadhub_run(["try", "e", str(payload), "--config-dir", str(tmp_path), "--json"])
+    assert done.returncode == 1, done.stderr
+    result = json.loads(done.stdout)
+    assert result["status"] == status
+    assert set(result) == {"status", "mapping", "reason", "warnings"}
+    assert result["warnings"] == []
+
+
 @pytest.mark.usefixtures("demo_env")
 def test_try_explains_skips_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """A skipped document prints why and exits 1, in both output forms."""
@@ -175,7 +241,8 @@ def test_try_json_errors(
     result = json.loads(capsys.readouterr().out)
     assert result["status"] == "error"
     assert reason in result["reason"]
-    assert set(result) == {"status", "mapping", "reason"}
+    assert set(result) == {"status", "mapping", "reason", "warnings"}
+    assert result["warnings"] == []
 
 
 def test_try_on_a_broken_config_says_run_check(
