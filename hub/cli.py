@@ -178,6 +178,25 @@ def positional_default(environ: Mapping[str, str], flag: str, default: str) -> A
     return _FromEnv(var, environ[var], default) if var in environ else default
 
 
+#: The ``sandbox`` flags whose value ``serve``'s embedded sandbox reads from a variable of its
+#: own: the standalone sandbox takes that variable too when neither the flag nor its
+#: ``LEADHUB_<FLAG>`` is given, so that the keys set for one are not silently the defaults in
+#: the other.
+SANDBOX_VARIABLES = {
+    "--access-key": "LEADHUB_SANDBOX_ACCESS_KEY",
+    "--secret-key": "LEADHUB_SANDBOX_SECRET_KEY",
+    "--rate-limit": "LEADHUB_SANDBOX_RATE_LIMIT",
+}
+
+
+def sandbox_default(environ: Mapping[str, str], flag: str, default: str) -> Any:
+    """The default of ``sandbox``'s ``flag``: its :data:`SANDBOX_VARIABLES` variable's text when
+    set (``LEADHUB_<FLAG>``, read by :class:`Parser`, still comes first), checked as the flag's
+    own value would be, so that an empty key there is a usage error naming it."""
+    var = SANDBOX_VARIABLES[flag]
+    return _FromEnv(var, environ[var], default) if var in environ else default
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose every flag also reads ``LEADHUB_<FLAG>`` from ``environ``.
 
@@ -309,15 +328,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sandbox = command("sandbox", "run the Lead.Capture sandbox on its own")
     sandbox.add_argument("--host", type=address, default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=port, default=9000, help="port to listen on")
-    sandbox.add_argument(
-        "--access-key", type=sandbox_key, default="sandbox", help="access key the sandbox accepts"
-    )
-    sandbox.add_argument(
-        "--secret-key", type=sandbox_key, default="sandbox", help="secret key the sandbox accepts"
-    )
+    for flag, what in (("--access-key", "access key"), ("--secret-key", "secret key")):
+        sandbox.add_argument(
+            flag,
+            type=sandbox_key,
+            default=sandbox_default(environ, flag, "sandbox"),
+            help=f"{what} the sandbox accepts (else {SANDBOX_VARIABLES[flag]}, as serve's "
+            "embedded sandbox reads it; default sandbox)",
+        )
     sandbox.add_argument("--db", default=None, help="SQLite file (in memory when absent)")
     sandbox.add_argument(
-        "--rate-limit", default="25/5s", help="calls per window per access key, or 'off'"
+        "--rate-limit",
+        default=sandbox_default(environ, "--rate-limit", "25/5s"),
+        help="calls per window per access key, or 'off' (else LEADHUB_SANDBOX_RATE_LIMIT, as "
+        "serve's embedded sandbox reads it; default 25/5s)",
     )
     _log_level(sandbox)
 

@@ -1,7 +1,11 @@
 """``leadhub sandbox``: serve the Lead.Capture sandbox on its own.
 
-Logs one ``sandbox_ready`` line (URL, rate limit, storage; never the keys) when
-it listens, serves until SIGTERM or SIGINT (uvicorn's handlers; calls held by a
+Its keys and rate limit come from the flag, else ``LEADHUB_<FLAG>``, else the variable
+``serve``'s embedded sandbox reads (``LEADHUB_SANDBOX_ACCESS_KEY``, ``_SECRET_KEY``,
+``_RATE_LIMIT``), else the defaults (``sandbox`` / ``sandbox``, ``25/5s``).
+
+Logs one ``sandbox_ready`` line (URL, rate limit, storage, where the keys came from; never
+the keys) when it listens, serves until SIGTERM or SIGINT (uvicorn's handlers; calls held by a
 ``timeout`` fault are let go at once, closed unanswered), then closes its
 database and exits 0. A bad ``--rate-limit`` or an unusable ``--db`` exits 2
 with a message; a port that cannot be bound exits 1.
@@ -30,6 +34,18 @@ def _db_path(value: str | None) -> str | None:
     return value.removeprefix("sqlite:///")
 
 
+def _keys_from(args: argparse.Namespace) -> str:
+    """Where the keys came from, for the ready line (never the keys): so that keys set under a
+    name this command does not read are not silently the defaults."""
+    given = []
+    for dest, flag in (("access_key", "--access-key"), ("secret_key", "--secret-key")):
+        source = given_as(args, dest, flag)
+        if source == flag and getattr(args, dest) == "sandbox":
+            source = "the default, sandbox"
+        given.append(source)
+    return " / ".join(given)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve the sandbox until a signal; returns the exit code."""
     configure(level=args.log_level)
@@ -37,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         rate_limit = parse_rate_limit(args.rate_limit)
     except UnitError as exc:
-        print(f"leadhub sandbox: --rate-limit: {exc}", file=sys.stderr)
+        given = given_as(args, "rate_limit", "--rate-limit")
+        print(f"leadhub sandbox: {given}: {exc}", file=sys.stderr)
         return 2
     db_path = _db_path(args.db)
     try:
@@ -62,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
         log_config=None,  # its records go through hub.logs (JSON lines), not its own format
         lifespan="off",
     )
-    fields = {"rate_limit": str(rate_limit) if rate_limit else "off", "db": db_path or "memory"}
+    fields = {
+        "rate_limit": str(rate_limit) if rate_limit else "off",
+        "db": db_path or "memory",
+        "keys": _keys_from(args),
+    }
     server = Server(
         config,
         on_ready=lambda url: log.info("sandbox_ready", url=url, **fields),

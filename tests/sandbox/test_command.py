@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -66,6 +67,7 @@ def test_sandbox_command_serves_captures_and_stops_cleanly_on_sigterm() -> None:
     ready = [line for line in lines if line["event"] == "sandbox_ready"]
     assert len(ready) == 1
     assert (ready[0]["url"], ready[0]["rate_limit"]) == (base, "off")
+    assert ready[0]["keys"] == "--access-key / --secret-key"
 
 
 @pytest.mark.slow
@@ -102,6 +104,78 @@ def test_sigterm_stops_the_sandbox_while_a_timeout_fault_holds_a_call() -> None:
     assert stopped.code == 0
     assert stopped.seconds < 5, f"SIGTERM took {stopped.seconds:.1f} s"
     assert len(stopped.raised) == 1 and isinstance(stopped.raised[0], DROPPED)
+
+
+SERVE_ACCESS = "serve-named-access-4c1d"
+SERVE_SECRET = "serve-named-secret-77ab"
+
+
+def _ready_line(out: str) -> dict[str, Any]:
+    lines = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    ready = [line for line in lines if line["event"] == "sandbox_ready"]
+    assert len(ready) == 1, out
+    found: dict[str, Any] = ready[0]
+    return found
+
+
+def _capture_status(base: str, access: str, secret: str) -> int:
+    params = {"accessKey": access, "secretKey": secret}
+    with httpx.Client(base_url=base, params=params) as client:
+        answer = client.post(CAPTURE, json=body(("EmailAddress", f"{access}@example.com")))
+    return answer.status_code
+
+
+@pytest.mark.slow
+def test_sandbox_command_takes_the_keys_serves_embedded_sandbox_reads() -> None:
+    """``serve``'s embedded sandbox reads LEADHUB_SANDBOX_ACCESS_KEY / _SECRET_KEY / _RATE_LIMIT;
+    the standalone sandbox read only LEADHUB_ACCESS_KEY / _SECRET_KEY / _RATE_LIMIT, so keys
+    set under serve's names were silently sandbox / sandbox. Without the flag or its
+    LEADHUB_<FLAG>, it now takes serve's names: a Lead.Capture with those keys is accepted,
+    one with the defaults refused, and the ready line says where the keys came from."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "LEADHUB_SANDBOX_ACCESS_KEY": SERVE_ACCESS,
+        "LEADHUB_SANDBOX_SECRET_KEY": SERVE_SECRET,
+        "LEADHUB_SANDBOX_RATE_LIMIT": "off",
+    }
+    args = ["sandbox", "--port", str(port)]
+    with leadhub_process(args, ready_url=base + "/", env=env) as proc:
+        accepted = _capture_status(base, SERVE_ACCESS, SERVE_SECRET)
+        defaults = _capture_status(base, "sandbox", "sandbox")
+        code, out = _stop(proc)
+    assert (accepted, defaults) == (200, 401), out
+    assert code == 0, out
+    assert SERVE_ACCESS not in out and SERVE_SECRET not in out
+    ready = _ready_line(out)
+    assert ready["keys"] == "LEADHUB_SANDBOX_ACCESS_KEY / LEADHUB_SANDBOX_SECRET_KEY"
+    assert ready["rate_limit"] == "off"
+
+
+@pytest.mark.slow
+def test_the_flag_then_leadhub_flag_win_over_serves_names() -> None:
+    """With all three given, the flag wins (--secret-key), then LEADHUB_<FLAG>
+    (LEADHUB_ACCESS_KEY, LEADHUB_RATE_LIMIT); serve's names are read only when both are
+    absent: a call with serve's keys is refused."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        "LEADHUB_SANDBOX_ACCESS_KEY": SERVE_ACCESS,
+        "LEADHUB_SANDBOX_SECRET_KEY": SERVE_SECRET,
+        "LEADHUB_SANDBOX_RATE_LIMIT": "fast",  # never read: LEADHUB_RATE_LIMIT is set
+        "LEADHUB_ACCESS_KEY": ACCESS,
+        "LEADHUB_RATE_LIMIT": "7/1s",
+    }
+    args = ["sandbox", "--port", str(port), "--secret-key", SECRET]
+    with leadhub_process(args, ready_url=base + "/", env=env) as proc:
+        accepted = _capture_status(base, ACCESS, SECRET)
+        serves = _capture_status(base, SERVE_ACCESS, SERVE_SECRET)
+        code, out = _stop(proc)
+    assert (accepted, serves) == (200, 401), out
+    assert code == 0, out
+    ready = _ready_line(out)
+    assert ready["keys"] == "LEADHUB_ACCESS_KEY / --secret-key"
+    assert ready["rate_limit"] == "7/1s"
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -145,6 +219,8 @@ def _tables(db: Path) -> set[str]:
     [
         ({"LEADHUB_ACCESS_KEY": ""}, [], "LEADHUB_ACCESS_KEY=''"),
         ({"LEADHUB_SECRET_KEY": "  "}, [], "LEADHUB_SECRET_KEY='  '"),
+        ({"LEADHUB_SANDBOX_ACCESS_KEY": ""}, [], "LEADHUB_SANDBOX_ACCESS_KEY=''"),
+        ({"LEADHUB_SANDBOX_SECRET_KEY": " "}, [], "LEADHUB_SANDBOX_SECRET_KEY=' '"),
         ({}, ["--access-key", ""], "argument --access-key"),
         ({}, ["--secret-key", ""], "argument --secret-key"),
     ],
@@ -169,6 +245,26 @@ def test_sandbox_command_refuses_a_bad_rate_limit() -> None:
     result = _run(*_args(free_port(), "--rate-limit", "fast"))
     assert result.returncode == 2
     assert "'fast'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"LEADHUB_SANDBOX_RATE_LIMIT": "fast"}, "LEADHUB_SANDBOX_RATE_LIMIT: 'fast'"),
+        ({"LEADHUB_SANDBOX_RATE_LIMIT": ""}, "LEADHUB_SANDBOX_RATE_LIMIT: ''"),
+        ({"LEADHUB_RATE_LIMIT": "fast"}, "LEADHUB_RATE_LIMIT: 'fast'"),
+    ],
+)
+def test_sandbox_command_names_the_variable_of_a_bad_rate_limit(
+    env: dict[str, str], named: str
+) -> None:
+    """A bad (or empty) rate limit from a variable exits 2 naming that variable: the message
+    said --rate-limit, a flag the user never typed."""
+    port = str(free_port())
+    result = leadhub_run(["sandbox", "--port", port], env=env, leadhub_env=False, timeout=20)
+    assert result.returncode == 2, result.stderr
+    assert f"leadhub sandbox: {named} is not a rate limit" in result.stderr
+    assert "sandbox_ready" not in result.stdout
 
 
 def test_sandbox_command_refuses_an_unusable_db(tmp_path: Path) -> None:
