@@ -19,7 +19,9 @@ So the body is read on EVERY answer, and the outcome is:
   environment names (its credentials are wrong), also when it refuses an https tunnel,
   and a redirect (301, 302, 303, 307, 308): the url is not Lead.Capture's (``http://``
   for ``https://``, a moved host). Redirects are never followed: the keys would go with
-  the request to wherever it points. The reason names where, without its query.
+  the request to wherever it points. The reason names where, without its query. Any other
+  3xx (300 Multiple Choices, 304 Not Modified, ...) pauses too: Lead.Capture answers a POST
+  with none, so the url names something else; its reason shows the Location if it has one.
 - An answer too large to be Lead.Capture's (:data:`~hub.dispatch.transport.MAX_ANSWER`,
   not read), or one that does not decode as its ``Content-Encoding`` says → :class:`Retry`:
   what it said is unknown, and a retry is safe (Lead.Capture is an upsert).
@@ -52,6 +54,8 @@ _EXCERPT = 200  # characters of an unexpected body kept in a reason
 _BOM = b"\xef\xbb\xbf"
 #: The statuses that redirect a request, with a Location to follow.
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: The names of the other 3xx statuses, shown in the reason of a pause for one.
+_OTHER_3XX = {300: "Multiple Choices", 304: "Not Modified", 305: "Use Proxy"}
 
 
 def call_bound(target: Target) -> float:
@@ -197,9 +201,23 @@ MX_ADVICE = {
 }
 
 
+def _other_3xx_reason(status: int, location: str | None) -> str:
+    """Why a 3xx that is no redirect (a 300, a 304) pauses the target: Lead.Capture answers a
+    POST with none of them, so what answered is not it, for every lead alike; retried, as
+    such an answer was, each lead spent its attempts until it gave up."""
+    name = _OTHER_3XX.get(status)
+    shown = f"HTTP {status} {name}" if name else f"HTTP {status}"
+    where = f" (Location: {location})" if location else ""
+    return (
+        f"{shown}{where}: not an answer Lead.Capture gives to a POST, so the target's url "
+        "does not name it; set the target's url to the account's LeadSquared API host "
+        f"(https://), then {RELOAD}"
+    )
+
+
 def classify(status: int, content: bytes, *, location: str | None = None) -> Outcome:
     """The outcome of one ``Lead.Capture`` answer, from its status and raw body
-    (``location``: where a redirect points, shown by :func:`redirect_shown`)."""
+    (``location``: where a 3xx points, shown by :func:`redirect_shown`)."""
     body = parse_json(content)
     if isinstance(body, dict) and body.get("Status") == "Success" and status < 300:
         return _delivered(body)
@@ -233,6 +251,8 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
             "redirects (the keys would go along): set the target's url to the account's "
             "LeadSquared API host (https://)"
         )
+    if 300 <= status < 400:
+        return Pause(_other_3xx_reason(status, location))
     if status == 429:
         return Retry(
             f"rate limited (HTTP 429): {_excerpt(content)}; {RATE_LIMIT_ADVICE}", rate_limited=True
@@ -243,7 +263,7 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
         return Dead(f"HTTP {status}: {_excerpt(content)}")
     if isinstance(body, dict) and body.get("Status") == "Error":
         return Dead(f"HTTP {status} with Status Error: {_excerpt(content)}")
-    # A 2xx/3xx that is neither Success nor an error envelope: the answer is not understood,
+    # A 2xx that is neither Success nor an error envelope: the answer is not understood,
     # and the lead may or may not exist. Retrying is safe (Lead.Capture is an upsert).
     return Retry(f"HTTP {status} with an unexpected body: {_excerpt(content)}")
 
@@ -377,8 +397,9 @@ class LeadSquaredClient:
         except httpx.InvalidURL as exc:
             return Attempt(Pause(f"target url {target.url!r} is invalid: {exc}"), None, 0.0)
         status = response.status_code
-        if status in REDIRECTS:
-            shown = redirect_shown(response.headers.get("Location"), str(response.url))
+        location = response.headers.get("Location")
+        if status in REDIRECTS or (300 <= status < 400 and location):
+            shown = redirect_shown(location, str(response.url))
             outcome = classify(status, response.content, location=shown)
         else:
             outcome = classify(status, response.content)

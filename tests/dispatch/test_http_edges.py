@@ -346,6 +346,41 @@ async def test_a_relative_redirect_is_shown_whole(http_factory: Factory) -> None
     assert f"redirects to {url}/moved;" in outcome.reason
 
 
+@pytest.mark.parametrize(
+    ("status", "location", "shown"),
+    [
+        (
+            "300 Multiple Choices",
+            f"Location: https://api-in21.leadsquared.com{CAPTURE_PATH}?accessKey={ACCESS}",
+            "HTTP 300 Multiple Choices (Location: "
+            f"https://api-in21.leadsquared.com{CAPTURE_PATH} (query not shown)): ",
+        ),
+        ("300 Multiple Choices", None, "HTTP 300 Multiple Choices: "),
+        ("304 Not Modified", None, "HTTP 304 Not Modified: "),
+        ("399 Whatever", "Location: /elsewhere", "HTTP 399 (Location: {url}/elsewhere): "),
+    ],
+    ids=["300-location", "300", "304", "399-relative"],
+)
+async def test_any_other_3xx_to_a_capture_pauses_the_target(
+    status: str, location: str | None, shown: str, http_factory: Factory
+) -> None:
+    """A 300 or 304 (any 3xx that is no redirect) was retried as an unexpected body until the
+    lead gave up; Lead.Capture never answers a POST with one, so the url names something
+    else, for every lead: it pauses the target as a redirect does, saying what to fix and
+    showing the Location (without its query) when there is one."""
+    headers = [location] if location else []
+    async with canned(_answer(status, b"", *headers)) as (url, fake):
+        outcome = await _capture(url, http_factory)
+    assert isinstance(outcome, Pause), outcome
+    assert outcome.reason.startswith(
+        shown.format(url=url) + "not an answer Lead.Capture gives to a POST, so the target's "
+        "url does not name it; set the target's url to the account's LeadSquared API host "
+        "(https://), then reload the hub"
+    ), outcome.reason
+    assert ACCESS not in outcome.reason and SECRET not in outcome.reason
+    assert fake.requests == 1
+
+
 @READERS
 async def test_a_redirected_lead_read_is_retried_naming_where(
     read: Read, http_factory: Factory
@@ -385,6 +420,27 @@ async def test_a_redirecting_target_is_paused_and_its_leads_wait(tmp_path: Path)
     paused = [entry for entry in logs if entry["event"] == "target_paused"]
     assert paused and "HTTP 301" in paused[0]["reason"]
     assert not any(key in repr(logs) for key in KEYS.values())
+
+
+async def test_a_target_answering_304_is_paused_and_its_leads_wait(tmp_path: Path) -> None:
+    """Through the dispatcher: a target whose url answers 304 Not Modified pauses (its leads
+    were each retried, an attempt counted every time, until they gave up and died); they now
+    wait, none dead, no attempt counted, the pause's reason their last error."""
+    async with canned(_answer("304 Not Modified", b"")) as (url, _):
+        config = forms_config(tmp_path, url)
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", leads("n", 3))
+            with structlog.testing.capture_logs() as logs:
+                async with running(config, store) as dispatcher:
+                    lane = dispatcher.lanes["default"]
+                    await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
+                    events = await states(store, ids)
+    assert not [e for e in events.values() if e.state in (State.DEAD, State.DELIVERED)]
+    errors = [e.last_error or "" for e in events.values()]
+    assert any("HTTP 304 Not Modified: " in error for error in errors), errors
+    assert all(e.attempts == 0 for e in events.values() if e.state != State.SENDING)
+    paused = [entry for entry in logs if entry["event"] == "target_paused"]
+    assert paused and paused[0]["reason"].startswith("HTTP 304 Not Modified: ")
 
 
 # --- connecting: names, certificates, IPv6; what a reason may show --------------------------
