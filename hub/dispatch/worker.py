@@ -448,6 +448,7 @@ class Dispatcher:
         slow: list[Awaitable[Item | None]] = []
         reads: list[tuple[Event, Reading]] = []
         for event in claimed:
+            _log_claimed(event)
             quick = self._map_quick(event, claimed_at)
             if isinstance(quick, Item):
                 items.append(quick)
@@ -717,13 +718,6 @@ class Dispatcher:
         endpoint = self.config.endpoints.get(event.endpoint)
         if endpoint is None or isinstance(endpoint.options, FETCHING):
             return None
-        _log.info(
-            "event_claimed",
-            event_id=event.id,
-            delivery_id=event.delivery_id,
-            endpoint=event.endpoint,
-            attempt=event.attempts,
-        )
         try:
             result = map_document(self.config.mappings_for(event.endpoint), event.document)
         except Exception:  # a bug: the slow path maps again and reports it
@@ -779,7 +773,6 @@ class Dispatcher:
         """
         result = mapped
         if result is None:
-            _log.info("event_claimed", attempt=event.attempts)
             endpoint = self.config.endpoints.get(event.endpoint)
             if endpoint is None:
                 reason = f"endpoint {event.endpoint!r} is no longer configured; add it back, replay"
@@ -873,6 +866,19 @@ class Dispatcher:
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def _log_claimed(event: Event) -> None:
+    """Log ``event_claimed`` for ``event``: once per claim, as the claim loop takes it and
+    before whatever comes next (mapping, or a lead read that may fail and retry it), so
+    every attempt's lines start with it."""
+    _log.info(
+        "event_claimed",
+        event_id=event.id,
+        delivery_id=event.delivery_id,
+        endpoint=event.endpoint,
+        attempt=event.attempts,
+    )
 
 
 def note_left_out(event: Event, request: CaptureRequest) -> None:
