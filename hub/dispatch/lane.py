@@ -56,7 +56,13 @@ def still_ours(event: Event) -> Iterator[None]:
     try:
         yield
     except LeaseLost:
-        _log.warning("event_lease_lost", event_id=event.id, delivery_id=event.delivery_id)
+        _log.warning("event_lease_lost", **event_fields(event))
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """The ids every line about ``event`` carries (its event id, delivery id and endpoint),
+    for a line logged where they are not bound (outside the step's ``bound_contextvars``)."""
+    return {"event_id": event.id, "delivery_id": event.delivery_id, "endpoint": event.endpoint}
 
 
 def log_failure(name: str, exc: BaseException, **fields: Any) -> None:
@@ -275,7 +281,7 @@ class Lane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or a store failure must not kill the lane
-                log_failure("send_failed", exc, event_id=item.event.id)
+                log_failure("send_failed", exc, target=self.target.name, **event_fields(item.event))
                 await self._release_after_failure(item)
             finally:
                 self._current.pop(task, None)
@@ -323,9 +329,7 @@ class Lane:
             for item, outcome, attempt in batch:
                 if item.event.id in missing:  # another worker's since our lease ran out
                     _log.warning(
-                        "event_lease_lost",
-                        event_id=item.event.id,
-                        delivery_id=item.event.delivery_id,
+                        "event_lease_lost", target=self.target.name, **event_fields(item.event)
                     )
                     continue
                 d.metrics.events.labels("delivered").inc()

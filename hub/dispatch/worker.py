@@ -85,6 +85,7 @@ from hub.dispatch.lane import (
     SEND_WINDOW,
     Item,
     Lane,
+    event_fields,
     lease_needed,
     log_failure,
     still_ours,
@@ -514,7 +515,7 @@ class Dispatcher:
             try:
                 await self.lanes[item.request.target].put(item)
             except Exception as exc:
-                log_failure("dispatch_failed", exc, event_id=item.event.id)
+                log_failure("dispatch_failed", exc, **event_fields(item.event))
                 await self._release_soon(item.event)
 
     def _start_look_again(self, items: list[Item]) -> None:
@@ -608,9 +609,7 @@ class Dispatcher:
             )
         else:
             reason = f"waiting for event {blocker.id} (same lead) to be sent first"
-        with structlog.contextvars.bound_contextvars(
-            event_id=item.event.id, delivery_id=item.event.delivery_id
-        ):
+        with structlog.contextvars.bound_contextvars(**event_fields(item.event)):
             try:
                 await self.release(item.event, at=at, reason=reason)
             except Exception as exc:

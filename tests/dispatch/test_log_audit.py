@@ -8,14 +8,17 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import structlog
 
+from hub.store import open_store
 from hub.store.models import State
 from tests.dispatch.support import (
     FB_ENV,
     all_in,
     enqueue,
     facebook_yaml,
+    forms_config,
     opened_store,
     retried,
     running,
@@ -91,3 +94,55 @@ async def test_a_read_lead_is_claimed_once_then_enriched_then_sent(tmp_path: Pat
     lines = _lines_of(logs, ids[0])
     assert [entry["event"] for entry in lines] == ["event_claimed", "event_enriched", "lead_sent"]
     assert all(entry["delivery_id"] == "fb-0" for entry in lines)
+
+
+#: A real failure of the write that records a delivery: a trigger refuses the move to
+#: ``delivered`` while the ``refuse`` table has a row.
+REFUSE_DELIVERED = """
+CREATE TABLE refuse (down INTEGER);
+INSERT INTO refuse VALUES (1);
+CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM refuse) THEN
+    RAISE EXCEPTION 'refused for the test';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER refuse BEFORE UPDATE ON events FOR EACH ROW
+WHEN (NEW.state = 'delivered') EXECUTE FUNCTION refuse();
+"""
+
+
+async def test_a_failed_send_step_names_its_delivery(
+    tmp_path: Path, postgres_schema: tuple[str, str]
+) -> None:
+    """``send_failed`` (the store refused to record a sent lead) carries the delivery id,
+    endpoint and target of its event, as every other line of a send does, not its event id
+    alone; the event goes back and is delivered once the store takes writes again."""
+    dsn, schema = postgres_schema
+    with sandbox_server() as (url, _):
+        # a rate-limited target records each delivery inside its send (no batched acks)
+        config = forms_config(tmp_path, url, rate_limit="25/5s")
+        store = open_store(f"{dsn}?schema={schema}")
+        await store.open()
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+        try:
+            await conn.execute(REFUSE_DELIVERED)
+            ids = await enqueue(store, "forms", [{"email": "f@example.com"}], prefix="sf")
+            merge = structlog.contextvars.merge_contextvars
+            with structlog.testing.capture_logs(processors=[merge]) as logs:
+                async with running(config, store):
+                    await wait_for(
+                        lambda: any(e["event"] == "send_failed" for e in logs),
+                        what="a refused delivery write",
+                    )
+                    await conn.execute("DELETE FROM refuse")
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered after")
+        finally:
+            await conn.close()
+            await store.close()
+    failed = [entry for entry in logs if entry["event"] == "send_failed"]
+    for entry in failed:
+        assert entry["event_id"] == ids[0]
+        assert entry["delivery_id"] == "sf-0", entry
+        assert entry["endpoint"] == "forms" and entry["target"] == "default", entry
