@@ -276,6 +276,7 @@ class Lane:
                     delivery_id=item.event.delivery_id,
                     endpoint=item.event.endpoint,
                     target=self.target.name,
+                    mapping=item.request.mapping,
                 ):
                     settled = await self._send(item)
             except asyncio.CancelledError:

@@ -829,7 +829,9 @@ class Dispatcher:
         with still_ours(event):
             await self.store.dead(event.id, error=reason, lease=event.lease)
             self.metrics.events.labels("dead").inc()
-            _log.warning("event_dead", reason=reason, attempt=event.attempts, mapping=mapping)
+            # (without a mapping here, the one a lane's send binds, if any, is the one shown)
+            named = {} if mapping is None else {"mapping": mapping}
+            _log.warning("event_dead", reason=reason, attempt=event.attempts, **named)
 
     async def retry_or_die(
         self,

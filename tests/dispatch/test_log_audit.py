@@ -18,6 +18,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     facebook_yaml,
+    flat_endpoint_yaml,
     forms_config,
     opened_store,
     retried,
@@ -146,3 +147,24 @@ async def test_a_failed_send_step_names_its_delivery(
         assert entry["event_id"] == ids[0]
         assert entry["delivery_id"] == "sf-0", entry
         assert entry["endpoint"] == "forms" and entry["target"] == "default", entry
+
+
+async def test_an_event_dead_on_its_send_names_its_mapping(tmp_path: Path) -> None:
+    """``event_dead`` for a lead LeadSquared refused names the mapping that made the lead, as
+    a mapping failure's does (it said ``mapping: null``, as if the event had none)."""
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            flat_endpoint_yaml("forms", "default", extra="  RelatedCompanyId: $.account\n"),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", [{"email": "d@example.com", "account": "nope"}])
+            merge = structlog.contextvars.merge_contextvars
+            with structlog.testing.capture_logs(processors=[merge]) as logs:
+                async with running(config, store):
+                    await wait_for(all_in(State.DEAD, store, ids), what="dead")
+    (dead,) = [entry for entry in logs if entry["event"] == "event_dead"]
+    assert "not a known account" in dead["reason"]
+    assert dead["mapping"] == "forms-map"
+    assert dead["delivery_id"] == "d-0" and dead["target"] == "default"
