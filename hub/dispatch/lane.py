@@ -340,6 +340,7 @@ class Lane:
                     delivery_id=item.event.delivery_id,
                     endpoint=item.event.endpoint,
                     target=self.target.name,
+                    mapping=item.request.mapping,
                     attempt=item.event.attempts,
                     lead_id=outcome.lead_id,
                     created=outcome.created,

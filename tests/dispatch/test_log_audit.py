@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 import structlog
 
 from hub.store import open_store
@@ -168,3 +169,30 @@ async def test_an_event_dead_on_its_send_names_its_mapping(tmp_path: Path) -> No
     assert "not a known account" in dead["reason"]
     assert dead["mapping"] == "forms-map"
     assert dead["delivery_id"] == "d-0" and dead["target"] == "default"
+
+
+@pytest.mark.parametrize("rate_limit", ["off", "25/5s"])
+async def test_lead_sent_has_the_same_fields_whichever_way_it_is_recorded(
+    tmp_path: Path, rate_limit: str
+) -> None:
+    """``lead_sent`` names the event, delivery, endpoint, target and mapping both when the
+    delivery is written by the lane's ack writer (no rate limit) and inside the send (a
+    rate-limited target)."""
+    with sandbox_server() as (url, _):
+        config = forms_config(tmp_path, url, rate_limit=rate_limit)
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", [{"email": "s@example.com"}], prefix="s")
+            merge = structlog.contextvars.merge_contextvars
+            with structlog.testing.capture_logs(processors=[merge]) as logs:
+                async with running(config, store):
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+    (sent,) = [entry for entry in logs if entry["event"] == "lead_sent"]
+    expected = {
+        "event_id": ids[0],
+        "delivery_id": "s-0",
+        "endpoint": "forms",
+        "target": "default",
+        "mapping": "forms-map",
+        "attempt": 1,
+    }
+    assert {key: sent.get(key) for key in expected} == expected
