@@ -81,6 +81,12 @@ APPLICATION_NAME = "leadhub"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 #: The schema version this code writes (``meta.schema_version``); older stores are migrated.
 SCHEMA_VERSION = 2
+#: Seconds a claimed event not routed yet holds back every later event (blockers): routes
+#: are written milliseconds after a claim, so a claim this old was made by an instance that
+#: died (kill -9) or lost the store before routing it. Without this bound it held every later
+#: event, of every lead and target on every instance, back until its lease ended (60 s by
+#: default). The instances' clocks must agree within it.
+ROUTING_GRACE = 10.0
 #: Makes first-time schema creation safe when several instances start together.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.schema', 0))"
 
@@ -243,9 +249,24 @@ class PostgresStore(BatchedStore):
             raise
         except _UNAVAILABLE as exc:
             raise self._unavailable(exc) from exc
+        except asyncpg.ReadOnlySQLTransactionError as exc:
+            raise self._read_only(exc) from exc
         except asyncpg.PostgresError as exc:
             msg = f"The event store {self.shown!r} failed: {exc} (SQLSTATE {exc.sqlstate})"
             raise StoreError(msg) from exc
+
+    def _read_only(self, exc: asyncpg.PostgresError) -> StoreUnavailable:
+        """A server that takes no writes (SQLSTATE 25006: a standby, or a primary that a
+        failover is demoting, met through a stale DNS name or pool) is an outage to wait out,
+        as a stopped one is: webhooks get 503, the dispatcher's events go back untried,
+        serve's --store-wait keeps trying. A plain StoreError was logged as a bug with its
+        traceback and spent an attempt of each event it met."""
+        msg = (
+            f"The event store {self.shown!r} takes no writes ({exc}); it is a standby, or a "
+            "failover is under way: point the URL at the primary (libpq's "
+            "target_session_attrs=read-write picks it among several hosts)."
+        )
+        return StoreUnavailable(msg)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         msg = (
@@ -410,7 +431,9 @@ class PostgresStore(BatchedStore):
             return {}
         # One snapshot: a blocker found is still pending when its row is read.
         async with self._conn(isolation="repeatable_read", readonly=True) as conn:
-            answers = await conn.fetch(Q["blockers"], orjson.dumps(asked).decode())
+            answers = await conn.fetch(
+                Q["blockers"], orjson.dumps(asked).decode(), self.clock.time() - ROUTING_GRACE
+            )
             pairs = [(r["asker"], r["blocker"]) for r in answers if r["blocker"] is not None]
             if not pairs:
                 return {}

@@ -17,7 +17,7 @@ from hub.clock import SYSTEM_CLOCK, Clock, ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store
 from hub.store.base import Submits
 from hub.store.models import Ack, Purged, Route, State
-from hub.store.postgres import PostgresStore, Q
+from hub.store.postgres import ROUTING_GRACE, PostgresStore, Q
 from tests.pg_server import PostgresServer, cut_connections, find_bindir, frozen, sql
 from tests.store.helpers import delivery, table_rows
 from tests.support.server import free_port
@@ -130,6 +130,32 @@ class TestServer:
             for s in again:
                 await s.close()
         await sql(dsn, f'DROP SCHEMA "{schema}_Inner" CASCADE')
+
+    async def test_a_server_that_takes_no_writes_is_unavailable(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """A standby, or a primary being demoted by a failover (SQLSTATE 25006), is an outage
+        to wait out: serve's start keeps trying (StoreUnavailable), and so do webhooks (503)
+        and the dispatcher, which counted a StoreError as a failed attempt of each event."""
+        async with instances(postgres_schema) as (store,):
+            (stored,) = await store.enqueue(delivery("before"))
+        dsn, schema = postgres_schema
+        url = f"{dsn}?schema={schema}&default_transaction_read_only=on"
+        with pytest.raises(StoreUnavailable, match="takes no writes"):
+            await open_store(url).open()
+        # opened as a command opens it (no tables made): reads work, writes wait
+        reading = PostgresStore(
+            f"{dsn}?default_transaction_read_only=on", schema=schema, create=False
+        )
+        await reading.open()
+        try:
+            assert (await reading.get(stored.id)) is not None
+            with pytest.raises(StoreUnavailable, match="target_session_attrs"):
+                await reading.enqueue(delivery("during"))
+            with pytest.raises(StoreUnavailable):
+                await reading.claim(limit=1, lease=LEASE)
+        finally:
+            await reading.close()
 
 
 class TestConnections:
@@ -249,6 +275,26 @@ class TestInstances:
                 await other.close()
             claimed = await claim
         assert [e.id for e in claimed] == [second]
+
+    async def test_a_claim_its_dead_instance_never_routed_stops_holding_others_back(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """An instance killed between its claim and its routes leaves an unrouted event
+        'sending' until its lease ends. Its lead is unknown, so for a while it holds back a
+        later event of any lead (the routes may be on their way); past ROUTING_GRACE it no
+        longer does, and the other instances send theirs instead of waiting out the whole
+        lease (with 60 s leases, every target stalled for a minute after a kill -9)."""
+        clock = ManualClock()
+        async with instances(postgres_schema, 2, clock=clock) as (killed, alive):
+            first, later = await ids_of(killed, 2)
+            assert [e.id for e in await killed.claim(limit=1, lease=60)] == [first]
+            await alive.set_routes([Route(later, "t", "m", ("e:later",))])
+            held = await alive.blocker(later, ["e:later"])
+            assert held is not None and held.id == first
+            clock.advance(ROUTING_GRACE + 1)
+            assert await alive.blocker(later, ["e:later"]) is None
+            found = await alive.get(first)
+            assert found is not None and found.state is State.SENDING  # its lease still runs
 
 
 class TestMigration:
@@ -455,7 +501,7 @@ class TestPlans:
         await sql(dsn, f'ANALYZE "{schema}".lead_keys')
         asked = orjson.dumps([[2990 + k, [f"mail{2000 + k}", "phone7"]] for k in range(10)])
         plan = await sql(
-            dsn, f"EXPLAIN (FORMAT JSON) {Q['blockers']}", asked.decode(), schema=schema
+            dsn, f"EXPLAIN (FORMAT JSON) {Q['blockers']}", asked.decode(), 0.0, schema=schema
         )
         text = orjson.dumps(plan)
         assert b"lead_keys_pkey" in text

@@ -246,7 +246,10 @@ ON CONFLICT DO NOTHING;
 -- one awaiting an API read is not counted, see awaits_read). Key by key, from lead_keys'
 -- primary key (key, event) in event order to the first pending event: the walk is over that
 -- lead's own earlier events, never the whole table; the unrouted ones are among the claimed
--- events (events_due's 'sending' rows: those in flight).
+-- events (events_due's 'sending' rows: those in flight). Only claims made after $2 count as
+-- being routed (PostgresStore.ROUTING_GRACE): an older unrouted claim is one whose instance
+-- died (kill -9) or lost the store between claim and routes, and it would hold back every
+-- later event, of every lead and target on every instance, until its lease ends.
 SELECT a.asker, LEAST((
     SELECT min(first.id)
     FROM jsonb_array_elements_text(a.keys) AS wanted (key)
@@ -269,6 +272,7 @@ CROSS JOIN (
     SELECT min(s.id) AS first FROM (
         SELECT id FROM events
         WHERE state = 'sending' AND target IS NULL AND awaits_read = 0
+          AND updated_at > $2::double precision
         OFFSET 0
     ) AS s
 ) AS u;
