@@ -282,11 +282,11 @@ def transport_reason(exc: httpx.TransportError) -> str:
     if isinstance(exc, AnswerTooLarge):
         return str(exc)
     chain = _causes(exc)
-    if any(isinstance(c, ConnectionRefusedError) for c in chain):
-        return f"connection refused ({exc})"
-    if any(isinstance(c, ConnectionResetError) for c in chain):
-        return f"connection reset ({exc})"
     detail = str(exc) or type(exc).__name__
+    if any(isinstance(c, ConnectionRefusedError) for c in chain):
+        return _kind("connection refused", detail)
+    if any(isinstance(c, ConnectionResetError) for c in chain):
+        return _kind("connection reset", detail)
     if isinstance(exc, httpx.TimeoutException):
         kind = {
             httpx.ConnectTimeout: "connect timeout",
@@ -294,22 +294,29 @@ def transport_reason(exc: httpx.TransportError) -> str:
             httpx.WriteTimeout: "timeout sending the request",
             httpx.PoolTimeout: "timeout waiting for a free connection",
         }.get(type(exc), "timeout")
-        return f"{kind} ({detail})"
+        return _kind(kind, detail)
     if isinstance(exc, httpx.ConnectError):
         lowered = detail.lower()
         if "refused" in lowered:
-            return f"connection refused ({detail})"
-        return _connect_reason(chain, _host(exc)) or f"cannot connect ({detail})"
+            return _kind("connection refused", detail)
+        return _connect_reason(chain, _host(exc)) or _kind("cannot connect", detail)
     if isinstance(exc, httpx.ProxyError):
-        return f"proxy error ({detail})"
+        return _kind("proxy error", detail)
     if isinstance(exc, httpx.RemoteProtocolError):
-        return f"connection closed without an answer ({detail})"
+        return _kind("connection closed without an answer", detail)
     if isinstance(exc, httpx.ReadError | httpx.WriteError):
         lowered = detail.lower()
         if "reset" in lowered or "errno 104" in lowered or "broken pipe" in lowered:
-            return f"connection reset ({detail})"
+            return _kind("connection reset", detail)
         return f"network error while talking to the target ({type(exc).__name__}: {detail})"
     return f"network error ({type(exc).__name__}: {detail})"
+
+
+def _kind(kind: str, detail: str) -> str:
+    """``kind (detail)``, or ``detail`` alone when it already says ``kind``: the aiohttp
+    transport's exceptions name the kind themselves (:func:`hub.dispatch.transport.translate`),
+    and "connection refused (connection refused (...))" says it twice."""
+    return detail if detail.startswith(kind) else f"{kind} ({detail})"
 
 
 def _host(exc: httpx.TransportError) -> str:

@@ -101,9 +101,8 @@ def translate(exc: BaseException) -> httpx.TransportError | None:
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return httpx.ProxyError(f"cannot connect to the proxy ({detail})")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return httpx.RemoteProtocolError(
-            f"server disconnected without sending a response ({detail})"
-        )
+        # worded as hub.dispatch.leadsquared.transport_reason names the kind (said once)
+        return httpx.RemoteProtocolError(f"connection closed without an answer ({detail})")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return httpx.ConnectTimeout(detail)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):

@@ -825,7 +825,8 @@ class Dispatcher:
         (the target, the account's leads, the mapping), so it ends with the replay that sends
         the event again once that is done."""
         if fixable:
-            reason += f"; once that is fixed, send it again: leadhub replay --id {event.id}"
+            hint = f"once that is fixed, send it again: leadhub replay --id {event.id}"
+            reason = f"{reason.rstrip('.')}; {hint}"
         with still_ours(event):
             await self.store.dead(event.id, error=reason, lease=event.lease)
             self.metrics.events.labels("dead").inc()

@@ -114,7 +114,8 @@ async def test_mx_errors_in_400_500_and_200_end_dead_with_the_reason(
             advice = MX_ADVICE.get(kind)
             said = f"{message.rstrip('.')}; {advice}" if advice else message
             assert events[event_id].last_error == (
-                f"{kind}: {said}; once that is fixed, send it again: leadhub replay --id {event_id}"
+                f"{kind}: {said.rstrip('.')}; once that is fixed, send it again: "
+                f"leadhub replay --id {event_id}"
             )
             assert events[event_id].attempts == 1  # dead at once, never retried
         assert events[ids[3]].lead_id == "lead-fine"
