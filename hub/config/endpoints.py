@@ -42,7 +42,7 @@ from hub.config.models import (
 )
 from hub.config.nodes import Node, as_number
 from hub.config.reader import Reader, type_name
-from hub.mapping.paths import PathError, compile_path
+from hub.mapping.paths import ExtendedPath, NativePath, PathError, SimplePath, compile_path
 from hub.secrets import Secret
 from hub.sources.base import DedupePaths
 from hub.units import UnitError, parse_rate_limit
@@ -88,6 +88,43 @@ def check_name(reader: Reader, kind: str) -> str | None:
             "rename it like 'facebook-leads'",
         )
     return name  # type: ignore[no-any-return]
+
+
+def checked_path(text: str) -> SimplePath | NativePath | ExtendedPath:
+    """``text`` compiled, refusing a ``|`` union between paths, which jsonpath-ng binds to
+    the steps beside it: ``$.lead.email | $.email`` reads as ``$.lead.(email | $).email``,
+    so it finds ``$.email`` only when ``lead`` exists (a fallback it looks like it is not).
+
+    Raises:
+        PathError: the path does not compile, or holds such a union.
+    """
+    depth, quote = 0, ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[(":
+            depth += 1
+        elif char in "])":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            msg = (
+                f"JSONPath {text!r} holds '|', which does not join two paths: jsonpath-ng "
+                "binds it to the names beside it ($.lead.email | $.email reads as "
+                "$.lead.(email | $).email), so it finds the wrong values; for the first of "
+                "several members of one object write $.lead['work_email','email'], "
+                "else use one path"
+            )
+            raise PathError(msg)
+    stripped = text.strip()
+    if re.match(r"\$[A-Za-z_]", stripped):  # $lead.email: jsonpath-ng's error is "near token"
+        msg = (
+            f"JSONPath {text!r} needs a '.' after the '$' (the document's root); "
+            f"write $.{stripped[1:]}"
+        )
+        raise PathError(msg)
+    return compile_path(text)
 
 
 def _names(r: Reader, key: str, default: tuple[str, ...], example: str) -> tuple[str, ...]:
@@ -309,7 +346,7 @@ def _dedupe(r: Reader) -> JsonPath | None:
             )
             continue
         try:
-            paths.append(compile_path(str(item.value)))
+            paths.append(checked_path(str(item.value)))
         except PathError as exc:
             r.error(item, f"{where}: {exc}")
     if len(paths) < len(items):
@@ -330,7 +367,7 @@ def _split(r: Reader, source: str | None) -> JsonPath | None:
         )
         return None
     try:
-        return compile_path(text)
+        return checked_path(text)
     except PathError as exc:
         r.error(r.get("split"), f"'split' of {r.what}: {exc}")
         return None

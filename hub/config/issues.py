@@ -31,6 +31,9 @@ class Issues:
 
     errors: list[tuple[str, int, str]] = field(default_factory=list)
     warnings: list[tuple[str, int, str]] = field(default_factory=list)
+    #: Files not read to their end (unreadable, or a YAML syntax error stopped them): what
+    #: they held past that is unknown, so nothing may be concluded from its absence.
+    unread: set[str] = field(default_factory=set)
 
     def error(self, file: str, line: int, message: str) -> None:
         self.errors.append((file, line, message))

@@ -144,6 +144,9 @@ class _Collector:
         self.endpoints: dict[str, Endpoint] = {}
         self.mappings: dict[str, CompiledMapping] = {}
         self.mapping_nodes: dict[str, Node] = {}
+        #: Names of targets and endpoints written but left unusable by their errors: a
+        #: mapping naming one gets no "not defined" error (a follow-on, and not so).
+        self.unusable: dict[str, set[str]] = {"target": set(), "endpoint": set()}
 
     def _add(self, table: Mapping[str, Any], kind: str, name: str, node: Node) -> bool:
         if name in table:
@@ -175,16 +178,15 @@ class _Collector:
             return
         if kind == "target":
             target = build_target(node, reader)
-            if target is not None and self._add(self.targets, "target", target.name, node):
+            if target is None:
+                self._unusable("target", reader)
+            elif self._add(self.targets, "target", target.name, node):
                 self.targets[target.name] = target
         elif kind == "endpoint":
             endpoint = build_endpoint(node, reader)
-            if endpoint is not None and self._add(
-                self.endpoints,
-                "endpoint",
-                endpoint.name,
-                node,
-            ):
+            if endpoint is None:
+                self._unusable("endpoint", reader)
+            elif self._add(self.endpoints, "endpoint", endpoint.name, node):
                 self.endpoints[endpoint.name] = endpoint
         else:
             mapping = build_mapping(node, reader)
@@ -196,6 +198,12 @@ class _Collector:
             ):
                 self.mappings[mapping.name] = mapping
                 self.mapping_nodes[mapping.name] = node
+
+    def _unusable(self, kind: str, reader: Reader) -> None:
+        """Remember the name of a ``kind`` document its errors left unusable (reported)."""
+        name = reader.get("name")
+        if name is not None and isinstance(name.value, str):
+            self.unusable[kind].add(name.value)
 
     def _line_of(self, mapping: CompiledMapping, key: str) -> tuple[str, int]:
         node = self.mapping_nodes[mapping.name]
@@ -249,7 +257,11 @@ class _Collector:
                 self.issues.error(exc.variable, 0, str(exc))
                 unmade.add("default")
         for mapping in self.mappings.values():
-            if mapping.endpoint not in self.endpoints and not self._reported(mapping, "endpoint"):
+            if (
+                mapping.endpoint not in self.endpoints
+                and mapping.endpoint not in self.unusable["endpoint"]
+                and not self._reported(mapping, "endpoint")
+            ):
                 file, line = self._line_of(mapping, "endpoint")
                 self.issues.error(
                     file,
@@ -261,6 +273,7 @@ class _Collector:
             if (
                 mapping.target not in self.targets
                 and mapping.target not in unmade
+                and mapping.target not in self.unusable["target"]
                 and not self._reported(mapping, "target")
             ):
                 file, line = self._line_of(mapping, "target")
@@ -276,7 +289,8 @@ class _Collector:
         for mapping in sorted(self.mappings.values(), key=_written_order):
             by_endpoint.setdefault(mapping.endpoint, []).append(mapping)
         for endpoint in self.endpoints.values():
-            if endpoint.name not in by_endpoint:
+            # A file not read to its end may hold the mapping (after a syntax error, say).
+            if endpoint.name not in by_endpoint and not self.issues.unread:
                 origin = endpoint.origin or Origin("?", 0)
                 self.issues.warn(
                     origin.file,
@@ -331,6 +345,7 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
         text, line, problem = read_file(path)
         if text is None:
             collector.issues.error(shown, line, problem)
+            collector.issues.unread.add(shown)
             continue
         for node in read_documents(text, shown, environ, collector.issues, stand_ins=stand_ins):
             collector.document(node)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import phonenumbers
 
-from hub.config.endpoints import check_name
+from hub.config.endpoints import check_name, checked_path
 from hub.config.issues import did_you_mean
 from hub.config.models import Origin
 from hub.config.nodes import Node
@@ -20,7 +20,7 @@ from hub.mapping.model import (
     FieldSpec,
     Rule,
 )
-from hub.mapping.paths import PathError, compile_path
+from hub.mapping.paths import PathError
 from hub.mapping.transforms import Transform, TransformError, parse_transforms
 from hub.mapping.values import to_text
 
@@ -121,7 +121,7 @@ def _rule(node: Node, r: Reader, key: str, *, in_list: bool) -> Rule | None:
             )
             continue
         try:
-            path = compile_path(path_text)
+            path = checked_path(path_text)
         except PathError as exc:
             r.issues.error(node.file, line, f"{key} of {r.what}: {exc}")
             continue
@@ -161,10 +161,20 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     where = f"field {attribute!r} of {r.what}"
     if isinstance(node.value, str):
         try:
-            return FieldSpec(attribute=attribute, path=compile_path(node.value))
+            return FieldSpec(attribute=attribute, path=checked_path(node.value))
         except PathError as exc:
             r.error(node, f"{where}: {exc}")
             return None
+    if isinstance(node.value, list):
+        # (node.value holds Nodes: to_text of it raised TypeError, a traceback from check)
+        r.error(
+            node,
+            f"{where} is a list; a field takes one JSONPath (the first value it finds is "
+            "sent), like $.email; for the first of several members of one object write "
+            "$.lead['work_email','email'], and for several values in one attribute "
+            "{path: $.tags[*], transform: join(, )}",
+        )
+        return None
     if not node.is_map():
         r.error(
             node,
@@ -186,7 +196,7 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     path = None
     if path_text is not None:
         try:
-            path = compile_path(path_text)
+            path = checked_path(path_text)
         except PathError as exc:
             sub.error(sub.get("path"), f"{where}: {exc}")
             return None
@@ -233,8 +243,22 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
         )
         return ()
     specs = []
+    previous: str | None = None
     for attribute, value_node in node.value.items():
         line = node.key_lines.get(attribute, node.line)
+        if attribute in FIELD_KEYS:
+            # Indented as deep as the attributes: meant for the field above it, whose
+            # value it is missing (or, first of all, for a field not written yet).
+            above = repr(previous) if previous else "the attribute it is for"
+            r.issues.error(
+                node.file,
+                line,
+                f"{attribute!r} in 'fields' of {r.what} is a key of a field, not a "
+                f"LeadSquared attribute; indent it under {above}, as deep as that field's "
+                "'path'",
+            )
+            continue
+        previous = attribute
         if not attribute.strip():
             r.issues.error(
                 node.file,
@@ -256,11 +280,24 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
     return tuple(specs)
 
 
+def _misplaced(key: str) -> str | None:
+    """Where a key written at a mapping's level belongs, when it is a field's key or a
+    LeadSquared attribute (an indentation too short, or ``fields:`` left out)."""
+    if key in FIELD_KEYS:
+        return (
+            f"{key!r} is a key of a field: indent it under the attribute it is for in "
+            "'fields', as deep as that field's 'path'"
+        )
+    if key in STANDARD_ATTRIBUTES or key.startswith("mx_"):
+        return f"{key!r} is a LeadSquared attribute: indent it under 'fields:'"
+    return None
+
+
 def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
     """A :class:`CompiledMapping` from a mapping document, or ``None`` when unusable."""
     name = check_name(r, "mapping")
     r.what = f"mapping {name!r}" if name else "mapping"
-    r.check_keys(MAPPING_KEYS)
+    r.check_keys(MAPPING_KEYS, _misplaced)
     endpoint = r.text("endpoint", required=True)
     target = r.text("target", default="default")
     fields = _fields(r)

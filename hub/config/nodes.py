@@ -448,20 +448,27 @@ def read_documents(
             if isinstance(document, yaml.ScalarNode) and document.tag == _NULL:
                 continue  # an empty document
             yield builder.build(document)
-    except _Refused as exc:
+    except yaml.YAMLError as exc:
+        issues.unread.add(file)  # its documents after the error were never seen
+        _report(exc, text, file, issues)
+
+
+def _report(exc: yaml.YAMLError, text: str, file: str, issues: Issues) -> None:
+    """Record ``exc``, raised composing ``text``, as an error at its line with the fix."""
+    if isinstance(exc, _Refused):
         mark = exc.problem_mark
         issues.error(file, mark.line + 1 if mark is not None else 1, str(exc.problem))
-    except yaml.MarkedYAMLError as exc:
+    elif isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         problem = exc.problem or exc.context or "invalid YAML"
         lines = text.split("\n")
         written = lines[line - 1] if 0 < line <= len(lines) else ""
         issues.error(file, line, f"YAML syntax error: {problem}; {_syntax_fix(problem, written)}")
-    except yaml.reader.ReaderError as exc:
+    elif isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
         issues.error(file, line, _unreadable(exc))
-    except yaml.YAMLError as exc:
+    else:
         issues.error(file, 1, f"YAML error: {exc}")
 
 
@@ -469,6 +476,14 @@ def _syntax_fix(problem: str, written: str) -> str:
     """How to fix the YAML syntax error ``problem`` found on the line ``written``."""
     if "'\\t'" in problem or "tab character" in problem:
         return "YAML indents with spaces only: replace the tabs with spaces"
+    if "expected <block end>, but found '<block mapping start>'" in problem:
+        # A key whose indentation lines up with no open mapping above it (deeper than a key
+        # that has its value already, or between two levels).
+        return (
+            "this line is indented deeper than the line above it allows (that key has its "
+            "value already) or between two levels; check the indentation of this line and "
+            "of the one above it: each key as deep as the keys beside it"
+        )
     if "${" in written and "but got '{'" in problem:
         # ${VAR} inside { } or [ ]: the { of ${ opens a mapping there.
         return 'inside { } or [ ], put a ${VAR} in quotes, like { value: "${VAR}" }'

@@ -72,16 +72,24 @@ class Reader:
     def key_line(self, key: str) -> int:
         return self.node.key_lines.get(key, self.node.line)
 
-    def check_keys(self, allowed: Iterable[str]) -> None:
-        """Every key must be one of ``allowed``; a typo gets a "did you mean"."""
+    def check_keys(
+        self, allowed: Iterable[str], misplaced: Callable[[str], str | None] | None = None
+    ) -> None:
+        """Every key must be one of ``allowed``; a typo gets a "did you mean".
+
+        ``misplaced(key)``, when given, may name where an unknown key belongs instead (a
+        field's ``transform`` written at the mapping's level, one indentation short): that
+        is the fix then, rather than a "did you mean" of a key it never meant.
+        """
         allowed = list(allowed)
         for key in self.values:
             if key not in allowed:
+                where = misplaced(key) if misplaced is not None else None
+                fix = f"; {where}" if where else did_you_mean(key, allowed)
                 self.issues.error(
                     self.node.file,
                     self.key_line(key),
-                    f"unknown key {key!r} in {self.what}{did_you_mean(key, allowed)}; "
-                    f"known keys: {', '.join(allowed)}",
+                    f"unknown key {key!r} in {self.what}{fix}; known keys: {', '.join(allowed)}",
                 )
 
     # --- getters --------------------------------------------------------------------------

@@ -1,0 +1,207 @@
+"""Mistakes made onboarding a sender or a form by hand (an indentation short, a list where a
+path goes, a ``|`` meant as "else", a broken endpoint or target): each is one error at its
+line that says how to fix it, never a traceback or a misleading follow-on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+
+ENDPOINT = "kind: endpoint\nname: site\nsource: token\ntoken: t\n---\n"
+MAPPING = "kind: mapping\nname: m\nendpoint: site\n"  # lines 6-8 after ENDPOINT
+
+
+def _problems(tmp_path: Path, text: str) -> ConfigError:
+    (tmp_path / "site.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, {})
+    return caught.value
+
+
+def test_a_list_for_a_field_is_an_error_at_its_line_not_a_traceback(tmp_path: Path) -> None:
+    """``EmailAddress: [$.lead.email, $.email]`` (meant as "the first that is there") is an
+    error at its line naming the forms that work; ``leadhub check`` crashed on it."""
+    text = ENDPOINT + MAPPING + "fields:\n  EmailAddress: [$.lead.email, $.email]\n"
+    (tmp_path / "site.yaml").write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    out = done.stdout + done.stderr
+    assert (
+        f"{tmp_path / 'site.yaml'}:10: field 'EmailAddress' of mapping 'm' is a list; a field "
+        "takes one JSONPath (the first value it finds is sent), like $.email; for the first "
+        "of several members of one object write $.lead['work_email','email']"
+    ) in out
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("transform", "[trim, lower]"), ("required", "true"), ("path", "$.x")]
+)
+def test_a_field_key_indented_as_an_attribute_says_to_indent_it(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    """A field's key written one indentation short sits among the attributes; the error says
+    to indent it under the field above, and no "not a standard field" warning or "write a
+    JSONPath" error follows (it is no attribute)."""
+    text = ENDPOINT + MAPPING + f"fields:\n  EmailAddress:\n    path: $.email\n  {key}: {value}\n"
+    error = _problems(tmp_path, text)
+    shown = str(tmp_path / "site.yaml")
+    assert error.issues == [
+        f"{shown}:12: {key!r} in 'fields' of mapping 'm' is a key of a field, not a "
+        "LeadSquared attribute; indent it under 'EmailAddress', as deep as that field's 'path'"
+    ]
+    assert not [w for w in error.warnings if "standard LeadSquared field" in w]
+
+
+def test_field_keys_and_attributes_at_the_mapping_level_say_where_they_belong(
+    tmp_path: Path,
+) -> None:
+    """``transform:`` or ``FirstName:`` written at the mapping's own level (two indentations
+    short, or ``fields:`` forgotten) is named as a field's key or an attribute, not given a
+    "did you mean" of an unrelated key."""
+    text = (
+        ENDPOINT
+        + MAPPING
+        + "fields:\n  EmailAddress:\n    path: $.email\ntransform: [trim]\nFirstName: $.name\n"
+    )
+    issues = _problems(tmp_path, text).issues
+    shown = str(tmp_path / "site.yaml")
+    assert issues[0].startswith(
+        f"{shown}:12: unknown key 'transform' in mapping 'm'; 'transform' is a key of a field: "
+        "indent it under the attribute it is for in 'fields', as deep as that field's 'path'; "
+        "known keys: "
+    )
+    assert issues[1].startswith(
+        f"{shown}:13: unknown key 'FirstName' in mapping 'm'; 'FirstName' is a LeadSquared "
+        "attribute: indent it under 'fields:'; known keys: "
+    )
+    assert len(issues) == 2
+
+
+def test_a_typo_in_a_key_still_gets_did_you_mean(tmp_path: Path) -> None:
+    """Keys that are neither a field's nor an attribute keep their "did you mean"."""
+    issues = _problems(tmp_path, ENDPOINT + MAPPING + "skip_iff: {$.t: 1}\nfields: {Phone: $.p}\n")
+    assert "unknown key 'skip_iff' in mapping 'm' (did you mean 'skip_if'?)" in issues.issues[0]
+
+
+BROKEN_REFERENCED = """\
+kind: target
+name: partner
+uri: https://api-in21.leadsquared.com
+access_key: a
+secret_key: b
+---
+kind: endpoint
+name: zap
+token: t
+---
+kind: mapping
+name: m
+endpoint: zap
+target: partner
+fields:
+  EmailAddress: $.email
+"""
+
+
+def test_a_mapping_of_a_broken_endpoint_or_target_gets_no_not_defined_error(
+    tmp_path: Path,
+) -> None:
+    """A target without its url and an endpoint without its source are each their own
+    error; the mapping naming them is not told they are "not defined" (they are, with
+    errors), which sent the user looking for a typo that was not there."""
+    issues = _problems(tmp_path, BROKEN_REFERENCED).issues
+    shown = str(tmp_path / "site.yaml")
+    assert [i for i in issues if "not defined" in i] == []
+    assert f"{shown}:1: target 'partner' needs 'url'" in issues
+    assert any(i.startswith(f"{shown}:7: endpoint 'zap' needs 'source'") for i in issues)
+
+
+def test_a_mapping_naming_an_endpoint_nobody_wrote_is_still_not_defined(tmp_path: Path) -> None:
+    """The follow-on rule covers only names written: a typo is still reported."""
+    text = BROKEN_REFERENCED.replace("endpoint: zap\ntarget", "endpoint: zpa\ntarget")
+    issues = _problems(tmp_path, text).issues
+    assert any(
+        ":13: mapping 'm' takes events of endpoint 'zpa', which is not defined" in i for i in issues
+    )
+
+
+UNIONS = [
+    ("field", "fields:\n  EmailAddress: $.lead.email | $.email\n", 10),
+    ("field-path", "fields:\n  EmailAddress: {path: $.lead.email | $.email}\n", 10),
+    ("match", "match: {$.form | $.form_id: abc}\nfields:\n  EmailAddress: $.email\n", 9),
+]
+
+
+@pytest.mark.parametrize(("where", "lines", "line"), UNIONS, ids=[u[0] for u in UNIONS])
+def test_a_union_between_paths_is_refused(
+    tmp_path: Path, where: str, lines: str, line: int
+) -> None:
+    """``$.lead.email | $.email`` reads as ``$.lead.(email | $).email`` (jsonpath-ng's
+    precedence): it finds ``$.email`` only when ``lead`` exists, and never ``lead.email``
+    alone; it was taken silently. The error says why and what works."""
+    issues = _problems(tmp_path, ENDPOINT + MAPPING + lines).issues
+    assert len(issues) == 1
+    assert f"site.yaml:{line}: " in issues[0]
+    assert "holds '|', which does not join two paths" in issues[0]
+    assert "$.lead['work_email','email']" in issues[0]
+
+
+def test_a_union_in_dedupe_is_refused_and_or_in_a_filter_is_not(tmp_path: Path) -> None:
+    """``dedupe: $.id | $.submission_id`` is refused the same way, while ``||`` inside a
+    filter and ``|`` inside a regular expression are parts of one path and compile."""
+    text = (
+        "kind: endpoint\nname: site\nsource: token\ntoken: t\ndedupe: $.id | $.submission_id\n"
+        "---\n" + MAPPING + "fields:\n"
+        "  EmailAddress: \"$.a[?(@.t == 'e' || @.t == 'm')].v\"\n"
+        "  mx_X: \"$.a[?(@.t =~ 'x|y')].v\"\n"
+    )
+    issues = _problems(tmp_path, text).issues
+    assert len(issues) == 1
+    assert (
+        "site.yaml:5: 'dedupe' of endpoint 'site': JSONPath '$.id | $.submission_id' holds"
+        in (issues[0])
+    )
+
+
+def test_a_path_without_a_dot_after_the_root_says_so(tmp_path: Path) -> None:
+    """``$lead.phone`` gets "write $.lead.phone" instead of a parser's "near token lead"."""
+    issues = _problems(tmp_path, ENDPOINT + MAPPING + "fields:\n  Phone: $lead.phone\n").issues
+    assert issues == [
+        f"{tmp_path / 'site.yaml'}:10: field 'Phone' of mapping 'm': JSONPath '$lead.phone' "
+        "needs a '.' after the '$' (the document's root); write $.lead.phone"
+    ]
+
+
+def test_a_syntax_error_brings_no_has_no_mapping_warning(tmp_path: Path) -> None:
+    """An indentation mistake in a file's mapping document stops YAML there: the endpoint
+    before it is read, its mapping is not. The error names the indentation; no warning says
+    the endpoint "has no mapping" and its events will be unmatched (its mapping is there,
+    unread)."""
+    text = (
+        ENDPOINT + MAPPING + "fields:\n  EmailAddress:\n    path: $.email\n"
+        "  transform: [trim]\n    required: true\n"
+    )
+    error = _problems(tmp_path, text)
+    assert len(error.issues) == 1
+    assert error.issues[0].startswith(f"{tmp_path / 'site.yaml'}:13: YAML syntax error: ")
+    assert "this line is indented deeper than the line above it allows" in error.issues[0]
+    assert [w for w in error.warnings if "has no mapping" in w] == []
+
+
+def test_an_endpoint_without_a_mapping_is_still_warned_about(tmp_path: Path) -> None:
+    """When every file was read whole, an endpoint no mapping takes is still a warning."""
+    (tmp_path / "a.yaml").write_text(ENDPOINT, encoding="utf-8")
+    config = load(tmp_path, {})
+    assert any("endpoint 'site' has no mapping" in w for w in config.warnings)
