@@ -409,15 +409,24 @@ def _retry(r: Reader) -> RetrySchedule:
     )
 
 
-def without_userinfo(url: str) -> str:
-    """``url`` with any ``user:password@`` before its host shown as ``***@``."""
+def shown_url(url: str) -> str:
+    """``url`` as a message may show it: any ``user:password@`` before its host as ``***@``,
+    and any query or fragment left out (LeadSquared's own examples carry the keys there)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
+    for mark in ("?", "#"):
+        if mark in rest:
+            rest = rest.partition(mark)[0] + " (query not shown)"
+            break
     authority, slash, path = rest.partition("/")
     if "@" not in authority:
-        return url
+        return f"{scheme}://{rest}"
     return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
+#: A target's keys go in access_key and secret_key (sent as headers); where they do not go.
+KEYS_NOT_IN_URL = "LeadSquared takes its keys in access_key and secret_key, sent as headers"
 
 
 def build_target(node: Node, r: Reader) -> Target | None:
@@ -429,16 +438,26 @@ def build_target(node: Node, r: Reader) -> Target | None:
     if url is not None and not str(url).startswith(("http://", "https://")):
         r.error(
             r.get("url"),
-            f"'url' {without_userinfo(str(url))!r} must start with https://, like "
+            f"'url' {shown_url(str(url))!r} must start with https://, like "
             "https://api-in21.leadsquared.com",
         )
     elif url is not None and "@" in urllib.parse.urlsplit(str(url)).netloc:
         r.error(
             r.get("url"),
-            f"'url' {without_userinfo(str(url))!r} holds a user name or password: it would be "
-            "shown wherever the url is (check, logs, events); LeadSquared takes its keys in "
-            "access_key and secret_key, sent as headers; a proxy's credentials go in "
-            "HTTPS_PROXY. Write the url without them, like https://api-in21.leadsquared.com",
+            f"'url' {shown_url(str(url))!r} holds a user name or password: it would be "
+            f"shown wherever the url is (check, logs, events); {KEYS_NOT_IN_URL}; a proxy's "
+            "credentials go in HTTPS_PROXY. Write the url without them, like "
+            "https://api-in21.leadsquared.com",
+        )
+    elif url is not None and any(mark in str(url) for mark in "?#"):
+        r.error(
+            r.get("url"),
+            f"'url' {shown_url(str(url))!r} has a query: the hub adds Lead.Capture's path "
+            f"to the url, and a query there would be shown wherever the url is; "
+            f"{KEYS_NOT_IN_URL} (LeadSquared's examples put accessKey and secretKey in the "
+            "query). Write the account's API host alone, like "
+            "https://api-in21.leadsquared.com, and the keys as access_key: ${LSQ_ACCESS_KEY} "
+            "and secret_key: ${LSQ_SECRET_KEY}",
         )
     rate_limit = DEFAULT_RATE_LIMIT
     rate_node = r.get("rate_limit")

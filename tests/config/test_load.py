@@ -237,6 +237,43 @@ def test_a_target_url_with_credentials_is_refused_without_showing_them(
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "https://api-in21.leadsquared.com/v2/LeadManagement.svc/Lead.Capture"
+            "?accessKey=${LSQ_ACCESS_KEY}&secretKey=${LSQ_SECRET_KEY}",
+            "'https://api-in21.leadsquared.com/v2/LeadManagement.svc/Lead.Capture "
+            "(query not shown)'",
+        ),
+        (
+            "https://api-in21.leadsquared.com/?x=1",
+            "'https://api-in21.leadsquared.com/ (query not shown)'",
+        ),
+        (
+            "https://api-in21.leadsquared.com#k=hunter2",
+            "'https://api-in21.leadsquared.com (query not shown)'",
+        ),
+    ],
+)
+def test_a_target_url_with_a_query_is_refused_without_showing_it(
+    config_dir: Path, url: str, shown: str
+) -> None:
+    """LeadSquared's examples put the keys in the query: a target url copied from them is
+    refused at its line, saying where the keys go, and the query is never shown (check
+    printed it in its summary)."""
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    env = {**ENV, "LSQ_ACCESS_KEY": "hunter2", "LSQ_SECRET_KEY": "hunter3"}
+    with pytest.raises(ConfigError) as info:
+        load(config_dir, env)
+    (issue,) = info.value.issues
+    assert str(issue).startswith(f"{config_dir / 'targets.yml'}:3: 'url' {shown} has a query")
+    assert "access_key" in str(issue) and "secret_key" in str(issue)
+    assert "hunter2" not in str(info.value) and "hunter3" not in str(info.value)
+
+
 def test_a_target_url_may_hold_an_at_sign_after_its_host(config_dir: Path) -> None:
     """Only the authority's ``user@`` is credentials; an ``@`` in the path is not."""
     url = "https://api-in21.leadsquared.com/a@b"
