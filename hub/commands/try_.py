@@ -16,10 +16,12 @@ with the same reason. Secrets are not needed: an unset ``${VAR}`` stands in as
 
 With ``--json`` it prints one JSON object:
 ``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..],"warnings":[..]}`` or
-``{"status":"skipped"|"unmatched"|"error","mapping":NAME|null,"reason":"..","warnings":[]}``;
+``{"status":"skipped"|"unmatched"|"error","mapping":NAME|null,"reason":"..","warnings":[..]}``;
 ``warnings`` lists what the mapping left out of the body (a phone that is no number, a date
-it cannot read), as the human form prints them, and is empty when there is none. They also
-still go to standard error, as they did before the field existed.
+it cannot read), as the human form prints them, and is empty when there is none. An
+``error`` for a missing required value lists them too (they are often its cause: its reason
+ends with them, briefly); skipped and unmatched documents are not mapped, so have none.
+They also still go to standard error, as they did before the field existed.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any
 
 from hub.config import ConfigError, load
 from hub.config.models import Config
-from hub.mapping import CaptureRequest, Result, map_document
+from hub.mapping import CaptureRequest, MappingError, Result, map_document
 from hub.sources import bodies
 from hub.sources.base import BodyError
 from hub.sources.split import leads_at
@@ -90,10 +92,16 @@ def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]
     return found or [document]
 
 
+def _warnings(result: Result) -> tuple[str, ...]:
+    """What the mapping left out of ``result``'s lead: a request to send, or a failure that
+    got as far as the fields (a required value missing), has them; other outcomes none."""
+    return result.warnings if isinstance(result, CaptureRequest | MappingError) else ()
+
+
 def as_json(result: Result) -> dict[str, Any]:
     """The ``--json`` object for ``result``: every object has ``warnings`` (a list, empty
     when none), so that a script reading the JSON sees what the human form would warn about
-    (only a request to send has any: other outcomes say why in their ``reason``)."""
+    (a failure's reason names them too, briefly)."""
     if isinstance(result, CaptureRequest):
         return {
             "status": "send",
@@ -107,7 +115,7 @@ def as_json(result: Result) -> dict[str, Any]:
         "status": result.status,
         "mapping": result.mapping,
         "reason": result.reason,
-        "warnings": [],
+        "warnings": list(_warnings(result)),
     }
 
 
@@ -146,9 +154,8 @@ def run(args: argparse.Namespace) -> int:
     for number, result in enumerate(results, start=1):
         if args.json:  # one object per lead, one per line
             print(json.dumps(as_json(result), ensure_ascii=False))
-            if isinstance(result, CaptureRequest):
-                for warning in result.warnings:
-                    print(f"warning: {warning}", file=sys.stderr)
+            for warning in _warnings(result):
+                print(f"warning: {warning}", file=sys.stderr)
             continue
         if len(results) > 1:
             if number > 1:

@@ -69,6 +69,50 @@ def _nothing_sent(spec: FieldSpec, document: Any, notes: list[str]) -> str:
     return f"{spec.path.text} found {shown}, which its transforms ({names}) left out"
 
 
+#: At most this many of the other fields' warnings end a missing-value reason (the rest
+#: are counted), each cut to :data:`_BRIEF` characters: a dead event's reason stays short.
+_LISTED = 3
+_BRIEF = 120
+#: Where a warning's advice starts (transforms.py's wordings), and how much of the marker
+#: stays: the brief form keeps what was left out and why. The last one found counts, so
+#: that the same words inside a quoted value do not cut it short.
+_ADVICE = (("; left out", 0), (", not sent: ", len(", not sent")))
+
+
+def _brief(warning: str) -> str:
+    """``warning`` as the end of a failure's reason names it: what was left out and why,
+    without the advice on how to send it (``leadhub try --json`` lists it whole)."""
+    for marker, kept in _ADVICE:
+        at = warning.rfind(marker)
+        if at > 0:
+            warning = warning[: at + kept]
+            break
+    return warning if len(warning) <= _BRIEF else warning[: _BRIEF - 3] + "..."
+
+
+def _missing_required(
+    mapping: str, missing: list[tuple[str, int, int]], warnings: list[str]
+) -> MappingError:
+    """The failure for a document that gives no value for a ``required`` field: each such
+    field and why, then, briefly, what the other fields left out.
+
+    Those warnings are often the cause (a phone dropped as no number, where the phone was
+    meant to identify the lead), and a failure is never sent, so nothing else shows them:
+    the reason (``leadhub try``, a dead event's last error) ends with them, and the result
+    carries them all, whole, as a request to send does.
+    """
+    reason = f"required value missing in mapping {mapping!r}: " + ", ".join(
+        text for text, _, _ in missing
+    )
+    explained = {i for _, start, end in missing for i in range(start, end)}
+    others = [_brief(w) for i, w in enumerate(warnings) if i not in explained]
+    if others:
+        listed = "; ".join(others[:_LISTED])
+        more = len(others) - _LISTED
+        reason += f"; also left out: {listed}" + (f"; and {more} more" if more > 0 else "")
+    return MappingError(mapping, reason, warnings=tuple(warnings))
+
+
 def _cannot_evaluate(mapping: str, exc: Exception) -> MappingError:
     """The outcome for a document ``mapping`` failed on with ``exc`` (never raised on)."""
     if isinstance(exc, DocumentError):
@@ -107,7 +151,9 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
             mapping.name, f"skip_if of mapping {mapping.name!r} held: {describe_rule(skip_rule)}"
         )
     body: list[dict[str, str]] = []
-    missing: list[str] = []
+    #: Each required field that gave nothing: its text, and the slice of ``ctx.warnings``
+    #: its own notes fill (already in its text, so not repeated after it).
+    missing: list[tuple[str, int, int]] = []
     ctx = Context(attribute="", default_region=mapping.default_region)
     for spec in mapping.fields:
         ctx.attribute = spec.attribute
@@ -117,14 +163,11 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
         if value is None:
             if spec.required:
                 why = _nothing_sent(spec, document, ctx.warnings[noted:])
-                missing.append(f"{spec.attribute} ({why})")
+                missing.append((f"{spec.attribute} ({why})", noted, len(ctx.warnings)))
             continue
         body.append({"Attribute": spec.attribute, "Value": value})
     if missing:
-        return MappingError(
-            mapping.name,
-            f"required value missing in mapping {mapping.name!r}: {', '.join(missing)}",
-        )
+        return _missing_required(mapping.name, missing, ctx.warnings)
     warnings = list(ctx.warnings)
     if mapping.search_by:
         if any(item["Attribute"] == mapping.search_by for item in body):

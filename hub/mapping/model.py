@@ -160,10 +160,17 @@ class Unmatched:
 @dataclass(frozen=True, slots=True)
 class MappingError:
     """The event cannot be mapped (a required value is missing, mappings overlap, the
-    document cannot be evaluated)."""
+    document cannot be evaluated).
+
+    ``warnings``: what the mapping left out of this document (as a request's), when it
+    got that far: a required value missing is often the cause, and its reason ends with
+    them, briefly.
+    """
 
     mapping: str | None
     reason: str
+    warnings: tuple[str, ...] = ()
+
     status: Literal["error"] = "error"
 
 

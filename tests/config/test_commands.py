@@ -190,14 +190,14 @@ def test_try_json_carries_the_warnings_the_human_form_prints(tmp_path: Path) -> 
     [
         ('{"kind": "other", "email": "a@example.com"}', "unmatched"),
         ('{"kind": "lead", "test": "yes", "p": "12"}', "skipped"),
-        ('{"kind": "lead", "p": "12"}', "error"),
+        ('{"kind": "lead"}', "error"),
     ],
 )
 def test_try_json_has_warnings_when_nothing_would_be_sent(
     tmp_path: Path, document: str, status: str
 ) -> None:
-    """An unmatched, skipped or failing document's object has ``warnings`` too (an empty list:
-    why it is not sent is its ``reason``), so that every object printed has the same keys
+    """An unmatched, skipped or failing document's object has ``warnings`` too (an empty list
+    when the mapping left nothing else out), so that every object printed has the same keys
     to read."""
     (tmp_path / "c.yaml").write_text(WARNING_CONFIG)
     payload = tmp_path / "doc.json"
@@ -208,6 +208,39 @@ def test_try_json_has_warnings_when_nothing_would_be_sent(
     assert result["status"] == status
     assert set(result) == {"status", "mapping", "reason", "warnings"}
     assert result["warnings"] == []
+
+
+def test_try_a_missing_required_value_names_what_else_was_left_out(tmp_path: Path) -> None:
+    """A lead missing its required EmailAddress whose phone was no number and whose date was
+    unreadable failed with "EmailAddress ($.email found nothing)" alone: the warnings, often
+    the cause, were dropped, and ``--json`` gave ``"warnings": []``. The reason now ends with
+    what else was left out, briefly (no advice), and ``--json`` lists the warnings whole, as
+    for a request to send (and on standard error)."""
+    (tmp_path / "c.yaml").write_text(WARNING_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text('{"kind": "lead", "p": "12", "at": "last tuesday"}')
+    argv = ["try", "e", str(payload), "--config-dir", str(tmp_path)]
+    human = leadhub_run(argv)
+    as_json = leadhub_run([*argv, "--json"])
+    assert human.returncode == as_json.returncode == 1, human.stderr + as_json.stderr
+    reason = (
+        "required value missing in mapping 'm': EmailAddress ($.email found nothing); "
+        "also left out: Phone: '12' is not a phone number (no default_region set); "
+        "mx_Submitted_On: 'last tuesday' is not a date (ISO 8601 or unix time)"
+    )
+    assert human.stdout == f"error (mapping m): {reason}\n"
+    result = json.loads(as_json.stdout)
+    assert result == {
+        "status": "error",
+        "mapping": "m",
+        "reason": reason,
+        "warnings": [
+            "Phone: '12' is not a phone number (no default_region set); left out",
+            DATE_WARNING,
+        ],
+    }
+    shown = [f"warning: {w}" for w in result["warnings"]]
+    assert as_json.stderr.splitlines() == shown
 
 
 @pytest.mark.usefixtures("demo_env")

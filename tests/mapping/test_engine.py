@@ -306,3 +306,52 @@ def test_a_phone_that_is_no_number_is_left_out_with_a_warning() -> None:
     assert isinstance(result, CaptureRequest)
     assert result.value("Phone") is None
     assert result.warnings == ("Phone: 'abc' is not a phone number; left out",)
+
+
+def test_a_missing_required_value_ends_with_what_else_was_left_out() -> None:
+    """A required EmailAddress missing where the phone was "12" (no number) said only
+    "EmailAddress ($.email found nothing)", and the result carried no warnings: the phone,
+    often the cause, went unsaid. The reason now ends with the other fields' warnings,
+    brief (no advice on how to send them; at most three, then a count), the missing field's
+    own not repeated; the result carries every warning whole."""
+    fields = (
+        FieldSpec("EmailAddress", compile_path("$.email"), required=True),
+        FieldSpec("Phone", compile_path("$.phone[*]"), transforms=parse_transforms("phone")),
+        FieldSpec("mx_Extra", compile_path("$.extra")),
+        FieldSpec("mx_Name", compile_path("$.name"), transforms=parse_transforms("trim")),
+    )
+    doc = {"email": {"a": 1}, "phone": ["12", "34"], "extra": {"b": 2}, "name": {"c": 3}}
+    result = apply(mapping(fields=fields, default_region="IN"), doc)
+    assert isinstance(result, MappingError)
+    assert result.reason == (
+        "required value missing in mapping 'm': EmailAddress ($.email found an object, "
+        '{"a":1}, not sent: add transform: string to send it as JSON text, or point the path '
+        "at a value inside it, like $.email.a); also left out: Phone: '12' is not a phone "
+        "number (wrong length); Phone: '34' is not a phone number (wrong length); mx_Extra: "
+        '$.extra found an object, {"b":2}, not sent; and 1 more'
+    )
+    assert result.warnings == (
+        'EmailAddress: $.email found an object, {"a":1}, not sent: add transform: string to '
+        "send it as JSON text, or point the path at a value inside it, like $.email.a",
+        "Phone: '12' is not a phone number (wrong length); left out",
+        "Phone: '34' is not a phone number (wrong length); left out",
+        'mx_Extra: $.extra found an object, {"b":2}, not sent: add transform: string to send '
+        "it as JSON text, or point the path at a value inside it, like $.extra.b",
+        'mx_Name: trim got an object, {"c":3}, not a value; left out (give the path of one of '
+        "its members, or use the string transform to send it as JSON text)",
+    )
+    alone = apply(mapping(default_region="IN"), {"phone": "12"})
+    assert isinstance(alone, MappingError)
+    assert alone.reason == (
+        "required value missing in mapping 'm': EmailAddress ($.email found nothing); "
+        "also left out: Phone: '12' is not a phone number (wrong length)"
+    )
+    long = apply(mapping(default_region="IN"), {"phone": "x" * 300})
+    assert isinstance(long, MappingError)
+    assert long.reason.endswith("; also left out: Phone: '" + "x" * 109 + "...")  # 120 characters
+    clean = apply(mapping(), {"phone": "+14155550100"})
+    assert isinstance(clean, MappingError) and clean.warnings == ()
+    assert (
+        clean.reason
+        == "required value missing in mapping 'm': EmailAddress ($.email found nothing)"
+    )
