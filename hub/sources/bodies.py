@@ -16,8 +16,10 @@
   Multipart file parts become ``{"filename", "content_type", "size"}`` (their
   contents are kept in the raw body only).
 * Anything else answers 415; a body that cannot be parsed answers 400. A JSON body
-  that is not UTF-8 says so and where; a ``text/plain`` one, or one without a
-  Content-Type, that is not JSON says what it was sent as and what the hub accepts.
+  that is not UTF-8, or a form body its charset does not decode (raw or percent-escaped),
+  says so, which charset, and which byte where; a ``text/plain`` one, or one without a
+  Content-Type, that is not JSON says what it was sent as and what the hub accepts. A bad
+  multipart body's reason names bytes as characters and where they are in the body.
 
 python-multipart logs a warning on its own logger for every error it then raises;
 the parser here logs to :data:`_MULTIPART_LOG`, which writes nothing, so that a bad
@@ -32,7 +34,7 @@ import logging
 import math
 import re
 from typing import Any, NamedTuple
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import msgspec
 import orjson
@@ -217,6 +219,12 @@ class Skimmer:
         return (None if self._key is None else found.value,)
 
 
+def _undecodable(what: str, charset: str, byte: int, offset: int, how: str = "") -> str:
+    """``WHAT is not valid CHARSET (byte 0xNN at offset N[, HOW])``: the words every reason
+    uses for bytes their charset does not decode (a JSON body's UTF-8, a form's charset)."""
+    return f"{what} is not valid {charset} (byte 0x{byte:02x} at offset {offset}{how})"
+
+
 def _not_utf8(body: bytes) -> BodyError | None:
     """The 400 for a body that is not UTF-8 (which JSON must be), naming the first bad
     byte and its offset; None when it is UTF-8.
@@ -227,12 +235,10 @@ def _not_utf8(body: bytes) -> BodyError | None:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        bad = body[exc.start]
-        reason = (
-            f"body is not valid UTF-8 (byte 0x{bad:02x} at offset {exc.start}); JSON must be "
-            "sent as UTF-8, not Latin-1 or another charset"
+        reason = _undecodable("body", "UTF-8", body[exc.start], exc.start)
+        return BodyError(
+            400, f"{reason}; JSON must be sent as UTF-8, not Latin-1 or another charset"
         )
-        return BodyError(400, reason)
     return None
 
 
@@ -307,22 +313,97 @@ def _flat(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_form(body: bytes, charset: str = "utf-8") -> dict[str, Any]:
-    """A flat object from an ``application/x-www-form-urlencoded`` body."""
+#: A stretch of a form body's text that urllib unescapes and decodes as one: ASCII, up to
+#: a field's ``&`` or ``=`` (its non-ASCII characters are decoded already).
+_FORM_RUN = re.compile(r"[^&=\x80-\U0010ffff]+")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def _escaped_fault(text: str, charset: str) -> tuple[int, int, str] | None:
+    """The first percent-escaped byte of a form body's ``text`` that ``charset`` does not
+    decode: ``(byte, index in text, its escape)``; None when none is found."""
+    for run in _FORM_RUN.finditer(text):
+        chunk = run.group()
+        if "%" not in chunk:
+            continue
+        raw = unquote_to_bytes(chunk)
+        try:
+            raw.decode(charset)
+        except UnicodeDecodeError as exc:
+            at = 0
+            for _ in range(exc.start):  # each byte before it: an escape, or one character
+                at += 3 if _ESCAPE.match(chunk, at) else 1
+            return raw[exc.start], run.start() + at, chunk[at : at + 3]
+        except ValueError:  # (a codec failing otherwise, as punycode may: no byte to name)
+            return None
+    return None
+
+
+def _charset_fix(charset: str | None) -> str:
+    """What a sender whose form body ``charset`` (None: not named) does not decode may do."""
+    if charset is None:
+        return (
+            "UTF-8 is taken when the Content-Type names no charset: send UTF-8, or name the "
+            "charset in the Content-Type"
+        )
+    return f"{charset[:40]} is the charset the Content-Type names: send that, or name the right one"
+
+
+def _raw_undecodable(body: bytes, charset: str | None, exc: UnicodeDecodeError) -> str:
+    """The 400 reason for a form body whose bytes ``charset`` (None: UTF-8) does not decode."""
+    named = charset[:40] if charset else "UTF-8"
+    return (
+        f"{_undecodable('form body', named, body[exc.start], exc.start)}; {_charset_fix(charset)}"
+    )
+
+
+def _escape_undecodable(text: str, charset: str | None) -> str:
+    """The 400 reason for a form body (``text``, decoded) with a percent-escape ``charset``
+    (None: UTF-8) does not decode: which escape, its byte and offset in the body."""
+    tried, named = charset or "utf-8", charset[:40] if charset else "UTF-8"
+    fault = _escaped_fault(text, tried)
+    if fault is None:  # (not expected: the escapes are split as parse_qsl splits them)
+        return f"form body has a percent-escape that is not valid {named}; {_charset_fix(charset)}"
+    byte, index, escape = fault
+    try:
+        offset = len(text[:index].encode(tried))
+    except UnicodeError:  # (a text decoded with ``tried`` encodes back, but be safe)
+        offset = index
+    how = f", escaped as {escape}" if escape.startswith("%") else ""
+    reason = _undecodable("form body", named, byte, offset, how)
+    return f"{reason}; {_charset_fix(charset)}"
+
+
+def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
+    """A flat object from an ``application/x-www-form-urlencoded`` body in ``charset``
+    (the Content-Type's; None: it names none, and UTF-8 is taken)."""
+    charset = charset or None  # (an empty charset= names none)
+    tried = charset or "utf-8"
     try:
         # Percent-escapes are the rule, but some senders post raw UTF-8 (browsers' parser,
         # WHATWG's, takes it): decode the bytes with the charset first, then the escapes.
-        text = body.decode(charset)
-        if text.count("&") >= MAX_FIELDS:  # (parse_qsl would say only ValueError)
-            raise BodyError(400, f"form body has more than {MAX_FIELDS} fields")
+        text = body.decode(tried)
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, _raw_undecodable(body, charset, exc)) from None
+    except LookupError:
+        msg = f"form body's Content-Type names charset {tried[:40]!r}, which the hub does not know"
+        raise BodyError(400, msg) from None
+    except ValueError as exc:  # a codec's own failure (punycode, undefined): no byte to name
+        msg = f"form body cannot be decoded as {tried[:40]} ({type(exc).__name__})"
+        raise BodyError(400, msg) from None
+    if text.count("&") >= MAX_FIELDS:  # (parse_qsl would say only ValueError)
+        raise BodyError(400, f"form body has more than {MAX_FIELDS} fields")
+    try:
         pairs = parse_qsl(
             text,
             keep_blank_values=True,
-            encoding=charset,
+            encoding=tried,
             errors="strict",
             max_num_fields=MAX_FIELDS,
         )
-    except (UnicodeDecodeError, LookupError, ValueError) as exc:
+    except UnicodeDecodeError:
+        raise BodyError(400, _escape_undecodable(text, charset)) from None
+    except ValueError as exc:
         raise BodyError(400, f"form body cannot be decoded ({type(exc).__name__})") from None
     return _flat(list(pairs))
 
@@ -385,6 +466,36 @@ class _Parts:
         self.ended = True
 
 
+#: python-multipart names a byte by its number ("Expected boundary character 88, got 89",
+#: "(found 90)"): the word before such a number, and the number.
+_BYTE_NUMBER = re.compile(r"\b(character|got|found) (\d{1,3})\b")
+#: ...and says where as an index into what it was given, in several forms: replaced by the
+#: offset in the body as received.
+_WHERE = re.compile(r" (?:at index \d+|at \d+|\(\d+\))$")
+
+
+def _shown_byte(byte: int) -> str:
+    """A byte as a reason names it: ``'X'`` for printable ASCII (``"'"`` for a quote; a
+    backslash as itself, not doubled as repr() writes it), else ``0xNN``."""
+    if not 0x20 <= byte < 0x7F:
+        return f"0x{byte:02x}"
+    char = chr(byte)
+    return f'"{char}"' if char == "'" else f"'{char}'"
+
+
+def _multipart_error(exc: ValueError, skipped: int) -> str:
+    """python-multipart's words for ``exc``, readable: bytes shown as characters, not as
+    Python numbers, and the offset in the body (``skipped``: the preamble cut off before
+    parsing) instead of its own index into what it was given."""
+    message = _BYTE_NUMBER.sub(
+        lambda m: f"{m[1]} {_shown_byte(int(m[2]))}" if int(m[2]) < 256 else m[0], str(exc)
+    )
+    offset = getattr(exc, "offset", -1)
+    if isinstance(offset, int) and offset >= 0:
+        message = f"{_WHERE.sub('', message)} at offset {offset + skipped}"
+    return message
+
+
 def parse_multipart(body: bytes, boundary: str | None) -> dict[str, Any]:
     """A flat object from a ``multipart/form-data`` body."""
     if not boundary:
@@ -403,17 +514,20 @@ def parse_multipart(body: bytes, boundary: str | None) -> dict[str, Any]:
         )
     }
     delimiter = b"--" + boundary.encode("latin-1", "replace")
+    skipped = 0
     if not body.startswith(delimiter):  # a preamble (RFC 2046 allows one): skip it
         first = body.find(b"\r\n" + delimiter)
         if first >= 0:
-            body = body[first + 2 :]
+            skipped = first + 2
+            body = body[skipped:]
     try:
         parser = MultipartParser(boundary.encode("latin-1", "replace"), callbacks)
         parser.logger = _MULTIPART_LOG
         parser.write(body)
         parser.finalize()
     except (MultipartParseError, ValueError) as exc:
-        raise BodyError(400, f"multipart body cannot be parsed ({exc})") from None
+        reason = f"multipart body cannot be parsed ({_multipart_error(exc, skipped)})"
+        raise BodyError(400, reason) from None
     if not parts.ended:
         raise BodyError(400, "multipart body ends before its closing boundary")
     if len(parts.pairs) > MAX_FIELDS:
@@ -475,7 +589,7 @@ def parse(content_type: str | None, body: bytes) -> Parsed:
         except BodyError as exc:
             raise BodyError(exc.status, _loosely_typed(mtype, exc.reason)) from None
     if mtype == FORM:
-        return Parsed(parse_form(body, params.get("charset", "utf-8")), False)
+        return Parsed(parse_form(body, params.get("charset")), False)
     if mtype == MULTIPART:
         return Parsed(parse_multipart(body, params.get("boundary")), False)
     shown = mtype or (content_type or "")

@@ -162,6 +162,8 @@ def test_form_body_with_raw_utf8_is_taken() -> None:
         ("application/x-www-form-urlencoded", b"a=\xff\xfe"),
         ("application/x-www-form-urlencoded", b"a=%ff%fe"),
         ("application/x-www-form-urlencoded; charset=nonsense", b"a=%41"),
+        ("application/x-www-form-urlencoded; charset=undefined", b"a=%41"),
+        ("application/x-www-form-urlencoded; charset=punycode", b"a=%E9"),
     ],
 )
 def test_broken_forms_are_a_400(ctype: str, body: bytes) -> None:
@@ -286,3 +288,35 @@ def test_python_multiparts_own_warnings_are_not_logged(caplog: pytest.LogCapture
         parse_body("multipart/form-data; boundary=XX", body)
     assert "Expected boundary character" in info.value.reason
     assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body", "reason"),
+    [
+        (
+            "application/x-www-form-urlencoded",
+            "x=é&name=Jos%E9".encode(),
+            "form body is not valid UTF-8 (byte 0xe9 at offset 13, escaped as %E9)",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"a=%C3=%A9",
+            "form body is not valid UTF-8 (byte 0xc3 at offset 2, escaped as %C3)",
+        ),
+        (
+            "application/x-www-form-urlencoded; charset=utf-16",
+            b"a=%41",
+            "form body is not valid utf-16 (byte 0x31 at offset 4)",
+        ),
+    ],
+)
+def test_an_undecodable_form_body_names_the_charset_byte_and_offset(
+    ctype: str, body: bytes, reason: str
+) -> None:
+    """Each was "form body cannot be decoded (UnicodeDecodeError)". The offset is in the body
+    as sent: past raw UTF-8 before the escape (é is two bytes), at the escape that starts the
+    bad sequence, and at the byte a named charset cannot take."""
+    with pytest.raises(BodyError) as info:
+        parse_body(ctype, body)
+    assert info.value.status == 400
+    assert info.value.reason.startswith(reason + "; ")

@@ -1,0 +1,91 @@
+"""What a sender is told, over HTTP, about a form or multipart body the hub cannot read:
+which charset, which byte and where, in words rather than Python's numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.web.conftest import Hub
+
+FORM = "application/x-www-form-urlencoded"
+NO_CHARSET = (
+    "UTF-8 is taken when the Content-Type names no charset: send UTF-8, or name the charset "
+    "in the Content-Type"
+)
+
+
+def _post(hub: Hub, content_type: str, body: bytes) -> str:
+    """The 400's reason for ``body`` posted to the open endpoint as ``content_type``."""
+    answer = hub.client.post("/hooks/open", content=body, headers={"content-type": content_type})
+    assert answer.status_code == 400, answer.text
+    error: str = answer.json()["error"]
+    return error
+
+
+def test_a_form_body_its_charset_does_not_decode_says_which_byte_where(hub: Hub) -> None:
+    """A Latin-1 form body ("Jos%E9", or José's raw byte) was a 400 "form body cannot be
+    decoded (UnicodeDecodeError)": nothing said which charset, byte or place. Now it says
+    all three, in the words a non-UTF-8 JSON body gets, and whether the charset was named;
+    the same body named as Latin-1 is taken."""
+    cases = [
+        (FORM, b"email=a%40example.com&name=Jos%E9", "UTF-8", "0xe9", 30, ", escaped as %E9"),
+        (FORM, "city=Zürich&name=Jos\xe9".encode("latin-1"), "UTF-8", "0xfc", 6, ""),
+        (f"{FORM}; charset=utf-8", b"a=1&b=%C3%28", "utf-8", "0xc3", 6, ", escaped as %C3"),
+        (f"{FORM}; charset=windows-1252", b"name=Jos\x81", "windows-1252", "0x81", 8, ""),
+    ]
+    for content_type, body, charset, byte, offset, how in cases:
+        fix = (
+            f"{charset} is the charset the Content-Type names: send that, or name the right one"
+            if "charset" in content_type
+            else NO_CHARSET
+        )
+        assert _post(hub, content_type, body) == (
+            f"form body is not valid {charset} (byte {byte} at offset {offset}{how}); {fix}"
+        )
+    unknown = _post(hub, f"{FORM}; charset=klingon", b"a=1")
+    assert (
+        unknown == "form body's Content-Type names charset 'klingon', which the hub does not know"
+    )
+    taken = hub.client.post(
+        "/hooks/open",
+        content=b"email=a%40example.com&name=Jos%E9",
+        headers={"content-type": f"{FORM}; charset=iso-8859-1"},
+    )
+    assert taken.status_code == 200, taken.text
+    assert [e.document for e in hub.events()] == [{"email": "a@example.com", "name": "José"}]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (
+            b'--YY\r\nContent-Disposition: form-data; name="a"\r\n\r\n1\r\n--YY--\r\n',
+            "Expected boundary character 'X', got 'Y' at offset 2",
+        ),
+        (
+            b"--XX\r\nCont ent: x\r\n\r\n1\r\n--XX--\r\n",
+            "Found invalid character ' ' in header at offset 10",
+        ),
+        (
+            b"preamble\r\n--XX\r\nN\xe9me: x\r\n\r\n1\r\n--XX--\r\n",
+            "Found invalid character 0xe9 in header at offset 17",
+        ),
+        (
+            b'--XX\r\nContent-Disposition: form-data; name="a"\rZ\r\n1\r\n--XX--\r\n',
+            "Did not find LF character at end of header (found 'Z') at offset 47",
+        ),
+        (b"--XX\r\nA: b\r\n\r\x00", "Did not find LF at end of headers (found 0x00) at offset 13"),
+        (b"--XXZ\r\n", "Did not find CR at end of boundary at offset 4"),
+        (b"--XX\r\nA\\b: x\r\n", "Found invalid character '\\' in header at offset 7"),
+    ],
+)
+def test_a_bad_multipart_body_names_bytes_as_characters_and_where(
+    hub: Hub, body: bytes, reason: str
+) -> None:
+    """python-multipart names a byte by its number ("Expected boundary character 88, got 89
+    at index 4", "found 90") and a place by its own index (past a preamble the hub cut off,
+    or into the boundary): a sender read Python's numbers. Now the byte is shown as the
+    character it is (or 0xNN) and the place as the offset in the body sent."""
+    error = _post(hub, "multipart/form-data; boundary=XX", body)
+    assert error == f"multipart body cannot be parsed ({reason})"
+    assert hub.events() == []
