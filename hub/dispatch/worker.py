@@ -873,13 +873,17 @@ class Dispatcher:
 def _log_claimed(event: Event) -> None:
     """Log ``event_claimed`` for ``event``: once per claim, as the claim loop takes it and
     before whatever comes next (mapping, or a lead read that may fail and retry it), so
-    every attempt's lines start with it."""
+    every attempt's lines start with it. An event ``leadhub replay`` put back says when
+    (``requeued_at``): the command runs apart from the hub, so its replay shows in the
+    hub's log only here."""
+    replayed = {} if event.requeued_at is None else {"requeued_at": event.requeued_at}
     _log.info(
         "event_claimed",
         event_id=event.id,
         delivery_id=event.delivery_id,
         endpoint=event.endpoint,
         attempt=event.attempts,
+        **replayed,
     )
 
 

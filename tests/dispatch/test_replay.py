@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import structlog.testing
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -77,8 +78,15 @@ async def test_fixed_mapping_and_replay_deliver_dead_events(tmp_path: Path) -> N
                 target_yaml("default", url),
                 flat_endpoint_yaml("forms", "default", required="mail"),
             )
-            async with running(fixed, store):
-                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered on replay")
+            requeued = {e.requeued_at for e in (await states(store, ids)).values()}
+            with structlog.testing.capture_logs() as logs:
+                async with running(fixed, store):
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered on replay")
+        # the hub's log says each event it claims was replayed, and when (the command ran
+        # apart from it)
+        claimed = [line for line in logs if line["event"] == "event_claimed"]
+        assert sorted(line["event_id"] for line in claimed) == sorted(ids)
+        assert {line.get("requeued_at") for line in claimed} == requeued != {None}
         leads = sandbox_get(url, "/_sandbox/leads")
         assert sorted(lead["EmailAddress"] for lead in leads) == [
             f"late{n}@example.com" for n in range(5)
