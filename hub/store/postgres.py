@@ -22,6 +22,7 @@ import asyncio
 import builtins
 import contextlib
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -87,6 +88,14 @@ SCHEMA_VERSION = 2
 #: event, of every lead and target on every instance, back until its lease ended (60 s by
 #: default). The instances' clocks must agree within it.
 ROUTING_GRACE = 10.0
+#: Seconds the server lets one of our sessions sit idle inside a transaction before it ends
+#: the session (``idle_in_transaction_session_timeout``, unless the URL sets it). Our
+#: transactions send their statements back to back, so only a frozen instance (a machine
+#: that stopped answering, a network cut, a paused VM) idles in one; it may hold the claims'
+#: turn or an account's rate-limit lock, and every other instance waited on it for as long as
+#: the server kept the session: with PostgreSQL's defaults (no such timeout, TCP keepalive
+#: after 2 h) hours, for a machine gone without closing its connections.
+IDLE_IN_TRANSACTION = 10.0
 #: Makes first-time schema creation safe when several instances start together.
 _SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.schema', 0))"
 
@@ -99,6 +108,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
+    # the server ended a session of ours left idle in a transaction (IDLE_IN_TRANSACTION)
+    asyncpg.IdleInTransactionSessionTimeoutError,
     # a connection the server ended while it sat in the pool, met mid-protocol
     asyncpg.InternalClientError,
 )
@@ -156,6 +167,9 @@ class PostgresStore(BatchedStore):
         # count as 100 rows each) crossed jit_above_cost, and compiling them took longer
         # than running them (4-20 ms for a 64-event ordering check that runs in well under 1).
         settings = {"application_name": APPLICATION_NAME, "jit": "off"}
+        idle = "idle_in_transaction_session_timeout"
+        if idle not in urllib.parse.parse_qs(urllib.parse.urlsplit(self.dsn).query):
+            settings[idle] = f"{round(IDLE_IN_TRANSACTION * 1000)}ms"
         if self.schema:  # quoted, as it is created: a name with capitals is not folded
             settings["search_path"] = f'"{self.schema}"'
         try:

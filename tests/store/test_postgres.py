@@ -14,7 +14,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hub.clock import SYSTEM_CLOCK, Clock, ManualClock
-from hub.store import EventStore, StoreError, StoreUnavailable, open_store
+from hub.store import EventStore, StoreError, StoreUnavailable, open_store, postgres
 from hub.store.base import Submits
 from hub.store.models import Ack, Purged, Route, State
 from hub.store.postgres import ROUTING_GRACE, PostgresStore, Q
@@ -295,6 +295,34 @@ class TestInstances:
             assert await alive.blocker(later, ["e:later"]) is None
             found = await alive.get(first)
             assert found is not None and found.state is State.SENDING  # its lease still runs
+
+    async def test_an_instance_frozen_inside_its_claim_holds_the_others_up_briefly(
+        self, postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An instance whose machine stops answering mid-claim keeps the claims' turn (and
+        its rows) for as long as the server keeps its session: with PostgreSQL's defaults,
+        hours, and every other instance claimed nothing meanwhile. The server now ends a
+        session idle in a transaction (IDLE_IN_TRANSACTION, 1 s here): the others claim,
+        and the frozen one, back, finds its store unavailable (an outage), not broken."""
+        monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION", 1.0, raising=False)
+        async with instances(postgres_schema, 2) as (frozen, other):
+            (queued,) = await ids_of(other, 1)
+            claimed = asyncio.Event()
+
+            async def freeze() -> None:
+                async with frozen._conn() as conn:
+                    await conn.execute(Q["lock_claims"])  # its claim's turn, then nothing
+                    with contextlib.suppress(TimeoutError):  # (the others wait as long)
+                        await asyncio.wait_for(claimed.wait(), timeout=10)
+                    await conn.execute(Q["ping"], "back")
+
+            stuck = asyncio.create_task(freeze())
+            await asyncio.sleep(0.1)  # the turn is taken
+            assert [e.id for e in await other.claim(limit=1, lease=LEASE)] == [queued]
+            claimed.set()
+            with pytest.raises(StoreUnavailable):
+                await stuck
+            await frozen.ping()  # its pool heals
 
 
 class TestMigration:
