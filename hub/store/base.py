@@ -96,6 +96,14 @@ class StoreStats:
 #: PostgreSQL's bigint). ``list_page`` from the newest reads ids up to it.
 MAX_ID = 2**63 - 1
 
+#: Seconds a claimed event not routed yet holds back every later event (``blockers``):
+#: routes are written milliseconds after a claim, so a claim this old was made by a process
+#: that died (kill -9) or lost the store before routing it. Without this bound it held every
+#: later event, of every lead and target, back until its lease ended (60 s by default), in
+#: every process on the store, a restarted one included. Processes on several machines need
+#: clocks that agree within it.
+ROUTING_GRACE = 10.0
+
 
 #: Seconds a delivery waits for its store's commit before it is answered 503 (the sender
 #: retries): a store that hangs rather than refusing (SQLite's writer process stalled on a hung

@@ -34,6 +34,7 @@ from hub.store import rows
 from hub.store.base import (
     MAX_ID,
     PURGE_WINDOW,
+    ROUTING_GRACE,
     SLOT_EPSILON,
     SLOT_HORIZON,
     STALL_AFTER,
@@ -82,12 +83,6 @@ APPLICATION_NAME = "leadhub"
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 #: The schema version this code writes (``meta.schema_version``); older stores are migrated.
 SCHEMA_VERSION = 2
-#: Seconds a claimed event not routed yet holds back every later event (blockers): routes
-#: are written milliseconds after a claim, so a claim this old was made by an instance that
-#: died (kill -9) or lost the store before routing it. Without this bound it held every later
-#: event, of every lead and target on every instance, back until its lease ended (60 s by
-#: default). The instances' clocks must agree within it.
-ROUTING_GRACE = 10.0
 #: Seconds the server lets one of our sessions sit idle inside a transaction before it ends
 #: the session (``idle_in_transaction_session_timeout``, unless the URL sets it). Our
 #: transactions send their statements back to back, so only a frozen instance (a machine

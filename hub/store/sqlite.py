@@ -24,6 +24,7 @@ from hub.store import bulk, rows
 from hub.store.base import (
     MAX_ID,
     PURGE_WINDOW,
+    ROUTING_GRACE,
     SLOT_EPSILON,
     SLOT_HORIZON,
     STALL_AFTER,
@@ -383,7 +384,8 @@ class SQLiteStore(BatchedStore):
         asked = ordering_checks(checks)
         if not asked:
             return {}
-        params = {"asked": _json(asked)}
+        # (claims made before routed_since no longer count as being routed: ROUTING_GRACE)
+        params = {"asked": _json(asked), "routed_since": self.clock.time() - ROUTING_GRACE}
 
         def job(conn: sqlite3.Connection) -> dict[int, Event]:
             # One read transaction: a blocker found is still pending when it is read back.

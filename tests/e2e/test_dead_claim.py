@@ -1,4 +1,5 @@
-"""An instance killed between its claim and its routes stalls no other instance (PostgreSQL)."""
+"""A process killed between its claim and its routes stalls no other process, nor the hub
+restarted in its place (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from hub.clock import ManualClock
 from hub.store import EventStore, open_store
+from hub.store.base import ROUTING_GRACE
 from hub.store.models import Event, State
-from hub.store.postgres import ROUTING_GRACE
 from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN
 from tests.store.helpers import delivery
@@ -37,14 +38,14 @@ async def _claim_then_die(url: str) -> Event:
 
 @pytest.mark.slow
 def test_leads_go_out_while_a_dead_instance_s_unrouted_claim_still_holds_its_lease(
-    tmp_path: Path, postgres_schema: tuple[str, str]
+    tmp_path: Path, hub_db_url: str
 ) -> None:
     """The dead instance's event could be any lead's, so for a few seconds it held back
     every later event; until its lease ended (45 s more here) it held back every lead of
-    every target on every instance. A live instance now sends its leads at once, and the
-    dead one's event waits for its lease as before."""
-    dsn, schema = postgres_schema
-    url = f"{dsn}?schema={schema}"
+    every target on every instance (on SQLite: of the hub restarted after the kill). A live
+    instance now sends its leads at once, and the dead one's event waits for its lease as
+    before."""
+    url = hub_db_url
     dead = asyncio.run(_claim_then_die(url))
     args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, db=url)
     emails = [f"after{n}@example.com" for n in range(5)]

@@ -13,7 +13,7 @@ import pytest
 from hub.clock import ManualClock
 from hub.sources import capped
 from hub.store import EventStore, LeaseLost, StoreError
-from hub.store.base import PURGE_WINDOW, BodyNotSkimmed, Submits
+from hub.store.base import PURGE_WINDOW, ROUTING_GRACE, BodyNotSkimmed, Submits
 from hub.store.models import (
     PAUSE_HELD,
     Ack,
@@ -635,6 +635,24 @@ class TestRouteAndOrdering:
         assert await other_process.blocker(c, []) is None  # no key: nothing to wait for
         await store.set_routes([Route(a, "t", "m", ("e:a",))])
         assert await other_process.blocker(b, ["e:b"]) is None
+
+    async def test_a_claim_left_unrouted_past_the_grace_holds_none_back(
+        self, store: EventStore, other_process: EventStore, clock: ManualClock
+    ) -> None:
+        """A process killed between its claim and its routes leaves an unrouted event
+        'sending' until its lease ends. Its lead is unknown, so for a while it holds back a
+        later event of any lead (the routes may be on their way); past ROUTING_GRACE it no
+        longer does, and the others (or the hub restarted after the kill) send theirs
+        instead of waiting out the whole lease."""
+        first, later = await ids_of(store, 2)
+        assert [e.id for e in await store.claim(limit=1, lease=60)] == [first]
+        await other_process.set_routes([Route(later, "t", "m", ("e:later",))])
+        held = await other_process.blocker(later, ["e:later"])
+        assert held is not None and held.id == first
+        clock.advance(ROUTING_GRACE + 1)
+        assert await other_process.blocker(later, ["e:later"]) is None
+        found = await other_process.get(first)
+        assert found is not None and found.state is State.SENDING  # its lease still runs
 
     async def test_a_keyed_blocker_earlier_than_the_unrouted_one_is_the_answer(
         self, store: EventStore

@@ -17,7 +17,7 @@ from hub.clock import SYSTEM_CLOCK, Clock, ManualClock
 from hub.store import EventStore, StoreError, StoreUnavailable, open_store, postgres
 from hub.store.base import Submits
 from hub.store.models import Ack, Purged, Route, State
-from hub.store.postgres import ROUTING_GRACE, PostgresStore, Q
+from hub.store.postgres import PostgresStore, Q
 from tests.pg_server import PostgresServer, cut_connections, find_bindir, frozen, sql
 from tests.store.helpers import delivery, table_rows
 from tests.support.server import free_port
@@ -275,26 +275,6 @@ class TestInstances:
                 await other.close()
             claimed = await claim
         assert [e.id for e in claimed] == [second]
-
-    async def test_a_claim_its_dead_instance_never_routed_stops_holding_others_back(
-        self, postgres_schema: tuple[str, str]
-    ) -> None:
-        """An instance killed between its claim and its routes leaves an unrouted event
-        'sending' until its lease ends. Its lead is unknown, so for a while it holds back a
-        later event of any lead (the routes may be on their way); past ROUTING_GRACE it no
-        longer does, and the other instances send theirs instead of waiting out the whole
-        lease (with 60 s leases, every target stalled for a minute after a kill -9)."""
-        clock = ManualClock()
-        async with instances(postgres_schema, 2, clock=clock) as (killed, alive):
-            first, later = await ids_of(killed, 2)
-            assert [e.id for e in await killed.claim(limit=1, lease=60)] == [first]
-            await alive.set_routes([Route(later, "t", "m", ("e:later",))])
-            held = await alive.blocker(later, ["e:later"])
-            assert held is not None and held.id == first
-            clock.advance(ROUTING_GRACE + 1)
-            assert await alive.blocker(later, ["e:later"]) is None
-            found = await alive.get(first)
-            assert found is not None and found.state is State.SENDING  # its lease still runs
 
     async def test_an_instance_frozen_inside_its_claim_holds_the_others_up_briefly(
         self, postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch

@@ -247,7 +247,7 @@ ON CONFLICT DO NOTHING;
 -- primary key (key, event) in event order to the first pending event: the walk is over that
 -- lead's own earlier events, never the whole table; the unrouted ones are among the claimed
 -- events (events_due's 'sending' rows: those in flight). Only claims made after $2 count as
--- being routed (PostgresStore.ROUTING_GRACE): an older unrouted claim is one whose instance
+-- being routed (hub.store.base.ROUTING_GRACE): an older unrouted claim is one whose instance
 -- died (kill -9) or lost the store between claim and routes, and it would hold back every
 -- later event, of every lead and target on every instance, until its lease ends.
 SELECT a.asker, LEAST((

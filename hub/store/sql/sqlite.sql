@@ -261,10 +261,14 @@ DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
 -- every later event waits for its routes, a few milliseconds; one awaiting an API read is
 -- not counted, see awaits_read). Packed in one value (one step for the whole batch). CROSS
 -- JOIN fixes the order: from the few keys, to their events. The claimed-unrouted event is
--- looked up once for the statement (one seek of events_unrouted).
+-- looked up once for the statement (one seek of events_unrouted). Only claims made after
+-- :routed_since count as being routed (hub.store.base.ROUTING_GRACE): an older unrouted claim
+-- is one whose process died (kill -9) or lost the store between claim and routes, and it
+-- would hold back every later event, a restarted hub's included, until its lease ends.
 WITH unrouted AS (
     SELECT min(id) AS id FROM events INDEXED BY events_unrouted
     WHERE state = 'sending' AND target IS NULL AND awaits_read = 0
+      AND updated_at > :routed_since
 ), keyed AS (
     SELECT json_extract(a.value, '$[0]') AS event, (
         SELECT e.id
