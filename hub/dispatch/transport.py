@@ -40,11 +40,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import ipaddress
 import os
 import urllib.parse
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -339,24 +340,29 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             # Sent to the proxy itself, in absolute form: its credentials go with the request
             # (aiohttp sends proxy_headers only with the CONNECT that opens an https tunnel).
             headers.update(proxy.headers)
+        send = functools.partial(
+            session.request,
+            request.method,
+            str(request.url),
+            headers=headers,
+            data=body or None,
+            allow_redirects=False,
+            timeout=timeout,
+            compress=None,
+            proxy=None if proxy is None else proxy.url,
+            proxy_headers=None if proxy is None else proxy.headers,
+        )
         try:
-            async with session.request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=timeout,
-                compress=None,
-                proxy=None if proxy is None else proxy.url,
-                proxy_headers=None if proxy is None else proxy.headers,
-            ) as answer:
-                status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
-                content = await _read_bounded(answer, self._max_answer)
-                encoding = answer.headers.get("Content-Encoding")
-                if encoding is not None:
-                    content = _decoded(content, encoding, status, self._max_answer)
-                    raw_headers = _without_encoding(raw_headers)
+            try:
+                status, raw_headers, reason, content = await self._exchange(send)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise  # no connection was made: a new one now fares no better
+                # A kept-alive connection the server closed as the request went out (its
+                # idle timeout met the request): sent once more, at once, on a new one (the
+                # pool has dropped the closed one). A server that closes every connection
+                # unanswered fails this second try the same way, and that is the error.
+                status, raw_headers, reason, content = await self._exchange(send)
         except (AnswerTooLarge, httpx.DecodingError) as exc:
             exc.request = request
             raise
@@ -376,6 +382,19 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions=extensions,
         )
+
+    async def _exchange(
+        self, send: Callable[[], contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]]
+    ) -> tuple[int, Any, str | None, bytes]:
+        """One request and its whole answer: status, raw headers, reason, body (decoded)."""
+        async with send() as answer:
+            status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
+            content = await _read_bounded(answer, self._max_answer)
+            encoding = answer.headers.get("Content-Encoding")
+            if encoding is not None:
+                content = _decoded(content, encoding, status, self._max_answer)
+                raw_headers = _without_encoding(raw_headers)
+        return status, raw_headers, reason, content
 
     async def aclose(self) -> None:
         if self._session is not None:
