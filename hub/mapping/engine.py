@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hub.mapping import explain
 from hub.mapping.model import (
     CaptureRequest,
     CompiledMapping,
@@ -22,7 +23,6 @@ from hub.mapping.model import (
     Result,
     Skip,
     Unmatched,
-    describe_rule,
     rules_hold,
 )
 from hub.mapping.transforms import Context, object_left_out
@@ -126,10 +126,9 @@ def apply(mapping: CompiledMapping, document: Any) -> Result:
     """Map ``document`` with ``mapping``: a request to send, or why not."""
     try:
         if not mapping.matches(document):
-            rules = " or ".join(f"({describe_rule(r)})" for r in mapping.match)
-            return Unmatched(
-                mapping.name, f"match of mapping {mapping.name!r} does not hold: {rules}"
-            )
+            why = explain.match_failed(mapping, document)
+            reason = f"match of mapping {mapping.name!r} does not hold: {why}"
+            return Unmatched(mapping.name, reason)
     except Exception as exc:
         return _cannot_evaluate(mapping.name, exc)
     return _apply_matched(mapping, document)
@@ -147,9 +146,8 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
     """:func:`_apply_matched`, raising what a path, transform or value may raise."""
     skip_rule = rules_hold(mapping.skip_if, document)
     if skip_rule is not None:
-        return Skip(
-            mapping.name, f"skip_if of mapping {mapping.name!r} held: {describe_rule(skip_rule)}"
-        )
+        held = explain.skip_held(skip_rule, document)
+        return Skip(mapping.name, f"skip_if of mapping {mapping.name!r} held: {held}")
     body: list[dict[str, str]] = []
     #: Each required field that gave nothing: its text, and the slice of ``ctx.warnings``
     #: its own notes fill (already in its text, so not repeated after it).
@@ -187,7 +185,9 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
 def map_document(mappings: Sequence[CompiledMapping], document: Any) -> Result:
     """Pick the endpoint's one mapping whose ``match`` holds and apply it.
 
-    None holds: :class:`Unmatched`. More than one: :class:`MappingError` naming them.
+    None holds: :class:`Unmatched`, its reason naming for each mapping the conditions that
+    failed and what their paths found (worked out then, so a document a mapping takes costs
+    no more). More than one: :class:`MappingError` naming them.
     """
     if not mappings:
         return Unmatched(None, "the endpoint has no mappings")
@@ -198,9 +198,8 @@ def map_document(mappings: Sequence[CompiledMapping], document: Any) -> Result:
                 taking.append(mapping)
         except Exception as exc:
             return _cannot_evaluate(mapping.name, exc)
-    if not taking:
-        names = ", ".join(repr(m.name) for m in mappings)
-        return Unmatched(None, f"no mapping matched; tried {names}")
+    if not taking:  # the rare path: only now is each mapping's failed match worked out
+        return Unmatched(None, explain.unmatched(mappings, document))
     if len(taking) > 1:
         names = ", ".join(repr(m.name) for m in taking)
         return MappingError(

@@ -243,6 +243,57 @@ def test_try_a_missing_required_value_names_what_else_was_left_out(tmp_path: Pat
     assert as_json.stderr.splitlines() == shown
 
 
+#: Two forms on one endpoint, the second's match with a typo (formid for form_id).
+TWO_FORMS_CONFIG = (
+    "kind: endpoint\nname: typeform\nsource: none\n---\n"
+    "name: typeform-demo\nendpoint: typeform\n"
+    "match: { $.form_response.form_id: aB3xYz9Q }\n"
+    "skip_if: { $.form_response.hidden.source: [qa, test] }\n"
+    "fields: { EmailAddress: $.form_response.email }\n---\n"
+    "name: typeform-webinar\nendpoint: typeform\n"
+    "match: { $.form_response.formid: Wb7Kq2Lm }\n"
+    "fields: { EmailAddress: $.form_response.email }\n"
+)
+
+
+def test_try_says_why_no_mapping_matched(tmp_path: Path) -> None:
+    """try said "unmatched: no mapping matched; tried 'typeform-demo', 'typeform-webinar'",
+    no hint that the second match's path has a typo: it now says, for each mapping, which
+    condition failed and what its path found, in the human form and --json's reason."""
+    (tmp_path / "c.yaml").write_text(TWO_FORMS_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text('{"form_response": {"form_id": "Wb7Kq2Lm", "email": "a@b.example"}}')
+    argv = ["try", "typeform", str(payload), "--config-dir", str(tmp_path)]
+    human = leadhub_run(argv)
+    as_json = leadhub_run([*argv, "--json"])
+    assert human.returncode == as_json.returncode == 1, human.stderr + as_json.stderr
+    reason = (
+        "no mapping matched; tried 'typeform-demo': $.form_response.form_id is 'Wb7Kq2Lm' "
+        "(wants 'aB3xYz9Q'); 'typeform-webinar': $.form_response.formid found nothing"
+    )
+    assert human.stdout == f"unmatched: {reason}\n"
+    assert json.loads(as_json.stdout) == {
+        "status": "unmatched",
+        "mapping": None,
+        "reason": reason,
+        "warnings": [],
+    }
+
+
+def test_try_says_which_value_a_skip_found(tmp_path: Path) -> None:
+    """A skip_if wanting one of several values said "$.x == 'qa' or 'test'"; it now says
+    which one the document has."""
+    (tmp_path / "c.yaml").write_text(TWO_FORMS_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text('{"form_response": {"form_id": "aB3xYz9Q", "hidden": {"source": "test"}}}')
+    done = leadhub_run(["try", "typeform", str(payload), "--config-dir", str(tmp_path), "--json"])
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["reason"] == (
+        "skip_if of mapping 'typeform-demo' held: $.form_response.hidden.source == 'qa' or "
+        "'test' (found 'test')"
+    )
+
+
 @pytest.mark.usefixtures("demo_env")
 def test_try_explains_skips_and_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     """A skipped document prints why and exits 1, in both output forms."""

@@ -355,3 +355,149 @@ def test_a_missing_required_value_ends_with_what_else_was_left_out() -> None:
         clean.reason
         == "required value missing in mapping 'm': EmailAddress ($.email found nothing)"
     )
+
+
+def _form(name: str, path: str, *expected: Any) -> CompiledMapping:
+    return mapping(name, match=((cond(path, *expected),),))
+
+
+def test_unmatched_says_for_each_mapping_what_its_match_found() -> None:
+    """ "no mapping matched; tried 'a', 'b'" gave no hint of a typo in a match path: the reason
+    now names, for each mapping in the order tried, the condition that failed and what its
+    path found in the document."""
+    demo = _form("typeform-demo", "$.form_response.form_id", "aB3xYz9Q")
+    typo = _form("typeform-webinar", "$.form_response.formid", "Wb7Kq2Lm")
+    result = map_document([demo, typo], {"form_response": {"form_id": "Zz9"}})
+    assert isinstance(result, Unmatched) and result.mapping is None
+    assert result.reason == (
+        "no mapping matched; tried 'typeform-demo': $.form_response.form_id is 'Zz9' "
+        "(wants 'aB3xYz9Q'); 'typeform-webinar': $.form_response.formid found nothing"
+    )
+
+
+def test_unmatched_explains_each_form_of_match() -> None:
+    """A list of values, null (absent), several values found, blanks, an object found, a
+    filter with a regular expression, several conditions (only those that failed are named)
+    and several rules (any one): each says what the document has."""
+    doc = {
+        "form": "f3",
+        "tags": ["a", "b", "a"],
+        "blank": " ",
+        "test": True,
+        "obj": {"x": 1},
+        "answers": [{"ref": "mail", "v": "a@b.example"}],
+    }
+    mappings = [
+        _form("values", "$.form", "f1", "f2"),
+        _form("absent", "$.test", None),
+        _form("several", "$.tags[*]", "c"),
+        _form("blank", "$.blank", "x"),
+        _form("object", "$.obj", "y"),
+        _form("regex", "$.answers[?(@.ref =~ '^e-?mail$')].v", "a@b.example"),
+    ]
+    result = map_document(mappings, doc)
+    assert isinstance(result, Unmatched)
+    assert (
+        result.reason
+        == (
+            "no mapping matched; tried 'values': $.form is 'f3' (wants 'f1' or 'f2'); "
+            "'absent': $.test is 'true' (wants null); "
+            "'several': $.tags[*] found 'a', 'b' (wants 'c'); "
+            "'blank': $.blank found only null, blank or empty values; "
+            """'object': $.obj is '{"x":1}' (wants 'y')"""
+        )
+        + "; and 1 more"
+    )
+    rules = mapping(
+        "rules",
+        match=(
+            (cond("$.form", "f3"), cond("$.kind", "lead"), cond("$.test", "false")),
+            (cond("$.answers[?(@.ref =~ '^e-?mail$')].v", "a@b.example"),),
+        ),
+    )
+    shown = map_document([rules], doc)
+    assert isinstance(shown, Unmatched)
+    assert shown.reason == (
+        "no mapping matched; tried 'rules': $.kind found nothing and $.test is 'true' "
+        "(wants 'false') or $.answers[?(@.ref =~ '^e-?mail$')].v found nothing"
+    )
+
+
+def test_apply_unmatched_says_what_its_match_found() -> None:
+    """apply on one mapping whose match fails says what the document has, not the rule alone."""
+    result = apply(_form("m", "$.form", "zz"), DOC)
+    assert isinstance(result, Unmatched)
+    assert result.reason == "match of mapping 'm' does not hold: $.form is 'f1' (wants 'zz')"
+
+
+def test_unmatched_reason_is_bounded() -> None:
+    """A long value is quoted to 60 characters; past 3 values, failed conditions or rules, and
+    past 5 mappings, the rest are counted: a dead event's reason stays short."""
+    long = "x" * 200
+    conditions = tuple(cond(f"$.c{i}", "yes") for i in range(5))
+    many = mapping("many", match=(conditions, *[(cond("$.v", long),)] * 4))
+    doc = {"v": long[:-1], "list": list(range(10))}
+    values = _form("values", "$.list[*]", *(f"w{i}" for i in range(5)))
+    others = [_form(f"m{i}", "$.form", "f") for i in range(6)]
+    result = map_document([many, values, *others], doc)
+    assert isinstance(result, Unmatched)
+    cut = repr("x" * 57 + "...")
+    assert result.reason == (
+        "no mapping matched; tried 'many': $.c0 found nothing and $.c1 found nothing and "
+        f"$.c2 found nothing and 2 more or $.v is {cut} (wants {cut}) or $.v is {cut} "
+        f"(wants {cut}) or 2 more rules; 'values': $.list[*] found '0', '1', '2' and 7 more "
+        "(wants 'w0' or 'w1' or 'w2' or 2 more); 'm0': $.form found nothing; "
+        "'m1': $.form found nothing; 'm2': $.form found nothing; and 3 more"
+    )
+
+
+def test_unmatched_names_a_condition_it_cannot_evaluate() -> None:
+    """A condition the match never evaluated (an earlier one of its rule failed) that cannot
+    be evaluated is named so, rather than failing the explanation."""
+    rule = (cond("$.form", "zz"), cond("$.deep", "x"))
+    deep = orjson.loads(b'{"a":' * 1000 + b"1" + b"}" * 1000)  # too deep to write as text
+    result = map_document([mapping("m", match=(rule,))], {**DOC, "deep": deep})
+    assert isinstance(result, Unmatched)
+    assert result.reason == (
+        "no mapping matched; tried 'm': $.form is 'f1' (wants 'zz') and "
+        "$.deep cannot be evaluated on this document"
+    )
+
+
+def test_skip_reason_names_the_value_found_among_several() -> None:
+    """A skip_if wanting one of several values says which the document has; one wanting a
+    single value (or null) already says it."""
+    rule = (cond("$.src", "IMPORT", "CRM_UI"),)
+    several = apply(mapping(skip_if=(rule,)), {**DOC, "src": "IMPORT"})
+    assert isinstance(several, Skip)
+    assert several.reason == (
+        "skip_if of mapping 'm' held: $.src == 'CRM_UI' or 'IMPORT' (found 'IMPORT')"
+    )
+    absent = apply(mapping(skip_if=((cond("$.src", None, "x"), cond("$.form", "f1")),)), DOC)
+    assert isinstance(absent, Skip)
+    assert absent.reason == (
+        "skip_if of mapping 'm' held: $.src == 'x' or null (found nothing) and $.form == 'f1'"
+    )
+
+
+class _Counted:
+    """A compiled path that counts how often it is evaluated."""
+
+    def __init__(self, text: str) -> None:
+        self.path = compile_path(text)
+        self.text = self.path.text
+        self.calls = 0
+
+    def values(self, document: Any) -> list[Any]:
+        self.calls += 1
+        return self.path.values(document)
+
+
+def test_a_matching_document_evaluates_each_match_path_once() -> None:
+    """The explanation is worked out only when no mapping matched: a document one mapping
+    takes evaluates each mapping's match path once, as before."""
+    paths = [_Counted("$.form"), _Counted("$.form")]
+    a = mapping("a", match=((Condition(paths[0], frozenset({"zz"})),),))
+    b = mapping("b", match=((Condition(paths[1], frozenset({"f1"})),),))
+    assert isinstance(map_document([a, b], DOC), CaptureRequest)
+    assert [p.calls for p in paths] == [1, 1]
