@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import heapq
 import itertools
 from collections.abc import Callable, Iterator
@@ -283,7 +284,7 @@ class Lane:
                 raise
             except Exception as exc:  # a bug or a store failure must not kill the lane
                 log_failure("send_failed", exc, target=self.target.name, **event_fields(item.event))
-                await self._release_after_failure(item)
+                await self._d.release_soon(item.event)
             finally:
                 self._current.pop(task, None)
                 if settled:
@@ -294,10 +295,6 @@ class Lane:
     def _settled(self, item: Item) -> None:
         self._held.discard(item.event.id)
         self._d.wake()
-
-    async def _release_after_failure(self, item: Item) -> None:
-        with contextlib.suppress(Exception):
-            await self._d.release(item.event, at=self._d.clock.time() + 1.0, reason=None)
 
     def _ack_later(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
         """Queue a delivery for the lane's ack writer; the sender takes its next event at once.
@@ -323,9 +320,13 @@ class Lane:
         try:
             acks = [Ack(i.event.id, o.lead_id, o.created, i.event.lease) for i, o, _ in batch]
             missing = set(await d.store.ack_many(acks))
+        except StoreUnavailable as exc:  # sent, not recorded yet: written once the store is back
+            log_failure("ack_failed", exc, events=len(batch))
+            for item, outcome, attempt in batch:
+                self._ack_when_back(item, outcome, attempt)
         except Exception as exc:  # the store failed: sent, but not recorded; send again later
             log_failure("ack_failed", exc, events=len(batch))
-            await asyncio.gather(*(self._release_after_failure(item) for item, _, _ in batch))
+            await asyncio.gather(*(d.release_soon(item.event) for item, _, _ in batch))
         else:
             for item, outcome, attempt in batch:
                 if item.event.id in missing:  # another worker's since our lease ran out
@@ -333,23 +334,44 @@ class Lane:
                         "event_lease_lost", target=self.target.name, **event_fields(item.event)
                     )
                     continue
-                d.metrics.events.labels("delivered").inc()
-                _log.info(
-                    "lead_sent",
-                    event_id=item.event.id,
-                    delivery_id=item.event.delivery_id,
-                    endpoint=item.event.endpoint,
-                    target=self.target.name,
-                    mapping=item.request.mapping,
-                    attempt=item.event.attempts,
-                    lead_id=outcome.lead_id,
-                    created=outcome.created,
-                    status=attempt.status,
-                    seconds=round(attempt.seconds, 4),
-                )
+                self._sent(item, outcome, attempt)
         finally:
             for item, _, _ in batch:
                 self._settled(item)
+
+    def _sent(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
+        """Count and log (``lead_sent``) a delivery the store has recorded."""
+        self._d.metrics.events.labels("delivered").inc()
+        _log.info(
+            "lead_sent",
+            event_id=item.event.id,
+            delivery_id=item.event.delivery_id,
+            endpoint=item.event.endpoint,
+            target=self.target.name,
+            mapping=item.request.mapping,
+            attempt=item.event.attempts,
+            lead_id=outcome.lead_id,
+            created=outcome.created,
+            status=attempt.status,
+            seconds=round(attempt.seconds, 4),
+        )
+
+    async def _ack(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
+        """Record one delivery under its event's lease, then count and log it."""
+        event = item.event
+        with still_ours(event):
+            await self._d.store.ack(
+                event.id, lead_id=outcome.lead_id, created=outcome.created, lease=event.lease
+            )
+            self._sent(item, outcome, attempt)
+
+    def _ack_when_back(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
+        """Record a delivery the store was unavailable for once it is back, while the lease
+        runs (:class:`~hub.dispatch.retry.Rewrites`). The lead was sent: given back to the
+        queue instead, it would be sent again, and tried once, the release waited for the
+        lease's end as well."""
+        write = functools.partial(self._ack, item, outcome, attempt)
+        self._d.rewrites.add(item.event, write, "ack")
 
     async def _send(self, item: Item) -> bool:
         """Send ``item`` unless it must go back; False when its outcome is still being written."""
@@ -449,19 +471,11 @@ class Lane:
         outcome = attempt.outcome
         self._count(attempt)
         if isinstance(outcome, Delivered):
-            with still_ours(event):
-                await d.store.ack(
-                    event.id, lead_id=outcome.lead_id, created=outcome.created, lease=event.lease
-                )
-                d.metrics.events.labels("delivered").inc()
-                _log.info(
-                    "lead_sent",
-                    attempt=event.attempts,
-                    lead_id=outcome.lead_id,
-                    created=outcome.created,
-                    status=attempt.status,
-                    seconds=round(attempt.seconds, 4),
-                )
+            try:
+                await self._ack(item, outcome, attempt)
+            except StoreUnavailable as exc:
+                log_failure("ack_failed", exc, target=self.target.name, **event_fields(event))
+                self._ack_when_back(item, outcome, attempt)
         elif isinstance(outcome, Retry) and d.draining:
             # Shutting down (the embedded sandbox may already be closed): not a real failure.
             await d.release(event, at=d.clock.time(), reason=outcome.reason)

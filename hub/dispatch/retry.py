@@ -8,14 +8,27 @@ put it back: ``Event.queued_since``), the policy gives up and the event is dead;
 last try is scheduled no later than that deadline, so an event always gets one
 attempt at the end of its window. Time the target was paused is added to the window by
 the caller (``Lane.paused_during``): it was no time to try in.
+
+A store write under an event's lease that met a store outage (its release, its delivery) is
+tried again by :class:`Rewrites` until the store takes it or the lease ends.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import random as _random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
+import structlog
+
+from hub.clock import Clock
 from hub.config.models import RetrySchedule
+from hub.store.base import StoreUnavailable
+from hub.store.models import Event
+
+_log = structlog.get_logger()
 
 _MAX_EXPONENT = 64  # beyond this the cap is max_interval anyway; avoids float overflow
 
@@ -59,3 +72,129 @@ class RetryPolicy:
         if now >= deadline:
             return None
         return min(now + self.delay(attempts), deadline)
+
+
+#: Seconds before a write the store could not take is tried again, doubling up to
+#: :data:`REWRITE_PAUSE_MAX` while it still cannot: a store back from an outage is found
+#: within a couple of seconds, and a store still down is asked once per pause, not once per
+#: waiting write.
+REWRITE_PAUSE = 0.25
+REWRITE_PAUSE_MAX = 2.0
+#: Writes waiting for the store at once, at most; past that, an event's lease end puts it
+#: back (as before there was any waiting). Claims hold far fewer events than this.
+REWRITES_MAX = 10_000
+
+
+@dataclass(slots=True)
+class _Rewrite:
+    event: Event
+    write: Callable[[], Awaitable[None]]
+    what: str
+    since: float  # monotonic time of the first failure
+
+
+class Rewrites:
+    """Writes under an event's lease that met a store outage, tried again until the store
+    takes them or the lease ends.
+
+    An event whose release (give it back to the queue) or delivery could not be written stays
+    ``sending`` in the store until its lease ends (60 s by default), however soon the store
+    comes back: the audit saw 75 events sent again a lease after a 10 s PostgreSQL outage.
+    Here, one task for the whole dispatcher asks the store again with the oldest write every
+    :data:`REWRITE_PAUSE` s (doubling up to :data:`REWRITE_PAUSE_MAX`), and once the store
+    takes it, writes all the others too. No sender waits for it. A write whose lease has
+    ended is given up (``store_write_given_up``): the lease's expiry takes over, as it would
+    have without this; so is one the store refuses otherwise (``store_write_failed``, with
+    its traceback: a bug). The rate limiter's slot ends are not written again: a slot that
+    could not be ended frees itself ``hold`` seconds after it was taken, and ended late it
+    would count longer, not shorter.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._pending: dict[int, _Rewrite] = {}  # by event id, oldest first
+        self._task: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, event: Event, write: Callable[[], Awaitable[None]], what: str) -> None:
+        """Try ``write`` (``what``: its name in the log) again until the store takes it or
+        ``event``'s lease ends; without a lease there is nothing to wait for."""
+        if event.lease is None or self._clock.time() >= event.lease:
+            return
+        if len(self._pending) >= REWRITES_MAX and event.id not in self._pending:
+            return
+        self._pending[event.id] = _Rewrite(event, write, what, self._clock.monotonic())
+        if self._task is None or self._task.done():
+            # A fresh context: the task outlives the step that started it, whose bound ids
+            # (event_id, target, mapping) would otherwise be on every line it logs.
+            self._task = asyncio.create_task(
+                self._run(), name="dispatch-rewrites", context=contextvars.Context()
+            )
+
+    async def close(self) -> None:
+        """Stop trying: the writes still waiting are left to their leases' ends."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._pending.clear()
+
+    async def _run(self) -> None:
+        pause = REWRITE_PAUSE
+        while self._pending:
+            await asyncio.sleep(pause)
+            self._give_up_ended()
+            if not self._pending:
+                return
+            oldest = next(iter(self._pending.values()))
+            if not await self._try(oldest):
+                pause = min(pause * 2, REWRITE_PAUSE_MAX)
+                continue
+            # The store takes writes again: the others now, together.
+            await asyncio.gather(*(self._try(w) for w in list(self._pending.values())))
+            pause = REWRITE_PAUSE
+
+    def _give_up_ended(self) -> None:
+        now = self._clock.time()
+        for rewrite in list(self._pending.values()):
+            lease = rewrite.event.lease
+            if lease is None or now >= lease:
+                del self._pending[rewrite.event.id]
+                _log.warning(
+                    "store_write_given_up",
+                    what=rewrite.what,
+                    reason="the store did not take it before the event's lease ended; the "
+                    "event is claimed again now",
+                    **_ids(rewrite.event),
+                )
+
+    async def _try(self, rewrite: _Rewrite) -> bool:
+        """Write ``rewrite``; False while the store is still unavailable."""
+        try:
+            await rewrite.write()
+        except StoreUnavailable:
+            return False
+        except Exception as exc:  # a bug, or a refusal that would repeat: the lease decides
+            _log.error(
+                "store_write_failed",
+                what=rewrite.what,
+                error=str(exc)[:300],
+                exc_info=exc,
+                **_ids(rewrite.event),
+            )
+        else:
+            _log.info(
+                "store_write_resumed",
+                what=rewrite.what,
+                waited=round(self._clock.monotonic() - rewrite.since, 3),
+                **_ids(rewrite.event),
+            )
+        if self._pending.get(rewrite.event.id) is rewrite:
+            del self._pending[rewrite.event.id]
+        return True
+
+
+def _ids(event: Event) -> dict[str, object]:
+    return {"event_id": event.id, "delivery_id": event.delivery_id, "endpoint": event.endpoint}

@@ -2,7 +2,10 @@
 
 One claim loop, many lanes (``hub.dispatch.lane``)::
 
-    claim due events (lease; paused and full targets left out)
+    claim due events (lease; paused and full targets left out, and events of endpoints this
+    process lacks that an instance without them already left)
+      → an endpoint or target this process lacks: back untried, saying so (another instance
+        may have it: a rolling deploy)
       → map_document: Skip → skipped; Unmatched → unmatched; MappingError → dead
       → set_routes (target, mapping, lead keys: the whole claim in one write; the events
         whose lead is still to be read marked as such in the same write)
@@ -49,7 +52,10 @@ Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed`
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
 ``target_resumed``, ``prepare_failed``, ``event_lease_expiring`` (put back: no time left in
 its lease for a read or a call), ``lease_too_short`` (error: no read or call fits in a lease at
-all), ``dispatcher_started``, ``dispatcher_stopped``.
+all), ``event_left`` (a warning: events of an endpoint or target this process lacks, put
+back), ``store_write_resumed`` / ``store_write_given_up`` (a release or delivery a store
+outage held up, written once it was back, or not before the lease ended: see
+:class:`~hub.dispatch.retry.Rewrites`), ``dispatcher_started``, ``dispatcher_stopped``.
 """
 
 from __future__ import annotations
@@ -94,10 +100,10 @@ from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
 from hub.dispatch.ratelimit import limiter_for
-from hub.dispatch.retry import RetryPolicy
+from hub.dispatch.retry import RetryPolicy, Rewrites
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
-from hub.store.base import EventStore, StoreUnavailable
+from hub.store.base import ENDPOINT_ABSENT, EventStore, StoreUnavailable
 from hub.store.models import Event, Route, State
 from hub.units import seconds_text
 from hub.web.metrics import app_registry
@@ -123,6 +129,12 @@ ROUTE_LOOKS = 5  # looks before the events it holds back go back to the queue (O
 #: Lead reads (Graph, LinkedIn, HubSpot) one endpoint's events may have in flight; while an
 #: endpoint has that many events reading or waiting to, claims leave its unread ones alone.
 READS_PER_ENDPOINT = 16
+#: Seconds an event mapped to a target this process has no lane for waits before it is
+#: claimed again (an instance that has the target may take it meanwhile).
+LEAVE_DELAY = 60.0
+#: Seconds between two ``event_left`` warnings for one endpoint or target: its events are
+#: told apart in the store (their last error), not one line each in the log.
+LEAVE_LOG_EVERY = 300.0
 
 
 class Dispatcher:
@@ -169,6 +181,12 @@ class Dispatcher:
         self._read_done: list[tuple[Event, float]] = []  # read: (event, its claim), to route
         self._read_dropped: list[Event] = []  # reads cancelled: events to put back
         self._looking: dict[asyncio.Task[None], list[Item]] = {}  # _look_again, what it holds
+        #: Releases and deliveries a store outage kept from being written, tried again while
+        #: their leases run (see :meth:`release_soon`).
+        self.rewrites = Rewrites(clock)
+        #: ("endpoint" or "target", its name) -> (when its last ``event_left`` was logged,
+        #: monotonic; events left since then, unlogged)
+        self._left: dict[tuple[str, str], tuple[float, int]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -240,6 +258,7 @@ class Dispatcher:
             *(lane.close(deadline) for lane in self.lanes.values()), return_exceptions=True
         )
         self.lanes.clear()
+        await self.rewrites.close()
         self._loop_task = None
         if self._own_http and self._http is not None:
             await self._http.aclose()
@@ -253,8 +272,8 @@ class Dispatcher:
         The lane of a target that changed (its URL, keys, limit, retries, concurrency) or
         went away is closed as :meth:`stop` closes lanes: its queued events go back to the
         store, due now, and its sends in flight finish (``timeout`` s at most). The events
-        come back in the next claims, mapped with ``config``; one whose target is gone is
-        then dead, saying so (add the target back and replay it).
+        come back in the next claims, mapped with ``config``; one whose endpoint is gone
+        waits, saying so, until an instance that has it (or this one, given it back) sends it.
         """
         if self._loop_task is None:
             self.config = config
@@ -402,7 +421,7 @@ class Dispatcher:
                 (last,) = await asyncio.gather(ahead, return_exceptions=True)
                 if isinstance(last, tuple):
                     for event in last[0]:
-                        await self._release_soon(event, at_once=True)
+                        await self.release_soon(event, at_once=True)
 
     async def _claim(self, size: int, hogs: set[str]) -> tuple[list[Event], int] | None:
         """Claim up to ``size`` events (``hogs`` left out): (claimed, size); None on failure."""
@@ -413,6 +432,7 @@ class Dispatcher:
                 lease=self.lease,
                 exclude_targets=self._excluded(hogs),
                 exclude_unrouted=self._reads_full(),
+                known_endpoints=sorted(self.config.endpoints),
             )
         except Exception as exc:  # the store is down: wait and try again
             _log.error("claim_failed", error=str(exc)[:300])
@@ -479,7 +499,7 @@ class Dispatcher:
         except StoreUnavailable as exc:  # the store is down: the events go back, due soon
             log_failure("dispatch_failed", exc, events=len(items))
             back = [item.event for item in items] + [event for event, _ in reads]
-            await asyncio.gather(*(self._release_soon(event) for event in back))
+            await asyncio.gather(*(self.release_soon(event) for event in back))
             return
         except Exception as exc:  # maybe one event the store refuses: find it, go on
             log_failure("dispatch_failed", exc, events=len(items))
@@ -488,7 +508,7 @@ class Dispatcher:
                 try:
                     await self.store.set_routes([], reading=reading)
                 except Exception:  # unmarked, they would hold later events back while read
-                    await asyncio.gather(*(self._release_soon(event) for event, _ in reads))
+                    await asyncio.gather(*(self.release_soon(event) for event, _ in reads))
                     reads = []
         for event, options in reads:
             self._start_read(event, options, claimed_at)
@@ -516,7 +536,7 @@ class Dispatcher:
                 await self.lanes[item.request.target].put(item)
             except Exception as exc:
                 log_failure("dispatch_failed", exc, **event_fields(item.event))
-                await self._release_soon(item.event)
+                await self.release_soon(item.event)
 
     def _start_look_again(self, items: list[Item]) -> None:
         held = list(items)  # what the task still holds: put back if it is cancelled
@@ -544,7 +564,7 @@ class Dispatcher:
         except Exception as exc:  # the store failed: the events go back, due soon
             log_failure("dispatch_failed", exc, events=len(held))
             events, held[:] = [i.event for i in held], []
-            await asyncio.gather(*(self._release_soon(event) for event in events))
+            await asyncio.gather(*(self.release_soon(event) for event in events))
 
     async def _route(
         self, items: list[Item], reading: list[int] | None = None
@@ -588,10 +608,27 @@ class Dispatcher:
             blocked.update(waits)
         return routed, blocked
 
-    async def _release_soon(self, event: Event, *, at_once: bool = False) -> None:
-        with contextlib.suppress(Exception):
-            delay = 0.0 if at_once else 1.0
+    async def release_soon(self, event: Event, *, at_once: bool = False) -> None:
+        """Put ``event`` back untried after a failure (its outcome, or its routing, could not
+        be written), due in a second (``at_once``: now), and log nothing more: the caller
+        logged the failure.
+
+        The store being unavailable here too (the failure was an outage), the release is
+        tried again in the background (:attr:`rewrites`) until the store takes it or the lease
+        ends: tried once, the event stayed ``sending`` for the rest of its lease however soon
+        the store came back. Any other error leaves it to the lease's end.
+        """
+        delay = 0.0 if at_once else 1.0
+
+        async def put_back() -> None:
             await self.release(event, at=self.clock.time() + delay, reason=None)
+
+        try:
+            await put_back()
+        except StoreUnavailable:
+            self.rewrites.add(event, put_back, "release")
+        except Exception:  # the caller logged the failure; the lease's end puts it back
+            return
 
     async def _wait_for(self, item: Item, blocker: Event) -> None:
         """Release ``item`` until after ``blocker``: an earlier pending event for its lead, or
@@ -704,7 +741,7 @@ class Dispatcher:
         back = [event for event, _ in self._read_done] + self._read_dropped
         back += [item.event for held in looking.values() for item in held]
         self._read_done, self._read_dropped = [], []
-        await asyncio.gather(*(self._release_soon(event, at_once=True) for event in back))
+        await asyncio.gather(*(self.release_soon(event, at_once=True) for event in back))
 
     # --- mapping ----------------------------------------------------------------------------
 
@@ -754,14 +791,13 @@ class Dispatcher:
         """
         log_failure("prepare_failed", exc)
         if isinstance(exc, StoreUnavailable):
-            await self._release_soon(event)
+            await self.release_soon(event)
             return
         reason = f"preparing the event failed ({type(exc).__name__}: {str(exc)[:300]})"
         try:
             await self.retry_or_die(event, endpoint_policy(self, event.endpoint), reason)
         except Exception:
-            with contextlib.suppress(Exception):
-                await self.release(event, at=self.clock.time() + 1.0, reason=None)
+            await self.release_soon(event)
 
     async def _prepare(
         self, event: Event, claimed_at: float, mapped: Mapped | None = None
@@ -774,8 +810,7 @@ class Dispatcher:
         if result is None:
             endpoint = self.config.endpoints.get(event.endpoint)
             if endpoint is None:
-                reason = f"endpoint {event.endpoint!r} is no longer configured; add it back, replay"
-                await self._unmatched(event, reason)
+                await self._leave(event, "endpoint", event.endpoint)
                 return None
             document: Any = event.document
             if isinstance(endpoint.options, FETCHING):
@@ -796,11 +831,42 @@ class Dispatcher:
             await self.kill(event, f"mapping failed: {result.reason}", mapping=result.mapping)
             return None
         if result.target not in self.lanes:
-            reason = f"target {result.target!r} is not configured; add it, then replay"
-            await self.kill(event, reason, mapping=result.mapping)
+            await self._leave(event, "target", result.target)
             return None
         note_left_out(event, result)
         return Item(event=event, request=result, claimed_at=claimed_at)
+
+    async def _leave(self, event: Event, kind: str, name: str) -> None:
+        """Put ``event`` back untried, its endpoint (``kind`` "endpoint") or the target its
+        mapping names (``kind`` "target") being ``name``, which this process's configuration
+        lacks.
+
+        This process cannot judge such an event: with several instances on one store (a
+        rolling deploy adding an endpoint), another may have it; alone, it was taken out of
+        the configuration and may come back. Ending the event (unmatched, dead) sent a lead
+        nobody had looked at to a final state. Its last error says why it waits; an event of
+        an unknown endpoint is due at once (claims of instances without its endpoint leave it
+        alone from now on: ``known_endpoints``; one that has it sends it at once), one of an
+        unknown target after :data:`LEAVE_DELAY` (a mapping names only targets of its own
+        configuration, so this lasts no longer than a reload). One ``event_left`` warning
+        per endpoint or target per :data:`LEAVE_LOG_EVERY`, not one per event.
+        """
+        fix = "waiting for an instance that has it, or put it back (leadhub replay needs "
+        fix += "nothing: it is sent once configured)"
+        if kind == "endpoint":
+            reason = f"{ENDPOINT_ABSENT}{name!r} is not in this hub's configuration; {fix}"
+            at = self.clock.time()
+        else:
+            reason = f"target {name!r} is not in this hub's configuration; {fix}"
+            at = self.clock.time() + LEAVE_DELAY
+        await self.release(event, at=at, reason=reason)
+        now = self.clock.monotonic()
+        logged, unlogged = self._left.get((kind, name), (None, 0))
+        if logged is not None and now - logged < LEAVE_LOG_EVERY:
+            self._left[kind, name] = (logged, unlogged + 1)
+            return
+        self._left[kind, name] = (now, 0)
+        _log.warning("event_left", **{kind: name}, reason=reason, events=unlogged + 1)
 
     async def _unmatched(self, event: Event, reason: str) -> None:
         with still_ours(event):

@@ -104,6 +104,12 @@ MAX_ID = 2**63 - 1
 #: clocks that agree within it.
 ROUTING_GRACE = 10.0
 
+#: How the last error of an event begins when a dispatcher left it because its endpoint is
+#: not in that dispatcher's configuration (another instance, deployed with it, may have it).
+#: A claim given ``known_endpoints`` leaves such events of other endpoints alone: each is
+#: claimed once by an instance without its endpoint, not at every poll.
+ENDPOINT_ABSENT = "endpoint not configured: "
+
 
 #: Seconds a delivery waits for its store's commit before it is answered 503 (the sender
 #: retries): a store that hangs rather than refusing (SQLite's writer process stalled on a hung
@@ -373,12 +379,16 @@ class EventStore(Protocol):
         lease: float,
         exclude_targets: Collection[str] = (),
         exclude_unrouted: Collection[str] = (),
+        known_endpoints: Collection[str] | None = None,
     ) -> list[Event]:
         """Take up to ``limit`` due events (oldest id first) and mark them ``sending``.
 
         Due: ``queued``/``retrying`` with next_attempt_at <= now, or ``sending`` with an
         expired lease. Events routed to a target in ``exclude_targets`` are left alone, and
-        so are the events not routed yet of the endpoints in ``exclude_unrouted``.
+        so are the events not routed yet of the endpoints in ``exclude_unrouted``. Given
+        ``known_endpoints`` (the claimer's endpoints), events of any other endpoint whose last
+        error begins with :data:`ENDPOINT_ABSENT` (left by an instance without it) are left
+        alone too, for an instance that has their endpoint.
         Each claimed event gets lease_until = now + ``lease`` and one more attempt.
         Claims by every process on the store take turns, so when a claim returns, every
         event an earlier claim took is ``sending`` for every reader (see :meth:`blockers`).

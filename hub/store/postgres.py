@@ -32,6 +32,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import rows
 from hub.store.base import (
+    ENDPOINT_ABSENT,
     MAX_ID,
     PURGE_WINDOW,
     ROUTING_GRACE,
@@ -315,17 +316,20 @@ class PostgresStore(BatchedStore):
         lease: float,
         exclude_targets: Collection[str] = (),
         exclude_unrouted: Collection[str] = (),
+        known_endpoints: Collection[str] | None = None,
     ) -> builtins.list[Event]:
         if limit < 1:
             return []
         exclude, unrouted = sorted(exclude_targets), sorted(exclude_unrouted)
+        known = None if known_endpoints is None else sorted(known_endpoints)
+        left = (known, ENDPOINT_ABSENT)  # events other instances' endpoints are left for
         async with self._conn() as conn:
             # Claims take turns (lock_claims): none is ever committed after a later one's
             # ordering check has read the store. Time is read once the turn is ours.
             await conn.execute(Q["lock_claims"])
             now = self.clock.time()
-            waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted)
-            expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted)
+            waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted, *left)
+            expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted, *left)
             ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
             if not ids:
                 return []

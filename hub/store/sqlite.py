@@ -22,6 +22,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
+    ENDPOINT_ABSENT,
     MAX_ID,
     PURGE_WINDOW,
     ROUTING_GRACE,
@@ -242,6 +243,7 @@ class SQLiteStore(BatchedStore):
         lease: float,
         exclude_targets: Collection[str] = (),
         exclude_unrouted: Collection[str] = (),
+        known_endpoints: Collection[str] | None = None,
     ) -> builtins.list[Event]:
         if limit < 1:
             return []
@@ -250,6 +252,8 @@ class SQLiteStore(BatchedStore):
             "now": now,
             "exclude": _json(sorted(exclude_targets)),
             "unrouted": _json(sorted(exclude_unrouted)),
+            "known": None if known_endpoints is None else _json(sorted(known_endpoints)),
+            "absent": ENDPOINT_ABSENT,
             "limit": limit,
         }
 

@@ -13,7 +13,13 @@ import pytest
 from hub.clock import ManualClock
 from hub.sources import capped
 from hub.store import EventStore, LeaseLost, StoreError
-from hub.store.base import PURGE_WINDOW, ROUTING_GRACE, BodyNotSkimmed, Submits
+from hub.store.base import (
+    ENDPOINT_ABSENT,
+    PURGE_WINDOW,
+    ROUTING_GRACE,
+    BodyNotSkimmed,
+    Submits,
+)
 from hub.store.models import (
     PAUSE_HELD,
     Ack,
@@ -347,6 +353,25 @@ class TestClaim:
         assert [e.id for e in claimed] == [routed, other]
         (later,) = await store.claim(limit=10, lease=30)
         assert later.id == read
+
+    async def test_known_endpoints_leave_what_an_instance_without_it_left(
+        self, store: EventStore
+    ) -> None:
+        """Given known_endpoints, an event of another endpoint that an instance without it
+        left (its last error begins with ENDPOINT_ABSENT) stays put: the claimer cannot send
+        it either. One of a known endpoint so marked, and another endpoint's event without
+        the mark, are claimed; and without known_endpoints every one is."""
+        (left,) = await ids_of(store, 1, endpoint="late")
+        (known,) = await ids_of(store, 1, endpoint="forms")
+        (fresh,) = await ids_of(store, 1, endpoint="new")
+        for taken in await store.claim(limit=2, lease=30):
+            reason = f"{ENDPOINT_ABSENT}{taken.endpoint!r} is not in this hub's configuration"
+            await store.release(taken.id, at=START, reason=reason, lease=taken.lease)
+        claimed = await store.claim(limit=10, lease=30, known_endpoints={"forms"})
+        assert [e.id for e in claimed] == [known, fresh]
+        assert await store.claim(limit=10, lease=30, known_endpoints=["forms", "other"]) == []
+        (later,) = await store.claim(limit=10, lease=30, known_endpoints={"late"})
+        assert (later.id, later.attempts) == (left, 1)
 
     async def test_zero_limit(self, store: EventStore) -> None:
         """A claim for nothing takes nothing."""

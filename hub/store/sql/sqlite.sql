@@ -140,13 +140,18 @@ VALUES (:delivery, :endpoint, :delivery_id, :document, 'queued', 0, :now, :now);
 -- Waiting events in id order (a backlog needs no sort), stopping after `limit` due ones,
 -- plus claimed events whose lease ran out (few: found by state and due time). Events routed
 -- to a target in :exclude are left alone, and so are the unrouted events of the endpoints
--- in :unrouted (those whose leads the dispatcher reads and has no room to read more).
+-- in :unrouted (those whose leads the dispatcher reads and has no room to read more). With
+-- :known (a JSON array, or NULL for no such check), so are the events of other endpoints that
+-- an instance without their endpoint left (last error beginning with :absent).
 SELECT id FROM (
     SELECT id FROM events INDEXED BY events_ready
     WHERE state IN ('queued', 'retrying')
       AND next_attempt_at <= :now
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
       AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
+      AND (:known IS NULL OR last_error IS NULL
+           OR substr(last_error, 1, length(:absent)) <> :absent
+           OR endpoint IN (SELECT value FROM json_each(:known)))
     ORDER BY id
     LIMIT :limit
 )
@@ -157,6 +162,9 @@ SELECT id FROM (
       AND next_attempt_at <= :now
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
       AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
+      AND (:known IS NULL OR last_error IS NULL
+           OR substr(last_error, 1, length(:absent)) <> :absent
+           OR endpoint IN (SELECT value FROM json_each(:known)))
     ORDER BY id
     LIMIT :limit
 )

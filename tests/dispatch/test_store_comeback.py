@@ -1,0 +1,159 @@
+"""An event whose release or delivery could not be written because the store was down goes
+back (or is recorded) as soon as the store is back, not a whole lease later.
+
+A real PostgreSQL server is stopped (``pg_ctl stop -m fast``) while a lane's calls are in
+flight, so the outcome of each call, then the release that gives the event back, meet the
+outage; it is started again a moment later. The lease is 60 s: each test waits well less
+than that for the event to be claimed again (or recorded), which the old code only did once
+the lease ran out (the audit: a 10 s outage, events claimed again 50 s after it ended)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from structlog.testing import capture_logs
+
+from hub.store import open_store
+from hub.store.models import State
+from tests.dispatch.support import (
+    CAPTURE,
+    all_in,
+    enqueue,
+    flat_endpoint_yaml,
+    leads,
+    running,
+    states,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.pg_server import PostgresServer, find_bindir
+from tests.support.server import serve_in_thread
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(find_bindir() is None, reason="PostgreSQL is not installed"),
+]
+
+LEASE = 60.0
+#: What the test waits at most for what the store's return should bring: well within the
+#: lease, which the old code waited out.
+BACK_WITHIN = 30.0
+EVENTS = 4
+
+
+class HeldTarget:
+    """A LeadSquared whose first calls wait until :attr:`answer` is set, then get ``first``
+    (500: a failed attempt, or 200: delivered); later calls are delivered at once."""
+
+    def __init__(self, first: int) -> None:
+        self.first = first
+        self.answer = threading.Event()
+        self.calls: list[str] = []
+
+    async def capture(self, request: Request) -> Response:
+        email = {a["Attribute"]: a["Value"] for a in await request.json()}["EmailAddress"]
+        self.calls.append(email)
+        if not self.answer.is_set():
+            while not self.answer.is_set():
+                await asyncio.sleep(0.02)
+            if self.first == 500:
+                return JSONResponse({"ExceptionMessage": "try later"}, status_code=500)
+        message = {"Id": "a", "RelatedId": f"lead-{email}", "IsCreated": True}
+        return JSONResponse({"Status": "Success", "Message": message})
+
+
+@contextlib.contextmanager
+def held_target(first: int) -> Iterator[tuple[str, HeldTarget]]:
+    fake = HeldTarget(first)
+    app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
+    try:
+        with serve_in_thread(app) as url:
+            yield url, fake
+    finally:
+        fake.answer.set()
+
+
+async def _outage_during_calls(
+    tmp_path: Path, first: int, rate_limit: str = "off"
+) -> tuple[HeldTarget, list[MutableMapping[str, Any]]]:
+    """Run the dispatcher on a real PostgreSQL; stop the server while ``EVENTS`` calls are
+    held, answer them (``first``), start it again once their outcomes failed, and wait
+    (less than the lease) until every event is delivered."""
+    server = PostgresServer()
+    server.start()
+    try:
+        store = open_store(server.dsn)
+        await store.open()
+        try:
+            with held_target(first) as (url, fake), capture_logs() as logs:
+                config = write_config(
+                    tmp_path / "cfg",
+                    target_yaml("default", url, rate_limit=rate_limit),
+                    flat_endpoint_yaml("forms", "default"),
+                )
+                ids = await enqueue(store, "forms", leads("outage", EVENTS))
+                async with running(config, store, lease=LEASE):
+                    await wait_for(lambda: len(fake.calls) == EVENTS, what="calls in flight")
+                    await asyncio.to_thread(server.pause)
+                    fake.answer.set()
+                    failed = ("send_failed", "ack_failed")
+                    await wait_for(
+                        lambda: sum(e["event"] in failed for e in logs) >= 1,
+                        what="outcomes refused by the outage",
+                    )
+                    await asyncio.sleep(1.5)  # the releases, tried once, failed too
+                    await asyncio.to_thread(server.resume)
+                    await wait_for(
+                        all_in(State.DELIVERED, store, ids),
+                        timeout=BACK_WITHIN,
+                        what="every event delivered once the store is back",
+                    )
+                events = await states(store, ids)
+        finally:
+            await store.close()
+    finally:
+        server.stop()
+    assert all(e.attempts == 1 for e in events.values()), [e.attempts for e in events.values()]
+    return fake, logs
+
+
+async def test_an_event_whose_outcome_the_outage_refused_goes_back_once_the_store_is_back(
+    tmp_path: Path,
+) -> None:
+    """A call fails (500) while PostgreSQL is stopped: its retry cannot be written, nor the
+    release that gives the event back. Once the server is back the release is written, and
+    the event is claimed again and delivered, well before its 60 s lease ends; the attempt
+    the outage spoilt is not counted."""
+    fake, logs = await _outage_during_calls(tmp_path, first=500)
+    assert len(fake.calls) == 2 * EVENTS  # each event's call again, after the store's return
+    resumed = [e for e in logs if e["event"] == "store_write_resumed"]
+    assert resumed and {e["what"] for e in resumed} == {"release"}, resumed
+    assert not [e for e in logs if e["event"] == "store_write_given_up"]
+
+
+@pytest.mark.parametrize("rate_limit", ["off", "100/1s"])
+async def test_a_delivery_the_outage_kept_from_the_store_is_recorded_once_it_is_back(
+    tmp_path: Path, rate_limit: str
+) -> None:
+    """Calls delivered while PostgreSQL is stopped: their deliveries cannot be written. Once
+    the server is back they are, well before the lease ends, and no lead is sent twice (a
+    release would have sent it again). Without a rate limit, the lane's ack writer records
+    deliveries; with one, each send does."""
+    fake, logs = await _outage_during_calls(tmp_path, first=200, rate_limit=rate_limit)
+    assert sorted(fake.calls) == sorted(lead["email"] for lead in leads("outage", EVENTS))
+    resumed = [e for e in logs if e["event"] == "store_write_resumed"]
+    assert {e["what"] for e in resumed} == {"ack"}, resumed
+    assert len([e for e in logs if e["event"] == "lead_sent"]) == EVENTS
+    traced = [e for e in logs if e.get("exc_info")]
+    assert not traced, traced[:2]
