@@ -596,9 +596,7 @@ class Dispatcher:
         blocked: dict[int, Event] = {}
         for item in items:
             event = item.event
-            with structlog.contextvars.bound_contextvars(
-                event_id=event.id, delivery_id=event.delivery_id, endpoint=event.endpoint
-            ):
+            with structlog.contextvars.bound_contextvars(**event_fields(event)):
                 try:
                     kept, waits = await self._route([item])
                 except Exception as exc:
@@ -685,9 +683,7 @@ class Dispatcher:
 
     async def _read(self, event: Event, options: Reading, claimed_at: float) -> None:
         """Read ``event``'s lead, then leave the event for the claim loop to route."""
-        with structlog.contextvars.bound_contextvars(
-            event_id=event.id, delivery_id=event.delivery_id, endpoint=event.endpoint
-        ):
+        with structlog.contextvars.bound_contextvars(**event_fields(event)):
             try:
                 read = await self._read_in_lease(event, options, claimed_at)
             except Exception as exc:  # a bug (a failed attempt) or a store outage
@@ -766,9 +762,7 @@ class Dispatcher:
     async def _prepare_safely(
         self, event: Event, claimed_at: float, mapped: Mapped | None = None
     ) -> Item | None:
-        with structlog.contextvars.bound_contextvars(
-            event_id=event.id, delivery_id=event.delivery_id, endpoint=event.endpoint
-        ):
+        with structlog.contextvars.bound_contextvars(**event_fields(event)):
             try:
                 return await self._prepare(event, claimed_at, mapped)
             except Exception as exc:  # a bug or a store hiccup must not stop the loop
@@ -943,14 +937,7 @@ def _log_claimed(event: Event) -> None:
     (``requeued_at``): the command runs apart from the hub, so its replay shows in the
     hub's log only here."""
     replayed = {} if event.requeued_at is None else {"requeued_at": event.requeued_at}
-    _log.info(
-        "event_claimed",
-        event_id=event.id,
-        delivery_id=event.delivery_id,
-        endpoint=event.endpoint,
-        attempt=event.attempts,
-        **replayed,
-    )
+    _log.info("event_claimed", **event_fields(event), attempt=event.attempts, **replayed)
 
 
 def note_left_out(event: Event, request: CaptureRequest) -> None:
@@ -961,9 +948,7 @@ def note_left_out(event: Event, request: CaptureRequest) -> None:
     if request.warnings:
         _log.warning(
             "event_mapped",
-            event_id=event.id,
-            delivery_id=event.delivery_id,
-            endpoint=event.endpoint,
+            **event_fields(event),
             mapping=request.mapping,
             warnings=list(request.warnings),
         )

@@ -372,17 +372,16 @@ def _read_request(conn: socket.socket) -> None:
 
 
 @contextlib.contextmanager
-def raw_server(behaviour: str) -> Iterator[str]:
-    """A TCP server on loopback that reads a request, then ``reset``s, ``close``s, ``hang``s,
-    or ``dribble``s: a 200 whose body of 200 bytes comes one byte every 0.1 s.
-
-    Yields its base URL.
-    """
+def socket_server(
+    handle: Callable[[socket.socket, threading.Event], None], *, port: int = 0
+) -> Iterator[str]:
+    """A TCP server on loopback that calls ``handle(connection, stop)`` for each connection
+    it accepts, one at a time, until the block ends (``stop`` is set then); a connection
+    ``handle`` leaves open is closed at the end. Yields its base URL."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
+    listener.bind(("127.0.0.1", port))
     listener.listen(16)
     listener.settimeout(0.2)
-    port = listener.getsockname()[1]
     stop = threading.Event()
     held: list[socket.socket] = []
 
@@ -395,35 +394,49 @@ def raw_server(behaviour: str) -> Iterator[str]:
             except OSError:
                 return
             conn.settimeout(2)
+            held.append(conn)
             with contextlib.suppress(OSError):
-                _read_request(conn)
-            if behaviour == "reset":
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                conn.close()
-            elif behaviour == "close":
-                conn.close()
-            elif behaviour == "dribble":
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                with contextlib.suppress(OSError):
-                    conn.sendall(head + b"Content-Length: 200\r\n\r\n")
-                    for _ in range(200):
-                        if stop.wait(0.1):
-                            break
-                        conn.sendall(b" ")
-                conn.close()
-            else:
-                held.append(conn)
+                handle(conn, stop)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
     finally:
         stop.set()
         thread.join(timeout=5)
         listener.close()
         for conn in held:
             conn.close()
+
+
+@contextlib.contextmanager
+def raw_server(behaviour: str) -> Iterator[str]:
+    """A TCP server on loopback that reads a request, then ``reset``s, ``close``s, ``hang``s,
+    or ``dribble``s: a 200 whose body of 200 bytes comes one byte every 0.1 s.
+
+    Yields its base URL.
+    """
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        _read_request(conn)
+        if behaviour == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+        elif behaviour == "close":
+            conn.close()
+        elif behaviour == "dribble":
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            conn.sendall(head + b"Content-Length: 200\r\n\r\n")
+            for _ in range(200):
+                if stop.wait(0.1):
+                    break
+                conn.sendall(b" ")
+            conn.close()
+        # else: hang (held open until the end)
+
+    with socket_server(handle) as url:
+        yield url
 
 
 #: One lead read through a client: ``read(http, api_url)``.

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from hub.dispatch.transport import make_http_client
-from tests.dispatch.support import _read_request
+from tests.dispatch.support import _read_request, socket_server
 
 ANSWER = b'{"Status":"Success","Message":{"Id":"a","RelatedId":"lead-1"}}'
 
@@ -24,40 +24,21 @@ def closes_on_reuse() -> Iterator[tuple[str, list[int]]]:
     """A server answering the first request of each connection (kept alive), then closing
     that connection unanswered when its second request arrives. Yields its URL and the
     number of requests each connection received, in the order connections came."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(16)
-    listener.settimeout(0.2)
-    stop = threading.Event()
     requests: list[int] = []
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            requests.append(0)
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(2)
-                _read_request(conn)
+    def handle(conn: socket.socket, _: threading.Event) -> None:
+        requests.append(0)
+        with conn:
+            _read_request(conn)
+            requests[-1] += 1
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER)
+            if conn.recv(1, socket.MSG_PEEK):  # the next one on this connection (not the
+                _read_request(conn)  # client's own close): closed unanswered
                 requests[-1] += 1
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER)
-                if conn.recv(1, socket.MSG_PEEK):  # the next one on this connection (not
-                    _read_request(conn)  # the client's own close): closed unanswered
-                    requests[-1] += 1
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        listener.close()
+    with socket_server(handle) as url:
+        yield url, requests
 
 
 async def test_a_request_on_a_connection_closed_under_it_goes_again_on_a_new_one() -> None:
@@ -74,35 +55,18 @@ async def test_a_request_on_a_connection_closed_under_it_goes_again_on_a_new_one
     assert requests[:2] == [2, 1]
 
 
-async def test_a_server_closing_every_connection_unanswered_still_fails(
-    unused_tcp_port: int,
-) -> None:
+async def test_a_server_closing_every_connection_unanswered_still_fails() -> None:
     """The one extra send is all: a server that never answers fails the request, named as
     a close without an answer, after two connections."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", unused_tcp_port))
-    listener.listen(16)
     accepted: list[int] = []
 
-    def serve() -> None:
-        for _ in range(3):
-            listener.settimeout(0.5)
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            accepted.append(1)
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(2)
-                _read_request(conn)
+    def handle(conn: socket.socket, _: threading.Event) -> None:
+        accepted.append(1)
+        with conn:
+            _read_request(conn)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
+    with socket_server(handle) as url:
         async with make_http_client() as client:
             with pytest.raises(httpx.RemoteProtocolError, match="closed without an answer"):
-                await client.post(f"http://127.0.0.1:{unused_tcp_port}/capture", content=b"{}")
-    finally:
-        listener.close()
-        thread.join(timeout=5)
+                await client.post(f"{url}/capture", content=b"{}")
     assert len(accepted) == 2
