@@ -6,11 +6,13 @@ mistake is a ``check`` error with its line rather than a failure at dispatch.
 
 from __future__ import annotations
 
+import json
+
 import phonenumbers
 
 from hub.config.endpoints import check_name, checked_path
 from hub.config.issues import did_you_mean
-from hub.config.models import Origin
+from hub.config.models import JsonPath, Origin
 from hub.config.nodes import Node
 from hub.config.reader import Reader, type_name
 from hub.mapping.model import (
@@ -157,6 +159,92 @@ def _rules(r: Reader, key: str) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
+#: A field's paths tried in order, for its errors.
+_PATHS_EXAMPLE = "[$.lead.email, $.email]"
+#: Characters that end a plain YAML scalar inside [...] (a path holding one is quoted).
+_FLOW = set("[]{},#:'\"")
+
+
+def _listed(node: Node) -> str:
+    """The items of a list written as a field, as they go in ``{path: [...]}``: each path
+    quoted when it holds what ends a plain YAML scalar in a list; the example when an item
+    is no text."""
+    items = node.plain()
+    if not items or not all(isinstance(item, str) for item in items):
+        return _PATHS_EXAMPLE.strip("[]")
+    return ", ".join(
+        json.dumps(item, ensure_ascii=False) if _FLOW & set(item) else item for item in items
+    )
+
+
+def _field_path(text: str) -> JsonPath:
+    """``text`` as :func:`checked_path` takes it; a ``|`` meant as "else" is told of the
+    list of paths, which does that in a field (nowhere else).
+
+    Raises:
+        PathError: the path does not compile, or holds such a union.
+    """
+    try:
+        return checked_path(text)
+    except PathError as exc:
+        if "holds '|'" not in str(exc):
+            raise
+        msg = (
+            f"{exc}; to read the first of several paths that gives a value, list them: "
+            f"{{path: {_PATHS_EXAMPLE}}}"
+        )
+        raise PathError(msg) from None
+
+
+def _paths(node: Node, r: Reader, where: str) -> tuple[JsonPath, ...] | None:
+    """A field's ``path``: one JSONPath, or a list of them, tried in order (the engine reads
+    the first that gives a value). Each item is checked as one path is, and its error is at
+    its own line; ``None`` once any is reported, so no field reads fewer paths than written.
+    """
+    if not isinstance(node.value, list):
+        text = r.text("path")
+        if text is None:
+            return None  # not text: reported
+        try:
+            return (_field_path(text),)
+        except PathError as exc:
+            r.error(node, f"{where}: {exc}")
+            return None
+    if not node.value:
+        r.error(
+            node,
+            f"'path' of {where} is an empty list, which names no path; write one JSONPath, "
+            f"like $.email, or the paths to try in order, like {_PATHS_EXAMPLE}",
+        )
+        return None
+    paths: list[JsonPath] = []
+    first_at: dict[str, int] = {}
+    for number, item in enumerate(node.value, start=1):
+        what = f"path {number} of {where}"
+        if not isinstance(item.value, str):
+            r.error(
+                item,
+                f"{what} is {type_name(item.value)}; each item of the list is a JSONPath in "
+                f"text, like {_PATHS_EXAMPLE}",
+            )
+            continue
+        try:
+            paths.append(_field_path(item.value))
+        except PathError as exc:
+            r.error(item, f"{what}: {exc}")
+            continue
+        if item.value in first_at:
+            r.warn(
+                item,
+                f"{what} is path {first_at[item.value]} again, {item.value!r}: it never gives "
+                "a value the first did not; remove it",
+            )
+        first_at.setdefault(item.value, number)
+    if len(paths) < len(node.value):
+        return None  # each unusable path reported
+    return tuple(paths)
+
+
 def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     where = f"field {attribute!r} of {r.what}"
     if isinstance(node.value, str):
@@ -169,9 +257,10 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
         # (node.value holds Nodes: to_text of it raised TypeError, a traceback from check)
         r.error(
             node,
-            f"{where} is a list; a field takes one JSONPath (the first value it finds is "
-            "sent), like $.email; for the first of several members of one object write "
-            "$.lead['work_email','email'], and for several values in one attribute "
+            f"{where} is a list, which a field does not take as it stands (the first path's "
+            "value, or all their values?); for the first of these paths that gives a value "
+            f"write {{path: [{_listed(node)}]}}, for the first of several members of one "
+            "object $.lead['work_email','email'], and for several values in one attribute "
             "{path: $.tags[*], transform: join(, )}",
         )
         return None
@@ -190,16 +279,12 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     if has_path == (value_node is not None):
         sub.error(None, f"{where} needs exactly one of 'path' (a JSONPath) or 'value' (a constant)")
         return None
-    path_text = sub.text("path")
-    if has_path and path_text is None:
-        return None  # 'path' is not text: reported (not as a missing path, which it is not)
-    path = None
-    if path_text is not None:
-        try:
-            path = checked_path(path_text)
-        except PathError as exc:
-            sub.error(sub.get("path"), f"{where}: {exc}")
-            return None
+    paths: tuple[JsonPath, ...] = ()
+    if path_node is not None and has_path:
+        checked = _paths(path_node, sub, where)
+        if checked is None:
+            return None  # reported (not as a missing path, which it is not)
+        paths = checked
     value = None
     if value_node is not None:
         value = value_node.value
@@ -223,7 +308,8 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
             default = to_text(default_node.value)
     return FieldSpec(
         attribute=attribute,
-        path=path,
+        path=paths[0] if paths else None,
+        fallbacks=paths[1:],
         value=value,
         transforms=transforms,
         default=default,

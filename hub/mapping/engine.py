@@ -12,7 +12,7 @@ the reason, which the dispatcher records as ``dead`` (replayable once fixed).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hub.mapping import explain
 from hub.mapping.model import (
@@ -28,11 +28,25 @@ from hub.mapping.model import (
 from hub.mapping.transforms import Context, object_left_out
 from hub.mapping.values import DocumentError, is_blank, present, shown_text, to_text
 
+if TYPE_CHECKING:  # hub.config imports hub.mapping; importing it back would be circular
+    from hub.config.models import JsonPath
+
 
 def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
-    """The string sent for ``spec``, or ``None`` to leave the attribute out."""
+    """The string sent for ``spec``, or ``None`` to leave the attribute out.
+
+    ``path: [$.a, $.b]`` reads the first path that gives a value, as one path gives one:
+    something not null or blank (arrays opened; an empty one gives nothing). That is judged
+    before the transforms, so which path is read depends on the document alone, and the
+    transforms then work on that path's values only: one they leave out (a phone number
+    that does not parse, an object) is left out with its warning, then ``default``, never
+    swapped for a later path's value. A value the sender gave that cannot be sent is said,
+    not silently replaced by another member, and ``join`` never mixes two paths' values.
+    """
     if spec.path is not None:
         values = present(spec.path.values(document))
+        if not values and spec.fallbacks:
+            values = _first_found(spec.fallbacks, document, ctx)
     else:
         values = [] if is_blank(spec.value) else [spec.value]
     for transform in spec.transforms:
@@ -46,27 +60,48 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     return spec.default
 
 
-def _nothing_sent(spec: FieldSpec, document: Any, notes: list[str]) -> str:
-    """Why ``spec`` gave no value for ``document``: what its path found, and why that was
-    not sent (``notes``: the warnings recorded while evaluating it, each ``Attribute: ...``).
+def _first_found(paths: tuple[JsonPath, ...], document: Any, ctx: Context) -> list[Any]:
+    """The values of the first of ``paths`` that gives any (not null or blank), else ``[]``.
 
-    "found nothing" only when the path found nothing: an object it found, a value its
-    transforms dropped (a phone number that does not parse) or only blanks say so.
+    ``ctx.path`` becomes that path: the warnings about its values name the path read.
     """
-    if notes:
-        prefix = f"{spec.attribute}: "
-        return "; ".join(note.removeprefix(prefix) for note in notes)
+    for path in paths:
+        values = present(path.values(document))
+        if values:
+            ctx.path = path.text
+            return values
+    return []
+
+
+def _nothing_sent(spec: FieldSpec, document: Any, notes: list[str]) -> str:
+    """Why ``spec`` gave no value for ``document``: what each path tried found, and why the
+    one read was not sent (``notes``: the warnings recorded while evaluating it, each
+    ``Attribute: ...``).
+
+    "found nothing" only when a path found nothing: an object it found, a value its
+    transforms dropped (a phone number that does not parse) or only blanks say so. Paths
+    after the one read were not tried, so they are not named.
+    """
+    prefix = f"{spec.attribute}: "
+    said = "; ".join(note.removeprefix(prefix) for note in notes)
     if spec.path is None:
-        return "its value is blank"
-    found = spec.path.values(document)
-    if not found:
-        return f"{spec.path.text} found nothing"
-    kept = present(found)
-    if not kept:
-        return f"{spec.path.text} found only null, blank or empty values"
-    names = ", ".join(t.name for t in spec.transforms)
-    shown = repr(shown_text(kept[0]))
-    return f"{spec.path.text} found {shown}, which its transforms ({names}) left out"
+        return said or "its value is blank"
+    tried = []
+    for path in spec.paths:
+        found = path.values(document)
+        if not found:
+            tried.append(f"{path.text} found nothing")
+            continue
+        kept = present(found)
+        if not kept:
+            tried.append(f"{path.text} found only null, blank or empty values")
+            continue
+        if not said:
+            names = ", ".join(t.name for t in spec.transforms)
+            shown = repr(shown_text(kept[0]))
+            said = f"{path.text} found {shown}, which its transforms ({names}) left out"
+        break
+    return "; ".join([*tried, said] if said else tried)
 
 
 #: At most this many of the other fields' warnings end a missing-value reason (the rest

@@ -69,12 +69,21 @@ class FieldSpec:
     """One Lead.Capture attribute and where its value comes from."""
 
     attribute: str
+    #: The path read (``path: [$.a, $.b]``: the first of them).
     path: JsonPath | None = None
+    #: ``path: [$.a, $.b, ...]``: the paths after the first, tried in order when the ones
+    #: before them find no value (kept apart so a one-path field reads just ``path``).
+    fallbacks: tuple[JsonPath, ...] = ()
     #: A constant (``{value: ...}``), used when ``path`` is ``None``.
     value: Any = None
     transforms: tuple[Transform, ...] = ()
     default: str | None = None
     required: bool = False
+
+    @property
+    def paths(self) -> tuple[JsonPath, ...]:
+        """Every path the field may read, in the order they are tried."""
+        return (self.path, *self.fallbacks) if self.path is not None else ()
 
 
 @dataclass(frozen=True, slots=True)

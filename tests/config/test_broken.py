@@ -404,7 +404,7 @@ endpoint: f
 target: crm
 fields:
   EmailAddress: { path: $.e, required: "true" }
-  Phone: { path: [$.p] }
+  Phone: { path: {p: $.p} }
   mx_Flag: { path: $.f, required: [true] }
   mx_Empty:
   "": $.x
@@ -435,7 +435,7 @@ WRONG_SHAPE_ISSUES = [
         "'required' of field 'EmailAddress' of mapping 'm' must be true or false, not the text "
         "'true' (in quotes); write true without quotes",
     ),
-    (24, "'path' of field 'Phone' of mapping 'm' must be text, not a list"),
+    (24, "'path' of field 'Phone' of mapping 'm' must be text, not a mapping"),
     (25, "'required' of field 'mx_Flag' of mapping 'm' must be true or false, not a list"),
     (
         26,

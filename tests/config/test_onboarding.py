@@ -25,7 +25,8 @@ def _problems(tmp_path: Path, text: str) -> ConfigError:
 
 def test_a_list_for_a_field_is_an_error_at_its_line_not_a_traceback(tmp_path: Path) -> None:
     """``EmailAddress: [$.lead.email, $.email]`` (meant as "the first that is there") is an
-    error at its line naming the forms that work; ``leadhub check`` crashed on it."""
+    error at its line naming the forms that work, first the list under ``path`` with the
+    paths written; ``leadhub check`` crashed on it."""
     text = ENDPOINT + MAPPING + "fields:\n  EmailAddress: [$.lead.email, $.email]\n"
     (tmp_path / "site.yaml").write_text(text, encoding="utf-8")
     done = subprocess.run(
@@ -39,9 +40,11 @@ def test_a_list_for_a_field_is_an_error_at_its_line_not_a_traceback(tmp_path: Pa
     assert "Traceback" not in done.stderr
     out = done.stdout + done.stderr
     assert (
-        f"{tmp_path / 'site.yaml'}:10: field 'EmailAddress' of mapping 'm' is a list; a field "
-        "takes one JSONPath (the first value it finds is sent), like $.email; for the first "
-        "of several members of one object write $.lead['work_email','email']"
+        f"{tmp_path / 'site.yaml'}:10: field 'EmailAddress' of mapping 'm' is a list, which "
+        "a field does not take as it stands (the first path's value, or all their values?); "
+        "for the first of these paths that gives a value write {path: [$.lead.email, $.email]}, "
+        "for the first of several members of one object $.lead['work_email','email'], and for "
+        "several values in one attribute {path: $.tags[*], transform: join(, )}"
     ) in out
 
 
