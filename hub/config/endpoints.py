@@ -90,13 +90,18 @@ def check_name(reader: Reader, kind: str) -> str | None:
     return name  # type: ignore[no-any-return]
 
 
+class UnionInPath(PathError):
+    """A JSONPath holding ``|`` between two paths (:func:`checked_path`): a field's caller
+    adds that a list of paths does what it looks like it means."""
+
+
 def checked_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     """``text`` compiled, refusing a ``|`` union between paths, which jsonpath-ng binds to
     the steps beside it: ``$.lead.email | $.email`` reads as ``$.lead.(email | $).email``,
     so it finds ``$.email`` only when ``lead`` exists (a fallback it looks like it is not).
 
     Raises:
-        PathError: the path does not compile, or holds such a union.
+        PathError: the path does not compile, or (:class:`UnionInPath`) holds such a union.
     """
     depth, quote = 0, ""
     for char in text:
@@ -116,7 +121,7 @@ def checked_path(text: str) -> SimplePath | NativePath | ExtendedPath:
                 "several members of one object write $.lead['work_email','email'], "
                 "else use one path"
             )
-            raise PathError(msg)
+            raise UnionInPath(msg)
     stripped = text.strip()
     if re.match(r"\$[A-Za-z_]", stripped):  # $lead.email: jsonpath-ng's error is "near token"
         msg = (

@@ -10,7 +10,7 @@ import json
 
 import phonenumbers
 
-from hub.config.endpoints import check_name, checked_path
+from hub.config.endpoints import UnionInPath, check_name, checked_path
 from hub.config.issues import did_you_mean
 from hub.config.models import JsonPath, Origin
 from hub.config.nodes import Node
@@ -186,9 +186,7 @@ def _field_path(text: str) -> JsonPath:
     """
     try:
         return checked_path(text)
-    except PathError as exc:
-        if "holds '|'" not in str(exc):
-            raise
+    except UnionInPath as exc:
         msg = (
             f"{exc}; to read the first of several paths that gives a value, list them: "
             f"{{path: {_PATHS_EXAMPLE}}}"
