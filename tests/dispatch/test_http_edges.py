@@ -12,8 +12,9 @@ import socket
 import ssl
 import subprocess
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +33,7 @@ from hub.dispatch.leadsquared import (
 )
 from hub.dispatch.transport import make_http_client
 from hub.secrets import Secret
-from hub.store.models import State
+from hub.store.models import Event, State
 from tests.dispatch.support import (
     KEYS,
     Read,
@@ -398,12 +399,12 @@ async def test_a_redirected_lead_read_is_retried_naming_where(
     assert fake.requests == 1
 
 
-async def test_a_redirecting_target_is_paused_and_its_leads_wait(tmp_path: Path) -> None:
-    """Through the dispatcher: a target moved to https pauses (logged as target_paused with
-    where it points), its leads wait with that as their last error, none dead, no attempt
-    counted, and neither key in any log line."""
-    location = f"Location: https://api-in21.leadsquared.com{CAPTURE_PATH}"
-    async with canned(_answer("301 Moved Permanently", b"", location)) as (url, _):
+async def _paused_by(
+    tmp_path: Path, answer: bytes
+) -> tuple[list[Event], list[MutableMapping[str, Any]]]:
+    """Three leads sent through the dispatcher to a target answering ``answer``, until its
+    lane has refused two probes: the events as they are then, and the log lines."""
+    async with canned(answer) as (url, _):
         config = forms_config(tmp_path, url)
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "forms", leads("r", 3))
@@ -413,10 +414,20 @@ async def test_a_redirecting_target_is_paused_and_its_leads_wait(tmp_path: Path)
                     lane = dispatcher.lanes["default"]
                     await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
                     events = await states(store, ids)
+    # none dead, none delivered, no attempt counted: the leads wait
     assert not [e for e in events.values() if e.state in (State.DEAD, State.DELIVERED)]
-    errors = [e.last_error or "" for e in events.values()]
-    assert any("redirects to https://api-in21.leadsquared.com" in error for error in errors)
     assert all(e.attempts == 0 for e in events.values() if e.state != State.SENDING)
+    return list(events.values()), logs
+
+
+async def test_a_redirecting_target_is_paused_and_its_leads_wait(tmp_path: Path) -> None:
+    """Through the dispatcher: a target moved to https pauses (logged as target_paused with
+    where it points), its leads wait with that as their last error, none dead, no attempt
+    counted, and neither key in any log line."""
+    location = f"Location: https://api-in21.leadsquared.com{CAPTURE_PATH}"
+    events, logs = await _paused_by(tmp_path, _answer("301 Moved Permanently", b"", location))
+    errors = [e.last_error or "" for e in events]
+    assert any("redirects to https://api-in21.leadsquared.com" in error for error in errors)
     paused = [entry for entry in logs if entry["event"] == "target_paused"]
     assert paused and "HTTP 301" in paused[0]["reason"]
     assert not any(key in repr(logs) for key in KEYS.values())
@@ -426,19 +437,9 @@ async def test_a_target_answering_304_is_paused_and_its_leads_wait(tmp_path: Pat
     """Through the dispatcher: a target whose url answers 304 Not Modified pauses (its leads
     were each retried, an attempt counted every time, until they gave up and died); they now
     wait, none dead, no attempt counted, the pause's reason their last error."""
-    async with canned(_answer("304 Not Modified", b"")) as (url, _):
-        config = forms_config(tmp_path, url)
-        async with opened_store(tmp_path / "hub.db") as store:
-            ids = await enqueue(store, "forms", leads("n", 3))
-            with structlog.testing.capture_logs() as logs:
-                async with running(config, store) as dispatcher:
-                    lane = dispatcher.lanes["default"]
-                    await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
-                    events = await states(store, ids)
-    assert not [e for e in events.values() if e.state in (State.DEAD, State.DELIVERED)]
-    errors = [e.last_error or "" for e in events.values()]
+    events, logs = await _paused_by(tmp_path, _answer("304 Not Modified", b""))
+    errors = [e.last_error or "" for e in events]
     assert any("HTTP 304 Not Modified: " in error for error in errors), errors
-    assert all(e.attempts == 0 for e in events.values() if e.state != State.SENDING)
     paused = [entry for entry in logs if entry["event"] == "target_paused"]
     assert paused and paused[0]["reason"].startswith("HTTP 304 Not Modified: ")
 
