@@ -4,7 +4,7 @@ too (Facebook, LinkedIn, HubSpot apps): found by an audit of a running hub's log
 from __future__ import annotations
 
 import socket
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 import structlog
 
-from hub.store import open_store
+from hub.store import EventStore, open_store
 from hub.store.models import State
 from tests.dispatch.support import (
     FB_ENV,
@@ -45,12 +45,15 @@ def _lines_of(
     return [entry for entry in logs if entry.get("event_id") == event_id]
 
 
-async def test_a_failed_lead_read_is_logged_after_its_claim(tmp_path: Path) -> None:
-    """A Facebook event whose Graph read fails is retried; each attempt's lines are its
-    ``event_claimed`` (that attempt) and then its ``event_retrying``, the ids bound to both.
-    (The claim of an event whose lead is read first went unlogged: its retries showed up
-    with no claim before them.)"""
-    graph_url = f"http://127.0.0.1:{_closed_port()}/v21.0"
+async def _facebook_lead(
+    tmp_path: Path,
+    graph_url: str,
+    leadgen_id: str,
+    until: Callable[[EventStore, int], Callable[[], Awaitable[bool]]],
+    what: str,
+) -> list[MutableMapping[str, Any]]:
+    """One Facebook lead (``leadgen_id``, read from ``graph_url``) dispatched to a real
+    sandbox until ``until(store, event_id)`` holds: its event's log lines."""
     with sandbox_server() as (url, _):
         config = write_config(
             tmp_path / "cfg",
@@ -59,12 +62,21 @@ async def test_a_failed_lead_read_is_logged_after_its_claim(tmp_path: Path) -> N
             environ=FB_ENV,
         )
         async with opened_store(tmp_path / "hub.db") as store:
-            (event_id,) = await enqueue(store, "fb", [{"leadgen_id": "4242"}], prefix="fb")
+            (event_id,) = await enqueue(store, "fb", [{"leadgen_id": leadgen_id}], prefix="fb")
             merge = structlog.contextvars.merge_contextvars
             with structlog.testing.capture_logs(processors=[merge]) as logs:
                 async with running(config, store):
-                    await wait_for(retried(store, event_id), what="two failed reads")
-    lines = _lines_of(logs, event_id)
+                    await wait_for(until(store, event_id), what=what)
+    return _lines_of(logs, event_id)
+
+
+async def test_a_failed_lead_read_is_logged_after_its_claim(tmp_path: Path) -> None:
+    """A Facebook event whose Graph read fails is retried; each attempt's lines are its
+    ``event_claimed`` (that attempt) and then its ``event_retrying``, the ids bound to both.
+    (The claim of an event whose lead is read first went unlogged: its retries showed up
+    with no claim before them.)"""
+    graph_url = f"http://127.0.0.1:{_closed_port()}/v21.0"
+    lines = await _facebook_lead(tmp_path, graph_url, "4242", retried, "two failed reads")
     retries = [entry for entry in lines if entry["event"] == "event_retrying"]
     assert len(retries) >= 2
     for retry in retries:
@@ -80,20 +92,10 @@ async def test_a_failed_lead_read_is_logged_after_its_claim(tmp_path: Path) -> N
 async def test_a_read_lead_is_claimed_once_then_enriched_then_sent(tmp_path: Path) -> None:
     """An event whose lead is read and sent logs ``event_claimed`` once, before the read
     (``event_enriched``) and the send (``lead_sent``), not after the read."""
-    with sandbox_server() as (url, _), slow_graph(0.0) as (graph_url, _graph):
-        config = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url),
-            facebook_yaml(graph_url),
-            environ=FB_ENV,
+    with slow_graph(0.0) as (graph_url, _graph):
+        lines = await _facebook_lead(
+            tmp_path, graph_url, "777", lambda store, i: all_in(State.DELIVERED, store, [i]), "sent"
         )
-        async with opened_store(tmp_path / "hub.db") as store:
-            ids = await enqueue(store, "fb", [{"leadgen_id": "777"}], prefix="fb")
-            merge = structlog.contextvars.merge_contextvars
-            with structlog.testing.capture_logs(processors=[merge]) as logs:
-                async with running(config, store):
-                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
-    lines = _lines_of(logs, ids[0])
     assert [entry["event"] for entry in lines] == ["event_claimed", "event_enriched", "lead_sent"]
     assert all(entry["delivery_id"] == "fb-0" for entry in lines)
 
