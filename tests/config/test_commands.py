@@ -156,19 +156,26 @@ PHONE_WARNING = "Phone: '12' is not a phone number"
 DATE_WARNING = "mx_Submitted_On: 'last tuesday' is not a date (ISO 8601 or unix time); left out"
 
 
+def _try_both(
+    config_dir: Path, endpoint: str, document: str
+) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+    """``leadhub try ENDPOINT`` on ``document`` (JSON text) with the config in ``config_dir``,
+    as a command of its own: the human form's run, then ``--json``'s."""
+    payload = config_dir / "doc.json"
+    payload.write_text(document)
+    argv = ["try", endpoint, str(payload), "--config-dir", str(config_dir)]
+    return leadhub_run(argv), leadhub_run([*argv, "--json"])
+
+
 def test_try_json_carries_the_warnings_the_human_form_prints(tmp_path: Path) -> None:
     """``try --json`` printed no field for the mapping's warnings (a phone that is no number, a
     date it cannot read): a script reading the JSON never learnt the body left them out.
     Each object now has ``warnings``, the very lines the human form prints after
     ``warning:``, beside every key it had; an empty list when there is none."""
     (tmp_path / "c.yaml").write_text(WARNING_CONFIG)
-    payload = tmp_path / "doc.json"
-    payload.write_text(
-        '{"kind": "lead", "email": "a@example.com", "p": "12", "at": "last tuesday"}'
+    human, as_json = _try_both(
+        tmp_path, "e", '{"kind": "lead", "email": "a@example.com", "p": "12", "at": "last tuesday"}'
     )
-    argv = ["try", "e", str(payload), "--config-dir", str(tmp_path)]
-    human = leadhub_run(argv)
-    as_json = leadhub_run([*argv, "--json"])
     assert human.returncode == as_json.returncode == 0, human.stderr + as_json.stderr
     shown = [
         line.removeprefix("warning: ")
@@ -180,8 +187,8 @@ def test_try_json_carries_the_warnings_the_human_form_prints(tmp_path: Path) -> 
     assert result["warnings"] == shown
     assert len(shown) == 2 and shown[0].startswith(PHONE_WARNING) and shown[1] == DATE_WARNING
     assert result["body"] == [{"Attribute": "EmailAddress", "Value": "a@example.com"}]
-    payload.write_text('{"kind": "lead", "email": "a@example.com", "p": "+14155550100"}')
-    clean = leadhub_run([*argv, "--json"])
+    clean_lead = '{"kind": "lead", "email": "a@example.com", "p": "+14155550100"}'
+    _, clean = _try_both(tmp_path, "e", clean_lead)
     assert clean.returncode == 0 and json.loads(clean.stdout)["warnings"] == []
 
 
@@ -217,11 +224,7 @@ def test_try_a_missing_required_value_names_what_else_was_left_out(tmp_path: Pat
     what else was left out, briefly (no advice), and ``--json`` lists the warnings whole, as
     for a request to send (and on standard error)."""
     (tmp_path / "c.yaml").write_text(WARNING_CONFIG)
-    payload = tmp_path / "doc.json"
-    payload.write_text('{"kind": "lead", "p": "12", "at": "last tuesday"}')
-    argv = ["try", "e", str(payload), "--config-dir", str(tmp_path)]
-    human = leadhub_run(argv)
-    as_json = leadhub_run([*argv, "--json"])
+    human, as_json = _try_both(tmp_path, "e", '{"kind": "lead", "p": "12", "at": "last tuesday"}')
     assert human.returncode == as_json.returncode == 1, human.stderr + as_json.stderr
     reason = (
         "required value missing in mapping 'm': EmailAddress ($.email found nothing); "
@@ -261,11 +264,9 @@ def test_try_says_why_no_mapping_matched(tmp_path: Path) -> None:
     no hint that the second match's path has a typo: it now says, for each mapping, which
     condition failed and what its path found, in the human form and --json's reason."""
     (tmp_path / "c.yaml").write_text(TWO_FORMS_CONFIG)
-    payload = tmp_path / "doc.json"
-    payload.write_text('{"form_response": {"form_id": "Wb7Kq2Lm", "email": "a@b.example"}}')
-    argv = ["try", "typeform", str(payload), "--config-dir", str(tmp_path)]
-    human = leadhub_run(argv)
-    as_json = leadhub_run([*argv, "--json"])
+    human, as_json = _try_both(
+        tmp_path, "typeform", '{"form_response": {"form_id": "Wb7Kq2Lm", "email": "a@b.example"}}'
+    )
     assert human.returncode == as_json.returncode == 1, human.stderr + as_json.stderr
     reason = (
         "no mapping matched; tried 'typeform-demo': $.form_response.form_id is 'Wb7Kq2Lm' "
