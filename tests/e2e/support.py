@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from hub.store import EventStore, open_store
+from hub.store.models import Event, EventIn, IncomingDelivery
 from tests.mappings.cases import DEMO_ENV
 
 T = TypeVar("T")
@@ -147,3 +148,30 @@ def on_store(url: str, work: Callable[[EventStore], Awaitable[T]]) -> T:
             await store.close()
 
     return asyncio.run(run())
+
+
+def queue_leads(url: str, endpoint: str, count: int, *, prefix: str = "lead") -> None:
+    """Store ``count`` one-lead deliveries of ``endpoint`` in the store at ``url`` (as a
+    webhook would): emails ``{prefix}{n}@example.com``, names ``N{n}``, delivery ids
+    ``{prefix}-{n}``."""
+
+    async def queue(store: EventStore) -> None:
+        for n in range(count):
+            document = {"email": f"{prefix}{n}@example.com", "name": f"N{n}"}
+            await store.enqueue(
+                IncomingDelivery(
+                    endpoint=endpoint,
+                    received_at=time.time(),
+                    body=orjson.dumps(document),
+                    content_type="application/json",
+                    headers={},
+                    events=(EventIn(delivery_id=f"{prefix}-{n}", document=document),),
+                )
+            )
+
+    on_store(url, queue)
+
+
+def stored_events(url: str) -> list[Event]:
+    """Every event in the store at ``url`` (up to 10,000), newest first."""
+    return on_store(url, lambda store: store.list(limit=10_000))

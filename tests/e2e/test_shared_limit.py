@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from hub.store import EventStore
-from hub.store.models import Event, EventIn, IncomingDelivery, State
+from hub.store.models import State
 from tests.dispatch.support import KEYS, target_yaml
-from tests.e2e.support import on_store, wait_until
+from tests.e2e.support import queue_leads, stored_events, wait_until
 from tests.e2e.test_crash import CONFIG
 from tests.support.server import free_port, leadhub_process, serve_args
 
 LIMIT = "8/2s"
 LEADS = 32
-
-
-def _queue(db: str, count: int) -> None:
-    async def queue(store: EventStore) -> None:
-        for n in range(count):
-            document = {"email": f"shared{n}@example.com", "name": f"N{n}"}
-            await store.enqueue(
-                IncomingDelivery(
-                    endpoint="forms",
-                    received_at=time.time(),
-                    body=b"{}",
-                    content_type="application/json",
-                    headers={},
-                    events=(EventIn(delivery_id=f"d{n}", document=document),),
-                )
-            )
-
-    on_store(db, queue)
-
-
-def _events(db: str) -> list[Event]:
-    return on_store(db, lambda store: store.list(limit=10_000))
 
 
 def _sends(base: str) -> float:
@@ -82,9 +58,9 @@ def test_two_workers_together_stay_within_the_account_s_limit(
     ):
         # queued once both run: queued before, the first worker up could claim every event
         # while the second was still starting (seen once on a slow machine: sends [32, 0])
-        _queue(db, LEADS)
+        queue_leads(db, "forms", LEADS, prefix="shared")
         wait_until(
-            lambda: all(e.state is State.DELIVERED for e in _events(db)),
+            lambda: all(e.state is State.DELIVERED for e in stored_events(db)),
             timeout=120,
             what="every event delivered",
         )
@@ -95,7 +71,7 @@ def test_two_workers_together_stay_within_the_account_s_limit(
         }
         found = httpx.get(f"{sandbox}/_sandbox/leads", headers=headers, timeout=10).json()
         emails = sorted(lead["EmailAddress"] for lead in found)
-    events = _events(db)
+    events = stored_events(db)
     assert len(events) == LEADS
     assert [e.attempts for e in events] == [1] * LEADS, [e.last_error for e in events]
     assert all(s > 0 for s in sends), sends

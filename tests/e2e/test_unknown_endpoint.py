@@ -5,17 +5,15 @@ marked so by an instance without typeform.yaml). Real processes, a real sandbox.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from hub.store import EventStore
-from hub.store.models import Event, EventIn, IncomingDelivery, State
+from hub.store.models import State
 from tests.dispatch.support import KEYS, target_yaml
-from tests.e2e.support import on_store, wait_until
+from tests.e2e.support import queue_leads, stored_events, wait_until
 from tests.e2e.test_crash import CONFIG
 from tests.support.server import free_port, leadhub_process, leadhub_run, serve_args
 
@@ -32,28 +30,6 @@ fields:
   FirstName: $.name
 """
 LEADS = 30
-
-
-def _queue(db: str, endpoint: str, count: int) -> None:
-    async def queue(store: EventStore) -> None:
-        for n in range(count):
-            document = {"email": f"{endpoint}{n}@example.com", "name": f"N{n}"}
-            await store.enqueue(
-                IncomingDelivery(
-                    endpoint=endpoint,
-                    received_at=time.time(),
-                    body=orjson.dumps(document),
-                    content_type="application/json",
-                    headers={},
-                    events=(EventIn(delivery_id=f"{endpoint}-{n}", document=document),),
-                )
-            )
-
-    on_store(db, queue)
-
-
-def _events(db: str) -> list[Event]:
-    return on_store(db, lambda store: store.list(limit=10_000))
 
 
 def _lines(output: str, event: str) -> list[dict[str, object]]:
@@ -97,21 +73,23 @@ def test_an_instance_without_an_endpoint_leaves_its_events_to_one_that_has_it(
             return bool(_lines(output, "dispatcher_started"))
 
         wait_until(started, what="the worker without late started")
-        _queue(db, "late", LEADS)
-        _queue(db, "forms", 5)
+        queue_leads(db, "late", LEADS, prefix="late")
+        queue_leads(db, "forms", 5, prefix="forms")
         wait_until(
             lambda: (
-                all(e.state is not State.QUEUED or e.last_error for e in _events(db))
-                and all(e.state is State.DELIVERED for e in _events(db) if e.endpoint == "forms")
+                all(e.state is not State.QUEUED or e.last_error for e in stored_events(db))
+                and all(
+                    e.state is State.DELIVERED for e in stored_events(db) if e.endpoint == "forms"
+                )
             ),
             timeout=60,
             what="every late event looked at by the worker without it, forms delivered",
         )
-        left = [e for e in _events(db) if e.endpoint == "late"]
+        left = [e for e in stored_events(db) if e.endpoint == "late"]
         shown = leadhub_run(["events", "--db", db, "--endpoint", "late", "--json"], env=env)
         with leadhub_process(new, env=env):
             wait_until(
-                lambda: all(e.state is State.DELIVERED for e in _events(db)),
+                lambda: all(e.state is State.DELIVERED for e in stored_events(db)),
                 timeout=60,
                 what="every event delivered",
             )
@@ -130,7 +108,7 @@ def test_an_instance_without_an_endpoint_leaves_its_events_to_one_that_has_it(
             "an instance that has it, or put it back (leadhub replay needs nothing: it is "
             "sent once configured)"
         )
-    events = _events(db)
+    events = stored_events(db)
     assert [e.attempts for e in events] == [1] * (LEADS + 5), [
         (e.endpoint, e.last_error) for e in events
     ]
