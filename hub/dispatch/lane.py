@@ -57,13 +57,7 @@ def still_ours(event: Event) -> Iterator[None]:
     try:
         yield
     except LeaseLost:
-        _log.warning("event_lease_lost", **event_fields(event))
-
-
-def event_fields(event: Event) -> dict[str, Any]:
-    """The ids every line about ``event`` carries (its event id, delivery id and endpoint),
-    for a line logged where they are not bound (outside the step's ``bound_contextvars``)."""
-    return {"event_id": event.id, "delivery_id": event.delivery_id, "endpoint": event.endpoint}
+        _log.warning("event_lease_lost", **event.log_fields())
 
 
 def log_failure(name: str, exc: BaseException, **fields: Any) -> None:
@@ -283,7 +277,7 @@ class Lane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or a store failure must not kill the lane
-                log_failure("send_failed", exc, target=self.target.name, **event_fields(item.event))
+                log_failure("send_failed", exc, target=self.target.name, **item.event.log_fields())
                 await self._d.release_soon(item.event)
             finally:
                 self._current.pop(task, None)
@@ -331,7 +325,7 @@ class Lane:
             for item, outcome, attempt in batch:
                 if item.event.id in missing:  # another worker's since our lease ran out
                     _log.warning(
-                        "event_lease_lost", target=self.target.name, **event_fields(item.event)
+                        "event_lease_lost", target=self.target.name, **item.event.log_fields()
                     )
                     continue
                 self._sent(item, outcome, attempt)
@@ -474,7 +468,7 @@ class Lane:
             try:
                 await self._ack(item, outcome, attempt)
             except StoreUnavailable as exc:
-                log_failure("ack_failed", exc, target=self.target.name, **event_fields(event))
+                log_failure("ack_failed", exc, target=self.target.name, **event.log_fields())
                 self._ack_when_back(item, outcome, attempt)
         elif isinstance(outcome, Retry) and d.draining:
             # Shutting down (the embedded sandbox may already be closed): not a real failure.

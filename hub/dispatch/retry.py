@@ -167,7 +167,7 @@ class Rewrites:
                     what=rewrite.what,
                     reason="the store did not take it before the event's lease ended; the "
                     "event is claimed again now",
-                    **_ids(rewrite.event),
+                    **rewrite.event.log_fields(),
                 )
 
     async def _try(self, rewrite: _Rewrite) -> bool:
@@ -182,19 +182,15 @@ class Rewrites:
                 what=rewrite.what,
                 error=str(exc)[:300],
                 exc_info=exc,
-                **_ids(rewrite.event),
+                **rewrite.event.log_fields(),
             )
         else:
             _log.info(
                 "store_write_resumed",
                 what=rewrite.what,
                 waited=round(self._clock.monotonic() - rewrite.since, 3),
-                **_ids(rewrite.event),
+                **rewrite.event.log_fields(),
             )
         if self._pending.get(rewrite.event.id) is rewrite:
             del self._pending[rewrite.event.id]
         return True
-
-
-def _ids(event: Event) -> dict[str, object]:
-    return {"event_id": event.id, "delivery_id": event.delivery_id, "endpoint": event.endpoint}

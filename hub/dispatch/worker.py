@@ -91,7 +91,6 @@ from hub.dispatch.lane import (
     SEND_WINDOW,
     Item,
     Lane,
-    event_fields,
     lease_needed,
     log_failure,
     still_ours,
@@ -535,7 +534,7 @@ class Dispatcher:
             try:
                 await self.lanes[item.request.target].put(item)
             except Exception as exc:
-                log_failure("dispatch_failed", exc, **event_fields(item.event))
+                log_failure("dispatch_failed", exc, **item.event.log_fields())
                 await self.release_soon(item.event)
 
     def _start_look_again(self, items: list[Item]) -> None:
@@ -596,7 +595,7 @@ class Dispatcher:
         blocked: dict[int, Event] = {}
         for item in items:
             event = item.event
-            with structlog.contextvars.bound_contextvars(**event_fields(event)):
+            with structlog.contextvars.bound_contextvars(**event.log_fields()):
                 try:
                     kept, waits = await self._route([item])
                 except Exception as exc:
@@ -644,7 +643,7 @@ class Dispatcher:
             )
         else:
             reason = f"waiting for event {blocker.id} (same lead) to be sent first"
-        with structlog.contextvars.bound_contextvars(**event_fields(item.event)):
+        with structlog.contextvars.bound_contextvars(**item.event.log_fields()):
             try:
                 await self.release(item.event, at=at, reason=reason)
             except Exception as exc:
@@ -683,7 +682,7 @@ class Dispatcher:
 
     async def _read(self, event: Event, options: Reading, claimed_at: float) -> None:
         """Read ``event``'s lead, then leave the event for the claim loop to route."""
-        with structlog.contextvars.bound_contextvars(**event_fields(event)):
+        with structlog.contextvars.bound_contextvars(**event.log_fields()):
             try:
                 read = await self._read_in_lease(event, options, claimed_at)
             except Exception as exc:  # a bug (a failed attempt) or a store outage
@@ -762,7 +761,7 @@ class Dispatcher:
     async def _prepare_safely(
         self, event: Event, claimed_at: float, mapped: Mapped | None = None
     ) -> Item | None:
-        with structlog.contextvars.bound_contextvars(**event_fields(event)):
+        with structlog.contextvars.bound_contextvars(**event.log_fields()):
             try:
                 return await self._prepare(event, claimed_at, mapped)
             except Exception as exc:  # a bug or a store hiccup must not stop the loop
@@ -937,7 +936,7 @@ def _log_claimed(event: Event) -> None:
     (``requeued_at``): the command runs apart from the hub, so its replay shows in the
     hub's log only here."""
     replayed = {} if event.requeued_at is None else {"requeued_at": event.requeued_at}
-    _log.info("event_claimed", **event_fields(event), attempt=event.attempts, **replayed)
+    _log.info("event_claimed", **event.log_fields(), attempt=event.attempts, **replayed)
 
 
 def note_left_out(event: Event, request: CaptureRequest) -> None:
@@ -948,7 +947,7 @@ def note_left_out(event: Event, request: CaptureRequest) -> None:
     if request.warnings:
         _log.warning(
             "event_mapped",
-            **event_fields(event),
+            **event.log_fields(),
             mapping=request.mapping,
             warnings=list(request.warnings),
         )

@@ -143,6 +143,11 @@ class Event:
         ``give_up_after`` counts from here, so a replayed event gets a whole new schedule."""
         return self.received_at if self.requeued_at is None else self.requeued_at
 
+    def log_fields(self) -> dict[str, Any]:
+        """The ids every log line about the event carries: its event id, delivery id and
+        endpoint (bound for a step, or given to a line logged outside one)."""
+        return {"event_id": self.id, "delivery_id": self.delivery_id, "endpoint": self.endpoint}
+
     @property
     def lease(self) -> float | None:
         """The lease this event is claimed under (the end of it, while ``sending``): what
