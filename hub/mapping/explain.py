@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hub.mapping.model import CompiledMapping, Condition, Rule, describe_rule
-from hub.mapping.values import SHOWN, present, to_text
+from hub.mapping.values import present, shown_text, to_text
 
 #: At most this many values found (or wanted), failed conditions of one rule and rules of
 #: one mapping are named; the rest are counted.
@@ -30,7 +30,7 @@ MAPPINGS = 5
 
 def _quoted(text: str) -> str:
     """``text`` as a reason quotes it: at most :data:`SHOWN` characters, cut with "..."."""
-    return repr(text if len(text) <= SHOWN else text[: SHOWN - 3] + "...")
+    return repr(shown_text(text))
 
 
 def _listed(items: Sequence[str], sep: str, last: str) -> str:
