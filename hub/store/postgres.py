@@ -92,8 +92,14 @@ SCHEMA_VERSION = 2
 #: the server kept the session: with PostgreSQL's defaults (no such timeout, TCP keepalive
 #: after 2 h) hours, for a machine gone without closing its connections.
 IDLE_IN_TRANSACTION = 10.0
-#: Makes first-time schema creation safe when several instances start together.
-_SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.schema', 0))"
+#: Makes first-time schema creation safe when several instances start together; $1 is the
+#: URL's ``?schema=`` (NULL: the default, ``current_schema()``). Like the claims' and purges'
+#: locks (``postgres.sql``), its key names the schema: hubs on other schemas never wait on it.
+#: (``current_schema()`` alone would not do here: it is NULL while the schema is not made.)
+_SCHEMA_LOCK = (
+    "SELECT pg_advisory_xact_lock("
+    "hashtextextended('leadhub.schema:' || coalesce($1::text, current_schema(), ''), 0))"
+)
 
 #: What a lost server or connection raises: the store is unavailable, not broken.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -195,7 +201,7 @@ class PostgresStore(BatchedStore):
                         raise StoreError(msg)
                     await self._migrate(conn)  # an older store: its commands need the columns
                     return
-                await conn.execute(_SCHEMA_LOCK)
+                await conn.execute(_SCHEMA_LOCK, self.schema)
                 if self.schema:
                     await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                 await conn.execute(Q["schema"])
@@ -213,7 +219,7 @@ class PostgresStore(BatchedStore):
             raise newer_schema(found, SCHEMA_VERSION)
         if found == SCHEMA_VERSION:
             return
-        await conn.execute(_SCHEMA_LOCK)
+        await conn.execute(_SCHEMA_LOCK, self.schema)
         start = version = int(await conn.fetchval(Q["schema_version"]))
         while version < SCHEMA_VERSION:
             await conn.execute(Q[f"migrate_{version}"])

@@ -146,7 +146,9 @@ DELETE FROM deliveries WHERE id = $1;
 -- Claims take turns across every instance (each a few statements): when one returns, every
 -- event an earlier claim took is committed 'sending', so a later event's ordering check sees
 -- it (blockers). Rows other transactions write (outcomes) are still skipped, not waited for.
-SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims', 0));
+-- Each lock's key names the schema the tables are in (current_schema(): the URL's ?schema=,
+-- else the default): hubs on other schemas of the database share no rows, so no turns.
+SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || current_schema(), 0));
 
 -- name: claimable_waiting
 -- $1 now, $2 targets left alone, $3 limit, $4 endpoints whose unrouted events are left alone,
@@ -358,7 +360,7 @@ JOIN deliveries AS d ON d.id = e.delivery;
 -- name: lock_purge
 -- One purge step at a time across instances: two steps deleting different events of one
 -- delivery would each still see the other's event, and neither would delete the delivery.
-SELECT pg_advisory_xact_lock(hashtextextended('leadhub.purge', 0));
+SELECT pg_advisory_xact_lock(hashtextextended('leadhub.purge:' || current_schema(), 0));
 
 -- name: purgeable_events
 -- The events of one step that a purge takes, locked (a replay waits) until delete_events
@@ -397,8 +399,11 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > $1
   AND starts_with(last_error, $3);
 
 -- name: lock_account
--- Serialises take_slots per account across every instance, until the transaction ends.
-SELECT pg_advisory_xact_lock(hashtextextended('leadhub.rate_slots:' || $1, 0));
+-- Serialises take_slots per account across every instance on this schema (whose rate_slots
+-- they count), until the transaction ends. (A schema name holds no ':'.)
+SELECT pg_advisory_xact_lock(
+    hashtextextended('leadhub.rate_slots:' || current_schema() || ':' || $1, 0)
+);
 
 -- name: expire_slots
 -- $1 account, $2 now, $3 window, $4 latest: slots of calls that ended a window ago no longer
