@@ -11,6 +11,10 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   ``endpoint=""`` so that random paths cannot grow the label set.
 * ``leadhub_ingest_seconds{endpoint}``: time from request to answer.
 * ``leadhub_events{state}``: stored events by state, read from the store at scrape time.
+
+No counter or histogram exports a ``*_created`` series (prometheus_client's creation
+timestamps: one more line per counter and histogram child, that nothing graphs); they are
+turned off for the process here, where the hub's metrics are set up.
 """
 
 from __future__ import annotations
@@ -18,13 +22,24 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from hub.store.base import EventStore
 from hub.store.models import State
 from hub.web.timeouts import within
 
 _log = structlog.get_logger()
+
+# A switch of the whole process (read at each export): it covers the collectors other parts
+# (the dispatcher, the purge, reloads) put on the registry /metrics exports.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 #: Seconds the event counts may take at a scrape; then the gauge keeps its last values, so
 #: that a hanging store cannot hold the scrape past its timeout (Prometheus: 10 s).
