@@ -7,8 +7,9 @@ the hub's database, so sandbox leads survive restarts; the target's URL becomes
 ``http://{host}:{port}/sandbox``), build the app (``hub.web.app.create_app``) with
 its lifespan hooks (:func:`lifespan_hooks_for`: the store is opened first and
 closed last), and serve until SIGINT/SIGTERM, which uvicorn turns into a graceful
-shutdown. One ``hub_ready`` line is logged once the socket listens, ``hub_stopped``
-once every hook has shut down.
+shutdown. One ``hub_ready`` line is logged once the socket listens, ``hub_stopping``
+(with the ``signal``) as soon as a stop signal arrives, and ``hub_stopped`` once every hook
+has shut down.
 
 A store that cannot be reached at start (PostgreSQL not up yet) is tried again for
 ``--store-wait`` (:func:`open_waiting`; 30 s for PostgreSQL, none for SQLite by default),
@@ -314,6 +315,12 @@ def _on_signal(stopping: Stopping, app: ASGIApp, sandbox_app: ASGIApp | None) ->
         sandbox_of(sandbox_app).stopping()
 
 
+def _stopping(signal_name: str) -> None:
+    """The first line of a stop: which signal asked for it (a crash logs no such line), so
+    that the time to ``hub_stopped`` is how long the stop took."""
+    _log.info("hub_stopping", signal=signal_name)
+
+
 def _sandbox_keys(target: Target | None) -> str:
     """Where the embedded sandbox's keys come from; the keys themselves only when defaults."""
     if (
@@ -515,6 +522,7 @@ def _serve(
         ),
         on_ready=lambda _url: _ready(ready),
         on_signal=lambda: _on_signal(stopping, app, sandbox_app),
+        on_stopping=_stopping,
     )
     quiet = _QuietStoppedStart(stopping)
     logging.getLogger("uvicorn.error").addFilter(quiet)

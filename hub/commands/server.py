@@ -11,6 +11,8 @@ taken) uvicorn exits 3 from inside its loop; :meth:`Server.run` turns that into
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
@@ -21,7 +23,11 @@ import uvicorn
 class Server(uvicorn.Server):
     """uvicorn that calls ``on_ready(url)`` once listening and exits 0 after a signal.
 
-    ``on_signal`` runs as soon as a stop signal arrives, before the graceful shutdown.
+    ``on_signal`` runs as soon as a stop signal arrives, before the graceful shutdown, inside
+    the signal handler (so it only sets flags). ``on_stopping(name)`` is told the first stop
+    signal's name (``SIGTERM``, ``SIGINT``) on the event loop, before anything the signal sets
+    off runs there: it may log, which a signal handler must not (the handler interrupts the
+    main thread anywhere, perhaps inside the log writer, holding its lock).
     """
 
     def __init__(
@@ -30,10 +36,12 @@ class Server(uvicorn.Server):
         *,
         on_ready: Callable[[str], None],
         on_signal: Callable[[], None] | None = None,
+        on_stopping: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(config)
         self._on_ready = on_ready
         self._on_signal = on_signal
+        self._on_stopping = on_stopping
 
     def run(self, sockets: Any = None) -> None:
         try:
@@ -43,6 +51,9 @@ class Server(uvicorn.Server):
                 raise
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._on_stopping is not None:  # first: queued ahead of what the stop wakes
+            _tell_soon(self._on_stopping, signal.Signals(sig).name)
+            self._on_stopping = None  # once: a second Ctrl+C only hurries the stop
         super().handle_exit(sig, frame)
         if self._on_signal is not None:
             self._on_signal()
@@ -61,3 +72,15 @@ class Server(uvicorn.Server):
                 host, port = sock.getsockname()[:2]
                 return f"http://{host}:{port}"
         return f"http://{host}:{port}"
+
+
+def _tell_soon(callback: Callable[[str], None], name: str) -> None:
+    """``callback(name)`` on the running event loop, from a signal handler: the loop's
+    signal-safe way in (``call_soon_threadsafe`` also wakes a loop waiting in select).
+    uvicorn installs its handlers only while its loop runs; called with none, at once."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        callback(name)
+        return
+    loop.call_soon_threadsafe(callback, name)
