@@ -146,16 +146,25 @@ def _names(r: Reader, key: str, default: tuple[str, ...], example: str) -> tuple
     return tuple(value)
 
 
+def _rotated(r: Reader, key: str) -> tuple[Secret, tuple[Secret, ...]]:
+    """``key``'s secret (the list's first value) and, while it is rotated, the list's other
+    values (:meth:`Reader.secrets`); an empty secret when none is usable (reported)."""
+    found = r.secrets(key)
+    return (found[0], found[1:]) if found else (Secret(""), ())
+
+
 def _facebook(r: Reader) -> SourceOptions:
     fields = _names(r, "fields", DEFAULT_GRAPH_FIELDS, "[id, field_data]")
+    app_secret, rotating = _rotated(r, "app_secret")
     return FacebookOptions(
-        app_secret=r.secret("app_secret") or Secret(""),
+        app_secret=app_secret,
         verify_token=r.secret("verify_token") or Secret(""),
         page_access_token=r.secret("page_access_token") or Secret(""),
         graph_url=_api_url(r, "graph_url", DEFAULT_GRAPH_URL),
         fields=fields,
         allow_sha1=r.flag("allow_sha1", False),
         read_timeout=_read_timeout(r),
+        rotating=rotating,
     )
 
 
@@ -180,12 +189,14 @@ def _linkedin(r: Reader) -> SourceOptions:
             f"'api_version' {version!r} must be a LinkedIn API version, YYYYMM like "
             f"'{DEFAULT_LINKEDIN_VERSION}'",
         )
+    client_secret, rotating = _rotated(r, "client_secret")
     return LinkedInOptions(
-        client_secret=r.secret("client_secret") or Secret(""),
+        client_secret=client_secret,
         access_token=r.secret("access_token") or Secret(""),
         api_url=_api_url(r, "api_url", DEFAULT_LINKEDIN_API_URL),
         api_version=version,
         read_timeout=_read_timeout(r),
+        rotating=rotating,
     )
 
 
@@ -199,8 +210,9 @@ def _hubspot(r: Reader) -> SourceOptions:
             f"'webhook_url' {webhook_url!r} must be the app's target URL as HubSpot calls it, "
             "like https://hub.example.com/hooks/hubspot-crm",
         )
+    client_secret, rotating = _rotated(r, "client_secret")
     return HubSpotOptions(
-        client_secret=r.secret("client_secret") or Secret(""),
+        client_secret=client_secret,
         webhook_url=webhook_url,
         access_token=r.secret("access_token") or Secret(""),
         api_url=_api_url(r, "api_url", DEFAULT_HUBSPOT_API_URL),
@@ -213,6 +225,7 @@ def _hubspot(r: Reader) -> SourceOptions:
         # any (default): X-HubSpot-Signature-v3 when the request carries one, else the legacy
         # X-HubSpot-Signature (v1 or v2); v3: v3 only. Another value is an error at its line.
         signatures=r.choice("signatures", HUBSPOT_SIGNATURES, "any") or "any",
+        rotating=rotating,
     )
 
 
@@ -231,9 +244,10 @@ def _hmac(r: Reader) -> SourceOptions:
     timestamp_header = r.text("timestamp_header")
     if "timestamp" in placeholders and not timestamp_header:
         r.error(r.get("signed"), "'signed' uses {timestamp}; set 'timestamp_header' too")
+    secret, rotating = _rotated(r, "secret")
     return HmacOptions(
         header=r.text("header", required=True) or "",
-        secret=r.secret("secret") or Secret(""),
+        secret=secret,
         algorithm=r.choice("algorithm", ("sha256", "sha1", "sha512"), "sha256") or "sha256",
         encoding=r.choice("encoding", ("hex", "base64"), "hex") or "hex",
         prefix=r.text("prefix", default=""),
@@ -241,26 +255,31 @@ def _hmac(r: Reader) -> SourceOptions:
         timestamp_header=timestamp_header,
         tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
         timestamp_unit=r.choice("timestamp_unit", ("s", "ms"), "s") or "s",
+        rotating=rotating,
     )
 
 
 def _standard(r: Reader) -> SourceOptions:
-    secret = r.secret("secret") or Secret("")
-    text = secret.reveal()
+    secret, rotating = _rotated(r, "secret")
     node = r.get("secret")
-    if text and not (node is not None and node.stand_in):  # (a stand-in has no form to check)
-        try:
-            if not text.startswith("whsec_"):
-                raise ValueError(text)
-            base64.b64decode(text.removeprefix("whsec_"), validate=True)
-        except (ValueError, binascii.Error):
-            r.error(
-                r.get("secret"),
-                "'secret' of a standard endpoint must be 'whsec_' followed by base64, "
-                "as the sender shows it",
-            )
+    items = node.value if node is not None and isinstance(node.value, list) else [node]
+    for item in items:  # each value given (an unusable one is reported already)
+        text = item.value if item is not None and isinstance(item.value, str) else ""
+        if text and item is not None and not item.stand_in:  # (a stand-in has no form)
+            try:
+                if not text.startswith("whsec_"):
+                    raise ValueError(text)
+                base64.b64decode(text.removeprefix("whsec_"), validate=True)
+            except (ValueError, binascii.Error):
+                r.error(
+                    item,
+                    "'secret' of a standard endpoint must be 'whsec_' followed by base64, "
+                    "as the sender shows it",
+                )
     return StandardOptions(
-        secret=secret, tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m")
+        secret=secret,
+        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
+        rotating=rotating,
     )
 
 
@@ -272,13 +291,16 @@ def _options(source: str, r: Reader) -> SourceOptions:
     if source == "hubspot":
         return _hubspot(r)
     if source == "google":
-        return GoogleOptions(key=r.secret("key") or Secret(""))
+        key, rotating = _rotated(r, "key")
+        return GoogleOptions(key=key, rotating=rotating)
     if source == "typeform":
-        return TypeformOptions(secret=r.secret("secret") or Secret(""))
+        secret, rotating = _rotated(r, "secret")
+        return TypeformOptions(secret=secret, rotating=rotating)
     if source == "hmac":
         return _hmac(r)
     if source == "token":
-        return TokenOptions(token=r.secret("token") or Secret(""), header=r.text("header"))
+        token, rotating = _rotated(r, "token")
+        return TokenOptions(token=token, header=r.text("header"), rotating=rotating)
     if source == "standard":
         return _standard(r)
     r.warn(

@@ -99,6 +99,9 @@ class FacebookOptions:
     #: Also accept the legacy SHA-1 ``X-Hub-Signature`` when the SHA-256 header is absent.
     allow_sha1: bool = False
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: The list's other values while the secret is rotated (app_secret: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,9 @@ class LinkedInOptions:
     api_url: str = DEFAULT_LINKEDIN_API_URL
     api_version: str = DEFAULT_LINKEDIN_VERSION
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    #: The list's other values while the secret is rotated (client_secret: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +135,9 @@ class HubSpotOptions:
     #: when the request carries it, else the legacy X-HubSpot-Signature (v1 or v2); ``v3``,
     #: X-HubSpot-Signature-v3 only.
     signatures: str = "any"
+    #: The list's other values while the secret is rotated (client_secret: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 #: The values of a HubSpot endpoint's ``signatures``.
@@ -138,11 +147,17 @@ HUBSPOT_SIGNATURES = ("any", "v3")
 @dataclass(frozen=True, slots=True)
 class GoogleOptions:
     key: Secret
+    #: The list's other values while the secret is rotated (key: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TypeformOptions:
     secret: Secret
+    #: The list's other values while the secret is rotated (secret: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,18 +172,27 @@ class HmacOptions:
     tolerance: float = DEFAULT_TOLERANCE
     #: Unit of the timestamp header: seconds or milliseconds (Webflow sends ms).
     timestamp_unit: str = "s"  # s | ms
+    #: The list's other values while the secret is rotated (secret: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TokenOptions:
     token: Secret
     header: str | None = None  # a named header, besides ``Authorization: Bearer`` and ``?token=``
+    #: The list's other values while the secret is rotated (token: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class StandardOptions:
     secret: Secret  # whsec_<base64 key>
     tolerance: float = DEFAULT_TOLERANCE
+    #: The list's other values while the secret is rotated (secret: ["${NEW}", "${OLD}"]):
+    #: a delivery verified under any of them is taken (``hub.sources.rotation``).
+    rotating: tuple[Secret, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +211,19 @@ SourceOptions = (
     | StandardOptions
     | NoneOptions
 )
+
+#: The field of each options class holding the secret or token the sender signs or sends
+#: with: the one key of its source that may be a list (its other values in ``rotating``).
+ROTATABLE: Mapping[type, str] = {
+    FacebookOptions: "app_secret",
+    LinkedInOptions: "client_secret",
+    HubSpotOptions: "client_secret",
+    GoogleOptions: "key",
+    TypeformOptions: "secret",
+    HmacOptions: "secret",
+    TokenOptions: "token",
+    StandardOptions: "secret",
+}
 
 #: Sources whose deliveries are split by the sender's own format (``split`` is refused there).
 SELF_SPLITTING = ("facebook", "linkedin", "hubspot")

@@ -171,13 +171,70 @@ class Reader:
         node = self.required(key) if required else self.values.get(key)
         if node is None or node.value is None:
             return None
+        if isinstance(node.value, list):
+            self.error(
+                node,
+                f"{key!r} of {self.what} must be text, not a list: it takes one value (a list "
+                "is for the secret or token a sender signs or sends with, to rotate it)",
+            )
+            return None
+        return self._secret_at(node, key, f"{key!r} of {self.what}")
+
+    def secrets(self, key: str) -> tuple[Secret, ...]:
+        """A required secret, or a list of them while a secret is rotated
+        (``secret: ["${NEW}", "${OLD}"]``): a delivery is taken under any of them.
+
+        Each value is read as :meth:`secret` reads one; an empty list is an error (no
+        delivery would verify), a value listed twice a warning. Nothing here shows a
+        secret: a value is named by its place and the variables it was written with.
+        Returns ``()`` when no value is usable (each problem recorded).
+        """
+        node = self.required(key)
+        if node is None:
+            return ()
+        if not isinstance(node.value, list):
+            single = self.secret(key)
+            return () if single is None else (single,)
+        if not node.value:
+            self.error(
+                node,
+                f"{key!r} of {self.what} is an empty list, which no delivery verifies under; "
+                f"write the value, or while rotating it the new and the old one: "
+                f'{key}: ["${{NEW_VAR}}", "${{OLD_VAR}}"] (in [ ], each ${{VAR}} in quotes)',
+            )
+            return ()
+        found: list[tuple[int, Node, Secret]] = []
+        unusable = False
+        for number, item in enumerate(node.value, start=1):
+            where = f"value {number} of {key!r} of {self.what}"
+            if item.value is None or isinstance(item.value, dict | list | bool):
+                self.error(item, f"{where} must be text, not {type_name(item.value)}")
+                unusable = True
+                continue
+            secret = self._secret_at(item, key, where)
+            if secret is None:
+                unusable = True
+                continue
+            first = next((f for f in found if f[2] == secret), None)
+            if first is not None:
+                self.warn(
+                    item,
+                    f"{where} is the same as value {first[0]}{_written(first[1], item)}; "
+                    "remove one",
+                )
+                continue
+            found.append((number, item, secret))
+        return () if unusable else tuple(secret for _, _, secret in found)
+
+    def _secret_at(self, node: Node, key: str, where: str) -> Secret | None:
+        """The secret at ``node`` (``where`` names it in messages); ``None`` when unusable."""
         if isinstance(node.value, dict | list | bool):
-            self.error(node, f"{key!r} of {self.what} must be text, not {type_name(node.value)}")
+            self.error(node, f"{where} must be text, not {type_name(node.value)}")
             return None
         if not uses_variables_only(node.raw) and not node.reported:
             self.warn(
                 node,
-                f"{key!r} of {self.what} is written in the file; put it in the environment "
+                f"{where} is written in the file; put it in the environment "
                 f"and write {key}: ${{SOME_VAR}}",
             )
         value = str(node.value)
@@ -190,15 +247,22 @@ class Reader:
         if uses_variables_only(node.raw):
             self.error(
                 node,
-                f"{key!r} of {self.what} is empty: ${{{names[0]}}} is set but empty; "
+                f"{where} is empty: ${{{names[0]}}} is set but empty; "
                 f"set it to the real secret (export {names[0]}=...)",
             )
         elif names:
             self.error(
                 node,
-                f"{key!r} of {self.what} is empty: {node.raw!r} gives no text; "
+                f"{where} is empty: {node.raw!r} gives no text; "
                 f"set {', '.join(names)} to the real secret (export {names[0]}=...)",
             )
         else:
-            self.error(node, f"{key!r} of {self.what} is empty; set it through ${{VAR}}")
+            self.error(node, f"{where} is empty; set it through ${{VAR}}")
         return None
+
+
+def _written(first: Node, again: Node) -> str:
+    """How two equal secrets were written, for the warning: their variables, never a value."""
+    if uses_variables_only(first.raw) and uses_variables_only(again.raw):
+        return f" ({first.raw} and {again.raw} hold the same value)"
+    return ""

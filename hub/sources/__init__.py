@@ -23,6 +23,7 @@ from hub.config.models import (
     HmacOptions,
     HubSpotOptions,
     LinkedInOptions,
+    SourceOptions,
     StandardOptions,
     TokenOptions,
     TypeformOptions,
@@ -44,6 +45,7 @@ from hub.sources.hmac_ import HmacSource
 from hub.sources.hubspot import HubSpotSource
 from hub.sources.linkedin import LinkedInSource
 from hub.sources.none import NoneSource
+from hub.sources.rotation import rotating_source
 from hub.sources.split import SplitSource
 from hub.sources.standard import StandardSource
 from hub.sources.token_ import TokenSource
@@ -107,7 +109,11 @@ def build_source(endpoint: Endpoint) -> Source:
 
 
 def _source(endpoint: Endpoint) -> Source:
-    opts = endpoint.options
+    """The endpoint's source; with several secrets (rotation), one per secret, any passing."""
+    return rotating_source(endpoint.options, _built)
+
+
+def _built(opts: SourceOptions) -> Source:
     if isinstance(opts, FacebookOptions):
         return FacebookSource(opts)
     if isinstance(opts, LinkedInOptions):
