@@ -7,6 +7,7 @@ is the caller's decision). Errors are raised as :class:`MXError`.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -113,14 +114,41 @@ async def add_visitor(sb: Sandbox, req: SandboxRequest, _arg: str) -> Response:
     return json_reply({"ProspectId": visitor_id}, 201)
 
 
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def _account_id(value: Any) -> str:
+    """The account id to hold: the caller's ``Id`` in lower case, or a new one when absent.
+
+    Only the hyphenated 8-4-4-4-12 form (any case) is taken, not everything ``uuid.UUID``
+    parses: a lead's RelatedCompanyId is compared as sent (in lower case), so an account
+    held under ``{...}`` or an unhyphenated form would never match the mapping's value.
+    """
+    if value is None:
+        return capture_rules.new_uuid()
+    if not isinstance(value, str) or not _GUID.fullmatch(value):
+        msg = f"Id {value!r} is not a GUID; send one like {capture_rules.new_uuid()!r}, or no Id."
+        raise invalid_input(msg)
+    return value.lower()
+
+
 async def add_account(sb: Sandbox, req: SandboxRequest, _arg: str) -> Response:
-    """``POST /_sandbox/accounts {"Name": ...}``: create an account for RelatedCompanyId."""
-    name = _field(await req.json(), "Name")
+    """``POST /_sandbox/accounts {"Name": ..., "Id": optional GUID}``: create an account for
+    RelatedCompanyId, under the caller's id when given (a mapping's fixed RelatedCompanyId
+    then works unedited) or a new one.
+
+    Raises:
+        MXError: 400 for a missing name or an Id that is not a GUID, 409 for an Id held.
+    """
+    body = await req.json()
+    name = _field(body, "Name")
     if not isinstance(name, str) or not name.strip():
         msg = f"Name {name!r} is not an account name; send a non-empty string."
         raise invalid_input(msg)
-    account_id = capture_rules.new_uuid()
-    await sb.db.call(SandboxDB.add_account, account_id, name)
+    account_id = _account_id(_field(body, "Id"))
+    if not await sb.db.call(SandboxDB.add_account, account_id, name):
+        msg = f"An account with Id {account_id!r} already exists; use it, or send another Id."
+        raise MXError(409, DUPLICATE, msg)
     sb.log.info("sandbox_account_created", account_id=account_id)
     return json_reply({"Id": account_id}, 201)
 

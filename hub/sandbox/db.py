@@ -234,9 +234,15 @@ class SandboxDB:
         ).fetchone()
         return row is not None
 
-    def add_account(self, account_id: str, name: str) -> None:
-        """Store an account."""
-        self._conn.execute("INSERT INTO accounts (id, name) VALUES (?, ?)", (account_id, name))
+    def add_account(self, account_id: str, name: str) -> bool:
+        """Store an account; ``False`` (nothing written) when ``account_id`` is already held."""
+        try:
+            self._conn.execute(
+                "INSERT INTO accounts (id, name) VALUES (?, ?)", (account_id.lower(), name)
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return True
 
     def account_exists(self, account_id: str) -> bool:
         """Whether an account with this id exists (ids compared in lower case)."""
