@@ -356,11 +356,22 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     try_ = command("try", "map one document as an endpoint would, without sending")
     try_.add_argument("endpoint", help="endpoint name")
-    try_.add_argument("payload", help="JSON document (as the endpoint's mappings see it)")
+    try_.add_argument(
+        "payload",
+        help="JSON document (as the endpoint's mappings see it), or with --content-type the "
+        "body as the sender posts it; - reads standard input",
+    )
     try_.add_argument(
         "--config-dir", type=directory, default="mappings", help="configuration directory"
     )
     try_.add_argument("--json", action="store_true", help="print one JSON object")
+    try_.add_argument(
+        "--content-type",
+        metavar="TYPE",
+        help="parse PAYLOAD as ingest parses a body sent with this Content-Type (e.g. "
+        "application/x-www-form-urlencoded, or 'multipart/form-data; boundary=...'); "
+        "default: JSON",
+    )
 
     events = command("events", "list stored deliveries")
     events.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")

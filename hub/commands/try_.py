@@ -1,4 +1,6 @@
-"""``leadhub try ENDPOINT PAYLOAD.json [--config-dir DIR] [--json]``: map one document.
+"""``leadhub try``: map one document as an endpoint would, sending nothing.
+
+``leadhub try ENDPOINT PAYLOAD.json [--config-dir DIR] [--json] [--content-type TYPE]``.
 
 For an endpoint with ``split``, a whole delivery is tried lead by lead (each value the path
 finds), and a payload where the path finds nothing is taken as one lead; exit 0 only when
@@ -13,6 +15,13 @@ body (``hub.sources.bodies.parse_json``): integers beyond 64 bits become text, a
 ingest answers 400 (not JSON, NaN, 1e400, nested more than 200 levels deep) is refused
 with the same reason. Secrets are not needed: an unset ``${VAR}`` stands in as
 ``unset-VAR``.
+
+``--content-type TYPE`` reads ``PAYLOAD`` as the body a sender posts with that
+Content-Type instead (a form-encoded Zapier or Elementor post, Unbounce's or Jotform's
+multipart one), through the very parser ingest uses (``hub.sources.bodies.parse``): the
+user sees the document the hub makes of it (form fields as a flat object, a JSON-holding
+field such as ``data.json`` or ``rawRequest`` parsed) without guessing it. The document is
+then split as a JSON one is; what ingest answers 400 or 415 is refused with its reason.
 
 With ``--json`` it prints one JSON object:
 ``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..],"warnings":[..]}`` or
@@ -47,19 +56,25 @@ class _Refused(Exception):
     """The document cannot be tried at all (bad config, unknown endpoint, bad JSON)."""
 
 
-def _read_payload(path: str) -> Any:
-    """The document in ``path`` as ingest would parse it from a JSON body."""
+def _read_payload(path: str, content_type: str | None) -> Any:
+    """The document in ``path`` as ingest would parse it from a body of ``content_type``
+    (None: a JSON body, the document the mappings see written as JSON)."""
     try:
         body = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         msg = f"cannot read {path!r}: {exc}"
         raise _Refused(msg) from exc
     try:
-        return bodies.parse_json(body)
+        if content_type is None:
+            return bodies.parse_json(body)
+        return bodies.parse(content_type, body).document
     except BodyError as exc:
+        refused = f"{path!r} would be refused at ingest ({exc.status} {exc.reason})"
+        if content_type is not None:
+            raise _Refused(refused) from None
         msg = (
-            f"{path!r} would be refused at ingest ({exc.status} {exc.reason}); "
-            "pass the document the mappings see, as JSON"
+            f"{refused}; pass the document the mappings see, as JSON, or the body as the "
+            "sender posts it with --content-type TYPE"
         )
         raise _Refused(msg) from None
 
@@ -74,7 +89,7 @@ def _results(args: argparse.Namespace) -> tuple[Config, list[Result]]:
         known = ", ".join(sorted(config.endpoints)) or "none"
         msg = f"unknown endpoint {args.endpoint!r}; defined endpoints: {known}"
         raise _Refused(msg)
-    document = _read_payload(args.payload)
+    document = _read_payload(args.payload, args.content_type)
     mappings = config.mappings_for(args.endpoint)
     return config, [map_document(mappings, lead) for lead in _leads(config, args, document)]
 
