@@ -267,9 +267,7 @@ class Lane:
             settled = True  # False once the outcome went to a recording task
             try:
                 with structlog.contextvars.bound_contextvars(
-                    event_id=item.event.id,
-                    delivery_id=item.event.delivery_id,
-                    endpoint=item.event.endpoint,
+                    **item.event.log_fields(),
                     target=self.target.name,
                     mapping=item.request.mapping,
                 ):
@@ -338,9 +336,7 @@ class Lane:
         self._d.metrics.events.labels("delivered").inc()
         _log.info(
             "lead_sent",
-            event_id=item.event.id,
-            delivery_id=item.event.delivery_id,
-            endpoint=item.event.endpoint,
+            **item.event.log_fields(),
             target=self.target.name,
             mapping=item.request.mapping,
             attempt=item.event.attempts,
