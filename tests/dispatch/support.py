@@ -482,3 +482,22 @@ def lead_readers(token: str, read_timeout: float = 10.0) -> dict[str, Read]:
         return await HubSpotClient(http).fetch_object(options, event)
 
     return {"graph": graph, "linkedin": linkedin, "hubspot": hubspot}
+
+
+def refusing_update(name: str, when: str, raise_sql: str) -> str:
+    """SQL (PostgreSQL) for a real failure of one kind of write: a trigger named ``name``
+    runs ``raise_sql`` for each update of ``events`` that meets ``when`` (on OLD and NEW),
+    while the table ``name`` has a row (``DELETE FROM name`` ends the failure)."""
+    return f"""
+CREATE TABLE {name} (down INTEGER);
+INSERT INTO {name} VALUES (1);
+CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM {name}) THEN
+    {raise_sql};
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER {name} BEFORE UPDATE ON events FOR EACH ROW
+WHEN ({when}) EXECUTE FUNCTION {name}();
+"""

@@ -22,6 +22,7 @@ from tests.dispatch.support import (
     flat_endpoint_yaml,
     forms_config,
     opened_store,
+    refusing_update,
     retried,
     running,
     sandbox_server,
@@ -102,19 +103,9 @@ async def test_a_read_lead_is_claimed_once_then_enriched_then_sent(tmp_path: Pat
 
 #: A real failure of the write that records a delivery: a trigger refuses the move to
 #: ``delivered`` while the ``refuse`` table has a row.
-REFUSE_DELIVERED = """
-CREATE TABLE refuse (down INTEGER);
-INSERT INTO refuse VALUES (1);
-CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM refuse) THEN
-    RAISE EXCEPTION 'refused for the test';
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER refuse BEFORE UPDATE ON events FOR EACH ROW
-WHEN (NEW.state = 'delivered') EXECUTE FUNCTION refuse();
-"""
+REFUSE_DELIVERED = refusing_update(
+    "refuse", "NEW.state = 'delivered'", "RAISE EXCEPTION 'refused for the test'"
+)
 
 
 async def test_a_failed_send_step_names_its_delivery(

@@ -19,6 +19,7 @@ from hub.store.models import State
 from tests.dispatch.support import (
     all_in,
     enqueue,
+    refusing_update,
     running,
     sandbox_server,
     states,
@@ -27,19 +28,11 @@ from tests.dispatch.support import (
     write_config,
 )
 
-OUTAGE = """
-CREATE TABLE outage (down INTEGER);
-INSERT INTO outage VALUES (1);
-CREATE FUNCTION outage() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM outage) THEN
-    RAISE EXCEPTION 'the database system is starting up' USING ERRCODE = '57P03';
-  END IF;
-  RETURN NEW;
-END $$;
-CREATE TRIGGER outage BEFORE UPDATE ON events FOR EACH ROW
-WHEN (NEW.state = 'unmatched' AND OLD.state <> 'unmatched') EXECUTE FUNCTION outage();
-"""
+OUTAGE = refusing_update(
+    "outage",
+    "NEW.state = 'unmatched' AND OLD.state <> 'unmatched'",
+    "RAISE EXCEPTION 'the database system is starting up' USING ERRCODE = '57P03'",
+)
 NO_MAPPING = "kind: endpoint\nname: nomap\nsource: none\n"
 
 
