@@ -16,6 +16,7 @@ tried again by :class:`Rewrites` until the store takes it or the lease ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import random as _random
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,19 @@ REWRITE_PAUSE_MAX = 2.0
 #: Writes waiting for the store at once, at most; past that, an event's lease end puts it
 #: back (as before there was any waiting). Claims hold far fewer events than this.
 REWRITES_MAX = 10_000
+#: Seconds a stopping dispatcher gives the writes still waiting for one last try, at least
+#: (the stop's own deadline, when later, wins): a store back a moment before the stop
+#: records them instead of leaving them to their leases' ends.
+REWRITE_LAST_TRY = 2.0
+
+
+#: Why a write still waiting at stop is given up, by what it writes.
+_STOPPED_BEFORE = {
+    "ack": "the hub stopped before the store could record this delivery; the lead was sent, "
+    "and is sent again once the event's lease ends",
+    "release": "the hub stopped before the store could take the event back; it is claimed "
+    "again once its lease ends",
+}
 
 
 @dataclass(slots=True)
@@ -133,12 +147,30 @@ class Rewrites:
                 self._run(), name="dispatch-rewrites", context=contextvars.Context()
             )
 
-    async def close(self) -> None:
-        """Stop trying: the writes still waiting are left to their leases' ends."""
+    async def close(self, deadline: float | None = None) -> None:
+        """Stop trying in the background; give each write still waiting one last try
+        together, until ``deadline`` (monotonic) or for :data:`REWRITE_LAST_TRY` s, whichever
+        is later. What the store still does not take is left to its lease's end, each
+        logged (``store_write_given_up``): an unrecorded delivery means its lead is sent
+        again then."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+        self._give_up_ended()
+        if self._pending:
+            now = self._clock.monotonic()
+            budget = max(REWRITE_LAST_TRY, (deadline if deadline is not None else now) - now)
+            last = [self._try(rewrite) for rewrite in list(self._pending.values())]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*last), budget)
+        for rewrite in self._pending.values():
+            _log.warning(
+                "store_write_given_up",
+                what=rewrite.what,
+                reason=_STOPPED_BEFORE.get(rewrite.what, _STOPPED_BEFORE["release"]),
+                **rewrite.event.log_fields(),
+            )
         self._pending.clear()
 
     async def _run(self) -> None:

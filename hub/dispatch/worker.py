@@ -257,7 +257,7 @@ class Dispatcher:
             *(lane.close(deadline) for lane in self.lanes.values()), return_exceptions=True
         )
         self.lanes.clear()
-        await self.rewrites.close()
+        await self.rewrites.close(deadline)
         self._loop_task = None
         if self._own_http and self._http is not None:
             await self._http.aclose()

@@ -157,3 +157,75 @@ async def test_a_delivery_the_outage_kept_from_the_store_is_recorded_once_it_is_
     assert len([e for e in logs if e["event"] == "lead_sent"]) == EVENTS
     traced = [e for e in logs if e.get("exc_info")]
     assert not traced, traced[:2]
+
+
+async def _stop_after_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, back_before_stop: bool
+) -> tuple[dict[int, Any], list[MutableMapping[str, Any]]]:
+    """Deliver ``EVENTS`` calls while PostgreSQL is stopped, so that their deliveries wait
+    to be written, then stop the dispatcher: with the server started again just before the
+    stop (``back_before_stop``), or still stopped. The background retries are put off past
+    the test, so only the stop's last try can write them. Returns the events' rows as the
+    store then has them, and the log."""
+    monkeypatch.setattr("hub.dispatch.retry.REWRITE_PAUSE", 3600.0)
+    monkeypatch.setattr("hub.dispatch.retry.REWRITE_PAUSE_MAX", 3600.0)
+    server = PostgresServer()
+    server.start()
+    try:
+        store = open_store(server.dsn)
+        await store.open()
+        try:
+            with held_target(200) as (url, fake), capture_logs() as logs:
+                config = write_config(
+                    tmp_path / "cfg",
+                    target_yaml("default", url),
+                    flat_endpoint_yaml("forms", "default"),
+                )
+                ids = await enqueue(store, "forms", leads("stop", EVENTS))
+                async with running(config, store, lease=LEASE):
+                    await wait_for(lambda: len(fake.calls) == EVENTS, what="calls in flight")
+                    await asyncio.to_thread(server.pause)
+                    fake.answer.set()
+                    await wait_for(
+                        lambda: any(e["event"] == "ack_failed" for e in logs),
+                        what="deliveries refused by the outage",
+                    )
+                    if back_before_stop:
+                        await asyncio.to_thread(server.resume)
+                if not back_before_stop:
+                    await asyncio.to_thread(server.resume)
+                events = await states(store, ids)
+        finally:
+            await store.close()
+    finally:
+        server.stop()
+    assert sorted(fake.calls) == sorted(lead["email"] for lead in leads("stop", EVENTS))
+    return events, logs
+
+
+async def test_deliveries_unrecorded_at_stop_are_recorded_when_the_store_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store comes back just before the dispatcher stops, while deliveries still wait to
+    be written: the stop writes them, so no lead is sent again a lease later (the old stop
+    dropped them: the events stayed 'sending' until their leases ended)."""
+    events, logs = await _stop_after_outage(tmp_path, monkeypatch, back_before_stop=True)
+    assert {e.state for e in events.values()} == {State.DELIVERED}, events
+    resumed = [e for e in logs if e["event"] == "store_write_resumed"]
+    assert {e["event_id"] for e in resumed} == set(events), resumed
+    assert not [e for e in logs if e["event"] == "store_write_given_up"]
+
+
+async def test_deliveries_the_store_still_refuses_at_stop_are_each_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is still down when the dispatcher stops: each delivery it could not record
+    is logged as given up, saying the lead was sent and will be sent again once the lease
+    ends (the old stop dropped them without a word); the events stay 'sending' under it."""
+    events, logs = await _stop_after_outage(tmp_path, monkeypatch, back_before_stop=False)
+    assert {e.state for e in events.values()} == {State.SENDING}, events
+    given_up = [e for e in logs if e["event"] == "store_write_given_up"]
+    assert {e["event_id"] for e in given_up} == set(events), given_up
+    assert {e["what"] for e in given_up} == {"ack"}
+    assert all("the lead was sent" in e["reason"] for e in given_up), given_up
+    assert not [e for e in logs if e["event"] == "store_write_resumed"]
