@@ -98,10 +98,12 @@ def peak_rss_mb(pid: int) -> float:
     return total if total else float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) ``pid`` has used so far, in seconds; 0.0 once it is gone."""
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU time (user and system) ``pid`` has used so far, in seconds; 0.0 once it is gone.
+    With ``thread`` (a thread id: ``pid`` itself for the main thread), that thread's alone."""
+    stat = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -193,12 +193,16 @@ def dispatch_run(tmp: Path, queued: Queued, limit: str, n: int, stall: float) ->
     metrics = ""
     stalled = False
     with (
-        process(sandbox_cmd(sandbox_port, limit), ready_url=f"http://127.0.0.1:{sandbox_port}/"),
+        process(
+            sandbox_cmd(sandbox_port, limit), ready_url=f"http://127.0.0.1:{sandbox_port}/"
+        ) as sandbox,
         process(serve, ready_url=f"{base}/healthz", env=env, log=tmp / f"serve-{port}.log") as w,
     ):
         # The worker's CPU from when it is ready (start-up left out) to the last ack, over
-        # the events delivered meanwhile.
+        # the events delivered meanwhile; also its event loop's thread (the main thread)
+        # alone, and the sandbox's.
         cpu_from, done_from = cpu_seconds(w.pid), queued.progress()[0]
+        loop_from, sandbox_from = cpu_seconds(w.pid, w.pid), cpu_seconds(sandbox.pid)
         last_change, seen = time.monotonic(), -1
         while True:
             delivered, pending = queued.progress()
@@ -211,10 +215,18 @@ def dispatch_run(tmp: Path, queued: Queued, limit: str, n: int, stall: float) ->
                 break
             time.sleep(0.25)
         cpu = cpu_seconds(w.pid) - cpu_from
+        loop_cpu = cpu_seconds(w.pid, w.pid) - loop_from
+        sandbox_cpu = cpu_seconds(sandbox.pid) - sandbox_from
         with_metrics = httpx.get(f"{base}/metrics", timeout=30)
         if with_metrics.status_code == 200:
             metrics = with_metrics.text
     times, extra_attempts = queued.ack_times()
+
+    def per_event(seconds: float) -> float:
+        """µs of ``seconds`` per event delivered while they were counted."""
+        done = len(times) - done_from
+        return seconds / done * 1e6 if done > 0 else float("nan")
+
     sends: dict[str, int] = {}
     for labels, value in _SENDS.findall(metrics):
         outcome = _OUTCOME.search(labels)
@@ -231,9 +243,9 @@ def dispatch_run(tmp: Path, queued: Queued, limit: str, n: int, stall: float) ->
         "not_delivered": sum(v for k, v in sends.items() if k != "delivered"),
         "sends": sends,
         "max_in_window": _max_in_window(times, parse_rate_limit(limit)),
-        "cpu_per_event": (
-            cpu / (len(times) - done_from) * 1e6 if len(times) > done_from else float("nan")
-        ),
+        "cpu_per_event": per_event(cpu),
+        "loop_cpu_per_event": per_event(loop_cpu),
+        "sandbox_cpu_per_event": per_event(sandbox_cpu),
     }
 
 
@@ -393,6 +405,7 @@ def main() -> None:
     utilisations: list[float] = []
     off_rates: list[float] = []
     off_cpu: list[float] = []
+    off_loop_cpu: list[float] = []
     worst_window, retries = 0, 0
     loops: dict[str, list[float]] = {k: [] for k in LOOPS}
     loops_cpu: dict[str, list[float]] = {k: [] for k in LOOPS}
@@ -421,6 +434,7 @@ def main() -> None:
                 else:
                     off_rates.append(got["sends_per_s"])
                     off_cpu.append(got["cpu_per_event"])
+                    off_loop_cpu.append(got["loop_cpu_per_event"])
                 runs.append(
                     [
                         f"dispatcher at {run_limit}",
@@ -434,6 +448,8 @@ def main() -> None:
                         got["extra_attempts"],
                         got["not_delivered"],
                         got["cpu_per_event"],
+                        got["loop_cpu_per_event"],
+                        got["sandbox_cpu_per_event"],
                     ]
                 )
                 print(table(RUN_HEADERS, runs[-1:]).splitlines()[-1], flush=True)
@@ -459,6 +475,10 @@ def main() -> None:
     print(f"medians of {args.rounds} rounds, at off, {concurrency} sends in flight:")
     print(table(["sender", "sends/s", "/ hub stack loop", "CPU µs/send"], rows))
     print()
+    print(
+        f"at off, the worker's event loop thread alone used {median(off_loop_cpu):,.0f} µs of "
+        f"CPU per event; the hub stack loop {median(loops_cpu['hub stack']):,.0f} per send"
+    )
     print(f"ideal first→last at {args.limit}: {ideal:.1f} s (a full window at once)")
     print(f"most acks in any {limit.window:g} s window at {args.limit}: {worst_window}")
     print(f"429s seen at {args.limit} (at most: retries of any kind, all rounds): {retries}")
@@ -479,6 +499,8 @@ RUN_HEADERS = [
     "extra attempts",
     "sends not delivered",
     "worker CPU µs/event",
+    "loop thread µs/event",
+    "sandbox µs/lead",
 ]
 
 if __name__ == "__main__":
