@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
-from hub.store import open_store
+from hub.dispatch.worker import Dispatcher
+from hub.store import EventStore, open_store
 from hub.store.models import State
 from tests.dispatch.support import (
     CAPTURE,
@@ -84,12 +86,26 @@ def held_target(first: int) -> Iterator[tuple[str, HeldTarget]]:
         fake.answer.set()
 
 
-async def _outage_during_calls(
-    tmp_path: Path, first: int, rate_limit: str = "off"
-) -> tuple[HeldTarget, list[MutableMapping[str, Any]]]:
+@dataclass
+class Outage:
+    """What :func:`calls_meet_an_outage` runs: the stopped server, the store, the target, the
+    log, the events' ids and the running dispatcher (stopping it early is allowed)."""
+
+    server: PostgresServer
+    store: EventStore
+    fake: HeldTarget
+    logs: list[MutableMapping[str, Any]]
+    ids: list[int]
+    dispatcher: Dispatcher
+
+
+@contextlib.asynccontextmanager
+async def calls_meet_an_outage(
+    tmp_path: Path, first: int, name: str, rate_limit: str = "off"
+) -> AsyncIterator[Outage]:
     """Run the dispatcher on a real PostgreSQL; stop the server while ``EVENTS`` calls are
-    held, answer them (``first``), start it again once their outcomes failed, and wait
-    (less than the lease) until every event is delivered."""
+    held, answer them (``first``), and yield once an outcome has met the outage, the
+    dispatcher still running and the server still stopped."""
     server = PostgresServer()
     server.start()
     try:
@@ -102,30 +118,39 @@ async def _outage_during_calls(
                     target_yaml("default", url, rate_limit=rate_limit),
                     flat_endpoint_yaml("forms", "default"),
                 )
-                ids = await enqueue(store, "forms", leads("outage", EVENTS))
-                async with running(config, store, lease=LEASE):
+                ids = await enqueue(store, "forms", leads(name, EVENTS))
+                async with running(config, store, lease=LEASE) as dispatcher:
                     await wait_for(lambda: len(fake.calls) == EVENTS, what="calls in flight")
                     await asyncio.to_thread(server.pause)
                     fake.answer.set()
                     failed = ("send_failed", "ack_failed")
                     await wait_for(
-                        lambda: sum(e["event"] in failed for e in logs) >= 1,
+                        lambda: any(e["event"] in failed for e in logs),
                         what="outcomes refused by the outage",
                     )
-                    await asyncio.sleep(1.5)  # the releases, tried once, failed too
-                    await asyncio.to_thread(server.resume)
-                    await wait_for(
-                        all_in(State.DELIVERED, store, ids),
-                        timeout=BACK_WITHIN,
-                        what="every event delivered once the store is back",
-                    )
-                events = await states(store, ids)
+                    yield Outage(server, store, fake, logs, ids, dispatcher)
         finally:
             await store.close()
     finally:
         server.stop()
+
+
+async def _outage_during_calls(
+    tmp_path: Path, first: int, rate_limit: str = "off"
+) -> tuple[HeldTarget, list[MutableMapping[str, Any]]]:
+    """:func:`calls_meet_an_outage`, then start the server again and wait (less than the
+    lease) until every event is delivered."""
+    async with calls_meet_an_outage(tmp_path, first, "outage", rate_limit) as outage:
+        await asyncio.sleep(1.5)  # the releases, tried once, failed too
+        await asyncio.to_thread(outage.server.resume)
+        await wait_for(
+            all_in(State.DELIVERED, outage.store, outage.ids),
+            timeout=BACK_WITHIN,
+            what="every event delivered once the store is back",
+        )
+        events = await states(outage.store, outage.ids)
     assert all(e.attempts == 1 for e in events.values()), [e.attempts for e in events.values()]
-    return fake, logs
+    return outage.fake, outage.logs
 
 
 async def test_an_event_whose_outcome_the_outage_refused_goes_back_once_the_store_is_back(
@@ -162,45 +187,22 @@ async def test_a_delivery_the_outage_kept_from_the_store_is_recorded_once_it_is_
 async def _stop_after_outage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, back_before_stop: bool
 ) -> tuple[dict[int, Any], list[MutableMapping[str, Any]]]:
-    """Deliver ``EVENTS`` calls while PostgreSQL is stopped, so that their deliveries wait
+    """:func:`calls_meet_an_outage` with every call delivered, so that the deliveries wait
     to be written, then stop the dispatcher: with the server started again just before the
     stop (``back_before_stop``), or still stopped. The background retries are put off past
     the test, so only the stop's last try can write them. Returns the events' rows as the
     store then has them, and the log."""
     monkeypatch.setattr("hub.dispatch.retry.REWRITE_PAUSE", 3600.0)
     monkeypatch.setattr("hub.dispatch.retry.REWRITE_PAUSE_MAX", 3600.0)
-    server = PostgresServer()
-    server.start()
-    try:
-        store = open_store(server.dsn)
-        await store.open()
-        try:
-            with held_target(200) as (url, fake), capture_logs() as logs:
-                config = write_config(
-                    tmp_path / "cfg",
-                    target_yaml("default", url),
-                    flat_endpoint_yaml("forms", "default"),
-                )
-                ids = await enqueue(store, "forms", leads("stop", EVENTS))
-                async with running(config, store, lease=LEASE):
-                    await wait_for(lambda: len(fake.calls) == EVENTS, what="calls in flight")
-                    await asyncio.to_thread(server.pause)
-                    fake.answer.set()
-                    await wait_for(
-                        lambda: any(e["event"] == "ack_failed" for e in logs),
-                        what="deliveries refused by the outage",
-                    )
-                    if back_before_stop:
-                        await asyncio.to_thread(server.resume)
-                if not back_before_stop:
-                    await asyncio.to_thread(server.resume)
-                events = await states(store, ids)
-        finally:
-            await store.close()
-    finally:
-        server.stop()
-    assert sorted(fake.calls) == sorted(lead["email"] for lead in leads("stop", EVENTS))
-    return events, logs
+    async with calls_meet_an_outage(tmp_path, 200, "stop") as outage:
+        if back_before_stop:
+            await asyncio.to_thread(outage.server.resume)
+        await outage.dispatcher.stop(timeout=5.0)
+        if not back_before_stop:
+            await asyncio.to_thread(outage.server.resume)
+        events = await states(outage.store, outage.ids)
+    assert sorted(outage.fake.calls) == sorted(lead["email"] for lead in leads("stop", EVENTS))
+    return events, outage.logs
 
 
 async def test_deliveries_unrecorded_at_stop_are_recorded_when_the_store_is_back(
