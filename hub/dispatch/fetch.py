@@ -27,6 +27,10 @@ from hub.dispatch.leadsquared import REDIRECTS, parse_json, redirect_shown, tran
 from hub.dispatch.transport import AnswerTooLarge
 
 EXCERPT = 200  # characters of an error body kept in a reason
+#: The longest lead id a read puts in its URL. Real ids are short (a Facebook lead's 16
+#: digits, a LinkedIn response id or a HubSpot object id under 100 characters); a longer one
+#: comes from a delivery that names no lead, and would make a URL the client refuses.
+MAX_ID = 512
 #: Seconds a lead read may wait to connect, and for each part of the answer; the whole read
 #: at most twice that (:func:`read_bound`). An endpoint's ``read_timeout`` (this by default).
 READ_TIMEOUT = DEFAULT_READ_TIMEOUT
@@ -61,6 +65,21 @@ class FetchDead:
 
 
 FetchOutcome = Fetched | FetchRetry | FetchDead
+
+
+def refused_id(ident: str, what: str) -> FetchDead | None:
+    """Why ``ident``, read from a delivery, cannot name ``what`` (``a Facebook lead id``),
+    as a dead outcome; None when it can be read.
+
+    Empty, longer than :data:`MAX_ID` or holding a character that is not printable (a
+    control character, a line break) is no id of any of the three APIs: reading it could
+    only fail, and that failure (httpx refusing the URL) would be a retry blaming the
+    endpoint's ``graph_url`` / ``api_url``, tried again for as long as ``give_up_after``.
+    """
+    if ident and len(ident) <= MAX_ID and ident.isprintable():
+        return None
+    shown = repr(ident[:60]) + (f"... ({len(ident)} characters)" if len(ident) > 60 else "")
+    return FetchDead(f"{shown} is not {what}", "rejected")
 
 
 def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from hub.config.models import FacebookOptions
 from hub.dispatch.fetch import (
@@ -30,6 +31,7 @@ from hub.dispatch.fetch import (
     FetchRetry,
     LeadReader,
     read_lead,
+    refused_id,
 )
 from hub.dispatch.leadsquared import parse_json
 
@@ -87,9 +89,13 @@ class GraphClient(LeadReader):
     async def fetch_lead(self, options: FacebookOptions, leadgen_id: str) -> FetchOutcome:
         """Read lead ``leadgen_id``; never raises on I/O errors."""
         token = options.page_access_token.reveal()
-        if not leadgen_id or "/" in leadgen_id or "?" in leadgen_id:
+        refused = refused_id(leadgen_id, "a Facebook lead id")
+        if refused is not None:
+            return refused
+        if any(c in leadgen_id for c in "/?#"):  # another Graph path, a query, a fragment
             return FetchDead(f"{leadgen_id!r} is not a Facebook lead id", "rejected")
-        url = f"{options.graph_url.rstrip('/')}/{leadgen_id}"
+        # Quoted, so that what the notification names is the one node read (a space, a %).
+        url = f"{options.graph_url.rstrip('/')}/{quote(leadgen_id, safe='')}"
         params = {"fields": ",".join(options.fields), "access_token": token}
         return await read_lead(
             self._http,

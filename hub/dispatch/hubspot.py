@@ -29,6 +29,7 @@ from hub.dispatch.fetch import (
     classify_rest,
     message_with,
     read_lead,
+    refused_id,
 )
 
 #: CRM object path of each subscription type's prefix.
@@ -58,6 +59,9 @@ class HubSpotClient(LeadReader):
         if path is None or not object_id:
             reason = f"cannot tell which CRM object a {kind or 'typeless'} event names"
             return FetchDead(reason, "rejected")
+        refused = refused_id(object_id, f"a HubSpot {kind} id")
+        if refused is not None:
+            return refused
         token = options.access_token.reveal()
         url = f"{options.api_url}/crm/v3/objects/{path}/{quote(object_id, safe='')}"
         return await read_lead(

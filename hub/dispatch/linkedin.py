@@ -30,6 +30,7 @@ from hub.dispatch.fetch import (
     classify_rest,
     message_with,
     read_lead,
+    refused_id,
 )
 
 URN_PREFIX = "urn:li:leadGenFormResponse:"
@@ -68,6 +69,9 @@ class LinkedInClient(LeadReader):
         ident = response_id(urn)
         if not ident:
             return FetchDead(f"{urn!r} is not a LinkedIn form response", "rejected")
+        refused = refused_id(ident, "a LinkedIn form response id")
+        if refused is not None:
+            return refused
         url = f"{options.api_url}/leadFormResponses/{quote(ident, safe='')}"
         headers = {
             "Authorization": f"Bearer {token}",
