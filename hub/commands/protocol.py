@@ -136,6 +136,24 @@ class _Webhook:
         self.start = perf_counter()
 
 
+class _Dropped:
+    """A request read after the connection was closed under it, in the same read: the one
+    before it was answered while that read was parsed and ended the connection (HTTP/1.0
+    with ``Connection: keep-alive``, which the parser keeps reading after, or a graceful
+    stop). uvicorn's path never starts such a request (it waits behind that one, and the
+    closing connection starts nothing more), so neither does this: not stored, not answered,
+    not logged."""
+
+    __slots__ = ()
+    response_complete = True
+    disconnected = True
+    keep_alive = False
+    message_event = _NOOP
+
+
+_DROPPED = _Dropped()
+
+
 class HubHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a :class:`GatheringTransport`, taking webhook POSTs
     without the ASGI cycle (see the module docstring)."""
@@ -172,6 +190,9 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
 
     def on_headers_complete(self) -> None:
+        if self.transport.is_closing():
+            self.cycle = _DROPPED  # type: ignore[assignment]
+            return
         webhook = self._webhook()
         if webhook is None:
             super().on_headers_complete()
@@ -227,12 +248,15 @@ class HubHttpProtocol(HttpToolsProtocol):
         if type(cycle) is _Webhook:
             cycle.body += body  # at most its Content-Length, checked against the limit
             return
+        if cycle is _DROPPED:
+            return
         super().on_body(body)
 
     def on_message_complete(self) -> None:
         cycle: Any = self.cycle
         if type(cycle) is not _Webhook:
-            super().on_message_complete()
+            if cycle is not _DROPPED:
+                super().on_message_complete()
             return
         ingest = self.ingest
         assert ingest is not None  # a _Webhook is only made with one
