@@ -18,6 +18,7 @@ one database) and ``?pool=N`` (most connections, default 10).
 
 from __future__ import annotations
 
+import array
 import asyncio
 import builtins
 import contextlib
@@ -41,6 +42,7 @@ from hub.store.base import (
     STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
+    Replayed,
     Settle,
     StoreError,
     StoreStats,
@@ -50,7 +52,6 @@ from hub.store.base import (
     newer_schema,
     no_event,
     ordering_checks,
-    replayed_states,
     state_counts,
 )
 from hub.store.models import (
@@ -503,30 +504,25 @@ class PostgresStore(BatchedStore):
             found = await conn.fetch(Q["counts"])
         return state_counts((r[0], r[1]) for r in found)
 
-    async def replay(
-        self,
-        *,
-        state: State | None = None,
-        ids: Sequence[int] | None = None,
-        endpoint: str | None = None,
-        since: float | None = None,
-        dry_run: bool = False,
-    ) -> int:
-        chosen = None if ids is None else [int(i) for i in ids]
-        # one selection for both: replayable's parameters are replay's first four
-        selection = (replayed_states(state), chosen, endpoint, since)
-        if dry_run:
-            async with self._conn(readonly=True) as conn:
-                return int(await conn.fetchval(Q["replayable"], *selection))
+    async def _replayable(self, selection: Replayed) -> int:
+        async with self._conn(readonly=True) as conn:
+            return int(await conn.fetchval(Q["replayable"], *_replay_args(selection)))
+
+    async def _replay_ids(self, selection: Replayed) -> array.array[int]:
+        found: array.array[int] = array.array("q")
+        # a cursor: the ids come a page at a time, never as one list of records
+        async with self._conn(readonly=True) as conn:
+            cursor = conn.cursor(Q["replay_ids"], *_replay_args(selection), prefetch=10_000)
+            async for row in cursor:
+                found.append(row[0])
+        return found
+
+    async def _requeue(self, ids: Sequence[int], states: builtins.list[str], now: float) -> int:
         async with self._conn() as conn:
-            found = await conn.fetch(Q["replay"], *selection, self.clock.time())
+            found = await conn.fetch(Q["requeue"], list(ids), states, now)
             requeued = [r[0] for r in found]
             if requeued:
                 await conn.execute(Q["delete_lead_keys"], requeued)
-        wanted = None if state is None else State(state).value
-        log().info(
-            "events_replayed", count=len(requeued), state=wanted, endpoint=endpoint, since=since
-        )
         return len(requeued)
 
     async def _purge_window(self, after: int) -> tuple[int, float] | None:
@@ -592,6 +588,11 @@ class PostgresStore(BatchedStore):
     async def end_slot(self, slot: int) -> None:
         async with self._conn() as conn:
             await conn.execute(Q["end_slot"], slot, self.clock.time())
+
+
+def _replay_args(selection: Replayed) -> tuple[Any, ...]:
+    """A replay's selection as the parameters of ``replayable`` and ``replay_ids``."""
+    return (selection.states, selection.ids, selection.endpoint, selection.since)
 
 
 def _count(status: str) -> int:

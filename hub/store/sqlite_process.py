@@ -59,7 +59,13 @@ from hub.store.base import (
 )
 from hub.store.models import EnqueueResult
 from hub.store.rows import Row, to_pending
-from hub.store.sqlite_threads import MAX_BATCH, Reopening, bulk_or_each, unavailable
+from hub.store.sqlite_threads import (
+    MAX_BATCH,
+    Reopening,
+    begin_immediate,
+    bulk_or_each,
+    unavailable,
+)
 
 #: One delivery on the wire: ``bulk.Pending``'s fields in order but ``body_format`` (the
 #: body travels as received; the child compresses it), then the skim: None, or ``[key]``
@@ -435,7 +441,7 @@ def _results(results: list[EnqueueResult]) -> list[tuple[int, bool, str | None]]
 
 def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
     """Insert ``items`` in one transaction; one answer per item (see the module's wire format)."""
-    conn.execute("BEGIN IMMEDIATE")
+    begin_immediate(conn)
     outcomes = bulk_or_each(conn, items, bulk.insert, bulk.insert_one)
     conn.execute("COMMIT")
     return [_results(value) if ok else ["error", str(value)] for ok, value in outcomes]

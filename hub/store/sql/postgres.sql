@@ -338,16 +338,25 @@ WHERE state = ANY ($1::text[])
   AND ($4::double precision IS NULL
        OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= $4);
 
--- name: replay
--- The retry schedule starts over: no attempts, and give_up_after counts from now ($5).
-UPDATE events
-SET state = 'queued', attempts = 0, next_attempt_at = $5, target = NULL, mapping = NULL,
-    lead_id = NULL, lead_created = NULL, requeued_at = $5, awaits_read = 0, updated_at = $5
+-- name: replay_ids
+-- What replay takes (the selection of replayable above), in id order: read once, then
+-- requeued a step at a time (requeue).
+SELECT id FROM events
 WHERE state = ANY ($1::text[])
   AND ($2::bigint[] IS NULL OR id = ANY ($2::bigint[]))
   AND ($3::text IS NULL OR endpoint = $3)
   AND ($4::double precision IS NULL
        OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= $4)
+ORDER BY id;
+
+-- name: requeue
+-- One step of a replay: the events of $1 still in one of the states $2 go back to the queue.
+-- The retry schedule starts over: no attempts, and give_up_after counts from now ($3).
+UPDATE events
+SET state = 'queued', attempts = 0, next_attempt_at = $3, target = NULL, mapping = NULL,
+    lead_id = NULL, lead_created = NULL, requeued_at = $3, awaits_read = 0, updated_at = $3
+WHERE id = ANY ($1::bigint[])
+  AND state = ANY ($2::text[])
 RETURNING id;
 
 -- name: purge_window

@@ -337,17 +337,26 @@ WHERE state IN (SELECT value FROM json_each(:states))
   AND (:since IS NULL
        OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= :since);
 
--- name: replay
--- The retry schedule starts over: no attempts, and give_up_after counts from now.
-UPDATE events
-SET state = 'queued', attempts = 0, next_attempt_at = :now, target = NULL, mapping = NULL,
-    lead_id = NULL, lead_created = NULL, requeued_at = :now, awaits_read = 0,
-    updated_at = :now
+-- name: replay_ids
+-- What replay takes (the selection of replayable above), in id order: read once, then
+-- requeued a step at a time (requeue).
+SELECT id FROM events
 WHERE state IN (SELECT value FROM json_each(:states))
   AND (:ids IS NULL OR id IN (SELECT value FROM json_each(:ids)))
   AND (:endpoint IS NULL OR endpoint = :endpoint)
   AND (:since IS NULL
        OR (SELECT d.received_at FROM deliveries AS d WHERE d.id = events.delivery) >= :since)
+ORDER BY id;
+
+-- name: requeue
+-- One step of a replay: the events of :ids still in one of :states go back to the queue.
+-- The retry schedule starts over: no attempts, and give_up_after counts from now.
+UPDATE events
+SET state = 'queued', attempts = 0, next_attempt_at = :now, target = NULL, mapping = NULL,
+    lead_id = NULL, lead_created = NULL, requeued_at = :now, awaits_read = 0,
+    updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids))
+  AND state IN (SELECT value FROM json_each(:states))
 RETURNING id;
 
 -- name: purge_window
