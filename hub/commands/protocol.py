@@ -1,6 +1,6 @@
 """uvicorn's httptools protocol, with webhook POSTs taken without the ASGI cycle.
 
-:class:`HubHttpProtocol` does two things on top of uvicorn's ``HttpToolsProtocol``:
+:class:`HubHttpProtocol` does three things on top of uvicorn's ``HttpToolsProtocol``:
 
 * **A webhook POST skips ASGI.** For a plain ``POST /hooks/{endpoint}`` (a known endpoint,
   a ``Content-Length`` within its limit, no ``Expect``, nothing else under way on the
@@ -17,6 +17,8 @@
   write. The protocol's transport gathers what is written during one event loop iteration
   and writes it at the end of that iteration, in one call. Closing writes what is gathered
   first; ``abort`` drops it, as it drops the transport's own buffer.
+* **A bounded request head**: a request line and headers over :data:`MAX_HEAD` are answered
+  431 and the connection closed (uvicorn's httptools protocol reads a head without limit).
 
 This leans on uvicorn's protocol internals (``cycle``, ``headers``, ``url``, the parser
 callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
@@ -97,6 +99,12 @@ class _Noop:
 _NOOP = _Noop()
 _PREFIX = PREFIX.encode()
 _JSON = [(b"content-type", b"application/json")]
+#: The most a request's line and headers may take before the hub answers 431 and closes the
+#: connection. uvicorn's httptools protocol sets no limit (its h11 one: 16 KiB): a header
+#: line that never ended grew the process by the size sent (100 MB: 170 MB more). The
+#: parser keeps a part of a line until it ends, so what is counted is every read that began
+#: and ended inside one request's head: one read (at most 256 KiB) more may be held.
+MAX_HEAD = 64 * 1024
 
 
 class _Webhook:
@@ -169,6 +177,11 @@ class HubHttpProtocol(HttpToolsProtocol):
         #: stop waits for it, even once its sender has gone.
         self.answering: _Webhook | None = None
         self.lost = False
+        #: Requests begun on the connection; whether the last one's head is still being
+        #: read, and how many bytes of it are known to be read (see :data:`MAX_HEAD`).
+        self.begun = 0
+        self.in_head = False
+        self.head_bytes = 0
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle: Any = self.cycle
@@ -188,8 +201,25 @@ class HubHttpProtocol(HttpToolsProtocol):
         # in, but an answer written while the data is parsed, a 401, arms it again for the
         # rest: it would close the connection under the next request in that data.)
         self._unset_keepalive_if_required()
+        self.begun += 1
+        self.in_head = True
+        self.head_bytes = 0
+
+    def data_received(self, data: bytes) -> None:
+        begun = self.begun
+        super().data_received(data)
+        if not self.in_head or self.transport.is_closing():
+            return
+        if begun == self.begun:  # all of it inside one head (else: counted from the next)
+            self.head_bytes += len(data)
+        if self.head_bytes > MAX_HEAD:
+            self.logger.warning("Request line and headers over %d bytes.", MAX_HEAD)
+            body = orjson.dumps({"error": f"request headers over the {MAX_HEAD}-byte limit"})
+            self.transport.write(self._response(431, _JSON, body, keep_alive=False))
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
         if self.transport.is_closing():
             self.cycle = _DROPPED  # type: ignore[assignment]
             return
