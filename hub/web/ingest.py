@@ -344,6 +344,10 @@ class Ingest:
                     "unparseable Content-Length",
                 ) from None
             if size > limit:
+                # Read it first (unless the sender waits for a 100 Continue to send it):
+                # see DRAIN_LIMIT.
+                if size <= DRAIN_LIMIT and "100-continue" not in headers.get("expect", ""):
+                    await _drain(receive, size)
                 raise _too_large(limit, f"Content-Length {size}")
         message = await receive()
         if message["type"] == "http.disconnect":
@@ -356,6 +360,7 @@ class Ingest:
         buffer = bytearray(body)
         while True:
             if len(buffer) > limit:
+                await _drain(receive, DRAIN_LIMIT - len(buffer))
                 raise _too_large(limit, f"more than {limit} bytes")
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -535,6 +540,33 @@ class Ingest:
 
 class _Disconnected(Exception):
     """The client went away before its body was read."""
+
+
+#: How much of a body over ``max_body`` is read, and dropped, before its 413. Answering as
+#: soon as the limit is seen, and closing the connection, left the rest of the body unread
+#: in the socket: the kernel then resets the connection, and the sender, still writing, most
+#: often saw the reset instead of the 413 (117 of 200 such posts in the chaos soak) and
+#: retried the same body, where a 413 tells it to stop. A body declared larger is answered at
+#: once (and may still see the reset); so is one whose sender waits for ``100 Continue``
+#: (it has sent nothing yet).
+DRAIN_LIMIT = 16 * 1024 * 1024
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read the rest of the request's body and drop it, until it ends or more than
+    ``budget`` bytes have come.
+
+    Raises:
+        _Disconnected: the sender left meanwhile.
+    """
+    read = 0
+    while read <= budget:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        if not message.get("more_body", False):
+            return
+        read += len(message.get("body", b""))
 
 
 def _encoded(encoding: str) -> _Reject:
