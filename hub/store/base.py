@@ -18,10 +18,11 @@ from __future__ import annotations
 import array
 import asyncio
 import builtins
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from hub import logs
 from hub.clock import Clock
@@ -182,7 +183,8 @@ def purged_states(states: Collection[State] | None) -> list[str]:
 
 
 #: Events a purge walks per step (one short write transaction each, so ingest's writes
-#: wait a few milliseconds at most while a large purge runs).
+#: wait for one step at most while a large purge runs: tens of milliseconds on SQLite, whose
+#: waiting writers take the lock between steps, see ``SQLiteStore.step_pause``).
 PURGE_WINDOW = 1000
 
 #: Events a replay requeues per step (one short write transaction each). Replay was one
@@ -221,6 +223,26 @@ def ordering_checks(checks: Sequence[tuple[int, Sequence[str]]]) -> list[list[An
         for event_id, lead_keys in checks
         if (keys := [str(k) for k in lead_keys if k])
     ]
+
+
+T = TypeVar("T")
+
+
+async def whole_step(step: Coroutine[Any, Any, T], done: Callable[[T], None]) -> None:
+    """Run ``step`` (one transaction of a purge or replay) and hand its result to ``done``,
+    also when the caller is cancelled meanwhile (Ctrl-C): the step, already handed to the
+    store, is then waited for and counted before the cancellation goes on, so the count said
+    on stopping is the count written."""
+    task = asyncio.ensure_future(step)
+    try:
+        result = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        if task.done() and not task.cancelled() and task.exception() is None:
+            done(task.result())
+        raise
+    done(result)
 
 
 class BatchedStore(ABC):
@@ -285,20 +307,39 @@ class BatchedStore(ABC):
     ) -> Purged:
         wanted = purged_states(states)
         after = events = deliveries = 0
-        while (window := await self._purge_window(after)) is not None:
-            upto, first_received = window
-            if first_received >= before:
-                # Ids grow with arrival: this window and every later one came in after the
-                # cut-off, so no event there was last changed before it.
-                break
-            found, freed = await self._purge_range(
-                after, upto, before=before, states=wanted, endpoint=endpoint, dry_run=dry_run
-            )
-            events += found
-            deliveries += freed
-            after = upto
-            if found and not dry_run:
-                await asyncio.sleep(self.step_pause)
+
+        def purged(step: tuple[int, int]) -> None:
+            nonlocal events, deliveries
+            events += step[0]
+            deliveries += step[1]
+
+        try:
+            while (window := await self._purge_window(after)) is not None:
+                upto, first_received = window
+                if first_received >= before:
+                    # Ids grow with arrival: this window and every later one came in after
+                    # the cut-off, so no event there was last changed before it.
+                    break
+                so_far = events
+                await whole_step(
+                    self._purge_range(
+                        after,
+                        upto,
+                        before=before,
+                        states=wanted,
+                        endpoint=endpoint,
+                        dry_run=dry_run,
+                    ),
+                    purged,
+                )
+                after = upto
+                if events > so_far and not dry_run:
+                    await asyncio.sleep(self.step_pause)
+        except BaseException:
+            # Stopped (Ctrl-C) or failed half way: the steps done stay done; say how far.
+            if not dry_run:
+                log().warning("purge_stopped", events=events, deliveries=deliveries, states=wanted)
+            raise
         log().info(
             "events_purged",
             events=events,
@@ -353,11 +394,28 @@ class BatchedStore(ABC):
         chosen = await self._replay_ids(selection)
         count = 0
         step = max(1, self.replay_step)
-        for at in range(0, len(chosen), step):
-            if at:
-                await asyncio.sleep(self.step_pause)
-            count += await self._requeue(chosen[at : at + step], selection.states, now)
         wanted = None if state is None else State(state).value
+
+        def add(requeued: int) -> None:
+            nonlocal count
+            count += requeued
+
+        try:
+            for at in range(0, len(chosen), step):
+                if at:
+                    await asyncio.sleep(self.step_pause)
+                await whole_step(self._requeue(chosen[at : at + step], selection.states, now), add)
+        except BaseException:
+            # Stopped (Ctrl-C) or failed half way: the steps done stay done; say how far.
+            log().warning(
+                "replay_stopped",
+                requeued=count,
+                selected=len(chosen),
+                state=wanted,
+                endpoint=endpoint,
+                since=since,
+            )
+            raise
         log().info("events_replayed", count=count, state=wanted, endpoint=endpoint, since=since)
         return count
 

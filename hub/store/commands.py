@@ -19,9 +19,25 @@ from hub.store.base import EventStore, StoreError, StoreUnavailable
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import READ_ONLY, SQLiteStore
 
-#: Exit codes: 1 the store failed, 2 the command was used wrongly.
+#: Exit codes: 1 the store failed, 2 the command was used wrongly, 130 stopped by Ctrl-C
+#: (SIGINT), as a shell reports it.
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+#: What a command stopped by Ctrl-C says it leaves behind. Replay and purge work in steps of
+#: their own transactions: the steps done stay done (a replay_stopped or purge_stopped line
+#: before this says how many), and running the command again does the rest.
+INTERRUPTED = {
+    "replay": (
+        "stopped before the end: the events it requeued stay queued (whole steps); the same "
+        "command again requeues the rest, only those still in the state it takes."
+    ),
+    "purge": (
+        "stopped before the end: the events it purged stay purged (whole steps); the same "
+        "command again purges the rest."
+    ),
+}
 
 
 #: The largest id or count the stores hold: a signed 64-bit integer (SQLite's INTEGER,
@@ -74,6 +90,8 @@ def run_with_store(
 
     try:
         return asyncio.run(main())
+    except KeyboardInterrupt:
+        return fail(command, INTERRUPTED.get(command, "stopped."), EXIT_INTERRUPTED)
     except StoreUnavailable as exc:
         return fail(command, str(exc), EXIT_FAILED)
     except StoreError as exc:

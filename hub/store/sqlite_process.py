@@ -8,8 +8,8 @@ its rows to a child process over a socket pair instead; the child runs the same
 group-commit batches (:func:`hub.store.bulk.insert`, then one savepoint per delivery when
 a batch meets a duplicate) and answers only after ``COMMIT``, so a 200 still means
 durably stored. Every other write keeps using the in-process writer thread; SQLite's
-own lock (``BEGIN IMMEDIATE``, ``busy_timeout``) orders the two, as it orders several
-hub processes on one file.
+own lock (``BEGIN IMMEDIATE``, waited for by ``sqlite_threads.begin_immediate``) orders the
+two, as it orders several hub processes on one file.
 
 Wire format, both ways: frames of a 4-byte big-endian length and a msgpack body.
 

@@ -11,7 +11,11 @@ ms: against a writer that takes the lock in steps it kept missing the gaps betwe
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +27,7 @@ from hub.clock import ManualClock
 from hub.store import EventStore, open_store
 from hub.store.base import BatchedStore
 from hub.store.models import State
+from tests.support.server import REPO
 
 from .conftest import sqlite_url
 from .helpers import delivery
@@ -201,3 +206,66 @@ async def test_stepped_writes_leave_the_lock_free_between_steps(
         conn.close()
     assert await replay == len(ids)
     assert got >= 5, got
+
+
+# -- Ctrl-C: a stopped replay or purge says what it did ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "line", "left"),
+    [
+        (["replay", "--status", "dead"], '"requeued":1000,"selected":3000', State.QUEUED),
+        (["purge", "--older-than", "3d", "--status", "dead"], '"events":1000,', None),
+    ],
+    ids=["replay", "purge"],
+)
+async def test_a_command_stopped_by_ctrl_c_says_how_far_it_went_and_exits_130(
+    tmp_path: Path, clock: ManualClock, argv: list[str], line: str, left: State | None
+) -> None:
+    """``leadhub replay`` and ``purge`` stopped by SIGINT half way (here while their first
+    step waits for another writer's lock) finish the step they handed to the store, log how
+    many events they did (the number written), say the rest is left to the same command run
+    again, and exit 130 without a traceback. (A stopped one-statement replay was all or
+    nothing; a stepped one is not, so it has to say.)"""
+    url = sqlite_url(tmp_path)
+    store = open_store(url, clock=clock)  # events last changed in 2023: purge takes them
+    await store.open()
+    try:
+        ids = await dead_events(store, 3000)
+    finally:
+        await store.close()
+    holder = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hub", *argv, "--db", url],
+        cwd=str(REPO),
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        await asyncio.sleep(2.5)  # started, its first step waiting for the lock
+        proc.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.5)
+        holder.execute("COMMIT")
+        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+    finally:
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err, err
+    assert line in err, err
+    assert f"leadhub {argv[0]}: stopped before the end: " in err, err
+    assert "the same command again" in err
+    conn = sqlite3.connect(tmp_path / "events.db")
+    try:
+        found = dict(conn.execute("SELECT state, count(*) FROM events GROUP BY state").fetchall())
+    finally:
+        conn.close()
+    if left is None:  # purged
+        assert found == {"dead": len(ids) - 1000}
+    else:
+        assert found == {"dead": len(ids) - 1000, left.value: 1000}
