@@ -19,6 +19,7 @@ import array
 import asyncio
 import builtins
 import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
@@ -254,9 +255,16 @@ class BatchedStore(ABC):
     #: Events a replay requeues per write transaction (:data:`REPLAY_STEP`; a test may
     #: lower it on one store).
     replay_step: int = REPLAY_STEP
-    #: Seconds a purge or replay waits between two of its steps, leaving the store's write
-    #: lock free for other writers (SQLite: see ``SQLiteStore.step_pause``); none by default.
+    #: Seconds a purge or replay waits at least between two of its steps, leaving the
+    #: store's write lock free for other writers (SQLite: see ``SQLiteStore.step_pause``);
+    #: none by default. When a step took longer (a loaded machine, a slow disk), the wait
+    #: is as long as the step: the other writers get at least half the time.
     step_pause: float = 0.0
+
+    async def _between_steps(self, took: float) -> None:
+        """The wait after a step that took ``took`` seconds (see :attr:`step_pause`)."""
+        if self.step_pause > 0:
+            await asyncio.sleep(max(self.step_pause, took))
 
     @abstractmethod
     async def set_routes(
@@ -320,7 +328,7 @@ class BatchedStore(ABC):
                     # Ids grow with arrival: this window and every later one came in after
                     # the cut-off, so no event there was last changed before it.
                     break
-                so_far = events
+                so_far, started = events, time.monotonic()
                 await whole_step(
                     self._purge_range(
                         after,
@@ -334,7 +342,7 @@ class BatchedStore(ABC):
                 )
                 after = upto
                 if events > so_far and not dry_run:
-                    await asyncio.sleep(self.step_pause)
+                    await self._between_steps(time.monotonic() - started)
         except BaseException:
             # Stopped (Ctrl-C) or failed half way: the steps done stay done; say how far.
             if not dry_run:
@@ -401,10 +409,13 @@ class BatchedStore(ABC):
             count += requeued
 
         try:
+            took = 0.0
             for at in range(0, len(chosen), step):
                 if at:
-                    await asyncio.sleep(self.step_pause)
+                    await self._between_steps(took)
+                started = time.monotonic()
                 await whole_step(self._requeue(chosen[at : at + step], selection.states, now), add)
+                took = time.monotonic() - started
         except BaseException:
             # Stopped (Ctrl-C) or failed half way: the steps done stay done; say how far.
             log().warning(

@@ -98,11 +98,12 @@ def _ids(values: Sequence[int]) -> str:
 class SQLiteStore(BatchedStore):
     """An :class:`hub.store.base.EventStore` on one SQLite file."""
 
-    #: Between two steps of a purge or replay, the write lock is left free this long, so the
-    #: writers of other processes (the ingest writer, another hub) that wait for it get it
-    #: (they try every ``LOCK_POLL``, see ``begin_immediate``). Back to back, the steps left
-    #: it free for a fraction of a millisecond: webhooks waited up to 0.8 s for their commit
-    #: during a 100,000-event replay made of 10 ms steps.
+    #: Between two steps of a purge or replay, the write lock is left free this long (or as
+    #: long as the step took, when longer), so the writers of other processes (the ingest
+    #: writer, another hub) that wait for it get it (they try every ``LOCK_POLL``, see
+    #: ``begin_immediate``). Back to back, the steps left it free for a fraction of a
+    #: millisecond: webhooks waited up to 0.8 s for their commit during a 100,000-event
+    #: replay made of 10 ms steps.
     step_pause = STEP_PAUSE
 
     def __init__(

@@ -269,3 +269,20 @@ async def test_a_command_stopped_by_ctrl_c_says_how_far_it_went_and_exits_130(
         assert found == {"dead": len(ids) - 1000}
     else:
         assert found == {"dead": len(ids) - 1000, left.value: 1000}
+
+
+async def test_after_a_slow_step_the_lock_stays_free_as_long_as_the_step_took(
+    sqlite_store: EventStore, tmp_path: Path
+) -> None:
+    """A step that took long (here its lock held 0.3 s by another writer first; on a loaded
+    machine or a slow disk, its own work) is followed by a wait as long, not by the 5 ms
+    pause alone: the other writers get at least half the time."""
+    await dead_events(sqlite_store, 30)
+    assert isinstance(sqlite_store, BatchedStore)
+    sqlite_store.replay_step = 10
+    holder = hold_with_a_gap(tmp_path / "events.db", first=0.3, gap=0.0, second=0.0)
+    started = time.monotonic()
+    assert await sqlite_store.replay(state=State.DEAD) == 30
+    took = time.monotonic() - started
+    await asyncio.to_thread(holder.join, 10)
+    assert took > 0.55, f"replay took {took:.3f} s"
