@@ -396,7 +396,10 @@ def test_a_request_head_without_end_is_a_431_not_memory(
         sock.sendall(head)
         got = b""
         for _ in range((MAX_HEAD + (1 << 20)) // 16384):  # up to 1 MiB past the limit
-            sock.sendall(b"a" * 16384)
+            try:
+                sock.sendall(b"a" * 16384)
+            except OSError:
+                break  # closed by the hub: its answer is read below
             if select.select([sock], [], [], 0.002)[0]:
                 break
         while chunk := sock.recv(65536):
