@@ -651,6 +651,11 @@ def test_a_hub_under_chaos_loses_no_lead_and_answers_every_request_as_it_deserve
     events = _wait_final(soak, timeout=25)
     stored = {e["id"]: e for e in events}
     answers = load.answers
+    # (shown by pytest when an assertion below fails, with the work directory to look in)
+    print("work:", soak.work)
+    print("answers:", Counter((a.delivery.kind, a.status) for a in answers))
+    print("states:", Counter(e["state"] for e in events))
+    print("chaos marks:", {k: round(v - mark["killed"], 2) for k, v in mark.items()})
 
     # No 5xx; every answer as its request deserves (no answer only while the hub was down).
     assert not [a for a in answers if a.status is not None and a.status >= 500]
