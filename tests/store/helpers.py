@@ -43,15 +43,16 @@ def delivery(
 
 
 @contextlib.contextmanager
-def python_child(*args: str) -> Iterator[subprocess.Popen[str]]:
-    """``python ARGS`` from the repository root, its output piped as text; killed and
-    reaped on the way out (the test may have killed it already)."""
+def python_child(*args: str, stderr: int = subprocess.STDOUT) -> Iterator[subprocess.Popen[str]]:
+    """``python ARGS`` from the repository root, its output piped as text (its errors with
+    it, or apart with ``stderr=subprocess.PIPE``); killed and reaped on the way out (the test
+    may have killed it already)."""
     proc = subprocess.Popen(
         [sys.executable, *args],
         cwd=str(REPO),
         env={**os.environ, "PYTHONPATH": str(REPO)},
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         text=True,
     )
     try:
@@ -60,8 +61,9 @@ def python_child(*args: str) -> Iterator[subprocess.Popen[str]]:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        for stream in (proc.stdout, proc.stderr):
+            if stream:
+                stream.close()
 
 
 async def table_rows(url: str) -> dict[str, int]:

@@ -11,11 +11,9 @@ ms: against a writer that takes the lock in steps it kept missing the gaps betwe
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -27,10 +25,9 @@ from hub.clock import ManualClock
 from hub.store import EventStore, open_store
 from hub.store.base import BatchedStore
 from hub.store.models import State
-from tests.support.server import REPO
 
 from .conftest import sqlite_url
-from .helpers import delivery
+from .helpers import delivery, python_child
 
 
 async def dead_events(store: EventStore, n: int) -> list[int]:
@@ -236,25 +233,15 @@ async def test_a_command_stopped_by_ctrl_c_says_how_far_it_went_and_exits_130(
         await store.close()
     holder = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hub", *argv, "--db", url],
-        cwd=str(REPO),
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     try:
-        await asyncio.sleep(2.5)  # started, its first step waiting for the lock
-        proc.send_signal(signal.SIGINT)
-        await asyncio.sleep(0.5)
-        holder.execute("COMMIT")
-        out, err = await asyncio.to_thread(proc.communicate, timeout=30)
+        with python_child("-m", "hub", *argv, "--db", url, stderr=subprocess.PIPE) as proc:
+            await asyncio.sleep(2.5)  # started, its first step waiting for the lock
+            proc.send_signal(signal.SIGINT)
+            await asyncio.sleep(0.5)
+            holder.execute("COMMIT")
+            out, err = await asyncio.to_thread(proc.communicate, timeout=30)
     finally:
         holder.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err, err
     assert line in err, err
