@@ -67,7 +67,7 @@ class FetchDead:
 FetchOutcome = Fetched | FetchRetry | FetchDead
 
 
-def refused_id(ident: str, what: str) -> FetchDead | None:
+def refused_id(ident: str, what: str, forbidden: str = "") -> FetchDead | None:
     """Why ``ident``, read from a delivery, cannot name ``what`` (``a Facebook lead id``),
     as a dead outcome; None when it can be read.
 
@@ -75,8 +75,14 @@ def refused_id(ident: str, what: str) -> FetchDead | None:
     control character, a line break) is no id of any of the three APIs: reading it could
     only fail, and that failure (httpx refusing the URL) would be a retry blaming the
     endpoint's ``graph_url`` / ``api_url``, tried again for as long as ``give_up_after``.
+    Nor is one holding a character of ``forbidden`` (what the API's ids never hold).
     """
-    if ident and len(ident) <= MAX_ID and ident.isprintable():
+    if (
+        ident
+        and len(ident) <= MAX_ID
+        and ident.isprintable()
+        and not any(c in ident for c in forbidden)
+    ):
         return None
     shown = repr(ident[:60]) + (f"... ({len(ident)} characters)" if len(ident) > 60 else "")
     return FetchDead(f"{shown} is not {what}", "rejected")
