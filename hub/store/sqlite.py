@@ -211,7 +211,7 @@ class SQLiteStore(BatchedStore):
 
     async def ping(self) -> None:
         if self._ingest is not None:
-            self._ingest.check_answering()
+            await self._ingest.check()
         now = self.clock.time()
         await self._writer.submit(lambda conn: conn.execute(Q["ping"], {"now": str(now)}))
         await self._reader.submit(lambda conn: conn.execute("SELECT 1").fetchone())

@@ -23,7 +23,12 @@ Wire format, both ways: frames of a 4-byte big-endian length and a msgpack body.
 The child exits when the socket reaches end of file: when the hub stops, or dies (even
 by ``kill -9``). If the child dies, what waits on it fails with
 :class:`StoreUnavailable` (the sender gets 503 and retries) and the next enqueue starts
-a new child.
+a new child. If it stops answering instead (stopped, deadlocked, stuck on a hung disk),
+what has waited ``stall_after`` fails the same way and the child is killed: the next
+enqueue starts a new one once the old one has exited. One that does not exit after
+``SIGKILL`` (a process in uninterruptible sleep on a hung mount exits only when the disk
+answers) is waited for at most :data:`REAP_WAIT` per attempt, and until it has exited no
+new child starts: writes and readiness answer 503 at once rather than piling up children.
 """
 
 from __future__ import annotations
@@ -83,6 +88,9 @@ MAX_FRAME = 1 << 30
 #: the rest (4, 8 and 12 measured alike: 17,800-18,400 req/s against 14,400-15,200 at 64
 #: connections in BENCHMARKS.md's diagnostic).
 HAND_OVER = 8
+#: Seconds to wait for a child that was sent ``SIGKILL`` to exit before a new one may
+#: start; a start that waits longer fails (503) and the next one waits again.
+REAP_WAIT = 2.0
 
 
 def _child_env() -> dict[str, str]:
@@ -291,25 +299,36 @@ class IngestProcess:
         if waited < self.stall_after:
             self._watch_in(self.stall_after - waited)
             return
-        failing = [waiter for waiter in self._waiting if not waiter.done]
-        if failing:
-            log().error("store_writer_stalled", waited=round(waited, 1), failing=len(failing))
-            msg = (
-                f"The event store's writer process has not answered for {waited:.0f} s "
-                "(a stalled disk or mount?); nothing unanswered was acknowledged."
-            )
-            # They stay in _waiting, done: the child's answers, if they come, still pair up.
-            _fail(failing, StoreUnavailable(msg))
-        self._watch_in(self.stall_after)
+        child = self._child
+        log().error(
+            "store_writer_stalled",
+            waited=round(waited, 1),
+            failing=sum(not waiter.done for waiter in self._waiting),
+            writer_pid=child.pid if child is not None else None,
+        )
+        msg = (
+            f"The event store's writer process has not answered for {waited:.0f} s "
+            "(a stalled disk or mount?); nothing unanswered was acknowledged."
+        )
+        _fail(self._waiting, StoreUnavailable(msg))
+        # A child that stopped answering is not trusted to go on: it is killed (what it
+        # committed stays; the senders' retries of it are duplicates) and the next write
+        # starts a new one once it has exited (:meth:`_reap`).
+        if child is not None:
+            with contextlib.suppress(OSError):
+                child.kill()
+        self._lost(f"it had not answered for {waited:.0f} s and was killed")
 
     def _watch_in(self, seconds: float) -> None:
         if self._watchdog is None:
             loop = asyncio.get_running_loop()
             self._watchdog = loop.call_later(max(seconds, 0.01), self._watch)
 
-    def check_answering(self) -> None:
-        """Raise :class:`StoreUnavailable` when a delivery has waited for the child for
-        longer than ``stall_after`` (readiness: the child is stalled)."""
+    async def check(self) -> None:
+        """Readiness: raise :class:`StoreUnavailable` when a delivery has waited for the
+        child for longer than ``stall_after``, or when no child runs and none can start (a
+        killed one has not exited); a child lost while idle is replaced here, as the next
+        write would."""
         since = self._waiting_since
         if since is not None and time.monotonic() - since > self.stall_after:
             msg = (
@@ -317,6 +336,8 @@ class IngestProcess:
                 f"{time.monotonic() - since:.0f} s (a stalled disk or mount?)."
             )
             raise StoreUnavailable(msg)
+        if self._open and not self.running:
+            await self.start()
 
     def _send(self) -> None:
         rows, self._gathered = self._gathered, []
@@ -398,11 +419,27 @@ class IngestProcess:
             _fail(waiting, StoreUnavailable(msg))
 
     async def _reap(self) -> None:
-        """Wait for a previous child (lost: its socket closed) to be gone."""
-        old, self._child = self._child, None
+        """Wait for a previous child (lost: its socket closed, or killed for stalling) to
+        be gone, for at most :data:`REAP_WAIT`.
+
+        Raises:
+            StoreUnavailable: it has not exited (it stays the child to wait for next time):
+                a new one must not write beside it, nor new ones pile up behind it.
+        """
+        old = self._child
         if old is not None and old.poll() is None:
-            old.kill()  # it stopped answering; it must not write behind a new one
-            await asyncio.to_thread(old.wait)
+            with contextlib.suppress(OSError):
+                old.kill()  # it must not write behind a new one
+            try:
+                await asyncio.to_thread(old.wait, REAP_WAIT)
+            except subprocess.TimeoutExpired:
+                msg = (
+                    f"The event store's previous writer process (pid {old.pid}) has not "
+                    f"exited {REAP_WAIT:g} s after SIGKILL (stuck on a hung disk or mount?); "
+                    "no new one starts until it has."
+                )
+                raise StoreUnavailable(msg) from None
+        self._child = None
 
     async def stop(self) -> None:
         """Wait for what was sent, then close the socket and wait for the child to exit.
@@ -431,7 +468,10 @@ class IngestProcess:
                 await asyncio.to_thread(child.wait, 30)
             except subprocess.TimeoutExpired:
                 child.kill()
-                await asyncio.to_thread(child.wait)
+                try:
+                    await asyncio.to_thread(child.wait, REAP_WAIT)
+                except subprocess.TimeoutExpired:  # it can write nothing more once it wakes
+                    log().error("store_writer_left", writer_pid=child.pid)
 
 
 # -- the child's side ----------------------------------------------------------------------

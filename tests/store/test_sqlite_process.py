@@ -430,3 +430,70 @@ async def test_close_with_a_stalled_child_answers_what_waits_after_stall_after(
     await asyncio.wait_for(store.close(), 20)
     [outcome] = told
     assert isinstance(outcome, StoreUnavailable) and "has not answered" in str(outcome)
+
+
+async def stalled_store(tmp_path: Path, clock: ManualClock) -> SQLiteStore:
+    """An opened process-writer store answering 503 after ``stall_after=0.3s``."""
+    store = open_store(sqlite_url(tmp_path) + "?stall_after=0.3s", clock=clock, writer="process")
+    assert isinstance(store, SQLiteStore)
+    await store.open()
+    return store
+
+
+async def test_a_stalled_child_is_killed_and_the_next_write_starts_another(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A child that stops answering (stopped here, as a deadlock or a hung disk holds it) is
+    killed once ``stall_after`` has passed: what waits is told StoreUnavailable, and the
+    sender's retry goes to a new child at once, without waiting for the old one to go on."""
+    store = await stalled_store(tmp_path, clock)
+    try:
+        first = child_pid(store)
+        os.kill(first, signal.SIGSTOP)
+        with capture_logs() as logs:
+            with pytest.raises(StoreUnavailable, match="has not answered for"):
+                await asyncio.wait_for(store.enqueue(delivery("stalled")), 10)
+            assert gone(first)  # killed while stopped: it never went on
+            (retried,) = await store.enqueue(delivery("stalled"))
+            await store.ping()
+        assert not retried.duplicate and child_pid(store) != first
+        [stalled] = [e for e in logs if e["event"] == "store_writer_stalled"]
+        assert (stalled["writer_pid"], stalled["failing"]) == (first, 1)
+        [lost] = [e for e in logs if e["event"] == "store_writer_lost"]
+        assert "was killed" in lost["why"]
+        assert [e["event"] for e in logs].count("store_writer_started") == 1
+    finally:
+        await store.close()
+    assert raw(tmp_path / "events.db", "SELECT delivery_id FROM events") == [("stalled",)]
+
+
+async def test_a_killed_child_that_does_not_exit_holds_new_ones_back(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child killed for stalling that does not exit (a process in uninterruptible sleep on a
+    hung mount exits only when the disk answers; here its SIGKILL is held back) keeps new
+    children from starting beside it: writes and readiness answer StoreUnavailable within
+    REAP_WAIT, no child piles up behind it, and once it has exited the next write is taken."""
+    monkeypatch.setattr("hub.store.sqlite_process.REAP_WAIT", 0.2)
+    store = await stalled_store(tmp_path, clock)
+    try:
+        assert store._ingest is not None and store._ingest._child is not None
+        first = store._ingest._child
+        monkeypatch.setattr(first, "kill", lambda: None)  # the SIGKILL does not take yet
+        os.kill(first.pid, signal.SIGSTOP)
+        with capture_logs() as logs:
+            with pytest.raises(StoreUnavailable, match="has not answered for"):
+                await asyncio.wait_for(store.enqueue(delivery("stalled")), 10)
+            for _ in range(2):  # each attempt waits REAP_WAIT, then gives up
+                with pytest.raises(StoreUnavailable, match=rf"pid {first.pid}\) has not exited"):
+                    await asyncio.wait_for(store.enqueue(delivery("next")), 10)
+            with pytest.raises(StoreUnavailable, match="has not exited"):
+                await asyncio.wait_for(store.ping(), 10)
+            assert "store_writer_started" not in [e["event"] for e in logs]
+            os.kill(first.pid, signal.SIGKILL)  # the disk answers: it exits
+            (retried,) = await store.enqueue(delivery("next"))
+            await store.ping()
+        assert not retried.duplicate and child_pid(store) != first.pid
+    finally:
+        await store.close()
+    assert raw(tmp_path / "events.db", "SELECT delivery_id FROM events") == [("next",)]
