@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 
@@ -52,3 +53,50 @@ class ManualClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+class ServerTime:
+    """A machine's clock set to a server's: ``base`` plus the offset last measured against
+    the server (:meth:`measure`).
+
+    Instances on several machines that share a database compare times each of them wrote
+    (a shared rate window, leases); read from the database's clock, they agree within a
+    round trip even when the machines' own clocks do not. The monotonic reading stays the
+    machine's own.
+    """
+
+    def __init__(self, base: Clock = SYSTEM_CLOCK, *, every: float = 60.0) -> None:
+        self.base = base
+        #: Seconds to add to ``base``'s wall time: the server's clock minus this machine's.
+        self.offset = 0.0
+        #: Seconds between measurements (:meth:`due`).
+        self.every = every
+        self._measured_at: float | None = None
+
+    def time(self) -> float:
+        return self.base.time() + self.offset
+
+    def monotonic(self) -> float:
+        return self.base.monotonic()
+
+    def due(self) -> bool:
+        """Whether the offset was never measured, or was last measured ``every`` ago."""
+        at = self._measured_at
+        return at is None or self.base.monotonic() - at >= self.every
+
+    async def measure(self, read: Callable[[], Awaitable[float]], *, samples: int = 3) -> float:
+        """Set and return the offset: ``read()`` is the server's wall time, read ``samples``
+        times; the quickest round trip wins, its reading taken as made halfway through.
+        Not :meth:`due` again until ``every`` has passed, even if this fails (the offset
+        stays as it was)."""
+        self._measured_at = self.base.monotonic()
+        best: tuple[float, float] | None = None
+        for _ in range(samples):
+            sent = self.base.time()
+            server = await read()
+            back = self.base.time()
+            if best is None or back - sent < best[0]:
+                best = (back - sent, server - (sent + back) / 2)
+        assert best is not None
+        self.offset = best[1]
+        return self.offset

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
@@ -71,11 +70,12 @@ def run(args: argparse.Namespace) -> int:
         flag = given_as(args, "limit", "--limit")
         return fail("events", f"{flag} must be at least 1, got {args.limit!r}.")
     limit = min(args.limit, MAX_ID - 1)  # larger means every event; one more is read
-    now = time.time()
     # (--since is a checked AGE: hub.cli.age)
-    since = None if args.since is None else now - parse_duration(args.since)
+    age = None if args.since is None else parse_duration(args.since)
 
     async def action(store: EventStore) -> int:
+        now = store.clock.time()  # the store's (on PostgreSQL, the server's), as its times
+        since = None if age is None else now - age
         # one more than shown: whether the limit cut the listing short
         most = limit + 1
         selection = Selection(state, args.endpoint, since, documents=bool(args.json))

@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from hub.cli import given_as
-from hub.clock import SYSTEM_CLOCK
 from hub.store.base import EventStore
 from hub.store.commands import endpoint_unknown, fail, listing, plural, run_with_store, utc
 from hub.store.models import PURGED_BY_DEFAULT, State
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def action(store: EventStore) -> int:
         # an age reaching before 1970 takes nothing (and has no date to print)
-        before = max(0.0, SYSTEM_CLOCK.time() - age)
+        before = max(0.0, store.clock.time() - age)
         purged = await store.purge(
             before=before, states=states, endpoint=args.endpoint, dry_run=args.dry_run
         )

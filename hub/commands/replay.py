@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from hub.store.base import EventStore
 from hub.store.commands import (
@@ -41,9 +40,10 @@ def run(args: argparse.Namespace) -> int:
         return fail("replay", msg)
     state = State(args.status) if args.status else None
     # (--since is a checked AGE: hub.cli.age)
-    since = None if args.since is None else time.time() - parse_duration(args.since)
+    age = None if args.since is None else parse_duration(args.since)
 
     async def action(store: EventStore) -> int:
+        since = None if age is None else store.clock.time() - age  # the store's time
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}
         count = await store.replay(
             state=state, ids=args.ids, endpoint=args.endpoint, since=since, dry_run=args.dry_run

@@ -430,14 +430,15 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
 def _serve(
     args: argparse.Namespace, config: Config, listening: socket.socket, hangups: Hangups
 ) -> int:
-    clock: Clock = SYSTEM_CLOCK
     try:
         # a web role writes enqueues from a child process: off the event loop's GIL
         writer = "thread" if args.role == "worker" else "process"
-        store = open_store(args.db, clock=clock, writer=writer)
+        store = open_store(args.db, clock=SYSTEM_CLOCK, writer=writer)
     except StoreError as exc:
         print(f"leadhub serve: {exc}", file=sys.stderr)
         return 2
+    # The store's: on PostgreSQL, the database server's time, which every instance shares.
+    clock: Clock = store.clock
 
     checked = _check_flags(args, config)
     if isinstance(checked, int):

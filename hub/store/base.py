@@ -496,6 +496,11 @@ class EventStore(Protocol):
     ``delivered`` events too when asked for by state.
     """
 
+    #: The clock its times are read from: the one given, or, for a real clock on
+    #: PostgreSQL, the database server's (:class:`hub.clock.ServerTime`). Whatever compares
+    #: times with the store's (a dispatcher, ``--since``) reads this one.
+    clock: Clock
+
     async def open(self) -> None:
         """Connect and create the schema if it is missing (idempotent)."""
         ...

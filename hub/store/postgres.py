@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import asyncpg
 import orjson
 
-from hub.clock import SYSTEM_CLOCK, Clock
+from hub.clock import SYSTEM_CLOCK, Clock, ServerTime, SystemClock
 from hub.store import rows
 from hub.store.base import (
     ENDPOINT_ABSENT,
@@ -93,6 +93,10 @@ SCHEMA_VERSION = 2
 #: the server kept the session: with PostgreSQL's defaults (no such timeout, TCP keepalive
 #: after 2 h) hours, for a machine gone without closing its connections.
 IDLE_IN_TRANSACTION = 10.0
+#: An offset between this machine's clock and the database's this large (seconds) is logged
+#: as a warning (``clock_differs``): the machine's NTP is off. The hub keeps working on the
+#: database's time.
+CLOCK_WARN = 1.0
 #: Makes first-time schema creation safe when several instances start together; $1 is the
 #: URL's ``?schema=`` (NULL: the default, ``current_schema()``). Like the claims' and purges'
 #: locks (``postgres.sql``), its key names the schema: hubs on other schemas never wait on it.
@@ -136,7 +140,12 @@ class PostgresStore(BatchedStore):
         logs, without a password; ``create``: make the schema and tables when missing (a
         reading command opens with False, so a mistyped URL is not a new, empty store);
         ``stall_after``: seconds a delivery may wait for its commit before it is answered
-        503 (:data:`hub.store.base.STALL_AFTER`)."""
+        503 (:data:`hub.store.base.STALL_AFTER`).
+
+        A real ``clock`` (:class:`hub.clock.SystemClock`) is set to the database server's
+        (:class:`hub.clock.ServerTime`: measured at open, then about every minute), so that
+        instances on machines whose clocks disagree still agree on what they share: an
+        account's rate window, leases, due times. A test's clock is used as given."""
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             msg = (
                 f"Schema name {schema!r} is not a plain identifier; use letters, digits and "
@@ -147,7 +156,8 @@ class PostgresStore(BatchedStore):
             msg = f"Pool size {pool_size} is out of range; give ?pool= from 1 to 1000."
             raise StoreError(msg)
         self.dsn = dsn
-        self.clock = clock
+        self.clock: Clock = ServerTime(clock) if isinstance(clock, SystemClock) else clock
+        self._clock_warned = False
         self.schema = schema
         self.pool_size = pool_size
         self.shown = shown or dsn
@@ -192,6 +202,7 @@ class PostgresStore(BatchedStore):
         self._pool = pool
         try:
             async with self._conn() as conn:
+                await self._sync_clock(conn)
                 if not self.create:
                     if await conn.fetchval("SELECT to_regclass('events')") is None:
                         where = f"schema {self.schema!r} of " if self.schema else ""
@@ -210,7 +221,29 @@ class PostgresStore(BatchedStore):
         except BaseException:
             await self.close()
             raise
-        log().info("store_opened", url=self.shown, schema=self.schema)
+        offset = self.clock.offset if isinstance(self.clock, ServerTime) else None
+        log().info(
+            "store_opened",
+            url=self.shown,
+            schema=self.schema,
+            clock_offset=None if offset is None else round(offset, 3),
+        )
+
+    async def _sync_clock(self, conn: _Conn) -> None:
+        """Measure this machine's clock against the database's (a :class:`ServerTime`
+        clock only, when due), on ``conn``."""
+        clock = self.clock
+        if not isinstance(clock, ServerTime) or not clock.due():
+            return
+        offset = await clock.measure(lambda: conn.fetchval(Q["server_time"]))
+        if abs(offset) >= CLOCK_WARN and not self._clock_warned:
+            log().warning(
+                "clock_differs",
+                offset=round(offset, 3),
+                note="this machine's clock differs from the database server's; the hub "
+                "uses the server's time, but check NTP on both",
+            )
+        self._clock_warned = abs(offset) >= CLOCK_WARN
 
     async def _migrate(self, conn: _Conn) -> None:
         """Bring tables made by an older leadhub up to :data:`SCHEMA_VERSION`, under the
@@ -257,6 +290,7 @@ class PostgresStore(BatchedStore):
             raise StoreError(msg)
         try:
             async with self._pool.acquire() as conn:
+                await self._sync_clock(conn)  # (about once a minute)
                 if not transaction:
                     yield conn
                     return

@@ -436,6 +436,11 @@ RETURNING id;
 -- name: end_slot
 UPDATE rate_slots SET ends_at = $2 WHERE id = $1;
 
+-- name: server_time
+-- The server's wall clock now (unix seconds), not the transaction's start: the hub's times
+-- are the database's (hub.clock.ServerTime).
+SELECT extract(epoch FROM clock_timestamp())::float8;
+
 -- name: ping
 INSERT INTO meta (key, value) VALUES ('last_ping', $1)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -1,0 +1,125 @@
+"""The PostgreSQL store reads the time from the database server: instances on machines whose
+clocks disagree still agree on what they share (an account's rate window, leases, due
+times), and what they write is in the server's time."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+
+from structlog.testing import capture_logs
+
+from hub.clock import ManualClock, ServerTime, SystemClock
+from hub.store.postgres import PostgresStore
+from tests.store.helpers import delivery
+
+#: The limit the two instances share, as LeadSquared's default: 25 calls in any 5 s.
+CALLS, WINDOW = 25, 5.0
+
+
+class Ahead(SystemClock):
+    """The real clock of a machine whose wall clock runs ``seconds`` ahead."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def time(self) -> float:
+        return time.time() + self.seconds
+
+
+async def test_a_machine_whose_clock_is_ahead_writes_the_database_servers_time(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """A store on a machine 30 s ahead measures the offset at open (logged, with a warning
+    that names NTP) and stamps an event with the server's time, not its own. (The server
+    runs on this machine, so its time is this machine's real one.)"""
+    dsn, schema = postgres_schema
+    store = PostgresStore(dsn, schema=schema, clock=Ahead(30.0))
+    with capture_logs() as logs:
+        await store.open()
+    try:
+        assert abs(store.clock.time() - time.time()) < 0.5
+        (result,) = await store.enqueue(delivery("e1"))
+        event = await store.get(result.id)
+        assert event is not None and abs(event.updated_at - time.time()) < 1.0
+    finally:
+        await store.close()
+    [opened] = [e for e in logs if e["event"] == "store_opened"]
+    assert -30.5 < opened["clock_offset"] < -29.5
+    [differs] = [e for e in logs if e["event"] == "clock_differs"]
+    assert differs["log_level"] == "warning" and "NTP" in differs["note"]
+
+
+async def test_a_test_clock_is_used_as_given(postgres_schema: tuple[str, str]) -> None:
+    """A ManualClock is not set to the server's: tests keep their frozen time."""
+    dsn, schema = postgres_schema
+    clock = ManualClock(start=1_000.0)
+    store = PostgresStore(dsn, schema=schema, clock=clock)
+    await store.open()
+    try:
+        assert store.clock is clock
+        (result,) = await store.enqueue(delivery("e1"))
+        event = await store.get(result.id)
+        assert event is not None and event.updated_at == 1_000.0
+    finally:
+        await store.close()
+
+
+async def test_two_instances_whose_clocks_disagree_keep_an_accounts_limit_together(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """Two instances, one on a machine 2 s ahead, take an account's calls for 7 s as fast as
+    it lets them: no 5 s window holds more than 25 calls. (On their own clocks, the one ahead
+    saw the other's calls end 2 s early and made 38 in 5 s.)"""
+    dsn, schema = postgres_schema
+    stores = [PostgresStore(dsn, schema=schema), PostgresStore(dsn, schema=schema, clock=Ahead(2))]
+    for store in stores:
+        await store.open()
+    calls: list[float] = []  # when each call was made (this machine's monotonic clock)
+
+    async def caller(store: PostgresStore, until: float) -> None:
+        while time.monotonic() < until:
+            answer = await store.take_slots("acct", calls=CALLS, window=WINDOW, hold=30.0)
+            if not answer.slots:
+                await asyncio.sleep(min(answer.wait, 0.05))
+                continue
+            for slot in answer.slots:
+                calls.append(time.monotonic())  # before the call ends: early, never late
+                await store.end_slot(slot)
+
+    try:
+        until = time.monotonic() + 7.0
+        await asyncio.gather(*(caller(store, until) for store in stores for _ in range(2)))
+    finally:
+        for store in stores:
+            await store.close()
+    calls.sort()
+    # A slot counts from its call's end (after it was noted) until WINDOW later, and a new
+    # one is noted after it is taken: noted times of calls in one window are < WINDOW apart.
+    most = max(bisect.bisect_left(calls, t + WINDOW * 0.99) - i for i, t in enumerate(calls))
+    assert most <= CALLS, f"{most} calls in a {WINDOW:g} s window"
+    assert len(calls) >= 2 * CALLS  # the window moved on: a second one was used
+
+
+async def test_the_offset_is_the_quickest_round_trips_and_measured_again_when_due() -> None:
+    """``ServerTime.measure`` keeps the reading of the quickest of its round trips, taken as
+    made halfway; it is due again only ``every`` seconds later."""
+    base = ManualClock(start=100.0)
+    clock = ServerTime(base, every=60.0)
+    trips = iter([(0.4, 150.0), (0.1, 160.0), (0.3, 170.0)])  # (round trip, server's time)
+
+    async def read() -> float:
+        took, server = next(trips)
+        base.advance(took)
+        return server
+
+    assert clock.due()
+    # the second trip: sent at 100.4, back at 100.5; the server said 160 at about 100.45
+    assert abs(await clock.measure(read) - 59.55) < 1e-9
+    assert abs(clock.time() - (base.time() + 59.55)) < 1e-9
+    assert clock.monotonic() == base.monotonic()
+    base.advance(59.0)
+    assert not clock.due()
+    base.advance(1.0)
+    assert clock.due()
