@@ -29,6 +29,7 @@ from tests.dispatch.support import (
     states,
     wait_for,
 )
+from tests.support.clocks import Ahead
 from tests.support.server import serve_in_thread
 
 CAPTURE = "/v2/LeadManagement.svc/Lead.Capture"
@@ -59,19 +60,6 @@ def slow_first() -> Iterator[tuple[str, _SlowFirst]]:
         yield url, fake
 
 
-class _Ahead:
-    """The clock of a machine whose wall clock runs ``offset`` seconds ahead."""
-
-    def __init__(self, offset: float) -> None:
-        self.offset = offset
-
-    def time(self) -> float:
-        return time.time() + self.offset
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-
 async def test_a_late_failure_does_not_undo_the_delivery_of_the_worker_that_took_over(
     tmp_path: Path, slow_first: tuple[str, _SlowFirst]
 ) -> None:
@@ -84,7 +72,7 @@ async def test_a_late_failure_does_not_undo_the_delivery_of_the_worker_that_took
     config = forms_config(tmp_path, url, timeout="3s")
     async with opened_store(tmp_path / "hub.db") as store:
         (eid,) = await enqueue(store, "forms", leads("late", 1))
-        ahead = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=_Ahead(11.5))
+        ahead = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=Ahead(11.5))
         await ahead.open()
         try:
             with capture_logs() as logs:

@@ -10,22 +10,13 @@ import time
 
 from structlog.testing import capture_logs
 
-from hub.clock import ManualClock, ServerTime, SystemClock
+from hub.clock import ManualClock, ServerTime
 from hub.store.postgres import PostgresStore
 from tests.store.helpers import delivery
+from tests.support.clocks import Ahead
 
 #: The limit the two instances share, as LeadSquared's default: 25 calls in any 5 s.
 CALLS, WINDOW = 25, 5.0
-
-
-class Ahead(SystemClock):
-    """The real clock of a machine whose wall clock runs ``seconds`` ahead."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def time(self) -> float:
-        return time.time() + self.seconds
 
 
 async def test_a_machine_whose_clock_is_ahead_writes_the_database_servers_time(
