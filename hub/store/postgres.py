@@ -201,8 +201,7 @@ class PostgresStore(BatchedStore):
             raise StoreError(msg) from exc
         self._pool = pool
         try:
-            async with self._conn() as conn:
-                await self._sync_clock(conn)
+            async with self._conn() as conn:  # (its first acquire measures the clock)
                 if not self.create:
                     if await conn.fetchval("SELECT to_regclass('events')") is None:
                         where = f"schema {self.schema!r} of " if self.schema else ""
