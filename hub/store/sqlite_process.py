@@ -91,6 +91,10 @@ HAND_OVER = 8
 #: Seconds to wait for a child that was sent ``SIGKILL`` to exit before a new one may
 #: start; a start that waits longer fails (503) and the next one waits again.
 REAP_WAIT = 2.0
+#: Seconds a new child may take to say it is ready (its first, empty answer), or
+#: ``stall_after`` if longer: its start (the interpreter, the imports) is not counted as a
+#: stall of the writes sent to it, as it was when they were sent before it was ready.
+START_WAIT = 10.0
 
 
 def _child_env() -> dict[str, str]:
@@ -210,6 +214,8 @@ class IngestProcess:
         self._gathered: list[Row] = []
         self._gathered_waiters: list[_Waiter] = []
         self._starting: asyncio.Future[None] | None = None
+        #: While a start waits for the new child's first answer (it is ready).
+        self._ready: asyncio.Future[None] | None = None
         self._commits_before = 0
         #: Between start() and stop(): a lost child is replaced on the next enqueue.
         self._open = False
@@ -253,9 +259,11 @@ class IngestProcess:
                 raise unavailable(self.path, exc) from exc
             finally:
                 theirs.close()
-            transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
-            self._transport = transport
             self._commits_before = self.stats.commits
+            self._ready = ready = loop.create_future()  # (before its answer can be read)
+            transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
+            await self._until_ready(ready, transport)
+            self._transport = transport
             log().info("store_writer_started", writer_pid=self._child.pid)
             self._starting.set_result(None)
         except BaseException as exc:
@@ -264,6 +272,27 @@ class IngestProcess:
             raise
         finally:
             self._starting = None
+
+    async def _until_ready(self, ready: asyncio.Future[None], transport: asyncio.Transport) -> None:
+        """Wait for the new child's first answer; if it dies or stays silent, kill it.
+
+        Raises:
+            StoreUnavailable: it did not say it was ready.
+        """
+        wait = max(START_WAIT, self.stall_after)
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), wait)
+        except (TimeoutError, StoreUnavailable) as exc:
+            transport.abort()
+            if self._child is not None:  # (the next start waits for it to be gone)
+                with contextlib.suppress(OSError):
+                    self._child.kill()
+            why = f"it did not say it was ready within {wait:g} s" if not ready.done() else exc
+            pid = self._child.pid if self._child is not None else None
+            msg = f"The event store's writer process (pid {pid}) did not start: {why}."
+            raise StoreUnavailable(msg) from None
+        finally:
+            self._ready = None
 
     async def enqueue(self, row: Row) -> list[EnqueueResult]:
         if not self._open:
@@ -380,6 +409,8 @@ class IngestProcess:
         return kept, waiting
 
     def _answered(self, reply: Any) -> None:
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(None)  # its first answer, empty: it is ready
         commits, results = reply
         self.stats.commits = self._commits_before + int(commits)
         # (a frame answered: the child is moving; what waits now, waits from now)
@@ -402,6 +433,9 @@ class IngestProcess:
                 waiter.settle([EnqueueResult(int(i), bool(d), str(did)) for i, d, did in result])
 
     def _lost(self, why: str) -> None:
+        if self._ready is not None and not self._ready.done():  # it died starting
+            self._ready.set_exception(StoreUnavailable(why))
+            self._ready.exception()  # (retrieved: the start raises its own)
         transport, self._transport = self._transport, None
         if transport is None:
             return  # already handled (a failed write, then the socket's own close)
@@ -517,6 +551,7 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
     ready: deque[bulk.Pending | None] = deque()
     eof = False
     large = False  # a large frame was read since the last trim
+    sock.sendall(_frame(encoder.encode([0, []])))  # ready: the parent starts sending
     while not (eof and not ready):
         if not ready:
             sock.setblocking(True)

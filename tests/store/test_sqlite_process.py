@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -432,12 +434,57 @@ async def test_close_with_a_stalled_child_answers_what_waits_after_stall_after(
     assert isinstance(outcome, StoreUnavailable) and "has not answered" in str(outcome)
 
 
-async def stalled_store(tmp_path: Path, clock: ManualClock) -> SQLiteStore:
-    """An opened process-writer store answering 503 after ``stall_after=0.3s``."""
-    store = open_store(sqlite_url(tmp_path) + "?stall_after=0.3s", clock=clock, writer="process")
+async def stalled_store(tmp_path: Path, clock: ManualClock, *, opened: bool = True) -> SQLiteStore:
+    """A process-writer store answering 503 after ``stall_after=1s`` (opened, unless not)."""
+    store = open_store(sqlite_url(tmp_path) + "?stall_after=1s", clock=clock, writer="process")
     assert isinstance(store, SQLiteStore)
-    await store.open()
+    if opened:
+        await store.open()
     return store
+
+
+def child_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> None:
+    """The store's next children start as ``script`` (sh, given the interpreter's arguments
+    as ``"$@"``) instead of the interpreter itself."""
+    program = tmp_path / "child.sh"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(0o755)
+    monkeypatch.setattr("hub.store.sqlite_process.sys.executable", str(program))
+
+
+async def test_the_time_a_new_child_takes_to_start_is_not_a_stall(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that takes longer to start than ``stall_after`` (an interpreter on a loaded
+    machine; here 1.5 s of sleep first) is waited for until it says it is ready, and only then
+    sent writes: the first enqueue is stored, not failed as a stall (as it was when writes
+    were sent before the child was ready, and the stall counted from then)."""
+    child_runs(tmp_path, monkeypatch, f'sleep 1.5\nexec {sys.executable} "$@"')
+    store = await stalled_store(tmp_path, clock, opened=False)
+    try:
+        await asyncio.wait_for(store.open(), 20)
+        (result,) = await asyncio.wait_for(store.enqueue(delivery("first")), 10)
+        assert not result.duplicate
+    finally:
+        await store.close()
+
+
+async def test_a_child_that_dies_or_stays_silent_as_it_starts_fails_the_start(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that exits as it starts fails the open with the reason; one that never says
+    it is ready is killed after START_WAIT, and the start fails saying so."""
+    child_runs(tmp_path, monkeypatch, "exit 3")
+    store = await stalled_store(tmp_path, clock, opened=False)
+    with pytest.raises(StoreUnavailable, match=r"\) did not start: it closed its socket"):
+        await asyncio.wait_for(store.open(), 20)
+    monkeypatch.setattr("hub.store.sqlite_process.START_WAIT", 0.5)
+    child_runs(tmp_path, monkeypatch, "exec sleep 60")
+    store = await stalled_store(tmp_path, clock, opened=False)
+    with pytest.raises(StoreUnavailable, match="did not say it was ready within 1 s") as failed:
+        await asyncio.wait_for(store.open(), 20)  # (stall_after, 1 s, is the longer)
+    pid = re.search(r"\(pid (\d+)\)", str(failed.value))
+    assert pid is not None and gone(int(pid[1]))  # killed, not left sleeping
 
 
 async def test_a_stalled_child_is_killed_and_the_next_write_starts_another(
