@@ -121,14 +121,23 @@ def clear_memos() -> None:
     _format_phone.cache_clear()
 
 
+#: The longest text phonenumbers reads (its ``_MAX_INPUT_STRING_LENGTH``): a longer one is
+#: no phone number, and is answered without it and without the memo, which would otherwise
+#: keep each such text (a sender's megabyte) for as long as it stays among the 4,096 kept.
+PHONE_MAX_TEXT = 250
+
+
 def _phone(value: Any, _arg: Any, ctx: Context) -> Any:
     text = to_text(value).strip()
-    formatted, reason = _format_phone(text, ctx.default_region)
+    formatted: str | None = None
+    reason: str | None = _NOT_PARSED
+    if len(text) <= PHONE_MAX_TEXT:
+        formatted, reason = _format_phone(text, ctx.default_region)
     if reason == _NOT_PARSED:
         hint = "" if ctx.default_region or text.startswith("+") else " (no default_region set)"
-        ctx.warn(f"{text!r} is not a phone number{hint}; left out")
+        ctx.warn(f"{shown_text(text)!r} is not a phone number{hint}; left out")
     elif reason == _WRONG_LENGTH:
-        ctx.warn(f"{text!r} is not a phone number (wrong length); left out")
+        ctx.warn(f"{shown_text(text)!r} is not a phone number (wrong length); left out")
     return formatted
 
 
@@ -175,7 +184,7 @@ def _date(value: Any, _arg: Any, ctx: Context) -> Any:
     except (ValueError, OverflowError, OSError):
         instant = None
     if instant is None:
-        ctx.warn(f"{to_text(value)!r} is not a date (ISO 8601 or unix time); left out")
+        ctx.warn(f"{shown_text(value)!r} is not a date (ISO 8601 or unix time); left out")
         return None
     # YYYY-MM-DD HH:MM:SS with the year padded to four digits (year 99 is 0099, which
     # glibc's strftime("%Y") would write as 99), at half strftime's cost.
