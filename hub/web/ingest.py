@@ -51,7 +51,7 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.base import NoHandshake, WholeBody, redacted
+from hub.sources.base import REDACTED, NoHandshake, WholeBody, redacted
 from hub.sources.bodies import parse
 from hub.store.base import (
     BodyNotSkimmed,
@@ -443,17 +443,22 @@ class Ingest:
             )
             return
         ids = delivery_ids(route.endpoint, splits, body)
+        document, documents = parsed.document, [s.document for s in splits]
+        content_type = content_type or ""
         if route.credential_fields:  # (ids come from the body as received, as a retry's do)
-            body = redacted(body, parsed.document, route.credential_fields)
+            fields = route.credential_fields
+            body, content_type, clean = without_credentials(body, content_type, document, fields)
+            documents = [clean if d is document else redact_fields(d, fields) for d in documents]
+            document = clean
         delivery = IncomingDelivery(
             endpoint=route.name,
             received_at=now,
             body=body,
-            content_type=content_type or "",
+            content_type=content_type,
             headers=kept,
             events=tuple(
-                EventIn(i, s.document, parsed.is_body and s.document is parsed.document)
-                for i, s in zip(ids, splits, strict=True)
+                EventIn(i, d, parsed.is_body and d is document)
+                for i, d in zip(ids, documents, strict=True)
             ),
         )
 
@@ -602,6 +607,44 @@ def _failed(endpoint: str, exc: Exception) -> Answer:
     return Answer(
         500, b'{"error":"internal error"}', "failed", "internal_error", None, {}, _JSON_HEADERS
     )
+
+
+def redact_fields(document: Any, fields: frozenset[str]) -> Any:
+    """``document`` with the text value of each of ``fields`` (top-level keys of an object)
+    written :data:`~hub.sources.base.REDACTED`: a copy, or ``document`` itself when it holds
+    none of them."""
+    if not isinstance(document, dict):
+        return document
+    found = {name: REDACTED for name in fields if isinstance(document.get(name), str)}
+    found = {name: value for name, value in found.items() if document[name]}
+    return {**document, **found} if found else document
+
+
+def without_credentials(
+    body: bytes, content_type: str, document: Any, fields: frozenset[str]
+) -> tuple[bytes, str, Any]:
+    """The body, Content-Type and document to store for a delivery whose ``document`` (parsed
+    from ``body``) carries credentials in ``fields`` (Google's ``google_key``), none of
+    them in the clear.
+
+    :func:`~hub.sources.base.redacted` replaces the value where the body writes it as JSON
+    encoders do; that it did so is checked by parsing the result. A body that writes it
+    otherwise (``"gk\\/key"``, as PHP's json_encode escapes a slash, or a ``\\u`` escape),
+    or a form body, is stored as the JSON of the redacted document instead (its bytes as
+    received would keep the key for every backup and ``leadhub events --json``). The document
+    itself is redacted too: one not read back from the body (a body with a number beyond
+    64 bits) is stored as it is.
+    """
+    clean = redact_fields(document, fields)
+    if clean is document:
+        return body, content_type, document
+    kept = redacted(body, document, fields)
+    try:
+        if parse(content_type, kept).document == clean:
+            return kept, content_type, clean
+    except BodyError:
+        pass
+    return orjson.dumps(clean), "application/json", clean
 
 
 def _too_large(limit: int, seen: str) -> _Reject:
