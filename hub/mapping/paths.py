@@ -184,16 +184,25 @@ def _native_step(node: Any) -> NativeStep | None:
 
 
 def _native_steps(node: Any) -> list[NativeStep] | None:
-    """The steps of ``node`` when it is a root-anchored chain of native steps, else ``None``."""
-    if type(node) is jsonpath.Root:
-        return []
-    if type(node) is not jsonpath.Child:
+    """The steps of ``node`` when it is a root-anchored chain of native steps, else ``None``.
+
+    The chain is walked down its left side in a loop: a path of a thousand steps
+    (``$.a.a.a...``) nests its ``Child`` nodes that deep, and recursing on them made
+    ``leadhub check`` (and serve, try) stop with a RecursionError traceback.
+    """
+    rights: list[Any] = []
+    while type(node) is jsonpath.Child:
+        rights.append(node.right)
+        node = node.left
+    if type(node) is not jsonpath.Root:
         return None
-    left = _native_steps(node.left)
-    if left is None:
-        return None
-    right = _native_step(node.right)
-    return None if right is None else [*left, right]
+    steps: list[NativeStep] = []
+    for right in reversed(rights):
+        step = _native_step(right)
+        if step is None:
+            return None
+        steps.append(step)
+    return steps
 
 
 def _as_funcs(steps: list[NativeStep]) -> tuple[StepFunc, ...]:
