@@ -38,6 +38,12 @@ class TransformError(HubError):
     """A transform is unknown or has a bad argument."""
 
 
+#: The most warnings one attribute records in one mapping; further ones are summed up in
+#: one more. A path may find a hundred thousand values a transform drops (a 640 KB body of
+#: phones "1"), and each was a warning: one 8.9 MB ``event_mapped`` log line.
+MAX_WARNINGS = 5
+
+
 @dataclass(slots=True)
 class Context:
     """What a transform may use besides the value: the mapping's region, a warning sink."""
@@ -47,9 +53,19 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     #: The JSONPath the attribute's values come from (None for a constant ``value``).
     path: str | None = None
+    #: How many warnings each attribute has had (see :data:`MAX_WARNINGS`).
+    counts: dict[str, int] = field(default_factory=dict)
 
     def warn(self, message: str) -> None:
-        self.warnings.append(f"{self.attribute}: {message}")
+        count = self.counts.get(self.attribute, 0) + 1
+        self.counts[self.attribute] = count
+        if count <= MAX_WARNINGS:
+            self.warnings.append(f"{self.attribute}: {message}")
+        elif count == MAX_WARNINGS + 1:
+            self.warnings.append(
+                f"{self.attribute}: more of its values were left out too; only the first "
+                f"{MAX_WARNINGS} are listed"
+            )
 
 
 ItemFunc = Callable[[Any, Any, Context], Any]

@@ -126,3 +126,24 @@ def test_serve_logs_a_short_part_of_a_huge_phone_or_date(tmp_path: Path) -> None
     warned = [line for line in lines if "is not a phone number" in line]
     assert warned, log[-2000:]
     assert max(len(line) for line in lines) < 4000
+
+
+def test_a_path_finding_many_dropped_values_records_a_few_warnings(tmp_path: Path) -> None:
+    """Each value a transform dropped was a warning: 100,000 phones "1" (a 640 KB body) made
+    a real `leadhub serve` write one 8.9 MB log line. Now five, and one that says more were
+    left out."""
+    phone = parse_transform("phone")
+    ctx = Context("Phone", "US")
+    assert phone.apply(["1"] * 100_000 + ["+1 415 555 0100"], ctx) == ["+1-4155550100"]
+    assert ctx.warnings == [
+        *["Phone: '1' is not a phone number; left out"] * transforms.MAX_WARNINGS,
+        "Phone: more of its values were left out too; only the first 5 are listed",
+    ]
+    ctx.attribute = "mx_Date"  # another attribute of the same mapping has its own five
+    assert parse_transform("date").apply(["x"] * 10, ctx) == []
+    assert len(ctx.warnings) == 2 * (transforms.MAX_WARNINGS + 1)
+    document = {"email": "a@example.com", "phone": ["1"] * 100_000, "created_time": ["x"] * 60_000}
+    answer, _ = _try(tmp_path, "zapier", document)
+    assert answer["status"] == "send"
+    assert len(answer["warnings"]) == 2 * (transforms.MAX_WARNINGS + 1)
+    assert len(json.dumps(answer)) < 3000
