@@ -25,6 +25,7 @@ import httpx
 from hub.config.models import DEFAULT_READ_TIMEOUT
 from hub.dispatch.leadsquared import REDIRECTS, parse_json, redirect_shown, transport_reason
 from hub.dispatch.transport import AnswerTooLarge
+from hub.sources.bodies import MAX_DEPTH, too_deep
 
 EXCERPT = 200  # characters of an error body kept in a reason
 #: The longest lead id a read puts in its URL. Real ids are short (a Facebook lead's 16
@@ -125,6 +126,11 @@ async def read_lead(
         return scrubbed(FetchRetry(f"{url_option} is invalid: {exc}", "config"), token)
     if response.status_code in REDIRECTS:
         return scrubbed(_redirected(response, url_option), token)
+    if 200 <= response.status_code < 300 and too_deep(response.content):
+        # No lead nests so deep, and one that does could not be stored (its enrichment, as
+        # JSON): every attempt failed with a traceback, for as long as give_up_after.
+        reason = f"the API answered a lead nested more than {MAX_DEPTH} levels deep"
+        return FetchDead(reason, "bad_answer")
     return scrubbed(classify(response.status_code, response.content), token)
 
 

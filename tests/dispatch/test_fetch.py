@@ -1,13 +1,19 @@
-"""What the three enrichment clients share (``hub.dispatch.fetch``): an unreachable API."""
+"""What the three enrichment clients share (``hub.dispatch.fetch``): an unreachable API, a lead
+nested too deep."""
 
 from __future__ import annotations
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
-from hub.dispatch.fetch import FetchRetry
+from hub.dispatch.fetch import FetchDead, Fetched, FetchRetry
+from hub.sources.bodies import MAX_DEPTH
 from tests.dispatch.support import Read, lead_readers
-from tests.support.server import free_port
+from tests.support.server import free_port, serve_in_thread
 
 TOKEN = "tok-never-shown-42"
 READS = lead_readers(TOKEN)
@@ -23,3 +29,26 @@ async def test_an_unreachable_api_is_a_retry_that_never_shows_the_token(read: Re
     assert outcome.kind == "network"
     assert "connection refused" in outcome.reason
     assert TOKEN not in outcome.reason
+
+
+@pytest.mark.parametrize("read", list(READS.values()), ids=list(READS))
+async def test_a_lead_nested_deeper_than_any_is_dead_with_the_reason(read: Read) -> None:
+    """An API answering a lead nested 900 levels deep (which could not be stored as the
+    event's enrichment: every attempt failed with a traceback until give_up_after) makes the
+    event dead at once, saying why; a lead nested as deep as a body may be is read."""
+    depth = {"deep": 900}
+
+    async def lead(request: Request) -> Response:
+        nested = b"[" * depth["deep"] + b"1" + b"]" * depth["deep"]
+        body = b'{"id": "1", "properties": {}, "field_data": [], "nested": ' + nested + b"}"
+        return Response(body, media_type="application/json")
+
+    app = Starlette(routes=[Route("/{path:path}", lead, methods=["GET"])])
+    with serve_in_thread(app) as url:
+        async with httpx.AsyncClient() as http:
+            outcome = await read(http, f"{url}/api")
+            depth["deep"] = MAX_DEPTH - 1  # with the lead's object, MAX_DEPTH in all
+            read_back = await read(http, f"{url}/api")
+    assert isinstance(outcome, FetchDead) and outcome.kind == "bad_answer"
+    assert f"nested more than {MAX_DEPTH} levels deep" in outcome.reason
+    assert isinstance(read_back, Fetched)

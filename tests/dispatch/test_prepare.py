@@ -4,6 +4,7 @@ mapping cannot evaluate is dead with the reason, an unexpected error is a counte
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,21 +140,30 @@ async def test_a_regex_that_backtracks_on_a_senders_value_is_dead_not_a_stalled_
     assert leads["one@example.com"]["mx_Code"] == "aaa"
 
 
-#: A Graph lead nested deeper than the store can write (orjson writes 254 levels at most).
+#: A Graph lead nested deeper than the store could write (orjson writes 254 levels at most).
 TOO_DEEP_LEAD = {
     "id": "deep",
     "field_data": [{"name": "email", "values": ["deep@example.com"]}],
     "extra": json.loads("[" * 300 + "]" * 300),
 }
+#: A lead whose enrichment the database refuses to store (:data:`REFUSE_ENRICHMENT`).
+REFUSED_LEAD = {"id": "refused", "field_data": [{"name": "email", "values": ["no@example.com"]}]}
 FINE_LEAD = {"id": "fine", "field_data": [{"name": "email", "values": ["fine@example.com"]}]}
+LEADS = {"deep": TOO_DEEP_LEAD, "refused": REFUSED_LEAD, "fine": FINE_LEAD}
+#: A SQLite trigger: the database refuses to store the refused lead's enrichment.
+REFUSE_ENRICHMENT = """
+CREATE TRIGGER refuse_enrichment BEFORE UPDATE OF enrichment ON events
+WHEN instr(CAST(NEW.enrichment AS TEXT), 'no@example.com') > 0
+BEGIN SELECT RAISE(ABORT, 'refused by the test''s trigger'); END;
+"""
 
 
 @pytest.fixture
 def graph() -> Iterator[str]:
-    """A Graph API double answering the two leads above by id."""
+    """A Graph API double answering the leads above by id."""
 
     async def lead(request: Request) -> Response:
-        found = {"deep": TOO_DEEP_LEAD, "fine": FINE_LEAD}.get(request.path_params["lead_id"])
+        found = LEADS.get(request.path_params["lead_id"])
         if found is None:
             return Response(b"", status_code=404)
         # json, not orjson: orjson refuses to write what is nested deeper than 254 levels.
@@ -188,28 +198,35 @@ fields:
 async def test_an_unexpected_error_preparing_one_event_is_an_attempt_not_a_loop(
     tmp_path: Path, graph: str
 ) -> None:
-    """A Graph lead the store cannot keep (nested 300 deep) fails preparing its event: the
-    event is retried on its target's schedule with the exception as its last error, then dead
-    when the schedule gives up, instead of coming back untried every second; the other event
-    is delivered meanwhile."""
+    """A Graph lead whose enrichment the database refuses to store fails preparing its event:
+    the event is retried on its target's schedule with the exception as its last error, then
+    dead when the schedule gives up, instead of coming back untried every second. A lead
+    nested 300 deep (which the store could not keep either, and failed so before)
+    is dead at its first attempt, saying why; the other event is delivered meanwhile."""
     with sandbox_server() as (url, _):
         config = _facebook_config(tmp_path / "cfg", url, graph)
         async with opened_store(tmp_path / "hub.db") as store:
-            deep, fine = await enqueue(
-                store, "fb", [{"leadgen_id": "deep"}, {"leadgen_id": "fine"}]
+            with sqlite3.connect(tmp_path / "hub.db") as conn:
+                conn.executescript(REFUSE_ENRICHMENT)
+            refused, deep, fine = await enqueue(
+                store, "fb", [{"leadgen_id": name} for name in ("refused", "deep", "fine")]
             )
             async with running(config, store):
                 await wait_for(all_in(State.DELIVERED, store, [fine]), what="fine delivered")
-                await wait_for(all_in(State.DEAD, store, [deep]), what="dead", timeout=20)
-            event = (await states(store, [deep]))[deep]
+                await wait_for(all_in(State.DEAD, store, [refused, deep]), what="dead", timeout=20)
+            event, too_deep = (await states(store, [refused, deep])).values()
         assert event.attempts >= 2
         error = event.last_error or ""
         assert error.startswith(f"gave up after {event.attempts} attempt(s) over "), error
         assert (
-            "give_up_after): preparing the event failed "
-            "(StoreError: The enrichment cannot be stored as JSON" in error
+            "give_up_after): preparing the event failed (StoreError: The event store" in error
+            and "refused by the test's trigger" in error
         ), error
-        assert error.endswith(f"send it again: leadhub replay --id {deep}"), error
+        assert error.endswith(f"send it again: leadhub replay --id {refused}"), error
+        assert too_deep.attempts == 1
+        assert "the API answered a lead nested more than 200 levels deep" in (
+            too_deep.last_error or ""
+        )
         (lead,) = sandbox_get(url, "/_sandbox/leads")
         assert lead["EmailAddress"] == "fine@example.com"
 
