@@ -228,6 +228,10 @@ STORE_ERROR_EVERY = 1.0
 DISCONNECTED = Answer(0, b"", "rejected", "disconnected", None, {}, [])
 
 
+#: Sent with every handshake answer (see :meth:`Ingest._handshake`).
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+
+
 class Ingest:
     """The ASGI app behind ``/hooks/{endpoint}``.
 
@@ -526,13 +530,9 @@ class Ingest:
                 "method_not_allowed",
                 "GET on an endpoint without a handshake",
             )
-        await _answer(
-            send,
-            answer.status,
-            answer.body,
-            [(b"content-type", answer.content_type.encode())],
-            head=scope["method"] == "HEAD",
-        )
+        # nosniff: a challenge is echoed as sent, and must never be read as HTML by a browser
+        headers = [(b"content-type", answer.content_type.encode()), _NOSNIFF]
+        await _answer(send, answer.status, answer.body, headers, head=scope["method"] == "HEAD")
         ok = answer.status == 200
         _log.info("handshake_answered", endpoint=route.name, status=answer.status, ok=ok)
         self.metrics.delivery(

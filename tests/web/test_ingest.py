@@ -178,7 +178,8 @@ def test_facebook_notification_without_leadgen_is_accepted_with_no_ids(hub: Hub)
 
 
 def test_facebook_handshake_over_http(hub: Hub) -> None:
-    """GET with the right verify token echoes the challenge as text; a wrong token gets 403."""
+    """GET with the right verify token echoes the challenge as text, which a browser must not
+    sniff as HTML (nosniff); a wrong token gets 403."""
     params = {
         "hub.mode": "subscribe",
         "hub.challenge": "1158201444",
@@ -187,8 +188,9 @@ def test_facebook_handshake_over_http(hub: Hub) -> None:
     ok = hub.client.get("/hooks/facebook", params=params)
     assert (ok.status_code, ok.text) == (200, "1158201444")
     assert ok.headers["content-type"].startswith("text/plain")
+    assert ok.headers["x-content-type-options"] == "nosniff"
     bad = hub.client.get("/hooks/facebook", params={**params, "hub.verify_token": "nope"})
-    assert bad.status_code == 403
+    assert bad.status_code == 403 and bad.headers["x-content-type-options"] == "nosniff"
     assert "1158201444" not in bad.text
 
 
