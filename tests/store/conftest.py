@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -35,27 +36,36 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """
     if request.param == "postgres":
         return schema_url(request)
+    return sqlite_writer_url(request.param, tmp_path)
+
+
+def sqlite_writer_url(writer: str, tmp_path: Path) -> str:
+    """The URL of a SQLite file in ``tmp_path`` whose enqueues are written by its thread
+    (``sqlite``) or, as serve writes them, its child process (``sqlite-process``)."""
     url = sqlite_url(tmp_path)
-    return f"{url}?writer=process" if request.param == "sqlite-process" else url
+    return f"{url}?writer=process" if writer == "sqlite-process" else url
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str, clock: ManualClock) -> AsyncIterator[EventStore]:
+    """The store at ``url``, opened, and closed when the block ends."""
+    s = open_store(url, clock=clock)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
 
 
 @pytest.fixture
 async def store(store_url: str, clock: ManualClock) -> AsyncIterator[EventStore]:
     """An opened store of each backend and writer (see ``store_url``)."""
-    s = open_store(store_url, clock=clock)
-    await s.open()
-    try:
+    async with opened(store_url, clock) as s:
         yield s
-    finally:
-        await s.close()
 
 
 @pytest.fixture
 async def other_process(store_url: str, clock: ManualClock) -> AsyncIterator[EventStore]:
     """A second store on the same database as ``store``: what another hub process sees."""
-    s = open_store(store_url.removesuffix("?writer=process"), clock=clock)
-    await s.open()
-    try:
+    async with opened(store_url.removesuffix("?writer=process"), clock) as s:
         yield s
-    finally:
-        await s.close()

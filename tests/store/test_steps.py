@@ -26,7 +26,7 @@ from hub.store import EventStore, open_store
 from hub.store.base import BatchedStore
 from hub.store.models import State
 
-from .conftest import sqlite_url
+from .conftest import opened, sqlite_url, sqlite_writer_url
 from .helpers import delivery, python_child
 
 
@@ -122,18 +122,13 @@ async def test_a_dry_run_counts_the_whole_selection_in_one_read(store: EventStor
 @pytest.fixture(params=["sqlite", "sqlite-process"])
 def sqlite_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A SQLite store's URL, enqueues written by its thread or (as serve) its child process."""
-    url = sqlite_url(tmp_path)
-    return f"{url}?writer=process" if request.param == "sqlite-process" else url
+    return sqlite_writer_url(request.param, tmp_path)
 
 
 @pytest.fixture
 async def sqlite_store(sqlite_store_url: str, clock: ManualClock) -> AsyncIterator[EventStore]:
-    s = open_store(sqlite_store_url, clock=clock)
-    await s.open()
-    try:
+    async with opened(sqlite_store_url, clock) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def hold_with_a_gap(path: Path, *, first: float, gap: float, second: float) -> threading.Thread:
