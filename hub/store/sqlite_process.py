@@ -284,9 +284,7 @@ class IngestProcess:
             await asyncio.wait_for(asyncio.shield(ready), wait)
         except (TimeoutError, StoreUnavailable) as exc:
             transport.abort()
-            if self._child is not None:  # (the next start waits for it to be gone)
-                with contextlib.suppress(OSError):
-                    self._child.kill()
+            self._kill()
             why = f"it did not say it was ready within {wait:g} s" if not ready.done() else exc
             pid = self._child.pid if self._child is not None else None
             msg = f"The event store's writer process (pid {pid}) did not start: {why}."
@@ -343,9 +341,7 @@ class IngestProcess:
         # A child that stopped answering is not trusted to go on: it is killed (what it
         # committed stays; the senders' retries of it are duplicates) and the next write
         # starts a new one once it has exited (:meth:`_reap`).
-        if child is not None:
-            with contextlib.suppress(OSError):
-                child.kill()
+        self._kill()
         self._lost(f"it had not answered for {waited:.0f} s and was killed")
 
     def _watch_in(self, seconds: float) -> None:
@@ -452,6 +448,13 @@ class IngestProcess:
             waiting, self._waiting = self._waiting, deque()
             _fail(waiting, StoreUnavailable(msg))
 
+    def _kill(self) -> None:
+        """Send the child ``SIGKILL`` (one already gone is no error); it stays the child that
+        the next start waits for (:meth:`_reap`)."""
+        if self._child is not None:
+            with contextlib.suppress(OSError):
+                self._child.kill()
+
     async def _reap(self) -> None:
         """Wait for a previous child (lost: its socket closed, or killed for stalling) to
         be gone, for at most :data:`REAP_WAIT`.
@@ -462,8 +465,7 @@ class IngestProcess:
         """
         old = self._child
         if old is not None and old.poll() is None:
-            with contextlib.suppress(OSError):
-                old.kill()  # it must not write behind a new one
+            self._kill()  # it must not write behind a new one
             try:
                 await asyncio.to_thread(old.wait, REAP_WAIT)
             except subprocess.TimeoutExpired:
