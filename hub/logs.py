@@ -23,7 +23,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Hashable, MutableMapping
 from typing import Any, BinaryIO, TextIO
 
 import orjson
@@ -278,6 +278,35 @@ def _factory(writer: LineWriter) -> Any:
         return writer
 
     return make
+
+
+class Throttle:
+    """Which lines of a run of like ones to write, so that a failure repeated at every request
+    (a store that is down, a full disk) logs a line a second rather than one per request.
+
+    :meth:`admit` says whether a line of ``key`` is written now: the first of its key, then
+    at most one per ``every`` seconds, each saying how many were left out since the one before.
+    """
+
+    #: Keys kept at most; beyond, those not written for ``every`` seconds are forgotten.
+    KEYS = 256
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        #: key -> when its last line was written, and how many were left out since
+        self._seen: dict[Hashable, tuple[float, int]] = {}
+
+    def admit(self, key: Hashable, now: float) -> int | None:
+        """None: leave this line out. Otherwise write it, with the returned number of lines
+        of ``key`` left out since the last one written (``unlogged``, when not 0)."""
+        logged_at, left_out = self._seen.get(key, (None, 0))
+        if logged_at is not None and 0 <= now - logged_at < self.every:
+            self._seen[key] = (logged_at, left_out + 1)
+            return None
+        if key not in self._seen and len(self._seen) >= self.KEYS:
+            self._seen = {k: v for k, v in self._seen.items() if 0 <= now - v[0] < self.every}
+        self._seen[key] = (now, 0)
+        return left_out
 
 
 def get_logger(name: str | None = None) -> Any:

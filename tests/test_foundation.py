@@ -261,3 +261,23 @@ def test_configure_refuses_an_unknown_level() -> None:
     """A level that is not a log level name is a ValueError naming it, not a KeyError."""
     with pytest.raises(ValueError, match="unknown log level 'bogus'; use debug, info"):
         logs.configure(level="bogus", stream=io.StringIO())
+
+
+def test_a_throttle_writes_a_key_s_line_once_per_interval_counting_what_it_left_out() -> None:
+    throttle = logs.Throttle(1.0)
+    assert throttle.admit("disk full", 10.0) == 0  # the first is written
+    assert [throttle.admit("disk full", t) for t in (10.1, 10.5, 10.99)] == [None] * 3
+    assert throttle.admit("locked", 10.5) == 0  # another key has its own interval
+    assert throttle.admit("disk full", 11.0) == 3  # the next, saying 3 were left out
+    assert throttle.admit("disk full", 11.2) is None
+    assert throttle.admit("disk full", 9.0) == 1  # a clock set back never silences a key
+
+
+def test_a_throttle_forgets_keys_it_has_not_written_for_an_interval_beyond_its_bound() -> None:
+    throttle = logs.Throttle(1.0)
+    for n in range(logs.Throttle.KEYS):
+        assert throttle.admit(n, 0.0) == 0
+    assert throttle.admit("one more", 0.5) == 0  # all still within the interval: kept
+    assert throttle.admit(0, 0.6) is None
+    assert throttle.admit("and another", 2.0) == 0  # the old ones go
+    assert throttle.admit(0, 2.1) == 0  # written again (its one left out forgotten with it)

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,7 @@ from hub.store.rows import Row, to_pending
 from hub.store.sqlite_threads import (
     MAX_BATCH,
     Reopening,
+    WriteFailures,
     begin_immediate,
     bulk_or_each,
     unavailable,
@@ -553,6 +554,7 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
     ready: deque[bulk.Pending | None] = deque()
     eof = False
     large = False  # a large frame was read since the last trim
+    failures = WriteFailures()
     sock.sendall(_frame(encoder.encode([0, []])))  # ready: the parent starts sending
     while not (eof and not ready):
         if not ready:
@@ -577,14 +579,20 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
         batch = [ready.popleft() for _ in range(min(len(ready), MAX_BATCH))]
         items = [p for p in batch if p is not None]
         try:
-            written = iter(_commit(writer.get(), items) if items else ())
+            written: Iterator[Any] = iter(())
+            if items:
+                conn = writer.get()
+                changes = conn.total_changes
+                written = iter(_commit(conn, items))
+                stats.commits += 1  # (after the commit: a failure skips it)
+                if conn.total_changes != changes:
+                    failures.committed()
             answers = [["parse"] if p is None else next(written) for p in batch]
-            stats.commits += 1 if items else 0  # (after the commit: a failure skips it)
         except StoreUnavailable as exc:
-            log().error("store_unavailable", error=str(exc))
+            failures.failed("store_unavailable", exc, len(batch))
             answers = [["unavailable", str(exc)]] * len(batch)
         except Exception as exc:
-            log().error("store_write_failed", error=str(exc), jobs=len(batch))
+            failures.failed("store_write_failed", exc, len(batch))
             if writer.conn is not None and writer.conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     writer.conn.execute("ROLLBACK")

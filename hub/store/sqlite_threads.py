@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hub import logs
 from hub.store.base import StoreError, StoreStats, StoreUnavailable, log, newer_schema
 from hub.store.sql import queries
 
@@ -85,6 +86,51 @@ def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     """The error for a store that cannot be opened or written, saying what to check."""
     msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {_hint(exc)}."
     return StoreUnavailable(msg)
+
+
+#: Seconds between two lines of one failure of the writer (the same error again and again).
+FAILURE_EVERY = 1.0
+
+
+class WriteFailures:
+    """The writer's lines about failed commits, at most one a second for each error.
+
+    A full disk or a read-only file fails every commit until it is fixed, each one a batch of
+    deliveries that get 503 (each with its own ``delivery_received`` line): the writer logs
+    ``store_write_failed`` (or ``store_unavailable``) at the first, then at most once per
+    :data:`FAILURE_EVERY` s for the same error, with ``unlogged`` (how many batches went
+    unlogged since), and ``store_write_recovered`` at the first commit after (``failed``:
+    the jobs that failed meanwhile, ``seconds`` since the first failure).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lines = logs.Throttle(FAILURE_EVERY)
+        self._since: float | None = None  # when the current run of failures began
+        self._failed = 0  # jobs failed since then
+
+    def failed(self, name: str, exc: BaseException, jobs: int) -> None:
+        """A batch of ``jobs`` was not committed: ``name`` is the line's event."""
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        self._failed += jobs
+        error = str(exc)
+        unlogged = self._lines.admit((name, error), now)
+        if unlogged is not None:
+            more = {"unlogged": unlogged} if unlogged else {}
+            log().error(name, error=error, jobs=jobs, **more)
+
+    def committed(self) -> None:
+        """A batch that changed rows was committed: ends a run of failures. (A transaction
+        that changed nothing commits on a full disk too.)"""
+        if self._since is not None:
+            seconds = round(self._clock() - self._since, 3)
+            # a warning, as the failures were errors: the writer runs at that level
+            log().warning("store_write_recovered", failed=self._failed, seconds=seconds)
+            self._since = None
+            self._failed = 0
+            self._lines = logs.Throttle(FAILURE_EVERY)
 
 
 #: How a reader opens the file (URI parameters). ``mode=rw``: a reader never creates an empty
@@ -317,6 +363,7 @@ class Writer:
     ) -> None:
         self._conn = Reopening(path, synchronous=synchronous, writer=True, stats=stats)
         self._stats = stats
+        self._failures = WriteFailures()
         self._bulk = bulk
         #: Lists of items (one list per event loop iteration that submitted), or _STOP.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -431,22 +478,25 @@ class Writer:
             return []
         try:
             conn = self._conn.get()
+            changes = conn.total_changes
             begin_immediate(conn)
             outcomes = self._run_jobs(conn, batch)
             conn.execute("COMMIT")
         except StoreUnavailable as exc:
-            log().error("store_unavailable", error=str(exc))
+            self._failures.failed("store_unavailable", exc, len(batch))
             return [(item, False, exc) for item in batch]
         except Exception as exc:
             # The database itself failed (I/O, locked past the timeout, disk full...):
             # nothing in this batch was committed; start over on a fresh connection.
-            log().error("store_write_failed", error=str(exc), jobs=len(batch))
+            self._failures.failed("store_write_failed", exc, len(batch))
             if self._conn.conn is not None and self._conn.conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.conn.execute("ROLLBACK")
             self._conn.drop()
             err = unavailable(self._conn.path, exc)
             return [(item, False, err) for item in batch]
+        if conn.total_changes != changes:
+            self._failures.committed()
         self._stats.commits += 1
         self._stats.jobs += len(batch)
         return [(item, ok, value) for item, (ok, value) in zip(batch, outcomes, strict=True)]

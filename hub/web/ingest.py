@@ -42,7 +42,7 @@ import structlog
 
 from hub.clock import Clock
 from hub.config.models import Endpoint
-from hub.logs import is_secret_name
+from hub.logs import Throttle, is_secret_name
 from hub.sources import (
     BodyError,
     Incoming,
@@ -256,9 +256,8 @@ class Ingest:
         self.metrics = metrics
         # resolved once: a per-call lazy proxy would rebuild a bound logger on every request
         self._log = structlog.get_logger().bind()
-        #: (endpoint, error type) -> when its store_enqueue_failed was last logged, and how
-        #: many failures since went unlogged
-        self._store_errors: dict[tuple[str, str], tuple[float, int]] = {}
+        #: store_enqueue_failed lines, by endpoint and kind of error
+        self._store_errors = Throttle(STORE_ERROR_EVERY)
         self._submit: Callable[[IncomingDelivery, Settle], None]
         if isinstance(store, Submits):
             self._submit = store.submit
@@ -504,12 +503,9 @@ class Ingest:
         endpoint and kind of error (a store that is down fails every request, each of which
         has its own ``delivery_received`` line already), saying how many went unlogged."""
         key = (endpoint, type(error).__name__)
-        now = self.clock.time()
-        logged_at, unlogged = self._store_errors.get(key, (None, 0))
-        if logged_at is not None and 0 <= now - logged_at < STORE_ERROR_EVERY:
-            self._store_errors[key] = (logged_at, unlogged + 1)
+        unlogged = self._store_errors.admit(key, self.clock.time())
+        if unlogged is None:
             return
-        self._store_errors[key] = (now, 0)
         _log.error(
             "store_enqueue_failed",
             endpoint=endpoint,

@@ -1,0 +1,111 @@
+"""The SQLite store's disk fills up under a running hub (a real tmpfs of a few megabytes).
+
+Deliveries get 503 while it is full (never a 200 without its commit, never a 500), the store
+logs its failure about once a second rather than once per delivery, and once there is space
+again the same process takes deliveries and sends every event it accepted: nothing answered
+200 is lost, and no lead goes dead for want of disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.store.models import State
+from tests.e2e.support import on_store, wait_until
+from tests.e2e.test_crash import CONFIG, ENV, TOKEN
+from tests.support.server import leadhub_process, serve_args
+
+#: A lead of about 2 KB (its notes), so that a few megabytes hold a hundred or so.
+NOTES = "n" * 1800
+
+
+def _mount(disk: Path, options: str) -> None:
+    subprocess.run(["mount", *options.split(), str(disk)], check=True, capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 3 MB tmpfs at ``tmp_path/"disk"``, unmounted after the test."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        _mount(disk, "-t tmpfs -o size=3m tmpfs")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here (it needs root): {exc}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)
+
+
+def _post(client: httpx.Client, n: int) -> httpx.Response:
+    return client.post("/hooks/forms", json={"email": f"lead{n}@example.com", "name": NOTES})
+
+
+def _lines(proc: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+
+
+def test_a_full_disk_is_503s_a_line_a_second_and_heals_once_there_is_space(
+    tmp_path: Path, small_disk: Path
+) -> None:
+    db = f"sqlite:///{small_disk / 'hub.db'}"
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, db=db)
+    accepted: list[int] = []
+    answers: Counter[int] = Counter()
+    with (
+        leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc,
+        httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as client,
+    ):
+        n = 0
+        refused = 0
+        first_refused: float | None = None
+        while refused < 300 and n < 5000:  # until 300 in a row are refused
+            answer = _post(client, n)
+            answers[answer.status_code] += 1
+            if answer.status_code == 200:
+                accepted.append(n)
+                refused = 0
+            else:
+                assert (answer.status_code, answer.json()) == (503, {"error": "store unavailable"})
+                first_refused = first_refused or time.monotonic()
+                refused += 1
+            n += 1
+        assert refused == 300 and first_refused is not None, answers  # the disk did fill
+        assert len(accepted) >= 20, answers
+        _mount(small_disk, "-o remount,size=64m")  # space again
+        full_for = time.monotonic() - first_refused
+        for m in range(n, n + 50):
+            answer = _post(client, m)
+            assert answer.status_code == 200, answer.text
+            accepted.append(m)
+
+        def all_delivered() -> bool:
+            counts = on_store(db, lambda store: store.counts())
+            return counts.get(State.DELIVERED, 0) == len(accepted)
+
+        wait_until(all_delivered, timeout=60, what="every accepted lead delivered")
+        counts = on_store(db, lambda store: store.counts())
+        lines = _lines(proc)
+    assert set(answers) == {200, 503}
+    assert sum(counts.values()) == len(accepted)  # nothing else stored, nothing dead
+    failing = ("store_write_failed", "store_unavailable")
+    failed = [line for line in lines if line["event"] in failing]
+    # Two writers (the web role's process, the dispatcher's thread), each at most one line a
+    # second for the same error, where every refused delivery used to log one.
+    assert 1 <= len(failed) <= 2 * (full_for + 3), [line["event"] for line in failed]
+    assert "database or disk is full" in failed[0]["error"]
+    # Once it writes again, the store says how many jobs failed meanwhile (the refused
+    # deliveries among them) and for how long.
+    resumed = [line for line in lines if line["event"] == "store_write_recovered"]
+    assert resumed, [line["event"] for line in lines]
+    assert sum(line["failed"] for line in resumed) >= answers[503]
+    assert all(0 < line["seconds"] < full_for + 3 for line in resumed)
