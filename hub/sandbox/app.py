@@ -4,11 +4,13 @@ Checks run in the order of sandbox.md: keys (401), path and method (404, paths
 matched case-insensitively), rate limit (429, ``/v2`` only), faults (``/v2``
 only), then the endpoint itself (400 for a bad body). Every error carries the
 MX envelope; an unexpected exception becomes a 500 envelope and the process
-keeps serving.
+keeps serving. A database that cannot be written (a full disk) is a 503 without the envelope:
+an outage, which a client retries.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,7 +18,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from hub.clock import SYSTEM_CLOCK, Clock
-from hub.logs import get_logger
+from hub.logs import Throttle, get_logger
 from hub.sandbox import api, faults
 from hub.sandbox.db import SandboxDB
 from hub.sandbox.errors import (
@@ -32,6 +34,19 @@ from hub.secrets import Secret
 from hub.units import RateLimit
 
 DEFAULT_RATE_LIMIT = RateLimit(25, 5.0)
+
+#: SQLite's primary result codes for a database that cannot be written for now: full, I/O,
+#: locked past the busy timeout, read-only, not openable. Answered 503 (see ``_storage_failed``).
+STORAGE_FAILURES = frozenset(
+    {
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
 
 
 class Sandbox:
@@ -54,6 +69,7 @@ class Sandbox:
         self.limiter = SlidingWindowLimiter(rate_limit, clock) if rate_limit else None
         self.faults = faults.FaultInjector()
         self.log = get_logger("hub.sandbox")
+        self._storage_errors = Throttle(1.0)
 
     def close(self) -> None:
         """Close the database and its worker thread (idempotent)."""
@@ -111,6 +127,13 @@ class Sandbox:
             response = error_reply(error)
         except ClientGone:
             raise
+        except sqlite3.Error as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in STORAGE_FAILURES:
+                self.log.exception("sandbox_request_failed", path=req.path, error=repr(exc))
+                msg = f"The sandbox failed unexpectedly ({type(exc).__name__}); see its log."
+                response = error_reply(MXError(500, UNEXPECTED, msg))
+            else:
+                response = self._storage_failed(exc)
         except Exception as exc:
             self.log.exception("sandbox_request_failed", path=req.path, error=repr(exc))
             msg = f"The sandbox failed unexpectedly ({type(exc).__name__}); see its log."
@@ -119,6 +142,20 @@ class Sandbox:
             await faults.drop_connection(req.scope, send, req.receive)
             return None
         return response
+
+    def _storage_failed(self, exc: sqlite3.Error) -> Response:
+        """A 503 without the MX envelope for a database that cannot be written (a full disk, a
+        read-only or locked file): an outage, as a real service's would be, which the hub
+        retries, where a 500 with an MX exception would make its event dead. Logged at most
+        once a second for the same error (``sandbox_storage_failed``, with ``unlogged``)."""
+        unlogged = self._storage_errors.admit(str(exc), self.clock.monotonic())
+        if unlogged is not None:
+            more = {"unlogged": unlogged} if unlogged else {}
+            self.log.error("sandbox_storage_failed", error=str(exc), **more)
+        return PlainTextResponse(
+            f"Service Unavailable: the sandbox's database cannot be written ({exc})",
+            status_code=503,
+        )
 
     async def _early_fault(
         self, fault: str, access: str, req: SandboxRequest, send: Send

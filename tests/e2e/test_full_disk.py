@@ -8,7 +8,6 @@ again the same process takes deliveries and sends every event it accepted: nothi
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,29 +20,17 @@ import pytest
 from hub.store.models import State
 from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN
+from tests.support.disks import resize, small_disk
 from tests.support.server import leadhub_process, serve_args
 
 #: A lead of about 2 KB (its notes), so that a few megabytes hold a hundred or so.
 NOTES = "n" * 1800
 
 
-def _mount(disk: Path, options: str) -> None:
-    subprocess.run(["mount", *options.split(), str(disk)], check=True, capture_output=True)
-
-
 @pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MB tmpfs at ``tmp_path/"disk"``, unmounted after the test."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    try:
-        _mount(disk, "-t tmpfs -o size=3m tmpfs")
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"cannot mount a tmpfs here (it needs root): {exc}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False, capture_output=True)
+def disk(tmp_path: Path) -> Iterator[Path]:
+    with small_disk(tmp_path / "disk", "3m") as mounted:
+        yield mounted
 
 
 def _post(client: httpx.Client, n: int) -> httpx.Response:
@@ -55,9 +42,9 @@ def _lines(proc: Any) -> list[dict[str, Any]]:
 
 
 def test_a_full_disk_is_503s_a_line_a_second_and_heals_once_there_is_space(
-    tmp_path: Path, small_disk: Path
+    tmp_path: Path, disk: Path
 ) -> None:
-    db = f"sqlite:///{small_disk / 'hub.db'}"
+    db = f"sqlite:///{disk / 'hub.db'}"
     args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, db=db)
     accepted: list[int] = []
     answers: Counter[int] = Counter()
@@ -81,7 +68,7 @@ def test_a_full_disk_is_503s_a_line_a_second_and_heals_once_there_is_space(
             n += 1
         assert refused == 300 and first_refused is not None, answers  # the disk did fill
         assert len(accepted) >= 20, answers
-        _mount(small_disk, "-o remount,size=64m")  # space again
+        resize(disk, "64m")  # space again
         full_for = time.monotonic() - first_refused
         for m in range(n, n + 50):
             answer = _post(client, m)
