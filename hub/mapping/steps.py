@@ -9,7 +9,14 @@ order):
   array's element), keeping the nodes that have the whole chain;
 - ``[*]`` (or ``.*``) opens every array and every object (its values, in order);
 - a filter ``[?(...)]`` keeps the array elements, or object values, for which its
-  predicate holds.
+  predicate holds;
+- a union of names ``['a','b']`` or indexes ``[0,2]`` walks each node down each of them, in
+  the order written; a slice ``[1:3]``, ``[::-1]`` takes those elements of each array;
+- ``..`` (:func:`descend_step`) puts in place of each node that node and everything under
+  it, in document order (pre-order: an object, then its first value and all under it, then
+  its second...), as jsonpath-ng's ``Descendants`` walks them; the step after ``..`` then
+  applies to each of those. It walks with a list, not recursion, so a deep document is no
+  RecursionError, and it takes time linear in what it visits.
 
 A predicate is a comparison of a relative path (``@``, ``@.a.b``, ``@.items[0]``)
 with a literal (string, number, ``true``/``false``, ``null``) by ``== = != < <= > >=``,
@@ -78,6 +85,90 @@ def wildcard_step(nodes: list[Any]) -> list[Any]:
             out.extend(node)
         elif isinstance(node, dict):
             out.extend(node.values())
+    return out
+
+
+def names_step(names: tuple[str, ...]) -> StepFunc:
+    """Each of ``names`` (in order, repeats repeated) of every object among the nodes."""
+
+    def step(nodes: list[Any]) -> list[Any]:
+        return [
+            node[name] for node in nodes if isinstance(node, dict) for name in names if name in node
+        ]
+
+    return step
+
+
+def indexes_step(indexes: tuple[int, ...]) -> StepFunc:
+    """Each of ``indexes`` (in order, repeats repeated) of every array among the nodes."""
+
+    def step(nodes: list[Any]) -> list[Any]:
+        return [
+            node[index]
+            for node in nodes
+            if isinstance(node, list | tuple)
+            for index in indexes
+            if -len(node) <= index < len(node)
+        ]
+
+    return step
+
+
+def slice_step(start: int | None, end: int | None, stride: int | None) -> StepFunc:
+    """The elements ``[start:end:stride]`` of every array among the nodes (none for a
+    stride of 0, as jsonpath-ng: Python would raise)."""
+    if stride == 0:
+        return lambda nodes: []
+    part = slice(start, end, stride)
+
+    def step(nodes: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for node in nodes:
+            if isinstance(node, list | tuple):
+                out.extend(node[part])
+        return out
+
+    return step
+
+
+#: The most values one ``..`` step may put in place of its nodes, in one document. A single
+#: ``..`` from the root visits each value of the document once: a 1 MiB body (the default
+#: ``max_body``) holds at most about 520,000 (``[0,0,...]``), a realistic one some 90,000.
+#: Only ``..`` after ``..`` (``$..*..*``) visits values again, once per ``..`` above them,
+#: and may find far more than the document holds: such a path stops here (about 0.1 s of
+#: walking) instead of holding the dispatcher's thread for seconds or minutes.
+MAX_DESCENT = 2_000_000
+
+
+class DescentTooLarge(Exception):
+    """A ``..`` step would visit more than :data:`MAX_DESCENT` values."""
+
+
+def descend_step(nodes: list[Any]) -> list[Any]:
+    """Every node and, after each, every value under it, in document order (pre-order).
+
+    Raises:
+        DescentTooLarge: more than :data:`MAX_DESCENT` values would be given.
+    """
+    out: list[Any] = []
+    keep = out.append
+    stack = nodes[::-1]
+    pop, push = stack.pop, stack.extend
+    # Values given plus values waiting: grows only when a container's values are pushed.
+    pushed = len(stack)
+    while stack:
+        node = pop()
+        keep(node)
+        if isinstance(node, list):  # jsonpath-ng opens lists and dicts only (not tuples)
+            push(reversed(node))
+            pushed += len(node)
+        elif isinstance(node, dict):
+            push(reversed(node.values()))
+            pushed += len(node)
+        else:
+            continue
+        if pushed > MAX_DESCENT:
+            raise DescentTooLarge
     return out
 
 
