@@ -18,6 +18,12 @@ a ``DatumInContext``), on the dispatcher's event loop; the native step takes a f
 ms, and stops with a :class:`DocumentError` when ``..`` after ``..`` would visit more than
 :data:`~hub.mapping.steps.MAX_DESCENT` values.
 
+jsonpath-ng evaluates its paths recursively, one Python frame per level of the parsed
+path: a path it evaluates that nests more than :data:`MAX_NESTING` levels (a union of
+thousands of names joined by ``|``, thousands of steps with a regex filter at the end)
+compiled, then failed on every document with a RecursionError. It is a :class:`PathError`
+now; so is ``&``, which jsonpath-ng parses but never evaluates.
+
 A regular expression in a filter (``[?(@.name =~ '^e-?mail$')]``) is compiled at load
 too, so a pattern that cannot compile is a :class:`PathError` (a ``check`` error), not a
 failure each time a document is mapped. It is matched with the ``regex`` module (the
@@ -274,6 +280,29 @@ def _as_funcs(steps: list[NativeStep]) -> tuple[StepFunc, ...]:
     return tuple(funcs)
 
 
+#: The most levels a path jsonpath-ng evaluates may nest (:func:`_nesting`). Its ``find``
+#: recurses once per level, so Python's limit of 1,000 frames, less those of the caller,
+#: is the real bound: at 990 levels a path fails from a bare interpreter, at 840 under 150
+#: frames of caller. 200 leaves the dispatcher, ``leadhub try`` and a filter's recursion
+#: into a 200-deep document (``sorted``) their room; no path written by hand comes near.
+MAX_NESTING = 200
+
+
+def _nesting(expression: Any) -> int:
+    """How many levels of jsonpath-ng nodes ``expression`` nests, at its deepest (no
+    recursion: the path may nest thousands deep)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(expression, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, list | tuple):
+            stack.extend((item, depth) for item in node)
+        elif isinstance(node, jsonpath.JSONPath):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in vars(node).values())
+    return deepest
+
+
 def _nodes(expression: Any) -> list[Any]:
     """Every node of a parsed path (filters, their expressions, operands...), no recursion."""
     found = []
@@ -327,12 +356,38 @@ def _bounded(text: str, node: Any) -> Any:
     return BoundedRegex(node.target, pattern, compiled, text)
 
 
+def _evaluable(text: str, expression: Any) -> None:
+    """Refuse a path jsonpath-ng would fail on with every document.
+
+    Raises:
+        PathError: the path uses ``&``, or nests more than :data:`MAX_NESTING` levels.
+    """
+    if any(type(node) is jsonpath._Intersect for node in _nodes(expression)):
+        msg = (
+            f"JSONPath {text!r} uses '&', which jsonpath-ng reads but cannot evaluate (every "
+            "document would fail); write the path of the values meant, or a filter, like "
+            "$.items[?(@.a == 1 && @.b == 2)]"
+        )
+        raise PathError(msg)
+    nesting = _nesting(expression)
+    if nesting > MAX_NESTING:
+        msg = (
+            f"JSONPath {text!r} nests {nesting} levels (its steps, '|' and filters inside one "
+            f"another), more than the {MAX_NESTING} jsonpath-ng can evaluate (every document "
+            "would fail); write a union of names or indexes in one bracket, like "
+            "$.lead['work_email','email'] or $.items[0,1,2] (any number of them), and keep "
+            f"a path with a regular expression, '|' or 'sorted' under {MAX_NESTING} steps"
+        )
+        raise PathError(msg)
+
+
 def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     """Compile ``text`` once; raises :class:`PathError` naming the fix when it does not parse.
 
     Paths must start at the root (``$``), so that a constant written where a path
-    belongs (``Source: Typeform``) is caught instead of silently finding nothing, and
-    every regular expression in a filter must compile.
+    belongs (``Source: Typeform``) is caught instead of silently finding nothing, every
+    regular expression in a filter must compile, and a path jsonpath-ng evaluates must be
+    one it can evaluate (:func:`_evaluable`).
     """
     if not isinstance(text, str) or not text.strip().startswith("$"):
         msg = (
@@ -350,8 +405,12 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
         )
         raise PathError(msg) from exc
     timed = _bound_regexes(text, expression)
-    steps = _native_steps(expression)
+    try:
+        steps = _native_steps(expression)
+    except RecursionError:  # filters inside a thousand parentheses: jsonpath-ng's, and refused
+        steps = None
     if steps is None:
+        _evaluable(text, expression)
         return ExtendedPath(text=text, expression=expression, timed=timed)
     keys = [step for step in steps if isinstance(step, str | int)]
     if len(keys) == len(steps):
