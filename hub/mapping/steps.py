@@ -317,16 +317,22 @@ def filter_predicate(node: ext_filter.Filter) -> Predicate | None:
 
 
 def relative_keys(node: Any) -> tuple[Key, ...] | None:
-    """The keys of ``@``, ``@.a.b``, ``@['x y'][0]``; ``None`` for anything else."""
-    if type(node) is jsonpath.This:
-        return ()
-    if type(node) is not jsonpath.Child:
+    """The keys of ``@``, ``@.a.b``, ``@['x y'][0]``; ``None`` for anything else.
+
+    The chain is walked down its left side in a loop: ``@`` followed by a thousand names
+    recursed that deep, and compiling the path raised RecursionError (a traceback from
+    ``leadhub check``).
+    """
+    keys: list[Key] = []
+    while type(node) is jsonpath.Child:
+        key = single_key(node.right)
+        if key is None:
+            return None
+        keys.append(key)
+        node = node.left
+    if type(node) is not jsonpath.This:
         return None
-    left = relative_keys(node.left)
-    key = single_key(node.right)
-    if left is None or key is None:
-        return None
-    return (*left, key)
+    return tuple(reversed(keys))
 
 
 def single_key(node: Any) -> Key | None:

@@ -148,6 +148,21 @@ def test_an_intersection_is_a_path_error() -> None:
     assert "$.items[?(@.a == 1 && @.b == 2)]" in message
 
 
+def test_a_filter_on_a_path_of_a_thousand_names_compiles(tmp_path: Path) -> None:
+    """A filter's relative path (``@.a.a...``) was compiled recursively: 1,500 names raised
+    RecursionError out of load (a traceback from ``leadhub check``)."""
+    relative = "@" + ".a" * 1500
+    text = f"$.items[?({relative} == 1)].v"
+    _write(tmp_path, text)
+    mapping = load(tmp_path, {}).mappings["m"]
+    path = mapping.fields[1].path
+    assert isinstance(path, NativePath)
+    deep: Any = 1
+    for _ in range(1500):
+        deep = {"a": deep}
+    assert path.values({"items": [{"v": "no"}, {**deep, "v": "yes"}]}) == ["yes"]
+
+
 def test_check_refuses_a_deep_union_with_its_line(tmp_path: Path) -> None:
     """``leadhub check`` (where jsonpath-ng's '|' only warns) exits 1 with file:line and
     the fix, no traceback; it took the path before, and every event of the mapping died."""
