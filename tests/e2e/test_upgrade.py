@@ -12,11 +12,13 @@ to ``serve --role web``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
 import sqlite3
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ import httpx
 import pytest
 
 from hub.store.base import EventStore
-from hub.store.sqlite_threads import SCHEMA_VERSION
+from hub.store.postgres import SCHEMA_VERSION as POSTGRES_VERSION
+from hub.store.sqlite_threads import SCHEMA_VERSION as SQLITE_VERSION
 from tests.e2e.support import (
     FIXTURES,
     SHIPPED,
@@ -35,6 +38,7 @@ from tests.e2e.support import (
     wait_until,
 )
 from tests.mappings.cases import DEMO_ENV
+from tests.pg_server import schema_name, sql
 from tests.support.server import leadhub_process, leadhub_run, serve_args
 
 STORES = FIXTURES / "stores"
@@ -146,13 +150,46 @@ def test_a_store_an_older_release_wrote_is_migrated_and_sent_once(
 ) -> None:
     path = tmp_path / "hub.db"
     shutil.copy(old, path)
-    db = f"sqlite:///{path}"
+    upgraded(tmp_path, f"sqlite:///{path}", lambda: schema_version(path), SQLITE_VERSION)
 
+
+def test_a_postgres_store_an_older_release_wrote_is_migrated_and_sent_once(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """The same on PostgreSQL, schema 1, loaded from fe97f26's store as pg_dump --inserts
+    wrote it (its schema's name replaced)."""
+    schema = schema_name()
+    dump = (STORES / "postgres-schema1-fe97f26.sql").read_text()
+    asyncio.run(load(postgres_dsn, dump.replace("leadhub_old", schema)))
+    try:
+
+        def version() -> int:
+            query = "SELECT value FROM meta WHERE key = 'schema_version'"
+            return int(asyncio.run(sql(postgres_dsn, query, schema=schema))[0][0])
+
+        upgraded(tmp_path, f"{postgres_dsn}?schema={schema}", version, POSTGRES_VERSION)
+    finally:
+        asyncio.run(sql(postgres_dsn, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+
+
+async def load(dsn: str, script: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(script)
+    finally:
+        await conn.close()
+
+
+def upgraded(tmp_path: Path, db: str, version: Callable[[], int], current: int) -> None:
+    """The old store at ``db`` read, migrated (``version`` reads its schema version, then
+    ``current``), sent, deduplicated, replayed and purged by this leadhub."""
     # read (and migrated) by leadhub events, table and JSON
     table = leadhub_run(["events", "--limit", "100", "--db", db])
     assert table.returncode == 0, table.stderr
     assert len(table.stdout.splitlines()) == 1 + 17, table.stdout
-    assert schema_version(path) == SCHEMA_VERSION
+    assert version() == current
     rows = listed(db)
     assert Counter(r["state"] for r in rows) == BEFORE
     check_documents(rows)
@@ -170,7 +207,7 @@ def test_a_store_an_older_release_wrote_is_migrated_and_sent_once(
     }
     for name in ("typeform", "facebook", "google"):
         files[f"{name}.yaml"] = (SHIPPED / f"{name}.yaml").read_text()
-    args, base, _ = serve_args(tmp_path, files)
+    args, base, _ = serve_args(tmp_path, files, db=db)
     targets = [TARGETS.format(name=name, base=base) for name in ("refuse", "fail", "hang")]
     (tmp_path / "cfg" / "targets.yaml").write_text("---\n".join(targets))
     env = {**DEMO_ENV, "FORMS_TOKEN": TOKEN, "FB_GRAPH_URL": "http://127.0.0.1:9"}
@@ -190,12 +227,14 @@ def test_a_store_an_older_release_wrote_is_migrated_and_sent_once(
             body, headers = fixture(sender, name)
             answer = post(base, f"/hooks/{endpoint}", body, headers)
             assert answer.json()["status"] == "duplicate", (name, answer.text)
-        assert post_form(base, "forms", "new") == {"status": "accepted", "id": 18}
+        new = post_form(base, "forms", "new")
+        assert new["status"] == "accepted", new
         # a later lead of the event the old hub holds (its lead keys as the old code wrote
         # them) waits behind it
         later = json.dumps({"email": "hang0@example.com", "name": "Later"}).encode()
         answer = post(base, "/hooks/hang", later, {"X-Api-Key": TOKEN})
-        assert answer.json() == {"status": "accepted", "id": 19}, answer.text
+        assert answer.json()["status"] == "accepted", answer.text
+        held = answer.json()["id"]
 
         replayed = leadhub_run(["replay", "--status", "dead", "--db", db])
         assert (replayed.returncode, replayed.stdout) == (0, "Requeued 2 events.\n")
@@ -223,5 +262,5 @@ def test_a_store_an_older_release_wrote_is_migrated_and_sent_once(
     assert purged.returncode == 0, purged.stderr
     assert counts(db) == {"delivered": 8, "sending": 1, "queued": 1}, purged.stdout
     left = listed(db)
-    assert sorted(r["id"] for r in left) == [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+    assert sorted(r["id"] for r in left) == [10, 11, 12, 13, 14, 15, 16, 17, new["id"], held]
     assert all(r["document"] for r in left)
