@@ -175,6 +175,11 @@ SCHEMA_VERSION = 3
 SCHEMA_OBJECTS = frozenset(
     re.findall(r"(?:TABLE|INDEX|VIEW) IF NOT EXISTS (\w+)", Q["schema"], re.IGNORECASE)
 )
+#: Objects of older versions that the schema script drops: a file holding one is not current
+#: (a leadhub older than the refusal of newer files could open this one and make it again).
+OBSOLETE_OBJECTS = frozenset(
+    re.findall(r"DROP (?:TABLE|INDEX|VIEW) IF EXISTS (\w+)", Q["schema"], re.IGNORECASE)
+)
 
 
 def begin_immediate(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_MS / 1000) -> None:
@@ -217,7 +222,7 @@ def is_current(conn: sqlite3.Connection) -> bool:
     locked") when that one lasted longer. A file that is current needs none of it.
     """
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    if not SCHEMA_OBJECTS <= names:
+    if not SCHEMA_OBJECTS <= names or OBSOLETE_OBJECTS & names:
         return False
     return int(conn.execute(Q["schema_version"]).fetchone()[0]) == SCHEMA_VERSION
 

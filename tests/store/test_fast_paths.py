@@ -219,6 +219,27 @@ async def test_version_1_database_is_migrated(tmp_path: Path, clock: ManualClock
     assert {"events_ready", "events_unrouted"} <= indexes and "events_pending" not in indexes
 
 
+async def test_an_index_an_older_leadhub_made_again_is_dropped(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A leadhub of before the refusal of newer files, run on a current one, made version 1's
+    ``events_pending`` again (the upgrade audit saw 5147873 do it), and the file still counted
+    as current, so the index stayed, written at every enqueue: the next open drops it."""
+    store = await opened(tmp_path, clock)
+    await store.close()
+    db = tmp_path / "events.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE INDEX events_pending ON events (id) WHERE state = 'queued'")
+    store = await opened(tmp_path, clock)
+    try:
+        [stored] = await store.enqueue(delivery("after"))
+    finally:
+        await store.close()
+    assert stored.id == 1
+    indexes = {r[0] for r in raw(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "events_pending" not in indexes and "events_ready" in indexes
+
+
 async def test_close_right_after_submitting_answers_every_write(
     tmp_path: Path, clock: ManualClock
 ) -> None:

@@ -15,6 +15,9 @@ CREATE TABLE IF NOT EXISTS meta (
 -- A new database starts at the current version; an older one is migrated (migrate_1, then
 -- migrate_2: see hub.store.sqlite_threads.migrate).
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '3');
+-- Version 1's claim index: a leadhub of before the refusal of newer files (e270549) opening
+-- this file made it again (written at every enqueue, read by nothing).
+DROP INDEX IF EXISTS events_pending;
 
 -- One row per HTTP request as received: the raw body is stored once, however many
 -- leads it carries.
