@@ -388,7 +388,11 @@ class Lane:
             # the limit, so it may be long): no room within the budget, no call.
             left = budget - (d.clock.monotonic() - item.claimed_at)
             async with self.limiter.slot(within=left) as allowed:
-                if not allowed:
+                # Looked at again once the slot is ours: the wait for it may have outlasted
+                # the budget all the same (a process frozen meanwhile, a store that answered
+                # late), and a call started past it may go out while another worker holds
+                # the event, which it claimed once our lease had ended.
+                if not allowed or d.clock.monotonic() - item.claimed_at > budget:
                     return await self._lease_ending(item)
                 attempt = await d.client.capture(
                     self.target, query=item.request.query, body=item.request.body

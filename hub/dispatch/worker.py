@@ -136,6 +136,10 @@ LEAVE_DELAY = 60.0
 LEAVE_LOG_EVERY = 300.0
 
 
+#: A claim's answer: the events, the size asked for, and when it was asked for (monotonic).
+Claimed = tuple[list[Event], int, float]
+
+
 class Dispatcher:
     """The worker loop (see the module docstring)."""
 
@@ -385,7 +389,7 @@ class Dispatcher:
 
     async def _claim_loop(self) -> None:
         hogs: set[str] = set()
-        ahead: asyncio.Task[tuple[list[Event], int] | None] | None = None
+        ahead: asyncio.Task[Claimed | None] | None = None
         try:
             while not self._stopping:
                 if self._read_done:  # leads read since: map, route and queue those events
@@ -401,7 +405,7 @@ class Dispatcher:
                 if got is None:  # the store failed (and the loop waited a moment)
                     hogs = set()
                     continue
-                claimed, size = got
+                claimed, size, claimed_at = got
                 left_out, hogs = hogs, (set() if hogs else self._hogs(claimed, size))
                 if claimed:
                     # Claim the next batch while this one is mapped, routed and queued: the
@@ -410,7 +414,7 @@ class Dispatcher:
                     room = self._claim_size(pending=len(claimed))
                     if room > 0 and not self._stopping:
                         ahead = asyncio.create_task(self._claim(room, hogs))
-                    await self._dispatch(claimed)
+                    await self._dispatch(claimed, claimed_at)
                     continue
                 if left_out:  # nothing else was due: claim again at once, the hogs included
                     continue
@@ -422,8 +426,17 @@ class Dispatcher:
                     for event in last[0]:
                         await self.release_soon(event, at_once=True)
 
-    async def _claim(self, size: int, hogs: set[str]) -> tuple[list[Event], int] | None:
-        """Claim up to ``size`` events (``hogs`` left out): (claimed, size); None on failure."""
+    async def _claim(self, size: int, hogs: set[str]) -> Claimed | None:
+        """Claim up to ``size`` events (``hogs`` left out): (claimed, size, when it was asked
+        for, monotonic); None on failure.
+
+        Their leases count from when the claim was asked for, not from its answer: the
+        store reads the time at the claim, and an answer that comes late (a database that
+        waited on a lock, a process frozen meanwhile: SIGSTOP, a paused VM) has already used
+        up that much of each lease. Counted from the answer, a lease that had ended while
+        the answer came looked whole, and the event was sent while another worker, or this
+        one's next claim, held it: sent twice.
+        """
         try:
             started = self.clock.monotonic()
             claimed = await self.store.claim(
@@ -443,7 +456,7 @@ class Dispatcher:
             left_out=sorted(hogs),
             seconds=round(self.clock.monotonic() - started, 4),
         )
-        return claimed, size
+        return claimed, size, started
 
     async def _wait_time(self) -> float:
         try:
@@ -460,8 +473,9 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _dispatch(self, claimed: list[Event]) -> None:
-        claimed_at = self.clock.monotonic()
+    async def _dispatch(self, claimed: list[Event], claimed_at: float) -> None:
+        """Map, route and queue ``claimed``, whose claim was asked for at ``claimed_at``
+        (monotonic: its leases run from then)."""
         # Map what needs no I/O here; skip, kill... concurrently (each writes alone). Events
         # whose lead is to be read are marked with the routes, then read in the background.
         items: list[Item] = []
