@@ -207,10 +207,12 @@ class Replayed:
     since: float | None
 
 
-def state_counts(found: Iterable[tuple[Any, Any]]) -> dict[State, int]:
-    """``(state, count)`` rows as :meth:`EventStore.counts` answers: every state, zero
-    included."""
-    out = dict.fromkeys(State, 0)
+def state_counts(
+    found: Iterable[tuple[Any, Any]], states: Collection[State] | None = None
+) -> dict[State, int]:
+    """``(state, count)`` rows as :meth:`EventStore.counts` answers: every state (or each of
+    ``states``), zero included."""
+    out = dict.fromkeys(State if states is None else states, 0)
     for state, count in found:
         out[State(state)] = int(count)
     return out
@@ -675,8 +677,10 @@ class EventStore(Protocol):
         """
         ...
 
-    async def counts(self) -> dict[State, int]:
-        """How many events are in each state (every state present, zero included)."""
+    async def counts(self, states: Collection[State] | None = None) -> dict[State, int]:
+        """How many events are in each state (every state present, zero included); with
+        ``states``, in those only, each counted through the state's index (so counting the
+        few waiting events of a store of millions delivered ones costs little)."""
         ...
 
     async def replay(

@@ -532,10 +532,13 @@ class PostgresStore(BatchedStore):
             )
         return [rows.listed_of(r) for r in found]
 
-    async def counts(self) -> dict[State, int]:
+    async def counts(self, states: Collection[State] | None = None) -> dict[State, int]:
         async with self._conn(readonly=True) as conn:
-            found = await conn.fetch(Q["counts"])
-        return state_counts((r[0], r[1]) for r in found)
+            if states is None:
+                found = await conn.fetch(Q["counts"])
+            else:
+                found = await conn.fetch(Q["counts_of"], [str(state) for state in states])
+        return state_counts(((r[0], r[1]) for r in found), states)
 
     async def _replayable(self, selection: Replayed) -> int:
         async with self._conn(readonly=True) as conn:

@@ -467,9 +467,15 @@ class SQLiteStore(BatchedStore):
         )
         return [rows.listed_of(r) for r in found]
 
-    async def counts(self) -> dict[State, int]:
-        found = await self._reader.submit(lambda conn: conn.execute(Q["counts"]).fetchall())
-        return state_counts(found)
+    async def counts(self, states: Collection[State] | None = None) -> dict[State, int]:
+        if states is None:
+            found = await self._reader.submit(lambda conn: conn.execute(Q["counts"]).fetchall())
+        else:
+            params = {"states": _json([str(state) for state in states])}
+            found = await self._reader.submit(
+                lambda conn: conn.execute(Q["counts_of"], params).fetchall()
+            )
+        return state_counts(found, states)
 
     async def _replayable(self, selection: Replayed) -> int:
         params = _replay_params(selection)

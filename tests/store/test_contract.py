@@ -757,6 +757,27 @@ class TestReplay:
         delivered = await store.get(ids["delivered"])
         assert delivered is not None and delivered.lead_id == "L"
 
+    async def test_counts_of_named_states_agree_with_the_whole_count(
+        self, store: EventStore
+    ) -> None:
+        """counts(states) counts those states only (each through its index), as counts() does;
+        a state without events is 0."""
+        await self.finished(store)
+        await store.claim(limit=1, lease=30)  # the queued one: sending
+        every = await store.counts()
+        assert every == {
+            **dict.fromkeys(State, 0),
+            State.SENDING: 1,
+            State.DELIVERED: 1,
+            State.DEAD: 2,
+            State.UNMATCHED: 1,
+            State.SKIPPED: 1,
+        }
+        some = [State.DEAD, State.QUEUED, State.SENDING]
+        assert await store.counts(some) == {state: every[state] for state in some}
+        assert await store.counts([State.DELIVERED]) == {State.DELIVERED: 1}
+        assert await store.counts([]) == {}
+
     async def test_by_state(self, store: EventStore) -> None:
         """replay(state=dead) requeues only dead events."""
         ids = await self.finished(store)

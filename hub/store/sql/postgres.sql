@@ -327,6 +327,13 @@ LIMIT $3;
 -- name: counts
 SELECT state, count(*) FROM events GROUP BY state;
 
+-- name: counts_of
+-- Only these states, through events_due (whose first column is the state): as dear as the
+-- events counted, where counts reads every event. (As = ANY of the array, the planner reads
+-- how many each state holds; a subquery per state of unnest() it took for a third of the
+-- table each, and read them all six times over.)
+SELECT state, count(*) FROM events WHERE state = ANY($1::text[]) GROUP BY state;
+
 -- name: replayable
 -- What replay would requeue (its dry run): the same selection, nothing changed. $1: the
 -- states taken (hub.store.base.replayed_states: 'delivered' only when named); $4, when not
