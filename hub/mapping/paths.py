@@ -27,17 +27,16 @@ now; so is ``&``, which jsonpath-ng parses but never evaluates.
 A regular expression in a filter (``[?(@.name =~ '^e-?mail$')]``) is compiled at load
 too, so a pattern that cannot compile is a :class:`PathError` (a ``check`` error), not a
 failure each time a document is mapped. It is matched with the ``regex`` module (the
-standard library's syntax and results) under a time budget (:data:`REGEX_BUDGET` per path
-and document): a pattern that backtracks without end on a sender's value, such as
-``^(a|aa)+$`` on forty ``a`` and a ``b``, fails that document's mapping with the reason
-(:class:`DocumentError`) instead of holding the dispatcher's only thread for good.
+standard library's syntax and results) under a time budget
+(:data:`~hub.mapping.steps.REGEX_BUDGET` of matching per path and document): a pattern
+that backtracks without end on a sender's value, such as ``^(a|aa)+$`` on forty ``a``
+and a ``b``, fails that document's mapping with the reason (:class:`DocumentError`)
+instead of holding the dispatcher's only thread for good.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from dataclasses import dataclass
-from time import monotonic
 from typing import Any
 
 import regex
@@ -48,14 +47,17 @@ from jsonpath_ng.ext.parser import parse as _ext_parse
 from hub.exceptions import HubError
 from hub.mapping.steps import (
     MAX_DESCENT,
+    BoundedRegex,
     DescentTooLarge,
     StepFunc,
+    _budget,
     chain_step,
     descend_step,
     filter_predicate,
     filter_step,
     indexes_step,
     names_step,
+    regex_budget,
     single_key,
     slice_step,
     wildcard_step,
@@ -125,6 +127,26 @@ class NativePath:
 
 
 @dataclass(frozen=True, slots=True)
+class TimedNativePath(NativePath):
+    """A :class:`NativePath` with a regular expression in a filter: its matches share one
+    budget per document (:data:`~hub.mapping.steps.REGEX_BUDGET`), as an
+    :class:`ExtendedPath`'s do."""
+
+    def values(self, document: Any) -> list[Any]:
+        """Every value the path finds in ``document``, in document order.
+
+        Raises:
+            DocumentError: as :meth:`NativePath.values`, or a regular expression of the path
+                ran out of its time.
+        """
+        token = regex_budget()
+        try:
+            return NativePath.values(self, document)
+        finally:
+            _budget.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
 class ExtendedPath:
     """Any other path, found by jsonpath-ng: one holding a ``|`` union, a named operator
     (``sorted``, ``len``...), ``where``, or a filter using a regular expression, another
@@ -140,9 +162,10 @@ class ExtendedPath:
 
         Raises:
             DocumentError: jsonpath-ng ran out of stack on a deeply nested document, or a
-                regular expression of the path ran out of its time (:data:`REGEX_BUDGET`).
+                regular expression of the path ran out of its time
+                (:data:`~hub.mapping.steps.REGEX_BUDGET`).
         """
-        token = _deadline.set(monotonic() + REGEX_BUDGET) if self.timed else None
+        token = regex_budget() if self.timed else None
         try:
             return [match.value for match in self.expression.find(document)]
         except (TypeError, ValueError, AttributeError, KeyError, IndexError):
@@ -154,51 +177,7 @@ class ExtendedPath:
             raise DocumentError(msg) from None
         finally:
             if token is not None:
-                _deadline.reset(token)
-
-
-#: Seconds the regular expressions of one path may take on one document, in all.
-REGEX_BUDGET = 0.2
-
-#: When the path being evaluated runs out of time (``monotonic``); 0 outside ``values``.
-_deadline: ContextVar[float] = ContextVar("regex_deadline", default=0.0)
-
-
-class BoundedRegex(ext_filter.Expression):
-    """``@.x =~ 'pattern'``, matched with the ``regex`` module under a time budget.
-
-    Finds what jsonpath-ng's own ``=~`` finds (the targets whose value is a string in
-    which the pattern is found, ``re.search``'s rule), but stops when the path's budget is
-    spent and raises :class:`DocumentError` naming the pattern.
-    """
-
-    def __init__(self, target: Any, pattern: str, compiled: Any, path: str) -> None:
-        super().__init__(target, "=~", pattern)
-        self.compiled = compiled
-        self.path = path
-
-    def find(self, datum: Any) -> list[Any]:
-        wrapped = jsonpath.DatumInContext.wrap(datum)
-        deadline = _deadline.get() or monotonic() + REGEX_BUDGET
-        found = []
-        for data in self.target.find(wrapped):
-            value = data.value
-            if not isinstance(value, str):
-                continue
-            try:
-                left = deadline - monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                if self.compiled.search(value, timeout=left) is not None:
-                    found.append(data)
-            except TimeoutError:
-                msg = (
-                    f"JSONPath {self.path}: the regular expression {self.value!r} took more "
-                    f"than {REGEX_BUDGET:g} s on this document's values; write it without "
-                    "nested repeats such as (a|aa)+ or (a+)*"
-                )
-                raise DocumentError(msg) from None
-        return found
+                _budget.reset(token)
 
 
 #: What :func:`_native_steps` turns one node into: a key or index, or any other step.
@@ -415,4 +394,5 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     keys = [step for step in steps if isinstance(step, str | int)]
     if len(keys) == len(steps):
         return SimplePath(text=text, steps=tuple(keys))
-    return NativePath(text=text, steps=_as_funcs(steps))
+    native = TimedNativePath if timed else NativePath
+    return native(text=text, steps=_as_funcs(steps))

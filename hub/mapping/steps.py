@@ -20,22 +20,27 @@ order):
 
 A predicate is a comparison of a relative path (``@``, ``@.a.b``, ``@.items[0]``)
 with a literal (string, number, ``true``/``false``, ``null``) by ``== = != < <= > >=``,
-an existence test (``@.a``, ``!@.a``), or an ``&&`` / ``||`` of those. It follows
+a regular expression (``@.name =~ '^e-?mail$'``, a :class:`BoundedRegex`), an existence
+test (``@.a``, ``!@.a``), or an ``&&`` / ``||`` of those. It follows
 RFC 9535 as jsonpath-ng 1.16 implements it: values of different types are never
 equal (``1`` is not ``'1'``, ``true`` is not ``1``), only two numbers or two strings
 are ordered, and a missing member satisfies only ``!=``. :func:`compile_predicate`
-returns ``None`` for anything else (regular expressions, comparisons with another
-path, ``$`` inside a filter), and the caller keeps jsonpath-ng for that path.
+returns ``None`` for anything else (comparisons with another path, ``$`` inside a
+filter), and the caller keeps jsonpath-ng for that path.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Callable
+from contextvars import ContextVar, Token
+from time import monotonic
 from typing import Any
 
 from jsonpath_ng import jsonpath
 from jsonpath_ng.ext import filter as ext_filter
+
+from hub.mapping.values import DocumentError
 
 #: Moves a path's nodes one step on.
 StepFunc = Callable[[list[Any]], list[Any]]
@@ -54,6 +59,67 @@ _ORDERED: dict[str, Callable[[Any, Any], bool]] = {
     ">": operator.gt,
     ">=": operator.ge,
 }
+
+
+#: Seconds the regular expressions of one path may take on one document, in all: only the
+#: time spent matching counts, not the walk to the values (jsonpath-ng's walk of a 1 MB
+#: document with ``..`` took more than this, and a pattern that cannot backtrack was blamed).
+REGEX_BUDGET = 0.2
+
+#: What is left of :data:`REGEX_BUDGET` for the path being evaluated, in a one-item list
+#: that its matches take from (:func:`regex_budget`); unset outside a path's ``values``.
+_budget: ContextVar[list[float]] = ContextVar("regex_budget")
+
+
+def regex_budget() -> Token[list[float]]:
+    """Give the path about to be evaluated its :data:`REGEX_BUDGET` (``_budget.reset`` the
+    token after)."""
+    return _budget.set([REGEX_BUDGET])
+
+
+class BoundedRegex(ext_filter.Expression):
+    """``@.x =~ 'pattern'``, matched with the ``regex`` module under a time budget.
+
+    Finds what jsonpath-ng's own ``=~`` finds (the targets whose value is a string in
+    which the pattern is found, ``re.search``'s rule), but stops when the path's budget is
+    spent and raises :class:`DocumentError` naming the pattern.
+    """
+
+    def __init__(self, target: Any, pattern: str, compiled: Any, path: str) -> None:
+        super().__init__(target, "=~", pattern)
+        self.compiled = compiled
+        self.path = path
+
+    def find(self, datum: Any) -> list[Any]:
+        wrapped = jsonpath.DatumInContext.wrap(datum)
+        left = _budget.get(None) or [REGEX_BUDGET]
+        return [data for data in self.target.find(wrapped) if self.matches(data.value, left)]
+
+    def matches(self, value: Any, left: list[float] | None = None) -> bool:
+        """Whether ``value`` is a string in which the pattern is found, taking the time from
+        ``left`` (the path's budget, else a budget of its own).
+
+        Raises:
+            DocumentError: the budget is spent.
+        """
+        if not isinstance(value, str):
+            return False
+        if left is None:
+            left = _budget.get(None) or [REGEX_BUDGET]
+        start = monotonic()
+        try:
+            if left[0] <= 0:
+                raise TimeoutError
+            return self.compiled.search(value, timeout=left[0]) is not None
+        except TimeoutError:
+            msg = (
+                f"JSONPath {self.path}: the regular expression {self.value!r} took more "
+                f"than {REGEX_BUDGET:g} s on this document's values; write it without "
+                "nested repeats such as (a|aa)+ or (a+)*"
+            )
+            raise DocumentError(msg) from None
+        finally:
+            left[0] -= monotonic() - start
 
 
 def chain_step(keys: tuple[Key, ...]) -> StepFunc:
@@ -290,10 +356,22 @@ def _string_test(names: tuple[str, ...], literal: str, *, equal: bool) -> Predic
     return test
 
 
+def _regex(node: BoundedRegex) -> Predicate | None:
+    """``@.a =~ 'pattern'``: the items whose value there is a string the pattern is found in
+    (:meth:`BoundedRegex.matches`, under the path's deadline)."""
+    target = relative_keys(node.target)
+    if target is None:
+        return None
+    matches = node.matches
+    return lambda item: matches(resolve(item, target))
+
+
 def compile_predicate(node: Any) -> Predicate | None:
     """A native predicate for a filter expression node, or ``None`` if it has none."""
     if type(node) is ext_filter.Expression:
         return _expression(node)
+    if type(node) is BoundedRegex:
+        return _regex(node)
     if type(node) in (ext_filter.And, ext_filter.Or):
         parts = [compile_predicate(operand) for operand in node.operands]
         if any(part is None for part in parts):

@@ -66,7 +66,7 @@ def test_a_long_chain_ending_in_a_slice_finds_its_value() -> None:
 #: every document with "the document is nested too deeply".
 DEEP = {
     "union": "$.lead.(" + " | ".join(f"k{i}" for i in range(TERMS)) + ")",
-    "regex": "$" + ".a" * TERMS + "[?(@ =~ 'x')]",
+    "regex": "$" + ".a" * TERMS + "[?(@.* =~ 'x')]",
     "descent": "$" + "..a" * 500 + ".`len`",
 }
 
@@ -90,7 +90,7 @@ def test_a_path_too_deep_for_jsonpath_ng_is_a_load_error_naming_the_fix(
 
 def test_a_match_rule_too_deep_is_a_load_error(tmp_path: Path) -> None:
     """A ``match`` path (a key, so under YAML's 1,024 characters) is refused the same way."""
-    text = "$" + ".a" * 300 + "[?(@ =~ 'x')]"
+    text = "$" + ".a" * 300 + "[?(@.* =~ 'x')]"
     _write(tmp_path, "$.name", match=f'match:\n  "{text}": x\n')  # the rule's key on line 11
     with pytest.raises(ConfigError) as info:
         load(tmp_path, {})
@@ -100,9 +100,12 @@ def test_a_match_rule_too_deep_is_a_load_error(tmp_path: Path) -> None:
 
 
 def _regex_path(nesting: int) -> str:
-    """A path jsonpath-ng evaluates (a regex filter) that nests exactly ``nesting`` levels."""
-    steps = nesting - 2  # the root and the filter's expression are levels too
-    text = "$" + ".a" * steps + "[?(@ =~ 'x')]"
+    """A path jsonpath-ng evaluates (a regex on a wildcard) that nests exactly ``nesting``
+    levels."""
+    steps = nesting - 4
+    while paths._nesting(ext_parse("$" + ".a" * steps + "[?(@.* =~ 'x')]")) < nesting:
+        steps += 1
+    text = "$" + ".a" * steps + "[?(@.* =~ 'x')]"
     assert paths._nesting(ext_parse(text)) == nesting
     return text
 
@@ -119,11 +122,11 @@ def test_the_bound_leaves_room_under_any_caller() -> None:
     bound = paths.MAX_NESTING
     assert bound == 200
     text = _regex_path(bound)
-    document: Any = ["x"]
+    document: Any = [{"k": "x"}]
     for _ in range(text.count(".a")):
         document = {"a": document}
     frames = max(0, 600 - len(inspect.stack(0)))
-    assert _under(frames, lambda: compile_path(text).values(document)) == ["x"]
+    assert _under(frames, lambda: compile_path(text).values(document)) == [{"k": "x"}]
     over = _regex_path(bound + 1)
     with pytest.raises(PathError, match=f"nests {bound + 1} levels"):
         compile_path(over)

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from jsonpath_ng.ext.parser import parse as ext_parse
 
 from hub.config import ConfigError, load
-from hub.mapping.paths import ExtendedPath, NativePath, PathError, SimplePath, compile_path
+from hub.mapping.paths import (
+    ExtendedPath,
+    NativePath,
+    PathError,
+    SimplePath,
+    TimedNativePath,
+    compile_path,
+)
 from hub.mapping.values import DocumentError
 
 KEYS = ["a", "b", "c", "x y", "data.json", "0", "é", "*"]
@@ -278,14 +285,14 @@ def test_a_number_filter_tells_types_apart() -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "$.a[?(@.n =~ 'x.*')]",  # a regular expression
+        "$.a[?(@.* =~ 'x.*')]",  # a regular expression on a wildcard
         "$.a[?(@.n == @.m)]",  # a comparison with another path
         "$.a[?(@.n == $.want)]",  # the root inside a filter
         "$.a[?(@.* == 1)]",  # a wildcard inside a filter
         "$.a[0].`parent`",  # a named operator
         "$.a.`len`",
         "$.a[*] where n",
-        "$.a[?(@.n =~ 'x')]..m",  # descendants after a step jsonpath-ng evaluates
+        "$.a[?(@.* =~ 'x')]..m",  # descendants after a step jsonpath-ng evaluates
     ],
 )
 def test_other_paths_keep_jsonpath_ng(text: str) -> None:
@@ -341,13 +348,18 @@ PATTERNS = ["a", "^a", "b$", "^$", "a.c", "[ab]+", "(?i)X", "^(a|b)*c", "\\d{2}"
     pattern=st.sampled_from(PATTERNS),
 )
 def test_a_filter_regex_keeps_what_jsonpath_ng_keeps(values: list[Any], pattern: str) -> None:
-    """=~ (matched by the regex module, under a budget) keeps exactly the records jsonpath-ng's
-    own =~ (re.search) keeps, whatever the values' types."""
+    """=~ (matched by the regex module, under a budget, natively) keeps exactly the records
+    jsonpath-ng's own =~ (re.search) keeps, whatever the values' types; so does the same
+    filter on a wildcard (@.* =~, left to jsonpath-ng with the hub's bounded =~)."""
     doc = {"items": [{"n": value, "i": i} for i, value in enumerate(values)] + [{"i": -1}]}
     text = f"$.items[?(@.n =~ '{pattern}')].i"
     compiled = compile_path(text)
-    assert isinstance(compiled, ExtendedPath) and compiled.timed
+    assert isinstance(compiled, TimedNativePath)
     assert compiled.values(doc) == [m.value for m in ext_parse(text).find(doc)]
+    text = f"$.items[?(@.* =~ '{pattern}')].i"
+    extended = compile_path(text)
+    assert isinstance(extended, ExtendedPath) and extended.timed
+    assert extended.values(doc) == [m.value for m in ext_parse(text).find(doc)]
 
 
 @pytest.mark.timeout(30)
