@@ -19,6 +19,11 @@
   first; ``abort`` drops it, as it drops the transport's own buffer.
 * **A bounded request head**: a request line and headers over :data:`MAX_HEAD` are answered
   431 and the connection closed (uvicorn's httptools protocol reads a head without limit).
+* **A bounded wait for a request's bytes**: a connection that sends nothing of its first
+  request, or stops mid-head or mid-body, for :data:`READ_TIMEOUT` is closed (with a 408 once
+  a request has begun). uvicorn's protocol times out only the wait between requests
+  (keep-alive): a sender that vanished mid-request held its connection, and a file
+  descriptor, for good.
 
 This leans on uvicorn's protocol internals (``cycle``, ``headers``, ``url``, the parser
 callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
@@ -105,6 +110,16 @@ _JSON = [(b"content-type", b"application/json")]
 #: parser keeps a part of a line until it ends, so what is counted is every read that began
 #: and ended inside one request's head: one read (at most 256 KiB) more may be held.
 MAX_HEAD = 64 * 1024
+#: Seconds a connection may go without a byte while the hub waits for a request it has not
+#: read whole (the first request of a new connection, or the rest of a head or body), before
+#: the hub closes it: answered 408 when a request had begun, closed silently before. Each
+#: byte starts the wait over (a slow sender that keeps sending is not cut). uvicorn's
+#: protocol waits without end there (it times out only the keep-alive wait between
+#: requests): under `ulimit -n 64`, 40 connections that sent part of a request and then
+#: nothing (a sender whose host vanished, a NAT that dropped the flow) held every free file
+#: descriptor for as long as the hub ran, and every new connection was refused (accepted and
+#: closed at once), senders and the dispatcher's calls to the embedded sandbox alike.
+READ_TIMEOUT = 30.0
 
 
 class _Webhook:
@@ -182,11 +197,23 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.begun = 0
         self.in_head = False
         self.head_bytes = 0
+        #: Whether a request is awaited or being read (see :data:`READ_TIMEOUT`): from the
+        #: connection's start, and from each request's first byte to its last; when a byte
+        #: last came (loop time); the timer that looks at both (None when none is armed).
+        self.reading = True
+        self.last_read = self.loop.time()
+        self.read_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            READ_TIMEOUT, self._read_timed_out
+        )
 
     def connection_lost(self, exc: Exception | None) -> None:
         cycle: Any = self.cycle
         super().connection_lost(exc)
         self.lost = True
+        self.reading = False
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+            self.read_timer = None
         if type(cycle) is _Webhook and not cycle.posted and self.ingest is not None:
             # gone mid-body: logged and counted as ASGI's path does (ingest's _Disconnected)
             self.ingest.done(cycle.route.name, cycle.start, DISCONNECTED)
@@ -204,10 +231,15 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.begun += 1
         self.in_head = True
         self.head_bytes = 0
+        self.reading = True
 
     def data_received(self, data: bytes) -> None:
+        self.last_read = self.loop.time()
         begun = self.begun
         super().data_received(data)
+        if self.reading and self.read_timer is None and not self.transport.is_closing():
+            # a request left unfinished by this read (one read whole arms nothing)
+            self.read_timer = self.loop.call_later(READ_TIMEOUT, self._read_timed_out)
         if not self.in_head or self.transport.is_closing():
             return
         if begun == self.begun:  # all of it inside one head (else: counted from the next)
@@ -283,6 +315,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self.reading = False
         cycle: Any = self.cycle
         if type(cycle) is not _Webhook:
             if cycle is not _DROPPED:
@@ -320,6 +353,35 @@ class HubHttpProtocol(HttpToolsProtocol):
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()
+
+    def _read_timed_out(self) -> None:
+        """:data:`READ_TIMEOUT` after the timer was armed: close the connection if it has
+        sent nothing since, while a request is awaited or unfinished; else look again when
+        the wait would end. A connection whose reading is paused (the app has not taken the
+        body read so far) is not waiting on its sender: its wait starts over."""
+        self.read_timer = None
+        if not self.reading or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self.flow.read_paused:
+            self.last_read = now
+        idle = now - self.last_read
+        if idle < READ_TIMEOUT:
+            self.read_timer = self.loop.call_later(READ_TIMEOUT - idle, self._read_timed_out)
+            return
+        cycle: Any = self.cycle
+        answering = (
+            cycle is not None
+            and not cycle.response_complete
+            and getattr(cycle, "response_started", False)
+        )
+        if self.begun and not answering:
+            self.logger.warning("Request unfinished after %gs without a byte.", READ_TIMEOUT)
+            body = orjson.dumps(
+                {"error": f"request not sent whole: no byte for {READ_TIMEOUT:g} s"}
+            )
+            self.transport.write(self._response(408, _JSON, body, keep_alive=False))
+        self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
         """A request uvicorn's parser cannot read (``Content-Length: abc``, not HTTP) is

@@ -1,0 +1,122 @@
+"""``leadhub serve``'s protocol closes a connection that stops sending a request.
+
+Found under ``ulimit -n 64``: connections that sent part of a request and then nothing (a
+sender whose host vanished mid-request) were held for as long as the hub ran, each a file
+descriptor, until every new connection was refused. The wait is :data:`READ_TIMEOUT`
+(30 s), shortened here; real sockets to a hub on serve's protocol and store writer process.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hub.commands import protocol
+from tests.web.conftest import Hub, running_hub
+from tests.web.test_protocol import _request, _signed
+
+WAIT = 0.5  # the read timeout in these tests (seconds)
+
+
+@pytest.fixture
+def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
+    # (raising=False: the tests also run, and fail, on a protocol without the timeout)
+    monkeypatch.setattr(protocol, "READ_TIMEOUT", WAIT, raising=False)
+    with running_hub(tmp_path, writer="process") as running:
+        yield running
+
+
+def _connect(hub: Hub) -> socket.socket:
+    host, port = hub.url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def _until_closed(sock: socket.socket, within: float) -> tuple[bytes, float]:
+    """Everything the hub writes until it closes the connection, and when it closed it
+    (seconds from now); fails if it is still open after ``within`` seconds."""
+    started = time.monotonic()
+    sock.settimeout(within)
+    got = b""
+    try:
+        while chunk := sock.recv(65536):
+            got += chunk
+    except TimeoutError:
+        pytest.fail(f"the connection is still open after {within} s: {got!r}")
+    finally:
+        sock.close()
+    return got, time.monotonic() - started
+
+
+def test_a_connection_that_sends_nothing_is_closed(hub: Hub) -> None:
+    """A connection that never starts a request is closed, without an answer (nothing was
+    asked), once the wait is over: before, it stayed open for good."""
+    got, after = _until_closed(_connect(hub), within=10 * WAIT)
+    assert got == b""
+    assert after >= WAIT * 0.8
+
+
+def test_a_request_cut_off_mid_head_is_answered_408_and_closed(hub: Hub) -> None:
+    sock = _connect(hub)
+    sock.sendall(b"POST /hooks/typeform HTTP/1.1\r\nHost: hub\r\n")
+    got, _ = _until_closed(sock, within=10 * WAIT)
+    assert got.startswith(b"HTTP/1.1 408 ")
+    assert b"connection: close" in got.lower()
+
+
+def test_a_webhook_cut_off_mid_body_is_answered_408_stores_nothing_and_is_counted(
+    hub: Hub,
+) -> None:
+    """Headers and part of the body, then nothing: a 408 and the connection closed; nothing
+    stored, and the request counted as rejected, ``disconnected``, as a sender that closes
+    mid-body is."""
+    body, headers = _signed("e-stalled")
+    sock = _connect(hub)
+    sock.sendall(_request(body, headers)[:-5])
+    got, _ = _until_closed(sock, within=10 * WAIT)
+    assert got.startswith(b"HTTP/1.1 408 ")
+    assert hub.events() == []
+    counted = (
+        'leadhub_deliveries_total{endpoint="typeform",outcome="rejected",reason="disconnected"} 1.0'
+    )
+    assert counted in hub.client.get("/metrics").text.splitlines()
+
+
+def test_a_slow_sender_that_keeps_sending_is_not_cut_off(hub: Hub) -> None:
+    """Each byte starts the wait over: a body sent a few bytes at a time, each part well
+    within the wait but the whole of it longer than three waits, is stored and answered."""
+    body, headers = _signed("e-slow")
+    wire = _request(body, headers)
+    sock = _connect(hub)
+    head, rest = wire[: len(wire) - len(body)], wire[len(wire) - len(body) :]
+    sock.sendall(head)
+    started = time.monotonic()
+    step = max(1, len(rest) // 8)
+    for start in range(0, len(rest), step):
+        time.sleep(WAIT / 2)
+        sock.sendall(rest[start : start + step])
+    assert time.monotonic() - started > 3 * WAIT
+    sock.settimeout(10)
+    answer = sock.recv(65536)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert [e.delivery_id for e in hub.events()] == ["e-slow"]
+
+
+def test_a_kept_alive_connection_gets_a_fresh_wait_for_each_request(hub: Hub) -> None:
+    """A connection that sent one request whole, then starts a second and stops mid-way,
+    is answered the first (200) and then 408 for the second."""
+    first_body, first_headers = _signed("e-first")
+    second_body, second_headers = _signed("e-second")
+    sock = _connect(hub)
+    sock.sendall(_request(first_body, first_headers))
+    time.sleep(WAIT / 2)
+    sock.sendall(_request(second_body, second_headers)[:-3])
+    got, _ = _until_closed(sock, within=10 * WAIT)
+    assert got.startswith(b"HTTP/1.1 200 "), got
+    assert b"HTTP/1.1 408 " in got
+    assert [e.delivery_id for e in hub.events()] == ["e-first"]
