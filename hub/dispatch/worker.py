@@ -448,7 +448,7 @@ class Dispatcher:
             )
         except Exception as exc:  # the store is down: wait and try again
             _log.error("claim_failed", error=str(exc)[:300])
-            await self._idle(max(self.poll, 1.0))
+            await self._back_off(max(self.poll, 1.0))
             return None
         _log.debug(
             "events_claimed",
@@ -467,6 +467,16 @@ class Dispatcher:
         if due is None or due <= now:  # nothing due, or only events of excluded targets
             return self.poll
         return min(self.poll, due - now)
+
+    async def _back_off(self, seconds: float) -> None:
+        """Wait ``seconds`` after the store refused a claim, cut short by a stop only. A wake
+        (room in a lane, new events) would try the refused claim again at once: with the
+        store's filesystem turned read-only, the 100 sends in flight failing together woke
+        the loop into 51 refused claims (and log lines) in a second."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while not self._stopping and (left := deadline - loop.time()) > 0:
+            await self._idle(left)
 
     async def _idle(self, seconds: float) -> None:
         self._wake.clear()
