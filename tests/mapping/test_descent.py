@@ -3,7 +3,6 @@ what jsonpath-ng's own ``find`` finds, in the same order."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -82,7 +81,7 @@ descent_paths = st.builds(
 )
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(doc=nested_docs, text=descent_paths)
 def test_descent_paths_find_what_jsonpath_ng_finds(doc: Any, text: str) -> None:
     """On random nested documents, every ``..`` path (one or two of them, with names,
@@ -96,7 +95,7 @@ def test_descent_paths_find_what_jsonpath_ng_finds(doc: Any, text: str) -> None:
     assert [id(v) for v in found] == [id(v) for v in expected], text
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(doc=nested_docs, path_steps=st.lists(right_step, min_size=1, max_size=3))
 def test_unions_and_slices_find_what_jsonpath_ng_finds(doc: Any, path_steps: list[Any]) -> None:
     """Without ``..`` too, unions of names or indexes and slices among the other steps
@@ -183,20 +182,6 @@ def test_descent_never_calls_jsonpath_ng(megabyte: Any, monkeypatch: pytest.Monk
         path.values(megabyte)
 
 
-@pytest.mark.parametrize("text", ["$..email", "$..answers[*].email", "$..*"])
-def test_descent_on_a_megabyte_takes_tens_of_milliseconds(megabyte: Any, text: str) -> None:
-    """jsonpath-ng took 0.22-0.46 s (best of five) per path on this document, on the
-    dispatcher's event loop; the native walk takes about 17-27 ms. The bound leaves room for
-    a loaded test machine."""
-    path = compile_path(text)
-    best = float("inf")
-    for _ in range(5):
-        start = time.perf_counter()
-        path.values(megabyte)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.15, f"{text}: {best * 1000:.0f} ms"
-
-
 def nested(depth: int, leaf: Any) -> Any:
     """``depth`` levels of ``{"x": depth, "a": [...]}`` around ``leaf`` (no recursion)."""
     doc = leaf
@@ -229,15 +214,13 @@ def test_descent_after_descent_stops_at_its_budget() -> None:
     """``..`` after ``..`` visits each value once per ``..`` above it: on a document 200 deep
     with 50 values a level (10,000 values) ``$..*..*..*`` would find some 70 million values
     (jsonpath-ng: minutes, and gigabytes of datums). It stops with a DocumentError naming the
-    path and the fix, in a fraction of a second."""
+    path and the fix (the speed of descent is measured in bench/, not here)."""
     doc: Any = []
     for _ in range(200):
         doc = [*range(50), doc]
     text = "$..*..*..*"
-    start = time.perf_counter()
     with pytest.raises(DocumentError) as info:
         compile_path(text).values(doc)
-    assert time.perf_counter() - start < 5
     message = str(info.value)
     assert message.startswith(f"JSONPath {text} cannot be evaluated: its '..' would visit more")
     assert "use one '..'" in message
