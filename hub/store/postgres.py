@@ -319,11 +319,33 @@ class PostgresStore(BatchedStore):
         return StoreUnavailable(msg)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        if isinstance(exc, asyncpg.InsufficientResourcesError):
+            return StoreUnavailable(self._short_of(exc))
         msg = (
             f"The event store {self.shown!r} cannot be reached ({type(exc).__name__}: {exc}); "
             "check that PostgreSQL is running and the URL's host, port and database."
         )
         return StoreUnavailable(msg)
+
+    def _short_of(self, exc: asyncpg.InsufficientResourcesError) -> str:
+        """A server that answered but is short of something (SQLSTATE class 53): what to do
+        about it. Said to be unreachable, with "check that PostgreSQL is running", a full disk
+        sent its operator to the network and the URL (seen with the tables' tablespace on a
+        full disk: every webhook 503, every claim refused, the server up all along)."""
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, asyncpg.DiskFullError):
+            advice = (
+                "the database server's disk is full: free space there (or grow it); webhooks "
+                "get 503 meanwhile, and writes resume by themselves once it has room"
+            )
+        elif isinstance(exc, asyncpg.TooManyConnectionsError):
+            advice = (
+                "the server has no connection left: lower ?pool= on the instances, or raise "
+                "the server's max_connections"
+            )
+        else:
+            advice = "the server is short of what it names: see its log"
+        return f"The event store {self.shown!r} refused the work ({first}); {advice}."
 
     # -- ingest ---------------------------------------------------------------------------
 
