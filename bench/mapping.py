@@ -11,6 +11,11 @@ collects the values: no transforms, no output. Hub and baseline alternate, ``--r
 times each, for ``--seconds`` per measurement; medians are reported. Headline: the Typeform
 example's docs/s, then ``mapping_ratio`` (its docs/s over the baseline's).
 
+Descent (``$..``) is measured apart, on a document of about 1 MB (``tests.mapping.test_descent``'s
+``realistic``: a form's leads with nested objects and lists): each path's native evaluation
+against jsonpath-ng's ``find`` of it, alternating, the best of ``--rounds`` tries each
+(``descent_ratio``: jsonpath-ng's time over the hub's for ``$..email``).
+
 Mapping the same document again and again finds its phone number in the ``phone``
 transform's memo (parsing one costs 15-17 µs per document here), where real traffic
 brings a new number with almost every lead. So the hub is also measured with that memo
@@ -21,6 +26,7 @@ stream of distinct leads gets.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -35,7 +41,9 @@ from bench.ingest import DEMO_ENV
 from hub.commands.try_ import as_json
 from hub.config import load
 from hub.mapping import CaptureRequest, CompiledMapping, Skip, map_document
+from hub.mapping.paths import compile_path
 from hub.mapping.transforms import clear_memos
+from tests.mapping.test_descent import realistic
 
 CASES = REPO / "tests" / "mappings"
 HEADLINE = "typeform-full"
@@ -125,12 +133,57 @@ def main() -> None:
     if headline is None:
         msg = f"no case {HEADLINE!r} in {CASES}"
         raise SystemExit(msg)
+    descent = descents(args.rounds)
+    print(table(DESCENT_HEADERS, descent))
+    print()
+    print(f"descent_ratio: {descent[0][-1]:.1f}")
     print(f"typeform_docs_per_s_cold: {headline[2]:.0f}")
     print(f"typeform_docs_per_s: {headline[0]:.0f}")
     print(f"mapping_ratio: {headline[1]:.2f}")
 
 
 HEADERS = ["case", "outcome", "paths", "hub docs/s", "cold", "jsonpath-ng docs/s", "ratio"]
+
+#: Descent paths timed on the 1 MB document (the first gives ``descent_ratio``).
+DESCENT_PATHS = ["$..email", "$..answers[*].email", "$..[?(@.type=='email')].email", "$..*"]
+DESCENT_HEADERS = ["1 MB document", "values", "hub ms", "jsonpath-ng ms", "ratio"]
+
+
+def best_time(work: Callable[[], object], tries: int) -> float:
+    """The quickest of ``tries`` calls of ``work``, in seconds."""
+    best = float("inf")
+    for _ in range(tries):
+        gc.collect()
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def descents(rounds: int) -> list[list[object]]:
+    """One row per :data:`DESCENT_PATHS` path: values found, the hub's and jsonpath-ng's
+    best time on the 1 MB document, alternating, and their ratio."""
+    document = realistic()
+    rows: list[list[object]] = []
+    for text in DESCENT_PATHS:
+        hub_path = compile_path(text)
+        ng_path = jsonpath_parse(text)
+        found = hub_path.values(document)
+        if found != [m.value for m in ng_path.find(document)]:
+            raise SystemExit(f"{text}: the hub and jsonpath-ng disagree; fix that first")
+        hub_s: list[float] = []
+        ng_s: list[float] = []
+        for rnd in range(max(rounds, 2)):
+            runs = [
+                (functools.partial(hub_path.values, document), hub_s),
+                (functools.partial(ng_path.find, document), ng_s),
+            ]
+            for work, into in runs if rnd % 2 == 0 else runs[::-1]:
+                into.append(best_time(work, 3))
+        hub_ms, ng_ms = min(hub_s) * 1000, min(ng_s) * 1000
+        rows.append([text, len(found), round(hub_ms, 1), round(ng_ms, 1), ng_ms / hub_ms])
+    return rows
+
 
 if __name__ == "__main__":
     main()
