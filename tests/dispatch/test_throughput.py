@@ -71,16 +71,22 @@ async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_b
     assert sorted(SEEN) == sorted(f"b{n}@example.com" for n in range(80))
 
 
-async def test_a_rate_limited_lane_holds_what_the_limit_lets_out_in_a_third_of_a_lease(
+async def test_a_rate_limited_lane_holds_what_the_limit_lets_out_in_time(
     tmp_path: Path,
 ) -> None:
-    """At 5/1s with a 6 s lease a lane holds 10 events, below its floor of 32: more would
-    wait for the limit past their lease and go back."""
-    config = forms_config(tmp_path, "http://127.0.0.1:9", rate_limit="5/1s")
+    """At 1/1s with a 30 s lease a lane holds 10 events, below its floor of 32: more would
+    wait for the limit past their lease and go back. At 5/1s with the shortest lease a 1 s
+    timeout allows (8 s: calls must start within 1 s of their claim), it holds 5, what the
+    limit lets out in that second, not the 13 of a third of the lease."""
+    config = forms_config(tmp_path, "http://127.0.0.1:9", rate_limit="1/1s", timeout="1s")
     async with opened_store(tmp_path / "hub.db") as store:
-        async with running(config, store, lease=6.0) as dispatcher:
+        async with running(config, store, lease=30.0) as dispatcher:
             lane = dispatcher.lanes["default"]
             assert (lane.floor, lane.capacity) == (32, 10)
+    config = forms_config(tmp_path, "http://127.0.0.1:9", rate_limit="5/1s", timeout="1s")
+    async with opened_store(tmp_path / "hub2.db") as store:
+        async with running(config, store, lease=8.0) as dispatcher:
+            assert dispatcher.lanes["default"].capacity == 5
 
 
 async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> None:
