@@ -67,18 +67,29 @@ _HINTS = {
     ),
     sqlite3.SQLITE_FULL: "its filesystem is full; free space there",
     sqlite3.SQLITE_READONLY: "it or its directory is read-only; make both writable",
+    sqlite3.SQLITE_IOERR: (
+        "the disk failed to read or write it (an I/O error; a filesystem the kernel turned "
+        "read-only after an error gives this too); look in the system log (dmesg)"
+    ),
 }
+_FDS = (
+    "this process has no file descriptor left (its limit, `ulimit -n`, is reached: raise it, "
+    "or look for connections held open)"
+)
 _ERRNO_HINTS = {
-    errno.ENOSPC: sqlite3.SQLITE_FULL,
-    errno.EROFS: sqlite3.SQLITE_READONLY,
+    errno.ENOSPC: _HINTS[sqlite3.SQLITE_FULL],
+    errno.EROFS: _HINTS[sqlite3.SQLITE_READONLY],
+    errno.EIO: _HINTS[sqlite3.SQLITE_IOERR],
+    errno.EMFILE: _FDS,
+    errno.ENFILE: "the system has no file descriptor left (fs.file-max); raise it",
 }
 _HINT = "check that its directory exists and is writable"
 
 
 def _hint(exc: BaseException) -> str:
-    code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(exc, OSError) and exc.errno in _ERRNO_HINTS:
-        code = _ERRNO_HINTS[exc.errno]
+        return _ERRNO_HINTS[exc.errno]
+    code = getattr(exc, "sqlite_errorcode", None)
     return _HINT if code is None else _HINTS.get(code & 0xFF, _HINT)
 
 

@@ -12,6 +12,7 @@ as it did for a full disk).
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 
 from hub.store.sqlite import SQLiteStore
 from hub.store.sqlite_threads import unavailable
-from tests.support.server import leadhub_run
+from tests.support.server import REPO, leadhub_run
 
 from .helpers import delivery
 
@@ -121,3 +122,33 @@ def test_a_write_refused_for_space_says_the_filesystem_is_full(stored: Path) -> 
     err = unavailable(stored, _failed_write(stored, limit))
     assert "database or disk is full" in str(err)
     assert "its filesystem is full; free space there" in str(err)
+
+
+def test_a_process_out_of_file_descriptors_is_told_so(stored: Path) -> None:
+    """Out of file descriptors (a real EMFILE, in a process whose limit is 32), the store's
+    error said to check that the directory exists and is writable: it names the limit."""
+    script = f"""
+import resource, sys
+from pathlib import Path
+from hub.store.sqlite_threads import unavailable
+resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+held = []
+try:
+    while True:
+        held.append(open({str(stored)!r}, "rb"))
+except OSError as exc:
+    print(unavailable(Path({str(stored)!r}), exc))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert "Too many open files" in done.stdout
+    assert "no file descriptor left (its limit, `ulimit -n`, is reached" in done.stdout
+    assert "directory exists" not in done.stdout
+
+
+def test_an_io_error_points_at_the_disk(stored: Path) -> None:
+    # (a real one needs a failing disk, or ext4 turned read-only after an error)
+    err = unavailable(stored, OSError(errno.EIO, "Input/output error"))
+    assert "the disk failed to read or write it" in str(err)
+    assert "dmesg" in str(err) and "directory exists" not in str(err)
