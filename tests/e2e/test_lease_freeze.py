@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -122,14 +123,23 @@ async def test_a_slot_granted_after_the_lease_ended_sends_nothing(
         finally:
             await slots.close()
             await other.close()
-        await _delivered(dsn, settings)
-        hub.send_signal(2)
-        hub.wait(timeout=15)
-        log = hub.stdout.read() if hub.stdout else ""
-        (lead,) = _leads(sandbox)
-        assert lead["EmailAddress"] == "slot@example.com"
-        assert len(_activities(sandbox, lead)) == 1, log  # sent once
+        log = await _sent_once(hub, dsn, settings, sandbox, "slot@example.com")
     assert "event_lease_lost" in log
+
+
+async def _sent_once(
+    hub: subprocess.Popen[str], dsn: str, settings: dict[str, str], sandbox: str, email: str
+) -> str:
+    """Once the one event is delivered, stop the hub; its lead (``email``) reached the
+    sandbox by one call. Returns the hub's log."""
+    await _delivered(dsn, settings)
+    hub.send_signal(2)
+    hub.wait(timeout=15)
+    log = hub.stdout.read() if hub.stdout else ""
+    (lead,) = _leads(sandbox)
+    assert lead["EmailAddress"] == email
+    assert len(_activities(sandbox, lead)) == 1, log  # sent once
+    return log
 
 
 async def _delivered(dsn: str, settings: dict[str, str]) -> None:
@@ -200,10 +210,4 @@ async def test_a_claim_answered_after_its_lease_ended_is_not_sent(
                 await asyncio.sleep(LEASE + 2)
         finally:
             await lock.close()
-        await _delivered(dsn, settings)
-        hub.send_signal(2)
-        hub.wait(timeout=15)
-        log = hub.stdout.read() if hub.stdout else ""
-        (lead,) = _leads(sandbox)
-        assert lead["EmailAddress"] == "claim@example.com"
-        assert len(_activities(sandbox, lead)) == 1, log  # sent once
+        await _sent_once(hub, dsn, settings, sandbox, "claim@example.com")
