@@ -42,7 +42,7 @@ from tests.pg_server import schema_name, sql
 from tests.support.server import leadhub_process, leadhub_run, serve_args
 
 STORES = FIXTURES / "stores"
-OLD_STORES = sorted(STORES.glob("sqlite-*.db"))
+OLD_STORES = sorted(STORES.glob("sqlite-*.store"))
 #: The token of the old stores' forms, refuse, later and hang endpoints.
 TOKEN = "upgrade-test-token"
 #: A ten-year lease: the event killed under it must not be sent again before 2036.
