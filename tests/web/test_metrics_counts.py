@@ -1,6 +1,7 @@
 """``leadhub_events{state}`` at a scrape: every state but ``delivered`` read each time, through
 the state's index; ``delivered``, which grows with every lead and costs a read of them all,
-read again only once RECOUNT times as long as its last count took has passed."""
+read each time too while that is cheap, else again only once RECOUNT times as long as its last
+count took has passed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from hub.store import open_store
 from hub.store.base import EventStore
 from hub.store.models import State
-from hub.web.metrics import RECOUNT, WebMetrics
+from hub.web.metrics import DEAR, RECOUNT, WebMetrics
 from tests.store.helpers import delivery
 
 
@@ -58,7 +59,7 @@ async def test_delivered_is_counted_again_only_after_recount_times_its_last_coun
     store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
     await store.open()
     try:
-        clock = Ticking(0.01)  # each count of the delivered events "takes" 10 ms
+        clock = Ticking(DEAR)  # each count of the delivered events "takes" DEAR
         metrics = WebMetrics(monotonic=clock)
         counting = CountingStore(store)
         await _deliver(store, "one")
@@ -66,11 +67,11 @@ async def test_delivered_is_counted_again_only_after_recount_times_its_last_coun
         first = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
         assert first["delivered"] == 1 and first["queued"] == 1
         await _deliver(store, "two")  # (claims "waiting" first: it is sending now)
-        clock.now += RECOUNT * 0.01 / 2  # half the wait
+        clock.now += RECOUNT * DEAR / 2  # half the wait
         second = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
         assert second["delivered"] == 1  # the last count, kept
         assert (second["queued"], second["sending"]) == (0, 1)  # read again: current
-        clock.now += RECOUNT * 0.01  # the wait is over
+        clock.now += RECOUNT * DEAR  # the wait is over
         third = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
         assert third["delivered"] == 2
     finally:
@@ -79,3 +80,19 @@ async def test_delivered_is_counted_again_only_after_recount_times_its_last_coun
     assert whole_reads == [(State.DELIVERED,), (State.DELIVERED,)]  # never all states at once
     others = tuple(state for state in State if state is not State.DELIVERED)
     assert counting.asked.count(others) == 3
+
+
+async def test_a_cheap_count_of_the_delivered_events_is_made_at_every_scrape(
+    tmp_path: Path,
+) -> None:
+    """A count that took less than DEAR (a small store) is made again at the next scrape."""
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
+    await store.open()
+    try:
+        metrics = WebMetrics(monotonic=Ticking(DEAR / 2))
+        await _deliver(store, "one")
+        assert _gauges(await metrics.render(store))["delivered"] == 1
+        await _deliver(store, "two")
+        assert _gauges(await metrics.render(store))["delivered"] == 2
+    finally:
+        await store.close()
