@@ -6,7 +6,10 @@ count took has passed."""
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
+
+import pytest
 
 from hub.store import open_store
 from hub.store.base import EventStore
@@ -53,29 +56,35 @@ class CountingStore:
         return await self.store.counts(states)
 
 
-async def test_delivered_is_counted_again_only_after_recount_times_its_last_count(
-    tmp_path: Path,
-) -> None:
-    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
-    await store.open()
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
+    """A real SQLite store, closed after the test."""
+    opened = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
+    await opened.open()
     try:
-        clock = Ticking(DEAR)  # each count of the delivered events "takes" DEAR
-        metrics = WebMetrics(monotonic=clock)
-        counting = CountingStore(store)
-        await _deliver(store, "one")
-        await store.enqueue(delivery("waiting"))
-        first = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
-        assert first["delivered"] == 1 and first["queued"] == 1
-        await _deliver(store, "two")  # (claims "waiting" first: it is sending now)
-        clock.now += RECOUNT * DEAR / 2  # half the wait
-        second = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
-        assert second["delivered"] == 1  # the last count, kept
-        assert (second["queued"], second["sending"]) == (0, 1)  # read again: current
-        clock.now += RECOUNT * DEAR  # the wait is over
-        third = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
-        assert third["delivered"] == 2
+        yield opened
     finally:
-        await store.close()
+        await opened.close()
+
+
+async def test_delivered_is_counted_again_only_after_recount_times_its_last_count(
+    store: EventStore,
+) -> None:
+    clock = Ticking(DEAR)  # each count of the delivered events "takes" DEAR
+    metrics = WebMetrics(monotonic=clock)
+    counting = CountingStore(store)
+    await _deliver(store, "one")
+    await store.enqueue(delivery("waiting"))
+    first = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
+    assert first["delivered"] == 1 and first["queued"] == 1
+    await _deliver(store, "two")  # (claims "waiting" first: it is sending now)
+    clock.now += RECOUNT * DEAR / 2  # half the wait
+    second = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
+    assert second["delivered"] == 1  # the last count, kept
+    assert (second["queued"], second["sending"]) == (0, 1)  # read again: current
+    clock.now += RECOUNT * DEAR  # the wait is over
+    third = _gauges(await metrics.render(counting))  # type: ignore[arg-type]
+    assert third["delivered"] == 2
     whole_reads = [asked for asked in counting.asked if asked is None or State.DELIVERED in asked]
     assert whole_reads == [(State.DELIVERED,), (State.DELIVERED,)]  # never all states at once
     others = tuple(state for state in State if state is not State.DELIVERED)
@@ -83,16 +92,11 @@ async def test_delivered_is_counted_again_only_after_recount_times_its_last_coun
 
 
 async def test_a_cheap_count_of_the_delivered_events_is_made_at_every_scrape(
-    tmp_path: Path,
+    store: EventStore,
 ) -> None:
     """A count that took less than DEAR (a small store) is made again at the next scrape."""
-    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
-    await store.open()
-    try:
-        metrics = WebMetrics(monotonic=Ticking(DEAR / 2))
-        await _deliver(store, "one")
-        assert _gauges(await metrics.render(store))["delivered"] == 1
-        await _deliver(store, "two")
-        assert _gauges(await metrics.render(store))["delivered"] == 2
-    finally:
-        await store.close()
+    metrics = WebMetrics(monotonic=Ticking(DEAR / 2))
+    await _deliver(store, "one")
+    assert _gauges(await metrics.render(store))["delivered"] == 1
+    await _deliver(store, "two")
+    assert _gauges(await metrics.render(store))["delivered"] == 2
