@@ -127,23 +127,19 @@ class Sandbox:
             response = error_reply(error)
         except ClientGone:
             raise
-        except sqlite3.Error as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) not in STORAGE_FAILURES:
+        except Exception as exc:
+            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in STORAGE_FAILURES:
+                response = self._storage_failed(exc)
+            else:
                 self.log.exception("sandbox_request_failed", path=req.path, error=repr(exc))
                 msg = f"The sandbox failed unexpectedly ({type(exc).__name__}); see its log."
                 response = error_reply(MXError(500, UNEXPECTED, msg))
-            else:
-                response = self._storage_failed(exc)
-        except Exception as exc:
-            self.log.exception("sandbox_request_failed", path=req.path, error=repr(exc))
-            msg = f"The sandbox failed unexpectedly ({type(exc).__name__}); see its log."
-            response = error_reply(MXError(500, UNEXPECTED, msg))
         if fault == "lost_response":
             await faults.drop_connection(req.scope, send, req.receive)
             return None
         return response
 
-    def _storage_failed(self, exc: sqlite3.Error) -> Response:
+    def _storage_failed(self, exc: Exception) -> Response:
         """A 503 without the MX envelope for a database that cannot be written (a full disk, a
         read-only or locked file): an outage, as a real service's would be, which the hub
         retries, where a 500 with an MX exception would make its event dead. Logged at most

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from hub.store import open_store
 from hub.store.base import EventStore
 from hub.store.models import State
 from hub.web.metrics import DEAR, RECOUNT, WebMetrics
+from tests.dispatch.support import opened_store
 from tests.store.helpers import delivery
 
 
@@ -59,12 +59,8 @@ class CountingStore:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[EventStore]:
     """A real SQLite store, closed after the test."""
-    opened = open_store(f"sqlite:///{tmp_path / 'hub.db'}")
-    await opened.open()
-    try:
+    async with opened_store(tmp_path / "hub.db") as opened:
         yield opened
-    finally:
-        await opened.close()
 
 
 async def test_delivered_is_counted_again_only_after_recount_times_its_last_count(
