@@ -384,12 +384,17 @@ async def test_a_burst_of_waiters_is_served_by_few_store_transactions(tmp_path: 
 
 async def test_slots_taken_for_callers_that_went_away_are_given_back(tmp_path: Path) -> None:
     """Slots taken for queued callers that are gone by then end at once, not at ``hold``."""
+    limit = RateLimit(4, 1.0)
     async with _processes(tmp_path, 2) as (one, two):
-        theirs = SharedWindowLimiter(RateLimit(4, 0.3), one, "acct", hold=40.0)
+        theirs = SharedWindowLimiter(limit, one, "acct", hold=40.0)
         await asyncio.gather(*(theirs.acquire() for _ in range(4)))  # the window is full
+        # Their four calls ended one write apart (tens of ms on a loaded machine): ended at
+        # one time, all four slots come free together, so the next take has room for four.
+        with sqlite3.connect(tmp_path / "hub.db") as conn:
+            conn.execute("UPDATE rate_slots SET ends_at = (SELECT max(ends_at) FROM rate_slots)")
         book = _Counted(two)
-        limiter = SharedWindowLimiter(RateLimit(4, 0.3), book, "acct", hold=40.0)
-        first = asyncio.create_task(limiter.acquire())  # waits 0.3 s for the other's call
+        limiter = SharedWindowLimiter(limit, book, "acct", hold=40.0)
+        first = asyncio.create_task(limiter.acquire())  # waits up to 1 s for the other's calls
         await asyncio.sleep(0.05)
         queued = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
 
