@@ -12,6 +12,13 @@ configuration it has. Otherwise it logs ``config_reloaded`` and, from then on (e
   in the queue to be claimed again (:meth:`hub.dispatch.worker.Dispatcher.reload`); its new
   lane is not paused, so the events a pause of it held back are due at once.
 
+A file being written when the signal comes is waited for: the reload reads the directory once
+no file in it has changed for :data:`SETTLE` seconds (at most :data:`SETTLE_MAX`), and reads
+it again if a file changed while it was read. An editor or a config-map watcher that signals
+as soon as a file changes, while it is still empty or cut short, no longer removes that file's
+endpoints until the next reload (an empty file is valid). A writer that stalls longer than
+that mid-file is not told apart: write each file whole (to a temporary name, then rename it).
+
 Stored events are otherwise untouched: what was accepted stays accepted, and is mapped when it
 is sent. Variables (``${VAR}``) are read from the hub's environment, which a running process
 cannot be given anew: a changed secret needs a restart, as do the embedded sandbox's own
@@ -26,14 +33,16 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
 from starlette.applications import Starlette
 
+from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config import ConfigError, load
+from hub.config.loader import config_files
 from hub.config.models import Config
 from hub.web.metrics import app_registry
 
@@ -42,13 +51,84 @@ _log = structlog.get_logger()
 #: What a hook gets for each configuration it loaded, before the hub uses it (the embedded
 #: sandbox's address filled in, for ``serve``).
 Adjust = Callable[[Config], Config]
+Sleep = Callable[[float], Awaitable[None]]
+
+#: Seconds no configuration file may have changed before a reload reads the directory.
+SETTLE = 0.5
+#: The longest a reload waits for files that keep changing; it reads them as they are then.
+SETTLE_MAX = 5.0
+#: Reads of the directory a reload makes at most while files change as it reads them.
+READS = 3
+
+#: What a file looks like from outside: (modified, size, inode), following a symbolic link.
+Snapshot = dict[str, tuple[int, int, int]]
 
 
-async def reload_config(app: Starlette, directory: str | Path, adjust: Adjust) -> bool:
-    """Load ``directory`` and use it in ``app`` (its ingest and dispatcher); False, changing
-    nothing, when the directory has an error."""
+def snapshot(directory: Path) -> Snapshot:
+    """The configuration files of ``directory`` as :func:`os.stat` sees them now."""
+    seen: Snapshot = {}
+    for path in config_files(directory):
+        try:
+            stat = path.stat()
+        except OSError:  # gone, or a link to nothing: loading it says so
+            continue
+        seen[str(path)] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+    return seen
+
+
+async def settled(
+    directory: Path, clock: Clock = SYSTEM_CLOCK, sleep: Sleep = asyncio.sleep
+) -> tuple[Snapshot, float]:
+    """Wait until no file of ``directory`` has changed for :data:`SETTLE` seconds (at most
+    :data:`SETTLE_MAX` in all); the files as they are then, and the seconds waited.
+
+    A file's modification time is compared with the wall clock; one in the future (a clock
+    set back, a file given a date by hand) is not waited for.
+    """
+    waited = 0.0
+    while True:
+        files = await asyncio.to_thread(snapshot, directory)
+        newest = max((modified for modified, _, _ in files.values()), default=0) / 1e9
+        quiet = clock.time() - newest
+        if not 0 <= quiet < SETTLE or waited >= SETTLE_MAX:
+            return files, waited
+        nap = min(SETTLE - quiet, SETTLE_MAX - waited)
+        await sleep(nap)
+        waited += nap
+
+
+async def read_config(
+    directory: Path, clock: Clock = SYSTEM_CLOCK, sleep: Sleep = asyncio.sleep
+) -> tuple[Config, float]:
+    """Load ``directory`` once its files have settled (:func:`settled`), again if one changed
+    while it was read (up to :data:`READS` reads); the configuration and the seconds waited.
+
+    Raises:
+        ConfigError: as :func:`hub.config.load`.
+    """
+    waited = 0.0
+    for _ in range(READS):
+        before, slept = await settled(directory, clock, sleep)
+        waited += slept
+        config = await asyncio.to_thread(load, directory, os.environ)
+        if await asyncio.to_thread(snapshot, directory) == before:
+            break
+    return config, waited
+
+
+async def reload_config(
+    app: Starlette,
+    directory: str | Path,
+    adjust: Adjust,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    sleep: Sleep = asyncio.sleep,
+) -> bool:
+    """Load ``directory`` (:func:`read_config`) and use it in ``app`` (its ingest and
+    dispatcher); False, changing nothing, when the directory has an error."""
     try:
-        config = adjust(await asyncio.to_thread(load, directory, os.environ))
+        loaded, waited = await read_config(Path(directory), clock, sleep)
+        config = adjust(loaded)
     except ConfigError as exc:
         _log.error("config_reload_failed", errors=list(exc.issues), config_dir=str(directory))
         return False
@@ -71,6 +151,7 @@ async def reload_config(app: Starlette, directory: str | Path, adjust: Adjust) -
         endpoints_removed=sorted(set(old.endpoints) - set(config.endpoints)),
         mappings=len(config.mappings),
         targets=sorted(config.targets),
+        waited=round(waited, 3),
     )
     return True
 
