@@ -15,17 +15,8 @@ from hub.clock import ManualClock
 from hub.config import load
 from hub.config.models import Config
 from hub.web.reload import SETTLE, SETTLE_MAX, read_config, settled
+from tests.dispatch.support import flat_endpoint_yaml
 
-ENDPOINT = """kind: endpoint
-name: {name}
-source: none
----
-kind: mapping
-name: {name}-map
-endpoint: {name}
-fields:
-  EmailAddress: {{ path: $.email, required: true }}
-"""
 TARGET = """kind: target
 name: default
 url: http://127.0.0.1:9/
@@ -68,7 +59,7 @@ def config_dir(tmp_path: Path) -> Path:
 
 async def test_files_at_rest_are_read_at_once(config_dir: Path) -> None:
     timeline = Timeline()
-    timeline.write(config_dir / "forms.yaml", ENDPOINT.format(name="forms"))
+    timeline.write(config_dir / "forms.yaml", flat_endpoint_yaml("forms", "default"))
     timeline.clock.advance(SETTLE)
     config, waited = await read_config(config_dir, timeline.clock, timeline.sleep)
     assert sorted(config.endpoints) == ["forms"]
@@ -83,7 +74,7 @@ async def test_a_file_written_in_two_steps_is_read_whole(config_dir: Path) -> No
     forms = config_dir / "forms.yaml"
     timeline.write(forms, "")  # emptied, its text still to come
     timeline.clock.advance(0.1)
-    timeline.steps = [lambda: timeline.write(forms, ENDPOINT.format(name="forms"))]
+    timeline.steps = [lambda: timeline.write(forms, flat_endpoint_yaml("forms", "default"))]
     config, waited = await read_config(config_dir, timeline.clock, timeline.sleep)
     assert sorted(config.endpoints) == ["forms"]
     # 0.4 s to the empty file's SETTLE, its text written 0.2 s in: 0.3 s more from there
@@ -104,10 +95,10 @@ async def test_files_that_keep_changing_are_read_after_settle_max(config_dir: Pa
     forms = config_dir / "forms.yaml"
 
     def rewrite() -> None:
-        timeline.write(forms, ENDPOINT.format(name="forms"))
+        timeline.write(forms, flat_endpoint_yaml("forms", "default"))
         timeline.steps.append(rewrite)  # and again at the next nap
 
-    timeline.write(forms, ENDPOINT.format(name="forms"))
+    timeline.write(forms, flat_endpoint_yaml("forms", "default"))
     timeline.steps = [rewrite]
     _, waited = await settled(config_dir, timeline.clock, timeline.sleep)
     assert waited == pytest.approx(SETTLE_MAX)
@@ -117,7 +108,7 @@ async def test_files_that_keep_changing_are_read_after_settle_max(config_dir: Pa
 async def test_a_modification_time_in_the_future_is_not_waited_for(config_dir: Path) -> None:
     timeline = Timeline()
     forms = config_dir / "forms.yaml"
-    forms.write_text(ENDPOINT.format(name="forms"))
+    forms.write_text(flat_endpoint_yaml("forms", "default"))
     later = timeline.clock.time() + 3600
     os.utime(forms, (later, later))
     _, waited = await settled(config_dir, timeline.clock, timeline.sleep)
@@ -131,7 +122,7 @@ async def test_a_file_changed_while_it_was_read_is_read_again(
     then differ from what they were before the read, so the directory is read again."""
     timeline = Timeline()
     forms = config_dir / "forms.yaml"
-    timeline.write(forms, ENDPOINT.format(name="forms"))
+    timeline.write(forms, flat_endpoint_yaml("forms", "default"))
     timeline.clock.advance(SETTLE)
     reads: list[list[str]] = []
 
@@ -140,7 +131,10 @@ async def test_a_file_changed_while_it_was_read_is_read_again(
         reads.append(sorted(config.endpoints))
         if len(reads) == 1:  # a second endpoint lands just after the file was read
             timeline.write(
-                forms, ENDPOINT.format(name="forms") + "---\n" + ENDPOINT.format(name="more")
+                forms,
+                flat_endpoint_yaml("forms", "default")
+                + "---\n"
+                + flat_endpoint_yaml("more", "default"),
             )
         return config
 
