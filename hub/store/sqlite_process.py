@@ -559,7 +559,12 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
     while not (eof and not ready):
         if not ready:
             sock.setblocking(True)
-            data = sock.recv(1 << 20)
+            try:
+                data = sock.recv(1 << 20)
+            except ConnectionResetError:
+                # The parent died with an answer of ours unread: the end of file as it is
+                # then told (a traceback in the hub's log would say something had gone wrong)
+                break
             if not data:
                 break
             chunks = [data]
@@ -568,6 +573,9 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
                 try:
                     more = sock.recv(1 << 20)
                 except BlockingIOError:
+                    break
+                except ConnectionResetError:  # the parent died (as above)
+                    eof = True
                     break
                 if not more:
                     eof = True

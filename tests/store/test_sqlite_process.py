@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 import os
 import re
+import select
 import signal
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -189,6 +192,35 @@ def test_the_child_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     assert raw(tmp_path / "events.db", f"SELECT delivery_id FROM events WHERE id = {event_id}") == [
         ("kept",)
     ]
+
+
+def test_a_parent_that_dies_with_an_answer_unread_ends_the_child_quietly(tmp_path: Path) -> None:
+    """A parent killed with an answer of the child's still unread in its socket: the child's
+    next read fails with ECONNRESET instead of reading end of file. It exits 0 all the same,
+    with no traceback in the log the hub shares with it (the soak test's kill -9 of a hub saw
+    one). Here the unread answer is the child's first (ready), and the parent closes its end."""
+    ours, theirs = socket.socketpair()
+    args = ["-m", "hub.store.sqlite_process", str(theirs.fileno()), str(tmp_path / "events.db")]
+    with ours:
+        proc = subprocess.Popen(
+            [sys.executable, *args, "FULL"],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=_child_env(),
+            text=True,
+        )
+        theirs.close()
+        readable, _, _ = select.select([ours], [], [], 60)
+        assert readable, "the child did not say it was ready"
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err, err
+    assert proc.returncode == 0, err
 
 
 async def test_close_waits_for_writes_already_handed_over(
