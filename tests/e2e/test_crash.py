@@ -32,7 +32,9 @@ fields:
 """
 TOKEN = "crash-test-token"
 BACKLOG = 800  # events queued before the kill -9 test's worker starts
-ENV = {"FORMS_TOKEN": TOKEN, "LEADHUB_SANDBOX_RATE_LIMIT": "100/1s"}
+#: 100 calls in any 5 s: a backlog of 200 or 300 takes at least 5 or 10 s to send, so a fault
+#: the test brings as soon as it sees 20 sent comes before the last is, by that margin.
+ENV = {"FORMS_TOKEN": TOKEN, "LEADHUB_SANDBOX_RATE_LIMIT": "100/5s"}
 
 
 def _setup(tmp_path: Path) -> tuple[list[str], str]:
@@ -52,6 +54,15 @@ def _send(base: str, count: int) -> list[str]:
             if answer.status_code == 200:
                 accepted.append(email)
     return accepted
+
+
+def _backlog(args: list[str], base: str, count: int) -> list[str]:
+    """Store ``count`` leads with a web role, which sends none (as :func:`_send`): the
+    dispatch that follows starts with all of them waiting. Sent while ``serve`` dispatched,
+    a loaded machine stored them more slowly than the hub sent them, and none was left when
+    the test saw the dispatch under way (300 of 300 delivered before the kill)."""
+    with leadhub_process([*args, "--role", "web"], ready_url=f"{base}/healthz", env=ENV):
+        return _send(base, count)
 
 
 def _counts(tmp_path: Path) -> dict[State, int]:
@@ -83,8 +94,8 @@ def test_kill_9_of_a_hub_sending_to_its_embedded_sandbox_then_restart_delivers_e
     delivered."""
     args, base = _setup(tmp_path)
     count = 300
+    accepted = _backlog(args, base, count)
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
-        accepted = _send(base, count)
         wait_until(lambda: len(leads(base)) >= 20, what="dispatch under way")
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -104,8 +115,8 @@ def test_kill_9_of_a_hub_sending_to_its_embedded_sandbox_then_restart_delivers_e
 def test_sigterm_mid_backlog_releases_unsent_events_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM while dispatching: exit 0, nothing left claimed, the rest goes out on restart."""
     args, base = _setup(tmp_path)
+    accepted = _backlog(args, base, 200)
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
-        accepted = _send(base, 200)
         wait_until(lambda: len(leads(base)) >= 20, what="dispatch under way")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -114,6 +125,7 @@ def test_sigterm_mid_backlog_releases_unsent_events_and_exits_0(tmp_path: Path) 
     assert "dispatcher_stopped" in log
     counts = _counts(tmp_path)
     assert counts[State.SENDING] == 0
+    assert counts[State.DELIVERED] < 200, "the stop came too late to test anything"
     assert counts[State.DELIVERED] + counts[State.QUEUED] + counts[State.RETRYING] == 200
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV):
         wait_until(lambda: _delivered(base) == 200, timeout=90, what="the rest delivered")
