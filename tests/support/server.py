@@ -57,9 +57,18 @@ class _ThreadServer(uvicorn.Server):
 def serve_in_thread(app: Any, *, port: int | None = None, **config: Any) -> Iterator[str]:
     """Run ``app`` on uvicorn in a daemon thread; yields its base URL ``http://127.0.0.1:PORT``.
 
-    The server is stopped (and the thread joined) when the block ends.
+    The server is stopped (and the thread joined) when the block ends. Its socket is bound
+    here and handed to uvicorn: a port picked free and bound later by uvicorn could be taken
+    meanwhile by another test's process ("address already in use", seen on a loaded machine).
     """
-    port = port or free_port()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        sock.bind(("127.0.0.1", port or 0))
+    except OSError:
+        sock.close()
+        raise
+    port = int(sock.getsockname()[1])
     cfg = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -69,22 +78,23 @@ def serve_in_thread(app: Any, *, port: int | None = None, **config: Any) -> Iter
         **config,
     )
     server = _ThreadServer(cfg)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive():
-            msg = "uvicorn exited before it started"
-            raise RuntimeError(msg)
-        if time.monotonic() > deadline:
-            msg = "uvicorn did not start within 15 s"
-            raise RuntimeError(msg)
-        time.sleep(0.01)
     try:
+        deadline = time.monotonic() + 15
+        while not server.started:
+            if not thread.is_alive():
+                msg = "uvicorn exited before it started"
+                raise RuntimeError(msg)
+            if time.monotonic() > deadline:
+                msg = "uvicorn did not start within 15 s"
+                raise RuntimeError(msg)
+            time.sleep(0.01)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+        sock.close()  # (uvicorn closes it as it stops; not if it never started)
 
 
 def wait_http(
