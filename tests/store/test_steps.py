@@ -203,6 +203,25 @@ async def test_stepped_writes_leave_the_lock_free_between_steps(
 # -- Ctrl-C: a stopped replay or purge says what it did ------------------------------------
 
 
+async def until_waiting_for_the_lock(proc: subprocess.Popen[str]) -> None:
+    """Return once a thread of ``proc`` (a leadhub command) sleeps in nanosleep: in hub/ only
+    begin_immediate sleeps so, between its tries for another connection's write lock, so
+    the command has started and its first step waits for the lock. (A fixed 2.5 s was not
+    always enough on a loaded machine, where the interpreter's start and imports alone took
+    1.3 s: a SIGINT before the step is a KeyboardInterrupt elsewhere, or no step done.)"""
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, "the command ended before its first step waited"
+        for task in Path(f"/proc/{proc.pid}/task").iterdir():
+            try:
+                if "nanosleep" in (task / "wchan").read_text():
+                    return
+            except OSError:  # (a thread that ended meanwhile)
+                continue
+        assert time.monotonic() < deadline, "no thread waited for the lock within 60 s"
+        await asyncio.sleep(0.01)
+
+
 @pytest.mark.parametrize(
     ("argv", "line", "left"),
     [
@@ -230,7 +249,7 @@ async def test_a_command_stopped_by_ctrl_c_says_how_far_it_went_and_exits_130(
     holder.execute("BEGIN IMMEDIATE")
     try:
         with python_child("-m", "hub", *argv, "--db", url, stderr=subprocess.PIPE) as proc:
-            await asyncio.sleep(2.5)  # started, its first step waiting for the lock
+            await until_waiting_for_the_lock(proc)
             proc.send_signal(signal.SIGINT)
             await asyncio.sleep(0.5)
             holder.execute("COMMIT")
