@@ -55,31 +55,34 @@ async def test_a_silent_graph_api_holds_up_no_other_event(tmp_path: Path) -> Non
             fb = await enqueue(store, "fb", notices(3), prefix="fb")
             first = await enqueue(store, "forms", leads("first", 3), prefix="a")
             async with running(cfg, store) as dispatcher:
-                started = time.monotonic()
-                await wait_for(all_in(State.DELIVERED, store, first), timeout=5, what="first")
-                await wait_for(lambda: graph.held == 3, timeout=5, what="three reads held")
+                await wait_for(all_in(State.DELIVERED, store, first), what="first")
+                await wait_for(lambda: graph.held == 3, what="three reads held")
                 later = await enqueue(store, "forms", leads("later", 3), prefix="b")
-                await wait_for(all_in(State.DELIVERED, store, later), timeout=5, what="later")
-                took = time.monotonic() - started
+                await wait_for(all_in(State.DELIVERED, store, later), what="later")
                 waiting = await states(store, fb)
                 assert dispatcher.metrics.graph_errors.labels("network")._value.get() == 0
-        assert took < 5, took
-        assert {e.state for e in waiting.values()} == {State.SENDING}  # still being read
+        # still being read, so before the read timeout (10 s): the flat events waited for none
+        # (a bound of the design's, not a time the test measures: it asserted took < 5 s)
+        assert {e.state for e in waiting.values()} == {State.SENDING}
         emails = {lead["EmailAddress"] for lead in sandbox_get(url, "/_sandbox/leads")}
         assert emails == {f"{p}{n}@example.com" for p in ("first", "later") for n in range(3)}
 
 
 async def test_each_read_event_goes_out_as_its_read_ends(tmp_path: Path) -> None:
-    """Reads answered 1.5 s late: the flat events go first, then each Facebook lead, routed
-    and sent after its own read; every one is delivered, read once."""
-    with sandbox_server() as (url, _), slow_graph(1.5) as (graph_url, graph):
+    """Reads held until the flat events are delivered: the flat events go first, then each
+    Facebook lead, routed and sent after its own read; every one is delivered, read once.
+    (The reads were answered 1.5 s late, and the flat events had to be delivered within
+    1.2 s: on a loaded machine they might not be. Now the test ends the reads.)"""
+    with sandbox_server() as (url, _), slow_graph(None) as (graph_url, graph):
         cfg = config(tmp_path / "cfg", url, graph_url)
         async with opened_store(tmp_path / "hub.db") as store:
             fb = await enqueue(store, "fb", notices(4), prefix="fb")
             flat = await enqueue(store, "forms", leads("f", 4), prefix="a")
             async with running(cfg, store):
-                await wait_for(all_in(State.DELIVERED, store, flat), timeout=1.2, what="flat")
+                await wait_for(all_in(State.DELIVERED, store, flat), what="flat")
                 assert graph.held == 4
+                assert {e.state for e in (await states(store, fb)).values()} == {State.SENDING}
+                graph.ended.set()  # the reads answer
                 await wait_for(all_in(State.DELIVERED, store, fb), what="Facebook leads")
             events = await states(store, fb)
         assert all(e.attempts == 1 and e.enrichment is not None for e in events.values())

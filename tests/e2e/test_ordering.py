@@ -48,14 +48,15 @@ def test_a_later_event_never_overtakes_one_claimed_with_a_slow_read(
     tmp_path: Path, hub_db_url: str
 ) -> None:
     """The audit's race, with two `serve --role worker`: one claims a Facebook event F (its
-    lead read from a Graph API answering 3 s late) with A (a form lead for race@, which the
-    target takes 4 s to answer); B, for the same email, comes while A is in flight and goes
-    to either worker. A goes out at once, without waiting for F's read, and the target gets A
-    before B (it got B first, 4 times in 4: A's routes were written only after F's read, so
-    B's ordering check, in the other worker, could not see A)."""
+    lead read from a Graph API that answers once A is at the target) with A (a form lead
+    for race@, which the target takes 4 s to answer); B, for the same email, comes while A
+    is in flight and goes to either worker. A goes out at once, without waiting for F's
+    read, and the target gets A before B (it got B first, 4 times in 4: A's routes were
+    written only after F's read, so B's ordering check, in the other worker, could not
+    see A)."""
     with (
         recording_target(slow={"A": 4.0}) as (url, target),
-        slow_graph(3.0) as (graph_url, graph),
+        slow_graph(None) as (graph_url, graph),
     ):
         files = {
             "targets.yaml": target_yaml("default", url, timeout="10s"),
@@ -72,6 +73,10 @@ def test_a_later_event_never_overtakes_one_claimed_with_a_slow_read(
             with leadhub_process(second, ready_url=f"{second_url}/healthz", env=FB_ENV):
                 time.sleep(0.6)
                 _enqueue(db, "forms", "b", {"email": SAME, "first_name": "B"})
+                # F's read is held until A is at the target (it answered after 3 s, which a
+                # loaded machine could take to get A out): A went out while F was being read
+                wait_until(lambda: bool(target.arrived), what="A at the target")
+                graph.ended.set()
                 wait_until(
                     lambda: all(e.state is State.DELIVERED for e in _events(db)),
                     timeout=60,
