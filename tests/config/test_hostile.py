@@ -99,10 +99,10 @@ def test_hostile_files_are_config_errors(
 ) -> None:
     """load reports the problem at its line (a ConfigError, no other exception), quickly."""
     (tmp_path / "a.yaml").write_text(text)
-    started = time.monotonic()
+    started = time.process_time()  # CPU: a loaded machine's waits do not count
     with pytest.raises(ConfigError) as info:
         load(tmp_path, {})
-    assert time.monotonic() - started < 5
+    assert time.process_time() - started < 5
     at_line = [i for i in info.value.issues if i.startswith(f"{tmp_path}/a.yaml:{line}: ")]
     assert any(message in issue for issue in at_line), "\n".join(info.value.issues)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,21 @@ from tests.support.server import leadhub_process, leadhub_run, serve_args
 SPACED_DATE = "a" + " " * 40_000 + "a"
 
 
+def _children_cpu() -> float:
+    """CPU seconds used by this process's children that have ended."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
 def _try(tmp_path: Path, endpoint: str, document: Any) -> tuple[dict[str, Any], float]:
     """``leadhub try ENDPOINT --json`` on the shipped mappings, as a command of its own:
-    its answer and the seconds it took."""
+    its answer and the seconds of CPU it used (its own, not the time it waited for a core on
+    a loaded machine)."""
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps(document))
-    started = time.perf_counter()
+    started = _children_cpu()
     done = leadhub_run(["try", endpoint, str(payload), "--config-dir", str(SHIPPED), "--json"])
-    took = time.perf_counter() - started
+    took = _children_cpu() - started
     assert done.stderr == "" or "Traceback" not in done.stderr, done.stderr
     answer: dict[str, Any] = json.loads(done.stdout)
     return answer, took
@@ -38,9 +46,9 @@ def test_date_with_a_long_run_of_spaces_is_read_at_once() -> None:
     date = parse_transform("date")
     for text in (SPACED_DATE, "a" + " " * 900_000 + "a", "2024-05-01" + " " * 900_000 + "GMT"):
         ctx = Context("mx_Date", None)
-        started = time.perf_counter()
+        started = time.process_time()  # CPU: a loaded machine's waits do not count
         assert date.apply([text], ctx) == []
-        assert time.perf_counter() - started < 0.5
+        assert time.process_time() - started < 0.5
     for text, written in (
         ("2024-05-01 10:20:30 UTC", "2024-05-01 10:20:30"),
         ("2024-05-01T10:20:30 \t gmt", "2024-05-01 10:20:30"),
@@ -58,7 +66,7 @@ def test_a_spaced_date_in_a_zapier_lead_is_left_out_quickly(tmp_path: Path) -> N
     assert answer["status"] == "send"
     assert {"Attribute": "EmailAddress", "Value": "a@example.com"} in answer["body"]
     assert not any(a["Attribute"] == "mx_Lead_Created_On" for a in answer["body"])
-    assert took < 5, f"leadhub try took {took:.1f} s"
+    assert took < 5, f"leadhub try used {took:.1f} s of CPU"
 
 
 #: A phone and a date of 500 KB each: the sender's text, far beyond any real value.
