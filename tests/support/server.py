@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,9 +24,39 @@ import uvicorn
 REPO = Path(__file__).resolve().parents[2]
 
 
+#: Where :func:`free_port` picks: a block of ports per xdist worker, below the kernel's range
+#: for the local ends of outgoing connections. A port the kernel hands out for "any port" (0)
+#: comes from that range, so between the pick and a server's bind (in a subprocess, a second
+#: later on a loaded machine) any client socket of any process could take it ("address already
+#: in use"); a port below the range is only ever taken by a bind naming it.
+_FIRST, _BLOCK = 20_000, 2_000
+_picked = itertools.count(random.randrange(_BLOCK))
+
+
+def _outgoing_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the range the
+    kernel gives outgoing connections (so none takes it before the server binds it)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = _FIRST + (int(worker) if worker.isdigit() else 0) % 6 * _BLOCK
+    low, high = _outgoing_range()
+    if first + _BLOCK <= low or first > high:
+        for _ in range(_BLOCK):
+            port = first + next(_picked) % _BLOCK
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:  # in use (or in TIME_WAIT): the next one
+                    continue
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no block free
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
