@@ -8,7 +8,6 @@ import signal
 import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -28,6 +27,33 @@ def _writer_child(pid: int) -> int:
             if b"hub.store.sqlite_process" in command:
                 return int(child)
     raise AssertionError("no store writer process")
+
+
+def _request(email: str) -> bytes:
+    """A webhook POST of ``email`` to ``forms``, as raw bytes."""
+    body = orjson.dumps({"email": email})
+    head = f"POST /hooks/forms HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {TOKEN}\r\n"
+    head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def _sent_and_read(base: str, request: bytes) -> socket.socket:
+    """A connection to ``base`` that sent ``request``, once the hub has read all of it: the
+    hub's end of the connection holds nothing unread (its receive queue in /proc/net/tcp)."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(request)
+    ours = sock.getsockname()[1]
+
+    def read() -> bool:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            local, remote, _, queues = line.split()[1:5]
+            if (int(local.split(":")[1], 16), int(remote.split(":")[1], 16)) == (int(port), ours):
+                return int(queues.split(":")[1], 16) == 0
+        return False
+
+    wait_until(read, timeout=20, what="the hub to read the request")
+    return sock
 
 
 def _web(tmp_path: Path, db_options: str = "") -> tuple[list[str], str, Path]:
@@ -71,35 +97,27 @@ def test_sigterm_while_a_delivery_waits_for_the_writer_answers_it_first(tmp_path
     answers it 200 once the writer goes on, with ``connection: close``, and only then exits 0;
     the lead is stored. Nothing answered 200 is lost, and nothing in flight is dropped."""
     args, base, db = _web(tmp_path)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    answers: list[httpx.Response] = []
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
         writer = _writer_child(proc.pid)
         os.kill(writer, signal.SIGSTOP)
         try:
-            post = threading.Thread(
-                target=lambda: answers.append(
-                    httpx.post(
-                        f"{base}/hooks/forms",
-                        json={"email": "inflight@example.com"},
-                        headers=headers,
-                        timeout=30,
-                    )
-                )
-            )
-            post.start()
-            time.sleep(0.5)  # the request is read and waits for the writer
+            sock = _sent_and_read(base, _request("inflight@example.com"))
             proc.send_signal(signal.SIGTERM)  # (a request after it would find no listener)
             time.sleep(0.3)
             assert proc.poll() is None
             assert "delivery_received" not in _log(proc)  # nothing answered yet
         finally:
             os.kill(writer, signal.SIGCONT)
-        post.join(timeout=30)
+        with sock:
+            sock.settimeout(30)
+            answer = b"".join(iter(lambda: sock.recv(65536), b""))  # until the hub closes
         assert proc.wait(timeout=30) == 0
-    [answer] = answers
-    assert (answer.status_code, answer.json()) == (200, {"status": "accepted", "id": 1})
-    assert answer.headers["connection"] == "close"
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *fields = head.decode().split("\r\n")
+    headers = dict(field.lower().split(": ", 1) for field in fields)
+    assert status.startswith("HTTP/1.1 200 "), answer
+    assert orjson.loads(body) == {"status": "accepted", "id": 1}
+    assert headers["connection"] == "close"
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (1,)
 
@@ -111,17 +129,12 @@ def test_sigterm_waits_for_a_delivery_whose_sender_has_gone(tmp_path: Path) -> N
     serve's protocol no longer held the stop: the store's close waited for the delivery
     with the stall watchdog cancelled, for as long as the writer stayed stopped.)"""
     args, base, _ = _web(tmp_path, "?stall_after=2s")
-    body = orjson.dumps({"email": "gone@example.com"})
-    head = f"POST /hooks/forms HTTP/1.1\r\nhost: hub\r\nauthorization: Bearer {TOKEN}\r\n"
-    head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
         writer = _writer_child(proc.pid)
         os.kill(writer, signal.SIGSTOP)
         try:
-            host, port = base.removeprefix("http://").split(":")
-            with socket.create_connection((host, int(port))) as sock:
-                sock.sendall(head.encode() + body)
-                time.sleep(0.5)  # the request is read and waits for the writer
+            with _sent_and_read(base, _request("gone@example.com")):
+                pass  # read whole by the hub, which waits for the writer: the sender goes
             proc.send_signal(signal.SIGTERM)
             wait_until(lambda: _received(proc) == [503], timeout=20, what="the 503")
         finally:
