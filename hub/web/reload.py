@@ -177,13 +177,74 @@ class Hangups:
         self.pending = True  # a plain flag: safe in a signal handler
 
 
+class Reloads:
+    """The reloads SIGHUPs ask for in a running app: one at a time, in order.
+
+    :meth:`ask` starts a reload, or none when one already waits for its turn (a reload runs
+    meanwhile): that one reads the files after this signal too. A storm of signals while a
+    reload waits for files to settle (a watcher signalling at every change) is then one more
+    reload, not one for each signal, each waiting its turn and the files again.
+    """
+
+    def __init__(
+        self,
+        app: Starlette,
+        directory: str | Path,
+        adjust: Adjust,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.app = app
+        self.directory = directory
+        self.adjust = adjust
+        self.clock = clock
+        self.sleep = sleep
+        self.counts = Counter(
+            "leadhub_config_reloads",
+            "Configuration reloads (SIGHUP), by outcome: ok, or failed (nothing changed).",
+            ["outcome"],
+            registry=app_registry(app),
+        )
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._turn = asyncio.Lock()
+        self._waiting = False  # a reload asked for has not started reading yet
+
+    def ask(self) -> None:
+        """A reload, unless one already waits for its turn (it reads the files after now)."""
+        if self._waiting:
+            return
+        self._waiting = True
+        task = asyncio.get_running_loop().create_task(self._one(), name="leadhub-reload")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _one(self) -> None:
+        async with self._turn:
+            self._waiting = False
+            try:
+                done = await reload_config(
+                    self.app, self.directory, self.adjust, clock=self.clock, sleep=self.sleep
+                )
+            except Exception as exc:  # a bug: say so, and keep serving
+                _log.exception("config_reload_failed", error=str(exc)[:300])
+                done = False
+            self.counts.labels("ok" if done else "failed").inc()
+
+    async def close(self) -> None:
+        """Cancel the reloads under way or waiting."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 def reload_on_hangup(
     directory: str | Path,
     adjust: Adjust = lambda config: config,
     hangups: Hangups | None = None,
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
-    """A ``hub.web.app`` lifespan hook: SIGHUP reloads ``directory`` while the app runs (one
-    reload at a time; a signal during a reload starts another after it). List it last.
+    """A ``hub.web.app`` lifespan hook: SIGHUP reloads ``directory`` while the app runs
+    (:class:`Reloads`: one reload at a time, signals merged while one waits). List it last.
 
     With ``hangups`` (installed before the app starts), a SIGHUP that came before this hook
     ran is one reload as soon as it runs, and once it has ended SIGHUPs are remembered by
@@ -192,42 +253,18 @@ def reload_on_hangup(
 
     @contextlib.asynccontextmanager
     async def hook(app: Starlette) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        turn = asyncio.Lock()
-        tasks: set[asyncio.Task[None]] = set()
-        reloads = Counter(
-            "leadhub_config_reloads",
-            "Configuration reloads (SIGHUP), by outcome: ok, or failed (nothing changed).",
-            ["outcome"],
-            registry=app_registry(app),
-        )
-
-        async def one() -> None:
-            async with turn:
-                try:
-                    done = await reload_config(app, directory, adjust)
-                except Exception as exc:  # a bug: say so, and keep serving
-                    _log.exception("config_reload_failed", error=str(exc)[:300])
-                    done = False
-                reloads.labels("ok" if done else "failed").inc()
-
-        def on_hangup() -> None:
-            task = loop.create_task(one(), name="leadhub-reload")
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-        loop.add_signal_handler(signal.SIGHUP, on_hangup)
+        reloads = Reloads(app, directory, adjust)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloads.ask)
         if hangups is not None and hangups.pending:
             hangups.pending = False
-            on_hangup()  # asked for while starting: the files may have changed since read
+            reloads.ask()  # asked for while starting: the files may have changed since read
         try:
             yield
         finally:
-            loop.remove_signal_handler(signal.SIGHUP)  # (restores the default action)
+            # (restores the default action)
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
             if hangups is not None:
                 hangups.install()
-            for task in list(tasks):
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await reloads.close()
 
     return hook

@@ -5,16 +5,19 @@ and may play a writer's next step, so each timeline is exact."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from structlog.testing import capture_logs
 
 from hub.clock import ManualClock
 from hub.config import load
 from hub.config.models import Config
-from hub.web.reload import SETTLE, SETTLE_MAX, read_config, settled
+from hub.web.reload import SETTLE, SETTLE_MAX, Reloads, read_config, settled
 from tests.dispatch.support import flat_endpoint_yaml
 
 TARGET = """kind: target
@@ -142,3 +145,35 @@ async def test_a_file_changed_while_it_was_read_is_read_again(
     config, _ = await read_config(config_dir, timeline.clock, timeline.sleep)
     assert reads == [["forms"], ["forms", "more"]]
     assert sorted(config.endpoints) == ["forms", "more"]
+
+
+async def test_signals_while_a_reload_waits_are_one_more_reload(config_dir: Path) -> None:
+    """Five SIGHUPs (``Reloads.ask``, as the hook's signal handler calls it) while the first
+    reload waits for a file to settle: that reload, then one more that reads the files after
+    every signal, not five (each would have waited its turn, and the files, again)."""
+    timeline = Timeline()
+    forms = config_dir / "forms.yaml"
+    timeline.write(forms, "")  # being written when the first signal comes
+    app = Starlette()
+    app.state.config = load(config_dir, {})
+    settling, go_on = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:  # the first reload's wait, held by the test
+        settling.set()
+        await go_on.wait()
+        await timeline.sleep(seconds)
+
+    reloads = Reloads(app, config_dir, lambda config: config, clock=timeline.clock, sleep=sleep)
+    with capture_logs() as logs:
+        reloads.ask()
+        await asyncio.wait_for(settling.wait(), 10)
+        for _ in range(4):
+            reloads.ask()
+        assert len(reloads.tasks) == 2  # the one under way, and one more
+        timeline.write(forms, flat_endpoint_yaml("forms", "default"))
+        go_on.set()
+        await asyncio.wait_for(asyncio.gather(*reloads.tasks), 10)
+    reloaded = [line for line in logs if line["event"] == "config_reloaded"]
+    assert [line["endpoints"] for line in reloaded] == [["forms"], ["forms"]]
+    assert reloads.counts.labels("ok")._value.get() == 2
+    await reloads.close()
