@@ -6,6 +6,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+#: How a part waits (``asyncio.sleep``), passed in as its clock is, so tests need not wait.
+Sleep = Callable[[float], Awaitable[None]]
+
 
 class Clock(Protocol):
     """Wall time (unix seconds) and a monotonic reading (seconds)."""

@@ -29,20 +29,18 @@ import asyncio
 import contextlib
 import hashlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 import structlog
 
-from hub.clock import SYSTEM_CLOCK, Clock
+from hub.clock import SYSTEM_CLOCK, Clock, Sleep
 from hub.config.models import Target
 from hub.dispatch.leadsquared import call_bound
 from hub.store.models import SlotAnswer
 from hub.units import RateLimit
 
 _EPSILON = 1e-9  # seconds
-
-Sleep = Callable[[float], Awaitable[None]]
 
 _log = structlog.get_logger()
 

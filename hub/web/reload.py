@@ -33,14 +33,14 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import structlog
 from prometheus_client import Counter
 from starlette.applications import Starlette
 
-from hub.clock import SYSTEM_CLOCK, Clock
+from hub.clock import SYSTEM_CLOCK, Clock, Sleep
 from hub.config import ConfigError, load
 from hub.config.loader import config_files
 from hub.config.models import Config
@@ -51,7 +51,6 @@ _log = structlog.get_logger()
 #: What a hook gets for each configuration it loaded, before the hub uses it (the embedded
 #: sandbox's address filled in, for ``serve``).
 Adjust = Callable[[Config], Config]
-Sleep = Callable[[float], Awaitable[None]]
 
 #: Seconds no configuration file may have changed before a reload reads the directory.
 SETTLE = 0.5
