@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import structlog
@@ -185,20 +186,10 @@ class Reloads:
     reload, not one for each signal, each waiting its turn and the files again.
     """
 
-    def __init__(
-        self,
-        app: Starlette,
-        directory: str | Path,
-        adjust: Adjust,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self.app = app
-        self.directory = directory
-        self.adjust = adjust
-        self.clock = clock
-        self.sleep = sleep
+    def __init__(self, app: Starlette, reload: Callable[[], Awaitable[bool]]) -> None:
+        """``reload``: one reload of ``app`` (:func:`reload_config` with its arguments given),
+        True when it took the files."""
+        self.reload = reload
         self.counts = Counter(
             "leadhub_config_reloads",
             "Configuration reloads (SIGHUP), by outcome: ok, or failed (nothing changed).",
@@ -222,9 +213,7 @@ class Reloads:
         async with self._turn:
             self._waiting = False
             try:
-                done = await reload_config(
-                    self.app, self.directory, self.adjust, clock=self.clock, sleep=self.sleep
-                )
+                done = await self.reload()
             except Exception as exc:  # a bug: say so, and keep serving
                 _log.exception("config_reload_failed", error=str(exc)[:300])
                 done = False
@@ -252,7 +241,7 @@ def reload_on_hangup(
 
     @contextlib.asynccontextmanager
     async def hook(app: Starlette) -> AsyncIterator[None]:
-        reloads = Reloads(app, directory, adjust)
+        reloads = Reloads(app, functools.partial(reload_config, app, directory, adjust))
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reloads.ask)
         if hangups is not None and hangups.pending:
             hangups.pending = False

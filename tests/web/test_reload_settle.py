@@ -6,6 +6,7 @@ and may play a writer's next step, so each timeline is exact."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from structlog.testing import capture_logs
 from hub.clock import ManualClock
 from hub.config import load
 from hub.config.models import Config
-from hub.web.reload import SETTLE, SETTLE_MAX, Reloads, read_config, settled
+from hub.web.reload import SETTLE, SETTLE_MAX, Reloads, read_config, reload_config, settled
 from tests.dispatch.support import flat_endpoint_yaml
 
 TARGET = """kind: target
@@ -163,7 +164,12 @@ async def test_signals_while_a_reload_waits_are_one_more_reload(config_dir: Path
         await go_on.wait()
         await timeline.sleep(seconds)
 
-    reloads = Reloads(app, config_dir, lambda config: config, clock=timeline.clock, sleep=sleep)
+    reloads = Reloads(
+        app,
+        functools.partial(
+            reload_config, app, config_dir, lambda c: c, clock=timeline.clock, sleep=sleep
+        ),
+    )
     with capture_logs() as logs:
         reloads.ask()
         await asyncio.wait_for(settling.wait(), 10)
