@@ -23,7 +23,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Hashable, MutableMapping
+from collections.abc import Callable, Hashable, MutableMapping
 from typing import Any, BinaryIO, TextIO
 
 import orjson
@@ -316,3 +316,61 @@ def get_logger(name: str | None = None) -> Any:
     a module-level logger respects a later :func:`configure` or ``capture_logs``.
     """
     return structlog.get_logger(component=name) if name else structlog.get_logger()
+
+
+class Failures:
+    """The lines of a run of failures of one kind of call (a store's commits, a dispatcher's
+    claims) and of its end, so that a failure repeated at every try for as long as an outage
+    lasts logs a few lines rather than one per try.
+
+    :meth:`failed` logs its line (``name``, at error level, with ``error`` and ``fields``) at
+    the first failure of a run and at the first of each new error, then at most once per
+    ``every`` seconds for the same ``name`` and error, with ``unlogged`` (how many were left
+    out since the one before) when not 0 (:class:`Throttle`). :meth:`succeeded` ends the run:
+    one ``recovered`` line, a warning (the failures were errors: a log filtered to warnings
+    shows how the run ended), with ``failed`` (what failed during the run, counted as
+    :meth:`failed` was told) and ``seconds`` (from the first failure to then, by ``clock``).
+    The next failure starts a new run, logged at once.
+    """
+
+    def __init__(
+        self,
+        recovered: str,
+        *,
+        every: float,
+        clock: Callable[[], float] = time.monotonic,
+        logger: Callable[[], Any] = get_logger,
+    ) -> None:
+        self.recovered = recovered
+        self.every = every
+        self._clock = clock
+        self._logger = logger
+        self._lines = Throttle(every)
+        self._since: float | None = None  # when the current run of failures began
+        self._failed = 0
+
+    @property
+    def count(self) -> int:
+        """What failed since the current run began (0: no run under way)."""
+        return self._failed
+
+    def failed(self, name: str, error: str, count: int = 1, **fields: Any) -> None:
+        """``count`` calls (or jobs) failed with ``error``: log ``name`` if it is due."""
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        self._failed += count
+        unlogged = self._lines.admit((name, error), now)
+        if unlogged is not None:
+            more = {"unlogged": unlogged} if unlogged else {}
+            self._logger().error(name, error=error, **fields, **more)
+
+    def succeeded(self) -> None:
+        """A call succeeded: ends a run of failures, if one is under way (logged once)."""
+        if self._since is None:
+            return
+        seconds = round(self._clock() - self._since, 3)
+        self._logger().warning(self.recovered, failed=self._failed, seconds=seconds)
+        self._since = None
+        self._failed = 0
+        self._lines = Throttle(self.every)

@@ -111,37 +111,24 @@ class WriteFailures:
     ``store_write_failed`` (or ``store_unavailable``) at the first, then at most once per
     :data:`FAILURE_EVERY` s for the same error, with ``unlogged`` (how many batches went
     unlogged since), and ``store_write_recovered`` at the first commit after (``failed``:
-    the jobs that failed meanwhile, ``seconds`` since the first failure).
+    the jobs that failed meanwhile, ``seconds`` since the first failure), a warning (the
+    writer process logs from that level up). The writer's use of :class:`hub.logs.Failures`,
+    which the dispatcher's claims use too.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._lines = logs.Throttle(FAILURE_EVERY)
-        self._since: float | None = None  # when the current run of failures began
-        self._failed = 0  # jobs failed since then
+        self._run = logs.Failures(
+            "store_write_recovered", every=FAILURE_EVERY, clock=clock, logger=log
+        )
 
     def failed(self, name: str, exc: BaseException, jobs: int) -> None:
         """A batch of ``jobs`` was not committed: ``name`` is the line's event."""
-        now = self._clock()
-        if self._since is None:
-            self._since = now
-        self._failed += jobs
-        error = str(exc)
-        unlogged = self._lines.admit((name, error), now)
-        if unlogged is not None:
-            more = {"unlogged": unlogged} if unlogged else {}
-            log().error(name, error=error, jobs=jobs, **more)
+        self._run.failed(name, str(exc), jobs, jobs=jobs)
 
     def committed(self) -> None:
         """A batch that changed rows was committed: ends a run of failures. (A transaction
         that changed nothing commits on a full disk too.)"""
-        if self._since is not None:
-            seconds = round(self._clock() - self._since, 3)
-            # a warning, as the failures were errors: the writer runs at that level
-            log().warning("store_write_recovered", failed=self._failed, seconds=seconds)
-            self._since = None
-            self._failed = 0
-            self._lines = logs.Throttle(FAILURE_EVERY)
+        self._run.succeeded()
 
 
 #: How a reader opens the file (URI parameters). ``mode=rw``: a reader never creates an empty
