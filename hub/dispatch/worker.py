@@ -50,10 +50,11 @@ Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed`
 ``event_enriched``, ``event_mapped`` (a warning, only when the mapping left a value out),
 ``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
-``target_resumed``, ``prepare_failed``, ``event_lease_expiring`` (put back: no time left in
-its lease for a read or a call), ``lease_too_short`` (error: no read or call fits in a lease at
-all), ``event_left`` (a warning: events of an endpoint or target this process lacks, put
-back), ``store_write_resumed`` / ``store_write_given_up`` (a release or delivery a store
+``target_resumed``, ``prepare_failed``, ``claim_failed`` / ``claim_recovered`` (claims the
+store refused: see :meth:`Dispatcher._claim`), ``event_lease_expiring`` (put back: no time
+left in its lease for a read or a call), ``lease_too_short`` (error: no read or call fits in a
+lease at all), ``event_left`` (a warning: events of an endpoint or target this process lacks,
+put back), ``store_write_resumed`` / ``store_write_given_up`` (a release or delivery a store
 outage held up, written once it was back, or not before the lease ended: see
 :class:`~hub.dispatch.retry.Rewrites`), ``dispatcher_started``, ``dispatcher_stopped``.
 """
@@ -73,6 +74,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
+from hub import logs
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import (
     FETCHING,
@@ -134,6 +136,11 @@ LEAVE_DELAY = 60.0
 #: Seconds between two ``event_left`` warnings for one endpoint or target: its events are
 #: told apart in the store (their last error), not one line each in the log.
 LEAVE_LOG_EVERY = 300.0
+#: Seconds between two ``claim_failed`` lines for the same error, while claims, tried again
+#: once a second, keep failing (a store down for an hour: 60 lines, not 3,600). The store's
+#: writers log theirs once a second (``FAILURE_EVERY``), but each of theirs stands for
+#: deliveries refused; a claim refused again says nothing new until the outage ends.
+CLAIM_FAILURE_EVERY = 60.0
 
 
 #: A claim's answer: the events, the size asked for, and when it was asked for (monotonic).
@@ -190,6 +197,11 @@ class Dispatcher:
         #: ("endpoint" or "target", its name) -> (when its last ``event_left`` was logged,
         #: monotonic; events left since then, unlogged)
         self._left: dict[tuple[str, str], tuple[float, int]] = {}
+        #: The claims the store refused since the last it took (``claim_failed`` lines, and
+        #: ``claim_recovered`` at the first claim after: see :meth:`_claim`).
+        self.claim_failures = logs.Failures(
+            "claim_recovered", every=CLAIM_FAILURE_EVERY, clock=clock.monotonic, logger=lambda: _log
+        )
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -436,6 +448,12 @@ class Dispatcher:
         up that much of each lease. Counted from the answer, a lease that had ended while
         the answer came looked whole, and the event was sent while another worker, or this
         one's next claim, held it: sent twice.
+
+        A refused claim is tried again a second later, for as long as the store refuses: it
+        logs ``claim_failed`` (``error``) at once, then the same error at most once per
+        :data:`CLAIM_FAILURE_EVERY` s (with ``unlogged``: the refusals left out since), another
+        error at once; the first claim the store takes after logs ``claim_recovered``
+        (``failed``: the claims refused, ``seconds`` since the first), a warning.
         """
         try:
             started = self.clock.monotonic()
@@ -447,9 +465,10 @@ class Dispatcher:
                 known_endpoints=sorted(self.config.endpoints),
             )
         except Exception as exc:  # the store is down: wait and try again
-            _log.error("claim_failed", error=str(exc)[:300])
+            self.claim_failures.failed("claim_failed", str(exc)[:300])
             await self._back_off(max(self.poll, 1.0))
             return None
+        self.claim_failures.succeeded()
         _log.debug(
             "events_claimed",
             count=len(claimed),
