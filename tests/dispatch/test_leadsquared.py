@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +20,7 @@ from hub.config.models import Target
 from hub.dispatch.leadsquared import Dead, Delivered, LeadSquaredClient, Pause, Retry
 from hub.dispatch.worker import make_http_client
 from hub.secrets import Secret
-from tests.dispatch.support import raw_server
+from tests.dispatch.support import _read_request, raw_server, socket_server
 from tests.support.server import free_port, serve_in_thread
 
 MX_DUP = {
@@ -224,18 +228,44 @@ async def test_timeout_is_retried_and_named(http_factory: Factory) -> None:
     assert attempt.outcome.reason.startswith("timeout waiting for the answer")
 
 
+#: A dribbled answer: one byte every DRIP s, its Content-Length promising ten minutes of them.
+DRIP = 0.01
+PROMISED = 60_000
+
+
+@contextlib.contextmanager
+def dribbling_server() -> Iterator[tuple[str, list[int]]]:
+    """A server whose 200 sends its body a byte every :data:`DRIP` s: ten minutes for the
+    whole answer. Yields its base URL and ``[bytes of the body sent so far]``."""
+    sent = [0]
+
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        _read_request(conn)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        conn.sendall(head + b"Content-Length: %d\r\n\r\n" % PROMISED)
+        while sent[0] < PROMISED and not stop.wait(DRIP):
+            conn.sendall(b" ")  # (raises once the client has closed: the answer ends)
+            sent[0] += 1
+
+    with socket_server(handle) as url:
+        yield url, sent
+
+
 async def test_an_answer_that_never_finishes_is_cut_at_twice_the_timeout(
     http_factory: Factory,
 ) -> None:
-    """A server sending its answer a byte every 0.1 s (each read well within the 0.3 s
-    timeout) would hold the call for 20 s: it is cut at 0.6 s and retried as a timeout."""
-    with raw_server("dribble") as url:
-        attempt = await _send(url, http_factory, timeout=0.3)
+    """A server sending its answer a byte every 0.01 s (each read well within the 1 s
+    timeout) would hold the call for ten minutes: it is cut at 2 s and retried as a timeout,
+    while the answer is still coming."""
+    with dribbling_server() as (url, sent):
+        # A hang guard, not a measure of speed: uncut, the answer would take ten minutes.
+        async with asyncio.timeout(60):
+            attempt = await _send(url, http_factory, timeout=1.0)
+        assert 0 < sent[0] < PROMISED  # the call ended while its answer was being sent
     assert isinstance(attempt.outcome, Retry)
     assert attempt.outcome.reason == (
-        "timeout: no whole answer within 0.6s (twice the target's timeout)"
+        "timeout: no whole answer within 2s (twice the target's timeout)"
     )
-    assert attempt.seconds < 5.0  # cut, not the 20 s the answer would take
 
 
 async def test_target_without_url_pauses(http_factory: Factory) -> None:
