@@ -759,7 +759,14 @@ class EventStore(Protocol):
     # -- rate limits shared by every process on the store --------------------------------
 
     async def take_slots(
-        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
+        self,
+        account: str,
+        *,
+        calls: int,
+        window: float,
+        hold: float,
+        want: int = 1,
+        waiter: str | None = None,
     ) -> SlotAnswer:
         """Count up to ``want`` calls to ``account`` now, as many as fewer than ``calls`` allow.
 
@@ -769,7 +776,16 @@ class EventStore(Protocol):
         mid-call frees its slot by itself. Every process on the store shares the count: that
         is how several instances stay within one account's limit. Without room, the answer
         says how long until the next call stops counting.
+
+        With ``waiter`` (a name unique to the asking limiter) the processes sharing the
+        account take turns (:mod:`hub.store.turns`): free room is dealt out between every
+        waiter, the others' share set aside for their next ask.
         """
+        ...
+
+    async def stop_waiting(self, account: str, waiter: str) -> None:
+        """``waiter`` no longer waits for slots of ``account``: its place in the queue goes,
+        and the slots set aside for it stop counting."""
         ...
 
     async def end_slot(self, slot: int) -> None:

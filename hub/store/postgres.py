@@ -68,6 +68,7 @@ from hub.store.models import (
 from hub.store.postgres_ingest import Writes
 from hub.store.rows import row_of, to_pending
 from hub.store.sql import queries
+from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place
 
 Q = queries("postgres")
 
@@ -627,21 +628,76 @@ class PostgresStore(BatchedStore):
     # -- rate limits shared by every instance on this database -----------------------------
 
     async def take_slots(
-        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
+        self,
+        account: str,
+        *,
+        calls: int,
+        window: float,
+        hold: float,
+        want: int = 1,
+        waiter: str | None = None,
     ) -> SlotAnswer:
         async with self._conn() as conn:
-            # The count and the new slots are one step for every instance on the database.
+            # The count, the waiters' turns and the new slots are one step for every
+            # instance on the database.
             await conn.execute(Q["lock_account"], account)
             now = self.clock.time()
             latest = now + max(hold, SLOT_HORIZON)
             await conn.execute(Q["expire_slots"], account, now + SLOT_EPSILON, window, latest)
+            lapsed = (account, now, now + window + WAITER_GRACE + SLOT_EPSILON)
+            await conn.execute(Q["expire_waiters_slots"], *lapsed)
+            await conn.execute(Q["expire_waiters"], *lapsed)
             count = await conn.fetchval(Q["count_slots"], account)
-            if count < calls:
-                taken = min(max(want, 1), calls - count)
-                got = await conn.fetch(Q["take_slots"], account, now + hold, taken)
-                return SlotAnswer(tuple(int(r[0]) for r in got))
-            ends_at = float(await conn.fetchval(Q["slot_end"], account, count - calls))
-        return SlotAnswer((), max(0.0, ends_at + window - now), in_flight=ends_at > now)
+            waiters = {
+                r[0]: Waiter(r[0], float(r[1]), int(r[2]), float(r[3]), [int(i) for i in r[4]])
+                for r in await conn.fetch(Q["waiters"], account)
+            }
+            me = waiter if waiter is not None else ""
+            d = deal(me, want, calls=calls, count=count, now=now, waiters=waiters)
+            if d.drop:
+                await conn.execute(Q["drop_slots"], d.drop)
+            mine = []
+            if d.mine:
+                handed = await conn.fetch(Q["hand_over"], d.mine, now + hold)
+                mine = sorted(int(r[0]) for r in handed)
+            total = d.new_mine + sum(d.theirs.values())
+            new = []
+            if total:
+                got = await conn.fetch(Q["take_slots"], account, now + hold, total)
+                new = [int(r[0]) for r in got]
+            mine += new[: d.new_mine]
+            at = d.new_mine
+            for name, n in d.theirs.items():
+                other = waiters[name]
+                ready = [*other.ready, *new[at : at + n]]
+                turn = d.moved.get(name, other.since)
+                await conn.execute(Q["set_aside"], account, name, ready, turn)
+                at += n
+            if mine:
+                answer = SlotAnswer(tuple(mine))
+            else:
+                k = await conn.fetchval(Q["count_slots"], account) - calls
+                if k < 0:  # a slot set aside for it had stopped counting: ask again now
+                    answer = SlotAnswer(())
+                else:
+                    ends_at = float(await conn.fetchval(Q["slot_end"], account, k))
+                    answer = SlotAnswer(
+                        (), max(0.0, ends_at + window - now), in_flight=ends_at > now
+                    )
+            if waiter is not None:
+                place = my_place(
+                    d, me, want, own=waiters.get(me), now=now, wait=answer.wait, window=window
+                )
+                if place is None:
+                    await conn.execute(Q["stop_waiting"], account, me)
+                else:
+                    await conn.execute(Q["set_waiting"], account, me, *place)
+        return answer
+
+    async def stop_waiting(self, account: str, waiter: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q["stop_waiting_slots"], account, waiter)
+            await conn.execute(Q["stop_waiting"], account, waiter)
 
     async def end_slot(self, slot: int) -> None:
         async with self._conn() as conn:

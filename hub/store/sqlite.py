@@ -57,6 +57,7 @@ from hub.store.models import (
 from hub.store.rows import row_of, to_pending
 from hub.store.sqlite_process import IngestProcess
 from hub.store.sqlite_threads import Q, Reader, Writer, check_readable, unavailable
+from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
 #: this process; ``process``: a child process of their own (``leadhub serve`` with a web role).
@@ -561,35 +562,96 @@ class SQLiteStore(BatchedStore):
     # -- rate limits shared by every process on this file ----------------------------------
 
     async def take_slots(
-        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
+        self,
+        account: str,
+        *,
+        calls: int,
+        window: float,
+        hold: float,
+        want: int = 1,
+        waiter: str | None = None,
     ) -> SlotAnswer:
-        # A write transaction (BEGIN IMMEDIATE in the writer): the count and the new slots
-        # are one atomic step for every process on this file. Time is read inside it.
+        # A write transaction (BEGIN IMMEDIATE in the writer): the count, the waiters' turns
+        # and the new slots are one atomic step for every process on this file. Time is
+        # read inside it.
         def job(conn: sqlite3.Connection) -> SlotAnswer:
             now = self.clock.time()
+            acct = {"account": account}
             conn.execute(
                 Q["expire_slots"],
                 {
-                    "account": account,
+                    **acct,
                     "now": now + SLOT_EPSILON,
                     "window": window,
                     "latest": now + max(hold, SLOT_HORIZON),
                 },
             )
-            count = conn.execute(Q["count_slots"], {"account": account}).fetchone()[0]
-            if count < calls:
-                taken = {"account": account, "ends_at": now + hold}
-                return SlotAnswer(
-                    tuple(
-                        int(conn.execute(Q["take_slot"], taken).fetchone()[0])
-                        for _ in range(min(max(want, 1), calls - count))
-                    )
+            lapsed = {**acct, "now": now, "latest": now + window + WAITER_GRACE + SLOT_EPSILON}
+            conn.execute(Q["expire_waiters_slots"], lapsed)
+            conn.execute(Q["expire_waiters"], lapsed)
+            count = conn.execute(Q["count_slots"], acct).fetchone()[0]
+            waiters = {
+                r[0]: Waiter(r[0], float(r[1]), int(r[2]), float(r[3]), orjson.loads(r[4]))
+                for r in conn.execute(Q["waiters"], acct)
+            }
+            me = waiter if waiter is not None else ""
+            d = deal(me, want, calls=calls, count=count, now=now, waiters=waiters)
+            if d.drop:
+                conn.execute(Q["drop_slots"], {"ids": _json(d.drop)})
+            mine = []
+            if d.mine:
+                handed = conn.execute(Q["hand_over"], {"ids": _json(d.mine), "ends_at": now + hold})
+                mine = sorted(int(r[0]) for r in handed)
+            slot = {**acct, "ends_at": now + hold}
+            new = [
+                int(conn.execute(Q["take_slot"], slot).fetchone()[0])
+                for _ in range(d.new_mine + sum(d.theirs.values()))
+            ]
+            mine += new[: d.new_mine]
+            at = d.new_mine
+            for name, n in d.theirs.items():
+                other = waiters[name]
+                ready = _json([*other.ready, *new[at : at + n]])
+                turn = d.moved.get(name, other.since)
+                conn.execute(
+                    Q["set_aside"], {**acct, "waiter": name, "ready": ready, "since": turn}
                 )
-            ends = conn.execute(Q["slot_end"], {"account": account, "k": count - calls})
-            ends_at = float(ends.fetchone()[0])
-            return SlotAnswer((), max(0.0, ends_at + window - now), in_flight=ends_at > now)
+                at += n
+            if mine:
+                answer = SlotAnswer(tuple(mine))
+            else:
+                k = conn.execute(Q["count_slots"], acct).fetchone()[0] - calls
+                if k < 0:  # a slot set aside for it had stopped counting: ask again now
+                    answer = SlotAnswer(())
+                else:
+                    ends = conn.execute(Q["slot_end"], {**acct, "k": k})
+                    ends_at = float(ends.fetchone()[0])
+                    answer = SlotAnswer(
+                        (), max(0.0, ends_at + window - now), in_flight=ends_at > now
+                    )
+            if waiter is not None:
+                place = my_place(
+                    d, me, want, own=waiters.get(me), now=now, wait=answer.wait, window=window
+                )
+                who = {**acct, "waiter": me}
+                if place is None:
+                    conn.execute(Q["stop_waiting"], who)
+                else:
+                    since, left, until = place
+                    conn.execute(
+                        Q["set_waiting"], {**who, "since": since, "want": left, "until": until}
+                    )
+            return answer
 
         return await self._writer.submit(job)
+
+    async def stop_waiting(self, account: str, waiter: str) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            who = {"account": account, "waiter": waiter}
+            conn.execute(Q["stop_waiting_slots"], who)
+            conn.execute(Q["stop_waiting"], who)
+
+        await self._writer.submit(job)
 
     async def end_slot(self, slot: int) -> None:
         await self._writer.submit(

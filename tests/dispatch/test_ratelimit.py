@@ -230,6 +230,49 @@ async def test_processes_sharing_a_store_together_stay_within_the_limit(tmp_path
     assert _max_in_window(sorted(t for _, t in seen), limit.window) == limit.calls
 
 
+async def test_processes_sharing_an_account_take_turns_in_every_window(tmp_path: Path) -> None:
+    """Two processes with 16 callers each at 8 calls / 0.6 s: every window's room is shared.
+
+    Before turns, whoever asked first when room freed took all of it (each learns at once
+    when its own calls end, the other only at its next ask): whole windows went to one
+    process while the other's callers waited. Now each window after the first, when both
+    wait, gives each process some of its slots. (One window may go unshared: a process held
+    up past its grace second by a loaded machine loses its turn, not the rule.)
+    """
+    limit = RateLimit(8, 0.6)
+    grants: list[tuple[float, int]] = []
+    async with _processes(tmp_path, 2) as stores:
+        limiters = [SharedWindowLimiter(limit, s, "acct", hold=10.0) for s in stores]
+
+        enough = asyncio.Event()
+
+        async def caller(n: int) -> None:
+            while True:
+                async with limiters[n].slot() as allowed:
+                    assert allowed
+                    grants.append((time.monotonic(), n))
+                    if len(grants) >= 48:
+                        enough.set()
+                    await asyncio.sleep(0.01)
+
+        callers = [asyncio.create_task(caller(n)) for n in (0, 1) for _ in range(16)]
+        await asyncio.wait_for(enough.wait(), timeout=120)
+        for task in callers:
+            task.cancel()
+        await asyncio.gather(*callers, return_exceptions=True)
+    assert _max_in_window(sorted(t for t, _ in grants), limit.window) == limit.calls
+    bursts: list[list[int]] = []  # grants a window apart are separate bursts
+    last = -1.0
+    for at, n in sorted(grants):
+        if at - last > limit.window / 2:
+            bursts.append([])
+        bursts[-1].append(n)
+        last = at
+    shared = [min(b.count(0), b.count(1)) >= 2 for b in bursts[1:] if len(b) == limit.calls]
+    assert len(shared) >= 4, bursts
+    assert shared.count(False) <= 1, bursts
+
+
 async def test_a_waiter_wakes_when_this_process_s_call_ends(tmp_path: Path) -> None:
     """A call in flight holds its slot until a window after it ends, not for all of ``hold``."""
     async with _processes(tmp_path, 1) as (store,):
@@ -346,10 +389,17 @@ class _Counted:
         self.after_take: Callable[[], None] | None = None
 
     async def take_slots(
-        self, account: str, *, calls: int, window: float, hold: float, want: int = 1
+        self,
+        account: str,
+        *,
+        calls: int,
+        window: float,
+        hold: float,
+        want: int = 1,
+        waiter: str | None = None,
     ) -> SlotAnswer:
         answer = await self.store.take_slots(
-            account, calls=calls, window=window, hold=hold, want=want
+            account, calls=calls, window=window, hold=hold, want=want, waiter=waiter
         )
         self.takes.append(len(answer.slots))
         if self.after_take is not None:
@@ -358,6 +408,9 @@ class _Counted:
 
     async def end_slot(self, slot: int) -> None:
         await self.store.end_slot(slot)
+
+    async def stop_waiting(self, account: str, waiter: str) -> None:
+        await self.store.stop_waiting(account, waiter)
 
 
 def _slot_ends(path: Path) -> list[float]:

@@ -1347,3 +1347,108 @@ class TestRateSlots:
         # ... while a slot taken a moment ago still counts after a small step back
         clock.set(START - 3601)
         assert not (await store.take_slots("acct", calls=1, window=5.0, hold=10.0)).slots
+
+
+def _take(store: EventStore, waiter: str, want: int, *, calls: int = 4, hold: float = 30.0) -> Any:
+    return store.take_slots("acct", calls=calls, window=5.0, hold=hold, want=want, waiter=waiter)
+
+
+class TestRateTurns:
+    """Processes sharing an account's window take turns (``hub.store.turns``)."""
+
+    async def _full(self, store: EventStore, waiter: str) -> None:
+        """A window of 4 filled by ``waiter``'s calls, all ended now: they count 5 s more."""
+        for slot in (await _take(store, waiter, 4)).slots:
+            await store.end_slot(slot)
+
+    async def test_room_that_frees_is_dealt_between_the_waiters(
+        self, store: EventStore, other_process: EventStore, clock: ManualClock
+    ) -> None:
+        """A waits with no room; when four slots free, B's take gets two and sets two aside
+        for A, which A gets at its next ask without taking any more."""
+        await self._full(store, "c")
+        first = await _take(store, "a", 8)
+        assert first.slots == () and first.wait == 5.0
+        clock.advance(5.0)  # the four calls stop counting
+        b = await _take(other_process, "b", 8)
+        assert len(b.slots) == 2
+        # A's two count already: nobody else gets them
+        assert (await _take(other_process, "c", 1)).slots == ()
+        a = await _take(store, "a", 8)
+        assert len(a.slots) == 2
+        assert set(a.slots).isdisjoint(b.slots)
+        assert (await _take(store, "a", 8)).slots == ()  # and no more than the window
+
+    async def test_a_waiter_served_goes_behind_one_that_was_not(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """One slot at a time goes to A, then B, then A: whoever got the last waits its turn."""
+        (only,) = (await _take(store, "x", 1, calls=1)).slots
+        await store.end_slot(only)
+        for waiter in ("a", "b"):  # both wait, A first
+            assert (await _take(store, waiter, 3, calls=1)).slots == ()
+        order = []
+        for _ in range(3):
+            clock.advance(5.0)  # the last call stops counting: room for one
+            b = await _take(store, "b", 3, calls=1)  # B asks first every time
+            a = await _take(store, "a", 3, calls=1)
+            (slot,) = a.slots or b.slots
+            order.append("a" if a.slots else "b")
+            await store.end_slot(slot)
+        assert order == ["a", "b", "a"]
+
+    async def test_a_waiter_alone_gets_what_it_wants(self, store: EventStore) -> None:
+        """No other waiter: a take gets all the room it asks for, as without turns."""
+        assert len((await _take(store, "a", 3)).slots) == 3
+        assert len((await _take(store, "a", 3)).slots) == 1
+
+    async def test_a_waiter_gone_silent_stops_holding_room(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """Slots set aside for a waiter that never asks again stop counting once it is a grace
+        second past when it was due: the room goes to the others."""
+        await self._full(store, "c")
+        assert (await _take(store, "a", 4)).slots == ()  # due again in 5 s
+        clock.advance(5.0)
+        assert len((await _take(store, "b", 4)).slots) == 2  # two set aside for A
+        clock.advance(0.9)  # A is due at +5 s, and kept a second past it
+        assert (await _take(store, "b", 2)).slots == ()
+        clock.advance(0.2)
+        assert len((await _take(store, "b", 2)).slots) == 2  # A's two, never used
+
+    async def test_a_waiter_that_stops_waiting_gives_its_room_back_at_once(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        await self._full(store, "c")
+        assert (await _take(store, "a", 4)).slots == ()
+        clock.advance(5.0)
+        assert len((await _take(store, "b", 4)).slots) == 2
+        await store.stop_waiting("acct", "a")
+        assert len((await _take(store, "b", 2)).slots) == 2
+
+    async def test_set_aside_slots_count_from_when_they_are_handed_over(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A slot set aside for A is A's call from A's ask: never ended (A killed mid-call),
+        it counts until ``hold`` after that ask, and a window more."""
+        await self._full(store, "c")
+        assert (await _take(store, "a", 2, hold=10.0)).slots == ()
+        clock.advance(5.0)
+        assert len((await _take(store, "b", 2, hold=10.0)).slots) == 2  # A's two set aside
+        clock.advance(1.0)
+        assert len((await _take(store, "a", 2, hold=10.0)).slots) == 2  # handed over at +6
+        clock.advance(14.9)  # +20.9: B's (taken at +5) no longer count, A's still do
+        assert len((await _take(store, "d", 4, hold=10.0)).slots) == 2
+        clock.advance(0.1)
+        assert len((await _take(store, "d", 4, hold=10.0)).slots) == 2
+
+    async def test_set_aside_slots_beyond_what_a_waiter_still_wants_stop_counting(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A asked for 2 and now wants 1 (a caller gave up): the other slot goes."""
+        await self._full(store, "c")
+        assert (await _take(store, "a", 2)).slots == ()
+        clock.advance(5.0)
+        assert len((await _take(store, "b", 2)).slots) == 2
+        assert len((await _take(store, "a", 1)).slots) == 1
+        assert len((await _take(store, "d", 4)).slots) == 1

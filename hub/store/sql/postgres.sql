@@ -75,6 +75,18 @@ CREATE TABLE IF NOT EXISTS rate_slots (
 );
 CREATE INDEX IF NOT EXISTS rate_slots_account ON rate_slots (account, ends_at);
 
+-- Processes waiting for slots of an account, and the slots set aside for each (`ready`):
+-- hub.store.turns, the same rules as SQLite's rate_waiters.
+CREATE TABLE IF NOT EXISTS rate_waiters (
+    account TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    since DOUBLE PRECISION NOT NULL,
+    want INTEGER NOT NULL,
+    until DOUBLE PRECISION NOT NULL,
+    ready BIGINT[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (account, waiter)
+);
+
 -- name: schema_version
 SELECT value FROM meta WHERE key = 'schema_version';
 
@@ -442,6 +454,44 @@ RETURNING id;
 
 -- name: end_slot
 UPDATE rate_slots SET ends_at = $2 WHERE id = $1;
+
+-- name: expire_waiters_slots
+-- $1 account, $2 now, $3 latest: the slots set aside for waiters past their time, or said to
+-- wait past $3 (the clock was set back since): never used, they stop counting.
+DELETE FROM rate_slots WHERE id IN (
+    SELECT unnest(ready) FROM rate_waiters
+    WHERE account = $1 AND (until <= $2 OR until > $3)
+);
+
+-- name: expire_waiters
+DELETE FROM rate_waiters WHERE account = $1 AND (until <= $2 OR until > $3);
+
+-- name: waiters
+SELECT waiter, since, want, until, ready FROM rate_waiters WHERE account = $1;
+
+-- name: drop_slots
+DELETE FROM rate_slots WHERE id = ANY($1::bigint[]);
+
+-- name: hand_over
+-- Set-aside slots handed to their waiter: their calls start now. (The ids still counting.)
+UPDATE rate_slots SET ends_at = $2 WHERE id = ANY($1::bigint[]) RETURNING id;
+
+-- name: set_aside
+UPDATE rate_waiters SET ready = $3, since = $4 WHERE account = $1 AND waiter = $2;
+
+-- name: set_waiting
+INSERT INTO rate_waiters (account, waiter, since, want, until, ready)
+VALUES ($1, $2, $3, $4, $5, '{}')
+ON CONFLICT (account, waiter) DO UPDATE
+SET since = excluded.since, want = excluded.want, until = excluded.until, ready = '{}';
+
+-- name: stop_waiting_slots
+DELETE FROM rate_slots WHERE id IN (
+    SELECT unnest(ready) FROM rate_waiters WHERE account = $1 AND waiter = $2
+);
+
+-- name: stop_waiting
+DELETE FROM rate_waiters WHERE account = $1 AND waiter = $2;
 
 -- name: server_time
 -- The server's wall clock now (unix seconds), not the transaction's start: the hub's times

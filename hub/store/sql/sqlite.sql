@@ -91,6 +91,19 @@ CREATE TABLE IF NOT EXISTS rate_slots (
 );
 CREATE INDEX IF NOT EXISTS rate_slots_account ON rate_slots (account, ends_at);
 
+-- Processes waiting for slots of an account, and the slots set aside for each (`ready`, a
+-- JSON array of rate_slots ids): hub.store.turns. A row is dropped, with its set-aside slots,
+-- once past `until` (its process died, or gave up without saying so).
+CREATE TABLE IF NOT EXISTS rate_waiters (
+    account TEXT NOT NULL,
+    waiter TEXT NOT NULL,
+    since REAL NOT NULL,
+    want INTEGER NOT NULL,
+    until REAL NOT NULL,
+    ready TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (account, waiter)
+);
+
 CREATE VIEW IF NOT EXISTS event_rows AS
 SELECT
     e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.body_format, d.content_type,
@@ -428,6 +441,48 @@ INSERT INTO rate_slots (account, ends_at) VALUES (:account, :ends_at) RETURNING 
 
 -- name: end_slot
 UPDATE rate_slots SET ends_at = :ends_at WHERE id = :id;
+
+-- name: expire_waiters_slots
+-- The slots set aside for waiters past their time, or said to wait past :latest (the clock
+-- was set back since): never used, they stop counting.
+DELETE FROM rate_slots WHERE id IN (
+    SELECT j.value FROM rate_waiters AS w, json_each(w.ready) AS j
+    WHERE w.account = :account AND (w.until <= :now OR w.until > :latest)
+);
+
+-- name: expire_waiters
+DELETE FROM rate_waiters
+WHERE account = :account AND (until <= :now OR until > :latest);
+
+-- name: waiters
+SELECT waiter, since, want, until, ready FROM rate_waiters WHERE account = :account;
+
+-- name: drop_slots
+DELETE FROM rate_slots WHERE id IN (SELECT value FROM json_each(:ids));
+
+-- name: hand_over
+-- Set-aside slots handed to their waiter: their calls start now. (The ids still counting.)
+UPDATE rate_slots SET ends_at = :ends_at WHERE id IN (SELECT value FROM json_each(:ids))
+RETURNING id;
+
+-- name: set_aside
+UPDATE rate_waiters SET ready = :ready, since = :since
+WHERE account = :account AND waiter = :waiter;
+
+-- name: set_waiting
+INSERT INTO rate_waiters (account, waiter, since, want, until, ready)
+VALUES (:account, :waiter, :since, :want, :until, '[]')
+ON CONFLICT (account, waiter) DO UPDATE
+SET since = excluded.since, want = excluded.want, until = excluded.until, ready = '[]';
+
+-- name: stop_waiting_slots
+DELETE FROM rate_slots WHERE id IN (
+    SELECT j.value FROM rate_waiters AS w, json_each(w.ready) AS j
+    WHERE w.account = :account AND w.waiter = :waiter
+);
+
+-- name: stop_waiting
+DELETE FROM rate_waiters WHERE account = :account AND waiter = :waiter;
 
 -- name: ping
 INSERT INTO meta (key, value) VALUES ('last_ping', :now)
