@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 
 from hub.cli import given_as
+from hub.sources.base import redact_fields
+from hub.sources.google import GoogleSource
 from hub.store.base import MAX_ID, EventStore
 from hub.store.commands import (
     fail,
@@ -185,6 +187,12 @@ def lease_expired(event: Listed, now: float) -> bool | None:
     return event.next_attempt_at <= now
 
 
+#: Credentials a sender may write into its body (Google's ``google_key``): stored as
+#: ``[redacted]`` since they are checked, but a store written before that keeps them. The
+#: listing never shows them, whichever endpoint or version stored the event.
+CREDENTIALS = GoogleSource.credential_fields
+
+
 def as_json(event: Listed, now: float) -> dict[str, Any]:
     """The fields of ``event`` a script wants (no raw body; the document is included).
 
@@ -206,7 +214,7 @@ def as_json(event: Listed, now: float) -> dict[str, Any]:
         "lead_created": event.lead_created,
         "last_error": event.last_error,
         "updated_at": iso(event.updated_at),
-        "document": event.document,
+        "document": redact_fields(event.document, CREDENTIALS),
     }
 
 

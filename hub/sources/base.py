@@ -220,6 +220,16 @@ def redacted(body: bytes, document: Any, fields: frozenset[str]) -> bytes:
     return body
 
 
+def redact_fields(document: Any, fields: frozenset[str]) -> Any:
+    """``document`` with the text value of each of ``fields`` (top-level keys of an object)
+    written :data:`REDACTED`: a copy, or ``document`` itself when it holds none of them."""
+    if not isinstance(document, dict):
+        return document
+    found = {name: REDACTED for name in fields if isinstance(document.get(name), str)}
+    found = {name: value for name, value in found.items() if document[name]}
+    return {**document, **found} if found else document
+
+
 def natural_id(value: Any) -> str | None:
     """A sender's id value as a delivery id: scalars only, never empty, never a boolean."""
     if value is None or isinstance(value, dict | list | bool) or value == "":

@@ -51,7 +51,7 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.base import REDACTED, NoHandshake, WholeBody, redacted
+from hub.sources.base import NoHandshake, WholeBody, redact_fields, redacted
 from hub.sources.bodies import parse
 from hub.store.base import (
     BodyNotSkimmed,
@@ -603,17 +603,6 @@ def _failed(endpoint: str, exc: Exception) -> Answer:
     return Answer(
         500, b'{"error":"internal error"}', "failed", "internal_error", None, {}, _JSON_HEADERS
     )
-
-
-def redact_fields(document: Any, fields: frozenset[str]) -> Any:
-    """``document`` with the text value of each of ``fields`` (top-level keys of an object)
-    written :data:`~hub.sources.base.REDACTED`: a copy, or ``document`` itself when it holds
-    none of them."""
-    if not isinstance(document, dict):
-        return document
-    found = {name: REDACTED for name in fields if isinstance(document.get(name), str)}
-    found = {name: value for name, value in found.items() if document[name]}
-    return {**document, **found} if found else document
 
 
 def without_credentials(
