@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -397,21 +396,23 @@ class TestHungServer:
         async with own_server("?stall_after=1s") as (server, store):
             await store.enqueue(delivery("before"))
             with frozen(server), capture_logs() as logs:
-                started = time.monotonic()
                 assert isinstance(store, Submits)
                 store.submit(delivery("told"), told.append)
                 waiting = [
                     store.enqueue(delivery("one-lead")),
                     store.enqueue(delivery("lead-a", "lead-b")),  # the general path
                 ]
+                # Answered while the server still hangs (it does until this block ends). The
+                # 30 s are a hang guard, not a measure of speed: unwatched, the writes would
+                # wait for the driver's 60 s command timeout, and fail with other words.
                 outcomes = await asyncio.wait_for(
                     asyncio.gather(*waiting, return_exceptions=True), timeout=30
                 )
-                took = time.monotonic() - started
             assert all(isinstance(o, StoreUnavailable) for o in outcomes), outcomes
-            assert "has not answered for 1 s" in str(outcomes[0])
+            # the watchdog's answer (after ?stall_after=), not the driver's timeout
+            assert all("has not answered for 1 s" in str(o) for o in outcomes), outcomes
             assert len(told) == 1 and isinstance(told[0], StoreUnavailable), told
-            assert took < 15, f"answered after {took:.1f} s, not after about 1 s"
+            assert "has not answered for 1 s" in str(told[0])
             assert [e["event"] for e in logs if e["log_level"] == "error"] == ["store_stalled"]
             # The server back, the senders' retries are stored, or are duplicates of writes
             # that committed once it came back; every one is stored exactly once.
@@ -423,16 +424,18 @@ class TestHungServer:
     async def test_closing_while_the_server_hangs_ends(self) -> None:
         async with own_server("?stall_after=1s") as (server, store):
             await store.enqueue(delivery("before"))
-            with frozen(server):
+            with frozen(server), capture_logs() as logs:
                 pending = asyncio.ensure_future(store.enqueue(delivery("hung")))
                 await asyncio.sleep(0.2)  # its statement is sent and waits on the server
-                started = time.monotonic()
+                # Closed while the server still hangs (it does until this block ends): about
+                # stall_after for the hung write, then the pool's own close timeout (10 s).
+                # The 60 s are a hang guard, not a measure of speed: a close that waited for
+                # the server would wait as long as it hangs.
                 await asyncio.wait_for(store.close(), timeout=60)
-                took = time.monotonic() - started
                 with pytest.raises(StoreUnavailable):
                     await pending
-            # about stall_after for the hung write, then the pool's own close timeout
-            assert took < 30, f"close took {took:.1f} s"
+            # close gave up on the hung write instead of waiting for it
+            assert "store_writes_abandoned" in [e["event"] for e in logs], logs
 
 
 class TestGatheredEnqueues:
