@@ -256,6 +256,9 @@ class SharedWindowLimiter:
         self._spare: deque[tuple[int, float]] = deque()
         #: This limiter's name in the store's queue of the account's waiters.
         self.waiter = secrets.token_hex(8)
+        #: Whether the store holds this limiter in the account's queue (it asked for more
+        #: slots than it got).
+        self._queued = False
 
     async def _take(self, deadline: float | None) -> int | None:
         """A slot; None as soon as one cannot come by ``deadline`` (monotonic)."""
@@ -271,8 +274,11 @@ class SharedWindowLimiter:
                 self._lock.release()
         finally:
             self._waiting -= 1
-            if not self._waiting and self._spare:
-                await self._give_back_spares()  # whoever they were for gave up
+            if not self._waiting:  # whoever was still waiting gave up (or was cancelled)
+                if self._spare:
+                    await self._give_back_spares()
+                if self._queued:  # its place, and the room kept for it, go to the others
+                    await self._stop_waiting()
 
     async def _take_locked(self, deadline: float | None) -> int | None:
         while True:
@@ -290,6 +296,8 @@ class SharedWindowLimiter:
                 want=self._waiting,
                 waiter=self.waiter,
             )
+            # The store keeps this process in the account's queue while it wants more.
+            self._queued = len(answer.slots) < self._waiting
             if answer.slots:
                 now = self._clock.monotonic()
                 self._spare.extend((slot, now) for slot in answer.slots[1:])
@@ -298,15 +306,12 @@ class SharedWindowLimiter:
             if deadline is not None:
                 left = deadline - self._clock.monotonic()
                 if (answer.wait > left and not answer.in_flight) or left <= 0:
-                    # The room that comes first comes too late. With nobody else here
-                    # waiting, the room kept for this process goes to the others now.
-                    if self._waiting == 1:
-                        await self._stop_waiting()
-                    return None
+                    return None  # the room that comes first comes too late
                 nap = min(nap, left)
             await self._nap(nap)
 
     async def _stop_waiting(self) -> None:
+        self._queued = False
         try:
             await self._book.stop_waiting(self.account, self.waiter)
         except Exception as exc:  # its place then lapses by itself (WAITER_GRACE)

@@ -273,6 +273,33 @@ async def test_processes_sharing_an_account_take_turns_in_every_window(tmp_path:
     assert shared.count(False) <= 1, bursts
 
 
+def _waiting_rows(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT waiter FROM rate_waiters")]
+
+
+async def test_a_process_whose_callers_stop_waiting_leaves_the_queue(tmp_path: Path) -> None:
+    """Callers that give up (no room by their deadline) or are cancelled (a lane closed by a
+    reload) take the process out of the account's queue: nothing is kept for it."""
+    async with _processes(tmp_path, 2) as (one, two):
+        limit = RateLimit(2, 1.0)
+        theirs = SharedWindowLimiter(limit, one, "acct", hold=60.0)
+        held = [await theirs._take(None) for _ in range(2)]  # two calls in flight
+        ours = SharedWindowLimiter(limit, two, "acct", hold=60.0, poll=0.05)
+        async with ours.slot(within=0.2) as allowed:
+            assert allowed is False
+        assert _waiting_rows(tmp_path / "hub.db") == []
+        waiting = asyncio.create_task(ours.acquire())
+        while _waiting_rows(tmp_path / "hub.db") != [ours.waiter]:
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert _waiting_rows(tmp_path / "hub.db") == []
+        for slot in held:
+            assert slot is not None
+            await theirs._end(slot)
+
+
 async def test_a_waiter_wakes_when_this_process_s_call_ends(tmp_path: Path) -> None:
     """A call in flight holds its slot until a window after it ends, not for all of ``hold``."""
     async with _processes(tmp_path, 1) as (store,):
