@@ -68,7 +68,7 @@ from hub.store.models import (
 from hub.store.postgres_ingest import Writes
 from hub.store.rows import row_of, to_pending
 from hub.store.sql import queries
-from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place
+from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place, set_aside
 
 Q = queries("postgres")
 
@@ -665,14 +665,10 @@ class PostgresStore(BatchedStore):
             if total:
                 got = await conn.fetch(Q["take_slots"], account, now + hold, total)
                 new = [int(r[0]) for r in got]
-            mine += new[: d.new_mine]
-            at = d.new_mine
-            for name, n in d.theirs.items():
-                other = waiters[name]
-                ready = [*other.ready, *new[at : at + n]]
-                turn = d.moved.get(name, other.since)
-                await conn.execute(Q["set_aside"], account, name, ready, turn)
-                at += n
+            new_mine, theirs = set_aside(d, waiters, new)
+            mine += new_mine
+            for name, (ready, since) in theirs.items():
+                await conn.execute(Q["set_aside"], account, name, ready, since)
             if mine:
                 answer = SlotAnswer(tuple(mine))
             else:

@@ -57,7 +57,7 @@ from hub.store.models import (
 from hub.store.rows import row_of, to_pending
 from hub.store.sqlite_process import IngestProcess
 from hub.store.sqlite_threads import Q, Reader, Writer, check_readable, unavailable
-from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place
+from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place, set_aside
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in
 #: this process; ``process``: a child process of their own (``leadhub serve`` with a web role).
@@ -607,16 +607,12 @@ class SQLiteStore(BatchedStore):
                 int(conn.execute(Q["take_slot"], slot).fetchone()[0])
                 for _ in range(d.new_mine + sum(d.theirs.values()))
             ]
-            mine += new[: d.new_mine]
-            at = d.new_mine
-            for name, n in d.theirs.items():
-                other = waiters[name]
-                ready = _json([*other.ready, *new[at : at + n]])
-                turn = d.moved.get(name, other.since)
+            new_mine, theirs = set_aside(d, waiters, new)
+            mine += new_mine
+            for name, (ready, since) in theirs.items():
                 conn.execute(
-                    Q["set_aside"], {**acct, "waiter": name, "ready": ready, "since": turn}
+                    Q["set_aside"], {**acct, "waiter": name, "ready": _json(ready), "since": since}
                 )
-                at += n
             if mine:
                 answer = SlotAnswer(tuple(mine))
             else:

@@ -111,6 +111,20 @@ def deal(
     )
 
 
+def set_aside(
+    d: Deal, waiters: dict[str, Waiter], new: list[int]
+) -> tuple[list[int], dict[str, tuple[list[int], float]]]:
+    """The asker's share of ``new`` (the ids of the slots ``d`` took, in order), and each
+    other waiter served: its set-aside slots and its place, as they are to be written."""
+    at = d.new_mine
+    theirs = {}
+    for name, n in d.theirs.items():
+        other = waiters[name]
+        theirs[name] = [*other.ready, *new[at : at + n]], d.moved.get(name, other.since)
+        at += n
+    return new[: d.new_mine], theirs
+
+
 def my_place(
     d: Deal, me: str, want: int, *, own: Waiter | None, now: float, wait: float, window: float
 ) -> tuple[float, int, float] | None:
