@@ -94,15 +94,16 @@ def test_sandbox_command_keeps_leads_in_its_db_file_across_restarts(tmp_path: Pa
 
 @pytest.mark.slow
 def test_sigterm_stops_the_sandbox_while_a_timeout_fault_holds_a_call() -> None:
-    """A call held by a timeout fault (here for 120 s) does not hold up a stop: on SIGTERM the
-    held call's connection is closed unanswered and the command exits 0 at once."""
+    """A call held by a timeout fault (here for an hour) does not hold up a stop: on SIGTERM
+    the held call's connection is closed unanswered and the command exits 0 at once."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     params = {"accessKey": ACCESS, "secretKey": SECRET}
     with leadhub_process(_args(port, "--rate-limit", "off"), ready_url=base + "/") as proc:
-        stopped = sigterm_while_a_call_is_held(proc, base, params)
-    assert stopped.code == 0
-    assert stopped.seconds < 5, f"SIGTERM took {stopped.seconds:.1f} s"
+        stopped = sigterm_while_a_call_is_held(proc, base, params, hold=3600)
+    assert stopped.code == 0  # it exited while the call was still held
+    # A hang guard, not a measure of speed: a stop that waited for the call would take an hour.
+    assert stopped.seconds < 60, f"SIGTERM took {stopped.seconds:.1f} s"
     assert len(stopped.raised) == 1 and isinstance(stopped.raised[0], DROPPED)
 
 

@@ -171,16 +171,17 @@ def test_serve_mounts_the_sandbox_and_answers_health(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigterm_stops_serve_while_the_embedded_sandbox_holds_a_call(tmp_path: Path) -> None:
-    """A call the embedded sandbox holds for a ``timeout`` fault (here 120 s) does not hold up
-    serve's stop: on SIGTERM it is closed unanswered and serve exits 0 at once."""
+    """A call the embedded sandbox holds for a ``timeout`` fault (here an hour) does not hold
+    up serve's stop: on SIGTERM it is closed unanswered and serve exits 0 at once."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     args = serve_args(tmp_path, port, role="all")
     with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc:
         params = {"accessKey": "ak", "secretKey": "sk"}
-        stopped = sigterm_while_a_call_is_held(proc, f"{base}/sandbox", params)
-    assert stopped.code == 0
-    assert stopped.seconds < 10, f"SIGTERM took {stopped.seconds:.1f} s (the hold is 120 s)"
+        stopped = sigterm_while_a_call_is_held(proc, f"{base}/sandbox", params, hold=3600)
+    assert stopped.code == 0  # it exited while the call was still held
+    # A hang guard, not a measure of speed: a stop that waited for the call would take an hour.
+    assert stopped.seconds < 60, f"SIGTERM took {stopped.seconds:.1f} s (the hold is an hour)"
     assert len(stopped.raised) == 1
     assert isinstance(stopped.raised[0], httpx.RemoteProtocolError | httpx.ReadError)
 
