@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import tracemalloc
+from pathlib import Path
+from typing import Any, cast
 
 import httpx
 
@@ -24,12 +27,23 @@ def test_depth_scan_is_linear_on_a_string_that_never_closes() -> None:
     """too_deep skips a JSON string in one pass; one that never closed was scanned again
     from each of its quotes (48 KB took 7.6 s, 90 KB 27 s, 900 KB about an hour)."""
     body = _unclosed_escaped_quotes(30_000)  # 90 KB
-    started = time.perf_counter()
+    started = time.process_time()  # CPU: a loaded machine's waits do not count
     assert too_deep(body) is False  # the brackets are inside the unclosed string
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
     # strings that close still hide their brackets, and brackets outside still count
     assert too_deep(b"[" * 150 + b'"]]]\\"[[[' + b"[" * 100 + b'"' + b"]" * 150) is False
     assert too_deep(b"[" * 201 + b'"\\\n"' + b"]" * 201) is True
+
+
+def _hub_cpu(hub: Hub) -> float:
+    """CPU seconds the hub has used so far: this process's (its server, and its writer
+    thread) and its store's writer process's, if it has one (``writer="process"``)."""
+    used = time.process_time()
+    ingest = getattr(cast(Any, hub.app).state.store, "_ingest", None)
+    if ingest is not None and ingest._child is not None:
+        stat = Path(f"/proc/{ingest._child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used += (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return used
 
 
 def test_an_unclosed_string_body_is_a_quick_400_and_holds_up_no_other_delivery(hub: Hub) -> None:
@@ -39,21 +53,23 @@ def test_an_unclosed_string_body_is_a_quick_400_and_holds_up_no_other_delivery(h
     body = _unclosed_escaped_quotes(20_000)  # 60 KB
     answers: dict[str, httpx.Response] = {}
 
+    # The timeouts are hang guards: the CPU the hub spends is what this test measures (a
+    # loaded machine's waits for a core do not count).
     def hostile() -> None:
-        with httpx.Client(base_url=hub.url, timeout=10) as client:
+        with httpx.Client(base_url=hub.url, timeout=60) as client:
             answers["hostile"] = client.post("/hooks/open", content=body, headers=JSON)
 
     sender = threading.Thread(target=hostile)
-    started = time.perf_counter()
+    before = _hub_cpu(hub)
     sender.start()
     time.sleep(0.1)
-    good = hub.client.post("/hooks/open", json={"email": "a@example.com"}, timeout=5)
-    sender.join(timeout=15)
-    took = time.perf_counter() - started
+    good = hub.client.post("/hooks/open", json={"email": "a@example.com"}, timeout=60)
+    sender.join(timeout=60)
+    used = _hub_cpu(hub) - before
     assert good.status_code == 200, good.text
     assert answers["hostile"].status_code == 400
     assert answers["hostile"].json()["error"].startswith("body is not valid JSON")
-    assert took < 3, f"the hostile body held the hub {took:.1f} s"
+    assert used < 3, f"the hostile body took {used:.1f} s of the hub's CPU"
     assert [e.document for e in hub.events()] == [{"email": "a@example.com"}]
 
 
