@@ -183,11 +183,12 @@ def test_three_workers_take_turns_within_the_account_s_limit(
     worker has leads among the first half: each later window is dealt out the same way.
 
     Neither can fail on a slow or loaded machine: the workers have queued by then (their
-    events are due 5 s earlier); the share set aside for a worker waits for it until a second
-    past the moment it is due to ask again, so it would have to be that late, twice; and the
-    window of calls come in order, as their slots, since no other slot frees before a window
-    has passed. With a longer lease than the drain takes (40 s), no event waits so long that
-    it goes back to the store, which would leave its worker out of the queue for a while.
+    events were due 5 s earlier); the share set aside for a worker waits for it until a
+    second past the moment it is due to ask again, so both others would have to be that
+    late; and the first 8 leads the sandbox creates are that window's calls, however late
+    each starts, since no slot frees before a window has passed. With a lease longer than
+    the drain (40 s), no event waits so long that it goes back to the store, which would
+    leave its worker out of the queue for a while.
     """
     sandbox_port = free_port()
     sandbox = f"http://127.0.0.1:{sandbox_port}"
