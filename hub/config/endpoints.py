@@ -22,6 +22,7 @@ from hub.config.models import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_TOLERANCE,
     HUBSPOT_SIGNATURES,
+    MAX_TIMEOUT,
     SELF_SPLITTING,
     SOURCES,
     Endpoint,
@@ -496,6 +497,14 @@ def build_target(node: Node, r: Reader) -> Target | None:
     access_key = r.secret("access_key")
     secret_key = r.secret("secret_key")
     timeout = r.duration("timeout", 10.0, "10s")
+    if timeout > MAX_TIMEOUT:
+        r.error(
+            r.get("timeout"),
+            f"'timeout' of {r.what} must be at most {MAX_TIMEOUT:g}s, like 10s, not "
+            f"{timeout:g}s: Lead.Capture answers in seconds, and the rate limit shared with "
+            "other processes counts a call for at most twice its timeout",
+        )
+        timeout = MAX_TIMEOUT
     retry = _retry(r)
     concurrency = _concurrency(r)
     if name is None or url is None:

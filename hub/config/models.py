@@ -274,6 +274,13 @@ class RetrySchedule:
     multiplier: float = 2.0
 
 
+#: The longest ``timeout`` a target may have (seconds). A call holds its rate-limit slot for at
+#: most twice its timeout and a second (``hub.dispatch.ratelimit.hold_for``); every process
+#: sharing the account must tell such a slot from one stamped before the wall clock was set
+#: back, which the store does for slots said to end more than ``SLOT_HORIZON`` (300 s) ahead.
+MAX_TIMEOUT = 120.0
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """A LeadSquared account (or the embedded sandbox) that leads are sent to."""

@@ -127,6 +127,8 @@ STALL_AFTER = 30.0
 
 #: A rate slot said to end more than this far ahead (or ``hold``, if longer) was taken before
 #: the wall clock was set back: it no longer counts (seconds; see :meth:`EventStore.take_slots`).
+#: Above the longest hold of any target (``hub.config.models.MAX_TIMEOUT``: 241 s), so that a
+#: process asking with a shorter hold never takes another's call in flight for one of those.
 SLOT_HORIZON = 300.0
 #: Absorbs float rounding in the rate window: a wait of exactly (end + window - now) frees
 #: the slot.

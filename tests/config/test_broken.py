@@ -352,6 +352,26 @@ retry:
 """.replace("HUGE", HUGE)
 
 
+def test_a_target_timeout_over_two_minutes_is_an_error(tmp_path: Path) -> None:
+    """A call holds its shared rate-limit slot for up to twice its timeout: past 120 s, another
+    process could take that slot for one from before a clock set back (hub.store.base's
+    SLOT_HORIZON). 120 s itself is allowed."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: target\nname: crm\nurl: https://api.leadsquared.com\naccess_key: ${K}\n"
+        "secret_key: ${K}\ntimeout: 5m\n---\nkind: target\nname: slow\n"
+        "url: https://api-in21.leadsquared.com\naccess_key: ${K}\nsecret_key: ${K}\n"
+        "timeout: 2m\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"K": "k"})
+    issues = [i.removeprefix(f"{tmp_path}/") for i in info.value.issues]
+    assert issues == [
+        "a.yaml:6: 'timeout' of target 'crm' must be at most 120s, like 10s, not 300s: "
+        "Lead.Capture answers in seconds, and the rate limit shared with other processes "
+        "counts a call for at most twice its timeout"
+    ]
+
+
 def test_durations_are_finite_and_positive_where_zero_means_nothing(tmp_path: Path) -> None:
     """A zero tolerance, timeout, initial or max_interval (every signature refused, every
     call timed out, retries in a hot loop) and an infinite or NaN duration are errors;

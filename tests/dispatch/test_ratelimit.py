@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -14,16 +15,18 @@ from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from hub.clock import ManualClock
-from hub.config.models import Target
+from hub.config.models import MAX_TIMEOUT, Target
 from hub.dispatch.ratelimit import (
     SharedWindowLimiter,
     SlidingWindowLimiter,
     Unlimited,
     account_of,
+    hold_for,
     limiter_for,
 )
 from hub.secrets import Secret
 from hub.store import open_store
+from hub.store.base import SLOT_HORIZON
 from hub.store.models import SlotAnswer
 from hub.store.sqlite import SQLiteStore
 from hub.units import RateLimit
@@ -384,6 +387,22 @@ async def test_the_dispatcher_s_limiter_is_the_shared_one_keyed_by_account(tmp_p
     assert account_of(same) == account_of(target)  # one account, whatever the spelling
     assert account_of(_target("https://api-in21.leadsquared.com", "other")) != limiter.account
     assert account_of(_target("https://api.leadsquared.com", "u$r-access-key")) != limiter.account
+
+
+async def test_a_call_of_the_slowest_target_counts_for_every_process(tmp_path: Path) -> None:
+    """Two targets on one account, the longest timeout a target may have and a short one: the
+    slow one's call in flight counts for the fast one's process too. (A slot said to end past
+    the asker's hold and SLOT_HORIZON is taken for one stamped before the wall clock was set
+    back; with no bound on ``timeout``, a process with a short one deleted a longer target's
+    call in flight and made a second call in its window.)"""
+    slow = dataclasses.replace(_target("https://api.leadsquared.com", "k"), timeout=MAX_TIMEOUT)
+    fast = dataclasses.replace(slow, timeout=0.5)
+    assert hold_for(slow) < SLOT_HORIZON
+    async with _processes(tmp_path, 2) as (one, two):
+        taken = await one.take_slots("acct", calls=1, window=2.0, hold=hold_for(slow))
+        assert taken.slots
+        answer = await two.take_slots("acct", calls=1, window=2.0, hold=hold_for(fast))
+        assert answer.slots == () and answer.in_flight
 
 
 async def test_a_shared_slot_that_cannot_come_in_time_is_refused(tmp_path: Path) -> None:
