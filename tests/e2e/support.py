@@ -150,24 +150,27 @@ def on_store(url: str, work: Callable[[EventStore], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def lead_delivery(endpoint: str, n: int, *, prefix: str = "lead") -> IncomingDelivery:
+    """The ``n``-th one-lead delivery of ``endpoint`` (as a webhook would store it): email
+    ``{prefix}{n}@example.com``, name ``N{n}``, delivery id ``{prefix}-{n}``."""
+    document = {"email": f"{prefix}{n}@example.com", "name": f"N{n}"}
+    return IncomingDelivery(
+        endpoint=endpoint,
+        received_at=time.time(),
+        body=orjson.dumps(document),
+        content_type="application/json",
+        headers={},
+        events=(EventIn(delivery_id=f"{prefix}-{n}", document=document),),
+    )
+
+
 def queue_leads(url: str, endpoint: str, count: int, *, prefix: str = "lead") -> None:
-    """Store ``count`` one-lead deliveries of ``endpoint`` in the store at ``url`` (as a
-    webhook would): emails ``{prefix}{n}@example.com``, names ``N{n}``, delivery ids
-    ``{prefix}-{n}``."""
+    """Store ``count`` one-lead deliveries of ``endpoint`` (:func:`lead_delivery`) in the
+    store at ``url``."""
 
     async def queue(store: EventStore) -> None:
         for n in range(count):
-            document = {"email": f"{prefix}{n}@example.com", "name": f"N{n}"}
-            await store.enqueue(
-                IncomingDelivery(
-                    endpoint=endpoint,
-                    received_at=time.time(),
-                    body=orjson.dumps(document),
-                    content_type="application/json",
-                    headers={},
-                    events=(EventIn(delivery_id=f"{prefix}-{n}", document=document),),
-                )
-            )
+            await store.enqueue(lead_delivery(endpoint, n, prefix=prefix))
 
     on_store(url, queue)
 

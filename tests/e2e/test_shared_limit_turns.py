@@ -15,7 +15,6 @@ import datetime
 import re
 import signal
 import sqlite3
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ import pytest
 from hub.config import load
 from hub.dispatch.ratelimit import account_of
 from hub.store import EventStore
-from hub.store.models import EventIn, IncomingDelivery, State
+from hub.store.models import State
 from tests.dispatch.support import KEYS, flat_endpoint_yaml, target_yaml
-from tests.e2e.support import on_store, stored_events, wait_until
+from tests.e2e.support import lead_delivery, on_store, stored_events, wait_until
 from tests.pg_server import sql
 from tests.support.server import free_port, leadhub_process, serve_args
 
@@ -63,17 +62,7 @@ def _queue_together(db: str) -> None:
     async def queue(store: EventStore) -> None:
         for n in range(EACH):
             for name in NAMES:
-                document = {"email": f"{name}{n}@example.com", "name": f"N{n}"}
-                await store.enqueue(
-                    IncomingDelivery(
-                        endpoint=name,
-                        received_at=time.time(),
-                        body=orjson.dumps(document),
-                        content_type="application/json",
-                        headers={},
-                        events=(EventIn(delivery_id=f"{name}-{n}", document=document),),
-                    )
-                )
+                await store.enqueue(lead_delivery(name, n, prefix=name))
 
     on_store(db, queue)
 
