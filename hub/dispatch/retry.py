@@ -118,10 +118,11 @@ class Rewrites:
     :data:`REWRITE_PAUSE` s (doubling up to :data:`REWRITE_PAUSE_MAX`), and once the store
     takes it, writes all the others too. No sender waits for it. A write whose lease has
     ended is given up (``store_write_given_up``): the lease's expiry takes over, as it would
-    have without this; so is one the store refuses otherwise (``store_write_failed``, with
-    its traceback: a bug). The rate limiter's slot ends are not written again: a slot that
-    could not be ended frees itself ``hold`` seconds after it was taken, and ended late it
-    would count longer, not shorter.
+    have without this; so is one the store refuses otherwise (``store_rewrite_failed``, with
+    its traceback: a bug; named apart from the store writers' ``store_write_failed``). The
+    rate limiter's slot ends are not written again: a slot that could not be ended frees
+    itself ``hold`` seconds after it was taken, and ended late it would count longer, not
+    shorter.
     """
 
     def __init__(self, clock: Clock) -> None:
@@ -210,7 +211,7 @@ class Rewrites:
             return False
         except Exception as exc:  # a bug, or a refusal that would repeat: the lease decides
             _log.error(
-                "store_write_failed",
+                "store_rewrite_failed",
                 what=rewrite.what,
                 error=str(exc)[:300],
                 exc_info=exc,

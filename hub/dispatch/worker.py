@@ -54,9 +54,10 @@ Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed`
 store refused: see :meth:`Dispatcher._claim`), ``event_lease_expiring`` (put back: no time
 left in its lease for a read or a call), ``lease_too_short`` (error: no read or call fits in a
 lease at all), ``event_left`` (a warning: events of an endpoint or target this process lacks,
-put back), ``store_write_resumed`` / ``store_write_given_up`` (a release or delivery a store
-outage held up, written once it was back, or not before the lease ended: see
-:class:`~hub.dispatch.retry.Rewrites`), ``dispatcher_started``, ``dispatcher_stopped``.
+put back), ``store_write_resumed`` / ``store_write_given_up`` / ``store_rewrite_failed`` (a
+release or delivery a store outage held up, written once it was back, or not before the lease
+ended, or refused by a bug: see :class:`~hub.dispatch.retry.Rewrites`), ``dispatcher_started``,
+``dispatcher_stopped``.
 """
 
 from __future__ import annotations

@@ -24,9 +24,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
+from hub.clock import ManualClock
+from hub.dispatch.retry import Rewrites
 from hub.dispatch.worker import Dispatcher
 from hub.store import EventStore, open_store
-from hub.store.models import State
+from hub.store.models import Event, State
 from tests.dispatch.support import (
     CAPTURE,
     all_in,
@@ -231,3 +233,29 @@ async def test_deliveries_the_store_still_refuses_at_stop_are_each_logged(
     assert {e["what"] for e in given_up} == {"ack"}
     assert all("the lead was sent" in e["reason"] for e in given_up), given_up
     assert not [e for e in logs if e["event"] == "store_write_resumed"]
+
+
+async def test_a_rewrite_the_store_refuses_for_another_reason_is_logged_apart() -> None:
+    """A held write that fails otherwise than by the store being away (a bug) is given up
+    with its traceback as ``store_rewrite_failed``, named apart from the store writers'
+    ``store_write_failed`` (a full disk, say): an alert on the one is not set off by the
+    other."""
+    clock = ManualClock()
+    event = Event(
+        id=7, endpoint="forms", delivery_id="d-7", received_at=clock.time(), body=b"{}",
+        content_type="application/json", headers={}, document={}, state=State.SENDING,
+        attempts=1, next_attempt_at=clock.time() + 60,
+    )  # fmt: skip
+
+    async def write() -> None:
+        raise ValueError("a bug")
+
+    rewrites = Rewrites(clock)
+    with capture_logs() as logs:
+        rewrites.add(event, write, "ack")
+        await rewrites.close()
+    failed = [e for e in logs if e["log_level"] == "error"]
+    assert [(e["event"], e["what"], e["error"]) for e in failed] == [
+        ("store_rewrite_failed", "ack", "a bug")
+    ]
+    assert len(rewrites) == 0
