@@ -308,6 +308,10 @@ class Throttle:
         self._seen[key] = (now, 0)
         return left_out
 
+    def left_out(self) -> int:
+        """Lines left out since the last one written, of every key together."""
+        return sum(n for _, n in self._seen.values())
+
 
 def get_logger(name: str | None = None) -> Any:
     """A lazy structlog logger; ``name`` is bound as ``component``.

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from hub import logs
 from hub.config.models import Target
 from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, call_bound
 from hub.dispatch.ratelimit import RateLimiter
@@ -60,15 +61,26 @@ def still_ours(event: Event) -> Iterator[None]:
         _log.warning("event_lease_lost", **event.log_fields())
 
 
-def log_failure(name: str, exc: BaseException, **fields: Any) -> None:
-    """Log ``exc`` as ``name`` at error level: with its traceback when it is a bug, without
-    when the store cannot be reached or written (an outage its message explains: what to
-    check), which would otherwise fill the log with a traceback per event for as long as it
-    lasts."""
-    if isinstance(exc, StoreUnavailable):
-        _log.error(name, error=str(exc)[:300], **fields)
-    else:
-        _log.error(name, error=str(exc)[:300], exc_info=exc, **fields)
+#: Seconds between two lines of one name for the same store outage (``log_failure``): an
+#: outcome the store cannot write fails again for each event at every claim, a second apart.
+OUTAGE_LOG_EVERY = 60.0
+
+
+def log_failure(
+    name: str, exc: BaseException, lines: logs.Throttle, now: float, **fields: Any
+) -> None:
+    """Log ``exc`` as ``name`` at error level: with its traceback when it is a bug, every
+    time; without when the store cannot be reached or written (an outage its message
+    explains: what to check), at the first, then the same error at most once per ``lines``'
+    interval (with ``unlogged``: those left out since), as it fails again for each event at
+    every claim for as long as the outage lasts (``now``: a monotonic reading)."""
+    error = str(exc)[:300]
+    if not isinstance(exc, StoreUnavailable):
+        _log.error(name, error=error, exc_info=exc, **fields)
+        return
+    unlogged = lines.admit((name, error), now)
+    if unlogged is not None:
+        _log.error(name, error=error, **fields, **({"unlogged": unlogged} if unlogged else {}))
 
 
 LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the longest call
@@ -280,7 +292,9 @@ class Lane:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug or a store failure must not kill the lane
-                log_failure("send_failed", exc, target=self.target.name, **item.event.log_fields())
+                self._d.log_failure(
+                    "send_failed", exc, target=self.target.name, **item.event.log_fields()
+                )
                 await self._d.release_soon(item.event)
             finally:
                 self._current.pop(task, None)
@@ -318,11 +332,11 @@ class Lane:
             acks = [Ack(i.event.id, o.lead_id, o.created, i.event.lease) for i, o, _ in batch]
             missing = set(await d.store.ack_many(acks))
         except StoreUnavailable as exc:  # sent, not recorded yet: written once the store is back
-            log_failure("ack_failed", exc, events=len(batch))
+            self._d.log_failure("ack_failed", exc, events=len(batch))
             for item, outcome, attempt in batch:
                 self._ack_when_back(item, outcome, attempt)
         except Exception as exc:  # the store failed: sent, but not recorded; send again later
-            log_failure("ack_failed", exc, events=len(batch))
+            self._d.log_failure("ack_failed", exc, events=len(batch))
             await asyncio.gather(*(d.release_soon(item.event) for item, _, _ in batch))
         else:
             for item, outcome, attempt in batch:
@@ -473,7 +487,9 @@ class Lane:
             try:
                 await self._ack(item, outcome, attempt)
             except StoreUnavailable as exc:
-                log_failure("ack_failed", exc, target=self.target.name, **event.log_fields())
+                self._d.log_failure(
+                    "ack_failed", exc, target=self.target.name, **event.log_fields()
+                )
                 self._ack_when_back(item, outcome, attempt)
         elif isinstance(outcome, Retry) and d.draining:
             # Shutting down (the embedded sandbox may already be closed): not a real failure.

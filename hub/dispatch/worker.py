@@ -91,6 +91,7 @@ from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
 from hub.dispatch.lane import (
     LEASE_MARGIN,
+    OUTAGE_LOG_EVERY,
     SEND_WINDOW,
     Item,
     Lane,
@@ -203,6 +204,8 @@ class Dispatcher:
         self.claim_failures = logs.Failures(
             "claim_recovered", every=CLAIM_FAILURE_EVERY, clock=clock.monotonic, logger=lambda: _log
         )
+        #: The outage lines of failed sends, acks and preparations (:meth:`log_failure`).
+        self.outage_lines = logs.Throttle(OUTAGE_LOG_EVERY)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -540,12 +543,12 @@ class Dispatcher:
         try:
             items, blocked = await self._route(items, reading)
         except StoreUnavailable as exc:  # the store is down: the events go back, due soon
-            log_failure("dispatch_failed", exc, events=len(items))
+            self.log_failure("dispatch_failed", exc, events=len(items))
             back = [item.event for item in items] + [event for event, _ in reads]
             await asyncio.gather(*(self.release_soon(event) for event in back))
             return
         except Exception as exc:  # maybe one event the store refuses: find it, go on
-            log_failure("dispatch_failed", exc, events=len(items))
+            self.log_failure("dispatch_failed", exc, events=len(items))
             items, blocked = await self._route_each(items)
             if reading:
                 try:
@@ -578,7 +581,7 @@ class Dispatcher:
             try:
                 await self.lanes[item.request.target].put(item)
             except Exception as exc:
-                log_failure("dispatch_failed", exc, **item.event.log_fields())
+                self.log_failure("dispatch_failed", exc, **item.event.log_fields())
                 await self.release_soon(item.event)
 
     def _start_look_again(self, items: list[Item]) -> None:
@@ -605,7 +608,7 @@ class Dispatcher:
                 if not held:
                     return
         except Exception as exc:  # the store failed: the events go back, due soon
-            log_failure("dispatch_failed", exc, events=len(held))
+            self.log_failure("dispatch_failed", exc, events=len(held))
             events, held[:] = [i.event for i in held], []
             await asyncio.gather(*(self.release_soon(event) for event in events))
 
@@ -691,7 +694,7 @@ class Dispatcher:
             try:
                 await self.release(item.event, at=at, reason=reason)
             except Exception as exc:
-                log_failure("dispatch_failed", exc)
+                self.log_failure("dispatch_failed", exc)
                 return
             _log.info("event_waiting", blocker=blocker.id, until=at)
 
@@ -812,6 +815,11 @@ class Dispatcher:
                 await self._prepare_failed(event, exc)
                 return None
 
+    def log_failure(self, name: str, exc: BaseException, **fields: Any) -> None:
+        """``exc`` as ``name`` (:func:`hub.dispatch.lane.log_failure`): a bug every time, with
+        its traceback; a store outage at most once a minute for the same error."""
+        log_failure(name, exc, self.outage_lines, self.clock.monotonic(), **fields)
+
     async def _prepare_failed(self, event: Event, exc: Exception) -> None:
         """Log an unexpected error while preparing ``event`` (``prepare_failed``) and count it
         as a failed attempt.
@@ -826,7 +834,7 @@ class Dispatcher:
         failure of the event: it is logged without a traceback and the event goes back
         untried, due in a second (if even that cannot be written, its lease runs out).
         """
-        log_failure("prepare_failed", exc)
+        self.log_failure("prepare_failed", exc)
         if isinstance(exc, StoreUnavailable):
             await self.release_soon(event)
             return
