@@ -308,6 +308,15 @@ class Throttle:
         self._seen[key] = (now, 0)
         return left_out
 
+    def extra(self, key: Hashable, now: float) -> dict[str, int] | None:
+        """:meth:`admit` as the written line's extra fields: None to leave the line out, else
+        ``{"unlogged": n}`` when ``n`` lines of ``key`` were left out since the last, or
+        ``{}``."""
+        left_out = self.admit(key, now)
+        if left_out is None:
+            return None
+        return {"unlogged": left_out} if left_out else {}
+
     def left_out(self) -> int:
         """Lines left out since the last one written, of every key together."""
         return sum(n for _, n in self._seen.values())
@@ -364,9 +373,8 @@ class Failures:
         if self._since is None:
             self._since = now
         self._failed += count
-        unlogged = self._lines.admit((name, error), now)
-        if unlogged is not None:
-            more = {"unlogged": unlogged} if unlogged else {}
+        more = self._lines.extra((name, error), now)
+        if more is not None:
             self._logger().error(name, error=error, **fields, **more)
 
     def succeeded(self) -> None:

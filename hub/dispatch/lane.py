@@ -30,11 +30,10 @@ import heapq
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
-from hub import logs
 from hub.config.models import Target
 from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, call_bound
 from hub.dispatch.ratelimit import RateLimiter
@@ -59,28 +58,6 @@ def still_ours(event: Event) -> Iterator[None]:
         yield
     except LeaseLost:
         _log.warning("event_lease_lost", **event.log_fields())
-
-
-#: Seconds between two lines of one name for the same store outage (``log_failure``): an
-#: outcome the store cannot write fails again for each event at every claim, a second apart.
-OUTAGE_LOG_EVERY = 60.0
-
-
-def log_failure(
-    name: str, exc: BaseException, lines: logs.Throttle, now: float, **fields: Any
-) -> None:
-    """Log ``exc`` as ``name`` at error level: with its traceback when it is a bug, every
-    time; without when the store cannot be reached or written (an outage its message
-    explains: what to check), at the first, then the same error at most once per ``lines``'
-    interval (with ``unlogged``: those left out since), as it fails again for each event at
-    every claim for as long as the outage lasts (``now``: a monotonic reading)."""
-    error = str(exc)[:300]
-    if not isinstance(exc, StoreUnavailable):
-        _log.error(name, error=error, exc_info=exc, **fields)
-        return
-    unlogged = lines.admit((name, error), now)
-    if unlogged is not None:
-        _log.error(name, error=error, **fields, **({"unlogged": unlogged} if unlogged else {}))
 
 
 LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the longest call

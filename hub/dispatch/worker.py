@@ -91,12 +91,10 @@ from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
 from hub.dispatch.lane import (
     LEASE_MARGIN,
-    OUTAGE_LOG_EVERY,
     SEND_WINDOW,
     Item,
     Lane,
     lease_needed,
-    log_failure,
     still_ours,
 )
 from hub.dispatch.leadsquared import LeadSquaredClient
@@ -143,6 +141,9 @@ LEAVE_LOG_EVERY = 300.0
 #: writers log theirs once a second (``FAILURE_EVERY``), but each of theirs stands for
 #: deliveries refused; a claim refused again says nothing new until the outage ends.
 CLAIM_FAILURE_EVERY = 60.0
+#: Seconds between two lines of one name for the same store outage (:meth:`log_failure`): an
+#: outcome the store cannot write fails again for each event at every claim, a second apart.
+OUTAGE_LOG_EVERY = 60.0
 
 
 #: A claim's answer: the events, the size asked for, and when it was asked for (monotonic).
@@ -816,9 +817,18 @@ class Dispatcher:
                 return None
 
     def log_failure(self, name: str, exc: BaseException, **fields: Any) -> None:
-        """``exc`` as ``name`` (:func:`hub.dispatch.lane.log_failure`): a bug every time, with
-        its traceback; a store outage at most once a minute for the same error."""
-        log_failure(name, exc, self.outage_lines, self.clock.monotonic(), **fields)
+        """Log ``exc`` as ``name`` at error level: with its traceback when it is a bug, every
+        time; without when the store cannot be reached or written (an outage its message
+        explains: what to check), at the first, then the same error at most once per
+        :data:`OUTAGE_LOG_EVERY` s (with ``unlogged``: those left out since), as it fails
+        again for each event at every claim for as long as the outage lasts."""
+        error = str(exc)[:300]
+        if not isinstance(exc, StoreUnavailable):
+            _log.error(name, error=error, exc_info=exc, **fields)
+            return
+        more = self.outage_lines.extra((name, error), self.clock.monotonic())
+        if more is not None:
+            _log.error(name, error=error, **fields, **more)
 
     async def _prepare_failed(self, event: Event, exc: Exception) -> None:
         """Log an unexpected error while preparing ``event`` (``prepare_failed``) and count it

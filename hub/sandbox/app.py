@@ -144,9 +144,8 @@ class Sandbox:
         read-only or locked file): an outage, as a real service's would be, which the hub
         retries, where a 500 with an MX exception would make its event dead. Logged at most
         once a second for the same error (``sandbox_storage_failed``, with ``unlogged``)."""
-        unlogged = self._storage_errors.admit(str(exc), self.clock.monotonic())
-        if unlogged is not None:
-            more = {"unlogged": unlogged} if unlogged else {}
+        more = self._storage_errors.extra(str(exc), self.clock.monotonic())
+        if more is not None:
             self.log.error("sandbox_storage_failed", error=str(exc), **more)
         return PlainTextResponse(
             f"Service Unavailable: the sandbox's database cannot be written ({exc})",

@@ -503,8 +503,8 @@ class Ingest:
         endpoint and kind of error (a store that is down fails every request, each of which
         has its own ``delivery_received`` line already), saying how many went unlogged."""
         key = (endpoint, type(error).__name__)
-        unlogged = self._store_errors.admit(key, self.clock.time())
-        if unlogged is None:
+        more = self._store_errors.extra(key, self.clock.time())
+        if more is None:
             return
         _log.error(
             "store_enqueue_failed",
@@ -512,7 +512,7 @@ class Ingest:
             delivery_id=first,
             error=key[1],
             detail=str(error)[:300],
-            **({"unlogged": unlogged} if unlogged else {}),
+            **more,
         )
 
     async def _handshake(self, route: HookRoute, scope: Scope, send: Send, start: float) -> None:
