@@ -672,7 +672,7 @@ class PostgresStore(BatchedStore):
             if mine:
                 answer = SlotAnswer(tuple(mine))
             else:
-                k = await conn.fetchval(Q["count_slots"], account) - calls
+                k = d.count - calls
                 if k < 0:  # a slot set aside for it had stopped counting: ask again now
                     answer = SlotAnswer(())
                 else:

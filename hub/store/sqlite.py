@@ -616,7 +616,7 @@ class SQLiteStore(BatchedStore):
             if mine:
                 answer = SlotAnswer(tuple(mine))
             else:
-                k = conn.execute(Q["count_slots"], acct).fetchone()[0] - calls
+                k = d.count - calls
                 if k < 0:  # a slot set aside for it had stopped counting: ask again now
                     answer = SlotAnswer(())
                 else:
