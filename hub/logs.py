@@ -296,11 +296,13 @@ class Throttle:
         #: key -> when its last line was written, and how many were left out since
         self._seen: dict[Hashable, tuple[float, int]] = {}
 
-    def admit(self, key: Hashable, now: float) -> int | None:
+    def admit(self, key: Hashable, now: float, every: float | None = None) -> int | None:
         """None: leave this line out. Otherwise write it, with the returned number of lines
-        of ``key`` left out since the last one written (``unlogged``, when not 0)."""
+        of ``key`` left out since the last one written (``unlogged``, when not 0). ``every``:
+        this line's interval, when not the throttle's."""
         logged_at, left_out = self._seen.get(key, (None, 0))
-        if logged_at is not None and 0 <= now - logged_at < self.every:
+        gap = self.every if every is None else every
+        if logged_at is not None and 0 <= now - logged_at < gap:
             self._seen[key] = (logged_at, left_out + 1)
             return None
         if key not in self._seen and len(self._seen) >= self.KEYS:
@@ -308,11 +310,11 @@ class Throttle:
         self._seen[key] = (now, 0)
         return left_out
 
-    def extra(self, key: Hashable, now: float) -> dict[str, int] | None:
+    def extra(self, key: Hashable, now: float, every: float | None = None) -> dict[str, int] | None:
         """:meth:`admit` as the written line's extra fields: None to leave the line out, else
         ``{"unlogged": n}`` when ``n`` lines of ``key`` were left out since the last, or
         ``{}``."""
-        left_out = self.admit(key, now)
+        left_out = self.admit(key, now, every)
         if left_out is None:
             return None
         return {"unlogged": left_out} if left_out else {}
@@ -341,30 +343,45 @@ class Failures:
     ``every`` seconds for the same ``name`` and error, with ``unlogged`` (how many were left
     out since the one before) when not 0 (:class:`Throttle`). :meth:`succeeded` ends the run:
     one ``recovered`` line, a warning (the failures were errors: a log filtered to warnings
-    shows how the run ended), with ``failed`` (what failed during the run, counted as
-    :meth:`failed` was told) and ``seconds`` (from the first failure to then, by ``clock``).
-    The next failure starts a new run, logged at once.
+    shows how the run ended), with ``failed`` (what failed since the last ``recovered`` line,
+    counted as :meth:`failed` was told) and ``seconds`` (from the first of those failures to
+    then, by ``clock``).
+
+    A store at the edge of a full disk fails, commits a smaller batch, fails again: runs that
+    begin and end many times a second. So the first failure of a run is left out when a line
+    of the same name and error was logged less than ``relapse`` seconds before; the run's
+    next failure ``relapse`` seconds after that line is logged (with ``unlogged``). A run none
+    of whose failures was logged ends without a line (the log already says the calls succeed
+    again): its failures are counted in the next lines' ``unlogged`` and ``failed``. So one
+    kind of call logs at most two lines (a failure, its end) per ``relapse`` seconds for one
+    error, however often it flaps.
     """
+
+    #: Seconds after a line within which a new run's first failure of the same error is left out.
+    RELAPSE = 1.0
 
     def __init__(
         self,
         recovered: str,
         *,
         every: float,
+        relapse: float = RELAPSE,
         clock: Callable[[], float] = time.monotonic,
         logger: Callable[[], Any] = get_logger,
     ) -> None:
         self.recovered = recovered
         self.every = every
+        self.relapse = min(relapse, every)
         self._clock = clock
         self._logger = logger
         self._lines = Throttle(every)
-        self._since: float | None = None  # when the current run of failures began
+        self._since: float | None = None  # the first failure since the last recovered line
         self._failed = 0
+        self._told = False  # a failure line of the current run was logged
 
     @property
     def count(self) -> int:
-        """What failed since the current run began (0: no run under way)."""
+        """What failed since the last ``recovered`` line (0: every failure was told ended)."""
         return self._failed
 
     def failed(self, name: str, error: str, count: int = 1, **fields: Any) -> None:
@@ -373,16 +390,20 @@ class Failures:
         if self._since is None:
             self._since = now
         self._failed += count
-        more = self._lines.extra((name, error), now)
+        # Until one of its lines is logged, a run is due at the relapse interval.
+        every = None if self._told else self.relapse
+        more = self._lines.extra((name, error), now, every)
         if more is not None:
+            self._told = True
             self._logger().error(name, error=error, **fields, **more)
 
     def succeeded(self) -> None:
-        """A call succeeded: ends a run of failures, if one is under way (logged once)."""
-        if self._since is None:
+        """A call succeeded: ends a run of failures, if one is under way (logged once, if
+        one of its failures was)."""
+        if not self._told or self._since is None:
             return
         seconds = round(self._clock() - self._since, 3)
         self._logger().warning(self.recovered, failed=self._failed, seconds=seconds)
         self._since = None
         self._failed = 0
-        self._lines = Throttle(self.every)
+        self._told = False

@@ -47,21 +47,68 @@ def test_a_run_logs_its_first_failure_each_new_error_one_line_per_interval_and_i
 
 def test_a_failure_after_the_end_of_a_run_starts_another_logged_at_once() -> None:
     clock = ManualClock()
-    failures = logs.Failures("store_write_recovered", every=1.0, clock=clock.monotonic)
+    failures = logs.Failures("claim_recovered", every=60.0, clock=clock.monotonic)
     with capture_logs() as entries:
-        failures.failed("store_write_failed", "disk full", 3, jobs=3)
-        failures.failed("store_write_failed", "disk full", 2, jobs=2)
+        failures.failed("claim_failed", "disk full")
         clock.advance(0.25)
         failures.succeeded()
-        failures.failed("store_write_failed", "disk full", 4, jobs=4)  # within the second
+        clock.advance(1.0)  # 1.25 s after the last line: not a relapse (at 60 s a line)
+        failures.failed("claim_failed", "disk full")
         clock.advance(2.0)
         failures.succeeded()
     assert _lines(entries) == [
-        {"event": "store_write_failed", "error": "disk full", "jobs": 3},
-        {"event": "store_write_recovered", "failed": 5, "seconds": 0.25},
-        {"event": "store_write_failed", "error": "disk full", "jobs": 4},
-        {"event": "store_write_recovered", "failed": 4, "seconds": 2.0},
+        {"event": "claim_failed", "error": "disk full"},
+        {"event": "claim_recovered", "failed": 1, "seconds": 0.25},
+        {"event": "claim_failed", "error": "disk full"},
+        {"event": "claim_recovered", "failed": 1, "seconds": 2.0},
     ]
+
+
+def test_runs_that_flap_log_two_lines_a_second_and_count_the_quiet_ones_in_the_next() -> None:
+    """A store at the edge of a full disk: fails, commits a smaller batch, fails again. A
+    run begun less than a second after a line of the same error is quiet until a second has
+    passed; one that ends before is not logged, and its failures are counted in the next
+    lines (``unlogged``, ``failed``, and ``seconds`` from the first of them)."""
+    clock = ManualClock()
+    failures = logs.Failures("store_write_recovered", every=1.0, clock=clock.monotonic)
+    with capture_logs() as entries:
+        failures.failed("store_write_failed", "disk full", 3, jobs=3)  # logged
+        clock.advance(0.002)
+        failures.succeeded()  # logged: the run that was told ends
+        for _ in range(4):  # runs of 2 failures each, a tenth of a second apart: quiet
+            clock.advance(0.1)
+            failures.failed("store_write_failed", "disk full", 5, jobs=5)
+            failures.failed("store_write_failed", "disk full", 1, jobs=1)
+            failures.succeeded()
+        assert failures.count == 24
+        clock.advance(0.5)  # 0.9 s after the first line: still quiet
+        failures.failed("store_write_failed", "disk full", 2, jobs=2)
+        clock.advance(0.1)  # 1.0 s after it: due, with the 9 left out
+        failures.failed("store_write_failed", "disk full", 1, jobs=1)
+        clock.advance(0.5)
+        failures.succeeded()
+        failures.succeeded()
+    assert _lines(entries) == [
+        {"event": "store_write_failed", "error": "disk full", "jobs": 3},
+        {"event": "store_write_recovered", "failed": 3, "seconds": 0.002},
+        {"event": "store_write_failed", "error": "disk full", "jobs": 1, "unlogged": 9},
+        {"event": "store_write_recovered", "failed": 27, "seconds": 1.4},
+    ]
+    assert failures.count == 0
+
+
+def test_a_quiet_run_of_a_new_error_is_logged_at_once() -> None:
+    """The relapse interval is per error: another error's first failure is logged."""
+    clock = ManualClock()
+    failures = logs.Failures("store_write_recovered", every=1.0, clock=clock.monotonic)
+    with capture_logs() as entries:
+        failures.failed("store_write_failed", "disk full")
+        failures.succeeded()
+        clock.advance(0.1)
+        failures.failed("store_write_failed", "disk I/O error")
+        failures.succeeded()
+    assert [e["event"] for e in entries] == ["store_write_failed", "store_write_recovered"] * 2
+    assert entries[2]["error"] == "disk I/O error"
 
 
 def test_the_store_writers_lines_keep_their_names_and_fields() -> None:
