@@ -16,7 +16,11 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   state that grows with every lead, at every scrape too unless its last count took
   :data:`DEAR` or more: then again only once :data:`RECOUNT` times as long as that count took
   has passed (so at most a fraction of the store's time: at 1,000,000 events on PostgreSQL
-  about once a minute), its gauge keeping the last count meanwhile.
+  about once a minute), its gauge keeping the last count meanwhile. A scrape at which the
+  store does not answer (down, or not within :data:`COUNTS_TIMEOUT`) exports no
+  ``leadhub_events`` series at all rather than the last counts, which would read as today's
+  (an alert on ``dead`` frozen, another instance's true count outvoted by ``max``); the
+  delivered events are counted again at the first scrape it answers.
 
 No counter or histogram exports a ``*_created`` series (prometheus_client's creation
 timestamps: one more line per counter and histogram child, that nothing graphs); they are
@@ -49,8 +53,8 @@ _log = structlog.get_logger()
 # (the dispatcher, the purge, reloads) put on the registry /metrics exports.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
-#: Seconds the event counts may take at a scrape; then the gauge keeps its last values, so
-#: that a hanging store cannot hold the scrape past its timeout (Prometheus: 10 s).
+#: Seconds the event counts may take at a scrape; then the scrape goes without them, so
+#: that a hanging store cannot hold it past its timeout (Prometheus: 10 s).
 COUNTS_TIMEOUT = 3.0
 #: The delivered events are counted again once this many times as long as their last count
 #: took has passed (a count of 0.15 s: a minute later), when that count took :data:`DEAR`
@@ -128,11 +132,15 @@ class WebMetrics:
                 await self._count(store, (State.DELIVERED,), left)
                 took = self._monotonic() - now
                 self._delivered_due = now + RECOUNT * took if took >= DEAR else now
+        else:
+            # Not the last counts: shown while the store did not answer, they read as current.
+            self.events.clear()
+            self._delivered_due = 0.0
         return generate_latest(self.registry)
 
     async def _count(self, store: EventStore, states: tuple[State, ...], timeout: float) -> bool:
-        """Set the gauge of ``states`` from the store; on failure (False), keep what it
-        showed."""
+        """Set the gauge of ``states`` from the store; on failure (False), leave it as it
+        was."""
         try:
             counts = await within(store.counts(states), timeout)
         except Exception as exc:  # a down store must not break the scrape
