@@ -21,6 +21,8 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   ``leadhub_events`` series at all rather than the last counts, which would read as today's
   (an alert on ``dead`` frozen, another instance's true count outvoted by ``max``); the
   delivered events are counted again at the first scrape it answers.
+* ``leadhub_store_up``: 1 when the scrape read the event counts from the store, 0 when it
+  did not answer (what to alert on: the counts are then missing, not zero).
 
 No counter or histogram exports a ``*_created`` series (prometheus_client's creation
 timestamps: one more line per counter and histogram child, that nothing graphs); they are
@@ -107,6 +109,12 @@ class WebMetrics:
             ["state"],
             registry=self.registry,
         )
+        self.store_up = Gauge(
+            "leadhub_store_up",
+            "1 when this scrape read the event counts from the store, 0 when the store did not "
+            f"answer within {COUNTS_TIMEOUT:g} s (leadhub_events is then left out).",
+            registry=self.registry,
+        )
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._histograms: dict[str, Any] = {}
 
@@ -125,7 +133,9 @@ class WebMetrics:
     async def render(self, store: EventStore) -> bytes:
         """The Prometheus text exposition, with the event gauge refreshed from ``store``."""
         start = self._monotonic()
-        if await self._count(store, EVERY_SCRAPE, COUNTS_TIMEOUT):
+        read = await self._count(store, EVERY_SCRAPE, COUNTS_TIMEOUT)
+        self.store_up.set(1 if read else 0)
+        if read:
             now = self._monotonic()
             left = COUNTS_TIMEOUT - (now - start)  # both counts share the one budget
             if now >= self._delivered_due and left > 0:

@@ -15,20 +15,21 @@ from tests.support.server import leadhub_process, serve_args
 SUFFIXES = ("", "-wal", "-shm")
 
 
-def _events(base: str) -> dict[str, float]:
-    """``leadhub_events`` by state, as a scrape shows it ({} when it shows none)."""
+def _scrape(base: str) -> tuple[dict[str, float], float]:
+    """``leadhub_events`` by state ({} when the scrape shows none) and ``leadhub_store_up``."""
     text = httpx.get(f"{base}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "leadhub_events":
-            return {sample.labels["state"]: sample.value for sample in family.samples}
-    raise AssertionError("no leadhub_events family in the exposition")
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    events = {s.labels["state"]: s.value for s in families["leadhub_events"].samples}
+    (up,) = families["leadhub_store_up"].samples
+    return events, up.value
 
 
 def test_a_store_that_cannot_be_read_shows_no_event_counts(tmp_path: Path) -> None:
     """The SQLite file taken away (a directory in its place: every open fails): /readyz says
     so, and a scrape exports no ``leadhub_events`` series, where it exported the counts of
     before as if read then (``dead`` 1 for as long as the outage lasted, whatever the store
-    held). With the file back, the next scrapes show the store's counts again."""
+    held), and ``leadhub_store_up`` 0 (1 before and after). With the file back, the next
+    scrapes show the store's counts again."""
     args, base, db = serve_args(tmp_path, {"forms.yaml": CONFIG})
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV):
@@ -37,8 +38,8 @@ def test_a_store_that_cannot_be_read_shows_no_event_counts(tmp_path: Path) -> No
         before = {"delivered": 2.0, "dead": 1.0}  # (no email: dead at its mapping)
 
         def settled() -> bool:
-            counts = _events(base)
-            return all(counts.get(state) == n for state, n in before.items())
+            counts, up = _scrape(base)
+            return up == 1 and all(counts.get(state) == n for state, n in before.items())
 
         wait_until(settled, timeout=60, what="the three events to settle")
 
@@ -50,7 +51,7 @@ def test_a_store_that_cannot_be_read_shows_no_event_counts(tmp_path: Path) -> No
         db.mkdir()
         ready = httpx.get(f"{base}/readyz", timeout=30)
         assert (ready.status_code, ready.json()["status"]) == (503, "unavailable")
-        assert _events(base) == {}
+        assert _scrape(base) == ({}, 0)
 
         db.rmdir()
         for suffix in moved:
