@@ -1,6 +1,6 @@
 """uvicorn's httptools protocol, with webhook POSTs taken without the ASGI cycle.
 
-:class:`HubHttpProtocol` does three things on top of uvicorn's ``HttpToolsProtocol``:
+:class:`HubHttpProtocol` does these things on top of uvicorn's ``HttpToolsProtocol``:
 
 * **A webhook POST skips ASGI.** For a plain ``POST /hooks/{endpoint}`` (a known endpoint,
   a ``Content-Length`` within its limit, no ``Expect``, nothing else under way on the
@@ -18,7 +18,9 @@
   and writes it at the end of that iteration, in one call. Closing writes what is gathered
   first; ``abort`` drops it, as it drops the transport's own buffer.
 * **A bounded request head**: a request line and headers over :data:`MAX_HEAD` are answered
-  431 and the connection closed (uvicorn's httptools protocol reads a head without limit).
+  431 and the connection closed (uvicorn's httptools protocol reads a head without limit),
+  however the head's bytes are split across reads, before the request is dispatched (neither
+  the webhook path nor the app sees it); each request on a connection has its own limit.
 * **A bounded wait for a request's bytes**: a connection that sends nothing of its first
   request, or stops mid-head or mid-body, for :data:`READ_TIMEOUT` is closed (with a 408 once
   a request has begun). uvicorn's protocol times out only the wait between requests
@@ -106,10 +108,20 @@ _PREFIX = PREFIX.encode()
 _JSON = [(b"content-type", b"application/json")]
 #: The most a request's line and headers may take before the hub answers 431 and closes the
 #: connection. uvicorn's httptools protocol sets no limit (its h11 one: 16 KiB): a header
-#: line that never ended grew the process by the size sent (100 MB: 170 MB more). The
-#: parser keeps a part of a line until it ends, so what is counted is every read that began
-#: and ended inside one request's head: one read (at most 256 KiB) more may be held.
+#: line that never ended grew the process by the size sent (100 MB: 170 MB more). A head is
+#: counted twice over: as the parser hands it over (the URL, each header's name and value,
+#: as if written ``name: value`` with CRLFs, the method and version: a head written so is
+#: counted to the byte, the blank line that ends it included), checked when the head ends,
+#: before the request is dispatched; and, while it has not ended, by every read that began
+#: and ended inside it (the parser keeps a part of a line until the line ends, so a line
+#: that never ends is seen only so), checked after each read: one read (at most 256 KiB)
+#: more may be held.
 MAX_HEAD = 64 * 1024
+#: What a head takes besides its URL and headers: the spaces and CRLF of the request line,
+#: its version (``HTTP/1.1``), the blank line that ends it (the method is counted apart).
+_REQUEST_LINE = len(b"  HTTP/1.1\r\n\r\n")
+#: What a header line takes besides its name and value: ``: `` and its CRLF.
+_HEADER_LINE = len(b": \r\n")
 #: Seconds a connection may go without a byte while the hub waits for a request it has not
 #: read whole (the first request of a new connection, or the rest of a head or body), before
 #: the hub closes it: answered 408 when a request had begun, closed silently before. Each
@@ -193,10 +205,12 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.answering: _Webhook | None = None
         self.lost = False
         #: Requests begun on the connection; whether the last one's head is still being
-        #: read, and how many bytes of it are known to be read (see :data:`MAX_HEAD`).
+        #: read; how many bytes of it were read by reads that began and ended inside it, and
+        #: how many the parser has handed over (see :data:`MAX_HEAD`).
         self.begun = 0
         self.in_head = False
-        self.head_bytes = 0
+        self.head_read = 0
+        self.head_parsed = 0
         #: Whether a request is awaited or being read (see :data:`READ_TIMEOUT`): from the
         #: connection's start, and from each request's first byte to its last; when a byte
         #: last came (loop time); the timer that looks at both (None when none is armed).
@@ -230,8 +244,17 @@ class HubHttpProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         self.begun += 1
         self.in_head = True
-        self.head_bytes = 0
+        self.head_read = 0
+        self.head_parsed = 0
         self.reading = True
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self.head_parsed += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self.head_parsed += len(name) + len(value) + _HEADER_LINE
 
     def data_received(self, data: bytes) -> None:
         self.last_read = self.loop.time()
@@ -243,16 +266,26 @@ class HubHttpProtocol(HttpToolsProtocol):
         if not self.in_head or self.transport.is_closing():
             return
         if begun == self.begun:  # all of it inside one head (else: counted from the next)
-            self.head_bytes += len(data)
-        if self.head_bytes > MAX_HEAD:
-            self.logger.warning("Request line and headers over %d bytes.", MAX_HEAD)
-            body = orjson.dumps({"error": f"request headers over the {MAX_HEAD}-byte limit"})
-            self.transport.write(self._response(431, _JSON, body, keep_alive=False))
-            self.transport.close()
+            self.head_read += len(data)
+        if max(self.head_read, self.head_parsed) > MAX_HEAD:
+            self._head_too_large()
+
+    def _head_too_large(self) -> None:
+        self.logger.warning("Request line and headers over %d bytes.", MAX_HEAD)
+        body = orjson.dumps({"error": f"request headers over the {MAX_HEAD}-byte limit"})
+        self.transport.write(self._response(431, _JSON, body, keep_alive=False))
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         if self.transport.is_closing():
+            self.cycle = _DROPPED  # type: ignore[assignment]
+            return
+        if self.head_parsed + len(self.parser.get_method()) + _REQUEST_LINE > MAX_HEAD:
+            # the whole head came in this read (or the rest of it did): the per-read count
+            # never saw it unfinished. Refused before anything is dispatched; what the parser
+            # reads after it (its body, requests behind it) is dropped.
+            self._head_too_large()
             self.cycle = _DROPPED  # type: ignore[assignment]
             return
         webhook = self._webhook()
