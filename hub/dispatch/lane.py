@@ -395,6 +395,8 @@ class Lane:
                 )
                 self.latency += LATENCY_WEIGHT * (attempt.seconds - self.latency)
                 outcome = attempt.outcome
+                if isinstance(outcome, Retry) and outcome.rate_limited:
+                    await self.limiter.refused()  # nothing more to the account for a window
                 if probing or not isinstance(outcome, Delivered) or self.target.rate_limit:
                     # Probes, failures and pauses are written before the next send (they
                     # change what the lane does next). So are deliveries to a rate-limited

@@ -61,6 +61,13 @@ class RateLimiter(Protocol):
         """
         ...
 
+    async def refused(self) -> None:
+        """The account refused a call for its rate limit (another caller shares it, or its
+        plan allows fewer calls than ``rate_limit`` says): count the window full from now, so
+        no call goes to it for a whole window. LeadSquared stops taking calls for a while once
+        its limit is passed; calls sent meanwhile would only be refused too."""
+        ...
+
 
 class Unlimited:
     """A limiter that never waits: for targets with ``rate_limit: off``."""
@@ -71,6 +78,9 @@ class Unlimited:
     @contextlib.asynccontextmanager
     async def slot(self, within: float | None = None) -> AsyncIterator[bool]:
         yield True
+
+    async def refused(self) -> None:
+        return None  # `rate_limit: off`: the target's calls are not paced
 
 
 async def _lock_by(lock: asyncio.Lock, deadline: float | None, clock: Clock) -> bool:
@@ -155,6 +165,13 @@ class SlidingWindowLimiter:
             await self._wait_for_room()
             self._ends.append(self._clock.monotonic())
 
+    async def refused(self) -> None:
+        # As many calls ended now as make the window full for a whole window: those in
+        # flight or ended now count that long already, earlier ones stop counting sooner.
+        now = self._clock.monotonic()
+        counted = self._in_flight + sum(1 for end in self._ends if end >= now)
+        self._ends.extend([now] * max(0, self.limit.calls - counted))
+
     @contextlib.asynccontextmanager
     async def slot(self, within: float | None = None) -> AsyncIterator[bool]:
         deadline = _deadline(within, self._clock)
@@ -197,6 +214,8 @@ class SlotBook(Protocol):
     async def end_slot(self, slot: int) -> None: ...
 
     async def stop_waiting(self, account: str, waiter: str) -> None: ...
+
+    async def fill_window(self, account: str, *, calls: int) -> None: ...
 
 
 def account_of(target: Target) -> str:
@@ -318,8 +337,11 @@ class SharedWindowLimiter:
             _log.warning("rate_waiter_not_removed", error=type(exc).__name__)
 
     async def _give_back_spares(self) -> None:
-        while self._spare:
-            await self._end(self._spare.popleft()[0])
+        # all taken from the callers at once: one woken while a slot is being ended takes none
+        spares = [slot for slot, _ in self._spare]
+        self._spare.clear()
+        for slot in spares:
+            await self._end(slot)
 
     async def _nap(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if one of this process's calls ends meanwhile."""
@@ -340,6 +362,15 @@ class SharedWindowLimiter:
                 "rate_slot_not_ended", slot=slot, error=type(exc).__name__, hold=self._hold
             )
         self._ended.set()
+
+    async def refused(self) -> None:
+        # The slots this process holds for its queued callers go back first (before any of
+        # them runs): those calls would be refused too.
+        await self._give_back_spares()
+        try:
+            await self._book.fill_window(self.account, calls=self.limit.calls)
+        except Exception as exc:  # the calls that follow are refused and retried instead
+            _log.warning("rate_window_not_filled", error=type(exc).__name__)
 
     async def acquire(self) -> None:
         async with self.slot():

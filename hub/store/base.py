@@ -793,3 +793,10 @@ class EventStore(Protocol):
     async def end_slot(self, slot: int) -> None:
         """The call of ``slot`` ended now: it counts until ``window`` from now."""
         ...
+
+    async def fill_window(self, account: str, *, calls: int) -> None:
+        """``account`` refused a call for its rate limit: count its window full from now, so
+        that no process on the store takes a slot of it for a whole window. (Slots said to
+        end now or later count that long already; as many ended now are added as make
+        ``calls`` of them.)"""
+        ...

@@ -699,6 +699,14 @@ class PostgresStore(BatchedStore):
         async with self._conn() as conn:
             await conn.execute(Q["end_slot"], slot, self.clock.time())
 
+    async def fill_window(self, account: str, *, calls: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute(Q["lock_account"], account)
+            now = self.clock.time()
+            counted = await conn.fetchval(Q["count_slots_from"], account, now)
+            if counted < calls:
+                await conn.execute(Q["take_slots"], account, now, calls - counted)
+
 
 def _replay_args(selection: Replayed) -> tuple[Any, ...]:
     """A replay's selection as the parameters of ``replayable`` and ``replay_ids``."""

@@ -649,6 +649,16 @@ class SQLiteStore(BatchedStore):
 
         await self._writer.submit(job)
 
+    async def fill_window(self, account: str, *, calls: int) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            now = self.clock.time()
+            at = {"account": account, "now": now}
+            counted = conn.execute(Q["count_slots_from"], at).fetchone()[0]
+            for _ in range(calls - counted):
+                conn.execute(Q["take_slot"], {"account": account, "ends_at": now})
+
+        await self._writer.submit(job)
+
     async def end_slot(self, slot: int) -> None:
         await self._writer.submit(
             lambda conn: conn.execute(Q["end_slot"], {"id": slot, "ends_at": self.clock.time()})

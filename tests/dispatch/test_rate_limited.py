@@ -51,12 +51,22 @@ async def _bare_429(request: Request) -> Response:
     return Response(b"Too Many Requests", status_code=429)
 
 
+#: When each call to ``/counted429`` arrived (the server's clock: the machine's).
+ARRIVALS: list[float] = []
+
+
+async def _counted_429(request: Request) -> Response:
+    ARRIVALS.append(time.time())
+    return await _bare_429(request)
+
+
 @pytest.fixture(scope="module")
 def busy_lsq() -> Iterator[str]:
     app = Starlette(
         routes=[
             Route("/mx200" + CAPTURE, _busy_in_200, methods=["POST"]),
             Route("/bare429" + CAPTURE, _bare_429, methods=["POST"]),
+            Route("/counted429" + CAPTURE, _counted_429, methods=["POST"]),
         ]
     )
     with serve_in_thread(app) as url:
@@ -107,3 +117,22 @@ async def test_the_sandbox_s_429_never_kills_and_the_lead_goes_once_it_has_room(
                 assert not [e for e in (await states(store, ids)).values() if e.state is State.DEAD]
                 sandbox_post(url, "/_sandbox/faults", {"rate": 0})
                 await wait_for(all_in(State.DELIVERED, store, ids), what="delivered with room")
+
+
+async def test_a_rate_limited_answer_stops_the_target_for_a_whole_window(
+    tmp_path: Path, busy_lsq: str
+) -> None:
+    """LeadSquared stops taking calls for a while once its limit is passed (another caller
+    shares the account, or the plan allows fewer calls than ``rate_limit``): after a refusal
+    the target sends nothing for a whole window, where it used to go on at its own limit
+    (here 10 a second, each event retried every 20-100 ms). Three events, each refused every
+    time: never more than the three of one burst in any second of the server's arrivals."""
+    ARRIVALS.clear()
+    config = forms_config(tmp_path, f"{busy_lsq}/counted429", retry=QUICK, rate_limit="10/1s")
+    async with opened_store(tmp_path / "hub.db") as store:
+        await enqueue(store, "forms", leads("window", 3))
+        async with running(config, store):
+            await wait_for(lambda: len(ARRIVALS) >= 9, timeout=30, what="three bursts of calls")
+    times = sorted(ARRIVALS)
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert busiest <= 3, times

@@ -26,7 +26,7 @@ from hub.dispatch.ratelimit import (
 )
 from hub.secrets import Secret
 from hub.store import open_store
-from hub.store.base import SLOT_HORIZON
+from hub.store.base import SLOT_EPSILON, SLOT_HORIZON
 from hub.store.models import SlotAnswer
 from hub.store.sqlite import SQLiteStore
 from hub.units import RateLimit
@@ -93,6 +93,61 @@ async def test_slot_counts_a_call_until_a_window_after_it_finished() -> None:
     release_first.set()
     await asyncio.gather(task1, task2)
     assert order == ["first@0.0", "second@5.0"]  # 3 s call + 2 s window
+
+
+async def test_a_refused_call_fills_the_window_for_a_whole_window() -> None:
+    """The account refused a call for its rate limit at 1 s: with 4 calls a window of 2 s
+    and one call made before, the next is allowed only at 3 s, a window after the refusal."""
+    limiter, clock = _manual(RateLimit(4, 2.0))
+    await limiter.acquire()
+    clock.advance(1.0)
+    async with limiter.slot() as allowed:
+        assert allowed
+        await limiter.refused()
+    async with limiter.slot(within=1.9) as allowed:
+        assert allowed is False  # no room comes before 3 s
+    await limiter.acquire()
+    assert clock.monotonic() == 3.0
+    await limiter.acquire()  # room for the rest of the window after that
+    await limiter.acquire()
+    assert clock.monotonic() == 3.0
+
+
+async def test_a_refusal_counts_for_every_process_and_gives_back_the_spare_slots(
+    tmp_path: Path,
+) -> None:
+    """Four callers in one process wait for a window another process filled: the take when it
+    frees gets a slot each (three kept for the others). The first call is refused for the
+    rate limit: the three spare slots go back, and neither those callers nor another
+    process's get a slot until a window after the refusal (by the store's clock, the
+    machine's)."""
+    limit = RateLimit(4, 1.0)
+    async with _processes(tmp_path, 2) as (one, two):
+        book = _Counted(one)
+        limiter = SharedWindowLimiter(limit, book, "acct", hold=40.0)
+        other = SharedWindowLimiter(limit, two, "acct", hold=40.0)
+        await asyncio.gather(*(other.acquire() for _ in range(4)))  # full for a second
+        refusing: list[float] = []
+        granted: list[float] = []
+
+        async def call(n: int) -> None:
+            async with limiter.slot():
+                if n == 0:
+                    refusing.append(time.time())
+                    await limiter.refused()
+                else:
+                    granted.append(time.time())
+
+        calls = [asyncio.create_task(call(n)) for n in range(4)]
+        await asyncio.gather(*calls)
+        async with other.slot():
+            granted.append(time.time())
+    assert 4 in book.takes  # one take for all four callers
+    assert len(granted) == 4
+    # (a window after the store's reading of the time, which came after refusing[0])
+    assert min(granted) >= refusing[0] + limit.window - SLOT_EPSILON, (granted, refusing)
+    ends = _slot_ends(tmp_path / "hub.db")
+    assert max(ends) < time.time() + 1  # no slot left counting until its 40 s hold
 
 
 async def test_waiters_are_served_in_arrival_order() -> None:
@@ -457,6 +512,9 @@ class _Counted:
 
     async def stop_waiting(self, account: str, waiter: str) -> None:
         await self.store.stop_waiting(account, waiter)
+
+    async def fill_window(self, account: str, *, calls: int) -> None:
+        await self.store.fill_window(account, calls=calls)
 
 
 def _slot_ends(path: Path) -> list[float]:

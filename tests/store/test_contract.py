@@ -1452,3 +1452,34 @@ class TestRateTurns:
         assert len((await _take(store, "b", 2)).slots) == 2
         assert len((await _take(store, "a", 1)).slots) == 1
         assert len((await _take(store, "d", 4)).slots) == 1
+
+
+class TestFillWindow:
+    """``fill_window``: the account refused a call for its rate limit, so its window counts
+    full from then on for a whole window, in every process on the store."""
+
+    async def test_no_slot_for_a_whole_window_from_the_refusal(
+        self, store: EventStore, other_process: EventStore, clock: ManualClock
+    ) -> None:
+        await store.fill_window("acct", calls=4)
+        for asker in (store, other_process):
+            answer = await _take(asker, "a", 1)
+            assert answer.slots == () and answer.wait == 5.0
+        clock.advance(4.9)
+        assert (await _take(other_process, "a", 1)).slots == ()
+        clock.advance(0.2)
+        assert len((await _take(other_process, "a", 4)).slots) == 4
+
+    async def test_calls_that_stop_counting_sooner_do_not_fill_it(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """Four calls that ended 4 s before the refusal count 1 s more: the window is filled
+        with calls ended at the refusal all the same."""
+        for slot in (await _take(store, "a", 4)).slots:
+            await store.end_slot(slot)
+        clock.advance(4.0)
+        await store.fill_window("acct", calls=4)
+        clock.advance(1.1)
+        assert (await _take(store, "a", 1)).slots == ()
+        clock.advance(3.9)  # 5 s after the refusal
+        assert len((await _take(store, "a", 4)).slots) == 4

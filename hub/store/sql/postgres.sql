@@ -455,6 +455,11 @@ RETURNING id;
 -- name: end_slot
 UPDATE rate_slots SET ends_at = $2 WHERE id = $1;
 
+-- name: count_slots_from
+-- $1 account, $2 now: the slots that count until a window after $2 at least (ended then or
+-- later, or in flight).
+SELECT count(*) FROM rate_slots WHERE account = $1 AND ends_at >= $2::double precision;
+
 -- name: expire_waiters_slots
 -- $1 account, $2 now, $3 latest: the slots set aside for waiters past their time, or said to
 -- wait past $3 (the clock was set back since): never used, they stop counting.

@@ -442,6 +442,10 @@ INSERT INTO rate_slots (account, ends_at) VALUES (:account, :ends_at) RETURNING 
 -- name: end_slot
 UPDATE rate_slots SET ends_at = :ends_at WHERE id = :id;
 
+-- name: count_slots_from
+-- The slots that count until a window after :now at least (ended then or later, or in flight).
+SELECT count(*) FROM rate_slots WHERE account = :account AND ends_at >= :now;
+
 -- name: expire_waiters_slots
 -- The slots set aside for waiters past their time, or said to wait past :latest (the clock
 -- was set back since): never used, they stop counting.
