@@ -21,6 +21,12 @@
   431 and the connection closed (uvicorn's httptools protocol reads a head without limit),
   however the head's bytes are split across reads, before the request is dispatched (neither
   the webhook path nor the app sees it); each request on a connection has its own limit.
+* **Refusals in request order**: a request refused (431, or 400 for bytes uvicorn's parser
+  cannot read) behind requests read whole but not answered yet on its connection (a webhook
+  being stored, an app's answer under way, requests pipelined behind it) is answered after
+  them, then the connection closed; nothing read after it is started. uvicorn's protocol
+  wrote its 400 and closed the connection at once: a webhook stored in that time was
+  never answered 200, the sender got the 400 for it.
 * **A bounded wait for a request's bytes**: a connection that sends nothing of its first
   request, or stops mid-head or mid-body, for :data:`READ_TIMEOUT` is closed (with a 408 once
   a request has begun). uvicorn's protocol times out only the wait between requests
@@ -211,6 +217,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.in_head = False
         self.head_read = 0
         self.head_parsed = 0
+        #: Whether a request was refused (:meth:`_refuse`): nothing read after it is started;
+        #: the refusal's answer while it waits for the answers of requests before it.
+        self.refused = False
+        self.refusal: bytes | None = None
         #: Whether a request is awaited or being read (see :data:`READ_TIMEOUT`): from the
         #: connection's start, and from each request's first byte to its last; when a byte
         #: last came (loop time); the timer that looks at both (None when none is armed).
@@ -238,6 +248,8 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self.refused:
+            return
         # A request is under way: no keep-alive timeout. (uvicorn cancels it as data comes
         # in, but an answer written while the data is parsed, a 401, arms it again for the
         # rest: it would close the connection under the next request in that data.)
@@ -257,13 +269,15 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.head_parsed += len(name) + len(value) + _HEADER_LINE
 
     def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return  # (the parser may have failed; whatever follows a refusal is not read)
         self.last_read = self.loop.time()
         begun = self.begun
         super().data_received(data)
         if self.reading and self.read_timer is None and not self.transport.is_closing():
             # a request left unfinished by this read (one read whole arms nothing)
             self.read_timer = self.loop.call_later(READ_TIMEOUT, self._read_timed_out)
-        if not self.in_head or self.transport.is_closing():
+        if not self.in_head or self.refused or self.transport.is_closing():
             return
         if begun == self.begun:  # all of it inside one head (else: counted from the next)
             self.head_read += len(data)
@@ -272,22 +286,22 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def _head_too_large(self) -> None:
         self.logger.warning("Request line and headers over %d bytes.", MAX_HEAD)
-        body = orjson.dumps({"error": f"request headers over the {MAX_HEAD}-byte limit"})
-        self.transport.write(self._response(431, _JSON, body, keep_alive=False))
-        self.transport.close()
+        self._refuse(431, f"request headers over the {MAX_HEAD}-byte limit")
 
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        if self.refused:
+            return
         if self.transport.is_closing():
+            self.in_head = False
             self.cycle = _DROPPED  # type: ignore[assignment]
             return
         if self.head_parsed + len(self.parser.get_method()) + _REQUEST_LINE > MAX_HEAD:
             # the whole head came in this read (or the rest of it did): the per-read count
-            # never saw it unfinished. Refused before anything is dispatched; what the parser
-            # reads after it (its body, requests behind it) is dropped.
+            # never saw it unfinished. Refused before anything is dispatched (with the head
+            # still "being read": no cycle is this request's).
             self._head_too_large()
-            self.cycle = _DROPPED  # type: ignore[assignment]
             return
+        self.in_head = False
         webhook = self._webhook()
         if webhook is None:
             super().on_headers_complete()
@@ -339,6 +353,8 @@ class HubHttpProtocol(HttpToolsProtocol):
         return _Webhook(route, self.headers, parsed.query or b"", keep_alive)
 
     def on_body(self, body: bytes) -> None:
+        if self.refused:
+            return
         cycle: Any = self.cycle
         if type(cycle) is _Webhook:
             cycle.body += body  # at most its Content-Length, checked against the limit
@@ -349,6 +365,8 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self.reading = False
+        if self.refused:
+            return
         cycle: Any = self.cycle
         if type(cycle) is not _Webhook:
             if cycle is not _DROPPED:
@@ -419,10 +437,48 @@ class HubHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request uvicorn's parser cannot read (``Content-Length: abc``, not HTTP) is
         answered as the app answers bad input, a short JSON reason, where uvicorn sent
-        plain text; then the connection is closed, as uvicorn does."""
-        body = orjson.dumps({"error": msg})
-        self.transport.write(self._response(400, _JSON, body, keep_alive=False))
-        self.transport.close()
+        plain text; then the connection is closed, as uvicorn does (but after the answers
+        of the requests before it: :meth:`_refuse`)."""
+        self._refuse(400, msg)
+
+    def _refuse(self, status: int, error: str) -> None:
+        """Answer the request being read ``status`` with ``error`` and close the connection:
+        at once, or, when requests read whole before it are not answered yet (a webhook
+        being stored, an app's answer under way, requests pipelined behind it), right
+        after the last of those answers (:meth:`on_response_complete`), so that each is
+        answered in request order. Nothing read after it is started."""
+        if self.refused or self.transport.is_closing():
+            return
+        self.refused = True
+        answer = self._response(status, _JSON, orjson.dumps({"error": error}), keep_alive=False)
+        cycle: Any = self.cycle
+        if self.reading and not self.in_head and cycle is not None and not cycle.response_complete:
+            # cut short in its body: this request is answered by the refusal alone. Queued
+            # behind one under way, it is never started; under way itself (a webhook or the
+            # app reading its body), nothing before it waits: refused at once, and its
+            # cycle is told of the disconnect, as before.
+            waiting = bool(self.pipeline) and self.pipeline[0][0] is cycle
+            if waiting:
+                self.pipeline.popleft()
+        else:  # refused in its head: the cycle is the last request read whole, if any
+            waiting = cycle is not None and not cycle.response_complete
+        self.reading = False  # (no read timeout: what is read now is dropped)
+        if not waiting:
+            self.transport.write(answer)
+            self.transport.close()
+            return
+        self.refusal = answer
+        self.flow.pause_reading()
+
+    def on_response_complete(self) -> None:
+        """After each answer: uvicorn starts the request queued next; after the last one
+        a refusal waits for, the refusal is written and the connection closed."""
+        queued = bool(self.pipeline)
+        super().on_response_complete()
+        if self.refusal is not None and not queued and not self.transport.is_closing():
+            refusal, self.refusal = self.refusal, None
+            self.transport.write(refusal)
+            self.transport.close()
 
     def _response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, keep_alive: bool

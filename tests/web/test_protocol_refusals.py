@@ -19,7 +19,9 @@ from tests.web.conftest import Hub, running_hub
 from tests.web.test_protocol import _request, _signed, _Wire
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n"
+GARBAGE = b"HELLO THERE\r\n\r\n"
 TOO_LARGE = {"error": f"request headers over the {MAX_HEAD}-byte limit"}
+INVALID = {"error": "Invalid HTTP request received."}
 
 
 @pytest.fixture
@@ -151,3 +153,79 @@ def test_each_pipelined_request_has_its_own_head_budget(
         (200, {"status": "accepted", "id": 3}),
     ]
     assert [e.delivery_id for e in hub.events()] == ["e-1", "e-2", "e-3"]
+
+
+# -- a refusal behind a request still waiting for its answer ----------------------------------
+
+
+@pytest.mark.parametrize("kind", ["webhook", "chunked webhook", "health check"])
+def test_garbage_behind_a_request_is_answered_after_it(
+    fast_hub: tuple[Hub, list[int]], kind: str
+) -> None:
+    """A whole request and, in the same write, bytes the parser refuses: the request's own
+    answer (a webhook's 200 once stored), then the 400, then the connection closed; the
+    delivery stored once. (The 400 was written at once and the connection closed under the
+    webhook being stored: it was kept, and its sender got a 400 for it; uvicorn's path
+    dropped the health check's answer the same way.)"""
+    hub, answered = fast_hub
+    wire = _Wire(hub.url)
+    wire.send(KINDS[kind]("e-first") + GARBAGE)
+    first = wire.response()
+    refused = wire.response()
+    assert wire.closed()
+    wire.close()
+    assert (first[0], orjson.loads(first[2])) == (200, OK[kind])
+    assert (refused[0], orjson.loads(refused[2])) == (400, INVALID)
+    assert refused[1]["connection"] == "close"
+    assert answered == ([200] if kind == "webhook" else [])
+    stored = [] if kind == "health check" else ["e-first"]
+    assert [e.delivery_id for e in hub.events()] == stored
+
+
+def test_refusals_come_in_request_order(fast_hub: tuple[Hub, list[int]]) -> None:
+    """A webhook, then a health check pipelined behind it, then garbage, in one write: 200,
+    200, 400 in that order; and a webhook followed by a head over the limit: 200 then 431.
+    Nothing read after a refusal is started."""
+    hub, _ = fast_hub
+    wire = _Wire(hub.url)
+    wire.send(_request(*_signed("e-1")) + HEALTH + GARBAGE + _request(*_signed("e-never")))
+    answers = [wire.response() for _ in range(3)]
+    assert wire.closed()
+    wire.close()
+    assert [(s, orjson.loads(b)) for s, _, b in answers] == [
+        (200, {"status": "accepted", "id": 1}),
+        (200, {"status": "ok"}),
+        (400, INVALID),
+    ]
+    wire = _Wire(hub.url)
+    over = _sized(_request(*_signed("e-over")), MAX_HEAD + 1)
+    wire.send(_request(*_signed("e-2")) + over)
+    answers = [wire.response() for _ in range(2)]
+    assert wire.closed()
+    wire.close()
+    assert [(s, orjson.loads(b)) for s, _, b in answers] == [
+        (200, {"status": "accepted", "id": 2}),
+        (431, TOO_LARGE),
+    ]
+    assert [e.delivery_id for e in hub.events()] == ["e-1", "e-2"]
+
+
+def test_a_request_cut_short_behind_one_under_way_is_not_started(
+    fast_hub: tuple[Hub, list[int]],
+) -> None:
+    """A webhook, then a chunked one whose chunks turn into garbage, in one write: the first
+    is answered 200 once stored, the second only by the 400 (never handed to the app: not
+    stored), then the connection closed."""
+    hub, _ = fast_hub
+    wire = _Wire(hub.url)
+    cut = _chunked("e-cut")
+    cut = cut[: cut.index(b"\r\n\r\n") + 4] + b"5\r\nab"  # a chunk of 5 bytes, cut short...
+    wire.send(_request(*_signed("e-1")) + cut + b"\r\nzz\r\n")  # ...by a bad size line
+    answers = [wire.response() for _ in range(2)]
+    assert wire.closed()
+    wire.close()
+    assert [(s, orjson.loads(b)) for s, _, b in answers] == [
+        (200, {"status": "accepted", "id": 1}),
+        (400, INVALID),
+    ]
+    assert [e.delivery_id for e in hub.events()] == ["e-1"]
