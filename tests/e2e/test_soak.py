@@ -685,8 +685,13 @@ def test_a_hub_under_chaos_loses_no_lead_and_answers_every_request_as_it_deserve
     kinds = Counter(a.delivery.kind for a in answers if a.status is not None)
     assert min(kinds[k] for k in ("new", "resend", "badsig", "junk", "dead")) > 0, kinds
     unanswered = [a for a in answers if a.status is None]
-    shown = [(a.delivery.kind, round(a.done - mark["killed"], 2)) for a in unanswered]
-    assert all(mark["killed"] - 1 < a.done < mark["restarted"] + 1 for a in unanswered), shown
+    # (by when each was sent, and when its failure came: a loaded machine may read the
+    # failure of a request sent before the restart well after it)
+    shown = [
+        (a.delivery.kind, round(a.at - mark["killed"], 2), round(a.done - mark["killed"], 2))
+        for a in unanswered
+    ]
+    assert all(mark["killed"] - 1 < a.done and a.at < mark["restarted"] for a in unanswered), shown
 
     # Every 200 accepted is a stored event that ended as its request said; none pending.
     assert set(accepted) <= set(stored)
@@ -726,11 +731,15 @@ def test_a_hub_under_chaos_loses_no_lead_and_answers_every_request_as_it_deserve
     states = Counter(e["state"] for e in events)
     for state in (*FINAL, "queued", "sending", "retrying"):
         assert metrics[f'leadhub_events{{state="{state}"}}'] == states.get(state, 0), state
-    # (an answer that came after the kill came from the new hub: it takes longer to start)
-    since = [a for a in answers if a.status is not None and a.done > mark["killed"] + 0.2]
+    # The new hub answered every request sent once it was ready, and none that was answered
+    # before the kill: its counts lie between the two (a loaded machine may read an answer
+    # the old hub wrote just before the kill well after it).
+    ready = [a for a in answers if a.status is not None and a.at > mark["restarted"]]
+    since = [a for a in answers if a.status is not None and a.done > mark["killed"]]
     for outcome in ("accepted", "duplicate"):
-        told = sum(1 for a in since if a.answer.get("status") == outcome)
-        assert _counted(metrics, outcome) == told, outcome
+        least = sum(1 for a in ready if a.answer.get("status") == outcome)
+        most = sum(1 for a in since if a.answer.get("status") == outcome)
+        assert least <= _counted(metrics, outcome) <= most, (outcome, least, most)
 
     # Memory: the restarted hub grew by less than 60 MB over the rest of the run.
     assert soak.rss_kb() - mark["rss_start"] < 60_000
