@@ -86,7 +86,7 @@ def one_run(kind: str, rnd: int, items: list[bulk.Pending], batch: int) -> list[
     """Insert ``items`` into a fresh database, ``batch`` per commit; the table's row."""
     with tempfile.TemporaryDirectory(prefix="leadhub-bench-commit-") as tmp:
         path = Path(tmp) / "events.db"
-        conn = connect(path, synchronous="full", writer=True)
+        conn = connect(path, synchronous="full", writer=True, create=True)
         try:
             written, writes = _io()
             usage = resource.getrusage(resource.RUSAGE_SELF)

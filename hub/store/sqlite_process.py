@@ -29,6 +29,11 @@ enqueue starts a new one once the old one has exited. One that does not exit aft
 ``SIGKILL`` (a process in uninterruptible sleep on a hung mount exits only when the disk
 answers) is waited for at most :data:`REAP_WAIT` per attempt, and until it has exited no
 new child starts: writes and readiness answer 503 at once rather than piling up children.
+
+The child never creates the database file (the store's open, in the parent, made it
+before starting the first child): a child started, or restarted, while the file is
+missing (deleted, moved away, its volume unmounted) answers each write ``unavailable``,
+saying so, until the file is back (``sqlite_threads.WRITE_MODES``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ reported before it is durable.
 Both threads check before each use that the database path still names the file they
 opened (same device and inode); if it moved or vanished they re-open, and an
 unopenable path raises :class:`StoreUnavailable`: the store heals itself once the path
-is fixed.
+is fixed. Only the store's first open (:meth:`Writer.connect`) may create the file: a
+re-open never does (:data:`WRITE_MODES`), so a file deleted, moved away or hidden while
+the hub runs stops the writes (503) instead of being replaced by a new, empty store.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import os
 import queue
 import re
 import sqlite3
+import stat
 import threading
 import time
 import urllib.parse
@@ -99,6 +102,31 @@ def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(msg)
 
 
+#: What to do about a database file that is no longer at its path once the store was open.
+_VANISHED = (
+    "its database file went missing while the hub was running (deleted, moved away, or "
+    "hidden by its volume unmounted); a new, empty store is not made in its place: put the "
+    "file back where it was (the store resumes by itself), or restart the hub to start a new "
+    "store there"
+)
+
+
+def vanished(path: Path, exc: BaseException) -> StoreUnavailable:
+    """The error for a re-open that found no database file at ``path`` (see
+    :data:`WRITE_MODES`)."""
+    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {_VANISHED}."
+    return StoreUnavailable(msg)
+
+
+def _missing(path: Path) -> bool:
+    """Whether no database file is at ``path``: nothing there, a component of its directory
+    missing or no directory, or a directory in its place (a mount point's own)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
 #: Seconds between two lines of one failure of the writer (the same error again and again).
 FAILURE_EVERY = 1.0
 
@@ -137,16 +165,25 @@ class WriteFailures:
 #: WAL index can be made (a read-only directory), ``mode=ro&immutable=1``: the file alone,
 #: without locks or its WAL (SQLite's way to read a database on read-only media).
 READ_MODES = {"rw": "mode=rw", "ro": "mode=ro", "immutable": "mode=ro&immutable=1"}
+#: How a writer opens the file, by whether it may create it. Only the store's first open
+#: (``SQLiteStore.open``: a fresh install) may. Every later open, the re-open after
+#: ``store_file_changed`` or a failed write and the writer process's (a restarted one
+#: included), is ``mode=rw``: a file deleted, moved away or hidden (its volume unmounted)
+#: while the hub runs used to be replaced by a new, empty store at once, the hub going on
+#: with ids from 1, no memory of earlier deliveries, and the waiting events left in the old
+#: file; now the writes fail (503, the senders retry) until the file is back.
+WRITE_MODES = {True: "mode=rwc", False: "mode=rw"}
 
 
-def connect(path: Path, *, synchronous: str, writer: bool, mode: str = "rw") -> sqlite3.Connection:
+def connect(
+    path: Path, *, synchronous: str, writer: bool, mode: str = "rw", create: bool = False
+) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas; a
-    reader's opens the file as ``mode`` says (:data:`READ_MODES`)."""
-    if writer:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    else:
-        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{READ_MODES[mode]}"
-        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    reader's opens the file as ``mode`` says (:data:`READ_MODES`), a writer's creates a
+    missing one only with ``create`` (:data:`WRITE_MODES`)."""
+    how = WRITE_MODES[create] if writer else READ_MODES[mode]
+    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{how}"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -293,7 +330,10 @@ class Reopening:
         self.conn: sqlite3.Connection | None = None
         self.identity: tuple[int, int] | None = None
 
-    def get(self) -> sqlite3.Connection:
+    def get(self, *, create: bool = False) -> sqlite3.Connection:
+        """The connection, (re-)opened if needed; a writer's open creates a missing file
+        only with ``create`` (the store's first open). A missing file raises
+        :class:`StoreUnavailable` saying it went missing (:func:`vanished`)."""
         ident = _identity(self.path)
         if self.conn is not None and ident != self.identity:
             log().warning("store_file_changed", path=str(self.path), writer=self.writer)
@@ -301,9 +341,15 @@ class Reopening:
         if self.conn is None:
             try:
                 self.conn = connect(
-                    self.path, synchronous=self.synchronous, writer=self.writer, mode=self.mode
+                    self.path,
+                    synchronous=self.synchronous,
+                    writer=self.writer,
+                    mode=self.mode,
+                    create=create,
                 )
             except (sqlite3.Error, OSError) as exc:
+                if not create and _missing(self.path):
+                    raise vanished(self.path, exc) from exc
                 raise unavailable(self.path, exc) from exc
             self.identity = _identity(self.path)
             self.stats.opens += 1
@@ -384,10 +430,11 @@ class Writer:
         any transaction, before :meth:`start`: a store whose file is current opens without
         the write lock, so it does not wait for another process's write transaction. Once
         the thread runs, the connection is its own: nothing to do (an open store opened
-        again)."""
+        again). The one open that creates a missing file (a fresh install); the thread's
+        re-opens, and the writer process's, never do (:data:`WRITE_MODES`)."""
         if self._thread is not None and self._thread.is_alive():
             return
-        await asyncio.to_thread(self._conn.get)
+        await asyncio.to_thread(functools.partial(self._conn.get, create=True))
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
