@@ -4,14 +4,18 @@
 
 * **A webhook POST skips ASGI.** For a plain ``POST /hooks/{endpoint}`` (a known endpoint,
   a ``Content-Length`` within its limit, no ``Expect``, nothing else under way on the
-  connection) the protocol gathers the body itself and hands it to
+  connection, its writes not paused) the protocol gathers the body itself and hands it to
   :meth:`hub.web.ingest.Ingest.post`, which answers from the store's callback; the answer
   is written in one call right there. No scope, no request/response cycle, no task, no
   ``receive``/``send`` coroutines, and no loop iteration between the commit and the write:
   about a fifth of the event loop's time per webhook (BENCHMARKS.md §1). Every other
   request (a chunked or oversized body, a handshake, a health check, a pipelined request
   behind one under way) takes uvicorn's own path to the same app, so the answers are the
-  same either way; ``tests/web/test_protocol.py`` checks both paths.
+  same either way; ``tests/web/test_protocol.py`` checks both paths. So does a webhook
+  read while the transport has asked the protocol to pause writing (a sender that does
+  not read its answers): uvicorn's path waits for the transport to drain before it answers
+  (and starts no request behind it meanwhile), where the fast path wrote at once, so the
+  answers to such a sender grew the transport's buffer without bound.
 * **One write per response** on the ASGI path: uvicorn writes a response's status line and
   headers as soon as the app sends ``http.response.start``, then the body in a second
   write. The protocol's transport gathers what is written during one event loop iteration
@@ -320,6 +324,7 @@ class HubHttpProtocol(HttpToolsProtocol):
             or self.limit_concurrency is not None
             or not (self.cycle is None or self.cycle.response_complete)
             or self.parser.should_upgrade()
+            or self.flow.write_paused  # (uvicorn's path waits for the transport to drain)
         ):
             return None
         parsed = httptools.parse_url(self.url)
