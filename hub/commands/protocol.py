@@ -119,13 +119,13 @@ _JSON = [(b"content-type", b"application/json")]
 #: The most a request's line and headers may take before the hub answers 431 and closes the
 #: connection. uvicorn's httptools protocol sets no limit (its h11 one: 16 KiB): a header
 #: line that never ended grew the process by the size sent (100 MB: 170 MB more). A head is
-#: counted twice over: as the parser hands it over (the URL, each header's name and value,
-#: as if written ``name: value`` with CRLFs, the method and version: a head written so is
-#: counted to the byte, the blank line that ends it included), checked when the head ends,
-#: before the request is dispatched; and, while it has not ended, by every read that began
-#: and ended inside it (the parser keeps a part of a line until the line ends, so a line
-#: that never ends is seen only so), checked after each read: one read (at most 256 KiB)
-#: more may be held.
+#: checked twice over: when it ends, before the request is dispatched, as the parser handed
+#: it over (the URL, each header's name and value, as if written ``name: value`` with CRLFs,
+#: the method and version: a head written so is counted to the byte, the blank line that
+#: ends it included; counted only when the reads that held it could hold more than the
+#: limit); and, while it has not ended, by every read that began and ended inside it (the
+#: parser keeps a part of a line until the line ends, so a line that never ends is seen
+#: only so), checked after each read: one read (at most 256 KiB) more may be held.
 MAX_HEAD = 64 * 1024
 #: What a head takes besides its URL and headers: the spaces and CRLF of the request line,
 #: its version (``HTTP/1.1``), the blank line that ends it (the method is counted apart).
@@ -215,12 +215,16 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.answering: _Webhook | None = None
         self.lost = False
         #: Requests begun on the connection; whether the last one's head is still being
-        #: read; how many bytes of it were read by reads that began and ended inside it, and
-        #: how many the parser has handed over (see :data:`MAX_HEAD`).
+        #: read; how many bytes of it were read by reads that began and ended inside it
+        #: (see :data:`MAX_HEAD`). Reads so far and the last one's length; the read the head
+        #: began in and that read's length.
         self.begun = 0
         self.in_head = False
         self.head_read = 0
-        self.head_parsed = 0
+        self.reads = 0
+        self.read_len = 0
+        self.head_from = 0
+        self.head_first = 0
         #: Whether a request was refused (:meth:`_refuse`): nothing read after it is started;
         #: the refusal's answer while it waits for the answers of requests before it.
         self.refused = False
@@ -261,21 +265,16 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.begun += 1
         self.in_head = True
         self.head_read = 0
-        self.head_parsed = 0
+        self.head_from = self.reads
+        self.head_first = self.read_len
         self.reading = True
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self.head_parsed += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        super().on_header(name, value)
-        self.head_parsed += len(name) + len(value) + _HEADER_LINE
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # (the parser may have failed; whatever follows a refusal is not read)
         self.last_read = self.loop.time()
+        self.reads += 1
+        self.read_len = len(data)
         begun = self.begun
         super().data_received(data)
         if self.reading and self.read_timer is None and not self.transport.is_closing():
@@ -285,8 +284,25 @@ class HubHttpProtocol(HttpToolsProtocol):
             return
         if begun == self.begun:  # all of it inside one head (else: counted from the next)
             self.head_read += len(data)
-        if max(self.head_read, self.head_parsed) > MAX_HEAD:
+        if self.head_read > MAX_HEAD:
             self._head_too_large()
+
+    def _head_over(self) -> bool:
+        """Whether the head the parser just read whole is over :data:`MAX_HEAD`. The reads
+        that held it bound it (the one it began in, those inside it, this one): only a head
+        they leave room for over the limit is counted, from what the parser handed over (the
+        method, the URL, each header as ``name: value`` with its CRLF; the spaces, version
+        and blank line), so an ordinary request pays one comparison."""
+        if self.reads == self.head_from:
+            bound = self.read_len
+        else:
+            bound = self.head_first + self.head_read + self.read_len
+        if bound <= MAX_HEAD:
+            return False
+        size = len(self.parser.get_method()) + len(self.url) + _REQUEST_LINE
+        for name, value in self.headers:
+            size += len(name) + len(value) + _HEADER_LINE
+        return size > MAX_HEAD
 
     def _head_too_large(self) -> None:
         self.logger.warning("Request line and headers over %d bytes.", MAX_HEAD)
@@ -299,7 +315,7 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.in_head = False
             self.cycle = _DROPPED  # type: ignore[assignment]
             return
-        if self.head_parsed + len(self.parser.get_method()) + _REQUEST_LINE > MAX_HEAD:
+        if self._head_over():
             # the whole head came in this read (or the rest of it did): the per-read count
             # never saw it unfinished. Refused before anything is dispatched (with the head
             # still "being read": no cycle is this request's).
