@@ -100,3 +100,19 @@ def running_hub(
         httpx.Client(base_url=url, timeout=30) as client,
     ):
         yield Hub(url, client, db_url, db_dir, clock, app)
+
+
+@pytest.fixture
+def fast_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Hub, list[int]]]:
+    """A hub on serve's protocol and store writer; and the statuses the protocol answered
+    itself (without ASGI), in order."""
+    answered: list[int] = []
+    respond = HubHttpProtocol._respond
+
+    def counting(self: HubHttpProtocol, cycle: Any, status: int, *rest: Any) -> None:
+        answered.append(status)
+        respond(self, cycle, status, *rest)
+
+    monkeypatch.setattr(HubHttpProtocol, "_respond", counting)
+    with running_hub(tmp_path, writer="process") as hub:
+        yield hub, answered

@@ -9,9 +9,7 @@ import hashlib
 import hmac
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
@@ -188,22 +186,6 @@ class _Wire:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def fast_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Hub, list[int]]]:
-    """A hub on serve's protocol and store writer; and the statuses the protocol answered
-    itself (without ASGI), in order."""
-    answered: list[int] = []
-    respond = HubHttpProtocol._respond
-
-    def counting(self: HubHttpProtocol, cycle: Any, status: int, *rest: Any) -> None:
-        answered.append(status)
-        respond(self, cycle, status, *rest)
-
-    monkeypatch.setattr(HubHttpProtocol, "_respond", counting)
-    with running_hub(tmp_path, writer="process") as hub:
-        yield hub, answered
 
 
 def test_a_webhook_post_is_answered_without_asgi_once_stored(

@@ -7,37 +7,18 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from hub.commands.protocol import MAX_HEAD, HubHttpProtocol
-from tests.web.conftest import Hub, running_hub
+from hub.commands.protocol import MAX_HEAD
+from tests.web.conftest import Hub
 from tests.web.test_protocol import _request, _signed, _Wire
 
 HEALTH = b"GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n"
 GARBAGE = b"HELLO THERE\r\n\r\n"
 TOO_LARGE = {"error": f"request headers over the {MAX_HEAD}-byte limit"}
 INVALID = {"error": "Invalid HTTP request received."}
-
-
-@pytest.fixture
-def fast_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Hub, list[int]]]:
-    """A hub on serve's protocol and store writer; and the statuses the protocol answered
-    itself (a webhook POST without ASGI), in order."""
-    answered: list[int] = []
-    respond = HubHttpProtocol._respond
-
-    def counting(self: HubHttpProtocol, cycle: Any, status: int, *rest: Any) -> None:
-        answered.append(status)
-        respond(self, cycle, status, *rest)
-
-    monkeypatch.setattr(HubHttpProtocol, "_respond", counting)
-    with running_hub(tmp_path, writer="process") as hub:
-        yield hub, answered
 
 
 def _sized(request: bytes, head: int) -> bytes:
