@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -40,7 +41,7 @@ def _chunked(event_id: str) -> bytes:
 
 
 #: A request of each kind, by the event id it stores (None: a health check, nothing stored).
-KINDS = {
+KINDS: dict[str, Callable[[str], bytes]] = {
     "webhook": lambda event_id: _request(*_signed(event_id)),  # the fast path
     "chunked webhook": _chunked,  # uvicorn's path to the app, which would store it
     "health check": lambda event_id: HEALTH,  # uvicorn's path, nothing stored
