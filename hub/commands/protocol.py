@@ -25,17 +25,19 @@
   431 and the connection closed (uvicorn's httptools protocol reads a head without limit),
   however the head's bytes are split across reads, before the request is dispatched (neither
   the webhook path nor the app sees it); each request on a connection has its own limit.
-* **Refusals in request order**: a request refused (431, or 400 for bytes uvicorn's parser
-  cannot read) behind requests read whole but not answered yet on its connection (a webhook
-  being stored, an app's answer under way, requests pipelined behind it) is answered after
-  them, then the connection closed; nothing read after it is started. uvicorn's protocol
-  wrote its 400 and closed the connection at once: a webhook stored in that time was
-  never answered 200, the sender got the 400 for it.
+* **Refusals in request order**: a request refused (431, 400 for bytes uvicorn's parser
+  cannot read, 408 below) behind requests read whole but not answered yet on its connection
+  (a webhook being stored, an app's answer under way, requests pipelined behind it) is
+  answered after them, then the connection closed; nothing read after it is started.
+  uvicorn's protocol wrote its 400 and closed the connection at once: a webhook stored in
+  that time was never answered 200, the sender got the 400 for it. A refusal waits
+  :data:`READ_TIMEOUT` at most for those answers: past that (a store that neither commits
+  nor fails), the connection is closed with neither them nor the refusal.
 * **A bounded wait for a request's bytes**: a connection that sends nothing of its first
   request, or stops mid-head or mid-body, for :data:`READ_TIMEOUT` is closed (with a 408 once
-  a request has begun). uvicorn's protocol times out only the wait between requests
-  (keep-alive): a sender that vanished mid-request held its connection, and a file
-  descriptor, for good.
+  a request has begun, refused as above: after the answers of the requests before it).
+  uvicorn's protocol times out only the wait between requests (keep-alive): a sender that
+  vanished mid-request held its connection, and a file descriptor, for good.
 
 This leans on uvicorn's protocol internals (``cycle``, ``headers``, ``url``, the parser
 callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
@@ -427,10 +429,13 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.on_response_complete()
 
     def _read_timed_out(self) -> None:
-        """:data:`READ_TIMEOUT` after the timer was armed: close the connection if it has
-        sent nothing since, while a request is awaited or unfinished; else look again when
-        the wait would end. A connection whose reading is paused (the app has not taken the
-        body read so far) is not waiting on its sender: its wait starts over."""
+        """:data:`READ_TIMEOUT` after the timer was armed: end the connection if it has
+        sent nothing since, while a request is awaited or unfinished (closed at once before
+        a request has begun, or when the unfinished request's own answer is under way; else
+        refused 408 by :meth:`_refuse`, after the answers of the requests before it); else
+        look again when the wait would end. A connection whose reading is paused (the app
+        has not taken the body read so far) is not waiting on its sender: its wait starts
+        over."""
         self.read_timer = None
         if not self.reading or self.transport.is_closing():
             return
@@ -442,18 +447,17 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.read_timer = self.loop.call_later(READ_TIMEOUT - idle, self._read_timed_out)
             return
         cycle: Any = self.cycle
-        answering = (
-            cycle is not None
+        answering = (  # the unfinished request's own answer under way: no 408 can follow
+            not self.in_head
+            and cycle is not None
             and not cycle.response_complete
             and getattr(cycle, "response_started", False)
         )
-        if self.begun and not answering:
-            self.logger.warning("Request unfinished after %gs without a byte.", READ_TIMEOUT)
-            body = orjson.dumps(
-                {"error": f"request not sent whole: no byte for {READ_TIMEOUT:g} s"}
-            )
-            self.transport.write(self._response(408, _JSON, body, keep_alive=False))
-        self.transport.close()
+        if not self.begun or answering:
+            self.transport.close()
+            return
+        self.logger.warning("Request unfinished after %gs without a byte.", READ_TIMEOUT)
+        self._refuse(408, f"request not sent whole: no byte for {READ_TIMEOUT:g} s")
 
     def send_400_response(self, msg: str) -> None:
         """A request uvicorn's parser cannot read (``Content-Length: abc``, not HTTP) is
@@ -490,6 +494,25 @@ class HubHttpProtocol(HttpToolsProtocol):
             return
         self.refusal = answer
         self.flow.pause_reading()
+        if self.read_timer is not None:
+            self.read_timer.cancel()
+        self.read_timer = self.loop.call_later(READ_TIMEOUT, self._refusal_overdue)
+
+    def _refusal_overdue(self) -> None:
+        """:data:`READ_TIMEOUT` after a refusal began to wait for the answers before it:
+        if they have not all come (an answer that never comes, a store that neither commits
+        nor fails), the connection is closed without them, as it would have been without
+        the wait, and without the refusal, which its sender would read as the answer to
+        the first of them."""
+        self.read_timer = None
+        if self.refusal is None or self.transport.is_closing():
+            return
+        self.logger.warning(
+            "Answers before a refused request not given after %gs: connection closed.",
+            READ_TIMEOUT,
+        )
+        self.refusal = None
+        self.transport.close()
 
     def on_response_complete(self) -> None:
         """After each answer: uvicorn starts the request queued next; after the last one
