@@ -14,7 +14,9 @@ opened (same device and inode); if it moved or vanished they re-open, and an
 unopenable path raises :class:`StoreUnavailable`: the store heals itself once the path
 is fixed. Only the store's first open (:meth:`Writer.connect`) may create the file: a
 re-open never does (:data:`WRITE_MODES`), so a file deleted, moved away or hidden while
-the hub runs stops the writes (503) instead of being replaced by a new, empty store.
+the hub runs stops the writes (503) instead of being replaced by a new, empty store; nor
+does that first open make one beside the ``-wal`` of a store whose file is gone
+(:func:`orphan_wal`): SQLite would delete it, and the writes it holds with it.
 """
 
 from __future__ import annotations
@@ -127,6 +129,48 @@ def _missing(path: Path) -> bool:
         return exc.errno in (errno.ENOENT, errno.ENOTDIR)
 
 
+def orphan_wal(path: Path) -> StoreUnavailable | None:
+    """The refusal of a first open that finds a write-ahead log holding something beside no
+    database file (or an empty one) at ``path``; None when there is none.
+
+    What is left when the hub and its writer process are killed together (``kill -9`` of
+    the group, a container killed, the machine down) after the file was deleted or moved
+    away, or when only the file was moved: the ``-wal`` holds the last writes not yet
+    checkpointed into the file (on a store that was never checkpointed, the schema and
+    every event). SQLite, making a new database there, deletes a log it finds beside an
+    empty file: the store opened empty and the writes were gone, silently; or, with a
+    process still using the old store, the open failed with "disk I/O error" after deleting
+    it all the same. Looked at before SQLite touches anything; an empty ``-wal`` (SQLite
+    leaves one sometimes) holds nothing and does not stop a new store.
+    """
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        size = os.stat(wal).st_size
+    except OSError:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return None  # (the open says what is wrong with the path)
+        what = "has no database file"
+    else:
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 0:
+            return None
+        what = "has an empty database file (0 bytes)"
+    if size == 0:
+        return None
+    msg = (
+        f"The event store {str(path)!r} {what}, but its write-ahead log "
+        f"{str(wal)!r} is there ({size} bytes): it holds the last writes of a store whose "
+        "file was deleted or moved away, which opening a new store there would discard. Put "
+        f"the database file back at {str(path)!r} (the store opens with those writes), or, "
+        f"to start a new, empty store there and lose them, delete {str(wal)!r} and "
+        f"{str(shm)!r} (stop first any process still using the old store)."
+    )
+    return StoreUnavailable(msg)
+
+
 #: Seconds between two lines of one failure of the writer (the same error again and again).
 FAILURE_EVERY = 1.0
 
@@ -180,7 +224,10 @@ def connect(
 ) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with our pragmas; a
     reader's opens the file as ``mode`` says (:data:`READ_MODES`), a writer's creates a
-    missing one only with ``create`` (:data:`WRITE_MODES`)."""
+    missing one only with ``create`` (:data:`WRITE_MODES`), and not beside a write-ahead
+    log left by a store whose file is gone (:func:`orphan_wal`)."""
+    if writer and create and (orphaned := orphan_wal(path)) is not None:
+        raise orphaned
     how = WRITE_MODES[create] if writer else READ_MODES[mode]
     uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{how}"
     conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
