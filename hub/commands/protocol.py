@@ -38,6 +38,12 @@
   a request has begun, refused as above: after the answers of the requests before it).
   uvicorn's protocol times out only the wait between requests (keep-alive): a sender that
   vanished mid-request held its connection, and a file descriptor, for good.
+* **Refusals counted**: each request refused so (400, 431, 408) is counted in
+  ``leadhub_deliveries_total`` as ``rejected`` with reason ``unreadable``,
+  ``headers_too_large`` or ``read_timeout`` (endpoint ``""`` unless its head was read whole
+  and names an endpoint), once, when it is refused, unless its own cycle was started: a
+  webhook cut off in its body is counted ``disconnected`` (by the fast path's
+  ``connection_lost`` or by ingest), as before. uvicorn's refusals were counted nowhere.
 
 This leans on uvicorn's protocol internals (``cycle``, ``headers``, ``url``, the parser
 callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
@@ -308,7 +314,7 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def _head_too_large(self) -> None:
         self.logger.warning("Request line and headers over %d bytes.", MAX_HEAD)
-        self._refuse(431, f"request headers over the {MAX_HEAD}-byte limit")
+        self._refuse(431, f"request headers over the {MAX_HEAD}-byte limit", "headers_too_large")
 
     def on_headers_complete(self) -> None:
         if self.refused:
@@ -457,36 +463,42 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.transport.close()
             return
         self.logger.warning("Request unfinished after %gs without a byte.", READ_TIMEOUT)
-        self._refuse(408, f"request not sent whole: no byte for {READ_TIMEOUT:g} s")
+        self._refuse(408, f"request not sent whole: no byte for {READ_TIMEOUT:g} s", "read_timeout")
 
     def send_400_response(self, msg: str) -> None:
         """A request uvicorn's parser cannot read (``Content-Length: abc``, not HTTP) is
         answered as the app answers bad input, a short JSON reason, where uvicorn sent
         plain text; then the connection is closed, as uvicorn does (but after the answers
         of the requests before it: :meth:`_refuse`)."""
-        self._refuse(400, msg)
+        self._refuse(400, msg, "unreadable")
 
-    def _refuse(self, status: int, error: str) -> None:
+    def _refuse(self, status: int, error: str, reason: str) -> None:
         """Answer the request being read ``status`` with ``error`` and close the connection:
         at once, or, when requests read whole before it are not answered yet (a webhook
         being stored, an app's answer under way, requests pipelined behind it), right
         after the last of those answers (:meth:`on_response_complete`), so that each is
-        answered in request order. Nothing read after it is started."""
+        answered in request order. Nothing read after it is started. Counted as a
+        ``rejected`` delivery for ``reason`` unless its own cycle was started (that counts
+        it: a webhook cut off in its body is ``disconnected``)."""
         if self.refused or self.transport.is_closing():
             return
         self.refused = True
         answer = self._response(status, _JSON, orjson.dumps({"error": error}), keep_alive=False)
         cycle: Any = self.cycle
-        if self.reading and not self.in_head and cycle is not None and not cycle.response_complete:
+        in_body = self.begun > 0 and self.reading and not self.in_head
+        queued = False
+        if in_body and cycle is not None and not cycle.response_complete:
             # cut short in its body: this request is answered by the refusal alone. Queued
             # behind one under way, it is never started; under way itself (a webhook or the
             # app reading its body), nothing before it waits: refused at once, and its
             # cycle is told of the disconnect, as before.
-            waiting = bool(self.pipeline) and self.pipeline[0][0] is cycle
-            if waiting:
+            waiting = queued = bool(self.pipeline) and self.pipeline[0][0] is cycle
+            if queued:
                 self.pipeline.popleft()
         else:  # refused in its head: the cycle is the last request read whole, if any
             waiting = cycle is not None and not cycle.response_complete
+        if queued or not in_body:
+            self._count_refusal(reason, cycle if queued else None)
         self.reading = False  # (no read timeout: what is read now is dropped)
         if not waiting:
             self.transport.write(answer)
@@ -497,6 +509,22 @@ class HubHttpProtocol(HttpToolsProtocol):
         if self.read_timer is not None:
             self.read_timer.cancel()
         self.read_timer = self.loop.call_later(READ_TIMEOUT, self._refusal_overdue)
+
+    def _count_refusal(self, reason: str, cycle: Any) -> None:
+        """Count a refused request no cycle counts, in ``leadhub_deliveries_total`` as
+        ``rejected`` for ``reason``: under its endpoint when its head was read whole
+        (``cycle``, queued, never started) and names one of ingest's endpoints, else under
+        ``endpoint=""`` (a head cut off or refused may not say, or not truly, where it was
+        going), so that the labels stay bounded."""
+        ingest = self.ingest
+        if ingest is None:
+            return
+        endpoint = ""
+        if cycle is not None:
+            path: str = cycle.scope["path"]
+            if path.startswith(PREFIX) and path[len(PREFIX) :] in ingest.routes:
+                endpoint = path[len(PREFIX) :]
+        ingest.metrics.refused(endpoint, reason)
 
     def _refusal_overdue(self) -> None:
         """:data:`READ_TIMEOUT` after a refusal began to wait for the answers before it:

@@ -6,10 +6,16 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
 * ``leadhub_deliveries_total{endpoint, outcome, reason}``: deliveries by outcome
   (``accepted``, ``duplicate``, ``rejected``, ``failed``); ``reason`` is empty unless
   rejected or failed (``unauthorized``, ``unknown_endpoint``, ``too_large``,
-  ``unsupported_media_type``, ``bad_body``, ``method_not_allowed``,
+  ``unsupported_media_type``, ``bad_body``, ``method_not_allowed``, ``disconnected``,
   ``store_unavailable``, ``internal_error``). Unknown endpoints count under
-  ``endpoint=""`` so that random paths cannot grow the label set.
-* ``leadhub_ingest_seconds{endpoint}``: time from request to answer.
+  ``endpoint=""`` so that random paths cannot grow the label set. ``leadhub serve``'s HTTP
+  protocol also counts the requests it refuses itself (:meth:`WebMetrics.refused`), whatever
+  their path, as ``rejected``: ``unreadable`` (400, bytes its parser cannot read),
+  ``headers_too_large`` (431), ``read_timeout`` (408, a request cut off in its head); under
+  ``endpoint=""`` unless the request's head was read whole and names an endpoint (one
+  refused in its body, never started). A webhook cut off in its body is ``disconnected``.
+* ``leadhub_ingest_seconds{endpoint}``: time from request to answer (the requests the
+  protocol refuses are not observed).
 * ``leadhub_events{state}``: stored events by state, read from the store at scrape time:
   every state but ``delivered`` at each scrape, through the state's index (at 1,000,000
   events, 11 ms on PostgreSQL where counting them all took 150-200 ms); ``delivered``, the
@@ -129,6 +135,15 @@ class WebMetrics:
         if histogram is None:
             histogram = self._histograms[endpoint] = self.latency.labels(endpoint)
         histogram.observe(seconds)
+
+    def refused(self, endpoint: str, reason: str) -> None:
+        """Count one request the HTTP protocol refused before any handler saw it, as a
+        ``rejected`` delivery for ``reason``: it has no time to observe."""
+        key = (endpoint, "rejected", reason)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.deliveries.labels(*key)
+        counter.inc()
 
     async def render(self, store: EventStore) -> bytes:
         """The Prometheus text exposition, with the event gauge refreshed from ``store``."""
