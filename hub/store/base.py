@@ -130,6 +130,13 @@ STALL_AFTER = 30.0
 #: Above the longest hold of any target (``hub.config.models.MAX_TIMEOUT``: 241 s), so that a
 #: process asking with a shorter hold never takes another's call in flight for one of those.
 SLOT_HORIZON = 300.0
+#: How far the store's wall clock may seem to go back between two claims before the claim
+#: takes it for a step back (NTP, an operator, a resumed VM) and moves the due times of the
+#: waiting events back by as much: without that, an event received or retried in the hour
+#: before a step back of an hour waited out that hour again (seconds; the high mark it is
+#: measured against is written at most once per this many seconds, so a step is undone to
+#: within about as much).
+CLOCK_STEP_BACK = 1.0
 #: Absorbs float rounding in the rate window: a wait of exactly (end + window - now) frees
 #: the slot.
 SLOT_EPSILON = 1e-6

@@ -23,6 +23,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
+    CLOCK_STEP_BACK,
     ENDPOINT_ABSENT,
     MAX_ID,
     PURGE_WINDOW,
@@ -270,6 +271,7 @@ class SQLiteStore(BatchedStore):
         }
 
         def job(conn: sqlite3.Connection) -> str | None:
+            _clock_mark(conn, self.clock.time())
             # Every statement fetches one value: each step of a cursor is a GIL hand-over.
             (ids,) = conn.execute(_CLAIMABLE_IDS, params).fetchone()
             if ids == "[]":
@@ -663,6 +665,20 @@ class SQLiteStore(BatchedStore):
         await self._writer.submit(
             lambda conn: conn.execute(Q["end_slot"], {"id": slot, "ends_at": self.clock.time()})
         )
+
+
+def _clock_mark(conn: sqlite3.Connection, now: float) -> None:
+    """Keep the store's clock mark (the latest time a claim read, written at most once per
+    :data:`CLOCK_STEP_BACK` s); a time more than that before it is a step back of the wall
+    clock: the waiting events' due times go back as much (``clock_stepped_back``). Read in
+    the claim's transaction, so processes sharing the file undo a step once."""
+    found = conn.execute(Q["clock_mark"]).fetchone()
+    mark = None if found is None else float(found[0])
+    if mark is not None and now < mark - CLOCK_STEP_BACK:
+        moved = conn.execute(Q["clock_stepped_back"], {"by": mark - now, "now": now}).rowcount
+        log().warning("clock_stepped_back", seconds=round(mark - now, 3), events=moved)
+    if mark is None or now > mark + CLOCK_STEP_BACK or now < mark - CLOCK_STEP_BACK:
+        conn.execute(Q["set_clock_mark"], {"now": repr(now)})
 
 
 def _replay_params(selection: Replayed) -> dict[str, Any]:

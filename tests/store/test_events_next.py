@@ -27,9 +27,10 @@ def make_events(url: str, now: float) -> dict[str, tuple[int, float]]:
     """One event of each kind NEXT (UTC) tells apart, by name: ``(id, next_attempt_at)``.
 
     They are claimed by a store whose clock is set for each: a claim takes the oldest due
-    events, so each is made when no other is due (the expired lease last, an hour and more
-    back, when the due retry was not due yet)."""
-    clock = ManualClock(now)
+    events, so each is made when no other is due (the expired lease first, two hours back,
+    then routed to a target the later claims leave out: set back, the store's clock would
+    be a step back, which moves the waiting events' due times back as much)."""
+    clock = ManualClock(now - 2 * HOUR)
 
     async def go() -> dict[str, tuple[int, float]]:
         store = open_store(url, clock=clock)
@@ -38,12 +39,15 @@ def make_events(url: str, now: float) -> dict[str, tuple[int, float]]:
 
         async def claimed(name: str, lease: float) -> int:
             (res,) = await store.enqueue(delivery(name, received_at=clock.time()))
-            (event,) = await store.claim(limit=1, lease=lease)
+            (event,) = await store.claim(limit=1, lease=lease, exclude_targets=["other"])
             assert event.id == res.id
             made[name] = (event.id, event.next_attempt_at)
             return event.id
 
         try:
+            expired = await claimed("expired_lease", 60)  # a worker that claimed it and crashed
+            await store.set_route(expired, target="other", mapping="m", lead_keys=[])
+            clock.set(now)
             delivered = await claimed("delivered", 60)
             await store.set_route(delivered, target="default", mapping="m", lead_keys=[])
             await store.ack(delivered, lead_id="lead-0001", created=True)
@@ -54,8 +58,6 @@ def make_events(url: str, now: float) -> dict[str, tuple[int, float]]:
             due = await claimed("retry_due", 60)
             await store.retry(due, at=now - 60, error="HTTP 429 from LeadSquared")
             made["retry_due"] = (due, now - 60)
-            clock.set(now - 2 * HOUR)  # a worker that claimed it then and crashed
-            await claimed("expired_lease", 60)
             return made
         finally:
             await store.close()

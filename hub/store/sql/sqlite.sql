@@ -187,6 +187,21 @@ SELECT id FROM (
 ORDER BY id
 LIMIT :limit;
 
+-- name: clock_mark
+-- The latest time a claim read (as text), to tell a step back of the wall clock by.
+SELECT value FROM meta WHERE key = 'clock_mark';
+
+-- name: set_clock_mark
+INSERT INTO meta (key, value) VALUES ('clock_mark', :now)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: clock_stepped_back
+-- The wall clock went back :by seconds: the waiting events' due times (a receipt's, a
+-- retry's, a release's) go back as much, so they wait what they were meant to, not the step
+-- as well. Leases ('sending') are left as they are: their end is the lease's token.
+UPDATE events SET next_attempt_at = next_attempt_at - :by
+WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now;
+
 -- name: mark_claimed
 UPDATE events
 SET state = 'sending', attempts = attempts + 1, next_attempt_at = :lease_until,

@@ -1,0 +1,89 @@
+"""A step of the wall clock (NTP, an operator, a resumed VM) while the hub runs.
+
+A real SQLite store and the dispatcher, sending over HTTP on loopback, share a clock that
+follows real time but whose wall reading the test steps (its monotonic reading does not
+move: that is what a step of the system clock does)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.store import open_store
+from hub.store.models import State
+from tests.dispatch.support import (
+    CAPTURE,
+    all_in,
+    enqueue,
+    forms_config,
+    leads,
+    retried,
+    running,
+    states,
+    wait_for,
+)
+from tests.support.server import serve_in_thread
+
+HOUR = 3600.0
+
+
+class SteppedClock:
+    """Real time, its wall reading moved by :meth:`step` (either way), monotonic untouched."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def step(self, seconds: float) -> None:
+        self.offset += seconds
+
+
+class FailsFirst:
+    """A LeadSquared that answers 503 to each lead's first call, and creates it after."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def capture(self, request: Request) -> Response:
+        email = {a["Attribute"]: a["Value"] for a in await request.json()}["EmailAddress"]
+        self.calls.append(email)
+        if self.calls.count(email) == 1:
+            return JSONResponse({"Status": "Error", "ExceptionMessage": "busy"}, status_code=503)
+        message = {"Id": "a", "RelatedId": f"lead-{email}", "IsCreated": True}
+        return JSONResponse({"Status": "Success", "Message": message})
+
+
+async def test_a_step_back_does_not_add_itself_to_a_retry_wait(tmp_path: Path) -> None:
+    """Events waiting for their retry (due at most 5 s after their failure) when the clock is set
+    back an hour are sent within those 5 s, not an hour and 5 s later."""
+    clock = SteppedClock()
+    fake = FailsFirst()
+    app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=clock)
+    await store.open()
+    try:
+        with serve_in_thread(app) as url:
+            retry = "{initial: 5s, max_interval: 5s, give_up_after: 1h}"
+            config = forms_config(tmp_path, url, retry=retry)
+            async with running(config, store, clock=clock):
+                ids = await enqueue(store, "forms", leads("back", 3))
+                for event_id in ids:
+                    await wait_for(retried(store, event_id, attempts=1), timeout=30)
+                waiting = await states(store, ids)
+                assert all(e.state is State.RETRYING for e in waiting.values()), waiting
+                clock.step(-HOUR)
+                # (a hang guard: before, they were due an hour later)
+                await wait_for(all_in(State.DELIVERED, store, ids), timeout=30, what="delivered")
+        assert sorted(fake.calls) == sorted(2 * [f"back{n}@example.com" for n in range(3)])
+    finally:
+        await store.close()
