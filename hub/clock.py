@@ -66,18 +66,27 @@ class ServerTime:
     (a shared rate window, leases); read from the database's clock, they agree within a
     round trip even when the machines' own clocks do not. The monotonic reading stays the
     machine's own.
+
+    Once measured, the time runs on from the server's reading by this machine's monotonic
+    clock, not its wall clock: a step of this machine's wall clock (NTP, an operator) does
+    not move it. A step of the server's clock is followed at the next measurement.
     """
 
     def __init__(self, base: Clock = SYSTEM_CLOCK, *, every: float = 60.0) -> None:
         self.base = base
-        #: Seconds to add to ``base``'s wall time: the server's clock minus this machine's.
+        #: The server's clock minus this machine's wall clock, as last measured (shown in
+        #: logs; the time itself is kept by :attr:`_anchor`).
         self.offset = 0.0
         #: Seconds between measurements (:meth:`due`).
         self.every = every
         self._measured_at: float | None = None
+        #: The server's time minus this machine's monotonic reading (None: not measured).
+        self._anchor: float | None = None
 
     def time(self) -> float:
-        return self.base.time() + self.offset
+        if self._anchor is None:
+            return self.base.time() + self.offset
+        return self.base.monotonic() + self._anchor
 
     def monotonic(self) -> float:
         return self.base.monotonic()
@@ -92,14 +101,19 @@ class ServerTime:
         times; the quickest round trip wins, its reading taken as made halfway through.
         Not :meth:`due` again until ``every`` has passed, even if this fails (the offset
         stays as it was)."""
-        self._measured_at = self.base.monotonic()
-        best: tuple[float, float] | None = None
+        base = self.base
+        self._measured_at = base.monotonic()
+        best: tuple[float, float, float] | None = None
         for _ in range(samples):
-            sent = self.base.time()
+            sent, wall_sent = base.monotonic(), base.time()
             server = await read()
-            back = self.base.time()
+            back, wall_back = base.monotonic(), base.time()
             if best is None or back - sent < best[0]:
-                best = (back - sent, server - (sent + back) / 2)
+                best = (
+                    back - sent,
+                    server - (sent + back) / 2,
+                    server - (wall_sent + wall_back) / 2,
+                )
         assert best is not None
-        self.offset = best[1]
+        _, self._anchor, self.offset = best
         return self.offset

@@ -123,3 +123,39 @@ async def test_the_offset_is_the_quickest_round_trips_and_measured_again_when_du
     assert not clock.due()
     base.advance(1.0)
     assert clock.due()
+
+
+class _Stepped:
+    """A clock whose wall reading can be stepped apart from its monotonic one (as NTP does)."""
+
+    def __init__(self) -> None:
+        self.mono = 1000.0
+        self.step = 0.0
+
+    def time(self) -> float:
+        return 1_700_000_000.0 + self.mono + self.step
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+async def test_a_step_of_this_machine_s_wall_clock_does_not_move_the_server_s_time() -> None:
+    """Measured once, the time runs on from the server's reading by this machine's monotonic
+    clock: a step of this machine's wall clock an hour back (or forward) leaves it where the
+    server's clock is; the offset shown is this machine's wall clock against the server's."""
+    base = _Stepped()
+    clock = ServerTime(base, every=60.0)
+
+    async def read() -> float:  # the server's clock: 5 s ahead of this machine's, unstepped
+        return 1_700_000_000.0 + base.mono + 5.0
+
+    assert await clock.measure(read) == 5.0
+    before = clock.time()
+    base.mono += 10.0
+    assert clock.time() == before + 10.0
+    for step in (-3600.0, 3600.0):
+        base.step = step
+        assert clock.time() == before + 10.0
+    base.step = -3600.0  # measured again: the offset says so, the time does not move
+    assert await clock.measure(read) == 3605.0
+    assert clock.time() == before + 10.0
