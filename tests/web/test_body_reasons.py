@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hub.logs import StdlibBridge
+from tests.support.logs import logged
 from tests.web.conftest import Hub
 
 ACCEPTED = "application/json, application/x-www-form-urlencoded or multipart/form-data"
@@ -86,6 +87,7 @@ def test_a_bad_multipart_body_logs_only_the_hubs_400_line(hub: Hub) -> None:
             )
             assert answer.status_code == 400
             assert answer.json()["error"].startswith("multipart body cannot be parsed (")
+        logged(logs, "delivery_received", len(bodies))  # (written after the answers)
     assert [(e["event"], e.get("endpoint"), e.get("status")) for e in logs] == [
         ("delivery_received", "open", 400)
     ] * len(bodies)
