@@ -139,13 +139,7 @@ async def test_a_log_beside_a_removed_file_is_refused_until_it_is_deleted(
     await refused(db)
     Path(f"{db}-wal").unlink()
     Path(f"{db}-shm").unlink()
-    store = open_store(f"sqlite:///{db}", clock=clock)
-    await store.open()
-    try:
-        (new,) = await store.enqueue(delivery("new"))
-        assert (new.id, new.duplicate) == (1, False)
-    finally:
-        await store.close()
+    await _new_store_there(db, clock)
 
 
 async def test_a_log_beside_an_empty_file_is_refused(tmp_path: Path) -> None:
@@ -181,6 +175,16 @@ async def test_an_empty_leftover_log_and_index_do_not_stop_a_new_store(
     db.unlink()
     Path(f"{db}-wal").write_bytes(b"")
     assert Path(f"{db}-shm").stat().st_size > 0
+    await _new_store_there(db, clock)
+    assert await holding(db, clock) == ["new"]
+
+    other = tmp_path / "other.db"
+    Path(f"{other}-wal").write_bytes(b"")
+    assert await holding(other, clock) == []
+
+
+async def _new_store_there(db: Path, clock: ManualClock) -> None:
+    """A new, empty store opens at ``db``: its first delivery gets id 1."""
     store = open_store(f"sqlite:///{db}", clock=clock)
     await store.open()
     try:
@@ -188,8 +192,3 @@ async def test_an_empty_leftover_log_and_index_do_not_stop_a_new_store(
         assert (new.id, new.duplicate) == (1, False)
     finally:
         await store.close()
-    assert await holding(db, clock) == ["new"]
-
-    other = tmp_path / "other.db"
-    Path(f"{other}-wal").write_bytes(b"")
-    assert await holding(other, clock) == []
