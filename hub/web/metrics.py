@@ -126,11 +126,7 @@ class WebMetrics:
 
     def delivery(self, endpoint: str, outcome: str, reason: str, seconds: float) -> None:
         """Count one delivery and observe how long it took."""
-        key = (endpoint, outcome, reason)
-        counter = self._counters.get(key)
-        if counter is None:
-            counter = self._counters[key] = self.deliveries.labels(*key)
-        counter.inc()
+        self._count_delivery(endpoint, outcome, reason)
         histogram = self._histograms.get(endpoint)
         if histogram is None:
             histogram = self._histograms[endpoint] = self.latency.labels(endpoint)
@@ -139,7 +135,10 @@ class WebMetrics:
     def refused(self, endpoint: str, reason: str) -> None:
         """Count one request the HTTP protocol refused before any handler saw it, as a
         ``rejected`` delivery for ``reason``: it has no time to observe."""
-        key = (endpoint, "rejected", reason)
+        self._count_delivery(endpoint, "rejected", reason)
+
+    def _count_delivery(self, endpoint: str, outcome: str, reason: str) -> None:
+        key = (endpoint, outcome, reason)
         counter = self._counters.get(key)
         if counter is None:
             counter = self._counters[key] = self.deliveries.labels(*key)
