@@ -673,12 +673,14 @@ def _clock_mark(conn: sqlite3.Connection, now: float) -> None:
     clock: the waiting events' due times go back as much (``clock_stepped_back``). Read in
     the claim's transaction, so processes sharing the file undo a step once."""
     found = conn.execute(Q["clock_mark"]).fetchone()
-    mark = None if found is None else float(found[0])
-    if mark is not None and now < mark - CLOCK_STEP_BACK:
-        moved = conn.execute(Q["clock_stepped_back"], {"by": mark - now, "now": now}).rowcount
-        log().warning("clock_stepped_back", seconds=round(mark - now, 3), events=moved)
-    if mark is None or now > mark + CLOCK_STEP_BACK or now < mark - CLOCK_STEP_BACK:
-        conn.execute(Q["set_clock_mark"], {"now": repr(now)})
+    if found is not None:
+        mark = float(found[0])
+        if abs(now - mark) <= CLOCK_STEP_BACK:
+            return  # (the mark is recent enough)
+        if now < mark:
+            moved = conn.execute(Q["clock_stepped_back"], {"by": mark - now, "now": now})
+            log().warning("clock_stepped_back", seconds=round(mark - now, 3), events=moved.rowcount)
+    conn.execute(Q["set_clock_mark"], {"now": repr(now)})
 
 
 def _replay_params(selection: Replayed) -> dict[str, Any]:
