@@ -522,8 +522,9 @@ class HubHttpProtocol(HttpToolsProtocol):
         endpoint = ""
         if cycle is not None:
             path: str = cycle.scope["path"]
-            if path.startswith(PREFIX) and path[len(PREFIX) :] in ingest.routes:
-                endpoint = path[len(PREFIX) :]
+            name = path.removeprefix(PREFIX)
+            if name != path and name in ingest.routes:
+                endpoint = name
         ingest.metrics.refused(endpoint, reason)
 
     def _refusal_overdue(self) -> None:
