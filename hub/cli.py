@@ -446,6 +446,10 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="count the events instead of deleting them"
     )
 
+    backup = command("backup", "copy a SQLite event store, consistently, while the hub runs")
+    backup.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
+    backup.add_argument("dest", metavar="DEST", help="the new file to write the copy to")
+
     return parser
 
 

@@ -1,0 +1,44 @@
+"""``leadhub backup``: a consistent copy of a SQLite event store, safe while the hub runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from hub import logs
+from hub.store import StoreError, is_postgres, open_store, safe_url
+from hub.store.backup import copy_store
+from hub.store.commands import EXIT_FAILED, fail, no_sqlite_store, plural, utc
+from hub.store.sqlite import SQLiteStore
+
+
+def run(args: argparse.Namespace) -> int:
+    """Copy the store at ``--db`` to ``DEST`` and say what the copy holds."""
+    logs.configure(level="warning", stream=sys.stderr)
+    if is_postgres(args.db):
+        return fail(
+            "backup",
+            f"{safe_url(args.db)!r} is a PostgreSQL store: back it up with PostgreSQL's own "
+            "tools, e.g. `pg_dump --format=custom --schema=SCHEMA` (the store's ?schema=, "
+            "public by default), which copy it consistently while the hub runs.",
+        )
+    try:
+        store = open_store(args.db)
+    except StoreError as exc:
+        return fail("backup", str(exc))
+    assert isinstance(store, SQLiteStore)  # (every other URL is PostgreSQL or refused)
+    if missing := no_sqlite_store(store.path):
+        return fail("backup", missing, EXIT_FAILED)
+    dest = Path(args.dest)
+    started = time.time()
+    try:
+        copied = copy_store(store.path, dest)
+    except StoreError as exc:
+        return fail("backup", str(exc), EXIT_FAILED)
+    print(
+        f"Backed up {copied.events} {plural(copied.events, 'event')} ({copied.size:,} bytes) "
+        f"from {str(store.path)!r} to {str(dest)!r}: the store as it was at {utc(started)} UTC."
+    )
+    return 0

@@ -1,0 +1,161 @@
+"""``leadhub backup``: a copy of a running hub's SQLite store holds every delivery it had
+acknowledged (the ones still in the WAL too), is one self-contained file, and restores."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from hub.cli import main
+from tests.support.server import free_port, leadhub_process, leadhub_run
+from tests.web.test_serve import ENV, serve_args, signed
+
+#: Few enough that SQLite's automatic checkpoint (at 1,000 WAL pages) has not run: the
+#: deliveries are in ``hub.db-wal`` alone, which a copy of ``hub.db`` misses.
+BEFORE = 10
+
+
+def post(client: httpx.Client, i: int) -> dict[str, object]:
+    _, body, sig = signed(i)
+    response = client.post("/hooks/typeform", content=body, headers={"typeform-signature": sig})
+    assert response.status_code == 200, response.text
+    answer: dict[str, object] = response.json()
+    return answer
+
+
+def listed(db: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """Every event of the store at ``db``, through ``leadhub events --json``."""
+    capsys.readouterr()
+    assert main(["events", "--db", f"sqlite:///{db}", "--json", "--limit", "100000"]) == 0
+    return [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+
+
+def immutable_count(db: Path) -> int:
+    """The events in the database file ``db`` alone (its WAL, if any, unread; 0 when even
+    the table is still in the WAL)."""
+    uri = f"file:{db}?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True)
+    try:
+        tables = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        if ("events",) not in tables:
+            return 0
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+@pytest.mark.slow
+def test_a_backup_of_a_running_hub_holds_every_acknowledged_delivery_and_restores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    db = tmp_path / "hub.db"
+    copy = tmp_path / "backups" / "hub-copy.db"
+    copy.parent.mkdir()
+    with (
+        leadhub_process(serve_args(tmp_path, port), ready_url=f"{base}/healthz", env=ENV),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        acked = {signed(i)[0] for i in range(BEFORE) if post(client, i)["status"] == "accepted"}
+        assert len(acked) == BEFORE
+        # What `cp hub.db` would keep: the accepted deliveries are not all in the file yet.
+        naive = tmp_path / "naive.db"
+        shutil.copyfile(db, naive)
+        assert immutable_count(naive) < BEFORE
+
+        # The hub goes on answering while the copy is taken.
+        during: list[dict[str, object]] = []
+        sender = threading.Thread(
+            target=lambda: during.extend(post(client, i) for i in range(BEFORE, BEFORE + 40))
+        )
+        sender.start()
+        done = leadhub_run(["backup", "--db", f"sqlite:///{db}", str(copy)])
+        sender.join()
+        assert done.returncode == 0, done.stderr
+        assert [a["status"] for a in during] == ["accepted"] * 40
+        source = {e["id"]: e["delivery_id"] for e in listed(db, capsys)}
+
+    assert done.stdout.startswith("Backed up "), done.stdout
+    assert f"to {str(copy)!r}" in done.stdout
+    assert sorted(p.name for p in copy.parent.iterdir()) == ["hub-copy.db"]  # no partial left
+    # one self-contained file: a rollback-journal database (header bytes 18-19), no WAL
+    assert copy.read_bytes()[18:20] == b"\x01\x01"
+    events = listed(copy, capsys)
+    ids = sorted(e["id"] for e in events)
+    assert ids == list(range(1, len(ids) + 1))  # a consistent snapshot: no gaps
+    assert f"Backed up {len(ids)} events " in done.stdout
+    assert acked <= {e["delivery_id"] for e in events}
+    assert all(source[e["id"]] == e["delivery_id"] for e in events)
+    assert immutable_count(copy) == len(ids)  # all in the file itself
+
+    # Restored (the hub stopped, its files moved away, the copy put in their place), the
+    # store goes on from the copy: a delivery it held is a duplicate, the next id follows.
+    for name in ("hub.db", "hub.db-wal", "hub.db-shm"):
+        if (tmp_path / name).exists():
+            (tmp_path / name).rename(tmp_path / f"old-{name}")
+    shutil.copyfile(copy, db)
+    with (
+        leadhub_process(serve_args(tmp_path, port), ready_url=f"{base}/healthz", env=ENV),
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        assert post(client, 0) == {"status": "duplicate", "id": 1}
+        assert post(client, 1000) == {"status": "accepted", "id": len(ids) + 1}
+
+
+def test_backup_never_overwrites_and_refuses_what_is_no_sqlite_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "hub.db"
+    with sqlite3.connect(db) as conn:  # a store enough for the command: an events table
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO events DEFAULT VALUES")
+    conn.close()
+    url = f"sqlite:///{db}"
+
+    taken = tmp_path / "taken.db"
+    taken.write_bytes(b"an earlier backup")
+    assert main(["backup", "--db", url, str(taken)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert taken.read_bytes() == b"an earlier backup"
+
+    # a -wal left of an earlier database by that name would be read into the copy as its own
+    (tmp_path / "walled.db-wal").write_bytes(b"x" * 100)
+    assert main(["backup", "--db", url, str(tmp_path / "walled.db")]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert not (tmp_path / "walled.db").exists()
+
+    assert (
+        main(["backup", "--db", f"sqlite:///{tmp_path / 'none.db'}", str(tmp_path / "a.db")]) == 1
+    )
+    assert "no event store at" in capsys.readouterr().err
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "a.db").exists()
+
+    other = tmp_path / "leads.sqlite"  # another SQLite database, e.g. the sandbox's
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE leads (id INTEGER PRIMARY KEY)")
+    conn.close()
+    assert main(["backup", "--db", f"sqlite:///{other}", str(tmp_path / "b.db")]) == 1
+    assert "no events table" in capsys.readouterr().err
+    assert not (tmp_path / "b.db").exists()
+
+    assert main(["backup", "--db", url, str(tmp_path / "no-dir" / "c.db")]) == 1
+    assert "name a writable directory" in capsys.readouterr().err
+
+    pg = "postgresql://hub:secret-pw@127.0.0.1:1/leads"
+    assert main(["backup", "--db", pg, str(tmp_path / "d.db")]) == 2
+    err = capsys.readouterr().err
+    assert "pg_dump" in err and "secret-pw" not in err
+    assert not (tmp_path / "d.db").exists()
+
+    assert main(["backup", "--db", url, str(tmp_path / "e.db")]) == 0
+    assert "Backed up 1 event (" in capsys.readouterr().out
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert "hub.db-wal" not in before and not any(n.endswith(".partial") for n in before)
