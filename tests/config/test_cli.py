@@ -18,7 +18,7 @@ from tests.mappings.cases import ROOT
 Cap = pytest.CaptureFixture[str]
 
 #: Positional arguments a subcommand needs before its flags can be parsed.
-POSITIONALS = {"try": ["e", "doc.json"]}
+POSITIONALS = {"try": ["e", "doc.json"], "backup": ["copy.db"]}
 #: Flags that stop a server command before it listens, should a port slip through unchecked.
 NEVER_SERVE = {
     "serve": ["--config-dir", "/nonexistent/leadhub-config"],
