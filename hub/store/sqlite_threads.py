@@ -26,19 +26,16 @@ import concurrent.futures
 import contextlib
 import errno
 import functools
-import os
 import queue
 import re
 import sqlite3
-import stat
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from hub import logs
+from hub import logs, sqlite_file
 from hub.store.base import StoreError, StoreStats, StoreUnavailable, log, newer_schema
 from hub.store.sql import queries
 
@@ -52,14 +49,6 @@ BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's lock
 LOCK_POLL = 0.001
 
 Q = queries("sqlite")
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino)
 
 
 #: What to do about a failed open or write, by SQLite's primary result code or the errno.
@@ -104,71 +93,20 @@ def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(msg)
 
 
-#: What to do about a database file that is no longer at its path once the store was open.
-_VANISHED = (
-    "its database file went missing while the hub was running (deleted, moved away, or "
-    "hidden by its volume unmounted); a new, empty store is not made in its place: put the "
-    "file back where it was (the store resumes by itself), or restart the hub to start a new "
-    "store there"
-)
-
-
 def vanished(path: Path, exc: BaseException) -> StoreUnavailable:
     """The error for a re-open that found no database file at ``path`` (see
     :data:`WRITE_MODES`)."""
-    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {_VANISHED}."
+    reason = sqlite_file.vanished_reason("store", "hub")
+    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {reason}."
     return StoreUnavailable(msg)
-
-
-def _missing(path: Path) -> bool:
-    """Whether no database file is at ``path``: nothing there, a component of its directory
-    missing or no directory, or a directory in its place (a mount point's own)."""
-    try:
-        return stat.S_ISDIR(os.stat(path).st_mode)
-    except OSError as exc:
-        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
 
 
 def orphan_wal(path: Path) -> StoreUnavailable | None:
     """The refusal of a first open that finds a write-ahead log holding something beside no
-    database file (or an empty one) at ``path``; None when there is none.
-
-    What is left when the hub and its writer process are killed together (``kill -9`` of
-    the group, a container killed, the machine down) after the file was deleted or moved
-    away, or when only the file was moved: the ``-wal`` holds the last writes not yet
-    checkpointed into the file (on a store that was never checkpointed, the schema and
-    every event). SQLite, making a new database there, deletes a log it finds beside an
-    empty file: the store opened empty and the writes were gone, silently; or, with a
-    process still using the old store, the open failed with "disk I/O error" after deleting
-    it all the same. Looked at before SQLite touches anything; an empty ``-wal`` (SQLite
-    leaves one sometimes) holds nothing and does not stop a new store.
-    """
-    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
-    try:
-        size = os.stat(wal).st_size
-    except OSError:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
-            return None  # (the open says what is wrong with the path)
-        what = "has no database file"
-    else:
-        if not stat.S_ISREG(st.st_mode) or st.st_size > 0:
-            return None
-        what = "has an empty database file (0 bytes)"
-    if size == 0:
-        return None
-    msg = (
-        f"The event store {str(path)!r} {what}, but its write-ahead log "
-        f"{str(wal)!r} is there ({size} bytes): it holds the last writes of a store whose "
-        "file was deleted or moved away, which opening a new store there would discard. Put "
-        f"the database file back at {str(path)!r} (the store opens with those writes), or, "
-        f"to start a new, empty store there and lose them, delete {str(wal)!r} and "
-        f"{str(shm)!r} (stop first any process still using the old store)."
-    )
-    return StoreUnavailable(msg)
+    database file (or an empty one) at ``path``; None when there is none (see
+    :func:`hub.sqlite_file.orphan_wal`: SQLite would delete it, and the writes it holds)."""
+    msg = sqlite_file.orphan_wal(path, title="The event store", noun="store")
+    return None if msg is None else StoreUnavailable(msg)
 
 
 #: Seconds between two lines of one failure of the writer (the same error again and again).
@@ -216,7 +154,7 @@ READ_MODES = {"rw": "mode=rw", "ro": "mode=ro", "immutable": "mode=ro&immutable=
 #: while the hub runs used to be replaced by a new, empty store at once, the hub going on
 #: with ids from 1, no memory of earlier deliveries, and the waiting events left in the old
 #: file; now the writes fail (503, the senders retry) until the file is back.
-WRITE_MODES = {True: "mode=rwc", False: "mode=rw"}
+WRITE_MODES = sqlite_file.WRITE_MODES
 
 
 def connect(
@@ -229,8 +167,9 @@ def connect(
     if writer and create and (orphaned := orphan_wal(path)) is not None:
         raise orphaned
     how = WRITE_MODES[create] if writer else READ_MODES[mode]
-    uri = f"file:{urllib.parse.quote(str(path.resolve()))}?{how}"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn = sqlite3.connect(
+        sqlite_file.uri(path, how), uri=True, isolation_level=None, check_same_thread=False
+    )
     try:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -381,7 +320,7 @@ class Reopening:
         """The connection, (re-)opened if needed; a writer's open creates a missing file
         only with ``create`` (the store's first open). A missing file raises
         :class:`StoreUnavailable` saying it went missing (:func:`vanished`)."""
-        ident = _identity(self.path)
+        ident = sqlite_file.identity(self.path)
         if self.conn is not None and ident != self.identity:
             log().warning("store_file_changed", path=str(self.path), writer=self.writer)
             self.drop()
@@ -395,10 +334,10 @@ class Reopening:
                     create=create,
                 )
             except (sqlite3.Error, OSError) as exc:
-                if not create and _missing(self.path):
+                if not create and sqlite_file.missing(self.path):
                     raise vanished(self.path, exc) from exc
                 raise unavailable(self.path, exc) from exc
-            self.identity = _identity(self.path)
+            self.identity = sqlite_file.identity(self.path)
             self.stats.opens += 1
         return self.conn
 

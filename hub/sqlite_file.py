@@ -1,0 +1,114 @@
+"""What is checked about a SQLite database FILE itself, by the two parts that keep one.
+
+The event store (:mod:`hub.store.sqlite_threads`) and the embedded sandbox
+(:mod:`hub.sandbox.db`) each keep one file at a path in WAL mode, and both lost writes the
+same two ways:
+
+- The file deleted, moved away or hidden (its volume unmounted) while a process had it open.
+  The event store's re-open made a new, empty store at the path; the sandbox, which never
+  re-opened, went on writing into a log beside no database, answering 200 for leads that
+  its next start did not have. Only a process's first open may create the file
+  (:data:`WRITE_MODES`); a path that no longer names the file opened (:func:`identity`) is
+  opened again with ``mode=rw``, and a file that is not there (:func:`missing`) is refused,
+  saying so (:func:`vanished_reason`), until it is back.
+- A ``-wal`` holding writes left beside no database file (or an empty one): SQLite, making a
+  new database there, deletes it and the writes with it. A first open refuses it
+  (:func:`orphan_wal`).
+
+Each part words its own error (its exception type, the name it gives the file); the checks
+and the sentences about the file are here, so that the two say the same.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import urllib.parse
+from pathlib import Path
+
+#: How a writer opens its file, by whether it may create it. Only a process's first open (a
+#: fresh install) may: every later open is ``mode=rw``, so that a file deleted, moved away
+#: or hidden while the process runs is refused rather than made again, new and empty.
+WRITE_MODES = {True: "mode=rwc", False: "mode=rw"}
+
+
+def uri(path: Path, params: str) -> str:
+    """The ``file:`` URI that opens ``path`` (resolved: a later change of working directory
+    cannot move it) with ``params`` (e.g. a :data:`WRITE_MODES` value)."""
+    return f"file:{urllib.parse.quote(str(path.resolve()))}?{params}"
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path``, or None when nothing is there: a
+    connection whose file's identity is no longer the path's is on a file deleted, moved
+    away or replaced."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def missing(path: Path) -> bool:
+    """Whether no database file is at ``path``: nothing there, a component of its directory
+    missing or no directory, or a directory in its place (a mount point's own)."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+
+
+def vanished_reason(noun: str, runner: str) -> str:
+    """What to do about a database file no longer at its path once it was open: ``noun`` is
+    what the file holds (``store``), ``runner`` what had it open (``hub``)."""
+    return (
+        f"its database file went missing while the {runner} was running (deleted, moved away, "
+        f"or hidden by its volume unmounted); a new, empty {noun} is not made in its place: put "
+        f"the file back where it was (the {noun} resumes by itself), or restart the {runner} to "
+        f"start a new {noun} there"
+    )
+
+
+def orphan_wal(path: Path, *, title: str, noun: str) -> str | None:
+    """Why a first open must not go on, when it finds a write-ahead log holding something
+    beside no database file (or an empty one) at ``path``; None when there is none.
+    ``title`` names the file in the message (``The event store``), ``noun`` what it holds
+    (``store``).
+
+    What is left when the process that had the file open is killed (``kill -9``, a container
+    killed, the machine down) after the file was deleted or moved away, or when only the
+    file was moved, or (SQLite checkpoints no log into a file no longer at its path) when a
+    process stops cleanly after that: the ``-wal`` holds the last writes not yet
+    checkpointed into the file (on a file never checkpointed, the schema and every write).
+    SQLite, making a new database there, deletes a log it finds beside an empty file: the
+    file opened empty and the writes were gone, silently; or, with a process still using the
+    old file, the open failed with "disk I/O error" after deleting it all the same. Looked
+    at before SQLite touches anything; an empty ``-wal`` (SQLite leaves one sometimes) holds
+    nothing and does not stop a new file.
+    """
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        size = os.stat(wal).st_size
+    except OSError:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTDIR):
+            return None  # (the open says what is wrong with the path)
+        what = "has no database file"
+    else:
+        if not stat.S_ISREG(st.st_mode) or st.st_size > 0:
+            return None
+        what = "has an empty database file (0 bytes)"
+    if size == 0:
+        return None
+    return (
+        f"{title} {str(path)!r} {what}, but its write-ahead log "
+        f"{str(wal)!r} is there ({size} bytes): it holds the last writes of a {noun} whose "
+        f"file was deleted or moved away, which opening a new {noun} there would discard. Put "
+        f"the database file back at {str(path)!r} (the {noun} opens with those writes), or, "
+        f"to start a new, empty {noun} there and lose them, delete {str(wal)!r} and "
+        f"{str(shm)!r} (stop first any process still using the old {noun})."
+    )
