@@ -3,7 +3,8 @@
 Steps: configure logging, load the config directory (errors: exit 2, every one
 listed), name the store (a bad ``--db``: exit 2), mount the sandbox when the
 ``default`` target is the embedded one (its data in ``<db>.sandbox.sqlite`` next to
-the hub's database, so sandbox leads survive restarts; the target's URL becomes
+the hub's database, so sandbox leads survive restarts; a file that cannot be used, such as a
+``-wal`` left beside none: exit 2; the target's URL becomes
 ``http://{host}:{port}/sandbox``), build the app (``hub.web.app.create_app``) with
 its lifespan hooks (:func:`lifespan_hooks_for`: the store is opened first and
 closed last), and serve until SIGINT/SIGTERM, which uvicorn turns into a graceful
@@ -27,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -455,13 +457,18 @@ def _serve(
         db_path = sandbox_db_path(args.db)
         if db_path is not None:
             Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        sandbox_app = create_sandbox(
-            access_key=default.access_key.reveal(),
-            secret_key=default.secret_key.reveal(),
-            db_path=db_path,
-            rate_limit=default.rate_limit,
-            clock=clock,
-        )
+        try:
+            sandbox_app = create_sandbox(
+                access_key=default.access_key.reveal(),
+                secret_key=default.secret_key.reveal(),
+                db_path=db_path,
+                rate_limit=default.rate_limit,
+                clock=clock,
+            )
+        except sqlite3.Error as exc:  # not a database, a -wal left beside none: exc says which
+            shown = f"embedded sandbox's database {db_path!r}"
+            print(f"leadhub serve: the {shown} cannot be used: {exc}", file=sys.stderr)
+            return 2
     adjust = _sandbox_address(sandbox_app is not None, base)
     config = adjust(config)
     if keep is not None and args.role == "web":

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.logs import Throttle, get_logger
 from hub.sandbox import api, faults
-from hub.sandbox.db import SandboxDB
+from hub.sandbox.db import SandboxDB, SandboxFileGone
 from hub.sandbox.errors import (
     NOT_FOUND,
     RATE_LIMITED,
@@ -36,7 +36,8 @@ from hub.units import RateLimit
 DEFAULT_RATE_LIMIT = RateLimit(25, 5.0)
 
 #: SQLite's primary result codes for a database that cannot be written for now: full, I/O,
-#: locked past the busy timeout, read-only, not openable. Answered 503 (see ``_storage_failed``).
+#: locked past the busy timeout, read-only, not openable. Answered 503 (see ``_storage_failed``),
+#: as is a file gone from its path (``SandboxFileGone``).
 STORAGE_FAILURES = frozenset(
     {
         sqlite3.SQLITE_FULL,
@@ -128,7 +129,8 @@ class Sandbox:
         except ClientGone:
             raise
         except Exception as exc:
-            if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in STORAGE_FAILURES:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code in STORAGE_FAILURES or isinstance(exc, SandboxFileGone):
                 response = self._storage_failed(exc)
             else:
                 self.log.exception("sandbox_request_failed", path=req.path, error=repr(exc))

@@ -7,6 +7,14 @@ used by two threads and the event loop never blocks on SQLite. Email and phone
 uniqueness is enforced by unique indexes on ``email_key`` (lower-cased email)
 and ``phone_key`` (digits of Phone); a write that breaks one raises
 ``sqlite3.IntegrityError``.
+
+A file is checked as the event store checks its own (:mod:`hub.sqlite_file`): only the first
+open creates it, and not beside a ``-wal`` left by a sandbox whose file is gone (SQLite would
+delete the log, and the leads it holds); before each call the path must still name the file
+opened, else it is opened again (never created), and a file gone is refused
+(:class:`SandboxFileGone`, answered 503) until it is back. Before, a file deleted or moved away
+while the sandbox ran was never noticed: captures were answered 200 into a log beside no
+database, and the next start made a new, empty sandbox there, deleting that log.
 """
 
 from __future__ import annotations
@@ -19,10 +27,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+from hub import sqlite_file
+from hub.logs import get_logger
 from hub.sandbox.attributes import EMAIL, MOBILE, PHONE, digits
 
 T = TypeVar("T")
@@ -92,6 +103,16 @@ def _lead(row: tuple[Any, ...] | None) -> Lead | None:
     return Lead(id=row[0], attrs=orjson.loads(row[1]), created_on=row[2], modified_on=row[3])
 
 
+class SandboxFileGone(sqlite3.OperationalError):
+    """The sandbox's database file cannot be used as it is: a ``-wal`` left beside no
+    database at the first open (``leadhub sandbox`` and ``serve`` exit 2 saying so), or the
+    file gone from its path since (each call answered 503, an outage the hub retries)."""
+
+
+#: How the sandbox's file is named in its errors (:mod:`hub.sqlite_file`'s sentences).
+_TITLE = "The sandbox's database"
+
+
 def _holds_an_event_store(conn: sqlite3.Connection) -> bool:
     """Whether the file ``conn`` opened is the hub's event store: ``LEADHUB_DB`` (serve's store
     URL, set in the container image) is also ``leadhub sandbox --db``, and the sandbox's
@@ -100,33 +121,103 @@ def _holds_an_event_store(conn: sqlite3.Connection) -> bool:
     return {"events", "deliveries"} <= tables
 
 
-class SandboxDB:
-    """Queries over the sandbox's SQLite file (or memory when ``path`` is ``None``)."""
-
-    def __init__(self, path: str | None = None) -> None:
-        self.path = path or ":memory:"
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-db")
-        self._conn = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=30.0
-        )
-        self._closed = False
-        if path and _holds_an_event_store(self._conn):
-            self._conn.close()
+def _open(path: Path, *, create: bool) -> sqlite3.Connection:
+    """A connection to the sandbox's file at ``path``, its schema made; the file created
+    only with ``create`` (:data:`hub.sqlite_file.WRITE_MODES`)."""
+    uri = sqlite_file.uri(path, sqlite_file.WRITE_MODES[create])
+    conn = sqlite3.connect(
+        uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30.0
+    )
+    try:
+        if _holds_an_event_store(conn):
             msg = (
                 "it holds a leadhub event store (its events and deliveries tables); give the "
                 "sandbox a file of its own, e.g. sandbox.db"
             )
             raise sqlite3.DatabaseError(msg)
-        if path:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA foreign_keys=ON")
-        schema = resources.files("hub.sandbox").joinpath("schema.sql").read_text("utf-8")
-        self._conn.executescript(schema)
+        conn.execute("PRAGMA journal_mode=WAL")
+        _prepare(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _gone(path: Path, why: str) -> SandboxFileGone:
+    """The refusal of a call while no database file is at ``path``, the sandbox's since its
+    start: a new, empty one is not made there."""
+    reason = sqlite_file.vanished_reason("sandbox", "sandbox")
+    return SandboxFileGone(f"{_TITLE} {str(path)!r} cannot be opened ({why}); {reason}.")
+
+
+def _prepare(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA foreign_keys=ON")
+    schema = resources.files("hub.sandbox").joinpath("schema.sql").read_text("utf-8")
+    conn.executescript(schema)
+
+
+class SandboxDB:
+    """Queries over the sandbox's SQLite file (or memory when ``path`` is ``None``)."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or ":memory:"
+        #: The file, absolute (a later change of working directory cannot move it); None in
+        #: memory.
+        self._where = Path(path).absolute() if path else None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-db")
+        self._closed = False
+        self._log = get_logger("hub.sandbox")
+        #: The file ``_conn`` is open on (device, inode); another one at the path is opened
+        #: again before the next call.
+        self._identity: tuple[int, int] | None = None
+        #: The identity last seen at the path, so each change is logged once.
+        self._seen: tuple[int, int] | None = None
+        if self._where is None:
+            self._conn = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            _prepare(self._conn)
+            return
+        orphaned = sqlite_file.orphan_wal(self._where, title=_TITLE, noun="sandbox")
+        if orphaned is not None:
+            raise SandboxFileGone(orphaned)
+        self._conn = _open(self._where, create=True)
+        self._identity = self._seen = sqlite_file.identity(self._where)
+
+    def _check_file(self) -> None:
+        """Before a call, on the database thread: the connection is to the file now at the
+        path, opened again (never created) when another file is there; a missing file raises
+        :class:`SandboxFileGone`. The old connection is kept while the path is empty: the same
+        file put back (moved or linked back) goes on with it."""
+        where = self._where
+        if where is None:
+            return
+        now = sqlite_file.identity(where)
+        if now == self._identity:
+            return
+        if now != self._seen:
+            self._seen = now
+            self._log.warning("sandbox_file_changed", path=str(where), missing=now is None)
+        if now is None:
+            raise _gone(where, "no file at its path")
+        self._conn.close()
+        self._identity = None  # (closed: not to be used again, were the same file back)
+        try:
+            self._conn = _open(where, create=False)
+        except (sqlite3.Error, OSError) as exc:
+            if sqlite_file.missing(where):
+                raise _gone(where, str(exc)) from exc
+            raise
+        self._identity = sqlite_file.identity(where)
+
+    def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        self._check_file()
+        return fn(self, *args)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(self, *args)`` on the database thread and wait for its result."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, self, *args))
+        return await loop.run_in_executor(self._executor, functools.partial(self._run, fn, args))
 
     def close(self) -> None:
         """Close the connection and stop the worker thread (idempotent)."""

@@ -1,0 +1,245 @@
+"""The sandbox's SQLite file gone from its path: never made again empty, its leads never lost.
+
+As the event store's (``tests/store/test_sqlite_vanished.py``, ``test_sqlite_orphan_wal.py``),
+checked by the same code (``hub.sqlite_file``). Before:
+
+- the file deleted, moved away or hidden (a directory in its place, as a volume unmounted
+  leaves its mount point) while ``leadhub sandbox --db`` ran: every capture was still answered
+  200, written into a ``-wal`` beside no database;
+- the next start (after ``kill -9``, or a clean stop: SQLite checkpoints no log into a file no
+  longer at its path) made a new, empty sandbox there, and SQLite deleted that log, with every
+  lead it held: the hub's leads sent since the last checkpoint were gone.
+
+Now a call while the file is gone is a 503 (an outage, which the hub retries) saying so, no
+file is made at the path, and once the file is back the sandbox goes on with every lead; a
+start beside such a log exits 2 naming both files, touching nothing, as ``serve`` does for its
+embedded sandbox. Real files, real ``leadhub sandbox`` and ``serve`` processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.sandbox.helpers import CAPTURE, body
+from tests.support.server import free_port, leadhub_process, leadhub_run
+from tests.web.test_serve import ENV as SERVE_ENV
+from tests.web.test_serve import serve_args
+
+ACCESS = "file-access-key"
+SECRET = "file-secret-value-5e21"
+AUTH = {"accessKey": ACCESS, "secretKey": SECRET}
+GONE = "went missing while the sandbox was running"
+OLD = [f"old{n}@example.com" for n in range(3)]
+
+
+def _args(db: Path, port: int) -> list[str]:
+    return [
+        "sandbox",
+        "--port",
+        str(port),
+        "--access-key",
+        ACCESS,
+        "--secret-key",
+        SECRET,
+        "--rate-limit",
+        "off",
+        "--db",
+        str(db),
+    ]
+
+
+@contextlib.contextmanager
+def sandbox_at(db: Path) -> Iterator[tuple[subprocess.Popen[str], httpx.Client]]:
+    """``leadhub sandbox --db DB`` running, and a client for it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (
+        leadhub_process(_args(db, port), ready_url=base + "/") as proc,
+        httpx.Client(base_url=base, params=AUTH, timeout=10.0) as client,
+    ):
+        yield proc, client
+
+
+def capture(client: httpx.Client, email: str) -> httpx.Response:
+    return client.post(CAPTURE, json=body(("EmailAddress", email)))
+
+
+def emails(client: httpx.Client) -> list[str]:
+    """The email of every lead, oldest first (control API)."""
+    answer = client.get("/_sandbox/leads")
+    assert answer.status_code == 200, answer.text
+    return [lead["EmailAddress"] for lead in answer.json()]
+
+
+def captured_old(client: httpx.Client) -> None:
+    for email in OLD:
+        answer = capture(client, email)
+        assert answer.status_code == 200 and answer.json()["Message"]["IsCreated"], answer.text
+
+
+def stopped(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    """SIGTERM: the process exits 0; its log lines."""
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=15)
+    out = proc.stdout.read() if proc.stdout else ""
+    assert code == 0, out
+    return [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def holding(db: Path) -> list[str]:
+    """The emails of the leads the sandbox at ``db`` starts with."""
+    with sandbox_at(db) as (proc, client):
+        found = emails(client)
+        stopped(proc)
+    return found
+
+
+def files(directory: Path) -> dict[str, str]:
+    """Each entry in ``directory`` and a digest of its bytes (``dir`` for a directory)."""
+    return {
+        f.name: "dir" if f.is_dir() else hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in directory.iterdir()
+    }
+
+
+def refused_start(db: Path) -> str:
+    """``leadhub sandbox --db DB`` exits 2 naming the file and its log and both ways out,
+    nothing in its directory made, changed or deleted; returns what it said."""
+    before = files(db.parent)
+    result = leadhub_run(_args(db, free_port()), timeout=30)
+    said = result.stderr
+    assert result.returncode == 2, result.stdout + said
+    assert repr(str(db)) in said and repr(f"{db}-wal") in said, said
+    assert "Put the database file back" in said, said
+    assert f"delete '{db}-wal' and '{db}-shm'" in said, said
+    assert files(db.parent) == before
+    return said
+
+
+def _hide(db: Path, aside: Path, how: str) -> None:
+    if how == "removed":  # (a link kept aside, to put the same file back)
+        os.link(db, aside)
+        db.unlink()
+    else:
+        db.rename(aside)
+        if how == "hidden":  # the mount point's own directory, its volume unmounted
+            db.mkdir()
+
+
+def _put_back(db: Path, aside: Path, how: str) -> None:
+    if how == "hidden":
+        db.rmdir()
+    aside.rename(db)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["removed", "moved", "hidden"])
+def test_a_file_gone_while_running_is_refused_not_written_then_resumes_once_back(
+    tmp_path: Path, how: str
+) -> None:
+    """Gone: captures and reads are 503 (no MX envelope) saying the file went missing, and
+    nothing is made at the path; back: the sandbox goes on with every lead (one captured again
+    is known), and a restart finds them all."""
+    db, aside = tmp_path / "sandbox.db", tmp_path / "aside.db"
+    with sandbox_at(db) as (proc, client):
+        captured_old(client)
+        _hide(db, aside, how)
+        for answer in (
+            capture(client, "new@example.com"),
+            client.get("/_sandbox/leads"),
+            client.get(
+                "/v2/LeadManagement.svc/Leads.GetByEmailaddress", params={"emailaddress": OLD[0]}
+            ),
+        ):
+            assert answer.status_code == 503, answer.text
+            assert GONE in answer.text and repr(str(db)) in answer.text, answer.text
+            assert not answer.text.startswith("{")
+        assert db.is_dir() if how == "hidden" else not db.exists()
+        _put_back(db, aside, how)
+        answer = capture(client, "new@example.com")
+        assert answer.status_code == 200 and answer.json()["Message"]["IsCreated"], answer.text
+        again = capture(client, OLD[0])
+        assert again.status_code == 200 and not again.json()["Message"]["IsCreated"], again.text
+        assert emails(client) == [*OLD, "new@example.com"]
+        lines = stopped(proc)
+    changed = [line for line in lines if line["event"] == "sandbox_file_changed"]
+    assert changed and changed[0]["path"] == str(db), lines
+    assert [line for line in lines if line["event"] == "sandbox_storage_failed"]
+    assert holding(db) == [*OLD, "new@example.com"]
+
+
+@pytest.mark.slow
+def test_a_log_beside_a_moved_file_is_refused_then_opens_with_the_file_back(
+    tmp_path: Path,
+) -> None:
+    """Killed (``kill -9``), its file then moved away: the next start refused (it made a new,
+    empty sandbox and SQLite deleted the log); moved back, every lead is there, the moved file
+    alone holding none of them."""
+    data, aside = tmp_path / "data", tmp_path / "aside"
+    data.mkdir()
+    aside.mkdir()
+    db = data / "sandbox.db"
+    with sandbox_at(db) as (proc, client):
+        captured_old(client)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert Path(f"{db}-wal").stat().st_size > 0
+    db.rename(aside / "sandbox.db")
+    assert "has no database file" in refused_start(db)
+    (aside / "sandbox.db").rename(db)
+    assert holding(db) == OLD
+
+
+@pytest.mark.slow
+def test_a_log_left_by_a_clean_stop_after_the_file_was_removed_is_refused_until_deleted(
+    tmp_path: Path,
+) -> None:
+    """The file deleted while the sandbox ran, then a clean stop (exit 0): its log is left
+    holding the leads (SQLite checkpoints none into a file no longer at its path). The next
+    start is refused, again at the next try; with the log and its index deleted as the message
+    says, a new, empty sandbox starts there."""
+    db = tmp_path / "sandbox.db"
+    with sandbox_at(db) as (proc, client):
+        captured_old(client)
+        db.unlink()
+        stopped(proc)
+    assert Path(f"{db}-wal").stat().st_size > 0
+    refused_start(db)
+    refused_start(db)
+    Path(f"{db}-wal").unlink()
+    Path(f"{db}-shm").unlink()
+    assert holding(db) == []
+
+
+@pytest.mark.slow
+def test_serve_refuses_a_log_left_beside_its_embedded_sandbox(tmp_path: Path) -> None:
+    """``serve``'s embedded sandbox (``<db>.sandbox.sqlite``) beside the log of a killed
+    sandbox whose file was removed: serve made a new, empty one and SQLite deleted the log; now
+    it exits 2 naming both files, nothing made (not even the hub's own store) or changed."""
+    sandbox_db = tmp_path / "hub.db.sandbox.sqlite"
+    with sandbox_at(sandbox_db) as (proc, client):
+        captured_old(client)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    sandbox_db.unlink()
+    config = serve_args(tmp_path, free_port(), role="all")  # (makes its config directory)
+    before = files(tmp_path)
+    result = leadhub_run(config, env=SERVE_ENV, timeout=30)
+    said = result.stderr
+    assert result.returncode == 2, result.stdout + said
+    assert "embedded sandbox's database" in said, said
+    assert repr(str(sandbox_db)) in said and repr(f"{sandbox_db}-wal") in said, said
+    assert "Put the database file back" in said, said
+    assert files(tmp_path) == before
+    assert not (tmp_path / "hub.db").exists()
