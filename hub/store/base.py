@@ -19,6 +19,7 @@ import array
 import asyncio
 import builtins
 import contextlib
+import dataclasses
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
@@ -147,6 +148,30 @@ def no_event(event_id: int) -> StoreError:
     return StoreError(
         f"No event with id {event_id!r} in the store; list them with `leadhub events`."
     )
+
+
+def clock_step(now: float, mark: str | None) -> float | None:
+    """What a claim reading ``now`` does with the store's clock ``mark`` (as stored; None:
+    none yet): None, leave the mark (it is within :data:`CLOCK_STEP_BACK` of now); else
+    write now as the mark, after undoing a step back of that many seconds (0.0: none, a
+    first mark or a step forward)."""
+    if mark is None:
+        return 0.0
+    back = float(mark) - now
+    if abs(back) <= CLOCK_STEP_BACK:
+        return None
+    return max(back, 0.0)
+
+
+def with_clock_shift(claimed: list[Event], shift: float) -> list[Event]:
+    """``claimed`` as a claim hands them out: each lease's end plus the store's clock shift
+    (the seconds of steps back of the wall clock undone so far, 0 before any), which is the
+    lease's token. An undone step moves every lease end back and adds itself to the shift,
+    so a holder's token stays its lease's while the end moves (a lease a dead worker held
+    ends when it was meant to, not the step later)."""
+    if not shift:
+        return claimed
+    return [dataclasses.replace(e, next_attempt_at=e.next_attempt_at + shift) for e in claimed]
 
 
 def lease_lost(event_id: int) -> LeaseLost:
@@ -559,13 +584,21 @@ class EventStore(Protocol):
         Each claimed event gets lease_until = now + ``lease`` and one more attempt.
         Claims by every process on the store take turns, so when a claim returns, every
         event an earlier claim took is ``sending`` for every reader (see :meth:`blockers`).
+
+        A claim also tells a step back of the store's clock (NTP, an operator, a resumed
+        VM; the database server's on PostgreSQL) from a clock mark it keeps in the store: a
+        time more than :data:`CLOCK_STEP_BACK` before the mark moves the waiting events'
+        due times and the claimed events' lease ends back by the step, once for every
+        process on the store (``clock_stepped_back``).
         """
         ...
 
     # The outcomes below take the ``lease`` under which the event was claimed (its
-    # ``next_attempt_at`` as :meth:`claim` returned it). With one, the write applies only
-    # while the event is still ``sending`` under that very lease, else it raises
-    # :class:`LeaseLost` and writes nothing. Without (``None``), it applies as it is.
+    # ``next_attempt_at`` as :meth:`claim` returned it: its end then, plus the store's clock
+    # shift once a step back of the clock was undone, see :func:`with_clock_shift`). With
+    # one, the write applies only while the event is still ``sending`` under that very
+    # lease, else it raises :class:`LeaseLost` and writes nothing. Without (``None``), it
+    # applies as it is.
 
     async def ack(
         self,

@@ -33,6 +33,7 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock, ServerTime, SystemClock
 from hub.store import rows
 from hub.store.base import (
+    CLOCK_STEP_BACK,
     ENDPOINT_ABSENT,
     MAX_ID,
     PURGE_WINDOW,
@@ -47,12 +48,14 @@ from hub.store.base import (
     StoreError,
     StoreStats,
     StoreUnavailable,
+    clock_step,
     lease_lost,
     log,
     newer_schema,
     no_event,
     ordering_checks,
     state_counts,
+    with_clock_shift,
 )
 from hub.store.models import (
     PAUSE_HELD,
@@ -233,8 +236,23 @@ class PostgresStore(BatchedStore):
         """Measure this machine's clock against the database's (a :class:`ServerTime`
         clock only, when due), on ``conn``."""
         clock = self.clock
-        if not isinstance(clock, ServerTime) or not clock.due():
-            return
+        if isinstance(clock, ServerTime) and clock.due():
+            await self._measure(clock, conn)
+
+    async def _follow_server(self, conn: _Conn, server: float) -> None:
+        """Measure a :class:`ServerTime` clock again now, not at its next minute, when it
+        reads more than half :data:`CLOCK_STEP_BACK` from ``server`` (the server's clock,
+        read in a claim's turn): the server's clock was stepped. Every instance's claims
+        then read times within that of the server's, so the clock mark they share sees a
+        step of it once. (Left to the minute, an instance not measured yet read the time
+        before the step: the mark went forward again after each undo by another instance,
+        and the step was undone again at that one's next claim, leases and all.)"""
+        clock = self.clock
+        if isinstance(clock, ServerTime) and abs(clock.time() - server) > CLOCK_STEP_BACK / 2:
+            await self._measure(clock, conn)
+
+    async def _measure(self, clock: ServerTime, conn: _Conn) -> None:
+        """Measure ``clock`` against the database's on ``conn``; warn once of a large offset."""
         offset = await clock.measure(lambda: conn.fetchval(Q["server_time"]))
         if abs(offset) >= CLOCK_WARN and not self._clock_warned:
             log().warning(
@@ -389,8 +407,9 @@ class PostgresStore(BatchedStore):
         async with self._conn() as conn:
             # Claims take turns (lock_claims): none is ever committed after a later one's
             # ordering check has read the store. Time is read once the turn is ours.
-            await conn.execute(Q["lock_claims"])
+            await self._follow_server(conn, float(await conn.fetchval(Q["lock_claims"])))
             now = self.clock.time()
+            shift = await self._clock_mark(conn, now)
             waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted, *left)
             expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted, *left)
             ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
@@ -398,7 +417,29 @@ class PostgresStore(BatchedStore):
                 return []
             await conn.execute(Q["mark_claimed"], ids, now + lease, now)
             found = await conn.fetch(Q["event_rows"], ids)
-        return [rows.event_of(r) for r in found]
+        return with_clock_shift([rows.event_of(r) for r in found], shift)
+
+    async def _clock_mark(self, conn: _Conn, now: float) -> float:
+        """Keep the store's clock mark, in a claim's turn (as SQLite's ``_clock_mark``): a
+        time more than :data:`CLOCK_STEP_BACK` before it is a step back of the store's clock
+        (the database server's, or a test's): the waiting events' due times and the claimed
+        events' lease ends go back as much, and so the clock shift grows
+        (``clock_stepped_back``), once for every instance on the store. Returns the shift."""
+        row = await conn.fetchrow(Q["clock_mark"])
+        assert row is not None  # (one row, of two subqueries)
+        mark, shift_text = row
+        shift = 0.0 if shift_text is None else float(shift_text)
+        back = clock_step(now, mark)
+        if back is None:
+            return shift
+        if back:
+            moved = _count(await conn.execute(Q["clock_stepped_back"], back, now))
+            leases = _count(await conn.execute(Q["leases_stepped_back"], back))
+            shift += back
+            await conn.execute(Q["set_clock_shift"], repr(shift))
+            log().warning("clock_stepped_back", seconds=round(back, 3), events=moved, leases=leases)
+        await conn.execute(Q["set_clock_mark"], repr(now))
+        return shift
 
     async def ack(
         self,
@@ -432,9 +473,19 @@ class PostgresStore(BatchedStore):
         await self._update("finish", event_id, lease, State.SKIPPED.value, reason)
 
     async def _update(self, query: str, event_id: int, lease: float | None, *args: Any) -> None:
-        """One outcome: ``query`` takes (id, *args, now, lease)."""
+        """One outcome: ``query`` takes (id, *args, now, lease).
+
+        One under a lease that wrote nothing is tried once more, in the same transaction,
+        before it is a lost lease: a claim that undid a step back of the clock
+        (:meth:`_clock_mark`) may have committed while the statement waited for the event's
+        row, which it then checked (its moved lease end) against the clock shift of its own
+        snapshot, from before the step, and missed; the next statement's snapshot sees both.
+        (A live holder's delivery left unwritten is sent again once its lease ends.)"""
+        params = (event_id, *args, self.clock.time(), lease)
         async with self._conn() as conn:
-            done = await conn.execute(Q[query], event_id, *args, self.clock.time(), lease)
+            done = await conn.execute(Q[query], *params)
+            if not _count(done) and lease is not None:
+                done = await conn.execute(Q[query], *params)  # (see the docstring)
             if _count(done):
                 return
             if lease is not None and await conn.fetchval(Q["find_id"], event_id):
@@ -480,16 +531,22 @@ class PostgresStore(BatchedStore):
         if not acks:
             return []
         ids = [int(a.event_id) for a in acks]
+        now = self.clock.time()
+        done: set[int] = set()
         async with self._conn() as conn:
-            written = await conn.fetch(
-                Q["ack_many"],
-                ids,
-                [a.lead_id for a in acks],
-                [None if a.created is None else int(a.created) for a in acks],
-                [a.lease for a in acks],
-                self.clock.time(),
-            )
-        done = {r[0] for r in written}
+            for _ in range(2):  # the second time, those under a lease not written (_update)
+                left = [a for a in acks if a.event_id not in done]
+                written = await conn.fetch(
+                    Q["ack_many"],
+                    [int(a.event_id) for a in left],
+                    [a.lead_id for a in left],
+                    [None if a.created is None else int(a.created) for a in left],
+                    [a.lease for a in left],
+                    now,
+                )
+                done |= {r[0] for r in written}
+                if all(a.lease is None or a.event_id in done for a in acks):
+                    break
         return [i for i in ids if i not in done]
 
     async def set_enrichment(self, event_id: int, enrichment: Any) -> None:

@@ -23,7 +23,6 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
-    CLOCK_STEP_BACK,
     ENDPOINT_ABSENT,
     MAX_ID,
     PURGE_WINDOW,
@@ -37,12 +36,14 @@ from hub.store.base import (
     Settle,
     StoreError,
     StoreStats,
+    clock_step,
     lease_lost,
     log,
     no_event,
     ordering_checks,
     settle_later,
     state_counts,
+    with_clock_shift,
 )
 from hub.store.models import (
     PAUSE_HELD,
@@ -270,19 +271,20 @@ class SQLiteStore(BatchedStore):
             "limit": limit,
         }
 
-        def job(conn: sqlite3.Connection) -> str | None:
-            _clock_mark(conn, self.clock.time())
+        def job(conn: sqlite3.Connection) -> tuple[str | None, float]:
+            shift = _clock_mark(conn, self.clock.time())
             # Every statement fetches one value: each step of a cursor is a GIL hand-over.
             (ids,) = conn.execute(_CLAIMABLE_IDS, params).fetchone()
             if ids == "[]":
-                return None
+                return None, shift
             conn.execute(Q["mark_claimed"], {"ids": ids, "lease_until": now + lease, "now": now})
             packed: str | None = conn.execute(_ROWS_BY_IDS, {"ids": ids}).fetchone()[0]
-            return packed
+            return packed, shift
 
         # Rows become events here, not in the writer thread: decompressing and parsing the
         # bodies there would hold the GIL (and hand it back and forth) while it writes.
-        return rows.events(await self._writer.submit(job))
+        packed, shift = await self._writer.submit(job)
+        return with_clock_shift(rows.events(packed), shift)
 
     async def ack(
         self,
@@ -667,20 +669,26 @@ class SQLiteStore(BatchedStore):
         )
 
 
-def _clock_mark(conn: sqlite3.Connection, now: float) -> None:
+def _clock_mark(conn: sqlite3.Connection, now: float) -> float:
     """Keep the store's clock mark (the latest time a claim read, written at most once per
     :data:`CLOCK_STEP_BACK` s); a time more than that before it is a step back of the wall
-    clock: the waiting events' due times go back as much (``clock_stepped_back``). Read in
-    the claim's transaction, so processes sharing the file undo a step once."""
-    found = conn.execute(Q["clock_mark"]).fetchone()
-    if found is not None:
-        mark = float(found[0])
-        if abs(now - mark) <= CLOCK_STEP_BACK:
-            return  # (the mark is recent enough)
-        if now < mark:
-            moved = conn.execute(Q["clock_stepped_back"], {"by": mark - now, "now": now})
-            log().warning("clock_stepped_back", seconds=round(mark - now, 3), events=moved.rowcount)
+    clock: the waiting events' due times and the claimed events' lease ends go back as much,
+    and the clock shift grows by as much (``clock_stepped_back``). Read in the claim's
+    transaction, so processes sharing the file undo a step once. Returns the clock shift:
+    what a lease's end plus it is the lease's token (see ``sqlite.sql``)."""
+    mark, shift_text = conn.execute(Q["clock_mark"]).fetchone()
+    shift = 0.0 if shift_text is None else float(shift_text)
+    back = clock_step(now, mark)
+    if back is None:
+        return shift
+    if back:
+        moved = conn.execute(Q["clock_stepped_back"], {"by": back, "now": now}).rowcount
+        leases = conn.execute(Q["leases_stepped_back"], {"by": back}).rowcount
+        shift += back
+        conn.execute(Q["set_clock_shift"], {"shift": repr(shift)})
+        log().warning("clock_stepped_back", seconds=round(back, 3), events=moved, leases=leases)
     conn.execute(Q["set_clock_mark"], {"now": repr(now)})
+    return shift
 
 
 def _replay_params(selection: Replayed) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """A step of the wall clock (NTP, an operator, a resumed VM) while the hub runs.
 
-A real SQLite store and the dispatcher, sending over HTTP on loopback, share a clock that
+A real store (a SQLite file, or a PostgreSQL schema: there the clock stands for the
+database server's) and the dispatcher, sending over HTTP on loopback, share a clock that
 follows real time but whose wall reading the test steps (its monotonic reading does not
 move: that is what a step of the system clock does)."""
 
@@ -63,13 +64,15 @@ class FailsUntilOpen:
         return JSONResponse({"Status": "Success", "Message": message})
 
 
-async def test_a_step_back_does_not_add_itself_to_a_retry_wait(tmp_path: Path) -> None:
+async def test_a_step_back_does_not_add_itself_to_a_retry_wait(
+    tmp_path: Path, hub_db_url: str
+) -> None:
     """Events waiting for their retry (due at most 5 s after their last failure) when the
     clock is set back an hour are sent within those 5 s, not an hour and 5 s later."""
     clock = SteppedClock()
     fake = FailsUntilOpen()
     app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
-    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=clock)
+    store = open_store(hub_db_url, clock=clock)
     await store.open()
     try:
         with serve_in_thread(app) as url:

@@ -3,7 +3,8 @@
 -- their items are lists of different lengths), so no query text is built at run time.
 -- The tables mirror hub/store/sql/sqlite.sql: times are unix seconds (double precision),
 -- read from the store's clock; for an event in 'sending', next_attempt_at is the end of its
--- lease and the lease's token (an outcome given with a lease applies only under it).
+-- lease, and with the store's clock shift (meta 'clock_shift') the lease's token: an outcome
+-- given with a lease applies only while next_attempt_at + clock_shift is it (see sqlite.sql).
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
@@ -160,7 +161,36 @@ DELETE FROM deliveries WHERE id = $1;
 -- it (blockers). Rows other transactions write (outcomes) are still skipped, not waited for.
 -- Each lock's key names the schema the tables are in (current_schema(): the URL's ?schema=,
 -- else the default): hubs on other schemas of the database share no rows, so no turns.
-SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || current_schema(), 0));
+-- Answers the server's clock once the turn is ours (a ServerTime clock far from it is
+-- measured again: the server's clock was stepped).
+SELECT extract(epoch FROM clock_timestamp())::float8
+FROM pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || current_schema(), 0));
+
+-- name: clock_mark
+-- The latest time a claim read (as text; NULL: none yet), to tell a step back of the store's
+-- clock by, and the clock shift (as text; NULL: 0). Read in a claim's turn (lock_claims).
+SELECT (SELECT value FROM meta WHERE key = 'clock_mark'),
+       (SELECT value FROM meta WHERE key = 'clock_shift');
+
+-- name: set_clock_mark
+INSERT INTO meta (key, value) VALUES ('clock_mark', $1)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: set_clock_shift
+INSERT INTO meta (key, value) VALUES ('clock_shift', $1)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: clock_stepped_back
+-- The store's clock went back $1 seconds (now $2): the waiting events' due times go back as
+-- much, so they wait what they were meant to, not the step as well (as sqlite.sql's).
+UPDATE events SET next_attempt_at = next_attempt_at - $1
+WHERE state IN ('queued', 'retrying') AND next_attempt_at > $2;
+
+-- name: leases_stepped_back
+-- ... and so does every lease end (its token is its end plus the clock shift, which grows by
+-- $1 in the same transaction): a dead worker's lease ends when it was meant to, and a live
+-- holder keeps exactly the time it had left.
+UPDATE events SET next_attempt_at = next_attempt_at - $1 WHERE state = 'sending';
 
 -- name: claimable_waiting
 -- $1 now, $2 targets left alone, $3 limit, $4 endpoints whose unrouted events are left alone,
@@ -198,7 +228,10 @@ UPDATE events
 SET state = 'delivered', lead_id = $2, lead_created = $3, last_error = NULL, updated_at = $4
 WHERE id = $1
   AND ($5::double precision IS NULL
-       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+       OR (state = 'sending'
+           AND abs(next_attempt_at - $5
+                   + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
+               < 1e-6));
 
 -- name: ack_many
 -- One row per ack in four arrays (id, lead id, created, lease); the ids written come back.
@@ -208,7 +241,9 @@ SET state = 'delivered', lead_id = a.lead_id, lead_created = a.created, last_err
 FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::double precision[])
     AS a (id, lead_id, created, lease)
 WHERE e.id = a.id
-  AND (a.lease IS NULL OR (e.state = 'sending' AND abs(e.next_attempt_at - a.lease) < 1e-6))
+  AND (a.lease IS NULL OR (e.state = 'sending'
+       AND abs(e.next_attempt_at - a.lease
+               + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0)) < 1e-6))
 RETURNING e.id;
 
 -- name: retry
@@ -216,7 +251,10 @@ UPDATE events
 SET state = 'retrying', next_attempt_at = $2, last_error = $3, updated_at = $4
 WHERE id = $1
   AND ($5::double precision IS NULL
-       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+       OR (state = 'sending'
+           AND abs(next_attempt_at - $5
+                   + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
+               < 1e-6));
 
 -- name: release
 -- Only a claimed ('sending') event has an attempt to give back.
@@ -230,13 +268,19 @@ SET state = CASE
     updated_at = $4
 WHERE id = $1
   AND ($5::double precision IS NULL
-       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+       OR (state = 'sending'
+           AND abs(next_attempt_at - $5
+                   + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
+               < 1e-6));
 
 -- name: finish
 UPDATE events SET state = $2, last_error = $3, updated_at = $4
 WHERE id = $1
   AND ($5::double precision IS NULL
-       OR (state = 'sending' AND abs(next_attempt_at - $5) < 1e-6));
+       OR (state = 'sending'
+           AND abs(next_attempt_at - $5
+                   + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
+               < 1e-6));
 
 -- name: set_routes
 -- One row per route in three arrays (id, target, mapping); the ids found come back.

@@ -3,9 +3,13 @@
 -- so no query text is ever built at run time (except the bulk inserts of
 -- hub/store/bulk.py, which repeat a fixed row of placeholders).
 -- For an event in 'sending', next_attempt_at is the end of its lease: a crashed
--- worker's event becomes claimable again then (found through events_due). It is also the
--- lease's token: an outcome given with :lease applies only while the event is still
--- 'sending' under it (two claims of one event end at least a lease apart).
+-- worker's event becomes claimable again then (found through events_due). With the store's
+-- clock shift (meta 'clock_shift': the seconds of every step back of the wall clock undone,
+-- 0 before any) it is also the lease's token: an outcome given with :lease applies only
+-- while the event is still 'sending' and next_attempt_at + clock_shift = :lease (two claims
+-- of one event end at least a lease apart). A claim hands out the lease end plus the shift;
+-- an undone step moves the lease ends back and adds itself to the shift, so a lease keeps
+-- its token (see clock_stepped_back).
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
@@ -188,19 +192,31 @@ ORDER BY id
 LIMIT :limit;
 
 -- name: clock_mark
--- The latest time a claim read (as text), to tell a step back of the wall clock by.
-SELECT value FROM meta WHERE key = 'clock_mark';
+-- The latest time a claim read (as text; NULL: none yet), to tell a step back of the wall
+-- clock by, and the clock shift (as text; NULL: 0).
+SELECT (SELECT value FROM meta WHERE key = 'clock_mark'),
+       (SELECT value FROM meta WHERE key = 'clock_shift');
 
 -- name: set_clock_mark
 INSERT INTO meta (key, value) VALUES ('clock_mark', :now)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
+-- name: set_clock_shift
+INSERT INTO meta (key, value) VALUES ('clock_shift', :shift)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
 -- name: clock_stepped_back
 -- The wall clock went back :by seconds: the waiting events' due times (a receipt's, a
 -- retry's, a release's) go back as much, so they wait what they were meant to, not the step
--- as well. Leases ('sending') are left as they are: their end is the lease's token.
+-- as well.
 UPDATE events SET next_attempt_at = next_attempt_at - :by
 WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now;
+
+-- name: leases_stepped_back
+-- ... and so do the lease ends: a lease a dead worker held ends when it was meant to, not
+-- the step later, and a live holder keeps exactly the time it had left. Every lease moves
+-- (its token is its end plus the clock shift, which grows by :by in the same transaction).
+UPDATE events SET next_attempt_at = next_attempt_at - :by WHERE state = 'sending';
 
 -- name: mark_claimed
 UPDATE events
@@ -219,20 +235,28 @@ SET state = 'delivered', lead_id = json_extract(a.value, '$[1]'),
 FROM json_each(:acks) AS a
 WHERE events.id = json_extract(a.value, '$[0]')
   AND (json_extract(a.value, '$[3]') IS NULL OR (events.state = 'sending'
-       AND abs(events.next_attempt_at - json_extract(a.value, '$[3]')) < 1e-6));
+       AND abs(events.next_attempt_at - json_extract(a.value, '$[3]')
+               + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
+           < 1e-6));
 
 -- name: ack
 UPDATE events
 SET state = 'delivered', lead_id = :lead_id, lead_created = :created, last_error = NULL,
     updated_at = :now
 WHERE id = :id
-  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
+  AND (:lease IS NULL OR (state = 'sending'
+       AND abs(next_attempt_at - :lease
+               + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
+           < 1e-6));
 
 -- name: retry
 UPDATE events
 SET state = 'retrying', next_attempt_at = :at, last_error = :error, updated_at = :now
 WHERE id = :id
-  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
+  AND (:lease IS NULL OR (state = 'sending'
+       AND abs(next_attempt_at - :lease
+               + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
+           < 1e-6));
 
 -- name: release
 -- Only a claimed ('sending') event has an attempt to give back.
@@ -245,12 +269,18 @@ SET state = CASE
     last_error = coalesce(:reason, last_error),
     updated_at = :now
 WHERE id = :id
-  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
+  AND (:lease IS NULL OR (state = 'sending'
+       AND abs(next_attempt_at - :lease
+               + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
+           < 1e-6));
 
 -- name: finish
 UPDATE events SET state = :state, last_error = :error, updated_at = :now
 WHERE id = :id
-  AND (:lease IS NULL OR (state = 'sending' AND abs(next_attempt_at - :lease) < 1e-6));
+  AND (:lease IS NULL OR (state = 'sending'
+       AND abs(next_attempt_at - :lease
+               + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
+           < 1e-6));
 
 -- name: set_routes
 -- :routes is a JSON array of [event id, target, mapping, [lead keys]]: one statement per batch.
