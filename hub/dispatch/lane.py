@@ -122,7 +122,11 @@ class Lane:
         ]
         self._acker = asyncio.create_task(self._ack_loop(), name=f"lane-{target.name}-acks")
         self._closing = False
-        self.paused_until: float | None = None  # unix time
+        #: When the current pause ends, by the monotonic clock (None: not paused). A step of
+        #: the wall clock neither lengthens nor shortens a pause: held as a wall time, one set
+        #: back an hour kept the target paused an hour more. Events it holds back are given
+        #: the store's time of its end (:meth:`_pause_end`) when released.
+        self._resume_at: float | None = None
         self.pause_level = 0
         self.probing = False
         #: When the current pause began (unix time; None while not paused), and the last
@@ -180,8 +184,15 @@ class Lane:
     def full(self) -> bool:
         return len(self._held) >= self.capacity
 
-    def paused(self, now: float) -> bool:
-        return self.paused_until is not None and now < self.paused_until
+    def paused(self) -> bool:
+        return self._resume_at is not None and self._d.clock.monotonic() < self._resume_at
+
+    def _pause_end(self) -> float:
+        """When the current pause ends, in the store's time (read now: the due time of an
+        event it holds back)."""
+        assert self._resume_at is not None
+        clock = self._d.clock
+        return clock.time() + max(0.0, self._resume_at - clock.monotonic())
 
     def paused_during(self, start: float, end: float) -> float:
         """Seconds between ``start`` and ``end`` (unix times) this lane's target was paused
@@ -198,10 +209,8 @@ class Lane:
 
     async def put(self, item: Item) -> None:
         """Queue ``item``, or release it to the store when the lane is paused or full."""
-        now = self._d.clock.time()
-        if self.paused(now):
-            assert self.paused_until is not None
-            await self._d.release(item.event, at=self.paused_until, reason=self._pause_reason())
+        if self.paused():
+            await self._d.release(item.event, at=self._pause_end(), reason=self._pause_reason())
             return
         queued = self._queued.get(item.event.id)
         if queued is not None:
@@ -217,7 +226,8 @@ class Lane:
                     sending.event = item.event
             return
         if self.full or self._closing:
-            await self._d.release(item.event, at=now + self._drain_estimate(), reason=None)
+            at = self._d.clock.time() + self._drain_estimate()
+            await self._d.release(item.event, at=at, reason=None)
             return
         self._held.add(item.event.id)
         self._queued[item.event.id] = item
@@ -362,9 +372,8 @@ class Lane:
     async def _send(self, item: Item) -> bool:
         """Send ``item`` unless it must go back; False when its outcome is still being written."""
         d = self._d
-        if self.paused(d.clock.time()):
-            assert self.paused_until is not None
-            await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
+        if self.paused():
+            await d.release(item.event, at=self._pause_end(), reason=self._pause_reason())
             return True
         # A call starts only while it can end, answer read, with LEASE_MARGIN to spare before
         # the lease does: past then another worker may have claimed the event.
@@ -376,9 +385,8 @@ class Lane:
             return await self._lease_ending(item)
         probing = self.probing
         async with self._probe if probing else contextlib.nullcontext():
-            if self.paused(d.clock.time()):
-                assert self.paused_until is not None
-                await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
+            if self.paused():
+                await d.release(item.event, at=self._pause_end(), reason=self._pause_reason())
                 return True
             # The wait for the rate limit counts against the lease too (other processes share
             # the limit, so it may be long): no room within the budget, no call.
@@ -493,9 +501,10 @@ class Lane:
         now = d.clock.time()
         if self._paused_since is None:
             self._paused_since = now
-        if not self.paused(now):
+        if not self.paused():
             ceiling = self.policy.ceiling(self.pause_level + 1)
-            self.paused_until = now + ceiling * (0.5 + 0.5 * self._random())
+            paused_for = ceiling * (0.5 + 0.5 * self._random())
+            self._resume_at = d.clock.monotonic() + paused_for
             self.pause_level += 1
             self.probing = True
             self._pause_note = f"{PAUSE_HELD}{reason}"
@@ -503,12 +512,11 @@ class Lane:
             _log.error(
                 "target_paused",
                 reason=reason,
-                paused_for=round(self.paused_until - now, 3),
+                paused_for=round(paused_for, 3),
                 pauses=self.pause_level,
             )
-        assert self.paused_until is not None
-        await d.release(item.event, at=self.paused_until, reason=self._pause_reason())
-        await self._release_queued(self.paused_until, self._pause_reason())
+        await d.release(item.event, at=self._pause_end(), reason=self._pause_reason())
+        await self._release_queued(self._pause_end(), self._pause_reason())
 
     def _resume(self) -> None:
         if self._paused_since is not None:
@@ -516,7 +524,7 @@ class Lane:
             self._paused_since = None
         self.probing = False
         self.pause_level = 0
-        self.paused_until = None
+        self._resume_at = None
         self._show_paused(False)
         _log.info("target_resumed", target=self.target.name)
 

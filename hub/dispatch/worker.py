@@ -352,11 +352,8 @@ class Dispatcher:
     # --- the claim loop ---------------------------------------------------------------------
 
     def _excluded(self, hogs: Collection[str] = ()) -> list[str]:
-        now = self.clock.time()
         return [
-            name
-            for name, lane in self.lanes.items()
-            if lane.full or lane.paused(now) or name in hogs
+            name for name, lane in self.lanes.items() if lane.full or lane.paused() or name in hogs
         ]
 
     @staticmethod
@@ -380,8 +377,7 @@ class Dispatcher:
         waits until a lane wakes it. (With every lane paused a full batch is claimed, so
         events that go to no target, skipped or unmatched, still get their outcome.)
         """
-        now = self.clock.time()
-        open_lanes = [lane for lane in self.lanes.values() if not lane.paused(now)]
+        open_lanes = [lane for lane in self.lanes.values() if not lane.paused()]
         if not open_lanes:
             return self.batch
         return max(0, min(self.batch, sum(lane.room for lane in open_lanes) - pending))

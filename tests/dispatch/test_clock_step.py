@@ -49,16 +49,19 @@ class SteppedClock:
 
 
 class FailsUntilOpen:
-    """A LeadSquared that answers 503 to every call until :attr:`open`, then creates the lead."""
+    """A LeadSquared that answers ``status`` (503: busy; 401: keys refused, which pauses the
+    target) to every call until :attr:`open`, then creates the lead."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 503) -> None:
+        self.status = status
         self.open = False
         self.created: list[str] = []
 
     async def capture(self, request: Request) -> Response:
         email = {a["Attribute"]: a["Value"] for a in await request.json()}["EmailAddress"]
         if not self.open:
-            return JSONResponse({"Status": "Error", "ExceptionMessage": "busy"}, status_code=503)
+            body = {"Status": "Error", "ExceptionMessage": "refused"}
+            return JSONResponse(body, status_code=self.status)
         self.created.append(email)
         message = {"Id": "a", "RelatedId": f"lead-{email}", "IsCreated": True}
         return JSONResponse({"Status": "Success", "Message": message})
@@ -91,5 +94,32 @@ async def test_a_step_back_does_not_add_itself_to_a_retry_wait(
                 # (a hang guard: before, they were due an hour later)
                 await wait_for(all_in(State.DELIVERED, store, ids), timeout=30, what="delivered")
         assert sorted(fake.created) == [f"back{n}@example.com" for n in range(3)]
+    finally:
+        await store.close()
+
+
+async def test_a_step_back_does_not_lengthen_a_targets_pause(tmp_path: Path) -> None:
+    """A target whose keys were refused (401) is paused for at most a second (its retry's
+    max_interval); the clock goes back an hour meanwhile and the keys are fixed: its events
+    are sent within seconds, not once the hour has passed again (the pause's end was a wall
+    time, an hour further off after the step)."""
+    clock = SteppedClock()
+    fake = FailsUntilOpen(status=401)
+    app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=clock)
+    await store.open()
+    try:
+        with serve_in_thread(app) as url:
+            retry = "{initial: 1s, max_interval: 1s, give_up_after: 1h}"
+            config = forms_config(tmp_path, url, retry=retry)
+            async with running(config, store, clock=clock) as dispatcher:
+                ids = await enqueue(store, "forms", leads("paused", 2))
+                lane = dispatcher.lanes["default"]
+                await wait_for(lambda: lane.pause_level >= 1, timeout=30, what="the pause")
+                clock.step(-HOUR)
+                fake.open = True
+                # (a hang guard: before, the pause lasted the hour again)
+                await wait_for(all_in(State.DELIVERED, store, ids), timeout=30, what="delivered")
+        assert sorted(fake.created) == [f"paused{n}@example.com" for n in range(2)]
     finally:
         await store.close()
