@@ -153,3 +153,8 @@ def sigterm_while_a_call_is_held(
     seconds = time.monotonic() - started
     caller.join(timeout=10)
     return Stopped(code, seconds, raised)
+
+
+def sandbox_args(port: int, access: str, secret: str, *extra: str) -> list[str]:
+    """``leadhub sandbox``'s arguments: on ``port``, with these keys, then ``extra``."""
+    return ["sandbox", "--port", str(port), "--access-key", access, "--secret-key", secret, *extra]

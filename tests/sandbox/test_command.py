@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from hub.store import open_store
-from tests.sandbox.helpers import CAPTURE, body, sigterm_while_a_call_is_held
+from tests.sandbox.helpers import CAPTURE, body, sandbox_args, sigterm_while_a_call_is_held
 from tests.support.server import REPO, free_port, leadhub_process, leadhub_run
 
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)
@@ -27,16 +27,7 @@ SECRET = "cli-secret-value-9f3a"
 
 
 def _args(port: int, *extra: str) -> list[str]:
-    return [
-        "sandbox",
-        "--port",
-        str(port),
-        "--access-key",
-        ACCESS,
-        "--secret-key",
-        SECRET,
-        *extra,
-    ]
+    return sandbox_args(port, ACCESS, SECRET, *extra)
 
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:

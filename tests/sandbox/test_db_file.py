@@ -31,7 +31,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.sandbox.helpers import CAPTURE, body
+from tests.sandbox.helpers import CAPTURE, body, sandbox_args
 from tests.support.server import free_port, leadhub_process, leadhub_run
 from tests.web.test_serve import ENV as SERVE_ENV
 from tests.web.test_serve import serve_args
@@ -44,19 +44,7 @@ OLD = [f"old{n}@example.com" for n in range(3)]
 
 
 def _args(db: Path, port: int) -> list[str]:
-    return [
-        "sandbox",
-        "--port",
-        str(port),
-        "--access-key",
-        ACCESS,
-        "--secret-key",
-        SECRET,
-        "--rate-limit",
-        "off",
-        "--db",
-        str(db),
-    ]
+    return sandbox_args(port, ACCESS, SECRET, "--rate-limit", "off", "--db", str(db))
 
 
 @contextlib.contextmanager
