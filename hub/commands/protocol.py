@@ -33,6 +33,12 @@
   that time was never answered 200, the sender got the 400 for it. A refusal waits
   :data:`READ_TIMEOUT` at most for those answers: past that (a store that neither commits
   nor fails), the connection is closed with neither them nor the refusal.
+* **A half-closed connection is still answered**: a sender that closes its side after its
+  requests (``shutdown(SHUT_WR)``, ``nc -N``) gets the answers of those it sent whole (and a
+  refusal queued after them), in order, and then the connection is closed, as after a
+  refusal; a request it left unfinished is dropped. uvicorn's protocol closed the
+  connection at the end of file: a webhook stored meanwhile was never answered 200, and
+  pipelined requests not started yet were never started.
 * **A bounded wait for a request's bytes**: a connection that sends nothing of its first
   request, or stops mid-head or mid-body, for :data:`READ_TIMEOUT` is closed (with a 408 once
   a request has begun, refused as above: after the answers of the requests before it).
@@ -233,8 +239,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.read_len = 0
         self.head_from = 0
         self.head_first = 0
-        #: Whether a request was refused (:meth:`_refuse`): nothing read after it is started;
-        #: the refusal's answer while it waits for the answers of requests before it.
+        #: Whether a request was refused (:meth:`_refuse`) or the sender's side closed
+        #: (:meth:`eof_received`): nothing read after is started; what is written once the
+        #: answers of the requests before it are, before the connection is closed (the
+        #: refusal's answer; ``b""`` after an end of file), while it waits for them.
         self.refused = False
         self.refusal: bytes | None = None
         #: Whether a request is awaited or being read (see :data:`READ_TIMEOUT`): from the
@@ -476,14 +484,39 @@ class HubHttpProtocol(HttpToolsProtocol):
         """Answer the request being read ``status`` with ``error`` and close the connection:
         at once, or, when requests read whole before it are not answered yet (a webhook
         being stored, an app's answer under way, requests pipelined behind it), right
-        after the last of those answers (:meth:`on_response_complete`), so that each is
+        after the last of those answers (:meth:`_close_after_answers`), so that each is
         answered in request order. Nothing read after it is started. Counted as a
         ``rejected`` delivery for ``reason`` unless its own cycle was started (that counts
         it: a webhook cut off in its body is ``disconnected``)."""
         if self.refused or self.transport.is_closing():
             return
-        self.refused = True
         answer = self._response(status, _JSON, orjson.dumps({"error": error}), keep_alive=False)
+        self._close_after_answers(answer, reason)
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # (asyncio's signature)
+        """The sender closed its side (``shutdown(SHUT_WR)``): it sends no more, but may
+        still read. The answers of the requests it sent whole are written first (and a
+        refusal queued after them), then the connection closed
+        (:meth:`_close_after_answers`, without a refusal of its own); a request it left
+        unfinished is dropped, and counted as when it closes both sides (a webhook cut off
+        in its body: ``disconnected``). uvicorn's protocol closed the connection at once: a
+        webhook stored meanwhile was never answered 200. True keeps the transport open for
+        those answers; None lets it close now (nothing is owed)."""
+        if not self.refused and not self.transport.is_closing():
+            self._close_after_answers(b"", None)
+        # (the transport may tell it again, each time reading is resumed while answers wait)
+        return True if self.refusal is not None else None
+
+    def _close_after_answers(self, last: bytes, refusal: str | None) -> None:
+        """Write ``last`` (a refusal's answer, or nothing) and close the connection, once the
+        requests read whole before the one being read are answered: at once when none
+        waits; else after the last of those answers (:meth:`on_response_complete`), or
+        :data:`READ_TIMEOUT` at most (:meth:`_refusal_overdue`). Nothing read after is
+        started. ``refusal`` (a reason): the request being read is refused so, and counted
+        so unless its own cycle was started. Without one (an end of file), a
+        webhook queued and cut off in its body is ``disconnected``, as ingest says of one
+        whose sender left while it read the body."""
+        self.refused = True
         cycle: Any = self.cycle
         in_body = self.begun > 0 and self.reading and not self.in_head
         queued = False
@@ -497,14 +530,20 @@ class HubHttpProtocol(HttpToolsProtocol):
                 self.pipeline.popleft()
         else:  # refused in its head: the cycle is the last request read whole, if any
             waiting = cycle is not None and not cycle.response_complete
-        if queued or not in_body:
-            self._count_refusal(reason, cycle if queued else None)
+        if refusal is not None and (queued or not in_body):
+            self._count_refusal(refusal, cycle if queued else None)
+        elif refusal is None and queued and self.ingest is not None:
+            # cut off in its body by the end of file, never started: ingest's own count and
+            # line, as when it was started behind the answers and then told of the close
+            name = self._endpoint(cycle)
+            if name:
+                self.ingest.done(name, perf_counter(), DISCONNECTED)
         self.reading = False  # (no read timeout: what is read now is dropped)
         if not waiting:
-            self.transport.write(answer)
+            self.transport.write(last)
             self.transport.close()
             return
-        self.refusal = answer
+        self.refusal = last
         self.flow.pause_reading()
         if self.read_timer is not None:
             self.read_timer.cancel()
@@ -519,25 +558,28 @@ class HubHttpProtocol(HttpToolsProtocol):
         ingest = self.ingest
         if ingest is None:
             return
-        endpoint = ""
-        if cycle is not None:
-            path: str = cycle.scope["path"]
-            name = path.removeprefix(PREFIX)
-            if name != path and name in ingest.routes:
-                endpoint = name
-        ingest.metrics.refused(endpoint, reason)
+        ingest.metrics.refused("" if cycle is None else self._endpoint(cycle), reason)
+
+    def _endpoint(self, cycle: Any) -> str:
+        """The ingest endpoint a request read whole (``cycle``) is addressed to, or ``""``
+        (not a webhook path, an endpoint ingest does not know, or no ingest)."""
+        if self.ingest is None:
+            return ""
+        path: str = cycle.scope["path"]
+        name = path.removeprefix(PREFIX)
+        return name if name != path and name in self.ingest.routes else ""
 
     def _refusal_overdue(self) -> None:
-        """:data:`READ_TIMEOUT` after a refusal began to wait for the answers before it:
-        if they have not all come (an answer that never comes, a store that neither commits
-        nor fails), the connection is closed without them, as it would have been without
-        the wait, and without the refusal, which its sender would read as the answer to
-        the first of them."""
+        """:data:`READ_TIMEOUT` after a refusal (or a sender's end of file) began to wait
+        for the answers before it: if they have not all come (an answer that never comes, a
+        store that neither commits nor fails), the connection is closed without them, as it
+        would have been without the wait, and without the refusal, which its sender would
+        read as the answer to the first of them."""
         self.read_timer = None
         if self.refusal is None or self.transport.is_closing():
             return
         self.logger.warning(
-            "Answers before a refused request not given after %gs: connection closed.",
+            "Answers owed on a closing connection not given after %gs: connection closed.",
             READ_TIMEOUT,
         )
         self.refusal = None
@@ -545,7 +587,8 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """After each answer: uvicorn starts the request queued next; after the last one
-        a refusal waits for, the refusal is written and the connection closed."""
+        a refusal (or an end of file) waits for, the refusal is written (nothing, for an
+        end of file) and the connection closed."""
         queued = bool(self.pipeline)
         super().on_response_complete()
         if self.refusal is not None and not queued and not self.transport.is_closing():
