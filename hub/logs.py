@@ -230,8 +230,8 @@ def _brief(name: str) -> bool:
 
 
 class StdlibBridge(logging.Handler):
-    """Hands records of the standard ``logging`` module (uvicorn's "Invalid HTTP request
-    received.", asyncpg's pool) to structlog, so that they too are lines of the configured
+    """Hands records of the standard ``logging`` module (uvicorn's "Unsupported upgrade
+    request.", asyncpg's pool) to structlog, so that they too are lines of the configured
     format (JSON off a terminal) instead of bare text on standard error. (python-multipart's
     parser warns of each error it then raises: ``hub.sources.bodies`` gives it a logger that
     writes nothing, since the hub's own 400 line, with the endpoint, carries those words.)

@@ -50,6 +50,13 @@
   and names an endpoint), once, when it is refused, unless its own cycle was started: a
   webhook cut off in its body is counted ``disconnected`` (by the fast path's
   ``connection_lost`` or by ingest), as before. uvicorn's refusals were counted nowhere.
+  Only where the app is the hub's with ingest (``serve``'s ``web`` and ``all`` roles): a
+  ``worker`` takes no deliveries, and counts none of its other requests as deliveries.
+* **Refusals logged**: each such refusal is also one ``delivery_received`` line, as ingest
+  logs a rejected delivery (``endpoint``, ``outcome`` ``rejected``, ``reason``, ``status``,
+  ``detail``), on any app, at most one a second per endpoint and reason
+  (:data:`REFUSAL_LOG_EVERY`, with ``unlogged``). uvicorn logged its 400 as an unstructured
+  warning per refusal (and this protocol its 431 and 408), whatever the flood.
 
 This leans on uvicorn's protocol internals (``cycle``, ``headers``, ``url``, the parser
 callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
@@ -58,13 +65,17 @@ callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from time import perf_counter
 from typing import Any
 
 import httptools
 import orjson
+import structlog
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
 
+from hub.logs import Throttle
 from hub.web.ingest import DISCONNECTED, PREFIX, Answer, HookRoute, Ingest, header_dict
 
 
@@ -156,6 +167,13 @@ _HEADER_LINE = len(b": \r\n")
 #: descriptor for as long as the hub ran, and every new connection was refused (accepted and
 #: closed at once), senders and the dispatcher's calls to the embedded sandbox alike.
 READ_TIMEOUT = 30.0
+#: Seconds between two ``delivery_received`` lines of the protocol's own refusals of one
+#: endpoint and reason (the lines between are counted in the next one's ``unlogged``).
+REFUSAL_LOG_EVERY = 1.0
+#: The refusal lines' throttle of each server (all its connections share it).
+_REFUSAL_LINES: weakref.WeakKeyDictionary[ServerState, Throttle] = weakref.WeakKeyDictionary()
+_UNREADABLE = "Invalid HTTP request received."
+_log = structlog.get_logger()
 
 
 class _Webhook:
@@ -292,7 +310,18 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.reads += 1
         self.read_len = len(data)
         begun = self.begun
-        super().data_received(data)
+        # uvicorn's data_received, less its "Invalid HTTP request received." warning (one
+        # line per refusal, however many: the refusal's own line, throttled, says it)
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.send_400_response(_UNREADABLE)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
         if self.reading and self.read_timer is None and not self.transport.is_closing():
             # a request left unfinished by this read (one read whole arms nothing)
             self.read_timer = self.loop.call_later(READ_TIMEOUT, self._read_timed_out)
@@ -321,7 +350,6 @@ class HubHttpProtocol(HttpToolsProtocol):
         return size > MAX_HEAD
 
     def _head_too_large(self) -> None:
-        self.logger.warning("Request line and headers over %d bytes.", MAX_HEAD)
         self._refuse(431, f"request headers over the {MAX_HEAD}-byte limit", "headers_too_large")
 
     def on_headers_complete(self) -> None:
@@ -470,7 +498,6 @@ class HubHttpProtocol(HttpToolsProtocol):
         if not self.begun or answering:
             self.transport.close()
             return
-        self.logger.warning("Request unfinished after %gs without a byte.", READ_TIMEOUT)
         self._refuse(408, f"request not sent whole: no byte for {READ_TIMEOUT:g} s", "read_timeout")
 
     def send_400_response(self, msg: str) -> None:
@@ -486,12 +513,13 @@ class HubHttpProtocol(HttpToolsProtocol):
         being stored, an app's answer under way, requests pipelined behind it), right
         after the last of those answers (:meth:`_close_after_answers`), so that each is
         answered in request order. Nothing read after it is started. Counted as a
-        ``rejected`` delivery for ``reason`` unless its own cycle was started (that counts
-        it: a webhook cut off in its body is ``disconnected``)."""
+        ``rejected`` delivery for ``reason``, and logged so (:meth:`_tell_refusal`), unless
+        its own cycle was started (that counts and logs it: a webhook cut off in its body
+        is ``disconnected``)."""
         if self.refused or self.transport.is_closing():
             return
         answer = self._response(status, _JSON, orjson.dumps({"error": error}), keep_alive=False)
-        self._close_after_answers(answer, reason)
+        self._close_after_answers(answer, (status, error, reason))
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # (asyncio's signature)
         """The sender closed its side (``shutdown(SHUT_WR)``): it sends no more, but may
@@ -507,15 +535,15 @@ class HubHttpProtocol(HttpToolsProtocol):
         # (the transport may tell it again, each time reading is resumed while answers wait)
         return True if self.refusal is not None else None
 
-    def _close_after_answers(self, last: bytes, refusal: str | None) -> None:
+    def _close_after_answers(self, last: bytes, refusal: tuple[int, str, str] | None) -> None:
         """Write ``last`` (a refusal's answer, or nothing) and close the connection, once the
         requests read whole before the one being read are answered: at once when none
         waits; else after the last of those answers (:meth:`on_response_complete`), or
         :data:`READ_TIMEOUT` at most (:meth:`_refusal_overdue`). Nothing read after is
-        started. ``refusal`` (a reason): the request being read is refused so, and counted
-        so unless its own cycle was started. Without one (an end of file), a
-        webhook queued and cut off in its body is ``disconnected``, as ingest says of one
-        whose sender left while it read the body."""
+        started. ``refusal`` (status, error, reason): the request being read is refused so
+        and told (counted, logged) unless its own cycle was started. Without one (an end of
+        file), a webhook queued and cut off in its body is ``disconnected``, as ingest says
+        of one whose sender left while it read the body."""
         self.refused = True
         cycle: Any = self.cycle
         in_body = self.begun > 0 and self.reading and not self.in_head
@@ -531,7 +559,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         else:  # refused in its head: the cycle is the last request read whole, if any
             waiting = cycle is not None and not cycle.response_complete
         if refusal is not None and (queued or not in_body):
-            self._count_refusal(refusal, cycle if queued else None)
+            self._tell_refusal(*refusal, cycle if queued else None)
         elif refusal is None and queued and self.ingest is not None:
             # cut off in its body by the end of file, never started: ingest's own count and
             # line, as when it was started behind the answers and then told of the close
@@ -549,16 +577,37 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.read_timer.cancel()
         self.read_timer = self.loop.call_later(READ_TIMEOUT, self._refusal_overdue)
 
-    def _count_refusal(self, reason: str, cycle: Any) -> None:
-        """Count a refused request no cycle counts, in ``leadhub_deliveries_total`` as
-        ``rejected`` for ``reason``: under its endpoint when its head was read whole
-        (``cycle``, queued, never started) and names one of ingest's endpoints, else under
-        ``endpoint=""`` (a head cut off or refused may not say, or not truly, where it was
-        going), so that the labels stay bounded."""
+    def _tell_refusal(self, status: int, error: str, reason: str, cycle: Any) -> None:
+        """Count and log a refused request no cycle counts: in ``leadhub_deliveries_total``
+        as ``rejected`` for ``reason`` (when the app is the hub's with ingest: see
+        :attr:`ingest`), and as ingest logs a rejected delivery, one ``delivery_received``
+        line (``status``, ``reason``, ``detail``: ``error``), at most one a second for an
+        endpoint and reason, with ``unlogged`` (lines left out since) when some were: a
+        flood of garbage costs its sender a connection per refusal, and the hub a line
+        each. Under its endpoint when its head was read whole (``cycle``, queued, never
+        started) and names one of ingest's endpoints, else under ``endpoint=""`` (a head
+        cut off or refused may not say, or not truly, where it was going), so that the
+        labels stay bounded."""
         ingest = self.ingest
-        if ingest is None:
+        endpoint = "" if cycle is None else self._endpoint(cycle)
+        if ingest is not None:
+            ingest.metrics.refused(endpoint, reason)
+        throttle = _REFUSAL_LINES.get(self.server_state)
+        if throttle is None:
+            throttle = _REFUSAL_LINES[self.server_state] = Throttle(REFUSAL_LOG_EVERY)
+        more = throttle.extra((endpoint, reason), self.loop.time(), REFUSAL_LOG_EVERY)
+        if more is None:
             return
-        ingest.metrics.refused("" if cycle is None else self._endpoint(cycle), reason)
+        _log.info(
+            "delivery_received",
+            endpoint=endpoint,
+            delivery_id=None,
+            outcome="rejected",
+            reason=reason,
+            status=status,
+            detail=error,
+            **more,
+        )
 
     def _endpoint(self, cycle: Any) -> str:
         """The ingest endpoint a request read whole (``cycle``) is addressed to, or ``""``

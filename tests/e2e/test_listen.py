@@ -67,22 +67,36 @@ def test_a_port_in_use_stops_serve_before_it_opens_the_store(tmp_path: Path) -> 
 
 
 def test_uvicorns_own_warnings_are_json_lines_too(tmp_path: Path) -> None:
-    """A request uvicorn cannot parse is logged by uvicorn itself; that line, like every
-    other, is JSON (it was bare text on standard error)."""
+    """A warning uvicorn logs itself (an upgrade it does not support) is a JSON line, like
+    every other (it was bare text on standard error). A request it cannot parse is the
+    hub's own ``delivery_received`` line (rejected, ``unreadable``, 400), not uvicorn's
+    "Invalid HTTP request received." warning as well."""
     with leadhub_process(_args(tmp_path, 0), env=ENV) as proc:
         log = Log(proc)
         wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
         base = log.events("hub_ready")[0]["url"]
         host, port = base.removeprefix("http://").rsplit(":", 1)
         with socket.create_connection((host, int(port))) as conn:
+            upgrade = b"GET /healthz HTTP/1.1\r\nhost: hub\r\nconnection: upgrade\r\nupgrade: h2c"
+            conn.sendall(upgrade + b"\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 200")
+        wait_until(
+            lambda: bool(log.events("Unsupported upgrade request.")), what="uvicorn's warning"
+        )
+        (warning,) = log.events("Unsupported upgrade request.")
+        assert (warning["logger"], warning["level"]) == ("uvicorn.error", "warning")
+        with socket.create_connection((host, int(port))) as conn:
             conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
             assert conn.recv(1024).startswith(b"HTTP/1.1 400")
-        wait_until(
-            lambda: bool(log.events("Invalid HTTP request received.")), what="uvicorn's warning"
+        wait_until(lambda: bool(log.events("delivery_received")), what="the refusal's line")
+        (refused,) = log.events("delivery_received")
+        assert (refused["outcome"], refused["reason"], refused["status"]) == (
+            "rejected",
+            "unreadable",
+            400,
         )
-        (warning,) = log.events("Invalid HTTP request received.")
-        assert (warning["logger"], warning["level"]) == ("uvicorn.error", "warning")
         proc.terminate()
         assert proc.wait(timeout=15) == 0
         assert log.events("hub_stopped")
+        assert log.events("Invalid HTTP request received.") == []
     assert log.text == []
