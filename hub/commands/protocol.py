@@ -59,7 +59,8 @@
   warning per refusal (and this protocol its 431 and 408), whatever the flood.
 
 This leans on uvicorn's protocol internals (``cycle``, ``headers``, ``url``, the parser
-callbacks), so the dependency on uvicorn is pinned to the minor versions tested.
+callbacks, and its ``data_received``, repeated here without its warning), so the dependency
+on uvicorn is pinned to the minor versions tested.
 """
 
 from __future__ import annotations
