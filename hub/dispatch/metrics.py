@@ -29,38 +29,43 @@ class DispatchMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.sends = Counter(
             "leadhub_sends",
-            "Lead.Capture calls made, by target and outcome.",
+            "Lead.Capture calls made. target: the target's name; outcome: delivered, retry "
+            "(to be tried again), dead (refused for good) or pause (keys or url refused).",
             ["target", "outcome"],
             registry=self.registry,
         )
         self.send_seconds = Histogram(
             "leadhub_send_seconds",
-            "Duration of one Lead.Capture call, in seconds.",
+            "Duration of one Lead.Capture call, in seconds. target: the target's name.",
             ["target"],
             buckets=SEND_BUCKETS,
             registry=self.registry,
         )
         self.paused = Gauge(
             "leadhub_target_paused",
-            "1 while the target is paused (its keys or url are refused), else 0.",
+            "1 while the target is paused (its keys or url are refused), else 0. target: the "
+            "target's name.",
             ["target"],
             registry=self.registry,
         )
         self.graph_errors = Counter(
             "leadhub_graph_fetch_errors",
-            "Failed Facebook Graph lead reads, by reason.",
+            "Failed Facebook Graph lead reads. reason: the kind of failure (token, transient, "
+            "network, server_error, not_found, rejected, ...).",
             ["reason"],
             registry=self.registry,
         )
         self.linkedin_errors = Counter(
             "leadhub_linkedin_fetch_errors",
-            "Failed LinkedIn form response reads, by reason.",
+            "Failed LinkedIn form response reads. reason: the kind of failure (token, version, "
+            "network, server_error, not_found, rejected, ...).",
             ["reason"],
             registry=self.registry,
         )
         self.hubspot_errors = Counter(
             "leadhub_hubspot_fetch_errors",
-            "Failed HubSpot CRM object reads, by reason.",
+            "Failed HubSpot CRM object reads. reason: the kind of failure (token, network, "
+            "server_error, not_found, bad_answer, rejected, ...).",
             ["reason"],
             registry=self.registry,
         )
@@ -71,7 +76,8 @@ class DispatchMetrics:
         )
         self.events = Counter(
             "leadhub_dispatch_events",
-            "Events the dispatcher finished a step with, by outcome.",
+            "Events the dispatcher finished a step with. outcome: delivered, retrying, dead, "
+            "skipped, unmatched or released (put back unsent).",
             ["outcome"],
             registry=self.registry,
         )

@@ -98,20 +98,24 @@ class WebMetrics:
         self._delivered_due = 0.0
         self.deliveries = Counter(
             "leadhub_deliveries",
-            "Webhook deliveries received, by endpoint and outcome.",
+            'Webhook deliveries received. endpoint: the endpoint\'s name ("" for an unknown one); '
+            "outcome: accepted, duplicate, rejected or failed; reason: why one was rejected or "
+            "failed (unauthorized, too_large, bad_body, store_unavailable, ...), else empty.",
             ["endpoint", "outcome", "reason"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "leadhub_ingest_seconds",
-            "Time from a webhook request to its answer, in seconds.",
+            "Time from a webhook request to its answer, in seconds. endpoint: the endpoint's "
+            'name ("" for an unknown one).',
             ["endpoint"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
         self.events = Gauge(
             "leadhub_events",
-            "Stored events by state (read from the store at scrape time).",
+            "Stored events, read from the store at scrape time (delivered: at its last count). "
+            "state: queued, sending, retrying, delivered, dead, unmatched or skipped.",
             ["state"],
             registry=self.registry,
         )
