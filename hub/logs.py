@@ -338,14 +338,14 @@ class Failures:
     claims) and of its end, so that a failure repeated at every try for as long as an outage
     lasts logs a few lines rather than one per try.
 
-    :meth:`failed` logs its line (``name``, at error level, with ``error`` and ``fields``) at
-    the first failure of a run and at the first of each new error, then at most once per
-    ``every`` seconds for the same ``name`` and error, with ``unlogged`` (how many were left
-    out since the one before) when not 0 (:class:`Throttle`). :meth:`succeeded` ends the run:
-    one ``recovered`` line, a warning (the failures were errors: a log filtered to warnings
-    shows how the run ended), with ``failed`` (what failed since the last ``recovered`` line,
-    counted as :meth:`failed` was told) and ``seconds`` (from the first of those failures to
-    then, by ``clock``).
+    :meth:`failed` logs its line (``name``, at ``level``: error unless told otherwise, with
+    ``error`` and ``fields``) at the first failure of a run and at the first of each new
+    error, then at most once per ``every`` seconds for the same ``name`` and error, with
+    ``unlogged`` (how many were left out since the one before) when not 0
+    (:class:`Throttle`). :meth:`succeeded` ends the run: one ``recovered`` line, a warning
+    (a log filtered to warnings shows how the run ended), with ``failed`` (what failed since
+    the last ``recovered`` line, counted as :meth:`failed` was told) and ``seconds`` (from
+    the first of those failures to then, by ``clock``).
 
     A store at the edge of a full disk fails, commits a smaller batch, fails again: runs that
     begin and end many times a second. So the first failure of a run is left out when a line
@@ -368,8 +368,10 @@ class Failures:
         relapse: float = RELAPSE,
         clock: Callable[[], float] = time.monotonic,
         logger: Callable[[], Any] = get_logger,
+        level: str = "error",
     ) -> None:
         self.recovered = recovered
+        self.level = level
         self.every = every
         self.relapse = min(relapse, every)
         self._clock = clock
@@ -395,7 +397,7 @@ class Failures:
         more = self._lines.extra((name, error), now, every)
         if more is not None:
             self._told = True
-            self._logger().error(name, error=error, **fields, **more)
+            getattr(self._logger(), self.level)(name, error=error, **fields, **more)
 
     def succeeded(self) -> None:
         """A call succeeded: ends a run of failures, if one is under way (logged once, if

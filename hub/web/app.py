@@ -8,7 +8,10 @@
   ``worker`` every ``/hooks/`` path answers 404.
 * ``GET /healthz``: the process is alive (always 200).
 * ``GET /readyz``: 200 when the store answers a ping (and the config is loaded,
-  which it is once the app exists), else 503.
+  which it is once the app exists), else 503. A run of failed probes logs
+  ``readiness_failed`` at its first, then at most once per :data:`READY_LOG_EVERY` with
+  ``unlogged``, and ``readiness_recovered`` (``failed``, ``seconds``) at the first probe
+  that passes again (:class:`hub.logs.Failures`).
 * ``GET /metrics``: Prometheus text from ``app.state.metrics`` (a per-app
   ``CollectorRegistry``); see :mod:`hub.web.metrics`.
 * ``/sandbox``: ``sandbox_app`` mounted as given (mounted apps get no lifespan).
@@ -57,6 +60,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import Config
+from hub.logs import Failures
 from hub.store.base import EventStore
 from hub.web.ingest import PREFIX, Ingest
 from hub.web.metrics import WebMetrics
@@ -65,6 +69,12 @@ from hub.web.timeouts import within
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 ROLES = ("all", "web", "worker")
 READY_TIMEOUT = 3.0  # seconds a readiness ping may take before the store counts as down
+#: Seconds between two ``readiness_failed`` lines of one run of failed probes, and within
+#: which a new run after a ``readiness_recovered`` line logs nothing more (a flapping store):
+#: logged at every probe, a Kubernetes probe every 2 s against a store down for an hour wrote
+#: 1,800 like lines. (The store logs its own failures; this says the instance is out of
+#: service, and since when.)
+READY_LOG_EVERY = 60.0
 
 _log = structlog.get_logger()
 
@@ -122,7 +132,16 @@ async def _json_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-def _health_routes(store: EventStore, metrics: WebMetrics) -> list[BaseRoute]:
+def _health_routes(store: EventStore, metrics: WebMetrics, clock: Clock) -> list[BaseRoute]:
+    failures = Failures(
+        "readiness_recovered",
+        every=READY_LOG_EVERY,
+        relapse=READY_LOG_EVERY,
+        clock=clock.monotonic,
+        logger=lambda: _log,
+        level="warning",
+    )
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -130,10 +149,11 @@ def _health_routes(store: EventStore, metrics: WebMetrics) -> list[BaseRoute]:
         try:
             await within(store.ping(), READY_TIMEOUT)
         except Exception as exc:
-            _log.warning("readiness_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            failures.failed("readiness_failed", type(exc).__name__, detail=str(exc)[:300])
             return JSONResponse(
                 {"status": "unavailable", "reason": "store unavailable"}, status_code=503
             )
+        failures.succeeded()
         return JSONResponse({"status": "ready"})
 
     async def metrics_page(request: Request) -> Response:
@@ -182,7 +202,7 @@ def create_app(
     ingest = None
     if role in ("all", "web"):
         ingest = Ingest(endpoints=config.endpoints, store=store, clock=clock, metrics=metrics)
-    routes = _health_routes(store, metrics)
+    routes = _health_routes(store, metrics, clock)
     if sandbox_app is not None:
         routes.append(Mount("/sandbox", app=sandbox_app))
     routes.extend(extra_routes)
