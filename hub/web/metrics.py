@@ -22,7 +22,13 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   state that grows with every lead, at every scrape too unless its last count took
   :data:`DEAR` or more: then again only once :data:`RECOUNT` times as long as that count took
   has passed (so at most a fraction of the store's time: at 1,000,000 events on PostgreSQL
-  about once a minute), its gauge keeping the last count meanwhile. A scrape at which the
+  about once a minute), its gauge keeping the last count meanwhile. A count of them that did
+  not answer (not within what was left of :data:`COUNTS_TIMEOUT`) says nothing of what one
+  costs: it is tried again after :data:`RETRY` (or :data:`RECOUNT` times as long as it
+  waited, when sooner), then after twice as long at each count in a row that does not answer
+  either, up to that bound. (Timed as an answered count, one that ran out of a 3 s budget
+  was tried again only 20 minutes later: after a store's pause of some seconds, the
+  delivered gauge stayed 20 minutes old.) A scrape at which the
   store does not answer (down, or not within :data:`COUNTS_TIMEOUT`) exports no
   ``leadhub_events`` series at all rather than the last counts, which would read as today's
   (an alert on ``dead`` frozen, another instance's true count outvoted by ``max``); the
@@ -70,6 +76,10 @@ COUNTS_TIMEOUT = 3.0
 #: every scrape.
 RECOUNT = 400
 DEAR = 0.05
+#: Seconds after a count of the delivered events that did not answer before it is tried
+#: again (twice as long after each further one in a row, up to :data:`RECOUNT` times as long
+#: as it waited): a scrape every 15 s reads them again about a minute after a store's pause.
+RETRY = 60.0
 #: What is counted at every scrape.
 EVERY_SCRAPE = tuple(state for state in State if state is not State.DELIVERED)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -96,6 +106,8 @@ class WebMetrics:
         self._monotonic = monotonic
         #: When the delivered events are counted again (monotonic).
         self._delivered_due = 0.0
+        #: The wait after the next count of them that does not answer (:data:`RETRY`).
+        self._retry = RETRY
         self.deliveries = Counter(
             "leadhub_deliveries",
             'Webhook deliveries received. endpoint: the endpoint\'s name ("" for an unknown one); '
@@ -157,14 +169,28 @@ class WebMetrics:
             now = self._monotonic()
             left = COUNTS_TIMEOUT - (now - start)  # both counts share the one budget
             if now >= self._delivered_due and left > 0:
-                await self._count(store, (State.DELIVERED,), left)
+                counted = await self._count(store, (State.DELIVERED,), left)
                 took = self._monotonic() - now
-                self._delivered_due = now + RECOUNT * took if took >= DEAR else now
+                self._delivered_due = now + self._delivered_wait(counted, took)
         else:
             # Not the last counts: shown while the store did not answer, they read as current.
             self.events.clear()
             self._delivered_due = 0.0
+            self._retry = RETRY
         return generate_latest(self.registry)
+
+    def _delivered_wait(self, counted: bool, took: float) -> float:
+        """Seconds until the delivered events are counted again, after a count of them that
+        took ``took`` and answered (``counted``) or not."""
+        if counted:
+            self._retry = RETRY
+            return RECOUNT * took if took >= DEAR else 0.0
+        if took < DEAR:  # it failed at once (an error, not a wait): again at the next scrape
+            return 0.0
+        # What one costs is not known: soon, then less often while none answers.
+        wait = min(RECOUNT * took, self._retry)
+        self._retry = min(2 * self._retry, RECOUNT * COUNTS_TIMEOUT)
+        return wait
 
     async def _count(self, store: EventStore, states: tuple[State, ...], timeout: float) -> bool:
         """Set the gauge of ``states`` from the store; on failure (False), leave it as it
