@@ -30,6 +30,15 @@ enqueue starts a new one once the old one has exited. One that does not exit aft
 answers) is waited for at most :data:`REAP_WAIT` per attempt, and until it has exited no
 new child starts: writes and readiness answer 503 at once rather than piling up children.
 
+Readiness (:meth:`IngestProcess.check`) asks the child for an answer: it sends a frame of no
+deliveries (one at a time, however many probes wait), which the child answers with an empty
+list once it reads it, and is ready at the child's next answer, of that frame or of any other
+(an idle child answers at once, a busy one after the batch it is committing). No answer
+within :data:`PROBE_WAIT`: not ready. While a probe waits, the watchdog watches it as it
+watches a delivery, so a child that only probes wait on (a web instance that is not ready
+gets no webhooks) is killed and replaced after ``stall_after`` all the same. Writes send
+nothing more for it.
+
 The child never creates the database file (the store's open, in the parent, made it
 before starting the first child): a child started, or restarted, while the file is
 missing (deleted, moved away, its volume unmounted) answers each write ``unavailable``,
@@ -97,6 +106,10 @@ HAND_OVER = 8
 #: Seconds to wait for a child that was sent ``SIGKILL`` to exit before a new one may
 #: start; a start that waits longer fails (503) and the next one waits again.
 REAP_WAIT = 2.0
+#: Seconds a readiness probe waits for the child's next answer (:meth:`IngestProcess.check`).
+PROBE_WAIT = 2.0
+#: A frame of no deliveries: the child answers it with an empty list (a readiness probe).
+_PROBE = msgspec.msgpack.encode([])
 #: Seconds a new child may take to say it is ready (its first, empty answer), or
 #: ``stall_after`` if longer: its start (the interpreter, the imports) is not counted as a
 #: stall of the writes sent to it, as it was when they were sent before it was ready.
@@ -225,6 +238,8 @@ class IngestProcess:
         self._commits_before = 0
         #: Between start() and stop(): a lost child is replaced on the next enqueue.
         self._open = False
+        #: While a readiness probe waits for the child's next answer (:meth:`check`).
+        self._probe: asyncio.Future[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -326,7 +341,7 @@ class IngestProcess:
         longer than ``stall_after`` fails (503 upstream), and it looks again later."""
         self._watchdog = None
         since = self._waiting_since
-        if since is None or not self._waiting:
+        if since is None or not (self._waiting or self._probe):
             return
         waited = time.monotonic() - since
         if waited < self.stall_after:
@@ -356,10 +371,11 @@ class IngestProcess:
             self._watchdog = loop.call_later(max(seconds, 0.01), self._watch)
 
     async def check(self) -> None:
-        """Readiness: raise :class:`StoreUnavailable` when a delivery has waited for the
-        child for longer than ``stall_after``, or when no child runs and none can start (a
+        """Readiness: raise :class:`StoreUnavailable` when the child does not answer a probe
+        within :data:`PROBE_WAIT` (see the module's docstring), when a delivery has waited for
+        it for longer than ``stall_after``, or when no child runs and none can start (a
         killed one has not exited); a child lost while idle is replaced here, as the next
-        write would."""
+        write would (its start waits for its first answer)."""
         since = self._waiting_since
         if since is not None and time.monotonic() - since > self.stall_after:
             msg = (
@@ -367,8 +383,38 @@ class IngestProcess:
                 f"{time.monotonic() - since:.0f} s (a stalled disk or mount?)."
             )
             raise StoreUnavailable(msg)
-        if self._open and not self.running:
+        if not self._open:
+            return
+        if not self.running:
             await self.start()
+            return
+        probe = self._probe
+        if probe is None:
+            probe = self._send_probe()
+        try:
+            await asyncio.wait_for(asyncio.shield(probe), PROBE_WAIT)
+        except TimeoutError:
+            pid = self._child.pid if self._child is not None else None
+            msg = (
+                f"The event store's writer process (pid {pid}) has not answered within "
+                f"{PROBE_WAIT:g} s (stopped, or stuck on a stalled disk or mount?)."
+            )
+            raise StoreUnavailable(msg) from None
+
+    def _send_probe(self) -> asyncio.Future[None]:
+        """Send the child a frame of no deliveries; the future its next answer sets."""
+        probe = self._probe = asyncio.get_running_loop().create_future()
+        if self._waiting_since is None:  # watched as a delivery would be
+            self._waiting_since = time.monotonic()
+            self._watch_in(self.stall_after)
+        if self._transport is None:  # (not running: check starts one first)
+            self._lost("it is not running")
+        else:
+            try:
+                self._transport.write(_frame(_PROBE))
+            except Exception as exc:
+                self._lost(f"writing to it failed ({exc})")
+        return probe
 
     def _send(self) -> None:
         rows, self._gathered = self._gathered, []
@@ -386,7 +432,7 @@ class IngestProcess:
                 return
             frame = _frame(self._encoder.encode(rows))
         # Waiting before writing: the child answers every frame, in order, one entry per row.
-        if not self._waiting:
+        if self._waiting_since is None:
             self._waiting_since = time.monotonic()
             self._watch_in(self.stall_after)
         self._waiting.extend(waiters)
@@ -413,6 +459,10 @@ class IngestProcess:
     def _answered(self, reply: Any) -> None:
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)  # its first answer, empty: it is ready
+        if self._probe is not None:  # any answer: it is moving
+            if not self._probe.done():
+                self._probe.set_result(None)
+            self._probe = None
         commits, results = reply
         self.stats.commits = self._commits_before + int(commits)
         # (a frame answered: the child is moving; what waits now, waits from now)
@@ -438,6 +488,11 @@ class IngestProcess:
         if self._ready is not None and not self._ready.done():  # it died starting
             self._ready.set_exception(StoreUnavailable(why))
             self._ready.exception()  # (retrieved: the start raises its own)
+        probe, self._probe = self._probe, None
+        if probe is not None and not probe.done():
+            msg = f"The event store's writer process stopped: {why}."
+            probe.set_exception(StoreUnavailable(msg))
+            probe.exception()  # (retrieved: a probe that gave up waiting is gone)
         transport, self._transport = self._transport, None
         if transport is None:
             return  # already handled (a failed write, then the socket's own close)

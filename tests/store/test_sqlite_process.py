@@ -95,7 +95,10 @@ async def test_enqueues_are_written_by_the_child_and_compressed_there(
             pending = asyncio.create_task(
                 store.enqueue(delivery("big", body=body, documents=[{"id": "big"}]))
             )
-            await store.ping()  # the writer thread and the reader still answer meanwhile
+            # the writer thread and the reader still answer meanwhile (readiness does not:
+            # its ping asks the child too)
+            assert await store.claim(limit=1, lease=30) == []
+            assert not any((await store.counts()).values())
             await asyncio.sleep(0.2)
             assert not pending.done()
         finally:
