@@ -404,16 +404,16 @@ class IngestProcess:
     def _send_probe(self) -> asyncio.Future[None]:
         """Send the child a frame of no deliveries; the future its next answer sets."""
         probe = self._probe = asyncio.get_running_loop().create_future()
+        try:
+            if self._transport is None:  # (check starts a child first: not met)
+                raise ConnectionError("no child runs")
+            self._transport.write(_frame(_PROBE))
+        except Exception as exc:  # the probe fails with the child (what waits fails too)
+            self._lost(f"writing to it failed ({exc})")
+            return probe
         if self._waiting_since is None:  # watched as a delivery would be
             self._waiting_since = time.monotonic()
             self._watch_in(self.stall_after)
-        if self._transport is None:  # (not running: check starts one first)
-            self._lost("it is not running")
-        else:
-            try:
-                self._transport.write(_frame(_PROBE))
-            except Exception as exc:
-                self._lost(f"writing to it failed ({exc})")
         return probe
 
     def _send(self) -> None:
