@@ -49,6 +49,11 @@ class ManualClock:
         self._now += seconds
         self._mono += seconds
 
+    def step(self, seconds: float) -> None:
+        """Step the wall clock by ``seconds`` (either way); the monotonic reading stays, as
+        it does when NTP or an operator sets a machine's clock."""
+        self._now += seconds
+
     def set(self, unix_time: float) -> None:
         """Jump the wall clock to ``unix_time``; the monotonic reading moves by the same amount."""
         self.advance(max(0.0, unix_time - self._now))
