@@ -138,6 +138,14 @@ SLOT_HORIZON = 300.0
 #: measured against is written at most once per this many seconds, so a step is undone to
 #: within about as much).
 CLOCK_STEP_BACK = 1.0
+#: How much further the store's clock may seem to go than the monotonic clock between two
+#: claims of one store object before the claim takes it for a step forward (NTP, an
+#: operator, a resumed VM) and moves every lease's end forward by as much: without that, a
+#: step of more than a lease let another instance claim and send an event whose call was
+#: still in flight (seconds; above the noise of a :class:`~hub.clock.ServerTime` clock's
+#: measurements and NTP's slewing between two claims, and several :data:`CLOCK_STEP_BACK`,
+#: so that the mark tells a step applied from one not yet, see :func:`clock_step`).
+CLOCK_STEP_FORWARD = 5.0
 #: Absorbs float rounding in the rate window: a wait of exactly (end + window - now) frees
 #: the slot.
 SLOT_EPSILON = 1e-6
@@ -150,17 +158,80 @@ def no_event(event_id: int) -> StoreError:
     )
 
 
-def clock_step(now: float, mark: str | None) -> float | None:
+def clock_step(now: float, mark: str | None, ahead: float = 0.0) -> float | None:
     """What a claim reading ``now`` does with the store's clock ``mark`` (as stored; None:
-    none yet): None, leave the mark (it is within :data:`CLOCK_STEP_BACK` of now); else
-    write now as the mark, after undoing a step back of that many seconds (0.0: none, a
-    first mark or a step forward)."""
+    none yet), its store object's clock having gone ``ahead`` seconds further than the
+    monotonic clock since its last claim (:class:`ClockWatch`): None, leave the mark (it is
+    within :data:`CLOCK_STEP_BACK` of now); else write now as the mark, after moving every
+    lease's end back by the seconds returned (0.0: none; a step back is undone, the waiting
+    events' due times too; negative: a step forward, applied to the leases only).
+
+    A step forward cannot be told from the mark alone: a gap since it is as well real time
+    in which nobody claimed (every instance stopped for an hour), after which the dead
+    workers' leases must not be lengthened. So it is told by the monotonic clock of a store
+    object that claimed before the step, and applied only while the mark is still from
+    before it: no later than ``now - ahead`` (a mark any instance wrote since the step is
+    at most the time since the step old, and the next claim after a step follows it within
+    moments). So it is applied once, by the first claim after it of an instance that had
+    claimed before it; if that first claim is a just started instance's, not at all."""
     if mark is None:
         return 0.0
-    back = float(mark) - now
+    marked = float(mark)
+    if ahead > CLOCK_STEP_FORWARD and marked < now - ahead + CLOCK_STEP_BACK:
+        return -ahead
+    back = marked - now
     if abs(back) <= CLOCK_STEP_BACK:
         return None
     return max(back, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """A claim's reading of its store object's clock (:meth:`ClockWatch.read`)."""
+
+    #: The store's time.
+    now: float
+    #: The monotonic clock's reading.
+    monotonic: float
+    #: How many seconds further the store's time went than the monotonic clock since the
+    #: store object's last claim (0.0 at its first).
+    ahead: float
+
+
+class ClockWatch:
+    """A store object's last claim's readings of its clock (store time, monotonic), by which
+    its next claim tells a step forward of the store's clock (:func:`clock_step`).
+
+    A store object that has not claimed yet (an instance just started) sees no step: it
+    cannot tell one from the time every instance was stopped. The monotonic clock does not
+    run while the machine sleeps, so a resumed VM's instance sees its sleep as a step
+    forward and keeps the leases it holds (its calls in flight were frozen too)."""
+
+    def __init__(self) -> None:
+        self._kept: tuple[float, float] | None = None
+
+    def read(self, clock: Clock) -> ClockReading:
+        """``clock`` now, in a claim's turn, and how far ahead it went since the last kept."""
+        now, mono = clock.time(), clock.monotonic()
+        kept = self._kept
+        ahead = 0.0 if kept is None else (now - kept[0]) - (mono - kept[1])
+        return ClockReading(now, mono, ahead)
+
+    def keep(self, reading: ClockReading) -> None:
+        """Keep ``reading`` once its claim committed (a claim rolled back applied nothing:
+        the next one sees the same step), unless a later one was kept already."""
+        if self._kept is None or reading.monotonic >= self._kept[1]:
+            self._kept = (reading.now, reading.monotonic)
+
+
+def log_clock_step(step: float, events: int, leases: int) -> None:
+    """Log a step of the store's clock a claim applied (:func:`clock_step`'s ``step``):
+    ``clock_stepped_back`` (``events``: the waiting events' due times moved too) or
+    ``clock_stepped_forward``."""
+    if step > 0:
+        log().warning("clock_stepped_back", seconds=round(step, 3), events=events, leases=leases)
+    else:
+        log().warning("clock_stepped_forward", seconds=round(-step, 3), leases=leases)
 
 
 def with_clock_shift(claimed: list[Event], shift: float) -> list[Event]:

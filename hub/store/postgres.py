@@ -43,6 +43,7 @@ from hub.store.base import (
     STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
+    ClockWatch,
     Replayed,
     Settle,
     StoreError,
@@ -51,6 +52,7 @@ from hub.store.base import (
     clock_step,
     lease_lost,
     log,
+    log_clock_step,
     newer_schema,
     no_event,
     ordering_checks,
@@ -162,6 +164,8 @@ class PostgresStore(BatchedStore):
         self.dsn = dsn
         self.clock: Clock = ServerTime(clock) if isinstance(clock, SystemClock) else clock
         self._clock_warned = False
+        #: Its claims' readings of the clock, to tell a step forward of it by.
+        self._watch = ClockWatch()
         self.schema = schema
         self.pool_size = pool_size
         self.shown = shown or dsn
@@ -408,36 +412,43 @@ class PostgresStore(BatchedStore):
             # Claims take turns (lock_claims): none is ever committed after a later one's
             # ordering check has read the store. Time is read once the turn is ours.
             await self._follow_server(conn, float(await conn.fetchval(Q["lock_claims"])))
-            now = self.clock.time()
-            shift = await self._clock_mark(conn, now)
+            reading = self._watch.read(self.clock)
+            now = reading.now
+            shift = await self._clock_mark(conn, now, reading.ahead)
             waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted, *left)
             expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted, *left)
             ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
-            if not ids:
-                return []
-            await conn.execute(Q["mark_claimed"], ids, now + lease, now)
-            found = await conn.fetch(Q["event_rows"], ids)
+            found = []
+            if ids:
+                await conn.execute(Q["mark_claimed"], ids, now + lease, now)
+                found = await conn.fetch(Q["event_rows"], ids)
+        self._watch.keep(reading)  # (committed)
         return with_clock_shift([rows.event_of(r) for r in found], shift)
 
-    async def _clock_mark(self, conn: _Conn, now: float) -> float:
+    async def _clock_mark(self, conn: _Conn, now: float, ahead: float) -> float:
         """Keep the store's clock mark, in a claim's turn (as SQLite's ``_clock_mark``): a
         time more than :data:`CLOCK_STEP_BACK` before it is a step back of the store's clock
         (the database server's, or a test's): the waiting events' due times and the claimed
         events' lease ends go back as much, and so the clock shift grows
-        (``clock_stepped_back``), once for every instance on the store. Returns the shift."""
+        (``clock_stepped_back``), once for every instance on the store. A step forward this
+        instance saw (``ahead``: a :class:`ServerTime` clock measured again after a step of
+        the server's clock, see :func:`clock_step`) moves the lease ends forward and the
+        shift down as much (``clock_stepped_forward``). Returns the shift."""
         row = await conn.fetchrow(Q["clock_mark"])
         assert row is not None  # (one row, of two subqueries)
         mark, shift_text = row
         shift = 0.0 if shift_text is None else float(shift_text)
-        back = clock_step(now, mark)
-        if back is None:
+        step = clock_step(now, mark, ahead)
+        if step is None:
             return shift
-        if back:
-            moved = _count(await conn.execute(Q["clock_stepped_back"], back, now))
-            leases = _count(await conn.execute(Q["leases_stepped_back"], back))
-            shift += back
+        if step:
+            moved = 0
+            if step > 0:
+                moved = _count(await conn.execute(Q["clock_stepped_back"], step, now))
+            leases = _count(await conn.execute(Q["leases_stepped_back"], step))
+            shift += step
             await conn.execute(Q["set_clock_shift"], repr(shift))
-            log().warning("clock_stepped_back", seconds=round(back, 3), events=moved, leases=leases)
+            log_clock_step(step, moved, leases)
         await conn.execute(Q["set_clock_mark"], repr(now))
         return shift
 

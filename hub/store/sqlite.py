@@ -32,6 +32,8 @@ from hub.store.base import (
     STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
+    ClockReading,
+    ClockWatch,
     Replayed,
     Settle,
     StoreError,
@@ -39,6 +41,7 @@ from hub.store.base import (
     clock_step,
     lease_lost,
     log,
+    log_clock_step,
     no_event,
     ordering_checks,
     settle_later,
@@ -136,6 +139,8 @@ class SQLiteStore(BatchedStore):
         self.writer = writer
         self.path = Path(path)
         self.clock = clock
+        #: Its claims' readings of the clock, to tell a step forward of it by.
+        self._watch = ClockWatch()
         self.synchronous = synchronous.upper()
         self.stats = StoreStats()
         # Absolute, so a later change of working directory cannot move the database.
@@ -261,9 +266,8 @@ class SQLiteStore(BatchedStore):
     ) -> builtins.list[Event]:
         if limit < 1:
             return []
-        now = self.clock.time()
         params = {
-            "now": now,
+            "now": 0.0,  # (read in the writer's turn, below)
             "exclude": _json(sorted(exclude_targets)),
             "unrouted": _json(sorted(exclude_unrouted)),
             "known": None if known_endpoints is None else _json(sorted(known_endpoints)),
@@ -271,8 +275,16 @@ class SQLiteStore(BatchedStore):
             "limit": limit,
         }
 
+        reading: ClockReading | None = None
+
         def job(conn: sqlite3.Connection) -> tuple[str | None, float]:
-            shift = _clock_mark(conn, self.clock.time())
+            # The time is read in the writer's turn, with the step it may apply: a lease
+            # counted from a time read before a step the turn then applied ends the step
+            # early (forward) or late (back).
+            nonlocal reading
+            reading = self._watch.read(self.clock)
+            now = params["now"] = reading.now
+            shift = _clock_mark(conn, now, reading.ahead)
             # Every statement fetches one value: each step of a cursor is a GIL hand-over.
             (ids,) = conn.execute(_CLAIMABLE_IDS, params).fetchone()
             if ids == "[]":
@@ -284,6 +296,8 @@ class SQLiteStore(BatchedStore):
         # Rows become events here, not in the writer thread: decompressing and parsing the
         # bodies there would hold the GIL (and hand it back and forth) while it writes.
         packed, shift = await self._writer.submit(job)
+        if reading is not None:  # (committed)
+            self._watch.keep(reading)
         return with_clock_shift(rows.events(packed), shift)
 
     async def ack(
@@ -669,24 +683,28 @@ class SQLiteStore(BatchedStore):
         )
 
 
-def _clock_mark(conn: sqlite3.Connection, now: float) -> float:
+def _clock_mark(conn: sqlite3.Connection, now: float, ahead: float) -> float:
     """Keep the store's clock mark (the latest time a claim read, written at most once per
     :data:`CLOCK_STEP_BACK` s); a time more than that before it is a step back of the wall
     clock: the waiting events' due times and the claimed events' lease ends go back as much,
-    and the clock shift grows by as much (``clock_stepped_back``). Read in the claim's
-    transaction, so processes sharing the file undo a step once. Returns the clock shift:
-    what a lease's end plus it is the lease's token (see ``sqlite.sql``)."""
+    and the clock shift grows by as much (``clock_stepped_back``). A step forward this store
+    object saw (``ahead``, see :func:`clock_step`) moves the lease ends forward and the shift
+    down as much (``clock_stepped_forward``). Read in the claim's transaction, so processes
+    sharing the file apply a step once. Returns the clock shift: what a lease's end plus it
+    is the lease's token (see ``sqlite.sql``)."""
     mark, shift_text = conn.execute(Q["clock_mark"]).fetchone()
     shift = 0.0 if shift_text is None else float(shift_text)
-    back = clock_step(now, mark)
-    if back is None:
+    step = clock_step(now, mark, ahead)
+    if step is None:
         return shift
-    if back:
-        moved = conn.execute(Q["clock_stepped_back"], {"by": back, "now": now}).rowcount
-        leases = conn.execute(Q["leases_stepped_back"], {"by": back}).rowcount
-        shift += back
+    if step:
+        moved = 0
+        if step > 0:
+            moved = conn.execute(Q["clock_stepped_back"], {"by": step, "now": now}).rowcount
+        leases = conn.execute(Q["leases_stepped_back"], {"by": step}).rowcount
+        shift += step
         conn.execute(Q["set_clock_shift"], {"shift": repr(shift)})
-        log().warning("clock_stepped_back", seconds=round(back, 3), events=moved, leases=leases)
+        log_clock_step(step, moved, leases)
     conn.execute(Q["set_clock_mark"], {"now": repr(now)})
     return shift
 

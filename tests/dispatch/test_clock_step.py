@@ -7,6 +7,8 @@ move: that is what a step of the system clock does)."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from structlog.testing import capture_logs
 
 from hub.store import open_store
 from hub.store.models import State
@@ -123,3 +126,58 @@ async def test_a_step_back_does_not_lengthen_a_targets_pause(tmp_path: Path) -> 
         assert sorted(fake.created) == [f"paused{n}@example.com" for n in range(2)]
     finally:
         await store.close()
+
+
+class HeldCalls:
+    """A LeadSquared that holds every call until :attr:`gate` is set, then creates the lead;
+    :attr:`calls` lists the emails sent, one per call."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.calls: list[str] = []
+
+    async def capture(self, request: Request) -> Response:
+        email = {a["Attribute"]: a["Value"] for a in await request.json()}["EmailAddress"]
+        self.calls.append(email)
+        await asyncio.to_thread(self.gate.wait, 30.0)
+        message = {"Id": "a", "RelatedId": f"lead-{email}", "IsCreated": True}
+        return JSONResponse({"Status": "Success", "Message": message})
+
+
+async def test_a_step_forward_does_not_send_a_lead_in_flight_again(
+    tmp_path: Path, hub_db_url: str
+) -> None:
+    """Two instances (dispatchers on their own store objects, one database); one has a lead's
+    call in flight when the clock is stepped forward two leases. The other does not claim
+    the event and send the lead again (before: it did at its next claim, and the first
+    outcome was lost); the call's outcome is written once the target answers."""
+    clock = SteppedClock()
+    fake = HeldCalls()
+    app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
+    one, two = open_store(hub_db_url, clock=clock), open_store(hub_db_url, clock=clock)
+    await one.open()
+    await two.open()
+    try:
+        with serve_in_thread(app) as url, capture_logs() as logs:
+            config = forms_config(tmp_path, url)
+            async with (
+                running(config, one, clock=clock) as first,
+                running(config, two, clock=clock),
+            ):
+                ids = await enqueue(one, "forms", leads("held", 1))
+                await wait_for(lambda: len(fake.calls) == 1, timeout=30, what="the call")
+                clock.step(2 * first.lease)
+
+                def stepped_or_sent_again() -> bool:
+                    forward = [e for e in logs if e["event"] == "clock_stepped_forward"]
+                    return bool(forward) or len(fake.calls) > 1
+
+                await wait_for(stepped_or_sent_again, timeout=30, what="the step seen")
+                fake.gate.set()
+                await wait_for(all_in(State.DELIVERED, one, ids), timeout=30, what="delivered")
+        assert fake.calls == ["held0@example.com"]
+        assert not [e for e in logs if e["event"] == "event_lease_lost"]
+    finally:
+        fake.gate.set()
+        await one.close()
+        await two.close()

@@ -1,5 +1,6 @@
 """A step back of the store's clock, undone by the next claim (the clock mark): lease ends
-move back with the due times, and their holders' tokens still hold.
+move back with the due times, and their holders' tokens still hold. A step forward, seen by
+an instance that claimed before it (its monotonic clock), moves the lease ends forward.
 
 Each backend and writer (``store_url``), on a ManualClock whose wall reading the test sets
 back; on PostgreSQL also the race of an outcome with the claim undoing a step, and an
@@ -10,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 import pytest
@@ -85,6 +87,92 @@ async def test_tokens_hold_across_two_steps_back(store_url: str, clock: ManualCl
             State.QUEUED,
             State.DEAD,
         ]
+
+
+# -- a step forward ---------------------------------------------------------------------
+
+
+def second_url(store_url: str) -> str:
+    """The URL of another store object on ``store_url``'s database (one writer process per
+    file is enough: its claims go through its writer thread either way)."""
+    return store_url.removesuffix("?writer=process")
+
+
+def steps_forward(logs: Sequence[Mapping[str, Any]]) -> list[tuple[Any, Any]]:
+    """(seconds, leases) of each ``clock_stepped_forward`` in ``logs``."""
+    return [(e["seconds"], e["leases"]) for e in logs if e["event"] == "clock_stepped_forward"]
+
+
+async def test_a_step_forward_keeps_a_live_holders_lease(
+    store_url: str, clock: ManualClock
+) -> None:
+    """Two instances (store objects on one database) claiming; one holds an event, its call
+    in flight, when the clock is stepped forward two leases (the monotonic clock runs on).
+    The other's next claim does not take it (before: it did, and sent the lead again), the
+    holder's outcome is written under the lease its claim gave it, and the lease's end moved
+    by the step only: once the time it had left has passed, the event is claimed again."""
+    async with opened(store_url, clock) as holder, opened(second_url(store_url), clock) as other:
+        assert await other.claim(limit=1, lease=LEASE) == []
+        first, second = await enqueued(holder, "lives", "dies")
+        (live,) = await holder.claim(limit=1, lease=LEASE)
+        (dead,) = await holder.claim(limit=1, lease=LEASE)
+        assert (live.id, dead.id) == (first, second)
+        clock.advance(1)
+        clock.step(2 * LEASE)
+        with capture_logs() as logs:
+            assert await other.claim(limit=10, lease=LEASE) == []
+        assert steps_forward(logs) == [(2 * LEASE, 2)]
+        await holder.ack(live.id, lead_id="L1", created=True, lease=live.lease)
+        clock.advance(LEASE - 2)
+        assert await other.claim(limit=10, lease=LEASE) == []
+        clock.advance(2)
+        (again,) = await other.claim(limit=10, lease=LEASE)
+        assert again.id == dead.id
+        event = await other.get(live.id)
+        assert event is not None and (event.state, event.lead_id) == (State.DELIVERED, "L1")
+
+
+async def test_a_step_forward_is_applied_once_by_two_instances(
+    store_url: str, clock: ManualClock
+) -> None:
+    """Two instances that both claimed before a step forward of an hour both see it; the
+    first claim after it moves the lease ends, the other's does not move them again: the
+    dead worker's event is claimed again when its lease was meant to end, not an hour later
+    (nor, without the fix, at once)."""
+    async with opened(store_url, clock) as one, opened(second_url(store_url), clock) as two:
+        (eid,) = await enqueued(one, "dies")
+        (held,) = await one.claim(limit=1, lease=LEASE)
+        assert await two.claim(limit=1, lease=LEASE) == []
+        clock.step(HOUR)
+        with capture_logs() as logs:
+            assert await one.claim(limit=10, lease=LEASE) == []
+            assert await two.claim(limit=10, lease=LEASE) == []
+            clock.advance(LEASE - 1)
+            assert await two.claim(limit=10, lease=LEASE) == []
+            assert await one.claim(limit=10, lease=LEASE) == []
+        assert steps_forward(logs) == [(HOUR, 1)]
+        clock.advance(2)
+        (again,) = await two.claim(limit=10, lease=LEASE)
+        assert again.id == held.id == eid
+
+
+async def test_a_gap_in_which_nobody_claimed_is_no_step(store_url: str, clock: ManualClock) -> None:
+    """Real time in which nobody claimed (every instance stopped, or frozen, for an hour)
+    lengthens no lease: an instance that claimed before it, whose monotonic clock ran on as
+    the time did, and an instance started after a step of the clock, which cannot tell the
+    step from such a gap, both claim the dead workers' events at once."""
+    async with opened(store_url, clock) as store:
+        first, second = await enqueued(store, "a", "b")
+        await store.claim(limit=2, lease=LEASE)
+        clock.advance(HOUR)
+        with capture_logs() as logs:
+            (again,) = await store.claim(limit=1, lease=LEASE)
+        assert again.id == first and steps_forward(logs) == []
+        clock.step(HOUR)
+    async with opened(store_url, clock) as started:
+        with capture_logs() as logs:
+            claimed = await started.claim(limit=10, lease=LEASE)
+        assert [e.id for e in claimed] == [first, second] and steps_forward(logs) == []
 
 
 # -- PostgreSQL only ------------------------------------------------------------------------

@@ -190,6 +190,9 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > $2;
 -- ... and so does every lease end (its token is its end plus the clock shift, which grows by
 -- $1 in the same transaction): a dead worker's lease ends when it was meant to, and a live
 -- holder keeps exactly the time it had left.
+-- A negative $1 is a step forward a claim's store object saw (hub.store.base.clock_step): the
+-- lease ends go forward as much and the shift goes down, so a live holder is not taken for
+-- dead and its lease claimed (and its lead sent) again while its call is in flight.
 UPDATE events SET next_attempt_at = next_attempt_at - $1 WHERE state = 'sending';
 
 -- name: claimable_waiting

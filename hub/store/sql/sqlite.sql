@@ -216,6 +216,9 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now;
 -- ... and so do the lease ends: a lease a dead worker held ends when it was meant to, not
 -- the step later, and a live holder keeps exactly the time it had left. Every lease moves
 -- (its token is its end plus the clock shift, which grows by :by in the same transaction).
+-- A negative :by is a step forward a claim's store object saw (hub.store.base.clock_step): the
+-- lease ends go forward as much and the shift goes down, so a live holder is not taken for
+-- dead and its lease claimed (and its lead sent) again while its call is in flight.
 UPDATE events SET next_attempt_at = next_attempt_at - :by WHERE state = 'sending';
 
 -- name: mark_claimed
