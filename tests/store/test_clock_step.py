@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -22,7 +24,8 @@ from hub.clock import ManualClock, ServerTime
 from hub.store import EventStore, LeaseLost
 from hub.store.models import Ack, State
 from hub.store.postgres import PostgresStore
-from tests.store.conftest import opened
+from hub.store.sqlite import SQLiteStore
+from tests.store.conftest import opened, sqlite_url
 from tests.store.helpers import delivery
 
 HOUR = 3600.0
@@ -173,6 +176,35 @@ async def test_a_gap_in_which_nobody_claimed_is_no_step(store_url: str, clock: M
         with capture_logs() as logs:
             claimed = await started.claim(limit=10, lease=LEASE)
         assert [e.id for e in claimed] == [first, second] and steps_forward(logs) == []
+
+
+async def test_sqlite_a_claim_counts_its_lease_from_the_time_in_the_writers_turn(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A claim that waits for the writer while the clock steps forward two leases (the
+    writer held by a job the test lets go after the step) counts its new lease from the
+    time in its turn, in which it applies the step to the older leases: neither lease has
+    ended a lease less a second later (before, the new one counted from the time before the
+    step and had ended at once)."""
+    async with opened(sqlite_url(tmp_path), clock) as store:
+        assert isinstance(store, SQLiteStore)
+        await enqueued(store, "older", "newer")
+        (older,) = await store.claim(limit=1, lease=LEASE)
+        gate = threading.Event()
+        held = asyncio.create_task(store._writer.submit(lambda conn: gate.wait(30.0)))
+        claim = asyncio.create_task(store.claim(limit=1, lease=LEASE))
+        await asyncio.sleep(0)  # (both handed to the writer, which waits at the gate)
+        with capture_logs() as logs:
+            clock.step(2 * LEASE)
+            gate.set()
+            assert await held
+            (newer,) = await claim
+        assert steps_forward(logs) == [(2 * LEASE, 1)]
+        clock.advance(LEASE - 1)
+        assert await store.claim(limit=10, lease=LEASE) == []
+        clock.advance(2)
+        again = await store.claim(limit=10, lease=LEASE)
+        assert sorted(e.id for e in again) == [older.id, newer.id]
 
 
 # -- PostgreSQL only ------------------------------------------------------------------------
