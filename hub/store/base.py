@@ -236,10 +236,12 @@ def log_clock_step(step: float, events: int, leases: int) -> None:
 
 def with_clock_shift(claimed: list[Event], shift: float) -> list[Event]:
     """``claimed`` as a claim hands them out: each lease's end plus the store's clock shift
-    (the seconds of steps back of the wall clock undone so far, 0 before any), which is the
-    lease's token. An undone step moves every lease end back and adds itself to the shift,
-    so a holder's token stays its lease's while the end moves (a lease a dead worker held
-    ends when it was meant to, not the step later)."""
+    (the seconds of steps back of the wall clock undone so far less those of the steps
+    forward applied, 0 before any), which is the lease's token. An undone step back moves
+    every lease end back and adds itself to the shift, a step forward moves them forward
+    and takes itself from it, so a holder's token stays its lease's while the end moves (a
+    lease a dead worker held ends when it was meant to, not the step later; a live one's
+    call is not taken for dead and sent again)."""
     if not shift:
         return claimed
     return [dataclasses.replace(e, next_attempt_at=e.next_attempt_at + shift) for e in claimed]
@@ -660,13 +662,16 @@ class EventStore(Protocol):
         VM; the database server's on PostgreSQL) from a clock mark it keeps in the store: a
         time more than :data:`CLOCK_STEP_BACK` before the mark moves the waiting events'
         due times and the claimed events' lease ends back by the step, once for every
-        process on the store (``clock_stepped_back``).
+        process on the store (``clock_stepped_back``). A step forward, which the mark alone
+        cannot tell from time nobody claimed in, is told by the monotonic clock of a store
+        object that claimed before it, and moves the lease ends forward by the step, once
+        (``clock_stepped_forward``; see :func:`clock_step`).
         """
         ...
 
     # The outcomes below take the ``lease`` under which the event was claimed (its
     # ``next_attempt_at`` as :meth:`claim` returned it: its end then, plus the store's clock
-    # shift once a step back of the clock was undone, see :func:`with_clock_shift`). With
+    # shift once a step of the clock was applied, see :func:`with_clock_shift`). With
     # one, the write applies only while the event is still ``sending`` under that very
     # lease, else it raises :class:`LeaseLost` and writes nothing. Without (``None``), it
     # applies as it is.

@@ -152,7 +152,7 @@ class Event:
     def lease(self) -> float | None:
         """The lease this event is claimed under (the end of it, while ``sending``): what
         its outcome is written under, so a worker whose lease ran out writes nothing. As a
-        claim hands it out, after a step back of the store's clock was undone it is the end
+        claim hands it out, after a step of the store's clock was applied it is the end
         plus the store's clock shift (``hub.store.base.with_clock_shift``)."""
         return self.next_attempt_at if self.state is State.SENDING else None
 

@@ -5,11 +5,12 @@
 -- For an event in 'sending', next_attempt_at is the end of its lease: a crashed
 -- worker's event becomes claimable again then (found through events_due). With the store's
 -- clock shift (meta 'clock_shift': the seconds of every step back of the wall clock undone,
--- 0 before any) it is also the lease's token: an outcome given with :lease applies only
--- while the event is still 'sending' and next_attempt_at + clock_shift = :lease (two claims
--- of one event end at least a lease apart). A claim hands out the lease end plus the shift;
--- an undone step moves the lease ends back and adds itself to the shift, so a lease keeps
--- its token (see clock_stepped_back).
+-- less those of every step forward applied, 0 before any) it is also the lease's token: an
+-- outcome given with :lease applies only while the event is still 'sending' and
+-- next_attempt_at + clock_shift = :lease (two claims of one event end at least a lease
+-- apart). A claim hands out the lease end plus the shift; an undone step back moves the
+-- lease ends back and adds itself to the shift, a step forward moves them forward and takes
+-- itself from it, so a lease keeps its token (see leases_stepped_back).
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
