@@ -111,7 +111,8 @@ class WebMetrics:
         self.deliveries = Counter(
             "leadhub_deliveries",
             'Webhook deliveries received. endpoint: the endpoint\'s name ("" for an unknown one); '
-            "outcome: accepted, duplicate, rejected or failed; reason: why one was rejected or "
+            "outcome: accepted, duplicate, rejected, failed, or handshake (a subscription "
+            "check answered); reason: why one was rejected or "
             "failed (unauthorized, too_large, bad_body, store_unavailable, ...), else empty.",
             ["endpoint", "outcome", "reason"],
             registry=self.registry,
