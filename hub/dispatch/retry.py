@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import contextvars
 import random as _random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import structlog
@@ -105,6 +105,7 @@ class _Rewrite:
     write: Callable[[], Awaitable[None]]
     what: str
     since: float  # monotonic time of the first failure
+    until: float  # monotonic time the event's lease ends
 
 
 class Rewrites:
@@ -129,18 +130,48 @@ class Rewrites:
         self._clock = clock
         self._pending: dict[int, _Rewrite] = {}  # by event id, oldest first
         self._task: asyncio.Task[None] | None = None
+        #: When each lease claimed lately ends by the monotonic clock, by (event id, token).
+        #: A lease's token is not its end in the wall clock's time once the store applied a
+        #: step of its clock (its clock shift, see ``hub.store.base.with_clock_shift``): after
+        #: a step forward every token is before the wall clock's now, and each write was
+        #: given up at once (a delivery the outage kept from the store was sent again once
+        #: its lease ended); after a step back undone, each was tried on for the step after
+        #: its lease ended.
+        self._ends: dict[tuple[int, float], float] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
 
+    def claimed(self, events: Iterable[Event], asked_at: float, lease: float) -> None:
+        """Note the leases of ``events``, claimed under ``lease`` seconds by a claim asked
+        for at ``asked_at`` (monotonic: the lease counts from then), and forget those ended
+        (the oldest first: they were noted in the order they end)."""
+        now = self._clock.monotonic()
+        while self._ends and (oldest := next(iter(self._ends.items())))[1] <= now:
+            del self._ends[oldest[0]]
+        for event in events:
+            if event.lease is not None:
+                self._ends[event.id, event.lease] = asked_at + lease
+
+    def _lease_end(self, event: Event) -> float | None:
+        """When ``event``'s lease ends, by the monotonic clock (None: it has none): as
+        :meth:`claimed` noted it, else its token read as a wall time."""
+        if event.lease is None:
+            return None
+        end = self._ends.get((event.id, event.lease))
+        if end is not None:
+            return end
+        return self._clock.monotonic() + (event.lease - self._clock.time())
+
     def add(self, event: Event, write: Callable[[], Awaitable[None]], what: str) -> None:
         """Try ``write`` (``what``: its name in the log) again until the store takes it or
         ``event``'s lease ends; without a lease there is nothing to wait for."""
-        if event.lease is None or self._clock.time() >= event.lease:
+        until = self._lease_end(event)
+        if until is None or self._clock.monotonic() >= until:
             return
         if len(self._pending) >= REWRITES_MAX and event.id not in self._pending:
             return
-        self._pending[event.id] = _Rewrite(event, write, what, self._clock.monotonic())
+        self._pending[event.id] = _Rewrite(event, write, what, self._clock.monotonic(), until)
         if self._task is None or self._task.done():
             # A fresh context: the task outlives the step that started it, whose bound ids
             # (event_id, target, mapping) would otherwise be on every line it logs.
@@ -190,10 +221,9 @@ class Rewrites:
             pause = REWRITE_PAUSE
 
     def _give_up_ended(self) -> None:
-        now = self._clock.time()
+        now = self._clock.monotonic()
         for rewrite in list(self._pending.values()):
-            lease = rewrite.event.lease
-            if lease is None or now >= lease:
+            if now >= rewrite.until:
                 del self._pending[rewrite.event.id]
                 _log.warning(
                     "store_write_given_up",

@@ -470,6 +470,7 @@ class Dispatcher:
             await self._back_off(max(self.poll, 1.0))
             return None
         self.claim_failures.succeeded()
+        self.rewrites.claimed(claimed, started, self.lease)
         _log.debug(
             "events_claimed",
             count=len(claimed),

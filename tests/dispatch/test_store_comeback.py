@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
-from hub.clock import ManualClock
+from hub.clock import Clock, ManualClock
 from hub.dispatch.retry import Rewrites
 from hub.dispatch.worker import Dispatcher
 from hub.store import EventStore, open_store
@@ -41,6 +41,7 @@ from tests.dispatch.support import (
     wait_for,
     write_config,
 )
+from tests.dispatch.test_clock_step import HOUR, SteppedClock
 from tests.pg_server import PostgresServer, find_bindir
 from tests.support.server import serve_in_thread
 
@@ -103,17 +104,32 @@ class Outage:
 
 @contextlib.asynccontextmanager
 async def calls_meet_an_outage(
-    tmp_path: Path, first: int, name: str, rate_limit: str = "off"
+    tmp_path: Path,
+    first: int,
+    name: str,
+    rate_limit: str = "off",
+    clock: Clock | None = None,
 ) -> AsyncIterator[Outage]:
     """Run the dispatcher on a real PostgreSQL; stop the server while ``EVENTS`` calls are
     held, answer them (``first``), and yield once an outcome has met the outage, the
-    dispatcher still running and the server still stopped."""
+    dispatcher still running and the server still stopped. With ``clock`` (a
+    :class:`SteppedClock`), the store and the dispatcher run on it, and its wall reading is
+    stepped an hour forward between two claims of the store first: the store applies the
+    step (its clock shift is then -1 h)."""
     server = PostgresServer()
     server.start()
     try:
-        store = open_store(server.dsn)
+        store = open_store(server.dsn) if clock is None else open_store(server.dsn, clock=clock)
         await store.open()
+        options: dict[str, Any] = {}
         try:
+            if isinstance(clock, SteppedClock):
+                options["clock"] = clock
+                await store.claim(limit=1, lease=LEASE)
+                clock.step(HOUR)
+                with capture_logs() as stepped:
+                    await store.claim(limit=1, lease=LEASE)
+                assert [e["event"] for e in stepped] == ["clock_stepped_forward"], stepped
             with held_target(first) as (url, fake), capture_logs() as logs:
                 config = write_config(
                     tmp_path / "cfg",
@@ -121,7 +137,7 @@ async def calls_meet_an_outage(
                     flat_endpoint_yaml("forms", "default"),
                 )
                 ids = await enqueue(store, "forms", leads(name, EVENTS))
-                async with running(config, store, lease=LEASE) as dispatcher:
+                async with running(config, store, lease=LEASE, **options) as dispatcher:
                     await wait_for(lambda: len(fake.calls) == EVENTS, what="calls in flight")
                     await asyncio.to_thread(server.pause)
                     fake.answer.set()
@@ -138,11 +154,11 @@ async def calls_meet_an_outage(
 
 
 async def _outage_during_calls(
-    tmp_path: Path, first: int, rate_limit: str = "off"
+    tmp_path: Path, first: int, rate_limit: str = "off", clock: Clock | None = None
 ) -> tuple[HeldTarget, list[MutableMapping[str, Any]]]:
     """:func:`calls_meet_an_outage`, then start the server again and wait (less than the
     lease) until every event is delivered."""
-    async with calls_meet_an_outage(tmp_path, first, "outage", rate_limit) as outage:
+    async with calls_meet_an_outage(tmp_path, first, "outage", rate_limit, clock) as outage:
         await asyncio.sleep(1.5)  # the releases, tried once, failed too
         await asyncio.to_thread(outage.server.resume)
         await wait_for(
@@ -184,6 +200,21 @@ async def test_a_delivery_the_outage_kept_from_the_store_is_recorded_once_it_is_
     assert len([e for e in logs if e["event"] == "lead_sent"]) == EVENTS
     traced = [e for e in logs if e.get("exc_info")]
     assert not traced, traced[:2]
+
+
+async def test_a_delivery_the_outage_kept_is_recorded_after_a_step_forward_was_applied(
+    tmp_path: Path,
+) -> None:
+    """As above, on a store that once applied a step forward of its clock (an hour): each
+    lease's token is then an hour before the wall clock's now. The deliveries the outage
+    kept from the store are still recorded once it is back, and no lead is sent twice
+    (before, each was given up at once, its token read as a lease end already past: the
+    events stayed 'sending' until their leases ended, then were sent again)."""
+    fake, logs = await _outage_during_calls(tmp_path, first=200, clock=SteppedClock())
+    assert sorted(fake.calls) == sorted(lead["email"] for lead in leads("outage", EVENTS))
+    resumed = [e for e in logs if e["event"] == "store_write_resumed"]
+    assert {e["what"] for e in resumed} == {"ack"}, resumed
+    assert not [e for e in logs if e["event"] == "store_write_given_up"]
 
 
 async def _stop_after_outage(
