@@ -196,6 +196,17 @@ class ClockReading:
     #: How many seconds further the store's time went than the monotonic clock since the
     #: store object's last claim (0.0 at its first).
     ahead: float
+    #: The store's clock shift as its last claim left it (None at its first).
+    shift: float | None = None
+
+    def unapplied(self, shift: float) -> float:
+        """:attr:`ahead` less the steps another store object applied since the last claim,
+        the store's clock shift being ``shift`` now: each step applied moved the shift by as
+        much the other way (forward: down). Without that, a step forward another instance
+        applied was applied again by one whose next claim came once the mark was older than
+        the step (nobody had claimed for as long: lanes full of slow calls, a stop), and
+        every lease ended a step later than meant."""
+        return self.ahead if self.shift is None else self.ahead + (shift - self.shift)
 
 
 class ClockWatch:
@@ -208,20 +219,22 @@ class ClockWatch:
     forward and keeps the leases it holds (its calls in flight were frozen too)."""
 
     def __init__(self) -> None:
-        self._kept: tuple[float, float] | None = None
+        self._kept: tuple[float, float, float] | None = None
 
     def read(self, clock: Clock) -> ClockReading:
         """``clock`` now, in a claim's turn, and how far ahead it went since the last kept."""
         now, mono = clock.time(), clock.monotonic()
         kept = self._kept
-        ahead = 0.0 if kept is None else (now - kept[0]) - (mono - kept[1])
-        return ClockReading(now, mono, ahead)
+        if kept is None:
+            return ClockReading(now, mono, 0.0)
+        return ClockReading(now, mono, (now - kept[0]) - (mono - kept[1]), kept[2])
 
-    def keep(self, reading: ClockReading) -> None:
-        """Keep ``reading`` once its claim committed (a claim rolled back applied nothing:
-        the next one sees the same step), unless a later one was kept already."""
+    def keep(self, reading: ClockReading, shift: float) -> None:
+        """Keep ``reading``, and the clock ``shift`` its claim left, once the claim committed
+        (a claim rolled back applied nothing: the next one sees the same step), unless a
+        later one was kept already."""
         if self._kept is None or reading.monotonic >= self._kept[1]:
-            self._kept = (reading.now, reading.monotonic)
+            self._kept = (reading.now, reading.monotonic, shift)
 
 
 def log_clock_step(step: float, events: int, leases: int) -> None:

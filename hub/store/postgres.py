@@ -43,6 +43,7 @@ from hub.store.base import (
     STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
+    ClockReading,
     ClockWatch,
     Replayed,
     Settle,
@@ -414,7 +415,7 @@ class PostgresStore(BatchedStore):
             await self._follow_server(conn, float(await conn.fetchval(Q["lock_claims"])))
             reading = self._watch.read(self.clock)
             now = reading.now
-            shift = await self._clock_mark(conn, now, reading.ahead)
+            shift = await self._clock_mark(conn, reading)
             waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted, *left)
             expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted, *left)
             ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
@@ -422,23 +423,25 @@ class PostgresStore(BatchedStore):
             if ids:
                 await conn.execute(Q["mark_claimed"], ids, now + lease, now)
                 found = await conn.fetch(Q["event_rows"], ids)
-        self._watch.keep(reading)  # (committed)
+        self._watch.keep(reading, shift)  # (committed)
         return with_clock_shift([rows.event_of(r) for r in found], shift)
 
-    async def _clock_mark(self, conn: _Conn, now: float, ahead: float) -> float:
+    async def _clock_mark(self, conn: _Conn, reading: ClockReading) -> float:
         """Keep the store's clock mark, in a claim's turn (as SQLite's ``_clock_mark``): a
         time more than :data:`CLOCK_STEP_BACK` before it is a step back of the store's clock
         (the database server's, or a test's): the waiting events' due times and the claimed
         events' lease ends go back as much, and so the clock shift grows
         (``clock_stepped_back``), once for every instance on the store. A step forward this
         instance saw (``ahead``: a :class:`ServerTime` clock measured again after a step of
-        the server's clock, see :func:`clock_step`) moves the lease ends forward and the
-        shift down as much (``clock_stepped_forward``). Returns the shift."""
+        the server's clock, see :func:`clock_step`), less the steps another instance applied
+        since this one's last claim (:meth:`ClockReading.unapplied`), moves the lease ends
+        forward and the shift down as much (``clock_stepped_forward``). Returns the shift."""
         row = await conn.fetchrow(Q["clock_mark"])
         assert row is not None  # (one row, of two subqueries)
         mark, shift_text = row
         shift = 0.0 if shift_text is None else float(shift_text)
-        step = clock_step(now, mark, ahead)
+        now = reading.now
+        step = clock_step(now, mark, reading.unapplied(shift))
         if step is None:
             return shift
         if step:

@@ -284,7 +284,7 @@ class SQLiteStore(BatchedStore):
             nonlocal reading
             reading = self._watch.read(self.clock)
             now = params["now"] = reading.now
-            shift = _clock_mark(conn, now, reading.ahead)
+            shift = _clock_mark(conn, reading)
             # Every statement fetches one value: each step of a cursor is a GIL hand-over.
             (ids,) = conn.execute(_CLAIMABLE_IDS, params).fetchone()
             if ids == "[]":
@@ -297,7 +297,7 @@ class SQLiteStore(BatchedStore):
         # bodies there would hold the GIL (and hand it back and forth) while it writes.
         packed, shift = await self._writer.submit(job)
         if reading is not None:  # (committed)
-            self._watch.keep(reading)
+            self._watch.keep(reading, shift)
         return with_clock_shift(rows.events(packed), shift)
 
     async def ack(
@@ -683,18 +683,20 @@ class SQLiteStore(BatchedStore):
         )
 
 
-def _clock_mark(conn: sqlite3.Connection, now: float, ahead: float) -> float:
+def _clock_mark(conn: sqlite3.Connection, reading: ClockReading) -> float:
     """Keep the store's clock mark (the latest time a claim read, written at most once per
     :data:`CLOCK_STEP_BACK` s); a time more than that before it is a step back of the wall
     clock: the waiting events' due times and the claimed events' lease ends go back as much,
     and the clock shift grows by as much (``clock_stepped_back``). A step forward this store
-    object saw (``ahead``, see :func:`clock_step`) moves the lease ends forward and the shift
-    down as much (``clock_stepped_forward``). Read in the claim's transaction, so processes
-    sharing the file apply a step once. Returns the clock shift: what a lease's end plus it
-    is the lease's token (see ``sqlite.sql``)."""
+    object saw (its ``reading``'s ``ahead``, see :func:`clock_step`), less the steps another
+    store object applied since its last claim (:meth:`ClockReading.unapplied`), moves the
+    lease ends forward and the shift down as much (``clock_stepped_forward``). Read in the
+    claim's transaction, so processes sharing the file apply a step once. Returns the clock
+    shift: what a lease's end plus it is the lease's token (see ``sqlite.sql``)."""
+    now = reading.now
     mark, shift_text = conn.execute(Q["clock_mark"]).fetchone()
     shift = 0.0 if shift_text is None else float(shift_text)
-    step = clock_step(now, mark, ahead)
+    step = clock_step(now, mark, reading.unapplied(shift))
     if step is None:
         return shift
     if step:

@@ -159,6 +159,28 @@ async def test_a_step_forward_is_applied_once_by_two_instances(
         assert again.id == held.id == eid
 
 
+async def test_a_step_forward_is_applied_once_though_nobody_claimed_for_a_while_after(
+    store_url: str, clock: ManualClock
+) -> None:
+    """Two instances that both claimed before a step forward of 10 minutes; the first claim
+    after it applies it; then nobody claims for 10 minutes (lanes full of slow calls, a
+    stop). The other instance's next claim does not apply the step again (before, its mark
+    check let it: the mark was older than the step, and the dead worker's lease ended 10
+    minutes after it was meant to): the dead worker's event is claimed at once."""
+    step = 600.0
+    async with opened(store_url, clock) as one, opened(second_url(store_url), clock) as two:
+        (eid,) = await enqueued(one, "dies")
+        (held,) = await one.claim(limit=1, lease=LEASE)
+        assert await two.claim(limit=1, lease=LEASE) == []
+        clock.step(step)
+        with capture_logs() as logs:
+            assert await one.claim(limit=10, lease=LEASE) == []
+            clock.advance(step)
+            claimed = await two.claim(limit=10, lease=LEASE)
+        assert steps_forward(logs) == [(step, 1)]
+        assert [e.id for e in claimed] == [held.id] == [eid]
+
+
 async def test_a_gap_in_which_nobody_claimed_is_no_step(store_url: str, clock: ManualClock) -> None:
     """Real time in which nobody claimed (every instance stopped, or frozen, for an hour)
     lengthens no lease: an instance that claimed before it, whose monotonic clock ran on as
