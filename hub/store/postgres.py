@@ -114,6 +114,9 @@ _SCHEMA_LOCK = (
 )
 
 #: What a lost server or connection raises: the store is unavailable, not broken.
+#: Tries of a transaction the server aborted to break a deadlock (it wrote nothing).
+DEADLOCK_TRIES = 3
+
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -542,10 +545,30 @@ class PostgresStore(BatchedStore):
         return [i for i in ids if i not in found]
 
     async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
+        """Several deliveries in one transaction; one aborted by a deadlock is tried again.
+
+        Its rows are locked in the order its plan meets them, and a claim that applies a step
+        of the clock locks every leased row (``leases_stepped_back``) in another: each may
+        hold a row the other waits for, and the server then aborts one. The claim is simply
+        tried again; an ack aborted so was a plain store failure, and the lane gave the
+        delivered events back to the queue: each lead was sent again."""
         if not acks:
             return []
         ids = [int(a.event_id) for a in acks]
         now = self.clock.time()
+        for tries_left in reversed(range(DEADLOCK_TRIES)):
+            try:
+                done = await self._ack_many(acks, now)
+            except StoreError as exc:
+                if tries_left and isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
+                    log().info("store_deadlock_retried", what="ack_many", events=len(acks))
+                    continue
+                raise
+            return [i for i in ids if i not in done]
+        raise AssertionError("unreachable")  # (the last try returns or raises)
+
+    async def _ack_many(self, acks: Sequence[Ack], now: float) -> set[int]:
+        """:meth:`ack_many`'s transaction: the ids it wrote."""
         done: set[int] = set()
         async with self._conn() as conn:
             for _ in range(2):  # the second time, those under a lease not written (_update)
@@ -561,7 +584,7 @@ class PostgresStore(BatchedStore):
                 done |= {r[0] for r in written}
                 if all(a.lease is None or a.event_id in done for a in acks):
                     break
-        return [i for i in ids if i not in done]
+        return done
 
     async def set_enrichment(self, event_id: int, enrichment: Any) -> None:
         data = None if enrichment is None else rows.dumps(enrichment, what="enrichment").decode()

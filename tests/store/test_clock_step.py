@@ -291,6 +291,50 @@ async def test_postgres_an_outcome_racing_the_undo_of_a_step_still_applies(
         assert event is not None and (event.state, event.lead_id) == (State.DELIVERED, "L")
 
 
+async def test_postgres_a_batch_of_acks_deadlocked_with_the_undo_of_a_step_is_written(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """A batch of acks (ack_many) that holds one leased row and waits for another, which a
+    claim undoing a step back holds while it waits for the first: the server breaks the
+    deadlock by aborting the batch, which is tried again and written (before: a store
+    failure, and the lane gave the delivered events back to the queue to be sent again).
+    The planner is told to use indexes, as it does on a large table (rows met in the batch's
+    order); a lock the test takes on the middle leased row orders the waits."""
+    dsn, schema = postgres_schema
+    clock = ManualClock()
+    indexed = dsn + ("&" if "?" in dsn else "?")
+    indexed += "enable_hashjoin=off&enable_mergejoin=off&enable_seqscan=off"
+    async with pg_store(indexed, schema, clock) as store:
+        first, middle, last = await enqueued(store, "a", "b", "c")
+        held = {}
+        for _ in range(3):
+            (event,) = await store.claim(limit=1, lease=LEASE)
+            held[event.id] = event
+            clock.advance(0.5)
+        blocker = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", middle)
+            clock.set(clock.time() - HOUR)
+            claim = asyncio.create_task(store.claim(limit=1, lease=LEASE))
+            await waiting_for_locks(dsn, 1)  # holds the first row, waits for the middle one
+            acks = [Ack(i, f"L{i}", True, held[i].lease) for i in (last, first)]
+            with capture_logs() as logs:
+                batch = asyncio.create_task(store.ack_many(acks))
+                await waiting_for_locks(dsn, 2)  # holds the last row, waits for the first
+                await tx.rollback()
+                results = await asyncio.gather(claim, batch, return_exceptions=True)
+        finally:
+            await blocker.close()
+        assert results[1] == [], results
+        assert [e["what"] for e in logs if e["event"] == "store_deadlock_retried"] == ["ack_many"]
+        for eid in (first, last):
+            found = await store.get(eid)
+            delivered = (State.DELIVERED, f"L{eid}")
+            assert found is not None and (found.state, found.lead_id) == delivered
+
+
 class Resumed:
     """This machine's clock, whose monotonic reading the test jumps ahead: an instance
     measured against the server reads the server's time plus the jump until it measures
