@@ -8,7 +8,9 @@ back, so the hub goes on answering and committing while the copy is made.
 
 The copy is written beside its destination under a hidden name, checked, made durable, then
 given its name (never over an existing file): a backup that fails or is stopped leaves no
-half-written file under the name a restore would look for.
+half-written file under the name a restore would look for. It is made with the store file's
+permission bits (less the umask), never wider: the store holds the deliveries' bodies, and a
+``chmod 600 hub.db`` must not come back as a world-readable copy.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import contextlib
 import errno
 import os
 import sqlite3
+import stat
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +51,7 @@ def copy_store(source: Path, dest: Path) -> Copied:
         raise StoreError(msg)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     try:
+        _make(partial, source)
         copied = _copy(source, partial)
         _sync(partial)
         _name(partial, dest)
@@ -57,6 +61,24 @@ def copy_store(source: Path, dest: Path) -> Copied:
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return copied
+
+
+def _make(partial: Path, source: Path) -> None:
+    """Make ``partial`` empty, with the permission bits of ``source`` (less the umask; read and
+    write for its owner, who writes it now and may restore it), before SQLite writes a page
+    into it (SQLite made it 0644 less the umask, whatever the store's own mode; its journal
+    takes the mode made here)."""
+    try:
+        mode = stat.S_IMODE(os.stat(source).st_mode) & 0o666 | 0o600
+    except OSError:
+        mode = 0o600  # (the open of the source says what is wrong with it)
+    with contextlib.suppress(FileNotFoundError):
+        partial.unlink()  # left by a backup of this pid that was killed
+    try:
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+    except OSError as exc:
+        msg = f"cannot write {str(partial.parent)!r}: {exc.strerror}; name a writable directory."
+        raise StoreError(msg) from exc
 
 
 def _copy(source: Path, partial: Path) -> Copied:
@@ -90,7 +112,12 @@ def _copy(source: Path, partial: Path) -> Copied:
 def _open_source(source: Path) -> sqlite3.Connection:
     """``source`` opened to be read: for writing where it may be (never created), so that the
     last connection to close tidies its ``-wal`` and ``-shm`` away as SQLite does; read-only
-    where it may not be (a read-only connection leaves them behind)."""
+    where it may not be (a read-only connection leaves them behind); and, where not even the
+    WAL index can be made beside it (a read-only directory or mount without one: a stopped
+    hub's store on read-only media, or a snapshot), as immutable, the file alone, as the
+    reading commands do (``hub.store.commands``). Only when nothing of a WAL is there: a
+    ``-shm`` (a hub may be writing) or a ``-wal`` holding writes (the copy would miss them)
+    is refused instead."""
     file = f"file:{urllib.parse.quote(str(source.resolve()))}"
     try:
         return _connect(f"{file}?mode=rw")
@@ -99,8 +126,32 @@ def _open_source(source: Path) -> sqlite3.Connection:
     try:
         return _connect(f"{file}?mode=ro")
     except sqlite3.Error as exc:
-        msg = f"cannot read the event store {str(source)!r}: {exc}."
-        raise StoreError(msg) from exc
+        failed = exc
+    if _no_wal(source):
+        with contextlib.suppress(sqlite3.Error):
+            return _connect(f"{file}?mode=ro&immutable=1")
+        msg = f"cannot read the event store {str(source)!r}: {failed}."
+        raise StoreError(msg) from failed
+    msg = (
+        f"cannot read the event store {str(source)!r}: {failed}; its WAL index cannot be "
+        "made or read here (a read-only directory?), and a copy of the database file alone "
+        f"would miss the writes in {str(source) + '-wal'!r}: copy the store's files "
+        f"({source.name} and its -wal) to a writable directory and back up from there."
+    )
+    raise StoreError(msg) from failed
+
+
+def _no_wal(source: Path) -> bool:
+    """Whether nothing of a WAL is beside ``source``: no ``-shm``, and no ``-wal`` or an
+    empty one (SQLite leaves one sometimes)."""
+    if os.path.lexists(f"{source}-shm"):
+        return False
+    try:
+        return os.stat(f"{source}-wal").st_size == 0
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _connect(uri: str) -> sqlite3.Connection:

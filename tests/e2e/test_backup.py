@@ -3,8 +3,11 @@ acknowledged (the ones still in the WAL too), is one self-contained file, and re
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import orjson
 import pytest
 
 from hub.cli import main
+from tests.store.test_commands import read_only
 from tests.support.server import free_port, leadhub_process, leadhub_run
 from tests.web.test_serve import ENV, serve_args, signed
 
@@ -159,3 +163,74 @@ def test_backup_never_overwrites_and_refuses_what_is_no_sqlite_store(
     assert "Backed up 1 event (" in capsys.readouterr().out
     before = sorted(p.name for p in tmp_path.iterdir())
     assert "hub.db-wal" not in before and not any(n.endswith(".partial") for n in before)
+
+
+def small_store(db: Path) -> None:
+    """A store enough for the command (an events table, one event), closed: checkpointed,
+    in WAL mode as the hub leaves it, no -wal or -shm beside it."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO events DEFAULT VALUES")
+        conn.commit()
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o444])
+def test_a_copy_is_never_more_readable_than_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: int
+) -> None:
+    """The copy holds what the store holds (the deliveries' bodies): it takes the store
+    file's permission bits, less the umask. SQLite made it 0644 less the umask whatever the
+    store's mode: a store kept 0600 was copied readable by every user."""
+    db = tmp_path / "hub.db"
+    small_store(db)
+    db.chmod(mode)
+    umask = os.umask(0o022)
+    try:
+        assert main(["backup", "--db", f"sqlite:///{db}", str(tmp_path / "copy.db")]) == 0
+    finally:
+        os.umask(umask)
+    assert "Backed up 1 event (" in capsys.readouterr().out
+    assert stat.S_IMODE((tmp_path / "copy.db").stat().st_mode) == (mode | 0o600) & ~0o022
+
+
+def test_a_stopped_store_on_read_only_media_is_copied_and_a_wal_it_would_miss_refused(
+    tmp_path: Path,
+) -> None:
+    """A store in a directory that cannot be written, with no WAL index beside it (a
+    stopped hub's store on a read-only mount or snapshot): the copy is taken from the file
+    alone, as the reading commands read it (SQLite's read-only mode needs that index and
+    failed: 'unable to open database file'). With a -wal holding writes and no index, the
+    file alone would miss them: refused, saying so, nothing made."""
+    media = tmp_path / "media"
+    media.mkdir()
+    small_store(media / "hub.db")
+    out = tmp_path / "out"
+    out.mkdir()
+    read_only(media, "read_only_modes")
+    argv = ["backup", "--db", f"sqlite:///{media / 'hub.db'}"]
+    done = leadhub_run([*argv, str(out / "copy.db")], unprivileged=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Backed up 1 event ("), done.stdout
+    assert immutable_count(out / "copy.db") == 1
+    assert sorted(p.name for p in media.iterdir()) == ["hub.db"]
+
+    # a copy of a store taken while a hub wrote to it: its file and -wal, not its WAL index
+    small_store(tmp_path / "live.db")
+    walled = tmp_path / "walled"
+    walled.mkdir()
+    with contextlib.closing(sqlite3.connect(tmp_path / "live.db")) as conn:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("INSERT INTO events DEFAULT VALUES")
+        conn.commit()
+        for name in ("", "-wal"):
+            (walled / f"hub.db{name}").write_bytes((tmp_path / f"live.db{name}").read_bytes())
+    assert immutable_count(walled / "hub.db") == 1  # the second event is in the -wal alone
+    assert (walled / "hub.db-wal").stat().st_size > 0
+    assert not (walled / "hub.db-shm").exists()
+    read_only(walled, "read_only_modes")
+    argv = ["backup", "--db", f"sqlite:///{walled / 'hub.db'}", str(out / "missed.db")]
+    refused = leadhub_run(argv, unprivileged=True)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "a copy of the database file alone would miss the writes in" in refused.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["copy.db"]
