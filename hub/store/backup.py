@@ -72,8 +72,9 @@ def _make(partial: Path, source: Path) -> None:
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o666 | 0o600
     except OSError:
         mode = 0o600  # (the open of the source says what is wrong with it)
-    with contextlib.suppress(FileNotFoundError):
-        partial.unlink()  # left by a backup of this pid that was killed
+    for leftover in (partial, Path(f"{partial}-journal")):  # of a killed backup of this pid
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
     try:
         os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
     except OSError as exc:
@@ -166,9 +167,11 @@ def _connect(uri: str) -> sqlite3.Connection:
 
 
 def _taken(dest: Path) -> bool:
-    """Whether ``dest``, or a WAL of an earlier database of that name, is there: a ``-wal``
-    left beside the copy would be read into it as its own when it is opened."""
-    return any(os.path.lexists(p) for p in (dest, f"{dest}-wal"))
+    """Whether ``dest``, or a WAL or rollback journal of an earlier database of that name, is
+    there: a ``-wal`` left beside the copy would be read into it as its own when it is
+    opened, and a ``-journal`` (hot: left by a process that died mid-commit) rolled back into
+    it, the copy (a rollback-journal database) then malformed."""
+    return any(os.path.lexists(p) for p in (dest, f"{dest}-wal", f"{dest}-journal"))
 
 
 def _name(partial: Path, dest: Path) -> None:

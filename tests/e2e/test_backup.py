@@ -234,3 +234,36 @@ def test_a_stopped_store_on_read_only_media_is_copied_and_a_wal_it_would_miss_re
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "a copy of the database file alone would miss the writes in" in refused.stderr
     assert sorted(p.name for p in out.iterdir()) == ["copy.db"]
+
+
+def hot_journal(path: Path) -> bytes:
+    """A rollback journal as a process that died mid-commit leaves it: synced, its records
+    counted (the transaction spilled pages to the database file), never deleted."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+        conn.execute("PRAGMA cache_size = 5")
+        conn.execute("CREATE TABLE t (x BLOB)")
+        conn.executemany("INSERT INTO t VALUES (?)", [(os.urandom(900),) for _ in range(2000)])
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE t SET x = randomblob(900)")  # spills: the journal is synced
+        journal = Path(f"{path}-journal").read_bytes()
+        conn.execute("ROLLBACK")
+    return journal
+
+
+def test_a_journal_left_beside_the_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hot ``-journal`` of an earlier database of the destination's name (its process died
+    mid-commit, the database file deleted since) is refused as a ``-wal`` is: the copy, a
+    rollback-journal database, would have it rolled back into it at its first open. It was
+    not: the backup said 'Backed up 1 event' and the copy opened malformed."""
+    db = tmp_path / "hub.db"
+    small_store(db)
+    dest = tmp_path / "copy.db"
+    journal = hot_journal(tmp_path / "earlier.db")
+    Path(f"{dest}-journal").write_bytes(journal)
+    assert main(["backup", "--db", f"sqlite:///{db}", str(dest)]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert not dest.exists()
+    assert Path(f"{dest}-journal").read_bytes() == journal
