@@ -33,6 +33,26 @@ from pathlib import Path
 WRITE_MODES = {True: "mode=rwc", False: "mode=rw"}
 
 
+#: The permission bits of a database file a first open makes (SQLite gives its ``-wal`` and
+#: ``-shm`` the database's): its owner's alone. The event store holds every delivery's body
+#: (names, emails, phone numbers, and whatever a sender signs), the sandbox the leads; SQLite's
+#: own default, 0644 less the umask, let every user of the machine read them. A file already
+#: there keeps its mode.
+FILE_MODE = 0o600
+
+
+def make_private(path: Path) -> None:
+    """Make the missing database file ``path`` empty with :data:`FILE_MODE`, just before
+    the first open that may create it (``mode=rwc``), which then takes it as a new database
+    (SQLite reads an empty file as one). A file already there is left as it is; a path that
+    cannot be made is left to that open to report."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except OSError:
+        return
+    os.close(fd)
+
+
 def uri(path: Path, params: str) -> str:
     """The ``file:`` URI that opens ``path`` (resolved: a later change of working directory
     cannot move it) with ``params`` (e.g. a :data:`WRITE_MODES` value)."""

@@ -124,6 +124,8 @@ def _holds_an_event_store(conn: sqlite3.Connection) -> bool:
 def _open(path: Path, *, create: bool) -> sqlite3.Connection:
     """A connection to the sandbox's file at ``path``, its schema made; the file created
     only with ``create`` (:data:`hub.sqlite_file.WRITE_MODES`)."""
+    if create:
+        sqlite_file.make_private(path)
     uri = sqlite_file.uri(path, sqlite_file.WRITE_MODES[create])
     conn = sqlite3.connect(
         uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30.0

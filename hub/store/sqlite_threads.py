@@ -164,8 +164,10 @@ def connect(
     reader's opens the file as ``mode`` says (:data:`READ_MODES`), a writer's creates a
     missing one only with ``create`` (:data:`WRITE_MODES`), and not beside a write-ahead
     log left by a store whose file is gone (:func:`orphan_wal`)."""
-    if writer and create and (orphaned := orphan_wal(path)) is not None:
-        raise orphaned
+    if writer and create:
+        if (orphaned := orphan_wal(path)) is not None:
+            raise orphaned
+        sqlite_file.make_private(path)
     how = WRITE_MODES[create] if writer else READ_MODES[mode]
     conn = sqlite3.connect(
         sqlite_file.uri(path, how), uri=True, isolation_level=None, check_same_thread=False

@@ -456,10 +456,12 @@ def test_serve_refuses_a_store_of_a_newer_leadhub(sqlite_db: Seeded, tmp_path: P
 
 def read_only(where: Path, how: str) -> None:
     """Make the directory ``where`` and its files unwritable for ``leadhub_run(...,
-    unprivileged=True)``: read-only modes, or (``another_user``) owned by another user."""
+    unprivileged=True)``: read-only modes, or (``another_user``) owned by another user who
+    lets others read them (a store the hub makes is its owner's alone, 0600)."""
     for path in [*where.iterdir(), where]:
         if how == "another_user":
             os.chown(path, 65534, 65534)  # nobody
+            path.chmod(0o755 if path.is_dir() else 0o644)
         else:
             path.chmod(0o555 if path.is_dir() else 0o444)
 
