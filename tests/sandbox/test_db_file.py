@@ -231,3 +231,38 @@ def test_serve_refuses_a_log_left_beside_its_embedded_sandbox(tmp_path: Path) ->
     assert "Put the database file back" in said, said
     assert files(tmp_path) == before
     assert not (tmp_path / "hub.db").exists()
+
+
+@pytest.mark.slow
+def test_another_file_put_beside_the_log_of_the_moved_one_is_refused_not_read_through_it(
+    tmp_path: Path,
+) -> None:
+    """The file moved away while the sandbox ran leaves its log at the path, holding its leads;
+    another sandbox's file put there is refused (503 naming the log), not opened beside it: it
+    read as the moved file (its leads hidden, those of the log shown, and written into it at
+    the next checkpoint). The moved file put back, the sandbox goes on with every lead, and
+    the other file is as it was."""
+    db, aside, other = tmp_path / "sandbox.db", tmp_path / "aside.db", tmp_path / "other.db"
+    with sandbox_at(other) as (proc, client):
+        answer = capture(client, "other@example.com")
+        assert answer.status_code == 200, answer.text
+        stopped(proc)
+    assert not Path(f"{other}-wal").exists()
+    kept = other.read_bytes()
+    with sandbox_at(db) as (proc, client):
+        captured_old(client)
+        assert Path(f"{db}-wal").stat().st_size > 0
+        db.rename(aside)
+        other.rename(db)
+        for answer in (capture(client, "new@example.com"), client.get("/_sandbox/leads")):
+            assert answer.status_code == 503, answer.text
+            assert repr(f"{db}-wal") in answer.text, answer.text
+        db.rename(other)
+        aside.rename(db)
+        answer = capture(client, "new@example.com")
+        assert answer.status_code == 200, answer.text
+        assert emails(client) == [*OLD, "new@example.com"]
+        stopped(proc)
+    assert other.read_bytes() == kept
+    assert holding(db) == [*OLD, "new@example.com"]
+    assert holding(other) == ["other@example.com"]
