@@ -13,7 +13,8 @@ same two ways:
   saying so (:func:`vanished_reason`), until it is back.
 - A ``-wal`` holding writes left beside no database file (or an empty one): SQLite, making a
   new database there, deletes it and the writes with it. A first open refuses it
-  (:func:`orphan_wal`).
+  (:func:`orphan_wal`). Nor may another file put at the path while the ``-wal`` of the
+  file opened before is still there be opened beside it (:func:`stale_wal`).
 
 Each part words its own error (its exception type, the name it gives the file); the checks
 and the sentences about the file are here, so that the two say the same.
@@ -131,4 +132,39 @@ def orphan_wal(path: Path, *, title: str, noun: str) -> str | None:
         f"the database file back at {str(path)!r} (the {noun} opens with those writes), or, "
         f"to start a new, empty {noun} there and lose them, delete {str(wal)!r} and "
         f"{str(shm)!r} (stop first any process still using the old {noun})."
+    )
+
+
+def wal_of(path: Path) -> Path:
+    """The write-ahead log of the database file at ``path``."""
+    return Path(f"{path}-wal")
+
+
+def stale_wal(path: Path, wal: tuple[int, int] | None, *, title: str, runner: str) -> str | None:
+    """Why another file now at ``path`` must not be opened yet: the ``-wal`` beside it is
+    still ``wal`` (the :func:`identity` of the log of the file the ``runner`` had open),
+    holding something; None when not. ``title`` names the file in the message.
+
+    A file moved away or deleted leaves its log at the path (SQLite checkpoints none into a
+    file no longer there, on close either), holding its last writes. Opened beside it,
+    another file (a copy put back, another database moved there) is read through that log:
+    the old file's pages over its own (its rows hidden, the old file's shown, new writes
+    added to them), written over it at the next checkpoint, or a corrupt database. Measured
+    on the sandbox: another sandbox's file moved in showed the moved file's leads, not its
+    own, and took captures into them.
+    """
+    log, shm = wal_of(path), f"{path}-shm"
+    try:
+        st = os.stat(log)
+    except OSError:
+        return None
+    if (st.st_dev, st.st_ino) != wal or st.st_size == 0:
+        return None
+    return (
+        f"{title} {str(path)!r} is another file than the one the {runner} opened there, but "
+        f"that one's write-ahead log {str(log)!r} is still beside it ({st.st_size} bytes), "
+        f"holding its last writes, which opening the new file would read as its own. Put the "
+        f"file the {runner} opened back at {str(path)!r} (the {runner} goes on with every "
+        f"write), or, to use the new file and lose those writes, delete {str(log)!r} and "
+        f"{shm!r}."
     )

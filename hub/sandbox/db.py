@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -153,36 +152,6 @@ def _gone(path: Path, why: str) -> SandboxFileGone:
     return SandboxFileGone(f"{_TITLE} {str(path)!r} cannot be opened ({why}); {reason}.")
 
 
-def _wal_of(path: Path) -> Path:
-    return Path(f"{path}-wal")
-
-
-def _left_log(path: Path, wal: tuple[int, int] | None) -> str | None:
-    """Why another file now at ``path`` must not be opened yet, when the ``-wal`` beside it is
-    still ``wal``, the one of the file the sandbox had open, holding something; None when
-    not.
-
-    A file moved away or deleted leaves its log at the path (SQLite checkpoints none into a
-    file no longer there, on close either), holding its last writes. Opened beside it,
-    another file (a copy put back, another sandbox's) is read through that log: the old
-    file's pages over its own, its leads hidden, then overwritten at the next checkpoint, or
-    a corrupt database; and the old file's leads in the log are lost once it is reset."""
-    try:
-        st = os.stat(_wal_of(path))
-    except OSError:
-        return None
-    if (st.st_dev, st.st_ino) != wal or st.st_size == 0:
-        return None
-    log, shm = str(_wal_of(path)), f"{path}-shm"
-    return (
-        f"{_TITLE} {str(path)!r} is another file than the one the sandbox opened there, but "
-        f"that one's write-ahead log {log!r} is still beside it ({st.st_size} bytes), holding "
-        f"its last writes, which opening the new file would read as its own. Put the file the "
-        f"sandbox opened back at {str(path)!r} (the sandbox goes on with every lead), or, to "
-        f"use the new file and lose those writes, delete {log!r} and {shm!r}."
-    )
-
-
 def _prepare(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys=ON")
     schema = resources.files("hub.sandbox").joinpath("schema.sql").read_text("utf-8")
@@ -219,7 +188,7 @@ class SandboxDB:
             raise SandboxFileGone(orphaned)
         self._conn = _open(self._where, create=True)
         self._identity = self._seen = sqlite_file.identity(self._where)
-        self._wal = sqlite_file.identity(_wal_of(self._where))
+        self._wal = sqlite_file.identity(sqlite_file.wal_of(self._where))
 
     def _check_file(self) -> None:
         """Before a call, on the database thread: the connection is to the file now at the
@@ -239,7 +208,7 @@ class SandboxDB:
             raise _gone(where, "no file at its path")
         if sqlite_file.missing(where):  # (the old connection kept, as for nothing there)
             raise _gone(where, "a directory in its place")
-        left = _left_log(where, self._wal)
+        left = sqlite_file.stale_wal(where, self._wal, title=_TITLE, runner="sandbox")
         if left is not None:
             raise SandboxFileGone(left)
         self._conn.close()
@@ -251,7 +220,7 @@ class SandboxDB:
                 raise _gone(where, str(exc)) from exc
             raise
         self._identity = sqlite_file.identity(where)
-        self._wal = sqlite_file.identity(_wal_of(where))
+        self._wal = sqlite_file.identity(sqlite_file.wal_of(where))
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         self._check_file()
