@@ -43,6 +43,7 @@ turned off for the process here, where the hub's metrics are set up.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -170,14 +171,21 @@ class WebMetrics:
             now = self._monotonic()
             left = COUNTS_TIMEOUT - (now - start)  # both counts share the one budget
             if now >= self._delivered_due and left > 0:
-                counted = await self._count(store, (State.DELIVERED,), left)
-                took = self._monotonic() - now
-                self._delivered_due = now + self._delivered_wait(counted, took)
+                # One count at a time: a scrape while it runs (two Prometheus servers) shows
+                # the last count, as between two counts, instead of starting another.
+                self._delivered_due = math.inf
+                counted = False
+                try:
+                    counted = await self._count(store, (State.DELIVERED,), left)
+                finally:  # (also when the scrape is cancelled: not left never due)
+                    took = self._monotonic() - now
+                    self._delivered_due = now + self._delivered_wait(counted, took)
         else:
             # Not the last counts: shown while the store did not answer, they read as current.
             self.events.clear()
-            self._delivered_due = 0.0
-            self._retry = RETRY
+            if self._delivered_due != math.inf:  # (not while another scrape counts them)
+                self._delivered_due = 0.0
+                self._retry = RETRY
         return generate_latest(self.registry)
 
     def _delivered_wait(self, counted: bool, took: float) -> float:

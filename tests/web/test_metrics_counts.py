@@ -5,6 +5,7 @@ count took has passed; one that ran out of time, RETRY later (twice that after t
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -165,3 +166,54 @@ async def test_a_count_of_the_delivered_events_that_ran_out_of_time_is_tried_a_m
     finally:
         await lock.close()
         await store.close()
+
+
+class HeldAtDelivered(CountingStore):
+    """The store, each count of the delivered events held until :attr:`release` (a slow count
+    in flight), :attr:`counting` set once one is."""
+
+    def __init__(self, store: EventStore) -> None:
+        super().__init__(store)
+        self.counting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def counts(self, states: tuple[State, ...] | None = None) -> dict[State, int]:
+        if states is not None and State.DELIVERED in states:
+            self.counting.set()
+            await self.release.wait()
+        return await super().counts(states)
+
+
+async def test_a_scrape_while_another_counts_the_delivered_events_does_not_count_them_again(
+    store: EventStore,
+) -> None:
+    """Two scrapes at once (two Prometheus servers): the second, while the first one's count
+    of the delivered events is in flight, reads the other states and shows no new count of
+    them rather than starting a second count of every lead; the next scrape counts them
+    again, also after a scrape cancelled during its count. Before, each scrape that began
+    before the first count ended started its own (each count that ran out of time then
+    doubled the retry's wait too)."""
+    metrics = WebMetrics(monotonic=Ticking(0.0))  # each count takes no time: cheap
+    held = HeldAtDelivered(store)
+    await _deliver(store, "one")
+
+    def delivered_counts() -> int:
+        return sum(1 for asked in held.asked if asked is not None and State.DELIVERED in asked)
+
+    first = asyncio.create_task(metrics.render(held))  # type: ignore[arg-type]
+    await held.counting.wait()
+    second = _gauges(await metrics.render(held))  # type: ignore[arg-type]
+    assert "delivered" not in second and second["queued"] == 0
+    held.release.set()
+    assert _gauges(await first)["delivered"] == 1
+    assert delivered_counts() == 1
+    held.release.clear()
+    held.counting.clear()
+    cancelled = asyncio.create_task(metrics.render(held))  # type: ignore[arg-type]
+    await held.counting.wait()
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    held.release.set()
+    assert _gauges(await metrics.render(held))["delivered"] == 1  # type: ignore[arg-type]
+    assert delivered_counts() == 3
