@@ -164,8 +164,8 @@ class SandboxDB:
     def __init__(self, path: str | None = None) -> None:
         self.path = path or ":memory:"
         #: The file, absolute (a later change of working directory cannot move it); None in
-        #: memory.
-        self._where = Path(path).absolute() if path else None
+        #: memory (SQLite's own name for it too, ``--db :memory:``, not a file of that name).
+        self._where = Path(self.path).absolute() if self.path != ":memory:" else None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-db")
         self._closed = False
         self._log = get_logger("hub.sandbox")

@@ -18,6 +18,7 @@ embedded sandbox. Real files, real ``leadhub sandbox`` and ``serve`` processes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import os
@@ -31,6 +32,7 @@ import httpx
 import orjson
 import pytest
 
+from hub.sandbox.db import SandboxDB
 from tests.sandbox.helpers import CAPTURE, body, sandbox_args
 from tests.support.server import free_port, leadhub_process, leadhub_run
 from tests.web.test_serve import ENV as SERVE_ENV
@@ -266,3 +268,17 @@ def test_another_file_put_beside_the_log_of_the_moved_one_is_refused_not_read_th
     assert other.read_bytes() == kept
     assert holding(db) == [*OLD, "new@example.com"]
     assert holding(other) == ["other@example.com"]
+
+
+def test_sqlite_s_name_for_memory_is_memory_not_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--db :memory:`` (SQLite's name for a database in memory) keeps the sandbox in memory,
+    as before the file checks: they made a file named ``:memory:`` in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    db = SandboxDB(":memory:")
+    try:
+        assert asyncio.run(db.call(SandboxDB.all_leads)) == []
+    finally:
+        db.close()
+    assert list(tmp_path.iterdir()) == []
