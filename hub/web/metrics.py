@@ -170,7 +170,9 @@ class WebMetrics:
         if read:
             now = self._monotonic()
             left = COUNTS_TIMEOUT - (now - start)  # both counts share the one budget
-            if now >= self._delivered_due and left > 0:
+            # Less than DEAR left: a count running out of it could not be told from an error
+            # (tried again at once), and each would leave a read of every lead running.
+            if now >= self._delivered_due and left >= DEAR:
                 # One count at a time: a scrape while it runs (two Prometheus servers) shows
                 # the last count, as between two counts, instead of starting another.
                 self._delivered_due = math.inf

@@ -217,3 +217,36 @@ async def test_a_scrape_while_another_counts_the_delivered_events_does_not_count
     held.release.set()
     assert _gauges(await metrics.render(held))["delivered"] == 1  # type: ignore[arg-type]
     assert delivered_counts() == 3
+
+
+class SlowOthers(HeldAtDelivered):
+    """:class:`HeldAtDelivered` whose count of the other states takes all but ``DEAR / 5`` of
+    the scrape's budget by the clock :attr:`now`."""
+
+    def __init__(self, store: EventStore) -> None:
+        super().__init__(store)
+        self.now = 0.0
+        self.started = 0  # counts of the delivered events
+
+    async def counts(self, states: tuple[State, ...] | None = None) -> dict[State, int]:
+        if states is not None and State.DELIVERED not in states:
+            self.now += COUNTS_TIMEOUT - DEAR / 5
+        elif states is not None:
+            self.started += 1
+        return await super().counts(states)
+
+
+async def test_a_count_of_the_delivered_events_is_not_started_every_scrape_with_no_budget_left(
+    store: EventStore,
+) -> None:
+    """The other states' count took all but a few ms of the scrape's budget: a count of the
+    delivered events given those ms ran out of them in less than DEAR, which read as an error
+    (tried again at the next scrape, not RETRY later), and its read of every lead (cancelled,
+    on SQLite run on in the reader all the same) was started again at every scrape."""
+    slow = SlowOthers(store)  # (its delivered counts never released: none would answer)
+    metrics = WebMetrics(monotonic=lambda: slow.now)
+    await _deliver(store, "one")
+    for _ in range(3):
+        slow.now += 15.0  # scraped every 15 s
+        assert "queued" in _gauges(await metrics.render(slow))  # type: ignore[arg-type]
+    assert slow.started <= 1
