@@ -162,6 +162,7 @@ class SQLiteStore(BatchedStore):
                 synchronous=self.synchronous,
                 stats=self.stats,
                 stall_after=STALL_AFTER if stall_after is None else stall_after,
+                files=self._writer.files,
             )
 
     def __repr__(self) -> str:
@@ -189,7 +190,7 @@ class SQLiteStore(BatchedStore):
             await self.close()
             raise
         self._writer.start()
-        self._reader.start()
+        self._reader.start(self._writer.files())
         try:
             if self._ingest is not None:
                 await self._ingest.start()

@@ -82,6 +82,7 @@ from hub.store.models import EnqueueResult
 from hub.store.rows import Row, to_pending
 from hub.store.sqlite_threads import (
     MAX_BATCH,
+    Identity,
     Reopening,
     WriteFailures,
     begin_immediate,
@@ -215,11 +216,16 @@ class IngestProcess:
         synchronous: str,
         stats: StoreStats,
         stall_after: float = STALL_AFTER,
+        files: Callable[[], tuple[Identity, Identity]] | None = None,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.stats = stats
         self.stall_after = stall_after
+        #: The file the store's first open made or found, and its log (the writer thread's
+        #: :meth:`~hub.store.sqlite_threads.Writer.files`): a child started later opens no
+        #: other file beside that one's log.
+        self._files = files
         #: Since when deliveries wait for the child without an answer from it
         #: (``time.monotonic``; reset by each answer), None when none waits.
         self._waiting_since: float | None = None
@@ -270,6 +276,7 @@ class IngestProcess:
                         str(theirs.fileno()),
                         str(self.path),
                         self.synchronous,
+                        *map(_identity_arg, self._files() if self._files else (None, None)),
                     ],
                     pass_fds=[theirs.fileno()],
                     stdin=subprocess.DEVNULL,
@@ -604,10 +611,20 @@ def _malloc_trim() -> Callable[[], object] | None:
 _trim = _malloc_trim()
 
 
-def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
-    """The child's loop: read frames, commit them in batches, answer, until end of file."""
+def serve(
+    sock: socket.socket,
+    path: Path,
+    synchronous: str,
+    opened: Identity = None,
+    wal: Identity = None,
+) -> None:
+    """The child's loop: read frames, commit them in batches, answer, until end of file.
+    ``opened`` and ``wal``: the file the store opened and its log (see
+    :class:`~hub.store.sqlite_threads.Reopening`)."""
     stats = StoreStats()
-    writer = Reopening(path, synchronous=synchronous, writer=True, stats=stats)
+    writer = Reopening(
+        path, synchronous=synchronous, writer=True, stats=stats, opened=opened, wal=wal
+    )
     frames = _Frames()
     decoder = msgspec.msgpack.Decoder()
     encoder = msgspec.msgpack.Encoder()
@@ -682,8 +699,21 @@ def serve(sock: socket.socket, path: Path, synchronous: str) -> None:
     writer.drop()
 
 
+def _identity_arg(identity: Identity) -> str:
+    """A file identity as the child's argument (``DEV:INO``, ``-`` for none)."""
+    return "-" if identity is None else f"{identity[0]}:{identity[1]}"
+
+
+def _identity_of(arg: str) -> Identity:
+    if arg == "-":
+        return None
+    dev, ino = arg.split(":")
+    return int(dev), int(ino)
+
+
 def main(argv: list[str]) -> int:
     fd, path, synchronous = int(argv[0]), Path(argv[1]), argv[2]
+    opened, wal = (_identity_of(argv[3]), _identity_of(argv[4])) if len(argv) >= 5 else (None, None)
     # The parent stops us by closing the socket (or by dying): a signal sent to the whole
     # process group (Ctrl-C, a service manager's SIGTERM, a closed terminal's or a
     # `pkill -HUP`'s SIGHUP, which the hub takes as "reload") must not cut its writes short.
@@ -696,7 +726,7 @@ def main(argv: list[str]) -> int:
     logs.configure(level="warning", stream=sys.stderr)
     sock = socket.socket(fileno=fd)
     try:
-        serve(sock, path, synchronous)
+        serve(sock, path, synchronous, opened, wal)
     finally:
         sock.close()
     return 0

@@ -49,6 +49,8 @@ BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's lock
 LOCK_POLL = 0.001
 
 Q = queries("sqlite")
+#: A file's device and inode (:func:`hub.sqlite_file.identity`), None when none was seen.
+Identity = tuple[int, int] | None
 
 
 #: What to do about a failed open or write, by SQLite's primary result code or the errno.
@@ -308,7 +310,15 @@ class Reopening:
     """A connection to ``path`` that re-opens itself when the file behind the path changes."""
 
     def __init__(
-        self, path: Path, *, synchronous: str, writer: bool, stats: StoreStats, mode: str = "rw"
+        self,
+        path: Path,
+        *,
+        synchronous: str,
+        writer: bool,
+        stats: StoreStats,
+        mode: str = "rw",
+        opened: Identity = None,
+        wal: Identity = None,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
@@ -316,17 +326,33 @@ class Reopening:
         self.stats = stats
         self.mode = mode
         self.conn: sqlite3.Connection | None = None
-        self.identity: tuple[int, int] | None = None
+        self.identity: Identity = None
+        #: The file opened last and its write-ahead log (kept when the connection is
+        #: dropped; the writer process's are its parent's, see :meth:`files`).
+        self.opened, self.wal = opened, wal
+
+    def files(self) -> tuple[Identity, Identity]:
+        """The identities of the file opened last and of its write-ahead log."""
+        return self.opened, self.wal
 
     def get(self, *, create: bool = False) -> sqlite3.Connection:
         """The connection, (re-)opened if needed; a writer's open creates a missing file
         only with ``create`` (the store's first open). A missing file raises
-        :class:`StoreUnavailable` saying it went missing (:func:`vanished`)."""
+        :class:`StoreUnavailable` saying it went missing (:func:`vanished`); another file
+        than the one opened before, with that one's log still beside it, saying so
+        (:func:`hub.sqlite_file.stale_wal`: SQLite would read the new file through the old
+        one's log, its events hidden and the old store's shown, ids taken on from them)."""
         ident = sqlite_file.identity(self.path)
         if self.conn is not None and ident != self.identity:
             log().warning("store_file_changed", path=str(self.path), writer=self.writer)
             self.drop()
         if self.conn is None:
+            if ident is not None and self.opened is not None and ident != self.opened:
+                stale = sqlite_file.stale_wal(
+                    self.path, self.wal, title="The event store", runner="hub"
+                )
+                if stale is not None:
+                    raise StoreUnavailable(stale)
             try:
                 self.conn = connect(
                     self.path,
@@ -339,7 +365,8 @@ class Reopening:
                 if not create and sqlite_file.missing(self.path):
                     raise vanished(self.path, exc) from exc
                 raise unavailable(self.path, exc) from exc
-            self.identity = sqlite_file.identity(self.path)
+            self.identity = self.opened = sqlite_file.identity(self.path)
+            self.wal = sqlite_file.identity(sqlite_file.wal_of(self.path))
             self.stats.opens += 1
         return self.conn
 
@@ -412,6 +439,11 @@ class Writer:
         #: Why a write is refused while the thread does not run (a store opened read-only
         #: sets its own reason).
         self.not_running = "The event store is not open; call `await store.open()` first."
+
+    def files(self) -> tuple[Identity, Identity]:
+        """The identities of the file this writer opened last and of its log
+        (:meth:`Reopening.files`): what a writer process it starts is to find there."""
+        return self._conn.files()
 
     async def connect(self) -> None:
         """Open the writer's connection (making or migrating the schema when needed) outside
@@ -623,9 +655,13 @@ class Reader:
         self._conn = Reopening(path, synchronous="", writer=False, stats=stats, mode=mode)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
-    def start(self) -> None:
+    def start(self, files: tuple[Identity, Identity] = (None, None)) -> None:
+        """Start its thread; ``files``: the file the store's writer opened and its log
+        (:meth:`Writer.files`), which the first read is to find there as well."""
         if self._pool is not None:
             return
+        if self._conn.opened is None:
+            self._conn.opened, self._conn.wal = files
         self._pool = concurrent.futures.ThreadPoolExecutor(1, "leadhub-store-reader")
 
     async def submit(self, fn: Job[T]) -> T:
