@@ -371,3 +371,30 @@ async def test_postgres_a_claim_follows_a_step_of_the_servers_clock(
         assert abs(claimed.lease - (time.time() + LEASE)) < HOUR / 4, claimed.lease - time.time()
     finally:
         await store.close()
+
+
+async def test_a_token_seen_in_ci_holds(tmp_path: Path, clock: ManualClock) -> None:
+    """The state a CI run left (tests/dispatch/test_clock_step.py, 1 run in about 25 under
+    load): a claim handed out the lease end 1796037884.716743 (SQLite's printf('%.17g')
+    renders such an end up to 4 units in the last place off), a step forward of
+    120.00000012 s (as a clock measures one) moved the stored end to 1796038004.7167442 and
+    the shift to -120.00000012037344: the end less the token plus the shift is 1.07e-6, and
+    an outcome compared within 1e-6 s was refused as a lost lease, the lead sent again a
+    lease later. Compared within 1e-3 s (two claims' tokens are a lease apart), it is
+    written."""
+    import sqlite3
+
+    url = sqlite_url(tmp_path)
+    async with opened(url, clock) as store:
+        (eid,) = await enqueued(store, "held")
+    with contextlib.closing(sqlite3.connect(tmp_path / "events.db")) as conn, conn:
+        conn.execute(
+            "UPDATE events SET state = 'sending', next_attempt_at = 1796038004.7167442 "
+            "WHERE id = ?",
+            (eid,),
+        )
+        conn.execute("INSERT INTO meta (key, value) VALUES ('clock_shift', '-120.00000012037344')")
+    async with opened(url, clock) as store:
+        assert await store.ack_many([Ack(eid, "L1", True, 1796037884.716743)]) == []
+        event = await store.get(eid)
+        assert event is not None and event.state is State.DELIVERED

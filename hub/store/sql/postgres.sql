@@ -4,7 +4,8 @@
 -- The tables mirror hub/store/sql/sqlite.sql: times are unix seconds (double precision),
 -- read from the store's clock; for an event in 'sending', next_attempt_at is the end of its
 -- lease, and with the store's clock shift (meta 'clock_shift') the lease's token: an outcome
--- given with a lease applies only while next_attempt_at + clock_shift is it (see sqlite.sql).
+-- given with a lease applies only while next_attempt_at + clock_shift is it, within 1e-3 s
+-- (see sqlite.sql).
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
@@ -234,7 +235,7 @@ WHERE id = $1
        OR (state = 'sending'
            AND abs(next_attempt_at - $5
                    + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
-               < 1e-6));
+               < 1e-3));
 
 -- name: ack_many
 -- One row per ack in four arrays (id, lead id, created, lease); the ids written come back.
@@ -246,7 +247,7 @@ FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::double precision[])
 WHERE e.id = a.id
   AND (a.lease IS NULL OR (e.state = 'sending'
        AND abs(e.next_attempt_at - a.lease
-               + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0)) < 1e-6))
+               + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0)) < 1e-3))
 RETURNING e.id;
 
 -- name: retry
@@ -257,7 +258,7 @@ WHERE id = $1
        OR (state = 'sending'
            AND abs(next_attempt_at - $5
                    + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
-               < 1e-6));
+               < 1e-3));
 
 -- name: release
 -- Only a claimed ('sending') event has an attempt to give back.
@@ -274,7 +275,7 @@ WHERE id = $1
        OR (state = 'sending'
            AND abs(next_attempt_at - $5
                    + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
-               < 1e-6));
+               < 1e-3));
 
 -- name: finish
 UPDATE events SET state = $2, last_error = $3, updated_at = $4
@@ -283,7 +284,7 @@ WHERE id = $1
        OR (state = 'sending'
            AND abs(next_attempt_at - $5
                    + coalesce((SELECT value::float8 FROM meta WHERE key = 'clock_shift'), 0))
-               < 1e-6));
+               < 1e-3));
 
 -- name: set_routes
 -- One row per route in three arrays (id, target, mapping); the ids found come back.

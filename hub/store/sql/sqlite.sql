@@ -10,7 +10,10 @@
 -- next_attempt_at + clock_shift = :lease (two claims of one event end at least a lease
 -- apart). A claim hands out the lease end plus the shift; an undone step back moves the
 -- lease ends back and adds itself to the shift, a step forward moves them forward and takes
--- itself from it, so a lease keeps its token (see leases_stepped_back).
+-- itself from it, so a lease keeps its token (see leases_stepped_back). "=" is within 1e-3 s:
+-- a claim hands its rows out through printf('%.17g'), which SQLite renders up to 4 units in
+-- the last place off (9.5e-7 s at today's times, twice that after 2038), and each step moved
+-- adds a rounding; two claims' tokens are at least a lease (6 s or more) apart.
 
 -- name: schema
 CREATE TABLE IF NOT EXISTS meta (
@@ -241,7 +244,7 @@ WHERE events.id = json_extract(a.value, '$[0]')
   AND (json_extract(a.value, '$[3]') IS NULL OR (events.state = 'sending'
        AND abs(events.next_attempt_at - json_extract(a.value, '$[3]')
                + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
-           < 1e-6));
+           < 1e-3));
 
 -- name: ack
 UPDATE events
@@ -251,7 +254,7 @@ WHERE id = :id
   AND (:lease IS NULL OR (state = 'sending'
        AND abs(next_attempt_at - :lease
                + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
-           < 1e-6));
+           < 1e-3));
 
 -- name: retry
 UPDATE events
@@ -260,7 +263,7 @@ WHERE id = :id
   AND (:lease IS NULL OR (state = 'sending'
        AND abs(next_attempt_at - :lease
                + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
-           < 1e-6));
+           < 1e-3));
 
 -- name: release
 -- Only a claimed ('sending') event has an attempt to give back.
@@ -276,7 +279,7 @@ WHERE id = :id
   AND (:lease IS NULL OR (state = 'sending'
        AND abs(next_attempt_at - :lease
                + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
-           < 1e-6));
+           < 1e-3));
 
 -- name: finish
 UPDATE events SET state = :state, last_error = :error, updated_at = :now
@@ -284,7 +287,7 @@ WHERE id = :id
   AND (:lease IS NULL OR (state = 'sending'
        AND abs(next_attempt_at - :lease
                + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
-           < 1e-6));
+           < 1e-3));
 
 -- name: set_routes
 -- :routes is a JSON array of [event id, target, mapping, [lead keys]]: one statement per batch.
