@@ -177,17 +177,16 @@ def _taken(dest: Path) -> bool:
 def _name(partial: Path, dest: Path) -> None:
     """Give the finished copy its name, never over a file made there meanwhile (a hard link
     fails on an existing name; where links are not supported, a rename after one more look)."""
+    made_meanwhile = StoreError(f"{str(dest)!r} was made while the backup ran; name a new file.")
     try:
         os.link(partial, dest)
     except FileExistsError:
-        msg = f"{str(dest)!r} was made while the backup ran; name a new file."
-        raise StoreError(msg) from None
+        raise made_meanwhile from None
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise StoreError(f"cannot write {str(dest)!r}: {exc.strerror}.") from exc
         if _taken(dest):
-            msg = f"{str(dest)!r} was made while the backup ran; name a new file."
-            raise StoreError(msg) from None
+            raise made_meanwhile from None
         os.rename(partial, dest)
 
 

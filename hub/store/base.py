@@ -208,6 +208,13 @@ class ClockReading:
         every lease ended a step later than meant."""
         return self.ahead if self.shift is None else self.ahead + (shift - self.shift)
 
+    def against(self, mark: str | None, shift: str | None) -> tuple[float, float | None]:
+        """The store's clock shift (``shift`` as stored; None: 0) and what this claim does
+        with the store's clock ``mark`` (:func:`clock_step`, for the steps not applied yet):
+        the part of a claim's clock mark both stores share."""
+        current = 0.0 if shift is None else float(shift)
+        return current, clock_step(self.now, mark, self.unapplied(current))
+
 
 class ClockWatch:
     """A store object's last claim's readings of its clock (store time, monotonic), by which

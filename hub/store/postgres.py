@@ -50,7 +50,6 @@ from hub.store.base import (
     StoreError,
     StoreStats,
     StoreUnavailable,
-    clock_step,
     lease_lost,
     log,
     log_clock_step,
@@ -441,10 +440,8 @@ class PostgresStore(BatchedStore):
         forward and the shift down as much (``clock_stepped_forward``). Returns the shift."""
         row = await conn.fetchrow(Q["clock_mark"])
         assert row is not None  # (one row, of two subqueries)
-        mark, shift_text = row
-        shift = 0.0 if shift_text is None else float(shift_text)
         now = reading.now
-        step = clock_step(now, mark, reading.unapplied(shift))
+        shift, step = reading.against(*row)
         if step is None:
             return shift
         if step:

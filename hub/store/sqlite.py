@@ -38,7 +38,6 @@ from hub.store.base import (
     Settle,
     StoreError,
     StoreStats,
-    clock_step,
     lease_lost,
     log,
     log_clock_step,
@@ -695,9 +694,7 @@ def _clock_mark(conn: sqlite3.Connection, reading: ClockReading) -> float:
     claim's transaction, so processes sharing the file apply a step once. Returns the clock
     shift: what a lease's end plus it is the lease's token (see ``sqlite.sql``)."""
     now = reading.now
-    mark, shift_text = conn.execute(Q["clock_mark"]).fetchone()
-    shift = 0.0 if shift_text is None else float(shift_text)
-    step = clock_step(now, mark, reading.unapplied(shift))
+    shift, step = reading.against(*conn.execute(Q["clock_mark"]).fetchone())
     if step is None:
         return shift
     if step:
