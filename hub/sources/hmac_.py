@@ -8,6 +8,12 @@ of ``timestamp_header`` (e.g. Webflow: ``{timestamp}:{body}``, unit ms). When a
 timestamp header is configured it must lie within ``tolerance`` of now. Hex
 signatures are compared case-insensitively. The delivery id comes from the
 endpoint's ``dedupe`` path, else a hash of the body.
+
+A signature that does not match is looked at once more, for the log line only: when it is
+the right HMAC of the body written with another prefix, encoding or algorithm (a sender that
+writes ``sha256=`` where the endpoint names no prefix, base64 where it says hex), the reason
+names the settings it was made with, so that onboarding a sender is a fix of its YAML, not
+a guess. The sender still gets a bare 401.
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ import base64
 
 from hub.config.models import HmacOptions
 from hub.sources.base import Incoming, VerificationError, WholeBody, check_timestamp, digest, same
+
+_ALGORITHMS = ("sha256", "sha1", "sha512")
+_ENCODINGS = ("hex", "base64")
+#: The longest text before a signature the log names as its prefix (``sha256=``, ``v1=``).
+_SHOWN_PREFIX = 20
 
 
 class HmacSource(WholeBody):
@@ -49,13 +60,49 @@ class HmacSource(WholeBody):
             raise VerificationError(msg)
         before = self._before.replace("{timestamp}", timestamp).encode("utf-8")
         after = self._after.replace("{timestamp}", timestamp).encode("utf-8")
-        mac = digest(opts.algorithm, self._key, before + request.body + after)
+        signed = before + request.body + after
+        mac = digest(opts.algorithm, self._key, signed)
         given = given.strip()
         if opts.encoding == "hex":
             expected = opts.prefix + mac.hex()
-            given = given[: len(opts.prefix)] + given[len(opts.prefix) :].lower()
+            compared = given[: len(opts.prefix)] + given[len(opts.prefix) :].lower()
         else:
             expected = opts.prefix + base64.b64encode(mac).decode()
-        if not same(expected, given):
-            msg = f"{opts.header} does not match the body"
+            compared = given
+        if not same(expected, compared):
+            msg = f"{opts.header} does not match the body{self._made_otherwise(given, signed)}"
             raise VerificationError(msg)
+
+    def _made_otherwise(self, given: str, signed: bytes) -> str:
+        """What settings ``given`` was made with, when it is the right HMAC of ``signed``
+        under another prefix, encoding or algorithm (``""`` when it is not: a wrong secret, a
+        body changed on the way). Only a failed check comes here; each comparison is
+        constant-time, so the 401's timing tells no more of the right signature than before.
+        """
+        opts = self.options
+        for algorithm in sorted(_ALGORITHMS, key=lambda a: a != opts.algorithm):
+            mac = digest(algorithm, self._key, signed)
+            for encoding in _ENCODINGS:
+                text = mac.hex() if encoding == "hex" else base64.b64encode(mac).decode()
+                tail = given[-len(text) :] if len(given) >= len(text) else ""
+                if not same(text, tail.lower() if encoding == "hex" else tail):
+                    continue
+                prefix = given[: len(given) - len(text)]
+                if len(prefix) > _SHOWN_PREFIX:  # more than a prefix: never log what it is
+                    return ""
+                wrong = [
+                    f"{key}: {value!r}" if key == "prefix" else f"{key}: {value}"
+                    for key, value, configured in (
+                        ("algorithm", algorithm, opts.algorithm),
+                        ("encoding", encoding, opts.encoding),
+                        ("prefix", prefix, opts.prefix),
+                    )
+                    if value != configured
+                ]
+                if not wrong:  # made as set: then it matched (never here)
+                    return ""
+                return (
+                    f" as the endpoint is set; it is the body's signature made with "
+                    f"{', '.join(wrong)}: set that on the endpoint"
+                )
+        return ""
