@@ -45,6 +45,45 @@ def config_files(directory: Path) -> list[Path]:
     )
 
 
+def passed_over(directory: Path) -> list[tuple[Path, str]]:
+    """Files that look like configuration but that ``load`` does not read, each with why
+    and the fix: a name ending ``.YAML`` or ``.Yml`` (only the lower-case endings are read),
+    and the YAML files of a subdirectory (only the directory's own files are). Their
+    endpoints and mappings would be missing without a word, the hub answering 404.
+    """
+    found: list[tuple[Path, str]] = []
+    for path in sorted(directory.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            inside = sorted(
+                p for p in path.iterdir() if _yaml_named(p) and not p.name.startswith(".")
+            )
+            if inside:
+                found.append(
+                    (
+                        inside[0],
+                        f"not read: {len(inside)} YAML file{'s' if len(inside) != 1 else ''} "
+                        f"in {path.name}/, a subdirectory (only the files of {directory} "
+                        "itself are read); move them up into it, or out of it if unused",
+                    )
+                )
+        elif _yaml_named(path) and path.suffix not in (".yaml", ".yml"):
+            renamed = path.stem + path.suffix.lower()
+            found.append(
+                (
+                    path,
+                    f"not read: only names ending in .yaml or .yml (lower case) are; "
+                    f"rename it {renamed}",
+                )
+            )
+    return found
+
+
+def _yaml_named(path: Path) -> bool:
+    return path.suffix.lower() in (".yaml", ".yml")
+
+
 #: The most a configuration file may hold. The shipped ones are a few kilobytes; a file
 #: this large (a log, a data dump given a .yaml name) would take ``check``, ``serve`` and
 #: each reload minutes and gigabytes to compose and compile, so it is refused unread.
@@ -336,10 +375,12 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
         )
         raise ConfigError([msg])
     files = config_files(directory)
+    collector = _Collector(environ)
+    for path, why in passed_over(directory):
+        collector.issues.warn(str(path), 1, why)
     if not files:
         msg = f"{directory}: holds no *.yaml or *.yml files; is it the right directory?"
-        raise ConfigError([msg])
-    collector = _Collector(environ)
+        raise ConfigError([msg], warnings=collector.issues.warning_lines())
     for path in files:
         shown = str(path)
         text, line, problem = read_file(path)

@@ -79,3 +79,38 @@ def test_an_unreadable_file_says_permission_is_denied(tmp_path: Path) -> None:
         f"leadhub read it (chmod a+r {secret}) or move it out of the directory"
     )
     assert "UTF-8" not in done.stdout
+
+
+def test_yaml_files_it_does_not_read_are_named(tmp_path: Path) -> None:
+    """`leadhub check` names a *.YAML / *.Yml file (only lower-case endings are read) and a
+    subdirectory's YAML files (only the directory's own are), each with the fix: their
+    endpoints were missing without a word, check said ok and the hub answered 404. A
+    directory holding nothing but such a file says so beside its error."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "Webinar.YAML").write_text(GOOD)
+    (tmp_path / "forms").mkdir()
+    (tmp_path / "forms" / "one.yaml").write_text(GOOD)
+    (tmp_path / "forms" / "two.yml").write_text(GOOD)
+    (tmp_path / "backup").mkdir()  # no YAML in it: nothing to say
+    (tmp_path / "backup" / "notes.txt").write_text("x")
+    (tmp_path / "a.yaml.bak").write_text(GOOD)  # kept aside on purpose: nothing to say
+    done = leadhub_run(["check", str(tmp_path)], leadhub_env=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line for line in lines if "source: none" not in line] == [
+        f"warning: {tmp_path}/Webinar.YAML:1: not read: only names ending in .yaml or .yml "
+        "(lower case) are; rename it Webinar.yaml",
+        f"warning: {tmp_path}/forms/one.yaml:1: not read: 2 YAML files in forms/, a "
+        f"subdirectory (only the files of {tmp_path} itself are read); move them up into "
+        "it, or out of it if unused",
+        f"{tmp_path}: ok: 1 endpoint, 1 mapping, 1 target (default: the embedded sandbox), "
+        "3 warnings",
+    ]
+    (tmp_path / "a.yaml").unlink()
+    done = leadhub_run(["check", str(tmp_path)], leadhub_env=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.splitlines()[:2] == [
+        f"{tmp_path}: holds no *.yaml or *.yml files; is it the right directory?",
+        f"warning: {tmp_path}/Webinar.YAML:1: not read: only names ending in .yaml or .yml "
+        "(lower case) are; rename it Webinar.yaml",
+    ]
