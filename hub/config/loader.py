@@ -56,9 +56,11 @@ def passed_over(directory: Path) -> list[tuple[Path, str]]:
         if path.name.startswith("."):
             continue
         if path.is_dir():
-            inside = sorted(
-                p for p in path.iterdir() if _yaml_named(p) and not p.name.startswith(".")
-            )
+            try:
+                listed = list(path.iterdir())
+            except OSError:  # not ours to read (lost+found, another user's): nothing to say
+                continue
+            inside = sorted(p for p in listed if _yaml_named(p) and not p.name.startswith("."))
             if inside:
                 found.append(
                     (

@@ -114,3 +114,20 @@ def test_yaml_files_it_does_not_read_are_named(tmp_path: Path) -> None:
         f"warning: {tmp_path}/Webinar.YAML:1: not read: only names ending in .yaml or .yml "
         "(lower case) are; rename it Webinar.yaml",
     ]
+
+
+@pytest.mark.slow
+def test_a_subdirectory_it_may_not_list_is_passed_over(tmp_path: Path) -> None:
+    """A subdirectory leadhub may not list (lost+found, another user's) is none of its
+    business: check says ok, with no traceback."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "b.yaml").write_text(GOOD)
+    locked.chmod(0)
+    try:
+        done = leadhub_run(["check", str(tmp_path)], unprivileged=True, leadhub_env=False)
+    finally:
+        locked.chmod(0o700)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1].startswith(f"{tmp_path}: ok: 1 endpoint")
