@@ -266,6 +266,7 @@ class _Collector:
         ]
         if not sandboxed:
             return
+        from hub.config.mappings import STANDARD_ATTRIBUTES
         from hub.sandbox.attributes import canonical_name
 
         for mapping in sandboxed:
@@ -274,6 +275,8 @@ class _Collector:
             for spec in mapping.fields:
                 if spec.attribute.lower().startswith("mx_") or canonical_name(spec.attribute):
                     continue
+                if spec.attribute not in STANDARD_ATTRIBUTES:
+                    continue  # no LeadSquared field at all (a typo): warned at its line already
                 line = fields.key_lines.get(spec.attribute, fields.line) if fields else node.line
                 self.issues.warn(
                     node.file,

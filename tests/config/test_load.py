@@ -346,6 +346,21 @@ def test_fields_the_sandbox_refuses_are_warned_about_only_for_the_sandbox(
     assert "target 'default' is the sandbox" in warnings[0]
 
 
+def test_a_misspelt_attribute_is_not_called_a_leadsquared_field(config_dir: Path) -> None:
+    """`Compny` is no LeadSquared field: one warning, its "did you mean"; not a second one
+    saying it is a LeadSquared field the sandbox does not accept, which sent the user
+    looking for a LeadSquared account to send it to."""
+    (config_dir / "extra.yaml").write_text(
+        "name: typo\nendpoint: typeform\nmatch: {$.crm: 0}\n"
+        "fields:\n  EmailAddress: $.email\n  Compny: $.company\n"
+    )
+    warnings = [w for w in load(config_dir, ENV).warnings if "extra.yaml" in w]
+    assert warnings == [
+        f"{config_dir / 'extra.yaml'}:6: attribute 'Compny' of mapping 'typo' is not a "
+        "standard LeadSquared field (did you mean 'Company'?); custom fields start with mx_"
+    ]
+
+
 def test_variables_give_their_exact_text(tmp_path: Path) -> None:
     """A ${VAR} is the variable's text, quoted or not (a duration field parses it); $${ is
     a literal."""
