@@ -126,7 +126,7 @@ def _brief(warning: str) -> str:
 
 
 def _missing_required(
-    mapping: str, missing: list[tuple[str, int, int]], warnings: list[str]
+    mapping: str, missing: list[tuple[str, int, int]], warnings: list[str], document: Any
 ) -> MappingError:
     """The failure for a document that gives no value for a ``required`` field: each such
     field and why, then, briefly, what the other fields left out.
@@ -139,6 +139,7 @@ def _missing_required(
     reason = f"required value missing in mapping {mapping!r}: " + ", ".join(
         text for text, _, _ in missing
     )
+    reason += explain.not_a_lead(document)  # a lead wrapped in an array, say
     explained = {i for _, start, end in missing for i in range(start, end)}
     others = [_brief(w) for i, w in enumerate(warnings) if i not in explained]
     if others:
@@ -200,7 +201,7 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
             continue
         body.append({"Attribute": spec.attribute, "Value": value})
     if missing:
-        return _missing_required(mapping.name, missing, ctx.warnings)
+        return _missing_required(mapping.name, missing, ctx.warnings, document)
     warnings = list(ctx.warnings)
     if mapping.search_by:
         if any(item["Attribute"] == mapping.search_by for item in body):

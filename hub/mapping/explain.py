@@ -94,7 +94,35 @@ def unmatched(mappings: Sequence[CompiledMapping], document: Any) -> str:
     more = len(mappings) - MAPPINGS
     if more > 0:
         tried.append(f"and {more} more")
-    return "no mapping matched; tried " + "; ".join(tried)
+    return "no mapping matched; tried " + "; ".join(tried) + not_a_lead(document)
+
+
+def not_a_lead(document: Any) -> str:
+    """``; the document is ...``: why a mapping's paths (``$.email``) find nothing in a
+    document that is no JSON object, and the fix; ``""`` for an object.
+
+    A sender that wraps its lead in an array (Zapier's "Wrap Request In Array", a scenario
+    posting a list) needs ``split`` on its endpoint; a document that is text or a number is
+    what a ``split`` path finding the values inside one lead (``$[*]`` on a delivery that
+    is a lead, not an array of them) makes of each. Without this the reason said only that
+    ``$.email`` found nothing, in a document that visibly holds an email.
+    """
+    if isinstance(document, dict):
+        return ""
+    if isinstance(document, list):
+        items = f"{len(document)} item{'s' if len(document) != 1 else ''}"
+        return (
+            f"; the document is a JSON array ({items}), not an object: for a sender that "
+            "posts its leads in an array (Zapier's Wrap Request In Array), give the "
+            "endpoint split: $[*] (each item is then one event; post this delivery again "
+            "once it is set)"
+        )
+    shown = _quoted(document) if isinstance(document, str) else to_text(document)
+    return (
+        f"; the document is {shown}, not an object: when the endpoint has a split, its "
+        "path finds the values inside a lead rather than the leads (split: $[*] on a "
+        "delivery that is one lead); else the sender posted no JSON object"
+    )
 
 
 def _found(condition: Condition, document: Any) -> str:
