@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from hub.config import ConfigError, load
+from hub.config.issues import did_you_mean
 from hub.config.models import Config
 from hub.mapping import CaptureRequest, MappingError, Result, map_document
 from hub.sources import bodies
@@ -87,7 +88,8 @@ def _results(args: argparse.Namespace) -> tuple[Config, list[Result]]:
         raise _Refused(msg) from exc
     if args.endpoint not in config.endpoints:
         known = ", ".join(sorted(config.endpoints)) or "none"
-        msg = f"unknown endpoint {args.endpoint!r}; defined endpoints: {known}"
+        maybe = did_you_mean(args.endpoint, config.endpoints)
+        msg = f"unknown endpoint {args.endpoint!r}{maybe}; defined endpoints: {known}"
         raise _Refused(msg)
     document = _read_payload(args.payload, args.content_type)
     mappings = config.mappings_for(args.endpoint)

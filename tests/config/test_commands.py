@@ -312,6 +312,11 @@ def test_try_explains_skips_and_exits_1(capsys: pytest.CaptureFixture[str]) -> N
             "{}",
             "unknown endpoint 'nope'; defined endpoints: elementor, facebook, google",
         ),
+        (  # a typo of a defined one: named, as check names them
+            "type-form",
+            "{}",
+            "unknown endpoint 'type-form' (did you mean 'typeform'?); defined endpoints: ",
+        ),
         ("zapier", "{not json", "would be refused at ingest (400 body is not valid JSON"),
         ("zapier", '{"first_name": "A"}', "required value missing"),
     ],
