@@ -321,7 +321,9 @@ def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
         r.error(None, f"{r.what} needs 'source', one of: {', '.join(SOURCES)}")
     allowed = COMMON_ENDPOINT_KEYS + SOURCE_KEYS.get(source or "", ())
     if source is None:
-        allowed = COMMON_ENDPOINT_KEYS + tuple(k for keys in SOURCE_KEYS.values() for k in keys)
+        allowed = COMMON_ENDPOINT_KEYS + tuple(
+            dict.fromkeys(k for keys in SOURCE_KEYS.values() for k in keys)
+        )
     r.check_keys(allowed)
     dedupe = _dedupe(r)
     split = _split(r, source)

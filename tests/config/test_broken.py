@@ -494,3 +494,16 @@ def test_values_of_the_wrong_shape_are_named_as_written(tmp_path: Path) -> None:
         *(f"{tmp_path}/a.yaml:{line}: {message}" for line, message in WRONG_SHAPE_ISSUES),
         f"{tmp_path}: {len(WRONG_SHAPE_ISSUES)} errors",
     ]
+
+
+def test_a_misspelt_source_key_lists_each_known_key_once(tmp_path: Path) -> None:
+    """`sorce: hmac`: the endpoint has no source, so every source's keys are allowed; the
+    list named read_timeout three times, secret four, header twice."""
+    (tmp_path / "e.yaml").write_text("kind: endpoint\nname: e\nsorce: hmac\nheader: X-Sig\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    (unknown,) = [issue for issue in info.value.issues if "unknown key 'sorce'" in issue]
+    assert "(did you mean 'source'?)" in unknown
+    known = unknown.split("known keys: ")[1].split(", ")
+    assert len(known) == len(set(known)), unknown
+    assert {"secret", "header", "read_timeout", "token"} <= set(known)
