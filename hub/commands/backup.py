@@ -9,8 +9,8 @@ from pathlib import Path
 
 from hub import logs
 from hub.store import StoreError, is_postgres, open_store, safe_url
-from hub.store.backup import copy_store
-from hub.store.commands import EXIT_FAILED, fail, no_sqlite_store, plural, utc
+from hub.store.backup import NoEventsTable, copy_store
+from hub.store.commands import EXIT_FAILED, fail, no_events_table, no_file_at, plural, utc
 from hub.store.sqlite import SQLiteStore
 
 
@@ -29,12 +29,16 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         return fail("backup", str(exc))
     assert isinstance(store, SQLiteStore)  # (every other URL is PostgreSQL or refused)
-    if missing := no_sqlite_store(store.path):
+    # (whether it holds an events table is asked of the copy: opening a stopped store to
+    # look would change it, or leave files beside it)
+    if missing := no_file_at(store.path):
         return fail("backup", missing, EXIT_FAILED)
     dest = Path(args.dest)
     started = time.time()
     try:
         copied = copy_store(store.path, dest)
+    except NoEventsTable:
+        return fail("backup", no_events_table(store.path), EXIT_FAILED)
     except StoreError as exc:
         return fail("backup", str(exc), EXIT_FAILED)
     print(

@@ -6,6 +6,17 @@ the database half-way through a checkpoint. SQLite's online backup copies the da
 read transaction sees it (the WAL's writes included): in WAL mode that reader holds no writer
 back, so the hub goes on answering and committing while the copy is made.
 
+A backup never changes what it copies. A stopped hub's store is not opened by SQLite at all:
+opened for writing, the backup was its last connection, and closing it checkpointed the store
+(the ``-wal``'s writes moved into the file, the ``-wal`` and ``-shm`` deleted); opened
+read-only, it left a ``-wal`` and ``-shm`` made beside it. Its files are read as bytes instead
+(the file, and its ``-wal`` or ``-journal`` where they hold something) into the copy, which
+SQLite then recovers as it would the store: nothing of the store is written, made or removed.
+Whether a hub has the store open is asked of the file's locks (every SQLite connection to a
+WAL database holds a shared lock on it while open), and looked at again after the copy,
+with the files' identities, sizes and times: a hub started meanwhile means the copy is made
+again, from a running store.
+
 The copy is written beside its destination under a hidden name, checked, made durable, then
 given its name (never over an existing file): a backup that fails or is stopped leaves no
 half-written file under the name a restore would look for. It is made with the store file's
@@ -17,9 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import shutil
 import sqlite3
 import stat
+import struct
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +55,13 @@ def copy_store(source: Path, dest: Path) -> Copied:
 
     The copy is one file in rollback-journal mode (no ``-wal`` or ``-shm`` beside it: it can
     be moved, archived or opened read-only as it is); a store opened on it turns it back to
-    WAL. ``source`` is opened read-only and never changed.
+    WAL. ``source`` is never changed: read through SQLite (read-only) while a hub has it open,
+    as files while none has.
 
     Raises:
         StoreError: ``dest`` exists, its directory cannot be written, the source cannot be
-            read, or the copy failed SQLite's check; the message says which.
+            read, holds no event store (:class:`NoEventsTable`), or the copy failed SQLite's
+            check; the message says which.
     """
     if _taken(dest):
         msg = f"{str(dest)!r} already exists; name a new file (a backup never overwrites one)."
@@ -57,10 +74,23 @@ def copy_store(source: Path, dest: Path) -> Copied:
         _name(partial, dest)
         _sync_directory(dest.parent)
     finally:
-        for leftover in (partial, Path(f"{partial}-journal")):
+        for leftover in _files_of(partial):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
     return copied
+
+
+class NoEventsTable(StoreError):
+    """The SQLite database copied holds no events table: it is no event store."""
+
+
+#: The files SQLite keeps beside a database file, by their suffix.
+_BESIDE = ("-wal", "-shm", "-journal")
+
+
+def _files_of(partial: Path) -> list[Path]:
+    """``partial`` and the files SQLite may make beside it."""
+    return [partial, *(Path(f"{partial}{suffix}") for suffix in _BESIDE)]
 
 
 def _make(partial: Path, source: Path) -> None:
@@ -72,7 +102,7 @@ def _make(partial: Path, source: Path) -> None:
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o666 | 0o600
     except OSError:
         mode = 0o600  # (the open of the source says what is wrong with it)
-    for leftover in (partial, Path(f"{partial}-journal")):  # of a killed backup of this pid
+    for leftover in _files_of(partial):  # of a killed backup of this pid
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
     try:
@@ -82,8 +112,34 @@ def _make(partial: Path, source: Path) -> None:
         raise StoreError(msg) from exc
 
 
+#: How many times a stopped store is copied as files before the backup gives up, each copy
+#: spoilt by a hub starting (or starting and stopping) on it meanwhile.
+_ATTEMPTS = 3
+
+
 def _copy(source: Path, partial: Path) -> Copied:
-    """The backup itself, into ``partial``: one step, so one read snapshot of the source."""
+    """The backup itself, into ``partial`` (made empty): of a running store through SQLite's
+    online backup, of a stopped one by reading its files (:func:`_copy_files`), until a
+    copy of its files is known to be of one state of them."""
+    for _ in range(_ATTEMPTS):
+        if in_use(source) is not False:
+            return _backup_online(source, partial)
+        seen = _state(source)
+        _copy_files(source, partial)
+        if in_use(source) is False and _state(source) == seen:
+            return _checked(source, partial)
+        _empty(partial)  # a hub started on it meanwhile: again, from what it is now
+    msg = (
+        f"the event store {str(source)!r} changed while its files were copied, "
+        f"{_ATTEMPTS} times (a hub starting and stopping on it?); nothing kept: run the "
+        "backup again."
+    )
+    raise StoreError(msg)
+
+
+def _backup_online(source: Path, partial: Path) -> Copied:
+    """SQLite's online backup of ``source`` (a hub has it open) into ``partial``: one step,
+    so one read snapshot of the source."""
     src = _open_source(source)
     try:
         try:
@@ -94,12 +150,6 @@ def _copy(source: Path, partial: Path) -> Copied:
         try:
             # pages=-1 (the default): every page in one step, under one read transaction
             src.backup(out)
-            out.execute("PRAGMA journal_mode = DELETE")
-            (check,) = out.execute("PRAGMA quick_check").fetchone()
-            if check != "ok":
-                msg = f"the copy of {str(source)!r} failed SQLite's check ({check}); nothing kept."
-                raise StoreError(msg)
-            (events,) = out.execute("SELECT count(*) FROM events").fetchone()
         except sqlite3.Error as exc:
             msg = f"backup of {str(source)!r} failed: {exc}."
             raise StoreError(msg) from exc
@@ -107,23 +157,140 @@ def _copy(source: Path, partial: Path) -> Copied:
             out.close()
     finally:
         src.close()
+    return _checked(source, partial)
+
+
+def _checked(source: Path, partial: Path) -> Copied:
+    """``partial``, a copy of ``source``'s pages (and of its ``-wal`` or ``-journal``,
+    beside it), made one file in rollback-journal mode (a ``-wal`` checkpointed into it, a
+    hot ``-journal`` rolled back), checked with ``quick_check``, its events counted."""
+    try:
+        out = sqlite3.connect(partial)
+    except sqlite3.Error as exc:
+        msg = f"cannot write {str(partial.parent)!r}: {exc}; name a writable directory."
+        raise StoreError(msg) from exc
+    try:
+        out.execute("PRAGMA journal_mode = DELETE")
+        (check,) = out.execute("PRAGMA quick_check").fetchone()
+        if check != "ok":
+            msg = f"the copy of {str(source)!r} failed SQLite's check ({check}); nothing kept."
+            raise StoreError(msg)
+        (tables,) = out.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ).fetchone()
+        if not tables:
+            raise NoEventsTable(f"{str(source)!r} holds no events table.")
+        (events,) = out.execute("SELECT count(*) FROM events").fetchone()
+    except sqlite3.Error as exc:
+        msg = f"backup of {str(source)!r} failed: {exc}."
+        raise StoreError(msg) from exc
+    finally:
+        out.close()
     return Copied(events=int(events), size=partial.stat().st_size)
 
 
-def _open_source(source: Path) -> sqlite3.Connection:
-    """``source`` opened to be read: for writing where it may be (never created), so that the
-    last connection to close tidies its ``-wal`` and ``-shm`` away as SQLite does; read-only
-    where it may not be (a read-only connection leaves them behind); and, where not even the
-    WAL index can be made beside it (a read-only directory or mount without one: a stopped
-    hub's store on read-only media, or a snapshot), as immutable, the file alone, as the
-    reading commands do (``hub.store.commands``). Only when nothing of a WAL is there: a
-    ``-shm`` (a hub may be writing) or a ``-wal`` holding writes (the copy would miss them)
-    is refused instead."""
-    file = f"file:{urllib.parse.quote(str(source.resolve()))}"
+def _copy_files(source: Path, partial: Path) -> None:
+    """The bytes of the stopped store's file into ``partial``, and of its ``-wal`` and
+    ``-journal`` (where they hold something) beside it, made with ``partial``'s mode: SQLite
+    opening the copy reads them as it would the store's (the writes of a hub killed before
+    it checkpointed them; a transaction to roll back)."""
+    mode = stat.S_IMODE(partial.stat().st_mode)
+    for suffix in ("", "-wal", "-journal"):
+        origin, copy = Path(f"{source}{suffix}"), Path(f"{partial}{suffix}")
+        try:
+            reader = open(origin, "rb")  # (closed below)
+        except FileNotFoundError:
+            if suffix:
+                continue
+            raise StoreError(f"the event store {str(source)!r} went missing.") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {str(origin)!r}: {exc.strerror}.") from exc
+        with reader:
+            if suffix and os.fstat(reader.fileno()).st_size == 0:
+                continue  # (SQLite leaves an empty -wal sometimes)
+            flags = os.O_WRONLY | os.O_TRUNC | (os.O_CREAT | os.O_EXCL if suffix else 0)
+            try:
+                with open(os.open(copy, flags, mode), "wb") as writer:
+                    shutil.copyfileobj(reader, writer, 1 << 20)
+            except OSError as exc:
+                msg = f"cannot copy {str(origin)!r} to {str(copy)!r}: {exc.strerror}."
+                raise StoreError(msg) from exc
+
+
+def _empty(partial: Path) -> None:
+    """``partial`` made empty again, nothing beside it."""
+    os.truncate(partial, 0)
+    for beside in _files_of(partial)[1:]:
+        with contextlib.suppress(FileNotFoundError):
+            beside.unlink()
+
+
+def _state(source: Path) -> list[tuple[int, ...] | None]:
+    """What changes when anything writes the store at ``source``: the identity, size and
+    times of its file and of each file SQLite keeps beside it (None: not there)."""
+    found: list[tuple[int, ...] | None] = []
+    for suffix in ("", *_BESIDE):
+        try:
+            st = os.stat(f"{source}{suffix}")
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    return found
+
+
+#: The bytes of a database file SQLite locks (``os_unix.c``): PENDING, RESERVED and the
+#: SHARED range, at 1 GiB (past the data of any but a large file; locks do not need data).
+_LOCKED_BYTES = (0x40000000, 512)
+
+#: ``struct flock`` as ``fcntl(F_GETLK)`` reads it, where known: its format and the order of
+#: its fields (type, whence, start, length, pid on Linux; start, length, pid, type, whence on
+#: macOS and the BSDs).
+_FLOCK = {
+    "linux": ("hhqqi", (0, 1, 2, 3, 4)),
+    "darwin": ("qqihh", (3, 4, 0, 1, 2)),
+}
+
+
+def in_use(path: Path) -> bool | None:
+    """Whether a process (not this one) holds a lock on the SQLite database file ``path``:
+    a connection to a WAL database holds a shared one on it from its first read until it
+    closes; a writer in rollback-journal mode holds one while it writes. Asked with
+    ``F_GETLK``, which takes no lock (a hub starting meanwhile is not held back). None when
+    it cannot be told (the file cannot be opened here, an unknown platform)."""
+    known = next((f for name, f in _FLOCK.items() if sys.platform.startswith(name)), None)
+    if known is None:
+        return None
+    layout, order = known  # order: where each of type, whence, start, len, pid goes
+    start, length = _LOCKED_BYTES
+    fields = (fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
+    packed = [0] * 5
+    for field, at in zip(fields, order, strict=True):
+        packed[at] = field
     try:
-        return _connect(f"{file}?mode=rw")
-    except sqlite3.Error:
-        pass
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        # (room past the struct for the padding the C layout may add at its end)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(layout, *packed) + bytes(16))
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    l_type = struct.unpack(layout, answer[: struct.calcsize(layout)])[order[0]]
+    return bool(l_type != fcntl.F_UNLCK)
+
+
+def _open_source(source: Path) -> sqlite3.Connection:
+    """``source``, which a hub has open, opened to be read: read-only (a connection that may
+    write checkpoints the store when it closes last, as it would were the hub to stop
+    meanwhile); where not even its WAL index can be made or read (a read-only directory or
+    mount without one: only when :func:`in_use` cannot tell), as immutable, the file alone,
+    as the reading commands do (``hub.store.commands``). Only when nothing of a WAL is
+    there: a ``-shm`` (a hub may be writing) or a ``-wal`` holding writes (the copy would
+    miss them) is refused instead."""
+    file = f"file:{urllib.parse.quote(str(source.resolve()))}"
     try:
         return _connect(f"{file}?mode=ro")
     except sqlite3.Error as exc:

@@ -170,10 +170,8 @@ def no_sqlite_store(path: Path) -> str | None:
     SQLite database passed by mistake (the sandbox's leads) or an empty file would gain the
     hub's tables and list as an empty store.
     """
-    fix = "pass --db (or LEADHUB_DB) with the URL `leadhub serve` uses."
-    where = str(path.absolute())
-    if not path.exists():
-        return f"no event store at {where!r}; {fix}"
+    if (nothing := no_file_at(path)) is not None:
+        return nothing
     file = f"file:{urllib.parse.quote(str(path.resolve()))}"
     # immutable: in a read-only directory without the WAL index (a backup on read-only media)
     for uri in (f"{file}?mode=ro", f"{file}?mode=ro&immutable=1"):
@@ -184,8 +182,24 @@ def no_sqlite_store(path: Path) -> str | None:
                 ).fetchone()[0]
         except sqlite3.Error:
             continue
-        return None if found else f"no event store in {where!r} (it has no events table); {fix}"
+        return None if found else no_events_table(path)
     return None
+
+
+#: What to do about a ``--db`` that names no event store.
+_PASS_DB = "pass --db (or LEADHUB_DB) with the URL `leadhub serve` uses."
+
+
+def no_file_at(path: Path) -> str | None:
+    """Why ``path`` holds no event store when nothing is there (with the fix), else None."""
+    if path.exists():
+        return None
+    return f"no event store at {str(path.absolute())!r}; {_PASS_DB}"
+
+
+def no_events_table(path: Path) -> str:
+    """Why the SQLite database at ``path`` is no event store (with the fix)."""
+    return f"no event store in {str(path.absolute())!r} (it has no events table); {_PASS_DB}"
 
 
 async def endpoint_unknown(command: str, store: EventStore, endpoint: str | None) -> None:

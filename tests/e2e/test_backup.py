@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from hub.cli import main
+from hub.store.backup import in_use
 from tests.store.test_commands import read_only
 from tests.support.server import free_port, leadhub_process, leadhub_run
 from tests.web.test_serve import ENV, serve_args, signed
@@ -194,14 +195,14 @@ def test_a_copy_is_never_more_readable_than_the_store(
     assert stat.S_IMODE((tmp_path / "copy.db").stat().st_mode) == (mode | 0o600) & ~0o022
 
 
-def test_a_stopped_store_on_read_only_media_is_copied_and_a_wal_it_would_miss_refused(
+def test_a_stopped_store_on_read_only_media_is_copied_its_wal_included(
     tmp_path: Path,
 ) -> None:
     """A store in a directory that cannot be written, with no WAL index beside it (a
-    stopped hub's store on a read-only mount or snapshot): the copy is taken from the file
-    alone, as the reading commands read it (SQLite's read-only mode needs that index and
-    failed: 'unable to open database file'). With a -wal holding writes and no index, the
-    file alone would miss them: refused, saying so, nothing made."""
+    stopped hub's store on a read-only mount or snapshot): the copy is taken from its files
+    (SQLite's read-only mode needs that index and failed: 'unable to open database file').
+    With a -wal holding writes and no index, the copy holds them too (it was refused: the
+    file alone, read as immutable, would miss them); nothing is made or changed there."""
     media = tmp_path / "media"
     media.mkdir()
     small_store(media / "hub.db")
@@ -229,11 +230,14 @@ def test_a_stopped_store_on_read_only_media_is_copied_and_a_wal_it_would_miss_re
     assert (walled / "hub.db-wal").stat().st_size > 0
     assert not (walled / "hub.db-shm").exists()
     read_only(walled, "read_only_modes")
-    argv = ["backup", "--db", f"sqlite:///{walled / 'hub.db'}", str(out / "missed.db")]
-    refused = leadhub_run(argv, unprivileged=True)
-    assert refused.returncode == 1, refused.stdout + refused.stderr
-    assert "a copy of the database file alone would miss the writes in" in refused.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["copy.db"]
+    before = as_it_is(walled)
+    argv = ["backup", "--db", f"sqlite:///{walled / 'hub.db'}", str(out / "walled.db")]
+    done = leadhub_run(argv, unprivileged=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("Backed up 2 events ("), done.stdout
+    assert immutable_count(out / "walled.db") == 2
+    assert as_it_is(walled) == before
+    assert sorted(p.name for p in out.iterdir()) == ["copy.db", "walled.db"]
 
 
 def hot_journal(path: Path) -> bytes:
@@ -267,3 +271,57 @@ def test_a_journal_left_beside_the_name_is_refused(
     assert "already exists" in capsys.readouterr().err
     assert not dest.exists()
     assert Path(f"{dest}-journal").read_bytes() == journal
+
+
+def as_it_is(where: Path) -> dict[str, tuple[bytes, int]]:
+    """Each file in ``where``: its bytes and modification time (ns)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(where.iterdir())}
+
+
+@pytest.mark.slow
+def test_a_backup_of_a_stopped_store_leaves_its_files_as_they_were(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backup never changes what it copies. A stopped hub's store was opened for writing,
+    and the backup, its last connection, checkpointed it on closing: the -wal's writes moved
+    into the file (its bytes and mtime changed) and the -wal and -shm deleted. Now a stopped
+    store (here one whose hub was killed: its acknowledged deliveries in the -wal alone) is
+    left byte for byte, mtime for mtime, nothing made or removed beside it, and the copy
+    holds every delivery, the -wal's included."""
+    store = tmp_path / "store"
+    store.mkdir()
+    db = store / "hub.db"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = serve_args(tmp_path, port, db=f"sqlite:///{db}?writer=thread")  # one process
+    with (
+        leadhub_process(args, ready_url=f"{base}/healthz", env=ENV) as proc,
+        httpx.Client(base_url=base, timeout=30) as client,
+    ):
+        acked = {signed(i)[0] for i in range(BEFORE) if post(client, i)["status"] == "accepted"}
+        assert in_use(db) is True  # (what tells a running store from a stopped one)
+        proc.kill()  # SIGKILL: no checkpoint on the way out
+        proc.wait()
+    assert len(acked) == BEFORE
+    assert in_use(db) is False
+    assert immutable_count(db) < BEFORE  # the -wal holds writes the file does not
+    before = as_it_is(store)
+    assert {"hub.db", "hub.db-wal"} <= before.keys()
+
+    copy = tmp_path / "copy.db"
+    done = leadhub_run(["backup", "--db", f"sqlite:///{db}", str(copy)])
+    assert done.returncode == 0, done.stderr
+    assert as_it_is(store) == before
+    assert f"Backed up {BEFORE} events " in done.stdout, done.stdout
+    assert acked == {e["delivery_id"] for e in listed(copy, capsys)}
+    assert immutable_count(copy) == BEFORE  # all in the file itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg", "copy.db", "store"]
+
+    # a cleanly stopped store: checkpointed, nothing beside it; nothing made beside it either
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    small_store(clean / "hub.db")
+    before = as_it_is(clean)
+    assert main(["backup", "--db", f"sqlite:///{clean / 'hub.db'}", str(tmp_path / "c.db")]) == 0
+    assert "Backed up 1 event (" in capsys.readouterr().out
+    assert as_it_is(clean) == before
