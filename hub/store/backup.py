@@ -21,7 +21,10 @@ The copy is written beside its destination under a hidden name, checked, made du
 given its name (never over an existing file): a backup that fails or is stopped leaves no
 half-written file under the name a restore would look for. It is made with the store file's
 permission bits (less the umask), never wider: the store holds the deliveries' bodies, and a
-``chmod 600 hub.db`` must not come back as a world-readable copy.
+``chmod 600 hub.db`` must not come back as a world-readable copy. One killed (``kill -9``, the
+machine down) leaves that hidden copy (``.NAME.PID.partial``, and what SQLite made beside it),
+as large as the store: the next backup into that directory removes those of backups whose
+process is gone, and says so.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -39,7 +43,10 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from hub.logs import get_logger
 from hub.store.base import StoreError
+
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,9 +73,10 @@ def copy_store(source: Path, dest: Path) -> Copied:
     if _taken(dest):
         msg = f"{str(dest)!r} already exists; name a new file (a backup never overwrites one)."
         raise StoreError(msg)
+    _sweep(dest.parent)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
+    held = _make(partial, source)
     try:
-        _make(partial, source)
         copied = _copy(source, partial)
         _sync(partial)
         _name(partial, dest)
@@ -77,6 +85,7 @@ def copy_store(source: Path, dest: Path) -> Copied:
         for leftover in _files_of(partial):
             with contextlib.suppress(FileNotFoundError):
                 leftover.unlink()
+        os.close(held)
     return copied
 
 
@@ -93,11 +102,12 @@ def _files_of(partial: Path) -> list[Path]:
     return [partial, *(Path(f"{partial}{suffix}") for suffix in _BESIDE)]
 
 
-def _make(partial: Path, source: Path) -> None:
+def _make(partial: Path, source: Path) -> int:
     """Make ``partial`` empty, with the permission bits of ``source`` (less the umask; read and
     write for its owner, who writes it now and may restore it), before SQLite writes a page
     into it (SQLite made it 0644 less the umask, whatever the store's own mode; its journal
-    takes the mode made here)."""
+    takes the mode made here). Returns it open, locked as this backup's (:func:`lock_partial`)
+    until closed."""
     try:
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o666 | 0o600
     except OSError:
@@ -105,11 +115,14 @@ def _make(partial: Path, source: Path) -> None:
     for leftover in _files_of(partial):  # of a killed backup of this pid
         with contextlib.suppress(FileNotFoundError):
             leftover.unlink()
+            log.warning("backup_leftover_removed", path=str(leftover), pid=os.getpid())
     try:
-        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode))
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     except OSError as exc:
         msg = f"cannot write {str(partial.parent)!r}: {exc.strerror}; name a writable directory."
         raise StoreError(msg) from exc
+    lock_partial(fd)
+    return fd
 
 
 #: How many times a stopped store is copied as files before the backup gives up, each copy
@@ -258,28 +271,137 @@ def in_use(path: Path) -> bool | None:
     closes; a writer in rollback-journal mode holds one while it writes. Asked with
     ``F_GETLK``, which takes no lock (a hub starting meanwhile is not held back). None when
     it cannot be told (the file cannot be opened here, an unknown platform)."""
-    known = next((f for name, f in _FLOCK.items() if sys.platform.startswith(name)), None)
-    if known is None:
-        return None
-    layout, order = known  # order: where each of type, whence, start, len, pid goes
-    start, length = _LOCKED_BYTES
-    fields = (fcntl.F_WRLCK, os.SEEK_SET, start, length, 0)
-    packed = [0] * 5
-    for field, at in zip(fields, order, strict=True):
-        packed[at] = field
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
-        # (room past the struct for the padding the C layout may add at its end)
-        answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(layout, *packed) + bytes(16))
-    except OSError:
-        return None
+        return _locked(fd, fcntl.F_GETLK, *_LOCKED_BYTES)
     finally:
         os.close(fd)
+
+
+def _locked(fd: int, command: int, start: int, length: int) -> bool | None:
+    """``fcntl(fd, command)`` (a ``GETLK``: takes no lock) asked whether another holds a lock
+    on ``length`` bytes of ``fd``'s file from ``start``; None when it cannot be told."""
+    query = _flock(start, length)
+    if query is None:
+        return None
+    layout, order, packed = query
+    try:
+        answer = fcntl.fcntl(fd, command, packed)
+    except OSError:
+        return None
     l_type = struct.unpack(layout, answer[: struct.calcsize(layout)])[order[0]]
     return bool(l_type != fcntl.F_UNLCK)
+
+
+def _flock(start: int, length: int) -> tuple[str, tuple[int, ...], bytes] | None:
+    """A ``struct flock`` for a write lock on ``length`` bytes from ``start`` (its layout,
+    the order of its fields, its bytes), or None on an unknown platform."""
+    known = next((f for name, f in _FLOCK.items() if sys.platform.startswith(name)), None)
+    if known is None:
+        return None
+    layout, order = known  # order: where each of type, whence, start, len, pid goes
+    fields = [0] * 5
+    for value, at in zip((fcntl.F_WRLCK, os.SEEK_SET, start, length, 0), order, strict=True):
+        fields[at] = value
+    # (room past the struct for the padding the C layout may add at its end)
+    return layout, order, struct.pack(layout, *fields) + bytes(16)
+
+
+#: Locks of an open file description, not of the process (Linux 3.15 and later), where known.
+_OFD_SETLK = getattr(fcntl, "F_OFD_SETLK", None) if sys.platform.startswith("linux") else None
+_OFD_GETLK = getattr(fcntl, "F_OFD_GETLK", None) if sys.platform.startswith("linux") else None
+
+
+def lock_partial(fd: int) -> None:
+    """Lock the first byte of the partial copy open as ``fd``, for as long as ``fd`` is
+    open, where open-file-description locks exist (Linux): another backup then leaves it
+    alone even when it cannot see this process (another PID namespace: a container sharing
+    the directory), see :func:`_sweep`. Such a lock is the open file's, not the process's
+    (SQLite closing its own descriptor of the file keeps it), and SQLite locks no byte below
+    1 GiB."""
+    query = _flock(0, 1)
+    if _OFD_SETLK is None or query is None:
+        return
+    with contextlib.suppress(OSError):  # (then its pid alone keeps it)
+        fcntl.fcntl(fd, _OFD_SETLK, query[2])
+
+
+#: A backup's hidden partial copy, and the files SQLite makes beside it, by name: the
+#: destination's name and the backup's pid (``.NAME.PID.partial``, see :func:`copy_store`).
+_PARTIAL = re.compile(
+    r"(?P<partial>\.(?P<name>.+)\.(?P<pid>[0-9]{1,10})\.partial)(?:-wal|-shm|-journal)?"
+)
+
+
+def _sweep(directory: Path) -> list[Path]:
+    """Remove from ``directory`` what backups killed before their end (``kill -9``, the
+    machine down) left there: their hidden partial copies and the ``-wal``, ``-shm`` and
+    ``-journal`` beside them, each logged (``backup_leftover_removed``). Only files of that
+    pattern whose pid is no running process's, and whose partial (if there) no backup holds
+    locked (:func:`lock_partial`); nothing else is touched. Returns what was removed."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []  # (making the partial there says what is wrong with it)
+    left: dict[tuple[int, str], list[Path]] = {}
+    for name in names:
+        found = _PARTIAL.fullmatch(name)
+        if found is not None and (pid := int(found["pid"])) != os.getpid():
+            left.setdefault((pid, found["partial"]), []).append(directory / name)
+    removed: list[Path] = []
+    for (pid, partial), paths in sorted(left.items()):
+        if _alive(pid) or held_by_a_backup(directory / partial) is not False:
+            continue
+        for path in sorted(paths):
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue  # (a directory, a link: no backup's)
+                path.unlink()
+            except FileNotFoundError:
+                continue  # (another backup removed it first)
+            except OSError as exc:
+                log.warning("backup_leftover_kept", path=str(path), pid=pid, error=exc.strerror)
+                continue
+            log.warning("backup_leftover_removed", path=str(path), pid=pid)
+            removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` may be a running process's (another user's included): only a pid no
+    process has is not."""
+    if pid <= 0:
+        return True  # (no backup's: not to be looked at as one)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # (another user's process; a number no pid can be: no backup's)
+    return True
+
+
+def held_by_a_backup(partial: Path) -> bool | None:
+    """Whether a backup holds ``partial`` locked (:func:`lock_partial`): False when it is not
+    there, or not held where such locks exist; None when it cannot be told (it cannot be
+    opened here, or is no regular file)."""
+    try:
+        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        if _OFD_GETLK is None:
+            return False  # (no such lock here: its pid alone tells)
+        return _locked(fd, _OFD_GETLK, 0, 1)
+    finally:
+        os.close(fd)
 
 
 def _open_source(source: Path) -> sqlite3.Connection:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,9 @@ import orjson
 import pytest
 
 from hub.cli import main
-from hub.store.backup import in_use
+from hub.store.backup import held_by_a_backup, in_use, lock_partial
 from tests.store.test_commands import read_only
-from tests.support.server import free_port, leadhub_process, leadhub_run
+from tests.support.server import REPO, free_port, leadhub_process, leadhub_run
 from tests.web.test_serve import ENV, serve_args, signed
 
 #: Few enough that SQLite's automatic checkpoint (at 1,000 WAL pages) has not run: the
@@ -325,3 +329,118 @@ def test_a_backup_of_a_stopped_store_leaves_its_files_as_they_were(
     assert main(["backup", "--db", f"sqlite:///{clean / 'hub.db'}", str(tmp_path / "c.db")]) == 0
     assert "Backed up 1 event (" in capsys.readouterr().out
     assert as_it_is(clean) == before
+
+
+def big_store(db: Path, megabytes: int) -> None:
+    """A stopped store of about ``megabytes`` MB (one event, and padding): its backup takes
+    long enough to be killed part-way through."""
+    small_store(db)
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE padding (x BLOB)")
+        conn.executemany("INSERT INTO padding VALUES (randomblob(?))", [(1 << 20,)] * megabytes)
+        conn.commit()
+
+
+def removals(stderr: str) -> list[str]:
+    """The names of the files a backup said it removed (``backup_leftover_removed``)."""
+    lines = [orjson.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    return sorted(
+        Path(line["path"]).name for line in lines if line["event"] == "backup_leftover_removed"
+    )
+
+
+def size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.slow
+def test_what_a_killed_backup_left_is_removed_by_the_next(tmp_path: Path) -> None:
+    """``kill -9`` of a backup part-way through leaves its hidden partial copy (and what SQLite
+    made beside it) in the destination's directory, which nothing removed: a backup of a
+    large store left that much litter per kill. The next backup to that directory removes
+    it, saying so, and makes its copy."""
+    db = tmp_path / "hub.db"
+    big_store(db, 300)
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = [sys.executable, "-m", "hub", "backup", "--db", f"sqlite:///{db}"]
+    for attempt in range(3):  # (until a backup is killed before its end)
+        dest = out / f"copy-{attempt}.db"
+        proc = subprocess.Popen([*argv, str(dest)], cwd=str(REPO), stderr=subprocess.DEVNULL)
+        partial = out / f".{dest.name}.{proc.pid}.partial"
+        while proc.poll() is None and size_of(partial) == 0:  # until the copy is under way
+            time.sleep(0.001)
+        held = held_by_a_backup(partial)
+        proc.kill()
+        if proc.wait() == -signal.SIGKILL and not dest.exists():
+            break
+        for made in out.iterdir():
+            made.unlink()
+    else:
+        pytest.fail("every backup ended before it could be killed")
+    # (held by the running backup, were its pid another namespace's; the lock gone with it)
+    assert held is sys.platform.startswith("linux")
+    assert held_by_a_backup(partial) is False
+    left = sorted(p.name for p in out.iterdir())
+    assert partial.name in left, left
+    assert all(name.startswith(partial.name) for name in left), left
+
+    done = leadhub_run(["backup", "--db", f"sqlite:///{db}", str(out / "copy.db")])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("Backed up 1 event ("), done.stdout
+    assert removals(done.stderr) == left
+    assert sorted(p.name for p in out.iterdir()) == ["copy.db"]
+
+
+def test_only_leftovers_of_dead_backups_are_removed(tmp_path: Path) -> None:
+    """Of the files in the destination's directory, a backup removes only those named as a
+    backup's partial copy (``.NAME.PID.partial``, and its ``-wal``, ``-shm``, ``-journal``)
+    whose pid is no process's and whose partial no backup holds locked (one whose process
+    this one cannot see: another PID namespace); nothing else, whatever its name."""
+    db = tmp_path / "hub.db"
+    small_store(db)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead, alive = dead_pid(), os.getpid()
+    gone = [f".a.db.{dead}.partial{s}" for s in ("", "-wal", "-shm", "-journal")]
+    gone += [f".b.db.{dead}.partial-journal"]  # (its partial removed, its journal not yet)
+    kept = [
+        f".a.db.{alive}.partial",  # a backup running
+        f".a.db.{alive}.partial-journal",
+        f".a.db.{dead}.partial.bak",  # names of other files
+        f"a.db.{dead}.partial",
+        ".a.db.partial",
+        f".a.db.{dead}x.partial",
+        "a.db",
+    ]
+    if sys.platform.startswith("linux"):  # (where a partial is held by its open file)
+        kept += [f".held.db.{dead}.partial", f".held.db.{dead}.partial-journal"]
+    else:  # (no such lock: its pid alone tells)
+        gone += [f".held.db.{dead}.partial"]
+    for name in [*gone, *kept]:
+        (out / name).write_bytes(name.encode())
+    (out / f".dir.db.{dead}.partial").mkdir()  # no backup's
+    (out / f".link.db.{dead}.partial").symlink_to(out / "a.db")
+    held = os.open(out / f".held.db.{dead}.partial", os.O_RDWR)
+    try:
+        lock_partial(held)
+        done = leadhub_run(["backup", "--db", f"sqlite:///{db}", str(out / "copy.db")])
+    finally:
+        os.close(held)
+    assert done.returncode == 0, done.stderr
+    assert removals(done.stderr) == sorted(gone)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*kept, "copy.db", f".dir.db.{dead}.partial", f".link.db.{dead}.partial"]
+    )
+    assert all((out / name).read_bytes() == name.encode() for name in kept)
+    assert (out / f".link.db.{dead}.partial").is_symlink()
