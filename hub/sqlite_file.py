@@ -91,6 +91,18 @@ def vanished_reason(noun: str, runner: str) -> str:
     )
 
 
+def unusable_reason(noun: str, runner: str) -> str:
+    """What to do about another file put at the path while the ``runner`` was running, one
+    that cannot be opened as its database (not SQLite, another program's database): ``noun``
+    is what the file held (``sandbox``)."""
+    return (
+        f"another file was put at its path while the {runner} was running, and it cannot be "
+        f"used as the {noun}'s database. Put the file the {runner} opened back at that path "
+        f"(the {noun} resumes by itself), or move that file away and restart the {runner} to "
+        f"start a new {noun} there"
+    )
+
+
 def orphan_wal(path: Path, *, title: str, noun: str) -> str | None:
     """Why a first open must not go on, when it finds a write-ahead log holding something
     beside no database file (or an empty one) at ``path``; None when there is none.

@@ -106,7 +106,8 @@ def _lead(row: tuple[Any, ...] | None) -> Lead | None:
 class SandboxFileGone(sqlite3.OperationalError):
     """The sandbox's database file cannot be used as it is: a ``-wal`` left beside no
     database at the first open (``leadhub sandbox`` and ``serve`` exit 2 saying so), or the
-    file gone from its path since (each call answered 503, an outage the hub retries)."""
+    file gone from its path since, or another there that cannot be opened (each call
+    answered 503, an outage the hub retries)."""
 
 
 #: How the sandbox's file is named in its errors (:mod:`hub.sqlite_file`'s sentences).
@@ -152,6 +153,15 @@ def _gone(path: Path, why: str) -> SandboxFileGone:
     return SandboxFileGone(f"{_TITLE} {str(path)!r} cannot be opened ({why}); {reason}.")
 
 
+def _unusable(path: Path, why: str) -> SandboxFileGone:
+    """The refusal of a call while the file at ``path`` is another one than the sandbox's, and
+    one it cannot open (not SQLite, the hub's event store, unreadable): as for a file gone, an
+    outage (a 503, its line a second), not a fault of the call (a 500 ``MXUnexpectedException``
+    made the hub's event dead, and each call logged a traceback)."""
+    reason = sqlite_file.unusable_reason("sandbox", "sandbox")
+    return SandboxFileGone(f"{_TITLE} {str(path)!r} cannot be opened ({why}); {reason}.")
+
+
 def _prepare(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys=ON")
     schema = resources.files("hub.sandbox").joinpath("schema.sql").read_text("utf-8")
@@ -177,6 +187,8 @@ class SandboxDB:
         #: The identity of the ``-wal`` beside the file ``_conn`` opened: still at the path
         #: beside another file, it holds the old file's last writes, not the new one's.
         self._wal: tuple[int, int] | None = None
+        #: The file ``_conn`` opened (kept once it is closed): the one whose log ``_wal`` is.
+        self._opened: tuple[int, int] | None = None
         if self._where is None:
             self._conn = sqlite3.connect(
                 self.path, check_same_thread=False, isolation_level=None, timeout=30.0
@@ -187,7 +199,7 @@ class SandboxDB:
         if orphaned is not None:
             raise SandboxFileGone(orphaned)
         self._conn = _open(self._where, create=True)
-        self._identity = self._seen = sqlite_file.identity(self._where)
+        self._identity = self._seen = self._opened = sqlite_file.identity(self._where)
         self._wal = sqlite_file.identity(sqlite_file.wal_of(self._where))
 
     def _check_file(self) -> None:
@@ -208,9 +220,10 @@ class SandboxDB:
             raise _gone(where, "no file at its path")
         if sqlite_file.missing(where):  # (the old connection kept, as for nothing there)
             raise _gone(where, "a directory in its place")
-        left = sqlite_file.stale_wal(where, self._wal, title=_TITLE, runner="sandbox")
-        if left is not None:
-            raise SandboxFileGone(left)
+        if now != self._opened:  # (beside its own log, the file opened last may reopen)
+            left = sqlite_file.stale_wal(where, self._wal, title=_TITLE, runner="sandbox")
+            if left is not None:
+                raise SandboxFileGone(left)
         self._conn.close()
         self._identity = None  # (closed: not to be used again, were the same file back)
         try:
@@ -218,8 +231,8 @@ class SandboxDB:
         except (sqlite3.Error, OSError) as exc:
             if sqlite_file.missing(where):
                 raise _gone(where, str(exc)) from exc
-            raise
-        self._identity = sqlite_file.identity(where)
+            raise _unusable(where, str(exc)) from exc
+        self._identity = self._opened = sqlite_file.identity(where)
         self._wal = sqlite_file.identity(sqlite_file.wal_of(where))
 
     def _run(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:

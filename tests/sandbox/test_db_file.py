@@ -23,17 +23,21 @@ import contextlib
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+import structlog.testing
 
+from hub.clock import ManualClock
 from hub.sandbox.db import SandboxDB
-from tests.sandbox.helpers import CAPTURE, body, sandbox_args
+from tests.sandbox.helpers import CAPTURE, Lsq, body, sandbox_args
+from tests.support.logs import logged
 from tests.support.server import free_port, leadhub_process, leadhub_run
 from tests.web.test_serve import ENV as SERVE_ENV
 from tests.web.test_serve import serve_args
@@ -282,3 +286,58 @@ def test_sqlite_s_name_for_memory_is_memory_not_a_file(
     finally:
         db.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def an_event_store(path: Path) -> None:
+    """A file holding a hub's event store (its events and deliveries tables), closed."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE deliveries (id INTEGER PRIMARY KEY)")
+        conn.commit()
+
+
+@pytest.mark.parametrize("put", ["not_sqlite", "an_event_store"])
+def test_an_unusable_file_put_at_the_path_is_refused_as_a_gone_one(
+    tmp_path: Path, sandbox_factory: Callable[..., Lsq], put: str
+) -> None:
+    """The sandbox's files moved away while it runs and a file it cannot use put in their
+    place (not SQLite; a hub's event store): each call is a 503 without the MX envelope naming
+    the file and what to do, logged as a vanished file is, a line a second
+    (``sandbox_storage_failed``, with ``unlogged``). It was a 500 ``MXUnexpectedException``
+    (which makes the hub's event dead), with a traceback logged at every call. The sandbox's
+    own files put back, it goes on with every lead."""
+    db, aside = tmp_path / "sandbox.db", tmp_path / "aside"
+    aside.mkdir()
+    clock = ManualClock()
+    lsq = sandbox_factory(db_path=str(db), clock=clock, rate_limit=None)
+    for email in OLD:
+        assert lsq.ok(("EmailAddress", email))["IsCreated"] is True
+    own = [f"sandbox.db{suffix}" for suffix in ("", "-wal", "-shm")]
+    for name in own:  # (its log with it: no log of another file is left at the path)
+        (tmp_path / name).rename(aside / name)
+    if put == "not_sqlite":
+        db.write_bytes(b"name,email\nAda,ada@example.com\n" * 100)
+    else:
+        an_event_store(db)
+    with structlog.testing.capture_logs() as logs:
+        answers = [lsq.capture(("EmailAddress", "new@example.com")) for _ in range(5)]
+        answers.append(lsq.http.get("/_sandbox/leads"))
+        clock.advance(1.0)
+        answers.append(lsq.capture(("EmailAddress", "new@example.com")))
+        failed = logged(logs, "sandbox_storage_failed", 2)
+    for answer in answers:
+        assert answer.status_code == 503, answer.text
+        assert not answer.text.startswith("{"), answer.text  # no MX envelope: not permanent
+        assert repr(str(db)) in answer.text, answer.text
+        assert "Put the file the sandbox opened back" in answer.text, answer.text
+    assert not [line for line in logs if line["event"] == "sandbox_request_failed"]
+    assert len(failed) == 2 and failed[1]["unlogged"] == 5, failed  # the 6 in the first second
+    changed = [line for line in logs if line["event"] == "sandbox_file_changed"]
+    assert len(changed) == 1 and changed[0]["missing"] is False, changed
+
+    db.unlink()
+    for name in own:
+        if (aside / name).exists():
+            (aside / name).rename(tmp_path / name)
+    assert lsq.ok(("EmailAddress", "new@example.com"))["IsCreated"] is True
+    assert [lead["EmailAddress"] for lead in lsq.leads()] == [*OLD, "new@example.com"]
