@@ -79,6 +79,7 @@ def test_a_backup_of_a_running_hub_holds_every_acknowledged_delivery_and_restore
         naive = tmp_path / "naive.db"
         shutil.copyfile(db, naive)
         assert immutable_count(naive) < BEFORE
+        assert in_use(db) is True  # (read through SQLite's online backup, not as files)
 
         # The hub goes on answering while the copy is taken.
         during: list[dict[str, object]] = []
