@@ -11,6 +11,7 @@ import structlog
 from hypothesis import settings
 
 from tests.pg_server import PostgresServer, find_bindir, fresh_schema, schema_url
+from tests.pgbouncer import PgBouncer, find_pgbouncer
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +70,24 @@ async def postgres_schema(postgres_dsn: str) -> AsyncIterator[tuple[str, str]]:
     """``(dsn, schema)``: a new, empty schema, uniquely named, dropped (CASCADE) afterwards."""
     async with fresh_schema(postgres_dsn) as schema:
         yield postgres_dsn, schema
+
+
+@pytest.fixture(scope="session")
+def pgbouncer_dsn(postgres_dsn: str) -> Iterator[str]:
+    """The DSN of a real PgBouncer in transaction mode (tests.pgbouncer) in front of
+    ``postgres_dsn``'s server, for this test session; the test is skipped without one."""
+    if find_pgbouncer() is None:
+        pytest.skip(
+            "PgBouncer is not installed: no pgbouncer on PATH or in /usr/sbin. Install it "
+            "(apt-get install pgbouncer) to test the store through a transaction pooler"
+        )
+    with PgBouncer(postgres_dsn) as bouncer:
+        yield bouncer.dsn()
+
+
+@pytest.fixture
+async def pgbouncer_schema(postgres_dsn: str, pgbouncer_dsn: str) -> AsyncIterator[tuple[str, str]]:
+    """``(dsn, schema)``: a new, empty schema (made and dropped on the server itself), and
+    the DSN of the transaction-mode PgBouncer in front of that server."""
+    async with fresh_schema(postgres_dsn) as schema:
+        yield pgbouncer_dsn, schema

@@ -261,13 +261,20 @@ def schema_name() -> str:
 
 
 async def sql(dsn: str, query: str, *args: Any, schema: str | None = None) -> list[tuple[Any, ...]]:
-    """Run one statement on a connection of its own (in ``schema``, if given); its rows."""
+    """Run one statement on a connection of its own (in ``schema``, if given); its rows.
+
+    Also through a transaction-mode PgBouncer (tests.pgbouncer): the schema is set for the
+    statement's transaction, not at connect (PgBouncer refuses ``search_path`` there), and
+    the statement is an unnamed one (a named one would outlive the connection there)."""
     import asyncpg  # on use: conftest imports this module for every test run
 
-    settings = {"search_path": f'"{schema}"'} if schema else {}
-    conn = await asyncpg.connect(dsn, server_settings=settings)
+    conn = await asyncpg.connect(dsn, statement_cache_size=0)
     try:
-        return [tuple(row) for row in await conn.fetch(query, *args)]
+        if not schema:  # (on its own: CREATE TABLESPACE refuses a transaction)
+            return [tuple(row) for row in await conn.fetch(query, *args)]
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('search_path', $1, true)", f'"{schema}"')
+            return [tuple(row) for row in await conn.fetch(query, *args)]
     finally:
         await conn.close()
 
