@@ -31,6 +31,7 @@ import asyncpg
 import orjson
 
 from hub.clock import SYSTEM_CLOCK, Clock, ServerTime, SystemClock
+from hub.store import postgres_pooler as pooler
 from hub.store import rows
 from hub.store.base import (
     CLOCK_STEP_BACK,
@@ -112,6 +113,10 @@ _SCHEMA_LOCK = (
     "hashtextextended('leadhub.schema:' || coalesce($1::text, current_schema(), ''), 0))"
 )
 
+#: A replay's ids behind a pooler (``PostgresStore._replay_ids``): an SQL cursor, a page at a time.
+_REPLAY_CURSOR = "DECLARE leadhub_replay NO SCROLL CURSOR FOR "
+_REPLAY_FETCH = "FETCH FORWARD 10000 FROM leadhub_replay"
+
 #: What a lost server or connection raises: the store is unavailable, not broken.
 #: Tries of a transaction the server aborted to break a deadlock (it wrote nothing).
 DEADLOCK_TRIES = 3
@@ -174,6 +179,9 @@ class PostgresStore(BatchedStore):
         self.shown = shown or dsn
         self.create = create
         self._pool: asyncpg.Pool | None = None
+        #: Behind a pooler that shares server sessions: each transaction's ``BEGIN`` and
+        #: settings, by isolation and read-only (:mod:`hub.store.postgres_pooler`); else empty.
+        self._begin: dict[tuple[str, bool], str] = {}
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = StoreStats()
         self._writes = Writes(self._conn, self.stats, stall_after=stall_after)
@@ -186,6 +194,7 @@ class PostgresStore(BatchedStore):
     async def open(self) -> None:
         if self._pool is not None:
             return
+        self._begin = {}
         # application_name: the hub's connections are easy to find in pg_stat_activity.
         # jit off: short statements whose row estimates are large (a JSON array's elements
         # count as 100 rows each) crossed jit_above_cost, and compiling them took longer
@@ -197,19 +206,15 @@ class PostgresStore(BatchedStore):
         if self.schema:  # quoted, as it is created: a name with capitals is not folded
             settings["search_path"] = f'"{self.schema}"'
         try:
-            pool = await asyncpg.create_pool(
-                self.dsn,
-                min_size=1,
-                max_size=self.pool_size,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-                server_settings=settings,
-            )
-        except _UNAVAILABLE as exc:
-            raise self._unavailable(exc) from exc
-        except (asyncpg.PostgresError, ValueError) as exc:  # bad credentials, database, DSN
-            msg = f"Cannot open the event store {self.shown!r}: {exc}"
-            raise StoreError(msg) from exc
+            pool = await self._create_pool(settings)
+        except asyncpg.ProtocolViolationError as exc:  # (_create_pool: only a pooler's)
+            log().info("store_pooler_detected", url=self.shown, reason=str(exc))
+            pool = await self._pooled(settings)
+        else:
+            if not await self._settings_arrived(pool):
+                reason = "the connection's settings did not reach the server"
+                log().info("store_pooler_detected", url=self.shown, reason=reason)
+                pool = await self._pooled(settings)
         self._pool = pool
         try:
             async with self._conn() as conn:  # (its first acquire measures the clock)
@@ -236,8 +241,74 @@ class PostgresStore(BatchedStore):
             "store_opened",
             url=self.shown,
             schema=self.schema,
+            settings="per transaction" if self._begin else "per session",
             clock_offset=None if offset is None else round(offset, 3),
         )
+
+    async def _create_pool(
+        self, settings: dict[str, str], *, dsn: str | None = None, statements: int = 100
+    ) -> asyncpg.Pool:
+        """A pool of connections with ``settings`` as startup settings; ``statements``:
+        asyncpg's cache of named prepared statements (0: none, unnamed ones only)."""
+        try:
+            return await asyncpg.create_pool(
+                dsn or self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                timeout=CONNECT_TIMEOUT,
+                command_timeout=COMMAND_TIMEOUT,
+                server_settings=settings,
+                statement_cache_size=statements,  # (100: asyncpg's default)
+            )
+        except asyncpg.ProtocolViolationError as exc:
+            if not pooler.refused(exc):
+                raise self._unavailable(exc) from exc
+            if statements:
+                raise  # (open: a pooler, then)
+            msg = (
+                f"Cannot open the event store {self.shown!r}: the connection pooler refused a "
+                f"setting of the URL ({exc}); take it out of the URL, or list it in "
+                "PgBouncer's ignore_startup_parameters."
+            )
+            raise StoreError(msg) from exc
+        except _UNAVAILABLE as exc:
+            raise self._unavailable(exc) from exc
+        except (asyncpg.PostgresError, ValueError) as exc:  # bad credentials, database, DSN
+            msg = f"Cannot open the event store {self.shown!r}: {exc}"
+            raise StoreError(msg) from exc
+
+    async def _settings_arrived(self, pool: asyncpg.Pool) -> bool:
+        """Whether ``pool``'s startup settings reached the server (one round trip, at open);
+        if not, the pool is closed: a pooler dropped them."""
+        try:
+            async with pool.acquire() as conn:
+                arrived = bool(await conn.fetchval(pooler.SETTINGS_ARRIVED))
+        except BaseException as exc:
+            pool.terminate()
+            if isinstance(exc, _UNAVAILABLE):
+                raise self._unavailable(exc) from exc
+            if isinstance(exc, asyncpg.PostgresError):
+                raise StoreError(f"Cannot open the event store {self.shown!r}: {exc}") from exc
+            raise
+        if not arrived:
+            await pool.close()
+        return arrived
+
+    async def _pooled(self, settings: dict[str, str]) -> asyncpg.Pool:
+        """A pool for a server behind a pooler that shares server sessions between clients
+        (:mod:`hub.store.postgres_pooler`): the settings are each transaction's, and no
+        statement is a named one."""
+        dsn, idle = pooler.split_setting(self.dsn, "idle_in_transaction_session_timeout")
+        local = dict(settings)
+        if idle is not None:
+            local["idle_in_transaction_session_timeout"] = idle
+        self._begin = {
+            (isolation, readonly): pooler.begin(local, isolation=isolation, readonly=readonly)
+            for isolation in ("read_committed", "repeatable_read")
+            for readonly in (False, True)
+        }
+        startup = {k: v for k, v in settings.items() if k in pooler.STARTUP}
+        return await self._create_pool(startup, dsn=dsn, statements=0)
 
     async def _sync_clock(self, conn: _Conn) -> None:
         """Measure this machine's clock against the database's (a :class:`ServerTime`
@@ -309,13 +380,17 @@ class PostgresStore(BatchedStore):
         transaction: bool = True,
     ) -> AsyncIterator[_Conn]:
         """A pooled connection inside one transaction (with ``transaction=False``: each
-        statement its own); driver errors become store errors."""
+        statement its own, except behind a pooler); driver errors become store errors."""
         if self._pool is None:
             msg = f"The event store {self.shown!r} is not open; call open() first."
             raise StoreError(msg)
         try:
             async with self._pool.acquire() as conn:
                 await self._sync_clock(conn)  # (about once a minute)
+                if self._begin:  # behind a pooler: every statement in a transaction
+                    async with pooler.transaction(conn, self._begin[isolation, readonly]):
+                        yield conn
+                    return
                 if not transaction:
                     yield conn
                     return
@@ -324,6 +399,14 @@ class PostgresStore(BatchedStore):
         except StoreError:
             raise
         except _UNAVAILABLE as exc:
+            if pooler.statement_mode(exc):  # waiting will not change it: an error to fix
+                msg = (
+                    f"The event store {self.shown!r} is behind PgBouncer in statement pooling "
+                    f"mode ({exc}), which runs no transaction of several statements, and each "
+                    "of the store's is one: set pool_mode = transaction (or session) for the "
+                    "hub's database in PgBouncer."
+                )
+                raise StoreError(msg) from exc
             raise self._unavailable(exc) from exc
         except asyncpg.ReadOnlySQLTransactionError as exc:
             raise self._read_only(exc) from exc
@@ -662,6 +745,11 @@ class PostgresStore(BatchedStore):
         found: array.array[int] = array.array("q")
         # a cursor: the ids come a page at a time, never as one list of records
         async with self._conn(readonly=True) as conn:
+            if self._begin:  # asyncpg's cursor is a named statement: an SQL cursor instead
+                await conn.execute(_REPLAY_CURSOR + Q["replay_ids"], *_replay_args(selection))
+                while page := await conn.fetch(_REPLAY_FETCH):
+                    found.extend(row[0] for row in page)
+                return found
             cursor = conn.cursor(Q["replay_ids"], *_replay_args(selection), prefetch=10_000)
             async for row in cursor:
                 found.append(row[0])

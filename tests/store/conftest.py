@@ -26,16 +26,50 @@ def sqlite_url(tmp_path: Path, name: str = "events.db") -> str:
     return f"sqlite:///{tmp_path / name}"
 
 
-@pytest.fixture(params=["sqlite", "sqlite-process", "postgres"])
+#: Where every test of a store (the ``store_url`` fixture) runs.
+BACKENDS = ("sqlite", "sqlite-process", "postgres")
+#: The contract classes that also run through a transaction-mode PgBouncer (``pgbouncer``):
+#: what the hub does on every webhook and every send (enqueue, claim, outcomes, ordering,
+#: replay, the shared rate window), not all of it, to keep the suite's time.
+THROUGH_PGBOUNCER = frozenset(
+    {
+        "TestEnqueue",
+        "TestSubmit",
+        "TestClaim",
+        "TestOutcomes",
+        "TestLeases",
+        "TestRouteAndOrdering",
+        "TestReplay",
+        "TestRateSlots",
+        "TestRateTurns",
+        "TestFillWindow",
+    }
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``store_url`` on each of :data:`BACKENDS`, and through PgBouncer for the classes of
+    :data:`THROUGH_PGBOUNCER`."""
+    if "store_url" in metafunc.fixturenames:
+        pooled = metafunc.cls is not None and metafunc.cls.__name__ in THROUGH_PGBOUNCER
+        backends = [*BACKENDS, "pgbouncer"] if pooled else list(BACKENDS)
+        metafunc.parametrize("store_url", backends, indirect=True)
+
+
+@pytest.fixture
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of a fresh database of each backend and writer.
 
     ``sqlite-process`` writes enqueues from its child process (``?writer=process``, as
     ``leadhub serve`` does); every other write still goes through the writer thread.
-    ``postgres`` is a fresh schema on the test server (``postgres_schema``).
+    ``postgres`` is a fresh schema on the test server (``postgres_schema``); ``pgbouncer``
+    one there too, through a PgBouncer in transaction mode (``pgbouncer_schema``).
     """
     if request.param == "postgres":
         return schema_url(request)
+    if request.param == "pgbouncer":
+        dsn, schema = request.getfixturevalue("pgbouncer_schema")
+        return f"{dsn}?schema={schema}"
     return sqlite_writer_url(request.param, tmp_path)
 
 

@@ -1,0 +1,208 @@
+"""The PostgreSQL store through a real PgBouncer in transaction mode (tests.pgbouncer), where
+each transaction may run on another server session: the store sets its settings in each
+transaction and prepares no named statement (hub.store.postgres_pooler). The contract tests
+of enqueue, claim, outcomes, replay and the rate window run through it too (conftest)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from structlog.testing import capture_logs
+
+from hub.store import StoreError, StoreUnavailable, open_store
+from hub.store.base import Replayed, replayed_states
+from hub.store.models import Ack
+from hub.store.postgres import PostgresStore
+from tests.pg_server import fresh_schema, sql
+from tests.pgbouncer import PgBouncer
+from tests.store.helpers import delivery
+
+LEASE = 30.0
+SETTINGS = (
+    "SELECT current_setting('search_path'), current_setting('jit'), "
+    "current_setting('idle_in_transaction_session_timeout'), current_setting('application_name')"
+)
+
+
+@contextlib.asynccontextmanager
+async def opened(url: str) -> AsyncIterator[PostgresStore]:
+    store = open_store(url)
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="module")
+def one_session(postgres_dsn: str) -> Iterator[PgBouncer]:
+    """A transaction-mode PgBouncer with ONE server connection: every client's transactions
+    run on the same server session, so what one leaves there the next one sees."""
+    with PgBouncer(postgres_dsn, pool_size=1) as bouncer:
+        yield bouncer
+
+
+async def test_each_transaction_has_the_store_s_settings(
+    pgbouncer_schema: tuple[str, str],
+) -> None:
+    """PgBouncer refuses the store's startup settings ("unsupported startup parameter:
+    jit"): the store, told so, sets them in each transaction, ``?schema=``'s search_path
+    included, so its tables are that schema's."""
+    dsn, schema = pgbouncer_schema
+    with capture_logs() as logs:
+        async with opened(f"{dsn}?schema={schema}") as store, store._conn() as conn:
+            settings = tuple(await conn.fetchrow(SETTINGS) or ())
+    assert settings == (f'"{schema}"', "off", "10s", "leadhub")
+    (detected,) = [e for e in logs if e["event"] == "store_pooler_detected"]
+    assert "unsupported startup parameter" in detected["reason"]
+    assert [e["settings"] for e in logs if e["event"] == "store_opened"] == ["per transaction"]
+    ((made,),) = await sql(dsn, "SELECT to_regclass($1::text) IS NOT NULL", f'"{schema}".events')
+    assert made
+
+
+async def test_settings_a_pooler_drops_are_found_missing_and_set_per_transaction(
+    postgres_dsn: str,
+) -> None:
+    """A PgBouncer told to accept and drop the store's startup settings
+    (``ignore_startup_parameters``) connects, but without them: the store sees they did not
+    arrive and sets them per transaction (the tables made in ``?schema=``, not ``public``)."""
+    dropped = ("jit", "search_path", "idle_in_transaction_session_timeout")
+    with PgBouncer(postgres_dsn, ignore=dropped) as bouncer:
+        async with fresh_schema(postgres_dsn) as schema:
+            with capture_logs() as logs:
+                async with opened(f"{bouncer.dsn()}?schema={schema}") as store:
+                    (stored,) = await store.enqueue(delivery("d1"))
+                    async with store._conn() as conn:
+                        settings = tuple(await conn.fetchrow(SETTINGS) or ())
+            rows = await sql(postgres_dsn, "SELECT id FROM events", schema=schema)
+    assert settings == (f'"{schema}"', "off", "10s", "leadhub")
+    assert rows == [(stored.id,)]
+    (detected,) = [e for e in logs if e["event"] == "store_pooler_detected"]
+    assert "did not reach the server" in detected["reason"]
+
+
+async def test_a_direct_connection_keeps_its_settings_per_session(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """Without a pooler the settings stay in the startup packet: no round trip more per
+    transaction, and named statements as before."""
+    dsn, schema = postgres_schema
+    with capture_logs() as logs:
+        async with opened(f"{dsn}?schema={schema}") as store:
+            assert store._begin == {}
+    assert not [e for e in logs if e["event"] == "store_pooler_detected"]
+    assert [e["settings"] for e in logs if e["event"] == "store_opened"] == ["per session"]
+
+
+async def test_nothing_is_left_in_the_server_session(
+    postgres_dsn: str, one_session: PgBouncer
+) -> None:
+    """Through one server session shared by every client, after the store's enqueues,
+    claims, outcomes, rate slots and a replay's read of its ids: no prepared statement is
+    left there. One left there is another client's to meet: a statement of the same name
+    (asyncpg numbers them per process) is refused, or the store's own is missing on its next
+    server session. (The read of a replay's ids is checked before the replay's next
+    statement: asyncpg closes a named statement it is done with at its next one, which
+    through a pooler may run on another server session.)"""
+    async with fresh_schema(postgres_dsn) as schema:
+        async with opened(f"{one_session.dsn()}?schema={schema}") as store:
+            await store.enqueue(delivery("a1", "a2", "a3"))
+            first, *rest = await store.claim(limit=3, lease=LEASE)
+            await store.ack_many([Ack(e.id, "lead", True, e.lease) for e in rest])
+            await store.dead(first.id, error="refused", lease=first.lease)
+            await store.take_slots("acct", calls=5, window=5.0, hold=1.0)
+            selection = Replayed(replayed_states(None), [first.id], None, None)
+            assert list(await store._replay_ids(selection)) == [first.id]
+            left = await sql(
+                one_session.dsn(),
+                "SELECT (SELECT count(*) FROM pg_prepared_statements), "
+                "current_setting('search_path'), current_setting('jit')",
+            )
+            assert await store.replay(ids=[first.id]) == 1
+    assert left == [(0, '"$user", public', "on")]
+
+
+async def test_instances_through_pgbouncer_claim_side_by_side(
+    pgbouncer_schema: tuple[str, str],
+) -> None:
+    """Four instances (three connections each) enqueue, claim and ack at once through
+    PgBouncer: their transactions take turns on its server sessions. Every event is
+    claimed once and delivered. (With named prepared statements, statements prepared on one
+    server session were missing on the next: "prepared statement ... does not exist".)"""
+    dsn, schema = pgbouncer_schema
+    url = f"{dsn}?schema={schema}&pool=3"
+    async with contextlib.AsyncExitStack() as stack:
+        stores = [await stack.enter_async_context(opened(url)) for _ in range(4)]
+
+        async def enqueue(store: PostgresStore, n: int) -> list[int]:
+            ids = []
+            for k in range(10):
+                (result,) = await store.enqueue(delivery(f"s{n}-{k}"))
+                ids.append(result.id)
+            return ids
+
+        async def drain(store: PostgresStore) -> list[int]:
+            taken: list[int] = []
+            while claimed := await store.claim(limit=4, lease=LEASE):
+                await store.ack_many([Ack(e.id, f"lead-{e.id}", True, e.lease) for e in claimed])
+                taken += [e.id for e in claimed]
+            return taken
+
+        stored = await asyncio.gather(*(enqueue(s, n) for n, s in enumerate(stores * 3)))
+        taken = await asyncio.gather(*(drain(s) for s in stores for _ in range(3)))
+        delivered = await stores[0].counts()
+    every = sorted(i for part in taken for i in part)
+    assert every == sorted(i for part in stored for i in part)  # all claimed, none twice
+    assert sum(delivered.values()) == len(every) == 120
+    assert sum(1 for part in taken if part) > 1
+
+
+async def test_a_frozen_transaction_is_ended_by_the_url_s_timeout(
+    pgbouncer_schema: tuple[str, str],
+) -> None:
+    """``?idle_in_transaction_session_timeout=`` is a startup setting PgBouncer refuses: it
+    applies to each transaction instead, so a transaction left idle (a frozen instance) is
+    ended by the server and the store finds itself unavailable, then goes on."""
+    dsn, schema = pgbouncer_schema
+    url = f"{dsn}?schema={schema}&idle_in_transaction_session_timeout=300ms"
+    async with opened(url) as store:
+        async with store._conn() as conn:
+            settings = tuple(await conn.fetchrow(SETTINGS) or ())
+        assert settings[2] == "300ms"
+        with pytest.raises(StoreUnavailable):
+            async with store._conn() as conn:
+                await conn.execute("SELECT 1")
+                await asyncio.sleep(1.5)  # five times the timeout, idle in the transaction
+                await conn.execute("SELECT 2")
+        await store.ping()
+
+
+async def test_a_setting_in_the_url_that_pgbouncer_refuses_is_named_with_the_fix(
+    pgbouncer_schema: tuple[str, str],
+) -> None:
+    """Another server setting in the URL (asyncpg sends it at connect) is refused by
+    PgBouncer in any case: open says so, as an error to fix, not an outage to wait out."""
+    dsn, schema = pgbouncer_schema
+    store = open_store(f"{dsn}?schema={schema}&lock_timeout=5s")
+    with pytest.raises(StoreError, match="ignore_startup_parameters") as caught:
+        await store.open()
+    assert not isinstance(caught.value, StoreUnavailable)
+    assert "lock_timeout" in str(caught.value)
+
+
+async def test_pgbouncer_in_statement_mode_is_refused_naming_the_mode_to_set(
+    postgres_dsn: str,
+) -> None:
+    """PgBouncer in statement mode runs no transaction of several statements (it ends the
+    connection at the first ``BEGIN``): open says which pool_mode to set, as an error to fix,
+    not as a server to wait for ("cannot be reached")."""
+    with PgBouncer(postgres_dsn, pool_mode="statement") as bouncer:
+        async with fresh_schema(postgres_dsn) as schema:
+            store = open_store(f"{bouncer.dsn()}?schema={schema}")
+            with pytest.raises(StoreError, match="pool_mode = transaction") as caught:
+                await store.open()
+    assert not isinstance(caught.value, StoreUnavailable)
