@@ -43,6 +43,8 @@ Q = queries("postgres")
 #: Most one-lead deliveries written in one statement, and most such statements in flight.
 MAX_BATCH = 256
 MAX_FLUSHES = 4
+#: Seconds between two ``store_stalled`` lines at the least.
+STALLED_EVERY = 1.0
 
 
 class Writes:
@@ -63,6 +65,13 @@ class Writes:
         #: Every answer still owed, oldest first, with when it was asked (``time.monotonic``).
         self._owed: deque[tuple[float, _Answer]] = deque()
         self._watchdog: asyncio.TimerHandle | None = None
+        #: ``store_stalled`` at most once a :data:`STALLED_EVERY`: the watchdog's passes a few
+        #: ms apart (the answers of one hang, asked a loop turn apart) are one line. What the
+        #: passes answered since the last line (``failing``), when its line is not due yet, and
+        #: the timer that logs it once it is.
+        self._stalled_told: float | None = None
+        self._stalled_untold = 0
+        self._stalled_timer: asyncio.TimerHandle | None = None
 
     async def enqueue(self, pending: bulk.Pending) -> list[EnqueueResult]:
         """Store ``pending``; its results once committed."""
@@ -102,7 +111,9 @@ class Writes:
             if not done.done():
                 failing.append(done)
         if failing:
-            log().error("store_stalled", waited=self.stall_after, failing=len(failing))
+            self._stalled_untold += len(failing)
+            if self._stalled_timer is None:
+                self._tell_stalled()
             for done in failing:
                 done.set_exception(
                     StoreUnavailable(
@@ -114,6 +125,23 @@ class Writes:
         if owed:
             wait = max(owed[0][0] + self.stall_after - now, 0.01)
             self._watchdog = asyncio.get_running_loop().call_later(wait, self._watch)
+
+    def _tell_stalled(self) -> None:
+        """Log ``store_stalled`` for the answers the watchdog gave since the last line (each
+        told within :data:`STALLED_EVERY` of its answer), or, when a line was logged less than
+        that ago, once that much has passed."""
+        self._stalled_timer = None
+        if not self._stalled_untold:
+            return
+        now = time.monotonic()
+        told = self._stalled_told
+        if told is not None and 0 <= now - told < STALLED_EVERY:
+            loop = asyncio.get_running_loop()
+            self._stalled_timer = loop.call_later(told + STALLED_EVERY - now, self._tell_stalled)
+            return
+        self._stalled_told = now
+        failing, self._stalled_untold = self._stalled_untold, 0
+        log().error("store_stalled", waited=self.stall_after, failing=failing)
 
     async def finish(self) -> None:
         """Write what is still gathered and wait for every write in flight, but not for a
