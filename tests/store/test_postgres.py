@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 import asyncpg
 import orjson
@@ -386,7 +387,7 @@ class TestConnectionsLost:
                 await store.ping()
 
 
-async def _all_stalled_told(logs: list[dict[str, object]], answered: int) -> None:
+async def _all_stalled_told(logs: list[MutableMapping[str, Any]], answered: int) -> None:
     """Wait (30 s at most) until the ``store_stalled`` lines in ``logs`` have told of
     ``answered`` writes answered unavailable; fail if they tell of more."""
 
