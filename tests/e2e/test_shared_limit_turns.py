@@ -25,6 +25,7 @@ import pytest
 from hub.config import load
 from hub.dispatch.ratelimit import account_of
 from hub.store import EventStore
+from hub.store.base import ENDPOINT_ABSENT
 from hub.store.models import State
 from tests.dispatch.support import KEYS, flat_endpoint_yaml, target_yaml
 from tests.e2e.support import lead_delivery, on_store, stored_events, wait_until
@@ -155,6 +156,55 @@ def _fill_the_window(db: str, config: Path, hold: float) -> None:
     assert on_store(db, take) == CALLS
 
 
+def _hold_the_window(db: str, config: Path) -> list[int]:
+    """Take every slot of the workers' account, as calls in flight of another process would,
+    until :func:`_end_slots` ends them (their hold, far longer than the test, is a bound
+    only): the workers send nothing meanwhile. The slots' ids."""
+    target = load(config, KEYS).targets["default"]
+
+    async def take(store: EventStore) -> list[int]:
+        answer = await store.take_slots(
+            account_of(target), calls=CALLS, window=WINDOW, hold=200.0, want=CALLS
+        )
+        return list(answer.slots)
+
+    slots = on_store(db, take)
+    assert len(slots) == CALLS
+    return slots
+
+
+def _end_slots(db: str, slots: list[int]) -> None:
+    """The calls of :func:`_hold_the_window` end now: their room comes a window later."""
+
+    async def end(store: EventStore) -> None:
+        for slot in slots:
+            await store.end_slot(slot)
+
+    on_store(db, end)
+
+
+def _left(db: str, endpoints: set[str]) -> bool:
+    """Whether every event of ``endpoints`` waits in the queue, left by an instance without
+    its endpoint (:data:`ENDPOINT_ABSENT`): claims of instances without it pass it by."""
+    events = [e for e in stored_events(db) if e.endpoint in endpoints]
+    return len(events) == len(endpoints) * EACH and all(
+        e.state is not State.SENDING and (e.last_error or "").startswith(ENDPOINT_ABSENT)
+        for e in events
+    )
+
+
+def _none_of_theirs_claimable(db: str, victim: str) -> bool:
+    """Whether no event of an endpoint other than ``victim`` is claimed without the mark of
+    an instance that left it (:data:`ENDPOINT_ABSENT`): the worker of ``victim`` alone, its
+    claims passing marked events by, then holds none of them (it cannot have claimed a
+    marked one, and an event it holds keeps its last error until it gives it back)."""
+    return all(
+        (e.last_error or "").startswith(ENDPOINT_ABSENT)
+        for e in stored_events(db)
+        if e.endpoint != victim and e.state is State.SENDING
+    )
+
+
 @pytest.mark.slow
 def test_three_workers_take_turns_within_the_account_s_limit(
     tmp_path: Path, hub_db_url: str
@@ -233,6 +283,15 @@ def test_a_worker_killed_while_waiting_does_not_hold_up_the_others(
     its longest call and a margin of its lease left). (How long the others waited is not
     asserted: slots set aside also stop counting by themselves after their calls' ``hold``,
     7 s, so only the queue tells that a dead waiter kept its place.)
+
+    The killed worker holds none of the others' events: a worker claims events of endpoints
+    it lacks, to put them back (another instance may have them), and one killed before it
+    did kept them for a lease, each with an attempt counted (README: attempts count claims;
+    a run under load failed so, 1 in 15). So it starts alone and puts back every event of
+    the others' first (its later claims pass them by), while the test holds the account's
+    window so that nobody sends until all three wait; and it is stopped (SIGSTOP) before it
+    is killed, the kill waiting for a moment when none of the others' events lost that mark
+    while claimed (an ordering wait rewrites it).
     """
     sandbox_port = free_port()
     sandbox = f"http://127.0.0.1:{sandbox_port}"
@@ -243,20 +302,43 @@ def test_a_worker_killed_while_waiting_does_not_hold_up_the_others(
         sandbox_proc = stack.enter_context(
             leadhub_process(_sandbox_args(sandbox_port), ready_url=f"{sandbox}/")
         )
-        procs = [
-            stack.enter_context(leadhub_process(args, ready_url=f"{url}/healthz", env=KEYS))
-            for args, url in workers
-        ]
+        args, url = workers[2]
+        victim_proc = stack.enter_context(
+            leadhub_process(args, ready_url=f"{url}/healthz", env=KEYS)
+        )
+        held = _hold_the_window(db, tmp_path / victim / "cfg")
         _queue_together(db)
+        wait_until(
+            lambda: _left(db, set(NAMES) - {victim}),
+            timeout=60,
+            what="the others' events put back by the last worker",
+        )
+        for args, url in workers[:2]:
+            stack.enter_context(leadhub_process(args, ready_url=f"{url}/healthz", env=KEYS))
+        wait_until(lambda: len(_waiters(db)) == 3, timeout=60, what="all three waiting")
+        _end_slots(db, held)
 
         def all_waiting() -> bool:
             sent = [_endpoint(lead) for lead in _leads(sandbox)]
             left = 2 * EACH - (len(sent) - sent.count(victim))  # the survivors' leads to send
             return victim in sent and left > CALLS and len(_waiters(db)) == 3
 
-        wait_until(all_waiting, timeout=60, what="all three waiting, the last one's lead sent")
-        procs[2].send_signal(signal.SIGKILL)
-        procs[2].wait(timeout=10)
+        def killed_holding_none_of_theirs() -> bool:
+            if not all_waiting():
+                return False
+            victim_proc.send_signal(signal.SIGSTOP)
+            if all_waiting() and _none_of_theirs_claimable(db, victim):
+                victim_proc.send_signal(signal.SIGKILL)
+                return True
+            victim_proc.send_signal(signal.SIGCONT)
+            return False
+
+        wait_until(
+            killed_holding_none_of_theirs,
+            timeout=60,
+            what="all three waiting, the last one's lead sent, none of the others' events held",
+        )
+        victim_proc.wait(timeout=10)
         wait_until(
             lambda: all(
                 e.state is State.DELIVERED for e in stored_events(db) if e.endpoint != victim
