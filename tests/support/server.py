@@ -130,9 +130,15 @@ def serve_in_thread(app: Any, *, port: int | None = None, **config: Any) -> Iter
 
 
 def wait_http(
-    url: str, *, timeout: float = 20.0, proc: subprocess.Popen[Any] | None = None
+    url: str, *, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None
 ) -> None:
-    """Poll ``url`` until it answers at all (any status), or fail after ``timeout`` seconds."""
+    """Poll ``url`` until it answers at all (any status), or fail after ``timeout`` seconds.
+
+    The timeout is a hang guard, not a measure of start-up time: at the suite's start, four
+    workers on two cores starting PostgreSQL servers and hubs at once, a hub took more than
+    20 s (the old timeout) to answer, and every test of a module sharing it errored. A
+    process that does not answer in time fails with its output.
+    """
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
@@ -144,7 +150,11 @@ def wait_http(
             return
         except httpx.TransportError:
             if time.monotonic() > deadline:
-                raise
+                if proc is None or proc.stdout is None:
+                    raise
+                out = proc.stdout.read()
+                msg = f"{url} did not answer within {timeout:g} s; the process's output:\n{out}"
+                raise RuntimeError(msg) from None
             time.sleep(0.05)
 
 
