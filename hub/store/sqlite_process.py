@@ -128,6 +128,13 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
 
 
+def _retrieved(start: asyncio.Future[None]) -> None:
+    """Retrieve a start's outcome: its callers see it through their own await, and one that
+    no caller waits for any more is not logged as never retrieved."""
+    if not start.cancelled():
+        start.exception()
+
+
 def _frame(payload: bytes) -> bytes:
     return _HEADER.pack(len(payload)) + payload
 
@@ -238,7 +245,7 @@ class IngestProcess:
         #: Deliveries submitted in this loop iteration, sent together at its end.
         self._gathered: list[Row] = []
         self._gathered_waiters: list[_Waiter] = []
-        self._starting: asyncio.Future[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
         #: While a start waits for the new child's first answer (it is ready).
         self._ready: asyncio.Future[None] | None = None
         self._commits_before = 0
@@ -252,15 +259,31 @@ class IngestProcess:
         return self._transport is not None and not self._transport.is_closing()
 
     async def start(self) -> None:
-        """Start the child (once; concurrent callers wait for the same start)."""
+        """Start the child (once; concurrent callers wait for the same start).
+
+        The start is a task of its own: a caller that stops waiting for it (a readiness probe
+        past its time, a request given up) leaves it going, and the next caller waits for
+        the same start. Run in the caller, a start cancelled with it left a half-started
+        child that the next start killed: where starting a child took longer than a probe
+        waits (a loaded machine), each probe killed the child the one before had started, and
+        no writer came back.
+        """
         self._open = True
         if self.running:
             return
-        if self._starting is not None:
+        if self._starting is None:
+            self._starting = asyncio.ensure_future(self._start())
+            self._starting.add_done_callback(_retrieved)
+        try:
             await asyncio.shield(self._starting)
-            return
-        loop = asyncio.get_running_loop()
-        self._starting = loop.create_future()
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if me is not None and me.cancelling():
+                raise
+            msg = "The event store's writer process did not start: the store was closed."
+            raise StoreUnavailable(msg) from None  # (stop() ended the start)
+
+    async def _start(self) -> None:
         try:
             await self._reap()
             try:
@@ -288,16 +311,12 @@ class IngestProcess:
             finally:
                 theirs.close()
             self._commits_before = self.stats.commits
+            loop = asyncio.get_running_loop()
             self._ready = ready = loop.create_future()  # (before its answer can be read)
             transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), sock=ours)
             await self._until_ready(ready, transport)
             self._transport = transport
             log().info("store_writer_started", writer_pid=self._child.pid)
-            self._starting.set_result(None)
-        except BaseException as exc:
-            self._starting.set_exception(exc)
-            self._starting.exception()  # retrieved: callers see it through their own await
-            raise
         finally:
             self._starting = None
 
@@ -310,6 +329,10 @@ class IngestProcess:
         wait = max(START_WAIT, self.stall_after)
         try:
             await asyncio.wait_for(asyncio.shield(ready), wait)
+        except asyncio.CancelledError:  # stop() while it starts: it must not stay behind
+            transport.abort()
+            self._kill()
+            raise
         except (TimeoutError, StoreUnavailable) as exc:
             transport.abort()
             self._kill()
@@ -552,6 +575,9 @@ class IngestProcess:
         (503) after ``stall_after`` and the stop goes on, instead of waiting as long as the
         stall lasts."""
         self._open = False
+        if self._starting is not None:  # a start that no caller may wait for any more
+            self._starting.cancel()
+            await asyncio.gather(self._starting, return_exceptions=True)
         self._send()
         untold = [waiter for waiter in self._waiting if not waiter.done]
         if untold:

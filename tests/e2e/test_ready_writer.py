@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 
 from hub.store.sqlite_process import PROBE_WAIT
+from hub.web.app import READY_TIMEOUT
 from tests.e2e.support import wait_until
 from tests.e2e.test_crash import ENV, TOKEN
 from tests.e2e.test_stalled_writer import _lines, _web, _writer_child
@@ -70,7 +71,8 @@ def test_a_stopped_writer_that_no_delivery_waits_on_is_replaced(tmp_path: Path) 
 
 def test_a_killed_writer_is_replaced_at_the_next_probe(tmp_path: Path) -> None:
     """The writer process killed (SIGKILL) while idle: the next ``/readyz`` starts a new one
-    and is 200, and a webhook after it is taken by that one."""
+    and is 200 once it has started (a 503 meanwhile only for want of its answer within
+    READY_TIMEOUT, on a loaded machine), and a webhook after it is taken by that one."""
     args, base, _ = _web(tmp_path)
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
         writer = _writer_child(proc.pid)
@@ -80,7 +82,7 @@ def test_a_killed_writer_is_replaced_at_the_next_probe(tmp_path: Path) -> None:
             timeout=30,
             what="the hub to see its writer gone",
         )
-        assert _ready(base) == 200
+        wait_until(lambda: _ready(base) == 200, timeout=60, what="a new writer")
         assert _writer_child(proc.pid) != writer
         lead = httpx.post(
             f"{base}/hooks/forms",
@@ -89,6 +91,54 @@ def test_a_killed_writer_is_replaced_at_the_next_probe(tmp_path: Path) -> None:
             timeout=30,
         )
         assert (lead.status_code, lead.json()) == (200, {"status": "accepted", "id": 1})
-        events = [line["event"] for line in _lines(proc)]
-    assert events.count("store_writer_started") == 2
-    assert "readiness_failed" not in events
+        lines = _lines(proc)
+    assert [line["event"] for line in lines].count("store_writer_started") == 2
+    failed = [line for line in lines if line["event"] == "readiness_failed"]
+    assert all(line["detail"] == f"no answer within {READY_TIMEOUT:g}s" for line in failed)
+
+
+#: A ``sitecustomize`` put on the hub's PYTHONPATH: a writer process started once the file
+#: named by SLOW_WRITER_MARK exists sleeps SLOW_WRITER_SECONDS before it starts, as one
+#: starting on a loaded machine takes that long.
+_SLOW_WRITER = """
+import os, sys, time
+if "hub.store.sqlite_process" in sys.orig_argv and os.path.exists(os.environ["SLOW_WRITER_MARK"]):
+    time.sleep(float(os.environ["SLOW_WRITER_SECONDS"]))
+"""
+
+
+def test_a_writer_slower_to_start_than_a_probe_waits_is_not_started_again(
+    tmp_path: Path,
+) -> None:
+    """The writer process killed, and its replacement taking longer to start than a readiness
+    probe waits (READY_TIMEOUT, then a second more): that probe is 503, and a later one 200,
+    answered by that same replacement, the only one started.
+
+    A probe that gave up cancelled the start it had begun, and the next probe killed the
+    half-started child and started another: as long as a start took longer than a probe
+    waits (a loaded machine, where the test above failed so), no writer came back.
+    """
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SLOW_WRITER)
+    mark = tmp_path / "slow-writer"
+    env = {
+        **ENV,
+        "PYTHONPATH": str(site),
+        "SLOW_WRITER_MARK": str(mark),
+        "SLOW_WRITER_SECONDS": str(READY_TIMEOUT + 1),
+    }
+    args, base, _ = _web(tmp_path)
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=env) as proc:
+        writer = _writer_child(proc.pid)
+        mark.touch()  # the writers started from now on are slow
+        os.kill(writer, signal.SIGKILL)
+        wait_until(
+            lambda: any(line["event"] == "store_writer_lost" for line in _lines(proc)),
+            timeout=30,
+            what="the hub to see its writer gone",
+        )
+        assert _ready(base) == 503  # its replacement is still starting
+        wait_until(lambda: _ready(base) == 200, timeout=60, what="the replacement started")
+        lines = _lines(proc)
+    assert [line["event"] for line in lines].count("store_writer_started") == 2
