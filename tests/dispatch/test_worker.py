@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -62,8 +63,13 @@ async def _scripted(request: Request) -> Response:
     )
 
 
+#: Calls to ``/slow`` are answered once this is set (a target slower than any other).
+_SLOW_GATE = threading.Event()
+
+
 async def _slow(request: Request) -> Response:
-    await asyncio.sleep(0.5)
+    while not _SLOW_GATE.is_set():
+        await asyncio.sleep(0.01)
     return await _scripted(request)
 
 
@@ -202,19 +208,23 @@ async def test_a_broken_target_never_delays_a_healthy_one(tmp_path: Path, fake_l
 
 
 async def test_retries_end_dead_once_the_schedule_gives_up(tmp_path: Path, fake_lsq: str) -> None:
-    """A target failing past give_up_after leaves its events dead, saying why and after how many."""
+    """A target failing past give_up_after leaves its events dead, saying why and after how many.
+
+    The events are queued once the dispatcher runs, and give_up_after (counted from then)
+    leaves seconds for the first failure: queued before it started, with 300 ms, a loaded
+    machine's start used them up and the first failure was the last (1 attempt)."""
     config = write_config(
         tmp_path / "cfg",
         target_yaml(
             "default",
             f"{fake_lsq}/broken",
-            retry="{initial: 20ms, max_interval: 50ms, give_up_after: 300ms}",
+            retry="{initial: 20ms, max_interval: 50ms, give_up_after: 3s}",
         ),
         flat_endpoint_yaml("forms", "default"),
     )
     async with opened_store(tmp_path / "hub.db") as store:
-        ids = await enqueue(store, "forms", leads("x", 3))
         async with running(config, store):
+            ids = await enqueue(store, "forms", leads("x", 3))
             await wait_for(all_in(State.DEAD, store, ids), what="given up")
         for event in (await states(store, ids)).values():
             assert event.attempts >= 2
@@ -243,7 +253,11 @@ async def test_pause_is_logged_as_an_error_with_the_reason(tmp_path: Path, fake_
 async def test_slow_and_paused_targets_never_delay_a_healthy_one(
     tmp_path: Path, fake_lsq: str
 ) -> None:
-    """A slow target's backlog and a paused target's events never hold the healthy one up."""
+    """A slow target's backlog and a paused target's events never hold the healthy one up.
+
+    The slow target answers nothing until the healthy one has sent all its leads (it slept
+    0.5 s a call, and a loaded machine took longer to send the healthy 80 than it to send
+    its 80: the test's own timing, not a hold-up)."""
     config = write_config(
         tmp_path / "cfg",
         target_yaml("default", f"{fake_lsq}/ok"),
@@ -257,12 +271,19 @@ async def test_slow_and_paused_targets_never_delay_a_healthy_one(
         slow = await enqueue(store, "sluggish", leads("s", 80), prefix="s")
         locked = await enqueue(store, "locked", leads("l", 80), prefix="l")
         good = await enqueue(store, "good", leads("g", 80), prefix="g")
-        async with running(config, store, batch=16) as dispatcher:
-            await wait_for(all_in(State.DELIVERED, store, good), what="healthy target delivered")
-            slow_events = await states(store, slow)
-            locked_events = await states(store, locked)
-            assert dispatcher.lanes["refused"].pause_level >= 1
-        assert sum(e.state == State.DELIVERED for e in slow_events.values()) < 80
+        _SLOW_GATE.clear()
+        try:
+            async with running(config, store, batch=16) as dispatcher:
+                await wait_for(
+                    all_in(State.DELIVERED, store, good), what="healthy target delivered"
+                )
+                slow_events = await states(store, slow)
+                locked_events = await states(store, locked)
+                assert dispatcher.lanes["refused"].pause_level >= 1
+                _SLOW_GATE.set()  # (its calls end before the dispatcher stops)
+        finally:
+            _SLOW_GATE.set()
+        assert not [e for e in slow_events.values() if e.state == State.DELIVERED]
         assert not [e for e in locked_events.values() if e.state in (State.DELIVERED, State.DEAD)]
 
 
