@@ -365,6 +365,18 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
         return 2
     for warning in config.warnings:
         _log.warning("config_warning", message=warning)
+    # Bad input is refused before the port is taken: refused after, with the port in use (a
+    # hub already serving on it), it said only "cannot listen" (exit 1).
+    try:
+        # a web role writes enqueues from a child process: off the event loop's GIL
+        writer = "thread" if args.role == "worker" else "process"
+        store = open_store(args.db, clock=SYSTEM_CLOCK, writer=writer)
+    except StoreError as exc:
+        print(f"leadhub serve: {exc}", file=sys.stderr)
+        return 2
+    checked = _check_flags(args, config)
+    if isinstance(checked, int):
+        return checked
     try:
         listening = listen(args.host, args.port)
     except (OSError, OverflowError) as exc:
@@ -373,7 +385,7 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
         print(f"leadhub serve: startup failed: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     with listening:
-        return _serve(args, config, listening, hangups)
+        return _serve(args, config, listening, hangups, store, checked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -430,21 +442,15 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
 
 
 def _serve(
-    args: argparse.Namespace, config: Config, listening: socket.socket, hangups: Hangups
+    args: argparse.Namespace,
+    config: Config,
+    listening: socket.socket,
+    hangups: Hangups,
+    store: EventStore,
+    checked: _Checked,
 ) -> int:
-    try:
-        # a web role writes enqueues from a child process: off the event loop's GIL
-        writer = "thread" if args.role == "worker" else "process"
-        store = open_store(args.db, clock=SYSTEM_CLOCK, writer=writer)
-    except StoreError as exc:
-        print(f"leadhub serve: {exc}", file=sys.stderr)
-        return 2
     # The store's: on PostgreSQL, the database server's time, which every instance shares.
     clock: Clock = store.clock
-
-    checked = _check_flags(args, config)
-    if isinstance(checked, int):
-        return checked
     lease, keep, proxies = checked.lease, checked.keep, checked.proxies
     purge_after = str(getattr(args, "purge_after", "off"))
 

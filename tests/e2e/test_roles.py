@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import httpx
@@ -54,3 +55,30 @@ def test_a_lease_shorter_than_a_call_is_refused(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     assert "--lease 1s is too short" in result.stderr
     assert "target 'default'" in result.stderr and "give --lease 10s or more" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--lease", "0s"], "'0s' is too short for a lease"),
+        (["--purge-after", "1d"], "--purge-after: '1d' is shorter than senders retry"),
+        (["--db", "mysql://x"], "mysql"),
+    ],
+)
+def test_bad_input_is_refused_before_the_port_is_taken(
+    tmp_path: Path, flags: list[str], said: str
+) -> None:
+    """A refused flag exits 2 saying why, also while another process listens on the port
+    (a hub already serving there). The port was taken first: in use, the start failed with
+    "cannot listen" (exit 1) and the flag went unmentioned (this module's lease tests and
+    test_retention's failed so while something else served on 8000, their default port)."""
+    (tmp_path / "forms.yaml").write_text(CONFIG)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        argv = ["serve", "--config-dir", str(tmp_path), "--port", port, *flags]
+        result = leadhub_run(argv, env=ENV)
+    assert result.returncode == 2, result.stderr
+    assert said in result.stderr
+    assert "cannot listen" not in result.stderr
