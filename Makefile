@@ -46,7 +46,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -n auto --maxprocesses 4
+	$(BIN)/pytest -n 6
 
 test: lint typecheck unit
 
