@@ -155,11 +155,7 @@ def _backup_online(source: Path, partial: Path) -> Copied:
     so one read snapshot of the source."""
     src = _open_source(source)
     try:
-        try:
-            out = sqlite3.connect(partial)
-        except sqlite3.Error as exc:
-            msg = f"cannot write {str(partial.parent)!r}: {exc}; name a writable directory."
-            raise StoreError(msg) from exc
+        out = _open_partial(partial)
         try:
             # pages=-1 (the default): every page in one step, under one read transaction
             src.backup(out)
@@ -173,15 +169,21 @@ def _backup_online(source: Path, partial: Path) -> Copied:
     return _checked(source, partial)
 
 
+def _open_partial(partial: Path) -> sqlite3.Connection:
+    """A connection to the copy being made, ``partial``; a directory the backup cannot
+    write in is a :class:`StoreError` naming it."""
+    try:
+        return sqlite3.connect(partial)
+    except sqlite3.Error as exc:
+        msg = f"cannot write {str(partial.parent)!r}: {exc}; name a writable directory."
+        raise StoreError(msg) from exc
+
+
 def _checked(source: Path, partial: Path) -> Copied:
     """``partial``, a copy of ``source``'s pages (and of its ``-wal`` or ``-journal``,
     beside it), made one file in rollback-journal mode (a ``-wal`` checkpointed into it, a
     hot ``-journal`` rolled back), checked with ``quick_check``, its events counted."""
-    try:
-        out = sqlite3.connect(partial)
-    except sqlite3.Error as exc:
-        msg = f"cannot write {str(partial.parent)!r}: {exc}; name a writable directory."
-        raise StoreError(msg) from exc
+    out = _open_partial(partial)
     try:
         out.execute("PRAGMA journal_mode = DELETE")
         (check,) = out.execute("PRAGMA quick_check").fetchone()
