@@ -328,6 +328,14 @@ def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
     dedupe = _dedupe(r)
     split = _split(r, source)
     max_body = r.size("max_body", DEFAULT_MAX_BODY)
+    if max_body > LARGE_BODY:
+        r.warn(
+            r.values.get("max_body"),
+            f"'max_body' of {r.what} is {max_body:,} bytes: every request up to that size is "
+            "held in memory while it is read and stored whole, so one sender (or anyone who "
+            "can reach the endpoint) can make the hub hold that much per connection; a lead "
+            "delivery is a few KiB: set it to 64MiB or less",
+        )
     if name is None or source is None:
         return None
     return Endpoint(
@@ -340,6 +348,9 @@ def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
         split=split,
     )
 
+
+#: A ``max_body`` over this many bytes is a ``check`` warning.
+LARGE_BODY = 64 * 1024 * 1024
 
 #: How ``dedupe`` is written, for its errors.
 _DEDUPE_FORMS = "a JSONPath like $.id, or a list of JSONPaths like [$.vid, $.form_id]"

@@ -361,6 +361,27 @@ def test_a_misspelt_attribute_is_not_called_a_leadsquared_field(config_dir: Path
     ]
 
 
+@pytest.mark.parametrize(("size", "warned"), [("64MiB", False), ("1GiB", True)])
+def test_a_max_body_of_more_than_64_mib_is_a_warning_at_its_line(
+    tmp_path: Path, size: str, warned: bool
+) -> None:
+    """A body is held in memory while it is read: a max_body of a GiB lets anyone who can
+    reach the endpoint make the hub hold that much per connection. Allowed, with a warning at
+    its line that says so and gives the fix; 64 MiB is not warned of."""
+    (tmp_path / "e.yaml").write_text(
+        f"kind: endpoint\nname: big\nsource: token\ntoken: ${{K}}\nmax_body: {size}\n"
+    )
+    config = load(tmp_path, {"K": "k"})
+    assert config.endpoints["big"].max_body == (1 << 30 if warned else 64 << 20)
+    expected = [
+        f"{tmp_path / 'e.yaml'}:5: 'max_body' of endpoint 'big' is 1,073,741,824 bytes: every "
+        "request up to that size is held in memory while it is read and stored whole, so one "
+        "sender (or anyone who can reach the endpoint) can make the hub hold that much per "
+        "connection; a lead delivery is a few KiB: set it to 64MiB or less"
+    ]
+    assert [w for w in config.warnings if "'max_body'" in w] == (expected if warned else [])
+
+
 def test_variables_give_their_exact_text(tmp_path: Path) -> None:
     """A ${VAR} is the variable's text, quoted or not (a duration field parses it); $${ is
     a literal."""
