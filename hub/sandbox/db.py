@@ -149,8 +149,7 @@ def _open(path: Path, *, create: bool) -> sqlite3.Connection:
 def _gone(path: Path, why: str) -> SandboxFileGone:
     """The refusal of a call while no database file is at ``path``, the sandbox's since its
     start: a new, empty one is not made there."""
-    reason = sqlite_file.vanished_reason("sandbox", "sandbox")
-    return SandboxFileGone(f"{_TITLE} {str(path)!r} cannot be opened ({why}); {reason}.")
+    return _cannot_open(path, why, sqlite_file.vanished_reason("sandbox", "sandbox"))
 
 
 def _unusable(path: Path, why: str) -> SandboxFileGone:
@@ -158,7 +157,10 @@ def _unusable(path: Path, why: str) -> SandboxFileGone:
     one it cannot open (not SQLite, the hub's event store, unreadable): as for a file gone, an
     outage (a 503, its line a second), not a fault of the call (a 500 ``MXUnexpectedException``
     made the hub's event dead, and each call logged a traceback)."""
-    reason = sqlite_file.unusable_reason("sandbox", "sandbox")
+    return _cannot_open(path, why, sqlite_file.unusable_reason("sandbox", "sandbox"))
+
+
+def _cannot_open(path: Path, why: str, reason: str) -> SandboxFileGone:
     return SandboxFileGone(f"{_TITLE} {str(path)!r} cannot be opened ({why}); {reason}.")
 
 

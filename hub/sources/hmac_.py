@@ -70,18 +70,21 @@ class HmacSource(WholeBody):
             expected = opts.prefix + base64.b64encode(mac).decode()
             compared = given
         if not same(expected, compared):
-            msg = f"{opts.header} does not match the body{self._made_otherwise(given, signed)}"
+            otherwise = self._made_otherwise(given, signed, mac)
+            msg = f"{opts.header} does not match the body{otherwise}"
             raise VerificationError(msg)
 
-    def _made_otherwise(self, given: str, signed: bytes) -> str:
+    def _made_otherwise(self, given: str, signed: bytes, mac: bytes) -> str:
         """What settings ``given`` was made with, when it is the right HMAC of ``signed``
         under another prefix, encoding or algorithm (``""`` when it is not: a wrong secret, a
-        body changed on the way). Only a failed check comes here; each comparison is
+        body changed on the way); ``mac``: its HMAC under the endpoint's algorithm, made for
+        the check already. Only a failed check comes here; each comparison is
         constant-time, so the 401's timing tells no more of the right signature than before.
         """
         opts = self.options
         for algorithm in sorted(_ALGORITHMS, key=lambda a: a != opts.algorithm):
-            mac = digest(algorithm, self._key, signed)
+            if algorithm != opts.algorithm:  # (the endpoint's own: ``mac``, made already)
+                mac = digest(algorithm, self._key, signed)
             for encoding in _ENCODINGS:
                 text = mac.hex() if encoding == "hex" else base64.b64encode(mac).decode()
                 tail = given[-len(text) :] if len(given) >= len(text) else ""
