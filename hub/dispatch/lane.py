@@ -82,6 +82,7 @@ class Item:
     event: Event
     request: CaptureRequest
     claimed_at: float  # monotonic time of the claim
+    queued_at: float = 0.0  # monotonic time it reached the lane (set by Lane.put)
 
 
 class Lane:
@@ -95,14 +96,12 @@ class Lane:
         limiter: RateLimiter,
         policy: RetryPolicy,
         concurrency: int,
-        floor: int,
         random: Callable[[], float],
     ) -> None:
         self.target = target
         self.limiter = limiter
         self.policy = policy
         self.concurrency = concurrency
-        self.floor = floor
         #: Seconds a call takes, smoothed; starts at the timeout (the worst case).
         self.latency = target.timeout
         self._d = dispatcher
@@ -139,6 +138,12 @@ class Lane:
         self._pause_note: str | None = None
         self._probe = asyncio.Lock()
         self._lease_told = False  # lease_too_short logged (once per lane)
+        #: What this lane has learnt it may hold, below what :attr:`capacity` reckons (None:
+        #: nothing learnt). Halved when an event claimed since the last cut goes back, its
+        #: start window gone before a sender got to it; grown by one event for each full
+        #: lane's worth of calls started early in their window (see :meth:`_learn`).
+        self._learnt: float | None = None
+        self._cut_at = float("-inf")  # monotonic time of the last cut
         # A new lane is not paused: it says so, also in place of a lane it replaces (a
         # reload that fixed the keys), whose pause would otherwise be shown for good.
         dispatcher.metrics.paused.labels(target.name).set(0)
@@ -152,25 +157,45 @@ class Lane:
 
     @property
     def capacity(self) -> int:
-        """Events this lane may hold: what it can send in a third of a lease, or in the
-        time a lease leaves to start a call in (the lease less the longest call and
+        """Events this lane may hold: the calls its senders can start in a third of a lease,
+        or in the time a lease leaves to start a call in (the lease less the longest call and
         :data:`LEASE_MARGIN`), when that is shorter.
 
-        Bounded by the senders at the smoothed call latency (so a slow target holds few, a
-        fast one many), never under ``floor`` nor over :data:`CAPACITY_CEILING`, and by the
-        rate limit before all. Events that still wait when their lease nears its end (the
-        rate limit may be shared with other processes) are released by the sender anyway
-        (see :meth:`_send`). At the shortest lease serve takes, a call must start within
-        1 s of its claim: a third of the lease at the rate limit claimed several times what
-        could start in time, and put the rest back untried (45 of 60 leads at 20/1s).
+        Each sender starts a call at once, then one more each smoothed call latency (so a
+        slow target holds few, a fast one many, never over :data:`CAPACITY_CEILING`), and the
+        rate limit bounds it before all. Events that still wait when their lease nears its
+        end (the rate limit may be shared with other processes) are released by the sender
+        anyway (see :meth:`_send`). At the shortest lease serve takes, a call must start
+        within 1 s of its claim: a third of the lease at the rate limit claimed several times
+        what could start in time, and put the rest back untried (45 of 60 leads at 20/1s).
+        So did a floor of two events a sender, for calls slower than that second: the second
+        waited for its sender past its lease's start window and went back, at every claim.
+
+        What the lane has learnt bounds it too: events that reach their senders too late all
+        the same (a process starved of CPU maps, routes and starts calls far slower than its
+        call latency says) halve it, and calls started early in their window grow it back
+        (:meth:`_learn`). A starved worker otherwise claimed thousands of events a minute only
+        to put them back, each claim and release a store write that starved it further.
         """
-        budget = self._d.lease - call_bound(self.target) - LEASE_MARGIN
+        room = self._reckoned()
+        if self._learnt is not None:
+            room = min(room, int(self._learnt))
+        return room
+
+    def _budget(self) -> float:
+        """Seconds after its claim an event's call may start: the lease less the longest call
+        and :data:`LEASE_MARGIN` (past then another worker may have claimed the event)."""
+        return self._d.lease - call_bound(self.target) - LEASE_MARGIN
+
+    def _reckoned(self) -> int:
+        """:attr:`capacity` as the lease, the latency and the rate limit reckon it."""
+        budget = self._budget()
         third = min(self._d.lease / 3, max(budget, SEND_WINDOW))
-        room = int(self.concurrency * third / max(self.latency, 0.001))
-        room = max(self.floor, min(CAPACITY_CEILING, room))
+        rounds = min(CAPACITY_CEILING, int(third / max(self.latency, 0.001)))
+        room = min(CAPACITY_CEILING, self.concurrency * (1 + rounds))
         limit = self.target.rate_limit
         if limit is not None:
-            # the limit wins over the floor: what it cannot let out in time would only wait
+            # the limit wins over the senders: what it cannot let out in time would only wait
             # for the end of its lease and go back
             room = min(room, max(1, int(limit.calls / limit.window * third)))
         return room
@@ -229,6 +254,7 @@ class Lane:
             at = self._d.clock.time() + self._drain_estimate()
             await self._d.release(item.event, at=at, reason=None)
             return
+        item.queued_at = self._d.clock.monotonic()
         self._held.add(item.event.id)
         self._queued[item.event.id] = item
         async with self._ready:
@@ -378,7 +404,7 @@ class Lane:
         # A call starts only while it can end, answer read, with LEASE_MARGIN to spare before
         # the lease does: past then another worker may have claimed the event.
         # the latest start, in seconds after the claim
-        budget = d.lease - call_bound(self.target) - LEASE_MARGIN
+        budget = self._budget()
         if budget <= 0:
             return await self._lease_too_short(item)
         if d.clock.monotonic() - item.claimed_at > budget:
@@ -396,8 +422,10 @@ class Lane:
                 # the budget all the same (a process frozen meanwhile, a store that answered
                 # late), and a call started past it may go out while another worker holds
                 # the event, which it claimed once our lease had ended.
-                if not allowed or d.clock.monotonic() - item.claimed_at > budget:
+                waited = d.clock.monotonic() - item.claimed_at
+                if not allowed or waited > budget:
                     return await self._lease_ending(item)
+                self._learn(early=waited <= budget / 2)
                 attempt = await d.client.capture(
                     self.target, query=item.request.query, body=item.request.body
                 )
@@ -443,10 +471,39 @@ class Lane:
         leaves, say) and a lease leaving a second to start a call in, thousands of claims,
         releases and log lines a second, each a store write.
         """
+        self._learn(late=item)
         due_in = self._room_again()
         await self._d.release(item.event, at=self._d.clock.time() + due_in, reason=None)
         _log.info("event_lease_expiring", due_in=due_in)
         return True
+
+    def _learn(self, *, early: bool = False, late: Item | None = None) -> None:
+        """What a call's start says of the lane's capacity (additive increase, multiplicative
+        decrease, as TCP learns a window).
+
+        ``late``: an event that reached its sender too late, having waited in the lane (it
+        reached the lane in the first half of its window) for a sender or the rate limit,
+        which other processes may share. When it was claimed after the last cut, the capacity
+        that claim was sized to was too much: halve it (never under 1). Events claimed before
+        the cut were sized to the old capacity: their coming back too says nothing new. An
+        event that reached the lane late already (claims, maps and routes slowed: a starved
+        process, a slow store) says nothing of what the lane holds either. ``early``: a call
+        started in the first half of its window; what the lane has learnt grows by one event
+        for each such start of a full lane's worth of them, and is forgotten once it reaches
+        what :attr:`capacity` reckons.
+        """
+        if late is not None:
+            half = self._budget() / 2
+            if late.claimed_at <= self._cut_at or late.queued_at - late.claimed_at > half:
+                return
+            self._cut_at = self._d.clock.monotonic()
+            before = self.capacity
+            self._learnt = max(1.0, before / 2)
+            _log.info("lane_capacity_cut", capacity=int(self._learnt), was=before)
+        elif early and self._learnt is not None:
+            self._learnt += 1 / self._learnt
+            if self._learnt >= self._reckoned():
+                self._learnt = None
 
     def _room_again(self) -> float:
         """Seconds until the rate limit has room for a call it refused now: a window at most

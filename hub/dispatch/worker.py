@@ -32,10 +32,10 @@ An unexpected error preparing one event (enriching, mapping, routing it) is a fa
 of that event alone: retried on its target's schedule with the exception as its last error,
 dead when the schedule gives up (``prepare_failed`` logs it with its traceback).
 
-Claims are no bigger than the room in the lanes that can send (a lane holds what it can send
-in a third of a lease at its smoothed call latency), so a backlog is never claimed only to be
-put back. Events that need no I/O to map (all but those whose lead is to be read) are mapped
-inline.
+Claims are no bigger than the room in the lanes that can send (a lane holds what it can start
+in a third of a lease at its smoothed call latency, less when events that waited in it went
+back: see :attr:`Lane.capacity`), so a backlog is not claimed only to be put back. Events
+that need no I/O to map (all but those whose lead is to be read) are mapped inline.
 
 Use::
 
@@ -52,7 +52,8 @@ Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed`
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
 ``target_resumed``, ``prepare_failed``, ``claim_failed`` / ``claim_recovered`` (claims the
 store refused: see :meth:`Dispatcher._claim`), ``event_lease_expiring`` (put back: no time
-left in its lease for a read or a call), ``lease_too_short`` (error: no read or call fits in a
+left in its lease for a read or a call), ``lane_capacity_cut`` (a target's queue learnt to hold
+fewer: see :attr:`Lane.capacity`), ``lease_too_short`` (error: no read or call fits in a
 lease at all), ``event_left`` (a warning: events of an endpoint or target this process lacks,
 put back), ``store_write_resumed`` / ``store_write_given_up`` / ``store_rewrite_failed`` (a
 release or delivery a store outage held up, written once it was back, or not before the lease
@@ -252,7 +253,6 @@ class Dispatcher:
             limiter=limiter_for(target.rate_limit, clock=self.clock, shared=(self.store, target)),
             policy=RetryPolicy(target.retry, random=self.random),
             concurrency=concurrency,
-            floor=2 * concurrency,
             random=self.random,
         )
 

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from hub.config import ConfigError
 from hub.store.models import State
+from hub.units import RateLimit
 from tests.dispatch.support import (
     all_in,
     enqueue,
@@ -64,7 +65,7 @@ async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_b
             await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
             lane = dispatcher.lanes["default"]
             # 20 ms calls: the lane now takes far more than its first (timeout-based) size
-            assert lane.capacity > lane.floor
+            assert lane.capacity > 2 * lane.concurrency
         assert dispatcher.metrics.events.labels("released")._value.get() == 0
         events = await states(store, ids)
         assert all(e.attempts == 1 for e in events.values())
@@ -74,7 +75,7 @@ async def test_a_backlog_is_claimed_as_the_lane_has_room_never_claimed_and_put_b
 async def test_a_rate_limited_lane_holds_what_the_limit_lets_out_in_time(
     tmp_path: Path,
 ) -> None:
-    """At 1/1s with a 30 s lease a lane holds 10 events, below its floor of 32: more would
+    """At 1/1s with a 30 s lease a lane holds 10 events, fewer than its 16 senders: more would
     wait for the limit past their lease and go back. At 5/1s with the shortest lease a 1 s
     timeout allows (8 s: calls must start within 1 s of their claim), it holds 5, what the
     limit lets out in that second, not the 13 of a third of the lease."""
@@ -82,11 +83,69 @@ async def test_a_rate_limited_lane_holds_what_the_limit_lets_out_in_time(
     async with opened_store(tmp_path / "hub.db") as store:
         async with running(config, store, lease=30.0) as dispatcher:
             lane = dispatcher.lanes["default"]
-            assert (lane.floor, lane.capacity) == (32, 10)
+            assert (lane.concurrency, lane.capacity) == (16, 10)
     config = forms_config(tmp_path, "http://127.0.0.1:9", rate_limit="5/1s", timeout="1s")
     async with opened_store(tmp_path / "hub2.db") as store:
         async with running(config, store, lease=8.0) as dispatcher:
             assert dispatcher.lanes["default"].capacity == 5
+
+
+async def _slow(request: Request) -> Response:
+    """Succeeds after 1.5 s."""
+    body = await request.json()
+    email = next(i["Value"] for i in body if i["Attribute"] == "EmailAddress")
+    await asyncio.sleep(1.5)
+    return JSONResponse({"Status": "Success", "Message": {"Id": "a", "RelatedId": email}})
+
+
+async def test_a_lane_holds_no_more_than_its_senders_can_start_within_the_lease(
+    tmp_path: Path,
+) -> None:
+    """A target answering in 1.5 s, with a lease that leaves 1 s to start a call in (10 s
+    lease, 2 s timeout): each of the 4 senders can start one call in time, not two. The lane
+    held twice its senders (its floor), and the second half waited 1.5 s for a sender and went
+    back, untried, at every claim: every event is now sent on its first claim."""
+    app = Starlette(routes=[Route(CAPTURE, _slow, methods=["POST"])])
+    config = None
+    with serve_in_thread(app) as url:
+        config = forms_config(tmp_path, url, timeout="2s")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", leads("w", 12))
+            async with running(config, store, concurrency=4, lease=10.0) as dispatcher:
+                await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
+            events = await states(store, ids)
+    assert [e.attempts for e in events.values()] == [1] * 12
+    assert dispatcher.metrics.events.labels("released")._value.get() == 0
+
+
+async def test_processes_sharing_an_account_s_limit_learn_to_claim_their_share(
+    tmp_path: Path,
+) -> None:
+    """Two dispatchers on one store share an account's 10 calls a second, with a lease that
+    leaves 1 s to start a call in. Each lane reckons it may hold what the limit lets out in
+    that second, 10, but gets about half of the limit's slots: the other half waited for the
+    limit past their window and went back, untried, at every claim (133-158 put-backs for 80
+    leads in four runs). Each lane now learns from those put-backs to hold its share (26-57;
+    the drain took no longer: 8-9 s against 10)."""
+    with sandbox_server(rate_limit=RateLimit(10, 1.0)) as (url, _):
+        config = forms_config(tmp_path, url, rate_limit="10/1s", timeout="1s")
+        async with (
+            opened_store(tmp_path / "hub.db") as one,
+            opened_store(tmp_path / "hub.db") as two,
+        ):
+            ids = await enqueue(one, "forms", leads("r", 80))
+            async with (
+                running(config, one, lease=8.0) as first,
+                running(config, two, lease=8.0) as second,
+            ):
+                await wait_for(all_in(State.DELIVERED, one, ids), what="all delivered")
+                lanes = [d.lanes["default"] for d in (first, second)]
+                assert [lane.capacity < lane._reckoned() for lane in lanes] == [True, True]
+            events = await states(one, ids)
+    # one attempt each: no call went out twice, none was refused by the sandbox's limit
+    assert [e.attempts for e in events.values()] == [1] * 80
+    released = sum(d.metrics.events.labels("released")._value.get() for d in (first, second))
+    assert released < len(ids)
 
 
 async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> None:
