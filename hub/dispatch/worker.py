@@ -898,7 +898,8 @@ class Dispatcher:
         the configuration and may come back. Ending the event (unmatched, dead) sent a lead
         nobody had looked at to a final state. Its last error says why it waits; an event of
         an unknown endpoint is due at once (claims of instances without its endpoint leave it
-        alone from now on: ``known_endpoints``; one that has it sends it at once), one of an
+        alone from now on, and once one that has it routed it, whatever last error that one
+        writes: ``known_endpoints``; one that has it sends it at once), one of an
         unknown target after :data:`LEAVE_DELAY` (a mapping names only targets of its own
         configuration, so this lasts no longer than a reload). One ``event_left`` warning
         per endpoint or target per :data:`LEAVE_LOG_EVERY`, not one per event.

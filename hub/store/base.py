@@ -112,7 +112,10 @@ ROUTING_GRACE = 10.0
 #: How the last error of an event begins when a dispatcher left it because its endpoint is
 #: not in that dispatcher's configuration (another instance, deployed with it, may have it).
 #: A claim given ``known_endpoints`` leaves such events of other endpoints alone: each is
-#: claimed once by an instance without its endpoint, not at every poll.
+#: claimed once by an instance without its endpoint, not at every poll. It also leaves alone
+#: those an instance with the endpoint routed (their target is recorded): that one's writes
+#: (an ordering wait, a failed send) replace the mark, and the event was claimed again by an
+#: instance without the endpoint after each of them, only to be put back.
 ENDPOINT_ABSENT = "endpoint not configured: "
 
 
@@ -672,8 +675,9 @@ class EventStore(Protocol):
         expired lease. Events routed to a target in ``exclude_targets`` are left alone, and
         so are the events not routed yet of the endpoints in ``exclude_unrouted``. Given
         ``known_endpoints`` (the claimer's endpoints), events of any other endpoint whose last
-        error begins with :data:`ENDPOINT_ABSENT` (left by an instance without it) are left
-        alone too, for an instance that has their endpoint.
+        error begins with :data:`ENDPOINT_ABSENT` (left by an instance without it), or whose
+        target is recorded (routed by an instance with it), are left alone too, for an
+        instance that has their endpoint.
         Each claimed event gets lease_until = now + ``lease`` and one more attempt.
         Claims by every process on the store take turns, so when a claim returns, every
         event an earlier claim took is ``sending`` for every reader (see :meth:`blockers`).

@@ -373,6 +373,58 @@ class TestClaim:
         (later,) = await store.claim(limit=10, lease=30, known_endpoints={"late"})
         assert (later.id, later.attempts) == (left, 1)
 
+    async def test_known_endpoints_leave_it_after_an_instance_with_it_routed_it(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """An instance without endpoint ``late`` claims its event once, however often an
+        instance with ``late`` then writes a last error of its own: an ordering wait (an
+        earlier event of the same lead in flight) twice, then a failed send; nor once that
+        instance's lease on it ran out. The event keeps that instance's last error (what an
+        operator should read), and the instance with ``late`` claims it every time. (It was
+        claimed again after each of them: the mark, the last error, had been overwritten.)"""
+        keys = ["email:same@example.com"]
+        (first,) = await ids_of(store, 1, endpoint="forms")
+        (left,) = await ids_of(store, 1, endpoint="late")
+        without, having = {"forms"}, {"forms", "late"}
+        in_flight = await store.claim(limit=1, lease=30, known_endpoints=having)
+        assert [e.id for e in in_flight] == [first]
+        await store.set_route(first, target="t", mapping="m", lead_keys=keys)
+        wait = f"waiting for event {first} (same lead) to be sent first"
+        claims_without = 0
+
+        async def claim_without() -> None:  # (what the dispatcher does with each: _leave)
+            nonlocal claims_without
+            for taken in await store.claim(limit=10, lease=30, known_endpoints=without):
+                claims_without += 1
+                reason = f"{ENDPOINT_ABSENT}{taken.endpoint!r} is not in this hub's configuration"
+                await store.release(taken.id, at=clock.time(), reason=reason, lease=taken.lease)
+
+        for outcome in ("ordering", "ordering", "send failed"):
+            await claim_without()
+            (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+            assert event.id == left
+            await store.set_route(left, target="t", mapping="m", lead_keys=keys)
+            if outcome == "ordering":
+                blocker = await store.blocker(left, keys)
+                assert blocker is not None and blocker.id == first
+                await store.release(left, at=clock.time() + 0.1, reason=wait, lease=event.lease)
+            else:
+                await store.retry(left, at=clock.time() + 0.1, error="HTTP 503", lease=event.lease)
+            clock.advance(0.1)
+        await claim_without()
+        assert claims_without == 1
+        waiting = await store.get(left)
+        assert waiting is not None
+        assert (waiting.state, waiting.last_error) == (State.RETRYING, "HTTP 503")
+        await store.ack(first, lead_id="lead-1", created=True)
+        (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+        assert (event.id, event.attempts) == (left, 2)
+        clock.advance(30)  # the instance with late died sending it: its lease ran out
+        await claim_without()
+        assert claims_without == 1
+        (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+        assert (event.id, event.attempts) == (left, 3)
+
     async def test_zero_limit(self, store: EventStore) -> None:
         """A claim for nothing takes nothing."""
         await ids_of(store, 1)

@@ -166,15 +166,17 @@ VALUES (:delivery, :endpoint, :delivery_id, :document, 'queued', 0, :now, :now);
 -- to a target in :exclude are left alone, and so are the unrouted events of the endpoints
 -- in :unrouted (those whose leads the dispatcher reads and has no room to read more). With
 -- :known (a JSON array, or NULL for no such check), so are the events of other endpoints that
--- an instance without their endpoint left (last error beginning with :absent).
+-- an instance without their endpoint left (last error beginning with :absent), or that one
+-- with it routed: its ordering waits and failed sends write last errors of their own.
 SELECT id FROM (
     SELECT id FROM events INDEXED BY events_ready
     WHERE state IN ('queued', 'retrying')
       AND next_attempt_at <= :now
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
       AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
-      AND (:known IS NULL OR last_error IS NULL
-           OR substr(last_error, 1, length(:absent)) <> :absent
+      AND (:known IS NULL
+           OR (target IS NULL AND (last_error IS NULL
+                                   OR substr(last_error, 1, length(:absent)) <> :absent))
            OR endpoint IN (SELECT value FROM json_each(:known)))
     ORDER BY id
     LIMIT :limit
@@ -186,8 +188,9 @@ SELECT id FROM (
       AND next_attempt_at <= :now
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
       AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
-      AND (:known IS NULL OR last_error IS NULL
-           OR substr(last_error, 1, length(:absent)) <> :absent
+      AND (:known IS NULL
+           OR (target IS NULL AND (last_error IS NULL
+                                   OR substr(last_error, 1, length(:absent)) <> :absent))
            OR endpoint IN (SELECT value FROM json_each(:known)))
     ORDER BY id
     LIMIT :limit
