@@ -3,7 +3,8 @@
 ``leadhub try ENDPOINT PAYLOAD.json [--config-dir DIR] [--json] [--content-type TYPE]``.
 
 For an endpoint with ``split``, a whole delivery is tried lead by lead (each value the path
-finds), and a payload where the path finds nothing is taken as one lead; exit 0 only when
+finds), and a payload where the path finds nothing is taken as one lead, with a note on
+standard error that posted as it is it would store nothing; exit 0 only when
 every lead would be sent, and ``--json`` prints one object per lead, one per line.
 
 Runs the document (as the endpoint's mappings see it, after any enrichment such
@@ -106,7 +107,22 @@ def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]
         found = leads_at(split, document)
     except BodyError as exc:
         raise _Refused(f"ingest would refuse it ({exc.status} {exc.reason})") from None
-    return found or [document]
+    if not found:
+        print(_no_leads_note(split.text), file=sys.stderr)
+        return [document]
+    return found
+
+
+def _no_leads_note(split: str) -> str:
+    """Said when the ``split`` path finds nothing in the payload, which is then tried as one
+    lead: posted to the hub, such a document is answered 200 and stores no event at all, so
+    a delivery the path misses (a typo in ``split``, a sender that changed its envelope) must
+    not look like a lead that merely fails (or passes) its mapping."""
+    return (
+        f"note: split {split} finds no lead in this document, so it is tried as one lead; "
+        'posted to the hub as it is, it would store nothing (answered {"status":"accepted",'
+        '"ids":[]}): if it is a whole delivery, fix the endpoint\'s split path'
+    )
 
 
 def _warnings(result: Result) -> tuple[str, ...]:

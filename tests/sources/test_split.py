@@ -176,3 +176,31 @@ def test_try_maps_a_whole_delivery_lead_by_lead(tmp_path: Path) -> None:
         "Attribute": "EmailAddress",
         "Value": "a@example.com",
     }
+
+
+def test_try_says_when_the_split_path_finds_no_lead(tmp_path: Path) -> None:
+    """A payload where ``split`` finds nothing is tried as one lead, and ``try`` says so: the
+    hub answers such a delivery 200 and stores nothing, so a delivery the path misses (here
+    ``lead`` for ``leads``) must not pass for one lead that fails (or passes) its mapping. A
+    delivery the path finds leads in gets no note."""
+    (tmp_path / "bulk.yaml").write_text(CONFIG)
+    missed = tmp_path / "missed.json"
+    missed.write_bytes(orjson.dumps({"data": {"lead": BATCH["data"]["leads"]}}))
+    one = tmp_path / "one.json"
+    one.write_bytes(orjson.dumps(BATCH["data"]["leads"][0]))
+    whole = tmp_path / "whole.json"
+    whole.write_bytes(orjson.dumps(BATCH))
+    common = ["--config-dir", str(tmp_path)]
+    note = (
+        "note: split $.data.leads[*] finds no lead in this document, so it is tried as one "
+        'lead; posted to the hub as it is, it would store nothing (answered {"status":'
+        '"accepted","ids":[]})'
+    )
+    for payload, code in ((missed, 1), (one, 0)):
+        for extra in ([], ["--json"]):
+            done = leadhub_run(["try", "bulk", str(payload), *common, *extra])
+            assert done.returncode == code, done.stderr
+            assert note in done.stderr
+            assert "note:" not in done.stdout
+    found = leadhub_run(["try", "bulk", str(whole), *common])
+    assert found.returncode == 0 and "note:" not in found.stderr
