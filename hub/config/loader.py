@@ -10,6 +10,7 @@ and returns a :class:`~hub.config.models.Config` or raises
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from itertools import combinations
 from pathlib import Path
@@ -90,6 +91,26 @@ def _yaml_named(path: Path) -> bool:
 #: this large (a log, a data dump given a .yaml name) would take ``check``, ``serve`` and
 #: each reload minutes and gigabytes to compose and compile, so it is refused unread.
 MAX_FILE_BYTES = 1024 * 1024
+
+
+#: The warning for a file with no document in it (nothing, or only comments and ``---``):
+#: read as such without a word, its endpoints were simply missing, and their senders got a
+#: 404 with no hint (a wrong buffer saved, a paste that never happened).
+EMPTY_FILE = (
+    "the file defines nothing (it is empty, or holds only comments or ---), so no endpoint, "
+    "mapping or target comes from it; write its documents in it (kind: endpoint, mapping or "
+    "target, like the files in mappings/), or remove it"
+)
+
+#: A comment that is a document's ``kind:`` line, commented out.
+_COMMENTED_KIND = re.compile(r"^[ \t]*#[ \t]*kind[ \t]*:", re.MULTILINE)
+
+
+def _template(text: str) -> bool:
+    """Whether ``text``, a file without documents, holds one commented out (``# kind:
+    target``): a template kept on purpose (the shipped ``targets.yaml``) or a document
+    disabled so, which is no mistake to warn about."""
+    return _COMMENTED_KIND.search(text) is not None
 
 
 def read_file(path: Path) -> tuple[str | None, int, str]:
@@ -393,8 +414,12 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
             collector.issues.error(shown, line, problem)
             collector.issues.unread.add(shown)
             continue
+        documents = 0
         for node in read_documents(text, shown, environ, collector.issues, stand_ins=stand_ins):
+            documents += 1
             collector.document(node)
+        if not documents and shown not in collector.issues.unread and not _template(text):
+            collector.issues.warn(shown, 1, EMPTY_FILE)
     collector.cross_check()
     warnings = tuple(collector.issues.warning_lines())
     if collector.issues.errors:

@@ -131,3 +131,41 @@ def test_a_subdirectory_it_may_not_list_is_passed_over(tmp_path: Path) -> None:
         locked.chmod(0o700)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[-1].startswith(f"{tmp_path}: ok: 1 endpoint")
+
+
+#: What `check` says of a file that defines nothing, at its line 1.
+DEFINES_NOTHING = (
+    "the file defines nothing (it is empty, or holds only comments or ---), so no endpoint, "
+    "mapping or target comes from it; write its documents in it (kind: endpoint, mapping or "
+    "target, like the files in mappings/), or remove it"
+)
+
+
+def test_a_file_that_defines_nothing_is_a_warning_at_its_first_line(tmp_path: Path) -> None:
+    """`leadhub check` on a directory where a file holds no document (saved empty, the wrong
+    buffer; only comments; only ---): a warning at file:1 for each, with the fix. They were
+    read without a word, check said ok, and the endpoint meant to be in the file answered
+    404. A file holding a document commented out (a template, like the shipped
+    targets.yaml, or a sender disabled) is kept on purpose: no warning. Nor is a file whose
+    syntax error stopped YAML said to define nothing."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "targets.yaml").write_text("# To send to an account:\n#\n#   kind: target\n")
+    (tmp_path / "webinar.yaml").write_text("---\n#kind: endpoint\n#name: webinar\n")
+    (tmp_path / "b.yaml").write_bytes(b"")
+    (tmp_path / "c.yaml").write_text("# the webinar form's endpoint and mapping\n\n# TODO\n")
+    (tmp_path / "d.yml").write_text("---\n---\n# nothing yet\n...\n")
+    done = leadhub_run(["check", str(tmp_path)], leadhub_env=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if "source: none" not in line]
+    assert lines == [
+        f"warning: {tmp_path}/b.yaml:1: {DEFINES_NOTHING}",
+        f"warning: {tmp_path}/c.yaml:1: {DEFINES_NOTHING}",
+        f"warning: {tmp_path}/d.yml:1: {DEFINES_NOTHING}",
+        f"{tmp_path}: ok: 1 endpoint, 1 mapping, 1 target (default: the embedded sandbox), "
+        "4 warnings",
+    ]
+    (tmp_path / "b.yaml").write_text("# the webinar form\nkind: endpoint\nname: [webinar\n")
+    done = leadhub_run(["check", str(tmp_path)], leadhub_env=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{tmp_path}/b.yaml:" in done.stdout
+    assert f"b.yaml:1: {DEFINES_NOTHING}" not in done.stdout
