@@ -12,18 +12,21 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from itertools import combinations
+from itertools import chain, combinations
 from pathlib import Path
 from typing import Any
 
 from hub.config.endpoints import (
+    COMMON_ENDPOINT_KEYS,
+    SOURCE_KEYS,
+    TARGET_KEYS,
     SandboxSettingError,
     build_endpoint,
     build_target,
     sandbox_target,
 )
 from hub.config.issues import ConfigError, Issues, did_you_mean
-from hub.config.mappings import build_mapping
+from hub.config.mappings import MAPPING_KEYS, build_mapping
 from hub.config.models import Config, Endpoint, Origin, Target
 from hub.config.nodes import Node, read_documents
 from hub.config.reader import Reader
@@ -31,6 +34,11 @@ from hub.mapping.model import CompiledMapping, Rule, describe_rule
 from hub.units import UnitError
 
 KINDS = ("target", "endpoint", "mapping")
+#: Every key a document has at its top level, of any kind (at column 0 they are where they
+#: belong: a YAML syntax error after one is not put on its line).
+DOCUMENT_KEYS = frozenset(
+    (*MAPPING_KEYS, *COMMON_ENDPOINT_KEYS, *chain.from_iterable(SOURCE_KEYS.values()), *TARGET_KEYS)
+)
 
 
 def config_files(directory: Path) -> list[Path]:
@@ -415,7 +423,9 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
             collector.issues.unread.add(shown)
             continue
         documents = 0
-        for node in read_documents(text, shown, environ, collector.issues, stand_ins=stand_ins):
+        for node in read_documents(
+            text, shown, environ, collector.issues, stand_ins=stand_ins, top_keys=DOCUMENT_KEYS
+        ):
             documents += 1
             collector.document(node)
         if not documents and shown not in collector.issues.unread and not _template(text):

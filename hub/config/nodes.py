@@ -31,7 +31,7 @@ and the aliases of one file stand for at most :data:`MAX_ALIASED` values in all 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -435,12 +435,20 @@ class _Builder:
 
 
 def read_documents(
-    text: str, file: str, environ: Mapping[str, str], issues: Issues, *, stand_ins: bool = False
+    text: str,
+    file: str,
+    environ: Mapping[str, str],
+    issues: Issues,
+    *,
+    stand_ins: bool = False,
+    top_keys: Collection[str] = (),
 ) -> Iterator[Node]:
     """Every non-empty YAML document in ``text``; a syntax error is an issue, not a raise.
 
     With ``stand_ins``, an unset ``${VAR}`` without a default becomes ``unset-VAR`` instead
-    of an error (``leadhub try`` maps documents and needs no secrets).
+    of an error (``leadhub try`` maps documents and needs no secrets). ``top_keys`` are the
+    keys a document has at column 0 (``name``, ``fields``...): a syntax error is not put
+    on such a key's line for being at column 0 (see :func:`_dedented`).
     """
     builder = _Builder(file, environ, issues, stand_ins=stand_ins)
     try:
@@ -450,26 +458,90 @@ def read_documents(
             yield builder.build(document)
     except yaml.YAMLError as exc:
         issues.unread.add(file)  # its documents after the error were never seen
-        _report(exc, text, file, issues)
+        _report(exc, text, file, issues, top_keys)
 
 
-def _report(exc: yaml.YAMLError, text: str, file: str, issues: Issues) -> None:
+def _report(
+    exc: yaml.YAMLError, text: str, file: str, issues: Issues, top_keys: Collection[str] = ()
+) -> None:
     """Record ``exc``, raised composing ``text``, as an error at its line with the fix."""
     if isinstance(exc, _Refused):
         mark = exc.problem_mark
         issues.error(file, mark.line + 1 if mark is not None else 1, str(exc.problem))
     elif isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 1
         problem = exc.problem or exc.context or "invalid YAML"
         lines = text.split("\n")
+        line = _culprit(exc, lines)
         written = lines[line - 1] if 0 < line <= len(lines) else ""
+        dedented = _dedented(lines, line, top_keys)
+        if dedented is not None:
+            issues.error(
+                file,
+                dedented,
+                f"YAML syntax error: this line starts at column 0 between indented lines (a "
+                f"key that lost its indentation), so YAML read it as a top-level key and "
+                f"stopped at line {line} ({problem}); indent it as deep as the keys beside it",
+            )
+            return
         issues.error(file, line, f"YAML syntax error: {problem}; {_syntax_fix(problem, written)}")
     elif isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
         issues.error(file, line, _unreadable(exc))
     else:
         issues.error(file, 1, f"YAML error: {exc}")
+
+
+def _culprit(exc: yaml.MarkedYAMLError, lines: list[str]) -> int:
+    """The line (1-based; pyyaml's marks are 0-based) a user must fix for ``exc``.
+
+    pyyaml's ``problem_mark`` is where it noticed the problem, and its ``context_mark``
+    where what it was reading began: mostly the problem is the line to fix (the context is
+    the enclosing mapping, often line 1). Not for a key never given its ``:`` (``while
+    scanning a simple key``: noticed on the next line) nor for a quote never closed
+    (noticed at the file's end): the key's line and the quote's are the ones to fix.
+    """
+    context = exc.context or ""
+    problem = exc.problem or ""
+    unclosed = context == "while scanning a quoted scalar" and "end of stream" in problem
+    if exc.context_mark is not None and (context == "while scanning a simple key" or unclosed):
+        return exc.context_mark.line + 1
+    mark = exc.problem_mark or exc.context_mark
+    return mark.line + 1 if mark is not None else 1
+
+
+def _dedented(lines: list[str], found: int, top_keys: Collection[str]) -> int | None:
+    """The line before ``found`` (1-based; blank and comment lines passed over) when it is a
+    key that lost its indentation: at column 0 between indented lines, of which the next
+    (``found``) sits no deeper than the one before (or under a key opening a block), and
+    not one of ``top_keys`` (which belong at column 0: the line at ``found`` is then the
+    one indented too deep, as in ``endpoint: web`` then ``  target: crm``).
+
+    YAML takes such a line as a new top-level key, and only the indented line after it is
+    an error (a value's text going on, "mapping values are not allowed here", or a mapping
+    where none may start): reported there, the error was one line late, at a line that is
+    right as written. ``None`` when the line at ``found`` is the one to fix.
+    """
+    content = [
+        number
+        for number in range(1, min(found, len(lines) + 1))
+        if lines[number - 1].strip() and not lines[number - 1].lstrip().startswith("#")
+    ]
+    if len(content) < 2 or found > len(lines):
+        return None
+    before, suspect = content[-2], content[-1]
+    here = _indent(lines[found - 1])
+    above = _indent(lines[before - 1])
+    written = lines[suspect - 1]
+    if here == 0 or above == 0 or _indent(written) != 0 or written.startswith(("---", "...")):
+        return None
+    if written.split(":", 1)[0].strip().strip("'\"") in top_keys:
+        return None
+    opens = lines[before - 1].split(" #")[0].rstrip().endswith(":")
+    return suspect if here <= above or opens else None
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
 
 
 def _syntax_fix(problem: str, written: str) -> str:
@@ -483,6 +555,18 @@ def _syntax_fix(problem: str, written: str) -> str:
             "this line is indented deeper than the line above it allows (that key has its "
             "value already) or between two levels; check the indentation of this line and "
             "of the one above it: each key as deep as the keys beside it"
+        )
+    if "found unexpected end of stream" in problem:
+        return "a quote opened on this line is never closed; close it"
+    if "could not find expected ':'" in problem:
+        return (
+            "the key on this line has no ':' after it; write key: value (or, if the line "
+            "goes on with the value above it, indent it deeper than that value's key)"
+        )
+    if "but found '-'" in problem and written.startswith("-"):
+        return (
+            "this list item starts at column 0 (it lost its indentation); indent it as deep "
+            "as the items of its list"
         )
     if "${" in written and "but got '{'" in problem:
         # ${VAR} inside { } or [ ]: the { of ${ opens a mapping there.

@@ -203,6 +203,76 @@ def test_a_syntax_error_brings_no_has_no_mapping_warning(tmp_path: Path) -> None
     assert [w for w in error.warnings if "has no mapping" in w] == []
 
 
+#: Files with one YAML syntax error each (after ENDPOINT and MAPPING, lines 1-8), the line
+#: a user must fix, and what the error says there.
+MISPLACED = {
+    # A field that lost its indentation mid-block: YAML takes it as a top-level key, and
+    # stops at the next field (its value's text going on: "mapping values are not allowed").
+    "field_at_column_0.yaml": (
+        "fields:\n  EmailAddress: $.email\nFirstName: $.first\n  LastName: $.last\n",
+        11,
+        "this line starts at column 0 between indented lines (a key that lost its "
+        "indentation), so YAML read it as a top-level key and stopped at line 12 (mapping "
+        "values are not allowed here); indent it as deep as the keys beside it",
+    ),
+    "field_key_at_column_0.yaml": (
+        "fields:\n  EmailAddress:\n    path: $.email\ntransform: lower\n    required: true\n",
+        12,
+        "stopped at line 13 (mapping values are not allowed here)",
+    ),
+    "field_at_column_0_then_a_comment.yaml": (
+        "fields:\n  EmailAddress: $.email\nFirstName: $.first\n\n# the rest\n  Phone: $.phone\n",
+        11,
+        "stopped at line 14 (expected <block end>, but found '<block mapping start>')",
+    ),
+    "key_without_colon.yaml": (
+        "fields:\n  EmailAddress: $.email\n  FirstName\n  LastName: $.last\n",
+        11,
+        "could not find expected ':'; the key on this line has no ':' after it",
+    ),
+    "unclosed_quote.yaml": (
+        'fields:\n  EmailAddress: "$.email\n  LastName: $.last\n',
+        10,
+        "found unexpected end of stream; a quote opened on this line is never closed",
+    ),
+    # Right as they were: a list item at column 0 is where YAML stops; a top-level key is
+    # where it belongs, and the key after it, indented, is the one to fix.
+    "item_at_column_0.yaml": (
+        "fields:\n  mx_Tags:\n    path:\n      - $.a\n- $.b\n      - $.c\n",
+        13,
+        "this list item starts at column 0 (it lost its indentation)",
+    ),
+    "top_level_key_then_one_too_deep.yaml": (
+        "fields:\n  EmailAddress: $.email\ntarget: default\n  search_by: EmailAddress\n",
+        12,
+        "mapping values are not allowed here; check the indentation",
+    ),
+}
+
+
+def test_a_syntax_error_is_at_the_line_to_fix(tmp_path: Path) -> None:
+    """`leadhub check` puts a YAML syntax error at the line a user must fix. A key that lost
+    its indentation (at column 0 in the middle of a mapping's fields) was reported at the
+    line after it, which is right as written; so was a key without its ':' (pyyaml notices
+    it on the next line) and a quote never closed (noticed at the file's end)."""
+    for name, (text, _, _) in MISPLACED.items():
+        (tmp_path / name).write_text(ENDPOINT + MAPPING.replace("name: m", f"name: {name}") + text)
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stdout.splitlines() if "YAML syntax error" in line]
+    assert len(errors) == len(MISPLACED), done.stdout
+    for name, (_, line, says) in MISPLACED.items():
+        (error,) = [e for e in errors if e.startswith(f"{tmp_path / name}:")]
+        assert error.startswith(f"{tmp_path / name}:{line}: YAML syntax error: "), error
+        assert says in error, error
+
+
 def test_an_endpoint_without_a_mapping_is_still_warned_about(tmp_path: Path) -> None:
     """When every file was read whole, an endpoint no mapping takes is still a warning."""
     (tmp_path / "a.yaml").write_text(ENDPOINT, encoding="utf-8")
