@@ -72,6 +72,25 @@ STANDARD_ATTRIBUTES = (
     "LeadType",
 )
 SEARCH_BY = ("EmailAddress", "Phone")
+#: LeadSquared's opt-out flags, each taking "1" (the lead opted out) or "0"
+#: (``leadsquared-facts.md`` section 5), with what "1" means.
+OPT_OUTS = {
+    "DoNotEmail": "do not email",
+    "DoNotCall": "do not call",
+    "DoNotSMS": "do not text",
+    "DoNotTrack": "do not track",
+}
+#: How a flag written as a word reads, for the fix of a constant sent to an opt-out flag.
+_YES_NO = {
+    "true": "1",
+    "yes": "1",
+    "y": "1",
+    "on": "1",
+    "false": "0",
+    "no": "0",
+    "n": "0",
+    "off": "0",
+}
 
 
 #: What an empty ``match`` / ``skip_if`` would mean, and so what removing it does.
@@ -243,6 +262,32 @@ def _paths(node: Node, r: Reader, where: str) -> tuple[JsonPath, ...] | None:
     return tuple(paths)
 
 
+def _opt_out_constant(attribute: str, key: str, node: Node | None, r: Reader, where: str) -> None:
+    """Warn when the constant ``key`` (``value`` or ``default``) of an opt-out flag is not
+    "0" or "1", the flag's values in LeadSquared. Values are sent as written, so
+    ``DoNotEmail: {value: yes}`` sent "yes" and ``{value: true}`` "true": what LeadSquared
+    makes of those is not documented, and the sandbox takes any text, so nothing said so
+    before the leads reached a real account."""
+    if node is None or node.value is None or node.reported or isinstance(node.value, dict | list):
+        return
+    sent = to_text(node.value)
+    if sent in ("0", "1"):
+        return
+    meaning = OPT_OUTS[attribute]
+    known = _YES_NO.get(sent.strip().lower())
+    if node.expanded:
+        fix = f"set what {node.raw} gives to 1 ({meaning}) or 0"
+    elif known:
+        fix = f'write {key}: "{known}"'
+    else:
+        fix = f'write {key}: "1" ({meaning}) or {key}: "0"'
+    r.warn(
+        node,
+        f'{key!r} of {where} sends {sent!r}; LeadSquared\'s {attribute} takes "1" '
+        f'({meaning}) or "0": {fix}',
+    )
+
+
 def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     where = f"field {attribute!r} of {r.what}"
     if isinstance(node.value, str):
@@ -304,6 +349,9 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
             sub.error(default_node, f"'default' of {where} must be text or a number")
         else:
             default = to_text(default_node.value)
+    if attribute in OPT_OUTS:
+        _opt_out_constant(attribute, "value", value_node, sub, where)
+        _opt_out_constant(attribute, "default", default_node, sub, where)
     return FieldSpec(
         attribute=attribute,
         path=paths[0] if paths else None,

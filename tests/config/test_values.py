@@ -269,3 +269,68 @@ def test_a_malformed_variable_is_an_error_not_its_text(
 def test_a_literal_dollar_brace_is_still_written_with_two_dollars(tmp_path: Path) -> None:
     """$${ stays the way to write ${ (next to a real variable too)."""
     assert _constants(tmp_path, ["'$${A-B}'", "'$${X}${Z:1}'"]) == ["${A-B}", "${X}1"]
+
+
+OPT_OUTS = """\
+name: m
+endpoint: e
+match: {$.form: site}
+fields:
+  EmailAddress: $.email
+  DoNotEmail: {value: yes}
+  DoNotCall: {value: on}
+  DoNotSMS: {value: true}
+  DoNotTrack: {path: $.track, default: no}
+  mx_Newsletter: {value: on}
+---
+name: n
+endpoint: e
+match: {$.form: other}
+fields:
+  EmailAddress: $.email
+  DoNotEmail: {value: "1"}
+  DoNotCall: {value: 0}
+  DoNotSMS: {value: maybe}
+  DoNotTrack: {value: "${TRACK:off}"}
+"""
+
+
+def test_an_opt_out_constant_other_than_0_or_1_is_a_warning_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    """LeadSquared's DoNotEmail, DoNotCall, DoNotSMS and DoNotTrack take "1" or "0". A
+    constant written as a flag (yes, on: text in these files; true: sent as "true") went
+    out as that word, the sandbox took it, and nothing said so: `leadhub check` warns at
+    its line with the value to write. "1", 0 and a Boolean custom field's on are quiet."""
+    (tmp_path / "m.yaml").write_text(ENDPOINT + OPT_OUTS)
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "TRACK"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    file = tmp_path / "m.yaml"
+    warned = [
+        line.removeprefix(f"warning: {file}:")
+        for line in done.stdout.splitlines()
+        if "LeadSquared's DoNot" in line
+    ]
+    assert warned == [
+        "10: 'value' of field 'DoNotEmail' of mapping 'm' sends 'yes'; LeadSquared's "
+        'DoNotEmail takes "1" (do not email) or "0": write value: "1"',
+        "11: 'value' of field 'DoNotCall' of mapping 'm' sends 'on'; LeadSquared's "
+        'DoNotCall takes "1" (do not call) or "0": write value: "1"',
+        "12: 'value' of field 'DoNotSMS' of mapping 'm' sends 'true'; LeadSquared's "
+        'DoNotSMS takes "1" (do not text) or "0": write value: "1"',
+        "13: 'default' of field 'DoNotTrack' of mapping 'm' sends 'no'; LeadSquared's "
+        'DoNotTrack takes "1" (do not track) or "0": write default: "0"',
+        "23: 'value' of field 'DoNotSMS' of mapping 'n' sends 'maybe'; LeadSquared's "
+        'DoNotSMS takes "1" (do not text) or "0": write value: "1" (do not text) or '
+        'value: "0"',
+        "24: 'value' of field 'DoNotTrack' of mapping 'n' sends 'off'; LeadSquared's "
+        'DoNotTrack takes "1" (do not track) or "0": set what ${TRACK:off} gives to 1 '
+        "(do not track) or 0",
+    ]
