@@ -4,7 +4,9 @@
 
 For an endpoint with ``split``, a whole delivery is tried lead by lead (each value the path
 finds), and a payload where the path finds nothing is taken as one lead, with a note on
-standard error that posted as it is it would store nothing; exit 0 only when
+standard error that posted as it is it would store nothing; so is one where the path's
+wildcard opened a lead rather than a list of leads (``split: $[*]`` on a lead posted
+unwrapped), as ingest keeps it, with a note on standard error. Exit 0 only when
 every lead would be sent, and ``--json`` prints one object per lead, one per line.
 
 Runs the document (as the endpoint's mappings see it, after any enrichment such
@@ -104,12 +106,19 @@ def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]
     if split is None:
         return [document]
     try:
-        found = leads_at(split, document)
+        found, opened = leads_at(split, document)
     except BodyError as exc:
         raise _Refused(f"ingest would refuse it ({exc.status} {exc.reason})") from None
     if not found:
         print(_no_leads_note(split.text), file=sys.stderr)
         return [document]
+    if opened is not None:
+        what = "the payload" if opened == "$" else f"each object at {opened}"
+        print(
+            f"note: split {split.text} found no list of leads: its wildcard opened the values "
+            f"of a lead; {what} is tried as one lead, as ingest keeps it (one event)",
+            file=sys.stderr,
+        )
     return found
 
 

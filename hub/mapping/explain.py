@@ -103,9 +103,10 @@ def not_a_lead(document: Any) -> str:
 
     A sender that wraps its lead in an array (Zapier's "Wrap Request In Array", a scenario
     posting a list) needs ``split`` on its endpoint; a document that is text or a number is
-    what a ``split`` path finding the values inside one lead (``$[*]`` on a delivery that
-    is a lead, not an array of them) makes of each. Without this the reason said only that
-    ``$.email`` found nothing, in a document that visibly holds an email.
+    what a ``split`` path finding values rather than leads makes of each (a list of texts,
+    or a path going on past the leads, like ``$.leads[*].email``; a wildcard opening one
+    lead's values keeps the lead whole, ``hub.sources.split``). Without this the reason
+    said only that ``$.email`` found nothing, in a document that visibly holds an email.
     """
     if isinstance(document, dict):
         return ""
@@ -120,8 +121,9 @@ def not_a_lead(document: Any) -> str:
     shown = _quoted(document) if isinstance(document, str) else to_text(document)
     return (
         f"; the document is {shown}, not an object: when the endpoint has a split, its "
-        "path finds the values inside a lead rather than the leads (split: $[*] on a "
-        "delivery that is one lead); else the sender posted no JSON object"
+        "path found values rather than leads (a list of texts, or a path going on past the "
+        "leads, like $.leads[*].email: end it at the leads); else the sender posted no JSON "
+        "object"
     )
 
 

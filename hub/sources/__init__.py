@@ -105,7 +105,7 @@ def skimmed_id(skimmer: Skimmer, content_type: str, body: bytes) -> str | None:
 def build_source(endpoint: Endpoint) -> Source:
     """The source for ``endpoint``, built from its typed options (with its ``split``)."""
     source = _source(endpoint)
-    return source if endpoint.split is None else SplitSource(source, endpoint.split)
+    return source if endpoint.split is None else SplitSource(source, endpoint.split, endpoint.name)
 
 
 def _source(endpoint: Endpoint) -> Source:

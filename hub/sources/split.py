@@ -7,6 +7,15 @@ mappings' paths start at the lead). The sender's own checks are unchanged:
 :class:`SplitSource` wraps the endpoint's source, verifies with it and lets it split first
 (Google's key is checked inside the body), then splits what it gives.
 
+A delivery that is one lead where the endpoint expects a list of them (``split: $[*]`` set
+for Zapier's "Wrap Request In Array", and a post without the wrapping) made the path's
+wildcard open the lead itself: each of its values (an email, a name) was an event, and
+each died, its document no object. When the path's last step is a wildcard (``[*]`` or
+``.*``) and what it opened are objects, not lists, of which it found values that are no
+objects, those objects are the leads: each is kept whole as one event (for ``$[*]``, the
+delivery itself), and a ``split_found_no_leads`` line says so. A list is opened as
+before, whatever its items; so is an object of leads (``{"a": {...}, "b": {...}}``).
+
 The events are named as for any batch (``hub.sources.delivery_ids``): by the endpoint's
 ``dedupe`` path evaluated on each lead, else by the hash of the lead's canonical JSON (of the
 body when the path finds one lead). A delivery where the path finds nothing stores no event
@@ -16,11 +25,17 @@ so is a body the path cannot be evaluated on (its regular expression out of time
 
 from __future__ import annotations
 
+import functools
 from typing import Any
+
+import structlog
 
 from hub.config.models import JsonPath
 from hub.exceptions import HubError
+from hub.mapping.paths import PathError, compile_path
 from hub.sources.base import BodyError, Incoming, NoHandshake, Source, Split
+
+_log = structlog.get_logger()
 
 #: The most leads one delivery may hold: each is a row written before the answer, on the
 #: event loop, so a body of a million tiny leads must not hold every other sender up.
@@ -36,9 +51,10 @@ class SplitSource(NoHandshake):
 
     batches = True
 
-    def __init__(self, inner: Source, path: JsonPath) -> None:
+    def __init__(self, inner: Source, path: JsonPath, endpoint: str) -> None:
         self.inner = inner
         self.path = path
+        self.endpoint = endpoint
         self.kind = inner.kind
         self.credential_headers = inner.credential_headers
         self.credential_fields = inner.credential_fields
@@ -47,29 +63,75 @@ class SplitSource(NoHandshake):
         self.inner.verify(request, now)
 
     def split(self, request: Incoming, document: Any) -> list[Split]:
-        return [
-            Split(None, lead)
-            for whole in self.inner.split(request, document)
-            for lead in leads_at(self.path, whole.document)
-        ]
+        splits: list[Split] = []
+        for whole in self.inner.split(request, document):
+            leads, opened = leads_at(self.path, whole.document)
+            if leads and opened is not None:
+                _log.warning(
+                    "split_found_no_leads",
+                    endpoint=self.endpoint,
+                    split=self.path.text,
+                    leads_at=opened,
+                    events=len(leads),
+                )
+            if len(leads) == 1 and leads[0] is whole.document:
+                splits.append(whole)  # the delivery itself: its natural id stays
+            else:
+                splits.extend(Split(None, lead) for lead in leads)
+        return splits
 
 
-def leads_at(path: JsonPath, document: Any) -> list[Any]:
-    """The leads ``path`` finds in a delivery's ``document`` (``leadhub try`` reads them so).
+def leads_at(path: JsonPath, document: Any) -> tuple[list[Any], str | None]:
+    """The leads ``path`` finds in a delivery's ``document`` (``leadhub try`` reads them so),
+    and ``None``; or, when the path's last wildcard opened lead objects rather than a list
+    of leads (see the module docstring), those objects and the path to them (``$`` for
+    ``$[*]``: the delivery is one lead).
 
     Raises:
         BodyError: 400: more than :data:`MAX_LEADS`, or the path cannot be evaluated on it
             (its regular expression out of time).
     """
+    found = _values(path, document)
+    opened = _opened(path.text)
+    if opened is not None and not all(isinstance(value, dict) for value in found):
+        objects = _values(opened, document)
+        if objects and all(isinstance(value, dict) for value in objects):
+            return _at_most(objects, opened), opened.text
+    return _at_most(found, path), None
+
+
+def _values(path: JsonPath, document: Any) -> list[Any]:
+    """What ``path`` finds in ``document``; a 400 when it cannot be evaluated."""
     try:
-        found = path.values(document)
+        return path.values(document)
     except HubError as exc:
         msg = f"the leads cannot be found at {path.text}: {exc}"
         raise BodyError(400, msg) from None
-    if len(found) > MAX_LEADS:
+
+
+def _at_most(leads: list[Any], path: JsonPath) -> list[Any]:
+    """``leads``, found at ``path``, when they are at most :data:`MAX_LEADS`; else a 400."""
+    if len(leads) > MAX_LEADS:
         msg = (
             f"the delivery holds more than {MAX_LEADS} leads at {path.text}; "
             f"send at most {MAX_LEADS} per delivery"
         )
         raise BodyError(400, msg)
-    return found
+    return leads
+
+
+#: The steps that open a list of leads; on an object they open its values instead.
+_WILDCARDS = ("[*]", ".*")
+
+
+@functools.lru_cache(maxsize=256)
+def _opened(text: str) -> JsonPath | None:
+    """The path to what the wildcard ending the split path ``text`` opens (``$[*]``:
+    ``$``, ``$.data.leads[*]``: ``$.data.leads``), or ``None`` when it ends otherwise."""
+    for wildcard in _WILDCARDS:
+        if text.endswith(wildcard):
+            try:
+                return compile_path(text.removesuffix(wildcard))
+            except PathError:  # ``$..*``: no path before the wildcard
+                return None
+    return None

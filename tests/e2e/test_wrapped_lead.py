@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.support import wait_until
+from tests.e2e.support import leads, wait_until
 from tests.e2e.test_reload import Log
 from tests.support.server import leadhub_process, leadhub_run, serve_args
 
@@ -34,6 +34,8 @@ fields:
   EmailAddress: { path: $.email, transform: [trim, lower], required: true }
   Company: $.company
 """
+#: The endpoint set as the reason says, for the wrapped lead.
+SPLIT = ZAP.replace("dedupe:", "split: $[*]\ndedupe:")
 WRAPPED = b'[{"record_id": "r-77", "email": "Bob@Example.com", "company": "Bobco"}]'
 JSON = {"content-type": "application/json"}
 HINT = (
@@ -78,7 +80,7 @@ def test_a_lead_wrapped_in_an_array_says_to_split_it(tmp_path: Path) -> None:
         assert tried.stdout.rstrip("\n").endswith(HINT), tried.stdout
 
         # As the reason says: split: $[*], a reload, the delivery posted again.
-        (config / "zap.yaml").write_text(ZAP.replace("dedupe:", "split: $[*]\ndedupe:"))
+        (config / "zap.yaml").write_text(SPLIT)
         hub.send_signal(signal.SIGHUP)
         wait_until(lambda: bool(log.events("config_reloaded")), what="the reload")
         answer = httpx.post(hook, content=WRAPPED, headers=JSON)
@@ -87,20 +89,60 @@ def test_a_lead_wrapped_in_an_array_says_to_split_it(tmp_path: Path) -> None:
         assert _events(db)[0]["state"] == "delivered"
 
 
-def test_a_split_that_finds_the_values_of_one_lead_says_so(tmp_path: Path) -> None:
-    """split: $[*] on a delivery that is one lead (the sender's wrapping turned off) makes
-    each of its values a document: `leadhub try` says each is text, not an object, and why;
-    the lead itself, an object, gets no such words."""
-    (tmp_path / "zap.yaml").write_text(ZAP.replace("dedupe:", "split: $[*]\ndedupe:"))
+@pytest.mark.slow
+def test_a_lead_posted_unwrapped_to_a_split_endpoint_is_kept_whole(tmp_path: Path) -> None:
+    """split: $[*] (set for Zapier's Wrap Request In Array) and a post of one lead without
+    the wrapping: the wildcard opened the lead, each of its values was an event, and each
+    died (no object). The lead is now one event, delivered, and a split_found_no_leads line
+    says so; a wrapped post is split as before, and says nothing."""
+    args, base, db = serve_args(tmp_path, {"zap.yaml": SPLIT})
+    hook = f"{base}/hooks/zap-crm?token={TOKEN}"
+    unwrapped = b'{"record_id": "r-1", "email": "Ann@Example.com", "company": "Annco", "n": 3}'
+    wrapped = b'[{"record_id": "r-2", "email": "cy@example.com"}, {"email": "di@example.com"}]'
+    with leadhub_process(args, ready_url=f"{base}/readyz", env={"ZAP_CRM_TOKEN": TOKEN}) as hub:
+        log = Log(hub)
+        one = httpx.post(hook, content=unwrapped, headers=JSON)
+        two = httpx.post(hook, content=wrapped, headers=JSON)
+        wait_until(lambda: _settled(db, 3), what="the three leads' outcomes")
+        events = _events(db)
+        found = {lead["EmailAddress"]: lead.get("Company") for lead in leads(base)}
+        noted = log.events("split_found_no_leads")
+    assert one.json() == {"status": "accepted", "id": 1, "ids": [1]}
+    assert two.json() == {"status": "accepted", "id": 2, "ids": [2, 3]}
+    assert [e["state"] for e in events] == ["delivered"] * 3
+    assert found == {"ann@example.com": "Annco", "cy@example.com": None, "di@example.com": None}
+    assert [
+        {k: line[k] for k in ("endpoint", "split", "leads_at", "events")} for line in noted
+    ] == [{"endpoint": "zap-crm", "split": "$[*]", "leads_at": "$", "events": 1}]
+
+
+def test_try_takes_a_lead_posted_unwrapped_as_one_lead(tmp_path: Path) -> None:
+    """`leadhub try` on the same endpoint tries an unwrapped lead as ingest keeps it (one
+    lead, sent), with a note; a list of texts is still split, each item saying why it is
+    no lead; the lead itself on an endpoint without split gets no such words."""
+    (tmp_path / "zap.yaml").write_text(SPLIT)
     payload = tmp_path / "payload.json"
     payload.write_text('{"email": "bob@example.com", "record_id": 7}')
     done = leadhub_run(["try", "zap-crm", str(payload), "--config-dir", str(tmp_path), "--json"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    (sent,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert (sent["status"], sent["body"]) == (
+        "send",
+        [{"Attribute": "EmailAddress", "Value": "bob@example.com"}],
+    )
+    assert done.stderr == (
+        "note: split $[*] found no list of leads: its wildcard opened the values of a lead; "
+        "the payload is tried as one lead, as ingest keeps it (one event)\n"
+    )
+    payload.write_text('["bob@example.com", 7]')
+    done = leadhub_run(["try", "zap-crm", str(payload), "--config-dir", str(tmp_path), "--json"])
     assert done.returncode == 1
+    assert "note:" not in done.stderr
     reasons = [json.loads(line)["reason"] for line in done.stdout.splitlines()]
     why = (
-        "not an object: when the endpoint has a split, its path finds the values inside a "
-        "lead rather than the leads (split: $[*] on a delivery that is one lead); else the "
-        "sender posted no JSON object"
+        "not an object: when the endpoint has a split, its path found values rather than "
+        "leads (a list of texts, or a path going on past the leads, like $.leads[*].email: "
+        "end it at the leads); else the sender posted no JSON object"
     )
     missing = "required value missing in mapping 'zap-crm-leads': EmailAddress ($.email found "
     assert reasons == [

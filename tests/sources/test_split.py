@@ -13,7 +13,7 @@ import pytest
 from hub.config import ConfigError, load
 from hub.config.models import Endpoint
 from hub.sources import BodyError, Incoming, VerificationError, build_source, delivery_ids
-from hub.sources.split import MAX_LEADS
+from hub.sources.split import MAX_LEADS, leads_at
 from tests.e2e.support import leads, wait_until
 from tests.support.server import leadhub_process, leadhub_run, serve_args
 
@@ -204,3 +204,71 @@ def test_try_says_when_the_split_path_finds_no_lead(tmp_path: Path) -> None:
             assert "note:" not in done.stdout
     found = leadhub_run(["try", "bulk", str(whole), *common])
     assert found.returncode == 0 and "note:" not in found.stderr
+
+
+LEAD = {"email": "a@example.com", "name": "A", "utm": {"source": "ads"}, "tags": ["x"]}
+OTHER = {"email": "b@example.com"}
+
+# (split path, delivery, the documents of its events, where the leads were kept whole)
+SHAPES = [
+    # one lead where a list of them was expected: the lead, whole (the delivery itself)
+    ("$[*]", LEAD, [LEAD], "$"),
+    ("$.*", LEAD, [LEAD], "$"),
+    ("$.data[*]", {"data": LEAD}, [LEAD], "$.data"),
+    (
+        "$.groups[*].leads[*]",
+        {"groups": [{"leads": LEAD}, {"leads": OTHER}]},
+        [LEAD, OTHER],
+        ("$.groups[*].leads"),
+    ),
+    # lists, whatever their items, and objects of leads: split as before
+    ("$[*]", [LEAD, OTHER], [LEAD, OTHER], None),
+    ("$[*]", ["a@example.com", 7], ["a@example.com", 7], None),
+    ("$[*]", [LEAD, "a@example.com"], [LEAD, "a@example.com"], None),
+    ("$.leads[*]", {"leads": ["a@example.com"], "n": 1}, ["a@example.com"], None),
+    ("$.*", {"first": LEAD, "second": OTHER}, [LEAD, OTHER], None),
+    ("$.data[*]", {"data": [LEAD], "other": LEAD}, [LEAD], None),
+    # a path past the leads, or finding nothing: as before
+    ("$.leads[*].email", {"leads": [LEAD]}, ["a@example.com"], None),
+    ("$.leads[*]", LEAD, [], None),
+    ("$[*]", {}, [], None),
+]
+
+
+@pytest.mark.parametrize(("split", "delivery", "events", "whole"), SHAPES)
+def test_a_wildcard_that_opened_a_lead_keeps_it_whole(
+    tmp_path: Path, split: str, delivery: object, events: list[object], whole: str | None
+) -> None:
+    """A split path whose last wildcard opened an object with values that are no objects
+    (a lead posted without the list it was expected in) keeps that object as one event,
+    not each value as one (each died, its document no object). A list is opened as before
+    whatever its items, and so is an object of objects."""
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    assert endpoint.split is not None
+    body = orjson.dumps(delivery)
+    splits = build_source(endpoint).split(_request(body), delivery)
+    assert [s.document for s in splits] == events
+    assert leads_at(endpoint.split, delivery) == (events, whole)
+    if whole == "$":
+        (event,) = splits
+        assert event.document is delivery  # stored as the body, named as an unsplit one
+        assert delivery_ids(endpoint, splits, body) == [
+            "sha256:" + hashlib.sha256(body).hexdigest()
+        ]
+
+
+def test_a_lead_kept_whole_keeps_the_senders_delivery_id(tmp_path: Path) -> None:
+    """A standard-webhooks sender's lead posted unwrapped to a split: $[*] endpoint is named
+    by its webhook-id, as on an endpoint without split (so a resend is a duplicate), not by
+    the hash of its JSON as a lead of a batch is."""
+    text = (
+        'kind: endpoint\nname: std\nsource: standard\nsecret: "${STD}"\nsplit: $[*]\n---\n'
+        "name: m\nendpoint: std\nfields: {EmailAddress: $.email}\n"
+    )
+    (tmp_path / "std.yaml").write_text(text)
+    config = load(tmp_path, {"STD": "whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXktMzJieXQ="})
+    std = config.endpoints["std"]
+    body = orjson.dumps(LEAD)
+    request = Incoming("POST", {"webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"}, body)
+    splits = build_source(std).split(request, LEAD)
+    assert delivery_ids(std, splits, body) == ["msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"]
