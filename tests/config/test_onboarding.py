@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import ConfigError, load
+from tests.support.server import leadhub_run
 
 ENDPOINT = "kind: endpoint\nname: site\nsource: token\ntoken: t\n---\n"
 MAPPING = "kind: mapping\nname: m\nendpoint: site\n"  # lines 6-8 after ENDPOINT
@@ -257,13 +258,7 @@ def test_a_syntax_error_is_at_the_line_to_fix(tmp_path: Path) -> None:
     it on the next line) and a quote never closed (noticed at the file's end)."""
     for name, (text, _, _) in MISPLACED.items():
         (tmp_path / name).write_text(ENDPOINT + MAPPING.replace("name: m", f"name: {name}") + text)
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", "check", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = leadhub_run(["check", str(tmp_path)])
     assert done.returncode == 1, done.stderr
     errors = [line for line in done.stdout.splitlines() if "YAML syntax error" in line]
     assert len(errors) == len(MISPLACED), done.stdout
