@@ -39,6 +39,14 @@ def _is_id_key(key: str) -> bool:
     return key == "id" or key.endswith("_id")
 
 
+#: The answer to a handshake refused: a short JSON reason, as every other refusal has (it names
+#: no token, so it tells a prober nothing the documentation does not).
+_REFUSED = (
+    b'{"error":"subscription not verified: hub.mode must be subscribe, with a hub.challenge '
+    b"and this endpoint's hub.verify_token\"}"
+)
+
+
 class FacebookSource:
     """Verification, handshake and batch splitting for Facebook Lead Ads."""
 
@@ -114,4 +122,4 @@ class FacebookSource:
             and self.options.verify_token.matches(token)
         ):
             return Handshake(200, challenge.encode("utf-8", "replace"))
-        return Handshake(403, b"forbidden")
+        return Handshake(403, _REFUSED, "application/json")

@@ -179,7 +179,7 @@ def test_facebook_notification_without_leadgen_is_accepted_with_no_ids(hub: Hub)
 
 def test_facebook_handshake_over_http(hub: Hub) -> None:
     """GET with the right verify token echoes the challenge as text, which a browser must not
-    sniff as HTML (nosniff); a wrong token gets 403."""
+    sniff as HTML (nosniff); a wrong token gets 403 with a JSON reason."""
     params = {
         "hub.mode": "subscribe",
         "hub.challenge": "1158201444",
@@ -192,6 +192,9 @@ def test_facebook_handshake_over_http(hub: Hub) -> None:
     bad = hub.client.get("/hooks/facebook", params={**params, "hub.verify_token": "nope"})
     assert bad.status_code == 403 and bad.headers["x-content-type-options"] == "nosniff"
     assert "1158201444" not in bad.text
+    # a short JSON reason, as every other refusal (it was the text "forbidden")
+    assert bad.headers["content-type"].startswith("application/json")
+    assert bad.json()["error"].startswith("subscription not verified: hub.mode must be")
 
 
 def test_a_handshake_head_has_the_gets_headers(hub: Hub) -> None:
