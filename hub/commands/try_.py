@@ -4,10 +4,13 @@
 
 For an endpoint with ``split``, a whole delivery is tried lead by lead (each value the path
 finds), and a payload where the path finds nothing is taken as one lead, with a note on
-standard error that posted as it is it would store nothing; so is one where the path's
-wildcard opened a lead rather than a list of leads (``split: $[*]`` on a lead posted
-unwrapped), as ingest keeps it, with a note on standard error. Exit 0 only when
-every lead would be sent, and ``--json`` prints one object per lead, one per line.
+standard error that posted as it is it would be refused (422, nothing stored); so is one
+where the path's wildcard opened a lead rather than a list of leads (``split: $[*]`` on a
+lead posted unwrapped), as ingest keeps it, with a note on standard error. An empty batch
+(the path's containers are there and hold no lead: ``{"leads": []}`` for ``$.leads[*]``)
+has no lead to try: a note says the hub accepts it storing nothing, and nothing else is
+printed (exit 0). Exit 0 only when every lead would be sent, and ``--json`` prints one
+object per lead, one per line.
 
 Runs the document (as the endpoint's mappings see it, after any enrichment such
 as Facebook's Graph lookup) through matching and mapping: no network, no queue.
@@ -51,7 +54,7 @@ from hub.config.models import Config
 from hub.mapping import CaptureRequest, MappingError, Result, map_document
 from hub.sources import bodies
 from hub.sources.base import BodyError
-from hub.sources.split import leads_at
+from hub.sources.split import empty_batch, leads_at
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 
@@ -101,14 +104,19 @@ def _results(args: argparse.Namespace) -> tuple[Config, list[Result]]:
 
 def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]:
     """The documents the mappings see: each lead the endpoint's ``split`` path finds in a
-    whole delivery, else (no ``split``, or a payload that is one lead already) the payload."""
+    whole delivery (none in an empty batch), else (no ``split``, or a payload that is one
+    lead already) the payload."""
     split = config.endpoints[args.endpoint].split
     if split is None:
         return [document]
     try:
         found, opened = leads_at(split, document)
+        empty = not found and empty_batch(split, document)
     except BodyError as exc:
         raise _Refused(f"ingest would refuse it ({exc.status} {exc.reason})") from None
+    if empty:
+        print(_empty_batch_note(split.text), file=sys.stderr)
+        return []
     if not found:
         print(_no_leads_note(split.text), file=sys.stderr)
         return [document]
@@ -123,14 +131,25 @@ def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]
 
 
 def _no_leads_note(split: str) -> str:
-    """Said when the ``split`` path finds nothing in the payload, which is then tried as one
-    lead: posted to the hub, such a document is answered 200 and stores no event at all, so
-    a delivery the path misses (a typo in ``split``, a sender that changed its envelope) must
-    not look like a lead that merely fails (or passes) its mapping."""
+    """Said when the ``split`` path finds nothing in the payload, nor an empty batch, which
+    is then tried as one lead: posted to the hub, such a document is refused (422) and
+    stores nothing, so a delivery the path misses (a typo in ``split``, a sender that
+    changed its envelope) must not look like a lead that merely fails (or passes) its
+    mapping."""
     return (
-        f"note: split {split} finds no lead in this document, so it is tried as one lead; "
-        'posted to the hub as it is, it would store nothing (answered {"status":"accepted",'
-        '"ids":[]}): if it is a whole delivery, fix the endpoint\'s split path'
+        f"note: split {split} finds no lead in this document, nor an empty list of them, so "
+        "it is tried as one lead; posted to the hub as it is, it would be refused (422) and "
+        "nothing stored: if it is a whole delivery, fix the endpoint's split path"
+    )
+
+
+def _empty_batch_note(split: str) -> str:
+    """Said when the payload is an empty batch (the ``split`` path's containers are there
+    and hold no lead): the hub accepts it storing nothing, and there is nothing to try."""
+    return (
+        f"note: split {split} finds an empty batch in this document (where its leads would "
+        'be, there are none): posted to the hub, it would be accepted with no event ({"status"'
+        ':"accepted","ids":[]}); there is no lead to try'
     )
 
 

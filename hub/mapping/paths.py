@@ -101,6 +101,9 @@ class NativePath:
 
     text: str
     steps: tuple[StepFunc, ...]
+    #: For each step, whether it opens containers (a wildcard, a filter, a slice, ``..``)
+    #: rather than taking values by name or index (see :func:`ran_dry_in_containers`).
+    opens: tuple[bool, ...] = ()
 
     def values(self, document: Any) -> list[Any]:
         """Every value the path finds in ``document``, in document order.
@@ -184,6 +187,13 @@ class ExtendedPath:
 NativeStep = Step | StepFunc
 
 
+def _opens(node: Any) -> bool:
+    """Whether the native step of ``node`` opens containers (a wildcard, a filter, a slice)
+    rather than taking values by name or index (one, or a union of them)."""
+    wildcard = getattr(node, "_deprecated_wildcard_use", False)
+    return type(node) not in (jsonpath.Fields, jsonpath.Index) or wildcard
+
+
 def _native_step(node: Any) -> NativeStep | None:
     key = single_key(node)
     if key is not None:
@@ -209,8 +219,9 @@ def _native_step(node: Any) -> NativeStep | None:
 _DESCEND = object()
 
 
-def _native_steps(node: Any) -> list[NativeStep] | None:
-    """The steps of ``node`` when it is a root-anchored path of native steps, else ``None``.
+def _native_steps(node: Any) -> list[tuple[NativeStep, bool]] | None:
+    """The steps of ``node`` when it is a root-anchored path of native steps, else ``None``;
+    each with whether it opens containers (:func:`_opens`; ``..`` does).
 
     ``Child(left, right)`` is ``left``'s steps then ``right``'s, and ``Descendants(left,
     right)`` is ``left``'s steps, ``..`` and ``right``'s: every step maps each node on its
@@ -220,7 +231,7 @@ def _native_steps(node: Any) -> list[NativeStep] | None:
     nests that deep, and recursing on it made ``leadhub check`` (and serve, try) stop with
     a RecursionError traceback.
     """
-    steps: list[NativeStep] = []
+    steps: list[tuple[NativeStep, bool]] = []
     rooted = False
     pending = [node]
     while pending:
@@ -231,32 +242,39 @@ def _native_steps(node: Any) -> list[NativeStep] | None:
         elif kind is jsonpath.Descendants:
             pending += [node.right, _DESCEND, node.left]
         elif node is _DESCEND:
-            steps.append(descend_step)
+            steps.append((descend_step, True))
         elif kind is jsonpath.Root and not rooted and not steps:
             rooted = True
         else:
             step = _native_step(node) if rooted else None
             if step is None:
                 return None
-            steps.append(step)
+            steps.append((step, _opens(node)))
     return steps if rooted else None
 
 
-def _as_funcs(steps: list[NativeStep]) -> tuple[StepFunc, ...]:
-    """Step functions for ``steps``, each run of names and indexes walked in one step."""
+def _as_funcs(
+    steps: list[tuple[NativeStep, bool]],
+) -> tuple[tuple[StepFunc, ...], tuple[bool, ...]]:
+    """Step functions for ``steps``, each run of names and indexes walked in one step, and
+    whether each opens containers (a run of names and indexes does not)."""
     funcs: list[StepFunc] = []
+    opens: list[bool] = []
     run: list[Step] = []
-    for step in steps:
+    for step, opening in steps:
         if isinstance(step, str | int):
             run.append(step)
             continue
         if run:
             funcs.append(chain_step(tuple(run)))
+            opens.append(False)
             run = []
         funcs.append(step)
+        opens.append(opening)
     if run:
         funcs.append(chain_step(tuple(run)))
-    return tuple(funcs)
+        opens.append(False)
+    return tuple(funcs), tuple(opens)
 
 
 #: The most levels a path jsonpath-ng evaluates may nest (:func:`_nesting`). Its ``find``
@@ -391,8 +409,41 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     if steps is None:
         _evaluable(text, expression)
         return ExtendedPath(text=text, expression=expression, timed=timed)
-    keys = [step for step in steps if isinstance(step, str | int)]
+    keys = [step for step, _ in steps if isinstance(step, str | int)]
     if len(keys) == len(steps):
         return SimplePath(text=text, steps=tuple(keys))
     native = TimedNativePath if timed else NativePath
-    return native(text=text, steps=_as_funcs(steps))
+    funcs, opens = _as_funcs(steps)
+    return native(text=text, steps=funcs, opens=opens)
+
+
+def ran_dry_in_containers(path: object, document: Any) -> bool:
+    """Whether ``path``, which found nothing in ``document``, ran dry at a step that opens
+    containers (a wildcard, a filter, a slice, ``..``) given at least one list or object:
+    the containers it takes its values from are there and held none it keeps (for a split
+    path, an empty batch: ``{"leads": []}`` for ``$.leads[*]``). ``False`` when it ran dry
+    at a name or index (the document is not shaped as the path expects, or the path has a
+    typo), or at a wildcard given no container (``{"leads": null}``), and for a path
+    walked by jsonpath-ng, whose steps are not walked one by one.
+
+    Walked again from the start, step by step: call it only once the path found nothing.
+
+    Raises:
+        DocumentError: as the path's ``values`` (its ``..`` or a regular expression).
+    """
+    if not isinstance(path, NativePath):
+        return False  # SimplePath: names and indexes only; ExtendedPath: cannot tell
+    token = regex_budget() if isinstance(path, TimedNativePath) else None
+    nodes = [document]
+    try:
+        for step, opens in zip(path.steps, path.opens, strict=True):
+            found = step(nodes)
+            if not found:
+                return opens and any(isinstance(node, dict | list | tuple) for node in nodes)
+            nodes = found
+    except DescentTooLarge:
+        return False
+    finally:
+        if token is not None:
+            _budget.reset(token)
+    return False  # (it found something after all)

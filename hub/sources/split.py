@@ -18,9 +18,19 @@ before, whatever its items; so is an object of leads (``{"a": {...}, "b": {...}}
 
 The events are named as for any batch (``hub.sources.delivery_ids``): by the endpoint's
 ``dedupe`` path evaluated on each lead, else by the hash of the lead's canonical JSON (of the
-body when the path finds one lead). A delivery where the path finds nothing stores no event
-and is answered ``{"status":"accepted","ids":[]}``; more than :data:`MAX_LEADS` is a 400, and
-so is a body the path cannot be evaluated on (its regular expression out of time).
+body when the path finds one lead). More than :data:`MAX_LEADS` is a 400, and so is a body
+the path cannot be evaluated on (its regular expression out of time).
+
+A delivery where the path finds nothing is one of two things. An empty batch: the path's
+containers are there and hold no lead (``{"data": {"leads": []}}`` for
+``$.data.leads[*]``, ``{}`` for ``$.*``, no group for ``$.groups[*].leads[*]``, no item a
+filter keeps); it stores no event and is answered ``{"status":"accepted","ids":[]}``. Or a
+miss: the structure the path walks is not there (a typo in ``split``, a sender that changed
+its envelope, ``"leads": null``, a lead posted alone to ``$.data.leads[*]``); answered 200,
+every such delivery was dropped without a word the sender could see, so it is a 422 naming
+the path (:func:`missed`), nothing stored: the sender shows the failure and retries, and
+once the path is fixed (a reload) its retries are taken. Which one it is is decided only
+when the path found nothing (:func:`empty_batch`), walking the path again step by step.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ import structlog
 
 from hub.config.models import JsonPath
 from hub.exceptions import HubError
-from hub.mapping.paths import PathError, compile_path
+from hub.mapping.paths import PathError, compile_path, ran_dry_in_containers
 from hub.sources.base import BodyError, Incoming, NoHandshake, Source, Split
 
 _log = structlog.get_logger()
@@ -66,6 +76,8 @@ class SplitSource(NoHandshake):
         splits: list[Split] = []
         for whole in self.inner.split(request, document):
             leads, opened = leads_at(self.path, whole.document)
+            if not leads and not empty_batch(self.path, whole.document):
+                raise BodyError(422, missed(self.path))
             if leads and opened is not None:
                 _log.warning(
                     "split_found_no_leads",
@@ -98,6 +110,31 @@ def leads_at(path: JsonPath, document: Any) -> tuple[list[Any], str | None]:
         if objects and all(isinstance(value, dict) for value in objects):
             return _at_most(objects, opened), opened.text
     return _at_most(found, path), None
+
+
+def empty_batch(path: JsonPath, document: Any) -> bool:
+    """Whether a delivery's ``document``, in which the split ``path`` found nothing, is an
+    empty batch (its containers are there and hold no lead) rather than a miss (see the
+    module docstring); a path walked by jsonpath-ng (a ``|`` union, say) cannot tell, and
+    takes it as a miss.
+
+    Raises:
+        BodyError: 400: the path cannot be evaluated on it (as :func:`leads_at`).
+    """
+    try:
+        return ran_dry_in_containers(path, document)
+    except HubError as exc:
+        msg = f"the leads cannot be found at {path.text}: {exc}"
+        raise BodyError(400, msg) from None
+
+
+def missed(path: JsonPath) -> str:
+    """The reason of the 422 for a delivery where ``path`` finds no lead, nor an empty
+    batch: what to fix, and that nothing was kept."""
+    return (
+        f"split path {path.text} finds no lead in this delivery, nor an empty list of them; "
+        "nothing was stored: fix the endpoint's split or what is posted, then send it again"
+    )
 
 
 def _values(path: JsonPath, document: Any) -> list[Any]:

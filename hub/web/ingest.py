@@ -22,12 +22,15 @@ Answers (JSON unless noted):
 * 200 ``{"status":"duplicate","id":N}`` when every event was already stored.
 * 401 ``{"error":"unauthorized"}``, never saying why (the log says it).
 * 404 unknown endpoint, 405 method, 413 too large, 415 content type, 400 body.
+* 422 when the endpoint's ``split`` path finds no lead, nor an empty batch, in the
+  delivery (``hub.sources.split``): nothing is stored, and the sender sees it fail.
 * 503 ``{"error":"store unavailable"}`` when the store fails: the sender retries.
 
 Exactly one ``delivery_received`` log line per request, with ``endpoint``,
 ``delivery_id``, ``outcome`` and ``reason`` (the logger is resolved when the
-app is built, so configure structlog before ``create_app``). Secrets, tokens, signatures and bodies
-are never logged; headers that carry credentials are never stored.
+app is built, so configure structlog before ``create_app``); a warning for a refusal that
+is the configuration's to fix (:data:`WARNED_REASONS`), else info. Secrets, tokens,
+signatures and bodies are never logged; headers that carry credentials are never stored.
 """
 
 from __future__ import annotations
@@ -222,6 +225,12 @@ def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
 
 
 _UNAUTHORIZED = {"error": "unauthorized"}
+#: The ``reason`` of a refused body by its status (any other: ``bad_body``).
+_BODY_REASONS = {415: "unsupported_media_type", 422: "split_found_nothing"}
+#: Refusals whose ``delivery_received`` line is a warning: a ``split`` path that misses
+#: every delivery (a typo, a sender's new envelope) refuses them all, and the log must say
+#: so louder than the info line of a sender's bad body.
+WARNED_REASONS = frozenset({"split_found_nothing"})
 #: Seconds between two ``store_enqueue_failed`` lines of one endpoint and kind of error.
 STORE_ERROR_EVERY = 1.0
 #: What a request whose sender left before its body was read comes to (no answer is sent).
@@ -319,7 +328,8 @@ class Ingest:
     def done(self, endpoint: str, start: float, answer: Answer) -> None:
         """Count the request and write its ``delivery_received`` line."""
         self.metrics.delivery(endpoint, answer.outcome, answer.reason, perf_counter() - start)
-        self._log.info(
+        log = self._log.warning if answer.reason in WARNED_REASONS else self._log.info
+        log(
             "delivery_received",
             endpoint=endpoint,
             delivery_id=answer.delivery_id,
@@ -428,7 +438,7 @@ class Ingest:
         except VerificationError as exc:  # a key inside the body (Google's google_key)
             raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
         except BodyError as exc:
-            reason = "unsupported_media_type" if exc.status == 415 else "bad_body"
+            reason = _BODY_REASONS.get(exc.status, "bad_body")
             raise _Reject(
                 exc.status, {"error": exc.reason}, "rejected", reason, exc.reason
             ) from None

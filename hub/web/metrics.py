@@ -6,7 +6,8 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
 * ``leadhub_deliveries_total{endpoint, outcome, reason}``: deliveries by outcome
   (``accepted``, ``duplicate``, ``rejected``, ``failed``); ``reason`` is empty unless
   rejected or failed (``unauthorized``, ``unknown_endpoint``, ``too_large``,
-  ``unsupported_media_type``, ``bad_body``, ``method_not_allowed``, ``disconnected``,
+  ``unsupported_media_type``, ``bad_body``, ``split_found_nothing`` (422: the endpoint's
+  ``split`` path finds no lead in the delivery), ``method_not_allowed``, ``disconnected``,
   ``store_unavailable``, ``internal_error``). Unknown endpoints count under
   ``endpoint=""`` so that random paths cannot grow the label set. ``leadhub serve``'s HTTP
   protocol also counts the requests it refuses itself (:meth:`WebMetrics.refused`), whatever

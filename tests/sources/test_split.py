@@ -76,10 +76,16 @@ def test_the_senders_own_check_still_runs(tmp_path: Path) -> None:
         source.verify(_request(b"{}", token="wrong"), 0)
 
 
-def test_nothing_found_is_no_event_and_too_many_is_a_400(tmp_path: Path) -> None:
+def test_an_empty_batch_is_no_event_a_miss_a_422_and_too_many_a_400(tmp_path: Path) -> None:
     source = build_source(_endpoint(tmp_path))
     assert source.split(_request(b"{}"), {"data": {"leads": []}}) == []
-    assert source.split(_request(b"{}"), {"other": 1}) == []
+    with pytest.raises(BodyError) as missed:
+        source.split(_request(b"{}"), {"other": 1})
+    assert (missed.value.status, missed.value.reason) == (
+        422,
+        "split path $.data.leads[*] finds no lead in this delivery, nor an empty list of them; "
+        "nothing was stored: fix the endpoint's split or what is posted, then send it again",
+    )
     many = {"data": {"leads": [{"email": f"{n}@example.com"} for n in range(MAX_LEADS + 1)]}}
     with pytest.raises(BodyError) as info:
         source.split(_request(b"{}"), many)
@@ -126,8 +132,8 @@ def test_a_bad_split_is_a_config_error_at_its_line(tmp_path: Path, extra: str, e
 @pytest.mark.slow
 def test_a_batch_is_stored_answered_and_delivered_lead_by_lead(tmp_path: Path) -> None:
     """A real ``leadhub serve``: one POST of three leads is answered with three event ids,
-    the same POST again is a duplicate, a batch where the path finds nothing is accepted with
-    no event, and the three leads reach the embedded sandbox one by one."""
+    the same POST again is a duplicate, an empty batch is accepted with no event, and the
+    three leads reach the embedded sandbox one by one."""
     args, base, _ = serve_args(tmp_path, {"bulk.yaml": CONFIG})
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with leadhub_process(args, ready_url=f"{base}/healthz", env={"BULK_TOKEN": TOKEN}):
@@ -180,9 +186,10 @@ def test_try_maps_a_whole_delivery_lead_by_lead(tmp_path: Path) -> None:
 
 def test_try_says_when_the_split_path_finds_no_lead(tmp_path: Path) -> None:
     """A payload where ``split`` finds nothing is tried as one lead, and ``try`` says so: the
-    hub answers such a delivery 200 and stores nothing, so a delivery the path misses (here
-    ``lead`` for ``leads``) must not pass for one lead that fails (or passes) its mapping. A
-    delivery the path finds leads in gets no note."""
+    hub refuses such a delivery (422) and stores nothing, so a delivery the path misses (here
+    ``lead`` for ``leads``) must not pass for one lead that fails (or passes) its mapping. An
+    empty batch is no lead to try: the note says the hub accepts it with no event, and
+    nothing is printed or tried. A delivery the path finds leads in gets no note."""
     (tmp_path / "bulk.yaml").write_text(CONFIG)
     missed = tmp_path / "missed.json"
     missed.write_bytes(orjson.dumps({"data": {"lead": BATCH["data"]["leads"]}}))
@@ -190,18 +197,29 @@ def test_try_says_when_the_split_path_finds_no_lead(tmp_path: Path) -> None:
     one.write_bytes(orjson.dumps(BATCH["data"]["leads"][0]))
     whole = tmp_path / "whole.json"
     whole.write_bytes(orjson.dumps(BATCH))
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(orjson.dumps({"data": {"leads": []}}))
     common = ["--config-dir", str(tmp_path)]
     note = (
-        "note: split $.data.leads[*] finds no lead in this document, so it is tried as one "
-        'lead; posted to the hub as it is, it would store nothing (answered {"status":'
-        '"accepted","ids":[]})'
+        "note: split $.data.leads[*] finds no lead in this document, nor an empty list of "
+        "them, so it is tried as one lead; posted to the hub as it is, it would be refused "
+        "(422) and nothing stored: if it is a whole delivery, fix the endpoint's split path"
+    )
+    empty_note = (
+        "note: split $.data.leads[*] finds an empty batch in this document (where its leads "
+        "would be, there are none): posted to the hub, it would be accepted with no event "
+        '({"status":"accepted","ids":[]}); there is no lead to try'
     )
     for payload, code in ((missed, 1), (one, 0)):
         for extra in ([], ["--json"]):
             done = leadhub_run(["try", "bulk", str(payload), *common, *extra])
             assert done.returncode == code, done.stderr
-            assert note in done.stderr
+            assert note in done.stderr and "empty batch" not in done.stderr
             assert "note:" not in done.stdout
+    for extra in ([], ["--json"]):
+        done = leadhub_run(["try", "bulk", str(empty), *common, *extra])
+        assert (done.returncode, done.stdout) == (0, ""), done.stderr
+        assert done.stderr.strip() == empty_note
     found = leadhub_run(["try", "bulk", str(whole), *common])
     assert found.returncode == 0 and "note:" not in found.stderr
 
@@ -228,9 +246,8 @@ SHAPES = [
     ("$.leads[*]", {"leads": ["a@example.com"], "n": 1}, ["a@example.com"], None),
     ("$.*", {"first": LEAD, "second": OTHER}, [LEAD, OTHER], None),
     ("$.data[*]", {"data": [LEAD], "other": LEAD}, [LEAD], None),
-    # a path past the leads, or finding nothing: as before
+    # a path past the leads, or an empty batch: as before
     ("$.leads[*].email", {"leads": [LEAD]}, ["a@example.com"], None),
-    ("$.leads[*]", LEAD, [], None),
     ("$[*]", {}, [], None),
 ]
 
@@ -272,3 +289,55 @@ def test_a_lead_kept_whole_keeps_the_senders_delivery_id(tmp_path: Path) -> None
     request = Incoming("POST", {"webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"}, body)
     splits = build_source(std).split(request, LEAD)
     assert delivery_ids(std, splits, body) == ["msg_2KWPBgLlAfxdpx2AI54pPJ85f4W"]
+
+
+# (split path, a delivery where it finds nothing, whether that is an empty batch)
+NOTHING_FOUND = [
+    # the container is there, and empty: an empty batch
+    ("$.data.leads[*]", {"data": {"leads": []}}, True),
+    ("$.data.leads[*]", {"data": {"leads": {}}}, True),
+    ("$[*]", [], True),
+    ("$[*]", {}, True),
+    ("$.*", {}, True),
+    ("$.groups[*].leads[*]", {"groups": []}, True),
+    ("$.groups[*].leads[*]", {"groups": [{"leads": []}, {"leads": {}}]}, True),
+    ("$.entries[?(@.type == 'lead')]", {"entries": [{"type": "page"}]}, True),
+    ("$.entries[?(@.type =~ '^lead$')]", {"entries": []}, True),
+    ("$..leads[*]", {"batch": {"leads": []}}, True),
+    ("$.leads[2:5]", {"leads": [LEAD]}, True),
+    # the structure is not there: a miss
+    ("$.data.leads[*]", {"data": {"lead": [LEAD]}}, False),
+    ("$.data.leads[*]", {"data": {"leads": None}}, False),
+    ("$.data.leads[*]", {"data": {"leads": "none"}}, False),
+    ("$.data.leads[*]", LEAD, False),
+    ("$[*]", "a@example.com", False),
+    ("$.*", 7, False),
+    ("$.groups[*].leads[*]", {"groups": [{"lead": [LEAD]}]}, False),
+    ("$.groups[*].leads[*]", {"group": []}, False),
+    ("$.entries[?(@.type == 'lead')]", {"entry": [{"type": "lead"}]}, False),
+    ("$..leads[*]", {"batch": {"lead": [LEAD]}}, False),
+    ("$.data.leads", {"data": {}}, False),
+    ("$.leads[0]", {"leads": []}, False),
+    ("$.leads[*].`sorted`", {"leads": []}, False),  # walked by jsonpath-ng: cannot tell
+]
+
+
+@pytest.mark.parametrize(("split", "delivery", "empty"), NOTHING_FOUND)
+def test_an_empty_batch_is_told_from_a_miss(
+    tmp_path: Path, split: str, delivery: object, empty: bool
+) -> None:
+    """Where the split path finds nothing, the delivery is an empty batch (no event, a 200)
+    when the path ran dry opening containers that are there (a wildcard, filter, slice or
+    ``..`` given a list or object), and a miss (a 422 naming the path) when it ran dry at a
+    name or index, or at a wildcard given no list or object."""
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    assert endpoint.split is not None
+    source = build_source(endpoint)
+    assert leads_at(endpoint.split, delivery) == ([], None)
+    if empty:
+        assert source.split(_request(b"{}"), delivery) == []
+        return
+    with pytest.raises(BodyError) as info:
+        source.split(_request(b"{}"), delivery)
+    assert info.value.status == 422
+    assert info.value.reason.startswith(f"split path {split} finds no lead in this delivery")
