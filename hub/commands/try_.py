@@ -26,8 +26,10 @@ with the same reason. Secrets are not needed: an unset ``${VAR}`` stands in as
 Content-Type instead (a form-encoded Zapier or Elementor post, Unbounce's or Jotform's
 multipart one), through the very parser ingest uses (``hub.sources.bodies.parse``): the
 user sees the document the hub makes of it (form fields as a flat object, a JSON-holding
-field such as ``data.json`` or ``rawRequest`` parsed) without guessing it. The document is
-then split as a JSON one is; what ingest answers 400 or 415 is refused with its reason.
+field such as ``data.json`` or ``rawRequest`` parsed) without guessing it; a JSON object or
+array sent as a form (``curl -d``) is read as JSON, as ingest reads it, with a note on
+standard error. The document is then split as a JSON one is; what ingest answers 400 or
+415 is refused with its reason.
 
 With ``--json`` it prints one JSON object:
 ``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..],"warnings":[..]}`` or
@@ -74,7 +76,7 @@ def _read_payload(path: str, content_type: str | None) -> Any:
     try:
         if content_type is None:
             return bodies.parse_json(body)
-        return bodies.parse(content_type, body).document
+        parsed = bodies.parse(content_type, body)
     except BodyError as exc:
         refused = f"{path!r} would be refused at ingest ({exc.status} {exc.reason})"
         if content_type is not None:
@@ -84,6 +86,13 @@ def _read_payload(path: str, content_type: str | None) -> Any:
             "sender posts it with --content-type TYPE"
         )
         raise _Refused(msg) from None
+    if parsed.form_as_json:
+        print(
+            "note: the body is JSON sent as a form (as curl -d sends it); ingest reads it as "
+            "JSON, as here, and says so on its delivery_received line (form_body_read_as_json)",
+            file=sys.stderr,
+        )
+    return parsed.document
 
 
 def _results(args: argparse.Namespace) -> tuple[Config, list[Result]]:

@@ -10,7 +10,9 @@
   :func:`parse` also says whether the document is exactly ``orjson.loads(body)``, so
   the store can keep the body alone instead of a second copy of the document.
 * ``application/x-www-form-urlencoded`` and ``multipart/form-data`` become a flat
-  object; a key sent several times becomes a list of its values, in order. A value
+  object; a key sent several times becomes a list of its values, in order. A form-typed
+  body that is a JSON object or array (``curl -d '{...}'``) is read as JSON
+  (:func:`_json_despite_form`). A value
   that is a JSON object or array (Unbounce's ``data.json``, Jotform's
   ``rawRequest``) is parsed into it; any other value stays the string it was.
   Multipart file parts become ``{"filename", "content_type", "size"}`` (their
@@ -137,6 +139,8 @@ class Parsed(NamedTuple):
     document: Any
     #: True when reading the body back with ``orjson.loads`` gives this very document.
     is_body: bool
+    #: True for a JSON body sent as a form, read as JSON (:func:`_json_despite_form`).
+    form_as_json: bool = False
 
 
 def _long_number(body: bytes) -> bool:
@@ -638,6 +642,30 @@ def _loosely_typed(mtype: str, reason: str) -> str:
     return f"{reason}; it was {sent}; the hub accepts {_ACCEPTED}, named in the Content-Type"
 
 
+#: A body whose first byte other than JSON's whitespace opens an object or an array.
+_JSON_START = re.compile(rb"[ \t\r\n]*[{[]")
+
+
+def _json_despite_form(body: bytes) -> Parsed | None:
+    """A form-typed body that is a JSON object or array, read as JSON; else None.
+
+    ``curl -d '{"email": ...}'`` sends ``application/x-www-form-urlencoded``, the most common
+    mistake when testing a webhook by hand: read as a form, the body was one key (the JSON
+    text) with an empty value, its event went dead, and posting the same bytes again as JSON
+    was a duplicate (its delivery id is the body's hash), so the lead could not be had back.
+    A real form body (``a=1&b=2``, escaped or not) never parses as a JSON object or array,
+    so one that does is read as what it is; its ``delivery_received`` line says so. Only a
+    body starting with ``{`` or ``[`` is tried: a form pays one anchored match.
+    """
+    if _JSON_START.match(body) is None:
+        return None
+    try:
+        parsed = parse_json_marked(body)
+    except BodyError:
+        return None  # a form after all (or JSON the hub refuses: read as the form it says)
+    return parsed._replace(form_as_json=True)
+
+
 def parse(content_type: str | None, body: bytes) -> Parsed:
     """:func:`parse_body`, also saying whether the document is exactly ``orjson.loads(body)``.
 
@@ -653,7 +681,7 @@ def parse(content_type: str | None, body: bytes) -> Parsed:
         except BodyError as exc:
             raise BodyError(exc.status, _loosely_typed(mtype, exc.reason)) from None
     if mtype == FORM:
-        return Parsed(parse_form(body, params.get("charset")), False)
+        return _json_despite_form(body) or Parsed(parse_form(body, params.get("charset")), False)
     if mtype == MULTIPART:
         return Parsed(parse_multipart(body, params.get("boundary")), False)
     shown = mtype or (content_type or "")

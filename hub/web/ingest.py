@@ -434,14 +434,18 @@ class Ingest:
         content_type = request.headers.get("content-type")
         try:
             parsed = parse(content_type, body)
+        except BodyError as exc:
+            raise _body_refused(exc) from None
+        if parsed.form_as_json:  # (curl -d posts JSON so): the line says how it was read
+            reply = _noting(reply, form_body_read_as_json=True)
+        try:
             splits = route.source.split(request, parsed.document)
         except VerificationError as exc:  # a key inside the body (Google's google_key)
-            raise _Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason) from None
+            reply(_Reject(401, _UNAUTHORIZED, "rejected", "unauthorized", exc.reason).answer(route))
+            return
         except BodyError as exc:
-            reason = _BODY_REASONS.get(exc.status, "bad_body")
-            raise _Reject(
-                exc.status, {"error": exc.reason}, "rejected", reason, exc.reason
-            ) from None
+            reply(_body_refused(exc).answer(route))
+            return
         if not splits:
             reply(
                 Answer(
@@ -578,6 +582,21 @@ async def _drain(receive: Receive, budget: int) -> None:
         if not message.get("more_body", False):
             return
         read += len(message.get("body", b""))
+
+
+def _body_refused(exc: BodyError) -> _Reject:
+    """The answer to a body that cannot be taken: its status and reason."""
+    reason = _BODY_REASONS.get(exc.status, "bad_body")
+    return _Reject(exc.status, {"error": exc.reason}, "rejected", reason, exc.reason)
+
+
+def _noting(reply: Reply, **fields: Any) -> Reply:
+    """``reply``, with ``fields`` added to its answer's ``delivery_received`` line."""
+
+    def noted(answer: Answer) -> None:
+        reply(answer._replace(extra={**answer.extra, **fields}))
+
+    return noted
 
 
 def _encoded(encoding: str) -> _Reject:

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from hub.sources import BodyError
-from hub.sources.bodies import parse, parse_body
+from hub.sources.bodies import Parsed, parse, parse_body
 from tests.sources import fixtures as fx
 
 
@@ -201,9 +201,9 @@ def test_big_numbers_leave_the_body_unmarked(body: bytes) -> None:
 
 def test_only_verbatim_json_is_marked() -> None:
     """Form and multipart documents are never marked as the body; JSON ones are."""
-    assert parse("application/json; charset=utf-8", b'{"a":1}') == ({"a": 1}, True)
+    assert parse("application/json; charset=utf-8", b'{"a":1}') == Parsed({"a": 1}, True)
     assert parse(None, b"[1]").is_body
-    assert parse("application/x-www-form-urlencoded", b"a=1") == ({"a": "1"}, False)
+    assert parse("application/x-www-form-urlencoded", b"a=1") == Parsed({"a": "1"}, False)
 
 
 def test_content_type_cache_keeps_parameters() -> None:
