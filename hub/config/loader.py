@@ -217,6 +217,9 @@ class _Collector:
         #: Names of targets and endpoints written but left unusable by their errors: a
         #: mapping naming one gets no "not defined" error (a follow-on, and not so).
         self.unusable: dict[str, set[str]] = {"target": set(), "endpoint": set()}
+        #: Endpoints named by a mapping its errors left unusable: such an endpoint gets no
+        #: "has no mapping" warning (it has one, and its errors say what to fix).
+        self.unusably_mapped: set[str] = set()
 
     def _add(self, table: Mapping[str, Any], kind: str, name: str, node: Node) -> bool:
         if name in table:
@@ -260,7 +263,11 @@ class _Collector:
                 self.endpoints[endpoint.name] = endpoint
         else:
             mapping = build_mapping(node, reader)
-            if mapping is not None and self._add(
+            if mapping is None:
+                endpoint_node = reader.get("endpoint")
+                if endpoint_node is not None and isinstance(endpoint_node.value, str):
+                    self.unusably_mapped.add(endpoint_node.value)
+            elif self._add(
                 self.mappings,
                 "mapping",
                 mapping.name,
@@ -363,7 +370,11 @@ class _Collector:
             by_endpoint.setdefault(mapping.endpoint, []).append(mapping)
         for endpoint in self.endpoints.values():
             # A file not read to its end may hold the mapping (after a syntax error, say).
-            if endpoint.name not in by_endpoint and not self.issues.unread:
+            if (
+                endpoint.name not in by_endpoint
+                and endpoint.name not in self.unusably_mapped
+                and not self.issues.unread
+            ):
                 origin = endpoint.origin or Origin("?", 0)
                 self.issues.warn(
                     origin.file,

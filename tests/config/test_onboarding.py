@@ -204,6 +204,33 @@ def test_a_syntax_error_brings_no_has_no_mapping_warning(tmp_path: Path) -> None
     assert [w for w in error.warnings if "has no mapping" in w] == []
 
 
+def test_a_mapping_with_errors_brings_no_has_no_mapping_warning(tmp_path: Path) -> None:
+    """``leadhub check``: a mapping left unusable by its errors (a match path that does not
+    compile) is reported at its line; its endpoint gets no warning that it "has no mapping"
+    and its events will be unmatched (it has one: the error says what to fix). An endpoint
+    that truly has none is still warned of."""
+    bad_match = 'match:\n  "$.form[": x\nfields:\n  EmailAddress: $.email\n'
+    lonely = "---\nkind: endpoint\nname: lonely\nsource: token\ntoken: t\n"
+    (tmp_path / "site.yaml").write_text(ENDPOINT + MAPPING + bad_match + lonely)
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith(
+        f"{tmp_path / 'site.yaml'}:10: match of mapping 'm': JSONPath '$.form[' does not compile"
+    )
+    assert [line for line in lines if "has no mapping" in line] == [
+        f"warning: {tmp_path / 'site.yaml'}:14: endpoint 'lonely' has no mapping; its events "
+        "will be kept as unmatched"
+    ]
+    assert lines[-1] == f"{tmp_path}: 1 error"
+
+
 #: Files with one YAML syntax error each (after ENDPOINT and MAPPING, lines 1-8), the line
 #: a user must fix, and what the error says there.
 MISPLACED = {
