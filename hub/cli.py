@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import re
 import sys
@@ -197,6 +198,11 @@ def sandbox_default(environ: Mapping[str, str], flag: str, default: str) -> Any:
     return _FromEnv(var, environ[var], default) if var in environ else default
 
 
+#: What a flag takes, by its metavar, for one whose value may be written with a sign by
+#: mistake (``--since -2h``): see :meth:`Parser._refuse_signed_values`.
+TAKES = {"AGE": "an age like 2h or 30m", "DURATION": "a duration like 30s or 2m"}
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose every flag also reads ``LEADHUB_<FLAG>`` from ``environ``.
 
@@ -234,6 +240,7 @@ class Parser(argparse.ArgumentParser):
         return super().add_argument(*name_or_flags, **kwargs)
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._refuse_signed_values(sys.argv[1:] if args is None else list(args))
         namespace, rest = super().parse_known_args(args, namespace)
         # a subcommand's parser ran first and left its own in the namespace: add to them
         from_env = dict(getattr(namespace, FROM_ENV, None) or {})
@@ -244,6 +251,20 @@ class Parser(argparse.ArgumentParser):
                 from_env[action.dest] = value.var
         setattr(namespace, FROM_ENV, from_env)
         return namespace, rest
+
+    def _refuse_signed_values(self, args: list[str]) -> None:
+        """A usage error saying what the flag takes for a value starting with ``-`` given to
+        a flag of :data:`TAKES` (``--since -2h``): argparse reads the value as a flag and
+        says only "expected one argument". A value that is one of this parser's flags
+        (``--since --json``) is left to argparse."""
+        for flag, value in itertools.pairwise(args):
+            if flag == "--":
+                return
+            action = self._option_string_actions.get(flag)
+            if action is None or action.metavar not in TAKES:
+                continue
+            if value.startswith("-") and value not in self._option_string_actions:
+                self.error(f"{flag} takes {TAKES[str(action.metavar)]}, not {value}")
 
     def _from_env(self, action: argparse.Action, env: _FromEnv) -> Any:
         if action.nargs == 0:  # store_true / store_false
@@ -307,11 +328,15 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--log-json", action="store_true", default=False, help="JSON logs even on a terminal"
     )
     serve.add_argument(
-        "--lease", default="60s", help="how long a claimed event stays this worker's"
+        "--lease",
+        default="60s",
+        metavar="DURATION",
+        help="how long a claimed event stays this worker's",
     )
     serve.add_argument(
         "--purge-after",
         default="off",
+        metavar="AGE",
         help="delete delivered and skipped events this long after their last change, "
         "checked hourly by each worker (e.g. 30d; at least 3d), or 'off'",
     )

@@ -376,3 +376,47 @@ def test_the_config_dir_variable_is_checks_dir(tmp_path: Path, capsys: Cap) -> N
     environ = {"LEADHUB_CONFIG_DIR": "/nonexistent/leadhub-config"}
     assert main(["check", str(directory)], environ=environ) == 0
     assert f"{directory}: ok: 1 endpoint" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["events", "--since", "-2h"], "leadhub events: error: --since takes an age like 2h or "),
+        (["replay", "--since", "-1d"], "leadhub replay: error: --since takes an age like 2h or "),
+        (["purge", "--older-than", "-30d"], "leadhub purge: error: --older-than takes an age "),
+        (["serve", "--store-wait", "-5s"], "leadhub serve: error: --store-wait takes a duration "),
+        (["serve", "--lease", "-1m"], "leadhub serve: error: --lease takes a duration like 30s "),
+        (["serve", "--purge-after", "-30d"], "leadhub serve: error: --purge-after takes an age "),
+    ],
+)
+def test_a_signed_age_or_duration_says_what_the_flag_takes(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    """``python -m hub events --since -2h``: argparse read ``-2h`` as a flag and said only
+    "argument --since: expected one argument". Each flag taking an age or a duration says
+    what it takes and what it was given instead (exit 2), before anything is opened; a flag
+    given as the value (``--since --json``) is still argparse's to refuse."""
+    db = tmp_path / "never.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", *argv, "--db", f"sqlite:///{db}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith(message) and last.endswith(f", not {argv[-1]}"), last
+    assert "expected one argument" not in done.stderr and "Traceback" not in done.stderr
+    assert not db.exists()
+    flag = subprocess.run(
+        [sys.executable, "-m", "hub", argv[0], argv[1], "--db", f"sqlite:///{db}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert flag.returncode == 2
+    assert f"argument {argv[1]}: expected one argument" in flag.stderr
