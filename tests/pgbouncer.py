@@ -5,14 +5,16 @@ client may run on another server connection, so nothing of a session (a ``SET``,
 prepared statement, the startup packet's settings) carries from one transaction to the
 next. :class:`PgBouncer` starts one (``pool_mode = transaction`` by default) on 127.0.0.1
 and a free port, in front of a server's DSN, with ``auth_type = trust`` (the test server
-trusts every local connection too) and a user list naming that DSN's user. PgBouncer
-refuses to run as root, so as root it runs as the ``postgres`` user, as the test server
-does.
+trusts every local connection too) and a user list naming that DSN's user, who may also
+use its admin console (:meth:`PgBouncer.show`). PgBouncer refuses to run as root, so as root
+it runs as the ``postgres`` user, as the test server does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import pwd
 import shutil
@@ -24,6 +26,7 @@ import urllib.parse
 from pathlib import Path
 from types import TracebackType
 
+from tests.pg_server import find_bindir
 from tests.support.server import free_port
 
 RUN_AS = "postgres"
@@ -50,6 +53,7 @@ class PgBouncer:
     (``ignore_startup_parameters``; by default it refuses every one it does not track).
     ``pool_size``: its server connections per database and user (1: every client's
     transactions on one server session, to see what one of them leaves there).
+    :meth:`show` reads its admin console (``SHOW POOLS``, ``SHOW CLIENTS``).
     """
 
     def __init__(
@@ -92,6 +96,30 @@ class PgBouncer:
         if self._base is None:
             raise PgBouncerError("PgBouncer is not started")
         return self._base / "pgbouncer.log"
+
+    def show(self, command: str) -> list[dict[str, str]]:
+        """The rows of an admin console command (``SHOW POOLS``: ``cl_waiting`` counts the
+        clients waiting for a server connection), each a dict of its columns. Through psql:
+        the admin console takes the simple query protocol only, and asyncpg sends every
+        query that returns rows by the extended one."""
+        if self.port is None:
+            raise PgBouncerError("PgBouncer is not started")
+        bindir = find_bindir()
+        if bindir is None or not (bindir / "psql").is_file():
+            raise PgBouncerError("psql is not installed beside PostgreSQL's initdb")
+        argv = [str(bindir / "psql"), "-X", "--csv", "-v", "ON_ERROR_STOP=1"]
+        argv += ["-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-c", command]
+        done = subprocess.run(
+            [*argv, "pgbouncer"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise PgBouncerError(f"{command!r} on PgBouncer's admin console failed: {done.stderr}")
+        return list(csv.DictReader(io.StringIO(done.stdout)))
 
     def start(self) -> None:
         """Write its configuration and start it; returns once it accepts connections."""
@@ -149,6 +177,7 @@ class PgBouncer:
                 f"listen_port = {port}",
                 "unix_socket_dir =",
                 "auth_type = trust",
+                f"admin_users = {self.user}",  # (show)
                 f"auth_file = {base / 'userlist.txt'}",
                 f"pool_mode = {self.pool_mode}",
                 "max_client_conn = 1000",

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
@@ -25,6 +26,8 @@ SETTINGS = (
     "SELECT current_setting('search_path'), current_setting('jit'), "
     "current_setting('idle_in_transaction_session_timeout'), current_setting('application_name')"
 )
+#: Seconds to wait for PgBouncer to queue a client (it does within milliseconds).
+QUEUED_WITHIN = 30.0
 
 
 @contextlib.asynccontextmanager
@@ -36,6 +39,19 @@ async def opened(url: str) -> AsyncIterator[PostgresStore]:
         yield store
     finally:
         await store.close()
+
+
+async def until_a_client_waits(bouncer: PgBouncer) -> None:
+    """Returns once ``bouncer`` holds a client waiting for a server connection (its admin
+    console's ``SHOW POOLS``); fails after :data:`QUEUED_WITHIN` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + QUEUED_WITHIN
+    while True:
+        pools = await asyncio.to_thread(bouncer.show, "SHOW POOLS")
+        if any(int(p["cl_waiting"]) for p in pools if p["database"] == bouncer.database):
+            return
+        assert loop.time() < deadline, f"no client waiting within {QUEUED_WITHIN} s: {pools}"
+        await asyncio.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +140,38 @@ async def test_nothing_is_left_in_the_server_session(
             )
             assert await store.replay(ids=[first.id]) == 1
     assert left == [(0, '"$user", public', "on")]
+
+
+async def test_the_client_next_on_the_server_session_finds_none_of_the_store_s_settings(
+    postgres_dsn: str, one_session: PgBouncer
+) -> None:
+    """The store's settings end with each of its transactions. Another client, waiting for
+    the one server session while a transaction of the store runs there, is given it at the
+    store's COMMIT, and finds the server's defaults: not the store's schema, its jit off nor
+    its 10 s timeout. (Set for the session, with ``SET`` or ``set_config(..., false)``, they
+    were there: asyncpg's ``RESET ALL``, as its pool takes the connection back, is a
+    transaction of its own, which PgBouncer runs after the client already waiting, or on
+    another server session; in transaction mode PgBouncer resets nothing itself, its
+    ``server_reset_query`` being for session mode unless ``server_reset_query_always``. A
+    client reading after that ``RESET ALL``, as ``test_nothing_is_left_in_the_server_session``
+    does, saw nothing amiss.)"""
+    async with fresh_schema(postgres_dsn) as schema:
+        async with opened(f"{one_session.dsn()}?schema={schema}") as store:
+            other = await asyncpg.connect(
+                one_session.dsn(),
+                statement_cache_size=0,
+                server_settings={"application_name": "other"},
+            )
+            try:
+                async with store._conn() as conn:  # on the one server session
+                    inside = tuple(await conn.fetchrow(SETTINGS) or ())
+                    read = asyncio.create_task(other.fetchrow(SETTINGS))
+                    await until_a_client_waits(one_session)
+                found = tuple(await read or ())
+            finally:
+                await other.close()
+    assert found == ('"$user", public', "on", "0", "other")
+    assert inside == (f'"{schema}"', "off", "10s", "leadhub")  # (what was not left)
 
 
 async def test_instances_through_pgbouncer_claim_side_by_side(
