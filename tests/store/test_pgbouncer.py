@@ -174,6 +174,38 @@ async def test_the_client_next_on_the_server_session_finds_none_of_the_store_s_s
     assert inside == (f'"{schema}"', "off", "10s", "leadhub")  # (what was not left)
 
 
+@pytest.fixture(params=["pgbouncer", "direct"])
+def pooled_or_not(request: pytest.FixtureRequest) -> tuple[str, str, bool]:
+    """``(dsn, schema, pooled)``: a fresh schema through the transaction-mode PgBouncer
+    (``pgbouncer_schema``), then on a direct connection (``postgres_schema``)."""
+    pooled = request.param == "pgbouncer"
+    dsn, schema = request.getfixturevalue("pgbouncer_schema" if pooled else "postgres_schema")
+    return dsn, schema, pooled
+
+
+async def test_a_transaction_has_the_isolation_and_access_asked(
+    pooled_or_not: tuple[str, str, bool],
+) -> None:
+    """Behind PgBouncer as on a direct connection, a repeatable-read transaction (the
+    store's reads of several statements, as ``blockers`` and ``list``) keeps one snapshot
+    while an enqueue commits, a read-committed one sees it, and a read-only one refuses a
+    write (the ``BEGIN`` of :func:`hub.store.postgres_pooler.begin` says both)."""
+    dsn, schema, pooled = pooled_or_not
+    seen = {}
+    async with opened(f"{dsn}?schema={schema}") as store:
+        assert bool(store._begin) == pooled
+        for isolation in ("repeatable_read", "read_committed"):
+            async with store._conn(isolation=isolation, readonly=True) as conn:
+                before = await conn.fetchval("SELECT count(*) FROM events")
+                await store.enqueue(delivery(f"{isolation}-1"))  # (another connection)
+                seen[isolation] = (before, await conn.fetchval("SELECT count(*) FROM events"))
+                with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                    await conn.execute("DELETE FROM events")
+        async with store._conn() as conn:  # (read-write, by default)
+            assert await conn.execute("DELETE FROM events") == "DELETE 2"
+    assert seen == {"repeatable_read": (0, 0), "read_committed": (1, 2)}
+
+
 async def test_instances_through_pgbouncer_claim_side_by_side(
     pgbouncer_schema: tuple[str, str],
 ) -> None:
