@@ -93,15 +93,19 @@ def _literal(value: str) -> str:
 @contextlib.asynccontextmanager
 async def transaction(conn: Conn, begin_sql: str) -> AsyncIterator[None]:
     """A transaction begun by ``begin_sql`` (:func:`begin`): committed at the end of the
-    block, rolled back if it raises. (asyncpg's own sends ``BEGIN`` alone, and the settings
-    would cost another round trip.)"""
-    await conn.execute(begin_sql)
+    block, rolled back if it raises, or if the settings of its ``BEGIN`` fail (a value from
+    the URL that the server refuses: the ``BEGIN`` ran). Left open, asyncpg's pool rolls it
+    back as it takes the connection back, and reports an error through the event loop
+    ("Resetting connection with an active transaction"). (asyncpg's own transaction sends
+    ``BEGIN`` alone, and the settings would cost another round trip.)"""
     try:
+        await conn.execute(begin_sql)
         yield
     except BaseException:
-        if not conn.is_closed():
-            # a broken connection: the pool's release ends it, and the server the transaction
-            with contextlib.suppress(Exception):
+        # a broken connection: the pool's release ends it, and the server the transaction (a
+        # connection lost is taken from the block at once: even is_closed() raises then)
+        with contextlib.suppress(Exception):
+            if not conn.is_closed():
                 await conn.execute("ROLLBACK")
         raise
     await conn.execute("COMMIT")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -39,6 +40,25 @@ async def opened(url: str) -> AsyncIterator[PostgresStore]:
         yield store
     finally:
         await store.close()
+
+
+@contextlib.contextmanager
+def loop_errors() -> Iterator[list[str]]:
+    """The messages the running event loop's exception handler is given in the block
+    (asyncio logs each as an error: asyncpg's pool reports there a connection it took back
+    in a transaction, "Resetting connection with an active transaction")."""
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+    before = loop.get_exception_handler()
+
+    def keep(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        seen.append(str(context.get("message")))
+
+    loop.set_exception_handler(keep)
+    try:
+        yield seen
+    finally:
+        loop.set_exception_handler(before)
 
 
 async def until_a_client_waits(bouncer: PgBouncer) -> None:
@@ -204,6 +224,27 @@ async def test_a_transaction_has_the_isolation_and_access_asked(
         async with store._conn() as conn:  # (read-write, by default)
             assert await conn.execute("DELETE FROM events") == "DELETE 2"
     assert seen == {"repeatable_read": (0, 0), "read_committed": (1, 2)}
+
+
+async def test_a_transaction_that_fails_is_ended_by_the_store(
+    pgbouncer_schema: tuple[str, str],
+) -> None:
+    """A store call that fails behind PgBouncer rolls its transaction back itself: an
+    outcome for an event not in the store, and the first transaction of an open whose URL
+    gives a value the server refuses (``?idle_in_transaction_session_timeout=soon``, set in
+    the ``BEGIN``'s round trip). Left to asyncpg's pool, which rolls back a connection it
+    takes back in a transaction, each was an asyncio error line ("Resetting connection with
+    an active transaction"): the refused value's always, as its ``BEGIN`` ran."""
+    dsn, schema = pgbouncer_schema
+    with loop_errors() as seen:
+        async with opened(f"{dsn}?schema={schema}") as store:
+            with pytest.raises(StoreError, match="No event with id 404"):
+                await store.ack(404, lead_id="lead", created=True)
+            assert not any((await store.counts()).values())  # (the store goes on)
+        refused = open_store(f"{dsn}?schema={schema}&idle_in_transaction_session_timeout=soon")
+        with pytest.raises(StoreError, match='"idle_in_transaction_session_timeout": "soon"'):
+            await refused.open()
+    assert seen == []
 
 
 async def test_instances_through_pgbouncer_claim_side_by_side(
