@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -245,6 +246,23 @@ async def test_a_transaction_that_fails_is_ended_by_the_store(
         with pytest.raises(StoreError, match='"idle_in_transaction_session_timeout": "soon"'):
             await refused.open()
     assert seen == []
+
+
+async def test_a_value_in_the_url_is_one_value_whatever_its_quotes(
+    pooled_or_not: tuple[str, str, bool],
+) -> None:
+    """A URL's ``idle_in_transaction_session_timeout`` with quotes in it is refused by the
+    server as the value it is, behind PgBouncer (set in each transaction's ``BEGIN``) as on
+    a direct connection (a startup setting). Put in the ``BEGIN`` unescaped, this one closed
+    its string and set jit on: the store opened."""
+    dsn, schema, _ = pooled_or_not
+    value = "0', true), set_config('jit', 'on"
+    given = urllib.parse.quote(value)
+    store = open_store(f"{dsn}?schema={schema}&idle_in_transaction_session_timeout={given}")
+    with pytest.raises(StoreError, match="invalid value for parameter") as caught:
+        await store.open()
+    assert f'"{value}"' in str(caught.value)
+    assert not isinstance(caught.value, StoreUnavailable)
 
 
 async def test_instances_through_pgbouncer_claim_side_by_side(
