@@ -1,5 +1,6 @@
 """Two hub processes on one PostgreSQL schema through a real PgBouncer in transaction mode
-(tests.pgbouncer): webhooks in through both, leads out to a sandbox, once each."""
+(tests.pgbouncer): webhooks in through both, leads out to a sandbox, once each. And serve
+behind PgBouncer in statement mode, which it cannot work through."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from hub.store.models import State
 from tests.dispatch.support import KEYS, flat_endpoint_yaml, target_yaml
 from tests.e2e.support import stored_events, wait_until
-from tests.pg_server import sql
-from tests.support.server import free_port, leadhub_process, serve_args
+from tests.pg_server import fresh_schema, sql
+from tests.pgbouncer import PgBouncer
+from tests.support.server import free_port, leadhub_process, leadhub_run, serve_args
 
 WEBHOOKS = 40
 #: The account's limit, the sandbox's and the target's: kept by the two processes together
@@ -73,3 +76,27 @@ def test_two_instances_through_pgbouncer_store_and_send_every_lead_once(
     in_schema = asyncio.run(sql(postgres_dsn, "SELECT count(*) FROM events", schema=schema))
     assert in_schema == [(WEBHOOKS,)]
     assert sorted(lead["EmailAddress"] for lead in found.json()) == sorted(emails)
+
+
+@pytest.mark.slow
+async def test_serve_behind_pgbouncer_in_statement_mode_exits_1_at_once_naming_the_mode(
+    tmp_path: Path, postgres_dsn: str
+) -> None:
+    """PgBouncer in statement mode ends the hub's connection at its first ``BEGIN``: serve
+    logs ``store_open_failed`` naming the ``pool_mode`` to set and exits 1, at once, with no
+    ``store_waiting`` line (no 30 s of waiting for a server that is up), as for the other
+    errors an open finds and waiting cannot fix (a wrong password, no such database). Exit 1,
+    not 2: 2 is for serve's own input refused before it reaches anything (flags, the config
+    directory, a --db it cannot parse); this is the pooler's setting, fixed there."""
+    files = {"forms.yaml": flat_endpoint_yaml("forms", "default")}
+    files["targets.yaml"] = target_yaml("default", f"http://127.0.0.1:{free_port()}")
+    with PgBouncer(postgres_dsn, pool_mode="statement") as bouncer:
+        async with fresh_schema(postgres_dsn) as schema:
+            args, _, _ = serve_args(tmp_path, files, db=f"{bouncer.dsn()}?schema={schema}")
+            done = await asyncio.to_thread(leadhub_run, args, env=KEYS)
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    logged = [orjson.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert not [e for e in logged if e["event"] == "store_waiting"], output
+    (failed,) = [e for e in logged if e["event"] == "store_open_failed"]
+    assert "pool_mode = transaction" in failed["error"], output
