@@ -136,6 +136,31 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pooled connection's reset on release, behind a pooler: nothing to reset. asyncpg
+    still rolls back a transaction left open before it calls this; the store's settings are
+    each transaction's (:mod:`hub.store.postgres_pooler`), its cursors end with their
+    transaction, it takes no session lock nor listens, and :func:`_know_arrays` keeps
+    asyncpg's own reading of types from leaving a setting behind."""
+
+
+#: The array types the store's statements send or read that asyncpg does not know without
+#: asking the server (bigint[], smallint[], double precision[], bytea[]).
+_ARRAYS = "SELECT $1::bigint[], $2::smallint[], $3::double precision[], $4::bytea[]"
+
+
+async def _know_arrays(conn: asyncpg.Connection) -> None:
+    """Behind a pooler, have a new connection learn the array types the store uses, in a
+    transaction of its own. asyncpg learns a type the first time a statement uses it, and
+    turns jit off for the session while it reads the catalog (``set_config(..., false)``),
+    putting back the value it found. Inside one of the store's transactions it found the
+    transaction's own ``jit off`` and put nothing back: the server session kept jit off for
+    whichever client the pooler gave it next. Here it finds the session's value, and puts it
+    back in the same transaction, on the same server session."""
+    async with conn.transaction():
+        await conn.fetchrow(_ARRAYS, None, None, None, None)
+
+
 class PostgresStore(BatchedStore):
     """An :class:`hub.store.base.EventStore` on a PostgreSQL database."""
 
@@ -259,6 +284,12 @@ class PostgresStore(BatchedStore):
                 command_timeout=COMMAND_TIMEOUT,
                 server_settings=settings,
                 statement_cache_size=statements,  # (100: asyncpg's default)
+                # behind a pooler (no named statements) nothing of the store's outlives its
+                # transactions: asyncpg's reset on release (RESET ALL and more) would be one
+                # more transaction and round trip through the pooler for each of the store's,
+                # and would clear the name PgBouncer shows the hub's clients by
+                reset=None if statements else _keep_session,
+                init=None if statements else _know_arrays,
             )
         except asyncpg.ProtocolViolationError as exc:
             if not pooler.refused(exc):
@@ -271,11 +302,24 @@ class PostgresStore(BatchedStore):
                 "PgBouncer's ignore_startup_parameters."
             )
             raise StoreError(msg) from exc
-        except _UNAVAILABLE as exc:
-            raise self._unavailable(exc) from exc
+        except _UNAVAILABLE as exc:  # (statement mode: at _know_arrays's transaction)
+            raise self._statement_mode(exc) or self._unavailable(exc) from exc
         except (asyncpg.PostgresError, ValueError) as exc:  # bad credentials, database, DSN
             msg = f"Cannot open the event store {self.shown!r}: {exc}"
             raise StoreError(msg) from exc
+
+    def _statement_mode(self, exc: BaseException) -> StoreError | None:
+        """The error to fix when ``exc`` is PgBouncer in statement mode ending a transaction
+        (waiting will not change it); else None."""
+        if not pooler.statement_mode(exc):
+            return None
+        msg = (
+            f"The event store {self.shown!r} is behind PgBouncer in statement pooling mode "
+            f"({exc}), which runs no transaction of several statements, and each of the "
+            "store's is one: set pool_mode = transaction (or session) for the hub's database "
+            "in PgBouncer."
+        )
+        return StoreError(msg)
 
     async def _settings_arrived(self, pool: asyncpg.Pool) -> bool:
         """Whether ``pool``'s startup settings reached the server (one round trip, at open);
@@ -399,15 +443,7 @@ class PostgresStore(BatchedStore):
         except StoreError:
             raise
         except _UNAVAILABLE as exc:
-            if pooler.statement_mode(exc):  # waiting will not change it: an error to fix
-                msg = (
-                    f"The event store {self.shown!r} is behind PgBouncer in statement pooling "
-                    f"mode ({exc}), which runs no transaction of several statements, and each "
-                    "of the store's is one: set pool_mode = transaction (or session) for the "
-                    "hub's database in PgBouncer."
-                )
-                raise StoreError(msg) from exc
-            raise self._unavailable(exc) from exc
+            raise self._statement_mode(exc) or self._unavailable(exc) from exc
         except asyncpg.ReadOnlySQLTransactionError as exc:
             raise self._read_only(exc) from exc
         except asyncpg.PostgresError as exc:

@@ -195,6 +195,34 @@ async def test_the_client_next_on_the_server_session_finds_none_of_the_store_s_s
     assert inside == (f'"{schema}"', "off", "10s", "leadhub")  # (what was not left)
 
 
+def _transactions(bouncer: PgBouncer) -> tuple[int, int]:
+    """(transactions, queries) PgBouncer has run for its database so far (``SHOW STATS``)."""
+    (row,) = [r for r in bouncer.show("SHOW STATS") if r["database"] == bouncer.database]
+    return int(row["total_xact_count"]), int(row["total_query_count"])
+
+
+async def test_a_store_transaction_is_one_transaction_through_the_pooler(
+    postgres_dsn: str, one_session: PgBouncer
+) -> None:
+    """Each enqueue is one transaction through PgBouncer, and the hub's clients keep their
+    name there. asyncpg's reset as its pool takes a connection back (``RESET ALL`` and more)
+    was one more transaction, and round trip, for each of the store's: 20 enqueues were 40
+    through PgBouncer. Behind a pooler nothing of the store's outlives its transaction, so
+    nothing is reset; its ``RESET ALL`` also cleared the ``application_name`` PgBouncer
+    shows the hub's clients by."""
+    async with fresh_schema(postgres_dsn) as schema:
+        async with opened(f"{one_session.dsn()}?schema={schema}") as store:
+            await store.enqueue(delivery("warm"))
+            before = await asyncio.to_thread(_transactions, one_session)
+            for n in range(20):
+                await store.enqueue(delivery(f"e{n}"))
+            after = await asyncio.to_thread(_transactions, one_session)
+            clients = await asyncio.to_thread(one_session.show, "SHOW CLIENTS")
+    assert after[0] - before[0] == 20
+    names = {c["application_name"] for c in clients if c["database"] == one_session.database}
+    assert "leadhub" in names
+
+
 @pytest.fixture(params=["pgbouncer", "direct"])
 def pooled_or_not(request: pytest.FixtureRequest) -> tuple[str, str, bool]:
     """``(dsn, schema, pooled)``: a fresh schema through the transaction-mode PgBouncer
