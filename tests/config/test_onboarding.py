@@ -212,13 +212,7 @@ def test_a_mapping_with_errors_brings_no_has_no_mapping_warning(tmp_path: Path) 
     bad_match = 'match:\n  "$.form[": x\nfields:\n  EmailAddress: $.email\n'
     lonely = "---\nkind: endpoint\nname: lonely\nsource: token\ntoken: t\n"
     (tmp_path / "site.yaml").write_text(ENDPOINT + MAPPING + bad_match + lonely)
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", "check", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = leadhub_run(["check", str(tmp_path)])
     assert done.returncode == 1, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith(

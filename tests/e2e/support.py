@@ -25,6 +25,19 @@ FIXTURES = REPO / "tests" / "fixtures"
 SHIPPED = REPO / "mappings"
 SANDBOX_KEYS = {"x-LSQ-AccessKey": "sandbox", "x-LSQ-SecretKey": "sandbox"}
 #: Lead fields the sandbox adds itself.
+#: A token endpoint ``forms`` (its token from ``FORMS_TOKEN``) and its mapping: email, name.
+FORMS_CONFIG = """kind: endpoint
+name: forms
+source: token
+token: ${FORMS_TOKEN}
+---
+kind: mapping
+name: forms-map
+endpoint: forms
+fields:
+  EmailAddress: { path: $.email, required: true }
+  FirstName: $.name
+"""
 SYSTEM_FIELDS = ("ProspectID", "CreatedOn", "ModifiedOn")
 
 

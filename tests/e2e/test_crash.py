@@ -14,22 +14,11 @@ import pytest
 
 from hub.store.models import State
 from tests.dispatch.support import KEYS, target_yaml
-from tests.e2e.support import leads, on_store, wait_until
+from tests.e2e.support import FORMS_CONFIG, leads, on_store, wait_until
 from tests.pg_server import cut_connections
 from tests.support.server import free_port, leadhub_process, serve_args
 
-CONFIG = """kind: endpoint
-name: forms
-source: token
-token: ${FORMS_TOKEN}
----
-kind: mapping
-name: forms-map
-endpoint: forms
-fields:
-  EmailAddress: { path: $.email, required: true }
-  FirstName: $.name
-"""
+CONFIG = FORMS_CONFIG
 TOKEN = "crash-test-token"
 BACKLOG = 800  # events queued before the kill -9 test's worker starts
 #: 100 calls in any 5 s: a backlog of 200 or 300 takes at least 5 or 10 s to send, so a fault

@@ -12,23 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.support import leads, wait_until
+from tests.e2e.support import FORMS_CONFIG, leads, wait_until
 from tests.e2e.test_reload import Log
 from tests.support.server import leadhub_process, leadhub_run, serve_args
 
 TOKEN = "forms-token"
-CONFIG = """kind: endpoint
-name: forms
-source: token
-token: ${FORMS_TOKEN}
----
-kind: mapping
-name: forms-map
-endpoint: forms
-fields:
-  EmailAddress: { path: $.email, required: true }
-  FirstName: $.name
-"""
+CONFIG = FORMS_CONFIG
 FORM = "application/x-www-form-urlencoded"
 #: As ``curl -d '{"email": ...}'`` sends it.
 CURLED = b' {"email": "curl@example.com", "name": "Curl"}'
