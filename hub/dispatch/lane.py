@@ -171,10 +171,10 @@ class Lane:
         So did a floor of two events a sender, for calls slower than that second: the second
         waited for its sender past its lease's start window and went back, at every claim.
 
-        What the lane has learnt bounds it too: events that reach their senders too late all
-        the same (a process starved of CPU maps, routes and starts calls far slower than its
-        call latency says) halve it, and calls started early in their window grow it back
-        (:meth:`_learn`). A starved worker otherwise claimed thousands of events a minute only
+        What the lane has learnt bounds it too: events that waited in it past their window
+        all the same (other processes share the rate limit; a process starved of CPU starts
+        calls far slower than its call latency says) halve it, and calls started early in
+        their window grow it back (:meth:`_learn`). A starved worker otherwise claimed thousands of events a minute only
         to put them back, each claim and release a store write that starved it further.
         """
         room = self._reckoned()
