@@ -209,7 +209,7 @@ class PostgresStore(BatchedStore):
         self._begin: dict[tuple[str, bool], str] = {}
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = StoreStats()
-        self._writes = Writes(self._conn, self.stats, stall_after=stall_after)
+        self._writes = Writes(self._conn, self.stats, stall_after=stall_after, clock=self.clock)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r}, schema={self.schema!r})"
