@@ -174,8 +174,9 @@ class Lane:
         What the lane has learnt bounds it too: events that waited in it past their window
         all the same (other processes share the rate limit; a process starved of CPU starts
         calls far slower than its call latency says) halve it, and calls started early in
-        their window grow it back (:meth:`_learn`). A starved worker otherwise claimed thousands of events a minute only
-        to put them back, each claim and release a store write that starved it further.
+        their window grow it back (:meth:`_learn`). A starved worker otherwise claimed
+        thousands of events a minute only to put them back, each claim and release a store
+        write that starved it further.
         """
         room = self._reckoned()
         if self._learnt is not None:
