@@ -35,7 +35,9 @@ when the path found nothing (:func:`empty_batch`), walking the path again step b
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -121,11 +123,8 @@ def empty_batch(path: JsonPath, document: Any) -> bool:
     Raises:
         BodyError: 400: the path cannot be evaluated on it (as :func:`leads_at`).
     """
-    try:
+    with _evaluable(path):
         return ran_dry_in_containers(path, document)
-    except HubError as exc:
-        msg = f"the leads cannot be found at {path.text}: {exc}"
-        raise BodyError(400, msg) from None
 
 
 def missed(path: JsonPath) -> str:
@@ -139,8 +138,16 @@ def missed(path: JsonPath) -> str:
 
 def _values(path: JsonPath, document: Any) -> list[Any]:
     """What ``path`` finds in ``document``; a 400 when it cannot be evaluated."""
-    try:
+    with _evaluable(path):
         return path.values(document)
+
+
+@contextlib.contextmanager
+def _evaluable(path: JsonPath) -> Iterator[None]:
+    """Around an evaluation of ``path`` on a delivery: one it cannot be evaluated on (its
+    regular expression out of time) is a 400."""
+    try:
+        yield
     except HubError as exc:
         msg = f"the leads cannot be found at {path.text}: {exc}"
         raise BodyError(400, msg) from None
