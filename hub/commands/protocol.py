@@ -44,6 +44,11 @@
   a request has begun, refused as above: after the answers of the requests before it).
   uvicorn's protocol times out only the wait between requests (keep-alive): a sender that
   vanished mid-request held its connection, and a file descriptor, for good.
+* **A lingering close**: a connection the hub ends while its sender may still be sending (a
+  refusal; a 413 for a body not read) is shut on the hub's side, and what still comes is read
+  and dropped until the sender closes, goes quiet, or a bound passes
+  (:meth:`GatheringTransport.close`). uvicorn closed at once, and the kernel reset the
+  connection under a sender still writing, which then saw the reset, not the answer.
 * **Refusals counted**: each request refused so (400, 431, 408) is counted in
   ``leadhub_deliveries_total`` as ``rejected`` with reason ``unreadable``,
   ``headers_too_large`` or ``read_timeout`` (endpoint ``""`` unless its head was read whole
@@ -67,6 +72,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from time import perf_counter
 from typing import Any
 
@@ -81,17 +87,26 @@ from hub.web.ingest import DISCONNECTED, PREFIX, Answer, HookRoute, Ingest, head
 
 
 class GatheringTransport:
-    """A transport that passes everything to ``inner`` but gathers writes per loop iteration."""
+    """A transport that passes everything to ``inner`` but gathers writes per loop iteration,
+    and closes a connection whose sender may still be sending by lingering (:meth:`close`)."""
 
-    __slots__ = ("_inner", "_loop", "_pending")
+    __slots__ = ("_inner", "_last_read", "_linger_until", "_loop", "_pending", "_timer", "lingers")
 
     def __init__(self, inner: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._inner = inner
         self._loop = loop
         self._pending: list[bytes] = []
+        #: Whether a close now should linger (the protocol says: a request is unfinished);
+        #: None: never (a graceful stop closes at once).
+        self.lingers: Callable[[], bool] | None = None
+        #: While lingering: the timer that ends it, when it must end at the latest, and when a
+        #: byte last came (loop time). ``_linger_until`` is 0.0 until :meth:`close`.
+        self._timer: asyncio.TimerHandle | None = None
+        self._linger_until = 0.0
+        self._last_read = 0.0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if not data:
+        if not data or self._linger_until:
             return
         if not self._pending:
             self._loop.call_soon(self.flush)
@@ -106,13 +121,60 @@ class GatheringTransport:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        if self._inner.is_closing():
+        if self._inner.is_closing() or self._linger_until:
             return
         self._inner.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def close(self) -> None:
+        """Write what was gathered, then close the connection; a second close (uvicorn's
+        graceful stop) ends a linger at once.
+
+        When the sender may still be sending (:attr:`lingers`: a request not read whole, a
+        431 for a head that never ends, a 413 for a body not read), the connection lingers:
+        the hub's side is shut (the answer, then the end of file), and what still comes is
+        read and dropped until the sender closes its side, or sends nothing for
+        :data:`LINGER_QUIET`, or :data:`LINGER_MAX` has passed; then it is closed. Closing at
+        once with the sender's bytes unread made the kernel reset the connection: a sender
+        still writing its body most often saw the reset, not the answer (the 413 or 431 that
+        tells it not to send that again), and retried it."""
+        if self._linger_until:
+            self._end_linger()
+            return
         self.flush()
+        lingers = self.lingers
+        inner = self._inner
+        if inner.is_closing() or lingers is None or not lingers() or not inner.can_write_eof():
+            inner.close()
+            return
+        now = self._loop.time()
+        self._linger_until = now + LINGER_MAX
+        self._last_read = now
+        inner.write_eof()
+        inner.resume_reading()  # (paused while a refusal waited for the answers before it)
+        self._timer = self._loop.call_later(LINGER_QUIET, self._linger_check)
+
+    def read_while_closing(self) -> None:
+        """A read came while the connection is closing (dropped): a lingering close waits on."""
+        if self._linger_until:
+            self._last_read = self._loop.time()
+
+    def _linger_check(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        end = min(self._linger_until, self._last_read + LINGER_QUIET)
+        if now >= end:
+            self._inner.close()
+        else:
+            self._timer = self._loop.call_later(end - now, self._linger_check)
+
+    def _end_linger(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._inner.close()
+
+    def is_closing(self) -> bool:
+        return bool(self._linger_until) or self._inner.is_closing()
 
     def write_eof(self) -> None:
         self.flush()
@@ -120,6 +182,9 @@ class GatheringTransport:
 
     def abort(self) -> None:
         self._pending = []
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._inner.abort()
 
     def get_write_buffer_size(self) -> int:
@@ -168,6 +233,12 @@ _HEADER_LINE = len(b": \r\n")
 #: descriptor for as long as the hub ran, and every new connection was refused (accepted and
 #: closed at once), senders and the dispatcher's calls to the embedded sandbox alike.
 READ_TIMEOUT = 30.0
+#: How long a connection closed under a sender that may still be sending lingers
+#: (:meth:`GatheringTransport.close`): it is closed once the sender has sent nothing for
+#: ``LINGER_QUIET`` seconds, and after ``LINGER_MAX`` at most, unless the sender closes
+#: first (as nginx's ``lingering_timeout`` and ``lingering_time``, shorter).
+LINGER_QUIET = 2.0
+LINGER_MAX = 10.0
 #: Seconds between two ``delivery_received`` lines of the protocol's own refusals of one
 #: endpoint and reason (the lines between are counted in the next one's ``unlogged``).
 REFUSAL_LOG_EVERY = 1.0
@@ -238,6 +309,7 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         gathering = GatheringTransport(transport, self.loop)
+        gathering.lingers = self._unfinished
         super().connection_made(gathering)  # type: ignore[arg-type]
         ingest = getattr(self.app, "ingest", None)
         #: The hub's ingest when the app is the hub's, unwrapped, and serves webhooks.
@@ -264,6 +336,11 @@ class HubHttpProtocol(HttpToolsProtocol):
         #: refusal's answer; ``b""`` after an end of file), while it waits for them.
         self.refused = False
         self.refusal: bytes | None = None
+        #: Whether a request has begun and not been read whole (its sender may still be
+        #: sending it: a close then lingers, see :meth:`GatheringTransport.close`).
+        self.unfinished = False
+        #: Whether the sender closed its side (:meth:`eof_received`): nothing more comes.
+        self.ended = False
         #: Whether a request is awaited or being read (see :data:`READ_TIMEOUT`): from the
         #: connection's start, and from each request's first byte to its last; when a byte
         #: last came (loop time); the timer that looks at both (None when none is armed).
@@ -291,6 +368,7 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        self.unfinished = True
         if self.refused:
             return
         # A request is under way: no keep-alive timeout. (uvicorn cancels it as data comes
@@ -305,8 +383,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.reading = True
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:
-            return  # (the parser may have failed; whatever follows a refusal is not read)
+        if self.refused or self.transport.is_closing():
+            # (the parser may have failed; whatever follows a refusal or a close is not read)
+            self.transport.read_while_closing()  # type: ignore[attr-defined]
+            return
         self.last_read = self.loop.time()
         self.reads += 1
         self.read_len = len(data)
@@ -332,6 +412,17 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.head_read += len(data)
         if self.head_read > MAX_HEAD:
             self._head_too_large()
+
+    def _unfinished(self) -> bool:
+        """Whether closing now leaves a sender writing the rest of a request, or of the bytes
+        after it: a request under way not read whole, or one refused (the parser stopped)."""
+        return (self.unfinished or self.refused) and not self.ended
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful stop: what it closes is closed at once, a lingering connection
+        too (a stop does not wait for senders still sending)."""
+        self.transport.lingers = None  # type: ignore[attr-defined]
+        super().shutdown()
 
     def _head_over(self) -> bool:
         """Whether the head the parser just read whole is over :data:`MAX_HEAD`. The reads
@@ -431,6 +522,7 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self.reading = False
+        self.unfinished = False
         if self.refused:
             return
         cycle: Any = self.cycle
@@ -531,6 +623,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         in its body: ``disconnected``). uvicorn's protocol closed the connection at once: a
         webhook stored meanwhile was never answered 200. True keeps the transport open for
         those answers; None lets it close now (nothing is owed)."""
+        self.ended = True
         if not self.refused and not self.transport.is_closing():
             self._close_after_answers(b"", None)
         # (the transport may tell it again, each time reading is resumed while answers wait)

@@ -562,8 +562,8 @@ class _Disconnected(Exception):
 #: in the socket: the kernel then resets the connection, and the sender, still writing, most
 #: often saw the reset instead of the 413 (117 of 200 such posts in the chaos soak) and
 #: retried the same body, where a 413 tells it to stop. A body declared larger is answered at
-#: once (and may still see the reset); so is one whose sender waits for ``100 Continue``
-#: (it has sent nothing yet).
+#: once, and the connection lingers (``hub.commands.protocol.GatheringTransport.close``); so
+#: is one whose sender waits for ``100 Continue`` (it has sent nothing yet).
 DRAIN_LIMIT = 16 * 1024 * 1024
 
 

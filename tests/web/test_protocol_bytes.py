@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import os
 import random
 import re
@@ -32,7 +33,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hub.commands.protocol import MAX_HEAD
+from hub.commands.protocol import LINGER_QUIET, MAX_HEAD
 from tests.support.server import REPO, free_port
 
 TYPEFORM_SECRET = "tf-secret"
@@ -392,25 +393,108 @@ def test_a_request_head_without_end_is_a_431_not_memory(
     httptools protocol has no limit: the parser held all of it, and the process grew by the
     size sent, 170 MB for 100 MB, with no answer ever.)"""
     for serve in pair:
-        sock = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
-        sock.sendall(head)
-        got = b""
-        for _ in range((MAX_HEAD + (1 << 20)) // 16384):  # up to 1 MiB past the limit
-            try:
-                sock.sendall(b"a" * 16384)
-            except OSError:
-                break  # closed by the hub: its answer is read below
-            if select.select([sock], [], [], 0.002)[0]:
-                break
-        while chunk := sock.recv(65536):
-            got += chunk
-        sock.close()
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=5) as sock:
+            sock.sendall(head)
+            got = b""
+            for _ in range((MAX_HEAD + (1 << 20)) // 16384):  # up to 1 MiB past the limit
+                try:
+                    sock.sendall(b"a" * 16384)
+                except OSError:
+                    break  # closed by the hub: its answer is read below
+                if select.select([sock], [], [], 0.002)[0]:
+                    break
+            while chunk := sock.recv(65536):
+                got += chunk
         [(status, headers, body)] = responses(got)
         assert status == "HTTP/1.1 431 Request Header Fields Too Large"
         assert ("connection", "close") in headers
         assert orjson.loads(body) == {"error": f"request headers over the {MAX_HEAD}-byte limit"}
         alive, _ = exchange(serve, [HEALTH_CLOSE])
         assert alive.startswith(b"HTTP/1.1 200")
+
+
+#: What a sender still writing when it is refused sends: more than the kernel's buffers on
+#: both sides hold (tcp_wmem's and tcp_rmem's defaults: a few MiB), so the send cannot end
+#: unless the hub reads it, and more than ingest drains before a 413 (``DRAIN_LIMIT``).
+_STILL_SENDING = 24 << 20
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/hooks/small", {}, 413),
+        ("/hooks/tok", {"x-long": "a" * (MAX_HEAD + 1024)}, 431),
+        ("/healthz", {"x-long": "a" * (MAX_HEAD + 1024)}, 431),
+    ],
+    ids=["a body over the limit", "a head over the limit", "a GET's head over the limit"],
+)
+def test_a_sender_still_sending_when_refused_gets_the_answer(
+    pair: tuple[Serve, Serve], path: str, headers: dict[str, str], status: int
+) -> None:
+    """A sender that writes its whole request before it reads (Python's http.client, as
+    urllib3 and requests use it) and is refused while it writes (a body declared over the
+    endpoint's limit: 413 at once; a head over :data:`MAX_HEAD`: 431) gets the refusal, on
+    both paths. The hub closed the connection with the sender's bytes unread: the kernel
+    reset it, and the send failed with a reset (or a broken pipe), so the sender never read
+    the answer that tells it not to send that again. Now the connection lingers: the answer,
+    the hub's end of file, and the rest read and dropped until the sender closes."""
+    for serve in pair:
+        conn = http.client.HTTPConnection("127.0.0.1", serve.port, timeout=10)
+        try:
+            conn.request(
+                "POST",
+                path,
+                body=b"x" * _STILL_SENDING,
+                headers={"authorization": "Bearer t", **headers},
+            )
+            answer = conn.getresponse()
+            body = answer.read()
+        finally:
+            conn.close()
+        assert answer.status == status, (serve.name, body)
+        assert answer.getheader("connection") == "close"
+        assert set(orjson.loads(body)) == {"error"}
+        alive, _ = exchange(serve, [HEALTH_CLOSE])
+        assert alive.startswith(b"HTTP/1.1 200")
+
+
+def test_a_lingering_connection_is_closed_once_its_sender_sends_nothing(
+    pair: tuple[Serve, Serve],
+) -> None:
+    """A connection that lingers after a refusal is let go when its sender neither closes
+    nor sends (:data:`LINGER_QUIET`): the hub does not hold it, and its file descriptor, for
+    good. While it lingers the sender's bytes are read; once the hub has closed it, they are
+    refused (the kernel resets the connection)."""
+    for serve in pair:
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=5) as sock:
+            sock.sendall(b"POST /hooks/tok HTTP/1.1\r\nhost: hub\r\nx-long: ")
+            while not select.select([sock], [], [], 0.002)[0]:  # a line that never ends
+                sock.sendall(b"a" * 16384)
+            got = b""
+            while chunk := sock.recv(65536):  # the answer, then the hub's end of file
+                got += chunk
+            [(status, _, _)] = responses(got)
+            assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+            sock.sendall(b"a" * 1024)  # read and dropped: the hub lingers
+
+            deadline = time.monotonic() + 10 * LINGER_QUIET + 30
+            while not _closed_by_hub(sock):
+                assert time.monotonic() < deadline, f"{serve.name} still holds the connection"
+
+
+def _closed_by_hub(sock: socket.socket) -> bool:
+    """Whether the hub has closed ``sock``'s connection, looked at after a quiet
+    :data:`LINGER_QUIET` and a half (each byte sent starts the hub's wait over): a byte sent
+    to a closed socket is taken by its kernel, which resets the connection, so the next
+    send fails."""
+    time.sleep(1.5 * LINGER_QUIET)
+    try:
+        sock.sendall(b"a")
+        time.sleep(0.05)
+        sock.sendall(b"a")
+    except OSError:
+        return True
+    return False
 
 
 # -- a sender that goes away -----------------------------------------------------------------------
