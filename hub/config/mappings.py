@@ -16,6 +16,10 @@ from hub.config.models import JsonPath, Origin
 from hub.config.nodes import Node
 from hub.config.reader import Reader, type_name
 from hub.mapping.model import (
+    CONSENT_MAP,
+    OPT_OUT_MAP,
+    OPT_OUT_VALUES,
+    OPT_OUTS,
     UPDATE_BEHAVIORS,
     CompiledMapping,
     Condition,
@@ -24,7 +28,7 @@ from hub.mapping.model import (
 )
 from hub.mapping.paths import PathError
 from hub.mapping.transforms import Transform, TransformError, parse_transforms
-from hub.mapping.values import to_text
+from hub.mapping.values import shown_text, to_text
 
 MAPPING_KEYS = (
     "kind",
@@ -72,15 +76,8 @@ STANDARD_ATTRIBUTES = (
     "LeadType",
 )
 SEARCH_BY = ("EmailAddress", "Phone")
-#: LeadSquared's opt-out flags, each taking "1" (the lead opted out) or "0"
-#: (``leadsquared-facts.md`` section 5), with what "1" means.
-OPT_OUTS = {
-    "DoNotEmail": "do not email",
-    "DoNotCall": "do not call",
-    "DoNotSMS": "do not text",
-    "DoNotTrack": "do not track",
-}
-#: How a flag written as a word reads, for the fix of a constant sent to an opt-out flag.
+#: How a flag written as a word reads, for the fix of a constant or a map output sent to an
+#: opt-out flag.
 _YES_NO = {
     "true": "1",
     "yes": "1",
@@ -288,14 +285,75 @@ def _opt_out_constant(attribute: str, key: str, node: Node | None, r: Reader, wh
     )
 
 
+#: At most this many of a map's outputs are named in an opt-out flag's warning.
+_OUTPUTS_LISTED = 3
+
+
+def _opt_out_path(
+    attribute: str, transforms: tuple[Transform, ...], node: Node, r: Reader, where: str
+) -> None:
+    """Warn when opt-out flag ``attribute`` reads a path and its transforms cannot be known
+    to give only "0" or "1": none of them, or a last one other than ``map``. What a sender
+    gives is sent as it is (a Typeform yes/no answer, JSON true, as "true"), and the hub
+    cannot turn it into the flag itself: a consent question's true means "0". The sandbox
+    takes any text, so nothing said so before the leads reached a real account."""
+    meaning = OPT_OUTS[attribute]
+    takes = f'LeadSquared\'s {attribute} takes "1" ({meaning}) or "0"'
+    inverse = f"(or the inverse, {CONSENT_MAP}, when the question asks for consent)"
+    last = transforms[-1] if transforms else None
+    if last is None:
+        r.warn(
+            node,
+            f'{where} sends what its path finds as it is (a JSON true as "true"); {takes}: '
+            f"add transform: {OPT_OUT_MAP} {inverse}",
+        )
+    elif last.name != "map":
+        r.warn(
+            node,
+            f'{where} ends its transforms with {last.name}, which may give more than "1" and '
+            f'"0"; {takes}: end them with a map to those, like {OPT_OUT_MAP} {inverse}',
+        )
+    else:
+        _opt_out_map(attribute, last.arg, node, r, where)
+
+
+def _opt_out_map(attribute: str, table: dict[str, str], node: Node, r: Reader, where: str) -> None:
+    """Warn when the last ``map`` of opt-out flag ``attribute`` gives something else than
+    "0" or "1", naming each such output and what to write instead (an empty output leaves
+    the value out, and is not one)."""
+    outputs = list(dict.fromkeys(v for v in table.values() if v and v not in OPT_OUT_VALUES))
+    if not outputs:
+        return
+    meaning = OPT_OUTS[attribute]
+    fixes = []
+    for output in outputs[:_OUTPUTS_LISTED]:
+        known = _YES_NO.get(output.strip().lower())
+        wanted = f'"{known}"' if known else f'"1" ({meaning}) or "0"'
+        fixes.append(f"{wanted} instead of {shown_text(output)!r}")
+    named = [repr(shown_text(o)) for o in outputs[:_OUTPUTS_LISTED]]
+    more = len(outputs) - _OUTPUTS_LISTED
+    if more > 0:
+        named.append(f"{more} more")
+        fixes.append("and alike for the others")
+    shown = " and ".join([", ".join(named[:-1]), named[-1]] if len(named) > 1 else named)
+    r.warn(
+        node,
+        f'the map of {where} sends {shown}; LeadSquared\'s {attribute} takes "1" ({meaning}) '
+        f'or "0": in the map, write {", ".join(fixes)}',
+    )
+
+
 def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     where = f"field {attribute!r} of {r.what}"
     if isinstance(node.value, str):
         try:
-            return FieldSpec(attribute=attribute, path=checked_path(node.value))
+            path = checked_path(node.value)
         except PathError as exc:
             r.error(node, f"{where}: {exc}")
             return None
+        if attribute in OPT_OUTS:
+            _opt_out_path(attribute, (), node, r, where)
+        return FieldSpec(attribute=attribute, path=path)
     if isinstance(node.value, list):
         # (node.value holds Nodes: to_text of it raised TypeError, a traceback from check)
         r.error(
@@ -352,6 +410,8 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     if attribute in OPT_OUTS:
         _opt_out_constant(attribute, "value", value_node, sub, where)
         _opt_out_constant(attribute, "default", default_node, sub, where)
+        if path_node is not None and paths:
+            _opt_out_path(attribute, transforms, transform_node or path_node, sub, where)
     return FieldSpec(
         attribute=attribute,
         path=paths[0] if paths else None,

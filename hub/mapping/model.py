@@ -21,6 +21,21 @@ if TYPE_CHECKING:  # hub.config imports this module; importing it back would be 
 
 #: LeadUpdateBehavior values LeadSquared documents ("None" equals leaving it out).
 UPDATE_BEHAVIORS = ("DoNotUpdate", "UpdateOnlyEmptyFields", "DoNotUpdateUniqueFields", "None")
+#: LeadSquared's opt-out flags, each taking "1" (the lead opted out) or "0"
+#: (``leadsquared-facts.md`` section 5), with what "1" means.
+OPT_OUTS = {
+    "DoNotEmail": "do not email",
+    "DoNotCall": "do not call",
+    "DoNotSMS": "do not text",
+    "DoNotTrack": "do not track",
+}
+#: The values an opt-out flag takes.
+OPT_OUT_VALUES = ("0", "1")
+#: The transform that turns a yes/no answer (a JSON true or false) into an opt-out flag's
+#: value, as a mapping file writes it (``map({...})`` unquoted is no YAML there: ``: ``), and
+#: its inverse, for a question that asks for consent (ticked: the lead may be emailed).
+OPT_OUT_MAP = '{map: {true: "1", false: "0"}}'
+CONSENT_MAP = '{map: {true: "0", false: "1"}}'
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,7 +280,7 @@ fields:
   DoNotEmail: {value: yes}
   DoNotCall: {value: on}
   DoNotSMS: {value: true}
-  DoNotTrack: {path: $.track, default: no}
+  DoNotTrack: {path: $.track, transform: {map: {true: "1", false: "0"}}, default: no}
   mx_Newsletter: {value: on}
 ---
 name: n

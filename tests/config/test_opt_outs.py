@@ -1,0 +1,110 @@
+"""Opt-out flags (DoNotEmail, DoNotCall, DoNotSMS, DoNotTrack) fed from a sender's values.
+
+LeadSquared's flags take "1" (opted out) or "0"; a mapping sends what a path finds as it is
+(interfaces.md: a JSON true as "true"), and the hub cannot turn a sender's answer into the
+flag itself (a consent question's true means "0"). So ``check`` (and ``load``, as a
+warning) says when such a field's transforms cannot be known to give only "0" or "1"; the
+constants' warnings are tests/config/test_values.py's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.cli import main
+from hub.config import load
+
+ENDPOINT = "kind: endpoint\nname: e\nsource: none\n---\n"
+TAKES_EMAIL = 'LeadSquared\'s DoNotEmail takes "1" (do not email) or "0"'
+TAKES_CALL = 'LeadSquared\'s DoNotCall takes "1" (do not call) or "0"'
+FIX = (
+    'add transform: {map: {true: "1", false: "0"}} (or the inverse, '
+    '{map: {true: "0", false: "1"}}, when the question asks for consent)'
+)
+END_WITH_MAP = (
+    'end them with a map to those, like {map: {true: "1", false: "0"}} (or the inverse, '
+    '{map: {true: "0", false: "1"}}, when the question asks for consent)'
+)
+
+#: Each way an opt-out flag may read a path: warned (lines 10, 12, 13, 27 and 30) or not.
+FIELDS = """\
+name: m
+endpoint: e
+match: {$.form: a}
+fields:
+  EmailAddress: $.email
+  DoNotEmail: $.form_response.answers[?(@.field.ref=='optout')].boolean
+  DoNotCall:
+    path: [$.call, $.phone_ok]
+  DoNotSMS: {path: $.sms, transform: [trim, lower]}
+  DoNotTrack: {path: $.track, transform: "map({true: 1, false: 0, '*': ''})", default: "0"}
+---
+name: n
+endpoint: e
+match: {$.form: b}
+fields:
+  EmailAddress: $.email
+  DoNotEmail:
+    path: $.consent
+    transform: [trim, lower, {map: {"on": "0", "yes": "0", "true": "0", "*": "1"}}]
+    default: "1"
+  DoNotCall:
+    path: $.call
+    transform: {map: {true: "yes", false: "No", maybe: "1"}}
+  DoNotSMS:
+    path: $.sms
+    transform: [lower, {map: {a: x1, b: x2, c: x3, d: x4, e: "0"}}]
+  DoNotTrack: {path: $.track, transform: {map: {true: "1", false: "0"}}}
+  mx_Newsletter: $.newsletter
+"""
+
+
+def _check(directory: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """``leadhub check DIRECTORY``'s opt-out warnings, each as ``LINE: message`` (exit 0)."""
+    assert main(["check", str(directory)]) == 0
+    out = capsys.readouterr().out
+    prefix = f"warning: {directory / 'm.yaml'}:"
+    return [
+        line.removeprefix(prefix)
+        for line in out.splitlines()
+        if line.startswith(prefix) and "LeadSquared's DoNot" in line
+    ]
+
+
+def test_an_opt_out_flag_read_from_a_path_is_warned_unless_a_map_gives_0_or_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A field with a path into an opt-out flag sent the sender's "true" to LeadSquared
+    without a word (the sandbox takes any text). ``check`` now warns at its line, with the
+    map to add, when no transform, or a last one other than ``map``, makes "0" or "1" of
+    it; and when the last map gives something else, naming those outputs and what to
+    write. A map giving only "0", "1" or nothing (an empty output leaves the value out)
+    passes, as does a custom field fed the same way."""
+    (tmp_path / "m.yaml").write_text(ENDPOINT + FIELDS)
+    assert _check(tmp_path, capsys) == [
+        f"10: field 'DoNotEmail' of mapping 'm' sends what its path finds as it is (a JSON "
+        f'true as "true"); {TAKES_EMAIL}: {FIX}',
+        f"12: field 'DoNotCall' of mapping 'm' sends what its path finds as it is (a JSON "
+        f'true as "true"); {TAKES_CALL}: {FIX}',
+        "13: field 'DoNotSMS' of mapping 'm' ends its transforms with lower, which may give "
+        'more than "1" and "0"; LeadSquared\'s DoNotSMS takes "1" (do not text) or "0": '
+        + END_WITH_MAP,
+        f"27: the map of field 'DoNotCall' of mapping 'n' sends 'yes' and 'No'; {TAKES_CALL}: "
+        "in the map, write \"1\" instead of 'yes', \"0\" instead of 'No'",
+        "30: the map of field 'DoNotSMS' of mapping 'n' sends 'x1', 'x2', 'x3' and 1 more; "
+        'LeadSquared\'s DoNotSMS takes "1" (do not text) or "0": in the map, write "1" (do '
+        'not text) or "0" instead of \'x1\', "1" (do not text) or "0" instead of \'x2\', "1" '
+        "(do not text) or \"0\" instead of 'x3', and alike for the others",
+    ]
+
+
+def test_the_warning_is_one_of_load_not_an_error(tmp_path: Path) -> None:
+    """The mapping loads and is used (serve starts, logging the warning): the value is
+    sent as the mapping says, and only the user knows what the sender's answer means."""
+    (tmp_path / "m.yaml").write_text(ENDPOINT + FIELDS)
+    config = load(tmp_path, {})
+    assert [m.name for m in config.mappings_for("e")] == ["m", "n"]
+    file = tmp_path / "m.yaml"
+    assert any(w.startswith(f"{file}:10: field 'DoNotEmail'") for w in config.warnings)
