@@ -35,9 +35,11 @@ With ``--json`` it prints one JSON object:
 ``{"status":"send","mapping":..,"target":..,"query":{..},"body":[..],"warnings":[..]}`` or
 ``{"status":"skipped"|"unmatched"|"error","mapping":NAME|null,"reason":"..","warnings":[..]}``;
 ``warnings`` lists what the mapping left out of the body (a phone that is no number, a date
-it cannot read), as the human form prints them, and is empty when there is none. An
-``error`` for a missing required value lists them too (they are often its cause: its reason
-ends with them, briefly); skipped and unmatched documents are not mapped, so have none.
+it cannot read), then any opt-out flag sent a value other than "0" or "1" (``DoNotEmail``
+given a sender's ``true`` as it is), as the human form prints them, and is empty when there
+is none. An ``error`` for a missing required value lists what was left out too (often its
+cause: its reason ends with them, briefly); skipped and unmatched documents are not mapped,
+so have none.
 They also still go to standard error, as they did before the field existed.
 """
 

@@ -1003,7 +1003,8 @@ def note_left_out(event: Event, request: CaptureRequest) -> None:
     """Log what the mapping left out of ``event``'s lead, when anything (``event_mapped``
     at warning level: a phone that is no number, a date it cannot read, an object a path
     found): the lead is still sent, and without this line nothing would show why a field
-    it should have carried is missing."""
+    it should have carried is missing. An opt-out flag sent a value other than "0" or "1"
+    is said there too (sent as it is: the sandbox takes it, LeadSquared may not)."""
     if request.warnings:
         _log.warning(
             "event_mapped",

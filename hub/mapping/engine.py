@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from hub.mapping import explain
 from hub.mapping.model import (
+    CONSENT_MAP,
+    OPT_OUT_MAP,
+    OPT_OUT_VALUES,
+    OPT_OUTS,
     CaptureRequest,
     CompiledMapping,
     FieldSpec,
@@ -71,6 +75,38 @@ def _first_found(paths: tuple[JsonPath, ...], document: Any, ctx: Context) -> li
             ctx.path = path.text
             return values
     return []
+
+
+def _opt_out_sent(spec: FieldSpec, value: str, path: str | None) -> str:
+    """The warning for opt-out flag ``spec`` sending ``value``, neither "0" nor "1" (read
+    from ``path``, the path whose values were used), with the fix its mapping needs.
+
+    The value is still sent as written (interfaces.md: the hub never guesses a flag; a
+    consent question's true means "0"), but what LeadSquared makes of it is not documented
+    and the sandbox takes any text: without this, nothing said so. ``leadhub check`` warns
+    of a field that may send such a value; a map giving only "0" and "1" passes a value it
+    does not list as it is, which only the document shows.
+    """
+    meaning = OPT_OUTS[spec.attribute]
+    takes = f'LeadSquared\'s {spec.attribute} takes "1" ({meaning}) or "0"'
+    last = spec.transforms[-1] if spec.transforms else None
+    shown = repr(shown_text(value))
+    if spec.path is None or value == spec.default:
+        fix = 'it is the field\'s value or default: write "1" or "0" there'
+        return f"{spec.attribute}: sent {shown}; {takes}: {fix}"
+    inverse = f"(or the inverse, {CONSENT_MAP}, when the question asks for consent)"
+    if last is None:
+        fix = f"add transform: {OPT_OUT_MAP} {inverse}"
+    elif last.name != "map":
+        fix = f"end its transforms with a map to those, like {OPT_OUT_MAP} {inverse}"
+    elif value in last.arg.values():
+        fix = 'its map gives it: write "1" or "0" there'
+    else:
+        fix = (
+            'its map does not list it: add it, mapped to "1" or "0" (or a \'*\' entry for '
+            "every value the map does not list)"
+        )
+    return f"{spec.attribute}: sent {shown} (from {path}); {takes}: {fix}"
 
 
 def _nothing_sent(spec: FieldSpec, document: Any, notes: list[str]) -> str:
@@ -188,6 +224,9 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
     #: Each required field that gave nothing: its text, and the slice of ``ctx.warnings``
     #: its own notes fill (already in its text, so not repeated after it).
     missing: list[tuple[str, int, int]] = []
+    #: Opt-out flags sent a value other than "0" or "1": sent, so not among what was left
+    #: out (a failure's reason lists those), but said after them.
+    flags: list[str] = []
     ctx = Context(attribute="", default_region=mapping.default_region)
     for spec in mapping.fields:
         ctx.attribute = spec.attribute
@@ -200,9 +239,11 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
                 missing.append((f"{spec.attribute} ({why})", noted, len(ctx.warnings)))
             continue
         body.append({"Attribute": spec.attribute, "Value": value})
+        if spec.attribute in OPT_OUTS and value not in OPT_OUT_VALUES:
+            flags.append(_opt_out_sent(spec, value, ctx.path))
     if missing:
         return _missing_required(mapping.name, missing, ctx.warnings, document)
-    warnings = list(ctx.warnings)
+    warnings = [*ctx.warnings, *flags]
     if mapping.search_by:
         if any(item["Attribute"] == mapping.search_by for item in body):
             body.append({"Attribute": "SearchBy", "Value": mapping.search_by})

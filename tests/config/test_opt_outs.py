@@ -3,18 +3,21 @@
 LeadSquared's flags take "1" (opted out) or "0"; a mapping sends what a path finds as it is
 (interfaces.md: a JSON true as "true"), and the hub cannot turn a sender's answer into the
 flag itself (a consent question's true means "0"). So ``check`` (and ``load``, as a
-warning) says when such a field's transforms cannot be known to give only "0" or "1"; the
-constants' warnings are tests/config/test_values.py's.
+warning) says when such a field's transforms cannot be known to give only "0" or "1", and
+``leadhub try`` says when a document's value is neither; the constants' warnings are
+tests/config/test_values.py's.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from hub.cli import main
 from hub.config import load
+from tests.support.server import leadhub_run
 
 ENDPOINT = "kind: endpoint\nname: e\nsource: none\n---\n"
 TAKES_EMAIL = 'LeadSquared\'s DoNotEmail takes "1" (do not email) or "0"'
@@ -108,3 +111,66 @@ def test_the_warning_is_one_of_load_not_an_error(tmp_path: Path) -> None:
     assert [m.name for m in config.mappings_for("e")] == ["m", "n"]
     file = tmp_path / "m.yaml"
     assert any(w.startswith(f"{file}:10: field 'DoNotEmail'") for w in config.warnings)
+
+
+#: A Typeform opt-out question sent as it is, a map that lists true and false only, and a
+#: default that is no flag.
+TRY_CONFIG = (
+    ENDPOINT + "name: m\nendpoint: e\nfields:\n"
+    "  EmailAddress: {path: $.email, required: true}\n"
+    "  DoNotEmail: $.form_response.answers[?(@.field.ref=='optout')].boolean\n"
+    '  DoNotCall: {path: [$.call, $.c], transform: {map: {true: "1", false: "0"}}}\n'
+    '  DoNotSMS: {path: $.sms, transform: {map: {true: "1", false: "0"}}, default: "no"}\n'
+)
+
+
+def _document(optout: object, call: object, **more: object) -> str:
+    answers = [{"field": {"ref": "optout"}, "type": "boolean", "boolean": optout}]
+    document = {"email": "a@example.com", "form_response": {"answers": answers}, "c": call}
+    return json.dumps({**document, **more})
+
+
+def test_try_shows_an_opt_out_flag_sent_other_than_0_or_1(tmp_path: Path) -> None:
+    """``leadhub try`` on a document whose opt-out answer is JSON true (sent as "true"),
+    whose call flag is a value the map does not list (sent as it is) and that gives no SMS
+    flag (the default "no" sent) shows the request as it would be sent, values as written,
+    with a warning for each naming the value, the path it came from and the fix; exit 0,
+    the lead is still sent. In ``--json``'s ``warnings`` too. A document giving "1" and
+    "0" has no warning."""
+    (tmp_path / "c.yaml").write_text(TRY_CONFIG)
+    payload = tmp_path / "doc.json"
+    payload.write_text(_document(True, "maybe"))
+    argv = ["try", "e", str(payload), "--config-dir", str(tmp_path)]
+    human = leadhub_run(argv)
+    assert human.returncode == 0, human.stderr
+    warnings = [
+        f"DoNotEmail: sent 'true' (from $.form_response.answers[?(@.field.ref=='optout')]"
+        f".boolean); {TAKES_EMAIL}: {FIX}",
+        f"DoNotCall: sent 'maybe' (from $.c); {TAKES_CALL}: its map does not list it: add it, "
+        'mapped to "1" or "0" (or a \'*\' entry for every value the map does not list)',
+        'DoNotSMS: sent \'no\'; LeadSquared\'s DoNotSMS takes "1" (do not text) or "0": it is '
+        'the field\'s value or default: write "1" or "0" there',
+    ]
+    assert [f"warning: {w}" for w in warnings] == [
+        line for line in human.stdout.splitlines() if line.startswith("warning: ")
+    ]
+    as_json = leadhub_run([*argv, "--json"])
+    assert as_json.returncode == 0, as_json.stderr
+    result = json.loads(as_json.stdout)
+    assert result["body"] == [
+        {"Attribute": "EmailAddress", "Value": "a@example.com"},
+        {"Attribute": "DoNotEmail", "Value": "true"},
+        {"Attribute": "DoNotCall", "Value": "maybe"},
+        {"Attribute": "DoNotSMS", "Value": "no"},
+    ]
+    assert result["warnings"] == warnings
+    payload.write_text(_document(1, False, sms=True))
+    clean = leadhub_run([*argv, "--json"])
+    assert clean.returncode == 0, clean.stderr
+    result = json.loads(clean.stdout)
+    assert result["warnings"] == []
+    assert result["body"][1:] == [
+        {"Attribute": "DoNotEmail", "Value": "1"},
+        {"Attribute": "DoNotCall", "Value": "0"},
+        {"Attribute": "DoNotSMS", "Value": "1"},
+    ]

@@ -124,3 +124,45 @@ async def test_a_value_the_mapping_leaves_out_is_logged_and_the_lead_still_sent(
         leads = {lead["EmailAddress"]: lead for lead in sandbox_get(url, "/_sandbox/leads")}
         assert not leads["nophone@example.com"].get("Phone")
         assert leads["phone@example.com"]["Phone"] == "+91-9876543210"
+
+
+async def test_an_opt_out_flag_given_other_than_0_or_1_is_sent_as_written_and_logged(
+    tmp_path: Path,
+) -> None:
+    """An opt-out flag fed from a sender's value went to LeadSquared as "true" (a Typeform
+    yes/no answer) or as a text its map does not list, and nothing said so: the sandbox
+    takes any text. The lead is still sent, values as written (the hub cannot know what the
+    answer means), and its ``event_mapped`` warning names each flag, the value and the fix;
+    a lead whose flags are "1" and "0" logs no such line."""
+    fields = (
+        "  DoNotEmail: $.optout\n"
+        '  DoNotCall: { path: $.call, transform: { map: { true: "1", false: "0" } } }\n'
+    )
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            flat_endpoint_yaml("forms", "default", extra=fields),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            documents = [
+                {"email": "asis@example.com", "optout": True, "call": "maybe"},
+                {"email": "flags@example.com", "optout": 1, "call": False},
+            ]
+            ids = await enqueue(store, "forms", documents)
+            with structlog.testing.capture_logs() as logs:
+                async with running(config, store):
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="both delivered")
+        mapped = [e for e in logs if e["event"] == "event_mapped"]
+        assert [(e["log_level"], e["event_id"]) for e in mapped] == [("warning", ids[0])]
+        assert mapped[0]["warnings"] == [
+            "DoNotEmail: sent 'true' (from $.optout); LeadSquared's DoNotEmail takes \"1\" (do "
+            'not email) or "0": add transform: {map: {true: "1", false: "0"}} (or the inverse, '
+            '{map: {true: "0", false: "1"}}, when the question asks for consent)',
+            "DoNotCall: sent 'maybe' (from $.call); LeadSquared's DoNotCall takes \"1\" (do not "
+            'call) or "0": its map does not list it: add it, mapped to "1" or "0" (or a \'*\' '
+            "entry for every value the map does not list)",
+        ]
+        leads = {lead["EmailAddress"]: lead for lead in sandbox_get(url, "/_sandbox/leads")}
+        flags = {email: (lead["DoNotEmail"], lead["DoNotCall"]) for email, lead in leads.items()}
+        assert flags == {"asis@example.com": ("true", "maybe"), "flags@example.com": ("1", "0")}
