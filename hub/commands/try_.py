@@ -9,8 +9,12 @@ where the path's wildcard opened a lead rather than a list of leads (``split: $[
 lead posted unwrapped), as ingest keeps it, with a note on standard error. An empty batch
 (the path's containers are there and hold no lead: ``{"leads": []}`` for ``$.leads[*]``)
 has no lead to try: a note says the hub accepts it storing nothing, and nothing else is
-printed (exit 0). Exit 0 only when every lead would be sent, and ``--json`` prints one
-object per lead, one per line.
+printed (exit 0); when that is because a filter of the path kept none of the items it was
+given, the note names the filter and how many it left out (a filter with a typo drops every
+delivery so). A payload where some of the containers the path opened have no list of leads
+(``{"id": 2}`` among the groups of ``$.groups[*].leads[*]``) while others have one is
+tried on the leads found, with a note saying how many missed. Exit 0 only when every lead
+would be sent, and ``--json`` prints one object per lead, one per line.
 
 Runs the document (as the endpoint's mappings see it, after any enrichment such
 as Facebook's Graph lookup) through matching and mapping: no network, no queue.
@@ -58,7 +62,7 @@ from hub.config.models import Config
 from hub.mapping import CaptureRequest, MappingError, Result, map_document
 from hub.sources import bodies
 from hub.sources.base import BodyError
-from hub.sources.split import empty_batch, leads_at
+from hub.sources.split import find_leads
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 
@@ -121,16 +125,21 @@ def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]
     if split is None:
         return [document]
     try:
-        found, opened = leads_at(split, document)
-        empty = not found and empty_batch(split, document)
+        leads = find_leads(split, document)
     except BodyError as exc:
         raise _Refused(f"ingest would refuse it ({exc.status} {exc.reason})") from None
-    if empty:
+    found, opened = leads.leads, leads.opened
+    if leads.kept_none is not None:
+        print(_kept_none_note(split.text, *leads.kept_none), file=sys.stderr)
+        return []
+    if leads.empty:
         print(_empty_batch_note(split.text), file=sys.stderr)
         return []
     if not found:
         print(_no_leads_note(split.text), file=sys.stderr)
         return [document]
+    if leads.missed:
+        print(_partial_miss_note(split.text, leads.missed, len(found)), file=sys.stderr)
     if opened is not None:
         what = "the payload" if opened == "$" else f"each object at {opened}"
         print(
@@ -161,6 +170,34 @@ def _empty_batch_note(split: str) -> str:
         f"note: split {split} finds an empty batch in this document (where its leads would "
         'be, there are none): posted to the hub, it would be accepted with no event ({"status"'
         ':"accepted","ids":[]}); there is no lead to try'
+    )
+
+
+def _kept_none_note(split: str, where: str, left_out: int) -> str:
+    """Said when the payload is an empty batch because a filter of the ``split`` path kept
+    none of the items it was given: accepted with no event, as a page posting changes that
+    are no leads is, but a filter with a typo drops every delivery so; the note names it."""
+    items = "item" if left_out == 1 else "items"
+    return (
+        f"note: split {split}: its filter {where} left out {left_out} {items} and kept none: "
+        'posted to the hub, it would be accepted with no event ({"status":"accepted",'
+        '"ids":[]}), its delivery_received line saying split_kept_none, and counted in '
+        "leadhub_split_kept_none_total; there is no lead to try: if this document holds "
+        "leads, fix the filter"
+    )
+
+
+def _partial_miss_note(split: str, missed: int, found: int) -> str:
+    """Said when some of the containers the ``split`` path opened have no leads list where
+    it expects one (a name not there, or null) while others gave leads: the hub stores the
+    leads found and warns."""
+    containers = "container" if missed == 1 else "containers"
+    leads = "lead" if found == 1 else "leads"
+    return (
+        f"note: split {split} found no list of leads in {missed} {containers} it opened (a "
+        f"name not there, or null); the {found} {leads} found in the others are tried: posted "
+        "to the hub, they would be stored, and its delivery_received line would be a warning "
+        f"(split_partial_miss={missed})"
     )
 
 

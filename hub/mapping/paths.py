@@ -38,7 +38,7 @@ holding the dispatcher's only thread for good.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import regex
 from jsonpath_ng import jsonpath
@@ -96,15 +96,65 @@ class SimplePath:
         return [value]
 
 
+#: What one step of a :class:`NativePath` does (:attr:`NativePath.kinds`): take values by
+#: name or index (one, or a run of them), by a union of names or indexes in one bracket, or
+#: open containers: a wildcard, a filter, a slice, ``..``.
+KEYS, UNION, WILDCARD, FILTER, SLICE, DESCEND = (
+    "keys",
+    "union",
+    "wildcard",
+    "filter",
+    "slice",
+    "descend",
+)
+#: The kinds of step that open containers rather than take values by name or index.
+OPENING = frozenset({WILDCARD, FILTER, SLICE, DESCEND})
+#: The steps after which :meth:`NativePath.walk` counts the containers it could not go on
+#: into (a ``..`` visits values without the next name by design: counting stops at one).
+_BRANCHING = frozenset({WILDCARD, FILTER, SLICE})
+
+
+class Walk(NamedTuple):
+    """What :meth:`NativePath.walk` found in a document, and how (for a split path: the
+    leads, an empty batch or a miss, and the lists a lead was expected in that are not
+    there). A tuple: one is made per delivery, on the event loop."""
+
+    values: list[Any]
+    #: How many of the values a wildcard, filter or slice of the path opened (before any
+    #: ``..``) the rest of it could not go on into: a name or index not there, or a value
+    #: that is no list or object given to a later wildcard, filter or slice (``{"id": 2}``
+    #: and ``{"leads": null}`` among the groups of ``$.groups[*].leads[*]``). Not counted at
+    #: a union of names or indexes (``['email','mail']``: one of them missing is expected).
+    missed: int = 0
+    #: The path found nothing, and ran dry at a step that opens containers given at least
+    #: one list or object: the containers it takes its values from are there and held none
+    #: it keeps (for a split path, an empty batch: ``{"leads": []}`` for ``$.leads[*]``).
+    #: ``False`` when it ran dry at a name or index (the document is not shaped as the
+    #: path expects, or the path has a typo), or at a wildcard given no container
+    #: (``{"leads": null}``).
+    ran_dry_in_containers: bool = False
+    #: The path found nothing because a filter given items kept none of them: the filter
+    #: (as jsonpath-ng writes it, ``[?@.type == 'lead']``) and how many items it left out.
+    #: ``None`` when the lists it was given were empty (or it did not run dry at a filter).
+    kept_none: tuple[str, int] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class NativePath:
     """A root-anchored chain with wildcards or simple filters, walked without jsonpath-ng."""
 
     text: str
     steps: tuple[StepFunc, ...]
-    #: For each step, whether it opens containers (a wildcard, a filter, a slice, ``..``)
-    #: rather than taking values by name or index (see :func:`ran_dry_in_containers`).
-    opens: tuple[bool, ...] = ()
+    #: What each step does (:data:`KEYS`, :data:`UNION`, :data:`WILDCARD`, :data:`FILTER`,
+    #: :data:`SLICE` or :data:`DESCEND`), for :meth:`walk`.
+    kinds: tuple[str, ...] = ()
+    #: Each step as jsonpath-ng writes it (``*``, ``[?@.type == 'lead']``), to name it in a
+    #: message; ``""`` for a run of names and indexes.
+    texts: tuple[str, ...] = ()
+    #: Whether :meth:`walk` can count missed containers (:attr:`Walk.missed`): a step
+    #: follows the path's first wildcard, filter or slice, with no ``..`` before it
+    #: (``$.groups[*].leads[*]``; not ``$.data.leads[*]`` nor ``$..leads[*]``).
+    counts: bool = False
 
     def values(self, document: Any) -> list[Any]:
         """Every value the path finds in ``document``, in document order.
@@ -120,14 +170,66 @@ class NativePath:
                 if not nodes:
                     break
         except DescentTooLarge:
-            msg = (
-                f"JSONPath {self.text} cannot be evaluated: its '..' would visit more than "
-                f"{MAX_DESCENT:,} values of this document (each '..' visits again all that "
-                "the one before it found); use one '..', or start it nearer the values, "
-                "like $.items..email"
-            )
-            raise DocumentError(msg) from None
+            raise DocumentError(self._too_large()) from None
         return nodes
+
+    def walk(self, document: Any) -> Walk:
+        """What :meth:`values` finds in ``document``, with how the walk went (:class:`Walk`),
+        for a split path (``hub.sources.split``: in place of :meth:`values` for a path that
+        :attr:`counts`, else only once :meth:`values` found nothing). It costs what
+        :meth:`values` does, plus, at each step after the path's first wildcard, filter or
+        slice, a count of the values given that a step of names and indexes did not get
+        through, or a look at each value given to a wildcard, filter or slice (whether it is
+        a list or an object), and a :class:`Walk`.
+
+        Raises:
+            DocumentError: as :meth:`values`.
+        """
+        nodes = [document]
+        missed = 0
+        counting = descended = False
+        try:
+            for step, kind, text in zip(self.steps, self.kinds, self.texts, strict=True):
+                found = step(nodes)
+                if counting:
+                    missed += _missed(kind, nodes, found)
+                if not found:
+                    return _ran_dry(kind, text, nodes, missed)
+                nodes = found
+                descended = descended or kind == DESCEND
+                counting = not descended and (counting or kind in _BRANCHING)
+        except DescentTooLarge:
+            raise DocumentError(self._too_large()) from None
+        return Walk(nodes, missed)
+
+    def _too_large(self) -> str:
+        return (
+            f"JSONPath {self.text} cannot be evaluated: its '..' would visit more than "
+            f"{MAX_DESCENT:,} values of this document (each '..' visits again all that "
+            "the one before it found); use one '..', or start it nearer the values, "
+            "like $.items..email"
+        )
+
+
+def _missed(kind: str, given: list[Any], found: list[Any]) -> int:
+    """How many of the values ``given`` to a step of ``kind`` (which ``found`` ``found``)
+    the walk cannot go on into (see :attr:`Walk.missed`)."""
+    if kind == KEYS:  # (one value per value given that gets through)
+        return len(given) - len(found)
+    if kind in _BRANCHING:
+        return sum(1 for node in given if not isinstance(node, dict | list | tuple))
+    return 0
+
+
+def _ran_dry(kind: str, text: str, given: list[Any], missed: int) -> Walk:
+    """The :class:`Walk` of a path whose step of ``kind`` (written ``text``) found nothing
+    in the values ``given`` to it, ``missed`` counted before."""
+    containers = [node for node in given if isinstance(node, dict | list | tuple)]
+    kept_none = None
+    if kind == FILTER:  # (a filter opens lists and objects: see filter_step)
+        left_out = sum(len(node) for node in containers if isinstance(node, dict | list))
+        kept_none = (text, left_out) if left_out else None
+    return Walk([], missed, kind in OPENING and bool(containers), kept_none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +248,18 @@ class TimedNativePath(NativePath):
         token = regex_budget()
         try:
             return NativePath.values(self, document)
+        finally:
+            _budget.reset(token)
+
+    def walk(self, document: Any) -> Walk:
+        """As :meth:`NativePath.walk`, the regular expressions sharing one budget.
+
+        Raises:
+            DocumentError: as :meth:`values`.
+        """
+        token = regex_budget()
+        try:
+            return NativePath.walk(self, document)
         finally:
             _budget.reset(token)
 
@@ -188,11 +302,16 @@ class ExtendedPath:
 NativeStep = Step | StepFunc
 
 
-def _opens(node: Any) -> bool:
-    """Whether the native step of ``node`` opens containers (a wildcard, a filter, a slice)
-    rather than taking values by name or index (one, or a union of them)."""
-    wildcard = getattr(node, "_deprecated_wildcard_use", False)
-    return type(node) not in (jsonpath.Fields, jsonpath.Index) or wildcard
+def _kind(node: Any) -> str:
+    """What the native step of ``node``, no single name or index, does (:data:`KEYS`...)."""
+    kind = type(node)
+    if kind is jsonpath.Wildcard or getattr(node, "_deprecated_wildcard_use", False):
+        return WILDCARD
+    if kind is ext_filter.Filter:
+        return FILTER
+    if kind is jsonpath.Slice:
+        return SLICE
+    return UNION  # (names or indexes in one bracket: the other steps _native_step takes)
 
 
 def _native_step(node: Any) -> NativeStep | None:
@@ -220,9 +339,14 @@ def _native_step(node: Any) -> NativeStep | None:
 _DESCEND = object()
 
 
-def _native_steps(node: Any) -> list[tuple[NativeStep, bool]] | None:
+#: One step of :func:`_native_steps`: the step, its kind (:data:`KEYS`...) and its text.
+_Shaped = tuple[NativeStep, str, str]
+
+
+def _native_steps(node: Any) -> list[_Shaped] | None:
     """The steps of ``node`` when it is a root-anchored path of native steps, else ``None``;
-    each with whether it opens containers (:func:`_opens`; ``..`` does).
+    each with its kind (:data:`KEYS` for a name or index; ``..`` is :data:`DESCEND`) and
+    its text as jsonpath-ng writes it.
 
     ``Child(left, right)`` is ``left``'s steps then ``right``'s, and ``Descendants(left,
     right)`` is ``left``'s steps, ``..`` and ``right``'s: every step maps each node on its
@@ -232,7 +356,7 @@ def _native_steps(node: Any) -> list[tuple[NativeStep, bool]] | None:
     nests that deep, and recursing on it made ``leadhub check`` (and serve, try) stop with
     a RecursionError traceback.
     """
-    steps: list[tuple[NativeStep, bool]] = []
+    steps: list[_Shaped] = []
     rooted = False
     pending = [node]
     while pending:
@@ -243,39 +367,57 @@ def _native_steps(node: Any) -> list[tuple[NativeStep, bool]] | None:
         elif kind is jsonpath.Descendants:
             pending += [node.right, _DESCEND, node.left]
         elif node is _DESCEND:
-            steps.append((descend_step, True))
+            steps.append((descend_step, DESCEND, ".."))
         elif kind is jsonpath.Root and not rooted and not steps:
             rooted = True
         else:
             step = _native_step(node) if rooted else None
             if step is None:
                 return None
-            steps.append((step, _opens(node)))
+            if isinstance(step, str | int):
+                steps.append((step, KEYS, ""))
+            else:
+                steps.append((step, _kind(node), _written(node)))
     return steps if rooted else None
 
 
+def _written(node: Any) -> str:
+    """``node`` as jsonpath-ng writes it, to name it in a message; a filter whose relative
+    path is too deep for jsonpath-ng's recursive ``str`` (``@.a.a...`` a thousand names,
+    which the native step takes) is ``[?...]``."""
+    try:
+        return str(node)
+    except RecursionError:
+        return "[?...]"
+
+
 def _as_funcs(
-    steps: list[tuple[NativeStep, bool]],
-) -> tuple[tuple[StepFunc, ...], tuple[bool, ...]]:
-    """Step functions for ``steps``, each run of names and indexes walked in one step, and
-    whether each opens containers (a run of names and indexes does not)."""
+    steps: list[_Shaped],
+) -> tuple[tuple[StepFunc, ...], tuple[str, ...], tuple[str, ...]]:
+    """Step functions for ``steps``, each run of names and indexes walked in one step (of
+    kind :data:`KEYS`, text ``""``), with the kind and the text of each."""
     funcs: list[StepFunc] = []
-    opens: list[bool] = []
+    kinds: list[str] = []
+    texts: list[str] = []
     run: list[Step] = []
-    for step, opening in steps:
+
+    def end_run() -> None:
+        if run:
+            funcs.append(chain_step(tuple(run)))
+            kinds.append(KEYS)
+            texts.append("")
+            run.clear()
+
+    for step, kind, text in steps:
         if isinstance(step, str | int):
             run.append(step)
             continue
-        if run:
-            funcs.append(chain_step(tuple(run)))
-            opens.append(False)
-            run = []
+        end_run()
         funcs.append(step)
-        opens.append(opening)
-    if run:
-        funcs.append(chain_step(tuple(run)))
-        opens.append(False)
-    return tuple(funcs), tuple(opens)
+        kinds.append(kind)
+        texts.append(text)
+    end_run()
+    return tuple(funcs), tuple(kinds), tuple(texts)
 
 
 #: The most levels a path jsonpath-ng evaluates may nest (:func:`_nesting`). Its ``find``
@@ -410,41 +552,20 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     if steps is None:
         _evaluable(text, expression)
         return ExtendedPath(text=text, expression=expression, timed=timed)
-    keys = [step for step, _ in steps if isinstance(step, str | int)]
+    keys = [step for step, _, _ in steps if isinstance(step, str | int)]
     if len(keys) == len(steps):
         return SimplePath(text=text, steps=tuple(keys))
     native = TimedNativePath if timed else NativePath
-    funcs, opens = _as_funcs(steps)
-    return native(text=text, steps=funcs, opens=opens)
+    funcs, kinds, texts = _as_funcs(steps)
+    return native(text=text, steps=funcs, kinds=kinds, texts=texts, counts=_counts(kinds))
 
 
-def ran_dry_in_containers(path: object, document: Any) -> bool:
-    """Whether ``path``, which found nothing in ``document``, ran dry at a step that opens
-    containers (a wildcard, a filter, a slice, ``..``) given at least one list or object:
-    the containers it takes its values from are there and held none it keeps (for a split
-    path, an empty batch: ``{"leads": []}`` for ``$.leads[*]``). ``False`` when it ran dry
-    at a name or index (the document is not shaped as the path expects, or the path has a
-    typo), or at a wildcard given no container (``{"leads": null}``), and for a path
-    walked by jsonpath-ng, whose steps are not walked one by one.
-
-    Walked again from the start, step by step: call it only once the path found nothing.
-
-    Raises:
-        DocumentError: as the path's ``values`` (its ``..`` or a regular expression).
-    """
-    if not isinstance(path, NativePath):
-        return False  # SimplePath: names and indexes only; ExtendedPath: cannot tell
-    token = regex_budget() if isinstance(path, TimedNativePath) else None
-    nodes = [document]
-    try:
-        for step, opens in zip(path.steps, path.opens, strict=True):
-            found = step(nodes)
-            if not found:
-                return opens and any(isinstance(node, dict | list | tuple) for node in nodes)
-            nodes = found
-    except DescentTooLarge:
-        return False
-    finally:
-        if token is not None:
-            _budget.reset(token)
-    return False  # (it found something after all)
+def _counts(kinds: tuple[str, ...]) -> bool:
+    """Whether a path of steps of ``kinds`` has a step after its first wildcard, filter or
+    slice with no ``..`` before (:attr:`NativePath.counts`)."""
+    for at, kind in enumerate(kinds):
+        if kind == DESCEND:
+            return False
+        if kind in _BRANCHING:
+            return at + 1 < len(kinds) and kinds[at + 1] != DESCEND
+    return False

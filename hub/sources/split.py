@@ -29,22 +29,38 @@ miss: the structure the path walks is not there (a typo in ``split``, a sender t
 its envelope, ``"leads": null``, a lead posted alone to ``$.data.leads[*]``); answered 200,
 every such delivery was dropped without a word the sender could see, so it is a 422 naming
 the path (:func:`missed`), nothing stored: the sender shows the failure and retries, and
-once the path is fixed (a reload) its retries are taken. Which one it is is decided only
-when the path found nothing (:func:`empty_batch`), walking the path again step by step.
+once the path is fixed (a reload) its retries are taken. Which one it is is told by where
+the path's walk ran dry (``NativePath.walk``; see :func:`_walk` for when it is walked).
+
+Two more cases are not silent. An empty batch because a filter kept none of the
+items it was given (``$.entry[*].changes[?(@.field=='leadgen')]`` on a page's other
+changes, or on every change when the filter has a typo, ``@.feild``) is still accepted
+with no event (a subscription posting changes that are no leads is legitimate), but its
+``delivery_received`` line says so (``split_kept_none``, ``split_left_out``, the filter),
+and ``leadhub_split_kept_none_total`` counts it: a filter that drops every delivery shows.
+A list that is there and empty is not flagged. And a delivery where some of the containers
+the path opened have no leads list (``{"id": 2}`` or ``{"leads": null}`` among the groups
+of ``$.groups[*].leads[*]``) while others have one stores the leads found, and its line is
+a warning saying how many missed (``split_partial_miss``); when every container misses, it
+is a miss (422) as above. Neither costs a walk more where leads are found: the containers
+missed are counted in the one walk that finds the leads, and only for a path with a step
+after its first wildcard, filter or slice (``$.groups[*].leads[*]``, not
+``$.data.leads[*]``: see ``NativePath.walk`` for the cost). A path jsonpath-ng walks tells
+neither.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import structlog
 
 from hub.config.models import JsonPath
 from hub.exceptions import HubError
-from hub.mapping.paths import PathError, compile_path, ran_dry_in_containers
+from hub.mapping.paths import NativePath, PathError, Walk, compile_path
 from hub.sources.base import BodyError, Incoming, NoHandshake, Source, Split
 
 _log = structlog.get_logger()
@@ -75,10 +91,19 @@ class SplitSource(NoHandshake):
         self.inner.verify(request, now)
 
     def split(self, request: Incoming, document: Any) -> list[Split]:
+        """The events of the delivery: a :class:`Noted` list when its line must say more
+        (see the module docstring).
+
+        Raises:
+            BodyError: 422 for a miss, 400 as :func:`find_leads`.
+        """
         splits: list[Split] = []
+        misses = 0
+        kept: list[tuple[str, int]] = []  # the filters that kept none of a whole's items
         for whole in self.inner.split(request, document):
-            leads, opened = leads_at(self.path, whole.document)
-            if not leads and not empty_batch(self.path, whole.document):
+            found = find_leads(self.path, whole.document)
+            leads, opened = found.leads, found.opened
+            if not leads and not found.empty:
                 raise BodyError(422, missed(self.path))
             if leads and opened is not None:
                 _log.warning(
@@ -92,39 +117,107 @@ class SplitSource(NoHandshake):
                 splits.append(whole)  # the delivery itself: its natural id stays
             else:
                 splits.extend(Split(None, lead) for lead in leads)
+            misses += found.missed
+            if found.kept_none is not None:
+                kept.append(found.kept_none)
+        if misses or (kept and not splits):
+            return _noted(splits, misses, kept)
         return splits
 
 
-def leads_at(path: JsonPath, document: Any) -> tuple[list[Any], str | None]:
-    """The leads ``path`` finds in a delivery's ``document`` (``leadhub try`` reads them so),
-    and ``None``; or, when the path's last wildcard opened lead objects rather than a list
-    of leads (see the module docstring), those objects and the path to them (``$`` for
-    ``$[*]``: the delivery is one lead).
+class Noted(list[Split]):
+    """The events of a delivery whose ``delivery_received`` line must say more than that it
+    was accepted (see the module docstring): how many of the split path's containers
+    missed (a warning), or, for a delivery with no event, the filter that kept none of its
+    items."""
+
+    __slots__ = ("kept_none", "missed")
+
+    def __init__(
+        self, splits: Iterable[Split], missed: int, kept_none: tuple[str, int] | None
+    ) -> None:
+        super().__init__(splits)
+        #: Containers the path opened that held no leads list where others did.
+        self.missed = missed
+        #: No event because a filter kept none: the filter, and how many items it left out.
+        self.kept_none = kept_none
+
+    @property
+    def warns(self) -> bool:
+        """Whether the line is a warning: leads may be missing from what was stored."""
+        return self.missed > 0
+
+    def fields(self) -> dict[str, Any]:
+        """The fields for the delivery's ``delivery_received`` line."""
+        fields: dict[str, Any] = {}
+        if self.missed:
+            fields["split_partial_miss"] = self.missed
+        if self.kept_none is not None:
+            fields["split_kept_none"] = True
+            fields["split_left_out"] = self.kept_none[1]
+            fields["split_filter"] = self.kept_none[0]
+        return fields
+
+
+def _noted(splits: list[Split], missed: int, kept: list[tuple[str, int]]) -> Noted:
+    """``splits`` as a :class:`Noted` list: ``missed`` containers, and, when there is no
+    event at all, the filters that ``kept`` none of the items they were given (one path,
+    so most often one filter: the first is named, every item it left out counted)."""
+    kept_none = (kept[0][0], sum(left_out for _, left_out in kept)) if kept and not splits else None
+    return Noted(splits, missed, kept_none)
+
+
+class Found(NamedTuple):
+    """What the split path found in one delivery's document (:func:`find_leads`); a tuple,
+    made once per delivery on the event loop."""
+
+    #: The leads (see :func:`leads_at`).
+    leads: list[Any]
+    #: Where the leads were kept whole, when the path's last wildcard opened lead objects
+    #: (see :func:`leads_at`), else ``None``.
+    opened: str | None = None
+    #: No lead, and an empty batch rather than a miss (see the module docstring).
+    empty: bool = False
+    #: Containers the path opened that it could not go on into (``NativePath.walk``).
+    missed: int = 0
+    #: No lead because a filter given items kept none: the filter and how many it left out.
+    kept_none: tuple[str, int] | None = None
+
+
+def find_leads(path: JsonPath, document: Any) -> Found:
+    """The leads ``path`` finds in a delivery's ``document`` (``leadhub try`` reads them
+    so), and how: where they were kept whole, whether finding none is an empty batch or a
+    miss, the containers missed, the filter that kept none (see the module docstring), from
+    the path's walk (:func:`_walk`); a path jsonpath-ng walks (a ``|`` union, say) tells
+    none of these, and a delivery where it finds nothing is a miss.
 
     Raises:
         BodyError: 400: more than :data:`MAX_LEADS`, or the path cannot be evaluated on it
             (its regular expression out of time).
     """
-    found = _values(path, document)
+    walk = _walk(path, document)
+    found = walk.values
     opened = _opened(path.text)
     if opened is not None and not all(isinstance(value, dict) for value in found):
         objects = _values(opened, document)
         if objects and all(isinstance(value, dict) for value in objects):
-            return _at_most(objects, opened), opened.text
-    return _at_most(found, path), None
+            return Found(_at_most(objects, opened), opened.text, missed=walk.missed)
+    if found:
+        return Found(_at_most(found, path), missed=walk.missed)
+    return Found([], None, walk.ran_dry_in_containers, walk.missed, walk.kept_none)
 
 
-def empty_batch(path: JsonPath, document: Any) -> bool:
-    """Whether a delivery's ``document``, in which the split ``path`` found nothing, is an
-    empty batch (its containers are there and hold no lead) rather than a miss (see the
-    module docstring); a path walked by jsonpath-ng (a ``|`` union, say) cannot tell, and
-    takes it as a miss.
+def leads_at(path: JsonPath, document: Any) -> tuple[list[Any], str | None]:
+    """The leads ``path`` finds in a delivery's ``document``, and ``None``; or, when the
+    path's last wildcard opened lead objects rather than a list of leads (see the module
+    docstring), those objects and the path to them (``$`` for ``$[*]``: the delivery is
+    one lead).
 
     Raises:
-        BodyError: 400: the path cannot be evaluated on it (as :func:`leads_at`).
+        BodyError: as :func:`find_leads`.
     """
-    with _evaluable(path):
-        return ran_dry_in_containers(path, document)
+    found = find_leads(path, document)
+    return found.leads, found.opened
 
 
 def missed(path: JsonPath) -> str:
@@ -134,6 +227,20 @@ def missed(path: JsonPath) -> str:
         f"split path {path.text} finds no lead in this delivery, nor an empty list of them; "
         "nothing was stored: fix the endpoint's split or what is posted, then send it again"
     )
+
+
+def _walk(path: JsonPath, document: Any) -> Walk:
+    """What ``path`` finds in ``document`` and how: a path that can count missed containers
+    is walked once, counting (``NativePath.walk``); any other finds its values as a mapping
+    does, and is walked again only when it found nothing, to tell an empty batch from a
+    miss. A 400 when it cannot be evaluated."""
+    with _evaluable(path):
+        if isinstance(path, NativePath) and path.counts:
+            return path.walk(document)
+        found = path.values(document)
+        if not found and isinstance(path, NativePath):
+            return path.walk(document)
+        return Walk(found)
 
 
 def _values(path: JsonPath, document: Any) -> list[Any]:

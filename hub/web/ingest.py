@@ -29,7 +29,12 @@ Answers (JSON unless noted):
 Exactly one ``delivery_received`` log line per request, with ``endpoint``,
 ``delivery_id``, ``outcome`` and ``reason`` (the logger is resolved when the
 app is built, so configure structlog before ``create_app``); a warning for a refusal that
-is the configuration's to fix (:data:`WARNED_REASONS`), else info. Secrets, tokens,
+is the configuration's to fix (:data:`WARNED_REASONS`), else info. A ``split`` endpoint's
+accepted delivery says more when its path's walk noted it (``hub.sources.split``): a
+warning with ``split_partial_miss`` (containers without their leads list, the leads found
+stored), or, with no event, ``split_kept_none``, ``split_left_out`` and ``split_filter``
+(a filter kept none of the items it was given; counted in
+``leadhub_split_kept_none_total``). Secrets, tokens,
 signatures and bodies are never logged; headers that carry credentials are never stored.
 """
 
@@ -56,6 +61,7 @@ from hub.sources import (
 )
 from hub.sources.base import NoHandshake, WholeBody, redact_fields, redacted
 from hub.sources.bodies import parse
+from hub.sources.split import Noted
 from hub.store.base import (
     BodyNotSkimmed,
     EventStore,
@@ -118,6 +124,9 @@ class Answer(NamedTuple):
     #: Fields for the ``delivery_received`` line beyond the usual ones.
     extra: dict[str, Any]
     headers: list[tuple[bytes, bytes]]
+    #: Whether the line is a warning though the delivery was taken (a ``split`` path that
+    #: missed some of its containers), besides a reason in :data:`WARNED_REASONS`.
+    warn: bool = False
 
 
 #: Called with a POST's answer, once, on the event loop's thread.
@@ -328,7 +337,8 @@ class Ingest:
     def done(self, endpoint: str, start: float, answer: Answer) -> None:
         """Count the request and write its ``delivery_received`` line."""
         self.metrics.delivery(endpoint, answer.outcome, answer.reason, perf_counter() - start)
-        log = self._log.warning if answer.reason in WARNED_REASONS else self._log.info
+        warn = answer.warn or answer.reason in WARNED_REASONS
+        log = self._log.warning if warn else self._log.info
         log(
             "delivery_received",
             endpoint=endpoint,
@@ -446,6 +456,10 @@ class Ingest:
         except BodyError as exc:
             reply(_body_refused(exc).answer(route))
             return
+        if isinstance(splits, Noted):  # the split path missed containers, or kept none
+            reply = _noting(reply, warn=splits.warns, **splits.fields())
+            if splits.kept_none is not None:
+                self.metrics.kept_none(route.name)
         if not splits:
             reply(
                 Answer(
@@ -590,11 +604,12 @@ def _body_refused(exc: BodyError) -> _Reject:
     return _Reject(exc.status, {"error": exc.reason}, "rejected", reason, exc.reason)
 
 
-def _noting(reply: Reply, **fields: Any) -> Reply:
-    """``reply``, with ``fields`` added to its answer's ``delivery_received`` line."""
+def _noting(reply: Reply, *, warn: bool = False, **fields: Any) -> Reply:
+    """``reply``, with ``fields`` added to its answer's ``delivery_received`` line (a
+    warning when ``warn``)."""
 
     def noted(answer: Answer) -> None:
-        reply(answer._replace(extra={**answer.extra, **fields}))
+        reply(answer._replace(extra={**answer.extra, **fields}, warn=answer.warn or warn))
 
     return noted
 

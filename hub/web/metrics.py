@@ -15,6 +15,12 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   ``headers_too_large`` (431), ``read_timeout`` (408, a request cut off in its head); under
   ``endpoint=""`` unless the request's head was read whole and names an endpoint (one
   refused in its body, never started). A webhook cut off in its body is ``disconnected``.
+* ``leadhub_split_kept_none_total{endpoint}``: deliveries to an endpoint with ``split``
+  accepted with no event because a filter of the path kept none of the items it was given
+  (``$.entry[*].changes[?(@.field=='leadgen')]`` on changes that are no leads, or a filter
+  with a typo that drops every delivery: alert on it growing as fast as the endpoint's
+  accepted deliveries). A delivery whose lists are empty is not counted. The series of an
+  endpoint appears at its first such delivery.
 * ``leadhub_ingest_seconds{endpoint}``: time from request to answer (the requests the
   protocol refuses are not observed).
 * ``leadhub_events{state}``: stored events by state, read from the store at scrape time:
@@ -119,6 +125,14 @@ class WebMetrics:
             ["endpoint", "outcome", "reason"],
             registry=self.registry,
         )
+        self.split_kept_none = Counter(
+            "leadhub_split_kept_none",
+            "Deliveries accepted with no event because a filter of the endpoint's split path "
+            "kept none of the items it was given (a filter with a typo drops every delivery "
+            "so). endpoint: the endpoint's name.",
+            ["endpoint"],
+            registry=self.registry,
+        )
         self.latency = Histogram(
             "leadhub_ingest_seconds",
             "Time from a webhook request to its answer, in seconds. endpoint: the endpoint's "
@@ -150,6 +164,11 @@ class WebMetrics:
         if histogram is None:
             histogram = self._histograms[endpoint] = self.latency.labels(endpoint)
         histogram.observe(seconds)
+
+    def kept_none(self, endpoint: str) -> None:
+        """Count one delivery to ``endpoint`` that a filter of its split path kept no lead
+        of (rare: no cached child)."""
+        self.split_kept_none.labels(endpoint).inc()
 
     def refused(self, endpoint: str, reason: str) -> None:
         """Count one request the HTTP protocol refused before any handler saw it, as a

@@ -9,13 +9,16 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from hub.config import ConfigError, load
 from hub.config.models import Endpoint
 from hub.sources import BodyError, Incoming, VerificationError, build_source, delivery_ids
-from hub.sources.split import MAX_LEADS, leads_at
+from hub.sources.split import MAX_LEADS, Noted, find_leads, leads_at
 from tests.e2e.support import leads, wait_until
+from tests.support.logs import logged
 from tests.support.server import leadhub_process, leadhub_run, serve_args
+from tests.web.conftest import running_hub
 
 TOKEN = "bulk-token"
 CONFIG = """kind: endpoint
@@ -341,3 +344,250 @@ def test_an_empty_batch_is_told_from_a_miss(
         source.split(_request(b"{}"), delivery)
     assert info.value.status == 422
     assert info.value.reason.startswith(f"split path {split} finds no lead in this delivery")
+
+
+CHANGE = {"field": "leadgen", "value": LEAD}
+#: A page subscription's delivery: its changes, of which one or none is a lead.
+PAGE = {"entry": [{"changes": [{"field": "feed"}, {"field": "photos"}]}, {"changes": [CHANGE]}]}
+
+# (split path, a delivery where a filter kept none of its items: the filter, items left out)
+KEPT_NONE = [
+    # a typo in the filter: every item left out, whatever the delivery
+    ("$.entry[*].changes[?(@.feild=='leadgen')]", PAGE, "[?@.feild == 'leadgen']", 3),
+    # the filter right, and no change a lead: legitimate, and said all the same
+    (
+        "$.entry[*].changes[?(@.field=='leadgen')]",
+        {"entry": [{"changes": [{"field": "feed"}]}]},
+        "[?@.field == 'leadgen']",
+        1,
+    ),
+    # a regular expression; an object's values; a path going on past the filter
+    (
+        "$.entries[?(@.type =~ '^lead$')]",
+        {"entries": {"a": {"type": "page"}}},
+        "[?@.type =~ '^lead$']",
+        1,
+    ),
+    (
+        "$.entry[?(@.field=='leadgen')].value",
+        {"entry": [{"field": "feed"}] * 4},
+        "[?@.field == 'leadgen']",
+        4,
+    ),
+]
+
+
+@pytest.mark.parametrize(("split", "delivery", "where", "left_out"), KEPT_NONE)
+def test_a_filter_that_kept_none_of_its_items_is_an_empty_batch_that_says_so(
+    tmp_path: Path, split: str, delivery: object, where: str, left_out: int
+) -> None:
+    """A filter that keeps none of the items it is given (a typo in it drops every
+    delivery so) is still an empty batch (no event, a 200), but the split says which
+    filter and how many items it left out, for the delivery's line and ``try``."""
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    assert endpoint.split is not None
+    found = find_leads(endpoint.split, delivery)
+    assert (found.leads, found.empty, found.missed) == ([], True, 0)
+    assert found.kept_none == (where, left_out)
+    splits = build_source(endpoint).split(_request(b"{}"), delivery)
+    assert isinstance(splits, Noted) and list(splits) == []
+    assert splits.fields() == {
+        "split_kept_none": True,
+        "split_left_out": left_out,
+        "split_filter": where,
+    }
+    assert not splits.warns
+
+
+# (split path, a delivery where it finds no lead and no filter left an item out)
+NOT_KEPT_NONE = [
+    ("$.entry[*].changes[?(@.field=='leadgen')]", {"entry": [{"changes": []}]}),
+    ("$.entry[*].changes[?(@.field=='leadgen')]", {"entry": [{"changes": {}}, {"changes": []}]}),
+    ("$.entry[*].changes[?(@.field=='leadgen')]", {"entry": []}),
+    ("$.entries[?(@.type == 'lead')]", {"entries": []}),
+    ("$.data.leads[*]", {"data": {"leads": []}}),
+    ("$.leads[2:5]", {"leads": [LEAD]}),
+]
+
+
+@pytest.mark.parametrize(("split", "delivery"), NOT_KEPT_NONE)
+def test_an_empty_list_is_an_empty_batch_with_nothing_to_say(
+    tmp_path: Path, split: str, delivery: object
+) -> None:
+    """A list that is there and empty (even one a filter would have been given) is an
+    empty batch as before: no filter left anything out, and nothing more is said."""
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    assert endpoint.split is not None
+    found = find_leads(endpoint.split, delivery)
+    assert (found.leads, found.empty, found.missed, found.kept_none) == ([], True, 0, None)
+    splits = build_source(endpoint).split(_request(b"{}"), delivery)
+    assert splits == [] and not isinstance(splits, Noted)
+
+
+# (split path, a delivery, the leads found, how many of the path's containers missed)
+PARTIAL = [
+    # groups without their leads list, or with null for it, beside groups with leads
+    ("$.groups[*].leads[*]", {"groups": [{"leads": [LEAD]}, {"id": 2}]}, [LEAD], 1),
+    (
+        "$.groups[*].leads[*]",
+        {"groups": [{"leads": [LEAD]}, {"leads": None}, {"leads": [OTHER]}, 7]},
+        [LEAD, OTHER],
+        2,
+    ),
+    (
+        "$.groups[*].data.leads[*]",
+        {"groups": [{"data": None}, {"data": {"leads": [LEAD]}}]},
+        [LEAD],
+        1,
+    ),
+    (
+        "$.entry[*].changes[?(@.field=='leadgen')].value",
+        {"entry": [{"changes": [CHANGE]}, {"id": 1}, {"changes": [{"field": "leadgen"}]}]},
+        [LEAD],
+        2,
+    ),
+    # leads kept whole where the wildcard opened them (see SHAPES): the missing group counted
+    ("$.groups[*].leads[*]", {"groups": [{"leads": LEAD}, {"id": 2}]}, [LEAD], 1),
+    # an empty list among them: an empty batch, the missing group said all the same
+    ("$.groups[*].leads[*]", {"groups": [{"leads": []}, {"id": 2}]}, [], 1),
+    # nothing missed
+    ("$.groups[*].leads[*]", {"groups": [{"leads": [LEAD]}, {"leads": []}]}, [LEAD], 0),
+    ("$.data.leads[*]", {"data": {"leads": [LEAD, OTHER]}}, [LEAD, OTHER], 0),
+    # ``..`` visits values without the name by design; one of a union's names is enough
+    ("$..leads[*]", {"a": {"leads": [LEAD]}, "b": {"id": 2}, "c": [1]}, [LEAD], 0),
+    (
+        "$.groups[*].data..leads[*]",
+        {"groups": [{"data": {"a": {"leads": [LEAD]}, "b": {"id": 2}}}, {"data": []}]},
+        [LEAD],
+        0,
+    ),
+    (
+        "$.groups[*]['leads','people'][*]",
+        {"groups": [{"leads": [LEAD]}, {"people": [OTHER]}, {"leads": [], "people": [OTHER]}]},
+        [LEAD, OTHER, OTHER],
+        0,
+    ),
+]
+
+
+@pytest.mark.parametrize(("split", "delivery", "events", "missed"), PARTIAL)
+def test_containers_without_their_leads_are_counted_and_the_leads_found_kept(
+    tmp_path: Path, split: str, delivery: object, events: list[object], missed: int
+) -> None:
+    """Where some of the containers the split path opens have no list of leads (a name
+    not there, or null) and others have one, the leads found are the delivery's events
+    and the split says how many containers missed: a warning on the delivery's line."""
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    assert endpoint.split is not None
+    found = find_leads(endpoint.split, delivery)
+    assert (found.leads, found.missed, found.kept_none) == (events, missed, None)
+    splits = build_source(endpoint).split(_request(b"{}"), delivery)
+    assert [s.document for s in splits] == events
+    if not missed:
+        assert not isinstance(splits, Noted)
+        return
+    assert isinstance(splits, Noted) and splits.warns
+    assert splits.fields() == {"split_partial_miss": missed}
+
+
+def test_every_container_missing_its_leads_is_still_a_miss(tmp_path: Path) -> None:
+    """When no container the path opened has its leads list, the delivery is a miss (422),
+    as before: nothing found, nothing of an empty batch."""
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", '"$.groups[*].leads[*]"'))
+    source = build_source(endpoint)
+    for delivery in ({"groups": [{"id": 2}]}, {"groups": [{"leads": None}, {"id": 3}]}):
+        with pytest.raises(BodyError) as info:
+            source.split(_request(b"{}"), delivery)
+        assert info.value.status == 422
+
+
+def test_try_names_the_filter_that_kept_none_and_the_containers_missed(tmp_path: Path) -> None:
+    """``leadhub try`` on a delivery a filter of the split path kept no item of says which
+    filter and how many items it left out (a typo in it drops every delivery so), tries
+    nothing and exits 0, as the hub accepts it; on one where some containers have no list
+    of leads, it says how many missed and tries the leads found in the others."""
+    split = "$.groups[*].changes[?(@.feild=='leadgen')].value"
+    (tmp_path / "bulk.yaml").write_text(CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    kept_none = tmp_path / "kept_none.json"
+    kept_none.write_bytes(orjson.dumps({"groups": [{"changes": [CHANGE, CHANGE]}]}))
+    common = ["--config-dir", str(tmp_path)]
+    note = (
+        f"note: split {split}: its filter [?@.feild == 'leadgen'] left out 2 items and kept "
+        'none: posted to the hub, it would be accepted with no event ({"status":"accepted",'
+        '"ids":[]}), its delivery_received line saying split_kept_none, and counted in '
+        "leadhub_split_kept_none_total; there is no lead to try: if this document holds "
+        "leads, fix the filter"
+    )
+    for extra in ([], ["--json"]):
+        done = leadhub_run(["try", "bulk", str(kept_none), *common, *extra])
+        assert (done.returncode, done.stdout, done.stderr.strip()) == (0, "", note)
+
+    split = "$.groups[*].leads[*]"
+    (tmp_path / "bulk.yaml").write_text(CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    partial = tmp_path / "partial.json"
+    groups = [{"leads": [LEAD]}, {"id": 2}, {"leads": None}, {"leads": [OTHER]}]
+    partial.write_bytes(orjson.dumps({"groups": groups}))
+    note = (
+        f"note: split {split} found no list of leads in 2 containers it opened (a name not "
+        "there, or null); the 2 leads found in the others are tried: posted to the hub, they "
+        "would be stored, and its delivery_received line would be a warning "
+        "(split_partial_miss=2)"
+    )
+    done = leadhub_run(["try", "bulk", str(partial), *common, "--json"])
+    assert done.returncode == 0 and done.stderr.strip() == note
+    answers = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [a["body"][0]["Value"] for a in answers] == ["a@example.com", "b@example.com"]
+    whole = tmp_path / "whole.json"
+    whole.write_bytes(orjson.dumps({"groups": [{"leads": [LEAD]}, {"leads": []}]}))
+    found = leadhub_run(["try", "bulk", str(whole), *common])
+    assert found.returncode == 0 and "note:" not in found.stderr
+
+
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_the_delivery_line_says_what_the_split_noted_and_metrics_count_it(
+    tmp_path: Path, writer: str
+) -> None:
+    """Over real HTTP (both protocols and store writers): a delivery a filter kept no item
+    of is accepted with no event, its ``delivery_received`` line (info) saying
+    ``split_kept_none``, how many items were left out and the filter, and
+    ``leadhub_split_kept_none_total`` counts it; an empty list is accepted with nothing
+    said or counted. A delivery where a group has no leads list is stored lead by lead,
+    its line a warning with ``split_partial_miss``."""
+    split = "$.groups[*].leads[?(@.kind=='lead')]"
+    (tmp_path / "cfg").mkdir()
+    endpoint = _endpoint(tmp_path / "cfg", CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    lead = dict(LEAD, kind="lead", lead_id=1)
+    page = {"kind": "page"}
+    bodies = [
+        {"groups": [{"leads": [page, page]}, {"leads": [page]}]},  # kept none: 3 left out
+        {"groups": [{"leads": []}]},  # an empty list
+        {"groups": [{"leads": [lead]}, {"id": 2}]},  # a group without its leads
+    ]
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    with capture_logs() as logs, running_hub(tmp_path, {"bulk": endpoint}, writer) as hub:
+        answers = [hub.client.post("/hooks/bulk", json=body, headers=auth) for body in bodies]
+        lines = logged(logs, "delivery_received", 3)
+        metrics = hub.client.get("/metrics").text.splitlines()
+        stored = hub.events()
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (200, {"status": "accepted", "ids": []}),
+        (200, {"status": "accepted", "ids": []}),
+        (200, {"status": "accepted", "id": 1, "ids": [1]}),
+    ]
+    assert [e.document for e in stored] == [lead]
+    kept_none, empty, partial = lines
+    assert {k: kept_none.get(k) for k in ("log_level", "outcome", "events")} == {
+        "log_level": "info",
+        "outcome": "accepted",
+        "events": 0,
+    }
+    assert (
+        kept_none["split_kept_none"],
+        kept_none["split_left_out"],
+        kept_none["split_filter"],
+    ) == (True, 3, "[?@.kind == 'lead']")
+    assert (empty["log_level"], empty["events"]) == ("info", 0)
+    assert not any(key.startswith("split_") for key in empty)
+    assert (partial["log_level"], partial["outcome"]) == ("warning", "accepted")
+    assert partial["split_partial_miss"] == 1 and "split_kept_none" not in partial
+    assert 'leadhub_split_kept_none_total{endpoint="bulk"} 1.0' in metrics
