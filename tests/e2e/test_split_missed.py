@@ -86,3 +86,93 @@ def test_a_split_path_that_misses_is_a_422_and_a_fixed_one_takes_the_retry(
     assert retried.status_code == 200
     assert retried.json() == {"status": "accepted", "id": 1, "ids": [1, 2]}
     assert sent == ["a@example.com", "b@example.com"]
+
+
+#: A page subscription whose filter has a typo (``feild``), and a batch of groups of leads.
+NOTED = """kind: endpoint
+name: page
+source: token
+token: ${BULK_TOKEN}
+split: "$.entry[*].changes[?(@.feild=='leadgen')].value"
+---
+kind: endpoint
+name: groups
+source: token
+token: ${BULK_TOKEN}
+split: $.groups[*].leads[*]
+---
+kind: mapping
+name: groups-map
+endpoint: groups
+fields:
+  EmailAddress: { path: $.email, required: true }
+"""
+CHANGES = {
+    "entry": [
+        {"changes": [{"field": "leadgen", "value": {"email": "a@example.com"}}]},
+        {"changes": [{"field": "feed"}, {"field": "leadgen", "value": {"email": "b@example.com"}}]},
+    ]
+}
+GROUPS = {
+    "groups": [
+        {"id": 1, "leads": [{"email": "a@example.com"}]},
+        {"id": 2},
+        {"id": 3, "leads": None},
+        {"id": 4, "leads": [{"email": "b@example.com"}]},
+    ]
+}
+
+
+@pytest.mark.slow
+def test_a_filter_that_keeps_none_and_groups_without_leads_are_said(tmp_path: Path) -> None:
+    """A real ``leadhub serve``. Every delivery to a split path whose filter has a typo
+    is accepted with no event, as an empty batch is (a page posting changes that are no
+    leads is legitimate), but its ``delivery_received`` line says the filter kept none and
+    how many items it left out, and ``leadhub_split_kept_none_total`` counts it, where an
+    empty list is neither. A batch where two groups have no leads list is stored and
+    delivered lead by lead from the others, its line a warning naming how many missed."""
+    args, base, sqlite = serve_args(tmp_path, {"noted.yaml": NOTED})
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        log = Log(proc)
+        kept_none = [httpx.post(f"{base}/hooks/page", json=CHANGES, headers=auth) for _ in "ab"]
+        empty = httpx.post(f"{base}/hooks/page", json={"entry": [{"changes": []}]}, headers=auth)
+        partial = httpx.post(f"{base}/hooks/groups", json=GROUPS, headers=auth)
+        metrics = httpx.get(f"{base}/metrics").text.splitlines()
+        wait_until(lambda: len(log.events("delivery_received")) == 4, what="four lines")
+        wait_until(lambda: len(leads(base)) == 2, what="the two leads found")
+        lines = log.events("delivery_received")
+        sent = sorted(lead["EmailAddress"] for lead in leads(base))
+
+    for answer in [*kept_none, empty]:
+        assert (answer.status_code, answer.json()) == (200, {"status": "accepted", "ids": []})
+    for line in lines[:2]:
+        assert {k: line.get(k) for k in ("endpoint", "level", "outcome", "events")} == {
+            "endpoint": "page",
+            "level": "info",
+            "outcome": "accepted",
+            "events": 0,
+        }
+        assert (line["split_kept_none"], line["split_left_out"], line["split_filter"]) == (
+            True,
+            3,
+            "[?@.feild == 'leadgen']",
+        )
+    assert (lines[2]["level"], lines[2]["events"]) == ("info", 0)
+    assert not any(key.startswith("split_") for key in lines[2])
+    assert 'leadhub_split_kept_none_total{endpoint="page"} 2.0' in metrics
+    assert not any(m.startswith('leadhub_split_kept_none_total{endpoint="groups"') for m in metrics)
+
+    assert partial.status_code == 200
+    assert partial.json() == {"status": "accepted", "id": 1, "ids": [1, 2]}
+    assert {k: lines[3].get(k) for k in ("endpoint", "level", "outcome", "split_partial_miss")} == {
+        "endpoint": "groups",
+        "level": "warning",
+        "outcome": "accepted",
+        "split_partial_miss": 2,
+    }
+    assert [e.document for e in reversed(stored_events(f"sqlite:///{sqlite}"))] == [
+        {"email": "a@example.com"},
+        {"email": "b@example.com"},
+    ]
+    assert sent == ["a@example.com", "b@example.com"]
