@@ -147,6 +147,10 @@ class Lane:
         # A new lane is not paused: it says so, also in place of a lane it replaces (a
         # reload that fixed the keys), whose pause would otherwise be shown for good.
         dispatcher.metrics.paused.labels(target.name).set(0)
+        # ``leadhub_lane_capacity`` reads this lane's capacity at each scrape, also in place of
+        # a lane it replaces. Set when it changes instead, it would be set at every call: the
+        # smoothed latency that :attr:`capacity` reckons with moves with each one.
+        dispatcher.metrics.capacity.labels(target.name).set_function(lambda: self.capacity)
 
     # --- state ------------------------------------------------------------------------------
 

@@ -4,6 +4,9 @@
   (``delivered``, ``retry``, ``dead``, ``pause``).
 * ``leadhub_send_seconds{target}``: how long one Lead.Capture call took.
 * ``leadhub_target_paused{target}``: 1 while a target is paused (bad keys, wrong host).
+* ``leadhub_lane_capacity{target}``: events the target's lane may hold now (what the claims
+  are sized to): as the lease, the call latency and the rate limit reckon it, or less once
+  the lane has learnt to hold less (``lane_capacity_cut``). Read at each scrape.
 * ``leadhub_graph_fetch_errors_total{reason}``: failed Facebook Graph lead reads, by
   reason (``token``, ``transient``, ``network``, ``server_error``, ``not_found``, ...).
 * ``leadhub_linkedin_fetch_errors_total{reason}``: failed LinkedIn form response reads, by
@@ -45,6 +48,14 @@ class DispatchMetrics:
             "leadhub_target_paused",
             "1 while the target is paused (its keys or url are refused), else 0. target: the "
             "target's name.",
+            ["target"],
+            registry=self.registry,
+        )
+        self.capacity = Gauge(
+            "leadhub_lane_capacity",
+            "Events the target's lane may hold now (claims are sized to it): what its senders "
+            "can start within a lease at its call latency and rate limit, or less once the lane "
+            "has learnt to hold less (log line lane_capacity_cut). target: the target's name.",
             ["target"],
             registry=self.registry,
         )

@@ -314,9 +314,10 @@ class Dispatcher:
         self.wake()
         await asyncio.gather(*(lane.close(deadline) for lane in closing), return_exceptions=True)
         for lane in closing:
-            if lane.target.name not in lanes:  # gone: no gauge left saying it is paused
-                with contextlib.suppress(KeyError):
-                    self.metrics.paused.remove(lane.target.name)
+            if lane.target.name not in lanes:  # gone: no gauge left (paused, capacity)
+                for gauge in (self.metrics.paused, self.metrics.capacity):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(lane.target.name)
         # A changed target's new lane is not paused (a reload that fixed its keys, say): the
         # events the old lane's pause held back go now (after its last sends: one refused
         # then holds its event back too).

@@ -49,6 +49,14 @@ class Recorder:
         return JSONResponse({"Status": "Success", "Message": message})
 
 
+def capacities(dispatcher: Dispatcher) -> dict[str, float]:
+    """``leadhub_lane_capacity`` by target, as a scrape of ``dispatcher``'s registry reads it."""
+    (family,) = (
+        m for m in dispatcher.metrics.registry.collect() if m.name == "leadhub_lane_capacity"
+    )
+    return {sample.labels["target"]: sample.value for sample in family.samples}
+
+
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, Recorder]]:
     rec = Recorder()
@@ -83,6 +91,11 @@ async def test_new_endpoint_and_target_and_a_changed_target(
                 await dispatcher.reload(second)
             assert set(dispatcher.lanes) == {"default", "extra"}
             assert dispatcher.lanes["default"] is not old_lane
+            # each target's capacity gauge reads its lane now, not the one it replaced
+            assert capacities(dispatcher) == {
+                name: lane.capacity for name, lane in dispatcher.lanes.items()
+            }
+            assert old_lane.capacity != dispatcher.lanes["default"].capacity
             after = await enqueue(store, "forms", leads("g", 5), prefix="g")
             more = await enqueue(store, "more", leads("m", 5), prefix="m")
             await wait_for(all_in(State.DELIVERED, store, after + more), what="after reload")
@@ -116,6 +129,8 @@ async def test_a_lane_that_goes_away_gives_its_queued_events_back(
             with capture_logs() as logs:
                 await dispatcher.reload(second)
             assert set(dispatcher.lanes) == {"default"}
+            # the gone target has no capacity gauge left
+            assert capacities(dispatcher) == {"default": dispatcher.lanes["default"].capacity}
             (reloaded,) = (e for e in logs if e["event"] == "dispatcher_reloaded")
             assert (reloaded["lanes_replaced"], reloaded["lanes_closed"]) == ([], ["slowone"])
             await wait_for(all_in(State.DELIVERED, store, ids), what="every event delivered")

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+import structlog
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub.config import ConfigError
+from hub.dispatch.worker import Dispatcher
 from hub.store.models import State
 from hub.units import RateLimit
 from tests.dispatch.support import (
@@ -146,6 +149,56 @@ async def test_processes_sharing_an_account_s_limit_learn_to_claim_their_share(
     assert [e.attempts for e in events.values()] == [1] * 80
     released = sum(d.metrics.events.labels("released")._value.get() for d in (first, second))
     assert released < len(ids)
+
+
+def _capacity_gauge(dispatcher: Dispatcher) -> float | None:
+    """``leadhub_lane_capacity`` of the ``default`` target, as a scrape of ``dispatcher``'s
+    registry reads it now."""
+    registry = dispatcher.metrics.registry
+    return registry.get_sample_value("leadhub_lane_capacity", {"target": "default"})
+
+
+async def test_the_capacity_gauge_shows_what_a_lane_learnt_at_each_cut(tmp_path: Path) -> None:
+    """``leadhub_lane_capacity`` shows what each lane may hold: the 10 a second its limit lets
+    out at first and, two processes sharing that limit as above, at each
+    ``lane_capacity_cut`` (read as the line is logged) the halved capacity the line gives, the
+    cut lane's capacity. Only the log line showed what a lane had learnt."""
+    dispatchers: list[Dispatcher] = []
+    #: At each cut: (the line's capacity and was, and for each dispatcher whether its lane
+    #: holds the event the line is about, its gauge and its lane's capacity)
+    cuts: list[tuple[int, int, list[tuple[bool, float | None, int]]]] = []
+
+    def at_cut(_: object, __: str, line: structlog.typing.EventDict) -> NoReturn:
+        if line["event"] == "lane_capacity_cut":
+            event_id = structlog.contextvars.get_contextvars()["event_id"]
+            lanes = [(d.lanes["default"], _capacity_gauge(d)) for d in dispatchers]
+            seen = [(lane.holds(event_id), shown, lane.capacity) for lane, shown in lanes]
+            cuts.append((line["capacity"], line["was"], seen))
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[at_cut])
+    with sandbox_server(rate_limit=RateLimit(10, 1.0)) as (url, _):
+        config = forms_config(tmp_path, url, rate_limit="10/1s", timeout="1s")
+        async with (
+            opened_store(tmp_path / "hub.db") as one,
+            opened_store(tmp_path / "hub.db") as two,
+        ):
+            ids = await enqueue(one, "forms", leads("g", 80))
+            async with (
+                running(config, one, lease=8.0) as first,
+                running(config, two, lease=8.0) as second,
+            ):
+                dispatchers += [first, second]
+                assert [_capacity_gauge(d) for d in dispatchers] == [10, 10]
+                await wait_for(all_in(State.DELIVERED, one, ids), what="all delivered")
+                assert [_capacity_gauge(d) for d in dispatchers] == [
+                    d.lanes["default"].capacity for d in dispatchers
+                ]
+    assert cuts, "no lane learnt to hold less"
+    for capacity, was, seen in cuts:
+        assert capacity < was
+        [(shown, lane_capacity)] = [(shown, held) for holds, shown, held in seen if holds]
+        assert shown == lane_capacity == capacity
 
 
 async def test_stop_at_off_writes_every_finished_delivery(tmp_path: Path) -> None:

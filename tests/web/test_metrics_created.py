@@ -18,6 +18,7 @@ README_SERIES = (
     "leadhub_deliveries_total",
     "leadhub_events",
     "leadhub_target_paused",
+    "leadhub_lane_capacity",
     "leadhub_graph_fetch_errors_total",
     "leadhub_linkedin_fetch_errors_total",
     "leadhub_hubspot_fetch_errors_total",
@@ -30,7 +31,8 @@ README_SERIES = (
 @pytest.mark.slow
 def test_metrics_have_no_created_series(tmp_path: Path) -> None:
     """With a lead taken in and delivered (so the labelled counters and histograms have
-    children), no line of /metrics holds ``_created``; the counts are all there."""
+    children), no line of /metrics holds ``_created``; the counts are all there, and the
+    target's lane capacity."""
     args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, "--purge-after", "30d")
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV):
         answer = httpx.post(
@@ -49,3 +51,7 @@ def test_metrics_have_no_created_series(tmp_path: Path) -> None:
     assert 'leadhub_events{state="delivered"} 1.0' in lines
     assert "leadhub_claim_loop_restarts_total 0.0" in lines
     assert 'leadhub_ingest_seconds_count{endpoint="forms"} 1.0' in lines
+    # The lane's 16 senders each start a call at once and one more every 9 s (its smoothed
+    # latency after one quick call: 10 s, the timeout, at first) within a third of the 60 s
+    # lease, under what the embedded sandbox's 100 calls in 5 s let out in that time.
+    assert 'leadhub_lane_capacity{target="default"} 48.0' in lines
