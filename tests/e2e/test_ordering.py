@@ -18,6 +18,7 @@ from tests.dispatch.support import (
     target_yaml,
 )
 from tests.e2e.support import on_store, wait_until
+from tests.e2e.test_reload import Log
 from tests.support.server import leadhub_process, serve_args
 
 SAME = "race@example.com"
@@ -65,13 +66,18 @@ def test_a_later_event_never_overtakes_one_claimed_with_a_slow_read(
         }
         db = hub_db_url
         first, first_url, _ = serve_args(tmp_path, files, "--role", "worker", db=db)
-        second, second_url, _ = serve_args(tmp_path, files, "--role", "worker", db=db)
+        # (at debug level: its claims are logged, each as events_claimed)
+        second, second_url, _ = serve_args(
+            tmp_path, files, "--role", "worker", "--log-level", "debug", db=db
+        )
         _enqueue(db, "fb", "f", {"leadgen_id": "4242", "page_id": "1"})
         _enqueue(db, "forms", "a", {"email": SAME, "first_name": "A"})
         with leadhub_process(first, ready_url=f"{first_url}/healthz", env=FB_ENV):
             wait_until(lambda: graph.held == 1, what="F and A claimed, F being read")
-            with leadhub_process(second, ready_url=f"{second_url}/healthz", env=FB_ENV):
-                time.sleep(0.6)
+            with leadhub_process(second, ready_url=f"{second_url}/healthz", env=FB_ENV) as proc:
+                # B comes once the second worker claims too: it may go to either
+                log = Log(proc)
+                wait_until(lambda: bool(log.events("events_claimed")), what="a second claimer")
                 _enqueue(db, "forms", "b", {"email": SAME, "first_name": "B"})
                 # F's read is held until A is at the target (it answered after 3 s, which a
                 # loaded machine could take to get A out): A went out while F was being read
