@@ -29,6 +29,7 @@ from hub.store.models import EventIn, IncomingDelivery, State
 from hub.store.postgres import Q
 from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.test_crash import CONFIG
+from tests.e2e.test_reload import Log
 from tests.support.server import free_port, leadhub_process, serve_args
 
 pytestmark = pytest.mark.slow
@@ -98,6 +99,7 @@ async def test_a_slot_granted_after_the_lease_ended_sends_nothing(
         leadhub_process(sandbox_args, ready_url=f"{sandbox}/"),
         leadhub_process(args, ready_url=f"{base}/healthz", env=env) as hub,
     ):
+        log = Log(hub)
         slots = await asyncpg.connect(dsn, server_settings=settings)
         other = await asyncpg.connect(dsn, server_settings=settings)
         try:
@@ -116,30 +118,38 @@ async def test_a_slot_granted_after_the_lease_ended_sends_nothing(
                     " next_attempt_at = extract(epoch from clock_timestamp()) + 60"
                 )
             await held.commit()  # the hub's slot comes now
-            await asyncio.sleep(3)
+            # the hub is done with it: it finds the event no longer its own (its release,
+            # or before, a delivery written once it had sent the lead, is refused)
+            await _logged(log, "event_lease_lost")
             assert _leads(sandbox) == [], "sent after its lease had ended"
             # the other worker lets it go: the hub claims it again and sends it, once
             await other.execute("UPDATE events SET state = 'queued', next_attempt_at = 0")
         finally:
             await slots.close()
             await other.close()
-        log = await _sent_once(hub, dsn, settings, sandbox, "slot@example.com")
-    assert "event_lease_lost" in log
+        await _sent_once(hub, dsn, settings, sandbox, "slot@example.com")
 
 
 async def _sent_once(
     hub: subprocess.Popen[str], dsn: str, settings: dict[str, str], sandbox: str, email: str
-) -> str:
+) -> None:
     """Once the one event is delivered, stop the hub; its lead (``email``) reached the
-    sandbox by one call. Returns the hub's log."""
+    sandbox by one call."""
     await _delivered(dsn, settings)
     hub.send_signal(2)
     hub.wait(timeout=15)
-    log = hub.stdout.read() if hub.stdout else ""
+    log = hub.stdout.read() if hub.stdout else ""  # (what a Log has not read of it)
     (lead,) = _leads(sandbox)
     assert lead["EmailAddress"] == email
     assert len(_activities(sandbox, lead)) == 1, log  # sent once
-    return log
+
+
+async def _logged(log: Log, name: str) -> None:
+    """Wait until the hub has logged ``name``."""
+    deadline = time.monotonic() + 60
+    while not log.events(name):
+        assert time.monotonic() < deadline, f"the hub never logged {name}"
+        await asyncio.sleep(0.1)
 
 
 async def _delivered(dsn: str, settings: dict[str, str]) -> None:
@@ -163,6 +173,24 @@ async def _claimed(conn: asyncpg.Connection) -> float:
             return float(row["next_attempt_at"])
         await asyncio.sleep(0.05)
     raise AssertionError("the hub never claimed the event")
+
+
+async def _claim_waiting(conn: asyncpg.Connection) -> float:
+    """The server time at which the hub's claim began the statement now waiting for
+    ``conn``'s lock of ``events`` (the claim read its time just before it)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        # (pg_stat_activity is read once per transaction, and ``conn`` is in one: read anew)
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        started = await conn.fetchval(
+            "SELECT max(extract(epoch from a.query_start))::float8"
+            " FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid"
+            " WHERE NOT l.granted AND l.relation = 'events'::regclass"
+        )
+        if started is not None:
+            return float(started)
+        await asyncio.sleep(0.05)
+    raise AssertionError("the hub's claim never waited for the lock")
 
 
 async def _until_server_time(conn: asyncpg.Connection, at: float) -> None:
@@ -206,8 +234,10 @@ async def test_a_claim_answered_after_its_lease_ended_is_not_sent(
             async with lock.transaction():
                 await lock.execute("LOCK TABLE events IN EXCLUSIVE MODE")
                 await lock.execute("UPDATE events SET state = 'queued', next_attempt_at = 0")
-                # the hub's next claim reads the time, then waits for the lock
-                await asyncio.sleep(LEASE + 2)
+                # the hub's next claim reads the time, then waits for the lock: answered
+                # once the lease it took has ended (2 s past it)
+                asked = await _claim_waiting(lock)
+                await _until_server_time(lock, asked + LEASE + 2)
         finally:
             await lock.close()
         await _sent_once(hub, dsn, settings, sandbox, "claim@example.com")
