@@ -3,7 +3,8 @@
 One claim loop, many lanes (``hub.dispatch.lane``)::
 
     claim due events (lease; paused and full targets left out, and events of endpoints this
-    process lacks that an instance without them already left)
+    process lacks that an instance already took up: one without them left them, or one with
+    them routed them, started their read, or wrote why they failed or wait)
       → an endpoint or target this process lacks: back untried, saying so (another instance
         may have it: a rolling deploy)
       → map_document: Skip → skipped; Unmatched → unmatched; MappingError → dead
@@ -899,8 +900,9 @@ class Dispatcher:
         the configuration and may come back. Ending the event (unmatched, dead) sent a lead
         nobody had looked at to a final state. Its last error says why it waits; an event of
         an unknown endpoint is due at once (claims of instances without its endpoint leave it
-        alone from now on, and once one that has it routed it, whatever last error that one
-        writes: ``known_endpoints``; one that has it sends it at once), one of an
+        alone from now on, as they do once one that has it took it up, whatever that one
+        writes: a route, a read, why it failed before routing: ``known_endpoints``; one that
+        has it sends it at once), one of an
         unknown target after :data:`LEAVE_DELAY` (a mapping names only targets of its own
         configuration, so this lasts no longer than a reload). One ``event_left`` warning
         per endpoint or target per :data:`LEAVE_LOG_EVERY`, not one per event.

@@ -112,10 +112,12 @@ ROUTING_GRACE = 10.0
 #: How the last error of an event begins when a dispatcher left it because its endpoint is
 #: not in that dispatcher's configuration (another instance, deployed with it, may have it).
 #: A claim given ``known_endpoints`` leaves such events of other endpoints alone: each is
-#: claimed once by an instance without its endpoint, not at every poll. It also leaves alone
-#: those an instance with the endpoint routed (their target is recorded): that one's writes
-#: (an ordering wait, a failed send) replace the mark, and the event was claimed again by an
-#: instance without the endpoint after each of them, only to be put back.
+#: claimed once by an instance without its endpoint, not at every poll. It leaves alone as
+#: well those an instance with the endpoint took up (a route, a read started, or a last error
+#: of its own, which replaces the mark: a failed lead read or preparation, a missing target,
+#: an ordering wait, a failed send): the event was claimed again by an instance without the
+#: endpoint after each such write, only to be put back. Such a claim takes an event of
+#: another endpoint only while nobody took it up since it was queued or replayed.
 ENDPOINT_ABSENT = "endpoint not configured: "
 
 
@@ -674,10 +676,10 @@ class EventStore(Protocol):
         Due: ``queued``/``retrying`` with next_attempt_at <= now, or ``sending`` with an
         expired lease. Events routed to a target in ``exclude_targets`` are left alone, and
         so are the events not routed yet of the endpoints in ``exclude_unrouted``. Given
-        ``known_endpoints`` (the claimer's endpoints), events of any other endpoint whose last
-        error begins with :data:`ENDPOINT_ABSENT` (left by an instance without it), or whose
-        target is recorded (routed by an instance with it), are left alone too, for an
-        instance that has their endpoint.
+        ``known_endpoints`` (the claimer's endpoints), events of any other endpoint that an
+        instance took up since they were queued or replayed are left alone too, for an
+        instance that has their endpoint: a last error written since (:data:`ENDPOINT_ABSENT`
+        by an instance without it, or any by one with it), a route recorded, a read started.
         Each claimed event gets lease_until = now + ``lease`` and one more attempt.
         Claims by every process on the store take turns, so when a claim returns, every
         event an earlier claim took is ``sending`` for every reader (see :meth:`blockers`).

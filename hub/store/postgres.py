@@ -35,7 +35,6 @@ from hub.store import postgres_pooler as pooler
 from hub.store import rows
 from hub.store.base import (
     CLOCK_STEP_BACK,
-    ENDPOINT_ABSENT,
     MAX_ID,
     PURGE_WINDOW,
     ROUTING_GRACE,
@@ -529,7 +528,6 @@ class PostgresStore(BatchedStore):
             return []
         exclude, unrouted = sorted(exclude_targets), sorted(exclude_unrouted)
         known = None if known_endpoints is None else sorted(known_endpoints)
-        left = (known, ENDPOINT_ABSENT)  # events other instances' endpoints are left for
         async with self._conn() as conn:
             # Claims take turns (lock_claims): none is ever committed after a later one's
             # ordering check has read the store. Time is read once the turn is ours.
@@ -537,8 +535,8 @@ class PostgresStore(BatchedStore):
             reading = self._watch.read(self.clock)
             now = reading.now
             shift = await self._clock_mark(conn, reading)
-            waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted, *left)
-            expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted, *left)
+            waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted, known)
+            expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted, known)
             ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
             found = []
             if ids:

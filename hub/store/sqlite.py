@@ -23,7 +23,6 @@ import orjson
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
-    ENDPOINT_ABSENT,
     MAX_ID,
     PURGE_WINDOW,
     ROUTING_GRACE,
@@ -271,7 +270,6 @@ class SQLiteStore(BatchedStore):
             "exclude": _json(sorted(exclude_targets)),
             "unrouted": _json(sorted(exclude_unrouted)),
             "known": None if known_endpoints is None else _json(sorted(known_endpoints)),
-            "absent": ENDPOINT_ABSENT,
             "limit": limit,
         }
 

@@ -49,6 +49,17 @@ async def ids_of(store: EventStore, n: int, endpoint: str = "typeform") -> list[
     return out
 
 
+async def _claims_without_late(store: EventStore, clock: ManualClock) -> int:
+    """One claim by an instance whose configuration lacks endpoint ``late`` (it has
+    ``forms``), each event it takes put back as its dispatcher does (``_leave``): due now,
+    with the :data:`ENDPOINT_ABSENT` mark as its last error. How many it took."""
+    taken = await store.claim(limit=10, lease=30, known_endpoints={"forms"})
+    for event in taken:
+        reason = f"{ENDPOINT_ABSENT}{event.endpoint!r} is not in this hub's configuration"
+        await store.release(event.id, at=clock.time(), reason=reason, lease=event.lease)
+    return len(taken)
+
+
 class TestEnqueue:
     async def test_stores_every_field(self, store: EventStore) -> None:
         """An enqueued event reads back with its body, headers, document and a queued state."""
@@ -424,6 +435,95 @@ class TestClaim:
         assert claims_without == 1
         (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
         assert (event.id, event.attempts) == (left, 3)
+
+    async def test_known_endpoints_leave_it_once_an_instance_with_it_failed_before_routing(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """An instance without endpoint ``late`` claims its event once, however an instance
+        with ``late`` then fails before routing it, each failure's last error replacing the
+        mark: a failed preparation (retried), a target its configuration lacks (put back),
+        then, its lead's read started, a lease too short for the read (put back) and a
+        failed read (retried); nor once that instance died mid-read (its lease ran out). The
+        event keeps that instance's last error, and that instance claims it every time. (It
+        was claimed again after each of the four failures: 5 claims, not 1.)"""
+        (left,) = await ids_of(store, 1, endpoint="late")
+        having = {"forms", "late"}
+        claimed = await _claims_without_late(store, clock)
+        failures = {
+            "prepare": "preparing the event failed (KeyError: 'email')",
+            "target": "target 'eu' is not in this hub's configuration; waiting for an instance",
+            "lease": "a lead read (up to 20 s, twice the endpoint's read_timeout) and 5 s to "
+            "spare do not fit in the lease (10 s)",
+            "read": "Facebook lead fetch failed: HTTP 500",
+        }
+        for failure, error in failures.items():
+            (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+            assert event.id == left
+            if failure in ("lease", "read"):  # (the dispatcher marks it with the claim's routes)
+                assert await store.set_routes([], reading=[left]) == []
+            if failure in ("prepare", "read"):
+                await store.retry(left, at=clock.time() + 0.1, error=error, lease=event.lease)
+            else:
+                await store.release(left, at=clock.time() + 0.1, reason=error, lease=event.lease)
+            clock.advance(0.1)
+            claimed += await _claims_without_late(store, clock)
+        assert claimed == 1
+        failed = await store.get(left)
+        assert failed is not None
+        assert (failed.state, failed.last_error) == (State.RETRYING, failures["read"])
+        (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+        assert await store.set_routes([], reading=[left]) == []
+        clock.advance(30)  # the instance with late died reading its lead: its lease ran out
+        claimed += await _claims_without_late(store, clock)
+        assert claimed == 1
+        (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+        assert (event.id, event.attempts) == (left, 4)
+
+    async def test_known_endpoints_leave_an_event_whose_read_an_instance_with_it_started(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """An instance with endpoint ``late`` claimed an event first and started its lead's
+        read, then put it back without a last error (no read slot in time, a stop) or died
+        mid-read: an instance without ``late`` leaves it alone all the same (it claimed it
+        both times). Another ``late`` event, which no instance took up, it claims once, and
+        that one's mark keeps it from claiming it again."""
+        read, fresh = await ids_of(store, 2, endpoint="late")
+        having = {"forms", "late"}
+        (event,) = await store.claim(limit=1, lease=30, known_endpoints=having)
+        assert event.id == read
+        assert await store.set_routes([], reading=[read]) == []
+        await store.release(read, at=clock.time(), reason=None, lease=event.lease)
+        assert await _claims_without_late(store, clock) == 1  # fresh, only
+        (event,) = await store.claim(limit=1, lease=30, known_endpoints=having)
+        assert await store.set_routes([], reading=[read]) == []
+        clock.advance(30)  # it died reading
+        assert await _claims_without_late(store, clock) == 0
+        put_back = await store.get(read)
+        assert put_back is not None
+        assert (put_back.state, put_back.last_error) == (State.SENDING, None)
+        marked = await store.get(fresh)
+        assert marked is not None and (marked.last_error or "").startswith(ENDPOINT_ABSENT)
+
+    async def test_known_endpoints_claim_a_replayed_event_once_again(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """A replay starts an event over: its last error, kept as history, does not keep an
+        instance without its endpoint from claiming it once (so that its last error says the
+        endpoint is missing, not why it died before), and that claim's mark, or a failure of
+        an instance with its endpoint, keeps it from claiming it again."""
+        (left,) = await ids_of(store, 1, endpoint="late")
+        having = {"forms", "late"}
+        (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+        await store.dead(left, error="Facebook lead fetch failed: HTTP 404", lease=event.lease)
+        clock.advance(60)
+        assert await store.replay(ids=[left]) == 1
+        clock.advance(1)
+        assert await _claims_without_late(store, clock) == 1
+        assert await _claims_without_late(store, clock) == 0
+        (event,) = await store.claim(limit=10, lease=30, known_endpoints=having)
+        error = "Facebook lead fetch failed: HTTP 500"
+        await store.retry(left, at=clock.time(), error=error, lease=event.lease)
+        assert await _claims_without_late(store, clock) == 0
 
     async def test_zero_limit(self, store: EventStore) -> None:
         """A claim for nothing takes nothing."""

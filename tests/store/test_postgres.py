@@ -265,7 +265,7 @@ class TestInstances:
             try:
                 async with other.transaction():
                     await other.execute(Q["lock_claims"])
-                    taken = await other.fetch(Q["claimable_waiting"], 1e10, [], 1, [], None, "")
+                    taken = await other.fetch(Q["claimable_waiting"], 1e10, [], 1, [], None)
                     assert [r[0] for r in taken] == [first]
                     claim = asyncio.create_task(store.claim(limit=10, lease=LEASE))
                     await asyncio.sleep(0.3)  # time enough to claim, were it not waiting

@@ -198,15 +198,16 @@ UPDATE events SET next_attempt_at = next_attempt_at - $1 WHERE state = 'sending'
 
 -- name: claimable_waiting
 -- $1 now, $2 targets left alone, $3 limit, $4 endpoints whose unrouted events are left alone,
--- $5 the claimer's endpoints (NULL: no such check): the events of others that an instance
--- without their endpoint left (last error beginning with $6), or that one with it routed,
--- are left alone (as sqlite.sql's claimable).
+-- $5 the claimer's endpoints (NULL: no such check): an event of another endpoint is claimed
+-- only while no instance has taken it up since it was queued or replayed (as sqlite.sql's
+-- claimable: no last error written since, no route, no read started).
 SELECT id FROM events
 WHERE state IN ('queued', 'retrying') AND next_attempt_at <= $1
   AND (target IS NULL OR target <> ALL ($2::text[]))
   AND (target IS NOT NULL OR endpoint <> ALL ($4::text[]))
   AND ($5::text[] IS NULL
-       OR (target IS NULL AND (last_error IS NULL OR NOT starts_with(last_error, $6)))
+       OR (target IS NULL AND awaits_read = 0
+           AND (last_error IS NULL OR updated_at = requeued_at))
        OR endpoint = ANY ($5::text[]))
 ORDER BY id
 LIMIT $3
@@ -219,7 +220,8 @@ WHERE state = 'sending' AND next_attempt_at <= $1
   AND (target IS NULL OR target <> ALL ($2::text[]))
   AND (target IS NOT NULL OR endpoint <> ALL ($4::text[]))
   AND ($5::text[] IS NULL
-       OR (target IS NULL AND (last_error IS NULL OR NOT starts_with(last_error, $6)))
+       OR (target IS NULL AND awaits_read = 0
+           AND (last_error IS NULL OR updated_at = requeued_at))
        OR endpoint = ANY ($5::text[]))
 ORDER BY id
 LIMIT $3

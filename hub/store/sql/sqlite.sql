@@ -165,9 +165,12 @@ VALUES (:delivery, :endpoint, :delivery_id, :document, 'queued', 0, :now, :now);
 -- plus claimed events whose lease ran out (few: found by state and due time). Events routed
 -- to a target in :exclude are left alone, and so are the unrouted events of the endpoints
 -- in :unrouted (those whose leads the dispatcher reads and has no room to read more). With
--- :known (a JSON array, or NULL for no such check), so are the events of other endpoints that
--- an instance without their endpoint left (last error beginning with :absent), or that one
--- with it routed: its ordering waits and failed sends write last errors of their own.
+-- :known (a JSON array, or NULL for no such check), an event of another endpoint is claimed
+-- only while no instance has taken it up since it was queued or replayed: no last error
+-- written since (an instance without its endpoint writes hub.store.base.ENDPOINT_ABSENT; one
+-- with it, why it failed or waits: a read, a missing target, an ordering wait, a send), no
+-- route and no read started. (A replay keeps the last error as history and writes
+-- updated_at = requeued_at; every later write moves updated_at.)
 SELECT id FROM (
     SELECT id FROM events INDEXED BY events_ready
     WHERE state IN ('queued', 'retrying')
@@ -175,8 +178,8 @@ SELECT id FROM (
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
       AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
       AND (:known IS NULL
-           OR (target IS NULL AND (last_error IS NULL
-                                   OR substr(last_error, 1, length(:absent)) <> :absent))
+           OR (target IS NULL AND awaits_read = 0
+               AND (last_error IS NULL OR updated_at = requeued_at))
            OR endpoint IN (SELECT value FROM json_each(:known)))
     ORDER BY id
     LIMIT :limit
@@ -189,8 +192,8 @@ SELECT id FROM (
       AND (target IS NULL OR target NOT IN (SELECT value FROM json_each(:exclude)))
       AND (target IS NOT NULL OR endpoint NOT IN (SELECT value FROM json_each(:unrouted)))
       AND (:known IS NULL
-           OR (target IS NULL AND (last_error IS NULL
-                                   OR substr(last_error, 1, length(:absent)) <> :absent))
+           OR (target IS NULL AND awaits_read = 0
+               AND (last_error IS NULL OR updated_at = requeued_at))
            OR endpoint IN (SELECT value FROM json_each(:known)))
     ORDER BY id
     LIMIT :limit
