@@ -28,6 +28,7 @@ run: export LINKEDIN_CLIENT_SECRET ?= li_test_client_secret_5d6e7f
 run: export LINKEDIN_ACCESS_TOKEN ?= li-access-token-example
 run: export HUBSPOT_CRM_WEBHOOK_URL ?= http://127.0.0.1:8000/hooks/hubspot-crm
 run: export HUBSPOT_ACCESS_TOKEN ?= hs-private-app-token-example
+run: export TIKTOK_APP_SECRET ?= tt_test_app_secret_6f7a8b
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -30,7 +30,7 @@ def test_check_passes_on_the_shipped_examples(capsys: pytest.CaptureFixture[str]
     assert main(["check", str(SHIPPED)]) == 0
     out = capsys.readouterr().out
     assert out.strip().splitlines() == [
-        f"{SHIPPED}: ok: 14 endpoints, 14 mappings, 1 target (default: the embedded sandbox), "
+        f"{SHIPPED}: ok: 15 endpoints, 15 mappings, 1 target (default: the embedded sandbox), "
         "0 warnings"
     ]
 
@@ -100,7 +100,7 @@ def test_check_as_a_real_subprocess() -> None:
         [sys.executable, "-m", "hub", "check", "mappings"], env={**base, **DEMO_ENV}, **options
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert "mappings: ok: 14 endpoints" in ok.stdout
+    assert "mappings: ok: 15 endpoints" in ok.stdout
     bad = subprocess.run(
         [sys.executable, "-m", "hub", "check"],
         env={**base, "LEADHUB_CONFIG_DIR": "mappings"},
@@ -478,7 +478,7 @@ def test_a_bad_sandbox_rate_limit_is_one_error(
 ) -> None:
     """A bad LEADHUB_SANDBOX_RATE_LIMIT is the one error check reports: the mappings that
     send to the default target (the sandbox it would have made) are not also each reported
-    as sending to a target 'default' that "is not defined; defined targets: " (nothing), 14
+    as sending to a target 'default' that "is not defined; defined targets: " (nothing), 15
     false errors on the shipped examples that buried the real one."""
     monkeypatch.setenv("LEADHUB_SANDBOX_RATE_LIMIT", "fast")
     assert main(["check", str(SHIPPED)]) == 1
