@@ -71,6 +71,12 @@ def linkedin_signature(body: bytes) -> str:
     return hmac.new(key, b"hmacsha256=" + body, hashlib.sha256).hexdigest()
 
 
+def tiktok_signature(body: bytes) -> str:
+    """TikTok's claimed X-Open-Signature: the hex HMAC-SHA256 of the body (as posted, its
+    non-ASCII written as \\uXXXX escapes) under the app secret."""
+    return hmac.new(DEMO_ENV["TIKTOK_APP_SECRET"].encode(), body, hashlib.sha256).hexdigest()
+
+
 def webflow_headers(body: bytes, headers: dict[str, str]) -> dict[str, str]:
     """``headers`` with a Webflow timestamp of now (ms) and its signature over ``body``."""
     stamp = str(int(time.time() * 1000))

@@ -34,6 +34,7 @@ from tests.e2e.support import (
     post,
     standard_headers,
     tally_signature,
+    tiktok_signature,
     typeform_signature,
     wait_until,
     webflow_headers,
@@ -216,6 +217,21 @@ EXPECTED: dict[str, dict[str, str]] = {
         "mx_LinkedIn_Response": "6f1c2b3a-4d5e-4f60-8a71-b2c3d4e5f607-3",
         "mx_Submitted_On": "2025-11-07 12:35:33",
     },
+    "tiktok": {  # the first of the delivery's two leads (tests/e2e/test_tiktok.py: both)
+        "FirstName": "José",
+        "LastName": "Álvarez Núñez",
+        "EmailAddress": "jose.alvarez@example.com",
+        "Phone": "+1-5550100166",
+        "mx_City": "San José",
+        "Source": "TikTok Ads",
+        "SourceCampaign": "1781234567890123",
+        "mx_TikTok_Lead_Id": "7312345678901234567",
+        "mx_TikTok_Form_Id": "7301234567890123456",
+        "mx_TikTok_Ad_Id": "1781234567890789",
+        "mx_TikTok_Adgroup_Id": "1781234567890456",
+        "mx_TikTok_Advertiser_Id": "7001234567890123456",
+        "mx_Lead_Created_On": "2025-11-06 10:26:11",
+    },
     "webflow": {
         "FirstName": "Mateo",
         "LastName": "García",
@@ -262,6 +278,9 @@ def _first(sender: str) -> tuple[str, bytes, dict[str, str]]:
     if sender == "tally":  # the fixture's own signature
         body, headers = fixture("tally", "form_response")
         return "/hooks/tally", body, headers
+    if sender == "tiktok":  # the fixture's own signature; two leads, one event each
+        body, headers = fixture("tiktok", "lead_delivery")
+        return "/hooks/tiktok", body, headers
     if sender == "webflow":  # signed again: a Webflow timestamp is good for 5 minutes
         body, headers = fixture("webflow", "form_submission")
         return "/hooks/webflow", body, webflow_headers(body, headers)
@@ -303,6 +322,9 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         headers = {**headers, "webhook-id": "msg_2KWPBgLlAfxdpx2AI54pPRESENT"}
     elif sender == "tally":
         document["eventId"] = "a4cb511e-d513-4fa5-baee-b815d718resent"
+    elif sender == "tiktok":  # new lead ids (named by them): the same people again
+        for n, entry in enumerate(document["entry"]):
+            entry["id"] = 7312345678901299990 + n
     elif sender == "webflow":
         document["payload"]["id"] = "6729a1b2c3d4e5f6071829ff"
     elif sender == "linkedin":  # the member submitted the form again: another response
@@ -320,6 +342,8 @@ def _repeat(sender: str) -> tuple[str, bytes, dict[str, str]]:
         headers = standard_headers(new_body, headers)
     if sender == "tally":
         headers = {**headers, "Tally-Signature": tally_signature(new_body)}
+    if sender == "tiktok":
+        headers = {**headers, "X-Open-Signature": tiktok_signature(new_body)}
     if sender == "webflow":
         headers = webflow_headers(new_body, headers)
     if sender == "hubspot":
