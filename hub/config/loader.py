@@ -26,7 +26,7 @@ from hub.config.endpoints import (
     sandbox_target,
 )
 from hub.config.issues import ConfigError, Issues, did_you_mean
-from hub.config.mappings import MAPPING_KEYS, build_mapping
+from hub.config.mappings import FIELD_KEYS, MAPPING_KEYS, build_mapping
 from hub.config.models import Config, Endpoint, Origin, Target
 from hub.config.nodes import Node, read_documents
 from hub.config.reader import Reader
@@ -39,6 +39,21 @@ KINDS = ("target", "endpoint", "mapping")
 DOCUMENT_KEYS = frozenset(
     (*MAPPING_KEYS, *COMMON_ENDPOINT_KEYS, *chain.from_iterable(SOURCE_KEYS.values()), *TARGET_KEYS)
 )
+
+
+def key_belongs(parents: tuple[str, ...], key: str) -> bool:
+    """Whether ``key`` may be written under ``parents`` (the keys around it, outermost
+    first): at column 0 a key of a document, in ``fields`` a LeadSquared attribute (a
+    field's own key, like ``transform``, belongs under one). A YAML syntax error after a
+    key that belongs where it stands is not put on its line: the deeper line after it is
+    the one to fix. Anywhere else (under ``match`` and ``skip_if``, whose keys are any
+    JSONPath) a key is taken to belong, as nothing says it does not.
+    """
+    if not parents:
+        return key in DOCUMENT_KEYS
+    if parents == ("fields",):
+        return key not in FIELD_KEYS
+    return True
 
 
 def config_files(directory: Path) -> list[Path]:
@@ -435,7 +450,7 @@ def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool =
             continue
         documents = 0
         for node in read_documents(
-            text, shown, environ, collector.issues, stand_ins=stand_ins, top_keys=DOCUMENT_KEYS
+            text, shown, environ, collector.issues, stand_ins=stand_ins, belongs=key_belongs
         ):
             documents += 1
             collector.document(node)

@@ -31,7 +31,7 @@ and the aliases of one file stand for at most :data:`MAX_ALIASED` values in all 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -434,6 +434,11 @@ class _Builder:
         return [self.build(item) for item in items]
 
 
+#: Whether a key may be written where it stands: ``belongs(parents, key)``, ``parents``
+#: being the keys of the block mappings around it, outermost first (``()`` at column 0).
+Belongs = Callable[[tuple[str, ...], str], bool]
+
+
 def read_documents(
     text: str,
     file: str,
@@ -441,14 +446,16 @@ def read_documents(
     issues: Issues,
     *,
     stand_ins: bool = False,
-    top_keys: Collection[str] = (),
+    belongs: Belongs | None = None,
 ) -> Iterator[Node]:
     """Every non-empty YAML document in ``text``; a syntax error is an issue, not a raise.
 
     With ``stand_ins``, an unset ``${VAR}`` without a default becomes ``unset-VAR`` instead
-    of an error (``leadhub try`` maps documents and needs no secrets). ``top_keys`` are the
-    keys a document has at column 0 (``name``, ``fields``...): a syntax error is not put
-    on such a key's line for being at column 0 (see :func:`_dedented`).
+    of an error (``leadhub try`` maps documents and needs no secrets). ``belongs`` tells
+    whether a key is one that may be written where it stands (``name`` at column 0,
+    ``Phone`` under ``fields``): a syntax error is not put on such a key's line for being
+    less deep than the lines around it (see :func:`_dedented`); without it, no key is
+    known to belong anywhere.
     """
     builder = _Builder(file, environ, issues, stand_ins=stand_ins)
     try:
@@ -458,12 +465,15 @@ def read_documents(
             yield builder.build(document)
     except yaml.YAMLError as exc:
         issues.unread.add(file)  # its documents after the error were never seen
-        _report(exc, text, file, issues, top_keys)
+        _report(exc, text, file, issues, belongs or _nowhere)
 
 
-def _report(
-    exc: yaml.YAMLError, text: str, file: str, issues: Issues, top_keys: Collection[str] = ()
-) -> None:
+def _nowhere(parents: tuple[str, ...], key: str) -> bool:
+    """No key is known to belong anywhere (``read_documents`` given no ``belongs``)."""
+    return False
+
+
+def _report(exc: yaml.YAMLError, text: str, file: str, issues: Issues, belongs: Belongs) -> None:
     """Record ``exc``, raised composing ``text``, as an error at its line with the fix."""
     if isinstance(exc, _Refused):
         mark = exc.problem_mark
@@ -472,15 +482,27 @@ def _report(
         problem = exc.problem or exc.context or "invalid YAML"
         lines = text.split("\n")
         line = _culprit(exc, lines)
+        unclosed = _unclosed(exc)
+        if unclosed is not None:
+            issues.error(file, line, f"YAML syntax error: {problem}; {unclosed}")
+            return
         written = lines[line - 1] if 0 < line <= len(lines) else ""
-        dedented = _dedented(lines, line, top_keys)
+        dedented = _dedented(lines, line, belongs)
         if dedented is not None:
+            suspect, parents = dedented
+            column = _indent(lines[suspect - 1])
+            if column == 0:
+                where = "column 0 between indented lines"
+                read_as = "a top-level key"
+            else:
+                where = f"column {column}, less deep than the lines around it"
+                read_as = f"a key of {parents[-1]!r}"
             issues.error(
                 file,
-                dedented,
-                f"YAML syntax error: this line starts at column 0 between indented lines (a "
-                f"key that lost its indentation), so YAML read it as a top-level key and "
-                f"stopped at line {line} ({problem}); indent it as deep as the keys beside it",
+                suspect,
+                f"YAML syntax error: this line starts at {where} (a key that lost its "
+                f"indentation), so YAML read it as {read_as} and stopped at line {line} "
+                f"({problem}); indent it as deep as the keys beside it",
             )
             return
         issues.error(file, line, f"YAML syntax error: {problem}; {_syntax_fix(problem, written)}")
@@ -497,29 +519,77 @@ def _culprit(exc: yaml.MarkedYAMLError, lines: list[str]) -> int:
     pyyaml's ``problem_mark`` is where it noticed the problem, and its ``context_mark``
     where what it was reading began: mostly the problem is the line to fix (the context is
     the enclosing mapping, often line 1). Not for a key never given its ``:`` (``while
-    scanning a simple key``: noticed on the next line) nor for a quote never closed
-    (noticed at the file's end): the key's line and the quote's are the ones to fix.
+    scanning a simple key``: noticed on the next line), a quote never closed (noticed at
+    the file's end) nor a ``[`` or ``{`` never closed (noticed where the file or document
+    ends, or at the next key): the key's line, the quote's and the bracket's are the ones
+    to fix.
     """
     context = exc.context or ""
     problem = exc.problem or ""
     unclosed = context == "while scanning a quoted scalar" and "end of stream" in problem
-    if exc.context_mark is not None and (context == "while scanning a simple key" or unclosed):
+    if exc.context_mark is not None and (
+        context == "while scanning a simple key" or unclosed or _unclosed(exc) is not None
+    ):
         return exc.context_mark.line + 1
     mark = exc.problem_mark or exc.context_mark
     return mark.line + 1 if mark is not None else 1
 
 
-def _dedented(lines: list[str], found: int, top_keys: Collection[str]) -> int | None:
-    """The line before ``found`` (1-based; blank and comment lines passed over) when it is a
-    key that lost its indentation: at column 0 between indented lines, of which the next
-    (``found``) sits no deeper than the one before (or under a key opening a block), and
-    not one of ``top_keys`` (which belong at column 0: the line at ``found`` is then the
-    one indented too deep, as in ``endpoint: web`` then ``  target: crm``).
+#: pyyaml's context for a flow collection, and the brackets that open and close it.
+_FLOW = {"while parsing a flow sequence": ("[", "]"), "while parsing a flow mapping": ("{", "}")}
 
-    YAML takes such a line as a new top-level key, and only the indented line after it is
-    an error (a value's text going on, "mapping values are not allowed here", or a mapping
-    where none may start): reported there, the error was one line late, at a line that is
-    right as written. ``None`` when the line at ``found`` is the one to fix.
+
+def _unclosed(exc: yaml.MarkedYAMLError) -> str | None:
+    """The fix when ``exc`` is a ``[`` or ``{`` never closed (``transform: [trim, lower``
+    with no ``]``), ``None`` for any other error.
+
+    pyyaml reads on past the bracket's line, to the end of the file or document or to
+    the next key's ``:``, and expects a ``,`` or the closing bracket there: its context
+    mark is the bracket, on the line to fix. A bracket closed by the other kind on its
+    own line (``[trim, lower}``) is one too.
+    """
+    brackets = _FLOW.get(exc.context or "")
+    problem = exc.problem or ""
+    start, stop = exc.context_mark, exc.problem_mark
+    if brackets is None or start is None or stop is None:
+        return None
+    opening, closing = brackets
+    if not problem.startswith(f"expected ',' or '{closing}', but got "):
+        return None
+    got = problem.rsplit("but got ", 1)[1]
+    if got == "'<stream end>'":
+        reach = "the file ends inside it"
+    elif got in ("'<document start>'", "'<document end>'"):
+        reach = f"its document ends at line {stop.line + 1} inside it"
+    elif stop.line > start.line:
+        reach = f"YAML read on to line {stop.line + 1} as inside it"
+    elif got in ("']'", "'}'"):
+        return (
+            f"the {opening!r} opened on this line meets a {got} before its {closing!r}; "
+            f"close it with {closing!r} before the {got}"
+        )
+    else:
+        return None  # on its own line, with no bracket closing it wrongly: a missing ','?
+    return (
+        f"the {opening!r} opened on this line is never closed ({reach}); "
+        f"close it with {closing!r} after its last item"
+    )
+
+
+def _dedented(lines: list[str], found: int, belongs: Belongs) -> tuple[int, tuple[str, ...]] | None:
+    """The line before ``found`` (1-based; blank and comment lines passed over) when it is a
+    key that lost its indentation, with the keys around it (see :data:`Belongs`): less deep
+    than the lines on either side of it, of which the next (``found``) sits no deeper than
+    the one before (or under a key opening a block), and not a key that ``belongs`` where
+    it stands (at column 0 ``name``, under ``fields`` an attribute like ``Phone``: the
+    line at ``found`` is then the one indented too deep, as in ``endpoint: web`` then
+    ``  target: crm``).
+
+    YAML takes such a line as a key of the mapping it lines up with (at column 0, a new
+    top-level key; at column 2 under ``fields``, a field), and only the deeper line after
+    it is an error (a value's text going on, "mapping values are not allowed here", or a
+    mapping where none may start): reported there, the error was one line late, at a
+    line that is right as written. ``None`` when the line at ``found`` is the one to fix.
     """
     content = [
         number
@@ -532,12 +602,44 @@ def _dedented(lines: list[str], found: int, top_keys: Collection[str]) -> int | 
     here = _indent(lines[found - 1])
     above = _indent(lines[before - 1])
     written = lines[suspect - 1]
-    if here == 0 or above == 0 or _indent(written) != 0 or written.startswith(("---", "...")):
+    column = _indent(written)
+    if here <= column or above <= column or written.startswith(("---", "...")):
         return None
-    if written.split(":", 1)[0].strip().strip("'\"") in top_keys:
+    if column and (":" not in written or written.lstrip().startswith("-")):
+        return None  # not a key (a list item, a value going on): nothing to say of it
+    parents = _parents(lines, suspect)
+    if parents is None or belongs(parents, _key(written)):
         return None
-    opens = lines[before - 1].split(" #")[0].rstrip().endswith(":")
-    return suspect if here <= above or opens else None
+    opens = _opens(lines[before - 1])
+    return (suspect, parents) if here <= above or opens else None
+
+
+def _parents(lines: list[str], number: int) -> tuple[str, ...] | None:
+    """The keys of the block mappings around line ``number``, outermost first, read from
+    the lines above it that are less deep; ``None`` when one of them is no ``key:`` line
+    opening a block (a list item, say): what is around it is not known then."""
+    parents: list[str] = []
+    column = _indent(lines[number - 1])
+    for line in reversed(lines[: number - 1]):
+        if not column:
+            break
+        if not line.strip() or line.lstrip().startswith("#") or _indent(line) >= column:
+            continue
+        if line.lstrip().startswith("-") or not _opens(line):
+            return None
+        parents.append(_key(line))
+        column = _indent(line)
+    return tuple(reversed(parents)) if not column else None
+
+
+def _key(line: str) -> str:
+    """The key written on ``line`` (``key: value``), unquoted."""
+    return line.split(":", 1)[0].strip().strip("'\"")
+
+
+def _opens(line: str) -> bool:
+    """Whether ``line`` is a key whose value is the block below it (``fields:``)."""
+    return line.split(" #")[0].rstrip().endswith(":")
 
 
 def _indent(line: str) -> int:

@@ -199,8 +199,8 @@ def test_a_syntax_error_brings_no_has_no_mapping_warning(tmp_path: Path) -> None
     )
     error = _problems(tmp_path, text)
     assert len(error.issues) == 1
-    assert error.issues[0].startswith(f"{tmp_path / 'site.yaml'}:13: YAML syntax error: ")
-    assert "this line is indented deeper than the line above it allows" in error.issues[0]
+    assert error.issues[0].startswith(f"{tmp_path / 'site.yaml'}:12: YAML syntax error: ")
+    assert "this line starts at column 2, less deep than the lines around it" in error.issues[0]
     assert [w for w in error.warnings if "has no mapping" in w] == []
 
 
@@ -257,8 +257,62 @@ MISPLACED = {
         10,
         "found unexpected end of stream; a quote opened on this line is never closed",
     ),
+    # A field's key that lost one level of indentation (column 2 among a field's keys at
+    # column 4, or 4 among 8): YAML takes it as a field and stops at the next key.
+    "field_key_at_column_2.yaml": (
+        "fields:\n  EmailAddress:\n    path: $.email\n  transform: lower\n    required: true\n",
+        12,
+        "this line starts at column 2, less deep than the lines around it (a key that lost "
+        "its indentation), so YAML read it as a key of 'fields' and stopped at line 13 "
+        "(mapping values are not allowed here); indent it as deep as the keys beside it",
+    ),
+    "field_key_at_column_4_of_8.yaml": (
+        "fields:\n    Phone:\n        path: $.phone\n\n    # digits only\n"
+        "    transform: [phone]\n        required: true\n",
+        14,
+        "this line starts at column 4, less deep than the lines around it (a key that lost "
+        "its indentation), so YAML read it as a key of 'fields' and stopped at line 15 "
+        "(expected <block end>, but found '<block mapping start>')",
+    ),
+    # A bracket never closed: YAML reads on to the file's end, the next document or the
+    # next key's ':' as inside it; the bracket's line is the one to fix.
+    "unclosed_bracket_at_the_end.yaml": (
+        "fields:\n  EmailAddress:\n    path: $.email\n    transform: [trim, lower\n\n",
+        12,
+        "expected ',' or ']', but got '<stream end>'; the '[' opened on this line is never "
+        "closed (the file ends inside it); close it with ']' after its last item",
+    ),
+    "unclosed_bracket_over_lines.yaml": (
+        "fields:\n  EmailAddress:\n    path: $.email\n    transform: [trim,\n      lower\n# last\n",
+        12,
+        "the '[' opened on this line is never closed (the file ends inside it)",
+    ),
+    "bracket_closed_by_a_brace.yaml": (
+        "fields:\n  mx_Tags: {path: $.tags, transform: [join(;)}\n",
+        10,
+        "expected ',' or ']', but got '}'; the '[' opened on this line meets a '}' before "
+        "its ']'; close it with ']' before the '}'",
+    ),
+    "unclosed_brace_at_the_end.yaml": (
+        "fields:\n  EmailAddress: $.email\n  Phone: {path: $.phone, transform: phone\n",
+        11,
+        "expected ',' or '}', but got '<stream end>'; the '{' opened on this line is never "
+        "closed (the file ends inside it); close it with '}' after its last item",
+    ),
+    "unclosed_brace_then_a_key.yaml": (
+        "fields:\n  Phone: {path: $.phone, transform: [phone]\n  EmailAddress: $.email\n",
+        10,
+        "the '{' opened on this line is never closed (YAML read on to line 11 as inside it)",
+    ),
+    "unclosed_bracket_then_a_document.yaml": (
+        "fields:\n  EmailAddress: $.email\nskip_if: [$.test\n---\n"
+        "kind: endpoint\nname: other\nsource: none\n",
+        11,
+        "the '[' opened on this line is never closed (its document ends at line 12 inside it)",
+    ),
     # Right as they were: a list item at column 0 is where YAML stops; a top-level key is
-    # where it belongs, and the key after it, indented, is the one to fix.
+    # where it belongs, and the key after it, indented, is the one to fix; so is an
+    # attribute in 'fields', and the key after it.
     "item_at_column_0.yaml": (
         "fields:\n  mx_Tags:\n    path:\n      - $.a\n- $.b\n      - $.c\n",
         13,
@@ -269,14 +323,20 @@ MISPLACED = {
         12,
         "mapping values are not allowed here; check the indentation",
     ),
+    "attribute_then_one_too_deep.yaml": (
+        "fields:\n  EmailAddress:\n    path: $.email\n  Phone: $.phone\n    transform: phone\n",
+        13,
+        "mapping values are not allowed here; check the indentation",
+    ),
 }
 
 
 def test_a_syntax_error_is_at_the_line_to_fix(tmp_path: Path) -> None:
     """`leadhub check` puts a YAML syntax error at the line a user must fix. A key that lost
-    its indentation (at column 0 in the middle of a mapping's fields) was reported at the
-    line after it, which is right as written; so was a key without its ':' (pyyaml notices
-    it on the next line) and a quote never closed (noticed at the file's end)."""
+    its indentation (at column 0 in the middle of a mapping's fields, or one level short
+    among a field's keys) was reported at the line after it, which is right as written; so
+    was a key without its ':' (pyyaml notices it on the next line), and a quote or a '[' or
+    '{' never closed was reported at the file's end (or the next document or key)."""
     for name, (text, _, _) in MISPLACED.items():
         (tmp_path / name).write_text(ENDPOINT + MAPPING.replace("name: m", f"name: {name}") + text)
     done = leadhub_run(["check", str(tmp_path)])
