@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -415,6 +416,56 @@ def test_waiting_for_a_core_does_not_spend_the_regex_budget(
     path = compile_path(f"$.items[?({target} =~ '^e-?mail$')].v")
     assert isinstance(path, kind)
     assert path.values(doc) == [0, 1]
+
+
+def burn(seconds: float) -> None:
+    """Run for ``seconds`` of this thread's CPU time, however long the machine takes to give
+    them (a busy thread: the store's writer, a reload's load)."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+class AnotherThreadRuns:
+    """A compiled pattern whose every search has another thread of the process run
+    ``seconds`` of CPU time while it waits, then searches as the real pattern does: the
+    process's CPU time moves on by ``seconds``, the searching thread's does not. (The
+    ``regex`` module lets other threads run while it matches.)"""
+
+    def __init__(self, compiled: Any, seconds: float) -> None:
+        self.compiled = compiled
+        self.seconds = seconds
+        self.searches = 0
+
+    def search(self, value: str, timeout: float | None = None) -> Any:
+        busy = threading.Thread(target=burn, args=(self.seconds,))
+        busy.start()
+        busy.join()
+        self.searches += 1
+        return self.compiled.search(value, timeout=timeout)
+
+
+@pytest.mark.parametrize(("target", "kind"), [("@.name", TimedNativePath), ("@.*", ExtendedPath)])
+def test_another_thread_busy_does_not_spend_the_regex_budget(
+    target: str, kind: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The budget counts the CPU time of the thread matching the patterns, not the other
+    threads': three matches during each of which another thread runs 0.25 s of CPU (more
+    than the whole 0.2 s) still find the two emails. Counted in the process's CPU time,
+    the second match failed the document with "the regular expression '^e-?mail$' took
+    more than 0.2 s"."""
+    made: list[AnotherThreadRuns] = []
+
+    def compile_busy(pattern: str) -> AnotherThreadRuns:
+        made.append(AnotherThreadRuns(regex.compile(pattern), 0.25))
+        return made[-1]
+
+    monkeypatch.setattr(paths, "regex", SimpleNamespace(compile=compile_busy, error=regex.error))
+    doc = {"items": [{"name": n, "v": i} for i, n in enumerate(["email", "e-mail", "phone"])]}
+    path = compile_path(f"$.items[?({target} =~ '^e-?mail$')].v")
+    assert isinstance(path, kind)
+    assert path.values(doc) == [0, 1]
+    assert [pattern.searches for pattern in made] == [3]
 
 
 def test_a_path_jsonpath_ng_cannot_evaluate_raises_a_document_error() -> None:
