@@ -28,11 +28,11 @@ A regular expression in a filter (``[?(@.name =~ '^e-?mail$')]``) is compiled at
 too, so a pattern that cannot compile is a :class:`PathError` (a ``check`` error), not a
 failure each time a document is mapped. It is matched with the ``regex`` module (the
 standard library's syntax and results) under a time budget
-(:data:`~hub.mapping.steps.REGEX_BUDGET` of CPU time matching per path and document; not
-wall time, which a loaded machine also spends waiting for a core): a pattern that
-backtracks without end on a sender's value, such as ``^(a|aa)+$`` on forty ``a`` and a
-``b``, fails that document's mapping with the reason (:class:`DocumentError`) instead of
-holding the dispatcher's only thread for good.
+(:data:`~hub.mapping.steps.REGEX_BUDGET` of the matching thread's CPU time per path and
+document; not wall time, which a loaded machine also spends waiting for a core, nor other
+threads' CPU time): a pattern that backtracks without end on a sender's value, such as
+``^(a|aa)+$`` on forty ``a`` and a ``b``, fails that document's mapping with the reason
+(:class:`DocumentError`) instead of holding the dispatcher's only thread for good.
 """
 
 from __future__ import annotations

@@ -70,11 +70,18 @@ REGEX_BUDGET = 0.2
 #: is the thread the pattern matches on (the ``regex`` module matches in the calling thread).
 #: Not the wall clock: on a loaded machine a match of a few microseconds could wait longer
 #: than the budget for a core. Nor the process's CPU time, which counts every thread's: the
-#: store's writer thread or a reload's load, busy during a match (``regex`` lets other
-#: threads run while it matches), spent the event loop's budget, and a benign pattern
-#: failed the document ("took more than 0.2 s") because of them, not the pattern. (The
-#: ``regex`` module's own ``timeout``, which stops a match that runs on, counts the
-#: process's CPU time.)
+#: store's writer thread or a reload's load, running while a match was timed, spent the
+#: event loop's budget, and a benign pattern failed the document ("took more than 0.2 s")
+#: because of them, not the pattern.
+#:
+#: The ``regex`` module's own ``timeout``, which stops a match that runs on, counts the
+#: process's CPU time (C's ``clock()``) and cannot be told otherwise, so a match holds the
+#: GIL (``concurrent=False``): no other Python thread runs during it. Matching a ``str``, it
+#: let go of the GIL, and each time it took it back (to check that timeout, or to grow its
+#: stacks) it waited out other threads' turns, whose CPU time the timeout counted: a benign
+#: pattern was stopped after milliseconds of matching. What other threads do without the
+#: GIL meanwhile (SQLite's own work) still counts there: only a match that takes a good part
+#: of the budget by itself may be stopped early while such threads are busy.
 cpu_time = thread_time
 
 #: What is left of :data:`REGEX_BUDGET` for the path being evaluated, in a one-item list
@@ -121,7 +128,8 @@ class BoundedRegex(ext_filter.Expression):
         try:
             if left[0] <= 0:
                 raise TimeoutError
-            return self.compiled.search(value, timeout=left[0]) is not None
+            # Holding the GIL: see cpu_time.
+            return self.compiled.search(value, timeout=left[0], concurrent=False) is not None
         except TimeoutError:
             msg = (
                 f"JSONPath {self.path}: the regular expression {self.value!r} took more "

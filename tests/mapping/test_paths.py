@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from pathlib import Path
@@ -394,9 +395,9 @@ class WaitsForACore:
         self.compiled = compiled
         self.seconds = seconds
 
-    def search(self, value: str, timeout: float | None = None) -> Any:
+    def search(self, value: str, timeout: float | None = None, concurrent: Any = None) -> Any:
         time.sleep(self.seconds)
-        return self.compiled.search(value, timeout=timeout)
+        return self.compiled.search(value, timeout=timeout, concurrent=concurrent)
 
 
 @pytest.mark.parametrize(("target", "kind"), [("@.name", TimedNativePath), ("@.*", ExtendedPath)])
@@ -437,12 +438,12 @@ class AnotherThreadRuns:
         self.seconds = seconds
         self.searches = 0
 
-    def search(self, value: str, timeout: float | None = None) -> Any:
+    def search(self, value: str, timeout: float | None = None, concurrent: Any = None) -> Any:
         busy = threading.Thread(target=burn, args=(self.seconds,))
         busy.start()
         busy.join()
         self.searches += 1
-        return self.compiled.search(value, timeout=timeout)
+        return self.compiled.search(value, timeout=timeout, concurrent=concurrent)
 
 
 @pytest.mark.parametrize(("target", "kind"), [("@.name", TimedNativePath), ("@.*", ExtendedPath)])
@@ -466,6 +467,38 @@ def test_another_thread_busy_does_not_spend_the_regex_budget(
     assert isinstance(path, kind)
     assert path.values(doc) == [0, 1]
     assert [pattern.searches for pattern in made] == [3]
+
+
+@pytest.mark.parametrize(("target", "kind"), [("@.name", TimedNativePath), ("@.*", ExtendedPath)])
+def test_python_threads_busy_during_the_matches_do_not_stop_them(target: str, kind: type) -> None:
+    """Two threads busy in Python all along (each keeping the GIL for turns of 50 ms, as the
+    store's writer thread may run Python between its SQLite calls), while a benign pattern
+    matches 8 values of 40,000 letters in linear time (some 5 ms each): every value is
+    matched. The regex module's own timeout counts the process's CPU time; a match that let
+    go of the GIL waited for the busy threads' turns each time it took it back, and was
+    stopped with "the regular expression ... took more than 0.2 s" for the CPU time they
+    spent meanwhile (most runs, a few of the 8 matches)."""
+    stop = threading.Event()
+
+    def busy() -> None:
+        while not stop.is_set():
+            pass
+
+    doc = {"items": [{"name": "ab" * 20_000, "v": i} for i in range(8)] + [{"name": "abc", "v": 8}]}
+    path = compile_path(f"$.items[?({target} =~ '^(?:(a)|(b))*$')].v")
+    assert isinstance(path, kind)
+    interval = sys.getswitchinterval()
+    threads = [threading.Thread(target=busy) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    sys.setswitchinterval(0.05)
+    try:
+        assert path.values(doc) == list(range(8))
+    finally:
+        sys.setswitchinterval(interval)
+        stop.set()
+        for thread in threads:
+            thread.join()
 
 
 def test_a_path_jsonpath_ng_cannot_evaluate_raises_a_document_error() -> None:
