@@ -6,7 +6,8 @@ is a plain chain of single field names and single indexes from the root
 (``$.a.b[0].c``, ``$['x y']``, ``$.items[-1]``), it is replaced by a precompiled
 getter that walks the document with plain dict/list indexing (:class:`SimplePath`).
 When the chain also has wildcards (``[*]``, ``.*``), filters comparing a relative
-path with a literal (``[?(@.field.ref=='email')]``), unions of names or indexes
+path with a literal (``[?(@.field.ref=='email')]``) or the document's root with one
+(``[?($.object == 1)]``: :class:`RootFilterPath`), unions of names or indexes
 (``['a','b']``, ``[0,2]``), slices (``[1:3]``) or descendants (``$..email``,
 ``$..answers[*].email``; see :mod:`hub.mapping.steps`), it becomes a :class:`NativePath`:
 a tuple of precompiled steps. Both return exactly what jsonpath-ng would, in the same
@@ -37,6 +38,8 @@ threads' CPU time): a pattern that backtracks without end on a sender's value, s
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -50,8 +53,11 @@ from hub.mapping.steps import (
     MAX_DESCENT,
     BoundedRegex,
     DescentTooLarge,
+    OnRoot,
+    RootFilter,
     StepFunc,
     _budget,
+    _document,
     chain_step,
     descend_step,
     filter_predicate,
@@ -59,6 +65,7 @@ from hub.mapping.steps import (
     indexes_step,
     names_step,
     regex_budget,
+    root_document,
     single_key,
     slice_step,
     wildcard_step,
@@ -134,8 +141,10 @@ class Walk(NamedTuple):
     #: (``{"leads": null}``).
     ran_dry_in_containers: bool = False
     #: The path found nothing because a filter given items kept none of them: the filter
-    #: (as jsonpath-ng writes it, ``[?@.type == 'lead']``) and how many items it left out.
-    #: ``None`` when the lists it was given were empty (or it did not run dry at a filter).
+    #: (as jsonpath-ng writes it, ``[?@.type == 'lead']``) and how many items it left out
+    #: (every item given, for a filter reading the document's root that does not hold for
+    #: it: ``[?$.object == 1]`` on another object). ``None`` when the lists it was given
+    #: were empty (or it did not run dry at a filter).
     kept_none: tuple[str, int] | None = None
 
 
@@ -265,10 +274,53 @@ class TimedNativePath(NativePath):
 
 
 @dataclass(frozen=True, slots=True)
+class RootFilterPath(NativePath):
+    """A :class:`NativePath` with a filter that reads the document's root
+    (``$.entry[?($.object == 1)]``, :class:`~hub.mapping.steps.RootFilter`): while it is
+    evaluated, its filters find the root in the document it was given, and its regular
+    expressions, when it has any (``timed``), share one budget as a
+    :class:`TimedNativePath`'s do. Only such paths pay for giving the filters their root."""
+
+    #: Whether the path holds a regular expression (:class:`BoundedRegex`).
+    timed: bool = False
+
+    def values(self, document: Any) -> list[Any]:
+        """Every value the path finds in ``document``, in document order.
+
+        Raises:
+            DocumentError: as :meth:`TimedNativePath.values`.
+        """
+        with self._evaluating(document):
+            return NativePath.values(self, document)
+
+    def walk(self, document: Any) -> Walk:
+        """As :meth:`NativePath.walk`: a filter on the root that does not hold for
+        ``document`` keeps none of the items it was given (:attr:`Walk.kept_none`).
+
+        Raises:
+            DocumentError: as :meth:`values`.
+        """
+        with self._evaluating(document):
+            return NativePath.walk(self, document)
+
+    @contextmanager
+    def _evaluating(self, document: Any) -> Iterator[None]:
+        root = root_document(document)
+        budget = regex_budget() if self.timed else None
+        try:
+            yield
+        finally:
+            if budget is not None:
+                _budget.reset(budget)
+            _document.reset(root)
+
+
+@dataclass(frozen=True, slots=True)
 class ExtendedPath:
     """Any other path, found by jsonpath-ng: one holding a ``|`` union, a named operator
-    (``sorted``, ``len``...), ``where``, or a filter using a regular expression, another
-    path or ``$``, whatever native steps it holds besides."""
+    (``sorted``, ``len``...), ``where``, or a filter using another path, or a regular
+    expression or a ``$`` beyond single names and indexes (``@.* =~ 'x'``, ``$..a``),
+    whatever native steps it holds besides."""
 
     text: str
     expression: Any
@@ -323,6 +375,8 @@ def _native_step(node: Any) -> NativeStep | None:
         return wildcard_step
     if kind is ext_filter.Filter:
         predicate = filter_predicate(node)
+        if isinstance(predicate, OnRoot):
+            return RootFilter(predicate)
         return None if predicate is None else filter_step(predicate)
     # A hand-built Fields('*') or Slice() is a wildcard; no parsed path holds one.
     wildcard = getattr(node, "_deprecated_wildcard_use", False)
@@ -555,9 +609,12 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     keys = [step for step, _, _ in steps if isinstance(step, str | int)]
     if len(keys) == len(steps):
         return SimplePath(text=text, steps=tuple(keys))
-    native = TimedNativePath if timed else NativePath
     funcs, kinds, texts = _as_funcs(steps)
-    return native(text=text, steps=funcs, kinds=kinds, texts=texts, counts=_counts(kinds))
+    counts = _counts(kinds)
+    if any(isinstance(func, RootFilter) for func in funcs):
+        return RootFilterPath(text, funcs, kinds, texts, counts, timed=timed)
+    native = TimedNativePath if timed else NativePath
+    return native(text=text, steps=funcs, kinds=kinds, texts=texts, counts=counts)
 
 
 def _counts(kinds: tuple[str, ...]) -> bool:

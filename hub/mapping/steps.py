@@ -24,18 +24,28 @@ a regular expression (``@.name =~ '^e-?mail$'``, a :class:`BoundedRegex`), an ex
 test (``@.a``, ``!@.a``), or an ``&&`` / ``||`` of those. It follows
 RFC 9535 as jsonpath-ng 1.16 implements it: values of different types are never
 equal (``1`` is not ``'1'``, ``true`` is not ``1``), only two numbers or two strings
-are ordered, and a missing member satisfies only ``!=``. :func:`compile_predicate`
-returns ``None`` for anything else (comparisons with another path, ``$`` inside a
-filter), and the caller keeps jsonpath-ng for that path.
+are ordered, and a missing member satisfies only ``!=``.
+
+Any of those tests may read the document's root instead (``$.object == 1``, ``$.a``,
+``!$.a``): jsonpath-ng evaluates it on each item, and it finds the same value for every
+item, so it holds for the whole document or for none of it. Such a filter is an
+:class:`OnRoot`: its root tests are evaluated once per document, when its step
+(:class:`RootFilter`) runs, and what is left is an ordinary predicate, or every item, or
+none (TikTok's ``$.entry[?($.object == 1)]`` on another object: the filter keeps none of the
+entries). :func:`compile_predicate` returns ``None`` for anything else (comparisons with
+another path, ``$..a`` or ``$.*`` inside a filter), and the caller keeps jsonpath-ng for
+that path.
 """
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from time import thread_time
-from typing import Any
+from typing import Any, NamedTuple
 
 from jsonpath_ng import jsonpath
 from jsonpath_ng.ext import filter as ext_filter
@@ -83,6 +93,18 @@ REGEX_BUDGET = 0.2
 #: GIL meanwhile (SQLite's own work) still counts there: only a match that takes a good part
 #: of the budget by itself may be stopped early while such threads are busy.
 cpu_time = thread_time
+
+#: The document the path being evaluated was given, for the filters that read its root
+#: (:class:`RootFilter`); set only while a path holding one is evaluated (the paths in
+#: :mod:`hub.mapping.paths` that set it), so that no other path pays for it.
+_document: ContextVar[Any] = ContextVar("document")
+
+
+def root_document(document: Any) -> Token[Any]:
+    """Give the path about to be evaluated on ``document`` its root, for its filters that read
+    it (``_document.reset`` the token after)."""
+    return _document.set(document)
+
 
 #: What is left of :data:`REGEX_BUDGET` for the path being evaluated, in a one-item list
 #: that its matches take from (:func:`regex_budget`); unset outside a path's ``values``.
@@ -309,16 +331,30 @@ def _comparison(op: str, literal: Any) -> Predicate:
     return lambda value: compare(value, literal) if _is_number(value) else unlike
 
 
-def _expression(node: ext_filter.Expression) -> Predicate | None:
-    target = relative_keys(node.target)
-    op = node.op
-    if target is None:
+class Operand(NamedTuple):
+    """What a filter's test reads (:func:`operand`): the value at ``keys`` from each item
+    (``@.a.b``), or from the document's root (``$.a.b``, ``root``)."""
+
+    keys: tuple[Key, ...]
+    root: bool
+
+
+def _expression(node: ext_filter.Expression) -> Predicate | OnRoot | None:
+    """A comparison or an existence test, of each item or of the document's root."""
+    read = operand(node.target)
+    if read is None:
         return None
+    return _on(read, _test(read.keys, node.op, node.value))
+
+
+def _test(target: tuple[Key, ...], op: str | None, literal: Any) -> Predicate | None:
+    """Whether a value (an item, or the document) has ``target`` (``op`` ``None``), has it
+    not (``!``), or has it comparing as ``<op> literal``; ``None`` for another ``op`` or a
+    ``literal`` that is another path."""
     if op == "!":
         return lambda item: resolve(item, target) is _MISSING
     if op is None:
         return lambda item: resolve(item, target) is not _MISSING
-    literal = node.value
     if op not in _ORDERED or not (literal is None or isinstance(literal, str | int | float)):
         return None  # =~, or a comparison with another path
     found = _comparison(op, literal)
@@ -332,6 +368,14 @@ def _expression(node: ext_filter.Expression) -> Predicate | None:
         return missing if value is _MISSING else found(value)
 
     return on_path
+
+
+def _on(read: Operand, test: Predicate | None) -> Predicate | OnRoot | None:
+    """``test``, of each item; or, when it reads the document's root, an :class:`OnRoot`
+    that tests the document."""
+    if test is None or not read.root:
+        return test
+    return OnRoot(lambda document: bool(test(document)))
 
 
 def _string_test(names: tuple[str, ...], literal: str, *, equal: bool) -> Predicate:
@@ -375,46 +419,117 @@ def _string_test(names: tuple[str, ...], literal: str, *, equal: bool) -> Predic
     return test
 
 
-def _regex(node: BoundedRegex) -> Predicate | None:
+def _regex(node: BoundedRegex) -> Predicate | OnRoot | None:
     """``@.a =~ 'pattern'``: the items whose value there is a string the pattern is found in
-    (:meth:`BoundedRegex.matches`, under the path's deadline)."""
-    target = relative_keys(node.target)
-    if target is None:
+    (:meth:`BoundedRegex.matches`, under the path's deadline); ``$.a =~ 'pattern'``: all of
+    them or none, by the document's value there."""
+    read = operand(node.target)
+    if read is None:
         return None
     matches = node.matches
-    return lambda item: matches(resolve(item, target))
+    target = read.keys
+    return _on(read, lambda item: matches(resolve(item, target)))
 
 
-def compile_predicate(node: Any) -> Predicate | None:
-    """A native predicate for a filter expression node, or ``None`` if it has none."""
+#: What a filter reading the document's root leaves for the items of one document
+#: (:attr:`OnRoot.bind`): it keeps every item (``True``), none (``False``), or those a
+#: predicate keeps.
+Decided = bool | Predicate
+
+
+@dataclass(frozen=True, slots=True)
+class OnRoot:
+    """A filter expression that reads the document's root (``$.object == 1``, or an ``&&`` /
+    ``||`` holding one): ``bind`` evaluates its root tests on the document, once, and gives
+    what is left for the items (:data:`Decided`)."""
+
+    bind: Callable[[Any], Decided]
+
+
+def compile_predicate(node: Any) -> Predicate | OnRoot | None:
+    """A native predicate for a filter expression node (an :class:`OnRoot` when it reads the
+    document's root), or ``None`` if it has none."""
     if type(node) is ext_filter.Expression:
         return _expression(node)
     if type(node) is BoundedRegex:
         return _regex(node)
     if type(node) in (ext_filter.And, ext_filter.Or):
-        parts = [compile_predicate(operand) for operand in node.operands]
-        if any(part is None for part in parts):
-            return None
-        preds = [p for p in parts if p is not None]
-        if type(node) is ext_filter.And:
-            return lambda item: all(p(item) for p in preds)
-        return lambda item: any(p(item) for p in preds)
+        return _joined(node.operands, every=type(node) is ext_filter.And)
     return None
 
 
-def filter_predicate(node: ext_filter.Filter) -> Predicate | None:
+def filter_predicate(node: ext_filter.Filter) -> Predicate | OnRoot | None:
     """The predicate of a whole ``[?(...)]`` (its expressions all hold), or ``None``."""
-    parts = [compile_predicate(expression) for expression in node.expressions]
-    if not parts or any(part is None for part in parts):
+    if not node.expressions:
         return None
-    preds = [p for p in parts if p is not None]
+    return _joined(node.expressions, every=True)
+
+
+def _joined(operands: list[Any], *, every: bool) -> Predicate | OnRoot | None:
+    """``operands`` joined by ``&&`` (``every``) or ``||``; ``None`` if one has no native
+    predicate. When one reads the document's root, so does the whole (:func:`_decide`)."""
+    parts = [compile_predicate(operand) for operand in operands]
+    preds = [part for part in parts if part is not None]
+    if len(preds) < len(parts):
+        return None
+    plain = [part for part in preds if not isinstance(part, OnRoot)]
+    if len(plain) < len(preds):
+        return OnRoot(functools.partial(_decide, tuple(preds), every))
+    return _all(plain) if every else _any(plain)
+
+
+def _all(preds: list[Predicate]) -> Predicate:
     if len(preds) == 1:
         return preds[0]
     return lambda item: all(p(item) for p in preds)
 
 
-def relative_keys(node: Any) -> tuple[Key, ...] | None:
-    """The keys of ``@``, ``@.a.b``, ``@['x y'][0]``; ``None`` for anything else.
+def _any(preds: list[Predicate]) -> Predicate:
+    return lambda item: any(p(item) for p in preds)
+
+
+def _decide(parts: tuple[Predicate | OnRoot, ...], every: bool, document: Any) -> Decided:
+    """What ``parts`` joined by ``&&`` (``every``) or ``||`` leave for the items of
+    ``document``: each root test is evaluated once; one that decides the whole (a false one
+    under ``&&``, a true one under ``||``) decides it, one that does not drops out, and the
+    item predicates left are joined as the parts were."""
+    preds: list[Predicate] = []
+    for part in parts:
+        decided = part.bind(document) if isinstance(part, OnRoot) else part
+        if not isinstance(decided, bool):
+            preds.append(decided)
+        elif decided is not every:
+            return decided
+    if not preds:
+        return every
+    return _all(preds) if every else _any(preds)
+
+
+class RootFilter:
+    """The step of a filter that reads the document's root (an :class:`OnRoot`): its root
+    tests are evaluated once per document, as the step runs, on the document the path was
+    given (:func:`root_document`), then it keeps what :func:`filter_step` keeps with what
+    they leave: every item, none, or those a predicate keeps. A :data:`StepFunc`."""
+
+    __slots__ = ("test",)
+
+    def __init__(self, test: OnRoot) -> None:
+        self.test = test
+
+    def __call__(self, nodes: list[Any]) -> list[Any]:
+        decided = self.test.bind(_document.get())
+        if not isinstance(decided, bool):
+            return filter_step(decided)(nodes)
+        return filter_step(_every)(nodes) if decided else []
+
+
+def _every(item: Any) -> bool:
+    return True
+
+
+def operand(node: Any) -> Operand | None:
+    """What ``@``, ``@.a.b``, ``@['x y'][0]``, ``$``, ``$.a.b`` read (:class:`Operand`);
+    ``None`` for anything else.
 
     The chain is walked down its left side in a loop: ``@`` followed by a thousand names
     recursed that deep, and compiling the path raised RecursionError (a traceback from
@@ -427,9 +542,9 @@ def relative_keys(node: Any) -> tuple[Key, ...] | None:
             return None
         keys.append(key)
         node = node.left
-    if type(node) is not jsonpath.This:
+    if type(node) not in (jsonpath.This, jsonpath.Root):
         return None
-    return tuple(reversed(keys))
+    return Operand(tuple(reversed(keys)), root=type(node) is jsonpath.Root)
 
 
 def single_key(node: Any) -> Key | None:

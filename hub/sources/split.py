@@ -34,10 +34,12 @@ the path's walk ran dry (``NativePath.walk``; see :func:`_walk` for when it is w
 
 Two more cases are not silent. An empty batch because a filter kept none of the
 items it was given (``$.entry[*].changes[?(@.field=='leadgen')]`` on a page's other
-changes, or on every change when the filter has a typo, ``@.feild``) is still accepted
-with no event (a subscription posting changes that are no leads is legitimate), but its
-``delivery_received`` line says so (``split_kept_none``, ``split_left_out``, the filter),
-and ``leadhub_split_kept_none_total`` counts it: a filter that drops every delivery shows.
+changes, or on every change when the filter has a typo, ``@.feild``; a filter on the
+delivery's root that does not hold for it, TikTok's ``$.entry[?($.object == 1)]`` on
+another object, keeps none of them) is still accepted with no event (a subscription
+posting changes that are no leads is legitimate), but its ``delivery_received`` line says
+so (``split_kept_none``, ``split_left_out``, the filter), and
+``leadhub_split_kept_none_total`` counts it: a filter that drops every delivery shows.
 A list that is there and empty is not flagged. And a delivery where some of the containers
 the path opened have no leads list (``{"id": 2}`` or ``{"leads": null}`` among the groups
 of ``$.groups[*].leads[*]``) while others have one stores the leads found, and its line is
@@ -45,8 +47,8 @@ a warning saying how many missed (``split_partial_miss``); when every container 
 is a miss (422) as above. Neither costs a walk more where leads are found: the containers
 missed are counted in the one walk that finds the leads, and only for a path with a step
 after its first wildcard, filter or slice (``$.groups[*].leads[*]``, not
-``$.data.leads[*]``: see ``NativePath.walk`` for the cost). A path jsonpath-ng walks tells
-neither.
+``$.data.leads[*]``: see ``NativePath.walk`` for the cost). A path jsonpath-ng walks (a
+``|`` union, a named operator, a filter comparing two paths) tells neither.
 """
 
 from __future__ import annotations

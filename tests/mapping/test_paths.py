@@ -23,6 +23,7 @@ from hub.mapping.paths import (
     ExtendedPath,
     NativePath,
     PathError,
+    RootFilterPath,
     SimplePath,
     TimedNativePath,
     compile_path,
@@ -101,29 +102,64 @@ def relative(min_size: int = 0) -> st.SearchStrategy[list[Any]]:
     )
 
 
-def comparison(target: list[Any], op: str, literal: Any) -> str:
-    return f"{path_text(target, '@')} {op} {literal_text(literal)}"
+def from_root() -> st.SearchStrategy[list[Any]]:
+    """The steps of a path from the document's root in a filter (``$``, ``$.a[0].é``): into
+    the records of ``in_object`` documents often enough to find POOL values there."""
+    return st.one_of(
+        relative(),
+        st.lists(st.one_of(st.sampled_from(FIELDS), st.integers(0, 1)), min_size=2, max_size=3),
+    )
 
 
-def existence(target: list[Any], negate: bool) -> str:
-    return ("!" if negate else "") + path_text(target, "@")
+def comparison(target: list[Any], op: str, literal: Any, start: str = "@") -> str:
+    return f"{path_text(target, start)} {op} {literal_text(literal)}"
+
+
+def existence(target: list[Any], negate: bool, start: str = "@") -> str:
+    return ("!" if negate else "") + path_text(target, start)
+
+
+def filter_body(parts: list[str], joins: list[str]) -> str:
+    """``a && b || c`` from expressions and the operators between them."""
+    text = parts[0]
+    for i, part in enumerate(parts[1:]):
+        text += f" {joins[i % len(joins)]} {part}"
+    return text
 
 
 def filter_text(parts: list[str], joins: list[str]) -> str:
     """``[?(a && b || c)]`` from its expressions and the operators between them."""
-    text = parts[0]
-    for i, part in enumerate(parts[1:]):
-        text += f" {joins[i % len(joins)]} {part}"
-    return f"[?({text})]"
+    return f"[?({filter_body(parts, joins)})]"
 
 
 OPS = ["==", "!=", "=", "<", "<=", ">", ">="]
+JOINS = st.lists(st.sampled_from(["&&", "||"]), min_size=1, max_size=2)
 comparisons = st.builds(comparison, relative(), st.sampled_from(OPS), st.sampled_from(POOL))
 tests_for_existence = st.builds(existence, relative(min_size=1), st.booleans())
+#: Tests of the document's root (``$.a[0].a == 1``, ``!$.é``), the same for every item.
+root_comparisons = st.builds(
+    comparison, from_root(), st.sampled_from(OPS), st.sampled_from(POOL), st.just("$")
+)
+root_tests = st.builds(existence, from_root(), st.booleans(), st.just("$"))
+expressions = st.one_of(
+    comparisons,
+    comparisons,
+    comparisons,
+    tests_for_existence,
+    tests_for_existence,
+    root_comparisons,
+    root_tests,
+)
+#: ``(a || b)``: a group, so that an ``||`` is one of the expressions an ``&&`` joins.
+groups = st.builds(
+    lambda parts, joins: f"({filter_body(parts, joins)})",
+    st.lists(expressions, min_size=2, max_size=2),
+    JOINS,
+)
 filters = st.builds(
     filter_text,
-    st.lists(st.one_of(comparisons, comparisons, tests_for_existence), min_size=1, max_size=3),
-    st.lists(st.sampled_from(["&&", "||"]), min_size=1, max_size=2),
+    st.lists(st.one_of(expressions, expressions, expressions, groups), min_size=1, max_size=3),
+    JOINS,
 )
 any_step = st.one_of(
     st.sampled_from(FIELDS),
@@ -158,7 +194,9 @@ def test_fast_path_returns_what_jsonpath_ng_returns(doc: Any, path_steps: list[A
 def test_native_paths_return_what_jsonpath_ng_returns(doc: Any, path_steps: list[Any]) -> None:
     """Paths with filters and wildcards, compiled natively, find the very same values in the
     same order as jsonpath-ng on random documents (missing keys, non-objects in the list,
-    1 vs '1' vs 1.0 vs true, null, unicode)."""
+    1 vs '1' vs 1.0 vs true, null, unicode), with filters testing the document's root
+    (``$.a[0].a == 1``, ``!$.é``) alone, or with tests of the item by ``&&``, ``||`` and
+    groups; so does their walk (``NativePath.walk``)."""
     text = path_text(path_steps)
     compiled = compile_path(text)
     assert isinstance(compiled, NativePath | SimplePath)
@@ -166,6 +204,8 @@ def test_native_paths_return_what_jsonpath_ng_returns(doc: Any, path_steps: list
     found = compiled.values(doc)
     assert found == expected
     assert [id(v) for v in found] == [id(v) for v in expected]  # the same items, not lookalikes
+    if isinstance(compiled, NativePath):  # the walk a split path takes finds them too
+        assert [id(v) for v in compiled.walk(doc).values] == [id(v) for v in expected]
 
 
 candidates = st.lists(
@@ -216,6 +256,82 @@ def test_every_comparison_keeps_what_jsonpath_ng_keeps(op: str) -> None:
             expected = [match.value for match in ext_parse(text).find(EVERY_CANDIDATE)]
             found = compiled.values(EVERY_CANDIDATE)
             assert [id(v) for v in found] == [id(v) for v in expected], text
+
+
+#: The items a filter on the document's root keeps all of or none of: records, and not.
+ITEMS: list[Any] = [{"a": 1}, "é", [1], None, {"é": {"a": 2}}]
+
+
+@pytest.mark.parametrize("op", [*OPS, "exists", "!"])
+def test_every_root_test_keeps_what_jsonpath_ng_keeps(op: str) -> None:
+    """A filter testing the document's root (``$.probe.a == 1``, ``$.probe[0]``,
+    ``!$.probe.a``) keeps all the items or none exactly when jsonpath-ng does, for every
+    target shape and literal, whatever the document holds there (every pairing of types,
+    a member missing, a value that is no object), natively; alone and beside a test of the
+    item (``&&``, ``||``)."""
+    documents = [{"probe": value, "items": ITEMS} for value in EVERY_CANDIDATE]
+    documents += [{"items": ITEMS}, {"probe": ITEMS}]  # no probe; no items
+    kept = set()
+    for target in TARGETS:
+        for literal in POOL if op in OPS else [None]:
+            steps = ["probe", *target]
+            if op in OPS:
+                test = comparison(steps, op, literal, "$")
+            else:
+                test = existence(steps, op == "!", "$")
+            for text in (
+                f"$.items[?({test})]",
+                f"$.items[?({test} && @.a == 1)]",
+                f"$.items[?(@.a == 1 || {test})]",
+            ):
+                compiled, parsed = compile_path(text), ext_parse(text)
+                assert isinstance(compiled, RootFilterPath), text
+                for doc in documents:
+                    expected = [match.value for match in parsed.find(doc)]
+                    found = compiled.values(doc)
+                    assert [id(v) for v in found] == [id(v) for v in expected], (text, doc)
+                    kept.add(len(found))
+    assert kept == {0, 1, len(ITEMS)}  # the root test both held and did not
+
+
+class CountsSearches:
+    """A compiled pattern that counts its searches, and searches as the real pattern does."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.searches = 0
+
+    def search(self, value: str, timeout: float | None = None, concurrent: Any = None) -> Any:
+        self.searches += 1
+        return self.compiled.search(value, timeout=timeout, concurrent=concurrent)
+
+
+def test_a_root_test_is_evaluated_once_per_document(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test of the document's root holds for all the items or none: it is evaluated once
+    per document, not once per item as jsonpath-ng does (a regular expression on the root
+    is searched once, by values and by walk), and only paths holding one set the root for
+    their filters (the others compile as before)."""
+    patterns: list[CountsSearches] = []
+
+    def counted(pattern: str) -> CountsSearches:
+        patterns.append(CountsSearches(regex.compile(pattern)))
+        return patterns[-1]
+
+    monkeypatch.setattr(paths, "regex", SimpleNamespace(compile=counted, error=regex.error))
+    items = [{"n": n} for n in range(1000)]
+    doc = {"kind": "lead", "items": items, "more": {"items": items}}
+    for text, found in [
+        ("$.items[?($.kind =~ '^lead$' && @.n > 0)]", items[1:]),
+        ("$.items[?(@.n < 0 || $.kind =~ '^lead$')]", items),
+        ("$..items[?($.kind =~ '^page$')]", []),
+    ]:
+        compiled = compile_path(text)
+        assert isinstance(compiled, RootFilterPath) and compiled.timed, text
+        assert compiled.values(doc) == found, text
+        assert compiled.walk(doc).values == found, text
+        assert patterns[-1].searches == 2, text
+    for ordinary in ["$.items[?(@.n > 0)]", "$.items[?(@.k =~ 'x')]", "$.items[*].n"]:
+        assert type(compile_path(ordinary)) in (NativePath, TimedNativePath), ordinary
 
 
 @pytest.mark.parametrize(
@@ -293,7 +409,10 @@ def test_a_number_filter_tells_types_apart() -> None:
     [
         "$.a[?(@.* =~ 'x.*')]",  # a regular expression on a wildcard
         "$.a[?(@.n == @.m)]",  # a comparison with another path
-        "$.a[?(@.n == $.want)]",  # the root inside a filter
+        "$.a[?(@.n == $.want)]",  # the root inside a filter, compared with a path
+        "$.a[?($.want == @.m)]",
+        "$.a[?($.* == 'xy')]",  # a wildcard from the root inside a filter
+        "$.a[?($..n == 1)]",  # descendants from the root
         "$.a[?(@.* == 1)]",  # a wildcard inside a filter
         "$.a[0].`parent`",  # a named operator
         "$.a.`len`",

@@ -308,6 +308,10 @@ NOTHING_FOUND = [
     ("$.entries[?(@.type =~ '^lead$')]", {"entries": []}, True),
     ("$..leads[*]", {"batch": {"leads": []}}, True),
     ("$.leads[2:5]", {"leads": [LEAD]}, True),
+    # a filter on the delivery's root (TikTok's object) that does not hold for it
+    ("$.entry[?($.object == 1)]", {"object": 2, "entry": [LEAD]}, True),
+    ("$.entry[?($.object == 1)]", {"object": 2, "entry": []}, True),
+    ("$.entry[?($.object == 1)]", {"entry": [LEAD]}, True),
     # the structure is not there: a miss
     ("$.data.leads[*]", {"data": {"lead": [LEAD]}}, False),
     ("$.data.leads[*]", {"data": {"leads": None}}, False),
@@ -322,6 +326,8 @@ NOTHING_FOUND = [
     ("$.data.leads", {"data": {}}, False),
     ("$.leads[0]", {"leads": []}, False),
     ("$.leads[*].`sorted`", {"leads": []}, False),  # walked by jsonpath-ng: cannot tell
+    ("$.entry[?($.object == 1)]", {"object": 1, "entries": [LEAD]}, False),
+    ("$.entry[?($.object == 1)]", {"object": 2}, False),
 ]
 
 
@@ -374,6 +380,17 @@ KEPT_NONE = [
         "[?@.field == 'leadgen']",
         4,
     ),
+    # a filter on the delivery's root that does not hold for it leaves out every item,
+    # alone (TikTok's other objects), beside a test of the item (which CHANGE passes), or
+    # with a path going on past it
+    ("$.entry[?($.object == 1)]", {"object": 2, "entry": [LEAD, OTHER]}, "[?$.object == 1]", 2),
+    (
+        "$.entry[*].changes[?($.object == 'page' && @.field == 'leadgen')]",
+        {**PAGE, "object": "user"},
+        "[?$.object == 'page' && @.field == 'leadgen']",
+        3,
+    ),
+    ("$.entry[?(!$.test)].changes[*]", {**PAGE, "test": True}, "[?!$.test]", 2),
 ]
 
 
@@ -407,6 +424,7 @@ NOT_KEPT_NONE = [
     ("$.entries[?(@.type == 'lead')]", {"entries": []}),
     ("$.data.leads[*]", {"data": {"leads": []}}),
     ("$.leads[2:5]", {"leads": [LEAD]}),
+    ("$.entry[?($.object == 1)]", {"object": 2, "entry": []}),
 ]
 
 
@@ -422,6 +440,26 @@ def test_an_empty_list_is_an_empty_batch_with_nothing_to_say(
     assert (found.leads, found.empty, found.missed, found.kept_none) == ([], True, 0, None)
     splits = build_source(endpoint).split(_request(b"{}"), delivery)
     assert splits == [] and not isinstance(splits, Noted)
+
+
+def test_a_filter_on_the_delivery_root_keeps_all_its_items_or_none(tmp_path: Path) -> None:
+    """``$.entry[?($.object == 1)]`` (TikTok's split) keeps every entry of a delivery whose
+    object is 1, each an event, and none of another object's: no event, and the filter
+    named as having left them all out. Beside a test of the item (``||``), a delivery the
+    root test holds for keeps every item, another the items that pass the other test."""
+    split = "$.entry[?($.object == 1)]"
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    source = build_source(endpoint)
+    lead = source.split(_request(b"{}"), {"object": 1, "entry": [LEAD, OTHER]})
+    assert [event.document for event in lead] == [LEAD, OTHER]
+    other = source.split(_request(b"{}"), {"object": 2, "entry": [LEAD, OTHER]})
+    assert isinstance(other, Noted) and list(other) == []
+    assert other.fields()["split_filter"] == "[?$.object == 1]"
+    split = "$.entry[?($.all == true || @.name)]"
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    assert endpoint.split is not None
+    assert leads_at(endpoint.split, {"all": True, "entry": [LEAD, OTHER]}) == ([LEAD, OTHER], None)
+    assert leads_at(endpoint.split, {"all": 1, "entry": [LEAD, OTHER]}) == ([LEAD], None)
 
 
 # (split path, a delivery, the leads found, how many of the path's containers missed)
