@@ -46,9 +46,11 @@ def test_date_with_a_long_run_of_spaces_is_read_at_once() -> None:
     date = parse_transform("date")
     for text in (SPACED_DATE, "a" + " " * 900_000 + "a", "2024-05-01" + " " * 900_000 + "GMT"):
         ctx = Context("mx_Date", None)
-        started = time.process_time()  # CPU: a loaded machine's waits do not count
+        # The CPU time of this thread, which does the work: neither a loaded machine's waits
+        # for a core nor the process's other threads (servers of other tests) count.
+        started = time.thread_time()
         assert date.apply([text], ctx) == []
-        assert time.process_time() - started < 0.5
+        assert time.thread_time() - started < 0.5
     for text, written in (
         ("2024-05-01 10:20:30 UTC", "2024-05-01 10:20:30"),
         ("2024-05-01T10:20:30 \t gmt", "2024-05-01 10:20:30"),
