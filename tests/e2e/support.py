@@ -197,3 +197,29 @@ def queue_leads(url: str, endpoint: str, count: int, *, prefix: str = "lead") ->
 def stored_events(url: str) -> list[Event]:
     """Every event in the store at ``url`` (up to 10,000), newest first."""
     return on_store(url, lambda store: store.list(limit=10_000))
+
+
+def enqueue_document(url: str, endpoint: str, delivery_id: str, document: dict[str, Any]) -> int:
+    """Store ``document`` as one delivery of ``endpoint`` named ``delivery_id`` in the store at
+    ``url`` (as a webhook would); its event id."""
+
+    async def work(store: EventStore) -> int:
+        (result,) = await store.enqueue(
+            IncomingDelivery(
+                endpoint=endpoint,
+                received_at=time.time(),
+                body=orjson.dumps(document),
+                content_type="application/json",
+                headers={},
+                events=(EventIn(delivery_id=delivery_id, document=document),),
+            )
+        )
+        return int(result.id)
+
+    return on_store(url, work)
+
+
+def log_lines(output: str, event: str, event_id: int) -> list[dict[str, Any]]:
+    """The JSON log lines in ``output`` of ``event`` for event ``event_id``."""
+    found = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
+    return [e for e in found if e.get("event") == event and e.get("event_id") == event_id]

@@ -32,27 +32,14 @@ from tests.e2e.support import (
     wait_until,
 )
 from tests.e2e.test_reload import Log
+from tests.e2e.test_shipped_mappings import EXPECTED
 from tests.mappings.cases import DEMO_ENV
 from tests.support.server import free_port, leadhub_process, leadhub_run
 
 LEAD_IDS = ["7312345678901234567", "7312345678901234568"]
 #: The first lead of ``tiktok/lead_delivery.json`` as LeadSquared gets it: the \\u-escaped
 #: name and city as text, the email trimmed and lowered, every id with all its digits.
-FIRST_LEAD = {
-    "FirstName": "José",
-    "LastName": "Álvarez Núñez",
-    "EmailAddress": "jose.alvarez@example.com",
-    "Phone": "+1-5550100166",
-    "mx_City": "San José",
-    "Source": "TikTok Ads",
-    "SourceCampaign": "1781234567890123",
-    "mx_TikTok_Lead_Id": "7312345678901234567",
-    "mx_TikTok_Form_Id": "7301234567890123456",
-    "mx_TikTok_Ad_Id": "1781234567890789",
-    "mx_TikTok_Adgroup_Id": "1781234567890456",
-    "mx_TikTok_Advertiser_Id": "7001234567890123456",
-    "mx_Lead_Created_On": "2025-11-06 10:26:11",
-}
+FIRST_LEAD = EXPECTED["tiktok"]
 SECOND_EMAIL = "hannah.brooks@example.com"
 
 

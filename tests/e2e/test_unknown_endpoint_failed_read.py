@@ -8,20 +8,17 @@ Real processes, a Graph API and a target on loopback."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hub.store import EventStore
 from hub.store.base import ENDPOINT_ABSENT
-from hub.store.models import EventIn, IncomingDelivery, State
+from hub.store.models import State
 from tests.dispatch.support import (
     FB_ENV,
     facebook_yaml,
@@ -29,7 +26,7 @@ from tests.dispatch.support import (
     recording_target,
     target_yaml,
 )
-from tests.e2e.support import on_store, stored_events, wait_until
+from tests.e2e.support import enqueue_document, log_lines, stored_events, wait_until
 from tests.support.server import leadhub_process, serve_args, serve_in_thread
 
 LEADGEN = "4242"
@@ -68,27 +65,7 @@ def failing_graph() -> Iterator[tuple[str, FailingGraph]]:
 
 def _enqueue_lead(db: str) -> int:
     """Store one ``fb`` delivery naming the lead :data:`LEADGEN`; its event id."""
-
-    async def work(store: EventStore) -> int:
-        document = {"leadgen_id": LEADGEN, "page_id": "1"}
-        (result,) = await store.enqueue(
-            IncomingDelivery(
-                endpoint="fb",
-                received_at=time.time(),
-                body=orjson.dumps(document),
-                content_type="application/json",
-                headers={},
-                events=(EventIn(delivery_id="fb-1", document=document),),
-            )
-        )
-        return int(result.id)
-
-    return on_store(db, work)
-
-
-def _lines(output: str, event: str, event_id: int) -> list[dict[str, object]]:
-    found = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
-    return [e for e in found if e.get("event") == event and e.get("event_id") == event_id]
+    return enqueue_document(db, "fb", "fb-1", {"leadgen_id": LEADGEN, "page_id": "1"})
 
 
 @pytest.mark.slow
@@ -131,7 +108,7 @@ def test_the_worker_without_an_endpoint_claims_an_event_whose_read_fails_once(
                     what=f"{FAILED_READS} failed reads of the fb event's lead",
                 )
                 old_output = without.stdout.read()
-                claimed_while_failing = len(_lines(old_output, "event_claimed", left))
+                claimed_while_failing = len(log_lines(old_output, "event_claimed", left))
                 failed = stored_events(db)
                 graph.mend.set()
                 wait_until(
@@ -141,7 +118,7 @@ def test_the_worker_without_an_endpoint_claims_an_event_whose_read_fails_once(
                 )
             old_output += without.stdout.read()
     assert claimed_while_failing == 1, f"{claimed_while_failing} claims for {graph.failed} reads"
-    assert len(_lines(old_output, "event_claimed", left)) == 1
+    assert len(log_lines(old_output, "event_claimed", left)) == 1
     (retrying,) = failed  # (no route: the read failed before one was recorded)
     assert retrying.target is None
     assert (retrying.last_error or "").startswith("Facebook lead fetch failed: ")

@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import orjson
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hub.store import EventStore
 from hub.store.base import ENDPOINT_ABSENT
-from hub.store.models import EventIn, IncomingDelivery, State
+from hub.store.models import State
 from tests.dispatch.support import (
     CAPTURE,
     KEYS,
@@ -30,7 +27,7 @@ from tests.dispatch.support import (
     flat_endpoint_yaml,
     target_yaml,
 )
-from tests.e2e.support import on_store, stored_events, wait_until
+from tests.e2e.support import enqueue_document, log_lines, stored_events, wait_until
 from tests.support.server import leadhub_process, serve_args, serve_in_thread
 
 SAME = "same@example.com"
@@ -73,27 +70,7 @@ def holding_target() -> Iterator[tuple[str, HoldingTarget]]:
 
 def _enqueue(db: str, endpoint: str, delivery_id: str, first_name: str) -> int:
     """Store one lead for :data:`SAME` of ``endpoint``; its event id."""
-
-    async def work(store: EventStore) -> int:
-        document = {"email": SAME, "first_name": first_name}
-        (result,) = await store.enqueue(
-            IncomingDelivery(
-                endpoint=endpoint,
-                received_at=time.time(),
-                body=orjson.dumps(document),
-                content_type="application/json",
-                headers={},
-                events=(EventIn(delivery_id=delivery_id, document=document),),
-            )
-        )
-        return int(result.id)
-
-    return on_store(db, work)
-
-
-def _lines(output: str, event: str, event_id: int) -> list[dict[str, object]]:
-    found = [orjson.loads(line) for line in output.splitlines() if line.startswith("{")]
-    return [e for e in found if e.get("event") == event and e.get("event_id") == event_id]
+    return enqueue_document(db, endpoint, delivery_id, {"email": SAME, "first_name": first_name})
 
 
 @pytest.mark.slow
@@ -142,11 +119,11 @@ def test_the_worker_without_an_endpoint_claims_an_event_held_back_by_ordering_on
             def waited() -> bool:
                 nonlocal new_output
                 new_output += stdout.read()
-                return len(_lines(new_output, "event_waiting", left)) >= WAITS
+                return len(log_lines(new_output, "event_waiting", left)) >= WAITS
 
             wait_until(waited, timeout=90, what=f"{WAITS} ordering waits of late's event")
             old_output += without.stdout.read()
-            claimed_while_held = len(_lines(old_output, "event_claimed", left))
+            claimed_while_held = len(log_lines(old_output, "event_claimed", left))
             target.let_through.set()
             wait_until(
                 lambda: all(e.state is State.DELIVERED for e in stored_events(db)),
@@ -155,9 +132,9 @@ def test_the_worker_without_an_endpoint_claims_an_event_held_back_by_ordering_on
             )
         old_output += without.stdout.read()
     events = {e.id: e for e in stored_events(db)}
-    waits = _lines(new_output, "event_waiting", left)
+    waits = log_lines(new_output, "event_waiting", left)
     assert {w["blocker"] for w in waits} == {held}
     assert claimed_while_held == 1, f"{claimed_while_held} claims for {len(waits)} waits"
-    assert len(_lines(old_output, "event_claimed", left)) == 1
+    assert len(log_lines(old_output, "event_claimed", left)) == 1
     assert target.names(SAME) == ["Held", "Late"]
     assert (events[left].state, events[left].attempts) == (State.DELIVERED, 1)
