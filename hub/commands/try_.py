@@ -189,15 +189,15 @@ def _kept_none_note(split: str, where: str, left_out: int) -> str:
 
 def _partial_miss_note(split: str, missed: int, found: int) -> str:
     """Said when some of the containers the ``split`` path opened have no leads list where
-    it expects one (a name not there, or null) while others gave leads: the hub stores the
-    leads found and warns."""
-    containers = "container" if missed == 1 else "containers"
+    it expects one (a name not there, or null), or a null stands where a lead should be,
+    while others gave leads: the hub stores the leads found and warns."""
+    places = "place" if missed == 1 else "places"
     leads = "lead" if found == 1 else "leads"
     return (
-        f"note: split {split} found no list of leads in {missed} {containers} it opened (a "
-        f"name not there, or null); the {found} {leads} found in the others are tried: posted "
-        "to the hub, they would be stored, and its delivery_received line would be a warning "
-        f"(split_partial_miss={missed})"
+        f"note: split {split} found no lead in {missed} {places} where it expected a list of "
+        f"leads or a lead (a name not there, or null); the {found} {leads} found in the others "
+        "are tried: posted to the hub, they would be stored, and its delivery_received line "
+        f"would be a warning (split_partial_miss={missed})"
     )
 
 

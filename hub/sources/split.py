@@ -49,6 +49,17 @@ missed are counted in the one walk that finds the leads, and only for a path wit
 after its first wildcard, filter or slice (``$.groups[*].leads[*]``, not
 ``$.data.leads[*]``: see ``NativePath.walk`` for the cost). A path jsonpath-ng walks (a
 ``|`` union, a named operator, a filter comparing two paths) tells neither.
+
+A null where a lead should be (``{"leads": [{...}, null]}`` for ``$.leads[*]``, ``"lead":
+null`` in one group for ``$.groups[*].lead``) is no lead either: taken as one, it was an
+event whose document is null, which died at mapping. It is left out and counted as a
+container without its leads list (``split_partial_miss``, the other leads stored), for any
+path: a look for nulls among the values found, not a walk. When every value found is null,
+the delivery is a miss (422), as when every container misses: ``[]`` says there is no lead,
+an empty batch, but ``[null]`` is the same broken envelope as ``"leads": null``, and the
+sender must see it. Where the leads are kept whole (above), a null among the objects the
+wildcard opened is left out so (``{"leads": null}`` beside ``{"leads": {...}}`` among the
+groups of ``$.groups[*].leads[*]``, which the walk counts).
 """
 
 from __future__ import annotations
@@ -139,7 +150,8 @@ class Noted(list[Split]):
         self, splits: Iterable[Split], missed: int, kept_none: tuple[str, int] | None
     ) -> None:
         super().__init__(splits)
-        #: Containers the path opened that held no leads list where others did.
+        #: Containers the path opened that held no leads list, and nulls found where
+        #: leads should be, where others held leads.
         self.missed = missed
         #: No event because a filter kept none: the filter, and how many items it left out.
         self.kept_none = kept_none
@@ -180,7 +192,8 @@ class Found(NamedTuple):
     opened: str | None = None
     #: No lead, and an empty batch rather than a miss (see the module docstring).
     empty: bool = False
-    #: Containers the path opened that it could not go on into (``NativePath.walk``).
+    #: Containers the path opened that it could not go on into (``NativePath.walk``), and
+    #: nulls found where leads should be (see the module docstring).
     missed: int = 0
     #: No lead because a filter given items kept none: the filter and how many it left out.
     kept_none: tuple[str, int] | None = None
@@ -201,12 +214,24 @@ def find_leads(path: JsonPath, document: Any) -> Found:
     found = walk.values
     opened = _opened(path.text)
     if opened is not None and not all(isinstance(value, dict) for value in found):
-        objects = _values(opened, document)
+        objects = _no_nulls(_values(opened, document))
         if objects and all(isinstance(value, dict) for value in objects):
             return Found(_at_most(objects, opened), opened.text, missed=walk.missed)
-    if found:
-        return Found(_at_most(found, path), missed=walk.missed)
+    leads = _no_nulls(found)
+    missed = walk.missed + len(found) - len(leads)
+    if leads:
+        return Found(_at_most(leads, path), missed=missed)
+    if found:  # every value null: no lead, and no empty batch
+        return Found([], None, missed=missed)
     return Found([], None, walk.ran_dry_in_containers, walk.missed, walk.kept_none)
+
+
+def _no_nulls(values: list[Any]) -> list[Any]:
+    """``values`` without their nulls: a null where a lead should be is no lead (see the
+    module docstring); ``values`` itself when it holds none, as it most often does."""
+    if None not in values:
+        return values
+    return [value for value in values if value is not None]
 
 
 def leads_at(path: JsonPath, document: Any) -> tuple[list[Any], str | None]:

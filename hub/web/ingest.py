@@ -31,10 +31,10 @@ Exactly one ``delivery_received`` log line per request, with ``endpoint``,
 app is built, so configure structlog before ``create_app``); a warning for a refusal that
 is the configuration's to fix (:data:`WARNED_REASONS`), else info. A ``split`` endpoint's
 accepted delivery says more when its path's walk noted it (``hub.sources.split``): a
-warning with ``split_partial_miss`` (containers without their leads list, the leads found
-stored), or, with no event, ``split_kept_none``, ``split_left_out`` and ``split_filter``
-(a filter kept none of the items it was given; counted in
-``leadhub_split_kept_none_total``). Secrets, tokens,
+warning with ``split_partial_miss`` (containers without their leads list, or nulls where
+leads should be; the leads found stored), or, with no event, ``split_kept_none``,
+``split_left_out`` and ``split_filter`` (a filter kept none of the items it was given;
+counted in ``leadhub_split_kept_none_total``). Secrets, tokens,
 signatures and bodies are never logged; headers that carry credentials are never stored.
 """
 

@@ -488,6 +488,16 @@ PARTIAL = [
     ("$.groups[*].leads[*]", {"groups": [{"leads": LEAD}, {"id": 2}]}, [LEAD], 1),
     # an empty list among them: an empty batch, the missing group said all the same
     ("$.groups[*].leads[*]", {"groups": [{"leads": []}, {"id": 2}]}, [], 1),
+    # a null where a lead should be: no lead, counted as a container without its leads
+    ("$.leads[*]", {"leads": [LEAD, None, OTHER, None]}, [LEAD, OTHER], 2),
+    ("$.groups[*].lead", {"groups": [{"lead": LEAD}, {"lead": None}]}, [LEAD], 1),
+    ("$.groups[*].lead", {"groups": [{"lead": None}, {"id": 2}, {"lead": OTHER}]}, [OTHER], 2),
+    ("$.leads[*].email", {"leads": [{"email": None}, LEAD]}, ["a@example.com"], 1),
+    ("$..lead", {"a": {"lead": LEAD}, "b": {"lead": None}}, [LEAD], 1),
+    # for a path jsonpath-ng walks too (which counts no container)
+    ("$.groups[*].lead.`this`", {"groups": [{"lead": LEAD}, {"lead": None}]}, [LEAD], 1),
+    # leads kept whole (see SHAPES), a null among them: left out, counted once (the walk's)
+    ("$.groups[*].leads[*]", {"groups": [{"leads": LEAD}, {"leads": None}]}, [LEAD], 1),
     # nothing missed
     ("$.groups[*].leads[*]", {"groups": [{"leads": [LEAD]}, {"leads": []}]}, [LEAD], 0),
     ("$.data.leads[*]", {"data": {"leads": [LEAD, OTHER]}}, [LEAD, OTHER], 0),
@@ -539,6 +549,34 @@ def test_every_container_missing_its_leads_is_still_a_miss(tmp_path: Path) -> No
         assert info.value.status == 422
 
 
+# (split path, a delivery whose every value where a lead should be is null)
+ALL_NULL = [
+    ("$.leads[*]", {"leads": [None]}),
+    ("$.leads[*]", {"leads": [None, None]}),
+    ("$.groups[*].lead", {"groups": [{"lead": None}]}),
+    ("$.groups[*].lead", {"groups": [{"lead": None}, {"id": 2}]}),
+    ("$.groups[*].leads[*]", {"groups": [{"leads": [None]}, {"leads": None}]}),
+    ("$.lead", {"lead": None}),
+]
+
+
+@pytest.mark.parametrize(("split", "delivery"), ALL_NULL)
+def test_a_delivery_of_nulls_where_leads_should_be_is_a_miss(
+    tmp_path: Path, split: str, delivery: object
+) -> None:
+    """A null is no lead, and a delivery whose every value found is null holds none: a
+    miss (422 naming the path, nothing stored), as when every container misses its leads
+    list; not an empty batch, which is a list there and empty."""
+    endpoint = _endpoint(tmp_path, CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    assert endpoint.split is not None
+    found = find_leads(endpoint.split, delivery)
+    assert (found.leads, found.empty, found.kept_none) == ([], False, None)
+    with pytest.raises(BodyError) as info:
+        build_source(endpoint).split(_request(b"{}"), delivery)
+    assert info.value.status == 422
+    assert info.value.reason.startswith(f"split path {split} finds no lead in this delivery")
+
+
 def test_try_names_the_filter_that_kept_none_and_the_containers_missed(tmp_path: Path) -> None:
     """``leadhub try`` on a delivery a filter of the split path kept no item of says which
     filter and how many items it left out (a typo in it drops every delivery so), tries
@@ -566,10 +604,10 @@ def test_try_names_the_filter_that_kept_none_and_the_containers_missed(tmp_path:
     groups = [{"leads": [LEAD]}, {"id": 2}, {"leads": None}, {"leads": [OTHER]}]
     partial.write_bytes(orjson.dumps({"groups": groups}))
     note = (
-        f"note: split {split} found no list of leads in 2 containers it opened (a name not "
-        "there, or null); the 2 leads found in the others are tried: posted to the hub, they "
-        "would be stored, and its delivery_received line would be a warning "
-        "(split_partial_miss=2)"
+        f"note: split {split} found no lead in 2 places where it expected a list of leads or "
+        "a lead (a name not there, or null); the 2 leads found in the others are tried: "
+        "posted to the hub, they would be stored, and its delivery_received line would be a "
+        "warning (split_partial_miss=2)"
     )
     done = leadhub_run(["try", "bulk", str(partial), *common, "--json"])
     assert done.returncode == 0 and done.stderr.strip() == note
@@ -629,3 +667,55 @@ def test_the_delivery_line_says_what_the_split_noted_and_metrics_count_it(
     assert (partial["log_level"], partial["outcome"]) == ("warning", "accepted")
     assert partial["split_partial_miss"] == 1 and "split_kept_none" not in partial
     assert 'leadhub_split_kept_none_total{endpoint="bulk"} 1.0' in metrics
+
+
+def test_try_leaves_out_nulls_where_leads_should_be_as_ingest_does(tmp_path: Path) -> None:
+    """``leadhub try`` on a delivery with a null among its leads tries the others, saying
+    how many places held no lead (as the hub's warning would); on one whose every lead is
+    null it says, as for any delivery the path misses, that the hub would refuse it."""
+    split = "$.groups[*].lead"
+    (tmp_path / "bulk.yaml").write_text(CONFIG.replace("$.data.leads[*]", f'"{split}"'))
+    common = ["--config-dir", str(tmp_path)]
+    partial = tmp_path / "partial.json"
+    partial.write_bytes(orjson.dumps({"groups": [{"lead": LEAD}, {"lead": None}]}))
+    done = leadhub_run(["try", "bulk", str(partial), *common, "--json"])
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == (
+        f"note: split {split} found no lead in 1 place where it expected a list of leads or "
+        "a lead (a name not there, or null); the 1 lead found in the others are tried: posted "
+        "to the hub, they would be stored, and its delivery_received line would be a warning "
+        "(split_partial_miss=1)"
+    )
+    answers = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [a["body"][0]["Value"] for a in answers] == ["a@example.com"]
+    nulls = tmp_path / "nulls.json"
+    nulls.write_bytes(orjson.dumps({"groups": [{"lead": None}, {"lead": None}]}))
+    done = leadhub_run(["try", "bulk", str(nulls), *common])
+    assert done.returncode == 1
+    assert f"note: split {split} finds no lead in this document" in done.stderr
+    assert "would be refused (422)" in done.stderr
+
+
+def test_nulls_where_leads_should_be_are_left_out_over_http(tmp_path: Path) -> None:
+    """Over real HTTP: a delivery with a null among its leads stores the others, its
+    ``delivery_received`` line a warning with ``split_partial_miss``; one whose every lead
+    is null is refused (422 naming the path), nothing stored, its line saying why."""
+    (tmp_path / "cfg").mkdir()
+    endpoint = _endpoint(tmp_path / "cfg", CONFIG.replace("$.data.leads[*]", '"$.leads[*]"'))
+    lead = dict(LEAD, lead_id=1)
+    bodies = [{"leads": [lead, None]}, {"leads": [None, None]}]
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    with capture_logs() as logs, running_hub(tmp_path, {"bulk": endpoint}) as hub:
+        answers = [hub.client.post("/hooks/bulk", json=body, headers=auth) for body in bodies]
+        partial, nulls = logged(logs, "delivery_received", 2)
+        stored = hub.events()
+    assert (answers[0].status_code, answers[0].json()) == (
+        200,
+        {"status": "accepted", "id": 1, "ids": [1]},
+    )
+    assert answers[1].status_code == 422
+    assert answers[1].json()["error"].startswith("split path $.leads[*] finds no lead")
+    assert [e.document for e in stored] == [lead]
+    assert (partial["log_level"], partial["outcome"]) == ("warning", "accepted")
+    assert partial["split_partial_miss"] == 1
+    assert (nulls["log_level"], nulls["reason"]) == ("warning", "split_found_nothing")
