@@ -7,6 +7,7 @@ mistake is a ``check`` error with its line rather than a failure at dispatch.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import phonenumbers
 
@@ -15,6 +16,7 @@ from hub.config.issues import did_you_mean
 from hub.config.models import JsonPath, Origin
 from hub.config.nodes import Node
 from hub.config.reader import Reader, type_name
+from hub.mapping.engine import field_value
 from hub.mapping.model import (
     CONSENT_MAP,
     OPT_OUT_MAP,
@@ -27,7 +29,7 @@ from hub.mapping.model import (
     Rule,
 )
 from hub.mapping.paths import PathError
-from hub.mapping.transforms import Transform, TransformError, parse_transforms
+from hub.mapping.transforms import Context, Transform, TransformError, parse_transforms
 from hub.mapping.values import shown_text, to_text
 
 MAPPING_KEYS = (
@@ -259,30 +261,62 @@ def _paths(node: Node, r: Reader, where: str) -> tuple[JsonPath, ...] | None:
     return tuple(paths)
 
 
-def _opt_out_constant(attribute: str, key: str, node: Node | None, r: Reader, where: str) -> None:
-    """Warn when the constant ``key`` (``value`` or ``default``) of an opt-out flag is not
-    "0" or "1", the flag's values in LeadSquared. Values are sent as written, so
-    ``DoNotEmail: {value: yes}`` sent "yes" and ``{value: true}`` "true": what LeadSquared
-    makes of those is not documented, and the sandbox takes any text, so nothing said so
-    before the leads reached a real account."""
+def _opt_out_constant(
+    attribute: str,
+    key: str,
+    node: Node | None,
+    r: Reader,
+    where: str,
+    transforms: tuple[Transform, ...] = (),
+) -> None:
+    """Warn when the constant ``key`` (``value`` or ``default``) of an opt-out flag does not
+    send "0" or "1", the flag's values in LeadSquared. ``DoNotEmail: {value: yes}`` sent
+    "yes" and ``{value: true}`` "true": what LeadSquared makes of those is not documented,
+    and the sandbox takes any text, so nothing said so before the leads reached a real
+    account. A ``value`` passes through the field's ``transforms`` before it is sent (a
+    ``default`` does not), so what they make of it is judged (:func:`_constant_sent`):
+    ``{value: true, transform: {map: {true: "1"}}}`` sends "1", and ``{value: "1",
+    transform: {map: {"1": "yes"}}}`` "yes"."""
     if node is None or node.value is None or node.reported or isinstance(node.value, dict | list):
         return
-    sent = to_text(node.value)
-    if sent in ("0", "1"):
-        return
+    written = to_text(node.value)
+    sent: str | None = written
+    if transforms:
+        sent = _constant_sent(attribute, node.value, transforms, written)
+    if sent is None or sent in ("0", "1"):
+        return  # (None: nothing sent from it, the default or no attribute instead)
     meaning = OPT_OUTS[attribute]
     known = _YES_NO.get(sent.strip().lower())
+    sends = repr(sent)
     if node.expanded:
         fix = f"set what {node.raw} gives to 1 ({meaning}) or 0"
     elif known:
         fix = f'write {key}: "{known}"'
     else:
         fix = f'write {key}: "1" ({meaning}) or {key}: "0"'
+    if sent != written:
+        sends += f", which its transforms make of {written!r}"
+        fix = f"a constant needs no transform: drop them and {fix}"
     r.warn(
         node,
-        f'{key!r} of {where} sends {sent!r}; LeadSquared\'s {attribute} takes "1" '
+        f'{key!r} of {where} sends {sends}; LeadSquared\'s {attribute} takes "1" '
         f'({meaning}) or "0": {fix}',
     )
+
+
+def _constant_sent(
+    attribute: str, value: Any, transforms: tuple[Transform, ...], written: str
+) -> str | None:
+    """What the constant ``value`` of opt-out flag ``attribute`` sends once ``transforms``
+    are applied, as the engine applies them (``field_value``, which reads no document for a
+    constant), or ``None`` when it sends nothing (its transforms leave it out). When a
+    transform cannot take it (a warning: ``phone`` or ``date`` left it out, maybe for want
+    of the mapping's ``default_region``), what is sent is not known here: the value as
+    ``written``, as before."""
+    ctx = Context(attribute=attribute, default_region=None)
+    spec = FieldSpec(attribute=attribute, value=value, transforms=transforms)
+    sent = field_value(spec, None, ctx)
+    return written if ctx.warnings else sent
 
 
 #: At most this many of a map's outputs are named in an opt-out flag's warning.
@@ -408,7 +442,7 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
         else:
             default = to_text(default_node.value)
     if attribute in OPT_OUTS:
-        _opt_out_constant(attribute, "value", value_node, sub, where)
+        _opt_out_constant(attribute, "value", value_node, sub, where, transforms)
         _opt_out_constant(attribute, "default", default_node, sub, where)
         if path_node is not None and paths:
             _opt_out_path(attribute, transforms, transform_node or path_node, sub, where)

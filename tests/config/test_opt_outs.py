@@ -5,7 +5,8 @@ LeadSquared's flags take "1" (opted out) or "0"; a mapping sends what a path fin
 flag itself (a consent question's true means "0"). So ``check`` (and ``load``, as a
 warning) says when such a field's transforms cannot be known to give only "0" or "1", and
 ``leadhub try`` says when a document's value is neither; the constants' warnings are
-tests/config/test_values.py's.
+tests/config/test_values.py's, but for a constant with transforms, judged here by what
+they make of it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 
 from hub.cli import main
 from hub.config import load
+from hub.mapping import CaptureRequest, map_document
 from tests.support.server import leadhub_run
 
 ENDPOINT = "kind: endpoint\nname: e\nsource: none\n---\n"
@@ -174,3 +176,74 @@ def test_try_shows_an_opt_out_flag_sent_other_than_0_or_1(tmp_path: Path) -> Non
         {"Attribute": "DoNotCall", "Value": "0"},
         {"Attribute": "DoNotSMS", "Value": "1"},
     ]
+
+
+#: Opt-out constants with transforms: what each sends is what its transforms make of it.
+CONSTANTS = """\
+name: m
+endpoint: e
+match: {$.form: a}
+fields:
+  EmailAddress: $.email
+  DoNotEmail: {value: true, transform: {map: {true: "1", false: "0"}}}
+  DoNotCall: {value: "1", transform: {map: {"1": "yes"}}}
+  DoNotSMS: {value: " Yes ", transform: [trim, lower]}
+  DoNotTrack: {value: maybe, transform: upper, default: "0"}
+---
+name: n
+endpoint: e
+match: {$.form: b}
+fields:
+  EmailAddress: $.email
+  DoNotEmail: {value: yes, transform: date}
+  DoNotCall: {value: x, transform: {map: {x: ""}}, default: "yes"}
+  DoNotSMS: {value: "1", transform: trim}
+  DoNotTrack: {value: "0", transform: {map: {"0": "0", "1": "1"}}}
+"""
+
+
+def test_an_opt_out_constant_is_judged_by_what_its_transforms_send(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A constant ``value`` passes through its field's transforms before it is sent (a
+    ``default`` does not), so ``check`` judges what they make of it: true mapped to "1"
+    is quiet (it was warned as "true"), "1" mapped to "yes" is warned (it was not), with
+    what was written and the fix. A value a transform cannot take (``date`` of "yes") is
+    judged as written, as before; one its map leaves out sends nothing (its default, judged
+    as written, does). What ``check`` says is sent is what the engine sends."""
+    (tmp_path / "m.yaml").write_text(ENDPOINT + CONSTANTS)
+    assert _check(tmp_path, capsys) == [
+        "11: 'value' of field 'DoNotCall' of mapping 'm' sends 'yes', which its transforms "
+        f"make of '1'; {TAKES_CALL}: a constant needs no transform: drop them and write "
+        'value: "1"',
+        "12: 'value' of field 'DoNotSMS' of mapping 'm' sends 'yes', which its transforms "
+        'make of \' Yes \'; LeadSquared\'s DoNotSMS takes "1" (do not text) or "0": a constant '
+        'needs no transform: drop them and write value: "1"',
+        "13: 'value' of field 'DoNotTrack' of mapping 'm' sends 'MAYBE', which its "
+        "transforms make of 'maybe'; LeadSquared's DoNotTrack takes \"1\" (do not track) or "
+        '"0": a constant needs no transform: drop them and write value: "1" (do not track) '
+        'or value: "0"',
+        f"20: 'value' of field 'DoNotEmail' of mapping 'n' sends 'yes'; {TAKES_EMAIL}: "
+        'write value: "1"',
+        "21: 'default' of field 'DoNotCall' of mapping 'n' sends 'yes'; "
+        f'{TAKES_CALL}: write default: "1"',
+    ]
+    mappings = load(tmp_path, {}).mappings_for("e")
+    sent = {}
+    for form in "ab":
+        result = map_document(mappings, {"form": form, "email": "a@example.com"})
+        assert isinstance(result, CaptureRequest)
+        sent[form] = {item["Attribute"]: item["Value"] for item in result.body}
+    assert sent["a"] == {
+        "EmailAddress": "a@example.com",
+        "DoNotEmail": "1",
+        "DoNotCall": "yes",
+        "DoNotSMS": "yes",
+        "DoNotTrack": "MAYBE",
+    }
+    assert sent["b"] == {
+        "EmailAddress": "a@example.com",
+        "DoNotCall": "yes",
+        "DoNotSMS": "1",
+        "DoNotTrack": "0",
+    }
