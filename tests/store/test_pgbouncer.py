@@ -223,6 +223,36 @@ async def test_a_store_transaction_is_one_transaction_through_the_pooler(
     assert "leadhub" in names
 
 
+async def test_the_hub_s_connections_keep_its_name_between_transactions(
+    postgres_dsn: str, one_session: PgBouncer
+) -> None:
+    """Between the store's transactions its clients are ``leadhub`` in PgBouncer's
+    ``SHOW CLIENTS``, and so is the server session idle in PgBouncer's pool in
+    ``pg_stat_activity``: the name is also a startup setting (PgBouncer tracks it, and sets
+    it on the server session it gives the client). Set in each transaction only, the name
+    ended at each ``COMMIT``: PgBouncer showed the hub's clients by no name, or by the last
+    name set on the server session (another client's), and the server session was not the
+    hub's in ``pg_stat_activity``."""
+    async with fresh_schema(postgres_dsn) as schema:
+        async with opened(f"{one_session.dsn()}?schema={schema}") as store:
+            for n in range(3):
+                await store.enqueue(delivery(f"n{n}"))
+            clients = await asyncio.to_thread(one_session.show, "SHOW CLIENTS")
+            servers = await asyncio.to_thread(one_session.show, "SHOW SERVERS")
+            (pid,) = [
+                int(s["remote_pid"]) for s in servers if s["database"] == one_session.database
+            ]
+            idle = await sql(
+                postgres_dsn,
+                "SELECT application_name, state FROM pg_stat_activity WHERE pid = $1",
+                pid,
+            )
+    assert {c["application_name"] for c in clients if c["database"] == one_session.database} == {
+        "leadhub"
+    }
+    assert idle == [("leadhub", "idle")]
+
+
 @pytest.fixture(params=["pgbouncer", "direct"])
 def pooled_or_not(request: pytest.FixtureRequest) -> tuple[str, str, bool]:
     """``(dsn, schema, pooled)``: a fresh schema through the transaction-mode PgBouncer
