@@ -482,9 +482,9 @@ def _report(exc: yaml.YAMLError, text: str, file: str, issues: Issues, belongs: 
         problem = exc.problem or exc.context or "invalid YAML"
         lines = text.split("\n")
         line = _culprit(exc, lines)
-        unclosed = _unclosed(exc)
-        if unclosed is not None:
-            issues.error(file, line, f"YAML syntax error: {problem}; {unclosed}")
+        fix = _unclosed(exc, lines) or _missing_comma(exc, lines)
+        if fix is not None:
+            issues.error(file, line, f"YAML syntax error: {problem}; {fix}")
             return
         written = lines[line - 1] if 0 < line <= len(lines) else ""
         dedented = _dedented(lines, line, belongs)
@@ -528,7 +528,7 @@ def _culprit(exc: yaml.MarkedYAMLError, lines: list[str]) -> int:
     problem = exc.problem or ""
     unclosed = context == "while scanning a quoted scalar" and "end of stream" in problem
     if exc.context_mark is not None and (
-        context == "while scanning a simple key" or unclosed or _unclosed(exc) is not None
+        context == "while scanning a simple key" or unclosed or _unclosed(exc, lines) is not None
     ):
         return exc.context_mark.line + 1
     mark = exc.problem_mark or exc.context_mark
@@ -539,29 +539,44 @@ def _culprit(exc: yaml.MarkedYAMLError, lines: list[str]) -> int:
 _FLOW = {"while parsing a flow sequence": ("[", "]"), "while parsing a flow mapping": ("{", "}")}
 
 
-def _unclosed(exc: yaml.MarkedYAMLError) -> str | None:
+def _flow_error(exc: yaml.MarkedYAMLError) -> tuple[str, str, str] | None:
+    """For pyyaml's "expected ',' or ']' (or '}'), but got X" inside a ``[`` or ``{``: the
+    bracket that opened it, the one that closes it, and X; ``None`` for any other error."""
+    brackets = _FLOW.get(exc.context or "")
+    problem = exc.problem or ""
+    if brackets is None or exc.context_mark is None or exc.problem_mark is None:
+        return None
+    opening, closing = brackets
+    if not problem.startswith(f"expected ',' or '{closing}', but got "):
+        return None
+    return opening, closing, problem.rsplit("but got ", 1)[1]
+
+
+def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
     """The fix when ``exc`` is a ``[`` or ``{`` never closed (``transform: [trim, lower``
     with no ``]``), ``None`` for any other error.
 
     pyyaml reads on past the bracket's line, to the end of the file or document or to
     the next key's ``:``, and expects a ``,`` or the closing bracket there: its context
-    mark is the bracket, on the line to fix. A bracket closed by the other kind on its
-    own line (``[trim, lower}``) is one too.
+    mark is the bracket, on the line to fix. The next key is one no deeper than the
+    bracket's line (``required: true`` under the same field, or the next field): a deeper
+    line is an item of a bracket that goes on, one not parted from the item before it by a
+    ``,`` (:func:`_missing_comma`). A bracket closed by the other kind on its own line
+    (``[trim, lower}``) is one too.
     """
-    brackets = _FLOW.get(exc.context or "")
-    problem = exc.problem or ""
+    flow = _flow_error(exc)
+    if flow is None:
+        return None
+    opening, closing, got = flow
     start, stop = exc.context_mark, exc.problem_mark
-    if brackets is None or start is None or stop is None:
-        return None
-    opening, closing = brackets
-    if not problem.startswith(f"expected ',' or '{closing}', but got "):
-        return None
-    got = problem.rsplit("but got ", 1)[1]
+    assert start is not None and stop is not None  # (_flow_error)
     if got == "'<stream end>'":
         reach = "the file ends inside it"
     elif got in ("'<document start>'", "'<document end>'"):
         reach = f"its document ends at line {stop.line + 1} inside it"
     elif stop.line > start.line:
+        if not _no_deeper(lines, stop.line, start.line):
+            return None
         reach = f"YAML read on to line {stop.line + 1} as inside it"
     elif got in ("']'", "'}'"):
         return (
@@ -573,6 +588,40 @@ def _unclosed(exc: yaml.MarkedYAMLError) -> str | None:
     return (
         f"the {opening!r} opened on this line is never closed ({reach}); "
         f"close it with {closing!r} after its last item"
+    )
+
+
+def _no_deeper(lines: list[str], line: int, than: int) -> bool:
+    """Whether 0-based ``line`` holds a key (a ``:``) indented no deeper than line ``than``."""
+    if not (0 <= line < len(lines) and 0 <= than < len(lines)):
+        return False
+    return ":" in lines[line] and _indent(lines[line]) <= _indent(lines[than])
+
+
+def _missing_comma(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
+    """The fix when ``exc`` is an item of a ``[`` or ``{`` that goes on over several lines,
+    not parted from the item before it by a ``,`` (``gg: "Google"`` then ``tt: "TikTok"``
+    on the next line); ``None`` for any other error (:func:`_unclosed` tells a bracket never
+    closed). pyyaml stops at the item after the missing ``,``: the error's line."""
+    flow = _flow_error(exc)
+    if flow is None or _unclosed(exc, lines) is not None:
+        return None
+    opening, _, got = flow
+    start, stop = exc.context_mark, exc.problem_mark
+    assert start is not None and stop is not None  # (_flow_error)
+    if stop.line <= start.line or got in ("']'", "'}'"):
+        return None
+    before = next(
+        (
+            number
+            for number in range(stop.line, start.line, -1)
+            if lines[number - 1].strip() and not lines[number - 1].lstrip().startswith("#")
+        ),
+        start.line + 1,
+    )
+    return (
+        f"the {opening!r} opened on line {start.line + 1} goes on, and this line's item follows "
+        f"the one before it with no ',' between them: end line {before} with ','"
     )
 
 

@@ -310,6 +310,23 @@ MISPLACED = {
         11,
         "the '[' opened on this line is never closed (its document ends at line 12 inside it)",
     ),
+    # A ',' missing between two items of a bracket that goes on over lines (closed): not a
+    # bracket never closed (following that fix made it worse); the line after the missing
+    # ',' is where YAML stops, and the fix names the line to end with one.
+    "comma_missing_in_a_map_over_lines.yaml": (
+        'fields:\n  Source:\n    path: $.src\n    transform: {map: {fb: "Facebook",\n'
+        '                      gg: "Google"\n                      tt: "TikTok"}}\n',
+        14,
+        "expected ',' or '}', but got '<scalar>'; the '{' opened on line 12 goes on, and this "
+        "line's item follows the one before it with no ',' between them: end line 13 with ','",
+    ),
+    "comma_missing_in_a_list_over_lines.yaml": (
+        "fields:\n  Source:\n    path: $.src\n    transform: [trim,\n      lower\n"
+        "      map: {a: b}]\n",
+        14,
+        "the '[' opened on line 12 goes on, and this line's item follows the one before it "
+        "with no ',' between them: end line 13 with ','",
+    ),
     # Right as they were: a list item at column 0 is where YAML stops; a top-level key is
     # where it belongs, and the key after it, indented, is the one to fix; so is an
     # attribute in 'fields', and the key after it.
@@ -336,7 +353,8 @@ def test_a_syntax_error_is_at_the_line_to_fix(tmp_path: Path) -> None:
     its indentation (at column 0 in the middle of a mapping's fields, or one level short
     among a field's keys) was reported at the line after it, which is right as written; so
     was a key without its ':' (pyyaml notices it on the next line), and a quote or a '[' or
-    '{' never closed was reported at the file's end (or the next document or key)."""
+    '{' never closed was reported at the file's end (or the next document or key). A ','
+    missing between the items of a bracket over several lines is not a bracket never closed."""
     for name, (text, _, _) in MISPLACED.items():
         (tmp_path / name).write_text(ENDPOINT + MAPPING.replace("name: m", f"name: {name}") + text)
     done = leadhub_run(["check", str(tmp_path)])
