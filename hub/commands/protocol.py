@@ -168,10 +168,14 @@ class GatheringTransport:
             self._timer = self._loop.call_later(end - now, self._linger_check)
 
     def _end_linger(self) -> None:
+        self.forget()
+        self._inner.close()
+
+    def forget(self) -> None:
+        """The connection is gone (or is being closed now): no linger's timer is left."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._inner.close()
 
     def is_closing(self) -> bool:
         return bool(self._linger_until) or self._inner.is_closing()
@@ -182,16 +186,19 @@ class GatheringTransport:
 
     def abort(self) -> None:
         self._pending = []
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.forget()
         self._inner.abort()
+
+    def end_linger(self) -> None:
+        """Close a lingering connection now (nothing when it does not linger)."""
+        if self._linger_until:
+            self._end_linger()
 
     def get_write_buffer_size(self) -> int:
         return self._inner.get_write_buffer_size() + sum(len(p) for p in self._pending)
 
     def __getattr__(self, name: str) -> Any:
-        # everything else (is_closing, get_extra_info, pause_reading, set_protocol, ...)
+        # everything else (get_extra_info, pause_reading, resume_reading, set_protocol, ...)
         return getattr(self._inner, name)
 
 
@@ -353,6 +360,7 @@ class HubHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         cycle: Any = self.cycle
         super().connection_lost(exc)
+        self.transport.forget()  # type: ignore[attr-defined]  # (a linger's timer)
         self.lost = True
         self.reading = False
         if self.read_timer is not None:
@@ -421,7 +429,9 @@ class HubHttpProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """uvicorn's graceful stop: what it closes is closed at once, a lingering connection
         too (a stop does not wait for senders still sending)."""
-        self.transport.lingers = None  # type: ignore[attr-defined]
+        transport: Any = self.transport
+        transport.lingers = None
+        transport.end_linger()  # (whatever its cycle: one lingers only once it is refused)
         super().shutdown()
 
     def _head_over(self) -> bool:
