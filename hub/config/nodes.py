@@ -558,11 +558,10 @@ def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
 
     pyyaml reads on past the bracket's line, to the end of the file or document or to
     the next key's ``:``, and expects a ``,`` or the closing bracket there: its context
-    mark is the bracket, on the line to fix. The next key is one no deeper than the
-    bracket's line (``required: true`` under the same field, or the next field): a deeper
-    line is an item of a bracket that goes on, one not parted from the item before it by a
-    ``,`` (:func:`_missing_comma`). A bracket closed by the other kind on its own line
-    (``[trim, lower}``) is one too.
+    mark is the bracket, on the line to fix. When YAML read on to a later line and the
+    bracket is closed further on, it is not that: an item of the bracket is not parted
+    from the one before it by a ``,`` (:func:`_missing_comma`). A bracket closed by the
+    other kind on its own line (``[trim, lower}``) is one too.
     """
     flow = _flow_error(exc)
     if flow is None:
@@ -575,7 +574,7 @@ def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
     elif got in ("'<document start>'", "'<document end>'"):
         reach = f"its document ends at line {stop.line + 1} inside it"
     elif stop.line > start.line:
-        if not _no_deeper(lines, stop.line, start.line):
+        if _closed_later(lines, start.line, start.column):
             return None
         reach = f"YAML read on to line {stop.line + 1} as inside it"
     elif got in ("']'", "'}'"):
@@ -591,11 +590,32 @@ def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
     )
 
 
-def _no_deeper(lines: list[str], line: int, than: int) -> bool:
-    """Whether 0-based ``line`` holds a key (a ``:``) indented no deeper than line ``than``."""
-    if not (0 <= line < len(lines) and 0 <= than < len(lines)):
-        return False
-    return ":" in lines[line] and _indent(lines[line]) <= _indent(lines[than])
+def _closed_later(lines: list[str], line: int, column: int) -> bool:
+    """Whether the ``[`` or ``{`` at 0-based ``line`` and ``column`` is closed before its
+    document ends: brackets counted as they open and close (either kind), those inside
+    quotes and comments passed over. A rough reading, only to tell a bracket never closed
+    from one whose items lack a ``,`` between them."""
+    depth = 0
+    quote = ""
+    for number in range(line, len(lines)):
+        text = lines[number]
+        if number > line and text.startswith(("---", "...")):
+            return False
+        for char in text[column if number == line else 0 :]:
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "'\"":
+                quote = char
+            elif char == "#":
+                break
+            elif char in "[{":
+                depth += 1
+            elif char in "]}":
+                depth -= 1
+                if depth == 0:
+                    return True
+        quote = "" if quote == "'" else quote  # (a plain ' in a word does not run on)
+    return False
 
 
 def _missing_comma(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:

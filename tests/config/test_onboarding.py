@@ -310,6 +310,11 @@ MISPLACED = {
         11,
         "the '[' opened on this line is never closed (its document ends at line 12 inside it)",
     ),
+    "unclosed_bracket_then_a_deeper_key.yaml": (
+        "fields:\n  EmailAddress: $.email\nskip_if: [$.test\n  $.demo: yes\n",
+        11,
+        "the '[' opened on this line is never closed (YAML read on to line 12 as inside it)",
+    ),
     # A ',' missing between two items of a bracket that goes on over lines (closed): not a
     # bracket never closed (following that fix made it worse); the line after the missing
     # ',' is where YAML stops, and the fix names the line to end with one.
