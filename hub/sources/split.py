@@ -185,10 +185,12 @@ class Found(NamedTuple):
     """What the split path found in one delivery's document (:func:`find_leads`); a tuple,
     made once per delivery on the event loop."""
 
-    #: The leads (see :func:`leads_at`).
+    #: The leads: each value the path found, or the objects its last wildcard opened when
+    #: those are leads themselves (see the module docstring).
     leads: list[Any]
-    #: Where the leads were kept whole, when the path's last wildcard opened lead objects
-    #: (see :func:`leads_at`), else ``None``.
+    #: The path to the leads kept whole, when the path's last wildcard opened lead objects
+    #: rather than a list of leads (``$`` for ``$[*]``: the delivery is one lead), else
+    #: ``None``.
     opened: str | None = None
     #: No lead, and an empty batch rather than a miss (see the module docstring).
     empty: bool = False
@@ -232,19 +234,6 @@ def _no_nulls(values: list[Any]) -> list[Any]:
     if None not in values:
         return values
     return [value for value in values if value is not None]
-
-
-def leads_at(path: JsonPath, document: Any) -> tuple[list[Any], str | None]:
-    """The leads ``path`` finds in a delivery's ``document``, and ``None``; or, when the
-    path's last wildcard opened lead objects rather than a list of leads (see the module
-    docstring), those objects and the path to them (``$`` for ``$[*]``: the delivery is
-    one lead).
-
-    Raises:
-        BodyError: as :func:`find_leads`.
-    """
-    found = find_leads(path, document)
-    return found.leads, found.opened
 
 
 def missed(path: JsonPath) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -12,13 +13,20 @@ import pytest
 from structlog.testing import capture_logs
 
 from hub.config import ConfigError, load
-from hub.config.models import Endpoint
+from hub.config.models import Endpoint, JsonPath
 from hub.sources import BodyError, Incoming, VerificationError, build_source, delivery_ids
-from hub.sources.split import MAX_LEADS, Noted, find_leads, leads_at
+from hub.sources.split import MAX_LEADS, Noted, find_leads
 from tests.e2e.support import leads, wait_until
 from tests.support.logs import logged
 from tests.support.server import leadhub_process, leadhub_run, serve_args
 from tests.web.conftest import running_hub
+
+
+def leads_at(path: JsonPath, document: Any) -> tuple[list[Any], str | None]:
+    """The leads ``path`` finds in ``document`` and where they were kept whole, if so."""
+    found = find_leads(path, document)
+    return found.leads, found.opened
+
 
 TOKEN = "bulk-token"
 CONFIG = """kind: endpoint
