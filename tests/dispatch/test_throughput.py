@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -16,6 +17,7 @@ from starlette.routing import Route
 
 from hub.config import ConfigError
 from hub.dispatch.worker import Dispatcher
+from hub.store import EventStore
 from hub.store.models import State
 from hub.units import RateLimit
 from tests.dispatch.support import (
@@ -130,25 +132,37 @@ async def test_processes_sharing_an_account_s_limit_learn_to_claim_their_share(
     limit past their window and went back, untried, at every claim (133-158 put-backs for 80
     leads in four runs). Each lane now learns from those put-backs to hold its share (26-57;
     the drain took no longer: 8-9 s against 10)."""
+    async with _sharing_a_limit(tmp_path, "r") as (one, ids, first, second):
+        await wait_for(all_in(State.DELIVERED, one, ids), what="all delivered")
+        lanes = [d.lanes["default"] for d in (first, second)]
+        assert [lane.capacity < lane._reckoned() for lane in lanes] == [True, True]
+    async with opened_store(tmp_path / "hub.db") as store:
+        events = await states(store, ids)
+    # one attempt each: no call went out twice, none was refused by the sandbox's limit
+    assert [e.attempts for e in events.values()] == [1] * 80
+    released = sum(d.metrics.events.labels("released")._value.get() for d in (first, second))
+    assert released < len(ids)
+
+
+@asynccontextmanager
+async def _sharing_a_limit(
+    tmp_path: Path, prefix: str
+) -> AsyncIterator[tuple[EventStore, list[int], Dispatcher, Dispatcher]]:
+    """80 leads queued, and two dispatchers on one store draining them into a sandbox that,
+    like their target, lets 10 calls a second through, with a lease leaving 1 s to start a
+    call in: (the first's store, the event ids, the two dispatchers)."""
     with sandbox_server(rate_limit=RateLimit(10, 1.0)) as (url, _):
         config = forms_config(tmp_path, url, rate_limit="10/1s", timeout="1s")
         async with (
             opened_store(tmp_path / "hub.db") as one,
             opened_store(tmp_path / "hub.db") as two,
         ):
-            ids = await enqueue(one, "forms", leads("r", 80))
+            ids = await enqueue(one, "forms", leads(prefix, 80))
             async with (
                 running(config, one, lease=8.0) as first,
                 running(config, two, lease=8.0) as second,
             ):
-                await wait_for(all_in(State.DELIVERED, one, ids), what="all delivered")
-                lanes = [d.lanes["default"] for d in (first, second)]
-                assert [lane.capacity < lane._reckoned() for lane in lanes] == [True, True]
-            events = await states(one, ids)
-    # one attempt each: no call went out twice, none was refused by the sandbox's limit
-    assert [e.attempts for e in events.values()] == [1] * 80
-    released = sum(d.metrics.events.labels("released")._value.get() for d in (first, second))
-    assert released < len(ids)
+                yield one, ids, first, second
 
 
 def _capacity_gauge(dispatcher: Dispatcher) -> float | None:
@@ -177,23 +191,13 @@ async def test_the_capacity_gauge_shows_what_a_lane_learnt_at_each_cut(tmp_path:
         raise structlog.DropEvent
 
     structlog.configure(processors=[at_cut])
-    with sandbox_server(rate_limit=RateLimit(10, 1.0)) as (url, _):
-        config = forms_config(tmp_path, url, rate_limit="10/1s", timeout="1s")
-        async with (
-            opened_store(tmp_path / "hub.db") as one,
-            opened_store(tmp_path / "hub.db") as two,
-        ):
-            ids = await enqueue(one, "forms", leads("g", 80))
-            async with (
-                running(config, one, lease=8.0) as first,
-                running(config, two, lease=8.0) as second,
-            ):
-                dispatchers += [first, second]
-                assert [_capacity_gauge(d) for d in dispatchers] == [10, 10]
-                await wait_for(all_in(State.DELIVERED, one, ids), what="all delivered")
-                assert [_capacity_gauge(d) for d in dispatchers] == [
-                    d.lanes["default"].capacity for d in dispatchers
-                ]
+    async with _sharing_a_limit(tmp_path, "g") as (one, ids, first, second):
+        dispatchers += [first, second]
+        assert [_capacity_gauge(d) for d in dispatchers] == [10, 10]
+        await wait_for(all_in(State.DELIVERED, one, ids), what="all delivered")
+        assert [_capacity_gauge(d) for d in dispatchers] == [
+            d.lanes["default"].capacity for d in dispatchers
+        ]
     assert cuts, "no lane learnt to hold less"
     for capacity, was, seen in cuts:
         assert capacity < was
