@@ -46,8 +46,9 @@ def port(text: str) -> int:
 
 
 def event_id(text: str) -> int:
-    """An event id for ``--id``: an integer no larger than a store's (an OverflowError deep in
-    the store's driver otherwise)."""
+    """An event id for ``--id``: an integer from 1 (the first id a store gives) to the largest a
+    store holds (beyond a signed 64-bit integer either way, an OverflowError deep in the
+    store's driver otherwise)."""
     from hub.store.base import MAX_ID  # (only when an --id is given)
 
     try:
@@ -57,6 +58,9 @@ def event_id(text: str) -> int:
         raise argparse.ArgumentTypeError(msg) from None
     if number > MAX_ID:
         msg = f"{number}: no event id is that large (at most {MAX_ID})"
+        raise argparse.ArgumentTypeError(msg)
+    if number < 1:
+        msg = f"{number}: no event id is below 1 (ids count up from 1)"
         raise argparse.ArgumentTypeError(msg)
     return number
 

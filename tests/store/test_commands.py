@@ -299,6 +299,22 @@ class TestEvents:
         out, err = capsys.readouterr()
         assert len(out.splitlines()) == len(ids) and err == ""
 
+    def test_ids_below_1(self, db: Seeded, capsys: Cap) -> None:
+        """An --id below 1 (ids count up from 1) is a usage error naming it: one below a
+        64-bit integer was an OverflowError traceback on SQLite, a failed query on PostgreSQL,
+        and nothing is changed."""
+        url, _ = db
+        before = asyncio.run(every_event(url))
+        for command in (["events"], ["replay"], ["replay", "--dry-run"]):
+            for number in (str(-(2**63) - 1), "-1", "0"):
+                with pytest.raises(SystemExit) as info:
+                    main([*command, "--db", url, "--id", number], environ={})
+                assert info.value.code == 2
+                err = capsys.readouterr().err
+                assert f"argument --id: {number}: no event id is below 1" in err, err
+                assert "Traceback" not in err
+        assert asyncio.run(every_event(url)) == before
+
     def test_a_senders_control_characters_reach_no_terminal(
         self, hub_db_url: str, capsys: Cap
     ) -> None:
