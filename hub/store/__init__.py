@@ -7,6 +7,7 @@ Open one with :func:`open_store` and ``await store.open()``; code against
 from __future__ import annotations
 
 import math
+import re
 import urllib.parse
 
 from hub.clock import SYSTEM_CLOCK, Clock
@@ -26,8 +27,26 @@ __all__ = [
 
 def is_postgres(url: str) -> bool:
     """Whether the store URL ``url`` names a PostgreSQL database (``postgresql://``,
-    ``postgres://``)."""
-    return urllib.parse.urlsplit(url).scheme.lower() in ("postgresql", "postgres")
+    ``postgres://``); a malformed one names none (:func:`open_store` says what is wrong)."""
+    try:
+        return urllib.parse.urlsplit(url).scheme.lower() in ("postgresql", "postgres")
+    except ValueError:
+        return False
+
+
+def _split(url: str) -> urllib.parse.SplitResult:
+    """``url`` split into its parts, or a :class:`StoreError` saying why it cannot be: a host
+    in brackets (an IPv6 address) without its closing one or holding what no address does
+    (urllib's ValueError, a traceback from every command that took the URL)."""
+    try:
+        return urllib.parse.urlsplit(url)
+    except ValueError as exc:
+        msg = (
+            f"Malformed store URL {_masked(url)!r} ({exc}); use sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or postgresql://user@host:5432/dbname (an IPv6 host "
+            "in brackets: postgresql://user@[::1]:5432/dbname)."
+        )
+        raise StoreError(msg) from None
 
 
 def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread") -> EventStore:
@@ -47,7 +66,7 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     Raises:
         StoreError: the URL is malformed, in memory, or names an unsupported database.
     """
-    parsed = urllib.parse.urlsplit(url)
+    parsed = _split(url)
     scheme = parsed.scheme.lower()
     if is_postgres(url):
         return _postgres(url, parsed, clock)
@@ -118,6 +137,7 @@ def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> Event
             "libpq's own options)."
         )
         raise StoreError(msg)
+    _check_ports(url, parsed, pairs)
     from hub.store.postgres import POOL_SIZE, PostgresStore
 
     try:
@@ -135,6 +155,31 @@ def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> Event
         shown=safe_url(dsn),
         stall_after=_stall_after(ours.get("stall_after"), safe_url(url)),
     )
+
+
+def _check_ports(url: str, parsed: urllib.parse.SplitResult, pairs: list[tuple[str, str]]) -> None:
+    """Refuse a port of a PostgreSQL URL that is no TCP port (1 to 65535): each host's
+    (``host:port``, ``[::1]:port``, several hosts separated by commas) and ``?port=``'s. The
+    driver took 99999 to an OverflowError traceback, and 70000 to port 4464 (the system
+    wraps it), a connection to whatever listens there."""
+    hosts = parsed.netloc.rpartition("@")[2]
+    written = [spec.rpartition("]")[2].partition(":")[2] for spec in hosts.split(",")]
+    written += [p for key, value in pairs if key == "port" for p in value.split(",")]
+    for text in written:
+        digits = text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 5
+        number = int(text) if digits else 0  # (int() refuses 4,301 digits or more)
+        if text and not 1 <= number <= 65535:
+            msg = (
+                f"Port {text!r} in store URL {safe_url(url)!r} is no TCP port; give one from 1 "
+                "to 65535 (PostgreSQL's own is 5432)."
+            )
+            raise StoreError(msg)
+
+
+def _masked(url: str) -> str:
+    """``url`` with the password of a ``user:password@`` masked, read without parsing the URL
+    (for one that does not parse)."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
 
 
 def safe_url(url: str) -> str:

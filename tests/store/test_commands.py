@@ -403,6 +403,37 @@ class TestEvents:
         assert main(["events", "--db", "mysql://db/leadhub"], environ={}) == 2
         assert "Unknown event store URL" in capsys.readouterr().err
 
+    @pytest.mark.parametrize(
+        ("url", "says"),
+        [
+            ("postgresql://hub:hunter2@[::1/leadhub", "Malformed store URL"),
+            ("sqlite://[x/leadhub.db", "Malformed store URL"),
+            ("postgresql://hub:hunter2@127.0.0.1:99999/leadhub", "Port '99999'"),
+            ("postgresql://hub:hunter2@127.0.0.1:70000/leadhub", "Port '70000'"),
+            ("postgresql://hub:hunter2@127.0.0.1:5432,127.0.0.1:0/leadhub", "Port '0'"),
+            ("postgresql://hub:hunter2@[::1]:5432x/leadhub", "Port '5432x'"),
+            ("postgresql://hub:hunter2@127.0.0.1/leadhub?port=65536", "Port '65536'"),
+            (f"postgresql://hub:hunter2@127.0.0.1:{'9' * 5000}/leadhub", "Port '999"),
+        ],
+    )
+    def test_a_url_that_does_not_parse_or_names_no_port(
+        self, url: str, says: str, capsys: Cap
+    ) -> None:
+        """A --db whose host does not parse (an IPv6 one without its closing bracket) or whose
+        port is no TCP port is a usage error (exit 2) saying so, for every command and before
+        any connection: the first was a ValueError traceback, a port of 99999 an OverflowError
+        one, and 70000 went to port 4464 (the system wraps it)."""
+        commands = (["events"], ["replay", "--status", "dead"], ["purge", "--older-than", "3d"])
+        for command in commands:
+            assert main([*command, "--db", url], environ={}) == 2
+            err = capsys.readouterr().err
+            assert says in err and "Traceback" not in err, err
+            assert "hunter2" not in err
+        if says.startswith("Malformed"):  # (backup refuses any PostgreSQL URL, exit 2)
+            assert main(["backup", "--db", url, "copy.db"], environ={}) == 2
+            err = capsys.readouterr().err
+            assert says in err and "hunter2" not in err
+
     def test_a_postgresql_schema_without_a_store_is_not_made_one(
         self, postgres_schema: tuple[str, str], capsys: Cap
     ) -> None:
