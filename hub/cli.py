@@ -13,6 +13,7 @@ imported only when used, so ``leadhub check`` never loads the web stack.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import itertools
 import os
@@ -482,20 +483,70 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+class OutputFailed(OSError):
+    """A command's standard output could not be written (a full disk, an I/O error, a closed
+    standard output): see :class:`Output`."""
+
+
+class Output:
+    """Standard output while a command that prints its result runs: a write or flush that
+    fails for another reason than a reader gone (:class:`BrokenPipeError`, see :func:`main`)
+    raises :class:`OutputFailed`, which :func:`main` tells in one line. (``leadhub events
+    --json > export.jsonl`` on a full disk was an OSError traceback from wherever the
+    listing was.)"""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream  # None: standard output was closed (`leadhub events >&-`)
+
+    def write(self, text: str) -> int:
+        return int(self._guarded("write", text))
+
+    def flush(self) -> None:
+        self._guarded("flush")
+
+    def _guarded(self, method: str, *args: Any) -> Any:
+        if self.stream is None:
+            raise OutputFailed(errno.EBADF, "standard output is closed")
+        try:
+            return getattr(self.stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputFailed(exc.errno, exc.strerror or str(exc)) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+#: The commands that serve until stopped, logging to standard output: a log line that cannot
+#: be written is theirs to handle, not a command's result to report (see :class:`Output`).
+SERVERS = ("serve", "sandbox")
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run ``leadhub`` with ``argv``; returns the exit code."""
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)
     module_name = "try_" if args.command == "try" else args.command
     module = importlib.import_module(f"hub.commands.{module_name}")
+    stdout = sys.stdout
+    if args.command not in SERVERS:
+        sys.stdout = Output(stdout)  # (it writes and flushes as a stream does)
     try:
         code: int = module.run(args)
         sys.stdout.flush()
     except BrokenPipeError:
         # The reader went away (`leadhub events | head`): stop quietly, as Unix tools do.
         # Point stdout at /dev/null so the interpreter's own flush at exit cannot fail again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
         return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
+    except OutputFailed as exc:
+        if stdout is not None:  # what it still holds goes nowhere, not into an exit traceback
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stdout.fileno())
+        print(f"leadhub {args.command}: cannot write its output: {exc.strerror}.", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = stdout
     return code
 
 

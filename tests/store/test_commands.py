@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -974,6 +975,28 @@ def test_events_into_a_closed_pipe_stops_quietly(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 141, err
     assert orjson.loads(first)["delivery_id"].startswith("pipe-")
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_output_that_cannot_be_written_is_told_in_one_line(sqlite_db: Seeded) -> None:
+    """``leadhub events --json > export.jsonl`` on a full disk (/dev/full), or with standard
+    output closed: exit 1 with one line saying why, no traceback (it was an OSError traceback
+    from wherever the listing was, an AttributeError one with stdout closed). replay's line
+    comes after its work, which is done all the same."""
+    url, ids = sqlite_db
+    listing = ["events", "--db", url, "--json"]
+    for argv, redirect, why in (
+        (listing, "> /dev/full", "No space left on device"),
+        (listing, ">&-", "standard output is closed"),
+        (["replay", "--db", url, "--id", str(ids["dead"])], ">&-", "standard output is closed"),
+    ):
+        command = f"{shlex.join([sys.executable, '-m', 'hub', *argv])} {redirect}"
+        done = subprocess.run(
+            ["sh", "-c", command], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 1, done.stderr
+        assert done.stderr == f"leadhub {argv[0]}: cannot write its output: {why}.\n"
+    assert event_of(url, ids["dead"]).state is State.QUEUED
 
 
 @pytest.fixture
