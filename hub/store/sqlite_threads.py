@@ -67,6 +67,15 @@ _HINTS = {
         "the disk failed to read or write it (an I/O error; a filesystem the kernel turned "
         "read-only after an error gives this too); look in the system log (dmesg)"
     ),
+    # (a --db naming another kind of file, or a damaged store: its directory is not the matter)
+    sqlite3.SQLITE_NOTADB: (
+        "the file is no SQLite database; check that the URL names the event store (the file "
+        "`leadhub serve --db` writes), or restore the store from a backup"
+    ),
+    sqlite3.SQLITE_CORRUPT: (
+        "the database file is damaged; restore the store from a backup (one `leadhub backup` "
+        "made), or recover what it holds with the sqlite3 shell's .recover"
+    ),
 }
 _FDS = (
     "this process has no file descriptor left (its limit, `ulimit -n`, is reached: raise it, "

@@ -399,6 +399,37 @@ class TestEvents:
         assert tables == [("leads",)]
         assert (tmp_path / "empty.db").stat().st_size == 0
 
+    def test_a_file_that_is_no_store_or_a_damaged_one(self, tmp_path: Path, capsys: Cap) -> None:
+        """A --db naming a file that is no SQLite database, or a store cut short (damaged),
+        exits 1 saying which, and what to do: both said "check that its directory exists and
+        is writable", which it was."""
+        other = tmp_path / "leads.csv"
+        other.write_bytes(b"FirstName,EmailAddress\n" + os.urandom(8192))
+        damaged = tmp_path / "damaged.db"
+        url = sqlite_url(tmp_path, damaged.name)
+        asyncio.run(self._fill(url, 300))
+        with damaged.open("r+b") as file:
+            file.truncate(damaged.stat().st_size // 4)
+        for path, says in (
+            (other, "the file is no SQLite database; check that the URL names the event store"),
+            (damaged, "the database file is damaged; restore the store from a backup"),
+        ):
+            for command in (["events"], ["replay", "--status", "dead"]):
+                assert main([*command, "--db", f"sqlite:///{path}"], environ={}) == 1
+                err = capsys.readouterr().err
+                assert says in err and "directory" not in err, err
+
+    @staticmethod
+    async def _fill(url: str, count: int) -> None:
+        """``count`` events in the store at ``url``, closed (its WAL checkpointed)."""
+        store = open_store(url)
+        await store.open()
+        try:
+            for i in range(count):
+                await store.enqueue(delivery(f"fill-{i}", received_at=time.time()))
+        finally:
+            await store.close()
+
     def test_unsupported_url(self, capsys: Cap) -> None:
         """A database kind we do not have is refused with a clear message and exit 2."""
         assert main(["events", "--db", "mysql://db/leadhub"], environ={}) == 2
