@@ -301,6 +301,11 @@ class PostgresStore(BatchedStore):
                 "PgBouncer's ignore_startup_parameters."
             )
             raise StoreError(msg) from exc
+        except asyncpg.ClientConfigurationError as exc:
+            # an option of the URL the driver refuses (?sslmode=bogus): no wait mends it (an
+            # InterfaceError, it was told as the server not reached, and serve waited for it)
+            msg = f"Cannot open the event store {self.shown!r}: {exc}; correct the URL."
+            raise StoreError(msg) from exc
         except _UNAVAILABLE as exc:  # (statement mode: at _know_arrays's transaction)
             raise self._statement_mode(exc) or self._unavailable(exc) from exc
         except (asyncpg.PostgresError, ValueError) as exc:  # bad credentials, database, DSN
