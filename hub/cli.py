@@ -150,6 +150,30 @@ class Repeat(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+class Once(argparse.Action):
+    """``store`` for a flag that takes one value where another command's flag of that name
+    takes several (``purge --status dead --status unmatched``): given twice, it is a usage
+    error naming both values, where the last one silently won (``replay --status dead
+    --status unmatched`` requeued the unmatched events only, and said nothing of the dead)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        given: dict[str, Any] = vars(namespace).setdefault("_given_once", {})
+        if self.dest in given and given[self.dest] != values:
+            msg = (
+                f"{option_string} takes one value, given {given[self.dest]!r} and then "
+                f"{values!r}; run the command once for each"
+            )
+            parser.error(msg)
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 #: The attribute of parsed arguments that maps each flag's ``dest`` whose value came from its
 #: ``LEADHUB_<FLAG>`` variable to that variable's name (see :func:`given_as`).
 FROM_ENV = "from_env"
@@ -228,7 +252,7 @@ class Parser(argparse.ArgumentParser):
             return super().add_argument(*name_or_flags, **kwargs)
         if action == "append":
             kwargs["action"] = action = Repeat
-        if action not in (None, "store", "store_true", "store_false", Repeat):
+        if action not in (None, "store", "store_true", "store_false", Repeat, Once):
             msg = f"{name_or_flags}: action {action!r} has no {ENV_PREFIX}<FLAG> reading"
             raise ValueError(msg)
         flag = next((name for name in name_or_flags if name.startswith("--")), None)
@@ -405,7 +429,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     events = command("events", "list stored deliveries")
     events.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
-    events.add_argument("--status", help="only events in this state")
+    events.add_argument("--status", action=Once, help="only events in this state")
     events.add_argument("--endpoint", help="only events of this endpoint")
     events.add_argument("--limit", type=int, default=50, help="at most this many (newest first)")
     events.add_argument(
@@ -431,6 +455,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     replay.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     replay.add_argument(
         "--status",
+        action=Once,
         type=str.lower,
         choices=["dead", "unmatched", "skipped", "delivered", "retrying"],
         help="events in state (only when named: delivered, to send those leads again, updating "

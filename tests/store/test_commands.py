@@ -805,6 +805,28 @@ class TestReplay:
                 main(["replay", "--db", url, "--status", status], environ={})
             assert info.value.code == 2
 
+    def test_a_second_status_is_refused_not_the_last_one_taken(
+        self, db: Seeded, capsys: Cap
+    ) -> None:
+        """replay (and events) take one --status where purge takes several: `--status dead
+        --status unmatched` is a usage error naming both, and nothing is requeued (the unmatched
+        events were, silently, and not the dead ones). The same state twice is that state."""
+        url, ids = db
+        before = states(url)
+        for command in (["replay"], ["replay", "--dry-run"], ["events"]):
+            with pytest.raises(SystemExit) as info:
+                argv = [*command, "--db", url, "--status", "dead", "--status", "Unmatched"]
+                main(argv, environ={})
+            assert info.value.code == 2
+            err = capsys.readouterr().err
+            assert "--status takes one value, given 'dead' and then 'unmatched'" in err.lower()
+        assert states(url) == before
+        capsys.readouterr()
+        argv = ["replay", "--db", url, "--status", "dead", "--status", "DEAD"]
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr().out.strip() == "Requeued 2 events."
+        assert states(url)[ids["unmatched"]] is State.UNMATCHED
+
     def test_delivered_only_with_status_delivered(self, db: Seeded, capsys: Cap) -> None:
         """A delivered event is requeued only by --status delivered: not by --id alone (its
         note says how), --endpoint or another --status; with it, --id and --endpoint narrow
