@@ -166,11 +166,15 @@ def _check_ports(url: str, parsed: urllib.parse.SplitResult, pairs: list[tuple[s
     written = [spec.rpartition("]")[2].partition(":")[2] for spec in hosts.split(",")]
     written += [p for key, value in pairs if key == "port" for p in value.split(",")]
     for text in written:
-        digits = text.isascii() and text.isdigit() and len(text.lstrip("0")) <= 5
-        number = int(text) if digits else 0  # (int() refuses 4,301 digits or more)
-        if text and not 1 <= number <= 65535:
+        digits = text.isascii() and text.isdigit()
+        short = digits and len(text.lstrip("0")) <= 5  # (int() refuses 4,301 digits or more)
+        if text and not 1 <= (int(text) if short else 0) <= 65535:
+            # (a port that is no number is not quoted: it may be a password's end, as in
+            # hub:pa/ss@db, where the raw / makes "pa" the port)
+            shown = text if len(text) <= 20 else f"{text[:20]}…"
+            port = f"Port {shown}" if digits else "A port that is no number"
             msg = (
-                f"Port {text!r} in store URL {safe_url(url)!r} is no TCP port; give one from 1 "
+                f"{port} in store URL {safe_url(url)!r} is no TCP port; give one from 1 "
                 "to 65535 (PostgreSQL's own is 5432)."
             )
             raise StoreError(msg)
@@ -178,14 +182,20 @@ def _check_ports(url: str, parsed: urllib.parse.SplitResult, pairs: list[tuple[s
 
 def _masked(url: str) -> str:
     """``url`` with the password of a ``user:password@`` masked, read without parsing the URL
-    (for one that does not parse)."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", url)
+    (for one that does not parse): all up to the last ``@``, which may mask more than the
+    password, never less (a password written with a raw ``/`` or ``@``)."""
+    return re.sub(r"(://[^/@:]*:).*@", r"\1***@", url, count=1)
 
 
 def safe_url(url: str) -> str:
-    """``url`` without its password (if it has one), for messages and logs."""
+    """``url`` without its password (if it has one), for messages and logs.
+
+    A password written with a raw ``/`` (``postgres://hub:pa/ss@db/leads``, common in
+    generated ones) ends the URL's host part there, so the URL holds no password as urllib
+    reads it: the whole text is masked as :func:`_masked` does (it was shown as written, by
+    every message quoting the URL)."""
     parsed = urllib.parse.urlsplit(url)
     if parsed.password is None:
-        return url
+        return _masked(url)
     netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
     return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))

@@ -439,13 +439,14 @@ class TestEvents:
         ("url", "says"),
         [
             ("postgresql://hub:hunter2@[::1/leadhub", "Malformed store URL"),
+            ("postgresql://hub:hunter2/@x@[::1/leadhub", "A port that is no number"),
             ("sqlite://[x/leadhub.db", "Malformed store URL"),
-            ("postgresql://hub:hunter2@127.0.0.1:99999/leadhub", "Port '99999'"),
-            ("postgresql://hub:hunter2@127.0.0.1:70000/leadhub", "Port '70000'"),
-            ("postgresql://hub:hunter2@127.0.0.1:5432,127.0.0.1:0/leadhub", "Port '0'"),
-            ("postgresql://hub:hunter2@[::1]:5432x/leadhub", "Port '5432x'"),
-            ("postgresql://hub:hunter2@127.0.0.1/leadhub?port=65536", "Port '65536'"),
-            (f"postgresql://hub:hunter2@127.0.0.1:{'9' * 5000}/leadhub", "Port '999"),
+            ("postgresql://hub:hunter2@127.0.0.1:99999/leadhub", "Port 99999 "),
+            ("postgresql://hub:hunter2@127.0.0.1:70000/leadhub", "Port 70000 "),
+            ("postgresql://hub:hunter2@127.0.0.1:5432,127.0.0.1:0/leadhub", "Port 0 "),
+            ("postgresql://hub:hunter2@[::1]:5432x/leadhub", "A port that is no number"),
+            ("postgresql://hub:hunter2@127.0.0.1/leadhub?port=65536", "Port 65536 "),
+            (f"postgresql://hub:hunter2@127.0.0.1:{'9' * 5000}/leadhub", "Port 999"),
         ],
     )
     def test_a_url_that_does_not_parse_or_names_no_port(

@@ -64,6 +64,15 @@ class TestUrl:
         assert store.dsn == "postgresql://hub:pw@db.example:5433/leads?sslmode=require"
         assert "pw" not in store.shown and "pw" not in repr(store)
 
+    def test_a_password_written_with_a_raw_slash_is_never_shown(self) -> None:
+        """A password with a raw / (hub:5433/hunter2@...) ends the URL's host part there, so
+        urllib finds no password in it; what the store shows of the URL (every message and
+        log line quoting it) masks it all the same: it was shown as written."""
+        store = open_store("postgres://hub:5433/hunter2@db.example/leads?schema=hub_1")
+        assert isinstance(store, PostgresStore)
+        assert "hunter2" not in store.shown and "hunter2" not in repr(store)
+        assert store.shown.startswith("postgresql://hub:***@")
+
     @pytest.mark.parametrize(
         ("query", "says"),
         [
