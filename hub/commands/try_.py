@@ -74,6 +74,8 @@ class _Refused(Exception):
 def _read_payload(path: str, content_type: str | None) -> Any:
     """The document in ``path`` as ingest would parse it from a body of ``content_type``
     (None: a JSON body, the document the mappings see written as JSON)."""
+    if path == "-" and sys.stdin is None:  # (`leadhub try ENDPOINT - <&-`)
+        raise _Refused("cannot read '-': standard input is closed")
     try:
         body = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:

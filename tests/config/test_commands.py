@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -409,6 +410,23 @@ def test_try_refuses_what_ingest_refuses_with_its_400_reason(
     else:
         assert out == "" and err.startswith(f"error: {expected}")
     assert "Traceback" not in out + err
+
+
+def test_try_from_a_closed_standard_input_says_so(tmp_path: Path) -> None:
+    """`leadhub try e - <&-` (standard input closed, as a job may run): exit 1 saying it
+    cannot read '-', no traceback (it was an AttributeError one)."""
+    (tmp_path / "c.yaml").write_text(TRY_CONFIG)
+    argv = [sys.executable, "-m", "hub", "try", "e", "-", "--config-dir", str(tmp_path)]
+    done = subprocess.run(
+        ["sh", "-c", f"{shlex.join(argv)} <&-"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == "error: cannot read '-': standard input is closed\n"
 
 
 def test_try_reads_integers_beyond_64_bits_as_text_as_ingest_does(
