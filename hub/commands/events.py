@@ -16,6 +16,7 @@ from hub.sources.base import redact_fields
 from hub.sources.google import GoogleSource
 from hub.store.base import MAX_ID, EventStore
 from hub.store.commands import (
+    endpoint_unknown,
     fail,
     iso,
     plural,
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
                     break
         if not shown:
             out.nothing()
+            # a mistyped --endpoint reads as "none there" otherwise, as for replay and purge
+            await endpoint_unknown("events", store, args.endpoint)
         return 0
 
     return run_with_store("events", args.db, action, reads_only=True)

@@ -772,8 +772,8 @@ class TestReplay:
         )
 
     def test_an_endpoint_without_events_is_named(self, db: Seeded, capsys: Cap) -> None:
-        """--endpoint naming no stored event (a typo) says so on stderr, for replay and purge:
-        "Requeued 0 events." alone read as "nothing is dead there"."""
+        """--endpoint naming no stored event (a typo) says so on stderr, for replay, purge and
+        events: "Requeued 0 events." alone read as "nothing is dead there"."""
         url, _ = db
         capsys.readouterr()
         assert main(["replay", "--db", url, "--endpoint", "typefrom"], environ={}) == 0
@@ -788,6 +788,15 @@ class TestReplay:
         argv = ["replay", "--db", url, "--endpoint", "google", "--status", "skipped"]
         assert main(argv, environ={}) == 0
         assert capsys.readouterr().err == ""
+        # events too: "No events match." alone read as "none of them there"
+        for json in ([], ["--json"]):
+            assert main(["events", "--db", url, "--endpoint", "typefrom", *json], environ={}) == 0
+            out, err = capsys.readouterr()
+            assert out == ("" if json else "No events match.\n")
+            assert err.strip() == "leadhub events: note: no event of endpoint 'typefrom' is stored."
+        argv = ["events", "--db", url, "--endpoint", "google", "--status", "skipped"]
+        assert main(argv, environ={}) == 0
+        assert capsys.readouterr() == ("No events match.\n", "")
 
     def test_status_in_any_case(self, db: Seeded, capsys: Cap) -> None:
         """--status DEAD is --status dead, as in events (replay and purge refused it)."""
