@@ -65,12 +65,15 @@ class Server(uvicorn.Server):
             self._on_ready(self.bound_url())
 
     def bound_url(self) -> str:
-        """``http://HOST:PORT`` of the first listening socket (the configured one before)."""
+        """``http://HOST:PORT`` of the first listening socket (the configured one before); an
+        IPv6 host in brackets (``http://[::1]:9000``), as a URL writes it: the sandbox's ready
+        line said ``http://::1:9000``, which no client reads."""
         host, port = self.config.host, self.config.port
-        for server in self.servers:
-            for sock in server.sockets or ():
-                host, port = sock.getsockname()[:2]
-                return f"http://{host}:{port}"
+        sockets = [sock for server in self.servers for sock in server.sockets or ()]
+        if sockets:
+            host, port = sockets[0].getsockname()[:2]
+        if ":" in str(host) and not str(host).startswith("["):
+            host = f"[{host}]"
         return f"http://{host}:{port}"
 
 

@@ -98,6 +98,29 @@ def test_sigterm_stops_the_sandbox_while_a_timeout_fault_holds_a_call() -> None:
     assert len(stopped.raised) == 1 and isinstance(stopped.raised[0], DROPPED)
 
 
+def _ipv6() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _ipv6(), reason="no IPv6 loopback here")
+def test_the_ready_line_of_an_ipv6_sandbox_is_a_url() -> None:
+    """--host ::1: the ready line's url is http://[::1]:PORT, which a client can call (it was
+    http://::1:PORT, which none reads)."""
+    port = free_port()
+    base = f"http://[::1]:{port}"
+    args = _args(port, "--host", "::1", "--rate-limit", "off")
+    with leadhub_process(args, ready_url=base + "/") as proc:
+        code, out = _stop(proc)
+    assert code == 0, out
+    assert _ready_line(out)["url"] == base
+
+
 SERVE_ACCESS = "serve-named-access-4c1d"
 SERVE_SECRET = "serve-named-secret-77ab"
 
