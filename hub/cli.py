@@ -154,7 +154,8 @@ class Once(argparse.Action):
     """``store`` for a flag that takes one value where another command's flag of that name
     takes several (``purge --status dead --status unmatched``): given twice, it is a usage
     error naming both values, where the last one silently won (``replay --status dead
-    --status unmatched`` requeued the unmatched events only, and said nothing of the dead)."""
+    --status unmatched`` requeued the unmatched events only, and said nothing of the dead).
+    The same value twice, in any case, is that value (a state is read in any case)."""
 
     def __call__(
         self,
@@ -164,7 +165,7 @@ class Once(argparse.Action):
         option_string: str | None = None,
     ) -> None:
         given: dict[str, Any] = vars(namespace).setdefault("_given_once", {})
-        if self.dest in given and given[self.dest] != values:
+        if self.dest in given and str(given[self.dest]).lower() != str(values).lower():
             msg = (
                 f"{option_string} takes one value, given {given[self.dest]!r} and then "
                 f"{values!r}; run the command once for each"

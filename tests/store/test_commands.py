@@ -832,6 +832,9 @@ class TestReplay:
             assert "--status takes one value, given 'dead' and then 'unmatched'" in err.lower()
         assert states(url) == before
         capsys.readouterr()
+        argv = ["events", "--db", url, "--status", "dead", "--status", "DEAD", "--json"]
+        assert main(argv, environ={}) == 0
+        assert len(capsys.readouterr().out.splitlines()) == 2
         argv = ["replay", "--db", url, "--status", "dead", "--status", "DEAD"]
         assert main(argv, environ={}) == 0
         assert capsys.readouterr().out.strip() == "Requeued 2 events."
