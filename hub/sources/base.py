@@ -53,7 +53,7 @@ class Incoming:
     """One HTTP request as the source sees it."""
 
     method: str
-    #: Header names lower-cased; repeated headers joined with ``", "``.
+    #: Header names lower-cased; a repeated header's distinct values joined with ``", "``.
     headers: Mapping[str, str]
     body: bytes
     query_string: bytes = b""

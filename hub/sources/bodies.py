@@ -685,5 +685,12 @@ def parse(content_type: str | None, body: bytes) -> Parsed:
     if mtype == MULTIPART:
         return Parsed(parse_multipart(body, params.get("boundary")), False)
     shown = mtype or (content_type or "")
+    if "," in mtype:  # (no media type holds a comma: the header came with several values)
+        msg = (
+            f"Content-Type names several types ({(content_type or '')[:200]!r}), as when the "
+            f"header is sent more than once with different values; send it once, as one of "
+            f"{_ACCEPTED}"
+        )
+        raise BodyError(415, msg)
     msg = f"unsupported content type {shown[:100]!r}; send {_ACCEPTED}"
     raise BodyError(415, msg)

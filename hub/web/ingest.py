@@ -224,12 +224,28 @@ async def _answer(
 
 
 def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Request headers as text, names in lower case; a repeated header's values joined."""
+    """Request headers as text, names in lower case; a repeated header's values joined,
+    each distinct value once.
+
+    A header sent twice with the same value (a Zapier or Make author adding the
+    ``Content-Type`` the tool sends already, a proxy repeating a signature) is that value:
+    joined as ``"application/json, application/json"`` it was a 415 telling the sender to
+    send ``application/json``, and a repeated signature or token a 401.
+    """
     headers: dict[str, str] = {}
+    several: dict[str, list[str]] | None = None
     for raw_name, raw_value in raw:
         key = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        if key not in headers:
+            headers[key] = value
+            continue
+        if several is None:
+            several = {}
+        values = several.setdefault(key, [headers[key]])
+        if value not in values:
+            values.append(value)
+            headers[key] = ", ".join(values)
     return headers
 
 
