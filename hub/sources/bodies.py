@@ -19,9 +19,11 @@
   contents are kept in the raw body only).
 * Anything else answers 415; a body that cannot be parsed answers 400. A JSON body
   that is not UTF-8, or a form body its charset does not decode (raw or percent-escaped),
-  says so, which charset, and which byte where; a ``text/plain`` one, or one without a
-  Content-Type, that is not JSON says what it was sent as and what the hub accepts. A bad
-  multipart body's reason names bytes as characters and where they are in the body.
+  or a multipart text part (decoded with the charset its own Content-Type names, else the
+  request's, else UTF-8), says so, which charset, and which byte where; a ``text/plain``
+  one, or one without a Content-Type, that is not JSON says what it was sent as and what
+  the hub accepts. A bad multipart body's reason names bytes as characters and where they
+  are in the body.
 
 python-multipart logs a warning on its own logger for every error it then raises;
 the parser here logs to :data:`_MULTIPART_LOG`, which writes nothing, so that a bad
@@ -484,10 +486,20 @@ _MULTIPART_LOG.addHandler(logging.NullHandler())
 _MULTIPART_LOG.setLevel(logging.CRITICAL + 1)
 
 
+class _Text(NamedTuple):
+    """A multipart text part's value as sent: its bytes, and the charset its own
+    Content-Type names (None: it names none)."""
+
+    data: bytes
+    charset: str | None
+
+
 class _Parts:
     """Collects multipart parts through python-multipart's callbacks."""
 
     def __init__(self) -> None:
+        #: Each part's name and value: a file's summary, or a text part's bytes (decoded
+        #: once every part is read, see :func:`_decoded`).
         self.pairs: list[tuple[str, Any]] = []
         self.ended = False
         self._field = b""
@@ -527,7 +539,9 @@ class _Parts:
                 "size": len(data),
             }
         else:
-            value = data.decode("utf-8", "replace")
+            _, part = parse_options_header(self._headers.get(b"content-type", b""))
+            charset = part.get(b"charset")
+            value = _Text(data, charset.decode("latin-1") if charset else None)
         self.pairs.append((key, value))
 
     def on_end(self) -> None:
@@ -564,8 +578,40 @@ def _multipart_error(exc: ValueError, skipped: int) -> str:
     return message
 
 
-def parse_multipart(body: bytes, boundary: str | None) -> dict[str, Any]:
-    """A flat object from a ``multipart/form-data`` body."""
+def _decoded(name: str, text: _Text, charset: str | None) -> str:
+    """A multipart text part's value, decoded with the charset its own Content-Type names,
+    else ``charset`` (the request's Content-Type's; None: UTF-8).
+
+    A value its charset does not decode is a 400 naming the field, the byte and where it is
+    in the value, as a form body's is: decoded with replacement characters instead, a
+    Latin-1 "José" was answered 200, stored and sent on with U+FFFD for its "é".
+
+    Raises:
+        BodyError: 400 for a value its charset does not decode, or a charset not known.
+    """
+    named = text.charset or charset or None
+    tried = named or "utf-8"
+    field = f"multipart field {name[:100]!r}"
+    try:
+        return text.data.decode(tried)
+    except UnicodeDecodeError as exc:
+        shown = named[:40] if named else "UTF-8"
+        reason = _undecodable(field, shown, text.data[exc.start], exc.start, " of its value")
+        raise BodyError(400, f"{reason}; {_charset_fix(named)}") from None
+    except LookupError:
+        msg = f"{field} names charset {tried[:40]!r}, which the hub does not know"
+        raise BodyError(400, msg) from None
+    except ValueError as exc:  # a codec's own failure (punycode, undefined): no byte to name
+        msg = f"{field} cannot be decoded as {tried[:40]} ({type(exc).__name__})"
+        raise BodyError(400, msg) from None
+
+
+def parse_multipart(
+    body: bytes, boundary: str | None, charset: str | None = None
+) -> dict[str, Any]:
+    """A flat object from a ``multipart/form-data`` body; text parts decoded with the
+    charset their own Content-Type names, else ``charset`` (the request's Content-Type's;
+    None: UTF-8)."""
     if not boundary:
         raise BodyError(400, "multipart/form-data without a boundary parameter")
     parts = _Parts()
@@ -600,7 +646,11 @@ def parse_multipart(body: bytes, boundary: str | None) -> dict[str, Any]:
         raise BodyError(400, "multipart body ends before its closing boundary")
     if len(parts.pairs) > MAX_FIELDS:
         raise BodyError(400, f"multipart body has more than {MAX_FIELDS} parts")
-    return _flat(parts.pairs)
+    pairs = [
+        (key, _decoded(key, value, charset) if isinstance(value, _Text) else value)
+        for key, value in parts.pairs
+    ]
+    return _flat(pairs)
 
 
 def parse_body(content_type: str | None, body: bytes) -> Any:
@@ -683,7 +733,7 @@ def parse(content_type: str | None, body: bytes) -> Parsed:
     if mtype == FORM:
         return _json_despite_form(body) or Parsed(parse_form(body, params.get("charset")), False)
     if mtype == MULTIPART:
-        return Parsed(parse_multipart(body, params.get("boundary")), False)
+        return Parsed(parse_multipart(body, params.get("boundary"), params.get("charset")), False)
     shown = mtype or (content_type or "")
     if "," in mtype:  # (no media type holds a comma: the header came with several values)
         msg = (

@@ -89,3 +89,43 @@ def test_a_bad_multipart_body_names_bytes_as_characters_and_where(
     error = _post(hub, "multipart/form-data; boundary=XX", body)
     assert error == f"multipart body cannot be parsed ({reason})"
     assert hub.events() == []
+
+
+def _multipart(value: bytes, part_type: bytes = b"") -> bytes:
+    """A multipart body (boundary ``B``): an email part, then a name part holding ``value``
+    (with the part headers ``part_type``)."""
+    return (
+        b'--B\r\nContent-Disposition: form-data; name="email"\r\n\r\na@example.com\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="name"\r\n'
+        + part_type
+        + b"\r\n"
+        + value
+        + b"\r\n--B--\r\n"
+    )
+
+
+def test_a_multipart_value_its_charset_does_not_decode_is_refused_not_mangled(hub: Hub) -> None:
+    """A multipart text part was decoded as UTF-8 with replacement characters, whatever
+    charset was named: a Latin-1 "José" was answered 200 and stored (and sent on) as
+    "Jos\\ufffd". Now such a value is a 400 naming the field, the byte and where, as a form
+    body's is; the charset the part's own Content-Type names, else the request's, is used."""
+    latin = _multipart(b"Jos\xe9")
+    error = _post(hub, "multipart/form-data; boundary=B", latin)
+    assert error == (
+        f"multipart field 'name' is not valid UTF-8 (byte 0xe9 at offset 3 of its value); "
+        f"{NO_CHARSET}"
+    )
+    assert hub.events() == []
+    for content_type, body in (
+        ("multipart/form-data; boundary=B; charset=iso-8859-1", latin),
+        (
+            "multipart/form-data; boundary=B",
+            _multipart(b"Ren\xe9", b"Content-Type: text/plain; charset=windows-1252\r\n"),
+        ),
+        ("multipart/form-data; boundary=B", _multipart("Zoë".encode())),
+    ):
+        answer = hub.client.post(
+            "/hooks/open", content=body, headers={"content-type": content_type}
+        )
+        assert answer.status_code == 200, answer.text
+    assert [e.document["name"] for e in hub.events()] == ["José", "René", "Zoë"]
