@@ -3,15 +3,17 @@
 The token is accepted as ``Authorization: Bearer <token>``, as the password of
 ``Authorization: Basic`` (Zapier's "Basic Auth" field, ``user|token``), in the
 header named by ``header`` (when set), or as the ``?token=`` query parameter;
-every candidate is compared in constant time. Senders without a signature of their own (Unbounce,
-Jotform) can only use the query form. The delivery id comes from the endpoint's
-``dedupe`` path, else a hash of the body.
+every candidate is compared in constant time. A ``+`` in the query's token is taken
+as written as well as for a space (a base64 token pasted into a URL unescaped). Senders
+without a signature of their own (Unbounce, Jotform) can only use the query form. The
+delivery id comes from the endpoint's ``dedupe`` path, else a hash of the body.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from urllib.parse import unquote, unquote_plus
 
 from hub.config.models import TokenOptions
 from hub.sources.base import Incoming, VerificationError, WholeBody
@@ -25,6 +27,21 @@ def _basic_password(credentials: str) -> str | None:
         return None
     _, colon, password = decoded.partition(":")
     return password if colon else None
+
+
+def _plus_kept(query: bytes) -> str:
+    """The first ``token`` query value with its ``+`` kept as written, not read as a space.
+
+    A token made with ``openssl rand -base64`` holds a ``+`` about one time in three, and
+    is pasted into a sender's URL as it is (``?token=ab+cd``): read the form way, the value
+    was ``ab cd`` and every delivery a 401 ("the token does not match"), the URL looking
+    right. Both readings are compared.
+    """
+    for field in query.decode("latin-1").split("&"):
+        name, _, value = field.partition("=")
+        if unquote_plus(name) == "token":
+            return unquote(value)
+    return ""
 
 
 class TokenSource(WholeBody):
@@ -59,6 +76,8 @@ class TokenSource(WholeBody):
             candidates.append(request.headers[self._header].strip())
         if request.query_string and "token" in request.query:
             candidates.append(request.query["token"])
+            if b"+" in request.query_string:
+                candidates.append(_plus_kept(request.query_string))
         if not candidates:
             msg = "no token in Authorization (Bearer or Basic), the token header or ?token="
             raise VerificationError(msg)
