@@ -49,6 +49,13 @@
   and dropped until the sender closes, goes quiet, or a bound passes
   (:meth:`GatheringTransport.close`). uvicorn closed at once, and the kernel reset the
   connection under a sender still writing, which then saw the reset, not the answer.
+* **An offer to switch protocols is ignored**: a request with ``Upgrade`` and ``Connection:
+  upgrade`` (``h2c``, which Java's HttpClient offers with every request to an http:// URL;
+  anything but a WebSocket uvicorn takes, or a ``CONNECT``) is read and answered as the
+  HTTP/1.1 request it also is, body included (:meth:`HubHttpProtocol._without_upgrade`).
+  httptools ends such a request at its head and leaves the body to the new protocol;
+  uvicorn's protocol, which does not switch, went on with an empty body (a form webhook
+  stored as an empty form, the lead lost) and read the body as the next request.
 * **Refusals counted**: each request refused so (400, 431, 408) is counted in
   ``leadhub_deliveries_total`` as ``rejected`` with reason ``unreadable``,
   ``headers_too_large`` or ``read_timeout`` (endpoint ``""`` unless its head was read whole
@@ -348,6 +355,9 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.unfinished = False
         #: Whether the sender closed its side (:meth:`eof_received`): nothing more comes.
         self.ended = False
+        #: Whether the request just read asked to switch protocols (``Upgrade: h2c``), which
+        #: the hub does not: it is read again without it (:meth:`_without_upgrade`).
+        self.upgrade_ignored = False
         #: Whether a request is awaited or being read (see :data:`READ_TIMEOUT`): from the
         #: connection's start, and from each request's first byte to its last; when a byte
         #: last came (loop time); the timer that looks at both (None when none is armed).
@@ -402,15 +412,21 @@ class HubHttpProtocol(HttpToolsProtocol):
         # uvicorn's data_received, less its "Invalid HTTP request received." warning (one
         # line per refusal, however many: the refusal's own line, throttled, says it)
         self._unset_keepalive_if_required()
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.send_400_response(_UNREADABLE)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        fed = data
+        while True:
+            try:
+                self.parser.feed_data(fed)
+            except httptools.HttpParserError:
+                self.send_400_response(_UNREADABLE)
+            except httptools.HttpParserUpgrade as exc:
+                if self.upgrade_ignored:  # read again, without the Upgrade
+                    fed = self._without_upgrade(fed[exc.args[0] if exc.args else len(fed) :])
+                    continue
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+            break
         if self.reading and self.read_timer is None and not self.transport.is_closing():
             # a request left unfinished by this read (one read whole arms nothing)
             self.read_timer = self.loop.call_later(READ_TIMEOUT, self._read_timed_out)
@@ -467,12 +483,46 @@ class HubHttpProtocol(HttpToolsProtocol):
             # still "being read": no cycle is this request's).
             self._head_too_large()
             return
+        if self.parser.should_upgrade() and self._ignores_upgrade():
+            self.upgrade_ignored = True  # (nothing dispatched: read again without it)
+            return
         self.in_head = False
         webhook = self._webhook()
         if webhook is None:
             super().on_headers_complete()
         else:
             self.cycle = webhook  # type: ignore[assignment]
+
+    def _ignores_upgrade(self) -> bool:
+        """Whether the request whose head was just read asks for an upgrade the hub ignores:
+        any but a WebSocket one uvicorn would take (the hub serves none), and not a
+        ``CONNECT`` (no HTTP request to read instead)."""
+        return self.parser.get_method() != b"CONNECT" and not self._should_upgrade()
+
+    def _without_upgrade(self, rest: bytes) -> bytes:
+        """What to read next, with a new parser, for a request that asked to switch protocols:
+        its head again without its ``Upgrade`` header, then ``rest`` (its body and what
+        follows, as received so far).
+
+        httptools takes a request with ``Upgrade`` and ``Connection: upgrade`` as switching
+        protocols once its head ends: the request ended there, and its body was left unread,
+        for the new protocol. uvicorn does not switch (it only warns), so the request went on
+        with an empty body: Java's HttpClient offers ``Upgrade: h2c`` with every cleartext
+        request by default, and its JSON webhook was a 400 "empty body", its form webhook
+        a 200, the duplicate of an empty form (the lead lost), its signed one a 401; the
+        body then read as the next request, a 400. A server may ignore an upgrade (RFC 9110
+        7.8) and answer the request as HTTP/1.1: this reads it so.
+        """
+        self.upgrade_ignored = False
+        head = [self.parser.get_method(), b" ", self.url, b" HTTP/"]
+        head += [self.parser.get_http_version().encode("ascii"), b"\r\n"]
+        for name, value in self.headers:
+            if name != b"upgrade":
+                head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        self.begun -= 1  # (begun again: the same request)
+        self.parser = httptools.HttpRequestParser(self)
+        return b"".join(head) + rest
 
     def _webhook(self) -> _Webhook | None:
         """The request as a :class:`_Webhook` when it may skip ASGI, else None."""
@@ -531,6 +581,8 @@ class HubHttpProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        if self.upgrade_ignored:  # (its body is not read yet: see _without_upgrade)
+            return
         self.reading = False
         self.unfinished = False
         if self.refused:

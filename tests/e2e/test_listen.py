@@ -67,8 +67,9 @@ def test_a_port_in_use_stops_serve_before_it_opens_the_store(tmp_path: Path) -> 
 
 
 def test_uvicorns_own_warnings_are_json_lines_too(tmp_path: Path) -> None:
-    """A warning uvicorn logs itself (an upgrade it does not support) is a JSON line, like
-    every other (it was bare text on standard error). A request it cannot parse is the
+    """A warning uvicorn logs itself (a CONNECT, an upgrade it does not support; an
+    ``Upgrade: h2c`` offer is read as HTTP/1.1 without a word) is a JSON line, like every
+    other (it was bare text on standard error). A request it cannot parse is the
     hub's own ``delivery_received`` line (rejected, ``unreadable``, 400), not uvicorn's
     "Invalid HTTP request received." warning as well."""
     with leadhub_process(_args(tmp_path, 0), env=ENV) as proc:
@@ -77,9 +78,8 @@ def test_uvicorns_own_warnings_are_json_lines_too(tmp_path: Path) -> None:
         base = log.events("hub_ready")[0]["url"]
         host, port = base.removeprefix("http://").rsplit(":", 1)
         with socket.create_connection((host, int(port))) as conn:
-            upgrade = b"GET /healthz HTTP/1.1\r\nhost: hub\r\nconnection: upgrade\r\nupgrade: h2c"
-            conn.sendall(upgrade + b"\r\n\r\n")
-            assert conn.recv(1024).startswith(b"HTTP/1.1 200")
+            conn.sendall(b"CONNECT /healthz HTTP/1.1\r\nhost: hub\r\n\r\n")
+            assert conn.recv(1024).startswith(b"HTTP/1.1 405")
         wait_until(
             lambda: bool(log.events("Unsupported upgrade request.")), what="uvicorn's warning"
         )
