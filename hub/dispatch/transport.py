@@ -44,8 +44,10 @@ import functools
 import ipaddress
 import os
 import urllib.parse
+import weakref
 import zlib
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +73,39 @@ def _size(count: int) -> str:
         if count >= scale:
             return f"{count / scale:g} {unit}"
     return f"{count} bytes"
+
+
+#: Set by :meth:`_TrackingConnector.connect` when the request under way (in this task) was
+#: given a connection that had carried an earlier request: a kept-alive one.
+_reused: ContextVar[list[bool]] = ContextVar("connection_reused")
+
+
+class _TrackingConnector(aiohttp.TCPConnector):
+    """aiohttp's pool, noting whether each request was given a kept-alive connection.
+
+    Only a request sent on a kept-alive connection may be sent again when the server closes
+    it unanswered (:meth:`AiohttpTransport.handle_async_request`): the server closed an
+    idle connection as the request went out, and never read it. A fresh connection closed
+    unanswered may have been read and acted on (a capture made, then the server failing
+    before its answer): sending it again would capture the lead twice, outside the
+    target's rate limit and uncounted, so it fails as a close without an answer instead.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._used: weakref.WeakSet[object] = weakref.WeakSet()
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        conn = await super().connect(req, traces, timeout)
+        protocol = conn.protocol
+        if protocol is not None:
+            if protocol in self._used:
+                flag = _reused.get(None)
+                if flag is not None:
+                    flag[0] = True
+            else:
+                self._used.add(protocol)
+        return conn
 
 
 class AnswerTooLarge(httpx.TransportError):
@@ -309,7 +344,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._proxies = proxies if proxies is not None else Proxies()
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=self._keepalive)
+        connector = _TrackingConnector(limit=self._limit, keepalive_timeout=self._keepalive)
         # No cookie jar and no default headers: httpx sends exactly what it built.
         return aiohttp.ClientSession(
             connector=connector,
@@ -352,16 +387,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             proxy=None if proxy is None else proxy.url,
             proxy_headers=None if proxy is None else proxy.headers,
         )
+        reused = [False]
+        _reused.set(reused)  # (this task's; read back below)
         try:
             try:
                 status, raw_headers, reason, content = await self._exchange(send)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if isinstance(exc, aiohttp.ClientConnectorError):
-                    raise  # no connection was made: a new one now fares no better
+                if isinstance(exc, aiohttp.ClientConnectorError) or not reused[0]:
+                    # no connection was made (a new one now fares no better), or a fresh
+                    # one was closed unanswered: the server may have acted on the request
+                    raise
                 # A kept-alive connection the server closed as the request went out (its
                 # idle timeout met the request): sent once more, at once, on a new one (the
                 # pool has dropped the closed one). A server that closes every connection
                 # unanswered fails this second try the same way, and that is the error.
+                reused[0] = False
                 status, raw_headers, reason, content = await self._exchange(send)
         except (AnswerTooLarge, httpx.DecodingError) as exc:
             exc.request = request

@@ -1,7 +1,8 @@
 """A kept-alive connection the server closes as the next request goes out (its idle timeout
 meeting the request, as uvicorn's 5 s meets a rate-limited burst 5 s after the last) costs the
 lead neither an attempt nor a backoff: the hub's transport sends the request once more, at
-once, on a new connection. A server that closes every connection unanswered still fails."""
+once, on a new connection. A fresh connection closed unanswered is not sent again (the server
+may have acted on it): it fails, named as a close without an answer."""
 
 from __future__ import annotations
 
@@ -14,8 +15,16 @@ import httpx
 import pytest
 
 from hub.dispatch.transport import make_http_client
-from tests.dispatch.support import _read_request, socket_server
+from tests.dispatch.support import (
+    KEYS,
+    _read_request,
+    sandbox_get,
+    sandbox_post,
+    sandbox_server,
+    socket_server,
+)
 
+JSON = {"Content-Type": "application/json"}
 ANSWER = b'{"Status":"Success","Message":{"Id":"a","RelatedId":"lead-1"}}'
 
 
@@ -55,9 +64,10 @@ async def test_a_request_on_a_connection_closed_under_it_goes_again_on_a_new_one
     assert requests[:2] == [2, 1]
 
 
-async def test_a_server_closing_every_connection_unanswered_still_fails() -> None:
-    """The one extra send is all: a server that never answers fails the request, named as
-    a close without an answer, after two connections."""
+async def test_a_fresh_connection_closed_unanswered_is_not_sent_again() -> None:
+    """A server that reads the request on a new connection and closes it unanswered fails the
+    request, named as a close without an answer, after that one connection: it may have
+    acted on the request (before, the request went again on a second connection)."""
     accepted: list[int] = []
 
     def handle(conn: socket.socket, _: threading.Event) -> None:
@@ -69,4 +79,20 @@ async def test_a_server_closing_every_connection_unanswered_still_fails() -> Non
         async with make_http_client() as client:
             with pytest.raises(httpx.RemoteProtocolError, match="closed without an answer"):
                 await client.post(f"{url}/capture", content=b"{}")
-    assert len(accepted) == 2
+    assert len(accepted) == 1
+
+
+async def test_a_capture_the_sandbox_made_and_did_not_answer_is_made_once() -> None:
+    """The sandbox's lost_response fault makes the capture, then closes the (new) connection
+    unanswered: the lead exists once. Sent again, a lead without a key to match made a
+    second lead (and for a matched one, a second capture outside the target's limit)."""
+    with sandbox_server() as (url, _):
+        sandbox_post(url, "/_sandbox/faults", {"every": 1, "kinds": ["lost_response"]})
+        capture = f"{url}/v2/LeadManagement.svc/Lead.Capture"
+        params = {"accessKey": KEYS["LSQ_ACCESS"], "secretKey": KEYS["LSQ_SECRET"]}
+        body = b'[{"Attribute":"FirstName","Value":"Once"}]'
+        async with make_http_client() as client:
+            with pytest.raises(httpx.RemoteProtocolError, match="closed without an answer"):
+                await client.post(capture, params=params, content=body, headers=JSON)
+        sandbox_post(url, "/_sandbox/faults", {"rate": 0})
+        assert [lead["FirstName"] for lead in sandbox_get(url, "/_sandbox/leads")] == ["Once"]
