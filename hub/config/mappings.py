@@ -30,7 +30,7 @@ from hub.mapping.model import (
 )
 from hub.mapping.paths import PathError
 from hub.mapping.transforms import Context, Transform, TransformError, parse_transforms
-from hub.mapping.values import shown_text, to_text
+from hub.mapping.values import is_blank, shown_text, to_text
 
 MAPPING_KEYS = (
     "kind",
@@ -423,9 +423,19 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
     value = None
     if value_node is not None:
         value = value_node.value
+        if value is None:
+            # {value: } sent nothing for every event, silently, where a field written as
+            # nothing (EmailAddress:) is refused.
+            sub.error(
+                value_node,
+                f"'value' of {where} is nothing, so the field never sends anything; write "
+                "the constant, like {value: Typeform}, or remove the field",
+            )
+            return None
         if isinstance(value, dict | list):
             sub.error(value_node, f"'value' of {where} must be text, a number or true/false")
             return None
+        _blank_constant(value_node, sub, where, "value")
     transforms: tuple[Transform, ...] = ()
     transform_node = sub.get("transform")
     if transform_node is not None:
@@ -436,14 +446,21 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
             return None
     default_node = sub.get("default")
     default = None
+    blank_default = False
     if default_node is not None and default_node.value is not None:
         if isinstance(default_node.value, dict | list):
             sub.error(default_node, f"'default' of {where} must be text or a number")
+        elif is_blank(to_text(default_node.value)):
+            # Blank counts as absent: a blank default was sent as the value, so a required
+            # field given it never failed, and a lead went out with an empty EmailAddress.
+            _blank_constant(default_node, sub, where, "default")
+            blank_default = True
         else:
             default = to_text(default_node.value)
     if attribute in OPT_OUTS:
         _opt_out_constant(attribute, "value", value_node, sub, where, transforms)
-        _opt_out_constant(attribute, "default", default_node, sub, where)
+        if not blank_default:  # (sends nothing: said above)
+            _opt_out_constant(attribute, "default", default_node, sub, where)
         if path_node is not None and paths:
             _opt_out_path(attribute, transforms, transform_node or path_node, sub, where)
     return FieldSpec(
@@ -454,6 +471,25 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
         transforms=transforms,
         default=default,
         required=sub.flag("required", False),
+    )
+
+
+def _blank_constant(node: Node, r: Reader, where: str, key: str) -> None:
+    """Warn of a ``value`` or ``default`` written blank (``default: ""``): blank counts as
+    absent, so it sends nothing (a default then leaves the attribute out, or fails a
+    required field). One from a ``${VAR}`` is not warned of: an optional setting
+    (``${OWNER:}``) left empty is meant to send nothing."""
+    if node.expanded or not isinstance(node.value, str) or not is_blank(node.value):
+        return
+    means = (
+        "the field never sends anything"
+        if key == "value"
+        else "it is no default: the attribute is left out (a required field fails)"
+    )
+    r.warn(
+        node,
+        f"{key!r} of {where} is blank, and blank counts as absent, so {means}; "
+        f"write the text to send, or remove the {key!r}",
     )
 
 

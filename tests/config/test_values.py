@@ -86,10 +86,17 @@ def _constants(tmp_path: Path, written: list[str], environ: dict[str, str] | Non
 
 def test_plain_scalars_resolve_the_yaml_1_2_way(tmp_path: Path) -> None:
     """Only plain decimal numbers, true/false and null/~/empty are more than text; leading
-    zeros, hex, octal, underscores, sexagesimal, dates and yes/no stay the text written."""
-    values = _constants(tmp_path, [text for text, _ in PLAIN])
-    for (text, expected), value in zip(PLAIN, values, strict=True):
+    zeros, hex, octal, underscores, sexagesimal, dates and yes/no stay the text written.
+    A constant that is null is refused as nothing (it would never send anything)."""
+    kept = [(text, expected) for text, expected in PLAIN if expected is not None]
+    values = _constants(tmp_path, [text for text, _ in kept])
+    for (text, expected), value in zip(kept, values, strict=True):
         assert type(value) is type(expected) and value == expected, (text, value)
+    nulls = [text for text, expected in PLAIN if expected is None]
+    with pytest.raises(ConfigError) as info:
+        _constants(tmp_path, nulls)
+    assert len(info.value.issues) == len(nulls), info.value.issues
+    assert all("'value' of field 'mx_" in i and " is nothing, " in i for i in info.value.issues)
 
 
 def test_nan_is_a_float(tmp_path: Path) -> None:
