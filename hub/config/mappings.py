@@ -154,9 +154,44 @@ def _rule(node: Node, r: Reader, key: str, *, in_list: bool) -> Rule | None:
                 "true/false, null or a list of those",
             )
             continue
+        items = value_node.value if isinstance(value_node.value, list) else [value_node]
+        shown = [
+            f"{o!r} (from {n.raw})" if n.expanded else repr(o)
+            for o, n in zip(options, items, strict=True)
+        ]
+        never = _never_equal(options, shown, path_text)
+        if never is not None:
+            at, why = never
+            r.error(items[at] if items else value_node, f"{key} of {r.what}: {why}")
+            continue
         expected = frozenset(None if o is None else to_text(o) for o in options)
         conditions.append(Condition(path=path, expected=expected))
     return tuple(conditions)
+
+
+def _never_equal(options: list[Any], shown: list[str], path_text: str) -> tuple[int, str] | None:
+    """Which of a condition's ``options`` (its index; ``shown`` as written) names a value no
+    document gives, and why, else ``None``: an empty list (``$.tag: []``, any of no values)
+    or blank text (``$.utm: ""``: blank counts as absent, before comparing). Such a
+    condition never held, silently: a ``match`` that took no event, a ``skip_if`` that
+    skipped none."""
+    if not options:
+        return 0, (
+            f"{path_text}: [] lists no value, so the condition never holds; list the values "
+            f"it may equal, like {path_text}: [a, b], or write null for absent"
+        )
+    for at, option in enumerate(options):
+        if isinstance(option, str) and is_blank(option):
+            if len(options) > 1:
+                return at, (
+                    f"{path_text} lists {shown[at]}, which no value equals (blank counts as "
+                    "absent); remove it, or write null for absent or blank"
+                )
+            return at, (
+                f"{path_text} equals {shown[at]}, which no value does (blank counts as "
+                "absent), so the condition never holds; write null for absent or blank"
+            )
+    return None
 
 
 def _rules(r: Reader, key: str) -> tuple[Rule, ...]:

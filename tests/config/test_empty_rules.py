@@ -1,5 +1,7 @@
 """Rules that hold nothing are errors, not silent "always" / "never": ``match: []``,
-``skip_if: []``, ``match: {}``, a ``{}`` rule in a list, and ``join`` without a separator."""
+``skip_if: []``, ``match: {}``, a ``{}`` rule in a list, a condition on no value
+(``$.tag: []``) or on a blank one (``$.utm: ""``, which no value equals: blank counts as
+absent), and ``join`` without a separator."""
 
 from __future__ import annotations
 
@@ -52,6 +54,39 @@ EMPTY = [
         10,
         "a rule in match of mapping 'm' is {}, which holds no condition (so it holds for "
         "every event); remove it, or write its conditions like {$.form_id: abc123}",
+    ),
+    (
+        "skip_if-empty-list-of-values",
+        "skip_if: {$.tag: []}\n" + FIELDS,
+        8,
+        "skip_if of mapping 'm': $.tag: [] lists no value, so the condition never holds; "
+        "list the values it may equal, like $.tag: [a, b], or write null for absent",
+    ),
+    (
+        "match-empty-list-of-values-block",
+        "match:\n  $.form: a\n  $.tag: []\n" + FIELDS,
+        10,
+        "match of mapping 'm': $.tag: [] lists no value, so the condition never holds",
+    ),
+    (
+        "match-blank-value",
+        'match: {$.utm_source: ""}\n' + FIELDS,
+        8,
+        "match of mapping 'm': $.utm_source equals '', which no value does (blank counts as "
+        "absent), so the condition never holds; write null for absent or blank",
+    ),
+    (
+        "skip_if-spaces-value-in-a-list-of-rules",
+        "skip_if:\n  - $.test: true\n  - $.email: '  '\n" + FIELDS,
+        10,
+        "skip_if of mapping 'm': $.email equals '  ', which no value does",
+    ),
+    (
+        "match-blank-among-values",
+        "match:\n  $.form:\n    - a\n    - ''\n" + FIELDS,
+        11,
+        "match of mapping 'm': $.form lists '', which no value equals (blank counts as "
+        "absent); remove it, or write null for absent or blank",
     ),
     (
         "join-null",
@@ -127,3 +162,26 @@ def test_absent_or_null_rules_and_a_deliberate_empty_separator_are_fine(tmp_path
     for spec in mapping.fields:
         (join,) = spec.transforms
         assert join.apply(["1", "2"], context) == ["12"]
+
+
+def test_null_the_fix_for_a_blank_value_holds_for_absent_and_blank(tmp_path: Path) -> None:
+    """What the blank value's error says to write instead: null holds for a blank or absent
+    value, and not for a value given."""
+    (tmp_path / "a.yaml").write_text(HEAD + "match: {$.utm_source: null}\n" + FIELDS)
+    mapping = load(tmp_path, {}).mappings["m"]
+    assert mapping.matches({"utm_source": ""}) and mapping.matches({"utm_source": "  "})
+    assert mapping.matches({})
+    assert not mapping.matches({"utm_source": "google"})
+
+
+def test_a_blank_value_from_a_variable_names_the_variable(tmp_path: Path) -> None:
+    """A form id left empty in the environment never matched, silently; the error names the
+    variable it came from, at its line, as the only error (no overlap follows)."""
+    (tmp_path / "a.yaml").write_text(HEAD + 'match: {$.form_id: "${FORM_ID}"}\n' + FIELDS + OTHER)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"FORM_ID": ""})
+    assert info.value.issues == [
+        f"{tmp_path}/a.yaml:8: match of mapping 'm': $.form_id equals '' (from ${{FORM_ID}}), "
+        "which no value does (blank counts as absent), so the condition never holds; write "
+        "null for absent or blank"
+    ]
