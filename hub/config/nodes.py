@@ -742,10 +742,31 @@ def _syntax_fix(problem: str, written: str) -> str:
     if "${" in written and "but got '{'" in problem:
         # ${VAR} inside { } or [ ]: the { of ${ opens a mapping there.
         return 'inside { } or [ ], put a ${VAR} in quotes, like { value: "${VAR}" }'
+    if _unquoted_path_in_brackets(problem, written):
+        return (
+            "inside { } or [ ], a JSONPath holding [ ] or * must be in quotes, like "
+            '{ path: "$.answers[0].email" } or { "$.tags[*]": vip } (its [ and * are YAML\'s '
+            "there); or write it in block style, each key on a line of its own, where it "
+            "needs none"
+        )
     return (
         "check the indentation, and quote values that hold ': ', ' #', "
         "or start with '[', '{', '*', '&' or '@'"
     )
+
+
+def _unquoted_path_in_brackets(problem: str, written: str) -> bool:
+    """Whether ``problem`` on the line ``written`` is a JSONPath written unquoted inside
+    ``{ }`` or ``[ ]`` (``Phone: { path: $.answers[0].phone }``), where ``[`` opens a list and
+    ``*`` an alias: pyyaml says "expected ',' or '}', but got '['" or, for ``[*]``, "expected
+    alphabetic or numeric character, but found ']'". The fix is quoting it; the general hint
+    ("quote values that start with '['") did not fit a value that starts with ``$``."""
+    opened = "{" in written or "[" in written
+    if not opened or "$" not in written:
+        return False
+    got_bracket = "but got '['" in problem or "but got '{'" in problem
+    star = "expected alphabetic or numeric character" in problem and "*" in written
+    return got_bracket or star
 
 
 def _unreadable(exc: yaml.reader.ReaderError) -> str:

@@ -332,6 +332,28 @@ MISPLACED = {
         "the '[' opened on line 12 goes on, and this line's item follows the one before it "
         "with no ',' between them: end line 13 with ','",
     ),
+    # A JSONPath holding [ ] or * written unquoted inside { } or [ ]: YAML reads its [ as a
+    # list and its * as an alias. The hint said to quote values that start with '[', which
+    # a path does not; it names quoting the path now.
+    "unquoted_index_in_braces.yaml": (
+        "fields:\n  EmailAddress: $.email\n  Phone: { path: $.answers[0].phone, transform: phone }"
+        "\n",
+        11,
+        "expected ',' or '}', but got '['; inside { } or [ ], a JSONPath holding [ ] or * "
+        'must be in quotes, like { path: "$.answers[0].email" }',
+    ),
+    "unquoted_filter_in_a_list_of_paths.yaml": (
+        "fields:\n  EmailAddress: { path: [$.lead.email, $.answers[?(@.ref=='email')].email] }\n",
+        10,
+        "expected ',' or ']', but got '['; inside { } or [ ], a JSONPath holding [ ] or * "
+        "must be in quotes",
+    ),
+    "unquoted_wildcard_in_a_match_key.yaml": (
+        "match: { $.tags[*]: vip }\nfields:\n  EmailAddress: $.email\n",
+        9,
+        "expected alphabetic or numeric character, but found ']'; inside { } or [ ], a "
+        "JSONPath holding [ ] or * must be in quotes",
+    ),
     # Right as they were: a list item at column 0 is where YAML stops; a top-level key is
     # where it belongs, and the key after it, indented, is the one to fix; so is an
     # attribute in 'fields', and the key after it.
