@@ -418,9 +418,26 @@ def parse_transform(spec: Any) -> Transform:
         raise TransformError(msg)
     match = _CALL.match(spec)
     if not match:
+        several = re.split(r"[\s,]+", spec.strip())
+        if len(several) > 1 and all(part in NAMES for part in several):
+            # transform: trim, lower (or "trim lower") read as one name: "did you mean
+            # 'lower'?" pointed away from the fix.
+            msg = (
+                f"transform {spec!r} names several transforms in one text; write them as a "
+                f"list, like [{', '.join(several)}]"
+            )
+            raise TransformError(msg)
         name = spec.split("(", 1)[0].strip()
         if name and name not in NAMES:
             raise _unknown(name)
+        if spec.count("(") > spec.count(")"):
+            # transform: [trim, join(, )] in YAML's brackets is 'trim', 'join(' and ')'.
+            msg = (
+                f"transform {spec!r} is malformed: its '(' is never closed; inside {{ }} or "
+                "[ ] a ',' ends a value, so quote a transform holding one, like "
+                '"join(, )"'
+            )
+            raise TransformError(msg)
         msg = f"transform {spec!r} is malformed; write a name like 'trim' or 'join(;)'"
         raise TransformError(msg)
     name, arg = match.group(1), match.group(2)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import ConfigError, load
+from hub.mapping import CaptureRequest, map_document
 from tests.support.server import leadhub_run
 
 ENDPOINT = "kind: endpoint\nname: site\nsource: token\ntoken: t\n---\n"
@@ -399,3 +400,63 @@ def test_an_endpoint_without_a_mapping_is_still_warned_about(tmp_path: Path) -> 
     (tmp_path / "a.yaml").write_text(ENDPOINT, encoding="utf-8")
     config = load(tmp_path, {})
     assert any("endpoint 'site' has no mapping" in w for w in config.warnings)
+
+
+#: Transforms written the way YAML or a hurried hand breaks them: (the field's lines, the
+#: line of the error, what it says there). Each said "malformed" or "did you mean 'lower'?",
+#: which named no fix.
+BROKEN_TRANSFORMS = {
+    "join-with-a-comma-in-braces": (
+        '  mx_Tags: { path: "$.tags[*]", transform: join(, ) }\n',
+        11,
+        "field 'mx_Tags' of mapping 'm': transform 'join(' is malformed: its '(' is never "
+        "closed; inside { } or [ ] a ',' ends a value, so quote a transform holding one, "
+        'like "join(, )"',
+    ),
+    "join-with-a-comma-in-a-list": (
+        "  mx_Tags:\n    path: $.tags[*]\n    transform: [trim, join(, )]\n",
+        13,
+        "field 'mx_Tags' of mapping 'm': transform 'join(' is malformed: its '(' is never closed",
+    ),
+    "two-names-with-a-comma": (
+        "  mx_City: {path: $.city, transform: 'trim, title'}\n",
+        11,
+        "field 'mx_City' of mapping 'm': transform 'trim, title' names several transforms in "
+        "one text; write them as a list, like [trim, title]",
+    ),
+    "three-names-with-spaces": (
+        "  mx_City:\n    path: $.city\n    transform: trim lower title\n",
+        13,
+        "field 'mx_City' of mapping 'm': transform 'trim lower title' names several "
+        "transforms in one text; write them as a list, like [trim, lower, title]",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BROKEN_TRANSFORMS))
+def test_a_broken_transform_names_the_fix(tmp_path: Path, name: str) -> None:
+    lines, line, says = BROKEN_TRANSFORMS[name]
+    text = ENDPOINT + MAPPING + "fields:\n  EmailAddress: $.email\n" + lines
+    error = _problems(tmp_path, text)
+    mine = [i for i in error.issues if "transform '" in i]
+    assert len(mine) == 1, error.issues
+    assert mine[0].startswith(f"{tmp_path / 'site.yaml'}:{line}: {says}"), mine[0]
+
+
+def test_transforms_written_as_the_fixes_say_load(tmp_path: Path) -> None:
+    """What the errors above say to write is taken, and joins and titles as meant."""
+    text = (
+        ENDPOINT
+        + MAPPING
+        + "fields:\n  EmailAddress: $.email\n"
+        + '  mx_Tags: { path: "$.tags[*]", transform: "join(, )" }\n'
+        + "  mx_City: {path: $.city, transform: [trim, lower, title]}\n"
+    )
+    (tmp_path / "site.yaml").write_text(text, encoding="utf-8")
+    mapping = load(tmp_path, {}).mappings["m"]
+    result = map_document([mapping], {"email": "a@b.c", "tags": ["x", "y"], "city": " pUNE "})
+    assert isinstance(result, CaptureRequest), result
+    assert result.body[1:] == [
+        {"Attribute": "mx_Tags", "Value": "x, y"},
+        {"Attribute": "mx_City", "Value": "Pune"},
+    ]
