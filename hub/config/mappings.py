@@ -7,6 +7,7 @@ mistake is a ``check`` error with its line rather than a failure at dispatch.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import phonenumbers
@@ -564,6 +565,16 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
                 "write the LeadSquared attribute, like EmailAddress or mx_City",
             )
             continue
+        if attribute[:3].lower() == "mx_" and not _CUSTOM_NAME.fullmatch(attribute):
+            r.issues.error(
+                node.file,
+                line,
+                f"attribute {attribute!r} of {r.what} is no custom field name LeadSquared "
+                "takes (every lead would be refused): mx_ then letters, digits and _ only, "
+                f"the field's schema name, like {_custom_name(attribute)!r}, not its display "
+                "name",
+            )
+            continue
         if attribute not in STANDARD_ATTRIBUTES and not attribute.startswith("mx_"):
             r.issues.warn(
                 node.file,
@@ -575,6 +586,17 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
         if spec is not None:
             specs.append(spec)
     return tuple(specs)
+
+
+#: A custom field's schema name, as Lead.Capture takes it (``hub/sandbox/attributes.py``).
+_CUSTOM_NAME = re.compile(r"mx_\w+", re.IGNORECASE | re.ASCII)
+
+
+def _custom_name(attribute: str) -> str:
+    """``attribute`` (``mx_Budget ``, ``mx_Lead Score``) as a name a custom field can have:
+    its other characters as ``_``, for the fix."""
+    rest = re.sub(r"\W+", "_", attribute[3:].strip(), flags=re.ASCII).strip("_")
+    return "mx_" + (rest or "City")
 
 
 def _misplaced(key: str) -> str | None:

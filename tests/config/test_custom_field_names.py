@@ -1,0 +1,51 @@
+"""A custom field name Lead.Capture refuses is a ``check`` error at its line, with the name
+to write: ``mx_Lead Score`` (a display name), ``"mx_Budget "`` (a stray space in quotes) and a
+bare ``mx_`` started with ``mx_``, so ``check`` said nothing, and every lead of the mapping
+went dead at dispatch (``MXInvalidInputException: Unknown attribute``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hub.config import ConfigError, load
+from hub.sandbox.attributes import canonical_name
+
+HEAD = "kind: endpoint\nname: e\nsource: token\ntoken: t\n---\nname: m\nendpoint: e\nfields:\n"
+
+# (the attribute as written in the file, the name the error says to write)
+REFUSED = [
+    ('"mx_Lead Score"', "mx_Lead_Score"),
+    ('"mx_Budget "', "mx_Budget"),
+    ("mx_", "mx_City"),
+    ("mx_Intérêt", "mx_Int_r_t"),
+    ("mx_Source-Detail", "mx_Source_Detail"),
+    ("MX_Plan Type", "mx_Plan_Type"),
+]
+
+
+@pytest.mark.parametrize(("written", "fix"), REFUSED, ids=[f for _, f in REFUSED])
+def test_a_custom_field_name_the_api_refuses_is_an_error_naming_one_it_takes(
+    tmp_path: Path, written: str, fix: str
+) -> None:
+    name = written.strip('"')
+    assert canonical_name(name) is None  # the sandbox refuses it, as Lead.Capture does
+    assert canonical_name(fix) is not None  # and takes the name the error says to write
+    (tmp_path / "m.yaml").write_text(HEAD + "  EmailAddress: $.email\n  " + written + ": $.x\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert info.value.issues == [
+        f"{tmp_path / 'm.yaml'}:10: attribute {name!r} of mapping 'm' is no custom field name "
+        "LeadSquared takes (every lead would be refused): mx_ then letters, digits and _ only, "
+        f"the field's schema name, like {fix!r}, not its display name"
+    ]
+
+
+def test_custom_field_names_the_api_takes_load(tmp_path: Path) -> None:
+    """Letters, digits and _ after mx_, in any case: taken, and by the sandbox too."""
+    names = ["mx_City", "mx_Lead_Score_2", "mx_x", "mx_ABC_def"]
+    (tmp_path / "m.yaml").write_text(HEAD + "".join(f"  {n}: $.{i}\n" for i, n in enumerate(names)))
+    mapping = load(tmp_path, {}).mappings["m"]
+    assert [spec.attribute for spec in mapping.fields] == names
+    assert all(canonical_name(n) is not None for n in names)
