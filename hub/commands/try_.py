@@ -60,6 +60,7 @@ from hub.config import ConfigError, load
 from hub.config.issues import did_you_mean
 from hub.config.models import Config
 from hub.mapping import CaptureRequest, MappingError, Result, map_document
+from hub.mapping.values import present
 from hub.sources import bodies
 from hub.sources.base import BodyError
 from hub.sources.split import find_leads
@@ -103,7 +104,8 @@ def _read_payload(path: str, content_type: str | None) -> Any:
     return parsed.document
 
 
-def _results(args: argparse.Namespace) -> tuple[Config, list[Result]]:
+def _results(args: argparse.Namespace) -> tuple[Config, list[tuple[Any, Result]]]:
+    """The configuration, and each lead the payload holds with what its mapping makes of it."""
     try:
         config = load(args.config_dir, os.environ, stand_ins=True)
     except ConfigError as exc:
@@ -116,7 +118,7 @@ def _results(args: argparse.Namespace) -> tuple[Config, list[Result]]:
         raise _Refused(msg)
     document = _read_payload(args.payload, args.content_type)
     mappings = config.mappings_for(args.endpoint)
-    return config, [map_document(mappings, lead) for lead in _leads(config, args, document)]
+    return config, [(lead, map_document(mappings, lead)) for lead in _leads(config, args, document)]
 
 
 def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]:
@@ -235,7 +237,7 @@ def _refused_json(exc: _Refused) -> dict[str, Any]:
     return {"status": "error", "mapping": None, "reason": str(exc), "warnings": []}
 
 
-def _print_human(config: Config, result: Result) -> None:
+def _print_human(config: Config, lead: Any, result: Result) -> None:
     if not isinstance(result, CaptureRequest):
         mapping = f" (mapping {result.mapping})" if result.mapping else ""
         print(f"{result.status}{mapping}: {result.reason}")
@@ -250,6 +252,34 @@ def _print_human(config: Config, result: Result) -> None:
     print(json.dumps(result.body, indent=2, ensure_ascii=False))
     for warning in result.warnings:
         print(f"warning: {warning}")
+    unfound = _found_nothing(config, lead, result)
+    if unfound:
+        print(
+            "note: not in the body, as their paths found nothing (or only null or blank "
+            f"values) in this document: {'; '.join(unfound)}; if the document holds a value "
+            "for one, its path is wrong"
+        )
+
+
+def _found_nothing(config: Config, lead: Any, result: CaptureRequest) -> list[str]:
+    """The fields of ``result``'s mapping left out of its body because none of their paths
+    found a value in ``lead`` (only null or blanks count as none), each with its paths
+    (``Mobile ($.answers.phone)``): a typo in a path left its attribute out with no word,
+    where it is the mistake a user most needs ``try`` to show. A field whose transforms
+    left its value out (a single word's ``rest_words``, a map to nothing, a phone that is
+    no number, which warns) found one, and is not named."""
+    mapping = config.mappings.get(result.mapping)
+    if mapping is None:
+        return []
+    sent = {item["Attribute"] for item in result.body}
+    warned = {warning.split(": ", 1)[0] for warning in result.warnings}
+    return [
+        f"{spec.attribute} ({' or '.join(path.text for path in spec.paths)})"
+        for spec in mapping.fields
+        if spec.path is not None
+        and spec.attribute not in sent | warned
+        and not any(present(path.values(lead)) for path in spec.paths)
+    ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -262,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"error: {exc}", file=sys.stderr)
         return 1
-    for number, result in enumerate(results, start=1):
+    for number, (lead, result) in enumerate(results, start=1):
         if args.json:  # one object per lead, one per line
             print(json.dumps(as_json(result), ensure_ascii=False))
             for warning in _warnings(result):
@@ -272,5 +302,5 @@ def run(args: argparse.Namespace) -> int:
             if number > 1:
                 print()
             print(f"lead {number} of {len(results)}:")
-        _print_human(config, result)
-    return 0 if all(isinstance(r, CaptureRequest) for r in results) else 1
+        _print_human(config, lead, result)
+    return 0 if all(isinstance(r, CaptureRequest) for _, r in results) else 1

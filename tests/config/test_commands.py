@@ -506,3 +506,45 @@ def test_a_bad_sandbox_rate_limit_is_one_error(
         "or 'off'.",
         f"{SHIPPED}: 1 error",
     ]
+
+
+FOUND_NOTHING_CONFIG = (
+    "kind: endpoint\nname: e\nsource: token\ntoken: t\n---\nname: m\nendpoint: e\n"
+    "default_region: IN\nfields:\n"
+    "  EmailAddress: {path: $.answers.email, required: true}\n"
+    "  Mobile: $.answers.mobile\n"  # the document has "phone"
+    "  FirstName: {path: $.answers.name, transform: first_word}\n"
+    "  LastName: {path: $.answers.name, transform: rest_words}\n"  # one word: nothing
+    "  Phone: {path: $.answers.phone, transform: phone}\n"
+    "  mx_Source: {path: [$.utm.source, $.source]}\n"
+    "  mx_Plan: {path: $.answers.plan, transform: {map: {free: ''}}}\n"  # mapped to nothing
+    "  Notes: $.answers.notes\n"
+)
+
+
+def test_try_names_the_fields_whose_paths_found_nothing(tmp_path: Path) -> None:
+    """A path with a typo left its attribute out of the body with no word (``Mobile`` read
+    ``$.answers.mobile`` where the sender sends ``phone``): ``try``, the tool for catching
+    it, showed a request that merely lacked it. The human form now ends with a note naming
+    each field whose paths found no value (each path of a fallback list), and only those:
+    a value its transforms left out (a single word's ``rest_words``, a map to nothing, a
+    phone that is no number, which has its warning) was found, and is not named."""
+    (tmp_path / "c.yaml").write_text(FOUND_NOTHING_CONFIG)
+    answers = {"email": "a@b.example", "phone": "12", "name": "Meera", "plan": "free"}
+    document = {"answers": answers, "utm": {"source": "  "}, "source": None}
+    human, as_json = _try_both(tmp_path, "e", json.dumps(document))
+    assert human.returncode == as_json.returncode == 0, human.stderr + as_json.stderr
+    notes = [line for line in human.stdout.splitlines() if line.startswith("note: ")]
+    assert notes == [
+        "note: not in the body, as their paths found nothing (or only null or blank values) "
+        "in this document: Mobile ($.answers.mobile); mx_Source ($.utm.source or $.source); "
+        "Notes ($.answers.notes); if the document holds a value for one, its path is wrong"
+    ]
+    assert json.loads(as_json.stdout)["body"] == [
+        {"Attribute": "EmailAddress", "Value": "a@b.example"},
+        {"Attribute": "FirstName", "Value": "Meera"},
+    ]
+    full = {"answers": {**answers, "mobile": "+91 98765 43210", "notes": "hi"}, "source": "ads"}
+    human, _ = _try_both(tmp_path, "e", json.dumps(full))
+    assert human.returncode == 0, human.stderr
+    assert "note: " not in human.stdout, human.stdout
