@@ -27,10 +27,11 @@ from hub.config.endpoints import (
 )
 from hub.config.issues import ConfigError, Issues, did_you_mean
 from hub.config.mappings import FIELD_KEYS, MAPPING_KEYS, build_mapping
-from hub.config.models import Config, Endpoint, Origin, Target
+from hub.config.models import Config, Endpoint, JsonPath, Origin, Target
 from hub.config.nodes import Node, read_documents
 from hub.config.reader import Reader
 from hub.mapping.model import CompiledMapping, Rule, describe_rule
+from hub.mapping.paths import SimplePath
 from hub.units import UnitError
 
 KINDS = ("target", "endpoint", "mapping")
@@ -194,11 +195,18 @@ def read_file(path: Path) -> tuple[str | None, int, str]:
         )
 
 
+def _same_path(path: JsonPath) -> object:
+    """What two paths that read the same value share: a plain chain of names and indexes by
+    its steps (``$.form`` and ``$['form']`` alike, which two mappings copied from different
+    examples write), any other path by its text."""
+    return ("steps", path.steps) if isinstance(path, SimplePath) else ("text", path.text)
+
+
 def _rule_implies(stronger: Rule, weaker: Rule) -> bool:
     """Whether ``stronger`` holding always makes ``weaker`` hold (decided statically)."""
-    by_path = {c.path.text: c.expected for c in stronger}
+    by_path = {_same_path(c.path): c.expected for c in stronger}
     for condition in weaker:
-        expected = by_path.get(condition.path.text)
+        expected = by_path.get(_same_path(condition.path))
         if expected is None or not expected <= condition.expected:
             return False
     return True

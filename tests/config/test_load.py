@@ -465,3 +465,32 @@ def test_read_timeout_is_refused_where_no_lead_is_read(tmp_path: Path) -> None:
         load(tmp_path, {})
     (issue,) = info.value.issues
     assert issue.startswith(f"{tmp_path / 'e.yaml'}:5: unknown key 'read_timeout' in endpoint 'e'")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("$.form_id", "\"$['form_id']\""),
+        ("$.form.id", '\'$["form"]["id"]\''),
+        ('"$.answers[0].value"', "\"$['answers'][0].value\""),
+    ],
+)
+def test_one_path_written_two_ways_is_still_an_overlap(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """Two mappings matching the same form, one path written with dots and the other with
+    brackets (as the Elementor example writes them), loaded as if they excluded each other:
+    every event of that form was then an error at dispatch. ``check`` says so now, as it
+    does for one spelling; a different value is still no overlap."""
+    head = "kind: endpoint\nname: e\nsource: none\n---\n"
+    one = f"name: a\nendpoint: e\nmatch: {{{first}: x1}}\nfields: {{EmailAddress: $.email}}\n"
+    two = f"name: b\nendpoint: e\nmatch: {{{second}: x1}}\nfields: {{EmailAddress: $.email}}\n"
+    (tmp_path / "m.yaml").write_text(head + one + "---\n" + two)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    (issue,) = info.value.issues
+    assert issue.startswith(f"{tmp_path / 'm.yaml'}:12: mappings 'a' ("), issue
+    assert "and 'b' both take every event of endpoint 'e' when " in issue
+    (tmp_path / "m.yaml").write_text(head + one + "---\n" + two.replace("x1", "x2"))
+    config = load(tmp_path, {})
+    assert [m.name for m in config.mappings_for("e")] == ["a", "b"]
