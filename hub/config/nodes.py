@@ -458,6 +458,11 @@ def read_documents(
     known to belong anywhere.
     """
     builder = _Builder(file, environ, issues, stand_ins=stand_ins)
+    separator = _LINE_SEPARATOR.search(text)
+    if separator is not None:
+        issues.unread.add(file)
+        issues.error(file, text.count("\n", 0, separator.start()) + 1, _separator(separator[0]))
+        return
     try:
         for document in yaml.compose_all(text, Loader=_Loader):
             if isinstance(document, yaml.ScalarNode) and document.tag == _NULL:
@@ -767,6 +772,23 @@ def _unquoted_path_in_brackets(problem: str, written: str) -> bool:
     got_bracket = "but got '['" in problem or "but got '{'" in problem
     star = "expected alphabetic or numeric character" in problem and "*" in written
     return got_bracket or star
+
+
+#: Characters YAML reads as a line break where an editor shows none: NEL, LINE SEPARATOR and
+#: PARAGRAPH SEPARATOR (pasted from a web page or a word processor).
+_LINE_SEPARATOR = re.compile("[\x85\u2028\u2029]")
+
+
+def _separator(char: str) -> str:
+    """The error for a line break only YAML sees: in a comment it ended the comment, and the
+    rest of the line was read as YAML ("expected <block end>, but found '<scalar>'", at a
+    line the editor numbers one less, on a line that looks right); in a value it broke the
+    value in two or became a space. Every later line's number was off by one too."""
+    return (
+        f"the line holds the character U+{ord(char):04X}, which YAML reads as a line break "
+        "though an editor shows none (often pasted from a web page or a word processor); "
+        f"remove it, or write it as \\u{ord(char):04x} inside double quotes if it is meant"
+    )
 
 
 def _unreadable(exc: yaml.reader.ReaderError) -> str:

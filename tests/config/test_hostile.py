@@ -74,6 +74,24 @@ HOSTILE = [
         "the file holds the character U+0001, which YAML does not allow",
     ),
     ("nul-byte", HEAD + "\n\nx: \x00\n", 6, "U+0000"),
+    # A line break only YAML sees (U+2028, U+2029, NEL; pasted from a web page): in a comment
+    # it ended the comment and the rest was read as YAML, an error at the line after (as
+    # YAML counts lines, one more than the editor); now an error at the editor's line.
+    (
+        "line-separator-in-a-comment",
+        HEAD + "dedupe: $.id  # from the docs \u2028 page\n---\nname: m\nendpoint: x\n",
+        4,
+        "the line holds the character U+2028, which YAML reads as a line break though an "
+        "editor shows none (often pasted from a web page or a word processor); remove it, or "
+        "write it as \\u2028 inside double quotes if it is meant",
+    ),
+    (
+        "paragraph-separator-in-a-value",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  Source: {value: 'Spring\u2029Sale'}\n",
+        8,
+        "the line holds the character U+2029, which YAML reads as a line break",
+    ),
+    ("next-line-in-a-path", HEAD + "\ndedupe: $.id\x85\n", 5, "the character U+0085"),
     # a tab in the indentation: the fix is to use spaces (not to quote a value)
     (
         "tab-indent",
