@@ -458,10 +458,10 @@ def read_documents(
     known to belong anywhere.
     """
     builder = _Builder(file, environ, issues, stand_ins=stand_ins)
-    separator = _LINE_SEPARATOR.search(text)
-    if separator is not None:
+    invisible = _invisible(text)
+    if invisible is not None:
         issues.unread.add(file)
-        issues.error(file, text.count("\n", 0, separator.start()) + 1, _separator(separator[0]))
+        issues.error(file, *invisible)
         return
     try:
         for document in yaml.compose_all(text, Loader=_Loader):
@@ -777,17 +777,48 @@ def _unquoted_path_in_brackets(problem: str, written: str) -> bool:
 #: Characters YAML reads as a line break where an editor shows none: NEL, LINE SEPARATOR and
 #: PARAGRAPH SEPARATOR (pasted from a web page or a word processor).
 _LINE_SEPARATOR = re.compile("[\x85\u2028\u2029]")
+#: Characters an editor does not show at all: zero-width spaces and joiners, a byte order
+#: mark past the file's start. In a key or a path they made a name that never matches,
+#: named in the error by a character the user cannot see.
+_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
+#: A no-break space (pasted from a web page) where YAML needs a space: in the indentation,
+#: after a key's ':' or a list item's '-'. YAML takes it for text there.
+_NO_BREAK = re.compile("^[ ]*\u00a0|:\u00a0|^[ ]*-\u00a0", re.MULTILINE)
 
 
-def _separator(char: str) -> str:
-    """The error for a line break only YAML sees: in a comment it ended the comment, and the
-    rest of the line was read as YAML ("expected <block end>, but found '<scalar>'", at a
-    line the editor numbers one less, on a line that looks right); in a value it broke the
-    value in two or became a space. Every later line's number was off by one too."""
-    return (
-        f"the line holds the character U+{ord(char):04X}, which YAML reads as a line break "
-        "though an editor shows none (often pasted from a web page or a word processor); "
-        f"remove it, or write it as \\u{ord(char):04x} inside double quotes if it is meant"
+def _invisible(text: str) -> tuple[int, str] | None:
+    """The first character of ``text`` that an editor shows otherwise than YAML reads it,
+    as its line (as an editor numbers it) and the error; ``None`` when there is none.
+
+    A line break only YAML sees ended a comment, and the rest of the line was read as YAML
+    ("expected <block end>, but found '<scalar>'", at a line the editor numbers one less, on
+    a line that looks right), or broke a value in two; every later line's number was off by
+    one too. A no-break space in the indentation made the next key text of the line above
+    ("unknown key '\xa0 Phone'", or "mapping values are not allowed here" a line late)."""
+    found = []
+    for pattern in (_LINE_SEPARATOR, _ZERO_WIDTH, _NO_BREAK):
+        match = pattern.search(text, 1 if pattern is _ZERO_WIDTH else 0)
+        if match is not None:
+            found.append((match.start() + match[0].index(match[0].lstrip(" :-")), pattern))
+    if not found:
+        return None
+    at, pattern = min(found, key=lambda item: item[0])
+    char = text[at]
+    line = text.count("\n", 0, at) + 1
+    name = f"the line holds the character U+{ord(char):04X}"
+    if pattern is _NO_BREAK:
+        return line, (
+            f"{name}, a no-break space (often pasted from a web page), where YAML needs a "
+            "plain space; replace it with a space"
+        )
+    what = (
+        "which YAML reads as a line break though an editor shows none"
+        if pattern is _LINE_SEPARATOR
+        else "which an editor does not show"
+    )
+    return line, (
+        f"{name}, {what} (often pasted from a web page or a word processor); remove it, or "
+        f"write it as \\u{ord(char):04x} inside double quotes if it is meant"
     )
 
 

@@ -92,6 +92,39 @@ HOSTILE = [
         "the line holds the character U+2029, which YAML reads as a line break",
     ),
     ("next-line-in-a-path", HEAD + "\ndedupe: $.id\x85\n", 5, "the character U+0085"),
+    # A no-break space where YAML needs a space: in the indentation it made the key text
+    # ("unknown key '\xa0 Phone'"); after a key's ':' it made the line one plain text, and
+    # the error came a line late ("mapping values are not allowed here").
+    (
+        "no-break-space-indenting-a-field",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  EmailAddress: $.e\n\u00a0 Phone: $.p\n",
+        9,
+        "the line holds the character U+00A0, a no-break space (often pasted from a web "
+        "page), where YAML needs a plain space; replace it with a space",
+    ),
+    (
+        "no-break-space-after-a-colon",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  EmailAddress:\u00a0$.e\n  Phone: $.p\n",
+        8,
+        "the character U+00A0, a no-break space",
+    ),
+    (
+        "no-break-space-after-a-dash",
+        HEAD + "dedupe:\n  - $.a\n  -\u00a0$.b\n",
+        6,
+        "the character U+00A0, a no-break space",
+    ),
+    # A zero-width space in a key or a path: a name that never matches, or a path error
+    # naming a character nobody can see.
+    (
+        "zero-width-space-in-a-path",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  Phone: $.pho\u200bne\n",
+        8,
+        "the line holds the character U+200B, which an editor does not show (often pasted "
+        "from a web page or a word processor); remove it, or write it as \\u200b inside "
+        "double quotes if it is meant",
+    ),
+    ("byte-order-mark-mid-file", HEAD + "\ufeffdedupe: $.id\n", 4, "the character U+FEFF"),
     # a tab in the indentation: the fix is to use spaces (not to quote a value)
     (
         "tab-indent",
@@ -125,6 +158,21 @@ def test_hostile_files_are_config_errors(
     assert time.thread_time() - started < 5
     at_line = [i for i in info.value.issues if i.startswith(f"{tmp_path}/a.yaml:{line}: ")]
     assert any(message in issue for issue in at_line), "\n".join(info.value.issues)
+
+
+def test_a_no_break_space_inside_a_value_and_a_leading_byte_order_mark_are_kept(
+    tmp_path: Path,
+) -> None:
+    """Only where YAML needs a space is a no-break space refused: in a value (French
+    typography writes one before a colon) it is text; a byte order mark starting the file
+    is the file's encoding mark, dropped."""
+    (tmp_path / "a.yaml").write_text(
+        "\ufeff" + HEAD + "---\nname: m\nendpoint: x\n"
+        'fields:\n  mx_Note: {value: "Prix\u00a0: 10\u00a0€"}\n'
+        "  mx_Plan: {value: Offre\u00a0spéciale}\n"
+    )
+    fields = load(tmp_path, {}).mappings["m"].fields
+    assert [spec.value for spec in fields] == ["Prix\u00a0: 10\u00a0€", "Offre\u00a0spéciale"]
 
 
 @pytest.mark.slow
