@@ -511,17 +511,19 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
 
 
 def _blank_constant(node: Node, r: Reader, where: str, key: str) -> None:
-    """Warn of a ``value`` or ``default`` written blank (``default: ""``): blank counts as
-    absent, so it sends nothing (a default then leaves the attribute out, or fails a
-    required field). One from a ``${VAR}`` is not warned of: an optional setting
+    """Warn of a ``value`` or ``default`` written blank (``default: ""``) in the field ``r``
+    reads: blank counts as absent, so it sends nothing (a default then leaves the attribute
+    out, or fails a required field). One from a ``${VAR}`` is not warned of: an optional setting
     (``${OWNER:}``) left empty is meant to send nothing."""
     if node.expanded or not isinstance(node.value, str) or not is_blank(node.value):
         return
-    means = (
-        "the field never sends anything"
-        if key == "value"
-        else "it is no default: the attribute is left out (a required field fails)"
-    )
+    required = r.get("required")
+    if key == "value":
+        means = "the field never sends anything"
+    elif required is not None and required.value is True:
+        means = "it is no default: a document without the value fails, as the field is required"
+    else:
+        means = "it is no default: the attribute is left out when the path finds no value"
     r.warn(
         node,
         f"{key!r} of {where} is blank, and blank counts as absent, so {means}; "
