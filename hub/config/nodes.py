@@ -747,6 +747,15 @@ def _syntax_fix(problem: str, written: str) -> str:
     if "${" in written and "but got '{'" in problem:
         # ${VAR} inside { } or [ ]: the { of ${ opens a mapping there.
         return 'inside { } or [ ], put a ${VAR} in quotes, like { value: "${VAR}" }'
+    alias = re.search(r"found undefined alias '([^']*)'", problem)
+    if alias is not None:
+        # Anchors are YAML's own: one is known only in its document, after it is written.
+        name = alias.group(1)
+        return (
+            f"*{name} names no anchor &{name} written above it in this document: an anchor "
+            "is known only in its own document (between ---) and below it; write the anchor "
+            "there or the values out, or quote a text that starts with '*'"
+        )
     if _unquoted_path_in_brackets(problem, written):
         return (
             "inside { } or [ ], a JSONPath holding [ ] or * must be in quotes, like "

@@ -125,6 +125,15 @@ HOSTILE = [
         "double quotes if it is meant",
     ),
     ("byte-order-mark-mid-file", HEAD + "\ufeffdedupe: $.id\n", 4, "the character U+FEFF"),
+    # An alias of an anchor written in another document (each --- starts anew): the hint
+    # said to check the indentation and quote values.
+    (
+        "alias-of-another-documents-anchor",
+        HEAD + "dedupe: &id $.id\n---\nname: m\nendpoint: x\nfields:\n  mx_Id: *id\n",
+        9,
+        "found undefined alias 'id'; *id names no anchor &id written above it in this "
+        "document: an anchor is known only in its own document (between ---) and below it",
+    ),
     # a tab in the indentation: the fix is to use spaces (not to quote a value)
     (
         "tab-indent",
