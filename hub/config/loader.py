@@ -202,6 +202,24 @@ def _same_path(path: JsonPath) -> object:
     return ("steps", path.steps) if isinstance(path, SimplePath) else ("text", path.text)
 
 
+def _kind_left_out(node: Node) -> tuple[str, str] | None:
+    """For a document without ``kind`` (so a mapping) that is an endpoint or a target with
+    its ``kind:`` line left out, the key that tells and the kind meant; else ``None``.
+
+    Read as a mapping, such a document gave an error for each of its keys ("unknown key
+    'source' in mapping"), "needs 'endpoint'", "needs 'fields'", and one for every mapping
+    of the endpoint it defines ("not defined"), none naming the line to add."""
+    keys = node.value
+    if "kind" in keys or "fields" in keys or "endpoint" in keys:
+        return None
+    if "source" in keys:
+        return "source", "endpoint"
+    for key in ("url", "access_key", "secret_key", "rate_limit"):
+        if key in keys:
+            return key, "target"
+    return None
+
+
 def _rule_implies(stronger: Rule, weaker: Rule) -> bool:
     """Whether ``stronger`` holding always makes ``weaker`` hold (decided statically)."""
     by_path = {_same_path(c.path): c.expected for c in stronger}
@@ -264,6 +282,18 @@ class _Collector:
             )
             return
         reader = Reader(node, self.issues, "document")
+        meant = _kind_left_out(node)
+        if meant is not None:
+            key, kind = meant
+            self.issues.error(
+                node.file,
+                node.line,
+                f"this document has no 'kind', so it is read as a mapping, but its {key!r} is "
+                f"a{'n' if kind == 'endpoint' else ''} {kind}'s; write kind: {kind} as its "
+                "first line",
+            )
+            self._unusable(kind, reader)
+            return
         kind = reader.text("kind", default="mapping")
         if kind not in KINDS:
             reader.error(

@@ -460,3 +460,41 @@ def test_transforms_written_as_the_fixes_say_load(tmp_path: Path) -> None:
         {"Attribute": "mx_Tags", "Value": "x, y"},
         {"Attribute": "mx_City", "Value": "Pune"},
     ]
+
+
+@pytest.mark.parametrize(
+    ("before", "document", "line", "says"),
+    [
+        (
+            "",
+            "name: site\nsource: token\ntoken: t\nheader: X-Site-Token\n",
+            1,
+            "but its 'source' is an endpoint's; write kind: endpoint as its first line",
+        ),
+        (
+            ENDPOINT,
+            "name: default\nurl: https://api-in21.leadsquared.com\naccess_key: k\nsecret_key: s\n",
+            6,
+            "but its 'url' is a target's; write kind: target as its first line",
+        ),
+    ],
+    ids=["endpoint", "target"],
+)
+def test_an_endpoint_or_target_without_its_kind_line_is_one_error_naming_it(
+    tmp_path: Path, before: str, document: str, line: int, says: str
+) -> None:
+    """A document without ``kind`` is a mapping: an endpoint or a target whose ``kind:`` line
+    was left out gave an "unknown key" error for each of its keys, "needs 'endpoint'",
+    "needs 'fields'", and "not defined" for each mapping of the endpoint, none naming the
+    line to add. It is one error at the document's first line now, and the line it names
+    is the fix."""
+    mapping = "---\nkind: mapping\nname: m\nendpoint: site\nfields:\n  EmailAddress: $.email\n"
+    error = _problems(tmp_path, before + document + mapping)
+    assert error.issues == [
+        f"{tmp_path / 'site.yaml'}:{line}: this document has no 'kind', so it is read as a "
+        f"mapping, {says}"
+    ]
+    kind = says.split("write ")[1].split(" as its")[0]
+    (tmp_path / "site.yaml").write_text(before + kind + "\n" + document + mapping)
+    config = load(tmp_path, {})
+    assert "m" in config.mappings and "site" in config.endpoints
