@@ -466,6 +466,24 @@ def shown_url(url: str) -> str:
     return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
+#: The path the dispatcher adds to a target's url (``hub.dispatch.leadsquared.CAPTURE_PATH``).
+CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
+
+
+def _api_path_in(url: str) -> str | None:
+    """The end of ``url``'s path that is the start of Lead.Capture's own path (``/v2``,
+    ``/v2/LeadManagement.svc``, or all of it, as LeadSquared's examples write the url), any
+    letter case; None when there is none. The dispatcher adds that path to the url, so with it
+    already there no call could reach Lead.Capture; a gateway's own prefix (``/lsq``) is fine."""
+    path = urllib.parse.urlsplit(url).path.rstrip("/")
+    parts = CAPTURE_PATH.split("/")  # ['', 'v2', 'LeadManagement.svc', 'Lead.Capture']
+    for end in range(len(parts), 1, -1):
+        tail = "/".join(parts[:end])
+        if path.lower().endswith(tail.lower()):
+            return path[len(path) - len(tail) :]
+    return None
+
+
 #: A target's keys go in access_key and secret_key (sent as headers); where they do not go.
 KEYS_NOT_IN_URL = "LeadSquared takes its keys in access_key and secret_key, sent as headers"
 
@@ -499,6 +517,14 @@ def build_target(node: Node, r: Reader) -> Target | None:
             "query). Write the account's API host alone, like "
             "https://api-in21.leadsquared.com, and the keys as access_key: ${LSQ_ACCESS_KEY} "
             "and secret_key: ${LSQ_SECRET_KEY}",
+        )
+    elif url is not None and (named := _api_path_in(str(url))) is not None:
+        r.error(
+            r.get("url"),
+            f"'url' {str(url)!r} ends in {named!r}, Lead.Capture's own path or its start, "
+            f"which the hub adds to the url itself ({CAPTURE_PATH}): every call would go to "
+            f"{str(url).rstrip('/') + CAPTURE_PATH!r}, be refused (404) and pause the target. "
+            "Write the account's API host alone, like https://api-in21.leadsquared.com",
         )
     rate_limit = DEFAULT_RATE_LIMIT
     rate_node = r.get("rate_limit")

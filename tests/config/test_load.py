@@ -21,6 +21,7 @@ from hub.config.models import (
 from hub.mapping import CompiledMapping
 from hub.secrets import Secret
 from hub.units import RateLimit
+from tests.sandbox.helpers import CAPTURE, serve_sandbox
 
 ENDPOINTS = """\
 kind: endpoint
@@ -272,6 +273,46 @@ def test_a_target_url_with_a_query_is_refused_without_showing_it(
     assert str(issue).startswith(f"{config_dir / 'targets.yml'}:3: 'url' {shown} has a query")
     assert "access_key" in str(issue) and "secret_key" in str(issue)
     assert "hunter2" not in str(info.value) and "hunter3" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "named"),
+    [
+        ("/v2/LeadManagement.svc/Lead.Capture", "/v2/LeadManagement.svc/Lead.Capture"),
+        ("/v2/leadmanagement.svc/", "/v2/leadmanagement.svc"),
+        ("/V2", "/V2"),
+        ("/lsq", None),  # a gateway's own prefix
+        ("/lsqv2", None),
+    ],
+)
+def test_a_target_url_naming_lead_capture_s_path_is_refused_at_its_line(
+    config_dir: Path, path: str, named: str | None
+) -> None:
+    """LeadSquared's docs write Lead.Capture's whole url, and the hub adds that path to the
+    target's url itself: a url copied with it (or with its /v2 start) passed check, then every
+    call went to .../Lead.Capture/v2/LeadManagement.svc/Lead.Capture, a 404 that paused the
+    target. Refused at its line, the fix given; a path of another name is still taken. The
+    sandbox, over HTTP, refuses the doubled path as LeadSquared does."""
+    url = f"https://api-in21.leadsquared.com{path}"
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    if named is None:
+        assert load(config_dir, ENV).targets["crm"].url == url
+        return
+    with pytest.raises(ConfigError) as info:
+        load(config_dir, ENV)
+    (issue,) = info.value.issues
+    doubled = url.rstrip("/") + CAPTURE
+    assert str(issue) == (
+        f"{config_dir / 'targets.yml'}:3: 'url' {url!r} ends in {named!r}, Lead.Capture's own "
+        f"path or its start, which the hub adds to the url itself ({CAPTURE}): every call "
+        f"would go to {doubled!r}, be refused (404) and pause the target. Write the account's "
+        "API host alone, like https://api-in21.leadsquared.com"
+    )
+    with serve_sandbox() as lsq:
+        answer = lsq.http.post(path.rstrip("/") + CAPTURE, json=[])
+    assert answer.status_code == 404, answer.text
 
 
 def test_a_target_url_may_hold_an_at_sign_after_its_host(config_dir: Path) -> None:
