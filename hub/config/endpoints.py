@@ -41,7 +41,7 @@ from hub.config.models import (
     TokenOptions,
     TypeformOptions,
 )
-from hub.config.nodes import Node, as_number
+from hub.config.nodes import Node, as_number, variables
 from hub.config.reader import Reader, type_name
 from hub.mapping.paths import ExtendedPath, NativePath, PathError, SimplePath, compile_path
 from hub.secrets import Secret
@@ -533,8 +533,8 @@ def build_target(node: Node, r: Reader) -> Target | None:
             rate_limit = parse_rate_limit(str(rate_node.plain()))  # type: ignore[assignment]
         except UnitError as exc:
             r.error(rate_node, f"'rate_limit' of {r.what}: {exc}")
-    access_key = r.secret("access_key")
-    secret_key = r.secret("secret_key")
+    access_key = _header_key(r, "access_key", "x-LSQ-AccessKey")
+    secret_key = _header_key(r, "secret_key", "x-LSQ-SecretKey")
     timeout = r.duration("timeout", 10.0, "10s")
     if timeout > MAX_TIMEOUT:
         r.error(
@@ -559,6 +559,41 @@ def build_target(node: Node, r: Reader) -> Target | None:
         concurrency=concurrency,
         origin=Origin(node.file, node.line),
     )
+
+
+def unsendable_char(value: str) -> str | None:
+    """What in ``value`` an HTTP header cannot carry, the first such character named by its
+    code point and place (never the value itself), or None: header values are printable
+    ASCII and tabs here (httpx encodes them as ASCII and refuses other control characters)."""
+    for place, char in enumerate(value, start=1):
+        if not " " <= char <= "~" and char != "\t":
+            kind = "a control character" if char.isascii() else "a character that is not ASCII"
+            return f"{kind} (U+{ord(char):04X}) at character {place}"
+    return None
+
+
+def _header_key(r: Reader, key: str, header: str) -> Secret | None:
+    """A target's key, sent in ``header``: one holding a character no header carries (a
+    pasted ellipsis or curly quote, a line break left in its file) is an error at its line.
+    Taken before, every call to the target failed before it left (the encoder's error, with
+    a traceback, each second), and its events waited without a reason, never paused."""
+    secret = r.secret(key)
+    if secret is None:
+        return None
+    bad = unsendable_char(secret.reveal())
+    if bad is None:
+        return secret
+    node = r.get(key)
+    names = variables(node.raw) if node is not None else []
+    where = f"${{{names[0]}}}" if len(names) == 1 else "it"
+    r.error(
+        node,
+        f"{key!r} of {r.what} holds {bad}, which the {header} header it is sent in cannot "
+        f"carry, so no call could be made; LeadSquared's keys are ASCII: set {where} to the "
+        "key as Settings > API and Webhooks shows it (a character pasted with it, or a line "
+        "break left in its file, is not part of it)",
+    )
+    return None
 
 
 def _concurrency(r: Reader) -> int | None:
@@ -601,6 +636,14 @@ def _sandbox_key(environ: Mapping[str, str], variable: str) -> Secret:
             f"{variable} is empty: an empty key is matched by any call that sends an empty "
             "one, so it keeps nobody out of the embedded sandbox; give the key its callers "
             f"must send (unset {variable} for the default, sandbox)"
+        )
+        raise SandboxSettingError(variable, msg)
+    bad = unsendable_char(value)
+    if bad is not None:
+        msg = (
+            f"{variable} holds {bad}: the dispatcher sends the key in a header, which cannot "
+            "carry it, so no lead could reach the embedded sandbox; use printable ASCII "
+            f"(unset {variable} for the default, sandbox)"
         )
         raise SandboxSettingError(variable, msg)
     return Secret(value)

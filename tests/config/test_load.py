@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import ConfigError, load
+from hub.config.endpoints import SandboxSettingError, sandbox_target
 from hub.config.models import (
     DEFAULT_GRAPH_FIELDS,
     FacebookOptions,
@@ -18,6 +19,7 @@ from hub.config.models import (
     TokenOptions,
     TypeformOptions,
 )
+from hub.dispatch.transport import make_http_client
 from hub.mapping import CompiledMapping
 from hub.secrets import Secret
 from hub.units import RateLimit
@@ -313,6 +315,45 @@ def test_a_target_url_naming_lead_capture_s_path_is_refused_at_its_line(
     with serve_sandbox() as lsq:
         answer = lsq.http.post(path.rstrip("/") + CAPTURE, json=[])
     assert answer.status_code == 404, answer.text
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        ("u$r-access\u2026", "a character that is not ASCII (U+2026) at character 11"),
+        ("u$r-acc\u00e9ss", "a character that is not ASCII (U+00E9) at character 8"),
+        ("u$r-access\n\n", "a control character (U+000A) at character 11"),
+        ("u$r\rx", "a control character (U+000D) at character 4"),
+    ],
+)
+async def test_a_target_key_no_header_can_carry_is_refused_at_its_line(
+    config_dir: Path, key: str, named: str
+) -> None:
+    """The keys go in the x-LSQ-* headers: one holding a pasted ellipsis or accented letter,
+    or a line break left in its file, passed check, and then every call failed before it left
+    (the hub's HTTP client refuses it: asserted below against the sandbox), logged with a
+    traceback each second while the events waited without a reason. Refused at its line,
+    naming the variable and the character's code point and place, never the key."""
+    env = {**ENV, "LSQ_ACCESS_KEY": key}
+    with pytest.raises(ConfigError) as info:
+        load(config_dir, env)
+    (issue,) = info.value.issues
+    assert str(issue).startswith(
+        f"{config_dir / 'targets.yml'}:4: 'access_key' of target 'crm' holds {named}, which "
+        "the x-LSQ-AccessKey header it is sent in cannot carry"
+    ), str(issue)
+    assert "set ${LSQ_ACCESS_KEY} to the key" in str(issue)
+    assert "u$r" not in str(info.value)
+    with serve_sandbox() as lsq:
+        async with make_http_client() as client:
+            with pytest.raises(ValueError):  # UnicodeEncodeError, or a forbidden character
+                await client.post(lsq.base + CAPTURE, json=[], headers={"x-LSQ-AccessKey": key})
+
+
+def test_an_embedded_sandbox_key_no_header_can_carry_is_refused() -> None:
+    """The dispatcher sends the embedded sandbox's keys in headers too: refused by name."""
+    with pytest.raises(SandboxSettingError, match=r"^LEADHUB_SANDBOX_SECRET_KEY holds a char"):
+        sandbox_target({"LEADHUB_SANDBOX_SECRET_KEY": "s\u20ac"})
 
 
 def test_a_target_url_may_hold_an_at_sign_after_its_host(config_dir: Path) -> None:
