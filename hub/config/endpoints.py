@@ -470,6 +470,24 @@ def shown_url(url: str) -> str:
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 
 
+def _unusable_url(url: str) -> str | None:
+    """Why an http(s) ``url`` names no host to call, or None. Such a url passed check (one
+    with an unclosed ``[`` made it end in a traceback), and every call then failed as an
+    invalid url, which paused the target."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "holds a space or a control character"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # a ValueError when it is not a number from 0 to 65535
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "names port 0"
+    return None
+
+
 def _api_path_in(url: str) -> str | None:
     """The end of ``url``'s path that is the start of Lead.Capture's own path (``/v2``,
     ``/v2/LeadManagement.svc``, or all of it, as LeadSquared's examples write the url), any
@@ -499,6 +517,12 @@ def build_target(node: Node, r: Reader) -> Target | None:
             r.get("url"),
             f"'url' {shown_url(str(url))!r} must start with https://, like "
             "https://api-in21.leadsquared.com",
+        )
+    elif url is not None and (problem := _unusable_url(str(url))) is not None:
+        r.error(
+            r.get("url"),
+            f"'url' {shown_url(str(url))!r} {problem}, so no call could reach Lead.Capture; "
+            "write the account's API host, like https://api-in21.leadsquared.com",
         )
     elif url is not None and "@" in urllib.parse.urlsplit(str(url)).netloc:
         r.error(

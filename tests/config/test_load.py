@@ -356,6 +356,37 @@ def test_an_embedded_sandbox_key_no_header_can_carry_is_refused() -> None:
         sandbox_target({"LEADHUB_SANDBOX_SECRET_KEY": "s\u20ac"})
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("https://[::1", "is not a URL (Invalid IPv6 URL)"),
+        ("https://", "names no host"),
+        ("https:///v2", "names no host"),
+        ("https://api-in21.leadsquared.com:99999", "is not a URL (Port out of range 0-65535)"),
+        ("https://api-in21.leadsquared.com:0", "names port 0"),
+        ("https://api in21.leadsquared.com", "holds a space or a control character"),
+        ("https://user:pw@[::1", "is not a URL (Invalid IPv6 URL)"),
+    ],
+)
+def test_a_target_url_naming_no_host_to_call_is_refused_at_its_line(
+    config_dir: Path, url: str, problem: str
+) -> None:
+    """An unclosed '[' made check (and serve) end in a traceback; a url without a host, with
+    a port out of range or a space passed check, and every call then failed as an invalid url,
+    pausing the target. Each is an error at its line (credentials never shown)."""
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    with pytest.raises(ConfigError) as info:
+        load(config_dir, ENV)
+    (issue,) = info.value.issues
+    shown = url.replace("user:pw@", "***@")
+    assert str(issue) == (
+        f"{config_dir / 'targets.yml'}:3: 'url' {shown!r} {problem}, so no call could reach "
+        "Lead.Capture; write the account's API host, like https://api-in21.leadsquared.com"
+    )
+
+
 def test_a_target_url_may_hold_an_at_sign_after_its_host(config_dir: Path) -> None:
     """Only the authority's ``user@`` is credentials; an ``@`` in the path is not."""
     url = "https://api-in21.leadsquared.com/a@b"
