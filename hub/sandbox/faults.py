@@ -36,6 +36,10 @@ from hub.sandbox.errors import invalid_input
 
 KINDS = ("500", "429", "timeout", "reset", "lost_response")
 DEFAULT_TIMEOUT_S = 30.0
+#: The largest ``every`` taken. The configuration is echoed as JSON, whose writer (orjson)
+#: takes integers of 64 bits: a larger one (``1e300``, read as a float, is whole) was stored,
+#: then its echo failed with a 500, the faults in force all the same.
+MAX_EVERY = 1_000_000_000
 
 
 class ConnectionDropped(Exception):
@@ -91,8 +95,11 @@ def parse_fault_config(body: Any) -> FaultConfig:
     if rate is not None and not 0.0 <= rate <= 1.0:
         msg = f"'rate' is {rate!r}; send a share between 0 and 1."
         raise invalid_input(msg)
-    if every is not None and (every != int(every) or every < 0):
-        msg = f"'every' is {every!r}; send a whole number of calls (0 turns faults off)."
+    if every is not None and (every != int(every) or not 0 <= every <= MAX_EVERY):
+        msg = (
+            f"'every' is {every!r}; send a whole number of calls up to {MAX_EVERY} "
+            "(0 turns faults off)."
+        )
         raise invalid_input(msg)
     if timeout_s is not None and timeout_s < 0:
         msg = f"'timeout_s' is {timeout_s!r}; send zero or more seconds."

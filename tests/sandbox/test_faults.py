@@ -130,6 +130,10 @@ def test_faults_hit_read_backs_but_never_the_control_api(lsq: Lsq) -> None:
         {"every": 2, "rate": 0.5, "kinds": ["500"]},
         {"rate": "half", "kinds": ["500"]},
         {"rate": 0.5, "kinds": ["500"], "seed": "x"},
+        # too large for the JSON echo: a 500, the faults in force all the same
+        {"every": 1e300, "kinds": ["500"]},
+        {"every": 2**64, "kinds": ["500"]},
+        {"every": 1_000_000_001, "kinds": ["500"]},  # past the bound
         {"rate": 0.5, "kinds": ["500"], "colour": "red"},
         ["500"],
     ],
