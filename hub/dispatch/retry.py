@@ -47,7 +47,11 @@ class RetryPolicy:
         """The longest wait after the ``attempts``-th failed try (1 for the first)."""
         s = self.schedule
         exponent = min(max(attempts - 1, 0), _MAX_EXPONENT)
-        return float(min(s.max_interval, s.initial * s.multiplier**exponent))
+        try:
+            grown = s.initial * s.multiplier**exponent
+        except OverflowError:  # a multiplier over about 65,000 (the config takes any >= 1)
+            return float(s.max_interval)
+        return float(min(s.max_interval, grown))
 
     def delay(self, attempts: int) -> float:
         """A jittered wait after the ``attempts``-th failed try."""

@@ -53,3 +53,15 @@ def test_a_failure_that_must_not_give_up_is_tried_again_past_the_deadline() -> N
     now = received + 80 * 3600.0
     assert policy.next_attempt(50, received, now, give_up=False) == now + 1800.0
     assert policy.next_attempt(2, received, received, give_up=False) == received + 10.0
+
+
+def test_a_huge_multiplier_caps_at_max_interval_without_overflow() -> None:
+    """A multiplier the config takes (any number of at least 1), 100000: its 62nd power is
+    past a float (1e200's second), and the ceiling raised OverflowError there, so the failed
+    try's outcome was never written: the event went back at once, its call made again each
+    second with no backoff and no attempt counted, a send_failed traceback each time (seen
+    through serve and the sandbox). The ceiling is max_interval, for a pause's level too."""
+    schedule = RetrySchedule(initial=10.0, max_interval=3600.0, multiplier=100_000.0)
+    policy = RetryPolicy(schedule, random=lambda: 0.5)
+    assert [policy.ceiling(n) for n in (1, 2, 63, 64, 65, 10_000)] == [10.0, 3600.0] + [3600.0] * 4
+    assert policy.next_attempt(80, 0.0, 1000.0, give_up=False) == 1000.0 + 1800.0
