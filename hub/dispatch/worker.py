@@ -874,7 +874,8 @@ class Dispatcher:
             result = map_document(self.config.mappings_for(event.endpoint), document)
         if isinstance(result, Skip):
             with still_ours(event):
-                await self.store.skipped(event.id, reason=result.reason, lease=event.lease)
+                reason = storable(result.reason)
+                await self.store.skipped(event.id, reason=reason, lease=event.lease)
                 self.metrics.events.labels("skipped").inc()
                 _log.info("event_skipped", mapping=result.mapping, reason=result.reason)
             return None
@@ -926,7 +927,7 @@ class Dispatcher:
 
     async def _unmatched(self, event: Event, reason: str) -> None:
         with still_ours(event):
-            await self.store.unmatched(event.id, reason=reason, lease=event.lease)
+            await self.store.unmatched(event.id, reason=storable(reason), lease=event.lease)
             self.metrics.events.labels("unmatched").inc()
             _log.info("event_unmatched", reason=reason)
 
@@ -937,7 +938,8 @@ class Dispatcher:
     async def release(self, event: Event, *, at: float, reason: str | None) -> None:
         """Put ``event`` back without counting its attempt (pause, ordering, shutdown)."""
         with still_ours(event):
-            await self.store.release(event.id, at=at, reason=reason, lease=event.lease)
+            shown = None if reason is None else storable(reason)
+            await self.store.release(event.id, at=at, reason=shown, lease=event.lease)
             self.metrics.events.labels("released").inc()
 
     async def kill(
@@ -949,6 +951,7 @@ class Dispatcher:
         if fixable:
             hint = f"once that is fixed, send it again: leadhub replay --id {event.id}"
             reason = f"{reason.rstrip('.')}; {hint}"
+        reason = storable(reason)
         with still_ours(event):
             await self.store.dead(event.id, error=reason, lease=event.lease)
             self.metrics.events.labels("dead").inc()
@@ -985,11 +988,19 @@ class Dispatcher:
             )
             return
         with still_ours(event):
-            await self.store.retry(event.id, at=at, error=reason, lease=event.lease)
+            await self.store.retry(event.id, at=at, error=storable(reason), lease=event.lease)
             self.metrics.events.labels("retrying").inc()
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def storable(reason: str) -> str:
+    """``reason`` as every store keeps it: a NUL character written ``\\x00``. PostgreSQL's
+    text refuses NUL, and a reason may quote one: LeadSquared's ExceptionMessage echoing a
+    sender's value, an answer's body. Refused, the outcome was never written, so the event
+    went back at once and its call was made again each second, without end."""
+    return reason.replace("\x00", "\\x00")
 
 
 def _log_claimed(event: Event) -> None:
