@@ -51,6 +51,12 @@ from hub.dispatch.transport import AnswerTooLarge, ProxyRefused
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
 _EXCERPT = 200  # characters of an unexpected body kept in a reason
+#: Characters of an MX exception's type and message kept in a reason. LeadSquared's messages
+#: are a line, but one may quote the value it refused whole (the sandbox does: a sender's
+#: 500 KB "email" made a 500 KB reason, stored as the event's last error and logged whole in
+#: its event_dead line).
+_MX_TYPE = 100
+_MX_MESSAGE = 1000
 _BOM = b"\xef\xbb\xbf"
 #: The statuses that redirect a request, with a Location to follow.
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -135,7 +141,14 @@ def _mx_exception(body: Any) -> tuple[str, str] | None:
     if not isinstance(kind, str) or not kind.startswith("MX"):
         return None
     message = body.get("ExceptionMessage")
-    return kind, str(message) if message is not None else ""
+    return _cut(kind, _MX_TYPE), _cut(str(message) if message is not None else "", _MX_MESSAGE)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text) - limit:,} more characters)"
 
 
 def _delivered(body: dict[str, Any]) -> Delivered:

@@ -20,7 +20,7 @@ from hub.config.models import Target
 from hub.dispatch.leadsquared import Dead, Delivered, LeadSquaredClient, Pause, Retry
 from hub.dispatch.worker import make_http_client
 from hub.secrets import Secret
-from tests.dispatch.support import _read_request, raw_server, socket_server
+from tests.dispatch.support import KEYS, _read_request, raw_server, sandbox_server, socket_server
 from tests.support.server import free_port, serve_in_thread
 
 MX_DUP = {
@@ -154,6 +154,28 @@ async def test_mx_exception_is_dead_with_its_reason_on_any_status(
         "leads there, or match by the colliding field (the mapping's search_by), or leave it "
         "out of the mapping's fields"
     )
+
+
+async def test_an_mx_message_quoting_a_huge_value_is_cut_in_the_reason() -> None:
+    """The sandbox (as LeadSquared may) quotes the value it refused whole: a sender's 300,000
+    character "email" made a reason (the event's last error, its event_dead line) as long.
+    The message is cut at 1,000 characters, saying how many more there were."""
+    with sandbox_server() as (url, _):
+        async with make_http_client() as http:
+            attempt = await LeadSquaredClient(http).capture(
+                Target(
+                    name="t",
+                    url=url,
+                    access_key=Secret(KEYS["LSQ_ACCESS"]),
+                    secret_key=Secret(KEYS["LSQ_SECRET"]),
+                ),
+                query={},
+                body=[{"Attribute": "EmailAddress", "Value": "x" * 300_000}],
+            )
+    assert attempt.status == 400
+    assert isinstance(attempt.outcome, Dead), attempt.outcome
+    shown = "MXInvalidInputException: EmailAddress '" + "x" * 986
+    assert attempt.outcome.reason == f"{shown}... (299,045 more characters)"
 
 
 @pytest.mark.parametrize("case", ["rate200", "429", "500", "503", "200junk"])
