@@ -99,6 +99,33 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+#: SQLite's result codes for a file that could not be made or written where it is (its
+#: directory missing or read-only, its disk full or failing): the store's hint says
+#: what to check. Other errors (not a database, a ``-wal`` left beside none) say it
+#: themselves.
+_WHERE_FAILED = {
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+}
+
+
+def _sandbox_file_hint(exc: BaseException) -> str:
+    """What to check when the embedded sandbox's file (beside the store, in ``--db``'s
+    directory) could not be made or opened: "; ..." or nothing when ``exc`` says it. A
+    directory that could not be made (a file in its way, a parent this user cannot write)
+    ended serve with a traceback, and SQLite's own "unable to open database file" said
+    nothing of where to look."""
+    from hub.store.sqlite_threads import storage_hint  # (a SQLite store's: loaded already)
+
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, OSError) or (code is not None and code & 0xFF in _WHERE_FAILED):
+        return f"; {storage_hint(exc)} (the directory of --db)"
+    return ""
+
+
 def with_sandbox_url(config: Config, url: str) -> Config:
     """``config`` with the embedded sandbox target pointed at ``url``."""
     targets: dict[str, Target] = dict(config.targets)
@@ -461,9 +488,9 @@ def _serve(
         from hub.sandbox import create_app as create_sandbox
 
         db_path = sandbox_db_path(args.db)
-        if db_path is not None:
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if db_path is not None:  # (the store's directory: a fresh volume)
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
             sandbox_app = create_sandbox(
                 access_key=default.access_key.reveal(),
                 secret_key=default.secret_key.reveal(),
@@ -471,9 +498,10 @@ def _serve(
                 rate_limit=default.rate_limit,
                 clock=clock,
             )
-        except sqlite3.Error as exc:  # not a database, a -wal left beside none: exc says which
+        except (sqlite3.Error, OSError) as exc:  # not a database, a -wal left beside none...
             shown = f"embedded sandbox's database {db_path!r}"
-            print(f"leadhub serve: the {shown} cannot be used: {exc}", file=sys.stderr)
+            said = f"leadhub serve: the {shown} cannot be used: {exc}{_sandbox_file_hint(exc)}"
+            print(said, file=sys.stderr)
             return 2
     adjust = _sandbox_address(sandbox_app is not None, base)
     config = adjust(config)

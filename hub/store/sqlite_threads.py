@@ -91,7 +91,9 @@ _ERRNO_HINTS = {
 _HINT = "check that its directory exists and is writable"
 
 
-def _hint(exc: BaseException) -> str:
+def storage_hint(exc: BaseException) -> str:
+    """What to check about a SQLite file that could not be opened or written (``exc``, an
+    :class:`OSError` or a :class:`sqlite3.Error`): its filesystem full, read-only, failing..."""
     if isinstance(exc, OSError) and exc.errno in _ERRNO_HINTS:
         return _ERRNO_HINTS[exc.errno]
     code = getattr(exc, "sqlite_errorcode", None)
@@ -100,7 +102,7 @@ def _hint(exc: BaseException) -> str:
 
 def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     """The error for a store that cannot be opened or written, saying what to check."""
-    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {_hint(exc)}."
+    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {storage_hint(exc)}."
     return StoreUnavailable(msg)
 
 

@@ -296,3 +296,30 @@ def test_a_refused_start_leaves_no_files(
     assert result.returncode == 2, result.stdout + result.stderr
     assert said in result.stderr
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only"])
+def test_a_store_directory_that_cannot_be_made_is_refused_saying_what_to_check(
+    tmp_path: Path, where: str
+) -> None:
+    """The embedded sandbox's database goes beside the store, in ``--db``'s directory, which
+    serve makes first: a directory that cannot be made there (a file in its way; a parent
+    this user cannot write, as the container's unprivileged user finds a volume not its own)
+    ended serve with a traceback (FileExistsError, PermissionError). Now it exits 2 naming
+    the file and what to check, leaving everything as it was."""
+    parent = tmp_path / "data"
+    if where == "under a file":
+        parent.write_text("not a directory")
+    else:
+        parent.mkdir(mode=0o555)
+    db = f"sqlite:///{parent / 'leadhub' / 'hub.db'}"
+    result = leadhub_run(
+        serve_args(tmp_path, 0, role="all", db=db), env=ENV, unprivileged=where == "read-only"
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "Traceback" not in output
+    sandbox_db = parent / "leadhub" / "hub.db.sandbox.sqlite"
+    assert f"the embedded sandbox's database {str(sandbox_db)!r} cannot be used" in output
+    assert "check that its directory exists and is writable" in output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg", "data"]
