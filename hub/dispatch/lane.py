@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from hub.config.models import Target
+from hub.config.models import Config, Target
 from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, call_bound
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
@@ -83,6 +83,9 @@ class Item:
     request: CaptureRequest
     claimed_at: float  # monotonic time of the claim
     queued_at: float = 0.0  # monotonic time it reached the lane (set by Lane.put)
+    #: The configuration it was mapped with: once a reload has replaced it, the event goes
+    #: back to the queue untried, to be mapped again (:meth:`Lane.remap`).
+    config: Config | None = None
 
 
 class Lane:
@@ -403,6 +406,8 @@ class Lane:
     async def _send(self, item: Item) -> bool:
         """Send ``item`` unless it must go back; False when its outcome is still being written."""
         d = self._d
+        if self._stale(item):
+            return await self._remap_one(item)
         if self.paused():
             await d.release(item.event, at=self._pause_end(), reason=self._pause_reason())
             return True
@@ -430,6 +435,8 @@ class Lane:
                 waited = d.clock.monotonic() - item.claimed_at
                 if not allowed or waited > budget:
                     return await self._lease_ending(item)
+                if self._stale(item):  # a reload came while it waited for its slot
+                    return await self._remap_one(item)
                 self._learn(early=waited <= budget / 2)
                 attempt = await d.client.capture(
                     self.target, query=item.request.query, body=item.request.body
@@ -600,6 +607,42 @@ class Lane:
                 await self._d.release(queued.event, at=at, reason=reason)
             finally:
                 self._held.discard(queued.event.id)
+
+    # --- reload -----------------------------------------------------------------------------
+
+    def _stale(self, item: Item) -> bool:
+        """Whether ``item`` was mapped with a configuration a reload has replaced since."""
+        return item.config is not None and item.config is not self._d.config
+
+    async def _remap_one(self, item: Item) -> bool:
+        """Put ``item`` back, due now and untried, to be claimed and mapped anew."""
+        await self._d.release_soon(item.event, at_once=True)
+        return True
+
+    async def remap(self) -> int:
+        """After a reload: put back the queued events mapped with the configuration it
+        replaced (due now, untried), so that they are mapped with the new one; how many.
+
+        The lane of a target the reload left as it was is kept (its pause, its learnt
+        capacity), but what it held was mapped at its claim: sent as it was, a fixed mapping
+        or a new ``skip_if`` missed the next lane's worth of leads (up to a lease of sends),
+        against the reload's promise that every event sent after it is mapped anew. Sends in
+        flight finish; one that waited for its rate-limit slot goes back once it has it.
+        """
+        async with self._ready:
+            stale = [entry for entry in self._heap if self._stale(entry[2])]
+            if not stale:
+                return 0
+            self._heap = [entry for entry in self._heap if not self._stale(entry[2])]
+            heapq.heapify(self._heap)
+            for entry in stale:
+                self._queued.pop(entry[2].event.id, None)
+        for _, _, item in stale:
+            try:
+                await self._remap_one(item)
+            finally:
+                self._settled(item)
+        return len(stale)
 
     # --- shutdown ---------------------------------------------------------------------------
 

@@ -292,9 +292,11 @@ class Dispatcher:
 
         The lane of a target that changed (its URL, keys, limit, retries, concurrency) or
         went away is closed as :meth:`stop` closes lanes: its queued events go back to the
-        store, due now, and its sends in flight finish (``timeout`` s at most). The events
-        come back in the next claims, mapped with ``config``; one whose endpoint is gone
-        waits, saying so, until an instance that has it (or this one, given it back) sends it.
+        store, due now, and its sends in flight finish (``timeout`` s at most). A lane kept
+        puts back the events it holds too (:meth:`Lane.remap`): they were mapped with the old
+        configuration. The events come back in the next claims, mapped with ``config``; one
+        whose endpoint is gone waits, saying so, until an instance that has it (or this one,
+        given it back) sends it.
         """
         if self._loop_task is None:
             self.config = config
@@ -314,6 +316,9 @@ class Dispatcher:
         self.config, self.lanes = config, lanes
         self.wake()
         await asyncio.gather(*(lane.close(deadline) for lane in closing), return_exceptions=True)
+        # The lanes kept hold events mapped with the old configuration: mapped anew.
+        kept = [lane for lane in lanes.values() if lane not in closing]
+        remapped = sum(await asyncio.gather(*(lane.remap() for lane in kept)))
         for lane in closing:
             if lane.target.name not in lanes:  # gone: no gauge left (paused, capacity)
                 for gauge in (self.metrics.paused, self.metrics.capacity):
@@ -333,6 +338,7 @@ class Dispatcher:
             lanes_closed=sorted(
                 lane.target.name for lane in closing if lane.target.name not in lanes
             ),
+            remapped=remapped,
         )
 
     def drain(self) -> None:
@@ -802,7 +808,7 @@ class Dispatcher:
             return None
         if isinstance(result, CaptureRequest) and result.target in self.lanes:
             note_left_out(event, result)
-            return Item(event=event, request=result, claimed_at=claimed_at)
+            return Item(event=event, request=result, claimed_at=claimed_at, config=self.config)
         return result
 
     async def _prepare_safely(
@@ -861,6 +867,7 @@ class Dispatcher:
         Returns the item to route, or None once the event is skipped, unmatched or dead.
         """
         result = mapped
+        config = self.config  # what ``mapped`` was mapped with, at the claim just before
         if result is None:
             endpoint = self.config.endpoints.get(event.endpoint)
             if endpoint is None:
@@ -871,7 +878,8 @@ class Dispatcher:
                 document = await enrich(self, event, endpoint.options)
                 if document is None:
                     return None
-            result = map_document(self.config.mappings_for(event.endpoint), document)
+            config = self.config  # (a reload may have come during the lead's read)
+            result = map_document(config.mappings_for(event.endpoint), document)
         if isinstance(result, Skip):
             with still_ours(event):
                 reason = storable(result.reason)
@@ -889,7 +897,7 @@ class Dispatcher:
             await self._leave(event, "target", result.target)
             return None
         note_left_out(event, result)
-        return Item(event=event, request=result, claimed_at=claimed_at)
+        return Item(event=event, request=result, claimed_at=claimed_at, config=config)
 
     async def _leave(self, event: Event, kind: str, name: str) -> None:
         """Put ``event`` back untried, its endpoint (``kind`` "endpoint") or the target its

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
+from hub.config.models import Config
 from hub.dispatch.leadsquared import CAPTURE_PATH
 from hub.dispatch.worker import Dispatcher
 from hub.store.models import State
@@ -162,3 +163,44 @@ async def test_reload_before_start_only_swaps_the_config(
         finally:
             await dispatcher.stop(timeout=5)
     assert rec.calls == {"b": 3}
+
+
+async def test_events_queued_before_a_reload_are_sent_with_the_new_mapping(
+    tmp_path: Path,
+) -> None:
+    """A reload that changes a mapping (its target as it was) applies to every event sent
+    after it, as the README says, not only to those claimed after it: the events a lane held,
+    claimed and mapped before the reload, went out with the old mapping (a fix of a wrong
+    value, or a new ``skip_if``, missed up to a lane's worth of leads: a lease of sends).
+    Only the send in flight keeps the old one; each event is sent once."""
+    sent: list[tuple[str, str]] = []  # (email, mx_Version) in the order they came
+
+    async def capture(request: Request) -> Response:
+        body = {i["Attribute"]: i["Value"] for i in await request.json()}
+        await asyncio.sleep(0.2)  # a slow target: the lane holds the rest meanwhile
+        sent.append((body["EmailAddress"], body["mx_Version"]))
+        message = {"Id": "a", "RelatedId": body["EmailAddress"], "IsCreated": True}
+        return JSONResponse({"Status": "Success", "Message": message})
+
+    def config(version: str) -> Config:
+        slow = target_yaml("default", url) + "concurrency: 1\n"
+        extra = f"  mx_Version: {{ value: {version} }}\n"
+        return write_config(
+            tmp_path / version, slow, flat_endpoint_yaml("forms", "default", extra=extra)
+        )
+
+    app = Starlette(routes=[Route(CAPTURE_PATH, capture, methods=["POST"])])
+    with serve_in_thread(app) as url:
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", leads("v", 20), prefix="v")
+            async with running(config("v1"), store) as dispatcher:
+                await wait_for(lambda: len(sent) >= 2, what="the first sends")
+                before = len(sent)
+                with capture_logs() as logs:
+                    await dispatcher.reload(config("v2"))
+                await wait_for(all_in(State.DELIVERED, store, ids), what="every event delivered")
+    old = [email for email, version in sent if version == "v1"]
+    assert len(old) <= before + 1, sent  # the one in flight during the reload, at most
+    assert sorted(email for email, _ in sent) == sorted(f"v{n}@example.com" for n in range(20))
+    (reloaded,) = (e for e in logs if e["event"] == "dispatcher_reloaded")
+    assert reloaded["remapped"] >= 1, reloaded  # (what the lane held: its capacity)
