@@ -112,13 +112,13 @@ def _make(partial: Path, source: Path) -> int:
         mode = stat.S_IMODE(os.stat(source).st_mode) & 0o666 | 0o600
     except OSError:
         mode = 0o600  # (the open of the source says what is wrong with it)
-    for leftover in _files_of(partial):  # of a killed backup of this pid
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
-            log.warning("backup_leftover_removed", path=str(leftover), pid=os.getpid())
     try:
+        for leftover in _files_of(partial):  # of a killed backup of this pid
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                log.warning("backup_leftover_removed", path=str(leftover), pid=os.getpid())
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    except OSError as exc:
+    except OSError as exc:  # (a directory that is a file, or read-only, fails the unlink)
         msg = f"cannot write {str(partial.parent)!r}: {exc.strerror}; name a writable directory."
         raise StoreError(msg) from exc
     lock_partial(fd)

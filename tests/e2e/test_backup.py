@@ -23,6 +23,7 @@ import pytest
 from hub.cli import main
 from hub.store.backup import held_by_a_backup, in_use, lock_partial
 from tests.store.test_commands import read_only
+from tests.support.disks import small_disk
 from tests.support.server import REPO, free_port, leadhub_process, leadhub_run
 from tests.web.test_serve import ENV, serve_args, signed
 
@@ -169,6 +170,32 @@ def test_backup_never_overwrites_and_refuses_what_is_no_sqlite_store(
     assert "Backed up 1 event (" in capsys.readouterr().out
     before = sorted(p.name for p in tmp_path.iterdir())
     assert "hub.db-wal" not in before and not any(n.endswith(".partial") for n in before)
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only mount"])
+def test_a_destination_that_cannot_be_written_is_refused_saying_so(
+    tmp_path: Path, where: str
+) -> None:
+    """A destination whose directory is a file, or on a file system mounted read-only (a
+    backup volume), is exit 1 naming the directory: the removal of a killed backup's
+    leftovers, looked for first, ended the command with a traceback (NotADirectoryError; a
+    read-only file system refuses even the removal of a file that is not there, EROFS)."""
+    db = tmp_path / "hub.db"
+    small_store(db)
+    place = tmp_path / "backups"
+    with contextlib.ExitStack() as stack:
+        if where == "under a file":
+            place.write_text("not a directory")
+        else:
+            stack.enter_context(small_disk(place, "1m"))
+            subprocess.run(["mount", "-o", "remount,ro", str(place)], check=True)
+        result = leadhub_run(["backup", "--db", f"sqlite:///{db}", str(place / "copy.db")])
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        assert f"cannot write {str(place)!r}" in result.stderr
+        assert "name a writable directory" in result.stderr
+        assert not place.is_dir() or list(place.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backups", "hub.db"]
 
 
 def small_store(db: Path) -> None:
