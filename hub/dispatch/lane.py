@@ -628,21 +628,25 @@ class Lane:
         or a new ``skip_if`` missed the next lane's worth of leads (up to a lease of sends),
         against the reload's promise that every event sent after it is mapped anew. Sends in
         flight finish; one that waited for its rate-limit slot goes back once it has it.
+
+        One at a time, each taken from the queue as it goes back: a stop that cancels the
+        reload meanwhile leaves the rest queued, for :meth:`close` to put back.
         """
-        async with self._ready:
-            stale = [entry for entry in self._heap if self._stale(entry[2])]
-            if not stale:
-                return 0
-            self._heap = [entry for entry in self._heap if not self._stale(entry[2])]
-            heapq.heapify(self._heap)
-            for entry in stale:
-                self._queued.pop(entry[2].event.id, None)
-        for _, _, item in stale:
+        count = 0
+        while True:
+            async with self._ready:
+                entry = next((e for e in self._heap if self._stale(e[2])), None)
+                if entry is None:
+                    return count
+                self._heap.remove(entry)
+                heapq.heapify(self._heap)
+                item = entry[2]
+                self._queued.pop(item.event.id, None)
             try:
                 await self._remap_one(item)
             finally:
                 self._settled(item)
-        return len(stale)
+            count += 1
 
     # --- shutdown ---------------------------------------------------------------------------
 
