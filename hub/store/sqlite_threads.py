@@ -28,6 +28,7 @@ import errno
 import functools
 import queue
 import re
+import resource
 import sqlite3
 import threading
 import time
@@ -97,7 +98,22 @@ def storage_hint(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno in _ERRNO_HINTS:
         return _ERRNO_HINTS[exc.errno]
     code = getattr(exc, "sqlite_errorcode", None)
-    return _HINT if code is None else _HINTS.get(code & 0xFF, _HINT)
+    hint = _HINT if code is None else _HINTS.get(code & 0xFF, _HINT)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+        hint += _size_limit_note()
+    return hint
+
+
+def _size_limit_note() -> str:
+    """For an I/O error under a file size limit: SQLite reports a write past the limit
+    (EFBIG) as a disk I/O error, with nothing to see in the system log."""
+    limit, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if limit == resource.RLIM_INFINITY:
+        return ""
+    return (
+        f"; or the file reached this process's file size limit (`ulimit -f`: {limit:,} bytes;"
+        " systemd's LimitFSIZE=): raise it and restart the hub"
+    )
 
 
 def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:

@@ -152,3 +152,36 @@ def test_an_io_error_points_at_the_disk(stored: Path) -> None:
     err = unavailable(stored, OSError(errno.EIO, "Input/output error"))
     assert "the disk failed to read or write it" in str(err)
     assert "dmesg" in str(err) and "directory exists" not in str(err)
+
+
+def test_a_write_past_the_file_size_limit_says_so(stored: Path) -> None:
+    """A hub started under a file size limit (``ulimit -f``, systemd's ``LimitFSIZE=``, a
+    container's ulimits) whose store grows past it: SQLite's write fails with EFBIG, which it
+    reports as a disk I/O error, and the hint sent the operator to the system log for a
+    failing disk that is not there. It now names the limit too."""
+    script = f"""
+import asyncio, os, resource
+from hub.store.sqlite import SQLiteStore
+from hub.store.base import StoreUnavailable
+from tests.store.helpers import delivery
+resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, resource.RLIM_INFINITY))
+
+async def fill() -> None:
+    store = SQLiteStore({str(stored)!r})
+    await store.open()
+    try:
+        for n in range(100_000):
+            noise = os.urandom(2000).hex()  # (bodies are compressed: random text is not)
+            await store.enqueue(delivery(f"big-{{n}}", documents=[{{"notes": noise}}]))
+    except StoreUnavailable as exc:
+        print(exc)
+    finally:
+        await store.close()
+
+asyncio.run(fill())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert "disk I/O error" in done.stdout, done.stdout + done.stderr
+    assert "file size limit (`ulimit -f`: 262,144 bytes;" in done.stdout, done.stdout
