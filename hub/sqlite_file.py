@@ -14,7 +14,8 @@ same two ways:
 - A ``-wal`` holding writes left beside no database file (or an empty one): SQLite, making a
   new database there, deletes it and the writes with it. A first open refuses it
   (:func:`orphan_wal`). Nor may another file put at the path while the ``-wal`` of the
-  file opened before is still there be opened beside it (:func:`stale_wal`).
+  file opened before is still there be opened beside it (:func:`stale_wal`), nor a backup
+  restored beside the ``-wal`` of the store it replaced (:func:`foreign_wal`).
 
 Each part words its own error (its exception type, the name it gives the file); the checks
 and the sentences about the file are here, so that the two say the same.
@@ -144,6 +145,47 @@ def orphan_wal(path: Path, *, title: str, noun: str) -> str | None:
         f"the database file back at {str(path)!r} (the {noun} opens with those writes), or, "
         f"to start a new, empty {noun} there and lose them, delete {str(wal)!r} and "
         f"{str(shm)!r} (stop first any process still using the old {noun})."
+    )
+
+
+#: The start of a SQLite database file, and the bytes of its header (offsets 18 and 19, the
+#: file format's write and read versions) that say rollback-journal mode (1) or WAL (2).
+_MAGIC = b"SQLite format 3\x00"
+_ROLLBACK = b"\x01\x01"
+
+
+def foreign_wal(path: Path, *, title: str, noun: str) -> str | None:
+    """Why nothing may open ``path``: a database file in rollback-journal mode (a copy
+    ``leadhub backup`` made, restored there) beside a write-ahead log holding something;
+    None when not. ``title`` names the file in the message, ``noun`` what it holds.
+
+    A log beside such a file is not its own (a database in WAL mode has 2 at those bytes of
+    its header from before its first log): it is the log of the file the copy replaced,
+    left there by a process killed with the file open (the README's restore moves it away
+    first). A writer turns the file to WAL mode, and SQLite then takes the log it finds as
+    the file's: the old store's last writes over the copy's pages, events of neither, a
+    database "malformed". SQLite reads a log it finds beside a file whatever the file's
+    header says, so a reader would show that mix too. Looked at before SQLite touches
+    anything, and only before this process opens the file with SQLite: the header is read
+    through a descriptor of its own, whose close drops every POSIX lock the process holds
+    on the file (those of SQLite's connections, which other processes rely on)."""
+    wal, shm = wal_of(path), Path(f"{path}-shm")
+    try:
+        size = os.stat(wal).st_size
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return None  # (no log; or the open says what is wrong with the file)
+    if size == 0 or not header.startswith(_MAGIC) or header[18:20] != _ROLLBACK:
+        return None
+    return (
+        f"{title} {str(path)!r} is a database in rollback-journal mode (a copy `leadhub "
+        f"backup` made, restored there?), but a write-ahead log {str(wal)!r} is beside it "
+        f"({size} bytes): the log of the file it replaced, holding that file's last writes, "
+        f"which opening this one would read into it as its own (the two mixed, a corrupt "
+        f"{noun}). To use this file, delete {str(wal)!r} and {str(shm)!r} first (stop first "
+        f"any process still using the {noun} it replaced); or put back at {str(path)!r} the "
+        f"file they belong to."
     )
 
 

@@ -18,6 +18,7 @@ from hub.store import open_store
 from hub.store.base import EventStore, StoreError, StoreUnavailable
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import READ_ONLY, SQLiteStore
+from hub.store.sqlite_threads import foreign_wal
 
 #: Exit codes: 1 the store failed, 2 the command was used wrongly, 130 stopped by Ctrl-C
 #: (SIGINT), as a shell reports it.
@@ -72,8 +73,13 @@ def run_with_store(
         return fail(command, str(exc))
     if isinstance(store, PostgresStore):
         store.create = False  # checked when it opens
-    if isinstance(store, SQLiteStore) and (missing := no_sqlite_store(store.path)):
-        return fail(command, missing, EXIT_FAILED)
+    if isinstance(store, SQLiteStore):
+        # (before anything opens it: SQLite reads a log beside the file into it; and the
+        # header read closes a descriptor, which would drop SQLite's locks of this process)
+        if (foreign := foreign_wal(store.path)) is not None:
+            return fail(command, str(foreign), EXIT_FAILED)
+        if missing := no_sqlite_store(store.path):
+            return fail(command, missing, EXIT_FAILED)
 
     async def main() -> int:
         opened: EventStore = store

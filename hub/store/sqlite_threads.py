@@ -130,6 +130,16 @@ def vanished(path: Path, exc: BaseException) -> StoreUnavailable:
     return StoreUnavailable(msg)
 
 
+def foreign_wal(path: Path) -> StoreUnavailable | None:
+    """The refusal of a first open of a restored backup beside the write-ahead log of the
+    store it replaced (:func:`hub.sqlite_file.foreign_wal`: SQLite would read that log into
+    it, a reader as well as a writer); None when there is none. Only before this process
+    has the file open: reading the file's header closes a descriptor of it, which drops the
+    POSIX locks of SQLite's connections to it."""
+    msg = sqlite_file.foreign_wal(path, title="The event store", noun="store")
+    return None if msg is None else StoreUnavailable(msg)
+
+
 def orphan_wal(path: Path) -> StoreUnavailable | None:
     """The refusal of a first open that finds a write-ahead log holding something beside no
     database file (or an empty one) at ``path``; None when there is none (see
@@ -192,9 +202,13 @@ def connect(
     """A connection in autocommit mode (transactions are explicit) with our pragmas; a
     reader's opens the file as ``mode`` says (:data:`READ_MODES`), a writer's creates a
     missing one only with ``create`` (:data:`WRITE_MODES`), and not beside a write-ahead
-    log left by a store whose file is gone (:func:`orphan_wal`)."""
+    log left by a store whose file is gone (:func:`orphan_wal`) or beside the log of a store
+    a restored backup replaced (:func:`foreign_wal`)."""
     if writer and create:
-        if (orphaned := orphan_wal(path)) is not None:
+        # Looked at by the first open alone: the file's header is read through a descriptor
+        # of its own, and closing it drops every POSIX lock this process holds on the file
+        # (SQLite's, of the connections already open), which other processes rely on.
+        if (orphaned := orphan_wal(path) or foreign_wal(path)) is not None:
             raise orphaned
         sqlite_file.make_private(path)
     how = WRITE_MODES[create] if writer else READ_MODES[mode]

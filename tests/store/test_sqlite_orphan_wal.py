@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -27,6 +28,7 @@ import pytest
 from hub.clock import ManualClock
 from hub.store import StoreUnavailable, open_store
 from hub.store.sqlite import SQLiteStore
+from tests.support.server import leadhub_run
 
 from .helpers import delivery, python_child
 
@@ -192,3 +194,44 @@ async def _new_store_there(db: Path, clock: ManualClock) -> None:
         assert (new.id, new.duplicate) == (1, False)
     finally:
         await store.close()
+
+
+async def test_a_backup_restored_beside_the_log_of_the_store_it_replaced_is_refused(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """A restore that skipped a step of the README's (move the ``-wal`` and ``-shm`` away):
+    a copy `leadhub backup` made (one file, rollback-journal mode) put over the file of a
+    store killed with its log left. The hub, turning the copy to WAL mode, took the old log
+    as the copy's own: the old store's pages over the copy's (events of neither, "database
+    disk image is malformed"; `leadhub events` listed that mix). Now every open (serve's,
+    the commands') refuses, naming both files and what to do, and touches nothing; the log
+    deleted as it says, the copy opens as it was backed up."""
+    source, db = tmp_path / "source.db", tmp_path / "data" / "hub.db"
+    backup = tmp_path / "backup.db"
+    store = open_store(f"sqlite:///{source}", clock=clock)
+    await store.open()
+    try:
+        await store.enqueue(delivery("backed-up"))
+    finally:
+        await store.close()
+    done = leadhub_run(["backup", "--db", f"sqlite:///{source}", str(backup)])
+    assert done.returncode == 0, done.stderr
+    killed(db)  # the store the backup replaces: its log holds OLD
+    db.unlink()
+    shutil.copyfile(backup, db)
+    before = files(db.parent)
+    store = open_store(f"sqlite:///{db}", clock=clock)
+    with pytest.raises(StoreUnavailable) as caught:
+        await store.open()
+    message = str(caught.value)
+    assert repr(str(db)) in message and repr(f"{db}-wal") in message, message
+    assert "rollback-journal mode" in message, message
+    assert f"delete '{db}-wal' and '{db}-shm'" in message, message
+    assert files(db.parent) == before
+    for command in (["purge", "--older-than", "30d"], ["events"]):
+        done = leadhub_run([*command, "--db", f"sqlite:///{db}"])
+        assert done.returncode == 1 and "rollback-journal mode" in done.stderr, done.stderr
+    assert files(db.parent) == before
+    Path(f"{db}-wal").unlink()
+    Path(f"{db}-shm").unlink()
+    assert await holding(db, clock) == ["backed-up"]
