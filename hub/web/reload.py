@@ -25,8 +25,9 @@ Stored events are otherwise untouched: what was accepted stays accepted, and is 
 is sent. Variables (``${VAR}``) are read from the hub's environment, which a running process
 cannot be given anew: a changed secret needs a restart, as do the embedded sandbox's own
 settings and the flags of ``leadhub serve``. With the roles split over processes, signal the
-workers before the web processes: a worker that does not know a new endpoint yet would
-record its first events ``unmatched`` (``leadhub replay`` sends them on).
+workers before the web processes: a worker that does not know a new endpoint yet leaves its
+events queued, each put back once with the last error ``endpoint not configured``, until a
+worker that has it (or this one, once reloaded) sends them.
 """
 
 from __future__ import annotations
