@@ -316,13 +316,33 @@ class Lane:
                 self._d.log_failure(
                     "send_failed", exc, target=self.target.name, **item.event.log_fields()
                 )
-                await self._d.release_soon(item.event)
+                await self._send_failed(item.event, exc)
             finally:
                 self._current.pop(task, None)
                 if settled:
                     self._settled(item)
             if self._closing:
                 return
+
+    async def _send_failed(self, event: Event, exc: Exception) -> None:
+        """Count an unexpected error sending ``event``, or recording what its call did, as a
+        failed attempt (the caller logged it).
+
+        The event is retried on the target's schedule, the exception named as its last
+        error, and dead once the schedule gives up (replayable), as a failure preparing an
+        event is: put back untried, a failure that repeats on this one event (an outcome the
+        store refuses to record, a bug its data triggers) made its call again every second,
+        without end and uncounted. The store being unavailable (an outage) is no failure of
+        the event: it goes back untried, as does one whose retry cannot be written either.
+        """
+        if isinstance(exc, StoreUnavailable):
+            await self._d.release_soon(event)
+            return
+        reason = f"sending the event failed ({type(exc).__name__}: {str(exc)[:300]})"
+        try:
+            await self._d.retry_or_die(event, self.policy, reason)
+        except Exception:
+            await self._d.release_soon(event)
 
     def _settled(self, item: Item) -> None:
         self._held.discard(item.event.id)
@@ -356,20 +376,41 @@ class Lane:
             self._d.log_failure("ack_failed", exc, events=len(batch))
             for item, outcome, attempt in batch:
                 self._ack_when_back(item, outcome, attempt)
-        except Exception as exc:  # the store failed: sent, but not recorded; send again later
+        except Exception as exc:  # the store refused the batch: each is written on its own
             self._d.log_failure("ack_failed", exc, events=len(batch))
-            await asyncio.gather(*(d.release_soon(item.event) for item, _, _ in batch))
+            for entry in batch:
+                await self._ack_alone(*entry)
         else:
             for item, outcome, attempt in batch:
-                if item.event.id in missing:  # another worker's since our lease ran out
-                    _log.warning(
-                        "event_lease_lost", target=self.target.name, **item.event.log_fields()
-                    )
-                    continue
-                self._sent(item, outcome, attempt)
+                self._acked(item, outcome, attempt, lost=item.event.id in missing)
         finally:
             for item, _, _ in batch:
                 self._settled(item)
+
+    async def _ack_alone(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
+        """Record one delivery of a batch the store refused (one statement for all: one
+        event's row, refused by the database, failed every event written with it). The
+        others are recorded; one refused on its own again counts as a failed attempt
+        (:meth:`_send_failed`): sent, but not recorded, it is sent again later."""
+        event = item.event
+        try:
+            ack = Ack(event.id, outcome.lead_id, outcome.created, event.lease)
+            missing = await self._d.store.ack_many([ack])
+        except StoreUnavailable:
+            self._ack_when_back(item, outcome, attempt)
+        except Exception as exc:
+            self._d.log_failure("ack_failed", exc, target=self.target.name, **event.log_fields())
+            await self._send_failed(event, exc)
+        else:
+            self._acked(item, outcome, attempt, lost=event.id in missing)
+
+    def _acked(self, item: Item, outcome: Delivered, attempt: Attempt, *, lost: bool) -> None:
+        """Count and log a delivery written by :meth:`_write_acks`, unless its lease was
+        ``lost``: another worker's since our lease ran out."""
+        if lost:
+            _log.warning("event_lease_lost", target=self.target.name, **item.event.log_fields())
+        else:
+            self._sent(item, outcome, attempt)
 
     def _sent(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
         """Count and log (``lead_sent``) a delivery the store has recorded."""
