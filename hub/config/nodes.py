@@ -346,7 +346,9 @@ class _Builder:
                 self.file,
                 line,
                 f"variable ${{{name}}} is not set; export {name}=... before starting "
-                f"(a value that is no secret may have a default: ${{{name}:value}})",
+                "the hub (a reload sees only the environment the hub started with: "
+                f"restart it) (a value that is no secret may have a default: "
+                f"${{{name}:value}})",
             )
             return ""
 

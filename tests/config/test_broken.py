@@ -191,8 +191,9 @@ def test_unset_variables_are_named(tmp_path: Path) -> None:
     assert len(info.value.issues) == 1
     assert info.value.issues[0].endswith(
         "e.yaml:4: variable ${ZAP_TOKEN} is not set; export "
-        "ZAP_TOKEN=... before starting (a value that is no "
-        "secret may have a default: ${ZAP_TOKEN:value})"
+        "ZAP_TOKEN=... before starting the hub (a reload sees only the environment the "
+        "hub started with: restart it) (a value that is no secret may have a default: "
+        "${ZAP_TOKEN:value})"
     )
 
 

@@ -64,6 +64,7 @@ def test_an_unset_secret_is_reported_once(tmp_path: Path, source: str) -> None:
         load(tmp_path, {"OTHER": "o"})
     assert info.value.issues == [
         f"{path}:4: variable ${{SECRET}} is not set; export SECRET=... before starting "
+        "the hub (a reload sees only the environment the hub started with: restart it) "
         "(a value that is no secret may have a default: ${SECRET:value})"
     ]
 
