@@ -533,6 +533,8 @@ def _culprit(exc: yaml.MarkedYAMLError, lines: list[str]) -> int:
     """
     context = exc.context or ""
     problem = exc.problem or ""
+    if (opened := _open_at_end(exc, lines)) is not None:
+        return opened[0]
     unclosed = context == "while scanning a quoted scalar" and "end of stream" in problem
     if exc.context_mark is not None and (
         context == "while scanning a simple key" or unclosed or _unclosed(exc, lines) is not None
@@ -570,6 +572,13 @@ def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
     from the one before it by a ``,`` (:func:`_missing_comma`). A bracket closed by the
     other kind on its own line (``[trim, lower}``) is one too.
     """
+    opened = _open_at_end(exc, lines)
+    if opened is not None:
+        _, opening, closing, reach = opened
+        return (
+            f"the {opening!r} opened on this line is never closed ({reach}); "
+            f"close it with {closing!r} after its last item"
+        )
     flow = _flow_error(exc)
     if flow is None:
         return None
@@ -595,6 +604,57 @@ def _unclosed(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
         f"the {opening!r} opened on this line is never closed ({reach}); "
         f"close it with {closing!r} after its last item"
     )
+
+
+#: What pyyaml found where it expected a flow collection's next item, when the file or the
+#: document ended inside the collection, and how the fix says it.
+_ENDS = {
+    "'<stream end>'": "the file ends inside it",
+    "'<document start>'": "its document ends inside it",
+    "'<document end>'": "its document ends inside it",
+}
+
+
+def _open_at_end(exc: yaml.MarkedYAMLError, lines: list[str]) -> tuple[int, str, str, str] | None:
+    """For a ``[`` or ``{`` still open, with nothing in it after its last ``[``, ``{`` or
+    ``,``, when the file or document ends (``bogus: [`` as the last line): the line
+    (1-based) of the innermost bracket still open there, the bracket, the one that closes
+    it and where it ends; ``None`` for any other error.
+
+    pyyaml marks both its context and the problem where the file ends, not at the bracket
+    (a bracket holding an item gets :func:`_unclosed`'s error instead, marked at it). The
+    brackets are read as :func:`_closed_later` reads them, from the document's start.
+    """
+    problem = exc.problem or ""
+    found = problem.rsplit("but found ", 1)[-1]
+    stop = exc.problem_mark
+    if (
+        exc.context != "while parsing a flow node"
+        or not problem.startswith("expected the node content, but found ")
+        or found not in _ENDS
+        or stop is None
+    ):
+        return None
+    before = range(min(stop.line, len(lines)) - 1, -1, -1)
+    first = next((n + 1 for n in before if lines[n].startswith("---")), 0)
+    opened: list[tuple[int, str]] = []
+    for number in range(first, min(stop.line + 1, len(lines))):
+        quote = ""
+        for char in lines[number]:
+            if quote:
+                quote = "" if char == quote else quote
+            elif char in "'\"":
+                quote = char
+            elif char == "#":
+                break
+            elif char in "[{":
+                opened.append((number + 1, char))
+            elif char in "]}" and opened:
+                opened.pop()
+    if not opened:
+        return None
+    line, opening = opened[-1]
+    return line, opening, "]" if opening == "[" else "}", _ENDS[found]
 
 
 def _closed_later(lines: list[str], line: int, column: int) -> bool:

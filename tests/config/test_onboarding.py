@@ -311,6 +311,25 @@ MISPLACED = {
         11,
         "the '[' opened on this line is never closed (its document ends at line 12 inside it)",
     ),
+    # A bracket left empty (or after a ',') when the file or document ends: pyyaml marks the
+    # file's end, not the bracket; the error is at the bracket's line.
+    "empty_bracket_at_the_end.yaml": (
+        "fields:\n  EmailAddress: $.email\nbogus: [\n\n",
+        11,
+        "expected the node content, but found '<stream end>'; the '[' opened on this line is "
+        "never closed (the file ends inside it); close it with ']' after its last item",
+    ),
+    "brace_after_a_comma_at_the_end.yaml": (
+        "fields:\n  EmailAddress: $.email\n  Phone: {path: $.phone,\n# done\n",
+        11,
+        "the '{' opened on this line is never closed (the file ends inside it)",
+    ),
+    "empty_bracket_then_a_document.yaml": (
+        "fields:\n  EmailAddress: $.email\nskip_if: [\n---\n"
+        "kind: endpoint\nname: other\nsource: none\n",
+        11,
+        "the '[' opened on this line is never closed (its document ends inside it)",
+    ),
     "unclosed_bracket_then_a_deeper_key.yaml": (
         "fields:\n  EmailAddress: $.email\nskip_if: [$.test\n  $.demo: yes\n",
         11,
