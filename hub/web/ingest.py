@@ -307,6 +307,8 @@ class Ingest:
         start = perf_counter()
         name = scope["path"][len(PREFIX) :]
         route = self.routes.get(name)
+        if route is None and name.endswith("/"):  # a URL pasted with a trailing slash
+            route = self.routes.get(name[:-1])
         label = route.name if route else ""
         try:
             if route is None:
