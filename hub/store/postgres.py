@@ -470,8 +470,12 @@ class PostgresStore(BatchedStore):
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, asyncpg.InsufficientResourcesError):
             return StoreUnavailable(self._short_of(exc))
+        # (a timeout's text is empty: say what it was)
+        why = str(exc) or (
+            "the server did not answer in time" if isinstance(exc, TimeoutError) else "-"
+        )
         msg = (
-            f"The event store {self.shown!r} cannot be reached ({type(exc).__name__}: {exc}); "
+            f"The event store {self.shown!r} cannot be reached ({type(exc).__name__}: {why}); "
             "check that PostgreSQL is running and the URL's host, port and database."
         )
         return StoreUnavailable(msg)
