@@ -316,6 +316,7 @@ class Lane:
                 self._d.log_failure(
                     "send_failed", exc, target=self.target.name, **item.event.log_fields()
                 )
+                self._settled(item)  # (before its retry is written: see _ack_alone)
                 await self._send_failed(item.event, exc)
             finally:
                 self._current.pop(task, None)
@@ -400,6 +401,10 @@ class Lane:
             self._ack_when_back(item, outcome, attempt)
         except Exception as exc:
             self._d.log_failure("ack_failed", exc, target=self.target.name, **event.log_fields())
+            # No longer this lane's once its retry is written: claimed again meanwhile (a
+            # retry due at once), a lane still holding it took the claim for its own send in
+            # flight and dropped it, and the event waited for its lease to end.
+            self._settled(item)
             await self._send_failed(event, exc)
         else:
             self._acked(item, outcome, attempt, lost=event.id in missing)

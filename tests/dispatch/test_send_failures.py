@@ -26,15 +26,20 @@ from tests.dispatch.support import (
     write_config,
 )
 
-RETRY = "{initial: 50ms, max_interval: 100ms, give_up_after: 2s}"
+RETRY = "{initial: 1ms, max_interval: 10ms, give_up_after: 2s}"
 
 
 def refuse_delivered(event_id: int) -> str:
-    """SQLite: a trigger refusing to record event ``event_id`` as delivered."""
+    """SQLite: a trigger refusing to record event ``event_id`` as delivered, and one making
+    every other event's record slow (about 30 ms of work), so that the refused one's retry,
+    due at once, is claimed again while its lane still writes the others of its batch."""
     return f"""
 CREATE TRIGGER refuse_delivered BEFORE UPDATE ON events
 WHEN NEW.id = {event_id} AND NEW.state = 'delivered'
 BEGIN SELECT RAISE(ABORT, 'refused by the test''s trigger'); END;
+CREATE TRIGGER slow_delivered BEFORE UPDATE ON events
+WHEN NEW.id <> {event_id} AND NEW.state = 'delivered'
+BEGIN SELECT length(hex(randomblob(4000000))); END;
 """
 
 
@@ -44,7 +49,9 @@ async def test_a_delivery_the_store_refuses_to_record_is_an_attempt_not_a_loop(
 ) -> None:
     """The store refuses to record one event's delivery (a trigger): that event is retried,
     each call counted, then dead naming the store's error; the events sent beside it (at
-    ``off``, recorded in the same batches) are delivered once each."""
+    ``off``, recorded in the same batches) are delivered once each. Claimed again while its
+    lane still held it, the retry was taken for the lane's own send in flight and dropped:
+    the event waited for its lease to end."""
     with sandbox_server() as (url, _):
         config = write_config(
             tmp_path / "cfg",
