@@ -233,7 +233,9 @@ def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     send ``application/json``, and a repeated signature or token a 401.
     """
     headers: dict[str, str] = {}
-    several: dict[str, list[str]] | None = None
+    # a repeated header's distinct values, in order (a dict: a set that keeps order), joined
+    # once at the end: joined at each value, 8,000 distinct ones held the loop for 0.4 s
+    several: dict[str, dict[str, None]] | None = None
     for raw_name, raw_value in raw:
         key = raw_name.decode("latin-1").lower()
         value = raw_value.decode("latin-1")
@@ -242,9 +244,9 @@ def header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
             continue
         if several is None:
             several = {}
-        values = several.setdefault(key, [headers[key]])
-        if value not in values:
-            values.append(value)
+        several.setdefault(key, {headers[key]: None})[value] = None
+    if several is not None:
+        for key, values in several.items():
             headers[key] = ", ".join(values)
     return headers
 
