@@ -78,6 +78,7 @@ on uvicorn is pinned to the minor versions tested.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from collections.abc import Callable
 from time import perf_counter
@@ -522,6 +523,10 @@ class HubHttpProtocol(HttpToolsProtocol):
         head.append(b"\r\n")
         self.begun -= 1  # (begun again: the same request)
         self.parser = httptools.HttpRequestParser(self)
+        # as uvicorn sets its own: a request after one with Connection: close is not an
+        # error of the parser's (without it, each counted a false 400 'unreadable')
+        with contextlib.suppress(AttributeError):  # (httptools < 0.6.3)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         return b"".join(head) + rest
 
     def _webhook(self) -> _Webhook | None:

@@ -82,3 +82,23 @@ def test_a_webhook_offering_an_h2c_upgrade_is_read_whole(tmp_path: Path) -> None
             {"email": "rao@example.com"},
             {"email": "later@example.com"},
         ]
+
+
+def test_a_request_after_an_ignored_upgrade_and_a_close_is_no_refusal(tmp_path: Path) -> None:
+    """The parser that reads on after an ignored upgrade takes what follows a request with
+    ``Connection: close`` as uvicorn's own parser does (leniently: the hub answers the
+    request and closes): without that, the bytes after it were a parse error, counted and
+    logged as a refused request (``unreadable``) that no sender sent."""
+    body = orjson.dumps({"email": "close@example.com"})
+    closing = (
+        b"POST /hooks/open HTTP/1.1\r\nhost: hub\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with running_hub(tmp_path, writer="process") as hub:
+        first = _post(orjson.dumps({"email": "h2c@example.com"}), b"application/json")
+        answers = _exchange(hub.url, [first + closing + b"GET /healthz HTTP/1.1\r\n\r\n"])
+        assert re.findall(rb'"status":"(\w+)"', answers) == [b"accepted", b"accepted"]
+        metrics = hub.client.get("/metrics").text
+    assert 'reason="unreadable"' not in metrics, [
+        line for line in metrics.splitlines() if "unreadable" in line
+    ]
