@@ -520,6 +520,7 @@ class Dispatcher:
         items: list[Item] = []
         slow: list[Awaitable[Item | None]] = []
         reads: list[tuple[Event, Reading]] = []
+        config = self.config  # what the quick mappings below map with
         for event in claimed:
             _log_claimed(event)
             quick = self._map_quick(event, claimed_at)
@@ -528,7 +529,7 @@ class Dispatcher:
             elif quick is None and (options := self._to_read(event)) is not None:
                 reads.append((event, options))
             else:
-                slow.append(self._prepare_safely(event, claimed_at, quick))
+                slow.append(self._prepare_safely(event, claimed_at, quick, config))
         if slow:
             items.extend(item for item in await asyncio.gather(*slow) if item is not None)
         await self._queue(items, reads, claimed_at)
@@ -812,11 +813,15 @@ class Dispatcher:
         return result
 
     async def _prepare_safely(
-        self, event: Event, claimed_at: float, mapped: Mapped | None = None
+        self,
+        event: Event,
+        claimed_at: float,
+        mapped: Mapped | None = None,
+        mapped_with: Config | None = None,
     ) -> Item | None:
         with structlog.contextvars.bound_contextvars(**event.log_fields()):
             try:
-                return await self._prepare(event, claimed_at, mapped)
+                return await self._prepare(event, claimed_at, mapped, mapped_with)
             except Exception as exc:  # a bug or a store hiccup must not stop the loop
                 await self._prepare_failed(event, exc)
                 return None
@@ -860,14 +865,21 @@ class Dispatcher:
             await self.release_soon(event)
 
     async def _prepare(
-        self, event: Event, claimed_at: float, mapped: Mapped | None = None
+        self,
+        event: Event,
+        claimed_at: float,
+        mapped: Mapped | None = None,
+        mapped_with: Config | None = None,
     ) -> Item | None:
-        """Enrich and map ``event`` (unless ``mapped`` says how it mapped) and settle it.
+        """Enrich and map ``event`` (unless ``mapped`` says how it mapped, with the
+        configuration ``mapped_with``) and settle it.
 
         Returns the item to route, or None once the event is skipped, unmatched or dead.
         """
         result = mapped
-        config = self.config  # what ``mapped`` was mapped with, at the claim just before
+        # what ``mapped`` was mapped with (a reload may have come since): an item mapped
+        # with a configuration replaced goes back to be mapped anew (Lane.remap)
+        config = mapped_with or self.config
         if result is None:
             endpoint = self.config.endpoints.get(event.endpoint)
             if endpoint is None:
