@@ -493,6 +493,8 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
             blank_default = True
         else:
             default = to_text(default_node.value)
+    constant = value is not None and not is_blank(to_text(value))
+    _never_fails(sub, where, always=constant or default is not None)
     if attribute in OPT_OUTS:
         _opt_out_constant(attribute, "value", value_node, sub, where, transforms)
         if not blank_default:  # (sends nothing: said above)
@@ -507,6 +509,21 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
         transforms=transforms,
         default=default,
         required=sub.flag("required", False),
+    )
+
+
+def _never_fails(r: Reader, where: str, *, always: bool) -> None:
+    """Warn of ``required: true`` on a field that always has a value (a ``value``, or a
+    ``default`` sent when its paths find none): it can never fail, which a reader of the file
+    would not guess (the document it was meant to refuse goes out with the constant)."""
+    required = r.get("required")
+    if not always or required is None or required.value is not True:
+        return
+    which = "'value'" if r.get("value") is not None else "'default'"
+    r.warn(
+        required,
+        f"'required' of {where} never fails: its {which} is sent when nothing else is; "
+        f"remove 'required', or the {which} to have a document without the value fail",
     )
 
 

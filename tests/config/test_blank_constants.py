@@ -121,3 +121,31 @@ def test_a_blank_constant_is_a_warning_unless_a_variable_left_it_empty(tmp_path:
     sent = map_document(list(config.mappings.values()), {"email": "a@b.example"})
     assert isinstance(sent, CaptureRequest), sent
     assert sent.body == [{"Attribute": "EmailAddress", "Value": "a@b.example"}]
+
+
+def test_a_required_field_that_always_has_a_value_is_warned(tmp_path: Path) -> None:
+    """``required: true`` beside a ``default`` or a ``value`` never fails (the document it was
+    meant to refuse goes out with the constant): a warning at the ``required`` line says
+    which key makes it so. Not for a blank one (it fails), nor without ``required``."""
+    _write(
+        tmp_path,
+        "  EmailAddress: {path: $.email, required: true}\n"
+        "  Source:\n    path: $.src\n    default: Web\n    required: true\n"
+        "  mx_Form:\n    value: Contact\n    required: true\n"
+        "  mx_Page:\n    path: $.page\n    default: Home\n"
+        '  mx_Blank: {path: $.b, required: true, default: ""}\n',
+    )
+    config = load(tmp_path, {})
+    file = tmp_path / "m.yaml"
+    warnings = [w for w in _warnings(config) if "never fails" in w]
+    assert warnings == [
+        f"{file}:12: 'required' of field 'Source' of mapping 'm' never fails: its 'default' "
+        "is sent when nothing else is; remove 'required', or the 'default' to have a "
+        "document without the value fail",
+        f"{file}:15: 'required' of field 'mx_Form' of mapping 'm' never fails: its 'value' "
+        "is sent when nothing else is; remove 'required', or the 'value' to have a document "
+        "without the value fail",
+    ]
+    result = map_document(list(config.mappings.values()), {"email": "a@b.example", "b": "x"})
+    assert isinstance(result, CaptureRequest), result
+    assert {"Attribute": "Source", "Value": "Web"} in result.body
