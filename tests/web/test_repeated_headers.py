@@ -57,3 +57,23 @@ def test_a_content_type_sent_with_different_values_is_told_so(hub: Hub) -> None:
             "application/json, application/x-www-form-urlencoded or multipart/form-data"
         )
     assert hub.events() == []
+
+
+def test_standard_webhooks_signatures_in_several_header_lines_are_each_read(hub: Hub) -> None:
+    """Standard Webhooks signatures sent as several ``webhook-signature`` lines (a key being
+    rotated) are joined with ", "; the comma then ended the first line's signature, which
+    no longer matched: a delivery signed only there was a 401."""
+    delivery = fx.load("generic_json", "standard_webhooks_lead_created", "standard")
+    entries = delivery.headers["webhook-signature"].split()
+    others = [(k, v) for k, v in delivery.headers.items() if k.lower() != "webhook-signature"]
+    refused = 0
+    for order in (entries, entries[::-1]):
+        sent = others + [("webhook-signature", entry) for entry in order]
+        answer = hub.client.post(delivery.path, content=delivery.body, headers=sent)
+        assert answer.status_code == 200, (order, answer.text)
+        wrong = others + [("webhook-signature", entry.replace("v1,", "v1,x")) for entry in order]
+        refused += (
+            hub.client.post(delivery.path, content=delivery.body, headers=wrong).status_code == 401
+        )
+    assert refused == 2
+    assert len(hub.events()) == 1
