@@ -431,6 +431,9 @@ class Ingest:
             encoding = headers.get("content-encoding")
             if encoding is not None and encoding.strip().lower() not in ("", "identity"):
                 raise _encoded(encoding)
+            transfer = headers.get("transfer-encoding")
+            if transfer is not None and _compressed(transfer):
+                raise _encoded(transfer, "Transfer-Encoding")
             kept = {k: v for k, v in headers.items() if route.keeps(k)}
             content_type = headers.get("content-type") or ""
             if route.skim is None:
@@ -634,12 +637,20 @@ def _noting(reply: Reply, *, warn: bool = False, **fields: Any) -> Reply:
     return noted
 
 
-def _encoded(encoding: str) -> _Reject:
-    """415 for a body sent compressed (``Content-Encoding``): no sender of leads does, and it
-    would be read as plain bytes, its signature checked over the compressed ones."""
+def _encoded(encoding: str, header: str = "Content-Encoding") -> _Reject:
+    """415 for a body sent compressed (``Content-Encoding``, or a ``Transfer-Encoding`` such
+    as ``gzip, chunked``): no sender of leads does, and it would be read as plain bytes, its
+    signature checked over the compressed ones (a JSON body was a 400 "not valid UTF-8")."""
     shown = encoding.strip()[:40]
-    reason = f"Content-Encoding {shown} is not supported; send the body uncompressed"
+    reason = f"{header} {shown} is not supported; send the body uncompressed"
     return _Reject(415, {"error": reason}, "rejected", "unsupported_media_type", reason)
+
+
+def _compressed(transfer: str) -> bool:
+    """Whether a ``Transfer-Encoding`` names a coding besides ``chunked`` (which the server
+    has undone) and ``identity``."""
+    codings = {coding.strip().lower() for coding in transfer.split(",")}
+    return bool(codings - {"chunked", "identity", ""})
 
 
 def _accepted(route: HookRoute, ids: list[str], results: list[EnqueueResult]) -> Answer:
