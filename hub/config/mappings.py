@@ -664,10 +664,13 @@ def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
     if region is not None:
         region = str(region).upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
+            fix = (
+                "write GB, the United Kingdom's code (ISO 3166)"
+                if region == "UK"
+                else "use two letters like IN, US or GB"
+            )
             r.error(
-                r.get("default_region"),
-                f"default_region {region!r} is not a region code; "
-                "use two letters like IN, US or GB",
+                r.get("default_region"), f"default_region {region!r} is not a region code; {fix}"
             )
             region = None
     if name is None or endpoint is None or rules_failed:
