@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from typing import Any
 
 import phonenumbers
@@ -584,7 +585,16 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
                 "write the LeadSquared attribute, like EmailAddress or mx_City",
             )
             continue
-        if attribute[:3].lower() == "mx_" and not _CUSTOM_NAME.fullmatch(attribute):
+        if _unverified_name(attribute):
+            r.issues.warn(
+                node.file,
+                line,
+                f"attribute {attribute!r} of {r.what} holds letters or digits outside ASCII "
+                f"({_non_ascii(attribute)}); whether LeadSquared takes them in a custom field's "
+                "schema name is not known (its own are mx_ then ASCII letters, digits and _): "
+                "check the field's schema name in LeadSquared and write it as it is there",
+            )
+        elif attribute[:3].lower() == "mx_" and not _CUSTOM_NAME.fullmatch(attribute):
             r.issues.error(
                 node.file,
                 line,
@@ -609,6 +619,28 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
 
 #: A custom field's schema name, as Lead.Capture takes it (``hub/sandbox/attributes.py``).
 _CUSTOM_NAME = re.compile(r"mx_\w+", re.IGNORECASE | re.ASCII)
+
+
+def _unverified_name(attribute: str) -> bool:
+    """Whether ``attribute`` would be a custom field name but for letters or digits outside
+    ASCII (``mx_Città``, ``mx_शहर``; a script's combining marks, such as Devanagari's vowel
+    signs, count as letters): LeadSquared's rule for those is not known, so it is a warning,
+    not an error. Spaces, hyphens and other punctuation, ASCII or not, stay errors."""
+    rest = attribute[3:]
+    return (
+        attribute[:3].lower() == "mx_"
+        and any(not char.isascii() for char in rest)
+        and all(
+            _CUSTOM_NAME.fullmatch("mx_" + char)
+            or (not char.isascii() and unicodedata.category(char)[0] in "LNM")
+            for char in rest
+        )
+    )
+
+
+def _non_ascii(attribute: str) -> str:
+    """The characters of ``attribute`` outside ASCII, each once, for the warning."""
+    return ", ".join(dict.fromkeys(char for char in attribute if not char.isascii()))
 
 
 def _custom_name(attribute: str) -> str:
