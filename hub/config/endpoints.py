@@ -488,14 +488,15 @@ def _unusable_url(url: str) -> str | None:
     return None
 
 
-def _api_path_in(url: str) -> str | None:
-    """The end of ``url``'s path that is the start of Lead.Capture's own path (``/v2``,
-    ``/v2/LeadManagement.svc``, or all of it, as LeadSquared's examples write the url), any
-    letter case; None when there is none. The dispatcher adds that path to the url, so with it
-    already there no call could reach Lead.Capture; a gateway's own prefix (``/lsq``) is fine."""
+def _api_path_in(url: str, *, shortest: int = 3) -> str | None:
+    """The end of ``url``'s path that is the start of Lead.Capture's own path, of at least
+    ``shortest`` of its parts (``/v2/LeadManagement.svc``, or all of it, as LeadSquared's
+    examples write the url; ``shortest=2`` takes a bare ``/v2`` too), any letter case; None
+    when there is none. The dispatcher adds that path to the url, so with it already there no
+    call could reach Lead.Capture; a gateway's own prefix (``/lsq``) is fine."""
     path = urllib.parse.urlsplit(url).path.rstrip("/")
     parts = CAPTURE_PATH.split("/")  # ['', 'v2', 'LeadManagement.svc', 'Lead.Capture']
-    for end in range(len(parts), 1, -1):
+    for end in range(len(parts), shortest - 1, -1):
         tail = "/".join(parts[:end])
         if path.lower().endswith(tail.lower()):
             return path[len(path) - len(tail) :]
@@ -549,6 +550,16 @@ def build_target(node: Node, r: Reader) -> Target | None:
             f"which the hub adds to the url itself ({CAPTURE_PATH}): every call would go to "
             f"{str(url).rstrip('/') + CAPTURE_PATH!r}, be refused (404) and pause the target. "
             "Write the account's API host alone, like https://api-in21.leadsquared.com",
+        )
+    elif url is not None and (named := _api_path_in(str(url), shortest=2)) is not None:
+        # A bare /v2 may be a gateway's own prefix (https://gw.example.com/lsq/v2), so it is
+        # a warning: refused, such a url could not be written at all.
+        r.warn(
+            r.get("url"),
+            f"'url' {str(url)!r} ends in {named!r}, the start of Lead.Capture's own path; "
+            f"the hub adds {CAPTURE_PATH} after it, so every call goes to "
+            f"{str(url).rstrip('/') + CAPTURE_PATH!r}. If that is not the gateway's path, "
+            "write the url without it, like https://api-in21.leadsquared.com",
         )
     rate_limit = DEFAULT_RATE_LIMIT
     rate_node = r.get("rate_limit")

@@ -282,7 +282,7 @@ def test_a_target_url_with_a_query_is_refused_without_showing_it(
     [
         ("/v2/LeadManagement.svc/Lead.Capture", "/v2/LeadManagement.svc/Lead.Capture"),
         ("/v2/leadmanagement.svc/", "/v2/leadmanagement.svc"),
-        ("/V2", "/V2"),
+        ("/lsq/v2/LeadManagement.svc", "/v2/LeadManagement.svc"),
         ("/lsq", None),  # a gateway's own prefix
         ("/lsqv2", None),
     ],
@@ -315,6 +315,28 @@ def test_a_target_url_naming_lead_capture_s_path_is_refused_at_its_line(
     with serve_sandbox() as lsq:
         answer = lsq.http.post(path.rstrip("/") + CAPTURE, json=[])
     assert answer.status_code == 404, answer.text
+
+
+@pytest.mark.parametrize(("path", "named"), [("/lsq/v2", "/v2"), ("/V2/", "/V2")])
+def test_a_target_url_ending_in_a_bare_v2_loads_with_a_warning(
+    config_dir: Path, path: str, named: str
+) -> None:
+    """A gateway's own prefix may end in /v2 (https://gw.example.com/lsq/v2): it was refused
+    as Lead.Capture's path. It loads as written, with a warning at its line naming what the
+    hub adds after it."""
+    url = f"https://gw.example.com{path}"
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    config = load(config_dir, ENV)
+    assert config.targets["crm"].url == url.rstrip("/")
+    (warning,) = [w for w in config.warnings if "'url'" in w]
+    assert warning == (
+        f"{config_dir / 'targets.yml'}:3: 'url' {url!r} ends in {named!r}, the start "
+        f"of Lead.Capture's own path; the hub adds {CAPTURE} after it, so every call goes to "
+        f"{url.rstrip('/') + CAPTURE!r}. If that is not the gateway's path, write the url "
+        "without it, like https://api-in21.leadsquared.com"
+    )
 
 
 @pytest.mark.parametrize(
