@@ -230,10 +230,19 @@ def _rule_implies(stronger: Rule, weaker: Rule) -> bool:
     return True
 
 
+def _can_hold(rule: Rule) -> bool:
+    """Whether ``rule`` may hold: not when a condition lists no value it holds for (one on
+    blank text from a ``${VAR}`` left empty, which no value equals), so it takes no event and
+    overlaps no other rule."""
+    return all(condition.expected for condition in rule)
+
+
 def overlap(a: CompiledMapping, b: CompiledMapping) -> Rule | None:
     """A rule under which both ``a`` and ``b`` take an event, when that is certain."""
     for rule_a in a.match or ((),):
         for rule_b in b.match or ((),):
+            if not _can_hold(rule_a) or not _can_hold(rule_b):
+                continue
             if _rule_implies(rule_b, rule_a):
                 return rule_b
             if _rule_implies(rule_a, rule_b):

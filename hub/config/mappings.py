@@ -161,39 +161,71 @@ def _rule(node: Node, r: Reader, key: str, *, in_list: bool) -> Rule | None:
             f"{o!r} (from {n.raw})" if n.expanded else repr(o)
             for o, n in zip(options, items, strict=True)
         ]
-        never = _never_equal(options, shown, path_text)
+        expanded = [n.expanded for n in items]
+        never = _never_equal(options, expanded, shown, path_text, key)
         if never is not None:
-            at, why = never
-            r.error(items[at] if items else value_node, f"{key} of {r.what}: {why}")
-            continue
-        expected = frozenset(None if o is None else to_text(o) for o in options)
+            at, why, refused = never
+            where = items[at] if items else value_node
+            if refused:
+                r.error(where, f"{key} of {r.what}: {why}")
+                continue
+            r.warn(where, f"{key} of {r.what}: {why}")
+        # blank text never equals (blank counts as absent): left out, so that the overlap
+        # check does not take it for a value the condition holds for
+        expected = frozenset(
+            None if o is None else to_text(o)
+            for o in options
+            if not (isinstance(o, str) and is_blank(o))
+        )
         conditions.append(Condition(path=path, expected=expected))
     return tuple(conditions)
 
 
-def _never_equal(options: list[Any], shown: list[str], path_text: str) -> tuple[int, str] | None:
-    """Which of a condition's ``options`` (its index; ``shown`` as written) names a value no
-    document gives, and why, else ``None``: an empty list (``$.tag: []``, any of no values)
-    or blank text (``$.utm: ""``: blank counts as absent, before comparing). Such a
-    condition never held, silently: a ``match`` that took no event, a ``skip_if`` that
-    skipped none."""
+def _never_equal(
+    options: list[Any], expanded: list[bool], shown: list[str], path_text: str, key: str
+) -> tuple[int, str, bool] | None:
+    """Which of a condition's ``options`` (its index; ``expanded``: whether each came from a
+    ``${VAR}``; ``shown`` as written) names a value no document gives, why, and whether that
+    is an error, else ``None``. An empty list (``$.tag: []``, any of no values) or blank text
+    alone (``$.utm: ""``: blank counts as absent, before comparing) is an error: such a
+    condition never held, silently (a ``match`` that took no event, a ``skip_if`` that skipped
+    none). Blank text among other options (``[null, ""]``) is dead weight, a warning. Blank
+    text from a ``${VAR}`` is meant (an optional setting, ``${UTM:}``, left empty): no error;
+    a warning under ``match`` (its mapping takes no event by it), nothing under ``skip_if``
+    (skipping no event is what leaving it empty means)."""
     if not options:
-        return 0, (
-            f"{path_text}: [] lists no value, so the condition never holds; list the values "
-            f"it may equal, like {path_text}: [a, b], or write null for absent"
+        return (
+            0,
+            (
+                f"{path_text}: [] lists no value, so the condition never holds; list the values "
+                f"it may equal, like {path_text}: [a, b], or write null for absent"
+            ),
+            True,
         )
-    for at, option in enumerate(options):
-        if isinstance(option, str) and is_blank(option):
-            if len(options) > 1:
-                return at, (
-                    f"{path_text} lists {shown[at]}, which no value equals (blank counts as "
-                    "absent); remove it, or write null for absent or blank"
-                )
-            return at, (
-                f"{path_text} equals {shown[at]}, which no value does (blank counts as "
-                "absent), so the condition never holds; write null for absent or blank"
-            )
-    return None
+    blank = [at for at, o in enumerate(options) if isinstance(o, str) and is_blank(o)]
+    literal = [at for at in blank if not expanded[at]]
+    if len(blank) < len(options):
+        if not literal:
+            return None
+        return (
+            literal[0],
+            (
+                f"{path_text} lists {shown[literal[0]]}, which no value equals (blank counts as "
+                "absent); remove it, or write null for absent or blank"
+            ),
+            False,
+        )
+    at = literal[0] if literal else 0
+    said = shown[at] if len(options) == 1 else f"only blank text ({', '.join(shown)})"
+    why = (
+        f"{path_text} equals {said}, which no value does (blank counts as absent), so the "
+        "condition never holds"
+    )
+    if literal:
+        return at, f"{why}; write null for absent or blank", True
+    if key == "skip_if":
+        return None
+    return at, f"{why}; set the variable to the value to match, or write null for absent", False
 
 
 def _rules(r: Reader, key: str) -> tuple[Rule, ...]:

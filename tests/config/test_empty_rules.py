@@ -1,7 +1,8 @@
 """Rules that hold nothing are errors, not silent "always" / "never": ``match: []``,
 ``skip_if: []``, ``match: {}``, a ``{}`` rule in a list, a condition on no value
-(``$.tag: []``) or on a blank one (``$.utm: ""``, which no value equals: blank counts as
-absent), and ``join`` without a separator."""
+(``$.tag: []``) or on blank text alone (``$.utm: ""``, which no value equals: blank counts as
+absent), and ``join`` without a separator. Blank text among other values, or from a
+``${VAR}`` left empty, loads (a warning at most)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import ConfigError, load
+from hub.mapping.model import CompiledMapping, rules_hold
 from hub.mapping.transforms import Context
 
 HEAD = "kind: endpoint\nname: e\nsource: token\ntoken: x\n---\nname: m\nendpoint: e\n"
@@ -82,11 +84,11 @@ EMPTY = [
         "skip_if of mapping 'm': $.email equals '  ', which no value does",
     ),
     (
-        "match-blank-among-values",
-        "match:\n  $.form:\n    - a\n    - ''\n" + FIELDS,
-        11,
-        "match of mapping 'm': $.form lists '', which no value equals (blank counts as "
-        "absent); remove it, or write null for absent or blank",
+        "match-only-blank-values",
+        "match:\n  $.form: ['', ' ']\n" + FIELDS,
+        9,
+        "match of mapping 'm': $.form equals only blank text ('', ' '), which no value does "
+        "(blank counts as absent), so the condition never holds; write null for absent or blank",
     ),
     (
         "join-null",
@@ -174,14 +176,49 @@ def test_null_the_fix_for_a_blank_value_holds_for_absent_and_blank(tmp_path: Pat
     assert not mapping.matches({"utm_source": "google"})
 
 
-def test_a_blank_value_from_a_variable_names_the_variable(tmp_path: Path) -> None:
-    """A form id left empty in the environment never matched, silently; the error names the
-    variable it came from, at its line, as the only error (no overlap follows)."""
-    (tmp_path / "a.yaml").write_text(HEAD + 'match: {$.form_id: "${FORM_ID}"}\n' + FIELDS + OTHER)
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, {"FORM_ID": ""})
-    assert info.value.issues == [
+def _skips(mapping: CompiledMapping, document: dict[str, str]) -> bool:
+    return rules_hold(mapping.skip_if, document) is not None
+
+
+def test_a_blank_value_among_others_loads_with_a_warning(tmp_path: Path) -> None:
+    """Blank text listed with other values ([null, ""], [a, '']) is dead weight, not a
+    condition that never holds: it loads, and the others decide, with a warning at the blank
+    value's line (it was an error that refused the mapping)."""
+    (tmp_path / "a.yaml").write_text(
+        HEAD + "match:\n  $.form:\n    - a\n    - ''\n" + FIELDS + 'skip_if: {$.utm: [null, ""]}\n'
+    )
+    config = load(tmp_path, {})
+    mapping = config.mappings["m"]
+    assert mapping.matches({"form": "a", "utm": "x"})
+    assert not mapping.matches({"form": "b", "utm": "x"})
+    assert _skips(mapping, {"form": "a"}) and _skips(mapping, {"form": "a", "utm": " "})
+    assert not _skips(mapping, {"form": "a", "utm": "x"})
+    assert [w for w in config.warnings if "of mapping 'm'" in w] == [
+        f"{tmp_path}/a.yaml:11: match of mapping 'm': $.form lists '', which no value equals "
+        "(blank counts as absent); remove it, or write null for absent or blank",
+        f"{tmp_path}/a.yaml:14: skip_if of mapping 'm': $.utm lists '', which no value equals "
+        "(blank counts as absent); remove it, or write null for absent or blank",
+    ]
+
+
+def test_a_blank_value_from_a_variable_is_no_error(tmp_path: Path) -> None:
+    """An optional setting left empty (skip_if: {$.utm: "${SKIP_UTM:}"}, the variable unset)
+    is meant, as for a field's value: it loads and skips no event, unwarned. Under match, a
+    form id left empty takes no event by that condition: a warning naming the variable, at
+    its line (both were errors that refused the mapping)."""
+    (tmp_path / "a.yaml").write_text(
+        HEAD
+        + 'match: {$.form_id: "${FORM_ID}"}\n'
+        + FIELDS
+        + 'skip_if: {$.utm: "${SKIP_UTM:}"}\n'
+        + OTHER
+    )
+    config = load(tmp_path, {"FORM_ID": ""})
+    mapping = config.mappings["m"]
+    assert not mapping.matches({"form_id": "abc"}) and not mapping.matches({"form_id": ""})
+    assert not _skips(mapping, {"utm": "x"}) and not _skips(mapping, {"utm": ""})
+    assert [w for w in config.warnings if "of mapping 'm'" in w] == [
         f"{tmp_path}/a.yaml:8: match of mapping 'm': $.form_id equals '' (from ${{FORM_ID}}), "
-        "which no value does (blank counts as absent), so the condition never holds; write "
-        "null for absent or blank"
+        "which no value does (blank counts as absent), so the condition never holds; set the "
+        "variable to the value to match, or write null for absent"
     ]
