@@ -851,10 +851,22 @@ _LINE_SEPARATOR = re.compile("[\x85\u2028\u2029]")
 #: Characters an editor does not show at all: zero-width spaces and joiners, a byte order
 #: mark past the file's start. In a key or a path they made a name that never matches,
 #: named in the error by a character the user cannot see.
-_ZERO_WIDTH = re.compile("[\u200b\u200c\u200d\u2060\ufeff]")
-#: A no-break space (pasted from a web page) where YAML needs a space: in the indentation,
-#: after a key's ':' or a list item's '-'. YAML takes it for text there.
-_NO_BREAK = re.compile("^[ ]*\u00a0|:\u00a0|^[ ]*-\u00a0", re.MULTILINE)
+_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+#: A no-break space (pasted from a web page): where YAML needs a space (in the indentation,
+#: after a key's ':' or a list item's '-') YAML takes it for text.
+_NO_BREAK = "\u00a0"
+_UNSEEN = re.compile(f"[{_ZERO_WIDTH}{_NO_BREAK}]")
+#: What may stand before a character in the indentation: spaces, and list items' '-' (or
+#: '?' keys), the last one perhaps without its space.
+_INDENTATION = re.compile(r"[ ]*(?:[-?][ ]+)*[-?]?")
+#: A key's ':' as YAML's separator, with the space after it (in the text before a character:
+#: one there makes the character part of a value).
+_SEPARATOR = re.compile(f"[:][ \t{_NO_BREAK}]")
+#: A key's ':' ending a key (in the text after a character: the character is in the key).
+_KEY_END = re.compile(r":(?:[ \t]|$)")
+#: A line whose last thing is a block scalar's '|' or '>' (its comment masked out): the
+#: deeper lines after it are text.
+_BLOCK_START = re.compile(r"(?:^|[ \t])[|>][-+0-9]*[ \t\r]*$")
 
 
 def _invisible(text: str) -> tuple[int, str] | None:
@@ -864,33 +876,153 @@ def _invisible(text: str) -> tuple[int, str] | None:
     A line break only YAML sees ended a comment, and the rest of the line was read as YAML
     ("expected <block end>, but found '<scalar>'", at a line the editor numbers one less, on
     a line that looks right), or broke a value in two; every later line's number was off by
-    one too. A no-break space in the indentation made the next key text of the line above
-    ("unknown key '\xa0 Phone'", or "mapping values are not allowed here" a line late)."""
-    found = []
-    for pattern in (_LINE_SEPARATOR, _ZERO_WIDTH, _NO_BREAK):
-        match = pattern.search(text, 1 if pattern is _ZERO_WIDTH else 0)
-        if match is not None:
-            found.append((match.start() + match[0].index(match[0].lstrip(" :-")), pattern))
+    one too: refused anywhere, comments and quotes included. A no-break space in the
+    indentation made the next key text of the line above ("unknown key '\xa0 Phone'", or
+    "mapping values are not allowed here" a line late); a zero-width one made a key or a path
+    that never matches. Those two are refused only where YAML reads structure (see
+    :func:`_unseen`): in a comment, a quoted value, a block scalar or inside a word of a
+    value they are text a user may mean (a Persian ZWNJ, an emoji's ZWJ, French spacing)."""
+    separator = _LINE_SEPARATOR.search(text)
+    unseen = _unseen(text)
+    found = [at for at in (separator.start() if separator else None, unseen) if at is not None]
     if not found:
         return None
-    at, pattern = min(found, key=lambda item: item[0])
+    at = min(found)
     char = text[at]
     line = text.count("\n", 0, at) + 1
     name = f"the line holds the character U+{ord(char):04X}"
-    if pattern is _NO_BREAK:
+    if char == _NO_BREAK:
         return line, (
             f"{name}, a no-break space (often pasted from a web page), where YAML needs a "
             "plain space; replace it with a space"
         )
     what = (
         "which YAML reads as a line break though an editor shows none"
-        if pattern is _LINE_SEPARATOR
+        if separator is not None and at == separator.start()
         else "which an editor does not show"
     )
     return line, (
         f"{name}, {what} (often pasted from a web page or a word processor); remove it, or "
         f"write it as \\u{ord(char):04x} inside double quotes if it is meant"
     )
+
+
+def _unseen(text: str) -> int | None:
+    """Where the first zero-width or no-break space of ``text`` stands where YAML reads
+    structure, else ``None``: in the indentation or right after a list item's ``-``; right
+    after a key's ``:``; in a key; in a JSONPath written plain (a value starting with ``$``);
+    and, for a zero-width one, at either end of a plain word (``lsq\u200b``), where it joins
+    nothing. Comments, quoted scalars and block scalars are passed over (:func:`_structure`),
+    and so is one inside a word of a plain value (``Offre\xa0spéciale``); a byte order mark
+    starting the file is its encoding mark."""
+    masked = _structure(text)
+    for match in _UNSEEN.finditer(masked):
+        at = match.start()
+        if at == 0 and masked[0] == "\ufeff":
+            continue
+        if _structural(masked, at):
+            return at
+    return None
+
+
+def _structural(masked: str, at: int) -> bool:
+    """Whether the zero-width or no-break space at ``at`` of ``masked`` (the file with its
+    comments, quoted and block scalars masked out) stands where YAML reads structure."""
+    line_start = masked.rfind("\n", 0, at) + 1
+    line_end = masked.find("\n", at)
+    line_end = len(masked) if line_end < 0 else line_end
+    if _INDENTATION.fullmatch(masked, line_start, at):
+        return True
+    # the key and value around it: from the last '{', '[' or ',' before it on its line
+    # to the next ',', ']' or '}' (a flow collection's item, or the whole line)
+    start = max(masked.rfind(mark, line_start, at) for mark in "{[,") + 1
+    start = max(start, line_start)
+    ends = [e for e in (masked.find(mark, at, line_end) for mark in ",]}") if e >= 0]
+    end = min(ends, default=line_end)
+    before = masked[start:at]
+    separator = _SEPARATOR.search(before)
+    if separator is None:
+        if before.endswith(":") or _KEY_END.search(masked, at + 1, end):
+            return True  # right after a key's ':', or in a key
+        value = before
+    else:
+        value = before[separator.end() :]
+    word = re.split(r"[ \t]", masked[line_start:at])[-1].lstrip("{[,")
+    if _INDENTATION.sub("", value.lstrip(" \t"), count=1).startswith("$") or word[:1] == "$":
+        return True  # in a JSONPath (its own '[' and ',' are no flow collection's)
+    if masked[at] == _NO_BREAK:
+        return False
+    edges = " \t\r\n{}[],:"
+    return at == start or masked[at - 1] in edges or at + 1 >= end or masked[at + 1] in edges
+
+
+def _structure(text: str) -> str:
+    """``text`` with what YAML reads as text of a value masked out, every line where it
+    was: comments and block scalars' lines as spaces, quoted scalars (quotes included) as
+    ``q``. A line lexer, not a parser: a file YAML refuses is refused at its own error."""
+    out = list(text)
+    quote: str | None = None  # the quote of a quoted scalar going on past its line
+    block: int | None = None  # the indentation of the line that opened a block scalar
+    pos = 0
+    for line in text.split("\n"):
+        start = pos
+        pos += len(line) + 1
+        indent = len(line) - len(line.lstrip(" "))
+        if block is not None:
+            if not line.strip(" \t\r") or indent > block:
+                out[start : start + len(line)] = " " * len(line)
+                continue
+            block = None
+        i = 0
+        if quote is not None:
+            i, closed = _closing(line, 0, quote)
+            out[start : start + i] = "q" * i
+            if closed:
+                quote = None
+        while quote is None and i < len(line):
+            char = line[i]
+            if char == "#" and (i == 0 or line[i - 1] in " \t"):
+                out[start + i : start + len(line)] = " " * (len(line) - i)
+                break
+            if char in "'\"" and _opens_quote(line, i):
+                end, closed = _closing(line, i + 1, char)
+                out[start + i : start + end] = "q" * (end - i)
+                if not closed:
+                    quote = char
+                i = end
+                continue
+            i += 1
+        if quote is None and _BLOCK_START.search("".join(out[start : start + len(line)])):
+            block = indent
+    return "".join(out)
+
+
+def _opens_quote(line: str, at: int) -> bool:
+    """Whether the quote at ``at`` of ``line`` opens a quoted scalar: first on the line, or
+    after a key's ':', a list item's '-', a '[', '{' or ',', a tag or an anchor (in
+    ``rock 'n roll`` it is text)."""
+    prior = line[:at].rstrip(" \t")
+    if not prior or prior[-1] in "[{,":
+        return True
+    if line[at - 1] not in " \t":
+        return False
+    return prior[-1] in ":-?" or prior.split()[-1][0] in "!&"
+
+
+def _closing(line: str, at: int, quote: str) -> tuple[int, bool]:
+    """Where the quoted scalar going on at ``at`` of ``line`` ends, and whether it is closed
+    there: just past its closing ``quote``, or at the line's end when it goes on past it."""
+    i = at
+    while i < len(line):
+        if quote == '"' and line[i] == "\\":
+            i += 2
+        elif line[i] == quote and quote == "'" and line[i + 1 : i + 2] == "'":
+            i += 2  # '' is a quote inside single quotes
+        elif line[i] == quote:
+            return i + 1, True
+        else:
+            i += 1
+    return len(line), False
 
 
 def _unreadable(exc: yaml.reader.ReaderError) -> str:

@@ -125,6 +125,48 @@ HOSTILE = [
         "double quotes if it is meant",
     ),
     ("byte-order-mark-mid-file", HEAD + "\ufeffdedupe: $.id\n", 4, "the character U+FEFF"),
+    # In a key, in a path inside brackets, ending a name, after a ':' in braces, in the
+    # indentation after a block scalar ends: where YAML reads structure, still refused
+    # (outside comments, quotes and block scalars only).
+    (
+        "zero-width-joiner-in-a-key",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  mx_Lead\u200d_Score: $.s\n",
+        8,
+        "the line holds the character U+200D, which an editor does not show",
+    ),
+    (
+        "zero-width-non-joiner-in-a-path-with-brackets",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  Phone:\n    path: $.a[0].pho\u200cne\n",
+        9,
+        "the character U+200C",
+    ),
+    (
+        "zero-width-ending-a-name",
+        HEAD + "# it's 'quoted'\n---\nname: m\nendpoint: x\u2060\nfields: {Phone: $.p}\n",
+        7,
+        "the character U+2060",
+    ),
+    (
+        "no-break-space-after-a-colon-in-braces",
+        HEAD
+        + "---\nname: m\nendpoint: x\nfields:\n  mx_A: {value: rock 'n roll, path:\u00a0$.p}\n",
+        8,
+        "the character U+00A0, a no-break space",
+    ),
+    (
+        "no-break-space-indenting-after-a-block-scalar",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  mx_A:\n    value: |\n      a\n"
+        "\u00a0 Phone: $.p\n",
+        11,
+        "the character U+00A0, a no-break space",
+    ),
+    (
+        "no-break-space-after-a-dash-after-a-block-scalar",
+        HEAD + "---\nname: m\nendpoint: x\nfields:\n  mx_A:\n    value: |\n      a\n"
+        "  Phone:\n    path: $.p\n    transform:\n      -\u00a0trim\n",
+        14,
+        "the character U+00A0, a no-break space",
+    ),
     # An alias of an anchor written in another document (each --- starts anew): the hint
     # said to check the indentation and quote values.
     (
@@ -184,6 +226,50 @@ def test_a_no_break_space_inside_a_value_and_a_leading_byte_order_mark_are_kept(
     assert [spec.value for spec in fields] == ["Prix\u00a0: 10\u00a0€", "Offre\u00a0spéciale"]
 
 
+def test_invisible_characters_in_comments_quotes_block_scalars_and_words_are_kept(
+    tmp_path: Path,
+) -> None:
+    """A zero-width or no-break space is refused only where YAML reads structure: in a
+    comment (an emoji's ZWJ, a French no-break space), a quoted value (Persian's ZWNJ, a
+    Devanagari conjunct's ZWJ in a match), a block scalar's line, or inside a word of a plain
+    value, it is text the user means, and the file loads as it did before that check."""
+    (tmp_path / "a.yaml").write_text(
+        HEAD + "# team \U0001f468\u200d\U0001f469\u200d\U0001f467\n"
+        "# Note:\u00a0this\n---\nname: m\nendpoint: x\n"
+        'match: {$.city: "\u0915\u094d\u200d\u0937"}\n'
+        "fields:\n"
+        '  mx_City: {value: "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"}\n'
+        '  mx_Note: {value: "Note:\u00a0x"}\n'
+        "  mx_Text:\n    value: |\n      line\n      \u00a0indented\n"
+        "  mx_Word: {value: \u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645}\n"
+        "  mx_Ratio:\n    value: Ratio:\u00a0x\n"
+    )
+    mapping = load(tmp_path, {}).mappings["m"]
+    ((condition,),) = mapping.match
+    assert condition.expected == {"\u0915\u094d\u200d\u0937"}
+    assert [spec.value for spec in mapping.fields] == [
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        "Note:\u00a0x",
+        "line\n\u00a0indented\n",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        "Ratio:\u00a0x",
+    ]
+
+
+def test_check_takes_a_file_with_invisible_characters_where_yaml_reads_text(
+    tmp_path: Path,
+) -> None:
+    """`leadhub check` on such a file: exit 0, no error about the characters."""
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: x\nsource: none  # team \U0001f468\u200d\U0001f469\n"
+        "---\nname: m\nendpoint: x\n"
+        'fields:\n  EmailAddress: $.e\n  mx_Note: {value: "Prix\u00a0:\u200b10"}\n'
+    )
+    done = leadhub_run(["check", str(tmp_path)], timeout=30, leadhub_env=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "U+" not in done.stdout + done.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "case",
@@ -196,6 +282,7 @@ def test_a_no_break_space_inside_a_value_and_a_leading_byte_order_mark_are_kept(
         "bomb",
         "control-character",
         "tab-indent",
+        "zero-width-joiner-in-a-key",
     ],
 )
 def test_check_reports_hostile_files_without_a_traceback(tmp_path: Path, case: str) -> None:
