@@ -638,19 +638,11 @@ def _open_at_end(exc: yaml.MarkedYAMLError, lines: list[str]) -> tuple[int, str,
     before = range(min(stop.line, len(lines)) - 1, -1, -1)
     first = next((n + 1 for n in before if lines[n].startswith("---")), 0)
     opened: list[tuple[int, str]] = []
-    for number in range(first, min(stop.line + 1, len(lines))):
-        quote = ""
-        for char in lines[number]:
-            if quote:
-                quote = "" if char == quote else quote
-            elif char in "'\"":
-                quote = char
-            elif char == "#":
-                break
-            elif char in "[{":
-                opened.append((number + 1, char))
-            elif char in "]}" and opened:
-                opened.pop()
+    for number, char in _brackets(lines, first, stop=stop.line + 1):
+        if char in "[{":
+            opened.append((number + 1, char))
+        elif opened:
+            opened.pop()
     if not opened:
         return None
     line, opening = opened[-1]
@@ -659,15 +651,29 @@ def _open_at_end(exc: yaml.MarkedYAMLError, lines: list[str]) -> tuple[int, str,
 
 def _closed_later(lines: list[str], line: int, column: int) -> bool:
     """Whether the ``[`` or ``{`` at 0-based ``line`` and ``column`` is closed before its
-    document ends: brackets counted as they open and close (either kind), those inside
-    quotes and comments passed over. A rough reading, only to tell a bracket never closed
-    from one whose items lack a ``,`` between them."""
+    document ends: brackets counted as they open and close (either kind). A rough reading,
+    only to tell a bracket never closed from one whose items lack a ``,`` between them."""
     depth = 0
+    for _, char in _brackets(lines, line, column):
+        depth += 1 if char in "[{" else -1
+        if depth == 0:
+            return True
+    return False
+
+
+def _brackets(
+    lines: list[str], line: int, column: int = 0, stop: int | None = None
+) -> Iterator[tuple[int, str]]:
+    """Each ``[``, ``{``, ``]`` and ``}`` from 0-based ``line`` and ``column`` on, with its
+    0-based line, those inside quotes and comments passed over, until the document ends
+    (a ``---`` or ``...`` line after the first) or before line ``stop``. A rough reading of
+    YAML (a ``#`` in a word is taken for a comment; a ``'`` does not run on past its line,
+    as one in a plain word would), for the errors' fixes only."""
     quote = ""
-    for number in range(line, len(lines)):
+    for number in range(line, len(lines) if stop is None else min(stop, len(lines))):
         text = lines[number]
         if number > line and text.startswith(("---", "...")):
-            return False
+            return
         for char in text[column if number == line else 0 :]:
             if quote:
                 quote = "" if char == quote else quote
@@ -675,14 +681,9 @@ def _closed_later(lines: list[str], line: int, column: int) -> bool:
                 quote = char
             elif char == "#":
                 break
-            elif char in "[{":
-                depth += 1
-            elif char in "]}":
-                depth -= 1
-                if depth == 0:
-                    return True
-        quote = "" if quote == "'" else quote  # (a plain ' in a word does not run on)
-    return False
+            elif char in "[]{}":
+                yield number, char
+        quote = "" if quote == "'" else quote
 
 
 def _missing_comma(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
