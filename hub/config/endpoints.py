@@ -536,7 +536,8 @@ def build_target(node: Node, r: Reader) -> Target | None:
     elif url is not None and any(mark in str(url) for mark in "?#"):
         r.error(
             r.get("url"),
-            f"'url' {shown_url(str(url))!r} has a query: the hub adds Lead.Capture's path "
+            f"'url' {shown_url(str(url))!r} has a "
+            f"{'query' if '?' in str(url) else 'fragment'}: the hub adds Lead.Capture's path "
             f"to the url, and a query there would be shown wherever the url is; "
             f"{KEYS_NOT_IN_URL} (LeadSquared's examples put accessKey and secretKey in the "
             "query). Write the account's API host alone, like "
@@ -616,11 +617,20 @@ def _header_key(r: Reader, key: str, header: str) -> Secret | None:
     if secret is None:
         return None
     bad = unsendable_char(secret.reveal())
-    if bad is None:
-        return secret
     node = r.get(key)
     names = variables(node.raw) if node is not None else []
     where = f"${{{names[0]}}}" if len(names) == 1 else "it"
+    if bad is None:
+        if secret.reveal() != secret.reveal().strip():
+            # sent as is: LeadSquared's keys hold no space, so every call was a 401 (the
+            # target paused) with no word of the space copied with the key
+            r.warn(
+                node,
+                f"{key!r} of {r.what} starts or ends with a space or tab, which "
+                f"LeadSquared's keys do not: every call would be refused (401); set {where} "
+                "to the key without it",
+            )
+        return secret
     r.error(
         node,
         f"{key!r} of {r.what} holds {bad}, which the {header} header it is sent in cannot "

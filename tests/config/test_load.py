@@ -272,7 +272,8 @@ def test_a_target_url_with_a_query_is_refused_without_showing_it(
     with pytest.raises(ConfigError) as info:
         load(config_dir, env)
     (issue,) = info.value.issues
-    assert str(issue).startswith(f"{config_dir / 'targets.yml'}:3: 'url' {shown} has a query")
+    kind = "query" if "?" in url else "fragment"  # (a '#' is no query: said as it is)
+    assert str(issue).startswith(f"{config_dir / 'targets.yml'}:3: 'url' {shown} has a {kind}")
     assert "access_key" in str(issue) and "secret_key" in str(issue)
     assert "hunter2" not in str(info.value) and "hunter3" not in str(info.value)
 
@@ -370,6 +371,22 @@ async def test_a_target_key_no_header_can_carry_is_refused_at_its_line(
         async with make_http_client() as client:
             with pytest.raises(ValueError):  # UnicodeEncodeError, or a forbidden character
                 await client.post(lsq.base + CAPTURE, json=[], headers={"x-LSQ-AccessKey": key})
+
+
+@pytest.mark.parametrize("key", [" u$r-access", "u$r-access ", "u$r-access\t"])
+def test_a_target_key_with_a_space_at_an_end_is_warned(config_dir: Path, key: str) -> None:
+    """A key copied with a space (or tab) at an end is sent as is, and LeadSquared's keys hold
+    none: every call is a 401 and the target pauses, with no word of the space. Warned at its
+    line, naming the variable, never the key."""
+    config = load(config_dir, {**ENV, "LSQ_ACCESS_KEY": key})
+    (warning,) = [w for w in config.warnings if "access_key" in w]
+    assert warning == (
+        f"{config_dir / 'targets.yml'}:4: 'access_key' of target 'crm' starts or ends with a "
+        "space or tab, which LeadSquared's keys do not: every call would be refused (401); "
+        "set ${LSQ_ACCESS_KEY} to the key without it"
+    )
+    assert config.targets["crm"].access_key.reveal() == key  # (sent as given)
+    assert not [w for w in load(config_dir, ENV).warnings if "access_key" in w]
 
 
 def test_an_embedded_sandbox_key_no_header_can_carry_is_refused() -> None:
