@@ -38,6 +38,8 @@ threads' CPU time): a pattern that backtracks without end on a sender's value, s
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -539,15 +541,68 @@ def _bounded(text: str, node: Any) -> Any:
         )
         raise PathError(msg)
     try:
+        with warnings.catch_warnings():  # "Possible nested set": see _read_otherwise
+            warnings.simplefilter("ignore", FutureWarning)
+            re.compile(pattern)  # Python's syntax, which jsonpath-ng's own =~ reads
         compiled = regex.compile(pattern)
-    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+    except (re.error, regex.error, ValueError, OverflowError, RecursionError) as exc:
         msg = (
             f"JSONPath {text!r}: the regular expression {pattern!r} does not compile "
             f"({exc}); fix it, writing a character meant literally in brackets, like [(] "
             "(the path's quotes take backslashes away)"
         )
         raise PathError(msg) from None
+    otherwise = _read_otherwise(pattern)
+    if otherwise is not None:
+        msg = f"JSONPath {text!r}: the regular expression {pattern!r}: {otherwise}"
+        raise PathError(msg)
     return BoundedRegex(node.target, pattern, compiled, text)
+
+
+#: ``[:alpha:]`` inside a set: the ``regex`` module's POSIX class.
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+#: What ``re`` reads as a repeat after ``{``: ``{2}``, ``{1,3}``, ``{,3}``, ``{2,}``.
+_REPEAT = re.compile(r"\d*(,\d*)?\}")
+#: A ``{...}`` the ``regex`` module reads as a fuzzy-match constraint (``{e<=1}``,
+#: ``{i,d}``, ``{2i+1s<=3}``): a lone e, i, d or s, no spaces.
+_FUZZY = re.compile(r"[^}\s]*(?<![A-Za-z])[eids](?![A-Za-z])[^}\s]*\}")
+
+
+def _read_otherwise(pattern: str) -> str | None:
+    """Why the ``regex`` module (matching under the time budget) would read ``pattern``
+    otherwise than Python's ``re`` (what README promises, and what jsonpath-ng finds), or
+    ``None``.
+
+    Both compile it, but ``regex`` reads ``[[:alpha:]]`` as a POSIX class (``re``: the
+    characters ``[:alph`` then a ``]``) and ``a{e<=1}`` as a fuzzy match (``re``: the text
+    ``a{e<=1}``), so such a filter kept values jsonpath-ng does not, silently. Walks the
+    pattern as ``re`` does: a backslash escapes the next character; a set runs from ``[``
+    to the first ``]`` that is not its first character.
+    """
+    i, in_set, set_start = 0, False, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_set:
+            if char == "[" and _POSIX_CLASS.match(pattern, i):
+                return (
+                    "Python reads [:...:] inside brackets as the characters written, not as "
+                    "a class; write the characters, like [a-zA-Z] or \\d"
+                )
+            if char == "]" and i > set_start:
+                in_set = False
+        elif char == "[":
+            in_set = True
+            set_start = i + 1 + (pattern[i + 1 : i + 2] == "^")
+        elif char == "{" and not _REPEAT.match(pattern, i + 1) and _FUZZY.match(pattern, i + 1):
+            return (
+                "Python reads { here as the character itself, where the matcher would read "
+                "fuzzy matching; write it in brackets, [{]"
+            )
+        i += 1
+    return None
 
 
 def _evaluable(text: str, expression: Any) -> None:

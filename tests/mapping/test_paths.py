@@ -448,6 +448,58 @@ def test_a_filter_regex_that_does_not_compile_is_a_path_error(text: str, pattern
     assert "does not compile" in message and "in brackets, like [(]" in message
 
 
+@pytest.mark.parametrize(
+    "pattern", ["(?|a|b)", "(?V1)[[a]b]", "(?r)a", "(?f)ss", "(?<n>a)", "\\\\p{L}", "(?L)a"]
+)
+def test_a_regex_python_refuses_is_a_path_error(pattern: str) -> None:
+    """What only the ``regex`` module reads (branch reset, versions, reverse and full-case
+    flags, ``(?<n>...)``, ``\\p{L}``) is not Python's syntax, which README promises and
+    jsonpath-ng's own ``=~`` raises on: it was taken, and matched by rules nobody wrote."""
+    text = f"$.items[?(@.name =~ '{pattern}')].v"
+    with pytest.raises(re.error):  # jsonpath-ng's own find
+        ext_parse(text).find({"items": [{"name": "a", "v": 1}]})
+    with pytest.raises(PathError, match="does not compile"):
+        compile_path(text)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        ("^[[:alpha:]]+$", "Python reads [:...:] inside brackets as the characters written"),
+        ("[a[:digit:]]", "Python reads [:...:] inside brackets as the characters written"),
+        ("[^x[:^space:]]", "Python reads [:...:] inside brackets as the characters written"),
+        ("a{e<=1}", "Python reads { here as the character itself"),
+        ("(?:mail){1<=e<=2}", "Python reads { here as the character itself"),
+        ("x{2i+1s<=3}", "Python reads { here as the character itself"),
+    ],
+)
+def test_a_regex_the_matcher_reads_otherwise_is_a_path_error(pattern: str, reason: str) -> None:
+    """Python reads ``[[:alpha:]]`` as the characters ``[:alph`` then ``]``, and
+    ``a{e<=1}`` as that text; the ``regex`` module (which matches under the time budget)
+    read a POSIX class and a fuzzy match, so the filter kept values jsonpath-ng does not
+    (``^[[:alpha:]]+$`` kept "abc"). Such a pattern is refused at load with the fix."""
+    text = f"$.items[?(@.name =~ '{pattern}')].v"
+    with pytest.raises(PathError) as info:
+        compile_path(text)
+    assert reason in str(info.value) and repr(pattern) in str(info.value)
+
+
+#: Read alike by ``re`` and ``regex``: ``[:...:]`` outside brackets or escaped, repeats,
+#: an escaped or bracketed ``{``.
+ALIKE = ["[:alpha:]", "\\\\[:alpha:]", "[\\\\[:alpha:]]", "a{2}", "a{,3}", "a{1,}"]
+ALIKE += ["\\\\{e}", "[{]e}"]
+
+
+@pytest.mark.parametrize("pattern", ALIKE)
+def test_a_regex_both_read_alike_still_filters(pattern: str) -> None:
+    """A ``[:...:]`` outside brackets or escaped, a repeat ``{2}``, an escaped ``{`` are read
+    alike by both, and filter as jsonpath-ng does."""
+    text = f"$[?(@ =~ '{pattern}')]"
+    items = ["a", ":", "[", "a]", "aa", "aaa", "{e}", "b", "e}", "{", "x{e<=1}"]
+    expected = [match.value for match in ext_parse(text).find(items)]
+    assert compile_path(text).values(items) == expected
+
+
 @pytest.mark.parametrize("literal", ["5", "true"])
 def test_a_filter_regex_must_be_quoted_text(literal: str) -> None:
     """`=~` followed by a number or a boolean is a PathError at load (it could never match)."""
