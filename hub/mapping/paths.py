@@ -544,18 +544,26 @@ def _bounded(text: str, node: Any) -> Any:
         with warnings.catch_warnings():  # "Possible nested set": see _read_otherwise
             warnings.simplefilter("ignore", FutureWarning)
             re.compile(pattern)  # Python's syntax, which jsonpath-ng's own =~ reads
-        compiled = regex.compile(pattern)
-    except (re.error, regex.error, ValueError, OverflowError, RecursionError) as exc:
+    except (re.error, ValueError, OverflowError, RecursionError) as exc:
         msg = (
             f"JSONPath {text!r}: the regular expression {pattern!r} does not compile "
             f"({exc}); fix it, writing a character meant literally in brackets, like [(] "
             "(the path's quotes take backslashes away)"
         )
         raise PathError(msg) from None
-    otherwise = _read_otherwise(pattern)
+    otherwise = _read_otherwise(pattern)  # before regex, which may refuse [[:a:]]
     if otherwise is not None:
         msg = f"JSONPath {text!r}: the regular expression {pattern!r}: {otherwise}"
         raise PathError(msg)
+    try:
+        compiled = regex.compile(pattern)
+    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+        msg = (
+            f"JSONPath {text!r}: the regular expression {pattern!r} is Python's syntax, "
+            f"but the matcher (the regex module) refuses it ({exc}); write a {{ or [ meant "
+            "literally in brackets, like [{]"
+        )
+        raise PathError(msg) from None
     return BoundedRegex(node.target, pattern, compiled, text)
 
 
@@ -564,8 +572,9 @@ _POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
 #: What ``re`` reads as a repeat after ``{``: ``{2}``, ``{1,3}``, ``{,3}``, ``{2,}``.
 _REPEAT = re.compile(r"\d*(,\d*)?\}")
 #: A ``{...}`` the ``regex`` module reads as a fuzzy-match constraint (``{e<=1}``,
-#: ``{i,d}``, ``{2i+1s<=3}``): a lone e, i, d or s, no spaces.
-_FUZZY = re.compile(r"[^}\s]*(?<![A-Za-z])[eids](?![A-Za-z])[^}\s]*\}")
+#: ``{i,d}``, ``{2i+1s<=3}``), or refuses unclosed (``{s``): a lone e, i, d or s, no
+#: spaces.
+_FUZZY = re.compile(r"[^}\s]*(?<![A-Za-z])[eids](?![A-Za-z])")
 
 
 def _read_otherwise(pattern: str) -> str | None:

@@ -468,9 +468,11 @@ def test_a_regex_python_refuses_is_a_path_error(pattern: str) -> None:
         ("^[[:alpha:]]+$", "Python reads [:...:] inside brackets as the characters written"),
         ("[a[:digit:]]", "Python reads [:...:] inside brackets as the characters written"),
         ("[^x[:^space:]]", "Python reads [:...:] inside brackets as the characters written"),
+        ("[[:a:]]", "Python reads [:...:] inside brackets as the characters written"),
         ("a{e<=1}", "Python reads { here as the character itself"),
         ("(?:mail){1<=e<=2}", "Python reads { here as the character itself"),
         ("x{2i+1s<=3}", "Python reads { here as the character itself"),
+        ("a{s", "Python reads { here as the character itself"),
     ],
 )
 def test_a_regex_the_matcher_reads_otherwise_is_a_path_error(pattern: str, reason: str) -> None:
@@ -482,6 +484,14 @@ def test_a_regex_the_matcher_reads_otherwise_is_a_path_error(pattern: str, reaso
     with pytest.raises(PathError) as info:
         compile_path(text)
     assert reason in str(info.value) and repr(pattern) in str(info.value)
+
+
+def test_a_regex_only_the_matcher_refuses_says_so() -> None:
+    """``a{ess`` is Python's (the text itself) but the ``regex`` module refuses it: the
+    error says so, rather than that the pattern "does not compile"."""
+    with pytest.raises(PathError) as info:
+        compile_path("$[?(@ =~ 'a{ess')]")
+    assert "is Python's syntax, but the matcher (the regex module) refuses it" in str(info.value)
 
 
 #: Read alike by ``re`` and ``regex``: ``[:...:]`` outside brackets or escaped, repeats,
