@@ -21,7 +21,15 @@ import structlog
 from prometheus_client import Counter
 
 from hub.config.models import FacebookOptions, HubSpotOptions, LinkedInOptions, RetrySchedule
-from hub.dispatch.fetch import Fetched, FetchOutcome, FetchRetry, merge_missing
+from hub.dispatch.fetch import (
+    FetchDead,
+    Fetched,
+    FetchOutcome,
+    FetchRetry,
+    id_text,
+    merge_missing,
+    not_an_id,
+)
 from hub.dispatch.graph import merge_document
 from hub.dispatch.retry import RetryPolicy
 from hub.store.models import Event
@@ -102,10 +110,22 @@ def _source(
         read = functools.partial(d.hubspot.fetch_object, options, notice)
         logged = {"object_id": str(notice.get("objectId"))}
         return _Source(read, "HubSpot object", d.metrics.hubspot_errors, logged)
-    leadgen_id = str(notice.get("leadgen_id") or "")
-    read = functools.partial(d.graph.fetch_lead, options, leadgen_id)
+    raw = notice.get("leadgen_id")
+    leadgen_id = id_text(raw)
+    if leadgen_id is None:
+        # An object, an array, a boolean...: Python's text of it ("{'a': 1}", "True") is no
+        # lead id; read as one, it was retried for as long as give_up_after, or read a lead.
+        read = functools.partial(_refused, not_an_id(raw, "a Facebook lead id"))
+        leadgen_id = ""
+    else:
+        read = functools.partial(d.graph.fetch_lead, options, leadgen_id)
     logged = {"leadgen_id": leadgen_id}
     return _Source(read, "Facebook lead", d.metrics.graph_errors, logged, merge_document)
+
+
+async def _refused(dead: FetchDead) -> FetchOutcome:
+    """The read of a lead id no API could hold: dead, with no request."""
+    return dead
 
 
 async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from hub.config.models import DEFAULT_READ_TIMEOUT
 from hub.dispatch.leadsquared import REDIRECTS, parse_json, redirect_shown, transport_reason
@@ -86,6 +87,26 @@ def refused_id(ident: str, what: str, forbidden: str = "") -> FetchDead | None:
     ):
         return None
     shown = repr(ident[:60]) + (f"... ({len(ident)} characters)" if len(ident) > 60 else "")
+    return FetchDead(f"{shown} is not {what}", "rejected")
+
+
+def id_text(value: Any) -> str | None:
+    """A lead id as a delivery gave it, as text: a string as it is, an integer (Meta sends ids
+    as JSON numbers too) as its digits; None for what no lead id is (an object, an array, a
+    boolean, a fraction, null), which :func:`not_an_id` refuses."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def not_an_id(value: Any, what: str) -> FetchDead:
+    """Why ``value`` (not text, see :func:`id_text`) cannot name ``what``, as a dead outcome:
+    its JSON is shown, never Python's text of it, which would have been read as an id."""
+    shown = orjson.dumps(value, default=repr).decode()
+    if len(shown) > 60:
+        shown = shown[:60] + f"... ({len(shown)} characters)"
     return FetchDead(f"{shown} is not {what}", "rejected")
 
 

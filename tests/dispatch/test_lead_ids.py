@@ -10,6 +10,7 @@ fragment was cut off the URL and the lead before it was read (and sent) instead.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,7 +25,21 @@ from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
 from hub.dispatch.linkedin import URN_PREFIX, LinkedInClient
 from hub.secrets import Secret
-from tests.dispatch.support import graph_options
+from hub.store.models import State
+from tests.dispatch.support import (
+    FB_ENV,
+    all_in,
+    enqueue,
+    facebook_endpoint_yaml,
+    graph_options,
+    opened_store,
+    running,
+    sandbox_server,
+    states,
+    target_yaml,
+    wait_for,
+    write_config,
+)
 from tests.support.server import serve_in_thread
 
 TOKEN = "tok-lead-ids-7"
@@ -125,3 +140,34 @@ async def test_a_facebook_id_is_read_as_one_path_segment(api: tuple[str, Api]) -
         await _graph(http, url, "12 34")
         await _graph(http, url, "%2F..%2Fme")
     assert fake.paths == ["/12%2034", "/%252F..%252Fme"]
+
+
+#: A Facebook change's ``leadgen_id`` that is no id, and the JSON its dead reason shows.
+NOT_IDS = [({"id": "1"}, '{"id":"1"}'), (["12"], '["12"]'), (True, "true"), (12.5, "12.5")]
+
+
+async def test_a_facebook_leadgen_id_that_is_not_text_is_dead_without_a_read(
+    tmp_path: Path, api: tuple[str, Api]
+) -> None:
+    """An object, an array, a boolean or a fraction as ``leadgen_id`` (ingest keeps a change
+    whatever its values, so that Meta does not retry the batch) is dead at once, its JSON
+    named. Python's text of it (``{'id': '1'}``, ``True``) was read as a lead id: retried
+    for as long as ``give_up_after`` when Graph failed, and sent on when it answered. A
+    number is an id (Meta sends ids as numbers too) and is read."""
+    graph_url, fake = api
+    with sandbox_server() as (url, _):
+        endpoint = facebook_endpoint_yaml(graph_url) + "target: default\nfields:\n  mx_Id: $.id\n"
+        target = target_yaml("default", url)
+        config = write_config(tmp_path / "cfg", target, endpoint, environ=FB_ENV)
+        async with opened_store(tmp_path / "hub.db") as store:
+            changes = [{"leadgen_id": value, "page_id": "1"} for value, _ in NOT_IDS]
+            ids = await enqueue(store, "fb", [*changes, {"leadgen_id": 4242, "page_id": "1"}])
+            async with running(config, store):
+                await wait_for(all_in(State.DEAD, store, ids[:-1]), what="dead")
+                await wait_for(all_in(State.DELIVERED, store, ids[-1:]), what="delivered")
+            events = await states(store, ids)
+    for event_id, (_, shown) in zip(ids, NOT_IDS, strict=False):
+        reason = f"Facebook lead fetch failed: {shown} is not a Facebook lead id"
+        assert events[event_id].last_error == reason
+        assert events[event_id].attempts == 1
+    assert fake.paths == ["/4242"]
