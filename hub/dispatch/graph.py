@@ -6,9 +6,9 @@ The outcome is one of :mod:`hub.dispatch.fetch`'s:
 
 - ``Fetched``: the Graph lead object.
 - ``FetchRetry``: network errors, 5xx, Graph's transient codes (1, 2, 4, 17,
-  32, 341, 613, or ``is_transient``) and expired/invalid tokens (code 190: a
-  human must refresh the page token; until then the lead waits and the event's
-  last error says why).
+  32, 341, 613, the rate limits 80000-80014, or ``is_transient``) and
+  expired/invalid tokens (code 190: a human must refresh the page token; until
+  then the lead waits and the event's last error says why).
 - ``FetchDead``: the lead no longer exists (HTTP 404 or Graph code 100).
 
 The page access token is a secret: it goes in the query as Graph expects, but it
@@ -35,8 +35,10 @@ from hub.dispatch.fetch import (
 )
 from hub.dispatch.leadsquared import parse_json
 
-#: Graph error codes that mean "try again later" (throttling, temporary outages).
-TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
+#: Graph error codes that mean "try again later": throttling, temporary outages, and the
+#: Business Use Case rate limits (80000-80014: 80005 is LeadGen's, which lead reads count
+#: against, 80001 the Pages one a page token's calls count against).
+TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, *range(80000, 80015)})
 TOKEN_CODE = 190
 NOT_FOUND_CODE = 100
 #: The notification keys a mapping may rely on, added to the lead where it lacks them.

@@ -50,6 +50,17 @@ NO_MAIL = {
     ],
 }
 
+#: A lead whose first two reads hit the LeadGen rate limit (Business Use Case code 80005).
+THROTTLED = "80005123"
+LEADGEN_LIMIT = {
+    "error": {
+        "message": "(#80005) There have been too many leadgen api calls to this Page account. "
+        "Wait a bit and try again.",
+        "type": "OAuthException",
+        "code": 80005,
+    }
+}
+
 
 class FakeGraph(RecordedReads):
     """A Graph API double: leads by id, 190 for any token but the good one, counts reads."""
@@ -68,6 +79,10 @@ class FakeGraph(RecordedReads):
                 {"error": {"message": "Please reduce the amount of data", "code": 1, "type": "x"}},
                 status_code=500,
             )
+        if lead_id == THROTTLED and self.count(THROTTLED) <= 2:
+            return JSONResponse(LEADGEN_LIMIT, status_code=400)
+        if lead_id == THROTTLED:
+            return JSONResponse({**LEAD, "id": THROTTLED})
         if lead_id == "100100":
             body = {
                 "error": {
@@ -258,3 +273,25 @@ async def test_replay_uses_the_stored_lead_and_does_not_fetch_again(
         assert fake.count("555") == 1
         (lead,) = sandbox_get(url, "/_sandbox/leads")
         assert lead["Phone"] == "+919876500001"
+
+
+async def test_a_leadgen_rate_limit_is_retried_then_delivered(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """Graph's Business Use Case rate limits (80005: LeadGen's, which every lead read counts
+    against) say to wait: the lead is retried and delivered once the limit lifts, where it
+    was killed as a refusal, one lead after another for as long as the limit held."""
+    graph_url, fake = graph
+    with sandbox_server() as (url, _):
+        config = _config(tmp_path / "cfg", url, graph_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(THROTTLED)])
+            async with running(config, store) as dispatcher:
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+                throttled = dispatcher.metrics.graph_errors.labels("transient")._value.get()
+            event = (await states(store, ids))[ids[0]]
+        assert fake.count(THROTTLED) == 3
+        assert throttled == 2
+        assert event.attempts == 3
+        (lead,) = sandbox_get(url, "/_sandbox/leads")
+        assert lead["mx_FB_Lead_Id"] == THROTTLED
