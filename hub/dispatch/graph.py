@@ -7,8 +7,9 @@ The outcome is one of :mod:`hub.dispatch.fetch`'s:
 - ``Fetched``: the Graph lead object.
 - ``FetchRetry``: network errors, 5xx, Graph's transient codes (1, 2, 4, 17,
   32, 341, 613, the rate limits 80000-80014, or ``is_transient``) and
-  expired/invalid tokens (code 190: a human must refresh the page token; until
-  then the lead waits and the event's last error says why).
+  expired/invalid tokens (code 190: a human must refresh the page token) or ones
+  lacking a permission (10, 200-299: a human must grant it); until then the lead
+  waits and the event's last error says why.
 - ``FetchDead``: the lead no longer exists (HTTP 404 or Graph code 100).
 
 The page access token is a secret: it goes in the query as Graph expects, but it
@@ -40,6 +41,9 @@ from hub.dispatch.leadsquared import parse_json
 #: against, 80001 the Pages one a page token's calls count against).
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, *range(80000, 80015)})
 TOKEN_CODE = 190
+#: Graph's "permission not granted or removed" codes (10, and 200-299): the page token
+#: lacks what lead reads need, which a human grants; every lead waits for it meanwhile.
+PERMISSION_CODES = frozenset({10, *range(200, 300)})
 NOT_FOUND_CODE = 100
 #: The notification keys a mapping may rely on, added to the lead where it lacks them.
 CHANGE_KEYS = ("page_id", "form_id", "ad_id", "adgroup_id", "leadgen_id", "created_time")
@@ -67,6 +71,13 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
         if code == TOKEN_CODE:
             return FetchRetry(
                 f"{label}; the page access token is expired or invalid: refresh it", "token"
+            )
+        if code in PERMISSION_CODES:
+            return FetchRetry(
+                f"{label}; the page access token lacks a permission lead reads need "
+                "(leads_retrieval, pages_manage_ads, pages_read_engagement, pages_show_list): "
+                "grant it",
+                "token",
             )
         if code in TRANSIENT_CODES or error.get("is_transient") is True:
             return FetchRetry(label, "transient")

@@ -62,8 +62,22 @@ LEADGEN_LIMIT = {
 }
 
 
+#: A lead read with code 200 (permission not granted) while ``FakeGraph.denied``.
+UNPERMITTED = "200200123"
+NO_PERMISSION = {
+    "error": {
+        "message": "(#200) Requires pages_manage_ads permission to manage the object",
+        "type": "OAuthException",
+        "code": 200,
+    }
+}
+
+
 class FakeGraph(RecordedReads):
     """A Graph API double: leads by id, 190 for any token but the good one, counts reads."""
+
+    #: Whether the page token lacks a permission (UNPERMITTED's reads answer code 200).
+    denied = True
 
     async def lead(self, request: Request) -> Response:
         lead_id = request.path_params["lead_id"]
@@ -79,6 +93,10 @@ class FakeGraph(RecordedReads):
                 {"error": {"message": "Please reduce the amount of data", "code": 1, "type": "x"}},
                 status_code=500,
             )
+        if lead_id == UNPERMITTED and self.denied:
+            return JSONResponse(NO_PERMISSION, status_code=403)
+        if lead_id == UNPERMITTED:
+            return JSONResponse({**LEAD, "id": UNPERMITTED})
         if lead_id == THROTTLED and self.count(THROTTLED) <= 2:
             return JSONResponse(LEADGEN_LIMIT, status_code=400)
         if lead_id == THROTTLED:
@@ -295,3 +313,24 @@ async def test_a_leadgen_rate_limit_is_retried_then_delivered(
         assert event.attempts == 3
         (lead,) = sandbox_get(url, "/_sandbox/leads")
         assert lead["mx_FB_Lead_Id"] == THROTTLED
+
+
+async def test_a_missing_permission_is_retried_visibly_then_delivered_once_granted(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """Graph code 200 (a permission not granted: every lead's read fails alike until a human
+    grants it) keeps the lead retrying with the reason and the fix in its last error, where
+    it was killed as a refusal; once granted, the lead is read and delivered."""
+    graph_url, fake = graph
+    with sandbox_server() as (url, _):
+        config = _config(tmp_path / "cfg", url, graph_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(UNPERMITTED)])
+            async with running(config, store) as dispatcher:
+                await wait_for(retried(store, ids[0]), what="retries on code 200")
+                event = (await states(store, ids))[ids[0]]
+                assert "Graph error 200" in (event.last_error or "")
+                assert "lacks a permission" in (event.last_error or "")
+                assert dispatcher.metrics.graph_errors.labels("token")._value.get() >= 2
+                fake.denied = False
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered once granted")
