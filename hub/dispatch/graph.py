@@ -65,9 +65,13 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
     if 200 <= status < 300 and isinstance(body, dict) and error is None:
         return Fetched(body)
     if isinstance(error, dict):
-        code = error.get("code")
+        given = error.get("code")
+        # Only an integer is a Graph code: a list or an object (unhashable) raised TypeError
+        # here, the event retried as "preparing the event failed" with a traceback each time.
+        code = given if isinstance(given, int) and not isinstance(given, bool) else None
         message = str(error.get("message", ""))[:EXCERPT]
-        label = f"Graph error {code} ({error.get('type', 'unknown')}): {message}"
+        kind = str(error.get("type", "unknown"))[:EXCERPT]
+        label = f"Graph error {str(given)[:EXCERPT]} ({kind}): {message}"
         if code == TOKEN_CODE:
             return FetchRetry(
                 f"{label}; the page access token is expired or invalid: refresh it", "token"

@@ -62,6 +62,9 @@ LEADGEN_LIMIT = {
 }
 
 
+#: Leads whose reads answer a Graph error whose ``code`` is no integer: (status, code).
+ODD_CODES: dict[str, tuple[int, Any]] = {"31": (400, [1]), "32": (500, {"a": 1}), "33": (400, "4")}
+
 #: A lead read with code 200 (permission not granted) while ``FakeGraph.denied``.
 UNPERMITTED = "200200123"
 NO_PERMISSION = {
@@ -93,6 +96,10 @@ class FakeGraph(RecordedReads):
                 {"error": {"message": "Please reduce the amount of data", "code": 1, "type": "x"}},
                 status_code=500,
             )
+        if lead_id in ODD_CODES:
+            status, code = ODD_CODES[lead_id]
+            body = {"error": {"message": "odd", "code": code, "type": "OAuthException"}}
+            return JSONResponse(body, status_code=status)
         if lead_id == UNPERMITTED and self.denied:
             return JSONResponse(NO_PERMISSION, status_code=403)
         if lead_id == UNPERMITTED:
@@ -184,12 +191,17 @@ async def test_graph_client_reads_the_lead_with_fields_and_token(
         ("777", GOOD_TOKEN, FetchRetry, "transient"),
         ("100100", GOOD_TOKEN, FetchDead, "not_found"),
         ("424242", GOOD_TOKEN, FetchDead, "not_found"),
+        ("31", GOOD_TOKEN, FetchDead, "rejected"),
+        ("32", GOOD_TOKEN, FetchRetry, "server_error"),
+        ("33", GOOD_TOKEN, FetchDead, "rejected"),
     ],
 )
 async def test_graph_errors_are_classified(
     graph: tuple[str, FakeGraph], lead_id: str, token: str, expected: type, kind: str
 ) -> None:
-    """Code 190 and transient codes are retried; a 404 or code 100 means the lead is gone."""
+    """Code 190 and transient codes are retried; a 404 or code 100 means the lead is gone.
+    An error whose code is no integer (a list, an object, text) is classified by its status,
+    where a list or an object raised TypeError (a traceback at every retry)."""
     url, _ = graph
     async with httpx.AsyncClient() as http:
         outcome = await GraphClient(http).fetch_lead(_options(url, token), lead_id)
