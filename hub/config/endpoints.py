@@ -193,7 +193,7 @@ def _linkedin(r: Reader) -> SourceOptions:
     client_secret, rotating = _rotated(r, "client_secret")
     return LinkedInOptions(
         client_secret=client_secret,
-        access_token=r.secret("access_token") or Secret(""),
+        access_token=_bearer_token(r),
         api_url=_api_url(r, "api_url", DEFAULT_LINKEDIN_API_URL),
         api_version=version,
         read_timeout=_read_timeout(r),
@@ -215,7 +215,7 @@ def _hubspot(r: Reader) -> SourceOptions:
     return HubSpotOptions(
         client_secret=client_secret,
         webhook_url=webhook_url,
-        access_token=r.secret("access_token") or Secret(""),
+        access_token=_bearer_token(r),
         api_url=_api_url(r, "api_url", DEFAULT_HUBSPOT_API_URL),
         properties=_names(r, "properties", DEFAULT_HUBSPOT_PROPERTIES, "[email, firstname]"),
         subscription_types=_names(
@@ -606,6 +606,30 @@ def unsendable_char(value: str) -> str | None:
             kind = "a control character" if char.isascii() else "a character that is not ASCII"
             return f"{kind} (U+{ord(char):04X}) at character {place}"
     return None
+
+
+def _bearer_token(r: Reader) -> Secret:
+    """A LinkedIn or HubSpot endpoint's ``access_token``, sent as ``Authorization: Bearer``:
+    one holding a character no header carries (a line break left in its file, a pasted
+    ellipsis) is an error at its line. Taken before, every lead read failed before it left:
+    a "network error" whose reason, logged and kept as each event's last error, quoted the
+    header and so the token (httpx's error names the value), or a traceback each attempt."""
+    secret = r.secret("access_token")
+    if secret is None:
+        return Secret("")
+    bad = unsendable_char(secret.reveal())
+    if bad is None:
+        return secret
+    node = r.get("access_token")
+    names = variables(node.raw) if node is not None else []
+    where = f"${{{names[0]}}}" if len(names) == 1 else "it"
+    r.error(
+        node,
+        f"'access_token' of {r.what} holds {bad}, which the Authorization header it is sent "
+        f"in cannot carry, so no lead could be read: set {where} to the token alone (a "
+        "character pasted with it, or a line break left in its file, is not part of it)",
+    )
+    return Secret("")
 
 
 def _header_key(r: Reader, key: str, header: str) -> Secret | None:

@@ -646,3 +646,41 @@ def test_one_path_written_two_ways_is_still_an_overlap(
     (tmp_path / "m.yaml").write_text(head + one + "---\n" + two.replace("x1", "x2"))
     config = load(tmp_path, {})
     assert [m.name for m in config.mappings_for("e")] == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["linkedin", "hubspot"])
+@pytest.mark.parametrize(
+    ("token", "named"),
+    [
+        ("AQV-t0ken\n", "a control character (U+000A) at character 10"),
+        ("AQV-t0k\u00e9n", "a character that is not ASCII (U+00E9) at character 8"),
+    ],
+)
+async def test_a_lead_api_token_no_header_can_carry_is_refused_at_its_line(
+    tmp_path: Path, kind: str, token: str, named: str
+) -> None:
+    """LinkedIn's and HubSpot's ``access_token`` go in ``Authorization: Bearer``: one with a
+    line break left in its file passed check, and every lead read then failed before it left,
+    as a "network error" whose reason (logged, and each event's last error) quoted the header
+    and so the token; a non-ASCII one failed with a traceback each attempt. Refused at its
+    line, naming the variable and the character, never the token."""
+    webhook = "webhook_url: https://hub.example.com/hooks/e\n" if kind == "hubspot" else ""
+    (tmp_path / "hub.yaml").write_text(
+        "kind: target\nname: default\nurl: https://api.leadsquared.com\n"
+        "access_key: ak\nsecret_key: sk\n---\n"
+        f"kind: endpoint\nname: e\nsource: {kind}\nclient_secret: cs\n"
+        f"access_token: ${{LEAD_API_TOKEN}}\n{webhook}"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"LEAD_API_TOKEN": token})
+    (issue,) = info.value.issues
+    assert str(issue).startswith(
+        f"{tmp_path / 'hub.yaml'}:11: 'access_token' of endpoint 'e' holds {named}, which the "
+        "Authorization header it is sent in cannot carry"
+    ), str(issue)
+    assert "set ${LEAD_API_TOKEN} to the token alone" in str(issue)
+    assert "t0k" not in str(info.value)
+    with serve_sandbox() as lsq:
+        async with make_http_client() as client:
+            with pytest.raises(ValueError):  # UnicodeEncodeError, or a forbidden character
+                await client.get(lsq.base, headers={"Authorization": f"Bearer {token}"})
