@@ -28,7 +28,9 @@ So the body is read on EVERY answer, and the outcome is:
 - Any other 4xx without an MX body → :class:`Dead` with the status and an excerpt.
 
 Keys go in the ``x-LSQ-AccessKey`` / ``x-LSQ-SecretKey`` headers (never the URL,
-so they cannot leak through a logged URL or an exception message).
+so they cannot leak through a logged URL or an exception message). An answer that echoes
+them back (a proxy's or gateway's error page, an MX message quoting the key it refused) has
+them masked before its reason is made: the reason is logged and stored as the event's error.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, AnyStr
 
 import httpx
 import orjson
@@ -418,9 +420,26 @@ class LeadSquaredClient:
             return Attempt(Pause(f"target url {target.url!r} is invalid: {exc}"), None, 0.0)
         status = response.status_code
         location = response.headers.get("Location")
+        content = _without_keys(response.content, target)
         if status in REDIRECTS or (300 <= status < 400 and location):
             shown = redirect_shown(location, str(response.url))
-            outcome = classify(status, response.content, location=shown)
+            outcome = classify(status, content, location=shown)
         else:
-            outcome = classify(status, response.content)
+            outcome = classify(status, content)
+        if not isinstance(outcome, Delivered):
+            outcome = replace(outcome, reason=_without_keys(outcome.reason, target))
         return Attempt(outcome, status, time.perf_counter() - started)
+
+
+def _without_keys(text: AnyStr, target: Target) -> AnyStr:
+    """``text`` (an answer's body, or the reason made of it) with the target's keys masked:
+    masked in the body before the reason cuts it, so that no part of a key is left at the
+    cut; in the reason too, for what it takes from elsewhere (the Location it names)."""
+    for key in (target.access_key.reveal(), target.secret_key.reveal()):
+        if not key:
+            continue
+        if isinstance(text, bytes):
+            text = text.replace(key.encode(), b"**********")
+        else:
+            text = text.replace(key, "**********")
+    return text

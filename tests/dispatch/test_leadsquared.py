@@ -295,3 +295,28 @@ async def test_target_without_url_pauses(http_factory: Factory) -> None:
     attempt = await _send("", http_factory)
     assert isinstance(attempt.outcome, Pause)
     assert "url" in attempt.outcome.reason
+
+
+async def _echo_keys(request: Request) -> Response:
+    """An answer quoting the keys the call sent: an MX message, or a gateway's text page."""
+    keys = f"{request.headers['x-lsq-accesskey']} / {request.headers['x-lsq-secretkey']}"
+    if request.path_params["case"] == "mx":
+        body = {"Status": "Error", "ExceptionType": "MXInvalidInputException"}
+        return JSONResponse({**body, "ExceptionMessage": f"bad keys {keys}"}, status_code=400)
+    return PlainTextResponse(f"denied for {keys} " + "x" * 300, status_code=403)
+
+
+@pytest.mark.parametrize("case", ["mx", "text"])
+async def test_keys_echoed_back_in_an_answer_are_masked_in_the_reason(case: str) -> None:
+    """A target that quotes the keys it was sent in its error (as the access key appears in
+    some of LeadSquared's messages, or a proxy's error page) does not put them in the reason,
+    which is logged (event_dead) and stored as the event's last error."""
+    app = Starlette(
+        routes=[Route("/{case}/v2/LeadManagement.svc/Lead.Capture", _echo_keys, methods=["POST"])]
+    )
+    with serve_in_thread(app) as url:
+        attempt = await _send(f"{url}/{case}", make_http_client)
+    assert isinstance(attempt.outcome, Dead), attempt.outcome
+    reason = attempt.outcome.reason
+    assert "u$r-access" not in reason and "s3cret-key" not in reason, reason
+    assert "********** / **********" in reason, reason
