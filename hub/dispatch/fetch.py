@@ -19,6 +19,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -152,7 +153,19 @@ async def read_lead(
         # JSON): every attempt failed with a traceback, for as long as give_up_after.
         reason = f"the API answered a lead nested more than {MAX_DEPTH} levels deep"
         return FetchDead(reason, "bad_answer")
-    return scrubbed(classify(response.status_code, response.content), token)
+    content = masked(response.content, token)
+    return scrubbed(classify(response.status_code, content), token)
+
+
+def masked(content: bytes, token: str) -> bytes:
+    """An answer's ``content`` with ``token`` masked (as sent, and percent-encoded as in a
+    URL it quotes) before its reason is made: the reason keeps an excerpt, and a token that
+    the cut went through was no longer whole for :func:`scrubbed` to find."""
+    if not token:
+        return content
+    for form in {token, quote(token, safe="")}:
+        content = content.replace(form.encode(), b"**********")
+    return content
 
 
 def _redirected(response: httpx.Response, url_option: str) -> FetchRetry:
