@@ -187,13 +187,20 @@ def _masked(url: str) -> str:
     return re.sub(r"(://[^/@:]*:).*@", r"\1***@", url, count=1)
 
 
+#: A ``password=`` (or ``sslpassword=``) setting in a URL's query, which libpq and asyncpg
+#: read as the password, or in a ``key=value`` connection string given as a URL.
+_QUERY_PASSWORD = re.compile(r"((?:^|[?&\s])(?:ssl)?password=)('[^']*'|[^&#\s]*)", re.IGNORECASE)
+
+
 def safe_url(url: str) -> str:
     """``url`` without its password (if it has one), for messages and logs.
 
     A password written with a raw ``/`` (``postgres://hub:pa/ss@db/leads``, common in
     generated ones) ends the URL's host part there, so the URL holds no password as urllib
     reads it: the whole text is masked as :func:`_masked` does (it was shown as written, by
-    every message quoting the URL)."""
+    every message quoting the URL). A password given in the query (``?password=...``, as
+    libpq and asyncpg take it) is masked too: it was shown whole in ``store_open_failed``."""
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     parsed = urllib.parse.urlsplit(url)
     if parsed.password is None:
         return _masked(url)

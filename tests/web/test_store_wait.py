@@ -182,6 +182,24 @@ def test_serve_gives_up_after_the_store_wait(tmp_path: Path) -> None:
     assert not lines(result.stdout, "hub_ready")
 
 
+@pytest.mark.parametrize(
+    "query", ["password=hunter2-secret&user=hub", "sslpassword=hunter2-secret"]
+)
+def test_a_password_in_the_store_urls_query_is_in_no_line(tmp_path: Path, query: str) -> None:
+    """libpq and asyncpg take the password from ``?password=`` as well as from
+    ``user:password@``: a store that cannot be reached showed it whole in
+    ``store_open_failed`` (its ``db`` and its ``error``) and in serve's last words."""
+    url = f"postgresql://127.0.0.1:{free_port()}/leads?{query}"
+    result = leadhub_run(
+        [*serve_args(tmp_path, free_port(), role="all", db=url), "--store-wait", "0s"], env=ENV
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    (failed,) = lines(result.stdout, "store_open_failed")
+    assert failed["db"] == url.replace("hunter2-secret", "***"), failed
+    assert "hunter2" not in output, output
+
+
 @pytest.mark.slow
 def test_a_stop_signal_while_waiting_stops_serve_at_once(tmp_path: Path) -> None:
     """SIGTERM during the (default, 30 s) wait for PostgreSQL: exit 0 within seconds."""
