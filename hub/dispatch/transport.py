@@ -281,10 +281,14 @@ def _proxy(variable: str, value: str) -> Proxy:
     text = value
     if "://" not in text:
         text = f"http://{text}"  # as curl reads a bare host:port
-    parts = urllib.parse.urlsplit(text)
+    fix = "set it to an http:// or https:// proxy (http://host:port) or unset it"
+    try:
+        parts = urllib.parse.urlsplit(text)
+    except ValueError as exc:  # "Invalid IPv6 URL" (an unclosed [): serve ended in a traceback
+        msg = f"{variable} is not a proxy URL ({exc}); {fix}"  # (not its text: a password)
+        raise ProxySettingError(msg) from None
     scheme = parts.scheme.lower()
     shown = f"{scheme}://{parts.hostname or ''}"  # never the credentials
-    fix = "set it to an http:// or https:// proxy (http://host:port) or unset it"
     if scheme not in PROXY_SCHEMES or not parts.hostname:
         msg = f"{variable} names the proxy {shown!r}, which the hub cannot send through; {fix}"
         raise ProxySettingError(msg)
