@@ -420,14 +420,16 @@ class LeadSquaredClient:
             return Attempt(Pause(f"target url {target.url!r} is invalid: {exc}"), None, 0.0)
         status = response.status_code
         location = response.headers.get("Location")
-        content = _without_keys(response.content, target)
+        shown = None
         if status in REDIRECTS or (300 <= status < 400 and location):
             shown = redirect_shown(location, str(response.url))
-            outcome = classify(status, content, location=shown)
-        else:
-            outcome = classify(status, content)
-        if not isinstance(outcome, Delivered):
-            outcome = replace(outcome, reason=_without_keys(outcome.reason, target))
+        outcome = classify(status, response.content, location=shown)
+        if not isinstance(outcome, Delivered):  # (a delivery's reason is never shown)
+            content = _without_keys(response.content, target)
+            if content != response.content:
+                outcome = classify(status, content, location=shown)
+            if not isinstance(outcome, Delivered):
+                outcome = replace(outcome, reason=_without_keys(outcome.reason, target))
         return Attempt(outcome, status, time.perf_counter() - started)
 
 
