@@ -608,6 +608,14 @@ def unsendable_char(value: str) -> str | None:
     return None
 
 
+def _set(r: Reader, key: str) -> str:
+    """What a fix tells the user to set for ``key``: its one variable (``${LSQ_KEY}``), else
+    "it"."""
+    node = r.get(key)
+    names = variables(node.raw) if node is not None else []
+    return f"${{{names[0]}}}" if len(names) == 1 else "it"
+
+
 def _bearer_token(r: Reader) -> Secret:
     """A LinkedIn or HubSpot endpoint's ``access_token``, sent as ``Authorization: Bearer``:
     one holding a character no header carries (a line break left in its file, a pasted
@@ -620,13 +628,11 @@ def _bearer_token(r: Reader) -> Secret:
     bad = unsendable_char(secret.reveal())
     if bad is None:
         return secret
-    node = r.get("access_token")
-    names = variables(node.raw) if node is not None else []
-    where = f"${{{names[0]}}}" if len(names) == 1 else "it"
     r.error(
-        node,
+        r.get("access_token"),
         f"'access_token' of {r.what} holds {bad}, which the Authorization header it is sent "
-        f"in cannot carry, so no lead could be read: set {where} to the token alone (a "
+        f"in cannot carry, so no lead could be read: set {_set(r, 'access_token')} to the "
+        "token alone (a "
         "character pasted with it, or a line break left in its file, is not part of it)",
     )
     return Secret("")
@@ -641,9 +647,7 @@ def _header_key(r: Reader, key: str, header: str) -> Secret | None:
     if secret is None:
         return None
     bad = unsendable_char(secret.reveal())
-    node = r.get(key)
-    names = variables(node.raw) if node is not None else []
-    where = f"${{{names[0]}}}" if len(names) == 1 else "it"
+    node, where = r.get(key), _set(r, key)
     if bad is None:
         if secret.reveal() != secret.reveal().strip():
             # sent as is: LeadSquared's keys hold no space, so every call was a 401 (the
