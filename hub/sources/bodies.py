@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -455,18 +456,15 @@ def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
     (the Content-Type's; None: it names none, and UTF-8 is taken)."""
     charset = charset or None  # (an empty charset= names none)
     tried = charset or "utf-8"
-    try:
-        # Percent-escapes are the rule, but some senders post raw UTF-8 (browsers' parser,
-        # WHATWG's, takes it): decode the bytes with the charset first, then the escapes.
-        text = body.decode(tried)
-    except UnicodeDecodeError as exc:
-        raise BodyError(400, _raw_undecodable(body, charset, exc)) from None
-    except LookupError:
-        msg = f"form body's Content-Type names charset {tried[:40]!r}, which the hub does not know"
-        raise BodyError(400, msg) from None
-    except ValueError as exc:  # a codec's own failure (punycode, undefined): no byte to name
-        msg = f"form body cannot be decoded as {tried[:40]} ({type(exc).__name__})"
-        raise BodyError(400, msg) from None
+    # Percent-escapes are the rule, but some senders post raw UTF-8 (browsers' parser,
+    # WHATWG's, takes it): decode the bytes with the charset first, then the escapes.
+    text = _decoded_or_refused(
+        body,
+        tried,
+        "form body",
+        "form body's Content-Type names",
+        lambda exc: _raw_undecodable(body, charset, exc),
+    )
     if text.count("&") >= MAX_FIELDS:
         raise BodyError(400, f"form body has more than {MAX_FIELDS} fields")
     try:
@@ -590,19 +588,35 @@ def _decoded(name: str, text: _Text, charset: str | None) -> str:
         BodyError: 400 for a value its charset does not decode, or a charset not known.
     """
     named = text.charset or charset or None
-    tried = named or "utf-8"
     field = f"multipart field {name[:100]!r}"
-    try:
-        return text.data.decode(tried)
-    except UnicodeDecodeError as exc:
+
+    def undecodable(exc: UnicodeDecodeError) -> str:
         shown = named[:40] if named else "UTF-8"
         reason = _undecodable(field, shown, text.data[exc.start], exc.start, " of its value")
-        raise BodyError(400, f"{reason}; {_charset_fix(named)}") from None
+        return f"{reason}; {_charset_fix(named)}"
+
+    return _decoded_or_refused(text.data, named or "utf-8", field, f"{field} names", undecodable)
+
+
+def _decoded_or_refused(
+    data: bytes,
+    charset: str,
+    what: str,
+    named_by: str,
+    undecodable: Callable[[UnicodeDecodeError], str],
+) -> str:
+    """``data`` decoded with ``charset``, or a 400: ``undecodable``'s reason for a byte it
+    does not decode; ``named_by`` (``form body's Content-Type names``) the charset, for one
+    not known; ``what`` (``form body``) cannot be decoded, for a codec's own failure."""
+    try:
+        return data.decode(charset)
+    except UnicodeDecodeError as exc:
+        raise BodyError(400, undecodable(exc)) from None
     except LookupError:
-        msg = f"{field} names charset {tried[:40]!r}, which the hub does not know"
+        msg = f"{named_by} charset {charset[:40]!r}, which the hub does not know"
         raise BodyError(400, msg) from None
     except ValueError as exc:  # a codec's own failure (punycode, undefined): no byte to name
-        msg = f"{field} cannot be decoded as {tried[:40]} ({type(exc).__name__})"
+        msg = f"{what} cannot be decoded as {charset[:40]} ({type(exc).__name__})"
         raise BodyError(400, msg) from None
 
 
