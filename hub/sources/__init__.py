@@ -4,7 +4,8 @@
 endpoint; ``delivery_ids(endpoint, splits, body)`` names each event: the
 endpoint's ``dedupe`` JSONPath (or list of them) when it finds a value, else the sender's natural
 id, else ``sha256:`` + the hex SHA-256 of the raw body (for a batch without
-natural ids, of each event's canonical JSON instead).
+natural ids, and for any lead a ``split`` path found inside the delivery, of each event's
+canonical JSON instead).
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def delivery_ids(endpoint: Endpoint, splits: Sequence[Split], body: bytes) -> li
     for split in splits:
         found = _id_from_path(endpoint, split.document) or split.natural_id
         if found is None:
-            if len(splits) == 1:
+            if len(splits) == 1 and not split.inner:
                 found = body_id(body)
             else:
                 canonical = orjson.dumps(split.document, option=orjson.OPT_SORT_KEYS)

@@ -77,6 +77,10 @@ class Split:
 
     natural_id: str | None
     document: Any
+    #: A lead a ``split`` path found inside the delivery (not the delivery kept whole):
+    #: without an id it is named by its own JSON, never by the body, which holds an
+    #: envelope a resend may change and, another time, other leads.
+    inner: bool = False
 
 
 @dataclass(frozen=True, slots=True)

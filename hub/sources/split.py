@@ -17,9 +17,12 @@ delivery itself), and a ``split_found_no_leads`` line says so. A list is opened 
 before, whatever its items; so is an object of leads (``{"a": {...}, "b": {...}}``).
 
 The events are named as for any batch (``hub.sources.delivery_ids``): by the endpoint's
-``dedupe`` path evaluated on each lead, else by the hash of the lead's canonical JSON (of the
-body when the path finds one lead). More than :data:`MAX_LEADS` is a 400, and so is a body
-the path cannot be evaluated on (its regular expression out of time).
+``dedupe`` path evaluated on each lead, else by the hash of the lead's canonical JSON, also
+when the path finds one lead (named by the body, a lead posted alone was not the duplicate
+of the same lead in a batch, nor of its own resend in an envelope with a new send time);
+a delivery kept whole as its one lead (above) is named as an unsplit one. More than
+:data:`MAX_LEADS` is a 400, and so is a body the path cannot be evaluated on (its regular
+expression out of time).
 
 A delivery where the path finds nothing is one of two things. An empty batch: the path's
 containers are there and hold no lead (``{"data": {"leads": []}}`` for
@@ -129,7 +132,7 @@ class SplitSource(NoHandshake):
             if len(leads) == 1 and leads[0] is whole.document:
                 splits.append(whole)  # the delivery itself: its natural id stays
             else:
-                splits.extend(Split(None, lead) for lead in leads)
+                splits.extend(Split(None, lead, inner=True) for lead in leads)
             misses += found.missed
             if found.kept_none is not None:
                 kept.append(found.kept_none)

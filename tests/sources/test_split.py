@@ -81,6 +81,48 @@ def test_each_value_the_path_finds_is_an_event_named_by_dedupe(tmp_path: Path) -
     ]
 
 
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_a_lead_without_an_id_is_named_by_its_json_also_when_it_comes_alone(
+    tmp_path: Path, writer: str
+) -> None:
+    """Over real HTTP, on a split endpoint without ``dedupe``: a lead is named by its own
+    JSON whether its delivery holds it alone or with others, and whatever the envelope
+    around it says. Named by the body when the path found one lead, the same lead posted
+    again alone after a batch, or its resend in an envelope with a new send time, was a
+    new event, sent to LeadSquared a second time; two distinct leads stay two."""
+    (tmp_path / "cfg").mkdir()
+    text = CONFIG.replace("$.data.leads[*]", '"$.leads[*]"').replace("dedupe: $.lead_id\n", "")
+    endpoint = _endpoint(tmp_path / "cfg", text)
+    assert endpoint.dedupe is None
+    a, b = {"email": "a@example.com"}, {"email": "b@example.com"}
+    bodies = [
+        {"sent_at": 1, "leads": [a, b]},
+        {"sent_at": 2, "leads": [a]},  # a, posted again alone
+        {"sent_at": 3, "leads": [b]},  # b, too
+        {"sent_at": 4, "leads": [{"email": "c@example.com"}]},  # a lead alone
+        {"sent_at": 5, "leads": [{"email": "c@example.com"}]},  # its resend
+        {"sent_at": 6, "leads": [{"email": "d@example.com"}]},  # another lead: new
+    ]
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    with running_hub(tmp_path, {"bulk": endpoint}, writer) as hub:
+        answers = [hub.client.post("/hooks/bulk", json=body, headers=auth) for body in bodies]
+        stored = hub.events()
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (200, {"status": "accepted", "id": 1, "ids": [1, 2]}),
+        (200, {"status": "duplicate", "id": 1}),
+        (200, {"status": "duplicate", "id": 2}),
+        (200, {"status": "accepted", "id": 3, "ids": [3]}),
+        (200, {"status": "duplicate", "id": 3}),
+        (200, {"status": "accepted", "id": 4, "ids": [4]}),
+    ]
+    assert [e.document["email"] for e in stored] == [
+        "a@example.com",
+        "b@example.com",
+        "c@example.com",
+        "d@example.com",
+    ]
+
+
 def test_the_senders_own_check_still_runs(tmp_path: Path) -> None:
     source = build_source(_endpoint(tmp_path))
     with pytest.raises(VerificationError):
