@@ -149,8 +149,19 @@ def same(expected: str | bytes, given: str | bytes) -> bool:
 MAX_TIMESTAMP_DIGITS = 20
 
 
-def check_timestamp(raw: str | None, *, now: float, tolerance: float, unit: str = "s") -> float:
+#: Each unit of a timestamp header: its name in a reason, and the other unit.
+_UNITS = {"s": ("seconds", "ms"), "ms": ("milliseconds", "s")}
+
+
+def check_timestamp(
+    raw: str | None, *, now: float, tolerance: float, unit: str = "s", setting: str = ""
+) -> float:
     """The timestamp in ``raw`` (seconds or milliseconds) if it lies within ``tolerance`` of now.
+
+    ``setting``: the endpoint's key that names the unit (``timestamp_unit``), when it has one.
+    A timestamp that is now in the other unit (a sender's milliseconds where the endpoint
+    reads seconds) is refused all the same, but the reason says so, and names the setting:
+    read in the wrong unit it was "outside the tolerance" of a now it equalled.
 
     Raises:
         VerificationError: missing, not a number, or too old / too new.
@@ -169,7 +180,14 @@ def check_timestamp(raw: str | None, *, now: float, tolerance: float, unit: str 
         raise VerificationError(msg) from None
     seconds = value / 1000.0 if unit == "ms" else float(value)
     if abs(now - seconds) > tolerance:
-        msg = f"timestamp {value} is outside the {tolerance:g} s tolerance (now {now:.0f})"
+        shown = now * 1000.0 if unit == "ms" else now
+        msg = f"timestamp {value} is outside the {tolerance:g} s tolerance (now {shown:.0f})"
+        name, other = _UNITS[unit]
+        otherwise = float(value) if unit == "ms" else value / 1000.0  # read in ``other``
+        if abs(now - otherwise) <= tolerance:
+            msg += f": it is the time in {_UNITS[other][0]}, not {name}"
+            if setting:
+                msg += f"; set {setting}: {other} on the endpoint"
         raise VerificationError(msg)
     return seconds
 

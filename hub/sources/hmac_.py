@@ -34,8 +34,11 @@ class HmacSource(WholeBody):
 
     kind = "hmac"
 
-    def __init__(self, options: HmacOptions) -> None:
+    def __init__(self, options: HmacOptions, unit_setting: str = "timestamp_unit") -> None:
+        """``unit_setting``: the key a refusal names when the timestamp is in the other unit
+        (``""`` for a source that builds its options itself: HubSpot's milliseconds)."""
         self.options = options
+        self._unit_setting = unit_setting
         self._key = options.secret.encode()
         self._header = options.header.lower()
         self.credential_headers = frozenset({self._header})
@@ -53,7 +56,13 @@ class HmacSource(WholeBody):
         timestamp = ""
         if opts.timestamp_header:
             raw = request.headers.get(opts.timestamp_header.lower())
-            check_timestamp(raw, now=now, tolerance=opts.tolerance, unit=opts.timestamp_unit)
+            check_timestamp(
+                raw,
+                now=now,
+                tolerance=opts.tolerance,
+                unit=opts.timestamp_unit,
+                setting=self._unit_setting,
+            )
             timestamp = (raw or "").strip()
         elif self._uses_timestamp:
             msg = "the signed template uses {timestamp} but no timestamp_header is configured"

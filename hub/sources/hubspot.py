@@ -68,7 +68,8 @@ class HubSpotSource(NoHandshake):
                 timestamp_header=TIMESTAMP,
                 timestamp_unit="ms",
                 tolerance=options.tolerance,
-            )
+            ),
+            unit_setting="",  # (HubSpot's unit is no setting of the endpoint)
         )
         self._legacy = options.signatures != "v3"
         secret = options.client_secret.encode()

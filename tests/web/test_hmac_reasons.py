@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hub.config import load
+from tests.sources import fixtures as fx
 from tests.support.logs import logged
 from tests.web.conftest import running_hub
 
@@ -107,4 +108,71 @@ def test_the_setting_named_takes_the_delivery(tmp_path: Path) -> None:
                 "x-formcraft-signature": "sha256=" + _mac().hex().upper(),
             },
         )
+        assert response.json() == {"status": "accepted", "id": 1}
+
+
+#: The frozen clock of ``running_hub``, in seconds and in milliseconds.
+NOW_S = int(fx.STANDARD_TIME)
+NOW_MS = NOW_S * 1000
+TIMED = 'signed: "{timestamp}.{body}"\ntimestamp_header: X-FormCraft-Timestamp\n'
+
+
+@pytest.mark.parametrize(
+    ("unit", "stamp", "why"),
+    [
+        (  # a sender's milliseconds where the endpoint reads seconds (the default)
+            "",
+            NOW_MS,
+            f"timestamp {NOW_MS} is outside the 300 s tolerance (now {NOW_S}): it is the time "
+            "in milliseconds, not seconds; set timestamp_unit: ms on the endpoint",
+        ),
+        (  # seconds where the endpoint reads milliseconds
+            "timestamp_unit: ms",
+            NOW_S,
+            f"timestamp {NOW_S} is outside the 300 s tolerance (now {NOW_MS}): it is the time "
+            "in seconds, not milliseconds; set timestamp_unit: s on the endpoint",
+        ),
+        (  # an old delivery in the right unit: no unit to blame
+            "timestamp_unit: ms",
+            NOW_MS - 3_600_000,
+            f"timestamp {NOW_MS - 3_600_000} is outside the 300 s tolerance (now {NOW_MS})",
+        ),
+        (  # an hour old in seconds, read as ms, is no time now in seconds either
+            "",
+            (NOW_S - 3600) * 1000,
+            f"timestamp {(NOW_S - 3600) * 1000} is outside the 300 s tolerance (now {NOW_S})",
+        ),
+    ],
+)
+def test_a_timestamp_in_the_other_unit_names_the_setting(
+    tmp_path: Path, unit: str, stamp: int, why: str
+) -> None:
+    """A signed timestamp refused because the endpoint reads it in the other unit says so
+    and names ``timestamp_unit`` (it said the timestamp was outside the tolerance of a now
+    it equalled: ``timestamp 1761914821 is outside the 300 s tolerance (now 1761914821)``);
+    "now" is written in the endpoint's unit. Set as it says, the same delivery is stored."""
+    config = tmp_path / "cfg"
+    config.mkdir()
+    (config / "formcraft.yaml").write_text(ENDPOINT % (TIMED + unit))
+    endpoints = load(config, {"FORMCRAFT_SECRET": SECRET}).endpoints
+    signed = str(stamp).encode() + b"." + BODY
+    headers = {
+        "content-type": "application/json",
+        "x-formcraft-signature": _mac(body=signed).hex(),
+        "x-formcraft-timestamp": str(stamp),
+    }
+    with running_hub(tmp_path, endpoints) as hub, capture_logs() as logs:
+        response = hub.client.post("/hooks/formcraft", content=BODY, headers=headers)
+        (line,) = logged(logs, "delivery_received")
+        assert (response.status_code, response.json()) == (401, {"error": "unauthorized"})
+        assert line["detail"] == why
+        assert hub.events() == []
+    if "set timestamp_unit" not in why:
+        return
+    fixed = why.rpartition("set ")[2].removesuffix(" on the endpoint")
+    (config / "formcraft.yaml").write_text(ENDPOINT % (TIMED + fixed))
+    endpoints = load(config, {"FORMCRAFT_SECRET": SECRET}).endpoints
+    (tmp_path / "again").mkdir()
+    with running_hub(tmp_path / "again", endpoints) as hub:
+        response = hub.client.post("/hooks/formcraft", content=BODY, headers=headers)
         assert response.json() == {"status": "accepted", "id": 1}

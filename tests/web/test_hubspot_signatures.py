@@ -221,6 +221,26 @@ def test_a_wrong_v3_is_refused_even_beside_a_valid_v1(hub: Hub) -> None:
     assert (status, answer) == (200, {"status": "duplicate", "id": answer["id"]})
 
 
+def test_a_v3_timestamp_in_seconds_says_so_and_names_no_setting(hub: Hub) -> None:
+    """A v3 whose timestamp is the time in seconds (HubSpot's is milliseconds) is refused,
+    its reason saying so with "now" in milliseconds; it names no ``timestamp_unit``, which
+    a ``hubspot`` endpoint does not have (the unit is HubSpot's)."""
+    seconds = str(int(fx.STANDARD_TIME))
+    signed = b"POST" + fx.HUBSPOT_URL.encode() + APP_EVENTS + seconds.encode()
+    mac = hmac.new(fx.HUBSPOT_SECRET.encode(), signed, hashlib.sha256).digest()
+    headers = {
+        "x-hubspot-request-timestamp": seconds,
+        "x-hubspot-signature-v3": base64.b64encode(mac).decode(),
+    }
+    status, answer, detail = post(hub, headers)
+    assert (status, answer) == (401, {"error": "unauthorized"})
+    assert detail == (
+        f"signature v3: timestamp {seconds} is outside the 300 s tolerance "
+        f"(now {seconds}000): it is the time in seconds, not milliseconds"
+    )
+    assert hub.events() == []
+
+
 def test_signatures_v3_refuses_the_legacy_signatures(tmp_path: Path) -> None:
     """An endpoint with ``signatures: v3`` takes X-HubSpot-Signature-v3 only: a valid v1 or
     v2 alone is a 401 whose reason says so; v3 is accepted as before."""
