@@ -161,6 +161,11 @@ _MS_THRESHOLD = 1e11  # a unix time this large is in milliseconds (1e11 s is the
 #: Zone words a date may end with, meaning UTC (any case, spaces before them allowed).
 _TZ_WORDS = frozenset({"UTC", "GMT"})
 _NUMBER = re.compile(r"\s*-?\d+(\.\d+)?\s*")
+#: ISO 8601's basic date, ``YYYYMMDD`` (``20240101``), as text or as a JSON number.
+_BASIC_DATE = re.compile(r"\s*(\d{4})(\d{2})(\d{2})\s*")
+#: The years a basic date is read in. Eight digits as unix seconds are 1970-03 to 1973-03,
+#: which no sender means; as a date in these years they are what senders do send.
+_BASIC_DATE_YEARS = range(1900, 2101)
 
 
 def _utc_words_as_z(text: str) -> str:
@@ -177,9 +182,24 @@ def _utc_words_as_z(text: str) -> str:
     return text
 
 
+def _basic_date(value: Any) -> datetime | None:
+    """``value`` as the ISO 8601 basic date ``YYYYMMDD``, if it is eight digits that are a
+    calendar date from 1900 to 2100; else None (and the caller reads it as unix time)."""
+    text = str(value) if type(value) is int else value
+    match = _BASIC_DATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None or int(match[1]) not in _BASIC_DATE_YEARS:
+        return None
+    try:
+        return datetime(int(match[1]), int(match[2]), int(match[3]), tzinfo=UTC)
+    except ValueError:  # 20241301: no such day; unix seconds, as before
+        return None
+
+
 def _parse_instant(value: Any) -> datetime | None:
     if isinstance(value, bool):
         return None
+    if (basic := _basic_date(value)) is not None:
+        return basic
     if isinstance(value, str) and _NUMBER.fullmatch(value):
         value = float(value)
     if isinstance(value, int | float):

@@ -178,6 +178,37 @@ class TestDate:
         """date accepts ISO 8601 with any offset and unix seconds or ms; writes UTC."""
         assert run("date", [raw]) == ([expected], [])
 
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("20240101", "2024-01-01 00:00:00"),
+            (20240101, "2024-01-01 00:00:00"),
+            (" 20240229 ", "2024-02-29 00:00:00"),
+            ("19000101", "1900-01-01 00:00:00"),
+            (21001231, "2100-12-31 00:00:00"),
+            ("20240101T101500Z", "2024-01-01 10:15:00"),
+            ("20240101T101500+0530", "2024-01-01 04:45:00"),
+        ],
+    )
+    def test_reads_iso_basic_dates_not_as_unix_seconds(self, raw: Any, expected: str) -> None:
+        """Eight digits that are a calendar date YYYYMMDD (years 1900-2100) are that date, not
+        unix seconds in 1970; the basic date-time (20240101T101500Z) reads too."""
+        assert run("date", [raw]) == ([expected], [])
+
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("20241301", "1970-08-23 06:35:01"),  # no month 13: unix seconds, as ever
+            ("21010101", "1970-09-01 04:08:21"),  # after 2100
+            ("12345678", "1970-05-23 21:21:18"),
+            ("1704067200", "2024-01-01 00:00:00"),  # ten digits: unix seconds
+            (20240101.5, "1970-08-23 06:15:01"),  # not an integer: unix seconds
+        ],
+    )
+    def test_eight_digits_that_are_no_date_stay_unix_seconds(self, raw: Any, expected: str) -> None:
+        """Digits that are not a calendar date from 1900 to 2100 are read as unix time."""
+        assert run("date", [raw]) == ([expected], [])
+
     @settings(max_examples=300, deadline=None)
     @given(instant=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)))
     def test_writes_what_strftime_writes(self, instant: datetime) -> None:
