@@ -15,6 +15,11 @@
   here (``hub.sources.bodies`` already keeps integers beyond 64 bits exact).
 * A verified notification without any leadgen change (another page field, say)
   is accepted with zero events: Meta would otherwise retry it for 36 hours.
+* A leadgen change without a ``value`` object is no lead. Beside good ones it is left
+  out, the good ones stored (a 400 lost them all, and Meta's retries of the whole batch
+  fail as it did), and the ``delivery_received`` line is a warning counting it
+  (``leadgen_malformed``), the body stored with the events for a look. When no change
+  of the batch is a good one, the delivery is a 400 naming the fault.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from hub.config.models import FacebookOptions
 from hub.sources.base import BodyError, Handshake, Incoming, Split, VerificationError, digest, same
+from hub.sources.split import Noted
 
 SIGNATURE_256 = "x-hub-signature-256"
 SIGNATURE_SHA1 = "x-hub-signature"
@@ -85,6 +91,7 @@ class FacebookSource:
             msg = "not a Facebook notification: expected an object with an 'entry' list"
             raise BodyError(400, msg)
         splits: list[Split] = []
+        malformed = 0
         for entry in document["entry"]:
             if not isinstance(entry, dict):
                 continue
@@ -96,8 +103,8 @@ class FacebookSource:
                     continue
                 value = change.get("value")
                 if not isinstance(value, dict):
-                    msg = "a leadgen change has no 'value' object"
-                    raise BodyError(400, msg)
+                    malformed += 1
+                    continue
                 event: dict[str, Any] = {
                     key: _id_text(item) if _is_id_key(key) else item for key, item in value.items()
                 }
@@ -108,6 +115,11 @@ class FacebookSource:
                 leadgen_id = event.get("leadgen_id")
                 natural = str(leadgen_id) if isinstance(leadgen_id, str) and leadgen_id else None
                 splits.append(Split(natural, event))
+        if malformed and not splits:
+            msg = "a leadgen change has no 'value' object"
+            raise BodyError(400, msg)
+        if malformed:
+            return Noted(splits, malformed, None, missed_as="leadgen_malformed")
         return splits
 
     def handshake(self, request: Incoming) -> Handshake:

@@ -147,10 +147,14 @@ class Noted(list[Split]):
     missed (a warning), or, for a delivery with no event, the filter that kept none of its
     items."""
 
-    __slots__ = ("kept_none", "missed")
+    __slots__ = ("kept_none", "missed", "missed_as")
 
     def __init__(
-        self, splits: Iterable[Split], missed: int, kept_none: tuple[str, int] | None
+        self,
+        splits: Iterable[Split],
+        missed: int,
+        kept_none: tuple[str, int] | None,
+        missed_as: str = "split_partial_miss",
     ) -> None:
         super().__init__(splits)
         #: Containers the path opened that held no leads list, and nulls found where
@@ -158,6 +162,9 @@ class Noted(list[Split]):
         self.missed = missed
         #: No event because a filter kept none: the filter, and how many items it left out.
         self.kept_none = kept_none
+        #: The line's field counting ``missed``: a source splitting its own batches names
+        #: what it left out its own way (Facebook's ``leadgen_malformed``).
+        self.missed_as = missed_as
 
     @property
     def warns(self) -> bool:
@@ -168,7 +175,7 @@ class Noted(list[Split]):
         """The fields for the delivery's ``delivery_received`` line."""
         fields: dict[str, Any] = {}
         if self.missed:
-            fields["split_partial_miss"] = self.missed
+            fields[self.missed_as] = self.missed
         if self.kept_none is not None:
             fields["split_kept_none"] = True
             fields["split_left_out"] = self.kept_none[1]

@@ -34,7 +34,9 @@ accepted delivery says more when its path's walk noted it (``hub.sources.split``
 warning with ``split_partial_miss`` (containers without their leads list, or nulls where
 leads should be; the leads found stored), or, with no event, ``split_kept_none``,
 ``split_left_out`` and ``split_filter`` (a filter kept none of the items it was given;
-counted in ``leadhub_split_kept_none_total``). Secrets, tokens,
+counted in ``leadhub_split_kept_none_total``). A Facebook batch with a leadgen change that
+has no ``value`` object stores its good changes, its line a warning with
+``leadgen_malformed`` (``hub.sources.facebook``). Secrets, tokens,
 signatures and bodies are never logged; headers that carry credentials are never stored.
 """
 
@@ -479,7 +481,7 @@ class Ingest:
         except BodyError as exc:
             reply(_body_refused(exc).answer(route))
             return
-        if isinstance(splits, Noted):  # the split path missed containers, or kept none
+        if isinstance(splits, Noted):  # leads left out (a split path's miss), or none kept
             reply = _noting(reply, warn=splits.warns, **splits.fields())
             if splits.kept_none is not None:
                 self.metrics.kept_none(route.name)

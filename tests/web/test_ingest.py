@@ -177,6 +177,36 @@ def test_facebook_notification_without_leadgen_is_accepted_with_no_ids(hub: Hub)
     assert hub.events() == []
 
 
+def test_facebook_batch_with_a_malformed_leadgen_change_keeps_the_good_ones(hub: Hub) -> None:
+    """A leadgen change without a ``value`` object (none, or not an object) is left out of
+    its batch, the good changes stored, the ``delivery_received`` line a warning counting
+    it; a batch with no good change is still a 400 naming the fault, nothing stored."""
+    import hashlib
+    import hmac
+
+    def post(document: object) -> tuple[int, dict[str, object]]:
+        raw = orjson.dumps(document)
+        sig = "sha256=" + hmac.new(fx.FB_APP_SECRET.encode(), raw, hashlib.sha256).hexdigest()
+        headers = {"content-type": "application/json", "x-hub-signature-256": sig}
+        response = hub.client.post("/hooks/facebook", content=raw, headers=headers)
+        return response.status_code, response.json()
+
+    good = {"field": "leadgen", "value": {"leadgen_id": "111", "form_id": "9"}}
+    bad = [{"field": "leadgen"}, {"field": "leadgen", "value": "222"}]
+    changes = [bad[0], good, bad[1]]
+    with capture_logs() as logs:
+        mixed = post({"object": "page", "entry": [{"id": "1", "time": 2, "changes": changes}]})
+        only_bad = post({"object": "page", "entry": [{"id": "1", "time": 3, "changes": bad}]})
+    events = hub.events()
+    assert mixed == (200, {"status": "accepted", "id": events[0].id, "ids": [events[0].id]})
+    assert [e.delivery_id for e in events] == ["111"]
+    assert only_bad == (400, {"error": "a leadgen change has no 'value' object"})
+    lines = [e for e in logs if e["event"] == "delivery_received"]
+    assert (lines[0]["log_level"], lines[0]["outcome"]) == ("warning", "accepted")
+    assert lines[0]["leadgen_malformed"] == 2 and "split_partial_miss" not in lines[0]
+    assert (lines[1]["outcome"], len(hub.events())) == ("rejected", 1)
+
+
 def test_facebook_handshake_over_http(hub: Hub) -> None:
     """GET with the right verify token echoes the challenge as text, which a browser must not
     sniff as HTML (nosniff); a wrong token gets 403 with a JSON reason."""
