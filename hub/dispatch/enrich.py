@@ -32,6 +32,8 @@ from hub.dispatch.fetch import (
 )
 from hub.dispatch.graph import merge_document
 from hub.dispatch.retry import RetryPolicy
+from hub.mapping.values import shown_text
+from hub.sources.linkedin import CREATED, DELETED, lead_action
 from hub.store.models import Event
 
 if TYPE_CHECKING:
@@ -56,7 +58,7 @@ def needs_read(event: Event, options: FacebookOptions | LinkedInOptions | HubSpo
     if event.enrichment is not None:
         return False
     if isinstance(options, LinkedInOptions):
-        return bool(_notice(event).get("leadAction", "CREATED") == "CREATED")
+        return lead_action(_notice(event)) == CREATED
     return True
 
 
@@ -66,7 +68,13 @@ async def enrich(
     """The document the event's mappings see, or None once the event has been retried or
     killed."""
     notice = _notice(event)
-    if isinstance(options, LinkedInOptions) and notice.get("leadAction", "CREATED") != "CREATED":
+    if isinstance(options, LinkedInOptions) and (action := lead_action(notice)) != CREATED:
+        if action != DELETED:  # not silently taken for a deletion: the line names it
+            _log.warning(
+                "linkedin_lead_action_unknown",
+                lead_action=shown_text(action),
+                response=str(notice.get("leadGenFormResponse") or ""),
+            )
         return notice  # DELETED: there is no response to read; mappings skip it
     source = _source(d, notice, options)
     lead = await _stored_or_read(d, event, source)

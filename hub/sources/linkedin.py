@@ -12,11 +12,17 @@
   more than once. It carries only URNs; the dispatcher reads the answers
   (``GET {api_url}/leadFormResponses/{id}``, :mod:`hub.dispatch.linkedin`). A verified
   notification of another type is accepted with no event.
+* ``leadAction`` is read in any case (``created`` is ``CREATED``; none is ``CREATED``, as
+  in LinkedIn's first notifications): the event's document has it upper-cased, so a
+  mapping's ``skip_if: {$.leadAction: DELETED}`` holds for ``deleted`` too. An action
+  that is neither is stored as sent; the dispatcher reads no response for it and logs
+  ``linkedin_lead_action_unknown`` naming it (``hub.dispatch.enrich``).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -26,8 +32,19 @@ from hub.sources.base import BodyError, Handshake, Incoming, Split, Verification
 
 SIGNATURE = "x-li-signature"
 LEAD_ACTION = "LEAD_ACTION"
+#: The ``leadAction`` of a new lead (its response is read) and of a withdrawn one.
+CREATED, DELETED = "CREATED", "DELETED"
 #: The shape of LinkedIn's ``challengeCode`` (a UUID); nothing else is signed.
 CHALLENGE = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+
+
+def lead_action(notice: Mapping[str, Any]) -> str:
+    """The notification's ``leadAction`` upper-cased (``created`` was taken for a deletion);
+    ``CREATED`` when it has none (null or blank too)."""
+    action = notice.get("leadAction")
+    if action is None or action == "":
+        return CREATED
+    return str(action).upper()
 
 
 class LinkedInSource:
@@ -62,7 +79,9 @@ class LinkedInSource:
         if not isinstance(response, str) or not response:
             msg = "a LEAD_ACTION notification has no 'leadGenFormResponse' URN"
             raise BodyError(400, msg)
-        action = document.get("leadAction") or "CREATED"
+        action = lead_action(document)
+        if action in (CREATED, DELETED) and document.get("leadAction") != action:
+            document = {**document, "leadAction": action}
         return [Split(f"{response}:{action}", document)]
 
     def handshake(self, request: Incoming) -> Handshake:

@@ -216,6 +216,30 @@ async def test_a_notification_is_read_once_merged_stored_and_sent(
         assert GOOD_TOKEN not in repr(logs)
 
 
+async def test_a_lead_action_in_another_case_is_read_and_an_unknown_one_is_named(
+    tmp_path: Path, linkedin: tuple[str, FakeLinkedIn]
+) -> None:
+    """A notice stored with ``leadAction: created`` (before the source upper-cased it) is a
+    creation: its response is read and the lead delivered. An action that is neither
+    CREATED nor DELETED reads nothing, and ``linkedin_lead_action_unknown`` names it."""
+    api_url, fake = linkedin
+    with sandbox_server() as (url, _):
+        config = _config(tmp_path / "cfg", url, api_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            notices = [_notice("r-110", "created"), _notice("r-120", "UPDATED")]
+            ids = await enqueue(store, "li", notices)
+            with capture_logs() as logs:
+                async with running(config, store):
+                    await wait_for(all_in(State.DELIVERED, store, ids[:1]), what="delivered")
+                    await wait_for(all_in(State.DEAD, store, ids[1:]), what="dead")
+        assert (fake.count("r-110"), fake.count("r-120")) == (1, 0)
+        (lead,) = sandbox_get(url, "/_sandbox/leads")
+        assert lead["mx_Response"] == "r-110"
+        (unknown,) = (e for e in logs if e["event"] == "linkedin_lead_action_unknown")
+        assert unknown["log_level"] == "warning" and unknown["lead_action"] == "UPDATED"
+        assert unknown["response"] == "urn:li:leadGenFormResponse:r-120"
+
+
 async def test_a_refused_token_is_retried_visibly_then_delivered_once_fixed(
     tmp_path: Path, linkedin: tuple[str, FakeLinkedIn]
 ) -> None:

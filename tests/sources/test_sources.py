@@ -188,6 +188,20 @@ def test_linkedin_notification_is_one_event_per_response_and_action() -> None:
         _linkedin([created.document])  # type: ignore[arg-type]
 
 
+def test_linkedin_lead_action_is_read_in_any_case() -> None:
+    """``created`` is the creation and ``Deleted`` the deletion (their ids and documents
+    upper-cased, so a retry in another case is the same delivery and ``skip_if`` on
+    ``DELETED`` holds); no action is a creation; another is kept as sent."""
+    (sent,) = run(fx.load("linkedin", "lead_notification", "linkedin"))
+    urn = sent.document["leadGenFormResponse"]
+    for given, action in [("created", "CREATED"), ("Deleted", "DELETED"), (None, "CREATED")]:
+        (split,) = _linkedin({**sent.document, "leadAction": given})
+        assert split.natural_id == f"{urn}:{action}"
+        assert split.document == {**sent.document, "leadAction": action}
+    (other,) = _linkedin({**sent.document, "leadAction": "updated"})
+    assert other.natural_id == f"{urn}:UPDATED" and other.document["leadAction"] == "updated"
+
+
 def test_linkedin_signature_is_over_the_prefixed_body() -> None:
     """X-LI-Signature is the HMAC of "hmacsha256=" + body: the HMAC of the body alone fails."""
     d = fx.load("linkedin", "lead_notification", "linkedin")
