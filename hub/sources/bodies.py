@@ -10,7 +10,8 @@
   :func:`parse` also says whether the document is exactly ``orjson.loads(body)``, so
   the store can keep the body alone instead of a second copy of the document.
 * ``application/x-www-form-urlencoded`` and ``multipart/form-data`` become a flat
-  object; a key sent several times becomes a list of its values, in order. A form-typed
+  object; a key sent several times becomes a list of its values, in order (a byte order
+  mark before a form body is dropped, not read into its first key). A form-typed
   body that is a JSON object or array (``curl -d '{...}'``) is read as JSON
   (:func:`_json_despite_form`). A value
   that is a JSON object or array (Unbounce's ``data.json``, Jotform's
@@ -451,6 +452,11 @@ def _escape_undecodable(text: str, charset: str | None) -> str:
     return f"{reason}; {_charset_fix(charset)}"
 
 
+#: The byte order mark some senders (.NET's UTF8Encoding, Windows tools) write before a body:
+#: kept, it began the first key (``\ufeffemail``) and that field's path found nothing.
+_BOM = "\ufeff"
+
+
 def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
     """A flat object from an ``application/x-www-form-urlencoded`` body in ``charset``
     (the Content-Type's; None: it names none, and UTF-8 is taken)."""
@@ -464,7 +470,7 @@ def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
         "form body",
         "form body's Content-Type names",
         lambda exc: _raw_undecodable(body, charset, exc),
-    )
+    ).removeprefix(_BOM)  # a byte order mark is no part of the first field's name
     if text.count("&") >= MAX_FIELDS:
         raise BodyError(400, f"form body has more than {MAX_FIELDS} fields")
     try:

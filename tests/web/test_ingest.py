@@ -608,3 +608,21 @@ def test_health_and_readiness(hub: Hub) -> None:
     finally:
         os.rename(moved, hub.db_dir)
     assert hub.client.get("/readyz").status_code == 200
+
+
+def test_a_form_body_after_a_byte_order_mark_keeps_its_first_key(hub: Hub) -> None:
+    """A form body that starts with a UTF-8 byte order mark (as .NET's UTF8Encoding writes
+    one) is stored with its first key as sent (``email``, not ``\\ufeffemail``, which
+    ``$.email`` did not find); a UTF-16 body's mark is no part of it either."""
+    sent = [
+        (FORM, b"\xef\xbb\xbfemail=a%40example.com&name=Ann"),
+        (
+            {"content-type": f"{FORM['content-type']}; charset=utf-16-le"},
+            "\ufeffemail=b".encode("utf-16-le"),
+        ),
+    ]
+    for headers, body in sent:
+        response = hub.client.post("/hooks/open", content=body, headers=headers)
+        assert response.json()["status"] == "accepted", response.text
+    documents = [e.document for e in hub.events()]
+    assert documents == [{"email": "a@example.com", "name": "Ann"}, {"email": "b"}]
