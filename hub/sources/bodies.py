@@ -21,7 +21,8 @@
 * Anything else answers 415; a body that cannot be parsed answers 400. A JSON body
   that is not UTF-8, or a form body its charset does not decode (raw or percent-escaped),
   or a multipart text part (decoded with the charset its own Content-Type names, else the
-  request's, else UTF-8), says so, which charset, and which byte where; a ``text/plain``
+  one the form's ``_charset_`` field names (RFC 7578 section 4.6), else the request's, else
+  UTF-8), says so, which charset, and which byte where; a ``text/plain``
   one, or one without a Content-Type, that is not JSON says what it was sent as and what
   the hub accepts. A bad multipart body's reason names bytes as characters and where they
   are in the body.
@@ -417,14 +418,15 @@ def _escaped_fault(text: str, charset: str) -> tuple[int, int, str] | None:
     return None
 
 
-def _charset_fix(charset: str | None) -> str:
-    """What a sender whose form body ``charset`` (None: not named) does not decode may do."""
+def _charset_fix(charset: str | None, where: str = "the Content-Type") -> str:
+    """What a sender whose form body ``charset`` (None: not named; else named by ``where``)
+    does not decode may do."""
     if charset is None:
         return (
             "UTF-8 is taken when the Content-Type names no charset: send UTF-8, or name the "
             "charset in the Content-Type"
         )
-    return f"{charset[:40]} is the charset the Content-Type names: send that, or name the right one"
+    return f"{charset[:40]} is the charset {where} names: send that, or name the right one"
 
 
 def _raw_undecodable(body: bytes, charset: str | None, exc: UnicodeDecodeError) -> str:
@@ -582,9 +584,10 @@ def _multipart_error(exc: ValueError, skipped: int) -> str:
     return message
 
 
-def _decoded(name: str, text: _Text, charset: str | None) -> str:
+def _decoded(name: str, text: _Text, charset: str | None, by_field: bool = False) -> str:
     """A multipart text part's value, decoded with the charset its own Content-Type names,
-    else ``charset`` (the request's Content-Type's; None: UTF-8).
+    else ``charset`` (the form's ``_charset_`` field's when ``by_field``, else the request's
+    Content-Type's; None: UTF-8).
 
     A value its charset does not decode is a 400 naming the field, the byte and where it is
     in the value, as a form body's is: decoded with replacement characters instead, a
@@ -595,13 +598,29 @@ def _decoded(name: str, text: _Text, charset: str | None) -> str:
     """
     named = text.charset or charset or None
     field = f"multipart field {name[:100]!r}"
+    by_field = by_field and not text.charset
+    where = f"the {CHARSET_FIELD} field" if by_field else "the Content-Type"
 
     def undecodable(exc: UnicodeDecodeError) -> str:
         shown = named[:40] if named else "UTF-8"
         reason = _undecodable(field, shown, text.data[exc.start], exc.start, " of its value")
-        return f"{reason}; {_charset_fix(named)}"
+        return f"{reason}; {_charset_fix(named, where)}"
 
-    return _decoded_or_refused(text.data, named or "utf-8", field, f"{field} names", undecodable)
+    named_by = f"the form's {CHARSET_FIELD} field names" if by_field else f"{field} names"
+    return _decoded_or_refused(text.data, named or "utf-8", field, named_by, undecodable)
+
+
+#: The field naming the charset of a multipart form's text parts that name none of their
+#: own (RFC 7578 section 4.6; browsers send it when the form has a hidden ``_charset_``).
+CHARSET_FIELD = "_charset_"
+
+
+def _form_charset(pairs: list[tuple[str, Any]]) -> str | None:
+    """The charset the form's :data:`CHARSET_FIELD` text part names (its first), or None."""
+    for key, value in pairs:
+        if key == CHARSET_FIELD and isinstance(value, _Text):
+            return value.data.decode("latin-1").strip() or None
+    return None
 
 
 def _decoded_or_refused(
@@ -630,8 +649,8 @@ def parse_multipart(
     body: bytes, boundary: str | None, charset: str | None = None
 ) -> dict[str, Any]:
     """A flat object from a ``multipart/form-data`` body; text parts decoded with the
-    charset their own Content-Type names, else ``charset`` (the request's Content-Type's;
-    None: UTF-8)."""
+    charset their own Content-Type names, else the one the form's ``_charset_`` field
+    names, else ``charset`` (the request's Content-Type's; None: UTF-8)."""
     if not boundary:
         raise BodyError(400, "multipart/form-data without a boundary parameter")
     parts = _Parts()
@@ -666,10 +685,15 @@ def parse_multipart(
         raise BodyError(400, "multipart body ends before its closing boundary")
     if len(parts.pairs) > MAX_FIELDS:
         raise BodyError(400, f"multipart body has more than {MAX_FIELDS} parts")
-    pairs = [
-        (key, _decoded(key, value, charset) if isinstance(value, _Text) else value)
-        for key, value in parts.pairs
-    ]
+    form_charset = _form_charset(parts.pairs)
+    pairs: list[tuple[str, Any]] = []
+    for key, value in parts.pairs:
+        if not isinstance(value, _Text):
+            pairs.append((key, value))
+        elif form_charset and key != CHARSET_FIELD:  # (its own name is ASCII, in any charset)
+            pairs.append((key, _decoded(key, value, form_charset, by_field=True)))
+        else:
+            pairs.append((key, _decoded(key, value, charset)))
     return _flat(pairs)
 
 

@@ -129,3 +129,40 @@ def test_a_multipart_value_its_charset_does_not_decode_is_refused_not_mangled(hu
         )
         assert answer.status_code == 200, answer.text
     assert [e.document["name"] for e in hub.events()] == ["José", "René", "Zoë"]
+
+
+def test_a_multipart_form_s_charset_field_names_its_text_parts_charset(hub: Hub) -> None:
+    """RFC 7578 section 4.6: a ``_charset_`` field names the charset of the text parts that
+    name none of their own (browsers send it). It was not read: a Latin-1 form saying so
+    was a 400 "not valid UTF-8". A part's own charset still comes first; a charset the field
+    names that the hub does not know, or that does not decode a part, is a 400 naming it."""
+
+    def form(charset: bytes, name: bytes, own: bytes = b"") -> bytes:
+        return (
+            b'--B\r\nContent-Disposition: form-data; name="_charset_"\r\n\r\n'
+            + charset
+            + b'\r\n--B\r\nContent-Disposition: form-data; name="name"\r\n'
+            + own
+            + b"\r\n"
+            + name
+            + b"\r\n--B--\r\n"
+        )
+
+    multipart = "multipart/form-data; boundary=B"
+    for body in (
+        form(b"iso-8859-1", b"Jos\xe9"),
+        form(b"utf-16-le", "Zoë".encode("utf-16-le")),
+        form(b"iso-8859-1", "Ren\u00e9".encode(), b"Content-Type: text/plain; charset=utf-8\r\n"),
+    ):
+        answer = hub.client.post("/hooks/open", content=body, headers={"content-type": multipart})
+        assert answer.status_code == 200, answer.text
+    stored = [(e.document["_charset_"], e.document["name"]) for e in hub.events()]
+    assert stored == [("iso-8859-1", "José"), ("utf-16-le", "Zoë"), ("iso-8859-1", "René")]
+    assert _post(hub, multipart, form(b"no-such-set", b"x")) == (
+        "the form's _charset_ field names charset 'no-such-set', which the hub does not know"
+    )
+    assert _post(hub, multipart, form(b"utf-8", b"Jos\xe9")) == (
+        "multipart field 'name' is not valid utf-8 (byte 0xe9 at offset 3 of its value); "
+        "utf-8 is the charset the _charset_ field names: send that, or name the right one"
+    )
+    assert len(hub.events()) == 3
