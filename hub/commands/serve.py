@@ -49,7 +49,7 @@ from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.runtime import tune_for_serving
 from hub.store import StoreError, is_postgres, open_store, safe_url
-from hub.store.base import EventStore, NewerSchema, StoreUnavailable
+from hub.store.base import EventStore, NewerSchema, SchemaUnreadable, StoreUnavailable
 from hub.store.retention import parse_retention, retention_lifespan
 from hub.units import UnitError, parse_duration
 from hub.web.app import LifespanHook, create_app
@@ -200,7 +200,8 @@ async def open_waiting(
 
     Raises:
         StoreError: opening failed in a way waiting cannot fix (a wrong password, no such
-            database, a newer schema), or it was still unavailable after ``wait``.
+            database, a newer schema or one whose version is no number), or it was still
+            unavailable after ``wait``.
         StoppedWaiting: ``stopping`` was set (SIGTERM, SIGINT) before the store opened.
     """
     loop = asyncio.get_running_loop()
@@ -212,7 +213,7 @@ async def open_waiting(
         try:
             await _unless_stopped(store.open(), stopping)
             return
-        except NewerSchema:
+        except (NewerSchema, SchemaUnreadable):
             raise
         except StoreUnavailable as exc:
             waited = loop.time() - started

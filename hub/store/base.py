@@ -5,7 +5,8 @@ Error tree::
     HubError
     └── StoreError            the store failed (a driver error, wrapped)
         ├── StoreUnavailable  the database cannot be reached or written right now
-        │   └── NewerSchema   a later leadhub's store: no wait or retry makes it usable
+        │   ├── NewerSchema   a later leadhub's store: no wait or retry makes it usable
+        │   └── SchemaUnreadable  its schema version is no number (edited): nor this
         └── LeaseLost         a claimed event is no longer the writer's (see below)
 
 Every backend (SQLite, PostgreSQL) implements :class:`EventStore` and
@@ -70,6 +71,36 @@ def newer_schema(found: int, known: int) -> NewerSchema:
         "a later leadhub made it; upgrade leadhub to that release (or a newer one) to use it."
     )
     return NewerSchema(msg)
+
+
+class SchemaUnreadable(StoreUnavailable):
+    """The store's ``meta.schema_version`` is not a whole number, or not there (the table
+    edited by hand): which tables it has is not known, so nothing is read or written, and
+    no wait makes it usable (:func:`stored_version`)."""
+
+
+def stored_version(found: Any, where: str, known: int) -> int:
+    """``meta.schema_version``'s value ``found`` (None: no such row) as a number, for the
+    store ``where`` names (``'/srv/hub.db'``); read as ``int(found)``, a value edited by
+    hand was a ValueError's traceback from ``leadhub serve`` and every command.
+
+    Raises:
+        SchemaUnreadable: ``found`` is not a whole number.
+    """
+    try:
+        return int(found)
+    except (TypeError, ValueError):
+        shown = (
+            "no schema_version in its meta table"
+            if found is None
+            else f"schema_version {str(found)[:40]!r} in its meta table, not a whole number"
+        )
+        msg = (
+            f"the event store {where} has {shown} (it was edited by hand): set it back to "
+            f"the version the store was made at (this leadhub makes {known}), or restore "
+            "the store from a backup."
+        )
+        raise SchemaUnreadable(msg) from None
 
 
 class LeaseLost(StoreError):

@@ -57,6 +57,7 @@ from hub.store.base import (
     no_event,
     ordering_checks,
     state_counts,
+    stored_version,
     with_clock_shift,
 )
 from hub.store.models import (
@@ -389,16 +390,22 @@ class PostgresStore(BatchedStore):
             )
         self._clock_warned = abs(offset) >= CLOCK_WARN
 
+    def _version(self, found: Any) -> int:
+        """``meta.schema_version``'s value as a number; a refusal naming the store when it
+        is not one (:func:`~hub.store.base.stored_version`)."""
+        where = f"in schema {self.schema!r} of {self.shown!r}" if self.schema else repr(self.shown)
+        return stored_version(found, where, SCHEMA_VERSION)
+
     async def _migrate(self, conn: _Conn) -> None:
         """Bring tables made by an older leadhub up to :data:`SCHEMA_VERSION`, under the
         schema lock (several instances may start together); a current store is only read."""
-        found = int(await conn.fetchval(Q["schema_version"]))
+        found = self._version(await conn.fetchval(Q["schema_version"]))
         if found > SCHEMA_VERSION:
             raise newer_schema(found, SCHEMA_VERSION)
         if found == SCHEMA_VERSION:
             return
         await conn.execute(_SCHEMA_LOCK, self.schema)
-        start = version = int(await conn.fetchval(Q["schema_version"]))
+        start = version = self._version(await conn.fetchval(Q["schema_version"]))
         while version < SCHEMA_VERSION:
             await conn.execute(Q[f"migrate_{version}"])
             version += 1

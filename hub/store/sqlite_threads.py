@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hub import logs, sqlite_file
-from hub.store.base import StoreError, StoreStats, StoreUnavailable, log, newer_schema
+from hub.store.base import (
+    StoreError,
+    StoreStats,
+    StoreUnavailable,
+    log,
+    newer_schema,
+    stored_version,
+)
 from hub.store.sql import queries
 
 T = TypeVar("T")
@@ -278,6 +285,17 @@ def begin_immediate(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_MS /
         time.sleep(LOCK_POLL)
 
 
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The file's ``meta.schema_version``; a clear refusal naming the file when it is not
+    a whole number (:func:`~hub.store.base.stored_version`)."""
+    row = conn.execute(Q["schema_version"]).fetchone()
+    found = None if row is None else row[0]
+    with contextlib.suppress(TypeError, ValueError):
+        return int(row[0])  # (no row: a TypeError, said below)
+    file = conn.execute("PRAGMA database_list").fetchone()[2]
+    return stored_version(found, repr(file), SCHEMA_VERSION)
+
+
 def is_current(conn: sqlite3.Connection) -> bool:
     """Whether the file is at :data:`SCHEMA_VERSION` with every object of the schema script.
 
@@ -290,7 +308,7 @@ def is_current(conn: sqlite3.Connection) -> bool:
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     if not SCHEMA_OBJECTS <= names or OBSOLETE_OBJECTS & names:
         return False
-    return int(conn.execute(Q["schema_version"]).fetchone()[0]) == SCHEMA_VERSION
+    return schema_version(conn) == SCHEMA_VERSION
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -302,7 +320,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     """
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
         return
-    found = int(conn.execute(Q["schema_version"]).fetchone()[0])
+    found = schema_version(conn)
     if found > SCHEMA_VERSION:
         raise newer_schema(found, SCHEMA_VERSION)
     if found == SCHEMA_VERSION:
@@ -310,7 +328,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         # read again under the lock: another process may have migrated meanwhile
-        start = version = int(conn.execute(Q["schema_version"]).fetchone()[0])
+        start = version = schema_version(conn)
         while version < SCHEMA_VERSION:
             for statement in Q[f"migrate_{version}"].split(";\n"):
                 if statement.strip():
@@ -328,7 +346,7 @@ def check_readable(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse (:class:`StoreUnavailable`) a store opened read-only whose schema is not this
     code's: a newer one (as the writer's open does) or an older one, which only a writable
     open can migrate."""
-    found = int(conn.execute(Q["schema_version"]).fetchone()[0])
+    found = schema_version(conn)
     if found > SCHEMA_VERSION:
         raise newer_schema(found, SCHEMA_VERSION)
     if found < SCHEMA_VERSION:

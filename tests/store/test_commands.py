@@ -534,6 +534,59 @@ def test_serve_refuses_a_store_of_a_newer_leadhub(sqlite_db: Seeded, tmp_path: P
     assert "schema version 99, newer than this leadhub's" in done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("version", ["3a", "", "two"])
+def test_a_schema_version_edited_into_no_number_is_refused_clearly(
+    db: Seeded, version: str, capsys: Cap
+) -> None:
+    """A ``meta.schema_version`` edited by hand into no number was a ValueError traceback
+    from every command (and serve). Now it is exit 1 naming the store, the value and what
+    to do, as a newer schema is; nothing is written."""
+    url, ids = db
+    known = set_schema_version(url, version)
+    capsys.readouterr()
+    assert main(["replay", "--status", "dead", "--db", url], environ={}) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert f"has schema_version {version!r} in its meta table, not a whole number" in err
+    assert f"set it back to the version the store was made at (this leadhub makes {known})" in err
+    where = (
+        url.removeprefix("sqlite:///")
+        if url.startswith("sqlite:")
+        else url.partition("?schema=")[2]
+    )
+    assert repr(where) in err
+    assert set_schema_version(url, known) == version
+    assert states(url)[ids["dead"]] is State.DEAD
+
+
+def test_serve_refuses_a_store_without_a_schema_version(sqlite_db: Seeded, tmp_path: Path) -> None:
+    """`leadhub serve` on a store whose ``schema_version`` row was deleted, or edited into
+    no number, stops (exit 1) with the store_open_failed line naming the file, at once
+    however long ``--store-wait`` is, and no traceback."""
+    url, _ = sqlite_db
+    file = url.removeprefix("sqlite:///")
+    (tmp_path / "cfg").mkdir()
+    (tmp_path / "cfg" / "forms.yaml").write_text("kind: endpoint\nname: forms\nsource: none\n")
+    argv = ["serve", "--db", url, "--port", "0", "--config-dir", str(tmp_path / "cfg")]
+    set_schema_version(url, "x")
+    for edit, says in [
+        (None, "schema_version 'x' in its meta table"),
+        ("DELETE", "no schema_version"),
+    ]:
+        if edit:
+            with contextlib.closing(sqlite3.connect(file)) as conn:
+                conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
+                conn.commit()
+        done = leadhub_run(
+            [*argv, "--store-wait", "10m"], env={"LEADHUB_LOG_JSON": "1"}, timeout=60
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 1, output
+        assert "Traceback" not in output and "store_waiting" not in output
+        (line,) = (orjson.loads(x) for x in output.splitlines() if "store_open_failed" in x)
+        assert f"the event store {file!r} has {says}" in line["error"]
+
+
 def read_only(where: Path, how: str) -> None:
     """Make the directory ``where`` and its files unwritable for ``leadhub_run(...,
     unprivileged=True)``: read-only modes, or (``another_user``) owned by another user who
