@@ -7,13 +7,14 @@ Its keys and rate limit come from the flag, else ``LEADHUB_<FLAG>``, else the va
 Logs one ``sandbox_ready`` line (URL, rate limit, storage, where the keys came from; never
 the keys) when it listens, serves until SIGTERM or SIGINT (uvicorn's handlers; calls held by a
 ``timeout`` fault are let go at once, closed unanswered), then closes its
-database and exits 0. A bad ``--rate-limit`` or an unusable ``--db`` exits 2
-with a message; a port that cannot be bound exits 1.
+database and exits 0. A bad ``--rate-limit`` or an unusable ``--db`` (one that is not a
+SQLite file: a PostgreSQL URL, say) exits 2 with a message; a port that cannot be bound exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sqlite3
 import sys
 
@@ -23,15 +24,33 @@ from hub.cli import given_as
 from hub.commands.server import Server
 from hub.logs import configure, get_logger
 from hub.sandbox import create_app, sandbox_of
+from hub.store import safe_url
 from hub.units import UnitError, parse_rate_limit
 
 _UVICORN_LEVELS = ("warning", "error", "critical")
+
+
+#: A URL's scheme: a ``--db`` starting so, but for ``sqlite:///``, is no SQLite file.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _db_path(value: str | None) -> str | None:
     if not value:
         return None
     return value.removeprefix("sqlite:///")
+
+
+def _not_sqlite(shown: str, value: str | None) -> str | None:
+    """Why ``value``, the ``--db`` given (``shown``: as whom, the URL's password masked),
+    is refused when it is the URL of another database (PostgreSQL's, as serve's
+    ``LEADHUB_DB`` may be): SQLite answered "unable to open database file"."""
+    if not value or not _SCHEME.match(value) or value.startswith("sqlite:///"):
+        return None
+    return (
+        f"leadhub sandbox: {shown} is not a SQLite file: the sandbox keeps its leads in a "
+        "SQLite file only (a path, or sqlite:///path.db); give --db one, or leave it out to "
+        "keep them in memory"
+    )
 
 
 def _keys_from(args: argparse.Namespace) -> str:
@@ -56,6 +75,12 @@ def run(args: argparse.Namespace) -> int:
         given = given_as(args, "rate_limit", "--rate-limit")
         print(f"leadhub sandbox: {given}: {exc}", file=sys.stderr)
         return 2
+    given = given_as(args, "db", "--db")
+    url = safe_url(args.db) if args.db and _SCHEME.match(args.db) else args.db
+    shown = f"{given} {url!r}" if given.startswith("--") else f"{given}={url!r}"
+    if (refusal := _not_sqlite(shown, args.db)) is not None:
+        print(refusal, file=sys.stderr)
+        return 2
     db_path = _db_path(args.db)
     try:
         app = create_app(
@@ -65,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
             rate_limit=rate_limit,
         )
     except sqlite3.Error as exc:
-        given = given_as(args, "db", "--db")
-        shown = f"{given} {args.db!r}" if given.startswith("--") else f"{given}={args.db!r}"
         print(f"leadhub sandbox: {shown} cannot be used: {exc}", file=sys.stderr)
         return 2
     level = args.log_level.lower()

@@ -298,3 +298,24 @@ def test_sandbox_command_exits_1_when_the_port_is_taken() -> None:
         result = _run(*_args(taken.getsockname()[1]))
     assert result.returncode == 1
     assert "sandbox_failed" in result.stdout
+
+
+@pytest.mark.parametrize("how", ["flag", "variable"])
+def test_sandbox_command_refuses_a_database_url_that_is_not_sqlite(how: str) -> None:
+    """A PostgreSQL URL for --db (or LEADHUB_DB, serve's store, which the sandbox takes too)
+    was "unable to open database file", its password shown. Now it exits 2 saying the
+    sandbox takes a SQLite file only, the password masked."""
+    url = "postgresql://hub:hunter2@127.0.0.1:5432/leadhub"
+    if how == "flag":
+        result = _run(*_args(free_port(), "--db", url))
+        named = "--db 'postgresql://hub:***@127.0.0.1:5432/leadhub'"
+    else:
+        result = _run(*_args(free_port()), env={"LEADHUB_DB": url})
+        named = "LEADHUB_DB='postgresql://hub:***@127.0.0.1:5432/leadhub'"
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"leadhub sandbox: {named} is not a SQLite file: the sandbox keeps its leads in a "
+        "SQLite file only (a path, or sqlite:///path.db); give --db one, or leave it out to "
+        "keep them in memory"
+    )
+    assert "hunter2" not in result.stderr + result.stdout
