@@ -79,15 +79,25 @@ RETRY_KEYS = ("initial", "max_interval", "give_up_after", "multiplier")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
+def url_safe(name: str) -> bool:
+    """Whether ``name`` may name a target, endpoint or mapping (it is part of a URL)."""
+    return _NAME.match(name) is not None
+
+
 def check_name(reader: Reader, kind: str) -> str | None:
-    """The document's ``name``: required, URL-safe."""
+    """The document's ``name``: required, URL-safe; it names the document in the reader's
+    other messages (``reader.what``). None when missing or not URL-safe: such a document is
+    not registered (an endpoint so named was, listed among the "defined endpoints", and a
+    mapping naming it was not told its endpoint is not defined)."""
     name = reader.text("name", required=True)
-    if name is not None and not _NAME.match(name):
+    reader.what = f"{kind} {name!r}" if name else kind
+    if name is not None and not url_safe(name):
         reader.error(
             reader.get("name"),
             f"{kind} name {name!r} may hold only letters, digits, '-', '_' and '.'; "
             "rename it like 'facebook-leads'",
         )
+        return None
     return name  # type: ignore[no-any-return]
 
 
@@ -315,7 +325,6 @@ def _options(source: str, r: Reader) -> SourceOptions:
 def build_endpoint(node: Node, r: Reader) -> Endpoint | None:
     """An :class:`Endpoint` from a ``kind: endpoint`` document, or ``None`` when unusable."""
     name = check_name(r, "endpoint")
-    r.what = f"endpoint {name!r}" if name else "endpoint"
     source = r.choice("source", SOURCES, None)
     if r.get("source") is None:
         r.error(None, f"{r.what} needs 'source', one of: {', '.join(SOURCES)}")
@@ -510,7 +519,6 @@ KEYS_NOT_IN_URL = "LeadSquared takes its keys in access_key and secret_key, sent
 def build_target(node: Node, r: Reader) -> Target | None:
     """A :class:`Target` from a ``kind: target`` document, or ``None`` when unusable."""
     name = check_name(r, "target")
-    r.what = f"target {name!r}" if name else "target"
     r.check_keys(TARGET_KEYS)
     url = r.text("url", required=True)
     if url is not None and not str(url).startswith(("http://", "https://")):

@@ -24,6 +24,7 @@ from hub.config.endpoints import (
     build_endpoint,
     build_target,
     sandbox_target,
+    url_safe,
 )
 from hub.config.issues import ConfigError, Issues, did_you_mean
 from hub.config.mappings import FIELD_KEYS, MAPPING_KEYS, build_mapping
@@ -339,9 +340,12 @@ class _Collector:
                 self.mapping_nodes[mapping.name] = node
 
     def _unusable(self, kind: str, reader: Reader) -> None:
-        """Remember the name of a ``kind`` document its errors left unusable (reported)."""
+        """Remember the name of a ``kind`` document its errors left unusable (reported).
+
+        Not a name no document may have (``forms leads``): renaming the document to fix
+        that error renames what refers to it too, so a mapping naming it is told now."""
         name = reader.get("name")
-        if name is not None and isinstance(name.value, str):
+        if name is not None and isinstance(name.value, str) and url_safe(name.value):
             self.unusable[kind].add(name.value)
 
     def _line_of(self, mapping: CompiledMapping, key: str) -> tuple[str, int]:

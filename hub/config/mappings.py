@@ -698,7 +698,6 @@ def _misplaced(key: str) -> str | None:
 def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
     """A :class:`CompiledMapping` from a mapping document, or ``None`` when unusable."""
     name = check_name(r, "mapping")
-    r.what = f"mapping {name!r}" if name else "mapping"
     r.check_keys(MAPPING_KEYS, _misplaced)
     endpoint = r.text("endpoint", required=True)
     target = r.text("target", default="default")

@@ -508,3 +508,53 @@ def test_a_misspelt_source_key_lists_each_known_key_once(tmp_path: Path) -> None
     known = unknown.split("known keys: ")[1].split(", ")
     assert len(known) == len(set(known)), unknown
     assert {"secret", "header", "read_timeout", "token"} <= set(known)
+
+
+def test_a_name_no_document_may_have_is_not_registered(tmp_path: Path) -> None:
+    """An endpoint (or target) named with a character a name may not hold was registered
+    after its error: it was listed among the "defined endpoints", and the mapping naming
+    it was not told its endpoint is not defined (renaming the endpoint, as the error says,
+    must rename the mapping's too). Now it is not registered, and the mapping is told."""
+    (tmp_path / "c.yaml").write_text(
+        "kind: endpoint\n"
+        'name: "forms leads"\n'
+        "source: none\n"
+        "---\n"
+        "kind: target\n"
+        "name: crm/eu\n"
+        "url: https://api.example.com\n"
+        "access_key: a\n"
+        "secret_key: b\n"
+        "---\n"
+        "kind: endpoint\n"
+        "name: good\n"
+        "source: none\n"
+        "---\n"
+        "kind: mapping\n"
+        "name: m1\n"
+        'endpoint: "forms leads"\n'
+        "target: crm/eu\n"
+        "fields:\n"
+        "  EmailAddress: $.email\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "check", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    errors = [line for line in done.stdout.splitlines() if not line.startswith("warning:")]
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert errors == [
+        f"{tmp_path}/c.yaml:2: endpoint name 'forms leads' may hold only letters, digits, '-', "
+        "'_' and '.'; rename it like 'facebook-leads'",
+        f"{tmp_path}/c.yaml:6: target name 'crm/eu' may hold only letters, digits, '-', '_' "
+        "and '.'; rename it like 'facebook-leads'",
+        f"{tmp_path}/c.yaml:17: mapping 'm1' takes events of endpoint 'forms leads', which is "
+        "not defined; defined endpoints: good",
+        f"{tmp_path}/c.yaml:18: mapping 'm1' sends to target 'crm/eu', which is not defined; "
+        "defined targets: default",
+        f"{tmp_path}: 4 errors",
+    ]
+    assert "endpoint 'forms leads' has source: none" not in done.stdout
