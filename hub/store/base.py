@@ -477,6 +477,7 @@ class BatchedStore(ABC):
         states: Collection[State] | None = None,
         endpoint: str | None = None,
         dry_run: bool = False,
+        on_step: Callable[[Purged], None] | None = None,
     ) -> Purged:
         wanted = purged_states(states)
         after = events = deliveries = 0
@@ -485,6 +486,8 @@ class BatchedStore(ABC):
             nonlocal events, deliveries
             events += step[0]
             deliveries += step[1]
+            if on_step is not None and step[0]:
+                on_step(Purged(events=step[0], deliveries=step[1]))
 
         try:
             while (window := await self._purge_window(after)) is not None:
@@ -899,6 +902,7 @@ class EventStore(Protocol):
         states: Collection[State] | None = None,
         endpoint: str | None = None,
         dry_run: bool = False,
+        on_step: Callable[[Purged], None] | None = None,
     ) -> Purged:
         """Delete finished events last changed before ``before``, and what only they used.
 
@@ -909,7 +913,9 @@ class EventStore(Protocol):
         its own transaction, so ingest and the dispatcher keep going meanwhile; a purge
         stopped half way has deleted whole events only. A purged event's delivery id is
         forgotten: the same delivery arriving again is stored as new. ``dry_run`` counts
-        the events instead of deleting them.
+        the events instead of deleting them. ``on_step``, when given, is told what each
+        step deleted (a dry run: counted) once it is committed: a purge that fails part way
+        raises, and its caller still knows what the steps before the failure took.
 
         Raises:
             StoreError: a state in ``states`` is not final.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,13 @@ from hub.clock import ManualClock
 from hub.store import open_store
 from hub.store.base import EventStore
 from hub.store.retention import parse_retention, purge_now, retention_lifespan
+from hub.store.sqlite import SQLiteStore
 from hub.units import UnitError
 from tests.dispatch.support import wait_for
 
 from .conftest import sqlite_url
 from .helpers import delivery
+from .test_held_lock import held
 
 DAY = 86400.0
 
@@ -135,3 +139,42 @@ async def test_an_unexpected_error_is_logged_and_the_rounds_go_on(
     assert all(e["error"] == "RuntimeError('a bug in purge')" for e in failed)
     assert all(e["log_level"] == "error" and e.get("exc_info") for e in failed)
     assert await store.list() == []
+
+
+def _left(path: Path) -> int:
+    """How many events the SQLite file ``path`` holds, as another connection reads it."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    return int(count)
+
+
+async def test_a_round_failing_part_way_counts_what_its_steps_purged(
+    tmp_path: Path, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose store failed after some of its steps (here another process takes the
+    write lock between two steps and holds it past the busy timeout; a full disk does the
+    same) counted none of the events those steps had deleted: leadhub_events_purged_total
+    fell short of what went, by a thousand per step. The steps done are counted now."""
+    monkeypatch.setattr("hub.store.sqlite.PURGE_WINDOW", 2)  # ten events: five steps
+    path = tmp_path / "events.db"
+    store = SQLiteStore(path, clock=clock)
+    store.step_pause = 1.0  # between two steps, time to take the write lock
+    await store.open()
+    try:
+        await delivered(store, *(f"old-{n}" for n in range(10)))
+        clock.advance(31 * DAY)
+        app, registry = metered_app()
+        hook = retention_lifespan(store=store, clock=clock, keep=30 * DAY)
+        with capture_logs() as logs:
+            async with hook(app):
+                await wait_for(lambda: _left(path) < 10, what="the round's first step")
+                with held(path):
+                    await wait_for(
+                        lambda: any(e["event"] == "purge_failed" for e in logs),
+                        what="the round to fail on the held write lock",
+                    )
+                    left = _left(path)
+                assert 0 < left < 10, "the round failed part way"
+                assert purged(registry) == 10 - left
+    finally:
+        await store.close()
