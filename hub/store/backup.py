@@ -73,6 +73,12 @@ def copy_store(source: Path, dest: Path) -> Copied:
     if _taken(dest):
         msg = f"{str(dest)!r} already exists; name a new file (a backup never overwrites one)."
         raise StoreError(msg)
+    if (beside := _beside(source, dest)) is not None:
+        msg = (
+            f"{str(dest)!r} is where SQLite keeps the store's {beside} while it is open: the "
+            "store's next open would take the copy for it and delete it; name another file."
+        )
+        raise StoreError(msg)
     _sweep(dest.parent)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
     held = _make(partial, source)
@@ -93,8 +99,21 @@ class NoEventsTable(StoreError):
     """The SQLite database copied holds no events table: it is no event store."""
 
 
-#: The files SQLite keeps beside a database file, by their suffix.
-_BESIDE = ("-wal", "-shm", "-journal")
+#: The files SQLite keeps beside a database file, by their suffix: what each holds.
+_KEPT_BESIDE = {"-wal": "write-ahead log", "-shm": "WAL index", "-journal": "rollback journal"}
+_BESIDE = tuple(_KEPT_BESIDE)
+
+
+def _beside(source: Path, dest: Path) -> str | None:
+    """What SQLite keeps in ``dest`` when it names a file beside ``source`` (its ``-wal``,
+    ``-shm`` or ``-journal``), else None. With the hub stopped those files are gone, so
+    ``dest`` is free: a backup written there (exit 0) was read as the store's log or index
+    by the next command to open the store, found no such thing, and deleted."""
+    where = os.path.realpath(dest)
+    for suffix, what in _KEPT_BESIDE.items():
+        if where == os.path.realpath(f"{source}{suffix}"):
+            return what
+    return None
 
 
 def _files_of(partial: Path) -> list[Path]:

@@ -172,6 +172,32 @@ def test_backup_never_overwrites_and_refuses_what_is_no_sqlite_store(
     assert "hub.db-wal" not in before and not any(n.endswith(".partial") for n in before)
 
 
+@pytest.mark.parametrize("suffix", ["-wal", "-shm", "-journal"])
+def test_a_destination_naming_a_file_sqlite_keeps_beside_the_store_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    """``leadhub backup --db sqlite:///hub.db hub.db-wal`` with the hub stopped (no -wal
+    there then) made the copy under that name and said so (exit 0); the next command to open
+    the store (``leadhub events``) took it for the store's log, index or journal, found none,
+    and deleted it: a backup reported made and gone. It is refused, naming the file's role."""
+    db = tmp_path / "hub.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO events DEFAULT VALUES")
+    conn.close()
+    dest = tmp_path / f"hub.db{suffix}"
+    assert main(["backup", "--db", f"sqlite:///{db}", str(dest)]) == 1
+    err = capsys.readouterr().err
+    assert f"{str(dest)!r} is where SQLite keeps the store's" in err
+    assert "name another file" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub.db"]
+    # the same file reached through a link to its directory is the same file
+    (tmp_path / "link").symlink_to(tmp_path)
+    assert main(["backup", "--db", f"sqlite:///{db}", str(tmp_path / "link" / dest.name)]) == 1
+    assert "is where SQLite keeps" in capsys.readouterr().err
+    assert not dest.exists()
+
+
 @pytest.mark.parametrize("where", ["under a file", "read-only mount"])
 def test_a_destination_that_cannot_be_written_is_refused_saying_so(
     tmp_path: Path, where: str
