@@ -110,8 +110,10 @@ def _beside(source: Path, dest: Path) -> str | None:
     ``dest`` is free: a backup written there (exit 0) was read as the store's log or index
     by the next command to open the store, found no such thing, and deleted."""
     where = os.path.realpath(dest)
+    # (SQLite names them after the file a link to the store points to)
+    names = {str(source), os.path.realpath(source)}
     for suffix, what in _KEPT_BESIDE.items():
-        if where == os.path.realpath(f"{source}{suffix}"):
+        if any(where == os.path.realpath(f"{name}{suffix}") for name in names):
             return what
     return None
 

@@ -195,6 +195,11 @@ def test_a_destination_naming_a_file_sqlite_keeps_beside_the_store_is_refused(
     (tmp_path / "link").symlink_to(tmp_path)
     assert main(["backup", "--db", f"sqlite:///{db}", str(tmp_path / "link" / dest.name)]) == 1
     assert "is where SQLite keeps" in capsys.readouterr().err
+    # a store given by a link to it: SQLite keeps its files beside the file linked to
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "store.db").symlink_to(db)
+    assert main(["backup", "--db", f"sqlite:///{tmp_path / 'other' / 'store.db'}", str(dest)]) == 1
+    assert "is where SQLite keeps" in capsys.readouterr().err
     assert not dest.exists()
 
 
