@@ -10,7 +10,15 @@ from pathlib import Path
 from hub import logs
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.backup import NoEventsTable, copy_store
-from hub.store.commands import EXIT_FAILED, fail, no_events_table, no_file_at, plural, utc
+from hub.store.commands import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    fail,
+    no_events_table,
+    no_file_at,
+    plural,
+    utc,
+)
 from hub.store.sqlite import SQLiteStore
 
 
@@ -37,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     try:
         copied = copy_store(store.path, dest)
+    except KeyboardInterrupt:
+        # (the copy under its hidden name is removed on the way out; once named it is whole)
+        made = f"{str(dest)!r} was made before it stopped" if dest.exists() else "no copy made"
+        return fail("backup", f"stopped: {made}.", EXIT_INTERRUPTED)
     except NoEventsTable:
         return fail("backup", no_events_table(store.path), EXIT_FAILED)
     except StoreError as exc:

@@ -203,6 +203,53 @@ def test_a_destination_naming_a_file_sqlite_keeps_beside_the_store_is_refused(
     assert not dest.exists()
 
 
+def _partials(directory: Path) -> list[Path]:
+    return [p for p in directory.iterdir() if p.name.endswith(".partial")]
+
+
+def test_a_backup_stopped_by_ctrl_c_says_so_in_one_line_and_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """Ctrl-C during ``leadhub backup`` (a large store takes a while) ended in a Python
+    traceback (KeyboardInterrupt) and a death by SIGINT, where ``events``, ``replay`` and
+    ``purge`` say they stopped and exit 130. It says so now, and that no copy was made; the
+    hidden copy under way is removed as before. The backup is caught part way through its
+    copy: frozen (SIGSTOP) once its hidden copy exists, then sent SIGINT and let go."""
+    db = tmp_path / "hub.db"
+    with sqlite3.connect(db) as conn:  # a store enough for the command, 200 MB of free pages
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+        conn.execute("INSERT INTO events DEFAULT VALUES")
+        conn.execute("CREATE TABLE pad (b BLOB)")
+        conn.execute("INSERT INTO pad VALUES (zeroblob(200 * 1024 * 1024))")
+    with sqlite3.connect(db) as conn:
+        conn.execute("DROP TABLE pad")
+    conn.close()
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for attempt in range(5):  # (a copy that got past its copying before the freeze: again)
+        dest = backups / f"copy-{attempt}.db"
+        argv = [sys.executable, "-m", "hub", "backup", "--db", f"sqlite:///{db}", str(dest)]
+        proc = subprocess.Popen(
+            argv, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while not _partials(backups) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGSTOP)
+        copying = bool(_partials(backups)) and not dest.exists()
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGCONT)
+        out, err = proc.communicate(timeout=60)
+        if copying:
+            break
+        dest.unlink(missing_ok=True)
+    else:
+        pytest.fail("the backup was never caught while copying")
+    assert (proc.returncode, out) == (130, ""), err
+    assert err == "leadhub backup: stopped: no copy made.\n"
+    assert list(backups.iterdir()) == []
+
+
 @pytest.mark.parametrize("where", ["under a file", "read-only mount"])
 def test_a_destination_that_cannot_be_written_is_refused_saying_so(
     tmp_path: Path, where: str
