@@ -20,6 +20,7 @@ from hub.store.commands import (
     utc,
 )
 from hub.store.sqlite import SQLiteStore
+from hub.store.sqlite_threads import foreign_wal
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
     # look would change it, or leave files beside it)
     if missing := no_file_at(store.path):
         return fail("backup", missing, EXIT_FAILED)
+    # A restored copy beside the log of the store it replaced: every other command refuses
+    # it; a backup copied the two as a stopped store's file and log, and SQLite read that log
+    # into the copy (the old store's pages over the restored one's), exit 0.
+    if (foreign := foreign_wal(store.path)) is not None:
+        return fail("backup", str(foreign), EXIT_FAILED)
     dest = Path(args.dest)
     started = time.time()
     try:

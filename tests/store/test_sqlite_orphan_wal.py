@@ -204,8 +204,9 @@ async def test_a_backup_restored_beside_the_log_of_the_store_it_replaced_is_refu
     store killed with its log left. The hub, turning the copy to WAL mode, took the old log
     as the copy's own: the old store's pages over the copy's (events of neither, "database
     disk image is malformed"; `leadhub events` listed that mix). Now every open (serve's,
-    the commands') refuses, naming both files and what to do, and touches nothing; the log
-    deleted as it says, the copy opens as it was backed up."""
+    the commands', `leadhub backup`'s, which copied the two as a stopped store's file and log
+    and made a copy of the old store, exit 0) refuses, naming both files and what to do, and
+    touches nothing; the log deleted as it says, the copy opens as it was backed up."""
     source, db = tmp_path / "source.db", tmp_path / "data" / "hub.db"
     backup = tmp_path / "backup.db"
     store = open_store(f"sqlite:///{source}", clock=clock)
@@ -231,6 +232,12 @@ async def test_a_backup_restored_beside_the_log_of_the_store_it_replaced_is_refu
     for command in (["purge", "--older-than", "30d"], ["events"]):
         done = leadhub_run([*command, "--db", f"sqlite:///{db}"])
         assert done.returncode == 1 and "rollback-journal mode" in done.stderr, done.stderr
+    # a backup of it copied the file and the log as a stopped store's, and made (exit 0) a
+    # copy holding the old store's events, not the restored ones
+    copy = tmp_path / "copy.db"
+    done = leadhub_run(["backup", "--db", f"sqlite:///{db}", str(copy)])
+    assert done.returncode == 1 and "rollback-journal mode" in done.stderr, done.stderr
+    assert not copy.exists()
     assert files(db.parent) == before
     Path(f"{db}-wal").unlink()
     Path(f"{db}-shm").unlink()
