@@ -243,7 +243,7 @@ def connect(
 
 
 #: The schema version this code writes (``meta.schema_version``); older files are migrated.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Every table, index and view the schema script makes.
 SCHEMA_OBJECTS = frozenset(
     re.findall(r"(?:TABLE|INDEX|VIEW) IF NOT EXISTS (\w+)", Q["schema"], re.IGNORECASE)

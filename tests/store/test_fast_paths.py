@@ -19,6 +19,8 @@ from .conftest import FIXTURES
 from .helpers import delivery
 from .test_sqlite import opened, raw
 
+STORES = Path(__file__).parents[1] / "fixtures" / "stores"
+
 
 def marked(delivery_id: str, body: bytes, document: object) -> IncomingDelivery:
     """A one-event delivery whose event says its document is exactly the parsed body."""
@@ -192,7 +194,7 @@ VALUES (1, 1, 'typeform', 'old-1', 'queued', 0, 0);
 
 
 async def test_version_1_database_is_migrated(tmp_path: Path, clock: ManualClock) -> None:
-    """A database from schema version 1 opens at version 3, keeps its events, takes
+    """A database from schema version 1 opens at version 4, keeps its events, takes
     compressed bodies, and records a replay's time (version 2 to 3)."""
     with sqlite3.connect(tmp_path / "events.db") as conn:
         conn.executescript(V1_SCHEMA)
@@ -214,9 +216,38 @@ async def test_version_1_database_is_migrated(tmp_path: Path, clock: ManualClock
     assert claimed[1].body == big
     assert replayed is not None and replayed.requeued_at == clock.time()
     db = tmp_path / "events.db"
-    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
     indexes = {r[0] for r in raw(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert {"events_ready", "events_unrouted"} <= indexes and "events_pending" not in indexes
+
+
+async def test_a_version_3_store_hands_out_no_purged_id_again(
+    tmp_path: Path, clock: ManualClock
+) -> None:
+    """Version 3 to 4 (the events table made again with AUTOINCREMENT, ids kept), on a store
+    966a566 really wrote (tests/fixtures/stores): once its newest events are purged, the next
+    one gets a new id, not the largest left + 1."""
+    db = tmp_path / "events.db"
+    db.write_bytes((STORES / "sqlite-schema3-966a566.store").read_bytes())
+    clock.advance(10 * 365 * 86400)  # past the old store's times (and its ten-year lease)
+    store = await opened(tmp_path, clock)
+    try:
+        before = {e.id: e.state for e in await store.list(limit=100)}
+        for newest in (16, 17):  # queued: marked sent, so that the purge takes them
+            await store.ack(newest, lead_id="L", created=False)
+        purged = await store.purge(before=clock.time() + 1)
+        [new] = await store.enqueue(delivery("after-purge"))
+        kept = await store.get(10)
+    finally:
+        await store.close()
+    assert sorted(before) == list(range(1, 18))
+    assert purged.events == 8 + 1 + 2  # delivered, skipped, and the two marked sent
+    assert new.id == 18
+    assert kept is not None and kept.state is State.DEAD and kept.id == 10
+    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+    assert raw(db, "SELECT seq FROM sqlite_sequence WHERE name = 'events'") == [(18,)]
+    indexes = {r[0] for r in raw(db, "SELECT name FROM sqlite_master WHERE tbl_name = 'events'")}
+    assert {"events_dedupe", "events_due", "events_ready", "events_delivery"} <= indexes
 
 
 async def test_an_index_an_older_leadhub_made_again_is_dropped(

@@ -21,8 +21,8 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 -- A new database starts at the current version; an older one is migrated (migrate_1, then
--- migrate_2: see hub.store.sqlite_threads.migrate).
-INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '3');
+-- migrate_2, then migrate_3: see hub.store.sqlite_threads.migrate).
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '4');
 -- Version 1's claim index: a leadhub of before the refusal of newer files (e270549) opening
 -- this file made it again (written at every enqueue, read by nothing).
 DROP INDEX IF EXISTS events_pending;
@@ -39,9 +39,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     body_format INTEGER NOT NULL DEFAULT 0  -- 0 as received, 1 a raw-deflate segment
 );
 
--- One row per lead. document is NULL when it is exactly the parsed JSON body.
+-- One row per lead. document is NULL when it is exactly the parsed JSON body. AUTOINCREMENT:
+-- an id is never handed out again, not even once a purge has deleted the newest events (an id
+-- in an answer or a log line names one lead for good); ids still run without gaps within a
+-- multi-row insert (hub/store/bulk.py).
 CREATE TABLE IF NOT EXISTS events (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     delivery INTEGER NOT NULL REFERENCES deliveries (id),
     endpoint TEXT NOT NULL,
     delivery_id TEXT NOT NULL,
@@ -144,6 +147,45 @@ CREATE INDEX IF NOT EXISTS events_unrouted ON events (id)
     WHERE state = 'sending' AND target IS NULL AND awaits_read = 0;
 DROP VIEW IF EXISTS event_rows;
 UPDATE meta SET value = '3' WHERE key = 'schema_version';
+
+-- name: migrate_3
+-- Version 3 to 4: event ids never handed out again (AUTOINCREMENT, which SQLite gives only a
+-- table made with it: the events are copied into one, ids kept; sqlite_sequence then starts
+-- at the largest id left, as ids of events a purge deleted before are not known).
+DROP VIEW IF EXISTS event_rows;
+CREATE TABLE events_v4 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery INTEGER NOT NULL REFERENCES deliveries (id),
+    endpoint TEXT NOT NULL,
+    delivery_id TEXT NOT NULL,
+    document BLOB,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    last_error TEXT,
+    enrichment BLOB,
+    target TEXT,
+    mapping TEXT,
+    lead_id TEXT,
+    lead_created INTEGER,
+    updated_at REAL NOT NULL,
+    requeued_at REAL,
+    awaits_read INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO events_v4 (
+    id, delivery, endpoint, delivery_id, document, state, attempts, next_attempt_at,
+    last_error, enrichment, target, mapping, lead_id, lead_created, updated_at, requeued_at,
+    awaits_read
+)
+SELECT
+    id, delivery, endpoint, delivery_id, document, state, attempts, next_attempt_at,
+    last_error, enrichment, target, mapping, lead_id, lead_created, updated_at, requeued_at,
+    awaits_read
+FROM events ORDER BY id;
+-- (its indexes go with it; the schema script makes them again on the new table)
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+UPDATE meta SET value = '4' WHERE key = 'schema_version';
 
 -- name: find_id
 SELECT 1 FROM events WHERE id = :id;
