@@ -271,6 +271,13 @@ class _Collector:
         #: Endpoints named by a mapping its errors left unusable: such an endpoint gets no
         #: "has no mapping" warning (it has one, and its errors say what to fix).
         self.unusably_mapped: set[str] = set()
+        #: Where each target's name is written, for the "no mapping sends to it" warning.
+        self.target_lines: dict[str, tuple[str, int]] = {}
+        #: Targets named by a mapping its errors left unusable (``default`` for one naming
+        #: none), and whether some mapping's target could not be read at all (an unset
+        #: ``${VAR}``): no target gets the "no mapping sends to it" warning on a guess.
+        self.unusably_targeted: set[str] = set()
+        self.target_unknown = False
 
     def _add(self, table: Mapping[str, Any], kind: str, name: str, node: Node) -> bool:
         if name in table:
@@ -318,6 +325,7 @@ class _Collector:
                 self._unusable("target", reader)
             elif self._add(self.targets, "target", target.name, node):
                 self.targets[target.name] = target
+                self.target_lines[target.name] = (node.file, node.key_lines.get("name", node.line))
         elif kind == "endpoint":
             endpoint = build_endpoint(node, reader)
             if endpoint is None:
@@ -330,6 +338,13 @@ class _Collector:
                 endpoint_node = reader.get("endpoint")
                 if endpoint_node is not None and isinstance(endpoint_node.value, str):
                     self.unusably_mapped.add(endpoint_node.value)
+                target_node = reader.get("target")
+                if target_node is None:
+                    self.unusably_targeted.add("default")
+                elif isinstance(target_node.value, str) and not target_node.reported:
+                    self.unusably_targeted.add(target_node.value)
+                else:
+                    self.target_unknown = True
             elif self._add(
                 self.mappings,
                 "mapping",
@@ -389,6 +404,36 @@ class _Collector:
                     "account, or leave the field out while trying mappings on the sandbox",
                 )
 
+    def _check_unused_targets(self) -> None:
+        """Warn about a target that no mapping sends to.
+
+        Mappings send to the target they name, else to ``default``; a target named otherwise
+        (``production``, ``Default``: names are case-sensitive) that no mapping names is never
+        called. When ``default`` is then the embedded sandbox, every lead is captured there
+        and shown ``delivered``, and nothing reaches the LeadSquared account the user set up.
+        """
+        if self.target_unknown or self.issues.unread:
+            return  # a mapping's target is not known (or a file not read): it may be this one
+        used = {m.target for m in self.mappings.values()} | self.unusably_targeted
+        if any(self._reported(m, "target") for m in self.mappings.values()):
+            return
+        default = self.targets.get("default")
+        for name, (file, line) in self.target_lines.items():
+            if name in used or name == "default":
+                continue
+            message = f"target {name!r} is used by no mapping, so no lead is sent to it"
+            if default is not None and default.sandbox and "default" in used:
+                case = " (target names are case-sensitive)" if name.lower() == "default" else ""
+                message += (
+                    f"; a mapping that names no target sends to 'default', which is the "
+                    f"embedded sandbox since no target is named default{case}, so its leads "
+                    f"never reach LeadSquared. Name this target default, or write "
+                    f"target: {name} in the mappings that should use it"
+                )
+            else:
+                message += f"; write target: {name} in the mappings that should use it"
+            self.issues.warn(file, line, message)
+
     def cross_check(self) -> None:
         # A default sandbox that cannot be made is its variable's error, not one more per
         # mapping that sends to it (as if no target named 'default' could be found).
@@ -431,6 +476,7 @@ class _Collector:
                     f"defined targets: {', '.join(sorted(self.targets))}",
                 )
         self._check_sandbox_attributes()
+        self._check_unused_targets()
         by_endpoint: dict[str, list[CompiledMapping]] = {}
         for mapping in sorted(self.mappings.values(), key=_written_order):
             by_endpoint.setdefault(mapping.endpoint, []).append(mapping)

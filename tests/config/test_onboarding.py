@@ -517,3 +517,86 @@ def test_an_endpoint_or_target_without_its_kind_line_is_one_error_naming_it(
     (tmp_path / "site.yaml").write_text(before + kind + "\n" + document + mapping)
     config = load(tmp_path, {})
     assert "m" in config.mappings and "site" in config.endpoints
+
+
+#: A LeadSquared target as a user adds one, its name on line 2, named by the test.
+TARGET = (
+    "kind: target\nname: {name}\nurl: https://api-in21.leadsquared.com\n"
+    "access_key: ${{LSQ_ACCESS_KEY}}\nsecret_key: ${{LSQ_SECRET_KEY}}\n---\n"
+)
+LSQ_KEYS = {"LSQ_ACCESS_KEY": "ak", "LSQ_SECRET_KEY": "sk"}
+
+
+@pytest.mark.parametrize(
+    ("name", "case"), [("production", ""), ("Default", " (target names are case-sensitive)")]
+)
+def test_a_target_not_named_default_that_no_mapping_names_is_warned_of(
+    tmp_path: Path, name: str, case: str
+) -> None:
+    """ "Pointing it at LeadSquared": a target named otherwise than ``default`` (``production``,
+    or ``Default``) while the mappings name no target. They send to ``default``, the embedded
+    sandbox since no target has that name: every lead was captured there and listed
+    ``delivered``, none reached the account, and ``check`` said nothing. It warns at the
+    target's name, saying where the leads go and both fixes."""
+    text = TARGET.format(name=name) + ENDPOINT + MAPPING + "fields:\n  EmailAddress: $.email\n"
+    (tmp_path / "site.yaml").write_text(text, encoding="utf-8")
+    done = leadhub_run(["check", str(tmp_path)], env=LSQ_KEYS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"warning: {tmp_path / 'site.yaml'}:2: target {name!r} is used by no mapping, so no "
+        "lead is sent to it; a mapping that names no target sends to 'default', which is the "
+        f"embedded sandbox since no target is named default{case}, so its leads never reach "
+        f"LeadSquared. Name this target default, or write target: {name} in the mappings "
+        "that should use it"
+    )
+
+
+def test_a_target_a_mapping_names_is_not_warned_of(tmp_path: Path) -> None:
+    """The target a mapping names, even one left unusable by its errors (whose error says
+    what to fix), and ``default`` are not warned of; a spare target beside a real
+    ``default`` is, without the sandbox's words."""
+    text = (
+        TARGET.format(name="default")
+        + TARGET.format(name="india")
+        + TARGET.format(name="us")
+        + TARGET.format(name="spare")
+        + ENDPOINT
+        + MAPPING
+        + "target: india\nmatch: {$.region: in}\nfields:\n  EmailAddress: $.email\n---\n"
+        + "name: broken\nendpoint: site\ntarget: us\n"
+        + 'match:\n  "$.region[": us\nfields:\n  EmailAddress: $.email\n'
+    )
+    error = _problems_with(tmp_path, text, LSQ_KEYS)
+    broken = [issue for issue in error.issues if "'$.region[' does not compile" in issue]
+    assert broken, error.issues
+    assert [w for w in error.warnings if "used by no mapping" in w] == [
+        f"{tmp_path / 'site.yaml'}:20: target 'spare' is used by no mapping, so no lead is "
+        "sent to it; write target: spare in the mappings that should use it"
+    ]
+
+
+@pytest.mark.parametrize("match", ["", 'match:\n  "$.region[": us\n'], ids=["usable", "unusable"])
+def test_an_unknown_mapping_target_brings_no_unused_target_warning(
+    tmp_path: Path, match: str
+) -> None:
+    """A mapping whose target is an unset ``${VAR}`` may name any target, whether the
+    mapping is usable or left unusable by another error: none is warned of as unused on
+    that guess (the unset variable is the error to fix)."""
+    text = (
+        TARGET.format(name="production")
+        + ENDPOINT
+        + MAPPING
+        + "target: ${TARGET_NAME}\n"
+        + match
+        + "fields:\n  EmailAddress: $.email\n"
+    )
+    error = _problems_with(tmp_path, text, LSQ_KEYS)
+    assert [issue for issue in error.issues if "TARGET_NAME" in issue], error.issues
+    assert [w for w in error.warnings if "used by no mapping" in w] == []
+
+
+def _problems_with(tmp_path: Path, text: str, environ: dict[str, str]) -> ConfigError:
+    (tmp_path / "site.yaml").write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, environ)
+    return caught.value
