@@ -72,8 +72,8 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
         return _postgres(url, parsed, clock)
     if scheme != "sqlite":
         msg = (
-            f"Unknown event store URL {safe_url(url)!r}; "
-            "use sqlite:///relative.db or sqlite:////absolute/path.db."
+            f"Unknown event store URL {safe_url(url)!r}; use sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or postgresql://user@host:5432/dbname."
         )
         raise StoreError(msg)
     if parsed.netloc or not parsed.path.startswith("/") or parsed.path == "/":

@@ -430,10 +430,16 @@ class TestEvents:
         finally:
             await store.close()
 
-    def test_unsupported_url(self, capsys: Cap) -> None:
-        """A database kind we do not have is refused with a clear message and exit 2."""
-        assert main(["events", "--db", "mysql://db/leadhub"], environ={}) == 2
-        assert "Unknown event store URL" in capsys.readouterr().err
+    @pytest.mark.parametrize("url", ["mysql://db/leadhub", "postgresql+asyncpg://hub@db/leadhub"])
+    def test_unsupported_url(self, url: str, capsys: Cap) -> None:
+        """A database kind we do not have is refused with a clear message and exit 2, naming
+        every kind there is: PostgreSQL too (it named only SQLite's two forms, so a user who
+        wrote SQLAlchemy's postgresql+asyncpg:// was told to use SQLite)."""
+        assert main(["events", "--db", url], environ={}) == 2
+        assert capsys.readouterr().err == (
+            f"leadhub events: Unknown event store URL {url!r}; use sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or postgresql://user@host:5432/dbname.\n"
+        )
 
     @pytest.mark.parametrize(
         ("url", "says"),
