@@ -189,6 +189,14 @@ def given_as(args: argparse.Namespace, dest: str, flag: str) -> str:
     return from_env.get(dest, flag)
 
 
+def variable_of(args: argparse.Namespace, dest: str) -> str | None:
+    """The ``LEADHUB_<FLAG>`` variable that ``dest``'s value came from, or ``None`` (given as
+    the flag, or the default): for a message about a value refused after parsing (a ``--db``
+    URL that names no store), which must name the variable a user who typed no flag set."""
+    from_env: Mapping[str, str] = getattr(args, FROM_ENV, None) or {}
+    return from_env.get(dest)
+
+
 class _FromEnv:
     """The default of a flag whose variable is set: its text, checked once parsing is done."""
 

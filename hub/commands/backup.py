@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from hub import logs
+from hub.cli import variable_of
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.backup import NoEventsTable, copy_store
 from hub.store.commands import (
@@ -36,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = open_store(args.db)
     except StoreError as exc:
-        return fail("backup", str(exc))
+        variable = variable_of(args, "db")
+        return fail("backup", f"{variable}: {exc}" if variable else str(exc))
     assert isinstance(store, SQLiteStore)  # (every other URL is PostgreSQL or refused)
     # (whether it holds an events table is asked of the copy: opening a stopped store to
     # look would change it, or leave files beside it)

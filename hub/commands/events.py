@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from hub.cli import given_as
+from hub.cli import given_as, variable_of
 from hub.sources.base import redact_fields
 from hub.sources.google import GoogleSource
 from hub.store.base import MAX_ID, EventStore
@@ -106,7 +106,9 @@ def run(args: argparse.Namespace) -> int:
             await endpoint_unknown("events", store, args.endpoint)
         return 0
 
-    return run_with_store("events", args.db, action, reads_only=True)
+    return run_with_store(
+        "events", args.db, action, reads_only=True, variable=variable_of(args, "db")
+    )
 
 
 #: Events per page: each page is one read of the store, printed before the next is read,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub.cli import given_as
+from hub.cli import given_as, variable_of
 from hub.store.base import EventStore
 from hub.store.commands import endpoint_unknown, fail, listing, plural, run_with_store, utc
 from hub.store.models import PURGED_BY_DEFAULT, State
@@ -50,4 +50,6 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return run_with_store("purge", args.db, action, reads_only=bool(args.dry_run))
+    return run_with_store(
+        "purge", args.db, action, reads_only=bool(args.dry_run), variable=variable_of(args, "db")
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hub.cli import variable_of
 from hub.store.base import EventStore
 from hub.store.commands import (
     endpoint_unknown,
@@ -58,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"leadhub replay: note: {why}", file=sys.stderr)
         return 0
 
-    return run_with_store("replay", args.db, action, reads_only=bool(args.dry_run))
+    return run_with_store(
+        "replay", args.db, action, reads_only=bool(args.dry_run), variable=variable_of(args, "db")
+    )
 
 
 def left_alone(

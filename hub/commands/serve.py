@@ -41,7 +41,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from hub import logs
-from hub.cli import given_as
+from hub.cli import given_as, variable_of
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.commands.protocol import HubHttpProtocol
 from hub.commands.server import Server
@@ -400,7 +400,8 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
         writer = "thread" if args.role == "worker" else "process"
         store = open_store(args.db, clock=SYSTEM_CLOCK, writer=writer)
     except StoreError as exc:
-        print(f"leadhub serve: {exc}", file=sys.stderr)
+        variable = variable_of(args, "db")
+        print(f"leadhub serve: {f'{variable}: ' if variable else ''}{exc}", file=sys.stderr)
         return 2
     checked = _check_flags(args, config)
     if isinstance(checked, int):

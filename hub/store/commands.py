@@ -55,8 +55,12 @@ def run_with_store(
     action: Callable[[EventStore], Awaitable[int]],
     *,
     reads_only: bool = False,
+    variable: str | None = None,
 ) -> int:
     """Open the store at ``url`` (which must already exist), run ``action``, close the store.
+
+    ``variable``: the ``LEADHUB_DB`` that ``url`` came from, if it did, named in the message
+    when the URL names no store (a usage error, exit 2, as a bad flag's value is).
 
     A reading command never creates a database: a mistyped ``--db`` would otherwise show
     an empty, brand-new store. Logs go to stderr (warnings and worse), keeping stdout
@@ -70,7 +74,7 @@ def run_with_store(
     try:
         store = open_store(url)
     except StoreError as exc:
-        return fail(command, str(exc))
+        return fail(command, f"{variable}: {exc}" if variable else str(exc))
     if isinstance(store, PostgresStore):
         store.create = False  # checked when it opens
     if isinstance(store, SQLiteStore):

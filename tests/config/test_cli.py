@@ -14,6 +14,7 @@ import pytest
 from hub import cli
 from hub.cli import main
 from tests.mappings.cases import ROOT
+from tests.support.server import leadhub_run
 
 Cap = pytest.CaptureFixture[str]
 
@@ -311,6 +312,57 @@ def test_store_commands_name_where_a_refused_value_was_set(
     assert main([*argv, "--db", f"sqlite:///{db}"], environ=environ) == 2
     assert f"leadhub {argv[0]}: {message}" in capsys.readouterr().err
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["events"],
+        ["replay", "--status", "dead"],
+        ["purge", "--older-than", "3d"],
+        ["backup", "c.db"],
+    ],
+)
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("leadhub.db", "Unknown event store URL 'leadhub.db'"),
+        ("postgresql://hub:hunter2@[::1/leadhub", "Malformed store URL"),
+    ],
+)
+def test_a_store_url_variable_that_names_no_store_is_named(
+    tmp_path: Path,
+    capsys: Cap,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    url: str,
+    says: str,
+) -> None:
+    """A LEADHUB_DB that names no store (a bare path, as a container's env file may hold it)
+    is a usage error (exit 2) naming LEADHUB_DB, as any bad variable is; it named no variable,
+    so a user who typed no --db looked for one. Given as --db, the message is as it was."""
+    monkeypatch.chdir(tmp_path)  # (backup's copy, were it made, would land here)
+    assert main(argv, environ={"LEADHUB_DB": url}) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"leadhub {argv[0]}: LEADHUB_DB: {says}"), err
+    assert "hunter2" not in err
+    assert main([*argv, "--db", url], environ={"LEADHUB_DB": "sqlite:///x.db"}) == 2
+    assert capsys.readouterr().err.startswith(f"leadhub {argv[0]}: {says}")
+    assert not list(tmp_path.iterdir())
+
+
+def test_serve_names_a_store_url_variable_that_names_no_store(tmp_path: Path) -> None:
+    """serve, as run in a container whose env file sets LEADHUB_DB to a path: exit 2, the
+    variable named, before the port is taken."""
+    done = leadhub_run(
+        ["serve", "--config-dir", str(config_dir(tmp_path))],
+        env={"LEADHUB_DB": "/data/leadhub.db", "LEADHUB_PORT": "0"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        "leadhub serve: LEADHUB_DB: Unknown event store URL '/data/leadhub.db'; use "
+        "sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:5432/dbname."
+    )
 
 
 def test_given_as_reads_what_the_parser_recorded() -> None:
