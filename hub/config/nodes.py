@@ -807,6 +807,14 @@ def _syntax_fix(problem: str, written: str) -> str:
             "this list item starts at column 0 (it lost its indentation); indent it as deep "
             "as the items of its list"
         )
+    if _UNQUOTED_MAP.search(written):
+        # map({a: b}) unquoted: YAML reads its { as a mapping inside { } or [ ], and its ': '
+        # as a key's anywhere (the hint blamed a JSONPath, or said only to quote values).
+        return (
+            "a map({...}) transform must be in quotes, since YAML reads its { } and ': ' as "
+            'its own: transform: "map({a: Alpha, b: Beta})"; or write it in YAML, '
+            "transform: {map: {a: Alpha, b: Beta}} (in a list: [trim, {map: {a: b}}])"
+        )
     if "${" in written and "but got '{'" in problem:
         # ${VAR} inside { } or [ ]: the { of ${ opens a mapping there.
         return 'inside { } or [ ], put a ${VAR} in quotes, like { value: "${VAR}" }'
@@ -830,6 +838,11 @@ def _syntax_fix(problem: str, written: str) -> str:
         "check the indentation, and quote values that hold ': ', ' #', "
         "or start with '[', '{', '*', '&' or '@'"
     )
+
+
+#: A ``map({`` transform not in quotes (no quote right before it): on a line with a YAML
+#: syntax error, the error is its ``{`` or ``: `` read as YAML's.
+_UNQUOTED_MAP = re.compile(r"""(?<!["'])\bmap\(\s*\{""")
 
 
 def _unquoted_path_in_brackets(problem: str, written: str) -> bool:

@@ -374,6 +374,23 @@ MISPLACED = {
         "expected alphabetic or numeric character, but found ']'; inside { } or [ ], a "
         "JSONPath holding [ ] or * must be in quotes",
     ),
+    # map({a: b}) unquoted: YAML reads its { as a mapping inside { } or [ ] and its ': ' as a
+    # key's in a block. The hint blamed a JSONPath (in quotes or none there), or said only to
+    # quote values that hold ': '; it names quoting the transform, or writing it in YAML.
+    "unquoted_map_in_braces.yaml": (
+        'fields:\n  EmailAddress: $.email\n  mx_Plan: { path: "$.plan", transform: map({a: b}) }\n',
+        11,
+        "expected ',' or '}', but got '{'; a map({...}) transform must be in quotes, since "
+        "YAML reads its { } and ': ' as its own: transform: \"map({a: Alpha, b: Beta})\"; or "
+        "write it in YAML, transform: {map: {a: Alpha, b: Beta}} (in a list: [trim, {map: "
+        "{a: b}}])",
+    ),
+    "unquoted_map_in_a_block.yaml": (
+        "fields:\n  EmailAddress: $.email\n  mx_Plan:\n    path: $.plan\n"
+        "    transform: map({a: Alpha, b: Beta})\n",
+        13,
+        "mapping values are not allowed here; a map({...}) transform must be in quotes",
+    ),
     # Right as they were: a list item at column 0 is where YAML stops; a top-level key is
     # where it belongs, and the key after it, indented, is the one to fix; so is an
     # attribute in 'fields', and the key after it.
