@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import re
 import string
@@ -570,6 +571,13 @@ def build_target(node: Node, r: Reader) -> Target | None:
             f"{str(url).rstrip('/') + CAPTURE_PATH!r}. If that is not the gateway's path, "
             "write the url without it, like https://api-in21.leadsquared.com",
         )
+    elif url is not None and _in_clear(str(url)):
+        r.warn(
+            r.get("url"),
+            f"'url' {str(url)!r} is http://, so the keys sent with every call (and every "
+            "lead) would cross the network unencrypted, and LeadSquared's API takes "
+            "https:// only; write https://, like https://api-in21.leadsquared.com",
+        )
     rate_limit = DEFAULT_RATE_LIMIT
     rate_node = r.get("rate_limit")
     if rate_node is not None and rate_node.value is not None:
@@ -603,6 +611,20 @@ def build_target(node: Node, r: Reader) -> Target | None:
         concurrency=concurrency,
         origin=Origin(node.file, node.line),
     )
+
+
+def _in_clear(url: str) -> bool:
+    """Whether ``url`` is ``http://`` to a host off this machine: a local test double or
+    standalone sandbox (``http://127.0.0.1:9000``) is called so, LeadSquared never."""
+    if not url.startswith("http://"):
+        return False
+    host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True  # a name, not an address: resolved elsewhere
 
 
 def unsendable_char(value: str) -> str | None:

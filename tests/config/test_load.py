@@ -341,6 +341,36 @@ def test_a_target_url_ending_in_a_bare_v2_loads_with_a_warning(
 
 
 @pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("http://api-in21.leadsquared.com", True),
+        ("http://10.0.0.5:8080/lsq", True),
+        ("http://127.0.0.1:9000", False),  # a test double, or `leadhub sandbox`
+        ("http://localhost:9000", False),
+        ("http://[::1]:9000", False),
+        ("https://api-in21.leadsquared.com", False),
+    ],
+)
+def test_a_target_url_over_plain_http_off_this_machine_is_warned(
+    config_dir: Path, url: str, warned: bool
+) -> None:
+    """A url written http:// for LeadSquared's https:// loaded silently: every call sent the
+    keys (and the lead) unencrypted, and LeadSquared's API takes https:// only. It loads, with
+    a warning at its line; a local test double or sandbox, on loopback, is not warned of."""
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    config = load(config_dir, ENV)
+    assert config.targets["crm"].url == url
+    expected = (
+        f"{config_dir / 'targets.yml'}:3: 'url' {url!r} is http://, so the keys sent with "
+        "every call (and every lead) would cross the network unencrypted, and LeadSquared's "
+        "API takes https:// only; write https://, like https://api-in21.leadsquared.com"
+    )
+    assert [w for w in config.warnings if "'url'" in w] == ([expected] if warned else [])
+
+
+@pytest.mark.parametrize(
     ("key", "named"),
     [
         ("u$r-access\u2026", "a character that is not ASCII (U+2026) at character 11"),
