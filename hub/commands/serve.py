@@ -49,7 +49,13 @@ from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.runtime import tune_for_serving
 from hub.store import StoreError, is_postgres, open_store, safe_url
-from hub.store.base import EventStore, NewerSchema, SchemaUnreadable, StoreUnavailable
+from hub.store.base import (
+    EventStore,
+    NewerSchema,
+    NotAnEventStore,
+    SchemaUnreadable,
+    StoreUnavailable,
+)
 from hub.store.retention import parse_retention, retention_lifespan
 from hub.units import UnitError, parse_duration
 from hub.web.app import LifespanHook, create_app
@@ -213,7 +219,7 @@ async def open_waiting(
         try:
             await _unless_stopped(store.open(), stopping)
             return
-        except (NewerSchema, SchemaUnreadable):
+        except (NewerSchema, SchemaUnreadable, NotAnEventStore):
             raise
         except StoreUnavailable as exc:
             waited = loop.time() - started

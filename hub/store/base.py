@@ -6,7 +6,8 @@ Error tree::
     └── StoreError            the store failed (a driver error, wrapped)
         ├── StoreUnavailable  the database cannot be reached or written right now
         │   ├── NewerSchema   a later leadhub's store: no wait or retry makes it usable
-        │   └── SchemaUnreadable  its schema version is no number (edited): nor this
+        │   ├── SchemaUnreadable  its schema version is no number (edited): nor this
+        │   └── NotAnEventStore  the sandbox's database: nor this
         └── LeaseLost         a claimed event is no longer the writer's (see below)
 
 Every backend (SQLite, PostgreSQL) implements :class:`EventStore` and
@@ -58,6 +59,12 @@ class StoreUnavailable(StoreError):
 class NewerSchema(StoreUnavailable):
     """The store was made by a later leadhub (:func:`newer_schema`): unavailable to this
     one however long it waits (``serve --store-wait`` gives up on it at once)."""
+
+
+class NotAnEventStore(StoreUnavailable):
+    """The file holds another database, the Lead.Capture sandbox's leads: unavailable however
+    long one waits (``serve --store-wait`` gives up on it at once), and never given the
+    hub's tables beside the sandbox's."""
 
 
 def newer_schema(found: int, known: int) -> NewerSchema:

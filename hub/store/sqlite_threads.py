@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 from hub import logs, sqlite_file
 from hub.store.base import (
+    NotAnEventStore,
     StoreError,
     StoreStats,
     StoreUnavailable,
@@ -226,6 +227,7 @@ def connect(
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if writer:
+            refuse_the_sandboxs(conn, path)  # before anything is written to it
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if not is_current(conn):
@@ -294,6 +296,27 @@ def schema_version(conn: sqlite3.Connection) -> int:
         return int(row[0])  # (no row: a TypeError, said below)
     file = conn.execute("PRAGMA database_list").fetchone()[2]
     return stored_version(found, repr(file), SCHEMA_VERSION)
+
+
+#: The tables of the Lead.Capture sandbox's database (hub/sandbox/schema.sql).
+SANDBOX_TABLES = frozenset({"leads", "activities"})
+
+
+def refuse_the_sandboxs(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse (:class:`NotAnEventStore`) a file holding the sandbox's database and no event
+    store. ``LEADHUB_DB`` is also ``leadhub sandbox --db`` (the container image sets it), so
+    a sandbox run first makes its leads there; ``serve`` then added the hub's tables beside
+    them, and the sandbox refused the file from then on. (The sandbox refuses a file holding
+    an event store likewise: hub/sandbox/db.py.)"""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if SANDBOX_TABLES <= tables and "events" not in tables:
+        msg = (
+            f"{str(path)!r} is no event store: it holds the Lead.Capture sandbox's leads (its "
+            "leads and activities tables; leadhub sandbox --db reads LEADHUB_DB too); give "
+            "the hub a file of its own, like sqlite:///leadhub.db, and the sandbox another "
+            "(--db sandbox.db)"
+        )
+        raise NotAnEventStore(msg)
 
 
 def is_current(conn: sqlite3.Connection) -> bool:

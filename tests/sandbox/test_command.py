@@ -16,6 +16,7 @@ import httpx
 import orjson
 import pytest
 
+from hub.sandbox.db import SandboxDB
 from hub.store import open_store
 from tests.sandbox.helpers import CAPTURE, body, sandbox_args, sigterm_while_a_call_is_held
 from tests.support.server import REPO, free_port, leadhub_process, leadhub_run
@@ -222,6 +223,35 @@ def test_the_sandbox_refuses_the_hubs_event_store(tmp_path: Path) -> None:
     assert f"LEADHUB_DB='sqlite:///{db}' cannot be used" in result.stderr
     assert "holds a leadhub event store" in result.stderr
     assert _tables(db) == before and "leads" not in before
+
+
+def test_serve_refuses_the_sandboxs_database(tmp_path: Path) -> None:
+    """The other way round: a sandbox run first (``leadhub sandbox`` in the container, where
+    LEADHUB_DB is set) made its leads in the file, and serve added the hub's tables beside
+    them, from then on a file the sandbox refused. serve refuses it now (exit 1, at once even
+    with --store-wait), saying what it holds and what to do, and leaves it as it was."""
+    db = tmp_path / "leadhub.db"
+    sandbox = SandboxDB(str(db))
+    sandbox.close()
+    before = _tables(db)
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "hub.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: token\ntoken: t\n---\n"
+        "name: m\nendpoint: e\nfields:\n  EmailAddress: $.email\n"
+    )
+    result = leadhub_run(
+        ["serve", "--config-dir", str(config), "--port", "0", "--store-wait", "1m"],
+        env={"LEADHUB_DB": f"sqlite:///{db}"},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"{str(db)!r} is no event store: it holds the Lead.Capture sandbox's leads (its leads "
+        "and activities tables; leadhub sandbox --db reads LEADHUB_DB too); give the hub a "
+        "file of its own, like sqlite:///leadhub.db, and the sandbox another (--db sandbox.db)"
+    ) in result.stdout
+    assert "store_waiting" not in result.stdout
+    assert _tables(db) == before and "events" not in before and "leads" in before
 
 
 def _tables(db: Path) -> set[str]:
