@@ -11,6 +11,7 @@ import string
 import urllib.parse
 from collections.abc import Mapping
 
+from hub.config.issues import did_you_mean
 from hub.config.models import (
     DEFAULT_GRAPH_FIELDS,
     DEFAULT_GRAPH_URL,
@@ -22,6 +23,7 @@ from hub.config.models import (
     DEFAULT_RATE_LIMIT,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_TOLERANCE,
+    HUBSPOT_OBJECTS,
     HUBSPOT_SIGNATURES,
     MAX_TIMEOUT,
     SELF_SPLITTING,
@@ -229,9 +231,7 @@ def _hubspot(r: Reader) -> SourceOptions:
         access_token=_bearer_token(r),
         api_url=_api_url(r, "api_url", DEFAULT_HUBSPOT_API_URL),
         properties=_names(r, "properties", DEFAULT_HUBSPOT_PROPERTIES, "[email, firstname]"),
-        subscription_types=_names(
-            r, "subscription_types", ("contact.creation",), "[contact.creation]"
-        ),
+        subscription_types=_subscription_types(r),
         tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
         read_timeout=_read_timeout(r),
         # any (default): X-HubSpot-Signature-v3 when the request carries one, else the legacy
@@ -239,6 +239,47 @@ def _hubspot(r: Reader) -> SourceOptions:
         signatures=r.choice("signatures", HUBSPOT_SIGNATURES, "any") or "any",
         rotating=rotating,
     )
+
+
+#: The events of HubSpot's subscription types (``contact.creation``...), Webhooks API.
+HUBSPOT_EVENTS = (
+    "creation",
+    "deletion",
+    "propertyChange",
+    "associationChange",
+    "merge",
+    "restore",
+    "privacyDeletion",
+)
+
+
+def _subscription_types(r: Reader) -> tuple[str, ...]:
+    """A hubspot endpoint's ``subscription_types``; a type no HubSpot event carries is
+    warned of at its line: it is compared exactly with each event's ``subscriptionType``,
+    so a type written otherwise than HubSpot writes it (``contact.create``,
+    ``Contact.creation``) took no event, every delivery accepted and dropped, and one of an
+    object the dispatcher cannot read (``object.creation``) made every event dead."""
+    types = _names(r, "subscription_types", ("contact.creation",), "[contact.creation]")
+    node = r.get("subscription_types")
+    items = node.value if node is not None and isinstance(node.value, list) else []
+    written = {item.value: item for item in items if isinstance(item, Node)}
+    known = [f"{kind}.{event}" for kind in HUBSPOT_OBJECTS for event in HUBSPOT_EVENTS]
+    for kind in types:
+        name, _, event = kind.partition(".")
+        if name in HUBSPOT_OBJECTS and event in HUBSPOT_EVENTS:
+            continue
+        if name in HUBSPOT_OBJECTS:
+            why = "HubSpot sends no event of that type, so none would be taken"
+        else:
+            why = (
+                f"the hub reads only {', '.join(HUBSPOT_OBJECTS)} objects, named by types like "
+                "contact.creation (lower case), so its events would be dead"
+            )
+        r.warn(
+            written.get(kind, node),
+            f"'subscription_types' of {r.what} names {kind!r}{did_you_mean(kind, known)}: {why}",
+        )
+    return types
 
 
 def _hmac(r: Reader) -> SourceOptions:

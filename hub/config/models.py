@@ -142,6 +142,14 @@ class HubSpotOptions:
 
 #: The values of a HubSpot endpoint's ``signatures``.
 HUBSPOT_SIGNATURES = ("any", "v3")
+#: The CRM objects a hubspot endpoint's events may name (the ``subscriptionType``'s prefix),
+#: and their path in HubSpot's CRM API, where the dispatcher reads them (hub/dispatch/hubspot.py).
+HUBSPOT_OBJECTS = {
+    "contact": "contacts",
+    "company": "companies",
+    "deal": "deals",
+    "ticket": "tickets",
+}
 
 
 @dataclass(frozen=True, slots=True)

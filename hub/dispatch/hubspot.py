@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
-from hub.config.models import HubSpotOptions
+from hub.config.models import HUBSPOT_OBJECTS, HubSpotOptions
 from hub.dispatch.fetch import (
     FetchDead,
     FetchOutcome,
@@ -33,7 +33,7 @@ from hub.dispatch.fetch import (
 )
 
 #: CRM object path of each subscription type's prefix.
-OBJECTS = {"contact": "contacts", "company": "companies", "deal": "deals", "ticket": "tickets"}
+OBJECTS = HUBSPOT_OBJECTS
 
 
 def classify_hubspot(status: int, content: bytes) -> FetchOutcome:

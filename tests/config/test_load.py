@@ -13,6 +13,7 @@ from hub.config.models import (
     FacebookOptions,
     GoogleOptions,
     HmacOptions,
+    HubSpotOptions,
     NoneOptions,
     RetrySchedule,
     StandardOptions,
@@ -714,3 +715,34 @@ async def test_a_lead_api_token_no_header_can_carry_is_refused_at_its_line(
         async with make_http_client() as client:
             with pytest.raises(ValueError):  # UnicodeEncodeError, or a forbidden character
                 await client.get(lsq.base, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_hubspot_subscription_types_no_event_carries_are_warned(tmp_path: Path) -> None:
+    """A hubspot endpoint's subscription_types is compared exactly with each event's
+    subscriptionType: one written otherwise than HubSpot writes it (contact.create,
+    Contact.creation) took no event, every delivery accepted (200) and its leads dropped,
+    and one of an object the dispatcher cannot read (the generic object.creation) made every
+    event dead; both loaded silently. Each is warned of at its line, with the type meant;
+    HubSpot's own types are not."""
+    (tmp_path / "hs.yaml").write_text(
+        "kind: endpoint\nname: hs\nsource: hubspot\nclient_secret: ${S}\n"
+        "webhook_url: https://hub.example.com/hooks/hs\naccess_token: ${S}\n"
+        "subscription_types:\n  - contact.creation\n  - contact.create\n  - Contact.creation\n"
+        "  - object.creation\n  - deal.propertyChange\n  - company.merge\n---\n"
+        "name: m\nendpoint: hs\nfields:\n  EmailAddress: $.properties.email\n"
+    )
+    config = load(tmp_path, {"S": "s"})
+    where = f"{tmp_path / 'hs.yaml'}:{{}}: 'subscription_types' of endpoint 'hs' names"
+    unread = (
+        "the hub reads only contact, company, deal, ticket objects, named by types like "
+        "contact.creation (lower case), so its events would be dead"
+    )
+    assert [w for w in config.warnings if "subscription_types" in w] == [
+        f"{where.format(9)} 'contact.create' (did you mean 'contact.creation'?): HubSpot "
+        "sends no event of that type, so none would be taken",
+        f"{where.format(10)} 'Contact.creation' (did you mean 'contact.creation'?): {unread}",
+        f"{where.format(11)} 'object.creation' (did you mean 'contact.creation'?): {unread}",
+    ]
+    options = config.endpoints["hs"].options
+    assert isinstance(options, HubSpotOptions)
+    assert "contact.create" in options.subscription_types  # warned, still as written
