@@ -49,6 +49,33 @@ def test_a_latin1_json_body_is_told_it_is_not_utf8_and_where(hub: Hub) -> None:
     assert hub.events() == []
 
 
+def test_a_json_body_after_a_byte_order_mark_is_taken(hub: Hub) -> None:
+    """A UTF-8 byte order mark before the JSON (.NET's UTF-8 encoder writes one, so does
+    Notepad in a payload posted with curl --data-binary @lead.json) was a 400 "UTF-8 byte
+    order mark (BOM) is not supported", and a sender that does not retry a 4xx lost every
+    lead. RFC 8259 lets a reader ignore it: the lead is stored, its document the JSON after
+    the mark. After the mark, a body that is no JSON is still
+    the 400 it would be without it."""
+    lead = b'{"email":"ann@example.com","name":"Ann \xc3\xa9","n":12345678901234567890123}'
+    short = lead.replace(b"12345678901234567890123", b"7")  # (read by orjson, not json)
+    for body in (b"\xef\xbb\xbf" + lead, b"\xef\xbb\xbf" + short):
+        answer = hub.client.post(
+            "/hooks/open", content=body, headers={"content-type": "application/json"}
+        )
+        assert answer.status_code == 200, answer.text
+    documents = sorted((e.document for e in hub.events()), key=lambda d: str(d["n"]))
+    assert documents == [
+        {"email": "ann@example.com", "n": "12345678901234567890123", "name": "Ann é"},
+        {"email": "ann@example.com", "n": 7, "name": "Ann é"},
+    ]
+    refused = hub.client.post(
+        "/hooks/open", content=b"\xef\xbb\xbf{bad", headers={"content-type": "application/json"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("body is not valid JSON (")
+    assert len(hub.events()) == 2
+
+
 def test_a_text_plain_body_that_is_not_json_says_what_the_hub_accepts(hub: Hub) -> None:
     """text/plain (and no Content-Type) is read as JSON for senders that mislabel it: such a
     body that holds JSON is still taken. One that does not was told only "not valid JSON";
