@@ -749,8 +749,9 @@ def _loosely_typed(mtype: str, reason: str) -> str:
     return f"{reason}; it was {sent}; the hub accepts {_ACCEPTED}, named in the Content-Type"
 
 
-#: A body whose first byte other than JSON's whitespace opens an object or an array.
-_JSON_START = re.compile(rb"[ \t\r\n]*[{[]")
+#: A body whose first byte other than JSON's whitespace opens an object or an array (after
+#: a byte order mark, as ``curl -d @lead.json`` posts a file Notepad saved).
+_JSON_START = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*[{[]")
 
 
 def _json_despite_form(body: bytes) -> Parsed | None:

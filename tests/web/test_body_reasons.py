@@ -76,6 +76,19 @@ def test_a_json_body_after_a_byte_order_mark_is_taken(hub: Hub) -> None:
     assert len(hub.events()) == 2
 
 
+def test_json_after_a_byte_order_mark_sent_as_a_form_is_read_as_json(hub: Hub) -> None:
+    """``curl -d @lead.json`` posts a file as a form; the hub reads a form body that is JSON
+    as JSON. A file saved by Notepad starts with a byte order mark: that body was read as a
+    form of one key (the JSON text), and its event went dead for want of every field."""
+    answer = hub.client.post(
+        "/hooks/open",
+        content=b'\xef\xbb\xbf{"email":"ann@example.com"}\r\n',
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert [e.document for e in hub.events()] == [{"email": "ann@example.com"}]
+
+
 def test_a_text_plain_body_that_is_not_json_says_what_the_hub_accepts(hub: Hub) -> None:
     """text/plain (and no Content-Type) is read as JSON for senders that mislabel it: such a
     body that holds JSON is still taken. One that does not was told only "not valid JSON";
