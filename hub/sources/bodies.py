@@ -467,9 +467,10 @@ def _escape_undecodable(text: str, charset: str | None) -> str:
     return f"{reason}; {_charset_fix(charset)}"
 
 
-#: The byte order mark some senders (.NET's UTF8Encoding, Windows tools) write before a body:
-#: kept, it began the first key (``\ufeffemail``) and that field's path found nothing.
-_BOM = "\ufeff"
+#: The byte order mark some senders (.NET's UTF8Encoding, Windows tools) write before a body,
+#: as decoded text: kept, it began the first key (``\ufeffemail``) and that field's path found
+#: nothing.
+_TEXT_BOM = "\ufeff"
 
 
 def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
@@ -485,7 +486,7 @@ def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
         "form body",
         "form body's Content-Type names",
         lambda exc: _raw_undecodable(body, charset, exc),
-    ).removeprefix(_BOM)  # a byte order mark is no part of the first field's name
+    ).removeprefix(_TEXT_BOM)  # a byte order mark is no part of the first field's name
     if text.count("&") >= MAX_FIELDS:
         raise BodyError(400, f"form body has more than {MAX_FIELDS} fields")
     try:
