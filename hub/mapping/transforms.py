@@ -117,8 +117,12 @@ _WRONG_LENGTH = "wrong_length"
 
 
 @functools.lru_cache(maxsize=4096)
-def _format_phone(text: str, region: str | None) -> tuple[str | None, str | None]:
-    """``(+CC-NSN, None)`` for a phone number, else ``(None, reason)``.
+def _format_phone(text: str, region: str | None) -> tuple[str | None, str | None, str | None]:
+    """``(+CC-NSN, None, extension)`` for a phone number, else ``(None, reason, None)``.
+
+    ``extension`` is the extension the text gave after the number (``ext. 123``, ``x45``,
+    ``#22``, ``;ext=5``), else None: the +CC-NSN form has no place for it, so the caller
+    says it was left out (it was dropped without a word, and the lead's extension lost).
 
     Parsing with phonenumbers costs about 20 µs and depends only on the text and the
     region, so results are memoised (bounded: the least recently used go first).
@@ -126,10 +130,11 @@ def _format_phone(text: str, region: str | None) -> tuple[str | None, str | None
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
-        return None, _NOT_PARSED
+        return None, _NOT_PARSED, None
     if not phonenumbers.is_possible_number(number):
-        return None, _WRONG_LENGTH
-    return f"+{number.country_code}-{phonenumbers.national_significant_number(number)}", None
+        return None, _WRONG_LENGTH, None
+    formatted = f"+{number.country_code}-{phonenumbers.national_significant_number(number)}"
+    return formatted, None, number.extension or None
 
 
 def clear_memos() -> None:
@@ -147,8 +152,15 @@ def _phone(value: Any, _arg: Any, ctx: Context) -> Any:
     text = to_text(value).strip()
     formatted: str | None = None
     reason: str | None = _NOT_PARSED
+    extension: str | None = None
     if len(text) <= PHONE_MAX_TEXT:
-        formatted, reason = _format_phone(text, ctx.default_region)
+        formatted, reason, extension = _format_phone(text, ctx.default_region)
+    if extension is not None:
+        ctx.warn(
+            f"{shown_text(text)!r} sent as {formatted}, its extension {extension} left out "
+            "(LeadSquared's +CC-NUMBER form holds no extension; map the value to an mx_ "
+            "field too to keep it)"
+        )
     if reason == _NOT_PARSED:
         hint = "" if ctx.default_region or text.startswith("+") else " (no default_region set)"
         ctx.warn(f"{shown_text(text)!r} is not a phone number{hint}; left out")

@@ -126,6 +126,28 @@ class TestPhone:
         assert len(warnings) == 1
         assert warnings[0].startswith("X: ") and repr(raw) in warnings[0]
 
+    @pytest.mark.parametrize(
+        ("raw", "region", "expected", "extension"),
+        [
+            ("+91 98765 43210 ext. 123", None, "+91-9876543210", "123"),
+            ("(650) 555-0123 x45", "US", "+1-6505550123", "45"),
+            ("+1 650 555 0123 #22", None, "+1-6505550123", "22"),
+            ("+919876543210;ext=5", "IN", "+91-9876543210", "5"),
+        ],
+    )
+    def test_an_extension_left_out_is_said(
+        self, raw: str, region: str | None, expected: str, extension: str
+    ) -> None:
+        """The +CC-NUMBER form has no place for an extension: the number is sent and a
+        warning names the extension left out (it was dropped without a word)."""
+        values, warnings = run("phone", [raw], region)
+        assert values == [expected]
+        assert warnings == [
+            f"X: {raw!r} sent as {expected}, its extension {extension} left out "
+            "(LeadSquared's +CC-NUMBER form holds no extension; map the value to an mx_ "
+            "field too to keep it)"
+        ]
+
     def test_national_number_without_region_warns(self) -> None:
         """Without a default_region a number with no country code cannot be placed."""
         values, warnings = run("phone", ["9876543210"], None)
