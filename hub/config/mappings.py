@@ -636,7 +636,9 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
                 "name",
             )
             continue
-        if attribute not in STANDARD_ATTRIBUTES and not attribute.startswith("mx_"):
+        if attribute.lower() == "searchby":
+            r.issues.warn(node.file, line, _search_by_as_field(attribute, r.what))
+        elif attribute not in STANDARD_ATTRIBUTES and not attribute.startswith("mx_"):
             r.issues.warn(
                 node.file,
                 line,
@@ -647,6 +649,24 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
         if spec is not None:
             specs.append(spec)
     return tuple(specs)
+
+
+def _search_by_as_field(attribute: str, what: str) -> str:
+    """The warning for ``SearchBy`` written among a mapping's fields, with the fix.
+
+    It was "not a standard LeadSquared field; custom fields start with mx_", which points
+    away from the fix: it is LeadSquared's pseudo-attribute, which ``search_by`` sends only
+    when the body holds the attribute it names. As a field it is sent whatever the body
+    holds (a lead without that attribute is refused, ``MXInvalidInputException``), and with
+    ``search_by`` as well the body holds two SearchBy items.
+    """
+    return (
+        f"{attribute!r} in 'fields' of {what} is not a lead field but how LeadSquared looks "
+        "the lead up: write search_by: EmailAddress (or Phone) at the mapping's level "
+        "instead, which sends SearchBy only when the body holds that attribute (a SearchBy "
+        "naming one the body lacks is refused: MXInvalidInputException on the sandbox) and never "
+        "twice"
+    )
 
 
 #: A custom field's schema name, as Lead.Capture takes it (``hub/sandbox/attributes.py``).

@@ -544,6 +544,28 @@ def test_a_misspelt_attribute_is_not_called_a_leadsquared_field(config_dir: Path
     ]
 
 
+@pytest.mark.parametrize("search_by", ["", "search_by: EmailAddress\n"])
+def test_search_by_written_as_a_field_is_warned_with_the_fix(
+    config_dir: Path, search_by: str
+) -> None:
+    """`SearchBy` among the fields is LeadSquared's pseudo-attribute, sent whatever the body
+    holds (and a second time beside search_by): the warning says to write search_by. It
+    said "not a standard LeadSquared field; custom fields start with mx_"."""
+    (config_dir / "extra.yaml").write_text(
+        f"name: by-field\nendpoint: typeform\nmatch: {{$.crm: 0}}\n{search_by}"
+        "fields:\n  EmailAddress: $.email\n  SearchBy: {value: EmailAddress}\n"
+    )
+    warnings = [w for w in load(config_dir, ENV).warnings if "extra.yaml" in w]
+    line = 7 if search_by else 6
+    assert warnings == [
+        f"{config_dir / 'extra.yaml'}:{line}: 'SearchBy' in 'fields' of mapping 'by-field' is "
+        "not a lead field but how LeadSquared looks the lead up: write search_by: "
+        "EmailAddress (or Phone) at the mapping's level instead, which sends SearchBy only "
+        "when the body holds that attribute (a SearchBy naming one the body lacks is "
+        "refused: MXInvalidInputException on the sandbox) and never twice"
+    ]
+
+
 @pytest.mark.parametrize(("size", "warned"), [("64MiB", False), ("1GiB", True)])
 def test_a_max_body_of_more_than_64_mib_is_a_warning_at_its_line(
     tmp_path: Path, size: str, warned: bool
