@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -108,7 +109,10 @@ def _string(value: Any, _arg: Any, _ctx: Context) -> Any:
 
 
 def _digits(value: Any, _arg: Any, _ctx: Context) -> Any:
-    return "".join(ch for ch in to_text(value) if ch.isdigit()) or None
+    # Every digit written 0-9: a number typed on an Arabic, Persian or Devanagari keyboard
+    # ("٩٨٧٦٥٤٣٢١٠") kept its own digits, which LeadSquared's phone and number fields (and
+    # the sandbox's Phone) do not read as digits; the lead was refused.
+    return "".join(str(unicodedata.digit(ch)) for ch in to_text(value) if ch.isdigit()) or None
 
 
 #: What :func:`_format_phone` gives for text that is no phone number, by reason.

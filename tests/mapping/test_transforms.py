@@ -76,8 +76,15 @@ class TestTextTransforms:
             assert run(name, ["0"])[0] == ["0"], name
 
     def test_digits_keeps_only_digits(self) -> None:
-        """digits drops everything but 0-9 and any Unicode digit, and blanks a digitless value."""
+        """digits drops everything but digits, and blanks a digitless value; a digit of any
+        script is written 0-9 (LeadSquared's phone and number fields read those)."""
         assert run("digits", ["+91 98765-43210", "abc"])[0] == ["919876543210"]
+        assert run("digits", ["+٩١ ٩٨٧٦٥", "۰۹۱۲", "९८७", "98²"])[0] == [
+            "9198765",
+            "0912",
+            "987",
+            "982",
+        ]
 
 
 class TestNames:
