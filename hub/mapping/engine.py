@@ -47,34 +47,64 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     swapped for a later path's value. A value the sender gave that cannot be sent is said,
     not silently replaced by another member, and ``join`` never mixes two paths' values.
     """
+    listed = False  # whether the values read came out of a list (a multi-select answer)
     if spec.path is not None:
-        values = present(spec.path.values(document))
+        found = spec.path.values(document)
+        values = present(found)
+        listed = _holds_a_list(found)
         if not values and spec.fallbacks:
-            values = _first_found(spec.fallbacks, document, ctx)
+            values, listed = _first_found(spec.fallbacks, document, ctx)
     else:
         values = [] if is_blank(spec.value) else [spec.value]
     for transform in spec.transforms:
         values = transform.apply(values, ctx)
-    for value in values:
+    for index, value in enumerate(values):
         if object_left_out(value, ctx):
             continue  # the next value found, else the default
         text = to_text(value)
         if text.strip():
+            if listed and index < len(values) - 1:
+                _first_of_list(values[index:], ctx)
             return text
     return spec.default
 
 
-def _first_found(paths: tuple[JsonPath, ...], document: Any, ctx: Context) -> list[Any]:
-    """The values of the first of ``paths`` that gives any (not null or blank), else ``[]``.
+def _holds_a_list(found: list[Any]) -> bool:
+    """Whether a path found a list among its values (``present`` opens it up)."""
+    return any(isinstance(value, list | tuple) for value in found)
+
+
+def _first_of_list(values: list[Any], ctx: Context) -> None:
+    """Warn that only the first of ``values``, opened up from a list the path found, is sent.
+
+    A multi-select answer or a checkbox list (Typeform's ``choices.labels``, a Graph lead's
+    ``values``) mapped without ``join`` sent its first choice alone, and the others were lost
+    without a word. Several values from several matches (``$.lead['work_email','email']``,
+    ``$..email``) take the first on purpose, and are not warned about.
+    """
+    first = shown_text(values[0])
+    ctx.warn(
+        f"{ctx.path} found a list of {len(values)} values; sent the first, {first!r}, the "
+        "others not (add join(;) to its transforms to send them all, or end the path with "
+        "[0] to take the first alone)"
+    )
+
+
+def _first_found(
+    paths: tuple[JsonPath, ...], document: Any, ctx: Context
+) -> tuple[list[Any], bool]:
+    """The values of the first of ``paths`` that gives any (not null or blank), else ``[]``,
+    and whether they came out of a list (:func:`_holds_a_list`).
 
     ``ctx.path`` becomes that path: the warnings about its values name the path read.
     """
     for path in paths:
-        values = present(path.values(document))
+        found = path.values(document)
+        values = present(found)
         if values:
             ctx.path = path.text
-            return values
-    return []
+            return values, _holds_a_list(found)
+    return [], False
 
 
 def _opt_out_sent(spec: FieldSpec, value: str, path: str | None) -> str:

@@ -50,3 +50,64 @@ def test_a_phone_extension_left_out_is_a_warning(tmp_path: Path) -> None:
         "(LeadSquared's +CC-NUMBER form holds no extension; map the value to an mx_ field "
         "too to keep it)"
     ]
+
+
+def test_a_basic_iso_date_is_that_date(tmp_path: Path) -> None:
+    """``20240115`` (ISO 8601's basic form, as some form builders and exports write a date)
+    is 2024-01-15; it was read as a unix time and sent as 1970-08-23 06:15:15, no warning."""
+    answer = _try(tmp_path, {"email": "a@example.com", "submitted": "20240115"})
+    assert answer["body"] == [
+        {"Attribute": "EmailAddress", "Value": "a@example.com"},
+        {"Attribute": "mx_Submitted_On", "Value": "2024-01-15 00:00:00"},
+    ]
+    assert answer["warnings"] == []
+
+
+LISTS = """\
+kind: endpoint
+name: e
+source: none
+---
+name: m
+endpoint: e
+fields:
+  EmailAddress: "$.lead['work_email','email']"
+  mx_Interests: $.interests
+  mx_Interests_All: {path: $.interests, transform: "join(;)"}
+  mx_Budget: $.budget
+  mx_Source_Form: {path: [$.form, $.forms], transform: trim}
+"""
+
+
+def test_the_first_of_a_list_sent_alone_is_a_warning(tmp_path: Path) -> None:
+    """A multi-select answer (a list) mapped without join sends its first choice; the others
+    were lost without a word. The warning names the path and the fix. A list of one, a list
+    joined, and several matches of a union (the first on purpose) are not warned about."""
+    (tmp_path / "m.yaml").write_text(LISTS)
+    payload = tmp_path / "doc.json"
+    document = {
+        "lead": {"work_email": "w@example.com", "email": "a@example.com"},
+        "interests": ["Solar", "Battery", "EV charger"],
+        "budget": ["10k"],
+        "forms": [" Spring ", "Summer"],
+    }
+    payload.write_text(json.dumps(document))
+    argv = ["try", "e", str(payload), "--config-dir", str(tmp_path), "--json"]
+    done = leadhub_run(argv)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["body"] == [
+        {"Attribute": "EmailAddress", "Value": "w@example.com"},
+        {"Attribute": "mx_Interests", "Value": "Solar"},
+        {"Attribute": "mx_Interests_All", "Value": "Solar;Battery;EV charger"},
+        {"Attribute": "mx_Budget", "Value": "10k"},
+        {"Attribute": "mx_Source_Form", "Value": "Spring"},
+    ]
+    fix = (
+        "the others not (add join(;) to its transforms to send them all, or end the path "
+        "with [0] to take the first alone)"
+    )
+    assert answer["warnings"] == [
+        f"mx_Interests: $.interests found a list of 3 values; sent the first, 'Solar', {fix}",
+        f"mx_Source_Form: $.forms found a list of 2 values; sent the first, 'Spring', {fix}",
+    ]
