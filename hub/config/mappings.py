@@ -651,6 +651,15 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
     return tuple(specs)
 
 
+def _spelt_otherwise(search_by: str, fields: tuple[FieldSpec, ...]) -> str | None:
+    """The attribute among ``fields`` that ``search_by`` names in other letter case
+    (``emailaddress`` for ``EmailAddress``), when none is spelt as it is; else None."""
+    if any(spec.attribute == search_by for spec in fields):
+        return None
+    wanted = search_by.lower()
+    return next((spec.attribute for spec in fields if spec.attribute.lower() == wanted), None)
+
+
 def _search_by_as_field(attribute: str, what: str) -> str:
     """The warning for ``SearchBy`` written among a mapping's fields, with the fix.
 
@@ -731,7 +740,16 @@ def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
     update_behavior = r.choice("update_behavior", UPDATE_BEHAVIORS, None)
     search_by = r.text("search_by")
     if search_by is not None:
-        if not any(spec.attribute == search_by for spec in fields):
+        spelt = _spelt_otherwise(search_by, fields)
+        if spelt is not None:
+            # "not among its fields; map that attribute too" sent the user to add a second
+            # EmailAddress field (as emailaddress) beside the one mapped.
+            r.error(
+                r.get("search_by"),
+                f"search_by {search_by!r} of {r.what} names its field {spelt!r} in other "
+                f"letter case; write search_by: {spelt}, as the field is written",
+            )
+        elif not any(spec.attribute == search_by for spec in fields):
             r.error(
                 r.get("search_by"),
                 f"search_by {search_by!r} of {r.what} is not among its "

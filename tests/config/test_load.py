@@ -768,3 +768,19 @@ def test_hubspot_subscription_types_no_event_carries_are_warned(tmp_path: Path) 
     options = config.endpoints["hs"].options
     assert isinstance(options, HubSpotOptions)
     assert "contact.create" in options.subscription_types  # warned, still as written
+
+
+def test_search_by_in_other_letter_case_names_the_field_to_write(tmp_path: Path) -> None:
+    """`search_by: emailaddress` beside an `EmailAddress` field is an error at its line
+    naming the spelling to write; it said the attribute was not among the fields and to map
+    it too, though it was mapped (a second field would have sent it twice)."""
+    (tmp_path / "m.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n---\n"
+        "name: m\nendpoint: e\nsearch_by: emailaddress\nfields:\n  EmailAddress: $.email\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert [issue.removeprefix(f"{tmp_path / 'm.yaml'}:") for issue in info.value.issues] == [
+        "7: search_by 'emailaddress' of mapping 'm' names its field 'EmailAddress' in other "
+        "letter case; write search_by: EmailAddress, as the field is written"
+    ]
