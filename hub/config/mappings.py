@@ -528,6 +528,9 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
             default = to_text(default_node.value)
     constant = value is not None and not is_blank(to_text(value))
     _never_fails(sub, where, always=constant or default is not None)
+    if attribute == "RelatedCompanyId" and not transforms:
+        _account_id_constant(value_node, sub, where, "value")
+        _account_id_constant(default_node, sub, where, "default")
     if attribute in OPT_OUTS:
         _opt_out_constant(attribute, "value", value_node, sub, where, transforms)
         if not blank_default:  # (sends nothing: said above)
@@ -542,6 +545,33 @@ def _field(attribute: str, node: Node, r: Reader) -> FieldSpec | None:
         transforms=transforms,
         default=default,
         required=sub.flag("required", False),
+    )
+
+
+#: An account's id, as LeadSquared gives it (``Company.Create``'s ``Message.Id``).
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+_ACCOUNT_ID_EXAMPLE = "8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11"
+
+
+def _account_id_constant(node: Node | None, r: Reader, where: str, key: str) -> None:
+    """Warn when the constant ``key`` of ``RelatedCompanyId`` is no account id (a GUID):
+    an account's name written there (``{value: Acme}``) was taken silently, and every lead
+    the mapping sent was refused (``MXInvalidInputException``: no such account), dead."""
+    if node is None or node.value is None or node.reported or node.stand_in:
+        return
+    if isinstance(node.value, dict | list) or is_blank(to_text(node.value)):
+        return  # (said elsewhere)
+    text = to_text(node.value).strip()
+    if _GUID.fullmatch(text):
+        return
+    written = f"what {node.raw} gives" if node.expanded else "it"
+    r.warn(
+        node,
+        f"{key!r} of {where} is {shown_text(text)!r}, which is no account id: LeadSquared "
+        "links the lead to the account whose id (a GUID, like "
+        f"{_ACCOUNT_ID_EXAMPLE}) it is given and refuses every lead naming one it does not "
+        f"hold (MXInvalidInputException); set {written} to the account's id (on the embedded "
+        "sandbox, the Id that POST /_sandbox/accounts answers)",
     )
 
 

@@ -784,3 +784,36 @@ def test_search_by_in_other_letter_case_names_the_field_to_write(tmp_path: Path)
         "7: search_by 'emailaddress' of mapping 'm' names its field 'EmailAddress' in other "
         "letter case; write search_by: EmailAddress, as the field is written"
     ]
+
+
+def test_a_related_company_id_that_is_no_account_id_is_warned(tmp_path: Path) -> None:
+    """An account's name where its id goes (`RelatedCompanyId: {value: Acme Corp}`, or a
+    variable holding one) was taken silently, and every lead was refused (no such account).
+    A GUID, or one from a variable holding one, is not warned about."""
+    (tmp_path / "m.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n---\n"
+        "name: m\nendpoint: e\nmatch: {$.form: a}\nfields:\n  EmailAddress: $.email\n"
+        "  RelatedCompanyId: {value: Acme Corp}\n---\n"
+        "name: n\nendpoint: e\nmatch: {$.form: b}\nfields:\n  EmailAddress: $.email\n"
+        '  RelatedCompanyId: {path: $.account, default: "${ACCOUNT}"}\n---\n'
+        "name: o\nendpoint: e\nmatch: {$.form: c}\nfields:\n  EmailAddress: $.email\n"
+        '  RelatedCompanyId: {value: "${GOOD_ACCOUNT}"}\n'
+        "  mx_Account: {value: Acme Corp}\n"
+    )
+    env = {"ACCOUNT": "acme", "GOOD_ACCOUNT": "8E3B1C9A-0D5E-4C55-9A7E-2F6D0F1B7C11"}
+    warnings = [w for w in load(tmp_path, env).warnings if "account id" in w]
+    prefix = f"{tmp_path / 'm.yaml'}:"
+    fix = (
+        "which is no account id: LeadSquared links the lead to the account whose id (a GUID, "
+        "like 8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11) it is given and refuses every lead naming "
+        "one it does not hold (MXInvalidInputException); set"
+    )
+    sandbox = (
+        "to the account's id (on the embedded sandbox, the Id that POST /_sandbox/accounts answers)"
+    )
+    assert warnings == [
+        f"{prefix}10: 'value' of field 'RelatedCompanyId' of mapping 'm' is 'Acme Corp', "
+        f"{fix} it {sandbox}",
+        f"{prefix}17: 'default' of field 'RelatedCompanyId' of mapping 'n' is 'acme', "
+        f"{fix} what ${{ACCOUNT}} gives {sandbox}",
+    ]
