@@ -135,10 +135,24 @@ def _format_phone(text: str, region: str | None) -> tuple[str | None, str | None
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None, _NOT_PARSED, None
-    if not phonenumbers.is_possible_number(number):
+    national = phonenumbers.national_significant_number(number)
+    if not phonenumbers.is_possible_number(number) or _too_long(number.country_code, national):
         return None, _WRONG_LENGTH, None
-    formatted = f"+{number.country_code}-{phonenumbers.national_significant_number(number)}"
+    formatted = f"+{number.country_code}-{national}"
     return formatted, None, number.extension or None
+
+
+#: The most digits a phone number has, its country code included (ITU-T E.164).
+E164_MAX_DIGITS = 15
+
+
+def _too_long(country_code: int | None, national: str) -> bool:
+    """Whether a number is longer than E.164 lets one be. phonenumbers calls some such
+    numbers possible (a German one of 15 national digits, or an Indian mobile with an extra
+    digit typed after it gives 11): sent, LeadSquared refused the lead for its Phone (the
+    sandbox takes 7 to 15 digits), so the whole lead was dead, where a number that is not
+    one is left out with a warning and the lead sent."""
+    return len(str(country_code or "")) + len(national) > E164_MAX_DIGITS
 
 
 def clear_memos() -> None:
