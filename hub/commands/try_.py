@@ -247,7 +247,10 @@ def _print_human(config: Config, lead: Any, result: Result) -> None:
     print(f"mapping: {result.mapping} -> target: {result.target}")
     print(f"POST {base}{CAPTURE_PATH}")
     query = "&".join(f"{k}={v}" for k, v in result.query.items())
-    print(f"query: {query or '(none besides the keys)'}")
+    # The keys go in headers, never the query (hub.dispatch.leadsquared): "(none besides
+    # the keys)" said they were in the query, as LeadSquared's examples put them.
+    print(f"query: {query or '(none)'}")
+    print("headers: x-LSQ-AccessKey and x-LSQ-SecretKey (the target's keys, not shown)")
     print("body:")
     print(json.dumps(result.body, indent=2, ensure_ascii=False))
     for warning in result.warnings:

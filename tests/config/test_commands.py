@@ -140,7 +140,8 @@ def test_try_shows_a_real_target_url_and_warnings(
     assert main(["try", "e", str(payload), "--config-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "POST https://api-in21.leadsquared.com/v2/LeadManagement.svc/Lead.Capture\n" in out
-    assert "query: (none besides the keys)" in out
+    assert "query: (none)\n" in out
+    assert "headers: x-LSQ-AccessKey and x-LSQ-SecretKey (the target's keys, not shown)\n" in out
     assert "warning: Phone: '12' is not a phone number" in out
     assert "ak-secret" not in out and "sk-secret" not in out
 
