@@ -118,6 +118,7 @@ def _digits(value: Any, _arg: Any, _ctx: Context) -> Any:
 #: What :func:`_format_phone` gives for text that is no phone number, by reason.
 _NOT_PARSED = "not_parsed"
 _WRONG_LENGTH = "wrong_length"
+_LETTERS = "letters"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -136,6 +137,8 @@ def _format_phone(text: str, region: str | None) -> tuple[str | None, str | None
     except phonenumbers.NumberParseException:
         return None, _NOT_PARSED, None
     national = phonenumbers.national_significant_number(number)
+    if len(national) > sum(ch.isdigit() for ch in text):
+        return None, _LETTERS, None
     if not phonenumbers.is_possible_number(number) or _too_long(number.country_code, national):
         return None, _WRONG_LENGTH, None
     formatted = f"+{number.country_code}-{national}"
@@ -182,6 +185,13 @@ def _phone(value: Any, _arg: Any, ctx: Context) -> Any:
     if reason == _NOT_PARSED:
         hint = "" if ctx.default_region or text.startswith("+") else " (no default_region set)"
         ctx.warn(f"{shown_text(text)!r} is not a phone number{hint}; left out")
+    elif reason == _LETTERS:
+        # phonenumbers reads three or more letters as a vanity number's digits (1-800-FLOWERS):
+        # "98765 mob" was sent as +91-98765662, "+91 98765 43210 ext" as +91-9876543210398.
+        ctx.warn(
+            f"{shown_text(text)!r} is not a phone number (its letters would be read as "
+            "digits, as in 1-800-FLOWERS); left out"
+        )
     elif reason == _WRONG_LENGTH:
         ctx.warn(f"{shown_text(text)!r} is not a phone number (wrong length); left out")
     return formatted

@@ -111,3 +111,19 @@ def test_the_first_of_a_list_sent_alone_is_a_warning(tmp_path: Path) -> None:
         f"mx_Interests: $.interests found a list of 3 values; sent the first, 'Solar', {fix}",
         f"mx_Source_Form: $.forms found a list of 2 values; sent the first, 'Spring', {fix}",
     ]
+
+
+def test_letters_in_a_phone_are_not_read_as_digits(tmp_path: Path) -> None:
+    """phonenumbers reads three or more letters as a vanity number's digits: a lead's
+    '+91 98765 43210 ext' was sent as +91-9876543210398 (and, under default_region IN,
+    '98765 mob' as +91-98765662), numbers nobody gave. Such a value is left out with its
+    warning, also when the digits read would not have been a possible number."""
+    answer = _try(tmp_path, {"email": "a@example.com", "phone": "+91 98765 43210 ext"})
+    assert answer["body"] == [{"Attribute": "EmailAddress", "Value": "a@example.com"}]
+    assert answer["warnings"] == [
+        "Phone: '+91 98765 43210 ext' is not a phone number (its letters would be read as "
+        "digits, as in 1-800-FLOWERS); left out"
+    ]
+    answer = _try(tmp_path, {"email": "a@example.com", "phone": "650 555 mob"})
+    assert answer["body"] == [{"Attribute": "EmailAddress", "Value": "a@example.com"}]
+    assert "'650 555 mob' is not a phone number (its letters" in answer["warnings"][0]

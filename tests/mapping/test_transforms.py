@@ -125,7 +125,9 @@ class TestPhone:
         """phone writes +CC-NATIONAL from spaces, dashes, dots, parentheses and numbers."""
         assert run("phone", [raw], region) == ([expected], [])
 
-    @pytest.mark.parametrize("raw", ["12", "call me", "+", "0", "+49 1512 34567890123"])
+    @pytest.mark.parametrize(
+        "raw", ["12", "call me", "+", "0", "+49 1512 34567890123", "98765 mob", "+1 800 FLOWERS"]
+    )
     def test_unparseable_number_is_left_out_with_a_warning(self, raw: str) -> None:
         """A number that does not parse, or is longer than E.164's 15 digits (phonenumbers
         calls some possible), is dropped and a warning names it; nothing raises."""
