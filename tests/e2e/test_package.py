@@ -60,6 +60,23 @@ def copy_sources(build: Path, config: Path) -> None:
                 shutil.copy(path, into)
 
 
+def test_the_build_context_is_what_the_dockerfile_copies() -> None:
+    """``.dockerignore`` leaves out everything (``*``) but what the Dockerfile's COPY lines
+    name, and keeps stores out even inside those (a checkout where ``make run`` ran holds
+    ``leadhub.db``, leads and raw bodies, and ``.venv``: without it both went to the builder)."""
+    lines = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    kept = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    copies = [shlex.split(rest) for word, rest in dockerfile() if word == "COPY"]
+    sources = {source.rstrip("/") for *names, _dest in copies for source in names}
+    assert kept == sources, "each COPY source is let into the context, and nothing else"
+    assert {"**/*.db", "**/*.db-*", "**/*.sqlite"} <= set(lines[1:])
+
+
 @pytest.mark.slow
 def test_the_installed_package_serves_the_examples(tmp_path: Path) -> None:
     build, config, site, data = (tmp_path / d for d in ("build", "config", "site", "data"))
