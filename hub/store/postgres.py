@@ -477,6 +477,8 @@ class PostgresStore(BatchedStore):
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, asyncpg.InsufficientResourcesError):
             return StoreUnavailable(self._short_of(exc))
+        if isinstance(exc, asyncpg.QueryCanceledError):
+            return StoreUnavailable(self._cancelled(exc))
         # (a timeout's text is empty: say what it was)
         why = str(exc) or (
             "the server did not answer in time" if isinstance(exc, TimeoutError) else "-"
@@ -486,6 +488,22 @@ class PostgresStore(BatchedStore):
             "check that PostgreSQL is running and the URL's host, port and database."
         )
         return StoreUnavailable(msg)
+
+    def _cancelled(self, exc: asyncpg.QueryCanceledError) -> str:
+        """A statement the server cancelled (SQLSTATE 57014): a ``statement_timeout`` (the
+        URL's, or one a DBA set on the role or database) shorter than a wait of the store's
+        (a claim's turn, a lock another session holds), or ``pg_cancel_backend``. Said to be
+        unreachable, with "check that PostgreSQL is running", it sent the operator to the
+        network while the server answered every statement."""
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return (
+            f"The event store {self.shown!r} cancelled a statement of the hub ({first}): a "
+            "statement_timeout (the URL's, or one set on the role or the database) shorter "
+            "than the hub's waits, or an administrator's pg_cancel_backend; give the hub's "
+            "connections statement_timeout=0 (?statement_timeout=0 in the URL, or ALTER ROLE "
+            "... SET statement_timeout = 0 behind PgBouncer): the hub ends a statement after "
+            f"{COMMAND_TIMEOUT:g} s itself."
+        )
 
     def _short_of(self, exc: asyncpg.InsufficientResourcesError) -> str:
         """A server that answered but is short of something (SQLSTATE class 53): what to do
