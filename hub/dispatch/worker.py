@@ -262,7 +262,10 @@ class Dispatcher:
 
         Released events go back to the store due now, their attempt not counted, so
         the next process to run picks them up at once; so do those whose lead was being
-        read (the reads are cancelled) or was read but not yet routed.
+        read (the reads are cancelled) or was read but not yet routed, and those a pause of
+        this process's held back: the pause was this process's finding (its keys, its url),
+        and the instances that go on serving would otherwise wait it out, up to the target's
+        ``max_interval``, before sending them (a rolled-back instance with wrong keys).
         """
         if self._loop_task is None:
             return
@@ -275,10 +278,12 @@ class Dispatcher:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
         await self._stop_reads()
+        paused = sorted(name for name, lane in self.lanes.items() if lane.paused())
         await asyncio.gather(
             *(lane.close(deadline) for lane in self.lanes.values()), return_exceptions=True
         )
         self.lanes.clear()
+        await self._resume_held(paused)
         await self.rewrites.close(deadline)
         self._loop_task = None
         if self._own_http and self._http is not None:

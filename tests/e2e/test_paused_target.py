@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from hub.store.models import Event, State
 from tests.dispatch.support import KEYS, target_yaml
@@ -29,6 +30,8 @@ from tests.support.server import free_port, leadhub_process, serve_args
 SLOW_RETRY = "{initial: 30s, max_interval: 1h, give_up_after: 1h}"
 #: Seconds within which held events must go once the keys are fixed (well under a pause).
 PROMPT = 8.0
+#: A first pause of 5 to 10 minutes: what it holds back is not due again within a test.
+LONG_RETRY = "{initial: 10m, max_interval: 1h, give_up_after: 2h}"
 
 
 @dataclass
@@ -170,3 +173,54 @@ def test_every_held_event_says_why_its_target_is_paused_and_what_to_do(tmp_path:
         assert "access_key" in error and "secret_key" in error, errors
         assert "kill -HUP" in error, errors
         assert KEYS["LSQ_SECRET"] not in error and "not-the-key" not in error
+
+
+@pytest.mark.slow
+def test_held_events_go_at_once_when_the_instance_whose_pause_held_them_stops(
+    tmp_path: Path, hub_db_url: str
+) -> None:
+    """Two instances on one store, one of them with a wrong key (a bad deploy): its pause puts
+    back the events it had claimed, due when the pause ends (5 to 10 minutes here, up to an
+    hour by default). Stopped (rolled back), it leaves them due at once, and the instance with
+    the right key, which went on serving, delivers them within seconds. (They waited out the
+    stopped instance's whole pause: the other one had started before it, and a pause's held
+    events were made due again only at a start or a reload of an instance.)"""
+    with sandbox(tmp_path) as sandbox_url:
+        target = target_yaml("default", sandbox_url, timeout="1s", retry=LONG_RETRY)
+        files = {"forms.yaml": CONFIG, "targets.yaml": target}
+        (tmp_path / "good").mkdir()
+        (tmp_path / "bad").mkdir()
+        lease = ("--lease", "8s")
+        good_args, good_url, _ = serve_args(
+            tmp_path / "good", files, "--role", "worker", *lease, db=hub_db_url
+        )
+        bad_args, bad_url, _ = serve_args(tmp_path / "bad", files, *lease, db=hub_db_url)
+        right, wrong = tmp_path / "right_secret", tmp_path / "wrong_secret"
+        right.write_text(KEYS["LSQ_SECRET"] + "\n")
+        wrong.write_text("not-the-key\n")
+        with leadhub_process(
+            good_args, ready_url=f"{good_url}/readyz", env=env_with(right)
+        ) as good:
+            good.send_signal(signal.SIGSTOP)  # it claims nothing while the other pauses
+            try:
+                with leadhub_process(
+                    bad_args, ready_url=f"{bad_url}/readyz", env=env_with(wrong)
+                ) as bad:
+                    hub = Hub(bad, Log(bad), bad_url, hub_db_url, wrong, [])
+                    hub.ids = [hub.post(f"held{n}@example.com") for n in range(3)]
+                    wait_until(lambda: bool(hub.log.events("target_paused")), what="the pause")
+                    wait_until(
+                        lambda: all(e.state is State.QUEUED and e.last_error for e in hub.events()),
+                        what="every event put back by the pause",
+                    )
+                    good.send_signal(signal.SIGCONT)
+                    bad.send_signal(signal.SIGTERM)
+                    assert bad.wait(timeout=30) == 0
+            finally:
+                good.send_signal(signal.SIGCONT)
+            wait_until(
+                lambda: all(e.state is State.DELIVERED for e in hub.events()),
+                timeout=30,
+                what="the held events delivered by the instance with the right key",
+            )
+            assert [e.attempts for e in hub.events()] == [1, 1, 1]
