@@ -73,7 +73,8 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     if scheme != "sqlite":
         msg = (
             f"Unknown event store URL {safe_url(url)!r}; use sqlite:///relative.db, "
-            "sqlite:////absolute/path.db or postgresql://user@host:5432/dbname."
+            "sqlite:////absolute/path.db or postgresql://user@host:5432/dbname (the scheme "
+            "postgresql:// or postgres://, without a driver's +asyncpg or +psycopg)."
         )
         raise StoreError(msg)
     if parsed.netloc or not parsed.path.startswith("/") or parsed.path == "/":
@@ -183,7 +184,11 @@ def _check_ports(url: str, parsed: urllib.parse.SplitResult, pairs: list[tuple[s
 def _masked(url: str) -> str:
     """``url`` with the password of a ``user:password@`` masked, read without parsing the URL
     (for one that does not parse): all up to the last ``@``, which may mask more than the
-    password, never less (a password written with a raw ``/`` or ``@``)."""
+    password, never less (a password written with a raw ``/`` or ``@``). Without a scheme
+    (``hub:secret@db/leads``, the ``postgresql://`` left out), the ``user:`` is at the start:
+    such a URL was refused with its password shown."""
+    if "://" not in url:
+        return re.sub(r"^([^/@:]*:).*@", r"\1***@", url, count=1)
     return re.sub(r"(://[^/@:]*:).*@", r"\1***@", url, count=1)
 
 

@@ -361,7 +361,8 @@ def test_serve_names_a_store_url_variable_that_names_no_store(tmp_path: Path) ->
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines()[-1] == (
         "leadhub serve: LEADHUB_DB: Unknown event store URL '/data/leadhub.db'; use "
-        "sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:5432/dbname."
+        "sqlite:///relative.db, sqlite:////absolute/path.db or postgresql://user@host:5432/dbname "
+        "(the scheme postgresql:// or postgres://, without a driver's +asyncpg or +psycopg)."
     )
 
 

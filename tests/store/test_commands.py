@@ -438,8 +438,27 @@ class TestEvents:
         assert main(["events", "--db", url], environ={}) == 2
         assert capsys.readouterr().err == (
             f"leadhub events: Unknown event store URL {url!r}; use sqlite:///relative.db, "
-            "sqlite:////absolute/path.db or postgresql://user@host:5432/dbname.\n"
+            "sqlite:////absolute/path.db or postgresql://user@host:5432/dbname (the scheme "
+            "postgresql:// or postgres://, without a driver's +asyncpg or +psycopg).\n"
         )
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql+asyncpg://hub:hunter2@db.internal:5432/leads",  # SQLAlchemy's form
+            "hub:hunter2@db.internal:5432/leads",  # the scheme left out
+        ],
+    )
+    def test_a_postgresql_url_written_wrong_is_told_the_scheme_without_its_password(
+        self, url: str, capsys: Cap
+    ) -> None:
+        """A PostgreSQL URL with a driver's scheme, or none, is refused (exit 2) naming the
+        postgresql:// form: the message offered only sqlite:/// URLs, and quoted a URL without
+        a scheme with its password."""
+        assert main(["events", "--db", url], environ={}) == 2
+        err = capsys.readouterr().err
+        assert "Unknown event store URL" in err and "postgresql://user@host" in err, err
+        assert "hunter2" not in err, err
 
     @pytest.mark.parametrize(
         ("url", "says"),
