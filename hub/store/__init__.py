@@ -130,7 +130,7 @@ def _stall_after(text: str | None, shown: str) -> float:
 def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> EventStore:
     """A :class:`hub.store.postgres.PostgresStore` for a ``postgresql://`` URL."""
     pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
-    ours = {k: v for k, v in pairs if k in ("schema", "pool", "stall_after")}
+    ours = _own_options(url, pairs)
     if "synchronous" in dict(pairs) or "writer" in dict(pairs):
         msg = (
             f"?synchronous= and ?writer= are SQLite options; a PostgreSQL store URL "
@@ -151,11 +151,38 @@ def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> Event
     return PostgresStore(
         dsn,
         clock=clock,
-        schema=ours.get("schema") or None,
+        schema=ours.get("schema"),
         pool_size=pool,
         shown=safe_url(dsn),
         stall_after=_stall_after(ours.get("stall_after"), safe_url(url)),
     )
+
+
+def _own_options(url: str, pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """The hub's own options of a PostgreSQL URL (``?schema=``, ``?pool=``, ``?stall_after=``).
+
+    Each at most once, and a ``?schema=`` not empty: an empty one (``?schema=${SCHEMA}``
+    with the variable unset) was taken as no schema, and a second one silently won, so an
+    instance meant for a hub of its own shared another hub's queue in the default schema,
+    its targets sending that hub's leads."""
+    ours: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in ("schema", "pool", "stall_after"):
+            continue
+        if key in ours:
+            msg = (
+                f"?{key}= is given twice in {safe_url(url)!r} ({ours[key]!r} and {value!r}); "
+                "keep the one meant."
+            )
+            raise StoreError(msg)
+        ours[key] = value
+    if ours.get("schema") == "":
+        msg = (
+            f"?schema= is empty in {safe_url(url)!r} (a variable not set?); give the schema's "
+            "name, or leave ?schema= out for the database's default schema."
+        )
+        raise StoreError(msg)
+    return ours
 
 
 def _check_ports(url: str, parsed: urllib.parse.SplitResult, pairs: list[tuple[str, str]]) -> None:

@@ -492,6 +492,27 @@ class TestEvents:
             err = capsys.readouterr().err
             assert says in err and "hunter2" not in err
 
+    @pytest.mark.parametrize(
+        ("query", "says"),
+        [
+            ("schema=", "?schema= is empty"),  # ?schema=${SCHEMA}, the variable unset
+            ("schema=hub_a&schema=hub_b", "?schema= is given twice"),
+            ("pool=5&pool=50", "?pool= is given twice"),
+        ],
+    )
+    def test_a_postgresql_url_s_own_option_empty_or_twice_is_refused(
+        self, query: str, says: str, postgres_dsn: str, capsys: Cap
+    ) -> None:
+        """An empty ?schema= was taken as none (the database's default schema: another hub's
+        queue, its leads sent by this instance's targets), and a second ?schema= or ?pool=
+        silently won; each is now a usage error (exit 2) before any connection."""
+        url = f"{postgres_dsn}?{query}"
+        commands = (["events"], ["replay", "--status", "dead"], ["purge", "--older-than", "3d"])
+        for command in commands:
+            assert main([*command, "--db", url], environ={}) == 2
+            err = capsys.readouterr().err
+            assert says in err, err
+
     def test_a_postgresql_schema_without_a_store_is_not_made_one(
         self, postgres_schema: tuple[str, str], capsys: Cap
     ) -> None:
