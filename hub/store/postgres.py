@@ -133,6 +133,10 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.IdleInTransactionSessionTimeoutError,
     # a connection the server ended while it sat in the pool, met mid-protocol
     asyncpg.InternalClientError,
+    # a lock waited for past a lock_timeout (the URL's, the role's or the database's): the
+    # instances' turns at claiming and at an account's calls are locks; as a bug, each such
+    # wait was a traceback and spent an attempt of the event it met
+    asyncpg.LockNotAvailableError,
 )
 
 
@@ -477,7 +481,7 @@ class PostgresStore(BatchedStore):
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, asyncpg.InsufficientResourcesError):
             return StoreUnavailable(self._short_of(exc))
-        if isinstance(exc, asyncpg.QueryCanceledError):
+        if isinstance(exc, (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError)):
             return StoreUnavailable(self._cancelled(exc))
         # (a timeout's text is empty: say what it was)
         why = str(exc) or (
@@ -489,20 +493,24 @@ class PostgresStore(BatchedStore):
         )
         return StoreUnavailable(msg)
 
-    def _cancelled(self, exc: asyncpg.QueryCanceledError) -> str:
-        """A statement the server cancelled (SQLSTATE 57014): a ``statement_timeout`` (the
-        URL's, or one a DBA set on the role or database) shorter than a wait of the store's
-        (a claim's turn, a lock another session holds), or ``pg_cancel_backend``. Said to be
-        unreachable, with "check that PostgreSQL is running", it sent the operator to the
-        network while the server answered every statement."""
+    def _cancelled(self, exc: asyncpg.QueryCanceledError | asyncpg.LockNotAvailableError) -> str:
+        """A statement the server cancelled: a ``statement_timeout`` (SQLSTATE 57014) or a
+        ``lock_timeout`` (55P03), the URL's or one a DBA set on the role or database, shorter
+        than a wait of the store's (a claim's turn, an account's calls, a lock another session
+        holds), or ``pg_cancel_backend`` (57014): an outage the server names. The first was
+        said to be unreachable ("check that PostgreSQL is running": the network, while the
+        server answered every statement), the second a store error (a traceback, as for a bug,
+        and an attempt spent of each event sent meanwhile)."""
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        locked = isinstance(exc, asyncpg.LockNotAvailableError)
+        setting = "lock_timeout" if locked else "statement_timeout"
+        also = "" if locked else ", or an administrator's pg_cancel_backend"
         return (
             f"The event store {self.shown!r} cancelled a statement of the hub ({first}): a "
-            "statement_timeout (the URL's, or one set on the role or the database) shorter "
-            "than the hub's waits, or an administrator's pg_cancel_backend; give the hub's "
-            "connections statement_timeout=0 (?statement_timeout=0 in the URL, or ALTER ROLE "
-            "... SET statement_timeout = 0 behind PgBouncer): the hub ends a statement after "
-            f"{COMMAND_TIMEOUT:g} s itself."
+            f"{setting} (the URL's, or one set on the role or the database) shorter than the "
+            f"hub's waits{also}; give the hub's connections "
+            f"{setting}=0 (?{setting}=0 in the URL, or ALTER ROLE ... SET {setting} = 0 behind "
+            f"PgBouncer): the hub ends a statement after {COMMAND_TIMEOUT:g} s itself."
         )
 
     def _short_of(self, exc: asyncpg.InsufficientResourcesError) -> str:
