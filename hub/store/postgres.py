@@ -249,12 +249,7 @@ class PostgresStore(BatchedStore):
             async with self._conn() as conn:  # (its first acquire measures the clock)
                 if not self.create:
                     if await conn.fetchval("SELECT to_regclass('events')") is None:
-                        where = f"schema {self.schema!r} of " if self.schema else ""
-                        msg = (
-                            f"no event store in {where}{self.shown!r}; pass --db (or "
-                            "LEADHUB_DB) with the URL `leadhub serve` uses."
-                        )
-                        raise StoreError(msg)
+                        raise StoreError(await self._no_store(conn))
                     await self._migrate(conn)  # an older store: its commands need the columns
                     return
                 await conn.execute(_SCHEMA_LOCK, self.schema)
@@ -272,6 +267,31 @@ class PostgresStore(BatchedStore):
             schema=self.schema,
             settings="per transaction" if self._begin else "per session",
             clock_offset=None if offset is None else round(offset, 3),
+        )
+
+    async def _no_store(self, conn: _Conn) -> str:
+        """Why a command finds no ``events`` table: none in the schema, or a schema the
+        connecting role may not use (no USAGE: its tables are not seen). The latter was told
+        as "no event store" to an operator whose own role ran ``leadhub events`` against a
+        store that ``serve``, under another role, was using all along."""
+        where = f"schema {self.schema!r} of " if self.schema else ""
+        if self.schema:
+            usable = await conn.fetchval(
+                "SELECT has_schema_privilege(oid, 'USAGE') FROM pg_namespace WHERE nspname = $1",
+                self.schema,
+            )
+            if usable is False:
+                role = await conn.fetchval("SELECT current_user")
+                return (
+                    f"the role {role!r} may not use {where}{self.shown!r} (no USAGE privilege "
+                    "on the schema: its tables are not seen); connect as the role `leadhub "
+                    f'serve` uses, or GRANT USAGE ON SCHEMA "{self.schema}" TO "{role}", with '
+                    "the rights on its tables the command needs (SELECT to list, UPDATE to "
+                    "replay, DELETE to purge)."
+                )
+        return (
+            f"no event store in {where}{self.shown!r}; pass --db (or LEADHUB_DB) with the URL "
+            "`leadhub serve` uses."
         )
 
     async def _create_pool(

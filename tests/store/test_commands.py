@@ -526,6 +526,33 @@ class TestEvents:
         schemas = asyncio.run(sql(dsn, "SELECT nspname FROM pg_namespace"))
         assert (f"{schema}_typo",) not in schemas
 
+    def test_a_postgresql_role_that_may_not_use_the_schema_is_told_so(
+        self, postgres_schema: tuple[str, str], capsys: Cap
+    ) -> None:
+        """An operator's own role without USAGE on the store's schema sees none of its
+        tables: that is said, with the GRANT, rather than "no event store in schema" (which
+        sent them looking for another URL while serve used this one)."""
+        if os.environ.get("HUB_TEST_POSTGRES_DSN"):
+            pytest.skip("needs the throwaway local server: a new role connecting without password")
+        dsn, schema = postgres_schema
+        asyncio.run(self._fill(f"{dsn}?schema={schema}", 1))
+        role = f"ops_{schema}"
+        asyncio.run(sql(dsn, f'CREATE ROLE "{role}" LOGIN'))
+        try:
+            url = f"{dsn.replace('://postgres@', f'://{role}@', 1)}?schema={schema}"
+            assert main(["events", "--db", url], environ={}) == 1
+            err = capsys.readouterr().err
+            assert f"the role {role!r} may not use schema {schema!r}" in err, err
+            assert f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"' in err, err
+            assert "no event store" not in err, err
+            asyncio.run(sql(dsn, f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+            asyncio.run(sql(dsn, f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'))
+            assert main(["events", "--db", url], environ={}) == 0  # the grant was all it took
+            assert "fill-0" in capsys.readouterr().out
+        finally:
+            asyncio.run(sql(dsn, f'DROP OWNED BY "{role}"'))
+            asyncio.run(sql(dsn, f'DROP ROLE "{role}"'))
+
     def test_a_postgresql_server_that_is_not_there(self, capsys: Cap) -> None:
         """Exit 1, saying what to check, without the password."""
         url = f"postgresql://hub:hunter2@127.0.0.1:{free_port()}/leadhub"
