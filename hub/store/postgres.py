@@ -332,10 +332,24 @@ class PostgresStore(BatchedStore):
             msg = f"Cannot open the event store {self.shown!r}: {exc}; correct the URL."
             raise StoreError(msg) from exc
         except _UNAVAILABLE as exc:  # (statement mode: at _know_arrays's transaction)
-            raise self._statement_mode(exc) or self._unavailable(exc) from exc
+            raise self._no_ssl(exc) or self._statement_mode(exc) or self._unavailable(exc) from exc
         except (asyncpg.PostgresError, ValueError) as exc:  # bad credentials, database, DSN
             msg = f"Cannot open the event store {self.shown!r}: {exc}"
             raise StoreError(msg) from exc
+
+    def _no_ssl(self, exc: BaseException) -> StoreError | None:
+        """The error to fix when ``exc`` is a server without SSL refusing the SSL that the
+        URL's ``sslmode`` requires (asyncpg's "rejected SSL upgrade"); else None. Waiting
+        does not turn SSL on: told as the server not reached ("check that PostgreSQL is
+        running"), serve waited out its --store-wait for it."""
+        if not (isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc)):
+            return None
+        msg = (
+            f"Cannot open the event store {self.shown!r}: the server does not offer SSL "
+            f"({exc}), which the URL's sslmode requires; turn SSL on in the server (ssl = on), "
+            "or take sslmode=require (verify-ca, verify-full) out of the URL."
+        )
+        return StoreError(msg)
 
     def _statement_mode(self, exc: BaseException) -> StoreError | None:
         """The error to fix when ``exc`` is PgBouncer in statement mode ending a transaction

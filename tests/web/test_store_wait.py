@@ -236,16 +236,24 @@ def password_server() -> Iterator[str]:
 @pytest.mark.slow
 @needs_postgres
 def test_what_waiting_cannot_fix_fails_at_once(tmp_path: Path) -> None:
-    """A wrong password, a database that does not exist, or an option of the URL the driver
+    """A wrong password, a database that does not exist, an option of the URL the driver
     refuses (?sslmode=bogus, which was told as the server not reached, after 30 s of
-    store_waiting): store_open_failed and exit 1 with no store_waiting line, well before the
-    30 s default wait."""
+    store_waiting), or an sslmode=require the server cannot meet (it has no SSL: told as not
+    reached too, "check that PostgreSQL is running", after the same wait): store_open_failed
+    and exit 1 with no store_waiting line, well before the 30 s default wait."""
     with password_server() as dsn:
         good = dsn.replace("postgres@", "postgres:right@")
         wrong = dsn.replace("postgres@", "postgres:wrong-hunter2@")
         missing = good.rsplit("/", 1)[0] + "/no_such_db"
         refused = f"{good}?sslmode=bogus"
-        for url, says in ((wrong, "password"), (missing, "no_such_db"), (refused, "sslmode")):
+        no_ssl = f"{good}?sslmode=require"
+        cases = (
+            (wrong, "password"),
+            (missing, "no_such_db"),
+            (refused, "sslmode"),
+            (no_ssl, "the server does not offer SSL"),
+        )
+        for url, says in cases:
             result = leadhub_run(serve_args(tmp_path, free_port(), db=url), env=ENV)
             output = result.stdout + result.stderr
             assert result.returncode == 1, output
