@@ -53,6 +53,7 @@ class PgBouncer:
     (``ignore_startup_parameters``; by default it refuses every one it does not track).
     ``pool_size``: its server connections per database and user (1: every client's
     transactions on one server session, to see what one of them leaves there).
+    ``max_client_conn``: the client connections it takes in all (more are refused).
     :meth:`show` reads its admin console (``SHOW POOLS``, ``SHOW CLIENTS``).
     """
 
@@ -63,6 +64,7 @@ class PgBouncer:
         pool_mode: str = "transaction",
         ignore: tuple[str, ...] = (),
         pool_size: int = 20,
+        max_client_conn: int = 1000,
         binary: Path | None = None,
     ) -> None:
         found = binary or find_pgbouncer()
@@ -80,6 +82,7 @@ class PgBouncer:
         self.pool_mode = pool_mode
         self.ignore = ignore
         self.pool_size = pool_size
+        self.max_client_conn = max_client_conn
         self.port: int | None = None
         self._base: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -180,7 +183,7 @@ class PgBouncer:
                 f"admin_users = {self.user}",  # (show)
                 f"auth_file = {base / 'userlist.txt'}",
                 f"pool_mode = {self.pool_mode}",
-                "max_client_conn = 1000",
+                f"max_client_conn = {self.max_client_conn}",
                 f"default_pool_size = {self.pool_size}",
                 f"ignore_startup_parameters = {','.join(self.ignore)}",
                 f"logfile = {base / 'pgbouncer.log'}",

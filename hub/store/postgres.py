@@ -517,6 +517,14 @@ class PostgresStore(BatchedStore):
             return StoreUnavailable(self._short_of(exc))
         if isinstance(exc, (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError)):
             return StoreUnavailable(self._cancelled(exc))
+        if isinstance(exc, asyncpg.ProtocolViolationError) and "max_client_conn" in str(exc):
+            # PgBouncer full: answered, as a server short of connections does (_short_of)
+            msg = (
+                f"The event store {self.shown!r} refused the work ({exc}): the connection "
+                "pooler has no client connection left; raise its max_client_conn (PgBouncer), "
+                "or lower ?pool= on the instances."
+            )
+            return StoreUnavailable(msg)
         # (a timeout's text is empty: say what it was)
         why = str(exc) or (
             "the server did not answer in time" if isinstance(exc, TimeoutError) else "-"

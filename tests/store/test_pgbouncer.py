@@ -403,3 +403,25 @@ async def test_pgbouncer_in_statement_mode_is_refused_naming_the_mode_to_set(
             with pytest.raises(StoreError, match="pool_mode = transaction") as caught:
                 await store.open()
     assert not isinstance(caught.value, StoreUnavailable)
+
+
+async def test_a_pooler_without_a_client_connection_left_is_named_with_its_setting(
+    postgres_dsn: str,
+) -> None:
+    """PgBouncer at its max_client_conn refuses the next client ("no more connections allowed
+    (max_client_conn)"): an outage (serve waits, webhooks get 503) that names the pooler's
+    setting and ?pool=, as a server short of connections does; it read "cannot be reached
+    ... check that PostgreSQL is running and the URL's host, port and database"."""
+    with PgBouncer(postgres_dsn, max_client_conn=2) as bouncer:
+        async with fresh_schema(postgres_dsn) as schema:
+            held = [await asyncpg.connect(bouncer.dsn(), statement_cache_size=0) for _ in range(2)]
+            try:
+                store = open_store(f"{bouncer.dsn()}?schema={schema}")
+                with pytest.raises(StoreUnavailable) as caught:
+                    await store.open()
+            finally:
+                for conn in held:
+                    await conn.close()
+    text = str(caught.value)
+    assert "max_client_conn" in text and "?pool=" in text, text
+    assert "cannot be reached" not in text, text
