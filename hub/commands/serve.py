@@ -311,6 +311,39 @@ def lifespan_hooks_for(
     return hooks
 
 
+def _lease_given(args: argparse.Namespace) -> str:
+    """How ``--lease`` was given: ``--lease 60s``, or ``LEADHUB_LEASE=60s``."""
+    name = given_as(args, "lease", "--lease")
+    lease = getattr(args, "lease", "60s")
+    return f"{name} {lease}" if name.startswith("--") else f"{name}={lease}"
+
+
+def _lease_holds(
+    adjust: Callable[[Config], Config], lease: float, given: str
+) -> Callable[[Config], Config]:
+    """``adjust``, then a reload's check that this hub's lease (``lease`` seconds, given as
+    ``given``) holds the new configuration's calls and lead reads, as the start checks it
+    (exit 2 there). A target's ``timeout`` (or an endpoint's ``read_timeout``) raised past
+    the lease by a reload was taken, and every event of that target then went back to the
+    queue untried, a lease later, again and again: nothing was sent to it until a restart,
+    and the reload said ``config_reloaded``. Refused, the reload changes nothing and says
+    where, with the fix."""
+    from hub.dispatch.worker import lease_shortfalls_where
+
+    def check(config: Config) -> Config:
+        config = adjust(config)
+        problems = []
+        for origin, problem in lease_shortfalls_where(config, lease):
+            where = f"{origin}: " if origin is not None else ""
+            said = f"{given} (this hub's) is too short: {problem} (a new --lease needs a restart)"
+            problems.append(where + said)
+        if problems:
+            raise ConfigError(problems)
+        return config
+
+    return check
+
+
 def _sandbox_address(sandbox: bool, base: str) -> Callable[[Config], Config]:
     """What a configuration needs before use, at start and at each reload: the embedded
     sandbox's address for a ``default`` target that is the sandbox, which must then be
@@ -450,8 +483,7 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
         from hub.dispatch.worker import lease_shortfalls
 
         shortfalls = lease_shortfalls(config, lease)
-        name = given_as(args, "lease", "--lease")
-        given = f"{name} {args.lease}" if name.startswith("--") else f"{name}={args.lease}"
+        given = _lease_given(args)
         for problem in shortfalls:
             print(f"leadhub serve: {given} is too short: {problem}", file=sys.stderr)
         if shortfalls:
@@ -533,6 +565,8 @@ def _serve(
     )
     if sandbox_app is not None:
         hooks.insert(0, _closing(sandbox_app))  # closed last, after the dispatcher stops
+    if args.role in ("all", "worker"):  # (the dispatcher's lease holds what a reload gives)
+        adjust = _lease_holds(adjust, lease, _lease_given(args))
     hooks.append(reload_on_hangup(args.config_dir, adjust, hangups))
     hooks.insert(0, _announce_stop)
 

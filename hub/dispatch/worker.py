@@ -85,6 +85,7 @@ from hub.config.models import (
     FacebookOptions,
     HubSpotOptions,
     LinkedInOptions,
+    Origin,
     Target,
 )
 from hub.dispatch.enrich import endpoint_policy, enrich, needs_read, read_first
@@ -113,7 +114,13 @@ from hub.web.metrics import app_registry
 
 _log = structlog.get_logger()
 
-__all__ = ["Dispatcher", "dispatcher_lifespan", "lease_shortfalls", "make_http_client"]
+__all__ = [
+    "Dispatcher",
+    "dispatcher_lifespan",
+    "lease_shortfalls",
+    "lease_shortfalls_where",
+    "make_http_client",
+]
 
 #: What mapping gave for an event that is not a lead for a configured target.
 Mapped = CaptureRequest | Skip | Unmatched | MappingError
@@ -1070,15 +1077,24 @@ def lease_shortfalls(config: Config, lease: float) -> list[str]:
     :data:`~hub.dispatch.lane.SEND_WINDOW` to start in: otherwise such calls or reads
     seldom or never start, and the events go back to the queue again and again.
     """
-    problems = []
+    return [problem for _, problem in lease_shortfalls_where(config, lease)]
+
+
+def lease_shortfalls_where(config: Config, lease: float) -> list[tuple[Origin | None, str]]:
+    """:func:`lease_shortfalls`, each with where the target or endpoint whose ``timeout`` or
+    ``read_timeout`` the lease cannot hold is written (``file:line``)."""
+    problems: list[tuple[Origin | None, str]] = []
     for target in sorted(config.targets.values(), key=lambda t: t.name):
         need = lease_needed(target)
         if lease < need:
             problems.append(
-                f"a call to target {target.name!r} may last {2 * target.timeout:g}s (twice its "
-                f"timeout), {LEASE_MARGIN:g}s are kept to write its outcome and "
-                f"{SEND_WINDOW:g}s to start it in: give --lease {need:g}s or more, or lower "
-                "the target's timeout"
+                (
+                    target.origin,
+                    f"a call to target {target.name!r} may last {2 * target.timeout:g}s (twice its "
+                    f"timeout), {LEASE_MARGIN:g}s are kept to write its outcome and "
+                    f"{SEND_WINDOW:g}s to start it in: give --lease {need:g}s or more, or lower "
+                    "the target's timeout",
+                )
             )
     for endpoint in sorted(config.endpoints.values(), key=lambda e: e.name):
         options = endpoint.options
@@ -1088,9 +1104,12 @@ def lease_shortfalls(config: Config, lease: float) -> list[str]:
         need = bound + LEASE_MARGIN + SEND_WINDOW
         if lease < need:
             problems.append(
-                f"a lead read for endpoint {endpoint.name!r} may last {bound:g}s (twice its "
-                f"read_timeout), with {LEASE_MARGIN:g}s to spare and {SEND_WINDOW:g}s to start "
-                f"it in: give --lease {need:g}s or more, or lower its read_timeout"
+                (
+                    endpoint.origin,
+                    f"a lead read for endpoint {endpoint.name!r} may last {bound:g}s (twice its "
+                    f"read_timeout), with {LEASE_MARGIN:g}s to spare and {SEND_WINDOW:g}s to "
+                    f"start it in: give --lease {need:g}s or more, or lower its read_timeout",
+                )
             )
     return problems
 

@@ -3,7 +3,9 @@
 On SIGHUP the running hub reads its configuration directory again, exactly as at start
 (``leadhub check`` gives the same verdict). If any file has an error, nothing changes: the
 hub logs ``config_reload_failed`` with every ``file:line: message`` and goes on with the
-configuration it has. Otherwise it logs ``config_reloaded`` and, from then on (either way
+configuration it has (``serve`` also refuses, so, a target ``timeout`` or an endpoint
+``read_timeout`` its running ``--lease`` cannot hold, as its start does). Otherwise it logs
+``config_reloaded`` and, from then on (either way
 ``leadhub_config_reloads_total{outcome="ok"|"failed"}`` counts it):
 
 * ``/hooks/{name}`` serves the new endpoints (a new one answers, a removed one is 404);

@@ -115,3 +115,40 @@ def test_a_secret_rotated_in_its_file_is_taken_at_the_reload(tmp_path: Path) -> 
         wait_until(lambda: bool(log.events("config_reloaded")), what="the reload")
         assert (post("old-token"), post("new-token")) == (401, 200)
         assert not any("new-token" in str(line) or "old-token" in str(line) for line in log.lines)
+
+
+SLOW_TARGET = """kind: target
+name: slow
+url: http://127.0.0.1:9
+access_key: slow-key
+secret_key: slow-secret
+timeout: 30s
+"""
+
+
+def test_a_reload_whose_timeout_the_lease_cannot_hold_is_refused_where_it_is(
+    tmp_path: Path,
+) -> None:
+    """A reload giving a target a ``timeout`` the running hub's lease (60 s) cannot hold (a
+    call may last 60 s, 66 s needed) is refused as the start refuses it: nothing changes,
+    ``config_reload_failed`` names the target's file:line and the fix. Taken, every event of
+    that target went back to the queue untried, a lease later, for good."""
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    config = tmp_path / "cfg"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        log = Log(proc)
+        (config / "slow.yaml").write_text(SLOW_TARGET)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(log.events("config_reload_failed")), what="the refusal")
+        assert not log.events("config_reloaded")
+        (failed,) = log.events("config_reload_failed")
+        (error,) = failed["errors"]
+        assert error.startswith(f"{config / 'slow.yaml'}:1: --lease 60s (this hub's) is too short")
+        assert "give --lease 66s or more, or lower the target's timeout" in error
+        # The hub goes on as it was.
+        lead = {"email": "after.refusal@example.com"}
+        assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 200
+        wait_until(lambda: _delivered(base) == 1, what="the lead after the refusal")
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'leadhub_config_reloads_total{outcome="failed"} 1.0' in metrics
