@@ -115,6 +115,8 @@ class Lane:
         self._held: set[int] = set()  # event ids queued or being sent by this lane
         self._queued: dict[int, Item] = {}  # the queued ones (not yet being sent)
         self._current: dict[asyncio.Task[None], Item] = {}
+        #: Senders waiting for their rate-limit slot: no call started yet (see :meth:`close`).
+        self._awaiting_slot: set[asyncio.Task[None]] = set()
         self._acks: list[tuple[Item, Delivered, Attempt]] = []  # deliveries to write
         self._acks_ready = asyncio.Event()
         self._senders_done = False
@@ -320,6 +322,7 @@ class Lane:
                 await self._send_failed(item.event, exc)
             finally:
                 self._current.pop(task, None)
+                self._awaiting_slot.discard(task)
                 if settled:
                     self._settled(item)
             if self._closing:
@@ -473,7 +476,11 @@ class Lane:
             # The wait for the rate limit counts against the lease too (other processes share
             # the limit, so it may be long): no room within the budget, no call.
             left = budget - (d.clock.monotonic() - item.claimed_at)
+            task = asyncio.current_task()
+            assert task is not None
+            self._awaiting_slot.add(task)
             async with self.limiter.slot(within=left) as allowed:
+                self._awaiting_slot.discard(task)
                 # Looked at again once the slot is ours: the wait for it may have outlasted
                 # the budget all the same (a process frozen meanwhile, a store that answered
                 # late), and a call started past it may go out while another worker holds
@@ -697,7 +704,8 @@ class Lane:
     # --- shutdown ---------------------------------------------------------------------------
 
     async def close(self, deadline: float) -> None:
-        """Stop: release queued events, let sends in flight finish until ``deadline``.
+        """Stop: release queued events and those whose senders wait for a rate-limit slot,
+        let sends in flight finish until ``deadline``.
 
         ``deadline`` is a monotonic time; sends still running then are cancelled and
         their events released (at-least-once: they may have been sent).
@@ -705,14 +713,19 @@ class Lane:
         self._closing = True
         now = self._d.clock.time()
         await self._release_queued(now, None)
-        busy = [t for t in self._tasks if t in self._current]
+        # A sender still waiting for its rate-limit slot has started no call: it gives the
+        # wait up now, and its event goes back untried. Waited for, it made its call once
+        # the slot came: a stop (SIGTERM) went on sending leads up to its timeout (10 s), one
+        # more for each waiting sender, and took that long.
+        unstarted = [self._current[t] for t in self._tasks if t in self._awaiting_slot]
+        busy = [t for t in self._tasks if t in self._current and t not in self._awaiting_slot]
         for task in self._tasks:
-            if task not in self._current:
+            if task not in busy:
                 task.cancel()
         remaining = max(0.0, deadline - self._d.clock.monotonic())
         if busy:
             await asyncio.wait(busy, timeout=remaining)
-        interrupted = [self._current[t] for t in busy if t in self._current]
+        interrupted = unstarted + [self._current[t] for t in busy if t in self._current]
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -336,6 +336,31 @@ async def test_stop_releases_queued_events_and_leaves_nothing_claimed(tmp_path: 
         assert len(sandbox_get(url, "/_sandbox/leads")) == 60
 
 
+async def test_stop_starts_no_call_for_a_sender_waiting_for_its_rate_limit_slot(
+    tmp_path: Path,
+) -> None:
+    """At stop, senders waiting for their rate-limit slot give the wait up: their events go
+    back untried, and no call starts after the stop began. They waited for the slot (here 5 s
+    after the first call) and then made their call, within the stop's timeout (9 s)."""
+    with sandbox_server() as (url, _):
+        config = forms_config(tmp_path, url, rate_limit="1/5s")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", leads("w", 5))
+            dispatcher = Dispatcher(config=config, store=store, poll=0.05)
+            await dispatcher.start()
+            try:
+                delivered = dispatcher.metrics.sends.labels("default", "delivered")
+                await wait_for(lambda: delivered._value.get() >= 1, what="the first send")
+            finally:
+                await dispatcher.stop(timeout=9.0)
+            events = await states(store, ids)
+        assert len(sandbox_get(url, "/_sandbox/leads")) == 1
+        by_state = {s: [e for e in events.values() if e.state == s] for s in State}
+        assert len(by_state[State.DELIVERED]) == 1
+        assert len(by_state[State.QUEUED]) == 4
+        assert all(e.attempts == 0 for e in by_state[State.QUEUED])
+
+
 async def test_metrics_are_exposed_on_the_given_registry(tmp_path: Path, fake_lsq: str) -> None:
     """Sends, latency and pause gauges appear in the Prometheus text of the registry passed in."""
     from prometheus_client import CollectorRegistry, generate_latest
