@@ -338,8 +338,10 @@ class Dispatcher:
                         gauge.remove(lane.target.name)
         # A changed target's new lane is not paused (a reload that fixed its keys, say): the
         # events the old lane's pause held back go now (after its last sends: one refused
-        # then holds its event back too).
-        await self._resume_held(sorted({lane.target.name for lane in closing} & set(lanes)))
+        # then holds its event back too). So do those of a target that went away (renamed
+        # along with its fix): mapped anew, they go to the target their mapping names now,
+        # rather than when the gone target's pause would have ended (up to its max_interval).
+        await self._resume_held(sorted({lane.target.name for lane in closing}))
         self.wake()
         _log.info(
             "dispatcher_reloaded",

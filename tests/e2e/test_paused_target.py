@@ -223,4 +223,41 @@ def test_held_events_go_at_once_when_the_instance_whose_pause_held_them_stops(
                 timeout=30,
                 what="the held events delivered by the instance with the right key",
             )
+
+
+def _renamed_files(target: str, sandbox_url: str) -> dict[str, str]:
+    """The ``forms`` endpoint mapped to ``target``, defined at ``sandbox_url``."""
+    mapping = CONFIG.replace("endpoint: forms\n", f"endpoint: forms\ntarget: {target}\n")
+    assert f"target: {target}" in mapping
+    targets = target_yaml(target, sandbox_url, timeout="1s", retry=LONG_RETRY)
+    return {"forms.yaml": mapping, "targets.yaml": targets}
+
+
+def test_held_events_go_at_once_after_a_reload_that_renamed_their_target(tmp_path: Path) -> None:
+    """A paused target fixed and renamed in one reload (``crm`` with the wrong key becomes
+    ``crm-eu`` with the right one, the mapping following): the events its pause held back go
+    at once to the new target, as for a target fixed under its own name. Its pause (5 to 10
+    minutes here) held them back until it would have ended: the reload resumed only targets
+    it kept."""
+    with sandbox(tmp_path) as sandbox_url:
+        files = _renamed_files("crm", sandbox_url)  # (the embedded sandbox's 10 s timeout)
+        args, base, _ = serve_args(tmp_path, files, "--lease", "26s")
+        secret = tmp_path / "lsq_secret"
+        secret.write_text("not-the-key\n")
+        with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(secret)) as proc:
+            hub = Hub(proc, Log(proc), base, f"sqlite:///{tmp_path / 'hub.db'}", secret, [])
+            hub.ids = [hub.post(f"renamed{n}@example.com") for n in range(3)]
+            wait_until(lambda: bool(hub.log.events("target_paused")), what="the pause")
+            wait_until(
+                lambda: all(e.state is State.QUEUED and e.last_error for e in hub.events()),
+                what="every event put back by the pause",
+            )
+            for name, text in _renamed_files("crm-eu", sandbox_url).items():
+                (tmp_path / "cfg" / name).write_text(text)
+            fix_and_reload(hub)
+            wait_until(
+                lambda: all(e.state is State.DELIVERED for e in hub.events()),
+                what="the held events delivered to the renamed target",
+            )
+            assert {e.target for e in hub.events()} == {"crm-eu"}
             assert [e.attempts for e in hub.events()] == [1, 1, 1]
