@@ -223,6 +223,9 @@ class Node:
     #: text that does not fit its tag): what is left in its place is no real value, and an
     #: error about it would be a follow-on (``Reader.error`` drops those).
     reported: bool = False
+    #: Scalars: the variables whose value came from the file their ``NAME_FILE`` names, as
+    #: (name, path): an empty value's fix is then to write that file, not ``export NAME``.
+    files: tuple[tuple[str, str], ...] = ()
 
     @property
     def expanded(self) -> bool:
@@ -314,6 +317,8 @@ class _Builder:
         self.issues = issues
         self.stand_ins = stand_ins
         self.stood_in = 0
+        #: The variables of the scalar being expanded read from their ``NAME_FILE``.
+        self.files: list[tuple[str, str]] = []
 
     def expand(self, text: str, line: int) -> tuple[str, bool]:
         """``text`` with variables replaced, and whether an unset one was met (reported).
@@ -331,6 +336,8 @@ class _Builder:
             name, default = match.group(1), match.group(2)
             value, problem = from_environ(self.environ, name)
             if value is not None:
+                if name not in self.environ:  # (from the file NAME_FILE names)
+                    self.files.append((name, self.environ[f"{name}_FILE"]))
                 return value
             if problem is not None:
                 unset = True
@@ -360,9 +367,13 @@ class _Builder:
         if "${" in raw and node.tag in (_STR, _INT, _FLOAT, _BOOL, _NULL):
             # The expanded text is the value, exactly: never read again as YAML.
             before = self.stood_in
+            self.files = []
             expanded, unset = self.expand(raw, line)
             stand_in = self.stood_in > before
-            return Node(expanded, self.file, line, raw=raw, stand_in=stand_in, reported=unset)
+            files = tuple(self.files)
+            return Node(
+                expanded, self.file, line, raw=raw, stand_in=stand_in, reported=unset, files=files
+            )
         try:
             value = _construct(node.tag, raw)
         except _ValueError as exc:

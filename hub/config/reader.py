@@ -244,7 +244,15 @@ class Reader:
         if node.reported:
             return None  # its variable is unset, and that is reported already
         names = variables(node.raw)
-        if uses_variables_only(node.raw):
+        path = dict(node.files).get(names[0]) if names else None
+        if uses_variables_only(node.raw) and path is not None:
+            # (``export NAME=...`` beside NAME_FILE is itself an error: both set)
+            self.error(
+                node,
+                f"{where} is empty: ${{{names[0]}}} comes from {names[0]}_FILE, which names "
+                f"{path!r}, a file holding no text; write the real secret in that file",
+            )
+        elif uses_variables_only(node.raw):
             self.error(
                 node,
                 f"{where} is empty: ${{{names[0]}}} is set but empty; "

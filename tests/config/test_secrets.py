@@ -131,7 +131,7 @@ def test_a_secret_comes_from_the_file_its_name_file_variable_names(tmp_path: Pat
         (None, "which cannot be read (No such file or directory)"),
         (b"\xff\xfe", "which cannot be read (UnicodeDecodeError)"),
         (b"x" * 70_000, "which holds more than 65536 characters"),
-        (b"\n", "${SECRET} is set but empty"),
+        (b"\n", "${SECRET} comes from SECRET_FILE, which names"),
     ],
 )
 def test_a_name_file_that_gives_no_secret_is_an_error_at_its_line(
@@ -146,6 +146,26 @@ def test_a_name_file_that_gives_no_secret_is_an_error_at_its_line(
         load(tmp_path / "cfg", {"SECRET_FILE": str(secret)})
     (issue,) = info.value.issues
     assert issue.startswith(f"{path}:4: ") and fragment in issue, issue
+
+
+def test_an_empty_name_file_says_to_write_the_file_not_to_export_the_variable(
+    tmp_path: Path,
+) -> None:
+    """A secret file emptied (a rotation that wrote nothing, before ``kill -HUP``): the error
+    names the file to write. It said "${SECRET} is set but empty; ... (export SECRET=...)",
+    and SECRET exported beside SECRET_FILE is an error of its own (both set)."""
+    secret = tmp_path / "secret"
+    secret.write_text("\n")
+    (tmp_path / "cfg").mkdir()
+    path = _write(tmp_path / "cfg", "token", "${SECRET}")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path / "cfg", {"SECRET_FILE": str(secret)})
+    (issue,) = info.value.issues
+    assert issue == (
+        f"{path}:4: 'token' of endpoint 'e' is empty: ${{SECRET}} comes from SECRET_FILE, "
+        f"which names {str(secret)!r}, a file holding no text; write the real secret in that "
+        "file"
+    )
 
 
 def test_name_and_name_file_both_set_is_an_error(tmp_path: Path) -> None:
