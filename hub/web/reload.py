@@ -137,6 +137,21 @@ async def reload_config(
     except ConfigError as exc:
         _log.error("config_reload_failed", errors=list(exc.issues), config_dir=str(directory))
         return False
+    # Once begun, the new configuration is used whole: a stop (SIGTERM) that comes meanwhile
+    # waits for it (the lanes it closes finish their sends and put their events back, as a
+    # stop's own do), then goes on. Cancelled halfway, a closing lane's events were left
+    # claimed until their lease ended, and its in-flight calls cut unrecorded.
+    using = asyncio.ensure_future(_use(app, config, directory, waited))
+    try:
+        await asyncio.shield(using)
+    except asyncio.CancelledError:
+        await using
+        raise
+    return True
+
+
+async def _use(app: Starlette, config: Config, directory: str | Path, waited: float) -> None:
+    """Use ``config`` in ``app``: its dispatcher, then its ingest; say so."""
     old: Config = app.state.config
     # The dispatcher first: the events of a new endpoint can only come after it knows it.
     dispatcher = getattr(app.state, "dispatcher", None)
@@ -158,7 +173,6 @@ async def reload_config(
         targets=sorted(config.targets),
         waited=round(waited, 3),
     )
-    return True
 
 
 class Hangups:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from tests.e2e.support import lead_by_email, wait_until
+from hub.store.models import State
+from tests.dispatch.support import KEYS, recording_target, target_yaml
+from tests.e2e.support import lead_by_email, stored_events, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
 from tests.support.server import leadhub_process, serve_args
 
@@ -152,3 +155,33 @@ def test_a_reload_whose_timeout_the_lease_cannot_hold_is_refused_where_it_is(
         wait_until(lambda: _delivered(base) == 1, what="the lead after the refusal")
         metrics = httpx.get(f"{base}/metrics").text
         assert 'leadhub_config_reloads_total{outcome="failed"} 1.0' in metrics
+
+
+def test_a_stop_during_a_reload_lets_the_reload_finish_its_closing_lanes(tmp_path: Path) -> None:
+    """SIGTERM while a reload closes the lane of a changed target (waiting for its call in
+    flight, 8 s here): the reload ends first, its lane's call finishes and is recorded, then
+    the hub stops. The stop cancelled the reload halfway: the call was cut unrecorded and its
+    event left ``sending`` until its lease ended (a restart waited that long for it)."""
+    mapping = CONFIG.replace("endpoint: forms\n", "endpoint: forms\ntarget: crm\n")
+    with recording_target(slow={"Slow": 8.0}) as (url, fake):
+        files = {"forms.yaml": mapping, "targets.yaml": target_yaml("crm", url, timeout="10s")}
+        args, base, db = serve_args(tmp_path, files, "--lease", "26s")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with leadhub_process(args, ready_url=f"{base}/readyz", env={**ENV, **KEYS}) as proc:
+            log = Log(proc)
+            lead = {"email": "slow@example.com", "name": "Slow"}
+            assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 200
+            wait_until(lambda: bool(fake.calls), what="the slow call under way")
+            changed = target_yaml("crm", url, timeout="10s", rate_limit="50/1s")
+            (tmp_path / "cfg" / "targets.yaml").write_text(changed)
+            proc.send_signal(signal.SIGHUP)
+            # The reload reads the file once at rest (0.5 s), then closes the lane, waiting
+            # for the slow call: the stop comes meanwhile. (A reload slower than that to
+            # begin is stopped before it changes anything, and the test shows nothing.)
+            time.sleep(2.5)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+            assert log.events("config_reloaded"), "the reload was used whole"
+        (event,) = stored_events(f"sqlite:///{db}")
+        assert event.state is State.DELIVERED, (event.state, event.last_error)
+        assert fake.calls == [("slow@example.com", "Slow")]
