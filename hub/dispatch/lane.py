@@ -665,7 +665,7 @@ class Lane:
 
     def _stale(self, item: Item) -> bool:
         """Whether ``item`` was mapped with a configuration a reload has replaced since."""
-        return item.config is not None and item.config is not self._d.config
+        return item.config is not None and item.config is not self._d.mapped_by
 
     async def _remap_one(self, item: Item) -> bool:
         """Put ``item`` back, due now and untried, to be claimed and mapped anew."""

@@ -178,6 +178,10 @@ class Dispatcher:
         reads_per_endpoint: int = READS_PER_ENDPOINT,
     ) -> None:
         self.config = config
+        #: The configuration whose mappings and endpoints events are mapped with: ``config``,
+        #: or an earlier one when the reloads since changed neither (see :meth:`reload`). An
+        #: item mapped with another goes back to be mapped anew (:meth:`Lane.remap`).
+        self.mapped_by = config
         self.store = store
         self.clock = clock
         self.lease = lease
@@ -311,8 +315,14 @@ class Dispatcher:
         given it back) sends it.
         """
         if self._loop_task is None:
-            self.config = config
+            self.config = self.mapped_by = config
             return
+        # A reload that changed no mapping nor endpoint (a watcher's signal for nothing, a
+        # target's new limit) leaves what the lanes hold as it was mapped: each remap puts
+        # the lanes' events back and their senders give up the rate-limit slots they waited
+        # for, so one such reload a second sent nothing at all to a rate-limited target.
+        if not _maps_alike(self.mapped_by, config):
+            self.mapped_by = config
         deadline = self.clock.monotonic() + timeout
         lanes: dict[str, Lane] = {}
         closing: list[Lane] = []
@@ -534,7 +544,7 @@ class Dispatcher:
         items: list[Item] = []
         slow: list[Awaitable[Item | None]] = []
         reads: list[tuple[Event, Reading]] = []
-        config = self.config  # what the quick mappings below map with
+        config = self.mapped_by  # what the quick mappings below map with
         for event in claimed:
             _log_claimed(event)
             quick = self._map_quick(event, claimed_at)
@@ -823,7 +833,7 @@ class Dispatcher:
             return None
         if isinstance(result, CaptureRequest) and result.target in self.lanes:
             note_left_out(event, result)
-            return Item(event=event, request=result, claimed_at=claimed_at, config=self.config)
+            return Item(event=event, request=result, claimed_at=claimed_at, config=self.mapped_by)
         return result
 
     async def _prepare_safely(
@@ -893,7 +903,7 @@ class Dispatcher:
         result = mapped
         # what ``mapped`` was mapped with (a reload may have come since): an item mapped
         # with a configuration replaced goes back to be mapped anew (Lane.remap)
-        config = mapped_with or self.config
+        config = mapped_with or self.mapped_by
         if result is None:
             endpoint = self.config.endpoints.get(event.endpoint)
             if endpoint is None:
@@ -904,7 +914,7 @@ class Dispatcher:
                 document = await enrich(self, event, endpoint.options)
                 if document is None:
                     return None
-            config = self.config  # (a reload may have come during the lead's read)
+            config = self.mapped_by  # (a reload may have come during the lead's read)
             result = map_document(config.mappings_for(event.endpoint), document)
         if isinstance(result, Skip):
             with still_ours(event):
@@ -1119,6 +1129,11 @@ def lease_shortfalls_where(config: Config, lease: float) -> list[tuple[Origin | 
 def _routing(blocker: Event | None) -> bool:
     """Whether ``blocker`` is a claim whose routes are being written (its lead not known)."""
     return blocker is not None and blocker.target is None and blocker.state is State.SENDING
+
+
+def _maps_alike(old: Config, new: Config) -> bool:
+    """Whether ``new`` maps every event as ``old`` does: the same endpoints and mappings."""
+    return old.endpoints == new.endpoints and old.mappings == new.mappings
 
 
 def _same(old: Target, new: Target) -> bool:

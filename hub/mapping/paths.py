@@ -42,7 +42,7 @@ import re
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import regex
@@ -155,7 +155,9 @@ class NativePath:
     """A root-anchored chain with wildcards or simple filters, walked without jsonpath-ng."""
 
     text: str
-    steps: tuple[StepFunc, ...]
+    #: (Compared by ``text``: the same text compiles to the same steps, and a reload that
+    #: leaves a path as it was finds its mapping unchanged, ``hub.dispatch.worker``.)
+    steps: tuple[StepFunc, ...] = field(compare=False)
     #: What each step does (:data:`KEYS`, :data:`UNION`, :data:`WILDCARD`, :data:`FILTER`,
     #: :data:`SLICE` or :data:`DESCEND`), for :meth:`walk`.
     kinds: tuple[str, ...] = ()
@@ -325,7 +327,7 @@ class ExtendedPath:
     whatever native steps it holds besides."""
 
     text: str
-    expression: Any
+    expression: Any = field(compare=False)  # (compared by ``text``, as NativePath's steps)
     #: Whether the path holds a regular expression (:class:`BoundedRegex`).
     timed: bool = False
 

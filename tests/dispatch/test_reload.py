@@ -13,11 +13,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
+from hub.config import load
 from hub.config.models import Config
 from hub.dispatch.leadsquared import CAPTURE_PATH
 from hub.dispatch.worker import Dispatcher
 from hub.store.models import State
 from tests.dispatch.support import (
+    KEYS,
     all_in,
     enqueue,
     flat_endpoint_yaml,
@@ -204,3 +206,33 @@ async def test_events_queued_before_a_reload_are_sent_with_the_new_mapping(
     assert sorted(email for email, _ in sent) == sorted(f"v{n}@example.com" for n in range(20))
     (reloaded,) = (e for e in logs if e["event"] == "dispatcher_reloaded")
     assert reloaded["remapped"] >= 1, reloaded  # (what the lane held: its capacity)
+
+
+async def test_reloads_that_change_no_mapping_leave_the_lanes_sending(
+    tmp_path: Path, recorder: tuple[str, Recorder]
+) -> None:
+    """A reload that reads the same files again (a watcher signalling for nothing, a storm of
+    SIGHUPs) remaps nothing: the events the lanes hold stay there, and a rate-limited target
+    goes on sending while such reloads keep coming. Each reload put every held event back and
+    its senders gave up the slots they waited for: one reload a second sent nothing at all."""
+    url, rec = recorder
+    directory = tmp_path / "cfg"
+    target = target_yaml("default", f"{url}/a", rate_limit="4/1s")
+    # (a filter: a path compiled to steps, alike when its text is)
+    extra = "  mx_Tag: \"$.tags[?(@.kind == 'a')].name\"\n"
+    endpoint = flat_endpoint_yaml("forms", "default", extra=extra)
+    config = write_config(directory, target, endpoint)
+    async with opened_store(tmp_path / "hub.db") as store:
+        ids = await enqueue(store, "forms", leads("r", 24))
+        async with running(config, store) as dispatcher:
+            await wait_for(lambda: rec.calls.get("a", 0) >= 1, what="the first send")
+            with capture_logs() as logs:
+                for _ in range(300):  # a reload every 0.2 s: 60 s at most
+                    if await all_in(State.DELIVERED, store, ids)():
+                        break
+                    await dispatcher.reload(load(directory, KEYS))
+                    await asyncio.sleep(0.2)
+            assert await all_in(State.DELIVERED, store, ids)(), rec.calls
+    reloads = [e for e in logs if e["event"] == "dispatcher_reloaded"]
+    assert reloads and all(e["remapped"] == 0 for e in reloads), reloads
+    assert rec.calls == {"a": 24}
