@@ -309,10 +309,10 @@ class Dispatcher:
         The lane of a target that changed (its URL, keys, limit, retries, concurrency) or
         went away is closed as :meth:`stop` closes lanes: its queued events go back to the
         store, due now, and its sends in flight finish (``timeout`` s at most). A lane kept
-        puts back the events it holds too (:meth:`Lane.remap`): they were mapped with the old
-        configuration. The events come back in the next claims, mapped with ``config``; one
-        whose endpoint is gone waits, saying so, until an instance that has it (or this one,
-        given it back) sends it.
+        puts back the events it holds too (:meth:`Lane.remap`) when the reload changed an
+        endpoint or a mapping: they were mapped with the old configuration. The events come
+        back in the next claims, mapped with ``config``; one whose endpoint is gone waits,
+        saying so, until an instance that has it (or this one, given it back) sends it.
         """
         if self._loop_task is None:
             self.config = self.mapped_by = config

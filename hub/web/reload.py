@@ -10,11 +10,11 @@ configuration it has (``serve`` also refuses, so, a target ``timeout`` or an end
 
 * ``/hooks/{name}`` serves the new endpoints (a new one answers, a removed one is 404);
 * the dispatcher maps every event it sends with the new mappings (those its lanes held,
-  mapped when claimed, go back to the queue to be claimed again; only calls already started
-  finish as they were); a target that is new gets a lane, and one that changed or went away
-  has its lane closed, its queued events put back in the queue to be claimed again
-  (:meth:`hub.dispatch.worker.Dispatcher.reload`); its new lane is not paused, so the events
-  a pause of it held back are due at once.
+  mapped when claimed, go back to the queue to be claimed again when an endpoint or a
+  mapping changed; only calls already started finish as they were); a target that is new
+  gets a lane, and one that changed or went away has its lane closed, its queued events put
+  back in the queue to be claimed again (:meth:`hub.dispatch.worker.Dispatcher.reload`); its
+  new lane is not paused, so the events a pause of it held back are due at once.
 
 A file being written when the signal comes is waited for: the reload reads the directory once
 no file in it has changed for :data:`SETTLE` seconds (at most :data:`SETTLE_MAX`), and reads
