@@ -434,6 +434,47 @@ class _Collector:
                 message += f"; write target: {name} in the mappings that should use it"
             self.issues.warn(file, line, message)
 
+    def _check_shared_accounts(self) -> None:
+        """Targets naming one LeadSquared account (its url and access key) share one rate
+        window (``hub.dispatch.ratelimit.account_of``): given different ``rate_limit``s, each
+        asks for the window under its own, and slots the other's turn freed go to either, so
+        the lower limit is not kept (1/1s sent 2 to 4 calls a second beside a 5/1s target),
+        and a target at ``off`` is not counted at all. A warning at each later target."""
+        first: dict[tuple[str, str], Target] = {}
+        written = sorted(
+            self.targets.values(),
+            key=lambda t: (t.origin.file, t.origin.line) if t.origin else ("", 0),
+        )
+        for target in written:
+            key = target.access_key.reveal()
+            if target.sandbox or not target.url or not key:
+                continue
+            account = (target.url.rstrip("/").lower(), key)
+            other = first.setdefault(account, target)
+            if other is target or other.rate_limit == target.rate_limit:
+                continue
+            shared = (
+                f"target {target.name!r} sends to the same LeadSquared account as target "
+                f"{other.name!r} ({other.origin}: the same url and access_key), and their calls "
+                "share one rate window"
+            )
+            off = [t.name for t in (target, other) if t.rate_limit is None]
+            if off:
+                why = (
+                    f"but {off[0]!r} has rate_limit: off: its calls are not counted in it, "
+                    "and the account refuses (429) what goes past its limit"
+                )
+            else:
+                why = (
+                    f"but their rate_limit differs ({_limit(target)} and {_limit(other)}): each "
+                    "asks for room under its own, so the lower one is exceeded while the other "
+                    "has calls waiting"
+                )
+            origin = target.origin or Origin("?", 0)
+            self.issues.warn(
+                origin.file, origin.line, f"{shared}, {why}; give both the account's limit"
+            )
+
     def cross_check(self) -> None:
         # A default sandbox that cannot be made is its variable's error, not one more per
         # mapping that sends to it (as if no target named 'default' could be found).
@@ -477,6 +518,8 @@ class _Collector:
                 )
         self._check_sandbox_attributes()
         self._check_unused_targets()
+
+        self._check_shared_accounts()
         by_endpoint: dict[str, list[CompiledMapping]] = {}
         for mapping in sorted(self.mappings.values(), key=_written_order):
             by_endpoint.setdefault(mapping.endpoint, []).append(mapping)
@@ -510,6 +553,10 @@ class _Collector:
                     f"every event of endpoint {second.endpoint!r} {when}; "
                     "give them match rules that exclude each other",
                 )
+
+
+def _limit(target: Target) -> str:
+    return str(target.rate_limit) if target.rate_limit is not None else "off"
 
 
 def load(directory: Path | str, environ: Mapping[str, str], *, stand_ins: bool = False) -> Config:

@@ -817,3 +817,35 @@ def test_a_related_company_id_that_is_no_account_id_is_warned(tmp_path: Path) ->
         f"{prefix}17: 'default' of field 'RelatedCompanyId' of mapping 'n' is 'acme', "
         f"{fix} what ${{ACCOUNT}} gives {sandbox}",
     ]
+
+
+def _account_targets(tmp_path: Path, second: str, *, key: str = "${KEY}") -> list[str]:
+    """Warnings of two targets at one url, the second with ``second`` (its rate_limit line)
+    and access key ``key``."""
+    target = (
+        "kind: target\nname: {name}\nurl: https://api-in21.leadsquared.com{slash}\n"
+        "access_key: {key}\nsecret_key: ${{SECRET}}\n{limit}"
+    )
+    first = target.format(name="crm", slash="", key="${KEY}", limit="rate_limit: 25/5s\n")
+    other = target.format(name="crm-eu", slash="/", key=key, limit=second)
+    (tmp_path / "targets.yaml").write_text(first + "---\n" + other)
+    environ = {"KEY": "the-key", "OTHER_KEY": "another-key", "SECRET": "s"}
+    return [w for w in load(tmp_path, environ).warnings if "same LeadSquared account" in w]
+
+
+def test_targets_of_one_account_with_different_rate_limits_are_a_warning(tmp_path: Path) -> None:
+    """Two targets with one url and access key share one rate window: given different
+    rate_limits (or one at off), neither limit holds for its target alone (a 1/1s target sent
+    2 to 4 calls a second beside a 5/1s one). A warning at the second, naming the first and
+    the fix; never the key. The same limit, or another key, is no warning."""
+    (warning,) = _account_targets(tmp_path, "rate_limit: 10/5s\n")
+    assert warning.startswith(
+        f"{tmp_path / 'targets.yaml'}:8: target 'crm-eu' sends to the same LeadSquared "
+        f"account as target 'crm' ({tmp_path / 'targets.yaml'}:1: the same url and access_key)"
+    )
+    assert "(10/5s and 25/5s)" in warning and warning.endswith("give both the account's limit")
+    assert "the-key" not in warning
+    (off,) = _account_targets(tmp_path, "rate_limit: off\n")
+    assert "but 'crm-eu' has rate_limit: off: its calls are not counted" in off
+    assert _account_targets(tmp_path, "") == []  # (the default: 25/5s)
+    assert _account_targets(tmp_path, "rate_limit: 10/5s\n", key="${OTHER_KEY}") == []
