@@ -28,15 +28,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     # serve (all or worker roles) refuses a lease too short for the targets' calls or the
     # lead reads: say so here too, for its default lease (a longer --lease may be given).
-    from hub.dispatch.worker import DEFAULT_LEASE, lease_shortfalls
+    # At the target's (or endpoint's) file:line, as every other warning is.
+    from hub.dispatch.worker import DEFAULT_LEASE, lease_shortfalls_where
 
-    warnings = [
-        *config.warnings,
-        *(
-            f"serve's default --lease {DEFAULT_LEASE:g}s is too short: {problem}"
-            for problem in lease_shortfalls(config, DEFAULT_LEASE)
-        ),
-    ]
+    warnings = list(config.warnings)
+    for origin, problem in lease_shortfalls_where(config, DEFAULT_LEASE):
+        where = f"{origin}: " if origin is not None else ""
+        warnings.append(
+            f"{where}serve's default --lease {DEFAULT_LEASE:g}s is too short: {problem}"
+        )
     for line in warnings:
         print(f"warning: {line}")
     default = config.targets["default"]

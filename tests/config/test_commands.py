@@ -81,7 +81,8 @@ def test_check_warns_of_a_target_timeout_the_default_lease_cannot_hold(
     )
     assert main(["check", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "warning: serve's default --lease 60s is too short: a call to target 'default'" in out
+    said = f"warning: {tmp_path}/t.yaml:1: serve's default --lease 60s is too short: a call to"
+    assert f"{said} target 'default'" in out  # (at the target, as every warning is)
     assert "give --lease 66s or more" in out
     assert out.strip().endswith("1 warning")
 
