@@ -561,6 +561,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run ``leadhub`` with ``argv``; returns the exit code."""
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)
+    if args.command == "serve":
+        # A SIGHUP while serve loads its modules is remembered, for a reload once it has
+        # started (its default action ended the process: exit 129, no log line).
+        from hub.hangups import remember_early
+
+        remember_early()
     module_name = "try_" if args.command == "try" else args.command
     module = importlib.import_module(f"hub.commands.{module_name}")
     stdout = sys.stdout

@@ -47,6 +47,7 @@ from hub.commands.protocol import HubHttpProtocol
 from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
+from hub.hangups import take_early
 from hub.runtime import tune_for_serving
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
@@ -412,8 +413,11 @@ def run(args: argparse.Namespace) -> int:
 
     SIGHUP asks for a reload from the start on (:class:`hub.web.reload.Hangups`): its
     default action would end the process while it starts or stops."""
-    hangups = Hangups()
-    previous = hangups.install()
+    hangups = take_early()  # (installed by ``leadhub`` before it loaded this module)
+    if hangups is None:
+        hangups = Hangups()
+        hangups.previous = hangups.install()
+    previous = hangups.previous
     try:
         return _run(args, hangups)
     finally:

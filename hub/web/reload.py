@@ -50,7 +50,10 @@ from hub.clock import SYSTEM_CLOCK, Clock, Sleep
 from hub.config import ConfigError, load
 from hub.config.loader import config_files
 from hub.config.models import Config
+from hub.hangups import Hangups
 from hub.web.metrics import app_registry
+
+__all__ = ["Hangups", "Reloads", "read_config", "reload_config", "reload_on_hangup", "settled"]
 
 _log = structlog.get_logger()
 
@@ -173,27 +176,6 @@ async def _use(app: Starlette, config: Config, directory: str | Path, waited: fl
         targets=sorted(config.targets),
         waited=round(waited, 3),
     )
-
-
-class Hangups:
-    """SIGHUPs that come while no reload can run: before the app has started (``serve``
-    waiting for its store, up to ``--store-wait``) and once it is stopping. Without a handler
-    the signal's default action ends the process at once, without a log line (exit 129): a
-    reload asked for at the wrong moment (a config-map watcher, ``docker kill -s HUP``) killed
-    the hub. Here a SIGHUP is only remembered; :func:`reload_on_hangup` reloads once for one
-    that came before it started (the files may have changed since they were read), and one
-    that comes while stopping is left at that (there is nothing left to reload).
-    """
-
-    def __init__(self) -> None:
-        self.pending = False
-
-    def install(self) -> signal.Handlers | Callable[..., object] | int | None:
-        """Remember SIGHUPs from now on (main thread only); the handler it replaces."""
-        return signal.signal(signal.SIGHUP, self._remember)
-
-    def _remember(self, signum: int, frame: object) -> None:
-        self.pending = True  # a plain flag: safe in a signal handler
 
 
 class Reloads:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from hub.store.models import State
 from tests.dispatch.support import KEYS, recording_target, target_yaml
 from tests.e2e.support import lead_by_email, stored_events, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
-from tests.support.server import leadhub_process, serve_args
+from tests.support.server import REPO, leadhub_process, serve_args
 
 EXTRA = """kind: endpoint
 name: extra
@@ -185,3 +187,60 @@ def test_a_stop_during_a_reload_lets_the_reload_finish_its_closing_lanes(tmp_pat
         (event,) = stored_events(f"sqlite:///{db}")
         assert event.state is State.DELIVERED, (event.state, event.last_error)
         assert fake.calls == [("slow@example.com", "Slow")]
+
+
+#: ``leadhub serve`` run as ``python -m hub`` does, with a SIGHUP to itself at the moment
+#: the serve command's modules import uvicorn (an audit hook: Python's own event, at that
+#: point of the real start).
+HUP_WHILE_LOADING = """
+import os, signal, sys
+
+def hook(event, args):
+    if event == "import" and args[0] == "uvicorn" and not hook.done:
+        hook.done = True  # (a hook cannot be removed: it acts once)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+hook.done = False
+
+sys.addaudithook(hook)
+from hub.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sighup_while_serve_loads_its_modules_is_a_reload_once_started(
+    tmp_path: Path,
+) -> None:
+    """A SIGHUP in the half second or more serve spends loading its modules, before it
+    served anything, is remembered and applied once it has started (as README says of a
+    SIGHUP while serve starts). Its default action ended the process: exit 129, no line."""
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    env = {**os.environ, **ENV, "PYTHONPATH": str(REPO)}
+    output = tmp_path / "serve.log"  # (a file, read as it grows: see leadhub_process)
+    with output.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HUP_WHILE_LOADING, *args],
+            cwd=str(REPO),
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    proc.stdout = output.open(encoding="utf-8", errors="replace")
+    try:
+        log = Log(proc)
+        wait_until(
+            lambda: bool(log.events("config_reloaded")) or proc.poll() is not None,
+            what="the reload once started, or the end of the process",
+        )
+        assert proc.poll() is None, f"serve ended: exit {proc.returncode}"
+        (reloaded,) = log.events("config_reloaded")
+        assert reloaded["endpoints_added"] == [] and reloaded["endpoints_removed"] == []
+        assert httpx.get(f"{base}/readyz").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
