@@ -129,6 +129,11 @@ class ProxyRefused(httpx.ProxyError):
         self.status = status
 
 
+#: What a connection not made in time says (its TLS handshake counts: a server that takes the
+#: connection and never answers the handshake is the same wait).
+CONNECT_TIMEOUT = "connect timeout (no connection made within the timeout, TLS handshake included)"
+
+
 def translate(exc: BaseException) -> httpx.TransportError | None:
     """The httpx exception for an aiohttp (or socket) failure; None if it is not one."""
     detail = str(exc) or type(exc).__name__
@@ -140,7 +145,10 @@ def translate(exc: BaseException) -> httpx.TransportError | None:
         # worded as hub.dispatch.leadsquared.transport_reason names the kind (said once)
         return httpx.RemoteProtocolError(f"connection closed without an answer ({detail})")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(detail)
+        # Its text is "Connection timeout to host <the request's whole URL>": the query too,
+        # with a Graph read's access_token, percent-encoded where a reason's scrubbing of the
+        # token missed it (an app token's "|" as "%7C"). Said without it.
+        return httpx.ConnectTimeout(CONNECT_TIMEOUT)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         return httpx.ReadTimeout(detail)
     if isinstance(exc, aiohttp.ClientConnectorError):

@@ -518,3 +518,28 @@ async def test_a_broken_answer_keeps_the_url_out_of_the_reason() -> None:
             outcome = await GraphClient(http).fetch_lead(graph_options(url, token, 5.0), "1")
     assert isinstance(outcome, FetchRetry)
     assert "access_token" not in outcome.reason and "app-secret-edge" not in outcome.reason
+
+
+async def test_a_connect_timeout_keeps_the_url_out_of_the_reason() -> None:
+    """A server that takes the connection and never answers TLS's handshake (or a host that
+    never answers the connection) was ``connect timeout (Connection timeout to host <URL>)``,
+    aiohttp's text naming the request's whole URL: a Graph read's access_token with it,
+    percent-encoded (an app token's ``|`` as ``%7C``) where the reason's scrubbing missed it,
+    in the event's last error and its log line. The URL is left out."""
+    token = "123456|app-secret-edge"
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with make_http_client() as http:
+            options = graph_options(f"https://127.0.0.1:{port}", token, 0.5)
+            outcome = await GraphClient(http).fetch_lead(options, "1")
+    finally:
+        server.close()
+    assert isinstance(outcome, FetchRetry)
+    assert outcome.reason.startswith("connect timeout ("), outcome.reason
+    assert "app-secret-edge" not in outcome.reason and "access_token" not in outcome.reason
