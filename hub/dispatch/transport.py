@@ -10,10 +10,10 @@ apart (and say which in the event's last error)::
 
     connection refused            → httpx.ConnectError     ("connection refused ...")
     cannot connect (DNS, routing) → httpx.ConnectError
-    connection reset              → httpx.ReadError        ("connection reset ...")
+    connection reset (mid-answer) → httpx.ReadError        ("connection reset ...")
     closed without an answer      → httpx.RemoteProtocolError
     no answer within the timeout  → httpx.ReadTimeout (connect: httpx.ConnectTimeout)
-    a broken answer (bad chunks)  → httpx.RemoteProtocolError
+    a broken answer (bad chunks)  → httpx.RemoteProtocolError ("an answer that is not ...")
     the proxy refuses a tunnel    → ProxyRefused (an httpx.ProxyError with the status)
     the proxy cannot be reached   → httpx.ProxyError
     an answer over MAX_ANSWER     → AnswerTooLarge (an httpx.TransportError), not read
@@ -129,6 +129,8 @@ class ProxyRefused(httpx.ProxyError):
         self.status = status
 
 
+#: What an answer that is not HTTP, or is broken HTTP, is called in a reason.
+MALFORMED = "an answer that is not well-formed HTTP"
 #: What a connection not made in time says (its TLS handshake counts: a server that takes the
 #: connection and never answers the handshake is the same wait).
 CONNECT_TIMEOUT = "connect timeout (no connection made within the timeout, TLS handshake included)"
@@ -157,10 +159,15 @@ def translate(exc: BaseException) -> httpx.TransportError | None:
             return httpx.ConnectError(f"connection refused ({detail})")
         return httpx.ConnectError(detail)
     if isinstance(exc, aiohttp.ClientResponseError):
-        # Its text names the request's URL, which may hold a token in its query (the Graph
-        # API's access_token), percent-encoded where a reason's scrubbing would miss it.
-        return httpx.RemoteProtocolError(f"{exc.status}, {exc.message}")
+        # An answer aiohttp could not parse (a bad status line, chunk size or header): its
+        # text names the request's URL, which may hold a token in its query (the Graph API's
+        # access_token), percent-encoded where a reason's scrubbing would miss it. Its status
+        # is aiohttp's (400), not the server's, and its message quotes the line over several.
+        message = " ".join(str(exc.message).split())
+        return httpx.RemoteProtocolError(f"{MALFORMED} ({message})")
     if isinstance(exc, aiohttp.ClientPayloadError):
+        if "ConnectionResetError" in detail:  # named in its text only, not as its cause
+            return httpx.ReadError(f"connection reset while the answer was read ({detail})")
         return httpx.RemoteProtocolError(detail)
     if isinstance(exc, ConnectionResetError | BrokenPipeError | ConnectionAbortedError) or (
         isinstance(exc, OSError) and exc.errno in _RESET

@@ -10,6 +10,7 @@ import gzip
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -520,6 +521,35 @@ async def test_a_broken_answer_keeps_the_url_out_of_the_reason() -> None:
     assert "access_token" not in outcome.reason and "app-secret-edge" not in outcome.reason
 
 
+@contextlib.asynccontextmanager
+async def served(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A server on loopback running ``handle`` for each connection: its port. Each
+    connection is closed and its handler ended before the test goes on (a handler left
+    pending when the loop closes is an unraisable warning in a later test)."""
+    handlers: list[tuple[asyncio.Task[None], asyncio.StreamWriter]] = []
+
+    async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append((task, writer))
+        with contextlib.suppress(ConnectionError):
+            await handle(reader, writer)
+
+    server = await asyncio.start_server(run, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task, writer in handlers:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 5)
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+
 async def test_a_connect_timeout_keeps_the_url_out_of_the_reason() -> None:
     """A server that takes the connection and never answers TLS's handshake (or a host that
     never answers the connection) was ``connect timeout (Connection timeout to host <URL>)``,
@@ -530,16 +560,60 @@ async def test_a_connect_timeout_keeps_the_url_out_of_the_reason() -> None:
 
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client gives up and closes
-        writer.close()
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with served(silent) as port:
         async with make_http_client() as http:
             options = graph_options(f"https://127.0.0.1:{port}", token, 0.5)
             outcome = await GraphClient(http).fetch_lead(options, "1")
-    finally:
-        server.close()
     assert isinstance(outcome, FetchRetry)
     assert outcome.reason.startswith("connect timeout ("), outcome.reason
     assert "app-secret-edge" not in outcome.reason and "access_token" not in outcome.reason
+
+
+async def _reset_mid_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half an answer to the request, then a reset (RST, not a clean close)."""
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n" + SUCCESS[:20])
+    await writer.drain()
+    await asyncio.sleep(0.1)  # the half answer read first, as a server failing mid-way
+    writer.get_extra_info("socket").setsockopt(
+        socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+    )
+    writer.transport.abort()
+
+
+async def test_a_connection_reset_mid_answer_is_named_a_reset() -> None:
+    """A server that reset the connection halfway through its answer was ``connection
+    closed without an answer (...)``, as a clean close is: the reason says reset."""
+    async with served(_reset_mid_answer) as port:
+        outcome = await _capture(f"http://127.0.0.1:{port}")
+    assert isinstance(outcome, Retry)
+    assert outcome.reason.startswith("connection reset while the answer was read ("), outcome.reason
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        SUCCESS,  # no status line at all (HTTP/0.9, or not HTTP)
+        b"SSH-2.0-OpenSSH_9.6\r\n",  # the url's port is another service's
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 80\r\nContent-Length: 5\r\n\r\n" + SUCCESS,
+    ],
+    ids=["no-status-line", "ssh-banner", "bad-chunk", "two-lengths"],
+)
+async def test_an_answer_that_is_not_http_is_named_so(answer: bytes) -> None:
+    """An answer aiohttp cannot parse was ``connection closed without an answer (400, Bad
+    status line:\\n ...)``: the server did answer, the 400 was aiohttp's own code (read as
+    the server's status) and the reason ran over several lines. It says what it was now,
+    on one line."""
+
+    async def answered(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async with served(answered) as port:
+        outcome = await _capture(f"http://127.0.0.1:{port}")
+    assert isinstance(outcome, Retry)
+    assert outcome.reason.startswith("an answer that is not well-formed HTTP ("), outcome.reason
+    assert "400" not in outcome.reason and "\n" not in outcome.reason, outcome.reason
