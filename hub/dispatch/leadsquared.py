@@ -344,6 +344,17 @@ def _host(exc: httpx.TransportError) -> str:
         return "the target"
 
 
+#: OpenSSL's verify codes for a certificate whose issuer is not among the trusted ones:
+#: unable to get the issuer's certificate (2, 20), self-signed (18, 19).
+_UNKNOWN_ISSUER = frozenset({2, 18, 19, 20})
+#: What to do about one: a private CA (a gateway's, a TLS-inspecting proxy's) is trusted
+#: through OpenSSL's own variable, read when the hub starts.
+PRIVATE_CA = (
+    "; if a private CA signs it (a gateway's, a proxy's that re-signs TLS), point "
+    "SSL_CERT_FILE at a bundle holding that CA and restart the hub"
+)
+
+
 def _connect_reason(chain: list[BaseException], host: str) -> str | None:
     """What a failure to connect to ``host`` was, when the chain says: a host name that
     does not resolve, or TLS (a certificate not verified, say for being self-signed or for
@@ -352,7 +363,8 @@ def _connect_reason(chain: list[BaseException], host: str) -> str | None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             why = getattr(cause, "verify_message", None)
             if why:
-                return f"TLS certificate verification failed for {host} ({why})"
+                hint = PRIVATE_CA if getattr(cause, "verify_code", None) in _UNKNOWN_ISSUER else ""
+                return f"TLS certificate verification failed for {host} ({why}){hint}"
         elif isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None):
             return f"TLS handshake with {host} failed ({cause.reason})"
         elif isinstance(cause, socket.gaierror) and cause.strerror:

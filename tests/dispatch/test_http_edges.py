@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import os
 import shutil
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
@@ -26,6 +28,7 @@ from hub.dispatch.fetch import Fetched, FetchOutcome, FetchRetry
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.leadsquared import (
     CAPTURE_PATH,
+    PRIVATE_CA,
     Delivered,
     LeadSquaredClient,
     Outcome,
@@ -488,8 +491,76 @@ async def test_a_self_signed_certificate_is_named(
     async with canned(_answer("200 OK", SUCCESS), tls=self_signed) as (url, _):
         outcome = await _capture(url, http_factory)
     assert outcome == Retry(
-        "TLS certificate verification failed for 127.0.0.1 (self-signed certificate)"
+        f"TLS certificate verification failed for 127.0.0.1 (self-signed certificate){PRIVATE_CA}"
     )
+
+
+@pytest.fixture(scope="module")
+def private_ca(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """A private CA's certificate file, and a server TLS context with a certificate for
+    127.0.0.1 that CA signed (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("ca")
+    for command in (
+        "req -x509 -newkey rsa:2048 -nodes -days 1 -keyout ca.key -out ca.pem -subj /CN=CA",
+        "req -newkey rsa:2048 -nodes -keyout key.pem -out host.csr -subj /CN=127.0.0.1",
+        "x509 -req -in host.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 "
+        "-out cert.pem -extfile san.ext",
+    ):
+        (directory / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+        subprocess.run(
+            ["openssl", *command.split()], cwd=directory, check=True, capture_output=True
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return directory / "ca.pem", context
+
+
+#: Sends one capture to the url in argv[1] with the dispatcher's client, prints its outcome.
+_CAPTURE_SCRIPT = """
+import asyncio, sys
+from hub.config.models import Target
+from hub.dispatch.leadsquared import LeadSquaredClient
+from hub.dispatch.transport import make_http_client
+from hub.secrets import Secret
+
+async def main():
+    target = Target(name="t", url=sys.argv[1], access_key=Secret("a"), secret_key=Secret("s"))
+    async with make_http_client() as http:
+        attempt = await LeadSquaredClient(http).capture(target, query={}, body=[])
+    print(repr(attempt.outcome))
+
+asyncio.run(main())
+"""
+
+
+async def test_a_private_ca_is_named_and_trusted_through_ssl_cert_file(
+    private_ca: tuple[Path, ssl.SSLContext],
+) -> None:
+    """A target (a gateway, a proxy re-signing TLS) whose certificate a private CA signed
+    failed as ``TLS certificate verification failed for ... (unable to get local issuer
+    certificate)``, nothing saying how to trust it: the reason names SSL_CERT_FILE, and a
+    hub started with it pointing at the CA delivers."""
+    ca_file, context = private_ca
+    async with canned(_answer("200 OK", SUCCESS), tls=context) as (url, _):
+        outcome = await _capture(url)
+        assert outcome == Retry(
+            "TLS certificate verification failed for 127.0.0.1 (unable to get local issuer "
+            f"certificate){PRIVATE_CA}"
+        )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _CAPTURE_SCRIPT,
+            url,
+            env={**os.environ, "SSL_CERT_FILE": str(ca_file)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    assert out.decode().strip() == repr(Delivered(lead_id="lead-1", created=True))
 
 
 def _ipv6() -> bool:
