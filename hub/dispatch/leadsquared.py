@@ -48,7 +48,12 @@ import httpx
 import orjson
 
 from hub.config.models import Target
-from hub.dispatch.transport import MALFORMED, AnswerTooLarge, ProxyRefused
+from hub.dispatch.transport import (
+    CLOSED_MID_ANSWER,
+    MALFORMED,
+    AnswerTooLarge,
+    ProxyRefused,
+)
 
 CAPTURE_PATH = "/v2/LeadManagement.svc/Lead.Capture"
 RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
@@ -318,7 +323,7 @@ def transport_reason(exc: httpx.TransportError) -> str:
     if isinstance(exc, httpx.ProxyError):
         return _kind("proxy error", detail)
     if isinstance(exc, httpx.RemoteProtocolError):
-        if detail.startswith(MALFORMED):  # it answered, in no HTTP the hub can read
+        if detail.startswith((MALFORMED, CLOSED_MID_ANSWER)):  # it answered, or began to
             return detail
         return _kind("connection closed without an answer", detail)
     if isinstance(exc, httpx.ReadError | httpx.WriteError):

@@ -131,6 +131,17 @@ class ProxyRefused(httpx.ProxyError):
 
 #: What an answer that is not HTTP, or is broken HTTP, is called in a reason.
 MALFORMED = "an answer that is not well-formed HTTP"
+#: What a connection the server closed after it began its answer, before its head ended, says.
+CLOSED_MID_ANSWER = "connection closed before the answer's head ended"
+
+
+def _answer_begun(exc: BaseException) -> bool:
+    """Whether ``exc`` (the server closed the connection) came after the server had begun
+    its answer: aiohttp then gives the half-parsed answer as its message, else a text. An
+    answer begun means the request was read, and perhaps acted on."""
+    return isinstance(exc, aiohttp.ServerDisconnectedError) and not isinstance(exc.message, str)
+
+
 #: What a connection not made in time says (its TLS handshake counts: a server that takes the
 #: connection and never answers the handshake is the same wait).
 CONNECT_TIMEOUT = "connect timeout (no connection made within the timeout, TLS handshake included)"
@@ -144,6 +155,9 @@ def translate(exc: BaseException) -> httpx.TransportError | None:
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return httpx.ProxyError(f"cannot connect to the proxy ({detail})")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
+        if _answer_begun(exc):  # its text is the repr of aiohttp's half-parsed answer
+            status = getattr(exc.message, "code", None)
+            return httpx.RemoteProtocolError(f"{CLOSED_MID_ANSWER} (HTTP {status} begun)")
         # worded as hub.dispatch.leadsquared.transport_reason names the kind (said once)
         return httpx.RemoteProtocolError(f"connection closed without an answer ({detail})")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -412,9 +426,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             try:
                 status, raw_headers, reason, content = await self._exchange(send)
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                if isinstance(exc, aiohttp.ClientConnectorError) or not reused[0]:
+                if (
+                    isinstance(exc, aiohttp.ClientConnectorError)
+                    or not reused[0]
+                    or _answer_begun(exc)
+                ):
                     # no connection was made (a new one now fares no better), or a fresh
-                    # one was closed unanswered: the server may have acted on the request
+                    # one was closed unanswered: the server may have acted on the request;
+                    # or the server had begun its answer: it read the request
                     raise
                 # A kept-alive connection the server closed as the request went out (its
                 # idle timeout met the request): sent once more, at once, on a new one (the

@@ -96,3 +96,32 @@ async def test_a_capture_the_sandbox_made_and_did_not_answer_is_made_once() -> N
                 await client.post(capture, params=params, content=body, headers=JSON)
         sandbox_post(url, "/_sandbox/faults", {"rate": 0})
         assert [lead["FirstName"] for lead in sandbox_get(url, "/_sandbox/leads")] == ["Once"]
+
+
+async def test_a_kept_alive_connection_closed_mid_answer_is_not_sent_again() -> None:
+    """A server that answers the first request of a kept-alive connection, then begins its
+    answer to the second (its status line and part of a header) and closes: the request was
+    read, and perhaps acted on. It went again on a new connection all the same (a second
+    capture, outside the target's rate limit); it fails now, named as an answer cut short."""
+    requests: list[int] = []
+
+    def handle(conn: socket.socket, _: threading.Event) -> None:
+        requests.append(0)
+        with conn:
+            _read_request(conn)
+            requests[-1] += 1
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            conn.sendall(head + b"Content-Length: %d\r\n\r\n" % len(ANSWER) + ANSWER)
+            if conn.recv(1, socket.MSG_PEEK):
+                _read_request(conn)
+                requests[-1] += 1
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Ty")  # then closed
+
+    with socket_server(handle) as url:
+        async with make_http_client() as client:
+            first = await client.post(f"{url}/capture", content=b"{}")
+            with pytest.raises(httpx.RemoteProtocolError) as info:
+                await client.post(f"{url}/capture", content=b"{}")
+    assert first.status_code == 200
+    assert str(info.value) == "connection closed before the answer's head ended (HTTP 200 begun)"
+    assert requests == [2]
