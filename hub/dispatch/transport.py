@@ -96,7 +96,17 @@ class _TrackingConnector(aiohttp.TCPConnector):
         self._used: weakref.WeakSet[object] = weakref.WeakSet()
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
-        conn = await super().connect(req, traces, timeout)
+        try:
+            conn = await super().connect(req, traces, timeout)
+        except aiohttp.ClientHttpProxyError:  # the proxy's own status: translated as such
+            raise
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
+            if req.proxy is None:
+                raise
+            # Opening an https tunnel, before anything reached the target: what closed, or
+            # answered in no HTTP, was the proxy (said as the target's, it was looked for
+            # at LeadSquared's end).
+            raise ProxyBroken(translate(exc) or exc) from exc
         protocol = conn.protocol
         if protocol is not None:
             if protocol in self._used:
@@ -106,6 +116,14 @@ class _TrackingConnector(aiohttp.TCPConnector):
             else:
                 self._used.add(protocol)
         return conn
+
+
+class ProxyBroken(aiohttp.ClientConnectionError):
+    """The proxy closed the request to open an https tunnel (``CONNECT``) unanswered, or
+    answered it in no HTTP; ``cause`` says which."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"the proxy, asked for a tunnel: {cause}")
 
 
 class AnswerTooLarge(httpx.TransportError):
@@ -152,6 +170,8 @@ def translate(exc: BaseException) -> httpx.TransportError | None:
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return ProxyRefused(exc.status, exc.message)
+    if isinstance(exc, ProxyBroken):
+        return httpx.ProxyError(detail)
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return httpx.ProxyError(f"cannot connect to the proxy ({detail})")
     if isinstance(exc, aiohttp.ServerDisconnectedError):

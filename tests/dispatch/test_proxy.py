@@ -4,13 +4,18 @@ in Proxy-Authorization and never into logs; real sends through a real forward pr
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 from pathlib import Path
 
 import pytest
 import structlog
 
+from hub.config.models import Target
+from hub.dispatch.leadsquared import LeadSquaredClient, Retry
 from hub.dispatch.transport import Proxies, ProxySettingError, make_http_client
+from hub.secrets import Secret
 from hub.store.models import State
 from tests.dispatch.support import (
     all_in,
@@ -222,3 +227,47 @@ async def test_a_proxy_refusing_the_credentials_pauses_the_target(
     first = "CONNECT lsq.proxied.test:" if scheme == "https" else "POST http://lsq.proxied.test:"
     assert seen.lines and all(line.startswith(first) for line in seen.lines)
     assert set(seen.authorizations) == {basic("ops", "wrong")}
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b"", "connection closed without an answer"),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "an answer that is not well-formed HTTP"),
+    ],
+    ids=["closed", "not-http"],
+)
+async def test_a_proxy_that_breaks_the_tunnel_request_is_named(answer: bytes, said: str) -> None:
+    """A proxy that closes the request to open an https tunnel (CONNECT) unanswered, or
+    answers it in no HTTP, was reported as the target's doing (``connection closed without
+    an answer (Server disconnected)``), sending the user to look at LeadSquared's end: the
+    reason says it was the proxy. Retried, as a proxy's 502 is."""
+    requests: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            requests.append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    target = Target(
+        name="t",
+        url="https://lsq.proxied.test",
+        access_key=Secret("u$r-a"),
+        secret_key=Secret("s"),
+        timeout=5.0,
+    )
+    proxies = Proxies({"HTTPS_PROXY": f"http://ops:hunter2@127.0.0.1:{port}"})
+    try:
+        async with make_http_client(proxies=proxies) as http:
+            attempt = await LeadSquaredClient(http).capture(target, query={}, body=[])
+    finally:
+        server.close()
+    assert requests and requests[0].startswith(b"CONNECT lsq.proxied.test:443 ")
+    assert isinstance(attempt.outcome, Retry)
+    reason = attempt.outcome.reason
+    assert reason.startswith(f"proxy error (the proxy, asked for a tunnel: {said} ("), reason
+    assert "hunter2" not in reason
