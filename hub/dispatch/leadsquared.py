@@ -9,7 +9,8 @@ So the body is read on EVERY answer, and the outcome is:
 - An MX exception → :class:`Dead` (``"<ExceptionType>: <ExceptionMessage>"``),
   except ``MXAPIRateLimitExceededException``, which is :class:`Retry` (rate limited: retried
   past the retry schedule's ``give_up_after``, never dead; so is a 429).
-- 429, a 5xx without an MX body, network errors and timeouts → :class:`Retry`;
+- 429, a 408 (the request timed out on its way in), a 5xx without an MX body, network
+  errors and timeouts → :class:`Retry`;
   connection refused, reset, closed without an answer and timeout are told apart.
   The target's ``timeout`` bounds each phase (connecting, waiting for each part of the
   answer) and twice that the whole call (:func:`call_bound`), so a server that sends its
@@ -279,6 +280,10 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
         )
     if status >= 500:
         return Retry(f"HTTP {status}: {_excerpt(content)}")
+    if status == 408:
+        # The server (a load balancer, a gateway) gave up waiting for the request to arrive:
+        # a slow network, nothing about the lead (RFC 9110 15.5.9: it may be repeated).
+        return Retry(f"HTTP 408: the server timed out reading the request ({_excerpt(content)})")
     if 400 <= status < 500:
         return Dead(f"HTTP {status}: {_excerpt(content)}")
     if isinstance(body, dict) and body.get("Status") == "Error":

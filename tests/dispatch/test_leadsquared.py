@@ -56,6 +56,7 @@ CASES: dict[str, Response] = {
     ),
     "404": PlainTextResponse("Not Found", status_code=404),
     "403": PlainTextResponse("Forbidden by WAF rule 42", status_code=403),
+    "408": PlainTextResponse("Request Timeout", status_code=408, headers={"Connection": "close"}),
     "200junk": PlainTextResponse("<html>maintenance</html>"),
     "200error_nomx": JSONResponse({"Status": "Error", "Message": "weird"}),
 }
@@ -205,6 +206,16 @@ async def test_other_4xx_is_dead_with_status_and_excerpt(
     """A 403 without an MX body is dead, with the status and a body excerpt in the reason."""
     attempt = await _send(f"{fake_lsq}/403", http_factory)
     assert attempt.outcome == Dead("HTTP 403: Forbidden by WAF rule 42")
+
+
+async def test_a_408_is_retried_not_dead(fake_lsq: str, http_factory: Factory) -> None:
+    """A 408 (a load balancer or gateway tired of waiting for the request to arrive, on a
+    slow network) made the lead dead as any other 4xx: nothing is wrong with the lead, and
+    RFC 9110 lets the request be repeated. It is retried."""
+    attempt = await _send(f"{fake_lsq}/408", http_factory)
+    assert attempt.outcome == Retry(
+        "HTTP 408: the server timed out reading the request (Request Timeout)"
+    )
 
 
 async def test_status_error_without_mx_on_200_is_dead(fake_lsq: str, http_factory: Factory) -> None:
