@@ -213,7 +213,7 @@ def classify_rest(
 
     A 2xx object is the lead. 401/403 (``token_advice`` says what to fix) and the statuses
     in ``advice`` (``status: (what to fix, kind)``) are retried, for a human to act on; so
-    are 429 and 5xx. 404 (``missing``) and other refusals are final. ``describe`` turns an
+    are 408, 429 and 5xx. 404 (``missing``) and other refusals are final. ``describe`` turns an
     error body into its detail (None: the raw text is shown instead).
     """
     body = parse_json(content)
@@ -230,7 +230,7 @@ def classify_rest(
         return FetchRetry(f"{label}; {fix}", kind)
     if status == 404:
         return FetchDead(f"{label}; {missing}", "not_found")
-    if status == 429 or status >= 500:
+    if status in (408, 429) or status >= 500:  # 408: the request timed out on its way in
         return FetchRetry(label, "server_error")
     if 200 <= status < 300:
         return FetchRetry(f"HTTP {status} with an unexpected body: {detail}", "bad_answer")

@@ -93,7 +93,7 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
     text = content.decode("utf-8", "replace").strip()[:EXCERPT] or "(empty body)"
     if status == 404:
         return FetchDead(f"HTTP 404: the lead does not exist ({text})", "not_found")
-    if status >= 500 or status == 429:
+    if status >= 500 or status in (408, 429):  # 408: the request timed out on its way in
         return FetchRetry(f"HTTP {status}: {text}", "server_error")
     if 200 <= status < 300:
         return FetchRetry(f"HTTP {status} with an unexpected body: {text}", "bad_answer")

@@ -448,6 +448,17 @@ async def test_a_target_answering_304_is_paused_and_its_leads_wait(tmp_path: Pat
     assert paused and paused[0]["reason"].startswith("HTTP 304 Not Modified: ")
 
 
+@READERS
+async def test_a_408_to_a_lead_read_is_retried(read: Read) -> None:
+    """A 408 (a gateway that timed out reading the request, on a slow network) made the
+    event dead as any other refusal: nothing is wrong with the lead. It is retried."""
+    answer = _answer("408 Request Timeout", b"Request Timeout", "Connection: close")
+    async with canned(answer, close=True) as (url, _):
+        outcome = await _fetch(read, url)
+    assert isinstance(outcome, FetchRetry), outcome
+    assert outcome.reason.startswith("HTTP 408: "), outcome.reason
+
+
 # --- connecting: names, certificates, IPv6; what a reason may show --------------------------
 
 
