@@ -365,6 +365,16 @@ PRIVATE_CA = (
 )
 
 
+#: What OpenSSL's terse handshake failures mean, for the ones a url's mistake causes.
+_TLS_HINTS = {
+    # the bytes that came back were no TLS record: an answer in plain HTTP, as often as not
+    "WRONG_VERSION_NUMBER": (
+        ": the server does not speak TLS at that port; if it is a plain-http one, "
+        "the url is http://, not https://"
+    ),
+}
+
+
 def _connect_reason(chain: list[BaseException], host: str) -> str | None:
     """What a failure to connect to ``host`` was, when the chain says: a host name that
     does not resolve, or TLS (a certificate not verified, say for being self-signed or for
@@ -376,7 +386,8 @@ def _connect_reason(chain: list[BaseException], host: str) -> str | None:
                 hint = PRIVATE_CA if getattr(cause, "verify_code", None) in _UNKNOWN_ISSUER else ""
                 return f"TLS certificate verification failed for {host} ({why}){hint}"
         elif isinstance(cause, ssl.SSLError) and getattr(cause, "reason", None):
-            return f"TLS handshake with {host} failed ({cause.reason})"
+            hint = _TLS_HINTS.get(str(cause.reason), "")
+            return f"TLS handshake with {host} failed ({cause.reason}){hint}"
         elif isinstance(cause, socket.gaierror) and cause.strerror:
             return f"the host name {host} does not resolve ({cause.strerror})"
     return None

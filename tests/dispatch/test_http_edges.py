@@ -699,3 +699,21 @@ async def test_an_answer_that_is_not_http_is_named_so(answer: bytes) -> None:
     assert isinstance(outcome, Retry)
     assert outcome.reason.startswith("an answer that is not well-formed HTTP ("), outcome.reason
     assert "400" not in outcome.reason and "\n" not in outcome.reason, outcome.reason
+
+
+async def test_https_to_a_plain_http_port_says_so() -> None:
+    """A url written https:// for a port that answers in plain http (a gateway's) failed as
+    ``TLS handshake with 127.0.0.1 failed (WRONG_VERSION_NUMBER)``, OpenSSL's word for it:
+    the reason says what it means and what to write."""
+
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)  # the ClientHello, answered as an HTTP server answers it
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    async with served(plain) as port:
+        outcome = await _capture(f"https://127.0.0.1:{port}")
+    assert outcome == Retry(
+        "TLS handshake with 127.0.0.1 failed (WRONG_VERSION_NUMBER): the server does not "
+        "speak TLS at that port; if it is a plain-http one, the url is http://, not https://"
+    )
