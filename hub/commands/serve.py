@@ -495,12 +495,15 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
     proxies: dict[str, str] | None = None
     if args.role in ("all", "worker"):
         # The dispatcher sends through the proxies the standard variables name: checked now.
-        from hub.dispatch.transport import Proxies, ProxySettingError
+        from hub.dispatch.transport import Proxies, ProxySettingError, ca_file_problem
 
         try:
             proxies = Proxies().describe() or None
         except ProxySettingError as exc:
             print(f"leadhub serve: {exc}", file=sys.stderr)
+            return 2
+        if (unread := ca_file_problem()) is not None:  # ignored by OpenSSL, said by nothing
+            print(f"leadhub serve: {unread}", file=sys.stderr)
             return 2
     purge_after = str(getattr(args, "purge_after", "off"))
     try:

@@ -43,6 +43,7 @@ import errno
 import functools
 import ipaddress
 import os
+import ssl
 import urllib.parse
 import weakref
 import zlib
@@ -566,6 +567,30 @@ def _without_encoding(raw_headers: Any) -> tuple[tuple[bytes, bytes], ...]:
     Content-Length (httpx would decode the body again, and the length is the encoded one)."""
     dropped = (b"content-encoding", b"content-length")
     return tuple((name, value) for name, value in raw_headers if name.lower() not in dropped)
+
+
+def ca_file_problem(environ: Mapping[str, str] | None = None) -> str | None:
+    """What is wrong with the CA bundle ``SSL_CERT_FILE`` names, or None (unset, or fine).
+
+    OpenSSL reads the variable for the certificates to trust (a private CA's: a gateway's, a
+    proxy re-signing TLS), and silently ignores a file it cannot read: a mistyped path, or a
+    file holding no certificate, left the CA untrusted with nothing said, every call to such a
+    host failing its certificate check as if the variable were not set at all.
+    """
+    env = os.environ if environ is None else environ
+    path = env.get("SSL_CERT_FILE", "")
+    if not path:
+        return None
+    fix = "point it at a PEM file of the CA certificates to trust, or unset it"
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        return f"SSL_CERT_FILE names {path!r}, which does not exist; {fix}"
+    except (OSError, ssl.SSLError) as exc:
+        why = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+        unread = f"which holds no certificate it can read ({why})"
+        return f"SSL_CERT_FILE names {path!r}, {unread}; {fix}"
+    return None
 
 
 def make_http_client(

@@ -139,3 +139,30 @@ def test_a_proxy_serve_cannot_use_stops_it_with_exit_2(tmp_path: Path) -> None:
         "unset it"
     )
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_ca_file_openssl_cannot_read_stops_serve_with_exit_2(tmp_path: Path) -> None:
+    """``SSL_CERT_FILE`` naming a file that is not there (a mistyped path), or one holding no
+    certificate: OpenSSL ignores it without a word, so the private CA it was set for was not
+    trusted and every call to its host failed its certificate check, the variable looking
+    set. serve (which runs the dispatcher) exits 2 naming it and the fix (a good bundle
+    starts: the tunnel test above)."""
+    (tmp_path / "forms.yaml").write_text(CONFIG.format(host=HOST, port=443))
+    (tmp_path / "notes.pem").write_text("our corporate CA, to paste here\n")
+    missing = str(tmp_path / "corp-ca.pem")
+    args = ["serve", "--config-dir", str(tmp_path), "--port", str(free_port())]
+    args += ["--db", f"sqlite:///{tmp_path}/hub.db"]
+    env = {**KEYS, "FORMS_TOKEN": "t0k"}
+    fix = "point it at a PEM file of the CA certificates to trust, or unset it"
+    result = leadhub_run(args, env={**env, "SSL_CERT_FILE": missing})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"leadhub serve: SSL_CERT_FILE names {missing!r}, which does not exist; {fix}\n"
+    )
+    empty = str(tmp_path / "notes.pem")
+    result = leadhub_run(args, env={**env, "SSL_CERT_FILE": empty})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"leadhub serve: SSL_CERT_FILE names {empty!r}, which holds no certificate it can read "
+        f"(NO_CERTIFICATE_OR_CRL_FOUND); {fix}\n"
+    )
