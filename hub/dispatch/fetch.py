@@ -112,10 +112,16 @@ def not_an_id(value: Any, what: str) -> FetchDead:
 
 
 def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:
-    """``outcome`` with ``token`` masked in its reason, in case a server echoes it back."""
+    """``outcome`` with ``token`` masked in its reason, in case a server echoes it back: as
+    sent, and percent-encoded as in the request line it may quote (a server echoing the
+    request, its line quoted whole as a bad status line, showed a Graph app token's ``|`` as
+    ``%7C``)."""
     if not token or isinstance(outcome, Fetched):
         return outcome
-    return type(outcome)(outcome.reason.replace(token, "**********"), outcome.kind)
+    reason = outcome.reason
+    for form in {token, quote(token, safe="")}:
+        reason = reason.replace(form, "**********")
+    return type(outcome)(reason, outcome.kind)
 
 
 async def read_lead(

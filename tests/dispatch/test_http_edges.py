@@ -16,6 +16,7 @@ import subprocess
 import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -717,3 +718,23 @@ async def test_https_to_a_plain_http_port_says_so() -> None:
         "TLS handshake with 127.0.0.1 failed (WRONG_VERSION_NUMBER): the server does not "
         "speak TLS at that port; if it is a plain-http one, the url is http://, not https://"
     )
+
+
+async def test_a_server_echoing_the_read_request_keeps_the_token_out_of_the_reason() -> None:
+    """A graph_url naming a server that echoes the request back (a debugging echo service,
+    a port that is not Graph's): its first line, quoted whole as a bad status line, showed
+    the app token percent-encoded (``|`` as ``%7C``), which the reason's scrubbing of the
+    token as sent missed. It is masked in both forms."""
+    token = "123456|app-secret-edge"
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readuntil(b"\r\n\r\n"))
+        await writer.drain()
+
+    async with served(echo) as port:
+        options = replace(graph_options(f"http://127.0.0.1:{port}", token, 5.0), fields=("id",))
+        async with make_http_client() as http:
+            outcome = await GraphClient(http).fetch_lead(options, "1")
+    assert isinstance(outcome, FetchRetry)
+    assert "access_token=**********" in outcome.reason, outcome.reason
+    assert "app-secret-edge" not in outcome.reason
