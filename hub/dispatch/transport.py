@@ -11,11 +11,13 @@ apart (and say which in the event's last error)::
     connection refused            → httpx.ConnectError     ("connection refused ...")
     cannot connect (DNS, routing) → httpx.ConnectError
     connection reset (mid-answer) → httpx.ReadError        ("connection reset ...")
-    closed without an answer      → httpx.RemoteProtocolError
+    closed without an answer      → httpx.RemoteProtocolError (its head begun: "... before
+                                    the answer's head ended", never sent again)
     no answer within the timeout  → httpx.ReadTimeout (connect: httpx.ConnectTimeout)
     a broken answer (bad chunks)  → httpx.RemoteProtocolError ("an answer that is not ...")
     the proxy refuses a tunnel    → ProxyRefused (an httpx.ProxyError with the status)
     the proxy cannot be reached   → httpx.ProxyError
+    the proxy breaks a tunnel     → httpx.ProxyError       ("the proxy, asked for a tunnel: ...")
     an answer over MAX_ANSWER     → AnswerTooLarge (an httpx.TransportError), not read
     a body unlike its encoding    → httpx.DecodingError (also an encoding not asked for)
 
