@@ -146,21 +146,40 @@ class CaptureRequest:
         return found
 
     def lead_keys(self) -> tuple[str, ...]:
-        """Identity keys of the lead: ``email:<lowercased>``, ``phone:<digits>``.
+        """Identity keys of the lead: ``email:<lowercased>``, ``phone:<digits>``,
+        ``prospect:<lowercased id>``, and for a ``SearchBy`` on another field (a unique
+        custom field) ``field:<attribute>:<lowercased value>``.
 
         Two requests sharing a key may touch the same lead, so they must be sent
-        in order.
+        in order. (ProspectID and a custom SearchBy field identify a lead as surely as an
+        email: without their keys, two captures of one anonymous visitor, or of one
+        ``mx_`` id, went out in any order, and a retried older one overwrote the newer.)
         """
         keys = []
         email = self.value("EmailAddress")
         if email and email.strip():
-            # (a NUL cannot be stored in PostgreSQL's text; the key only has to compare equal)
-            keys.append(f"email:{email.strip().lower().replace(chr(0), chr(0xFFFD))}")
+            keys.append(f"email:{_key_text(email)}")
         phone = self.value("Phone")
         digits = "".join(ch for ch in phone or "" if ch.isdigit())
         if digits:
             keys.append(f"phone:{digits}")
+        prospect = self.value("ProspectID")
+        if prospect and prospect.strip():
+            keys.append(f"prospect:{_key_text(prospect)}")
+        search_by = self.value("SearchBy")
+        if search_by and search_by.lower() not in ("emailaddress", "phone"):
+            found = self.value(search_by)
+            if found and found.strip():
+                keys.append(f"field:{search_by.lower()}:{_key_text(found)}")
         return tuple(keys)
+
+
+def _key_text(value: str) -> str:
+    """``value`` as a lead key compares it: trimmed, lowercased.
+
+    (A NUL cannot be stored in PostgreSQL's text; the key only has to compare equal.)
+    """
+    return value.strip().lower().replace(chr(0), chr(0xFFFD))
 
 
 @dataclass(frozen=True, slots=True)

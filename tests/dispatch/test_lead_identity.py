@@ -1,0 +1,109 @@
+"""Per-lead ordering for leads known by more than an email or phone: an anonymous visitor's
+ProspectID, and a unique custom field a mapping's ``search_by`` names. Two captures of one
+such lead are sent in the order received, a retried earlier one before the later ones."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.store.models import State
+from tests.dispatch.support import (
+    CAPTURE,
+    all_in,
+    enqueue,
+    opened_store,
+    running,
+    sandbox_get,
+    sandbox_post,
+    sandbox_server,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.support.server import serve_in_thread
+
+
+def _endpoint_yaml(fields: str, extra: str = "") -> str:
+    """The unauthenticated ``forms`` endpoint, mapped to ``default`` with ``fields``."""
+    return (
+        "kind: endpoint\nname: forms\nsource: none\n---\n"
+        "kind: mapping\nname: forms-map\nendpoint: forms\ntarget: default\n"
+        f"{extra}fields:\n{fields}"
+    )
+
+
+async def test_captures_of_one_visitor_s_prospect_id_keep_their_order(tmp_path: Path) -> None:
+    """Four captures of one anonymous visitor (ProspectID, no email or phone) against the
+    sandbox failing every second call: each goes out after the one before is delivered, so
+    the lead ends with the last one's values. (They went out together, and the retried
+    second capture landed last: the lead held step 2 of 4.)"""
+    visitor = str(uuid.uuid4())
+    with sandbox_server() as (url, _):
+        sandbox_post(url, "/_sandbox/visitors", {"ProspectId": visitor})
+        sandbox_post(url, "/_sandbox/faults", {"every": 2, "kinds": ["500"]})
+        fields = "  ProspectID: { path: $.pid, required: true }\n  mx_Step: $.step\n"
+        config = write_config(tmp_path / "cfg", target_yaml("default", url), _endpoint_yaml(fields))
+        async with opened_store(tmp_path / "hub.db") as store:
+            docs = [{"pid": visitor, "step": str(n)} for n in range(1, 5)]
+            ids = await enqueue(store, "forms", docs)
+            async with running(config, store, concurrency=4):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+        sandbox_post(url, "/_sandbox/faults", {"rate": 0})
+        (lead,) = sandbox_get(url, "/v2/LeadManagement.svc/Leads.GetById", id=visitor)
+        activities = sandbox_get(url, f"/_sandbox/leads/{visitor}/activities")
+    steps = [next(d["Value"] for d in a["Data"] if d["Attribute"] == "mx_Step") for a in activities]
+    assert steps == ["1", "2", "3", "4"]
+    assert lead["mx_Step"] == "4"
+
+
+class _FailsFirst:
+    """A LeadSquared that answers the first call a plain 500 (retried) and records each
+    call's ``mx_Step`` in arrival order."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    async def capture(self, request: Request) -> Response:
+        attributes = {a["Attribute"]: a["Value"] for a in await request.json()}
+        self.steps.append(attributes.get("mx_Step", ""))
+        if len(self.steps) == 1:
+            return Response("busy", status_code=500)
+        message = {"Id": "a", "RelatedId": "lead-1", "IsCreated": len(self.steps) == 2}
+        return JSONResponse({"Status": "Success", "Message": message})
+
+
+@contextlib.contextmanager
+def _fails_first() -> Iterator[tuple[str, _FailsFirst]]:
+    fake = _FailsFirst()
+    app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
+    with serve_in_thread(app) as url:
+        yield url, fake
+
+
+async def test_captures_searched_by_one_custom_field_value_keep_their_order(
+    tmp_path: Path,
+) -> None:
+    """A mapping that finds its lead by a unique custom field (``search_by: mx_Ext_Id``, no
+    email or phone): the first capture of an id is retried, and the second waits for it
+    instead of going first (and being overwritten by the older one)."""
+    with _fails_first() as (url, fake):
+        fields = "  mx_Ext_Id: { path: $.ext, required: true }\n  mx_Step: $.step\n"
+        config = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            _endpoint_yaml(fields, extra="search_by: mx_Ext_Id\n"),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            docs = [{"ext": "X-1", "step": "1"}, {"ext": "x-1 ", "step": "2"}]
+            ids = await enqueue(store, "forms", docs)
+            async with running(config, store, concurrency=4):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+    assert fake.steps == ["1", "1", "2"]
