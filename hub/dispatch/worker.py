@@ -134,6 +134,10 @@ DEFAULT_POLL = 0.2  # seconds between claims when nothing is due (new deliveries
 ORDER_WAIT = 0.1  # seconds an event waits for an earlier one for the same lead
 RESTART_PAUSE = 1.0  # seconds before the claim loop starts again after a bug (doubling)
 RESTART_PAUSE_MAX = 60.0
+#: Seconds an event waits for an earlier one of its lead that is due but whose endpoint this
+#: process lacks (taken out of the configuration): nobody here will send it, so looking
+#: again every ORDER_WAIT only claimed, released and logged the later event forever.
+ABSENT_WAIT = 10.0
 ROUTE_WAIT = 0.01  # seconds between looks at an earlier claim whose routes are being written
 ROUTE_LOOKS = 5  # looks before the events it holds back go back to the queue (ORDER_WAIT)
 #: Lead reads (Graph, LinkedIn, HubSpot) one endpoint's events may have in flight; while an
@@ -708,10 +712,12 @@ class Dispatcher:
         """Release ``item`` until after ``blocker``: an earlier pending event for its lead, or
         an earlier claimed one whose lead is not known yet (its routes are being written)."""
         now = self.clock.time()
+        absent = blocker.state != State.SENDING and blocker.endpoint not in self.config.endpoints
         if blocker.state == State.SENDING:  # in flight: its next_attempt_at is a lease end
             at = now + ORDER_WAIT
         elif blocker.state.pending:
-            at = max(now, blocker.next_attempt_at) + ORDER_WAIT
+            wait = ABSENT_WAIT if absent else ORDER_WAIT
+            at = max(now, blocker.next_attempt_at) + wait
         else:  # it finished under us: wait a moment and look again
             at = now + ORDER_WAIT
         if blocker.target is None:
@@ -720,6 +726,13 @@ class Dispatcher:
             )
         else:
             reason = f"waiting for event {blocker.id} (same lead) to be sent first"
+        if absent and blocker.state.pending:
+            # (else the only word of it was on the blocker, and this lead's events waited
+            # without saying why, for as long as the endpoint stayed out)
+            reason += (
+                f"; its endpoint {blocker.endpoint!r} is not in this hub's configuration: "
+                "put it back (reload) and it is sent, this one after it"
+            )
         with structlog.contextvars.bound_contextvars(**item.event.log_fields()):
             try:
                 await self.release(item.event, at=at, reason=reason)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hub.dispatch.worker import ABSENT_WAIT
 from hub.store.base import EventStore
 from hub.store.models import State
 from tests.dispatch.support import (
@@ -23,6 +24,7 @@ from tests.dispatch.support import (
     enqueue,
     opened_store,
     recording_target,
+    retried,
     running,
     sandbox_get,
     sandbox_post,
@@ -197,3 +199,37 @@ async def _waiting_for(store: EventStore, event_id: int, blocker: int) -> bool:
     event = await store.get(event_id)
     assert event is not None and event.state != State.DELIVERED
     return f"waiting for event {blocker}" in (event.last_error or "")
+
+
+async def test_a_lead_held_by_an_event_of_a_removed_endpoint_says_so_and_waits_calmly(
+    tmp_path: Path,
+) -> None:
+    """A person's event A failed and waits for its retry, then its endpoint is taken out of the
+    configuration: no instance here sends A, so B, a later event of that person, waits. Its
+    last error says why and what to do, and it is looked at again every ABSENT_WAIT, not every
+    ORDER_WAIT. (It said only 'waiting for event 1 (same lead) to be sent first', and was
+    claimed, put back and logged five times a second for as long as the endpoint stayed out.)"""
+    slow = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
+    with _fails_first() as (url, fake):
+        target = target_yaml("default", url, retry=slow)
+        forms = _email_endpoint_yaml("forms", "default")
+        before = write_config(
+            tmp_path / "before", target, forms, _email_endpoint_yaml("gone", "default")
+        )
+        after = write_config(tmp_path / "after", target, forms)
+        async with opened_store(tmp_path / "hub.db") as store:
+            (a,) = await enqueue(store, "gone", [{"email": "p@example.com", "step": "1"}])
+            async with running(before, store):
+                await wait_for(retried(store, a, attempts=1), what="A retrying")
+            docs = [{"email": "p@example.com", "step": "2"}]
+            (b,) = await enqueue(store, "forms", docs, prefix="b")
+            async with running(after, store):
+                await wait_for(lambda: _waiting_for(store, b, a), what="B waiting for A")
+            first, second = await store.get(a), await store.get(b)
+    assert first is not None and second is not None
+    assert "its endpoint 'gone' is not in this hub's configuration: put it back" in (
+        second.last_error or ""
+    )
+    # (less a millisecond: the store keeps times as floats of seconds since 1970)
+    assert second.next_attempt_at >= first.next_attempt_at + ABSENT_WAIT - 0.001
+    assert fake.steps == ["1"]
