@@ -348,21 +348,78 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise newer_schema(found, SCHEMA_VERSION)
     if found == SCHEMA_VERSION:
         return
-    conn.execute("BEGIN IMMEDIATE")
+    begin_migration(conn)
     try:
         # read again under the lock: another process may have migrated meanwhile
         start = version = schema_version(conn)
         while version < SCHEMA_VERSION:
-            for statement in Q[f"migrate_{version}"].split(";\n"):
-                if statement.strip():
-                    conn.execute(statement)
+            run_script(conn, Q[f"migrate_{version}"])
             version += 1
+        if start < SCHEMA_VERSION:
+            # The new tables' indexes (migrate_3's copy of the events has none: its dedupe
+            # index included) and the view, in the same transaction: a file is never at the new
+            # version without them, and the lock is held once, not again for each index (with
+            # SQLite's busy timeout, in another process waiting for them, as in its own).
+            run_script(conn, Q["schema"])
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     if start < SCHEMA_VERSION:
         log().info("store_migrated", from_version=start, to_version=SCHEMA_VERSION)
+
+
+def run_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run the statements of ``script`` one by one, inside the caller's transaction (a
+    connection's ``executescript`` would commit it first)."""
+    for statement in script.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def begin_migration(conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE`` for a migration, waiting for the write lock as long as its holder
+    keeps writing (the store's ``-wal`` file changes), and up to the busy timeout once not.
+
+    Another leadhub opening the store at the same moment (``serve --role web`` and ``--role
+    worker`` started together, a ``leadhub events`` run beside them) is migrating it, which
+    holds the lock for seconds per million events (migrate_3 copies the events table): the
+    busy timeout alone (10 s) ended this process's start with "database is locked ... look for
+    a transaction left open" from about two million events on. A transaction left open by a
+    sqlite3 shell writes nothing, and still fails after the busy timeout.
+    """
+    wal = Path(f"{conn.execute('PRAGMA database_list').fetchone()[2]}-wal")
+
+    def written() -> tuple[int, int] | None:
+        try:
+            stat = wal.stat()
+        except OSError:
+            return None
+        return stat.st_size, stat.st_mtime_ns
+
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        seen, quiet_since = written(), time.monotonic()
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is None or code & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+                now = written()
+                if now != seen:
+                    seen, quiet_since = now, time.monotonic()
+                elif time.monotonic() - quiet_since >= BUSY_TIMEOUT_MS / 1000:
+                    raise
+            time.sleep(MIGRATION_POLL)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
+
+#: Seconds between two tries for the write lock while another process migrates the store.
+MIGRATION_POLL = 0.05
 
 
 def check_readable(conn: sqlite3.Connection, path: Path) -> None:
