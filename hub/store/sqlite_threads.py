@@ -363,7 +363,12 @@ def migrate(conn: sqlite3.Connection) -> None:
             run_script(conn, Q["schema"])
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite has rolled the transaction back itself after some errors (a full disk, a
+        # file size limit reached: migrate_3's copy of the events is as big as they are);
+        # a ROLLBACK then failed ("cannot rollback - no transaction is active"), and that
+        # was the error told, with "check that its directory exists and is writable".
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
     if start < SCHEMA_VERSION:
         log().info("store_migrated", from_version=start, to_version=SCHEMA_VERSION)
@@ -379,7 +384,8 @@ def run_script(conn: sqlite3.Connection, script: str) -> None:
 
 def begin_migration(conn: sqlite3.Connection) -> None:
     """``BEGIN IMMEDIATE`` for a migration, waiting for the write lock as long as its holder
-    keeps writing (the store's ``-wal`` file changes), and up to the busy timeout once not.
+    keeps writing (the store's ``-wal`` file changes), and up to :data:`MIGRATION_QUIET` (the
+    busy timeout) once not.
 
     Another leadhub opening the store at the same moment (``serve --role web`` and ``--role
     worker`` started together, a ``leadhub events`` run beside them) is migrating it, which
@@ -411,7 +417,7 @@ def begin_migration(conn: sqlite3.Connection) -> None:
                 now = written()
                 if now != seen:
                     seen, quiet_since = now, time.monotonic()
-                elif time.monotonic() - quiet_since >= BUSY_TIMEOUT_MS / 1000:
+                elif time.monotonic() - quiet_since >= MIGRATION_QUIET:
                     raise
             time.sleep(MIGRATION_POLL)
     finally:
@@ -420,6 +426,9 @@ def begin_migration(conn: sqlite3.Connection) -> None:
 
 #: Seconds between two tries for the write lock while another process migrates the store.
 MIGRATION_POLL = 0.05
+#: Seconds without a write to the ``-wal`` file after which a migration stops waiting for the
+#: write lock (:func:`begin_migration`): the busy timeout's.
+MIGRATION_QUIET = BUSY_TIMEOUT_MS / 1000
 
 
 def check_readable(conn: sqlite3.Connection, path: Path) -> None:

@@ -1,15 +1,19 @@
-"""A process opening a SQLite store that another one is migrating waits for it to finish.
+"""Schema 4's migration of a big SQLite store (it copies the events table): real processes on a
+real schema-3 file (the one 966a566 wrote, grown to 150,000 events).
 
-Schema 4's migration copies the events table, the write lock held for seconds per million
-events: ``serve --role web`` and ``--role worker`` started together on a two-million-event
-store, the second ended its start after the busy timeout (10 s) with "database is locked ...
-look for a transaction left open on the file". Here the other process is a real ``leadhub
-events`` migrating a real schema-3 file (the one 966a566 wrote, grown to 150,000 events),
-and the busy timeout is cut to 0.3 s so that its copy outlasts it.
+A process opening a store that another one is migrating waits for it to finish: the copy holds
+the write lock for seconds per million events, and ``serve --role web`` and ``--role worker``
+started together on a two-million-event store, the second ended its start after the busy
+timeout (10 s) with "database is locked ... look for a transaction left open on the file". Here
+the other process is a real ``leadhub events``, and the busy timeout is cut to 0.3 s so that
+its copy outlasts it (not the wait for a migration's writes).
+
+A migration stopped by a full disk or a file size limit says so, and leaves the store as it was.
 """
 
 from __future__ import annotations
 
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -44,11 +48,11 @@ PRAGMA wal_checkpoint(TRUNCATE);
 """
 
 
-def grown_schema_3_store(path: Path) -> None:
+def grown_schema_3_store(path: Path, events: int = EVENTS) -> None:
     shutil.copy(STORES / "sqlite-schema3-966a566.store", path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.executescript(GROW)
+        conn.executescript(GROW.replace(f"i < {EVENTS}", f"i < {events}"))
     finally:
         conn.close()
 
@@ -61,6 +65,8 @@ def test_a_store_another_process_is_migrating_is_waited_for(
     wal = Path(f"{db}-wal")
     assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
     monkeypatch.setattr(sqlite_threads, "BUSY_TIMEOUT_MS", 300)
+    # (the copy's writes a few ms apart; a loaded machine's pauses in them far shorter than this)
+    monkeypatch.setattr(sqlite_threads, "MIGRATION_QUIET", 10.0)
     other = subprocess.Popen(
         [sys.executable, "-m", "hub", "events", "--limit", "1", "--db", f"sqlite:///{db}"],
         stdout=subprocess.PIPE,
@@ -91,3 +97,35 @@ def test_a_store_another_process_is_migrating_is_waited_for(
     indexes = {r[0] for r in raw(db, "SELECT name FROM sqlite_master WHERE tbl_name = 'events'")}
     assert {"events_dedupe", "events_due", "events_ready", "events_delivery"} <= indexes
     assert raw(db, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_migration_past_the_file_size_limit_says_so_and_keeps_the_store(tmp_path: Path) -> None:
+    """The copy into the write-ahead log passes ``ulimit -f``; SQLite rolls the transaction back
+    itself, and the migration's own ROLLBACK failed: "cannot rollback - no transaction is
+    active; check that its directory exists and is writable" was all the operator read."""
+    db = tmp_path / "hub.db"
+    grown_schema_3_store(db, 20_000)
+    limit = 2_000_000  # the database file is past it already: only its WAL grows
+    events = ["events", "--limit", "1", "--db", f"sqlite:///{db}"]
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", *events],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limited,
+    )
+    assert done.returncode == 1, done.stdout
+    assert "cannot rollback" not in done.stderr
+    assert "disk I/O error" in done.stderr and "file size limit (`ulimit -f`" in done.stderr
+    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
+    assert raw(db, "SELECT count(*) FROM events") == [(17 + 20_000,)]
+    assert raw(db, "PRAGMA integrity_check") == [("ok",)]
+    again = subprocess.run(
+        [sys.executable, "-m", "hub", *events], capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stderr
+    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
