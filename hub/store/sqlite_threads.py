@@ -438,14 +438,21 @@ MIGRATION_POLL = 0.05
 MIGRATION_QUIET = BUSY_TIMEOUT_MS / 1000
 
 
+#: The oldest schema version a read-only open reads as it is: version 4 made the events table
+#: again with AUTOINCREMENT (how ids are handed out), its columns, indexes and view as version
+#: 3's. A version-3 store on read-only media (a backup taken before the upgrade) was refused
+#: by ``leadhub events`` from schema 4 on, though nothing it reads had changed.
+READABLE_FROM = 3
+
+
 def check_readable(conn: sqlite3.Connection, path: Path) -> None:
-    """Refuse (:class:`StoreUnavailable`) a store opened read-only whose schema is not this
-    code's: a newer one (as the writer's open does) or an older one, which only a writable
-    open can migrate."""
+    """Refuse (:class:`StoreUnavailable`) a store opened read-only whose schema this code does
+    not read: a newer one (as the writer's open does) or one older than :data:`READABLE_FROM`,
+    which only a writable open can migrate."""
     found = schema_version(conn)
     if found > SCHEMA_VERSION:
         raise newer_schema(found, SCHEMA_VERSION)
-    if found < SCHEMA_VERSION:
+    if found < READABLE_FROM:
         msg = (
             f"the event store {str(path)!r} has schema version {found}, older than this "
             f"leadhub's ({SCHEMA_VERSION}), and cannot be written here to migrate it; run a "

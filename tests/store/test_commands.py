@@ -748,6 +748,25 @@ def test_a_copy_with_writes_in_its_wal_says_they_may_be_missed(tmp_path: Path) -
     ) in done.stderr
 
 
+def test_a_read_only_schema_3_backup_is_listed(tmp_path: Path) -> None:
+    """A store of schema 3 (the file 966a566 wrote, as a backup taken before the upgrade to
+    schema 4 is) on read-only media is read as it is: schema 4 changed how ids are handed
+    out, nothing a read sees. ``leadhub events`` refused it ("has schema version 3, older
+    than this leadhub's (4), and cannot be written here to migrate it")."""
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    old = Path(__file__).parents[1] / "fixtures" / "stores" / "sqlite-schema3-966a566.store"
+    (backup / "hub.db").write_bytes(old.read_bytes())
+    read_only(backup, "read_only_modes")
+    before = files_of(backup)
+    argv = ["events", "--db", sqlite_url(backup, "hub.db"), "--json"]
+    done = leadhub_run(argv, unprivileged=True)
+    assert done.returncode == 0, done.stderr
+    assert [orjson.loads(line)["id"] for line in done.stdout.splitlines()] == list(range(17, 0, -1))
+    assert files_of(backup) == before
+    assert (backup / "hub.db").read_bytes() == old.read_bytes()
+
+
 def test_a_read_only_store_refuses_writes_and_an_old_schema(tmp_path: Path) -> None:
     """A SQLite store opened read-only reads, refuses every write saying why, and refuses
     to open on a schema older than this leadhub's, which it cannot migrate."""
