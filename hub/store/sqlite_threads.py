@@ -352,6 +352,10 @@ def migrate(conn: sqlite3.Connection) -> None:
     try:
         # read again under the lock: another process may have migrated meanwhile
         start = version = schema_version(conn)
+        if start < SCHEMA_VERSION:
+            # said before it, not only once done: the copy of schema 4 takes seconds per million
+            # events, during which the hub takes no webhook (it listens once its store is open)
+            log().info("store_migrating", from_version=start, to_version=SCHEMA_VERSION)
         while version < SCHEMA_VERSION:
             run_script(conn, Q[f"migrate_{version}"])
             version += 1
@@ -413,6 +417,7 @@ def begin_migration(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA busy_timeout = 0")
     try:
         seen, quiet_since = written(), time.monotonic()
+        said = False
         while True:
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -421,6 +426,9 @@ def begin_migration(conn: sqlite3.Connection) -> None:
                 code = getattr(exc, "sqlite_errorcode", None)
                 if code is None or code & 0xFF != sqlite3.SQLITE_BUSY:
                     raise
+                if not said:  # (once: another leadhub migrating it, as a rule)
+                    said = True
+                    log().info("store_migration_waiting", reason="another process holds its lock")
                 now = written()
                 if now != seen:
                     seen, quiet_since = now, time.monotonic()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from hub.store import sqlite_threads
 
@@ -80,7 +81,9 @@ def test_a_store_another_process_is_migrating_is_waited_for(
             assert other.poll() is None, other.communicate()
             assert time.monotonic() < deadline, "the other process never began its migration"
             time.sleep(0.005)
-        conn = sqlite_threads.connect(db, synchronous="NORMAL", writer=True)
+        with capture_logs() as logs:
+            conn = sqlite_threads.connect(db, synchronous="NORMAL", writer=True)
+        assert [e["event"] for e in logs] == ["store_migration_waiting"]  # migrated by the other
         try:
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
             assert version.fetchone()[0] == "4"
@@ -137,7 +140,11 @@ def test_the_migration_leaves_no_big_write_ahead_log_behind(tmp_path: Path) -> N
     events) beside the store while the hub that migrated it ran."""
     db = tmp_path / "hub.db"
     grown_schema_3_store(db, 20_000)
-    conn = sqlite_threads.connect(db, synchronous="FULL", writer=True)
+    with capture_logs() as logs:
+        conn = sqlite_threads.connect(db, synchronous="FULL", writer=True)
+    # said when it begins too: the copy takes seconds per million events, no webhook taken
+    assert [e["event"] for e in logs] == ["store_migrating", "store_migrated"]
+    assert logs[0]["from_version"] == 3 and logs[0]["to_version"] == 4
     try:
         assert conn.execute("SELECT count(*) FROM events").fetchone()[0] == 17 + 20_000
         wal = Path(f"{db}-wal").stat().st_size
