@@ -103,7 +103,7 @@ from hub.dispatch.lane import (
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
-from hub.dispatch.ratelimit import account_of, limiter_for
+from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import RetryPolicy, Rewrites
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
@@ -632,7 +632,7 @@ class Dispatcher:
         try:
             for look in range(ROUTE_LOOKS):
                 await asyncio.sleep(ROUTE_WAIT)
-                checks = [(i.event.id, order_keys(i)) for i in held]
+                checks = [(i.event.id, i.request.lead_keys()) for i in held]
                 blocked = await self.store.blockers(checks)
                 still = [i for i in held if _routing(blocked.get(i.event.id))]
                 if look == ROUTE_LOOKS - 1:
@@ -657,12 +657,13 @@ class Dispatcher:
         of the batch sees an earlier one. Returns the items still ours (in id order) and, by
         event id, the earlier pending event each blocked one waits for.
         """
+        keys = {item.event.id: item.request.lead_keys() for item in items}
         routes = [
-            Route(i.event.id, i.request.target, i.request.mapping, lead_keys(i)) for i in items
+            Route(i.event.id, i.request.target, i.request.mapping, keys[i.event.id]) for i in items
         ]
         missing = set(await self.store.set_routes(routes, reading=reading or ()))
         items = [item for item in items if item.event.id not in missing]
-        return items, await self.store.blockers([(i.event.id, order_keys(i)) for i in items])
+        return items, await self.store.blockers(list(keys.items()))
 
     async def _route_each(self, items: list[Item]) -> tuple[list[Item], dict[int, Event]]:
         """:meth:`_route` one item at a time, in id order, after the whole batch failed.
@@ -1136,28 +1137,6 @@ def lease_shortfalls_where(config: Config, lease: float) -> list[tuple[Origin | 
                 )
             )
     return problems
-
-
-def lead_keys(item: Item) -> tuple[str, ...]:
-    """The lead keys ``item``'s route records: its request's (:meth:`CaptureRequest.lead_keys`),
-    each under its target's LeadSquared account (``<account>/email:...``).
-
-    A lead lives in one account: the same email in another account is another lead, so its
-    events need not wait for each other. (Unscoped, a person's event to a paused or failing
-    target held back the same person's events to every other target, for as long as the
-    pause or the retries lasted.) Two targets naming one account (its host and access key,
-    as the rate limit counts it) share their keys.
-    """
-    target = (item.config.targets if item.config else {}).get(item.request.target)
-    account = account_of(target)[:16] if target else f"target {item.request.target}"
-    return tuple(f"{account}/{key}" for key in item.request.lead_keys())
-
-
-def order_keys(item: Item) -> tuple[str, ...]:
-    """The keys ``item``'s ordering check looks for: :func:`lead_keys`, and the unscoped ones
-    that events routed by releases before the account scope recorded (still pending in a
-    store from then, they are waited for as they were)."""
-    return lead_keys(item) + item.request.lead_keys()
 
 
 def _routing(blocker: Event | None) -> bool:

@@ -5,7 +5,6 @@ such lead are sent in the order received, a retried earlier one before the later
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,6 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     opened_store,
-    recording_target,
     retried,
     running,
     sandbox_get,
@@ -121,78 +119,6 @@ def _email_endpoint_yaml(name: str, target: str) -> str:
         f"kind: mapping\nname: {name}-map\nendpoint: {name}\ntarget: {target}\n"
         "fields:\n  EmailAddress: { path: $.email, required: true }\n  mx_Step: $.step\n"
     )
-
-
-async def test_a_person_s_event_to_a_paused_account_holds_back_none_to_another(
-    tmp_path: Path,
-) -> None:
-    """The same person arrives through two endpoints sending to two accounts, the first one's
-    keys refused (its target paused): the second account's event is delivered meanwhile.
-    (It waited behind the paused one, 'waiting for event 1 (same lead)', for as long as the
-    pause lasted: one broken account delayed another.)"""
-    with sandbox_server() as (url, _):
-        config = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url),
-            "kind: target\nname: other\nurl: " + url + "\naccess_key: other-access\n"
-            "secret_key: other-secret\nrate_limit: off\n",
-            _email_endpoint_yaml("typeform", "other"),
-            _email_endpoint_yaml("zapier", "default"),
-        )
-        async with opened_store(tmp_path / "hub.db") as store:
-            (a,) = await enqueue(store, "typeform", [{"email": "p@example.com", "step": "1"}])
-            docs = [{"email": "P@example.com", "step": "2"}]
-            (b,) = await enqueue(store, "zapier", docs, prefix="z")
-            async with running(config, store):
-                await wait_for(all_in(State.DELIVERED, store, [b]), timeout=30, what="B sent")
-                first = await store.get(a)
-        by_email = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
-        (lead,) = sandbox_get(url, by_email, emailaddress="p@example.com")
-    assert first is not None and first.state != State.DELIVERED
-    assert lead["mx_Step"] == "2"
-
-
-async def test_two_targets_naming_one_account_keep_a_person_s_order(tmp_path: Path) -> None:
-    """Two targets with the same host and keys are one account: the person's event through
-    the second waits for the first's retry, as within one target."""
-    with _fails_first() as (url, fake):
-        config = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url),
-            target_yaml("again", url),
-            _email_endpoint_yaml("typeform", "default"),
-            _email_endpoint_yaml("zapier", "again"),
-        )
-        async with opened_store(tmp_path / "hub.db") as store:
-            (a,) = await enqueue(store, "typeform", [{"email": "p@example.com", "step": "1"}])
-            docs = [{"email": "p@example.com", "step": "2"}]
-            (b,) = await enqueue(store, "zapier", docs, prefix="z")
-            async with running(config, store):
-                await wait_for(all_in(State.DELIVERED, store, [a, b]), what="delivered")
-    assert fake.steps == ["1", "1", "2"]
-
-
-async def test_an_event_routed_before_the_account_scope_still_holds_back_its_lead(
-    tmp_path: Path,
-) -> None:
-    """An event an older release routed (its keys unscoped, ``email:...``) and left retrying:
-    a later event for its email, routed now, waits for it as it did before the upgrade."""
-    with recording_target() as (url, target):
-        config = write_config(
-            tmp_path / "cfg", target_yaml("default", url), _email_endpoint_yaml("forms", "default")
-        )
-        async with opened_store(tmp_path / "hub.db") as store:
-            (a,) = await enqueue(store, "forms", [{"email": "p@example.com", "step": "1"}])
-            (claimed,) = await store.claim(limit=1, lease=60.0)
-            keys = ["email:p@example.com"]
-            await store.set_route(a, target="default", mapping="forms-map", lead_keys=keys)
-            await store.retry(a, at=time.time() + 3600, error="HTTP 500", lease=claimed.lease)
-            (b,) = await enqueue(
-                store, "forms", [{"email": "p@example.com", "step": "2"}], prefix="b"
-            )
-            async with running(config, store):
-                await wait_for(lambda: _waiting_for(store, b, a), what="B waiting for A")
-    assert target.calls == []
 
 
 async def _waiting_for(store: EventStore, event_id: int, blocker: int) -> bool:
