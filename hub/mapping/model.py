@@ -100,6 +100,36 @@ class FieldSpec:
         """Every path the field may read, in the order they are tried."""
         return (self.path, *self.fallbacks) if self.path is not None else ()
 
+    def __eq__(self, other: object) -> bool:
+        """Field by field, the constant by its type too: ``{value: 1}`` sends "1" and
+        ``{value: true}`` "true", though Python finds ``1 == True``. (A reload compares
+        mappings to know whether events already mapped need mapping again,
+        ``hub.dispatch.worker``: one changing only such a constant was taken as unchanged,
+        and the events the lanes held went out with the old value.)"""
+        if not isinstance(other, FieldSpec):
+            return NotImplemented
+        return (
+            self.attribute == other.attribute
+            and self.path == other.path
+            and self.fallbacks == other.fallbacks
+            and _typed(self.value) == _typed(other.value)
+            and self.transforms == other.transforms
+            and self.default == other.default
+            and self.required == other.required
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.attribute, self.path, self.fallbacks, _typed(self.value)))
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with the type of each of its scalars beside it (``True`` and ``1`` apart)."""
+    if isinstance(value, list | tuple):
+        return ("list", tuple(_typed(v) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((_typed(k), _typed(v)) for k, v in value.items()))
+    return (type(value).__name__, value)
+
 
 @dataclass(frozen=True, slots=True)
 class CompiledMapping:

@@ -167,14 +167,16 @@ async def test_reload_before_start_only_swaps_the_config(
     assert rec.calls == {"b": 3}
 
 
+@pytest.mark.parametrize(("first", "second"), [("v1", "v2"), ("1", "true")])
 async def test_events_queued_before_a_reload_are_sent_with_the_new_mapping(
-    tmp_path: Path,
+    tmp_path: Path, first: str, second: str
 ) -> None:
     """A reload that changes a mapping (its target as it was) applies to every event sent
     after it, as the README says, not only to those claimed after it: the events a lane held,
     claimed and mapped before the reload, went out with the old mapping (a fix of a wrong
     value, or a new ``skip_if``, missed up to a lane's worth of leads: a lease of sends).
-    Only the send in flight keeps the old one; each event is sent once."""
+    Only the send in flight keeps the old one; each event is sent once. A constant changed
+    from 1 to true (Python's ``1 == True``) is a change too: "1" and "true" are sent."""
     sent: list[tuple[str, str]] = []  # (email, mx_Version) in the order they came
 
     async def capture(request: Request) -> Response:
@@ -187,21 +189,22 @@ async def test_events_queued_before_a_reload_are_sent_with_the_new_mapping(
     def config(version: str) -> Config:
         slow = target_yaml("default", url) + "concurrency: 1\n"
         extra = f"  mx_Version: {{ value: {version} }}\n"
+        # (one directory, as a reload reads: the mappings' places alike)
         return write_config(
-            tmp_path / version, slow, flat_endpoint_yaml("forms", "default", extra=extra)
+            tmp_path / "cfg", slow, flat_endpoint_yaml("forms", "default", extra=extra)
         )
 
     app = Starlette(routes=[Route(CAPTURE_PATH, capture, methods=["POST"])])
     with serve_in_thread(app) as url:
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "forms", leads("v", 20), prefix="v")
-            async with running(config("v1"), store) as dispatcher:
+            async with running(config(first), store) as dispatcher:
                 await wait_for(lambda: len(sent) >= 2, what="the first sends")
                 before = len(sent)
                 with capture_logs() as logs:
-                    await dispatcher.reload(config("v2"))
+                    await dispatcher.reload(config(second))
                 await wait_for(all_in(State.DELIVERED, store, ids), what="every event delivered")
-    old = [email for email, version in sent if version == "v1"]
+    old = [email for email, version in sent if version == first]
     assert len(old) <= before + 1, sent  # the one in flight during the reload, at most
     assert sorted(email for email, _ in sent) == sorted(f"v{n}@example.com" for n in range(20))
     (reloaded,) = (e for e in logs if e["event"] == "dispatcher_reloaded")
