@@ -304,6 +304,13 @@ async def test_postgres_a_batch_of_acks_deadlocked_with_the_undo_of_a_step_is_wr
     clock = ManualClock()
     indexed = dsn + ("&" if "?" in dsn else "?")
     indexed += "enable_hashjoin=off&enable_mergejoin=off&enable_seqscan=off"
+    # The server checks a wait for a deadlock once, deadlock_timeout after it began, and
+    # aborts the session whose check finds the cycle. The batch's wait begins first, so it
+    # is the one aborted, but only if the cycle is there by then: the blocker's rollback, which
+    # closes it, comes after the test has seen both waits. At the default 1 s, a loaded machine
+    # (a CI run at a load average of 8 to 16) took longer: the batch's check found no cycle,
+    # and the claim's found it and was aborted instead. 5 s leaves room for the test's steps.
+    indexed += "&deadlock_timeout=5s"
     async with pg_store(indexed, schema, clock) as store:
         first, middle, last = await enqueued(store, "a", "b", "c")
         held = {}
