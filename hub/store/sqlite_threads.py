@@ -271,20 +271,30 @@ def begin_immediate(conn: sqlite3.Connection, timeout: float = BUSY_TIMEOUT_MS /
     milliseconds. Tried every millisecond, a writer gets the lock in the first gap.
     """
     deadline: float | None = None
+
+    def waiting() -> bool:
+        nonlocal deadline
+        if deadline is None:
+            deadline = time.monotonic() + timeout
+            return True
+        return time.monotonic() < deadline
+
+    begin_when_free(conn, LOCK_POLL, waiting)
+
+
+def begin_when_free(conn: sqlite3.Connection, poll: float, waiting: Callable[[], bool]) -> None:
+    """``BEGIN IMMEDIATE``, tried again every ``poll`` seconds while another connection holds
+    the write lock and ``waiting()`` (asked at each refusal) says to go on; SQLite's
+    "database is locked" error is raised once it says not, any other error at once."""
     while True:
         try:
             conn.execute("BEGIN IMMEDIATE")
             return
         except sqlite3.OperationalError as exc:
             code = getattr(exc, "sqlite_errorcode", None)
-            if code is None or code & 0xFF != sqlite3.SQLITE_BUSY:
+            if code is None or code & 0xFF != sqlite3.SQLITE_BUSY or not waiting():
                 raise
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + timeout
-            elif now >= deadline:
-                raise
-        time.sleep(LOCK_POLL)
+        time.sleep(poll)
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
@@ -414,27 +424,23 @@ def begin_migration(conn: sqlite3.Connection) -> None:
             return None
         return stat.st_size, stat.st_mtime_ns
 
+    seen, quiet_since = written(), time.monotonic()
+    said = False
+
+    def waiting() -> bool:
+        nonlocal seen, quiet_since, said
+        if not said:  # (once: another leadhub migrating it, as a rule)
+            said = True
+            log().info("store_migration_waiting", reason="another process holds its lock")
+        now = written()
+        if now != seen:
+            seen, quiet_since = now, time.monotonic()
+            return True
+        return time.monotonic() - quiet_since < MIGRATION_QUIET
+
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        seen, quiet_since = written(), time.monotonic()
-        said = False
-        while True:
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                code = getattr(exc, "sqlite_errorcode", None)
-                if code is None or code & 0xFF != sqlite3.SQLITE_BUSY:
-                    raise
-                if not said:  # (once: another leadhub migrating it, as a rule)
-                    said = True
-                    log().info("store_migration_waiting", reason="another process holds its lock")
-                now = written()
-                if now != seen:
-                    seen, quiet_since = now, time.monotonic()
-                elif time.monotonic() - quiet_since >= MIGRATION_QUIET:
-                    raise
-            time.sleep(MIGRATION_POLL)
+        begin_when_free(conn, MIGRATION_POLL, waiting)
     finally:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
