@@ -713,12 +713,16 @@ class Dispatcher:
         """Release ``item`` until after ``blocker``: an earlier pending event for its lead, or
         an earlier claimed one whose lead is not known yet (its routes are being written)."""
         now = self.clock.time()
-        absent = blocker.state != State.SENDING and blocker.endpoint not in self.config.endpoints
+        # due or waiting (not in flight) with an endpoint this process lacks: nobody here sends it
+        absent = (
+            blocker.state.pending
+            and blocker.state != State.SENDING
+            and blocker.endpoint not in self.config.endpoints
+        )
         if blocker.state == State.SENDING:  # in flight: its next_attempt_at is a lease end
             at = now + ORDER_WAIT
         elif blocker.state.pending:
-            wait = ABSENT_WAIT if absent else ORDER_WAIT
-            at = max(now, blocker.next_attempt_at) + wait
+            at = max(now, blocker.next_attempt_at) + (ABSENT_WAIT if absent else ORDER_WAIT)
         else:  # it finished under us: wait a moment and look again
             at = now + ORDER_WAIT
         if blocker.target is None:
@@ -727,7 +731,7 @@ class Dispatcher:
             )
         else:
             reason = f"waiting for event {blocker.id} (same lead) to be sent first"
-        if absent and blocker.state.pending:
+        if absent:
             # (else the only word of it was on the blocker, and this lead's events waited
             # without saying why, for as long as the endpoint stayed out)
             reason += (

@@ -261,6 +261,9 @@ def _not_utf8(body: bytes) -> BodyError | None:
 #: reader ignore it, and senders do write one (text written by .NET's UTF-8 encoder, a
 #: payload saved by Windows Notepad and posted with curl --data-binary @file).
 _BOM = b"\xef\xbb\xbf"
+#: The same mark in decoded text: kept before a form body, it began the first key
+#: (``\ufeffemail``) and that field's path found nothing.
+_TEXT_BOM = _BOM.decode()
 
 
 def parse_json_marked(body: bytes) -> Parsed:
@@ -465,12 +468,6 @@ def _escape_undecodable(text: str, charset: str | None) -> str:
     how = f", escaped as {escape}" if escape.startswith("%") else ""
     reason = _undecodable("form body", named, byte, offset, how)
     return f"{reason}; {_charset_fix(charset)}"
-
-
-#: The byte order mark some senders (.NET's UTF8Encoding, Windows tools) write before a body,
-#: as decoded text: kept, it began the first key (``\ufeffemail``) and that field's path found
-#: nothing.
-_TEXT_BOM = "\ufeff"
 
 
 def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
@@ -752,7 +749,7 @@ def _loosely_typed(mtype: str, reason: str) -> str:
 
 #: A body whose first byte other than JSON's whitespace opens an object or an array (after
 #: a byte order mark, as ``curl -d @lead.json`` posts a file Notepad saved).
-_JSON_START = re.compile(rb"(?:\xef\xbb\xbf)?[ \t\r\n]*[{[]")
+_JSON_START = re.compile(b"(?:" + _BOM + rb")?[ \t\r\n]*[{[]")
 
 
 def _json_despite_form(body: bytes) -> Parsed | None:
