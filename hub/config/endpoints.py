@@ -76,6 +76,7 @@ TARGET_KEYS = (
     "timeout",
     "retry",
     "concurrency",
+    "account",
 )
 MAX_CONCURRENCY = 256  # calls in flight at once to one target
 RETRY_KEYS = ("initial", "max_interval", "give_up_after", "multiplier")
@@ -639,6 +640,15 @@ def build_target(node: Node, r: Reader) -> Target | None:
         timeout = MAX_TIMEOUT
     retry = _retry(r)
     concurrency = _concurrency(r)
+    account = r.text("account")
+    if account is not None and not str(account).strip():
+        r.error(
+            r.get("account"),
+            f"'account' of {r.what} is empty: name the LeadSquared account its keys belong "
+            "to (the same name in every target of that account), like account: acme, or "
+            "leave it out",
+        )
+        account = None
     if name is None or url is None:
         return None
     return Target(
@@ -650,6 +660,7 @@ def build_target(node: Node, r: Reader) -> Target | None:
         timeout=timeout,
         retry=retry,
         concurrency=concurrency,
+        account=str(account).strip() if account is not None else None,
         origin=Origin(node.file, node.line),
     )
 

@@ -307,6 +307,18 @@ class Target:
     origin: Origin | None = None
     #: Calls in flight at once to this target; None: the dispatcher's default (16).
     concurrency: int | None = None
+    #: The LeadSquared account this target's keys belong to, as named in its ``account:``;
+    #: None: the account is told by the url and access key (:meth:`account_identity`).
+    account: str | None = None
+
+    def account_identity(self) -> tuple[str, str]:
+        """What tells this target's LeadSquared account from another's: its ``account:``
+        name, or else its url and access key. Targets of one account share its rate window
+        and keep a person's events in order between them (one account, one set of leads);
+        two users' keys of one account look like two accounts unless both name it."""
+        if self.account:
+            return ("account", self.account)
+        return (self.url.rstrip("/").lower(), self.access_key.reveal())
 
 
 @dataclass(frozen=True)

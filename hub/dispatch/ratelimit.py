@@ -219,13 +219,14 @@ class SlotBook(Protocol):
 
 
 def account_of(target: Target) -> str:
-    """What a target's calls are counted under: a digest of its URL and access key.
+    """What a target's calls are counted under: a digest of its account's identity (its
+    ``account:`` name, or else its URL and access key: :meth:`Target.account_identity`).
 
     LeadSquared limits an account, not a target definition: two targets with the same host
-    and key share one window. The key itself never reaches the store.
+    and key, or naming one account, share one window. The key itself never reaches the store.
     """
-    seen = f"{target.url.rstrip('/').lower()}\n{target.access_key.reveal()}"
-    return hashlib.sha256(seen.encode()).hexdigest()[:32]
+    first, second = target.account_identity()
+    return hashlib.sha256(f"{first}\n{second}".encode()).hexdigest()[:32]
 
 
 class SharedWindowLimiter:

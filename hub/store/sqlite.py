@@ -33,6 +33,7 @@ from hub.store.base import (
     BodyNotSkimmed,
     ClockReading,
     ClockWatch,
+    OrderingCheck,
     Replayed,
     Settle,
     StoreError,
@@ -412,7 +413,7 @@ class SQLiteStore(BatchedStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
+    async def blockers(self, checks: Sequence[OrderingCheck]) -> dict[int, Event]:
         asked = ordering_checks(checks)
         if not asked:
             return {}

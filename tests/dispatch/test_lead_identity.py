@@ -1,14 +1,17 @@
 """Per-lead ordering for leads known by more than an email or phone: an anonymous visitor's
 ProspectID, and a unique custom field a mapping's ``search_by`` names. Two captures of one
-such lead are sent in the order received, a retried earlier one before the later ones."""
+such lead are sent in the order received, a retried earlier one before the later ones. And
+what a lead is across accounts: one person in two LeadSquared accounts is two leads."""
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +25,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     opened_store,
+    recording_target,
     retried,
     running,
     sandbox_get,
@@ -159,3 +163,105 @@ async def test_a_lead_held_by_an_event_of_a_removed_endpoint_says_so_and_waits_c
     # (less a millisecond: the store keeps times as floats of seconds since 1970)
     assert second.next_attempt_at >= first.next_attempt_at + ABSENT_WAIT - 0.001
     assert fake.steps == ["1"]
+
+
+def _other_account(name: str, url: str) -> str:
+    """A target on ``url`` with keys of its own: another LeadSquared account."""
+    return (
+        f"kind: target\nname: {name}\nurl: {url}\naccess_key: other-access\n"
+        "secret_key: other-secret\nrate_limit: off\n"
+    )
+
+
+async def test_a_person_s_event_to_a_paused_account_holds_back_none_to_another(
+    tmp_path: Path,
+) -> None:
+    """The same person arrives through two endpoints sending to two accounts, the first one's
+    keys refused (its target paused): the second account's event is delivered meanwhile.
+    (It waited behind the paused one, 'waiting for event 1 (same lead)', for as long as the
+    pause lasted: one broken account delayed another.)"""
+    with sandbox_server() as (url, _):
+        config = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            _other_account("other", url),
+            _email_endpoint_yaml("typeform", "other"),
+            _email_endpoint_yaml("zapier", "default"),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            (a,) = await enqueue(store, "typeform", [{"email": "p@example.com", "step": "1"}])
+            docs = [{"email": "P@example.com", "step": "2"}]
+            (b,) = await enqueue(store, "zapier", docs, prefix="z")
+            async with running(config, store):
+                await wait_for(all_in(State.DELIVERED, store, [b]), timeout=30, what="B sent")
+                first = await store.get(a)
+        by_email = "/v2/LeadManagement.svc/Leads.GetByEmailaddress"
+        (lead,) = sandbox_get(url, by_email, emailaddress="p@example.com")
+    assert first is not None and first.state != State.DELIVERED
+    assert "paused" in (first.last_error or "") or first.attempts >= 1
+    assert lead["mx_Step"] == "2"
+
+
+@pytest.mark.parametrize("how", ["same keys", "account name"])
+async def test_two_targets_of_one_account_keep_a_person_s_order(tmp_path: Path, how: str) -> None:
+    """Two targets with the same host and keys, or two users' keys each naming the account
+    (``account: acme``), are one account: the person's event through the second waits for the
+    first's retry, as within one target."""
+    with _fails_first() as (url, fake):
+        if how == "same keys":
+            first, second = target_yaml("default", url), target_yaml("again", url)
+        else:
+            first = target_yaml("default", url) + "account: acme\n"
+            second = _other_account("again", url) + "account: acme\n"
+        config = write_config(
+            tmp_path / "cfg",
+            first,
+            second,
+            _other_account("elsewhere", url),
+            _email_endpoint_yaml("typeform", "default"),
+            _email_endpoint_yaml("zapier", "again"),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            (a,) = await enqueue(store, "typeform", [{"email": "p@example.com", "step": "1"}])
+            docs = [{"email": "p@example.com", "step": "2"}]
+            (b,) = await enqueue(store, "zapier", docs, prefix="z")
+            async with running(config, store):
+                await wait_for(all_in(State.DELIVERED, store, [a, b]), what="delivered")
+    assert fake.steps == ["1", "1", "2"]
+
+
+@pytest.mark.parametrize("change", ["key", "name"])
+async def test_a_target_whose_key_or_name_changed_still_holds_back_its_lead(
+    tmp_path: Path, change: str
+) -> None:
+    """A person's event A failed on target ``default`` and waits for its retry; then the
+    target's access key is rotated (same name), or the target is renamed. B, a later event of
+    that person to the target, waits for A (sent after it, A would overwrite B's newer data
+    when its retry went out): the old target is not another account. (With keys scoped by
+    account, the rotated key made B's keys new ones, and B went first.)"""
+    with recording_target() as (url, target):
+        # A was routed to 'default' by the configuration before; this is the one after.
+        if change == "key":
+            now = _other_account("default", url)
+            elsewhere = _other_account("elsewhere", url)
+        else:
+            now = target_yaml("renamed", url)  # ('default' is now the embedded sandbox)
+            elsewhere = target_yaml("elsewhere", url)
+        after = write_config(
+            tmp_path / "after",
+            now,
+            elsewhere,
+            _email_endpoint_yaml("forms", "default" if change == "key" else "renamed"),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            (a,) = await enqueue(store, "forms", [{"email": "p@example.com", "step": "1"}])
+            (claimed,) = await store.claim(limit=1, lease=60)
+            keys = ["email:p@example.com"]
+            await store.set_route(a, target="default", mapping="forms-map", lead_keys=keys)
+            await store.retry(a, at=time.time() + 3600, error="HTTP 500", lease=claimed.lease)
+            (b,) = await enqueue(
+                store, "forms", [{"email": "p@example.com", "step": "2"}], prefix="b"
+            )
+            async with running(after, store):
+                await wait_for(lambda: _waiting_for(store, b, a), what="B waiting for A")
+    assert target.calls == []

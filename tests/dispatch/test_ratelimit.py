@@ -448,6 +448,18 @@ async def test_the_dispatcher_s_limiter_is_the_shared_one_keyed_by_account(tmp_p
     assert account_of(_target("https://api.leadsquared.com", "u$r-access-key")) != limiter.account
 
 
+def test_targets_naming_one_account_share_its_window_whatever_their_keys() -> None:
+    """Two users' keys of one account, each target saying ``account: acme``, are one window
+    (LeadSquared limits the account); a name of its own is another window, whatever the key."""
+    url = "https://api-in21.leadsquared.com"
+    first = dataclasses.replace(_target(url, "u$r-first"), account="acme")
+    second = dataclasses.replace(_target(url, "u$r-second"), account="acme")
+    other = dataclasses.replace(_target(url, "u$r-first"), account="globex")
+    assert account_of(first) == account_of(second) != account_of(_target(url, "u$r-first"))
+    assert account_of(other) != account_of(first)
+    assert "acme" not in account_of(first)
+
+
 async def test_a_call_of_the_slowest_target_counts_for_every_process(tmp_path: Path) -> None:
     """Two targets on one account, the longest timeout a target may have and a short one: the
     slow one's call in flight counts for the fast one's process too. (A slot said to end past
