@@ -283,21 +283,57 @@ def _subscription_types(r: Reader) -> tuple[str, ...]:
     return types
 
 
+def _placeholders(signed: str) -> list[str] | None:
+    """The placeholders of an hmac ``signed`` template, in order, each as written between
+    its braces (``body``, ``body:x``); None when its braces do not pair."""
+    try:
+        parsed = list(string.Formatter().parse(signed))
+    except ValueError:
+        return None
+    return [
+        field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+        for _, field, spec, conversion in parsed
+        if field is not None
+    ]
+
+
 def _hmac(r: Reader) -> SourceOptions:
     signed = r.text("signed", default="{body}")
-    try:
-        placeholders = {f for _, f, _, _ in string.Formatter().parse(signed) if f is not None}
-    except ValueError:
-        placeholders = {"?"}
+    written = _placeholders(signed)
+    placeholders = set(written) if written is not None else {"?"}
+    usable = False  # (a template with an error gets no warning besides)
     if "body" not in placeholders or placeholders - {"body", "timestamp"}:
         r.error(
             r.get("signed"),
             f"'signed' {signed!r} must hold {{body}} and may hold {{timestamp}}, nothing else; "
             "write it like '{timestamp}.{body}'",
         )
+    elif written is not None and written.count("body") > 1:
+        # The body is put in once, at the first {body}: the others were signed as the text
+        # "{body}", so no delivery verified, each refused with a bare 401.
+        r.error(
+            r.get("signed"),
+            f"'signed' {signed!r} holds {{body}} {written.count('body')} times; a sender signs "
+            "the body once: write it once, where the sender puts it, like '{timestamp}.{body}'",
+        )
+    else:
+        usable = True
     timestamp_header = r.text("timestamp_header")
     if "timestamp" in placeholders and not timestamp_header:
         r.error(r.get("signed"), "'signed' uses {timestamp}; set 'timestamp_header' too")
+    elif timestamp_header and usable and "timestamp" not in placeholders:
+        # Its age is checked, but a delivery recorded on the way verifies under any
+        # timestamp: sent again later with a fresh one, it passes. Not an error: the
+        # header may be all some sender offers, but then the check keeps no replay out.
+        r.warn(
+            r.get("timestamp_header"),
+            f"'timestamp_header' of {r.what} is set, but 'signed' {signed!r} has no "
+            "{timestamp}: the timestamp's age is checked but it is not signed, so a "
+            "delivery captured on the way and sent again with a fresh "
+            f"{timestamp_header} passes; add {{timestamp}} to 'signed' where the sender "
+            "signs it, like '{timestamp}.{body}' (or remove 'timestamp_header' if the "
+            "sender does not sign it)",
+        )
     secret, rotating = _rotated(r, "secret")
     return HmacOptions(
         header=r.text("header", required=True) or "",
