@@ -62,13 +62,16 @@ def key_belongs(parents: tuple[str, ...], key: str) -> bool:
 def config_files(directory: Path) -> list[Path]:
     """The files ``load`` reads, in order (hidden files are left out).
 
-    A symbolic link to nothing is among them, so that reading it reports it.
+    A symbolic link to nothing is among them, and so is a directory given such a name (what
+    a container's bind mount of a file missing on the host makes), so that reading it
+    reports it: left out, its endpoints were missing without a word.
     """
     found = [*directory.glob("*.yaml"), *directory.glob("*.yml")]
     return sorted(
         p
         for p in found
-        if not p.name.startswith(".") and (p.is_file() or (p.is_symlink() and not p.exists()))
+        if not p.name.startswith(".")
+        and (p.is_file() or p.is_dir() or (p.is_symlink() and not p.exists()))
     )
 
 
@@ -82,7 +85,7 @@ def passed_over(directory: Path) -> list[tuple[Path, str]]:
     for path in sorted(directory.iterdir()):
         if path.name.startswith("."):
             continue
-        if path.is_dir():
+        if path.is_dir() and path.suffix not in (".yaml", ".yml"):  # (read, so reported)
             try:
                 listed = list(path.iterdir())
             except OSError:  # not ours to read (lost+found, another user's): nothing to say
@@ -156,6 +159,16 @@ def read_file(path: Path) -> tuple[str | None, int, str]:
                 ),
             )
         return None, 1, "the file went away while it was read; run again"
+    except IsADirectoryError:
+        return (
+            None,
+            1,
+            (
+                "this is a directory, not a file, so nothing in it is read (a container's "
+                "bind mount of a file missing on the host makes one so); put the "
+                "configuration file here in its place, or remove it"
+            ),
+        )
     except PermissionError:
         return (
             None,

@@ -25,6 +25,30 @@ def test_a_dangling_symlink_is_reported(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("inside", [(), ("endpoints.yaml",)])
+def test_a_directory_named_like_a_file_is_an_error(tmp_path: Path, inside: tuple[str, ...]) -> None:
+    """A directory named ``leads.yaml`` (what a container's bind mount of a file missing on
+    the host makes) was passed over without a word: check said ok, and the endpoints meant
+    to be in it were missing, their senders answered 404. Now it is an error at its name,
+    the one problem reported (the YAML files in it are not also named as a subdirectory's),
+    and the check exits 1."""
+    (tmp_path / "a.yaml").write_text(GOOD)
+    (tmp_path / "leads.yaml").mkdir()
+    for name in inside:
+        (tmp_path / "leads.yaml" / name).write_text(GOOD)
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert info.value.issues == [
+        f"{tmp_path}/leads.yaml:1: this is a directory, not a file, so nothing in it is read "
+        "(a container's bind mount of a file missing on the host makes one so); put the "
+        "configuration file here in its place, or remove it"
+    ]
+    assert not [w for w in info.value.warnings if "leads.yaml" in w]
+    done = leadhub_run(["check", str(tmp_path)])
+    assert done.returncode == 1, done.stdout
+    assert f"{tmp_path}/leads.yaml:1: this is a directory, not a file" in done.stdout
+
+
 def test_a_symlink_to_a_file_is_read(tmp_path: Path) -> None:
     """A *.yaml symlink to an existing file is read like the file."""
     (tmp_path / "shared").mkdir()
