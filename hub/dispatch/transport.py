@@ -339,10 +339,26 @@ def _proxy(variable: str, value: str) -> Proxy:
     except ValueError as exc:  # "Invalid IPv6 URL" (an unclosed [): serve ended in a traceback
         msg = f"{variable} is not a proxy URL ({exc}); {fix}"  # (not its text: a password)
         raise ProxySettingError(msg) from None
+    if "@" in text.partition("://")[2] and "@" not in parts.netloc:
+        # user:pa/ss@host: the '/' ends the host part, so "user" was taken for the host and
+        # named in the message, and "pa" for a port that is not a number
+        msg = (
+            f"{variable} is not a proxy URL: a '/', '?' or '#' in its user or password ends "
+            "the host part before the '@'; write it percent-encoded (%2F, %3F, %23), and "
+            "set it to an http:// or https:// proxy (http://user:password@host:port) or "
+            "unset it"
+        )
+        raise ProxySettingError(msg)
     scheme = parts.scheme.lower()
-    shown = f"{scheme}://{parts.hostname or ''}"  # never the credentials
-    if scheme not in PROXY_SCHEMES or not parts.hostname:
-        msg = f"{variable} names the proxy {shown!r}, which the hub cannot send through; {fix}"
+    shown = _shown_proxy(scheme, parts)  # host and port, never the credentials
+    if scheme not in PROXY_SCHEMES:
+        msg = (
+            f"{variable} names the proxy {shown!r}, which the hub cannot send through "
+            f"(it sends through http:// and https:// proxies only, not {scheme}://); {fix}"
+        )
+        raise ProxySettingError(msg)
+    if not parts.hostname:
+        msg = f"{variable} names the proxy {shown!r}, which names no host; {fix}"
         raise ProxySettingError(msg)
     try:
         port = parts.port
@@ -359,6 +375,21 @@ def _proxy(variable: str, value: str) -> Proxy:
         password = urllib.parse.unquote(parts.password or "")
         headers["Proxy-Authorization"] = aiohttp.encode_basic_auth(login, password)
     return Proxy(url, headers)
+
+
+def _shown_proxy(scheme: str, parts: urllib.parse.SplitResult) -> str:
+    """A proxy's URL as a message shows it: its scheme, host and port (a port that is no
+    number left out), never the user or password before them. Not the URL's text after its
+    ``@``: a password holding ``/`` (unescaped) ends the host part early, and its start would
+    be taken for the host and port."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -117,8 +117,15 @@ def test_loopback_is_always_direct(host: str) -> None:
 @pytest.mark.parametrize(
     ("value", "fragment"),
     [
-        ("socks5://ops:hunter2@proxy.corp.example:1080", "'socks5://proxy.corp.example'"),
-        ("http://ops:hunter2@:3128", "'http://'"),
+        (
+            "socks5://ops:hunter2@proxy.corp.example:1080",
+            "'socks5://proxy.corp.example:1080', which the hub cannot send through (it sends "
+            "through http:// and https:// proxies only, not socks5://)",
+        ),
+        ("http://ops:hunter2@:3128", "'http://:3128', which names no host"),
+        # the '/' ended the host part early: "ops" was named as the proxy's host
+        ("http://ops:hunt/er2@proxy.corp.example:3128", "write it percent-encoded (%2F"),
+        ("http://ops:hunt#er2@proxy.corp.example:3128", "write it percent-encoded (%2F"),
         ("http://ops:hunter2@proxy.corp.example:port", "a port that is not a number"),
         ("http://ops:hunter2@[::1", "is not a proxy URL (Invalid IPv6 URL)"),
     ],
@@ -131,7 +138,7 @@ def test_a_proxy_the_hub_cannot_use_is_an_error_without_its_password(
     message = str(info.value)
     assert message.startswith("https_proxy ") and fragment in message
     assert "set it to an http:// or https:// proxy" in message
-    assert "hunter2" not in message and "ops" not in message
+    assert "hunter2" not in message and "ops" not in message and "hunt" not in message
 
 
 async def test_leads_go_through_the_proxy_with_its_credentials(tmp_path: Path) -> None:

@@ -122,7 +122,8 @@ def test_leads_reach_an_https_target_through_the_proxys_tunnel(tmp_path: Path) -
 
 def test_a_proxy_serve_cannot_use_stops_it_with_exit_2(tmp_path: Path) -> None:
     """``ALL_PROXY=socks5://...``: serve (which runs the dispatcher) exits 2 before it
-    listens, naming the variable and the fix, never the password."""
+    listens, naming the variable, the proxy's host and port, why and the fix, never the
+    password; check (which said ok) says the same and exits 1."""
     (tmp_path / "forms.yaml").write_text(CONFIG.format(host=HOST, port=443))
     env = {
         **KEYS,
@@ -133,12 +134,17 @@ def test_a_proxy_serve_cannot_use_stops_it_with_exit_2(tmp_path: Path) -> None:
     args = ["serve", "--config-dir", str(tmp_path), "--port", str(free_port())]
     result = leadhub_run([*args, "--db", f"sqlite:///{tmp_path}/hub.db"], env=env)
     assert result.returncode == 2
-    assert result.stderr.startswith(
-        "leadhub serve: all_proxy names the proxy 'socks5://proxy.corp.example', which the hub "
-        "cannot send through; set it to an http:// or https:// proxy (http://host:port) or "
-        "unset it"
+    said = (
+        "all_proxy names the proxy 'socks5://proxy.corp.example:1080', which the hub cannot "
+        "send through (it sends through http:// and https:// proxies only, not socks5://); "
+        "set it to an http:// or https:// proxy (http://host:port) or unset it"
     )
+    assert result.stderr.startswith(f"leadhub serve: {said}")
     assert "hunter2" not in result.stderr + result.stdout
+    checked = leadhub_run(["check", str(tmp_path)], env=env)
+    assert checked.returncode == 1, checked.stdout
+    assert checked.stdout.splitlines() == [said, f"{tmp_path}: 1 error"]
+    assert "hunter2" not in checked.stdout + checked.stderr
 
 
 def test_a_ca_file_openssl_cannot_read_stops_serve_with_exit_2(tmp_path: Path) -> None:
@@ -159,6 +165,9 @@ def test_a_ca_file_openssl_cannot_read_stops_serve_with_exit_2(tmp_path: Path) -
     assert result.stderr == (
         f"leadhub serve: SSL_CERT_FILE names {missing!r}, which does not exist; {fix}\n"
     )
+    checked = leadhub_run(["check", str(tmp_path)], env={**env, "SSL_CERT_FILE": missing})
+    assert checked.returncode == 1, checked.stdout
+    assert f"SSL_CERT_FILE names {missing!r}, which does not exist; {fix}\n" in checked.stdout
     empty = str(tmp_path / "notes.pem")
     result = leadhub_run(args, env={**env, "SSL_CERT_FILE": empty})
     assert result.returncode == 2, result.stderr
