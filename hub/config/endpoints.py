@@ -544,10 +544,11 @@ def shown_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    for mark in ("?", "#"):
-        if mark in rest:
-            rest = rest.partition(mark)[0] + " (query not shown)"
-            break
+    marks = [place for place in (rest.find("?"), rest.find("#")) if place >= 0]
+    if marks:  # cut at the first: a '?' after a '#' is the fragment's, shown no more
+        cut = min(marks)
+        part = "query" if rest[cut] == "?" else "fragment"
+        rest = f"{rest[:cut]} ({part} not shown)"
     authority, slash, path = rest.partition("/")
     if "@" not in authority:
         return f"{scheme}://{rest}"
@@ -595,6 +596,27 @@ def _api_path_in(url: str, *, shortest: int = 3) -> str | None:
 KEYS_NOT_IN_URL = "LeadSquared takes its keys in access_key and secret_key, sent as headers"
 
 
+def _query_or_fragment(url: str) -> str:
+    """The error for a target ``url`` with a query or a fragment, worded for the one it has
+    first (the fix is one: the host alone, the keys in their own settings)."""
+    fix = (
+        "Write the account's API host alone, like https://api-in21.leadsquared.com, and the "
+        "keys as access_key: ${LSQ_ACCESS_KEY} and secret_key: ${LSQ_SECRET_KEY}"
+    )
+    shown = shown_url(url)
+    if shown.endswith("(fragment not shown)"):
+        return (
+            f"'url' {shown!r} has a fragment (a '#' and what follows): the hub adds "
+            "Lead.Capture's path to the url, which after a '#' would never be sent, so every "
+            f"call would go to the host's root; {KEYS_NOT_IN_URL}, not in the url. {fix}"
+        )
+    return (
+        f"'url' {shown!r} has a query: the hub adds Lead.Capture's path to the url, and a "
+        f"query there would be shown wherever the url is; {KEYS_NOT_IN_URL} (LeadSquared's "
+        f"examples put accessKey and secretKey in the query). {fix}"
+    )
+
+
 def build_target(node: Node, r: Reader) -> Target | None:
     """A :class:`Target` from a ``kind: target`` document, or ``None`` when unusable."""
     name = check_name(r, "target")
@@ -621,16 +643,7 @@ def build_target(node: Node, r: Reader) -> Target | None:
             "https://api-in21.leadsquared.com",
         )
     elif url is not None and any(mark in str(url) for mark in "?#"):
-        r.error(
-            r.get("url"),
-            f"'url' {shown_url(str(url))!r} has a "
-            f"{'query' if '?' in str(url) else 'fragment'}: the hub adds Lead.Capture's path "
-            f"to the url, and a query there would be shown wherever the url is; "
-            f"{KEYS_NOT_IN_URL} (LeadSquared's examples put accessKey and secretKey in the "
-            "query). Write the account's API host alone, like "
-            "https://api-in21.leadsquared.com, and the keys as access_key: ${LSQ_ACCESS_KEY} "
-            "and secret_key: ${LSQ_SECRET_KEY}",
-        )
+        r.error(r.get("url"), _query_or_fragment(str(url)))
     elif url is not None and (named := _api_path_in(str(url))) is not None:
         r.error(
             r.get("url"),

@@ -256,7 +256,11 @@ def test_a_target_url_with_credentials_is_refused_without_showing_them(
         ),
         (
             "https://api-in21.leadsquared.com#k=hunter2",
-            "'https://api-in21.leadsquared.com (query not shown)'",
+            "'https://api-in21.leadsquared.com (fragment not shown)'",
+        ),
+        (  # a '?' after the '#' is the fragment's: cut at the '#'
+            "https://api-in21.leadsquared.com/#k?a=hunter2",
+            "'https://api-in21.leadsquared.com/ (fragment not shown)'",
         ),
     ],
 )
@@ -273,9 +277,14 @@ def test_a_target_url_with_a_query_is_refused_without_showing_it(
     with pytest.raises(ConfigError) as info:
         load(config_dir, env)
     (issue,) = info.value.issues
-    kind = "query" if "?" in url else "fragment"  # (a '#' is no query: said as it is)
+    kind = "fragment" if "#" in url else "query"  # (a '#' is no query: said as it is)
     assert str(issue).startswith(f"{config_dir / 'targets.yml'}:3: 'url' {shown} has a {kind}")
     assert "access_key" in str(issue) and "secret_key" in str(issue)
+    if kind == "fragment":  # worded about the fragment, not about a query it does not have
+        assert "query" not in str(issue).partition(":3: ")[2]
+        assert "after a '#' would never be sent, so every call would go to the host's root" in (
+            str(issue)
+        )
     assert "hunter2" not in str(info.value) and "hunter3" not in str(info.value)
 
 
