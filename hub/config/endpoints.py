@@ -188,9 +188,20 @@ def _read_timeout(r: Reader) -> float:
     return r.duration("read_timeout", DEFAULT_READ_TIMEOUT, "10s")
 
 
+#: A URL's scheme and its ``://``, in any letter case.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def lower_scheme(url: str) -> str:
+    """``url`` with its scheme in lower case (``HTTPS://`` as ``https://``): schemes are
+    case-insensitive (RFC 3986, 3.1), and a url so written was refused as not https://."""
+    found = _SCHEME.match(url)
+    return url if found is None else found.group().lower() + url[found.end() :]
+
+
 def _api_url(r: Reader, key: str, default: str) -> str:
     """An API base URL option: http(s), without its trailing slash."""
-    url = str(r.text(key, default=default))
+    url = lower_scheme(str(r.text(key, default=default)))
     if not url.startswith(("http://", "https://")):
         r.error(r.get(key), f"'{key}' {url!r} must start with https://")
     return url.rstrip("/")
@@ -219,7 +230,13 @@ def _hubspot(r: Reader) -> SourceOptions:
     webhook_url = str(r.text("webhook_url", required=True) or "")
     node = r.get("webhook_url")
     stand_in = node is not None and node.stand_in  # (`try` without the environment)
-    if webhook_url and not stand_in and not webhook_url.startswith(("http://", "https://")):
+    # (any case of the scheme is taken, the url kept as written: it is signed as HubSpot
+    # calls it)
+    if (
+        webhook_url
+        and not stand_in
+        and not lower_scheme(webhook_url).startswith(("http://", "https://"))
+    ):
         r.error(
             node,
             f"'webhook_url' {webhook_url!r} must be the app's target URL as HubSpot calls it, "
@@ -622,6 +639,7 @@ def build_target(node: Node, r: Reader) -> Target | None:
     name = check_name(r, "target")
     r.check_keys(TARGET_KEYS)
     url = r.text("url", required=True)
+    url = lower_scheme(str(url)) if url is not None else None
     if url is not None and not str(url).startswith(("http://", "https://")):
         r.error(
             r.get("url"),
