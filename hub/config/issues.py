@@ -35,6 +35,10 @@ class Issues:
     #: they held past that is unknown, so nothing may be concluded from its absence.
     unread: set[str] = field(default_factory=set)
 
+    #: An issue at line 0 is in no file: an environment variable's (``LEADHUB_SANDBOX_*``),
+    #: ``file`` naming it; its message names the variable, and is shown alone (as
+    #: ``LEADHUB_SANDBOX_ACCESS_KEY:0:`` it looked like a place in a file of that name).
+
     def error(self, file: str, line: int, message: str) -> None:
         self.errors.append((file, line, message))
 
@@ -44,7 +48,9 @@ class Issues:
     @staticmethod
     def _render(items: list[tuple[str, int, str]]) -> list[str]:
         ordered = sorted(enumerate(items), key=lambda pair: (pair[1][0], pair[1][1], pair[0]))
-        return [f"{file}:{line}: {message}" for _, (file, line, message) in ordered]
+        return [
+            f"{file}:{line}: {message}" if line else message for _, (file, line, message) in ordered
+        ]
 
     def error_lines(self) -> list[str]:
         return self._render(self.errors)

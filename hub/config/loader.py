@@ -528,7 +528,8 @@ class _Collector:
             try:
                 self.targets["default"] = sandbox_target(self.environ)
             except UnitError as exc:
-                self.issues.error("LEADHUB_SANDBOX_RATE_LIMIT", 0, str(exc))
+                variable = "LEADHUB_SANDBOX_RATE_LIMIT"
+                self.issues.error(variable, 0, f"{variable}: {exc}")
                 unmade.add("default")
             except SandboxSettingError as exc:
                 self.issues.error(exc.variable, 0, str(exc))

@@ -478,18 +478,20 @@ def test_check_and_try_on_an_unreadable_directory(tmp_path: Path) -> None:
 def test_serve_and_check_refuse_an_empty_embedded_sandbox_key(tmp_path: Path) -> None:
     """``serve`` with an empty LEADHUB_SANDBOX_ACCESS_KEY used to run an embedded sandbox that
     took any call sending an empty key (its leads readable by anyone); now serve exits 2 and
-    check 1, naming the variable, before anything listens."""
+    check 1, naming the variable, before anything listens. Named plainly: it is no file, and
+    ``LEADHUB_SANDBOX_ACCESS_KEY:0:`` read as a place in one."""
     env = {**DEMO_ENV, "LEADHUB_SANDBOX_ACCESS_KEY": ""}
     db = f"sqlite:///{tmp_path / 'hub.db'}"
     result = leadhub_run(
         ["serve", "--config-dir", str(SHIPPED), "--db", db, "--port", "0"], env=env
     )
     assert result.returncode == 2, result.stderr
-    assert "LEADHUB_SANDBOX_ACCESS_KEY:0: LEADHUB_SANDBOX_ACCESS_KEY is empty" in result.stderr
+    assert "\nLEADHUB_SANDBOX_ACCESS_KEY is empty: an empty key" in f"\n{result.stderr}"
+    assert "LEADHUB_SANDBOX_ACCESS_KEY:" not in result.stderr
     assert "hub_ready" not in result.stderr + result.stdout
     result = leadhub_run(["check", str(SHIPPED)], env=env)
     assert result.returncode == 1
-    assert result.stdout.splitlines()[0].startswith("LEADHUB_SANDBOX_ACCESS_KEY:0: ")
+    assert result.stdout.splitlines()[0].startswith("LEADHUB_SANDBOX_ACCESS_KEY is empty: ")
 
 
 @pytest.mark.usefixtures("demo_env")
@@ -499,13 +501,13 @@ def test_a_bad_sandbox_rate_limit_is_one_error(
     """A bad LEADHUB_SANDBOX_RATE_LIMIT is the one error check reports: the mappings that
     send to the default target (the sandbox it would have made) are not also each reported
     as sending to a target 'default' that "is not defined; defined targets: " (nothing), 15
-    false errors on the shipped examples that buried the real one."""
+    false errors on the shipped examples that buried the real one. The variable is named as
+    the sandbox command names it, not as a ``file:0:`` place."""
     monkeypatch.setenv("LEADHUB_SANDBOX_RATE_LIMIT", "fast")
     assert main(["check", str(SHIPPED)]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines == [
-        "LEADHUB_SANDBOX_RATE_LIMIT:0: 'fast' is not a rate limit; write it like '25/5s', "
-        "or 'off'.",
+        "LEADHUB_SANDBOX_RATE_LIMIT: 'fast' is not a rate limit; write it like '25/5s', or 'off'.",
         f"{SHIPPED}: 1 error",
     ]
 
