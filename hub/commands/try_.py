@@ -58,7 +58,7 @@ from typing import Any
 
 from hub.config import ConfigError, load
 from hub.config.issues import did_you_mean
-from hub.config.models import Config
+from hub.config.models import Config, FacebookOptions
 from hub.mapping import CaptureRequest, MappingError, Result, map_document
 from hub.mapping.values import present
 from hub.sources import bodies
@@ -117,8 +117,61 @@ def _results(args: argparse.Namespace) -> tuple[Config, list[tuple[Any, Result]]
         msg = f"unknown endpoint {args.endpoint!r}{maybe}; defined endpoints: {known}"
         raise _Refused(msg)
     document = _read_payload(args.payload, args.content_type)
+    options = config.endpoints[args.endpoint].options
+    if isinstance(options, FacebookOptions) and (named := _leadgen_ids(document)) is not None:
+        raise _Refused(_notification_refused(args.endpoint, options, named))
     mappings = config.mappings_for(args.endpoint)
     return config, [(lead, map_document(mappings, lead)) for lead in _leads(config, args, document)]
+
+
+def _leadgen_ids(document: Any) -> list[str] | None:
+    """The lead ids a Facebook ``leadgen`` notification names, when ``document`` is one (the
+    webhook's body, with its ``entry`` list, or one change's ``value``: a ``leadgen_id``
+    without the Graph lead's ``id``), else None. Such a document holds no answer: the hub
+    reads the lead from the Graph API when it sends it, which try does not, so its mapping
+    found nothing and try said only "required value missing"."""
+    if isinstance(document, dict) and isinstance(document.get("entry"), list):
+        ids = []
+        for entry in document["entry"]:
+            changes = entry.get("changes") if isinstance(entry, dict) else None
+            for change in changes if isinstance(changes, list) else []:
+                if not isinstance(change, dict) or change.get("field") != "leadgen":
+                    continue  # (another page field: no lead, as ingest takes it)
+                value = change.get("value")
+                if isinstance(value, dict) and "leadgen_id" in value:
+                    ids.append(str(value["leadgen_id"]))
+        return ids
+    if isinstance(document, dict) and "leadgen_id" in document and "id" not in document:
+        return [str(document["leadgen_id"])]
+    return None
+
+
+def _notification_refused(endpoint: str, options: FacebookOptions, ids: list[str]) -> str:
+    """Why a Facebook notification cannot be tried, and how to get what can: the lead as
+    Graph returns it, read as the dispatcher reads it (``hub.dispatch.graph``)."""
+    from hub.dispatch.graph import CHANGE_KEYS
+
+    if ids:
+        listed = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
+        named = f"lead {ids[0]}" if len(ids) == 1 else f"{len(ids)} leads ({listed})"
+        why = (
+            f"this is a Facebook leadgen notification (the webhook's body): it names {named} "
+            "but holds none of the answers, which the hub reads from the Graph API when it "
+            "sends the lead; try reads nothing"
+        )
+    else:
+        why = (
+            "this is a Facebook notification (the webhook's body) with no leadgen change "
+            "naming a lead, so it holds no lead to try"
+        )
+    lead_id = ids[0] if ids else "LEADGEN_ID"
+    url = f"{options.graph_url}/{lead_id}?fields={','.join(options.fields)}"
+    return (
+        f"{why}. Try the lead as Graph returns it (the mappings see it with the "
+        f"notification's {', '.join(CHANGE_KEYS)} added where it lacks them): "
+        f"curl -s '{url}&access_token=PAGE_TOKEN' > lead.json (PAGE_TOKEN: a page access "
+        f"token with leads_retrieval), then leadhub try {endpoint} lead.json"
+    )
 
 
 def _leads(config: Config, args: argparse.Namespace, document: Any) -> list[Any]:
