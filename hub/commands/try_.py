@@ -50,6 +50,7 @@ They also still go to standard error, as they did before the field existed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -58,7 +59,14 @@ from typing import Any
 
 from hub.config import ConfigError, load
 from hub.config.issues import did_you_mean
-from hub.config.models import Config, FacebookOptions
+from hub.config.models import (
+    HUBSPOT_OBJECTS,
+    Config,
+    Endpoint,
+    FacebookOptions,
+    HubSpotOptions,
+    LinkedInOptions,
+)
 from hub.mapping import CaptureRequest, MappingError, Result, map_document
 from hub.mapping.values import present
 from hub.sources import bodies
@@ -117,21 +125,74 @@ def _results(args: argparse.Namespace) -> tuple[Config, list[tuple[Any, Result]]
         msg = f"unknown endpoint {args.endpoint!r}{maybe}; defined endpoints: {known}"
         raise _Refused(msg)
     document = _read_payload(args.payload, args.content_type)
-    options = config.endpoints[args.endpoint].options
-    if isinstance(options, FacebookOptions) and (named := _leadgen_ids(document)) is not None:
-        raise _Refused(_notification_refused(args.endpoint, options, named))
+    refused = _notification_refused(args.endpoint, config.endpoints[args.endpoint], document)
+    if refused is not None:
+        raise _Refused(refused)
     mappings = config.mappings_for(args.endpoint)
     return config, [(lead, map_document(mappings, lead)) for lead in _leads(config, args, document)]
 
 
-def _leadgen_ids(document: Any) -> list[str] | None:
-    """The lead ids a Facebook ``leadgen`` notification names, when ``document`` is one (the
-    webhook's body, with its ``entry`` list, or one change's ``value``: a ``leadgen_id``
-    without the Graph lead's ``id``), else None. Such a document holds no answer: the hub
-    reads the lead from the Graph API when it sends it, which try does not, so its mapping
-    found nothing and try said only "required value missing"."""
+@dataclasses.dataclass(frozen=True)
+class _Notice:
+    """A thin notification given to try (:func:`_notification_refused`)."""
+
+    what: str  # "a LinkedIn lead notification"
+    named: str  # what it names: "lead 12", "3 leads (...)", "" for none
+    command: str  # how to read the (first) lead as the dispatcher does
+    keys: list[str]  # the notification's keys the hub adds to the lead where it lacks them
+    token: str  # the credential the command needs
+
+
+def _notification_refused(endpoint: str, settings: Endpoint, document: Any) -> str | None:
+    """Why ``document`` cannot be tried on ``endpoint`` when it is the thin notification of
+    a lead read from an API (Facebook's, LinkedIn's, a HubSpot app's), and how to get what
+    can be: the lead as the API returns it, read as the dispatcher reads it, with the
+    notification's keys the hub adds to it. None for any other document. Tried as a lead, a
+    notification found nothing, and try said only "required value missing", as if the
+    mapping were wrong (for HubSpot's array of events, to give the endpoint a split it may
+    not have)."""
+    options = settings.options
+    notice: _Notice | None = None
+    if isinstance(options, FacebookOptions):
+        notice = _facebook_notice(options, document)
+    elif isinstance(options, LinkedInOptions):
+        notice = _linkedin_notice(options, document)
+    elif isinstance(options, HubSpotOptions):
+        notice = _hubspot_notice(options, document)
+    if notice is None:
+        return None
+    if not notice.named:
+        return (
+            f"this is {notice.what} (the webhook's body) naming no lead, so it holds no lead "
+            "to try; try a lead as the API returns it"
+        )
+    return (
+        f"this is {notice.what} (the webhook's body): it names {notice.named} but holds none "
+        "of its values, which the hub reads from the API when it sends the lead; try reads "
+        f"nothing. Try the lead as the API returns it: {notice.command} > lead.json "
+        f"({notice.token}), with the notification's {', '.join(notice.keys)} added where it "
+        f"lacks them (as the hub adds them; a match may need them), then leadhub try "
+        f"{endpoint} lead.json"
+    )
+
+
+def _listed(ids: list[str], one: str, many: str) -> str:
+    """``lead 12``, or ``3 leads (12, 13, 14)`` (at most three ids shown); "" for none."""
+    ids = list(dict.fromkeys(ids))  # (one object named by several events: once)
+    if not ids:
+        return ""
+    if len(ids) == 1:
+        return f"{one} {ids[0]}"
+    return f"{len(ids)} {many} ({', '.join(ids[:3])}{', ...' if len(ids) > 3 else ''})"
+
+
+def _facebook_notice(options: FacebookOptions, document: Any) -> _Notice | None:
+    """A Facebook ``leadgen`` notification: the webhook's body (its ``entry`` list), or one
+    change's ``value`` (a ``leadgen_id`` without the Graph lead's ``id``)."""
+    from hub.dispatch.graph import CHANGE_KEYS
+
     if isinstance(document, dict) and isinstance(document.get("entry"), list):
-        ids = []
+        values = []
         for entry in document["entry"]:
             changes = entry.get("changes") if isinstance(entry, dict) else None
             for change in changes if isinstance(changes, list) else []:
@@ -139,38 +200,71 @@ def _leadgen_ids(document: Any) -> list[str] | None:
                     continue  # (another page field: no lead, as ingest takes it)
                 value = change.get("value")
                 if isinstance(value, dict) and "leadgen_id" in value:
-                    ids.append(str(value["leadgen_id"]))
-        return ids
-    if isinstance(document, dict) and "leadgen_id" in document and "id" not in document:
-        return [str(document["leadgen_id"])]
-    return None
-
-
-def _notification_refused(endpoint: str, options: FacebookOptions, ids: list[str]) -> str:
-    """Why a Facebook notification cannot be tried, and how to get what can: the lead as
-    Graph returns it, read as the dispatcher reads it (``hub.dispatch.graph``)."""
-    from hub.dispatch.graph import CHANGE_KEYS
-
-    if ids:
-        listed = ", ".join(ids[:3]) + (", ..." if len(ids) > 3 else "")
-        named = f"lead {ids[0]}" if len(ids) == 1 else f"{len(ids)} leads ({listed})"
-        why = (
-            f"this is a Facebook leadgen notification (the webhook's body): it names {named} "
-            "but holds none of the answers, which the hub reads from the Graph API when it "
-            "sends the lead; try reads nothing"
-        )
+                    values.append(value)
+    elif isinstance(document, dict) and "leadgen_id" in document and "id" not in document:
+        values = [document]
     else:
-        why = (
-            "this is a Facebook notification (the webhook's body) with no leadgen change "
-            "naming a lead, so it holds no lead to try"
-        )
-    lead_id = ids[0] if ids else "LEADGEN_ID"
-    url = f"{options.graph_url}/{lead_id}?fields={','.join(options.fields)}"
-    return (
-        f"{why}. Try the lead as Graph returns it (the mappings see it with the "
-        f"notification's {', '.join(CHANGE_KEYS)} added where it lacks them): "
-        f"curl -s '{url}&access_token=PAGE_TOKEN' > lead.json (PAGE_TOKEN: a page access "
-        f"token with leads_retrieval), then leadhub try {endpoint} lead.json"
+        return None
+    ids = [str(value["leadgen_id"]) for value in values]
+    url = f"{options.graph_url}/{ids[0] if ids else 'LEADGEN_ID'}"
+    return _Notice(
+        what="a Facebook leadgen notification",
+        named=_listed(ids, "lead", "leads"),
+        command=f"curl -s '{url}?fields={','.join(options.fields)}&access_token=PAGE_TOKEN'",
+        keys=[key for key in CHANGE_KEYS if values and key in values[0]],
+        token="PAGE_TOKEN: a page access token with leads_retrieval",
+    )
+
+
+def _linkedin_notice(options: LinkedInOptions, document: Any) -> _Notice | None:
+    """A LinkedIn lead notification of a lead created: a ``leadGenFormResponse`` URN, no
+    ``formResponse``. (One of a lead deleted is what its mappings see: there is no response
+    to read, and a ``skip_if`` on its ``leadAction`` is tried on it.)"""
+    from hub.dispatch.linkedin import response_id
+    from hub.sources.linkedin import CREATED, lead_action
+
+    if not isinstance(document, dict) or "formResponse" in document:
+        return None
+    urn = document.get("leadGenFormResponse")
+    if not isinstance(urn, str) or lead_action(document) != CREATED:
+        return None
+
+    return _Notice(
+        what="a LinkedIn lead notification",
+        named=f"form response {urn}",
+        command=(
+            f"curl -s '{options.api_url}/leadFormResponses/{response_id(urn)}' -H "
+            f"'Authorization: Bearer ACCESS_TOKEN' -H 'LinkedIn-Version: "
+            f"{options.api_version}' -H 'X-Restli-Protocol-Version: 2.0.0'"
+        ),
+        keys=list(document),
+        token="ACCESS_TOKEN: the endpoint's access_token",
+    )
+
+
+def _hubspot_notice(options: HubSpotOptions, document: Any) -> _Notice | None:
+    """A HubSpot app's delivery: an array of events (or one event), each naming a CRM
+    object by ``subscriptionType`` and ``objectId``, none holding its ``properties``."""
+    events = document if isinstance(document, list) else [document]
+    named = [
+        event
+        for event in events
+        if isinstance(event, dict) and "subscriptionType" in event and "objectId" in event
+    ]
+    if not named or any(isinstance(event, dict) and "properties" in event for event in events):
+        return None
+    kind = str(named[0]["subscriptionType"]).partition(".")[0]
+    ids = [str(event["objectId"]) for event in named]
+    path = HUBSPOT_OBJECTS.get(kind, "contacts")
+    return _Notice(
+        what="a HubSpot webhook delivery",
+        named=_listed(ids, f"{kind} object", "objects"),
+        command=(
+            f"curl -s '{options.api_url}/crm/v3/objects/{path}/{ids[0]}?properties="
+            f"{','.join(options.properties)}' -H 'Authorization: Bearer ACCESS_TOKEN'"
+        ),
+        keys=list(named[0]),
+        token="ACCESS_TOKEN: the endpoint's access_token",
     )
 
 

@@ -1,4 +1,5 @@
-"""``leadhub try`` given a Facebook leadgen notification rather than the lead it names."""
+"""``leadhub try`` given a thin notification (Facebook's, LinkedIn's, a HubSpot app's) rather
+than the lead it names, which the hub reads from an API when it sends it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mappings.cases import ROOT, SHIPPED
+from tests.mappings.cases import DEMO_ENV, ROOT, SHIPPED
 from tests.support.server import leadhub_run
 
 FIXTURES = ROOT / "tests" / "fixtures" / "facebook"
@@ -30,11 +31,13 @@ def test_a_notification_says_what_try_needs() -> None:
     assert done.stdout == ""
     assert done.stderr.startswith(
         "error: this is a Facebook leadgen notification (the webhook's body): it names lead "
-        "1287634509812345 but holds none of the answers, which the hub reads from the Graph "
-        "API when it sends the lead; try reads nothing. Try the lead as Graph returns it"
+        "1287634509812345 but holds none of its values, which the hub reads from the API when "
+        "it sends the lead; try reads nothing. Try the lead as the API returns it: "
+        f"curl -s '{GRAPH}' > lead.json (PAGE_TOKEN: a page access token with "
+        "leads_retrieval), with the notification's page_id, form_id, ad_id, adgroup_id, "
+        "leadgen_id, created_time added where it lacks them"
     )
-    assert f"curl -s '{GRAPH}' > lead.json" in done.stderr
-    assert "then leadhub try facebook lead.json" in done.stderr
+    assert done.stderr.endswith("then leadhub try facebook lead.json\n")
     assert "required value missing" not in done.stderr
 
 
@@ -46,7 +49,10 @@ def test_a_notification_says_what_try_needs() -> None:
             json.loads((FIXTURES / "leadgen_notification_batched_mixed_types.json").read_text()),
             "it names 3 leads (1287634509898765, 1287634509800001, 5412398761234567)",
         ),
-        ({"entry": [{"changes": [{"field": "feed", "value": {}}]}]}, "with no leadgen change"),
+        (
+            {"entry": [{"changes": [{"field": "feed", "value": {}}]}]},
+            "naming no lead, so it holds no lead to try",
+        ),
     ],
 )
 def test_a_notification_or_its_change_is_refused_in_json_too(
@@ -61,12 +67,57 @@ def test_a_notification_or_its_change_is_refused_in_json_too(
     assert done.returncode == 1
     answer = json.loads(done.stdout)
     assert answer["status"] == "error" and answer["mapping"] is None
-    assert says in answer["reason"] and "Try the lead as Graph returns it" in answer["reason"]
+    assert says in answer["reason"]
+    assert "lead as the API returns it" in answer["reason"]
 
 
-def test_the_lead_graph_returns_is_still_tried() -> None:
-    """The control: the lead as Graph returns it maps as before."""
-    payload = FIXTURES / "graph_lead_full_fields.json"
-    done = leadhub_run(["try", "facebook", str(payload), "--config-dir", str(SHIPPED)])
+@pytest.mark.parametrize(
+    ("endpoint", "payload", "says"),
+    [
+        (
+            "linkedin",
+            "linkedin/lead_notification.json",
+            "this is a LinkedIn lead notification (the webhook's body): it names form response "
+            "urn:li:leadGenFormResponse:6f1c2b3a-4d5e-4f60-8a71-b2c3d4e5f607-3 but holds none "
+            "of its values, which the hub reads from the API when it sends the lead; try reads "
+            "nothing. Try the lead as the API returns it: curl -s "
+            "'https://api.linkedin.com/rest/leadFormResponses/"
+            "6f1c2b3a-4d5e-4f60-8a71-b2c3d4e5f607-3' -H 'Authorization: Bearer ACCESS_TOKEN' "
+            "-H 'LinkedIn-Version: ",
+        ),
+        (
+            # an array of events: try advised a split: $[*] that a hubspot endpoint may not have
+            "hubspot-crm",
+            "hubspot/app_events.json",
+            "this is a HubSpot webhook delivery (the webhook's body): it names contact object "
+            "96027715412 but holds none of its values, which the hub reads from the API when it "
+            "sends the lead; try reads nothing. Try the lead as the API returns it: curl -s "
+            "'https://api.hubapi.com/crm/v3/objects/contacts/96027715412?properties=email,",
+        ),
+    ],
+)
+def test_other_thin_notifications_say_what_try_needs(
+    endpoint: str, payload: str, says: str
+) -> None:
+    """LinkedIn's and a HubSpot app's notifications are as thin as Facebook's: the same."""
+    args = ["try", endpoint, str(ROOT / "tests" / "fixtures" / payload)]
+    done = leadhub_run([*args, "--config-dir", str(SHIPPED)], env=DEMO_ENV)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: {says}")
+    assert "split" not in done.stderr and "required value missing" not in done.stderr
+    assert done.stderr.endswith(f"then leadhub try {endpoint} lead.json\n")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "payload"),
+    [
+        ("facebook", "facebook/graph_lead_full_fields.json"),
+        ("hubspot-crm", "hubspot/crm_contact.json"),
+    ],
+)
+def test_the_lead_the_api_returns_is_still_tried(endpoint: str, payload: str) -> None:
+    """The control: the lead as the API returns it is mapped as before."""
+    args = ["try", endpoint, str(ROOT / "tests" / "fixtures" / payload)]
+    done = leadhub_run([*args, "--config-dir", str(SHIPPED)], env=DEMO_ENV)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("mapping: facebook-lead-ads -> target: default\n")
+    assert done.stdout.startswith("mapping: ")
