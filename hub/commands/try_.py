@@ -20,6 +20,9 @@ Runs the document (as the endpoint's mappings see it, after any enrichment such
 as Facebook's Graph lookup) through matching and mapping: no network, no queue.
 Prints the exact Lead.Capture request (URL without keys, query, JSON body) or why
 it would be skipped, unmatched or fail. Exit 0 when it would be sent, 1 when not.
+A thin notification (a Facebook leadgen one, a LinkedIn one of a lead created, a
+HubSpot app's events) holds no lead to map: it is refused (exit 1) with how to read the
+lead it names as the dispatcher does, the API's URL and the keys the hub adds to it.
 ``PAYLOAD`` may be ``-`` for standard input. It is read exactly as ingest reads a JSON
 body (``hub.sources.bodies.parse_json``): integers beyond 64 bits become text, and what
 ingest answers 400 (not JSON, NaN, 1e400, nested more than 200 levels deep) is refused
@@ -228,7 +231,6 @@ def _linkedin_notice(options: LinkedInOptions, document: Any) -> _Notice | None:
     urn = document.get("leadGenFormResponse")
     if not isinstance(urn, str) or lead_action(document) != CREATED:
         return None
-
     return _Notice(
         what="a LinkedIn lead notification",
         named=f"form response {urn}",
