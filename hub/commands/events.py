@@ -198,11 +198,25 @@ def lease_expired(event: Listed, now: float) -> bool | None:
 CREDENTIALS = GoogleSource.credential_fields
 
 
+def next_at(event: Listed) -> float | None:
+    """When ``event`` is tried next (queued, retrying) or its lease ends (sending); None for
+    a finished event, which is tried no more: its next_attempt_at is what was left over
+    (the lease of its last try), which read as a try to come."""
+    if event.state in WAITING or event.state is State.SENDING:
+        return event.next_attempt_at
+    return None
+
+
 def as_json(event: Listed, now: float) -> dict[str, Any]:
     """The fields of ``event`` a script wants (no raw body; the document is included).
 
+    ``next_attempt_at`` is null for a finished event (as the table's NEXT is empty).
     ``due`` and ``lease_expired`` are as of ``now`` (the listing's time): whether a waiting
-    event may be tried, whether a sending one's lease has run out; null in other states."""
+    event may be tried, whether a sending one's lease has run out; null in other states.
+    ``requeued_at``: the last ``leadhub replay`` of it (its give-up clock counts from
+    there), null if never; ``enrichment``: what the hub read from the sender's API for it
+    (Facebook's Graph lead, LinkedIn's form response, HubSpot's object), which its
+    mapping saw, null if none (yet)."""
     return {
         "id": event.id,
         "received_at": iso(event.received_at),
@@ -210,7 +224,7 @@ def as_json(event: Listed, now: float) -> dict[str, Any]:
         "delivery_id": event.delivery_id,
         "state": event.state.value,
         "attempts": event.attempts,
-        "next_attempt_at": iso(event.next_attempt_at),
+        "next_attempt_at": iso(next_at(event)),
         "due": due(event, now),
         "lease_expired": lease_expired(event, now),
         "target": event.target,
@@ -219,7 +233,9 @@ def as_json(event: Listed, now: float) -> dict[str, Any]:
         "lead_created": event.lead_created,
         "last_error": event.last_error,
         "updated_at": iso(event.updated_at),
+        "requeued_at": iso(event.requeued_at),
         "document": redact_fields(event.document, CREDENTIALS),
+        "enrichment": redact_fields(event.enrichment, CREDENTIALS),
     }
 
 

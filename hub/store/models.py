@@ -160,9 +160,10 @@ class Event:
 @dataclass(frozen=True, slots=True)
 class Listed:
     """An event as ``leadhub events`` shows it (:meth:`EventStore.list_page`): the fields it
-    prints, without the raw body, headers, enrichment and lead keys that it never shows.
+    prints, without the raw body, headers and lead keys that it never shows.
 
-    ``document`` is the event's document when the page was asked for with ``documents``
+    ``document`` and ``enrichment`` are the event's document and what enrichment fetched
+    (Facebook's Graph lead, say) when the page was asked for with ``documents``
     (``--json``), else None.
     """
 
@@ -179,13 +180,22 @@ class Listed:
     lead_created: bool | None
     last_error: str | None
     updated_at: float
+    #: When ``leadhub replay`` last put the event back in the queue; None if never.
+    requeued_at: float | None = None
     document: Any = None
+    enrichment: Any = None
 
     @classmethod
     def of(cls, event: Event, *, documents: bool = True) -> Listed:
-        """What ``leadhub events`` shows of ``event`` (its document when ``documents``)."""
-        shown = {f.name: getattr(event, f.name) for f in fields(cls) if f.name != "document"}
-        return cls(**shown, document=event.document if documents else None)
+        """What ``leadhub events`` shows of ``event`` (its document and enrichment when
+        ``documents``)."""
+        large = ("document", "enrichment")
+        shown = {f.name: getattr(event, f.name) for f in fields(cls) if f.name not in large}
+        return cls(
+            **shown,
+            document=event.document if documents else None,
+            enrichment=event.enrichment if documents else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -119,7 +119,8 @@ def event_of(r: Columns) -> Event:
 
 def listed_of(r: Columns) -> Listed:
     """The :class:`Listed` of one ``list_page`` row (both backends: the same columns). Its
-    document: the stored one, else the body's when the body was read, else None."""
+    document: the stored one, else the body's when the body was read, else None; its
+    enrichment when it was read (only with the documents)."""
     document = None
     if r[13] is not None:
         document = orjson.loads(r[13])
@@ -139,7 +140,9 @@ def listed_of(r: Columns) -> Listed:
         lead_created=None if r[10] is None else bool(r[10]),
         last_error=r[11],
         updated_at=float(r[12]),
+        requeued_at=None if r[16] is None else float(r[16]),
         document=document,
+        enrichment=None if r[17] is None else orjson.loads(r[17]),
     )
 
 

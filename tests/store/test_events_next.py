@@ -100,7 +100,8 @@ def test_the_table_shows_when_each_event_is_tried_next(
 def test_json_says_whether_due_and_whether_the_lease_ran_out(
     made: tuple[str, dict[str, tuple[int, float]]], capsys: Cap
 ) -> None:
-    """--json keeps next_attempt_at and adds ``due`` (queued, retrying) and
+    """--json keeps next_attempt_at where it means something (null for a delivered event,
+    whose leftover lease end read as a try to come) and adds ``due`` (queued, retrying) and
     ``lease_expired`` (sending), each null in the states it does not apply to."""
     url, events = made
     capsys.readouterr()  # the store's log lines
@@ -117,7 +118,7 @@ def test_json_says_whether_due_and_whether_the_lease_ran_out(
     }
     at = {name: iso(when) for name, (_, when) in events.items()}
     assert facts == {
-        "delivered": ("delivered", at["delivered"], None, None),
+        "delivered": ("delivered", None, None, None),
         "retry_later": ("retrying", at["retry_later"], False, None),
         "retry_due": ("retrying", at["retry_due"], True, None),
         "live_lease": ("sending", at["live_lease"], None, False),
@@ -152,3 +153,70 @@ def test_a_queued_event_is_due_from_its_arrival(hub_db_url: str, capsys: Cap) ->
         True,
         None,
     )
+
+
+#: A Graph lead as Facebook's enrichment stores it (hub.dispatch.graph).
+GRAPH_LEAD = {
+    "id": "444444444",
+    "created_time": "2026-11-30T10:00:00+0000",
+    "field_data": [{"name": "email", "values": ["ana@example.com"]}],
+}
+
+
+def test_json_shows_the_replay_time_and_the_enrichment(hub_db_url: str, capsys: Cap) -> None:
+    """--json shows what the hub read for an event (Facebook's Graph lead, which its mapping
+    saw) and when ``leadhub replay`` last requeued it; both null for an event with neither,
+    and a finished event's next_attempt_at is null, whatever lease its last try left."""
+
+    async def go() -> tuple[int, int]:
+        store = open_store(hub_db_url)
+        await store.open()
+        try:
+            (fb,) = await store.enqueue(delivery("leadgen-1", endpoint="facebook"))
+            (plain,) = await store.enqueue(delivery("plain-1"))
+            (claimed, _) = await store.claim(limit=2, lease=60)
+            assert claimed.id == fb.id
+            await store.set_enrichment(fb.id, GRAPH_LEAD)
+            await store.dead(fb.id, error="MXInvalidEmailException")
+            await store.dead(plain.id, error="MXInvalidEmailException")
+            return fb.id, plain.id
+        finally:
+            await store.close()
+
+    fb, plain = asyncio.run(go())
+    capsys.readouterr()  # the store's log lines
+    before = time.time()
+    assert main(["replay", "--db", hub_db_url, "--id", str(fb)], environ={}) == 0
+    after = time.time()
+    capsys.readouterr()
+    assert main(["events", "--db", hub_db_url, "--json"], environ={}) == 0
+    listed = {o["id"]: o for o in map(orjson.loads, capsys.readouterr().out.splitlines())}
+    assert listed[fb]["state"] == "queued"
+    assert listed[fb]["enrichment"] == GRAPH_LEAD  # kept by the replay: not read again
+    assert iso(before - 1) <= listed[fb]["requeued_at"] <= iso(after + 1)
+    # --id reads the event whole (store.get), not a page: the same fields
+    assert main(["events", "--db", hub_db_url, "--json", "--id", str(fb)], environ={}) == 0
+    assert orjson.loads(capsys.readouterr().out) == listed[fb]
+    assert (listed[plain]["state"], listed[plain]["next_attempt_at"]) == ("dead", None)
+    assert (listed[plain]["enrichment"], listed[plain]["requeued_at"]) == (None, None)
+    # the names scripts read are all still there, the new ones beside them
+    assert list(listed[plain]) == [
+        "id",
+        "received_at",
+        "endpoint",
+        "delivery_id",
+        "state",
+        "attempts",
+        "next_attempt_at",
+        "due",
+        "lease_expired",
+        "target",
+        "mapping",
+        "lead_id",
+        "lead_created",
+        "last_error",
+        "updated_at",
+        "requeued_at",
+        "document",
+        "enrichment",
+    ]

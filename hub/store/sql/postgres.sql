@@ -380,11 +380,13 @@ LIMIT $3;
 -- name: list_page
 -- A page of `leadhub events`, newest first: ids up to $5 (keyset pagination: the primary
 -- key's range is where the scan starts, however deep the page), only the columns it
--- prints. The body (for a document that is the body) only with $6, and only when needed.
+-- prints. The body (for a document that is the body) only with $6, and only when needed;
+-- the enrichment (the lead an API read fetched) only with $6.
 SELECT e.id, e.endpoint, e.delivery_id, d.received_at, e.state, e.attempts,
        e.next_attempt_at, e.target, e.mapping, e.lead_id, e.lead_created, e.last_error,
        e.updated_at, CASE WHEN $6::boolean THEN e.document END,
-       CASE WHEN $6::boolean AND e.document IS NULL THEN d.body END, d.body_format
+       CASE WHEN $6::boolean AND e.document IS NULL THEN d.body END, d.body_format,
+       e.requeued_at, CASE WHEN $6::boolean THEN e.enrichment END
 FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
 WHERE e.id <= $5::bigint
   AND ($1::text IS NULL OR e.state = $1) AND ($2::text IS NULL OR e.endpoint = $2)

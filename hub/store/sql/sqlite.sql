@@ -434,11 +434,13 @@ LIMIT :limit;
 -- name: list_page
 -- A page of `leadhub events`, newest first: ids up to :upto (keyset pagination: the rowid
 -- range is where the scan starts, however deep the page), only the columns it prints. The
--- body (for a document that is the body) only with :documents, and only when needed.
+-- body (for a document that is the body) only with :documents, and only when needed; the
+-- enrichment (the lead an API read fetched) only with :documents.
 SELECT e.id, e.endpoint, e.delivery_id, d.received_at, e.state, e.attempts,
        e.next_attempt_at, e.target, e.mapping, e.lead_id, e.lead_created, e.last_error,
        e.updated_at, CASE WHEN :documents THEN e.document END,
-       CASE WHEN :documents AND e.document IS NULL THEN d.body END, d.body_format
+       CASE WHEN :documents AND e.document IS NULL THEN d.body END, d.body_format,
+       e.requeued_at, CASE WHEN :documents THEN e.enrichment END
 FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
 WHERE e.id <= :upto
   AND (:state IS NULL OR e.state = :state) AND (:endpoint IS NULL OR e.endpoint = :endpoint)
