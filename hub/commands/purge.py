@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hub import logs
 from hub.cli import given_as, variable_of
-from hub.store.base import EventStore
-from hub.store.commands import endpoint_unknown, fail, listing, plural, run_with_store, utc
-from hub.store.models import PURGED_BY_DEFAULT, State
+from hub.store.base import EventStore, StoreError
+from hub.store.commands import (
+    EXIT_FAILED,
+    endpoint_unknown,
+    fail,
+    listing,
+    plural,
+    run_with_store,
+    utc,
+)
+from hub.store.models import PURGED_BY_DEFAULT, Purged, State
 from hub.store.retention import SENDER_RETRIES
 from hub.units import UnitError, parse_duration
 
@@ -32,14 +41,29 @@ def run(args: argparse.Namespace) -> int:
     async def action(store: EventStore) -> int:
         # an age reaching before 1970 takes nothing (and has no date to print)
         before = max(0.0, store.clock.time() - age)
-        purged = await store.purge(
-            before=before, states=states, endpoint=args.endpoint, dry_run=args.dry_run
-        )
-        if not purged.events:
-            await endpoint_unknown("purge", store, args.endpoint)
         what = f"{names} events last changed before {utc(before)} UTC"
         if args.endpoint:
             what += f" on endpoint {args.endpoint!r}"
+        done = Purged(events=0, deliveries=0)
+
+        def step(purged: Purged) -> None:
+            nonlocal done
+            done = Purged(done.events + purged.events, done.deliveries + purged.deliveries)
+
+        try:
+            purged = await store.purge(
+                before=before,
+                states=states,
+                endpoint=args.endpoint,
+                dry_run=args.dry_run,
+                on_step=step,
+            )
+        except StoreError as exc:
+            if args.dry_run:
+                raise
+            return stopped(exc, done, what)
+        if not purged.events:
+            await endpoint_unknown("purge", store, args.endpoint)
         if args.dry_run:
             print(f"Would purge {purged.events} {plural(purged.events, 'event')}: {what}.")
         else:
@@ -52,4 +76,26 @@ def run(args: argparse.Namespace) -> int:
 
     return run_with_store(
         "purge", args.db, action, reads_only=bool(args.dry_run), variable=variable_of(args, "db")
+    )
+
+
+def stopped(exc: StoreError, done: Purged, what: str) -> int:
+    """A purge the store stopped part way (a full disk, say): its error, then a last line
+    saying what the steps before it purged, which stay purged. The error alone left the
+    operator of a full disk to guess whether anything went (the ``purge_stopped`` log line
+    says, but it came after the error, among others)."""
+    logs.flush()  # the store's lines (store_write_failed, purge_stopped) before these
+    fail("purge", str(exc), EXIT_FAILED)
+    if not done.events:
+        said = f"stopped: purged nothing ({what}); the same command again, once the store "
+        return fail("purge", said + "can be written, purges them.", EXIT_FAILED)
+    went = (
+        f"{done.events} {plural(done.events, 'event')} and "
+        f"{done.deliveries} {plural(done.deliveries, 'delivery', 'deliveries')}"
+    )
+    return fail(
+        "purge",
+        f"stopped part way: purged {went} before the error ({what}); they stay purged, and "
+        "the same command again, once the store can be written, purges the rest.",
+        EXIT_FAILED,
     )
