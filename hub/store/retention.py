@@ -2,7 +2,8 @@
 
 ``leadhub serve --purge-after 30d`` deletes delivered and skipped events 30 days after
 their last change (:meth:`hub.store.base.EventStore.purge`), once at start and then every
-:data:`PURGE_EVERY` seconds, from every process that runs the dispatcher. Without it the
+:data:`PURGE_EVERY` seconds (sooner after a round the store failed: :class:`Schedule`),
+from every process that runs the dispatcher. Without it the
 store keeps every event; ``leadhub purge`` does the same on demand.
 
 A purged event's delivery id is forgotten, so a sender retrying that delivery later would
@@ -30,6 +31,40 @@ from hub.web.metrics import app_registry
 SENDER_RETRIES = 3 * 86400.0
 #: Seconds between two automatic purges.
 PURGE_EVERY = 3600.0
+#: Seconds to the next try after a round the store failed (a full disk, a write lock held
+#: too long, a database down), twice as many after each further such round that purged
+#: nothing, up to :data:`PURGE_EVERY`: a full disk stops a purge after a step or two, and the
+#: next step, an hour later, was what would have made room for the webhooks meanwhile
+#: refused (a round after the store checkpointed its log purges a step or more again).
+RETRY_FIRST = 60.0
+
+
+class Schedule:
+    """When the next automatic purge comes: :data:`PURGE_EVERY` after a round that ended,
+    sooner after one the store failed (:data:`RETRY_FIRST`, doubled for each failed round
+    in a row that purged nothing; a failed round that purged something is making headway,
+    and the next comes as soon again). Bounded: never sooner than ``retry``, never later
+    than ``every``."""
+
+    def __init__(self, *, every: float = PURGE_EVERY, retry: float = RETRY_FIRST) -> None:
+        self.every = every
+        self.retry = min(retry, every)
+        #: Failed rounds in a row since the last that purged something or ended.
+        self.failed = 0
+        #: Seconds from the end of the last round to the next.
+        self.wait = every
+
+    def ended(self) -> None:
+        """The round ran to its end: the next in ``every``."""
+        self.failed = 0
+        self.wait = self.every
+
+    def failed_after(self, went: int) -> float:
+        """The store failed the round after ``went`` events: the next one soon, as above;
+        returns how soon."""
+        self.failed = 1 if went else self.failed + 1
+        self.wait = min(self.every, self.retry * 2 ** min(self.failed - 1, 30))
+        return self.wait
 
 
 def parse_retention(text: str) -> float:
@@ -48,14 +83,19 @@ def parse_retention(text: str) -> float:
     return seconds
 
 
-async def purge_now(store: EventStore, *, keep: float, clock: Clock) -> int:
+async def purge_now(
+    store: EventStore, *, keep: float, clock: Clock, schedule: Schedule | None = None
+) -> int:
     """One automatic purge: delivered and skipped events older than ``keep``; how many went.
 
-    A store failure is logged and the next round tries again; the steps committed before
-    it stay done and are counted (a purge that failed after deleting thousands of events
-    counted none, and ``leadhub_events_purged_total`` fell short of what went). So is an
-    unexpected error (a bug), with its traceback: it must not end the hourly rounds.
+    A store failure is logged and the next round tries again, soon (``schedule``: when,
+    logged as ``next_try_in``); the steps committed before it stay done and are counted (a
+    purge that failed after deleting thousands of events counted none, and
+    ``leadhub_events_purged_total`` fell short of what went). So is an unexpected error (a
+    bug), with its traceback: it must not end the hourly rounds (nor, a bug being no
+    outage, make them come sooner).
     """
+    schedule = schedule or Schedule()
     went = 0
 
     def step(purged: Purged) -> None:
@@ -65,17 +105,26 @@ async def purge_now(store: EventStore, *, keep: float, clock: Clock) -> int:
     try:
         await store.purge(before=clock.time() - keep, on_step=step)
     except StoreError as exc:
-        log().warning("purge_failed", error=str(exc))
+        soon = schedule.failed_after(went)
+        log().warning("purge_failed", error=str(exc), purged=went, next_try_in=soon)
+        return went
     except Exception as exc:  # a bug: say so, and keep the rounds going
         log().exception("purge_failed", error=repr(exc))
+    schedule.ended()
     return went
 
 
 def retention_lifespan(
-    *, store: EventStore, clock: Clock, keep: float, every: float = PURGE_EVERY
+    *,
+    store: EventStore,
+    clock: Clock,
+    keep: float,
+    every: float = PURGE_EVERY,
+    retry: float = RETRY_FIRST,
 ) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     """A ``hub.web.app`` lifespan hook purging old events while the app runs (list it after
-    the store's hook). ``leadhub_events_purged_total`` counts what it deleted."""
+    the store's hook): every ``every`` seconds, sooner after a round the store failed
+    (:class:`Schedule`). ``leadhub_events_purged_total`` counts what it deleted."""
 
     @contextlib.asynccontextmanager
     async def hook(app: Starlette) -> AsyncIterator[None]:
@@ -86,9 +135,10 @@ def retention_lifespan(
         )
 
         async def rounds() -> None:
+            schedule = Schedule(every=every, retry=retry)
             while True:
-                purged.inc(await purge_now(store, keep=keep, clock=clock))
-                await asyncio.sleep(every)
+                purged.inc(await purge_now(store, keep=keep, clock=clock, schedule=schedule))
+                await asyncio.sleep(schedule.wait)
 
         task = asyncio.create_task(rounds(), name="leadhub-purge")
         try:

@@ -14,9 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from structlog.testing import capture_logs
 
 from hub.clock import ManualClock
 from hub.store import open_store
+from hub.store.retention import PURGE_EVERY, Schedule, retention_lifespan
+from tests.dispatch.support import wait_for
 from tests.support.disks import small_disk
 from tests.support.server import REPO
 
@@ -90,3 +95,54 @@ async def test_the_command_says_what_went_before_the_disk_filled(disk: Path) -> 
         "the error (delivered and skipped events last changed before "
     ), done.stderr
     assert last.endswith("the same command again, once the store can be written, purges the rest.")
+
+
+def test_after_a_failed_round_the_next_comes_sooner_and_bounded() -> None:
+    """The automatic purge's schedule: hourly; after a round the store failed, a minute,
+    doubled for each further failed round that purged nothing, never past the hour; a
+    failed round that purged something keeps it at a minute; a round that ends, hourly."""
+    schedule = Schedule()
+    assert schedule.wait == PURGE_EVERY
+    waits = [schedule.failed_after(0) for _ in range(8)]
+    assert waits == [60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 3600.0, 3600.0]
+    assert schedule.failed_after(1000) == 60.0
+    schedule.ended()
+    assert schedule.wait == PURGE_EVERY
+    assert schedule.failed_after(0) == 60.0
+
+
+async def test_the_automatic_purge_tries_again_soon_and_finishes_once_there_is_room(
+    disk: Path,
+) -> None:
+    """``serve --purge-after``'s rounds on a full disk: the round the disk stopped is tried
+    again soon (here 0.05 s; a minute by default), not an hour later, and once there is
+    room the rest goes, every event counted once in leadhub_events_purged_total."""
+    db = disk / "hub.db"
+    await seed(f"sqlite:///{db}", now=time.time())
+    filler = fill(disk, leave=1_500_000)
+    store = open_store(f"sqlite:///{db}")
+    await store.open()
+    app = Starlette()
+    app.state.metrics = registry = CollectorRegistry()
+    hook = retention_lifespan(store=store, clock=store.clock, keep=30 * DAY, retry=0.05)
+    try:
+        with capture_logs() as logs:
+            async with hook(app):
+                await wait_for(
+                    lambda: any(e["event"] == "purge_failed" for e in logs),
+                    timeout=60,
+                    what="a round the full disk stopped",
+                )
+                filler.unlink()
+                await wait_for(lambda: left(db) == 0, timeout=60, what="the rest purged")
+                await wait_for(
+                    lambda: registry.get_sample_value("leadhub_events_purged_total") == EVENTS,
+                    timeout=10,
+                    what="every event counted",
+                )
+    finally:
+        await store.close()
+    failed = [e for e in logs if e["event"] == "purge_failed"]
+    assert "its filesystem is full; free space there" in failed[0]["error"]
+    assert failed[0]["next_try_in"] == 0.05
+    assert all(0.05 <= e["next_try_in"] <= PURGE_EVERY for e in failed)
