@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from hub import logs
@@ -50,7 +49,6 @@ def run(args: argparse.Namespace) -> int:
     if (foreign := foreign_wal(store.path)) is not None:
         return fail("backup", str(foreign), EXIT_FAILED)
     dest = Path(args.dest)
-    started = time.time()
     try:
         copied = copy_store(store.path, dest)
     except KeyboardInterrupt:
@@ -63,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         return fail("backup", str(exc), EXIT_FAILED)
     print(
         f"Backed up {copied.events} {plural(copied.events, 'event')} ({copied.size:,} bytes) "
-        f"from {str(store.path)!r} to {str(dest)!r}: the store as it was at {utc(started)} UTC."
+        f"from {str(store.path)!r} to {str(dest)!r}: "
+        f"the store as it was at {utc(copied.as_of)} UTC."
     )
     return 0

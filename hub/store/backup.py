@@ -39,6 +39,7 @@ import sqlite3
 import stat
 import struct
 import sys
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +52,15 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True)
 class Copied:
-    """What a backup copied: the events the copy holds and its size in bytes."""
+    """What a backup copied: the events the copy holds, its size in bytes, and when the
+    store was as the copy holds it (unix seconds)."""
 
     events: int
     size: int
+    #: A running store's: just after the read the copy was made from began (it holds what
+    #: was committed before, nothing after). A stopped store's: when its files were seen
+    #: to be as they were before their copy (nothing wrote them meanwhile).
+    as_of: float
 
 
 def copy_store(source: Path, dest: Path) -> Copied:
@@ -161,7 +167,7 @@ def _copy(source: Path, partial: Path) -> Copied:
         seen = _state(source)
         _copy_files(source, partial)
         if in_use(source) is False and _state(source) == seen:
-            return _checked(source, partial)
+            return _checked(source, partial, as_of=time.time())
         _empty(partial)  # a hub started on it meanwhile: again, from what it is now
     msg = (
         f"the event store {str(source)!r} changed while its files were copied, "
@@ -173,12 +179,18 @@ def _copy(source: Path, partial: Path) -> Copied:
 
 def _backup_online(source: Path, partial: Path) -> Copied:
     """SQLite's online backup of ``source`` (a hub has it open) into ``partial``: one step,
-    so one read snapshot of the source."""
+    under one read transaction of the source, begun here first so that the time it began
+    is known (the copy holds what was committed before it, nothing after)."""
     src = _open_source(source)
     try:
         out = _open_partial(partial)
         try:
-            # pages=-1 (the default): every page in one step, under one read transaction
+            # (WAL: the snapshot is taken at the transaction's first read; the backup step
+            # reads under the source's open read transaction rather than one of its own)
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            as_of = time.time()
+            # pages=-1 (the default): every page in one step, under that read transaction
             src.backup(out)
         except sqlite3.Error as exc:
             msg = f"backup of {str(source)!r} failed: {exc}."
@@ -187,7 +199,7 @@ def _backup_online(source: Path, partial: Path) -> Copied:
             out.close()
     finally:
         src.close()
-    return _checked(source, partial)
+    return _checked(source, partial, as_of=as_of)
 
 
 def _open_partial(partial: Path) -> sqlite3.Connection:
@@ -200,7 +212,7 @@ def _open_partial(partial: Path) -> sqlite3.Connection:
         raise StoreError(msg) from exc
 
 
-def _checked(source: Path, partial: Path) -> Copied:
+def _checked(source: Path, partial: Path, *, as_of: float) -> Copied:
     """``partial``, a copy of ``source``'s pages (and of its ``-wal`` or ``-journal``,
     beside it), made one file in rollback-journal mode (a ``-wal`` checkpointed into it, a
     hot ``-journal`` rolled back), checked with ``quick_check``, its events counted."""
@@ -222,7 +234,7 @@ def _checked(source: Path, partial: Path) -> Copied:
         raise StoreError(msg) from exc
     finally:
         out.close()
-    return Copied(events=int(events), size=partial.stat().st_size)
+    return Copied(events=int(events), size=partial.stat().st_size, as_of=as_of)
 
 
 def _copy_files(source: Path, partial: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -22,6 +23,7 @@ import pytest
 
 from hub.cli import main
 from hub.store.backup import held_by_a_backup, in_use, lock_partial
+from hub.store.commands import utc
 from tests.store.test_commands import read_only
 from tests.support.disks import small_disk
 from tests.support.server import REPO, free_port, leadhub_process, leadhub_run
@@ -550,3 +552,69 @@ def test_only_leftovers_of_dead_backups_are_removed(tmp_path: Path) -> None:
     )
     assert all((out / name).read_bytes() == name.encode() for name in kept)
     assert (out / f".link.db.{dead}.partial").is_symlink()
+
+
+#: A "hub" on the store: commits one event, says when (unix seconds), and keeps the store
+#: open (a shared lock on its file, as a running hub's connections hold) until its stdin ends.
+HUB_WRITES = """
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("INSERT INTO events DEFAULT VALUES")
+conn.commit()
+print(repr(time.time()), flush=True)
+sys.stdin.read()
+"""
+
+
+def test_the_time_a_backup_gives_is_when_the_store_was_as_the_copy_holds_it(
+    tmp_path: Path,
+) -> None:
+    """ "The store as it was at T" took T before the copy began; the copy is the store as one
+    read sees it, and that read can begin well after: here a stopped store's files were
+    being copied when a hub started on it and committed an event, so the copy was made again
+    from the running store, the event in it, and T was before that event. T is now when the
+    read the copy was made from began. (The backup is frozen with SIGSTOP during its copy of
+    the files; the hub commits in a later second than the freeze.)"""
+    db = tmp_path / "hub.db"
+    big_store(db, 150)
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for attempt in range(5):  # (a backup frozen once past its copy of the files: again)
+        dest = backups / f"copy-{attempt}.db"
+        argv = [sys.executable, "-m", "hub", "backup", "--db", f"sqlite:///{db}", str(dest)]
+        proc = subprocess.Popen(
+            argv, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if any(p.stat().st_size for p in _partials(backups) if p.exists()):
+                break
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.05 - time.time() % 1)  # the hub's commit in a later second
+        hub = subprocess.Popen(
+            [sys.executable, "-c", HUB_WRITES, str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert hub.stdout is not None
+            committed = float(hub.stdout.readline())
+            proc.send_signal(signal.SIGCONT)
+            out, err = proc.communicate(timeout=120)
+        finally:
+            hub.communicate(input="", timeout=30)
+        assert proc.returncode == 0, err
+        with contextlib.closing(sqlite3.connect(dest)) as conn:
+            (held,) = conn.execute("SELECT count(*) FROM events").fetchone()
+        if held == 2:  # frozen in its copy of the files: made again, from the running store
+            break
+        with contextlib.closing(sqlite3.connect(db)) as conn:  # the hub's event gone: again
+            conn.execute("DELETE FROM events WHERE id > 1")
+            conn.commit()
+    else:
+        pytest.fail("the backup was never caught copying the stopped store's files")
+    assert out.startswith("Backed up 2 events ("), out
+    (when,) = re.findall(r"the store as it was at (.+) UTC\.$", out.strip())
+    assert when >= utc(committed), (when, utc(committed))
