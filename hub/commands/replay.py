@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hub import logs
 from hub.cli import variable_of
-from hub.store.base import EventStore
+from hub.store.base import EventStore, StoreError
 from hub.store.commands import (
+    EXIT_FAILED,
     endpoint_unknown,
     fail,
     listing,
@@ -46,9 +48,25 @@ def run(args: argparse.Namespace) -> int:
     async def action(store: EventStore) -> int:
         since = None if age is None else store.clock.time() - age  # the store's time
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}
-        count = await store.replay(
-            state=state, ids=args.ids, endpoint=args.endpoint, since=since, dry_run=args.dry_run
-        )
+        requeued = 0
+
+        def step(count: int) -> None:
+            nonlocal requeued
+            requeued += count
+
+        try:
+            count = await store.replay(
+                state=state,
+                ids=args.ids,
+                endpoint=args.endpoint,
+                since=since,
+                dry_run=args.dry_run,
+                on_step=step,
+            )
+        except StoreError as exc:
+            if args.dry_run:
+                raise
+            return stopped(exc, requeued)
         done = "Would requeue" if args.dry_run else "Requeued"
         print(f"{done} {count} {plural(count, 'event')}.")
         if not count:
@@ -61,6 +79,24 @@ def run(args: argparse.Namespace) -> int:
 
     return run_with_store(
         "replay", args.db, action, reads_only=bool(args.dry_run), variable=variable_of(args, "db")
+    )
+
+
+def stopped(exc: StoreError, done: int) -> int:
+    """A replay the store stopped part way (a full disk, say): its error, then a last line
+    saying how many events the steps before it requeued, which stay queued (the
+    ``replay_stopped`` log line above says so too, among others)."""
+    logs.flush()  # the store's lines (store_write_failed, replay_stopped) before these
+    fail("replay", str(exc), EXIT_FAILED)
+    if not done:
+        said = "stopped: requeued nothing; the same command again, once the store can be "
+        return fail("replay", said + "written, requeues them.", EXIT_FAILED)
+    return fail(
+        "replay",
+        f"stopped part way: requeued {done} {plural(done, 'event')} before the error; they "
+        "stay queued, and the same command again, once the store can be written, requeues "
+        "the rest (only those still in the state it takes).",
+        EXIT_FAILED,
     )
 
 

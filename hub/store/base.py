@@ -571,6 +571,7 @@ class BatchedStore(ABC):
         endpoint: str | None = None,
         since: float | None = None,
         dry_run: bool = False,
+        on_step: Callable[[int], None] | None = None,
     ) -> int:
         selection = Replayed(
             states=replayed_states(state),
@@ -595,6 +596,8 @@ class BatchedStore(ABC):
         def add(requeued: int) -> None:
             nonlocal count
             count += requeued
+            if on_step is not None and requeued:
+                on_step(requeued)
 
         try:
             took = 0.0
@@ -893,6 +896,7 @@ class EventStore(Protocol):
         endpoint: str | None = None,
         since: float | None = None,
         dry_run: bool = False,
+        on_step: Callable[[int], None] | None = None,
     ) -> int:
         """Requeue the events matching every given selector (with ``dry_run``, count them
         and change nothing): ``dead``/``unmatched``/``skipped`` ones, or with ``state`` only
@@ -912,7 +916,9 @@ class EventStore(Protocol):
         step takes only the events still in a selected state: one that changed since the
         read (requeued and claimed meanwhile, say) is left as it is, and one that came to a
         selected state after it is not taken. A replay stopped half way has requeued whole
-        steps.
+        steps. ``on_step``, when given, is told how many each step requeued once it is
+        committed: a replay that fails part way raises, and its caller still knows how many
+        the steps before the failure requeued.
 
         Raises:
             StoreError: ``state`` is not one of the replayable states.
