@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     age = None if args.since is None else parse_duration(args.since)
 
     async def action(store: EventStore) -> int:
-        since = None if age is None else store.clock.time() - age  # the store's time
+        now = store.clock.time()  # the store's (on PostgreSQL, the server's), as its times
+        since = None if age is None else now - age
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}
         requeued = 0
 
@@ -72,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         if not count:
             await endpoint_unknown("replay", store, args.endpoint)
         for event_id, event in before.items():
-            why = left_alone(event_id, event, state=state, endpoint=args.endpoint, since=since)
+            why = left_alone(
+                event_id, event, state=state, endpoint=args.endpoint, since=since, now=now
+            )
             if why:
                 print(f"leadhub replay: note: {why}", file=sys.stderr)
         return 0
@@ -107,13 +110,14 @@ def left_alone(
     state: State | None,
     endpoint: str | None,
     since: float | None = None,
+    now: float,
 ) -> str | None:
-    """Why replay did not take event ``event_id`` (``event`` as it was just before), or None
-    when it was one to requeue."""
+    """Why replay did not take event ``event_id`` (``event`` as it was just before, at the
+    store's time ``now``), or None when it was one to requeue."""
     if event is None:
         return f"there is no event {event_id}."
     if event.state.pending and not (event.state is State.RETRYING and state is State.RETRYING):
-        return still_queued(event)
+        return still_queued(event, now)
     if event.state not in REPLAYABLE:
         return (
             f"event {event_id} is {event.state.value}; only {REPLAYED_NAMES} events are replayed."
@@ -135,19 +139,29 @@ def left_alone(
     return None
 
 
-def still_queued(event: Event) -> str:
+def still_queued(event: Event, now: float) -> str:
     """Why replay leaves a pending event alone, and what to do: it is in the queue already
-    (being sent, or waiting for its next try), so it needs no replay."""
+    (being sent, or waiting for its next try), so it needs no replay. As of ``now`` (the
+    store's time), a lease or a next try that has passed is told as such, as ``leadhub
+    events`` shows it ("lease expired", "due"): an event whose worker crashed read as "being
+    sent now", with an end of its claim long past."""
     when = utc(event.next_attempt_at)
-    now = ""
-    if event.state is State.SENDING:
+    passed = event.next_attempt_at <= now
+    retry_now = ""
+    if event.state is State.SENDING and passed:
+        where = (
+            f"was claimed by a worker whose lease ended at {when} UTC (the worker stopped or "
+            "crashed: the next hub to claim it sends it)"
+        )
+    elif event.state is State.SENDING:
         where = f"is being sent now (claimed by a worker until {when} UTC at the latest)"
     else:
-        where = f"is {event.state.value}: still in the queue, its next try at {when} UTC"
-        if event.state is State.RETRYING:
-            now = f"; to try it now: leadhub replay --status retrying --id {event.id}"
+        next_try = f"due since {when} UTC" if passed else f"at {when} UTC"
+        where = f"is {event.state.value}: still in the queue, its next try {next_try}"
+        if event.state is State.RETRYING and not passed:
+            retry_now = f"; to try it now: leadhub replay --status retrying --id {event.id}"
     return (
         f"event {event.id} {where}, so there is nothing to replay (replay takes "
         f"{REPLAYED_NAMES} events, and delivered or retrying ones named by --status); follow it "
-        f"with leadhub events --id {event.id}{now}."
+        f"with leadhub events --id {event.id}{retry_now}."
     )

@@ -891,7 +891,7 @@ class TestReplay:
         queued = notes.pop(1)  # it says when its next try is, and how to follow it
         assert queued.startswith(
             f"leadhub replay: note: event {ids['queued']} is queued: still in the queue, its "
-            "next try at "
+            "next try due since "  # (it was received in 2023: due since then)
         ), queued
         assert queued.endswith(
             " UTC, so there is nothing to replay (replay takes dead, unmatched and skipped "

@@ -220,3 +220,38 @@ def test_json_shows_the_replay_time_and_the_enrichment(hub_db_url: str, capsys: 
         "document",
         "enrichment",
     ]
+
+
+def test_replay_of_an_event_past_its_lease_or_due_says_so(
+    made: tuple[str, dict[str, tuple[int, float]]], capsys: Cap
+) -> None:
+    """``replay --id`` of a pending event says it needs no replay in the terms the listing
+    uses: an event whose worker's lease ran out (it crashed) was "being sent now (claimed
+    by a worker until <a time long past> at the latest)", and one due for its retry had
+    "its next try at <a time past>"; a live lease and a retry to come are told as before."""
+    url, events = made
+    capsys.readouterr()  # the store's log lines
+    notes = {}
+    for name in ("expired_lease", "live_lease", "retry_due", "retry_later"):
+        event_id, _ = events[name]
+        assert main(["replay", "--db", url, "--id", str(event_id)], environ={}) == 0
+        out, err = capsys.readouterr()
+        assert out == "Requeued 0 events.\n"
+        (note,) = err.splitlines()
+        notes[name] = note.split(", so there is nothing to replay")[0]
+        retry = name == "retry_later"  # (one due is tried without it)
+        hint = f"; to try it now: leadhub replay --status retrying --id {event_id}" * retry
+        assert note.endswith(f"follow it with leadhub events --id {event_id}{hint}."), note
+    ids = {name: i for name, (i, _) in events.items()}
+    at = {name: utc(when) for name, (_, when) in events.items()}
+    assert notes == {
+        "expired_lease": f"leadhub replay: note: event {ids['expired_lease']} was claimed by a "
+        f"worker whose lease ended at {at['expired_lease']} UTC (the worker stopped or crashed: "
+        "the next hub to claim it sends it)",
+        "live_lease": f"leadhub replay: note: event {ids['live_lease']} is being sent now "
+        f"(claimed by a worker until {at['live_lease']} UTC at the latest)",
+        "retry_due": f"leadhub replay: note: event {ids['retry_due']} is retrying: still in the "
+        f"queue, its next try due since {at['retry_due']} UTC",
+        "retry_later": f"leadhub replay: note: event {ids['retry_later']} is retrying: still in "
+        f"the queue, its next try at {at['retry_later']} UTC",
+    }
