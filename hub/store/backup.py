@@ -72,10 +72,14 @@ def copy_store(source: Path, dest: Path) -> Copied:
     as files while none has.
 
     Raises:
-        StoreError: ``dest`` exists, its directory cannot be written, the source cannot be
-            read, holds no event store (:class:`NoEventsTable`), or the copy failed SQLite's
-            check; the message says which.
+        StoreError: ``dest`` exists (a directory, say), its directory cannot be written,
+            the source cannot be read, holds no event store (:class:`NoEventsTable`), or the
+            copy failed SQLite's check; the message says which.
     """
+    if dest.is_dir():  # (`leadhub backup /backups/`: "already exists" sent one looking for a file)
+        example = dest / f"leadhub-{time.strftime('%Y-%m-%d', time.gmtime())}.db"
+        msg = f"{str(dest)!r} is a directory; name the new file in it, e.g. {str(example)!r}."
+        raise StoreError(msg)
     if _taken(dest):
         msg = f"{str(dest)!r} already exists; name a new file (a backup never overwrites one)."
         raise StoreError(msg)

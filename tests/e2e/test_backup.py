@@ -139,6 +139,18 @@ def test_backup_never_overwrites_and_refuses_what_is_no_sqlite_store(
     assert "already exists" in capsys.readouterr().err
     assert taken.read_bytes() == b"an earlier backup"
 
+    # a directory, as `leadhub backup /backups/` names one: "already exists" misled
+    (tmp_path / "backups").mkdir()
+    assert main(["backup", "--db", url, str(tmp_path / "backups")]) == 1
+    err = capsys.readouterr().err
+    where = str(tmp_path / "backups")
+    said = f"leadhub backup: {where!r} is a directory; name the new file in it, e.g. "
+    assert err.startswith(said), err
+    assert re.fullmatch(
+        rf"'{re.escape(where)}/leadhub-\d{{4}}-\d\d-\d\d\.db'\.\n", err[len(said) :]
+    )
+    assert list((tmp_path / "backups").iterdir()) == []
+
     # a -wal left of an earlier database by that name would be read into the copy as its own
     (tmp_path / "walled.db-wal").write_bytes(b"x" * 100)
     assert main(["backup", "--db", url, str(tmp_path / "walled.db")]) == 1
