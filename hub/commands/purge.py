@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
 def stopped(exc: StoreError, done: Purged, what: str) -> int:
     """A purge the store stopped part way (a full disk, say): its error, then a last line
     saying what the steps before it purged, which stay purged. The error alone left the
-    operator of a full disk to guess whether anything went (the ``purge_stopped`` log line
-    says, but it came after the error, among others)."""
+    operator of a full disk to guess whether anything went (only the ``purge_stopped`` log
+    line above it said, among the store's others)."""
     logs.flush()  # the store's lines (store_write_failed, purge_stopped) before these
     fail("purge", str(exc), EXIT_FAILED)
     if not done.events:
