@@ -38,18 +38,18 @@ def run(args: argparse.Namespace) -> int:
     states = list(dict.fromkeys(states))
     names = listing(s.value for s in states)
 
+    done = Purged(events=0, deliveries=0)  # what the steps committed so far
+
+    def step(purged: Purged) -> None:
+        nonlocal done
+        done = Purged(done.events + purged.events, done.deliveries + purged.deliveries)
+
     async def action(store: EventStore) -> int:
         # an age reaching before 1970 takes nothing (and has no date to print)
         before = max(0.0, store.clock.time() - age)
         what = f"{names} events last changed before {utc(before)} UTC"
         if args.endpoint:
             what += f" on endpoint {args.endpoint!r}"
-        done = Purged(events=0, deliveries=0)
-
-        def step(purged: Purged) -> None:
-            nonlocal done
-            done = Purged(done.events + purged.events, done.deliveries + purged.deliveries)
-
         try:
             purged = await store.purge(
                 before=before,
@@ -74,8 +74,30 @@ def run(args: argparse.Namespace) -> int:
             )
         return 0
 
+    def interrupted() -> str:
+        """What a purge stopped by Ctrl-C says: how many its steps purged (they stay)."""
+        if args.dry_run:
+            return "stopped."
+        return (
+            f"stopped before the end: purged {went(done)} (whole steps), which stay purged; "
+            "the same command again purges the rest."
+        )
+
     return run_with_store(
-        "purge", args.db, action, reads_only=bool(args.dry_run), variable=variable_of(args, "db")
+        "purge",
+        args.db,
+        action,
+        reads_only=bool(args.dry_run),
+        variable=variable_of(args, "db"),
+        interrupted=interrupted,
+    )
+
+
+def went(done: Purged) -> str:
+    """``N events and M deliveries``."""
+    return (
+        f"{done.events} {plural(done.events, 'event')} and "
+        f"{done.deliveries} {plural(done.deliveries, 'delivery', 'deliveries')}"
     )
 
 
@@ -89,13 +111,9 @@ def stopped(exc: StoreError, done: Purged, what: str) -> int:
     if not done.events:
         said = f"stopped: purged nothing ({what}); the same command again, once the store "
         return fail("purge", said + "can be written, purges them.", EXIT_FAILED)
-    went = (
-        f"{done.events} {plural(done.events, 'event')} and "
-        f"{done.deliveries} {plural(done.deliveries, 'delivery', 'deliveries')}"
-    )
     return fail(
         "purge",
-        f"stopped part way: purged {went} before the error ({what}); they stay purged, and "
+        f"stopped part way: purged {went(done)} before the error ({what}); they stay purged, and "
         "the same command again, once the store can be written, purges the rest.",
         EXIT_FAILED,
     )

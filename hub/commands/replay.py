@@ -45,16 +45,16 @@ def run(args: argparse.Namespace) -> int:
     # (--since is a checked AGE: hub.cli.age)
     age = None if args.since is None else parse_duration(args.since)
 
+    requeued = 0  # what the steps committed so far
+
+    def step(count: int) -> None:
+        nonlocal requeued
+        requeued += count
+
     async def action(store: EventStore) -> int:
         now = store.clock.time()  # the store's (on PostgreSQL, the server's), as its times
         since = None if age is None else now - age
         before = {i: await store.get(i) for i in dict.fromkeys(args.ids or [])}
-        requeued = 0
-
-        def step(count: int) -> None:
-            nonlocal requeued
-            requeued += count
-
         try:
             count = await store.replay(
                 state=state,
@@ -80,8 +80,23 @@ def run(args: argparse.Namespace) -> int:
                 print(f"leadhub replay: note: {why}", file=sys.stderr)
         return 0
 
+    def interrupted() -> str:
+        """What a replay stopped by Ctrl-C says: how many its steps requeued (they stay)."""
+        if args.dry_run:
+            return "stopped."
+        return (
+            f"stopped before the end: requeued {requeued} {plural(requeued, 'event')} (whole "
+            "steps), which stay queued; the same command again requeues the rest, only those "
+            "still in the state it takes."
+        )
+
     return run_with_store(
-        "replay", args.db, action, reads_only=bool(args.dry_run), variable=variable_of(args, "db")
+        "replay",
+        args.db,
+        action,
+        reads_only=bool(args.dry_run),
+        variable=variable_of(args, "db"),
+        interrupted=interrupted,
     )
 
 

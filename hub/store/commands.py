@@ -26,20 +26,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
-#: What a command stopped by Ctrl-C says it leaves behind. Replay and purge work in steps of
-#: their own transactions: the steps done stay done (a replay_stopped or purge_stopped line
-#: before this says how many), and running the command again does the rest.
-INTERRUPTED = {
-    "replay": (
-        "stopped before the end: the events it requeued stay queued (whole steps); the same "
-        "command again requeues the rest, only those still in the state it takes."
-    ),
-    "purge": (
-        "stopped before the end: the events it purged stay purged (whole steps); the same "
-        "command again purges the rest."
-    ),
-}
-
 
 #: The largest id or count the stores hold: a signed 64-bit integer (SQLite's INTEGER,
 #: PostgreSQL's bigint); a larger one given to the driver is an OverflowError.
@@ -56,8 +42,13 @@ def run_with_store(
     *,
     reads_only: bool = False,
     variable: str | None = None,
+    interrupted: Callable[[], str] | None = None,
 ) -> int:
     """Open the store at ``url`` (which must already exist), run ``action``, close the store.
+
+    ``interrupted``: what the command says when stopped by Ctrl-C, asked then (replay and
+    purge work in steps of their own transactions: the steps done stay done, and they say
+    how many and that running the command again does the rest); else "stopped.".
 
     ``variable``: the ``LEADHUB_DB`` that ``url`` came from, if it did, named in the message
     when the URL names no store (a usage error, exit 2, as a bad flag's value is).
@@ -101,7 +92,8 @@ def run_with_store(
     try:
         return asyncio.run(main())
     except KeyboardInterrupt:
-        return fail(command, INTERRUPTED.get(command, "stopped."), EXIT_INTERRUPTED)
+        said = interrupted() if interrupted else "stopped."
+        return fail(command, said, EXIT_INTERRUPTED)
     except StoreUnavailable as exc:
         return fail(command, str(exc), EXIT_FAILED)
     except StoreError as exc:
