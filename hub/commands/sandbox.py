@@ -7,8 +7,10 @@ Its keys and rate limit come from the flag, else ``LEADHUB_<FLAG>``, else the va
 Logs one ``sandbox_ready`` line (URL, rate limit, storage, where the keys came from; never
 the keys) when it listens, serves until SIGTERM or SIGINT (uvicorn's handlers; calls held by a
 ``timeout`` fault are let go at once, closed unanswered), then closes its
-database and exits 0. A bad ``--rate-limit`` or an unusable ``--db`` (one that is not a
-SQLite file: a PostgreSQL URL, say) exits 2 with a message; a port that cannot be bound exits 1.
+database and exits 0. The missing directories of ``--db`` are made, as ``serve`` makes its
+store's. A bad ``--rate-limit`` or an unusable ``--db`` (one that is not a SQLite file: a
+PostgreSQL URL, say; a directory that cannot be made) exits 2 with a message saying what to
+check; a port that cannot be bound exits 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import re
 import sqlite3
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -24,6 +27,7 @@ from hub.cli import given_as
 from hub.commands.server import Server
 from hub.logs import configure, get_logger
 from hub.sandbox import create_app, sandbox_of
+from hub.sandbox.db import directory_hint
 from hub.store import safe_url
 from hub.units import UnitError, parse_rate_limit
 
@@ -51,6 +55,19 @@ def _not_sqlite(shown: str, value: str | None) -> str | None:
         "SQLite file only (a path, or sqlite:///path.db); give --db one, or leave it out to "
         "keep them in memory"
     )
+
+
+def _make_directory(db_path: str | None) -> None:
+    """Make the missing directories of the ``--db`` file, as ``serve`` does for its store and
+    its embedded sandbox's file (a fresh volume): ``--db data/sandbox.db`` in a new checkout
+    exited 2 with SQLite's bare "unable to open database file", where ``serve --db
+    sqlite:///data/hub.db`` made ``data/``.
+
+    Raises:
+        OSError: a directory could not be made (a file in its way, no permission).
+    """
+    if db_path and db_path != ":memory:":
+        Path(db_path).absolute().parent.mkdir(parents=True, exist_ok=True)
 
 
 def _keys_from(args: argparse.Namespace) -> str:
@@ -83,14 +100,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
     db_path = _db_path(args.db)
     try:
+        _make_directory(db_path)
         app = create_app(
             access_key=args.access_key,
             secret_key=args.secret_key,
             db_path=db_path,
             rate_limit=rate_limit,
         )
-    except sqlite3.Error as exc:
-        print(f"leadhub sandbox: {shown} cannot be used: {exc}", file=sys.stderr)
+    except (sqlite3.Error, OSError) as exc:
+        print(
+            f"leadhub sandbox: {shown} cannot be used: {exc}{directory_hint(exc)}", file=sys.stderr
+        )
         return 2
     level = args.log_level.lower()
     config = uvicorn.Config(

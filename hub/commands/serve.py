@@ -106,33 +106,6 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-#: SQLite's result codes for a file that could not be made or written where it is (its
-#: directory missing or read-only, its disk full or failing): the store's hint says
-#: what to check. Other errors (not a database, a ``-wal`` left beside none) say it
-#: themselves.
-_WHERE_FAILED = {
-    sqlite3.SQLITE_CANTOPEN,
-    sqlite3.SQLITE_PERM,
-    sqlite3.SQLITE_READONLY,
-    sqlite3.SQLITE_FULL,
-    sqlite3.SQLITE_IOERR,
-}
-
-
-def _sandbox_file_hint(exc: BaseException) -> str:
-    """What to check when the embedded sandbox's file (beside the store, in ``--db``'s
-    directory) could not be made or opened: "; ..." or nothing when ``exc`` says it. A
-    directory that could not be made (a file in its way, a parent this user cannot write)
-    ended serve with a traceback, and SQLite's own "unable to open database file" said
-    nothing of where to look."""
-    from hub.store.sqlite_threads import storage_hint  # (a SQLite store's: loaded already)
-
-    code = getattr(exc, "sqlite_errorcode", None)
-    if isinstance(exc, OSError) or (code is not None and code & 0xFF in _WHERE_FAILED):
-        return f"; {storage_hint(exc)} (the directory of --db)"
-    return ""
-
-
 def with_sandbox_url(config: Config, url: str) -> Config:
     """``config`` with the embedded sandbox target pointed at ``url``."""
     targets: dict[str, Target] = dict(config.targets)
@@ -533,6 +506,7 @@ def _serve(
     default = config.targets.get("default")
     if default is not None and default.sandbox:
         from hub.sandbox import create_app as create_sandbox
+        from hub.sandbox.db import directory_hint
 
         db_path = sandbox_db_path(args.db)
         try:
@@ -547,7 +521,7 @@ def _serve(
             )
         except (sqlite3.Error, OSError) as exc:  # not a database, a -wal left beside none...
             shown = f"embedded sandbox's database {db_path!r}"
-            said = f"leadhub serve: the {shown} cannot be used: {exc}{_sandbox_file_hint(exc)}"
+            said = f"leadhub serve: the {shown} cannot be used: {exc}{directory_hint(exc)}"
             print(said, file=sys.stderr)
             return 2
     adjust = _sandbox_address(sandbox_app is not None, base)

@@ -164,6 +164,33 @@ def _cannot_open(path: Path, why: str, reason: str) -> SandboxFileGone:
     return SandboxFileGone(f"{_TITLE} {str(path)!r} cannot be opened ({why}); {reason}.")
 
 
+#: SQLite's result codes for a file that could not be made or written where it is (its
+#: directory missing or read-only, its disk full or failing): the store's hint says
+#: what to check. Other errors (not a database, a ``-wal`` left beside none) say it
+#: themselves.
+_WHERE_FAILED = {
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PERM,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_IOERR,
+}
+
+
+def directory_hint(exc: BaseException) -> str:
+    """What to check when the sandbox's file (``leadhub sandbox --db``, or the embedded one's
+    beside the store, in ``serve --db``'s directory) could not be made or opened: "; ..." or
+    nothing when ``exc`` says it. A directory that could not be made (a file in its way, a
+    parent this user cannot write) ended the command with a traceback, and SQLite's own
+    "unable to open database file" said nothing of where to look."""
+    from hub.store.sqlite_threads import storage_hint  # (the SQLite store's sentences)
+
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, OSError) or (code is not None and code & 0xFF in _WHERE_FAILED):
+        return f"; {storage_hint(exc)} (the directory of --db)"
+    return ""
+
+
 def _prepare(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA foreign_keys=ON")
     schema = resources.files("hub.sandbox").joinpath("schema.sql").read_text("utf-8")

@@ -313,11 +313,39 @@ def test_sandbox_command_names_the_variable_of_a_bad_rate_limit(
 
 
 def test_sandbox_command_refuses_an_unusable_db(tmp_path: Path) -> None:
-    """A --db in a directory that does not exist exits 2 with a message naming it."""
-    db = str(tmp_path / "missing" / "sandbox.db")
+    """A --db whose directory cannot be made (a file in its way) exits 2 with a message
+    naming it and what to check, not a traceback."""
+    (tmp_path / "taken").write_text("not a directory")
+    db = str(tmp_path / "taken" / "sandbox.db")
     result = _run(*_args(free_port(), "--db", db))
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     assert db in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "check that its directory exists and is writable (the directory of --db)" in (
+        result.stderr
+    )
+
+
+def test_sandbox_command_makes_the_missing_directories_of_its_db(tmp_path: Path) -> None:
+    """A --db in directories that do not exist yet (a fresh volume, ``data/`` in a new
+    checkout) is made there, as serve makes its store's: it exited 2 with SQLite's bare
+    "unable to open database file". The leads are in that file."""
+    db = tmp_path / "fresh" / "volume" / "sandbox.db"
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with leadhub_process(_args(port, "--db", str(db)), ready_url=base + "/") as proc:
+        response = httpx.post(
+            base + CAPTURE,
+            params={"accessKey": ACCESS, "secretKey": SECRET},
+            json=body(("EmailAddress", "fresh@example.com")),
+        )
+        assert response.status_code == 200, response.text
+        code, out = _stop(proc)
+    assert code == 0, out
+    lead_id = response.json()["Message"]["RelatedId"]
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id FROM leads WHERE email_key = 'fresh@example.com'")
+        assert [row[0] for row in rows] == [lead_id]
 
 
 def test_sandbox_command_exits_1_when_the_port_is_taken() -> None:
