@@ -105,6 +105,20 @@ def sandbox_key(text: str) -> str:
     )
 
 
+def sandbox_db(text: str) -> str:
+    """A ``leadhub sandbox --db``, not empty: an empty one (a ``LEADHUB_DB=`` a template left
+    blank, ``--db "$SANDBOX_DB"`` with the variable unset, ``sqlite:///`` with no path) kept
+    the leads in memory, lost at the next stop, where ``serve`` refuses an empty ``--db``."""
+    _not_empty(text.removeprefix("sqlite:///"), _EMPTY_SANDBOX_DB)
+    return text
+
+
+_EMPTY_SANDBOX_DB = (
+    "an empty database would keep the sandbox's leads in memory, lost when it stops; give "
+    "a SQLite file, like sandbox.db, or :memory: to mean memory"
+)
+
+
 def age(text: str) -> str:
     """An AGE such as ``2h`` or ``7d`` (a duration), kept as written: checked here so that a
     bad ``LEADHUB_<FLAG>`` is a usage error naming the variable."""
@@ -399,7 +413,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
             help=f"{what} the sandbox accepts (else {SANDBOX_VARIABLES[flag]}, as serve's "
             "embedded sandbox reads it; default sandbox)",
         )
-    sandbox.add_argument("--db", default=None, help="SQLite file (in memory when absent)")
+    sandbox.add_argument(
+        "--db", type=sandbox_db, default=None, help="SQLite file (in memory when absent)"
+    )
     sandbox.add_argument(
         "--rate-limit",
         default=sandbox_default(environ, "--rate-limit", "25/5s"),

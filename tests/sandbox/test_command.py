@@ -285,6 +285,31 @@ def test_sandbox_command_refuses_an_empty_key(
     assert "sandbox_ready" not in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("env", "flags", "named"),
+    [
+        ({}, ["--db", ""], "argument --db"),
+        ({}, ["--db", " "], "argument --db"),
+        ({}, ["--db", "sqlite:///"], "argument --db"),
+        ({"LEADHUB_DB": ""}, [], "LEADHUB_DB=''"),
+    ],
+)
+def test_sandbox_command_refuses_an_empty_db(
+    env: dict[str, str], flags: list[str], named: str
+) -> None:
+    """An empty --db (a LEADHUB_DB= a template left blank, --db "$VAR" with the variable
+    unset) is a usage error naming where it came from: it served with its leads in memory,
+    lost at the next stop, where serve refuses an empty --db."""
+    port = str(free_port())
+    result = leadhub_run(
+        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=20
+    )
+    assert result.returncode == 2, result.stderr
+    said = f"leadhub sandbox: error: {named}: an empty database would keep the sandbox's leads"
+    assert said in result.stderr
+    assert "sandbox_ready" not in result.stdout
+
+
 def test_sandbox_command_refuses_a_bad_rate_limit() -> None:
     """A --rate-limit that is not N/Ws or off exits 2 with a message quoting it."""
     result = _run(*_args(free_port(), "--rate-limit", "fast"))
