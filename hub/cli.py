@@ -97,12 +97,26 @@ def directory(text: str) -> str:
 def sandbox_key(text: str) -> str:
     """A key ``leadhub sandbox`` accepts, not empty: the sandbox compares a call's key with
     it, so an empty one is matched by any call sending an empty ``accessKey=`` (or
-    ``x-LSQ-AccessKey``) and keeps nobody out."""
-    return _not_empty(
+    ``x-LSQ-AccessKey``) and keeps nobody out. Nor holding a character no HTTP header carries
+    (a pasted ``…``, an accented letter), as ``serve`` refuses for its embedded sandbox: the
+    sandbox served, and every call sending the key in ``x-LSQ-AccessKey`` (as the hub does)
+    was a 401."""
+    from hub.config.endpoints import unsendable_char  # (only for a sandbox's keys)
+
+    _not_empty(
         text,
         "an empty key is matched by any call that sends an empty one, so it keeps nobody "
         "out; give the key callers must send, like sandbox",
     )
+    bad = unsendable_char(text)
+    if bad is not None:
+        msg = (
+            f"the key holds {bad}, which the x-LSQ-AccessKey / x-LSQ-SecretKey headers cannot "
+            "carry (the hub sends the keys there), so those calls would all be refused; use "
+            "printable ASCII, like sandbox"
+        )
+        raise argparse.ArgumentTypeError(msg)
+    return text
 
 
 def sandbox_db(text: str) -> str:
@@ -209,6 +223,11 @@ def variable_of(args: argparse.Namespace, dest: str) -> str | None:
     URL that names no store), which must name the variable a user who typed no flag set."""
     from_env: Mapping[str, str] = getattr(args, FROM_ENV, None) or {}
     return from_env.get(dest)
+
+
+#: The flags whose value is a key: a usage error names the variable it came from, never the
+#: value (an empty one is shown: there is nothing to hide).
+KEY_DESTS = frozenset({"access_key", "secret_key"})
 
 
 class _FromEnv:
@@ -338,7 +357,8 @@ class Parser(argparse.ArgumentParser):
         try:
             value = convert(text)
         except argparse.ArgumentTypeError as exc:
-            self.error(f"{env!r}: {exc}")
+            shown = env.var if action.dest in KEY_DESTS and env.text.strip() else repr(env)
+            self.error(f"{shown}: {exc}")
         except (TypeError, ValueError):
             name = getattr(convert, "__name__", repr(convert))
             self.error(f"{env!r}: invalid {name} value: {text!r}")

@@ -286,6 +286,39 @@ def test_sandbox_command_refuses_an_empty_key(
 
 
 @pytest.mark.parametrize(
+    ("env", "flags", "named", "said"),
+    [
+        ({}, ["--access-key", "cl\u00e9-9f3a"], "argument --access-key", "not ASCII (U+00E9)"),
+        ({}, ["--secret-key", "pasted\u2026"], "argument --secret-key", "not ASCII (U+2026)"),
+        ({}, ["--secret-key", "line\nbreak"], "argument --secret-key", "control character"),
+        (
+            {"LEADHUB_SANDBOX_SECRET_KEY": "cl\u00e9-9f3a"},
+            [],
+            "LEADHUB_SANDBOX_SECRET_KEY",
+            "not ASCII (U+00E9)",
+        ),
+        ({"LEADHUB_ACCESS_KEY": "cl\u00e9-9f3a"}, [], "LEADHUB_ACCESS_KEY", "not ASCII (U+00E9)"),
+    ],
+)
+def test_sandbox_command_refuses_a_key_no_header_carries(
+    env: dict[str, str], flags: list[str], named: str, said: str
+) -> None:
+    """A key holding a character no HTTP header carries is a usage error naming the flag or
+    variable and the character, never the key, as serve refuses it for its embedded sandbox:
+    the sandbox served, and every call sending the key in x-LSQ-AccessKey / x-LSQ-SecretKey
+    (as the hub does; curl sends its UTF-8 bytes) was a 401."""
+    port = str(free_port())
+    result = leadhub_run(
+        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=20
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"leadhub sandbox: error: {named}: the key holds a" in result.stderr
+    assert said in result.stderr
+    assert "9f3a" not in result.stderr
+    assert "sandbox_ready" not in result.stdout
+
+
+@pytest.mark.parametrize(
     ("env", "flags", "named"),
     [
         ({}, ["--db", ""], "argument --db"),
