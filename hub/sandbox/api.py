@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -99,22 +98,28 @@ def _field(body: Any, name: str) -> Any:
     return next((value for key, value in body.items() if key.lower() == lowered), None)
 
 
+_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
 async def add_visitor(sb: Sandbox, req: SandboxRequest, _arg: str) -> Response:
-    """``POST /_sandbox/visitors {"ProspectId": UUID}``: register an anonymous visitor."""
+    """``POST /_sandbox/visitors {"ProspectId": UUID}``: register an anonymous visitor.
+
+    Only the hyphenated 8-4-4-4-12 form (any case) is taken, as for an account's ``Id``: a
+    capture's ProspectId is compared as sent (in lower case), so a visitor registered as
+    ``{...}``, ``urn:uuid:...`` or 32 bare digits was answered 201 under the hyphenated form,
+    and a capture sending the id as registered made a lead of a fresh id, not the visitor's.
+    """
     value = _field(await req.json(), "ProspectId")
-    try:
-        visitor_id = str(uuid.UUID(value)) if isinstance(value, str) else None
-    except ValueError:
-        visitor_id = None
-    if visitor_id is None:
-        msg = f"ProspectId {value!r} is not a UUID; send one like {str(uuid.uuid4())!r}."
+    if not isinstance(value, str) or not _GUID.fullmatch(value):
+        msg = (
+            f"ProspectId {value!r} is not a UUID in its hyphenated form; send one like "
+            f"{capture_rules.new_uuid()!r}, as captures will send it."
+        )
         raise invalid_input(msg)
+    visitor_id = value.lower()
     await sb.db.call(SandboxDB.add_visitor, visitor_id)
     sb.log.info("sandbox_visitor_registered", visitor_id=visitor_id)
     return json_reply({"ProspectId": visitor_id}, 201)
-
-
-_GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 def _account_id(value: Any) -> str:

@@ -168,6 +168,32 @@ def test_visitors_are_registered_idempotently_and_must_be_uuids(lsq: Lsq) -> Non
     assert_error(lsq.http.post("/_sandbox/visitors", content=b"{"), 400, INVALID)
 
 
+@pytest.mark.parametrize("form", ["{%s}", "urn:uuid:%s", "%s"])
+def test_a_visitor_in_another_form_than_8_4_4_4_12_is_refused(lsq: Lsq, form: str) -> None:
+    """A visitor id in a form uuid.UUID reads but a capture does not match (braces, a URN, 32
+    bare digits) is a 400, as an account's Id is: it was answered 201 under the hyphenated
+    form, and a capture sending the id as registered made a lead of a fresh id."""
+    visitor = uuid.uuid4()
+    sent = form % (visitor.hex if form == "%s" else str(visitor))
+    refused = lsq.http.post("/_sandbox/visitors", json={"ProspectId": sent})
+    assert f"ProspectId {sent!r} is not a UUID in its hyphenated form" in assert_error(
+        refused, 400, INVALID
+    )
+    captured = lsq.ok(("ProspectID", sent), ("FirstName", "V"))
+    assert captured["IsCreated"] is True
+    assert captured["RelatedId"] != str(visitor)
+
+
+def test_a_visitor_in_upper_case_is_held_and_converted_in_lower_case(lsq: Lsq) -> None:
+    """The hyphenated form in any letter case is taken, answered in lower case, and a capture
+    sending it in either case makes the lead of that id (rule 3)."""
+    visitor = str(uuid.uuid4())
+    registered = lsq.http.post("/_sandbox/visitors", json={"ProspectId": visitor.upper()})
+    assert (registered.status_code, registered.json()) == (201, {"ProspectId": visitor})
+    captured = lsq.ok(("ProspectID", visitor.upper()), ("FirstName", "V"))
+    assert (captured["RelatedId"], captured["IsCreated"]) == (visitor, True)
+
+
 def test_accounts_need_a_name(lsq: Lsq) -> None:
     """POST /_sandbox/accounts creates an account with a UUID; no name is a 400."""
     created = lsq.http.post("/_sandbox/accounts", json={"Name": "Acme"})
