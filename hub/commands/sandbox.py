@@ -6,7 +6,8 @@ Its keys and rate limit come from the flag, else ``LEADHUB_<FLAG>``, else the va
 
 Logs one ``sandbox_ready`` line (URL, rate limit, storage, where the keys came from; never
 the keys) when it listens, serves until SIGTERM or SIGINT (uvicorn's handlers; calls held by a
-``timeout`` fault are let go at once, closed unanswered), then closes its
+``timeout`` fault are let go at once, closed unanswered; a SIGHUP, serve's reload, is logged
+and changes nothing), then closes its
 database and exits 0. The missing directories of ``--db`` are made, as ``serve`` makes its
 store's. A bad ``--rate-limit`` or an unusable ``--db`` (one that is not a SQLite file: a
 PostgreSQL URL, say; a directory that cannot be made) exits 2 with a message saying what to
@@ -16,10 +17,14 @@ check; a port that cannot be bound exits 1.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+import signal
 import sqlite3
 import sys
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -68,6 +73,34 @@ def _make_directory(db_path: str | None) -> None:
     """
     if db_path and db_path != ":memory:":
         Path(db_path).absolute().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _ignore_hangups(log: Any) -> None:
+    """Log a SIGHUP and serve on, from now on (main thread only).
+
+    ``serve`` reloads on SIGHUP; the sandbox has nothing to reload (its keys, limit and file
+    take a restart). Without a handler the signal's default action ended it at once, without
+    a line (exit 129), its calls in flight cut and its leads, when in memory, gone: a reload
+    sent to every leadhub process (a config-map watcher, ``docker kill -s HUP``) killed it.
+    The line is written from the event loop, not the handler (which may interrupt the log
+    writer holding its lock); a SIGHUP before the loop runs or after it stops is left at that.
+    """
+
+    def told() -> None:
+        log.warning(
+            "sandbox_hangup_ignored",
+            reason="the sandbox has nothing to reload; its keys, rate limit and --db take a "
+            "restart (SIGTERM or SIGINT stop it)",
+        )
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon_threadsafe(told)
+
+    signal.signal(signal.SIGHUP, handler)
 
 
 def _keys_from(args: argparse.Namespace) -> str:
@@ -132,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         on_ready=lambda url: log.info("sandbox_ready", url=url, **fields),
         on_signal=sandbox_of(app).stopping,
     )
+    _ignore_hangups(log)
     try:
         server.run()
     finally:

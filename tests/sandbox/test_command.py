@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,32 @@ def test_sandbox_command_serves_captures_and_stops_cleanly_on_sigterm() -> None:
     assert len(ready) == 1
     assert (ready[0]["url"], ready[0]["rate_limit"]) == (base, "off")
     assert ready[0]["keys"] == "--access-key / --secret-key"
+
+
+def test_a_hangup_is_logged_and_the_sandbox_serves_on() -> None:
+    """SIGHUP (serve's reload signal, sent to every leadhub process by a config watcher or
+    ``docker kill -s HUP``) is logged and changes nothing: its default action ended the
+    sandbox at once, without a line (exit 129), and its leads in memory with it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with leadhub_process(_args(port), ready_url=base + "/") as proc:
+        params = {"accessKey": ACCESS, "secretKey": SECRET}
+        with httpx.Client(base_url=base, params=params) as client:
+            created = client.post(CAPTURE, json=body(("EmailAddress", "hup@example.com")))
+            lead_id = created.json()["Message"]["RelatedId"]
+            proc.send_signal(signal.SIGHUP)
+            seen = ""
+            deadline = time.monotonic() + 30
+            while "sandbox_hangup_ignored" not in seen and time.monotonic() < deadline:
+                assert proc.poll() is None, f"a SIGHUP ended the sandbox:\n{seen}"
+                time.sleep(0.05)
+                seen += proc.stdout.read() if proc.stdout else ""
+            assert "sandbox_hangup_ignored" in seen, seen
+            found = client.get("/v2/LeadManagement.svc/Leads.GetById", params={"id": lead_id})
+            assert [lead["ProspectID"] for lead in found.json()] == [lead_id]
+        code, out = _stop(proc)
+    assert code == 0, seen + out
+    assert "sandbox_stopped" in out
 
 
 @pytest.mark.slow
