@@ -17,7 +17,12 @@
   ``subscription_types`` (``contact.creation`` by default) is one event of the hub;
   the others (a type that is not text included) are accepted and dropped. A subscribed
   event without an ``objectId`` the dispatcher can read (missing, empty, an object, an
-  array, a boolean) makes the delivery a 400. An event is named by its type, object and
+  array, a boolean) is no lead: beside good ones it is left out, the good ones stored, and
+  the ``delivery_received`` line is a warning counting it (``object_id_missing``), the body
+  stored with the events for a look. It made the whole delivery a 400, which HubSpot does
+  not retry: the good events of its batch were lost. When no subscribed event of the
+  delivery is a good one, the delivery is a 400 naming the fault (as Facebook's batches,
+  :mod:`hub.sources.facebook`). An event is named by its type, object and
   ``eventId`` (HubSpot keeps the ``eventId`` across retries but does not promise it
   unique). The dispatcher reads the object itself (:mod:`hub.dispatch.hubspot`).
 """
@@ -38,6 +43,7 @@ from hub.sources.base import (
     same,
 )
 from hub.sources.hmac_ import HmacSource
+from hub.sources.split import Noted
 
 SIGNATURE = "x-hubspot-signature-v3"
 TIMESTAMP = "x-hubspot-request-timestamp"
@@ -123,6 +129,7 @@ class HubSpotSource(NoHandshake):
             msg = "not a HubSpot webhook delivery: expected a JSON array of events"
             raise BodyError(400, msg)
         splits: list[Split] = []
+        missing: list[Any] = []  # the types of the subscribed events without an objectId
         for event in document:
             if not isinstance(event, dict) or not self._subscribed(event.get("subscriptionType")):
                 continue
@@ -132,9 +139,14 @@ class HubSpotSource(NoHandshake):
                 event.get("eventId"),
             )
             if object_id is None:
-                msg = f"a {kind} event has no 'objectId'"
-                raise BodyError(400, msg)
+                missing.append(kind)
+                continue
             splits.append(Split(f"{kind}:{object_id}:{event_id}", event))
+        if missing and not splits:
+            msg = f"a {missing[0]} event has no 'objectId'"
+            raise BodyError(400, msg)
+        if missing:
+            return Noted(splits, len(missing), None, missed_as="object_id_missing")
         return splits
 
     def _subscribed(self, kind: Any) -> bool:

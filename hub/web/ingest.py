@@ -36,7 +36,9 @@ leads should be; the leads found stored), or, with no event, ``split_kept_none``
 ``split_left_out`` and ``split_filter`` (a filter kept none of the items it was given;
 counted in ``leadhub_split_kept_none_total``). A Facebook batch with a leadgen change that
 has no ``value`` object stores its good changes, its line a warning with
-``leadgen_malformed`` (``hub.sources.facebook``). Secrets, tokens,
+``leadgen_malformed`` (``hub.sources.facebook``); so does a HubSpot app's batch with a
+subscribed event that has no ``objectId``, with ``object_id_missing``
+(``hub.sources.hubspot``). Secrets, tokens,
 signatures and bodies are never logged; headers that carry credentials are never stored.
 """
 

@@ -306,6 +306,31 @@ def test_a_hubspot_event_without_a_usable_object_id_is_a_400(hub: Hub, object_id
     assert hub.events() == []
 
 
+def test_a_hubspot_batch_with_an_event_without_object_id_keeps_the_good_ones(hub: Hub) -> None:
+    """A subscribed event without a usable ``objectId`` is left out of its batch, the good
+    events stored, the ``delivery_received`` line a warning counting it: the whole batch was
+    a 400, which HubSpot does not retry, and its good events were lost. A batch with no good
+    subscribed event is still a 400 naming the fault, nothing stored."""
+
+    def event(n: int, object_id: object) -> dict[str, object]:
+        return {"eventId": n, "subscriptionType": "contact.creation", "objectId": object_id}
+
+    bad = [{"eventId": 1, "subscriptionType": "contact.creation"}, event(2, "")]
+    batch = [bad[0], event(3, 103), bad[1], event(4, 104)]
+    with capture_logs() as logs:
+        mixed = _hubspot_post(hub, json.dumps(batch).encode())
+        only_bad = _hubspot_post(hub, json.dumps(bad).encode())
+    events = sorted(hub.events(), key=lambda e: e.id)
+    ids = [e.id for e in events]
+    assert mixed == (200, {"status": "accepted", "id": ids[0], "ids": ids})
+    assert [e.delivery_id for e in events] == ["contact.creation:103:3", "contact.creation:104:4"]
+    assert only_bad == (400, {"error": "a contact.creation event has no 'objectId'"})
+    lines = [e for e in logs if e["event"] == "delivery_received"]
+    assert (lines[0]["log_level"], lines[0]["outcome"]) == ("warning", "accepted")
+    assert lines[0]["object_id_missing"] == 2 and "split_partial_miss" not in lines[0]
+    assert (lines[1]["outcome"], len(hub.events())) == ("rejected", 2)
+
+
 def test_linkedin_challenge_over_http(hub: Hub) -> None:
     """LinkedIn's validation GET gets the code back with its HMAC as JSON; without a code,
     400; a notification is stored once per response and action, its repeat a duplicate."""
