@@ -9,6 +9,17 @@ delivery row for each one inserted; a delivery id stored before, earlier in the 
 another instance meanwhile is looked up and answered ``duplicate``. A delivery of several
 leads (a Facebook batch) takes the general path: one transaction, event by event.
 
+Every write inserts its events in the order of their (endpoint, delivery id), their ids
+drawn beforehand in the order of the deliveries, and of the leads in a delivery (which the
+dispatcher keeps). An insert waits at a delivery id another write holds uncommitted; two
+writes taking shared ids in other orders (two batches holding the same leads, sorted
+otherwise; such a batch and the one-lead deliveries of its leads gathered on another
+instance) each held one the other waited for: the server broke the deadlock, after
+``deadlock_timeout``, by aborting one, and its deliveries (up to :data:`MAX_BATCH` of a
+gathered statement) were answered 503 with an error line though the store was up; a sender
+that does not retry lost its leads. In one order, the later write waits for the earlier's
+commit and answers the ids it stored as duplicates.
+
 A delivery that has waited :data:`hub.store.base.STALL_AFTER` for its commit (a server that
 hangs rather than refusing) is answered with :class:`StoreUnavailable` (503) by one watchdog
 timer, without cancelling the statement: asyncpg's cancellation waits on the same hung
@@ -284,30 +295,36 @@ def _delivery_values(p: bulk.Pending) -> tuple[Any, ...]:
 async def _enqueue(conn: Conn, pending: bulk.Pending) -> list[EnqueueResult]:
     """Store ``pending`` event by event (inside the caller's transaction), each event already
     stored, or repeated in the delivery, reported as a duplicate; the delivery row is kept
-    only if one of its events is new."""
-    results: list[EnqueueResult] = []
+    only if one of its events is new. The events go in in the order of their delivery ids,
+    with ids drawn in the order of the leads (see the module); the results are in the
+    delivery's order."""
+    events = pending.events
+    drawn = [r[0] for r in await conn.fetch(Q["event_ids"], len(events))]
+    results: list[EnqueueResult | None] = [None] * len(events)
     seen: dict[str, int] = {}
     row: int | None = None
-    for delivery_id, document in pending.events:
+    for at in sorted(range(len(events)), key=lambda i: events[i][0]):  # (stable: the first
+        delivery_id, document = events[at]  # of a repeated id is the one stored)
         known = seen.get(delivery_id)
         if known is None:
             known = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
         if known is not None:
             seen[delivery_id] = known
-            results.append(EnqueueResult(known, True, delivery_id))
+            results[at] = EnqueueResult(known, True, delivery_id)
             continue
         if row is None:
             row = await conn.fetchval(Q["insert_delivery"], *_delivery_values(pending))
         doc = None if document is None else document.decode()
         new = await conn.fetchval(
-            Q["insert_event"], row, pending.endpoint, delivery_id, doc, pending.now
+            Q["insert_event"], row, pending.endpoint, delivery_id, doc, pending.now, drawn[at]
         )
         if new is None:  # stored meanwhile by another transaction: a duplicate
             new = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
-            results.append(EnqueueResult(new, True, delivery_id))
+            results[at] = EnqueueResult(new, True, delivery_id)
         else:
-            results.append(EnqueueResult(new, False, delivery_id))
+            results[at] = EnqueueResult(new, False, delivery_id)
         seen[delivery_id] = new
-    if row is not None and all(r.duplicate for r in results):
+    done = [r for r in results if r is not None]
+    if row is not None and all(r.duplicate for r in done):
         await conn.execute(Q["delete_delivery"], row)
-    return results
+    return done

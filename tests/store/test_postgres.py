@@ -314,6 +314,118 @@ class TestInstances:
             await frozen.ping()  # its pool heals
 
 
+class TestSharedLeadsInAnotherOrder:
+    """Two writes holding the same delivery ids in other orders, on two instances, each
+    waited for the other's uncommitted event: the server aborted one to break the deadlock,
+    and its deliveries were answered 503 though the store was up. Every write now inserts in
+    the order of the delivery ids: the later waits for the earlier's commit and finds the
+    leads stored. A lock the test holds on the middle id (an uncommitted event of its own)
+    lines both writes up at it; when it is let go, each held an id the other went on to
+    insert."""
+
+    @staticmethod
+    async def _racing(
+        postgres_schema: tuple[str, str], first: Any, second: Any
+    ) -> list[dict[str, Any]]:
+        """The results of ``first`` and ``second`` (each given a store, on two instances, and
+        called while the test holds the middle id), by delivery id, once both have waited
+        for a lock and the test has let its own go."""
+        dsn, schema = postgres_schema
+        async with instances(postgres_schema, 2) as (one, two):
+            blocker = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+            try:
+                tx = blocker.transaction()
+                await tx.start()
+                row = await blocker.fetchval(
+                    Q["insert_delivery"], "typeform", 1.0, "application/json", "{}", b"{}", 0
+                )
+                await blocker.execute(
+                    "INSERT INTO events (delivery, endpoint, delivery_id, state, attempts, "
+                    "next_attempt_at, updated_at) VALUES ($1, 'typeform', 'm', 'queued', 0, 1, 1)",
+                    row,
+                )
+                a = asyncio.ensure_future(first(one))
+                await _waiting_for_locks(dsn, 1)
+                b = asyncio.ensure_future(second(two))
+                await _waiting_for_locks(dsn, 2)
+                await tx.rollback()
+                results = await asyncio.gather(a, b, return_exceptions=True)
+            finally:
+                await blocker.close()
+        written = [r for r in results if not isinstance(r, BaseException)]
+        assert len(written) == 2, results  # (a deadlock's victim: a StoreError)
+        return [{r.delivery_id: r for r in result} for result in written]
+
+    @staticmethod
+    def _stored_once(first: dict[str, Any], second: dict[str, Any]) -> None:
+        """The first write stored every lead, the second found each of them stored."""
+        assert not any(r.duplicate for r in first.values())
+        assert all(r.duplicate for r in second.values())
+        assert {d: r.id for d, r in first.items()} == {d: r.id for d, r in second.items()}
+
+    async def test_two_batches_sharing_leads_in_another_order(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """Two deliveries of several leads; the events keep the order of their leads."""
+
+        def batch(*ids: str) -> Any:
+            return lambda store: store.enqueue(delivery(*ids))
+
+        first, second = await self._racing(
+            postgres_schema, batch("z", "m", "a"), batch("a", "m", "z")
+        )
+        self._stored_once(first, second)
+        assert first["z"].id < first["m"].id < first["a"].id  # drawn in the leads' order
+
+    async def test_gathered_one_lead_deliveries_sharing_leads_in_another_order(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """One-lead deliveries gathered into one statement on each instance; the events keep
+        the order of their deliveries."""
+        first, second = await self._racing(
+            postgres_schema, _gathered("z", "m", "a"), _gathered("a", "m", "z")
+        )
+        self._stored_once(first, second)
+        assert first["z"].id < first["m"].id < first["a"].id  # drawn in their order
+
+    async def test_a_batch_and_gathered_deliveries_sharing_leads_in_another_order(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        first, second = await self._racing(
+            postgres_schema,
+            lambda store: store.enqueue(delivery("z", "m", "a")),
+            _gathered("a", "m", "z"),
+        )
+        self._stored_once(first, second)
+
+
+def _gathered(*ids: str) -> Any:
+    """A write of one one-lead delivery per id, gathered into one statement: its results."""
+
+    async def enqueue(store: EventStore) -> list[Any]:
+        answers = await asyncio.gather(*(store.enqueue(delivery(d)) for d in ids))
+        return [answer[0] for answer in answers]
+
+    return enqueue
+
+
+async def _waiting_for_locks(dsn: str, count: int) -> None:
+    """Until ``count`` backends of the test's database wait for a lock."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(3000):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+            if waiting >= count:
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+    raise AssertionError(f"fewer than {count} backends waiting for a lock")
+
+
 class TestMigration:
     async def test_a_version_1_store_is_migrated_by_serve_and_by_a_command(
         self, postgres_schema: tuple[str, str]

@@ -107,11 +107,18 @@ INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, body
 VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id;
 
+-- name: event_ids
+-- $1 new event ids, ascending: a delivery of several leads draws its events' ids in the
+-- order of its leads, then inserts them in the order of their delivery ids (insert_event).
+SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1::int);
+
 -- name: insert_event
--- Nothing (no row) when the event is already stored: the caller reads its id then.
-INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
+-- Nothing (no row) when the event is already stored: the caller reads its id then. $6 is
+-- the id drawn for it (event_ids).
+INSERT INTO events (id, delivery, endpoint, delivery_id, document, state, attempts,
                     next_attempt_at, updated_at)
-VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5)
+OVERRIDING SYSTEM VALUE
+VALUES ($6, $1, $2, $3, $4, 'queued', 0, $5, $5)
 ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
 RETURNING id;
 
@@ -123,19 +130,25 @@ RETURNING id;
 -- before this statement. Both NULL when the same delivery id came earlier in the batch, or a
 -- concurrent transaction stored it meanwhile: the caller looks it up then.
 -- The events go in first, each naming the delivery row drawn for it; only those inserted get
--- their delivery row (the foreign key is checked at the end of the statement).
+-- their delivery row (the foreign key is checked at the end of the statement). Their ids are
+-- drawn in the deliveries' order, but they go in in the order of their (endpoint, delivery
+-- id), as every write of events does (insert_event): a write waits at an id another holds
+-- uncommitted, and two writes taking shared ids in other orders each waited for the other
+-- (a deadlock, which the server broke by aborting one: its deliveries answered 503).
 WITH input AS (
-    SELECT i.*, nextval(pg_get_serial_sequence('deliveries', 'id')) AS row_id
+    SELECT i.*, nextval(pg_get_serial_sequence('deliveries', 'id')) AS row_id,
+           nextval(pg_get_serial_sequence('events', 'id')) AS event_id
     FROM unnest($1::text[], $2::double precision[], $3::text[], $4::text[], $5::bytea[],
                 $6::smallint[], $7::text[], $8::text[], $9::double precision[])
         WITH ORDINALITY AS i (endpoint, received_at, content_type, headers, body, body_format,
                               delivery_id, document, now, n)
 ), event AS (
-    INSERT INTO events (delivery, endpoint, delivery_id, document, state, attempts,
+    INSERT INTO events (id, delivery, endpoint, delivery_id, document, state, attempts,
                         next_attempt_at, updated_at)
-    SELECT row_id, endpoint, delivery_id, document, 'queued', 0, now, now
+    OVERRIDING SYSTEM VALUE
+    SELECT event_id, row_id, endpoint, delivery_id, document, 'queued', 0, now, now
     FROM input
-    ORDER BY n
+    ORDER BY endpoint COLLATE "C", delivery_id COLLATE "C", n
     ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
     RETURNING id, delivery
 ), delivery AS (
