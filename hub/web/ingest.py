@@ -264,6 +264,13 @@ _BODY_REASONS = {415: "unsupported_media_type", 422: "split_found_nothing"}
 WARNED_REASONS = frozenset({"split_found_nothing"})
 #: Seconds between two ``store_enqueue_failed`` lines of one endpoint and kind of error.
 STORE_ERROR_EVERY = 1.0
+#: The most event and delivery ids a batch's ``delivery_received`` line lists: the first
+#: ones, with ``events`` counting them all and ``ids_left_out`` the rest. A 1,000-lead batch
+#: listed every one, a line of about 80 KB (200 KB with long ids), which Docker's and
+#: Kubernetes' log drivers cut at 16 KiB into pieces that a collector reading one JSON
+#: object a line cannot parse. 50 ids of the longest kind (200 characters) stay under it;
+#: ``leadhub events`` lists them all.
+LOGGED_IDS = 50
 #: What a request whose sender left before its body was read comes to (no answer is sent).
 DISCONNECTED = Answer(0, b"", "rejected", "disconnected", None, {}, [])
 
@@ -662,9 +669,12 @@ def _accepted(route: HookRoute, ids: list[str], results: list[EnqueueResult]) ->
     every event was known."""
     first = ids[0]
     new = [r.id for r in results if not r.duplicate]
-    extra: dict[str, Any] = {"event_ids": [r.id for r in results]}
+    extra: dict[str, Any] = {"event_ids": [r.id for r in results[:LOGGED_IDS]]}
     if len(ids) > 1:
-        extra["delivery_ids"] = ids
+        extra["delivery_ids"] = ids[:LOGGED_IDS]
+    if len(ids) > LOGGED_IDS:
+        extra["events"] = len(ids)
+        extra["ids_left_out"] = len(ids) - LOGGED_IDS
     if not new:
         payload = orjson.dumps({"status": "duplicate", "id": results[0].id})
         return Answer(200, payload, "duplicate", "", first, extra, _JSON_HEADERS)

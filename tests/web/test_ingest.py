@@ -331,6 +331,34 @@ def test_a_hubspot_batch_with_an_event_without_object_id_keeps_the_good_ones(hub
     assert (lines[1]["outcome"], len(hub.events())) == ("rejected", 2)
 
 
+def test_a_large_batchs_line_lists_its_first_ids_and_counts_them_all(hub: Hub) -> None:
+    """A batch of 1,000 leads (HubSpot's events here) logged every event id and delivery id
+    in its ``delivery_received`` line, some 45 KB: log drivers cut a line at 16 KiB. The
+    line lists the first 50 of each and counts the others; a batch of 50 lists them all."""
+
+    def events(first: int, count: int) -> bytes:
+        return json.dumps(
+            [
+                {"eventId": n, "subscriptionType": "contact.creation", "objectId": 10**12 + n}
+                for n in range(first, first + count)
+            ]
+        ).encode()
+
+    with capture_logs() as logs:
+        small = _hubspot_post(hub, events(0, 50))
+        large = _hubspot_post(hub, events(50, 1000))
+    assert (small[0], large[0]) == (200, 200)
+    stored = sorted(e.id for e in hub.events())
+    small_line, large_line = (e for e in logs if e["event"] == "delivery_received")
+    assert small_line["event_ids"] == stored[:50] and len(small_line["delivery_ids"]) == 50
+    assert "ids_left_out" not in small_line and "events" not in small_line
+    assert large_line["event_ids"] == stored[50:100]
+    assert large_line["delivery_ids"][0] == f"contact.creation:{10**12 + 50}:50"
+    assert len(large_line["delivery_ids"]) == 50
+    assert (large_line["events"], large_line["ids_left_out"]) == (1000, 950)
+    assert len(orjson.dumps(large_line)) < 16 * 1024
+
+
 def test_linkedin_challenge_over_http(hub: Hub) -> None:
     """LinkedIn's validation GET gets the code back with its HMAC as JSON; without a code,
     400; a notification is stored once per response and action, its repeat a duplicate."""
