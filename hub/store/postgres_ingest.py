@@ -303,8 +303,11 @@ async def _enqueue(conn: Conn, pending: bulk.Pending) -> list[EnqueueResult]:
     results: list[EnqueueResult | None] = [None] * len(events)
     seen: dict[str, int] = {}
     row: int | None = None
-    for at in sorted(range(len(events)), key=lambda i: events[i][0]):  # (stable: the first
-        delivery_id, document = events[at]  # of a repeated id is the one stored)
+    # In the order of the delivery ids (Python's order of text is PostgreSQL's "C", as
+    # enqueue_many sorts); the sort is stable: of an id repeated in the delivery, the first
+    # is the one stored, the others its duplicates.
+    for at in sorted(range(len(events)), key=lambda i: events[i][0]):
+        delivery_id, document = events[at]
         known = seen.get(delivery_id)
         if known is None:
             known = await conn.fetchval(Q["find_event"], pending.endpoint, delivery_id)
