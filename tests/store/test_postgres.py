@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.parse
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
 
@@ -660,6 +661,55 @@ class TestGatheredEnqueues:
         assert len({w.result()[0].id for w in waiting}) == 50
         async with instances(postgres_schema) as (reopened,):
             assert sum((await reopened.counts()).values()) == 50
+
+
+class TestBatchRoundTrips:
+    async def test_a_delivery_of_1000_leads_is_written_in_a_few_round_trips(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """A delivery of several leads was written event by event, two round trips a lead:
+        1,000 leads took 2 s with the database 1 ms away, 20 s at 10 ms, near the watchdog's
+        30 s and past most senders' timeouts. It is one statement now: a proxy in front of the
+        server counts what the store sends while it writes (each query is one write of its
+        messages; a large one may come in a few reads): 4, where it was 2,005. Stored again,
+        every lead is a duplicate of its event, in order."""
+        dsn, schema = postgres_schema
+        url = urllib.parse.urlsplit(dsn)
+        sent = 0
+        counting = False
+
+        async def pipe(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, outgoing: bool
+        ) -> None:
+            nonlocal sent
+            with contextlib.suppress(ConnectionError, OSError):
+                while data := await reader.read(65536):
+                    sent += outgoing and counting
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            up_reader, up_writer = await asyncio.open_connection(url.hostname, url.port)
+            await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
+
+        proxy = await asyncio.start_server(forward, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        proxied = dsn.replace(f"{url.hostname}:{url.port}", f"127.0.0.1:{port}", 1)
+        ids = [f"lead-{n}" for n in range(1000)]
+        try:
+            async with instances((proxied, schema), options="&pool=1") as (store,):
+                await store.enqueue(delivery("warm", "up"))  # the connection, its statements
+                counting = True
+                first = await store.enqueue(delivery(*ids))
+                counting = False
+                again = await store.enqueue(delivery(*reversed(ids)))
+        finally:
+            proxy.close()
+        assert sent < 20, sent
+        assert [r.delivery_id for r in first] == ids and not any(r.duplicate for r in first)
+        assert [r.id for r in first] == sorted(r.id for r in first)  # in the leads' order
+        assert [(r.id, r.duplicate) for r in again] == [(r.id, True) for r in reversed(first)]
 
 
 class TestPlans:

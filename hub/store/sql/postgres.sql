@@ -107,20 +107,41 @@ INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, body
 VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id;
 
--- name: event_ids
--- $1 new event ids, ascending: a delivery of several leads draws its events' ids in the
--- order of its leads, then inserts them in the order of their delivery ids (insert_event).
-SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, $1::int);
-
--- name: insert_event
--- Nothing (no row) when the event is already stored: the caller reads its id then. $6 is
--- the id drawn for it (event_ids).
-INSERT INTO events (id, delivery, endpoint, delivery_id, document, state, attempts,
-                    next_attempt_at, updated_at)
-OVERRIDING SYSTEM VALUE
-VALUES ($6, $1, $2, $3, $4, 'queued', 0, $5, $5)
-ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
-RETURNING id;
+-- name: enqueue_batch
+-- A delivery of several leads in one statement (one round trip: event by event, a delivery
+-- of 1,000 leads took 2,000, 2 s at a 1 ms round trip). $1-$6 its deliveries row
+-- (endpoint, received_at, content_type, headers, body, body_format), $7 its events' delivery
+-- ids, $8 their documents, $9 now. One row per event, in order: (new, known), its new event's
+-- id or else the id stored under its delivery id before this statement; both NULL when the
+-- id came earlier in the delivery, or a concurrent transaction stored it meanwhile: the
+-- caller looks it up then. The event ids are drawn in the leads' order, but the events go in
+-- in the order of their delivery ids (see enqueue_many); the delivery row only if one is new.
+WITH input AS (
+    SELECT i.*, nextval(pg_get_serial_sequence('events', 'id')) AS event_id
+    FROM unnest($7::text[], $8::text[]) WITH ORDINALITY AS i (delivery_id, document, n)
+), row_id AS (
+    SELECT nextval(pg_get_serial_sequence('deliveries', 'id')) AS id
+), event AS (
+    INSERT INTO events (id, delivery, endpoint, delivery_id, document, state, attempts,
+                        next_attempt_at, updated_at)
+    OVERRIDING SYSTEM VALUE
+    SELECT i.event_id, r.id, $1::text, i.delivery_id, i.document, 'queued', 0,
+           $9::double precision, $9::double precision
+    FROM input AS i CROSS JOIN row_id AS r
+    ORDER BY i.delivery_id COLLATE "C", i.n
+    ON CONFLICT ON CONSTRAINT events_dedupe DO NOTHING
+    RETURNING id
+), delivery AS (
+    INSERT INTO deliveries (id, endpoint, received_at, content_type, headers, body, body_format)
+    OVERRIDING SYSTEM VALUE
+    SELECT r.id, $1::text, $2::double precision, $3::text, $4::text, $5::bytea, $6::smallint
+    FROM row_id AS r WHERE EXISTS (SELECT 1 FROM event)
+)
+SELECT e.id AS new, CASE WHEN e.id IS NULL THEN (
+    SELECT x.id FROM events AS x WHERE x.endpoint = $1::text AND x.delivery_id = i.delivery_id
+) END AS known
+FROM input AS i LEFT JOIN event AS e ON e.id = i.event_id
+ORDER BY i.n;
 
 -- name: enqueue_many
 -- Deliveries of one lead each, gathered from concurrent requests, in one statement (one round
@@ -132,7 +153,7 @@ RETURNING id;
 -- The events go in first, each naming the delivery row drawn for it; only those inserted get
 -- their delivery row (the foreign key is checked at the end of the statement). Their ids are
 -- drawn in the deliveries' order, but they go in in the order of their (endpoint, delivery
--- id), as every write of events does (insert_event): a write waits at an id another holds
+-- id), as every write of events does (enqueue_batch): a write waits at an id another holds
 -- uncommitted, and two writes taking shared ids in other orders each waited for the other
 -- (a deadlock, which the server broke by aborting one: its deliveries answered 503).
 WITH input AS (
@@ -165,9 +186,6 @@ ORDER BY i.n;
 
 -- name: find_event
 SELECT id FROM events WHERE endpoint = $1 AND delivery_id = $2;
-
--- name: delete_delivery
-DELETE FROM deliveries WHERE id = $1;
 
 -- name: lock_claims
 -- Claims take turns across every instance (each a few statements): when one returns, every
