@@ -338,7 +338,8 @@ class TestSharedLeadsInAnotherOrder:
                 tx = blocker.transaction()
                 await tx.start()
                 row = await blocker.fetchval(
-                    Q["insert_delivery"], "typeform", 1.0, "application/json", "{}", b"{}", 0
+                    "INSERT INTO deliveries (endpoint, received_at, content_type, headers, body) "
+                    "VALUES ('typeform', 1, 'application/json', '{}', '') RETURNING id"
                 )
                 await blocker.execute(
                     "INSERT INTO events (delivery, endpoint, delivery_id, state, attempts, "

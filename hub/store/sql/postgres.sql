@@ -102,11 +102,6 @@ UPDATE meta SET value = '2' WHERE key = 'schema_version';
 -- name: find_id
 SELECT 1 FROM events WHERE id = $1;
 
--- name: insert_delivery
-INSERT INTO deliveries (endpoint, received_at, content_type, headers, body, body_format)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id;
-
 -- name: enqueue_batch
 -- A delivery of several leads in one statement (one round trip: event by event, a delivery
 -- of 1,000 leads took 2,000, 2 s at a 1 ms round trip). $1-$6 its deliveries row
