@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.parse
 from collections.abc import Mapping
 from itertools import chain, combinations
 from pathlib import Path
@@ -456,38 +455,9 @@ class _Collector:
             key=lambda t: (t.origin.file, t.origin.line) if t.origin else ("", 0),
         )
 
-    def _check_unnamed_accounts(self) -> None:
-        """Targets on one host with different access keys and no ``account:`` are taken as
-        two LeadSquared accounts: a person's events to one do not wait for their events to
-        the other, and each has its own rate window. If the keys are two users of one
-        account, a retried older capture through one could land after a newer one through
-        the other and overwrite it. A warning at each later target, naming the fix."""
-        first: dict[str, Target] = {}
-        for target in self._written_targets():
-            if target.account:
-                continue
-            try:
-                host = urllib.parse.urlsplit(target.url).netloc.lower()
-            except ValueError:  # an unusable url: its own error says so
-                continue
-            other = first.setdefault(host, target)
-            if other is target or other.access_key.reveal() == target.access_key.reveal():
-                continue
-            origin = target.origin or Origin("?", 0)
-            self.issues.warn(
-                origin.file,
-                origin.line,
-                f"targets {other.name!r} ({other.origin}) and {target.name!r} send to one host "
-                "with different access keys, so they are taken as two LeadSquared accounts: a "
-                "person's events to one do not wait for their events to the other, and each "
-                "has its own rate window. If both keys are users of one account, give both "
-                "targets its name, like account: acme (else a retried older capture through "
-                "one can land after a newer one through the other and overwrite it); if they "
-                "are two accounts, give each its own name to say so",
-            )
-
     def _check_shared_accounts(self) -> None:
-        """Targets naming one LeadSquared account (its url and access key) share one rate
+        """Targets naming one LeadSquared account (its ``account:``, else its url and access
+        key) share one rate
         window (``hub.dispatch.ratelimit.account_of``): given different ``rate_limit``s, each
         asks for the window under its own, and slots the other's turn freed go to either, so
         the lower limit is not kept (1/1s sent 2 to 4 calls a second beside a 5/1s target),
@@ -566,7 +536,6 @@ class _Collector:
         self._check_unused_targets()
 
         self._check_shared_accounts()
-        self._check_unnamed_accounts()
         by_endpoint: dict[str, list[CompiledMapping]] = {}
         for mapping in sorted(self.mappings.values(), key=_written_order):
             by_endpoint.setdefault(mapping.endpoint, []).append(mapping)

@@ -314,8 +314,8 @@ class Target:
     def account_identity(self) -> tuple[str, str]:
         """What tells this target's LeadSquared account from another's: its ``account:``
         name, or else its url and access key. Targets of one account share its rate window
-        and keep a person's events in order between them (one account, one set of leads);
-        two users' keys of one account look like two accounts unless both name it."""
+        (LeadSquared limits the account); two users' keys of one account look like two
+        accounts unless both name it."""
         if self.account:
             return ("account", self.account)
         return (self.url.rstrip("/").lower(), self.access_key.reveal())

@@ -69,7 +69,7 @@ import contextlib
 import dataclasses
 import random as _random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
 import httpx
@@ -103,7 +103,7 @@ from hub.dispatch.lane import (
 from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
-from hub.dispatch.ratelimit import account_of, limiter_for
+from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import RetryPolicy, Rewrites
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
@@ -632,7 +632,8 @@ class Dispatcher:
         try:
             for look in range(ROUTE_LOOKS):
                 await asyncio.sleep(ROUTE_WAIT)
-                blocked = await self.store.blockers(ordering_checks(held))
+                checks = [(i.event.id, i.request.lead_keys()) for i in held]
+                blocked = await self.store.blockers(checks)
                 still = [i for i in held if _routing(blocked.get(i.event.id))]
                 if look == ROUTE_LOOKS - 1:
                     still = []  # enough: every blocked one waits its turn in the queue
@@ -656,15 +657,13 @@ class Dispatcher:
         of the batch sees an earlier one. Returns the items still ours (in id order) and, by
         event id, the earlier pending event each blocked one waits for.
         """
-        checks = ordering_checks(items)
+        keys = {item.event.id: item.request.lead_keys() for item in items}
         routes = [
-            Route(i.event.id, i.request.target, i.request.mapping, tuple(check[1]))
-            for i, check in zip(items, checks, strict=True)
+            Route(i.event.id, i.request.target, i.request.mapping, keys[i.event.id]) for i in items
         ]
         missing = set(await self.store.set_routes(routes, reading=reading or ()))
-        kept = [check for check in checks if check[0] not in missing]
         items = [item for item in items if item.event.id not in missing]
-        return items, await self.store.blockers(kept)
+        return items, await self.store.blockers(list(keys.items()))
 
     async def _route_each(self, items: list[Item]) -> tuple[list[Item], dict[int, Event]]:
         """:meth:`_route` one item at a time, in id order, after the whole batch failed.
@@ -1142,42 +1141,6 @@ def lease_shortfalls_where(config: Config, lease: float) -> list[tuple[Origin | 
                 )
             )
     return problems
-
-
-def ordering_checks(
-    items: Sequence[Item],
-) -> list[tuple[int, tuple[str, ...], list[tuple[str, str]]]]:
-    """Each item's per-lead ordering check: its event id, its lead keys
-    (:meth:`CaptureRequest.lead_keys`) and the routes (target, mapping) whose events it need
-    not wait for.
-
-    Those are the routes its configuration sends to another LeadSquared account (another
-    ``account:`` name, or url and access key, as the rate limit counts it: :func:`account_of`):
-    there, the same email is another lead.
-    (A person's event held by a paused or failing account held back that person's events to
-    every other account for as long as that lasted.) Keys stay unscoped, and an earlier
-    event is passed over only while its recorded route is still one the configuration in
-    force would take to another account: a target whose key or url changed is still the
-    same target, a renamed one is reached by the same mapping, so a new event waits for an
-    older one still retrying there (keys scoped by account let it overtake, and the older
-    retry then overwrote the newer data). An event of a route no longer configured holds
-    back every later one of its lead, as before.
-    """
-    routes: dict[int, tuple[dict[str, str], list[tuple[str, str]]]] = {}  # by configuration
-    checks = []
-    for item in items:
-        config = item.config
-        apart: list[tuple[str, str]] = []
-        if config is not None and item.request.target in config.targets:
-            if (known := routes.get(id(config))) is None:
-                accounts = {name: account_of(t) for name, t in config.targets.items()}
-                pairs = [(m.target, name) for name, m in config.mappings.items()]
-                known = routes[id(config)] = accounts, [p for p in pairs if p[0] in accounts]
-            accounts, pairs = known
-            own = accounts[item.request.target]
-            apart = [(target, mapping) for target, mapping in pairs if accounts[target] != own]
-        checks.append((item.event.id, item.request.lead_keys(), apart))
-    return checks
 
 
 def _routing(blocker: Event | None) -> bool:

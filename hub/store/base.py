@@ -388,24 +388,13 @@ def state_counts(
     return out
 
 
-#: One per-lead ordering check (:meth:`EventStore.blockers`): an event's id, its lead keys
-#: and, optionally, the routes whose events it need not wait for: ``(target, mapping)``
-#: pairs (those leading to other LeadSquared accounts).
-OrderingCheck = tuple[int, Sequence[str]] | tuple[int, Sequence[str], Collection[tuple[str, str]]]
-
-
-def ordering_checks(checks: Sequence[OrderingCheck]) -> list[list[Any]]:
-    """:meth:`EventStore.blockers`' checks as ``[event id, [key, ...], [{"t": target, "m":
-    mapping}, ...]]``, the empty keys dropped, and the events left without a key (nothing
-    can block them) left out."""
+def ordering_checks(checks: Sequence[tuple[int, Sequence[str]]]) -> list[list[Any]]:
+    """:meth:`EventStore.blockers`' checks as ``[event id, [key, ...]]``, the empty keys
+    dropped, and the events left without a key (nothing can block them) left out."""
     return [
-        [
-            int(check[0]),
-            keys,
-            [{"t": t, "m": m} for t, m in sorted(check[2])] if len(check) > 2 else [],
-        ]
-        for check in checks
-        if (keys := [str(k) for k in check[1] if k])
+        [int(event_id), keys]
+        for event_id, lead_keys in checks
+        if (keys := [str(k) for k in lead_keys if k])
     ]
 
 
@@ -455,7 +444,7 @@ class BatchedStore(ABC):
     ) -> builtins.list[int]: ...
 
     @abstractmethod
-    async def blockers(self, checks: Sequence[OrderingCheck]) -> dict[int, Event]: ...
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]: ...
 
     async def set_route(
         self, event_id: int, *, target: str, mapping: str, lead_keys: Sequence[str]
@@ -464,10 +453,8 @@ class BatchedStore(ABC):
         if await self.set_routes([route]):
             raise no_event(event_id)
 
-    async def blocker(
-        self, event_id: int, lead_keys: Sequence[str], apart: Collection[tuple[str, str]] = ()
-    ) -> Event | None:
-        return (await self.blockers([(event_id, lead_keys, apart)])).get(event_id)
+    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
+        return (await self.blockers([(event_id, lead_keys)])).get(event_id)
 
     # -- purge: a walk over the events in id order, one window at a time -----------------
 
@@ -803,17 +790,13 @@ class EventStore(Protocol):
         """Record the mapping and target that took an event and its lead identity keys."""
         ...
 
-    async def blocker(
-        self, event_id: int, lead_keys: Sequence[str], apart: Collection[tuple[str, str]] = ()
-    ) -> Event | None:
+    async def blocker(self, event_id: int, lead_keys: Sequence[str]) -> Event | None:
         """What holds back event ``event_id`` of the lead ``lead_keys`` (none if no key).
 
-        The earliest event with a lower id that is either pending, shares one of
-        ``lead_keys`` and has a route (target and mapping) not in ``apart`` (the routes to
-        other LeadSquared accounts, where the same email is another lead), or claimed
-        (``sending``) with no route recorded yet: its lead is not known, so it may be this
-        one. (That lasts from a claim to its routes; an event marked as awaiting an API read,
-        see :meth:`set_routes`, does not count meanwhile.)
+        The earliest event with a lower id that is either pending and shares one of
+        ``lead_keys``, or claimed (``sending``) with no route recorded yet: its lead is not
+        known, so it may be this one. (That lasts from a claim to its routes; an event marked
+        as awaiting an API read, see :meth:`set_routes`, does not count meanwhile.)
         """
         ...
 
@@ -833,8 +816,8 @@ class EventStore(Protocol):
         or no longer under their ``Ack.lease``)."""
         ...
 
-    async def blockers(self, checks: Sequence[OrderingCheck]) -> dict[int, Event]:
-        """:meth:`blocker` for many ``(event_id, lead_keys[, apart])`` in one read.
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
+        """:meth:`blocker` for many ``(event_id, lead_keys)`` in one read.
 
         Only the blocked events are in the result, each with its blocker; a blocker is
         pending as of one consistent read of the store.

@@ -45,7 +45,6 @@ from hub.store.base import (
     BodyNotSkimmed,
     ClockReading,
     ClockWatch,
-    OrderingCheck,
     Replayed,
     Settle,
     StoreError,
@@ -794,7 +793,7 @@ class PostgresStore(BatchedStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def blockers(self, checks: Sequence[OrderingCheck]) -> dict[int, Event]:
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
         asked = ordering_checks(checks)
         if not asked:
             return {}

@@ -33,7 +33,6 @@ from hub.store.base import (
     BodyNotSkimmed,
     ClockReading,
     ClockWatch,
-    OrderingCheck,
     Replayed,
     Settle,
     StoreError,
@@ -413,7 +412,7 @@ class SQLiteStore(BatchedStore):
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def blockers(self, checks: Sequence[OrderingCheck]) -> dict[int, Event]:
+    async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:
         asked = ordering_checks(checks)
         if not asked:
             return {}

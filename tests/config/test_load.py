@@ -869,44 +869,6 @@ def test_targets_of_one_account_with_different_rate_limits_are_a_warning(tmp_pat
     assert "(the-key" not in warning and f"{tmp_path / 'targets.yaml'}:1: account: acme)" in warning
 
 
-def _unnamed_warnings(tmp_path: Path, *targets: str) -> list[str]:
-    """Warnings about targets taken as two accounts, for ``targets`` (name, url, key var
-    and extra lines, ``|``-separated)."""
-    docs = []
-    for spec in targets:
-        name, url, key, extra = spec.split("|")
-        docs.append(
-            f"kind: target\nname: {name}\nurl: {url}\naccess_key: ${{{key}}}\n"
-            f"secret_key: ${{SECRET}}\n{extra}"
-        )
-    (tmp_path / "targets.yaml").write_text("---\n".join(docs))
-    environ = {"KEY": "the-key", "OTHER_KEY": "another-key", "SECRET": "s"}
-    return [w for w in load(tmp_path, environ).warnings if "two LeadSquared accounts" in w]
-
-
-def test_targets_on_one_host_with_different_keys_and_no_account_name_are_a_warning(
-    tmp_path: Path,
-) -> None:
-    """Two targets on one host with different access keys are taken as two accounts (their
-    leads apart: a person's events to one do not wait for the other). If the keys are two
-    users of one account, that lets a retried older capture overwrite a newer one, so
-    ``check`` asks for ``account:`` names, at the second target; named (either way), or on
-    other hosts, or with one key, there is nothing to say."""
-    host = "https://api-in21.leadsquared.com"
-    (warning,) = _unnamed_warnings(tmp_path, f"crm|{host}|KEY|", f"crm-2|{host}/|OTHER_KEY|")
-    assert warning.startswith(
-        f"{tmp_path / 'targets.yaml'}:7: targets 'crm' ({tmp_path / 'targets.yaml'}:1) and "
-        "'crm-2' send to one host with different access keys"
-    )
-    assert "give both targets its name, like account: acme" in warning
-    assert "the-key" not in warning and "another-key" not in warning
-    named = ("crm|" + host + "|KEY|account: a\n", "crm-2|" + host + "|OTHER_KEY|account: b\n")
-    assert _unnamed_warnings(tmp_path, *named) == []
-    other_host = "crm-2|https://api-us11.leadsquared.com|OTHER_KEY|"
-    assert _unnamed_warnings(tmp_path, f"crm|{host}|KEY|", other_host) == []
-    assert _unnamed_warnings(tmp_path, f"crm|{host}|KEY|", f"crm-2|{host}|KEY|") == []
-
-
 def test_an_empty_account_name_is_an_error_naming_the_fix(tmp_path: Path) -> None:
     """``account:`` with nothing in it would make every such target one account."""
     (tmp_path / "targets.yaml").write_text(

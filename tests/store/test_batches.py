@@ -80,27 +80,6 @@ async def test_blockers_of_a_batch_with_shared_and_chained_blockers(store: Event
     assert found[b] == found[e] and found[f].lead_keys == ("e:y",)
 
 
-async def test_blockers_pass_over_the_targets_of_other_accounts(store: EventStore) -> None:
-    """An earlier event of the lead whose route (target and mapping) is listed apart (a route
-    to another LeadSquared account) holds nothing back; one routed otherwise (its target
-    reached by another mapping now, or no longer known) still does, and so does a claimed
-    event whose route is not written yet."""
-    a, b, c, d = await ids_of(store, 4)
-    await store.set_routes([Route(a, "other", "m", ("e:x",)), Route(b, "gone", "m", ("e:y",))])
-    apart = [("other", "m"), ("gone", "n")]  # "gone" is reached by another mapping now
-    found = await store.blockers([(c, ["e:x"], apart), (d, ["e:y"], apart)])
-    assert {k: v.id for k, v in found.items()} == {d: b}
-    assert (await store.blockers([(c, ["e:x"], [])]))[c].id == a
-    assert (await store.blockers([(c, ["e:x"], [("m", "other")])]))[c].id == a
-    assert await store.blocker(c, ["e:x"], [("other", "m"), ("third", "m")]) is None
-    (e,) = await ids_of(store, 1, endpoint="zapier")
-    await store.set_routes([Route(c, "t", "m", ("e:z",)), Route(d, "t", "m", ("e:z",))])
-    claimed = await store.claim(limit=10, lease=60)  # e is claimed, its route not written
-    assert e in {event.id for event in claimed}
-    unrouted = await store.blocker(e + 1, ["e:x"], apart)
-    assert unrouted is not None and (unrouted.id, unrouted.target) == (e, None)
-
-
 async def test_events_read_back_exactly(store: EventStore, clock: ManualClock) -> None:
     """Reads fetch rows packed into one value; every field must come back as it was written.
 

@@ -338,10 +338,9 @@ SELECT k.key, k.event FROM unnest($1::text[], $2::bigint[]) AS k (key, event)
 ON CONFLICT DO NOTHING;
 
 -- name: blockers
--- Per-lead ordering for a batch. $1 is a JSON array of [event id, [lead key, ...], [{"t":
--- target, "m": mapping}, ...]]; one row per event: its blocker is the earliest earlier event
--- still pending sharing one of its keys whose route is none of those listed (routes to other
--- LeadSquared accounts), or else, if earlier still, the earliest earlier event claimed whose keys are not recorded
+-- Per-lead ordering for a batch. $1 is a JSON array of [event id, [lead key, ...]]; one row
+-- per event: its blocker is the earliest earlier event still pending sharing one of its keys,
+-- or else, if earlier still, the earliest earlier event claimed whose keys are not recorded
 -- yet (it may be the same lead: every later event waits for its routes, a few milliseconds;
 -- one awaiting an API read is not counted, see awaits_read). Key by key, from lead_keys'
 -- primary key (key, event) in event order to the first pending event: the walk is over that
@@ -360,14 +359,12 @@ SELECT a.asker, LEAST((
         WHERE k.key = wanted.key
           AND k.event < a.asker
           AND e.state IN ('queued', 'retrying', 'sending')
-          AND NOT a.apart @> jsonb_build_array(jsonb_build_object('t', e.target, 'm', e.mapping))
         ORDER BY k.event
         LIMIT 1
     ) AS first
 ), CASE WHEN u.first < a.asker THEN u.first END) AS blocker
 FROM (
-    SELECT (v ->> 0)::bigint AS asker, v -> 1 AS keys, coalesce(v -> 2, '[]') AS apart
-    FROM jsonb_array_elements($1::jsonb) AS v
+    SELECT (v ->> 0)::bigint AS asker, v -> 1 AS keys FROM jsonb_array_elements($1::jsonb) AS v
 ) AS a
 CROSS JOIN (
     -- OFFSET 0 keeps min() from walking the primary key from the oldest event up

@@ -378,11 +378,9 @@ ORDER BY j.key;
 DELETE FROM lead_keys WHERE event IN (SELECT value FROM json_each(:ids));
 
 -- name: blockers
--- Per-lead ordering for a batch. :asked is a JSON array of [event id, [lead key, ...],
--- [{"t": target, "m": mapping}, ...]]; the answer is one [event id, blocker id or null] per
--- event: its blocker is the earliest earlier event still pending that shares one of its keys
--- and whose route is none of those listed (routes to other LeadSquared accounts), or else, if
--- earlier still, the
+-- Per-lead ordering for a batch. :asked is a JSON array of [event id, [lead key, ...]];
+-- the answer is one [event id, blocker id or null] per event: its blocker is the earliest
+-- earlier event still pending that shares one of its keys, or else, if earlier still, the
 -- earliest earlier event claimed whose keys are not recorded yet (it may be the same lead:
 -- every later event waits for its routes, a few milliseconds; one awaiting an API read is
 -- not counted, see awaits_read). Packed in one value (one step for the whole batch). CROSS
@@ -402,11 +400,6 @@ WITH unrouted AS (
         CROSS JOIN lead_keys AS k ON k.key = j.value AND k.event < json_extract(a.value, '$[0]')
         CROSS JOIN events AS e ON e.id = k.event
         WHERE e.state IN ('queued', 'retrying', 'sending')
-          AND NOT EXISTS (
-              SELECT 1 FROM json_each(a.value, '$[2]') AS r
-              WHERE json_extract(r.value, '$.t') = e.target
-                AND json_extract(r.value, '$.m') = e.mapping
-          )
         ORDER BY e.id
         LIMIT 1
     ) AS blocker
