@@ -317,7 +317,7 @@ class Target:
         (LeadSquared limits the account); two users' keys of one account look like two
         accounts unless both name it."""
         if self.account:
-            return ("account", self.account)
+            return ("account", self.account.casefold())  # (Acme and acme: one account)
         return (self.url.rstrip("/").lower(), self.access_key.reveal())
 
 

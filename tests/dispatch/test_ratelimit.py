@@ -455,6 +455,7 @@ def test_targets_naming_one_account_share_its_window_whatever_their_keys() -> No
     first = dataclasses.replace(_target(url, "u$r-first"), account="acme")
     second = dataclasses.replace(_target(url, "u$r-second"), account="acme")
     other = dataclasses.replace(_target(url, "u$r-first"), account="globex")
+    assert account_of(dataclasses.replace(first, account="Acme")) == account_of(first)
     assert account_of(first) == account_of(second) != account_of(_target(url, "u$r-first"))
     assert account_of(other) != account_of(first)
     assert "acme" not in account_of(first)
