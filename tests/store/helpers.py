@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import orjson
 
 from hub.store.models import EventIn, IncomingDelivery
@@ -75,3 +77,21 @@ async def table_rows(url: str) -> dict[str, int]:
             return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
     dsn, _, schema = url.partition("?schema=")
     return {t: (await sql(dsn, f"SELECT count(*) FROM {t}", schema=schema))[0][0] for t in TABLES}
+
+
+async def waiting_for_locks(dsn: str, count: int) -> None:
+    """Until ``count`` backends of the test's database wait for a lock (asked on a connection
+    of its own: within a transaction, pg_stat_activity keeps its first answer)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(3000):
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+            if waiting >= count:
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()
+    raise AssertionError(f"fewer than {count} backends waiting for a lock")

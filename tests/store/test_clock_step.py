@@ -26,7 +26,7 @@ from hub.store.models import Ack, State
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
 from tests.store.conftest import opened, sqlite_url
-from tests.store.helpers import delivery
+from tests.store.helpers import delivery, waiting_for_locks
 
 HOUR = 3600.0
 LEASE = 60.0
@@ -240,24 +240,6 @@ async def pg_store(dsn: str, schema: str, clock: ManualClock) -> AsyncIterator[P
         yield store
     finally:
         await store.close()
-
-
-async def waiting_for_locks(dsn: str, count: int) -> None:
-    """Until ``count`` backends of the test's database wait for a lock (asked on a connection
-    of its own: within a transaction, pg_stat_activity keeps its first answer)."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        for _ in range(1000):
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"
-            )
-            if waiting >= count:
-                return
-            await asyncio.sleep(0.01)
-    finally:
-        await conn.close()
-    raise AssertionError(f"fewer than {count} backends waiting for a lock")
 
 
 async def test_postgres_an_outcome_racing_the_undo_of_a_step_still_applies(

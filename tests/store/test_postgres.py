@@ -20,7 +20,7 @@ from hub.store.base import Submits
 from hub.store.models import Ack, Purged, Route, State
 from hub.store.postgres import PostgresStore, Q
 from tests.pg_server import PostgresServer, cut_connections, find_bindir, frozen, sql
-from tests.store.helpers import delivery, table_rows
+from tests.store.helpers import delivery, table_rows, waiting_for_locks
 from tests.support.server import free_port
 
 LEASE = 30.0
@@ -347,9 +347,9 @@ class TestSharedLeadsInAnotherOrder:
                     row,
                 )
                 a = asyncio.ensure_future(first(one))
-                await _waiting_for_locks(dsn, 1)
+                await waiting_for_locks(dsn, 1)
                 b = asyncio.ensure_future(second(two))
-                await _waiting_for_locks(dsn, 2)
+                await waiting_for_locks(dsn, 2)
                 await tx.rollback()
                 results = await asyncio.gather(a, b, return_exceptions=True)
             finally:
@@ -409,23 +409,6 @@ def _gathered(*ids: str) -> Any:
         return [answer[0] for answer in answers]
 
     return enqueue
-
-
-async def _waiting_for_locks(dsn: str, count: int) -> None:
-    """Until ``count`` backends of the test's database wait for a lock."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        for _ in range(3000):
-            waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"
-            )
-            if waiting >= count:
-                return
-            await asyncio.sleep(0.01)
-    finally:
-        await conn.close()
-    raise AssertionError(f"fewer than {count} backends waiting for a lock")
 
 
 class TestMigration:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,7 @@ from hub.store import open_store
 from hub.store.retention import PURGE_EVERY, Schedule, retention_lifespan
 from tests.dispatch.support import wait_for
 from tests.support.disks import small_disk
-from tests.support.server import REPO
+from tests.support.server import leadhub_run
 
 from .helpers import delivery
 
@@ -75,15 +73,7 @@ async def test_the_command_says_what_went_before_the_disk_filled(disk: Path) -> 
     db = disk / "hub.db"
     await seed(f"sqlite:///{db}", now=time.time())
     fill(disk, leave=1_500_000)
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", "purge", "--db", f"sqlite:///{db}", "--older-than", "30d"],
-        cwd=str(REPO),
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = leadhub_run(["purge", "--db", f"sqlite:///{db}", "--older-than", "30d"], timeout=120)
     went = EVENTS - left(db)
     assert 0 < went < EVENTS, (went, done.stderr)  # the disk stopped it part way
     assert done.returncode == 1, done.stderr

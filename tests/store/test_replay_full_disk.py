@@ -4,10 +4,7 @@ replay`` says how many events it requeued before it stopped, as ``leadhub purge`
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +13,7 @@ import pytest
 
 from hub.store import open_store
 from tests.support.disks import small_disk
-from tests.support.server import REPO
+from tests.support.server import leadhub_run
 
 from .helpers import delivery
 from .test_purge_full_disk import EVENTS, PAD, fill
@@ -56,15 +53,7 @@ async def test_the_command_says_how_many_it_requeued_before_the_disk_filled(disk
     db = disk / "hub.db"
     await seed_dead(f"sqlite:///{db}")
     fill(disk, leave=3_000_000)
-    done = subprocess.run(
-        [sys.executable, "-m", "hub", "replay", "--db", f"sqlite:///{db}", "--status", "dead"],
-        cwd=str(REPO),
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = leadhub_run(["replay", "--db", f"sqlite:///{db}", "--status", "dead"], timeout=120)
     went = queued(db)
     assert 0 < went < EVENTS, (went, done.stderr)  # the disk stopped it part way
     assert (done.returncode, done.stdout) == (1, ""), done.stderr
