@@ -40,8 +40,12 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   ``leadhub_events`` series at all rather than the last counts, which would read as today's
   (an alert on ``dead`` frozen, another instance's true count outvoted by ``max``); the
   delivered events are counted again at the first scrape it answers.
-* ``leadhub_store_up``: 1 when the scrape read the event counts from the store, 0 when it
-  did not answer (what to alert on: the counts are then missing, not zero).
+* ``leadhub_store_up``: 1 when the scrape read the event counts from the store and the store
+  took a write (its ping, as ``/readyz`` asks it: run beside the counts, within the same
+  :data:`COUNTS_TIMEOUT`), else 0: what to alert on. A store that reads but cannot write (a
+  full disk, a stalled SQLite writer process, a PostgreSQL that takes no writes) refuses
+  every webhook (503); read alone, it showed 1 throughout. The counts are exported whenever
+  they were read (then current), and missing, not zero, when they were not.
 
 No counter or histogram exports a ``*_created`` series (prometheus_client's creation
 timestamps: one more line per counter and histogram child, that nothing graphs); they are
@@ -50,6 +54,7 @@ turned off for the process here, where the hub's metrics are set up.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -150,8 +155,10 @@ class WebMetrics:
         )
         self.store_up = Gauge(
             "leadhub_store_up",
-            "1 when this scrape read the event counts from the store, 0 when the store did not "
-            f"answer within {COUNTS_TIMEOUT:g} s (leadhub_events is then left out).",
+            "1 when this scrape read the event counts from the store and the store took a write "
+            f"(as /readyz asks it), both within {COUNTS_TIMEOUT:g} s; 0 when it did not (down, "
+            "or a full disk: webhooks get 503). leadhub_events is left out when the counts "
+            "could not be read.",
             registry=self.registry,
         )
         self._counters: dict[tuple[str, str, str], Any] = {}
@@ -185,8 +192,10 @@ class WebMetrics:
     async def render(self, store: EventStore) -> bytes:
         """The Prometheus text exposition, with the event gauge refreshed from ``store``."""
         start = self._monotonic()
+        # Beside the counts, in the same budget: a store that reads but takes no write is
+        # down for every webhook all the same.
+        writes = asyncio.ensure_future(self._writes(store))
         read = await self._count(store, EVERY_SCRAPE, COUNTS_TIMEOUT)
-        self.store_up.set(1 if read else 0)
         if read:
             now = self._monotonic()
             left = COUNTS_TIMEOUT - (now - start)  # both counts share the one budget
@@ -208,7 +217,18 @@ class WebMetrics:
             if self._delivered_due != math.inf:  # (not while another scrape counts them)
                 self._delivered_due = 0.0
                 self._retry = RETRY
+        self.store_up.set(1 if read and await writes else 0)
         return generate_latest(self.registry)
+
+    async def _writes(self, store: EventStore) -> bool:
+        """Whether ``store`` takes a write (its ping: ``/readyz``'s check) within
+        :data:`COUNTS_TIMEOUT`."""
+        try:
+            await within(store.ping(), COUNTS_TIMEOUT)
+        except Exception as exc:  # a down store must not break the scrape
+            _log.warning("metrics_ping_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            return False
+        return True
 
     def _delivered_wait(self, counted: bool, took: float) -> float:
         """Seconds until the delivered events are counted again, after a count of them that

@@ -1,8 +1,13 @@
 """``/metrics`` of a running ``leadhub serve`` while its store cannot be read: the event
-gauges are left out rather than shown at their last counts, and come back with the store."""
+gauges are left out rather than shown at their last counts, and come back with the store;
+while it can be read but not written (a full disk, a stopped writer), ``leadhub_store_up`` is
+0 as ``/readyz`` is 503, the counts (current) still shown."""
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -10,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.support import wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN
+from tests.e2e.test_stalled_writer import _writer_child
+from tests.support.disks import small_disk
 from tests.support.server import leadhub_process, serve_args
 
 SUFFIXES = ("", "-wal", "-shm")
@@ -58,3 +65,62 @@ def test_a_store_that_cannot_be_read_shows_no_event_counts(tmp_path: Path) -> No
             (away / f"hub.db{suffix}").rename(f"{db}{suffix}")
         wait_until(settled, timeout=60, what="the counts to come back")
         assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+
+
+def _fill(disk: Path) -> Path:
+    """A file taking every byte left on ``disk`` (a tmpfs): writes there fail with ENOSPC."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_store_that_reads_but_cannot_write_is_not_up(tmp_path: Path) -> None:
+    """The SQLite store's disk full: every webhook is refused (503) and /readyz says so, and
+    ``leadhub_store_up`` is 0 too (it was 1 throughout, the event counts being readable: the
+    alert the README names never fired while every lead was refused), with the counts still
+    shown. Space again: 1."""
+    with small_disk(tmp_path / "disk", "3m") as disk:
+        args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, db=f"sqlite:///{disk}/hub.db")
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV):
+            lead = {"email": "a@example.com"}
+            assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 200
+            assert _scrape(base)[1] == 1
+            filler = _fill(disk)
+            lead = {"email": "b@example.com"}
+            refused = httpx.post(f"{base}/hooks/forms", json=lead, headers=auth)
+            assert refused.status_code == 503, refused.text
+
+            def down() -> bool:
+                counts, up = _scrape(base)
+                ready = httpx.get(f"{base}/readyz", timeout=30).status_code
+                # the counts read, and current: the one lead stored, the refused one not
+                return (ready, up, sum(counts.values())) == (503, 0, 1)
+
+            wait_until(down, timeout=60, what="store_up 0 with the counts shown")
+            filler.unlink()
+            wait_until(lambda: _scrape(base)[1] == 1, timeout=60, what="store_up 1 again")
+
+
+def test_a_stopped_writer_process_is_not_up(tmp_path: Path) -> None:
+    """The SQLite store's writer process stopped (SIGSTOP: a hung mount): webhooks wait for
+    it and /readyz is 503; so is ``leadhub_store_up`` 0, where the counts read beside it kept
+    it 1. Going on again: 1."""
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        assert _scrape(base)[1] == 1
+        writer = _writer_child(proc.pid)
+        os.kill(writer, signal.SIGSTOP)
+        try:
+            counts, up = _scrape(base)
+            assert (counts.get("dead"), up) == (0, 0)
+        finally:
+            os.kill(writer, signal.SIGCONT)
+        wait_until(lambda: _scrape(base)[1] == 1, timeout=60, what="store_up 1 again")
