@@ -45,7 +45,11 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   :data:`COUNTS_TIMEOUT`), else 0: what to alert on. A store that reads but cannot write (a
   full disk, a stalled SQLite writer process, a PostgreSQL that takes no writes) refuses
   every webhook (503); read alone, it showed 1 throughout. The counts are exported whenever
-  they were read (then current), and missing, not zero, when they were not.
+  they were read (then current), and missing, not zero, when they were not. A run of scrapes
+  the store fails logs ``metrics_counts_failed`` / ``metrics_ping_failed`` (``error``,
+  ``detail``) at its first, then at most once per :data:`LOG_EVERY` with ``unlogged``, and
+  ``metrics_store_recovered`` (``failed``, ``seconds``) at the first scrape it answers whole
+  (:class:`hub.logs.Failures`, as ``/readyz``'s lines).
 
 No counter or histogram exports a ``*_created`` series (prometheus_client's creation
 timestamps: one more line per counter and histogram child, that nothing graphs); they are
@@ -70,6 +74,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from hub.logs import Failures
 from hub.store.base import EventStore
 from hub.store.models import State
 from hub.web.timeouts import within
@@ -93,6 +98,9 @@ DEAR = 0.05
 #: again (twice as long after each further one in a row, up to :data:`RECOUNT` times as long
 #: as it waited): a scrape every 15 s reads them again about a minute after a store's pause.
 RETRY = 60.0
+#: Seconds between two lines of one kind of failure in a run of failed scrapes (and within
+#: which a new run after a ``metrics_store_recovered`` line logs nothing more: a flapping store).
+LOG_EVERY = 60.0
 #: What is counted at every scrape.
 EVERY_SCRAPE = tuple(state for state in State if state is not State.DELIVERED)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -163,6 +171,16 @@ class WebMetrics:
         )
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._histograms: dict[str, Any] = {}
+        #: The lines of a run of scrapes the store failed (a full disk for hours, scraped by
+        #: two Prometheus servers every 15 s, logged two lines at each): its first failure of
+        #: each kind, then one a minute, and ``metrics_store_recovered`` at its end.
+        self._failures = Failures(
+            "metrics_store_recovered",
+            every=LOG_EVERY,
+            relapse=LOG_EVERY,
+            logger=lambda: _log,
+            level="warning",
+        )
 
     def delivery(self, endpoint: str, outcome: str, reason: str, seconds: float) -> None:
         """Count one delivery and observe how long it took."""
@@ -196,6 +214,7 @@ class WebMetrics:
         # down for every webhook all the same.
         writes = asyncio.ensure_future(self._writes(store))
         read = await self._count(store, EVERY_SCRAPE, COUNTS_TIMEOUT)
+        counted = True  # (the delivered events: not counted at this scrape is no failure)
         if read:
             now = self._monotonic()
             left = COUNTS_TIMEOUT - (now - start)  # both counts share the one budget
@@ -217,7 +236,11 @@ class WebMetrics:
             if self._delivered_due != math.inf:  # (not while another scrape counts them)
                 self._delivered_due = 0.0
                 self._retry = RETRY
-        self.store_up.set(1 if read and await writes else 0)
+        wrote = await writes
+        up = read and wrote
+        self.store_up.set(1 if up else 0)
+        if up and counted:
+            self._failures.succeeded()
         return generate_latest(self.registry)
 
     async def _writes(self, store: EventStore) -> bool:
@@ -226,7 +249,7 @@ class WebMetrics:
         try:
             await within(store.ping(), COUNTS_TIMEOUT)
         except Exception as exc:  # a down store must not break the scrape
-            _log.warning("metrics_ping_failed", error=type(exc).__name__, detail=str(exc)[:300])
+            self._failures.failed("metrics_ping_failed", type(exc).__name__, detail=_shown(exc))
             return False
         return True
 
@@ -249,8 +272,13 @@ class WebMetrics:
         try:
             counts = await within(store.counts(states), timeout)
         except Exception as exc:  # a down store must not break the scrape
-            _log.warning("metrics_counts_failed", error=type(exc).__name__)
+            self._failures.failed("metrics_counts_failed", type(exc).__name__, detail=_shown(exc))
             return False
         for state in states:
             self.events.labels(state.value).set(counts.get(state, 0))
         return True
+
+
+def _shown(exc: Exception) -> str:
+    """What a failed store call's line says of it: its message, cut short."""
+    return str(exc)[:300]

@@ -6,6 +6,7 @@ while it can be read but not written (a full disk, a stopped writer), ``leadhub_
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 from pathlib import Path
@@ -124,3 +125,35 @@ def test_a_stopped_writer_process_is_not_up(tmp_path: Path) -> None:
         finally:
             os.kill(writer, signal.SIGCONT)
         wait_until(lambda: _scrape(base)[1] == 1, timeout=60, what="store_up 1 again")
+
+
+def test_a_store_down_for_many_scrapes_logs_its_first_failure_and_its_end(
+    tmp_path: Path,
+) -> None:
+    """Scrapes while the store cannot be read log the failure once (then once a minute), not
+    at every scrape: two Prometheus servers every 15 s against a store down for hours wrote
+    a line each scrape. Back, the next scrape logs ``metrics_store_recovered`` with how many
+    failed."""
+    args, base, db = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        assert _scrape(base)[1] == 1
+        away = tmp_path / "away"
+        away.mkdir()
+        moved = [suffix for suffix in SUFFIXES if Path(f"{db}{suffix}").exists()]
+        for suffix in moved:
+            Path(f"{db}{suffix}").rename(away / f"hub.db{suffix}")
+        db.mkdir()
+        for _ in range(4):
+            assert _scrape(base) == ({}, 0)
+        db.rmdir()
+        for suffix in moved:
+            (away / f"hub.db{suffix}").rename(f"{db}{suffix}")
+        wait_until(lambda: _scrape(base)[1] == 1, timeout=60, what="the store to be up again")
+        assert proc.stdout is not None
+        lines = [json.loads(line) for line in proc.stdout.read().splitlines() if line[:1] == "{"]
+    failed = [line for line in lines if line["event"] == "metrics_counts_failed"]
+    assert len(failed) == 1, failed
+    assert str(db) in failed[0]["detail"]  # which store, and why
+    assert len([line for line in lines if line["event"] == "metrics_ping_failed"]) <= 1
+    [recovered] = [line for line in lines if line["event"] == "metrics_store_recovered"]
+    assert recovered["failed"] >= 4
