@@ -80,12 +80,12 @@ TARGET_KEYS = (
 )
 MAX_CONCURRENCY = 256  # calls in flight at once to one target
 RETRY_KEYS = ("initial", "max_interval", "give_up_after", "multiplier")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def url_safe(name: str) -> bool:
     """Whether ``name`` may name a target, endpoint or mapping (it is part of a URL)."""
-    return _NAME.match(name) is not None
+    return _NAME.fullmatch(name) is not None
 
 
 def check_name(reader: Reader, kind: str) -> str | None:

@@ -558,3 +558,30 @@ def test_a_name_no_document_may_have_is_not_registered(tmp_path: Path) -> None:
         f"{tmp_path}: 4 errors",
     ]
     assert "endpoint 'forms leads' has source: none" not in done.stdout
+
+
+def test_a_name_ending_in_a_line_break_is_refused(tmp_path: Path) -> None:
+    """A name written as a block (``name: |``) ends in a line break: it was taken (``$``
+    matched before it), an endpoint then served at ``/hooks/forms%0A``, its metrics labelled
+    ``endpoint="forms\\n"``, while ``check`` says a name holds only letters, digits, '-', '_'
+    and '.'. It is refused at its line, as any other character a name may not hold."""
+    (tmp_path / "c.yaml").write_text(
+        "kind: endpoint\n"
+        "name: |\n"
+        "  forms\n"
+        "source: none\n"
+        "---\n"
+        "kind: target\n"
+        'name: "eu\\n"\n'
+        "url: https://api.example.com\n"
+        "access_key: a\n"
+        "secret_key: b\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    assert list(info.value.issues) == [
+        f"{tmp_path}/c.yaml:2: endpoint name 'forms\\n' may hold only letters, digits, '-', "
+        "'_' and '.'; rename it like 'facebook-leads'",
+        f"{tmp_path}/c.yaml:7: target name 'eu\\n' may hold only letters, digits, '-', '_' "
+        "and '.'; rename it like 'facebook-leads'",
+    ]
