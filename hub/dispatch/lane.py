@@ -641,14 +641,22 @@ class Lane:
         await self._release_queued(self._pause_end(), self._pause_reason())
 
     def _resume(self) -> None:
+        """A probe got an answer other than a pause: the target takes calls again. Logged as
+        a warning (``seconds`` since the first pause of the run, ``pauses`` in it), as the end
+        of every run of failures is (``claim_recovered``, ``readiness_recovered``): a log
+        filtered to warnings showed each ``target_paused`` error, never that it ended."""
+        now = self._d.clock.time()
+        seconds = None
         if self._paused_since is not None:
-            self._pauses.append((self._paused_since, self._d.clock.time()))
+            seconds = round(now - self._paused_since, 3)
+            self._pauses.append((self._paused_since, now))
             self._paused_since = None
+        pauses = self.pause_level
         self.probing = False
         self.pause_level = 0
         self._resume_at = None
         self._show_paused(False)
-        _log.info("target_resumed", target=self.target.name)
+        _log.warning("target_resumed", target=self.target.name, seconds=seconds, pauses=pauses)
 
     async def _release_queued(self, at: float, reason: str | None) -> None:
         async with self._ready:

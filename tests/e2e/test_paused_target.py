@@ -261,3 +261,39 @@ def test_held_events_go_at_once_after_a_reload_that_renamed_their_target(tmp_pat
             )
             assert {e.target for e in hub.events()} == {"crm-eu"}
             assert [e.attempts for e in hub.events()] == [1, 1, 1]
+
+
+def test_a_pause_that_ends_by_itself_is_told_in_a_log_filtered_to_warnings(
+    tmp_path: Path,
+) -> None:
+    """The account's keys refused, then taken again with no change to the hub (the account
+    side fixed: here the sandbox started again with the keys the hub sends): the next probe
+    resumes the target, and with ``--log-level warning`` the log says so (``target_resumed``,
+    a warning: how long and how many pauses), as it says each ``target_paused`` (an error).
+    It was an info line, filtered out there: the last word on the target was its pause."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    target = target_yaml("default", url, timeout="1s", retry="{initial: 2s, max_interval: 2s}")
+    files = {"forms.yaml": CONFIG, "targets.yaml": target}
+    args, base, _ = serve_args(tmp_path, files, "--lease", "8s", "--log-level", "warning")
+    env = {**KEYS, "FORMS_TOKEN": TOKEN}
+    keys = ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key"]
+    box = ["sandbox", "--port", str(port), "--rate-limit", "off", *keys]
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=env) as proc:
+        log = Log(proc)
+        hub = Hub(proc, log, base, f"sqlite:///{tmp_path / 'hub.db'}", tmp_path, [])
+        with leadhub_process([*box, "another-secret"], ready_url=f"{url}/"):
+            hub.ids = [hub.post("held@example.com")]
+            wait_until(lambda: bool(log.events("target_paused")), what="the pause")
+            assert hub.paused_gauge() == 1
+        with leadhub_process([*box, KEYS["LSQ_SECRET"]], ready_url=f"{url}/"):
+            wait_until(lambda: bool(log.events("target_resumed")), timeout=60, what="the resume")
+            wait_until(
+                lambda: [e.state for e in hub.events()] == [State.DELIVERED],
+                what="the held lead delivered",
+            )
+        assert hub.paused_gauge() == 0
+        [resumed] = log.events("target_resumed")
+    assert (resumed["level"], resumed["target"]) == ("warning", "default")
+    assert resumed["pauses"] >= 1
+    assert resumed["seconds"] > 0
