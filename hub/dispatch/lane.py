@@ -641,22 +641,33 @@ class Lane:
         await self._release_queued(self._pause_end(), self._pause_reason())
 
     def _resume(self) -> None:
-        """A probe got an answer other than a pause: the target takes calls again. Logged as
-        a warning (``seconds`` since the first pause of the run, ``pauses`` in it), as the end
-        of every run of failures is (``claim_recovered``, ``readiness_recovered``): a log
-        filtered to warnings showed each ``target_paused`` error, never that it ended."""
-        now = self._d.clock.time()
-        seconds = None
+        """A probe got an answer other than a pause: the target takes calls again."""
+        self.pause_told_ended(by="probe")
         if self._paused_since is not None:
-            seconds = round(now - self._paused_since, 3)
-            self._pauses.append((self._paused_since, now))
+            self._pauses.append((self._paused_since, self._d.clock.time()))
             self._paused_since = None
-        pauses = self.pause_level
         self.probing = False
         self.pause_level = 0
         self._resume_at = None
         self._show_paused(False)
-        _log.warning("target_resumed", target=self.target.name, seconds=seconds, pauses=pauses)
+
+    def pause_told_ended(self, *, by: str) -> None:
+        """Log ``target_resumed`` if this lane's target is paused (a run of pauses under
+        way): ``by`` a probe that got an answer, or a ``reload`` that replaced the lane (the
+        fix the pause's reason asks for). A warning (``seconds`` since the run's first pause,
+        ``pauses`` in it), as the end of every run of failures is (``claim_recovered``,
+        ``readiness_recovered``): an info line, a log filtered to warnings showed each
+        ``target_paused`` error and never that it ended; after a reload, nothing said so. Only
+        while this lane is the target's: a replaced lane's last sends no longer speak for it."""
+        if self._paused_since is None or self._d.lanes.get(self.target.name) is not self:
+            return
+        _log.warning(
+            "target_resumed",
+            target=self.target.name,
+            by=by,
+            seconds=round(self._d.clock.time() - self._paused_since, 3),
+            pauses=self.pause_level,
+        )
 
     async def _release_queued(self, at: float, reason: str | None) -> None:
         async with self._ready:

@@ -339,6 +339,9 @@ class Dispatcher:
                 if lane is not None:
                     closing.append(lane)
         closing += [lane for name, lane in self.lanes.items() if name not in lanes]
+        for lane in closing:
+            if lane.target.name in lanes:  # its new lane is not paused (a reload that fixed it)
+                lane.pause_told_ended(by="reload")
         self.config, self.lanes = config, lanes
         self.wake()
         await asyncio.gather(*(lane.close(deadline) for lane in closing), return_exceptions=True)

@@ -294,6 +294,34 @@ def test_a_pause_that_ends_by_itself_is_told_in_a_log_filtered_to_warnings(
             )
         assert hub.paused_gauge() == 0
         [resumed] = log.events("target_resumed")
-    assert (resumed["level"], resumed["target"]) == ("warning", "default")
+    assert (resumed["level"], resumed["target"], resumed["by"]) == ("warning", "default", "probe")
     assert resumed["pauses"] >= 1
     assert resumed["seconds"] > 0
+
+
+def test_a_reload_that_fixes_a_paused_target_says_its_pause_ended(tmp_path: Path) -> None:
+    """The fix the pause's reason asks for (the keys, then ``kill -HUP``) ends the pause with
+    a ``target_resumed`` warning (``by`` the reload), as a probe's answer does: nothing said
+    so, and a log alerting on ``target_paused`` never saw the pause end. A reload that leaves
+    the paused target as it was says nothing of it."""
+    with sandbox(tmp_path) as sandbox_url, paused_hub(tmp_path, sandbox_url) as hub:
+        hub.proc.send_signal(signal.SIGHUP)  # nothing changed: still paused
+        wait_until(lambda: bool(hub.log.events("config_reloaded")), what="the first reload")
+        assert hub.log.events("target_resumed") == []
+        hub.secret.write_text(KEYS["LSQ_SECRET"] + "\n")
+        hub.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(hub.log.events("target_resumed")), what="the pause's end")
+        [resumed] = hub.log.events("target_resumed")
+        assert (resumed["level"], resumed["target"], resumed["by"]) == (
+            "warning",
+            "default",
+            "reload",
+        )
+        assert resumed["pauses"] == 1
+        assert resumed["seconds"] > 0
+        wait_until(
+            lambda: all(e.state is State.DELIVERED for e in hub.events()),
+            timeout=PROMPT,
+            what="the held events delivered after the reload",
+        )
+        assert hub.log.events("target_resumed") == [resumed]  # once
