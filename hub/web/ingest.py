@@ -305,6 +305,11 @@ class Ingest:
         self._log = structlog.get_logger().bind()
         #: store_enqueue_failed lines, by endpoint and kind of error
         self._store_errors = Throttle(STORE_ERROR_EVERY)
+        #: The run of refused deliveries under way: when its first was refused (monotonic),
+        #: how many, and whether a store_enqueue_failed line told of it (see _store_back).
+        self._refused_since: float | None = None
+        self._refused = 0
+        self._refusal_told = False
         self._submit: Callable[[IncomingDelivery, Settle], None]
         if isinstance(store, Submits):
             self._submit = store.submit
@@ -548,6 +553,8 @@ class Ingest:
     def _stored(self, route: HookRoute, first: str | None, outcome: Outcome) -> list[EnqueueResult]:
         """The results of an enqueue; a failing store is a 503 (BodyNotSkimmed passes)."""
         if not isinstance(outcome, BaseException):
+            if self._refused_since is not None:
+                self._store_back()
             return outcome
         if isinstance(outcome, BodyNotSkimmed):
             raise outcome
@@ -564,10 +571,14 @@ class Ingest:
         """Log a failed enqueue: at most once per :data:`STORE_ERROR_EVERY` seconds for an
         endpoint and kind of error (a store that is down fails every request, each of which
         has its own ``delivery_received`` line already), saying how many went unlogged."""
+        if self._refused_since is None:
+            self._refused_since = self.clock.monotonic()
+        self._refused += 1
         key = (endpoint, type(error).__name__)
         more = self._store_errors.extra(key, self.clock.time())
         if more is None:
             return
+        self._refusal_told = True
         _log.error(
             "store_enqueue_failed",
             endpoint=endpoint,
@@ -576,6 +587,24 @@ class Ingest:
             detail=str(error)[:300],
             **more,
         )
+
+    def _store_back(self) -> None:
+        """The store took a delivery after refusing some: ``store_enqueue_recovered`` (a
+        warning: ``failed``, the deliveries refused since the run's first, ``seconds``), when
+        a ``store_enqueue_failed`` line told of the run. Without it a log at warning level
+        (and a PostgreSQL web instance's: no writer of its own logs a recovery) ended on the
+        failure. A run none of whose refusals was told (within a second of a line: a store
+        flapping at the edge of a full disk) ends without a line, so at most one such line
+        follows each failure line."""
+        if self._refusal_told and self._refused_since is not None:
+            _log.warning(
+                "store_enqueue_recovered",
+                failed=self._refused,
+                seconds=round(self.clock.monotonic() - self._refused_since, 3),
+            )
+        self._refused_since = None
+        self._refused = 0
+        self._refusal_told = False
 
     async def _handshake(self, route: HookRoute, scope: Scope, send: Send, start: float) -> None:
         request = Incoming(scope["method"], {}, b"", scope.get("query_string", b""))

@@ -648,6 +648,32 @@ def test_a_store_that_is_down_is_logged_once_a_second_not_per_request(hub: Hub) 
     assert hub.send(d).json()["status"] == "accepted"
 
 
+def test_the_first_delivery_taken_after_a_store_failure_says_the_store_is_back(
+    hub: Hub,
+) -> None:
+    """After ``store_enqueue_failed`` (an error), the first delivery the store takes logs
+    ``store_enqueue_recovered`` (a warning: how many were refused, for how long), once: a log
+    filtered to warnings (and a PostgreSQL web instance's, where no writer of its own logs a
+    recovery) ended on the failure, as if the store were still down."""
+    d = fx.load("typeform", "form_response_full", "typeform")
+    moved = hub.db_dir.with_name("moved")
+    with capture_logs() as logs:
+        os.rename(hub.db_dir, moved)
+        try:
+            for _ in range(3):
+                assert hub.send(d).status_code == 503
+            hub.clock.advance(2.0)
+        finally:
+            os.rename(moved, hub.db_dir)
+        assert hub.send(d).json()["status"] == "accepted"
+        assert hub.send(d).json()["status"] == "duplicate"
+    told = [e for e in logs if e["event"] in ("store_enqueue_failed", "store_enqueue_recovered")]
+    assert [e["event"] for e in told] == ["store_enqueue_failed", "store_enqueue_recovered"]
+    recovered = told[1]
+    assert (recovered["log_level"], recovered["failed"]) == ("warning", 3)
+    assert recovered["seconds"] >= 2.0
+
+
 def test_health_and_readiness(hub: Hub) -> None:
     """healthz is always 200; readyz is 503 while the store is unreachable and 200 after."""
     assert hub.client.get("/healthz").status_code == 200
