@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub import logs
 from hub.cli import given_as, variable_of
 from hub.store.base import EventStore, StoreError
 from hub.store.commands import (
-    EXIT_FAILED,
     endpoint_unknown,
     fail,
     listing,
     plural,
     run_with_store,
+    stopped_by_store,
     utc,
 )
 from hub.store.models import PURGED_BY_DEFAULT, Purged, State
@@ -61,7 +60,15 @@ def run(args: argparse.Namespace) -> int:
         except StoreError as exc:
             if args.dry_run:
                 raise
-            return stopped(exc, done, what)
+            return stopped_by_store(
+                "purge",
+                exc,
+                did="purged",
+                done=went(done) if done.events else None,
+                stay="stay purged",
+                again="purges",
+                where=f" ({what})",
+            )
         if not purged.events:
             await endpoint_unknown("purge", store, args.endpoint)
         if args.dry_run:
@@ -98,22 +105,4 @@ def went(done: Purged) -> str:
     return (
         f"{done.events} {plural(done.events, 'event')} and "
         f"{done.deliveries} {plural(done.deliveries, 'delivery', 'deliveries')}"
-    )
-
-
-def stopped(exc: StoreError, done: Purged, what: str) -> int:
-    """A purge the store stopped part way (a full disk, say): its error, then a last line
-    saying what the steps before it purged, which stay purged. The error alone left the
-    operator of a full disk to guess whether anything went (only the ``purge_stopped`` log
-    line above it said, among the store's others)."""
-    logs.flush()  # the store's lines (store_write_failed, purge_stopped) before these
-    fail("purge", str(exc), EXIT_FAILED)
-    if not done.events:
-        said = f"stopped: purged nothing ({what}); the same command again, once the store "
-        return fail("purge", said + "can be written, purges them.", EXIT_FAILED)
-    return fail(
-        "purge",
-        f"stopped part way: purged {went(done)} before the error ({what}); they stay purged, and "
-        "the same command again, once the store can be written, purges the rest.",
-        EXIT_FAILED,
     )

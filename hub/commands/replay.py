@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub import logs
 from hub.cli import variable_of
 from hub.store.base import EventStore, StoreError
 from hub.store.commands import (
-    EXIT_FAILED,
     endpoint_unknown,
     fail,
     listing,
     plural,
     run_with_store,
+    stopped_by_store,
     utc,
 )
 from hub.store.models import REPLAYABLE, REPLAYED_BY_DEFAULT, Event, State
@@ -67,7 +66,15 @@ def run(args: argparse.Namespace) -> int:
         except StoreError as exc:
             if args.dry_run:
                 raise
-            return stopped(exc, requeued)
+            return stopped_by_store(
+                "replay",
+                exc,
+                did="requeued",
+                done=f"{requeued} {plural(requeued, 'event')}" if requeued else None,
+                stay="stay queued",
+                again="requeues",
+                rest="the rest (only those still in the state it takes)",
+            )
         done = "Would requeue" if args.dry_run else "Requeued"
         print(f"{done} {count} {plural(count, 'event')}.")
         if not count:
@@ -97,24 +104,6 @@ def run(args: argparse.Namespace) -> int:
         reads_only=bool(args.dry_run),
         variable=variable_of(args, "db"),
         interrupted=interrupted,
-    )
-
-
-def stopped(exc: StoreError, done: int) -> int:
-    """A replay the store stopped part way (a full disk, say): its error, then a last line
-    saying how many events the steps before it requeued, which stay queued (the
-    ``replay_stopped`` log line above says so too, among others)."""
-    logs.flush()  # the store's lines (store_write_failed, replay_stopped) before these
-    fail("replay", str(exc), EXIT_FAILED)
-    if not done:
-        said = "stopped: requeued nothing; the same command again, once the store can be "
-        return fail("replay", said + "written, requeues them.", EXIT_FAILED)
-    return fail(
-        "replay",
-        f"stopped part way: requeued {done} {plural(done, 'event')} before the error; they "
-        "stay queued, and the same command again, once the store can be written, requeues "
-        "the rest (only those still in the state it takes).",
-        EXIT_FAILED,
     )
 
 

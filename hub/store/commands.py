@@ -35,6 +35,35 @@ def fail(command: str, message: str, code: int = EXIT_USAGE) -> int:
     return code
 
 
+def stopped_by_store(
+    command: str,
+    exc: BaseException,
+    *,
+    did: str,
+    done: str | None,
+    stay: str,
+    again: str,
+    where: str = "",
+    rest: str = "the rest",
+) -> int:
+    """A replay or purge the store stopped part way (a full disk, say): its error, then a last
+    line saying what the steps before it ``did`` (``done``: ``N events``, None for nothing),
+    which stays so (``stay``), and that the same command ``again`` does ``rest`` once the
+    store can be written. The error alone left the operator of a full disk to guess whether
+    anything went (only the ``replay_stopped`` / ``purge_stopped`` log line above it said,
+    among the store's others). ``where``: the selection, as `` (...)``."""
+    logs.flush()  # the store's lines (store_write_failed, *_stopped) before these
+    fail(command, str(exc), EXIT_FAILED)
+    later = f"the same command again, once the store can be written, {again}"
+    if done is None:
+        return fail(command, f"stopped: {did} nothing{where}; {later} them.", EXIT_FAILED)
+    return fail(
+        command,
+        f"stopped part way: {did} {done} before the error{where}; they {stay}, and {later} {rest}.",
+        EXIT_FAILED,
+    )
+
+
 def run_with_store(
     command: str,
     url: str,
