@@ -16,6 +16,11 @@
   not read its answers): uvicorn's path waits for the transport to drain before it answers
   (and starts no request behind it meanwhile), where the fast path wrote at once, so the
   answers to such a sender grew the transport's buffer without bound.
+* **Bodies held within a budget**: each byte of a webhook's body the protocol gathers is taken
+  from ingest's budget of bodies being read, all connections together
+  (``hub.web.ingest.BODIES_IN_FLIGHT``), and given back once the body is read whole or
+  dropped; a body read past it is answered 503 at once and its connection closed, as
+  ingest answers one on the ASGI path.
 * **One write per response** on the ASGI path: uvicorn writes a response's status line and
   headers as soon as the app sends ``http.response.start``, then the body in a second
   write. The protocol's transport gathers what is written during one event loop iteration
@@ -91,7 +96,15 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from hub.logs import Throttle
-from hub.web.ingest import DISCONNECTED, PREFIX, Answer, HookRoute, Ingest, header_dict
+from hub.web.ingest import (
+    DISCONNECTED,
+    PREFIX,
+    Answer,
+    HookRoute,
+    Ingest,
+    header_dict,
+    over_budget,
+)
 
 
 class GatheringTransport:
@@ -271,6 +284,7 @@ class _Webhook:
         "body",
         "disconnected",
         "headers",
+        "held",
         "keep_alive",
         "message_event",
         "posted",
@@ -292,6 +306,9 @@ class _Webhook:
         self.query = query
         self.keep_alive = keep_alive
         self.body = bytearray()
+        #: Bytes of the body taken from ingest's budget of bodies being read (given back
+        #: once the body is read whole, or dropped: :meth:`HubHttpProtocol._let_go`).
+        self.held = 0
         self.response_complete = False
         self.disconnected = False
         self.message_event = _NOOP
@@ -379,6 +396,7 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.read_timer = None
         if type(cycle) is _Webhook and not cycle.posted and self.ingest is not None:
             # gone mid-body: logged and counted as ASGI's path does (ingest's _Disconnected)
+            self._let_go(cycle)
             self.ingest.done(cycle.route.name, cycle.start, DISCONNECTED)
         if self.answering is not None:
             # uvicorn waits for its connections, then its tasks, before the app's lifespan
@@ -579,6 +597,13 @@ class HubHttpProtocol(HttpToolsProtocol):
             return
         cycle: Any = self.cycle
         if type(cycle) is _Webhook:
+            if cycle.posted:  # answered already (over the budget): the rest is dropped
+                return
+            ingest: Any = self.ingest
+            if not ingest.bodies.take(len(body)):
+                self._over_budget(cycle)
+                return
+            cycle.held += len(body)
             cycle.body += body  # at most its Content-Length, checked against the limit
             return
         if cycle is _DROPPED:
@@ -597,9 +622,12 @@ class HubHttpProtocol(HttpToolsProtocol):
             if cycle is not _DROPPED:
                 super().on_message_complete()
             return
+        if cycle.posted:  # answered before its body ended (over the budget)
+            return
         ingest = self.ingest
         assert ingest is not None  # a _Webhook is only made with one
         route = cycle.route
+        self._let_go(cycle)
         cycle.posted = True
         self.answering = cycle
 
@@ -613,6 +641,24 @@ class HubHttpProtocol(HttpToolsProtocol):
                 self.connections.discard(self)  # (kept for uvicorn's graceful stop)
 
         ingest.post(route, header_dict(cycle.headers), bytes(cycle.body), cycle.query, reply)
+
+    def _let_go(self, cycle: _Webhook) -> None:
+        """Give back what ``cycle``'s body took of ingest's budget (once)."""
+        if cycle.held and self.ingest is not None:
+            self.ingest.bodies.give(cycle.held)
+            cycle.held = 0
+
+    def _over_budget(self, cycle: _Webhook) -> None:
+        """Answer ``cycle`` 503 before its body ends, as ingest answers one over its budget
+        of bodies being read on the ASGI path, and close the connection (it lingers: the
+        sender may still be sending); the rest of its body is dropped."""
+        ingest = self.ingest
+        assert ingest is not None  # a _Webhook is only made with one
+        self._let_go(cycle)
+        cycle.posted = True  # (answered: not "disconnected" when the connection goes)
+        answer = over_budget(ingest.bodies)
+        self._respond(cycle, answer.status, answer.headers, answer.body)
+        ingest.done(cycle.route.name, cycle.start, answer)
 
     def _respond(
         self, cycle: _Webhook, status: int, headers: list[tuple[bytes, bytes]], body: bytes

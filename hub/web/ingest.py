@@ -24,7 +24,9 @@ Answers (JSON unless noted):
 * 404 unknown endpoint, 405 method, 413 too large, 415 content type, 400 body.
 * 422 when the endpoint's ``split`` path finds no lead, nor an empty batch, in the
   delivery (``hub.sources.split``): nothing is stored, and the sender sees it fail.
-* 503 ``{"error":"store unavailable"}`` when the store fails: the sender retries.
+* 503 ``{"error":"store unavailable"}`` when the store fails: the sender retries. Also
+  503 (reason ``bodies_over_limit``) for a body read while the bodies being received, all
+  connections together, hold :data:`BODIES_IN_FLIGHT` bytes.
 
 Exactly one ``delivery_received`` log line per request, with ``endpoint``,
 ``delivery_id``, ``outcome`` and ``reason`` (the logger is resolved when the
@@ -260,8 +262,9 @@ _UNAUTHORIZED = {"error": "unauthorized"}
 _BODY_REASONS = {415: "unsupported_media_type", 422: "split_found_nothing"}
 #: Refusals whose ``delivery_received`` line is a warning: a ``split`` path that misses
 #: every delivery (a typo, a sender's new envelope) refuses them all, and the log must say
-#: so louder than the info line of a sender's bad body.
-WARNED_REASONS = frozenset({"split_found_nothing"})
+#: so louder than the info line of a sender's bad body; and bodies refused because those
+#: being received hold :data:`BODIES_IN_FLIGHT` (a flood, or the limit too low).
+WARNED_REASONS = frozenset({"split_found_nothing", "bodies_over_limit"})
 #: Seconds between two ``store_enqueue_failed`` lines of one endpoint and kind of error.
 STORE_ERROR_EVERY = 1.0
 #: The most event and delivery ids a batch's ``delivery_received`` line lists: the first
@@ -271,6 +274,13 @@ STORE_ERROR_EVERY = 1.0
 #: object a line cannot parse. 50 ids of the longest kind (200 characters) stay under it;
 #: ``leadhub events`` lists them all.
 LOGGED_IDS = 50
+#: The most bytes of request bodies held while they are still coming in, all connections
+#: together (raised to the largest ``max_body``, so that any one body fits): a body read
+#: past it is answered 503 (:func:`over_budget`), and its sender retries. Bodies are read
+#: whole before a signature or token is checked, so each connection of anyone who can reach
+#: the port held up to ``max_body``: 300 connections sending 1 MiB bodies one byte short,
+#: with no credentials, grew the hub by 300 MB, 20,000 (the usual file limit) by 20 GB.
+BODIES_IN_FLIGHT = 64 * 1024 * 1024
 #: What a request whose sender left before its body was read comes to (no answer is sent).
 DISCONNECTED = Answer(0, b"", "rejected", "disconnected", None, {}, [])
 
@@ -298,6 +308,8 @@ class Ingest:
         metrics: WebMetrics,
     ) -> None:
         self.routes = {name: HookRoute(endpoint) for name, endpoint in endpoints.items()}
+        #: Bodies being read, all connections together (this path's and the protocol's).
+        self.bodies = BodyBudget(bodies_limit(endpoints))
         self.store = store
         self.clock = clock
         self.metrics = metrics
@@ -320,6 +332,7 @@ class Ingest:
         """Serve ``endpoints`` from the next request on; a request under way finishes with
         the endpoint it started with."""
         self.routes = {name: HookRoute(endpoint) for name, endpoint in endpoints.items()}
+        self.bodies.limit = bodies_limit(endpoints)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()
@@ -362,6 +375,8 @@ class Ingest:
                 )
         except _Reject as rej:
             answer = rej.answer(route)
+        except _Answered as answered_early:
+            answer = answered_early.answer
         except _Disconnected:
             self.done(label, start, DISCONNECTED)
             return
@@ -412,23 +427,32 @@ class Ingest:
         if message["type"] == "http.disconnect":
             raise _Disconnected
         body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
+        more = message.get("more_body", False)
+        if not more:
             if len(body) > limit:
                 raise _too_large(limit, f"{len(body)} bytes")
             return body, headers
-        buffer = bytearray(body)
-        while True:
-            if len(buffer) > limit:
-                await _drain(receive, DRAIN_LIMIT - len(buffer))
-                raise _too_large(limit, f"more than {limit} bytes")
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            buffer += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        if len(buffer) > limit:
-            raise _too_large(limit, f"{len(buffer)} bytes")
+        buffer = bytearray()
+        bodies = self.bodies
+        try:
+            while True:
+                if not bodies.take(len(body)):
+                    raise _Answered(over_budget(bodies))
+                buffer += body
+                if len(buffer) > limit:
+                    if not more:
+                        raise _too_large(limit, f"{len(buffer)} bytes")
+                    await _drain(receive, DRAIN_LIMIT - len(buffer))
+                    raise _too_large(limit, f"more than {limit} bytes")
+                if not more:
+                    break
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Disconnected
+                body = message.get("body", b"")
+                more = message.get("more_body", False)
+        finally:
+            bodies.give(len(buffer))
         return bytes(buffer), headers
 
     def post(
@@ -630,8 +654,57 @@ class Ingest:
         )
 
 
+class BodyBudget:
+    """The bytes of request bodies held while they are still coming in (:attr:`held`), all
+    connections together, against :attr:`limit` (see :data:`BODIES_IN_FLIGHT`)."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.held = 0
+        self.limit = limit
+
+    def take(self, size: int) -> bool:
+        """Hold ``size`` bytes more, unless that would pass the limit (False)."""
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        """``size`` bytes taken are no longer held (their body ended, or was dropped)."""
+        self.held -= size
+
+
+def bodies_limit(endpoints: Mapping[str, Endpoint]) -> int:
+    """:data:`BODIES_IN_FLIGHT`, or the largest endpoint's ``max_body`` if that is more."""
+    return max(BODIES_IN_FLIGHT, *(e.max_body for e in endpoints.values()))
+
+
+def over_budget(bodies: BodyBudget) -> Answer:
+    """The 503 for a body read while the bodies coming in hold :attr:`BodyBudget.limit`: the
+    sender retries it later; the connection is closed (the rest of the body is not read)."""
+    return Answer(
+        503,
+        b'{"error":"too many request bodies are being received at once; try again shortly"}',
+        "failed",
+        "bodies_over_limit",
+        None,
+        {"detail": f"bodies being received hold {bodies.held} of {bodies.limit} bytes"},
+        [*_JSON_HEADERS, (b"connection", b"close")],
+    )
+
+
 class _Disconnected(Exception):
     """The client went away before its body was read."""
+
+
+class _Answered(Exception):
+    """A request answered before its body was read whole (:func:`over_budget`)."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__(answer.reason)
+        self.answer = answer
 
 
 #: How much of a body over ``max_body`` is read, and dropped, before its 413. Answering as

@@ -8,7 +8,8 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   rejected or failed (``unauthorized``, ``unknown_endpoint``, ``too_large``,
   ``unsupported_media_type``, ``bad_body``, ``split_found_nothing`` (422: the endpoint's
   ``split`` path finds no lead in the delivery), ``method_not_allowed``, ``disconnected``,
-  ``store_unavailable``, ``internal_error``). Unknown endpoints count under
+  ``store_unavailable``, ``bodies_over_limit`` (503: the bodies being received hold
+  ``hub.web.ingest.BODIES_IN_FLIGHT``), ``internal_error``). Unknown endpoints count under
   ``endpoint=""`` so that random paths cannot grow the label set. ``leadhub serve``'s HTTP
   protocol also counts the requests it refuses itself (:meth:`WebMetrics.refused`), whatever
   their path, as ``rejected``: ``unreadable`` (400, bytes its parser cannot read),
