@@ -29,7 +29,9 @@
 * **A bounded request head**: a request line and headers over :data:`MAX_HEAD` are answered
   431 and the connection closed (uvicorn's httptools protocol reads a head without limit),
   however the head's bytes are split across reads, before the request is dispatched (neither
-  the webhook path nor the app sees it); each request on a connection has its own limit.
+  the webhook path nor the app sees it); each request on a connection has its own limit. So
+  are a chunked body's trailer fields (counted the same ways, and dropped, not added to the
+  request's headers as uvicorn did, without limit), answered 431 once over it.
 * **Refusals in request order**: a request refused (431, 400 for bytes uvicorn's parser
   cannot read, 408 below) behind requests read whole but not answered yet on its connection
   (a webhook being stored, an app's answer under way, requests pipelined behind it) is
@@ -244,7 +246,9 @@ _JSON = [(b"content-type", b"application/json")]
 #: ends it included; counted only when the reads that held it could hold more than the
 #: limit); and, while it has not ended, by every read that began and ended inside it (the
 #: parser keeps a part of a line until the line ends, so a line that never ends is seen
-#: only so), checked after each read: one read (at most 256 KiB) more may be held.
+#: only so), checked after each read: one read (at most 256 KiB) more may be held. A chunked
+#: body's trailer fields have the same limit, counted as the parser hands each over and by
+#: every read that began and ended inside them.
 MAX_HEAD = 64 * 1024
 #: What a head takes besides its URL and headers: the spaces and CRLF of the request line,
 #: its version (``HTTP/1.1``), the blank line that ends it (the method is counted apart).
@@ -362,6 +366,11 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.read_len = 0
         self.head_from = 0
         self.head_first = 0
+        #: Whether the last thing the parser read of a chunked body was a chunk's size line
+        #: (the last chunk's, when trailer fields follow); how many bytes of trailer fields
+        #: the request being read has sent (see :data:`MAX_HEAD`).
+        self.after_chunk_size = False
+        self.trailer_read = 0
         #: Whether a request was refused (:meth:`_refuse`) or the sender's side closed
         #: (:meth:`eof_received`): nothing read after is started; what is written once the
         #: answers of the requests before it are, before the connection is closed (the
@@ -417,6 +426,8 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.head_read = 0
         self.head_from = self.reads
         self.head_first = self.read_len
+        self.after_chunk_size = False
+        self.trailer_read = 0
         self.reading = True
 
     def data_received(self, data: bytes) -> None:
@@ -428,6 +439,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.reads += 1
         self.read_len = len(data)
         begun = self.begun
+        trailing = self.after_chunk_size
         # uvicorn's data_received, less its "Invalid HTTP request received." warning (one
         # line per refusal, however many: the refusal's own line, throttled, says it)
         self._unset_keepalive_if_required()
@@ -449,7 +461,13 @@ class HubHttpProtocol(HttpToolsProtocol):
         if self.reading and self.read_timer is None and not self.transport.is_closing():
             # a request left unfinished by this read (one read whole arms nothing)
             self.read_timer = self.loop.call_later(READ_TIMEOUT, self._read_timed_out)
-        if not self.in_head or self.refused or self.transport.is_closing():
+        if self.refused or self.transport.is_closing():
+            return
+        if not self.in_head:
+            if trailing and self.after_chunk_size and begun == self.begun and self.unfinished:
+                self.trailer_read += len(data)  # (a read inside the trailer fields)
+            if self.trailer_read > MAX_HEAD and self.unfinished:
+                self._trailers_too_large()
             return
         if begun == self.begun:  # all of it inside one head (else: counted from the next)
             self.head_read += len(data)
@@ -488,6 +506,23 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def _head_too_large(self) -> None:
         self._refuse(431, f"request headers over the {MAX_HEAD}-byte limit", "headers_too_large")
+
+    def _trailers_too_large(self) -> None:
+        self._refuse(431, f"request trailers over the {MAX_HEAD}-byte limit", "headers_too_large")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """A header of the head being read; after it, a trailer field of a chunked body,
+        which is counted (:data:`MAX_HEAD`) and dropped: uvicorn appended each to the
+        request's headers, without limit (50 MB of short trailer fields, to any path and
+        without a credential, grew the hub by 820 MB)."""
+        if self.in_head:
+            super().on_header(name, value)
+        else:
+            self.trailer_read += len(name) + len(value) + _HEADER_LINE
+
+    def on_chunk_header(self) -> None:
+        """A chunk's size line was read: its data, or (the last chunk) trailer fields, next."""
+        self.after_chunk_size = True
 
     def on_headers_complete(self) -> None:
         if self.refused:
@@ -593,6 +628,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         return _Webhook(route, self.headers, parsed.query or b"", keep_alive)
 
     def on_body(self, body: bytes) -> None:
+        self.after_chunk_size = False
         if self.refused:
             return
         cycle: Any = self.cycle
@@ -615,6 +651,7 @@ class HubHttpProtocol(HttpToolsProtocol):
             return
         self.reading = False
         self.unfinished = False
+        self.after_chunk_size = False
         if self.refused:
             return
         cycle: Any = self.cycle
