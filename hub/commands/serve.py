@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import resource
 import signal
 import socket
 import sqlite3
@@ -398,8 +399,27 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGHUP, previous)
 
 
+def _more_open_files() -> int:
+    """The process's limit of open files, its soft limit first raised to its hard one.
+
+    Each connection is a file descriptor, and a process out of them has every new connection
+    accepted and closed at once (libuv's way), senders and the dispatcher's calls alike,
+    without a line in the log. The usual soft limit is 1,024 (systemd's default, kept low for
+    programs that use ``select()``; the hard one is 524,288): 1,000 connections that each send
+    a byte of a request every 29 s (within the read wait) took a hub's every free descriptor.
+    The event loop uses epoll, which has no such ceiling, so the hub takes what it may (as Go
+    programs and nginx's ``worker_rlimit_nofile`` do). A limit it cannot raise stays."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    return soft
+
+
 def _run(args: argparse.Namespace, hangups: Hangups) -> int:
     logs.configure(json=True if args.log_json else None, level=args.log_level)
+    open_files = _more_open_files()  # (before the store's writer process starts: it inherits)
     try:
         config = load(args.config_dir, os.environ)
     except ConfigError as exc:
@@ -430,7 +450,7 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
         print(f"leadhub serve: startup failed: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     with listening:
-        return _serve(args, config, listening, hangups, store, checked)
+        return _serve(args, config, listening, hangups, store, checked, open_files)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -495,6 +515,7 @@ def _serve(
     hangups: Hangups,
     store: EventStore,
     checked: _Checked,
+    open_files: int,
 ) -> int:
     # The store's: on PostgreSQL, the database server's time, which every instance shares.
     clock: Clock = store.clock
@@ -570,6 +591,7 @@ def _serve(
         "pid": os.getpid(),  # for `kill -HUP` (reload the configuration)
         "purge_after": None if keep is None or args.role == "web" else purge_after,
         "proxies": proxies,  # scheme to proxy (HTTPS_PROXY, ...), never its credentials
+        "open_files": open_files,  # (each connection takes one: see _more_open_files)
     }
     server = Server(
         uvicorn.Config(
