@@ -40,6 +40,9 @@
   that time was never answered 200, the sender got the 400 for it. A refusal waits
   :data:`READ_TIMEOUT` at most for those answers: past that (a store that neither commits
   nor fails), the connection is closed with neither them nor the refusal.
+* **A bounded pipeline**: at most :data:`MAX_PIPELINED` requests read whole wait behind the
+  one being answered; the next is refused 429 as above (uvicorn queued every request it read,
+  and read on after each answer, for a sender that never read its answers).
 * **A half-closed connection is still answered**: a sender that closes its side after its
   requests (``shutdown(SHUT_WR)``, ``nc -N``) gets the answers of those it sent whole (and a
   refusal queued after them), in order, and then the connection is closed, as after a
@@ -63,12 +66,12 @@
   httptools ends such a request at its head and leaves the body to the new protocol;
   uvicorn's protocol, which does not switch, went on with an empty body (a form webhook
   stored as an empty form, the lead lost) and read the body as the next request.
-* **Refusals counted**: each request refused so (400, 431, 408) is counted in
+* **Refusals counted**: each request refused so (400, 431, 408, 429) is counted in
   ``leadhub_deliveries_total`` as ``rejected`` with reason ``unreadable``,
-  ``headers_too_large`` or ``read_timeout`` (endpoint ``""`` unless its head was read whole
-  and names an endpoint), once, when it is refused, unless its own cycle was started: a
-  webhook cut off in its body is counted ``disconnected`` (by the fast path's
-  ``connection_lost`` or by ingest), as before. uvicorn's refusals were counted nowhere.
+  ``headers_too_large``, ``read_timeout`` or ``pipelined_too_far`` (endpoint ``""`` unless
+  its head was read whole and names an endpoint), once, when it is refused, unless its own
+  cycle was started: a webhook cut off in its body is counted ``disconnected`` (by the fast
+  path's ``connection_lost`` or by ingest), as before. uvicorn's refusals were counted nowhere.
   Only where the app is the hub's with ingest (``serve``'s ``web`` and ``all`` roles): a
   ``worker`` takes no deliveries, and counts none of its other requests as deliveries.
 * **Refusals logged**: each such refusal is also one ``delivery_received`` line, as ingest
@@ -271,6 +274,13 @@ READ_TIMEOUT = 30.0
 #: first (as nginx's ``lingering_timeout`` and ``lingering_time``, shorter).
 LINGER_QUIET = 2.0
 LINGER_MAX = 10.0
+#: The most requests a connection may have read whole and queued behind the one being
+#: answered (HTTP pipelining); the next is answered 429 after them, and the connection
+#: closed. uvicorn queues every request it reads while one is answered, and reads on after
+#: each answer: a sender that wrote requests without reading their answers (which the
+#: kernel's buffers take for a while) grew the hub by about 600 bytes a request, 230 MB in
+#: 10 s of ``GET /healthz``, kept after it closed. No webhook sender pipelines so deep.
+MAX_PIPELINED = 100
 #: Seconds between two ``delivery_received`` lines of the protocol's own refusals of one
 #: endpoint and reason (the lines between are counted in the next one's ``unlogged``).
 REFUSAL_LOG_EVERY = 1.0
@@ -544,6 +554,13 @@ class HubHttpProtocol(HttpToolsProtocol):
         webhook = self._webhook()
         if webhook is None:
             super().on_headers_complete()
+            if len(self.pipeline) > MAX_PIPELINED:
+                self._refuse(
+                    429,
+                    f"more than {MAX_PIPELINED} requests sent ahead of their answers; "
+                    "read the answers before sending more",
+                    "pipelined_too_far",
+                )
         else:
             self.cycle = webhook  # type: ignore[assignment]
 

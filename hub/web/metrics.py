@@ -13,7 +13,8 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   ``endpoint=""`` so that random paths cannot grow the label set. ``leadhub serve``'s HTTP
   protocol also counts the requests it refuses itself (:meth:`WebMetrics.refused`), whatever
   their path, as ``rejected``: ``unreadable`` (400, bytes its parser cannot read),
-  ``headers_too_large`` (431), ``read_timeout`` (408, a request cut off in its head); under
+  ``headers_too_large`` (431), ``read_timeout`` (408, a request cut off in its head),
+  ``pipelined_too_far`` (429, past ``hub.commands.protocol.MAX_PIPELINED``); under
   ``endpoint=""`` unless the request's head was read whole and names an endpoint (one
   refused in its body, never started). A webhook cut off in its body is ``disconnected``.
 * ``leadhub_split_kept_none_total{endpoint}``: deliveries to an endpoint with ``split``
