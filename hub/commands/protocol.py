@@ -97,6 +97,7 @@ from typing import Any
 import httptools
 import orjson
 import structlog
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -898,13 +899,23 @@ class HubHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         """After each answer: uvicorn starts the request queued next; after the last one
         a refusal (or an end of file) waits for, the refusal is written (nothing, for an
-        end of file) and the connection closed."""
+        end of file) and the connection closed.
+
+        uvicorn also reads on after each answer, even while the request being read waits in
+        the queue with more of its body than it holds for the app (``HIGH_WATER_LIMIT``):
+        each answer to a request ahead of it added a read (up to 256 KiB) to that body, held
+        outside ingest's budget and its ``max_body`` (90 pipelined ``GET /healthz`` ahead of
+        a large POST: 13 MB held). Reading stays paused then, until the app reads the body."""
         queued = bool(self.pipeline)
         super().on_response_complete()
         if self.refusal is not None and not queued and not self.transport.is_closing():
             refusal, self.refusal = self.refusal, None
             self.transport.write(refusal)
             self.transport.close()
+            return
+        cycle: Any = self.cycle
+        if self.pipeline and self.pipeline[0][0] is cycle and len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
 
     def _response(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, *, keep_alive: bool
