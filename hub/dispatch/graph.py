@@ -10,7 +10,13 @@ The outcome is one of :mod:`hub.dispatch.fetch`'s:
   expired/invalid tokens (code 190: a human must refresh the page token) or ones
   lacking a permission (10, 200-299: a human must grant it); until then the lead
   waits and the event's last error says why.
-- ``FetchDead``: the lead no longer exists (HTTP 404 or Graph code 100).
+- ``FetchDead``: the lead no longer exists (HTTP 404, or Graph code 100 with subcode 33:
+  "Object with ID ... does not exist, cannot be loaded due to missing permissions").
+
+Graph's other code 100 errors refuse the read's parameters, the same for every lead (``(#100)
+Tried accessing nonexisting field (emial) on node type (LeadgenLeads)``: a name in the
+endpoint's ``fields`` that Graph's lead has not, or no longer has in a newer ``graph_url``
+version): retried, the reason naming ``fields``, for a human to fix.
 
 The page access token is a secret: it goes in the query as Graph expects, but it
 never appears in a reason, a log line or an exception message (every reason is
@@ -45,6 +51,14 @@ TOKEN_CODE = 190
 #: lacks what lead reads need, which a human grants; every lead waits for it meanwhile.
 PERMISSION_CODES = frozenset({10, *range(200, 300)})
 NOT_FOUND_CODE = 100
+#: Code 100's subcode for a node Graph cannot load (the lead deleted, or not visible to the
+#: page token); code 100 without it refuses a parameter of the read (its ``fields``).
+NOT_FOUND_SUBCODE = 33
+#: The fields a Graph lead has (Meta's Lead reference), named in the advice of a refused read.
+LEAD_FIELDS = (
+    "ad_id, ad_name, adset_id, adset_name, campaign_id, campaign_name, created_time, "
+    "custom_disclaimer_responses, field_data, form_id, id, is_organic, partner_name, platform"
+)
 #: The notification keys a mapping may rely on, added to the lead where it lacks them.
 CHANGE_KEYS = ("page_id", "form_id", "ad_id", "adgroup_id", "leadgen_id", "created_time")
 
@@ -85,6 +99,14 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
             )
         if code in TRANSIENT_CODES or error.get("is_transient") is True:
             return FetchRetry(label, "transient")
+        if code == NOT_FOUND_CODE and not _gone(error):
+            # The same read of every lead fails alike: killing each as deleted (as it was)
+            # lost every lead of the endpoint to a typo in its fields.
+            return FetchRetry(
+                f"{label}; Graph refuses the read's parameters: check the endpoint's fields "
+                f"(a lead's: {LEAD_FIELDS})",
+                "config",
+            )
         if code == NOT_FOUND_CODE or status == 404:
             return FetchDead(f"{label}; the lead does not exist (deleted?)", "not_found")
         if status >= 500:
@@ -98,6 +120,15 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
     if 200 <= status < 300:
         return FetchRetry(f"HTTP {status} with an unexpected body: {text}", "bad_answer")
     return FetchDead(f"HTTP {status}: {text}", "rejected")
+
+
+def _gone(error: Mapping[str, Any]) -> bool:
+    """Whether a code 100 ``error`` says the lead cannot be loaded: subcode 33, or Graph's
+    ``GraphMethodException`` ("Unsupported get request"), never a refused field."""
+    return (
+        error.get("error_subcode") == NOT_FOUND_SUBCODE
+        or error.get("type") == "GraphMethodException"
+    )
 
 
 class GraphClient(LeadReader):

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from hub.config.models import FacebookOptions
+from hub.config.models import DEFAULT_GRAPH_FIELDS, FacebookOptions
 from hub.dispatch.fetch import FetchDead, Fetched, FetchRetry
 from hub.dispatch.graph import GraphClient, merge_document
 from hub.secrets import Secret
@@ -76,6 +76,15 @@ NO_PERMISSION = {
 }
 
 
+#: The fields FakeGraph's leads have; a read asking for another is refused with code 100.
+LEAD_FIELDS = {
+    *"ad_id ad_name adset_id adset_name campaign_id campaign_name created_time".split(),
+    *"custom_disclaimer_responses field_data form_id home_listing id is_organic".split(),
+    *"partner_name platform post post_submission_check_result retailer_item_id".split(),
+    "vehicle",
+}
+
+
 class FakeGraph(RecordedReads):
     """A Graph API double: leads by id, 190 for any token but the good one, counts reads."""
 
@@ -87,6 +96,11 @@ class FakeGraph(RecordedReads):
         self.record(lead_id, **request.query_params)
         if request.query_params.get("access_token") != GOOD_TOKEN:
             return JSONResponse(EXPIRED, status_code=400)
+        unknown = sorted(set(request.query_params.get("fields", "").split(",")) - LEAD_FIELDS)
+        if unknown:  # Graph's answer, as it words it, to a field its lead has not
+            message = f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type "
+            error = {"message": message + "(LeadgenLeads)", "type": "OAuthException", "code": 100}
+            return JSONResponse({"error": error}, status_code=400)
         if lead_id == LEAD["id"]:
             return JSONResponse(LEAD)
         if lead_id == "555":
@@ -108,6 +122,18 @@ class FakeGraph(RecordedReads):
             return JSONResponse(LEADGEN_LIMIT, status_code=400)
         if lead_id == THROTTLED:
             return JSONResponse({**LEAD, "id": THROTTLED})
+        if lead_id == "10010033":  # how Graph answers for a deleted lead
+            body = {
+                "error": {
+                    "message": f"Unsupported get request. Object with ID '{lead_id}' does not "
+                    "exist, cannot be loaded due to missing permissions, or does not support "
+                    "this operation.",
+                    "code": 100,
+                    "error_subcode": 33,
+                    "type": "OAuthException",
+                }
+            }
+            return JSONResponse(body, status_code=400)
         if lead_id == "100100":
             body = {
                 "error": {
@@ -139,9 +165,11 @@ def _options(graph_url: str, token: str = GOOD_TOKEN) -> FacebookOptions:
     )
 
 
-def _config(directory: Path, sandbox_url: str, graph_url: str, token: str, *, email: str) -> Any:
+def _config(
+    directory: Path, sandbox_url: str, graph_url: str, token: str, *, email: str, extra: str = ""
+) -> Any:
     endpoint = (
-        facebook_endpoint_yaml(graph_url)
+        facebook_endpoint_yaml(graph_url, extra)
         + f"""fields:
   EmailAddress: {{ path: "$.field_data[?(@.name=='email')].values[0]", {email} }}
   Phone: {{ path: "$.field_data[?(@.name=='phone_number')].values[0]" }}
@@ -190,6 +218,7 @@ async def test_graph_client_reads_the_lead_with_fields_and_token(
         ("1287634509812345", "expired-token-xyz", FetchRetry, "token"),
         ("777", GOOD_TOKEN, FetchRetry, "transient"),
         ("100100", GOOD_TOKEN, FetchDead, "not_found"),
+        ("10010033", GOOD_TOKEN, FetchDead, "not_found"),
         ("424242", GOOD_TOKEN, FetchDead, "not_found"),
         ("31", GOOD_TOKEN, FetchDead, "rejected"),
         ("32", GOOD_TOKEN, FetchRetry, "server_error"),
@@ -282,6 +311,37 @@ async def test_a_lead_that_no_longer_exists_is_dead(
             events = await states(store, ids)
         assert "HTTP 404" in (events[ids[0]].last_error or "")
         assert "Graph error 100" in (events[ids[1]].last_error or "")
+
+
+async def test_a_field_graph_has_not_is_retried_naming_fields_then_delivered_once_fixed(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """Graph's code 100 for a name in the endpoint's ``fields`` its lead has not (a typo, a
+    field a newer version dropped) fails every lead's read alike: the lead is retried, its
+    last error naming ``fields``, where it was killed as deleted (every lead of the endpoint
+    lost); with ``fields`` fixed, it is read and delivered."""
+    graph_url, fake = graph
+    with sandbox_server() as (url, _):
+        typo = "fields: [id, field_data, campain_name]\n"
+        wrong = _config(
+            tmp_path / "a", url, graph_url, GOOD_TOKEN, email="required: true", extra=typo
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(LEAD["id"])])
+            async with running(wrong, store) as dispatcher:
+                await wait_for(retried(store, ids[0]), what="retries on code 100 for a field")
+                assert dispatcher.metrics.graph_errors.labels("config")._value.get() >= 2
+            event = (await states(store, ids))[ids[0]]
+            assert event.state == State.RETRYING
+            assert "nonexisting field (campain_name)" in (event.last_error or "")
+            assert "check the endpoint's fields" in (event.last_error or "")
+            assert "does not exist (deleted?)" not in (event.last_error or "")
+            fixed = _config(tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true")
+            async with running(fixed, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered after fix")
+        assert fake.reads[-1]["fields"] == ",".join(DEFAULT_GRAPH_FIELDS)
+        (lead,) = sandbox_get(url, "/_sandbox/leads")
+        assert lead["mx_FB_Lead_Id"] == LEAD["id"]
 
 
 async def test_replay_uses_the_stored_lead_and_does_not_fetch_again(
