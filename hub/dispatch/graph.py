@@ -6,9 +6,9 @@ The outcome is one of :mod:`hub.dispatch.fetch`'s:
 
 - ``Fetched``: the Graph lead object.
 - ``FetchRetry``: network errors, 5xx, Graph's transient codes (1, 2, 4, 17,
-  32, 341, 613, the rate limits 80000-80014, or ``is_transient``) and
+  32, 341, 368, 613, the rate limits 80000-80014, or ``is_transient``) and
   expired/invalid tokens (code 190: a human must refresh the page token) or ones
-  lacking a permission (10, 200-299: a human must grant it); until then the lead
+  lacking a permission (3, 10, 200-299: a human must grant it); until then the lead
   waits and the event's last error says why.
 - ``FetchDead``: the lead no longer exists (HTTP 404, or Graph code 100 with subcode 33:
   "Object with ID ... does not exist, cannot be loaded due to missing permissions").
@@ -42,14 +42,16 @@ from hub.dispatch.fetch import (
 )
 from hub.dispatch.leadsquared import parse_json
 
-#: Graph error codes that mean "try again later": throttling, temporary outages, and the
+#: Graph error codes that mean "try again later": throttling, temporary outages, a
+#: temporary block for a policy violation (368: Meta's guide says to wait and retry), and the
 #: Business Use Case rate limits (80000-80014: 80005 is LeadGen's, which lead reads count
 #: against, 80001 the Pages one a page token's calls count against).
-TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, *range(80000, 80015)})
+TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, *range(80000, 80015)})
 TOKEN_CODE = 190
-#: Graph's "permission not granted or removed" codes (10, and 200-299): the page token
+#: Graph's "permission not granted or removed" codes (10, and 200-299), and 3 (API Method:
+#: the app lacks the capability or permission the call needs): the page token or its app
 #: lacks what lead reads need, which a human grants; every lead waits for it meanwhile.
-PERMISSION_CODES = frozenset({10, *range(200, 300)})
+PERMISSION_CODES = frozenset({3, 10, *range(200, 300)})
 NOT_FOUND_CODE = 100
 #: Code 100's subcode for a node Graph cannot load (the lead deleted, or not visible to the
 #: page token); code 100 without it refuses a parameter of the read (its ``fields``).
@@ -92,7 +94,7 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
             )
         if code in PERMISSION_CODES:
             return FetchRetry(
-                f"{label}; the page access token lacks a permission lead reads need "
+                f"{label}; the page access token (or its app) lacks a permission lead reads need "
                 "(leads_retrieval, pages_manage_ads, pages_read_engagement, pages_show_list): "
                 "grant it",
                 "token",

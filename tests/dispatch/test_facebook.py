@@ -65,6 +65,18 @@ LEADGEN_LIMIT = {
 #: Leads whose reads answer a Graph error whose ``code`` is no integer: (status, code).
 ODD_CODES: dict[str, tuple[int, Any]] = {"31": (400, [1]), "32": (500, {"a": 1}), "33": (400, "4")}
 
+#: Leads whose reads answer a Graph error Meta's guide says to wait for or fix, never a
+#: refusal of the lead: 368 (temporarily blocked for a policy violation: wait and retry),
+#: 3 (the app lacks a capability or permission). Both killed the lead as rejected.
+WAIT_CODES = {
+    "368368": (
+        400,
+        368,
+        "(#368) The action attempted has been deemed abusive or is otherwise disallowed",
+    ),
+    "333": (400, 3, "(#3) Application does not have the capability to make this API call."),
+}
+
 #: A lead read with code 200 (permission not granted) while ``FakeGraph.denied``.
 UNPERMITTED = "200200123"
 NO_PERMISSION = {
@@ -110,6 +122,10 @@ class FakeGraph(RecordedReads):
                 {"error": {"message": "Please reduce the amount of data", "code": 1, "type": "x"}},
                 status_code=500,
             )
+        if lead_id in WAIT_CODES:
+            status, code, message = WAIT_CODES[lead_id]
+            body = {"error": {"message": message, "code": code, "type": "OAuthException"}}
+            return JSONResponse(body, status_code=status)
         if lead_id in ODD_CODES:
             status, code = ODD_CODES[lead_id]
             body = {"error": {"message": "odd", "code": code, "type": "OAuthException"}}
@@ -219,6 +235,8 @@ async def test_graph_client_reads_the_lead_with_fields_and_token(
         ("777", GOOD_TOKEN, FetchRetry, "transient"),
         ("100100", GOOD_TOKEN, FetchDead, "not_found"),
         ("10010033", GOOD_TOKEN, FetchDead, "not_found"),
+        ("368368", GOOD_TOKEN, FetchRetry, "transient"),
+        ("333", GOOD_TOKEN, FetchRetry, "token"),
         ("424242", GOOD_TOKEN, FetchDead, "not_found"),
         ("31", GOOD_TOKEN, FetchDead, "rejected"),
         ("32", GOOD_TOKEN, FetchRetry, "server_error"),
