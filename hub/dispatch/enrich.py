@@ -149,7 +149,7 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
             if isinstance(outcome, FetchRetry):
                 await d.retry_or_die(event, endpoint_policy(d, event.endpoint), reason)
             else:
-                await d.kill(event, reason)
+                await d.kill(event, reason, fixable=outcome.fixable)
             return None
         lead = outcome.lead
         await d.store.set_enrichment(event.id, lead)

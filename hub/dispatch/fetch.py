@@ -16,6 +16,7 @@ one that does not decode as its ``Content-Encoding`` says, is retried as a ``bad
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -61,10 +62,13 @@ class FetchRetry:
 
 @dataclass(frozen=True, slots=True)
 class FetchDead:
-    """The lead cannot be fetched, ever (deleted, or not a lead id)."""
+    """The lead cannot be fetched, ever (deleted, or not a lead id); ``fixable``: or the API
+    cannot tell it from a token that may not see it (Graph's code 100, subcode 33), so the
+    dead event's reason ends with the replay that reads it again once the token is fixed."""
 
     reason: str
     kind: str
+    fixable: bool = False
 
 
 FetchOutcome = Fetched | FetchRetry | FetchDead
@@ -121,7 +125,7 @@ def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:
     reason = outcome.reason
     for form in {token, quote(token, safe="")}:
         reason = reason.replace(form, "**********")
-    return type(outcome)(reason, outcome.kind)
+    return dataclasses.replace(outcome, reason=reason)
 
 
 async def read_lead(

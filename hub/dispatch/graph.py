@@ -109,7 +109,16 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
                 f"(a lead's: {LEAD_FIELDS})",
                 "config",
             )
-        if code == NOT_FOUND_CODE or status == 404:
+        if code == NOT_FOUND_CODE:
+            # Graph's own words: "does not exist, cannot be loaded due to missing permissions":
+            # a page token of another page reads every lead so, none of them deleted.
+            return FetchDead(
+                f"{label}; the lead was deleted, or the page access token cannot see it (a "
+                "token of another page, or without leads access to this one)",
+                "not_found",
+                fixable=True,
+            )
+        if status == 404:
             return FetchDead(f"{label}; the lead does not exist (deleted?)", "not_found")
         if status >= 500:
             return FetchRetry(f"HTTP {status}: {label}", "server_error")

@@ -317,18 +317,28 @@ async def test_expired_token_is_retried_visibly_then_delivered_once_fixed(
 async def test_a_lead_that_no_longer_exists_is_dead(
     tmp_path: Path, graph: tuple[str, FakeGraph]
 ) -> None:
-    """HTTP 404 or Graph code 100 on the lead read ends the event dead with the reason."""
+    """HTTP 404 or Graph code 100 on the lead read ends the event dead with the reason.
+    Code 100 with subcode 33 (Graph's "does not exist, cannot be loaded due to missing
+    permissions", as it answers a token of another page for every lead) says so and ends
+    with the replay that reads the lead again once the token is fixed, where it said only
+    that the lead was deleted."""
     graph_url, _ = graph
     with sandbox_server() as (url, _):
         config = _config(tmp_path / "cfg", url, graph_url, GOOD_TOKEN, email="required: true")
         async with opened_store(tmp_path / "hub.db") as store:
-            ids = await enqueue(store, "fb", [_change("424242"), _change("100100")])
+            changes = [_change("424242"), _change("100100"), _change("10010033")]
+            ids = await enqueue(store, "fb", changes)
             async with running(config, store) as dispatcher:
                 await wait_for(all_in(State.DEAD, store, ids), what="dead")
-                assert dispatcher.metrics.graph_errors.labels("not_found")._value.get() == 2
+                assert dispatcher.metrics.graph_errors.labels("not_found")._value.get() == 3
             events = await states(store, ids)
         assert "HTTP 404" in (events[ids[0]].last_error or "")
+        assert "replay" not in (events[ids[0]].last_error or "")
         assert "Graph error 100" in (events[ids[1]].last_error or "")
+        unseen = events[ids[2]].last_error or ""
+        assert "Graph error 100" in unseen
+        assert "the page access token cannot see it (a token of another page" in unseen
+        assert unseen.endswith(f"send it again: leadhub replay --id {ids[2]}")
 
 
 async def test_a_field_graph_has_not_is_retried_naming_fields_then_delivered_once_fixed(
