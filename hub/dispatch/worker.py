@@ -260,6 +260,20 @@ class Dispatcher:
         if count:
             _log.info("held_events_resumed", targets=targets, events=count)
 
+    async def _resume_reads(self, endpoints: list[str]) -> None:
+        """Make due now the events of ``endpoints`` (their reads changed: a token fixed)
+        retried after a failed lead read; a store that fails here leaves them to come due
+        on their schedule."""
+        if not endpoints:
+            return
+        try:
+            count = await self.store.resume_reads(endpoints)
+        except Exception as exc:
+            _log.warning("resume_reads_failed", endpoints=endpoints, error=str(exc)[:300])
+            return
+        if count:
+            _log.info("failed_reads_resumed", endpoints=endpoints, events=count)
+
     def _lane(self, target: Target) -> Lane:
         # The target's own `concurrency:` wins over the dispatcher's.
         concurrency = target.concurrency or self.concurrency
@@ -327,6 +341,7 @@ class Dispatcher:
         # for, so one such reload a second sent nothing at all to a rate-limited target.
         if not _maps_alike(self.mapped_by, config):
             self.mapped_by = config
+        rereading = _reads_changed(self.config, config)
         deadline = self.clock.monotonic() + timeout
         lanes: dict[str, Lane] = {}
         closing: list[Lane] = []
@@ -359,6 +374,7 @@ class Dispatcher:
         # along with its fix): mapped anew, they go to the target their mapping names now,
         # rather than when the gone target's pause would have ended (up to its max_interval).
         await self._resume_held(sorted({lane.target.name for lane in closing}))
+        await self._resume_reads(rereading)
         self.wake()
         _log.info(
             "dispatcher_reloaded",
@@ -1057,6 +1073,21 @@ class Dispatcher:
             _log.info(
                 "event_retrying", attempt=event.attempts, reason=reason, delay=round(at - now, 3)
             )
+
+
+def _reads_changed(old: Config, new: Config) -> list[str]:
+    """The endpoints whose lead reads ``new`` makes differently (a token, an API url, the
+    fields read): a read that failed for the old settings may succeed now."""
+    changed = []
+    for name, endpoint in new.endpoints.items():
+        before = old.endpoints.get(name)
+        if (
+            isinstance(endpoint.options, FETCHING)
+            and before is not None
+            and before.options != endpoint.options
+        ):
+            changed.append(name)
+    return sorted(changed)
 
 
 def storable(reason: str) -> str:

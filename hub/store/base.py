@@ -950,6 +950,17 @@ class EventStore(Protocol):
         """
         ...
 
+    async def resume_reads(self, endpoints: Sequence[str]) -> int:
+        """Make due now the events of ``endpoints`` retried after their lead read failed
+        (``retrying`` with no enrichment stored); returns how many.
+
+        A read refused for a token (expired, without a permission) or a setting is retried
+        on its target's schedule, up to ``max_interval`` (an hour by default) apart; once a
+        reload has fixed the endpoint, its leads are not left waiting that out. Their
+        attempts are kept; a read that fails again is retried on the same schedule.
+        """
+        ...
+
     # -- rate limits shared by every process on the store --------------------------------
 
     async def take_slots(

@@ -922,6 +922,11 @@ class PostgresStore(BatchedStore):
             )
         return int(done.split()[-1])
 
+    async def resume_reads(self, endpoints: Sequence[str]) -> int:
+        async with self._conn() as conn:
+            done = await conn.execute(Q["resume_reads"], self.clock.time(), list(endpoints))
+        return int(done.split()[-1])
+
     # -- rate limits shared by every instance on this database -----------------------------
 
     async def take_slots(

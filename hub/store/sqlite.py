@@ -575,6 +575,14 @@ class SQLiteStore(BatchedStore):
 
         return int(await self._writer.submit(job))
 
+    async def resume_reads(self, endpoints: Sequence[str]) -> int:
+        params = {"endpoints": _json(list(endpoints))}
+
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.execute(Q["resume_reads"], {**params, "now": self.clock.time()}).rowcount
+
+        return int(await self._writer.submit(job))
+
     # -- rate limits shared by every process on this file ----------------------------------
 
     async def take_slots(

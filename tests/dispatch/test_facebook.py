@@ -182,7 +182,14 @@ def _options(graph_url: str, token: str = GOOD_TOKEN) -> FacebookOptions:
 
 
 def _config(
-    directory: Path, sandbox_url: str, graph_url: str, token: str, *, email: str, extra: str = ""
+    directory: Path,
+    sandbox_url: str,
+    graph_url: str,
+    token: str,
+    *,
+    email: str,
+    extra: str = "",
+    retry: str | None = None,
 ) -> Any:
     endpoint = (
         facebook_endpoint_yaml(graph_url, extra)
@@ -197,7 +204,8 @@ def _config(
 """
     )
     environ = {**KEYS, "FB_APP_SECRET": "a", "FB_VERIFY_TOKEN": "v", "FB_PAGE_TOKEN": token}
-    return write_config(directory, target_yaml("default", sandbox_url), endpoint, environ=environ)
+    target = target_yaml("default", sandbox_url, **({} if retry is None else {"retry": retry}))
+    return write_config(directory, target, endpoint, environ=environ)
 
 
 def _change(leadgen_id: str) -> dict[str, Any]:
@@ -312,6 +320,34 @@ async def test_expired_token_is_retried_visibly_then_delivered_once_fixed(
             fixed = _config(tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true")
             async with running(fixed, store):
                 await wait_for(all_in(State.DELIVERED, store, ids), what="delivered after fix")
+
+
+async def test_a_reload_that_fixes_the_token_reads_the_waiting_leads_at_once(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """A lead whose read failed on an expired token waits for its next try, up to the
+    target's max_interval (an hour); the reload that gives the endpoint a fresh token makes
+    it due at once, as a reload that fixes a paused target's keys does for its events. It
+    was read only when its hour was up. Its attempts are kept."""
+    graph_url, fake = graph
+    hourly = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
+    with sandbox_server() as (url, _):
+        expired = _config(
+            tmp_path / "a", url, graph_url, "EAAB-expired-9", email="required: true", retry=hourly
+        )
+        fixed = _config(
+            tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true", retry=hourly
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(LEAD["id"])])
+            # every wait the whole hour (the top of its jitter)
+            async with running(expired, store, random=lambda: 1.0) as dispatcher:
+                await wait_for(all_in(State.RETRYING, store, ids), what="retrying on code 190")
+                await dispatcher.reload(fixed)
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered on reload")
+            event = (await states(store, ids))[ids[0]]
+        assert event.attempts == 2
+        assert fake.count(LEAD["id"]) == 2
 
 
 async def test_a_lead_that_no_longer_exists_is_dead(

@@ -604,6 +604,32 @@ class TestOutcomes:
         assert await store.resume_held([]) == 0
         assert [e.id for e in await store.claim(limit=4, lease=30)] == [held, due]
 
+    async def test_resume_reads_makes_due_the_failed_reads_of_those_endpoints(
+        self, store: EventStore
+    ) -> None:
+        """resume_reads makes due now the retrying events of the endpoints named that have no
+        lead stored (their read failed), their attempts kept; one whose lead was read (its
+        send failed), another endpoint's and a due one are left as they were."""
+        unread, read = await ids_of(store, 2, endpoint="fb")
+        (other,) = await ids_of(store, 1, endpoint="li")
+        (due,) = await ids_of(store, 1, endpoint="fb2")
+        await store.claim(limit=4, lease=30)
+        await store.set_enrichment(read, {"id": "1"})
+        later = START + 600
+        for eid in (unread, read, other):
+            await store.retry(eid, at=later, error="Facebook lead fetch failed: Graph error 190")
+        await store.retry(due, at=START, error="Facebook lead fetch failed: Graph error 190")
+        assert await store.resume_reads(["fb", "fb2"]) == 1
+        found = {i: await store.get(i) for i in (unread, read, other, due)}
+        shown = {i: (e.state, e.attempts, e.next_attempt_at) for i, e in found.items() if e}
+        assert shown == {
+            unread: (State.RETRYING, 1, START),
+            read: (State.RETRYING, 1, later),
+            other: (State.RETRYING, 1, later),
+            due: (State.RETRYING, 1, START),
+        }
+        assert await store.resume_reads([]) == 0
+
     async def test_release_after_failed_attempts_is_retrying(
         self, store: EventStore, clock: ManualClock
     ) -> None:

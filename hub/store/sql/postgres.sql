@@ -507,6 +507,13 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > $1
   AND target = ANY ($2::text[])
   AND starts_with(last_error, $3);
 
+-- name: resume_reads
+-- The events of the endpoints $2 retried after their lead read failed (retrying, no lead
+-- stored) are due now ($1): a reload changed how those endpoints read (a fixed token).
+UPDATE events SET next_attempt_at = $1, updated_at = $1
+WHERE state = 'retrying' AND next_attempt_at > $1 AND enrichment IS NULL
+  AND endpoint = ANY ($2::text[]);
+
 -- name: lock_account
 -- Serialises take_slots per account across every instance on this schema (whose rate_slots
 -- they count), until the transaction ends. (A schema name holds no ':'.)

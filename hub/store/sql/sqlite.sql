@@ -528,6 +528,13 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now
   AND target IN (SELECT value FROM json_each(:targets))
   AND substr(last_error, 1, length(:held)) = :held;
 
+-- name: resume_reads
+-- The events of the endpoints in :endpoints retried after their lead read failed (retrying,
+-- no lead stored) are due now: a reload changed how those endpoints read (a fixed token).
+UPDATE events SET next_attempt_at = :now, updated_at = :now
+WHERE state = 'retrying' AND next_attempt_at > :now AND enrichment IS NULL
+  AND endpoint IN (SELECT value FROM json_each(:endpoints));
+
 -- name: expire_slots
 -- Slots of calls that ended a window ago no longer count. So do slots said to end after
 -- :latest: no call is held that long, so the wall clock was set back since they were taken.
