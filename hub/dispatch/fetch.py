@@ -31,6 +31,9 @@ from hub.dispatch.transport import AnswerTooLarge
 from hub.sources.bodies import MAX_DEPTH, too_deep
 
 EXCERPT = 200  # characters of an error body kept in a reason
+#: The advice of a 404 that is not the API's own error (no JSON error object): the URL does
+#: not name the API (a wrong path or host, a proxy's page), so every lead's read fails alike.
+NOT_THE_API = "no error of the API's own: does the endpoint's {option} name the API?"
 #: The longest lead id a read puts in its URL. Real ids are short (a Facebook lead's 16
 #: digits, a LinkedIn response id or a HubSpot object id under 100 characters); a longer one
 #: comes from a delivery that names no lead, and would make a URL the client refuses.
@@ -224,12 +227,15 @@ def classify_rest(
     A 2xx object is the lead. 401/403 (``token_advice`` says what to fix) and the statuses
     in ``advice`` (``status: (what to fix, kind)``) are retried, for a human to act on; so
     are 408, 429 and 5xx. 404 (``missing``) and other refusals are final. ``describe`` turns an
-    error body into its detail (None: the raw text is shown instead).
+    error body into its detail (None: the raw text is shown instead). A 404 without the API's
+    JSON error (an HTML page, an empty body: a server or path that is not the API's) is
+    retried, naming ``api_url``: every lead's read would fail alike, each killed as deleted.
     """
     body = parse_json(content)
     if 200 <= status < 300 and isinstance(body, dict):
         return Fetched(body)
     detail = describe(body) if isinstance(body, dict) else None
+    api_said = detail is not None  # the API's own JSON error, with its message
     if detail is None:
         detail = content.decode("utf-8", "replace").strip()[:EXCERPT] or "(empty body)"
     label = f"HTTP {status}: {detail}"
@@ -238,6 +244,8 @@ def classify_rest(
     if advice and status in advice:
         fix, kind = advice[status]
         return FetchRetry(f"{label}; {fix}", kind)
+    if status == 404 and not api_said:
+        return FetchRetry(f"{label}; {NOT_THE_API.format(option='api_url')}", "config")
     if status == 404:
         return FetchDead(f"{label}; {missing}", "not_found")
     if status in (408, 429) or status >= 500:  # 408: the request timed out on its way in

@@ -10,8 +10,10 @@ The outcome is one of :mod:`hub.dispatch.fetch`'s:
   expired/invalid tokens (code 190: a human must refresh the page token) or ones
   lacking a permission (3, 10, 200-299: a human must grant it); until then the lead
   waits and the event's last error says why.
-- ``FetchDead``: the lead no longer exists (HTTP 404, or Graph code 100 with subcode 33:
-  "Object with ID ... does not exist, cannot be loaded due to missing permissions").
+- ``FetchDead``: the lead no longer exists (Graph code 100 with subcode 33: "Object with
+  ID ... does not exist, cannot be loaded due to missing permissions", or another Graph
+  error at HTTP 404). A 404 without Graph's error object is no Graph answer: retried,
+  naming ``graph_url``.
 
 Graph's other code 100 errors refuse the read's parameters, the same for every lead (``(#100)
 Tried accessing nonexisting field (emial) on node type (LeadgenLeads)``: a name in the
@@ -32,6 +34,7 @@ from urllib.parse import quote
 from hub.config.models import FacebookOptions
 from hub.dispatch.fetch import (
     EXCERPT,
+    NOT_THE_API,
     FetchDead,
     Fetched,
     FetchOutcome,
@@ -124,8 +127,8 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
             return FetchRetry(f"HTTP {status}: {label}", "server_error")
         return FetchDead(f"HTTP {status}: {label}", "rejected")
     text = content.decode("utf-8", "replace").strip()[:EXCERPT] or "(empty body)"
-    if status == 404:
-        return FetchDead(f"HTTP 404: the lead does not exist ({text})", "not_found")
+    if status == 404:  # Graph says a lead is gone with its error object (code 100)
+        return FetchRetry(f"HTTP 404: {text}; {NOT_THE_API.format(option='graph_url')}", "config")
     if status >= 500 or status in (408, 429):  # 408: the request timed out on its way in
         return FetchRetry(f"HTTP {status}: {text}", "server_error")
     if 200 <= status < 300:

@@ -159,7 +159,11 @@ class FakeGraph(RecordedReads):
                 }
             }
             return JSONResponse(body, status_code=400)
-        return Response(b"", status_code=404)
+        if lead_id == "html404":  # a page that is no Graph's: graph_url names another server
+            return Response(b"<html><body>Not Found</body></html>", status_code=404)
+        message = f"(#803) Some of the aliases you requested do not exist: {lead_id}"
+        body = {"error": {"message": message, "type": "OAuthException", "code": 803}}
+        return JSONResponse(body, status_code=404)
 
 
 @pytest.fixture
@@ -244,6 +248,7 @@ async def test_graph_client_reads_the_lead_with_fields_and_token(
         ("100100", GOOD_TOKEN, FetchDead, "not_found"),
         ("10010033", GOOD_TOKEN, FetchDead, "not_found"),
         ("368368", GOOD_TOKEN, FetchRetry, "transient"),
+        ("html404", GOOD_TOKEN, FetchRetry, "config"),
         ("333", GOOD_TOKEN, FetchRetry, "token"),
         ("424242", GOOD_TOKEN, FetchDead, "not_found"),
         ("31", GOOD_TOKEN, FetchDead, "rejected"),
@@ -368,7 +373,8 @@ async def test_a_lead_that_no_longer_exists_is_dead(
                 await wait_for(all_in(State.DEAD, store, ids), what="dead")
                 assert dispatcher.metrics.graph_errors.labels("not_found")._value.get() == 3
             events = await states(store, ids)
-        assert "HTTP 404" in (events[ids[0]].last_error or "")
+        assert "Graph error 803" in (events[ids[0]].last_error or "")
+        assert "does not exist (deleted?)" in (events[ids[0]].last_error or "")
         assert "replay" not in (events[ids[0]].last_error or "")
         assert "Graph error 100" in (events[ids[1]].last_error or "")
         unseen = events[ids[2]].last_error or ""

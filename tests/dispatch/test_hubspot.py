@@ -47,6 +47,8 @@ ERRORS: dict[str, tuple[int, bytes]] = {
     "429": (429, b'{"status":"error","message":"You have reached your secondly limit."}'),
     "502": (502, b"Bad gateway"),
     "400": (400, b'{"status":"error","message":"Invalid id","category":"VALIDATION_ERROR"}'),
+    # a 404 that is no HubSpot error: api_url names another server or path
+    "999": (404, b"<html><body>Not Found</body></html>"),
 }
 
 
@@ -139,6 +141,7 @@ async def test_the_client_reads_the_contact_with_its_properties_and_token(
         ("502", GOOD_TOKEN, FetchRetry, "server_error", "HTTP 502: Bad gateway"),
         ("404", GOOD_TOKEN, FetchDead, "not_found", "Object not found (OBJECT_NOT_FOUND)"),
         ("400", GOOD_TOKEN, FetchDead, "rejected", "HTTP 400: Invalid id"),
+        ("999", GOOD_TOKEN, FetchRetry, "config", "does the endpoint's api_url name the API?"),
     ],
 )
 async def test_read_failures_are_classified_and_never_show_the_token(

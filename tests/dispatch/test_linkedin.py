@@ -48,6 +48,8 @@ ERRORS: dict[str, tuple[int, bytes]] = {
     "down-1": (503, b"<html>unavailable</html>"),
     "odd-1": (200, b"[]"),
     "bad-1": (400, b'{"status":400,"message":"Invalid id"}'),
+    # a 404 that is no LinkedIn error (an empty body): api_url names another server or path
+    "nowhere-1": (404, b""),
     "old-1": (
         426,
         b'{"status":426,"code":"NONEXISTENT_VERSION","message":"Requested version 20250401'
@@ -164,6 +166,7 @@ async def test_the_client_reads_the_response_with_linkedins_headers(
         ("old-1", GOOD_TOKEN, FetchRetry, "version", "set the endpoint's api_version"),
         ("gone-1", GOOD_TOKEN, FetchDead, "not_found", "(serviceErrorCode 100)"),
         ("bad-1", GOOD_TOKEN, FetchDead, "rejected", "HTTP 400: Invalid id"),
+        ("nowhere-1", GOOD_TOKEN, FetchRetry, "config", "(empty body); no error of the API's"),
     ],
 )
 async def test_read_failures_are_classified_and_never_show_the_token(
