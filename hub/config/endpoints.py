@@ -670,23 +670,8 @@ def build_target(node: Node, r: Reader) -> Target | None:
             f"{str(url).rstrip('/') + CAPTURE_PATH!r}, be refused (404) and pause the target. "
             "Write the account's API host alone, like https://api-in21.leadsquared.com",
         )
-    elif url is not None and (named := _api_path_in(str(url), shortest=2)) is not None:
-        # A bare /v2 may be a gateway's own prefix (https://gw.example.com/lsq/v2), so it is
-        # a warning: refused, such a url could not be written at all.
-        r.warn(
-            r.get("url"),
-            f"'url' {str(url)!r} ends in {named!r}, the start of Lead.Capture's own path; "
-            f"the hub adds {CAPTURE_PATH} after it, so every call goes to "
-            f"{str(url).rstrip('/') + CAPTURE_PATH!r}. If that is not the gateway's path, "
-            "write the url without it, like https://api-in21.leadsquared.com",
-        )
-    elif url is not None and _in_clear(str(url)):
-        r.warn(
-            r.get("url"),
-            f"'url' {str(url)!r} is http://, so the keys sent with every call (and every "
-            "lead) would cross the network unencrypted, and LeadSquared's API takes "
-            "https:// only; write https://, like https://api-in21.leadsquared.com",
-        )
+    elif url is not None:
+        _warn_of_url(r, str(url))
     rate_limit = DEFAULT_RATE_LIMIT
     rate_node = r.get("rate_limit")
     if rate_node is not None and rate_node.value is not None:
@@ -730,6 +715,30 @@ def build_target(node: Node, r: Reader) -> Target | None:
         account=str(account).strip() if account is not None else None,
         origin=Origin(node.file, node.line),
     )
+
+
+def _warn_of_url(r: Reader, url: str) -> None:
+    """Warn of each doubt about a url ``check`` takes: a bare ``/v2`` at its end and plain
+    ``http://`` off this machine are two mistakes, and one does not excuse the other (a
+    gateway's ``http://gw.example.com/lsq/v2`` was warned of its ``/v2`` alone, while its
+    keys crossed the network in the clear)."""
+    if (named := _api_path_in(url, shortest=2)) is not None:
+        # A bare /v2 may be a gateway's own prefix (https://gw.example.com/lsq/v2), so it is
+        # a warning: refused, such a url could not be written at all.
+        r.warn(
+            r.get("url"),
+            f"'url' {url!r} ends in {named!r}, the start of Lead.Capture's own path; "
+            f"the hub adds {CAPTURE_PATH} after it, so every call goes to "
+            f"{url.rstrip('/') + CAPTURE_PATH!r}. If that is not the gateway's path, "
+            "write the url without it, like https://api-in21.leadsquared.com",
+        )
+    if _in_clear(url):
+        r.warn(
+            r.get("url"),
+            f"'url' {url!r} is http://, so the keys sent with every call (and every "
+            "lead) would cross the network unencrypted, and LeadSquared's API takes "
+            "https:// only; write https://, like https://api-in21.leadsquared.com",
+        )
 
 
 def _in_clear(url: str) -> bool:

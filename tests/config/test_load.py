@@ -380,6 +380,23 @@ def test_a_target_url_over_plain_http_off_this_machine_is_warned(
     assert [w for w in config.warnings if "'url'" in w] == ([expected] if warned else [])
 
 
+def test_a_gateway_url_over_plain_http_ending_in_v2_is_warned_of_both(
+    config_dir: Path,
+) -> None:
+    """A url both ending in /v2 and written http:// to another host was warned of its /v2
+    alone: the first warning stood in for the second, so a gateway's prefix that truly ends
+    in /v2 loaded with no word that the keys cross the network in the clear. Each is its
+    own mistake, warned at the url's line."""
+    url = "http://gw.example.com/lsq/v2"
+    (config_dir / "targets.yml").write_text(
+        TARGETS.replace("https://api-in21.leadsquared.com/", url)
+    )
+    config = load(config_dir, ENV)
+    warnings = [w for w in config.warnings if "'url'" in w]
+    at = f"{config_dir / 'targets.yml'}:3: 'url' {url!r} "
+    assert [w[: len(at) + 12] for w in warnings] == [at + "ends in '/v2", at + "is http://, "]
+
+
 @pytest.mark.parametrize(
     ("key", "named"),
     [
