@@ -7,6 +7,7 @@ is the caller's decision). Errors are raised as :class:`MXError`.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -110,6 +111,12 @@ async def add_visitor(sb: Sandbox, req: SandboxRequest, _arg: str) -> Response:
     and a capture sending the id as registered made a lead of a fresh id, not the visitor's.
     """
     value = _field(await req.json(), "ProspectId")
+    if value is None:
+        # Said so, not "ProspectId None is not a UUID": a body sending the id under another
+        # key ("Id", as an account's is, or "VisitorId") was told of a Python None.
+        example = json.dumps({"ProspectId": capture_rules.new_uuid()})
+        msg = f"Send a JSON object with 'ProspectId', the visitor's id as a UUID, like {example}."
+        raise invalid_input(msg)
     if not isinstance(value, str) or not _GUID.fullmatch(value):
         msg = (
             f"ProspectId {value!r} is not a UUID in its hyphenated form; send one like "

@@ -168,6 +168,16 @@ def test_visitors_are_registered_idempotently_and_must_be_uuids(lsq: Lsq) -> Non
     assert_error(lsq.http.post("/_sandbox/visitors", content=b"{"), 400, INVALID)
 
 
+@pytest.mark.parametrize("body", [{}, {"VisitorId": "3f2504e0-4f89-11d3-9a0c-0305e82c3301"}])
+def test_a_visitor_without_a_prospect_id_is_told_to_send_one(lsq: Lsq, body: object) -> None:
+    """A body without ProspectId (the id under another key, or none) was told "ProspectId
+    None is not a UUID", a Python None for a key it never sent; it is told to send one."""
+    refused = lsq.http.post("/_sandbox/visitors", json=body)
+    reason = assert_error(refused, 400, INVALID)
+    assert reason.startswith("Send a JSON object with 'ProspectId', the visitor's id"), reason
+    assert "None" not in reason
+
+
 @pytest.mark.parametrize("form", ["{%s}", "urn:uuid:%s", "%s"])
 def test_a_visitor_in_another_form_than_8_4_4_4_12_is_refused(lsq: Lsq, form: str) -> None:
     """A visitor id in a form uuid.UUID reads but a capture does not match (braces, a URN, 32
