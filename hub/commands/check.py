@@ -4,8 +4,8 @@ Prints every error as ``file:line: message`` (then the warnings, marked
 ``warning:``) and exits 1 when there is any error; otherwise prints the
 warnings and a one-line summary and exits 0. ``${VAR}`` comes from the
 environment; unset variables are named. What serve refuses in the environment
-besides (a proxy variable or ``SSL_CERT_FILE`` it cannot use) is an error too,
-said as serve says it.
+besides (a proxy variable or ``SSL_CERT_FILE`` it cannot use, a ``LEADHUB_LEASE``
+too short for the targets' calls) is an error too, said as serve says it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from hub.config import ConfigError, load
+from hub.config import Config, ConfigError, load
+from hub.units import UnitError, parse_duration
+
+#: The variables serve reads its --lease and --role from (``hub.cli``): check judges the
+#: lease serve will run with.
+LEASE_VARIABLE = "LEADHUB_LEASE"
+ROLE_VARIABLE = "LEADHUB_ROLE"
 
 
 def environment_problems() -> list[str]:
@@ -29,6 +35,40 @@ def environment_problems() -> list[str]:
         problems.append(str(exc))
     if (unread := ca_file_problem()) is not None:
         problems.append(unread)
+    return problems
+
+
+def _lease_problems(config: Config, warnings: list[str]) -> list[str]:
+    """serve (all or worker roles) refuses a lease too short for the targets' calls or the
+    lead reads: said here at the target's (or endpoint's) file:line. For the lease serve
+    will run with: ``LEADHUB_LEASE`` when the environment sets it, whose shortfalls serve
+    refuses (errors, returned), else its default, which a longer ``--lease`` may replace
+    (warnings, added to ``warnings``). Check judged the default alone: with
+    ``LEADHUB_LEASE=120s`` it warned that 60s was too short, and with ``LEADHUB_LEASE=30s``
+    it said ok to what serve then refused (exit 2)."""
+    from hub.dispatch.worker import DEFAULT_LEASE, lease_shortfalls_where
+
+    given = os.environ.get(LEASE_VARIABLE)
+    if given is None:
+        for origin, problem in lease_shortfalls_where(config, DEFAULT_LEASE):
+            where = f"{origin}: " if origin is not None else ""
+            warnings.append(
+                f"{where}serve's default --lease {DEFAULT_LEASE:g}s is too short: {problem}"
+            )
+        return []
+    if os.environ.get(ROLE_VARIABLE, "").strip().lower() == "web":
+        return []  # a web instance claims nothing: serve takes any lease then
+    try:
+        lease = parse_duration(given)
+        if lease < 1.0:
+            msg = f"{given!r} is too short for a lease; give at least 1s, e.g. '60s'."
+            raise UnitError(msg)
+    except UnitError as exc:
+        return [f"{LEASE_VARIABLE}: {exc}"]
+    problems = []
+    for origin, problem in lease_shortfalls_where(config, lease):
+        where = f"{origin}: " if origin is not None else ""
+        problems.append(f"{where}{LEASE_VARIABLE}={given} is too short: {problem}")
     return problems
 
 
@@ -50,17 +90,8 @@ def run(args: argparse.Namespace) -> int:
         config = load(args.dir, os.environ)
     except ConfigError as exc:
         return _errors(args, [*exc.issues, *environment], exc.warnings)
-    # serve (all or worker roles) refuses a lease too short for the targets' calls or the
-    # lead reads: say so here too, for its default lease (a longer --lease may be given).
-    # At the target's (or endpoint's) file:line, as every other warning is.
-    from hub.dispatch.worker import DEFAULT_LEASE, lease_shortfalls_where
-
     warnings = list(config.warnings)
-    for origin, problem in lease_shortfalls_where(config, DEFAULT_LEASE):
-        where = f"{origin}: " if origin is not None else ""
-        warnings.append(
-            f"{where}serve's default --lease {DEFAULT_LEASE:g}s is too short: {problem}"
-        )
+    environment += _lease_problems(config, warnings)
     if environment:
         return _errors(args, environment, warnings)
     for line in warnings:

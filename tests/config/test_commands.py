@@ -66,6 +66,15 @@ def test_check_prints_errors_and_warnings(
     assert lines[-1] == f"{tmp_path}: 2 errors"
 
 
+#: A target whose timeout (30s) needs serve --lease 66s, and what sends to it.
+LEASE_TEST_CONFIG = (
+    "kind: target\nname: default\nurl: https://api.example.com\n"
+    "access_key: ${LEASE_TEST_K}\nsecret_key: ${LEASE_TEST_S}\ntimeout: 30s\n"
+    "---\nkind: endpoint\nname: e\nsource: token\ntoken: ${LEASE_TEST_T}\n"
+    "---\nname: m\nendpoint: e\nfields: {EmailAddress: $.email}\n"
+)
+
+
 def test_check_warns_of_a_target_timeout_the_default_lease_cannot_hold(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -73,18 +82,46 @@ def test_check_warns_of_a_target_timeout_the_default_lease_cannot_hold(
     so check, which said "ok" and nothing more, warns with the lease to give."""
     for name in ("K", "S", "T"):
         monkeypatch.setenv(f"LEASE_TEST_{name}", "secret-value")
-    (tmp_path / "t.yaml").write_text(
-        "kind: target\nname: default\nurl: https://api.example.com\n"
-        "access_key: ${LEASE_TEST_K}\nsecret_key: ${LEASE_TEST_S}\ntimeout: 30s\n"
-        "---\nkind: endpoint\nname: e\nsource: token\ntoken: ${LEASE_TEST_T}\n"
-        "---\nname: m\nendpoint: e\nfields: {EmailAddress: $.email}\n"
-    )
+    monkeypatch.delenv("LEADHUB_LEASE", raising=False)
+    (tmp_path / "t.yaml").write_text(LEASE_TEST_CONFIG)
     assert main(["check", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     said = f"warning: {tmp_path}/t.yaml:1: serve's default --lease 60s is too short: a call to"
     assert f"{said} target 'default'" in out  # (at the target, as every warning is)
     assert "give --lease 66s or more" in out
     assert out.strip().endswith("1 warning")
+
+
+@pytest.mark.parametrize(
+    ("lease", "refused"),
+    [("120s", None), ("40s", "LEADHUB_LEASE=40s is too short"), ("abc", "'abc' is not a duration")],
+)
+def test_check_judges_the_lease_leadhub_lease_gives_serve(
+    tmp_path: Path, lease: str, refused: str | None
+) -> None:
+    """check judged serve's default lease alone: with LEADHUB_LEASE=120s in the environment
+    (a container's, shared by check and serve) it warned that 60s was too short, and with
+    LEADHUB_LEASE=40s it said ok while serve, in the same environment, refused to start
+    (exit 2). Now check judges the lease serve will run with, and agrees with serve."""
+    (tmp_path / "t.yaml").write_text(LEASE_TEST_CONFIG)
+    env = {f"LEASE_TEST_{name}": "secret-value" for name in ("K", "S", "T")}
+    env["LEADHUB_LEASE"] = lease
+    checked = leadhub_run(["check", str(tmp_path)], env=env, leadhub_env=False)
+    assert "serve's default --lease" not in checked.stdout
+    if refused is None:
+        assert checked.returncode == 0, checked.stdout
+        assert checked.stdout.strip().endswith("0 warnings"), checked.stdout
+        return
+    assert checked.returncode == 1, checked.stdout
+    assert refused in checked.stdout
+    db = f"sqlite:///{tmp_path}/hub.db"
+    served = leadhub_run(
+        ["serve", "--config-dir", str(tmp_path), "--port", "0", "--db", db],
+        env=env,
+        leadhub_env=False,
+    )
+    assert served.returncode == 2, served.stderr
+    assert refused in served.stderr
 
 
 @pytest.mark.slow
