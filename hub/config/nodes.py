@@ -394,8 +394,38 @@ class _Builder:
                 "mapping); remove it",
             )
         if isinstance(node, yaml.SequenceNode):
-            return Node([self.build(item) for item in node.value], self.file, line)
+            items = [self.build(item) for item in node.value]
+            pairs = zip(node.value, items, strict=True)
+            joined = node.flow_style and any(
+                [self.joined(item, built, line) for item, built in pairs]
+            )
+            # (the list's own errors, a transform list's say, are follow-ons then too)
+            return Node(items, self.file, line, reported=joined)
         return self.mapping(cast(yaml.MappingNode, node))  # the only other kind compose gives
+
+    def joined(self, item: yaml.Node, built: Node, opened: int) -> bool:
+        """Refuse an unquoted item of a ``[`` list (opened on line ``opened``) that runs
+        over several lines: YAML joins the lines of a plain item with spaces, so items
+        written one a line with a ``,`` missing between them are one item. Nothing said so:
+        ``properties: [email`` then ``firstname]`` loaded as the one property
+        'email firstname', and ``path:`` or ``transform:`` lists were told their joined
+        item was no JSONPath or several transforms in one text. Whether it was refused."""
+        if not isinstance(item, yaml.ScalarNode) or item.style is not None:
+            return False
+        start, end = item.start_mark, item.end_mark
+        if end.line <= start.line:
+            return False
+        after = _next_part(start, end)
+        self.issues.error(
+            self.file,
+            after,
+            f"the '[' opened on line {opened} goes on, and this line's item follows the one "
+            f"before it with no ',' between them, so YAML read them as one item, "
+            f"{built.raw!r}: end line {start.line + 1} with ',' (or, if it is one value "
+            "over several lines, put it in quotes)",
+        )
+        built.reported = True
+        return True
 
     def mapping(self, node: yaml.MappingNode) -> Node:
         line = node.start_mark.line + 1
@@ -450,6 +480,18 @@ class _Builder:
 #: Whether a key may be written where it stands: ``belongs(parents, key)``, ``parents``
 #: being the keys of the block mappings around it, outermost first (``()`` at column 0).
 Belongs = Callable[[tuple[str, ...], str], bool]
+
+
+def _next_part(start: yaml.Mark, end: yaml.Mark) -> int:
+    """The line (1-based) where the second line of a plain scalar between ``start`` and
+    ``end`` begins: the first line after ``start``'s with text on it."""
+    buffer = start.buffer
+    if not isinstance(buffer, str):
+        return start.line + 2
+    text = buffer[start.pointer : end.pointer]
+    first_break = text.find("\n")
+    rest = len(text) - len(text[first_break:].lstrip())
+    return start.line + 1 + text.count("\n", 0, rest)
 
 
 def read_documents(
@@ -709,6 +751,11 @@ def _missing_comma(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
     start, stop = exc.context_mark, exc.problem_mark
     assert start is not None and stop is not None  # (_flow_error)
     if stop.line <= start.line or got in ("']'", "'}'"):
+        return None
+    if got == "'{'" and lines[stop.line][: stop.column].endswith("$"):
+        # A ${VAR} not in quotes, on a line of its own: its { opens a mapping. No ',' is
+        # missing (it was told to end the line above, the '[' itself): _syntax_fix says to
+        # quote it, as for one on the bracket's line.
         return None
     before = next(
         (

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hub.config import ConfigError, load
+from hub.config.models import HubSpotOptions
 from hub.mapping import CaptureRequest, map_document
 from tests.support.server import leadhub_run
 
@@ -352,6 +353,14 @@ MISPLACED = {
         "the '[' opened on line 12 goes on, and this line's item follows the one before it "
         "with no ',' between them: end line 13 with ','",
     ),
+    # A ${VAR} not in quotes on a line of its own in a '[' over several lines, every ','
+    # there: its { opens a mapping. It was told to end the line above (the '[') with ','.
+    "unquoted_variable_on_its_own_line_in_a_list.yaml": (
+        "fields:\n  EmailAddress: $.email\n  Source:\n    path: [\n      ${SRC_PATH},\n"
+        "      $.src\n    ]\n",
+        13,
+        "expected ',' or ']', but got '{'; inside { } or [ ], put a ${VAR} in quotes",
+    ),
     # A JSONPath holding [ ] or * written unquoted inside { } or [ ]: YAML reads its [ as a
     # list and its * as an alias. The hint said to quote values that start with '[', which
     # a path does not; it names quoting the path now.
@@ -429,6 +438,46 @@ def test_a_syntax_error_is_at_the_line_to_fix(tmp_path: Path) -> None:
         (error,) = [e for e in errors if e.startswith(f"{tmp_path / name}:")]
         assert error.startswith(f"{tmp_path / name}:{line}: YAML syntax error: "), error
         assert says in error, error
+
+
+def test_a_comma_missing_between_unquoted_items_of_a_list_over_lines_is_an_error(
+    tmp_path: Path,
+) -> None:
+    """Items of a '[' written one a line, unquoted, with a ',' missing between two: YAML
+    joins their lines into one item, so there is no syntax error. ``properties: [email``
+    then ``firstname]`` loaded silently as the one property 'email firstname' (the contact's
+    email never read, each lead dead), and a path or transform list was told its joined
+    item was no JSONPath, or several transforms in one text "to write as a list", which it
+    was. Each is an error at the item after the missing ',', naming the line to end with
+    one, and nothing else is said of the joined item."""
+    text = (
+        "kind: endpoint\nname: crm\nsource: hubspot\nclient_secret: s\n"
+        "webhook_url: https://hub.example.com/hooks/crm\naccess_token: t\n"
+        "properties: [\n  email\n  firstname\n]\n"  # lines 7-10
+        "---\nkind: mapping\nname: m\nendpoint: crm\nfields:\n"  # lines 11-15
+        "  EmailAddress: { path: $.properties.email, transform: [\n    trim\n    lower\n  ] }\n"
+        "  FirstName: { path: [\n    $.properties.firstname\n\n    $.first\n  ] }\n"
+    )
+    issues = [str(issue) for issue in _problems(tmp_path, text).issues]
+    site = tmp_path / "site.yaml"
+    assert issues == [
+        f"{site}:{line}: the '[' opened on line {opened} goes on, and this line's item "
+        f"follows the one before it with no ',' between them, so YAML read them as one item, "
+        f"{joined!r}: end line {end} with ',' (or, if it is one value over several lines, "
+        "put it in quotes)"
+        for line, opened, joined, end in [
+            (9, 7, "email firstname", 8),
+            (18, 16, "trim lower", 17),
+            (23, 20, "$.properties.firstname\n$.first", 21),
+        ]
+    ]
+    fixed = text.replace("  email\n", "  email,\n").replace("trim\n", "trim,\n")
+    fixed = fixed.replace("firstname\n\n", "firstname,\n\n")
+    (tmp_path / "site.yaml").write_text(fixed, encoding="utf-8")
+    config = load(tmp_path, {})
+    options = config.endpoints["crm"].options
+    assert isinstance(options, HubSpotOptions)
+    assert options.properties == ("email", "firstname")
 
 
 def test_an_endpoint_without_a_mapping_is_still_warned_about(tmp_path: Path) -> None:
