@@ -68,6 +68,16 @@ def parse_duration(text: str | float | int) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def parse_lease(text: str) -> float:
+    """Seconds in a ``--lease`` (``serve``'s, or ``LEADHUB_LEASE`` as ``check`` judges it): a
+    duration of at least 1 s."""
+    lease = parse_duration(text)
+    if lease < 1.0:
+        msg = f"{text!r} is too short for a lease; give at least 1s, e.g. '60s'."
+        raise UnitError(msg)
+    return lease
+
+
 def parse_size(text: str | int) -> int:
     """Bytes in ``text`` (``"1MiB"``, ``"512KiB"``, ``"100kB"`` or a byte count)."""
     if isinstance(text, bool):

@@ -5,7 +5,8 @@ Prints every error as ``file:line: message`` (then the warnings, marked
 warnings and a one-line summary and exits 0. ``${VAR}`` comes from the
 environment; unset variables are named. What serve refuses in the environment
 besides (a proxy variable or ``SSL_CERT_FILE`` it cannot use, a ``LEADHUB_LEASE``
-too short for the targets' calls) is an error too, said as serve says it.
+too short for the targets' calls, a ``LEADHUB_PURGE_AFTER`` it refuses) is an error too,
+said as serve says it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import argparse
 import os
 
 from hub.config import Config, ConfigError, load
-from hub.units import UnitError, parse_duration
+from hub.store.retention import parse_purge_after
+from hub.units import UnitError, parse_lease
 
 #: The variables serve reads its --lease and --role from (``hub.cli``): check judges the
 #: lease serve will run with.
 LEASE_VARIABLE = "LEADHUB_LEASE"
 ROLE_VARIABLE = "LEADHUB_ROLE"
+PURGE_AFTER_VARIABLE = "LEADHUB_PURGE_AFTER"
 
 
 def environment_problems() -> list[str]:
@@ -59,10 +62,7 @@ def _lease_problems(config: Config, warnings: list[str]) -> list[str]:
     if os.environ.get(ROLE_VARIABLE, "").strip().lower() == "web":
         return []  # a web instance claims nothing: serve takes any lease then
     try:
-        lease = parse_duration(given)
-        if lease < 1.0:
-            msg = f"{given!r} is too short for a lease; give at least 1s, e.g. '60s'."
-            raise UnitError(msg)
+        lease = parse_lease(given)
     except UnitError as exc:
         return [f"{LEASE_VARIABLE}: {exc}"]
     problems = []
@@ -70,6 +70,19 @@ def _lease_problems(config: Config, warnings: list[str]) -> list[str]:
         where = f"{origin}: " if origin is not None else ""
         problems.append(f"{where}{LEASE_VARIABLE}={given} is too short: {problem}")
     return problems
+
+
+def _purge_after_problems() -> list[str]:
+    """``LEADHUB_PURGE_AFTER`` as serve refuses it (exit 2): not a duration, or shorter than
+    senders retry; check said ok to it."""
+    given = os.environ.get(PURGE_AFTER_VARIABLE)
+    if given is None:
+        return []
+    try:
+        parse_purge_after(given)
+    except UnitError as exc:
+        return [f"{PURGE_AFTER_VARIABLE}: {exc}"]
+    return []
 
 
 def _errors(args: argparse.Namespace, errors: list[str], warnings: list[str]) -> int:
@@ -91,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _errors(args, [*exc.issues, *environment], exc.warnings)
     warnings = list(config.warnings)
-    environment += _lease_problems(config, warnings)
+    environment += _lease_problems(config, warnings) + _purge_after_problems()
     if environment:
         return _errors(args, environment, warnings)
     for line in warnings:

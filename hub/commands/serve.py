@@ -58,8 +58,8 @@ from hub.store.base import (
     SchemaUnreadable,
     StoreUnavailable,
 )
-from hub.store.retention import parse_retention, retention_lifespan
-from hub.units import UnitError, parse_duration
+from hub.store.retention import parse_purge_after, retention_lifespan
+from hub.units import UnitError, parse_lease
 from hub.web.app import LifespanHook, create_app
 from hub.web.reload import Hangups, reload_on_hangup
 
@@ -468,10 +468,7 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
     store's directory or the embedded sandbox's database are made: a start refused for a
     flag leaves nothing on disk (a mistyped ``--db`` directory included)."""
     try:
-        lease = parse_duration(getattr(args, "lease", "60s"))
-        if lease < 1.0:
-            msg = f"{args.lease!r} is too short for a lease; give at least 1s, e.g. '60s'."
-            raise UnitError(msg)
+        lease = parse_lease(getattr(args, "lease", "60s"))
     except UnitError as exc:
         print(f"leadhub serve: {given_as(args, 'lease', '--lease')}: {exc}", file=sys.stderr)
         return 2
@@ -500,7 +497,7 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
             return 2
     purge_after = str(getattr(args, "purge_after", "off"))
     try:
-        keep = None if purge_after.strip().lower() == "off" else parse_retention(purge_after)
+        keep = parse_purge_after(purge_after)
     except UnitError as exc:
         name = given_as(args, "purge_after", "--purge-after")
         print(f"leadhub serve: {name}: {exc}", file=sys.stderr)

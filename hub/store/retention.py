@@ -67,6 +67,11 @@ class Schedule:
         return self.wait
 
 
+def parse_purge_after(text: str) -> float | None:
+    """``--purge-after``'s ``text``: None for ``off``, else :func:`parse_retention`'s seconds."""
+    return None if text.strip().lower() == "off" else parse_retention(text)
+
+
 def parse_retention(text: str) -> float:
     """Seconds in ``--purge-after``'s ``text`` (``"30d"``), at least :data:`SENDER_RETRIES`.
 

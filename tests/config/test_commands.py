@@ -124,6 +124,39 @@ def test_check_judges_the_lease_leadhub_lease_gives_serve(
     assert refused in served.stderr
 
 
+@pytest.mark.parametrize(
+    ("purge_after", "refused"),
+    [
+        ("off", None),
+        ("30d", None),
+        ("1d", "LEADHUB_PURGE_AFTER: '1d' is shorter than senders retry"),
+        ("soon", "LEADHUB_PURGE_AFTER: 'soon' is not a duration"),
+    ],
+)
+def test_check_refuses_the_leadhub_purge_after_serve_refuses(
+    tmp_path: Path, purge_after: str, refused: str | None
+) -> None:
+    """A LEADHUB_PURGE_AFTER serve refuses (exit 2: shorter than senders retry, or no
+    duration) was ok to check in the same environment; now check says what serve says."""
+    (tmp_path / "t.yaml").write_text(LEASE_TEST_CONFIG)
+    env = {f"LEASE_TEST_{name}": "secret-value" for name in ("K", "S", "T")}
+    env.update(LEADHUB_PURGE_AFTER=purge_after, LEADHUB_LEASE="120s")  # (its timeout's lease)
+    checked = leadhub_run(["check", str(tmp_path)], env=env, leadhub_env=False)
+    if refused is None:
+        assert checked.returncode == 0, checked.stdout
+        return
+    assert checked.returncode == 1, checked.stdout
+    assert refused in checked.stdout
+    db = f"sqlite:///{tmp_path}/hub.db"
+    served = leadhub_run(
+        ["serve", "--config-dir", str(tmp_path), "--port", "0", "--db", db],
+        env=env,
+        leadhub_env=False,
+    )
+    assert served.returncode == 2, served.stderr
+    assert refused in served.stderr
+
+
 @pytest.mark.slow
 def test_check_as_a_real_subprocess() -> None:
     """`python -m hub check` in a child process: exit 0 with the environment set, 1 without."""
