@@ -49,6 +49,7 @@ from hub.commands.server import Server
 from hub.config import ConfigError, load
 from hub.config.models import Config, Target
 from hub.hangups import take_early
+from hub.orphans import reaping_orphans
 from hub.runtime import tune_for_serving
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
@@ -567,6 +568,7 @@ def _serve(
     if args.role in ("all", "worker"):  # (the dispatcher's lease holds what a reload gives)
         adjust = _lease_holds(adjust, lease, _lease_given(args))
     hooks.append(reload_on_hangup(args.config_dir, adjust, hangups))
+    hooks.insert(0, reaping_orphans)  # (PID 1 in a container: until everything else stops)
     hooks.insert(0, _announce_stop)
 
     app = create_app(

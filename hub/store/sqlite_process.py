@@ -66,6 +66,7 @@ from typing import Any
 
 import msgspec
 
+from hub import orphans
 from hub.store import bulk
 from hub.store.base import (
     STALL_AFTER,
@@ -305,6 +306,7 @@ class IngestProcess:
                     stdin=subprocess.DEVNULL,
                     env=_child_env(),
                 )
+                orphans.OWN.add(self._child.pid)  # (waited for here, not by the reaper)
             except OSError as exc:
                 ours.close()
                 raise unavailable(self.path, exc) from exc
@@ -566,6 +568,8 @@ class IngestProcess:
                     "no new one starts until it has."
                 )
                 raise StoreUnavailable(msg) from None
+        if old is not None:
+            orphans.OWN.discard(old.pid)
         self._child = None
 
     async def stop(self) -> None:
@@ -602,6 +606,8 @@ class IngestProcess:
                     await asyncio.to_thread(child.wait, REAP_WAIT)
                 except subprocess.TimeoutExpired:  # it can write nothing more once it wakes
                     log().error("store_writer_left", writer_pid=child.pid)
+                    return  # (still ours to wait for: not the reaper's)
+            orphans.OWN.discard(child.pid)
 
 
 # -- the child's side ----------------------------------------------------------------------
