@@ -450,8 +450,32 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
         where = public_base(args.host, args.port)
         print(f"leadhub serve: startup failed: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
+    _warn_port_beside_variable(args)
     with listening:
         return _serve(args, config, listening, hangups, store, checked, open_files)
+
+
+def _warn_port_beside_variable(args: argparse.Namespace) -> None:
+    """Say so when ``--port`` overrides a different ``LEADHUB_PORT``: the image sets the
+    variable, and its ``HEALTHCHECK`` asks ``/healthz`` on the port the variable names, so a
+    ``docker run leadhub serve --port 9000`` served on 9000 and was reported unhealthy (and
+    restarted by an orchestrator that acts on it) with no line saying why."""
+    variable = os.environ.get("LEADHUB_PORT")
+    if variable is None or variable_of(args, "port") is not None:
+        return  # (no variable, or the port came from it)
+    with contextlib.suppress(ValueError):
+        if int(variable) == args.port:
+            return
+    _log.warning(
+        "port_flag_over_variable",
+        port=args.port,
+        LEADHUB_PORT=variable,
+        message=(
+            f"--port {args.port} is served, not LEADHUB_PORT={variable}: a health check "
+            "that reads LEADHUB_PORT (the image's HEALTHCHECK) asks the wrong port; set "
+            f"LEADHUB_PORT={args.port} instead of giving --port"
+        ),
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,10 @@ import httpx
 import pytest
 
 from tests.e2e.support import REPO, wait_until
+from tests.e2e.test_crash import CONFIG, ENV
+from tests.e2e.test_reload import Log
 from tests.mappings.cases import DEMO_ENV
-from tests.support.server import free_port, leadhub_process
+from tests.support.server import free_port, leadhub_process, serve_args
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -145,3 +147,32 @@ def healthcheck() -> Callable[[dict[str, str]], subprocess.CompletedProcess[str]
         )
 
     return run
+
+
+@pytest.mark.slow
+def test_a_port_flag_over_the_images_port_variable_is_said(tmp_path: Path) -> None:
+    """``docker run leadhub serve --port P``: the flag wins over the image's ``LEADHUB_PORT``,
+    so its ``HEALTHCHECK`` (which reads the variable) asks a port nothing serves and the
+    container is unhealthy; serve says so at start, with the fix. With the port given as the
+    variable alone, the check passes and nothing is said."""
+    health = healthcheck()
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG}, "--log-json")
+    flag_port = args[args.index("--port") + 1]
+    image = {**ENV, "LEADHUB_PORT": str(other := free_port())}
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=image) as proc:
+        log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        assert health(image).returncode == 1  # the variable's port: nothing serves it
+        (said,) = log.events("port_flag_over_variable")
+        assert said["level"] == "warning"
+        assert said["port"] == int(flag_port) and said["LEADHUB_PORT"] == str(other)
+        assert f"set LEADHUB_PORT={flag_port} instead of giving --port" in said["message"]
+
+    at = args.index("--port")
+    by_variable = {**ENV, "LEADHUB_PORT": flag_port}
+    with leadhub_process(args[:at] + args[at + 2 :], ready_url=f"{base}/readyz", env=by_variable):
+        assert health(by_variable).returncode == 0
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=by_variable) as proc:
+        log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        assert log.events("port_flag_over_variable") == []  # (the same port both ways)
