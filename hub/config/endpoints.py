@@ -168,6 +168,26 @@ def _rotated(r: Reader, key: str) -> tuple[Secret, tuple[Secret, ...]]:
     return (found[0], found[1:]) if found else (Secret(""), ())
 
 
+def _token_unsendable(r: Reader, tokens: tuple[Secret, ...]) -> None:
+    """Warn of a ``token`` that starts or ends with white space or holds a line break: no
+    sender sends it, since a header's value holds no line break and loses the spaces around
+    it, so every delivery was refused (401, "the token does not match") with the check
+    saying ok. The usual cause is a ``NAME_FILE`` whose file ends with a blank line (one
+    final line break is dropped, not two) or a space copied with the token."""
+    for token in tokens:
+        value = token.reveal()
+        if value and (value != value.strip() or "\n" in value or "\r" in value):
+            r.warn(
+                r.get("token"),
+                f"'token' of {r.what} starts or ends with a space, tab or line break (or "
+                "holds one), which senders do not send (a header's value holds no line "
+                "break and loses the spaces around it): every delivery would be refused "
+                f"(401); set {_set(r, 'token')} to the token alone (a blank line at the end "
+                "of its file is such a line break)",
+            )
+            return
+
+
 def _facebook(r: Reader) -> SourceOptions:
     fields = _names(r, "fields", DEFAULT_GRAPH_FIELDS, "[id, field_data]")
     app_secret, rotating = _rotated(r, "app_secret")
@@ -407,6 +427,7 @@ def _options(source: str, r: Reader) -> SourceOptions:
         return _hmac(r)
     if source == "token":
         token, rotating = _rotated(r, "token")
+        _token_unsendable(r, (token, *rotating))
         return TokenOptions(token=token, header=r.text("header"), rotating=rotating)
     if source == "standard":
         return _standard(r)

@@ -126,6 +126,29 @@ def test_a_secret_comes_from_the_file_its_name_file_variable_names(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
+    "content", [b"s3cr3t\n\n", b"s3cr3t\r\n\r\n", b"s3cr3t \n", b" s3cr3t", b"s3\ncr3t"]
+)
+def test_a_token_no_header_carries_is_a_warning_at_its_line(tmp_path: Path, content: bytes) -> None:
+    """A token file ending in a blank line (one final line break is dropped, not two), or a
+    token with a space around it: a header's value holds no line break and loses its
+    surrounding spaces, so every delivery was a 401 and the configuration said ok."""
+    secret = tmp_path / "secret"
+    secret.write_bytes(content)
+    (tmp_path / "cfg").mkdir()
+    path = _write(tmp_path / "cfg", "token", "${SECRET}")
+    warnings = load(tmp_path / "cfg", {"SECRET_FILE": str(secret)}).warnings
+    said = [w for w in warnings if "'token' of endpoint 'e' starts or ends" in w]
+    assert len(said) == 1, warnings
+    assert said[0].startswith(f"{path}:4: ")
+    assert "set ${SECRET} to the token alone" in said[0]
+    assert "s3cr3t" not in said[0]
+    secret.write_bytes(b"s3cr3t\n")  # (one final line break: dropped, as Docker writes it)
+    assert not any(
+        "'token'" in w for w in load(tmp_path / "cfg", {"SECRET_FILE": str(secret)}).warnings
+    )
+
+
+@pytest.mark.parametrize(
     ("content", "fragment"),
     [
         (None, "which cannot be read (No such file or directory)"),
