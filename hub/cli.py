@@ -285,6 +285,8 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, environ: Mapping[str, str] | None = None, **kwargs: Any):
         # set before argparse's __init__, which adds --help through add_argument
         self.environ: Mapping[str, str] = environ or {}
+        #: The ``LEADHUB_<FLAG>`` variables of this parser's flags whose ``_FILE`` is set.
+        self.unread_files: list[str] = []
         kwargs.setdefault("epilog", ENV_RULES)
         super().__init__(*args, **kwargs)
 
@@ -302,6 +304,8 @@ class Parser(argparse.ArgumentParser):
             msg = f"{name_or_flags}: a flag needs a --long name for its {ENV_PREFIX} variable"
             raise ValueError(msg)
         var = ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper()
+        if f"{var}_FILE" in self.environ:
+            self.unread_files.append(var)
         if var in self.environ:
             implied = {"store_true": False, "store_false": True}.get(str(action))
             default = kwargs.get("default", implied)
@@ -313,6 +317,7 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         self._refuse_signed_values(sys.argv[1:] if args is None else list(args))
         namespace, rest = super().parse_known_args(args, namespace)
+        self._refuse_unread_files()
         # a subcommand's parser ran first and left its own in the namespace: add to them
         from_env = dict(getattr(namespace, FROM_ENV, None) or {})
         for action in self._actions:
@@ -322,6 +327,18 @@ class Parser(argparse.ArgumentParser):
                 from_env[action.dest] = value.var
         setattr(namespace, FROM_ENV, from_env)
         return namespace, rest
+
+    def _refuse_unread_files(self) -> None:
+        """A usage error for a ``LEADHUB_<FLAG>_FILE`` set for a flag of this command: only
+        ``${NAME}`` in the configuration is read from a ``NAME_FILE``, so it was ignored, and
+        the image's own ``LEADHUB_DB`` (its SQLite file) served in place of the database URL
+        a ``LEADHUB_DB_FILE`` named (a Docker or Kubernetes secret), without a word."""
+        for var in self.unread_files:
+            self.error(
+                f"{var}_FILE is set, but {ENV_PREFIX}<FLAG> settings are not read from files "
+                f"(only ${{NAME}} in the configuration is, from NAME_FILE): give the value "
+                f"in {var} itself, or unset {var}_FILE"
+            )
 
     def _refuse_signed_values(self, args: list[str]) -> None:
         """A usage error saying what the flag takes for a value starting with ``-`` given to

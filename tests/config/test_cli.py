@@ -473,3 +473,20 @@ def test_a_signed_age_or_duration_says_what_the_flag_takes(
     )
     assert flag.returncode == 2
     assert f"argument {argv[1]}: expected one argument" in flag.stderr
+
+
+def test_a_flag_variable_given_as_a_file_is_a_usage_error(tmp_path: Path, capsys: Cap) -> None:
+    """``LEADHUB_DB_FILE`` (a database URL as a Docker or Kubernetes secret, the way
+    ``${NAME}`` secrets are given): not read, it left the image's ``LEADHUB_DB`` (its SQLite
+    file) in use, and ``serve`` ran on that store without a word. Refused, naming both
+    variables; a command without the flag (``check``) is left alone."""
+    url = tmp_path / "url"
+    url.write_text("postgresql://hub:secret@db/leads\n")
+    image = {"LEADHUB_DB": f"sqlite:///{tmp_path}/leadhub.db", "LEADHUB_DB_FILE": str(url)}
+    err = usage_error(capsys, ["serve", *NEVER_SERVE["serve"]], image)
+    assert "LEADHUB_DB_FILE is set" in err
+    assert "give the value in LEADHUB_DB itself, or unset LEADHUB_DB_FILE" in err
+    assert "secret" not in err
+    err = usage_error(capsys, ["events"], {"LEADHUB_PURGE_AFTER_FILE": str(url), **image})
+    assert "LEADHUB_DB_FILE is set" in err and "PURGE_AFTER" not in err  # (not an events flag)
+    assert main(["check", str(config_dir(tmp_path))], environ=image) == 0
