@@ -448,6 +448,10 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
     except (OSError, OverflowError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         where = public_base(args.host, args.port)
+        if args.host in ("0.0.0.0", "::"):  # (not only the loopback address the URL names)
+            name = given_as(args, "host", "--host")
+            given = f"{name} {args.host}" if name.startswith("--") else f"{name}={args.host}"
+            where += f" ({given}: every interface)"
         print(f"leadhub serve: startup failed: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     _warn_port_beside_variable(args)

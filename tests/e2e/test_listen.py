@@ -66,6 +66,22 @@ def test_a_port_in_use_stops_serve_before_it_opens_the_store(tmp_path: Path) -> 
     assert not (tmp_path / "hub.db").exists()
 
 
+def test_a_port_in_use_on_every_interface_says_every_interface(tmp_path: Path) -> None:
+    """``--host 0.0.0.0`` (the image's ``LEADHUB_HOST``) and the port taken: the line says the
+    bind was on every interface, not only ``http://127.0.0.1:PORT`` (the URL the hub reaches
+    itself at), which sent a user looking for a process on the loopback address alone."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        flag = leadhub_run([*_args(tmp_path, port), "--host", "0.0.0.0"], env=ENV)
+        image = leadhub_run(_args(tmp_path, port), env={**ENV, "LEADHUB_HOST": "0.0.0.0"})
+    assert flag.returncode == image.returncode == 1, flag.stderr + image.stderr
+    said = f"cannot listen on http://127.0.0.1:{port} ({{}}: every interface): Address already"
+    assert said.format("--host 0.0.0.0") in flag.stderr
+    assert said.format("LEADHUB_HOST=0.0.0.0") in image.stderr
+
+
 def test_uvicorns_own_warnings_are_json_lines_too(tmp_path: Path) -> None:
     """A warning uvicorn logs itself (a CONNECT, an upgrade it does not support; an
     ``Upgrade: h2c`` offer is read as HTTP/1.1 without a word) is a JSON line, like every
