@@ -92,6 +92,29 @@ def test_check_warns_of_a_target_timeout_the_default_lease_cannot_hold(
     assert out.strip().endswith("1 warning")
 
 
+def _check_agrees_with_serve(tmp_path: Path, settings: dict[str, str], refused: str | None) -> str:
+    """Run ``check`` on :data:`LEASE_TEST_CONFIG` with the ``LEADHUB_*`` ``settings`` in the
+    environment: ok (exit 0) when ``refused`` is None, else exit 1 saying ``refused``, and
+    ``serve`` in the same environment exits 2 saying it too. What check printed."""
+    (tmp_path / "t.yaml").write_text(LEASE_TEST_CONFIG)
+    env = {f"LEASE_TEST_{name}": "secret-value" for name in ("K", "S", "T")} | settings
+    checked = leadhub_run(["check", str(tmp_path)], env=env, leadhub_env=False)
+    if refused is None:
+        assert checked.returncode == 0, checked.stdout
+        return checked.stdout
+    assert checked.returncode == 1, checked.stdout
+    assert refused in checked.stdout
+    db = f"sqlite:///{tmp_path}/hub.db"
+    served = leadhub_run(
+        ["serve", "--config-dir", str(tmp_path), "--port", "0", "--db", db],
+        env=env,
+        leadhub_env=False,
+    )
+    assert served.returncode == 2, served.stderr
+    assert refused in served.stderr
+    return checked.stdout
+
+
 @pytest.mark.parametrize(
     ("lease", "refused"),
     [("120s", None), ("40s", "LEADHUB_LEASE=40s is too short"), ("abc", "'abc' is not a duration")],
@@ -103,25 +126,10 @@ def test_check_judges_the_lease_leadhub_lease_gives_serve(
     (a container's, shared by check and serve) it warned that 60s was too short, and with
     LEADHUB_LEASE=40s it said ok while serve, in the same environment, refused to start
     (exit 2). Now check judges the lease serve will run with, and agrees with serve."""
-    (tmp_path / "t.yaml").write_text(LEASE_TEST_CONFIG)
-    env = {f"LEASE_TEST_{name}": "secret-value" for name in ("K", "S", "T")}
-    env["LEADHUB_LEASE"] = lease
-    checked = leadhub_run(["check", str(tmp_path)], env=env, leadhub_env=False)
-    assert "serve's default --lease" not in checked.stdout
+    said = _check_agrees_with_serve(tmp_path, {"LEADHUB_LEASE": lease}, refused)
+    assert "serve's default --lease" not in said
     if refused is None:
-        assert checked.returncode == 0, checked.stdout
-        assert checked.stdout.strip().endswith("0 warnings"), checked.stdout
-        return
-    assert checked.returncode == 1, checked.stdout
-    assert refused in checked.stdout
-    db = f"sqlite:///{tmp_path}/hub.db"
-    served = leadhub_run(
-        ["serve", "--config-dir", str(tmp_path), "--port", "0", "--db", db],
-        env=env,
-        leadhub_env=False,
-    )
-    assert served.returncode == 2, served.stderr
-    assert refused in served.stderr
+        assert said.strip().endswith("0 warnings"), said
 
 
 @pytest.mark.parametrize(
@@ -138,23 +146,8 @@ def test_check_refuses_the_leadhub_purge_after_serve_refuses(
 ) -> None:
     """A LEADHUB_PURGE_AFTER serve refuses (exit 2: shorter than senders retry, or no
     duration) was ok to check in the same environment; now check says what serve says."""
-    (tmp_path / "t.yaml").write_text(LEASE_TEST_CONFIG)
-    env = {f"LEASE_TEST_{name}": "secret-value" for name in ("K", "S", "T")}
-    env.update(LEADHUB_PURGE_AFTER=purge_after, LEADHUB_LEASE="120s")  # (its timeout's lease)
-    checked = leadhub_run(["check", str(tmp_path)], env=env, leadhub_env=False)
-    if refused is None:
-        assert checked.returncode == 0, checked.stdout
-        return
-    assert checked.returncode == 1, checked.stdout
-    assert refused in checked.stdout
-    db = f"sqlite:///{tmp_path}/hub.db"
-    served = leadhub_run(
-        ["serve", "--config-dir", str(tmp_path), "--port", "0", "--db", db],
-        env=env,
-        leadhub_env=False,
-    )
-    assert served.returncode == 2, served.stderr
-    assert refused in served.stderr
+    settings = {"LEADHUB_PURGE_AFTER": purge_after, "LEADHUB_LEASE": "120s"}  # (the timeout's)
+    _check_agrees_with_serve(tmp_path, settings, refused)
 
 
 @pytest.mark.slow
