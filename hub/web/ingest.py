@@ -436,14 +436,20 @@ class Ingest:
         bodies = self.bodies
         try:
             while True:
+                # max_body before the budget: the budget is no more than the largest max_body
+                # when that is 64 MiB or more, and a body over it was then a 503 (retried,
+                # for good) at every try, never its 413
+                size = len(buffer) + len(body)
+                if size > limit:
+                    if not more:
+                        raise _too_large(limit, f"{size} bytes")
+                    bodies.give(len(buffer))  # (dropped: not held while the rest is drained)
+                    buffer.clear()
+                    await _drain(receive, DRAIN_LIMIT - size)
+                    raise _too_large(limit, f"more than {limit} bytes")
                 if not bodies.take(len(body)):
                     raise _Answered(over_budget(bodies))
                 buffer += body
-                if len(buffer) > limit:
-                    if not more:
-                        raise _too_large(limit, f"{len(buffer)} bytes")
-                    await _drain(receive, DRAIN_LIMIT - len(buffer))
-                    raise _too_large(limit, f"more than {limit} bytes")
                 if not more:
                     break
                 message = await receive()

@@ -124,3 +124,21 @@ def test_a_body_read_past_the_limit_is_answered_503_and_the_rest_are_taken(
         'leadhub_deliveries_total{endpoint="typeform",outcome="failed",'
         'reason="bodies_over_limit"} 1.0' in metrics
     )
+
+
+def test_a_chunked_body_over_max_body_is_413_where_the_budget_is_max_body(
+    hub: Hub, wires: Callable[[], _Wire]
+) -> None:
+    """The budget is the largest ``max_body`` when that is more (here 1 MiB, the fixture
+    endpoints'): a chunked body over ``max_body``, alone, is its 413 (not retried), not a 503
+    for the budget (retried by its sender at every try, for good); what it took is given
+    back as soon as it is over, not held while the rest is read and dropped."""
+    head = _request(b"", {"content-type": "application/json", "transfer-encoding": "chunked"})
+    data = b"x" * (64 * KIB)
+    chunks = (f"{len(data):x}\r\n".encode() + data + b"\r\n") * 17  # 1 MiB and 64 KiB
+    wire = wires()
+    wire.send(head + chunks)
+    _wait_for(_held(hub), 0)  # (its rest is being read and dropped)
+    wire.send(b"0\r\n\r\n")
+    status, _, body = wire.response()
+    assert (status, orjson.loads(body)["error"][:9]) == (413, "body over")
