@@ -145,6 +145,7 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
         outcome = await source.read()
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
+            # (" fetch failed: " marks a failed read: store.resume_reads looks for it)
             reason = f"{what} fetch failed: {outcome.reason}"
             if isinstance(outcome, FetchRetry):
                 await d.retry_or_die(event, endpoint_policy(d, event.endpoint), reason)

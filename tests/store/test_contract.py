@@ -609,24 +609,28 @@ class TestOutcomes:
     ) -> None:
         """resume_reads makes due now the retrying events of the endpoints named that have no
         lead stored (their read failed), their attempts kept; one whose lead was read (its
-        send failed), another endpoint's and a due one are left as they were."""
+        send failed), one with no lead to read whose send failed (a LinkedIn notice of a
+        deleted lead), another endpoint's and a due one are left as they were."""
         unread, read = await ids_of(store, 2, endpoint="fb")
         (other,) = await ids_of(store, 1, endpoint="li")
         (due,) = await ids_of(store, 1, endpoint="fb2")
-        await store.claim(limit=4, lease=30)
+        (deleted,) = await ids_of(store, 1, endpoint="li2")
+        await store.claim(limit=5, lease=30)
         await store.set_enrichment(read, {"id": "1"})
         later = START + 600
         for eid in (unread, read, other):
             await store.retry(eid, at=later, error="Facebook lead fetch failed: Graph error 190")
         await store.retry(due, at=START, error="Facebook lead fetch failed: Graph error 190")
-        assert await store.resume_reads(["fb", "fb2"]) == 1
-        found = {i: await store.get(i) for i in (unread, read, other, due)}
+        await store.retry(deleted, at=later, error="HTTP 503: Service Unavailable")
+        assert await store.resume_reads(["fb", "fb2", "li2"]) == 1
+        found = {i: await store.get(i) for i in (unread, read, other, due, deleted)}
         shown = {i: (e.state, e.attempts, e.next_attempt_at) for i, e in found.items() if e}
         assert shown == {
             unread: (State.RETRYING, 1, START),
             read: (State.RETRYING, 1, later),
             other: (State.RETRYING, 1, later),
             due: (State.RETRYING, 1, START),
+            deleted: (State.RETRYING, 1, later),
         }
         assert await store.resume_reads([]) == 0
 

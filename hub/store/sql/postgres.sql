@@ -509,10 +509,12 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > $1
 
 -- name: resume_reads
 -- The events of the endpoints $2 retried after their lead read failed (retrying, no lead
--- stored) are due now ($1): a reload changed how those endpoints read (a fixed token).
+-- stored, the read's error: hub.dispatch.enrich's '... fetch failed: ...') are due now ($1):
+-- a reload changed how those endpoints read (a fixed token). An event with no lead whose
+-- send failed (a LinkedIn notice of a deleted lead, which has none to read) keeps its backoff.
 UPDATE events SET next_attempt_at = $1, updated_at = $1
 WHERE state = 'retrying' AND next_attempt_at > $1 AND enrichment IS NULL
-  AND endpoint = ANY ($2::text[]);
+  AND endpoint = ANY ($2::text[]) AND strpos(last_error, ' fetch failed: ') > 0;
 
 -- name: lock_account
 -- Serialises take_slots per account across every instance on this schema (whose rate_slots

@@ -530,10 +530,13 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now
 
 -- name: resume_reads
 -- The events of the endpoints in :endpoints retried after their lead read failed (retrying,
--- no lead stored) are due now: a reload changed how those endpoints read (a fixed token).
+-- no lead stored, the read's error: hub.dispatch.enrich's '... fetch failed: ...') are due
+-- now: a reload changed how those endpoints read (a fixed token). An event with no lead whose
+-- send failed (a LinkedIn notice of a deleted lead, which has none to read) keeps its backoff.
 UPDATE events SET next_attempt_at = :now, updated_at = :now
 WHERE state = 'retrying' AND next_attempt_at > :now AND enrichment IS NULL
-  AND endpoint IN (SELECT value FROM json_each(:endpoints));
+  AND endpoint IN (SELECT value FROM json_each(:endpoints))
+  AND instr(last_error, ' fetch failed: ') > 0;
 
 -- name: expire_slots
 -- Slots of calls that ended a window ago no longer count. So do slots said to end after
