@@ -625,6 +625,30 @@ def _commit(conn: sqlite3.Connection, items: list[bulk.Pending]) -> list[Any]:
     return [_results(value) if ok else ["error", str(value)] for ok, value in outcomes]
 
 
+#: The most one read from the parent takes (a reused buffer of this size).
+RECV_SIZE = 1 << 20
+
+
+class _Inbox:
+    """Reads from the parent into one buffer, reused: each read is copied out at its size.
+
+    ``sock.recv(1 << 20)`` allocates a mebibyte at every read and shrinks it to what came.
+    The first such buffer freed raises glibc's mmap threshold to its size, after which each
+    one is carved from the heap and shrunk in place, and the small allocations made between
+    two reads pin the freed tails: the child's heap grew without a large body, from 7 to
+    33 MB over 60,000 small deliveries (40 to 77 MB of RSS in a 17-minute soak), and stayed
+    at 8.5 MB with the threshold fixed.
+    """
+
+    def __init__(self, size: int = RECV_SIZE) -> None:
+        self._view = memoryview(bytearray(size))
+
+    def read(self, sock: socket.socket) -> bytes:
+        """What one read brings (``b""`` at end of file); raises as ``sock.recv`` does."""
+        got = sock.recv_into(self._view)
+        return bytes(self._view[:got])
+
+
 #: A frame this large holds a large body (a frame is at most :data:`HAND_OVER` deliveries):
 #: after answering it, the child gives its free memory back (:func:`_trim`).
 TRIM_AFTER = 256 * 1024
@@ -658,6 +682,7 @@ def serve(
         path, synchronous=synchronous, writer=True, stats=stats, opened=opened, wal=wal
     )
     frames = _Frames()
+    inbox = _Inbox()
     decoder = msgspec.msgpack.Decoder()
     encoder = msgspec.msgpack.Encoder()
     ready: deque[bulk.Pending | None] = deque()
@@ -669,7 +694,7 @@ def serve(
         if not ready:
             sock.setblocking(True)
             try:
-                data = sock.recv(1 << 20)
+                data = inbox.read(sock)
             except ConnectionResetError:
                 # The parent died with an answer of ours unread: the end of file as it is
                 # then told (a traceback in the hub's log would say something had gone wrong)
@@ -680,7 +705,7 @@ def serve(
             sock.setblocking(False)
             while True:  # whatever else has arrived joins this batch
                 try:
-                    more = sock.recv(1 << 20)
+                    more = inbox.read(sock)
                 except BlockingIOError:
                     break
                 except ConnectionResetError:  # the parent died (as above)
