@@ -193,17 +193,15 @@ def _facebook_notice(options: FacebookOptions, document: Any) -> _Notice | None:
     """A Facebook ``leadgen`` notification: the webhook's body (its ``entry`` list), or one
     change's ``value`` (a ``leadgen_id`` without the Graph lead's ``id``)."""
     from hub.dispatch.graph import CHANGE_KEYS
+    from hub.sources.base import BodyError, Incoming
+    from hub.sources.facebook import FacebookSource
 
     if isinstance(document, dict) and isinstance(document.get("entry"), list):
-        values = []
-        for entry in document["entry"]:
-            changes = entry.get("changes") if isinstance(entry, dict) else None
-            for change in changes if isinstance(changes, list) else []:
-                if not isinstance(change, dict) or change.get("field") != "leadgen":
-                    continue  # (another page field: no lead, as ingest takes it)
-                value = change.get("value")
-                if isinstance(value, dict) and "leadgen_id" in value:
-                    values.append(value)
+        try:  # the leadgen changes' values, as ingest splits the body into events
+            split = FacebookSource(options).split(Incoming("POST", {}, b"", b""), document)
+        except BodyError:  # (none of its leadgen changes has a value)
+            split = []
+        values = [s.document for s in split if "leadgen_id" in s.document]
     elif isinstance(document, dict) and "leadgen_id" in document and "id" not in document:
         values = [document]
     else:
