@@ -244,6 +244,17 @@ class Dispatcher:
         # No lane of this process is paused: what an earlier one's pause held back (its keys
         # fixed by this restart, say) goes now, not when that pause would have ended.
         await self._resume_held(sorted(self.lanes))
+        # Nor does a read of this process fail yet: the leads whose read failed in an earlier
+        # one are read now, not when their backoff (up to an hour) ends. A token given in a
+        # variable is fixed by a restart (a reload does not read the environment again), and
+        # one fixed so waited out the backoff of every lead read with the old one.
+        await self._resume_reads(
+            sorted(
+                name
+                for name, endpoint in self.config.endpoints.items()
+                if isinstance(endpoint.options, FETCHING)
+            )
+        )
         self._loop_task = asyncio.create_task(self._supervised_claims(), name="dispatch-claims")
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
 

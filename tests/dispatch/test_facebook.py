@@ -355,6 +355,34 @@ async def test_a_reload_that_fixes_the_token_reads_the_waiting_leads_at_once(
         assert fake.count(LEAD["id"]) == 2
 
 
+async def test_a_restart_with_the_fixed_token_reads_the_waiting_leads_at_once(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """A page token given in a variable is fixed by a restart (a reload does not read the
+    environment again): the restarted hub makes due at once the leads whose read failed, as a
+    reload that changes the endpoint does. They waited out their backoff (up to the target's
+    max_interval, an hour) with the right token in place. Their attempts are kept."""
+    graph_url, fake = graph
+    hourly = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
+    with sandbox_server() as (url, _):
+        expired = _config(
+            tmp_path / "a", url, graph_url, "EAAB-expired-9", email="required: true", retry=hourly
+        )
+        fixed = _config(
+            tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true", retry=hourly
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(LEAD["id"])])
+            # every wait the whole hour (the top of its jitter)
+            async with running(expired, store, random=lambda: 1.0):
+                await wait_for(all_in(State.RETRYING, store, ids), what="retrying on code 190")
+            async with running(fixed, store, random=lambda: 1.0):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered on restart")
+            event = (await states(store, ids))[ids[0]]
+        assert event.attempts == 2
+        assert fake.count(LEAD["id"]) == 2
+
+
 async def test_a_lead_that_no_longer_exists_is_dead(
     tmp_path: Path, graph: tuple[str, FakeGraph]
 ) -> None:
