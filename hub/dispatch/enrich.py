@@ -148,11 +148,19 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
             # (" fetch failed: " marks a failed read: store.resume_reads looks for it)
             reason = f"{what} fetch failed: {outcome.reason}"
             if isinstance(outcome, FetchRetry):
-                await d.retry_or_die(event, endpoint_policy(d, event.endpoint), reason)
+                # Throttled: every read of the endpoint waits (this one too), not this alone.
+                until = (
+                    d.hold_reads(event.endpoint, outcome.wait, reason)
+                    if outcome.throttled
+                    else None
+                )
+                policy = endpoint_policy(d, event.endpoint)
+                await d.retry_or_die(event, policy, reason, not_before=until)
             else:
                 await d.kill(event, reason, fixable=outcome.fixable)
             return None
         lead = outcome.lead
+        d.reads_through(event.endpoint)
         await d.store.set_enrichment(event.id, lead)
         _log.info("event_enriched", **source.logged)
     if not isinstance(lead, dict):

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -43,6 +46,65 @@ MAX_ID = 512
 READ_TIMEOUT = DEFAULT_READ_TIMEOUT
 
 
+#: The longest wait an answer's headers are taken at (seconds): Graph's usage headers give a
+#: day at most; a longer Retry-After (a broken or hostile server) holds reads no longer.
+MAX_WAIT = 24 * 3600.0
+#: Graph's usage headers (JSON) whose ``estimated_time_to_regain_access`` (minutes) says how
+#: long the app, page or business is throttled for: Business Use Case limits (page tokens'
+#: calls count there), and the platform's per app and per page ones.
+USAGE_HEADERS = ("x-business-use-case-usage", "x-page-usage", "x-app-usage")
+
+
+def parse_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """The seconds an answer's ``headers`` say to wait before the next call (the longest of
+    ``Retry-After``, in seconds or as an HTTP date, and Graph's usage headers'
+    ``estimated_time_to_regain_access``), at most :data:`MAX_WAIT`; None when they give none
+    (what is no time: text, a negative, broken JSON, is none)."""
+    waits = [_retry_after(headers.get("retry-after"), now)]
+    for name in USAGE_HEADERS:
+        value = headers.get(name)
+        if value:
+            minutes = _regain_minutes(parse_json(value.encode("utf-8", "replace")))
+            waits.append(None if minutes is None else minutes * 60.0)
+    given = [wait for wait in waits if wait is not None]
+    return min(max(given), MAX_WAIT) if given else None
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _regain_minutes(usage: Any, depth: int = 0) -> float | None:
+    """The longest ``estimated_time_to_regain_access`` in a usage header's JSON: a flat
+    object (X-App-Usage, X-Page-Usage), or by business id a list of them (Business Use Case)."""
+    if depth > 3:
+        return None
+    found: list[float] = []
+    if isinstance(usage, dict):
+        value = usage.get("estimated_time_to_regain_access")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if math.isfinite(value) and value > 0:
+                found.append(float(value))
+        children = list(usage.values())
+    elif isinstance(usage, list):
+        children = usage
+    else:
+        return None
+    for child in children:
+        if isinstance(child, dict | list) and (minutes := _regain_minutes(child, depth + 1)):
+            found.append(minutes)
+    return max(found) if found else None
+
+
 def read_bound(timeout: float) -> float:
     """The longest one lead read with ``timeout`` lasts, answer read: twice the timeout."""
     return 2 * timeout
@@ -57,10 +119,17 @@ class Fetched:
 
 @dataclass(frozen=True, slots=True)
 class FetchRetry:
-    """A transient failure; ``kind`` is a short label for metrics (``token``, ``network``...)."""
+    """A transient failure; ``kind`` is a short label for metrics (``token``, ``network``...).
+
+    ``throttled``: the API said the app or account is over its rate limit (Graph's rate-limit
+    codes, a 429, or an answer giving a time to wait), so every read of the endpoint waits,
+    not only this one: ``wait`` seconds, when the answer gave them (:func:`parse_wait`).
+    """
 
     reason: str
     kind: str
+    throttled: bool = False
+    wait: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +236,21 @@ async def read_lead(
         reason = f"the API answered a lead nested more than {MAX_DEPTH} levels deep"
         return FetchDead(reason, "bad_answer")
     content = masked(response.content, token)
-    return scrubbed(classify(response.status_code, content), token)
+    outcome = classify(response.status_code, content)
+    if isinstance(outcome, FetchRetry):
+        outcome = _throttled(outcome, response)
+    return scrubbed(outcome, token)
+
+
+def _throttled(outcome: FetchRetry, response: httpx.Response) -> FetchRetry:
+    """``outcome`` marked throttled, with the wait its answer gives, when the API says to
+    wait: a rate-limit answer (marked so by its classifier, or a 429), or one of a server
+    that failed for now (a transient Graph error, a 5xx) giving a time to come back."""
+    wait = parse_wait(response.headers, time.time())
+    throttled = outcome.throttled or response.status_code == 429
+    if not throttled and (wait is None or outcome.kind not in ("transient", "server_error")):
+        return outcome
+    return dataclasses.replace(outcome, throttled=True, wait=wait)
 
 
 def masked(content: bytes, token: str) -> bytes:

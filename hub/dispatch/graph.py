@@ -50,6 +50,10 @@ from hub.dispatch.leadsquared import parse_json
 #: Business Use Case rate limits (80000-80014: 80005 is LeadGen's, which lead reads count
 #: against, 80001 the Pages one a page token's calls count against).
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, *range(80000, 80015)})
+#: Of those, the rate limits: the app (4), the user (17), the page (32), the application's
+#: (341), calls per second (613) and the Business Use Cases': every read of the endpoint
+#: waits while one of them holds (``FetchRetry.throttled``), not only the read refused.
+THROTTLE_CODES = frozenset({4, 17, 32, 341, 613, *range(80000, 80015)})
 TOKEN_CODE = 190
 #: Graph's "permission not granted or removed" codes (10, and 200-299), and 3 (API Method:
 #: the app lacks the capability or permission the call needs): the page token or its app
@@ -103,7 +107,7 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
                 "token",
             )
         if code in TRANSIENT_CODES or error.get("is_transient") is True:
-            return FetchRetry(label, "transient")
+            return FetchRetry(label, "transient", throttled=code in THROTTLE_CODES)
         if code == NOT_FOUND_CODE and not _gone(error):
             # The same read of every lead fails alike: killing each as deleted (as it was)
             # lost every lead of the endpoint to a typo in its fields.

@@ -21,7 +21,9 @@ A slow or silent lead API therefore holds up no other event: the events that nee
 reach their lanes at once, and the claim loop goes on claiming. Reads are bounded per
 endpoint (``reads_per_endpoint`` in flight; while an endpoint has that many, claims leave its
 unread events in the queue), each must fit in what is left of its lease (else the event goes
-back, untried), and :meth:`Dispatcher.stop` cancels them and puts their events back.
+back, untried), and :meth:`Dispatcher.stop` cancels them and puts their events back. An API
+that says the app or account is throttled holds every read of the endpoint for the time it
+gives (:meth:`Dispatcher.hold_reads`): the endpoint's claimed events go back untried, due then.
 
 Per-lead ordering across processes: a claimed event whose routes are not written yet holds
 back every later event the store is asked about (its lead is not known yet; this lasts the
@@ -48,7 +50,9 @@ Use::
 or :func:`dispatcher_lifespan` as a ``hub.web.app`` lifespan hook.
 
 Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed``,
-``event_enriched``, ``event_mapped`` (a warning, only when the mapping left a value out),
+``event_enriched``, ``lead_reads_throttled`` (a warning: the API said the app or account is
+throttled, and the endpoint's reads wait: see :meth:`Dispatcher.hold_reads`),
+``event_mapped`` (a warning, only when the mapping left a value out),
 ``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
 ``target_resumed``, ``prepare_failed``, ``claim_failed`` / ``claim_recovered`` (claims the
@@ -208,6 +212,10 @@ class Dispatcher:
         self._reads: dict[asyncio.Task[None], Event] = {}  # lead reads running, their events
         self._reading: Counter[str] = Counter()  # events reading (or waiting to), by endpoint
         self._read_slots: dict[str, asyncio.Semaphore] = {}
+        #: Endpoints whose reads wait for the API's throttling to end: (when, monotonic; the
+        #: read's reason), and how many holds each had in a row, no read getting through since.
+        self._read_holds: dict[str, tuple[float, str]] = {}
+        self._holds_in_a_row: Counter[str] = Counter()
         self._read_done: list[tuple[Event, float]] = []  # read: (event, its claim), to route
         self._read_dropped: list[Event] = []  # reads cancelled: events to put back
         self._looking: dict[asyncio.Task[None], list[Item]] = {}  # _look_again, what it holds
@@ -786,9 +794,65 @@ class Dispatcher:
         return endpoint.options if needs_read(event, endpoint.options) else None
 
     def _reads_full(self) -> list[str]:
-        """Endpoints with as many events reading (or waiting to) as they may: claims leave
-        their unread events in the queue until reads end."""
-        return [name for name, n in self._reading.items() if n >= self.reads_per_endpoint]
+        """Endpoints with as many events reading (or waiting to) as they may, or whose reads
+        wait for the API's throttling to end: claims leave their unread events in the queue
+        until reads end."""
+        full = [name for name, n in self._reading.items() if n >= self.reads_per_endpoint]
+        held = [name for name in list(self._read_holds) if self._read_held(name) is not None]
+        return sorted({*full, *held})
+
+    def hold_reads(self, endpoint: str, wait: float | None, reason: str) -> float:
+        """The API said the app or account is throttled (``reason``: the refused read's):
+        hold every read of ``endpoint`` for ``wait`` seconds (the time the answer gave; when
+        it gave none, the target's retry ceiling for as many holds in a row, doubling), and
+        say so once (``lead_reads_throttled``, a warning) when no hold was on. Returns when
+        the hold ends (unix seconds): the refused read is not retried before.
+
+        Each failed read used to back off alone: a throttled app went on reading every other
+        event's lead, each refused and retried a few seconds later, which keeps it throttled.
+        """
+        now = self.clock.monotonic()
+        current = self._read_holds.get(endpoint)
+        if current is None or current[0] <= now:
+            self._holds_in_a_row[endpoint] += 1
+            if not wait:
+                policy = endpoint_policy(self, endpoint)
+                wait = policy.ceiling(self._holds_in_a_row[endpoint])
+            _log.warning(
+                "lead_reads_throttled",
+                endpoint=endpoint,
+                seconds=round(wait, 3),
+                until=round(self.clock.time() + wait, 3),
+                reason=reason,
+            )
+            self._read_holds[endpoint] = (now + wait, reason)
+        elif wait and now + wait > current[0]:  # a longer time given while the hold is on
+            self._read_holds[endpoint] = (now + wait, reason)
+        return self.clock.time() + (self._read_holds[endpoint][0] - now)
+
+    def reads_through(self, endpoint: str) -> None:
+        """A read of ``endpoint`` got its lead: the next hold starts from the shortest."""
+        self._holds_in_a_row.pop(endpoint, None)
+
+    def _read_held(self, endpoint: str) -> float | None:
+        """Seconds the reads of ``endpoint`` still wait for the API's throttling to end, or
+        None (an ended hold is forgotten)."""
+        hold = self._read_holds.get(endpoint)
+        if hold is None:
+            return None
+        left = hold[0] - self.clock.monotonic()
+        if left <= 0:
+            del self._read_holds[endpoint]
+            return None
+        return left
+
+    async def _wait_out_hold(self, event: Event, left: float) -> None:
+        """Put ``event`` back untried, due when its endpoint's reads are held no more."""
+        reason = (
+            f"the lead reads of endpoint {event.endpoint!r} are throttled by the API for "
+            f"{duration_text(round(left))} more: {self._read_holds[event.endpoint][1]}"
+        )
+        await self.release(event, at=self.clock.time() + left, reason=reason)
 
     def _start_read(self, event: Event, options: Reading, claimed_at: float) -> None:
         self._reading[event.endpoint] += 1
@@ -832,6 +896,9 @@ class Dispatcher:
             _log.error("lease_too_short", reason=reason)
             await self.release(event, at=self.clock.time() + self.lease, reason=reason)
             return None
+        if (held := self._read_held(event.endpoint)) is not None:
+            await self._wait_out_hold(event, held)
+            return None
         slots = self._read_slots.get(event.endpoint)
         if slots is None:
             slots = self._read_slots[event.endpoint] = asyncio.Semaphore(self.reads_per_endpoint)
@@ -846,6 +913,10 @@ class Dispatcher:
             _log.info("event_lease_expiring")
             return None
         try:
+            # (a hold may have come while it waited for its slot: a read refused meanwhile)
+            if (held := self._read_held(event.endpoint)) is not None:
+                await self._wait_out_hold(event, held)
+                return None
             return await read_first(self, event, options)
         finally:
             slots.release()
@@ -1058,17 +1129,21 @@ class Dispatcher:
         *,
         held: float = 0.0,
         give_up: bool = True,
+        not_before: float | None = None,
     ) -> None:
         """Schedule another try with backoff, or kill the event when the schedule gives up.
 
         ``held``: seconds since the event joined the queue that do not count toward its
         ``give_up_after`` (its target was paused then). ``give_up=False``: a failure that
         never makes the event dead (the account's rate limit), retried past the deadline.
+        ``not_before``: the next try is no sooner (unix seconds: the API said to wait so long).
         """
         now = self.clock.time()
         # The give-up clock runs from when the event joined the queue: a replay starts it
         # again (with zero attempts), so a replayed event gets its whole schedule.
         at = policy.next_attempt(event.attempts, event.queued_since + held, now, give_up=give_up)
+        if at is not None and not_before is not None:
+            at = max(at, not_before)
         if at is None:
             window = duration_text(policy.schedule.give_up_after)
             await self.kill(

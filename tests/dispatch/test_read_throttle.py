@@ -1,0 +1,258 @@
+"""An API that says the app or account is throttled holds every lead read of the endpoint for
+the time it gives (Retry-After, Graph's estimated_time_to_regain_access), not only the read
+it answered: the other events' reads wait, untried, and one line says so."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.dispatch.fetch import parse_wait
+from hub.store.models import State
+from tests.dispatch.support import (
+    FB_ENV,
+    RecordedReads,
+    all_in,
+    enqueue,
+    facebook_yaml,
+    opened_store,
+    running,
+    sandbox_server,
+    states,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.support.server import serve_in_thread
+
+#: Graph's answer to a read while the page's LeadGen calls are throttled (code 80005).
+LEADGEN_LIMIT = {
+    "error": {
+        "message": "(#80005) There have been too many leadgen api calls to this Page account. "
+        "Wait a bit and try again.",
+        "type": "OAuthException",
+        "code": 80005,
+    }
+}
+
+
+class ThrottledApi(RecordedReads):
+    """A lead API that answers every read with ``status``, ``body`` and ``headers`` while
+    ``throttled``, the lead (email ``<id>@fb.example``) after."""
+
+    def __init__(
+        self, status: int, body: Any, headers: Mapping[str, str], times: int | None = None
+    ) -> None:
+        super().__init__()
+        self.answer = (status, body, dict(headers))
+        self.times = times  # throttled answers before the leads (None: every one)
+
+    @property
+    def throttled(self) -> bool:
+        return self.times is None or len(self.reads) <= self.times
+
+    async def read(self, request: Request) -> Response:
+        ident = request.path_params["ident"]
+        self.record(ident)
+        if self.throttled:
+            status, body, headers = self.answer
+            return JSONResponse(body, status_code=status, headers=headers)
+        field_data = [{"name": "email", "values": [f"{ident}@fb.example"]}]
+        return JSONResponse({"id": ident, "field_data": field_data})
+
+
+@pytest.fixture
+def throttled_graph(request: pytest.FixtureRequest) -> Iterator[tuple[str, ThrottledApi]]:
+    fake = ThrottledApi(*request.param)
+    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
+    with serve_in_thread(app) as url:
+        yield f"{url}/v21.0", fake
+
+
+def notices(count: int) -> list[dict[str, str]]:
+    return [{"leadgen_id": f"9000{n}", "page_id": "1"} for n in range(count)]
+
+
+BUC_USAGE = orjson.dumps(
+    {
+        "104729318842215": [
+            {
+                "type": "pages",
+                "call_count": 100,
+                "total_cputime": 12,
+                "total_time": 20,
+                "estimated_time_to_regain_access": 45,
+            }
+        ]
+    }
+).decode()
+
+
+@pytest.mark.parametrize(
+    ("throttled_graph", "wait"),
+    [
+        ((400, LEADGEN_LIMIT, {"X-Business-Use-Case-Usage": BUC_USAGE}), 45 * 60),
+        ((429, {"error": "slow down"}, {"Retry-After": "1800"}), 1800),
+    ],
+    indirect=["throttled_graph"],
+    ids=["graph-buc-usage", "retry-after"],
+)
+async def test_a_throttled_read_holds_every_read_of_the_endpoint_for_the_time_given(
+    tmp_path: Path, throttled_graph: tuple[str, ThrottledApi], wait: float
+) -> None:
+    """Graph's code 80005 with its usage header's estimated_time_to_regain_access (45 minutes),
+    or a 429 with Retry-After (1800 s): the lead read so is retried no sooner than that, and
+    the endpoint's other claimed events go back untried, due then, their last error saying
+    why, without a read each (every one of them was read, and retried on its own backoff, a
+    few seconds apart: a throttled app hammering Graph). One ``lead_reads_throttled`` line."""
+    graph_url, fake = throttled_graph
+    with sandbox_server() as (url, _):
+        cfg = write_config(
+            tmp_path / "cfg", target_yaml("default", url), facebook_yaml(graph_url), environ=FB_ENV
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", notices(6), prefix="fb")
+            with structlog.testing.capture_logs() as logs:
+                started = time.time()
+                async with running(cfg, store, reads_per_endpoint=1):
+
+                    async def all_wait() -> bool:
+                        events = await states(store, ids)
+                        return all(
+                            e.last_error and e.state != State.SENDING for e in events.values()
+                        )
+
+                    await wait_for(all_wait, what="every event waiting")
+                    await asyncio.sleep(0.3)  # claims go on meanwhile
+                    events = await states(store, ids)
+        assert len(fake.reads) == 1
+        (read,) = [e for e in events.values() if e.attempts == 1]
+        assert read.state == State.RETRYING
+        assert read.next_attempt_at >= started + wait
+        others = [e for e in events.values() if e is not read]
+        for event in others:
+            assert event.attempts == 0
+            assert event.next_attempt_at >= started + wait
+            assert "throttled" in (event.last_error or "")
+        lines = [line for line in logs if line["event"] == "lead_reads_throttled"]
+        assert len(lines) == 1
+        assert lines[0]["endpoint"] == "fb"
+        assert lines[0]["seconds"] >= wait - 60
+
+
+def test_waits_are_parsed_from_the_answer_headers() -> None:
+    """Retry-After in seconds or as an HTTP date; Graph's usage headers' minutes; the longest
+    of them; nothing for what is no time (a negative, text, a malformed JSON), capped at a day."""
+    now = 1_700_000_000.0
+    assert parse_wait({"retry-after": "120"}, now) == 120
+    assert parse_wait({"retry-after": "Tue, 14 Nov 2023 22:46:40 GMT"}, now) == 2000
+    assert parse_wait({"x-business-use-case-usage": BUC_USAGE}, now) == 45 * 60
+    usage = '{"call_count": 100, "estimated_time_to_regain_access": 3}'
+    assert parse_wait({"x-page-usage": usage, "retry-after": "30"}, now) == 180
+    for value in ("-5", "soon", "nan", "inf", ""):
+        assert parse_wait({"retry-after": value}, now) is None
+    assert parse_wait({"x-business-use-case-usage": "{not json"}, now) is None
+    assert parse_wait({"x-app-usage": '{"call_count": 100}'}, now) is None
+    assert parse_wait({"retry-after": "99999999"}, now) == 24 * 3600
+    assert parse_wait({}, now) is None
+
+
+HUBSPOT_EVENT = {
+    "eventId": 1,
+    "portalId": 4815162,
+    "subscriptionType": "contact.creation",
+    "objectId": 96027715412,
+}
+
+
+async def test_a_429_without_a_time_holds_the_endpoint_for_its_retry_ceiling(
+    tmp_path: Path,
+) -> None:
+    """HubSpot's 429 (its secondly limit) gives no Retry-After: the endpoint's reads are held
+    for the target's retry ceiling (an hour here), the other events untried, one line."""
+    fake = ThrottledApi(429, {"status": "error", "message": "You have reached your limit."}, {})
+    app = Starlette(routes=[Route("/crm/v3/objects/contacts/{ident}", fake.read)])
+    endpoint = """kind: endpoint
+name: hs
+source: hubspot
+client_secret: ${HS_SECRET}
+webhook_url: https://hub.example.com/hooks/hs
+access_token: ${HS_TOKEN}
+api_url: %s
+---
+kind: mapping
+name: hs-map
+endpoint: hs
+fields:
+  EmailAddress: { path: $.properties.email, required: true }
+"""
+    hourly = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
+    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url, retry=hourly),
+            endpoint % api_url,
+            environ={**FB_ENV, "HS_SECRET": "cs", "HS_TOKEN": "pat-na1-token"},
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            events = [{**HUBSPOT_EVENT, "objectId": 960 + n} for n in range(4)]
+            ids = await enqueue(store, "hs", events, prefix="hs")
+            with structlog.testing.capture_logs() as logs:
+                started = time.time()
+                async with running(cfg, store, reads_per_endpoint=1):
+
+                    async def all_wait() -> bool:
+                        found = await states(store, ids)
+                        return all(
+                            e.last_error and e.state != State.SENDING for e in found.values()
+                        )
+
+                    await wait_for(all_wait, what="every event waiting")
+                    found = await states(store, ids)
+        assert len(fake.reads) == 1
+        assert all(e.next_attempt_at >= started + 3600 for e in found.values())
+        assert sorted(e.attempts for e in found.values()) == [0, 0, 0, 1]
+        (line,) = [line for line in logs if line["event"] == "lead_reads_throttled"]
+        assert line["seconds"] == 3600
+        assert "HTTP 429" in line["reason"]
+
+
+@pytest.mark.parametrize(
+    "throttled_graph",
+    [
+        (
+            400,
+            {"error": {"message": "(#4) Application request limit reached", "code": 4}},
+            {"Retry-After": "2"},
+            1,
+        )
+    ],
+    indirect=True,
+)
+async def test_reads_go_on_once_the_hold_ends(
+    tmp_path: Path, throttled_graph: tuple[str, ThrottledApi]
+) -> None:
+    """Graph's code 4 (the app's limit) for the first read, with 2 s to wait: once they are
+    up, every lead is read once and delivered."""
+    graph_url, fake = throttled_graph
+    with sandbox_server() as (url, _):
+        cfg = write_config(
+            tmp_path / "cfg", target_yaml("default", url), facebook_yaml(graph_url), environ=FB_ENV
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", notices(4), prefix="fb")
+            async with running(cfg, store, reads_per_endpoint=1):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+        assert len(fake.reads) == 5
+        assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
