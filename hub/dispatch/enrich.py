@@ -148,14 +148,7 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
             # (" fetch failed: " marks a failed read: store.resume_reads looks for it)
             reason = f"{what} fetch failed: {outcome.reason}"
             if isinstance(outcome, FetchRetry):
-                # Throttled: every read of the endpoint waits (this one too), not this alone.
-                until = (
-                    d.hold_reads(event.endpoint, outcome.wait, reason)
-                    if outcome.throttled
-                    else None
-                )
-                policy = endpoint_policy(d, event.endpoint)
-                await d.retry_or_die(event, policy, reason, not_before=until)
+                await _retry_read(d, event, outcome, reason)
             else:
                 await d.kill(event, reason, fixable=outcome.fixable)
             return None
@@ -167,3 +160,14 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
         await d.kill(event, f"stored {what} is not an object: {lead!r:.100}")
         return None
     return lead
+
+
+async def _retry_read(d: Dispatcher, event: Event, outcome: FetchRetry, reason: str) -> None:
+    """Retry ``event`` after its read failed for now (``reason``), or kill it once the read has
+    had the tries ``outcome`` allows. A throttled read holds every read of the endpoint (this
+    one too) for the time the API gave, not this one alone."""
+    if outcome.tries is not None and event.attempts >= outcome.tries:
+        await d.kill(event, f"{reason} (answered so {event.attempts} times)", fixable=True)
+        return
+    until = d.hold_reads(event.endpoint, outcome.wait, reason) if outcome.throttled else None
+    await d.retry_or_die(event, endpoint_policy(d, event.endpoint), reason, not_before=until)

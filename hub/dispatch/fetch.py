@@ -124,12 +124,16 @@ class FetchRetry:
     ``throttled``: the API said the app or account is over its rate limit (Graph's rate-limit
     codes, a 429, or an answer giving a time to wait), so every read of the endpoint waits,
     not only this one: ``wait`` seconds, when the answer gave them (:func:`parse_wait`).
+    An event failing so at its ``tries``-th attempt is dead, its reason what to change.
     """
 
     reason: str
     kind: str
     throttled: bool = False
     wait: float | None = None
+    #: Attempts the event gets at most when its read fails so (None: as many as the target's
+    #: give_up_after allows): an answer the API gives the same read each time is no outage.
+    tries: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

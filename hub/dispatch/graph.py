@@ -6,7 +6,8 @@ The outcome is one of :mod:`hub.dispatch.fetch`'s:
 
 - ``Fetched``: the Graph lead object.
 - ``FetchRetry``: network errors, 5xx, Graph's transient codes (1, 2, 4, 17,
-  32, 341, 368, 613, the rate limits 80000-80014, or ``is_transient``) and
+  32, 341, 368, 613, the rate limits 80000-80014, or ``is_transient``; code 1 worded "reduce
+  the amount of data" only :data:`REDUCE_TRIES` times, then dead naming ``fields``) and
   expired/invalid tokens (code 190: a human must refresh the page token) or ones
   lacking a permission (3, 10, 200-299: a human must grant it); until then the lead
   waits and the event's last error says why.
@@ -54,6 +55,14 @@ TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 368, 613, *range(80000, 80015
 #: (341), calls per second (613) and the Business Use Cases': every read of the endpoint
 #: waits while one of them holds (``FetchRetry.throttled``), not only the read refused.
 THROTTLE_CODES = frozenset({4, 17, 32, 341, 613, *range(80000, 80015)})
+#: Code 1 ("An unknown error occurred", Meta's guide: wait and retry) worded "Please reduce
+#: the amount of data you're asking for, then retry your request": Graph gave up on the read
+#: as asked (its fields), and answers it so again and again, unlike a passing outage.
+REDUCE_CODE = 1
+REDUCE_WORDS = "reduce the amount of data"
+#: Tries such a read gets (a few, over a minute or two on the default schedule: Graph may
+#: have been loaded for a moment), then the lead is dead, its reason naming ``fields``.
+REDUCE_TRIES = 5
 TOKEN_CODE = 190
 #: Graph's "permission not granted or removed" codes (10, and 200-299), and 3 (API Method:
 #: the app lacks the capability or permission the call needs): the page token or its app
@@ -105,6 +114,14 @@ def classify_graph(status: int, content: bytes) -> FetchOutcome:
                 "(leads_retrieval, pages_manage_ads, pages_read_engagement, pages_show_list): "
                 "grant it",
                 "token",
+            )
+        if code == REDUCE_CODE and REDUCE_WORDS in message.lower():
+            return FetchRetry(
+                f"{label}; Graph would not answer the read with the fields it asks for: read "
+                "fewer (the endpoint's fields; a lead's own are few and small, so this may also "
+                "be Graph loaded for a while)",
+                "transient",
+                tries=REDUCE_TRIES,
             )
         if code in TRANSIENT_CODES or error.get("is_transient") is True:
             return FetchRetry(label, "transient", throttled=code in THROTTLE_CODES)

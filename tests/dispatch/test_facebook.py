@@ -485,6 +485,28 @@ async def test_a_leadgen_rate_limit_is_retried_then_delivered(
         assert lead["mx_FB_Lead_Id"] == THROTTLED
 
 
+async def test_a_read_graph_asks_to_ask_less_of_is_dead_after_a_few_tries(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """Graph's code 1 "Please reduce the amount of data you're asking for" answers the same
+    read the same way: after a few tries (Graph may have been loaded for a moment) the lead is
+    dead, its reason naming the endpoint's fields and the replay, where it was retried for as
+    long as give_up_after (72 hours by default) without a word of what to change."""
+    graph_url, fake = graph
+    with sandbox_server() as (url, _):
+        config = _config(tmp_path / "cfg", url, graph_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change("777")])
+            async with running(config, store):
+                await wait_for(all_in(State.DEAD, store, ids), what="dead")
+            event = (await states(store, ids))[ids[0]]
+        assert fake.count("777") == event.attempts == 5
+        reason = event.last_error or ""
+        assert "Graph error 1 " in reason
+        assert "the endpoint's fields" in reason
+        assert reason.endswith(f"send it again: leadhub replay --id {ids[0]}")
+
+
 async def test_a_missing_permission_is_retried_visibly_then_delivered_once_granted(
     tmp_path: Path, graph: tuple[str, FakeGraph]
 ) -> None:
