@@ -291,6 +291,17 @@ HUBSPOT_EVENTS = (
 )
 
 
+#: HubSpot's events whose object the dispatcher cannot read, and why: a deleted object's
+#: read is a 404 (each event dead, "does not exist"), and an association's event names two
+#: objects (fromObjectId, toObjectId), no ``objectId`` (each left out at ingest).
+UNREADABLE_EVENTS = {
+    "deletion": "HubSpot sends it once the object is deleted, and its read finds nothing",
+    "privacyDeletion": "HubSpot sends it once the object is deleted, and its read finds nothing",
+    "associationChange": "its events name two objects (fromObjectId, toObjectId), no objectId "
+    "to read",
+}
+
+
 def _subscription_types(r: Reader) -> tuple[str, ...]:
     """A hubspot endpoint's ``subscription_types``; a type no HubSpot event carries is
     warned of at its line: it is compared exactly with each event's ``subscriptionType``,
@@ -304,6 +315,13 @@ def _subscription_types(r: Reader) -> tuple[str, ...]:
     known = [f"{kind}.{event}" for kind in HUBSPOT_OBJECTS for event in HUBSPOT_EVENTS]
     for kind in types:
         name, _, event = kind.partition(".")
+        if name in HUBSPOT_OBJECTS and event in UNREADABLE_EVENTS:
+            r.warn(
+                written.get(kind, node),
+                f"'subscription_types' of {r.what} names {kind!r}: {UNREADABLE_EVENTS[event]}"
+                ", so each of its events would be dead or left out: leave it out",
+            )
+            continue
         if name in HUBSPOT_OBJECTS and event in HUBSPOT_EVENTS:
             continue
         if name in HUBSPOT_OBJECTS:

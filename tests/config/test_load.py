@@ -796,6 +796,32 @@ def test_hubspot_subscription_types_no_event_carries_are_warned(tmp_path: Path) 
     assert "contact.create" in options.subscription_types  # warned, still as written
 
 
+def test_hubspot_subscription_types_whose_object_cannot_be_read_are_warned(
+    tmp_path: Path,
+) -> None:
+    """contact.deletion (and privacyDeletion) comes once the contact is deleted: its read is
+    HubSpot's 404, each event dead ("the object does not exist"); an associationChange event
+    names no objectId, each left out at ingest. Both were taken silently. Each is warned of
+    at its line, saying to leave it out; the readable types (creation, merge) are not."""
+    (tmp_path / "hs.yaml").write_text(
+        "kind: endpoint\nname: hs\nsource: hubspot\nclient_secret: ${S}\n"
+        "webhook_url: https://hub.example.com/hooks/hs\naccess_token: ${S}\n"
+        "subscription_types:\n  - contact.creation\n  - contact.deletion\n"
+        "  - contact.privacyDeletion\n  - company.associationChange\n  - company.merge\n---\n"
+        "name: m\nendpoint: hs\nfields:\n  EmailAddress: $.properties.email\n"
+    )
+    config = load(tmp_path, {"S": "s"})
+    where = f"{tmp_path / 'hs.yaml'}:{{}}: 'subscription_types' of endpoint 'hs' names"
+    gone = "HubSpot sends it once the object is deleted, and its read finds nothing"
+    end = ", so each of its events would be dead or left out: leave it out"
+    assert [w for w in config.warnings if "subscription_types" in w] == [
+        f"{where.format(9)} 'contact.deletion': {gone}{end}",
+        f"{where.format(10)} 'contact.privacyDeletion': {gone}{end}",
+        f"{where.format(11)} 'company.associationChange': its events name two objects "
+        f"(fromObjectId, toObjectId), no objectId to read{end}",
+    ]
+
+
 def test_search_by_in_other_letter_case_names_the_field_to_write(tmp_path: Path) -> None:
     """`search_by: emailaddress` beside an `EmailAddress` field is an error at its line
     naming the spelling to write; it said the attribute was not among the fields and to map
