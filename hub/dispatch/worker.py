@@ -23,7 +23,8 @@ endpoint (``reads_per_endpoint`` in flight; while an endpoint has that many, cla
 unread events in the queue), each must fit in what is left of its lease (else the event goes
 back, untried), and :meth:`Dispatcher.stop` cancels them and puts their events back. An API
 that says the app or account is throttled holds every read of the endpoint for the time it
-gives (:meth:`Dispatcher.hold_reads`): the endpoint's claimed events go back untried, due then.
+gives (:meth:`Dispatcher.hold_reads`): the endpoint's events claimed meanwhile go back
+untried, due then, saying why.
 
 Per-lead ordering across processes: a claimed event whose routes are not written yet holds
 back every later event the store is asked about (its lead is not known yet; this lasts the
@@ -794,12 +795,12 @@ class Dispatcher:
         return endpoint.options if needs_read(event, endpoint.options) else None
 
     def _reads_full(self) -> list[str]:
-        """Endpoints with as many events reading (or waiting to) as they may, or whose reads
-        wait for the API's throttling to end: claims leave their unread events in the queue
-        until reads end."""
-        full = [name for name, n in self._reading.items() if n >= self.reads_per_endpoint]
-        held = [name for name in list(self._read_holds) if self._read_held(name) is not None]
-        return sorted({*full, *held})
+        """Endpoints with as many events reading (or waiting to) as they may: claims leave
+        their unread events in the queue until reads end. (An endpoint whose reads are held
+        is not left out: each of its events is claimed once, to go back due when the hold
+        ends, its last error saying why; left in the queue, it showed as due, and waited
+        without a word.)"""
+        return [name for name, n in self._reading.items() if n >= self.reads_per_endpoint]
 
     def hold_reads(self, endpoint: str, wait: float | None, reason: str) -> float:
         """The API said the app or account is throttled (``reason``: the refused read's):

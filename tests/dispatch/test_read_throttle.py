@@ -113,9 +113,10 @@ async def test_a_throttled_read_holds_every_read_of_the_endpoint_for_the_time_gi
 ) -> None:
     """Graph's code 80005 with its usage header's estimated_time_to_regain_access (45 minutes),
     or a 429 with Retry-After (1800 s): the lead read so is retried no sooner than that, and
-    the endpoint's other claimed events go back untried, due then, their last error saying
-    why, without a read each (every one of them was read, and retried on its own backoff, a
-    few seconds apart: a throttled app hammering Graph). One ``lead_reads_throttled`` line."""
+    the endpoint's other events (claimed before, or received during the hold) go back
+    untried, due then, their last error saying why, without a read each (every one of them
+    was read, and retried on its own backoff a few seconds later: a throttled app hammering
+    Graph). One ``lead_reads_throttled`` line."""
     graph_url, fake = throttled_graph
     with sandbox_server() as (url, _):
         cfg = write_config(
@@ -134,6 +135,9 @@ async def test_a_throttled_read_holds_every_read_of_the_endpoint_for_the_time_gi
                         )
 
                     await wait_for(all_wait, what="every event waiting")
+                    # one received during the hold waits too, saying why (not "due", silent)
+                    ids += await enqueue(store, "fb", [{"leadgen_id": "90099"}], prefix="later")
+                    await wait_for(all_wait, what="the later event waiting")
                     await asyncio.sleep(0.3)  # claims go on meanwhile
                     events = await states(store, ids)
         assert len(fake.reads) == 1
