@@ -145,8 +145,11 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
         outcome = await source.read()
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
-            # (" fetch failed: " marks a failed read: store.resume_reads looks for it)
-            reason = f"{what} fetch failed: {outcome.reason}"
+            # (" fetch failed: " marks a failed read: store.resume_reads makes it due at a
+            # start, or a reload that changes the endpoint. Not a throttled one: it waits for
+            # the time the API gave, whatever changed here; a restart loop read it each time.)
+            throttled = isinstance(outcome, FetchRetry) and outcome.throttled
+            reason = f"{what} {'read throttled' if throttled else 'fetch failed'}: {outcome.reason}"
             if isinstance(outcome, FetchRetry):
                 await _retry_read(d, event, outcome, reason)
             else:

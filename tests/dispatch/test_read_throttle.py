@@ -26,6 +26,8 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     facebook_yaml,
+    flat_endpoint_yaml,
+    leads,
     opened_store,
     running,
     sandbox_server,
@@ -120,7 +122,11 @@ async def test_a_throttled_read_holds_every_read_of_the_endpoint_for_the_time_gi
     graph_url, fake = throttled_graph
     with sandbox_server() as (url, _):
         cfg = write_config(
-            tmp_path / "cfg", target_yaml("default", url), facebook_yaml(graph_url), environ=FB_ENV
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            facebook_yaml(graph_url),
+            flat_endpoint_yaml("forms", "default"),
+            environ=FB_ENV,
         )
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", notices(6), prefix="fb")
@@ -140,6 +146,15 @@ async def test_a_throttled_read_holds_every_read_of_the_endpoint_for_the_time_gi
                     await wait_for(all_wait, what="the later event waiting")
                     await asyncio.sleep(0.3)  # claims go on meanwhile
                     events = await states(store, ids)
+                # A restart (which reads again the leads whose read failed: a token fixed)
+                # leaves them waiting: the API's wait holds whatever changed here.
+                async with running(cfg, store, reads_per_endpoint=1):
+                    flat = await enqueue(store, "forms", leads("f", 1), prefix="flat")
+                    await wait_for(all_in(State.DELIVERED, store, flat), what="claims go on")
+                    after = await states(store, ids)
+        assert {e.id: e.next_attempt_at for e in after.values()} == {
+            e.id: e.next_attempt_at for e in events.values()
+        }
         assert len(fake.reads) == 1
         (read,) = [e for e in events.values() if e.attempts == 1]
         assert read.state == State.RETRYING
