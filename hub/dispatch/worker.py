@@ -51,8 +51,9 @@ Use::
 or :func:`dispatcher_lifespan` as a ``hub.web.app`` lifespan hook.
 
 Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed``,
-``event_enriched``, ``lead_reads_throttled`` (a warning: the API said the app or account is
-throttled, and the endpoint's reads wait: see :meth:`Dispatcher.hold_reads`),
+``event_enriched``, ``lead_reads_throttled`` / ``lead_reads_resumed`` (warnings: the API said
+the app or account is throttled, and the endpoint's reads wait, see :meth:`Dispatcher.hold_reads`;
+a read got through after),
 ``event_mapped`` (a warning, only when the mapping left a value out),
 ``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
@@ -217,6 +218,7 @@ class Dispatcher:
         #: read's reason), and how many holds each had in a row, no read getting through since.
         self._read_holds: dict[str, tuple[float, str]] = {}
         self._holds_in_a_row: Counter[str] = Counter()
+        self._throttled_since: dict[str, float] = {}  # when the first of them began
         self._read_done: list[tuple[Event, float]] = []  # read: (event, its claim), to route
         self._read_dropped: list[Event] = []  # reads cancelled: events to put back
         self._looking: dict[asyncio.Task[None], list[Item]] = {}  # _look_again, what it holds
@@ -816,6 +818,7 @@ class Dispatcher:
         current = self._read_holds.get(endpoint)
         if current is None or current[0] <= now:
             self._holds_in_a_row[endpoint] += 1
+            self._throttled_since.setdefault(endpoint, now)
             if not wait:
                 policy = endpoint_policy(self, endpoint)
                 wait = policy.ceiling(self._holds_in_a_row[endpoint])
@@ -832,8 +835,14 @@ class Dispatcher:
         return self.clock.time() + (self._read_holds[endpoint][0] - now)
 
     def reads_through(self, endpoint: str) -> None:
-        """A read of ``endpoint`` got its lead: the next hold starts from the shortest."""
-        self._holds_in_a_row.pop(endpoint, None)
+        """A read of ``endpoint`` got its lead: after holds, ``lead_reads_resumed`` (a
+        warning, as ``lead_reads_throttled`` is, so that an alert on it can resolve: ``holds``
+        in a row, ``seconds`` since the first began); the next hold starts from the shortest."""
+        holds = self._holds_in_a_row.pop(endpoint, None)
+        began = self._throttled_since.pop(endpoint, None)
+        if holds:
+            seconds = None if began is None else round(self.clock.monotonic() - began, 3)
+            _log.warning("lead_reads_resumed", endpoint=endpoint, holds=holds, seconds=seconds)
 
     def _read_held(self, endpoint: str) -> float | None:
         """Seconds the reads of ``endpoint`` still wait for the API's throttling to end, or

@@ -263,7 +263,8 @@ async def test_reads_go_on_once_the_hold_ends(
     tmp_path: Path, throttled_graph: tuple[str, ThrottledApi]
 ) -> None:
     """Graph's code 4 (the app's limit) for the first read, with 2 s to wait: once they are
-    up, every lead is read once and delivered."""
+    up, every lead is read once and delivered, and ``lead_reads_resumed`` says the hold ended
+    (a warning, as ``lead_reads_throttled`` is: an alert on it resolves)."""
     graph_url, fake = throttled_graph
     with sandbox_server() as (url, _):
         cfg = write_config(
@@ -271,7 +272,13 @@ async def test_reads_go_on_once_the_hold_ends(
         )
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", notices(4), prefix="fb")
-            async with running(cfg, store, reads_per_endpoint=1):
-                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+            with structlog.testing.capture_logs() as logs:
+                async with running(cfg, store, reads_per_endpoint=1):
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
         assert len(fake.reads) == 5
+        (resumed,) = [line for line in logs if line["event"] == "lead_reads_resumed"]
+        assert resumed["endpoint"] == "fb"
+        assert resumed["holds"] == 1
+        assert resumed["log_level"] == "warning"
+        assert resumed["seconds"] >= 2
         assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
