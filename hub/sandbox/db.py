@@ -295,9 +295,11 @@ class SandboxDB:
     # leads
 
     def lead_by_id(self, lead_id: str) -> Lead | None:
-        """The lead whose ProspectID is ``lead_id`` (compared in lower case)."""
+        """The lead whose ProspectID is ``lead_id`` (compared in lower case, spaces around it
+        left out: a capture trims its ProspectID, and ``Leads.GetById?id=`` with the id a
+        capture matched, padded as a form or a pasted URL pads it, found nothing)."""
         row = self._conn.execute(
-            f"SELECT {_LEAD_COLUMNS} FROM leads WHERE id = ?", (lead_id.lower(),)
+            f"SELECT {_LEAD_COLUMNS} FROM leads WHERE id = ?", (lead_id.strip().lower(),)
         ).fetchone()
         return _lead(row)
 

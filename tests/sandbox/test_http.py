@@ -132,6 +132,19 @@ def test_get_by_id_returns_the_lead_or_an_empty_array(lsq: Lsq) -> None:
     assert lsq.http.get(path).json() == []
 
 
+def test_get_by_id_finds_the_lead_by_a_padded_id_as_a_capture_does(lsq: Lsq) -> None:
+    """An id with spaces around it (a pasted URL, a form's field) is the lead's id to
+    Leads.GetById, as it is to a capture, which trims its ProspectID: the capture matched
+    the lead and the read of the same id answered []."""
+    lead_id = lsq.ok(("EmailAddress", "pad@example.com"))["RelatedId"]
+    padded = f"  {lead_id.upper()} "
+    assert lsq.ok(("ProspectID", padded), ("FirstName", "Pad"))["RelatedId"] == lead_id
+    path = "/v2/LeadManagement.svc/Leads.GetById"
+    found = lsq.http.get(path, params={"id": padded}).json()
+    assert [(lead["ProspectID"], lead["FirstName"]) for lead in found] == [(lead_id, "Pad")]
+    assert lsq.http.get(path, params={"id": "   "}).json() == []
+
+
 def test_get_by_email_is_case_insensitive(lsq: Lsq) -> None:
     """Leads.GetByEmailaddress finds the lead whatever the case; [] when unknown or missing."""
     lead_id = lsq.ok(("EmailAddress", "Ann@Example.com"))["RelatedId"]
