@@ -708,7 +708,9 @@ def _search_by_as_field(attribute: str, what: str) -> str:
     )
 
 
-#: A custom field's schema name, as Lead.Capture takes it (``hub/sandbox/attributes.py``).
+#: A custom field's schema name in ASCII, as LeadSquared's own are; the sandbox takes letters
+#: and digits outside ASCII as well (``is_custom_name`` in ``hub/sandbox/attributes.py``),
+#: which :func:`_unverified_name` warns of.
 _CUSTOM_NAME = re.compile(r"mx_\w+", re.IGNORECASE | re.ASCII)
 
 

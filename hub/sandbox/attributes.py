@@ -3,8 +3,9 @@
 The body is a JSON array of ``{"Attribute": NAME, "Value": VALUE}``. Names match
 the lead schema case-insensitively and are stored by their canonical schema
 name (``prospectid`` -> ``ProspectID``); custom fields are ``mx_`` plus letters,
-digits and underscores (stored with the ``mx_`` prefix in lower case and the rest
-as sent). Values: strings as sent, numbers as the body writes them (``1E2`` stays
+digits and underscores, of any script (:func:`is_custom_name`), stored with the
+``mx_`` prefix in lower case and the rest as sent. Values: strings as sent,
+numbers as the body writes them (``1E2`` stays
 ``"1E2"``, ``1.50`` ``"1.50"``, a number of any length keeps every digit: the API
 takes a Value as a string, and a JSON reader that binds a number to a string
 member, as .NET's DataContractJsonSerializer does, keeps its text), booleans as
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -66,8 +68,7 @@ UNIQUE_FIELDS = frozenset({EMAIL, PHONE})
 
 _CANONICAL = {name.lower(): name for name in STANDARD}
 # Matched with fullmatch: a pattern ending in ``$`` also matches before a final newline, so
-# "mx_City\n" was a custom field of its own and "9876543210\n" a phone ("\t..." was not).
-_CUSTOM = re.compile(r"mx_\w+", re.IGNORECASE | re.ASCII)
+# "9876543210\n" was a phone ("\t..." was not).
 _EMAIL = re.compile(r"[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)+")
 _PHONE_CHARS = re.compile(r"[0-9 +\-().]+")
 _SEARCH_BY = {"emailaddress": EMAIL, "phone": PHONE}
@@ -114,11 +115,35 @@ def canonical_name(name: str) -> str | None:
     standard = _CANONICAL.get(name.lower())
     if standard:
         return standard
-    if _CUSTOM.fullmatch(name):
+    if is_custom_name(name):
         return "mx_" + name[3:]
     if name.lower() == SEARCH_BY.lower():
         return SEARCH_BY
     return None
+
+
+def is_custom_name(name: str) -> bool:
+    """Whether ``name`` is a custom field's schema name: ``mx_`` (any case), then letters,
+    digits and ``_``, ASCII or not (a script's combining marks, such as Devanagari's vowel
+    signs, count as letters); spaces, hyphens and other punctuation are not.
+
+    A schema name is ``mx_`` and the field's display name with its spaces as ``_``
+    (leadsquared-facts.md, "Custom fields"), and LeadSquared's rule for letters outside
+    ASCII is not known: ``leadhub check`` loads ``mx_Città`` with a warning saying so
+    (``hub/config/mappings.py``), and the sandbox, the default target, refused it as an
+    unknown attribute, so every lead of a mapping tried on it ended dead.
+    """
+    rest = name[3:]
+    return (
+        name[:3].lower() == "mx_"
+        and bool(rest)
+        and all(
+            char == "_"
+            or (char.isascii() and char.isalnum())
+            or (not char.isascii() and unicodedata.category(char)[0] in "LNM")
+            for char in rest
+        )
+    )
 
 
 def is_email(text: str) -> bool:

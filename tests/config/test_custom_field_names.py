@@ -64,6 +64,7 @@ def test_a_name_whose_only_unusual_characters_are_letters_outside_ascii_is_a_war
     )
     config = load(tmp_path, {})
     assert [spec.attribute for spec in config.mappings["m"].fields][1:] == names
+    assert all(canonical_name(n) is not None for n in names)  # the sandbox takes them too
     warned = [w for w in config.warnings if "of mapping 'm' holds letters or digits" in w]
     assert [w.split(": attribute")[0] for w in warned] == [
         f"{tmp_path / 'm.yaml'}:{line}" for line in (10, 11, 12, 13)
