@@ -614,9 +614,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Run ``leadhub`` with ``argv``; returns the exit code."""
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)
-    if args.command == "serve":
+    if args.command in SERVERS:
         # A SIGHUP while serve loads its modules is remembered, for a reload once it has
-        # started (its default action ended the process: exit 129, no log line).
+        # started; the sandbox's is logged and ignored (its default action ended either
+        # process: exit 129, no log line).
         from hub.hangups import remember_early
 
         remember_early()

@@ -1,4 +1,5 @@
-"""SIGHUPs that come while ``leadhub serve`` cannot reload yet, remembered rather than fatal.
+"""SIGHUPs that come while ``leadhub serve`` cannot reload yet (or while ``leadhub sandbox``
+starts), remembered rather than fatal.
 
 Kept apart from :mod:`hub.web.reload` (which loads the web stack): ``leadhub`` installs
 :class:`Hangups` for ``serve`` before it imports the command's modules
@@ -41,9 +42,10 @@ _early: Hangups | None = None
 
 
 def remember_early() -> None:
-    """Remember SIGHUPs from now on, before ``serve`` loads its modules (half a second or
-    more): meanwhile a SIGHUP's default action ended the process (exit 129, no log line),
-    though a SIGHUP while serve starts is to be applied once it has started."""
+    """Remember SIGHUPs from now on, before ``serve`` or ``sandbox`` loads its modules (half
+    a second or more): meanwhile a SIGHUP's default action ended the process (exit 129, no
+    log line), though a SIGHUP while serve starts is to be applied once it has started, and
+    one to the sandbox (which has nothing to reload) logged and ignored."""
     global _early
     _early = Hangups()
     _early.previous = _early.install()

@@ -30,6 +30,7 @@ import uvicorn
 
 from hub.cli import given_as
 from hub.commands.server import Server
+from hub.hangups import take_early
 from hub.logs import configure, get_logger
 from hub.sandbox import create_app, sandbox_of
 from hub.sandbox.db import directory_hint
@@ -75,6 +76,14 @@ def _make_directory(db_path: str | None) -> None:
         Path(db_path).absolute().parent.mkdir(parents=True, exist_ok=True)
 
 
+def _told(log: Any) -> None:
+    log.warning(
+        "sandbox_hangup_ignored",
+        reason="the sandbox has nothing to reload; its keys, rate limit and --db take a "
+        "restart (SIGTERM or SIGINT stop it)",
+    )
+
+
 def _ignore_hangups(log: Any) -> None:
     """Log a SIGHUP and serve on, from now on (main thread only).
 
@@ -84,23 +93,22 @@ def _ignore_hangups(log: Any) -> None:
     sent to every leadhub process (a config-map watcher, ``docker kill -s HUP``) killed it.
     The line is written from the event loop, not the handler (which may interrupt the log
     writer holding its lock); a SIGHUP before the loop runs or after it stops is left at that.
+    One that came while the sandbox loaded its modules and opened its database, remembered
+    by the handler ``leadhub`` installed first (:func:`hub.hangups.remember_early`; its
+    default action ended the sandbox there, exit 129), is logged here, once.
     """
-
-    def told() -> None:
-        log.warning(
-            "sandbox_hangup_ignored",
-            reason="the sandbox has nothing to reload; its keys, rate limit and --db take a "
-            "restart (SIGTERM or SIGINT stop it)",
-        )
 
     def handler(signum: int, frame: FrameType | None) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        loop.call_soon_threadsafe(told)
+        loop.call_soon_threadsafe(_told, log)
 
     signal.signal(signal.SIGHUP, handler)
+    early = take_early()  # (installed by ``leadhub`` before it loaded this module)
+    if early is not None and early.pending:  # one came while the sandbox loaded and started
+        _told(log)
 
 
 def _keys_from(args: argparse.Namespace) -> str:

@@ -89,6 +89,65 @@ def test_a_hangup_is_logged_and_the_sandbox_serves_on() -> None:
     assert "sandbox_stopped" in out
 
 
+#: ``leadhub sandbox`` run as ``python -m hub`` does, with a SIGHUP to itself at the moment
+#: the sandbox command's module imports uvicorn (an audit hook: Python's own event, at that
+#: point of the real start, before the sandbox's own handler is installed).
+HUP_WHILE_LOADING = """
+import os, signal, sys
+
+def hook(event, args):
+    if event == "import" and args[0] == "uvicorn" and not hook.done:
+        hook.done = True  # (a hook cannot be removed: it acts once)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+hook.done = False
+
+sys.addaudithook(hook)
+from hub.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_hangup_while_the_sandbox_starts_is_logged_and_it_serves(tmp_path: Path) -> None:
+    """A SIGHUP while the sandbox loads its modules, before its own handler is in place, is
+    logged once and changes nothing, as one while it serves: its default action ended the
+    starting sandbox (exit 129, no line), as it did serve before ``leadhub`` guarded it."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    output = tmp_path / "sandbox.log"  # (a file, read as it grows: see leadhub_process)
+    with output.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HUP_WHILE_LOADING, *_args(port)],
+            cwd=str(REPO),
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "sandbox_ready" not in output.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.05)
+        assert proc.poll() is None, f"exit {proc.returncode}:\n{output.read_text()}"
+        params = {"accessKey": ACCESS, "secretKey": SECRET}
+        created = httpx.post(
+            base + CAPTURE, params=params, json=body(("EmailAddress", "early@example.com"))
+        )
+        assert created.status_code == 200, created.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    lines = output.read_text().splitlines()
+    events = [orjson.loads(line)["event"] for line in lines if line.startswith("{")]
+    assert events.count("sandbox_hangup_ignored") == 1, events
+    assert events.index("sandbox_hangup_ignored") < events.index("sandbox_ready")
+    assert events[-1] == "sandbox_stopped"
+
+
 @pytest.mark.slow
 def test_sandbox_command_keeps_leads_in_its_db_file_across_restarts(tmp_path: Path) -> None:
     """With --db, a lead captured before a restart is still there after it."""
