@@ -11,7 +11,7 @@ and changes nothing), then closes its
 database and exits 0. The missing directories of ``--db`` are made, as ``serve`` makes its
 store's. A bad ``--rate-limit`` or an unusable ``--db`` (one that is not a SQLite file: a
 PostgreSQL URL, say; a directory that cannot be made) exits 2 with a message saying what to
-check; a port that cannot be bound exits 1.
+check; a port that cannot be bound exits 1 (the ``--db`` file made for that start deleted).
 """
 
 from __future__ import annotations
@@ -177,7 +177,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         server.run()
     finally:
-        sandbox_of(app).close()
+        if server.started:
+            sandbox_of(app).close()
+        else:  # (its --db file, when this start made it, is not left behind)
+            sandbox_of(app).discard()
     if not server.started:  # it could not bind (uvicorn logged why)
         log.error("sandbox_failed", host=args.host, port=args.port)
         return 1

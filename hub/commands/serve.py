@@ -4,7 +4,8 @@ Steps: configure logging, load the config directory (errors: exit 2, every one
 listed), name the store (a bad ``--db``: exit 2), mount the sandbox when the
 ``default`` target is the embedded one (its data in ``<db>.sandbox.sqlite`` next to
 the hub's database, so sandbox leads survive restarts; a file that cannot be used, such as a
-``-wal`` left beside none: exit 2; the target's URL becomes
+``-wal`` left beside none: exit 2; one this start made is deleted when the start fails,
+its store refused, say; the target's URL becomes
 ``http://{host}:{port}/sandbox``), build the app (``hub.web.app.create_app``) with
 its lifespan hooks (:func:`lifespan_hooks_for`: the store is opened first and
 closed last), and serve until SIGINT/SIGTERM, which uvicorn turns into a graceful
@@ -644,6 +645,10 @@ def _serve(
         server.run(sockets=[listening])  # on SIGTERM/SIGINT: a graceful shutdown, then exit 0
     finally:
         logging.getLogger("uvicorn.error").removeFilter(quiet)
+        if not server.started and sandbox_app is not None:
+            from hub.sandbox import sandbox_of  # (loaded already: the sandbox app was made)
+
+            sandbox_of(sandbox_app).discard()  # its file, made for a start that did not happen
     if not server.started and getattr(app.state, "startup_failure", None) == "stopped":
         _log.info("hub_stopped", reason="stopped while waiting for the event store")
         return 0

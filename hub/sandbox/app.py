@@ -76,6 +76,11 @@ class Sandbox:
         """Close the database and its worker thread (idempotent)."""
         self.db.close()
 
+    def discard(self) -> None:
+        """Close, for a start that did not happen: the database file is deleted when this
+        start made it and nothing is in it (:meth:`SandboxDB.discard`)."""
+        self.db.discard()
+
     def stopping(self) -> None:
         """A stop signal came: let go of the calls a ``timeout`` fault holds, so that the
         server's graceful shutdown does not wait for them (safe in a signal handler)."""

@@ -197,6 +197,27 @@ def _prepare(conn: sqlite3.Connection) -> None:
     conn.executescript(schema)
 
 
+#: The sandbox's tables (``schema.sql``): a file with no row in any holds nothing.
+_TABLES = ("leads", "visitors", "accounts", "activities")
+
+
+def _empty(path: Path) -> bool:
+    """Whether the sandbox's file at ``path`` opens (never made) and holds no row in any of
+    its tables; False when it cannot be read."""
+    try:
+        conn = sqlite3.connect(sqlite_file.uri(path, sqlite_file.WRITE_MODES[False]), uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        return not any(
+            conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in _TABLES
+        )
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+
+
 class SandboxDB:
     """Queries over the sandbox's SQLite file (or memory when ``path`` is ``None``)."""
 
@@ -227,6 +248,8 @@ class SandboxDB:
         orphaned = sqlite_file.orphan_wal(self._where, title=_TITLE, noun="sandbox")
         if orphaned is not None:
             raise SandboxFileGone(orphaned)
+        #: Whether this open made the file (nothing was at its path): see :meth:`discard`.
+        self._made = sqlite_file.identity(self._where) is None
         self._conn = _open(self._where, create=True)
         self._identity = self._seen = self._opened = sqlite_file.identity(self._where)
         self._wal = sqlite_file.identity(sqlite_file.wal_of(self._where))
@@ -280,6 +303,24 @@ class SandboxDB:
         self._closed = True
         self._executor.submit(self._conn.close).result()
         self._executor.shutdown(wait=True)
+
+    def discard(self) -> None:
+        """Close, and delete the file (with its ``-wal`` and ``-shm``) when this open made it
+        and nothing is in it: for a start refused after the file was made. ``serve`` makes
+        the embedded sandbox's file before its store is opened, and a store it then refused
+        (a newer schema, not an event store), or a port ``leadhub sandbox`` could not bind,
+        left an empty ``<db>.sandbox.sqlite`` (or ``--db`` file) that nothing had asked for.
+        A file that was there before, or one holding a row (another process's, sharing it),
+        is kept."""
+        self.close()
+        where = self._where
+        if where is None or not self._made or sqlite_file.identity(where) != self._opened:
+            return
+        if not _empty(where):
+            return
+        for path in (where, sqlite_file.wal_of(where), Path(f"{where}-shm")):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

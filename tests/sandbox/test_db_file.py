@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -36,6 +37,7 @@ import structlog.testing
 
 from hub.clock import ManualClock
 from hub.sandbox.db import SandboxDB
+from hub.store import open_store
 from tests.sandbox.helpers import CAPTURE, Lsq, body, sandbox_args
 from tests.support.logs import logged
 from tests.support.server import free_port, leadhub_process, leadhub_run
@@ -341,3 +343,93 @@ def test_an_unusable_file_put_at_the_path_is_refused_as_a_gone_one(
             (aside / name).rename(tmp_path / name)
     assert lsq.ok(("EmailAddress", "new@example.com"))["IsCreated"] is True
     assert [lead["EmailAddress"] for lead in lsq.leads()] == [*OLD, "new@example.com"]
+
+
+def _store_of_a_newer_leadhub(db: Path) -> str:
+    """An event store at ``db`` made by this leadhub, its schema version then set to 99 (as
+    a later release's would be); its URL."""
+    url = f"sqlite:///{db}"
+
+    async def made() -> None:
+        store = open_store(url)
+        await store.open()
+        await store.close()
+
+    asyncio.run(made())
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+        conn.commit()
+    return url
+
+
+def _sandbox_files(directory: Path) -> list[str]:
+    return sorted(f.name for f in directory.iterdir() if ".sandbox.sqlite" in f.name)
+
+
+@pytest.mark.slow
+def test_serve_refused_by_its_store_at_start_leaves_no_sandbox_file(tmp_path: Path) -> None:
+    """``serve`` makes its embedded sandbox's file before its store is opened, and a store it
+    then refuses (here a newer leadhub's) ended the start with an empty
+    ``<db>.sandbox.sqlite`` left beside it; now nothing is left. A sandbox file that was
+    there before, with its leads, is kept as it was."""
+    url = _store_of_a_newer_leadhub(tmp_path / "hub.db")
+    args = serve_args(tmp_path, free_port(), role="all", db=url)
+    result = leadhub_run(args, env=SERVE_ENV, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "schema version 99, newer than this leadhub's" in result.stdout + result.stderr
+    assert _sandbox_files(tmp_path) == []
+
+    kept = tmp_path / "hub.db.sandbox.sqlite"
+    visitor = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    held = SandboxDB(str(kept))
+    held.add_visitor(visitor)
+    held.close()
+    before = files(tmp_path)
+    result = leadhub_run(args, env=SERVE_ENV, timeout=60)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert _sandbox_files(tmp_path) == [kept.name]
+    reopened = SandboxDB(str(kept))
+    try:
+        assert reopened.is_visitor(visitor)
+    finally:
+        reopened.close()
+    assert files(tmp_path)[kept.name] == before[kept.name]
+
+
+@pytest.mark.slow
+def test_a_sandbox_that_cannot_listen_leaves_no_db_file(tmp_path: Path) -> None:
+    """``leadhub sandbox --db`` on a port in use exits 1; the file it made for that start is
+    not left behind (an empty sandbox nobody asked for), and one that was there is kept."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        db = tmp_path / "sandbox.db"
+        result = leadhub_run(_args(db, port), timeout=30)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert list(tmp_path.iterdir()) == []
+        SandboxDB(str(db)).close()  # (an empty sandbox, made by an earlier start)
+        before = files(tmp_path)
+        result = leadhub_run(_args(db, port), timeout=30)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert files(tmp_path) == before
+
+
+def test_a_discarded_file_holding_a_row_is_kept(tmp_path: Path) -> None:
+    """A file this start made but another process wrote to meanwhile (two hubs on one store)
+    is not deleted by :meth:`SandboxDB.discard`; an untouched one is."""
+    db = tmp_path / "sandbox.db"
+    made = SandboxDB(str(db))
+    other = SandboxDB(str(db))  # (opened after: it did not make the file)
+    other.add_account("8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11", "Acme")
+    other.close()
+    made.discard()
+    assert db.exists()
+    kept = SandboxDB(str(db))
+    try:
+        assert kept.account_exists("8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11")
+    finally:
+        kept.close()
+    fresh = tmp_path / "fresh.db"
+    SandboxDB(str(fresh)).discard()
+    assert list(tmp_path.iterdir()) == [db]
