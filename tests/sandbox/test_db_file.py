@@ -48,6 +48,11 @@ ACCESS = "file-access-key"
 SECRET = "file-secret-value-5e21"
 AUTH = {"accessKey": ACCESS, "secretKey": SECRET}
 GONE = "went missing while the sandbox was running"
+#: Seconds a process of these tests may take to start, refuse or stop: a hang guard, not a
+#: measure. On two cores at a load of 40 (twelve of these tests at once beside other runs), a
+#: refused start took up to 27 s and a clean stop 8 s, against guards of 30 s and 15 s: the
+#: clean-stop test failed once in a loaded suite run, and its reruns passed.
+HANG = 120.0
 OLD = [f"old{n}@example.com" for n in range(3)]
 
 
@@ -87,7 +92,7 @@ def captured_old(client: httpx.Client) -> None:
 def stopped(proc: subprocess.Popen[str]) -> list[dict[str, Any]]:
     """SIGTERM: the process exits 0; its log lines."""
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=15)
+    code = proc.wait(timeout=HANG)
     out = proc.stdout.read() if proc.stdout else ""
     assert code == 0, out
     return [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -113,7 +118,7 @@ def refused_start(db: Path) -> str:
     """``leadhub sandbox --db DB`` exits 2 naming the file and its log and both ways out,
     nothing in its directory made, changed or deleted; returns what it said."""
     before = files(db.parent)
-    result = leadhub_run(_args(db, free_port()), timeout=30)
+    result = leadhub_run(_args(db, free_port()), timeout=HANG)
     said = result.stderr
     assert result.returncode == 2, result.stdout + said
     assert repr(str(db)) in said and repr(f"{db}-wal") in said, said
@@ -231,7 +236,7 @@ def test_serve_refuses_a_log_left_beside_its_embedded_sandbox(tmp_path: Path) ->
     sandbox_db.unlink()
     config = serve_args(tmp_path, free_port(), role="all")  # (makes its config directory)
     before = files(tmp_path)
-    result = leadhub_run(config, env=SERVE_ENV, timeout=30)
+    result = leadhub_run(config, env=SERVE_ENV, timeout=HANG)
     said = result.stderr
     assert result.returncode == 2, result.stdout + said
     assert "embedded sandbox's database" in said, said
@@ -374,7 +379,7 @@ def test_serve_refused_by_its_store_at_start_leaves_no_sandbox_file(tmp_path: Pa
     there before, with its leads, is kept as it was."""
     url = _store_of_a_newer_leadhub(tmp_path / "hub.db")
     args = serve_args(tmp_path, free_port(), role="all", db=url)
-    result = leadhub_run(args, env=SERVE_ENV, timeout=60)
+    result = leadhub_run(args, env=SERVE_ENV, timeout=HANG)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "schema version 99, newer than this leadhub's" in result.stdout + result.stderr
     assert _sandbox_files(tmp_path) == []
@@ -385,7 +390,7 @@ def test_serve_refused_by_its_store_at_start_leaves_no_sandbox_file(tmp_path: Pa
     held.add_visitor(visitor)
     held.close()
     before = files(tmp_path)
-    result = leadhub_run(args, env=SERVE_ENV, timeout=60)
+    result = leadhub_run(args, env=SERVE_ENV, timeout=HANG)
     assert result.returncode == 1, result.stdout + result.stderr
     assert _sandbox_files(tmp_path) == [kept.name]
     reopened = SandboxDB(str(kept))
@@ -405,12 +410,12 @@ def test_a_sandbox_that_cannot_listen_leaves_no_db_file(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         db = tmp_path / "sandbox.db"
-        result = leadhub_run(_args(db, port), timeout=30)
+        result = leadhub_run(_args(db, port), timeout=HANG)
         assert result.returncode == 1, result.stdout + result.stderr
         assert list(tmp_path.iterdir()) == []
         SandboxDB(str(db)).close()  # (an empty sandbox, made by an earlier start)
         before = files(tmp_path)
-        result = leadhub_run(_args(db, port), timeout=30)
+        result = leadhub_run(_args(db, port), timeout=HANG)
         assert result.returncode == 1, result.stdout + result.stderr
         assert files(tmp_path) == before
 
