@@ -125,18 +125,17 @@ def test_a_hangup_while_the_sandbox_starts_is_logged_and_it_serves(tmp_path: Pat
             text=True,
         )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # (a hang guard: a start under load takes 30 s)
         while "sandbox_ready" not in output.read_text() and proc.poll() is None:
             assert time.monotonic() < deadline, output.read_text()
             time.sleep(0.05)
         assert proc.poll() is None, f"exit {proc.returncode}:\n{output.read_text()}"
         params = {"accessKey": ACCESS, "secretKey": SECRET}
-        created = httpx.post(
-            base + CAPTURE, params=params, json=body(("EmailAddress", "early@example.com"))
-        )
+        captured = body(("EmailAddress", "early@example.com"))
+        created = httpx.post(base + CAPTURE, params=params, json=captured, timeout=60)
         assert created.status_code == 200, created.text
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
