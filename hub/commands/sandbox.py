@@ -10,8 +10,10 @@ the keys) when it listens, serves until SIGTERM or SIGINT (uvicorn's handlers; c
 and changes nothing), then closes its
 database and exits 0. The missing directories of ``--db`` are made, as ``serve`` makes its
 store's. A bad ``--rate-limit`` or an unusable ``--db`` (one that is not a SQLite file: a
-PostgreSQL URL, say; a directory that cannot be made) exits 2 with a message saying what to
-check; a port that cannot be bound exits 1 (the ``--db`` file made for that start deleted).
+PostgreSQL URL, say; a directory that cannot be made; a ``sqlite:///`` URL with options or a
+``#``, whose escapes are otherwise decoded as serve decodes its store's) exits 2 with a
+message saying what to check; a port that cannot be bound exits 1 (the ``--db`` file made
+for that start deleted).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 import signal
 import sqlite3
 import sys
+import urllib.parse
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -45,9 +48,36 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _db_path(value: str | None) -> str | None:
+    """The file ``--db`` names: a path as written, or a ``sqlite:///`` URL's path with its
+    escapes decoded (``%20`` a space), as ``serve`` reads its store's URL and names its
+    embedded sandbox's file after it; None for memory. ``sqlite:///my%20leads.db`` made a
+    file named ``my%20leads.db``."""
     if not value:
         return None
-    return value.removeprefix("sqlite:///")
+    if not value.startswith("sqlite:///"):
+        return value
+    return urllib.parse.unquote(urllib.parse.urlsplit(value).path[1:])
+
+
+def _url_options(shown: str, value: str | None) -> str | None:
+    """Why a ``sqlite:///`` ``--db`` (``shown``: as whom) holding a query or a fragment is
+    refused: the sandbox's file takes no URL options, and ``sqlite:///x.db?synchronous=normal``
+    (written as serve's store URL is, or the image's ``LEADHUB_DB``) made a file named
+    ``x.db?synchronous=normal``."""
+    if not value or not value.startswith("sqlite:///") or not ("?" in value or "#" in value):
+        return None
+    parsed = urllib.parse.urlsplit(value)
+    if "?" not in value.split("#", 1)[0]:  # a '#' in the file's name, ending the URL's path
+        named = urllib.parse.quote(f"{parsed.path[1:]}#{parsed.fragment}")
+        return (
+            f"leadhub sandbox: {shown} has a '#', which ends a URL's path; write it %23 "
+            f"(and a '?' %3F), like 'sqlite:///{named}', or give --db the path itself"
+        )
+    return (
+        f"leadhub sandbox: {shown} has URL options after its path; the sandbox's file takes "
+        "none (?synchronous=, ?writer= and ?stall_after= are options of serve's store): "
+        f"give --db the file alone, like 'sqlite:///{parsed.path[1:]}'"
+    )
 
 
 def _not_sqlite(shown: str, value: str | None) -> str | None:
@@ -136,9 +166,10 @@ def run(args: argparse.Namespace) -> int:
     given = given_as(args, "db", "--db")
     url = safe_url(args.db) if args.db and _SCHEME.match(args.db) else args.db
     shown = f"{given} {url!r}" if given.startswith("--") else f"{given}={url!r}"
-    if (refusal := _not_sqlite(shown, args.db)) is not None:
-        print(refusal, file=sys.stderr)
-        return 2
+    for refused in (_not_sqlite, _url_options):
+        if (refusal := refused(shown, args.db)) is not None:
+            print(refusal, file=sys.stderr)
+            return 2
     db_path = _db_path(args.db)
     try:
         _make_directory(db_path)

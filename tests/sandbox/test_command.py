@@ -520,3 +520,62 @@ def test_sandbox_command_refuses_a_database_url_that_is_not_sqlite(how: str) -> 
         "keep them in memory"
     )
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_a_sqlite_url_s_escapes_are_decoded_as_serve_decodes_them(tmp_path: Path) -> None:
+    """``--db sqlite:///.../my%20leads.db`` keeps the leads in ``my leads.db``, as serve reads
+    its store's URL (and names its embedded sandbox's file after it): the sandbox made a file
+    named ``my%20leads.db``."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    url = f"sqlite:///{tmp_path}/my%20leads.db"
+    with leadhub_process(_args(port, "--db", url), ready_url=base + "/") as proc:
+        params = {"accessKey": ACCESS, "secretKey": SECRET}
+        captured = body(("EmailAddress", "space@example.com"))
+        created = httpx.post(base + CAPTURE, params=params, json=captured, timeout=60)
+        assert created.status_code == 200, created.text
+        code, out = _stop(proc)
+    assert code == 0, out
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["my leads.db"]
+    kept = SandboxDB(str(tmp_path / "my leads.db"))
+    try:
+        assert kept.lead_by_email("space@example.com") is not None
+    finally:
+        kept.close()
+
+
+@pytest.mark.parametrize(
+    ("db", "said"),
+    [
+        (
+            "{dir}/leads.db?synchronous=normal",
+            "has URL options after its path; the sandbox's file takes none (?synchronous=, "
+            "?writer= and ?stall_after= are options of serve's store): give --db the file "
+            "alone, like 'sqlite:///{dir}/leads.db'",
+        ),
+        ("{dir}/leads.db?", "give --db the file alone, like 'sqlite:///{dir}/leads.db'"),
+        (
+            "{dir}/a#b.db",
+            "has a '#', which ends a URL's path; write it %23 (and a '?' %3F), like "
+            "'sqlite:///{dir}/a%23b.db'",
+        ),
+    ],
+)
+@pytest.mark.parametrize("given", ["flag", "variable"])
+def test_a_sqlite_url_with_options_is_refused_not_made_a_file_name(
+    tmp_path: Path, db: str, said: str, given: str
+) -> None:
+    """``sqlite:///x.db?synchronous=normal`` (serve's store URL, as the image's LEADHUB_DB may
+    be) made a file named ``x.db?synchronous=normal``, and ``a#b.db`` one named so: the URL
+    is refused (exit 2) saying what to write, and nothing is made."""
+    url = "sqlite:///" + db.format(dir=tmp_path)
+    if given == "flag":
+        result = _run(*_args(free_port(), "--db", url))
+        named = f"--db {url!r}"
+    else:
+        result = _run(*_args(free_port()), env={"LEADHUB_DB": url})
+        named = f"LEADHUB_DB={url!r}"
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"leadhub sandbox: {named} " in result.stderr, result.stderr
+    assert said.format(dir=tmp_path) in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []
