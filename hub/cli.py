@@ -13,13 +13,14 @@ imported only when used, so ``leadhub check`` never loads the web stack.
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
 import importlib
 import itertools
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from hub import __version__
@@ -267,6 +268,64 @@ def sandbox_default(environ: Mapping[str, str], flag: str, default: str) -> Any:
     own value would be, so that an empty key there is a usage error naming it."""
     var = SANDBOX_VARIABLES[flag]
     return _FromEnv(var, environ[var], default) if var in environ else default
+
+
+class Looked(Mapping[str, str]):
+    """``environ``, remembering the names looked up in it (:attr:`names`): what a
+    configuration's ``${NAME}`` (and ``NAME_FILE``) read, for :func:`unknown_variables`."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.names: set[str] = set()
+
+    def __getitem__(self, name: str) -> str:
+        self.names.add(name)
+        return self.environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.environ)
+
+    def __len__(self) -> int:
+        return len(self.environ)
+
+
+def flag_variables() -> frozenset[str]:
+    """Every ``LEADHUB_*`` variable some command reads: each flag's ``LEADHUB_<FLAG>`` (of any
+    command: one that lacks the flag ignores it), and the embedded sandbox's own."""
+    parser = build_parser({})
+    names = set(SANDBOX_VARIABLES.values())
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                for flag in command._option_string_actions:
+                    if flag.startswith("--") and flag not in ("--help", "--version"):
+                        names.add(ENV_PREFIX + flag.removeprefix("--").replace("-", "_").upper())
+    return frozenset(names)
+
+
+def unknown_variables(environ: Mapping[str, str], read: Collection[str]) -> list[tuple[str, str]]:
+    """The ``LEADHUB_*`` variables of ``environ`` that nothing reads, each with what to do: no
+    flag's, not the sandbox's, and not ``read`` by the configuration (a ``${LEADHUB_TOKEN}``
+    secret, or its ``LEADHUB_TOKEN_FILE``). A misspelt one (``LEADHUB_PURGE_AFTR=30d``) was
+    ignored without a word, and the hub ran with the default it was meant to replace. Its
+    value is never shown: it may be a secret meant for a ``${NAME}``."""
+    flags = flag_variables()
+    known = flags | {name for name in read if name.startswith(ENV_PREFIX)}
+    # (a flag's LEADHUB_<FLAG>_FILE is refused by the commands that have the flag)
+    known |= {f"{name}_FILE" for name in flags}
+    unknown: list[tuple[str, str]] = []
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
+        fix = (
+            f"did you mean {close[0]}? Rename it"
+            if close
+            else "no flag's LEADHUB_<FLAG> (leadhub COMMAND --help names them) and no "
+            "${NAME} in the configuration; unset it, or rename it to the one meant"
+        )
+        unknown.append((name, f"{name} is set, but nothing reads it (ignored): {fix}"))
+    return unknown
 
 
 #: What a flag takes, by its metavar, for one whose value may be written with a sign by

@@ -3,10 +3,11 @@
 Prints every error as ``file:line: message`` (then the warnings, marked
 ``warning:``) and exits 1 when there is any error; otherwise prints the
 warnings and a one-line summary and exits 0. ``${VAR}`` comes from the
-environment; unset variables are named. What serve refuses in the environment
-besides (a proxy variable or ``SSL_CERT_FILE`` it cannot use, a ``LEADHUB_LEASE``
-too short for the targets' calls, a ``LEADHUB_PURGE_AFTER`` it refuses) is an error too,
-said as serve says it.
+environment; unset variables are named, and so are ``LEADHUB_*`` variables that nothing
+reads (a misspelt ``LEADHUB_PURGE_AFTR``: a warning, with the closest known name). What
+serve refuses in the environment besides (a proxy variable or ``SSL_CERT_FILE`` it cannot
+use, a ``LEADHUB_LEASE`` too short for the targets' calls, a ``LEADHUB_PURGE_AFTER`` it
+refuses) is an error too, said as serve says it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from hub.cli import Looked, unknown_variables
 from hub.config import Config, ConfigError, load
 from hub.store.retention import parse_purge_after
 from hub.units import UnitError, parse_lease
@@ -99,11 +101,14 @@ def _errors(args: argparse.Namespace, errors: list[str], warnings: list[str]) ->
 def run(args: argparse.Namespace) -> int:
     """Check ``args.dir``; 0 when it loads, 1 when it has errors."""
     environment = environment_problems()
+    looked = Looked(os.environ)
     try:
-        config = load(args.dir, os.environ)
+        config = load(args.dir, looked)
     except ConfigError as exc:
-        return _errors(args, [*exc.issues, *environment], exc.warnings)
+        unread = [why for _, why in unknown_variables(os.environ, looked.names)]
+        return _errors(args, [*exc.issues, *environment], [*exc.warnings, *unread])
     warnings = list(config.warnings)
+    warnings += [why for _, why in unknown_variables(os.environ, looked.names)]
     environment += _lease_problems(config, warnings) + _purge_after_problems()
     if environment:
         return _errors(args, environment, warnings)

@@ -43,7 +43,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from hub import logs
-from hub.cli import given_as, variable_of
+from hub.cli import Looked, given_as, unknown_variables, variable_of
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.commands.protocol import HubHttpProtocol
 from hub.commands.server import Server
@@ -423,14 +423,18 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
     logs.configure(json=True if args.log_json else None, level=args.log_level)
     open_files = _more_open_files()  # (before the store's writer process starts: it inherits)
     try:
-        config = load(args.config_dir, os.environ)
+        config = load(args.config_dir, looked := Looked(os.environ))
     except ConfigError as exc:
         for issue in exc.issues:
             print(issue, file=sys.stderr)
+        for _, why in unknown_variables(os.environ, looked.names):  # (an unset ${VAR}'s typo)
+            print(f"warning: {why}", file=sys.stderr)
         print(f"leadhub serve: {len(exc.issues)} error(s) in {args.config_dir}", file=sys.stderr)
         return 2
     for warning in config.warnings:
         _log.warning("config_warning", message=warning)
+    for name, why in unknown_variables(os.environ, looked.names):
+        _log.warning("variable_unknown", variable=name, message=why)
     # Bad input is refused before the port is taken: refused after, with the port in use (a
     # hub already serving on it), it said only "cannot listen" (exit 1).
     try:

@@ -13,8 +13,10 @@ import pytest
 
 from hub import cli
 from hub.cli import main
+from tests.e2e.support import wait_until
+from tests.e2e.test_reload import Log
 from tests.mappings.cases import ROOT
-from tests.support.server import leadhub_run
+from tests.support.server import free_port, leadhub_process, leadhub_run
 
 Cap = pytest.CaptureFixture[str]
 
@@ -490,3 +492,100 @@ def test_a_flag_variable_given_as_a_file_is_a_usage_error(tmp_path: Path, capsys
     err = usage_error(capsys, ["events"], {"LEADHUB_PURGE_AFTER_FILE": str(url), **image})
     assert "LEADHUB_DB_FILE is set" in err and "PURGE_AFTER" not in err  # (not an events flag)
     assert main(["check", str(config_dir(tmp_path))], environ=image) == 0
+
+
+#: A configuration whose token is the variable LEADHUB_FORMS_TOKEN (a legitimate LEADHUB_*
+#: name no flag has) and whose HMAC secret comes from LEADHUB_SIGNING_FILE's file.
+NAMED_SECRETS = (
+    "kind: endpoint\nname: e\nsource: token\ntoken: ${LEADHUB_FORMS_TOKEN}\n---\n"
+    "kind: endpoint\nname: h\nsource: hmac\nsecret: ${LEADHUB_SIGNING}\n"
+    "header: X-Sig\n---\n"
+    "name: m\nendpoint: e\nfields:\n  EmailAddress: $.email\n---\n"
+    "name: n\nendpoint: h\nfields:\n  EmailAddress: $.email\n"
+)
+
+
+def named_secrets(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A configuration reading two LEADHUB_* secrets, and the environment that sets them."""
+    directory = tmp_path / "named"
+    directory.mkdir()
+    (directory / "hub.yaml").write_text(NAMED_SECRETS)
+    (secret := tmp_path / "signing").write_text("s3cret-signing-key\n")
+    return directory, {"LEADHUB_FORMS_TOKEN": "t0ken-value", "LEADHUB_SIGNING_FILE": str(secret)}
+
+
+def test_check_warns_of_leadhub_variables_nothing_reads(
+    tmp_path: Path, capsys: Cap, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt LEADHUB_* variable (LEADHUB_PURGE_AFTR=30d) was ignored without a word and
+    serve ran with the default it was meant to replace (no purge at all). check names it with
+    the closest known name, never its value; the flags' variables of any command, the
+    sandbox's own and the ones the configuration reads (${LEADHUB_FORMS_TOKEN}, the file of
+    LEADHUB_SIGNING_FILE) are no warning."""
+    directory, secrets = named_secrets(tmp_path)
+    for name in [k for k in os.environ if k.startswith("LEADHUB_")]:
+        monkeypatch.delenv(name)
+    legitimate = {
+        **secrets,
+        "LEADHUB_STATUS": "dead",  # (events' flag: ignored by check, as documented)
+        "LEADHUB_SANDBOX_RATE_LIMIT": "off",
+        "LEADHUB_LOG_LEVEL": "info",
+    }
+    for name, value in legitimate.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "warning:" not in out and "0 warnings" in out, out
+    misspelt = {
+        "LEADHUB_PURGE_AFTR": "value-one",
+        "LEADHUB_LEASES": "value-two",
+        "LEADHUB_FROMS_TOKEN": "value-three",
+        "LEADHUB_NOTHING_LIKE_IT": "value-four",
+    }
+    for name, value in misspelt.items():
+        monkeypatch.setenv(name, value)
+    assert main(["check", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "warning: LEADHUB_PURGE_AFTR is set, but nothing reads it (ignored): did you" in out
+    assert "did you mean LEADHUB_PURGE_AFTER?" in out
+    assert "did you mean LEADHUB_LEASE?" in out
+    assert "did you mean LEADHUB_FORMS_TOKEN?" in out  # (a name the configuration reads)
+    assert "LEADHUB_NOTHING_LIKE_IT is set, but nothing reads it (ignored): no flag's" in out
+    assert "4 warnings" in out
+    assert not any(value in out for value in misspelt.values())
+    # With errors too (the typo that left ${LEADHUB_FORMS_TOKEN} unset), after them.
+    monkeypatch.delenv("LEADHUB_FORMS_TOKEN")
+    assert main(["check", str(directory)]) == 1
+    out = capsys.readouterr().out
+    assert "${LEADHUB_FORMS_TOKEN} is not set" in out
+    assert "warning: LEADHUB_FROMS_TOKEN is set" in out
+    assert "did you mean LEADHUB_FORMS_TOKEN?" in out
+
+
+@pytest.mark.slow
+def test_serve_logs_leadhub_variables_nothing_reads(tmp_path: Path) -> None:
+    """serve, as a real process: one variable_unknown warning per LEADHUB_* variable nothing
+    reads, naming the closest known one and never the value; the variables the
+    configuration reads are no warning. A configuration refused for the ${VAR} the typo left
+    unset says so beside its errors."""
+    directory, secrets = named_secrets(tmp_path)
+    port = free_port()
+    args = ["serve", "--config-dir", str(directory), "--port", str(port)]
+    args += ["--db", f"sqlite:///{tmp_path / 'hub.db'}", "--log-json"]
+    env = {**secrets, "LEADHUB_PURGE_AFTR": "30d-value", "LEADHUB_STATUS": "dead"}
+    with leadhub_process(args, ready_url=f"http://127.0.0.1:{port}/readyz", env=env) as proc:
+        log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        (said,) = log.events("variable_unknown")
+        assert said["level"] == "warning"
+        assert said["variable"] == "LEADHUB_PURGE_AFTR"
+        assert "did you mean LEADHUB_PURGE_AFTER?" in said["message"]
+        assert not any("30d-value" in line for line in map(str, log.lines))
+    del env["LEADHUB_FORMS_TOKEN"]
+    env["LEADHUB_FROMS_TOKEN"] = "t0ken-value"
+    done = leadhub_run(args, env=env, leadhub_env=False)
+    assert done.returncode == 2
+    assert "${LEADHUB_FORMS_TOKEN} is not set" in done.stderr
+    assert "warning: LEADHUB_FROMS_TOKEN is set, but nothing reads it" in done.stderr
+    assert "did you mean LEADHUB_FORMS_TOKEN?" in done.stderr
+    assert "t0ken-value" not in done.stderr + done.stdout
