@@ -17,8 +17,8 @@ So the body is read on EVERY answer, and the outcome is:
   answer a byte at a time cannot hold a sender (and its rate-limit slot) for long.
 - 401 or 404 → :class:`Pause`: the keys or the host are wrong, which no retry of
   this one lead fixes; the target waits until they are. So does a 407 from the proxy the
-  environment names (its credentials are wrong), also when it refuses an https tunnel,
-  and a redirect (301, 302, 303, 307, 308): the url is not Lead.Capture's (``http://``
+  environment names (its credentials are wrong, or missing: said so), also when it refuses
+  an https tunnel, and a redirect (301, 302, 303, 307, 308): the url is not Lead.Capture's (``http://``
   for ``https://``, a moved host). Redirects are never followed: the keys would go with
   the request to wherever it points. The reason names where, without its query. Any other
   3xx (300 Multiple Choices, 304 Not Modified, ...) pauses too: Lead.Capture answers a POST
@@ -52,6 +52,7 @@ from hub.config.models import Target
 from hub.dispatch.transport import (
     CLOSED_MID_ANSWER,
     MALFORMED,
+    PROXY_LOGIN,
     AnswerTooLarge,
     ProxyRefused,
 )
@@ -184,6 +185,17 @@ PROXY_REFUSED = (
     "the proxy refused the hub's credentials ({}); check the user and password in "
     "HTTPS_PROXY / HTTP_PROXY"
 )
+#: A 407 from a proxy the hub sent no credentials to (its variable's URL holds no user).
+PROXY_LOGIN_MISSING = (
+    "the proxy asks for credentials and the hub has none to give ({}); put them in the "
+    "proxy's URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port, with @ : / in "
+    "them percent-escaped), then restart the hub"
+)
+
+
+def proxy_refused(detail: str, *, login: bool) -> Pause:
+    """A 407's pause: the credentials the hub sent were refused (``login``), or it sent none."""
+    return Pause((PROXY_REFUSED if login else PROXY_LOGIN_MISSING).format(detail))
 
 
 def redirect_shown(location: str | None, base: str) -> str:
@@ -236,9 +248,12 @@ def _other_3xx_reason(status: int, location: str | None) -> str:
     )
 
 
-def classify(status: int, content: bytes, *, location: str | None = None) -> Outcome:
+def classify(
+    status: int, content: bytes, *, location: str | None = None, proxy_login: bool = True
+) -> Outcome:
     """The outcome of one ``Lead.Capture`` answer, from its status and raw body
-    (``location``: where a 3xx points, shown by :func:`redirect_shown`)."""
+    (``location``: where a 3xx points, shown by :func:`redirect_shown`; ``proxy_login``:
+    whether the proxy it came through, if any, was sent credentials, for a 407's reason)."""
     body = parse_json(content)
     if isinstance(body, dict) and body.get("Status") == "Success" and status < 300:
         return _delivered(body)
@@ -264,7 +279,7 @@ def classify(status: int, content: bytes, *, location: str | None = None) -> Out
             f"to the account's API host, then {RELOAD}"
         )
     if status == 407:
-        return Pause(PROXY_REFUSED.format(f"HTTP 407 {_excerpt(content)}".strip()))
+        return proxy_refused(f"HTTP 407 {_excerpt(content)}".strip(), login=proxy_login)
     if status in REDIRECTS:
         where = location or "an address it does not give"
         return Pause(
@@ -444,7 +459,7 @@ class LeadSquaredClient:
         except ProxyRefused as exc:
             seconds = time.perf_counter() - started
             if exc.status == 407:
-                return Attempt(Pause(PROXY_REFUSED.format(exc)), None, seconds)
+                return Attempt(proxy_refused(str(exc), login=exc.login), None, seconds)
             return Attempt(Retry(f"proxy error ({exc})"), None, seconds)
         except httpx.TransportError as exc:
             return Attempt(Retry(transport_reason(exc)), None, time.perf_counter() - started)
@@ -458,11 +473,12 @@ class LeadSquaredClient:
         shown = None
         if status in REDIRECTS or (300 <= status < 400 and location):
             shown = redirect_shown(location, str(response.url))
-        outcome = classify(status, response.content, location=shown)
+        login = bool(response.extensions.get(PROXY_LOGIN, True))
+        outcome = classify(status, response.content, location=shown, proxy_login=login)
         if not isinstance(outcome, Delivered):  # (a delivery's reason is never shown)
             content = _without_keys(response.content, target)
             if content != response.content:
-                outcome = classify(status, content, location=shown)
+                outcome = classify(status, content, location=shown, proxy_login=login)
             if not isinstance(outcome, Delivered):
                 outcome = replace(outcome, reason=_without_keys(outcome.reason, target))
         return Attempt(outcome, status, time.perf_counter() - started)

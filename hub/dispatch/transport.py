@@ -148,6 +148,15 @@ class ProxyRefused(httpx.ProxyError):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"the proxy answered the tunnel request with HTTP {status} {message}")
         self.status = status
+        #: Whether the hub sent the proxy credentials (its variable's URL held a user): a 407
+        #: then refused them, else asked for some (set by the transport that sent it).
+        self.login = True
+
+
+#: The ``httpx.Response`` extension saying whether an answer came through a proxy the hub
+#: sent credentials to (True), one it sent none to (False); absent when no proxy was used. A
+#: 407 is worded by it: credentials refused, or credentials missing.
+PROXY_LOGIN = "leadhub_proxy_login"
 
 
 #: What an answer that is not HTTP, or is broken HTTP, is called in a reason.
@@ -502,9 +511,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             translated = translate(exc)
             if translated is None:
                 raise
+            if isinstance(translated, ProxyRefused) and proxy is not None:
+                translated.login = bool(proxy.headers)
             translated.request = request
             raise translated from exc
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if proxy is not None and url.scheme == "http":  # (a tunnel's answers are the server's)
+            extensions[PROXY_LOGIN] = bool(proxy.headers)
         if reason:
             extensions["reason_phrase"] = reason.encode("latin-1", "replace")
         return httpx.Response(

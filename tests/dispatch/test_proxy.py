@@ -236,6 +236,39 @@ async def test_a_proxy_refusing_the_credentials_pauses_the_target(
     assert set(seen.authorizations) == {basic("ops", "wrong")}
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+async def test_a_proxy_asking_for_credentials_the_hub_lacks_says_to_give_them(
+    tmp_path: Path, scheme: str
+) -> None:
+    """A proxy answering 407 to a hub whose proxy URL holds no user was worded as credentials
+    refused ("check the user and password") where none had been given. It says the proxy
+    asks for credentials and where to put them; the target pauses as for refused ones."""
+    with (
+        sandbox_server() as (sandbox_url, _),
+        forward_proxy(login="ops", password="right") as (proxy_url, seen),
+    ):
+        port = sandbox_url.rsplit(":", 1)[1]
+        config = forms_config(tmp_path, f"{scheme}://lsq.proxied.test:{port}")
+        proxies = Proxies({"HTTP_PROXY": proxy_url, "HTTPS_PROXY": proxy_url})
+        async with (
+            make_http_client(proxies=proxies) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            ids = await enqueue(store, "forms", leads("n", 2))
+            async with running(config, store, http=http) as dispatcher:
+                lane = dispatcher.lanes["default"]
+                await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
+            events = (await states(store, ids)).values()
+        assert sandbox_get(sandbox_url, "/_sandbox/leads") == []
+    assert not [e for e in events if e.state == State.DEAD]
+    errors = [e.last_error or "" for e in events]
+    missing = [e for e in errors if "the proxy asks for credentials and the hub has none" in e]
+    assert missing and all(e in missing or e == "" for e in errors)
+    assert all("407" in e and "http://user:password@host:port" in e for e in missing)
+    assert not any("refused the hub's credentials" in e for e in errors)
+    assert seen.lines and set(seen.authorizations) == {None}
+
+
 @pytest.mark.parametrize(
     ("answer", "said"),
     [
