@@ -50,7 +50,8 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   they were read (then current), and missing, not zero, when they were not. A run of scrapes
   the store fails logs ``metrics_counts_failed`` / ``metrics_ping_failed`` (``error``,
   ``detail``) at its first, then at most once per :data:`LOG_EVERY` with ``unlogged``, and
-  ``metrics_store_recovered`` (``failed``, ``seconds``) at the first scrape it answers whole
+  ``metrics_store_recovered`` (``failed``: the scrapes that failed, however many of each
+  one's calls did; ``seconds``) at the first scrape it answers whole
   (:class:`hub.logs.Failures`, as ``/readyz``'s lines).
 
 No counter or histogram exports a ``*_created`` series (prometheus_client's creation
@@ -212,10 +213,11 @@ class WebMetrics:
     async def render(self, store: EventStore) -> bytes:
         """The Prometheus text exposition, with the event gauge refreshed from ``store``."""
         start = self._monotonic()
+        scrape = _Scrape()
         # Beside the counts, in the same budget: a store that reads but takes no write is
         # down for every webhook all the same.
-        writes = asyncio.ensure_future(self._writes(store))
-        read = await self._count(store, EVERY_SCRAPE, COUNTS_TIMEOUT)
+        writes = asyncio.ensure_future(self._writes(store, scrape))
+        read = await self._count(store, EVERY_SCRAPE, COUNTS_TIMEOUT, scrape)
         counted = True  # (the delivered events: not counted at this scrape is no failure)
         if read:
             now = self._monotonic()
@@ -228,7 +230,7 @@ class WebMetrics:
                 self._delivered_due = math.inf
                 counted = False
                 try:
-                    counted = await self._count(store, (State.DELIVERED,), left)
+                    counted = await self._count(store, (State.DELIVERED,), left, scrape)
                 finally:  # (also when the scrape is cancelled: not left never due)
                     took = self._monotonic() - now
                     self._delivered_due = now + self._delivered_wait(counted, took)
@@ -245,15 +247,23 @@ class WebMetrics:
             self._failures.succeeded()
         return generate_latest(self.registry)
 
-    async def _writes(self, store: EventStore) -> bool:
+    async def _writes(self, store: EventStore, scrape: _Scrape) -> bool:
         """Whether ``store`` takes a write (its ping: ``/readyz``'s check) within
         :data:`COUNTS_TIMEOUT`."""
         try:
             await within(store.ping(), COUNTS_TIMEOUT)
         except Exception as exc:  # a down store must not break the scrape
-            self._failures.failed("metrics_ping_failed", type(exc).__name__, detail=_shown(exc))
+            self._failed(scrape, "metrics_ping_failed", exc)
             return False
         return True
+
+    def _failed(self, scrape: _Scrape, name: str, exc: Exception) -> None:
+        """A store call of ``scrape`` failed: its line if due, the scrape counted once in
+        ``metrics_store_recovered``'s ``failed`` however many of its calls fail (its counts,
+        its ping, its count of the delivered events): a store down for 4 scrapes said
+        ``failed: 8``, read as 8 scrapes."""
+        count, scrape.counted = (0 if scrape.counted else 1), True
+        self._failures.failed(name, type(exc).__name__, count, detail=_shown(exc))
 
     def _delivered_wait(self, counted: bool, took: float) -> float:
         """Seconds until the delivered events are counted again, after a count of them that
@@ -268,17 +278,28 @@ class WebMetrics:
         self._retry = min(2 * self._retry, RECOUNT * COUNTS_TIMEOUT)
         return wait
 
-    async def _count(self, store: EventStore, states: tuple[State, ...], timeout: float) -> bool:
+    async def _count(
+        self, store: EventStore, states: tuple[State, ...], timeout: float, scrape: _Scrape
+    ) -> bool:
         """Set the gauge of ``states`` from the store; on failure (False), leave it as it
         was."""
         try:
             counts = await within(store.counts(states), timeout)
         except Exception as exc:  # a down store must not break the scrape
-            self._failures.failed("metrics_counts_failed", type(exc).__name__, detail=_shown(exc))
+            self._failed(scrape, "metrics_counts_failed", exc)
             return False
         for state in states:
             self.events.labels(state.value).set(counts.get(state, 0))
         return True
+
+
+class _Scrape:
+    """One scrape's store calls: whether one of its failures was counted yet."""
+
+    __slots__ = ("counted",)
+
+    def __init__(self) -> None:
+        self.counted = False
 
 
 def _shown(exc: Exception) -> str:
