@@ -352,7 +352,9 @@ class Failures:
     of the same name and error was logged less than ``relapse`` seconds before; the run's
     next failure ``relapse`` seconds after that line is logged (with ``unlogged``). A run none
     of whose failures was logged ends without a line (the log already says the calls succeed
-    again): its failures are counted in the next lines' ``unlogged`` and ``failed``. So one
+    again): its failures are counted in the next lines' ``unlogged``, and in the next run's
+    ``failed`` and ``seconds`` when that run begins within ``every`` seconds of its end (one
+    flapping episode); a run that begins later is counted alone. So one
     kind of call logs at most two lines (a failure, its end) per ``relapse`` seconds for one
     error, however often it flaps.
     """
@@ -380,6 +382,7 @@ class Failures:
         self._since: float | None = None  # the first failure since the last recovered line
         self._failed = 0
         self._told = False  # a failure line of the current run was logged
+        self._quiet_end: float | None = None  # when the last run none of whose was told ended
 
     @property
     def count(self) -> int:
@@ -389,6 +392,13 @@ class Failures:
     def failed(self, name: str, error: str, count: int = 1, **fields: Any) -> None:
         """``count`` calls (or jobs) failed with ``error``: log ``name`` if it is due."""
         now = self._clock()
+        if self._quiet_end is not None and now - self._quiet_end >= self.every:
+            # The quiet runs before were no part of this one (calls succeeded for a whole
+            # interval since): its end line is of this run alone. Carried, a failure quiet at
+            # 10:00 made an outage at 15:00 that lasted 30 s end with "seconds: 18030".
+            self._since = None
+            self._failed = 0
+        self._quiet_end = None
         if self._since is None:
             self._since = now
         self._failed += count
@@ -402,7 +412,11 @@ class Failures:
     def succeeded(self) -> None:
         """A call succeeded: ends a run of failures, if one is under way (logged once, if
         one of its failures was)."""
-        if not self._told or self._since is None:
+        if self._since is None:
+            return
+        if not self._told:  # a quiet run ended: carried into the next, if that comes soon
+            if self._quiet_end is None:
+                self._quiet_end = self._clock()
             return
         seconds = round(self._clock() - self._since, 3)
         self._logger().warning(self.recovered, failed=self._failed, seconds=seconds)

@@ -97,6 +97,37 @@ def test_runs_that_flap_log_two_lines_a_second_and_count_the_quiet_ones_in_the_n
     assert failures.count == 0
 
 
+def test_a_quiet_run_long_before_is_not_counted_in_the_next_runs_end() -> None:
+    """A quiet run (a scrape failed within a minute of the last line) followed by hours of
+    success is no part of a later outage: its end line says that outage's seconds and
+    failures. The quiet run was carried: a 30 s outage hours later ended "seconds: 18030",
+    read as a store down for five hours."""
+    clock = ManualClock()
+    failures = logs.Failures(
+        "metrics_store_recovered", every=60.0, relapse=60.0, clock=clock.monotonic
+    )
+    with capture_logs() as entries:
+        failures.failed("metrics_counts_failed", "StoreUnavailable")  # told
+        clock.advance(15.0)
+        failures.succeeded()  # told ended
+        clock.advance(15.0)
+        failures.failed("metrics_counts_failed", "StoreUnavailable")  # quiet: a relapse
+        clock.advance(15.0)
+        failures.succeeded()  # a quiet run ends: no line
+        clock.advance(5 * 3600.0)
+        failures.failed("metrics_counts_failed", "StoreUnavailable")  # told
+        clock.advance(15.0)
+        failures.failed("metrics_counts_failed", "StoreUnavailable")
+        clock.advance(15.0)
+        failures.succeeded()
+    assert _lines(entries) == [
+        {"event": "metrics_counts_failed", "error": "StoreUnavailable"},
+        {"event": "metrics_store_recovered", "failed": 1, "seconds": 15.0},
+        {"event": "metrics_counts_failed", "error": "StoreUnavailable", "unlogged": 1},
+        {"event": "metrics_store_recovered", "failed": 2, "seconds": 30.0},
+    ]
+
+
 def test_a_quiet_run_of_a_new_error_is_logged_at_once() -> None:
     """The relapse interval is per error: another error's first failure is logged."""
     clock = ManualClock()
