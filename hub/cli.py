@@ -75,24 +75,56 @@ def _not_empty(text: str, why: str) -> str:
     return text
 
 
+#: How a usage error names a blank character around a value.
+_BLANKS = {
+    "\r": "a carriage return (\\r)",
+    "\n": "a line break (\\n)",
+    "\t": "a tab",
+    " ": "a space",
+}
+
+
+def _unpadded(text: str, what: str) -> str:
+    """``text``, or a usage error naming the blank character it starts or ends with: an env
+    file saved with Windows line endings (``docker run --env-file`` keeps the ``\\r``) gave
+    ``LEADHUB_CONFIG_DIR=/config\\r``, refused as "not a directory" in a line whose carriage
+    return hid the name on a terminal, and ``LEADHUB_HOST=0.0.0.0\\r`` a "startup failed:
+    Name or service not known"."""
+    if text == text.strip():
+        return text
+    char = text[-1] if text != text.rstrip() else text[0]
+    where = "ends" if text != text.rstrip() else "starts"
+    said = f"the {what} {where} with {_BLANKS.get(char, repr(char))}"
+    if char == "\r":
+        msg = f"{said}: an env file saved with Windows line endings? Save it with Unix (LF) ones"
+    else:
+        msg = f"{said}; remove it"
+    raise argparse.ArgumentTypeError(msg)
+
+
 def address(text: str) -> str:
     """An address to listen on, not empty: bound as given, an empty one listens on every
-    interface, which nobody asks for that way."""
-    return _not_empty(
+    interface, which nobody asks for that way. Nor starting or ending with a blank (no
+    address does: :func:`_unpadded`)."""
+    _not_empty(
         text,
         "an empty address would listen on every interface; give 127.0.0.1 (this machine "
         "only), or 0.0.0.0 or :: to mean every interface",
     )
+    return _unpadded(text, "address")
 
 
 def directory(text: str) -> str:
     """A configuration directory, not empty: an empty name is the current directory, whose
-    stray ``*.yaml`` files would be read as the hub's configuration."""
-    return _not_empty(
+    stray ``*.yaml`` files would be read as the hub's configuration. A name starting or
+    ending with a blank is refused unless a directory has that very name
+    (:func:`_unpadded`)."""
+    _not_empty(
         text,
         "an empty directory name would read the current directory; give the configuration "
         "directory, like mappings/",
     )
+    return text if os.path.isdir(text) else _unpadded(text, "directory name")
 
 
 def sandbox_key(text: str) -> str:

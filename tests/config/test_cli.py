@@ -589,3 +589,41 @@ def test_serve_logs_leadhub_variables_nothing_reads(tmp_path: Path) -> None:
     assert "warning: LEADHUB_FROMS_TOKEN is set, but nothing reads it" in done.stderr
     assert "did you mean LEADHUB_FORMS_TOKEN?" in done.stderr
     assert "t0ken-value" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "said"),
+    [
+        (["serve"], {"LEADHUB_HOST": "0.0.0.0\r"}, "LEADHUB_HOST='0.0.0.0\\r': the address ends"),
+        (["sandbox"], {"LEADHUB_HOST": " 127.0.0.1"}, "the address starts with a space; remove"),
+        (["serve", "--host", "127.0.0.1 "], {}, "argument --host: the address ends with a space"),
+        (["serve"], {"LEADHUB_CONFIG_DIR": "{dir}\r"}, "the directory name ends with a carriage"),
+        (["check"], {"LEADHUB_CONFIG_DIR": "{dir}\r"}, "LEADHUB_CONFIG_DIR='{dir}\\r': the dir"),
+        (["check", "{dir}\t"], {}, "argument dir: the directory name ends with a tab; remove it"),
+    ],
+)
+def test_a_host_or_directory_with_a_blank_around_it_is_a_usage_error(
+    tmp_path: Path, capsys: Cap, argv: list[str], environ: dict[str, str], said: str
+) -> None:
+    """An env file saved with Windows line endings (docker run --env-file keeps the \\r) gave
+    LEADHUB_CONFIG_DIR=/config\\r, refused as "/config\\r: not a directory", which a terminal
+    shows with the name hidden by the carriage return, and LEADHUB_HOST=0.0.0.0\\r a "startup
+    failed: cannot listen ... Name or service not known" (exit 1). A usage error now names
+    the variable and the character, and for a \\r the line endings."""
+    directory = str(config_dir(tmp_path))
+    argv = [arg.replace("{dir}", directory) for arg in argv]
+    if "LEADHUB_HOST" in environ or "--host" in argv:  # (should the address pass, no serving)
+        argv += NEVER_SERVE[argv[0]]
+    environ = {k: v.replace("{dir}", directory) for k, v in environ.items()}
+    err = usage_error(capsys, argv, environ)
+    assert said.replace("{dir}", directory) in err
+    if "\r" in "".join(environ.values()):
+        assert "an env file saved with Windows line endings? Save it with Unix (LF) ones" in err
+
+
+def test_a_directory_whose_name_has_a_blank_around_it_is_read(tmp_path: Path, capsys: Cap) -> None:
+    """A directory that is named so, blank and all, is no mistake: read as given."""
+    named = tmp_path / "config "
+    config_dir(tmp_path).rename(named)
+    assert main(["check", str(named)], environ={}) == 0
+    assert ": ok: 1 endpoint" in capsys.readouterr().out
