@@ -165,7 +165,30 @@ def _rotated(r: Reader, key: str) -> tuple[Secret, tuple[Secret, ...]]:
     """``key``'s secret (the list's first value) and, while it is rotated, the list's other
     values (:meth:`Reader.secrets`); an empty secret when none is usable (reported)."""
     found = r.secrets(key)
+    if key != "token":  # (a token's own warning: _token_unsendable)
+        _secret_padded(r, key, found)
     return (found[0], found[1:]) if found else (Secret(""), ())
+
+
+def _secret_padded(r: Reader, key: str, secrets: tuple[Secret, ...]) -> None:
+    """Warn of a signing secret (or Google's key) that starts or ends with white space or
+    holds a line break: no sender's secret does, and every delivery's signature (or key)
+    was refused (401) with the check saying ok. The usual causes: an env file saved with
+    Windows line endings (``docker run --env-file`` keeps the ``\\r``; a ``NAME_FILE`` is read
+    with its line endings made ``\\n``), or a blank line at the end of a ``NAME_FILE`` (one
+    final line break is dropped, not two)."""
+    for secret in secrets:
+        value = secret.reveal()
+        if value and (value != value.strip() or "\n" in value or "\r" in value):
+            crlf = "a carriage return (\\r)" if "\r" in value else "a space, tab or line break"
+            r.warn(
+                r.get(key),
+                f"'{key}' of {r.what} starts or ends with {crlf} (or holds one), which no "
+                "sender's secret does: every delivery would be refused (401); set "
+                f"{_set(r, key)} to the secret alone (an env file saved with Windows line "
+                "endings leaves a \\r; a blank line at the end of its file, a \\n)",
+            )
+            return
 
 
 def _token_unsendable(r: Reader, tokens: tuple[Secret, ...]) -> None:

@@ -148,6 +148,39 @@ def test_a_token_no_header_carries_is_a_warning_at_its_line(tmp_path: Path, cont
     )
 
 
+SIGNING = {"typeform": "secret", "hmac": "secret", "facebook": "app_secret", "google": "key"}
+
+
+@pytest.mark.parametrize("source", sorted(SIGNING))
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("s3cr3t-value\r", "a carriage return (\\r)"),  # an env file with CRLF line endings
+        ("s3cr3t-value\n", "a space, tab or line break"),
+        (" s3cr3t-value", "a space, tab or line break"),
+    ],
+)
+def test_a_signing_secret_with_a_blank_around_it_is_a_warning_at_its_line(
+    tmp_path: Path, source: str, value: str, said: str
+) -> None:
+    """A signing secret (or Google's key) ending in the \\r of an env file saved with Windows
+    line endings (docker run --env-file keeps it), or with a space or line break around it:
+    no sender signs with it, so every delivery was a 401 and check said ok. A warning at its
+    line naming the variable, never the value; the secret alone is none."""
+    (tmp_path / "cfg").mkdir()
+    path = _write(tmp_path / "cfg", source, "${SECRET}")
+    key = SIGNING[source]
+    environ = {"SECRET": value, "OTHER": "other-value"}
+    warnings = load(tmp_path / "cfg", environ).warnings
+    found = [w for w in warnings if f"'{key}' of endpoint 'e' starts or ends with {said}" in w]
+    assert len(found) == 1, warnings
+    assert found[0].startswith(f"{path}:4: ")
+    assert "set ${SECRET} to the secret alone" in found[0]
+    assert "s3cr3t" not in found[0]
+    environ["SECRET"] = value.strip()
+    assert not any(f"'{key}'" in w for w in load(tmp_path / "cfg", environ).warnings)
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
