@@ -343,19 +343,23 @@ def unknown_variables(environ: Mapping[str, str], read: Collection[str]) -> list
     value is never shown: it may be a secret meant for a ``${NAME}``."""
     flags = flag_variables()
     known = flags | {name for name in read if name.startswith(ENV_PREFIX)}
-    # (a flag's LEADHUB_<FLAG>_FILE is refused by the commands that have the flag)
-    known |= {f"{name}_FILE" for name in flags}
+    # (a flag's LEADHUB_<FLAG>_FILE is refused by the commands that have the flag; the
+    # sandbox's own variables have no _FILE form, and are said so below)
+    files = {f"{name}_FILE" for name in flags - set(SANDBOX_VARIABLES.values())}
     unknown: list[tuple[str, str]] = []
     for name in sorted(environ):
-        if not name.startswith(ENV_PREFIX) or name in known:
+        if not name.startswith(ENV_PREFIX) or name in known or name in files:
             continue
-        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8)
-        fix = (
-            f"did you mean {close[0]}? Rename it"
-            if close
-            else "no flag's LEADHUB_<FLAG> (leadhub COMMAND --help names them) and no "
-            "${NAME} in the configuration; unset it, or rename it to the one meant"
-        )
+        base = name.removesuffix("_FILE")
+        if base != name and base in known:
+            fix = f"{base} is not read from a file; give the value in {base} itself"
+        elif close := difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.8):
+            fix = f"did you mean {close[0]}? Rename it"
+        else:
+            fix = (
+                "no flag's LEADHUB_<FLAG> (leadhub COMMAND --help names them) and no "
+                "${NAME} in the configuration; unset it, or rename it to the one meant"
+            )
         unknown.append((name, f"{name} is set, but nothing reads it (ignored): {fix}"))
     return unknown
 

@@ -541,6 +541,7 @@ def test_check_warns_of_leadhub_variables_nothing_reads(
         "LEADHUB_LEASES": "value-two",
         "LEADHUB_FROMS_TOKEN": "value-three",
         "LEADHUB_NOTHING_LIKE_IT": "value-four",
+        "LEADHUB_SANDBOX_ACCESS_KEY_FILE": "value-five",  # (the sandbox reads no file)
     }
     for name, value in misspelt.items():
         monkeypatch.setenv(name, value)
@@ -551,7 +552,12 @@ def test_check_warns_of_leadhub_variables_nothing_reads(
     assert "did you mean LEADHUB_LEASE?" in out
     assert "did you mean LEADHUB_FORMS_TOKEN?" in out  # (a name the configuration reads)
     assert "LEADHUB_NOTHING_LIKE_IT is set, but nothing reads it (ignored): no flag's" in out
-    assert "4 warnings" in out
+    assert (
+        "LEADHUB_SANDBOX_ACCESS_KEY_FILE is set, but nothing reads it (ignored): "
+        "LEADHUB_SANDBOX_ACCESS_KEY is not read from a file; give the value in "
+        "LEADHUB_SANDBOX_ACCESS_KEY itself"
+    ) in out
+    assert "5 warnings" in out
     assert not any(value in out for value in misspelt.values())
     # With errors too (the typo that left ${LEADHUB_FORMS_TOKEN} unset), after them.
     monkeypatch.delenv("LEADHUB_FORMS_TOKEN")
