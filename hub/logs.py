@@ -98,6 +98,39 @@ def _dumps(obj: Any, default: Any = None) -> bytes:
         return json.dumps(obj, default=default or str).encode()
 
 
+class _Shown:
+    """A text value the console renderer writes as its ``repr``, quoted and escaped (not a
+    ``str``: the renderer writes a ``str`` without a space as it is)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return repr(self.text)
+
+    __str__ = __repr__  # (the event column is written with ``str``)
+
+
+def _escape_controls(
+    _logger: object, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """A console-only processor: each text value holding a character that is not printable
+    (a C0 or C1 control character such as ESC or U+009B CSI, DEL, a bidi override) is written
+    quoted and escaped (``'x\\x1b[2J'``), as the renderer writes a value with a space.
+
+    structlog's ConsoleRenderer writes a text value without a space, ``=`` or quote as it is:
+    a sender's delivery id, charset or header value holding an escape sequence (``\\u001b[2J``
+    in JSON, a raw 0x9b byte in a header, read as Latin-1) reached the operator's terminal
+    raw, where it could clear the screen, hide lines or retitle the window. JSON lines are
+    not affected (orjson escapes C0 controls; the text there is data, not a terminal's)."""
+    for key, value in event_dict.items():
+        if type(value) is str and not value.isprintable():
+            event_dict[key] = _Shown(value)
+    return event_dict
+
+
 class LineWriter:
     """A structlog logger writing each message as a line to ``stream``.
 
@@ -199,9 +232,10 @@ def configure(
         if json
         else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
+    shown = [] if json else [_escape_controls]
     threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[structlog.contextvars.merge_contextvars, _Stamp(), renderer],
+        processors=[structlog.contextvars.merge_contextvars, _Stamp(), *shown, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=_factory(_writer),
         cache_logger_on_first_use=False,
