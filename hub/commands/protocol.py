@@ -53,7 +53,10 @@
   request, or stops mid-head or mid-body, for :data:`READ_TIMEOUT` is closed (with a 408 once
   a request has begun, refused as above: after the answers of the requests before it).
   uvicorn's protocol times out only the wait between requests (keep-alive): a sender that
-  vanished mid-request held its connection, and a file descriptor, for good.
+  vanished mid-request held its connection, and a file descriptor, for good. A request
+  also has :data:`REQUEST_TIME` to come whole, more at :data:`REQUEST_RATE` bytes a second
+  (a byte every 29 s was never cut), and blank lines between requests do not stop the
+  keep-alive wait (one ``\r\n`` after an answer held the connection for good).
 * **A lingering close**: a connection the hub ends while its sender may still be sending (a
   refusal; a 413 for a body not read) is shut on the hub's side, and what still comes is read
   and dropped until the sender closes, goes quiet, or a bound passes
@@ -269,6 +272,15 @@ _HEADER_LINE = len(b": \r\n")
 #: descriptor for as long as the hub ran, and every new connection was refused (accepted and
 #: closed at once), senders and the dispatcher's calls to the embedded sandbox alike.
 READ_TIMEOUT = 30.0
+#: Seconds a request may take to come whole (its head and body; for a connection's first
+#: request, from the connection's start), plus a second for each :data:`REQUEST_RATE` bytes
+#: the connection sent meanwhile; past that it is answered 408 and the connection closed,
+#: as after :data:`READ_TIMEOUT`. The wait for each byte alone did not bound a request: a
+#: sender trickling a byte every 29 s (or a blank line before its first request) held its
+#: connection, and a file descriptor, for as long as it liked. A sender that keeps up
+#: :data:`REQUEST_RATE` is never cut, whatever its ``max_body`` (1 MiB at 2 KB/s: 9 minutes).
+REQUEST_TIME = 60.0
+REQUEST_RATE = 1024
 #: How long a connection closed under a sender that may still be sending lingers
 #: (:meth:`GatheringTransport.close`): it is closed once the sender has sent nothing for
 #: ``LINGER_QUIET`` seconds, and after ``LINGER_MAX`` at most, unless the sender closes
@@ -401,6 +413,12 @@ class HubHttpProtocol(HttpToolsProtocol):
         #: last came (loop time); the timer that looks at both (None when none is armed).
         self.reading = True
         self.last_read = self.loop.time()
+        #: When the request being awaited or read began to be awaited (the connection's
+        #: start, then each later request's first byte), and the bytes the connection had
+        #: received then; the bytes received so far (see :data:`REQUEST_TIME`).
+        self.request_since = self.last_read
+        self.request_from = 0
+        self.received = 0
         self.read_timer: asyncio.TimerHandle | None = self.loop.call_later(
             READ_TIMEOUT, self._read_timed_out
         )
@@ -432,6 +450,9 @@ class HubHttpProtocol(HttpToolsProtocol):
         # in, but an answer written while the data is parsed, a 401, arms it again for the
         # rest: it would close the connection under the next request in that data.)
         self._unset_keepalive_if_required()
+        if self.begun:  # (the first request's time runs from the connection's start)
+            self.request_since = self.loop.time()
+            self.request_from = self.received
         self.begun += 1
         self.in_head = True
         self.head_read = 0
@@ -449,11 +470,17 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.last_read = self.loop.time()
         self.reads += 1
         self.read_len = len(data)
+        self.received += len(data)
         begun = self.begun
         trailing = self.after_chunk_size
         # uvicorn's data_received, less its "Invalid HTTP request received." warning (one
-        # line per refusal, however many: the refusal's own line, throttled, says it)
-        self._unset_keepalive_if_required()
+        # line per refusal, however many: the refusal's own line, throttled, says it). Only
+        # bytes of a request under way stop the keep-alive wait (a request's first byte
+        # stops it in on_message_begin): uvicorn stopped it at any byte, and the blank lines
+        # a parser skips between requests (one "\r\n" after an answer) began no request,
+        # so no timer was left and the connection stayed open for good.
+        if self.unfinished:
+            self._unset_keepalive_if_required()
         fed = data
         while True:
             try:
@@ -746,11 +773,16 @@ class HubHttpProtocol(HttpToolsProtocol):
         if not self.reading or self.transport.is_closing():
             return
         now = self.loop.time()
-        if self.flow.read_paused:
+        if self.flow.read_paused:  # (the hub's wait, not the sender's: neither deadline runs)
+            self.request_since += now - self.last_read
             self.last_read = now
         idle = now - self.last_read
-        if idle < READ_TIMEOUT:
-            self.read_timer = self.loop.call_later(READ_TIMEOUT - idle, self._read_timed_out)
+        allowed = REQUEST_TIME + (self.received - self.request_from) / REQUEST_RATE
+        left = self.request_since + allowed - now
+        if idle < READ_TIMEOUT and left > 0:
+            self.read_timer = self.loop.call_later(
+                min(READ_TIMEOUT - idle, left), self._read_timed_out
+            )
             return
         cycle: Any = self.cycle
         answering = (  # the unfinished request's own answer under way: no 408 can follow
@@ -762,7 +794,14 @@ class HubHttpProtocol(HttpToolsProtocol):
         if not self.begun or answering:
             self.transport.close()
             return
-        self._refuse(408, f"request not sent whole: no byte for {READ_TIMEOUT:g} s", "read_timeout")
+        if idle >= READ_TIMEOUT:
+            error = f"request not sent whole: no byte for {READ_TIMEOUT:g} s"
+        else:
+            error = (
+                f"request not sent whole within {allowed:.0f} s ({REQUEST_TIME:g} s, and a "
+                f"second more for each {REQUEST_RATE} bytes sent)"
+            )
+        self._refuse(408, error, "read_timeout")
 
     def send_400_response(self, msg: str) -> None:
         """A request uvicorn's parser cannot read (``Content-Length: abc``, not HTTP) is

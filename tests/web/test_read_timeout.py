@@ -133,3 +133,103 @@ def test_a_kept_alive_connection_gets_a_fresh_wait_for_each_request(hub: Hub) ->
     assert got.startswith(b"HTTP/1.1 200 "), got
     assert b"HTTP/1.1 408 " in got
     assert [e.delivery_id for e in hub.events()] == ["e-first"]
+
+
+#: The request time of the trickle tests, shorter than the wait for each byte, whose sender
+#: sends a byte far more often than that wait (the wait alone never ends its connection).
+TRICKLE_TIME, TRICKLE_WAIT, BYTE_EVERY = 1.0, 3.0, 0.2
+
+
+def _trickle(sock: socket.socket, data: bytes, within: float) -> bytes:
+    """Send ``data`` a byte every :data:`BYTE_EVERY` s until the hub closes the connection
+    (what it wrote then); fails if ``data`` runs out or ``within`` seconds pass first."""
+    deadline = time.monotonic() + within
+    sock.settimeout(BYTE_EVERY)
+    got = b""
+    for byte in data:
+        if time.monotonic() > deadline:
+            break
+        try:
+            sock.sendall(bytes([byte]))
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        got += chunk
+        if not chunk:
+            sock.close()
+            return got
+    sock.close()
+    pytest.fail(f"the connection was still open after {within} s of trickling: {got!r}")
+
+
+@pytest.fixture
+def trickle_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Hub]:
+    # (raising=False: the tests also run, and fail, on a protocol without the request time)
+    monkeypatch.setattr(protocol, "READ_TIMEOUT", TRICKLE_WAIT, raising=False)
+    monkeypatch.setattr(protocol, "REQUEST_TIME", TRICKLE_TIME, raising=False)
+    with running_hub(tmp_path, writer="process") as running:
+        yield running
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_answered_408_and_closed(
+    trickle_hub: Hub,
+) -> None:
+    """Each byte started the wait over, so a sender sending a byte a little more often than
+    the wait held its connection (and a file descriptor) for as long as it liked. A request
+    now has a time to come whole: past it, a 408 and the connection closed; nothing stored."""
+    body, headers = _signed("e-trickled")
+    got = _trickle(_connect(trickle_hub), _request(body, headers), within=20 * TRICKLE_TIME)
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert b"connection: close" in got.lower()
+    assert b"request not sent whole within" in got, got
+    assert trickle_hub.events() == []
+
+
+def test_blank_lines_before_a_first_request_do_not_hold_a_connection(trickle_hub: Hub) -> None:
+    """Blank lines begin no request (the parser skips them): sent a byte at a time, each one
+    started the wait for the first request over. Closed now, without an answer (nothing was
+    asked)."""
+    got = _trickle(_connect(trickle_hub), b"\r\n" * 10_000, within=20 * TRICKLE_TIME)
+    assert got == b""
+
+
+def test_a_request_sent_slowly_but_steadily_is_not_cut(
+    trickle_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request longer in coming than the request time is not cut while its sender keeps
+    sending: each :data:`REQUEST_RATE` bytes add a second."""
+    monkeypatch.setattr(protocol, "REQUEST_RATE", 100, raising=False)
+    body, headers = _signed("e-steady", extra='"pad": "' + "x" * 5000 + '"')
+    wire = _request(body, headers)
+    sock = _connect(trickle_hub)
+    started = time.monotonic()
+    step = 100  # 100 bytes every 0.1 s: ten times the rate
+    for at in range(0, len(wire), step):
+        sock.sendall(wire[at : at + step])
+        time.sleep(0.1)
+    assert time.monotonic() - started > 2 * TRICKLE_TIME
+    sock.settimeout(30)
+    answer = sock.recv(65536)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert [e.delivery_id for e in trickle_hub.events()] == ["e-steady"]
+
+
+def test_a_blank_line_after_an_answer_does_not_hold_the_connection(hub: Hub) -> None:
+    """A blank line after a request's answer began no request but stopped uvicorn's
+    keep-alive wait, and no other wait ran: the connection stayed open for good. Now the
+    keep-alive wait (uvicorn's 5 s) closes it."""
+    body, headers = _signed("e-then-blank")
+    sock = _connect(hub)
+    sock.sendall(_request(body, headers))
+    sock.settimeout(30)
+    answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    sock.sendall(b"\r\n")
+    got, _ = _until_closed(sock, within=60)
+    assert got == b""
