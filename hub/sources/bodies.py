@@ -359,14 +359,17 @@ _UNESCAPE_PIECE = 8192
 _ASCII_RUN = re.compile(r"[\x00-\x7f]+")
 
 
-def _unescaped(run: str) -> bytes:
-    """``unquote_to_bytes(run)``, a piece of :data:`_UNESCAPE_PIECE` characters at a time.
+def _unescaped(run: str, pieces: list[tuple[int, int]] | None = None) -> bytes:
+    """``unquote_to_bytes(run)``, a piece of :data:`_UNESCAPE_PIECE` characters at a time;
+    each piece's start in ``run`` and in the bytes is added to ``pieces`` when given.
 
     A piece is never cut within two characters after a ``%`` unless it is cut before a
     ``%``: that one's escape then stays whole, and one cut off before it had a ``%`` for a
     hex digit, which no escape has (it is kept as written either way).
     """
     if len(run) <= _UNESCAPE_PIECE:
+        if pieces is not None:
+            pieces.append((0, 0))
         return unquote_to_bytes(run)
     out = bytearray()
     start = 0
@@ -376,6 +379,8 @@ def _unescaped(run: str) -> bytes:
             cut = run.find("%", end - 2, end)
             if cut > start:
                 end = cut
+        if pieces is not None:
+            pieces.append((start, len(out)))
         out += unquote_to_bytes(run[start:end])
         start = end
     return bytes(out)
@@ -415,19 +420,45 @@ def _form_pairs(text: str, charset: str) -> list[tuple[str, str]]:
     return pairs
 
 
+#: Escapes of bytes over 0x7f, one after another: in :data:`_ASCII_SAFE` charsets the
+#: only bytes of a form's text that can fail to decode (ASCII is one byte there, that no
+#: other byte's character holds), and a character's bytes are such a run.
+_HIGH_ESCAPES = re.compile(r"(?:%[89A-Fa-f][0-9A-Fa-f])+")
+
+
 def _escaped_fault(text: str, charset: str) -> tuple[int, int, str] | None:
     """The first percent-escaped byte of a form body's ``text`` that ``charset`` does not
-    decode: ``(byte, index in text, its escape)``; None when none is found."""
+    decode: ``(byte, index in text, its escape)``; None when none is found.
+
+    In :data:`_ASCII_SAFE` charsets (UTF-8 and the like) only the runs of escapes of high
+    bytes are decoded, not the whole text unescaped again: a bad escape after a mebibyte of
+    good ones was found in about twice the time the body took to read, now in a little more."""
+    try:
+        safe = codecs.lookup(charset).name in _ASCII_SAFE
+    except LookupError:
+        safe = False
+    if safe:
+        for run in _HIGH_ESCAPES.finditer(text):
+            raw = bytes.fromhex(run.group().replace("%", ""))
+            try:
+                raw.decode(charset)
+            except UnicodeDecodeError as exc:
+                at = run.start() + 3 * exc.start
+                return raw[exc.start], at, text[at : at + 3]
+        return None
     for run in _FORM_RUN.finditer(text):
         chunk = run.group()
         if "%" not in chunk:
             continue
-        raw = _unescaped(chunk)
+        pieces: list[tuple[int, int]] = []
+        raw = _unescaped(chunk, pieces)
         try:
             raw.decode(charset)
         except UnicodeDecodeError as exc:
-            at = 0
-            for _ in range(exc.start):  # each byte before it: an escape, or one character
+            # from the start of the piece it is in (a byte at a time from the chunk's start
+            # took 40 ms for a bad escape after 349,000 good ones)
+            at, byte = next((t, b) for t, b in reversed(pieces) if b <= exc.start)
+            for _ in range(exc.start - byte):  # each byte before it: an escape, or a character
                 at += 3 if _ESCAPE.match(chunk, at) else 1
             return raw[exc.start], run.start() + at, chunk[at : at + 3]
         except ValueError:  # (a codec failing otherwise, as punycode may: no byte to name)
