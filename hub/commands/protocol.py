@@ -54,9 +54,10 @@
   a request has begun, refused as above: after the answers of the requests before it).
   uvicorn's protocol times out only the wait between requests (keep-alive): a sender that
   vanished mid-request held its connection, and a file descriptor, for good. A request
-  also has :data:`REQUEST_TIME` to come whole, more at :data:`REQUEST_RATE` bytes a second
-  (a byte every 29 s was never cut), and blank lines between requests do not stop the
-  keep-alive wait (one ``\r\n`` after an answer held the connection for good).
+  also has :data:`REQUEST_TIME` to come whole, more at :data:`REQUEST_RATE` bytes a
+  second, :data:`REQUEST_TIME_MAX` at most (a byte every 29 s was never cut), and blank
+  lines between requests do not stop the keep-alive wait (one ``\r\n`` after an answer
+  held the connection for good).
 * **A lingering close**: a connection the hub ends while its sender may still be sending (a
   refusal; a 413 for a body not read) is shut on the hub's side, and what still comes is read
   and dropped until the sender closes, goes quiet, or a bound passes
@@ -278,9 +279,12 @@ READ_TIMEOUT = 30.0
 #: as after :data:`READ_TIMEOUT`. The wait for each byte alone did not bound a request: a
 #: sender trickling a byte every 29 s (or a blank line before its first request) held its
 #: connection, and a file descriptor, for as long as it liked. A sender that keeps up
-#: :data:`REQUEST_RATE` is never cut, whatever its ``max_body`` (1 MiB at 2 KB/s: 9 minutes).
+#: :data:`REQUEST_RATE` is not cut before :data:`REQUEST_TIME_MAX` (1 MiB at 2 KB/s: 9
+#: minutes), the most any request has: bytes that count toward no limit (a chunk's
+#: extension, which the parser reads without end) would otherwise hold a connection for good.
 REQUEST_TIME = 60.0
 REQUEST_RATE = 1024
+REQUEST_TIME_MAX = 900.0
 #: How long a connection closed under a sender that may still be sending lingers
 #: (:meth:`GatheringTransport.close`): it is closed once the sender has sent nothing for
 #: ``LINGER_QUIET`` seconds, and after ``LINGER_MAX`` at most, unless the sender closes
@@ -778,6 +782,7 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.last_read = now
         idle = now - self.last_read
         allowed = REQUEST_TIME + (self.received - self.request_from) / REQUEST_RATE
+        allowed = min(allowed, REQUEST_TIME_MAX)
         left = self.request_since + allowed - now
         if idle < READ_TIMEOUT and left > 0:
             self.read_timer = self.loop.call_later(
@@ -799,7 +804,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         else:
             error = (
                 f"request not sent whole within {allowed:.0f} s ({REQUEST_TIME:g} s, and a "
-                f"second more for each {REQUEST_RATE} bytes sent)"
+                f"second more for each {REQUEST_RATE} bytes sent, {REQUEST_TIME_MAX:g} s at most)"
             )
         self._refuse(408, error, "read_timeout")
 

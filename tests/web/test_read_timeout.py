@@ -233,3 +233,36 @@ def test_a_blank_line_after_an_answer_does_not_hold_the_connection(hub: Hub) -> 
     sock.sendall(b"\r\n")
     got, _ = _until_closed(sock, within=60)
     assert got == b""
+
+
+def test_a_request_that_never_ends_is_cut_however_fast_it_comes(
+    trickle_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk's extension counts toward no limit (the parser reads it without end): sent
+    fast, its bytes kept adding time to the request's. A request has a most it may take."""
+    monkeypatch.setattr(protocol, "REQUEST_TIME_MAX", 2 * TRICKLE_TIME, raising=False)
+    sock = _connect(trickle_hub)
+    sock.sendall(
+        b"POST /hooks/typeform HTTP/1.1\r\nhost: hub\r\ncontent-type: application/json\r\n"
+        b"transfer-encoding: chunked\r\n\r\n2;"
+    )
+    sock.settimeout(0.05)
+    got = b""
+    deadline = time.monotonic() + 20 * TRICKLE_TIME
+    while time.monotonic() < deadline:
+        try:
+            sock.sendall(b"x" * 4096)
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            break
+        got += chunk
+        if not chunk or got.startswith(b"HTTP/1.1 408 "):
+            break
+    sock.close()
+    assert got.startswith(b"HTTP/1.1 408 "), got
+    assert b"at most" in got
