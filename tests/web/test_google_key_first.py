@@ -17,7 +17,6 @@ from hub.sources.bodies import parse
 from hub.sources.google import GoogleSource
 from tests.sources import fixtures as fx
 from tests.web.conftest import Hub
-from tests.web.test_hostile_bodies import _hub_cpu
 
 FORM = "application/x-www-form-urlencoded"
 #: A mebibyte of percent-escapes and, at its end, one that UTF-8 does not decode: parsing it
@@ -32,8 +31,8 @@ HOSTILE_COUNT = 20
 def test_an_unauthenticated_form_is_refused_before_it_is_parsed(hub: Hub) -> None:
     """20 such bodies sent while a real delivery comes: each is refused 401 unauthorized (it
     was a 400 naming the bad escape, the body read whole for a sender that never showed the
-    key), the real delivery is taken, and the hub spent a fraction of the CPU parsing them
-    took (about 2 s, more under load)."""
+    key), and the real delivery is taken. The 401 itself shows the body was not parsed: a
+    parse would have refused the bad escape at its end first (400), as it did."""
     answers: list[httpx.Response] = []
 
     def hostile() -> None:
@@ -43,20 +42,15 @@ def test_an_unauthenticated_form_is_refused_before_it_is_parsed(hub: Hub) -> Non
                 answers.append(client.post("/hooks/google", content=body, headers=_form()))
 
     good = fx.load("google_ads", "lead_full", "google")
-    before = _hub_cpu(hub)
     sender = threading.Thread(target=hostile)
     sender.start()
     taken = hub.client.post(good.path, content=good.body, headers=good.lower_headers())
     sender.join(timeout=120)
-    used = _hub_cpu(hub) - before
     assert taken.status_code == 200, taken.text
     assert [(a.status_code, a.json()) for a in answers] == [
         (401, {"error": "unauthorized"})
     ] * HOSTILE_COUNT
     assert len(hub.events()) == 1
-    # (the CPU of this process, client and server, and of the store's writer: parsing the
-    # bodies took 2.2 s of it alone)
-    assert used < 1.0, f"{HOSTILE_COUNT} unauthenticated bodies took {used:.2f} s of CPU"
 
 
 def test_a_form_with_the_key_is_taken_and_a_bad_escape_beside_it_still_named(hub: Hub) -> None:
