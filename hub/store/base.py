@@ -287,12 +287,18 @@ class ClockWatch:
             self._kept = (reading.now, reading.monotonic, shift)
 
 
-def log_clock_step(step: float, events: int, leases: int) -> None:
+def log_clock_step(step: float, events: int, leases: int, slots: int = 0) -> None:
     """Log a step of the store's clock a claim applied (:func:`clock_step`'s ``step``):
-    ``clock_stepped_back`` (``events``: the waiting events' due times moved too) or
-    ``clock_stepped_forward``."""
+    ``clock_stepped_back`` (``events``: the waiting events' due times moved too; ``slots``:
+    the shared rate windows' slots) or ``clock_stepped_forward``."""
     if step > 0:
-        log().warning("clock_stepped_back", seconds=round(step, 3), events=events, leases=leases)
+        log().warning(
+            "clock_stepped_back",
+            seconds=round(step, 3),
+            events=events,
+            leases=leases,
+            slots=slots,
+        )
     else:
         log().warning("clock_stepped_forward", seconds=round(-step, 3), leases=leases)
 

@@ -646,15 +646,28 @@ class PostgresStore(BatchedStore):
         if step is None:
             return shift
         if step:
-            moved = 0
+            moved = slots = 0
             if step > 0:
                 moved = _count(await conn.execute(Q["clock_stepped_back"], step, now))
+                slots = await self._slots_stepped_back(conn, step, now)
             leases = _count(await conn.execute(Q["leases_stepped_back"], step))
             shift += step
             await conn.execute(Q["set_clock_shift"], repr(shift))
-            log_clock_step(step, moved, leases)
+            log_clock_step(step, moved, leases, slots)
         await conn.execute(Q["set_clock_mark"], repr(now))
         return shift
+
+    async def _slots_stepped_back(self, conn: _Conn, step: float, now: float) -> int:
+        """Move the rate slots said to end after ``now`` and the waiters' turns back by
+        ``step`` (a step back of the clock, undone in a claim's turn), each account under its
+        lock (``lock_account``, taken in the accounts' order): rows take_slots writes under
+        it are moved only between two of its turns. How many slots moved."""
+        moved = 0
+        for row in await conn.fetch(Q["stepped_accounts"], now):
+            await conn.execute(Q["lock_account"], row[0])
+            moved += _count(await conn.execute(Q["slots_stepped_back"], step, now, row[0]))
+            await conn.execute(Q["waiters_stepped_back"], step, now, row[0])
+        return moved
 
     async def ack(
         self,
@@ -994,6 +1007,9 @@ class PostgresStore(BatchedStore):
 
     async def stop_waiting(self, account: str, waiter: str) -> None:
         async with self._conn() as conn:
+            # (under the account's lock, as a claim moving its slots after a step back: each
+            # locks several of its slots, and in no set order)
+            await conn.execute(Q["lock_account"], account)
             await conn.execute(Q["stop_waiting_slots"], account, waiter)
             await conn.execute(Q["stop_waiting"], account, waiter)
 

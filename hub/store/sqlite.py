@@ -692,8 +692,9 @@ class SQLiteStore(BatchedStore):
 def _clock_mark(conn: sqlite3.Connection, reading: ClockReading) -> float:
     """Keep the store's clock mark (the latest time a claim read, written at most once per
     :data:`CLOCK_STEP_BACK` s); a time more than that before it is a step back of the wall
-    clock: the waiting events' due times and the claimed events' lease ends go back as much,
-    and the clock shift grows by as much (``clock_stepped_back``). A step forward this store
+    clock: the waiting events' due times, the claimed events' lease ends and the rate slots
+    of the calls before it go back as much, and the clock shift grows by as much
+    (``clock_stepped_back``). A step forward this store
     object saw (its ``reading``'s ``ahead``, see :func:`clock_step`), less the steps another
     store object applied since its last claim (:meth:`ClockReading.unapplied`), moves the
     lease ends forward and the shift down as much (``clock_stepped_forward``). Read in the
@@ -704,13 +705,15 @@ def _clock_mark(conn: sqlite3.Connection, reading: ClockReading) -> float:
     if step is None:
         return shift
     if step:
-        moved = 0
+        moved = slots = 0
         if step > 0:
             moved = conn.execute(Q["clock_stepped_back"], {"by": step, "now": now}).rowcount
+            slots = conn.execute(Q["slots_stepped_back"], {"by": step, "now": now}).rowcount
+            conn.execute(Q["waiters_stepped_back"], {"by": step, "now": now})
         leases = conn.execute(Q["leases_stepped_back"], {"by": step}).rowcount
         shift += step
         conn.execute(Q["set_clock_shift"], {"shift": repr(shift)})
-        log_clock_step(step, moved, leases)
+        log_clock_step(step, moved, leases, slots)
     conn.execute(Q["set_clock_mark"], {"now": repr(now)})
     return shift
 

@@ -181,3 +181,31 @@ async def test_a_step_forward_does_not_send_a_lead_in_flight_again(
         fake.gate.set()
         await one.close()
         await two.close()
+
+
+async def test_a_step_back_does_not_stop_rate_limited_sending(
+    tmp_path: Path, hub_db_url: str
+) -> None:
+    """A backlog sent at the target's rate limit (2 calls a second, the window full at every
+    moment) when the clock is set back a minute: the rest goes on at that rate, within
+    seconds (before, the calls of the window before the step counted for the minute as well,
+    and no call went out until it had passed again)."""
+    clock = SteppedClock()
+    fake = FailsUntilOpen()
+    fake.open = True
+    app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
+    store = open_store(hub_db_url, clock=clock)
+    await store.open()
+    try:
+        with serve_in_thread(app) as url, capture_logs() as logs:
+            config = forms_config(tmp_path, url, rate_limit="2/1s")
+            async with running(config, store, clock=clock):
+                ids = await enqueue(store, "forms", leads("rated", 8))
+                await wait_for(lambda: len(fake.created) >= 3, timeout=30, what="3 sent")
+                clock.step(-60.0)
+                # (a hang guard: before, the rest waited out the minute)
+                await wait_for(all_in(State.DELIVERED, store, ids), timeout=30, what="delivered")
+        assert sorted(fake.created) == sorted(f"rated{n}@example.com" for n in range(8))
+        assert [e["slots"] > 0 for e in logs if e["event"] == "clock_stepped_back"] == [True]
+    finally:
+        await store.close()

@@ -22,7 +22,8 @@ from structlog.testing import capture_logs
 
 from hub.clock import ManualClock, ServerTime
 from hub.store import EventStore, LeaseLost
-from hub.store.models import Ack, State
+from hub.store.base import CLOCK_STEP_BACK
+from hub.store.models import Ack, SlotAnswer, State
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SQLiteStore
 from tests.store.conftest import opened, sqlite_url
@@ -90,6 +91,39 @@ async def test_tokens_hold_across_two_steps_back(store_url: str, clock: ManualCl
             State.QUEUED,
             State.DEAD,
         ]
+
+
+async def test_a_step_back_leaves_an_accounts_rate_window_as_it_was(
+    store_url: str, clock: ManualClock
+) -> None:
+    """Five calls to an account (5 calls per 1 s window), four ended and one in flight, when
+    the clock goes back a minute; the next claim undoes the step for the rate slots too. The
+    window has room a window (and CLOCK_STEP_BACK) after the four ended, not a minute and a
+    window later (before, no call went out for the step's length); the call in flight still
+    counts until its hold."""
+    window = 1.0
+    async with opened(store_url, clock) as store:
+
+        async def take(want: int = 1) -> SlotAnswer:
+            return await store.take_slots("acct", calls=5, window=window, hold=12.0, want=want)
+
+        assert await store.claim(limit=1, lease=LEASE) == []  # (the clock's mark)
+        taken = await take(5)
+        assert len(taken.slots) == 5
+        clock.advance(0.5)
+        for slot in taken.slots[:4]:
+            await store.end_slot(slot)
+        clock.step(-60)
+        with capture_logs() as logs:
+            assert await store.claim(limit=1, lease=LEASE) == []
+        [stepped] = [e for e in logs if e["event"] == "clock_stepped_back"]
+        assert stepped["slots"] == 5
+        # (a step is undone to within CLOCK_STEP_BACK: the mark is the last claim's time)
+        full = await take()
+        assert full.slots == () and full.wait <= window + CLOCK_STEP_BACK
+        clock.advance(window + CLOCK_STEP_BACK)
+        again = await take(5)
+        assert len(again.slots) == 4
 
 
 # -- a step forward ---------------------------------------------------------------------

@@ -222,6 +222,24 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > $2;
 -- dead and its lease claimed (and its lead sent) again while its call is in flight.
 UPDATE events SET next_attempt_at = next_attempt_at - $1 WHERE state = 'sending';
 
+-- name: stepped_accounts
+-- The accounts whose rate slots or waiters a step back moves ($1 now), in the order their
+-- locks (lock_account) are taken: the same for every claim, and a claim holds no account's
+-- lock while it waits for another's.
+SELECT account FROM rate_slots WHERE ends_at > $1
+UNION
+SELECT account FROM rate_waiters WHERE until > $1
+ORDER BY account;
+
+-- name: slots_stepped_back
+-- ... and so do the account's ($3) rate slots said to end after $2 (the calls of the window
+-- before the step, ended or in flight), as sqlite.sql's: left as they were, they kept the
+-- window full for the step as well, and no call to the account went out meanwhile.
+UPDATE rate_slots SET ends_at = ends_at - $1 WHERE account = $3 AND ends_at > $2;
+
+-- name: waiters_stepped_back
+UPDATE rate_waiters SET since = since - $1, until = until - $1 WHERE account = $3 AND until > $2;
+
 -- name: claimable_waiting
 -- $1 now, $2 targets left alone, $3 limit, $4 endpoints whose unrouted events are left alone,
 -- $5 the claimer's endpoints (NULL: no such check): an event of another endpoint is claimed

@@ -273,6 +273,18 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now;
 -- dead and its lease claimed (and its lead sent) again while its call is in flight.
 UPDATE events SET next_attempt_at = next_attempt_at - :by WHERE state = 'sending';
 
+-- name: slots_stepped_back
+-- ... and so do the account's rate slots said to end after :now (the calls of the window
+-- before the step, ended or in flight) and the waiters' turns: the window counts those calls
+-- as long as it was meant to. Left as they were, they kept the window full for the step as
+-- well: no call to the account went out for as long as the clock was set back (up to
+-- SLOT_HORIZON; a longer step dropped them and let an extra window's calls through). Only
+-- on a step back: a step forward a claim sees may be a resumed VM's sleep, real time.
+UPDATE rate_slots SET ends_at = ends_at - :by WHERE ends_at > :now;
+
+-- name: waiters_stepped_back
+UPDATE rate_waiters SET since = since - :by, until = until - :by WHERE until > :now;
+
 -- name: mark_claimed
 UPDATE events
 SET state = 'sending', attempts = attempts + 1, next_attempt_at = :lease_until,
