@@ -137,6 +137,10 @@ class Lane:
         #: pauses as (began, resumed): time the target was paused does not count toward an
         #: event's give_up_after (:meth:`paused_during`).
         self._paused_since: float | None = None
+        #: The same, by the monotonic clock: how long the run of pauses lasted
+        #: (``target_resumed``'s ``seconds``; the wall clock's difference was off by any step
+        #: of it meanwhile, negative after a step back).
+        self._paused_at = 0.0
         self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
         #: What the events this pause holds back say (its reason and the fix), from the
         #: refused call that started it; None before any pause.
@@ -623,6 +627,7 @@ class Lane:
         now = d.clock.time()
         if self._paused_since is None:
             self._paused_since = now
+            self._paused_at = d.clock.monotonic()
         if not self.paused():
             ceiling = self.policy.ceiling(self.pause_level + 1)
             paused_for = ceiling * (0.5 + 0.5 * self._random())
@@ -665,7 +670,7 @@ class Lane:
             "target_resumed",
             target=self.target.name,
             by=by,
-            seconds=round(self._d.clock.time() - self._paused_since, 3),
+            seconds=round(self._d.clock.monotonic() - self._paused_at, 3),
             pauses=self.pause_level,
         )
 

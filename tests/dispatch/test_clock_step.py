@@ -105,16 +105,18 @@ async def test_a_step_back_does_not_lengthen_a_targets_pause(tmp_path: Path) -> 
     """A target whose keys were refused (401) is paused for at most a second (its retry's
     max_interval); the clock goes back an hour meanwhile and the keys are fixed: its events
     are sent within seconds, not once the hour has passed again (the pause's end was a wall
-    time, an hour further off after the step)."""
+    time, an hour further off after the step). ``target_resumed`` tells how long the pauses
+    lasted (it told the wall clock's difference: -3,600 s and some)."""
     clock = SteppedClock()
     fake = FailsUntilOpen(status=401)
     app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
     store = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=clock)
     await store.open()
     try:
-        with serve_in_thread(app) as url:
+        with serve_in_thread(app) as url, capture_logs() as logs:
             retry = "{initial: 1s, max_interval: 1s, give_up_after: 1h}"
             config = forms_config(tmp_path, url, retry=retry)
+            started = time.monotonic()
             async with running(config, store, clock=clock) as dispatcher:
                 ids = await enqueue(store, "forms", leads("paused", 2))
                 lane = dispatcher.lanes["default"]
@@ -123,7 +125,10 @@ async def test_a_step_back_does_not_lengthen_a_targets_pause(tmp_path: Path) -> 
                 fake.open = True
                 # (a hang guard: before, the pause lasted the hour again)
                 await wait_for(all_in(State.DELIVERED, store, ids), timeout=30, what="delivered")
+            lasted = time.monotonic() - started
         assert sorted(fake.created) == [f"paused{n}@example.com" for n in range(2)]
+        [resumed] = [e for e in logs if e["event"] == "target_resumed"]
+        assert 0 < resumed["seconds"] <= lasted
     finally:
         await store.close()
 
