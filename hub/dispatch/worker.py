@@ -113,7 +113,7 @@ from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import RetryPolicy, Rewrites
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
-from hub.store.base import ENDPOINT_ABSENT, EventStore, StoreUnavailable
+from hub.store.base import CLOCK_STEP_BACK, ENDPOINT_ABSENT, EventStore, StoreUnavailable
 from hub.store.models import Event, Route, State
 from hub.units import seconds_text
 from hub.web.metrics import app_registry
@@ -235,6 +235,10 @@ class Dispatcher:
         )
         #: The outage lines of failed sends, acks and preparations (:meth:`log_failure`).
         self.outage_lines = logs.Throttle(OUTAGE_LOG_EVERY)
+        #: The clock's wall reading less its monotonic one when the last claim the store took
+        #: was asked for (None: none yet), to tell a step back of the store's clock by while
+        #: the lanes are full (:meth:`_stepped_back`).
+        self._claim_offset: float | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -488,6 +492,8 @@ class Dispatcher:
                     got, ahead = await ahead, None
                 else:
                     size = self._claim_size()
+                    if size == 0 and self._stepped_back():
+                        size = 1  # (the claim undoes the step; see _stepped_back)
                     if size == 0:
                         await self._idle(self.poll)
                         continue
@@ -516,6 +522,18 @@ class Dispatcher:
                     for event in last[0]:
                         await self.release_soon(event, at_once=True)
 
+    def _stepped_back(self) -> bool:
+        """Whether the clock went back more than :data:`CLOCK_STEP_BACK` since the last claim
+        the store took was asked for. Only a claim undoes a step back in the store (the
+        waiting events' due times, the leases, the rate slots), and with every lane full none
+        was asked for: the lanes' calls waited for a rate window whose calls counted the step
+        longer, and the lanes stayed full until their events' leases ran out (about 45 s at
+        the default lease) or the step had passed."""
+        last = self._claim_offset
+        if last is None:
+            return False
+        return self.clock.time() - self.clock.monotonic() < last - CLOCK_STEP_BACK
+
     async def _claim(self, size: int, hogs: set[str]) -> Claimed | None:
         """Claim up to ``size`` events (``hogs`` left out): (claimed, size, when it was asked
         for, monotonic); None on failure.
@@ -535,6 +553,7 @@ class Dispatcher:
         """
         try:
             started = self.clock.monotonic()
+            offset = self.clock.time() - started
             claimed = await self.store.claim(
                 limit=size,
                 lease=self.lease,
@@ -547,6 +566,7 @@ class Dispatcher:
             await self._back_off(max(self.poll, 1.0))
             return None
         self.claim_failures.succeeded()
+        self._claim_offset = offset
         self.rewrites.claimed(claimed, started, self.lease)
         _log.debug(
             "events_claimed",

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
+from hub.dispatch.ratelimit import account_of
 from hub.store import open_store
 from hub.store.models import State
 from tests.dispatch.support import (
@@ -191,10 +192,11 @@ async def test_a_step_forward_does_not_send_a_lead_in_flight_again(
 async def test_a_step_back_does_not_stop_rate_limited_sending(
     tmp_path: Path, hub_db_url: str
 ) -> None:
-    """A backlog sent at the target's rate limit (2 calls a second, the window full at every
-    moment) when the clock is set back a minute: the rest goes on at that rate, within
-    seconds (before, the calls of the window before the step counted for the minute as well,
-    and no call went out until it had passed again)."""
+    """A backlog sent at the target's rate limit (2 calls per 10 s), the lane full of events
+    waiting for the window, which the first two calls, ended, fill; the clock goes back a
+    minute. The next calls go out once their window has passed (before, the rate slots kept
+    the step too and counted the two calls a minute longer; and while the lane stayed full
+    nothing was claimed to undo the step, until its events' leases ran out, 45 s later)."""
     clock = SteppedClock()
     fake = FailsUntilOpen()
     fake.open = True
@@ -203,14 +205,24 @@ async def test_a_step_back_does_not_stop_rate_limited_sending(
     await store.open()
     try:
         with serve_in_thread(app) as url, capture_logs() as logs:
-            config = forms_config(tmp_path, url, rate_limit="2/1s")
-            async with running(config, store, clock=clock):
-                ids = await enqueue(store, "forms", leads("rated", 8))
-                await wait_for(lambda: len(fake.created) >= 3, timeout=30, what="3 sent")
+            config = forms_config(tmp_path, url, rate_limit="2/10s")
+            async with running(config, store, clock=clock) as dispatcher:
+                await enqueue(store, "forms", leads("rated", 12))
+                lane = dispatcher.lanes["default"]
+                await wait_for(lambda: len(fake.created) == 2, timeout=30, what="2 sent")
+                await wait_for(lambda: lane.full, timeout=30, what="the lane full")
+                account = account_of(lane.target)
+
+                async def both_ended() -> bool:  # (each call's slot ends after its ack)
+                    # asked for no slot, with room for one: whether the later call ended too
+                    later = await store.take_slots(account, calls=1, window=10, hold=1, want=0)
+                    return not later.slots and not later.in_flight
+
+                await wait_for(both_ended, timeout=30, what="both calls' slots ended")
                 clock.step(-60.0)
-                # (a hang guard: before, the rest waited out the minute)
-                await wait_for(all_in(State.DELIVERED, store, ids), timeout=30, what="delivered")
-        assert sorted(fake.created) == sorted(f"rated{n}@example.com" for n in range(8))
-        assert [e["slots"] > 0 for e in logs if e["event"] == "clock_stepped_back"] == [True]
+                # (a hang guard: the window ends 10 s after the two calls; before, 45 or 70 s)
+                await wait_for(lambda: len(fake.created) > 2, timeout=30, what="the 3rd call")
+        [stepped] = [e for e in logs if e["event"] == "clock_stepped_back"]
+        assert stepped["slots"] == 2
     finally:
         await store.close()
