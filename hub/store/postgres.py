@@ -113,6 +113,21 @@ _SCHEMA_LOCK = (
     "hashtextextended('leadhub.schema:' || coalesce($1::text, current_schema(), ''), 0))"
 )
 
+#: The tables and indexes the schema script makes: when every one is there, open runs no DDL
+#: (which only the tables' owner may run, even as CREATE ... IF NOT EXISTS).
+_STORE_OBJECTS = sorted(set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", Q["schema"])))
+#: What serve does with each table (a purge also deletes events and deliveries), and the
+#: tables whose id sequence its writes draw from: checked at open (``missing_rights``).
+_RIGHTS = {
+    "meta": "SELECT,INSERT,UPDATE",
+    "deliveries": "SELECT,INSERT",
+    "events": "SELECT,INSERT,UPDATE",
+    "lead_keys": "SELECT,INSERT,DELETE",
+    "rate_slots": "SELECT,INSERT,UPDATE,DELETE",
+    "rate_waiters": "SELECT,INSERT,UPDATE,DELETE",
+}
+_SEQUENCES = ("deliveries", "events", "rate_slots")
+
 #: A replay's ids behind a pooler (``PostgresStore._replay_ids``): an SQL cursor, a page at a time.
 _REPLAY_CURSOR = "DECLARE leadhub_replay NO SCROLL CURSOR FOR "
 _REPLAY_FETCH = "FETCH FORWARD 10000 FROM leadhub_replay"
@@ -252,11 +267,27 @@ class PostgresStore(BatchedStore):
                         raise StoreError(await self._no_store(conn))
                     await self._migrate(conn)  # an older store: its commands need the columns
                     return
-                await conn.execute(_SCHEMA_LOCK, self.schema)
-                if self.schema:
-                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                await conn.execute(Q["schema"])
-                await self._migrate(conn)
+                found = await conn.fetchrow(Q["missing_objects"], _STORE_OBJECTS, self.schema)
+                assert found is not None  # (an aggregate: one row)
+                missing, role = found[0], str(found[1])
+                schema = f'"{self.schema or found[2] or "public"}"'  # (for messages)
+                if found[3]:
+                    raise StoreError(self._no_usage(role, schema))
+                try:
+                    if missing:
+                        await conn.execute(_SCHEMA_LOCK, self.schema)
+                        if self.schema:
+                            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                        await conn.execute(Q["schema"])
+                except asyncpg.InsufficientPrivilegeError as exc:
+                    raise StoreError(self._cannot_make(exc, role, schema, made=False)) from exc
+                await self._check_rights(conn, role, schema)
+                if not missing:  # a server that takes no writes (a standby) is told at open,
+                    await conn.execute(Q["ping"], str(self.clock.time()))  # as the DDL found it
+                try:
+                    await self._migrate(conn)
+                except asyncpg.InsufficientPrivilegeError as exc:
+                    raise StoreError(self._cannot_make(exc, role, schema, made=True)) from exc
         except BaseException:
             await self.close()
             raise
@@ -268,6 +299,62 @@ class PostgresStore(BatchedStore):
             settings="per transaction" if self._begin else "per session",
             clock_offset=None if offset is None else round(offset, 3),
         )
+
+    def _cannot_make(
+        self, exc: asyncpg.InsufficientPrivilegeError, role: str, schema: str, *, made: bool
+    ) -> str:
+        """Why the store's tables could not be made (``made`` False) or migrated at open: the
+        role may not (``permission denied for database``/``schema``, ``must be owner of
+        table``), which was told as "the event store failed" and no word of what to do."""
+        first = str(exc).splitlines()[0]
+        if made:
+            what = (
+                f"this release migrates its tables to schema version {SCHEMA_VERSION}, which "
+                "only their owner may do: start this release once as the role owning them"
+            )
+        else:
+            what = (
+                f"the store's tables in schema {schema} are missing or incomplete, and this "
+                "role may not make them: start `leadhub serve` once as the role that owns the "
+                "schema (or the database), or GRANT CREATE on it to this one"
+            )
+        return (
+            f"Cannot open the event store {self.shown!r} as role {role!r} ({first}): {what}; "
+            f"for a role that does not own the tables, GRANT SELECT, INSERT, UPDATE, DELETE ON "
+            f'ALL TABLES IN SCHEMA {schema} TO "{role}" and GRANT USAGE ON ALL SEQUENCES IN '
+            f'SCHEMA {schema} TO "{role}".'
+        )
+
+    def _no_usage(self, role: str, schema: str) -> str:
+        """The URL's schema is there, but the role may not use it (no USAGE): told as a
+        permission denied for the database (it tried to make the schema it could not see)."""
+        return (
+            f"Cannot open the event store {self.shown!r}: the role {role!r} may not use schema "
+            f"{schema} (no USAGE privilege: its tables are not seen); as its owner, run: GRANT "
+            f'USAGE ON SCHEMA {schema} TO "{role}"; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL '
+            f'TABLES IN SCHEMA {schema} TO "{role}"; GRANT USAGE ON ALL SEQUENCES IN SCHEMA '
+            f'{schema} TO "{role}";'
+        )
+
+    async def _check_rights(self, conn: _Conn, role: str, schema: str) -> None:
+        """Refuse to start, naming what is missing and the GRANTs, when the connecting role
+        lacks a privilege that serve's writes use (:data:`_RIGHTS`, and USAGE on the
+        tables' id sequences). A role that opens the store without the DDL (not its owner)
+        but lacks USAGE on the sequences would answer every webhook 503 (``permission denied
+        for sequence events_id_seq``: the writes draw ids with nextval), its start silent."""
+        tables = list(_RIGHTS)
+        missing = await conn.fetch(
+            Q["missing_rights"], tables, [_RIGHTS[t] for t in tables], list(_SEQUENCES)
+        )
+        if not missing:
+            return
+        msg = (
+            f"The role {role!r} lacks privileges the hub needs on the event store "
+            f"{self.shown!r}: {', '.join(r[0] for r in missing)}. As the tables' owner, run: "
+            f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO "{role}"; '
+            f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO "{role}";'
+        )
+        raise StoreError(msg)
 
     async def _no_store(self, conn: _Conn) -> str:
         """Why a command finds no ``events`` table: none in the schema, or a schema the

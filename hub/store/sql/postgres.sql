@@ -89,6 +89,34 @@ CREATE TABLE IF NOT EXISTS rate_waiters (
     PRIMARY KEY (account, waiter)
 );
 
+-- name: missing_objects
+-- Of the tables and indexes the schema script makes ($1), those not in the store's schema: all
+-- of them when the schema is not made, or the role may not use it (current_schema() is NULL).
+-- None missing: open runs no DDL, so a role that does not own the tables (granted only what
+-- the hub does with them) starts on tables another role made.
+-- Also the connecting role, the schema, and whether the URL's schema ($2) is there but the
+-- role may not use it (no USAGE: its tables are not seen), for open's messages.
+SELECT coalesce(array_agg(n ORDER BY n), '{}'), current_user, current_schema(),
+       coalesce((SELECT NOT has_schema_privilege(oid, 'USAGE')
+                 FROM pg_namespace WHERE nspname = $2::text), false)
+FROM unnest($1::text[]) AS n
+WHERE current_schema() IS NULL
+   OR to_regclass(quote_ident(current_schema()) || '.' || quote_ident(n)) IS NULL;
+
+-- name: missing_rights
+-- What the connecting role may not do of what serve does, one line each: the privileges $2 (a
+-- comma-separated list) on each table $1, and USAGE on the identity sequences of the tables
+-- $3 (the writes draw ids with nextval, which needs USAGE or UPDATE on the sequence).
+SELECT format('%s on table %I.%I', p, current_schema(), r.t)
+FROM unnest($1::text[], $2::text[]) AS r (t, ps)
+CROSS JOIN LATERAL unnest(string_to_array(r.ps, ',')) AS p
+WHERE NOT has_table_privilege(format('%I.%I', current_schema(), r.t), p)
+UNION ALL
+SELECT format('USAGE on sequence %s', s)
+FROM unnest($3::text[]) AS t
+CROSS JOIN LATERAL pg_get_serial_sequence(format('%I.%I', current_schema(), t), 'id') AS s
+WHERE NOT has_sequence_privilege(s, 'USAGE, UPDATE');
+
 -- name: schema_version
 SELECT value FROM meta WHERE key = 'schema_version';
 
