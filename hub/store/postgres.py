@@ -71,7 +71,7 @@ from hub.store.models import (
     SlotAnswer,
     State,
 )
-from hub.store.postgres_ingest import Writes
+from hub.store.postgres_ingest import DEADLOCK_TRIES, Writes, aborted, log_retried
 from hub.store.rows import row_of, to_pending
 from hub.store.sql import queries
 from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place, set_aside
@@ -133,9 +133,6 @@ _REPLAY_CURSOR = "DECLARE leadhub_replay NO SCROLL CURSOR FOR "
 _REPLAY_FETCH = "FETCH FORWARD 10000 FROM leadhub_replay"
 
 #: What a lost server or connection raises: the store is unavailable, not broken.
-#: Tries of a transaction the server aborted to break a deadlock (it wrote nothing).
-DEADLOCK_TRIES = 3
-
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -699,6 +696,25 @@ class PostgresStore(BatchedStore):
             return []
         exclude, unrouted = sorted(exclude_targets), sorted(exclude_unrouted)
         known = None if known_endpoints is None else sorted(known_endpoints)
+        for tries_left in reversed(range(DEADLOCK_TRIES)):
+            try:
+                return await self._claim(limit, lease, exclude, unrouted, known)
+            except StoreError as exc:
+                if tries_left and aborted(exc):  # (it wrote nothing: see aborted)
+                    log_retried("claim", 0, exc)
+                    continue
+                raise
+        raise AssertionError("unreachable")  # (the last try returns or raises)
+
+    async def _claim(
+        self,
+        limit: int,
+        lease: float,
+        exclude: builtins.list[str],
+        unrouted: builtins.list[str],
+        known: builtins.list[str] | None,
+    ) -> builtins.list[Event]:
+        """:meth:`claim`'s transaction."""
         async with self._conn() as conn:
             # Claims take turns (lock_claims): none is ever committed after a later one's
             # ordering check has read the store. Time is read once the turn is ours.
@@ -858,8 +874,8 @@ class PostgresStore(BatchedStore):
             try:
                 done = await self._ack_many(acks, now)
             except StoreError as exc:
-                if tries_left and isinstance(exc.__cause__, asyncpg.DeadlockDetectedError):
-                    log().info("store_deadlock_retried", what="ack_many", events=len(acks))
+                if tries_left and aborted(exc):
+                    log_retried("ack_many", len(acks), exc)
                     continue
                 raise
             return [i for i in ids if i not in done]

@@ -39,15 +39,23 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
+
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk
-from hub.store.base import STALL_AFTER, Settle, StoreStats, StoreUnavailable, log, tell_when_done
+from hub.store.base import (
+    STALL_AFTER,
+    Settle,
+    StoreError,
+    StoreStats,
+    StoreUnavailable,
+    log,
+    tell_when_done,
+)
 from hub.store.models import EnqueueResult
 from hub.store.sql import queries
 
 if TYPE_CHECKING:
-    import asyncpg
-
     Conn = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 #: ``PostgresStore._conn``: a pooled connection (in a transaction unless told otherwise).
 Connect = Callable[..., contextlib.AbstractAsyncContextManager["Conn"]]
@@ -60,6 +68,27 @@ MAX_BATCH = 256
 MAX_FLUSHES = 4
 #: Seconds between two ``store_stalled`` lines at the least.
 STALLED_EVERY = 1.0
+#: Tries of a transaction the server aborted to break a deadlock, or for a serialization
+#: failure (it wrote nothing: see :func:`aborted`).
+DEADLOCK_TRIES = 3
+
+
+def aborted(exc: BaseException) -> bool:
+    """Whether ``exc`` (a store error, or the driver's) is a transaction the server rolled
+    back to break a deadlock (SQLSTATE 40P01) or for a serialization failure (40001): nothing
+    of it was written, and it may simply run again. Such a write (an older release inserting a
+    batch lead by lead in another order, during a rolling deploy, against this one's sorted
+    inserts) was answered 503 with an error line, every delivery of its gathered statement
+    with it, and a claim so aborted was a ``claim_failed`` line and a second's wait."""
+    cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+    return isinstance(cause, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError))
+
+
+def log_retried(what: str, count: int, exc: BaseException) -> None:
+    """One line for a transaction :func:`aborted` and run again."""
+    cause = exc.__cause__ or exc
+    sqlstate = getattr(cause, "sqlstate", None)
+    log().info("store_deadlock_retried", what=what, events=count, sqlstate=sqlstate)
 
 
 class Writes:
@@ -209,20 +238,29 @@ class Writes:
         self._start(self._flush(batch))
 
     async def _flush(self, batch: list[tuple[bulk.Pending, _Answer]]) -> None:
-        """One statement for ``batch``; each caller gets its answer (or the store's error)."""
+        """One statement for ``batch``; each caller gets its answer (or the store's error).
+        One the server aborted (:func:`aborted`) runs again, for the callers still waiting."""
         try:
-            try:
-                async with self._connect(transaction=False) as conn:
-                    answers = await conn.fetch(Q["enqueue_many"], *_columns(batch))
-                self.stats.commits += 1
-                self.stats.jobs += len(batch)
-            except BaseException as exc:
-                for _, done in batch:
-                    if not done.done():
+            for tries_left in reversed(range(DEADLOCK_TRIES)):
+                try:
+                    async with self._connect(transaction=False) as conn:
+                        answers = await conn.fetch(Q["enqueue_many"], *_columns(batch))
+                    self.stats.commits += 1
+                    self.stats.jobs += len(batch)
+                    break
+                except Exception as exc:
+                    batch = [(p, done) for p, done in batch if not done.done()]
+                    if tries_left and batch and aborted(exc):
+                        log_retried("enqueue_many", len(batch), exc)
+                        continue
+                    for _, done in batch:
                         done.set_exception(exc)
-                if not isinstance(exc, Exception):
+                    return
+                except BaseException as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
                     raise
-                return
             rest: list[tuple[str, str, _Answer]] = []
             for (pending, done), (new, known) in zip(batch, answers, strict=True):
                 ((delivery_id, _),) = pending.events
@@ -256,19 +294,24 @@ class Writes:
     async def _enqueue_each(self, pending: bulk.Pending, done: _Answer) -> None:
         """A delivery of several leads: one statement in a transaction (see :func:`_enqueue`);
         its results or its error set on ``done``, unless the watchdog answered it first."""
-        try:
-            async with self._connect() as conn:
-                results = await _enqueue(conn, pending)
-        except BaseException as exc:
-            if not done.done():
-                done.set_exception(
-                    exc
-                    if isinstance(exc, Exception)
-                    else StoreUnavailable("the write was interrupted; try again")
-                )
-            if not isinstance(exc, Exception):
-                raise
-            return
+        for tries_left in reversed(range(DEADLOCK_TRIES)):
+            try:
+                async with self._connect() as conn:
+                    results = await _enqueue(conn, pending)
+                break
+            except BaseException as exc:
+                if tries_left and not done.done() and aborted(exc):
+                    log_retried("enqueue_batch", len(pending.events), exc)
+                    continue
+                if not done.done():
+                    done.set_exception(
+                        exc
+                        if isinstance(exc, Exception)
+                        else StoreUnavailable("the write was interrupted; try again")
+                    )
+                if not isinstance(exc, Exception):
+                    raise
+                return
         if not done.done():
             done.set_result(results)
 
