@@ -150,6 +150,10 @@ class FetchDead:
 FetchOutcome = Fetched | FetchRetry | FetchDead
 
 
+#: What a URL's path resolves away (RFC 3986, 5.2.4): never a lead id, whatever the API.
+DOT_SEGMENTS = frozenset({".", ".."})
+
+
 def refused_id(ident: str, what: str, forbidden: str = "") -> FetchDead | None:
     """Why ``ident``, read from a delivery, cannot name ``what`` (``a Facebook lead id``),
     as a dead outcome; None when it can be read.
@@ -158,12 +162,16 @@ def refused_id(ident: str, what: str, forbidden: str = "") -> FetchDead | None:
     control character, a line break) is no id of any of the three APIs: reading it could
     only fail, and that failure (httpx refusing the URL) would be a retry blaming the
     endpoint's ``graph_url`` / ``api_url``, tried again for as long as ``give_up_after``.
-    Nor is one holding a character of ``forbidden`` (what the API's ids never hold).
+    Nor is one holding a character of ``forbidden`` (what the API's ids never hold), nor
+    ``.`` or ``..``: escaping leaves dots alone, and httpx resolves a URL's dot segments
+    before sending, so ``{api_url}/leadFormResponses/..`` read ``{api_url}`` itself and a
+    HubSpot objectId ``.`` the list of contacts, with the endpoint's token, as the lead.
     """
     if (
         ident
         and len(ident) <= MAX_ID
         and ident.isprintable()
+        and ident not in DOT_SEGMENTS
         and not any(c in ident for c in forbidden)
     ):
         return None

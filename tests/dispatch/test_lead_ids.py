@@ -142,6 +142,28 @@ async def test_a_facebook_id_is_read_as_one_path_segment(api: tuple[str, Api]) -
     assert fake.paths == ["/12%2034", "/%252F..%252Fme"]
 
 
+@pytest.mark.parametrize("read", list(READS.values()), ids=list(READS))
+@pytest.mark.parametrize("ident", [".", ".."], ids=["dot", "dot-dot"])
+async def test_a_dot_segment_id_reads_no_other_resource(
+    api: tuple[str, Api], read: IdRead, ident: str
+) -> None:
+    """``.`` and ``..`` are no ids: dead, nothing read. Escaped, they stay dots, and httpx
+    resolves them away: ``..`` read the API's parent path (Graph's root, LinkedIn's and
+    HubSpot's collection) and ``.`` HubSpot's list of contacts, with the endpoint's token,
+    the answer taken for the lead. Ids holding dots among other characters are still read."""
+    url, fake = api
+    async with httpx.AsyncClient() as http:
+        outcome = await read(http, url + "/v1", ident)
+        kept = await read(http, url + "/v1", "..12")
+    assert isinstance(outcome, FetchDead), outcome
+    assert outcome.kind == "rejected"
+    assert outcome.reason.startswith(f"{ident!r} is not a")
+    assert isinstance(kept, Fetched)
+    assert len(fake.paths) == 1
+    assert fake.paths[0].startswith("/v1/")
+    assert fake.paths[0].endswith("/..12")
+
+
 #: A Facebook change's ``leadgen_id`` that is no id, and the JSON its dead reason shows.
 NOT_IDS = [({"id": "1"}, '{"id":"1"}'), (["12"], '["12"]'), (True, "true"), (12.5, "12.5")]
 
