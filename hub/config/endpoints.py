@@ -437,12 +437,21 @@ def _standard(r: Reader) -> SourceOptions:
             try:
                 if not text.startswith("whsec_"):
                     raise ValueError(text)
-                base64.b64decode(text.removeprefix("whsec_"), validate=True)
+                key = base64.b64decode(text.removeprefix("whsec_"), validate=True)
             except (ValueError, binascii.Error):
                 r.error(
                     item,
                     "'secret' of a standard endpoint must be 'whsec_' followed by base64, "
                     "as the sender shows it",
+                )
+                continue
+            if not key:
+                # an empty HMAC key: anyone can sign with it, so every forged delivery passed
+                r.error(
+                    item,
+                    "'secret' of a standard endpoint is 'whsec_' with no key after it, which "
+                    "anyone can sign with; set the whole secret as the sender shows it "
+                    "(whsec_ followed by its base64)",
                 )
     return StandardOptions(
         secret=secret,

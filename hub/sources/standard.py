@@ -31,13 +31,19 @@ SECRET_PREFIX = "whsec_"
 
 
 def decode_secret(secret: str) -> bytes:
-    """The HMAC key in a ``whsec_<base64>`` secret (the prefix is optional)."""
+    """The HMAC key in a ``whsec_<base64>`` secret (the prefix is optional).
+
+    An empty key (``whsec_`` alone) is refused: anyone can sign with it.
+    """
     text = secret.removeprefix(SECRET_PREFIX)
     try:
-        return base64.b64decode(text, validate=True)
+        key = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
+        key = b""
+    if not key:
         msg = "The Standard Webhooks secret is not 'whsec_' + base64; copy it from the sender."
         raise ValueError(msg) from None
+    return key
 
 
 class StandardSource(WholeBody):

@@ -164,3 +164,20 @@ def test_check_shows_no_listed_secret(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "is the same as value 2" in done.stdout + done.stderr
     assert not any(secret in done.stdout + done.stderr for secret in SHOWN)
+
+
+@pytest.mark.parametrize("written", ["${NEW}", '"whsec_${NEW}"'], ids=["variable", "prefixed"])
+def test_a_standard_secret_with_no_key_is_refused(tmp_path: Path, written: str) -> None:
+    """``whsec_`` with nothing after it is an empty HMAC key, which anyone signs with: an
+    error at its line (alone or in a rotation's list), where it loaded and every forged
+    delivery was taken. A ``whsec_${VAR}`` whose variable is set but empty is the way in."""
+    single = f"kind: endpoint\nname: e\nsource: standard\nsecret: {written}\n"
+    path = _load(tmp_path, single)
+    environ = {**ENV, "NEW": "whsec_" if written == "${NEW}" else ""}
+    (issue,) = _issues(tmp_path, environ)
+    assert issue.startswith(f"{path}:4: 'secret' of a standard endpoint is 'whsec_' with no key")
+    good = "whsec_c3RhbmRhcmQtd2ViaG9va3MtdGVzdC1rZXktMzJieXQ="
+    listed = f"kind: endpoint\nname: e\nsource: standard\nsecret:\n  - ${{OLD}}\n  - {written}\n"
+    path = _load(tmp_path, listed)
+    (issue,) = _issues(tmp_path, {**environ, "OLD": good})
+    assert issue.startswith(f"{path}:6: 'secret' of a standard endpoint is 'whsec_' with no key")

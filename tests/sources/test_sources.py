@@ -452,3 +452,23 @@ def test_redacted_replaces_a_credential_field_as_written_and_nothing_else() -> N
     )
     for body in (b'["gk_1"]', b'{"google_key": ""}', b'{"other": "gk_1"}'):
         assert redacted(body, orjson.loads(body), fields) == body
+
+
+def test_a_standard_secret_with_no_key_verifies_nothing() -> None:
+    """An endpoint built with ``whsec_`` alone (the loader refuses it; a source is built from
+    options all the same) takes no delivery, not even one signed with the empty key it
+    names: anyone can make that signature."""
+    from hub.config.models import Endpoint, StandardOptions
+
+    endpoint = Endpoint("std", "standard", StandardOptions(secret=Secret("whsec_")))
+    source = build_source(endpoint)
+    body = b'{"email":"forged@example.com"}'
+    stamp = str(int(fx.STANDARD_TIME))
+    mac = hmac.new(b"", f"msg_1.{stamp}.".encode() + body, hashlib.sha256).digest()
+    headers = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": stamp,
+        "webhook-signature": "v1," + base64.b64encode(mac).decode(),
+    }
+    with pytest.raises(VerificationError, match="not a valid whsec_ secret"):
+        source.verify(Incoming("POST", headers, body), fx.STANDARD_TIME)
