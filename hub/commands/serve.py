@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
 import resource
@@ -367,21 +368,61 @@ def _stopping(signal_name: str) -> None:
     _log.info("hub_stopping", signal=signal_name)
 
 
-def _sandbox_keys(target: Target | None) -> str:
-    """Where the embedded sandbox's keys come from; the keys themselves only when defaults."""
-    if (
+def _default_keys(target: Target | None) -> bool:
+    """Whether the embedded sandbox's ``target`` has the default keys, ``sandbox`` / ``sandbox``."""
+    return (
         target is not None
         and target.access_key.matches("sandbox")
         and target.secret_key.matches("sandbox")
-    ):
+    )
+
+
+def _sandbox_keys(target: Target | None) -> str:
+    """Where the embedded sandbox's keys come from; the keys themselves only when defaults."""
+    if _default_keys(target):
         return "sandbox / sandbox (the defaults; set LEADHUB_SANDBOX_ACCESS_KEY and _SECRET_KEY)"
     return "from LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY"
 
 
-def _ready(ready: dict[str, Any]) -> None:
-    """Once listening: settle the interpreter for serving (start-up is over), then say so."""
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (``--host``) listens on a loopback address only."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: an interface others can reach, as far as one can tell
+
+
+def _sandbox_exposed(host: str, target: Target | None) -> dict[str, str] | None:
+    """The ``sandbox_exposed`` warning's fields when the embedded sandbox answers beyond this
+    machine (``--host`` not loopback: every interface in the container image) to the keys
+    everyone knows: anyone reaching the webhooks' port then reads every lead sent to it
+    (names, emails, phones) at ``/sandbox/_sandbox/leads`` and writes leads; else None."""
+    if _loopback(host) or not _default_keys(target):
+        return None
+    return {
+        "host": host,
+        "fix": (
+            "set LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY to keys of your "
+            "own, define a 'default' target (a LeadSquared account), or serve on --host "
+            "127.0.0.1"
+        ),
+    }
+
+
+def _ready(ready: dict[str, Any], exposed: dict[str, str] | None = None) -> None:
+    """Once listening: settle the interpreter for serving (start-up is over), then say so,
+    and warn of a sandbox anyone may read (``exposed``: :func:`_sandbox_exposed`)."""
     tune_for_serving()
     _log.info("hub_ready", **ready)
+    if exposed is not None:
+        _log.warning(
+            "sandbox_exposed",
+            sandbox=ready["sandbox"],
+            keys="sandbox / sandbox (the defaults, known to anyone)",
+            **exposed,
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -625,6 +666,7 @@ def _serve(
         "proxies": proxies,  # scheme to proxy (HTTPS_PROXY, ...), never its credentials
         "open_files": open_files,  # (each connection takes one: see _more_open_files)
     }
+    exposed = _sandbox_exposed(args.host, default) if sandbox_app is not None else None
     server = Server(
         uvicorn.Config(
             app,
@@ -639,7 +681,7 @@ def _serve(
             proxy_headers=False,
             http=HubHttpProtocol,  # one write per response
         ),
-        on_ready=lambda _url: _ready(ready),
+        on_ready=lambda _url: _ready(ready, exposed),
         on_signal=lambda: _on_signal(stopping, app, sandbox_app),
         on_stopping=_stopping,
     )

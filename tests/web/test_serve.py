@@ -328,3 +328,32 @@ def test_a_store_directory_that_cannot_be_made_is_refused_saying_what_to_check(
     assert f"the embedded sandbox's database {str(sandbox_db)!r} cannot be used" in output
     assert "check that its directory exists and is writable" in output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg", "data"]
+
+
+def _start_lines(tmp_path: Path, host: str, env: dict[str, str]) -> dict[str, dict[str, object]]:
+    """The lines of a ``serve --host HOST`` (role all: the embedded sandbox) run until ready."""
+    port = free_port()
+    args = [*serve_args(tmp_path, port, role="all"), "--host", host]
+    with leadhub_process(args, ready_url=f"http://127.0.0.1:{port}/healthz", env=env) as proc:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        assert proc.stdout is not None
+        lines = [orjson.loads(line) for line in proc.stdout.read().splitlines() if line]
+    return {str(line["event"]): line for line in lines}
+
+
+@pytest.mark.slow
+def test_a_sandbox_with_the_default_keys_on_every_interface_is_warned_of(tmp_path: Path) -> None:
+    """On ``0.0.0.0`` (the container image's host) the embedded sandbox, which holds every
+    lead sent to it, answers anyone who reaches the webhooks' port with the keys everyone
+    knows: ``sandbox_exposed`` says so at start, and what to set. Keys of one's own, or a
+    loopback host, are not warned of."""
+    defaults = {"TF_SECRET": fx.TYPEFORM_SECRET}
+    events = _start_lines(tmp_path, "0.0.0.0", defaults)
+    warning = events["sandbox_exposed"]
+    assert warning["level"] == "warning"
+    assert warning["host"] == "0.0.0.0"
+    assert str(warning["sandbox"]).endswith("/sandbox")
+    assert "LEADHUB_SANDBOX_ACCESS_KEY" in str(warning["fix"])
+    assert "sandbox_exposed" not in _start_lines(tmp_path, "0.0.0.0", ENV)
+    assert "sandbox_exposed" not in _start_lines(tmp_path, "127.0.0.1", defaults)
