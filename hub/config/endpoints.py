@@ -218,7 +218,7 @@ def _facebook(r: Reader) -> SourceOptions:
         app_secret=app_secret,
         verify_token=r.secret("verify_token") or Secret(""),
         page_access_token=r.secret("page_access_token") or Secret(""),
-        graph_url=_api_url(r, "graph_url", DEFAULT_GRAPH_URL),
+        graph_url=_api_url(r, "graph_url", DEFAULT_GRAPH_URL, "page_access_token"),
         fields=fields,
         allow_sha1=r.flag("allow_sha1", False),
         read_timeout=_read_timeout(r),
@@ -242,11 +242,37 @@ def lower_scheme(url: str) -> str:
     return url if found is None else found.group().lower() + url[found.end() :]
 
 
-def _api_url(r: Reader, key: str, default: str) -> str:
-    """An API base URL option: http(s), without its trailing slash."""
+def _api_url(r: Reader, key: str, default: str, token: str = "access_token") -> str:
+    """An API base URL option: http(s), without its trailing slash (``token``: the option
+    holding the token the reads send, named in a refusal).
+
+    The reads add the lead's path after it: a query or fragment in it took that path in
+    (``?hapikey=X`` + ``/crm/v3/objects/contacts/1`` is a query; after a ``#`` it is never
+    sent), so every read asked for the base itself. A user name or password in it (or a key in
+    its query) would be shown wherever the url is. Both are errors, the url shown without
+    them (:func:`shown_url`).
+    """
     url = lower_scheme(str(r.text(key, default=default)))
+    shown = shown_url(url)
     if not url.startswith(("http://", "https://")):
-        r.error(r.get(key), f"'{key}' {url!r} must start with https://")
+        r.error(r.get(key), f"'{key}' {shown!r} must start with https://")
+    elif "@" in urllib.parse.urlsplit(url).netloc:
+        r.error(
+            r.get(key),
+            f"'{key}' {shown!r} holds a user name or password: it would be shown wherever the "
+            f"url is; the API's token goes in '{token}'. Write the url "
+            f"without them, like {default}",
+        )
+    elif any(mark in url for mark in "?#"):
+        first = min(place for place in (url.find("?"), url.find("#")) if place >= 0)
+        part = "query" if url[first] == "?" else "fragment"
+        r.error(
+            r.get(key),
+            f"'{key}' {shown!r} has a {part}: the hub adds each lead's path after the url, "
+            f"which would become part of the {part}, so every read would ask for the url "
+            f"itself, not the lead; the API's token goes in '{token}'. "
+            f"Write the API's base url alone, like {default}",
+        )
     return url.rstrip("/")
 
 
