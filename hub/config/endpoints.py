@@ -250,7 +250,8 @@ def _api_url(r: Reader, key: str, default: str, token: str = "access_token") -> 
     (``?hapikey=X`` + ``/crm/v3/objects/contacts/1`` is a query; after a ``#`` it is never
     sent), so every read asked for the base itself. A user name or password in it (or a key in
     its query) would be shown wherever the url is. Both are errors, the url shown without
-    them (:func:`shown_url`).
+    them (:func:`shown_url`). Plain ``http://`` off this machine (:func:`_in_clear`) is a
+    warning: the token crosses the network in the clear (a local test double is called so).
     """
     url = lower_scheme(str(r.text(key, default=default)))
     shown = shown_url(url)
@@ -272,6 +273,13 @@ def _api_url(r: Reader, key: str, default: str, token: str = "access_token") -> 
             f"which would become part of the {part}, so every read would ask for the url "
             f"itself, not the lead; the API's token goes in '{token}'. "
             f"Write the API's base url alone, like {default}",
+        )
+    elif _in_clear(url):
+        r.warn(
+            r.get(key),
+            f"'{key}' {shown!r} is http://, so the token every read sends ('{token}') and "
+            f"each lead read would cross the network unencrypted; write https://, like "
+            f"{default}",
         )
     return url.rstrip("/")
 

@@ -74,3 +74,19 @@ def test_an_api_url_without_them_loads(tmp_path: Path, source: str) -> None:
     options = load(tmp_path, ENV).endpoints["e"].options
     url = getattr(options, "graph_url" if source == "facebook" else "api_url")
     assert url == "https://api.example.com/v1"
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+def test_a_plain_http_api_url_off_this_machine_is_warned_of(tmp_path: Path, source: str) -> None:
+    """``http://`` to another host sends the read's token in the clear: a warning at the
+    url's line naming the token's option (it loads: a gateway may be meant). A local test
+    double (``http://127.0.0.1``, ``http://localhost``) is not warned of."""
+    path = _write(tmp_path, source, "http://api.example.com/v1")
+    config = load(tmp_path, ENV)
+    (warning,) = config.warnings
+    key = "graph_url" if source == "facebook" else "api_url"
+    assert warning.startswith(f"{path}:5: '{key}' 'http://api.example.com/v1' is http://")
+    assert f"the token every read sends ('{SOURCES[source][1]}')" in warning
+    for local in ("http://127.0.0.1:9/v1", "http://localhost:9/v1"):
+        _write(tmp_path, source, local)
+        assert load(tmp_path, ENV).warnings == ()
