@@ -59,7 +59,7 @@ class HubSpotClient(LeadReader):
         if path is None or not object_id:
             reason = f"cannot tell which CRM object a {kind or 'typeless'} event names"
             return FetchDead(reason, "rejected")
-        refused = refused_id(object_id, f"a HubSpot {kind} id")
+        refused = refused_id(object_id, f"a HubSpot {kind} id", forbidden="/")
         if refused is not None:
             return refused
         token = options.access_token.reveal()

@@ -69,7 +69,7 @@ class LinkedInClient(LeadReader):
         ident = response_id(urn)
         if not ident:
             return FetchDead(f"{urn!r} is not a LinkedIn form response", "rejected")
-        refused = refused_id(ident, "a LinkedIn form response id")
+        refused = refused_id(ident, "a LinkedIn form response id", forbidden="/")
         if refused is not None:
             return refused
         url = f"{options.api_url}/leadFormResponses/{quote(ident, safe='')}"
