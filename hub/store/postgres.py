@@ -528,11 +528,32 @@ class PostgresStore(BatchedStore):
             return
         await conn.execute(_SCHEMA_LOCK, self.schema)
         start = version = self._version(await conn.fetchval(Q["schema_version"]))
-        while version < SCHEMA_VERSION:
-            await conn.execute(Q[f"migrate_{version}"])
-            version += 1
+        # (asked first: once a migration's statement has failed, the transaction answers
+        # nothing more)
+        role = await conn.fetchval("SELECT current_user") if start < SCHEMA_VERSION else ""
+        try:
+            while version < SCHEMA_VERSION:
+                await conn.execute(Q[f"migrate_{version}"])
+                version += 1
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise self._not_migrated(start, str(role), exc) from exc
         if start < SCHEMA_VERSION:
             log().info("store_migrated", from_version=start, to_version=SCHEMA_VERSION)
+
+    def _not_migrated(self, found: int, role: str, exc: asyncpg.PostgresError) -> StoreUnavailable:
+        """The refusal of an older store that ``role`` may not migrate (not the owner of its
+        tables: an operator's read-only role running ``leadhub events`` after an upgrade,
+        before the new ``serve`` migrated it). It was told as the statement's failure alone,
+        "failed: must be owner of table events (SQLSTATE 42501)", where a role's own reads of
+        a current store work (SQLite's read-only open says likewise: check_readable)."""
+        where = f"in schema {self.schema!r} of {self.shown!r}" if self.schema else repr(self.shown)
+        msg = (
+            f"the event store {where} has schema version {found}, older than this leadhub's "
+            f"({SCHEMA_VERSION}), and the role {role!r} may not migrate it ({exc}); start "
+            "this leadhub's `leadhub serve` on it first, or run a leadhub command on it once "
+            "as the role that owns its tables (the one `leadhub serve` uses)."
+        )
+        return StoreUnavailable(msg)
 
     async def close(self) -> None:
         await self._writes.finish()  # answer every enqueue before closing

@@ -553,6 +553,51 @@ class TestEvents:
             asyncio.run(sql(dsn, f'DROP OWNED BY "{role}"'))
             asyncio.run(sql(dsn, f'DROP ROLE "{role}"'))
 
+    def test_a_postgresql_role_that_may_not_migrate_an_older_store_is_told_so(
+        self, postgres_schema: tuple[str, str], capsys: Cap
+    ) -> None:
+        """An operator's read-only role (USAGE and SELECT, the rights `events` needs) on a
+        store of an older schema, upgraded leadhub run before the new `serve` migrated it:
+        the migration it cannot make is said, with what to do, where it read "failed: must
+        be owner of table events (SQLSTATE 42501)". Once the owner's command migrated it, the
+        same role lists it."""
+        if os.environ.get("HUB_TEST_POSTGRES_DSN"):
+            pytest.skip("needs the throwaway local server: a new role connecting without password")
+        dsn, schema = postgres_schema
+        asyncio.run(self._fill(f"{dsn}?schema={schema}", 1))
+        downgrade = (  # schema 1's tables (as TestMigration in test_postgres.py makes them)
+            "ALTER TABLE events DROP COLUMN requeued_at, DROP COLUMN awaits_read",
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        )
+        for statement in downgrade:
+            asyncio.run(sql(dsn, statement, schema=schema))
+        role = f"reader_{schema}"
+        asyncio.run(sql(dsn, f'CREATE ROLE "{role}" LOGIN'))
+        try:
+            asyncio.run(sql(dsn, f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"'))
+            asyncio.run(sql(dsn, f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"'))
+            url = f"{dsn.replace('://postgres@', f'://{role}@', 1)}?schema={schema}"
+            for command in (["events"], ["replay", "--status", "dead"]):
+                assert main([*command, "--db", url], environ={}) == 1
+                err = capsys.readouterr().err
+                assert (
+                    f"the event store in schema {schema!r} of "
+                    f"{url.partition('?')[0]!r} has schema version 1, older than this "
+                    f"leadhub's (2), and the role {role!r} may not migrate it (must be owner "
+                    "of table events); start this leadhub's `leadhub serve` on it first, or "
+                    "run a leadhub command on it once as the role that owns its tables"
+                ) in err, err
+                assert "SQLSTATE" not in err, err
+            version = "SELECT value FROM meta WHERE key = 'schema_version'"
+            assert asyncio.run(sql(dsn, version, schema=schema)) == [("1",)]  # left as it was
+            assert main(["events", "--db", f"{dsn}?schema={schema}"], environ={}) == 0  # owner
+            capsys.readouterr()
+            assert main(["events", "--db", url], environ={}) == 0
+            assert "fill-0" in capsys.readouterr().out
+        finally:
+            asyncio.run(sql(dsn, f'DROP OWNED BY "{role}"'))
+            asyncio.run(sql(dsn, f'DROP ROLE "{role}"'))
+
     def test_a_postgresql_server_that_is_not_there(self, capsys: Cap) -> None:
         """Exit 1, saying what to check, without the password."""
         url = f"postgresql://hub:hunter2@127.0.0.1:{free_port()}/leadhub"
