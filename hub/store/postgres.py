@@ -270,6 +270,12 @@ class PostgresStore(BatchedStore):
                 schema = f'"{self.schema or found[2] or "public"}"'  # (for messages)
                 if found[3]:
                     raise StoreError(self._no_usage(role, schema))
+                if await conn.fetchval("SELECT to_regclass('meta')") is not None:
+                    # A store made before: its version is read first (a refusal when it is
+                    # not a number, or not there). The schema script's insert of the current
+                    # version filled a row deleted by hand, and serve took the store as
+                    # current, where the commands (and SQLite's serve) refuse it.
+                    self._version(await conn.fetchval(Q["schema_version"]))
                 try:
                     if missing:
                         await conn.execute(_SCHEMA_LOCK, self.schema)
@@ -536,6 +542,8 @@ class PostgresStore(BatchedStore):
                 await conn.execute(Q[f"migrate_{version}"])
                 version += 1
         except asyncpg.InsufficientPrivilegeError as exc:
+            if self.create:  # serve's open tells it with the GRANTs (_cannot_make)
+                raise
             raise self._not_migrated(start, str(role), exc) from exc
         if start < SCHEMA_VERSION:
             log().info("store_migrated", from_version=start, to_version=SCHEMA_VERSION)

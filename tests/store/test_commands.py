@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -677,12 +678,18 @@ def test_a_schema_version_edited_into_no_number_is_refused_clearly(
     assert states(url)[ids["dead"]] is State.DEAD
 
 
-def test_serve_refuses_a_store_without_a_schema_version(sqlite_db: Seeded, tmp_path: Path) -> None:
+def test_serve_refuses_a_store_without_a_schema_version(db: Seeded, tmp_path: Path) -> None:
     """`leadhub serve` on a store whose ``schema_version`` row was deleted, or edited into
-    no number, stops (exit 1) with the store_open_failed line naming the file, at once
-    however long ``--store-wait`` is, and no traceback."""
-    url, _ = sqlite_db
-    file = url.removeprefix("sqlite:///")
+    no number, stops (exit 1) with the store_open_failed line naming the store, at once
+    however long ``--store-wait`` is, and no traceback. On PostgreSQL it started on a store
+    without the row: its schema script's insert of the current version filled it (the store
+    then taken as current, whatever tables it had), where the commands refused it."""
+    url, _ = db
+    if url.startswith("sqlite:"):
+        where = repr(url.removeprefix("sqlite:///"))
+    else:
+        dsn, _, schema = url.partition("?schema=")
+        where = f"in schema {schema!r} of {dsn!r}"
     (tmp_path / "cfg").mkdir()
     (tmp_path / "cfg" / "forms.yaml").write_text("kind: endpoint\nname: forms\nsource: none\n")
     argv = ["serve", "--db", url, "--port", "0", "--config-dir", str(tmp_path / "cfg")]
@@ -692,9 +699,7 @@ def test_serve_refuses_a_store_without_a_schema_version(sqlite_db: Seeded, tmp_p
         ("DELETE", "no schema_version"),
     ]:
         if edit:
-            with contextlib.closing(sqlite3.connect(file)) as conn:
-                conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
-                conn.commit()
+            delete_schema_version(url)
         done = leadhub_run(
             [*argv, "--store-wait", "10m"], env={"LEADHUB_LOG_JSON": "1"}, timeout=60
         )
@@ -702,7 +707,24 @@ def test_serve_refuses_a_store_without_a_schema_version(sqlite_db: Seeded, tmp_p
         assert done.returncode == 1, output
         assert "Traceback" not in output and "store_waiting" not in output
         (line,) = (orjson.loads(x) for x in output.splitlines() if "store_open_failed" in x)
-        assert f"the event store {file!r} has {says}" in line["error"]
+        assert f"the event store {where} has {says}" in line["error"]
+    assert on_meta(url, "SELECT value FROM meta WHERE key = 'schema_version'") == []  # as it was
+
+
+def delete_schema_version(url: str) -> None:
+    """Delete the store's ``meta.schema_version`` row, as a hand edit would."""
+    on_meta(url, "DELETE FROM meta WHERE key = 'schema_version'")
+
+
+def on_meta(url: str, statement: str) -> list[tuple[Any, ...]]:
+    """Run ``statement`` on the store at ``url`` (SQLite or PostgreSQL); its rows."""
+    if url.startswith("sqlite:"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn:
+            found = conn.execute(statement).fetchall()
+            conn.commit()
+            return found
+    dsn, _, schema = url.partition("?schema=")
+    return asyncio.run(sql(dsn, statement, schema=schema))
 
 
 def read_only(where: Path, how: str) -> None:
