@@ -364,8 +364,17 @@ def migrate(conn: sqlite3.Connection) -> None:
         start = version = schema_version(conn)
         if start < SCHEMA_VERSION:
             # said before it, not only once done: the copy of schema 4 takes seconds per million
-            # events, during which the hub takes no webhook (it listens once its store is open)
-            log().info("store_migrating", from_version=start, to_version=SCHEMA_VERSION)
+            # events, during which the hub takes no webhook (it listens once its store is open).
+            # A warning, so that the commands (which write warnings and worse to stderr) say it
+            # too: `leadhub events --limit 1`, run to migrate a big store before the new serve,
+            # sat silent for minutes on ten million events.
+            log().warning(
+                "store_migrating",
+                from_version=start,
+                to_version=SCHEMA_VERSION,
+                note="a copy of the events table, seconds per million events; the store takes "
+                "no writes meanwhile",
+            )
         while version < SCHEMA_VERSION:
             run_script(conn, Q[f"migrate_{version}"])
             version += 1
@@ -431,7 +440,8 @@ def begin_migration(conn: sqlite3.Connection) -> None:
         nonlocal seen, quiet_since, said
         if not said:  # (once: another leadhub migrating it, as a rule)
             said = True
-            log().info("store_migration_waiting", reason="another process holds its lock")
+            # (a warning, for the commands' stderr too: see store_migrating)
+            log().warning("store_migration_waiting", reason="another process holds its lock")
         now = written()
         if now != seen:
             seen, quiet_since = now, time.monotonic()

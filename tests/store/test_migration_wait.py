@@ -13,6 +13,7 @@ A migration stopped by a full disk or a file size limit says so, and leaves the 
 
 from __future__ import annotations
 
+import json
 import resource
 import shutil
 import sqlite3
@@ -84,6 +85,8 @@ def test_a_store_another_process_is_migrating_is_waited_for(
         with capture_logs() as logs:
             conn = sqlite_threads.connect(db, synchronous="NORMAL", writer=True)
         assert [e["event"] for e in logs] == ["store_migration_waiting"]  # migrated by the other
+        # a warning: a command waiting says so on stderr (test_a_command_says_it_is_migrating)
+        assert logs[0]["log_level"] == "warning"
         try:
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'")
             assert version.fetchone()[0] == "4"
@@ -151,4 +154,25 @@ def test_the_migration_leaves_no_big_write_ahead_log_behind(tmp_path: Path) -> N
     finally:
         conn.close()
     assert wal < 200_000, f"{wal:,} bytes"
+    assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
+
+
+def test_a_command_says_it_is_migrating_the_store(tmp_path: Path) -> None:
+    """`leadhub events --limit 1` run on a schema-3 store (as README says, to migrate a big one
+    before the new serve starts) says on stderr that it is migrating it (and one beside it
+    that it waits for that: test_a_store_another_process_is_migrating_is_waited_for): both
+    were info lines, which the commands (warnings and worse to stderr) do not write, so they
+    sat silent for the copy's seconds per million events (minutes at ten million). Its
+    stdout is the listing alone."""
+    db = tmp_path / "hub.db"
+    grown_schema_3_store(db, 20_000)
+    events = ["events", "--limit", "1", "--db", f"sqlite:///{db}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", *events], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    said = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [(e["event"], e["level"]) for e in said] == [("store_migrating", "warning")]
+    assert (said[0]["from_version"], said[0]["to_version"]) == (3, 4)
+    assert "store_migrating" not in done.stdout
     assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("4",)]
