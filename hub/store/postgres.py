@@ -270,17 +270,19 @@ class PostgresStore(BatchedStore):
                 schema = f'"{self.schema or found[2] or "public"}"'  # (for messages)
                 if found[3]:
                     raise StoreError(self._no_usage(role, schema))
-                if await conn.fetchval("SELECT to_regclass('meta')") is not None:
-                    # A store made before: its version is read first (a refusal when it is
-                    # not a number, or not there). The schema script's insert of the current
-                    # version filled a row deleted by hand, and serve took the store as
-                    # current, where the commands (and SQLite's serve) refuse it.
-                    self._version(await conn.fetchval(Q["schema_version"]))
                 try:
                     if missing:
                         await conn.execute(_SCHEMA_LOCK, self.schema)
                         if self.schema:
                             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                        if await conn.fetchval("SELECT to_regclass('meta')") is not None:
+                            # A store made before: its version is read first (a refusal
+                            # when it is not a number, or not there). The schema script's
+                            # insert of the current version filled a row deleted by hand,
+                            # and serve took the store as current, where the commands (and
+                            # SQLite's serve) refuse it. (With nothing missing no script
+                            # runs, and _migrate reads the version.)
+                            self._version(await conn.fetchval(Q["schema_version"]))
                         await conn.execute(Q["schema"])
                 except asyncpg.InsufficientPrivilegeError as exc:
                     raise StoreError(self._cannot_make(exc, role, schema, made=False)) from exc
