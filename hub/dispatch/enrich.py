@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -167,10 +168,28 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
 
 async def _retry_read(d: Dispatcher, event: Event, outcome: FetchRetry, reason: str) -> None:
     """Retry ``event`` after its read failed for now (``reason``), or kill it once the read has
-    had the tries ``outcome`` allows. A throttled read holds every read of the endpoint (this
-    one too) for the time the API gave, not this one alone."""
-    if outcome.tries is not None and event.attempts >= outcome.tries:
-        await d.kill(event, f"{reason} (answered so {event.attempts} times)", fixable=True)
-        return
+    been answered so the tries ``outcome`` allows in a row. A throttled read holds every read
+    of the endpoint (this one too) for the time the API gave, not this one alone."""
+    if outcome.tries is not None:
+        answers = _answered_so(event.last_error, reason) + 1
+        if answers >= outcome.tries:
+            await d.kill(event, f"{reason} (answered so {answers} times)", fixable=True)
+            return
+        reason = f"{reason} (answered so {answers} of {outcome.tries} times)"
     until = d.hold_reads(event.endpoint, outcome.wait, reason) if outcome.throttled else None
     await d.retry_or_die(event, endpoint_policy(d, event.endpoint), reason, not_before=until)
+
+
+def _answered_so(last_error: str | None, reason: str) -> int:
+    """How many times in a row the tries before this one were answered ``reason`` (a read
+    with a bound on its tries, :attr:`FetchRetry.tries`), as its last error counts them. The
+    event's attempts count every try, whatever failed: a lead whose reads had failed for an
+    expired token or a loaded Graph was dead at its first such answer, said to be the fifth."""
+    stored = reason.replace("\x00", "\\x00")  # (as the store keeps it: worker.storable)
+    if not last_error or not last_error.startswith(f"{stored} (answered so "):
+        return 0
+    match = _ANSWERED.fullmatch(last_error, len(stored))
+    return int(match.group(1)) if match else 0
+
+
+_ANSWERED = re.compile(r" \(answered so (\d{1,9}) of \d{1,9} times\)")

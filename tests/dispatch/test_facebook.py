@@ -97,6 +97,10 @@ LEAD_FIELDS = {
 }
 
 
+#: A lead whose reads Graph answers code 2 (loaded) 4 times, then code 1 "reduce" each time.
+LOADED_FIRST = "778"
+
+
 class FakeGraph(RecordedReads):
     """A Graph API double: leads by id, 190 for any token but the good one, counts reads."""
 
@@ -117,11 +121,14 @@ class FakeGraph(RecordedReads):
             return JSONResponse(LEAD)
         if lead_id == "555":
             return JSONResponse(NO_MAIL)
-        if lead_id == "777":
+        if lead_id == "777" or (lead_id == LOADED_FIRST and self.count(lead_id) > 4):
             return JSONResponse(
                 {"error": {"message": "Please reduce the amount of data", "code": 1, "type": "x"}},
                 status_code=500,
             )
+        if lead_id == LOADED_FIRST:  # (its first 4 reads: Graph loaded, code 2)
+            body = {"error": {"message": "Service temporarily unavailable", "code": 2}}
+            return JSONResponse(body, status_code=500)
         if lead_id in WAIT_CODES:
             status, code, message = WAIT_CODES[lead_id]
             body = {"error": {"message": message, "code": code, "type": "OAuthException"}}
@@ -505,6 +512,27 @@ async def test_a_read_graph_asks_to_ask_less_of_is_dead_after_a_few_tries(
         assert "Graph error 1 " in reason
         assert "the endpoint's fields" in reason
         assert reason.endswith(f"send it again: leadhub replay --id {ids[0]}")
+
+
+async def test_a_read_asked_to_ask_less_gets_its_tries_whatever_failed_before(
+    tmp_path: Path, graph: tuple[str, FakeGraph]
+) -> None:
+    """The few tries of a read Graph asks to ask less of are counted from its first such
+    answer, not from the event's first attempt: a lead whose reads had failed otherwise (a
+    loaded Graph here; an expired token for hours, as often) was dead at its first "reduce"
+    answer, its reason saying it had been answered so 5 times."""
+    graph_url, fake = graph
+    with sandbox_server() as (url, _):
+        config = _config(tmp_path / "cfg", url, graph_url, GOOD_TOKEN, email="required: true")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", [_change(LOADED_FIRST)])
+            async with running(config, store):
+                await wait_for(all_in(State.DEAD, store, ids), what="dead")
+            event = (await states(store, ids))[ids[0]]
+        assert fake.count(LOADED_FIRST) == event.attempts == 4 + 5
+        reason = event.last_error or ""
+        assert "Graph error 1 " in reason
+        assert "(answered so 5 times)" in reason
 
 
 async def test_a_missing_permission_is_retried_visibly_then_delivered_once_granted(
