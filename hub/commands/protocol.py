@@ -952,7 +952,13 @@ class HubHttpProtocol(HttpToolsProtocol):
         the queue with more of its body than it holds for the app (``HIGH_WATER_LIMIT``):
         each answer to a request ahead of it added a read (up to 256 KiB) to that body, held
         outside ingest's budget and its ``max_body`` (90 pipelined ``GET /healthz`` ahead of
-        a large POST: 13 MB held). Reading stays paused then, until the app reads the body."""
+        a large POST: 13 MB held). Reading stays paused then, until the app reads the body.
+
+        Nor is the keep-alive wait started while the next request's head is being read (its
+        first bytes came before this answer was written): uvicorn started it whenever no
+        request was queued, and a sender that paused more than its 5 s in the rest of that
+        head had its connection closed under the request, without an answer, where a request
+        under way waits :data:`READ_TIMEOUT` (and is answered 408 past it)."""
         queued = bool(self.pipeline)
         super().on_response_complete()
         if self.refusal is not None and not queued and not self.transport.is_closing():
@@ -960,6 +966,8 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.transport.write(refusal)
             self.transport.close()
             return
+        if self.in_head and self.unfinished and not self.refused:
+            self._unset_keepalive_if_required()  # (a later request's: it has its own wait)
         cycle: Any = self.cycle
         if self.pipeline and self.pipeline[0][0] is cycle and len(cycle.body) > HIGH_WATER_LIMIT:
             self.flow.pause_reading()

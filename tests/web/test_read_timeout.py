@@ -135,6 +135,30 @@ def test_a_kept_alive_connection_gets_a_fresh_wait_for_each_request(hub: Hub) ->
     assert [e.delivery_id for e in hub.events()] == ["e-first"]
 
 
+def test_a_request_begun_before_the_answer_ahead_of_it_gets_the_read_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request whose first bytes came before the answer to the one ahead of it was written
+    waits for the rest of its head as any request under way does, not the keep-alive wait
+    between requests (1 s here): the connection was closed under it, without an answer, once
+    its sender paused longer than that."""
+    monkeypatch.setattr(protocol, "READ_TIMEOUT", 8.0, raising=False)
+    with running_hub(tmp_path, writer="process", timeout_keep_alive=1) as hub:
+        first, second = _request(*_signed("e-ahead")), _request(*_signed("e-begun"))
+        sock = _connect(hub)
+        sock.sendall(first + second[:20])
+        sock.settimeout(10)
+        got = sock.recv(65536)  # the first answer (the second request has begun)
+        assert got.startswith(b"HTTP/1.1 200 "), got
+        time.sleep(3)  # three keep-alive waits, well within the read wait
+        sock.sendall(second[20:])
+        while got.count(b"HTTP/1.1 ") < 2 and (chunk := sock.recv(65536)):
+            got += chunk
+        sock.close()
+        assert got.count(b"HTTP/1.1 200 ") == 2, got
+        assert [e.delivery_id for e in hub.events()] == ["e-ahead", "e-begun"]
+
+
 #: The request time of the trickle tests, shorter than the wait for each byte, whose sender
 #: sends a byte far more often than that wait (the wait alone never ends its connection).
 TRICKLE_TIME, TRICKLE_WAIT, BYTE_EVERY = 1.0, 3.0, 0.2
