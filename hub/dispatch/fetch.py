@@ -83,13 +83,27 @@ def _retry_after(value: str | None, now: float) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
+def _lead_read_usage(entry: dict[str, Any]) -> bool:
+    """Whether a usage header's entry counts a lead read's calls: one without a ``type`` (the
+    per app and per page headers), or a Business Use Case of the lead reads' own, LeadGen
+    (code 80005) or Pages (80001, the page token's calls). Another use case's throttling (the
+    same business's ads_management, 10 hours, say) does not hold lead reads."""
+    kind = entry.get("type")
+    if kind is None:
+        return True
+    return isinstance(kind, str) and any(part in kind.lower() for part in ("lead", "page"))
+
+
 def _regain_minutes(usage: Any, depth: int = 0) -> float | None:
     """The longest ``estimated_time_to_regain_access`` in a usage header's JSON: a flat
-    object (X-App-Usage, X-Page-Usage), or by business id a list of them (Business Use Case)."""
+    object (X-App-Usage, X-Page-Usage), or by business id a list of them (Business Use Case,
+    only those of lead reads: :func:`_lead_read_usage`)."""
     if depth > 3:
         return None
     found: list[float] = []
     if isinstance(usage, dict):
+        if not _lead_read_usage(usage):
+            return None
         value = usage.get("estimated_time_to_regain_access")
         if isinstance(value, int | float) and not isinstance(value, bool):
             if math.isfinite(value) and value > 0:

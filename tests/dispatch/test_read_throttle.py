@@ -171,12 +171,20 @@ async def test_a_throttled_read_holds_every_read_of_the_endpoint_for_the_time_gi
 
 
 def test_waits_are_parsed_from_the_answer_headers() -> None:
-    """Retry-After in seconds or as an HTTP date; Graph's usage headers' minutes; the longest
-    of them; nothing for what is no time (a negative, text, a malformed JSON), capped at a day."""
+    """Retry-After in seconds or as an HTTP date; Graph's usage headers' minutes (of the lead
+    reads' own use cases); the longest of them; nothing for what is no time (a negative,
+    text, a malformed JSON), capped at a day."""
     now = 1_700_000_000.0
     assert parse_wait({"retry-after": "120"}, now) == 120
     assert parse_wait({"retry-after": "Tue, 14 Nov 2023 22:46:40 GMT"}, now) == 2000
     assert parse_wait({"x-business-use-case-usage": BUC_USAGE}, now) == 45 * 60
+    # another use case of the business throttled for longer holds no lead read
+    cases = [
+        {"type": "ads_management", "estimated_time_to_regain_access": 600},
+        {"type": "leadgen", "estimated_time_to_regain_access": 2},
+    ]
+    usage = orjson.dumps({"104729318842215": cases}).decode()
+    assert parse_wait({"x-business-use-case-usage": usage}, now) == 2 * 60
     usage = '{"call_count": 100, "estimated_time_to_regain_access": 3}'
     assert parse_wait({"x-page-usage": usage, "retry-after": "30"}, now) == 180
     for value in ("-5", "soon", "nan", "inf", ""):
