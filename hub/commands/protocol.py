@@ -430,7 +430,15 @@ class HubHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         cycle: Any = self.cycle
         super().connection_lost(exc)
-        self.transport.forget()  # type: ignore[attr-defined]  # (a linger's timer)
+        transport: Any = self.transport
+        transport.forget()  # (a linger's timer)
+        # The transport's ``lingers`` is this protocol's bound method: a reference cycle
+        # (protocol, transport, method) that kept every closed connection's protocol, its
+        # parser, flow control and last webhook, until the cyclic collector ran, and serve
+        # runs it rarely (hub.runtime): those that had been alive at a young collection
+        # waited in the older generations for a full one. Broken here, refcounting frees a
+        # connection as it closes.
+        transport.lingers = None
         self.lost = True
         self.reading = False
         if self.read_timer is not None:
