@@ -503,6 +503,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     serve.add_argument(
         "--role",
+        type=str.lower,
         choices=["all", "web", "worker"],
         default="all",
         help="web: endpoints only; worker: dispatcher only; all: both",

@@ -61,7 +61,7 @@ def _lease_problems(config: Config, warnings: list[str]) -> list[str]:
                 f"{where}serve's default --lease {DEFAULT_LEASE:g}s is too short: {problem}"
             )
         return []
-    if os.environ.get(ROLE_VARIABLE, "").strip().lower() == "web":
+    if os.environ.get(ROLE_VARIABLE, "").lower() == "web":  # as serve reads it: any case
         return []  # a web instance claims nothing: serve takes any lease then
     try:
         lease = parse_lease(given)

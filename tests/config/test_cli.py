@@ -125,6 +125,14 @@ def test_a_bad_role_variable_is_refused_before_the_store_is_opened(
     assert not db.exists()
 
 
+def test_role_is_read_in_any_case() -> None:
+    """--role (or LEADHUB_ROLE) is read in any case, as --log-level and --status are: serve
+    refused LEADHUB_ROLE=Web (exit 2) that check, in the same environment, judged as web."""
+    assert cli.build_parser({"LEADHUB_ROLE": "Web"}).parse_args(["serve"]).role == "web"
+    parser = cli.build_parser({})
+    assert parser.parse_args(["serve", "--role", "WORKER"]).role == "worker"
+
+
 @pytest.mark.parametrize("command", ["serve", "sandbox"])
 def test_log_level_takes_the_four_levels(tmp_path: Path, capsys: Cap, command: str) -> None:
     """--log-level (or LEADHUB_LOG_LEVEL) is debug, info, warning or error, in any case."""
