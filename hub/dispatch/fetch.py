@@ -11,6 +11,8 @@ redirect in its reason, for a human to fix the ``api_url`` / ``graph_url``: redi
 not followed (the token would go along), and killing each lead for a setting would be wrong.
 An answer too large for a lead (:data:`~hub.dispatch.transport.MAX_ANSWER`, not read), or
 one that does not decode as its ``Content-Encoding`` says, is retried as a ``bad_answer``.
+A proxy's 407 is retried as ``proxy``, worded as a send's is (credentials refused, or none
+given: :func:`~hub.dispatch.leadsquared.proxy_reason`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,15 @@ import httpx
 import orjson
 
 from hub.config.models import DEFAULT_READ_TIMEOUT
-from hub.dispatch.leadsquared import REDIRECTS, parse_json, redirect_shown, transport_reason
-from hub.dispatch.transport import AnswerTooLarge
+from hub.dispatch.leadsquared import (
+    REDIRECTS,
+    parse_json,
+    proxy_answer,
+    proxy_reason,
+    redirect_shown,
+    transport_reason,
+)
+from hub.dispatch.transport import PROXY_LOGIN, AnswerTooLarge, ProxyRefused
 from hub.sources.bodies import MAX_DEPTH, too_deep
 
 EXCERPT = 200  # characters of an error body kept in a reason
@@ -248,6 +257,10 @@ async def read_lead(
     except httpx.DecodingError as exc:
         reason = f"an answer that does not decode as its Content-Encoding says ({exc})"
         return scrubbed(FetchRetry(reason, "bad_answer"), token)
+    except ProxyRefused as exc:
+        if exc.status == 407:  # (to an https read's tunnel request)
+            return scrubbed(FetchRetry(proxy_reason(str(exc), login=exc.login), "proxy"), token)
+        return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
     except httpx.TransportError as exc:
         return scrubbed(FetchRetry(transport_reason(exc), "network"), token)
     except TimeoutError:
@@ -256,6 +269,12 @@ async def read_lead(
         return scrubbed(FetchRetry(f"{url_option} is invalid: {exc}", "config"), token)
     if response.status_code in REDIRECTS:
         return scrubbed(_redirected(response, url_option), token)
+    if response.status_code == 407:
+        # The proxy's, to a forwarded (http) read: worded as a send's is, whether the hub
+        # sent it credentials or none; each lead's read was dead as "rejected".
+        login = bool(response.extensions.get(PROXY_LOGIN, True))
+        reason = proxy_reason(proxy_answer(masked(response.content, token)), login=login)
+        return scrubbed(FetchRetry(reason, "proxy"), token)
     if 200 <= response.status_code < 300 and too_deep(response.content):
         # No lead nests so deep, and one that does could not be stored (its enrichment, as
         # JSON): every attempt failed with a traceback, for as long as give_up_after.

@@ -193,9 +193,21 @@ PROXY_LOGIN_MISSING = (
 )
 
 
+def proxy_reason(detail: str, *, login: bool) -> str:
+    """What a proxy's 407 (``detail``) means and how to fix it: the credentials the hub sent
+    were refused (``login``), or it sent none. A send's pause and a lead read's retry say it."""
+    return (PROXY_REFUSED if login else PROXY_LOGIN_MISSING).format(detail)
+
+
 def proxy_refused(detail: str, *, login: bool) -> Pause:
-    """A 407's pause: the credentials the hub sent were refused (``login``), or it sent none."""
-    return Pause((PROXY_REFUSED if login else PROXY_LOGIN_MISSING).format(detail))
+    """A 407's pause (see :func:`proxy_reason`)."""
+    return Pause(proxy_reason(detail, login=login))
+
+
+def proxy_answer(content: bytes) -> str:
+    """The detail of a 407 a proxy answered a forwarded request with: its status, the body's
+    start."""
+    return f"HTTP 407 {_excerpt(content)}"
 
 
 def redirect_shown(location: str | None, base: str) -> str:
@@ -279,7 +291,7 @@ def classify(
             f"to the account's API host, then {RELOAD}"
         )
     if status == 407:
-        return proxy_refused(f"HTTP 407 {_excerpt(content)}".strip(), login=proxy_login)
+        return proxy_refused(proxy_answer(content), login=proxy_login)
     if status in REDIRECTS:
         where = location or "an address it does not give"
         return Pause(

@@ -13,6 +13,7 @@ import pytest
 import structlog
 
 from hub.config.models import Target
+from hub.dispatch.fetch import FetchRetry
 from hub.dispatch.leadsquared import LeadSquaredClient, Retry
 from hub.dispatch.transport import Proxies, ProxySettingError, make_http_client
 from hub.secrets import Secret
@@ -21,6 +22,7 @@ from tests.dispatch.support import (
     all_in,
     enqueue,
     forms_config,
+    lead_readers,
     leads,
     opened_store,
     running,
@@ -311,3 +313,33 @@ async def test_a_proxy_that_breaks_the_tunnel_request_is_named(answer: bytes, sa
     reason = attempt.outcome.reason
     assert reason.startswith(f"proxy error (the proxy, asked for a tunnel: {said} ("), reason
     assert "hunter2" not in reason
+
+
+@pytest.mark.parametrize("reader", ["graph", "linkedin", "hubspot"])
+@pytest.mark.parametrize("scheme", ["http", "https"])
+@pytest.mark.parametrize("login", [True, False], ids=["wrong-login", "no-login"])
+async def test_a_proxy_refusing_a_lead_read_is_worded_as_a_send(
+    reader: str, scheme: str, login: bool
+) -> None:
+    """A proxy's 407 to a lead read (Graph, LinkedIn, HubSpot) was worded generically
+    ("proxy error (...407...)", to an https read's tunnel request), or, to a forwarded
+    (http) read, killed each lead as rejected. It is retried, worded as a send's 407 is:
+    credentials refused, or none given and where to put them; never the password or token."""
+    with forward_proxy(login="ops", password="right") as (proxy_url, seen):
+        given = proxy_url.replace("http://", "http://ops:wrong@") if login else proxy_url
+        proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
+        async with make_http_client(proxies=proxies) as http:
+            read = lead_readers("tok-secret")[reader]
+            outcome = await read(http, f"{scheme}://api.proxied.test:9")
+    first = "CONNECT api.proxied.test:9 " if scheme == "https" else "GET http://api.proxied.test:9/"
+    assert seen.lines and seen.lines[0].startswith(first)
+    assert isinstance(outcome, FetchRetry), outcome
+    assert outcome.kind == "proxy"
+    assert "407" in outcome.reason
+    if login:
+        assert "the proxy refused the hub's credentials" in outcome.reason
+        assert "check the user and password in HTTPS_PROXY / HTTP_PROXY" in outcome.reason
+    else:
+        assert "the proxy asks for credentials and the hub has none to give" in outcome.reason
+        assert "http://user:password@host:port" in outcome.reason
+    assert "wrong" not in outcome.reason and "tok-secret" not in outcome.reason
