@@ -37,7 +37,7 @@ from hub.hangups import take_early
 from hub.logs import configure, get_logger
 from hub.sandbox import create_app, sandbox_of
 from hub.sandbox.db import directory_hint
-from hub.store import safe_url
+from hub.store import safe_url, sqlite_uri_form
 from hub.units import UnitError, parse_rate_limit
 
 _UVICORN_LEVELS = ("warning", "error", "critical")
@@ -78,6 +78,15 @@ def _url_options(shown: str, value: str | None) -> str | None:
         "none (?synchronous=, ?writer= and ?stall_after= are options of serve's store): "
         f"give --db the file alone, like 'sqlite:///{parsed.path[1:]}'"
     )
+
+
+def _uri_form(shown: str, value: str | None) -> str | None:
+    """Why a ``--db`` in SQLite's URI form (``file:x.db``, or so after ``sqlite:///``) is
+    refused: the sandbox made a file named ``file:x.db`` in the working directory."""
+    path = _db_path(value)
+    if path is None or not path.lower().startswith("file:"):
+        return None
+    return f"leadhub sandbox: {shown} is {sqlite_uri_form(path, as_path=True, sandbox=True)}"
 
 
 def _not_sqlite(shown: str, value: str | None) -> str | None:
@@ -166,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     given = given_as(args, "db", "--db")
     url = safe_url(args.db) if args.db and _SCHEME.match(args.db) else args.db
     shown = f"{given} {url!r}" if given.startswith("--") else f"{given}={url!r}"
-    for refused in (_not_sqlite, _url_options):
+    for refused in (_uri_form, _not_sqlite, _url_options):
         if (refusal := refused(shown, args.db)) is not None:
             print(refusal, file=sys.stderr)
             return 2

@@ -49,6 +49,23 @@ def _split(url: str) -> urllib.parse.SplitResult:
         raise StoreError(msg) from None
 
 
+def sqlite_uri_form(text: str, *, as_path: bool, sandbox: bool = False) -> str:
+    """What is wrong with a SQLite file given in SQLite's own URI form (``text``:
+    ``file:x.db``, ``file:///srv/x.db?mode=ro``), and what to write instead: the hub reads
+    no such form. ``as_path``: where it would be taken as a path (a ``sqlite:///`` URL's,
+    ``leadhub sandbox --db``), which made a file (or, for ``file:data/x.db``, a directory)
+    named ``file:...`` in the working directory, that no command given the same text in
+    another directory finds. ``sandbox``: the fix is ``leadhub sandbox --db``'s, a path."""
+    try:
+        plain = urllib.parse.unquote(urllib.parse.urlsplit(text).path) or "leadhub.db"
+    except ValueError:
+        plain = "leadhub.db"
+    fix = plain if sandbox else f"sqlite:///{plain}"
+    made = text.split("?", 1)[0].split("/", 1)[0]
+    taken = f" (as a path, it would make {made!r} in the working directory)" if as_path else ""
+    return f"in SQLite's URI form (file:...), which the hub does not read{taken}; write {fix!r}"
+
+
 def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread") -> EventStore:
     """The store named by ``url``, not yet opened (``await store.open()`` next).
 
@@ -70,6 +87,8 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     scheme = parsed.scheme.lower()
     if is_postgres(url):
         return _postgres(url, parsed, clock)
+    if scheme == "file":  # (file:x.db, file:///srv/x.db: SQLite's own URI form)
+        raise StoreError(f"Store URL {url!r} is {sqlite_uri_form(url, as_path=False)}.")
     if scheme != "sqlite":
         msg = (
             f"Unknown event store URL {safe_url(url)!r}; use sqlite:///relative.db, "
@@ -96,6 +115,9 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
             "name a file instead, e.g. sqlite:///leadhub.db."
         )
         raise StoreError(msg)
+    if path.lower().startswith("file:"):  # a file named so, in the working directory
+        said = sqlite_uri_form(path, as_path=True)
+        raise StoreError(f"Store URL {url!r} names its file {said}.")
     options = dict(urllib.parse.parse_qsl(parsed.query, keep_blank_values=True))
     synchronous = options.pop("synchronous", "full")
     writer = options.pop("writer", writer)

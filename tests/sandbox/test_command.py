@@ -579,3 +579,27 @@ def test_a_sqlite_url_with_options_is_refused_not_made_a_file_name(
     assert f"leadhub sandbox: {named} " in result.stderr, result.stderr
     assert said.format(dir=tmp_path) in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("db", "written"),
+    [("file:x.db", "x.db"), ("sqlite:///file:d/x.db", "d/x.db"), ("FILE:x.db?mode=rwc", "x.db")],
+)
+def test_a_db_in_sqlite_s_uri_form_is_refused_making_nothing(
+    tmp_path: Path, db: str, written: str
+) -> None:
+    """``--db file:x.db`` (SQLite's URI form, alone or after ``sqlite:///``) made a file, or
+    for ``file:d/x.db`` a directory, named ``file:...`` in the working directory: it is
+    refused (exit 2) saying the path to give, and nothing is made."""
+    result = subprocess.run(
+        [sys.executable, "-m", "hub", *_args(free_port(), "--db", db)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"leadhub sandbox: --db {db!r} is in SQLite's URI form")
+    assert f"; write {written!r}\n" in result.stderr, result.stderr
+    assert list(tmp_path.iterdir()) == []

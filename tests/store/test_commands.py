@@ -22,6 +22,8 @@ from hub.store import open_store
 from hub.store.models import Event, Listed, State
 from tests.pg_server import sql
 from tests.support.server import free_port, leadhub_run
+from tests.web.test_serve import ENV as SERVE_ENV
+from tests.web.test_serve import serve_args
 
 from .conftest import sqlite_url
 from .helpers import delivery
@@ -1350,3 +1352,34 @@ class TestVariables:
         out = capsys.readouterr().out
         assert out.startswith("Would purge 3 events: dead and unmatched events last changed")
         assert states(url) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "written"),
+    [
+        ("sqlite:///file:x.db", "sqlite:///x.db"),
+        ("sqlite:///file:data/x.db?mode=ro", "sqlite:///data/x.db"),
+        ("file:x.db", "sqlite:///x.db"),
+    ],
+)
+@pytest.mark.parametrize("command", ["serve", "events"])
+def test_a_store_in_sqlite_s_uri_form_is_refused_making_nothing(
+    tmp_path: Path, url: str, written: str, command: str
+) -> None:
+    """A store URL naming its file in SQLite's own URI form (``file:x.db``, after
+    ``sqlite:///`` or alone): serve made a file (or, for ``file:data/x.db``, a directory)
+    named ``file:...`` in the working directory and ran on it; it is refused (exit 2) saying
+    what to write, and nothing is made."""
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [sys.executable, "-m", "hub", command, "--db", url]
+    if command == "serve":
+        argv += [*serve_args(tmp_path, free_port(), role="all")[1:3], "--port", "0"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")} | SERVE_ENV
+    result = subprocess.run(
+        argv, cwd=work, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "in SQLite's URI form (file:...), which the hub does not read" in result.stderr
+    assert f"write {written!r}." in result.stderr, result.stderr
+    assert list(work.iterdir()) == []
