@@ -614,7 +614,8 @@ def _serve(
             )
         except (sqlite3.Error, OSError) as exc:  # not a database, a -wal left beside none...
             shown = f"embedded sandbox's database {db_path!r}"
-            said = f"leadhub serve: the {shown} cannot be used: {exc}{directory_hint(exc)}"
+            hint = directory_hint(exc, embedded=True)
+            said = f"leadhub serve: the {shown} cannot be used: {exc}{hint}"
             print(said, file=sys.stderr)
             return 2
     adjust = _sandbox_address(sandbox_app is not None, base)

@@ -177,9 +177,10 @@ _WHERE_FAILED = {
 }
 
 
-def directory_hint(exc: BaseException) -> str:
+def directory_hint(exc: BaseException, *, embedded: bool = False) -> str:
     """What to check when the sandbox's file (``leadhub sandbox --db``, or the embedded one's
-    beside the store, in ``serve --db``'s directory) could not be made or opened: "; ..." or
+    beside the store, in ``serve --db``'s directory) could not be made or opened, or is no
+    database (:data:`NOT_A_DATABASE`): "; ..." or
     nothing when ``exc`` says it. A directory that could not be made (a file in its way, a
     parent this user cannot write) ended the command with a traceback, and SQLite's own
     "unable to open database file" said nothing of where to look."""
@@ -188,7 +189,22 @@ def directory_hint(exc: BaseException) -> str:
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(exc, OSError) or (code is not None and code & 0xFF in _WHERE_FAILED):
         return f"; {storage_hint(exc)} (the directory of --db)"
+    if code is not None and code & 0xFF == sqlite3.SQLITE_NOTADB:  # (a text file, a typo)
+        return f"; {NOT_A_DATABASE_EMBEDDED if embedded else NOT_A_DATABASE}"
     return ""
+
+
+#: What to do about a sandbox file that is no SQLite database: SQLite's "file is not a
+#: database" said nothing more.
+NOT_A_DATABASE = (
+    "the file is no SQLite database, so not the sandbox's: check that --db names the "
+    "sandbox's file (one it made), or give a new file's path (the sandbox makes it)"
+)
+#: The same, for serve's embedded sandbox, whose file's name follows serve's --db.
+NOT_A_DATABASE_EMBEDDED = (
+    "the file is no SQLite database, so not the sandbox's: move it away (the hub then makes "
+    "the sandbox's file anew), or check that serve's --db names the event store"
+)
 
 
 def _prepare(conn: sqlite3.Connection) -> None:

@@ -438,3 +438,30 @@ def test_a_discarded_file_holding_a_row_is_kept(tmp_path: Path) -> None:
     fresh = tmp_path / "fresh.db"
     SandboxDB(str(fresh)).discard()
     assert list(tmp_path.iterdir()) == [db]
+
+
+@pytest.mark.slow
+def test_a_sandbox_file_that_is_no_database_is_refused_saying_what_to_do(tmp_path: Path) -> None:
+    """A --db naming a text file (a typo), or serve's embedded sandbox's file holding one, was
+    refused with SQLite's "file is not a database" and nothing more: each says what to do
+    (the standalone's --db, the embedded one's file to move away), the file left as it was."""
+    text = tmp_path / "notes.txt"
+    text.write_text("not leads\n")
+    result = leadhub_run(sandbox_args(free_port(), "a", "s", "--db", str(text)), timeout=HANG)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"leadhub sandbox: --db {str(text)!r} cannot be used: file is not a database; the file "
+        "is no SQLite database, so not the sandbox's: check that --db names the sandbox's file "
+        "(one it made), or give a new file's path (the sandbox makes it)"
+    )
+    embedded = tmp_path / "hub.db.sandbox.sqlite"
+    embedded.write_text("not leads\n")
+    config = serve_args(tmp_path, free_port(), role="all")
+    result = leadhub_run(config, env=SERVE_ENV, timeout=HANG)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().endswith(
+        "cannot be used: file is not a database; the file is no SQLite database, so not the "
+        "sandbox's: move it away (the hub then makes the sandbox's file anew), or check that "
+        "serve's --db names the event store"
+    ), result.stderr
+    assert text.read_text() == embedded.read_text() == "not leads\n"
