@@ -228,6 +228,7 @@ def connect(
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if writer:
             refuse_the_sandboxs(conn, path)  # before anything is written to it
+            refuse_anothers(conn, path)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if not is_current(conn):
@@ -327,6 +328,38 @@ def refuse_the_sandboxs(conn: sqlite3.Connection, path: Path) -> None:
             "(--db sandbox.db)"
         )
         raise NotAnEventStore(msg)
+
+
+#: Tables every event store has held, at every schema version: a file holding tables and
+#: neither of these is another application's database.
+HUB_TABLES = frozenset({"events", "meta"})
+#: How many of another database's tables a refusal names.
+TABLES_SHOWN = 5
+
+
+def refuse_anothers(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse (:class:`NotAnEventStore`) a file holding tables none of which is the hub's:
+    another application's database, named by a typo'd ``--db`` or a ``LEADHUB_DB`` meant for
+    something else. ``serve`` added its tables beside that application's and took webhooks
+    into them. An empty file (no table) is a new store's."""
+    tables = sorted(
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
+        )
+    )
+    if not tables or HUB_TABLES & set(tables):
+        return
+    shown = ", ".join(tables[:TABLES_SHOWN])
+    if len(tables) > TABLES_SHOWN:
+        shown += f" and {len(tables) - TABLES_SHOWN} more"
+    msg = (
+        f"{str(path)!r} is no event store: it holds another database's tables ({shown}) and "
+        "none of the hub's (events, meta), so the hub writes nothing there; check that the "
+        "URL names the event store (a typo may name another application's database), or "
+        "give the hub a file of its own, like sqlite:///leadhub.db"
+    )
+    raise NotAnEventStore(msg)
 
 
 def is_current(conn: sqlite3.Connection) -> bool:

@@ -1383,3 +1383,30 @@ def test_a_store_in_sqlite_s_uri_form_is_refused_making_nothing(
     assert "in SQLite's URI form (file:...), which the hub does not read" in result.stderr
     assert f"write {written!r}." in result.stderr, result.stderr
     assert list(work.iterdir()) == []
+
+
+def test_serve_refuses_another_application_s_database(tmp_path: Path) -> None:
+    """A --db (or LEADHUB_DB) naming another application's SQLite database, not empty and
+    holding none of the hub's tables (a typo): serve added its tables beside that
+    application's and took webhooks into them. It refuses the file (exit 1, at once even
+    with --store-wait), naming the tables it holds and what to do, and leaves it as it was."""
+    db = tmp_path / "crm.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        for table in ("customers", "invoices", "notes", "orders", "products", "users"):
+            conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+        conn.commit()
+    before = db.read_bytes()
+    argv = [*serve_args(tmp_path, free_port(), role="all", db=f"sqlite:///{db}")]
+    result = leadhub_run([*argv, "--store-wait", "1m"], env=SERVE_ENV)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert (
+        f"{str(db)!r} is no event store: it holds another database's tables (customers, "
+        "invoices, notes, orders, products and 1 more) and none of the hub's (events, meta), "
+        "so the hub writes nothing there; check that the URL names the event store (a typo "
+        "may name another application's database), or give the hub a file of its own, like "
+        "sqlite:///leadhub.db"
+    ) in result.stdout, result.stdout
+    assert "store_waiting" not in result.stdout
+    assert db.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg", "crm.db"]
