@@ -327,7 +327,7 @@ def _hubspot(r: Reader) -> SourceOptions:
         api_url=_api_url(r, "api_url", DEFAULT_HUBSPOT_API_URL),
         properties=_names(r, "properties", DEFAULT_HUBSPOT_PROPERTIES, "[email, firstname]"),
         subscription_types=_subscription_types(r),
-        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
+        tolerance=_tolerance(r),
         read_timeout=_read_timeout(r),
         # any (default): X-HubSpot-Signature-v3 when the request carries one, else the legacy
         # X-HubSpot-Signature (v1 or v2); v3: v3 only. Another value is an error at its line.
@@ -455,7 +455,7 @@ def _hmac(r: Reader) -> SourceOptions:
         prefix=r.text("prefix", default=""),
         signed=signed,
         timestamp_header=timestamp_header,
-        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
+        tolerance=_tolerance(r, checked=bool(timestamp_header)),
         timestamp_unit=r.choice("timestamp_unit", ("s", "ms"), "s") or "s",
         rotating=rotating,
     )
@@ -489,9 +489,35 @@ def _standard(r: Reader) -> SourceOptions:
                 )
     return StandardOptions(
         secret=secret,
-        tolerance=r.duration("tolerance", DEFAULT_TOLERANCE, "5m"),
+        tolerance=_tolerance(r),
         rotating=rotating,
     )
+
+
+#: The shortest signature ``tolerance`` check takes without a warning (seconds): a timestamp in
+#: whole seconds is up to 1 s old when it is sent, then travels, and the sender's clock and
+#: this host's differ by a second or two even when both keep time; under that, valid
+#: deliveries are refused (401), some or most of them, and the sender gives up on them.
+MIN_TOLERANCE = 5.0
+
+
+def _tolerance(r: Reader, *, checked: bool = True) -> float:
+    """The endpoint's signature ``tolerance`` (seconds); one under :data:`MIN_TOLERANCE` is a
+    warning at its line, with the fix (``500ms`` against whole-second timestamps refused
+    about half of the deliveries, every one once the clocks were a second apart), when a
+    timestamp's age is ``checked`` (an hmac endpoint without a ``timestamp_header`` has none)."""
+    seconds = r.duration("tolerance", DEFAULT_TOLERANCE, "5m")
+    node = r.get("tolerance")
+    if checked and node is not None and not node.reported and seconds < MIN_TOLERANCE:
+        shown = node.value if node.expanded else node.raw
+        r.warn(
+            node,
+            f"'tolerance' {shown!r} of {r.what} is too short: a delivery's timestamp is "
+            "older than that when it arrives (by up to 1 s of its own rounding, its travel, "
+            "and the difference of the sender's clock), so valid deliveries are refused "
+            "(401); give a few minutes, like 5m (the default)",
+        )
+    return seconds
 
 
 def _options(source: str, r: Reader) -> SourceOptions:
