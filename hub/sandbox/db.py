@@ -122,6 +122,22 @@ def _holds_an_event_store(conn: sqlite3.Connection) -> bool:
     return {"events", "deliveries"} <= tables
 
 
+def _anothers_tables(conn: sqlite3.Connection) -> str | None:
+    """The tables of another application's database in the file ``conn`` opened (up to 5
+    named), None when it holds none or one of the sandbox's: a typo'd ``--db`` got the
+    sandbox's tables added beside that application's, and its test leads written there."""
+    tables = sorted(
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
+        )
+    )
+    if not tables or set(_TABLES) & set(tables):
+        return None
+    more = f" and {len(tables) - 5} more" if len(tables) > 5 else ""
+    return ", ".join(tables[:5]) + more
+
+
 def _open(path: Path, *, create: bool) -> sqlite3.Connection:
     """A connection to the sandbox's file at ``path``, its schema made; the file created
     only with ``create`` (:data:`hub.sqlite_file.WRITE_MODES`)."""
@@ -136,6 +152,13 @@ def _open(path: Path, *, create: bool) -> sqlite3.Connection:
             msg = (
                 "it holds a leadhub event store (its events and deliveries tables); give the "
                 "sandbox a file of its own, e.g. sandbox.db"
+            )
+            raise sqlite3.DatabaseError(msg)
+        if (others := _anothers_tables(conn)) is not None:
+            msg = (
+                f"it holds another database's tables ({others}) and none of the sandbox's, "
+                "so the sandbox writes nothing there; check that --db names the sandbox's "
+                "file, or give the sandbox a file of its own, e.g. sandbox.db"
             )
             raise sqlite3.DatabaseError(msg)
         conn.execute("PRAGMA journal_mode=WAL")

@@ -310,6 +310,28 @@ def test_the_sandbox_refuses_the_hubs_event_store(tmp_path: Path) -> None:
     assert _tables(db) == before and "leads" not in before
 
 
+def test_the_sandbox_refuses_another_application_s_database(tmp_path: Path) -> None:
+    """A --db naming another application's SQLite database (a typo), not empty and holding
+    none of the sandbox's tables: the sandbox added its tables beside that application's and
+    wrote its leads there. It refuses the file (exit 2), naming its tables and what to do,
+    and leaves it as it was."""
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('Ada')")
+    conn.close()
+    before = db.read_bytes()
+    result = _run(*_args(free_port(), "--db", str(db)))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        f"leadhub sandbox: --db {str(db)!r} cannot be used: it holds another database's tables "
+        "(customers) and none of the sandbox's, so the sandbox writes nothing there; check "
+        "that --db names the sandbox's file, or give the sandbox a file of its own, e.g. "
+        "sandbox.db"
+    )
+    assert db.read_bytes() == before
+
+
 def test_serve_refuses_the_sandboxs_database(tmp_path: Path) -> None:
     """The other way round: a sandbox run first (``leadhub sandbox`` in the container, where
     LEADHUB_DB is set) made its leads in the file, and serve added the hub's tables beside
