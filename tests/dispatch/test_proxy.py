@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -17,7 +18,7 @@ from hub.dispatch.fetch import FetchRetry
 from hub.dispatch.leadsquared import LeadSquaredClient, Retry
 from hub.dispatch.transport import Proxies, ProxySettingError, make_http_client
 from hub.secrets import Secret
-from hub.store.models import State
+from hub.store.models import Event, State
 from tests.dispatch.support import (
     all_in,
     enqueue,
@@ -201,6 +202,35 @@ async def test_without_the_proxy_the_name_resolves_nowhere(tmp_path: Path) -> No
     assert "lsq.proxied.test" in (event.last_error or "")
 
 
+async def _held_by_a_proxy(
+    tmp_path: Path, scheme: str, login: str, documents: list[dict[str, Any]]
+) -> tuple[list[Event], Any]:
+    """Send ``documents`` to a sandbox through a forward proxy that wants ops / right, the
+    hub's proxy URL carrying ``login`` (``user:password@``, or nothing), until the target is
+    paused by the proxy's refusals: the events then (none sent, none dead) and what the
+    proxy saw."""
+    with (
+        sandbox_server() as (sandbox_url, _),
+        forward_proxy(login="ops", password="right") as (proxy_url, seen),
+    ):
+        port = sandbox_url.rsplit(":", 1)[1]
+        config = forms_config(tmp_path, f"{scheme}://lsq.proxied.test:{port}")
+        url = proxy_url.replace("http://", f"http://{login}")
+        proxies = Proxies({"HTTP_PROXY": url, "HTTPS_PROXY": url})
+        async with (
+            make_http_client(proxies=proxies) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            ids = await enqueue(store, "forms", documents)
+            async with running(config, store, http=http) as dispatcher:
+                lane = dispatcher.lanes["default"]
+                await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
+            events = list((await states(store, ids)).values())
+        assert sandbox_get(sandbox_url, "/_sandbox/leads") == []
+    assert not [e for e in events if e.state == State.DEAD]
+    return events, seen
+
+
 @pytest.mark.parametrize("scheme", ["http", "https"])
 async def test_a_proxy_refusing_the_credentials_pauses_the_target(
     tmp_path: Path, scheme: str
@@ -208,25 +238,7 @@ async def test_a_proxy_refusing_the_credentials_pauses_the_target(
     """A proxy answering 407 (wrong credentials), to a forwarded request (http) or to the
     tunnel request (https: CONNECT), pauses the target as wrong keys do: no lead is dead
     for it, the reason names the proxy's variables, and never the password sent."""
-    with (
-        sandbox_server() as (sandbox_url, _),
-        forward_proxy(login="ops", password="right") as (proxy_url, seen),
-    ):
-        port = sandbox_url.rsplit(":", 1)[1]
-        config = forms_config(tmp_path, f"{scheme}://lsq.proxied.test:{port}")
-        wrong = proxy_url.replace("http://", "http://ops:wrong@")
-        proxies = Proxies({"HTTP_PROXY": wrong, "HTTPS_PROXY": wrong})
-        async with (
-            make_http_client(proxies=proxies) as http,
-            opened_store(tmp_path / "hub.db") as store,
-        ):
-            ids = await enqueue(store, "forms", leads("r", 3))
-            async with running(config, store, http=http) as dispatcher:
-                lane = dispatcher.lanes["default"]
-                await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
-            events = (await states(store, ids)).values()
-        assert sandbox_get(sandbox_url, "/_sandbox/leads") == []
-    assert not [e for e in events if e.state == State.DEAD]
+    events, seen = await _held_by_a_proxy(tmp_path, scheme, "ops:wrong@", leads("r", 3))
     assert all(e.attempts == 0 for e in events)  # a pause is not a failure
     errors = [e.last_error or "" for e in events]
     refused = [error for error in errors if "the proxy refused the hub's credentials" in error]
@@ -245,24 +257,7 @@ async def test_a_proxy_asking_for_credentials_the_hub_lacks_says_to_give_them(
     """A proxy answering 407 to a hub whose proxy URL holds no user was worded as credentials
     refused ("check the user and password") where none had been given. It says the proxy
     asks for credentials and where to put them; the target pauses as for refused ones."""
-    with (
-        sandbox_server() as (sandbox_url, _),
-        forward_proxy(login="ops", password="right") as (proxy_url, seen),
-    ):
-        port = sandbox_url.rsplit(":", 1)[1]
-        config = forms_config(tmp_path, f"{scheme}://lsq.proxied.test:{port}")
-        proxies = Proxies({"HTTP_PROXY": proxy_url, "HTTPS_PROXY": proxy_url})
-        async with (
-            make_http_client(proxies=proxies) as http,
-            opened_store(tmp_path / "hub.db") as store,
-        ):
-            ids = await enqueue(store, "forms", leads("n", 2))
-            async with running(config, store, http=http) as dispatcher:
-                lane = dispatcher.lanes["default"]
-                await wait_for(lambda: lane.pause_level >= 2, what="refused probes")
-            events = (await states(store, ids)).values()
-        assert sandbox_get(sandbox_url, "/_sandbox/leads") == []
-    assert not [e for e in events if e.state == State.DEAD]
+    events, seen = await _held_by_a_proxy(tmp_path, scheme, "", leads("n", 2))
     errors = [e.last_error or "" for e in events]
     missing = [e for e in errors if "the proxy asks for credentials and the hub has none" in e]
     assert missing and all(e in missing or e == "" for e in errors)
