@@ -334,6 +334,19 @@ async def test_expired_token_is_retried_visibly_then_delivered_once_fixed(
                 await wait_for(all_in(State.DELIVERED, store, ids), what="delivered after fix")
 
 
+def _expired_then_fixed(tmp_path: Path, url: str, graph_url: str) -> tuple[Any, Any]:
+    """The endpoint's configuration with an expired page token, then with a good one; each
+    retry waits an hour, so a lead read on time after the fix was made due by it."""
+    hourly = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
+    expired = _config(
+        tmp_path / "a", url, graph_url, "EAAB-expired-9", email="required: true", retry=hourly
+    )
+    fixed = _config(
+        tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true", retry=hourly
+    )
+    return expired, fixed
+
+
 async def test_a_reload_that_fixes_the_token_reads_the_waiting_leads_at_once(
     tmp_path: Path, graph: tuple[str, FakeGraph]
 ) -> None:
@@ -342,14 +355,8 @@ async def test_a_reload_that_fixes_the_token_reads_the_waiting_leads_at_once(
     it due at once, as a reload that fixes a paused target's keys does for its events. It
     was read only when its hour was up. Its attempts are kept."""
     graph_url, fake = graph
-    hourly = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
     with sandbox_server() as (url, _):
-        expired = _config(
-            tmp_path / "a", url, graph_url, "EAAB-expired-9", email="required: true", retry=hourly
-        )
-        fixed = _config(
-            tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true", retry=hourly
-        )
+        expired, fixed = _expired_then_fixed(tmp_path, url, graph_url)
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", [_change(LEAD["id"])])
             # every wait the whole hour (the top of its jitter)
@@ -370,14 +377,8 @@ async def test_a_restart_with_the_fixed_token_reads_the_waiting_leads_at_once(
     reload that changes the endpoint does. They waited out their backoff (up to the target's
     max_interval, an hour) with the right token in place. Their attempts are kept."""
     graph_url, fake = graph
-    hourly = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
     with sandbox_server() as (url, _):
-        expired = _config(
-            tmp_path / "a", url, graph_url, "EAAB-expired-9", email="required: true", retry=hourly
-        )
-        fixed = _config(
-            tmp_path / "b", url, graph_url, GOOD_TOKEN, email="required: true", retry=hourly
-        )
+        expired, fixed = _expired_then_fixed(tmp_path, url, graph_url)
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", [_change(LEAD["id"])])
             # every wait the whole hour (the top of its jitter)
