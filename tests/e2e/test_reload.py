@@ -17,7 +17,7 @@ from hub.store.models import State
 from tests.dispatch.support import KEYS, recording_target, target_yaml
 from tests.e2e.support import lead_by_email, stored_events, wait_until
 from tests.e2e.test_crash import CONFIG, ENV, TOKEN, _delivered
-from tests.support.server import REPO, leadhub_process, serve_args
+from tests.support.server import HUP_WHILE_LOADING, REPO, leadhub_process, serve_args
 
 EXTRA = """kind: endpoint
 name: extra
@@ -187,25 +187,6 @@ def test_a_stop_during_a_reload_lets_the_reload_finish_its_closing_lanes(tmp_pat
         (event,) = stored_events(f"sqlite:///{db}")
         assert event.state is State.DELIVERED, (event.state, event.last_error)
         assert fake.calls == [("slow@example.com", "Slow")]
-
-
-#: ``leadhub serve`` run as ``python -m hub`` does, with a SIGHUP to itself at the moment
-#: the serve command's modules import uvicorn (an audit hook: Python's own event, at that
-#: point of the real start).
-HUP_WHILE_LOADING = """
-import os, signal, sys
-
-def hook(event, args):
-    if event == "import" and args[0] == "uvicorn" and not hook.done:
-        hook.done = True  # (a hook cannot be removed: it acts once)
-        os.kill(os.getpid(), signal.SIGHUP)
-
-hook.done = False
-
-sys.addaudithook(hook)
-from hub.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_a_sighup_while_serve_loads_its_modules_is_a_reload_once_started(

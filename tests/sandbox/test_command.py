@@ -20,7 +20,7 @@ import pytest
 from hub.sandbox.db import SandboxDB
 from hub.store import open_store
 from tests.sandbox.helpers import CAPTURE, body, sandbox_args, sigterm_while_a_call_is_held
-from tests.support.server import REPO, free_port, leadhub_process, leadhub_run
+from tests.support.server import HUP_WHILE_LOADING, REPO, free_port, leadhub_process, leadhub_run
 
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)
 
@@ -87,25 +87,6 @@ def test_a_hangup_is_logged_and_the_sandbox_serves_on() -> None:
         code, out = _stop(proc)
     assert code == 0, seen + out
     assert "sandbox_stopped" in out
-
-
-#: ``leadhub sandbox`` run as ``python -m hub`` does, with a SIGHUP to itself at the moment
-#: the sandbox command's module imports uvicorn (an audit hook: Python's own event, at that
-#: point of the real start, before the sandbox's own handler is installed).
-HUP_WHILE_LOADING = """
-import os, signal, sys
-
-def hook(event, args):
-    if event == "import" and args[0] == "uvicorn" and not hook.done:
-        hook.done = True  # (a hook cannot be removed: it acts once)
-        os.kill(os.getpid(), signal.SIGHUP)
-
-hook.done = False
-
-sys.addaudithook(hook)
-from hub.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 def test_a_hangup_while_the_sandbox_starts_is_logged_and_it_serves(tmp_path: Path) -> None:

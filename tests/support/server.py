@@ -238,3 +238,23 @@ def without_root_reading(argv: Sequence[str]) -> list[str]:
         pytest.skip("running as root without setpriv: every file is readable")
     drop = "-dac_override,-dac_read_search"
     return [setpriv, f"--bounding-set={drop}", f"--inh-caps={drop}", "--", *argv]
+
+
+#: ``leadhub`` (its arguments after ``python -c HUP_WHILE_LOADING``) run as ``python -m hub``
+#: does, with a SIGHUP to itself at the moment a server command's modules import uvicorn: an
+#: audit hook, Python's own event at that point of the real start, before the command's own
+#: handler is installed (the early guard's tests, for serve and the sandbox).
+HUP_WHILE_LOADING = """
+import os, signal, sys
+
+def hook(event, args):
+    if event == "import" and args[0] == "uvicorn" and not hook.done:
+        hook.done = True  # (a hook cannot be removed: it acts once)
+        os.kill(os.getpid(), signal.SIGHUP)
+
+hook.done = False
+
+sys.addaudithook(hook)
+from hub.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
