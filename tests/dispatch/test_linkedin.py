@@ -140,20 +140,24 @@ async def test_the_client_reads_the_response_with_linkedins_headers(
     linkedin: tuple[str, FakeLinkedIn],
 ) -> None:
     """GET {api_url}/leadFormResponses/{id} with the bearer token, LinkedIn-Version and the
-    Rest.li protocol version; the id is taken out of the URN and escaped."""
+    Rest.li protocol version; the id is taken out of the URN and escaped. An id holding a
+    ``/`` (no LinkedIn id does) is dead unread: escaped, a gateway decoding ``%2F`` before
+    routing would read another path with the token."""
     url, fake = linkedin
     async with httpx.AsyncClient() as http:
         client = LinkedInClient(http)
         outcome = await client.fetch_response(_options(url), NOTICE["leadGenFormResponse"])
-        odd = await client.fetch_response(_options(url), "urn:li:leadGenFormResponse:a/b?c")
+        odd = await client.fetch_response(_options(url), "urn:li:leadGenFormResponse:a?b#c")
+        slashed = await client.fetch_response(_options(url), "urn:li:leadGenFormResponse:a/b")
     assert outcome == Fetched(RESPONSE)
     first, second = fake.reads
     assert first["id"] == RESPONSE["id"]
     assert first["authorization"] == f"Bearer {GOOD_TOKEN}"
     assert first["linkedin-version"] == "202606"
     assert first["x-restli-protocol-version"] == "2.0.0"
-    assert second["id"] == "a/b?c"  # one path segment, not a path and a query
+    assert second["id"] == "a?b#c"  # one path segment, not a path, a query and a fragment
     assert isinstance(odd, Fetched)
+    assert isinstance(slashed, FetchDead) and slashed.kind == "rejected"
 
 
 @pytest.mark.parametrize(
