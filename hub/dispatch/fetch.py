@@ -271,8 +271,9 @@ async def read_lead(
         return scrubbed(_redirected(response, url_option), token)
     if response.status_code == 407:
         # The proxy's, to a forwarded (http) read: worded as a send's is, whether the hub
-        # sent it credentials or none; each lead's read was dead as "rejected".
-        login = bool(response.extensions.get(PROXY_LOGIN, True))
+        # sent it credentials or none; each lead's read was dead as "rejected". (No
+        # extension: no proxy of the hub's was used, so none was sent credentials.)
+        login = bool(response.extensions.get(PROXY_LOGIN, False))
         reason = proxy_reason(proxy_answer(masked(response.content, token)), login=login)
         return scrubbed(FetchRetry(reason, "proxy"), token)
     if 200 <= response.status_code < 300 and too_deep(response.content):

@@ -485,7 +485,9 @@ class LeadSquaredClient:
         shown = None
         if status in REDIRECTS or (300 <= status < 400 and location):
             shown = redirect_shown(location, str(response.url))
-        login = bool(response.extensions.get(PROXY_LOGIN, True))
+        # (no extension: no proxy of the hub's was used, and none was sent credentials: a
+        # 407 then is an intercepting proxy's, asking for some)
+        login = bool(response.extensions.get(PROXY_LOGIN, False))
         outcome = classify(status, response.content, location=shown, proxy_login=login)
         if not isinstance(outcome, Delivered):  # (a delivery's reason is never shown)
             content = _without_keys(response.content, target)

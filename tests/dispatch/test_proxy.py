@@ -15,7 +15,7 @@ import structlog
 
 from hub.config.models import Target
 from hub.dispatch.fetch import FetchRetry
-from hub.dispatch.leadsquared import LeadSquaredClient, Retry
+from hub.dispatch.leadsquared import LeadSquaredClient, Pause, Retry
 from hub.dispatch.transport import Proxies, ProxySettingError, make_http_client
 from hub.secrets import Secret
 from hub.store.models import Event, State
@@ -338,3 +338,54 @@ async def test_a_proxy_refusing_a_lead_read_is_worded_as_a_send(
         assert "the proxy asks for credentials and the hub has none to give" in outcome.reason
         assert "http://user:password@host:port" in outcome.reason
     assert "wrong" not in outcome.reason and "tok-secret" not in outcome.reason
+
+
+async def test_a_407_with_no_proxy_in_the_way_says_none_was_given_credentials() -> None:
+    """A 407 that came through no proxy the hub knows of (no HTTPS_PROXY / HTTP_PROXY: an
+    intercepting proxy, a gateway) was worded as credentials refused ("check the user and
+    password in HTTPS_PROXY / HTTP_PROXY"), for a lead read and a send alike: the hub sent
+    none. It says the proxy asks for credentials and where to give them; still a retry for a
+    read and a pause for a send."""
+
+    async def answer_407(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                (
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            writer.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="corp"\r\nContent-Length: 0\r\n'
+                b"Connection: close\r\n\r\n"
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer_407, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    target = Target(
+        name="t", url=url, access_key=Secret("ak-407"), secret_key=Secret("sk-407"), timeout=5.0
+    )
+    try:
+        async with make_http_client(proxies=Proxies({})) as http:
+            reads = {name: await read(http, url) for name, read in lead_readers("tok").items()}
+            attempt = await LeadSquaredClient(http).capture(target, query={}, body=[])
+    finally:
+        server.close()
+    reasons = []
+    for outcome in reads.values():
+        assert isinstance(outcome, FetchRetry), outcome
+        assert outcome.kind == "proxy"
+        reasons.append(outcome.reason)
+    assert isinstance(attempt.outcome, Pause), attempt.outcome
+    reasons.append(attempt.outcome.reason)
+    for reason in reasons:
+        assert "407" in reason
+        assert "the proxy asks for credentials and the hub has none to give" in reason, reason
+        assert "refused the hub's credentials" not in reason
