@@ -120,8 +120,8 @@ _STORE_OBJECTS = sorted(set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\
 #: tables whose id sequence its writes draw from: checked at open (``missing_rights``).
 _RIGHTS = {
     "meta": "SELECT,INSERT,UPDATE",
-    "deliveries": "SELECT,INSERT",
-    "events": "SELECT,INSERT,UPDATE",
+    "deliveries": "SELECT,INSERT,DELETE",
+    "events": "SELECT,INSERT,UPDATE,DELETE",
     "lead_keys": "SELECT,INSERT,DELETE",
     "rate_slots": "SELECT,INSERT,UPDATE,DELETE",
     "rate_waiters": "SELECT,INSERT,UPDATE,DELETE",

@@ -149,3 +149,22 @@ def test_a_role_that_may_not_use_or_make_the_store_is_told_the_grant(
     else:
         assert f"SELECT on table {schema}.events" in said, said
         assert f'GRANT {TABLES} "{schema}" TO "{role}"' in said, said
+
+
+def test_a_role_that_may_not_delete_events_is_refused_at_start_not_at_each_purge(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """A purge (``--purge-after``, ``leadhub purge``) deletes events and their deliveries: a
+    role granted all but DELETE passed the start's check, and every purge round then failed
+    with "permission denied for table events". The start names both and the GRANT."""
+    dsn, schema = postgres_schema
+    asyncio.run(_made(dsn, schema))
+    grants = ("USAGE ON SCHEMA", "SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA")
+    with app_role(dsn, schema, *grants, "USAGE ON ALL SEQUENCES IN SCHEMA") as (role, url):
+        store = open_store(url)
+        with pytest.raises(StoreError) as refused:
+            asyncio.run(store.open())
+    said = str(refused.value)
+    assert f"DELETE on table {schema}.events" in said, said
+    assert f"DELETE on table {schema}.deliveries" in said, said
+    assert f'GRANT {TABLES} "{schema}" TO "{role}"' in said, said
