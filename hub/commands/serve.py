@@ -481,7 +481,9 @@ def _run(args: argparse.Namespace, hangups: Hangups) -> int:
     try:
         # a web role writes enqueues from a child process: off the event loop's GIL
         writer = "thread" if args.role == "worker" else "process"
-        store = open_store(args.db, clock=SYSTEM_CLOCK, writer=writer)
+        store = open_store(
+            args.db, clock=SYSTEM_CLOCK, writer=writer, ingest_only=args.role == "web"
+        )
     except StoreError as exc:
         variable = variable_of(args, "db")
         print(f"leadhub serve: {f'{variable}: ' if variable else ''}{exc}", file=sys.stderr)

@@ -66,7 +66,9 @@ def sqlite_uri_form(text: str, *, as_path: bool, sandbox: bool = False) -> str:
     return f"in SQLite's URI form (file:...), which the hub does not read{taken}; write {fix!r}"
 
 
-def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread") -> EventStore:
+def open_store(
+    url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread", ingest_only: bool = False
+) -> EventStore:
     """The store named by ``url``, not yet opened (``await store.open()`` next).
 
     ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``, optionally with
@@ -78,7 +80,9 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     ``postgresql://user@host:5432/dbname`` for several instances on one database, optionally
     with ``?schema=NAME``, ``?pool=N`` and ``?stall_after=30s`` (how long a delivery may wait
     for its commit; see :mod:`hub.store.postgres`; the password from ``PGPASSWORD``);
-    ``writer`` does not apply there.
+    ``writer`` does not apply there. ``ingest_only``: the opener only takes deliveries in
+    (``leadhub serve --role web``): a PostgreSQL store's start checks the role's privileges
+    for that alone.
 
     Raises:
         StoreError: the URL is malformed, in memory, or names an unsupported database.
@@ -86,7 +90,7 @@ def open_store(url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread")
     parsed = _split(url)
     scheme = parsed.scheme.lower()
     if is_postgres(url):
-        return _postgres(url, parsed, clock)
+        return _postgres(url, parsed, clock, ingest_only=ingest_only)
     if scheme == "file":  # (file:x.db, file:///srv/x.db: SQLite's own URI form)
         raise StoreError(f"Store URL {url!r} is {sqlite_uri_form(url, as_path=False)}.")
     if scheme != "sqlite":
@@ -149,7 +153,9 @@ def _stall_after(text: str | None, shown: str) -> float:
     return stall_after
 
 
-def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> EventStore:
+def _postgres(
+    url: str, parsed: urllib.parse.SplitResult, clock: Clock, *, ingest_only: bool = False
+) -> EventStore:
     """A :class:`hub.store.postgres.PostgresStore` for a ``postgresql://`` URL."""
     pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
     ours = _own_options(url, pairs)
@@ -177,6 +183,7 @@ def _postgres(url: str, parsed: urllib.parse.SplitResult, clock: Clock) -> Event
         pool_size=pool,
         shown=safe_url(dsn),
         stall_after=_stall_after(ours.get("stall_after"), safe_url(url)),
+        ingest_only=ingest_only,
     )
 
 

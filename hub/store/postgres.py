@@ -127,6 +127,15 @@ _RIGHTS = {
     "rate_waiters": "SELECT,INSERT,UPDATE,DELETE",
 }
 _SEQUENCES = ("deliveries", "events", "rate_slots")
+#: What a web instance (``serve --role web``) does, only take deliveries in: its enqueues,
+#: the counts of /metrics and the ping of /readyz. A least-privilege role granted just
+#: this was refused at start, listing privileges only a worker uses.
+_INGEST_RIGHTS = {
+    "meta": "SELECT,INSERT,UPDATE",
+    "deliveries": "SELECT,INSERT",
+    "events": "SELECT,INSERT",
+}
+_INGEST_SEQUENCES = ("deliveries", "events")
 
 #: A replay's ids behind a pooler (``PostgresStore._replay_ids``): an SQL cursor, a page at a time.
 _REPLAY_CURSOR = "DECLARE leadhub_replay NO SCROLL CURSOR FOR "
@@ -190,12 +199,14 @@ class PostgresStore(BatchedStore):
         shown: str | None = None,
         create: bool = True,
         stall_after: float = STALL_AFTER,
+        ingest_only: bool = False,
     ) -> None:
         """``dsn`` for asyncpg (without our options); ``shown``: the URL for messages and
         logs, without a password; ``create``: make the schema and tables when missing (a
         reading command opens with False, so a mistyped URL is not a new, empty store);
         ``stall_after``: seconds a delivery may wait for its commit before it is answered
-        503 (:data:`hub.store.base.STALL_AFTER`).
+        503 (:data:`hub.store.base.STALL_AFTER`); ``ingest_only``: the opener only takes
+        deliveries in (a web instance), and the start checks the role's privileges for that.
 
         A real ``clock`` (:class:`hub.clock.SystemClock`) is set to the database server's
         (:class:`hub.clock.ServerTime`: measured at open, then about every minute), so that
@@ -219,6 +230,7 @@ class PostgresStore(BatchedStore):
         self.pool_size = pool_size
         self.shown = shown or dsn
         self.create = create
+        self.ingest_only = ingest_only
         self._pool: asyncpg.Pool | None = None
         #: Behind a pooler that shares server sessions: each transaction's ``BEGIN`` and
         #: settings, by isolation and read-only (:mod:`hub.store.postgres_pooler`); else empty.
@@ -344,12 +356,16 @@ class PostgresStore(BatchedStore):
     async def _check_rights(self, conn: _Conn, role: str, schema: str) -> None:
         """Refuse to start, naming what is missing and the GRANTs, when the connecting role
         lacks a privilege that serve's writes use (:data:`_RIGHTS`, and USAGE on the
-        tables' id sequences). A role that opens the store without the DDL (not its owner)
-        but lacks USAGE on the sequences would answer every webhook 503 (``permission denied
-        for sequence events_id_seq``: the writes draw ids with nextval), its start silent."""
-        tables = list(_RIGHTS)
+        tables' id sequences; a web instance's: :data:`_INGEST_RIGHTS`). A role that opens
+        the store without the DDL (not its owner) but lacks USAGE on the sequences would
+        answer every webhook 503 (``permission denied for sequence events_id_seq``: the
+        writes draw ids with nextval), its start silent."""
+        rights, sequences = (
+            (_INGEST_RIGHTS, _INGEST_SEQUENCES) if self.ingest_only else (_RIGHTS, _SEQUENCES)
+        )
+        tables = list(rights)
         missing = await conn.fetch(
-            Q["missing_rights"], tables, [_RIGHTS[t] for t in tables], list(_SEQUENCES)
+            Q["missing_rights"], tables, [rights[t] for t in tables], list(sequences)
         )
         if not missing:
             return

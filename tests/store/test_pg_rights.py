@@ -168,3 +168,42 @@ def test_a_role_that_may_not_delete_events_is_refused_at_start_not_at_each_purge
     assert f"DELETE on table {schema}.events" in said, said
     assert f"DELETE on table {schema}.deliveries" in said, said
     assert f'GRANT {TABLES} "{schema}" TO "{role}"' in said, said
+
+
+def test_a_web_instance_starts_with_the_rights_of_ingest_alone(
+    tmp_path: Path, postgres_schema: tuple[str, str]
+) -> None:
+    """``serve --role web`` only takes deliveries in: a least-privilege role granted what
+    that uses (SELECT, INSERT on deliveries and events, SELECT, INSERT, UPDATE on meta, USAGE
+    on their sequences) was refused at start, listing the privileges of a worker's claims,
+    rate window and purges. The web instance starts and stores a webhook; the same role
+    under ``--role all`` is still refused, naming what a worker needs."""
+    dsn, schema = postgres_schema
+    asyncio.run(_made(dsn, schema))
+    with app_role(dsn, schema, "USAGE ON SCHEMA") as (role, url):
+        for grant in (
+            f'SELECT, INSERT ON "{schema}".deliveries, "{schema}".events',
+            f'SELECT, INSERT, UPDATE ON "{schema}".meta',
+            f'USAGE ON SEQUENCE "{schema}".deliveries_id_seq, "{schema}".events_id_seq',
+        ):
+            asyncio.run(sql(dsn, f'GRANT {grant} TO "{role}"'))
+        port = free_port()
+        result, output = _failed_start(serve_args(tmp_path, port, role="all", db=url))
+        (failed,) = lines(result.stdout, "store_open_failed")
+        assert f"DELETE on table {schema}.events" in failed["error"], output
+        assert f"SELECT on table {schema}.rate_slots" in failed["error"], output
+
+        base = f"http://127.0.0.1:{port}"
+        web = serve_args(tmp_path, port, role="web", db=url)
+        with leadhub_process(web, ready_url=f"{base}/healthz", env=ENV):
+            _, body, sig = signed(1)
+            answer = httpx.post(
+                f"{base}/hooks/typeform",
+                content=body,
+                headers={"Typeform-Signature": sig, "Content-Type": "application/json"},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["status"] == "accepted"
+            ready = httpx.get(f"{base}/readyz", timeout=30)
+            assert ready.status_code == 200, ready.text
