@@ -45,6 +45,7 @@ from hub.store.base import (
     BodyNotSkimmed,
     ClockReading,
     ClockWatch,
+    NotAnEventStore,
     Replayed,
     Settle,
     StoreError,
@@ -271,6 +272,7 @@ class PostgresStore(BatchedStore):
         self._pool = pool
         try:
             async with self._conn() as conn:  # (its first acquire measures the clock)
+                await self._refuse_anothers(conn)
                 if not self.create:
                     if await conn.fetchval("SELECT to_regclass('events')") is None:
                         raise StoreError(await self._no_store(conn))
@@ -352,6 +354,26 @@ class PostgresStore(BatchedStore):
             f'TABLES IN SCHEMA {schema} TO "{role}"; GRANT USAGE ON ALL SEQUENCES IN SCHEMA '
             f'{schema} TO "{role}";'
         )
+
+    async def _refuse_anothers(self, conn: _Conn) -> None:
+        """Refuse (:class:`NotAnEventStore`) a schema whose ``events`` or ``meta`` table is
+        another application's (without the hub's columns): a URL naming that application's
+        schema, or the default one it shares. serve ran the schema script beside it and
+        failed with 'column "state" does not exist (SQLSTATE 42703)', a command with
+        'relation "meta" does not exist', neither saying what was wrong."""
+        found = [str(r[0]) for r in await conn.fetch(Q["anothers_tables"])]
+        if not found:
+            return
+        schema = self.schema or await conn.fetchval("SELECT current_schema()")
+        tables = " and ".join(found)
+        msg = (
+            f'{self.shown!r} is no event store: its schema "{schema}" holds another '
+            f"application's {tables} table{'s' if len(found) > 1 else ''} (not the hub's: "
+            "without its columns), so the hub writes nothing there; check that the URL "
+            "names the event store, or give the hub a schema of its own with "
+            "?schema=leadhub (made at the first start)."
+        )
+        raise NotAnEventStore(msg)
 
     async def _check_rights(self, conn: _Conn, role: str, schema: str) -> None:
         """Refuse to start, naming what is missing and the GRANTs, when the connecting role

@@ -117,6 +117,18 @@ FROM unnest($3::text[]) AS t
 CROSS JOIN LATERAL pg_get_serial_sequence(format('%I.%I', current_schema(), t), 'id') AS s
 WHERE NOT has_sequence_privilege(s, 'USAGE, UPDATE');
 
+-- name: anothers_tables
+-- Of the hub's events and meta tables, those in the store's schema without the hub's columns:
+-- another application's tables of the same name (none when the schema is not made, or the
+-- role may not use it: current_schema() is NULL).
+SELECT x.t
+FROM (VALUES ('events', 'state'), ('meta', 'key')) AS x (t, c)
+CROSS JOIN LATERAL to_regclass(quote_ident(current_schema()) || '.' || x.t) AS r
+WHERE r IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM pg_attribute AS a
+                  WHERE a.attrelid = r AND a.attname = x.c AND NOT a.attisdropped)
+ORDER BY x.t;
+
 -- name: schema_version
 SELECT value FROM meta WHERE key = 'schema_version';
 
