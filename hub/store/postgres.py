@@ -790,7 +790,7 @@ class PostgresStore(BatchedStore):
             await self._follow_server(conn, float(await conn.fetchval(Q["lock_claims"])))
             reading = self._watch.read(self.clock)
             now = reading.now
-            shift = await self._clock_mark(conn, reading)
+            shift, stepped = await self._clock_mark(conn, reading)
             waiting = await conn.fetch(Q["claimable_waiting"], now, exclude, limit, unrouted, known)
             expired = await conn.fetch(Q["claimable_expired"], now, exclude, limit, unrouted, known)
             ids = sorted({r[0] for r in waiting} | {r[0] for r in expired})[:limit]
@@ -799,9 +799,13 @@ class PostgresStore(BatchedStore):
                 await conn.execute(Q["mark_claimed"], ids, now + lease, now)
                 found = await conn.fetch(Q["event_rows"], ids)
         self._watch.keep(reading, shift)  # (committed)
+        if stepped is not None:  # (logged once committed: a try rolled back applied nothing)
+            log_clock_step(*stepped)
         return with_clock_shift([rows.event_of(r) for r in found], shift)
 
-    async def _clock_mark(self, conn: _Conn, reading: ClockReading) -> float:
+    async def _clock_mark(
+        self, conn: _Conn, reading: ClockReading
+    ) -> tuple[float, tuple[float, int, int, int] | None]:
         """Keep the store's clock mark, in a claim's turn (as SQLite's ``_clock_mark``): a
         time more than :data:`CLOCK_STEP_BACK` before it is a step back of the store's clock
         (the database server's, or a test's): the waiting events' due times and the claimed
@@ -810,13 +814,16 @@ class PostgresStore(BatchedStore):
         instance saw (``ahead``: a :class:`ServerTime` clock measured again after a step of
         the server's clock, see :func:`clock_step`), less the steps another instance applied
         since this one's last claim (:meth:`ClockReading.unapplied`), moves the lease ends
-        forward and the shift down as much (``clock_stepped_forward``). Returns the shift."""
+        forward and the shift down as much (``clock_stepped_forward``). Returns the shift,
+        and the step applied for :func:`log_clock_step` (the claim logs it once committed: a
+        claim aborted by a deadlock and run again logged a step applied once twice)."""
         row = await conn.fetchrow(Q["clock_mark"])
         assert row is not None  # (one row, of two subqueries)
         now = reading.now
         shift, step = reading.against(*row)
         if step is None:
-            return shift
+            return shift, None
+        stepped = None
         if step:
             moved = slots = 0
             if step > 0:
@@ -825,9 +832,9 @@ class PostgresStore(BatchedStore):
             leases = _count(await conn.execute(Q["leases_stepped_back"], step))
             shift += step
             await conn.execute(Q["set_clock_shift"], repr(shift))
-            log_clock_step(step, moved, leases, slots)
+            stepped = (step, moved, leases, slots)
         await conn.execute(Q["set_clock_mark"], repr(now))
-        return shift
+        return shift, stepped
 
     async def _slots_stepped_back(self, conn: _Conn, step: float, now: float) -> int:
         """Move the rate slots said to end after ``now`` and the waiters' turns back by

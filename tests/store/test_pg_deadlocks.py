@@ -130,3 +130,35 @@ async def test_a_claim_aborted_by_a_deadlock_is_run_again(
         assert not isinstance(claimed, BaseException), claimed
         assert [e.id for e in claimed] == [queued.id]
         assert _retried(logs) == ["claim"]
+
+
+async def test_a_clock_step_of_a_claim_run_again_is_logged_once(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """A claim that undoes a step back of the clock, then is aborted by a deadlock writing
+    the clock mark (as above), undid nothing (rolled back); run again, it undoes the step.
+    ``clock_stepped_back`` was logged at each try, twice for a step applied once: an
+    operator read two steps of the clock. Logged once, with the try that committed."""
+    dsn, schema = postgres_schema
+    async with store_and_other(postgres_schema) as (store, other):
+        clock = store.clock
+        assert isinstance(clock, ManualClock)
+        (queued,) = await store.enqueue(delivery("a"))
+        assert await store.claim(limit=5, lease=30.0) != []  # (the clock mark: now)
+        await store.retry(queued.id, at=clock.time(), error="later")
+        clock.set(clock.time() - 3600.0)
+        await other.execute("UPDATE meta SET value = value WHERE key = 'clock_mark'")
+        with capture_logs() as logs:
+            claim = asyncio.ensure_future(store.claim(limit=5, lease=30.0))
+            await waiting_for_locks(dsn, 1)
+            await other.execute(  # the claims' turn, once the store's claim is aborted
+                "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || $1, 0))",
+                schema,
+            )
+            await other.execute("ROLLBACK")
+            (claimed,) = await asyncio.gather(claim, return_exceptions=True)
+        assert not isinstance(claimed, BaseException), claimed
+        assert [e.id for e in claimed] == [queued.id]  # (its due time moved back too)
+        assert _retried(logs) == ["claim"]
+        stepped = [e for e in logs if e["event"] == "clock_stepped_back"]
+        assert [(e["seconds"], e["events"]) for e in stepped] == [(3600.0, 1)]
