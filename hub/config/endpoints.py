@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import math
 import re
 import string
 import urllib.parse
 from collections.abc import Mapping
 
+from hub.addresses import is_loopback
 from hub.config.issues import did_you_mean
 from hub.config.models import (
     DEFAULT_GRAPH_FIELDS,
@@ -873,17 +873,12 @@ def _warn_of_url(r: Reader, url: str) -> None:
 
 
 def _in_clear(url: str) -> bool:
-    """Whether ``url`` is ``http://`` to a host off this machine: a local test double or
-    standalone sandbox (``http://127.0.0.1:9000``) is called so, LeadSquared never."""
+    """Whether ``url`` is ``http://`` to a host off this machine (:func:`is_loopback`): a
+    local test double or standalone sandbox (``http://127.0.0.1:9000``) is called so,
+    LeadSquared never."""
     if not url.startswith("http://"):
         return False
-    host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return True  # a name, not an address: resolved elsewhere
+    return not is_loopback(urllib.parse.urlsplit(url).hostname or "")
 
 
 def unsendable_char(value: str) -> str | None:

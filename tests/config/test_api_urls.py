@@ -80,13 +80,15 @@ def test_an_api_url_without_them_loads(tmp_path: Path, source: str) -> None:
 def test_a_plain_http_api_url_off_this_machine_is_warned_of(tmp_path: Path, source: str) -> None:
     """``http://`` to another host sends the read's token in the clear: a warning at the
     url's line naming the token's option (it loads: a gateway may be meant). A local test
-    double (``http://127.0.0.1``, ``http://localhost``) is not warned of."""
+    double (``http://127.0.0.1``, ``http://localhost``, or this machine written another way:
+    ``127.1``, ``[::ffff:127.0.0.1]``, warned of before) is not warned of."""
     path = _write(tmp_path, source, "http://api.example.com/v1")
     config = load(tmp_path, ENV)
     (warning,) = config.warnings
     key = "graph_url" if source == "facebook" else "api_url"
     assert warning.startswith(f"{path}:5: '{key}' 'http://api.example.com/v1' is http://")
     assert f"the token every read sends ('{SOURCES[source][1]}')" in warning
-    for local in ("http://127.0.0.1:9/v1", "http://localhost:9/v1"):
+    local_urls = ("127.0.0.1", "localhost", "127.0.0.2", "127.1", "[::ffff:127.0.0.1]", "[::1]")
+    for local in (f"http://{host}:9/v1" for host in local_urls):
         _write(tmp_path, source, local)
-        assert load(tmp_path, ENV).warnings == ()
+        assert load(tmp_path, ENV).warnings == (), local

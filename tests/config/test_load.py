@@ -358,6 +358,12 @@ def test_a_target_url_ending_in_a_bare_v2_loads_with_a_warning(
         ("http://127.0.0.1:9000", False),  # a test double, or `leadhub sandbox`
         ("http://localhost:9000", False),
         ("http://[::1]:9000", False),
+        # other forms of this machine, warned of as off it: the whole 127/8, a short
+        # IPv4 form the resolver reads, an IPv4-mapped IPv6 loopback
+        ("http://127.0.0.2:9000", False),
+        ("http://127.1:9000", False),
+        ("http://[::ffff:127.0.0.1]:9000", False),
+        ("http://[::ffff:10.0.0.5]:9000", True),
         ("https://api-in21.leadsquared.com", False),
     ],
 )

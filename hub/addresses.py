@@ -1,0 +1,46 @@
+"""Whether a host names this machine: one rule for every place that asks.
+
+A plain ``http://`` url to this machine (a local test double, the standalone sandbox) is no
+secret crossing the network, and a sandbox listening there is no sandbox anyone may read.
+Each place judged loopback on its own: the urls' check exempted ``127.0.0.2`` but warned of
+``127.1`` and ``[::ffff:127.0.0.1]``, which the system resolves to this machine too.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+
+#: What the system's own IPv4 parser (``inet_aton``) may read as an address: digits, hex
+#: (``0x7f.1``) and dots only, so that it never reads a host name.
+_NUMERIC = re.compile(r"[0-9a-fA-FxX.]+")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a url's host or a ``--host``; in brackets or not, any case, a
+    trailing dot) is this machine: ``localhost`` and its subdomains, a loopback address
+    (``127.0.0.0/8``, ``::1``, ``::ffff:127.x.x.x``), or a short IPv4 form the system reads
+    as one (``127.1``). A host name is not: it may resolve anywhere."""
+    name = host.strip().removeprefix("[").removesuffix("]").lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return _short_ipv4_loopback(name)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def _short_ipv4_loopback(name: str) -> bool:
+    """Whether ``name`` is an IPv4 address in a form ``ipaddress`` refuses but the system's
+    resolver reads (``127.1``, ``0x7f.0.0.1``, ``2130706433``) on the loopback network."""
+    if not _NUMERIC.fullmatch(name):
+        return False
+    try:
+        packed = socket.inet_aton(name)
+    except OSError:
+        return False
+    return ipaddress.IPv4Address(packed).is_loopback
