@@ -20,7 +20,7 @@ import itertools
 import os
 import re
 import sys
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from hub import __version__
@@ -475,9 +475,30 @@ class Parser(argparse.ArgumentParser):
             name = getattr(convert, "__name__", repr(convert))
             self.error(f"{env!r}: invalid {name} value: {text!r}")
         if action.choices is not None and value not in action.choices:
-            choices = ", ".join(map(repr, action.choices))
-            self.error(f"{env!r}: invalid choice: {value!r} (choose from {choices})")
+            self.error(invalid_choice(env.var, env.text, value, action.choices))
         return value
+
+
+def invalid_choice(var: str, text: str, value: Any, choices: Iterable[Any]) -> str:
+    """A ``LEADHUB_<FLAG>`` (``var``, set to ``text``) whose ``value`` is none of the flag's
+    ``choices``, said as the command's usage error says it (``check`` says serve's so)."""
+    listed = ", ".join(map(repr, choices))
+    return f"{var}={text!r}: invalid choice: {value!r} (choose from {listed})"
+
+
+#: serve's ``--role`` values (``LEADHUB_ROLE``), read in any case.
+ROLES = ("all", "web", "worker")
+ROLE_VARIABLE = "LEADHUB_ROLE"
+
+
+def role_problem(environ: Mapping[str, str]) -> str | None:
+    """What ``serve`` refuses (exit 2) in ``LEADHUB_ROLE``, as it says it, or None: for
+    ``check``, which said ok to ``LEADHUB_ROLE=bogus`` (or ``' web'``) in the environment
+    serve then refused to start in."""
+    text = environ.get(ROLE_VARIABLE)
+    if text is None or text.lower() in ROLES:
+        return None
+    return invalid_choice(ROLE_VARIABLE, text, text.lower(), ROLES)
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -504,7 +525,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     serve.add_argument(
         "--role",
         type=str.lower,
-        choices=["all", "web", "worker"],
+        choices=ROLES,
         default="all",
         help="web: endpoints only; worker: dispatcher only; all: both",
     )

@@ -7,7 +7,7 @@ environment; unset variables are named, and so are ``LEADHUB_*`` variables that 
 reads (a misspelt ``LEADHUB_PURGE_AFTR``: a warning, with the closest known name). What
 serve refuses in the environment besides (a proxy variable or ``SSL_CERT_FILE`` it cannot
 use, a ``LEADHUB_LEASE`` too short for the targets' calls, a ``LEADHUB_PURGE_AFTER`` it
-refuses) is an error too, said as serve says it.
+refuses, a ``LEADHUB_ROLE`` that is no role) is an error too, said as serve says it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from hub.cli import Looked, unknown_variables
+from hub.cli import ROLE_VARIABLE, Looked, role_problem, unknown_variables
 from hub.config import Config, ConfigError, load
 from hub.store.retention import parse_purge_after
 from hub.units import UnitError, parse_lease
@@ -23,14 +23,14 @@ from hub.units import UnitError, parse_lease
 #: The variables serve reads its --lease and --role from (``hub.cli``): check judges the
 #: lease serve will run with.
 LEASE_VARIABLE = "LEADHUB_LEASE"
-ROLE_VARIABLE = "LEADHUB_ROLE"
 PURGE_AFTER_VARIABLE = "LEADHUB_PURGE_AFTER"
 
 
 def environment_problems() -> list[str]:
     """What ``serve`` refuses in the environment besides the directory, each with the fix: a
     proxy variable its dispatcher cannot send through (``HTTPS_PROXY=socks5://...``), an
-    ``SSL_CERT_FILE`` OpenSSL cannot read. Check said ok with them, and serve then exited 2."""
+    ``SSL_CERT_FILE`` OpenSSL cannot read, a ``LEADHUB_ROLE`` that is no role. Check said ok
+    with them, and serve then exited 2."""
     from hub.dispatch.transport import Proxies, ProxySettingError, ca_file_problem
 
     problems: list[str] = []
@@ -40,6 +40,8 @@ def environment_problems() -> list[str]:
         problems.append(str(exc))
     if (unread := ca_file_problem()) is not None:
         problems.append(unread)
+    if (role := role_problem(os.environ)) is not None:
+        problems.append(role)
     return problems
 
 

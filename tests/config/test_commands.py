@@ -150,6 +150,24 @@ def test_check_refuses_the_leadhub_purge_after_serve_refuses(
     _check_agrees_with_serve(tmp_path, settings, refused)
 
 
+@pytest.mark.parametrize(
+    ("role", "refused"),
+    [
+        ("Web", None),
+        ("bogus", "LEADHUB_ROLE='bogus': invalid choice: 'bogus' (choose from 'all', 'web', "),
+        (" web", "LEADHUB_ROLE=' web': invalid choice: ' web' (choose from 'all', 'web', "),
+    ],
+)
+def test_check_refuses_the_leadhub_role_serve_refuses(
+    tmp_path: Path, role: str, refused: str | None
+) -> None:
+    """A LEADHUB_ROLE serve refuses (exit 2: no role, or one with a blank around it) was ok
+    to check in the same environment; now check says what serve says. A role in another
+    case is serve's role, ok to both."""
+    settings = {"LEADHUB_ROLE": role, "LEADHUB_LEASE": "120s"}  # (the timeout's)
+    _check_agrees_with_serve(tmp_path, settings, refused)
+
+
 @pytest.mark.slow
 def test_check_as_a_real_subprocess() -> None:
     """`python -m hub check` in a child process: exit 0 with the environment set, 1 without."""
