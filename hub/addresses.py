@@ -44,3 +44,20 @@ def _short_ipv4_loopback(name: str) -> bool:
     except OSError:
         return False
     return ipaddress.IPv4Address(packed).is_loopback
+
+
+#: The keys every sandbox has unless given others, and how its ``sandbox_exposed`` line
+#: names them.
+DEFAULT_SANDBOX_KEY = "sandbox"
+DEFAULT_KEYS_SAID = "sandbox / sandbox (the defaults, known to anyone)"
+
+
+def sandbox_exposed(host: str, default_keys: bool, fix: str) -> dict[str, str] | None:
+    """The ``sandbox_exposed`` warning's fields (``fix``: what to set) when a sandbox with the
+    keys everyone knows (``default_keys``) listens beyond this machine (``host`` not
+    loopback: every interface in the container image), else None: anyone reaching its port
+    reads every lead sent to it (names, emails, phones) at ``/_sandbox/leads`` and writes
+    leads. ``serve``'s embedded sandbox and ``leadhub sandbox`` both warn so."""
+    if is_loopback(host) or not default_keys:
+        return None
+    return {"host": host, "keys": DEFAULT_KEYS_SAID, "fix": fix}

@@ -31,6 +31,7 @@ from typing import Any
 
 import uvicorn
 
+from hub.addresses import DEFAULT_SANDBOX_KEY, sandbox_exposed
 from hub.cli import given_as
 from hub.commands.server import Server
 from hub.hangups import take_early
@@ -162,6 +163,25 @@ def _keys_from(args: argparse.Namespace) -> str:
     return " / ".join(given)
 
 
+def _exposed(args: argparse.Namespace) -> dict[str, str] | None:
+    """The ``sandbox_exposed`` warning's fields when this sandbox answers beyond this machine
+    to the default keys (:func:`hub.addresses.sandbox_exposed`), else None: ``--host
+    0.0.0.0`` with them said nothing, where serve's embedded sandbox is warned of."""
+    default_keys = args.access_key == DEFAULT_SANDBOX_KEY and args.secret_key == DEFAULT_SANDBOX_KEY
+    fix = (
+        "give --access-key and --secret-key (or LEADHUB_SANDBOX_ACCESS_KEY and "
+        "LEADHUB_SANDBOX_SECRET_KEY) keys of your own, or listen on --host 127.0.0.1"
+    )
+    return sandbox_exposed(args.host, default_keys, fix)
+
+
+def _ready(log: Any, url: str, fields: dict[str, str], exposed: dict[str, str] | None) -> None:
+    """Once listening: say so, and warn of a sandbox anyone may read (``exposed``)."""
+    log.info("sandbox_ready", url=url, **fields)
+    if exposed is not None:
+        log.warning("sandbox_exposed", url=url, **exposed)
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve the sandbox until a signal; returns the exit code."""
     configure(level=args.log_level)
@@ -208,9 +228,10 @@ def run(args: argparse.Namespace) -> int:
         "db": db_path or "memory",
         "keys": _keys_from(args),
     }
+    exposed = _exposed(args)
     server = Server(
         config,
-        on_ready=lambda url: log.info("sandbox_ready", url=url, **fields),
+        on_ready=lambda url: _ready(log, url, fields, exposed),
         on_signal=sandbox_of(app).stopping,
     )
     _ignore_hangups(log)

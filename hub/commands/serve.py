@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import os
 import resource
@@ -44,6 +43,7 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from hub import logs
+from hub.addresses import sandbox_exposed
 from hub.cli import Looked, given_as, unknown_variables, variable_of
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.commands.protocol import HubHttpProtocol
@@ -384,31 +384,19 @@ def _sandbox_keys(target: Target | None) -> str:
     return "from LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY"
 
 
-def _loopback(host: str) -> bool:
-    """Whether ``host`` (``--host``) listens on a loopback address only."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: an interface others can reach, as far as one can tell
-
-
 def _sandbox_exposed(host: str, target: Target | None) -> dict[str, str] | None:
     """The ``sandbox_exposed`` warning's fields when the embedded sandbox answers beyond this
-    machine (``--host`` not loopback: every interface in the container image) to the keys
-    everyone knows: anyone reaching the webhooks' port then reads every lead sent to it
-    (names, emails, phones) at ``/sandbox/_sandbox/leads`` and writes leads; else None."""
-    if _loopback(host) or not _default_keys(target):
-        return None
-    return {
-        "host": host,
-        "fix": (
+    machine to the keys everyone knows (:func:`hub.addresses.sandbox_exposed`): at
+    ``/sandbox/_sandbox/leads``; else None."""
+    return sandbox_exposed(
+        host,
+        _default_keys(target),
+        fix=(
             "set LEADHUB_SANDBOX_ACCESS_KEY and LEADHUB_SANDBOX_SECRET_KEY to keys of your "
             "own, define a 'default' target (a LeadSquared account), or serve on --host "
             "127.0.0.1"
         ),
-    }
+    )
 
 
 def _ready(ready: dict[str, Any], exposed: dict[str, str] | None = None) -> None:
@@ -417,12 +405,7 @@ def _ready(ready: dict[str, Any], exposed: dict[str, str] | None = None) -> None
     tune_for_serving()
     _log.info("hub_ready", **ready)
     if exposed is not None:
-        _log.warning(
-            "sandbox_exposed",
-            sandbox=ready["sandbox"],
-            keys="sandbox / sandbox (the defaults, known to anyone)",
-            **exposed,
-        )
+        _log.warning("sandbox_exposed", sandbox=ready["sandbox"], **exposed)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -606,3 +606,34 @@ def test_a_db_in_sqlite_s_uri_form_is_refused_making_nothing(
     assert result.stderr.startswith(f"leadhub sandbox: --db {db!r} is in SQLite's URI form")
     assert f"; write {written!r}\n" in result.stderr, result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def _start_events(*args: str) -> dict[str, dict[str, Any]]:
+    """The lines of ``leadhub sandbox ARGS`` (on a free port) run until ready, then stopped."""
+    port = free_port()
+    with leadhub_process(
+        ["sandbox", "--port", str(port), *args], ready_url=f"http://127.0.0.1:{port}/"
+    ) as proc:
+        code, out = _stop(proc)
+    assert code == 0, out
+    lines = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return {str(line["event"]): line for line in lines}
+
+
+@pytest.mark.slow
+def test_a_sandbox_with_the_default_keys_on_every_interface_is_warned_of() -> None:
+    """``--host 0.0.0.0`` with the default keys answers anyone reaching the port with the keys
+    everyone knows (every lead at ``/_sandbox/leads``) and said nothing, where serve's
+    embedded sandbox logs ``sandbox_exposed``: now this one does too, with what to give.
+    Keys of one's own, or a loopback host in any form (``127.1``), are not warned of."""
+    events = _start_events("--host", "0.0.0.0")
+    warning = events["sandbox_exposed"]
+    assert warning["level"] == "warning"
+    assert warning["host"] == "0.0.0.0"
+    assert warning["keys"] == "sandbox / sandbox (the defaults, known to anyone)"
+    assert "--access-key and --secret-key" in str(warning["fix"])
+    assert warning["url"] == events["sandbox_ready"]["url"]
+    own = _start_events("--host", "0.0.0.0", "--access-key", ACCESS, "--secret-key", SECRET)
+    assert "sandbox_exposed" not in own
+    assert "sandbox_ready" in own
+    assert "sandbox_exposed" not in _start_events("--host", "127.1")
