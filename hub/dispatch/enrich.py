@@ -144,6 +144,8 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
     lead = event.enrichment
     if lead is None:
         outcome = await source.read()
+        if not (isinstance(outcome, FetchRetry) and outcome.kind == "proxy"):
+            d.proxy_let_through(event.endpoint)
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
             # (" fetch failed: " marks a failed read: store.resume_reads makes it due at a
@@ -168,16 +170,22 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
 
 async def _retry_read(d: Dispatcher, event: Event, outcome: FetchRetry, reason: str) -> None:
     """Retry ``event`` after its read failed for now (``reason``), or kill it once the read has
-    been answered so the tries ``outcome`` allows in a row. A throttled read holds every read
-    of the endpoint (this one too) for the time the API gave, not this one alone."""
+    been answered so the tries ``outcome`` allows in a row. A throttled read, or one a proxy
+    refused (407), holds every read of the endpoint (this one too) for the time the API gave,
+    not this one alone; time a proxy refused the reads does not use up give_up_after."""
     if outcome.tries is not None:
         answers = _answered_so(event.last_error, reason) + 1
         if answers >= outcome.tries:
             await d.kill(event, f"{reason} (answered so {answers} times)", fixable=True)
             return
         reason = f"{reason} (answered so {answers} of {outcome.tries} times)"
-    until = d.hold_reads(event.endpoint, outcome.wait, reason) if outcome.throttled else None
-    await d.retry_or_die(event, endpoint_policy(d, event.endpoint), reason, not_before=until)
+    proxy = outcome.kind == "proxy"
+    until = None
+    if outcome.throttled or proxy:
+        until = d.hold_reads(event.endpoint, outcome.wait, reason, proxy=proxy)
+    held = d.proxy_held_during(event.endpoint, event.queued_since, d.clock.time())
+    policy = endpoint_policy(d, event.endpoint)
+    await d.retry_or_die(event, policy, reason, held=held, not_before=until)
 
 
 def _answered_so(last_error: str | None, reason: str) -> int:

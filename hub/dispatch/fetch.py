@@ -12,7 +12,8 @@ not followed (the token would go along), and killing each lead for a setting wou
 An answer too large for a lead (:data:`~hub.dispatch.transport.MAX_ANSWER`, not read), or
 one that does not decode as its ``Content-Encoding`` says, is retried as a ``bad_answer``.
 A proxy's 407 is retried as ``proxy``, worded as a send's is (credentials refused, or none
-given: :func:`~hub.dispatch.leadsquared.proxy_reason`).
+given: :func:`~hub.dispatch.leadsquared.proxy_reason`); the dispatcher then holds the
+endpoint's reads, that time not counting toward give_up_after (``Dispatcher.hold_reads``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ unread events in the queue), each must fit in what is left of its lease (else th
 back, untried), and :meth:`Dispatcher.stop` cancels them and puts their events back. An API
 that says the app or account is throttled holds every read of the endpoint for the time it
 gives (:meth:`Dispatcher.hold_reads`): the endpoint's events claimed meanwhile go back
-untried, due then, saying why.
+untried, due then, saying why. So does a proxy refusing a read (407: the operator's to fix,
+for every read), and the time it refuses them does not use up the events' give_up_after.
 
 Per-lead ordering across processes: a claimed event whose routes are not written yet holds
 back every later event the store is asked about (its lead is not known yet; this lasts the
@@ -53,7 +54,8 @@ or :func:`dispatcher_lifespan` as a ``hub.web.app`` lifespan hook.
 Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed``,
 ``event_enriched``, ``lead_reads_throttled`` / ``lead_reads_resumed`` (warnings: the API said
 the app or account is throttled, and the endpoint's reads wait, see :meth:`Dispatcher.hold_reads`;
-a read got through after),
+a read got through after), ``lead_reads_held`` (a warning: a proxy refused a read, 407, and
+the endpoint's reads wait likewise; the time does not count toward give_up_after),
 ``event_mapped`` (a warning, only when the mapping left a value out),
 ``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
@@ -71,6 +73,7 @@ ended, or refused by a bug: see :class:`~hub.dispatch.retry.Rewrites`), ``dispat
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import random as _random
@@ -214,11 +217,17 @@ class Dispatcher:
         self._reads: dict[asyncio.Task[None], Event] = {}  # lead reads running, their events
         self._reading: Counter[str] = Counter()  # events reading (or waiting to), by endpoint
         self._read_slots: dict[str, asyncio.Semaphore] = {}
-        #: Endpoints whose reads wait for the API's throttling to end: (when, monotonic; the
-        #: read's reason), and how many holds each had in a row, no read getting through since.
-        self._read_holds: dict[str, tuple[float, str]] = {}
+        #: Endpoints whose reads wait for the API's throttling, or a proxy refusing them, to
+        #: end: (when, monotonic; the read's reason; whether a proxy's), and how many holds
+        #: each had in a row, no read getting through since.
+        self._read_holds: dict[str, tuple[float, str, bool]] = {}
         self._holds_in_a_row: Counter[str] = Counter()
         self._throttled_since: dict[str, float] = {}  # when the first of them began
+        #: By endpoint, since when (unix time) a proxy refuses its reads, and the last spans it
+        #: did (began, ended): that time does not count toward an event's give_up_after
+        #: (:meth:`proxy_held_during`), as a target's pauses do not (``Lane.paused_during``).
+        self._proxy_since: dict[str, float] = {}
+        self._proxy_spans: dict[str, collections.deque[tuple[float, float]]] = {}
         self._read_done: list[tuple[Event, float]] = []  # read: (event, its claim), to route
         self._read_dropped: list[Event] = []  # reads cancelled: events to put back
         self._looking: dict[asyncio.Task[None], list[Item]] = {}  # _look_again, what it holds
@@ -824,17 +833,26 @@ class Dispatcher:
         without a word.)"""
         return [name for name, n in self._reading.items() if n >= self.reads_per_endpoint]
 
-    def hold_reads(self, endpoint: str, wait: float | None, reason: str) -> float:
-        """The API said the app or account is throttled (``reason``: the refused read's):
-        hold every read of ``endpoint`` for ``wait`` seconds (the time the answer gave; when
-        it gave none, the target's retry ceiling for as many holds in a row, doubling), and
-        say so once (``lead_reads_throttled``, a warning) when no hold was on. Returns when
-        the hold ends (unix seconds): the refused read is not retried before.
+    def hold_reads(
+        self, endpoint: str, wait: float | None, reason: str, *, proxy: bool = False
+    ) -> float:
+        """The API said the app or account is throttled (``reason``: the refused read's), or
+        (``proxy``) a proxy refused the read (407): hold every read of ``endpoint`` for
+        ``wait`` seconds (the time the answer gave; when it gave none, the target's retry
+        ceiling for as many holds in a row, doubling), and say so once
+        (``lead_reads_throttled``, or ``lead_reads_held`` for a proxy: warnings) when no hold
+        was on. Returns when the hold ends (unix seconds): the refused read is not retried
+        before.
 
         Each failed read used to back off alone: a throttled app went on reading every other
-        event's lead, each refused and retried a few seconds later, which keeps it throttled.
+        event's lead, each refused and retried a few seconds later, which keeps it throttled;
+        and a proxy refusing the hub's credentials (every read's, the operator's to fix)
+        killed each lead at its give_up_after. Time a proxy refuses the reads does not count
+        toward it (:meth:`proxy_held_during`).
         """
         now = self.clock.monotonic()
+        if proxy:
+            self._proxy_since.setdefault(endpoint, self.clock.time())
         current = self._read_holds.get(endpoint)
         if current is None or current[0] <= now:
             self._holds_in_a_row[endpoint] += 1
@@ -843,16 +861,33 @@ class Dispatcher:
                 policy = endpoint_policy(self, endpoint)
                 wait = policy.ceiling(self._holds_in_a_row[endpoint])
             _log.warning(
-                "lead_reads_throttled",
+                "lead_reads_held" if proxy else "lead_reads_throttled",
                 endpoint=endpoint,
                 seconds=round(wait, 3),
                 until=round(self.clock.time() + wait, 3),
                 reason=reason,
             )
-            self._read_holds[endpoint] = (now + wait, reason)
+            self._read_holds[endpoint] = (now + wait, reason, proxy)
         elif wait and now + wait > current[0]:  # a longer time given while the hold is on
-            self._read_holds[endpoint] = (now + wait, reason)
+            self._read_holds[endpoint] = (now + wait, reason, proxy)
         return self.clock.time() + (self._read_holds[endpoint][0] - now)
+
+    def proxy_let_through(self, endpoint: str) -> None:
+        """A read of ``endpoint`` was answered by other than a proxy's 407 (its lead, or the
+        API's own refusal): the time a proxy refused its reads, if it did, ends now."""
+        began = self._proxy_since.pop(endpoint, None)
+        if began is not None:
+            spans = self._proxy_spans.setdefault(endpoint, collections.deque(maxlen=64))
+            spans.append((began, self.clock.time()))
+
+    def proxy_held_during(self, endpoint: str, start: float, end: float) -> float:
+        """Seconds between ``start`` and ``end`` (unix times) a proxy refused the reads of
+        ``endpoint`` (as far as this process saw: a restart forgets it, and makes every such
+        read due at once: ``store.resume_reads``)."""
+        spans = list(self._proxy_spans.get(endpoint, ()))
+        if (began := self._proxy_since.get(endpoint)) is not None:
+            spans.append((began, end))
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
 
     def reads_through(self, endpoint: str) -> None:
         """A read of ``endpoint`` got its lead: after holds, ``lead_reads_resumed`` (a
@@ -878,9 +913,11 @@ class Dispatcher:
 
     async def _wait_out_hold(self, event: Event, left: float) -> None:
         """Put ``event`` back untried, due when its endpoint's reads are held no more."""
+        _, why, proxy = self._read_holds[event.endpoint]
+        by = "held, a proxy refusing them," if proxy else "throttled by the API"
         reason = (
-            f"the lead reads of endpoint {event.endpoint!r} are throttled by the API for "
-            f"{duration_text(round(left))} more: {self._read_holds[event.endpoint][1]}"
+            f"the lead reads of endpoint {event.endpoint!r} are {by} for "
+            f"{duration_text(round(left))} more: {why}"
         )
         await self.release(event, at=self.clock.time() + left, reason=reason)
 

@@ -1,0 +1,86 @@
+"""A proxy refusing the hub's lead reads (407: credentials wrong, or none given) is the
+operator's configuration, not the lead's failure: it holds the endpoint's reads as an API's
+throttling does, and the time held does not count toward the events' give_up_after (a send's
+407 pauses its target alike). Real forward proxy, real SQLite store, real dispatcher."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import structlog
+
+from hub.dispatch.transport import Proxies, make_http_client
+from hub.store.models import State
+from tests.dispatch.support import (
+    FB_ENV,
+    all_in,
+    enqueue,
+    facebook_yaml,
+    flat_endpoint_yaml,
+    opened_store,
+    running,
+    sandbox_get,
+    sandbox_server,
+    slow_graph,
+    states,
+    target_yaml,
+    wait_for,
+    write_config,
+)
+from tests.support.proxy import forward_proxy
+
+GIVE_UP = 1.0  # seconds: the target's give_up_after, outlived several times over
+
+
+async def test_leads_outlive_give_up_after_while_a_proxy_refuses_their_reads(
+    tmp_path: Path,
+) -> None:
+    """Three Facebook leads whose reads a proxy refuses (wrong credentials) for three times
+    the target's give_up_after: none is dead (each read retried on its own backoff, they
+    were dead as 'gave up after N attempt(s)' at give_up_after, the proxy's fault); each
+    says why, and ``lead_reads_held`` says the reads are held, naming the proxy. Once the
+    proxy takes the credentials, all three are read and sent."""
+    with (
+        sandbox_server() as (sandbox_url, _),
+        slow_graph(0.0) as (graph_url, graph),
+        forward_proxy(login="ops", password="right") as (proxy_url, seen),
+    ):
+        given = proxy_url.replace("http://", "http://ops:wrong@")
+        proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
+        retry = f"{{initial: 50ms, max_interval: 200ms, give_up_after: {GIVE_UP:g}s}}"
+        # (loopback is reached directly: the Graph API by a name only the proxy resolves)
+        proxied = graph_url.replace("127.0.0.1", "graph.proxied.test")
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", sandbox_url, retry=retry),
+            facebook_yaml(proxied),
+            flat_endpoint_yaml("forms", "default"),
+            environ=FB_ENV,
+        )
+        notices = [{"leadgen_id": f"7000{n}", "page_id": "1"} for n in range(3)]
+        async with (
+            make_http_client(proxies=proxies) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            ids = await enqueue(store, "fb", notices, prefix="fb")
+            started = time.monotonic()
+            with structlog.testing.capture_logs() as logs:
+                async with running(cfg, store, http=http):
+                    await wait_for(
+                        lambda: time.monotonic() - started > 3 * GIVE_UP and len(seen.lines) > 3,
+                        what="reads refused for three times give_up_after",
+                    )
+                    events = list((await states(store, ids)).values())
+                    assert [e.last_error for e in events if e.state == State.DEAD] == []
+                    assert graph.reads == []
+                    seen.fixed = True  # the proxy's account fixed: the held reads go through
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+        sent = sorted(lead["EmailAddress"] for lead in sandbox_get(sandbox_url, "/_sandbox/leads"))
+    errors = [e.last_error or "" for e in events]
+    assert all("the proxy refused the hub's credentials" in e for e in errors), errors
+    assert not any("wrong" in e for e in errors)
+    held = [line for line in logs if line["event"] == "lead_reads_held"]
+    assert held and all(line["endpoint"] == "fb" for line in held)
+    assert all("407" in line["reason"] and "wrong" not in line["reason"] for line in held)
+    assert sent == [f"7000{n}@fb.example" for n in range(3)]
