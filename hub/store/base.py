@@ -959,8 +959,9 @@ class EventStore(Protocol):
     async def resume_reads(self, endpoints: Sequence[str]) -> int:
         """Make due now the events of ``endpoints`` retried after their lead read failed
         (``retrying`` with no enrichment stored, their error the read's: ``... fetch failed:
-        ...``); returns how many. An event with no lead to read whose send failed (a LinkedIn
-        notice of a deleted lead) keeps its backoff: no read of it changed.
+        ...``; or ``queued``, put back untried with that error while a proxy refused the
+        endpoint's reads); returns how many. An event with no lead to read whose send failed
+        (a LinkedIn notice of a deleted lead) keeps its backoff: no read of it changed.
 
         A read refused for a token (expired, without a permission) or a setting is retried
         on its target's schedule, up to ``max_interval`` (an hour by default) apart; once a

@@ -84,3 +84,43 @@ async def test_leads_outlive_give_up_after_while_a_proxy_refuses_their_reads(
     assert held and all(line["endpoint"] == "fb" for line in held)
     assert all("407" in line["reason"] and "wrong" not in line["reason"] for line in held)
     assert sent == [f"7000{n}@fb.example" for n in range(3)]
+
+
+async def test_a_restart_reads_at_once_the_leads_a_proxy_held(tmp_path: Path) -> None:
+    """Leads held untried by a proxy's refusal (the hold: the target's initial retry, 30 s)
+    are read at once by a start (the proxy's variable fixed by a restart), as the lead whose
+    read was refused is: those put back untried waited out the hold after the restart."""
+    with (
+        sandbox_server() as (sandbox_url, _),
+        slow_graph(0.0) as (graph_url, graph),
+        forward_proxy(login="ops", password="right") as (proxy_url, seen),
+    ):
+        given = proxy_url.replace("http://", "http://ops:wrong@")
+        proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
+        retry = "{initial: 30s, max_interval: 1h, give_up_after: 1h}"
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", sandbox_url, retry=retry),
+            facebook_yaml(graph_url.replace("127.0.0.1", "graph.proxied.test")),
+            flat_endpoint_yaml("forms", "default"),
+            environ=FB_ENV,
+        )
+        notices = [{"leadgen_id": f"7100{n}", "page_id": "1"} for n in range(3)]
+        async with (
+            make_http_client(proxies=proxies) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            ids = await enqueue(store, "fb", notices, prefix="fb")
+            async with running(cfg, store, http=http, reads_per_endpoint=1):
+
+                async def all_held() -> bool:
+                    events = (await states(store, ids)).values()
+                    return all("proxy refused" in (e.last_error or "") for e in events)
+
+                await wait_for(all_held, what="every lead held by the proxy")
+            untried = [e for e in (await states(store, ids)).values() if e.attempts == 0]
+            assert untried and graph.reads == []
+            seen.fixed = True  # (as a restart with the variable fixed would)
+            async with running(cfg, store, http=http):
+                await wait_for(all_in(State.DELIVERED, store, ids), timeout=15, what="sent")
+    assert sorted(graph.reads) == [f"7100{n}" for n in range(3)]

@@ -608,22 +608,29 @@ class TestOutcomes:
         self, store: EventStore
     ) -> None:
         """resume_reads makes due now the retrying events of the endpoints named that have no
-        lead stored (their read failed), their attempts kept; one whose lead was read (its
-        send failed), one with no lead to read whose send failed (a LinkedIn notice of a
-        deleted lead), another endpoint's and a due one are left as they were."""
+        lead stored (their read failed), their attempts kept, and the queued ones put back
+        untried with such an error (a proxy refusing the endpoint's reads held them); one
+        whose lead was read (its send failed), one with no lead to read whose send failed (a
+        LinkedIn notice of a deleted lead), another endpoint's and a due one are left as they
+        were."""
         unread, read = await ids_of(store, 2, endpoint="fb")
         (other,) = await ids_of(store, 1, endpoint="li")
         (due,) = await ids_of(store, 1, endpoint="fb2")
         (deleted,) = await ids_of(store, 1, endpoint="li2")
-        await store.claim(limit=5, lease=30)
+        (enqueued,) = await store.enqueue(delivery("fb-held", endpoint="fb"))
+        held = enqueued.id
+        claimed = {e.id: e for e in await store.claim(limit=6, lease=30)}
         await store.set_enrichment(read, {"id": "1"})
         later = START + 600
+        # put back untried while a proxy refused the endpoint's reads: queued, the read's error
+        proxy = "held, a proxy refusing them, for 10m more: Facebook lead fetch failed: 407"
+        await store.release(held, at=later, reason=proxy, lease=claimed[held].lease)
         for eid in (unread, read, other):
             await store.retry(eid, at=later, error="Facebook lead fetch failed: Graph error 190")
         await store.retry(due, at=START, error="Facebook lead fetch failed: Graph error 190")
         await store.retry(deleted, at=later, error="HTTP 503: Service Unavailable")
-        assert await store.resume_reads(["fb", "fb2", "li2"]) == 1
-        found = {i: await store.get(i) for i in (unread, read, other, due, deleted)}
+        assert await store.resume_reads(["fb", "fb2", "li2"]) == 2
+        found = {i: await store.get(i) for i in (unread, read, other, due, deleted, held)}
         shown = {i: (e.state, e.attempts, e.next_attempt_at) for i, e in found.items() if e}
         assert shown == {
             unread: (State.RETRYING, 1, START),
@@ -631,6 +638,7 @@ class TestOutcomes:
             other: (State.RETRYING, 1, later),
             due: (State.RETRYING, 1, START),
             deleted: (State.RETRYING, 1, later),
+            held: (State.QUEUED, 0, START),
         }
         assert await store.resume_reads([]) == 0
 

@@ -570,8 +570,9 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > $1
 -- stored, the read's error: hub.dispatch.enrich's '... fetch failed: ...') are due now ($1):
 -- a reload changed how those endpoints read (a fixed token). An event with no lead whose
 -- send failed (a LinkedIn notice of a deleted lead, which has none to read) keeps its backoff.
+-- Queued: put back untried while a proxy refused the endpoint's reads (its error theirs).
 UPDATE events SET next_attempt_at = $1, updated_at = $1
-WHERE state = 'retrying' AND next_attempt_at > $1 AND enrichment IS NULL
+WHERE state IN ('retrying', 'queued') AND next_attempt_at > $1 AND enrichment IS NULL
   AND endpoint = ANY ($2::text[]) AND strpos(last_error, ' fetch failed: ') > 0;
 
 -- name: lock_account

@@ -545,8 +545,9 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now
 -- no lead stored, the read's error: hub.dispatch.enrich's '... fetch failed: ...') are due
 -- now: a reload changed how those endpoints read (a fixed token). An event with no lead whose
 -- send failed (a LinkedIn notice of a deleted lead, which has none to read) keeps its backoff.
+-- Queued: put back untried while a proxy refused the endpoint's reads (its error theirs).
 UPDATE events SET next_attempt_at = :now, updated_at = :now
-WHERE state = 'retrying' AND next_attempt_at > :now AND enrichment IS NULL
+WHERE state IN ('retrying', 'queued') AND next_attempt_at > :now AND enrichment IS NULL
   AND endpoint IN (SELECT value FROM json_each(:endpoints))
   AND instr(last_error, ' fetch failed: ') > 0;
 
