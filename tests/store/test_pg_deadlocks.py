@@ -104,6 +104,21 @@ async def test_a_write_aborted_by_a_deadlock_is_run_again_and_answers_the_leads_
         assert (await store.counts())[State.QUEUED] == 2  # (each lead once)
 
 
+async def _claim_through_a_deadlock(store: Any, other: Any, dsn: str, schema: str) -> Any:
+    """A claim of ``store`` while ``other`` holds what it writes: once the claim waits,
+    ``other`` asks for the claims' turn (a deadlock the server breaks by aborting the claim),
+    then lets go; the claim's outcome, or its exception."""
+    claim = asyncio.ensure_future(store.claim(limit=5, lease=30.0))
+    await waiting_for_locks(dsn, 1)
+    await other.execute(  # the claims' turn, once the store's claim is aborted
+        "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || $1, 0))",
+        schema,
+    )
+    await other.execute("ROLLBACK")
+    outcomes = await asyncio.gather(claim, return_exceptions=True)
+    return outcomes[0]
+
+
 async def test_a_claim_aborted_by_a_deadlock_is_run_again(
     postgres_schema: tuple[str, str],
 ) -> None:
@@ -119,14 +134,7 @@ async def test_a_claim_aborted_by_a_deadlock_is_run_again(
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
         )
         with capture_logs() as logs:
-            claim = asyncio.ensure_future(store.claim(limit=5, lease=30.0))
-            await waiting_for_locks(dsn, 1)
-            await other.execute(  # the claims' turn, once the store's claim is aborted
-                "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || $1, 0))",
-                schema,
-            )
-            await other.execute("ROLLBACK")
-            (claimed,) = await asyncio.gather(claim, return_exceptions=True)
+            claimed = await _claim_through_a_deadlock(store, other, dsn, schema)
         assert not isinstance(claimed, BaseException), claimed
         assert [e.id for e in claimed] == [queued.id]
         assert _retried(logs) == ["claim"]
@@ -149,14 +157,7 @@ async def test_a_clock_step_of_a_claim_run_again_is_logged_once(
         clock.set(clock.time() - 3600.0)
         await other.execute("UPDATE meta SET value = value WHERE key = 'clock_mark'")
         with capture_logs() as logs:
-            claim = asyncio.ensure_future(store.claim(limit=5, lease=30.0))
-            await waiting_for_locks(dsn, 1)
-            await other.execute(  # the claims' turn, once the store's claim is aborted
-                "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || $1, 0))",
-                schema,
-            )
-            await other.execute("ROLLBACK")
-            (claimed,) = await asyncio.gather(claim, return_exceptions=True)
+            claimed = await _claim_through_a_deadlock(store, other, dsn, schema)
         assert not isinstance(claimed, BaseException), claimed
         assert [e.id for e in claimed] == [queued.id]  # (its due time moved back too)
         assert _retried(logs) == ["claim"]
