@@ -53,6 +53,19 @@ def app_role(dsn: str, schema: str, *grants: str) -> Iterator[tuple[str, str]]:
         asyncio.run(sql(dsn, f'DROP ROLE "{role}"'))
 
 
+def _accepted(base: str) -> None:
+    """A signed Typeform delivery to the hub at ``base`` is stored: 200, accepted."""
+    _, body, sig = signed(1)
+    answer = httpx.post(
+        f"{base}/hooks/typeform",
+        content=body,
+        headers={"Typeform-Signature": sig, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "accepted"
+
+
 def test_serve_as_a_role_without_usage_on_the_sequences_refuses_to_start_naming_the_grant(
     tmp_path: Path, postgres_schema: tuple[str, str]
 ) -> None:
@@ -77,15 +90,7 @@ def test_serve_as_a_role_without_usage_on_the_sequences_refuses_to_start_naming_
         asyncio.run(sql(dsn, f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"'))
         base = f"http://127.0.0.1:{port}"
         with leadhub_process(args, ready_url=f"{base}/healthz", env=ENV):
-            _, body, sig = signed(1)
-            answer = httpx.post(
-                f"{base}/hooks/typeform",
-                content=body,
-                headers={"Typeform-Signature": sig, "Content-Type": "application/json"},
-                timeout=30,
-            )
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["status"] == "accepted"
+            _accepted(base)
 
 
 async def _every_step(url: str) -> None:
@@ -196,14 +201,6 @@ def test_a_web_instance_starts_with_the_rights_of_ingest_alone(
         base = f"http://127.0.0.1:{port}"
         web = serve_args(tmp_path, port, role="web", db=url)
         with leadhub_process(web, ready_url=f"{base}/healthz", env=ENV):
-            _, body, sig = signed(1)
-            answer = httpx.post(
-                f"{base}/hooks/typeform",
-                content=body,
-                headers={"Typeform-Signature": sig, "Content-Type": "application/json"},
-                timeout=30,
-            )
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["status"] == "accepted"
+            _accepted(base)
             ready = httpx.get(f"{base}/readyz", timeout=30)
             assert ready.status_code == 200, ready.text
