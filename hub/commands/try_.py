@@ -59,6 +59,7 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from hub.config import ConfigError, load
 from hub.config.issues import did_you_mean
@@ -135,6 +136,18 @@ def _results(args: argparse.Namespace) -> tuple[Config, list[tuple[Any, Result]]
     return config, [(lead, map_document(mappings, lead)) for lead in _leads(config, args, document)]
 
 
+def _word(text: str) -> str:
+    """``text`` as one word of a POSIX shell, in single quotes (a ``'`` in it closed and
+    escaped): the commands try prints hold ids from the given document, and a ``'`` in one
+    ended the quotes, the rest of the id read by the shell it was pasted into."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def _segment(ident: str) -> str:
+    """A lead id as one path segment, escaped as the dispatcher's reads escape it."""
+    return quote(ident, safe="")
+
+
 @dataclasses.dataclass(frozen=True)
 class _Notice:
     """A thin notification given to try (:func:`_notification_refused`)."""
@@ -207,11 +220,13 @@ def _facebook_notice(options: FacebookOptions, document: Any) -> _Notice | None:
     else:
         return None
     ids = [str(value["leadgen_id"]) for value in values]
-    url = f"{options.graph_url}/{ids[0] if ids else 'LEADGEN_ID'}"
+    lead = _segment(ids[0]) if ids else "LEADGEN_ID"
+    fields = ",".join(options.fields)
+    url = f"{options.graph_url}/{lead}?fields={fields}&access_token=PAGE_TOKEN"
     return _Notice(
         what="a Facebook leadgen notification",
         named=_listed(ids, "lead", "leads"),
-        command=f"curl -s '{url}?fields={','.join(options.fields)}&access_token=PAGE_TOKEN'",
+        command=f"curl -s {_word(url)}",
         keys=[key for key in CHANGE_KEYS if values and key in values[0]],
         token="PAGE_TOKEN: a page access token with leads_retrieval",
     )
@@ -229,11 +244,12 @@ def _linkedin_notice(options: LinkedInOptions, document: Any) -> _Notice | None:
     urn = document.get("leadGenFormResponse")
     if not isinstance(urn, str) or lead_action(document) != CREATED:
         return None
+    url = f"{options.api_url}/leadFormResponses/{_segment(response_id(urn))}"
     return _Notice(
         what="a LinkedIn lead notification",
         named=f"form response {urn}",
         command=(
-            f"curl -s '{options.api_url}/leadFormResponses/{response_id(urn)}' -H "
+            f"curl -s {_word(url)} -H "
             f"'Authorization: Bearer ACCESS_TOKEN' -H 'LinkedIn-Version: "
             f"{options.api_version}' -H 'X-Restli-Protocol-Version: 2.0.0'"
         ),
@@ -256,13 +272,12 @@ def _hubspot_notice(options: HubSpotOptions, document: Any) -> _Notice | None:
     kind = str(named[0]["subscriptionType"]).partition(".")[0]
     ids = [str(event["objectId"]) for event in named]
     path = HUBSPOT_OBJECTS.get(kind, "contacts")
+    properties = ",".join(options.properties)
+    url = f"{options.api_url}/crm/v3/objects/{path}/{_segment(ids[0])}?properties={properties}"
     return _Notice(
         what="a HubSpot webhook delivery",
         named=_listed(ids, f"{kind} object", "objects"),
-        command=(
-            f"curl -s '{options.api_url}/crm/v3/objects/{path}/{ids[0]}?properties="
-            f"{','.join(options.properties)}' -H 'Authorization: Bearer ACCESS_TOKEN'"
-        ),
+        command=(f"curl -s {_word(url)} -H 'Authorization: Bearer ACCESS_TOKEN'"),
         keys=list(named[0]),
         token="ACCESS_TOKEN: the endpoint's access_token",
     )

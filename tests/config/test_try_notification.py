@@ -4,6 +4,7 @@ than the lead it names, which the hub reads from an API when it sends it."""
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,38 @@ def test_the_lead_the_api_returns_is_still_tried(endpoint: str, payload: str) ->
     done = leadhub_run([*args, "--config-dir", str(SHIPPED)], env=DEMO_ENV)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("mapping: ")
+
+
+HOSTILE_ID = "12'; touch owned; echo '"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "document"),
+    [
+        ("facebook", {"leadgen_id": HOSTILE_ID, "form_id": "1"}),
+        (
+            "linkedin",
+            {
+                "leadGenFormResponse": f"urn:li:leadGenFormResponse:{HOSTILE_ID}",
+                "leadAction": "CREATED",
+            },
+        ),
+        ("hubspot-crm", [{"subscriptionType": "contact.creation", "objectId": HOSTILE_ID}]),
+    ],
+)
+def test_the_command_to_read_a_lead_is_one_safe_shell_word_whatever_the_id(
+    tmp_path: Path, endpoint: str, document: object
+) -> None:
+    """The command try prints holds the id the document gave: a ``'`` in it ended the
+    command's quotes, and the rest of the id (``touch owned``) was run by the shell the
+    command was pasted into. The id is escaped as the dispatcher's read escapes it, and the
+    url is one quoted word: the shell reads ``curl -s URL`` and nothing more."""
+    payload = tmp_path / "notification.json"
+    payload.write_text(json.dumps(document))
+    done = leadhub_run(["try", endpoint, str(payload), "--config-dir", str(SHIPPED)], env=DEMO_ENV)
+    assert done.returncode == 1
+    command = done.stderr.split("returns it: ", 1)[1].split(" > lead.json", 1)[0]
+    words = shlex.split(command)
+    assert words[:2] == ["curl", "-s"]
+    assert "/12%27%3B%20touch%20owned%3B%20echo%20%27" in words[2], words
+    assert all(word == "-H" or ": " in word for word in words[3:]), words
