@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,17 @@ def notices(count: int) -> list[dict[str, str]]:
     return [{"leadgen_id": f"9000{n}", "page_id": "1"} for n in range(count)]
 
 
+def waiting(store: Any, ids: list[int]) -> Callable[[], Awaitable[bool]]:
+    """Whether every event of ``ids`` (read at each call: the list may grow) waits, not
+    being sent, saying why."""
+
+    async def all_wait() -> bool:
+        found = await states(store, ids)
+        return all(e.last_error and e.state != State.SENDING for e in found.values())
+
+    return all_wait
+
+
 BUC_USAGE = orjson.dumps(
     {
         "104729318842215": [
@@ -133,13 +144,7 @@ async def test_a_throttled_read_holds_every_read_of_the_endpoint_for_the_time_gi
             with structlog.testing.capture_logs() as logs:
                 started = time.time()
                 async with running(cfg, store, reads_per_endpoint=1):
-
-                    async def all_wait() -> bool:
-                        events = await states(store, ids)
-                        return all(
-                            e.last_error and e.state != State.SENDING for e in events.values()
-                        )
-
+                    all_wait = waiting(store, ids)
                     await wait_for(all_wait, what="every event waiting")
                     # one received during the hold waits too, saying why (not "due", silent)
                     ids += await enqueue(store, "fb", [{"leadgen_id": "90099"}], prefix="later")
@@ -238,13 +243,7 @@ fields:
             with structlog.testing.capture_logs() as logs:
                 started = time.time()
                 async with running(cfg, store, reads_per_endpoint=1):
-
-                    async def all_wait() -> bool:
-                        found = await states(store, ids)
-                        return all(
-                            e.last_error and e.state != State.SENDING for e in found.values()
-                        )
-
+                    all_wait = waiting(store, ids)
                     await wait_for(all_wait, what="every event waiting")
                     found = await states(store, ids)
         assert len(fake.reads) == 1
