@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -33,6 +34,19 @@ from tests.support.proxy import forward_proxy
 GIVE_UP = 1.0  # seconds: the target's give_up_after, outlived several times over
 
 
+def _proxied_config(tmp_path: Path, sandbox_url: str, graph_url: str, retry: str) -> Any:
+    """A Facebook endpoint whose Graph API is reached through the proxy (loopback is reached
+    directly: the API by a name only the proxy resolves), sending to the sandbox with
+    ``retry``."""
+    return write_config(
+        tmp_path / "cfg",
+        target_yaml("default", sandbox_url, retry=retry),
+        facebook_yaml(graph_url.replace("127.0.0.1", "graph.proxied.test")),
+        flat_endpoint_yaml("forms", "default"),
+        environ=FB_ENV,
+    )
+
+
 async def test_leads_outlive_give_up_after_while_a_proxy_refuses_their_reads(
     tmp_path: Path,
 ) -> None:
@@ -49,15 +63,7 @@ async def test_leads_outlive_give_up_after_while_a_proxy_refuses_their_reads(
         given = proxy_url.replace("http://", "http://ops:wrong@")
         proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
         retry = f"{{initial: 50ms, max_interval: 200ms, give_up_after: {GIVE_UP:g}s}}"
-        # (loopback is reached directly: the Graph API by a name only the proxy resolves)
-        proxied = graph_url.replace("127.0.0.1", "graph.proxied.test")
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", sandbox_url, retry=retry),
-            facebook_yaml(proxied),
-            flat_endpoint_yaml("forms", "default"),
-            environ=FB_ENV,
-        )
+        cfg = _proxied_config(tmp_path, sandbox_url, graph_url, retry)
         notices = [{"leadgen_id": f"7000{n}", "page_id": "1"} for n in range(3)]
         async with (
             make_http_client(proxies=proxies) as http,
@@ -98,13 +104,7 @@ async def test_a_restart_reads_at_once_the_leads_a_proxy_held(tmp_path: Path) ->
         given = proxy_url.replace("http://", "http://ops:wrong@")
         proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
         retry = "{initial: 30s, max_interval: 1h, give_up_after: 1h}"
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", sandbox_url, retry=retry),
-            facebook_yaml(graph_url.replace("127.0.0.1", "graph.proxied.test")),
-            flat_endpoint_yaml("forms", "default"),
-            environ=FB_ENV,
-        )
+        cfg = _proxied_config(tmp_path, sandbox_url, graph_url, retry)
         notices = [{"leadgen_id": f"7100{n}", "page_id": "1"} for n in range(3)]
         async with (
             make_http_client(proxies=proxies) as http,
