@@ -79,15 +79,21 @@ async def table_rows(url: str) -> dict[str, int]:
     return {t: (await sql(dsn, f"SELECT count(*) FROM {t}", schema=schema))[0][0] for t in TABLES}
 
 
-async def waiting_for_locks(dsn: str, count: int) -> None:
-    """Until ``count`` backends of the test's database wait for a lock (asked on a connection
-    of its own: within a transaction, pg_stat_activity keeps its first answer)."""
+async def waiting_for_locks(dsn: str, schema: str, count: int) -> None:
+    """Until ``count`` backends wait for a lock while holding one on a table of ``schema``
+    (asked on a connection of its own: within a transaction, pg_stat_activity keeps its first
+    answer). Only the test's own: a wait of another test, running beside it on the same server
+    in a schema of its own, once let a test go on before its own backend waited."""
     conn = await asyncpg.connect(dsn)
     try:
         for _ in range(3000):
             waiting = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = current_database()"
+                "SELECT count(*) FROM pg_stat_activity a WHERE a.wait_event_type = 'Lock' "
+                "AND a.datname = current_database() AND EXISTS (SELECT 1 FROM pg_locks l "
+                "JOIN pg_class c ON c.oid = l.relation "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE l.pid = a.pid AND n.nspname = $1)",
+                schema,
             )
             if waiting >= count:
                 return

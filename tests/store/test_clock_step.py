@@ -295,9 +295,9 @@ async def test_postgres_an_outcome_racing_the_undo_of_a_step_still_applies(
             await blocker.execute("SELECT 1 FROM meta WHERE key = 'clock_mark' FOR UPDATE")
             clock.set(clock.time() - HOUR)
             claim = asyncio.create_task(store.claim(limit=1, lease=LEASE))
-            await waiting_for_locks(dsn, 1)  # moved the lease, waits to write the mark
+            await waiting_for_locks(dsn, schema, 1)  # moved the lease, waits to write the mark
             ack = asyncio.create_task(store.ack(eid, lead_id="L", created=True, lease=held.lease))
-            await waiting_for_locks(dsn, 2)  # the ack waits for the event's row
+            await waiting_for_locks(dsn, schema, 2)  # the ack waits for the event's row
             await tx.rollback()
             assert await claim == []
             await ack
@@ -341,17 +341,23 @@ async def test_postgres_a_batch_of_acks_deadlocked_with_the_undo_of_a_step_is_wr
             await blocker.execute("SELECT 1 FROM events WHERE id = $1 FOR UPDATE", middle)
             clock.set(clock.time() - HOUR)
             claim = asyncio.create_task(store.claim(limit=1, lease=LEASE))
-            await waiting_for_locks(dsn, 1)  # holds the first row, waits for the middle one
+            await waiting_for_locks(dsn, schema, 1)  # holds the first row, waits for the middle one
             acks = [Ack(i, f"L{i}", True, held[i].lease) for i in (last, first)]
             with capture_logs() as logs:
                 batch = asyncio.create_task(store.ack_many(acks))
-                await waiting_for_locks(dsn, 2)  # holds the last row, waits for the first
+                await waiting_for_locks(dsn, schema, 2)  # holds the last row, waits for the first
                 await tx.rollback()
                 results = await asyncio.gather(claim, batch, return_exceptions=True)
         finally:
             await blocker.close()
         assert results[1] == [], results
-        assert [e["what"] for e in logs if e["event"] == "store_deadlock_retried"] == ["ack_many"]
+        # The batch is aborted first. Its second try may meet the claim again: the batch's
+        # abort wakes the claim, but until the claim runs again the last row is free, and the
+        # second try can lock it first and be aborted (or the claim be) once more. Each such
+        # round is retried as the first; none writes anything twice.
+        retried = [e["what"] for e in logs if e["event"] == "store_deadlock_retried"]
+        assert retried[:1] == ["ack_many"] and set(retried) <= {"ack_many", "claim"}, retried
+        assert not isinstance(results[0], BaseException), results
         for eid in (first, last):
             found = await store.get(eid)
             delivered = (State.DELIVERED, f"L{eid}")

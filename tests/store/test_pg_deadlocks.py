@@ -60,14 +60,14 @@ async def store_and_other(
 
 
 async def _deadlocked(
-    dsn: str, write: Awaitable[Any], other: asyncpg.Connection, second: str
+    postgres_schema: tuple[str, str], write: Awaitable[Any], other: asyncpg.Connection, second: str
 ) -> tuple[Any, list[Any]]:
     """Start ``write`` (which waits at the id ``other`` holds), then have ``other`` insert
     ``second`` (which ``write`` holds), so each waits for the other; ``other`` commits once
     the server has broken the deadlock. ``write``'s outcome (or error) and the log."""
     with capture_logs() as logs:
         task = asyncio.ensure_future(write)
-        await waiting_for_locks(dsn, 1)
+        await waiting_for_locks(*postgres_schema, 1)
         theirs = await other.fetchval(INSERT_EVENT, second)  # on once the store is aborted
         await other.execute("COMMIT")
         outcome = await asyncio.gather(task, return_exceptions=True)
@@ -87,7 +87,6 @@ async def test_a_write_aborted_by_a_deadlock_is_run_again_and_answers_the_leads_
     uncommitted; the other side then inserts "a". The server aborts the store's write: it
     was a store error (a 503 for every delivery in it). Run again, it waits for the other
     side's commit and answers both leads as the duplicates they are."""
-    dsn, _ = postgres_schema
     async with store_and_other(postgres_schema) as (store, other):
         b = await other.fetchval(INSERT_EVENT, "b")
         if gathered:
@@ -96,7 +95,7 @@ async def test_a_write_aborted_by_a_deadlock_is_run_again_and_answers_the_leads_
             )
         else:
             write = store.enqueue(delivery("a", "b"))
-        (outcome, a), logs = await _deadlocked(dsn, write, other, "a")
+        (outcome, a), logs = await _deadlocked(postgres_schema, write, other, "a")
         assert not isinstance(outcome, BaseException), outcome
         results = [r for part in outcome for r in part] if gathered else outcome
         assert results == [EnqueueResult(a, True, "a"), EnqueueResult(b, True, "b")]
@@ -109,7 +108,7 @@ async def _claim_through_a_deadlock(store: Any, other: Any, dsn: str, schema: st
     ``other`` asks for the claims' turn (a deadlock the server breaks by aborting the claim),
     then lets go; the claim's outcome, or its exception."""
     claim = asyncio.ensure_future(store.claim(limit=5, lease=30.0))
-    await waiting_for_locks(dsn, 1)
+    await waiting_for_locks(dsn, schema, 1)
     await other.execute(  # the claims' turn, once the store's claim is aborted
         "SELECT pg_advisory_xact_lock(hashtextextended('leadhub.claims:' || $1, 0))",
         schema,

@@ -347,9 +347,9 @@ class TestSharedLeadsInAnotherOrder:
                     row,
                 )
                 a = asyncio.ensure_future(first(one))
-                await waiting_for_locks(dsn, 1)
+                await waiting_for_locks(dsn, schema, 1)
                 b = asyncio.ensure_future(second(two))
-                await waiting_for_locks(dsn, 2)
+                await waiting_for_locks(dsn, schema, 2)
                 await tx.rollback()
                 results = await asyncio.gather(a, b, return_exceptions=True)
             finally:
