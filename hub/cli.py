@@ -24,6 +24,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from hub import __version__
+from hub.secrets import METRICS_TOKEN_VARIABLE
 from hub.units import UnitError, parse_duration
 
 ENV_PREFIX = "LEADHUB_"
@@ -321,11 +322,17 @@ class Looked(Mapping[str, str]):
         return len(self.environ)
 
 
+#: The ``LEADHUB_*`` variables ``serve`` reads that are no flag's: the embedded sandbox's
+#: own, and the token ``GET /metrics`` requires (``hub.secrets.METRICS_TOKEN_VARIABLE``).
+#: None has a ``_FILE`` form.
+OWN_VARIABLES = frozenset({*SANDBOX_VARIABLES.values(), METRICS_TOKEN_VARIABLE})
+
+
 def flag_variables() -> frozenset[str]:
     """Every ``LEADHUB_*`` variable some command reads: each flag's ``LEADHUB_<FLAG>`` (of any
-    command: one that lacks the flag ignores it), and the embedded sandbox's own."""
+    command: one that lacks the flag ignores it), and :data:`OWN_VARIABLES`."""
     parser = build_parser({})
-    names = set(SANDBOX_VARIABLES.values())
+    names = set(OWN_VARIABLES)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for command in action.choices.values():
@@ -344,8 +351,8 @@ def unknown_variables(environ: Mapping[str, str], read: Collection[str]) -> list
     flags = flag_variables()
     known = flags | {name for name in read if name.startswith(ENV_PREFIX)}
     # (a flag's LEADHUB_<FLAG>_FILE is refused by the commands that have the flag; the
-    # sandbox's own variables have no _FILE form, and are said so below)
-    files = {f"{name}_FILE" for name in flags - set(SANDBOX_VARIABLES.values())}
+    # variables of OWN_VARIABLES have no _FILE form, and are said so below)
+    files = {f"{name}_FILE" for name in flags - OWN_VARIABLES}
     unknown: list[tuple[str, str]] = []
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in known or name in files:

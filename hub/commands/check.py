@@ -7,7 +7,8 @@ environment; unset variables are named, and so are ``LEADHUB_*`` variables that 
 reads (a misspelt ``LEADHUB_PURGE_AFTR``: a warning, with the closest known name). What
 serve refuses in the environment besides (a proxy variable or ``SSL_CERT_FILE`` it cannot
 use, a ``LEADHUB_LEASE`` too short for the targets' calls, a ``LEADHUB_PURGE_AFTER`` it
-refuses, a ``LEADHUB_ROLE`` that is no role) is an error too, said as serve says it.
+refuses, a ``LEADHUB_ROLE`` that is no role, a ``LEADHUB_METRICS_TOKEN`` no scraper could
+send) is an error too, said as serve says it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 
 from hub.cli import ROLE_VARIABLE, Looked, role_problem, unknown_variables
 from hub.config import Config, ConfigError, load
+from hub.secrets import SettingError, metrics_token
 from hub.store.retention import parse_purge_after
 from hub.units import UnitError, parse_lease
 
@@ -29,7 +31,8 @@ PURGE_AFTER_VARIABLE = "LEADHUB_PURGE_AFTER"
 def environment_problems() -> list[str]:
     """What ``serve`` refuses in the environment besides the directory, each with the fix: a
     proxy variable its dispatcher cannot send through (``HTTPS_PROXY=socks5://...``), an
-    ``SSL_CERT_FILE`` OpenSSL cannot read, a ``LEADHUB_ROLE`` that is no role. Check said ok
+    ``SSL_CERT_FILE`` OpenSSL cannot read, a ``LEADHUB_ROLE`` that is no role, a
+    ``LEADHUB_METRICS_TOKEN`` that is empty or that no scraper could send. Check said ok
     with them, and serve then exited 2."""
     from hub.dispatch.transport import Proxies, ProxySettingError, ca_file_problem
 
@@ -42,6 +45,10 @@ def environment_problems() -> list[str]:
         problems.append(unread)
     if (role := role_problem(os.environ)) is not None:
         problems.append(role)
+    try:
+        metrics_token(os.environ)
+    except SettingError as exc:
+        problems.append(str(exc))
     return problems
 
 

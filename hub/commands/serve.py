@@ -17,6 +17,10 @@ A store that cannot be reached at start (PostgreSQL not up yet) is tried again f
 ``--store-wait`` (:func:`open_waiting`; 30 s for PostgreSQL, none for SQLite by default),
 one ``store_waiting`` line per failed attempt. The socket is bound but not listening
 meanwhile: connections are refused until the store is open and the hub is ready.
+
+``LEADHUB_METRICS_TOKEN``, when set, is the bearer token ``GET /metrics`` requires (every
+role; ``hub.secrets.metrics_token``): read once at start (a reload keeps it), a value no
+scraper could send refused (exit 2), and ``hub_ready`` says ``metrics_auth: bearer``.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ from hub.config.models import Config, Target
 from hub.hangups import take_early
 from hub.orphans import reaping_orphans
 from hub.runtime import tune_for_serving
+from hub.secrets import Secret, SettingError, metrics_token
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
     EventStore,
@@ -520,13 +525,15 @@ class _Checked:
     lease: float  # seconds
     keep: float | None  # --purge-after, seconds; None: off
     proxies: dict[str, str] | None  # scheme to proxy, without credentials (the ready line)
+    metrics_token: Secret | None  # LEADHUB_METRICS_TOKEN; None: /metrics open
 
 
 def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
-    """``--lease`` (also against ``config``'s targets), the proxy variables and
-    ``--purge-after``; an exit code (2, said on stderr) when one is refused. Runs before the
-    store's directory or the embedded sandbox's database are made: a start refused for a
-    flag leaves nothing on disk (a mistyped ``--db`` directory included)."""
+    """``--lease`` (also against ``config``'s targets), the proxy variables,
+    ``--purge-after`` and ``LEADHUB_METRICS_TOKEN``; an exit code (2, said on stderr) when
+    one is refused. Runs before the store's directory or the embedded sandbox's database are
+    made: a start refused for a flag leaves nothing on disk (a mistyped ``--db`` directory
+    included)."""
     try:
         lease = parse_lease(getattr(args, "lease", "60s"))
     except UnitError as exc:
@@ -562,7 +569,12 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
         name = given_as(args, "purge_after", "--purge-after")
         print(f"leadhub serve: {name}: {exc}", file=sys.stderr)
         return 2
-    return _Checked(lease, keep, proxies)
+    try:  # (read once: a reload keeps it, as it keeps every variable)
+        token = metrics_token(os.environ)
+    except SettingError as exc:
+        print(f"leadhub serve: {exc}", file=sys.stderr)
+        return 2
+    return _Checked(lease, keep, proxies, token)
 
 
 def _serve(
@@ -638,6 +650,7 @@ def _serve(
         role=args.role,
         sandbox_app=sandbox_app,
         lifespan_hooks=hooks,
+        metrics_token=checked.metrics_token,
     )
     ready = {
         "url": base,
@@ -651,6 +664,9 @@ def _serve(
         "purge_after": None if keep is None or args.role == "web" else purge_after,
         "proxies": proxies,  # scheme to proxy (HTTPS_PROXY, ...), never its credentials
         "open_files": open_files,  # (each connection takes one: see _more_open_files)
+        # whether GET /metrics asks for LEADHUB_METRICS_TOKEN (a variable set in the wrong
+        # place leaves it open: said here)
+        "metrics_auth": "bearer" if checked.metrics_token else None,
     }
     exposed = _sandbox_exposed(args.host, default) if sandbox_app is not None else None
     server = Server(

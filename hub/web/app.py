@@ -13,7 +13,11 @@
   ``unlogged``, and ``readiness_recovered`` (``failed``, ``seconds``) at the first probe
   that passes again (:class:`hub.logs.Failures`).
 * ``GET /metrics``: Prometheus text from ``app.state.metrics`` (a per-app
-  ``CollectorRegistry``); see :mod:`hub.web.metrics`.
+  ``CollectorRegistry``); see :mod:`hub.web.metrics`. Given a ``metrics_token`` (``serve``:
+  ``LEADHUB_METRICS_TOKEN``), only to a scrape sending ``Authorization: Bearer <token>``;
+  any other is answered 401 ``{"error":"unauthorized"}`` with ``WWW-Authenticate: Bearer``
+  (:class:`hub.web.metrics.ScrapeGuard`). ``/healthz`` and ``/readyz`` stay open: probes
+  send no credentials.
 * ``/sandbox``: ``sandbox_app`` mounted as given (mounted apps get no lifespan).
 * ``extra_routes``: appended as they are (admin pages, say).
 
@@ -61,9 +65,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hub.clock import SYSTEM_CLOCK, Clock
 from hub.config.models import Config
 from hub.logs import Failures
+from hub.secrets import Secret
 from hub.store.base import EventStore
 from hub.web.ingest import PREFIX, Ingest
-from hub.web.metrics import WebMetrics
+from hub.web.metrics import ScrapeGuard, WebMetrics
 from hub.web.timeouts import within
 
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[Any]]
@@ -132,7 +137,14 @@ async def _json_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
-def _health_routes(store: EventStore, metrics: WebMetrics, clock: Clock) -> list[BaseRoute]:
+#: The answer to a scrape of ``/metrics`` without its token, never saying why (the log does).
+_UNAUTHORIZED = {"error": "unauthorized"}
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _health_routes(
+    store: EventStore, metrics: WebMetrics, clock: Clock, guard: ScrapeGuard | None
+) -> list[BaseRoute]:
     failures = Failures(
         "readiness_recovered",
         every=READY_LOG_EVERY,
@@ -157,6 +169,8 @@ def _health_routes(store: EventStore, metrics: WebMetrics, clock: Clock) -> list
         return JSONResponse({"status": "ready"})
 
     async def metrics_page(request: Request) -> Response:
+        if guard is not None and not guard.admits(request.headers.get("authorization")):
+            return JSONResponse(_UNAUTHORIZED, status_code=401, headers=_CHALLENGE)
         return Response(await metrics.render(store), media_type=CONTENT_TYPE_LATEST)
 
     return [
@@ -189,6 +203,7 @@ def create_app(
     sandbox_app: ASGIApp | None = None,
     extra_routes: Sequence[BaseRoute] = (),
     lifespan_hooks: Sequence[LifespanHook] = (),
+    metrics_token: Secret | None = None,
 ) -> Starlette:
     """The hub's ASGI app (see the module docstring for routes, state and lifespan hooks).
 
@@ -202,7 +217,8 @@ def create_app(
     ingest = None
     if role in ("all", "web"):
         ingest = Ingest(endpoints=config.endpoints, store=store, clock=clock, metrics=metrics)
-    routes = _health_routes(store, metrics, clock)
+    guard = ScrapeGuard(metrics_token, metrics.registry) if metrics_token else None
+    routes = _health_routes(store, metrics, clock, guard)
     if sandbox_app is not None:
         routes.append(Mount("/sandbox", app=sandbox_app))
     routes.extend(extra_routes)

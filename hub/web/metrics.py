@@ -54,6 +54,11 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   one's calls did; ``seconds``) at the first scrape it answers whole
   (:class:`hub.logs.Failures`, as ``/readyz``'s lines).
 
+* ``leadhub_metrics_refused_total{reason}`` (only when ``LEADHUB_METRICS_TOKEN`` is set, both
+  series from 0): scrapes of ``/metrics`` refused (401) for want of its bearer token,
+  ``no_token`` (no ``Authorization: Bearer``: a scanner, or a scraper not given the token) or
+  ``wrong_token`` (a scraper with an old token, or someone guessing); see :class:`ScrapeGuard`.
+
 No counter or histogram exports a ``*_created`` series (prometheus_client's creation
 timestamps: one more line per counter and histogram child, that nothing graphs); they are
 turned off for the process here, where the hub's metrics are set up.
@@ -77,7 +82,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from hub.logs import Failures
+from hub.logs import Failures, Throttle
+from hub.secrets import METRICS_TOKEN_VARIABLE, Secret
 from hub.store.base import EventStore
 from hub.store.models import State
 from hub.web.timeouts import within
@@ -104,6 +110,10 @@ RETRY = 60.0
 #: Seconds between two lines of one kind of failure in a run of failed scrapes (and within
 #: which a new run after a ``metrics_store_recovered`` line logs nothing more: a flapping store).
 LOG_EVERY = 60.0
+#: Seconds between two ``metrics_refused`` lines of one reason (:class:`ScrapeGuard`).
+REFUSAL_LOG_EVERY = 1.0
+#: The reasons a scrape is refused for (``leadhub_metrics_refused_total``'s ``reason``).
+REFUSALS = ("no_token", "wrong_token")
 #: What is counted at every scrape.
 EVERY_SCRAPE = tuple(state for state in State if state is not State.DELIVERED)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -291,6 +301,59 @@ class WebMetrics:
         for state in states:
             self.events.labels(state.value).set(counts.get(state, 0))
         return True
+
+
+class ScrapeGuard:
+    """``GET /metrics``'s check of its bearer token (``LEADHUB_METRICS_TOKEN``, read at start).
+
+    ``/metrics`` tells anyone who can reach the webhooks' port the endpoints' and targets'
+    names, their traffic and the store's state. With a token set, a scrape must send
+    ``Authorization: Bearer <token>`` (Prometheus: ``authorization: credentials:``, or
+    ``bearer_token``), compared in constant time. A refused scrape is counted in
+    ``leadhub_metrics_refused_total{reason}`` and logged as ``metrics_refused`` (``reason``,
+    ``status``, ``detail``; never the token sent), at most one line a second per reason with
+    ``unlogged`` (lines left out since), as the HTTP protocol logs its refusals: a scanner's
+    flood costs a line a second.
+    """
+
+    def __init__(
+        self,
+        token: Secret,
+        registry: CollectorRegistry,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.token = token
+        self._monotonic = monotonic
+        self.refused = Counter(
+            "leadhub_metrics_refused",
+            "Scrapes of /metrics refused (401) for want of its bearer token "
+            f"({METRICS_TOKEN_VARIABLE}). reason: no_token (no Authorization: Bearer) or "
+            "wrong_token (one that does not match).",
+            ["reason"],
+            registry=registry,
+        )
+        self._refused = {reason: self.refused.labels(reason) for reason in REFUSALS}
+        self._lines = Throttle(REFUSAL_LOG_EVERY)
+
+    def admits(self, authorization: str | None) -> bool:
+        """Whether a scrape sending ``authorization`` (its ``Authorization`` header, or None)
+        may read the metrics; when not, it is counted and logged."""
+        if authorization is None:
+            return self._refuse("no_token", "no Authorization header")
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return self._refuse("no_token", "the Authorization header holds no Bearer token")
+        if not self.token.matches(value.strip()):
+            return self._refuse("wrong_token", "the bearer token does not match")
+        return True
+
+    def _refuse(self, reason: str, detail: str) -> bool:
+        self._refused[reason].inc()
+        more = self._lines.extra(reason, self._monotonic())
+        if more is not None:
+            _log.info("metrics_refused", reason=reason, status=401, detail=detail, **more)
+        return False
 
 
 class _Scrape:
