@@ -683,8 +683,11 @@ class BodyBudget:
 
 
 def bodies_limit(endpoints: Mapping[str, Endpoint]) -> int:
-    """:data:`BODIES_IN_FLIGHT`, or the largest endpoint's ``max_body`` if that is more."""
-    return max(BODIES_IN_FLIGHT, *(e.max_body for e in endpoints.values()))
+    """:data:`BODIES_IN_FLIGHT`, or the largest endpoint's ``max_body`` if that is more. A
+    configuration with no endpoint (only targets, or a reload that took every endpoint away)
+    has the default: ``max(BODIES_IN_FLIGHT, *())`` raised a TypeError, which stopped
+    ``serve`` at start with a traceback and failed such a reload after it had half applied."""
+    return max((BODIES_IN_FLIGHT, *(e.max_body for e in endpoints.values())))
 
 
 def over_budget(bodies: BodyBudget) -> Answer:

@@ -225,3 +225,33 @@ def test_a_sighup_while_serve_loads_its_modules_is_a_reload_once_started(
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+def test_a_configuration_without_endpoints_serves_and_reloads(tmp_path: Path) -> None:
+    """A directory that defines no endpoint (only targets, here an empty file: ``check``
+    says ok) is served, and a reload that adds an endpoint, then one that takes every
+    endpoint away again, are both taken. Before, the bodies' budget was the largest of no
+    endpoints' ``max_body``: serve stopped at start with a TypeError's traceback (exit 1), and
+    the reload to no endpoint was logged failed after it had half applied (the endpoint gone,
+    the dispatcher reloaded)."""
+    args, base, _ = serve_args(tmp_path, {"empty.yaml": ""})
+    config = tmp_path / "cfg"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
+        log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        assert log.events("hub_ready")[0]["endpoints"] == []
+        lead = {"email": "late@example.com"}
+        assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 404
+
+        (config / "forms.yaml").write_text(CONFIG)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(log.events("config_reloaded")), what="the reload")
+        assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 200
+
+        (config / "forms.yaml").unlink()
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: len(log.events("config_reloaded")) == 2, what="the second reload")
+        assert log.events("config_reloaded")[1]["endpoints_removed"] == ["forms"]
+        assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 404
+        assert not log.events("config_reload_failed")
