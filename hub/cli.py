@@ -324,7 +324,7 @@ class Looked(Mapping[str, str]):
 
 #: The ``LEADHUB_*`` variables ``serve`` reads that are no flag's: the embedded sandbox's
 #: own, and the token ``GET /metrics`` requires (``hub.secrets.METRICS_TOKEN_VARIABLE``).
-#: None has a ``_FILE`` form.
+#: None has a ``_FILE`` form (the token's is refused by ``serve`` and ``check``).
 OWN_VARIABLES = frozenset({*SANDBOX_VARIABLES.values(), METRICS_TOKEN_VARIABLE})
 
 
@@ -350,9 +350,10 @@ def unknown_variables(environ: Mapping[str, str], read: Collection[str]) -> list
     value is never shown: it may be a secret meant for a ``${NAME}``."""
     flags = flag_variables()
     known = flags | {name for name in read if name.startswith(ENV_PREFIX)}
-    # (a flag's LEADHUB_<FLAG>_FILE is refused by the commands that have the flag; the
-    # variables of OWN_VARIABLES have no _FILE form, and are said so below)
-    files = {f"{name}_FILE" for name in flags - OWN_VARIABLES}
+    # (a flag's LEADHUB_<FLAG>_FILE is refused by the commands that have the flag, and
+    # LEADHUB_METRICS_TOKEN_FILE by serve and check; the sandbox's own variables have no
+    # _FILE form, and are said so below)
+    files = {f"{name}_FILE" for name in flags - set(SANDBOX_VARIABLES.values())}
     unknown: list[tuple[str, str]] = []
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in known or name in files:

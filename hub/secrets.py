@@ -74,12 +74,21 @@ def metrics_token(environ: Mapping[str, str]) -> Secret | None:
     "no token", ``/metrics`` was open while the operator took it for guarded); starting or
     ending with a blank (an env file saved with Windows line endings keeps a ``\\r``; a
     header's value loses the blanks around it, and Prometheus trims its ``credentials_file``);
-    or holding a character a header cannot carry (a line break, a pasted ellipsis).
+    or holding a character a header cannot carry (a line break, a pasted ellipsis). Nor is
+    there a ``_FILE`` form, and a ``LEADHUB_METRICS_TOKEN_FILE`` is refused: ignored (a
+    warning), ``/metrics`` was open while its operator took it for shut.
 
     Raises:
         SettingError: the variable is set to such a value.
     """
     name = METRICS_TOKEN_VARIABLE
+    if f"{name}_FILE" in environ:  # (ignored, /metrics was open: the operator meant it shut)
+        msg = (
+            f"{name}_FILE is set, but the token is not read from a file: give it in {name} "
+            "itself (Kubernetes: env valueFrom secretKeyRef; docker run --env-file), and "
+            f"unset {name}_FILE"
+        )
+        raise SettingError(msg)
     value = environ.get(name)
     if value is None:
         return None

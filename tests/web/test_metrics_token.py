@@ -3,7 +3,8 @@
 Unset, ``/metrics`` is open (as the rest of the suite scrapes it). Set, a scrape without the
 token is a 401 with ``WWW-Authenticate: Bearer``, counted and logged (never the token), in
 every role, and still after a reload; ``/healthz`` and ``/readyz`` stay open. A value no
-scraper could send is refused by ``serve`` (exit 2) and by ``check``, as said.
+scraper could send, or a ``LEADHUB_METRICS_TOKEN_FILE``, is refused by ``serve`` (exit 2) and
+by ``check``, as said.
 """
 
 from __future__ import annotations
@@ -207,18 +208,25 @@ def test_a_token_no_scraper_could_send_is_refused_by_serve_and_check(
         assert value.strip() not in served.stderr + checked.stdout
 
 
-def test_check_knows_the_variable_and_says_it_has_no_file_form(tmp_path: Path) -> None:
+def test_check_knows_the_variable_and_refuses_its_file_form(tmp_path: Path) -> None:
     """``check`` with a good ``LEADHUB_METRICS_TOKEN`` warns of nothing (a variable it reads,
-    not ``variable_unknown``); ``LEADHUB_METRICS_TOKEN_FILE`` is said not to be read."""
-    (tmp_path / "forms.yaml").write_text(CONFIG)
+    not ``variable_unknown``). ``LEADHUB_METRICS_TOKEN_FILE`` (a Docker secret's way) is
+    refused by ``check`` and ``serve``, saying where to give the token: only warned of as
+    a variable nothing reads, /metrics was served open to whoever meant to shut it."""
+    args, _, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    config = str(tmp_path / "cfg")
     env = {**ENV, "LEADHUB_METRICS_TOKEN": SCRAPE_TOKEN}
-    checked = leadhub_run(["check", str(tmp_path)], env=env)
+    checked = leadhub_run(["check", config], env=env)
     assert checked.returncode == 0, checked.stdout
     assert "0 warnings" in checked.stdout and "warning:" not in checked.stdout
-    env = {**ENV, "LEADHUB_METRICS_TOKEN_FILE": str(tmp_path / "token")}
-    checked = leadhub_run(["check", str(tmp_path)], env=env)
-    assert (
-        "warning: LEADHUB_METRICS_TOKEN_FILE is set, but nothing reads it (ignored): "
-        "LEADHUB_METRICS_TOKEN is not read from a file; give the value in "
+    said = (
+        "LEADHUB_METRICS_TOKEN_FILE is set, but the token is not read from a file: give it in "
         "LEADHUB_METRICS_TOKEN itself"
-    ) in checked.stdout
+    )
+    for extra in ({}, {"LEADHUB_METRICS_TOKEN": SCRAPE_TOKEN}):
+        env = {**ENV, "LEADHUB_METRICS_TOKEN_FILE": str(tmp_path / "token"), **extra}
+        checked = leadhub_run(["check", config], env=env)
+        assert checked.returncode == 1 and said in checked.stdout, checked.stdout
+        assert "warning:" not in checked.stdout  # (not also "nothing reads it")
+        served = leadhub_run(args, env=env)
+        assert served.returncode == 2 and f"leadhub serve: {said}" in served.stderr
