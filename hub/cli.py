@@ -38,6 +38,14 @@ ENV_RULES = (
     "off; repeatable flags take a list separated by commas or spaces (LEADHUB_ID='3,7')."
 )
 
+#: ``serve``'s variables that are no flag's (:data:`OWN_VARIABLES`), after :data:`ENV_RULES`.
+SERVE_RULES = (
+    f"{ENV_RULES} {METRICS_TOKEN_VARIABLE}, when set, is the token GET /metrics asks for "
+    "(Authorization: Bearer <token>; 401 without it); unset, /metrics is open. "
+    "LEADHUB_SANDBOX_ACCESS_KEY, LEADHUB_SANDBOX_SECRET_KEY and LEADHUB_SANDBOX_RATE_LIMIT "
+    "set the embedded sandbox's keys and rate limit."
+)
+
 
 def port(text: str) -> int:
     """A TCP port number: 0 (any free port) to 65535."""
@@ -519,11 +527,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"leadhub {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, summary: str) -> argparse.ArgumentParser:
-        made: argparse.ArgumentParser = sub.add_parser(name, help=summary, environ=environ)
+    def command(name: str, summary: str, epilog: str = ENV_RULES) -> argparse.ArgumentParser:
+        made: argparse.ArgumentParser = sub.add_parser(
+            name, help=summary, environ=environ, epilog=epilog
+        )
         return made
 
-    serve = command("serve", "run the hub: webhook endpoints and dispatcher")
+    serve = command("serve", "run the hub: webhook endpoints and dispatcher", SERVE_RULES)
     serve.add_argument(
         "--config-dir", type=directory, default="mappings", help="configuration directory"
     )

@@ -230,3 +230,14 @@ def test_check_knows_the_variable_and_refuses_its_file_form(tmp_path: Path) -> N
         assert "warning:" not in checked.stdout  # (not also "nothing reads it")
         served = leadhub_run(args, env=env)
         assert served.returncode == 2 and f"leadhub serve: {said}" in served.stderr
+
+
+def test_serve_help_names_the_variable() -> None:
+    """``leadhub serve --help`` names the variable and what it does (and the embedded
+    sandbox's own variables): a ``variable_unknown`` line sends the reader to ``--help``,
+    which named only the flags' variables."""
+    shown = leadhub_run(["serve", "--help"])
+    assert shown.returncode == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "LEADHUB_METRICS_TOKEN, when set, is the token GET /metrics asks for" in text
+    assert "LEADHUB_SANDBOX_ACCESS_KEY, LEADHUB_SANDBOX_SECRET_KEY and LEADHUB_SANDBOX_RATE" in text
