@@ -194,6 +194,37 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+#: Seconds a kept-alive connection may wait idle for its next request (``--keep-alive``).
+#: Longer than the idle timeouts of what commonly reuses a connection to the hub, so that
+#: those close it first: a load balancer in front (AWS's ALB 60 s, nginx's upstream
+#: ``keepalive_timeout`` 60 s) or a sender's pool (httpx 5 s, aiohttp 15 s). At uvicorn's
+#: 5 s, a client that sent a request on a connection just as the hub closed it got no answer
+#: (a reset, a ``ReadError``; an ALB answers its sender 502): the soak test's senders, whose
+#: pool kept idle connections as long as the hub did, lost a request that way now and then.
+KEEP_ALIVE = "75s"
+KEEP_ALIVE_MAX = 3600.0
+
+
+def keep_alive(text: str) -> float:
+    """``--keep-alive``: a DURATION from 1 s to an hour."""
+    seconds = duration(text)
+    if not 1 <= seconds <= KEEP_ALIVE_MAX:
+        msg = f"{text!r} is out of range: give 1s to 1h (the default is {KEEP_ALIVE})"
+        raise argparse.ArgumentTypeError(msg)
+    return seconds
+
+
+def _keep_alive(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--keep-alive",
+        type=keep_alive,
+        default=KEEP_ALIVE,
+        metavar="DURATION",
+        help="how long an idle connection is kept open for its next request; make it longer "
+        "than the idle timeout of a load balancer in front (default %(default)s)",
+    )
+
+
 def _log_level(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level",
@@ -574,9 +605,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "(e.g. 2m; 0s: not at all); default 30s for PostgreSQL, 0s for SQLite",
     )
 
+    _keep_alive(serve)
+
     sandbox = command("sandbox", "run the Lead.Capture sandbox on its own")
     sandbox.add_argument("--host", type=address, default="127.0.0.1", help="address to listen on")
     sandbox.add_argument("--port", type=port, default=9000, help="port to listen on")
+    _keep_alive(sandbox)
     for flag, what in (("--access-key", "access key"), ("--secret-key", "secret key")):
         sandbox.add_argument(
             flag,

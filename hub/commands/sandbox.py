@@ -222,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
         log_config=None,  # its records go through hub.logs (JSON lines), not its own format
         lifespan="off",
+        timeout_keep_alive=args.keep_alive,  # seconds (hub.cli.KEEP_ALIVE)
     )
     fields = {
         "rate_limit": str(rate_limit) if rate_limit else "off",

@@ -682,6 +682,7 @@ def _serve(
             # Nothing reads the client address: skip uvicorn's X-Forwarded-* rewrite per request.
             proxy_headers=False,
             http=HubHttpProtocol,  # one write per response
+            timeout_keep_alive=args.keep_alive,  # seconds (hub.cli.KEEP_ALIVE)
         ),
         on_ready=lambda _url: _ready(ready, exposed),
         on_signal=lambda: _on_signal(stopping, app, sandbox_app),
