@@ -21,7 +21,7 @@ import os
 import re
 import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from hub import __version__
 from hub.secrets import METRICS_TOKEN_VARIABLE
@@ -470,6 +470,22 @@ class Parser(argparse.ArgumentParser):
         setattr(namespace, FROM_ENV, from_env)
         return namespace, rest
 
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """argparse's, saying the words it did not recognise as :func:`shown_words` shows
+        them: argparse echoed them whole, and ``leadhub serve --db-url
+        postgresql://hub:PASSWORD@db/leads`` (or ``--acess-key KEY``) printed the secret."""
+        namespace, rest = self.parse_known_args(args, namespace)
+        if rest:
+            self.error(f"unrecognized arguments: {' '.join(shown_words(rest))}")
+        return namespace
+
+    def error(self, message: str) -> NoReturn:
+        """argparse's usage error (exit 2), with the password of any URL in it masked as the
+        store's messages mask it (:func:`hub.store.safe_url`): argparse quotes the words it
+        refuses (``--s=postgresql://hub:PASSWORD@db/leads``: "ambiguous option"; a value given
+        to a yes/no flag), and stderr is often a CI log or a support ticket."""
+        super().error(_URL_WORD.sub(lambda found: _safe_word(found.group()), message))
+
     def _refuse_unread_files(self) -> None:
         """A usage error for a ``LEADHUB_<FLAG>_FILE`` set for a flag of this command: only
         ``${NAME}`` in the configuration is read from a ``NAME_FILE``, so it was ignored, and
@@ -524,6 +540,44 @@ class Parser(argparse.ArgumentParser):
         if action.choices is not None and value not in action.choices:
             self.error(invalid_choice(env.var, env.text, value, action.choices))
         return value
+
+
+#: A word of a message that may hold a password: a URL's ``user:password@``, or a
+#: ``password=`` setting (in its query, or a ``key=value`` connection string).
+_URL_WORD = re.compile(r"\S*(?:@|password=)\S*", re.IGNORECASE)
+
+
+def _safe_word(word: str) -> str:
+    """``word`` with the password it may hold masked (:func:`hub.store.safe_url`)."""
+    from hub.store import safe_url  # (only for a usage error)
+
+    try:
+        return safe_url(word)
+    except ValueError:  # a URL urllib refuses (an unclosed '[' in its host): all up to the
+        # last '@' masked, which may mask more than the password, never less
+        scheme = word[: word.find("://") + 3] if "://" in word else ""
+        return f"{scheme}***@{word.rpartition('@')[2]}" if "@" in word else "***"
+
+
+#: The words of a flag name that say its value is a secret (``--access-key``, and a
+#: misspelling of it that argparse does not recognise).
+_SECRET_FLAG = re.compile(r"^--?[\w-]*(?:key|secret|password|token)[\w-]*$", re.IGNORECASE)
+
+
+def shown_words(words: Sequence[str]) -> list[str]:
+    """Command-line ``words`` as a usage error may show them: the value of a flag whose name
+    says it is a secret (a mistyped ``--acess-key KEY`` or ``--secret-kee=KEY``) as ``***``.
+    (A URL's password is masked by :meth:`Parser.error`.)"""
+    shown = list(words)
+    for place, word in enumerate(words):
+        name, equals, _ = word.partition("=")
+        if not _SECRET_FLAG.match(name):
+            continue
+        if equals:
+            shown[place] = f"{name}=***"
+        elif place + 1 < len(words) and not words[place + 1].startswith("-"):
+            shown[place + 1] = "***"
+    return shown
 
 
 def invalid_choice(var: str, text: str, value: Any, choices: Iterable[Any]) -> str:

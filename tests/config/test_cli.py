@@ -641,3 +641,35 @@ def test_a_directory_whose_name_has_a_blank_around_it_is_read(tmp_path: Path, ca
     config_dir(tmp_path).rename(named)
     assert main(["check", str(named)], environ={}) == 0
     assert ": ok: 1 endpoint" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # a misspelt flag: argparse lists it, and its value, as unrecognized
+        (["serve", "--db-url", "postgresql://hub:S3CRET@db/leads"], "--db-url postgresql://hub"),
+        (["events", "--dbx=hub:S3CRET@db/leads"], "unrecognized arguments: --dbx=hub"),
+        (["purge", "--older-than", "30d", "--dbx", "postgresql://db/l?password=S3CRET"], "--dbx"),
+        (["replay", "--dbx", "postgresql://hub:p@S3CRET@[db/leads"], "--dbx postgresql://"),
+        # a prefix of two flags: argparse quotes the whole word, value and all
+        (["events", "--s=postgresql://hub:S3CRET@db/leads"], "ambiguous option: --s="),
+        # a value given to a yes/no flag
+        (["events", "--json=postgresql://hub:S3CRET@db/leads"], "ignored explicit argument"),
+        # a misspelt key flag of the sandbox
+        (["sandbox", "--acess-key", "S3CRET"], "unrecognized arguments: --acess-key ***"),
+        (["sandbox", "--secret-kee=S3CRET", "--bogus"], "--secret-kee=*** --bogus"),
+    ],
+)
+def test_a_usage_error_never_shows_a_password_or_key_given_on_the_command_line(
+    args: list[str], said: str
+) -> None:
+    """A usage error quoting a word that holds a password (a URL's ``user:password@``, its
+    ``?password=``) or the value of a misspelt key flag masks it, as the store's messages
+    do, and still says what was wrong: argparse echoed the words whole to stderr."""
+    result = leadhub_run(args)
+    assert result.returncode == 2, result.stderr
+    assert "S3CRET" not in result.stderr
+    assert said in result.stderr
+    assert "***" in result.stderr
+    assert "Traceback" not in result.stderr
