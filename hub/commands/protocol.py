@@ -70,6 +70,11 @@
   httptools ends such a request at its head and leaves the body to the new protocol;
   uvicorn's protocol, which does not switch, went on with an empty body (a form webhook
   stored as an empty form, the lead lost) and read the body as the next request.
+* **A Content-Length repeated with one value is that value**: ``Content-Length: 5`` twice,
+  or ``5, 5``, which httptools refuses, is read as one (RFC 9112 6.3), the head read again
+  without the repeats (:meth:`HubHttpProtocol._repeated_length`); different values are a
+  400 that says so. Only a head that begins a read is read so (not one pipelined behind
+  another in the same read, still a 400).
 * **Refusals counted**: each request refused so (400, 431, 408, 429) is counted in
   ``leadhub_deliveries_total`` as ``rejected`` with reason ``unreadable``,
   ``headers_too_large``, ``read_timeout`` or ``pipelined_too_far`` (endpoint ``""`` unless
@@ -304,6 +309,40 @@ REFUSAL_LOG_EVERY = 1.0
 #: The refusal lines' throttle of each server (all its connections share it).
 _REFUSAL_LINES: weakref.WeakKeyDictionary[ServerState, Throttle] = weakref.WeakKeyDictionary()
 _UNREADABLE = "Invalid HTTP request received."
+#: The parser's refusals of a Content-Length given twice, or as a list (``5, 5``).
+_LENGTH_ERRORS = frozenset({"Duplicate Content-Length", "Invalid character in Content-Length"})
+_REPEATED_LENGTHS = (
+    "Content-Length is given more than once, with different values; send it once, the "
+    "body's length in bytes"
+)
+
+
+def _one_length(head: bytes) -> bytes | str | None:
+    """``head`` (a request line and its header lines, without the blank line) with its
+    Content-Length given once, where it was given several times (lines, or a list in one)
+    with one value; why not (``str``: different values); or None (no such header repeated,
+    or a value that is no number: the parser's refusal stands)."""
+    lines = head.split(b"\r\n")
+    values: list[bytes] = []
+    where = 0
+    kept = lines[:1]  # (the request line)
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or name.lower() != b"content-length":
+            kept.append(line)
+            continue
+        if not values:
+            kept.append(b"")  # (its place, filled below)
+            where = len(kept) - 1
+        values += [item.strip(b" \t") for item in value.split(b",")]
+    if len(values) < 2 or not all(value.isdigit() for value in values):
+        return None
+    if len(set(values)) > 1:
+        return _REPEATED_LENGTHS
+    kept[where] = b"Content-Length: " + values[0]
+    return b"\r\n".join(kept)
+
+
 _log = structlog.get_logger()
 
 
@@ -398,6 +437,11 @@ class HubHttpProtocol(HttpToolsProtocol):
         #: the request being read has sent (see :data:`MAX_HEAD`).
         self.after_chunk_size = False
         self.trailer_read = 0
+        #: The bytes of the request whose head is being read, from its first, while that head
+        #: spans reads and began a read (see :meth:`_repeated_length`); else None. A head whose
+        #: Content-Length repeats, not whole yet: its bytes so far, read again with the next.
+        self.head_raw: bytearray | None = None
+        self.head_pending: bytes | None = None
         #: Whether a request was refused (:meth:`_refuse`) or the sender's side closed
         #: (:meth:`eof_received`): nothing read after is started; what is written once the
         #: answers of the requests before it are, before the connection is closed (the
@@ -462,6 +506,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         # in, but an answer written while the data is parsed, a 401, arms it again for the
         # rest: it would close the connection under the next request in that data.)
         self._unset_keepalive_if_required()
+        self.head_raw = None
         if self.begun:  # (the first request's time runs from the connection's start)
             self.request_since = self.loop.time()
             self.request_from = self.received
@@ -485,6 +530,12 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.received += len(data)
         begun = self.begun
         trailing = self.after_chunk_size
+        boundary = not self.unfinished  # (whether this read begins the next request)
+        if self.head_pending is not None:  # a head held back: read again, with what came
+            data = self.head_pending + data
+            self.head_pending = None
+            self.read_len = len(data)
+            boundary = True
         # uvicorn's data_received, less its "Invalid HTTP request received." warning (one
         # line per refusal, however many: the refusal's own line, throttled, says it). Only
         # bytes of a request under way stop the keep-alive wait (a request's first byte
@@ -497,8 +548,15 @@ class HubHttpProtocol(HttpToolsProtocol):
         while True:
             try:
                 self.parser.feed_data(fed)
-            except httptools.HttpParserError:
-                self.send_400_response(_UNREADABLE)
+            except httptools.HttpParserError as exc:
+                again: bytes | str | bool = True
+                if fed is data and str(exc) in _LENGTH_ERRORS:
+                    again = self._repeated_length(data, begun, boundary)
+                if isinstance(again, bytes):
+                    fed = again
+                    continue
+                if again is not False:
+                    self.send_400_response(again if isinstance(again, str) else _UNREADABLE)
             except httptools.HttpParserUpgrade as exc:
                 if self.upgrade_ignored:  # read again, without the Upgrade
                     fed = self._without_upgrade(fed[exc.args[0] if exc.args else len(fed) :])
@@ -521,8 +579,50 @@ class HubHttpProtocol(HttpToolsProtocol):
             return
         if begun == self.begun:  # all of it inside one head (else: counted from the next)
             self.head_read += len(data)
+            if self.head_raw is not None:
+                self.head_raw += data
+        elif boundary and self.begun == begun + 1:  # the head began this read: kept
+            self.head_raw = bytearray(data)
         if self.head_read > MAX_HEAD:
             self._head_too_large()
+
+    def _repeated_length(self, data: bytes, begun: int, boundary: bool) -> bytes | str | bool:
+        """What to read next for a request the parser refused over its Content-Length, read in
+        ``data`` (this read; ``begun``: the requests begun before it; ``boundary``: whether it
+        began at a request's start): the head again, with the Content-Length given once, then
+        the rest (as :meth:`_without_upgrade` does); False when its head is not whole yet
+        (held back: read again with the next read, see :attr:`head_pending`); why the request
+        is refused (``str``); or True, the parser's own refusal stands.
+
+        The parser (llhttp) refuses a Content-Length given twice, or as ``5, 5``; a recipient
+        may take a list of identical values as that one value (RFC 9112 6.3), as h11 and
+        nginx do: a Zapier or Make author who adds the Content-Length the tool sends already
+        was a 400 "Invalid HTTP request received.", while every other header sent twice with
+        the same value is taken once (:func:`hub.web.ingest.header_dict`). Only a head whose
+        first byte is known is read again: one that began a read, or the rest of one."""
+        if boundary and self.begun == begun + 1:
+            raw = data
+        elif self.begun == begun and self.head_raw is not None:
+            raw = bytes(self.head_raw) + data
+        else:
+            return True
+        head, blank, rest = raw.lstrip(b"\r\n").partition(b"\r\n\r\n")  # (blank lines skipped)
+        if not blank:
+            if len(raw) > MAX_HEAD:
+                self._head_too_large()
+                return False
+            self.head_pending = raw
+        else:
+            once = _one_length(head)
+            if not isinstance(once, bytes):
+                return once if once is not None else True
+            raw = once + blank + rest
+        self.begun -= 1  # (begun again: the same request)
+        self.head_raw = None
+        self.parser = httptools.HttpRequestParser(self)
+        with contextlib.suppress(AttributeError):  # (httptools < 0.6.3; see _without_upgrade)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        return raw if blank else False
 
     def _unfinished(self) -> bool:
         """Whether closing now leaves a sender writing the rest of a request, or of the bytes

@@ -1,0 +1,103 @@
+"""A webhook whose Content-Length is given more than once, on ``leadhub serve``'s protocol
+over a raw socket: the same value is that value (RFC 9112 6.3), different ones a 400 that
+says so."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+
+from tests.web.conftest import running_hub
+
+
+def _post(body: bytes, *lengths: bytes) -> bytes:
+    """A JSON webhook to the open endpoint with a Content-Length line for each of
+    ``lengths`` (``%d`` in one stands for the body's length)."""
+    head = b"POST /hooks/open HTTP/1.1\r\nhost: hub\r\ncontent-type: application/json\r\n"
+    for length in lengths:
+        head += b"Content-Length: " + length.replace(b"%d", b"%d" % len(body)) + b"\r\n"
+    return head + b"x-after: 1\r\n\r\n" + body
+
+
+def _exchange(url: str, pieces: list[bytes]) -> bytes:
+    """Send ``pieces`` one read apart on one connection, close the sending side, and read
+    every answer until the hub closes."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.05)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def _each_answered(url: str, requests: list[bytes]) -> list[bytes]:
+    """Send ``requests`` on one connection, each once the one before it is answered (a
+    request begins a read: one pipelined behind another in the same read is not read so),
+    and the answers."""
+    address = urlsplit(url)
+    answers = []
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        for request in requests:
+            sock.sendall(request)
+            received = b""
+            while not received.endswith(b"}") and (chunk := sock.recv(65536)):
+                received += chunk
+            answers.append(received)
+    return answers
+
+
+def test_a_content_length_repeated_with_one_value_is_that_value(tmp_path: Path) -> None:
+    """The parser (llhttp) refused a Content-Length sent twice, or as ``n, n``: a Zapier or
+    Make author who adds the Content-Length the tool sends already got a 400 "Invalid HTTP
+    request received.", and the lead was never taken. Each is now read with its one value,
+    whole, in one read, keep-alive behind another, or with its head cut anywhere across
+    reads."""
+    leads = [orjson.dumps({"email": f"lead{n}@example.com"}) for n in range(6)]
+    with running_hub(tmp_path, writer="process") as hub:
+        answers = _each_answered(
+            hub.url,
+            [
+                _post(leads[0], b"%d", b"%d"),
+                _post(leads[1], b"%d, %d"),
+                b"\r\n\r\n" + _post(leads[2], b"%d", b"%d,%d", b"%d"),  # (blank lines first)
+            ],
+        )
+        for answer in answers:
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+            assert b'"status":"accepted"' in answer, answer
+        wire = _post(leads[3], b"%d", b"%d")
+        second = wire.index(b"Content-Length", wire.index(b"Content-Length") + 1)
+        # inside the second line; before it, then inside it; a byte a read around it
+        splits = ([second + 3], [second - 5, second + 17], list(range(second - 2, second + 20)))
+        for lead, cuts in zip(leads[3:], splits, strict=True):
+            wire = _post(lead, b"%d", b"%d")
+            ends = [*cuts, len(wire)]
+            pieces = [wire[start:end] for start, end in zip([0, *cuts], ends, strict=True)]
+            answered = _exchange(hub.url, pieces)
+            assert re.findall(rb'"status":"(\w+)"', answered) == [b"accepted"], (cuts, answered)
+        assert [e.document for e in hub.events()] == [orjson.loads(lead) for lead in leads]
+
+
+def test_a_content_length_repeated_with_different_values_is_refused(tmp_path: Path) -> None:
+    """Different values are still a 400 (the body's end is unknown), now saying why; nothing
+    is stored."""
+    lead = orjson.dumps({"email": "asha@example.com"})
+    with running_hub(tmp_path, writer="process") as hub:
+        for lengths in ((b"%d", b"5"), (b"%d, 5",), (b"%d", b"%d, 7")):
+            answers = _exchange(hub.url, [_post(lead, *lengths)])
+            assert re.findall(rb"HTTP/1.1 (\d+)", answers) == [b"400"], answers
+            assert orjson.loads(answers.partition(b"\r\n\r\n")[2]) == {
+                "error": "Content-Length is given more than once, with different values; "
+                "send it once, the body's length in bytes"
+            }
+        assert hub.events() == []
