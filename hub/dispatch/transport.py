@@ -58,6 +58,8 @@ import aiohttp
 import httpx
 from multidict import CIMultiDict
 
+from hub.addresses import is_loopback
+
 _RESET = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
 
 #: The largest answer body read, in bytes, compressed or not: 4 MiB, a thousand times a
@@ -257,7 +259,9 @@ class Proxies:
     port, ``10.0.0.0/8`` the addresses in it, ``*`` every host. Loopback hosts
     (``localhost``, ``127.0.0.0/8``, ``::1``) are always reached directly, as Go's HTTP
     client does: the embedded sandbox stays reachable when a proxy is set for the outside
-    world.
+    world. Loopback as :func:`hub.addresses.is_loopback` reads it, as the urls' check does:
+    ``127.1`` and ``[::ffff:127.0.0.1]`` too (Go's rule, and this one before, sent those
+    through the proxy, which reached its own machine, or refused them).
 
     Raises:
         ProxySettingError: a variable holds a proxy URL without a host, or of a scheme other
@@ -291,7 +295,7 @@ class Proxies:
         if key in self._chosen:
             return self._chosen[key]
         proxy = self._proxies.get(scheme) or self._proxies.get("all")
-        if proxy is not None and (_is_loopback(host) or self._bypassed(host, port)):
+        if proxy is not None and (is_loopback(host) or self._bypassed(host, port)):
             proxy = None
         if len(self._chosen) < 1000:
             self._chosen[key] = proxy
@@ -406,14 +410,6 @@ def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(name)
     except ValueError:
         return None
-
-
-def _is_loopback(host: str) -> bool:
-    name = host.strip("[]").lower().rstrip(".")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    address = _address(name)
-    return address is not None and address.is_loopback
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):

@@ -108,13 +108,47 @@ def test_no_proxy_lists_hosts_reached_directly(
 
 
 @pytest.mark.parametrize(
-    "host", ["127.0.0.1", "127.8.9.1", "localhost", "::1", "[::1]", "a.localhost"]
+    "host",
+    [
+        "127.0.0.1",
+        "127.8.9.1",
+        "localhost",
+        "::1",
+        "[::1]",
+        "a.localhost",
+        # forms the system reads as loopback, as hub.addresses.is_loopback does
+        "127.1",
+        "0x7f.0.0.1",
+        "2130706433",
+        "[::ffff:127.0.0.1]",
+    ],
 )
 def test_loopback_is_always_direct(host: str) -> None:
     """The embedded sandbox (on loopback) stays reachable with a proxy set for the world."""
     proxies = Proxies({"ALL_PROXY": CORP})
     assert proxies.choose("http", host, 8000) is None
     assert proxies.choose("http", "192.0.2.1", 8000) is not None
+    assert proxies.choose("http", "127.1.example", 8000) is not None  # a name: anywhere
+
+
+async def test_a_mapped_loopback_address_is_reached_directly(tmp_path: Path) -> None:
+    """A target on this machine written ``[::ffff:127.0.0.1]`` (which the urls' check takes
+    as loopback, and the system connects to as 127.0.0.1) went through the proxy set for the
+    outside world: a proxy that reaches its own machine, not the hub's, or refuses. It is
+    sent directly, as 127.0.0.1 is; the proxy sees nothing."""
+    with sandbox_server() as (sandbox_url, _), forward_proxy() as (proxy_url, seen):
+        port = sandbox_url.rsplit(":", 1)[1]
+        config = forms_config(tmp_path, f"http://[::ffff:127.0.0.1]:{port}")
+        async with (
+            make_http_client(proxies=Proxies({"ALL_PROXY": proxy_url})) as http,
+            opened_store(tmp_path / "hub.db") as store,
+        ):
+            ids = await enqueue(store, "forms", leads("s", 2))
+            async with running(config, store, http=http):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+        stored = [lead["EmailAddress"] for lead in sandbox_get(sandbox_url, "/_sandbox/leads")]
+    assert sorted(stored) == ["s0@example.com", "s1@example.com"]
+    assert seen.lines == []
 
 
 @pytest.mark.parametrize(
