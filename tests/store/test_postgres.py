@@ -439,6 +439,33 @@ class TestMigration:
             assert event is not None and event.requeued_at is not None
             assert await sql(dsn, Q["schema_version"], schema=schema) == [("2",)]
 
+    async def test_a_store_made_before_the_delivery_index_gets_it_from_a_command(
+        self, postgres_schema: tuple[str, str]
+    ) -> None:
+        """A version 1 store made before the schema script had ``events_delivery``
+        (c5a8bb9): a command's migration (no create: `leadhub purge`, `events`) makes the
+        index too. Only serve's open made it (with any missing object), so such a store,
+        migrated by a command, purged without it until a serve opened it."""
+        dsn, schema = postgres_schema
+        async with instances(postgres_schema) as (store,):
+            await ids_of(store, 1, prefix="i")
+        for statement in (
+            "DROP INDEX events_delivery",
+            "ALTER TABLE events DROP COLUMN requeued_at, DROP COLUMN awaits_read",
+            "UPDATE meta SET value = '1' WHERE key = 'schema_version'",
+        ):
+            await sql(dsn, statement, schema=schema)
+        index = "SELECT to_regclass('events_delivery') IS NOT NULL"
+        assert await sql(dsn, index, schema=schema) == [(False,)]
+        reopened = PostgresStore(dsn, schema=schema, create=False)
+        await reopened.open()
+        try:
+            assert await reopened.counts()
+        finally:
+            await reopened.close()
+        assert await sql(dsn, index, schema=schema) == [(True,)]
+        assert await sql(dsn, Q["schema_version"], schema=schema) == [("2",)]
+
 
 async def ids_of(store: EventStore, n: int, *, prefix: str = "e") -> list[int]:
     """Enqueue ``n`` one-lead deliveries; their event ids in order."""

@@ -137,6 +137,11 @@ SELECT value FROM meta WHERE key = 'schema_version';
 -- per-lead ordering. Adding a column with a constant default rewrites nothing.
 ALTER TABLE events ADD COLUMN IF NOT EXISTS requeued_at DOUBLE PRECISION;
 ALTER TABLE events ADD COLUMN IF NOT EXISTS awaits_read SMALLINT NOT NULL DEFAULT 0;
+-- And the index of a delivery's events (the schema script's since c5a8bb9, no version bump):
+-- serve's open makes it with any missing object, a command's migration did not, and a store
+-- made before then and migrated by a command purged without it (each delivery's deletion
+-- scanned every event for the foreign key) until a serve opened it.
+CREATE INDEX IF NOT EXISTS events_delivery ON events (delivery);
 UPDATE meta SET value = '2' WHERE key = 'schema_version';
 
 -- name: find_id
