@@ -6,6 +6,7 @@ import base64
 import binascii
 import math
 import re
+import socket
 import string
 import urllib.parse
 from collections.abc import Mapping
@@ -242,6 +243,14 @@ def lower_scheme(url: str) -> str:
     return url if found is None else found.group().lower() + url[found.end() :]
 
 
+def _hostname(url: str) -> str:
+    """``url``'s host, or "" (none, or a url urllib cannot read)."""
+    try:
+        return urllib.parse.urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
+
+
 def _api_url(r: Reader, key: str, default: str, token: str = "access_token") -> str:
     """An API base URL option: http(s), without its trailing slash (``token``: the option
     holding the token the reads send, named in a refusal).
@@ -264,6 +273,8 @@ def _api_url(r: Reader, key: str, default: str, token: str = "access_token") -> 
             f"url is; the API's token goes in '{token}'. Write the url "
             f"without them, like {default}",
         )
+    elif (problem := _uncallable_ipv4(_hostname(url))) is not None:
+        r.error(r.get(key), f"'{key}' {shown!r} {problem}, so no lead could be read")
     elif any(mark in url for mark in "?#"):
         first = min(place for place in (url.find("?"), url.find("#")) if place >= 0)
         part = "query" if url[first] == "?" else "fragment"
@@ -722,7 +733,34 @@ def _unusable_url(url: str) -> str | None:
         return "names no host"
     if port == 0:
         return "names port 0"
-    return None
+    return _uncallable_ipv4(parts.hostname)
+
+
+#: An IPv4 address as the hub's HTTP client takes one: four numbers from 0 to 255, each
+#: written without a leading zero.
+_DOTTED_QUAD = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
+
+
+def _uncallable_ipv4(host: str) -> str | None:
+    """Why a url's ``host`` of digits and dots that is no plain dotted quad (``127.1``,
+    ``2130706433``, ``127.000.000.001``, ``10.0.0.1.``) cannot be called, or None (any other
+    host). The system reads most of these as an address, and check took them (``127.1`` as
+    this machine), but the hub's HTTP client (aiohttp) refuses such a host: every call
+    failed as a network error ("is not a canonical IPv4 address"), retried until the event
+    gave up."""
+    if not re.fullmatch(r"[0-9.]+", host) or _DOTTED_QUAD.fullmatch(host):
+        return None
+    try:
+        meant = f", here {socket.inet_ntoa(socket.inet_aton(host))}"
+    except OSError:
+        meant = ""
+    return (
+        f"names the host {host!r}, which the hub's HTTP client does not call: it takes an "
+        f"IPv4 address only as four numbers from 0 to 255 without leading zeros{meant}"
+    )
 
 
 def _api_path_in(url: str, *, shortest: int = 3) -> str | None:

@@ -81,14 +81,45 @@ def test_a_plain_http_api_url_off_this_machine_is_warned_of(tmp_path: Path, sour
     """``http://`` to another host sends the read's token in the clear: a warning at the
     url's line naming the token's option (it loads: a gateway may be meant). A local test
     double (``http://127.0.0.1``, ``http://localhost``, or this machine written another way:
-    ``127.1``, ``[::ffff:127.0.0.1]``, warned of before) is not warned of."""
+    ``0x7f.0.0.1``, ``[::ffff:127.0.0.1]``, warned of before) is not warned of."""
     path = _write(tmp_path, source, "http://api.example.com/v1")
     config = load(tmp_path, ENV)
     (warning,) = config.warnings
     key = "graph_url" if source == "facebook" else "api_url"
     assert warning.startswith(f"{path}:5: '{key}' 'http://api.example.com/v1' is http://")
     assert f"the token every read sends ('{SOURCES[source][1]}')" in warning
-    local_urls = ("127.0.0.1", "localhost", "127.0.0.2", "127.1", "[::ffff:127.0.0.1]", "[::1]")
+    local_urls = (
+        "127.0.0.1",
+        "localhost",
+        "127.0.0.2",
+        "0x7f.0.0.1",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+    )
     for local in (f"http://{host}:9/v1" for host in local_urls):
         _write(tmp_path, source, local)
         assert load(tmp_path, ENV).warnings == (), local
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+@pytest.mark.parametrize(
+    ("host", "meant"),
+    [("127.1", ", here 127.0.0.1"), ("2130706433", ", here 127.0.0.1"), ("10.0.0.1.", "")],
+)
+def test_an_api_url_whose_host_the_client_refuses_is_refused(
+    tmp_path: Path, source: str, host: str, meant: str
+) -> None:
+    """An IPv4 address written short, as one number or with a trailing dot loaded (``127.1``
+    even as this machine, not warned of), but the hub's HTTP client (aiohttp) refuses such a
+    host: every read failed as a network error ("is not a canonical IPv4 address"). An error
+    at the url's line, saying how to write it."""
+    path = _write(tmp_path, source, f"http://{host}:9/v1")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, ENV)
+    (issue,) = info.value.issues
+    key = "graph_url" if source == "facebook" else "api_url"
+    assert issue == (
+        f"{path}:5: '{key}' 'http://{host}:9/v1' names the host {host!r}, which the hub's "
+        "HTTP client does not call: it takes an IPv4 address only as four numbers from 0 to "
+        f"255 without leading zeros{meant}, so no lead could be read"
+    )

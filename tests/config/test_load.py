@@ -358,10 +358,11 @@ def test_a_target_url_ending_in_a_bare_v2_loads_with_a_warning(
         ("http://127.0.0.1:9000", False),  # a test double, or `leadhub sandbox`
         ("http://localhost:9000", False),
         ("http://[::1]:9000", False),
-        # other forms of this machine, warned of as off it: the whole 127/8, a short
-        # IPv4 form the resolver reads, an IPv4-mapped IPv6 loopback
+        # other forms of this machine, warned of as off it: the whole 127/8, a hex IPv4
+        # form the resolver reads, an IPv4-mapped IPv6 loopback (127.1: refused, see
+        # test_a_target_url_naming_no_host_to_call_is_refused_at_its_line)
         ("http://127.0.0.2:9000", False),
-        ("http://127.1:9000", False),
+        ("http://0x7f.0.0.1:9000", False),
         ("http://[::ffff:127.0.0.1]:9000", False),
         ("http://[::ffff:10.0.0.5]:9000", True),
         ("https://api-in21.leadsquared.com", False),
@@ -458,6 +459,12 @@ def test_an_embedded_sandbox_key_no_header_can_carry_is_refused() -> None:
         sandbox_target({"LEADHUB_SANDBOX_SECRET_KEY": "s\u20ac"})
 
 
+IPV4_ONLY = (
+    "which the hub's HTTP client does not call: it takes an IPv4 address only as four "
+    "numbers from 0 to 255 without leading zeros"
+)
+
+
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
@@ -468,6 +475,11 @@ def test_an_embedded_sandbox_key_no_header_can_carry_is_refused() -> None:
         ("https://api-in21.leadsquared.com:0", "names port 0"),
         ("https://api in21.leadsquared.com", "holds a space or a control character"),
         ("https://user:pw@[::1", "is not a URL (Invalid IPv6 URL)"),
+        # hosts the system reads as an address, and the hub's HTTP client refuses
+        ("http://127.1:9000", f"names the host '127.1', {IPV4_ONLY}, here 127.0.0.1"),
+        ("https://2130706433/", f"names the host '2130706433', {IPV4_ONLY}, here 127.0.0.1"),
+        ("https://10.0.0.010", f"names the host '10.0.0.010', {IPV4_ONLY}, here 10.0.0.8"),
+        ("https://10.0.0.1.", f"names the host '10.0.0.1.', {IPV4_ONLY}"),
     ],
 )
 def test_a_target_url_naming_no_host_to_call_is_refused_at_its_line(
