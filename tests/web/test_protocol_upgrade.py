@@ -35,6 +35,7 @@ def _exchange(url: str, pieces: list[bytes]) -> bytes:
     every answer until the hub closes."""
     address = urlsplit(url)
     with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # (each piece its own read)
         for piece in pieces:
             sock.sendall(piece)
             time.sleep(0.05)

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
 
 from tests.web.conftest import running_hub
+from tests.web.test_protocol_upgrade import _exchange
 
 
 def _post(body: bytes, *lengths: bytes) -> bytes:
@@ -22,22 +22,6 @@ def _post(body: bytes, *lengths: bytes) -> bytes:
     for length in lengths:
         head += b"Content-Length: " + length.replace(b"%d", b"%d" % len(body)) + b"\r\n"
     return head + b"x-after: 1\r\n\r\n" + body
-
-
-def _exchange(url: str, pieces: list[bytes]) -> bytes:
-    """Send ``pieces`` one read apart on one connection, close the sending side, and read
-    every answer until the hub closes."""
-    address = urlsplit(url)
-    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for piece in pieces:
-            sock.sendall(piece)
-            time.sleep(0.05)
-        sock.shutdown(socket.SHUT_WR)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
 
 
 def _each_answered(url: str, requests: list[bytes]) -> list[bytes]:
