@@ -568,7 +568,8 @@ class Lane:
             self._cut_at = self._d.clock.monotonic()
             before = self.capacity
             self._learnt = max(1.0, before / 2)
-            _log.info("lane_capacity_cut", capacity=int(self._learnt), was=before)
+            if int(self._learnt) < before:  # (a lane holding one already cuts nothing: no line)
+                _log.info("lane_capacity_cut", capacity=int(self._learnt), was=before)
         elif early and self._learnt is not None:
             self._learnt += 1 / self._learnt
             if self._learnt >= self._reckoned():

@@ -146,18 +146,18 @@ async def test_processes_sharing_an_account_s_limit_learn_to_claim_their_share(
 
 @asynccontextmanager
 async def _sharing_a_limit(
-    tmp_path: Path, prefix: str
+    tmp_path: Path, prefix: str, limit: int = 10, count: int = 80
 ) -> AsyncIterator[tuple[EventStore, list[int], Dispatcher, Dispatcher]]:
-    """80 leads queued, and two dispatchers on one store draining them into a sandbox that,
-    like their target, lets 10 calls a second through, with a lease leaving 1 s to start a
-    call in: (the first's store, the event ids, the two dispatchers)."""
-    with sandbox_server(rate_limit=RateLimit(10, 1.0)) as (url, _):
-        config = forms_config(tmp_path, url, rate_limit="10/1s", timeout="1s")
+    """``count`` leads queued, and two dispatchers on one store draining them into a sandbox
+    that, like their target, lets ``limit`` calls a second through, with a lease leaving 1 s
+    to start a call in: (the first's store, the event ids, the two dispatchers)."""
+    with sandbox_server(rate_limit=RateLimit(limit, 1.0)) as (url, _):
+        config = forms_config(tmp_path, url, rate_limit=f"{limit}/1s", timeout="1s")
         async with (
             opened_store(tmp_path / "hub.db") as one,
             opened_store(tmp_path / "hub.db") as two,
         ):
-            ids = await enqueue(one, "forms", leads(prefix, 80))
+            ids = await enqueue(one, "forms", leads(prefix, count))
             async with (
                 running(config, one, lease=8.0) as first,
                 running(config, two, lease=8.0) as second,
@@ -275,3 +275,22 @@ def test_a_bad_concurrency_is_a_config_error_naming_the_fix(tmp_path: Path, valu
             target_yaml("default", "http://127.0.0.1:1") + f"concurrency: {value}\n",
             flat_endpoint_yaml("forms", "default"),
         )
+
+
+async def test_a_lane_that_holds_one_event_logs_no_cut(tmp_path: Path) -> None:
+    """Two processes sharing 2 calls a second: each lane learns to hold one event, and its
+    events still wait past their window for the other's slots. A lane holding one cuts
+    nothing more: no ``lane_capacity_cut`` line then (one said "capacity 1, was 1" at each
+    such event, and the gauge test, on a loaded machine, read it as a cut that was none)."""
+    cuts: list[tuple[int, int]] = []
+
+    def at_cut(_: object, __: str, line: structlog.typing.EventDict) -> NoReturn:
+        if line["event"] == "lane_capacity_cut":
+            cuts.append((line["capacity"], line["was"]))
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[at_cut])
+    async with _sharing_a_limit(tmp_path, "o", limit=2, count=16) as (one, ids, _, _):
+        await wait_for(all_in(State.DELIVERED, one, ids), what="all delivered")
+    assert cuts, "no lane learnt to hold less"
+    assert all(capacity < was for capacity, was in cuts), cuts
