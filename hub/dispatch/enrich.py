@@ -144,8 +144,8 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
     lead = event.enrichment
     if lead is None:
         outcome = await source.read()
-        if not (isinstance(outcome, FetchRetry) and outcome.kind == "proxy"):
-            d.proxy_let_through(event.endpoint)
+        if not (isinstance(outcome, FetchRetry) and (outcome.throttled or outcome.kind == "proxy")):
+            d.reads_answered(event.endpoint)
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
             # (" fetch failed: " marks a failed read: store.resume_reads makes it due at a
@@ -172,7 +172,7 @@ async def _retry_read(d: Dispatcher, event: Event, outcome: FetchRetry, reason: 
     """Retry ``event`` after its read failed for now (``reason``), or kill it once the read has
     been answered so the tries ``outcome`` allows in a row. A throttled read, or one a proxy
     refused (407), holds every read of the endpoint (this one too) for the time the API gave,
-    not this one alone; time a proxy refused the reads does not use up give_up_after."""
+    not this one alone; time the reads were held does not use up give_up_after."""
     if outcome.tries is not None:
         answers = _answered_so(event.last_error, reason) + 1
         if answers >= outcome.tries:
@@ -183,7 +183,7 @@ async def _retry_read(d: Dispatcher, event: Event, outcome: FetchRetry, reason: 
     until = None
     if outcome.throttled or proxy:
         until = d.hold_reads(event.endpoint, outcome.wait, reason, proxy=proxy)
-    held = d.proxy_held_during(event.endpoint, event.queued_since, d.clock.time())
+    held = d.held_during(event.endpoint, event.queued_since, d.clock.time())
     policy = endpoint_policy(d, event.endpoint)
     await d.retry_or_die(event, policy, reason, held=held, not_before=until)
 

@@ -25,7 +25,8 @@ back, untried), and :meth:`Dispatcher.stop` cancels them and puts their events b
 that says the app or account is throttled holds every read of the endpoint for the time it
 gives (:meth:`Dispatcher.hold_reads`): the endpoint's events claimed meanwhile go back
 untried, due then, saying why. So does a proxy refusing a read (407: the operator's to fix,
-for every read), and the time it refuses them does not use up the events' give_up_after.
+for every read). The time the reads are held, until one is answered otherwise, does not use
+up the events' give_up_after.
 
 Per-lead ordering across processes: a claimed event whose routes are not written yet holds
 back every later event the store is asked about (its lead is not known yet; this lasts the
@@ -55,7 +56,7 @@ Log events (structlog, ``event_id`` and ``delivery_id`` bound): ``event_claimed`
 ``event_enriched``, ``lead_reads_throttled`` / ``lead_reads_resumed`` (warnings: the API said
 the app or account is throttled, and the endpoint's reads wait, see :meth:`Dispatcher.hold_reads`;
 a read got through after), ``lead_reads_held`` (a warning: a proxy refused a read, 407, and
-the endpoint's reads wait likewise; the time does not count toward give_up_after),
+the endpoint's reads wait likewise; neither hold's time counts toward give_up_after),
 ``event_mapped`` (a warning, only when the mapping left a value out),
 ``event_skipped``, ``event_unmatched``, ``event_waiting``,
 ``lead_sent``, ``event_retrying``, ``event_dead``, ``target_paused``,
@@ -223,11 +224,12 @@ class Dispatcher:
         self._read_holds: dict[str, tuple[float, str, bool]] = {}
         self._holds_in_a_row: Counter[str] = Counter()
         self._throttled_since: dict[str, float] = {}  # when the first of them began
-        #: By endpoint, since when (unix time) a proxy refuses its reads, and the last spans it
-        #: did (began, ended): that time does not count toward an event's give_up_after
-        #: (:meth:`proxy_held_during`), as a target's pauses do not (``Lane.paused_during``).
-        self._proxy_since: dict[str, float] = {}
-        self._proxy_spans: dict[str, collections.deque[tuple[float, float]]] = {}
+        #: By endpoint, since when (unix time) its reads are held (the API throttling them, a
+        #: proxy refusing them), no read answered otherwise since, and the last such spans
+        #: (began, ended): that time does not count toward an event's give_up_after
+        #: (:meth:`held_during`), as a target's pauses do not (``Lane.paused_during``).
+        self._held_since: dict[str, float] = {}
+        self._held_spans: dict[str, collections.deque[tuple[float, float]]] = {}
         self._read_done: list[tuple[Event, float]] = []  # read: (event, its claim), to route
         self._read_dropped: list[Event] = []  # reads cancelled: events to put back
         self._looking: dict[asyncio.Task[None], list[Item]] = {}  # _look_again, what it holds
@@ -847,12 +849,12 @@ class Dispatcher:
         Each failed read used to back off alone: a throttled app went on reading every other
         event's lead, each refused and retried a few seconds later, which keeps it throttled;
         and a proxy refusing the hub's credentials (every read's, the operator's to fix)
-        killed each lead at its give_up_after. Time a proxy refuses the reads does not count
-        toward it (:meth:`proxy_held_during`).
+        killed each lead at its give_up_after. Time the reads are held, until a read is
+        answered otherwise, does not count toward it (:meth:`held_during`): a Facebook hold
+        of hours killed the leads of a shorter give_up_after at their next refused read.
         """
         now = self.clock.monotonic()
-        if proxy:
-            self._proxy_since.setdefault(endpoint, self.clock.time())
+        self._held_since.setdefault(endpoint, self.clock.time())
         current = self._read_holds.get(endpoint)
         if current is None or current[0] <= now:
             self._holds_in_a_row[endpoint] += 1
@@ -872,20 +874,21 @@ class Dispatcher:
             self._read_holds[endpoint] = (now + wait, reason, proxy)
         return self.clock.time() + (self._read_holds[endpoint][0] - now)
 
-    def proxy_let_through(self, endpoint: str) -> None:
-        """A read of ``endpoint`` was answered by other than a proxy's 407 (its lead, or the
-        API's own refusal): the time a proxy refused its reads, if it did, ends now."""
-        began = self._proxy_since.pop(endpoint, None)
+    def reads_answered(self, endpoint: str) -> None:
+        """A read of ``endpoint`` was answered by other than a hold (its lead, or a failure
+        that is neither the API's throttling nor a proxy's 407): the time its reads were held,
+        if they were, ends now."""
+        began = self._held_since.pop(endpoint, None)
         if began is not None:
-            spans = self._proxy_spans.setdefault(endpoint, collections.deque(maxlen=64))
+            spans = self._held_spans.setdefault(endpoint, collections.deque(maxlen=64))
             spans.append((began, self.clock.time()))
 
-    def proxy_held_during(self, endpoint: str, start: float, end: float) -> float:
-        """Seconds between ``start`` and ``end`` (unix times) a proxy refused the reads of
-        ``endpoint`` (as far as this process saw: a restart forgets it, and makes every such
-        read due at once: ``store.resume_reads``)."""
-        spans = list(self._proxy_spans.get(endpoint, ()))
-        if (began := self._proxy_since.get(endpoint)) is not None:
+    def held_during(self, endpoint: str, start: float, end: float) -> float:
+        """Seconds between ``start`` and ``end`` (unix times) the reads of ``endpoint`` were
+        held, the API throttling them or a proxy refusing them, until a read was answered
+        otherwise (as far as this process saw: a restart forgets it)."""
+        spans = list(self._held_spans.get(endpoint, ()))
+        if (began := self._held_since.get(endpoint)) is not None:
             spans.append((began, end))
         return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
 

@@ -289,3 +289,46 @@ async def test_reads_go_on_once_the_hold_ends(
         assert resumed["log_level"] == "warning"
         assert resumed["seconds"] >= 2
         assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
+
+
+def settled(store: Any, ids: list[int]) -> Callable[[], Awaitable[bool]]:
+    """Whether every event of ``ids`` is delivered, or one is dead (no waiting for the rest)."""
+
+    async def check() -> bool:
+        found = (await states(store, ids)).values()
+        done = {State.DELIVERED, State.DEAD}
+        return all(e.state in done for e in found) or any(e.state == State.DEAD for e in found)
+
+    return check
+
+
+@pytest.mark.parametrize(
+    "throttled_graph",
+    [(400, LEADGEN_LIMIT, {"Retry-After": "2"}, 2)],
+    indirect=True,
+)
+async def test_time_the_api_held_the_reads_does_not_use_up_give_up_after(
+    tmp_path: Path, throttled_graph: tuple[str, ThrottledApi]
+) -> None:
+    """Graph throttles the page's lead reads (code 80005, 2 s to wait) twice in a row, the
+    target's give_up_after a second: the lead read after the first hold, throttled again, is
+    held once more, not dead (it was, 'gave up after 2 attempt(s)': the API's hold used up its
+    window, as the time a proxy refused the reads does not), and once the API answers every
+    lead is delivered."""
+    graph_url, fake = throttled_graph
+    with sandbox_server() as (url, _):
+        retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 1s}"
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url, retry=retry),
+            facebook_yaml(graph_url),
+            environ=FB_ENV,
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", notices(3), prefix="fb")
+            async with running(cfg, store, reads_per_endpoint=1):
+                await wait_for(settled(store, ids), what="every lead delivered, or one dead")
+                found = await states(store, ids)
+    assert [e.last_error for e in found.values() if e.state == State.DEAD] == []
+    assert len(fake.reads) == 5  # two throttled, then each lead once
+    assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(3)]
