@@ -25,8 +25,10 @@ back, untried), and :meth:`Dispatcher.stop` cancels them and puts their events b
 that says the app or account is throttled holds every read of the endpoint for the time it
 gives (:meth:`Dispatcher.hold_reads`): the endpoint's events claimed meanwhile go back
 untried, due then, saying why. So does a proxy refusing a read (407: the operator's to fix,
-for every read). The time the reads are held, until one is answered otherwise, does not use
-up the events' give_up_after.
+for every read). When the hold ends, one read probes the API first, the endpoint's others
+waiting for its answer (:meth:`Dispatcher._probe`): answered otherwise, they all go; held
+again, they go back untried. The time the reads are held, until one is answered otherwise,
+does not use up the events' give_up_after.
 
 Per-lead ordering across processes: a claimed event whose routes are not written yet holds
 back every later event the store is asked about (its lead is not known yet; this lasts the
@@ -230,6 +232,8 @@ class Dispatcher:
         #: (:meth:`held_during`), as a target's pauses do not (``Lane.paused_during``).
         self._held_since: dict[str, float] = {}
         self._held_spans: dict[str, collections.deque[tuple[float, float]]] = {}
+        #: By endpoint, set when the read probing its API after a hold (:meth:`_probe`) ends.
+        self._probes: dict[str, asyncio.Event] = {}
         self._read_done: list[tuple[Event, float]] = []  # read: (event, its claim), to route
         self._read_dropped: list[Event] = []  # reads cancelled: events to put back
         self._looking: dict[asyncio.Task[None], list[Item]] = {}  # _look_again, what it holds
@@ -844,7 +848,7 @@ class Dispatcher:
         ceiling for as many holds in a row, doubling), and say so once
         (``lead_reads_throttled``, or ``lead_reads_held`` for a proxy: warnings) when no hold
         was on. Returns when the hold ends (unix seconds): the refused read is not retried
-        before.
+        before. When it ends, one read probes the API before the others go (:meth:`_probe`).
 
         Each failed read used to back off alone: a throttled app went on reading every other
         event's lead, each refused and retried a few seconds later, which keeps it throttled;
@@ -972,24 +976,64 @@ class Dispatcher:
         slots = self._read_slots.get(event.endpoint)
         if slots is None:
             slots = self._read_slots[event.endpoint] = asyncio.Semaphore(self.reads_per_endpoint)
-        left = self.lease - need - (self.clock.monotonic() - claimed_at)
-        try:
-            if left <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(left):
-                await slots.acquire()
-        except TimeoutError:  # no read slot in time: another worker will soon own the event
-            await self.release(event, at=self.clock.time(), reason=None)
-            _log.info("event_lease_expiring")
+        if not await self._within_lease(slots.acquire(), need, claimed_at):
+            await self._lease_expiring(event)  # no read slot in time
             return None
         try:
             # (a hold may have come while it waited for its slot: a read refused meanwhile)
             if (held := self._read_held(event.endpoint)) is not None:
                 await self._wait_out_hold(event, held)
                 return None
+            probe = self._probes.get(event.endpoint)
+            if probe is not None:  # another read probes the API after a hold: its answer first
+                if not await self._within_lease(probe.wait(), need, claimed_at):
+                    await self._lease_expiring(event)
+                    return None
+                if (held := self._read_held(event.endpoint)) is not None:  # held again
+                    await self._wait_out_hold(event, held)
+                    return None
+            elif event.endpoint in self._held_since:  # a hold ended, no read answered since
+                return await self._probe(event, options)
             return await read_first(self, event, options)
         finally:
             slots.release()
+
+    async def _within_lease(self, wait: Awaitable[Any], need: float, claimed_at: float) -> bool:
+        """Whether ``wait`` ended while a read (``need`` seconds, margin included) still fits
+        in the lease of the event claimed at ``claimed_at`` (monotonic); it is cancelled
+        when it did not."""
+        left = self.lease - need - (self.clock.monotonic() - claimed_at)
+        if left <= 0:
+            if asyncio.iscoroutine(wait):
+                wait.close()
+            return False
+        try:
+            async with asyncio.timeout(left):
+                await wait
+        except TimeoutError:
+            return False
+        return True
+
+    async def _lease_expiring(self, event: Event) -> None:
+        """No time left in ``event``'s lease for its read: back untried, due now (another
+        worker will soon own the event)."""
+        await self.release(event, at=self.clock.time(), reason=None)
+        _log.info("event_lease_expiring")
+
+    async def _probe(self, event: Event, options: Reading) -> Event | None:
+        """Read ``event``'s lead alone, the first read of its endpoint after a hold ended: the
+        endpoint's other reads wait for its answer (:meth:`_read_in_lease`), then all go when
+        the API answered otherwise, or go back untried when it held the reads again.
+
+        When a hold ended, every waiting read went out at once (up to ``reads_per_endpoint``):
+        against an API still throttling, each was refused again, and counted an attempt, as a
+        paused target's calls would be without its one probe at a time (``Lane``)."""
+        done = self._probes[event.endpoint] = asyncio.Event()
+        try:
+            return await read_first(self, event, options)
+        finally:
+            del self._probes[event.endpoint]
+            done.set()
 
     async def _stop_reads(self) -> None:
         """Cancel the reads in flight and the looks again; their events, and those read but

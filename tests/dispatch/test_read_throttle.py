@@ -332,3 +332,50 @@ async def test_time_the_api_held_the_reads_does_not_use_up_give_up_after(
     assert [e.last_error for e in found.values() if e.state == State.DEAD] == []
     assert len(fake.reads) == 5  # two throttled, then each lead once
     assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(3)]
+
+
+async def test_one_read_probes_the_api_when_a_hold_ends(tmp_path: Path) -> None:
+    """A lead read throttled (a 429, 3 s to wait), three more leads received during the hold:
+    when it ends and the API still throttles, one read goes out, and the hold starts again
+    with the others never read (all four were read at once, each refused again and counting
+    an attempt). Once the API answers, every lead is read once and delivered; one
+    ``lead_reads_throttled`` line per hold, one ``lead_reads_resumed``."""
+    fake = ThrottledApi(429, {"error": "slow down"}, {"Retry-After": "3"})
+    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
+    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            facebook_yaml(f"{api_url}/v21.0"),
+            environ=FB_ENV,
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            with structlog.testing.capture_logs() as logs:
+
+                def holds() -> list[Any]:
+                    return [line for line in logs if line["event"] == "lead_reads_throttled"]
+
+                async with running(cfg, store):
+                    ids = await enqueue(store, "fb", notices(1), prefix="fb")
+                    await wait_for(lambda: len(holds()) == 1, what="the first hold")
+                    first_until = holds()[0]["until"]
+                    ids += await enqueue(store, "fb", notices(4)[1:], prefix="later")
+
+                    async def held_again() -> bool:
+                        found = (await states(store, ids)).values()
+                        return all(
+                            e.state != State.SENDING and e.next_attempt_at > first_until + 1
+                            for e in found
+                        )
+
+                    await wait_for(held_again, what="every lead held again after the first hold")
+                    probed = list(fake.reads)
+                    attempts = sorted(e.attempts for e in (await states(store, ids)).values())
+                    fake.times = len(fake.reads)  # the API answers from now on
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+    assert len(probed) == 2  # the first read, and one probe when the hold ended
+    assert attempts == [0, 0, 0, 2] or attempts == [0, 0, 1, 1]
+    assert len(holds()) == 2
+    assert len([line for line in logs if line["event"] == "lead_reads_resumed"]) == 1
+    assert len(fake.reads) == 2 + 4
+    assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
