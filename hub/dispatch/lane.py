@@ -37,7 +37,7 @@ import structlog
 from hub.config.models import Config, Target
 from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, call_bound
 from hub.dispatch.ratelimit import RateLimiter
-from hub.dispatch.retry import RetryPolicy
+from hub.dispatch.retry import RetryPolicy, time_in
 from hub.mapping import CaptureRequest
 from hub.store.base import LeaseLost, StoreUnavailable
 from hub.store.models import PAUSE_HELD, Ack, Event
@@ -135,7 +135,7 @@ class Lane:
         self.probing = False
         #: When the current pause began (unix time; None while not paused), and the last
         #: pauses as (began, resumed): time the target was paused does not count toward an
-        #: event's give_up_after (:meth:`paused_during`).
+        #: event's give_up_after (:meth:`pause_spans`).
         self._paused_since: float | None = None
         #: The same, by the monotonic clock: how long the run of pauses lasted
         #: (``target_resumed``'s ``seconds``; the wall clock's difference was off by any step
@@ -233,13 +233,13 @@ class Lane:
         clock = self._d.clock
         return clock.time() + max(0.0, self._resume_at - clock.monotonic())
 
-    def paused_during(self, start: float, end: float) -> float:
-        """Seconds between ``start`` and ``end`` (unix times) this lane's target was paused
-        (as far as this process saw: a restart forgets earlier pauses)."""
+    def pause_spans(self, now: float) -> list[tuple[float, float]]:
+        """When this lane's target was paused (unix times: began, ended; the current pause
+        up to ``now``), as far as this process saw: a restart forgets earlier pauses."""
         spans = list(self._pauses)
         if self._paused_since is not None:
-            spans.append((self._paused_since, end))
-        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
+            spans.append((self._paused_since, now))
+        return spans
 
     def holds(self, event_id: int) -> bool:
         return event_id in self._held
@@ -609,10 +609,13 @@ class Lane:
             # Shutting down (the embedded sandbox may already be closed): not a real failure.
             await d.release(event, at=d.clock.time(), reason=outcome.reason)
         elif isinstance(outcome, Retry):
-            # Time the target was paused was no time to try in: it does not use up the
-            # event's give_up_after (a lead waiting out days of wrong keys is not given up
-            # at its first failure once they are fixed).
-            held = self.paused_during(event.queued_since, d.clock.time())
+            # Time the target was paused, or the endpoint's lead reads were held (the API
+            # throttling them, a proxy refusing them), was no time to try in: it does not use
+            # up the event's give_up_after (a lead waiting out days of wrong keys, or hours
+            # of Graph's throttling, is not given up at its first failure after).
+            now = d.clock.time()
+            spans = [*self.pause_spans(now), *d.read_hold_spans(event.endpoint, now)]
+            held = time_in(spans, event.queued_since, now)
             await d.retry_or_die(
                 event, self.policy, outcome.reason, held=held, give_up=not outcome.rate_limited
             )

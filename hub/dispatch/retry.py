@@ -6,8 +6,9 @@ spread out instead of coming back in a herd). Once ``give_up_after`` has passed
 since the event joined the queue (when it was received, or when ``leadhub replay``
 put it back: ``Event.queued_since``), the policy gives up and the event is dead; the
 last try is scheduled no later than that deadline, so an event always gets one
-attempt at the end of its window. Time the target was paused is added to the window by
-the caller (``Lane.paused_during``): it was no time to try in.
+attempt at the end of its window. Time the target was paused, or the endpoint's lead reads
+were held, is added to the window by the caller (:func:`time_in` of ``Lane.pause_spans`` and
+``Dispatcher.read_hold_spans``): it was no time to try in.
 
 A store write under an event's lease that met a store outage (its release, its delivery) is
 tried again by :class:`Rewrites` until the store takes it or the lease ends.
@@ -77,6 +78,18 @@ class RetryPolicy:
         if now >= deadline:
             return None
         return min(now + self.delay(attempts), deadline)
+
+
+def time_in(spans: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds between ``start`` and ``end`` that ``spans`` (began, ended) cover, a time
+    two of them share counted once (a target paused while its leads' reads were held)."""
+    total, reached = 0.0, start
+    for began, ended in sorted(spans):
+        began, ended = max(began, reached), min(ended, end)
+        if ended > began:
+            total += ended - began
+            reached = ended
+    return total
 
 
 #: Seconds before a write the store could not take is tried again, doubling up to

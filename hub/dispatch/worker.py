@@ -229,7 +229,7 @@ class Dispatcher:
         #: By endpoint, since when (unix time) its reads are held (the API throttling them, a
         #: proxy refusing them), no read answered otherwise since, and the last such spans
         #: (began, ended): that time does not count toward an event's give_up_after
-        #: (:meth:`held_during`), as a target's pauses do not (``Lane.paused_during``).
+        #: (:meth:`read_hold_spans`), as a target's pauses do not (``Lane.pause_spans``).
         self._held_since: dict[str, float] = {}
         self._held_spans: dict[str, collections.deque[tuple[float, float]]] = {}
         #: By endpoint, set when the read probing its API after a hold (:meth:`_probe`) ends.
@@ -854,7 +854,7 @@ class Dispatcher:
         event's lead, each refused and retried a few seconds later, which keeps it throttled;
         and a proxy refusing the hub's credentials (every read's, the operator's to fix)
         killed each lead at its give_up_after. Time the reads are held, until a read is
-        answered otherwise, does not count toward it (:meth:`held_during`): a Facebook hold
+        answered otherwise, does not count toward it (:meth:`read_hold_spans`): a Facebook hold
         of hours killed the leads of a shorter give_up_after at their next refused read.
         """
         now = self.clock.monotonic()
@@ -887,14 +887,14 @@ class Dispatcher:
             spans = self._held_spans.setdefault(endpoint, collections.deque(maxlen=64))
             spans.append((began, self.clock.time()))
 
-    def held_during(self, endpoint: str, start: float, end: float) -> float:
-        """Seconds between ``start`` and ``end`` (unix times) the reads of ``endpoint`` were
-        held, the API throttling them or a proxy refusing them, until a read was answered
-        otherwise (as far as this process saw: a restart forgets it)."""
+    def read_hold_spans(self, endpoint: str, now: float) -> list[tuple[float, float]]:
+        """When the reads of ``endpoint`` were held (unix times: began, ended; the current
+        hold up to ``now``), the API throttling them or a proxy refusing them, until a read
+        was answered otherwise, as far as this process saw: a restart forgets it."""
         spans = list(self._held_spans.get(endpoint, ()))
         if (began := self._held_since.get(endpoint)) is not None:
-            spans.append((began, end))
-        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in spans)
+            spans.append((began, now))
+        return spans
 
     def reads_through(self, endpoint: str) -> None:
         """A read of ``endpoint`` got its lead: after holds, ``lead_reads_resumed`` (a

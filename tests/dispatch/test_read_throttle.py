@@ -30,6 +30,7 @@ from tests.dispatch.support import (
     leads,
     opened_store,
     running,
+    sandbox_post,
     sandbox_server,
     states,
     target_yaml,
@@ -379,3 +380,43 @@ async def test_one_read_probes_the_api_when_a_hold_ends(tmp_path: Path) -> None:
     assert len([line for line in logs if line["event"] == "lead_reads_resumed"]) == 1
     assert len(fake.reads) == 2 + 4
     assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
+
+
+@pytest.mark.parametrize(
+    "throttled_graph",
+    [(400, LEADGEN_LIMIT, {"Retry-After": "2"}, 1)],
+    indirect=True,
+)
+async def test_time_the_api_held_the_read_does_not_use_up_the_sends_give_up_after(
+    tmp_path: Path, throttled_graph: tuple[str, ThrottledApi]
+) -> None:
+    """A lead whose read Graph held for 2 s, the target's give_up_after a second, then read:
+    LeadSquared failing its call (a 500) retries it, not dead at its first call ('gave up
+    after 2 attempt(s)': the read's hold used up its window for the send), and it is
+    delivered once the target answers."""
+    graph_url, fake = throttled_graph
+    with sandbox_server() as (url, _):
+        sandbox_post(url, "/_sandbox/faults", {"rate": 1.0, "kinds": ["500"], "seed": 1})
+        retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 1s}"
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url, retry=retry),
+            facebook_yaml(graph_url),
+            environ=FB_ENV,
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", notices(1), prefix="fb")
+            async with running(cfg, store):
+
+                async def send_failed() -> bool:
+                    (event,) = (await states(store, ids)).values()
+                    return event.state == State.DEAD or "500" in (event.last_error or "")
+
+                await wait_for(send_failed, what="the lead's call failed")
+                (failed,) = (await states(store, ids)).values()
+                sandbox_post(url, "/_sandbox/faults", {"rate": 0})
+                await wait_for(settled(store, ids), what="the lead delivered, or dead")
+                (event,) = (await states(store, ids)).values()
+    assert failed.state == State.RETRYING, failed.last_error
+    assert event.state == State.DELIVERED, event.last_error
+    assert len(fake.reads) == 2

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hub.config.models import RetrySchedule
-from hub.dispatch.retry import RetryPolicy
+from hub.dispatch.retry import RetryPolicy, time_in
 
 SCHEDULE = RetrySchedule(initial=10.0, max_interval=3600.0, give_up_after=72 * 3600.0)
 
@@ -65,3 +65,13 @@ def test_a_huge_multiplier_caps_at_max_interval_without_overflow() -> None:
     policy = RetryPolicy(schedule, random=lambda: 0.5)
     assert [policy.ceiling(n) for n in (1, 2, 63, 64, 65, 10_000)] == [10.0, 3600.0] + [3600.0] * 4
     assert policy.next_attempt(80, 0.0, 1000.0, give_up=False) == 1000.0 + 1800.0
+
+
+def test_time_held_counts_a_time_two_holds_share_once() -> None:
+    """A target paused (100-200) while its endpoint's lead reads were held (150-300): the
+    event queued at 120 had 180 s held by 400, not 230; what lies outside its window, none."""
+    pause, reads = (100.0, 200.0), (150.0, 300.0)
+    assert time_in([pause, reads], 120.0, 400.0) == 180.0
+    assert time_in([reads, pause, (350.0, 380.0)], 120.0, 360.0) == 190.0
+    assert time_in([(10.0, 20.0)], 120.0, 400.0) == 0.0
+    assert time_in([], 120.0, 400.0) == 0.0
