@@ -144,7 +144,7 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
     lead = event.enrichment
     if lead is None:
         outcome = await source.read()
-        if not (isinstance(outcome, FetchRetry) and (outcome.throttled or outcome.kind == "proxy")):
+        if _answered(outcome):
             d.reads_answered(event.endpoint)
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
@@ -166,6 +166,14 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
         await d.kill(event, f"stored {what} is not an object: {lead!r:.100}")
         return None
     return lead
+
+
+def _answered(outcome: FetchOutcome) -> bool:
+    """Whether the API answered the read other than by holding the endpoint's reads (its
+    throttling, a proxy's 407), so a hold is over: not a read refused with no request."""
+    if isinstance(outcome, FetchRetry):
+        return not (outcome.throttled or outcome.kind == "proxy")
+    return not isinstance(outcome, FetchDead) or outcome.asked
 
 
 async def _retry_read(d: Dispatcher, event: Event, outcome: FetchRetry, reason: str) -> None:

@@ -164,11 +164,14 @@ class FetchRetry:
 class FetchDead:
     """The lead cannot be fetched, ever (deleted, or not a lead id); ``fixable``: or the API
     cannot tell it from a token that may not see it (Graph's code 100, subcode 33), so the
-    dead event's reason ends with the replay that reads it again once the token is fixed."""
+    dead event's reason ends with the replay that reads it again once the token is fixed.
+    ``asked``: False when no request was made (the delivery names no lead the API could
+    hold): the API said nothing, and a hold of the endpoint's reads is not over for it."""
 
     reason: str
     kind: str
     fixable: bool = False
+    asked: bool = True
 
 
 FetchOutcome = Fetched | FetchRetry | FetchDead
@@ -200,7 +203,7 @@ def refused_id(ident: str, what: str, forbidden: str = "") -> FetchDead | None:
     ):
         return None
     shown = repr(ident[:60]) + (f"... ({len(ident)} characters)" if len(ident) > 60 else "")
-    return FetchDead(f"{shown} is not {what}", "rejected")
+    return FetchDead(f"{shown} is not {what}", "rejected", asked=False)
 
 
 def id_text(value: Any) -> str | None:
@@ -220,7 +223,7 @@ def not_an_id(value: Any, what: str) -> FetchDead:
     shown = orjson.dumps(value, default=repr).decode()
     if len(shown) > 60:
         shown = shown[:60] + f"... ({len(shown)} characters)"
-    return FetchDead(f"{shown} is not {what}", "rejected")
+    return FetchDead(f"{shown} is not {what}", "rejected", asked=False)
 
 
 def scrubbed(outcome: FetchOutcome, token: str) -> FetchOutcome:

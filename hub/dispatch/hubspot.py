@@ -58,7 +58,7 @@ class HubSpotClient(LeadReader):
         object_id = str(event.get("objectId") or "")
         if path is None or not object_id:
             reason = f"cannot tell which CRM object a {kind or 'typeless'} event names"
-            return FetchDead(reason, "rejected")
+            return FetchDead(reason, "rejected", asked=False)
         refused = refused_id(object_id, f"a HubSpot {kind} id", forbidden="/")
         if refused is not None:
             return refused

@@ -68,7 +68,7 @@ class LinkedInClient(LeadReader):
         token = options.access_token.reveal()
         ident = response_id(urn)
         if not ident:
-            return FetchDead(f"{urn!r} is not a LinkedIn form response", "rejected")
+            return FetchDead(f"{urn!r} is not a LinkedIn form response", "rejected", asked=False)
         refused = refused_id(ident, "a LinkedIn form response id", forbidden="/")
         if refused is not None:
             return refused

@@ -980,19 +980,18 @@ class Dispatcher:
             await self._lease_expiring(event)  # no read slot in time
             return None
         try:
-            # (a hold may have come while it waited for its slot: a read refused meanwhile)
-            if (held := self._read_held(event.endpoint)) is not None:
-                await self._wait_out_hold(event, held)
-                return None
-            probe = self._probes.get(event.endpoint)
-            if probe is not None:  # another read probes the API after a hold: its answer first
+            # Another read may probe the API after a hold: its answer first. Then, held again
+            # (or a hold came while this one waited for its slot: a read refused meanwhile),
+            # back untried; the API answered, the read; no answer (a lead id no API could
+            # hold, refused with no request), this one may be the next probe.
+            while (probe := self._probes.get(event.endpoint)) is not None:
                 if not await self._within_lease(probe.wait(), need, claimed_at):
                     await self._lease_expiring(event)
                     return None
-                if (held := self._read_held(event.endpoint)) is not None:  # held again
-                    await self._wait_out_hold(event, held)
-                    return None
-            elif event.endpoint in self._held_since:  # a hold ended, no read answered since
+            if (held := self._read_held(event.endpoint)) is not None:
+                await self._wait_out_hold(event, held)
+                return None
+            if event.endpoint in self._held_since:  # a hold ended, no read answered since
                 return await self._probe(event, options)
             return await read_first(self, event, options)
         finally:

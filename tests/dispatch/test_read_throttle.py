@@ -420,3 +420,52 @@ async def test_time_the_api_held_the_read_does_not_use_up_the_sends_give_up_afte
     assert failed.state == State.RETRYING, failed.last_error
     assert event.state == State.DELIVERED, event.last_error
     assert len(fake.reads) == 2
+
+
+async def test_a_read_refused_with_no_request_is_no_probe(tmp_path: Path) -> None:
+    """When a hold ends, the first read due is a delivery naming no lead ({"a": 1}), dead
+    with no request: it does not end the hold (the API said nothing), the next read probes
+    the API alone, and the hold starts again with the last lead never read (both were read
+    at once, each refused again)."""
+    fake = ThrottledApi(429, {"error": "slow down"}, {"Retry-After": "2"})
+    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
+    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+        # the first lead read, throttled, is due again 6 s later (random() = 1): after the
+        # hold, the other three are first
+        retry = "{initial: 6s, max_interval: 6s, give_up_after: 1h}"
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url, retry=retry),
+            facebook_yaml(f"{api_url}/v21.0"),
+            environ=FB_ENV,
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            with structlog.testing.capture_logs() as logs:
+
+                def holds() -> list[Any]:
+                    return [line for line in logs if line["event"] == "lead_reads_throttled"]
+
+                async with running(cfg, store, random=lambda: 1.0):
+                    ids = await enqueue(store, "fb", notices(1), prefix="fb")
+                    await wait_for(lambda: len(holds()) == 1, what="the first hold")
+                    first_until = holds()[0]["until"]
+                    later = [{"leadgen_id": {"a": 1}, "page_id": "1"}, *notices(3)[1:]]
+                    ids += await enqueue(store, "fb", later, prefix="later")
+
+                    async def held_again() -> bool:
+                        found = await states(store, ids[2:])
+                        return all(
+                            e.state != State.SENDING and e.next_attempt_at > first_until + 1
+                            for e in found.values()
+                        )
+
+                    await wait_for(held_again, what="the last two leads held again")
+                    probed = list(fake.reads)
+                    fake.times = len(fake.reads)  # the API answers from now on
+                    await wait_for(all_in(State.DELIVERED, store, [ids[0], *ids[2:]]))
+                    refused = (await states(store, [ids[1]]))[ids[1]]
+    assert len(probed) == 2, probed  # the first read, and one probe when the hold ended
+    assert len(holds()) == 2
+    assert refused.state == State.DEAD
+    assert "is not a Facebook lead id" in (refused.last_error or "")
+    assert len(fake.reads) == 2 + 3
