@@ -881,7 +881,12 @@ class Dispatcher:
     def reads_answered(self, endpoint: str) -> None:
         """A read of ``endpoint`` was answered by other than a hold (its lead, or a failure
         that is neither the API's throttling nor a proxy's 407): the time its reads were held,
-        if they were, ends now."""
+        if they were, ends now. Not while a hold is on: the read was sent before it began
+        (none is sent during one), and says nothing of the API since; the hold stands, and the
+        read probing the API when it ends (:meth:`_probe`) tells. (Taken for the end of the
+        hold, the reads held meanwhile went out at once when it ended.)"""
+        if self._read_held(endpoint) is not None:
+            return
         began = self._held_since.pop(endpoint, None)
         if began is not None:
             spans = self._held_spans.setdefault(endpoint, collections.deque(maxlen=64))
@@ -899,7 +904,10 @@ class Dispatcher:
     def reads_through(self, endpoint: str) -> None:
         """A read of ``endpoint`` got its lead: after holds, ``lead_reads_resumed`` (a
         warning, as ``lead_reads_throttled`` is, so that an alert on it can resolve: ``holds``
-        in a row, ``seconds`` since the first began); the next hold starts from the shortest."""
+        in a row, ``seconds`` since the first began); the next hold starts from the shortest.
+        Not while a hold is on (a read sent before it: :meth:`reads_answered`)."""
+        if self._read_held(endpoint) is not None:
+            return
         holds = self._holds_in_a_row.pop(endpoint, None)
         began = self._throttled_since.pop(endpoint, None)
         if holds:

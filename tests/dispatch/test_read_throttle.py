@@ -469,3 +469,68 @@ async def test_a_read_refused_with_no_request_is_no_probe(tmp_path: Path) -> Non
     assert refused.state == State.DEAD
     assert "is not a Facebook lead id" in (refused.last_error or "")
     assert len(fake.reads) == 2 + 3
+
+
+class LateAnswer(ThrottledApi):
+    """A :class:`ThrottledApi` that answers one lead (``late``) only once ``answer_late()``
+    is true, with the lead, throttled or not: a read sent before the API began throttling,
+    answered after."""
+
+    def __init__(self, late: str, answer_late: Callable[[], bool], **options: Any) -> None:
+        super().__init__(429, {"error": "slow down"}, {"Retry-After": "2"}, **options)
+        self.late, self.answer_late = late, answer_late
+
+    async def read(self, request: Request) -> Response:
+        ident = request.path_params["ident"]
+        if ident != self.late:
+            return await super().read(request)
+        self.record(ident)
+        while not self.answer_late():
+            await asyncio.sleep(0.01)
+        field_data = [{"name": "email", "values": [f"{ident}@fb.example"]}]
+        return JSONResponse({"id": ident, "field_data": field_data})
+
+
+async def test_a_read_answered_during_a_hold_does_not_end_it(tmp_path: Path) -> None:
+    """Two reads out together, the first answered throttled (a hold of 2 s), the second its
+    lead once the hold is on (sent before the API began throttling): the hold stands, and when
+    it ends one read probes the API (the lead answered late made the hold over: the reads
+    held meanwhile went out at once, each refused again; ``lead_reads_resumed`` said the
+    reads resumed while they were held)."""
+    with structlog.testing.capture_logs() as logs:
+
+        def lines(name: str) -> list[Any]:
+            return [line for line in logs if line["event"] == name]
+
+        fake = LateAnswer("90001", lambda: bool(lines("lead_reads_throttled")))
+        app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
+        with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+            cfg = write_config(
+                tmp_path / "cfg",
+                target_yaml("default", url),
+                facebook_yaml(f"{api_url}/v21.0"),
+                environ=FB_ENV,
+            )
+            async with opened_store(tmp_path / "hub.db") as store:
+                ids = await enqueue(store, "fb", notices(2), prefix="fb")  # claimed together
+                async with running(cfg, store):
+                    await wait_for(all_in(State.DELIVERED, store, ids[1:]), what="the late lead")
+                    first_until = lines("lead_reads_throttled")[0]["until"]
+                    resumed_early = len(lines("lead_reads_resumed"))
+                    ids += await enqueue(store, "fb", notices(4)[2:], prefix="later")
+
+                    async def held_again() -> bool:
+                        found = await states(store, [ids[0], *ids[2:]])
+                        return all(
+                            e.state != State.SENDING and e.next_attempt_at > first_until + 1
+                            for e in found.values()
+                        )
+
+                    await wait_for(held_again, what="the other leads held again")
+                    probed = list(fake.reads)
+                    fake.times = len(fake.reads)  # the API answers from now on
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+    assert len(probed) == 3, probed  # the two first reads, and one probe when the hold ended
+    assert len(lines("lead_reads_throttled")) == 2
+    assert resumed_early == 0
+    assert len(lines("lead_reads_resumed")) == 1
