@@ -581,10 +581,11 @@ class QueueModel(RuleBasedStateMachine):
         counted = self.run(self.store.purge(dry_run=True, **kwargs)).events
         purged = self.run(self.store.purge(**kwargs))
         if self.stepped_back(before):
-            # The walk stops at the first window of events received after the cut-off (ids
-            # grow with arrival): events received before a step back of the clock and
-            # finished after it, or received after it, may wait for a later purge (a
-            # limitation, see the report of helper-148). Never one that does not qualify.
+            # The walk stops at the first window of events received after the cut-off
+            # (BatchedStore.purge: ids grow with arrival): events finished after a step back
+            # of the clock, or received after one, are left for a later purge (a known
+            # limitation: it lasts until the clock is past the times stamped before the
+            # step). Never one that does not qualify, and none of them lost.
             kept = {e.id for e in self.run(self.store.list(limit=10_000))}
             taken = [m for m in gone if m.id not in kept]
             assert len(taken) == counted == purged.events
