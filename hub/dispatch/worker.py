@@ -231,6 +231,10 @@ class Dispatcher:
         #: (began, ended): that time does not count toward an event's give_up_after
         #: (:meth:`read_hold_spans`), as a target's pauses do not (``Lane.pause_spans``).
         self._held_since: dict[str, float] = {}
+        #: By endpoint, when (unix time) the last hold of its reads ended or ends: the held
+        #: time stops there when no read follows (an open span grew until the next read
+        #: answered, and no event of the endpoint died at its give_up_after meanwhile).
+        self._held_until: dict[str, float] = {}
         self._held_spans: dict[str, collections.deque[tuple[float, float]]] = {}
         #: By endpoint, set when the read probing its API after a hold (:meth:`_probe`) ends.
         self._probes: dict[str, asyncio.Event] = {}
@@ -876,7 +880,10 @@ class Dispatcher:
             self._read_holds[endpoint] = (now + wait, reason, proxy)
         elif wait and now + wait > current[0]:  # a longer time given while the hold is on
             self._read_holds[endpoint] = (now + wait, reason, proxy)
-        return self.clock.time() + (self._read_holds[endpoint][0] - now)
+        until = self._held_until[endpoint] = self.clock.time() + (
+            self._read_holds[endpoint][0] - now
+        )
+        return until
 
     def reads_answered(self, endpoint: str) -> None:
         """A read of ``endpoint`` was answered by other than a hold (its lead, or a failure
@@ -888,17 +895,20 @@ class Dispatcher:
         if self._read_held(endpoint) is not None:
             return
         began = self._held_since.pop(endpoint, None)
+        until = self._held_until.pop(endpoint, None)
         if began is not None:
             spans = self._held_spans.setdefault(endpoint, collections.deque(maxlen=64))
-            spans.append((began, self.clock.time()))
+            now = self.clock.time()
+            spans.append((began, now if until is None else min(now, until)))
 
     def read_hold_spans(self, endpoint: str, now: float) -> list[tuple[float, float]]:
         """When the reads of ``endpoint`` were held (unix times: began, ended; the current
         hold up to ``now``), the API throttling them or a proxy refusing them, until a read
-        was answered otherwise, as far as this process saw: a restart forgets it."""
+        was answered otherwise, as far as this process saw: a restart forgets it. Not past
+        the end of the last hold: time no read was held, none being due, is time to try in."""
         spans = list(self._held_spans.get(endpoint, ()))
         if (began := self._held_since.get(endpoint)) is not None:
-            spans.append((began, now))
+            spans.append((began, min(now, self._held_until.get(endpoint, now))))
         return spans
 
     def reads_through(self, endpoint: str) -> None:

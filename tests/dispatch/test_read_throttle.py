@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hub.dispatch.fetch import parse_wait
-from hub.store.models import State
+from hub.store.models import EventIn, IncomingDelivery, State
 from tests.dispatch.support import (
     FB_ENV,
     RecordedReads,
@@ -534,3 +534,55 @@ async def test_a_read_answered_during_a_hold_does_not_end_it(tmp_path: Path) -> 
     assert len(lines("lead_reads_throttled")) == 2
     assert resumed_early == 0
     assert len(lines("lead_reads_resumed")) == 1
+
+
+async def test_the_time_held_ends_with_the_hold_when_no_read_follows(tmp_path: Path) -> None:
+    """A lead read, its call failing (LeadSquared's 500), the target's give_up_after 4 s; an
+    older delivery's read then throttled (a 429, 1 s to wait), that event dead at it (its
+    window was over): no read follows the hold. The first lead is dead at its give_up_after
+    and the hold's second: the time held ended with the hold (it ran on until the endpoint's
+    next read answered, none came, and the lead was retried for good)."""
+    fake = ThrottledApi(429, {"error": "slow down"}, {"Retry-After": "1"}, times=0)
+    old = {"leadgen_id": "90009", "page_id": "1"}
+
+    async def read(request: Request) -> Response:
+        if request.path_params["ident"] == old["leadgen_id"]:
+            fake.times = None  # throttled from now on
+        return await fake.read(request)
+
+    app = Starlette(routes=[Route("/v21.0/{ident}", read)])
+    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+        sandbox_post(url, "/_sandbox/faults", {"rate": 1.0, "kinds": ["500"], "seed": 1})
+        retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 4s}"
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url, retry=retry),
+            facebook_yaml(f"{api_url}/v21.0"),
+            environ=FB_ENV,
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            async with running(cfg, store):
+                (lead,) = await enqueue(store, "fb", notices(1), prefix="fb")
+
+                async def send_failed() -> bool:
+                    event = (await states(store, [lead]))[lead]
+                    return "500" in (event.last_error or "")
+
+                await wait_for(send_failed, what="the lead's call failed")
+                (late,) = await store.enqueue(
+                    IncomingDelivery(
+                        endpoint="fb",
+                        received_at=time.time() - 60,  # its give_up_after long over
+                        body=orjson.dumps(old),
+                        content_type="application/json",
+                        headers={},
+                        events=(EventIn(delivery_id="old-0", document=old),),
+                    )
+                )
+                await wait_for(settled(store, [lead]), timeout=30, what="the lead dead")
+                found = await states(store, [lead, late.id])
+    assert found[late.id].state == State.DEAD
+    assert "read throttled" in (found[late.id].last_error or "")
+    assert found[lead].state == State.DEAD
+    assert "HTTP 500" in (found[lead].last_error or "")
+    assert [read["id"] for read in fake.reads] == ["90000", "90009"]
