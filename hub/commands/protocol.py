@@ -904,7 +904,9 @@ class HubHttpProtocol(HttpToolsProtocol):
             and not cycle.response_complete
             and getattr(cycle, "response_started", False)
         )
-        if not self.begun or answering:
+        # (a head held back, its Content-Length repeated, is a request begun: begun again
+        # when read whole, it is not counted in begun meanwhile)
+        if (not self.begun and self.head_pending is None) or answering:
             self.transport.close()
             return
         if idle >= READ_TIMEOUT:

@@ -10,7 +10,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
+import pytest
 
+from hub.commands import protocol
 from tests.web.conftest import running_hub
 from tests.web.test_protocol_upgrade import _exchange
 
@@ -85,3 +87,24 @@ def test_a_content_length_repeated_with_different_values_is_refused(tmp_path: Pa
                 "send it once, the body's length in bytes"
             }
         assert hub.events() == []
+
+
+def test_a_head_with_a_repeated_length_cut_off_is_refused_408(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection's first request, its Content-Length given twice, its head cut off before
+    its end (held back, to be read again whole): the read timeout refuses it 408 as it does
+    any head not sent whole. It closed the connection without a word (taken for a connection
+    that had begun no request)."""
+    monkeypatch.setattr(protocol, "READ_TIMEOUT", 0.5, raising=False)
+    wire = _post(b"{}", b"%d", b"%d")
+    cut = wire[: wire.index(b"x-after")]
+    with running_hub(tmp_path, writer="process") as hub:
+        address = urlsplit(hub.url)
+        with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+            sock.sendall(cut)
+            received = b""
+            while chunk := sock.recv(65536):
+                received += chunk
+    assert re.findall(rb"HTTP/1.1 (\d+)", received) == [b"408"], received
+    assert b"request not sent whole" in received, received
