@@ -4,6 +4,7 @@ A plain ``http://`` url to this machine (a local test double, the standalone san
 secret crossing the network, and a sandbox listening there is no sandbox anyone may read.
 Each place judged loopback on its own: the urls' check exempted ``127.0.0.2`` but warned of
 ``127.1`` and ``[::ffff:127.0.0.1]``, which the system resolves to this machine too.
+Also which numeric hosts the hub's HTTP client calls at all (:func:`uncallable_ipv4`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,33 @@ import socket
 #: What the system's own IPv4 parser (``inet_aton``) may read as an address: digits, hex
 #: (``0x7f.1``) and dots only, so that it never reads a host name.
 _NUMERIC = re.compile(r"[0-9a-fA-FxX.]+")
+
+
+#: An IPv4 address as the hub's HTTP client takes one: four numbers from 0 to 255, each
+#: written without a leading zero.
+_DOTTED_QUAD = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
+
+
+def uncallable_ipv4(host: str) -> str | None:
+    """Why a url's ``host`` of digits and dots that is no plain dotted quad (``127.1``,
+    ``2130706433``, ``127.000.000.001``, ``10.0.0.1.``) cannot be called, or None (any other
+    host: a target's url, an API url, a proxy variable's). The system reads most of these
+    as an address, and check took them (``127.1`` as this machine), but the hub's HTTP
+    client (aiohttp) refuses such a host: every call failed as a network error ("is not a
+    canonical IPv4 address"), retried until the event gave up."""
+    if not re.fullmatch(r"[0-9.]+", host) or _DOTTED_QUAD.fullmatch(host):
+        return None
+    try:
+        meant = f", here {socket.inet_ntoa(socket.inet_aton(host))}"
+    except OSError:
+        meant = ""
+    return (
+        f"names the host {host!r}, which the hub's HTTP client does not call: it takes an "
+        f"IPv4 address only as four numbers from 0 to 255 without leading zeros{meant}"
+    )
 
 
 def is_loopback(host: str) -> bool:

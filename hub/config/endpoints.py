@@ -6,12 +6,11 @@ import base64
 import binascii
 import math
 import re
-import socket
 import string
 import urllib.parse
 from collections.abc import Mapping
 
-from hub.addresses import is_loopback
+from hub.addresses import is_loopback, uncallable_ipv4
 from hub.config.issues import did_you_mean
 from hub.config.models import (
     DEFAULT_GRAPH_FIELDS,
@@ -273,7 +272,7 @@ def _api_url(r: Reader, key: str, default: str, token: str = "access_token") -> 
             f"url is; the API's token goes in '{token}'. Write the url "
             f"without them, like {default}",
         )
-    elif (problem := _uncallable_ipv4(_hostname(url))) is not None:
+    elif (problem := uncallable_ipv4(_hostname(url))) is not None:
         r.error(r.get(key), f"'{key}' {shown!r} {problem}, so no lead could be read")
     elif any(mark in url for mark in "?#"):
         first = min(place for place in (url.find("?"), url.find("#")) if place >= 0)
@@ -733,34 +732,7 @@ def _unusable_url(url: str) -> str | None:
         return "names no host"
     if port == 0:
         return "names port 0"
-    return _uncallable_ipv4(parts.hostname)
-
-
-#: An IPv4 address as the hub's HTTP client takes one: four numbers from 0 to 255, each
-#: written without a leading zero.
-_DOTTED_QUAD = re.compile(
-    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-)
-
-
-def _uncallable_ipv4(host: str) -> str | None:
-    """Why a url's ``host`` of digits and dots that is no plain dotted quad (``127.1``,
-    ``2130706433``, ``127.000.000.001``, ``10.0.0.1.``) cannot be called, or None (any other
-    host). The system reads most of these as an address, and check took them (``127.1`` as
-    this machine), but the hub's HTTP client (aiohttp) refuses such a host: every call
-    failed as a network error ("is not a canonical IPv4 address"), retried until the event
-    gave up."""
-    if not re.fullmatch(r"[0-9.]+", host) or _DOTTED_QUAD.fullmatch(host):
-        return None
-    try:
-        meant = f", here {socket.inet_ntoa(socket.inet_aton(host))}"
-    except OSError:
-        meant = ""
-    return (
-        f"names the host {host!r}, which the hub's HTTP client does not call: it takes an "
-        f"IPv4 address only as four numbers from 0 to 255 without leading zeros{meant}"
-    )
+    return uncallable_ipv4(parts.hostname)
 
 
 def _api_path_in(url: str, *, shortest: int = 3) -> str | None:

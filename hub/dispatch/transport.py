@@ -58,7 +58,7 @@ import aiohttp
 import httpx
 from multidict import CIMultiDict
 
-from hub.addresses import is_loopback
+from hub.addresses import is_loopback, uncallable_ipv4
 
 _RESET = (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
 
@@ -372,6 +372,10 @@ def _proxy(variable: str, value: str) -> Proxy:
         raise ProxySettingError(msg)
     if not parts.hostname:
         msg = f"{variable} names the proxy {shown!r}, which names no host; {fix}"
+        raise ProxySettingError(msg)
+    if (problem := uncallable_ipv4(parts.hostname)) is not None:
+        # (check said ok, and every call through it failed: aiohttp refuses such a host)
+        msg = f"{variable} {problem}; {fix}"
         raise ProxySettingError(msg)
     try:
         port = parts.port

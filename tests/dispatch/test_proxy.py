@@ -165,6 +165,9 @@ async def test_a_mapped_loopback_address_is_reached_directly(tmp_path: Path) -> 
         ("http://ops:hunt#er2@proxy.corp.example:3128", "write it percent-encoded (%2F"),
         ("http://ops:hunter2@proxy.corp.example:port", "a port that is not a number"),
         ("http://ops:hunter2@[::1", "is not a proxy URL (Invalid IPv6 URL)"),
+        # aiohttp refuses such a host ("is not a canonical IPv4 address"): every call failed
+        ("http://ops:hunter2@10.0.0.010:3128", "names the host '10.0.0.010', which the hub"),
+        ("ops:hunter2@127.1:3128", "without leading zeros, here 127.0.0.1"),
     ],
 )
 def test_a_proxy_the_hub_cannot_use_is_an_error_without_its_password(
