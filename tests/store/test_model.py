@@ -695,9 +695,9 @@ class QueueModel(RuleBasedStateMachine):
         }
 
 
-def run_machine(make: Callable[..., Any]) -> None:
+def run_machine(make: Callable[..., Any], runs: settings = RUNS) -> None:
     machine = type("Machine", (QueueModel,), {"make": staticmethod(make)})
-    run_state_machine_as_test(machine, settings=RUNS)
+    run_state_machine_as_test(machine, settings=runs)
 
 
 async def pair(url: str, clock: ManualClock, other: str | None = None) -> list[EventStore]:
@@ -750,4 +750,4 @@ def test_postgres_keeps_the_model(postgres_dsn: str) -> None:
         url = f"{postgres_dsn}?schema={schema}"
         return await pair(url, clock), cleanup, url
 
-    run_machine(make)
+    run_machine(make, settings(RUNS, max_examples=25))  # (a schema per example: slower)
