@@ -168,11 +168,18 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
     return lead
 
 
+#: Failed reads the API itself did not answer: a proxy's 407, a connection refused or
+#: reset, no whole answer in time (``network``), a url the client cannot call (``config``).
+_UNANSWERED = frozenset({"proxy", "network", "config"})
+
+
 def _answered(outcome: FetchOutcome) -> bool:
     """Whether the API answered the read other than by holding the endpoint's reads (its
-    throttling, a proxy's 407), so a hold is over: not a read refused with no request."""
+    throttling), so a hold is over: not a read refused with no request, nor one that got no
+    answer from the API (:data:`_UNANSWERED`: a probe after a hold failing on the way was
+    taken for the API's answer, and every waiting read went out at once; now the next probes)."""
     if isinstance(outcome, FetchRetry):
-        return not (outcome.throttled or outcome.kind == "proxy")
+        return not (outcome.throttled or outcome.kind in _UNANSWERED)
     return not isinstance(outcome, FetchDead) or outcome.asked
 
 

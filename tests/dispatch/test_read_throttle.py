@@ -586,3 +586,59 @@ async def test_the_time_held_ends_with_the_hold_when_no_read_follows(tmp_path: P
     assert found[lead].state == State.DEAD
     assert "HTTP 500" in (found[lead].last_error or "")
     assert [read["id"] for read in fake.reads] == ["90000", "90009"]
+
+
+class UnreachableAfterHold(ThrottledApi):
+    """A 429 (1 s to wait) for the first read; then ``silent`` reads left unanswered until the
+    hub gives up on them (its read timeout: a network failure, the API having said nothing);
+    then the leads, the first answered 1.5 s late, counting the reads that came meanwhile."""
+
+    def __init__(self, silent: int) -> None:
+        super().__init__(429, {"error": "slow down"}, {"Retry-After": "1"}, times=1)
+        self.silent = silent
+        self.first_answer: bool | None = None  # None: not begun; True: under way; False: sent
+        self.during_first_answer = 0
+
+    async def read(self, request: Request) -> Response:
+        number = len(self.reads) + 1
+        if self.first_answer:
+            self.during_first_answer += 1
+        if 1 < number <= 1 + self.silent:
+            self.record(request.path_params["ident"])
+            for _ in range(200):  # until the hub, its read timeout past, closes the connection
+                if await request.is_disconnected():
+                    break
+                await asyncio.sleep(0.05)
+            return JSONResponse({})
+        if number == 2 + self.silent:
+            self.first_answer = True
+            await asyncio.sleep(1.5)  # (within the read timeout)
+            self.first_answer = False
+        return await super().read(request)
+
+
+async def test_a_probe_that_gets_no_answer_leaves_the_next_read_to_probe(tmp_path: Path) -> None:
+    """After a hold, the probing read fails on the way (no answer within the read timeout: the
+    API said nothing): the endpoint's other reads do not all go out at once; one of them probes
+    next, and so on, until the API answers one; then the others go, and every lead is
+    delivered. (A network failure was taken for the API's answer: the hold's held time ended
+    and every waiting read went out at once.)"""
+    fake = UnreachableAfterHold(silent=2)
+    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
+    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+        cfg = write_config(
+            tmp_path / "cfg",
+            target_yaml("default", url),
+            facebook_yaml(f"{api_url}/v21.0", "read_timeout: 2s\n"),
+            environ=FB_ENV,
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            with structlog.testing.capture_logs() as logs:
+                async with running(cfg, store):
+                    ids = await enqueue(store, "fb", notices(1), prefix="fb")
+                    throttled = {"event": "lead_reads_throttled"}.items()
+                    await wait_for(lambda: any(throttled <= line.items() for line in logs))
+                    ids += await enqueue(store, "fb", notices(4)[1:], prefix="later")
+                    await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+    assert fake.first_answer is False  # (the API answered after its silent reads)
+    assert fake.during_first_answer == 0, fake.reads
