@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from hub.config import Config
 from hub.dispatch.fetch import parse_wait
 from hub.store.models import EventIn, IncomingDelivery, State
 from tests.dispatch.support import (
@@ -292,6 +293,18 @@ async def test_reads_go_on_once_the_hold_ends(
         assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
 
 
+def short_window_config(tmp_path: Path, url: str, graph_url: str) -> Config:
+    """The Facebook endpoint reading from ``graph_url``, its target the sandbox at ``url``
+    with a give_up_after of a second (retried every 50-200 ms)."""
+    retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 1s}"
+    return write_config(
+        tmp_path / "cfg",
+        target_yaml("default", url, retry=retry),
+        facebook_yaml(graph_url),
+        environ=FB_ENV,
+    )
+
+
 def settled(store: Any, ids: list[int]) -> Callable[[], Awaitable[bool]]:
     """Whether every event of ``ids`` is delivered, or one is dead (no waiting for the rest)."""
 
@@ -318,13 +331,7 @@ async def test_time_the_api_held_the_reads_does_not_use_up_give_up_after(
     lead is delivered."""
     graph_url, fake = throttled_graph
     with sandbox_server() as (url, _):
-        retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 1s}"
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url, retry=retry),
-            facebook_yaml(graph_url),
-            environ=FB_ENV,
-        )
+        cfg = short_window_config(tmp_path, url, graph_url)
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", notices(3), prefix="fb")
             async with running(cfg, store, reads_per_endpoint=1):
@@ -397,13 +404,7 @@ async def test_time_the_api_held_the_read_does_not_use_up_the_sends_give_up_afte
     graph_url, fake = throttled_graph
     with sandbox_server() as (url, _):
         sandbox_post(url, "/_sandbox/faults", {"rate": 1.0, "kinds": ["500"], "seed": 1})
-        retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 1s}"
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url, retry=retry),
-            facebook_yaml(graph_url),
-            environ=FB_ENV,
-        )
+        cfg = short_window_config(tmp_path, url, graph_url)
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", notices(1), prefix="fb")
             async with running(cfg, store):
