@@ -5,6 +5,7 @@ it answered: the other events' reads wait, untried, and one line says so."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -293,6 +294,28 @@ async def test_reads_go_on_once_the_hold_ends(
         assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
 
 
+@contextlib.contextmanager
+def graph_beside_sandbox(
+    tmp_path: Path,
+    read: Callable[[Request], Awaitable[Response]],
+    *,
+    retry: str | None = None,
+    extra: str = "",
+) -> Iterator[tuple[Config, str]]:
+    """A Graph stand-in answering each lead read with ``read``, a sandbox, and the Facebook
+    endpoint reading from the one for a target on the other (its ``retry``, the endpoint's
+    ``extra`` lines): (that configuration, the sandbox's url)."""
+    app = Starlette(routes=[Route("/v21.0/{ident}", read)])
+    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+        target = (
+            target_yaml("default", url)
+            if retry is None
+            else target_yaml("default", url, retry=retry)
+        )
+        facebook = facebook_yaml(f"{api_url}/v21.0", extra)
+        yield write_config(tmp_path / "cfg", target, facebook, environ=FB_ENV), url
+
+
 def short_window_config(tmp_path: Path, url: str, graph_url: str) -> Config:
     """The Facebook endpoint reading from ``graph_url``, its target the sandbox at ``url``
     with a give_up_after of a second (retried every 50-200 ms)."""
@@ -349,14 +372,7 @@ async def test_one_read_probes_the_api_when_a_hold_ends(tmp_path: Path) -> None:
     an attempt). Once the API answers, every lead is read once and delivered; one
     ``lead_reads_throttled`` line per hold, one ``lead_reads_resumed``."""
     fake = ThrottledApi(429, {"error": "slow down"}, {"Retry-After": "3"})
-    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
-    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url),
-            facebook_yaml(f"{api_url}/v21.0"),
-            environ=FB_ENV,
-        )
+    with graph_beside_sandbox(tmp_path, fake.read) as (cfg, _url):
         async with opened_store(tmp_path / "hub.db") as store:
             with structlog.testing.capture_logs() as logs:
 
@@ -429,17 +445,10 @@ async def test_a_read_refused_with_no_request_is_no_probe(tmp_path: Path) -> Non
     the API alone, and the hold starts again with the last lead never read (both were read
     at once, each refused again)."""
     fake = ThrottledApi(429, {"error": "slow down"}, {"Retry-After": "2"})
-    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
-    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
-        # the first lead read, throttled, is due again 6 s later (random() = 1): after the
-        # hold, the other three are first
-        retry = "{initial: 6s, max_interval: 6s, give_up_after: 1h}"
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url, retry=retry),
-            facebook_yaml(f"{api_url}/v21.0"),
-            environ=FB_ENV,
-        )
+    # the first lead read, throttled, is due again 6 s later (random() = 1): after the
+    # hold, the other three are first
+    retry = "{initial: 6s, max_interval: 6s, give_up_after: 1h}"
+    with graph_beside_sandbox(tmp_path, fake.read, retry=retry) as (cfg, _url):
         async with opened_store(tmp_path / "hub.db") as store:
             with structlog.testing.capture_logs() as logs:
 
@@ -504,14 +513,7 @@ async def test_a_read_answered_during_a_hold_does_not_end_it(tmp_path: Path) -> 
             return [line for line in logs if line["event"] == name]
 
         fake = LateAnswer("90001", lambda: bool(lines("lead_reads_throttled")))
-        app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
-        with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
-            cfg = write_config(
-                tmp_path / "cfg",
-                target_yaml("default", url),
-                facebook_yaml(f"{api_url}/v21.0"),
-                environ=FB_ENV,
-            )
+        with graph_beside_sandbox(tmp_path, fake.read) as (cfg, _url):
             async with opened_store(tmp_path / "hub.db") as store:
                 ids = await enqueue(store, "fb", notices(2), prefix="fb")  # claimed together
                 async with running(cfg, store):
@@ -551,16 +553,9 @@ async def test_the_time_held_ends_with_the_hold_when_no_read_follows(tmp_path: P
             fake.times = None  # throttled from now on
         return await fake.read(request)
 
-    app = Starlette(routes=[Route("/v21.0/{ident}", read)])
-    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
+    retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 4s}"
+    with graph_beside_sandbox(tmp_path, read, retry=retry) as (cfg, url):
         sandbox_post(url, "/_sandbox/faults", {"rate": 1.0, "kinds": ["500"], "seed": 1})
-        retry = "{initial: 50ms, max_interval: 200ms, give_up_after: 4s}"
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url, retry=retry),
-            facebook_yaml(f"{api_url}/v21.0"),
-            environ=FB_ENV,
-        )
         async with opened_store(tmp_path / "hub.db") as store:
             async with running(cfg, store):
                 (lead,) = await enqueue(store, "fb", notices(1), prefix="fb")
@@ -625,14 +620,7 @@ async def test_a_probe_that_gets_no_answer_leaves_the_next_read_to_probe(tmp_pat
     delivered. (A network failure was taken for the API's answer: the hold's held time ended
     and every waiting read went out at once.)"""
     fake = UnreachableAfterHold(silent=2)
-    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
-    with sandbox_server() as (url, _), serve_in_thread(app) as api_url:
-        cfg = write_config(
-            tmp_path / "cfg",
-            target_yaml("default", url),
-            facebook_yaml(f"{api_url}/v21.0", "read_timeout: 2s\n"),
-            environ=FB_ENV,
-        )
+    with graph_beside_sandbox(tmp_path, fake.read, extra="read_timeout: 2s\n") as (cfg, _url):
         async with opened_store(tmp_path / "hub.db") as store:
             with structlog.testing.capture_logs() as logs:
                 async with running(cfg, store):
