@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from hub import __version__
-from hub.secrets import METRICS_TOKEN_VARIABLE
+from hub.secrets import METRICS_TOKEN_VARIABLE, WINDOWS_LINE_ENDS, blank_around
 from hub.units import UnitError, parse_duration
 
 ENV_PREFIX = "LEADHUB_"
@@ -84,31 +84,17 @@ def _not_empty(text: str, why: str) -> str:
     return text
 
 
-#: How a usage error names a blank character around a value.
-_BLANKS = {
-    "\r": "a carriage return (\\r)",
-    "\n": "a line break (\\n)",
-    "\t": "a tab",
-    " ": "a space",
-}
-
-
 def _unpadded(text: str, what: str) -> str:
     """``text``, or a usage error naming the blank character it starts or ends with: an env
     file saved with Windows line endings (``docker run --env-file`` keeps the ``\\r``) gave
     ``LEADHUB_CONFIG_DIR=/config\\r``, refused as "not a directory" in a line whose carriage
     return hid the name on a terminal, and ``LEADHUB_HOST=0.0.0.0\\r`` a "startup failed:
     Name or service not known"."""
-    if text == text.strip():
+    if (blank := blank_around(text)) is None:
         return text
-    char = text[-1] if text != text.rstrip() else text[0]
-    where = "ends" if text != text.rstrip() else "starts"
-    said = f"the {what} {where} with {_BLANKS.get(char, repr(char))}"
-    if char == "\r":
-        msg = f"{said}: an env file saved with Windows line endings? Save it with Unix (LF) ones"
-    else:
-        msg = f"{said}; remove it"
-    raise argparse.ArgumentTypeError(msg)
+    said, char = blank
+    fix = f": {WINDOWS_LINE_ENDS}" if char == "\r" else "; remove it"
+    raise argparse.ArgumentTypeError(f"the {what} {said}{fix}")
 
 
 def address(text: str) -> str:

@@ -57,6 +57,18 @@ _BLANKS = {
     "\t": "a tab",
     " ": "a space",
 }
+#: The fix for a value ending with a carriage return.
+WINDOWS_LINE_ENDS = "an env file saved with Windows line endings? Save it with Unix (LF) ones"
+
+
+def blank_around(value: str) -> tuple[str, str] | None:
+    """How ``value`` starts or ends with a blank (``"ends with a tab"``), and that character;
+    None when it does not. An env file saved with Windows line endings leaves a ``\\r``."""
+    if value == value.strip():
+        return None
+    char = value[-1] if value != value.rstrip() else value[0]
+    where = "ends" if value != value.rstrip() else "starts"
+    return f"{where} with {_BLANKS.get(char, f'U+{ord(char):04X}')}", char
 
 
 class SettingError(ValueError):
@@ -100,17 +112,12 @@ def metrics_token(environ: Mapping[str, str]) -> Secret | None:
             f"{unset}"
         )
         raise SettingError(msg)
-    if value != value.strip():
-        char = value[-1] if value != value.rstrip() else value[0]
-        where = "ends" if value != value.rstrip() else "starts"
-        said = f"{name} {where} with {_BLANKS.get(char, f'U+{ord(char):04X}')}"
+    if (blank := blank_around(value)) is not None:
+        said, char = blank
         why = "which no scraper sends (a header's value loses the blanks around it), so every "
         why += "scrape would be refused (401)"
-        if char == "\r":
-            fix = "an env file saved with Windows line endings? Save it with Unix (LF) ones"
-        else:
-            fix = "set it to the token alone"
-        raise SettingError(f"{said}, {why}: {fix}")
+        fix = WINDOWS_LINE_ENDS if char == "\r" else "set it to the token alone"
+        raise SettingError(f"{name} {said}, {why}: {fix}")
     for place, char in enumerate(value, start=1):
         if not " " <= char <= "~" and char != "\t":
             kind = "a control character" if char.isascii() else "a character that is not ASCII"
