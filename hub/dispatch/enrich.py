@@ -146,6 +146,9 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
         outcome = await source.read()
         if _answered(outcome):
             d.reads_answered(event.endpoint)
+            # The API answered other than by throttling (a lead, or one it cannot give: a
+            # deleted lead ended a hold without lead_reads_resumed, its alert left firing)
+            d.reads_through(event.endpoint)
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
             # (" fetch failed: " marks a failed read: store.resume_reads makes it due at a
@@ -159,7 +162,6 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
                 await d.kill(event, reason, fixable=outcome.fixable)
             return None
         lead = outcome.lead
-        d.reads_through(event.endpoint)
         await d.store.set_enrichment(event.id, lead)
         _log.info("event_enriched", **source.logged)
     if not isinstance(lead, dict):

@@ -631,3 +631,37 @@ async def test_a_probe_that_gets_no_answer_leaves_the_next_read_to_probe(tmp_pat
                     await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
     assert fake.first_answer is False  # (the API answered after its silent reads)
     assert fake.during_first_answer == 0, fake.reads
+
+
+async def test_a_probe_answered_with_a_deleted_lead_ends_the_hold_with_its_line(
+    tmp_path: Path,
+) -> None:
+    """The read probing the API after a hold finds its lead deleted (Graph's code 100,
+    subcode 33): the API answered, so the hold is over, and ``lead_reads_resumed`` says so
+    (it came only with a lead read, and an alert on the hold stayed firing meanwhile)."""
+    fake = ThrottledApi(429, {"error": "slow down"}, {"Retry-After": "1"}, times=1)
+    deleted = {
+        "error": {
+            "message": "Unsupported get request. Object with ID '90000' does not exist.",
+            "code": 100,
+            "error_subcode": 33,
+            "type": "OAuthException",
+        }
+    }
+
+    async def read(request: Request) -> Response:
+        if len(fake.reads) == 1:  # the probe, after the throttled first read
+            fake.record(request.path_params["ident"])
+            return JSONResponse(deleted, status_code=400)
+        return await fake.read(request)
+
+    with graph_beside_sandbox(tmp_path, read) as (cfg, _url):
+        async with opened_store(tmp_path / "hub.db") as store:
+            with structlog.testing.capture_logs() as logs:
+                async with running(cfg, store):
+                    await enqueue(store, "fb", notices(1), prefix="fb")
+                    await wait_for(lambda: any(line["event"] == "event_dead" for line in logs))
+    events = [line["event"] for line in logs]
+    assert events.count("lead_reads_throttled") == 1
+    assert events.count("lead_reads_resumed") == 1, events
+    assert len(fake.reads) == 2  # the throttled read, and the probe
