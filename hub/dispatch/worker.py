@@ -912,7 +912,8 @@ class Dispatcher:
         return spans
 
     def reads_through(self, endpoint: str) -> None:
-        """A read of ``endpoint`` got its lead: after holds, ``lead_reads_resumed`` (a
+        """A read of ``endpoint`` was answered by the API other than by a hold (its lead, or a
+        lead it cannot give: deleted, a token's error): after holds, ``lead_reads_resumed`` (a
         warning, as ``lead_reads_throttled`` is, so that an alert on it can resolve: ``holds``
         in a row, ``seconds`` since the first began); the next hold starts from the shortest.
         Not while a hold is on (a read sent before it: :meth:`reads_answered`)."""
