@@ -434,7 +434,8 @@ async def test_time_the_api_held_the_read_does_not_use_up_the_sends_give_up_afte
                 sandbox_post(url, "/_sandbox/faults", {"rate": 0})
                 await wait_for(settled(store, ids), what="the lead delivered, or dead")
                 (event,) = (await states(store, ids)).values()
-    assert failed.state == State.RETRYING, failed.last_error
+    # not dead at its first failed call: retrying, or (retried every 50-200 ms) being sent again
+    assert failed.state in (State.RETRYING, State.SENDING), failed.last_error
     assert event.state == State.DELIVERED, event.last_error
     assert len(fake.reads) == 2
 
