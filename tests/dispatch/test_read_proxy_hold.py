@@ -5,7 +5,9 @@ throttling does, and the time held does not count toward the events' give_up_aft
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,27 @@ def _proxied_config(tmp_path: Path, sandbox_url: str, graph_url: str, retry: str
     )
 
 
+@contextlib.contextmanager
+def _refused_by_a_proxy(tmp_path: Path, retry: str) -> Iterator[tuple[Any, str, Any, Any, Proxies]]:
+    """A sandbox, a Graph stand-in, and a forward proxy refusing the hub's credentials (until
+    its ``fixed``): (the configuration of :func:`_proxied_config` with ``retry``, the
+    sandbox's url, the Graph stand-in, the proxy's record, the proxy settings to give)."""
+    with (
+        sandbox_server() as (sandbox_url, _),
+        slow_graph(0.0) as (graph_url, graph),
+        forward_proxy(login="ops", password="right") as (proxy_url, seen),
+    ):
+        given = proxy_url.replace("http://", "http://ops:wrong@")
+        proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
+        yield (
+            _proxied_config(tmp_path, sandbox_url, graph_url, retry),
+            sandbox_url,
+            graph,
+            seen,
+            proxies,
+        )
+
+
 async def test_leads_outlive_give_up_after_while_a_proxy_refuses_their_reads(
     tmp_path: Path,
 ) -> None:
@@ -55,15 +78,8 @@ async def test_leads_outlive_give_up_after_while_a_proxy_refuses_their_reads(
     were dead as 'gave up after N attempt(s)' at give_up_after, the proxy's fault); each
     says why, and ``lead_reads_held`` says the reads are held, naming the proxy. Once the
     proxy takes the credentials, all three are read and sent."""
-    with (
-        sandbox_server() as (sandbox_url, _),
-        slow_graph(0.0) as (graph_url, graph),
-        forward_proxy(login="ops", password="right") as (proxy_url, seen),
-    ):
-        given = proxy_url.replace("http://", "http://ops:wrong@")
-        proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
-        retry = f"{{initial: 50ms, max_interval: 200ms, give_up_after: {GIVE_UP:g}s}}"
-        cfg = _proxied_config(tmp_path, sandbox_url, graph_url, retry)
+    retry = f"{{initial: 50ms, max_interval: 200ms, give_up_after: {GIVE_UP:g}s}}"
+    with _refused_by_a_proxy(tmp_path, retry) as (cfg, sandbox_url, graph, seen, proxies):
         notices = [{"leadgen_id": f"7000{n}", "page_id": "1"} for n in range(3)]
         async with (
             make_http_client(proxies=proxies) as http,
@@ -96,15 +112,8 @@ async def test_a_restart_reads_at_once_the_leads_a_proxy_held(tmp_path: Path) ->
     """Leads held untried by a proxy's refusal (the hold: the target's initial retry, 30 s)
     are read at once by a start (the proxy's variable fixed by a restart), as the lead whose
     read was refused is: those put back untried waited out the hold after the restart."""
-    with (
-        sandbox_server() as (sandbox_url, _),
-        slow_graph(0.0) as (graph_url, graph),
-        forward_proxy(login="ops", password="right") as (proxy_url, seen),
-    ):
-        given = proxy_url.replace("http://", "http://ops:wrong@")
-        proxies = Proxies({"HTTP_PROXY": given, "HTTPS_PROXY": given})
-        retry = "{initial: 30s, max_interval: 1h, give_up_after: 1h}"
-        cfg = _proxied_config(tmp_path, sandbox_url, graph_url, retry)
+    retry = "{initial: 30s, max_interval: 1h, give_up_after: 1h}"
+    with _refused_by_a_proxy(tmp_path, retry) as (cfg, _, graph, seen, proxies):
         notices = [{"leadgen_id": f"7100{n}", "page_id": "1"} for n in range(3)]
         async with (
             make_http_client(proxies=proxies) as http,
