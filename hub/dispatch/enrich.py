@@ -145,10 +145,7 @@ async def _stored_or_read(d: Dispatcher, event: Event, source: _Source) -> dict[
     if lead is None:
         outcome = await source.read()
         if _answered(outcome):
-            d.reads_answered(event.endpoint)
-            # The API answered other than by throttling (a lead, or one it cannot give: a
-            # deleted lead ended a hold without lead_reads_resumed, its alert left firing)
-            d.reads_through(event.endpoint)
+            d.reads_answered(event.endpoint)  # (a lead, or one it cannot give: deleted)
         if not isinstance(outcome, Fetched):
             errors.labels(outcome.kind).inc()
             # (" fetch failed: " marks a failed read: store.resume_reads makes it due at a

@@ -886,12 +886,15 @@ class Dispatcher:
         return until
 
     def reads_answered(self, endpoint: str) -> None:
-        """A read of ``endpoint`` was answered by other than a hold (its lead, or a failure
-        that is neither the API's throttling nor a proxy's 407): the time its reads were held,
-        if they were, ends now. Not while a hold is on: the read was sent before it began
-        (none is sent during one), and says nothing of the API since; the hold stands, and the
-        read probing the API when it ends (:meth:`_probe`) tells. (Taken for the end of the
-        hold, the reads held meanwhile went out at once when it ended.)"""
+        """A read of ``endpoint`` was answered by the API other than by a hold (its lead, or a
+        lead it cannot give: deleted, a token's error; not a proxy's 407 nor a failure on the
+        way): the time its reads were held, if they were, ends now, and after holds
+        ``lead_reads_resumed`` says so (a warning, as ``lead_reads_throttled`` is, so that an
+        alert on it can resolve: ``holds`` in a row, ``seconds`` since the first began); the
+        next hold starts from the shortest. Not while a hold is on: the read was sent before
+        it began (none is sent during one), and says nothing of the API since; the hold
+        stands, and the read probing the API when it ends (:meth:`_probe`) tells. (Taken for
+        the end of the hold, the reads held meanwhile went out at once when it ended.)"""
         if self._read_held(endpoint) is not None:
             return
         began = self._held_since.pop(endpoint, None)
@@ -900,6 +903,11 @@ class Dispatcher:
             spans = self._held_spans.setdefault(endpoint, collections.deque(maxlen=64))
             now = self.clock.time()
             spans.append((began, now if until is None else min(now, until)))
+        holds = self._holds_in_a_row.pop(endpoint, None)
+        throttled = self._throttled_since.pop(endpoint, None)
+        if holds:
+            seconds = None if throttled is None else round(self.clock.monotonic() - throttled, 3)
+            _log.warning("lead_reads_resumed", endpoint=endpoint, holds=holds, seconds=seconds)
 
     def read_hold_spans(self, endpoint: str, now: float) -> list[tuple[float, float]]:
         """When the reads of ``endpoint`` were held (unix times: began, ended; the current
@@ -910,20 +918,6 @@ class Dispatcher:
         if (began := self._held_since.get(endpoint)) is not None:
             spans.append((began, min(now, self._held_until.get(endpoint, now))))
         return spans
-
-    def reads_through(self, endpoint: str) -> None:
-        """A read of ``endpoint`` was answered by the API other than by a hold (its lead, or a
-        lead it cannot give: deleted, a token's error): after holds, ``lead_reads_resumed`` (a
-        warning, as ``lead_reads_throttled`` is, so that an alert on it can resolve: ``holds``
-        in a row, ``seconds`` since the first began); the next hold starts from the shortest.
-        Not while a hold is on (a read sent before it: :meth:`reads_answered`)."""
-        if self._read_held(endpoint) is not None:
-            return
-        holds = self._holds_in_a_row.pop(endpoint, None)
-        began = self._throttled_since.pop(endpoint, None)
-        if holds:
-            seconds = None if began is None else round(self.clock.monotonic() - began, 3)
-            _log.warning("lead_reads_resumed", endpoint=endpoint, holds=holds, seconds=seconds)
 
     def _read_held(self, endpoint: str) -> float | None:
         """Seconds the reads of ``endpoint`` still wait for the API's throttling to end, or
