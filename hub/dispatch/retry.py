@@ -147,6 +147,10 @@ class Rewrites:
         self._clock = clock
         self._pending: dict[int, _Rewrite] = {}  # by event id, oldest first
         self._task: asyncio.Task[None] | None = None
+        #: Whether the task is writing (not waiting out a pause), and whether it is to stop
+        #: once it has: :meth:`close` lets a write in flight finish (see there).
+        self._writing = False
+        self._closing = False
         #: When each lease claimed lately ends by the monotonic clock, by (event id, token).
         #: A lease's token is not its end in the wall clock's time once the store applied a
         #: step of its clock (its clock shift, see ``hub.store.base.with_clock_shift``): after
@@ -202,14 +206,23 @@ class Rewrites:
         is later. What the store still does not take is left to its lease's end, each
         logged (``store_write_given_up``): an unrecorded delivery means its lead is sent
         again then."""
+        now = self._clock.monotonic()
+        budget = max(REWRITE_LAST_TRY, (deadline if deadline is not None else now) - now)
+        until = now + budget
         task, self._task = self._task, None
         if task is not None:
+            # A write in flight is let finish: cancelled once the store had taken it but
+            # before its answer came, it was tried again below, as a lost lease
+            # (``event_lease_lost``, and no ``lead_sent`` for a lead sent and recorded).
+            self._closing = True
+            if self._writing:
+                await asyncio.wait({task}, timeout=budget)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+            self._closing = self._writing = False
         self._give_up_ended()
         if self._pending:
-            now = self._clock.monotonic()
-            budget = max(REWRITE_LAST_TRY, (deadline if deadline is not None else now) - now)
+            budget = max(until - self._clock.monotonic(), 0.0)
             last = [self._try(rewrite) for rewrite in list(self._pending.values())]
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*last), budget)
@@ -230,12 +243,16 @@ class Rewrites:
             if not self._pending:
                 return
             oldest = next(iter(self._pending.values()))
-            if not await self._try(oldest):
-                pause = min(pause * 2, REWRITE_PAUSE_MAX)
-                continue
-            # The store takes writes again: the others now, together.
-            await asyncio.gather(*(self._try(w) for w in list(self._pending.values())))
-            pause = REWRITE_PAUSE
+            self._writing = True
+            try:
+                taken = await self._try(oldest)
+                if taken:  # the store takes writes again: the others now, together
+                    await asyncio.gather(*(self._try(w) for w in list(self._pending.values())))
+            finally:
+                self._writing = False
+            if self._closing:
+                return
+            pause = REWRITE_PAUSE if taken else min(pause * 2, REWRITE_PAUSE_MAX)
 
     def _give_up_ended(self) -> None:
         now = self._clock.monotonic()
