@@ -72,7 +72,7 @@ from hub.store.models import (
     SlotAnswer,
     State,
 )
-from hub.store.postgres_ingest import DEADLOCK_TRIES, Writes, aborted, log_retried
+from hub.store.postgres_ingest import DEADLOCK_TRIES, Writes, aborted, before_rerun
 from hub.store.rows import row_of, to_pending
 from hub.store.sql import queries
 from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place, set_aside
@@ -770,7 +770,7 @@ class PostgresStore(BatchedStore):
                 return await self._claim(limit, lease, exclude, unrouted, known)
             except StoreError as exc:
                 if tries_left and aborted(exc):  # (it wrote nothing: see aborted)
-                    log_retried("claim", 0, exc)
+                    await before_rerun("claim", 0, exc, tries_left)
                     continue
                 raise
         raise AssertionError("unreachable")  # (the last try returns or raises)
@@ -951,7 +951,7 @@ class PostgresStore(BatchedStore):
                 done = await self._ack_many(acks, now)
             except StoreError as exc:
                 if tries_left and aborted(exc):
-                    log_retried("ack_many", len(acks), exc)
+                    await before_rerun("ack_many", len(acks), exc, tries_left)
                     continue
                 raise
             return [i for i in ids if i not in done]

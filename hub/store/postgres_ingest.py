@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections import deque
 from collections.abc import Callable
@@ -71,6 +72,9 @@ STALLED_EVERY = 1.0
 #: Tries of a transaction the server aborted to break a deadlock, or for a serialization
 #: failure (it wrote nothing: see :func:`aborted`).
 DEADLOCK_TRIES = 3
+#: Seconds before such a transaction runs again, at most, per try made (see
+#: :func:`before_rerun`).
+RERUN_PAUSE = 0.05
 
 
 def aborted(exc: BaseException) -> bool:
@@ -84,11 +88,17 @@ def aborted(exc: BaseException) -> bool:
     return isinstance(cause, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError))
 
 
-def log_retried(what: str, count: int, exc: BaseException) -> None:
-    """One line for a transaction :func:`aborted` and run again."""
+async def before_rerun(what: str, count: int, exc: BaseException, tries_left: int) -> None:
+    """Log a transaction :func:`aborted` (``store_deadlock_retried``), then wait a moment
+    before it runs again: up to :data:`RERUN_PAUSE` s times the tries made, at random. The
+    other side, woken by the abort, then takes what it waited for first; run again at once,
+    the store's transaction could lock it first again and meet the other side once more (a
+    second abort; a third was a store error)."""
     cause = exc.__cause__ or exc
     sqlstate = getattr(cause, "sqlstate", None)
     log().info("store_deadlock_retried", what=what, events=count, sqlstate=sqlstate)
+    tried = DEADLOCK_TRIES - tries_left
+    await asyncio.sleep(random.uniform(0.5, 1.0) * RERUN_PAUSE * tried)
 
 
 class Writes:
@@ -251,7 +261,7 @@ class Writes:
                 except Exception as exc:
                     batch = [(p, done) for p, done in batch if not done.done()]
                     if tries_left and batch and aborted(exc):
-                        log_retried("enqueue_many", len(batch), exc)
+                        await before_rerun("enqueue_many", len(batch), exc, tries_left)
                         continue
                     for _, done in batch:
                         done.set_exception(exc)
@@ -301,7 +311,7 @@ class Writes:
                 break
             except BaseException as exc:
                 if tries_left and not done.done() and aborted(exc):
-                    log_retried("enqueue_batch", len(pending.events), exc)
+                    await before_rerun("enqueue_batch", len(pending.events), exc, tries_left)
                     continue
                 if not done.done():
                     done.set_exception(

@@ -99,7 +99,11 @@ async def test_a_write_aborted_by_a_deadlock_is_run_again_and_answers_the_leads_
         assert not isinstance(outcome, BaseException), outcome
         results = [r for part in outcome for r in part] if gathered else outcome
         assert results == [EnqueueResult(a, True, "a"), EnqueueResult(b, True, "b")]
-        assert _retried(logs) == ["enqueue_many" if gathered else "enqueue_batch"]
+        # Most often once. The other side, woken by the abort, inserts "a" well within the
+        # store's pause before running again (before_rerun); on a loaded machine the store may
+        # still come first and the two meet once more: each round is run again as the first.
+        what = "enqueue_many" if gathered else "enqueue_batch"
+        assert _retried(logs)[:1] == [what] and set(_retried(logs)) == {what}, logs
         assert (await store.counts())[State.QUEUED] == 2  # (each lead once)
 
 
