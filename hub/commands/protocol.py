@@ -898,11 +898,13 @@ class HubHttpProtocol(HttpToolsProtocol):
             )
             return
         cycle: Any = self.cycle
-        answering = (  # the unfinished request's own answer under way: no 408 can follow
+        # The unfinished request's own answer under way, or written (a 404 for an unknown
+        # endpoint, a 413, answered before the body came whole): no 408 can follow. One
+        # answered so got a second answer, the 408, READ_TIMEOUT later.
+        answering = (
             not self.in_head
             and cycle is not None
-            and not cycle.response_complete
-            and getattr(cycle, "response_started", False)
+            and (cycle.response_complete or getattr(cycle, "response_started", False))
         )
         # (a head held back, its Content-Length repeated, is a request begun: begun again
         # when read whole, it is not counted in begun meanwhile)

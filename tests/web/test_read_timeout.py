@@ -290,3 +290,22 @@ def test_a_request_that_never_ends_is_cut_however_fast_it_comes(
     sock.close()
     assert got.startswith(b"HTTP/1.1 408 "), got
     assert b"at most" in got
+
+
+@pytest.mark.parametrize("path", ["/hooks/nope", "/hooks/typeform"])
+def test_a_request_answered_before_its_body_came_whole_gets_no_second_answer(
+    hub: Hub, path: str
+) -> None:
+    """A POST answered before its body came whole (an unknown endpoint's 404; a body
+    announced too large, 413) whose sender then stops: the connection is closed once the
+    wait is over, with no second answer. It got a 408 after its 404 (two answers to one
+    request)."""
+    length = 10 if path == "/hooks/nope" else 100 * 1024 * 1024
+    sock = _connect(hub)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n\r\n{{".encode()
+    )
+    got, _ = _until_closed(sock, within=10 * WAIT)
+    assert got.count(b"HTTP/1.1 ") == 1, got
+    assert got.startswith(b"HTTP/1.1 404 " if path == "/hooks/nope" else b"HTTP/1.1 413 "), got
