@@ -26,11 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.sandbox.helpers import CAPTURE, KEY, Lsq, serve_sandbox
+
+#: Each test runs dozens of examples over real HTTP, a server each: 40-60 s on a loaded
+#: machine, over the suite's 120 s under a CI's heaviest load.
+pytestmark = pytest.mark.timeout(300)
 
 # --- The reference model (from design/sandbox.md) --------------------------------------------
 
@@ -379,6 +384,9 @@ class SandboxMachine(RuleBasedStateMachine):
     def start(self) -> None:
         self.lsq: Lsq = self.stack.enter_context(serve_sandbox(db_path=self.db_file))
         self.http: httpx.Client = self.lsq.http
+        #: A client without the keys (one per server: a client of its own per call loaded the
+        #: system's CA file each time, most of a step's time on a loaded machine).
+        self.keyless = self.stack.enter_context(httpx.Client(base_url=self.lsq.base, timeout=10))
 
     def teardown(self) -> None:
         self.stack.close()
@@ -506,14 +514,14 @@ class SandboxMachine(RuleBasedStateMachine):
         """Wrong or missing keys: 401 and nothing written, whatever the body."""
         body = [{"Attribute": n, "Value": self.resolve(v)} for n, v in call["pairs"]]
         headers = {"x-LSQ-AccessKey": KEY, "x-LSQ-SecretKey": "wrong"}
-        with httpx.Client(base_url=self.lsq.base, timeout=10) as other:
-            if where == "query":
-                params = {"accessKey": KEY, "secretKey": "wrong"}
-                response = other.post(CAPTURE, json=body, params=params)
-            elif where == "header":
-                response = other.post(CAPTURE, json=body, headers=headers)
-            else:
-                response = other.post(CAPTURE, json=body)
+        other = self.keyless
+        if where == "query":
+            params = {"accessKey": KEY, "secretKey": "wrong"}
+            response = other.post(CAPTURE, json=body, params=params)
+        elif where == "header":
+            response = other.post(CAPTURE, json=body, headers=headers)
+        else:
+            response = other.post(CAPTURE, json=body)
         assert response.status_code == 401, response.text
         assert response.json()["ExceptionType"] == "MXUnAuthorizedAccessException"
 
