@@ -533,10 +533,17 @@ class Parser(argparse.ArgumentParser):
 _URL_WORD = re.compile(r"\S*(?:@|password=)\S*", re.IGNORECASE)
 
 
+#: A word setting a password as an environment assignment does (``PGPASSWORD=...``, typed
+#: on the command line after the flags): its value.
+_PASSWORD_SETTING = re.compile(r"^(\w*password=).+", re.IGNORECASE | re.DOTALL)
+
+
 def _safe_word(word: str) -> str:
     """``word`` with the password it may hold masked (:func:`hub.store.safe_url`)."""
     from hub.store import safe_url  # (only for a usage error)
 
+    if _PASSWORD_SETTING.match(word):
+        return _PASSWORD_SETTING.sub(r"\1***", word)
     try:
         return safe_url(word)
     except ValueError:  # a URL urllib refuses (an unclosed '[' in its host): all up to the
@@ -552,16 +559,20 @@ _SECRET_FLAG = re.compile(r"^--?[\w-]*(?:key|secret|password|token)[\w-]*$", re.
 
 def shown_words(words: Sequence[str]) -> list[str]:
     """Command-line ``words`` as a usage error may show them: the value of a flag whose name
-    says it is a secret (a mistyped ``--acess-key KEY`` or ``--secret-kee=KEY``) as ``***``.
-    (A URL's password is masked by :meth:`Parser.error`.)"""
+    says it is a secret (a mistyped ``--acess-key KEY`` or ``--secret-kee=KEY``, a key that
+    starts with ``-`` too) as ``***``, and each word that may hold a password masked whole
+    (:func:`_safe_word`): :meth:`Parser.error` masks the words of the message, and a URL
+    whose password holds a space is two of them (its first part was shown)."""
     shown = list(words)
     for place, word in enumerate(words):
+        if "@" in word or "password=" in word.lower():
+            shown[place] = _safe_word(word)
         name, equals, _ = word.partition("=")
         if not _SECRET_FLAG.match(name):
             continue
         if equals:
             shown[place] = f"{name}=***"
-        elif place + 1 < len(words) and not words[place + 1].startswith("-"):
+        elif place + 1 < len(words) and not words[place + 1].startswith("--"):
             shown[place + 1] = "***"
     return shown
 
