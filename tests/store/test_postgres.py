@@ -297,17 +297,21 @@ class TestInstances:
         monkeypatch.setattr(postgres, "IDLE_IN_TRANSACTION", 1.0, raising=False)
         async with instances(postgres_schema, 2) as (frozen, other):
             (queued,) = await ids_of(other, 1)
-            claimed = asyncio.Event()
+            taken, claimed = asyncio.Event(), asyncio.Event()
 
             async def freeze() -> None:
                 async with frozen._conn() as conn:
                     await conn.execute(Q["lock_claims"])  # its claim's turn, then nothing
+                    taken.set()
                     with contextlib.suppress(TimeoutError):  # (the others wait as long)
                         await asyncio.wait_for(claimed.wait(), timeout=10)
                     await conn.execute(Q["ping"], "back")
 
             stuck = asyncio.create_task(freeze())
-            await asyncio.sleep(0.1)  # the turn is taken
+            # Once the turn is taken, not after a pause: on a loaded machine the frozen one's
+            # pooled connection and statement could outlast a 0.1 s sleep; the other then
+            # claimed first, and it came back well within the idle limit (no StoreUnavailable).
+            await asyncio.wait_for(taken.wait(), timeout=60)
             assert [e.id for e in await other.claim(limit=1, lease=LEASE)] == [queued]
             claimed.set()
             with pytest.raises(StoreUnavailable):
