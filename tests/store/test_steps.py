@@ -11,12 +11,13 @@ ms: against a writer that takes the lock in steps it kept missing the gaps betwe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,20 @@ async def until_waiting_for_the_lock(proc: subprocess.Popen[str]) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Children started in the block take SIGINT as a Ctrl-C (Python's KeyboardInterrupt),
+    whatever started the test run: one run in the background of a script (``pytest ... &``)
+    ignores SIGINT, as do its children, and a command that inherits the ignore goes on to
+    its end (exit 0) as it should. A signal handled here is reset to its default in a child
+    at its exec; an ignored one stays ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 @pytest.mark.parametrize(
     ("argv", "line", "said", "left"),
     [
@@ -267,7 +282,10 @@ async def test_a_command_stopped_by_ctrl_c_says_how_far_it_went_and_exits_130(
     holder = sqlite3.connect(tmp_path / "events.db", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:
-        with python_child("-m", "hub", *argv, "--db", url, stderr=subprocess.PIPE) as proc:
+        with (
+            interruptible(),
+            python_child("-m", "hub", *argv, "--db", url, stderr=subprocess.PIPE) as proc,
+        ):
             await until_waiting_for_the_lock(proc)
             proc.send_signal(signal.SIGINT)
             await asyncio.sleep(0.5)
