@@ -137,13 +137,15 @@ def sigterm_while_a_call_is_held(
                 raised.append(exc)
 
     faults = {"rate": 1.0, "kinds": ["timeout"], "timeout_s": hold}
-    answer = httpx.post(f"{sandbox}/_sandbox/faults", params=params, json=faults)
+    answer = httpx.post(f"{sandbox}/_sandbox/faults", params=params, json=faults, timeout=60)
     assert answer.status_code == 200, answer.text
     caller = threading.Thread(target=held_call)
     caller.start()
     assert proc.stdout is not None
     log = Path(proc.stdout.name)
-    deadline = time.monotonic() + 10
+    # A hang guard, not a measure: the call is made from a thread, to another process, on a
+    # machine that may be loaded (10 s was short of what a start or stop there can take).
+    deadline = time.monotonic() + 60
     while "sandbox_fault_injected" not in log.read_text():
         assert time.monotonic() < deadline, "the call was never held"
         time.sleep(0.05)

@@ -26,6 +26,11 @@ DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)
 
 ACCESS = "cli-access-key"
 SECRET = "cli-secret-value-9f3a"
+#: Seconds a ``leadhub sandbox`` process may take to refuse its arguments, to stop, or to
+#: answer a call: a hang guard, not a measure. On two cores at a load of 40 a refused start
+#: took up to 27 s and a clean stop 8 s (tests/sandbox/test_db_file.py, whose guards were
+#: raised so); here they were 20 s, 30 s and 15 s, and a client's 5 s (httpx's default).
+HANG = 120.0
 
 
 def _args(port: int, *extra: str) -> list[str]:
@@ -34,7 +39,7 @@ def _args(port: int, *extra: str) -> list[str]:
 
 def _stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
     proc.send_signal(signal.SIGTERM)
-    code = proc.wait(timeout=15)
+    code = proc.wait(timeout=HANG)
     out = proc.stdout.read() if proc.stdout else ""
     return code, out
 
@@ -47,7 +52,7 @@ def test_sandbox_command_serves_captures_and_stops_cleanly_on_sigterm() -> None:
     base = f"http://127.0.0.1:{port}"
     with leadhub_process(_args(port, "--rate-limit", "off"), ready_url=base + "/") as proc:
         params = {"accessKey": ACCESS, "secretKey": SECRET}
-        with httpx.Client(base_url=base, params=params) as client:
+        with httpx.Client(base_url=base, params=params, timeout=HANG) as client:
             created = client.post(CAPTURE, json=body(("EmailAddress", "cli@example.com")))
             assert created.status_code == 200, created.text
             lead_id = created.json()["Message"]["RelatedId"]
@@ -71,7 +76,7 @@ def test_a_hangup_is_logged_and_the_sandbox_serves_on() -> None:
     base = f"http://127.0.0.1:{port}"
     with leadhub_process(_args(port), ready_url=base + "/") as proc:
         params = {"accessKey": ACCESS, "secretKey": SECRET}
-        with httpx.Client(base_url=base, params=params) as client:
+        with httpx.Client(base_url=base, params=params, timeout=HANG) as client:
             created = client.post(CAPTURE, json=body(("EmailAddress", "hup@example.com")))
             lead_id = created.json()["Message"]["RelatedId"]
             proc.send_signal(signal.SIGHUP)
@@ -138,7 +143,7 @@ def test_sandbox_command_keeps_leads_in_its_db_file_across_restarts(tmp_path: Pa
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         with leadhub_process(_args(port, "--db", db), ready_url=base + "/") as proc:
-            with httpx.Client(base_url=base, params=params) as client:
+            with httpx.Client(base_url=base, params=params, timeout=HANG) as client:
                 if lead_id is None:
                     response = client.post(CAPTURE, json=body(("EmailAddress", "keep@example.com")))
                     lead_id = response.json()["Message"]["RelatedId"]
@@ -202,7 +207,7 @@ def _ready_line(out: str) -> dict[str, Any]:
 
 def _capture_status(base: str, access: str, secret: str) -> int:
     params = {"accessKey": access, "secretKey": secret}
-    with httpx.Client(base_url=base, params=params) as client:
+    with httpx.Client(base_url=base, params=params, timeout=HANG) as client:
         answer = client.post(CAPTURE, json=body(("EmailAddress", f"{access}@example.com")))
     return answer.status_code
 
@@ -266,7 +271,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=HANG,
         env=None if env is None else {**os.environ, **env},
     )
 
@@ -366,7 +371,7 @@ def test_sandbox_command_refuses_an_empty_key(
     or secretKey= (it served on, keyless in effect)."""
     port = str(free_port())
     result = leadhub_run(
-        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=20
+        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=HANG
     )
     assert result.returncode == 2, result.stderr
     assert f"leadhub sandbox: error: {named}: an empty key is matched" in result.stderr
@@ -397,7 +402,7 @@ def test_sandbox_command_refuses_a_key_no_header_carries(
     (as the hub does; curl sends its UTF-8 bytes) was a 401."""
     port = str(free_port())
     result = leadhub_run(
-        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=20
+        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=HANG
     )
     assert result.returncode == 2, result.stderr
     assert f"leadhub sandbox: error: {named}: the key holds a" in result.stderr
@@ -423,7 +428,7 @@ def test_sandbox_command_refuses_an_empty_db(
     lost at the next stop, where serve refuses an empty --db."""
     port = str(free_port())
     result = leadhub_run(
-        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=20
+        ["sandbox", "--port", port, *flags], env=env, leadhub_env=False, timeout=HANG
     )
     assert result.returncode == 2, result.stderr
     said = f"leadhub sandbox: error: {named}: an empty database would keep the sandbox's leads"
@@ -452,7 +457,7 @@ def test_sandbox_command_names_the_variable_of_a_bad_rate_limit(
     """A bad (or empty) rate limit from a variable exits 2 naming that variable: the message
     said --rate-limit, a flag the user never typed."""
     port = str(free_port())
-    result = leadhub_run(["sandbox", "--port", port], env=env, leadhub_env=False, timeout=20)
+    result = leadhub_run(["sandbox", "--port", port], env=env, leadhub_env=False, timeout=HANG)
     assert result.returncode == 2, result.stderr
     assert f"leadhub sandbox: {named} is not a rate limit" in result.stderr
     assert "sandbox_ready" not in result.stdout
@@ -484,6 +489,7 @@ def test_sandbox_command_makes_the_missing_directories_of_its_db(tmp_path: Path)
             base + CAPTURE,
             params={"accessKey": ACCESS, "secretKey": SECRET},
             json=body(("EmailAddress", "fresh@example.com")),
+            timeout=HANG,
         )
         assert response.status_code == 200, response.text
         code, out = _stop(proc)
@@ -599,7 +605,7 @@ def test_a_db_in_sqlite_s_uri_form_is_refused_making_nothing(
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=HANG,
         check=False,
     )
     assert result.returncode == 2, result.stdout + result.stderr
