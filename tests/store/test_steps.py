@@ -132,9 +132,12 @@ async def sqlite_store(sqlite_store_url: str, clock: ManualClock) -> AsyncIterat
         yield s
 
 
-def hold_with_a_gap(path: Path, *, first: float, gap: float, second: float) -> threading.Thread:
+def hold_with_a_gap(
+    path: Path, *, first: float, gap: float, second: float | threading.Event
+) -> threading.Thread:
     """Another writer on ``path`` (a connection of its own, as another process's): it holds
-    the write lock ``first`` s, leaves it free ``gap`` s, then holds it ``second`` s more."""
+    the write lock ``first`` s, leaves it free ``gap`` s, then holds it ``second`` s more
+    (or until that event is set, a minute at most)."""
     taken = threading.Event()
 
     def run() -> None:
@@ -146,7 +149,10 @@ def hold_with_a_gap(path: Path, *, first: float, gap: float, second: float) -> t
             conn.execute("COMMIT")
             time.sleep(gap)
             conn.execute("BEGIN IMMEDIATE")  # (waits here while the store's writer has it)
-            time.sleep(second)
+            if isinstance(second, threading.Event):
+                second.wait(60)
+            else:
+                time.sleep(second)
             conn.execute("COMMIT")
         finally:
             conn.close()
@@ -160,17 +166,22 @@ def hold_with_a_gap(path: Path, *, first: float, gap: float, second: float) -> t
 async def test_a_writer_waiting_for_the_lock_takes_a_short_gap_in_another_writer_s(
     sqlite_store: EventStore, sqlite_store_url: str, tmp_path: Path
 ) -> None:
-    """Another process holds the write lock 0.4 s, frees it for 8 ms, then holds it a second
-    more: a delivery waiting meanwhile is committed in that gap, not after the second hold.
-    (SQLite's busy handler, waiting a third of a second already, tried every 100 ms and
-    missed the gap: the delivery waited 1.4 s, as webhooks did during a stepped purge.)"""
+    """Another process holds the write lock 0.4 s, frees it for 8 ms, then holds it again
+    until the test lets go: a delivery waiting meanwhile is committed in that gap, while the
+    second hold still runs, not after it. (SQLite's busy handler, waiting a third of a
+    second already, tried every 100 ms and missed the gap: the delivery waited for the
+    second hold's end, as webhooks did during a stepped purge.) Told by the order of
+    events, not by a time: the second hold ends only once the delivery is committed."""
     await sqlite_store.enqueue(delivery("warm-up"))  # the writer (thread or child) is open
-    holder = hold_with_a_gap(tmp_path / "events.db", first=0.4, gap=0.008, second=1.0)
-    started = time.monotonic()
-    await sqlite_store.enqueue(delivery("waits-for-the-gap"))
-    waited = time.monotonic() - started
-    await asyncio.to_thread(holder.join, 10)
-    assert 0.3 < waited < 0.9, f"waited {waited:.3f} s"
+    let_go = threading.Event()
+    holder = hold_with_a_gap(tmp_path / "events.db", first=0.4, gap=0.008, second=let_go)
+    try:
+        await sqlite_store.enqueue(delivery("waits-for-the-gap"))
+        in_second_hold = holder.is_alive() and not let_go.is_set()
+    finally:
+        let_go.set()
+        await asyncio.to_thread(holder.join, 10)
+    assert in_second_hold, "the delivery was committed only once the second hold ended"
 
 
 async def test_stepped_writes_leave_the_lock_free_between_steps(
