@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hub.sources import BodyError
@@ -100,6 +100,13 @@ json_values = st.recursive(
 )
 
 
+#: Hypothesis times each example (200 ms by default) and its data's generation: timings of
+#: the machine, not of the skimmer. On a loaded machine (CI: six workers on two cores) an
+#: example took 507 ms once, then 0.25 ms run again, and the test failed as flaky.
+UNTIMED = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@UNTIMED
 @given(st.dictionaries(st.sampled_from([KEY, "a", "b", "é"]) | st.text(max_size=5), json_values))
 def test_skim_agrees_with_the_parser_on_json_objects(document: dict[str, Any]) -> None:
     """Any JSON object, dumped compactly or with spacing: a skim answer equals the parser's."""
@@ -117,6 +124,7 @@ plain_values = st.recursive(
 )
 
 
+@UNTIMED
 @given(st.dictionaries(st.sampled_from([KEY, "a", "é"]) | words, plain_values))
 def test_plain_json_objects_are_always_skimmed(document: dict[str, Any]) -> None:
     """Without floats, long numbers or digits in text, nothing is left to the parser."""
@@ -124,6 +132,7 @@ def test_plain_json_objects_are_always_skimmed(document: dict[str, Any]) -> None
     assert check_agrees(body) == (document.get(KEY),)
 
 
+@UNTIMED
 @given(st.binary(max_size=200))
 def test_skim_never_vouches_for_what_the_parser_rejects(noise: bytes) -> None:
     """Arbitrary bytes, alone or inside a JSON string or number: never a wrong answer."""
