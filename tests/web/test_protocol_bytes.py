@@ -102,7 +102,9 @@ def _start(directory: Path, name: str, *, fast: bool) -> Serve:
         env = {**os.environ, **ENV}
         proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT)
     serve = Serve(name, port, home / "hub.db", log, proc)
-    deadline = time.monotonic() + 20
+    # A hang guard, not a measure of start-up time (as wait_http's): on a loaded machine a
+    # hub took more than 20 s to answer, and every test of the module errored with it.
+    deadline = time.monotonic() + 60
     while True:
         try:
             data, _ = exchange(serve, [HEALTH_CLOSE], idle=1.0)
