@@ -274,7 +274,7 @@ def settled(serve: Serve) -> int:
     """How many events ``serve`` stored once everything sent before is settled: a delivery
     sent on a new connection is answered once stored, and the store writes in order. (The
     count includes that delivery: a difference of two such counts is one too many.)"""
-    data, _ = exchange(serve, [post(lead(), "/hooks/tok", "connection: close")], idle=5)
+    data, _ = exchange(serve, [post(lead(), "/hooks/tok", "connection: close")], owed=1)
     assert b'"status":"accepted"' in data, data
     return serve.stored()
 
@@ -433,7 +433,7 @@ def test_a_request_head_without_end_is_a_431_not_memory(
         assert status == "HTTP/1.1 431 Request Header Fields Too Large"
         assert ("connection", "close") in headers
         assert orjson.loads(body) == {"error": f"request headers over the {MAX_HEAD}-byte limit"}
-        alive, _ = exchange(serve, [HEALTH_CLOSE])
+        alive, _ = exchange(serve, [HEALTH_CLOSE], owed=1)
         assert alive.startswith(b"HTTP/1.1 200")
 
 
@@ -478,7 +478,7 @@ def test_a_sender_still_sending_when_refused_gets_the_answer(
         assert answer.status == status, (serve.name, body)
         assert answer.getheader("connection") == "close"
         assert set(orjson.loads(body)) == {"error"}
-        alive, _ = exchange(serve, [HEALTH_CLOSE])
+        alive, _ = exchange(serve, [HEALTH_CLOSE], owed=1)
         assert alive.startswith(b"HTTP/1.1 200")
 
 
@@ -638,7 +638,7 @@ def test_fuzzed_byte_streams_never_break_the_fast_path(
                 answer = orjson.loads(rest[:size])
                 accepted += [answer["id"], *answer.get("ids", [])]
             data = rest[size:]
-        alive, _ = exchange(fast, [HEALTH_CLOSE], idle=2)
+        alive, _ = exchange(fast, [HEALTH_CLOSE], owed=1)
         assert alive.startswith(b"HTTP/1.1 200"), f"no answer after {parts!r}"
     assert accepted, "the fuzz should get some deliveries through"
     assert set(accepted) <= fast.event_ids()
