@@ -190,9 +190,11 @@ def test_a_batch_is_stored_answered_and_delivered_lead_by_lead(tmp_path: Path) -
     args, base, _ = serve_args(tmp_path, {"bulk.yaml": CONFIG})
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with leadhub_process(args, ready_url=f"{base}/healthz", env={"BULK_TOKEN": TOKEN}):
-        first = httpx.post(f"{base}/hooks/bulk", json=BATCH, headers=headers)
-        again = httpx.post(f"{base}/hooks/bulk", json=BATCH, headers=headers)
-        empty = httpx.post(f"{base}/hooks/bulk", json={"data": {"leads": []}}, headers=headers)
+        first = httpx.post(f"{base}/hooks/bulk", json=BATCH, headers=headers, timeout=30)
+        again = httpx.post(f"{base}/hooks/bulk", json=BATCH, headers=headers, timeout=30)
+        empty = httpx.post(
+            f"{base}/hooks/bulk", json={"data": {"leads": []}}, headers=headers, timeout=30
+        )
         wait_until(lambda: len(leads(base)) == 3, what="three leads in the sandbox")
         found = {lead["EmailAddress"]: lead.get("FirstName") for lead in leads(base)}
     assert first.status_code == 200 and first.json() == {

@@ -61,6 +61,7 @@ def test_a_senders_control_characters_are_escaped_on_a_terminal(tmp_path: Path) 
             url + "/hooks/open",
             content=orjson.dumps({"id": HOSTILE}),
             headers={"content-type": "application/json"},
+            timeout=30,
         )
         assert answer.status_code == 200, answer.text
         shown = _read_until(main, b"delivery_received", proc, 60.0)

@@ -84,7 +84,9 @@ def test_the_413_says_why_and_the_hub_serves_on(base: str) -> None:
     assert answer.status_code == 413
     assert answer.json() == {"error": "body over the 65536-byte limit"}
     assert answer.headers["connection"] == "close"
-    good = httpx.post(f"{base}/hooks/forms", json={"email": "a@example.com"}, headers=HEADERS)
+    good = httpx.post(
+        f"{base}/hooks/forms", json={"email": "a@example.com"}, headers=HEADERS, timeout=30
+    )
     assert good.json() == {"status": "accepted", "id": 1}
 
 

@@ -144,7 +144,7 @@ def test_a_worker_logs_its_refusals_and_counts_none(tmp_path: Path) -> None:
             assert (status, orjson.loads(body)) == (400, {"error": DETAILS["unreadable"]})
             assert wire.closed()
         lines = _lines(proc, "delivery_received")
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", timeout=30).text
     (line,) = [line for line in lines if line["event"] == "delivery_received"]
     assert {k: line[k] for k in ("endpoint", "outcome", "reason", "status", "detail")} == {
         "endpoint": "",

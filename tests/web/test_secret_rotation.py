@@ -87,7 +87,7 @@ def test_old_and_new_secret_both_pass_until_the_old_is_removed(tmp_path: Path, s
         number = next(sent)
         body = json.dumps({"event_id": f"ev-{number}", "email": f"l{number}@example.com"})
         headers = {"content-type": "application/json", **SIGN[source](secret, body.encode())}
-        return httpx.post(f"{base}/hooks/e", content=body, headers=headers).status_code
+        return httpx.post(f"{base}/hooks/e", content=body, headers=headers, timeout=30).status_code
 
     with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV) as proc:
         log = Log(proc)

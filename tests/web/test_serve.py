@@ -161,15 +161,16 @@ def test_serve_mounts_the_sandbox_and_answers_health(tmp_path: Path) -> None:
     with leadhub_process(
         serve_args(tmp_path, port, role="all"), ready_url=f"{base}/healthz", env=ENV
     ):
-        assert httpx.get(f"{base}/readyz").json() == {"status": "ready"}
+        assert httpx.get(f"{base}/readyz", timeout=30).json() == {"status": "ready"}
         capture = httpx.post(
             f"{base}/sandbox/v2/LeadManagement.svc/Lead.Capture",
             params={"accessKey": "ak", "secretKey": "sk"},
             json=[{"Attribute": "EmailAddress", "Value": "a@example.com"}],
+            timeout=30,
         )
         assert capture.status_code == 200, capture.text
         assert capture.json()["Status"] == "Success"
-        metrics = httpx.get(f"{base}/metrics").text
+        metrics = httpx.get(f"{base}/metrics", timeout=30).text
         assert 'leadhub_events{state="queued"} 0.0' in metrics
     assert (tmp_path / "hub.db.sandbox.sqlite").exists()
 
@@ -200,9 +201,12 @@ def test_worker_role_serves_no_hooks(tmp_path: Path) -> None:
     with leadhub_process(
         serve_args(tmp_path, port, role="worker"), ready_url=f"{base}/healthz", env=ENV
     ):
-        assert httpx.get(f"{base}/healthz").status_code == 200
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200
         response = httpx.post(
-            f"{base}/hooks/typeform", content=body, headers={"typeform-signature": sig}
+            f"{base}/hooks/typeform",
+            content=body,
+            headers={"typeform-signature": sig},
+            timeout=30,
         )
         assert response.status_code == 404
 
