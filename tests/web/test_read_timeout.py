@@ -308,6 +308,6 @@ def test_a_request_answered_before_its_body_came_whole_gets_no_second_answer(
         f"POST {path} HTTP/1.1\r\nHost: hub\r\nContent-Type: application/json\r\n"
         f"Content-Length: {length}\r\n\r\n{{".encode()
     )
-    got, _ = _until_closed(sock, within=10 * WAIT)
+    got = _until_closed(sock, within=10 * WAIT)
     assert got.count(b"HTTP/1.1 ") == 1, got
     assert got.startswith(b"HTTP/1.1 404 " if path == "/hooks/nope" else b"HTTP/1.1 413 "), got
