@@ -111,8 +111,9 @@ async def calls_meet_an_outage(
     clock: Clock | None = None,
 ) -> AsyncIterator[Outage]:
     """Run the dispatcher on a real PostgreSQL; stop the server while ``EVENTS`` calls are
-    held, answer them (``first``), and yield once an outcome has met the outage, the
-    dispatcher still running and the server still stopped. With ``clock`` (a
+    held, answer them (``first``), and yield once every outcome has met the outage (each
+    waits in the dispatcher's rewrites), the dispatcher still running and the server still
+    stopped. With ``clock`` (a
     :class:`SteppedClock`), the store and the dispatcher run on it, and its wall reading is
     stepped an hour forward between two claims of the store first: the store applies the
     step (its clock shift is then -1 h)."""
@@ -141,10 +142,12 @@ async def calls_meet_an_outage(
                     await wait_for(lambda: len(fake.calls) == EVENTS, what="calls in flight")
                     await asyncio.to_thread(server.pause)
                     fake.answer.set()
-                    failed = ("send_failed", "ack_failed")
+                    # every call's outcome, not just the first: the answers are read one by
+                    # one, and one read after the server's return was written at once (no
+                    # store_write_resumed for it; a 500's retry counted as an attempt)
                     await wait_for(
-                        lambda: any(e["event"] in failed for e in logs),
-                        what="outcomes refused by the outage",
+                        lambda: len(dispatcher.rewrites) == EVENTS,
+                        what="every outcome refused by the outage, waiting to be written",
                     )
                     yield Outage(server, store, fake, logs, ids, dispatcher)
         finally:
