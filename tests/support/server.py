@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextlib
 import itertools
 import os
@@ -31,6 +33,17 @@ REPO = Path(__file__).resolve().parents[2]
 #: in use"); a port below the range is only ever taken by a bind naming it.
 _FIRST, _BLOCK = 20_000, 2_000
 _picked = itertools.count(random.randrange(_BLOCK))
+#: The sockets holding the ports :func:`free_port` gave lately, the oldest first: see there.
+_held: collections.deque[socket.socket] = collections.deque()
+#: How many of the latest ports stay held (a test takes a few; its hubs are started again on
+#: the same port, so each stays held well after the test's first server bound it).
+_HOLD = 64
+
+
+@atexit.register
+def _let_go() -> None:
+    while _held:
+        _held.popleft().close()
 
 
 def _outgoing_range() -> tuple[int, int]:
@@ -43,22 +56,46 @@ def _outgoing_range() -> tuple[int, int]:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now, outside the range the
-    kernel gives outgoing connections (so none takes it before the server binds it)."""
+    kernel gives outgoing connections (so none takes it before the server binds it), and
+    held for this process meanwhile.
+
+    The blocks are per xdist worker, not per test session: sessions running at once on one
+    machine (CI beside other runs) pick in the same block, and one could pick a port
+    another had picked and not yet bound (its server still starting): its own server then
+    failed to bind ("address already in use") while its wait for the port was answered by
+    the other session's server, and its requests were refused once that one stopped. So the
+    port stays bound here, by a socket that does not listen and allows reuse (set once the
+    bind without it proved the port free): a server binding it as servers do (uvicorn, the
+    hub, PostgreSQL: ``SO_REUSEADDR``) binds and listens beside it, and any other pick of
+    it, here or in another session, fails to bind it and takes the next. It is let go once
+    :data:`_HOLD` later ports are held.
+    """
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     first = _FIRST + (int(worker) if worker.isdigit() else 0) % 6 * _BLOCK
     low, high = _outgoing_range()
     if first + _BLOCK <= low or first > high:
         for _ in range(_BLOCK):
             port = first + next(_picked) % _BLOCK
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:  # in use (or in TIME_WAIT): the next one
-                    continue
-                return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no block free
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:  # in use, held (or in TIME_WAIT): the next one
+                sock.close()
+                continue
+            return _hold(sock)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # no block free
+    sock.bind(("127.0.0.1", 0))
+    return _hold(sock)
+
+
+def _hold(sock: socket.socket) -> int:
+    """Keep ``sock`` (bound, not listening) open, letting a server bind its port beside it
+    (see :func:`free_port`); its port."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    _held.append(sock)
+    while len(_held) > _HOLD:
+        _held.popleft().close()
+    return int(sock.getsockname()[1])
 
 
 def serve_args(
