@@ -40,6 +40,12 @@ def test_a_stopped_writer_is_not_ready_until_it_goes_on(tmp_path: Path) -> None:
             os.kill(writer, signal.SIGCONT)
         assert _ready(base) == 200
         assert _writer_child(proc.pid) == writer
+        # logged as that probe is answered, the line is written at the end of the hub's loop
+        # iteration: after the answer, which a loaded machine can bring here first
+        wait_until(
+            lambda: any(line["event"] == "readiness_recovered" for line in _lines(proc)),
+            what="the recovery's line",
+        )
         lines = [line for line in _lines(proc) if str(line["event"]).startswith("readiness")]
     assert [line["event"] for line in lines] == ["readiness_failed", "readiness_recovered"]
     assert lines[0]["error"] == "StoreUnavailable"
