@@ -34,20 +34,24 @@ fields:
 
 
 class Log:
-    """The JSON lines a running process has written so far, read as they come."""
+    """The JSON lines a running process has written so far, read as they come: whole lines
+    only (the process may be writing one: a write that spans a page boundary is seen half
+    done, and a half line of JSON does not parse), the rest read once it is whole."""
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
         self.stream = proc.stdout
         self.lines: list[dict[str, Any]] = []
         self.text: list[str] = []  # the lines that are not JSON
+        self.partial = ""  # the start of a line still being written
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        for line in self.stream.readlines():
+        *whole, self.partial = (self.partial + self.stream.read()).split("\n")
+        for line in whole:
             if line.startswith("{"):
                 self.lines.append(orjson.loads(line))
             elif line.strip():
-                self.text.append(line)
+                self.text.append(line + "\n")
         return [line for line in self.lines if line["event"] == name]
 
 
