@@ -91,7 +91,16 @@ def copy_store(source: Path, dest: Path) -> Copied:
         raise StoreError(msg)
     _sweep(dest.parent)
     partial = dest.with_name(f".{dest.name}.{os.getpid()}.partial")
-    held = _make(partial, source)
+    try:
+        held = _make(partial, source)
+    except BaseException:
+        # Ctrl-C (KeyboardInterrupt) as the hidden copy was being made: it was left behind,
+        # the file made and not yet under the removal below. (A failure to make it leaves
+        # nothing to remove, and may fail the removal too: the error raised is its own.)
+        for leftover in _files_of(partial):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+        raise
     try:
         copied = _copy(source, partial)
         _sync(partial)
