@@ -30,10 +30,12 @@ needs_postgres = pytest.mark.skipif(find_bindir() is None, reason="PostgreSQL is
 
 
 def lines(output: str, event: str) -> list[dict[str, Any]]:
-    """The JSON log lines of ``event`` in ``output``."""
+    """The JSON log lines of ``event`` in ``output``, whole lines only: the last may still be
+    being written by a running process (and would not parse)."""
+    whole = output[: output.rfind("\n") + 1]
     return [
         orjson.loads(line)
-        for line in output.splitlines()
+        for line in whole.splitlines()
         if line.startswith("{") and f'"{event}"' in line and orjson.loads(line)["event"] == event
     ]
 
