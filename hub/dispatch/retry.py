@@ -147,10 +147,9 @@ class Rewrites:
         self._clock = clock
         self._pending: dict[int, _Rewrite] = {}  # by event id, oldest first
         self._task: asyncio.Task[None] | None = None
-        #: Whether the task is writing (not waiting out a pause), and whether it is to stop
-        #: once it has: :meth:`close` lets a write in flight finish (see there).
-        self._writing = False
-        self._closing = False
+        #: Set by :meth:`close`: the task stops at once if waiting out a pause, else once the
+        #: writes it is making are done (see there).
+        self._stop = asyncio.Event()
         #: When each lease claimed lately ends by the monotonic clock, by (event id, token).
         #: A lease's token is not its end in the wall clock's time once the store applied a
         #: step of its clock (its clock shift, see ``hub.store.base.with_clock_shift``): after
@@ -214,12 +213,11 @@ class Rewrites:
             # A write in flight is let finish: cancelled once the store had taken it but
             # before its answer came, it was tried again below, as a lost lease
             # (``event_lease_lost``, and no ``lead_sent`` for a lead sent and recorded).
-            self._closing = True
-            if self._writing:
-                await asyncio.wait({task}, timeout=budget)
+            self._stop.set()
+            await asyncio.wait({task}, timeout=budget)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            self._closing = self._writing = False
+            self._stop.clear()
         self._give_up_ended()
         if self._pending:
             budget = max(until - self._clock.monotonic(), 0.0)
@@ -238,20 +236,15 @@ class Rewrites:
     async def _run(self) -> None:
         pause = REWRITE_PAUSE
         while self._pending:
-            await asyncio.sleep(pause)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), pause)
             self._give_up_ended()
-            if not self._pending:
+            if not self._pending or self._stop.is_set():
                 return
             oldest = next(iter(self._pending.values()))
-            self._writing = True
-            try:
-                taken = await self._try(oldest)
-                if taken:  # the store takes writes again: the others now, together
-                    await asyncio.gather(*(self._try(w) for w in list(self._pending.values())))
-            finally:
-                self._writing = False
-            if self._closing:
-                return
+            taken = await self._try(oldest)
+            if taken:  # the store takes writes again: the others now, together
+                await asyncio.gather(*(self._try(w) for w in list(self._pending.values())))
             pause = REWRITE_PAUSE if taken else min(pause * 2, REWRITE_PAUSE_MAX)
 
     def _give_up_ended(self) -> None:
