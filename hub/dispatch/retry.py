@@ -193,6 +193,7 @@ class Rewrites:
             return
         self._pending[event.id] = _Rewrite(event, write, what, self._clock.monotonic(), until)
         if self._task is None or self._task.done():
+            self._stop = asyncio.Event()  # (made in the loop the task runs in)
             # A fresh context: the task outlives the step that started it, whose bound ids
             # (event_id, target, mapping) would otherwise be on every line it logs.
             self._task = asyncio.create_task(
@@ -217,7 +218,6 @@ class Rewrites:
             await asyncio.wait({task}, timeout=budget)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            self._stop.clear()
         self._give_up_ended()
         if self._pending:
             budget = max(until - self._clock.monotonic(), 0.0)
