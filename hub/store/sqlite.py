@@ -383,13 +383,13 @@ class SQLiteStore(BatchedStore):
             ),
             "now": self.clock.time(),
         }
-        ids = _ids([a.event_id for a in acks])
 
         def job(conn: sqlite3.Connection) -> builtins.list[int]:
-            if conn.execute(Q["ack_many"], params).rowcount >= len(acks):
-                return []
-            unwritten = conn.execute(Q["unacked_ids"], {"ids": ids, "now": params["now"]})
-            return [int(row[0]) for row in unwritten]
+            # The ids the statement wrote, not those found delivered at this instant after it:
+            # another worker that took over the lease and delivered the event at the very same
+            # clock reading made a lost ack look written (no `event_lease_lost` line).
+            written = {row[0] for row in conn.execute(Q["ack_many"], params).fetchall()}
+            return [int(a.event_id) for a in acks if a.event_id not in written]
 
         return await self._writer.submit(job)
 

@@ -758,6 +758,22 @@ class TestLeases:
         event = await store.get(eid)
         assert event is not None and (event.state, event.lead_id) == (State.DELIVERED, "L2")
 
+    async def test_a_batch_ack_under_a_lost_lease_is_told_even_at_the_winner_s_instant(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """The lease ran out and another worker claimed the event and delivered it; the first
+        worker's batch of acks, written at the very same clock reading, names it as not
+        written (its lead id is not kept): its ``event_lease_lost`` line depends on it."""
+        (eid,) = await ids_of(store, 1)
+        (first,) = await store.claim(limit=1, lease=30)
+        clock.advance(31)
+        (second,) = await store.claim(limit=1, lease=30)
+        assert await store.ack_many([Ack(eid, "L2", False, second.lease)]) == []
+        assert await store.ack_many([Ack(eid, "L1", True, first.lease)]) == [eid]
+        event = await store.get(eid)
+        assert event is not None
+        assert (event.state, event.lead_id, event.lead_created) == (State.DELIVERED, "L2", False)
+
     async def test_a_finished_event_takes_no_outcome_under_its_old_lease(
         self, store: EventStore
     ) -> None:

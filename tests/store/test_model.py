@@ -452,24 +452,15 @@ class QueueModel(RuleBasedStateMachine):
         """Acks in one write: those whose lease is lost are named, the others written.
 
         One event at most once in a batch (a lane holds an event under one claim: it drops
-        a claim of an event it still holds). A lost one that another write delivered at this
-        very instant is not asked about: SQLite tells the acks it wrote from those it did not
-        by the event being delivered at the batch's time (see ``unacked_ids``)."""
+        a claim of an event it still holds). A lost one is named even when another write
+        delivered it at this very instant."""
         handles: dict[int, Handle] = {}
         for pick in picks:
             if self.handles and (handle := self.take(pick)).event_id not in handles:
                 handles[handle.event_id] = handle
         acks = [Ack(h.event_id, f"many-{h.event_id}", True, h.lease) for h in handles.values()]
         lost = {h.event_id for h in handles.values() if self.current(h) is None}
-        unwritten = set(self.run(self.store.ack_many(acks)))
-        same_instant = {
-            i
-            for i in lost
-            if i in self.events
-            and self.events[i].state is State.DELIVERED
-            and self.events[i].updated_at == self.now
-        }
-        assert unwritten - same_instant == lost - same_instant
+        assert set(self.run(self.store.ack_many(acks))) == lost
         for handle in handles.values():
             if (model := self.current(handle)) is not None:
                 model.state, model.lead_id, model.lead_created = (

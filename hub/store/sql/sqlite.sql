@@ -304,7 +304,8 @@ WHERE events.id = json_extract(a.value, '$[0]')
   AND (json_extract(a.value, '$[3]') IS NULL OR (events.state = 'sending'
        AND abs(events.next_attempt_at - json_extract(a.value, '$[3]')
                + coalesce((SELECT CAST(value AS REAL) FROM meta WHERE key = 'clock_shift'), 0))
-           < 1e-3));
+           < 1e-3))
+RETURNING events.id;
 
 -- name: ack
 UPDATE events
@@ -374,16 +375,6 @@ WHERE k.value != '';
 -- Which of the ids in :ids name no event (after a batch update touched fewer rows).
 SELECT j.value FROM json_each(:ids) AS j
 WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.id = j.value)
-ORDER BY j.key;
-
--- name: unacked_ids
--- Which of the ids in :ids an ack_many at :now did not write (no such event, or not under
--- the lease it was given): those it did not just mark delivered.
-SELECT j.value FROM json_each(:ids) AS j
-WHERE NOT EXISTS (
-    SELECT 1 FROM events AS e
-    WHERE e.id = j.value AND e.state = 'delivered' AND e.updated_at = :now
-)
 ORDER BY j.key;
 
 -- name: delete_lead_keys
