@@ -19,8 +19,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -82,7 +83,9 @@ class PostgresServer:
     context manager.
     """
 
-    def __init__(self, bindir: Path | None = None) -> None:
+    def __init__(self, bindir: Path | None = None, settings: Sequence[str] = ()) -> None:
+        """``settings``: ``name=value`` settings given to the server after
+        :data:`FAST_SETTINGS` (a later one wins)."""
         found = bindir or find_bindir()
         if found is None:
             raise PostgresServerError(
@@ -93,6 +96,7 @@ class PostgresServer:
         self.port: int | None = None
         self._base: Path | None = None
         self._as_postgres = os.geteuid() == 0
+        self.settings = tuple(settings)
 
     @property
     def dsn(self) -> str:
@@ -162,6 +166,21 @@ class PostgresServer:
             raise PostgresServerError("the PostgreSQL server is not started")
         self._pg_ctl_start(self.port)
 
+    def crash(self) -> None:
+        """Kill the server as a crash would (SIGKILL to the postmaster and every process of
+        its at once: what is in its shared memory and not yet written is lost), then wait
+        until they are gone; :meth:`resume` starts it again, recovering from its WAL."""
+        pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        family = [pid, *_children(pid)]
+        for each in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGKILL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while any(Path(f"/proc/{each}").exists() for each in family):
+            if time.monotonic() > deadline:
+                raise PostgresServerError(f"PostgreSQL (pid {pid}) did not die of SIGKILL")
+            time.sleep(0.01)
+
     def __enter__(self) -> PostgresServer:
         self.start()
         return self
@@ -187,6 +206,7 @@ class PostgresServer:
             f"port={port}",
             f"unix_socket_directories={self._require_base() / 'sock'}",
             *FAST_SETTINGS,
+            *self.settings,
         ]
         options = shlex.join(arg for setting in settings for arg in ("-c", setting))
         self.log_file.unlink(missing_ok=True)
@@ -247,6 +267,19 @@ class PostgresServer:
         if self._base is not None:
             shutil.rmtree(self._base, ignore_errors=True)
             self._base = None
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc; a zombie's too)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # (gone meanwhile)
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def schema_url(request: pytest.FixtureRequest) -> str:

@@ -240,6 +240,14 @@ def _store_hook(
         except StoppedWaiting:
             app.state.startup_failure = "stopped"  # serve says so and exits 0
             raise
+        if off := getattr(store, "not_crash_safe", None):  # (PostgreSQL's settings)
+            _log.warning(
+                "store_not_crash_safe",
+                db=safe_url(db_url),
+                off=off,
+                detail="a crash of the database's machine can lose or corrupt deliveries "
+                f"answered 200; turn {' and '.join(off)} on in postgresql.conf",
+            )
         try:
             yield
         finally:

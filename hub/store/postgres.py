@@ -236,6 +236,10 @@ class PostgresStore(BatchedStore):
         #: Behind a pooler that shares server sessions: each transaction's ``BEGIN`` and
         #: settings, by isolation and read-only (:mod:`hub.store.postgres_pooler`); else empty.
         self._begin: dict[tuple[str, bool], str] = {}
+        self._local: dict[str, str] = {}  # (those settings)
+        #: The server's settings found off at open that let a crash of its machine lose or
+        #: corrupt what was committed (``fsync``, ``full_page_writes``).
+        self.not_crash_safe: list[str] = []
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = StoreStats()
         self._writes = Writes(self._conn, self.stats, stall_after=stall_after, clock=self.clock)
@@ -271,6 +275,7 @@ class PostgresStore(BatchedStore):
                 pool = await self._pooled(settings)
         self._pool = pool
         try:
+            await self._commit_durably(settings)
             async with self._conn() as conn:  # (its first acquire measures the clock)
                 await self._refuse_anothers(conn)
                 if not self.create:
@@ -519,13 +524,49 @@ class PostgresStore(BatchedStore):
         local = dict(settings)
         if idle is not None:
             local["idle_in_transaction_session_timeout"] = idle
+        self._begin_with(local)
+        startup = {k: v for k, v in settings.items() if k in pooler.STARTUP}
+        return await self._create_pool(startup, dsn=dsn, statements=0)
+
+    def _begin_with(self, settings: dict[str, str]) -> None:
+        """Behind a pooler: each transaction begins by setting ``settings`` for itself."""
+        self._local = settings
         self._begin = {
-            (isolation, readonly): pooler.begin(local, isolation=isolation, readonly=readonly)
+            (isolation, readonly): pooler.begin(settings, isolation=isolation, readonly=readonly)
             for isolation in ("read_committed", "repeatable_read")
             for readonly in (False, True)
         }
-        startup = {k: v for k, v in settings.items() if k in pooler.STARTUP}
-        return await self._create_pool(startup, dsn=dsn, statements=0)
+
+    async def _commit_durably(self, settings: dict[str, str]) -> None:
+        """Make every commit of the store's reach the disk before it returns, whatever the
+        server's default: a delivery is answered 200 once its transaction committed.
+
+        With ``synchronous_commit = off`` (a common tuning, for the server, the database or
+        the role) a commit returns before its WAL is written: PostgreSQL killed or its
+        machine down within the next few hundred milliseconds lost deliveries the hub had
+        answered 200 (the sender does not send them again). The store then sets it to
+        ``local`` for its own sessions (each transaction's, behind a pooler): its commits
+        wait for the local disk, not for a standby. A stronger value (``on``,
+        ``remote_write``, ``remote_apply``) is kept as it is. ``fsync`` or
+        ``full_page_writes`` off cannot be mended by a session: kept in
+        :attr:`not_crash_safe`, which serve warns of (a command's output stays its own)."""
+        async with self._conn(readonly=True) as conn:
+            found = await conn.fetchrow(Q["durability"])
+        assert found is not None  # (a SELECT of settings: one row)
+        commit, fsync, full_pages = (str(value) for value in found)
+        unsafe = {"fsync": fsync, "full_page_writes": full_pages}
+        self.not_crash_safe = sorted(name for name, value in unsafe.items() if value == "off")
+        if commit != "off":
+            return
+        durable = {**settings, "synchronous_commit": "local"}
+        if self._begin:
+            self._begin_with({**self._local, "synchronous_commit": "local"})
+        else:
+            old, self._pool = self._pool, None
+            if old is not None:
+                await old.close()
+            self._pool = await self._create_pool(durable)
+        log().info("store_commits_made_durable", url=self.shown, synchronous_commit="local")
 
     async def _sync_clock(self, conn: _Conn) -> None:
         """Measure this machine's clock against the database's (a :class:`ServerTime`

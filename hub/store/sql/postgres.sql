@@ -657,6 +657,12 @@ DELETE FROM rate_waiters WHERE account = $1 AND waiter = $2;
 -- are the database's (hub.clock.ServerTime).
 SELECT extract(epoch FROM clock_timestamp())::float8;
 
+-- name: durability
+-- What the server does at a commit for this session: a delivery is answered 200 once its
+-- transaction committed, so the commit must reach the disk (PostgresStore._commit_durably).
+SELECT current_setting('synchronous_commit'), current_setting('fsync'),
+       current_setting('full_page_writes');
+
 -- name: ping
 INSERT INTO meta (key, value) VALUES ('last_ping', $1)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
