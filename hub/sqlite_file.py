@@ -222,3 +222,68 @@ def stale_wal(path: Path, wal: tuple[int, int] | None, *, title: str, runner: st
         f"write), or, to use the new file and lose those writes, delete {str(log)!r} and "
         f"{shm!r}."
     )
+
+
+#: Filesystems that SQLite's WAL mode, which the store and the sandbox use, does not work on:
+#: "All processes using a database must be on the same host computer; WAL does not work over
+#: a network filesystem" (sqlite.org/wal.html). Its index (the ``-shm`` file) is shared memory
+#: mapped from the file, and its locks are byte-range locks: over NFS (AWS EFS), SMB (Azure
+#: Files), 9P (WSL2's Windows drives, some containers' bind mounts) and network or object
+#: stores under FUSE they fail or are not kept, and a database there can lose or corrupt
+#: what it committed. Kubernetes volumes of those kinds are common.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "9p",
+        "afs",
+        "ceph",
+        "cifs",
+        "davfs",
+        "glusterfs",
+        "gpfs",
+        "lustre",
+        "ncpfs",
+        "nfs",
+        "nfs4",
+        "smb3",
+        "smbfs",
+        "fuse.cephfs",
+        "fuse.gcsfuse",
+        "fuse.glusterfs",
+        "fuse.grpcfuse",
+        "fuse.juicefs",
+        "fuse.rclone",
+        "fuse.s3fs",
+        "fuse.sshfs",
+    }
+)
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def mount_of(device: int, mountinfo: str) -> tuple[str, str] | None:
+    """``(filesystem type, mount point)`` of the filesystem whose device number is ``device``
+    in ``mountinfo`` (the text of ``/proc/self/mountinfo``: one line per mount, ``ID PARENT
+    MAJOR:MINOR ROOT MOUNT-POINT OPTIONS [FIELDS...] - TYPE SOURCE OPTIONS``, spaces in paths
+    written ``\\040``); the last such mount (a later one hides an earlier one), else None."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    found = None
+    for line in mountinfo.splitlines():
+        head, sep, tail = line.partition(" - ")
+        fields, rest = head.split(), tail.split()
+        if sep and len(fields) >= 5 and rest and fields[2] == wanted:
+            point = fields[4].encode().decode("unicode_escape")  # (\040 and the like)
+            found = (rest[0], point)
+    return found
+
+
+def network_filesystem(
+    path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS
+) -> tuple[str, str] | None:
+    """``(type, mount point)`` when the directory of the database file ``path`` is on a
+    filesystem of ``kinds`` (:data:`NETWORK_FILESYSTEMS`), else None (also where the mounts
+    cannot be read: not Linux)."""
+    try:
+        device = path.absolute().parent.stat().st_dev
+        mounted = mount_of(device, MOUNTINFO.read_text(errors="replace"))
+    except OSError:
+        return None
+    return mounted if mounted is not None and mounted[0] in kinds else None

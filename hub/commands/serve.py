@@ -58,6 +58,7 @@ from hub.hangups import take_early
 from hub.orphans import reaping_orphans
 from hub.runtime import tune_for_serving
 from hub.secrets import Secret, SettingError, metrics_token
+from hub.sqlite_file import NETWORK_FILESYSTEMS, network_filesystem
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
     EventStore,
@@ -67,6 +68,7 @@ from hub.store.base import (
     StoreUnavailable,
 )
 from hub.store.retention import parse_purge_after, retention_lifespan
+from hub.store.sqlite import SQLiteStore
 from hub.units import UnitError, parse_lease
 from hub.web.app import LifespanHook, create_app
 from hub.web.reload import Hangups, reload_on_hangup
@@ -240,6 +242,8 @@ def _store_hook(
         except StoppedWaiting:
             app.state.startup_failure = "stopped"  # serve says so and exits 0
             raise
+        if isinstance(store, SQLiteStore):
+            _on_local_disk(store.path)
         if off := getattr(store, "not_crash_safe", None):  # (PostgreSQL's settings)
             _log.warning(
                 "store_not_crash_safe",
@@ -254,6 +258,25 @@ def _store_hook(
             await store.close()
 
     return hook
+
+
+def _on_local_disk(path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS) -> None:
+    """Warn (``store_on_network_filesystem``) when the SQLite file ``path``, and the embedded
+    sandbox's beside it, are on a network filesystem (of ``kinds``), where their WAL mode
+    does not work."""
+    if (found := network_filesystem(path, kinds)) is None:
+        return
+    kind, mount = found
+    _log.warning(
+        "store_on_network_filesystem",
+        path=str(path),
+        filesystem=kind,
+        mount=mount,
+        detail="SQLite's WAL mode, which the store and the embedded sandbox use, does not "
+        "work over a network filesystem: deliveries answered 200 can be lost or the file "
+        "corrupted. Keep the --db file on a local disk (a volume of the machine itself), or "
+        "share a PostgreSQL store between machines.",
+    )
 
 
 def _closing(app: ASGIApp) -> LifespanHook:

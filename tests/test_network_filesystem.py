@@ -1,0 +1,107 @@
+"""A SQLite store on a network filesystem, where its WAL mode does not work, is warned of.
+
+The mounts are read from ``/proc/self/mountinfo`` and matched by the device number of the
+database file's directory. No network filesystem can be mounted where the suite runs: the
+matching is shown on the mounts of real machines (AWS EFS, Azure Files, WSL2's Windows drive)
+and, for the lookup itself, on this machine's real mounts with their own type taken as one.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from hub.commands.serve import _on_local_disk
+from hub.sqlite_file import NETWORK_FILESYSTEMS, mount_of, network_filesystem
+from tests.e2e.support import FORMS_CONFIG
+from tests.support.server import leadhub_process, serve_args
+
+#: /proc/self/mountinfo of a Kubernetes pod with an EFS volume, an Azure Files one, a WSL2
+#: Windows drive and a local disk (two mounts of one device: the later one counts).
+MOUNTINFO = """\
+1405 1229 0:233 / / rw,relatime master:447 - overlay overlay rw,lowerdir=/var/lib/l
+1406 1405 0:236 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw
+1489 1405 0:312 / /data rw,relatime - nfs4 fs-0a1b2c3d.efs.eu-west-1.amazonaws.com:/ rw,vers=4.1
+1490 1405 0:313 / /mnt/azure\\040files rw,relatime - cifs //acct.file.core.windows.net/hub rw
+1491 1405 0:92 / /mnt/c rw,noatime - 9p drvfs rw,dirsync,aname=drvfs;path=C:\\
+1492 1405 259:1 /var/lib/kubelet/pods/x /local rw,relatime - ext4 /dev/nvme0n1p1 rw
+1493 1405 259:1 /var/lib/other /local rw,relatime shared:5 - xfs /dev/nvme0n1p1 rw
+a line that is not a mount
+"""
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        ((0, 312), ("nfs4", "/data")),
+        ((0, 313), ("cifs", "/mnt/azure files")),
+        ((0, 92), ("9p", "/mnt/c")),
+        ((259, 1), ("xfs", "/local")),
+        ((0, 233), ("overlay", "/")),
+        ((8, 3), None),
+    ],
+)
+def test_a_device_is_found_among_the_mounts(
+    device: tuple[int, int], expected: tuple[str, str] | None
+) -> None:
+    assert mount_of(os.makedev(*device), MOUNTINFO) == expected
+
+
+def test_the_network_filesystems_are_those_of_common_volumes() -> None:
+    """EFS and NFS, Azure Files (SMB), WSL2's drives (9P), sshfs and object stores under FUSE;
+    not a local disk, an overlay (a container's own files) or tmpfs."""
+    for kind in ("nfs", "nfs4", "cifs", "smb3", "9p", "fuse.sshfs", "fuse.s3fs", "ceph"):
+        assert kind in NETWORK_FILESYSTEMS
+    for kind in ("ext4", "xfs", "btrfs", "overlay", "tmpfs", "zfs"):
+        assert kind not in NETWORK_FILESYSTEMS
+
+
+def _real_mount(path: Path) -> tuple[str, str]:
+    """``(type, mount point)`` of ``path`` as util-linux's findmnt tells it."""
+    done = subprocess.run(
+        ["findmnt", "-n", "-o", "FSTYPE,TARGET", "--target", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    kind, target = done.stdout.strip().split(maxsplit=1)
+    return kind, target
+
+
+def test_a_file_on_this_machine_s_disk_is_found_on_its_real_mount(tmp_path: Path) -> None:
+    kind, target = _real_mount(tmp_path)
+    assert network_filesystem(tmp_path / "hub.db") is None
+    assert network_filesystem(tmp_path / "hub.db", frozenset({kind})) == (kind, target)
+
+
+def test_the_warning_names_the_file_the_filesystem_and_what_to_do(tmp_path: Path) -> None:
+    kind, target = _real_mount(tmp_path)
+    with capture_logs() as logs:
+        _on_local_disk(tmp_path / "hub.db")
+        assert logs == []
+        _on_local_disk(tmp_path / "hub.db", frozenset({kind}))
+    (line,) = logs
+    assert line["event"] == "store_on_network_filesystem" and line["log_level"] == "warning"
+    assert (line["path"], line["filesystem"], line["mount"]) == (
+        str(tmp_path / "hub.db"),
+        kind,
+        target,
+    )
+    assert "does not work over a network filesystem" in line["detail"]
+    assert "local disk" in line["detail"] and "PostgreSQL" in line["detail"]
+
+
+def test_serve_on_a_local_disk_says_nothing_of_it(tmp_path: Path) -> None:
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": FORMS_CONFIG})
+    with leadhub_process(args, ready_url=f"{base}/healthz", env={"FORMS_TOKEN": "t"}) as proc:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+    assert "store_opened" in output
+    assert "store_on_network_filesystem" not in output
