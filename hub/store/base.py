@@ -470,6 +470,10 @@ class BatchedStore(ABC):
         and the earliest time one of them was received; None past the last event."""
 
     @abstractmethod
+    async def _newest_received(self) -> float | None:
+        """When the event of the largest id was received; None with no event."""
+
+    @abstractmethod
     async def _purge_range(
         self,
         after: int,
@@ -494,6 +498,7 @@ class BatchedStore(ABC):
     ) -> Purged:
         wanted = purged_states(states)
         after = events = deliveries = 0
+        newest: float | None = None  # (read when first needed: _walked_past)
 
         def purged(step: tuple[int, int]) -> None:
             nonlocal events, deliveries
@@ -507,8 +512,15 @@ class BatchedStore(ABC):
                 upto, first_received = window
                 if first_received >= before:
                     # Ids grow with arrival: this window and every later one came in after
-                    # the cut-off, so no event there was last changed before it.
-                    break
+                    # the cut-off, so no event there was last changed before it. Unless the
+                    # clock went back after this window's events came (it was ahead while
+                    # they did): the newest event, received before them, says so, and the
+                    # walk goes on. (It stopped here: what came once the clock was set right
+                    # stayed until the clock passed the times stamped while it was ahead.)
+                    if newest is None:
+                        newest = await self._newest_received()
+                    if newest is None or newest >= first_received:
+                        break
                 so_far, started = events, time.monotonic()
                 await whole_step(
                     self._purge_range(

@@ -1121,6 +1121,11 @@ class PostgresStore(BatchedStore):
             return None
         return int(found[0]), float(found[1])
 
+    async def _newest_received(self) -> float | None:
+        async with self._conn(readonly=True) as conn:
+            found = await conn.fetchval(Q["newest_received"])
+        return None if found is None else float(found)
+
     async def _purge_range(
         self,
         after: int,

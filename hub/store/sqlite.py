@@ -527,6 +527,12 @@ class SQLiteStore(BatchedStore):
         )
         return None if upto is None else (int(upto), float(first))
 
+    async def _newest_received(self) -> float | None:
+        found = await self._reader.submit(
+            lambda conn: conn.execute(Q["newest_received"]).fetchone()
+        )
+        return None if found is None else float(found[0])
+
     async def _purge_range(
         self,
         after: int,

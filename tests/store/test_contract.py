@@ -1345,6 +1345,34 @@ class TestPurge:
         rows = await table_rows(store_url)
         assert rows == {"deliveries": len(keep), "events": len(keep), "lead_keys": 0}
 
+    async def test_events_after_a_clock_set_back_from_far_ahead_are_purged_in_time(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """The clock was a year ahead while more than a step's worth of events came (received
+        and delivered "next year"), then set right. The walk in id order meets those events'
+        steps after the old ones, each received after the cut-off: it stopped there, and the
+        events that came after the clock was set right were not purged for a year. Now it goes
+        on when the newest event was received before such a step (the clock went back after
+        it): those events go in time; the ones stamped next year stay until then."""
+        (old,) = await store.enqueue(delivery("old", received_at=clock.time()))
+        await store.ack(old.id, lead_id="L", created=False)
+        clock.step(365 * DAY)
+        leads = [f"lead-{i}" for i in range(50)]
+        ahead: list[int] = []
+        for n in range(50):  # 2,500 events: a step of the walk holds only events of theirs
+            batch = delivery(*(f"{n}-{x}" for x in leads), received_at=clock.time())
+            ahead.extend(r.id for r in await store.enqueue(batch))
+        assert len(ahead) > 2 * PURGE_WINDOW
+        await store.ack_many([Ack(eid, "L", False) for eid in ahead])
+        clock.step(-365 * DAY + DAY)  # set right, a day after the old event
+        (after,) = await store.enqueue(delivery("after", received_at=clock.time()))
+        await store.ack(after.id, lead_id="L", created=False)
+        clock.advance(DAY)
+        purged = await store.purge(before=clock.time())
+        assert purged == Purged(events=2, deliveries=2)
+        assert await store.get(after.id) is None
+        assert len(await store.list(limit=3000)) == len(ahead)
+
     async def test_a_purged_delivery_id_is_new_again(
         self, store: EventStore, clock: ManualClock
     ) -> None:

@@ -529,6 +529,11 @@ SELECT max(e.id), min(d.received_at)
 FROM (SELECT id, delivery FROM events WHERE id > $1 ORDER BY id LIMIT $2) AS e
 JOIN deliveries AS d ON d.id = e.delivery;
 
+-- name: newest_received
+-- When the event of the largest id was received (a purge's walk: did the clock go back?).
+SELECT d.received_at FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
+ORDER BY e.id DESC LIMIT 1;
+
 -- name: lock_purge
 -- One purge step at a time across instances: two steps deleting different events of one
 -- delivery would each still see the other's event, and neither would delete the delivery.

@@ -493,6 +493,11 @@ SELECT max(e.id), min(d.received_at)
 FROM (SELECT id, delivery FROM events WHERE id > :after ORDER BY id LIMIT :window) AS e
 JOIN deliveries AS d ON d.id = e.delivery;
 
+-- name: newest_received
+-- When the event of the largest id was received (a purge's walk: did the clock go back?).
+SELECT d.received_at FROM events AS e JOIN deliveries AS d ON d.id = e.delivery
+ORDER BY e.id DESC LIMIT 1;
+
 -- name: purgeable_events
 -- The events of one step that a purge takes (deleted by delete_events in the same
 -- transaction, or only counted in a dry run). NOT INDEXED: the step reads its window's
