@@ -498,7 +498,7 @@ class BatchedStore(ABC):
     ) -> Purged:
         wanted = purged_states(states)
         after = events = deliveries = 0
-        newest: float | None = None  # (read when first needed: _walked_past)
+        newest: float | None = None  # (read once a step would end the walk)
 
         def purged(step: tuple[int, int]) -> None:
             nonlocal events, deliveries
