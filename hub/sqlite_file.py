@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import urllib.parse
 from pathlib import Path
@@ -257,6 +258,8 @@ NETWORK_FILESYSTEMS = frozenset(
     }
 )
 MOUNTINFO = Path("/proc/self/mountinfo")
+#: How mountinfo writes a space, tab, newline or backslash in a path: its byte in octal.
+_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 def mount_of(device: int, mountinfo: str) -> tuple[str, str] | None:
@@ -270,7 +273,9 @@ def mount_of(device: int, mountinfo: str) -> tuple[str, str] | None:
         head, sep, tail = line.partition(" - ")
         fields, rest = head.split(), tail.split()
         if sep and len(fields) >= 5 and rest and fields[2] == wanted:
-            point = fields[4].encode().decode("unicode_escape")  # (\040 and the like)
+            # Only the octal escapes decoded: a codec's decoding (unicode_escape) read the
+            # UTF-8 of a name such as /mnt/données as Latin-1 (/mnt/donnÃ©es).
+            point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), fields[4])
             found = (rest[0], point)
     return found
 

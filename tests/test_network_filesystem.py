@@ -31,6 +31,7 @@ MOUNTINFO = """\
 1491 1405 0:92 / /mnt/c rw,noatime - 9p drvfs rw,dirsync,aname=drvfs;path=C:\\
 1492 1405 259:1 /var/lib/kubelet/pods/x /local rw,relatime - ext4 /dev/nvme0n1p1 rw
 1493 1405 259:1 /var/lib/other /local rw,relatime shared:5 - xfs /dev/nvme0n1p1 rw
+1494 1405 0:314 / /srv/données\\011partagées\\134hub rw,relatime - nfs nas:/d rw
 a line that is not a mount
 """
 
@@ -43,6 +44,8 @@ a line that is not a mount
         ((0, 92), ("9p", "/mnt/c")),
         ((259, 1), ("xfs", "/local")),
         ((0, 233), ("overlay", "/")),
+        # (a name in UTF-8 as the kernel writes it, with a tab and a backslash escaped)
+        ((0, 314), ("nfs", "/srv/données\tpartagées\\hub")),
         ((8, 3), None),
     ],
 )
