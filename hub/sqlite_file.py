@@ -285,10 +285,19 @@ def network_filesystem(
 ) -> tuple[str, str] | None:
     """``(type, mount point)`` when the directory of the database file ``path`` is on a
     filesystem of ``kinds`` (:data:`NETWORK_FILESYSTEMS`), else None (also where the mounts
-    cannot be read: not Linux)."""
+    cannot be read: not Linux).
+
+    Both directories count when ``path`` is a symbolic link: the one it is in (where the
+    embedded sandbox's file is made, beside it) and the one the file really is in, which
+    SQLite opens (:func:`uri` resolves the path) and makes its ``-wal`` and ``-shm`` in. Only
+    the first was looked at: a ``/data/leadhub.db`` linked to a file on an NFS volume was not
+    warned of."""
     try:
-        device = path.absolute().parent.stat().st_dev
-        mounted = mount_of(device, MOUNTINFO.read_text(errors="replace"))
-    except OSError:
+        mounts = MOUNTINFO.read_text(errors="replace")
+        for directory in dict.fromkeys((path.absolute().parent, path.resolve().parent)):
+            mounted = mount_of(directory.stat().st_dev, mounts)
+            if mounted is not None and mounted[0] in kinds:
+                return mounted
+    except (OSError, RuntimeError):  # (RuntimeError: a loop of links, before Python 3.13)
         return None
-    return mounted if mounted is not None and mounted[0] in kinds else None
+    return None

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -65,14 +67,15 @@ def test_the_network_filesystems_are_those_of_common_volumes() -> None:
 
 
 def _real_mount(path: Path) -> tuple[str, str]:
-    """``(type, mount point)`` of ``path`` as util-linux's findmnt tells it."""
+    """``(type, mount point)`` of ``path`` as util-linux's findmnt tells it (the last line:
+    /dev/shm, mounted twice over itself, is told twice)."""
     done = subprocess.run(
         ["findmnt", "-n", "-o", "FSTYPE,TARGET", "--target", str(path)],
         capture_output=True,
         text=True,
         check=True,
     )
-    kind, target = done.stdout.strip().split(maxsplit=1)
+    kind, target = done.stdout.strip().splitlines()[-1].split(maxsplit=1)
     return kind, target
 
 
@@ -80,6 +83,33 @@ def test_a_file_on_this_machine_s_disk_is_found_on_its_real_mount(tmp_path: Path
     kind, target = _real_mount(tmp_path)
     assert network_filesystem(tmp_path / "hub.db") is None
     assert network_filesystem(tmp_path / "hub.db", frozenset({kind})) == (kind, target)
+
+
+@pytest.fixture
+def other_filesystem(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a filesystem of another type than ``tmp_path``'s (/dev/shm's tmpfs)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or _real_mount(shm)[0] == _real_mount(tmp_path)[0]:
+        pytest.skip("no filesystem of another type than the temporary directory's to link to")
+    with tempfile.TemporaryDirectory(dir=shm, prefix="hub-test-") as directory:
+        yield Path(directory)
+
+
+def test_a_database_file_linked_to_another_filesystem_is_found_on_that_one(
+    tmp_path: Path, other_filesystem: Path
+) -> None:
+    """``hub.db`` a symbolic link to a file on another filesystem: SQLite opens that file (the
+    store resolves the path) and makes its ``-wal`` and ``-shm`` beside it, so that is the
+    filesystem that counts; the link's own directory, where the embedded sandbox's file
+    goes, counts too."""
+    real = other_filesystem / "hub.db"
+    real.touch()
+    link = tmp_path / "hub.db"
+    link.symlink_to(real)
+    there, here = _real_mount(other_filesystem), _real_mount(tmp_path)
+    assert network_filesystem(link) is None
+    assert network_filesystem(link, frozenset({there[0]})) == there
+    assert network_filesystem(link, frozenset({here[0]})) == here
 
 
 def test_the_warning_names_the_file_the_filesystem_and_what_to_do(tmp_path: Path) -> None:
