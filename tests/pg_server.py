@@ -171,7 +171,8 @@ class PostgresServer:
         its at once: what is in its shared memory and not yet written is lost), then wait
         until they are gone; :meth:`resume` starts it again, recovering from its WAL."""
         pid = int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        family = [pid, *_children(pid)]
+        os.kill(pid, signal.SIGSTOP)  # (it starts no process more while its family is listed)
+        family = [*_children(pid), pid]
         for each in family:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(each, signal.SIGKILL)

@@ -250,7 +250,8 @@ def _store_hook(
                 db=safe_url(db_url),
                 off=off,
                 detail="a crash of the database's machine can lose or corrupt deliveries "
-                f"answered 200; turn {' and '.join(off)} on in postgresql.conf",
+                f"answered 200; turn {' and '.join(off)} on in postgresql.conf (a managed "
+                "service that turns them off must keep its data safe by other means: ask it)",
             )
         try:
             yield

@@ -539,15 +539,16 @@ class PostgresStore(BatchedStore):
 
     async def _commit_durably(self, settings: dict[str, str]) -> None:
         """Make every commit of the store's reach the disk before it returns, whatever the
-        server's default: a delivery is answered 200 once its transaction committed.
+        server's default, now or later: a delivery is answered 200 once its transaction
+        committed.
 
         With ``synchronous_commit = off`` (a common tuning, for the server, the database or
         the role) a commit returns before its WAL is written: PostgreSQL killed or its
         machine down within the next few hundred milliseconds lost deliveries the hub had
-        answered 200 (the sender does not send them again). The store then sets it to
-        ``local`` for its own sessions (each transaction's, behind a pooler): its commits
-        wait for the local disk, not for a standby. A stronger value (``on``,
-        ``remote_write``, ``remote_apply``) is kept as it is. ``fsync`` or
+        answered 200 (the sender does not send them again). The store sets the value it
+        finds at open for its own sessions (a startup setting of a new pool; each
+        transaction's, behind a pooler), ``on`` (PostgreSQL's default) in place of ``off``:
+        a default changed to ``off`` while it runs does not reach them either. ``fsync`` or
         ``full_page_writes`` off cannot be mended by a session: kept in
         :attr:`not_crash_safe`, which serve warns of (a command's output stays its own)."""
         async with self._conn(readonly=True) as conn:
@@ -556,17 +557,16 @@ class PostgresStore(BatchedStore):
         commit, fsync, full_pages = (str(value) for value in found)
         unsafe = {"fsync": fsync, "full_page_writes": full_pages}
         self.not_crash_safe = sorted(name for name, value in unsafe.items() if value == "off")
-        if commit != "off":
-            return
-        durable = {**settings, "synchronous_commit": "local"}
+        kept = {"synchronous_commit": "on" if commit == "off" else commit}
         if self._begin:
-            self._begin_with({**self._local, "synchronous_commit": "local"})
+            self._begin_with({**self._local, **kept})
         else:
             old, self._pool = self._pool, None
             if old is not None:
                 await old.close()
-            self._pool = await self._create_pool(durable)
-        log().info("store_commits_made_durable", url=self.shown, synchronous_commit="local")
+            self._pool = await self._create_pool({**settings, **kept})
+        if commit == "off":
+            log().info("store_commits_made_durable", url=self.shown, synchronous_commit="on")
 
     async def _sync_clock(self, conn: _Conn) -> None:
         """Measure this machine's clock against the database's (a :class:`ServerTime`

@@ -96,4 +96,4 @@ def test_every_delivery_answered_200_is_stored_after_postgresql_is_killed(
     assert "turn fsync and full_page_writes on in postgresql.conf" in unsafe["detail"]
     assert "://" in unsafe["db"] and "schema=hub" in unsafe["db"]
     (made,) = _lines(output, "store_commits_made_durable")
-    assert made["synchronous_commit"] == "local"
+    assert made["synchronous_commit"] == "on"

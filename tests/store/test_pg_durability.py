@@ -9,6 +9,8 @@ The session's test server runs with ``fsync``, ``full_page_writes`` and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -17,7 +19,8 @@ from structlog.testing import capture_logs
 
 from hub.store import open_store
 from hub.store.postgres import PostgresStore
-from tests.pg_server import PostgresServer, fresh_schema
+from tests.pg_server import PostgresServer, fresh_schema, sql
+from tests.pgbouncer import PgBouncer, find_pgbouncer
 from tests.store.helpers import delivery
 
 COMMIT = "SELECT current_setting('synchronous_commit')"
@@ -56,11 +59,11 @@ async def test_commits_wait_for_the_disk_on_a_server_whose_commits_do_not(
     pg_url: str,
 ) -> None:
     """``synchronous_commit = off`` on the server: the store's sessions (each transaction's,
-    behind PgBouncer) commit with ``local``, and its open says so."""
+    behind PgBouncer) commit with ``on``, PostgreSQL's default, and its open says so."""
     setting, logs, _ = await _commit_setting(pg_url)
-    assert setting == "local"
+    assert setting == "on"
     (made,) = [e for e in logs if e["event"] == "store_commits_made_durable"]
-    assert made["synchronous_commit"] == "local" and made["log_level"] == "info"
+    assert made["synchronous_commit"] == "on" and made["log_level"] == "info"
 
 
 @pytest.mark.parametrize("given", ["on", "remote_apply", "remote_write", "local"])
@@ -73,6 +76,38 @@ async def test_a_commit_setting_that_waits_for_the_disk_is_kept(
     setting, logs, _ = await _commit_setting(f"{dsn}?schema={schema}&synchronous_commit={given}")
     assert setting == given
     assert not [e for e in logs if e["event"] == "store_commits_made_durable"]
+
+
+@pytest.mark.parametrize("through", ["direct", "pgbouncer"])
+async def test_a_default_turned_off_while_the_store_runs_does_not_reach_it(through: str) -> None:
+    """The database's default set to ``off`` after the store opened: the sessions it opens
+    later keep the value it found (a session's own setting outranks every default)."""
+    if through == "pgbouncer" and find_pgbouncer() is None:
+        pytest.skip("PgBouncer is not installed")
+    with PostgresServer(settings=("synchronous_commit=on",)) as server:
+        async with fresh_schema(server.dsn) as schema:
+            with contextlib.ExitStack() as stack:
+                dsn = server.dsn
+                if through == "pgbouncer":
+                    dsn = stack.enter_context(PgBouncer(server.dsn)).dsn()
+                store = open_store(f"{dsn}?schema={schema}&pool=4")
+                assert isinstance(store, PostgresStore)
+                await store.open()
+                try:
+                    await sql(server.dsn, "ALTER DATABASE postgres SET synchronous_commit = off")
+                    ((default,),) = await sql(server.dsn, COMMIT)  # (a new session's)
+                    assert default == "off"
+
+                    async def one() -> str:
+                        async with store._conn() as conn:
+                            await asyncio.sleep(0.2)  # (the others meanwhile: new sessions)
+                            return str(await conn.fetchval(COMMIT))
+
+                    seen = set(await asyncio.gather(*(one() for _ in range(4))))
+                    await store.enqueue(delivery("d1"))
+                finally:
+                    await store.close()
+    assert seen == {"on"}
 
 
 async def test_fsync_and_full_page_writes_off_are_found_at_open(
