@@ -17,6 +17,7 @@ from hub.store.base import (
     ENDPOINT_ABSENT,
     PURGE_WINDOW,
     ROUTING_GRACE,
+    BatchedStore,
     BodyNotSkimmed,
     Submits,
 )
@@ -1372,6 +1373,31 @@ class TestPurge:
         assert purged == Purged(events=2, deliveries=2)
         assert await store.get(after.id) is None
         assert len(await store.list(limit=3000)) == len(ahead)
+
+    async def test_the_walk_ends_at_the_first_step_received_after_the_cut_off(
+        self, store: EventStore, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Events received in the order of their ids (the clock never went back): the walk
+        reads no step past the first one received after the cut-off (an hourly purge of a
+        store holding a month of events reads only the part old enough to go)."""
+        leads = [f"lead-{i}" for i in range(50)]
+        for n in range(60):  # 3,000 events, a delivery a minute
+            batch = delivery(*(f"{n}-{x}" for x in leads), received_at=clock.time())
+            ids = [r.id for r in await store.enqueue(batch)]
+            await store.ack_many([Ack(eid, "L", False) for eid in ids])
+            clock.advance(60)
+        assert isinstance(store, BatchedStore)
+        steps: list[int] = []
+        window = store._purge_window
+
+        async def counted(after: int) -> tuple[int, float] | None:
+            steps.append(after)
+            return await window(after)
+
+        monkeypatch.setattr(store, "_purge_window", counted)
+        purged = await store.purge(before=START + 10 * 60)  # the first 10 deliveries
+        assert purged == Purged(events=500, deliveries=10)
+        assert len(steps) == 2  # the step holding them, then the next (received after)
 
     async def test_a_purged_delivery_id_is_new_again(
         self, store: EventStore, clock: ManualClock
