@@ -1136,12 +1136,15 @@ class PostgresStore(BatchedStore):
         endpoint: str | None,
         dry_run: bool,
     ) -> tuple[int, int]:
+        taken = (after, upto, states, before, endpoint)
+        if dry_run:
+            async with self._conn(readonly=True) as conn:
+                return int(await conn.fetchval(Q["purgeable_count"], *taken)), 0
         async with self._conn() as conn:
-            if not dry_run:
-                await conn.execute(Q["lock_purge"])
-            purged = await conn.fetch(Q["purgeable_events"], after, upto, states, before, endpoint)
-            if dry_run or not purged:
-                return len(purged), 0
+            await conn.execute(Q["lock_purge"])
+            purged = await conn.fetch(Q["purgeable_events"], *taken)
+            if not purged:
+                return 0, 0
             ids = [r[0] for r in purged]
             await conn.execute(Q["delete_events"], ids)
             await conn.execute(Q["delete_lead_keys"], ids)

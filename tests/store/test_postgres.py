@@ -149,6 +149,7 @@ class TestServer:
         and the dispatcher, which counted a StoreError as a failed attempt of each event."""
         async with instances(postgres_schema) as (store,):
             (stored,) = await store.enqueue(delivery("before"))
+            await store.dead(stored.id, error="refused")
         dsn, schema = postgres_schema
         url = f"{dsn}?schema={schema}&default_transaction_read_only=on"
         with pytest.raises(StoreUnavailable, match="takes no writes"):
@@ -160,6 +161,9 @@ class TestServer:
         await reading.open()
         try:
             assert (await reading.get(stored.id)) is not None
+            # a dry run of a purge reads only (it locked the rows it counted: refused)
+            counted = await reading.purge(before=2e9, states=[State.DEAD], dry_run=True)
+            assert counted == Purged(1, 0)
             with pytest.raises(StoreUnavailable, match="target_session_attrs"):
                 await reading.enqueue(delivery("during"))
             with pytest.raises(StoreUnavailable):

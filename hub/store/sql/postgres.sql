@@ -549,6 +549,15 @@ WHERE id > $1 AND id <= $2
   AND ($5::text IS NULL OR endpoint = $5)
 FOR UPDATE;
 
+-- name: purgeable_count
+-- What purgeable_events takes, counted for a dry run: locking nothing, it also runs on a
+-- standby (read-only transactions take no row lock: FOR UPDATE refused the dry run there).
+SELECT count(*) FROM events
+WHERE id > $1 AND id <= $2
+  AND state = ANY ($3::text[])
+  AND updated_at < $4
+  AND ($5::text IS NULL OR endpoint = $5);
+
 -- name: delete_events
 DELETE FROM events WHERE id = ANY ($1::bigint[]);
 
