@@ -36,18 +36,22 @@ CAPTURE = "/v2/LeadManagement.svc/Lead.Capture"
 
 
 class _SlowFirst:
-    """A LeadSquared whose first call answers 500 after 1.5 s; the others succeed at once."""
+    """A LeadSquared whose first call answers 500 once the test lets it (:attr:`release`, 60 s
+    at most); the others succeed at once."""
 
     def __init__(self) -> None:
         self.calls = 0
         self.first_arrived = threading.Event()
+        self.release = threading.Event()
 
     async def capture(self, request: Request) -> Response:
         await request.body()
         self.calls += 1
         if self.calls == 1:
             self.first_arrived.set()
-            await asyncio.sleep(1.5)
+            deadline = time.monotonic() + 60
+            while not self.release.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             return PlainTextResponse("Internal Server Error", status_code=500)
         return JSONResponse({"Status": "Success", "Message": {"Id": "a", "RelatedId": "lead-b"}})
 
@@ -57,30 +61,39 @@ def slow_first() -> Iterator[tuple[str, _SlowFirst]]:
     fake = _SlowFirst()
     app = Starlette(routes=[Route(CAPTURE, fake.capture, methods=["POST"])])
     with serve_in_thread(app) as url:
-        yield url, fake
+        try:
+            yield url, fake
+        finally:
+            fake.release.set()  # (a failed test's held call ends with it)
 
 
 async def test_a_late_failure_does_not_undo_the_delivery_of_the_worker_that_took_over(
     tmp_path: Path, slow_first: tuple[str, _SlowFirst]
 ) -> None:
-    """Worker A sends under a 12 s lease (its call fits: 6 s at most, 5 s to spare); worker
-    B, on a machine whose clock runs 11.5 s ahead, sees that lease end while A's call waits
-    for its answer (1.5 s), claims the event and delivers it; then A's call fails. A's
-    outcome (a retry) is written under its lost lease: it writes nothing, and says so. The
-    event stays delivered, by B, sent twice and not a third time."""
+    """Worker A sends under a 66 s lease (its call fits: 60 s at most, 5 s to spare); worker
+    B, on a machine whose clock runs 65.5 s ahead, sees that lease end while A's call waits
+    for its answer (held until B has delivered), claims the event and delivers it; then A's
+    call fails. A's outcome (a retry) is written under its lost lease: it writes nothing, and
+    says so. The event stays delivered, by B, sent twice and not a third time.
+
+    (A's call is held until B's delivery, not for a fixed time: answered after 1.5 s, as it
+    was, B had that long to start and claim, and on a loaded machine A's retry would have
+    been written first, under a lease still A's. The 30 s timeout keeps it from ending
+    first.)"""
     url, fake = slow_first
-    config = forms_config(tmp_path, url, timeout="3s")
+    config = forms_config(tmp_path, url, timeout="30s")
     async with opened_store(tmp_path / "hub.db") as store:
         (eid,) = await enqueue(store, "forms", leads("late", 1))
-        ahead = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=Ahead(11.5))
+        ahead = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=Ahead(65.5))
         await ahead.open()
         try:
             with capture_logs() as logs:
-                async with running(config, store, lease=12.0, concurrency=1) as a:
+                async with running(config, store, lease=66.0, concurrency=1) as a:
                     await asyncio.to_thread(fake.first_arrived.wait, 10)
                     a.drain()  # A claims no more: the event can only go to B
-                    async with running(config, ahead, lease=12.0, concurrency=1):
+                    async with running(config, ahead, lease=66.0, concurrency=1):
                         await wait_for(all_in(State.DELIVERED, store, [eid]), what="B's delivery")
+                    fake.release.set()  # now A's call fails
                 # both stopped: A's stop waited for its call to end and for its outcome
         finally:
             await ahead.close()
