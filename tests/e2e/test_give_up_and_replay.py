@@ -5,6 +5,7 @@ over how long and how to send it again; ``leadhub replay`` then does (real proce
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,8 @@ from hub.store.models import Event, State
 from tests.dispatch.support import KEYS, target_yaml
 from tests.e2e.support import on_store, wait_until
 from tests.e2e.test_crash import CONFIG, TOKEN
-from tests.e2e.test_paused_target import sandbox
-from tests.support.server import leadhub_process, leadhub_run, serve_args
+from tests.e2e.test_paused_target import sandbox, sandbox_args
+from tests.support.server import free_port, leadhub_process, leadhub_run, serve_args
 
 QUICK = "{initial: 50ms, max_interval: 200ms, give_up_after: 2s}"
 SANDBOX_KEYS = {"x-LSQ-AccessKey": KEYS["LSQ_ACCESS"], "x-LSQ-SecretKey": KEYS["LSQ_SECRET"]}
@@ -84,8 +85,13 @@ def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queu
     """``leadhub replay --id N`` of an event in flight (the sandbox holds its call) or waiting
     for its next try changes nothing, and says why in those terms (when the next try is; how
     to follow it), not only that such events are not replayed. (The command runs in this
-    process: a new interpreter's start, seconds on a loaded machine, could outlast the 2 s
-    the call is held.)"""
+    process: a new interpreter's start, seconds on a loaded machine, would slow each step.)
+
+    The call is held until the test has replayed it in flight: the sandbox holds it for
+    good, the hub's timeout (30 s) is only a hang guard, and stopping the sandbox (which lets
+    go of its held calls) ends it. Held 2 s (the hub's timeout, as it was), the test had to
+    see the event sending, and replay it, within those 2 s; a second sandbox on the same port
+    then takes the replayed event."""
 
     def replay(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
@@ -94,27 +100,32 @@ def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queu
         return code, out, err
 
     retry = "{initial: 1h, max_interval: 1h, give_up_after: 72h}"
-    with sandbox(tmp_path) as sandbox_url:
-        target = target_yaml("default", sandbox_url, timeout="2s", retry=retry)
+    port = free_port()
+    sandbox_url = f"http://127.0.0.1:{port}"
+    with leadhub_process(sandbox_args(port), ready_url=f"{sandbox_url}/") as holding:
+        target = target_yaml("default", sandbox_url, timeout="30s", retry=retry)
         args, base, sqlite = serve_args(
-            tmp_path, {"forms.yaml": CONFIG, "targets.yaml": target}, "--lease", "10s"
+            tmp_path, {"forms.yaml": CONFIG, "targets.yaml": target}, "--lease", "66s"
         )
         db = f"sqlite:///{sqlite}"
-        faults(sandbox_url, {"every": 1, "kinds": ["timeout"], "timeout_s": 30})
+        faults(sandbox_url, {"every": 1, "kinds": ["timeout"], "timeout_s": 3600})
         with leadhub_process(args, ready_url=f"{base}/readyz", env={**KEYS, "FORMS_TOKEN": TOKEN}):
             event_id = post_lead(base, {"email": "held@example.com"})
 
             def event() -> Event:
                 return stored(db, event_id)
 
-            wait_until(lambda: event().state is State.SENDING, timeout=10, what="in flight")
+            wait_until(lambda: event().state is State.SENDING, timeout=30, what="in flight")
             code, out, err = replay("--id", str(event_id))
             assert (code, out) == (0, "Requeued 0 events.\n")
             note = err.strip()
             assert note.startswith(f"leadhub replay: note: event {event_id} is being sent"), note
             assert f"leadhub events --id {event_id}" in note, note
+            assert event().state is State.SENDING  # (still held: the note was about that)
 
-            wait_until(lambda: event().state is State.RETRYING, timeout=10, what="retrying")
+            holding.send_signal(signal.SIGTERM)  # lets go of the call: the try fails
+            assert holding.wait(timeout=30) == 0
+            wait_until(lambda: event().state is State.RETRYING, timeout=30, what="retrying")
             code, out, err = replay("--id", str(event_id))
             assert (code, out) == (0, "Requeued 0 events.\n")
             note = err.strip()
@@ -123,11 +134,12 @@ def test_replay_of_an_event_being_sent_or_waiting_to_retry_says_it_is_still_queu
             assert note.endswith(f"leadhub replay --status retrying --id {event_id}."), note
             assert event().state is State.RETRYING and event().attempts == 1
 
-            # its next try is an hour away: --status retrying sends it now
-            faults(sandbox_url, {"rate": 0})
-            code, out, err = replay("--status", "retrying", "--id", str(event_id))
-            assert (code, out) == (0, "Requeued 1 event.\n"), err
-            wait_until(lambda: event().state is State.DELIVERED, timeout=10, what="delivered")
+            # its next try is an hour away: --status retrying sends it now (to a sandbox
+            # without faults, on the port the target names)
+            with sandbox(tmp_path, port=port):
+                code, out, err = replay("--status", "retrying", "--id", str(event_id))
+                assert (code, out) == (0, "Requeued 1 event.\n"), err
+                wait_until(lambda: event().state is State.DELIVERED, timeout=30, what="delivered")
             assert event().attempts == 1
 
 

@@ -63,14 +63,19 @@ class Hub:
         return float(found.group(1))
 
 
-@contextlib.contextmanager
-def sandbox(tmp_path: Path) -> Iterator[str]:
-    """A ``leadhub sandbox`` process taking the test keys; yields its base URL."""
-    port = free_port()
+def sandbox_args(port: int) -> list[str]:
+    """``leadhub sandbox`` arguments: ``port``, no rate limit, the test keys."""
     args = ["sandbox", "--port", str(port), "--rate-limit", "off"]
-    args += ["--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
+    return [*args, "--access-key", KEYS["LSQ_ACCESS"], "--secret-key", KEYS["LSQ_SECRET"]]
+
+
+@contextlib.contextmanager
+def sandbox(tmp_path: Path, port: int | None = None) -> Iterator[str]:
+    """A ``leadhub sandbox`` process taking the test keys (on ``port``, else a free one);
+    yields its base URL."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
-    with leadhub_process(args, ready_url=f"{url}/"):
+    with leadhub_process(sandbox_args(port), ready_url=f"{url}/"):
         yield url
 
 
