@@ -170,12 +170,22 @@ def wait_http(
     url: str, *, timeout: float = 60.0, proc: subprocess.Popen[Any] | None = None
 ) -> None:
     """Poll ``url`` until it answers at all (any status), or fail after ``timeout`` seconds.
+    With ``proc``, only an answer of ``proc``'s own counts: it is polled once ``proc`` (or a
+    process it started) is what listens on the port, and again found so after the answer.
+
+    An answer from whatever listened on the port counted: another test's server (another
+    session's, a previous hub on a port used again) answering before ``proc`` bound the port
+    made ``proc`` ready, and its requests then went to that server, or were refused once it
+    stopped. While ``proc`` listens on the port no other process can (none sets
+    ``SO_REUSEPORT``), so a request made then reaches it. Where ``/proc`` does not tell who
+    listens (not Linux), any answer counts, as before.
 
     The timeout is a hang guard, not a measure of start-up time: at the suite's start, four
     workers on two cores starting PostgreSQL servers and hubs at once, a hub took more than
     20 s (the old timeout) to answer, and every test of a module sharing it errored. A
     process that does not answer in time fails with its output.
     """
+    port = httpx.URL(url).port or 80
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
@@ -183,16 +193,95 @@ def wait_http(
             msg = f"process exited with {proc.returncode} before {url} answered:\n{out}"
             raise RuntimeError(msg)
         try:
-            httpx.get(url, timeout=1.0)
-            return
+            if proc is None or listens(proc.pid, port) is not False:
+                httpx.get(url, timeout=1.0)
+                if proc is None or listens(proc.pid, port) is not False:
+                    return
         except httpx.TransportError:
-            if time.monotonic() > deadline:
-                if proc is None or proc.stdout is None:
-                    raise
-                out = proc.stdout.read()
-                msg = f"{url} did not answer within {timeout:g} s; the process's output:\n{out}"
-                raise RuntimeError(msg) from None
-            time.sleep(0.05)
+            if time.monotonic() > deadline and (proc is None or proc.stdout is None):
+                raise
+        if time.monotonic() > deadline:
+            out = proc.stdout.read() if proc is not None and proc.stdout is not None else ""
+            who = listeners(port) - (processes_under(proc.pid) if proc is not None else set())
+            others = f" (another process listens on its port: pid {sorted(who)})" if who else ""
+            msg = f"{url} did not answer within {timeout:g} s{others}; the process's output:\n{out}"
+            raise RuntimeError(msg)
+        time.sleep(0.05)
+
+
+def listens(pid: int, port: int) -> bool | None:
+    """Whether process ``pid``, or a process under it, holds a socket listening on TCP
+    ``port``, from ``/proc``; ``None`` when ``/proc`` does not tell."""
+    inodes = _listening(port)
+    if inodes is None:
+        return None
+    if not inodes:
+        return False
+    return _holds(pid, inodes) or any(_holds(p, inodes) for p in processes_under(pid) - {pid})
+
+
+def listeners(port: int) -> set[int]:
+    """The processes (those this one may look into) holding a socket listening on TCP
+    ``port``."""
+    inodes = _listening(port) or set()
+    return {each for each in _pids() if inodes and _holds(each, inodes)}
+
+
+def _listening(port: int) -> set[str] | None:
+    """The sockets (as their ``/proc/PID/fd`` links read) listening on TCP ``port``, IPv4 or
+    IPv6; ``None`` when ``/proc/net`` cannot be read."""
+    inodes = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{inode}]")
+    return inodes if readable else None
+
+
+def _holds(pid: int, inodes: set[str]) -> bool:
+    """Whether process ``pid`` has one of ``inodes`` open."""
+    fds = Path(f"/proc/{pid}/fd")
+    try:
+        names = os.listdir(fds)
+    except OSError:
+        return False
+    for fd in names:
+        with contextlib.suppress(OSError):
+            if os.readlink(fds / fd) in inodes:
+                return True
+    return False
+
+
+def processes_under(pid: int) -> set[int]:
+    """``pid`` and every process under it (children, theirs...), from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for entry in _pids():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(entry)
+    found, todo = set(), [pid]
+    while todo:
+        each = todo.pop()
+        if each not in found:
+            found.add(each)
+            todo += children.get(each, [])
+    return found
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
 
 
 def leadhub_run(
