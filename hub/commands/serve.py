@@ -186,8 +186,14 @@ async def open_waiting(
     store: EventStore, *, wait: float, db_url: str, stopping: Stopping | None = None
 ) -> None:
     """Open ``store``, trying again while it is unavailable (not reached, starting up) until
-    ``wait`` seconds have passed, after pauses from :data:`FIRST_PAUSE` doubling to
-    :data:`LONGEST_PAUSE`; one ``store_waiting`` line per failed attempt followed by a pause.
+    ``wait`` seconds have passed since the first attempt failed, after pauses from
+    :data:`FIRST_PAUSE` doubling to :data:`LONGEST_PAUSE`; one ``store_waiting`` line per
+    failed attempt followed by a pause.
+
+    The wait is counted from the first failure, not from the first attempt: an attempt may
+    itself last longer than the wait (a host that drops packets: the connect timeout, 10 s;
+    a loaded machine), and counted from before it, such a start gave up after that one
+    attempt, never trying again nor saying it waited, however long ``--store-wait`` said.
 
     Raises:
         StoreError: opening failed in a way waiting cannot fix (a wrong password, no such
@@ -196,7 +202,7 @@ async def open_waiting(
         StoppedWaiting: ``stopping`` was set (SIGTERM, SIGINT) before the store opened.
     """
     loop = asyncio.get_running_loop()
-    started = loop.time()
+    started: float | None = None  # when the first attempt failed
     pause = FIRST_PAUSE
     attempt = 0
     while True:
@@ -207,6 +213,8 @@ async def open_waiting(
         except (NewerSchema, SchemaUnreadable, NotAnEventStore):
             raise
         except StoreUnavailable as exc:
+            if started is None:
+                started = loop.time()
             waited = loop.time() - started
             left = wait - waited
             if left <= 0:

@@ -81,6 +81,26 @@ async def test_open_waiting_tries_again_while_unavailable_then_opens() -> None:
     assert all(w["db"] == "postgresql://u:***@h/db" for w in waiting)
 
 
+async def test_the_wait_counts_from_the_first_failure_not_the_first_attempt() -> None:
+    """A first attempt longer than the wait (a host dropping packets: the 10 s connect
+    timeout, or a loaded machine) is still followed by the wait: one store_waiting line and
+    a try again. Counted from before that attempt, the wait was over when it failed, and
+    serve gave up after one attempt, never saying it waited."""
+
+    class SlowFirst(FlakyStore):
+        async def open(self) -> None:
+            if self.attempts == 0:
+                await asyncio.sleep(0.5)  # longer than the wait
+            await super().open()
+
+    store = SlowFirst(StoreUnavailable("no answer"))
+    with structlog.testing.capture_logs() as logs:
+        await open_waiting(store, wait=0.2, db_url="postgresql://h/db")  # type: ignore[arg-type]
+    assert store.attempts == 2
+    waiting = [entry for entry in logs if entry["event"] == "store_waiting"]
+    assert [(w["attempt"], w["waited"], w["retry_in"]) for w in waiting] == [(1, 0.0, 0.2)]
+
+
 @pytest.mark.parametrize(
     "error",
     [StoreError("password authentication failed"), newer_schema(9, 2)],
