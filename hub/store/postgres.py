@@ -138,6 +138,10 @@ _INGEST_RIGHTS = {
 }
 _INGEST_SEQUENCES = ("deliveries", "events")
 
+#: The database encodings that hold whatever text a lead carries, as the hub sends it (UTF-8):
+#: UTF8, and SQL_ASCII, which stores the bytes sent without a check (``_check_encoding``).
+_ENCODINGS = ("UTF8", "SQL_ASCII")
+
 #: A replay's ids behind a pooler (``PostgresStore._replay_ids``): an SQL cursor, a page at a time.
 _REPLAY_CURSOR = "DECLARE leadhub_replay NO SCROLL CURSOR FOR "
 _REPLAY_FETCH = "FETCH FORWARD 10000 FROM leadhub_replay"
@@ -283,6 +287,7 @@ class PostgresStore(BatchedStore):
                         raise StoreError(await self._no_store(conn))
                     await self._migrate(conn)  # an older store: its commands need the columns
                     return
+                await self._check_encoding(conn)
                 found = await conn.fetchrow(Q["missing_objects"], _STORE_OBJECTS, self.schema)
                 assert found is not None  # (an aggregate: one row)
                 missing, role = found[0], str(found[1])
@@ -379,6 +384,27 @@ class PostgresStore(BatchedStore):
             "?schema=leadhub (made at the first start)."
         )
         raise NotAnEventStore(msg)
+
+    async def _check_encoding(self, conn: _Conn) -> None:
+        """Refuse to start on a database whose encoding cannot hold every character a lead
+        may carry (:data:`_ENCODINGS` can). In one made ``ENCODING 'LATIN1'`` (or WIN1252,
+        EUC_JP...) a lead with a character outside it (a name in Devanagari, an emoji, an
+        address with an accent it lacks) was answered 200, its raw body being stored as
+        bytes, and then failed at every attempt ("character ... has no equivalent in
+        encoding", SQLSTATE 22P05: its identity keys, a document, an error are text) until
+        it was dead: the start said nothing."""
+        encoding = str(await conn.fetchval("SELECT current_setting('server_encoding')"))
+        if encoding in _ENCODINGS:
+            return
+        database = await conn.fetchval("SELECT current_database()")
+        msg = (
+            f"Cannot use the event store {self.shown!r}: its database {database!r} has "
+            f"encoding {encoding}, which cannot hold every character a lead may carry (a "
+            "name in Devanagari, an emoji): such leads would be answered 200 and then fail "
+            "at every attempt. Give the hub a UTF8 database (CREATE DATABASE leadhub "
+            "ENCODING 'UTF8' TEMPLATE template0) and point the URL at it."
+        )
+        raise StoreError(msg)
 
     async def _check_rights(self, conn: _Conn, role: str, schema: str) -> None:
         """Refuse to start, naming what is missing and the GRANTs, when the connecting role
