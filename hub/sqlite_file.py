@@ -58,8 +58,11 @@ def make_private(path: Path) -> None:
 
 def uri(path: Path, params: str) -> str:
     """The ``file:`` URI that opens ``path`` (resolved: a later change of working directory
-    cannot move it) with ``params`` (e.g. a :data:`WRITE_MODES` value)."""
-    return f"file:{urllib.parse.quote(str(path.resolve()))}?{params}"
+    cannot move it) with ``params`` (e.g. a :data:`WRITE_MODES` value). The path's bytes
+    as the filesystem has them (``os.fsencode``): under an ASCII locale Python holds a name
+    outside ASCII with surrogate escapes, which encoding the str as UTF-8 refused (serve
+    died at start in a directory named ``données``)."""
+    return f"file:{urllib.parse.quote(os.fsencode(path.resolve()))}?{params}"
 
 
 def identity(path: Path) -> tuple[int, int] | None:
