@@ -54,6 +54,7 @@ class PgBouncer:
     ``pool_size``: its server connections per database and user (1: every client's
     transactions on one server session, to see what one of them leaves there).
     ``max_client_conn``: the client connections it takes in all (more are refused).
+    ``settings``: more ``name = value`` lines of its ``[pgbouncer]`` section (a later one wins).
     :meth:`show` reads its admin console (``SHOW POOLS``, ``SHOW CLIENTS``).
     """
 
@@ -65,6 +66,7 @@ class PgBouncer:
         ignore: tuple[str, ...] = (),
         pool_size: int = 20,
         max_client_conn: int = 1000,
+        settings: tuple[str, ...] = (),
         binary: Path | None = None,
     ) -> None:
         found = binary or find_pgbouncer()
@@ -83,6 +85,7 @@ class PgBouncer:
         self.ignore = ignore
         self.pool_size = pool_size
         self.max_client_conn = max_client_conn
+        self.settings = settings
         self.port: int | None = None
         self._base: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -188,6 +191,7 @@ class PgBouncer:
                 f"ignore_startup_parameters = {','.join(self.ignore)}",
                 f"logfile = {base / 'pgbouncer.log'}",
                 f"pidfile = {base / 'pgbouncer.pid'}",
+                *self.settings,
                 "",
             ]
         )

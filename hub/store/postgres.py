@@ -745,6 +745,18 @@ class PostgresStore(BatchedStore):
                 "or lower ?pool= on the instances."
             )
             return StoreUnavailable(msg)
+        if pooler.QUERY_WAIT in str(exc):
+            # PgBouncer's pool for the database and user taken for its query_wait_timeout
+            msg = (
+                f"The event store {self.shown!r} refused the work ({exc}): the connection "
+                "pooler had no server connection free for the hub within its "
+                "query_wait_timeout (PostgreSQL itself is up); its pool for this database and "
+                "user is smaller than its clients need (in session mode each connection of "
+                "the hub's ?pool= holds one for its life): raise default_pool_size (and "
+                "max_db_connections), use pool_mode = transaction, or lower ?pool= on the "
+                "instances."
+            )
+            return StoreUnavailable(msg)
         # (a timeout's text is empty: say what it was)
         why = str(exc) or (
             "the server did not answer in time" if isinstance(exc, TimeoutError) else "-"

@@ -425,3 +425,28 @@ async def test_a_pooler_without_a_client_connection_left_is_named_with_its_setti
     text = str(caught.value)
     assert "max_client_conn" in text and "?pool=" in text, text
     assert "cannot be reached" not in text, text
+
+
+async def test_a_pooler_without_a_server_connection_free_is_named_with_its_settings(
+    postgres_dsn: str,
+) -> None:
+    """PgBouncer in session mode whose pool for the database and user is all held (one
+    server connection here, a client holding it: another instance) ends the next client's
+    connection after its query_wait_timeout: an outage that names the pooler's settings and
+    ?pool=. It read "cannot be reached (ConnectionDoesNotExistError: ... query_wait_timeout);
+    check that PostgreSQL is running", PostgreSQL up all along (every webhook that met it: a
+    503 after the wait)."""
+    settings = ("query_wait_timeout = 1",)
+    with PgBouncer(postgres_dsn, pool_mode="session", pool_size=1, settings=settings) as bouncer:
+        async with fresh_schema(postgres_dsn) as schema:
+            other = await asyncpg.connect(bouncer.dsn(), statement_cache_size=0)
+            try:
+                await other.fetchval("SELECT 1")  # (session mode: the server connection is its)
+                store = open_store(f"{bouncer.dsn()}?schema={schema}")
+                with pytest.raises(StoreUnavailable) as caught:
+                    await store.open()
+            finally:
+                await other.close()
+    text = str(caught.value)
+    assert "query_wait_timeout" in text and "default_pool_size" in text and "?pool=" in text
+    assert "PostgreSQL itself is up" in text and "cannot be reached" not in text, text
