@@ -757,6 +757,16 @@ class PostgresStore(BatchedStore):
                 "instances."
             )
             return StoreUnavailable(msg)
+        if pooler.QUERY_TIMEOUT in str(exc):
+            # PgBouncer's query_timeout: as a statement_timeout, but it ends the connection
+            msg = (
+                f"The event store {self.shown!r} ended a statement of the hub ({exc}): the "
+                "connection pooler's query_timeout (PgBouncer) is shorter than the hub's "
+                "waits (a claim's turn, an account's calls, a lock another session holds; "
+                "PostgreSQL itself is up); set query_timeout = 0 for the hub's database in "
+                f"PgBouncer: the hub ends a statement after {COMMAND_TIMEOUT:g} s itself."
+            )
+            return StoreUnavailable(msg)
         # (a timeout's text is empty: say what it was)
         why = str(exc) or (
             "the server did not answer in time" if isinstance(exc, TimeoutError) else "-"

@@ -41,6 +41,8 @@ STATEMENT_MODE = "transaction blocks not allowed"
 #: How PgBouncer ends a client's connection that waited longer than its query_wait_timeout
 #: for a server connection: its pool for the database and user was taken all that while.
 QUERY_WAIT = "query_wait_timeout"
+#: How PgBouncer ends a client's connection whose statement ran longer than its query_timeout.
+QUERY_TIMEOUT = "query timeout"
 #: Whether the settings of the connection's startup packet reached the server: ``jit`` is
 #: always one (``PostgresStore.open``). A pooler that drops it, or sets it on the server
 #: connection itself (PgBouncer's ``track_extra_parameters``), shares server sessions.

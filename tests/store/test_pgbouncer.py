@@ -450,3 +450,38 @@ async def test_a_pooler_without_a_server_connection_free_is_named_with_its_setti
     text = str(caught.value)
     assert "query_wait_timeout" in text and "default_pool_size" in text and "?pool=" in text
     assert "PostgreSQL itself is up" in text and "cannot be reached" not in text, text
+
+
+async def test_a_statement_the_pooler_timed_out_is_named_with_its_setting(
+    postgres_dsn: str,
+) -> None:
+    """PgBouncer's query_timeout (as a statement_timeout, but it ends the client's connection)
+    shorter than a wait of the store's (here a table lock a DBA's session holds): an outage
+    naming the setting to change. It read "cannot be reached (ConnectionDoesNotExistError:
+    connection was closed in the middle of operation: query timeout); check that PostgreSQL
+    is running", on every webhook's 503 line and every refused claim. Once the lock is gone,
+    writes go on."""
+    with PgBouncer(postgres_dsn, settings=("query_timeout = 1",)) as bouncer:
+        async with fresh_schema(postgres_dsn) as schema:
+            store = open_store(f"{bouncer.dsn()}?schema={schema}")
+            await store.open()
+            try:
+                [first] = await store.enqueue(delivery("d1"))
+                dba = await asyncpg.connect(postgres_dsn)  # on the server itself
+                try:
+                    async with dba.transaction():
+                        await dba.execute(f'LOCK TABLE "{schema}".events IN ACCESS EXCLUSIVE MODE')
+                        with pytest.raises(StoreUnavailable) as ingest:
+                            await store.enqueue(delivery("d2"))
+                        with pytest.raises(StoreUnavailable) as claim:
+                            await store.claim(limit=10, lease=60)
+                finally:
+                    await dba.close()
+                [second] = await store.enqueue(delivery("d2"))
+                assert not second.duplicate and second.id > first.id
+            finally:
+                await store.close()
+    for refused in (ingest.value, claim.value):
+        text = str(refused)
+        assert "query timeout" in text and "query_timeout = 0" in text, text
+        assert "cannot be reached" not in text, text
