@@ -260,6 +260,10 @@ NETWORK_FILESYSTEMS = frozenset(
         "fuse.sshfs",
     }
 )
+#: Filesystems held in memory: what a file there holds is gone when the machine restarts (a
+#: tmpfs volume: Kubernetes' ``emptyDir: {medium: Memory}``, Docker's ``--tmpfs``, /dev/shm,
+#: and /tmp on many distributions), every delivery answered 200 and not yet sent with it.
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 MOUNTINFO = Path("/proc/self/mountinfo")
 #: How mountinfo writes a space, tab, newline or backslash in a path: its byte in octal.
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")

@@ -1,4 +1,5 @@
-"""A SQLite store on a network filesystem, where its WAL mode does not work, is warned of.
+"""A SQLite store on a network filesystem, where its WAL mode does not work, is warned of; so
+is one on a filesystem held in memory (a tmpfs), which a restart of the machine empties.
 
 The mounts are read from ``/proc/self/mountinfo`` and matched by the device number of the
 database file's directory. No network filesystem can be mounted where the suite runs: the
@@ -8,6 +9,7 @@ and, for the lookup itself, on this machine's real mounts with their own type ta
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +21,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from hub.commands.serve import _on_local_disk
-from hub.sqlite_file import NETWORK_FILESYSTEMS, mount_of, network_filesystem
+from hub.sqlite_file import MEMORY_FILESYSTEMS, NETWORK_FILESYSTEMS, mount_of, network_filesystem
 from tests.e2e.support import FORMS_CONFIG
 from tests.support.server import leadhub_process, serve_args
 
@@ -138,3 +140,33 @@ def test_serve_on_a_local_disk_says_nothing_of_it(tmp_path: Path) -> None:
         output = proc.stdout.read()
     assert "store_opened" in output
     assert "store_on_network_filesystem" not in output
+    if _real_mount(tmp_path)[0] not in MEMORY_FILESYSTEMS:  # (a /tmp that is a tmpfs is one)
+        assert "store_in_memory" not in output
+
+
+def _serve_output(home: Path) -> list[dict[str, object]]:
+    """The JSON lines of a real serve with its files in ``home``, started and stopped."""
+    args, base, _ = serve_args(home, {"forms.yaml": FORMS_CONFIG})
+    with leadhub_process(args, ready_url=f"{base}/healthz", env={"FORMS_TOKEN": "t"}) as proc:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_serve_with_its_store_in_memory_warns_that_a_restart_loses_it() -> None:
+    """``--db`` on a tmpfs (/dev/shm here; a Kubernetes emptyDir of medium Memory, Docker's
+    --tmpfs, /tmp on many distributions): every delivery the file holds is gone when the
+    machine restarts. serve started without a word of it."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or _real_mount(shm)[0] not in MEMORY_FILESYSTEMS:
+        pytest.skip("no tmpfs at /dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm, prefix="hub-test-") as directory:
+        lines = _serve_output(Path(directory))
+    (line,) = [entry for entry in lines if entry.get("event") == "store_in_memory"]
+    assert line["level"] == "warning"
+    assert (line["path"], line["filesystem"]) == (f"{directory}/hub.db", _real_mount(shm)[0])
+    assert line["mount"] == _real_mount(shm)[1]
+    assert "lost when the machine restarts" in str(line["detail"])
+    assert "on a disk" in str(line["detail"])

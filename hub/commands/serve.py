@@ -58,7 +58,7 @@ from hub.hangups import take_early
 from hub.orphans import reaping_orphans
 from hub.runtime import tune_for_serving
 from hub.secrets import Secret, SettingError, metrics_token
-from hub.sqlite_file import NETWORK_FILESYSTEMS, network_filesystem
+from hub.sqlite_file import MEMORY_FILESYSTEMS, NETWORK_FILESYSTEMS, network_filesystem
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
     EventStore,
@@ -252,6 +252,7 @@ def _store_hook(
             raise
         if isinstance(store, SQLiteStore):
             _on_local_disk(store.path)
+            _on_disk(store.path)
         if off := getattr(store, "not_crash_safe", None):  # (PostgreSQL's settings)
             _log.warning(
                 "store_not_crash_safe",
@@ -285,6 +286,25 @@ def _on_local_disk(path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS) -> N
         "work over a network filesystem: deliveries answered 200 can be lost or the file "
         "corrupted. Keep the --db file on a local disk (a volume of the machine itself), or "
         "share a PostgreSQL store between machines.",
+    )
+
+
+def _on_disk(path: Path, kinds: frozenset[str] = MEMORY_FILESYSTEMS) -> None:
+    """Warn (``store_in_memory``) when the SQLite file ``path`` is on a filesystem held in
+    memory (of ``kinds``: a tmpfs): every delivery it holds, answered 200, is lost when the
+    machine restarts. It started without a word (a Kubernetes ``emptyDir`` of medium
+    Memory, or /tmp on a distribution that mounts it as a tmpfs)."""
+    if (found := network_filesystem(path, kinds)) is None:
+        return
+    kind, mount = found
+    _log.warning(
+        "store_in_memory",
+        path=str(path),
+        filesystem=kind,
+        mount=mount,
+        detail="the store's file is held in memory, not on a disk: every delivery it holds "
+        "(answered 200, not yet sent) is lost when the machine restarts. Keep the --db file "
+        "on a disk (a volume of the machine itself).",
     )
 
 
