@@ -294,6 +294,8 @@ class PostgresStore(BatchedStore):
                 schema = f'"{self.schema or found[2] or "public"}"'  # (for messages)
                 if found[3]:
                     raise StoreError(self._no_usage(role, schema))
+                if "events" in missing and not self.schema:
+                    await self._refuse_new_beside(conn, schema)
                 try:
                     if missing:
                         await conn.execute(_SCHEMA_LOCK, self.schema)
@@ -384,6 +386,27 @@ class PostgresStore(BatchedStore):
             "?schema=leadhub (made at the first start)."
         )
         raise NotAnEventStore(msg)
+
+    async def _refuse_new_beside(self, conn: _Conn, schema: str) -> None:
+        """Refuse to make a new store in ``schema`` (the first schema of the search path that
+        exists, the URL naming none) when another schema of that path holds one: the path
+        changed since that store was made (a schema named after the role, made later, comes
+        first in PostgreSQL's default ``"$user", public``; an ``ALTER ROLE ... SET
+        search_path``). serve made new, empty tables there without a word, and the deliveries
+        the old store held, answered 200 and not yet sent, were left behind for good."""
+        found = [str(r[0]) for r in await conn.fetch(Q["stores_elsewhere"])]
+        if not found:
+            return
+        there = f'"{found[0]}"'
+        msg = (
+            f"Cannot open the event store {self.shown!r}: a new one would be made in schema "
+            f"{schema}, the first of the search path that exists, while schema {there} on "
+            "that path holds the event store (the search path changed since: a schema named "
+            "after the role made later, or ALTER ROLE ... SET search_path), whose deliveries "
+            f"would be left behind unsent; add ?schema={found[0]} to the URL to go on with "
+            f"that store (or ?schema={schema.strip(chr(34))} to start a new, empty one)."
+        )
+        raise StoreError(msg)
 
     async def _check_encoding(self, conn: _Conn) -> None:
         """Refuse to start on a database whose encoding cannot hold every character a lead

@@ -129,6 +129,19 @@ WHERE r IS NOT NULL
                   WHERE a.attrelid = r AND a.attname = x.c AND NOT a.attisdropped)
 ORDER BY x.t;
 
+-- name: stores_elsewhere
+-- The schemas of the search path, other than the one a new store would be made in
+-- (current_schema(): the first of the path that exists), that hold an event store (the hub's
+-- events table, with its state column, and a meta table), in the path's order.
+SELECT n
+FROM unnest(current_schemas(false)) WITH ORDINALITY AS p (n, i)
+CROSS JOIN LATERAL to_regclass(quote_ident(n) || '.events') AS r
+WHERE n <> current_schema()
+  AND to_regclass(quote_ident(n) || '.meta') IS NOT NULL
+  AND EXISTS (SELECT 1 FROM pg_attribute AS a
+              WHERE a.attrelid = r AND a.attname = 'state' AND NOT a.attisdropped)
+ORDER BY i;
+
 -- name: schema_version
 SELECT value FROM meta WHERE key = 'schema_version';
 
