@@ -831,6 +831,18 @@ class PostgresStore(BatchedStore):
                 "the database server's disk is full: free space there (or grow it); webhooks "
                 "get 503 meanwhile, and writes resume by themselves once it has room"
             )
+        elif isinstance(exc, asyncpg.TooManyConnectionsError) and (
+            limited := re.search(r"too many connections for (role|database) (.*)", first)
+        ):
+            # a CONNECTION LIMIT of the role or database, the server having connections left
+            # (it read "the server has no connection left ... raise max_connections")
+            kind, name = limited.groups()
+            advice = (
+                f"the {kind} {name} has a CONNECTION LIMIT below the connections the "
+                f"instances open (up to ?pool= each, {self.pool_size} here), the server having "
+                f"connections left: raise it (ALTER {kind.upper()} {name} CONNECTION LIMIT n, "
+                "or -1 for none), or lower ?pool= on the instances"
+            )
         elif isinstance(exc, asyncpg.TooManyConnectionsError):
             advice = (
                 "the server has no connection left: lower ?pool= on the instances, or raise "
