@@ -264,6 +264,10 @@ NETWORK_FILESYSTEMS = frozenset(
 #: tmpfs volume: Kubernetes' ``emptyDir: {medium: Memory}``, Docker's ``--tmpfs``, /dev/shm,
 #: and /tmp on many distributions), every delivery answered 200 and not yet sent with it.
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+#: Filesystems of a container's own writable layer: what a file there holds is gone when the
+#: container is replaced (a redeploy, a new image, Kubernetes restarting it: a Dockerfile's
+#: VOLUME makes no volume there), unless a volume is mounted over its directory.
+CONTAINER_LAYERS = frozenset({"overlay", "aufs"})
 MOUNTINFO = Path("/proc/self/mountinfo")
 #: How mountinfo writes a space, tab, newline or backslash in a path: its byte in octal.
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +24,15 @@ import pytest
 from structlog.testing import capture_logs
 
 from hub.commands.serve import _on_local_disk
-from hub.sqlite_file import MEMORY_FILESYSTEMS, NETWORK_FILESYSTEMS, mount_of, network_filesystem
+from hub.sqlite_file import (
+    CONTAINER_LAYERS,
+    MEMORY_FILESYSTEMS,
+    NETWORK_FILESYSTEMS,
+    mount_of,
+    network_filesystem,
+)
 from tests.e2e.support import FORMS_CONFIG
-from tests.support.server import leadhub_process, serve_args
+from tests.support.server import leadhub_process, serve_args, wait_http
 
 #: /proc/self/mountinfo of a Kubernetes pod with an EFS volume, an Azure Files one, a WSL2
 #: Windows drive and a local disk (two mounts of one device: the later one counts).
@@ -142,6 +151,8 @@ def test_serve_on_a_local_disk_says_nothing_of_it(tmp_path: Path) -> None:
     assert "store_on_network_filesystem" not in output
     if _real_mount(tmp_path)[0] not in MEMORY_FILESYSTEMS:  # (a /tmp that is a tmpfs is one)
         assert "store_in_memory" not in output
+    if _real_mount(tmp_path)[0] not in CONTAINER_LAYERS:  # (nor the suite run in a container)
+        assert "store_in_container_layer" not in output
 
 
 def _serve_output(home: Path) -> list[dict[str, object]]:
@@ -170,3 +181,57 @@ def test_serve_with_its_store_in_memory_warns_that_a_restart_loses_it() -> None:
     assert line["mount"] == _real_mount(shm)[1]
     assert "lost when the machine restarts" in str(line["detail"])
     assert "on a disk" in str(line["detail"])
+
+
+def _can_mount() -> bool:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    tried = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t tmpfs none /mnt"], capture_output=True
+    )
+    return tried.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount(), reason="needs root, unshare and mount")
+def test_serve_with_its_store_in_a_container_s_own_layer_warns_that_a_new_container_loses_it(
+    tmp_path: Path,
+) -> None:
+    """``--db`` on an overlay, a container's own writable layer (Kubernetes makes no volume
+    for the image's VOLUME /data: a pod without one kept its store there): every delivery it
+    holds is gone when the container is replaced. serve started without a word of it. A real
+    overlay mount, in a mount namespace of serve's own."""
+    for part in ("lower", "upper", "work", "merged"):
+        (tmp_path / part).mkdir()
+    merged = tmp_path / "merged"
+    args, base, db = serve_args(merged, {"forms.yaml": FORMS_CONFIG})
+    lower, upper, work = (tmp_path / part for part in ("lower", "upper", "work"))
+    # (the configuration, written in the mount point, is hidden by the mount: the image's)
+    (lower / "cfg").mkdir()
+    (lower / "cfg" / "forms.yaml").write_text((merged / "cfg" / "forms.yaml").read_text())
+    layers = f"lowerdir={lower},upperdir={upper},workdir={work}"
+    script = (
+        "set -e; mount --make-rprivate /; "
+        f"mount -t overlay overlay -o {shlex.quote(layers)} {shlex.quote(str(merged))}; "
+        f"exec {shlex.join([sys.executable, '-m', 'hub', *args])}"
+    )
+    env = {**os.environ, "FORMS_TOKEN": "t", "PYTHONPATH": str(Path.cwd())}
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "sh", "-c", script],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            wait_http(f"{base}/healthz", proc=proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        out.seek(0)
+        lines = [json.loads(line) for line in out if line.startswith("{")]
+    (line,) = [entry for entry in lines if entry.get("event") == "store_in_container_layer"]
+    assert line["level"] == "warning"
+    assert (line["path"], line["filesystem"], line["mount"]) == (str(db), "overlay", str(merged))
+    assert "lost when the container is" in str(line["detail"])
+    assert "Mount a volume over the --db file's directory" in str(line["detail"])
+    assert (upper / "hub.db").is_file() and not db.exists()  # (in the layer, not the volume)

@@ -58,7 +58,12 @@ from hub.hangups import take_early
 from hub.orphans import reaping_orphans
 from hub.runtime import tune_for_serving
 from hub.secrets import Secret, SettingError, metrics_token
-from hub.sqlite_file import MEMORY_FILESYSTEMS, NETWORK_FILESYSTEMS, network_filesystem
+from hub.sqlite_file import (
+    CONTAINER_LAYERS,
+    MEMORY_FILESYSTEMS,
+    NETWORK_FILESYSTEMS,
+    network_filesystem,
+)
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
     EventStore,
@@ -253,6 +258,7 @@ def _store_hook(
         if isinstance(store, SQLiteStore):
             _on_local_disk(store.path)
             _on_disk(store.path)
+            _on_a_volume(store.path)
         if off := getattr(store, "not_crash_safe", None):  # (PostgreSQL's settings)
             _log.warning(
                 "store_not_crash_safe",
@@ -305,6 +311,28 @@ def _on_disk(path: Path, kinds: frozenset[str] = MEMORY_FILESYSTEMS) -> None:
         detail="the store's file is held in memory, not on a disk: every delivery it holds "
         "(answered 200, not yet sent) is lost when the machine restarts. Keep the --db file "
         "on a disk (a volume of the machine itself).",
+    )
+
+
+def _on_a_volume(path: Path, kinds: frozenset[str] = CONTAINER_LAYERS) -> None:
+    """Warn (``store_in_container_layer``) when the SQLite file ``path`` is on a container's
+    own writable layer (an overlay: no volume mounted over its directory), which is gone
+    when the container is replaced. Kubernetes makes no volume for the image's VOLUME: a pod
+    without one for /data kept its store in that layer, and each restart or redeploy lost
+    every delivery answered 200 and not yet sent, without a word."""
+    if (found := network_filesystem(path, kinds)) is None:
+        return
+    kind, mount = found
+    _log.warning(
+        "store_in_container_layer",
+        path=str(path),
+        filesystem=kind,
+        mount=mount,
+        detail="the store's file is in the container's own writable layer, not on a volume: "
+        "every delivery it holds (answered 200, not yet sent) is lost when the container is "
+        "replaced (a restart elsewhere, a redeploy, a new image). Mount a volume over the "
+        "--db file's directory (/data in the image: a PersistentVolumeClaim in Kubernetes, "
+        "docker run -v leadhub-data:/data).",
     )
 
 
