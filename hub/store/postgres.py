@@ -737,23 +737,49 @@ class PostgresStore(BatchedStore):
         except _UNAVAILABLE as exc:
             raise self._statement_mode(exc) or self._unavailable(exc) from exc
         except asyncpg.ReadOnlySQLTransactionError as exc:
-            raise self._read_only(exc) from exc
+            raise await self._read_only(exc) from exc
         except asyncpg.PostgresError as exc:
             msg = f"The event store {self.shown!r} failed: {exc} (SQLSTATE {exc.sqlstate})"
             raise StoreError(msg) from exc
 
-    def _read_only(self, exc: asyncpg.PostgresError) -> StoreUnavailable:
+    async def _read_only(self, exc: asyncpg.PostgresError) -> StoreUnavailable:
         """A server that takes no writes (SQLSTATE 25006: a standby, or a primary that a
         failover is demoting, met through a stale DNS name or pool) is an outage to wait out,
         as a stopped one is: webhooks get 503, the dispatcher's events go back untried,
         serve's --store-wait keeps trying. A plain StoreError was logged as a bug with its
-        traceback and spent an attempt of each event it met."""
+        traceback and spent an attempt of each event it met.
+
+        A primary whose sessions begin read-only (``default_transaction_read_only`` on for the
+        server, the database or the role: a DBA's freeze, or a managed service's guard of a
+        nearly full disk) is told as such: it was told as a standby, and its operator sent to
+        point the URL at a primary it already named."""
+        if await self._read_only_by_default():
+            msg = (
+                f"The event store {self.shown!r} takes no writes ({exc}): the server is a "
+                "primary, but default_transaction_read_only is on for the hub's sessions (set "
+                "on the server, the database or the role, or in the URL; some managed "
+                "services turn it on when the disk is nearly full): free disk space, or turn "
+                "it off (ALTER DATABASE ... RESET default_transaction_read_only, or the role's)."
+            )
+            return StoreUnavailable(msg)
         msg = (
             f"The event store {self.shown!r} takes no writes ({exc}); it is a standby, or a "
             "failover is under way: point the URL at the primary (libpq's "
             "target_session_attrs=read-write picks it among several hosts)."
         )
         return StoreUnavailable(msg)
+
+    async def _read_only_by_default(self) -> bool:
+        """Whether the server is a primary whose sessions begin read-only (one read, on the
+        way to an error only; False when it cannot be told)."""
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT), self._conn(readonly=True) as conn:
+                found = await conn.fetchrow(
+                    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')"
+                )
+        except (StoreError, TimeoutError):
+            return False
+        return found is not None and found[0] is False and found[1] == "on"
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, asyncpg.InsufficientResourcesError):

@@ -164,8 +164,14 @@ class TestServer:
             # a dry run of a purge reads only (it locked the rows it counted: refused)
             counted = await reading.purge(before=2e9, states=[State.DEAD], dry_run=True)
             assert counted == Purged(1, 0)
-            with pytest.raises(StoreUnavailable, match="target_session_attrs"):
+            # a primary whose sessions begin read-only (here the URL's setting; a DBA's or a
+            # managed service's guard of a nearly full disk): told as such, not as a standby
+            with pytest.raises(StoreUnavailable) as refused:
                 await reading.enqueue(delivery("during"))
+            text = str(refused.value)
+            assert "takes no writes" in text and "the server is a primary" in text, text
+            assert "default_transaction_read_only is on" in text, text
+            assert "standby" not in text and "target_session_attrs" not in text, text
             with pytest.raises(StoreUnavailable):
                 await reading.claim(limit=1, lease=LEASE)
         finally:
