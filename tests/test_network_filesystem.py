@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from hub.commands.serve import _on_local_disk
+from hub.commands.serve import PLACES, warn_of_place
 from hub.sqlite_file import (
     CONTAINER_LAYERS,
     MEMORY_FILESYSTEMS,
@@ -125,10 +125,11 @@ def test_a_database_file_linked_to_another_filesystem_is_found_on_that_one(
 
 def test_the_warning_names_the_file_the_filesystem_and_what_to_do(tmp_path: Path) -> None:
     kind, target = _real_mount(tmp_path)
+    network = PLACES[0]  # (this machine's own filesystem taken as a network one)
     with capture_logs() as logs:
-        _on_local_disk(tmp_path / "hub.db")
+        warn_of_place(tmp_path / "hub.db", [network])
         assert logs == []
-        _on_local_disk(tmp_path / "hub.db", frozenset({kind}))
+        warn_of_place(tmp_path / "hub.db", [(frozenset({kind}), *network[1:])])
     (line,) = logs
     assert line["event"] == "store_on_network_filesystem" and line["log_level"] == "warning"
     assert (line["path"], line["filesystem"], line["mount"]) == (
@@ -141,18 +142,13 @@ def test_the_warning_names_the_file_the_filesystem_and_what_to_do(tmp_path: Path
 
 
 def test_serve_on_a_local_disk_says_nothing_of_it(tmp_path: Path) -> None:
-    args, base, _ = serve_args(tmp_path, {"forms.yaml": FORMS_CONFIG})
-    with leadhub_process(args, ready_url=f"{base}/healthz", env={"FORMS_TOKEN": "t"}) as proc:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-        assert proc.stdout is not None
-        output = proc.stdout.read()
-    assert "store_opened" in output
-    assert "store_on_network_filesystem" not in output
+    events = {line["event"] for line in _serve_output(tmp_path)}
+    assert "store_opened" in events
+    assert "store_on_network_filesystem" not in events
     if _real_mount(tmp_path)[0] not in MEMORY_FILESYSTEMS:  # (a /tmp that is a tmpfs is one)
-        assert "store_in_memory" not in output
+        assert "store_in_memory" not in events
     if _real_mount(tmp_path)[0] not in CONTAINER_LAYERS:  # (nor the suite run in a container)
-        assert "store_in_container_layer" not in output
+        assert "store_in_container_layer" not in events
 
 
 def _serve_output(home: Path) -> list[dict[str, object]]:

@@ -37,7 +37,7 @@ import socket
 import sqlite3
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -256,9 +256,7 @@ def _store_hook(
             app.state.startup_failure = "stopped"  # serve says so and exits 0
             raise
         if isinstance(store, SQLiteStore):
-            _on_local_disk(store.path)
-            _on_disk(store.path)
-            _on_a_volume(store.path)
+            warn_of_place(store.path)
         if off := getattr(store, "not_crash_safe", None):  # (PostgreSQL's settings)
             _log.warning(
                 "store_not_crash_safe",
@@ -276,64 +274,44 @@ def _store_hook(
     return hook
 
 
-def _on_local_disk(path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS) -> None:
-    """Warn (``store_on_network_filesystem``) when the SQLite file ``path``, and the embedded
-    sandbox's beside it, are on a network filesystem (of ``kinds``), where their WAL mode
-    does not work."""
-    if (found := network_filesystem(path, kinds)) is None:
-        return
-    kind, mount = found
-    _log.warning(
+#: Where a SQLite store's file must not be (filesystems of these kinds), the warning serve
+#: gives when it is (an event of its own for each), and why: every delivery the file holds,
+#: answered 200 and not yet sent, can be lost there, and serve started without a word.
+PLACES = (
+    (
+        NETWORK_FILESYSTEMS,
         "store_on_network_filesystem",
-        path=str(path),
-        filesystem=kind,
-        mount=mount,
-        detail="SQLite's WAL mode, which the store and the embedded sandbox use, does not "
-        "work over a network filesystem: deliveries answered 200 can be lost or the file "
-        "corrupted. Keep the --db file on a local disk (a volume of the machine itself), or "
-        "share a PostgreSQL store between machines.",
-    )
-
-
-def _on_disk(path: Path, kinds: frozenset[str] = MEMORY_FILESYSTEMS) -> None:
-    """Warn (``store_in_memory``) when the SQLite file ``path`` is on a filesystem held in
-    memory (of ``kinds``: a tmpfs): every delivery it holds, answered 200, is lost when the
-    machine restarts. It started without a word (a Kubernetes ``emptyDir`` of medium
-    Memory, or /tmp on a distribution that mounts it as a tmpfs)."""
-    if (found := network_filesystem(path, kinds)) is None:
-        return
-    kind, mount = found
-    _log.warning(
+        "SQLite's WAL mode, which the store and the embedded sandbox use, does not work over "
+        "a network filesystem: deliveries answered 200 can be lost or the file corrupted. "
+        "Keep the --db file on a local disk (a volume of the machine itself), or share a "
+        "PostgreSQL store between machines.",
+    ),
+    (
+        MEMORY_FILESYSTEMS,  # (a Kubernetes emptyDir of medium Memory, /tmp on many systems)
         "store_in_memory",
-        path=str(path),
-        filesystem=kind,
-        mount=mount,
-        detail="the store's file is held in memory, not on a disk: every delivery it holds "
+        "the store's file is held in memory, not on a disk: every delivery it holds "
         "(answered 200, not yet sent) is lost when the machine restarts. Keep the --db file "
         "on a disk (a volume of the machine itself).",
-    )
-
-
-def _on_a_volume(path: Path, kinds: frozenset[str] = CONTAINER_LAYERS) -> None:
-    """Warn (``store_in_container_layer``) when the SQLite file ``path`` is on a container's
-    own writable layer (an overlay: no volume mounted over its directory), which is gone
-    when the container is replaced. Kubernetes makes no volume for the image's VOLUME: a pod
-    without one for /data kept its store in that layer, and each restart or redeploy lost
-    every delivery answered 200 and not yet sent, without a word."""
-    if (found := network_filesystem(path, kinds)) is None:
-        return
-    kind, mount = found
-    _log.warning(
+    ),
+    (
+        CONTAINER_LAYERS,  # (Kubernetes makes no volume for the image's VOLUME /data)
         "store_in_container_layer",
-        path=str(path),
-        filesystem=kind,
-        mount=mount,
-        detail="the store's file is in the container's own writable layer, not on a volume: "
-        "every delivery it holds (answered 200, not yet sent) is lost when the container is "
+        "the store's file is in the container's own writable layer, not on a volume: every "
+        "delivery it holds (answered 200, not yet sent) is lost when the container is "
         "replaced (a restart elsewhere, a redeploy, a new image). Mount a volume over the "
         "--db file's directory (/data in the image: a PersistentVolumeClaim in Kubernetes, "
         "docker run -v leadhub-data:/data).",
-    )
+    ),
+)
+
+
+def warn_of_place(path: Path, places: Sequence[tuple[frozenset[str], str, str]] = PLACES) -> None:
+    """Warn when the SQLite file ``path`` (and the embedded sandbox's beside it) is on a
+    filesystem of one of ``places`` (:data:`PLACES`), as that place's event."""
+    for kinds, event, detail in places:
+        if (found := network_filesystem(path, kinds)) is not None:
+            kind, mount = found
+            _log.warning(event, path=str(path), filesystem=kind, mount=mount, detail=detail)
 
 
 def _closing(app: ASGIApp) -> LifespanHook:
