@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from hub.clock import ManualClock
 from hub.store import EventStore, open_store
-from tests.pg_server import schema_url
+from tests.pg_server import schema_url, sql
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -103,3 +104,18 @@ async def other_process(store_url: str, clock: ManualClock) -> AsyncIterator[Eve
     """A second store on the same database as ``store``: what another hub process sees."""
     async with opened(store_url.removesuffix("?writer=process"), clock) as s:
         yield s
+
+
+@pytest.fixture
+async def own_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
+    """A new role and a database it owns: ``(the role's DSN, the superuser's DSN, the name
+    of both)`` (dropped afterwards)."""
+    name = f"own_{uuid.uuid4().hex[:12]}"
+    await sql(postgres_dsn, f"CREATE ROLE {name} LOGIN")
+    await sql(postgres_dsn, f"CREATE DATABASE {name} OWNER {name}")
+    server = postgres_dsn.rsplit("/", 1)[0]
+    try:
+        yield server.replace("://postgres@", f"://{name}@") + f"/{name}", f"{server}/{name}", name
+    finally:
+        await sql(postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
+        await sql(postgres_dsn, f"DROP ROLE {name}")

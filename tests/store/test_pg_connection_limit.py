@@ -8,30 +8,12 @@ databases.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
 from hub.store import open_store
 from hub.store.base import StoreUnavailable
 from tests.pg_server import sql
-
-
-@pytest.fixture
-async def own_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
-    """A new role and a database it owns: ``(the role's DSN, the superuser's DSN, the name
-    of both)`` (dropped afterwards)."""
-    name = f"cl_{uuid.uuid4().hex[:12]}"
-    await sql(postgres_dsn, f"CREATE ROLE {name} LOGIN")
-    await sql(postgres_dsn, f"CREATE DATABASE {name} OWNER {name}")
-    server = postgres_dsn.rsplit("/", 1)[0]
-    try:
-        yield server.replace("://postgres@", f"://{name}@") + f"/{name}", f"{server}/{name}", name
-    finally:
-        await sql(postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
-        await sql(postgres_dsn, f"DROP ROLE {name}")
 
 
 @pytest.mark.parametrize("kind", ["role", "database"])

@@ -10,30 +10,12 @@ on with that store. Real roles, databases and schemas.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import pytest
 
 from hub.store import open_store
 from hub.store.base import StoreError
 from tests.pg_server import sql
 from tests.store.helpers import delivery
-
-
-@pytest.fixture
-async def own_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
-    """A new role and a database it owns: ``(the role's DSN, the superuser's DSN, the role)``
-    (dropped afterwards)."""
-    name = f"sp_{uuid.uuid4().hex[:12]}"
-    await sql(postgres_dsn, f"CREATE ROLE {name} LOGIN")
-    await sql(postgres_dsn, f"CREATE DATABASE {name} OWNER {name}")
-    server = postgres_dsn.rsplit("/", 1)[0]
-    try:
-        yield server.replace("://postgres@", f"://{name}@") + f"/{name}", f"{server}/{name}", name
-    finally:
-        await sql(postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
-        await sql(postgres_dsn, f"DROP ROLE {name}")
 
 
 async def test_a_schema_made_first_on_the_search_path_does_not_hide_the_store(
