@@ -9,13 +9,13 @@ its own lease already used (``event_lease_lost``), and the lead, sent and record
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from hub.clock import SYSTEM_CLOCK, ManualClock
 from hub.dispatch.retry import Rewrites
+from hub.store import open_store
 from hub.store.base import LeaseLost, StoreUnavailable
 from hub.store.models import State
 from tests.dispatch.support import enqueue, opened_store
@@ -86,19 +86,24 @@ async def test_a_claim_s_leases_are_noted_only_when_their_tokens_do_not_tell_the
     tmp_path: Path,
 ) -> None:
     """Real claims of a real store: tokens the claim's own reckoning agrees with (the store's
-    clock as this machine's) are not kept, so a worker that claims a large backlog holds no
-    entry per lease; after a step of the store's clock (its tokens an hour ahead of the wall
-    clock's reading) each lease is noted, and its end is the claim's, not the token's."""
-    clock = ManualClock(time.time())
-    async with opened_store(tmp_path / "hub.db") as store:
+    clock reads as the dispatcher's) are not kept, so a worker that claims a large backlog
+    holds no entry per lease; once the tokens are an hour ahead of the dispatcher's wall
+    clock (a step the store applied), each lease is noted, and its end is the claim's, not
+    the token's. (Both clocks are set by hand: the store's tokens are read off its own.)"""
+    store_clock, clock = ManualClock(), ManualClock()
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=store_clock)
+    await store.open()
+    try:
         await enqueue(store, "forms", [{"email": f"a{n}@example.com"} for n in range(300)])
         claimed = await store.claim(limit=200, lease=60.0)
         rewrites = Rewrites(clock)
         rewrites.claimed(claimed, clock.monotonic(), 60.0)
         assert len(rewrites._ends) == 0
-        assert abs(rewrites._lease_end(claimed[0]) - (clock.monotonic() + 60.0)) < 5  # type: ignore[operator]
+        assert rewrites._lease_end(claimed[0]) == clock.monotonic() + 60.0
         rest = await store.claim(limit=100, lease=60.0)
         clock.step(-3600.0)  # (the store's tokens now an hour ahead of this wall clock)
         rewrites.claimed(rest, clock.monotonic(), 60.0)
         assert len(rewrites._ends) == len(rest) == 100
         assert rewrites._lease_end(rest[0]) == clock.monotonic() + 60.0
+    finally:
+        await store.close()
