@@ -291,9 +291,7 @@ def mount_of(device: int, mountinfo: str) -> tuple[str, str] | None:
     return found
 
 
-def network_filesystem(
-    path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS
-) -> tuple[str, str] | None:
+def mounted_on(path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS) -> tuple[str, str] | None:
     """``(type, mount point)`` when the directory of the database file ``path`` is on a
     filesystem of ``kinds`` (:data:`NETWORK_FILESYSTEMS`), else None (also where the mounts
     cannot be read: not Linux).

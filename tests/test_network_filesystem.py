@@ -29,7 +29,7 @@ from hub.sqlite_file import (
     MEMORY_FILESYSTEMS,
     NETWORK_FILESYSTEMS,
     mount_of,
-    network_filesystem,
+    mounted_on,
 )
 from tests.e2e.support import FORMS_CONFIG
 from tests.support.server import leadhub_process, serve_args, wait_http
@@ -92,8 +92,8 @@ def _real_mount(path: Path) -> tuple[str, str]:
 
 def test_a_file_on_this_machine_s_disk_is_found_on_its_real_mount(tmp_path: Path) -> None:
     kind, target = _real_mount(tmp_path)
-    assert network_filesystem(tmp_path / "hub.db") is None
-    assert network_filesystem(tmp_path / "hub.db", frozenset({kind})) == (kind, target)
+    assert mounted_on(tmp_path / "hub.db") is None
+    assert mounted_on(tmp_path / "hub.db", frozenset({kind})) == (kind, target)
 
 
 @pytest.fixture
@@ -118,9 +118,9 @@ def test_a_database_file_linked_to_another_filesystem_is_found_on_that_one(
     link = tmp_path / "hub.db"
     link.symlink_to(real)
     there, here = _real_mount(other_filesystem), _real_mount(tmp_path)
-    assert network_filesystem(link) is None
-    assert network_filesystem(link, frozenset({there[0]})) == there
-    assert network_filesystem(link, frozenset({here[0]})) == here
+    assert mounted_on(link) is None
+    assert mounted_on(link, frozenset({there[0]})) == there
+    assert mounted_on(link, frozenset({here[0]})) == here
 
 
 def test_the_warning_names_the_file_the_filesystem_and_what_to_do(tmp_path: Path) -> None:

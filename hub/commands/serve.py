@@ -62,7 +62,7 @@ from hub.sqlite_file import (
     CONTAINER_LAYERS,
     MEMORY_FILESYSTEMS,
     NETWORK_FILESYSTEMS,
-    network_filesystem,
+    mounted_on,
 )
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
@@ -309,7 +309,7 @@ def warn_of_place(path: Path, places: Sequence[tuple[frozenset[str], str, str]] 
     """Warn when the SQLite file ``path`` (and the embedded sandbox's beside it) is on a
     filesystem of one of ``places`` (:data:`PLACES`), as that place's event."""
     for kinds, event, detail in places:
-        if (found := network_filesystem(path, kinds)) is not None:
+        if (found := mounted_on(path, kinds)) is not None:
             kind, mount = found
             _log.warning(event, path=str(path), filesystem=kind, mount=mount, detail=detail)
 
