@@ -76,7 +76,8 @@ async def table_rows(url: str) -> dict[str, int]:
         with contextlib.closing(sqlite3.connect(path)) as conn:
             return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
     dsn, _, schema = url.partition("?schema=")
-    return {t: (await sql(dsn, f"SELECT count(*) FROM {t}", schema=schema))[0][0] for t in TABLES}
+    counts = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in TABLES)
+    return {table: count for table, count in await sql(dsn, counts, schema=schema)}
 
 
 async def waiting_for_locks(dsn: str, schema: str, count: int) -> None:

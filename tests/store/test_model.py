@@ -75,6 +75,10 @@ RUNS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 
+#: For a store slow to make (a writer child takes ~0.1 s to start): half the examples, each
+#: twice as long, for as many steps in all.
+LONGER_RUNS = settings(RUNS, max_examples=25, stateful_step_count=100)
+
 
 @dataclasses.dataclass
 class Modelled:
@@ -722,7 +726,7 @@ def test_sqlite_keeps_the_model(tmp_path: Path, writer: str) -> None:
         url = sqlite_url(tmp_path, f"model-{next(files)}.db")
         return await pair(f"{url}?writer={writer}", clock, url), nothing, url
 
-    run_machine(make)
+    run_machine(make, RUNS if writer == "thread" else LONGER_RUNS)
 
 
 @SHRINK_TIME
