@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx._transports.default
 import pytest
 import structlog
 from hypothesis import HealthCheck, settings
@@ -20,6 +24,33 @@ def _reset_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+_create_ssl_context = httpx._transports.default.create_ssl_context  # type: ignore[attr-defined]
+#: The CA bundle variables as the suite started (the machine's): a test naming another bundle
+#: gets a context of its own.
+_MACHINE_BUNDLE = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _default_ssl_context() -> ssl.SSLContext:
+    context: ssl.SSLContext = _create_ssl_context()
+    return context
+
+
+def _shared_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+    """httpx's SSL context for its default settings, made once for the test process: making
+    one loads the CA bundle (17 ms of CPU), and the suite's clients (almost all to plain
+    http:// on loopback) made thousands, a minute of CPU. Any other setting (a context given,
+    ``verify=False``, SSL_CERT_FILE or SSL_CERT_DIR changed, as tests of a private CA do)
+    gets its own, as httpx makes it."""
+    bundle = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    if verify is True and cert is None and trust_env and bundle == _MACHINE_BUNDLE:
+        return _default_ssl_context()
+    return _create_ssl_context(verify=verify, cert=cert, trust_env=trust_env)
+
+
+httpx._transports.default.create_ssl_context = _shared_ssl_context  # type: ignore[attr-defined]
 
 
 # Property tests run untimed: Hypothesis's 200 ms deadline per example (and its too-slow
