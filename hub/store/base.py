@@ -133,6 +133,9 @@ class StoreStats:
     jobs: int = 0
     #: Times a connection was (re-)opened.
     opens: int = 0
+    #: Bytes of free pages given back to the filesystem after purges (SQLite stores made
+    #: with incremental vacuum; see ``SQLiteStore.give_back``).
+    bytes_freed: int = 0
 
 
 #: The largest event id a store holds: a signed 64-bit integer (SQLite's INTEGER,

@@ -236,6 +236,10 @@ def connect(
         if writer:
             refuse_the_sandboxs(conn, path)  # before anything is written to it
             refuse_anothers(conn, path)
+            if create and is_new(conn):
+                # Before the first page is written (switching to WAL writes the header): a
+                # file made without it keeps its size for good (see :func:`give_back_step`).
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute(f"PRAGMA synchronous = {synchronous}")
             if not is_current(conn):
@@ -367,6 +371,31 @@ def refuse_anothers(conn: sqlite3.Connection, path: Path) -> None:
         "give the hub a file of its own, like sqlite:///leadhub.db"
     )
     raise NotAnEventStore(msg)
+
+
+def is_new(conn: sqlite3.Connection) -> bool:
+    """Whether the database is new: nothing written to its file yet (no page), where its
+    ``auto_vacuum`` mode can still be chosen. (Setting it on an existing file writes its
+    header, taking the write lock at every open; and changes nothing without a VACUUM.)"""
+    return int(conn.execute("PRAGMA page_count").fetchone()[0]) == 0
+
+
+#: Modes of ``PRAGMA auto_vacuum``: a store made since incremental vacuum came gives the pages
+#: a purge frees back to the filesystem (:func:`give_back_step`); an older one (NONE) keeps
+#: them for new events, the file at its largest, until ``leadhub vacuum`` converts it.
+AUTO_VACUUM_NONE, AUTO_VACUUM_INCREMENTAL = 0, 2
+
+
+def give_back_step(conn: sqlite3.Connection, pages: int) -> int:
+    """Inside a write transaction: up to ``pages`` free pages given back (the last pages of
+    the file moved into free ones and the file's end cut off, once checkpointed); returns how
+    many. ``PRAGMA incremental_vacuum(1)`` once per page: Python's sqlite3 steps a statement
+    without result columns once, and each step of the pragma frees one page, so a
+    ``incremental_vacuum(N)`` freed one page here, and all N where stepped to its end."""
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    for _ in range(min(pages, free)):
+        conn.execute("PRAGMA incremental_vacuum(1)")
+    return free - int(conn.execute("PRAGMA freelist_count").fetchone()[0])
 
 
 def is_current(conn: sqlite3.Connection) -> bool:
