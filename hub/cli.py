@@ -787,6 +787,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     backup.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
     backup.add_argument("dest", metavar="DEST", help="the new file to write the copy to")
 
+    vacuum = command(
+        "vacuum",
+        "compact a stopped SQLite event store and make its file shrink after purges from now on",
+    )
+    vacuum.add_argument("--db", default="sqlite:///leadhub.db", help="event store URL")
+
     return parser
 
 

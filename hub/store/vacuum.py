@@ -1,0 +1,204 @@
+"""``leadhub vacuum``'s work: a stopped SQLite event store compacted, and made to shrink.
+
+A store made by an earlier leadhub has ``auto_vacuum = NONE``: SQLite reuses the pages a purge
+frees for new events, but the file keeps its largest size for good (a backlog of a million
+events purged leaves gigabytes of free pages). The mode cannot change without a full VACUUM,
+which holds the store for the whole copy (minutes for gigabytes: the hub's writes would wait,
+and its webhooks get 503), so it is done only on a store no process has open (asked of the
+file's locks, as ``leadhub backup`` asks: :func:`hub.store.backup.in_use`).
+
+The compacted copy is written beside the store under a hidden name (``VACUUM INTO``, with
+``auto_vacuum = INCREMENTAL``: no free page, and the mode that lets ``serve`` give pages back
+after each purge), checked, given the store's permission bits and owner, made durable, then
+renamed over the store once the store's last connection (this one) has closed: the store is
+the old file or the new one, whole, whatever stops the command. It needs free space beside the
+store for the copy: about the size of what the store holds (its file less its free pages),
+checked first. A store already made with incremental vacuum is only given its free pages back,
+in place (:func:`hub.store.sqlite_threads.give_back_step`), as ``serve`` does after a purge.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from hub import sqlite_file
+from hub.store.backup import in_use
+from hub.store.base import StoreError
+from hub.store.sqlite_threads import (
+    AUTO_VACUUM_INCREMENTAL,
+    begin_immediate,
+    connect,
+    give_back_step,
+    unavailable,
+)
+
+#: Free pages given back per transaction on a store already made with incremental vacuum (the
+#: automatic checkpoint after each commit keeps the ``-wal`` about this size).
+STEP = 1000
+#: Room asked for on top of the copy's size when checking the free space beside the store (a
+#: tenth of it more, and this many bytes): the ``-wal`` its last checkpoint writes, and a
+#: margin for the filesystem's own use.
+SPARE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Compacted:
+    """What a vacuum did: the file's size before and after (bytes), and whether it was
+    converted (made by an earlier leadhub, ``auto_vacuum = NONE``) or only compacted."""
+
+    size_before: int
+    size_after: int
+    converted: bool
+
+
+class InUse(StoreError):
+    """A process (a running hub, another command) has the store open."""
+
+
+class ShortOfSpace(StoreError):
+    """The filesystem beside the store has too little room for the compacted copy."""
+
+
+def in_use_message(path: Path, *, during: bool = False) -> str:
+    """Why a store a process has open is not vacuumed, and what to do."""
+    when = "opened it while it was being compacted" if during else "has it open"
+    return (
+        f"a process {when} (a running `leadhub serve`, or another leadhub command): the "
+        f"event store {str(path)!r} is left as it was. Vacuuming holds the store for the whole "
+        "copy (minutes for a large file), and the hub's webhooks would get 503 meanwhile; "
+        "stop every hub on this file, then run `leadhub vacuum` again."
+    )
+
+
+def compact(path: Path) -> Compacted:
+    """Compact the stopped SQLite store at ``path`` and make it give space back from now on.
+
+    Raises:
+        InUse: a process has the store open (before, or when the copy was done).
+        ShortOfSpace: too little free space beside the store for the copy.
+        StoreError: the store cannot be opened or written, or the copy failed its check.
+    """
+    if in_use(path):
+        raise InUse(in_use_message(path))
+    size_before = path.stat().st_size
+    try:
+        conn = connect(path, synchronous="FULL", writer=True)
+    except (sqlite3.Error, OSError) as exc:
+        raise unavailable(path, exc) from exc
+    try:
+        mode, pages, free, page_size = conn.execute(
+            "SELECT * FROM pragma_auto_vacuum, pragma_page_count, pragma_freelist_count, "
+            "pragma_page_size"
+        ).fetchone()
+        if mode == AUTO_VACUUM_INCREMENTAL:
+            _give_back(conn, path)
+            converted = False
+        else:
+            _check_space(path, (pages - free) * page_size)
+            partial = path.with_name(f".{path.name}.{os.getpid()}.vacuum")
+            try:
+                _copy(conn, path, partial)
+                conn.close()  # the last connection: the -wal checkpointed in, and removed
+                _put_in_place(path, partial)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    partial.unlink()
+            converted = True
+    except sqlite3.Error as exc:
+        raise unavailable(path, exc) from exc
+    finally:
+        conn.close()
+    return Compacted(size_before=size_before, size_after=path.stat().st_size, converted=converted)
+
+
+def _give_back(conn: sqlite3.Connection, path: Path) -> None:
+    """Every free page of a store made with incremental vacuum given back, in steps, and the
+    ``-wal`` checkpointed into the file (whose end is cut off then) and emptied."""
+    while True:
+        begin_immediate(conn)
+        try:
+            given = give_back_step(conn, STEP)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if given < STEP:
+            break
+    busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        raise InUse(in_use_message(path, during=True))
+
+
+def _check_space(path: Path, needed: int) -> None:
+    """Refuse (:class:`ShortOfSpace`) when the filesystem of ``path`` has less room than a
+    copy of ``needed`` bytes, with a tenth more and :data:`SPARE`."""
+    directory = path.absolute().parent
+    available = shutil.disk_usage(directory).free
+    needed += needed // 10 + SPARE
+    if available >= needed:
+        return
+    msg = (
+        f"about {needed:,} bytes must be free in {str(directory)!r} for the compacted "
+        f"copy of the event store (written beside it, then put in its place), and only "
+        f"{available:,} are: the store is left as it was. Free space there, or (the hub still "
+        "stopped) copy the store to a disk with room, vacuum the copy and move it back."
+    )
+    raise ShortOfSpace(msg)
+
+
+def _copy(conn: sqlite3.Connection, path: Path, partial: Path) -> None:
+    """The store compacted into ``partial`` (made new, private), with incremental vacuum,
+    checked, and made durable with the store's permission bits and owner."""
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, sqlite_file.FILE_MODE)
+    os.close(fd)
+    # (taken by VACUUM INTO for the copy: the store's own mode cannot change in place)
+    conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    conn.execute("VACUUM INTO ?", (str(partial),))
+    (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
+    with contextlib.closing(sqlite3.connect(partial)) as out:
+        (check,) = out.execute("PRAGMA quick_check").fetchone()
+        (mode,) = out.execute("PRAGMA auto_vacuum").fetchone()
+        (copied,) = out.execute("SELECT count(*) FROM events").fetchone()
+        # (in WAL mode, as the store was: VACUUM INTO writes a rollback-journal file)
+        out.execute("PRAGMA journal_mode = WAL")
+    if check != "ok" or mode != AUTO_VACUUM_INCREMENTAL or copied != events:
+        msg = (
+            f"the compacted copy of {str(path)!r} failed its check ({check}; auto_vacuum "
+            f"{mode}; {copied} of {events} events); the store is left as it was."
+        )
+        raise StoreError(msg)
+    st = path.stat()
+    with contextlib.suppress(PermissionError):  # (not root: the file is this user's already)
+        os.chown(partial, st.st_uid, st.st_gid)
+    os.chmod(partial, stat.S_IMODE(st.st_mode))
+    fd = os.open(partial, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _put_in_place(path: Path, partial: Path) -> None:
+    """``partial`` renamed over the store at ``path``, once nothing has the store open and
+    no ``-wal`` with writes is beside it (SQLite would read it into the new file)."""
+    wal = sqlite_file.wal_of(path)
+    try:
+        unwritten = wal.stat().st_size
+    except FileNotFoundError:
+        unwritten = 0
+    if in_use(path) or unwritten:
+        raise InUse(in_use_message(path, during=True))
+    os.replace(partial, path)
+    with contextlib.suppress(OSError):
+        fd = os.open(path.absolute().parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

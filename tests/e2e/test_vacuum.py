@@ -1,0 +1,203 @@
+"""``leadhub vacuum`` and the space a running hub gives back: real ``python -m hub``
+processes on real SQLite files, an old store exactly as an earlier release left it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import stat
+import threading
+from pathlib import Path
+
+import httpx
+import orjson
+
+from hub.clock import ManualClock
+from hub.store import EventStore, open_store
+from tests.e2e.support import on_store, wait_until
+from tests.e2e.test_crash import CONFIG, ENV, TOKEN
+from tests.store.test_give_back import OLD_STORE, auto_vacuum, checkpointed_size, fill
+from tests.support.disks import small_disk
+from tests.support.server import leadhub_process, leadhub_run, serve_args
+
+
+def _fill_old(path: Path, count: int, prefix: str) -> None:
+    """``count`` events of about 4 KB delivered in November 2023 (ManualClock's start) into
+    the store at ``path``, through the store as the hub writes them."""
+
+    async def go() -> None:
+        store = open_store(f"sqlite:///{path}", clock=ManualClock())
+        await store.open()
+        try:
+            await fill(store, count, prefix=prefix)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
+def _events(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+
+def _freed(base: str) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    match = re.search(r"^leadhub_store_bytes_freed_total (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def _purge(path: Path) -> None:
+    result = leadhub_run(["purge", "--db", f"sqlite:///{path}", "--older-than", "30d"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Purged ")
+
+
+def test_an_old_store_converted_by_the_command_shrinks_after_purges(tmp_path: Path) -> None:
+    """A store an earlier release made keeps its size after a purge; ``leadhub vacuum``
+    compacts it (its events, mode bits and WAL mode kept) and from then on a purge gives the
+    space back."""
+    path = tmp_path / "hub.db"
+    shutil.copyfile(OLD_STORE, path)
+    os.chmod(path, 0o640)
+    _fill_old(path, 2000, "a")
+    high = checkpointed_size(path)
+    _purge(path)
+    assert auto_vacuum(path) == 0
+    assert checkpointed_size(path) == high  # (the old way: the pages kept for new events)
+    kept = _events(path)
+
+    result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Vacuumed {str(path)!r}: {high:,} bytes before, ")
+    assert "From now on its file shrinks after each purge" in result.stdout
+    compacted = os.path.getsize(path)
+    assert compacted < high / 5
+    assert auto_vacuum(path) == 2
+    assert _events(path) == kept
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub.db"]  # (no copy left)
+    listed = leadhub_run(["events", "--db", f"sqlite:///{path}", "--json", "--limit", "100"])
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == kept
+
+    _fill_old(path, 2000, "b")
+    high = checkpointed_size(path)
+    _purge(path)
+    assert os.path.getsize(path) < high / 5
+
+
+def test_the_command_refuses_a_store_a_hub_has_open(tmp_path: Path) -> None:
+    """While ``serve`` runs on the store, ``leadhub vacuum`` exits 1 saying why and what to
+    do, and leaves the store as it was; once the hub stopped, it converts it."""
+    args, base, path = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    shutil.copyfile(OLD_STORE, path)
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=ENV):
+        before = (path.stat().st_ino, auto_vacuum(path))
+        result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+        assert result.returncode == 1
+        assert result.stderr.startswith("leadhub vacuum: a process has it open (a running ")
+        assert "stop every hub on this file, then run `leadhub vacuum` again" in result.stderr
+        assert result.stdout == ""
+        assert (path.stat().st_ino, auto_vacuum(path)) == before == (before[0], 0)
+        answer = httpx.post(
+            f"{base}/hooks/forms",
+            json={"email": "during@example.com"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200
+    assert not list(tmp_path.glob(".hub.db.*"))
+    result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert result.returncode == 0, result.stderr
+    assert auto_vacuum(path) == 2
+
+
+def test_the_command_on_a_postgresql_store_says_there_is_nothing_to_do() -> None:
+    """No connection made (the URL names no server): the answer is PostgreSQL's autovacuum,
+    the password masked, exit 0."""
+    for given in (["--db", "postgresql://hub:s3cret@127.0.0.1:1/leads"], []):
+        env = {} if given else {"LEADHUB_DB": "postgresql://hub:s3cret@127.0.0.1:1/leads"}
+        result = leadhub_run(["vacuum", *given], env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(
+            "'postgresql://hub:***@127.0.0.1:1/leads' is a PostgreSQL store: nothing to do. "
+            "PostgreSQL's autovacuum"
+        )
+        assert "s3cret" not in result.stdout + result.stderr
+        assert result.stderr == ""
+
+
+def test_the_command_says_when_the_disk_is_short_of_space(tmp_path: Path) -> None:
+    """On a 36 MB filesystem holding a 17 MB store, the copy would not fit: exit 1 saying how
+    much must be free, the store left as it was, no copy left beside it."""
+    with small_disk(tmp_path / "disk", "36m") as disk:
+        path = disk / "hub.db"
+        shutil.copyfile(OLD_STORE, path)
+        _fill_old(path, 4000, "a")
+        size = checkpointed_size(path)
+        result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+        assert result.returncode == 1
+        assert result.stderr.startswith("leadhub vacuum: about ")
+        assert f"bytes must be free in {str(disk)!r} for the compacted copy" in result.stderr
+        assert "the store is left as it was" in result.stderr
+        assert (os.path.getsize(path), auto_vacuum(path)) == (size, 0)
+        assert sorted(p.name for p in disk.iterdir()) == ["hub.db"]
+
+
+def test_ingest_answers_while_a_purge_gives_space_back(tmp_path: Path) -> None:
+    """``serve --purge-after 30d`` on a store of 20,000 old events purges them and gives
+    their space back at start while webhooks come in: each is answered 200 and stored, some
+    of them between the purge's end and the give-back's (the log's order says so)."""
+    args, base, path = serve_args(tmp_path, {"forms.yaml": CONFIG}, "--log-json")
+    _fill_old(path, 20000, "old")
+    high = checkpointed_size(path)
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def post() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                answer = client.post(
+                    f"{base}/hooks/forms",
+                    json={"email": f"lead{len(answers)}@example.com"},
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+                answers.append(answer.status_code)
+
+    with leadhub_process(
+        [*args, "--purge-after", "30d"], ready_url=f"{base}/healthz", env=ENV
+    ) as proc:
+        sender = threading.Thread(target=post)
+        sender.start()
+        try:
+            wait_until(lambda: _freed(base) > 0, timeout=120, what="the space given back")
+        finally:
+            stop.set()
+            sender.join()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stdout is not None
+        lines = [orjson.loads(line) for line in proc.stdout if line.startswith("{")]
+    events = [line["event"] for line in lines]
+    purged = events.index("events_purged")
+    gave = events.index("store_space_given_back")
+    during = events[purged:gave].count("delivery_received")
+    assert during > 0, "no webhook came while the space was given back"
+    (line,) = (line for line in lines if line["event"] == "store_space_given_back")
+    assert isinstance(line["size_after"], int)
+    assert line["size_after"] < high / 5
+    assert answers and set(answers) == {200}
+
+    async def stored(store: EventStore) -> int:
+        return len(await store.list(limit=len(answers) + 100))
+
+    assert on_store(f"sqlite:///{path}", stored) == len(answers)
