@@ -18,6 +18,7 @@ from hub.store.commands import (
 )
 from hub.store.models import PURGED_BY_DEFAULT, Purged, State
 from hub.store.retention import SENDER_RETRIES
+from hub.store.sqlite import SQLiteStore
 from hub.units import UnitError, parse_duration
 
 
@@ -79,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{purged.deliveries} {plural(purged.deliveries, 'delivery', 'deliveries')}: "
                 f"{what}."
             )
+            if purged.events and isinstance(store, SQLiteStore):
+                await _space(store)
         return 0
 
     def interrupted() -> str:
@@ -98,6 +101,24 @@ def run(args: argparse.Namespace) -> int:
         variable=variable_of(args, "db"),
         interrupted=interrupted,
     )
+
+
+async def _space(store: SQLiteStore) -> None:
+    """What the purge gave back to the filesystem (the store's file shrinks after a purge),
+    or, for a store an earlier leadhub made, a note that its file keeps its size."""
+    if store.stats.bytes_freed:
+        try:
+            now = f": {str(store.path)!r} is {store.path.stat().st_size:,} bytes now"
+        except OSError:
+            now = ""
+        print(f"Gave {store.stats.bytes_freed:,} bytes back to the filesystem{now}.")
+    elif not await store.shrinks():
+        print(
+            f"leadhub purge: note: the file of {str(store.path)!r} keeps its size (a store made "
+            "by an earlier leadhub: the space is reused for new events); to give it back, stop "
+            "the hub and run `leadhub vacuum` on it once.",
+            file=sys.stderr,
+        )
 
 
 def went(done: Purged) -> str:

@@ -209,7 +209,7 @@ class SQLiteStore(BatchedStore):
         except BaseException:
             await self.close()
             raise
-        shrinks = await self._gives_back()
+        shrinks = await self.shrinks()
         log().info(
             "store_opened",
             path=str(self.path),
@@ -615,7 +615,7 @@ class SQLiteStore(BatchedStore):
             await self.give_back()
         return purged
 
-    async def _gives_back(self) -> bool:
+    async def shrinks(self) -> bool:
         """Whether the file was made with incremental vacuum (:meth:`give_back` shrinks it)."""
         mode = await self._reader.submit(
             lambda conn: conn.execute("PRAGMA auto_vacuum").fetchone()[0]

@@ -11,6 +11,7 @@ import shutil
 import signal
 import sqlite3
 import stat
+import subprocess
 import threading
 from pathlib import Path
 
@@ -52,10 +53,11 @@ def _freed(base: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def _purge(path: Path) -> None:
+def _purge(path: Path) -> subprocess.CompletedProcess[str]:
     result = leadhub_run(["purge", "--db", f"sqlite:///{path}", "--older-than", "30d"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Purged ")
+    return result
 
 
 def test_an_old_store_converted_by_the_command_shrinks_after_purges(tmp_path: Path) -> None:
@@ -67,7 +69,13 @@ def test_an_old_store_converted_by_the_command_shrinks_after_purges(tmp_path: Pa
     os.chmod(path, 0o640)
     _fill_old(path, 2000, "a")
     high = checkpointed_size(path)
-    _purge(path)
+    purged = _purge(path)
+    assert "Gave " not in purged.stdout
+    assert purged.stderr == (
+        f"leadhub purge: note: the file of {str(path)!r} keeps its size (a store made by an "
+        "earlier leadhub: the space is reused for new events); to give it back, stop the hub "
+        "and run `leadhub vacuum` on it once.\n"
+    )
     assert auto_vacuum(path) == 0
     assert checkpointed_size(path) == high  # (the old way: the pages kept for new events)
     kept = _events(path)
@@ -91,8 +99,37 @@ def test_an_old_store_converted_by_the_command_shrinks_after_purges(tmp_path: Pa
 
     _fill_old(path, 2000, "b")
     high = checkpointed_size(path)
-    _purge(path)
+    purged = _purge(path)
+    low = os.path.getsize(path)
+    assert low < high / 5
+    gave = re.search(
+        r"^Gave ([0-9,]+) bytes back to the filesystem: (.*) is ([0-9,]+) bytes now",
+        purged.stdout,
+        re.MULTILINE,
+    )
+    assert gave is not None, purged.stdout
+    assert int(gave[1].replace(",", "")) >= (high - low) * 0.9
+    assert (gave[2], int(gave[3].replace(",", ""))) == (repr(str(path)), low)
+    assert purged.stderr == ""
+
+
+def test_the_command_compacts_a_store_that_shrinks_already(tmp_path: Path) -> None:
+    """A store made with incremental vacuum holding free pages (rows deleted by hand, say)
+    is compacted in place: same file, smaller, its events kept."""
+    path = tmp_path / "hub.db"
+    _fill_old(path, 2000, "a")
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("DELETE FROM events WHERE id > 10")
+        conn.execute("DELETE FROM deliveries WHERE id NOT IN (SELECT delivery FROM events)")
+        conn.commit()
+    high = checkpointed_size(path)
+    inode = path.stat().st_ino
+    result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Vacuumed {str(path)!r}: {high:,} bytes before, ")
+    assert "It was made to shrink after each purge already" in result.stdout
     assert os.path.getsize(path) < high / 5
+    assert (path.stat().st_ino, auto_vacuum(path), _events(path)) == (inode, 2, 10)
 
 
 def test_the_command_refuses_a_store_a_hub_has_open(tmp_path: Path) -> None:
