@@ -209,7 +209,10 @@ class SQLiteStore(BatchedStore):
         except BaseException:
             await self.close()
             raise
-        shrinks = await self.shrinks()
+        try:
+            shrinks: bool | None = await self.shrinks()
+        except StoreError:
+            shrinks = None  # (not to be told: the reads say why, when it matters)
         log().info(
             "store_opened",
             path=str(self.path),
@@ -217,7 +220,7 @@ class SQLiteStore(BatchedStore):
             writer=self.writer,
             shrinks=shrinks,
         )
-        if not shrinks:
+        if shrinks is False:
             # (info: the commands, which log warnings and worse, open old stores too)
             log().info(
                 "store_keeps_size",
