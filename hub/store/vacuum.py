@@ -47,6 +47,11 @@ STEP = 1000
 SPARE = 4 * 1024 * 1024
 
 
+#: SQLite virtual machine steps between two calls of the copy's progress handler (a few
+#: milliseconds' work).
+PROGRESS_EVERY = 100_000
+
+
 @dataclass(frozen=True)
 class Compacted:
     """What a vacuum did: the file's size before and after (bytes), and whether it was
@@ -160,7 +165,17 @@ def _copy(conn: sqlite3.Connection, path: Path, partial: Path) -> None:
     os.close(fd)
     # (taken by VACUUM INTO for the copy: the store's own mode cannot change in place)
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    conn.execute("VACUUM INTO ?", (str(partial),))
+    # Python handles a signal only between its own steps, and the copy is one call of minutes
+    # on gigabytes: a progress handler lets Ctrl-C (raised in it) stop SQLite ("interrupted").
+    conn.set_progress_handler(_carry_on, PROGRESS_EVERY)
+    try:
+        conn.execute("VACUUM INTO ?", (str(partial),))
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_INTERRUPT:
+            raise KeyboardInterrupt from exc
+        raise
+    finally:
+        conn.set_progress_handler(None, 0)
     (events,) = conn.execute("SELECT count(*) FROM events").fetchone()
     with contextlib.closing(sqlite3.connect(partial)) as out:
         (check,) = out.execute("PRAGMA quick_check").fetchone()
@@ -183,6 +198,11 @@ def _copy(conn: sqlite3.Connection, path: Path, partial: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _carry_on() -> int:
+    """SQLite's progress handler: 0, go on (a Ctrl-C is raised here, which stops it)."""
+    return 0
 
 
 def _put_in_place(path: Path, partial: Path) -> None:
