@@ -401,7 +401,7 @@ def _sweep(directory: Path) -> list[Path]:
             left.setdefault((pid, found["partial"]), []).append(directory / name)
     removed: list[Path] = []
     for (pid, partial), paths in sorted(left.items()):
-        if _alive(pid) or held_by_a_backup(directory / partial) is not False:
+        if pid_alive(pid) or held_by_a_backup(directory / partial) is not False:
             continue
         for path in sorted(paths):
             try:
@@ -418,7 +418,7 @@ def _sweep(directory: Path) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether ``pid`` may be a running process's (another user's included): only a pid no
     process has is not."""
     if pid <= 0:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hub import sqlite_file
-from hub.store.backup import in_use
+from hub.logs import get_logger
+from hub.store.backup import in_use, pid_alive
 from hub.store.base import StoreError
 from hub.store.sqlite_threads import (
     AUTO_VACUUM_INCREMENTAL,
@@ -37,6 +39,8 @@ from hub.store.sqlite_threads import (
     give_back_step,
     unavailable,
 )
+
+log = get_logger(__name__)
 
 #: Free pages given back per transaction on a store already made with incremental vacuum (the
 #: automatic checkpoint after each commit keeps the ``-wal`` about this size).
@@ -91,6 +95,7 @@ def compact(path: Path) -> Compacted:
     """
     if in_use(path):
         raise InUse(in_use_message(path))
+    _sweep(path)
     size_before = path.stat().st_size
     try:
         conn = connect(path, synchronous="FULL", writer=True)
@@ -139,6 +144,21 @@ def _give_back(conn: sqlite3.Connection, path: Path) -> None:
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     if busy:
         raise InUse(in_use_message(path, during=True))
+
+
+def _sweep(path: Path) -> None:
+    """Remove the hidden copies that vacuums of ``path`` killed before their end (``kill -9``,
+    the machine down) left beside it, each as large as the store: those whose pid is no
+    running process's (``vacuum_leftover_removed``)."""
+    directory = path.absolute().parent
+    leftover = re.compile(rf"\.{re.escape(path.name)}\.([0-9]{{1,10}})\.vacuum(?:-journal)?")
+    for name in sorted(os.listdir(directory)):
+        found = leftover.fullmatch(name)
+        if found is None or int(found[1]) == os.getpid() or pid_alive(int(found[1])):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            (directory / name).unlink()
+            log.warning("vacuum_leftover_removed", path=str(directory / name))
 
 
 def _check_space(path: Path, needed: int) -> None:

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -238,3 +239,30 @@ def test_ingest_answers_while_a_purge_gives_space_back(tmp_path: Path) -> None:
         return len(await store.list(limit=len(answers) + 100))
 
     assert on_store(f"sqlite:///{path}", stored) == len(answers)
+
+
+def test_the_command_removes_the_copy_a_killed_vacuum_left(tmp_path: Path) -> None:
+    """A vacuum killed (kill -9) mid-copy leaves its hidden copy beside the store, as large
+    as the store: the next one removes it (its pid is no process's) and says so; another
+    process's, alive, and other files are left alone."""
+    path = tmp_path / "hub.db"
+    shutil.copyfile(OLD_STORE, path)
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(gone.stdout)
+    leftover = tmp_path / f".hub.db.{dead}.vacuum"
+    leftover.write_bytes(b"\0" * 4096)
+    alive = tmp_path / f".hub.db.{os.getpid()}.vacuum"
+    alive.write_bytes(b"\0" * 4096)
+    other = tmp_path / f".other.db.{dead}.vacuum"
+    other.write_bytes(b"\0" * 4096)
+    result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert result.returncode == 0, result.stderr
+    assert not leftover.exists()
+    assert alive.exists() and other.exists()
+    (line,) = [orjson.loads(x) for x in result.stderr.splitlines() if "vacuum_leftover" in x]
+    assert (line["event"], line["path"]) == ("vacuum_leftover_removed", str(leftover))
