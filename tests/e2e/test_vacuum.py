@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 
 from hub.clock import ManualClock
 from hub.store import EventStore, open_store
@@ -266,3 +267,16 @@ def test_the_command_removes_the_copy_a_killed_vacuum_left(tmp_path: Path) -> No
     assert alive.exists() and other.exists()
     (line,) = [orjson.loads(x) for x in result.stderr.splitlines() if "vacuum_leftover" in x]
     assert (line["event"], line["path"]) == ("vacuum_leftover_removed", str(leftover))
+
+
+def test_the_compacted_store_keeps_its_owner(tmp_path: Path) -> None:
+    """Run as root on the store of the user the hub runs as, the new file is still that
+    user's (a root-owned one would refuse the hub's writes)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to give the store another owner")
+    path = tmp_path / "hub.db"
+    shutil.copyfile(OLD_STORE, path)
+    os.chown(path, 4321, 4322)
+    result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert result.returncode == 0, result.stderr
+    assert (path.stat().st_uid, path.stat().st_gid, auto_vacuum(path)) == (4321, 4322, 2)
