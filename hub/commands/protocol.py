@@ -73,8 +73,10 @@
 * **A Content-Length repeated with one value is that value**: ``Content-Length: 5`` twice,
   or ``5, 5``, which httptools refuses, is read as one (RFC 9112 6.3), the head read again
   without the repeats (:meth:`HubHttpProtocol._repeated_length`); different values are a
-  400 that says so. Only a head that begins a read is read so (not one pipelined behind
-  another in the same read, still a 400).
+  400 that says so. A head is read so wherever it falls: beginning a read, pipelined behind
+  other requests in one (found where the parser would begin it: :func:`_request_start`), cut
+  across reads; but not behind a request whose body came across reads (its first byte is
+  not known: still a 400).
 * **Refusals counted**: each request refused so (400, 431, 408, 429) is counted in
   ``leadhub_deliveries_total`` as ``rejected`` with reason ``unreadable``,
   ``headers_too_large``, ``read_timeout`` or ``pipelined_too_far`` (endpoint ``""`` unless
@@ -343,6 +345,51 @@ def _one_length(head: bytes) -> bytes | str | None:
     return b"\r\n".join(kept)
 
 
+class _Completions:
+    """A scratch parser's protocol: counts the requests it read whole (and nothing else: the
+    parser calls back only what its protocol has)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_message_complete(self) -> None:
+        self.count += 1
+
+
+def _completed(data: bytes) -> int:
+    """How many requests a fresh parser reads whole from ``data`` (up to an error)."""
+    counter = _Completions()
+    parser = httptools.HttpRequestParser(counter)
+    with contextlib.suppress(AttributeError):  # (as the protocol's own parser: see below)
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    with contextlib.suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
+        parser.feed_data(data)
+    return counter.count
+
+
+def _request_start(data: bytes, before: int) -> int | None:
+    """Where, in ``data`` (bytes that begin at a request's start), the request after the
+    first ``before`` requests begins (blank lines before it included): the least prefix a
+    fresh parser reads ``before`` requests whole from, found by halving (the parser gives
+    no offsets). Only for a request the parser refused (:meth:`HubHttpProtocol.
+    _repeated_length`), or a head cut off by its read: a few parses of one read. None when
+    ``data`` holds fewer."""
+    if before <= 0:
+        return 0
+    if _completed(data) < before:
+        return None
+    low, high = 1, len(data)  # (the answer is in low..high)
+    while low < high:
+        middle = (low + high) // 2
+        if _completed(data[:middle]) >= before:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 _log = structlog.get_logger()
 
 
@@ -438,7 +485,8 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.after_chunk_size = False
         self.trailer_read = 0
         #: The bytes of the request whose head is being read, from its first, while that head
-        #: spans reads and began a read (see :meth:`_repeated_length`); else None. A head whose
+        #: spans reads (see :meth:`_repeated_length`), unless it came behind a request whose
+        #: body spanned reads; else None (freed once the head is read whole). A head whose
         #: Content-Length repeats, not whole yet: its bytes so far, read again with the next.
         self.head_raw: bytearray | None = None
         self.head_pending: bytes | None = None
@@ -531,6 +579,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         begun = self.begun
         trailing = self.after_chunk_size
         boundary = not self.unfinished  # (whether this read begins the next request)
+        kept = self.head_raw  # (the head under way's bytes before this read, if kept)
         if self.head_pending is not None:  # a head held back: read again, with what came
             data = self.head_pending + data
             self.head_pending = None
@@ -544,22 +593,27 @@ class HubHttpProtocol(HttpToolsProtocol):
         # so no timer was left and the connection stayed open for good.
         if self.unfinished:
             self._unset_keepalive_if_required()
+        # What is fed to the parser; the bytes before it of the request under way when it
+        # began (None: unknown), and the requests begun before those (see _repeated_length).
         fed = data
+        origin: bytes | bytearray | None = b"" if boundary else kept
+        origin_begun = begun if boundary else begun - 1
         while True:
             try:
                 self.parser.feed_data(fed)
             except httptools.HttpParserError as exc:
                 again: bytes | str | bool = True
-                if fed is data and str(exc) in _LENGTH_ERRORS:
-                    again = self._repeated_length(data, begun, boundary)
+                if origin is not None and str(exc) in _LENGTH_ERRORS:
+                    again = self._repeated_length(bytes(origin) + fed, origin_begun)
                 if isinstance(again, bytes):
-                    fed = again
+                    fed, origin, origin_begun = again, b"", self.begun  # (at its head again)
                     continue
                 if again is not False:
                     self.send_400_response(again if isinstance(again, str) else _UNREADABLE)
             except httptools.HttpParserUpgrade as exc:
                 if self.upgrade_ignored:  # read again, without the Upgrade
                     fed = self._without_upgrade(fed[exc.args[0] if exc.args else len(fed) :])
+                    origin, origin_begun = b"", self.begun
                     continue
                 if self._should_upgrade():
                     self.handle_websocket_upgrade()
@@ -581,30 +635,32 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.head_read += len(data)
             if self.head_raw is not None:
                 self.head_raw += data
-        elif boundary and self.begun == begun + 1:  # the head began this read: kept
-            self.head_raw = bytearray(data)
+        elif origin is not None and self.head_pending is None:  # the head began in this read
+            raw = self._head_bytes(bytes(origin) + fed, origin_begun)
+            self.head_raw = None if raw is None else bytearray(raw)
         if self.head_read > MAX_HEAD:
             self._head_too_large()
 
-    def _repeated_length(self, data: bytes, begun: int, boundary: bool) -> bytes | str | bool:
-        """What to read next for a request the parser refused over its Content-Length, read in
-        ``data`` (this read; ``begun``: the requests begun before it; ``boundary``: whether it
-        began at a request's start): the head again, with the Content-Length given once, then
-        the rest (as :meth:`_without_upgrade` does); False when its head is not whole yet
-        (held back: read again with the next read, see :attr:`head_pending`); why the request
-        is refused (``str``); or True, the parser's own refusal stands.
+    def _repeated_length(self, origin: bytes, before: int) -> bytes | str | bool:
+        """What to read next for a request the parser refused over its Content-Length, the last
+        begun; ``origin``: the bytes fed to the parser up to the refusal, from the first byte
+        of a request (the request after the first ``before`` begun on the connection): the
+        head again, with the Content-Length given once, then the rest (as
+        :meth:`_without_upgrade` does); False when its head is not whole yet (held back:
+        read again with the next read, see :attr:`head_pending`); why the request is refused
+        (``str``); or True, the parser's own refusal stands.
 
         The parser (llhttp) refuses a Content-Length given twice, or as ``5, 5``; a recipient
         may take a list of identical values as that one value (RFC 9112 6.3), as h11 and
         nginx do: a Zapier or Make author who adds the Content-Length the tool sends already
         was a 400 "Invalid HTTP request received.", while every other header sent twice with
-        the same value is taken once (:func:`hub.web.ingest.header_dict`). Only a head whose
-        first byte is known is read again: one that began a read, or the rest of one."""
-        if boundary and self.begun == begun + 1:
-            raw = data
-        elif self.begun == begun and self.head_raw is not None:
-            raw = bytes(self.head_raw) + data
-        else:
+        the same value is taken once (:func:`hub.web.ingest.header_dict`). The head is found
+        where the parser would begin it (:func:`_request_start`): alone in its read, after
+        others in it, or cut across reads."""
+        if self.refused or self.transport.is_closing():
+            return True
+        raw = self._head_bytes(origin, before)
+        if raw is None:
             return True
         head, blank, rest = raw.lstrip(b"\r\n").partition(b"\r\n\r\n")  # (blank lines skipped)
         if not blank:
@@ -623,6 +679,17 @@ class HubHttpProtocol(HttpToolsProtocol):
         with contextlib.suppress(AttributeError):  # (httptools < 0.6.3; see _without_upgrade)
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         return raw if blank else False
+
+    def _head_bytes(self, origin: bytes, before: int) -> bytes | None:
+        """The bytes of the last request begun, from its first (blank lines before it
+        included) to the end of ``origin``: bytes fed to the parser from the first byte of
+        the request after the first ``before`` begun on the connection. None when the
+        parser's count and a fresh parser's disagree (as after a request read again)."""
+        skipped = self.begun - before - 1  # (requests read whole in origin before it)
+        if skipped < 0:
+            return None
+        start = _request_start(origin, skipped)
+        return None if start is None else origin[start:]
 
     def _unfinished(self) -> bool:
         """Whether closing now leaves a sender writing the rest of a request, or of the bytes
@@ -678,6 +745,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         self.after_chunk_size = True
 
     def on_headers_complete(self) -> None:
+        self.head_raw = None  # (read whole: its bytes are not needed again)
         if self.refused:
             return
         if self.transport.is_closing():

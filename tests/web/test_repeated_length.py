@@ -108,3 +108,52 @@ def test_a_head_with_a_repeated_length_cut_off_is_refused_408(
                 received += chunk
     assert re.findall(rb"HTTP/1.1 (\d+)", received) == [b"408"], received
     assert b"request not sent whole" in received, received
+
+
+def test_a_repeated_length_pipelined_behind_another_request_is_that_value(
+    tmp_path: Path,
+) -> None:
+    """A head with a repeated Content-Length behind another request in the same read (the
+    parser gives no offsets: only a head that began a read was read again) was a 400
+    "Invalid HTTP request received.", its lead lost. Now every placement is read with the
+    one value: behind one request or several in one read, two such in one read, cut off
+    across reads after another, behind a request whose own head came across reads."""
+    leads = [orjson.dumps({"email": f"lead{n}@example.com"}) for n in range(12)]
+    health = b"GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n"
+    with running_hub(tmp_path, writer="process") as hub:
+        behind_one = _post(leads[0], b"%d") + _post(leads[1], b"%d", b"%d")
+        behind_two = health + _post(leads[2], b"%d") + b"\r\n" + _post(leads[3], b"%d, %d")
+        two_repeated = _post(leads[4], b"%d", b"%d") + _post(leads[5], b"%d", b"%d")
+        cut_after_one = _post(leads[6], b"%d") + _post(leads[7], b"%d", b"%d")
+        second = cut_after_one.index(b"POST", 1)
+        cut_across = _post(leads[8], b"%d") + _post(leads[9], b"%d", b"%d")
+        first_cut = cut_across.index(b"x-after")
+        cut_twice = _post(leads[10], b"%d") + _post(leads[11], b"%d", b"%d")
+        twice = cut_twice.index(b"POST", 1)
+        cases = [
+            [behind_one],
+            [behind_two],
+            [two_repeated],
+            [cut_after_one[: second + 30], cut_after_one[second + 30 :]],  # in its head
+            [cut_across[:first_cut], cut_across[first_cut:]],  # the one before it cut
+            [cut_twice[: twice + 5], cut_twice[twice + 5 : twice + 60], cut_twice[twice + 60 :]],
+        ]
+        for pieces in cases:
+            answered = _exchange(hub.url, pieces)
+            statuses = re.findall(rb'"status":"(\w+)"', answered)
+            assert statuses.count(b"accepted") == 2, (pieces, answered)
+            assert b"HTTP/1.1 400" not in answered, (pieces, answered)
+        assert [e.document for e in hub.events()] == [orjson.loads(lead) for lead in leads]
+
+
+def test_a_pipelined_head_with_different_lengths_is_refused_after_the_one_before(
+    tmp_path: Path,
+) -> None:
+    """Behind another request in the same read, different values are still a 400 that says
+    so, after the answer of the request before it; only that one is stored."""
+    leads = [orjson.dumps({"email": f"lead{n}@example.com"}) for n in range(2)]
+    with running_hub(tmp_path, writer="process") as hub:
+        answered = _exchange(hub.url, [_post(leads[0], b"%d") + _post(leads[1], b"%d", b"5")])
+        assert re.findall(rb"HTTP/1.1 (\d+)", answered) == [b"200", b"400"], answered
+        assert b"with different values" in answered, answered
+        assert [e.document for e in hub.events()] == [orjson.loads(leads[0])]
