@@ -544,7 +544,10 @@ class _Text(NamedTuple):
 
 
 class _Parts:
-    """Collects multipart parts through python-multipart's callbacks."""
+    """Collects multipart parts through python-multipart's callbacks; refuses a part past
+    :data:`MAX_FIELDS` as it begins. Counted once the body was parsed whole, a 1 MiB body of
+    20,000 tiny parts cost 0.14 s of the event loop to be refused (a 64 MiB one: 9 s and
+    280 MB), twice what the parts the limit lets in cost."""
 
     def __init__(self) -> None:
         #: Each part's name and value: a file's summary, or a text part's bytes (decoded
@@ -557,6 +560,8 @@ class _Parts:
         self._data: list[bytes] = []
 
     def on_part_begin(self) -> None:
+        if len(self.pairs) >= MAX_FIELDS:  # (this one is past the limit)
+            raise BodyError(400, f"multipart body has more than {MAX_FIELDS} parts")
         self._headers = {}
         self._data = []
 
@@ -726,8 +731,6 @@ def parse_multipart(
         raise BodyError(400, reason) from None
     if not parts.ended:
         raise BodyError(400, "multipart body ends before its closing boundary")
-    if len(parts.pairs) > MAX_FIELDS:
-        raise BodyError(400, f"multipart body has more than {MAX_FIELDS} parts")
     form_charset = _form_charset(parts.pairs)
     pairs: list[tuple[str, Any]] = []
     for key, value in parts.pairs:
