@@ -31,7 +31,8 @@
   however the head's bytes are split across reads, before the request is dispatched (neither
   the webhook path nor the app sees it); each request on a connection has its own limit. So
   are a chunked body's trailer fields (counted the same ways, and dropped, not added to the
-  request's headers as uvicorn did, without limit), answered 431 once over it.
+  request's headers as uvicorn did, without limit), answered 431 once over it; and a chunk's
+  size line, whose extensions (``5;aaaa...``) the parser skips without end, answered 400.
 * **Refusals in request order**: a request refused (431, 400 for bytes uvicorn's parser
   cannot read, 408 below) behind requests read whole but not answered yet on its connection
   (a webhook being stored, an app's answer under way, requests pipelined behind it) is
@@ -263,7 +264,9 @@ _JSON = [(b"content-type", b"application/json")]
 #: parser keeps a part of a line until the line ends, so a line that never ends is seen
 #: only so), checked after each read: one read (at most 256 KiB) more may be held. A chunked
 #: body's trailer fields have the same limit, counted as the parser hands each over and by
-#: every read that began and ended inside them.
+#: every read that began and ended inside them. So has a chunk's size line (its extensions:
+#: ``5;aaaa...``), counted by every read inside a body that the parser handed nothing of,
+#: answered 400 once over it.
 MAX_HEAD = 64 * 1024
 #: What a head takes besides its URL and headers: the spaces and CRLF of the request line,
 #: its version (``HTTP/1.1``), the blank line that ends it (the method is counted apart).
@@ -287,8 +290,9 @@ READ_TIMEOUT = 30.0
 #: sender trickling a byte every 29 s (or a blank line before its first request) held its
 #: connection, and a file descriptor, for as long as it liked. A sender that keeps up
 #: :data:`REQUEST_RATE` is not cut before :data:`REQUEST_TIME_MAX` (1 MiB at 2 KB/s: 9
-#: minutes), the most any request has: bytes that count toward no limit (a chunk's
-#: extension, which the parser reads without end) would otherwise hold a connection for good.
+#: minutes), the most any request has: bytes sent fast would otherwise hold a connection
+#: for long (a body of one-byte chunks: six bytes on the wire for each of the body's; a
+#: chunk's extension, before it had a limit of its own, for good).
 REQUEST_TIME = 60.0
 REQUEST_RATE = 1024
 REQUEST_TIME_MAX = 900.0
@@ -484,6 +488,13 @@ class HubHttpProtocol(HttpToolsProtocol):
         #: the request being read has sent (see :data:`MAX_HEAD`).
         self.after_chunk_size = False
         self.trailer_read = 0
+        #: Whether the parser handed anything of the request over (its head read whole, body
+        #: bytes, a chunk's size line) during the read being parsed; how many bytes the reads
+        #: since it last did, inside the body of one request, took: a chunk's size line with
+        #: its extensions, which the parser reads without end and hands nothing of over (or
+        #: trailer fields, counted apart as well). See :data:`MAX_HEAD`.
+        self.handed = False
+        self.line_read = 0
         #: The bytes of the request whose head is being read, from its first, while that head
         #: spans reads (see :meth:`_repeated_length`), unless it came behind a request whose
         #: body spanned reads; else None (freed once the head is read whole). A head whose
@@ -596,6 +607,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         # What is fed to the parser; the bytes before it of the request under way when it
         # began (None: unknown), and the requests begun before those (see _repeated_length).
         fed = data
+        self.handed = False
         origin: bytes | bytearray | None = b"" if boundary else kept
         origin_begun = begun if boundary else begun - 1
         while True:
@@ -630,6 +642,12 @@ class HubHttpProtocol(HttpToolsProtocol):
                 self.trailer_read += len(data)  # (a read inside the trailer fields)
             if self.trailer_read > MAX_HEAD and self.unfinished:
                 self._trailers_too_large()
+            elif begun == self.begun and self.unfinished and not self.handed:
+                self.line_read += len(data)  # (a read inside a chunk's size line)
+                if self.line_read > MAX_HEAD:
+                    self._chunk_line_too_large()
+            else:
+                self.line_read = 0
             return
         if begun == self.begun:  # all of it inside one head (else: counted from the next)
             self.head_read += len(data)
@@ -727,6 +745,17 @@ class HubHttpProtocol(HttpToolsProtocol):
     def _trailers_too_large(self) -> None:
         self._refuse(431, f"request trailers over the {MAX_HEAD}-byte limit", "headers_too_large")
 
+    def _chunk_line_too_large(self) -> None:
+        """A chunk's size line went on past :data:`MAX_HEAD` (extensions after ``5;``, which
+        the parser skips without limit and the hub has no use for): only the whole-request
+        deadline (:data:`REQUEST_TIME_MAX`) ended it, and a sender could make the hub read
+        and parse gigabytes for nothing meanwhile (4 GB in 5 s on the loopback)."""
+        self._refuse(
+            400,
+            f"a chunk size line (with its extensions) over the {MAX_HEAD}-byte limit",
+            "unreadable",
+        )
+
     def on_header(self, name: bytes, value: bytes) -> None:
         """A header of the head being read; after it, a trailer field of a chunked body,
         which is counted (:data:`MAX_HEAD`) and dropped: uvicorn appended each to the
@@ -743,9 +772,11 @@ class HubHttpProtocol(HttpToolsProtocol):
     def on_chunk_header(self) -> None:
         """A chunk's size line was read: its data, or (the last chunk) trailer fields, next."""
         self.after_chunk_size = True
+        self.handed = True
 
     def on_headers_complete(self) -> None:
         self.head_raw = None  # (read whole: its bytes are not needed again)
+        self.handed = True
         if self.refused:
             return
         if self.transport.is_closing():
@@ -857,6 +888,7 @@ class HubHttpProtocol(HttpToolsProtocol):
 
     def on_body(self, body: bytes) -> None:
         self.after_chunk_size = False
+        self.handed = True
         if self.refused:
             return
         cycle: Any = self.cycle

@@ -89,3 +89,65 @@ def test_a_few_trailer_fields_are_read_and_the_delivery_stored(
     finally:
         wire.close()
     assert sorted(e.delivery_id for e in hub.events()) == ["after-trailers", "trailers-within"]
+
+
+LINE_TOO_LARGE = {
+    "error": f"a chunk size line (with its extensions) over the {MAX_HEAD}-byte limit"
+}
+
+
+@pytest.mark.parametrize("path", ["/hooks/typeform", "/not-a-hook"])
+def test_a_chunk_size_line_over_the_limit_is_a_400(
+    fast_hub: tuple[Hub, list[int]], path: str
+) -> None:
+    """A chunk's size line whose extension never ends (``5;aaaa...``), four times the limit
+    in writes of 8 KiB: a 400 that says why and the connection closed. The parser skips
+    extensions without limit: only the 900 s whole-request deadline ended it (the hub read
+    4 GB of it in 5 s on the loopback). Nothing is stored; the next connection is served."""
+    hub, _ = fast_hub
+    body, headers = _signed("endless-extension")
+    head = _request(b"", {**headers, "transfer-encoding": "chunked"}, path=path)
+    endless = b"%x;" % len(body) + b"a" * (4 * MAX_HEAD)
+    wire = _Wire(hub.url)
+    answers: list[tuple[int, bytes]] = []
+    try:
+        wire.send(head)
+        for start in range(0, len(endless), 8192):
+            wire.send(endless[start : start + 8192])
+        while not answers or answers[-1][0] == 404:
+            status, response_headers, answer = wire.response()
+            answers.append((status, answer))
+        assert orjson.loads(answers[-1][1]) == LINE_TOO_LARGE
+        assert [status for status, _ in answers] in ([400], [404, 400])
+        assert response_headers["connection"] == "close"
+        assert wire.closed()
+    finally:
+        wire.close()
+    assert hub.events() == []
+    assert hub.client.get("/healthz").status_code == 200
+
+
+def test_chunk_extensions_within_the_limit_are_read_and_the_delivery_stored(
+    fast_hub: tuple[Hub, list[int]],
+) -> None:
+    """Chunk extensions within the limit (a chunk's, the last one's, half the limit in one,
+    sent over several reads) and a chunk of 8 times the limit of data (more than a read
+    holds: some of it is read apart from its size line) end the request as before: stored
+    and answered 200, and the connection serves the next."""
+    hub, _ = fast_hub
+    body, headers = _signed("extensions-within", '"pad": "' + "a" * (8 * MAX_HEAD) + '"')
+    long = b";x=" + b"a" * (MAX_HEAD // 2)
+    chunked = b"a;name=value\r\n%s\r\n" % body[:10]
+    chunked += b"%x%s\r\n%s\r\n0;last=1\r\n\r\n" % (len(body) - 10, long, body[10:])
+    wire = _Wire(hub.url)
+    try:
+        wire.send(_request(b"", {**headers, "transfer-encoding": "chunked"}))
+        for start in range(0, len(chunked), 4096):
+            wire.send(chunked[start : start + 4096])
+        assert wire.response()[0] == 200
+        after, after_headers = _signed("after-extensions")
+        wire.send(_request(after, after_headers))
+        assert wire.response()[0] == 200
+    finally:
+        wire.close()
+    assert sorted(e.delivery_id for e in hub.events()) == ["after-extensions", "extensions-within"]

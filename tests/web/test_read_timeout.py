@@ -264,20 +264,22 @@ def test_a_blank_line_after_an_answer_does_not_hold_the_connection(hub: Hub) -> 
 def test_a_request_that_never_ends_is_cut_however_fast_it_comes(
     trickle_hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A chunk's extension counts toward no limit (the parser reads it without end): sent
-    fast, its bytes kept adding time to the request's. A request has a most it may take."""
+    """Bytes sent fast kept adding time to a request's: a chunk's extension, which counted
+    toward no limit (now bounded on its own), or a body of one-byte chunks, six bytes on
+    the wire for each of the body's (which stays within ``max_body`` for long). A request
+    has a most it may take."""
     monkeypatch.setattr(protocol, "REQUEST_TIME_MAX", 2 * TRICKLE_TIME, raising=False)
     sock = _connect(trickle_hub)
     sock.sendall(
         b"POST /hooks/typeform HTTP/1.1\r\nhost: hub\r\ncontent-type: application/json\r\n"
-        b"transfer-encoding: chunked\r\n\r\n2;"
+        b"transfer-encoding: chunked\r\n\r\n"
     )
     sock.settimeout(0.05)
     got = b""
     deadline = time.monotonic() + 20 * TRICKLE_TIME
     while time.monotonic() < deadline:
         try:
-            sock.sendall(b"x" * 4096)
+            sock.sendall(b"1\r\nx\r\n" * 682)
         except (BrokenPipeError, ConnectionResetError):
             break
         try:
