@@ -76,8 +76,8 @@
   without the repeats (:meth:`HubHttpProtocol._repeated_length`); different values are a
   400 that says so. A head is read so wherever it falls: beginning a read, pipelined behind
   other requests in one (found where the parser would begin it: :func:`_request_start`), cut
-  across reads; but not behind a request whose body came across reads (its first byte is
-  not known: still a 400).
+  across reads, behind a head or body that came across reads; but not behind a chunked body
+  that came across reads (where it begins is not known: still a 400).
 * **Refusals counted**: each request refused so (400, 431, 408, 429) is counted in
   ``leadhub_deliveries_total`` as ``rejected`` with reason ``unreadable``,
   ``headers_too_large``, ``read_timeout`` or ``pipelined_too_far`` (endpoint ``""`` unless
@@ -495,9 +495,16 @@ class HubHttpProtocol(HttpToolsProtocol):
         #: trailer fields, counted apart as well). See :data:`MAX_HEAD`.
         self.handed = False
         self.line_read = 0
+        #: Of the read being parsed: the body bytes the parser handed over, and how many of
+        #: them it had when it first read a request whole (-1: none yet, or one with chunks,
+        #: which it read a chunk's size line of); the end, in the read, of a body it began in
+        #: (see :meth:`_from_request`).
+        self.body_read = 0
+        self.body_end = -1
+        self.chunked_read = False
         #: The bytes of the request whose head is being read, from its first, while that head
-        #: spans reads (see :meth:`_repeated_length`), unless it came behind a request whose
-        #: body spanned reads; else None (freed once the head is read whole). A head whose
+        #: spans reads (see :meth:`_repeated_length`), unless it came behind a chunked body
+        #: that spanned reads; else None (freed once the head is read whole). A head whose
         #: Content-Length repeats, not whole yet: its bytes so far, read again with the next.
         self.head_raw: bytearray | None = None
         self.head_pending: bytes | None = None
@@ -604,19 +611,28 @@ class HubHttpProtocol(HttpToolsProtocol):
         # so no timer was left and the connection stayed open for good.
         if self.unfinished:
             self._unset_keepalive_if_required()
-        # What is fed to the parser; the bytes before it of the request under way when it
-        # began (None: unknown), and the requests begun before those (see _repeated_length).
+        # What is fed to the parser; where a request's first byte is in it, for a head the
+        # parser may refuse (see _repeated_length): the bytes before it of the request under
+        # way when it began (None: unknown); or, for a read that began in a body, the end of
+        # that body if this read holds it (from_body, see body_end); and the requests begun
+        # before that byte.
         fed = data
         self.handed = False
         origin: bytes | bytearray | None = b"" if boundary else kept
-        origin_begun = begun if boundary else begun - 1
+        from_body = origin is None and not self.in_head and not self.after_chunk_size
+        origin_begun = begun if boundary or from_body else begun - 1
+        self.body_read = 0
+        self.body_end = -1
+        self.chunked_read = False
         while True:
             try:
                 self.parser.feed_data(fed)
             except httptools.HttpParserError as exc:
                 again: bytes | str | bool = True
-                if origin is not None and str(exc) in _LENGTH_ERRORS:
-                    again = self._repeated_length(bytes(origin) + fed, origin_begun)
+                if str(exc) in _LENGTH_ERRORS:
+                    whole = self._from_request(origin, fed, from_body)
+                    if whole is not None:
+                        again = self._repeated_length(whole, origin_begun)
                 if isinstance(again, bytes):
                     fed, origin, origin_begun = again, b"", self.begun  # (at its head again)
                     continue
@@ -653,8 +669,9 @@ class HubHttpProtocol(HttpToolsProtocol):
             self.head_read += len(data)
             if self.head_raw is not None:
                 self.head_raw += data
-        elif origin is not None and self.head_pending is None:  # the head began in this read
-            raw = self._head_bytes(bytes(origin) + fed, origin_begun)
+        elif self.head_pending is None:  # the head began in this read: kept, when known
+            whole = self._from_request(origin, fed, from_body)
+            raw = None if whole is None else self._head_bytes(whole, origin_begun)
             self.head_raw = None if raw is None else bytearray(raw)
         if self.head_read > MAX_HEAD:
             self._head_too_large()
@@ -674,7 +691,8 @@ class HubHttpProtocol(HttpToolsProtocol):
         was a 400 "Invalid HTTP request received.", while every other header sent twice with
         the same value is taken once (:func:`hub.web.ingest.header_dict`). The head is found
         where the parser would begin it (:func:`_request_start`): alone in its read, after
-        others in it, or cut across reads."""
+        others in it, cut across reads, behind a head or a body that came across reads (not a
+        chunked one: see :meth:`_from_request`)."""
         if self.refused or self.transport.is_closing():
             return True
         raw = self._head_bytes(origin, before)
@@ -697,6 +715,20 @@ class HubHttpProtocol(HttpToolsProtocol):
         with contextlib.suppress(AttributeError):  # (httptools < 0.6.3; see _without_upgrade)
             self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
         return raw if blank else False
+
+    def _from_request(
+        self, origin: bytes | bytearray | None, fed: bytes, from_body: bool
+    ) -> bytes | None:
+        """The bytes fed to the parser (``fed``), from a request's first byte on (see
+        :meth:`data_received`): after ``origin``, the bytes of the request under way before
+        them; or, for a read that began in a body (``from_body``), from that body's end, when
+        this read held it and the body had no chunks (its bytes on the wire are the parser's
+        body bytes); None when not known."""
+        if origin is not None:
+            return bytes(origin) + fed
+        if from_body and self.body_end >= 0:
+            return fed[self.body_end :]
+        return None
 
     def _head_bytes(self, origin: bytes, before: int) -> bytes | None:
         """The bytes of the last request begun, from its first (blank lines before it
@@ -773,6 +805,7 @@ class HubHttpProtocol(HttpToolsProtocol):
         """A chunk's size line was read: its data, or (the last chunk) trailer fields, next."""
         self.after_chunk_size = True
         self.handed = True
+        self.chunked_read = True
 
     def on_headers_complete(self) -> None:
         self.head_raw = None  # (read whole: its bytes are not needed again)
@@ -889,6 +922,7 @@ class HubHttpProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         self.after_chunk_size = False
         self.handed = True
+        self.body_read += len(body)
         if self.refused:
             return
         cycle: Any = self.cycle
@@ -909,6 +943,8 @@ class HubHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if self.upgrade_ignored:  # (its body is not read yet: see _without_upgrade)
             return
+        if self.body_end < 0 and not self.chunked_read:  # (the read's first request ended)
+            self.body_end = self.body_read
         self.reading = False
         self.unfinished = False
         self.after_chunk_size = False

@@ -26,6 +26,11 @@ def _post(body: bytes, *lengths: bytes) -> bytes:
     return head + b"x-after: 1\r\n\r\n" + body
 
 
+def _cut(wire: bytes, cuts: list[int]) -> list[bytes]:
+    """``wire`` in pieces, cut at ``cuts``."""
+    return [wire[start:end] for start, end in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+
+
 def _each_answered(url: str, requests: list[bytes]) -> list[bytes]:
     """Send ``requests`` on one connection, each once the one before it is answered (a
     request begins a read: one pipelined behind another in the same read is not read so),
@@ -117,8 +122,9 @@ def test_a_repeated_length_pipelined_behind_another_request_is_that_value(
     parser gives no offsets: only a head that began a read was read again) was a 400
     "Invalid HTTP request received.", its lead lost. Now every placement is read with the
     one value: behind one request or several in one read, two such in one read, cut off
-    across reads after another, behind a request whose own head came across reads."""
-    leads = [orjson.dumps({"email": f"lead{n}@example.com"}) for n in range(12)]
+    across reads after another, behind a request whose own head or body came across reads
+    (then cut off itself, too)."""
+    leads = [orjson.dumps({"email": f"lead{n}@example.com"}) for n in range(18)]
     health = b"GET /healthz HTTP/1.1\r\nhost: hub\r\n\r\n"
     with running_hub(tmp_path, writer="process") as hub:
         behind_one = _post(leads[0], b"%d") + _post(leads[1], b"%d", b"%d")
@@ -130,6 +136,9 @@ def test_a_repeated_length_pipelined_behind_another_request_is_that_value(
         first_cut = cut_across.index(b"x-after")
         cut_twice = _post(leads[10], b"%d") + _post(leads[11], b"%d", b"%d")
         twice = cut_twice.index(b"POST", 1)
+        in_body = [_post(leads[n], b"%d") + _post(leads[n + 1], b"%d", b"%d") for n in (12, 14, 16)]
+        body_at = [wire.index(b"}") - 5 for wire in in_body]  # (inside the first one's body)
+        head_at = [wire.index(b"POST", 1) + 40 for wire in in_body]  # (in the second's head)
         cases = [
             [behind_one],
             [behind_two],
@@ -137,6 +146,9 @@ def test_a_repeated_length_pipelined_behind_another_request_is_that_value(
             [cut_after_one[: second + 30], cut_after_one[second + 30 :]],  # in its head
             [cut_across[:first_cut], cut_across[first_cut:]],  # the one before it cut
             [cut_twice[: twice + 5], cut_twice[twice + 5 : twice + 60], cut_twice[twice + 60 :]],
+            _cut(in_body[0], [body_at[0]]),  # it behind a body that came across reads
+            _cut(in_body[1], [body_at[1], head_at[1]]),  # so, and then cut off itself
+            _cut(in_body[2], [50, body_at[2], head_at[2], head_at[2] + 30]),  # all of those
         ]
         for pieces in cases:
             answered = _exchange(hub.url, pieces)
