@@ -137,6 +137,11 @@ FIRST_PAUSE = 0.5
 LONGEST_PAUSE = 5.0
 #: How often a wait (or an attempt) looks whether a stop signal came.
 _STOP_POLL = 0.1
+#: Seconds an attempt to open the store goes on before serve asks it what it waits for (a
+#: PostgreSQL commit waiting for a synchronous standby: ``commit_wait``), and asks again
+#: while it finds nothing; once found, seconds before it says so again (the attempt goes on).
+OPEN_LOOK_AFTER = 5.0
+OPEN_TOLD_EVERY = 60.0
 
 
 class Stopping:
@@ -213,7 +218,7 @@ async def open_waiting(
     while True:
         attempt += 1
         try:
-            await _unless_stopped(store.open(), stopping)
+            await _unless_stopped(_opening(store, db_url), stopping)
             return
         except (NewerSchema, SchemaUnreadable, NotAnEventStore):
             raise
@@ -236,6 +241,47 @@ async def open_waiting(
             )
             await _unless_stopped(asyncio.sleep(delay), stopping)
             pause = min(pause * 2, LONGEST_PAUSE)
+
+
+async def _opening(store: EventStore, db_url: str) -> None:
+    """``store.open()``, saying meanwhile what it waits for when that takes long and the
+    store can tell (:func:`_tell_open_wait`)."""
+    look: Callable[[], Awaitable[str | None]] | None = getattr(store, "commit_wait", None)
+    if look is None:  # (SQLite: no such wait)
+        await store.open()
+        return
+    telling = asyncio.ensure_future(_tell_open_wait(look, db_url))
+    try:
+        await store.open()
+    finally:
+        telling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await telling
+
+
+async def _tell_open_wait(look: Callable[[], Awaitable[str | None]], db_url: str) -> None:
+    """After :data:`OPEN_LOOK_AFTER` s of an open, warn (``store_commit_waiting``) when
+    ``look`` finds the store's commits waiting (for a synchronous standby that is gone: the
+    first commit of the open waits for it, and serve waited there without a line, then was
+    told the server could not be reached), again every :data:`OPEN_TOLD_EVERY` s while it
+    lasts. The open goes on: such a commit is on the server's disk already, and completes
+    once the standby confirms it or is no longer waited for."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    pause = OPEN_LOOK_AFTER
+    while True:
+        await asyncio.sleep(pause)
+        wait = await look()
+        if wait is None:
+            pause = OPEN_LOOK_AFTER
+            continue
+        _log.warning(
+            "store_commit_waiting",
+            db=safe_url(db_url),
+            waited=round(loop.time() - started, 1),
+            cause=wait,
+        )
+        pause = OPEN_TOLD_EVERY
 
 
 def _store_hook(

@@ -23,6 +23,7 @@ import asyncio
 import builtins
 import contextlib
 import re
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Collection, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -90,6 +91,11 @@ CONNECT_TIMEOUT = 10.0
 COMMAND_TIMEOUT = 60.0
 #: How the hub's connections name themselves to the server (``pg_stat_activity``).
 APPLICATION_NAME = "leadhub"
+#: The reading of what the store's commits wait for (:meth:`PostgresStore.commit_wait`, on a
+#: connection of its own): seconds it may take, and seconds its answer is kept (the watchdog
+#: and each failed transaction ask; one reading serves them all).
+WAIT_READ_WITHIN = 3.0
+WAIT_READ_KEPT = 5.0
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 #: The schema version this code writes (``meta.schema_version``); older stores are migrated.
 SCHEMA_VERSION = 2
@@ -137,6 +143,10 @@ _INGEST_RIGHTS = {
     "events": "SELECT,INSERT",
 }
 _INGEST_SEQUENCES = ("deliveries", "events")
+
+#: The values of ``synchronous_commit`` whose commits wait for the synchronous standbys that
+#: ``synchronous_standby_names`` names (``local`` and ``off`` do not).
+_WAITS_FOR_STANDBY = ("on", "remote_write", "remote_apply")
 
 #: The database encodings that hold whatever text a lead carries, as the hub sends it (UTF-8):
 #: UTF8, and SQL_ASCII, which stores the bytes sent without a check (``_check_encoding``).
@@ -246,7 +256,19 @@ class PostgresStore(BatchedStore):
         self.not_crash_safe: list[str] = []
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = StoreStats()
-        self._writes = Writes(self._conn, self.stats, stall_after=stall_after, clock=self.clock)
+        self._writes = Writes(
+            self._conn,
+            self.stats,
+            stall_after=stall_after,
+            clock=self.clock,
+            commit_wait=self.commit_wait,
+        )
+        #: The last reading of :meth:`commit_wait` (``time.monotonic()``, its answer), and
+        #: the lock that makes callers meanwhile share one reading.
+        self._wait_read: tuple[float, str | None] | None = None
+        #: The store's sessions' ``synchronous_commit`` (:meth:`_commit_durably`).
+        self._commit = "on"
+        self._wait_reading = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r}, schema={self.schema!r})"
@@ -607,6 +629,7 @@ class PostgresStore(BatchedStore):
         unsafe = {"fsync": fsync, "full_page_writes": full_pages}
         self.not_crash_safe = sorted(name for name, value in unsafe.items() if value == "off")
         kept = {"synchronous_commit": "on" if commit == "off" else commit}
+        self._commit = kept["synchronous_commit"]
         if self._begin:
             self._begin_with({**self._local, **kept})
         else:
@@ -735,6 +758,9 @@ class PostgresStore(BatchedStore):
         except StoreError:
             raise
         except _UNAVAILABLE as exc:
+            if isinstance(exc, TimeoutError) and (wait := await self.commit_wait()):
+                msg = f"The event store {self.shown!r} did not answer in time: {wait}"
+                raise StoreUnavailable(msg) from exc
             raise self._statement_mode(exc) or self._unavailable(exc) from exc
         except asyncpg.ReadOnlySQLTransactionError as exc:
             raise await self._read_only(exc) from exc
@@ -768,6 +794,65 @@ class PostgresStore(BatchedStore):
             "target_session_attrs=read-write picks it among several hosts)."
         )
         return StoreUnavailable(msg)
+
+    async def commit_wait(self) -> str | None:
+        """What to say when the store's commits wait for a synchronous standby that does not
+        confirm them (``synchronous_standby_names`` naming one that is gone, stopped or
+        never made), else None (also when it cannot be read within
+        :data:`WAIT_READ_WITHIN`, on a connection of its own: the pool's may all be waiting).
+
+        Such a commit does not fail: it waits for as long as the standby is missing, the
+        store's sessions committing with ``synchronous_commit = on`` at least
+        (:meth:`_commit_durably`), and the server says nothing. serve's first open waited
+        there silently, then was told "cannot be reached ... check that PostgreSQL is
+        running" after the driver's timeout; webhooks got 503 with a guessed cause. Found
+        by the wait event ``SyncRep`` of the hub's sessions (by their application_name) in
+        ``pg_stat_activity``, waited over a second. One reading serves the callers of
+        :data:`WAIT_READ_KEPT` seconds."""
+        async with self._wait_reading:
+            now = time.monotonic()
+            if self._wait_read is not None and now - self._wait_read[0] < WAIT_READ_KEPT:
+                return self._wait_read[1]
+            found = await self._read_commit_wait()
+            self._wait_read = (time.monotonic(), found)
+            return found
+
+    async def _read_commit_wait(self) -> str | None:
+        """:meth:`commit_wait`'s reading, on a connection of its own."""
+        conn: asyncpg.Connection | None = None
+        try:
+            async with asyncio.timeout(WAIT_READ_WITHIN):
+                conn = await asyncpg.connect(
+                    self.dsn,
+                    statement_cache_size=0,  # (a pooler's transaction mode: no named ones)
+                    server_settings={"application_name": f"{APPLICATION_NAME}-look"},
+                )
+                found = await conn.fetchrow(Q["standby_wait"], APPLICATION_NAME)
+                await conn.close()
+        except BaseException as exc:
+            if conn is not None:
+                conn.terminate()  # (no goodbye: the server may be the one not answering)
+            if not isinstance(exc, Exception):
+                raise
+            return None
+        if found is None:
+            return None
+        waiting, names, synchronous, hidden = found
+        if waiting:
+            seen = f"{waiting} session{'s' if waiting > 1 else ''} of the hub waiting over a second"
+        elif names and self._commit in _WAITS_FOR_STANDBY and not synchronous and not hidden:
+            # (a wait the driver's timeout cancelled is over: the setting and the standbys
+            # connected tell it)
+            seen = "no synchronous standby is connected"
+        else:
+            return None
+        return (
+            f"its commits wait for a synchronous standby to confirm them (wait event SyncRep: "
+            f"{seen}; the primary's synchronous_standby_names = {str(names)!r}): bring that "
+            "standby back (or connect one it names), or change synchronous_standby_names on "
+            "the primary (empty: no standby waited for) and reload it. A waiting commit is "
+            "on the primary's disk already and completes once confirmed."
+        )
 
     async def _read_only_by_default(self) -> bool:
         """Whether the server is a primary whose sessions begin read-only (one read, on the

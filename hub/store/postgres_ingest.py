@@ -27,7 +27,9 @@ A delivery that has waited :data:`hub.store.base.STALL_AFTER` for its commit (a 
 hangs rather than refusing) is answered with :class:`StoreUnavailable` (503) by one watchdog
 timer, without cancelling the statement: asyncpg's cancellation waits on the same hung
 server. Its write may still commit when the server comes back; the sender's retry is then a
-duplicate of it.
+duplicate of it. Before it answers, the watchdog asks the store what its commits wait for
+(``commit_wait``: a synchronous standby that does not confirm them), for at most a few
+seconds, and says it in the answers and in ``store_stalled``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -111,11 +113,19 @@ class Writes:
         *,
         stall_after: float = STALL_AFTER,
         clock: Clock = SYSTEM_CLOCK,
+        commit_wait: Callable[[], Awaitable[str | None]] | None = None,
     ) -> None:
         """``clock``: what :data:`STALLED_EVERY` is counted by (the store's; a test's clock
-        times the lines without depending on when a loaded machine runs the watchdog)."""
+        times the lines without depending on when a loaded machine runs the watchdog);
+        ``commit_wait``: what the store's commits wait for, when known (the store's
+        ``commit_wait``, bounded in time), said in the watchdog's answers and lines."""
         self._connect = connect
         self._clock = clock
+        self._commit_wait = commit_wait
+        #: The watchdog's answers waiting for ``commit_wait`` (a task each pass).
+        self._telling: set[asyncio.Task[None]] = set()
+        #: What ``commit_wait`` said for the answers told in the next ``store_stalled`` line.
+        self._stalled_wait: str | None = None
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = stats
         self.stall_after = stall_after
@@ -172,21 +182,43 @@ class Writes:
             _, done = owed.popleft()
             if not done.done():
                 failing.append(done)
-        if failing:
-            self._stalled_untold += len(failing)
-            if self._stalled_timer is None:
-                self._tell_stalled()
-            for done in failing:
-                done.set_exception(
-                    StoreUnavailable(
-                        f"PostgreSQL has not answered for {self.stall_after:g} s (a stopped "
-                        "server, a lock never released, a network that drops packets?); "
-                        "nothing unanswered was acknowledged."
-                    )
-                )
+        if failing and self._commit_wait is None:
+            self._fail_stalled(failing, None)
+        elif failing:
+            task = asyncio.get_running_loop().create_task(self._fail_told(failing))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
         if owed:
             wait = max(owed[0][0] + self.stall_after - now, 0.01)
             self._watchdog = asyncio.get_running_loop().call_later(wait, self._watch)
+
+    async def _fail_told(self, failing: list[_Answer]) -> None:
+        """:meth:`_fail_stalled`, saying what the commits wait for when the store tells it."""
+        assert self._commit_wait is not None
+        wait: str | None = None
+        try:
+            wait = await self._commit_wait()
+        finally:  # (cancelled: answered all the same)
+            self._fail_stalled(failing, wait)
+
+    def _fail_stalled(self, failing: list[_Answer], wait: str | None) -> None:
+        """Answer ``failing`` (waited ``stall_after`` for their commit) unavailable, saying
+        ``wait`` (what the commits wait for) when known, and tell them in ``store_stalled``."""
+        self._stalled_wait = wait
+        self._stalled_untold += len(failing)
+        if self._stalled_timer is None:
+            self._tell_stalled()
+        why = (
+            f": {wait} Nothing unanswered was acknowledged."
+            if wait
+            else " (a stopped server, a lock never released, a network that drops packets?); "
+            "nothing unanswered was acknowledged."
+        )
+        for done in failing:
+            if not done.done():
+                done.set_exception(
+                    StoreUnavailable(f"PostgreSQL has not answered for {self.stall_after:g} s{why}")
+                )
 
     def _tell_stalled(self) -> None:
         """Log ``store_stalled`` for the answers the watchdog gave since the last line (each
@@ -203,11 +235,14 @@ class Writes:
             return
         self._stalled_told = now
         failing, self._stalled_untold = self._stalled_untold, 0
-        log().error("store_stalled", waited=self.stall_after, failing=failing)
+        cause = {"cause": self._stalled_wait} if self._stalled_wait else {}
+        log().error("store_stalled", waited=self.stall_after, failing=failing, **cause)
 
     async def finish(self) -> None:
         """Write what is still gathered and wait for every write in flight, but not for a
         write that has hung longer than ``stall_after`` (the watchdog answered its callers)."""
+        if self._telling:  # (the watchdog's answers, each pass a few seconds at most)
+            await asyncio.wait(set(self._telling))
         while True:
             self._gathered = [(p, done) for p, done in self._gathered if not done.done()]
             if not self._gathered and not self._flushing:

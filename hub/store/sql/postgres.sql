@@ -690,6 +690,20 @@ SELECT extract(epoch FROM clock_timestamp())::float8;
 SELECT current_setting('synchronous_commit'), current_setting('fsync'),
        current_setting('full_page_writes');
 
+-- name: standby_wait
+-- What the hub's commits wait for (PostgresStore.commit_wait): its sessions ($1: their
+-- application_name) in this database whose commit has waited over a second for a
+-- synchronous standby's confirmation (wait event SyncRep); the setting naming the standbys
+-- waited for; the standbys connected that are synchronous (sync or quorum), and those whose
+-- state is hidden from this role (without pg_read_all_stats: any role sees that they are).
+SELECT
+    (SELECT count(*) FROM pg_stat_activity
+     WHERE application_name = $1 AND datname = current_database() AND wait_event = 'SyncRep'
+       AND query_start < clock_timestamp() - interval '1 second'),
+    current_setting('synchronous_standby_names'),
+    (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
+    (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL);
+
 -- name: ping
 INSERT INTO meta (key, value) VALUES ('last_ping', $1)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
