@@ -226,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
     )
     fields = {
         "rate_limit": str(rate_limit) if rate_limit else "off",
-        "db": db_path or "memory",
+        # (absolute: a relative --db is the working directory's, which the log does not say)
+        "db": str(Path(db_path).absolute()) if db_path else "memory",
         "keys": _keys_from(args),
     }
     exposed = _exposed(args)

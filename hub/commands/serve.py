@@ -353,11 +353,13 @@ PLACES = (
 
 def warn_of_place(path: Path, places: Sequence[tuple[frozenset[str], str, str]] = PLACES) -> None:
     """Warn when the SQLite file ``path`` (and the embedded sandbox's beside it) is on a
-    filesystem of one of ``places`` (:data:`PLACES`), as that place's event."""
+    filesystem of one of ``places`` (:data:`PLACES`), as that place's event, naming it by its
+    absolute path (a relative ``--db`` is the working directory's, which the log does not say)."""
     for kinds, event, detail in places:
         if (found := mounted_on(path, kinds)) is not None:
             kind, mount = found
-            _log.warning(event, path=str(path), filesystem=kind, mount=mount, detail=detail)
+            shown = str(path.absolute())
+            _log.warning(event, path=shown, filesystem=kind, mount=mount, detail=detail)
 
 
 def _closing(app: ASGIApp) -> LifespanHook:

@@ -213,9 +213,11 @@ class SQLiteStore(BatchedStore):
             shrinks: bool | None = await self.shrinks()
         except StoreError:
             shrinks = None  # (not to be told: the reads say why, when it matters)
+        # (absolute: ``sqlite:///leadhub.db``, the default, is relative to the working
+        # directory, which a reader of the log cannot tell)
         log().info(
             "store_opened",
-            path=str(self.path),
+            path=str(self.path.absolute()),
             synchronous=self.synchronous,
             writer=self.writer,
             shrinks=shrinks,
@@ -224,7 +226,7 @@ class SQLiteStore(BatchedStore):
             # (info: the commands, which log warnings and worse, open old stores too)
             log().info(
                 "store_keeps_size",
-                path=str(self.path),
+                path=str(self.path.absolute()),
                 note="made by an earlier leadhub: its file does not shrink after a purge "
                 "(the space freed is reused for new events); to give it back, stop the hub and "
                 "run `leadhub vacuum --db URL` once",
@@ -239,7 +241,7 @@ class SQLiteStore(BatchedStore):
         except BaseException:
             await self.close()
             raise
-        log().info("store_opened", path=str(self.path), read_only=self.read_only)
+        log().info("store_opened", path=str(self.path.absolute()), read_only=self.read_only)
 
     async def close(self) -> None:
         if self._ingest is not None:
@@ -646,7 +648,7 @@ class SQLiteStore(BatchedStore):
         try:
             return await self._give_back()
         except StoreError as exc:
-            log().warning("store_give_back_failed", path=str(self.path), error=str(exc))
+            log().warning("store_give_back_failed", path=str(self.path.absolute()), error=str(exc))
             return 0
 
     async def _give_back(self) -> int:
@@ -676,7 +678,7 @@ class SQLiteStore(BatchedStore):
         self.stats.bytes_freed += freed
         log().info(
             "store_space_given_back",
-            path=str(self.path),
+            path=str(self.path.absolute()),
             pages=pages,
             bytes=freed,
             size_before=size_before,

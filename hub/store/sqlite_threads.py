@@ -599,7 +599,7 @@ class Reopening:
         one's log, its events hidden and the old store's shown, ids taken on from them)."""
         ident = sqlite_file.identity(self.path)
         if self.conn is not None and ident != self.identity:
-            log().warning("store_file_changed", path=str(self.path), writer=self.writer)
+            log().warning("store_file_changed", path=str(self.path.absolute()), writer=self.writer)
             self.drop()
         if self.conn is None:
             if ident is not None and self.opened is not None and ident != self.opened:
