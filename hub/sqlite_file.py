@@ -234,7 +234,9 @@ def stale_wal(path: Path, wal: tuple[int, int] | None, *, title: str, runner: st
 #: mapped from the file, and its locks are byte-range locks: over NFS (AWS EFS), SMB (Azure
 #: Files), 9P (WSL2's Windows drives, some containers' bind mounts) and network or object
 #: stores under FUSE they fail or are not kept, and a database there can lose or corrupt
-#: what it committed. Kubernetes volumes of those kinds are common.
+#: what it committed (an object store writes no part of a file in place either). Kubernetes
+#: volumes of those kinds are common. A FUSE mount of no subtype is named here by its source
+#: (:data:`NETWORK_FUSE_SOURCES`), as ``fuse.<source>``.
 NETWORK_FILESYSTEMS = frozenset(
     {
         "9p",
@@ -250,16 +252,28 @@ NETWORK_FILESYSTEMS = frozenset(
         "nfs4",
         "smb3",
         "smbfs",
+        "fuse.blobfuse",
+        "fuse.blobfuse2",
         "fuse.cephfs",
         "fuse.gcsfuse",
         "fuse.glusterfs",
         "fuse.grpcfuse",
         "fuse.juicefs",
+        "fuse.mountpoint-s3",
         "fuse.rclone",
         "fuse.s3fs",
         "fuse.sshfs",
     }
 )
+#: The sources (a FUSE program's ``fsname``) of FUSE mounts of type ``fuse``, no subtype, that
+#: keep their files on a network or in an object store: Azure's blobfuse2 (the AKS Blob CSI
+#: driver's; blobfuse before it) and AWS's Mountpoint for Amazon S3 (its CSI driver's) show
+#: as ``blobfuse2 /mnt/blob fuse`` and ``mountpoint-s3 /mnt/s3 fuse``, so the type alone does
+#: not tell them (gcsfuse, s3fs, rclone give a subtype: ``fuse.gcsfuse``).
+NETWORK_FUSE_SOURCES = frozenset({"blobfuse", "blobfuse2", "mountpoint-s3"})
+#: A FUSE mount of no subtype whose source is none of those: a program the hub cannot name
+#: the nature of (a local one, or a network one it does not know).
+OTHER_FUSE = frozenset({"fuse"})
 #: Filesystems held in memory: what a file there holds is gone when the machine restarts (a
 #: tmpfs volume: Kubernetes' ``emptyDir: {medium: Memory}``, Docker's ``--tmpfs``, /dev/shm,
 #: and /tmp on many distributions), every delivery answered 200 and not yet sent with it.
@@ -267,17 +281,19 @@ MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 #: Filesystems of a container's own writable layer: what a file there holds is gone when the
 #: container is replaced (a redeploy, a new image, Kubernetes restarting it: a Dockerfile's
 #: VOLUME makes no volume there), unless a volume is mounted over its directory.
-CONTAINER_LAYERS = frozenset({"overlay", "aufs"})
+CONTAINER_LAYERS = frozenset({"overlay", "aufs", "fuse.fuse-overlayfs"})  # (rootless Podman's)
 MOUNTINFO = Path("/proc/self/mountinfo")
 #: How mountinfo writes a space, tab, newline or backslash in a path: its byte in octal.
 _MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
-def mount_of(device: int, mountinfo: str) -> tuple[str, str] | None:
-    """``(filesystem type, mount point)`` of the filesystem whose device number is ``device``
-    in ``mountinfo`` (the text of ``/proc/self/mountinfo``: one line per mount, ``ID PARENT
-    MAJOR:MINOR ROOT MOUNT-POINT OPTIONS [FIELDS...] - TYPE SOURCE OPTIONS``, spaces in paths
-    written ``\\040``); the last such mount (a later one hides an earlier one), else None."""
+def mount_of(device: int, mountinfo: str) -> tuple[str, str, str] | None:
+    """``(filesystem type, mount point, source)`` of the filesystem whose device number is
+    ``device`` in ``mountinfo`` (the text of ``/proc/self/mountinfo``: one line per mount,
+    ``ID PARENT MAJOR:MINOR ROOT MOUNT-POINT OPTIONS [FIELDS...] - TYPE SOURCE OPTIONS``,
+    spaces in paths written ``\\040``); the last such mount (a later one hides an earlier
+    one), else None. A FUSE mount of no subtype whose source is one of
+    :data:`NETWORK_FUSE_SOURCES` has the type ``fuse.<source>``."""
     wanted = f"{os.major(device)}:{os.minor(device)}"
     found = None
     for line in mountinfo.splitlines():
@@ -286,15 +302,25 @@ def mount_of(device: int, mountinfo: str) -> tuple[str, str] | None:
         if sep and len(fields) >= 5 and rest and fields[2] == wanted:
             # Only the octal escapes decoded: a codec's decoding (unicode_escape) read the
             # UTF-8 of a name such as /mnt/données as Latin-1 (/mnt/donnÃ©es).
-            point = _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), fields[4])
-            found = (rest[0], point)
+            point, source = (
+                _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), text)
+                for text in (fields[4], rest[1] if len(rest) > 1 else "")
+            )
+            kind = (
+                f"fuse.{source}"
+                if rest[0] == "fuse" and source in NETWORK_FUSE_SOURCES
+                else rest[0]
+            )
+            found = (kind, point, source)
     return found
 
 
-def mounted_on(path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS) -> tuple[str, str] | None:
-    """``(type, mount point)`` when the directory of the database file ``path`` is on a
-    filesystem of ``kinds`` (:data:`NETWORK_FILESYSTEMS`), else None (also where the mounts
-    cannot be read: not Linux).
+def mounted_on(
+    path: Path, kinds: frozenset[str] = NETWORK_FILESYSTEMS
+) -> tuple[str, str, str] | None:
+    """``(type, mount point, source)`` (:func:`mount_of`) when the directory of the database
+    file ``path`` is on a filesystem of ``kinds`` (:data:`NETWORK_FILESYSTEMS`), else None
+    (also where the mounts cannot be read: not Linux).
 
     Both directories count when ``path`` is a symbolic link: the one it is in (where the
     embedded sandbox's file is made, beside it) and the one the file really is in, which

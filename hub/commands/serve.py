@@ -62,6 +62,7 @@ from hub.sqlite_file import (
     CONTAINER_LAYERS,
     MEMORY_FILESYSTEMS,
     NETWORK_FILESYSTEMS,
+    OTHER_FUSE,
     mounted_on,
 )
 from hub.store import StoreError, is_postgres, open_store, safe_url
@@ -348,6 +349,16 @@ PLACES = (
         "--db file's directory (/data in the image: a PersistentVolumeClaim in Kubernetes, "
         "docker run -v leadhub-data:/data).",
     ),
+    (
+        OTHER_FUSE,  # (a FUSE program of no subtype the hub does not know: see its source)
+        "store_on_fuse",
+        "the store's file is on a FUSE filesystem whose program the hub does not know (its "
+        "source names it). If it keeps its files on a network or in an object store (Azure "
+        "Blob, S3, Cloud Storage), SQLite's WAL mode, which the store and the embedded "
+        "sandbox use, does not work there: deliveries answered 200 can be lost or the file "
+        "corrupted; keep the --db file on a local disk (a volume of the machine itself). A "
+        "FUSE filesystem of local files is fine.",
+    ),
 )
 
 
@@ -357,9 +368,15 @@ def warn_of_place(path: Path, places: Sequence[tuple[frozenset[str], str, str]] 
     absolute path (a relative ``--db`` is the working directory's, which the log does not say)."""
     for kinds, event, detail in places:
         if (found := mounted_on(path, kinds)) is not None:
-            kind, mount = found
-            shown = str(path.absolute())
-            _log.warning(event, path=shown, filesystem=kind, mount=mount, detail=detail)
+            kind, mount, source = found
+            _log.warning(
+                event,
+                path=str(path.absolute()),
+                filesystem=kind,
+                mount=mount,
+                source=source,
+                detail=detail,
+            )
 
 
 def _closing(app: ASGIApp) -> LifespanHook:
