@@ -28,7 +28,11 @@ import os
 import re
 import stat
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
+
+import structlog
 
 #: How a writer opens its file, by whether it may create it. Only a process's first open (a
 #: fresh install) may: every later open is ``mode=rw``, so that a file deleted, moved away
@@ -336,3 +340,86 @@ def mounted_on(
     except (OSError, RuntimeError):  # (RuntimeError: a loop of links, before Python 3.13)
         return None
     return None
+
+
+class Holder(NamedTuple):
+    """What keeps a SQLite file, for the warnings of :data:`PLACES`: the start of their event
+    names (``store``), and the words of their details."""
+
+    name: str
+    file: str  # (the file, as a sentence's subject)
+    every: str  # (all the file holds, lost with it)
+    written: str  # (what it answered for and can lose)
+    elsewhere: str  # (another way than a local disk, or nothing)
+
+
+#: serve's event store (and the embedded sandbox's file beside it).
+STORE = Holder(
+    "store",
+    "the store's file",
+    "every delivery it holds (answered 200, not yet sent)",
+    "deliveries answered 200",
+    ", or share a PostgreSQL store between machines",
+)
+#: ``leadhub sandbox --db``'s file.
+SANDBOX = Holder("sandbox", "the sandbox's file", "every lead it holds", "leads it answered", "")
+
+#: Where a SQLite file must not be (filesystems of these kinds), the warning given when it is
+#: (an event of its own for each, after its :class:`Holder`'s name: ``store_in_memory``), and
+#: why (a :class:`Holder`'s words put in): what the file holds (for serve's store, every
+#: delivery answered 200 and not yet sent) can be lost there, and the start said nothing.
+PLACES = (
+    (
+        NETWORK_FILESYSTEMS,
+        "on_network_filesystem",
+        "SQLite's WAL mode, which the store and the sandbox use, does not work over a network "
+        "filesystem: {written} can be lost or the file corrupted. Keep the --db file on a "
+        "local disk (a volume of the machine itself){elsewhere}.",
+    ),
+    (
+        MEMORY_FILESYSTEMS,  # (a Kubernetes emptyDir of medium Memory, /tmp on many systems)
+        "in_memory",
+        "{file} is held in memory, not on a disk: {every} is lost when the machine restarts. "
+        "Keep the --db file on a disk (a volume of the machine itself).",
+    ),
+    (
+        CONTAINER_LAYERS,  # (Kubernetes makes no volume for the image's VOLUME /data)
+        "in_container_layer",
+        "{file} is in the container's own writable layer, not on a volume: {every} is lost "
+        "when the container is replaced (a restart elsewhere, a redeploy, a new image). Mount "
+        "a volume over the --db file's directory (/data in the image: a PersistentVolumeClaim "
+        "in Kubernetes, docker run -v leadhub-data:/data).",
+    ),
+    (
+        OTHER_FUSE,  # (a FUSE program of no subtype the hub does not know: see its source)
+        "on_fuse",
+        "{file} is on a FUSE filesystem whose program the hub does not know (its source "
+        "names it). If it keeps its files on a network or in an object store (Azure Blob, S3, "
+        "Cloud Storage), SQLite's WAL mode, which the store and the sandbox use, does not "
+        "work there: {written} can be lost or the file corrupted; keep the --db file on a "
+        "local disk (a volume of the machine itself). A FUSE filesystem of local files is "
+        "fine.",
+    ),
+)
+
+
+def warn_of_place(
+    path: Path,
+    places: Sequence[tuple[frozenset[str], str, str]] = PLACES,
+    holder: Holder = STORE,
+) -> None:
+    """Warn when the SQLite file ``path`` of ``holder`` (for serve's store, the embedded
+    sandbox's file beside it too) is on a filesystem of one of ``places`` (:data:`PLACES`), as
+    that place's event, naming the file by its absolute path (a relative ``--db`` is the
+    working directory's, which the log does not say) and the mount (type, point, source)."""
+    for kinds, place, detail in places:
+        if (found := mounted_on(path, kinds)) is not None:
+            kind, mount, source = found
+            structlog.get_logger().warning(
+                f"{holder.name}_{place}",
+                path=str(path.absolute()),
+                filesystem=kind,
+                mount=mount,
+                source=source,
+                detail=detail.format(**holder._asdict()),
+            )

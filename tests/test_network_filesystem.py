@@ -24,16 +24,18 @@ import pytest
 from structlog.testing import capture_logs
 
 from hub import sqlite_file
-from hub.commands.serve import PLACES, warn_of_place
 from hub.sqlite_file import (
     CONTAINER_LAYERS,
     MEMORY_FILESYSTEMS,
     NETWORK_FILESYSTEMS,
+    PLACES,
     mount_of,
     mounted_on,
+    warn_of_place,
 )
 from tests.e2e.support import FORMS_CONFIG
-from tests.support.server import leadhub_process, serve_args, wait_http
+from tests.sandbox.helpers import sandbox_args
+from tests.support.server import free_port, leadhub_process, serve_args, wait_http
 
 #: /proc/self/mountinfo of a Kubernetes pod with an EFS volume, an Azure Files one, a WSL2
 #: Windows drive and a local disk (two mounts of one device: the later one counts).
@@ -288,3 +290,36 @@ def test_serve_with_its_store_in_a_container_s_own_layer_warns_that_a_new_contai
     assert "lost when the container is" in str(line["detail"])
     assert "Mount a volume over the --db file's directory" in str(line["detail"])
     assert (upper / "hub.db").is_file() and not db.exists()  # (in the layer, not the volume)
+
+
+def _sandbox_output(db: Path) -> list[dict[str, object]]:
+    """The JSON lines of a real ``leadhub sandbox --db db``, started and stopped."""
+    port = free_port()
+    args = sandbox_args(port, "ak", "sk", "--db", str(db))
+    with leadhub_process(args, ready_url=f"http://127.0.0.1:{port}/") as proc:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        assert proc.stdout is not None
+        output = proc.stdout.read()
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def test_the_standalone_sandbox_with_its_file_in_memory_warns_as_serve_does(tmp_path: Path) -> None:
+    """``leadhub sandbox --db`` on a tmpfs: the leads it holds are gone when the machine
+    restarts (on NFS, a container's layer: as serve's store). It started without a word; on
+    the temporary directory's disk it says nothing."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or _real_mount(shm)[0] not in MEMORY_FILESYSTEMS:
+        pytest.skip("no tmpfs at /dev/shm")
+    with tempfile.TemporaryDirectory(dir=shm, prefix="hub-test-") as directory:
+        lines = _sandbox_output(Path(directory) / "leads.db")
+    (line,) = [entry for entry in lines if entry.get("event") == "sandbox_in_memory"]
+    assert line["level"] == "warning"
+    assert (line["path"], line["filesystem"]) == (f"{directory}/leads.db", _real_mount(shm)[0])
+    assert line["mount"] == _real_mount(shm)[1]
+    assert str(line["detail"]).startswith("the sandbox's file is held in memory")
+    assert "every lead it holds is lost when the machine restarts" in str(line["detail"])
+    events = {str(entry.get("event")) for entry in _sandbox_output(tmp_path / "leads.db")}
+    assert "sandbox_ready" in events
+    if _real_mount(tmp_path)[0] not in MEMORY_FILESYSTEMS:
+        assert not [event for event in events if event.startswith("sandbox_in_")], events

@@ -38,6 +38,7 @@ from hub.hangups import take_early
 from hub.logs import configure, get_logger
 from hub.sandbox import create_app, sandbox_of
 from hub.sandbox.db import directory_hint
+from hub.sqlite_file import SANDBOX, warn_of_place
 from hub.store import safe_url, sqlite_uri_form
 from hub.units import UnitError, parse_rate_limit
 
@@ -213,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
             f"leadhub sandbox: {shown} cannot be used: {exc}{directory_hint(exc)}", file=sys.stderr
         )
         return 2
+    if db_path and db_path != ":memory:":  # (on NFS, a tmpfs, a container's layer: as serve)
+        warn_of_place(Path(db_path), holder=SANDBOX)
     level = args.log_level.lower()
     config = uvicorn.Config(
         app,

@@ -37,7 +37,7 @@ import socket
 import sqlite3
 import sys
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,7 @@ from hub.hangups import take_early
 from hub.orphans import reaping_orphans
 from hub.runtime import tune_for_serving
 from hub.secrets import Secret, SettingError, metrics_token
-from hub.sqlite_file import (
-    CONTAINER_LAYERS,
-    MEMORY_FILESYSTEMS,
-    NETWORK_FILESYSTEMS,
-    OTHER_FUSE,
-    mounted_on,
-)
+from hub.sqlite_file import warn_of_place
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
     EventStore,
@@ -319,64 +313,6 @@ def _store_hook(
             await store.close()
 
     return hook
-
-
-#: Where a SQLite store's file must not be (filesystems of these kinds), the warning serve
-#: gives when it is (an event of its own for each), and why: every delivery the file holds,
-#: answered 200 and not yet sent, can be lost there, and serve started without a word.
-PLACES = (
-    (
-        NETWORK_FILESYSTEMS,
-        "store_on_network_filesystem",
-        "SQLite's WAL mode, which the store and the embedded sandbox use, does not work over "
-        "a network filesystem: deliveries answered 200 can be lost or the file corrupted. "
-        "Keep the --db file on a local disk (a volume of the machine itself), or share a "
-        "PostgreSQL store between machines.",
-    ),
-    (
-        MEMORY_FILESYSTEMS,  # (a Kubernetes emptyDir of medium Memory, /tmp on many systems)
-        "store_in_memory",
-        "the store's file is held in memory, not on a disk: every delivery it holds "
-        "(answered 200, not yet sent) is lost when the machine restarts. Keep the --db file "
-        "on a disk (a volume of the machine itself).",
-    ),
-    (
-        CONTAINER_LAYERS,  # (Kubernetes makes no volume for the image's VOLUME /data)
-        "store_in_container_layer",
-        "the store's file is in the container's own writable layer, not on a volume: every "
-        "delivery it holds (answered 200, not yet sent) is lost when the container is "
-        "replaced (a restart elsewhere, a redeploy, a new image). Mount a volume over the "
-        "--db file's directory (/data in the image: a PersistentVolumeClaim in Kubernetes, "
-        "docker run -v leadhub-data:/data).",
-    ),
-    (
-        OTHER_FUSE,  # (a FUSE program of no subtype the hub does not know: see its source)
-        "store_on_fuse",
-        "the store's file is on a FUSE filesystem whose program the hub does not know (its "
-        "source names it). If it keeps its files on a network or in an object store (Azure "
-        "Blob, S3, Cloud Storage), SQLite's WAL mode, which the store and the embedded "
-        "sandbox use, does not work there: deliveries answered 200 can be lost or the file "
-        "corrupted; keep the --db file on a local disk (a volume of the machine itself). A "
-        "FUSE filesystem of local files is fine.",
-    ),
-)
-
-
-def warn_of_place(path: Path, places: Sequence[tuple[frozenset[str], str, str]] = PLACES) -> None:
-    """Warn when the SQLite file ``path`` (and the embedded sandbox's beside it) is on a
-    filesystem of one of ``places`` (:data:`PLACES`), as that place's event, naming it by its
-    absolute path (a relative ``--db`` is the working directory's, which the log does not say)."""
-    for kinds, event, detail in places:
-        if (found := mounted_on(path, kinds)) is not None:
-            kind, mount, source = found
-            _log.warning(
-                event,
-                path=str(path.absolute()),
-                filesystem=kind,
-                mount=mount,
-                source=source,
-                detail=detail,
-            )
 
 
 def _closing(app: ASGIApp) -> LifespanHook:
