@@ -318,10 +318,15 @@ class PostgresStore(BatchedStore):
                     raise StoreError(self._no_usage(role, schema))
                 if "events" in missing and not self.schema:
                     await self._refuse_new_beside(conn, schema)
+                may: Any = None  # (what the role may make there: for the refusal)
                 try:
                     if missing:
+                        may = await conn.fetchrow(Q["may_make"], self.schema)
                         await conn.execute(_SCHEMA_LOCK, self.schema)
-                        if self.schema:
+                        if self.schema and not may[1]:  # (another instance's: IF NOT EXISTS)
+                            # Not when it is there: CREATE SCHEMA IF NOT EXISTS needs CREATE on
+                            # the database even then, and a schema a DBA made for the hub's
+                            # role (CREATE SCHEMA ... AUTHORIZATION) was refused its tables.
                             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
                         if await conn.fetchval("SELECT to_regclass('meta')") is not None:
                             # A store made before: its version is read first (a refusal
@@ -333,7 +338,8 @@ class PostgresStore(BatchedStore):
                             self._version(await conn.fetchval(Q["schema_version"]))
                         await conn.execute(Q["schema"])
                 except asyncpg.InsufficientPrivilegeError as exc:
-                    raise StoreError(self._cannot_make(exc, role, schema, made=False)) from exc
+                    msg = self._cannot_make(exc, role, schema, made=False, may=may)
+                    raise StoreError(msg) from exc
                 await self._check_rights(conn, role, schema)
                 if not missing:  # a server that takes no writes (a standby) is told at open,
                     await conn.execute(Q["ping"], str(self.clock.time()))  # as the DDL found it
@@ -354,16 +360,42 @@ class PostgresStore(BatchedStore):
         )
 
     def _cannot_make(
-        self, exc: asyncpg.InsufficientPrivilegeError, role: str, schema: str, *, made: bool
+        self,
+        exc: asyncpg.InsufficientPrivilegeError,
+        role: str,
+        schema: str,
+        *,
+        made: bool,
+        may: Any = None,
     ) -> str:
         """Why the store's tables could not be made (``made`` False) or migrated at open: the
         role may not (``permission denied for database``/``schema``, ``must be owner of
-        table``), which was told as "the event store failed" and no word of what to do."""
+        table``), which was told as "the event store failed" and no word of what to do.
+        ``may``: the ``may_make`` row read before the tables were made (the right that is
+        missing, and its GRANT: a first start said "GRANT CREATE on it" of a schema it was to
+        make, which needs CREATE on the database)."""
         first = str(exc).splitlines()[0]
         if made:
             what = (
                 f"this release migrates its tables to schema version {SCHEMA_VERSION}, which "
                 "only their owner may do: start this release once as the role owning them"
+            )
+        elif may is not None and not may[1] and not may[2]:
+            database = f'"{may[0]}"'
+            what = (
+                f"the store is made at the first start, and this role may not make its "
+                f"schema {schema} (no CREATE privilege on database {database}): as the "
+                f'database\'s owner, run CREATE SCHEMA {schema} AUTHORIZATION "{role}" (this '
+                f"role then makes the tables in it), or GRANT CREATE ON DATABASE {database} TO "
+                f'"{role}"; or start `leadhub serve` once as the database\'s owner'
+            )
+        elif may is not None and may[1] and not may[3]:
+            what = (
+                f"the store's tables are made at the first start, and this role may not make "
+                f"tables in schema {schema} (no CREATE privilege on it; PostgreSQL 15 and later "
+                "give it on schema public to the database's owner alone): as the schema's "
+                f'owner, run GRANT CREATE ON SCHEMA {schema} TO "{role}"; or start `leadhub '
+                "serve` once as the schema's owner"
             )
         else:
             what = (

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -204,3 +205,50 @@ def test_a_web_instance_starts_with_the_rights_of_ingest_alone(
             _accepted(base)
             ready = httpx.get(f"{base}/readyz", timeout=30)
             assert ready.status_code == 200, ready.text
+
+
+@pytest.fixture
+async def others_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
+    """A new login role and a new database the superuser owns, the role granted nothing on
+    it (PostgreSQL 15 and later: no CREATE on its schema public either): ``(the role's DSN,
+    the superuser's DSN, the role's name)``; dropped afterwards."""
+    name = f"app_{uuid.uuid4().hex[:12]}"
+    await sql(postgres_dsn, f"CREATE ROLE {name} LOGIN")
+    await sql(postgres_dsn, f"CREATE DATABASE {name}")
+    server = postgres_dsn.rsplit("/", 1)[0]
+    try:
+        yield server.replace("://postgres@", f"://{name}@") + f"/{name}", f"{server}/{name}", name
+    finally:
+        await sql(postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
+        await sql(postgres_dsn, f"DROP ROLE {name}")
+
+
+@pytest.mark.parametrize("schema", [None, "hub"])
+async def test_a_first_start_as_a_role_that_may_not_make_the_store_names_the_right_and_its_grant(
+    others_database: tuple[str, str, str], schema: str | None
+) -> None:
+    """A role that may connect but not make the store, on a first start: in schema public
+    (no CREATE on it), or in a schema of the URL's that is not there (no CREATE on the
+    database, to make it). It was told "GRANT CREATE on it" of a schema not made yet; now the
+    right missing and the statement to run, which, run by the owner, lets the role start."""
+    url, owner, role = others_database
+    query = f"?schema={schema}" if schema else ""
+    with pytest.raises(StoreError) as refused:
+        await open_store(url + query).open()
+    said = str(refused.value)
+    if schema is None:
+        assert 'may not make tables in schema "public" (no CREATE privilege on it' in said, said
+        statement = f'GRANT CREATE ON SCHEMA "public" TO "{role}"'
+    else:
+        assert f'may not make its schema "hub" (no CREATE privilege on database "{role}")' in said
+        assert f'GRANT CREATE ON DATABASE "{role}" TO "{role}"' in said, said
+        statement = f'CREATE SCHEMA "hub" AUTHORIZATION "{role}"'
+    assert f"run {statement}" in said, said
+    assert "start `leadhub serve` once as the" in said, said
+    await sql(owner, statement)  # (as the owner: what the message says to run)
+    store = open_store(url + query)
+    await store.open()
+    try:
+        await store.enqueue(delivery("d1"))
+    finally:
+        await store.close()

@@ -103,6 +103,17 @@ FROM unnest($1::text[]) AS n
 WHERE current_schema() IS NULL
    OR to_regclass(quote_ident(current_schema()) || '.' || quote_ident(n)) IS NULL;
 
+-- name: may_make
+-- Where open would make the store's tables ($1: the URL's schema; NULL: the first schema of
+-- the search path that exists), what the connecting role may do there: the database, whether
+-- the schema exists, whether the role may make it (CREATE on the database) and tables in it
+-- (CREATE on the schema), for open's message when it may not (PostgresStore._cannot_make).
+SELECT current_database(), n.oid IS NOT NULL,
+       has_database_privilege(current_database(), 'CREATE'),
+       n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'CREATE')
+FROM (SELECT coalesce($1::text, current_schema()) AS name) AS s
+LEFT JOIN pg_namespace AS n ON n.nspname = s.name;
+
 -- name: missing_rights
 -- What the connecting role may not do of what serve does, one line each: the privileges $2 (a
 -- comma-separated list) on each table $1, and USAGE on the identity sequences of the tables
