@@ -775,8 +775,10 @@ class PostgresStore(BatchedStore):
         if self._pool is None:
             msg = f"The event store {self.shown!r} is not open; call open() first."
             raise StoreError(msg)
+        acquired = False  # (a connect that timed out waited for no commit)
         try:
             async with self._pool.acquire() as conn:
+                acquired = True
                 await self._sync_clock(conn)  # (about once a minute)
                 if self._begin:  # behind a pooler: every statement in a transaction
                     async with pooler.transaction(conn, self._begin[isolation, readonly]):
@@ -790,7 +792,9 @@ class PostgresStore(BatchedStore):
         except StoreError:
             raise
         except _UNAVAILABLE as exc:
-            if isinstance(exc, TimeoutError) and (wait := await self.commit_wait()):
+            # a write's time ran out: its commit may have waited for a synchronous standby
+            waited = isinstance(exc, TimeoutError) and acquired and not readonly
+            if waited and (wait := await self.commit_wait()):
                 msg = f"The event store {self.shown!r} did not answer in time: {wait}"
                 raise StoreUnavailable(msg) from exc
             raise self._statement_mode(exc) or self._unavailable(exc) from exc
