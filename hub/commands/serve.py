@@ -16,7 +16,9 @@ has shut down.
 A store that cannot be reached at start (PostgreSQL not up yet) is tried again for
 ``--store-wait`` (:func:`open_waiting`; 30 s for PostgreSQL, none for SQLite by default),
 one ``store_waiting`` line per failed attempt. The socket is bound but not listening
-meanwhile: connections are refused until the store is open and the hub is ready.
+meanwhile: connections are refused until the store is open and the hub is ready. An attempt
+whose commits wait (for a synchronous standby that is gone) is told as such after
+:data:`OPEN_LOOK_AFTER` s, ``store_commit_waiting`` (:func:`_tell_open_wait`).
 
 ``LEADHUB_METRICS_TOKEN``, when set, is the bearer token ``GET /metrics`` requires (every
 role; ``hub.secrets.metrics_token``): read once at start (a reload keeps it), a value no
