@@ -106,16 +106,35 @@ async def other_process(store_url: str, clock: ManualClock) -> AsyncIterator[Eve
         yield s
 
 
-@pytest.fixture
-async def own_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
-    """A new role and a database it owns: ``(the role's DSN, the superuser's DSN, the name
-    of both)`` (dropped afterwards)."""
-    name = f"own_{uuid.uuid4().hex[:12]}"
+@contextlib.asynccontextmanager
+async def new_database(
+    postgres_dsn: str, prefix: str, *, owned: bool
+) -> AsyncIterator[tuple[str, str, str]]:
+    """A new login role and a new database, which the role owns (``owned``) or the superuser
+    does, the role then granted nothing on it (PostgreSQL 15 and later: no CREATE on its
+    schema public either): ``(the role's DSN, the superuser's DSN, the name of both)``;
+    dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     await sql(postgres_dsn, f"CREATE ROLE {name} LOGIN")
-    await sql(postgres_dsn, f"CREATE DATABASE {name} OWNER {name}")
+    await sql(postgres_dsn, f"CREATE DATABASE {name}" + (f" OWNER {name}" if owned else ""))
     server = postgres_dsn.rsplit("/", 1)[0]
     try:
         yield server.replace("://postgres@", f"://{name}@") + f"/{name}", f"{server}/{name}", name
     finally:
         await sql(postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
         await sql(postgres_dsn, f"DROP ROLE {name}")
+
+
+@pytest.fixture
+async def own_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
+    """A new role and a database it owns (:func:`new_database`)."""
+    async with new_database(postgres_dsn, "own", owned=True) as made:
+        yield made
+
+
+@pytest.fixture
+async def others_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
+    """A new role and a database the superuser owns, the role granted nothing on it
+    (:func:`new_database`)."""
+    async with new_database(postgres_dsn, "app", owned=False) as made:
+        yield made

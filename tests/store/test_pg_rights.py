@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -205,22 +204,6 @@ def test_a_web_instance_starts_with_the_rights_of_ingest_alone(
             _accepted(base)
             ready = httpx.get(f"{base}/readyz", timeout=30)
             assert ready.status_code == 200, ready.text
-
-
-@pytest.fixture
-async def others_database(postgres_dsn: str) -> AsyncIterator[tuple[str, str, str]]:
-    """A new login role and a new database the superuser owns, the role granted nothing on
-    it (PostgreSQL 15 and later: no CREATE on its schema public either): ``(the role's DSN,
-    the superuser's DSN, the role's name)``; dropped afterwards."""
-    name = f"app_{uuid.uuid4().hex[:12]}"
-    await sql(postgres_dsn, f"CREATE ROLE {name} LOGIN")
-    await sql(postgres_dsn, f"CREATE DATABASE {name}")
-    server = postgres_dsn.rsplit("/", 1)[0]
-    try:
-        yield server.replace("://postgres@", f"://{name}@") + f"/{name}", f"{server}/{name}", name
-    finally:
-        await sql(postgres_dsn, f"DROP DATABASE {name} WITH (FORCE)")
-        await sql(postgres_dsn, f"DROP ROLE {name}")
 
 
 @pytest.mark.parametrize("schema", [None, "hub"])
