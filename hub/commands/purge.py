@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 f"{purged.deliveries} {plural(purged.deliveries, 'delivery', 'deliveries')}: "
                 f"{what}."
             )
-            if purged.events and isinstance(store, SQLiteStore):
+            if isinstance(store, SQLiteStore) and (purged.events or store.stats.bytes_freed):
                 await _space(store)
         return 0
 

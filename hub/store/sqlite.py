@@ -611,13 +611,17 @@ class SQLiteStore(BatchedStore):
         dry_run: bool = False,
         on_step: Callable[[Purged], None] | None = None,
     ) -> Purged:
-        """The walk of :meth:`BatchedStore.purge`, then, when it deleted events, the pages
-        they freed given back to the filesystem (:meth:`give_back`)."""
+        """The walk of :meth:`BatchedStore.purge`, then the pages it freed given back to the
+        filesystem (:meth:`give_back`). A purge that deleted nothing gives back what an
+        earlier one left, a step's worth or more: a hub killed in its give-back (a purge's
+        deletes are committed before it), or a give-back that failed, left its free pages in
+        the file until a later purge deleted events, which after a backlog purged at start
+        is ``--purge-after`` later (60 MB kept for 30 days)."""
         purged = await super().purge(
             before=before, states=states, endpoint=endpoint, dry_run=dry_run, on_step=on_step
         )
-        if purged.events and not dry_run:
-            await self.give_back()
+        if not dry_run:
+            await self.give_back(least=1 if purged.events else GIVE_BACK_STEP)
         return purged
 
     async def shrinks(self) -> bool:
@@ -627,8 +631,9 @@ class SQLiteStore(BatchedStore):
         )
         return int(mode) == AUTO_VACUUM_INCREMENTAL
 
-    async def give_back(self) -> int:
-        """Give the file's free pages back to the filesystem; returns how many bytes.
+    async def give_back(self, least: int = 1) -> int:
+        """Give the file's free pages back to the filesystem, when it has ``least`` or more;
+        returns how many bytes.
 
         SQLite reuses the pages of deleted rows for new ones but never shrinks the file by
         itself: after a backlog (a million events queued while a target was paused, then
@@ -646,18 +651,18 @@ class SQLiteStore(BatchedStore):
         if self.read_only is not None:
             return 0
         try:
-            return await self._give_back()
+            return await self._give_back(least)
         except StoreError as exc:
             log().warning("store_give_back_failed", path=str(self.path.absolute()), error=str(exc))
             return 0
 
-    async def _give_back(self) -> int:
+    async def _give_back(self, least: int) -> int:
         mode, free, page_size = await self._reader.submit(
             lambda conn: conn.execute(
                 "SELECT * FROM pragma_auto_vacuum, pragma_freelist_count, pragma_page_size"
             ).fetchone()
         )
-        if mode != AUTO_VACUUM_INCREMENTAL or not free:
+        if mode != AUTO_VACUUM_INCREMENTAL or not free or int(free) < least:
             return 0
         size_before = _size(self.path)
         pages, left = 0, int(free)

@@ -117,6 +117,34 @@ async def test_a_dry_run_or_a_purge_of_nothing_gives_nothing_back(tmp_path: Path
         assert store.stats.bytes_freed == 0
 
 
+async def test_a_purge_of_nothing_gives_back_what_an_earlier_one_left(tmp_path: Path) -> None:
+    """Free pages an earlier purge left in the file (its deletes committed, then its hub
+    killed in the give-back, or the give-back failed: here rows deleted by another
+    connection, which leaves the same file) are given back by the next purge, though it
+    deletes nothing. They stayed until a purge deleted events: ``--purge-after`` later."""
+    clock = ManualClock()
+    path = tmp_path / "events.db"
+    async with opened(sqlite_url(tmp_path), clock) as store:
+        await fill(store, 3000)
+        await fill(store, 50, prefix="kept")
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute("DELETE FROM events WHERE id <= 3000")
+            conn.execute(
+                "DELETE FROM deliveries WHERE NOT EXISTS "
+                "(SELECT 1 FROM events WHERE events.delivery = deliveries.id)"
+            )
+            conn.commit()
+        before = checkpointed_size(path)
+        with capture_logs() as logs:
+            assert (await store.purge(before=clock.time() - 30 * DAY)).events == 0
+        assert os.path.getsize(path) < before / 5
+        (line,) = [e for e in logs if e["event"] == "store_space_given_back"]
+        assert line["pages"] > GIVE_BACK_STEP
+        assert len(await store.list(limit=100)) == 50
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 async def test_an_old_store_keeps_its_size_and_says_so(tmp_path: Path) -> None:
     """A store an earlier leadhub made (auto_vacuum NONE) opens as before, with a line naming
     the command that converts it; its purges reuse the pages and give nothing back."""
