@@ -127,6 +127,12 @@ def compact(path: Path) -> Compacted:
     return Compacted(size_before=size_before, size_after=path.stat().st_size, converted=converted)
 
 
+def _data_version(conn: sqlite3.Connection) -> int:
+    """SQLite's count of the changes other connections committed to the store, as this one
+    sees it: two readings differ when any process wrote between them."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
 def _give_back(conn: sqlite3.Connection, path: Path) -> None:
     """Every free page of a store made with incremental vacuum given back, in steps, and the
     ``-wal`` checkpointed into the file (whose end is cut off then) and emptied."""
@@ -183,6 +189,7 @@ def _copy(conn: sqlite3.Connection, path: Path, partial: Path) -> None:
     checked, and made durable with the store's permission bits and owner."""
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, sqlite_file.FILE_MODE)
     os.close(fd)
+    written = _data_version(conn)
     # (taken by VACUUM INTO for the copy: the store's own mode cannot change in place)
     conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     # Python handles a signal only between its own steps, and the copy is one call of minutes
@@ -203,6 +210,7 @@ def _copy(conn: sqlite3.Connection, path: Path, partial: Path) -> None:
         (copied,) = out.execute("SELECT count(*) FROM events").fetchone()
         # (in WAL mode, as the store was: VACUUM INTO writes a rollback-journal file)
         out.execute("PRAGMA journal_mode = WAL")
+    _unwritten(conn, path, written)
     if check != "ok" or mode != AUTO_VACUUM_INCREMENTAL or copied != events:
         msg = (
             f"the compacted copy of {str(path)!r} failed its check ({check}; auto_vacuum "
@@ -218,6 +226,17 @@ def _copy(conn: sqlite3.Connection, path: Path, partial: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+    _unwritten(conn, path, written)
+
+
+def _unwritten(conn: sqlite3.Connection, path: Path, written: int) -> None:
+    """Refuse (:class:`InUse`) when a process wrote to the store since ``written`` (its
+    :func:`_data_version` before the copy): what it wrote is not in the copy. One that wrote
+    and closed before the copy's end (a ``serve`` started and stopped, a ``leadhub replay``)
+    held no lock by the rename (:func:`_put_in_place`), and its writes went with the old
+    file: 20 events stored while the copy of 255 MB was being checked were lost so."""
+    if _data_version(conn) != written:
+        raise InUse(in_use_message(path, during=True))
 
 
 def _carry_on() -> int:
