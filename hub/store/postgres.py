@@ -856,10 +856,13 @@ class PostgresStore(BatchedStore):
     async def _read_commit_wait(self) -> str | None:
         """:meth:`commit_wait`'s reading, on a connection of its own."""
         conn: asyncpg.Connection | None = None
+        # (without the URL's idle_in_transaction_session_timeout, a startup setting a pooler
+        # refuses, as the pool does behind one: this read runs no transaction)
+        dsn, _ = pooler.split_setting(self.dsn, "idle_in_transaction_session_timeout")
         try:
             async with asyncio.timeout(WAIT_READ_WITHIN):
                 conn = await asyncpg.connect(
-                    self.dsn,
+                    dsn,
                     statement_cache_size=0,  # (a pooler's transaction mode: no named ones)
                     server_settings={"application_name": f"{APPLICATION_NAME}-look"},
                 )

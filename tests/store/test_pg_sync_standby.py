@@ -24,6 +24,7 @@ from hub.store import StoreUnavailable, open_store
 from hub.store import postgres as pg
 from hub.store.base import EventStore
 from tests.pg_server import PostgresServer, find_bindir, sql
+from tests.pgbouncer import PgBouncer, find_pgbouncer
 from tests.store.helpers import delivery
 from tests.support.server import free_port, leadhub_process, wait_http
 from tests.web.conftest import stored_events
@@ -60,11 +61,18 @@ def _names_the_wait(text: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _waiting_store(query: str = "") -> AsyncIterator[tuple[PostgresServer, EventStore]]:
-    """A server of the test's own, a store opened on it (URL options ``query``) with one
-    delivery stored, then the server's commits made to wait for a standby that is not there."""
-    with PostgresServer() as server:
-        store = open_store(f"{server.dsn}{query}")
+async def _waiting_store(
+    query: str = "", *, bouncer: bool = False
+) -> AsyncIterator[tuple[PostgresServer, EventStore]]:
+    """A server of the test's own, a store opened on it (URL options ``query``; through a
+    transaction-mode PgBouncer if ``bouncer``) with one delivery stored, then the server's
+    commits made to wait for a standby that is not there."""
+    with contextlib.ExitStack() as started:
+        server = started.enter_context(PostgresServer())
+        dsn = server.dsn
+        if bouncer:
+            dsn = started.enter_context(PgBouncer(server.dsn)).dsn()
+        store = open_store(f"{dsn}{query}")
         await store.open()
         try:
             await store.enqueue(delivery("before"))
@@ -73,6 +81,19 @@ async def _waiting_store(query: str = "") -> AsyncIterator[tuple[PostgresServer,
         finally:
             await _standby_names(server.dsn, "")  # (the close's writes end)
             await store.close()
+
+
+@pytest.mark.skipif(find_pgbouncer() is None, reason="PgBouncer is not installed")
+async def test_the_wait_is_named_behind_a_pooler_given_an_idle_timeout_in_the_url() -> None:
+    """Behind PgBouncer, with the URL's ``idle_in_transaction_session_timeout`` (which the
+    pool sets in each transaction: PgBouncer refuses it as a startup setting), the look at
+    what commits wait for connects as the pool does, and the 503 names the wait (the look
+    connected with the setting, was refused, and the 503 said nothing of it)."""
+    query = "?stall_after=1s&idle_in_transaction_session_timeout=60s"
+    async with _waiting_store(query, bouncer=True) as (_, store):
+        with pytest.raises(StoreUnavailable) as answered:
+            await asyncio.wait_for(store.enqueue(delivery("waits")), timeout=30)
+        _names_the_wait(str(answered.value))
 
 
 def _stalled(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
