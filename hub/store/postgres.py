@@ -759,7 +759,10 @@ class PostgresStore(BatchedStore):
                 pool.terminate()
 
     async def ping(self) -> None:
+        """A write, after taking the lock a delivery's insert takes (``ping_locks``): it
+        waits when webhooks' inserts wait."""
         async with self._conn() as conn:
+            await conn.execute(Q["ping_locks"])
             await conn.execute(Q["ping"], str(self.clock.time()))
 
     @contextlib.asynccontextmanager

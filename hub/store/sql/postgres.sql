@@ -715,6 +715,15 @@ SELECT
     (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
     (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL);
 
+-- name: ping_locks
+-- The lock a delivery's insert takes on the tables it writes (ping's first statement): a
+-- ping waits where every webhook's insert waits. A lock that blocks inserts and not reads
+-- (a DBA's CREATE INDEX without CONCURRENTLY, LOCK TABLE ... IN SHARE MODE, a session left
+-- idle in its transaction after one) answered every webhook 503 while the ping, a write of
+-- meta alone, passed: /readyz 200 and leadhub_store_up 1 throughout. Conflicts with none of
+-- the hub's own statements nor autovacuum's.
+LOCK TABLE events, deliveries IN ROW EXCLUSIVE MODE;
+
 -- name: ping
 INSERT INTO meta (key, value) VALUES ('last_ping', $1)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;

@@ -1,0 +1,71 @@
+"""A lock on the store's tables that blocks inserts but not reads (a DBA's ``CREATE INDEX``
+without ``CONCURRENTLY``, ``LOCK TABLE ... IN SHARE MODE``, the session that took it left
+idle in its transaction): every webhook waited for it and was answered 503, while the ping,
+a write of ``meta`` alone, passed: ``/readyz`` 200 and ``leadhub_store_up`` 1 throughout, an
+alert on either never fired. The ping now takes the insert's lock first. A real server, the
+hub's real app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from hub.store import StoreUnavailable, open_store
+from hub.store.base import EventStore
+from hub.web.app import create_app
+from tests.pg_server import PostgresServer, find_bindir
+from tests.store.helpers import delivery
+from tests.web.conftest import make_config
+
+pytestmark = pytest.mark.skipif(find_bindir() is None, reason="PostgreSQL is not installed")
+
+
+@contextlib.asynccontextmanager
+async def _app(store: EventStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The hub's app on ``store`` (open), asked in process."""
+    app = create_app(config=make_config(tmp_path), store=store)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+        yield client
+
+
+async def _store_up(client: httpx.AsyncClient) -> float:
+    answer = await client.get("/metrics", timeout=30)
+    families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    (up,) = families["leadhub_store_up"].samples
+    return up.value
+
+
+async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_path: Path) -> None:
+    """While a session holds ``SHARE`` on ``events`` (reads pass, inserts wait), a delivery is
+    answered 503 after ``?stall_after=``, and so are ``/readyz`` (503) and the scrape
+    (``leadhub_store_up`` 0); once the lock is let go, both are 200 and 1 again."""
+    with PostgresServer() as server:
+        store = open_store(f"{server.dsn}?stall_after=1s")
+        await store.open()
+        try:
+            async with _app(store, tmp_path) as client:
+                assert (await client.get("/readyz", timeout=30)).status_code == 200
+                assert await _store_up(client) == 1
+                dba = await asyncpg.connect(server.dsn)
+                try:
+                    await dba.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
+                    with pytest.raises(StoreUnavailable):  # (30 s: a hang guard)
+                        await asyncio.wait_for(store.enqueue(delivery("held")), timeout=30)
+                    assert await store.counts() is not None  # reads pass
+                    ready = await client.get("/readyz", timeout=30)
+                    assert ready.status_code == 503, ready.text
+                    assert await _store_up(client) == 0
+                finally:
+                    await dba.close()  # (its transaction ends: the lock is let go)
+                assert (await client.get("/readyz", timeout=30)).status_code == 200
+                assert await _store_up(client) == 1
+        finally:
+            await store.close()
