@@ -847,7 +847,8 @@ class PostgresStore(BatchedStore):
         running" after the driver's timeout; webhooks got 503 with a guessed cause. Found
         by the wait event ``SyncRep`` of the hub's sessions (by their application_name) in
         ``pg_stat_activity``, waited over a second. One reading serves the callers of
-        :data:`WAIT_READ_KEPT` seconds."""
+        :data:`WAIT_READ_KEPT` seconds. Its words up to the first `` (`` are its headline,
+        what ``/readyz`` answers (the setting's value only in the log)."""
         async with self._wait_reading:
             now = time.monotonic()
             if self._wait_read is not None and now - self._wait_read[0] < WAIT_READ_KEPT:

@@ -23,11 +23,12 @@ from structlog.testing import capture_logs
 from hub.store import StoreUnavailable, open_store
 from hub.store import postgres as pg
 from hub.store.base import EventStore
+from hub.web.app import create_app
 from tests.pg_server import PostgresServer, find_bindir, sql
 from tests.pgbouncer import PgBouncer, find_pgbouncer
 from tests.store.helpers import delivery
 from tests.support.server import free_port, leadhub_process, wait_http
-from tests.web.conftest import stored_events
+from tests.web.conftest import make_config, stored_events
 from tests.web.test_serve import ENV, serve_args, signed
 from tests.web.test_store_wait import lines, wait_for_line
 
@@ -135,6 +136,28 @@ async def test_a_statement_whose_time_ran_out_waiting_for_a_missing_standby_name
             await asyncio.wait_for(store.ping(), timeout=30)  # (a hang guard)
     assert "did not answer in time" in str(failed.value)
     _names_the_wait(str(failed.value))
+
+
+async def test_readyz_names_a_commit_wait_for_a_missing_standby(tmp_path: Path) -> None:
+    """``/readyz``'s 503 says that the store's commits wait for a synchronous standby (its
+    headline, not the setting's value: the probe is open to anyone), and its
+    ``readiness_failed`` line says all of it (they said "store unavailable" and "no answer
+    within 3s", the server answering every read)."""
+    async with _waiting_store() as (_, store):
+        app = create_app(config=make_config(tmp_path), store=store)
+        transport = httpx.ASGITransport(app=app)
+        with capture_logs() as logs:
+            async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+                answer = await client.get("/readyz", timeout=30)
+    assert answer.status_code == 503, answer.text
+    assert answer.json() == {
+        "status": "unavailable",
+        "reason": "store unavailable",
+        "cause": "its commits wait for a synchronous standby to confirm them",
+    }
+    (failed,) = [e for e in logs if e["event"] == "readiness_failed"]
+    assert failed["error"] == "TimeoutError"
+    _names_the_wait(str(failed["detail"]))
 
 
 @pytest.mark.slow
