@@ -211,6 +211,14 @@ class HookRoute:
         return keep
 
 
+class Prepared(NamedTuple):
+    """A reload's endpoints, built (:meth:`Ingest.prepare`): their routes and the bodies'
+    budget."""
+
+    routes: dict[str, HookRoute]
+    bodies_limit: int
+
+
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -328,11 +336,27 @@ class Ingest:
         else:
             self._submit = lambda delivery, tell: settle_later(store.enqueue(delivery), tell)
 
+    @staticmethod
+    def prepare(endpoints: Mapping[str, Endpoint]) -> Prepared:
+        """``endpoints`` made ready to serve (:meth:`use`), changing nothing: what may fail
+        of a reload of the ingest, done before anything of the hub is changed (a reload
+        whose routes failed to build after the dispatcher had reloaded was half applied).
+
+        Raises:
+            Exception: an endpoint's source could not be built.
+        """
+        routes = {name: HookRoute(endpoint) for name, endpoint in endpoints.items()}
+        return Prepared(routes, bodies_limit(endpoints))
+
+    def use(self, prepared: Prepared) -> None:
+        """Serve ``prepared``'s endpoints from the next request on (cannot fail); a request
+        under way finishes with the endpoint it started with."""
+        self.routes = prepared.routes
+        self.bodies.limit = prepared.bodies_limit
+
     def reload(self, endpoints: Mapping[str, Endpoint]) -> None:
-        """Serve ``endpoints`` from the next request on; a request under way finishes with
-        the endpoint it started with."""
-        self.routes = {name: HookRoute(endpoint) for name, endpoint in endpoints.items()}
-        self.bodies.limit = bodies_limit(endpoints)
+        """Serve ``endpoints`` from the next request on (:meth:`prepare`, then :meth:`use`)."""
+        self.use(self.prepare(endpoints))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = perf_counter()

@@ -51,6 +51,7 @@ from hub.config import ConfigError, load
 from hub.config.loader import config_files
 from hub.config.models import Config
 from hub.hangups import Hangups
+from hub.web.ingest import Prepared
 from hub.web.metrics import app_registry
 
 __all__ = ["Hangups", "Reloads", "read_config", "reload_config", "reload_on_hangup", "settled"]
@@ -140,11 +141,17 @@ async def reload_config(
     except ConfigError as exc:
         _log.error("config_reload_failed", errors=list(exc.issues), config_dir=str(directory))
         return False
+    # What may fail of using it, before anything is changed: the ingest's routes (an
+    # endpoint's source built from a value the loader took, such as a variable holding bytes
+    # that are not UTF-8). Built after the dispatcher had reloaded, the reload failed half
+    # applied: the dispatcher mapping with the new configuration, /hooks on the old one.
+    ingest = getattr(app.state, "ingest", None)
+    prepared = None if ingest is None else ingest.prepare(config.endpoints)
     # Once begun, the new configuration is used whole: a stop (SIGTERM) that comes meanwhile
     # waits for it (the lanes it closes finish their sends and put their events back, as a
     # stop's own do), then goes on. Cancelled halfway, a closing lane's events were left
     # claimed until their lease ended, and its in-flight calls cut unrecorded.
-    using = asyncio.ensure_future(_use(app, config, directory, waited))
+    using = asyncio.ensure_future(_use(app, config, prepared, directory, waited))
     try:
         await asyncio.shield(using)
     except asyncio.CancelledError:
@@ -153,16 +160,23 @@ async def reload_config(
     return True
 
 
-async def _use(app: Starlette, config: Config, directory: str | Path, waited: float) -> None:
-    """Use ``config`` in ``app``: its dispatcher, then its ingest; say so."""
+async def _use(
+    app: Starlette,
+    config: Config,
+    prepared: Prepared | None,
+    directory: str | Path,
+    waited: float,
+) -> None:
+    """Use ``config`` in ``app``: its dispatcher, then its ingest (``prepared``: its
+    endpoints, built); say so."""
     old: Config = app.state.config
     # The dispatcher first: the events of a new endpoint can only come after it knows it.
     dispatcher = getattr(app.state, "dispatcher", None)
     if dispatcher is not None:
         await dispatcher.reload(config)
     ingest = getattr(app.state, "ingest", None)
-    if ingest is not None:
-        ingest.reload(config.endpoints)
+    if ingest is not None and prepared is not None:
+        ingest.use(prepared)
     app.state.config = config
     for warning in config.warnings:
         _log.warning("config_warning", message=warning)

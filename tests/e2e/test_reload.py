@@ -259,3 +259,33 @@ def test_a_configuration_without_endpoints_serves_and_reloads(tmp_path: Path) ->
         assert log.events("config_reloaded")[1]["endpoints_removed"] == ["forms"]
         assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 404
         assert not log.events("config_reload_failed")
+
+
+def test_a_reload_whose_endpoint_cannot_be_built_changes_nothing(tmp_path: Path) -> None:
+    """A reload whose configuration loads but whose ingest routes cannot be built (here an
+    endpoint's secret from a variable holding a byte that is not UTF-8: the loader takes
+    it, the signature's key cannot be made of it) changes nothing. The routes were built
+    after the dispatcher had reloaded: the reload was logged failed and /hooks served the
+    old endpoints, while the dispatcher mapped every lead with the new mappings."""
+    args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
+    config = tmp_path / "cfg"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    env = {**ENV, "SIGNED_SECRET": "caf\udce9"}  # (the bytes b"caf\xe9": Latin-1)
+    changed = CONFIG + "  Source: { value: Reloaded }\n"
+    signed = "kind: endpoint\nname: signed\nsource: typeform\nsecret: ${SIGNED_SECRET}\n"
+    with leadhub_process(args, ready_url=f"{base}/readyz", env=env) as proc:
+        log = Log(proc)
+        wait_until(lambda: bool(log.events("hub_ready")), what="the ready line")
+        (config / "forms.yaml").write_text(changed)
+        (config / "signed.yaml").write_text(signed)
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(log.events("config_reload_failed")), what="the refusal")
+        assert not log.events("dispatcher_reloaded") and not log.events("config_reloaded")
+        assert httpx.post(f"{base}/hooks/signed", json={}).status_code == 404
+        lead = {"email": "unchanged@example.com"}
+        assert httpx.post(f"{base}/hooks/forms", json=lead, headers=auth).status_code == 200
+        wait_until(lambda: _delivered(base) == 1, what="the lead")
+        (sent,) = lead_by_email(base, "unchanged@example.com")
+        assert "Source" not in sent, sent  # mapped as before the reload
+        metrics = httpx.get(f"{base}/metrics").text
+        assert 'leadhub_config_reloads_total{outcome="failed"} 1.0' in metrics
