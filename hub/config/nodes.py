@@ -275,7 +275,14 @@ def from_environ(environ: Mapping[str, str], name: str) -> tuple[str | None, str
                 f"variable ${{{name}}}: both {name} and {name}_FILE are set; unset one "
                 f"({name}_FILE names a file holding the value)"
             )
-        return environ[name], None
+        value = environ[name]
+        if not value.isascii() and not _utf8(value):
+            return None, (
+                f"variable ${{{name}}} holds bytes that are not UTF-8 (a value written in "
+                "another encoding, such as Latin-1 by an --env-file saved so); set it again "
+                "in UTF-8"
+            )
+        return value, None
     path = environ.get(f"{name}_FILE")
     if path is None:
         return None, None
@@ -294,6 +301,18 @@ def from_environ(environ: Mapping[str, str], name: str) -> tuple[str | None, str
             f"{MAX_SECRET_FILE} characters; point it at the file holding only the value"
         )
     return text.removesuffix("\n").removesuffix("\r"), None
+
+
+def _utf8(value: str) -> bool:
+    """Whether ``value`` (a variable's) was UTF-8 in the environment: Python hands other
+    bytes over as lone surrogates, which the loader took and nothing could encode, a source's
+    key least of all: ``check`` said ok, serve stopped at start with a traceback, and a reload
+    bringing such a variable in failed after the dispatcher had reloaded."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _malformed(written: str) -> str:

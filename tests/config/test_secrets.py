@@ -105,6 +105,45 @@ def test_check_refuses_a_secret_set_but_empty(tmp_path: Path) -> None:
     assert "tf-s3cret-value" not in real.stdout + real.stderr
 
 
+#: A variable's value whose bytes are not UTF-8 (b"caf\xe9", Latin-1), as Python hands it over.
+NOT_UTF8 = "caf\udce9"
+
+
+@pytest.mark.parametrize("source", sorted(ENDPOINTS))
+def test_a_variable_whose_bytes_are_not_utf8_is_an_error_at_its_line(
+    tmp_path: Path, source: str
+) -> None:
+    """A variable holding bytes that are not UTF-8 is an error naming it and the fix, not
+    its value (it was taken, and the source's key could not be made of it: serve stopped at
+    start with a traceback, a reload failed after the dispatcher had reloaded)."""
+    path = _write(tmp_path, source, "${SECRET}")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"SECRET": NOT_UTF8, "OTHER": "o"})
+    (issue,) = info.value.issues
+    assert issue.startswith(f"{path}:4: variable ${{SECRET}} holds bytes that are not UTF-8")
+    assert "set it again in UTF-8" in issue and "caf" not in issue
+
+
+@pytest.mark.slow
+def test_check_refuses_a_variable_whose_bytes_are_not_utf8(tmp_path: Path) -> None:
+    """`leadhub check` given such a variable by its environment exits 1 at its line (it said
+    ok, and serve then stopped with a traceback)."""
+    path = _write(tmp_path, "typeform", "${TYPEFORM_SECRET}")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LEADHUB_", "TYPEFORM"))}
+    checked = subprocess.run(
+        [sys.executable, "-m", "hub", "check", str(tmp_path)],
+        env={**base, "TYPEFORM_SECRET": NOT_UTF8},  # (the bytes b"caf\xe9")
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert f"{path}:4: variable ${{TYPEFORM_SECRET}} holds bytes that are not" in checked.stdout
+    assert "Traceback" not in checked.stderr
+
+
 # --- NAME_FILE: a secret handed over in a file (Docker and Kubernetes secrets) -------------
 
 

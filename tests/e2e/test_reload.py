@@ -261,12 +261,13 @@ def test_a_configuration_without_endpoints_serves_and_reloads(tmp_path: Path) ->
         assert not log.events("config_reload_failed")
 
 
-def test_a_reload_whose_endpoint_cannot_be_built_changes_nothing(tmp_path: Path) -> None:
-    """A reload whose configuration loads but whose ingest routes cannot be built (here an
-    endpoint's secret from a variable holding a byte that is not UTF-8: the loader takes
-    it, the signature's key cannot be made of it) changes nothing. The routes were built
-    after the dispatcher had reloaded: the reload was logged failed and /hooks served the
-    old endpoints, while the dispatcher mapped every lead with the new mappings."""
+def test_a_reload_bringing_in_a_variable_that_is_not_utf8_changes_nothing(tmp_path: Path) -> None:
+    """A reload bringing in an endpoint whose secret comes from a variable holding bytes that
+    are not UTF-8 changes nothing, and says where. The loader took such a value and the
+    ingest's routes could not be built of it, after the dispatcher had reloaded: the reload
+    was logged failed (a traceback) and /hooks served the old endpoints, while the
+    dispatcher mapped every lead with the new mappings. (The loader now refuses it at its
+    line; the routes are built before anything changes all the same: Ingest.prepare.)"""
     args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG})
     config = tmp_path / "cfg"
     auth = {"Authorization": f"Bearer {TOKEN}"}
@@ -280,6 +281,9 @@ def test_a_reload_whose_endpoint_cannot_be_built_changes_nothing(tmp_path: Path)
         (config / "signed.yaml").write_text(signed)
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: bool(log.events("config_reload_failed")), what="the refusal")
+        (failed,) = log.events("config_reload_failed")
+        where = f"{config / 'signed.yaml'}:4: variable ${{SIGNED_SECRET}} holds bytes that"
+        assert any(error.startswith(where) for error in failed["errors"]), failed
         assert not log.events("dispatcher_reloaded") and not log.events("config_reloaded")
         assert httpx.post(f"{base}/hooks/signed", json={}).status_code == 404
         lead = {"email": "unchanged@example.com"}
