@@ -201,6 +201,20 @@ async def _know_arrays(conn: asyncpg.Connection) -> None:
         await conn.fetchrow(_ARRAYS, None, None, None, None)
 
 
+def _lock_wait(locked: int, holders: str | None) -> str:
+    """What to say of ``locked`` sessions of the hub whose statements wait for a lock that
+    ``holders`` (pids, with application and state where seen) hold: as for a standby, the
+    watchdog's 503 and ``store_stalled`` guessed at a stopped server or a network."""
+    sessions = f"{locked} session{'s' if locked > 1 else ''} of the hub waiting over a second"
+    held = f"held by {holders}" if holders else "its holder not seen"
+    return (
+        f"its writes wait for a lock another session holds (wait event type Lock: {sessions}, "
+        f"{held}): end that session's transaction (COMMIT or ROLLBACK there, or SELECT "
+        "pg_terminate_backend(pid)), or let the statement holding it (a CREATE INDEX "
+        "without CONCURRENTLY, a LOCK TABLE) finish."
+    )
+
+
 class PostgresStore(BatchedStore):
     """An :class:`hub.store.base.EventStore` on a PostgreSQL database."""
 
@@ -837,7 +851,8 @@ class PostgresStore(BatchedStore):
     async def commit_wait(self) -> str | None:
         """What to say when the store's commits wait for a synchronous standby that does not
         confirm them (``synchronous_standby_names`` naming one that is gone, stopped or
-        never made), else None (also when it cannot be read within
+        never made), or its writes for a lock another session holds (:func:`_lock_wait`),
+        else None (also when it cannot be read within
         :data:`WAIT_READ_WITHIN`, on a connection of its own: the pool's may all be waiting).
 
         Such a commit does not fail: it waits for as long as the standby is missing, the
@@ -880,7 +895,9 @@ class PostgresStore(BatchedStore):
             return None
         if found is None:
             return None
-        waiting, names, synchronous, hidden = found
+        waiting, names, synchronous, hidden, locked, holders = found
+        if locked and not waiting:
+            return _lock_wait(locked, holders)
         if waiting:
             seen = f"{waiting} session{'s' if waiting > 1 else ''} of the hub waiting over a second"
         elif names and self._commit in _WAITS_FOR_STANDBY and not synchronous and not hidden:

@@ -49,6 +49,7 @@ opener runs while the store is open. For example::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -70,7 +71,7 @@ from hub.secrets import Secret
 from hub.store.base import EventStore
 from hub.web.ingest import PREFIX, Ingest
 from hub.web.metrics import ScrapeGuard, WebMetrics
-from hub.web.timeouts import within
+from hub.web.timeouts import drop_outcome, within
 
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 ROLES = ("all", "web", "worker")
@@ -162,10 +163,15 @@ def _health_routes(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        ping = asyncio.ensure_future(store.ping())
         try:
-            await within(store.ping(), READY_TIMEOUT)
+            await within(asyncio.shield(ping), READY_TIMEOUT)
         except Exception as exc:
+            # asked while the ping still waits: its own session tells what for (cancelled,
+            # it waits no more, and a lock's wait was over before the store was asked)
             cause = await _hang_cause(store, exc)
+            ping.cancel()
+            ping.add_done_callback(drop_outcome)
             detail = str(exc)[:300] if cause is None else f"{exc}: {cause}"
             failures.failed("readiness_failed", type(exc).__name__, detail=detail)
             answer = {"status": "unavailable", "reason": "store unavailable"}
@@ -190,7 +196,7 @@ def _health_routes(
 async def _hang_cause(store: EventStore, exc: Exception) -> str | None:
     """What a store's ping that ran out of :data:`READY_TIMEOUT` (``exc``) waits for, when
     the store can tell (PostgreSQL's ``commit_wait``: a synchronous standby that does not
-    confirm its commits) within :data:`LOOK_WITHIN`, else None.
+    confirm its commits, a lock another session holds) within :data:`LOOK_WITHIN`, else None.
 
     Every commit of such a store waits, the server answering reads all along: /readyz said
     "store unavailable" and its ``readiness_failed`` line "no answer within 3s", and the

@@ -30,12 +30,12 @@ async def within(work: Awaitable[T], seconds: float) -> T:
     if task in done:
         return task.result()
     task.cancel()
-    task.add_done_callback(_drop_outcome)
+    task.add_done_callback(drop_outcome)
     msg = f"no answer within {seconds:g}s"
     raise TimeoutError(msg)
 
 
-def _drop_outcome(task: asyncio.Future[Any]) -> None:
+def drop_outcome(task: asyncio.Future[Any]) -> None:
     """Retrieve a late task's exception, so that asyncio does not log it as never retrieved."""
     with contextlib.suppress(asyncio.CancelledError):
         task.exception()

@@ -16,6 +16,7 @@ import asyncpg
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from hub.store import StoreUnavailable, open_store
 from hub.store.base import EventStore
@@ -36,6 +37,16 @@ async def _app(store: EventStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncCl
         yield client
 
 
+def _names_the_lock(text: str, holder: asyncpg.Connection) -> None:
+    """``text`` says that the hub's writes wait for a lock, which session holds it, and what
+    to do (it guessed at a stopped server, a lock or a network)."""
+    assert "its writes wait for a lock another session holds" in text, text
+    assert (
+        f"held by pid {holder.get_server_pid()} (no application_name, idle in transaction)" in text
+    ), text
+    assert "pg_terminate_backend" in text, text
+
+
 async def _store_up(client: httpx.AsyncClient) -> float:
     answer = await client.get("/metrics", timeout=30)
     families = {f.name: f for f in text_string_to_metric_families(answer.text)}
@@ -44,9 +55,11 @@ async def _store_up(client: httpx.AsyncClient) -> float:
 
 
 async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_path: Path) -> None:
-    """While a session holds ``SHARE`` on ``events`` (reads pass, inserts wait), a delivery is
-    answered 503 after ``?stall_after=``, and so are ``/readyz`` (503) and the scrape
-    (``leadhub_store_up`` 0); once the lock is let go, both are 200 and 1 again."""
+    """While a session holds ``SHARE`` on ``events`` (reads pass, inserts wait), ``/readyz``
+    answers 503 and the scrape ``leadhub_store_up`` 0, as a delivery is answered 503 after
+    ``?stall_after=``; each names the wait and its holder (the probe's body the headline
+    alone), read while the probe's own ping waits (no delivery waiting yet: a ping
+    cancelled first waited no more). Once the lock is let go, 200 and 1 again."""
     with PostgresServer() as server:
         store = open_store(f"{server.dsn}?stall_after=1s")
         await store.open()
@@ -57,12 +70,19 @@ async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_pa
                 dba = await asyncpg.connect(server.dsn)
                 try:
                     await dba.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
-                    with pytest.raises(StoreUnavailable):  # (30 s: a hang guard)
-                        await asyncio.wait_for(store.enqueue(delivery("held")), timeout=30)
                     assert await store.counts() is not None  # reads pass
-                    ready = await client.get("/readyz", timeout=30)
+                    with capture_logs() as logs:
+                        ready = await client.get("/readyz", timeout=30)
                     assert ready.status_code == 503, ready.text
+                    assert (
+                        ready.json()["cause"] == "its writes wait for a lock another session holds"
+                    )
+                    (failed,) = [e for e in logs if e["event"] == "readiness_failed"]
+                    _names_the_lock(str(failed["detail"]), dba)
                     assert await _store_up(client) == 0
+                    with pytest.raises(StoreUnavailable) as stalled:  # (30 s: a hang guard)
+                        await asyncio.wait_for(store.enqueue(delivery("held")), timeout=30)
+                    _names_the_lock(str(stalled.value), dba)
                 finally:
                     await dba.close()  # (its transaction ends: the lock is let go)
                 assert (await client.get("/readyz", timeout=30)).status_code == 200

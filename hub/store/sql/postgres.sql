@@ -707,13 +707,30 @@ SELECT current_setting('synchronous_commit'), current_setting('fsync'),
 -- synchronous standby's confirmation (wait event SyncRep); the setting naming the standbys
 -- waited for; the standbys connected that are synchronous (sync or quorum), and those whose
 -- state is hidden from this role (without pg_read_all_stats: any role sees that they are).
+-- Then its sessions whose statement has waited over a second for a lock (wait event type
+-- Lock: a DBA's CREATE INDEX without CONCURRENTLY, a session left idle in its transaction
+-- after a LOCK TABLE or a write of the same row), and the sessions holding them up: pid,
+-- and where this role may see them, application and state.
+WITH locked AS (
+    SELECT pid FROM pg_stat_activity
+    WHERE application_name = $1 AND datname = current_database() AND wait_event_type = 'Lock'
+      AND query_start < clock_timestamp() - interval '1 second'
+)
 SELECT
     (SELECT count(*) FROM pg_stat_activity
      WHERE application_name = $1 AND datname = current_database() AND wait_event = 'SyncRep'
        AND query_start < clock_timestamp() - interval '1 second'),
     current_setting('synchronous_standby_names'),
     (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
-    (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL);
+    (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL),
+    (SELECT count(*) FROM locked),
+    (SELECT string_agg(
+                'pid ' || b.pid || coalesce(
+                    ' (' || coalesce(nullif(b.application_name, ''), 'no application_name')
+                    || ', ' || b.state || ')', ''),
+                ', ' ORDER BY b.pid)
+     FROM pg_stat_activity AS b
+     WHERE b.pid IN (SELECT unnest(pg_blocking_pids(l.pid)) FROM locked AS l));
 
 -- name: ping_locks
 -- The lock a delivery's insert takes on the tables it writes (ping's first statement): a
