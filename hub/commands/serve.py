@@ -17,7 +17,8 @@ A store that cannot be reached at start (PostgreSQL not up yet) is tried again f
 ``--store-wait`` (:func:`open_waiting`; 30 s for PostgreSQL, none for SQLite by default),
 one ``store_waiting`` line per failed attempt. The socket is bound but not listening
 meanwhile: connections are refused until the store is open and the hub is ready. An attempt
-whose commits wait (for a synchronous standby that is gone) is told as such after
+whose commits wait (for a synchronous standby that is gone; its writes, for a lock another
+session holds) is told as such after
 :data:`OPEN_LOOK_AFTER` s, ``store_commit_waiting`` (:func:`_tell_open_wait`).
 
 ``LEADHUB_METRICS_TOKEN``, when set, is the bearer token ``GET /metrics`` requires (every
@@ -260,9 +261,10 @@ async def _tell_open_wait(look: Callable[[], Awaitable[str | None]], db_url: str
     """After :data:`OPEN_LOOK_AFTER` s of an open, warn (``store_commit_waiting``) when
     ``look`` finds the store's commits waiting (for a synchronous standby that is gone: the
     first commit of the open waits for it, and serve waited there without a line, then was
-    told the server could not be reached), again every :data:`OPEN_TOLD_EVERY` s while it
-    lasts. The open goes on: such a commit is on the server's disk already, and completes
-    once the standby confirms it or is no longer waited for."""
+    told the server could not be reached; or its statements, for a lock another session
+    holds), again every :data:`OPEN_TOLD_EVERY` s while it lasts. The open goes on: such a
+    commit is on the server's disk already, and completes once the standby confirms it or is
+    no longer waited for (a lock's wait, once the lock is let go)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     pause = OPEN_LOOK_AFTER

@@ -28,7 +28,8 @@ hangs rather than refusing) is answered with :class:`StoreUnavailable` (503) by 
 timer, without cancelling the statement: asyncpg's cancellation waits on the same hung
 server. Its write may still commit when the server comes back; the sender's retry is then a
 duplicate of it. Before it answers, the watchdog asks the store what its commits wait for
-(``commit_wait``: a synchronous standby that does not confirm them), for at most a few
+(``commit_wait``: a synchronous standby that does not confirm them, or a lock another
+session holds), for at most a few
 seconds, and says it in the answers and in ``store_stalled``.
 """
 
