@@ -45,8 +45,9 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
 * ``leadhub_store_up``: 1 when the scrape read the event counts from the store and the store
   took a write (its ping, as ``/readyz`` asks it: run beside the counts, within the same
   :data:`COUNTS_TIMEOUT`), else 0: what to alert on. A store that reads but cannot write (a
-  full disk, a stalled SQLite writer process, a PostgreSQL that takes no writes) refuses
-  every webhook (503); read alone, it showed 1 throughout. The counts are exported whenever
+  full disk, a stalled SQLite writer process, a PostgreSQL that takes no writes or whose
+  ``events`` a lock holds against inserts: the ping takes the insert's lock) refuses every
+  webhook (503); read alone, it showed 1 throughout. The counts are exported whenever
   they were read (then current), and missing, not zero, when they were not. A run of scrapes
   the store fails logs ``metrics_counts_failed`` / ``metrics_ping_failed`` (``error``,
   ``detail``) at its first, then at most once per :data:`LOG_EVERY` with ``unlogged``, and
