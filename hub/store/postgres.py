@@ -355,12 +355,16 @@ class PostgresStore(BatchedStore):
                     msg = self._cannot_make(exc, role, schema, made=False, may=may)
                     raise StoreError(msg) from exc
                 await self._check_rights(conn, role, schema)
-                if not missing:  # a server that takes no writes (a standby) is told at open,
-                    await conn.execute(Q["ping"], str(self.clock.time()))  # as the DDL found it
                 try:
                     await self._migrate(conn)
                 except asyncpg.InsufficientPrivilegeError as exc:
                     raise StoreError(self._cannot_make(exc, role, schema, made=True)) from exc
+                # After the migration: its ALTER TABLE events waits for the running
+                # instances' pings, each holding the insert's lock on events while it waits
+                # for meta's last_ping row (ping_locks); this transaction held that row, and
+                # a ping deadlocked with it (the start or the ping aborted, 40P01).
+                if not missing:  # a server that takes no writes (a standby) is told at open,
+                    await conn.execute(Q["ping"], str(self.clock.time()))  # as the DDL found it
         except BaseException:
             await self.close()
             raise

@@ -20,8 +20,9 @@ from structlog.testing import capture_logs
 
 from hub.store import StoreUnavailable, open_store
 from hub.store.base import EventStore
+from hub.store.postgres import Q
 from hub.web.app import create_app
-from tests.pg_server import PostgresServer, find_bindir
+from tests.pg_server import PostgresServer, find_bindir, sql
 from tests.store.helpers import delivery
 from tests.web.conftest import make_config
 
@@ -89,3 +90,47 @@ async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_pa
                 assert await _store_up(client) == 1
         finally:
             await store.close()
+
+
+async def _waits_for_a_lock(dsn: str) -> None:
+    """Until a session of the hub waits for a lock (30 s: a hang guard)."""
+    async with asyncio.timeout(30):
+        while not await sql(
+            dsn,
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'leadhub'"
+            " AND wait_event_type = 'Lock'",
+        ):
+            await asyncio.sleep(0.05)
+
+
+async def test_a_start_that_migrates_does_not_deadlock_with_a_running_instances_ping() -> None:
+    """A start that migrates an older store (``ALTER TABLE events``) while another instance
+    pings: the ping holds the insert's lock on ``events`` and then writes ``meta``'s
+    ``last_ping`` row. The start wrote that row first (its own ping at open) and then waited
+    for ``events``: a deadlock, the start refused (``deadlock detected``) or the ping. The
+    other instance's ping is played by a session running the ping's own statements, its
+    write sent once the start waits for ``events``."""
+    with PostgresServer() as server:
+        first = open_store(server.dsn)
+        await first.open()
+        await first.close()
+        await sql(server.dsn, "UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+        other = await asyncpg.connect(server.dsn)
+        try:
+            await other.execute("BEGIN")
+            await other.execute(Q["ping_locks"])  # the running instance's ping, under way
+            starting = open_store(server.dsn)
+            opening = asyncio.ensure_future(starting.open())
+            try:
+                await _waits_for_a_lock(server.dsn)  # its migration waits for events
+                await asyncio.wait_for(other.execute(Q["ping"], "1"), timeout=30)
+                await other.execute("COMMIT")
+                await asyncio.wait_for(opening, timeout=30)
+            finally:
+                opening.cancel()
+                await starting.close()
+        finally:
+            await other.close()
+        assert await sql(server.dsn, "SELECT value FROM meta WHERE key = 'schema_version'") == [
+            ("2",)
+        ]
