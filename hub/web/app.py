@@ -9,7 +9,7 @@
 * ``GET /healthz``: the process is alive (always 200).
 * ``GET /readyz``: 200 when the store answers a ping (and the config is loaded,
   which it is once the app exists), else 503 (with ``cause`` when the store tells what a ping
-  that ran out of time waits for: :func:`_hang_cause`). A run of failed probes logs
+  that ran out of time waits for: :func:`hub.web.timeouts.failed_ping`). A run of failed probes logs
   ``readiness_failed`` at its first, then at most once per :data:`READY_LOG_EVERY` with
   ``unlogged``, and ``readiness_recovered`` (``failed``, ``seconds``) at the first probe
   that passes again (:class:`hub.logs.Failures`).
@@ -49,9 +49,8 @@ opener runs while the store is open. For example::
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -71,14 +70,11 @@ from hub.secrets import Secret
 from hub.store.base import EventStore
 from hub.web.ingest import PREFIX, Ingest
 from hub.web.metrics import ScrapeGuard, WebMetrics
-from hub.web.timeouts import drop_outcome, within
+from hub.web.timeouts import failed_ping
 
 LifespanHook = Callable[[Starlette], AbstractAsyncContextManager[Any]]
 ROLES = ("all", "web", "worker")
 READY_TIMEOUT = 3.0  # seconds a readiness ping may take before the store counts as down
-#: Seconds a probe whose ping ran out of time may then take to learn what the store's
-#: commits wait for (:func:`_hang_cause`; on a server that answers reads, milliseconds).
-LOOK_WITHIN = 1.0
 #: Seconds between two ``readiness_failed`` lines of one run of failed probes, and within
 #: which a new run after a ``readiness_recovered`` line logs nothing more (a flapping store):
 #: logged at every probe, a Kubernetes probe every 2 s against a store down for an hour wrote
@@ -163,15 +159,9 @@ def _health_routes(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        ping = asyncio.ensure_future(store.ping())
-        try:
-            await within(asyncio.shield(ping), READY_TIMEOUT)
-        except Exception as exc:
-            # asked while the ping still waits: its own session tells what for (cancelled,
-            # it waits no more, and a lock's wait was over before the store was asked)
-            cause = await _hang_cause(store, exc)
-            ping.cancel()
-            ping.add_done_callback(drop_outcome)
+        failed = await failed_ping(store, READY_TIMEOUT)
+        if failed is not None:
+            exc, cause = failed
             detail = str(exc)[:300] if cause is None else f"{exc}: {cause}"
             failures.failed("readiness_failed", type(exc).__name__, detail=detail)
             answer = {"status": "unavailable", "reason": "store unavailable"}
@@ -191,23 +181,6 @@ def _health_routes(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
     ]
-
-
-async def _hang_cause(store: EventStore, exc: Exception) -> str | None:
-    """What a store's ping that ran out of :data:`READY_TIMEOUT` (``exc``) waits for, when
-    the store can tell (PostgreSQL's ``commit_wait``: a synchronous standby that does not
-    confirm its commits, a lock another session holds) within :data:`LOOK_WITHIN`, else None.
-
-    Every commit of such a store waits, the server answering reads all along: /readyz said
-    "store unavailable" and its ``readiness_failed`` line "no answer within 3s", and the
-    operator looked for a stopped server or a network."""
-    look: Callable[[], Awaitable[str | None]] | None = getattr(store, "commit_wait", None)
-    if look is None or not isinstance(exc, TimeoutError):
-        return None
-    try:
-        return await within(look(), LOOK_WITHIN)
-    except Exception:  # (not known: the answer goes without it)
-        return None
 
 
 def store_lifespan(store: EventStore) -> LifespanHook:

@@ -87,7 +87,7 @@ from hub.logs import Failures, Throttle
 from hub.secrets import METRICS_TOKEN_VARIABLE, Secret
 from hub.store.base import EventStore
 from hub.store.models import State
-from hub.web.timeouts import within
+from hub.web.timeouts import failed_ping, within
 
 _log = structlog.get_logger()
 
@@ -261,20 +261,21 @@ class WebMetrics:
     async def _writes(self, store: EventStore, scrape: _Scrape) -> bool:
         """Whether ``store`` takes a write (its ping: ``/readyz``'s check) within
         :data:`COUNTS_TIMEOUT`."""
-        try:
-            await within(store.ping(), COUNTS_TIMEOUT)
-        except Exception as exc:  # a down store must not break the scrape
-            self._failed(scrape, "metrics_ping_failed", exc)
+        failed = await failed_ping(store, COUNTS_TIMEOUT)  # (what /readyz says of it)
+        if failed is not None:  # a down store must not break the scrape
+            exc, cause = failed
+            self._failed(scrape, "metrics_ping_failed", exc, cause)
             return False
         return True
 
-    def _failed(self, scrape: _Scrape, name: str, exc: Exception) -> None:
-        """A store call of ``scrape`` failed: its line if due, the scrape counted once in
-        ``metrics_store_recovered``'s ``failed`` however many of its calls fail (its counts,
-        its ping, its count of the delivered events): a store down for 4 scrapes said
-        ``failed: 8``, read as 8 scrapes."""
+    def _failed(self, scrape: _Scrape, name: str, exc: Exception, cause: str | None = None) -> None:
+        """A store call of ``scrape`` failed: its line if due (with ``cause``, what the store
+        told its ping waits for), the scrape counted once in ``metrics_store_recovered``'s
+        ``failed`` however many of its calls fail (its counts, its ping, its count of the
+        delivered events): a store down for 4 scrapes said ``failed: 8``, read as 8 scrapes."""
         count, scrape.counted = (0 if scrape.counted else 1), True
-        self._failures.failed(name, type(exc).__name__, count, detail=_shown(exc))
+        detail = _shown(exc) if cause is None else f"{_shown(exc)}: {cause}"
+        self._failures.failed(name, type(exc).__name__, count, detail=detail)
 
     def _delivered_wait(self, counted: bool, took: float) -> float:
         """Seconds until the delivered events are counted again, after a count of them that

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from hub.store.base import EventStore
 
 T = TypeVar("T")
+
+#: Seconds a ping that ran out of time may then take to learn what the store's commits wait
+#: for (:func:`failed_ping`; on a server that answers reads, milliseconds).
+LOOK_WITHIN = 1.0
 
 
 async def within(work: Awaitable[T], seconds: float) -> T:
@@ -39,3 +46,41 @@ def drop_outcome(task: asyncio.Future[Any]) -> None:
     """Retrieve a late task's exception, so that asyncio does not log it as never retrieved."""
     with contextlib.suppress(asyncio.CancelledError):
         task.exception()
+
+
+async def failed_ping(store: EventStore, seconds: float) -> tuple[Exception, str | None] | None:
+    """None when ``store`` takes its ping (a write) within ``seconds``; else what failed and,
+    when the store can tell what a ping that ran out of time waits for (PostgreSQL's
+    ``commit_wait``: a synchronous standby that does not confirm its commits, a lock another
+    session holds) within :data:`LOOK_WITHIN`, that cause (else None).
+
+    Asked while the ping still waits, then cancelled: its own session tells what for (a
+    lock's wait is over once cancelled). ``/readyz`` and ``/metrics`` both ping: the one
+    named the cause and the other said "no answer within 3s" of the same wait."""
+    ping: asyncio.Future[None] | None = None
+    try:
+        ping = asyncio.ensure_future(store.ping())
+        await within(asyncio.shield(ping), seconds)
+    except Exception as exc:
+        cause = await _hang_cause(store, exc)
+        if ping is not None:
+            ping.cancel()
+            ping.add_done_callback(drop_outcome)
+        return exc, cause
+    return None
+
+
+async def _hang_cause(store: EventStore, exc: Exception) -> str | None:
+    """What a store's ping that ran out of time (``exc``) waits for, when the store can tell
+    within :data:`LOOK_WITHIN`, else None.
+
+    Every commit of such a store waits, the server answering reads all along: /readyz said
+    "store unavailable" and its ``readiness_failed`` line "no answer within 3s", and the
+    operator looked for a stopped server or a network."""
+    look: Callable[[], Awaitable[str | None]] | None = getattr(store, "commit_wait", None)
+    if look is None or not isinstance(exc, TimeoutError):
+        return None
+    try:
+        return await within(look(), LOOK_WITHIN)
+    except Exception:  # (not known: the answer goes without it)
+        return None

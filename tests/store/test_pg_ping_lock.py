@@ -59,8 +59,9 @@ async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_pa
     """While a session holds ``SHARE`` on ``events`` (reads pass, inserts wait), ``/readyz``
     answers 503 and the scrape ``leadhub_store_up`` 0, as a delivery is answered 503 after
     ``?stall_after=``; each names the wait and its holder (the probe's body the headline
-    alone), read while the probe's own ping waits (no delivery waiting yet: a ping
-    cancelled first waited no more). Once the lock is let go, 200 and 1 again."""
+    alone; the scrape's ``metrics_ping_failed`` as ``readiness_failed``), read while the
+    probe's own ping waits (no delivery waiting yet: a ping cancelled first waited no
+    more). Once the lock is let go, 200 and 1 again."""
     with PostgresServer() as server:
         store = open_store(f"{server.dsn}?stall_after=1s")
         await store.open()
@@ -80,7 +81,10 @@ async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_pa
                     )
                     (failed,) = [e for e in logs if e["event"] == "readiness_failed"]
                     _names_the_lock(str(failed["detail"]), dba)
-                    assert await _store_up(client) == 0
+                    with capture_logs() as logs:
+                        assert await _store_up(client) == 0
+                    (scraped,) = [e for e in logs if e["event"] == "metrics_ping_failed"]
+                    _names_the_lock(str(scraped["detail"]), dba)  # (as /readyz's line)
                     with pytest.raises(StoreUnavailable) as stalled:  # (30 s: a hang guard)
                         await asyncio.wait_for(store.enqueue(delivery("held")), timeout=30)
                     _names_the_lock(str(stalled.value), dba)
