@@ -51,7 +51,10 @@ def run(args: argparse.Namespace) -> int:
         return fail("vacuum", str(exc), EXIT_FAILED)
     given = done.size_before - done.size_after
     back = f"{given:,} given back" if given > 0 else "it had no free space to give back"
-    sizes = f"{done.size_before:,} bytes before, {done.size_after:,} now ({back})"
+    sizes = (
+        f"{done.size_before:,} bytes before, {done.size_after:,} now (the file and its -wal; "
+        f"{back})"
+    )
     if done.converted:
         print(
             f"Vacuumed {where!r}: {sizes}. From now on its file shrinks after each purge "

@@ -346,3 +346,39 @@ def test_the_command_refuses_a_store_written_during_the_copy(tmp_path: Path) -> 
     assert _events(path) == before + 20
     assert auto_vacuum(path) == 0
     assert not list(tmp_path.glob(".hub.db.*"))
+
+
+#: A process that writes to the store at argv[1] without checkpointing and dies before it
+#: closes it (as a hub killed does): its writes left in the ``-wal``.
+_DIES_WITH_A_WAL = """
+import os, sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None)
+conn.execute("PRAGMA wal_autocheckpoint = 0")
+conn.execute("DELETE FROM events WHERE id > 10")
+conn.execute("DELETE FROM deliveries WHERE id NOT IN (SELECT delivery FROM events)")
+os._exit(0)
+"""
+
+
+def test_the_command_counts_the_wal_in_the_sizes_it_reports(tmp_path: Path) -> None:
+    """A store whose ``-wal`` holds megabytes (a hub killed before its checkpoint): the
+    sizes said are the file's and the ``-wal``'s, before and after. The file's alone said
+    "1,351,680 bytes before, 1,351,680 now (it had no free space to give back)" though the
+    vacuum took the ``-wal``'s megabytes off the disk."""
+    path = tmp_path / "hub.db"
+    _fill_old(path, 2000, "a")
+    checkpointed_size(path)
+    died = subprocess.run([sys.executable, "-c", _DIES_WITH_A_WAL, str(path)], check=False)
+    assert died.returncode == 0
+    wal = path.with_name("hub.db-wal")
+    assert wal.stat().st_size > 1_000_000
+    before = path.stat().st_size + wal.stat().st_size
+    result = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert result.returncode == 0, result.stderr
+    assert not wal.exists()
+    after = path.stat().st_size
+    assert result.stdout.startswith(
+        f"Vacuumed {str(path)!r}: {before:,} bytes before, {after:,} now (the file and its "
+        f"-wal; {before - after:,} given back)"
+    ), result.stdout
+    assert _events(path) == 10
