@@ -197,6 +197,16 @@ def foreign_wal(path: Path, *, title: str, noun: str) -> str | None:
     )
 
 
+def index_left_behind(path: Path) -> bool:
+    """Whether a read-only open of the database file at ``path`` (SQLite's ``mode=ro``)
+    would leave files beside it: the file cannot be written here and has no ``-shm`` (its
+    WAL index). SQLite makes that index (and an empty ``-wal``) in a directory it may write,
+    read-only as the file is and this process's, and leaves both: once the file was made
+    writable, the ``-shm`` left failed every write ("attempt to write a readonly
+    database"). Such a file is read as immutable instead, as in a read-only directory."""
+    return not os.access(path, os.W_OK) and not Path(f"{path}-shm").exists()
+
+
 def wal_of(path: Path) -> Path:
     """The write-ahead log of the database file at ``path``."""
     return Path(f"{path}-wal")

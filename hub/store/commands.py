@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hub import logs
+from hub import logs, sqlite_file
 from hub.store import open_store
 from hub.store.base import EventStore, StoreError, StoreUnavailable
 from hub.store.postgres import PostgresStore
@@ -152,6 +152,8 @@ async def open_read_only(command: str, path: Path, failed: StoreUnavailable) -> 
     read-only directory without one). A note on stderr says which; when neither opens,
     ``failed`` is raised (it says what to make writable)."""
     for mode in READ_ONLY:
+        if mode == "ro" and sqlite_file.index_left_behind(path):
+            continue
         store = SQLiteStore(path, read_only=mode)
         try:
             await store.open()
@@ -206,6 +208,8 @@ def no_sqlite_store(path: Path) -> str | None:
     file = f"file:{urllib.parse.quote(str(path.resolve()))}"
     # immutable: in a read-only directory without the WAL index (a backup on read-only media)
     for uri in (f"{file}?mode=ro", f"{file}?mode=ro&immutable=1"):
+        if uri.endswith("mode=ro") and sqlite_file.index_left_behind(path):
+            continue
         try:
             with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
                 found = conn.execute(

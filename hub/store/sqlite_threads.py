@@ -26,6 +26,7 @@ import concurrent.futures
 import contextlib
 import errno
 import functools
+import os
 import queue
 import re
 import resource
@@ -103,6 +104,8 @@ _HINT = "check that its directory exists and is writable"
 def storage_hint(exc: BaseException) -> str:
     """What to check about a SQLite file that could not be opened or written (``exc``, an
     :class:`OSError` or a :class:`sqlite3.Error`): its filesystem full, read-only, failing..."""
+    if isinstance(exc, ReadOnlyHere):
+        return _HINTS[sqlite3.SQLITE_READONLY]
     if isinstance(exc, OSError) and exc.errno in _ERRNO_HINTS:
         return _ERRNO_HINTS[exc.errno]
     code = getattr(exc, "sqlite_errorcode", None)
@@ -122,6 +125,21 @@ def _size_limit_note() -> str:
         f"; or the file reached this process's file size limit (`ulimit -f`: {limit:,} bytes;"
         " systemd's LimitFSIZE=): raise it and restart the hub"
     )
+
+
+class ReadOnlyHere(PermissionError):
+    """A database file this process may not write (:func:`refuse_read_only`)."""
+
+
+def refuse_read_only(path: Path) -> None:
+    """Raise :class:`ReadOnlyHere` (EACCES) when the database file at ``path`` is there
+    and this process may not write it. SQLite opens such a file for writing read-only
+    without a word, and makes its ``-wal`` and ``-shm`` beside it, read-only as the file is:
+    a command that then failed (``leadhub vacuum``, a purge) left them, and once the file
+    was made writable as its message said, the ``-shm`` left read-only still failed every
+    write ("attempt to write a readonly database")."""
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ReadOnlyHere(errno.EACCES, "the file is read-only here", str(path))
 
 
 def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
@@ -219,6 +237,8 @@ def connect(
         if (orphaned := orphan_wal(path) or foreign_wal(path)) is not None:
             raise orphaned
         sqlite_file.make_private(path)
+    if writer:
+        refuse_read_only(path)
     how = WRITE_MODES[create] if writer else READ_MODES[mode]
     conn = sqlite3.connect(
         sqlite_file.uri(path, how), uri=True, isolation_level=None, check_same_thread=False

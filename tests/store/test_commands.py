@@ -791,6 +791,37 @@ def test_a_read_only_copy_is_listed(tmp_path: Path, how: str) -> None:
     assert states(url)[ids["dead"]] is State.DEAD
 
 
+def test_a_read_only_file_in_a_writable_directory_is_left_as_it_was(tmp_path: Path) -> None:
+    """A store file this process cannot write, in a directory it can: SQLite opened it
+    (for writing too, read-only without a word) making its ``-wal`` and ``-shm`` beside it,
+    read-only as the file is, and left them, also when the command failed (vacuum, purge,
+    replay). Once the file was made writable, as the refusal says, the ``-shm`` left
+    read-only failed every write ("attempt to write a readonly database"). Now nothing is
+    made there: events reads it as immutable, the writing commands are refused, and once
+    the file is writable they run."""
+    url = sqlite_url(tmp_path, "hub.db")
+    ids = seed(url)  # closed: checkpointed, no -wal or -shm left
+    path = tmp_path / "hub.db"
+    path.chmod(0o444)
+    listed = leadhub_run(["events", "--db", url, "--json"], unprivileged=True)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) == len(ids)
+    assert "opened read-only as immutable" in listed.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hub.db"]
+    refused = "it or its directory is read-only; make both writable"
+    writes = (["vacuum"], ["replay", "--status", "dead"], ["purge", "--older-than", "0s"])
+    for argv in writes:
+        written = leadhub_run([*argv, "--db", url], unprivileged=True)
+        assert written.returncode == 1, written.stdout + written.stderr
+        assert refused in written.stderr, written.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["hub.db"], argv
+    path.chmod(0o644)  # what the refusal says to do
+    for argv in writes:
+        written = leadhub_run([*argv, "--db", url], unprivileged=True)
+        assert written.returncode == 0, written.stdout + written.stderr
+    assert states(url)[ids["dead"]] is State.QUEUED
+
+
 def test_a_copy_with_writes_in_its_wal_says_they_may_be_missed(tmp_path: Path) -> None:
     """A copy taken while the hub ran (the database file and its WAL, not the WAL index)
     in a read-only directory is read as immutable: the writes still in the WAL are not
