@@ -15,7 +15,7 @@ from hub.store.commands import (
     no_sqlite_store,
 )
 from hub.store.sqlite import SQLiteStore
-from hub.store.sqlite_threads import foreign_wal
+from hub.store.sqlite_threads import SCHEMA_VERSION, foreign_wal
 from hub.store.vacuum import compact
 
 
@@ -55,6 +55,14 @@ def run(args: argparse.Namespace) -> int:
         f"{done.size_before:,} bytes before, {done.size_after:,} now (the file and its -wal; "
         f"{back})"
     )
+    if done.migrated_from is not None:
+        # (not refused: the new serve's first start migrates it all the same, as any command
+        # that writes does; said, as releases before this one no longer open it)
+        sizes += (
+            f". Its schema was migrated from version {done.migrated_from} to {SCHEMA_VERSION} "
+            "first (as this release's serve does at its first start): earlier releases no "
+            "longer open it"
+        )
     if done.converted:
         print(
             f"Vacuumed {where!r}: {sizes}. From now on its file shrinks after each purge "

@@ -34,6 +34,7 @@ from hub.store.backup import in_use, pid_alive
 from hub.store.base import StoreError
 from hub.store.sqlite_threads import (
     AUTO_VACUUM_INCREMENTAL,
+    SCHEMA_VERSION,
     begin_immediate,
     connect,
     give_back_step,
@@ -60,11 +61,14 @@ PROGRESS_EVERY = 100_000
 class Compacted:
     """What a vacuum did: the store's size before and after (bytes: its file and its
     ``-wal``, :func:`on_disk`), and whether it was converted (made by an earlier leadhub,
-    ``auto_vacuum = NONE``) or only compacted."""
+    ``auto_vacuum = NONE``) or only compacted; ``migrated_from``: the schema version it was
+    migrated from on the way (an older leadhub's store: a vacuum's open migrates it as every
+    command that writes does), else None."""
 
     size_before: int
     size_after: int
     converted: bool
+    migrated_from: int | None = None
 
 
 class InUse(StoreError):
@@ -98,6 +102,7 @@ def compact(path: Path) -> Compacted:
         raise InUse(in_use_message(path))
     _sweep(path)
     size_before = on_disk(path)
+    version = _version(path)
     try:
         conn = connect(path, synchronous="FULL", writer=True)
     except (sqlite3.Error, OSError) as exc:
@@ -125,7 +130,28 @@ def compact(path: Path) -> Compacted:
         raise unavailable(path, exc) from exc
     finally:
         conn.close()
-    return Compacted(size_before=size_before, size_after=on_disk(path), converted=converted)
+    migrated = version if version is not None and version < SCHEMA_VERSION else None
+    return Compacted(
+        size_before=size_before,
+        size_after=on_disk(path),
+        converted=converted,
+        migrated_from=migrated,
+    )
+
+
+def _version(path: Path) -> int | None:
+    """The store's schema version before the open migrates it (None: not to be read; nor
+    read where reading would leave a -shm behind: the open refuses that file anyway)."""
+    if sqlite_file.index_left_behind(path):
+        return None
+    try:
+        with contextlib.closing(
+            sqlite3.connect(sqlite_file.uri(path, "mode=ro"), uri=True)
+        ) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        return int(row[0])
+    except (sqlite3.Error, TypeError, ValueError):
+        return None
 
 
 def on_disk(path: Path) -> int:

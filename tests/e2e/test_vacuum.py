@@ -382,3 +382,20 @@ def test_the_command_counts_the_wal_in_the_sizes_it_reports(tmp_path: Path) -> N
         f"-wal; {before - after:,} given back)"
     ), result.stdout
     assert _events(path) == 10
+
+
+def test_the_command_says_it_migrated_an_older_store(tmp_path: Path) -> None:
+    """A store of an earlier release's schema is migrated by the vacuum's open (as by any
+    command that writes, and by this release's serve at its first start); its output says
+    so, and that earlier releases no longer open it (said on stderr alone, as a log line).
+    A vacuum of a current store says nothing of it."""
+    path = tmp_path / "hub.db"
+    shutil.copyfile(OLD_STORE, path)
+    said = "Its schema was migrated from version 3 to 4 first"
+    first = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert first.returncode == 0, first.stderr
+    assert said in first.stdout and "earlier releases no longer open it" in first.stdout
+    assert '"event":"store_migrating"' in first.stderr
+    again = leadhub_run(["vacuum", "--db", f"sqlite:///{path}"])
+    assert again.returncode == 0, again.stderr
+    assert "migrated" not in again.stdout
