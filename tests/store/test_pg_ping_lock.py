@@ -138,3 +138,30 @@ async def test_a_start_that_migrates_does_not_deadlock_with_a_running_instances_
         assert await sql(server.dsn, "SELECT value FROM meta WHERE key = 'schema_version'") == [
             ("2",)
         ]
+
+
+async def test_the_hubs_own_turn_at_a_purge_is_not_named_as_a_lock_on_its_writes() -> None:
+    """A purge waiting for its turn (the advisory lock another instance's purge step holds,
+    as instances take turns at purging, claiming and an account's calls) blocks no insert:
+    the reading of what the store's writes wait for does not name it. Naming it, a probe or
+    a stalled delivery timed out for another reason was told to end that session's
+    transaction."""
+    with PostgresServer() as server:
+        store = open_store(server.dsn)
+        await store.open()
+        other = await asyncpg.connect(server.dsn)
+        try:
+            await store.enqueue(delivery("kept"))
+            await other.execute(
+                "SELECT pg_advisory_lock(hashtextextended('leadhub.purge:' || current_schema(), 0))"
+            )
+            purging = asyncio.ensure_future(store.purge(before=4e9))
+            try:
+                await _waits_for_a_lock(server.dsn)
+                await asyncio.sleep(1.5)  # (waited over a second: what the reading counts)
+                assert await store.commit_wait() is None
+            finally:
+                await other.close()  # (the turn let go: the purge goes on)
+                await asyncio.wait_for(purging, timeout=30)
+        finally:
+            await store.close()

@@ -710,10 +710,13 @@ SELECT current_setting('synchronous_commit'), current_setting('fsync'),
 -- Then its sessions whose statement has waited over a second for a lock (wait event type
 -- Lock: a DBA's CREATE INDEX without CONCURRENTLY, a session left idle in its transaction
 -- after a LOCK TABLE or a write of the same row), and the sessions holding them up: pid,
--- and where this role may see them, application and state.
+-- and where this role may see them, application and state. Not an advisory lock's wait: the
+-- instances' turns at purging, claiming and an account's calls, which hold up no insert
+-- (named, a probe timed out for another reason was told to end a purge's transaction).
 WITH locked AS (
     SELECT pid FROM pg_stat_activity
     WHERE application_name = $1 AND datname = current_database() AND wait_event_type = 'Lock'
+      AND wait_event <> 'advisory'
       AND query_start < clock_timestamp() - interval '1 second'
 )
 SELECT
