@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 from hub.store import StoreUnavailable, open_store
 from hub.store.base import EventStore
-from hub.store.postgres import Q
+from hub.store.postgres import PostgresStore, Q
 from hub.web.app import create_app
 from tests.pg_server import PostgresServer, find_bindir, sql
 from tests.store.helpers import delivery
@@ -148,6 +148,7 @@ async def test_the_hubs_own_turn_at_a_purge_is_not_named_as_a_lock_on_its_writes
     transaction."""
     with PostgresServer() as server:
         store = open_store(server.dsn)
+        assert isinstance(store, PostgresStore)
         await store.open()
         other = await asyncpg.connect(server.dsn)
         try:
