@@ -553,7 +553,15 @@ class BatchedStore(ABC):
             before=before,
             dry_run=dry_run,
         )
-        return Purged(events=events, deliveries=deliveries)
+        done = Purged(events=events, deliveries=deliveries)
+        if not dry_run:
+            await self._after_purge(done)
+        return done
+
+    async def _after_purge(self, purged: Purged) -> None:
+        """After a purge that was no dry run (``purged``: what it deleted): nothing here;
+        SQLite gives the space back (:meth:`hub.store.sqlite.SQLiteStore._after_purge`)."""
+        return None
 
     # -- replay: the selection read once, then requeued in short steps -------------------
 

@@ -16,7 +16,7 @@ import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -602,27 +602,14 @@ class SQLiteStore(BatchedStore):
 
         return await self._writer.submit(job)
 
-    async def purge(
-        self,
-        *,
-        before: float,
-        states: Collection[State] | None = None,
-        endpoint: str | None = None,
-        dry_run: bool = False,
-        on_step: Callable[[Purged], None] | None = None,
-    ) -> Purged:
-        """The walk of :meth:`BatchedStore.purge`, then the pages it freed given back to the
-        filesystem (:meth:`give_back`). A purge that deleted nothing gives back what an
-        earlier one left, a step's worth or more: a hub killed in its give-back (a purge's
-        deletes are committed before it), or a give-back that failed, left its free pages in
-        the file until a later purge deleted events, which after a backlog purged at start
-        is ``--purge-after`` later (60 MB kept for 30 days)."""
-        purged = await super().purge(
-            before=before, states=states, endpoint=endpoint, dry_run=dry_run, on_step=on_step
-        )
-        if not dry_run:
-            await self.give_back(least=1 if purged.events else GIVE_BACK_STEP)
-        return purged
+    async def _after_purge(self, purged: Purged) -> None:
+        """The pages a purge freed given back to the filesystem (:meth:`give_back`). A purge
+        that deleted nothing gives back what an earlier one left, a step's worth or more: a
+        hub killed in its give-back (a purge's deletes are committed before it), or a
+        give-back that failed, left its free pages in the file until a later purge deleted
+        events, which after a backlog purged at start is ``--purge-after`` later (60 MB kept
+        for 30 days)."""
+        await self.give_back(least=1 if purged.events else GIVE_BACK_STEP)
 
     async def shrinks(self) -> bool:
         """Whether the file was made with incremental vacuum (:meth:`give_back` shrinks it)."""
