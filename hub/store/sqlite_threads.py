@@ -33,7 +33,7 @@ import resource
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -433,6 +433,26 @@ def is_current(conn: sqlite3.Connection) -> bool:
     return schema_version(conn) == SCHEMA_VERSION
 
 
+@contextlib.contextmanager
+def write_transaction(
+    conn: sqlite3.Connection, begin: Callable[[sqlite3.Connection], None] = begin_immediate
+) -> Iterator[None]:
+    """A write transaction on ``conn`` for the block: ``begin`` (:func:`begin_immediate` by
+    default), committed at its end, rolled back when it raises. SQLite has rolled a
+    transaction back itself after some errors (a full disk, a file size limit reached:
+    migrate_3's copy of the events is as big as they are); a ROLLBACK then failed ("cannot
+    rollback - no transaction is active"), and that was the error told, with "check that its
+    directory exists and is writable"."""
+    begin(conn)
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database made by an older leadhub up to :data:`SCHEMA_VERSION` (idempotent).
 
@@ -447,8 +467,7 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise newer_schema(found, SCHEMA_VERSION)
     if found == SCHEMA_VERSION:
         return
-    begin_migration(conn)
-    try:
+    with write_transaction(conn, begin_migration):
         # read again under the lock: another process may have migrated meanwhile
         start = version = schema_version(conn)
         if start < SCHEMA_VERSION:
@@ -473,15 +492,6 @@ def migrate(conn: sqlite3.Connection) -> None:
             # version without them, and the lock is held once, not again for each index (with
             # SQLite's busy timeout, in another process waiting for them, as in its own).
             run_script(conn, Q["schema"])
-        conn.execute("COMMIT")
-    except BaseException:
-        # SQLite has rolled the transaction back itself after some errors (a full disk, a
-        # file size limit reached: migrate_3's copy of the events is as big as they are);
-        # a ROLLBACK then failed ("cannot rollback - no transaction is active"), and that
-        # was the error told, with "check that its directory exists and is writable".
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     if start < SCHEMA_VERSION:
         # The migration went through the write-ahead log (migrate_3: a copy of the whole events
         # table, 0.7 GB per million events), which SQLite reuses but never shrinks while a

@@ -35,10 +35,10 @@ from hub.store.base import StoreError
 from hub.store.sqlite_threads import (
     AUTO_VACUUM_INCREMENTAL,
     SCHEMA_VERSION,
-    begin_immediate,
     connect,
     give_back_step,
     unavailable,
+    write_transaction,
 )
 
 log = get_logger(__name__)
@@ -177,14 +177,8 @@ def _give_back(conn: sqlite3.Connection, path: Path) -> None:
     """Every free page of a store made with incremental vacuum given back, in steps, and the
     ``-wal`` checkpointed into the file (whose end is cut off then) and emptied."""
     while True:
-        begin_immediate(conn)
-        try:
+        with write_transaction(conn):
             given = give_back_step(conn, STEP)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         if given < STEP:
             break
     busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
