@@ -29,6 +29,7 @@ from hub.mapping.model import (
     Unmatched,
     rules_hold,
 )
+from hub.mapping.steps import _indexes, indexing
 from hub.mapping.transforms import Context, object_left_out
 from hub.mapping.values import DocumentError, is_blank, present, shown_text, to_text
 
@@ -50,14 +51,19 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     listed = False  # whether the values read came out of a list (a multi-select answer)
     if spec.path is not None:
         found = spec.path.values(document)
-        values = present(found)
-        listed = _holds_a_list(found)
+        if len(found) == 1 and type(found[0]) is str:  # the common case: what present gives
+            values = found if found[0].strip() else []
+        else:
+            values = present(found)
+            listed = _holds_a_list(found)
         if not values and spec.fallbacks:
             values, listed = _first_found(spec.fallbacks, document, ctx)
     else:
         values = [] if is_blank(spec.value) else [spec.value]
     for transform in spec.transforms:
         values = transform.apply(values, ctx)
+    if len(values) == 1 and type(values[0]) is str:  # the common case: what the loop gives
+        return values[0] if values[0].strip() else spec.default
     for index, value in enumerate(values):
         if object_left_out(value, ctx):
             continue  # the next value found, else the default
@@ -245,7 +251,16 @@ def _apply_matched(mapping: CompiledMapping, document: Any) -> Result:
 
 
 def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
-    """:func:`_apply_matched`, raising what a path, transform or value may raise."""
+    """:func:`_apply_matched`, raising what a path, transform or value may raise; the
+    fields' filters picking answers out of one list group it once (:func:`indexing`)."""
+    token = indexing()
+    try:
+        return _evaluate_indexed(mapping, document)
+    finally:
+        _indexes.reset(token)
+
+
+def _evaluate_indexed(mapping: CompiledMapping, document: Any) -> Result:
     skip_rule = rules_hold(mapping.skip_if, document)
     if skip_rule is not None:
         held = explain.skip_held(skip_rule, document)

@@ -55,6 +55,7 @@ from hub.mapping.steps import (
     MAX_DESCENT,
     BoundedRegex,
     DescentTooLarge,
+    EqualityFilter,
     OnRoot,
     RootFilter,
     StepFunc,
@@ -62,6 +63,7 @@ from hub.mapping.steps import (
     _document,
     chain_step,
     descend_step,
+    equality,
     filter_predicate,
     filter_step,
     indexes_step,
@@ -381,7 +383,11 @@ def _native_step(node: Any) -> NativeStep | None:
         predicate = filter_predicate(node)
         if isinstance(predicate, OnRoot):
             return RootFilter(predicate)
-        return None if predicate is None else filter_step(predicate)
+        if predicate is None:
+            return None
+        step = filter_step(predicate)
+        equal = equality(node)
+        return step if equal is None else EqualityFilter(*equal, plain=step)
     # A hand-built Fields('*') or Slice() is a wildcard; no parsed path holds one.
     wildcard = getattr(node, "_deprecated_wildcard_use", False)
     if kind is jsonpath.Fields and node.fields and not wildcard:

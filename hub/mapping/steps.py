@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from time import thread_time
@@ -292,6 +292,93 @@ def filter_step(predicate: Predicate) -> StepFunc:
         return out
 
     return step
+
+
+#: While a document is mapped (:func:`indexing`): each list or object an
+#: :class:`EqualityFilter` opened, by its id and the filter's member names, with the node
+#: itself (held, so that no other object takes its id while the memo lives) and its items
+#: grouped by the string they hold there. Unset outside a mapping.
+_indexes: ContextVar[dict[tuple[int, tuple[str, ...]], tuple[Any, dict[str, list[Any]]]]] = (
+    ContextVar("filter_indexes")
+)
+
+
+def indexing() -> Token[dict[tuple[int, tuple[str, ...]], tuple[Any, dict[str, list[Any]]]]]:
+    """Let the :class:`EqualityFilter` steps evaluated from now on share their groupings of
+    one document's lists (``_indexes.reset`` the token once that document is mapped: the
+    document must not change meanwhile)."""
+    return _indexes.set({})
+
+
+@dataclass(frozen=True, slots=True)
+class EqualityFilter:
+    """The step of a filter that is one ``@.a.b == 'text'`` (or ``=``): the elements of every
+    array, and values of every object, whose member at :attr:`names` is the string
+    :attr:`literal`, as :attr:`plain` (the :func:`filter_step` of the same predicate) keeps
+    them.
+
+    It is how mappings pick a form's answer by its question (Typeform's ``field.ref``,
+    Facebook's ``name``, Google's ``column_id``): one field a question, each filtering the
+    same list. While a document is mapped (:func:`indexing`), the first such filter on a
+    list groups its items by that member, once, and each filter then looks its string up:
+    a form of N answers read by N fields looks at N items, not N times N.
+    """
+
+    names: tuple[str, ...]
+    literal: str
+    plain: StepFunc
+
+    def __call__(self, nodes: list[Any]) -> list[Any]:
+        memo = _indexes.get(None)
+        if memo is None:
+            return self.plain(nodes)
+        out: list[Any] = []
+        for node in nodes:
+            if isinstance(node, list):
+                items: Iterable[Any] = node
+            elif isinstance(node, dict):
+                items = node.values()
+            else:
+                continue
+            key = (id(node), self.names)
+            entry = memo.get(key)
+            if entry is None:
+                entry = memo[key] = (node, _grouped(items, self.names))
+            found = entry[1].get(self.literal)
+            if found:
+                out.extend(found)
+        return out
+
+
+def _grouped(items: Iterable[Any], names: tuple[str, ...]) -> dict[str, list[Any]]:
+    """``items`` (in order) by the string each holds at ``names``; an item without one there
+    (a member missing, a value that is no object, or no string) is in no group, as
+    ``@.a.b == 'text'`` holds for no such item (:func:`_string_test`)."""
+    groups: dict[str, list[Any]] = {}
+    for item in items:
+        value = item
+        try:
+            for name in names:
+                value = value[name]
+        except (KeyError, TypeError):
+            continue
+        if isinstance(value, str):
+            groups.setdefault(value, []).append(item)
+    return groups
+
+
+def equality(node: ext_filter.Filter) -> tuple[tuple[str, ...], str] | None:
+    """The member names and the string of a filter that is one ``@.a.b == 'text'`` (or
+    ``=``) of the item's members by name (:class:`EqualityFilter`), else ``None``."""
+    if len(node.expressions) != 1 or type(node.expressions[0]) is not ext_filter.Expression:
+        return None
+    expression = node.expressions[0]
+    if expression.op not in ("==", "=") or not isinstance(expression.value, str):
+        return None
+    read = operand(expression.target)
+    if read is None or read.root or not all(isinstance(key, str) for key in read.keys):
+        return None
+    return tuple(str(key) for key in read.keys), expression.value
 
 
 def resolve(item: Any, target: tuple[Key, ...]) -> Any:

@@ -28,6 +28,7 @@ from hub.mapping.paths import (
     TimedNativePath,
     compile_path,
 )
+from hub.mapping.steps import EqualityFilter, _indexes, indexing
 from hub.mapping.values import DocumentError
 
 KEYS = ["a", "b", "c", "x y", "data.json", "0", "é", "*"]
@@ -206,6 +207,91 @@ def test_native_paths_return_what_jsonpath_ng_returns(doc: Any, path_steps: list
     assert [id(v) for v in found] == [id(v) for v in expected]  # the same items, not lookalikes
     if isinstance(compiled, NativePath):  # the walk a split path takes finds them too
         assert [id(v) for v in compiled.walk(doc).values] == [id(v) for v in expected]
+
+
+#: The filters mappings pick a form's answers with (``[?(@.field.ref == 'email')]``): one
+#: string compared with the item's members by name (none: the item itself), which the
+#: fields of one mapped document share (:class:`EqualityFilter`).
+equalities = st.builds(
+    lambda names, op, literal: f"[?({path_text(names, '@')} {op} {literal_text(literal)})]",
+    st.sampled_from([["a"], ["a"], ["é"], ["a", "é"], []]),
+    st.sampled_from(["==", "="]),
+    st.sampled_from(["1", "1", "é", "", "x y"]),
+)
+#: Documents holding lists (and objects) of records whose members are often the same
+#: string, so that a filter keeps several items of one list, among lookalikes of other types.
+answer_values = st.one_of(
+    st.sampled_from(["1", "é"]), st.sampled_from(["1", "é", "", "x y", 1, True, None, [], {}])
+)
+answer_records = st.dictionaries(
+    st.sampled_from(FIELDS),
+    st.one_of(answer_values, st.dictionaries(st.sampled_from(FIELDS), answer_values, max_size=2)),
+    min_size=1,
+    max_size=2,
+)
+answer_lists = st.lists(
+    st.one_of(*[answer_records] * 6, json_scalars, st.lists(answer_values, max_size=2)),
+    min_size=2,
+    max_size=8,
+)
+equality_docs = st.one_of(
+    answer_lists,
+    st.fixed_dictionaries(
+        {"a": answer_lists},
+        optional={"é": st.dictionaries(st.sampled_from(KEYS), answer_records, max_size=4)},
+    ),
+)
+equality_paths = st.builds(
+    lambda head, fan, tail: path_text([*head, fan, *tail]),
+    st.sampled_from([["a"], ["a"], [], ["é"]]),
+    equalities,
+    st.lists(st.one_of(st.sampled_from(FIELDS), equalities, st.just("[*]")), max_size=1),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(doc=equality_docs, texts=st.lists(equality_paths, min_size=1, max_size=5))
+def test_equality_filters_of_one_mapped_document_keep_what_jsonpath_ng_keeps(
+    doc: Any, texts: list[str]
+) -> None:
+    """While a document is mapped (``indexing``), string equality filters group each list
+    they open once and share it: on random documents (the member missing, null, 1 against
+    '1', a list or an object where a record was, unicode, blanks), several such paths in a
+    row, some on the same lists, each find jsonpath-ng's very items in its order."""
+    compiled = [compile_path(text) for text in texts]
+    for path in compiled:
+        assert isinstance(path, NativePath)
+        assert any(isinstance(step, EqualityFilter) for step in path.steps)
+    token = indexing()
+    try:
+        for text, path in zip(texts, compiled, strict=True):
+            expected = [match.value for match in ext_parse(text).find(doc)]
+            assert [id(v) for v in path.values(doc)] == [id(v) for v in expected], text
+    finally:
+        _indexes.reset(token)
+
+
+def test_fields_picking_answers_of_one_list_group_it_once() -> None:
+    """Typeform's fields each filter the answers by their question's ref: mapping a
+    document groups that list once for all of them, by the member the filters name (two
+    members, two groupings), and leaves nothing behind once it is mapped."""
+    answers = [
+        {"field": {"ref": ref}, "name": ref, "text": f"{ref}{n}"}
+        for n, ref in enumerate(("a", "b", "c", "a"))
+    ]
+    doc = {"answers": answers}
+    by_ref = [compile_path(f"$.answers[?(@.field.ref=='{ref}')].text") for ref in "abcd"]
+    by_name = compile_path("$.answers[?(@.name == 'c')].text")
+    token = indexing()
+    try:
+        assert [p.values(doc) for p in by_ref] == [["a0", "a3"], ["b1"], ["c2"], []]
+        assert len(_indexes.get()) == 1
+        assert by_name.values(doc) == ["c2"]
+        assert len(_indexes.get()) == 2
+    finally:
+        _indexes.reset(token)
+    assert _indexes.get(None) is None
+    assert by_ref[0].values(doc) == ["a0", "a3"]  # outside a mapping: tested one by one
 
 
 candidates = st.lists(
