@@ -5,6 +5,11 @@
   (``webhook_url``) + the raw body + ``X-HubSpot-Request-Timestamp`` (milliseconds,
   refused beyond ``tolerance``): the generic HMAC check does it. A request that carries
   it is decided by it alone: a wrong v3 is refused whatever else the request carries.
+  HubSpot decodes some escapes of the URI before it signs v3 (``%3A`` ``%2F`` ``%3F``
+  ``%40`` ``%21`` ``%24`` ``%27`` ``%28`` ``%29`` ``%2A`` ``%2C`` ``%3B``: its
+  request-validation page), so a ``webhook_url`` holding one (a token with a ``/`` in its
+  query, escaped ``%2F``) is signed with it decoded: checked so (:func:`v3_uri`), and as
+  written.
 * Without a v3 header, HubSpot's legacy ``X-HubSpot-Signature`` is taken (unless the
   endpoint says ``signatures: v3``), by its ``X-HubSpot-Signature-Version``: ``v1`` is the
   hex SHA-256 of client secret + raw body, ``v2`` of client secret + ``"POST"`` + the same
@@ -30,6 +35,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from hub.config.models import HmacOptions, HubSpotOptions
@@ -52,6 +58,13 @@ LEGACY = "x-hubspot-signature"
 VERSION = "x-hubspot-signature-version"
 #: The most of an unknown version's text a reason shows (it is the sender's text).
 SHOWN_VERSION = 16
+#: The escapes HubSpot decodes in the request URI before it signs v3 (its table of them).
+_V3_DECODED = re.compile("%(3A|2F|3F|40|21|24|27|28|29|2A|2C|3B)", re.IGNORECASE)
+
+
+def v3_uri(url: str) -> str:
+    """``url`` as HubSpot writes it in what v3 signs: the escapes of its table decoded."""
+    return _V3_DECODED.sub(lambda found: chr(int(found.group(1), 16)), url)
 
 
 class HubSpotSource(NoHandshake):
@@ -63,19 +76,24 @@ class HubSpotSource(NoHandshake):
 
     def __init__(self, options: HubSpotOptions) -> None:
         self.options = options
-        #: What both v3 and v2 sign before the body: the method and the full URI.
+        #: What both v3 and v2 sign before the body: the method and the full URI (v2's
+        #: exactly as configured; v3's with HubSpot's escapes decoded, or as configured).
         request_line = "POST" + options.webhook_url
-        self._signature = HmacSource(
-            HmacOptions(
-                header=SIGNATURE,
-                secret=options.client_secret,
-                encoding="base64",
-                signed=request_line + "{body}{timestamp}",
-                timestamp_header=TIMESTAMP,
-                timestamp_unit="ms",
-                tolerance=options.tolerance,
-            ),
-            unit_setting="",  # (HubSpot's unit is no setting of the endpoint)
+        lines = dict.fromkeys(("POST" + v3_uri(options.webhook_url), request_line))
+        self._signatures = tuple(
+            HmacSource(
+                HmacOptions(
+                    header=SIGNATURE,
+                    secret=options.client_secret,
+                    encoding="base64",
+                    signed=line + "{body}{timestamp}",
+                    timestamp_header=TIMESTAMP,
+                    timestamp_unit="ms",
+                    tolerance=options.tolerance,
+                ),
+                unit_setting="",  # (HubSpot's unit is no setting of the endpoint)
+            )
+            for line in lines
         )
         self._legacy = options.signatures != "v3"
         secret = options.client_secret.encode()
@@ -91,7 +109,7 @@ class HubSpotSource(NoHandshake):
         headers = request.headers
         if SIGNATURE in headers or not self._legacy:
             try:
-                self._signature.verify(request, now)
+                self._verify_v3(request, now)
             except VerificationError as exc:
                 reason = f"signature v3: {exc.reason}"
                 if SIGNATURE not in headers and LEGACY in headers:
@@ -99,6 +117,18 @@ class HubSpotSource(NoHandshake):
                 raise VerificationError(reason) from None
             return
         self._verify_legacy(request)
+
+    def _verify_v3(self, request: Incoming, now: float) -> None:
+        """v3 over the URI as HubSpot signs it, or as configured (when that differs): every
+        check is run, whichever passes; the reason is the first's."""
+        reasons = []
+        for signature in self._signatures:
+            try:
+                signature.verify(request, now)
+            except VerificationError as exc:
+                reasons.append(exc.reason)
+        if len(reasons) == len(self._signatures):
+            raise VerificationError(reasons[0])
 
     def _verify_legacy(self, request: Incoming) -> None:
         """``X-HubSpot-Signature``: hex SHA-256 of secret + body (v1) or secret + POST + URL

@@ -327,3 +327,46 @@ def test_legacy_deliveries_never_log_the_secret_or_a_signature(hub: Hub) -> None
     assert signatures
     for secret in (*fx.ALL_SECRETS, *signatures):
         assert secret not in text
+
+
+def test_v3_is_checked_over_the_url_with_hubspots_escapes_decoded(tmp_path: Path) -> None:
+    """HubSpot decodes ``%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B`` in the URI before it
+    signs v3 (its request-validation page): an app target URL whose query holds a token with
+    a ``/`` and a ``:`` written escaped is signed with them decoded, and is accepted; so is
+    v3 made over the URL as written, and v2, which is over the URI exactly as written. A
+    signature over another URL is still refused."""
+    written = "https://hub.example.com/hooks/hubspot-crm?key=ab%2Fcd%3Aef%20g"
+    decoded = "https://hub.example.com/hooks/hubspot-crm?key=ab/cd:ef%20g"
+    endpoint = hubspot_endpoint("hubspot-crm", webhook_url=written)
+    stamp = str(int(fx.STANDARD_TIME * 1000))
+
+    def v3(url: str, body: bytes) -> dict[str, str]:
+        signed = b"POST" + url.encode() + body + stamp.encode()
+        mac = hmac.new(fx.HUBSPOT_SECRET.encode(), signed, hashlib.sha256).digest()
+        return {
+            "x-hubspot-request-timestamp": stamp,
+            "x-hubspot-signature-v3": base64.b64encode(mac).decode(),
+        }
+
+    def events(object_id: int) -> bytes:
+        return (
+            b'[{"eventId":%d,"subscriptionType":"contact.creation","objectId":%d,"portalId":1}]'
+            % (object_id, object_id)
+        )
+
+    with running_hub(tmp_path, {"hubspot-crm": endpoint}) as hub:
+        status, answer, detail = post(hub, v3(decoded, events(1)), events(1))
+        assert (status, accepted(answer)) == (200, True), (answer, detail)
+        status, answer, _ = post(hub, v3(written, events(2)), events(2))
+        assert (status, accepted(answer)) == (200, True), answer
+        status, answer, _ = post(hub, legacy(v2(events(3), url=written), "v2"), events(3))
+        assert (status, accepted(answer)) == (200, True), answer
+        elsewhere = "https://hub.example.com/hooks/hubspot-crm?key=ab/cd:ef g"
+        status, answer, detail = post(hub, v3(elsewhere, events(4)), events(4))
+        assert (status, answer) == (401, {"error": "unauthorized"})
+        assert detail == "signature v3: x-hubspot-signature-v3 does not match the body"
+        assert [e.delivery_id for e in hub.events()] == [
+            "contact.creation:1:1",
+            "contact.creation:2:2",
+            "contact.creation:3:3",
+        ]
