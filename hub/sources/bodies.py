@@ -345,6 +345,35 @@ def _flat(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: A UTF-16 surrogate code point: no text holds one unpaired, and orjson writes none.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_unpaired(pairs: list[tuple[str, Any]], what: str, charset: str | None) -> None:
+    """A 400 for a form or multipart field whose name or text value holds an unpaired
+    surrogate once decoded (``charset``: the one named for the whole body, if any).
+
+    UTF-7 (``+2DA-``) and ``unicode_escape`` (``\\ud800``) decode to one without an error, raw
+    or percent-escaped: such a document could not be stored (orjson refuses to write it),
+    and the delivery was a 500 (a 503 with the in-process writer) that its sender retried for
+    good.
+
+    Raises:
+        BodyError: 400 naming the field, the code point and the charset.
+    """
+    for key, value in pairs:
+        for text in (key, value) if isinstance(value, str) else (key,):
+            found = None if text.isascii() else _SURROGATE.search(text)
+            if found is None:
+                continue
+            named = f" as {charset[:40]}" if charset else ""
+            msg = (
+                f"{what} field {key[:100]!r} decodes{named} to an unpaired surrogate "
+                f"(U+{ord(found.group()):04X}), which is not text; send the body as UTF-8"
+            )
+            raise BodyError(400, msg)
+
+
 #: A stretch of a form body's text that urllib unescapes and decodes as one: ASCII, up to
 #: a field's ``&`` or ``=`` (its non-ASCII characters are decoded already).
 _FORM_RUN = re.compile(r"[^&=\x80-\U0010ffff]+")
@@ -524,6 +553,7 @@ def parse_form(body: bytes, charset: str | None = None) -> dict[str, Any]:
         raise BodyError(400, _escape_undecodable(text, charset)) from None
     except ValueError as exc:
         raise BodyError(400, f"form body cannot be decoded ({type(exc).__name__})") from None
+    _refuse_unpaired(pairs, "form body", tried)
     return _flat(list(pairs))
 
 
@@ -740,6 +770,7 @@ def parse_multipart(
             pairs.append((key, _decoded(key, value, form_charset, by_field=True)))
         else:
             pairs.append((key, _decoded(key, value, charset)))
+    _refuse_unpaired(pairs, "multipart body", None)
     return _flat(pairs)
 
 

@@ -166,3 +166,37 @@ def test_a_multipart_form_s_charset_field_names_its_text_parts_charset(hub: Hub)
         "utf-8 is the charset the _charset_ field names: send that, or name the right one"
     )
     assert len(hub.events()) == 3
+
+
+def test_a_field_that_decodes_to_an_unpaired_surrogate_is_a_400_not_a_500(hub: Hub) -> None:
+    """UTF-7 (``+2DA-``) and ``unicode_escape`` (``\\ud800``) decode to an unpaired surrogate
+    without an error, raw or percent-escaped, in a form body or a multipart part: the
+    document could not be stored (orjson writes no such text) and each such delivery was a
+    500 (``ingest_failed``; a 503 "store unavailable" with the in-process writer), which its
+    sender retries for good. It is a 400 naming the field,
+    the code point and the charset; nothing is stored, and a UTF-7 field that is text is
+    taken."""
+    part = (
+        b'--b\r\nContent-Disposition: form-data; name="note"\r\n'
+        b"Content-Type: text/plain; charset=utf-7\r\n\r\n+2DA-\r\n--b--\r\n"
+    )
+    cases = [
+        (f"{FORM}; charset=utf-7", b"email=a%40b.c&name=+2DA-", "form body", "'name'", "utf-7"),
+        (f"{FORM}; charset=utf-7", b"name=%2B2DA-", "form body", "'name'", "utf-7"),
+        (f"{FORM}; charset=utf-7", b"+2DA-=1", "form body", "'\\ud830'", "utf-7"),
+        (f"{FORM}; charset=unicode_escape", b"a=\\ud800", "form body", "'a'", "unicode_escape"),
+        ("multipart/form-data; boundary=b", part, "multipart body", "'note'", ""),
+    ]
+    for content_type, body, what, field, charset in cases:
+        code = "D800" if charset == "unicode_escape" else "D830"
+        named = f" as {charset}" if charset else ""
+        assert _post(hub, content_type, body) == (
+            f"{what} field {field} decodes{named} to an unpaired surrogate (U+{code}), which is "
+            "not text; send the body as UTF-8"
+        )
+    assert hub.events() == []
+    taken = hub.client.post(
+        "/hooks/open", content=b"name=Jos+AOk-", headers={"content-type": f"{FORM}; charset=utf-7"}
+    )
+    assert taken.status_code == 200, taken.text
+    assert [e.document for e in hub.events()] == [{"name": "José"}]
