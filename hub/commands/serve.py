@@ -17,9 +17,9 @@ A store that cannot be reached at start (PostgreSQL not up yet) is tried again f
 ``--store-wait`` (:func:`open_waiting`; 30 s for PostgreSQL, none for SQLite by default),
 one ``store_waiting`` line per failed attempt. The socket is bound but not listening
 meanwhile: connections are refused until the store is open and the hub is ready. An attempt
-whose commits wait (for a synchronous standby that is gone; its writes, for a lock another
-session holds) is told as such after
-:data:`OPEN_LOOK_AFTER` s, ``store_commit_waiting`` (:func:`_tell_open_wait`).
+whose commits wait is told as such after :data:`OPEN_LOOK_AFTER` s (:func:`_tell_open_wait`):
+``store_commit_waiting`` for a synchronous standby that is gone, ``store_lock_waiting`` for a
+lock another session holds (an expected wait when that session is another instance's start).
 
 ``LEADHUB_METRICS_TOKEN``, when set, is the bearer token ``GET /metrics`` requires (every
 role; ``hub.secrets.metrics_token``): read once at start (a reload keeps it), a value no
@@ -64,6 +64,7 @@ from hub.secrets import Secret, SettingError, metrics_token
 from hub.sqlite_file import warn_of_place
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
+    CommitWait,
     EventStore,
     NewerSchema,
     NotAnEventStore,
@@ -244,11 +245,10 @@ async def open_waiting(
 async def _opening(store: EventStore, db_url: str) -> None:
     """``store.open()``, saying meanwhile what it waits for when that takes long and the
     store can tell (:func:`_tell_open_wait`)."""
-    look: Callable[[], Awaitable[str | None]] | None = getattr(store, "commit_wait", None)
-    if look is None:  # (SQLite: no such wait)
+    if isinstance(store, SQLiteStore):  # (no such wait: its commit_wait is always None)
         await store.open()
         return
-    telling = asyncio.ensure_future(_tell_open_wait(look, db_url))
+    telling = asyncio.ensure_future(_tell_open_wait(store.commit_wait, db_url))
     try:
         await store.open()
     finally:
@@ -257,14 +257,23 @@ async def _opening(store: EventStore, db_url: str) -> None:
             await telling
 
 
-async def _tell_open_wait(look: Callable[[], Awaitable[str | None]], db_url: str) -> None:
-    """After :data:`OPEN_LOOK_AFTER` s of an open, warn (``store_commit_waiting``) when
-    ``look`` finds the store's commits waiting (for a synchronous standby that is gone: the
-    first commit of the open waits for it, and serve waited there without a line, then was
-    told the server could not be reached; or its statements, for a lock another session
-    holds), again every :data:`OPEN_TOLD_EVERY` s while it lasts. The open goes on: such a
-    commit is on the server's disk already, and completes once the standby confirms it or is
-    no longer waited for (a lock's wait, once the lock is let go)."""
+async def _tell_open_wait(look: Callable[[], Awaitable[CommitWait | None]], db_url: str) -> None:
+    """After :data:`OPEN_LOOK_AFTER` s of an open, say so when ``look`` finds the store's
+    commits waiting, again every :data:`OPEN_TOLD_EVERY` s while it lasts:
+
+    * ``store_commit_waiting`` (a warning) for a synchronous standby that is gone: the first
+      commit of the open waits for it, and serve waited there without a line, then was told
+      the server could not be reached;
+    * ``store_lock_waiting`` for a lock another session holds (``holders``: their pids, with
+      application and state where seen; ``relation``: the table, or the store's schema
+      lock), a warning telling to end the holder's transaction; or, when the holder is
+      another leadhub instance opening the store (it holds the schema lock while it makes or
+      migrates the tables: instances started together), an info line with ``expected``
+      true, saying so. (Both were ``store_commit_waiting``, the other instance's start told
+      as a session whose transaction to end.)
+
+    The open goes on: such a commit is on the server's disk already, and completes once the
+    standby confirms it or is no longer waited for (a lock's wait, once the lock is let go)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     pause = OPEN_LOOK_AFTER
@@ -274,12 +283,22 @@ async def _tell_open_wait(look: Callable[[], Awaitable[str | None]], db_url: str
         if wait is None:
             pause = OPEN_LOOK_AFTER
             continue
-        _log.warning(
-            "store_commit_waiting",
-            db=safe_url(db_url),
-            waited=round(loop.time() - started, 1),
-            cause=wait,
-        )
+        waited = round(loop.time() - started, 1)
+        if wait.cause == "lock":
+            tell = _log.info if wait.starting else _log.warning
+            tell(
+                "store_lock_waiting",
+                db=safe_url(db_url),
+                waited=waited,
+                holders=wait.holders,
+                relation=wait.relation,
+                expected=wait.starting,
+                cause=wait.text,
+            )
+        else:
+            _log.warning(
+                "store_commit_waiting", db=safe_url(db_url), waited=waited, cause=wait.text
+            )
         pause = OPEN_TOLD_EVERY
 
 

@@ -5,6 +5,7 @@ Error tree::
     HubError
     └── StoreError            the store failed (a driver error, wrapped)
         ├── StoreUnavailable  the database cannot be reached or written right now
+        │   ├── LockTimedOut  a statement waited a lock_timeout for a lock and was cancelled
         │   ├── NewerSchema   a later leadhub's store: no wait or retry makes it usable
         │   ├── SchemaUnreadable  its schema version is no number (edited): nor this
         │   └── NotAnEventStore  the sandbox's database: nor this
@@ -54,6 +55,43 @@ class StoreError(HubError):
 
 class StoreUnavailable(StoreError):
     """The event store cannot be reached or written; check the database path and disk."""
+
+
+class LockTimedOut(StoreUnavailable):
+    """A statement the server cancelled after waiting its ``lock_timeout`` for a lock (the
+    URL's, the role's or the database's; SQLSTATE 55P03): the store's writes wait for a lock
+    another session holds, told at once rather than after a wait (:class:`CommitWait` says
+    which, when the store can tell)."""
+
+
+#: What a store's commits can wait for (:attr:`CommitWait.cause`; the label values of
+#: ``leadhub_store_commits_waiting``).
+WAIT_CAUSES = ("standby", "lock")
+
+
+@dataclass(frozen=True)
+class CommitWait:
+    """What a store's commits (or its writes' statements) wait for, as the store read it
+    (:meth:`EventStore.commit_wait`)."""
+
+    #: ``standby`` (a synchronous standby that does not confirm them) or ``lock`` (a lock
+    #: another session holds): one of :data:`WAIT_CAUSES`.
+    cause: str
+    #: What to say, with what to do; its words up to the first `` (`` are its headline,
+    #: what ``/readyz`` answers (the details, holders and settings, only in the log).
+    text: str
+    #: A lock's holders, as seen: ``pid 123 (leadhub, idle in transaction)``; else None.
+    holders: str | None = None
+    #: The relation waited for (a table, or the store's schema lock), when known.
+    relation: str | None = None
+    #: The holders are other leadhub instances opening the store (making or migrating its
+    #: tables under its schema lock): an expected wait, over once their start commits.
+    starting: bool = False
+
+    @property
+    def headline(self) -> str:
+        """:attr:`text` up to its first `` (``."""
+        return self.text.split(" (", 1)[0]
 
 
 class NewerSchema(StoreUnavailable):
@@ -722,6 +760,13 @@ class EventStore(Protocol):
         Raises:
             StoreUnavailable: it cannot; a later ping re-opens and recovers by itself.
         """
+        ...
+
+    async def commit_wait(self) -> CommitWait | None:
+        """What the store's commits wait for when they wait without failing (PostgreSQL: a
+        synchronous standby that does not confirm them, a lock another session holds), as
+        read now or moments ago; None when nothing is seen waiting, or the store has no such
+        wait (SQLite: its writer's stalls are told by the writer)."""
         ...
 
     async def enqueue(self, delivery: IncomingDelivery) -> list[EnqueueResult]:

@@ -46,6 +46,8 @@ from hub.store.base import (
     BodyNotSkimmed,
     ClockReading,
     ClockWatch,
+    CommitWait,
+    LockTimedOut,
     NotAnEventStore,
     Replayed,
     Settle,
@@ -201,17 +203,111 @@ async def _know_arrays(conn: asyncpg.Connection) -> None:
         await conn.fetchrow(_ARRAYS, None, None, None, None)
 
 
-def _lock_wait(locked: int, holders: str | None) -> str:
-    """What to say of ``locked`` sessions of the hub whose statements wait for a lock that
-    ``holders`` (pids, with application and state where seen) hold: as for a standby, the
-    watchdog's 503 and ``store_stalled`` guessed at a stopped server or a network."""
-    sessions = f"{locked} session{'s' if locked > 1 else ''} of the hub waiting over a second"
-    held = f"held by {holders}" if holders else "its holder not seen"
-    return (
-        f"its writes wait for a lock another session holds (wait event type Lock: {sessions}, "
-        f"{held}): end that session's transaction (COMMIT or ROLLBACK there, or SELECT "
-        "pg_terminate_backend(pid)), or let the statement holding it (a CREATE INDEX "
-        "without CONCURRENTLY, a LOCK TABLE) finish."
+#: What to do about a lock another session holds against the hub's writes.
+_END_THE_HOLDER = (
+    "end that session's transaction (COMMIT or ROLLBACK there, or SELECT "
+    "pg_terminate_backend(pid)), or let the statement holding it (a CREATE INDEX without "
+    "CONCURRENTLY, a LOCK TABLE) finish"
+)
+#: What to say of a wait for another instance's start (its schema lock, its migration).
+_STARTING = (
+    "an expected wait, over once that start commits (its tables made or migrated: "
+    "seconds); if it lasts, see that instance's log (its own start may wait: "
+    "store_lock_waiting, store_commit_waiting)"
+)
+
+
+def _holder(pid: int, application: str | None, state: str | None) -> str:
+    """A session holding a lock, as seen: its pid, with its application and state where
+    this role may see them."""
+    if state is None:
+        return f"pid {pid}"
+    return f"pid {pid} ({application or 'no application_name'}, {state})"
+
+
+def _lock_wait(rows: Sequence[Any]) -> CommitWait:
+    """What to say of the hub's sessions waiting over a second for a lock (``lock_waits``'
+    ``rows``: the waiting pid, the relation, whether it waits for the schema lock, then its
+    holder: pid, application, state, whether it holds the schema lock, whether it waits
+    itself). The holders named are the ends of the chains (a holder that waits itself, another
+    instance's migration behind a DBA's lock, is a link); when every one is another leadhub
+    instance opening the store (it holds the schema lock while it makes or migrates the
+    tables), the wait is an expected one, and nobody is told to end its transaction. As for a
+    standby, the watchdog's 503 and ``store_stalled`` guessed at a stopped server or a
+    network."""
+    waiting = {row[0] for row in rows}
+    relations: list[str] = []
+    for row in rows:
+        relation = "the store's schema lock" if row[2] else row[1]
+        if relation and relation not in relations:
+            relations.append(relation)
+    seen = [row for row in rows if row[3] is not None]
+    ends = [row for row in seen if not row[7]] or seen
+    holders: dict[int, tuple[str, bool]] = {}
+    for row in ends:
+        holders.setdefault(row[3], (_holder(row[3], row[4], row[5]), bool(row[6])))
+    starting = bool(holders) and all(start for _, start in holders.values())
+    count = len(waiting)
+    sessions = f"{count} session{'s' if count > 1 else ''} of the hub waiting over a second"
+    held = ", ".join(shown for shown, _ in holders.values())
+    on = f" on {', '.join(relations)}" if relations else ""
+    if starting:
+        text = (
+            f"its writes wait for another leadhub instance opening the store (wait event type "
+            f"Lock{on}: {sessions}, held by {held}, which holds the store's schema lock while "
+            f"it makes or migrates the tables): {_STARTING}."
+        )
+    else:
+        said = f"held by {held}" if held else "its holder not seen"
+        text = (
+            f"its writes wait for a lock another session holds (wait event type Lock{on}: "
+            f"{sessions}, {said}): {_END_THE_HOLDER}."
+        )
+    return CommitWait(
+        "lock",
+        text,
+        holders=held or None,
+        relation=", ".join(relations) or None,
+        starting=starting,
+    )
+
+
+def _lock_held(rows: Sequence[Any], lock_timeout: str) -> CommitWait:
+    """What to say of the locks others hold that every insert waits for (``lock_holders``'
+    ``rows``: relation, mode, holder's pid, application, state, whether it holds the schema
+    lock), read after a ``lock_timeout`` cancelled a statement of the hub's: the statement's
+    wait is over, and the store was said only to have "cancelled a statement", with no word
+    of the lock (its holder, the table)."""
+    held: dict[int, list[str]] = {}
+    shown: dict[int, str] = {}
+    starting = True
+    relations: list[str] = []
+    for relation, mode, pid, application, state, start in rows:
+        shown.setdefault(pid, _holder(pid, application, state))
+        held.setdefault(pid, []).append(f"{mode} on {relation}")
+        starting = starting and bool(start)
+        if relation not in relations:
+            relations.append(relation)
+    holders = "; ".join(f"held by {shown[pid]}: {', '.join(locks)}" for pid, locks in held.items())
+    # (what to do about the lock_timeout itself, the cancelled statement's error says)
+    setting = f"lock_timeout = {lock_timeout} for the hub's sessions"
+    if starting:
+        text = (
+            f"its writes wait for another leadhub instance opening the store, and lock_timeout "
+            f"cancels them ({setting}; {holders}, which holds the store's schema lock while "
+            f"it makes or migrates the tables): {_STARTING}."
+        )
+    else:
+        text = (
+            f"its writes wait for a lock another session holds, and lock_timeout cancels them "
+            f"({setting}; {holders}): {_END_THE_HOLDER}."
+        )
+    return CommitWait(
+        "lock",
+        text,
+        holders=", ".join(shown.values()),
+        relation=", ".join(relations),
+        starting=starting,
     )
 
 
@@ -279,7 +375,7 @@ class PostgresStore(BatchedStore):
         )
         #: The last reading of :meth:`commit_wait` (``time.monotonic()``, its answer), and
         #: the lock that makes callers meanwhile share one reading.
-        self._wait_read: tuple[float, str | None] | None = None
+        self._wait_read: tuple[float, CommitWait | None] | None = None
         #: The store's sessions' ``synchronous_commit`` (:meth:`_commit_durably`).
         self._commit = "on"
         self._wait_reading = asyncio.Lock()
@@ -816,7 +912,7 @@ class PostgresStore(BatchedStore):
             # a write's time ran out: its commit may have waited for a synchronous standby
             waited = isinstance(exc, TimeoutError) and acquired and not readonly
             if waited and (wait := await self.commit_wait()):
-                msg = f"The event store {self.shown!r} did not answer in time: {wait}"
+                msg = f"The event store {self.shown!r} did not answer in time: {wait.text}"
                 raise StoreUnavailable(msg) from exc
             raise self._statement_mode(exc) or self._unavailable(exc) from exc
         except asyncpg.ReadOnlySQLTransactionError as exc:
@@ -852,12 +948,14 @@ class PostgresStore(BatchedStore):
         )
         return StoreUnavailable(msg)
 
-    async def commit_wait(self) -> str | None:
-        """What to say when the store's commits wait for a synchronous standby that does not
-        confirm them (``synchronous_standby_names`` naming one that is gone, stopped or
-        never made), or its writes for a lock another session holds (:func:`_lock_wait`),
-        else None (also when it cannot be read within
-        :data:`WAIT_READ_WITHIN`, on a connection of its own: the pool's may all be waiting).
+    async def commit_wait(self) -> CommitWait | None:
+        """What the store's commits wait for: a synchronous standby that does not confirm
+        them (``synchronous_standby_names`` naming one that is gone, stopped or never made),
+        or its writes for a lock another session holds (:func:`_lock_wait`; with a
+        ``lock_timeout`` set, which ends those waits before they are seen, the locks held
+        against inserts on its tables: :func:`_lock_held`), else None (also when it cannot
+        be read within :data:`WAIT_READ_WITHIN`, on a connection of its own: the pool's may
+        all be waiting).
 
         Such a commit does not fail: it waits for as long as the standby is missing, the
         store's sessions committing with ``synchronous_commit = on`` at least
@@ -866,8 +964,8 @@ class PostgresStore(BatchedStore):
         running" after the driver's timeout; webhooks got 503 with a guessed cause. Found
         by the wait event ``SyncRep`` of the hub's sessions (by their application_name) in
         ``pg_stat_activity``, waited over a second. One reading serves the callers of
-        :data:`WAIT_READ_KEPT` seconds. Its words up to the first `` (`` are its headline,
-        what ``/readyz`` answers (the setting's value only in the log)."""
+        :data:`WAIT_READ_KEPT` seconds. Its :attr:`~CommitWait.headline` is what ``/readyz``
+        answers (holders and settings only in the log)."""
         async with self._wait_reading:
             now = time.monotonic()
             if self._wait_read is not None and now - self._wait_read[0] < WAIT_READ_KEPT:
@@ -876,12 +974,13 @@ class PostgresStore(BatchedStore):
             self._wait_read = (time.monotonic(), found)
             return found
 
-    async def _read_commit_wait(self) -> str | None:
+    async def _read_commit_wait(self) -> CommitWait | None:
         """:meth:`commit_wait`'s reading, on a connection of its own."""
         conn: asyncpg.Connection | None = None
         # (without the URL's idle_in_transaction_session_timeout, a startup setting a pooler
         # refuses, as the pool does behind one: this read runs no transaction)
         dsn, _ = pooler.split_setting(self.dsn, "idle_in_transaction_session_timeout")
+        held: list[Any] = []
         try:
             async with asyncio.timeout(WAIT_READ_WITHIN):
                 conn = await asyncpg.connect(
@@ -890,6 +989,10 @@ class PostgresStore(BatchedStore):
                     server_settings={"application_name": f"{APPLICATION_NAME}-look"},
                 )
                 found = await conn.fetchrow(Q["standby_wait"], APPLICATION_NAME)
+                locked = await conn.fetch(Q["lock_waits"], APPLICATION_NAME, self.schema)
+                if not locked and found is not None and found[4] != "0":
+                    # a lock_timeout: the hub's waits end before they are seen
+                    held = await conn.fetch(Q["lock_holders"], self.schema)
                 await conn.close()
         except BaseException as exc:
             if conn is not None:
@@ -899,24 +1002,27 @@ class PostgresStore(BatchedStore):
             return None
         if found is None:
             return None
-        waiting, names, synchronous, hidden, locked, holders = found
+        waiting, names, synchronous, hidden, lock_timeout = found
         if locked and not waiting:
-            return _lock_wait(locked, holders)
+            return _lock_wait(locked)
         if waiting:
             seen = f"{waiting} session{'s' if waiting > 1 else ''} of the hub waiting over a second"
         elif names and self._commit in _WAITS_FOR_STANDBY and not synchronous and not hidden:
             # (a wait the driver's timeout cancelled is over: the setting and the standbys
             # connected tell it)
             seen = "no synchronous standby is connected"
+        elif held:
+            return _lock_held(held, str(lock_timeout))
         else:
             return None
-        return (
+        text = (
             f"its commits wait for a synchronous standby to confirm them (wait event SyncRep: "
             f"{seen}; the primary's synchronous_standby_names = {str(names)!r}): bring that "
             "standby back (or connect one it names), or change synchronous_standby_names on "
             "the primary (empty: no standby waited for) and reload it. A waiting commit is "
             "on the primary's disk already and completes once confirmed."
         )
+        return CommitWait("standby", text)
 
     async def _read_only_by_default(self) -> bool:
         """Whether the server is a primary whose sessions begin read-only (one read, on the
@@ -933,7 +1039,9 @@ class PostgresStore(BatchedStore):
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         if isinstance(exc, asyncpg.InsufficientResourcesError):
             return StoreUnavailable(self._short_of(exc))
-        if isinstance(exc, (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError)):
+        if isinstance(exc, asyncpg.LockNotAvailableError):
+            return LockTimedOut(self._cancelled(exc))
+        if isinstance(exc, asyncpg.QueryCanceledError):
             return StoreUnavailable(self._cancelled(exc))
         if isinstance(exc, asyncpg.ProtocolViolationError) and "max_client_conn" in str(exc):
             # PgBouncer full: answered, as a server short of connections does (_short_of)

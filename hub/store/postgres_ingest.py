@@ -49,6 +49,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk
 from hub.store.base import (
     STALL_AFTER,
+    CommitWait,
     Settle,
     StoreError,
     StoreStats,
@@ -114,7 +115,7 @@ class Writes:
         *,
         stall_after: float = STALL_AFTER,
         clock: Clock = SYSTEM_CLOCK,
-        commit_wait: Callable[[], Awaitable[str | None]] | None = None,
+        commit_wait: Callable[[], Awaitable[CommitWait | None]] | None = None,
     ) -> None:
         """``clock``: what :data:`STALLED_EVERY` is counted by (the store's; a test's clock
         times the lines without depending on when a loaded machine runs the watchdog);
@@ -198,7 +199,8 @@ class Writes:
         assert self._commit_wait is not None
         wait: str | None = None
         try:
-            wait = await self._commit_wait()
+            found = await self._commit_wait()
+            wait = found.text if found is not None else None
         finally:  # (cancelled: answered all the same)
             self._fail_stalled(failing, wait)
 

@@ -162,11 +162,11 @@ def _health_routes(
         failed = await failed_ping(store, READY_TIMEOUT)
         if failed is not None:
             exc, cause = failed
-            detail = str(exc)[:300] if cause is None else f"{exc}: {cause}"
+            detail = str(exc)[:300] if cause is None else f"{exc}: {cause.text}"
             failures.failed("readiness_failed", type(exc).__name__, detail=detail)
             answer = {"status": "unavailable", "reason": "store unavailable"}
-            if cause is not None:  # (its headline: the setting's value only in the log)
-                answer["cause"] = cause.split(" (", 1)[0]
+            if cause is not None:  # (its headline: holders and settings only in the log)
+                answer["cause"] = cause.headline
             return JSONResponse(answer, status_code=503)
         failures.succeeded()
         return JSONResponse({"status": "ready"})

@@ -85,7 +85,7 @@ from prometheus_client import (
 
 from hub.logs import Failures, Throttle
 from hub.secrets import METRICS_TOKEN_VARIABLE, Secret
-from hub.store.base import EventStore
+from hub.store.base import CommitWait, EventStore
 from hub.store.models import State
 from hub.web.timeouts import failed_ping, within
 
@@ -268,13 +268,15 @@ class WebMetrics:
             return False
         return True
 
-    def _failed(self, scrape: _Scrape, name: str, exc: Exception, cause: str | None = None) -> None:
+    def _failed(
+        self, scrape: _Scrape, name: str, exc: Exception, cause: CommitWait | None = None
+    ) -> None:
         """A store call of ``scrape`` failed: its line if due (with ``cause``, what the store
         told its ping waits for), the scrape counted once in ``metrics_store_recovered``'s
         ``failed`` however many of its calls fail (its counts, its ping, its count of the
         delivered events): a store down for 4 scrapes said ``failed: 8``, read as 8 scrapes."""
         count, scrape.counted = (0 if scrape.counted else 1), True
-        detail = _shown(exc) if cause is None else f"{_shown(exc)}: {cause}"
+        detail = _shown(exc) if cause is None else f"{_shown(exc)}: {cause.text}"
         self._failures.failed(name, type(exc).__name__, count, detail=detail)
 
     def _delivered_wait(self, counted: bool, took: float) -> float:

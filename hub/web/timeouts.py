@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from hub.store.base import LockTimedOut
+
 if TYPE_CHECKING:
-    from hub.store.base import EventStore
+    from hub.store.base import CommitWait, EventStore
 
 T = TypeVar("T")
 
@@ -48,11 +50,14 @@ def drop_outcome(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-async def failed_ping(store: EventStore, seconds: float) -> tuple[Exception, str | None] | None:
+async def failed_ping(
+    store: EventStore, seconds: float
+) -> tuple[Exception, CommitWait | None] | None:
     """None when ``store`` takes its ping (a write) within ``seconds``; else what failed and,
-    when the store can tell what a ping that ran out of time waits for (PostgreSQL's
-    ``commit_wait``: a synchronous standby that does not confirm its commits, a lock another
-    session holds) within :data:`LOOK_WITHIN`, that cause (else None).
+    when the store can tell what a ping that ran out of time (or that a ``lock_timeout``
+    cancelled) waits for (PostgreSQL's ``commit_wait``: a synchronous standby that does not
+    confirm its commits, a lock another session holds) within :data:`LOOK_WITHIN`, that
+    cause (else None).
 
     Asked while the ping still waits, then cancelled: its own session tells what for (a
     lock's wait is over once cancelled). ``/readyz`` and ``/metrics`` both ping: the one
@@ -70,17 +75,17 @@ async def failed_ping(store: EventStore, seconds: float) -> tuple[Exception, str
     return None
 
 
-async def _hang_cause(store: EventStore, exc: Exception) -> str | None:
-    """What a store's ping that ran out of time (``exc``) waits for, when the store can tell
-    within :data:`LOOK_WITHIN`, else None.
+async def _hang_cause(store: EventStore, exc: Exception) -> CommitWait | None:
+    """What a store's ping that ran out of time, or that a ``lock_timeout`` cancelled
+    (``exc``), waits for, when the store can tell within :data:`LOOK_WITHIN`, else None.
 
     Every commit of such a store waits, the server answering reads all along: /readyz said
     "store unavailable" and its ``readiness_failed`` line "no answer within 3s", and the
-    operator looked for a stopped server or a network."""
-    look: Callable[[], Awaitable[str | None]] | None = getattr(store, "commit_wait", None)
-    if look is None or not isinstance(exc, TimeoutError):
+    operator looked for a stopped server or a network. With a ``lock_timeout`` on the role or
+    the database, it failed at once with no cause at all."""
+    if not isinstance(exc, (TimeoutError, LockTimedOut)):
         return None
     try:
-        return await within(look(), LOOK_WITHIN)
+        return await within(store.commit_wait(), LOOK_WITHIN)
     except Exception:  # (not known: the answer goes without it)
         return None

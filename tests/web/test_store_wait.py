@@ -68,6 +68,9 @@ class FlakyStore:
         if self.errors:
             raise self.errors.pop(0)
 
+    async def commit_wait(self) -> None:
+        return None
+
 
 async def test_open_waiting_tries_again_while_unavailable_then_opens() -> None:
     store = FlakyStore(StoreUnavailable("down"), StoreUnavailable("starting up"))
@@ -122,7 +125,7 @@ async def test_open_waiting_without_a_wait_tries_once() -> None:
 
 
 async def test_a_stop_ends_the_wait_and_a_hanging_attempt() -> None:
-    class Hanging:
+    class Hanging(FlakyStore):
         async def open(self) -> None:
             await asyncio.sleep(3600)
 

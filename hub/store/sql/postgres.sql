@@ -706,19 +706,8 @@ SELECT current_setting('synchronous_commit'), current_setting('fsync'),
 -- application_name) in this database whose commit has waited over a second for a
 -- synchronous standby's confirmation (wait event SyncRep); the setting naming the standbys
 -- waited for; the standbys connected that are synchronous (sync or quorum), and those whose
--- state is hidden from this role (without pg_read_all_stats: any role sees that they are).
--- Then its sessions whose statement has waited over a second for a lock (wait event type
--- Lock: a DBA's CREATE INDEX without CONCURRENTLY, a session left idle in its transaction
--- after a LOCK TABLE or a write of the same row), and the sessions holding them up: pid,
--- and where this role may see them, application and state. Not an advisory lock's wait: the
--- instances' turns at purging, claiming and an account's calls, which hold up no insert
--- (named, a probe timed out for another reason was told to end a purge's transaction).
-WITH locked AS (
-    SELECT pid FROM pg_stat_activity
-    WHERE application_name = $1 AND datname = current_database() AND wait_event_type = 'Lock'
-      AND wait_event <> 'advisory'
-      AND query_start < clock_timestamp() - interval '1 second'
-)
+-- state is hidden from this role (without pg_read_all_stats: any role sees that they are);
+-- and the lock_timeout the hub's sessions get from the role, the database or the URL.
 SELECT
     (SELECT count(*) FROM pg_stat_activity
      WHERE application_name = $1 AND datname = current_database() AND wait_event = 'SyncRep'
@@ -726,14 +715,94 @@ SELECT
     current_setting('synchronous_standby_names'),
     (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')),
     (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL),
-    (SELECT count(*) FROM locked),
-    (SELECT string_agg(
-                'pid ' || b.pid || coalesce(
-                    ' (' || coalesce(nullif(b.application_name, ''), 'no application_name')
-                    || ', ' || b.state || ')', ''),
-                ', ' ORDER BY b.pid)
-     FROM pg_stat_activity AS b
-     WHERE b.pid IN (SELECT unnest(pg_blocking_pids(l.pid)) FROM locked AS l));
+    current_setting('lock_timeout');
+
+-- name: lock_waits
+-- The hub's sessions ($1: their application_name) in this database whose statement has
+-- waited over a second for a lock (wait event type Lock: a DBA's CREATE INDEX without
+-- CONCURRENTLY, a session left idle in its transaction after a LOCK TABLE or a write of the
+-- same row, another instance's migration), one row per session holding it up: the waiting
+-- pid; the relation waited for (a table's lock, or the row lock's tuple); whether it waits
+-- for the store's schema lock (advisory; $2: the URL's schema, NULL: the search path's,
+-- as _SCHEMA_LOCK keys it: another instance making or migrating the tables); the holder's
+-- pid and, where this role may see them, its application and state; whether the holder
+-- holds the schema lock itself (an instance opening the store), and whether it is itself
+-- one of the waiting sessions (a link of the chain, not its end). Not an advisory lock's
+-- wait otherwise: the instances' turns at purging, claiming and an account's calls, which
+-- hold up no insert (named, a probe timed out for another reason was told to end a purge's
+-- transaction).
+WITH key AS (
+    SELECT hashtextextended('leadhub.schema:' || coalesce($2::text, current_schema(), ''), 0) AS k
+), schema_lock AS (
+    SELECT d.oid AS database, ((k >> 32) & 4294967295)::oid AS classid,
+           (k & 4294967295)::oid AS objid
+    FROM pg_database AS d, key WHERE d.datname = current_database()
+), locked AS (
+    SELECT a.pid,
+           EXISTS (SELECT 1 FROM pg_locks AS l, schema_lock AS k
+                   WHERE l.pid = a.pid AND NOT l.granted AND l.locktype = 'advisory'
+                     AND l.database = k.database AND l.classid = k.classid
+                     AND l.objid = k.objid AND l.objsubid = 1) AS on_schema
+    FROM pg_stat_activity AS a
+    WHERE a.application_name = $1 AND a.datname = current_database()
+      AND a.wait_event_type = 'Lock'
+      AND a.query_start < clock_timestamp() - interval '1 second'
+)
+SELECT
+    w.pid,
+    (SELECT l.relation::regclass::text FROM pg_locks AS l
+     WHERE l.pid = w.pid AND l.relation IS NOT NULL
+       AND (NOT l.granted OR l.locktype = 'tuple')
+     ORDER BY l.granted LIMIT 1),
+    w.on_schema,
+    b.pid,
+    s.application_name,
+    s.state,
+    EXISTS (SELECT 1 FROM pg_locks AS l, schema_lock AS k
+            WHERE l.pid = b.pid AND l.granted AND l.locktype = 'advisory'
+              AND l.database = k.database AND l.classid = k.classid
+              AND l.objid = k.objid AND l.objsubid = 1),
+    b.pid IN (SELECT pid FROM locked)
+FROM locked AS w
+LEFT JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b (pid) ON true
+LEFT JOIN pg_stat_activity AS s ON s.pid = b.pid
+WHERE w.on_schema OR NOT EXISTS (
+    SELECT 1 FROM pg_locks AS l WHERE l.pid = w.pid AND NOT l.granted AND l.locktype = 'advisory')
+ORDER BY w.pid, b.pid;
+
+-- name: lock_holders
+-- The sessions holding a lock on the store's tables that every insert waits for (a mode
+-- that conflicts with ROW EXCLUSIVE: SHARE and above), read after a lock_timeout cancelled
+-- a statement of the hub's, whose wait is then over and tells nothing: the table, the mode,
+-- the holder's pid and, where this role may see them, its application and state, and
+-- whether it holds the store's schema lock (an instance opening the store). $1 is the URL's
+-- schema (NULL: the look's own search path, the pool's).
+WITH key AS (
+    SELECT hashtextextended('leadhub.schema:' || coalesce($1::text, current_schema(), ''), 0) AS k
+), schema_lock AS (
+    SELECT d.oid AS database, ((k >> 32) & 4294967295)::oid AS classid,
+           (k & 4294967295)::oid AS objid
+    FROM pg_database AS d, key WHERE d.datname = current_database()
+), tables AS (
+    SELECT to_regclass(coalesce(quote_ident($1::text) || '.', '') || t) AS oid
+    FROM unnest(ARRAY['events', 'deliveries', 'meta']) AS t
+)
+SELECT
+    l.relation::regclass::text,
+    l.mode,
+    l.pid,
+    s.application_name,
+    s.state,
+    EXISTS (SELECT 1 FROM pg_locks AS h, schema_lock AS k
+            WHERE h.pid = l.pid AND h.granted AND h.locktype = 'advisory'
+              AND h.database = k.database AND h.classid = k.classid
+              AND h.objid = k.objid AND h.objsubid = 1)
+FROM pg_locks AS l
+LEFT JOIN pg_stat_activity AS s ON s.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.pid <> pg_backend_pid()
+  AND l.relation IN (SELECT oid FROM tables WHERE oid IS NOT NULL)
+  AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+ORDER BY l.pid, l.relation;
 
 -- name: ping_locks
 -- The lock a delivery's insert takes on the tables it writes (ping's first statement): a
