@@ -54,6 +54,13 @@ dispatcher) register their own collectors on it and ``GET /metrics`` exports all
   ``metrics_store_recovered`` (``failed``: the scrapes that failed, however many of each
   one's calls did; ``seconds``) at the first scrape it answers whole
   (:class:`hub.logs.Failures`, as ``/readyz``'s lines).
+* ``leadhub_store_commits_waiting{cause}`` (``standby``, ``lock``; both series from 0): 1
+  when the scrape's ping ran out of time (or a ``lock_timeout`` cancelled it) and the store's
+  reading of what its commits wait for (PostgreSQL's ``commit_wait``: a synchronous standby
+  that does not confirm them, a lock another session holds against inserts) found that
+  cause, else 0: a ping that passes sets both to 0, as does one that fails otherwise (a
+  stopped server: ``leadhub_store_up`` says it). Always 0 on SQLite. Beside
+  ``leadhub_store_up`` 0, which stall it is.
 
 * ``leadhub_metrics_refused_total{reason}`` (only when ``LEADHUB_METRICS_TOKEN`` is set, both
   series from 0): scrapes of ``/metrics`` refused (401) for want of its bearer token,
@@ -85,7 +92,7 @@ from prometheus_client import (
 
 from hub.logs import Failures, Throttle
 from hub.secrets import METRICS_TOKEN_VARIABLE, Secret
-from hub.store.base import CommitWait, EventStore
+from hub.store.base import WAIT_CAUSES, CommitWait, EventStore
 from hub.store.models import State
 from hub.web.timeouts import failed_ping, within
 
@@ -183,6 +190,18 @@ class WebMetrics:
             "could not be read.",
             registry=self.registry,
         )
+        self.commits_waiting = Gauge(
+            "leadhub_store_commits_waiting",
+            "1 when this scrape's ping of the store (a write, as /readyz asks it) ran out of "
+            "time, or a lock_timeout cancelled it, and the store found its commits waiting for "
+            "cause; else 0. cause: standby (a synchronous standby that does not confirm them) "
+            "or lock (a lock another session holds). Always 0 on SQLite.",
+            ["cause"],
+            registry=self.registry,
+        )
+        self._waiting = {cause: self.commits_waiting.labels(cause) for cause in WAIT_CAUSES}
+        for gauge in self._waiting.values():
+            gauge.set(0)
         self._counters: dict[tuple[str, str, str], Any] = {}
         self._histograms: dict[str, Any] = {}
         #: The lines of a run of scrapes the store failed (a full disk for hours, scraped by
@@ -195,6 +214,14 @@ class WebMetrics:
             logger=lambda: _log,
             level="warning",
         )
+
+    def commits_waited(self, failed: tuple[Exception, CommitWait | None] | None) -> None:
+        """Set ``leadhub_store_commits_waiting`` from a scrape's ping's outcome
+        (:func:`hub.web.timeouts.failed_ping`): 1 for the cause its reading found, 0 for
+        the others; all 0 when the ping passed (nothing waits) or failed without a cause."""
+        cause = failed[1] if failed is not None else None
+        for name, gauge in self._waiting.items():
+            gauge.set(1 if cause is not None and cause.cause == name else 0)
 
     def delivery(self, endpoint: str, outcome: str, reason: str, seconds: float) -> None:
         """Count one delivery and observe how long it took."""
@@ -262,6 +289,7 @@ class WebMetrics:
         """Whether ``store`` takes a write (its ping: ``/readyz``'s check) within
         :data:`COUNTS_TIMEOUT`."""
         failed = await failed_ping(store, COUNTS_TIMEOUT)  # (what /readyz says of it)
+        self.commits_waited(failed)
         if failed is not None:  # a down store must not break the scrape
             exc, cause = failed
             self._failed(scrape, "metrics_ping_failed", exc, cause)

@@ -2,7 +2,8 @@
 (``test_pg_ping_lock``): at serve's start, a lock wait of its own line (``store_lock_waiting``:
 holders, relation), told as an expected wait when the holder is another instance's start;
 a ``lock_timeout`` on the database, which ends each wait at once, named in ``/readyz``'s
-cause. Real servers, the hub's real app and serve's own start."""
+cause; and the ``leadhub_store_commits_waiting`` gauge. Real servers, the hub's real app
+and serve's own start."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from hub.commands import serve
@@ -38,6 +40,13 @@ async def _app(store: EventStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncCl
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
         yield client
+
+
+async def _waiting(client: httpx.AsyncClient) -> dict[str, float]:
+    """``leadhub_store_commits_waiting`` by cause, from a scrape."""
+    answer = await client.get("/metrics", timeout=30)
+    families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+    return {s.labels["cause"]: s.value for s in families["leadhub_store_commits_waiting"].samples}
 
 
 async def _hub_waits_for_locks(dsn: str, sessions: int = 1) -> None:
@@ -184,7 +193,9 @@ async def test_a_lock_timeout_on_the_database_names_the_lock_at_once(tmp_path: P
     """With ``lock_timeout`` set on the database, a DBA's ``SHARE`` lock on ``events`` makes
     every ping fail at once (55P03), and ``/readyz`` answered 503 with no cause. It now
     names the wait, that lock_timeout cancels it, and (in ``readiness_failed``) the holder,
-    the table and the mode, as the timeout case does. Once the lock goes: 200."""
+    the table and the mode, as the timeout case does; a scrape's
+    ``leadhub_store_commits_waiting`` says ``lock`` meanwhile. Once the lock goes: the gauge
+    0, and 200."""
     with PostgresServer() as server:
         await sql(server.dsn, "ALTER DATABASE postgres SET lock_timeout = '200ms'")
         store = open_store(server.dsn)
@@ -193,7 +204,9 @@ async def test_a_lock_timeout_on_the_database_names_the_lock_at_once(tmp_path: P
         try:
             async with _app(store, tmp_path) as client:
                 assert (await client.get("/readyz", timeout=30)).status_code == 200
+                assert await _waiting(client) == {"standby": 0, "lock": 0}
                 await dba.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
+                assert await _waiting(client) == {"standby": 0, "lock": 1}
                 with capture_logs() as logs:
                     ready = await client.get("/readyz", timeout=30)
                 assert ready.status_code == 503, ready.text
@@ -210,6 +223,7 @@ async def test_a_lock_timeout_on_the_database_names_the_lock_at_once(tmp_path: P
                 assert f"held by {_idle(dba)}: ShareLock on events" in detail, detail
                 assert "pg_terminate_backend" in detail and "lock_timeout=0" in detail, detail
                 await dba.execute("ROLLBACK")
+                assert await _waiting(client) == {"standby": 0, "lock": 0}
                 assert (await client.get("/readyz", timeout=30)).status_code == 200
         finally:
             await dba.close()

@@ -48,10 +48,14 @@ def _names_the_lock(text: str, holder: asyncpg.Connection) -> None:
     assert "pg_terminate_backend" in text, text
 
 
-async def _store_up(client: httpx.AsyncClient) -> float:
+async def _store_up(client: httpx.AsyncClient, waiting: str | None = None) -> float:
+    """``leadhub_store_up`` from a scrape, whose ``leadhub_store_commits_waiting`` is 1 for
+    ``waiting`` alone (None: for no cause)."""
     answer = await client.get("/metrics", timeout=30)
     families = {f.name: f for f in text_string_to_metric_families(answer.text)}
     (up,) = families["leadhub_store_up"].samples
+    waits = {s.labels["cause"]: s.value for s in families["leadhub_store_commits_waiting"].samples}
+    assert waits == {cause: float(cause == waiting) for cause in ("standby", "lock")}, waits
     return up.value
 
 
@@ -82,7 +86,7 @@ async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_pa
                     (failed,) = [e for e in logs if e["event"] == "readiness_failed"]
                     _names_the_lock(str(failed["detail"]), dba)
                     with capture_logs() as logs:
-                        assert await _store_up(client) == 0
+                        assert await _store_up(client, waiting="lock") == 0
                     (scraped,) = [e for e in logs if e["event"] == "metrics_ping_failed"]
                     _names_the_lock(str(scraped["detail"]), dba)  # (as /readyz's line)
                     with pytest.raises(StoreUnavailable) as stalled:  # (30 s: a hang guard)

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from hub.store import StoreUnavailable, open_store
@@ -142,13 +143,15 @@ async def test_readyz_names_a_commit_wait_for_a_missing_standby(tmp_path: Path) 
     """``/readyz``'s 503 says that the store's commits wait for a synchronous standby (its
     headline, not the setting's value: the probe is open to anyone), and its
     ``readiness_failed`` line says all of it (they said "store unavailable" and "no answer
-    within 3s", the server answering every read)."""
+    within 3s", the server answering every read); a scrape meanwhile sets
+    ``leadhub_store_commits_waiting{cause="standby"}`` to 1."""
     async with _waiting_store() as (_, store):
         app = create_app(config=make_config(tmp_path), store=store)
         transport = httpx.ASGITransport(app=app)
         with capture_logs() as logs:
             async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
                 answer = await client.get("/readyz", timeout=30)
+                scraped = await client.get("/metrics", timeout=30)
     assert answer.status_code == 503, answer.text
     assert answer.json() == {
         "status": "unavailable",
@@ -158,6 +161,9 @@ async def test_readyz_names_a_commit_wait_for_a_missing_standby(tmp_path: Path) 
     (failed,) = [e for e in logs if e["event"] == "readiness_failed"]
     assert failed["error"] == "TimeoutError"
     _names_the_wait(str(failed["detail"]))
+    families = {f.name: f for f in text_string_to_metric_families(scraped.text)}
+    waiting = families["leadhub_store_commits_waiting"].samples
+    assert {s.labels["cause"]: s.value for s in waiting} == {"standby": 1, "lock": 0}
 
 
 @pytest.mark.slow
