@@ -217,6 +217,13 @@ _STARTING = (
 )
 
 
+def _retrieve(done: asyncio.Future[None]) -> None:
+    """Retrieve a shared ping's outcome, so that one nobody awaited any more (its probes
+    timed out) is not logged by asyncio as never retrieved."""
+    if not done.cancelled():
+        done.exception()
+
+
 def _holder(pid: int, application: str | None, state: str | None) -> str:
     """A session holding a lock, as seen: its pid, with its application and state where
     this role may see them."""
@@ -379,6 +386,8 @@ class PostgresStore(BatchedStore):
         #: The store's sessions' ``synchronous_commit`` (:meth:`_commit_durably`).
         self._commit = "on"
         self._wait_reading = asyncio.Lock()
+        #: The ping in flight, which concurrent pings share (:meth:`ping`).
+        self._ping_flight: asyncio.Future[None] | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.shown!r}, schema={self.schema!r})"
@@ -864,6 +873,8 @@ class PostgresStore(BatchedStore):
 
     async def close(self) -> None:
         await self._writes.finish()  # answer every enqueue before closing
+        if self._ping_flight is not None:  # (a ping waiting for a lock: not for the close)
+            self._ping_flight.cancel()
         pool, self._pool = self._pool, None
         if pool is not None:
             try:
@@ -874,7 +885,27 @@ class PostgresStore(BatchedStore):
 
     async def ping(self) -> None:
         """A write, after taking the lock a delivery's insert takes (``ping_locks``): it
-        waits when webhooks' inserts wait."""
+        waits when webhooks' inserts wait.
+
+        Concurrent pings share the one in flight, which runs to its end whoever stops
+        awaiting it. Under a lock that holds up inserts, each probe of ``/readyz`` and
+        ``/metrics`` (every 0.2 s from a probe loop) took a pooled connection and waited in
+        it, and the probes held the whole pool until the lock went: the webhooks' writes
+        and the dispatcher's waited for a connection behind them."""
+        flight = self._ping_flight
+        if flight is None or flight.done():
+            flight = self._ping_flight = asyncio.ensure_future(self._ping())
+            flight.add_done_callback(_retrieve)
+        try:
+            await asyncio.shield(flight)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if flight.cancelled() and task is not None and not task.cancelling():
+                msg = f"The event store {self.shown!r} is closing; the ping was ended."
+                raise StoreUnavailable(msg) from None
+            raise
+
+    async def _ping(self) -> None:
         async with self._conn() as conn:
             await conn.execute(Q["ping_locks"])
             await conn.execute(Q["ping"], str(self.clock.time()))

@@ -59,9 +59,10 @@ async def failed_ping(
     confirm its commits, a lock another session holds) within :data:`LOOK_WITHIN`, that
     cause (else None).
 
-    Asked while the ping still waits, then cancelled: its own session tells what for (a
-    lock's wait is over once cancelled). ``/readyz`` and ``/metrics`` both ping: the one
-    named the cause and the other said "no answer within 3s" of the same wait."""
+    Asked while the ping still waits: its own session tells what for. (A PostgreSQL store's
+    concurrent pings share one, which goes on when this stops awaiting it.) ``/readyz`` and
+    ``/metrics`` both ping: the one named the cause and the other said "no answer within 3s"
+    of the same wait."""
     ping: asyncio.Future[None] | None = None
     try:
         ping = asyncio.ensure_future(store.ping())

@@ -2,8 +2,9 @@
 (``test_pg_ping_lock``): at serve's start, a lock wait of its own line (``store_lock_waiting``:
 holders, relation), told as an expected wait when the holder is another instance's start;
 a ``lock_timeout`` on the database, which ends each wait at once, named in ``/readyz``'s
-cause; and the ``leadhub_store_commits_waiting`` gauge. Real servers, the hub's real app
-and serve's own start."""
+cause; the ``leadhub_store_commits_waiting`` gauge; and concurrent probes sharing one ping,
+so that they hold one pooled connection while the lock lasts. Real servers, the hub's real
+app and serve's own start."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from hub.store.base import EventStore
 from hub.store.postgres import _SCHEMA_LOCK, APPLICATION_NAME
 from hub.web.app import create_app
 from tests.pg_server import PostgresServer, find_bindir, sql
+from tests.store.helpers import delivery
 from tests.web.conftest import make_config
 
 pytestmark = pytest.mark.skipif(find_bindir() is None, reason="PostgreSQL is not installed")
@@ -224,6 +226,41 @@ async def test_a_lock_timeout_on_the_database_names_the_lock_at_once(tmp_path: P
                 assert "pg_terminate_backend" in detail and "lock_timeout=0" in detail, detail
                 await dba.execute("ROLLBACK")
                 assert await _waiting(client) == {"standby": 0, "lock": 0}
+                assert (await client.get("/readyz", timeout=30)).status_code == 200
+        finally:
+            await dba.close()
+            await store.close()
+
+
+async def test_concurrent_probes_under_a_lock_hold_one_connection(tmp_path: Path) -> None:
+    """While a lock holds up inserts, 30 concurrent ``/readyz`` probes (and the scrapes
+    beside them) share one ping: one session of the hub waits for the lock, not one per
+    probe (which took the whole pool of 10). A webhook sent meanwhile is answered once the
+    lock goes."""
+    with PostgresServer() as server:
+        store = open_store(server.dsn)
+        await store.open()
+        dba = await asyncpg.connect(server.dsn)
+        try:
+            async with _app(store, tmp_path) as client:
+                await dba.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
+                probes = [
+                    asyncio.ensure_future(client.get(path, timeout=30))
+                    for path in ["/readyz"] * 30 + ["/metrics"] * 3
+                ]
+                await _hub_waits_for_locks(server.dsn)
+                most = 0
+                while not all(probe.done() for probe in probes):  # (about 3 s: their wait)
+                    most = max(most, await _lock_waiters(server.dsn))
+                    await asyncio.sleep(0.05)
+                assert most == 1
+                answers = [await probe for probe in probes]
+                assert {a.status_code for a in answers[:30]} == {503}
+                sent = asyncio.ensure_future(store.enqueue(delivery("meanwhile")))
+                await _hub_waits_for_locks(server.dsn, 2)  # (the ping, and the webhook's write)
+                await dba.execute("ROLLBACK")
+                [stored] = await asyncio.wait_for(sent, timeout=30)
+                assert not stored.duplicate
                 assert (await client.get("/readyz", timeout=30)).status_code == 200
         finally:
             await dba.close()
