@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from hub.commands import serve
-from hub.store import open_store
+from hub.store import StoreUnavailable, open_store
 from hub.store import postgres as pg
 from hub.store.base import EventStore
 from hub.store.postgres import _SCHEMA_LOCK, APPLICATION_NAME
@@ -262,6 +262,27 @@ async def test_concurrent_probes_under_a_lock_hold_one_connection(tmp_path: Path
                 [stored] = await asyncio.wait_for(sent, timeout=30)
                 assert not stored.duplicate
                 assert (await client.get("/readyz", timeout=30)).status_code == 200
+        finally:
+            await dba.close()
+            await store.close()
+
+
+async def test_closing_the_store_ends_a_shared_ping_waiting_for_a_lock() -> None:
+    """A ping shared by probes and waiting for a lock is ended by the store's close: its
+    waiter is answered unavailable (not a bare cancellation), and the close returns while
+    the lock is still held."""
+    with PostgresServer() as server:
+        store = open_store(server.dsn)
+        await store.open()
+        dba = await asyncpg.connect(server.dsn)
+        try:
+            await dba.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
+            pinging = asyncio.ensure_future(store.ping())
+            await _hub_waits_for_locks(server.dsn)
+            await asyncio.wait_for(store.close(), timeout=30)
+            with pytest.raises(StoreUnavailable, match="is closing; the ping was ended"):
+                await asyncio.wait_for(pinging, timeout=30)
+            assert await _lock_waiters(server.dsn) == 0
         finally:
             await dba.close()
             await store.close()
