@@ -240,21 +240,41 @@ def _prepare(conn: sqlite3.Connection) -> None:
 _TABLES = ("leads", "visitors", "accounts", "activities")
 
 
-def _empty(path: Path) -> bool:
-    """Whether the sandbox's file at ``path`` opens (never made) and holds no row in any of
-    its tables; False when it cannot be read."""
+def _delete_if_unused(path: Path, opened: tuple[int, int] | None) -> None:
+    """Delete the sandbox's file at ``path`` (with its ``-wal`` and ``-shm``) when it is still the
+    file ``opened``, holds no row in any of its tables and no other connection has it open.
+
+    All of it is done under an exclusive lock, taken at once or not at all: a connection in
+    WAL mode holds a shared lock on the file for as long as it is open, so a file another
+    process opened (two hubs started at once on one store) is kept, and no connection can
+    read or write it between the check and the unlinking. The check used to read the file
+    from a connection of its own and then delete it: a row another process committed in
+    between went into the deleted file (its capture answered 200, then lost), and a file
+    another sandbox had open but not written yet was deleted under it (every call of that
+    sandbox answered 503 until it was restarted)."""
     try:
-        conn = sqlite3.connect(sqlite_file.uri(path, sqlite_file.WRITE_MODES[False]), uri=True)
-    except sqlite3.Error:
-        return False
-    try:
-        return not any(
-            conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in _TABLES
+        conn = sqlite3.connect(
+            sqlite_file.uri(path, sqlite_file.WRITE_MODES[False]),
+            uri=True,
+            isolation_level=None,
+            timeout=0,  # (busy: another connection has the file open, so it is kept)
         )
     except sqlite3.Error:
-        return False
+        return
+    try:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        if sqlite_file.identity(path) != opened:
+            return
+        if any(conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in _TABLES):
+            return
+        for each in (path, sqlite_file.wal_of(path), Path(f"{path}-shm")):
+            with contextlib.suppress(OSError):
+                each.unlink(missing_ok=True)
+    except sqlite3.Error:
+        return
     finally:
-        conn.close()
+        conn.close()  # (the lock goes with it; SQLite writes nothing to a file no longer there)
 
 
 class SandboxDB:
@@ -349,17 +369,13 @@ class SandboxDB:
         the embedded sandbox's file before its store is opened, and a store it then refused
         (a newer schema, not an event store), or a port ``leadhub sandbox`` could not bind,
         left an empty ``<db>.sandbox.sqlite`` (or ``--db`` file) that nothing had asked for.
-        A file that was there before, or one holding a row (another process's, sharing it),
-        is kept."""
+        A file that was there before, one holding a row, or one another process has open
+        (sharing it) is kept (:func:`_delete_if_unused`)."""
         self.close()
         where = self._where
         if where is None or not self._made or sqlite_file.identity(where) != self._opened:
             return
-        if not _empty(where):
-            return
-        for path in (where, sqlite_file.wal_of(where), Path(f"{where}-shm")):
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
+        _delete_if_unused(where, self._opened)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:

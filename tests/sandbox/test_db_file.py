@@ -420,24 +420,72 @@ def test_a_sandbox_that_cannot_listen_leaves_no_db_file(tmp_path: Path) -> None:
         assert files(tmp_path) == before
 
 
+_ACCOUNT = "8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11"
+
+
 def test_a_discarded_file_holding_a_row_is_kept(tmp_path: Path) -> None:
     """A file this start made but another process wrote to meanwhile (two hubs on one store)
     is not deleted by :meth:`SandboxDB.discard`; an untouched one is."""
     db = tmp_path / "sandbox.db"
     made = SandboxDB(str(db))
     other = SandboxDB(str(db))  # (opened after: it did not make the file)
-    other.add_account("8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11", "Acme")
+    other.add_account(_ACCOUNT, "Acme")
     other.close()
     made.discard()
     assert db.exists()
     kept = SandboxDB(str(db))
     try:
-        assert kept.account_exists("8e3b1c9a-0d5e-4c55-9a7e-2f6d0f1b7c11")
+        assert kept.account_exists(_ACCOUNT)
     finally:
         kept.close()
     fresh = tmp_path / "fresh.db"
     SandboxDB(str(fresh)).discard()
     assert list(tmp_path.iterdir()) == [db]
+
+
+def test_a_discard_while_another_connection_writes_keeps_the_file(tmp_path: Path) -> None:
+    """A file this start made, which another connection (two hubs on one store) is writing to
+    when the start is given up, is kept with what that connection commits: the emptiness check
+    read the file as empty (the other's row not yet committed), then the file was deleted, and
+    the commit that followed went into the deleted file, the other hub's lead answered 200 and
+    lost."""
+    db = tmp_path / "sandbox.db"
+    made = SandboxDB(str(db))
+    writer = sqlite3.connect(db, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("INSERT INTO accounts (id, name) VALUES (?, ?)", (_ACCOUNT, "Acme"))
+        made.discard()  # (between the other's write and its commit)
+        writer.execute("COMMIT")
+    finally:
+        writer.close()
+    assert db.exists()
+    kept = SandboxDB(str(db))
+    try:
+        assert kept.account_exists(_ACCOUNT)
+    finally:
+        kept.close()
+
+
+@pytest.mark.slow
+def test_a_discarded_file_another_process_has_open_is_kept(tmp_path: Path) -> None:
+    """A file this start made, and which another process opened meanwhile (two hubs started at
+    once on one store, the other bound the port), is not deleted even while it holds no row:
+    the other's sandbox lost its file under it and answered 503 to every call (a new, empty
+    file is never made at the path) until it was restarted. It goes on capturing."""
+    db = tmp_path / "sandbox.db"
+    made = SandboxDB(str(db))
+    with sandbox_at(db) as (_proc, client):
+        made.discard()
+        assert db.exists()
+        response = capture(client, "kept@example.com")
+        assert response.status_code == 200, response.text
+        assert emails(client) == ["kept@example.com"]
+    kept = SandboxDB(str(db))
+    try:
+        assert [lead.attrs["EmailAddress"] for lead in kept.all_leads()] == ["kept@example.com"]
+    finally:
+        kept.close()
 
 
 @pytest.mark.slow
