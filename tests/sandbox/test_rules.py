@@ -233,6 +233,28 @@ def test_rule11_source_fields_are_kept_but_empty_ones_filled(lsq: Lsq) -> None:
     assert {"Attribute": "Source", "Value": "Google"} in last
 
 
+SOURCE_FIELDS = ["Source", "SourceMedium", "SourceCampaign", "SourceContent", "SourceReferrer"]
+
+
+def test_rule11_each_of_the_five_source_fields_is_kept_and_no_other_field(lsq: Lsq) -> None:
+    """Every one of rule 11's five source fields keeps the value the lead has; fields that
+    only look like one (SourceIPAddress, Origin) are overwritten as any other. Only Source,
+    SourceMedium and SourceCampaign were ever sent twice by a test: SourceContent or
+    SourceReferrer dropped from the sandbox's set (overwritten on every update) failed none."""
+    others = ["SourceIPAddress", "Origin", "FirstName"]
+    first = [(name, f"first {name}") for name in SOURCE_FIELDS + others]
+    lead_id = lsq.ok(("EmailAddress", "src@example.com"), *first)["RelatedId"]
+    second = [(name, f"second {name}") for name in SOURCE_FIELDS + others]
+    result = lsq.ok(("EmailAddress", "src@example.com"), *second)
+    assert (result["RelatedId"], result["IsCreated"]) == (lead_id, False)
+    lead = lsq.lead(lead_id)
+    assert lead is not None
+    kept = {name: f"first {name}" for name in SOURCE_FIELDS}
+    overwritten = {name: f"second {name}" for name in others}
+    assert {name: lead[name] for name in SOURCE_FIELDS + others} == kept | overwritten
+    assert lsq.activities(lead_id)[-1]["Data"][1:] == body(*second)
+
+
 def test_rule12_do_not_update_leaves_the_lead_alone_but_posts_the_activity(lsq: Lsq) -> None:
     """LeadUpdateBehavior=DoNotUpdate: the matched lead is unchanged; the activity is posted."""
     a = lsq.ok(("EmailAddress", "a@example.com"), ("FirstName", "Ann"))["RelatedId"]

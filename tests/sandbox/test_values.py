@@ -128,6 +128,50 @@ def test_attribute_names_match_case_insensitively_and_store_schema_names(lsq: Ls
     assert [item["Attribute"] for item in data] == ["ProspectID", "LastName"]
 
 
+#: The standard schema names sandbox.md lists as accepted, but the identifiers' own rules
+#: (ProspectID, the lookups; RelatedCompanyId, a known account: tested on their own).
+SCHEMA_NAMES = [
+    "FirstName",
+    "LastName",
+    "EmailAddress",
+    "Phone",
+    "Mobile",
+    "Company",
+    "JobTitle",
+    "Website",
+    "Notes",
+    "Source",
+    "SourceMedium",
+    "SourceCampaign",
+    "SourceContent",
+    "SourceReferrer",
+    "SourceIPAddress",
+    "Origin",
+    "ProspectStage",
+    "OwnerId",
+    "DoNotEmail",
+    "DoNotCall",
+]
+
+
+def test_every_standard_attribute_sandbox_md_lists_is_taken_under_its_schema_name(
+    lsq: Lsq,
+) -> None:
+    """Each standard attribute of sandbox.md's list, sent in lower case, is stored and read back
+    under its schema name, and recorded so in the activity. Seven of them (SourceContent,
+    SourceReferrer, SourceIPAddress, Origin, ProspectStage, OwnerId, Website) were never sent
+    by a test: one dropped from the sandbox's list (every lead of a mapping using it refused
+    as an unknown attribute, 400) failed none."""
+    special = {"EmailAddress": "all@example.com", "Phone": "+1 555 000 1234"}
+    sent = {name: special.get(name, f"{name} value") for name in SCHEMA_NAMES}
+    lead_id = lsq.ok(*((name.lower(), value) for name, value in sent.items()))["RelatedId"]
+    lead = lsq.lead(lead_id)
+    assert lead is not None
+    assert {name: lead.get(name) for name in SCHEMA_NAMES} == sent
+    (activity,) = lsq.activities(lead_id)
+    assert activity["Data"] == body(*sent.items())
+
+
 def test_custom_mx_fields_are_accepted_case_insensitively(lsq: Lsq) -> None:
     """mx_ custom fields are stored, and MX_city is the same field as mx_City."""
     lead_id = lsq.ok(("EmailAddress", "a@example.com"), ("mx_City", "Pune"))["RelatedId"]
