@@ -172,6 +172,23 @@ def chain_step(keys: tuple[Key, ...]) -> StepFunc:
             return [node[name] for node in nodes if isinstance(node, dict) and name in node]
 
         return member
+    if all(isinstance(key, str) for key in keys):  # a run of names: $.form_response.answers
+        names = tuple(str(key) for key in keys)
+
+        def members(nodes: list[Any]) -> list[Any]:
+            # Indexing with a name fails (KeyError, TypeError) exactly where resolve finds
+            # nothing: a missing member, or a value that is no object.
+            out = []
+            for node in nodes:
+                try:
+                    for name in names:
+                        node = node[name]
+                except (KeyError, TypeError):
+                    continue
+                out.append(node)
+            return out
+
+        return members
 
     def walk(nodes: list[Any]) -> list[Any]:
         out = []
