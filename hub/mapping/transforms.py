@@ -250,7 +250,7 @@ def _parse_instant(value: Any) -> datetime | None:
     text = _utc_words_as_z(value.strip())
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:  # no offset written: taken as UTC, which LeadSquared expects
-        parsed = parsed.replace(tzinfo=UTC)
+        return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
 
 
@@ -307,7 +307,7 @@ class Transform:
 
     def apply(self, values: list[Any], ctx: Context) -> list[Any]:
         """The values after this transform; blanks and dropped values are removed."""
-        if self.name not in _SEE_OBJECTS:
+        if self.name not in _SEE_OBJECTS and any(isinstance(v, dict) for v in values):
             values = [v for v in values if not _object_left_out(v, self.name, ctx)]
         if self.name == "join":
             texts = [to_text(v).strip() for v in values if not is_blank(v)]
@@ -317,8 +317,8 @@ class Transform:
         out = []
         for value in values:
             result = func(value, self.arg, ctx)
-            if not is_blank(result):
-                out.append(result)
+            if result is not None and not (isinstance(result, str) and not result.strip()):
+                out.append(result)  # (not is_blank(result), without the call)
         return out
 
 
