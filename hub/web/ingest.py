@@ -47,6 +47,7 @@ signatures and bodies are never logged; headers that carry credentials are never
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
 from typing import Any, NamedTuple
@@ -55,7 +56,7 @@ import orjson
 import structlog
 
 from hub.clock import Clock
-from hub.config.models import Endpoint
+from hub.config.models import Endpoint, HmacOptions
 from hub.logs import Throttle, is_secret_name
 from hub.sources import (
     BodyError,
@@ -119,6 +120,59 @@ DENIED_HEADERS = frozenset(
 )
 
 
+#: Words of a header's name (its parts between ``-``, ``_`` and ``.``, in lower case) that
+#: say it holds a credential, as a whole word: ``X-Access``, ``X-Cred``, ``X-Otp``.
+CREDENTIAL_WORDS = frozenset({"access", "cred", "creds", "otp", "totp", "mfa"})
+#: Endings of a word of a header's name that say so: ``X-Key``, ``X-Webhook-Key``,
+#: ``X-ApiKey``, ``X-Auth``, ``X-WebhookAuth``, ``X-Pass``, ``X-Pwd``, ``X-Sig``, ``X-Sid``
+#: (whole words or run together, since header names come in lower case).
+CREDENTIAL_ENDINGS = ("key", "auth", "pass", "pwd", "sig", "sid")
+#: Text that says so anywhere in a header's name (``X-AuthToken``, ``X-UserPassword``,
+#: ``X-Shopify-Hmac-Sha256``, ``X-Csrf-Token``, ``X-Session-Id``), besides the names
+#: :func:`hub.logs.is_secret_name` masks in the log.
+CREDENTIAL_PARTS = (
+    "secret",
+    "token",
+    "passw",
+    "passphrase",
+    "passcode",
+    "credential",
+    "signature",
+    "authoriz",
+    "authentic",
+    "hmac",
+    "csrf",
+    "xsrf",
+    "bearer",
+    "jwt",
+    "cookie",
+    "session",
+)
+#: Headers whose names look like a credential's but are not: an idempotency key names the
+#: delivery (the IETF's ``Idempotency-Key``), it opens nothing.
+NOT_CREDENTIALS = frozenset({"idempotency-key", "x-idempotency-key"})
+_NAME_WORDS = re.compile(r"[^a-z0-9]+")
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether a header's ``name`` (lower case) says it may hold a credential, whatever the
+    endpoint: never stored. Zapier-style tools and site builders let their users add any
+    header, and users name the ones holding their keys as they like (``X-Auth``,
+    ``X-Webhook-Key``, ``X-Pass``), so any name with a word of :data:`CREDENTIAL_WORDS`, a
+    word ending as :data:`CREDENTIAL_ENDINGS` say, a part of :data:`CREDENTIAL_PARTS`, or
+    one :func:`hub.logs.is_secret_name` masks is taken for one (nothing in the hub reads a
+    stored header: one left out costs a fact for whoever reads the store, one kept could
+    be a key in every backup)."""
+    if name in NOT_CREDENTIALS:
+        return False
+    if any(part in name for part in CREDENTIAL_PARTS) or is_secret_name(name):
+        return True
+    return any(
+        word in CREDENTIAL_WORDS or word.endswith(CREDENTIAL_ENDINGS)
+        for word in _NAME_WORDS.split(name)
+    )
+
+
 class Answer(NamedTuple):
     """What a request comes to: the response, and what its log line says."""
 
@@ -177,6 +231,7 @@ class HookRoute:
         "credentials",
         "endpoint",
         "name",
+        "named",
         "skim",
         "source",
     )
@@ -187,6 +242,14 @@ class HookRoute:
         self.source: Source = build_source(endpoint)
         self.credentials = self.source.credential_headers
         self.credential_fields = self.source.credential_fields
+        #: Headers the endpoint's config names that hold no credential (an ``hmac``
+        #: endpoint's ``timestamp_header``, ``X-Signature-Timestamp`` say): kept whatever
+        #: their names look like.
+        options = endpoint.options
+        named: set[str] = set()
+        if isinstance(options, HmacOptions) and options.timestamp_header:
+            named.add(options.timestamp_header.lower())
+        self.named = frozenset(named - self.credentials - DENIED_HEADERS)
         #: What a 405 says the endpoint takes: GET and HEAD only where a handshake answers.
         handshake = not isinstance(self.source, NoHandshake)
         self.allow = b"POST, GET, HEAD" if handshake else b"POST"
@@ -203,8 +266,10 @@ class HookRoute:
         """Whether ``header`` (lower case) may be stored with the delivery."""
         keep = self._keep.get(header)
         if keep is None:
-            keep = not (
-                header in DENIED_HEADERS or header in self.credentials or is_secret_name(header)
+            keep = header in self.named or not (
+                header in DENIED_HEADERS
+                or header in self.credentials
+                or is_credential_header(header)
             )
             if len(self._keep) < 1000:
                 self._keep[header] = keep

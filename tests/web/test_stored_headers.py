@@ -1,0 +1,119 @@
+"""Which request headers a delivery is stored with, over real HTTP into a real hub, read
+back from its SQLite store and from the store's files byte for byte: no header whose name
+says it may hold a credential, whatever the endpoint checks."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+from hub.config.models import Endpoint, HmacOptions
+from hub.secrets import Secret
+from tests.sources import fixtures as fx
+from tests.web.conftest import Hub, running_hub
+
+#: Credential-like headers users of Zapier-style tools and site builders add under names of
+#: their own, each with a value of its own (the value is what must not come to rest).
+CREDENTIAL_LIKE = (
+    "X-Auth",
+    "X-Auth-Key",
+    "X-AuthKey",
+    "X-WebhookAuth",
+    "X-Webhook-Key",
+    "X-Key",
+    "Key",
+    "X-Access",
+    "X-Pass",
+    "X-Passphrase",
+    "X-Passwd",
+    "X-Pwd",
+    "X-Credential",
+    "X-Credentials",
+    "X-Creds",
+    "X-Session",
+    "X-Session-Id",
+    "X-Sid",
+    "X-Csrf-Token",
+    "X-XSRF-TOKEN",
+    "X-Shopify-Hmac-Sha256",
+    "X-Sig",
+    "X-Bearer",
+    "X-Jwt",
+    "X-Otp",
+    "X-Vercel-Protection-Bypass",
+    "Proxy-Authorization",
+)
+#: Headers that are facts about the delivery, kept.
+FACTS = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Request-Id": "req-42",
+    "Idempotency-Key": "delivery-7",
+    "X-Shopify-Topic": "orders/create",
+}
+
+
+def _value(name: str) -> str:
+    return f"kept-nowhere-{name.lower()}-0a1b2c"
+
+
+def _store_bytes(db_dir: Path) -> bytes:
+    """Every byte of the store's files (the database and its write-ahead log)."""
+    return b"".join(p.read_bytes() for p in sorted(db_dir.iterdir()) if p.is_file())
+
+
+def test_credential_like_headers_of_any_name_are_not_stored(hub: Hub) -> None:
+    """A reviewer found ``X-Auth``, ``X-Webhook-Key``, ``X-Pass``, ``X-Session``,
+    ``X-Shopify-Hmac-Sha256``... stored with the delivery (only names with ``token``,
+    ``secret``, ``password``, ``signature``, ``api_key`` and the like were left out), and
+    so in every backup of the store, on an endpoint that checks none of them."""
+    d = fx.load("zapier", "post_form_default", "zapier-form")  # checks Authorization only
+    sent = {**d.headers, **FACTS, **{name: _value(name) for name in CREDENTIAL_LIKE}}
+    answer = hub.client.post(d.path, content=d.body, headers=sent)
+    assert answer.status_code == 200, answer.text
+    (event,) = hub.events()
+    for name in CREDENTIAL_LIKE:
+        assert name.lower() not in event.headers, name
+    assert "authorization" not in event.headers
+    for name, value in FACTS.items():
+        assert event.headers[name.lower()] == value, name
+    assert event.headers["user-agent"] == "Zapier"
+    everything = _store_bytes(hub.db_dir)
+    assert b"203.0.113.9" in everything  # (the kept headers are in the files, as text)
+    for name in CREDENTIAL_LIKE:
+        assert _value(name).encode() not in everything, name
+
+
+def test_the_timestamp_header_an_endpoint_names_is_kept(tmp_path: Path) -> None:
+    """An ``hmac`` endpoint's ``timestamp_header`` holds no credential, whatever its name
+    (Discord-style ``X-Signature-Timestamp``): the delivery keeps it; its signature header,
+    named alike, is not stored."""
+    endpoint = Endpoint(
+        "signed",
+        "hmac",
+        HmacOptions(
+            header="X-Signature-Hex",
+            secret=Secret(fx.HMAC_SECRET),
+            signed="{timestamp}.{body}",
+            timestamp_header="X-Signature-Timestamp",
+        ),
+    )
+    with running_hub(tmp_path, {"signed": endpoint}) as hub:
+        body = json.dumps({"email": "asha.rao@example.com"}).encode()
+        stamp = str(int(fx.STANDARD_TIME))
+        mac = hmac.new(fx.HMAC_SECRET.encode(), f"{stamp}.".encode() + body, hashlib.sha256)
+        answer = hub.client.post(
+            "/hooks/signed",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Signature-Timestamp": stamp,
+                "X-Signature-Hex": mac.hexdigest(),
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        (event,) = hub.events()
+        assert event.headers["x-signature-timestamp"] == stamp
+        assert "x-signature-hex" not in event.headers
+        assert mac.hexdigest().encode() not in _store_bytes(hub.db_dir)
