@@ -51,6 +51,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from time import perf_counter
 from typing import Any, NamedTuple
+from urllib.parse import unquote_plus
 
 import orjson
 import structlog
@@ -66,7 +67,7 @@ from hub.sources import (
     build_source,
     delivery_ids,
 )
-from hub.sources.base import NoHandshake, WholeBody, redact_fields, redacted
+from hub.sources.base import REDACTED, NoHandshake, WholeBody, redact_fields, redacted
 from hub.sources.bodies import parse
 from hub.sources.split import Noted
 from hub.store.base import (
@@ -171,6 +172,37 @@ def is_credential_header(name: str) -> bool:
         word in CREDENTIAL_WORDS or word.endswith(CREDENTIAL_ENDINGS)
         for word in _NAME_WORDS.split(name)
     )
+
+
+#: A query parameter in a header's value: what comes before it, its name, its value.
+_QUERY_PARAMETER = re.compile(r"([?&;])([^=&;#?]*)=([^&;#]*)")
+#: A URL's user information (``//user:password@``): what comes before the password.
+_USER_INFO = re.compile(r"(//[^/?#@\s:]*:)[^/?#@\s]*@")
+
+
+def without_url_credentials(value: str) -> str:
+    """A kept header's ``value`` with what a URL in it carries as a credential written
+    ``[redacted]``: the value of each query parameter whose name says it is one (``token``,
+    ``api_key``, ``hub.verify_token``, ``sig``: the rule of :func:`is_credential_header`),
+    and the password of ``//user:password@``.
+
+    A proxy in front of the hub hands the request's URL on in a header of its own
+    (``X-Forwarded-Uri``, ``X-Original-URL``, ``X-Envoy-Original-Path``, ``X-Rewrite-URL``),
+    query string and all, and a ``token`` endpoint's senders without a header of their own
+    (Unbounce, Jotform) send the token as ``?token=``: the token was stored with every such
+    delivery. The rest of the value is kept as sent."""
+    if "?" in value:
+        value = _QUERY_PARAMETER.sub(_redacted_parameter, value)
+    if "@" in value:
+        value = _USER_INFO.sub(r"\1[redacted]@", value)
+    return value
+
+
+def _redacted_parameter(match: re.Match[str]) -> str:
+    name = unquote_plus(match[2]).lower()
+    if not is_credential_header(name):
+        return match[0]
+    return f"{match[1]}{match[2]}={REDACTED}"
 
 
 class Answer(NamedTuple):
@@ -569,7 +601,7 @@ class Ingest:
             transfer = headers.get("transfer-encoding")
             if transfer is not None and _compressed(transfer):
                 raise _encoded(transfer, "Transfer-Encoding")
-            kept = {k: v for k, v in headers.items() if route.keeps(k)}
+            kept = {k: without_url_credentials(v) for k, v in headers.items() if route.keeps(k)}
             content_type = headers.get("content-type") or ""
             if route.skim is None:
                 self._parsed(route, request, now, kept, reply)

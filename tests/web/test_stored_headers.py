@@ -117,3 +117,31 @@ def test_the_timestamp_header_an_endpoint_names_is_kept(tmp_path: Path) -> None:
         assert event.headers["x-signature-timestamp"] == stamp
         assert "x-signature-hex" not in event.headers
         assert mac.hexdigest().encode() not in _store_bytes(hub.db_dir)
+
+
+def test_a_token_in_the_url_a_proxy_hands_on_is_not_stored(hub: Hub) -> None:
+    """Unbounce and Jotform send a ``token`` endpoint's token as ``?token=``; a proxy in
+    front of the hub hands the URL on in a header of its own (``X-Forwarded-Uri``,
+    ``X-Original-URL``...), which was stored as it came, token and all. Now each
+    credential's query parameter in a kept header, and a URL's password, is
+    ``[redacted]``; the rest of the value is kept."""
+    d = fx.load("unbounce", "submission_basic", "unbounce", f"token={fx.URL_TOKEN}")
+    url = f"/hooks/unbounce?page=7&token={fx.URL_TOKEN}&api_key=ak-kept-nowhere"
+    proxy = {
+        "X-Forwarded-Uri": url,
+        "X-Original-URL": url,
+        "X-Envoy-Original-Path": url,
+        "X-Rewrite-URL": url,
+        "Referer": f"https://form:pw-kept-nowhere@lp.example{url};sig=sg-kept-nowhere",
+    }
+    answer = hub.client.post(d.path, content=d.body, headers={**d.headers, **proxy})
+    assert answer.status_code == 200, answer.text
+    (event,) = hub.events()
+    shown = "/hooks/unbounce?page=7&token=[redacted]&api_key=[redacted]"
+    for name in ("x-forwarded-uri", "x-original-url", "x-envoy-original-path", "x-rewrite-url"):
+        assert event.headers[name] == shown, name
+    assert event.headers["referer"] == f"https://form:[redacted]@lp.example{shown};sig=[redacted]"
+    everything = _store_bytes(hub.db_dir)
+    assert b"/hooks/unbounce?page=7" in everything
+    for secret in (fx.URL_TOKEN, "ak-kept-nowhere", "pw-kept-nowhere", "sg-kept-nowhere"):
+        assert secret.encode() not in everything, secret
