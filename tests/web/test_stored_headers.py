@@ -4,14 +4,18 @@ says it may hold a credential, whatever the endpoint checks."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from hub.config.models import Endpoint, HmacOptions
 from hub.secrets import Secret
 from tests.sources import fixtures as fx
+from tests.support.logs import logged
 from tests.web.conftest import Hub, running_hub
 
 #: Credential-like headers users of Zapier-style tools and site builders add under names of
@@ -144,4 +148,53 @@ def test_a_token_in_the_url_a_proxy_hands_on_is_not_stored(hub: Hub) -> None:
     everything = _store_bytes(hub.db_dir)
     assert b"/hooks/unbounce?page=7" in everything
     for secret in (fx.URL_TOKEN, "ak-kept-nowhere", "pw-kept-nowhere", "sg-kept-nowhere"):
+        assert secret.encode() not in everything, secret
+
+
+def test_credentials_in_the_url_or_basic_auth_are_neither_logged_nor_stored(hub: Hub) -> None:
+    """A ``?token=``, right or wrong, Basic credentials (user and password), right or
+    wrong, and Facebook's ``hub.verify_token``, right or wrong, come to rest nowhere: the
+    query string is not stored, no log line names it or the Authorization header, and a
+    refusal's reason says what failed, never with what."""
+    unbounce = fx.load("unbounce", "submission_basic", "unbounce")
+    zapier = fx.load("zapier", "post_form_default", "zapier-form")
+    wrong_basic = "Basic " + base64.b64encode(b"form-user-zz:wrong-pass-zz").decode()
+    handshake = {"hub.mode": "subscribe", "hub.challenge": "1158201444"}
+    with capture_logs() as logs:
+        for token, status in (("wrong-query-token-zz", 401), (fx.URL_TOKEN, 200)):
+            answer = hub.client.post(
+                f"/hooks/unbounce?token={token}", content=unbounce.body, headers=unbounce.headers
+            )
+            assert answer.status_code == status, answer.text
+        for headers, status in (({"Authorization": wrong_basic}, 401), ({}, 200)):
+            answer = hub.client.post(
+                zapier.path, content=zapier.body, headers={**zapier.headers, **headers}
+            )
+            assert answer.status_code == status, answer.text
+        for verify, status in (("wrong-verify-zz", 403), (fx.FB_VERIFY_TOKEN, 200)):
+            params = {**handshake, "hub.verify_token": verify}
+            assert hub.client.get("/hooks/facebook", params=params).status_code == status
+        lines = [*logged(logs, "delivery_received", 4), *logged(logs, "handshake_answered", 2)]
+    assert len(lines) == 6
+    assert [line["detail"] for line in lines if line.get("status") == 401] == [
+        "the token does not match"
+    ] * 2
+    events = hub.events()
+    assert [e.endpoint for e in events] == ["unbounce", "zapier-form"]
+    everything = _store_bytes(hub.db_dir)
+    written = repr(logs)
+    basic = zapier.headers["Authorization"].split()[1]
+    for secret in (
+        "wrong-query-token-zz",
+        fx.URL_TOKEN,
+        "form-user-zz",
+        "wrong-pass-zz",
+        base64.b64decode(basic).decode().partition(":")[0],
+        fx.ZAPIER_PASSWORD,
+        basic,
+        wrong_basic.split()[1],
+        "wrong-verify-zz",
+        fx.FB_VERIFY_TOKEN,
+    ):
+        assert secret not in written, secret
         assert secret.encode() not in everything, secret
