@@ -89,7 +89,8 @@ class IncomingDelivery:
     received_at: float  # unix seconds
     body: bytes  # the raw body, byte for byte
     content_type: str
-    #: Headers worth keeping (never auth headers or signatures).
+    #: Headers worth keeping: never one whose name says it may hold a credential, and no
+    #: credential of a URL in one (``hub.web.ingest.HookRoute.keeps``).
     headers: Mapping[str, str]
     events: tuple[EventIn, ...]
     #: Instead of ``events`` (then empty): one event read from the body by the store. If the

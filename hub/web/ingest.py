@@ -41,7 +41,9 @@ has no ``value`` object stores its good changes, its line a warning with
 ``leadgen_malformed`` (``hub.sources.facebook``); so does a HubSpot app's batch with a
 subscribed event that has no ``objectId``, with ``object_id_missing``
 (``hub.sources.hubspot``). Secrets, tokens,
-signatures and bodies are never logged; headers that carry credentials are never stored.
+signatures and bodies are never logged; a header whose name says it may carry a credential
+(:func:`is_credential_header`) is never stored, nor a credential of a URL in a stored one
+(:func:`without_url_credentials`).
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ DENIED_HEADERS = frozenset(
 )
 
 
-#: Words of a header's name (its parts between ``-``, ``_`` and ``.``, in lower case) that
+#: Words of a header's name (its parts between characters other than letters and digits) that
 #: say it holds a credential, as a whole word: ``X-Access``, ``X-Cred``, ``X-Otp``.
 CREDENTIAL_WORDS = frozenset({"access", "cred", "creds", "otp", "totp", "mfa"})
 #: Endings of a word of a header's name that say so: ``X-Key``, ``X-Webhook-Key``,
