@@ -63,13 +63,26 @@ def as_bool(text: str) -> bool | None:
 
 
 def as_number(text: str) -> int | float | None:
-    """``text`` as a plain decimal number (``42``, ``1.5``, ``1e3``), or ``None`` if it is none."""
+    """``text`` as a plain decimal number (``42``, ``1.5``, ``1e3``), or ``None`` if it is none.
+
+    Integers of more digits than Python turns into an ``int`` (4,300 by default) are their
+    ``float`` (``inf`` past 308 digits), as ``1e5000`` is."""
     if _INT_TEXT.fullmatch(text):
-        return int(text)
+        number = _int(text)
+        return float(text) if number is None else number
     if _FLOAT_TEXT.fullmatch(text):
         lowered = text.lower()
         return float(lowered.replace(".", "") if lowered.endswith((".inf", ".nan")) else text)
     return None
+
+
+def _int(text: str) -> int | None:
+    """``int(text)`` for decimal digits, or ``None`` when it has more digits than Python
+    converts (``sys.get_int_max_str_digits``, 4,300 by default)."""
+    try:
+        return int(text)
+    except ValueError:
+        return None
 
 
 class _ValueError(Exception):
@@ -89,7 +102,12 @@ def _construct(tag: str, text: str) -> Any:
     if tag == _BOOL and (flag := as_bool(text)) is not None:
         return flag
     if tag == _INT and _INT_TEXT.fullmatch(text):
-        return int(text)
+        # More digits than Python turns into an int (sys.get_int_max_str_digits): the text
+        # written, which is how a value compares and is sent; a key that needs a number
+        # says it is none. (int() raised ValueError: check, serve and try stopped with a
+        # traceback.)
+        whole = _int(text)
+        return text if whole is None else whole
     if tag == _FLOAT and (number := as_number(text)) is not None:
         return float(number)
     expected = {

@@ -341,3 +341,27 @@ def test_an_opt_out_constant_other_than_0_or_1_is_a_warning_with_the_fix(
         'DoNotTrack takes "1" (do not track) or "0": set what ${TRACK:off} gives to 1 '
         "(do not track) or 0",
     ]
+
+
+def test_an_integer_too_long_for_python_is_its_text(tmp_path: Path) -> None:
+    """An integer of more digits than Python converts (4,300 by default) is the text written,
+    as a value, a match value and a map's output (int() raised ValueError: `check`, `serve`
+    and `try` stopped with a traceback); a key that needs a number says it is none."""
+    digits = "9" * 5000
+    (value,) = _constants(tmp_path, [digits])
+    assert value == digits
+    (tmp_path / "m.yaml").write_text(
+        ENDPOINT + f"name: m\nendpoint: e\nmatch: {{$.id: {digits}}}\n"
+        f"fields:\n  mx_Id:\n    path: $.id\n    transform: {{map: {{a: !!int {digits}}}}}\n"
+    )
+    mapping = load(tmp_path, {}).mappings["m"]
+    assert mapping.match[0][0].expected == frozenset({digits})
+    assert mapping.fields[0].transforms[0].arg == {"a": digits}
+    (tmp_path / "m.yaml").write_text(
+        "kind: target\nname: crm\nurl: https://api.example.com\naccess_key: a\nsecret_key: s\n"
+        "retry:\n  multiplier: ${MULT}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"MULT": digits})
+    (issue,) = info.value.issues
+    assert issue.startswith(f"{tmp_path}/m.yaml:7: 'multiplier' must be a number of at least 1")
