@@ -7,6 +7,7 @@ rate limits are ``N/Ws`` (``25/5s``) or ``off``.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -93,7 +94,11 @@ def parse_size(text: str | int) -> int:
         msg = f"{text!r} is not a size; write it like '1MiB' or '512KiB'."
         raise UnitError(msg)
     unit = match.group(2).lower() if match.group(2) else None
-    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    scaled = float(match.group(1)) * _SIZE_UNITS[unit]
+    if not math.isfinite(scaled):  # (int() of it raised OverflowError: a traceback)
+        msg = f"{_shown(text)} is too large for a size; write it like '1MiB'."
+        raise UnitError(msg)
+    size = int(scaled)
     if size <= 0:
         msg = f"{text!r} is not a positive size; write it like '1MiB'."
         raise UnitError(msg)
@@ -108,9 +113,22 @@ def parse_rate_limit(text: str) -> RateLimit | None:
     if not match:
         msg = f"{text!r} is not a rate limit; write it like '25/5s', or 'off'."
         raise UnitError(msg)
-    calls = int(match.group(1))
+    try:
+        calls = int(match.group(1))
+    except ValueError:  # more digits than Python converts (4,300): it raised, a traceback
+        calls = -1
     window = float(match.group(2)) * _DURATION_UNITS[match.group(3) or "s"]
+    if calls < 0 or not math.isfinite(window):
+        msg = f"{_shown(text)} is too large for a rate limit; write it like '25/5s', or 'off'."
+        raise UnitError(msg)
     if calls <= 0 or window <= 0:
         msg = f"{text!r} must allow at least one call in a window longer than zero, like '25/5s'."
         raise UnitError(msg)
     return RateLimit(calls=calls, window=window)
+
+
+def _shown(text: object) -> str:
+    """``text`` as an error quotes it: at most 40 characters (a value of thousands of
+    digits made a message as long)."""
+    written = repr(str(text))
+    return written if len(written) <= 40 else written[:37] + "..."

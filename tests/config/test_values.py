@@ -365,3 +365,33 @@ def test_an_integer_too_long_for_python_is_its_text(tmp_path: Path) -> None:
         load(tmp_path, {"MULT": digits})
     (issue,) = info.value.issues
     assert issue.startswith(f"{tmp_path}/m.yaml:7: 'multiplier' must be a number of at least 1")
+
+
+@pytest.mark.parametrize(
+    ("key", "written", "message"),
+    [
+        ("max_body", "9" * 400 + "KiB", "is too large for a size; write it like '1MiB'."),
+        ("rate_limit", "9" * 5000 + "/5s", "is too large for a rate limit; write it like '25/5s'"),
+        ("rate_limit", "5/" + "9" * 400 + "s", "is too large for a rate limit; write it like"),
+    ],
+)
+def test_a_quantity_too_large_to_compute_is_an_error_at_its_line(
+    tmp_path: Path, key: str, written: str, message: str
+) -> None:
+    """A size of 400 digits (int() of its infinite float raised OverflowError) and a rate
+    limit of 5,000 digits of calls (ValueError) or 400 of seconds were tracebacks from
+    `check`; each is an error at its line, quoting it short."""
+    head = (
+        "kind: endpoint\nname: e\nsource: none\n"
+        if key == "max_body"
+        else (
+            "kind: target\nname: crm\nurl: https://api.example.com\naccess_key: a\nsecret_key: s\n"
+        )
+    )
+    (tmp_path / "c.yaml").write_text(f"{head}{key}: {written}\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    (issue,) = info.value.issues
+    line = head.count("\n") + 1
+    assert issue.startswith(f"{tmp_path}/c.yaml:{line}: '{key}' of "), issue
+    assert message in issue and len(issue) < 300, issue
