@@ -397,6 +397,11 @@ def _inline_table(text: str, written: str) -> dict[str, str]:
             shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or table"
             msg = f"map table entry {shown!r} in {written!r} must map to text, not a list or table"
             raise TransformError(msg)
+        if str(key.value) in table:
+            # The YAML form ({map: {a: x, a: y}}) is a duplicate-key error; inline, the last
+            # one was taken without a word.
+            msg = f"map table in {written!r} lists {key.value!r} twice; keep one"
+            raise TransformError(msg)
         table[str(key.value)] = str(value.value)
     return table
 

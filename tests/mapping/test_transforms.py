@@ -313,6 +313,8 @@ class TestParsing:
             ("map({a: [1]})", "must map to text"),
             ("map({a: " + "[" * 600 + "]" * 600 + "})", "nested too deeply"),
             ("map({[a]: b})", "must map to text"),
+            ("map({a: x, b: y, a: z})", "map table in 'map.{a: x, b: y, a: z}.' lists 'a' twice"),
+            ('map({"on": "0", on: "1"})', "lists 'on' twice; keep one"),
             ({"join": ";", "map": {}}, "one key"),
             (42, "is a name like"),
             ("frist_word(", "did you mean 'first_word'"),
