@@ -639,6 +639,18 @@ def _fields(r: Reader) -> tuple[FieldSpec, ...]:
             )
             continue
         previous = attribute
+        if "${" in attribute:
+            # ${VAR} is replaced in values only: the attribute was sent as written
+            # ("${LSQ_FIELD}", refused with every lead), after a warning that it is no
+            # standard field (or an error giving a custom field name, mx_${X} as mx_X).
+            r.issues.error(
+                node.file,
+                line,
+                f"attribute {attribute!r} in 'fields' of {r.what} is a key, and ${{VAR}} is "
+                "replaced in values only (it would be sent as written, and every lead "
+                "refused); write the LeadSquared attribute itself, like mx_City",
+            )
+            continue
         if not attribute.strip():
             r.issues.error(
                 node.file,

@@ -75,3 +75,21 @@ def test_a_name_whose_only_unusual_characters_are_letters_outside_ascii_is_a_war
         "are mx_ then ASCII letters, digits and _): check the field's schema name in "
         "LeadSquared and write it as it is there"
     )
+
+
+@pytest.mark.parametrize("written", ["${LSQ_FIELD}", "mx_${REGION}_Score"])
+def test_a_variable_in_an_attribute_name_is_an_error_at_its_line(
+    tmp_path: Path, written: str
+) -> None:
+    """``${VAR}`` is replaced in values only: as a field's attribute it was sent as written,
+    and every lead refused, after a warning that it is no standard field (or an error that
+    named ``mx_REGION_Score`` as the fix). Set or not, the variable is not the point."""
+    (tmp_path / "m.yaml").write_text(HEAD + "  EmailAddress: $.email\n  " + written + ": $.x\n")
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"LSQ_FIELD": "mx_City", "REGION": "North"})
+    assert info.value.issues == [
+        f"{tmp_path / 'm.yaml'}:10: attribute {written!r} in 'fields' of mapping 'm' is a key, "
+        "and ${VAR} is replaced in values only (it would be sent as written, and every lead "
+        "refused); write the LeadSquared attribute itself, like mx_City"
+    ]
+    assert not [w for w in info.value.warnings if "attribute" in w], info.value.warnings
