@@ -30,6 +30,7 @@ and the aliases of one file stand for at most :data:`MAX_ALIASED` values in all 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -579,7 +580,7 @@ def _report(exc: yaml.YAMLError, text: str, file: str, issues: Issues, belongs: 
         problem = exc.problem or exc.context or "invalid YAML"
         lines = text.split("\n")
         line = _culprit(exc, lines)
-        fix = _unclosed(exc, lines) or _missing_comma(exc, lines)
+        fix = _comment_in_flow(exc, lines) or _unclosed(exc, lines) or _missing_comma(exc, lines)
         if fix is not None:
             issues.error(file, line, f"YAML syntax error: {problem}; {fix}")
             return
@@ -774,6 +775,43 @@ def _brackets(
             elif char in "[]{}":
                 yield number, char
         quote = "" if quote == "'" else quote
+
+
+def _comment_in_flow(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:
+    """The fix when a ``[`` or ``{`` is closed on its own line only after a `` #`` followed by
+    text (``{value: Ad #5}``, ``match: {$.form: Form #2}``): YAML reads `` #`` as a comment's
+    start, so the value ended before it and the closing bracket was never read. pyyaml's
+    error was told as a bracket never closed, "close it with '}' after its last item", on a
+    line that visibly closes it. ``None`` for any other error."""
+    opened = _open_at_end(exc, lines)
+    if opened is not None:
+        number, _, closing, _ = opened
+        column = 0
+    else:
+        flow = _flow_error(exc)
+        if flow is None or exc.context_mark is None:
+            return None
+        _, closing, _ = flow
+        number, column = exc.context_mark.line + 1, exc.context_mark.column
+    if not 0 < number <= len(lines):
+        return None
+    written = lines[number - 1]
+    masked = _structure(written)  # (a comment masked as spaces, a quoted scalar as q)
+    at = next(
+        (i for i in range(column, len(written)) if written[i] == "#" and masked[i] == " "), None
+    )
+    if at is None or written[at + 1 : at + 2] in ("", " ", "\t") or closing not in written[at:]:
+        return None  # (a comment written "# ..." is one: the bracket is not closed)
+    start = max(written.rfind(mark, column, at) for mark in ("{", "[", ",", ": ")) + 1
+    while start < at and written[start] in ": \t":
+        start += 1
+    tail = written[at:]
+    end = min((i for i in (tail.find(","), tail.find(closing)) if i >= 0), default=len(tail))
+    value = (written[start:at] + tail[:end]).strip()
+    return (
+        f"' #' starts a comment in YAML, so the rest of this line was not read, its {closing!r} "
+        f"too; put the value holding '#' in quotes: {json.dumps(value, ensure_ascii=False)}"
+    )
 
 
 def _missing_comma(exc: yaml.MarkedYAMLError, lines: list[str]) -> str | None:

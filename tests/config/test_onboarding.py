@@ -312,6 +312,31 @@ MISPLACED = {
         11,
         "the '[' opened on this line is never closed (its document ends at line 12 inside it)",
     ),
+    # A ' #' with text after it inside a bracket ("Ad #5", "Form #2"): YAML reads a comment
+    # from it, and the bracket's close with it; it was told as a bracket never closed (close
+    # it with '}'), on a line that visibly closes it. A comment written '# ...' after a
+    # bracket truly never closed is still told as that.
+    "hash_in_a_flow_value.yaml": (
+        "fields:\n  EmailAddress: $.email\n  Source: {value: Ad #5}\n  Phone: $.phone\n",
+        11,
+        "expected ',' or '}', but got '<scalar>'; ' #' starts a comment in YAML, so the rest "
+        "of this line was not read, its '}' too; put the value holding '#' in quotes: \"Ad #5\"",
+    ),
+    "hash_in_a_match_value.yaml": (
+        "match: {$.form: Form #2, $.site: main}\nfields:\n  EmailAddress: $.email\n",
+        9,
+        "its '}' too; put the value holding '#' in quotes: \"Form #2\"",
+    ),
+    "hash_in_a_transform_list_at_the_end.yaml": (
+        "fields:\n  mx_Tags:\n    path: $.tags\n    transform: [trim, join( #)]\n",
+        12,
+        "its ']' too; put the value holding '#' in quotes: \"join( #)\"",
+    ),
+    "comment_after_a_bracket_never_closed.yaml": (
+        "fields:\n  Phone: {path: $.phone  # was [x], {y}\n  EmailAddress: $.email\n",
+        10,
+        "the '{' opened on this line is never closed (YAML read on to line 11 as inside it)",
+    ),
     # A bracket left empty (or after a ',') when the file or document ends: pyyaml marks the
     # file's end, not the bracket; the error is at the bracket's line.
     "empty_bracket_at_the_end.yaml": (
