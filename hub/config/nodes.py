@@ -960,6 +960,9 @@ def _syntax_fix(problem: str, written: str) -> str:
             "is known only in its own document (between ---) and below it; write the anchor "
             "there or the values out, or quote a text that starts with '*'"
         )
+    early = _quote_closed_early(written)
+    if early is not None:
+        return early
     if _unquoted_path_in_brackets(problem, written):
         return (
             "inside { } or [ ], a JSONPath holding [ ] or * must be in quotes, like "
@@ -971,6 +974,44 @@ def _syntax_fix(problem: str, written: str) -> str:
         "check the indentation, and quote values that hold ': ', ' #', "
         "or start with '[', '{', '*', '&' or '@'"
     )
+
+
+def _quote_closed_early(written: str) -> str | None:
+    """The fix when a quoted value on the line ``written`` holds its own kind of quote
+    (``'$.answers[?(@.ref=='email')].email'``, a filter's quotes inside the path's): the
+    value ends at that quote, and the text right after it was read as YAML (a syntax error
+    whose general hint, to check the indentation, did not fit). ``None`` when every quoted
+    value on the line is followed by what may follow one (a space, ``,``, ``]``, ``}``,
+    ``:``, the line's end)."""
+    i = 0
+    while i < len(written):
+        char = written[i]
+        if char == "#" and (i == 0 or written[i - 1] in " \t"):
+            return None  # a comment: nothing after it is read
+        if char not in "'\"" or not _opens_quote(written, i):
+            i += 1
+            continue
+        end, closed = _closing(written, i + 1, char)
+        if not closed:
+            return None
+        after = written[end : end + 1]
+        if after and after not in " \t,]}:#\r":
+            other = "'" if char == '"' else '"'
+            inner = written[i + 1 : end - 1]
+            return (
+                f"the value in {char}...{char} ends at the {char} after {_tail(inner)}, so what "
+                f"follows it was read as YAML: write the quotes inside it with the other kind, "
+                f"{other} (a JSONPath in double quotes with single ones in its filter, like "
+                f"\"$.answers[?(@.field.ref=='email')].email\"), or in block style write the "
+                "path without outer quotes"
+            )
+        i = end
+    return None
+
+
+def _tail(text: str) -> str:
+    """``text`` quoted for a message, its last 30 characters at most."""
+    return repr(text if len(text) <= 30 else "..." + text[-27:])
 
 
 #: A ``map({`` transform not in quotes (no quote right before it): on a line with a YAML

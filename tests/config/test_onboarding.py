@@ -337,6 +337,21 @@ MISPLACED = {
         10,
         "the '{' opened on this line is never closed (YAML read on to line 11 as inside it)",
     ),
+    # A quoted path holding its own kind of quote (a filter's): the value ends there, and
+    # the rest of the path is read as YAML; the hint was to check the indentation.
+    "single_quotes_inside_single_quotes.yaml": (
+        "fields:\n  EmailAddress: '$.answers[?(@.field.ref=='email')].email'\n",
+        10,
+        "expected <block end>, but found '<scalar>'; the value in '...' ends at the ' after "
+        "'$.answers[?(@.field.ref==', so what follows it was read as YAML: write the quotes "
+        'inside it with the other kind, "',
+    ),
+    "double_quotes_inside_double_quotes_in_braces.yaml": (
+        'fields:\n  EmailAddress: { path: "$.answers[?(@.field.ref=="email")].email" }\n',
+        10,
+        'the value in "..." ends at the " after \'$.answers[?(@.field.ref==\', so what '
+        "follows it was read as YAML: write the quotes inside it with the other kind, '",
+    ),
     # A bracket left empty (or after a ',') when the file or document ends: pyyaml marks the
     # file's end, not the bracket; the error is at the bracket's line.
     "empty_bracket_at_the_end.yaml": (
