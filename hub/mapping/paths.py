@@ -647,6 +647,44 @@ def _evaluable(text: str, expression: Any) -> None:
         raise PathError(msg)
 
 
+#: A name after a ``.`` (``$.name``, ``@.name``): up to the next step, bracket, quote,
+#: parenthesis, space or operator.
+_DOTTED = re.compile(r"(?<=[$@\]\w])\.([^.\[\]()'\"\s=!<>&|,~*]+)")
+#: A name jsonpath-ng reads after a ``.`` (its lexer's ``ID``), less its reserved words.
+_PLAIN_NAME = re.compile(r"@?[A-Za-z_][A-Za-z0-9_@\-]*")
+_RESERVED = ("where", "wherenot")
+
+
+def _names_quoted(text: str) -> str | None:
+    """How to write ``text`` with each name after a ``.`` that jsonpath-ng cannot read there
+    in brackets (``$.where`` as ``$['where']``, ``$.lead.prénom`` as ``$.lead['prénom']``),
+    when that makes a path that compiles, and why; else ``None``. The general hint, to quote
+    keys "with spaces or symbols", did not name a reserved word or an accented letter as the
+    cause."""
+    why: dict[str, None] = {}
+
+    def quoted(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if "'" in name or (name not in _RESERVED and _PLAIN_NAME.fullmatch(name)):
+            return match.group(0)
+        why[
+            f"{name!r} is a word of jsonpath-ng's syntax"
+            if name in _RESERVED
+            else "jsonpath-ng reads a name holding more than ASCII letters, digits, _ and - "
+            "only in quotes"
+        ] = None
+        return "['" + name + "']"
+
+    fixed = _DOTTED.sub(quoted, text)
+    if fixed == text:
+        return None
+    try:
+        _ext_parse(fixed)
+    except Exception:  # (what else is wrong with it, the general hint covers)
+        return None
+    return f"write {fixed} ({'; '.join(why)})"
+
+
 def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     """Compile ``text`` once; raises :class:`PathError` naming the fix when it does not parse.
 
@@ -665,9 +703,10 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     try:
         expression = _ext_parse(text)
     except Exception as exc:  # JSONPathError, and ply raises a few bare exception types too
+        hint = _names_quoted(text) or "quote keys with spaces or symbols like $['my key']"
         msg = (
-            f"JSONPath {text!r} does not compile ({exc}); quote keys with spaces or symbols "
-            "like $['my key'], and put the whole path in quotes in YAML"
+            f"JSONPath {text!r} does not compile ({exc}); {hint}, and put the whole path in "
+            "quotes in YAML"
         )
         raise PathError(msg) from exc
     timed = _bound_regexes(text, expression)

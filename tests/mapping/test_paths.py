@@ -471,6 +471,13 @@ def test_a_filter_on_odd_documents_finds_nothing() -> None:
         ("$.a[?(@.x==)]", "does not compile"),
         ("Typeform", "for a constant write {value: ...}"),
         ("email", "paths start with '$'"),
+        # A form field named where (jsonpath-ng's operator word), or one holding an accented
+        # letter: told only to quote keys "with spaces or symbols"; now the path to write.
+        ("$.where", "write $['where'] ('where' is a word of jsonpath-ng's syntax)"),
+        ("$.lead.wherenot", "write $.lead['wherenot'] ('wherenot' is a word of"),
+        ("$.lead.prénom", "write $.lead['prénom'] (jsonpath-ng reads a name holding more"),
+        ("$.a[?(@.clé=='x')].v", "write $.a[?(@['clé']=='x')].v (jsonpath-ng reads a name"),
+        ("$.名前[0]", "write $['名前'][0] (jsonpath-ng reads"),
     ],
 )
 def test_bad_paths_raise_with_the_fix(text: str, fragment: str) -> None:
@@ -792,3 +799,11 @@ def test_check_reports_a_bad_regex_in_a_field_and_in_dedupe_with_its_line(tmp_pa
     assert issues[0].startswith(f"{where}:4: 'dedupe' of endpoint 'z': JSONPath")
     assert issues[1].startswith(f"{where}:10: field 'mx_Re' of mapping 'm': JSONPath")
     assert all("does not compile" in issue for issue in issues)
+
+
+def test_the_paths_a_bad_name_is_told_to_be_written_as_find_it() -> None:
+    """What the error above says to write finds the member it names."""
+    document = {"where": "Google", "lead": {"prénom": "Zoé"}, "a": [{"clé": "x", "v": 1}]}
+    assert compile_path("$['where']").values(document) == ["Google"]
+    assert compile_path("$.lead['prénom']").values(document) == ["Zoé"]
+    assert compile_path("$.a[?(@['clé']=='x')].v").values(document) == [1]
