@@ -169,13 +169,21 @@ def clear_memos() -> None:
 PHONE_MAX_TEXT = 250
 
 
+#: A number written as a float's text, ``9876543210.0`` (a phone column a spreadsheet or a
+#: script read as numbers and wrote back): its ``.0`` is no digit of the number. (phonenumbers
+#: takes the dot for punctuation: +91-98765432100 was sent, a digit the sender never had.)
+_FLOAT_WRITTEN = re.compile(r"(\+?\d+)\.0+")
+
+
 def _phone(value: Any, _arg: Any, ctx: Context) -> Any:
     text = to_text(value).strip()
     formatted: str | None = None
     reason: str | None = _NOT_PARSED
     extension: str | None = None
     if len(text) <= PHONE_MAX_TEXT:
-        formatted, reason, extension = _format_phone(text, ctx.default_region)
+        as_float = _FLOAT_WRITTEN.fullmatch(text)
+        number = as_float.group(1) if as_float else text
+        formatted, reason, extension = _format_phone(number, ctx.default_region)
     if extension is not None:
         ctx.warn(
             f"{shown_text(text)!r} sent as {formatted}, its extension {extension} left out "

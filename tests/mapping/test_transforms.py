@@ -117,6 +117,12 @@ class TestPhone:
             ("0039 06 1234 5678", "IN", "+39-0612345678"),
             (9876543210, "IN", "+91-9876543210"),
             ("+91-9876543210", None, "+91-9876543210"),
+            # a float's text, as a spreadsheet or a script writes a phone column read as
+            # numbers: the .0 is no digit (it was: +91-98765432100, and 1-650... too long)
+            ("9876543210.0", "IN", "+91-9876543210"),
+            ("919876543210.0", "IN", "+91-9876543210"),
+            ("+16505550123.00", None, "+1-6505550123"),
+            ("6505550123.0", "US", "+1-6505550123"),
         ],
     )
     def test_formats_as_plus_cc_dash_number(
