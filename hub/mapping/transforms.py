@@ -405,6 +405,8 @@ def _inline_table(text: str, written: str) -> dict[str, str]:
             shown = key.value if isinstance(key, yaml.ScalarNode) else "a list or table"
             msg = f"map table entry {shown!r} in {written!r} must map to text, not a list or table"
             raise TransformError(msg)
+        if not value.value and value.style is None and key.style is None:
+            _no_space_after_colon(str(key.value), written)
         if str(key.value) in table:
             # The YAML form ({map: {a: x, a: y}}) is a duplicate-key error; inline, the last
             # one was taken without a word.
@@ -437,8 +439,34 @@ def _parse_table(raw: Any, written: str) -> dict[str, str]:
         if isinstance(value, dict | list):
             msg = f"map table entry {key!r} in {written!r} must map to text, not {value!r}"
             raise TransformError(msg)
+        if value is None:
+            _no_space_after_colon(to_text(key), written)
         table[to_text(key)] = "" if value is None else to_text(value)
     return table
+
+
+#: A ':' with no space after it: YAML reads it as part of the text (``a:b`` is one key).
+_GLUED_COLON = re.compile(r":(?=\S)")
+
+
+def _no_space_after_colon(key: str, written: str) -> None:
+    """Refuse a table entry written ``{home_loan:Home Loan}``: with no space after its ':',
+    YAML reads the whole as a key given no value, which dropped a value written so (an
+    empty target drops the value) and left the value meant unmapped, silently. A key holding
+    a ':' on purpose is written in quotes (``{"10:30": Morning}``).
+
+    Raises:
+        TransformError: ``key`` holds a ':' with text right after it.
+    """
+    if _GLUED_COLON.search(key) is None:
+        return
+    before, after = key.split(":", 1)
+    msg = (
+        f"map table in {written!r} has the entry {key!r} with no value: YAML needs a space "
+        f"after ':', so write {before}: {after} (a key holding ':' goes in quotes, "
+        f'"{key}": ...)'
+    )
+    raise TransformError(msg)
 
 
 def _separator(arg: Any) -> str:

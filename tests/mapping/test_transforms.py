@@ -289,6 +289,13 @@ class TestListsAndTables:
             "other",
         ]
 
+    def test_a_key_holding_a_colon_in_quotes_or_given_a_value_is_taken(self) -> None:
+        """A ':' is refused only in a key written plain and given no value."""
+        assert run('map({"10:30": Morning, "x:y": "", http://a: b})', ["10:30", "x:y"])[0] == [
+            "Morning"
+        ]
+        assert run({"map": {"10:30": "", "a": "b:c"}}, ["10:30", "a"])[0] == ["b:c"]
+
     def test_map_with_a_star_default_and_a_drop(self) -> None:
         """A "*" entry catches every other value; an empty target drops the value."""
         spec = {"map": {"a": "A", "spam": "", "*": "Other"}}
@@ -321,6 +328,14 @@ class TestParsing:
             ("map({[a]: b})", "must map to text"),
             ("map({a: x, b: y, a: z})", "map table in 'map.{a: x, b: y, a: z}.' lists 'a' twice"),
             ('map({"on": "0", on: "1"})', "lists 'on' twice; keep one"),
+            # no space after ':': YAML reads one key given no value, and the map dropped a
+            # value written so and passed the value meant through unmapped, silently
+            (
+                "map({home_loan:Home Loan, car: Car})",
+                "has the entry 'home_loan:Home Loan' with "
+                "no value: YAML needs a space after ':', so write home_loan: Home Loan",
+            ),
+            ({"map": {"a:b": None}}, "has the entry 'a:b' with no value"),
             ({"join": ";", "map": {}}, "one key"),
             (42, "is a name like"),
             ("frist_word(", "did you mean 'first_word'"),
