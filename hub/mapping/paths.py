@@ -648,8 +648,9 @@ def _evaluable(text: str, expression: Any) -> None:
 
 
 #: A name after a ``.`` (``$.name``, ``@.name``): up to the next step, bracket, quote,
-#: parenthesis, space or operator.
-_DOTTED = re.compile(r"(?<=[$@\]\w])\.([^.\[\]()'\"\s=!<>&|,~*]+)")
+#: parenthesis, space, operator or ':' (``$.form_id:abc`` is a key whose ':' lacks its
+#: space, not a name to quote).
+_DOTTED = re.compile(r"(?<=[$@\]\w])\.([^.\[\]()'\"\s=!<>&|,~*:]+)")
 #: A name jsonpath-ng reads after a ``.`` (its lexer's ``ID``), less its reserved words.
 _PLAIN_NAME = re.compile(r"@?[A-Za-z_][A-Za-z0-9_@\-]*")
 _RESERVED = ("where", "wherenot")

@@ -478,6 +478,7 @@ def test_a_filter_on_odd_documents_finds_nothing() -> None:
         ("$.lead.prénom", "write $.lead['prénom'] (jsonpath-ng reads a name holding more"),
         ("$.a[?(@.clé=='x')].v", "write $.a[?(@['clé']=='x')].v (jsonpath-ng reads a name"),
         ("$.名前[0]", "write $['名前'][0] (jsonpath-ng reads"),
+        ("$.form_id:abc", "quote keys with spaces or symbols"),  # (a ':' lacking its space)
     ],
 )
 def test_bad_paths_raise_with_the_fix(text: str, fragment: str) -> None:
