@@ -479,6 +479,7 @@ class _Builder:
                 merged.extend(self.merge_sources(value_node, key_line))
                 continue
             key = str(key_node.value)
+            _glued_colon(key_node, value_node, self.file, key_line, self.issues)
             if key in out:
                 self.issues.error(
                     self.file,
@@ -513,6 +514,32 @@ class _Builder:
             )
             return []
         return [self.build(item) for item in items]
+
+
+#: A ':' with text right after it: YAML reads it as part of the text (``a:b`` is one scalar).
+_GLUED_COLON = re.compile(r":(?=[^\s])")
+
+
+def _glued_colon(key: yaml.Node, value: yaml.Node, file: str, line: int, issues: Issues) -> None:
+    """Report a key written plain with a ':' and text right after it, and no value
+    (``{path:$.email}``, ``match: {$.form_id:abc}``): YAML parts a key from its value only
+    at a ':' followed by a space, so it read one key, ``path:$.email``, given nothing, and
+    what followed was told as that key's problem (an unknown key, a JSONPath that does not
+    compile, a field that is nothing) without the cause."""
+    if not isinstance(key, yaml.ScalarNode) or key.style is not None:
+        return
+    if not isinstance(value, yaml.ScalarNode) or value.tag != _NULL or value.value:
+        return
+    if _GLUED_COLON.search(key.value) is None:
+        return
+    before, after = key.value.split(":", 1)
+    issues.error(
+        file,
+        line,
+        f"{key.value!r} is read as a key given no value: YAML parts a key from its value at "
+        f"a ':' followed by a space; write {before}: {after} (or the key in quotes, if its "
+        "':' is meant)",
+    )
 
 
 #: Whether a key may be written where it stands: ``belongs(parents, key)``, ``parents``

@@ -706,3 +706,29 @@ def _problems_with(tmp_path: Path, text: str, environ: dict[str, str]) -> Config
     with pytest.raises(ConfigError) as caught:
         load(tmp_path, environ)
     return caught.value
+
+
+def test_a_colon_without_its_space_says_so_at_its_line(tmp_path: Path) -> None:
+    """``{path:$.email}`` and ``match: {$.form_id:abc}``: YAML parts a key from its value
+    only at a ':' followed by a space, so each is one key given no value. What followed
+    named the key's symptom (an unknown key 'path:$.email', a JSONPath that does not compile)
+    and not the cause; now an error at its line says it first. A key in quotes holding a
+    ':', or one given a value, is no such error."""
+    text = (
+        "match: {$.form_id:abc}\n"  # line 9
+        "fields:\n"
+        "  EmailAddress: {path:$.email, required: true}\n"  # line 11
+        '  mx_Slot: {path: $.slot, transform: {map: {"10:30": Morning, a: "b:c"}}}\n'
+        "  mx_Link: {value: 'https://example.com/a:b'}\n"
+    )
+    error = _problems(tmp_path, ENDPOINT + MAPPING + text)
+    said = [i for i in error.issues if "is read as a key given no value" in i]
+    assert said == [
+        f"{tmp_path / 'site.yaml'}:9: '$.form_id:abc' is read as a key given no value: YAML "
+        "parts a key from its value at a ':' followed by a space; write $.form_id: abc (or "
+        "the key in quotes, if its ':' is meant)",
+        f"{tmp_path / 'site.yaml'}:11: 'path:$.email' is read as a key given no value: YAML "
+        "parts a key from its value at a ':' followed by a space; write path: $.email (or the "
+        "key in quotes, if its ':' is meant)",
+    ]
+    assert error.issues[0] == said[0] and error.issues[-1].startswith(f"{tmp_path}/site.yaml:11")
