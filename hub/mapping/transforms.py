@@ -108,11 +108,21 @@ def _string(value: Any, _arg: Any, _ctx: Context) -> Any:
     return to_text(value)
 
 
+#: A number written as a float's text, ``9876543210.0`` (a phone column a spreadsheet or a
+#: script read as numbers and wrote back): its ``.0`` is no digit of the number. (phonenumbers
+#: takes the dot for punctuation: +91-98765432100 was sent, a digit the sender never had.)
+_FLOAT_WRITTEN = re.compile(r"(\+?\d+)\.0+")
+
+
 def _digits(value: Any, _arg: Any, _ctx: Context) -> Any:
     # Every digit written 0-9: a number typed on an Arabic, Persian or Devanagari keyboard
     # ("٩٨٧٦٥٤٣٢١٠") kept its own digits, which LeadSquared's phone and number fields (and
     # the sandbox's Phone) do not read as digits; the lead was refused.
-    return "".join(str(unicodedata.digit(ch)) for ch in to_text(value) if ch.isdigit()) or None
+    text = to_text(value)
+    as_float = _FLOAT_WRITTEN.fullmatch(text.strip())  # "9876543210.0": its .0 is no digit
+    if as_float is not None:
+        text = as_float.group(1)
+    return "".join(str(unicodedata.digit(ch)) for ch in text if ch.isdigit()) or None
 
 
 #: What :func:`_format_phone` gives for text that is no phone number, by reason.
@@ -167,12 +177,6 @@ def clear_memos() -> None:
 #: no phone number, and is answered without it and without the memo, which would otherwise
 #: keep each such text (a sender's megabyte) for as long as it stays among the 4,096 kept.
 PHONE_MAX_TEXT = 250
-
-
-#: A number written as a float's text, ``9876543210.0`` (a phone column a spreadsheet or a
-#: script read as numbers and wrote back): its ``.0`` is no digit of the number. (phonenumbers
-#: takes the dot for punctuation: +91-98765432100 was sent, a digit the sender never had.)
-_FLOAT_WRITTEN = re.compile(r"(\+?\d+)\.0+")
 
 
 def _phone(value: Any, _arg: Any, ctx: Context) -> Any:

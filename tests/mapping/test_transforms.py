@@ -86,6 +86,16 @@ class TestTextTransforms:
             "982",
         ]
 
+    def test_digits_of_a_float_s_text_leave_its_point_zero_out(self) -> None:
+        """A phone or zip column a spreadsheet or a script wrote as a float's text
+        ("9876543210.0") gave one 0 too many (98765432100); other decimals keep their digits."""
+        assert run("digits", ["9876543210.0", "+919876543210.00", " 560001.0 "])[0] == [
+            "9876543210",
+            "919876543210",
+            "560001",
+        ]
+        assert run("digits", ["98765.43210", "12.50"])[0] == ["9876543210", "1250"]
+
 
 class TestNames:
     def test_first_word_and_rest_words_split_a_full_name(self) -> None:
