@@ -9,6 +9,7 @@ and returns a :class:`~hub.config.models.Config` or raises
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from hub.config.models import Config, Endpoint, JsonPath, Origin, Target
 from hub.config.nodes import Node, read_documents
 from hub.config.reader import Reader
 from hub.mapping.model import CompiledMapping, Rule, describe_rule
-from hub.mapping.paths import SimplePath
+from hub.mapping.paths import SimplePath, parse_path
 from hub.units import UnitError
 
 KINDS = ("target", "endpoint", "mapping")
@@ -212,8 +213,23 @@ def read_file(path: Path) -> tuple[str | None, int, str]:
 def _same_path(path: JsonPath) -> object:
     """What two paths that read the same value share: a plain chain of names and indexes by
     its steps (``$.form`` and ``$['form']`` alike, which two mappings copied from different
-    examples write), any other path by its text."""
-    return ("steps", path.steps) if isinstance(path, SimplePath) else ("text", path.text)
+    examples write), any other path by the tree jsonpath-ng parses it into, so that spacing
+    and quoting do not tell two alike apart (``[?(@.ref=='x')]``, ``[?(@.ref == "x")]``,
+    ``[?(@['ref']=='x')]``: two mappings matching on those were not found to overlap)."""
+    if isinstance(path, SimplePath):
+        return ("steps", path.steps)
+    return ("parsed", _parsed_tree(path.text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_tree(text: str) -> str:
+    """``text`` parsed by jsonpath-ng, written as its tree of nodes (names, filters and their
+    literals exactly, ``Fields('a.b')`` apart from ``Fields('a'), Fields('b')``); the text
+    itself when that cannot be had (a path nested too deeply for its ``repr``)."""
+    try:
+        return repr(parse_path(text))
+    except Exception:  # (it compiled at load: a RecursionError of repr, say)
+        return text
 
 
 def _kind_left_out(node: Node) -> tuple[str, str] | None:

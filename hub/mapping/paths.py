@@ -686,6 +686,18 @@ def _names_quoted(text: str) -> str | None:
     return f"write {fixed} ({'; '.join(why)})"
 
 
+def parse_path(text: str) -> Any:
+    """``text`` as jsonpath-ng's extended parser reads it, its own tree of nodes (what
+    :func:`compile_path` starts from).
+
+    Raises:
+        Exception: what jsonpath-ng raises for a path that does not parse.
+    """
+    with warnings.catch_warnings():  # (an unquoted word as an operand is deprecated)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return _ext_parse(text.strip())
+
+
 def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     """Compile ``text`` once; raises :class:`PathError` naming the fix when it does not parse.
 

@@ -291,6 +291,39 @@ def test_overlaps_are_told_in_line_order(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("\"$.answers[?(@.ref=='form')].v\"", "\"$.answers[?(@.ref == 'form')].v\""),
+        ("\"$.answers[?(@.ref=='form')].v\"", '\'$.answers[?(@["ref"]=="form")]["v"]\''),
+        ("$.tags[*]", "\"$['tags'][*]\""),
+    ],
+)
+def test_overlapping_matches_on_one_filter_written_two_ways_are_found(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    """Two mappings matching on the same filter, written with other spacing or quoting (one
+    copied from an example, one typed): their overlap was not found, as their texts differ,
+    and each event both took was dead at run time. Paths that only look alike are not."""
+    mapping = "---\nname: {}\nendpoint: e\nmatch:\n  {}: x\nfields:\n  EmailAddress: $.email\n"
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n"
+        + mapping.format("early", first)
+        + mapping.format("late", second)
+    )
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {})
+    (issue,) = info.value.issues
+    assert issue.startswith(f"{tmp_path}/a.yaml:14: mappings 'early' ({tmp_path}/a.yaml:5) and ")
+    assert "both take every event of endpoint 'e' when" in issue
+    (tmp_path / "a.yaml").write_text(
+        "kind: endpoint\nname: e\nsource: none\n"
+        + mapping.format("early", "\"$['a.b'][*]\"")
+        + mapping.format("late", "$.a.b[*]")
+    )
+    assert set(load(tmp_path, {}).mappings) == {"early", "late"}
+
+
+@pytest.mark.parametrize(
     ("key", "says"),
     [
         ('"${FORM_PATH}"', "'${FORM_PATH}' is a key, and ${VAR} is replaced in values only"),
