@@ -402,6 +402,9 @@ class _Builder:
     def scalar(self, node: yaml.ScalarNode) -> Node:
         line = node.start_mark.line + 1
         raw = node.value
+        cut = _cut_by_comment(node)
+        if cut is not None:
+            self.issues.warn(self.file, line, cut)
         if "${" in raw and node.tag in (_STR, _INT, _FLOAT, _BOOL, _NULL):
             # The expanded text is the value, exactly: never read again as YAML.
             before = self.stood_in
@@ -514,6 +517,30 @@ class _Builder:
             )
             return []
         return [self.build(item) for item in items]
+
+
+#: What follows a plain value on its line when a comment starts right after it with text
+#: glued to its '#' (``Ad #5``): spaces, the '#', then no space.
+_GLUED_COMMENT = re.compile(r"[ \t]+#(?=[^\s#])([^\n\r]*)")
+
+
+def _cut_by_comment(node: yaml.ScalarNode) -> str | None:
+    """The warning for a plain value that a comment cut short (``value: Ad #5`` is the value
+    ``Ad``; ``$.form_id: Form #2`` matches ``Form``), else ``None``: YAML reads `` #`` as a
+    comment's start, and a value written so was sent, or compared, without its end, silently.
+    Only a '#' with text right after it counts (``# a comment`` is written with a space)."""
+    end = node.end_mark
+    if node.style is not None or not node.value or not isinstance(end.buffer, str):
+        return None
+    glued = _GLUED_COMMENT.match(end.buffer, end.pointer)
+    if glued is None:
+        return None
+    meant = f"{node.value} #{glued.group(1).rstrip()}"
+    return (
+        f"the value here is {node.value!r}: YAML reads ' #' and what follows on the line as a "
+        f"comment; if that belongs to the value, put it in quotes: "
+        f"{json.dumps(meant, ensure_ascii=False)}"
+    )
 
 
 #: A ':' with text right after it: YAML reads it as part of the text (``a:b`` is one scalar).

@@ -732,3 +732,24 @@ def test_a_colon_without_its_space_says_so_at_its_line(tmp_path: Path) -> None:
         "key in quotes, if its ':' is meant)",
     ]
     assert error.issues[0] == said[0] and error.issues[-1].startswith(f"{tmp_path}/site.yaml:11")
+
+
+def test_a_value_a_comment_cut_short_is_warned_of_at_its_line(tmp_path: Path) -> None:
+    """``value: Ad #5`` is the value ``Ad`` and ``$.form: Form #2`` matches ``Form``: YAML
+    reads `` #`` as a comment's start, so each was sent or compared without its end, without
+    a word. A '#' with text glued to it is warned of at its line, with the value in quotes;
+    a comment written ``# ...``, and one after a closing bracket, are not."""
+    text = (
+        "match:\n  $.form: Form #2\n"  # line 10
+        "fields:\n  EmailAddress: $.email   # the email, trimmed\n"
+        "  Source:\n    value: Ad #5\n"  # line 14
+        "  mx_B: {path: $.b}  #x\n"
+    )
+    (tmp_path / "site.yaml").write_text(ENDPOINT + MAPPING + text, encoding="utf-8")
+    warnings = [w for w in load(tmp_path, {}).warnings if "as a comment" in w]
+    assert warnings == [
+        f"{tmp_path / 'site.yaml'}:{line}: the value here is {value!r}: YAML reads ' #' and "
+        "what follows on the line as a comment; if that belongs to the value, put it in "
+        f'quotes: "{meant}"'
+        for line, value, meant in ((10, "Form", "Form #2"), (14, "Ad", "Ad #5"))
+    ]
