@@ -85,7 +85,20 @@ def _upper(value: Any, _arg: Any, _ctx: Context) -> Any:
 
 
 def _title_word(word: str) -> str:
-    return "-".join(part[:1].upper() + part[1:].lower() for part in word.split("-"))
+    return "-".join(_title_part(part) for part in word.split("-"))
+
+
+def _title_part(part: str) -> str:
+    """``part`` with its first letter upper-cased and the rest lowered; the first letter is
+    the first character, or the first after opening punctuation (``(bob)``, ``"asha"``,
+    ``¡hola``, which kept their letters lower-case: "Robert (bob) smith" gave "Robert (bob)
+    Smith"). A digit first (``3rd``) is the first character, as before."""
+    start = 0
+    while start < len(part) and not part[start].isalnum():
+        start += 1
+    if start == len(part):
+        start = 0
+    return part[:start] + part[start : start + 1].upper() + part[start + 1 :].lower()
 
 
 def _title(value: Any, _arg: Any, _ctx: Context) -> Any:

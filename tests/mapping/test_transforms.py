@@ -53,6 +53,16 @@ class TestTextTransforms:
             "O'neil",
         ]
 
+    def test_title_capitalises_a_word_after_its_opening_punctuation(self) -> None:
+        """A nickname in parentheses, a name in quotes, ¡ or ¿: the first letter after the
+        punctuation is capitalised (they kept their lower case); a digit first is kept."""
+        assert run("title", ["robert (bob) smith", '"asha" RAO', "¡hola", "3RD floor"])[0] == [
+            "Robert (Bob) Smith",
+            '"Asha" Rao',
+            "¡Hola",
+            "3rd Floor",
+        ]
+
     def test_title_keeps_emoji_and_scripts_without_case(self) -> None:
         """title leaves emoji and CJK text as they are."""
         assert run("title", ["🙂 smile", "山田 太郎"])[0] == ["🙂 Smile", "山田 太郎"]
