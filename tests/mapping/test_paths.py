@@ -220,7 +220,7 @@ equalities = st.builds(
 )
 #: Documents holding lists (and objects) of records whose members are often the same
 #: string, so that a filter keeps several items of one list, among lookalikes of other types.
-answer_values = st.one_of(
+answer_values: st.SearchStrategy[Any] = st.one_of(
     st.sampled_from(["1", "é"]), st.sampled_from(["1", "é", "", "x y", 1, True, None, [], {}])
 )
 answer_records = st.dictionaries(
