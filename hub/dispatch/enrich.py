@@ -32,7 +32,7 @@ from hub.dispatch.fetch import (
     not_an_id,
 )
 from hub.dispatch.graph import merge_document
-from hub.dispatch.retry import RetryPolicy, time_in
+from hub.dispatch.retry import RetryPolicy
 from hub.mapping.values import shown_text
 from hub.sources.linkedin import CREATED, DELETED, lead_action
 from hub.store.models import Event
@@ -198,7 +198,7 @@ async def _retry_read(d: Dispatcher, event: Event, outcome: FetchRetry, reason: 
     if outcome.throttled or proxy:
         until = d.hold_reads(event.endpoint, outcome.wait, reason, proxy=proxy)
     now = d.clock.time()
-    held = time_in(d.read_hold_spans(event.endpoint, now), event.queued_since, now)
+    held = d.read_hold_spans(event.endpoint, now)
     policy = endpoint_policy(d, event.endpoint)
     await d.retry_or_die(event, policy, reason, held=held, not_before=until)
 

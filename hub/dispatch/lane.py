@@ -37,7 +37,7 @@ import structlog
 from hub.config.models import Config, Target
 from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, call_bound
 from hub.dispatch.ratelimit import RateLimiter
-from hub.dispatch.retry import RetryPolicy, time_in
+from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
 from hub.store.base import LeaseLost, StoreUnavailable
 from hub.store.models import PAUSE_HELD, Ack, Event
@@ -615,9 +615,8 @@ class Lane:
             # of Graph's throttling, is not given up at its first failure after).
             now = d.clock.time()
             spans = [*self.pause_spans(now), *d.read_hold_spans(event.endpoint, now)]
-            held = time_in(spans, event.queued_since, now)
             await d.retry_or_die(
-                event, self.policy, outcome.reason, held=held, give_up=not outcome.rate_limited
+                event, self.policy, outcome.reason, held=spans, give_up=not outcome.rate_limited
             )
         elif isinstance(outcome, Dead):
             await d.kill(event, outcome.reason, fixable=True)

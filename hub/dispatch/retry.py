@@ -17,6 +17,7 @@ tried again by :class:`Rewrites` until the store takes it or the lease ends.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import random as _random
@@ -27,7 +28,7 @@ import structlog
 
 from hub.clock import Clock
 from hub.config.models import RetrySchedule
-from hub.store.base import StoreUnavailable
+from hub.store.base import CLOCK_STEP_FORWARD, StoreUnavailable
 from hub.store.models import Event
 
 _log = structlog.get_logger()
@@ -90,6 +91,41 @@ def time_in(spans: Iterable[tuple[float, float]], start: float, end: float) -> f
             total += ended - began
             reached = ended
     return total
+
+
+class ClockSkips:
+    """The wall time a step forward of the clock skipped, as this process saw it: no time
+    to try in, so it does not count toward an event's ``give_up_after`` (as a target's pause
+    does not, see :func:`time_in`).
+
+    A step forward (NTP setting a slow clock right, an operator, a VM resumed from sleep:
+    the monotonic clock does not run while it sleeps) moved every event's give-up clock on
+    by the step: set two hours forward, events that had failed for two seconds were dead at
+    their next failure, "gave up after 3 attempt(s) over 1h". Told by the wall clock's
+    reading going further than the monotonic one between two looks (:meth:`note`, at each
+    claim and each retry), by more than :data:`~hub.store.base.CLOCK_STEP_FORWARD`; placed
+    at the earlier look (the step came between the two). A restart forgets the skips, as it
+    forgets the pauses."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._last: tuple[float, float] | None = None  # (wall, monotonic) at the last look
+        self._spans: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
+
+    def note(self) -> None:
+        """Look at the clock: a step forward since the last look is kept as a span."""
+        wall, mono = self._clock.time(), self._clock.monotonic()
+        last, self._last = self._last, (wall, mono)
+        if last is None:
+            return
+        ahead = (wall - last[0]) - (mono - last[1])
+        if ahead > CLOCK_STEP_FORWARD:
+            self._spans.append((last[0], last[0] + ahead))
+
+    def spans(self) -> list[tuple[float, float]]:
+        """The wall time skipped (unix times: from, to), the clock looked at now."""
+        self.note()
+        return list(self._spans)
 
 
 #: Seconds before a write the store could not take is tried again, doubling up to

@@ -81,7 +81,7 @@ import contextlib
 import dataclasses
 import random as _random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import httpx
@@ -116,7 +116,7 @@ from hub.dispatch.leadsquared import LeadSquaredClient
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
 from hub.dispatch.ratelimit import limiter_for
-from hub.dispatch.retry import RetryPolicy, Rewrites
+from hub.dispatch.retry import ClockSkips, RetryPolicy, Rewrites, time_in
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
 from hub.store.base import CLOCK_STEP_BACK, ENDPOINT_ABSENT, EventStore, StoreUnavailable
@@ -258,6 +258,8 @@ class Dispatcher:
         #: was asked for (None: none yet), to tell a step back of the store's clock by while
         #: the lanes are full (:meth:`_stepped_back`).
         self._claim_offset: float | None = None
+        #: The wall time steps forward of the clock skipped (see :meth:`retry_or_die`).
+        self.skips = ClockSkips(clock)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -586,6 +588,7 @@ class Dispatcher:
             return None
         self.claim_failures.succeeded()
         self._claim_offset = offset
+        self.skips.note()
         self.rewrites.claimed(claimed, started, self.lease)
         _log.debug(
             "events_claimed",
@@ -1253,21 +1256,27 @@ class Dispatcher:
         policy: RetryPolicy,
         reason: str,
         *,
-        held: float = 0.0,
+        held: Iterable[tuple[float, float]] = (),
         give_up: bool = True,
         not_before: float | None = None,
     ) -> None:
         """Schedule another try with backoff, or kill the event when the schedule gives up.
 
-        ``held``: seconds since the event joined the queue that do not count toward its
-        ``give_up_after`` (its target was paused then). ``give_up=False``: a failure that
-        never makes the event dead (the account's rate limit), retried past the deadline.
-        ``not_before``: the next try is no sooner (unix seconds: the API said to wait so long).
+        ``held``: times (unix: began, ended) that do not count toward the event's
+        ``give_up_after`` (its target was paused, its endpoint's reads held); nor does the
+        wall time a step forward of the clock skipped (:class:`ClockSkips`), each moment
+        counted once. ``give_up=False``: a failure that never makes the event dead (the
+        account's rate limit), retried past the deadline. ``not_before``: the next try is no
+        sooner (unix seconds: the API said to wait so long).
         """
+        spans = [*held, *self.skips.spans()]
         now = self.clock.time()
+        held_for = time_in(spans, event.queued_since, now)
         # The give-up clock runs from when the event joined the queue: a replay starts it
         # again (with zero attempts), so a replayed event gets its whole schedule.
-        at = policy.next_attempt(event.attempts, event.queued_since + held, now, give_up=give_up)
+        at = policy.next_attempt(
+            event.attempts, event.queued_since + held_for, now, give_up=give_up
+        )
         if at is not None and not_before is not None:
             at = max(at, not_before)
         if at is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -20,6 +21,7 @@ from structlog.testing import capture_logs
 
 from hub.dispatch.ratelimit import account_of
 from hub.store import open_store
+from hub.store.base import EventStore
 from hub.store.models import State
 from tests.dispatch.support import (
     CAPTURE,
@@ -28,6 +30,9 @@ from tests.dispatch.support import (
     forms_config,
     leads,
     running,
+    sandbox_get,
+    sandbox_post,
+    sandbox_server,
     states,
     wait_for,
 )
@@ -224,5 +229,72 @@ async def test_a_step_back_does_not_stop_rate_limited_sending(
                 await wait_for(lambda: len(fake.created) > 2, timeout=30, what="the 3rd call")
         [stepped] = [e for e in logs if e["event"] == "clock_stepped_back"]
         assert stepped["slots"] == 2
+    finally:
+        await store.close()
+
+
+def each_retried(store: EventStore, ids: list[int], attempts: int) -> Callable[[], Awaitable[bool]]:
+    """A check: every event of ``ids`` is ``retrying`` after at least ``attempts`` attempts."""
+
+    async def check() -> bool:
+        events = (await states(store, ids)).values()
+        return all(e.state is State.RETRYING and e.attempts >= attempts for e in events)
+
+    return check
+
+
+async def test_a_step_forward_does_not_use_up_give_up_after(tmp_path: Path) -> None:
+    """Leads the sandbox refuses (its 500 fault on every call) while the clock is set two
+    hours forward, past their give_up_after of an hour: they go on being retried, and once
+    the faults stop each is delivered, one lead each in the sandbox (before: each was dead
+    at its next failure, "gave up after 4 attempt(s) over 1h", after seconds of trying)."""
+    clock = SteppedClock()
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=clock)
+    await store.open()
+    try:
+        with sandbox_server() as (url, _), capture_logs() as logs:
+            sandbox_post(url, "/_sandbox/faults", {"every": 1, "kinds": ["500"]})
+            retry = "{initial: 200ms, max_interval: 500ms, give_up_after: 1h}"
+            config = forms_config(tmp_path, url, retry=retry)
+            async with running(config, store, clock=clock):
+                ids = await enqueue(store, "forms", leads("ahead", 3))
+                await wait_for(each_retried(store, ids, 2), timeout=30, what="two failures each")
+                clock.step(2 * HOUR)
+                more, dead = each_retried(store, ids, 6), all_in(State.DEAD, store, ids[:1])
+
+                async def retried_more_or_dead() -> bool:
+                    return await more() or await dead()
+
+                await wait_for(retried_more_or_dead, timeout=30, what="four more failures")
+                assert not [e for e in logs if e["event"] == "event_dead"]
+                sandbox_post(url, "/_sandbox/faults", {"rate": 0})
+                await wait_for(all_in(State.DELIVERED, store, ids), timeout=30, what="delivered")
+            emails = sorted(lead["EmailAddress"] for lead in sandbox_get(url, "/_sandbox/leads"))
+        assert emails == [f"ahead{n}@example.com" for n in range(3)]
+        assert not [e for e in logs if e["event"] == "event_dead"]
+    finally:
+        await store.close()
+
+
+async def test_after_a_step_forward_give_up_after_still_ends_the_retries(tmp_path: Path) -> None:
+    """The time a step forward skipped does not count toward give_up_after, the time after
+    it does: leads the sandbox refuses for good are dead once their 3 s have passed, the
+    step of an hour in between (the skip is not taken for an hour more to try in)."""
+    clock = SteppedClock()
+    store = open_store(f"sqlite:///{tmp_path / 'hub.db'}", clock=clock)
+    await store.open()
+    try:
+        with sandbox_server() as (url, _):
+            sandbox_post(url, "/_sandbox/faults", {"every": 1, "kinds": ["500"]})
+            retry = "{initial: 200ms, max_interval: 500ms, give_up_after: 3s}"
+            config = forms_config(tmp_path, url, retry=retry)
+            async with running(config, store, clock=clock):
+                ids = await enqueue(store, "forms", leads("ended", 2))
+                await wait_for(each_retried(store, ids, 1), timeout=30, what="a failure each")
+                clock.step(HOUR)
+                await wait_for(all_in(State.DEAD, store, ids), timeout=30, what="dead")
+            assert sandbox_get(url, "/_sandbox/leads") == []
+        for event in (await states(store, ids)).values():
+            assert event.last_error is not None and "gave up after" in event.last_error
     finally:
         await store.close()
