@@ -241,6 +241,13 @@ class Lane:
             spans.append((self._paused_since, now))
         return spans
 
+    def take_pauses(self, replaced: Lane) -> None:
+        """Keep the pauses of the lane this one replaces (a reload changed its target): the
+        time they held its events back is no time to try in for this lane either. Forgotten,
+        a reload that fixed keys refused for longer than give_up_after had each held event
+        dead at its first transient failure after ("gave up after 1 attempt(s)")."""
+        self._pauses.extend(replaced.pause_spans(self._d.clock.time()))
+
     def holds(self, event_id: int) -> bool:
         return event_id in self._held
 

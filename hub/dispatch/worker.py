@@ -399,6 +399,7 @@ class Dispatcher:
             else:
                 lanes[target.name] = self._lane(target)
                 if lane is not None:
+                    lanes[target.name].take_pauses(lane)
                     closing.append(lane)
         closing += [lane for name, lane in self.lanes.items() if name not in lanes]
         for lane in closing:

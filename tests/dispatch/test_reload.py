@@ -26,6 +26,10 @@ from tests.dispatch.support import (
     leads,
     opened_store,
     running,
+    sandbox_get,
+    sandbox_post,
+    sandbox_server,
+    states,
     target_yaml,
     wait_for,
     write_config,
@@ -239,3 +243,41 @@ async def test_reloads_that_change_no_mapping_leave_the_lanes_sending(
     reloads = [e for e in logs if e["event"] == "dispatcher_reloaded"]
     assert reloads and all(e["remapped"] == 0 for e in reloads), reloads
     assert rec.calls == {"a": 24}
+
+
+async def test_a_pause_a_reload_ended_still_does_not_use_up_give_up_after(
+    tmp_path: Path,
+) -> None:
+    """The sandbox refuses the target's keys (401: paused) for longer than give_up_after
+    (2 s); a reload gives the right keys, and the sandbox's first answers then are 500s. The
+    leads are retried (the paused time is no time to try in, also once a reload replaced the
+    lane), and delivered once the faults stop, one lead each (before: the new lane knew of no
+    pause, and each lead was dead at its first 500, "gave up after 1 attempt(s) over 2s")."""
+    retry = "{initial: 200ms, max_interval: 500ms, give_up_after: 2s}"
+    wrong = {"LSQ_ACCESS": "wrong-access", "LSQ_SECRET": "wrong-secret"}
+    with sandbox_server() as (url, _), capture_logs() as logs:
+        directory = tmp_path / "cfg"
+        documents = (
+            target_yaml("default", url, retry=retry),
+            flat_endpoint_yaml("forms", "default"),
+        )
+        async with opened_store(tmp_path / "hub.db") as store:
+            async with running(write_config(directory, *documents, environ=wrong), store) as d:
+                ids = await enqueue(store, "forms", leads("held", 2))
+                await wait_for(lambda: d.lanes["default"].pause_level >= 1, what="the pause")
+                await asyncio.sleep(3.0)  # paused past give_up_after
+                sandbox_post(url, "/_sandbox/faults", {"every": 1, "kinds": ["500"]})
+                await d.reload(load(directory, KEYS))
+
+                async def failed_twice_or_dead() -> bool:
+                    events = (await states(store, ids)).values()
+                    return all(e.attempts >= 2 for e in events) or any(
+                        e.state is State.DEAD for e in events
+                    )
+
+                await wait_for(failed_twice_or_dead, what="two failures each, after the reload")
+                assert not [e for e in logs if e["event"] == "event_dead"]
+                sandbox_post(url, "/_sandbox/faults", {"rate": 0})
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+            emails = sorted(lead["EmailAddress"] for lead in sandbox_get(url, "/_sandbox/leads"))
+    assert emails == ["held0@example.com", "held1@example.com"]
