@@ -11,6 +11,7 @@ import pytest
 
 from hub.clock import ManualClock
 from tests.sandbox.helpers import AUTH, CAPTURE, Lsq, assert_error, body
+from tests.sandbox.test_model import STANDARD
 
 INVALID = "MXInvalidInputException"
 JSON_TYPE = {"content-type": "application/json"}
@@ -131,28 +132,7 @@ def test_attribute_names_match_case_insensitively_and_store_schema_names(lsq: Ls
 
 #: The standard schema names sandbox.md lists as accepted, but the identifiers' own rules
 #: (ProspectID, the lookups; RelatedCompanyId, a known account: tested on their own).
-SCHEMA_NAMES = [
-    "FirstName",
-    "LastName",
-    "EmailAddress",
-    "Phone",
-    "Mobile",
-    "Company",
-    "JobTitle",
-    "Website",
-    "Notes",
-    "Source",
-    "SourceMedium",
-    "SourceCampaign",
-    "SourceContent",
-    "SourceReferrer",
-    "SourceIPAddress",
-    "Origin",
-    "ProspectStage",
-    "OwnerId",
-    "DoNotEmail",
-    "DoNotCall",
-]
+SCHEMA_NAMES = [name for name in STANDARD if name != "RelatedCompanyId"]
 
 
 def test_every_standard_attribute_sandbox_md_lists_is_taken_under_its_schema_name(

@@ -9,8 +9,7 @@ app and serve's own start."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -23,25 +22,14 @@ from structlog.testing import capture_logs
 from hub.commands import serve
 from hub.store import StoreUnavailable, open_store
 from hub.store import postgres as pg
-from hub.store.base import EventStore
 from hub.store.postgres import _SCHEMA_LOCK, APPLICATION_NAME
-from hub.web.app import create_app
 from tests.pg_server import PostgresServer, find_bindir, sql
 from tests.store.helpers import delivery
-from tests.web.conftest import make_config
+from tests.store.test_pg_ping_lock import hub_client
 
 pytestmark = pytest.mark.skipif(find_bindir() is None, reason="PostgreSQL is not installed")
 
 Logs = list[MutableMapping[str, Any]]
-
-
-@contextlib.asynccontextmanager
-async def _app(store: EventStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    """The hub's app on ``store`` (open), asked in process."""
-    app = create_app(config=make_config(tmp_path), store=store)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
-        yield client
 
 
 async def _waiting(client: httpx.AsyncClient) -> dict[str, float]:
@@ -204,7 +192,7 @@ async def test_a_lock_timeout_on_the_database_names_the_lock_at_once(tmp_path: P
         await store.open()
         dba = await asyncpg.connect(server.dsn)
         try:
-            async with _app(store, tmp_path) as client:
+            async with hub_client(store, tmp_path) as client:
                 assert (await client.get("/readyz", timeout=30)).status_code == 200
                 assert await _waiting(client) == {"standby": 0, "lock": 0}
                 await dba.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
@@ -242,7 +230,7 @@ async def test_concurrent_probes_under_a_lock_hold_one_connection(tmp_path: Path
         await store.open()
         dba = await asyncpg.connect(server.dsn)
         try:
-            async with _app(store, tmp_path) as client:
+            async with hub_client(store, tmp_path) as client:
                 await dba.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
                 probes = [
                     asyncio.ensure_future(client.get(path, timeout=30))

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.skipif(find_bindir() is None, reason="PostgreSQL is not
 
 
 @contextlib.asynccontextmanager
-async def _app(store: EventStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def hub_client(store: EventStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The hub's app on ``store`` (open), asked in process."""
     app = create_app(config=make_config(tmp_path), store=store)
     transport = httpx.ASGITransport(app=app)
@@ -70,7 +70,7 @@ async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_pa
         store = open_store(f"{server.dsn}?stall_after=1s")
         await store.open()
         try:
-            async with _app(store, tmp_path) as client:
+            async with hub_client(store, tmp_path) as client:
                 assert (await client.get("/readyz", timeout=30)).status_code == 200
                 assert await _store_up(client) == 1
                 dba = await asyncpg.connect(server.dsn)
