@@ -13,9 +13,11 @@ imported only when used, so ``leadhub check`` never loads the web stack.
 from __future__ import annotations
 
 import argparse
+import codecs
 import difflib
 import errno
 import importlib
+import io
 import itertools
 import os
 import re
@@ -831,6 +833,54 @@ class Output:
         return getattr(self.stream, name)
 
 
+#: The error handler of a command's standard output (see :func:`main`).
+OUTPUT_ERRORS = "leadhub-output"
+
+
+def _output_errors(exc: UnicodeError) -> tuple[bytes, int]:
+    """What a command's standard output writes for characters its encoding lacks (an ASCII
+    locale, ``PYTHONIOENCODING=ascii``): a byte of a file name Python read with surrogate
+    escapes as that byte, as ``surrogateescape`` writes it; any other character backslash
+    escaped (``\\xe9``, ``\\u2026``), as Python's standard error writes it. (Strict, a
+    sender's ``é`` in ``leadhub events`` or ``try`` was a UnicodeEncodeError traceback.)"""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for char in exc.object[exc.start : exc.end]:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += char.encode("ascii", "backslashreplace")
+    return bytes(out), exc.end
+
+
+codecs.register_error(OUTPUT_ERRORS, _output_errors)
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+def json_text(text: str) -> str:
+    """``text``, JSON, as a command writes it to standard output: as it is when standard
+    output is Unicode (UTF-8, the usual case), else with each non-ASCII character written as
+    its JSON escape (``\\u00e9``, a surrogate pair beyond the BMP), so that ``--json`` is
+    valid JSON meaning the same values under an ASCII locale too (JSON's non-ASCII characters
+    are only ever in its strings, where the escapes mean them)."""
+    encoding = getattr(sys.stdout, "encoding", None) or "ascii"
+    try:
+        unicode = codecs.lookup(encoding).name.startswith("utf")
+    except LookupError:
+        unicode = False
+    return text if unicode else _NOT_ASCII.sub(_json_escape, text)
+
+
 #: The commands that serve until stopped, logging to standard output: a log line that cannot
 #: be written is theirs to handle, not a command's result to report (see :class:`Output`).
 SERVERS = ("serve", "sandbox")
@@ -850,8 +900,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     module_name = "try_" if args.command == "try" else args.command
     module = importlib.import_module(f"hub.commands.{module_name}")
     stdout = sys.stdout
+    errors = getattr(stdout, "errors", None)
     if args.command not in SERVERS:
         sys.stdout = Output(stdout)  # (it writes and flushes as a stream does)
+        if isinstance(stdout, io.TextIOWrapper):  # a character it cannot encode, escaped
+            stdout.reconfigure(errors=OUTPUT_ERRORS)
     try:
         code: int = module.run(args)
         sys.stdout.flush()
@@ -867,6 +920,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 1
     finally:
         sys.stdout = stdout
+        if isinstance(stdout, io.TextIOWrapper) and errors and not stdout.closed:
+            stdout.reconfigure(errors=errors)
     return code
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from hub.cli import given_as, variable_of
+from hub.cli import given_as, json_text, variable_of
 from hub.sources.base import redact_fields
 from hub.sources.google import GoogleSource
 from hub.store.base import MAX_ID, EventStore
@@ -248,7 +248,7 @@ class Json:
 
     def page(self, events: list[Listed]) -> None:
         lines = (orjson.dumps(as_json(e, self.now)).decode() + "\n" for e in events)
-        sys.stdout.write("".join(lines))
+        sys.stdout.write(json_text("".join(lines)))
 
     def nothing(self) -> None:
         """Nothing matched: no line at all."""

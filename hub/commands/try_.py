@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from hub.cli import json_text
 from hub.config import ConfigError, load
 from hub.config.issues import did_you_mean
 from hub.config.models import (
@@ -414,7 +415,7 @@ def _print_human(config: Config, lead: Any, result: Result) -> None:
     print(f"query: {query or '(none)'}")
     print("headers: x-LSQ-AccessKey and x-LSQ-SecretKey (the target's keys, not shown)")
     print("body:")
-    print(json.dumps(result.body, indent=2, ensure_ascii=False))
+    print(json_text(json.dumps(result.body, indent=2, ensure_ascii=False)))
     for warning in result.warnings:
         print(f"warning: {warning}")
     unfound = _found_nothing(config, lead, result)
@@ -459,7 +460,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     for number, (lead, result) in enumerate(results, start=1):
         if args.json:  # one object per lead, one per line
-            print(json.dumps(as_json(result), ensure_ascii=False))
+            print(json_text(json.dumps(as_json(result), ensure_ascii=False)))
             for warning in _warnings(result):
                 print(f"warning: {warning}", file=sys.stderr)
             continue
