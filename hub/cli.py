@@ -886,8 +886,30 @@ def json_text(text: str) -> str:
 SERVERS = ("serve", "sandbox")
 
 
+#: Every command, as its first word is written.
+COMMANDS = ("serve", "sandbox", "check", "try", "events", "replay", "purge", "backup", "vacuum")
+#: The exit code of a command stopped by Ctrl-C (SIGINT), as a shell reports it.
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
-    """Run ``leadhub`` with ``argv``; returns the exit code."""
+    """Run ``leadhub`` with ``argv``; returns the exit code.
+
+    Ctrl-C (SIGINT) that no command handled itself (while the command's modules load, as
+    ``check`` or ``try`` works, before ``serve`` listens) stops it with one line and exit
+    130: it was a KeyboardInterrupt traceback. (``events``, ``replay``, ``purge``,
+    ``backup`` and ``vacuum`` say what they had done; ``serve`` and ``sandbox``, once
+    started, take SIGINT as their stop.)"""
+    try:
+        return _main(argv, environ)
+    except KeyboardInterrupt:
+        given = sys.argv[1:] if argv is None else argv
+        command = next((a for a in given if a in COMMANDS), None)
+        print(f"leadhub{f' {command}' if command else ''}: stopped.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)
     if args.command in SERVERS:

@@ -678,3 +678,52 @@ def test_a_usage_error_never_shows_a_password_or_key_given_on_the_command_line(
     assert said in result.stderr
     assert "***" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+#: Runs ``python -m hub`` after the first argument is taken off as a module name: SIGINT
+#: (Ctrl-C) reaches the process as that module is looked for, whenever that is.
+INTERRUPTED_AT_IMPORT = """
+import os, runpy, signal, sys
+module = sys.argv.pop(1)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a shell starts a command
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == module:
+            os.kill(os.getpid(), signal.SIGINT)
+sys.meta_path.insert(0, Interrupt())
+sys.argv[0] = "leadhub"
+runpy.run_module("hub", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("hub.config", ["check", "mappings"]),  # as check works
+        ("hub.mapping", ["try", "zapier", "tests/fixtures/zapier/post_json_flat.json"]),
+        ("hub.commands.events", ["events", "--db", "sqlite:///{tmp}/hub.db"]),  # loading it
+        ("hub.commands.purge", ["purge", "--db", "sqlite:///{tmp}/hub.db", "--older-than", "9d"]),
+        ("hub.commands.serve", ["serve", "--db", "sqlite:///{tmp}/hub.db", "--port", "0"]),
+        ("hub.commands.sandbox", ["sandbox", "--port", "0"]),
+    ],
+)
+def test_ctrl_c_before_a_command_handles_it_is_one_line(
+    tmp_path: Path, module: str, command: list[str]
+) -> None:
+    """Ctrl-C while a command's modules load (half a second and more on a busy machine), or
+    as `check` or `try` works, was a KeyboardInterrupt traceback: it is one line naming the
+    command, exit 130 as a shell reports SIGINT. A real process, interrupted by a real
+    signal at a set point of its start."""
+    argv = [part.format(tmp=tmp_path) for part in command]
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_AT_IMPORT, module, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1:] == [f"leadhub {argv[0]}: stopped."], done.stderr
+    assert done.returncode == 130
+    assert not (tmp_path / "hub.db").exists()  # (no store was made on the way)
