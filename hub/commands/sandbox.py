@@ -40,6 +40,7 @@ from hub.sandbox import create_app, sandbox_of
 from hub.sandbox.db import directory_hint
 from hub.sqlite_file import SANDBOX, warn_of_place
 from hub.store import safe_url, sqlite_uri_form
+from hub.store.sqlite_threads import a_directory
 from hub.units import UnitError, parse_rate_limit
 
 _UVICORN_LEVELS = ("warning", "error", "critical")
@@ -210,9 +211,9 @@ def run(args: argparse.Namespace) -> int:
             rate_limit=rate_limit,
         )
     except (sqlite3.Error, OSError) as exc:
-        print(
-            f"leadhub sandbox: {shown} cannot be used: {exc}{directory_hint(exc)}", file=sys.stderr
-        )
+        folder = a_directory(db_path, str(Path(db_path) / "sandbox.db")) if db_path else None
+        hint = f"; {folder}" if folder else directory_hint(exc)
+        print(f"leadhub sandbox: {shown} cannot be used: {exc}{hint}", file=sys.stderr)
         return 2
     if db_path and db_path != ":memory:":  # (on NFS, a tmpfs, a container's layer: as serve)
         warn_of_place(Path(db_path), holder=SANDBOX)

@@ -142,9 +142,20 @@ def refuse_read_only(path: Path) -> None:
         raise ReadOnlyHere(errno.EACCES, "the file is read-only here", str(path))
 
 
+def a_directory(path: Path | str, example: str) -> str | None:
+    """What to do when ``path``, a database file's, names a directory (``--db
+    sqlite:////var/lib/leadhub``, the data directory rather than the file in it), or None
+    when it does not: SQLite says only "unable to open database file", and the hint to check
+    that the directory exists and is writable pointed at the wrong thing."""
+    if not Path(path).is_dir():
+        return None
+    return f"it is a directory, not a database file: name a file in it ({example})"
+
+
 def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     """The error for a store that cannot be opened or written, saying what to check."""
-    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {storage_hint(exc)}."
+    hint = a_directory(path, f"sqlite:///{path / 'leadhub.db'}") or storage_hint(exc)
+    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {hint}."
     return StoreUnavailable(msg)
 
 

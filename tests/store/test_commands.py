@@ -1441,3 +1441,43 @@ def test_serve_refuses_another_application_s_database(tmp_path: Path) -> None:
     assert "store_waiting" not in result.stdout
     assert db.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg", "crm.db"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["events"],
+        ["replay", "--status", "dead"],
+        ["purge", "--older-than", "9d"],
+        ["vacuum"],
+        ["serve"],  # (SQLite's default --store-wait, 0: a given one is waited out first)
+        ["sandbox"],
+    ],
+)
+def test_a_db_naming_a_directory_says_to_name_a_file_in_it(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """``--db sqlite:////var/lib/leadhub``, the data directory rather than the store's file
+    in it: every command said SQLite's "unable to open database file" and to check that
+    "its directory exists and is writable", which it does and is. It says the path is a
+    directory and names a file in it to give; the directory is left as it was. Real
+    processes."""
+    data = tmp_path / "data"
+    data.mkdir()
+    if command[0] == "sandbox":
+        argv = ["sandbox", "--db", str(data), "--port", str(free_port())]
+        example, code = str(data / "sandbox.db"), 2
+    else:
+        argv = [*command, "--db", f"sqlite:///{data}"]
+        example, code = f"sqlite:///{data / 'leadhub.db'}", 1
+    if command[0] == "serve":
+        argv = [
+            *serve_args(tmp_path, free_port(), role="all", db=f"sqlite:///{data}"),
+            *command[1:],
+        ]
+    result = leadhub_run(argv, env=SERVE_ENV, timeout=60)
+    assert result.returncode == code, result.stdout + result.stderr
+    said = f"it is a directory, not a database file: name a file in it ({example})"
+    assert said in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(data.iterdir()) == []
