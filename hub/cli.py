@@ -912,6 +912,15 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     env = os.environ if environ is None else environ
     args = build_parser(env).parse_args(argv)
+    if args.command in SERVERS and sys.stdout is None:
+        # (started with `>&-`: the log had nowhere to go, and the start was an AttributeError
+        # traceback; a stream that fails later is the log writer's to ride out)
+        print(
+            f"leadhub {args.command}: cannot write its log: standard output is closed; "
+            "send it to a file (> hub.log), or to /dev/null to keep none.",
+            file=sys.stderr,
+        )
+        return 1
     if args.command in SERVERS:
         # A SIGHUP while serve loads its modules is remembered, for a reload once it has
         # started; the sandbox's is logged and ignored (its default action ended either

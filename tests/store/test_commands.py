@@ -1481,3 +1481,28 @@ def test_a_db_naming_a_directory_says_to_name_a_file_in_it(
     assert said in result.stdout + result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     assert list(data.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["serve", "sandbox"])
+def test_a_server_started_with_standard_output_closed_says_so(tmp_path: Path, command: str) -> None:
+    """``leadhub serve >&-`` (a service script closing what it thought it did not need):
+    serve and the sandbox write their log to standard output, and started without one each
+    died with an AttributeError traceback ('NoneType' object has no attribute 'isatty').
+    They say in one line where the log could go instead, exit 1, and make no store."""
+    db = tmp_path / "hub.db"
+    argv = (
+        serve_args(tmp_path, free_port(), role="all", db=f"sqlite:///{db}")
+        if command == "serve"
+        else ["sandbox", "--port", str(free_port()), "--db", str(db)]
+    )
+    line = f"{shlex.join([sys.executable, '-m', 'hub', *argv])} >&-"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEADHUB_")} | SERVE_ENV
+    done = subprocess.run(
+        ["sh", "-c", line], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        f"leadhub {command}: cannot write its log: standard output is closed; send it to a "
+        "file (> hub.log), or to /dev/null to keep none.\n"
+    )
+    assert not db.exists()
