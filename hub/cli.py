@@ -900,6 +900,11 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     130: it was a KeyboardInterrupt traceback. (``events``, ``replay``, ``purge``,
     ``backup`` and ``vacuum`` say what they had done; ``serve`` and ``sandbox``, once
     started, take SIGINT as their stop.)"""
+    if sys.stderr is None:
+        # Started with standard error closed (`2>&-`): print(..., file=sys.stderr) then
+        # writes to standard output, and a note or error ended up among `events --json`'s
+        # lines. They go nowhere instead; the exit code still tells.
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
     try:
         return _main(argv, environ)
     except KeyboardInterrupt:

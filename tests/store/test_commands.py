@@ -1506,3 +1506,23 @@ def test_a_server_started_with_standard_output_closed_says_so(tmp_path: Path, co
         "file (> hub.log), or to /dev/null to keep none.\n"
     )
     assert not db.exists()
+
+
+def test_notes_with_standard_error_closed_stay_out_of_the_output(sqlite_db: Seeded) -> None:
+    """``leadhub events --json 2>&- > export.jsonl``: with standard error closed, Python's
+    ``print(..., file=sys.stderr)`` writes to standard output, and the note that more events
+    match ended up as a line of the export that is no JSON (an error, for a missing store,
+    on standard output). Each line is JSON now, and the missing store's exit code still
+    tells (1). Real processes."""
+    url, _ = sqlite_db
+    base = [sys.executable, "-m", "hub", "events"]
+    listing = f"{shlex.join([*base, '--db', url, '--json', '--limit', '1'])} 2>&-"
+    done = subprocess.run(["sh", "-c", listing], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, done.stdout  # (more match: the note went nowhere)
+    assert orjson.loads(lines[0])["id"]
+    missing = url.replace(".db", "-missing.db")
+    nothing = f"{shlex.join([*base, '--db', missing])} 2>&-"
+    done = subprocess.run(["sh", "-c", nothing], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
