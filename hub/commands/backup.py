@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hub.store.backup import NoEventsTable, copy_store
 from hub.store.commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     fail,
     no_events_table,
     no_file_at,
@@ -23,9 +25,34 @@ from hub.store.sqlite import SQLiteStore
 from hub.store.sqlite_threads import foreign_wal
 
 
+def dest_refused(dest: str) -> tuple[str, int] | None:
+    """Why ``DEST``, as given, names no new file to copy to (and the exit code), or None.
+
+    ``-`` made a file named ``-`` (exit 0), where tools that take ``-`` write to standard
+    output; ``/backups/new/`` (a directory that is not there, a trailing slash) made a file
+    named ``new`` in ``/backups``; an empty one said ``'.' is a directory``."""
+    if not dest:
+        return "DEST is empty; name the new file the copy goes to, e.g. 'leadhub.db'.", EXIT_USAGE
+    if dest == "-":
+        msg = (
+            "DEST '-' is no standard output here: a backup is a SQLite file, written and "
+            "checked in place; name the new file (./- for a file named '-')."
+        )
+        return msg, EXIT_USAGE
+    if dest.endswith(("/", os.sep)) and not Path(dest).is_dir():
+        msg = (
+            f"{dest!r} ends in '/', naming a directory, and there is none; make it first "
+            "(then name the new file in it), or give the file's name without the '/'."
+        )
+        return msg, EXIT_FAILED
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Copy the store at ``--db`` to ``DEST`` and say what the copy holds."""
     logs.configure(level="warning", stream=sys.stderr)
+    if (refused := dest_refused(args.dest)) is not None:
+        return fail("backup", *refused)
     if is_postgres(args.db):
         return fail(
             "backup",

@@ -675,3 +675,38 @@ def test_the_time_a_backup_gives_is_when_the_store_was_as_the_copy_holds_it(
     assert out.startswith("Backed up 2 events ("), out
     (when,) = re.findall(r"the store as it was at (.+) UTC\.$", out.strip())
     assert when >= utc(committed), (when, utc(committed))
+
+
+@pytest.mark.parametrize(
+    ("dest", "code", "said"),
+    [
+        ("-", 2, "DEST '-' is no standard output here: a backup is a SQLite file"),
+        ("new/", 1, "'new/' ends in '/', naming a directory, and there is none; make it first"),
+        ("", 2, "DEST is empty; name the new file the copy goes to"),
+    ],
+)
+def test_a_dest_that_names_no_new_file_is_refused(
+    tmp_path: Path, dest: str, code: int, said: str
+) -> None:
+    """``leadhub backup -`` made a file named ``-`` (exit 0), where a tool taking ``-``
+    writes to standard output; ``backup new/`` (a directory not made yet) made a file named
+    ``new``; an empty DEST said ``'.' is a directory``. Each is refused saying what to give,
+    and nothing is made. A real process, in a directory of its own."""
+    db = tmp_path / "hub.db"
+    with sqlite3.connect(db) as conn:  # a store enough for the command: an events table
+        conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY)")
+    conn.close()
+    work = tmp_path / "work"
+    work.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "hub", "backup", "--db", f"sqlite:///{db}", dest],
+        cwd=work,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == code, done.stdout + done.stderr
+    assert done.stderr.startswith(f"leadhub backup: {said}"), done.stderr
+    assert list(work.iterdir()) == []
