@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from hub.cli import given_as, variable_of
@@ -21,13 +22,25 @@ from hub.store.retention import SENDER_RETRIES
 from hub.store.sqlite import SQLiteStore
 from hub.units import UnitError, parse_duration
 
+#: An age written without its unit (``30``), which :func:`parse_duration` reads as seconds.
+_BARE_NUMBER = re.compile(r"\s*\d+(\.\d*)?\s*")
+
 
 def run(args: argparse.Namespace) -> int:
     """Purge (or with ``--dry-run`` count) the selected events and say how many."""
+    name = given_as(args, "older_than", "--older-than")
+    if _BARE_NUMBER.fullmatch(args.older_than) and float(args.older_than) != 0:
+        # (`--older-than 30`, meant as days, deleted every finished event older than 30 s)
+        number = args.older_than.strip()
+        return fail(
+            "purge",
+            f"{name}: {number!r} has no unit, and a purge deletes: write {number + 'd'!r} for "
+            f"days, or {number + 'h'!r}, {number + 'm'!r} or {number + 's'!r}.",
+        )
     try:
         age = parse_duration(args.older_than)
     except UnitError as exc:
-        return fail("purge", f"{given_as(args, 'older_than', '--older-than')}: {exc}")
+        return fail("purge", f"{name}: {exc}")
     if age < SENDER_RETRIES:
         print(
             f"leadhub purge: note: senders retry a delivery for up to 3 days; one purged "

@@ -1526,3 +1526,27 @@ def test_notes_with_standard_error_closed_stay_out_of_the_output(sqlite_db: Seed
     nothing = f"{shlex.join([*base, '--db', missing])} 2>&-"
     done = subprocess.run(["sh", "-c", nothing], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (1, "")
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "said"),
+    [
+        (["--older-than", "30"], {}, "--older-than: '30' has no unit, and a purge deletes: "),
+        ([], {"LEADHUB_OLDER_THAN": "7"}, "LEADHUB_OLDER_THAN: '7' has no unit, and a purge "),
+    ],
+)
+def test_purge_refuses_an_age_without_its_unit(
+    sqlite_db: Seeded, argv: list[str], environ: dict[str, str], said: str
+) -> None:
+    """``leadhub purge --older-than 30``, meant as 30 days, was read as 30 seconds: it
+    deleted every finished event older than half a minute. A bare number other than 0 is a
+    usage error (exit 2) saying to write its unit, and nothing is purged. A real process."""
+    url, _ = sqlite_db
+    before = states(url)
+    done = leadhub_run(["purge", "--db", url, *argv], env=environ, leadhub_env=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"leadhub purge: {said}"), done.stderr
+    assert "write '" in done.stderr and "d' for days" in done.stderr
+    assert states(url) == before
+    zero = leadhub_run(["purge", "--db", url, "--older-than", "0", "--dry-run"], leadhub_env=False)
+    assert zero.returncode == 0, zero.stderr  # (0 needs no unit: every finished event)
