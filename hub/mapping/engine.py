@@ -51,8 +51,8 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     listed = False  # whether the values read came out of a list (a multi-select answer)
     if spec.path is not None:
         found = spec.path.values(document)
-        if len(found) == 1 and type(found[0]) is str:  # the common case: what present gives
-            values = found if found[0].strip() else []
+        if len(found) == 1 and type(found[0]) in _SCALARS:  # the common case: as present
+            values = found if type(found[0]) is not str or found[0].strip() else []
         else:
             values = present(found)
             listed = _holds_a_list(found)
@@ -62,8 +62,12 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
         values = [] if is_blank(spec.value) else [spec.value]
     for transform in spec.transforms:
         values = transform.apply(values, ctx)
-    if len(values) == 1 and type(values[0]) is str:  # the common case: what the loop gives
-        return values[0] if values[0].strip() else spec.default
+    if len(values) == 1:  # the common case, one value: what the loop below gives for it
+        if type(values[0]) is str:
+            return values[0] if values[0].strip() else spec.default
+        if type(values[0]) in _NUMBERS:  # (never blank: to_text writes a number or a flag)
+            return to_text(values[0])
+
     for index, value in enumerate(values):
         if object_left_out(value, ctx):
             continue  # the next value found, else the default
@@ -73,6 +77,12 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
                 _first_of_list(values[index:], ctx)
             return text
     return spec.default
+
+
+#: The types of a JSON value that ``present`` keeps as it is, but a blank string.
+_SCALARS = frozenset({str, int, float, bool})
+#: Those that are never blank.
+_NUMBERS = frozenset({int, float, bool})
 
 
 def _holds_a_list(found: list[Any]) -> bool:
