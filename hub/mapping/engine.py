@@ -29,7 +29,7 @@ from hub.mapping.model import (
     Unmatched,
     rules_hold,
 )
-from hub.mapping.steps import _indexes, indexing
+from hub.mapping.steps import indexed, indexing
 from hub.mapping.transforms import Context, object_left_out
 from hub.mapping.values import DocumentError, is_blank, present, shown_text, to_text
 
@@ -267,7 +267,7 @@ def _evaluate(mapping: CompiledMapping, document: Any) -> Result:
     try:
         return _evaluate_indexed(mapping, document)
     finally:
-        _indexes.reset(token)
+        indexed(token)
 
 
 def _evaluate_indexed(mapping: CompiledMapping, document: Any) -> Result:

@@ -320,11 +320,20 @@ _indexes: ContextVar[dict[tuple[int, tuple[str, ...]], tuple[Any, dict[str, list
 )
 
 
-def indexing() -> Token[dict[tuple[int, tuple[str, ...]], tuple[Any, dict[str, list[Any]]]]]:
+#: What :func:`indexing` gives, for :func:`indexed`.
+IndexingToken = Token[dict[tuple[int, tuple[str, ...]], tuple[Any, dict[str, list[Any]]]]]
+
+
+def indexing() -> IndexingToken:
     """Let the :class:`EqualityFilter` steps evaluated from now on share their groupings of
-    one document's lists (``_indexes.reset`` the token once that document is mapped: the
-    document must not change meanwhile)."""
+    one document's lists, until :func:`indexed` is given the token (once that document is
+    mapped: the document must not change meanwhile)."""
     return _indexes.set({})
+
+
+def indexed(token: IndexingToken) -> None:
+    """End what :func:`indexing` began: the groupings are dropped."""
+    _indexes.reset(token)
 
 
 @dataclass(frozen=True, slots=True)
