@@ -62,11 +62,10 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
         values = [] if is_blank(spec.value) else [spec.value]
     for transform in spec.transforms:
         values = transform.apply(values, ctx)
-    if len(values) == 1:  # the common case, one value: what the loop below gives for it
-        if type(values[0]) is str:
-            return values[0] if values[0].strip() else spec.default
-        if type(values[0]) in _NUMBERS:  # (never blank: to_text writes a number or a flag)
-            return to_text(values[0])
+    if len(values) == 1 and type(values[0]) in _SCALARS:  # the common case, one value:
+        # what the loop below gives for it (no value here is blank: the path's are left out
+        # above, a constant's too, and each transform drops those it gives)
+        return values[0] if type(values[0]) is str else to_text(values[0])
 
     for index, value in enumerate(values):
         if object_left_out(value, ctx):
@@ -81,8 +80,6 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
 
 #: The types of a JSON value that ``present`` keeps as it is, but a blank string.
 _SCALARS = frozenset({str, int, float, bool})
-#: Those that are never blank.
-_NUMBERS = frozenset({int, float, bool})
 
 
 def _holds_a_list(found: list[Any]) -> bool:
