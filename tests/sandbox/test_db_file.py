@@ -433,14 +433,19 @@ def test_a_discarded_file_holding_a_row_is_kept(tmp_path: Path) -> None:
     other.close()
     made.discard()
     assert db.exists()
-    kept = SandboxDB(str(db))
-    try:
-        assert kept.account_exists(_ACCOUNT)
-    finally:
-        kept.close()
+    assert _holds_the_account(db)
     fresh = tmp_path / "fresh.db"
     SandboxDB(str(fresh)).discard()
     assert list(tmp_path.iterdir()) == [db]
+
+
+def _holds_the_account(db: Path) -> bool:
+    """Whether the sandbox file ``db`` holds the account the tests add, read anew."""
+    kept = SandboxDB(str(db))
+    try:
+        return kept.account_exists(_ACCOUNT)
+    finally:
+        kept.close()
 
 
 def test_a_discard_while_another_connection_writes_keeps_the_file(tmp_path: Path) -> None:
@@ -460,11 +465,7 @@ def test_a_discard_while_another_connection_writes_keeps_the_file(tmp_path: Path
     finally:
         writer.close()
     assert db.exists()
-    kept = SandboxDB(str(db))
-    try:
-        assert kept.account_exists(_ACCOUNT)
-    finally:
-        kept.close()
+    assert _holds_the_account(db)
 
 
 @pytest.mark.slow
