@@ -34,7 +34,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     invariant,
-    precondition,
     rule,
     run_state_machine_as_test,
 )
@@ -348,7 +347,6 @@ class QueueModel(RuleBasedStateMachine):
             assert event.lease == pytest.approx(model.due + self.shift, abs=1e-6)
             self.handles.append(Handle(event.id, lease=event.next_attempt_at))
 
-    @precondition(lambda self: self.handles)
     @rule(
         picks=st.lists(st.integers(0, 100), min_size=1, max_size=3),
         to=st.sampled_from(TARGETS),
@@ -357,7 +355,9 @@ class QueueModel(RuleBasedStateMachine):
     )
     def route(self, picks: list[int], to: str, keys: set[str], reading: bool) -> None:
         """A claim's events routed (a target and the lead's keys), or marked as awaiting
-        their API read, as the dispatcher does right after its claim."""
+        their API read, as the dispatcher does right after its claim (none: nothing)."""
+        if not self.handles:
+            return
         chosen = sorted({self.handles[p % len(self.handles)].event_id for p in picks})
         chosen = [i for i in chosen if i in self.events]
         if reading:
@@ -413,8 +413,14 @@ class QueueModel(RuleBasedStateMachine):
         known = sorted(self.events)
         return known[pick % len(known)] if known and pick < 90 else self.highest + 1 + pick
 
-    def take(self, pick: int) -> Handle:
-        return self.handles.pop(pick % len(self.handles))
+    def take(self, pick: int) -> Handle | None:
+        """Take one of the claims not written yet (None: there is none).
+
+        The rules that write under a claim do nothing without one, rather than being
+        disabled by a precondition: which events a race of two processes' enqueues numbers
+        first is the race's to decide, so the same steps can leave claims or not from one
+        run to the next, and Hypothesis needs the rules it may draw to be the same."""
+        return self.handles.pop(pick % len(self.handles)) if self.handles else None
 
     def current(self, handle: Handle) -> Modelled | None:
         """The event ``handle`` is still the lease of, or None (LeaseLost expected)."""
@@ -440,17 +446,16 @@ class QueueModel(RuleBasedStateMachine):
         model.updated_at = self.now
         return model
 
-    @precondition(lambda self: self.handles)
     @rule(pick=st.integers(0, 100), created=st.booleans())
     def ack(self, pick: int, created: bool) -> None:
-        handle = self.take(pick)
+        if (handle := self.take(pick)) is None:
+            return
         lead = f"lead-{handle.event_id}-{self.now}"
         write = self.store.ack(handle.event_id, lead_id=lead, created=created, lease=handle.lease)
         if (model := self.write(handle, write)) is not None:
             model.state, model.lead_id, model.lead_created = State.DELIVERED, lead, created
             model.last_error = None
 
-    @precondition(lambda self: self.handles)
     @rule(picks=st.lists(st.integers(0, 100), min_size=1, max_size=4))
     def ack_many(self, picks: list[int]) -> None:
         """Acks in one write: those whose lease is lost are named, the others written.
@@ -460,7 +465,7 @@ class QueueModel(RuleBasedStateMachine):
         delivered it at this very instant."""
         handles: dict[int, Handle] = {}
         for pick in picks:
-            if self.handles and (handle := self.take(pick)).event_id not in handles:
+            if (handle := self.take(pick)) is not None and handle.event_id not in handles:
                 handles[handle.event_id] = handle
         acks = [Ack(h.event_id, f"many-{h.event_id}", True, h.lease) for h in handles.values()]
         lost = {h.event_id for h in handles.values() if self.current(h) is None}
@@ -475,17 +480,16 @@ class QueueModel(RuleBasedStateMachine):
                 model.last_error = None
                 model.updated_at = self.now
 
-    @precondition(lambda self: self.handles)
     @rule(pick=st.integers(0, 100), delay=st.sampled_from([-5.0, 0.0, 1.0, 10.0, 60.0]))
     def retry(self, pick: int, delay: float) -> None:
-        handle = self.take(pick)
+        if (handle := self.take(pick)) is None:
+            return
         error = f"HTTP 503 at {self.now}"
         at = self.now + delay
         write = self.store.retry(handle.event_id, at=at, error=error, lease=handle.lease)
         if (model := self.write(handle, write)) is not None:
             model.state, model.due, model.last_error = State.RETRYING, at, error
 
-    @precondition(lambda self: self.handles)
     @rule(
         pick=st.integers(0, 100),
         delay=st.sampled_from([0.0, 1.0, 30.0]),
@@ -493,7 +497,8 @@ class QueueModel(RuleBasedStateMachine):
     )
     def release(self, pick: int, delay: float, reason: str | None) -> None:
         """Put back untried: the attempt given back, queued or (tried before) retrying."""
-        handle = self.take(pick)
+        if (handle := self.take(pick)) is None:
+            return
         at = self.now + delay
         write = self.store.release(handle.event_id, at=at, reason=reason, lease=handle.lease)
         if (model := self.write(handle, write)) is not None:
@@ -503,14 +508,14 @@ class QueueModel(RuleBasedStateMachine):
             if reason is not None:
                 model.last_error = reason
 
-    @precondition(lambda self: self.handles)
     @rule(
         pick=st.integers(0, 100),
         state=st.sampled_from([State.DEAD, State.UNMATCHED, State.SKIPPED]),
     )
     def finish(self, pick: int, state: State) -> None:
         """dead, unmatched or skipped, with the reason."""
-        handle = self.take(pick)
+        if (handle := self.take(pick)) is None:
+            return
         reason = f"{state.value} because of {handle.event_id} at {self.now}"
         if state is State.DEAD:
             write = self.store.dead(handle.event_id, error=reason, lease=handle.lease)
