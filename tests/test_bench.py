@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from hub.config import load
-from hub.sources import Incoming, build_source
+from hub.sources import Incoming
+from hub.sources.build import build_source
 from tests.mappings.cases import SHIPPED
 
 

@@ -1,7 +1,7 @@
 """Sender kinds: one module per ``source`` (verification, handshake, splitting), plus bodies.
 
-``build_source(endpoint)`` gives the :class:`~hub.sources.base.Source` for an
-endpoint; ``delivery_ids(endpoint, splits, body)`` names each event: the
+``hub.sources.build.build_source(endpoint)`` gives the :class:`~hub.sources.base.Source`
+for an endpoint; ``delivery_ids(endpoint, splits, body)`` names each event: the
 endpoint's ``dedupe`` JSONPath (or list of them) when it finds a value, else the sender's natural
 id, else ``sha256:`` + the hex SHA-256 of the raw body (for a batch without
 natural ids, and for any lead a ``split`` path found inside the delivery, of each event's
@@ -13,22 +13,10 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from hub.config.models import (
-    Endpoint,
-    FacebookOptions,
-    GoogleOptions,
-    HmacOptions,
-    HubSpotOptions,
-    LinkedInOptions,
-    SourceOptions,
-    StandardOptions,
-    TokenOptions,
-    TypeformOptions,
-)
 from hub.sources.base import (
     BodyError,
     Handshake,
@@ -40,17 +28,10 @@ from hub.sources.base import (
     path_id,
 )
 from hub.sources.bodies import Skimmer
-from hub.sources.facebook import FacebookSource
-from hub.sources.google import GoogleSource
-from hub.sources.hmac_ import HmacSource
-from hub.sources.hubspot import HubSpotSource
-from hub.sources.linkedin import LinkedInSource
-from hub.sources.none import NoneSource
-from hub.sources.rotation import rotating_source
-from hub.sources.split import SplitSource
-from hub.sources.standard import StandardSource
-from hub.sources.token_ import TokenSource
-from hub.sources.typeform import TypeformSource
+
+if TYPE_CHECKING:
+    from hub.config.models import Endpoint
+
 
 __all__ = [
     "BodyError",
@@ -59,7 +40,6 @@ __all__ = [
     "Source",
     "Split",
     "VerificationError",
-    "build_source",
     "delivery_ids",
     "skimmed_id",
     "skimmer_for",
@@ -101,37 +81,6 @@ def skimmed_id(skimmer: Skimmer, content_type: str, body: bytes) -> str | None:
         return None
     found = natural_id(skimmed[0])
     return body_id(body) if found is None else capped(found)
-
-
-def build_source(endpoint: Endpoint) -> Source:
-    """The source for ``endpoint``, built from its typed options (with its ``split``)."""
-    source = _source(endpoint)
-    return source if endpoint.split is None else SplitSource(source, endpoint.split, endpoint.name)
-
-
-def _source(endpoint: Endpoint) -> Source:
-    """The endpoint's source; with several secrets (rotation), one per secret, any passing."""
-    return rotating_source(endpoint.options, _built)
-
-
-def _built(opts: SourceOptions) -> Source:
-    if isinstance(opts, FacebookOptions):
-        return FacebookSource(opts)
-    if isinstance(opts, LinkedInOptions):
-        return LinkedInSource(opts)
-    if isinstance(opts, HubSpotOptions):
-        return HubSpotSource(opts)
-    if isinstance(opts, GoogleOptions):
-        return GoogleSource(opts)
-    if isinstance(opts, TypeformOptions):
-        return TypeformSource(opts)
-    if isinstance(opts, HmacOptions):
-        return HmacSource(opts)
-    if isinstance(opts, TokenOptions):
-        return TokenSource(opts)
-    if isinstance(opts, StandardOptions):
-        return StandardSource(opts)
-    return NoneSource(opts)
 
 
 def _id_from_path(endpoint: Endpoint, document: Any) -> str | None:

@@ -66,11 +66,11 @@ from hub.sources import (
     Incoming,
     Source,
     VerificationError,
-    build_source,
     delivery_ids,
 )
 from hub.sources.base import REDACTED, NoHandshake, WholeBody, redact_fields, redacted
 from hub.sources.bodies import parse
+from hub.sources.build import build_source
 from hub.sources.split import Noted
 from hub.store.base import (
     BodyNotSkimmed,

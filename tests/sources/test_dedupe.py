@@ -17,8 +17,9 @@ import pytest
 
 from hub.config import ConfigError, load
 from hub.config.models import Endpoint
-from hub.sources import Incoming, build_source, delivery_ids
+from hub.sources import Incoming, delivery_ids
 from hub.sources.bodies import parse_body
+from hub.sources.build import build_source
 from hub.web.ingest import HookRoute
 from tests.e2e.support import fixture
 from tests.mappings.cases import DEMO_ENV, SHIPPED

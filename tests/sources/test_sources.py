@@ -15,8 +15,9 @@ import pytest
 from hub.config.models import HmacOptions, TokenOptions
 from hub.mapping.paths import compile_path
 from hub.secrets import Secret
-from hub.sources import BodyError, Incoming, Split, VerificationError, build_source, delivery_ids
+from hub.sources import BodyError, Incoming, Split, VerificationError, delivery_ids
 from hub.sources.bodies import parse_body
+from hub.sources.build import build_source
 from hub.sources.hmac_ import HmacSource
 from hub.sources.token_ import TokenSource
 from tests.sources import fixtures as fx

@@ -14,7 +14,8 @@ from structlog.testing import capture_logs
 
 from hub.config import ConfigError, load
 from hub.config.models import Endpoint, JsonPath
-from hub.sources import BodyError, Incoming, VerificationError, build_source, delivery_ids
+from hub.sources import BodyError, Incoming, VerificationError, delivery_ids
+from hub.sources.build import build_source
 from hub.sources.split import MAX_LEADS, Noted, find_leads
 from tests.e2e.support import leads, wait_until
 from tests.support.logs import logged

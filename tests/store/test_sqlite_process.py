@@ -356,6 +356,24 @@ def test_the_child_is_pointed_at_this_very_package(monkeypatch: pytest.MonkeyPat
     assert _child_env()["LEADHUB_SOME_SETTING"] == "kept"  # the rest is inherited
 
 
+def test_the_child_starts_with_only_what_it_writes_with() -> None:
+    """The writer module imports none of the config, the mapping or the senders' sources (and
+    none of the libraries they load): a child starts with every store's open (every
+    ``serve`` on SQLite), so what it imports is paid at each start. Its skim check names a
+    delivery through ``hub.sources``' package, which imports none of them either."""
+    heavy = ("hub.config", "hub.mapping", "hub.web", "hub.dispatch", "hub.sources.build")
+    libraries = ("jsonpath_ng", "yaml", "phonenumbers", "starlette", "httpx", "uvicorn")
+    probe = (
+        "import sys, hub.store.sqlite_process\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in LIBS"
+        " or any(m == h or m.startswith(h + '.') for h in HEAVY))))"
+    ).replace("LIBS", repr(libraries)).replace("HEAVY", repr(heavy))
+    with python_child("-c", probe) as proc:
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert out.split() == []
+
+
 def test_frames_split_a_stream_at_any_boundary() -> None:
     """Frames fed one byte at a time come out whole and in order; an absurd size is refused."""
     payloads = [b"", b"a", b"xyz" * 1000]
