@@ -46,6 +46,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The suite starts some hundreds of Python processes (hubs, sandboxes, store writers, CLI
+# runs): each reads the hub's cached bytecode rather than compiling its modules again, even
+# where the environment says to write none (PYTHONDONTWRITEBYTECODE; empty is unset).
+unit: export PYTHONDONTWRITEBYTECODE =
 unit: $(STAMP)
 	$(BIN)/pytest -n 6
 
