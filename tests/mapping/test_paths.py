@@ -489,6 +489,34 @@ def test_bad_paths_raise_with_the_fix(text: str, fragment: str) -> None:
     assert repr(text) in str(info.value)
 
 
+#: Paths jsonpath-ng's lexer or parser refuses part way through.
+REFUSED = ["$.a[", "$..[?(@.a==]", "$.a.b)", "$[?(@.x > )]", "$.'a", "$[?(@.a == 'x' &&)]"]
+#: Paths that parse, each to a tree of its own.
+READ = ["$.a.b", "$.answers[?(@.field.ref=='email')].email", "$[?(@.a==1)]", "$..b[0:2]"]
+
+
+def test_each_path_is_read_afresh_after_one_that_was_refused() -> None:
+    """The hub keeps one jsonpath-ng parser per thread (building it again took most of a
+    path's compile): a parse that raised part way through leaves nothing behind, so each
+    path after it reads as jsonpath-ng reads it alone, in this thread and in another."""
+
+    def read_all() -> list[Any]:
+        trees = []
+        for refused in REFUSED:
+            with pytest.raises(Exception, match=r"(?i)error|unexpected"):
+                paths.parse_path(refused)
+            trees += [paths.parse_path(text) for text in READ]
+        return trees
+
+    expected = [ext_parse(text) for text in READ] * len(REFUSED)
+    assert read_all() == expected
+    other: list[Any] = []
+    thread = threading.Thread(target=lambda: other.extend(read_all()))
+    thread.start()
+    thread.join()
+    assert other == expected
+
+
 def test_a_number_filter_tells_types_apart() -> None:
     """`== 1` keeps the numbers 1 and 1.0 but not '1' or true; `!= 1` keeps the rest,
     including the record that has no such member."""
