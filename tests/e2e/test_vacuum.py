@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -213,6 +214,7 @@ def test_ingest_answers_while_a_purge_gives_space_back(tmp_path: Path) -> None:
                     headers={"Authorization": f"Bearer {TOKEN}"},
                 )
                 answers.append(answer.status_code)
+                time.sleep(0.005)  # (some hundreds a second: the give-back lasts longer)
 
     with leadhub_process(
         [*args, "--purge-after", "30d"], ready_url=f"{base}/healthz", env=ENV
@@ -332,6 +334,7 @@ def test_the_command_refuses_a_store_written_during_the_copy(tmp_path: Path) -> 
     try:
         while not _checking_the_copy(tmp_path):  # (for a fraction of a second: looked at often)
             assert vacuum.poll() is None, "the vacuum ended before its check was seen"
+            time.sleep(0.001)  # (a spinning look took a core from the vacuum it waits for)
         vacuum.send_signal(signal.SIGSTOP)
         _fill_old(path, 20, "during")  # (this process: the store opened, written, closed)
         vacuum.send_signal(signal.SIGCONT)
