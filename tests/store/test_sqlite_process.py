@@ -364,10 +364,14 @@ def test_the_child_starts_with_only_what_it_writes_with() -> None:
     heavy = ("hub.config", "hub.mapping", "hub.web", "hub.dispatch", "hub.sources.build")
     libraries = ("jsonpath_ng", "yaml", "phonenumbers", "starlette", "httpx", "uvicorn")
     probe = (
-        "import sys, hub.store.sqlite_process\n"
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in LIBS"
-        " or any(m == h or m.startswith(h + '.') for h in HEAVY))))"
-    ).replace("LIBS", repr(libraries)).replace("HEAVY", repr(heavy))
+        (
+            "import sys, hub.store.sqlite_process\n"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in LIBS"
+            " or any(m == h or m.startswith(h + '.') for h in HEAVY))))"
+        )
+        .replace("LIBS", repr(libraries))
+        .replace("HEAVY", repr(heavy))
+    )
     with python_child("-c", probe) as proc:
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
