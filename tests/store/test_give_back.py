@@ -20,6 +20,7 @@ from hub.clock import ManualClock
 from hub.store import open_store
 from hub.store.backup import copy_store
 from hub.store.base import EventStore
+from hub.store.models import Ack
 from hub.store.retention import retention_lifespan
 from hub.store.sqlite import GIVE_BACK_STEP, SQLiteStore
 from tests.dispatch.support import wait_for
@@ -46,8 +47,9 @@ async def fill(store: EventStore, count: int, prefix: str = "d") -> None:
         return res.id
 
     ids = await asyncio.gather(*(one(i) for i in range(count)))
-    for event_id in ids:
-        await store.ack(event_id, lead_id="L", created=True)
+    for start in range(0, len(ids), 500):  # (one write per 500, as a busy dispatcher acks)
+        acks = [Ack(event_id, "L", True) for event_id in ids[start : start + 500]]
+        assert await store.ack_many(acks) == []
 
 
 def auto_vacuum(path: Path) -> int:
