@@ -6,10 +6,7 @@ protocol), ``retry`` (exponential backoff with full jitter), ``leadsquared`` (th
 retrieval), ``enrich`` (the dispatcher's use of it), ``lane`` (one target's queue and
 senders), ``transport`` (httpx over aiohttp: ``make_http_client``), ``worker`` (the
 :class:`Dispatcher` and its lifespan hook), ``metrics``.
+
+The package imports none of its modules: importing one (``transport`` for its proxy
+settings, say) loads only what that one needs.
 """
-
-from __future__ import annotations
-
-from hub.dispatch.worker import Dispatcher, dispatcher_lifespan
-
-__all__ = ["Dispatcher", "dispatcher_lifespan"]

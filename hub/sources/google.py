@@ -17,11 +17,13 @@ before (orjson reads a mebibyte in about a millisecond).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hub.config.models import GoogleOptions
 from hub.sources.base import Incoming, Split, VerificationError, WholeBody
 from hub.sources.bodies import MULTIPART, form_values, media_type
+
+if TYPE_CHECKING:  # (an annotation only: ``leadhub events`` reads credential_fields here)
+    from hub.config.models import GoogleOptions
 
 
 class GoogleSource(WholeBody):

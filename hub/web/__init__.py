@@ -1,7 +1,5 @@
-"""The hub's web side: webhook ingest, health, metrics (``create_app``)."""
+"""The hub's web side: webhook ingest, health, metrics (``hub.web.app.create_app``).
 
-from __future__ import annotations
-
-from hub.web.app import create_app
-
-__all__ = ["create_app"]
+The package imports none of its modules: a command that needs only the metrics registry
+(``purge``, through the store's retention) does not load the whole app with it.
+"""

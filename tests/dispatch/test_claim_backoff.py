@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from hub.config.models import Config
-from hub.dispatch import Dispatcher
+from hub.dispatch.worker import Dispatcher
 from hub.store.base import StoreUnavailable
 from hub.store.models import State
 from tests.dispatch.support import (
