@@ -34,7 +34,7 @@ def environment_problems() -> list[str]:
     ``SSL_CERT_FILE`` OpenSSL cannot read, a ``LEADHUB_ROLE`` that is no role, a
     ``LEADHUB_METRICS_TOKEN`` that is empty or that no scraper could send. Check said ok
     with them, and serve then exited 2."""
-    from hub.dispatch.transport import Proxies, ProxySettingError, ca_file_problem
+    from hub.dispatch.proxies import Proxies, ProxySettingError, ca_file_problem
 
     problems: list[str] = []
     try:
@@ -60,7 +60,7 @@ def _lease_problems(config: Config, warnings: list[str]) -> list[str]:
     (warnings, added to ``warnings``). Check judged the default alone: with
     ``LEADHUB_LEASE=120s`` it warned that 60s was too short, and with ``LEADHUB_LEASE=30s``
     it said ok to what serve then refused (exit 2)."""
-    from hub.dispatch.worker import DEFAULT_LEASE, lease_shortfalls_where
+    from hub.dispatch.lease import DEFAULT_LEASE, lease_shortfalls_where
 
     given = os.environ.get(LEASE_VARIABLE)
     if given is None:

@@ -401,7 +401,7 @@ def _lease_holds(
     queue untried, a lease later, again and again: nothing was sent to it until a restart,
     and the reload said ``config_reloaded``. Refused, the reload changes nothing and says
     where, with the fix."""
-    from hub.dispatch.worker import lease_shortfalls_where
+    from hub.dispatch.lease import lease_shortfalls_where
 
     def check(config: Config) -> Config:
         config = adjust(config)
@@ -631,7 +631,7 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
         return 2
     if args.role in ("all", "worker"):
         # A lease shorter than a call (or a lead read) would send nothing: refuse it now.
-        from hub.dispatch.worker import lease_shortfalls
+        from hub.dispatch.lease import lease_shortfalls
 
         shortfalls = lease_shortfalls(config, lease)
         given = _lease_given(args)
@@ -642,7 +642,7 @@ def _check_flags(args: argparse.Namespace, config: Config) -> _Checked | int:
     proxies: dict[str, str] | None = None
     if args.role in ("all", "worker"):
         # The dispatcher sends through the proxies the standard variables name: checked now.
-        from hub.dispatch.transport import Proxies, ProxySettingError, ca_file_problem
+        from hub.dispatch.proxies import Proxies, ProxySettingError, ca_file_problem
 
         try:
             proxies = Proxies().describe() or None

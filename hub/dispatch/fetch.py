@@ -40,6 +40,7 @@ from hub.dispatch.leadsquared import (
     redirect_shown,
     transport_reason,
 )
+from hub.dispatch.lease import read_bound
 from hub.dispatch.transport import PROXY_LOGIN, AnswerTooLarge, ProxyRefused
 from hub.sources.bodies import MAX_DEPTH, too_deep
 
@@ -127,11 +128,6 @@ def _regain_minutes(usage: Any, depth: int = 0) -> float | None:
         if isinstance(child, dict | list) and (minutes := _regain_minutes(child, depth + 1)):
             found.append(minutes)
     return max(found) if found else None
-
-
-def read_bound(timeout: float) -> float:
-    """The longest one lead read with ``timeout`` lasts, answer read: twice the timeout."""
-    return 2 * timeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING
 import structlog
 
 from hub.config.models import Config, Target
-from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry, call_bound
+from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry
+from hub.dispatch.lease import LEASE_MARGIN, SEND_WINDOW, call_bound, lease_needed
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
@@ -58,17 +59,6 @@ def still_ours(event: Event) -> Iterator[None]:
         yield
     except LeaseLost:
         _log.warning("event_lease_lost", **event.log_fields())
-
-
-LEASE_MARGIN = 5.0  # seconds kept free at the end of a lease, beyond the longest call
-SEND_WINDOW = 1.0  # seconds a lease leaves at least to start a call in (queue, rate limit)
-
-
-def lease_needed(target: Target) -> float:
-    """The shortest lease ``leadhub serve`` takes for ``target``: its longest call,
-    :data:`LEASE_MARGIN` to write the outcome before the lease ends, and
-    :data:`SEND_WINDOW` after the claim to start the call in."""
-    return call_bound(target) + LEASE_MARGIN + SEND_WINDOW
 
 
 CAPACITY_CEILING = 512  # events a lane may hold, however fast its target answers

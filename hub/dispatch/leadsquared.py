@@ -49,6 +49,7 @@ import httpx
 import orjson
 
 from hub.config.models import Target
+from hub.dispatch.lease import call_bound
 from hub.dispatch.transport import (
     CLOSED_MID_ANSWER,
     MALFORMED,
@@ -71,11 +72,6 @@ _BOM = b"\xef\xbb\xbf"
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: The names of the other 3xx statuses, shown in the reason of a pause for one.
 _OTHER_3XX = {300: "Multiple Choices", 304: "Not Modified", 305: "Use Proxy"}
-
-
-def call_bound(target: Target) -> float:
-    """The longest one call to ``target`` lasts, answer read: twice its ``timeout``."""
-    return 2 * target.timeout
 
 
 @dataclass(frozen=True, slots=True)

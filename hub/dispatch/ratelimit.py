@@ -37,7 +37,7 @@ import structlog
 
 from hub.clock import SYSTEM_CLOCK, Clock, Sleep
 from hub.config.models import Target
-from hub.dispatch.leadsquared import call_bound
+from hub.dispatch.lease import call_bound
 from hub.store.models import SlotAnswer
 from hub.units import RateLimit
 
@@ -391,7 +391,7 @@ class SharedWindowLimiter:
 
 def hold_for(target: Target) -> float:
     """How long a call to ``target`` is taken to last until it ends: the longest a call
-    lasts (:func:`hub.dispatch.leadsquared.call_bound`), and a second for the event loop."""
+    lasts (:func:`hub.dispatch.lease.call_bound`), and a second for the event loop."""
     return call_bound(target) + 1.0
 
 

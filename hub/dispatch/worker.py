@@ -97,22 +97,14 @@ from hub.config.models import (
     FacebookOptions,
     HubSpotOptions,
     LinkedInOptions,
-    Origin,
     Target,
 )
 from hub.dispatch.enrich import endpoint_policy, enrich, needs_read, read_first
-from hub.dispatch.fetch import read_bound
 from hub.dispatch.graph import GraphClient
 from hub.dispatch.hubspot import HubSpotClient
-from hub.dispatch.lane import (
-    LEASE_MARGIN,
-    SEND_WINDOW,
-    Item,
-    Lane,
-    lease_needed,
-    still_ours,
-)
+from hub.dispatch.lane import Item, Lane, still_ours
 from hub.dispatch.leadsquared import LeadSquaredClient
+from hub.dispatch.lease import DEFAULT_LEASE, LEASE_MARGIN, SEND_WINDOW, read_bound
 from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
 from hub.dispatch.ratelimit import limiter_for
@@ -129,8 +121,6 @@ _log = structlog.get_logger()
 __all__ = [
     "Dispatcher",
     "dispatcher_lifespan",
-    "lease_shortfalls",
-    "lease_shortfalls_where",
     "make_http_client",
 ]
 
@@ -139,7 +129,6 @@ Mapped = CaptureRequest | Skip | Unmatched | MappingError
 #: The options of an endpoint whose events' leads are read from an API first.
 Reading = FacebookOptions | LinkedInOptions | HubSpotOptions
 
-DEFAULT_LEASE = 60.0  # seconds a claimed event stays ours before another worker may take it
 DEFAULT_BATCH = 64  # events per claim
 DEFAULT_CONCURRENCY = 16  # sends in flight per target (the rate limit bounds them further)
 DEFAULT_POLL = 0.2  # seconds between claims when nothing is due (new deliveries show up)
@@ -1351,52 +1340,6 @@ def duration_text(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds_text(seconds)}s"
-
-
-def lease_shortfalls(config: Config, lease: float) -> list[str]:
-    """Why ``lease`` (seconds) is too short for ``config``, one sentence each (none: it is not).
-
-    A lease must hold the longest call to every target (:func:`hub.dispatch.lane.lease_needed`)
-    and the longest lead read of every endpoint whose leads are read from an API (its
-    ``read_timeout``), each with :data:`~hub.dispatch.lane.LEASE_MARGIN` to spare and
-    :data:`~hub.dispatch.lane.SEND_WINDOW` to start in: otherwise such calls or reads
-    seldom or never start, and the events go back to the queue again and again.
-    """
-    return [problem for _, problem in lease_shortfalls_where(config, lease)]
-
-
-def lease_shortfalls_where(config: Config, lease: float) -> list[tuple[Origin | None, str]]:
-    """:func:`lease_shortfalls`, each with where the target or endpoint whose ``timeout`` or
-    ``read_timeout`` the lease cannot hold is written (``file:line``)."""
-    problems: list[tuple[Origin | None, str]] = []
-    for target in sorted(config.targets.values(), key=lambda t: t.name):
-        need = lease_needed(target)
-        if lease < need:
-            problems.append(
-                (
-                    target.origin,
-                    f"a call to target {target.name!r} may last {2 * target.timeout:g}s (twice its "
-                    f"timeout), {LEASE_MARGIN:g}s are kept to write its outcome and "
-                    f"{SEND_WINDOW:g}s to start it in: give --lease {need:g}s or more, or lower "
-                    "the target's timeout",
-                )
-            )
-    for endpoint in sorted(config.endpoints.values(), key=lambda e: e.name):
-        options = endpoint.options
-        if not isinstance(options, FETCHING):
-            continue
-        bound = read_bound(options.read_timeout)
-        need = bound + LEASE_MARGIN + SEND_WINDOW
-        if lease < need:
-            problems.append(
-                (
-                    endpoint.origin,
-                    f"a lead read for endpoint {endpoint.name!r} may last {bound:g}s (twice its "
-                    f"read_timeout), with {LEASE_MARGIN:g}s to spare and {SEND_WINDOW:g}s to "
-                    f"start it in: give --lease {need:g}s or more, or lower its read_timeout",
-                )
-            )
-    return problems
 
 
 def _routing(blocker: Event | None) -> bool:

@@ -686,7 +686,7 @@ READING = {
 def test_an_endpoint_whose_leads_are_read_takes_a_read_timeout(tmp_path: Path, source: str) -> None:
     """read_timeout (default 10s) on the senders whose leads are read from an API; a bad
     one is an error at its line; serve's lease check names the endpoint and its timeout."""
-    from hub.dispatch.worker import lease_shortfalls
+    from hub.dispatch.lease import lease_shortfalls
 
     head = f"kind: endpoint\nname: e\nsource: {source}\n{READING[source]}"
     (tmp_path / "e.yaml").write_text(head)

@@ -16,7 +16,8 @@ import structlog
 from hub.config.models import Target
 from hub.dispatch.fetch import FetchRetry
 from hub.dispatch.leadsquared import LeadSquaredClient, Pause, Retry
-from hub.dispatch.transport import Proxies, ProxySettingError, make_http_client
+from hub.dispatch.proxies import Proxies, ProxySettingError
+from hub.dispatch.transport import make_http_client
 from hub.secrets import Secret
 from hub.store.models import Event, State
 from tests.dispatch.support import (

@@ -13,7 +13,8 @@ from typing import Any
 
 import structlog
 
-from hub.dispatch.transport import Proxies, make_http_client
+from hub.dispatch.proxies import Proxies
+from hub.dispatch.transport import make_http_client
 from hub.store.models import State
 from tests.dispatch.support import (
     FB_ENV,
