@@ -4,7 +4,8 @@ Modules: ``ratelimit`` (per-target sliding window behind the ``RateLimiter``
 protocol), ``retry`` (exponential backoff with full jitter), ``leadsquared`` (the
 ``Lead.Capture`` client and outcome classification), ``graph`` (Facebook lead
 retrieval), ``enrich`` (the dispatcher's use of it), ``lane`` (one target's queue and
-senders), ``transport`` (httpx over aiohttp: ``make_http_client``), ``worker`` (the
+senders), ``lease`` (how long a claim's lease must last), ``proxies`` (the proxy and CA
+settings), ``transport`` (httpx over aiohttp: ``make_http_client``), ``worker`` (the
 :class:`Dispatcher` and its lifespan hook), ``metrics``.
 
 The package imports none of its modules: importing one (``transport`` for its proxy
