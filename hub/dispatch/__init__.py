@@ -8,6 +8,6 @@ senders), ``lease`` (how long a claim's lease must last), ``proxies`` (the proxy
 settings), ``transport`` (httpx over aiohttp: ``make_http_client``), ``worker`` (the
 :class:`Dispatcher` and its lifespan hook), ``metrics``.
 
-The package imports none of its modules: importing one (``transport`` for its proxy
-settings, say) loads only what that one needs.
+The package imports none of its modules: importing one (``proxies`` or ``lease``, as
+``leadhub check`` does) loads only what that one needs.
 """
