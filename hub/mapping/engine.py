@@ -31,7 +31,15 @@ from hub.mapping.model import (
 )
 from hub.mapping.steps import indexed, indexing
 from hub.mapping.transforms import Context, object_left_out
-from hub.mapping.values import DocumentError, is_blank, present, shown_text, to_text
+from hub.mapping.values import (
+    INVISIBLE,
+    DocumentError,
+    blank_text,
+    is_blank,
+    present,
+    shown_text,
+    to_text,
+)
 
 if TYPE_CHECKING:  # hub.config imports hub.mapping; importing it back would be circular
     from hub.config.models import JsonPath
@@ -52,7 +60,11 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     if spec.path is not None:
         found = spec.path.values(document)
         if len(found) == 1 and type(found[0]) in _SCALARS:  # the common case: as present
-            values = found if type(found[0]) is not str or found[0].strip() else []
+            first = found[0]  # (blank_text's answer, its call saved for most strings)
+            if type(first) is str and not ((kept := first.strip()) and kept[0] not in INVISIBLE):
+                values = [] if blank_text(first) else found
+            else:
+                values = found
         else:
             values = present(found)
             listed = _holds_a_list(found)
@@ -71,7 +83,7 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
         if object_left_out(value, ctx):
             continue  # the next value found, else the default
         text = to_text(value)
-        if text.strip():
+        if not blank_text(text):
             if listed and index < len(values) - 1:
                 _first_of_list(values[index:], ctx)
             return text

@@ -344,8 +344,8 @@ class Transform:
         out = []
         for value in values:
             result = func(value, self.arg, ctx)
-            if result is not None and not (isinstance(result, str) and not result.strip()):
-                out.append(result)  # (not is_blank(result), without the call)
+            if not is_blank(result):
+                out.append(result)
         return out
 
 

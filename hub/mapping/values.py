@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -34,9 +35,26 @@ class DocumentError(HubError):
     """The document cannot be evaluated (a value nested too deeply, say)."""
 
 
+#: Characters that show nothing yet are no whitespace to ``str.strip``: zero-width space,
+#: non-joiner and joiner, word joiner, and the byte-order mark (U+FEFF, a zero-width no-break
+#: space inside text) that a value pasted into a form may carry.
+INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
+_SHOWS_NOTHING = re.compile(f"[\\s{INVISIBLE}]*")
+
+
+def blank_text(text: str) -> bool:
+    """Whether ``text`` shows nothing: empty, whitespace, or whitespace and :data:`INVISIBLE`
+    characters alone (a form's answer of one zero-width space was sent as a name)."""
+    stripped = text.strip()
+    return not stripped or (
+        stripped[0] in INVISIBLE and _SHOWS_NOTHING.fullmatch(stripped) is not None
+    )
+
+
 def is_blank(value: Any) -> bool:
-    """Whether ``value`` counts as absent: ``None``, or a string of only whitespace."""
-    return value is None or (isinstance(value, str) and not value.strip())
+    """Whether ``value`` counts as absent: ``None``, or a string that shows nothing
+    (:func:`blank_text`)."""
+    return value is None or (isinstance(value, str) and blank_text(value))
 
 
 def to_text(value: Any) -> str:
@@ -115,7 +133,7 @@ def present(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for value in values:
         if isinstance(value, str):
-            if value.strip():
+            if not is_blank(value):
                 out.append(value)
         elif isinstance(value, list | tuple):
             out.extend(v for v in _opened(value) if not is_blank(v))

@@ -73,6 +73,49 @@ def test_blank_and_null_values_are_left_out_or_defaulted() -> None:
     ]
 
 
+#: Answers that show nothing though ``str.strip`` keeps them: a zero-width space, joiners, a
+#: word joiner, a byte-order mark, alone or among spaces.
+SHOWING_NOTHING = ["\u200b", " \u200c\u200d ", "\u2060", "\ufeff", "\u200b \u00a0\ufeff"]
+
+
+def test_a_value_showing_nothing_is_blank_wherever_it_is_read() -> None:
+    """Zero-width characters alone (a form answer of one zero-width space) are blank as
+    whitespace is: found alone, in a list, given by a transform, or joined, they leave the
+    attribute out (a default sent instead, a required field failing) rather than sending
+    an invisible name; a value holding more than them is sent as it came."""
+    for nothing in SHOWING_NOTHING:
+        fields = (
+            FieldSpec("FirstName", compile_path("$.name")),
+            FieldSpec("Source", compile_path("$.source"), default="Web"),
+            FieldSpec("mx_Times", compile_path("$.times")),
+            FieldSpec(
+                "LastName", compile_path("$.full"), transforms=parse_transforms("rest_words")
+            ),
+            FieldSpec("mx_All", compile_path("$.times"), transforms=parse_transforms("join(,)")),
+            FieldSpec("mx_Kept", compile_path("$.kept")),
+        )
+        document = {
+            "name": nothing,
+            "source": nothing,
+            "times": [nothing, "evening"],
+            "full": f"Ann {nothing}",  # (its words after the first show nothing)
+            "kept": f"{nothing}x",
+        }
+        result = apply(mapping(fields=fields), document)
+        assert isinstance(result, CaptureRequest), nothing
+        assert result.body == [
+            {"Attribute": "Source", "Value": "Web"},
+            {"Attribute": "mx_Times", "Value": "evening"},
+            {"Attribute": "mx_All", "Value": "evening"},
+            {"Attribute": "mx_Kept", "Value": f"{nothing}x"},
+        ], repr(nothing)
+        required = (FieldSpec("EmailAddress", compile_path("$.email"), required=True),)
+        failed = apply(mapping(fields=required), {"email": nothing})
+        assert isinstance(failed, MappingError), repr(nothing)
+        absent = mapping(skip_if=((cond("$.email", None),),))  # (null: nothing but blanks)
+        assert isinstance(apply(absent, {"email": nothing}), Skip), repr(nothing)
+
+
 def test_several_values_yield_the_first_non_blank() -> None:
     """A path finding an array (or several values) sends the first non-blank one."""
     fields = (FieldSpec("mx_Times", compile_path("$.times")),)

@@ -18,7 +18,9 @@ values = st.recursive(
         st.booleans(),
         st.integers(),
         st.floats(allow_nan=False),
-        st.sampled_from(["", " ", "\t\n", "\u00a0", "a", " b ", "0"]),
+        st.sampled_from(
+            ["", " ", "\t\n", "\u00a0", "a", " b ", "0", "\u200b", " \ufeff", "\u2060c"]
+        ),
         st.text(max_size=3),
     ),
     lambda children: st.one_of(
@@ -32,8 +34,9 @@ values = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(found=st.lists(values, max_size=5))
 def test_present_is_flatten_without_blanks(found: list[Any]) -> None:
-    """present() gives exactly flatten() minus blanks (None, whitespace-only strings), in
-    order, keeping falsy values that are not blank (0, false, empty objects)."""
+    """present() gives exactly flatten() minus blanks (None, strings of only whitespace or
+    zero-width characters), in order, keeping falsy values that are not blank (0, false,
+    empty objects)."""
     expected = [v for v in flatten(found) if not is_blank(v)]
     assert [id(v) for v in present(found)] == [id(v) for v in expected]
 
