@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 from hub import __version__
 from hub.secrets import METRICS_TOKEN_VARIABLE, WINDOWS_LINE_ENDS, blank_around
-from hub.units import UnitError, parse_duration
+from hub.units import UnitError, age_units_hint, parse_duration, unitless_age
 
 ENV_PREFIX = "LEADHUB_"
 TRUE_WORDS = ("1", "true", "yes", "on")
@@ -165,7 +165,11 @@ _EMPTY_SANDBOX_DB = (
 
 def age(text: str) -> str:
     """An AGE such as ``2h`` or ``7d`` (a duration), kept as written: checked here so that a
-    bad ``LEADHUB_<FLAG>`` is a usage error naming the variable."""
+    bad ``LEADHUB_<FLAG>`` is a usage error naming the variable. A number without its unit
+    is refused (``--since 30`` listed the last 30 seconds, meant as days)."""
+    if (number := unitless_age(text)) is not None:
+        msg = f"{number!r} has no unit: {age_units_hint(number)}"
+        raise argparse.ArgumentTypeError(msg)
     try:
         parse_duration(text)
     except UnitError as exc:

@@ -69,6 +69,27 @@ def parse_duration(text: str | float | int) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+#: An age written without its unit (``30``), which :func:`parse_duration` reads as seconds.
+_BARE_NUMBER = re.compile(r"\s*\d+(\.\d*)?\s*")
+
+
+def unitless_age(text: str) -> str | None:
+    """The number of an AGE written without its unit (``30``), else None: read as seconds, it
+    is seldom what was meant (days, most often), so the commands taking an age refuse it
+    with :func:`age_units_hint`. Zero needs no unit."""
+    if _BARE_NUMBER.fullmatch(text) and float(text) != 0:
+        return text.strip()
+    return None
+
+
+def age_units_hint(number: str) -> str:
+    """What to write instead of a unitless age ``number``."""
+    return (
+        f"write {number + 'd'!r} for days, or {number + 'h'!r}, {number + 'm'!r} or "
+        f"{number + 's'!r}"
+    )
+
+
 def parse_lease(text: str) -> float:
     """Seconds in a ``--lease`` (``serve``'s, or ``LEADHUB_LEASE`` as ``check`` judges it): a
     duration of at least 1 s."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 from hub.cli import given_as, variable_of
@@ -20,22 +19,17 @@ from hub.store.commands import (
 from hub.store.models import PURGED_BY_DEFAULT, Purged, State
 from hub.store.retention import SENDER_RETRIES
 from hub.store.sqlite import SQLiteStore
-from hub.units import UnitError, parse_duration
-
-#: An age written without its unit (``30``), which :func:`parse_duration` reads as seconds.
-_BARE_NUMBER = re.compile(r"\s*\d+(\.\d*)?\s*")
+from hub.units import UnitError, age_units_hint, parse_duration, unitless_age
 
 
 def run(args: argparse.Namespace) -> int:
     """Purge (or with ``--dry-run`` count) the selected events and say how many."""
     name = given_as(args, "older_than", "--older-than")
-    if _BARE_NUMBER.fullmatch(args.older_than) and float(args.older_than) != 0:
+    if (number := unitless_age(args.older_than)) is not None:
         # (`--older-than 30`, meant as days, deleted every finished event older than 30 s)
-        number = args.older_than.strip()
         return fail(
             "purge",
-            f"{name}: {number!r} has no unit, and a purge deletes: write {number + 'd'!r} for "
-            f"days, or {number + 'h'!r}, {number + 'm'!r} or {number + 's'!r}.",
+            f"{name}: {number!r} has no unit, and a purge deletes: {age_units_hint(number)}.",
         )
     try:
         age = parse_duration(args.older_than)

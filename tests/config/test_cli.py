@@ -218,6 +218,8 @@ def sample(action: argparse.Action) -> str:
         return ""
     if action.choices is not None:
         return next(str(c) for c in action.choices if c != action.default)
+    if action.type is cli.age:
+        return "7d"  # (an age needs its unit)
     return "7" if action.type is not None else "from-env"
 
 

@@ -1529,6 +1529,35 @@ def test_notes_with_standard_error_closed_stay_out_of_the_output(sqlite_db: Seed
 
 
 @pytest.mark.parametrize(
+    ("command", "argv", "environ", "said"),
+    [
+        ("events", ["--since", "30"], {}, "argument --since: '30' has no unit: write '30d' for"),
+        ("events", [], {"LEADHUB_SINCE": "2.5"}, "LEADHUB_SINCE='2.5': '2.5' has no unit: "),
+        ("replay", ["--since", " 7 "], {}, "argument --since: '7' has no unit: write '7d' for"),
+    ],
+)
+def test_since_refuses_an_age_without_its_unit(
+    sqlite_db: Seeded, command: str, argv: list[str], environ: dict[str, str], said: str
+) -> None:
+    """``--since 30``, meant as 30 days (or minutes), was read as 30 seconds: ``events``
+    listed nearly nothing and ``replay`` requeued the last half minute's events only, both
+    as if all was well. A bare number other than 0 is a usage error (exit 2) saying to
+    write its unit, and nothing is replayed; ``--since 0`` and ``--since 30d`` are taken.
+    A real process."""
+    url, _ = sqlite_db
+    before = states(url)
+    done = leadhub_run([command, "--db", url, *argv], env=environ, leadhub_env=False)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert said in done.stderr, done.stderr
+    assert "d' for days, or '" in done.stderr
+    assert states(url) == before
+    for taken in ("0", "30d"):
+        given = [command, "--db", url, "--since", taken]
+        done = leadhub_run([*given, *(["--dry-run"] if command == "replay" else [])])
+        assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
     ("argv", "environ", "said"),
     [
         (["--older-than", "30"], {}, "--older-than: '30' has no unit, and a purge deletes: "),
