@@ -861,6 +861,13 @@ def _output_errors(exc: UnicodeError) -> tuple[bytes, int]:
 
 codecs.register_error(OUTPUT_ERRORS, _output_errors)
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+#: Characters a terminal does not show as themselves, which JSON writes raw in its strings:
+#: DEL and the C1 controls (U+009B is a CSI), the soft hyphen, bidi marks, embeddings,
+#: overrides and isolates (which reorder what a terminal shows: U+202E makes ``evil`` read
+#: ``live``), zero-width and invisible characters, and the line and paragraph separators.
+_HIDDEN = re.compile(
+    "[\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+)
 
 
 def _json_escape(match: re.Match[str]) -> str:
@@ -873,16 +880,19 @@ def _json_escape(match: re.Match[str]) -> str:
 
 def json_text(text: str) -> str:
     """``text``, JSON, as a command writes it to standard output: as it is when standard
-    output is Unicode (UTF-8, the usual case), else with each non-ASCII character written as
-    its JSON escape (``\\u00e9``, a surrogate pair beyond the BMP), so that ``--json`` is
-    valid JSON meaning the same values under an ASCII locale too (JSON's non-ASCII characters
-    are only ever in its strings, where the escapes mean them)."""
+    output is Unicode (UTF-8, the usual case), but for the characters a terminal does not
+    show as themselves (:data:`_HIDDEN`: a sender's bidi override printed raw by ``try``
+    reordered the line it was on), each written as its JSON escape (``\\u202e``); else
+    with each non-ASCII character so written (a surrogate pair beyond the BMP), so that
+    ``--json`` is valid JSON meaning the same values under an ASCII locale too. JSON's
+    non-ASCII characters and these are only ever in its strings, where the escapes mean
+    them."""
     encoding = getattr(sys.stdout, "encoding", None) or "ascii"
     try:
         unicode = codecs.lookup(encoding).name.startswith("utf")
     except LookupError:
         unicode = False
-    return text if unicode else _NOT_ASCII.sub(_json_escape, text)
+    return _HIDDEN.sub(_json_escape, text) if unicode else _NOT_ASCII.sub(_json_escape, text)
 
 
 #: The commands that serve until stopped, logging to standard output: a log line that cannot

@@ -83,3 +83,37 @@ def test_commands_under_an_ascii_locale_print_a_senders_characters_escaped(
         assert shown.returncode == 0, shown.stderr
         body = shown.stdout.split("body:\n", 1)[1].split("\n]\n", 1)[0] + "\n]"
         assert {"Attribute": "FirstName", "Value": NAME} in json.loads(body)
+
+
+#: A sender's name holding what a terminal does not show as itself: a right-to-left
+#: override (the rest of the line reads backwards), DEL, a C1 CSI, a zero-width space, a
+#: line separator and an isolate, among letters that are shown.
+HIDDEN = "Zoë \u202eevil\x7f\x9b2J\u200b\u2028\u2066x"
+
+
+def test_commands_print_what_a_terminal_would_not_show_escaped(tmp_path: Path) -> None:
+    """``try`` (its body, plain and ``--json``) and ``events --json`` under a UTF-8 locale
+    wrote a sender's bidi override and C1 controls raw: the override reordered the line on
+    the operator's terminal. Each such character is now its JSON escape, letters outside
+    ASCII are written as they are, and the JSON reads back as the very name. Real
+    processes."""
+    db = tmp_path / "hub.db"
+    url = f"sqlite:///{db}"
+    enqueue_document(url, "forms", "d-1", {"email": "zoe@example.com", "name": HIDDEN})
+    (tmp_path / "forms.yaml").write_text(FORMS_CONFIG)
+    payload = tmp_path / "lead.json"
+    payload.write_text(json.dumps({"email": "zoe@example.com", "name": HIDDEN}))
+    utf8 = {"PYTHONIOENCODING": "utf-8"}
+    tried = leadhub_run(["try", "forms", str(payload), "--config-dir", str(tmp_path)], env=utf8)
+    listed = leadhub_run(["events", "--db", url, "--json"], env=utf8)
+    as_json = ["try", "forms", str(payload), "--config-dir", str(tmp_path), "--json"]
+    tried_json = leadhub_run(as_json, env=utf8)
+    for done in (tried, listed, tried_json):
+        assert done.returncode == 0, done.stderr
+        assert "Zoë" in done.stdout  # (shown as itself)
+        assert not any(ch in done.stdout for ch in HIDDEN if not ch.isprintable()), done.stdout
+        assert "\\u202e" in done.stdout
+    body = tried.stdout.split("body:\n", 1)[1].split("\n]\n", 1)[0] + "\n]"
+    assert {"Attribute": "FirstName", "Value": HIDDEN} in json.loads(body)
+    assert json.loads(listed.stdout)["document"]["name"] == HIDDEN
+    assert {"Attribute": "FirstName", "Value": HIDDEN} in json.loads(tried_json.stdout)["body"]
