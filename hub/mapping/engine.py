@@ -34,7 +34,6 @@ from hub.mapping.transforms import Context, object_left_out
 from hub.mapping.values import (
     INVISIBLE,
     DocumentError,
-    blank_text,
     is_blank,
     present,
     shown_text,
@@ -60,9 +59,9 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     if spec.path is not None:
         found = spec.path.values(document)
         if len(found) == 1 and type(found[0]) in _SCALARS:  # the common case: as present
-            first = found[0]  # (blank_text's answer, its call saved for most strings)
+            first = found[0]  # (is_blank's answer, its call saved for most strings)
             if type(first) is str and not ((kept := first.strip()) and kept[0] not in INVISIBLE):
-                values = [] if blank_text(first) else found
+                values = [] if is_blank(first) else found
             else:
                 values = found
         else:
@@ -83,7 +82,7 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
         if object_left_out(value, ctx):
             continue  # the next value found, else the default
         text = to_text(value)
-        if not blank_text(text):
+        if not is_blank(text):
             if listed and index < len(values) - 1:
                 _first_of_list(values[index:], ctx)
             return text

@@ -32,7 +32,7 @@ import phonenumbers
 import yaml
 
 from hub.exceptions import HubError
-from hub.mapping.values import is_blank, shown_text, to_text
+from hub.mapping.values import INVISIBLE, is_blank, shown_text, to_text
 
 
 class TransformError(HubError):
@@ -344,8 +344,13 @@ class Transform:
         out = []
         for value in values:
             result = func(value, self.arg, ctx)
-            if not is_blank(result):
-                out.append(result)
+            if result is None or (
+                isinstance(result, str)  # (is_blank(result), its call saved for most strings)
+                and not ((kept := result.strip()) and kept[0] not in INVISIBLE)
+                and is_blank(result)
+            ):
+                continue
+            out.append(result)
         return out
 
 

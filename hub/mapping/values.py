@@ -42,19 +42,20 @@ INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 _SHOWS_NOTHING = re.compile(f"[\\s{INVISIBLE}]*")
 
 
-def blank_text(text: str) -> bool:
-    """Whether ``text`` shows nothing: empty, whitespace, or whitespace and :data:`INVISIBLE`
-    characters alone (a form's answer of one zero-width space was sent as a name)."""
-    stripped = text.strip()
-    return not stripped or (
-        stripped[0] in INVISIBLE and _SHOWS_NOTHING.fullmatch(stripped) is not None
-    )
-
-
 def is_blank(value: Any) -> bool:
-    """Whether ``value`` counts as absent: ``None``, or a string that shows nothing
-    (:func:`blank_text`)."""
-    return value is None or (isinstance(value, str) and blank_text(value))
+    """Whether ``value`` counts as absent: ``None``, or a string that shows nothing (empty,
+    whitespace, or whitespace and :data:`INVISIBLE` characters alone: a form's answer of one
+    zero-width space was sent as a name).
+
+    Where this runs for most values mapped, its callers first test what settles most
+    strings without the call: ``(kept := text.strip()) and kept[0] not in INVISIBLE``
+    (holds: not blank)."""
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    kept = value.strip()
+    return not kept or (kept[0] in INVISIBLE and _SHOWS_NOTHING.fullmatch(kept) is not None)
 
 
 def to_text(value: Any) -> str:
@@ -133,7 +134,7 @@ def present(values: list[Any]) -> list[Any]:
     out: list[Any] = []
     for value in values:
         if isinstance(value, str):
-            if not is_blank(value):
+            if ((kept := value.strip()) and kept[0] not in INVISIBLE) or not is_blank(value):
                 out.append(value)
         elif isinstance(value, list | tuple):
             out.extend(v for v in _opened(value) if not is_blank(v))
