@@ -861,13 +861,9 @@ def _output_errors(exc: UnicodeError) -> tuple[bytes, int]:
 
 codecs.register_error(OUTPUT_ERRORS, _output_errors)
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]")
-#: Characters a terminal does not show as themselves, which JSON writes raw in its strings:
-#: DEL and the C1 controls (U+009B is a CSI), the soft hyphen, bidi marks, embeddings,
-#: overrides and isolates (which reorder what a terminal shows: U+202E makes ``evil`` read
-#: ``live``), zero-width and invisible characters, and the line and paragraph separators.
-_HIDDEN = re.compile(
-    "[\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
-)
+#: What JSON text holds besides printable ASCII and its own line breaks: characters in its
+#: strings (JSON escapes the C0 controls there), each checked by :func:`_shown`.
+_NOT_PLAIN = re.compile(r"[^\x20-\x7e\n]")
 
 
 def _json_escape(match: re.Match[str]) -> str:
@@ -878,11 +874,18 @@ def _json_escape(match: re.Match[str]) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
+def _shown(match: re.Match[str]) -> str:
+    """A character of a JSON string as itself if a terminal shows it so (``str.isprintable``,
+    the rule the console log escapes by), else as its JSON escape."""
+    return match.group() if match.group().isprintable() else _json_escape(match)
+
+
 def json_text(text: str) -> str:
     """``text``, JSON, as a command writes it to standard output: as it is when standard
     output is Unicode (UTF-8, the usual case), but for the characters a terminal does not
-    show as themselves (:data:`_HIDDEN`: a sender's bidi override printed raw by ``try``
-    reordered the line it was on), each written as its JSON escape (``\\u202e``); else
+    show as themselves (not ``str.isprintable``, as the console log judges: a sender's bidi
+    override printed raw by ``try`` reordered the line it was on, and DEL, C1 controls and
+    zero-width characters hide), each written as its JSON escape (``\\u202e``); else
     with each non-ASCII character so written (a surrogate pair beyond the BMP), so that
     ``--json`` is valid JSON meaning the same values under an ASCII locale too. JSON's
     non-ASCII characters and these are only ever in its strings, where the escapes mean
@@ -892,7 +895,7 @@ def json_text(text: str) -> str:
         unicode = codecs.lookup(encoding).name.startswith("utf")
     except LookupError:
         unicode = False
-    return _HIDDEN.sub(_json_escape, text) if unicode else _NOT_ASCII.sub(_json_escape, text)
+    return _NOT_PLAIN.sub(_shown, text) if unicode else _NOT_ASCII.sub(_json_escape, text)
 
 
 #: The commands that serve until stopped, logging to standard output: a log line that cannot
