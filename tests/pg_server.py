@@ -342,12 +342,25 @@ def frozen(server: PostgresServer) -> Iterator[None]:
     """Every process of ``server`` stopped (SIGSTOP) for the block: a database that hangs
     (a stalled disk, a stuck host) rather than one that refuses connections."""
     postmaster = int((server.data_dir / "postmaster.pid").read_text().split()[0])
+    # The postmaster first, so that it forks no backend after its children are read. A
+    # backend may be ending meanwhile (a pool closing a connection): gone before its stop,
+    # or reaped by the postmaster once resumed, it is a process that needs no signal.
+    os.kill(postmaster, signal.SIGSTOP)
     children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
-    pids = [postmaster, *map(int, children)]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    stopped = [pid for pid in map(int, children) if _signal(pid, signal.SIGSTOP)]
     try:
         yield
     finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
+        # Children before the postmaster: stopped, it reaps none of them in between.
+        for pid in stopped:
+            _signal(pid, signal.SIGCONT)
+        os.kill(postmaster, signal.SIGCONT)
+
+
+def _signal(pid: int, sig: signal.Signals) -> bool:
+    """``sig`` sent to ``pid``; False if it has ended (and been reaped) already."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
