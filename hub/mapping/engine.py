@@ -291,18 +291,19 @@ def _evaluate_indexed(mapping: CompiledMapping, document: Any) -> Result:
     #: out (a failure's reason lists those), but said after them.
     flags: list[str] = []
     ctx = Context(attribute="", default_region=mapping.default_region)
+    noted_so_far = ctx.warnings  # (the list itself: appended to, never replaced)
     for spec in mapping.fields:
-        ctx.attribute = spec.attribute
-        ctx.path = spec.path.text if spec.path is not None else None
-        noted = len(ctx.warnings)
+        attribute = ctx.attribute = spec.attribute
+        ctx.path = spec.path_text
+        noted = len(noted_so_far)
         value = field_value(spec, document, ctx)
         if value is None:
             if spec.required:
-                why = _nothing_sent(spec, document, ctx.warnings[noted:])
-                missing.append((f"{spec.attribute} ({why})", noted, len(ctx.warnings)))
+                why = _nothing_sent(spec, document, noted_so_far[noted:])
+                missing.append((f"{attribute} ({why})", noted, len(noted_so_far)))
             continue
-        body.append({"Attribute": spec.attribute, "Value": value})
-        if spec.attribute in OPT_OUTS and value not in OPT_OUT_VALUES:
+        body.append({"Attribute": attribute, "Value": value})
+        if attribute in OPT_OUTS and value not in OPT_OUT_VALUES:
             flags.append(_opt_out_sent(spec, value, ctx.path))
     if missing:
         return _missing_required(mapping.name, missing, ctx.warnings, document)

@@ -10,7 +10,7 @@ the document cannot be evaluated).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from hub.mapping.transforms import Transform
@@ -55,7 +55,10 @@ class Condition:
         found = present(self.path.values(document))
         if not found:
             return None in self.expected
-        return any(to_text(v) in self.expected for v in found)
+        for value in found:
+            if to_text(value) in self.expected:
+                return True
+        return False
 
     def describe(self) -> str:
         shown = sorted("null" if e is None else repr(e) for e in self.expected)
@@ -69,7 +72,10 @@ Rule = tuple[Condition, ...]
 def rules_hold(rules: tuple[Rule, ...], document: Any) -> Rule | None:
     """The first rule whose conditions all hold, else ``None``."""
     for rule in rules:
-        if all(condition.holds(document) for condition in rule):
+        for condition in rule:
+            if not condition.holds(document):
+                break
+        else:
             return rule
     return None
 
@@ -94,6 +100,12 @@ class FieldSpec:
     transforms: tuple[Transform, ...] = ()
     default: str | None = None
     required: bool = False
+    #: ``path``'s text (``None`` for a constant), what a warning names: kept for each
+    #: field mapped, so taken once here.
+    path_text: str | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path_text", self.path.text if self.path is not None else None)
 
     @property
     def paths(self) -> tuple[JsonPath, ...]:

@@ -92,10 +92,25 @@ class SimplePath:
 
     text: str
     steps: tuple[Step, ...]
+    #: Whether every step is a field name (``$.form_response.hidden.gclid``), the most
+    #: common path, walked by indexing alone.
+    names_only: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names_only", all(type(s) is str for s in self.steps))
 
     def values(self, document: Any) -> list[Any]:
         """The one value at the end of the chain, or nothing when a step is missing."""
         value = document
+        if self.names_only:
+            # Indexing with a name fails (KeyError, TypeError) exactly where a member is
+            # missing or a value is no object: a list, a string, a number, null.
+            try:
+                for name in self.steps:
+                    value = value[name]
+            except (KeyError, TypeError):
+                return []
+            return [value]
         for step in self.steps:
             if isinstance(step, str):
                 if not isinstance(value, dict) or step not in value:

@@ -331,16 +331,28 @@ class Transform:
 
     name: str
     arg: Any = None
+    #: What runs per value (``None`` for ``join``, which takes them all at once), and
+    #: whether an object is given to it as it is: both fixed by ``name``, looked up once
+    #: here rather than for every value mapped.
+    func: ItemFunc | None = field(init=False, compare=False, repr=False)
+    sees_objects: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "func", _ITEM_FUNCS.get(self.name))
+        object.__setattr__(self, "sees_objects", self.name in _SEE_OBJECTS)
 
     def apply(self, values: list[Any], ctx: Context) -> list[Any]:
         """The values after this transform; blanks and dropped values are removed."""
-        if self.name not in _SEE_OBJECTS and any(isinstance(v, dict) for v in values):
-            values = [v for v in values if not _object_left_out(v, self.name, ctx)]
-        if self.name == "join":
+        if not self.sees_objects:
+            for value in values:
+                if isinstance(value, dict):
+                    values = [v for v in values if not _object_left_out(v, self.name, ctx)]
+                    break
+        func = self.func
+        if func is None:  # join
             texts = [to_text(v).strip() for v in values if not is_blank(v)]
             joined = self.arg.join(t for t in texts if t)
             return [joined] if joined else []
-        func = _ITEM_FUNCS[self.name]
         out = []
         for value in values:
             result = func(value, self.arg, ctx)
