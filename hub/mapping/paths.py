@@ -296,6 +296,44 @@ class TimedNativePath(NativePath):
 
 
 @dataclass(frozen=True, slots=True)
+class PickedPath(NativePath):
+    """A :class:`NativePath` that picks items of one list by a string and reads a member of
+    each: names, then one :class:`~hub.mapping.steps.EqualityFilter`, then names
+    (``$.form_response.answers[?(@.field.ref=='email')].email``), the shape mappings pick a
+    form's answer by its question with. Its :meth:`values` walk the names by indexing
+    rather than step by step (what its steps find, without a list made for each step).
+    """
+
+    #: The names before the filter, the filter, and the names after it.
+    before: tuple[str, ...] = field(default=(), compare=False)
+    pick: EqualityFilter | None = field(default=None, compare=False)
+    after: tuple[str, ...] = field(default=(), compare=False)
+
+    def values(self, document: Any) -> list[Any]:
+        """Every value the path finds in ``document``, in document order."""
+        node = document
+        # Indexing with a name fails (KeyError, TypeError) exactly where a member is
+        # missing or a value is no object, as the path's steps find nothing there.
+        try:
+            for name in self.before:
+                node = node[name]
+        except (KeyError, TypeError):
+            return []
+        picked = self.pick([node]) if self.pick is not None else []
+        if not self.after:
+            return picked
+        out = []
+        for item in picked:
+            try:
+                for name in self.after:
+                    item = item[name]
+            except (KeyError, TypeError):
+                continue
+            out.append(item)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
 class RootFilterPath(NativePath):
     """A :class:`NativePath` with a filter that reads the document's root
     (``$.entry[?($.object == 1)]``, :class:`~hub.mapping.steps.RootFilter`): while it is
@@ -769,8 +807,28 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     counts = _counts(kinds)
     if any(isinstance(func, RootFilter) for func in funcs):
         return RootFilterPath(text, funcs, kinds, texts, counts, timed=timed)
-    native = TimedNativePath if timed else NativePath
-    return native(text=text, steps=funcs, kinds=kinds, texts=texts, counts=counts)
+    if timed:
+        return TimedNativePath(text=text, steps=funcs, kinds=kinds, texts=texts, counts=counts)
+    picked = _picked(steps)
+    if picked is not None:
+        before, pick, after = picked
+        return PickedPath(text, funcs, kinds, texts, counts, before, pick, after)
+    return NativePath(text=text, steps=funcs, kinds=kinds, texts=texts, counts=counts)
+
+
+def _picked(
+    steps: list[_Shaped],
+) -> tuple[tuple[str, ...], EqualityFilter, tuple[str, ...]] | None:
+    """The names before, the filter, and the names after, of ``steps`` that are names, one
+    :class:`~hub.mapping.steps.EqualityFilter` and names (:class:`PickedPath`); else None."""
+    at = [i for i, (step, _, _) in enumerate(steps) if not isinstance(step, str | int)]
+    if len(at) != 1 or not isinstance(pick := steps[at[0]][0], EqualityFilter):
+        return None
+    before = [step for step, _, _ in steps[: at[0]] if type(step) is str]
+    after = [step for step, _, _ in steps[at[0] + 1 :] if type(step) is str]
+    if len(before) + len(after) + 1 != len(steps):  # an index among them
+        return None
+    return tuple(before), pick, tuple(after)
 
 
 def _counts(kinds: tuple[str, ...]) -> bool:

@@ -23,6 +23,7 @@ from hub.mapping.paths import (
     ExtendedPath,
     NativePath,
     PathError,
+    PickedPath,
     RootFilterPath,
     SimplePath,
     TimedNativePath,
@@ -243,9 +244,10 @@ equality_docs = st.one_of(
 )
 equality_paths = st.builds(
     lambda head, fan, tail: path_text([*head, fan, *tail]),
-    st.sampled_from([["a"], ["a"], [], ["é"]]),
+    st.sampled_from([["a"], ["a"], [], ["é"], ["é", "a"]]),
     equalities,
-    st.lists(st.one_of(st.sampled_from(FIELDS), equalities, st.just("[*]")), max_size=1),
+    # (two names after: the member of a member, as $.answers[?(...)].choice.label reads)
+    st.lists(st.one_of(st.sampled_from(FIELDS), equalities, st.just("[*]")), max_size=2),
 )
 
 
@@ -269,6 +271,65 @@ def test_equality_filters_of_one_mapped_document_keep_what_jsonpath_ng_keeps(
             assert [id(v) for v in path.values(doc)] == [id(v) for v in expected], text
     finally:
         _indexes.reset(token)
+
+
+#: A form's answers nested two names deep, among items a path picking them must pass over:
+#: no ``field``, a ``field`` that is no object, a string, a list, the picked ``choice`` a
+#: string or without its ``label``.
+PICKING_DOC = {
+    "form": {
+        "answers": [
+            {"field": {"ref": "roof"}, "choice": {"label": "Tile"}},
+            {"field": {"ref": "roof"}, "choice": "flat"},
+            {"field": {"ref": "other"}, "choice": {"label": "x"}},
+            {"field": "roof", "choice": {"label": "y"}},
+            {"choice": {"label": "z"}},
+            "roof",
+            ["roof"],
+            {"field": {"ref": "roof"}, "choice": {"other": 1}},
+            {"field": {"ref": "roof"}, "choice": {"label": "Metal"}},
+        ],
+        "by_ref": {"one": {"field": {"ref": "roof"}, "choice": {"label": "Slate"}}},
+        "text": "roof",
+    }
+}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "$.form.answers[?(@.field.ref=='roof')].choice.label",
+        "$.form.answers[?(@.field.ref=='roof')].choice",
+        "$.form.answers[?(@.field.ref=='roof')]",
+        "$.form.by_ref[?(@.field.ref=='roof')].choice.label",  # an object's values
+        "$.form.answers[?(@.field.ref=='none')].choice.label",
+        "$.form.missing[?(@.field.ref=='roof')].choice.label",
+        "$.form.text[?(@.field.ref=='roof')].choice.label",  # a string: no items
+        "$.form.text.deeper[?(@.field.ref=='roof')].choice",  # a name on a string
+        "$.form.answers[0].choice[?(@ == 'x')].label",  # an index before: not picked
+    ],
+)
+@pytest.mark.parametrize("grouped", [False, True])
+def test_a_path_picking_answers_by_a_string_finds_what_jsonpath_ng_finds(
+    text: str, grouped: bool
+) -> None:
+    """A path of names, one string equality filter and names is walked by indexing
+    (:class:`PickedPath`): it finds jsonpath-ng's very values, in its order, with two names
+    on either side of the filter, whether the filter groups its list (a document being
+    mapped) or not, and finds nothing where a name is missing or reads a value that is no
+    object."""
+    compiled = compile_path(text)
+    assert isinstance(compiled, NativePath)
+    assert isinstance(compiled, PickedPath) == ("[0]" not in text)
+    expected = [match.value for match in ext_parse(text).find(PICKING_DOC)]
+    token = indexing() if grouped else None
+    try:
+        found = compiled.values(PICKING_DOC)
+    finally:
+        if token is not None:
+            _indexes.reset(token)
+    assert [id(v) for v in found] == [id(v) for v in expected]
+    assert [id(v) for v in compiled.walk(PICKING_DOC).values] == [id(v) for v in expected]
 
 
 def test_fields_picking_answers_of_one_list_group_it_once() -> None:
