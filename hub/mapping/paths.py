@@ -319,9 +319,9 @@ class PickedPath(NativePath):
                 node = node[name]
         except (KeyError, TypeError):
             return []
-        picked = self.pick([node]) if self.pick is not None else []
+        picked = self.pick.kept(node) if self.pick is not None else ()
         if not self.after:
-            return picked
+            return list(picked)
         out = []
         for item in picked:
             try:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from time import thread_time
@@ -355,25 +355,31 @@ class EqualityFilter:
     plain: StepFunc
 
     def __call__(self, nodes: list[Any]) -> list[Any]:
-        memo = _indexes.get(None)
-        if memo is None:
+        if _indexes.get(None) is None:
             return self.plain(nodes)
         out: list[Any] = []
         for node in nodes:
-            if isinstance(node, list):
-                items: Iterable[Any] = node
-            elif isinstance(node, dict):
-                items = node.values()
-            else:
-                continue
-            key = (id(node), self.names)
-            entry = memo.get(key)
-            if entry is None:
-                entry = memo[key] = (node, _grouped(items, self.names))
-            found = entry[1].get(self.literal)
-            if found:
-                out.extend(found)
+            out.extend(self.kept(node))
         return out
+
+    def kept(self, node: Any) -> Sequence[Any]:
+        """The items of ``node`` (a list's elements, an object's values) this filter keeps,
+        in order; nothing for any other value. While a document is mapped, the list is the
+        grouping's own: read it, never change it."""
+        memo = _indexes.get(None)
+        if memo is None:
+            return self.plain([node])
+        if isinstance(node, list):
+            items: Iterable[Any] = node
+        elif isinstance(node, dict):
+            items = node.values()
+        else:
+            return ()
+        key = (id(node), self.names)
+        entry = memo.get(key)
+        if entry is None:
+            entry = memo[key] = (node, _grouped(items, self.names))
+        return entry[1].get(self.literal, ())
 
 
 def _grouped(items: Iterable[Any], names: tuple[str, ...]) -> dict[str, list[Any]]:
