@@ -295,7 +295,7 @@ class TimedNativePath(NativePath):
             _budget.reset(token)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PickedPath(NativePath):
     """A :class:`NativePath` that picks items of one list by a string and reads a member of
     each: names, then one :class:`~hub.mapping.steps.EqualityFilter`, then names
@@ -305,9 +305,9 @@ class PickedPath(NativePath):
     """
 
     #: The names before the filter, the filter, and the names after it.
-    before: tuple[str, ...] = field(default=(), compare=False)
-    pick: EqualityFilter | None = field(default=None, compare=False)
-    after: tuple[str, ...] = field(default=(), compare=False)
+    before: tuple[str, ...] = field(compare=False)
+    pick: EqualityFilter = field(compare=False)
+    after: tuple[str, ...] = field(compare=False)
 
     def values(self, document: Any) -> list[Any]:
         """Every value the path finds in ``document``, in document order."""
@@ -319,7 +319,7 @@ class PickedPath(NativePath):
                 node = node[name]
         except (KeyError, TypeError):
             return []
-        picked = self.pick.kept(node) if self.pick is not None else ()
+        picked = self.pick.kept(node)
         if not self.after:
             return list(picked)
         out = []
@@ -812,7 +812,16 @@ def compile_path(text: str) -> SimplePath | NativePath | ExtendedPath:
     picked = _picked(steps)
     if picked is not None:
         before, pick, after = picked
-        return PickedPath(text, funcs, kinds, texts, counts, before, pick, after)
+        return PickedPath(
+            text=text,
+            steps=funcs,
+            kinds=kinds,
+            texts=texts,
+            counts=counts,
+            before=before,
+            pick=pick,
+            after=after,
+        )
     return NativePath(text=text, steps=funcs, kinds=kinds, texts=texts, counts=counts)
 
 
