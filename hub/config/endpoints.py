@@ -326,8 +326,8 @@ def _hubspot(r: Reader) -> SourceOptions:
     ):
         r.error(
             node,
-            f"'webhook_url' {webhook_url!r} must be the app's target URL as HubSpot calls it, "
-            "like https://hub.example.com/hooks/hubspot-crm",
+            f"'webhook_url' {shown_url(webhook_url)!r} must be the app's target URL as HubSpot "
+            "calls it, like https://hub.example.com/hooks/hubspot-crm",
         )
     client_secret, rotating = _rotated(r, "client_secret")
     return HubSpotOptions(
@@ -698,19 +698,23 @@ def _retry(r: Reader) -> RetrySchedule:
 
 def shown_url(url: str) -> str:
     """``url`` as a message may show it: any ``user:password@`` before its host as ``***@``,
-    and any query or fragment left out (LeadSquared's own examples carry the keys there)."""
+    and any query or fragment left out (LeadSquared's own examples carry the keys there).
+
+    A url written without its scheme (``api-in21.leadsquared.com/...?secretKey=...``, the
+    error that says so quoted it whole, keys and all) is shown by the same rules."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        return url
+        scheme, rest = "", url
     marks = [place for place in (rest.find("?"), rest.find("#")) if place >= 0]
     if marks:  # cut at the first: a '?' after a '#' is the fragment's, shown no more
         cut = min(marks)
         part = "query" if rest[cut] == "?" else "fragment"
         rest = f"{rest[:cut]} ({part} not shown)"
     authority, slash, path = rest.partition("/")
+    start = f"{scheme}{sep}"
     if "@" not in authority:
-        return f"{scheme}://{rest}"
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+        return f"{start}{rest}"
+    return f"{start}***@{authority.rpartition('@')[2]}{slash}{path}"
 
 
 #: The path the dispatcher adds to a target's url (``hub.dispatch.leadsquared.CAPTURE_PATH``).

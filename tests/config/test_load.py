@@ -289,6 +289,43 @@ def test_a_target_url_with_a_query_is_refused_without_showing_it(
 
 
 @pytest.mark.parametrize(
+    ("file", "text", "shown"),
+    [
+        (
+            "targets.yml",
+            TARGETS.replace(
+                "https://api-in21.leadsquared.com/",
+                "api-in21.leadsquared.com/v2/LeadManagement.svc/Lead.Capture"
+                "?accessKey=${LSQ_ACCESS_KEY}&secretKey=${LSQ_SECRET_KEY}",
+            ),
+            "targets.yml:3: 'url' 'api-in21.leadsquared.com/v2/LeadManagement.svc/Lead.Capture "
+            "(query not shown)' must start with https://",
+        ),
+        (
+            "hs.yaml",
+            "kind: endpoint\nname: hs\nsource: hubspot\nclient_secret: ${LSQ_ACCESS_KEY}\n"
+            "webhook_url: bob:${LSQ_ACCESS_KEY}@hub.example.com/hooks/hs?token=${LSQ_SECRET_KEY}\n"
+            "access_token: ${LSQ_ACCESS_KEY}\n",
+            "hs.yaml:5: 'webhook_url' '***@hub.example.com/hooks/hs (query not shown)' must be "
+            "the app's target URL as HubSpot calls it",
+        ),
+    ],
+)
+def test_a_url_without_its_scheme_is_refused_without_showing_its_secrets(
+    config_dir: Path, file: str, text: str, shown: str
+) -> None:
+    """A url written without https:// is refused, and the error shows it as every url is
+    shown: a target's keys in its query (as LeadSquared's examples carry them), a HubSpot
+    webhook_url's token and password, were printed whole by check and at every start."""
+    (config_dir / file).write_text(text)
+    env = {**ENV, "LSQ_ACCESS_KEY": "u$r-hunter2", "LSQ_SECRET_KEY": "hunter3"}
+    with pytest.raises(ConfigError) as info:
+        load(config_dir, env)
+    assert f"{config_dir / shown}" in str(info.value)
+    assert "hunter2" not in str(info.value) and "hunter3" not in str(info.value)
+
+
+@pytest.mark.parametrize(
     ("path", "named"),
     [
         ("/v2/LeadManagement.svc/Lead.Capture", "/v2/LeadManagement.svc/Lead.Capture"),
