@@ -311,13 +311,14 @@ def filter_step(predicate: Predicate) -> StepFunc:
     return step
 
 
+#: Lists and objects grouped by an :class:`EqualityFilter` (:data:`_indexes`).
+_Groupings = dict[tuple[int, tuple[str, ...]], tuple[Any, dict[str, list[Any]]]]
+
 #: While a document is mapped (:func:`indexing`): each list or object an
 #: :class:`EqualityFilter` opened, by its id and the filter's member names, with the node
 #: itself (held, so that no other object takes its id while the memo lives) and its items
 #: grouped by the string they hold there. Unset outside a mapping.
-_indexes: ContextVar[dict[tuple[int, tuple[str, ...]], tuple[Any, dict[str, list[Any]]]]] = (
-    ContextVar("filter_indexes")
-)
+_indexes: ContextVar[_Groupings] = ContextVar("filter_indexes")
 
 
 #: What :func:`indexing` gives, for :func:`indexed`.
@@ -355,11 +356,12 @@ class EqualityFilter:
     plain: StepFunc
 
     def __call__(self, nodes: list[Any]) -> list[Any]:
-        if _indexes.get(None) is None:
+        memo = _indexes.get(None)
+        if memo is None:
             return self.plain(nodes)
         out: list[Any] = []
         for node in nodes:
-            out.extend(self.kept(node))
+            out.extend(self._grouped_kept(node, memo))
         return out
 
     def kept(self, node: Any) -> Sequence[Any]:
@@ -369,6 +371,10 @@ class EqualityFilter:
         memo = _indexes.get(None)
         if memo is None:
             return self.plain([node])
+        return self._grouped_kept(node, memo)
+
+    def _grouped_kept(self, node: Any, memo: _Groupings) -> Sequence[Any]:
+        """:meth:`kept` while a document is mapped, its groupings in ``memo``."""
         if isinstance(node, list):
             items: Iterable[Any] = node
         elif isinstance(node, dict):
