@@ -11,8 +11,6 @@ import re
 import unicodedata
 from typing import Any
 
-import phonenumbers
-
 from hub.config.endpoints import UnionInPath, check_name, checked_path
 from hub.config.issues import did_you_mean
 from hub.config.models import JsonPath, Origin
@@ -808,6 +806,8 @@ def build_mapping(node: Node, r: Reader) -> CompiledMapping | None:
     region = r.text("default_region")
     if region is not None:
         region = str(region).upper()
+        import phonenumbers  # (here: only a mapping naming a region loads it)
+
         if region not in phonenumbers.SUPPORTED_REGIONS:
             fix = (
                 "write GB, the United Kingdom's code (ISO 3166)"

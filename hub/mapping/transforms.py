@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import phonenumbers
 import yaml
 
 from hub.exceptions import HubError
@@ -155,6 +154,8 @@ def _format_phone(text: str, region: str | None) -> tuple[str | None, str | None
     Parsing with phonenumbers costs about 20 µs and depends only on the text and the
     region, so results are memoised (bounded: the least recently used go first).
     """
+    import phonenumbers  # (here: a mapping without phone never loads it, nor does a start)
+
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
