@@ -279,7 +279,7 @@ def _diag_listening(port: int) -> set[str]:
                     if kind == _NLMSG_DONE:
                         done = True
                         break
-                    if kind == _NLMSG_ERROR or length < _NL_HEADER.size:
+                    if kind == _NLMSG_ERROR or length < _NL_HEADER.size + _DIAG_INODE + 4:
                         raise OSError("the socket diagnostics refused the request")
                     body = offset + _NL_HEADER.size
                     (sport,) = struct.unpack_from(">H", data, body + _DIAG_SPORT)
