@@ -19,7 +19,6 @@ import os
 from hub.cli import ROLE_VARIABLE, Looked, role_problem, unknown_variables
 from hub.config import Config, ConfigError, load
 from hub.secrets import SettingError, metrics_token
-from hub.store.retention import parse_purge_after
 from hub.units import UnitError, parse_lease
 
 #: The variables serve reads its --lease and --role from (``hub.cli``): check judges the
@@ -89,6 +88,10 @@ def _purge_after_problems() -> list[str]:
     given = os.environ.get(PURGE_AFTER_VARIABLE)
     if given is None:
         return []
+    # (imported here: the retention task's module loads starlette and prometheus_client,
+    # ~50 ms of a check run that names no LEADHUB_PURGE_AFTER)
+    from hub.store.retention import parse_purge_after
+
     try:
         parse_purge_after(given)
     except UnitError as exc:
