@@ -638,14 +638,15 @@ def test_try_names_the_fields_whose_paths_found_nothing(tmp_path: Path) -> None:
 def test_check_loads_no_http_client_and_no_dispatcher() -> None:
     """``leadhub check`` judges the lease and the proxy settings from modules of their own
     (``hub.dispatch.lease``, ``hub.dispatch.proxies``): it loads neither the dispatcher nor
-    the HTTP clients it sends with (0.36 -> 0.27 s of CPU at each start)."""
+    the HTTP clients it sends with (0.36 -> 0.27 s of CPU at each start); nor, given no
+    LEADHUB_PURGE_AFTER to check, the retention task's metrics (prometheus_client)."""
     probe = (
         "import sys\n"
         "from hub.commands import check\n"
         "check.environment_problems()\n"
         "check._lease_problems(check.load(sys.argv[1], dict(DEMO)), [])\n"
         "print(' '.join(m for m in ('aiohttp', 'httpx', 'hub.dispatch.worker', "
-        "'hub.dispatch.transport') if m in sys.modules))"
+        "'hub.dispatch.transport', 'prometheus_client') if m in sys.modules))"
     ).replace("DEMO", repr(DEMO_ENV))
     done = subprocess.run(
         [sys.executable, "-c", probe, str(SHIPPED)],
@@ -653,7 +654,10 @@ def test_check_loads_no_http_client_and_no_dispatcher() -> None:
         text=True,
         timeout=60,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "LEADHUB_PURGE_AFTER"},
+            "PYTHONPATH": str(ROOT),
+        },
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -358,7 +358,8 @@ def test_the_child_is_pointed_at_this_very_package(monkeypatch: pytest.MonkeyPat
 
 #: What a store's writer child, or a command that only reads or changes the store, has no use
 #: for: the config, the mapping, the web app, the dispatcher, building senders' sources, and
-#: the libraries they load.
+#: the libraries they load; nor, on SQLite, for asyncpg (a command loads it when its URL is
+#: PostgreSQL's: ``open_store``).
 NOT_FOR_THE_STORE = (
     "hub.config",
     "hub.mapping",
@@ -366,7 +367,7 @@ NOT_FOR_THE_STORE = (
     "hub.dispatch",
     "hub.sources.build",
 )
-LIBRARIES = ("jsonpath_ng", "yaml", "phonenumbers", "httpx", "uvicorn", "aiohttp")
+LIBRARIES = ("jsonpath_ng", "yaml", "phonenumbers", "httpx", "uvicorn", "aiohttp", "asyncpg")
 
 
 @pytest.mark.parametrize(
