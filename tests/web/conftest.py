@@ -91,10 +91,11 @@ def running_hub(
         clock=clock,
         lifespan_hooks=[store_lifespan(store)],
     )
-    # as serve runs it (its protocol finds the hub's app only unwrapped: no proxy headers)
-    serving: dict[str, Any] = dict(server)
-    if writer == "process":
-        serving.update(http=HubHttpProtocol, proxy_headers=False)
+    # On serve's protocol with either writer, as serve runs it (its protocol finds the hub's
+    # app only unwrapped: no proxy headers). The thread writer's hub ran on uvicorn's own,
+    # which closes a connection at the sender's half-close: an answer slower than that was
+    # never written (a transfer-encoding test got b'' in CI with its lead stored).
+    serving: dict[str, Any] = {"http": HubHttpProtocol, "proxy_headers": False, **server}
     with (
         serve_in_thread(app, **serving) as url,
         httpx.Client(base_url=url, timeout=30) as client,

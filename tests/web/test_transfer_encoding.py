@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from hub.commands.protocol import HubHttpProtocol
 from tests.web.conftest import running_hub
 from tests.web.test_protocol_upgrade import _exchange
 
@@ -27,11 +26,7 @@ def _chunked(body: bytes, transfer: bytes) -> bytes:
 @pytest.mark.parametrize("writer", ["thread", "process"])
 def test_a_body_compressed_in_transit_is_a_415_that_names_it(tmp_path: Path, writer: str) -> None:
     plain = b'{"email":"te@example.com"}'
-    # On serve's protocol with either writer, as serve runs it: _exchange half-closes its
-    # connection 50 ms after sending, and uvicorn's own protocol (running_hub's default for
-    # the thread writer) closes at that end of file, so an answer slower than 50 ms on a
-    # loaded machine was never written (b'', seen in CI with the lead stored).
-    with running_hub(tmp_path, writer=writer, http=HubHttpProtocol, proxy_headers=False) as hub:
+    with running_hub(tmp_path, writer=writer) as hub:
         answer = _exchange(hub.url, [_chunked(gzip.compress(plain), b"gzip, chunked")])
         assert re.findall(rb"HTTP/1.1 (\d+)", answer) == [b"415"], answer
         assert b"Transfer-Encoding gzip, chunked is not supported" in answer, answer
