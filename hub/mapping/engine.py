@@ -32,6 +32,7 @@ from hub.mapping.model import (
 from hub.mapping.steps import indexed, indexing
 from hub.mapping.transforms import Context, object_left_out
 from hub.mapping.values import (
+    ARRAYS,
     INVISIBLE,
     DocumentError,
     is_blank,
@@ -56,6 +57,7 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     not silently replaced by another member, and ``join`` never mixes two paths' values.
     """
     listed = False  # whether the values read came out of a list (a multi-select answer)
+    transforms = spec.transforms
     if spec.path is not None:
         found = spec.path.values(document)
         if len(found) == 1 and type(found[0]) in _SCALARS:  # the common case: as present
@@ -64,6 +66,15 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
                 values = [] if is_blank(first) else found
             else:
                 values = found
+            if values:  # one value, not blank: each transform gives one or none (single)
+                for transform in spec.transforms:
+                    first = transform.single(first, ctx)
+                    if first is None:
+                        return spec.default
+                if type(first) is str:
+                    return first
+                values = [first]  # (what a map gave back as it was: written below)
+                transforms = ()
         else:
             values = present(found)
             listed = _holds_a_list(found)
@@ -71,7 +82,7 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
             values, listed = _first_found(spec.fallbacks, document, ctx)
     else:
         values = [] if is_blank(spec.value) else [spec.value]
-    for transform in spec.transforms:
+    for transform in transforms:
         values = transform.apply(values, ctx)
     if len(values) == 1 and type(values[0]) in _SCALARS:  # the common case, one value:
         # what the loop below gives for it (no value here is blank: the path's are left out
@@ -95,7 +106,10 @@ _SCALARS = frozenset({str, int, float, bool})
 
 def _holds_a_list(found: list[Any]) -> bool:
     """Whether a path found a list among its values (``present`` opens it up)."""
-    return any(isinstance(value, list | tuple) for value in found)
+    for value in found:
+        if isinstance(value, ARRAYS):
+            return True
+    return False
 
 
 def _first_of_list(values: list[Any], ctx: Context) -> None:

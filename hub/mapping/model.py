@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from hub.mapping.transforms import Transform
-from hub.mapping.values import present, to_text
+from hub.mapping.values import INVISIBLE, present, to_text
 
 if TYPE_CHECKING:  # hub.config imports this module; importing it back would be circular
     from hub.config.models import JsonPath, Origin
@@ -52,7 +52,11 @@ class Condition:
     expected: frozenset[str | None]
 
     def holds(self, document: Any) -> bool:
-        found = present(self.path.values(document))
+        found = self.path.values(document)
+        if len(found) == 1 and type(value := found[0]) is str:  # (most conditions: a form's id)
+            if (kept := value.strip()) and kept[0] not in INVISIBLE:  # not blank: as below
+                return value in self.expected
+        found = present(found)
         if not found:
             return None in self.expected
         for value in found:

@@ -356,12 +356,11 @@ class EqualityFilter:
     plain: StepFunc
 
     def __call__(self, nodes: list[Any]) -> list[Any]:
-        memo = _indexes.get(None)
-        if memo is None:
+        if _indexes.get(None) is None:
             return self.plain(nodes)
         out: list[Any] = []
         for node in nodes:
-            out.extend(self._grouped_kept(node, memo))
+            out.extend(self.kept(node))
         return out
 
     def kept(self, node: Any) -> Sequence[Any]:
@@ -371,10 +370,6 @@ class EqualityFilter:
         memo = _indexes.get(None)
         if memo is None:
             return self.plain([node])
-        return self._grouped_kept(node, memo)
-
-    def _grouped_kept(self, node: Any, memo: _Groupings) -> Sequence[Any]:
-        """:meth:`kept` while a document is mapped, its groupings in ``memo``."""
         if isinstance(node, list):
             items: Iterable[Any] = node
         elif isinstance(node, dict):
@@ -393,6 +388,16 @@ def _grouped(items: Iterable[Any], names: tuple[str, ...]) -> dict[str, list[Any
     (a member missing, a value that is no object, or no string) is in no group, as
     ``@.a.b == 'text'`` holds for no such item (:func:`_string_test`)."""
     groups: dict[str, list[Any]] = {}
+    if len(names) == 2:  # @.field.ref, the usual member: read without a loop over names
+        outer, inner = names
+        for item in items:
+            try:
+                value = item[outer][inner]
+            except (KeyError, TypeError):
+                continue
+            if isinstance(value, str):
+                groups.setdefault(value, []).append(item)
+        return groups
     for item in items:
         value = item
         try:

@@ -84,7 +84,9 @@ def _upper(value: Any, _arg: Any, _ctx: Context) -> Any:
 
 
 def _title_word(word: str) -> str:
-    return "-".join(_title_part(part) for part in word.split("-"))
+    if "-" not in word:  # (most words: no list of one part)
+        return _title_part(word)
+    return "-".join([_title_part(part) for part in word.split("-")])
 
 
 def _title_part(part: str) -> str:
@@ -92,6 +94,8 @@ def _title_part(part: str) -> str:
     the first character, or the first after opening punctuation (``(bob)``, ``"asha"``,
     ``¡hola``, which kept their letters lower-case: "Robert (bob) smith" gave "Robert (bob)
     Smith"). A digit first (``3rd``) is the first character, as before."""
+    if part[:1].isalnum():  # the first character is the first letter (most parts)
+        return part[0].upper() + part[1:].lower()
     start = 0
     while start < len(part) and not part[start].isalnum():
         start += 1
@@ -103,7 +107,7 @@ def _title_part(part: str) -> str:
 def _title(value: Any, _arg: Any, _ctx: Context) -> Any:
     # Word by word (and hyphen by hyphen), unlike str.title(), which would turn "don't"
     # into "Don'T".
-    return " ".join(_title_word(word) for word in to_text(value).split())
+    return " ".join([_title_word(word) for word in to_text(value).split()])
 
 
 def _first_word(value: Any, _arg: Any, _ctx: Context) -> Any:
@@ -264,6 +268,10 @@ def _basic_date(value: Any) -> datetime | None:
 def _parse_instant(value: Any) -> datetime | None:
     """The instant ``value`` writes, as its date and time in UTC (naive when no offset was
     written: taken as UTC, which LeadSquared expects), or None when it writes none."""
+    if type(value) is str and value[:1].isdigit() and "-" in value:
+        # A date written with dashes (2024-03-15, the ISO 8601 most senders send): no basic
+        # date (digits alone) nor number (its one dash, if any, before its digits).
+        return _parse_iso(value)
     if isinstance(value, bool):
         return None
     if (basic := _basic_date(value)) is not None:
@@ -275,6 +283,15 @@ def _parse_instant(value: Any) -> datetime | None:
         return datetime.fromtimestamp(seconds, tz=UTC)
     if not isinstance(value, str):
         return None
+    return _parse_iso(value)
+
+
+def _parse_iso(value: str) -> datetime:
+    """:func:`_parse_instant` of a text that is neither a basic date nor a number: ISO 8601.
+
+    Raises:
+        ValueError: it is no ISO 8601 date.
+    """
     text = _utc_words_as_z(value.strip())
     parsed = datetime.fromisoformat(text)
     if parsed.tzinfo is None:  # no offset written: taken as UTC (a naive datetime's
@@ -342,6 +359,20 @@ class Transform:
         object.__setattr__(self, "func", _ITEM_FUNCS.get(self.name))
         object.__setattr__(self, "sees_objects", self.name in _SEE_OBJECTS)
 
+    def single(self, value: Any, ctx: Context) -> Any:
+        """``apply([value], ctx)`` for one ``value`` that is a string, number or boolean and
+        not blank: the one value it gives, or ``None`` when it gives none. (A field's path
+        finds one such value for most fields mapped: no list is made for each transform.)"""
+        func = self.func
+        if func is None:  # join: the text of a value that is not blank is not blank
+            return to_text(value).strip()
+        result = func(value, self.arg, ctx)
+        if isinstance(result, str) and not (
+            (kept := result.strip()) and kept[0] not in INVISIBLE  # (is_blank, mostly saved)
+        ):
+            return None if is_blank(result) else result
+        return result
+
     def apply(self, values: list[Any], ctx: Context) -> list[Any]:
         """The values after this transform; blanks and dropped values are removed."""
         if not self.sees_objects:
@@ -350,9 +381,16 @@ class Transform:
                     values = [v for v in values if not _object_left_out(v, self.name, ctx)]
                     break
         func = self.func
-        if func is None:  # join
-            texts = [to_text(v).strip() for v in values if not is_blank(v)]
-            joined = self.arg.join(t for t in texts if t)
+        if func is None:  # join: each value not blank, trimmed (a plain loop, no generators)
+            texts = []
+            for value in values:
+                if type(value) is str:
+                    text = value.strip()
+                    if text and (text[0] not in INVISIBLE or not is_blank(text)):
+                        texts.append(text)
+                elif value is not None:  # a number's or a boolean's text: never blank
+                    texts.append(to_text(value))
+            joined = self.arg.join(texts)
             return [joined] if joined else []
         out = []
         for value in values:

@@ -42,6 +42,11 @@ INVISIBLE = "\u200b\u200c\u200d\u2060\ufeff"
 _SHOWS_NOTHING = re.compile(f"[\\s{INVISIBLE}]*")
 
 
+#: The types of a JSON array as documents hold them (``isinstance(x, ARRAYS)``: a tuple of
+#: types is tested faster than ``list | tuple``, made again at each call).
+ARRAYS = (list, tuple)
+
+
 def is_blank(value: Any) -> bool:
     """Whether ``value`` counts as absent: ``None``, or a string that shows nothing (empty,
     whitespace, or whitespace and :data:`INVISIBLE` characters alone: a form's answer of one
@@ -133,11 +138,18 @@ def present(values: list[Any]) -> list[Any]:
     """
     out: list[Any] = []
     for value in values:
-        if isinstance(value, str):
+        if type(value) is str:
             if ((kept := value.strip()) and kept[0] not in INVISIBLE) or not is_blank(value):
                 out.append(value)
-        elif isinstance(value, list | tuple):
-            out.extend(v for v in _opened(value) if not is_blank(v))
+        elif isinstance(value, ARRAYS):  # a multi-select answer: its items, in a plain loop
+            for item in value:
+                if type(item) is str:
+                    if ((kept := item.strip()) and kept[0] not in INVISIBLE) or not is_blank(item):
+                        out.append(item)
+                elif isinstance(item, ARRAYS):  # nested deeper: opened without recursion
+                    out.extend(v for v in _opened(item) if not is_blank(v))
+                elif item is not None:
+                    out.append(item)
         elif value is not None:
             out.append(value)
     return out

@@ -73,6 +73,41 @@ def test_blank_and_null_values_are_left_out_or_defaulted() -> None:
     ]
 
 
+def test_a_value_its_transforms_leave_out_sends_the_default() -> None:
+    """A path's one value that a transform drops (a phone number that does not parse, a
+    name of one word for rest_words, an empty map target) sends the field's default, with
+    the transform's warning; the same value in a list does too."""
+    fields = (
+        FieldSpec(
+            "Phone", compile_path("$.phone"), transforms=parse_transforms("phone"), default="none"
+        ),
+        FieldSpec(
+            "LastName",
+            compile_path("$.name"),
+            transforms=parse_transforms(["trim", "rest_words"]),
+            default="Unknown",
+        ),
+        FieldSpec(
+            "mx_Plan",
+            compile_path("$.plan"),
+            transforms=parse_transforms("map({basic: ''})"),
+            default="n/a",
+        ),
+    )
+    for document in (
+        {"phone": "abc", "name": " Madonna ", "plan": "basic"},
+        {"phone": ["abc"], "name": [" Madonna "], "plan": ["basic"]},
+    ):
+        result = apply(mapping(fields=fields, default_region="IN"), document)
+        assert isinstance(result, CaptureRequest)
+        assert result.body == [
+            {"Attribute": "Phone", "Value": "none"},
+            {"Attribute": "LastName", "Value": "Unknown"},
+            {"Attribute": "mx_Plan", "Value": "n/a"},
+        ]
+        assert result.warnings == ("Phone: 'abc' is not a phone number; left out",)
+
+
 #: Answers that show nothing though ``str.strip`` keeps them: a zero-width space, joiners, a
 #: word joiner, a byte-order mark, alone or among spaces.
 SHOWING_NOTHING = ["\u200b", " \u200c\u200d ", "\u2060", "\ufeff", "\u200b \u00a0\ufeff"]

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hub.mapping.transforms import NAMES as TRANSFORM_NAMES
 from hub.mapping.transforms import (
     Context,
     TransformError,
@@ -17,6 +18,7 @@ from hub.mapping.transforms import (
     parse_transform,
     parse_transforms,
 )
+from hub.mapping.values import is_blank
 
 
 def run(spec: Any, values: list[Any], region: str | None = "IN") -> tuple[list[Any], list[str]]:
@@ -224,6 +226,8 @@ class TestDate:
             ("2025-10-31 12:47:01", "2025-10-31 12:47:01"),
             ("2025-10-31 12:47:01 UTC", "2025-10-31 12:47:01"),
             ("2026-01-15", "2026-01-15 00:00:00"),
+            ("-86400", "1969-12-31 00:00:00"),
+            (" -86400.5 ", "1969-12-30 23:59:59"),
             (1761914821, "2025-10-31 12:47:01"),
             (1761914821000, "2025-10-31 12:47:01"),
             ("1761914821", "2025-10-31 12:47:01"),
@@ -293,6 +297,13 @@ class TestListsAndTables:
         """join(", ") uses comma-space; join(; ) uses semicolon-space."""
         assert run('join(", ")', ["x", "y"])[0] == ["x, y"]
         assert run("join(; )", ["x", "y"])[0] == ["x; y"]
+
+    def test_join_leaves_out_zero_width_values_and_trims_the_rest(self) -> None:
+        """A value of zero-width characters alone is blank to join too; the others are
+        joined trimmed (a number or a boolean as its text)."""
+        assert run("join(;)", [" a ", "\u200b", "\ufeff \u200d", "\u200bb", 0, False])[0] == [
+            "a;\u200bb;0;false"
+        ]
 
     def test_join_of_nothing_is_absent(self) -> None:
         """join over no values (or only blanks) gives no value."""
@@ -421,3 +432,36 @@ def test_a_map_table_that_is_not_yaml_is_named_on_one_line(spec: str, reason: st
         f"map table in {spec!r} is not YAML ({reason}); write it like map({{a: b}}), "
         "quoting keys and texts that hold ',' ':' '{' or '}'"
     )
+
+
+#: One value as a field's path finds it alone: text (with the whitespace, zero-width
+#: characters, dashes, digits and letters the transforms look at), a number or a boolean.
+_ONE_VALUE = st.one_of(
+    st.text(alphabet=" \t-+:.0123456789TZaAbé\u200b\u00a0", max_size=12),
+    st.sampled_from(["2026-01-15", "+1 555 555 0187", "-86400", " jo-ann o'neil ", "20240229"]),
+    st.integers(min_value=-(10**13), max_value=10**13),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+_EVERY_TRANSFORM = [
+    *(n for n in TRANSFORM_NAMES if n not in ("join", "map")),
+    "join(; )",
+    "map({a: A, '0': '', b: ' '})",
+    "map({'*': x, a: ''})",
+]
+
+
+@settings(max_examples=400, deadline=None)
+@given(value=_ONE_VALUE, spec=st.sampled_from(_EVERY_TRANSFORM))
+def test_a_transform_of_one_value_gives_what_it_gives_in_a_list(value: Any, spec: str) -> None:
+    """``Transform.single`` (a field's one value, without a list) gives the one value
+    ``apply([value])`` gives, or None where that gives none, with the same warnings."""
+    if isinstance(value, str) and is_blank(value):
+        return  # (single is given values that are not blank)
+    (transform,) = parse_transforms(spec)
+    in_list = Context(attribute="X", default_region="US")
+    alone = Context(attribute="X", default_region="US")
+    expected = transform.apply([value], in_list)
+    got = transform.single(value, alone)
+    assert ([] if got is None else [got]) == expected
+    assert alone.warnings == in_list.warnings
