@@ -384,7 +384,7 @@ class Transform:
         if func is None:  # join: each value not blank, trimmed (a plain loop, no generators)
             texts = []
             for value in values:
-                if type(value) is str:
+                if isinstance(value, str):
                     text = value.strip()
                     if text and (text[0] not in INVISIBLE or not is_blank(text)):
                         texts.append(text)

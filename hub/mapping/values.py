@@ -138,12 +138,12 @@ def present(values: list[Any]) -> list[Any]:
     """
     out: list[Any] = []
     for value in values:
-        if type(value) is str:
+        if isinstance(value, str):
             if ((kept := value.strip()) and kept[0] not in INVISIBLE) or not is_blank(value):
                 out.append(value)
         elif isinstance(value, ARRAYS):  # a multi-select answer: its items, in a plain loop
             for item in value:
-                if type(item) is str:
+                if isinstance(item, str):
                     if ((kept := item.strip()) and kept[0] not in INVISIBLE) or not is_blank(item):
                         out.append(item)
                 elif isinstance(item, ARRAYS):  # nested deeper: opened without recursion
