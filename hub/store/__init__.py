@@ -67,7 +67,12 @@ def sqlite_uri_form(text: str, *, as_path: bool, sandbox: bool = False) -> str:
 
 
 def open_store(
-    url: str, *, clock: Clock = SYSTEM_CLOCK, writer: str = "thread", ingest_only: bool = False
+    url: str,
+    *,
+    clock: Clock = SYSTEM_CLOCK,
+    writer: str = "thread",
+    ingest_only: bool = False,
+    create: bool = True,
 ) -> EventStore:
     """The store named by ``url``, not yet opened (``await store.open()`` next).
 
@@ -82,7 +87,9 @@ def open_store(
     for its commit; see :mod:`hub.store.postgres`; the password from ``PGPASSWORD``);
     ``writer`` does not apply there. ``ingest_only``: the opener only takes deliveries in
     (``leadhub serve --role web``): a PostgreSQL store's start checks the role's privileges
-    for that alone.
+    for that alone. ``create=False`` (a store command): a PostgreSQL store makes no schema
+    or tables when they are missing, so a mistyped URL is not a new, empty store (a SQLite
+    store's command checks its file first).
 
     Raises:
         StoreError: the URL is malformed, in memory, or names an unsupported database.
@@ -90,7 +97,7 @@ def open_store(
     parsed = _split(url)
     scheme = parsed.scheme.lower()
     if is_postgres(url):
-        return _postgres(url, parsed, clock, ingest_only=ingest_only)
+        return _postgres(url, parsed, clock, ingest_only=ingest_only, create=create)
     if scheme == "file":  # (file:x.db, file:///srv/x.db: SQLite's own URI form)
         raise StoreError(f"Store URL {url!r} is {sqlite_uri_form(url, as_path=False)}.")
     if scheme != "sqlite":
@@ -154,7 +161,12 @@ def _stall_after(text: str | None, shown: str) -> float:
 
 
 def _postgres(
-    url: str, parsed: urllib.parse.SplitResult, clock: Clock, *, ingest_only: bool = False
+    url: str,
+    parsed: urllib.parse.SplitResult,
+    clock: Clock,
+    *,
+    ingest_only: bool = False,
+    create: bool = True,
 ) -> EventStore:
     """A :class:`hub.store.postgres.PostgresStore` for a ``postgresql://`` URL."""
     pairs = urllib.parse.parse_qsl(parsed.query, keep_blank_values=True)
@@ -184,6 +196,7 @@ def _postgres(
         shown=safe_url(dsn),
         stall_after=_stall_after(ours.get("stall_after"), safe_url(url)),
         ingest_only=ingest_only,
+        create=create,
     )
 
 

@@ -91,16 +91,9 @@ def run_with_store(
     """
     logs.configure(level="warning", stream=sys.stderr)
     try:
-        store = open_store(url)
+        store = open_store(url, create=False)  # (a PostgreSQL store: checked when it opens)
     except StoreError as exc:
         return fail(command, f"{variable}: {exc}" if variable else str(exc))
-    if not isinstance(store, SQLiteStore):
-        # (imported here: open_store loaded it for a PostgreSQL URL; a SQLite store's command
-        # never loads asyncpg, ~40 ms of every events, purge, replay, backup and vacuum run)
-        from hub.store.postgres import PostgresStore
-
-        if isinstance(store, PostgresStore):
-            store.create = False  # checked when it opens
     if isinstance(store, SQLiteStore):
         # (before anything opens it: SQLite reads a log beside the file into it; and the
         # header read closes a descriptor, which would drop SQLite's locks of this process)
