@@ -57,7 +57,6 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
     not silently replaced by another member, and ``join`` never mixes two paths' values.
     """
     listed = False  # whether the values read came out of a list (a multi-select answer)
-    transforms = spec.transforms
     if spec.path is not None:
         found = spec.path.values(document)
         if len(found) == 1 and type(found[0]) in _SCALARS:  # the common case: as present
@@ -71,10 +70,8 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
                     first = transform.single(first, ctx)
                     if first is None:
                         return spec.default
-                if type(first) is str:
-                    return first
-                values = [first]  # (what a map gave back as it was: written below)
-                transforms = ()
+                # (a number or boolean found, or given back by a map that does not list it)
+                return first if type(first) is str else to_text(first)
         else:
             values = present(found)
             listed = _holds_a_list(found)
@@ -82,7 +79,7 @@ def field_value(spec: FieldSpec, document: Any, ctx: Context) -> str | None:
             values, listed = _first_found(spec.fallbacks, document, ctx)
     else:
         values = [] if is_blank(spec.value) else [spec.value]
-    for transform in transforms:
+    for transform in spec.transforms:
         values = transform.apply(values, ctx)
     if len(values) == 1 and type(values[0]) in _SCALARS:  # the common case, one value:
         # what the loop below gives for it (no value here is blank: the path's are left out
