@@ -887,7 +887,8 @@ class EventStore(Protocol):
 
     async def ack_many(self, acks: Sequence[Ack]) -> builtins.list[int]:
         """:meth:`ack` for many events in one write; returns the ids not written (not found,
-        or no longer under their ``Ack.lease``)."""
+        or no longer under their ``Ack.lease``). Each is delivered as of its ``Ack.at``
+        (never later than now), or now."""
         ...
 
     async def blockers(self, checks: Sequence[tuple[int, Sequence[str]]]) -> dict[int, Event]:

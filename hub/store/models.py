@@ -218,6 +218,9 @@ class Ack:
     created: bool | None
     #: The lease it was claimed under: written only while still under it (None: always).
     lease: float | None = None
+    #: When it was delivered, the call's end (unix time; None: when written). A delivery
+    #: written behind later sends keeps its call's time, not its write's.
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1408,6 +1408,7 @@ class PostgresStore(BatchedStore):
                     [None if a.created is None else int(a.created) for a in left],
                     [a.lease for a in left],
                     now,
+                    [a.at for a in left],
                 )
                 done |= {r[0] for r in written}
                 if all(a.lease is None or a.event_id in done for a in acks):

@@ -415,6 +415,7 @@ class SQLiteStore(BatchedStore):
                         a.lead_id,
                         None if a.created is None else int(a.created),
                         a.lease,
+                        a.at,
                     ]
                     for a in acks
                 ]

@@ -25,6 +25,7 @@ from tests.dispatch.support import (
     refusing_update,
     retried,
     running,
+    sandbox_post,
     sandbox_server,
     slow_graph,
     target_yaml,
@@ -103,34 +104,36 @@ async def test_a_read_lead_is_claimed_once_then_enriched_then_sent(tmp_path: Pat
 
 #: A real failure of the write that records a delivery: a trigger refuses the move to
 #: ``delivered`` while the ``refuse`` table has a row.
-REFUSE_DELIVERED = refusing_update(
-    "refuse", "NEW.state = 'delivered'", "RAISE EXCEPTION 'refused for the test'"
+REFUSE_RETRY = refusing_update(
+    "refuse", "NEW.state = 'retrying'", "RAISE EXCEPTION 'refused for the test'"
 )
 
 
 async def test_a_failed_send_step_names_its_delivery(
     tmp_path: Path, postgres_schema: tuple[str, str]
 ) -> None:
-    """``send_failed`` (the store refused to record a sent lead) carries the delivery id,
-    endpoint and target of its event, as every other line of a send does, not its event id
-    alone; the event goes back and is delivered once the store takes writes again."""
+    """``send_failed`` (the store refused to record what a call did: here the retry of a
+    call LeadSquared failed) carries the delivery id, endpoint and target of its event, as
+    every other line of a send does, not its event id alone; the event goes back and is
+    delivered once the store takes writes again."""
     dsn, schema = postgres_schema
     with sandbox_server() as (url, _):
-        # a rate-limited target records each delivery inside its send (no batched acks)
-        config = forms_config(tmp_path, url, rate_limit="25/5s")
+        config = forms_config(tmp_path, url)
         store = open_store(f"{dsn}?schema={schema}")
         await store.open()
         conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
         try:
-            await conn.execute(REFUSE_DELIVERED)
+            await conn.execute(REFUSE_RETRY)
+            sandbox_post(url, "/_sandbox/faults", {"every": 1, "kinds": ["500"]})
             ids = await enqueue(store, "forms", [{"email": "f@example.com"}], prefix="sf")
             merge = structlog.contextvars.merge_contextvars
             with structlog.testing.capture_logs(processors=[merge]) as logs:
                 async with running(config, store):
                     await wait_for(
                         lambda: any(e["event"] == "send_failed" for e in logs),
-                        what="a refused delivery write",
+                        what="a refused retry write",
                     )
+                    sandbox_post(url, "/_sandbox/faults", {"rate": 0})
                     await conn.execute("DELETE FROM refuse")
                     await wait_for(all_in(State.DELIVERED, store, ids), what="delivered after")
         finally:
@@ -168,9 +171,8 @@ async def test_an_event_dead_on_its_send_names_its_mapping(tmp_path: Path) -> No
 async def test_lead_sent_has_the_same_fields_whichever_way_it_is_recorded(
     tmp_path: Path, rate_limit: str
 ) -> None:
-    """``lead_sent`` names the event, delivery, endpoint, target and mapping both when the
-    delivery is written by the lane's ack writer (no rate limit) and inside the send (a
-    rate-limited target)."""
+    """``lead_sent`` names the event, delivery, endpoint, target and mapping whatever the
+    target's rate limit (the limiter's slot around the call; its ack written behind)."""
     with sandbox_server() as (url, _):
         config = forms_config(tmp_path, url, rate_limit=rate_limit)
         async with opened_store(tmp_path / "hub.db") as store:

@@ -775,6 +775,35 @@ class TestLeases:
         assert event is not None
         assert (event.state, event.lead_id, event.lead_created) == (State.DELIVERED, "L2", False)
 
+    async def test_a_batch_ack_keeps_each_call_s_time_never_a_later_one(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """Deliveries written behind later sends keep the time their call ended, each its
+        own, not the time of the write; one without it is delivered as of the write, and a
+        time later than the write's is taken as the write's (the store's record of when
+        leads went out never runs ahead of it)."""
+        ids = await ids_of(store, 3)
+        claimed = await store.claim(limit=3, lease=30)
+        lease = claimed[0].lease
+        clock.advance(2)
+        acks = [
+            Ack(ids[0], "L0", True, lease, at=START + 0.25),
+            Ack(ids[1], "L1", True, lease, at=START + 1.5),
+            Ack(ids[2], "L2", True, lease),
+        ]
+        assert await store.ack_many(acks) == []
+        times = []
+        for eid in ids:
+            event = await store.get(eid)
+            assert event is not None and event.state == State.DELIVERED
+            times.append(event.updated_at)
+        assert times == [START + 0.25, START + 1.5, START + 2]
+        (late,) = await ids_of(store, 1, endpoint="late")
+        (again,) = await store.claim(limit=1, lease=30)
+        assert await store.ack_many([Ack(late, "L3", True, again.lease, at=START + 60)]) == []
+        event = await store.get(late)
+        assert event is not None and event.updated_at == START + 2
+
     async def test_a_finished_event_takes_no_outcome_under_its_old_lease(
         self, store: EventStore
     ) -> None:

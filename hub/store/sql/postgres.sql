@@ -356,12 +356,14 @@ WHERE id = $1
                < 1e-3));
 
 -- name: ack_many
--- One row per ack in four arrays (id, lead id, created, lease); the ids written come back.
+-- One row per ack in five arrays (id, lead id, created, lease, delivered at: null for now,
+-- never later than now); the ids written come back.
 UPDATE events AS e
 SET state = 'delivered', lead_id = a.lead_id, lead_created = a.created, last_error = NULL,
-    updated_at = $5
-FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::double precision[])
-    AS a (id, lead_id, created, lease)
+    updated_at = least(coalesce(a.at, $5), $5)
+FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::double precision[],
+            $6::double precision[])
+    AS a (id, lead_id, created, lease, at)
 WHERE e.id = a.id
   AND (a.lease IS NULL OR (e.state = 'sending'
        AND abs(e.next_attempt_at - a.lease

@@ -295,10 +295,12 @@ WHERE id IN (SELECT value FROM json_each(:ids));
 SELECT * FROM event_rows WHERE id IN (SELECT value FROM json_each(:ids));
 
 -- name: ack_many
--- :acks is a JSON array of [event id, lead id or null, created 1/0/null, lease or null].
+-- :acks is a JSON array of [event id, lead id or null, created 1/0/null, lease or null,
+-- delivered at or null (now; never later than now)].
 UPDATE events
 SET state = 'delivered', lead_id = json_extract(a.value, '$[1]'),
-    lead_created = json_extract(a.value, '$[2]'), last_error = NULL, updated_at = :now
+    lead_created = json_extract(a.value, '$[2]'), last_error = NULL,
+    updated_at = min(coalesce(json_extract(a.value, '$[4]'), :now), :now)
 FROM json_each(:acks) AS a
 WHERE events.id = json_extract(a.value, '$[0]')
   AND (json_extract(a.value, '$[3]') IS NULL OR (events.state = 'sending'
