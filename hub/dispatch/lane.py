@@ -766,3 +766,4 @@ class Lane:
             with contextlib.suppress(Exception):
                 await self._d.release(item.event, at=self._d.clock.time(), reason=None)
         self._held.clear()
+        await self.limiter.close()  # the ends of its calls written, its spare slots given back

@@ -30,7 +30,7 @@ import contextlib
 import hashlib
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 import structlog
@@ -68,6 +68,11 @@ class RateLimiter(Protocol):
         its limit is passed; calls sent meanwhile would only be refused too."""
         ...
 
+    async def close(self) -> None:
+        """No more calls through this limiter (its lane stops): what it still has to write
+        is written (the ends of its calls), and what it holds unused is given back."""
+        ...
+
 
 class Unlimited:
     """A limiter that never waits: for targets with ``rate_limit: off``."""
@@ -81,6 +86,9 @@ class Unlimited:
 
     async def refused(self) -> None:
         return None  # `rate_limit: off`: the target's calls are not paced
+
+    async def close(self) -> None:
+        return None
 
 
 async def _lock_by(lock: asyncio.Lock, deadline: float | None, clock: Clock) -> bool:
@@ -165,6 +173,9 @@ class SlidingWindowLimiter:
             await self._wait_for_room()
             self._ends.append(self._clock.monotonic())
 
+    async def close(self) -> None:
+        return None  # (all in memory)
+
     async def refused(self) -> None:
         # As many calls ended now as make the window full for a whole window: those in
         # flight or ended now count that long already, earlier ones stop counting sooner.
@@ -213,6 +224,10 @@ class SlotBook(Protocol):
 
     async def end_slot(self, slot: int) -> None: ...
 
+    async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None: ...
+
+    async def give_back_slots(self, account: str, slots: Sequence[int]) -> None: ...
+
     async def stop_waiting(self, account: str, waiter: str) -> None: ...
 
     async def fill_window(self, account: str, *, calls: int) -> None: ...
@@ -235,13 +250,21 @@ class SharedWindowLimiter:
     Each take is one write transaction in the store (count, then take slots), so N
     processes on one database never make more than ``limit.calls`` calls to the account in
     any window between them. A call in flight counts as ending ``hold`` seconds after its
-    slot was taken until :meth:`slot` records its real end: a process killed mid-call keeps
-    its slots only that long. Within a process, waiters are served in order: one asks the
-    store at a time, for as many slots as there are waiters (one transaction for a burst,
-    not one each), and keeps the others' for them. With no room, it sleeps until the next
-    call stops counting, waking early when one of this process's calls ends, and asks again
-    at most every ``poll`` seconds while the call it waits for is another process's, still
-    in flight.
+    slot was taken until its end is written: a process killed mid-call keeps its slots only
+    that long. Within a process, waiters are served in order: one asks the store at a time,
+    for as many slots as there are waiters (one transaction for a burst, not one each), and
+    keeps the others' for them. With no room, it sleeps until the next call stops counting,
+    waking early when one of this process's calls ends, and asks again at most every
+    ``poll`` seconds while the call it waits for is another process's, still in flight.
+
+    No store write stands between one call and the next. A call's end is written behind
+    the calls that follow (with the time it ended, several in one write). And as a call
+    ends while others are in flight, slots are taken ahead, one for each of those calls
+    and the one that ended, while they run: a sender coming back for its next call finds
+    one waiting. (Each take asked only for the callers waiting at that moment before, and
+    the senders took turns between their calls and the store's answer: a backlog drained
+    at 500/5s sent 330-450 leads a second against 650-900 at ``off``.) Slots taken ahead
+    that no call comes for (the backlog ran out) are given back: they stop counting at once.
 
     Between processes, waiters take turns: each limiter asks under a name of its own
     (``waiter``), and the store leaves the room a waiter queued earlier waits for to it. So
@@ -272,13 +295,25 @@ class SharedWindowLimiter:
         self._ended = asyncio.Event()
         #: Callers waiting in :meth:`_take` (the one asking the store included).
         self._waiting = 0
-        #: Slots taken for the callers queued behind the one that asked: (slot, monotonic).
+        #: Calls in flight on this limiter's slots.
+        self._busy = 0
+        #: Slots taken for the callers queued behind the one that asked, or ahead for the
+        #: calls in flight: (slot, monotonic time taken).
         self._spare: deque[tuple[int, float]] = deque()
+        #: Calls ended whose ends are not written yet: (slot, unix time it ended).
+        self._unwritten: list[tuple[int, float]] = []
+        #: The task writing them, and the task taking slots ahead, while one runs.
+        self._writer: asyncio.Task[None] | None = None
+        self._ahead: asyncio.Task[None] | None = None
         #: This limiter's name in the store's queue of the account's waiters.
         self.waiter = secrets.token_hex(8)
         #: Whether the store holds this limiter in the account's queue (it asked for more
         #: slots than it got).
         self._queued = False
+
+    def _idle(self) -> bool:
+        """No call in flight and no caller waiting: slots held now would go unused."""
+        return not self._waiting and not self._busy
 
     async def _take(self, deadline: float | None) -> int | None:
         """A slot; None as soon as one cannot come by ``deadline`` (monotonic)."""
@@ -294,30 +329,42 @@ class SharedWindowLimiter:
                 self._lock.release()
         finally:
             self._waiting -= 1
-            if not self._waiting:  # whoever was still waiting gave up (or was cancelled)
-                if self._spare:
-                    await self._give_back_spares()
-                if self._queued:  # its place, and the room kept for it, go to the others
-                    await self._stop_waiting()
+            if self._idle():  # whoever was still waiting gave up (or was cancelled)
+                await self._let_go()
+
+    async def _let_go(self) -> None:
+        """Nothing waits and nothing is in flight: the spare slots go back, and this
+        process's place in the account's queue with the room kept for it."""
+        if self._spare:
+            await self._give_back_spares()
+        if self._queued:
+            await self._stop_waiting()
+
+    async def _ask(self, want: int) -> SlotAnswer:
+        answer = await self._book.take_slots(
+            self.account,
+            calls=self.limit.calls,
+            window=self.limit.window,
+            hold=self._hold,
+            want=want,
+            waiter=self.waiter,
+        )
+        # The store keeps this process in the account's queue while it wants more.
+        self._queued = len(answer.slots) < want
+        return answer
 
     async def _take_locked(self, deadline: float | None) -> int | None:
         while True:
+            stale: list[int] = []
             while self._spare:
                 slot, taken = self._spare.popleft()
                 if self._clock.monotonic() - taken < self._hold / 2:
+                    await self._give_back(stale)
                     return slot
-                await self._end(slot)  # kept too long to trust its hold: it ends now
+                stale.append(slot)  # kept too long to trust its hold: no call is made with it
+            await self._give_back(stale)
             self._ended.clear()
-            answer = await self._book.take_slots(
-                self.account,
-                calls=self.limit.calls,
-                window=self.limit.window,
-                hold=self._hold,
-                want=self._waiting,
-                waiter=self.waiter,
-            )
-            # The store keeps this process in the account's queue while it wants more.
-            self._queued = len(answer.slots) < self._waiting
+            answer = await self._ask(self._waiting)
             if answer.slots:
                 now = self._clock.monotonic()
                 self._spare.extend((slot, now) for slot in answer.slots[1:])
@@ -330,6 +377,36 @@ class SharedWindowLimiter:
                 nap = min(nap, left)
             await self._nap(nap)
 
+    def _take_ahead(self) -> None:
+        """A call ended while others are in flight or callers wait: take, while they run,
+        a slot for each (the ended call's sender included) that has no spare one yet.
+
+        Not while the store is being asked already (the lock held): the callers queued
+        behind that ask are served by their own, and a take ahead queued there too only
+        added a transaction: the first 500 calls of a backlog at 500/5s took 1.03-1.08 s
+        against 0.84-0.86 s without (two runs each)."""
+        if self._ahead is not None or self._idle() or self._lock.locked():
+            return
+        if len(self._spare) > self._busy + self._waiting:
+            return
+        self._ahead = asyncio.create_task(self._take_ahead_now(), name="rate-take-ahead")
+
+    async def _take_ahead_now(self) -> None:
+        try:
+            async with self._lock:  # (behind the callers already waiting for it)
+                want = min(self._busy + self._waiting + 1 - len(self._spare), self.limit.calls)
+                if want <= 0 or self._idle():
+                    return
+                answer = await self._ask(want)
+                now = self._clock.monotonic()
+                self._spare.extend((slot, now) for slot in answer.slots)
+        except Exception as exc:  # the callers ask for themselves when they come
+            _log.warning("rate_take_ahead_failed", error=type(exc).__name__)
+        finally:
+            self._ahead = None
+        if self._idle():  # the calls it was for did not come
+            await self._let_go()
+
     async def _stop_waiting(self) -> None:
         self._queued = False
         try:
@@ -338,11 +415,25 @@ class SharedWindowLimiter:
             _log.warning("rate_waiter_not_removed", error=type(exc).__name__)
 
     async def _give_back_spares(self) -> None:
-        # all taken from the callers at once: one woken while a slot is being ended takes none
+        # all taken from the callers at once: one woken meanwhile takes none
         spares = [slot for slot, _ in self._spare]
         self._spare.clear()
-        for slot in spares:
-            await self._end(slot)
+        await self._give_back(spares)
+
+    async def _give_back(self, slots: list[int]) -> None:
+        """Slots no call was made with stop counting (at once: they never reached the account)."""
+        if not slots:
+            return
+        try:
+            await self._book.give_back_slots(self.account, slots)
+        except Exception as exc:  # they count until their hold instead
+            _log.warning(
+                "rate_slots_not_given_back",
+                slots=len(slots),
+                error=type(exc).__name__,
+                hold=self._hold,
+            )
+        self._ended.set()
 
     async def _nap(self, seconds: float) -> None:
         """Sleep ``seconds``, or less if one of this process's calls ends meanwhile."""
@@ -355,19 +446,42 @@ class SharedWindowLimiter:
             ended.cancel()
             await asyncio.gather(nap, ended, return_exceptions=True)
 
-    async def _end(self, slot: int) -> None:
+    def _call_ended(self, slot: int) -> None:
+        """Note the end of ``slot``'s call, now; written behind, with the next ends."""
+        self._unwritten.append((slot, self._clock.time()))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_ends(), name="rate-slot-ends")
+
+    async def _write_ends(self) -> None:
         try:
-            await self._book.end_slot(slot)
-        except Exception as exc:  # the call's outcome matters more; its slot frees at `hold`
-            _log.warning(
-                "rate_slot_not_ended", slot=slot, error=type(exc).__name__, hold=self._hold
-            )
-        self._ended.set()
+            while self._unwritten:
+                ends, self._unwritten = self._unwritten, []
+                try:
+                    await self._book.end_slots(self.account, ends)
+                except Exception as exc:  # the calls' outcomes stand; their slots free at hold
+                    for slot, _ in ends:
+                        _log.warning(
+                            "rate_slot_not_ended",
+                            slot=slot,
+                            error=type(exc).__name__,
+                            hold=self._hold,
+                        )
+                self._ended.set()
+        finally:
+            self._writer = None
 
     async def refused(self) -> None:
-        # The slots this process holds for its queued callers go back first (before any of
-        # them runs): those calls would be refused too.
-        await self._give_back_spares()
+        # The slots this process holds for its queued callers end now, first (before any of
+        # them runs): those calls would be refused too. (Given back, they would leave room
+        # that a caller could take before the window is filled.)
+        spares = [slot for slot, _ in self._spare]
+        self._spare.clear()
+        if spares:
+            now = self._clock.time()
+            try:
+                await self._book.end_slots(self.account, [(slot, now) for slot in spares])
+            except Exception as exc:  # they count until their hold: longer, not shorter
+                _log.warning("rate_slots_not_ended", slots=len(spares), error=type(exc).__name__)
         try:
             await self._book.fill_window(self.account, calls=self.limit.calls)
         except Exception as exc:  # the calls that follow are refused and retried instead
@@ -383,10 +497,30 @@ class SharedWindowLimiter:
         if taken is None:
             yield False
             return
+        self._busy += 1
         try:
             yield True
         finally:
-            await self._end(taken)
+            self._busy -= 1
+            self._call_ended(taken)
+            if self._idle():  # the last call for now: nothing to go on to, all written first
+                await self._let_go()
+                await self._written()
+            else:
+                self._take_ahead()
+
+    async def _written(self) -> None:
+        """Once the ends noted so far are written."""
+        writer = self._writer
+        if writer is not None:
+            await asyncio.gather(asyncio.shield(writer), return_exceptions=True)
+
+    async def close(self) -> None:
+        ahead = self._ahead
+        if ahead is not None:
+            await asyncio.gather(ahead, return_exceptions=True)
+        await self._let_go()
+        await self._written()
 
 
 def hold_for(target: Target) -> float:

@@ -1075,6 +1075,17 @@ class EventStore(Protocol):
         """The call of ``slot`` ended now: it counts until ``window`` from now."""
         ...
 
+    async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:
+        """The calls of these ``(slot, ended at)`` of ``account`` ended, each at its time
+        (unix; taken as now if later): each counts until ``window`` after it. One write for
+        many: a limiter writes its calls' ends behind the calls that follow them."""
+        ...
+
+    async def give_back_slots(self, account: str, slots: Sequence[int]) -> None:
+        """Slots of ``account`` taken and never used for a call (taken ahead for calls that
+        did not come): they stop counting at once, as no call was made with them."""
+        ...
+
     async def fill_window(self, account: str, *, calls: int) -> None:
         """``account`` refused a call for its rate limit: count its window full from now, so
         that no process on the store takes a slot of it for a whole window. (Slots said to

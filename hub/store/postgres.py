@@ -1643,6 +1643,23 @@ class PostgresStore(BatchedStore):
         async with self._conn() as conn:
             await conn.execute(Q["end_slot"], slot, self.clock.time())
 
+    async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:
+        if not ends:
+            return
+        async with self._conn() as conn:
+            # (several rows: under the account's lock, as stop_waiting)
+            await conn.execute(Q["lock_account"], account)
+            await conn.execute(
+                Q["end_slots"], [e[0] for e in ends], [e[1] for e in ends], self.clock.time()
+            )
+
+    async def give_back_slots(self, account: str, slots: Sequence[int]) -> None:
+        if not slots:
+            return
+        async with self._conn() as conn:
+            await conn.execute(Q["lock_account"], account)
+            await conn.execute(Q["drop_slots"], list(slots))
+
     async def fill_window(self, account: str, *, calls: int) -> None:
         async with self._conn() as conn:
             await conn.execute(Q["lock_account"], account)

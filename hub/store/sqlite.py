@@ -809,6 +809,18 @@ class SQLiteStore(BatchedStore):
             lambda conn: conn.execute(Q["end_slot"], {"id": slot, "ends_at": self.clock.time()})
         )
 
+    async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:
+        if not ends:
+            return
+        params = {"ends": _json([list(e) for e in ends]), "now": self.clock.time()}
+        await self._writer.submit(lambda conn: conn.execute(Q["end_slots"], params))
+
+    async def give_back_slots(self, account: str, slots: Sequence[int]) -> None:
+        if not slots:
+            return
+        ids = {"ids": _json(list(slots))}
+        await self._writer.submit(lambda conn: conn.execute(Q["drop_slots"], ids))
+
 
 def _clock_mark(conn: sqlite3.Connection, reading: ClockReading) -> float:
     """Keep the store's clock mark (the latest time a claim read, written at most once per

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -359,7 +359,7 @@ async def test_a_process_whose_callers_stop_waiting_leaves_the_queue(tmp_path: P
         assert _waiting_rows(tmp_path / "hub.db") == []
         for slot in held:
             assert slot is not None
-            await theirs._end(slot)
+            await one.end_slot(slot)
 
 
 async def test_a_waiter_wakes_when_this_process_s_call_ends(tmp_path: Path) -> None:
@@ -505,6 +505,8 @@ class _Counted:
         self.store = store
         self.takes: list[int] = []  # slots granted by each take
         self.after_take: Callable[[], None] | None = None
+        self.end_delay = 0.0  # seconds each write of ends takes (a slow store)
+        self.ends: list[list[int]] = []  # the slots of each write of ends
 
     async def take_slots(
         self,
@@ -526,6 +528,15 @@ class _Counted:
 
     async def end_slot(self, slot: int) -> None:
         await self.store.end_slot(slot)
+
+    async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:
+        if self.end_delay:
+            await asyncio.sleep(self.end_delay)
+        await self.store.end_slots(account, ends)
+        self.ends.append([slot for slot, _ in ends])
+
+    async def give_back_slots(self, account: str, slots: Sequence[int]) -> None:
+        await self.store.give_back_slots(account, slots)
 
     async def stop_waiting(self, account: str, waiter: str) -> None:
         await self.store.stop_waiting(account, waiter)
@@ -593,3 +604,119 @@ async def test_no_time_left_means_no_shared_slot_even_with_room(tmp_path: Path) 
         async with limiter.slot(within=0.0) as allowed:
             assert allowed is False
         assert book.takes == []
+
+
+async def test_a_sender_coming_back_finds_a_slot_taken_ahead_while_its_call_ran(
+    tmp_path: Path,
+) -> None:
+    """Two calls in flight; as the first ends, slots are taken ahead while the second runs
+    (one for each), and the first's sender's next call starts without a store transaction."""
+    async with _processes(tmp_path, 1) as (store,):
+        book = _Counted(store)
+        limiter = SharedWindowLimiter(RateLimit(25, 5.0), book, "acct", hold=40.0)
+        second_may_end = asyncio.Event()
+
+        async def second() -> None:
+            async with limiter.slot():
+                await second_may_end.wait()
+
+        async with limiter.slot():
+            running = asyncio.create_task(second())
+            await _until(lambda: limiter._busy == 2)
+        takes = len(book.takes)
+        await _until(lambda: len(book.takes) > takes)  # taken ahead, in the background
+        assert book.takes[-1] == 2  # for the call still running and the one that ended
+        async with limiter.slot() as allowed:
+            assert allowed
+            assert len(book.takes) == takes + 1  # its slot was waiting for it
+        second_may_end.set()
+        await running
+        await limiter.close()
+    # the spare one no call came for was given back: only the three calls count
+    assert len(_slot_ends(tmp_path / "hub.db")) == 3
+
+
+async def test_slots_taken_ahead_for_calls_that_never_came_stop_counting_at_once(
+    tmp_path: Path,
+) -> None:
+    """At 4 calls a minute, two overlapping calls take two slots ahead as the first ends;
+    no more calls come. Those two are given back: another process gets the two the calls
+    left (ended, they would have kept it waiting a minute)."""
+    limit = RateLimit(4, 60.0)
+    async with _processes(tmp_path, 2) as (one, two):
+        book = _Counted(one)
+        limiter = SharedWindowLimiter(limit, book, "acct", hold=40.0)
+        other = SharedWindowLimiter(limit, two, "acct", hold=40.0)
+        first_ended = asyncio.Event()
+
+        async def second() -> None:
+            async with limiter.slot():
+                await first_ended.wait()
+                await _until(lambda: len(book.takes) == 3)  # each call's own, then ahead
+
+        async with limiter.slot():
+            running = asyncio.create_task(second())
+            await _until(lambda: limiter._busy == 2)
+        first_ended.set()
+        await running
+        assert book.takes == [1, 1, 2]
+        got = []
+        for _ in range(3):
+            async with other.slot(within=0.5) as allowed:
+                got.append(allowed)
+    assert got == [True, True, False]
+
+
+async def test_a_call_s_end_is_written_behind_with_the_time_it_ended(tmp_path: Path) -> None:
+    """A store slow to write ends (0.3 s) holds up no call: the next caller's call starts
+    while the first's end is still being written, and the end written is when it ended."""
+    async with _processes(tmp_path, 1) as (store,):
+        book = _Counted(store)
+        book.end_delay = 0.3
+        limiter = SharedWindowLimiter(RateLimit(25, 5.0), book, "acct", hold=40.0)
+        times: dict[str, float] = {}
+        second_may_end = asyncio.Event()
+
+        async def second() -> None:
+            async with limiter.slot():
+                await second_may_end.wait()
+
+        running = asyncio.create_task(second())
+        async with limiter.slot():
+            await _until(lambda: limiter._busy == 2)
+        times["first ended"] = time.time()
+        async with limiter.slot():
+            times["third started"] = time.time()
+            assert book.ends == []  # the first one's end is not written yet
+        second_may_end.set()
+        await running
+        await limiter.close()
+        assert sorted(slot for write in book.ends for slot in write) == [1, 2, 3]
+    assert times["third started"] - times["first ended"] < 0.3
+    first_end = _slot_ends(tmp_path / "hub.db")[0]
+    assert times["first ended"] - 0.1 <= first_end <= times["first ended"]
+
+
+async def test_closing_writes_the_ends_still_unwritten(tmp_path: Path) -> None:
+    """A call ends while a caller waits for a full window; the lane closes (the caller is
+    cancelled): closing the limiter returns once that call's end is written."""
+    async with _processes(tmp_path, 1) as (store,):
+        book = _Counted(store)
+        book.end_delay = 0.2
+        limiter = SharedWindowLimiter(RateLimit(1, 60.0), book, "acct", hold=40.0)
+        waiting: list[asyncio.Task[None]] = []
+        async with limiter.slot():
+            waiting.append(asyncio.create_task(limiter.acquire()))
+            await _until(lambda: limiter._waiting == 1)
+        ended = time.time()
+        waiting[0].cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        await limiter.close()
+        (end,) = _slot_ends(tmp_path / "hub.db")
+        assert ended - 0.1 <= end <= ended  # not its hold, 40 s on
+
+
+async def _until(done: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not done():
+            await asyncio.sleep(0.001)

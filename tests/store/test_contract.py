@@ -1601,6 +1601,44 @@ class TestRateSlots:
         clock.advance(3.0)
         assert len((await store.take_slots("acct", calls=2, window=5.0, hold=30.0)).slots) == 1
 
+    async def test_calls_ended_earlier_and_written_together_count_from_their_own_ends(
+        self, store: EventStore, clock: ManualClock
+    ) -> None:
+        """Ends written in one batch after the calls: each slot counts a window from its own
+        end, not from the write; an end said to come after the write is taken as the write's."""
+        taken = (await store.take_slots("acct", calls=3, window=5.0, hold=30.0, want=3)).slots
+        assert len(taken) == 3
+        clock.advance(2.0)
+        ends = [(taken[0], START + 0.5), (taken[1], START + 1.0), (taken[2], START + 9.0)]
+        await store.end_slots("acct", ends)
+        # the first counts until +5.5: 3.5 s from now, as no call is in flight any more
+        assert await store.take_slots("acct", calls=3, window=5.0, hold=30.0) == SlotAnswer(
+            (), 3.5, in_flight=False
+        )
+        clock.advance(3.5)
+        assert len((await store.take_slots("acct", calls=3, window=5.0, hold=30.0)).slots) == 1
+        clock.advance(0.5)  # the second's window is over (+6)
+        assert len((await store.take_slots("acct", calls=3, window=5.0, hold=30.0)).slots) == 1
+        # the third was said to end at +9, after the write at +2: it counts until +7
+        assert await store.take_slots("acct", calls=3, window=5.0, hold=30.0) == SlotAnswer(
+            (), 1.0, in_flight=False
+        )
+        await store.end_slots("acct", [])
+
+    async def test_slots_given_back_unused_stop_counting_at_once(
+        self, store: EventStore, other_process: EventStore
+    ) -> None:
+        """Slots taken ahead and never used for a call leave the window at once, for every
+        process; the others still count."""
+        mine = (await store.take_slots("acct", calls=4, window=5.0, hold=30.0, want=4)).slots
+        assert len(mine) == 4
+        assert not (await other_process.take_slots("acct", calls=4, window=5.0, hold=30.0)).slots
+        await store.give_back_slots("acct", mine[1:])
+        await store.give_back_slots("acct", [])
+        again = await other_process.take_slots("acct", calls=4, window=5.0, hold=30.0, want=4)
+        assert len(again.slots) == 3
+        assert not (await store.take_slots("acct", calls=4, window=5.0, hold=30.0)).slots
+
     async def test_several_slots_in_one_take_as_many_as_there_is_room(
         self, store: EventStore
     ) -> None:

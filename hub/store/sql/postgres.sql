@@ -649,6 +649,12 @@ RETURNING id;
 -- name: end_slot
 UPDATE rate_slots SET ends_at = $2 WHERE id = $1;
 
+-- name: end_slots
+-- $1 slot ids, $2 when each call ended (one later than $3, now, is taken as now).
+UPDATE rate_slots AS s SET ends_at = least(e.at, $3)
+FROM unnest($1::bigint[], $2::double precision[]) AS e (id, at)
+WHERE s.id = e.id;
+
 -- name: count_slots_from
 -- $1 account, $2 now: the slots that count until a window after $2 at least (ended then or
 -- later, or in flight).

@@ -568,6 +568,12 @@ INSERT INTO rate_slots (account, ends_at) VALUES (:account, :ends_at) RETURNING 
 -- name: end_slot
 UPDATE rate_slots SET ends_at = :ends_at WHERE id = :id;
 
+-- name: end_slots
+-- :ends is a JSON array of [slot id, ended at]; an end later than :now is taken as :now.
+UPDATE rate_slots SET ends_at = min(json_extract(e.value, '$[1]'), :now)
+FROM json_each(:ends) AS e
+WHERE rate_slots.id = json_extract(e.value, '$[0]');
+
 -- name: count_slots_from
 -- The slots that count until a window after :now at least (ended then or later, or in flight).
 SELECT count(*) FROM rate_slots WHERE account = :account AND ends_at >= :now;
