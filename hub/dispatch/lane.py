@@ -354,15 +354,15 @@ class Lane:
         self._held.discard(item.event.id)
         self._d.wake()
 
-    def _ack_later(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
+    def _ack_later(self, item: Item, outcome: Delivered, attempt: Attempt, ended: float) -> None:
         """Queue a delivery for the lane's ack writer; the sender takes its next event at once.
 
         The writer writes every delivery queued meanwhile in one store call (one commit),
-        each as delivered when its call ended (now), not when written. The event stays held
-        (and ``sending`` in the store, leased) until then, so it is neither claimed again
-        nor overtaken by a later event for the same lead.
+        each as delivered when its call ended (``ended``), not when written. The event stays
+        held (and ``sending`` in the store, leased) until then, so it is neither claimed
+        again nor overtaken by a later event for the same lead.
         """
-        self._acks.append((item, outcome, attempt, self._d.clock.time()))
+        self._acks.append((item, outcome, attempt, ended))
         self._acks_ready.set()
 
     async def _ack_loop(self) -> None:
@@ -499,6 +499,9 @@ class Lane:
                 attempt = await d.client.capture(
                     self.target, query=item.request.query, body=item.request.body
                 )
+                # when the call ended, inside its slot: the slot ends later (as the block
+                # ends), so each delivery's time stays inside the window its call counts in
+                ended = d.clock.time()
                 self.latency += LATENCY_WEIGHT * (attempt.seconds - self.latency)
                 outcome = attempt.outcome
                 if isinstance(outcome, Retry) and outcome.rate_limited:
@@ -514,7 +517,7 @@ class Lane:
                     await self._record(item, attempt)
                     return True
         self._count(attempt)
-        self._ack_later(item, outcome, attempt)
+        self._ack_later(item, outcome, attempt, ended)
         return False
 
     async def _lease_too_short(self, item: Item) -> bool:

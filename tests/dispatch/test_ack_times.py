@@ -9,10 +9,12 @@ import pytest
 
 from hub.store import open_store
 from hub.store.models import State
+from hub.units import RateLimit
 from tests.dispatch.support import (
     all_in,
     enqueue,
     forms_config,
+    opened_store,
     refusing_update,
     running,
     sandbox_server,
@@ -50,3 +52,25 @@ async def test_a_delivery_written_late_keeps_its_call_s_time(
     times = sorted(e.updated_at for e in events if e is not None)
     assert len(times) == 2
     assert times[1] - times[0] < 0.5, times
+
+
+async def test_deliveries_at_the_limit_are_recorded_no_more_than_it_allows_in_any_window(
+    tmp_path: Path,
+) -> None:
+    """A backlog drained at 6 calls a second, 16 senders, into a sandbox that allows as
+    many: none refused, and the deliveries' recorded times, written behind, never put more
+    than 6 into any second (each is taken inside its call's slot, before the slot ends)."""
+    limit = RateLimit(6, 1.0)
+    with sandbox_server(rate_limit=limit) as (url, _):
+        config = forms_config(tmp_path, url, rate_limit="6/1s")
+        async with opened_store(tmp_path / "hub.db") as store:
+            docs = [{"email": f"w{n}@example.com"} for n in range(20)]
+            ids = await enqueue(store, "forms", docs, prefix="w")
+            async with running(config, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="all delivered")
+            events = [await store.get(eid) for eid in ids]
+    assert all(e is not None and e.attempts == 1 for e in events)  # no 429, nothing retried
+    times = sorted(e.updated_at for e in events if e is not None)
+    assert all(
+        later - first >= limit.window for first, later in zip(times, times[6:], strict=False)
+    )
