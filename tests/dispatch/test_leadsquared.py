@@ -17,7 +17,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from hub.config.models import Target
-from hub.dispatch.leadsquared import Dead, Delivered, LeadSquaredClient, Pause, Retry
+from hub.dispatch.leadsquared import (
+    URLS_KEPT,
+    Dead,
+    Delivered,
+    LeadSquaredClient,
+    Pause,
+    Retry,
+)
 from hub.dispatch.worker import make_http_client
 from hub.secrets import Secret
 from tests.dispatch.support import KEYS, _read_request, raw_server, sandbox_server, socket_server
@@ -140,6 +147,32 @@ async def test_keys_go_in_headers_and_behaviour_in_the_query(
     assert seen["query"] == {"LeadUpdateBehavior": "DoNotUpdate"}
     assert "s3cret" not in seen["url"] and "access" not in seen["url"]
     assert seen["body"] == b'[{"Attribute":"EmailAddress","Value":"a@example.com"}]'
+
+
+async def test_one_client_sends_each_call_to_its_own_target_and_query(fake_lsq: str) -> None:
+    """A client keeps each call URL parsed: calls to two targets (one with a trailing slash)
+    with two queries, each twice, and more URLs than it keeps, each arrive where they were
+    sent with their own query, as httpx builds them from text and params."""
+    calls = [
+        (f"{fake_lsq}/ok", {"LeadUpdateBehavior": "DoNotUpdate"}),
+        (f"{fake_lsq}/ok_id_only/", {"LeadUpdateBehavior": "DoNotUpdate"}),
+        (f"{fake_lsq}/ok", {}),
+        (f"{fake_lsq}/ok", {"LeadUpdateBehavior": "UpdateOnlyEmptyFields", "b": "x y&z"}),
+    ]
+    calls += [(f"{fake_lsq}/ok", {"n": str(n)}) for n in range(URLS_KEPT + 1)]
+    SEEN.clear()
+    async with make_http_client() as http:
+        client = LeadSquaredClient(http)
+        for url, query in [*calls, *calls]:
+            attempt = await client.capture(_target(url), query=query, body=[])
+            assert isinstance(attempt.outcome, Delivered)
+        assert len(client._urls) <= URLS_KEPT  # (a bound, whatever the mappings' queries)
+    expected = [
+        (url.rstrip("/") + "/v2/LeadManagement.svc/Lead.Capture", query) for url, query in calls
+    ]
+    seen = [(s["url"].split("?")[0], s["query"]) for s in SEEN]
+    assert seen == expected * 2
+    assert SEEN[3]["url"].endswith("?LeadUpdateBehavior=UpdateOnlyEmptyFields&b=x+y%26z")
 
 
 @pytest.mark.parametrize("case", ["mx400", "mx500", "mx200"])
