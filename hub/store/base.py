@@ -1054,7 +1054,7 @@ class EventStore(Protocol):
         """Count up to ``want`` calls to ``account`` now, as many as fewer than ``calls`` allow.
 
         One atomic step (at least one slot, or none). A call counts from when its slot is
-        taken until ``window`` seconds after it ended (:meth:`end_slot`); until then it is
+        taken until ``window`` seconds after it ended (:meth:`end_slots`); until then it is
         taken to end ``hold`` seconds after its slot was taken, so a process that dies
         mid-call frees its slot by itself. Every process on the store shares the count: that
         is how several instances stay within one account's limit. Without room, the answer
@@ -1069,10 +1069,6 @@ class EventStore(Protocol):
     async def stop_waiting(self, account: str, waiter: str) -> None:
         """``waiter`` no longer waits for slots of ``account``: its place in the queue goes,
         and the slots set aside for it stop counting."""
-        ...
-
-    async def end_slot(self, slot: int) -> None:
-        """The call of ``slot`` ended now: it counts until ``window`` from now."""
         ...
 
     async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:

@@ -227,7 +227,8 @@ class Ack:
 class SlotAnswer:
     """What :meth:`EventStore.take_slots` answers: slots, or how long to wait for one."""
 
-    #: The slots taken (give each to ``end_slot`` when its call ends); empty: no room now.
+    #: The slots taken (give each to ``end_slots`` when its call ends, or unused to
+    #: ``give_back_slots``); empty: no room now.
     slots: tuple[int, ...]
     #: With no room: seconds until the call that frees the next room stops counting.
     wait: float = 0.0

@@ -1639,10 +1639,6 @@ class PostgresStore(BatchedStore):
             await conn.execute(Q["stop_waiting_slots"], account, waiter)
             await conn.execute(Q["stop_waiting"], account, waiter)
 
-    async def end_slot(self, slot: int) -> None:
-        async with self._conn() as conn:
-            await conn.execute(Q["end_slot"], slot, self.clock.time())
-
     async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:
         if not ends:
             return

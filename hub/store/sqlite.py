@@ -804,11 +804,6 @@ class SQLiteStore(BatchedStore):
 
         await self._writer.submit(job)
 
-    async def end_slot(self, slot: int) -> None:
-        await self._writer.submit(
-            lambda conn: conn.execute(Q["end_slot"], {"id": slot, "ends_at": self.clock.time()})
-        )
-
     async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:
         if not ends:
             return

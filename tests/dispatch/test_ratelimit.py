@@ -359,7 +359,7 @@ async def test_a_process_whose_callers_stop_waiting_leaves_the_queue(tmp_path: P
         assert _waiting_rows(tmp_path / "hub.db") == []
         for slot in held:
             assert slot is not None
-            await one.end_slot(slot)
+            await one.end_slots("acct", [(slot, one.clock.time())])
 
 
 async def test_a_waiter_wakes_when_this_process_s_call_ends(tmp_path: Path) -> None:
@@ -525,9 +525,6 @@ class _Counted:
         if self.after_take is not None:
             self.after_take()
         return answer
-
-    async def end_slot(self, slot: int) -> None:
-        await self.store.end_slot(slot)
 
     async def end_slots(self, account: str, ends: Sequence[tuple[int, float]]) -> None:
         if self.end_delay:
@@ -720,3 +717,34 @@ async def _until(done: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not done():
             await asyncio.sleep(0.001)
+
+
+async def test_a_spare_slot_kept_past_half_its_hold_is_given_back_not_used(
+    tmp_path: Path,
+) -> None:
+    """Slots taken ahead and kept longer than half their hold are not trusted for a call
+    (it could outlast the hold the store counts it by): the next caller gives them back and
+    takes a fresh one."""
+    async with _processes(tmp_path, 1) as (store,):
+        book = _Counted(store)
+        limiter = SharedWindowLimiter(RateLimit(25, 5.0), book, "acct", hold=0.2)
+        second_may_end = asyncio.Event()
+
+        async def second() -> None:
+            async with limiter.slot():
+                await second_may_end.wait()
+
+        async with limiter.slot():
+            running = asyncio.create_task(second())
+            await _until(lambda: limiter._busy == 2)
+        await _until(lambda: len(book.takes) == 3)  # each call's own take, then two ahead
+        stale = [slot for slot, _ in limiter._spare]
+        assert len(stale) == 2
+        await asyncio.sleep(0.15)  # past half the hold
+        async with limiter.slot():
+            assert len(book.takes) == 4  # a fresh take
+            # the stale ones given back: the first call's, the second's and this one's left
+            assert len(_slot_ends(tmp_path / "hub.db")) == 3
+        second_may_end.set()
+        await running
+        await limiter.close()

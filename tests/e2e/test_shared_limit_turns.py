@@ -178,7 +178,7 @@ def _end_slots(db: str, slots: list[int]) -> None:
 
     async def end(store: EventStore) -> None:
         for slot in slots:
-            await store.end_slot(slot)
+            await store.end_slots("acct", [(slot, store.clock.time())])
 
     on_store(db, end)
 

@@ -112,7 +112,7 @@ async def test_a_step_back_leaves_an_accounts_rate_window_as_it_was(
         assert len(taken.slots) == 5
         clock.advance(0.5)
         for slot in taken.slots[:4]:
-            await store.end_slot(slot)
+            await store.end_slots("acct", [(slot, store.clock.time())])
         clock.step(-60)
         with capture_logs() as logs:
             assert await store.claim(limit=1, lease=LEASE) == []

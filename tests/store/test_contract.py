@@ -1592,7 +1592,7 @@ class TestRateSlots:
             (), 35.0, in_flight=True
         )
         clock.advance(1.0)
-        await store.end_slot(first.slots[0])
+        await store.end_slots("acct", [(first.slots[0], store.clock.time())])
         clock.advance(2.0)
         # It ended at +1: it counts until +6, three seconds from now, exactly.
         assert await store.take_slots("acct", calls=2, window=5.0, hold=30.0) == SlotAnswer(
@@ -1682,7 +1682,7 @@ class TestRateSlots:
     ) -> None:
         """A slot ended as soon as it is taken counts from then for one window."""
         (slot,) = (await store.take_slots("acct", calls=1, window=2.0, hold=30.0)).slots
-        await store.end_slot(slot)
+        await store.end_slots("acct", [(slot, store.clock.time())])
         answer = await store.take_slots("acct", calls=1, window=2.0, hold=30.0)
         assert answer == SlotAnswer((), 2.0, in_flight=False)
         clock.advance(2.0)
@@ -1710,7 +1710,7 @@ class TestRateTurns:
     async def _full(self, store: EventStore, waiter: str) -> None:
         """A window of 4 filled by ``waiter``'s calls, all ended now: they count 5 s more."""
         for slot in (await _take(store, waiter, 4)).slots:
-            await store.end_slot(slot)
+            await store.end_slots("acct", [(slot, store.clock.time())])
 
     async def test_room_that_frees_is_dealt_between_the_waiters(
         self, store: EventStore, other_process: EventStore, clock: ManualClock
@@ -1735,7 +1735,7 @@ class TestRateTurns:
     ) -> None:
         """One slot at a time goes to A, then B, then A: whoever got the last waits its turn."""
         (only,) = (await _take(store, "x", 1, calls=1)).slots
-        await store.end_slot(only)
+        await store.end_slots("acct", [(only, store.clock.time())])
         for waiter in ("a", "b"):  # both wait, A first
             assert (await _take(store, waiter, 3, calls=1)).slots == ()
         order = []
@@ -1745,7 +1745,7 @@ class TestRateTurns:
             a = await _take(store, "a", 3, calls=1)
             (slot,) = a.slots or b.slots
             order.append("a" if a.slots else "b")
-            await store.end_slot(slot)
+            await store.end_slots("acct", [(slot, store.clock.time())])
         assert order == ["a", "b", "a"]
 
     async def test_a_waiter_alone_gets_what_it_wants(self, store: EventStore) -> None:
@@ -1827,7 +1827,7 @@ class TestFillWindow:
         """Four calls that ended 4 s before the refusal count 1 s more: the window is filled
         with calls ended at the refusal all the same."""
         for slot in (await _take(store, "a", 4)).slots:
-            await store.end_slot(slot)
+            await store.end_slots("acct", [(slot, store.clock.time())])
         clock.advance(4.0)
         await store.fill_window("acct", calls=4)
         clock.advance(1.1)

@@ -112,7 +112,7 @@ async def _every_step(url: str) -> None:
         slots = await store.take_slots("acct", calls=2, window=1.0, hold=5.0, want=3, waiter="w1")
         assert slots.slots
         await store.stop_waiting("acct", "w1")
-        await store.end_slot(slots.slots[0])
+        await store.end_slots("acct", [(slots.slots[0], store.clock.time())])
         await store.fill_window("acct", calls=2)
         await store.ping()
     finally:

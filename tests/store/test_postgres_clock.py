@@ -92,7 +92,7 @@ async def test_two_instances_whose_clocks_disagree_keep_an_accounts_limit_togeth
                 continue
             for slot in answer.slots:
                 calls.append(time.monotonic())  # before the call ends: early, never late
-                await store.end_slot(slot)
+                await store.end_slots("acct", [(slot, store.clock.time())])
 
     try:
         until = time.monotonic() + 7.0

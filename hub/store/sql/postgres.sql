@@ -646,9 +646,6 @@ INSERT INTO rate_slots (account, ends_at)
 SELECT $1::text, $2::double precision FROM generate_series(1, $3::integer)
 RETURNING id;
 
--- name: end_slot
-UPDATE rate_slots SET ends_at = $2 WHERE id = $1;
-
 -- name: end_slots
 -- $1 slot ids, $2 when each call ended (one later than $3, now, is taken as now).
 UPDATE rate_slots AS s SET ends_at = least(e.at, $3)

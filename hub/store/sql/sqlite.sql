@@ -565,9 +565,6 @@ SELECT ends_at FROM rate_slots WHERE account = :account ORDER BY ends_at LIMIT 1
 -- name: take_slot
 INSERT INTO rate_slots (account, ends_at) VALUES (:account, :ends_at) RETURNING id;
 
--- name: end_slot
-UPDATE rate_slots SET ends_at = :ends_at WHERE id = :id;
-
 -- name: end_slots
 -- :ends is a JSON array of [slot id, ended at]; an end later than :now is taken as :now.
 UPDATE rate_slots SET ends_at = min(json_extract(e.value, '$[1]'), :now)
