@@ -58,8 +58,8 @@ async def test_deliveries_at_the_limit_are_recorded_no_more_than_it_allows_in_an
     tmp_path: Path,
 ) -> None:
     """A backlog drained at 6 calls a second, 16 senders, into a sandbox that allows as
-    many: none refused, and the deliveries' recorded times, written behind, never put more
-    than 6 into any second (each is taken inside its call's slot, before the slot ends)."""
+    many: none refused, and the deliveries' recorded times, written behind the next calls,
+    never put more than 6 into any second."""
     limit = RateLimit(6, 1.0)
     with sandbox_server(rate_limit=limit) as (url, _):
         config = forms_config(tmp_path, url, rate_limit="6/1s")

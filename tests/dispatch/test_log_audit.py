@@ -168,7 +168,7 @@ async def test_an_event_dead_on_its_send_names_its_mapping(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("rate_limit", ["off", "25/5s"])
-async def test_lead_sent_has_the_same_fields_whichever_way_it_is_recorded(
+async def test_lead_sent_has_the_same_fields_whatever_the_rate_limit(
     tmp_path: Path, rate_limit: str
 ) -> None:
     """``lead_sent`` names the event, delivery, endpoint, target and mapping whatever the
