@@ -611,23 +611,12 @@ async def test_a_sender_coming_back_finds_a_slot_taken_ahead_while_its_call_ran(
     async with _processes(tmp_path, 1) as (store,):
         book = _Counted(store)
         limiter = SharedWindowLimiter(RateLimit(25, 5.0), book, "acct", hold=40.0)
-        second_may_end = asyncio.Event()
-
-        async def second() -> None:
-            async with limiter.slot():
-                await second_may_end.wait()
-
-        async with limiter.slot():
-            running = asyncio.create_task(second())
-            await _until(lambda: limiter._busy == 2)
-        takes = len(book.takes)
-        await _until(lambda: len(book.takes) > takes)  # taken ahead, in the background
-        assert book.takes[-1] == 2  # for the call still running and the one that ended
-        async with limiter.slot() as allowed:
-            assert allowed
-            assert len(book.takes) == takes + 1  # its slot was waiting for it
-        second_may_end.set()
-        await running
+        async with _one_ended_one_running(limiter):
+            await _until(lambda: len(book.takes) == 3)  # each call's own, then ahead
+            assert book.takes[-1] == 2  # for the call still running and the one that ended
+            async with limiter.slot() as allowed:
+                assert allowed
+                assert len(book.takes) == 3  # its slot was waiting for it
         await limiter.close()
     # the spare one no call came for was given back: only the three calls count
     assert len(_slot_ends(tmp_path / "hub.db")) == 3
@@ -672,21 +661,11 @@ async def test_a_call_s_end_is_written_behind_with_the_time_it_ended(tmp_path: P
         book.end_delay = 0.3
         limiter = SharedWindowLimiter(RateLimit(25, 5.0), book, "acct", hold=40.0)
         times: dict[str, float] = {}
-        second_may_end = asyncio.Event()
-
-        async def second() -> None:
+        async with _one_ended_one_running(limiter):
+            times["first ended"] = time.time()
             async with limiter.slot():
-                await second_may_end.wait()
-
-        running = asyncio.create_task(second())
-        async with limiter.slot():
-            await _until(lambda: limiter._busy == 2)
-        times["first ended"] = time.time()
-        async with limiter.slot():
-            times["third started"] = time.time()
-            assert book.ends == []  # the first one's end is not written yet
-        second_may_end.set()
-        await running
+                times["third started"] = time.time()
+                assert book.ends == []  # the first one's end is not written yet
         await limiter.close()
         assert sorted(slot for write in book.ends for slot in write) == [1, 2, 3]
     assert times["third started"] - times["first ended"] < 0.3
@@ -713,6 +692,26 @@ async def test_closing_writes_the_ends_still_unwritten(tmp_path: Path) -> None:
         assert ended - 0.1 <= end <= ended  # not its hold, 40 s on
 
 
+@contextlib.asynccontextmanager
+async def _one_ended_one_running(limiter: SharedWindowLimiter) -> AsyncIterator[None]:
+    """Two calls in flight at once, the first's slot taken first; the first ends, and the
+    second runs on until the block ends."""
+    second_may_end = asyncio.Event()
+
+    async def second() -> None:
+        async with limiter.slot():
+            await second_may_end.wait()
+
+    async with limiter.slot():
+        running = asyncio.create_task(second())
+        await _until(lambda: limiter._busy == 2)
+    try:
+        yield
+    finally:
+        second_may_end.set()
+        await running
+
+
 async def _until(done: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not done():
@@ -728,23 +727,12 @@ async def test_a_spare_slot_kept_past_half_its_hold_is_given_back_not_used(
     async with _processes(tmp_path, 1) as (store,):
         book = _Counted(store)
         limiter = SharedWindowLimiter(RateLimit(25, 5.0), book, "acct", hold=0.2)
-        second_may_end = asyncio.Event()
-
-        async def second() -> None:
+        async with _one_ended_one_running(limiter):
+            await _until(lambda: len(book.takes) == 3)  # each call's own, then two ahead
+            assert len(limiter._spare) == 2
+            await asyncio.sleep(0.15)  # past half the hold
             async with limiter.slot():
-                await second_may_end.wait()
-
-        async with limiter.slot():
-            running = asyncio.create_task(second())
-            await _until(lambda: limiter._busy == 2)
-        await _until(lambda: len(book.takes) == 3)  # each call's own take, then two ahead
-        stale = [slot for slot, _ in limiter._spare]
-        assert len(stale) == 2
-        await asyncio.sleep(0.15)  # past half the hold
-        async with limiter.slot():
-            assert len(book.takes) == 4  # a fresh take
-            # the stale ones given back: the first call's, the second's and this one's left
-            assert len(_slot_ends(tmp_path / "hub.db")) == 3
-        second_may_end.set()
-        await running
+                assert len(book.takes) == 4  # a fresh take
+                # the stale ones given back: the first call's, the second's and this one's left
+                assert len(_slot_ends(tmp_path / "hub.db")) == 3
         await limiter.close()
