@@ -109,3 +109,33 @@ async def test_making_one_schema_does_not_wait_for_another_being_made(
                 await waits_for(second.open(), holding(dsn, third, _SCHEMA_LOCK, third))
             finally:
                 await second.close()
+
+
+async def test_a_limiter_s_ends_and_give_backs_wait_for_their_account_s_lock(
+    postgres_schema: tuple[str, str],
+) -> None:
+    """Writing calls' ends and giving slots back, each one statement, take the account's lock
+    before any slot row (as a take does, and a claim moving the slots after a clock step):
+    they wait while a session on this schema holds it, and not for another schema's."""
+    dsn, schema = postgres_schema
+    lock = Q["lock_account"]
+    store = await store_on(dsn, schema)
+    try:
+        taken = await store.take_slots("acct", calls=5, window=1.0, hold=30.0, want=4)
+        first, second, third, fourth = taken.slots
+        await waits_for(
+            store.end_slots("acct", [(first, time.time())]), holding(dsn, schema, lock, "acct")
+        )
+        await waits_for(store.give_back_slots("acct", [second]), holding(dsn, schema, lock, "acct"))
+        async with fresh_schema(dsn) as other, holding(dsn, other, lock, "acct"):
+            await asyncio.wait_for(store.end_slots("acct", [(third, time.time())]), HUNG)
+            await asyncio.wait_for(store.give_back_slots("acct", [fourth]), HUNG)
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": f'"{schema}"'})
+        try:
+            rows = await conn.fetch("SELECT id, ends_at FROM rate_slots ORDER BY id")
+        finally:
+            await conn.close()
+        assert [r[0] for r in rows] == [first, third]  # each written once let go of
+        assert all(r[1] < time.time() + 1 for r in rows)  # ended, not at their 30 s hold
+    finally:
+        await store.close()
