@@ -450,9 +450,10 @@ class SharedWindowLimiter:
             ended.cancel()
             await asyncio.gather(nap, ended, return_exceptions=True)
 
-    def _call_ended(self, slot: int) -> None:
-        """Note the end of ``slot``'s call, now; written behind, with the next ends."""
-        self._unwritten.append((slot, self._clock.time()))
+    def _ended_now(self, slots: list[int]) -> None:
+        """Note that ``slots`` end now (their calls ended); written behind, with the next."""
+        now = self._clock.time()
+        self._unwritten.extend((slot, now) for slot in slots)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_ends(), name="rate-slot-ends")
 
@@ -475,17 +476,13 @@ class SharedWindowLimiter:
             self._writer = None
 
     async def refused(self) -> None:
-        # The slots this process holds for its queued callers end now, first (before any of
-        # them runs): those calls would be refused too. (Given back, they would leave room
-        # that a caller could take before the window is filled.)
+        # The slots this process holds for its queued callers are taken from them first
+        # (before any of them runs: those calls would be refused too) and end now: counted
+        # until the window is filled, whenever their ends are written. (Given back, they
+        # would leave room that a caller could take before the window is filled.)
         spares = [slot for slot, _ in self._spare]
         self._spare.clear()
-        if spares:
-            now = self._clock.time()
-            try:
-                await self._book.end_slots(self.account, [(slot, now) for slot in spares])
-            except Exception as exc:  # they count until their hold: longer, not shorter
-                _log.warning("rate_slots_not_ended", slots=len(spares), error=type(exc).__name__)
+        self._ended_now(spares)
         try:
             await self._book.fill_window(self.account, calls=self.limit.calls)
         except Exception as exc:  # the calls that follow are refused and retried instead
@@ -506,7 +503,7 @@ class SharedWindowLimiter:
             yield True
         finally:
             self._busy -= 1
-            self._call_ended(taken)
+            self._ended_now([taken])
             if self._idle():  # the last call for now: nothing to go on to, all written first
                 await self._let_go()
                 await self._written()
