@@ -30,7 +30,7 @@ from pathlib import Path
 from bench.common import machine, median, table
 from bench.ingest import FIXTURE
 from hub.store import bulk
-from hub.store.sqlite_threads import connect
+from hub.store.sqlite_conn import connect
 
 HEADERS = (
     "ids",

@@ -1,6 +1,6 @@
 """What is checked about a SQLite database FILE itself, by the two parts that keep one.
 
-The event store (:mod:`hub.store.sqlite_threads`) and the embedded sandbox
+The event store (:mod:`hub.store.sqlite_conn`) and the embedded sandbox
 (:mod:`hub.sandbox.db`) each keep one file at a path in WAL mode, and both lost writes the
 same two ways:
 
@@ -31,8 +31,6 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
-
-import structlog
 
 #: How a writer opens its file, by whether it may create it. Only a process's first open (a
 #: fresh install) may: every later open is ``mode=rw``, so that a file deleted, moved away
@@ -425,6 +423,8 @@ def warn_of_place(
     for kinds, place, detail in places:
         if (found := mounted_on(path, kinds)) is not None:
             kind, mount, source = found
+            import structlog  # (only to warn: the store's writer process imports no logging)
+
             structlog.get_logger().warning(
                 f"{holder.name}_{place}",
                 path=str(path.absolute()),

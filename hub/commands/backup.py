@@ -22,7 +22,7 @@ from hub.store.commands import (
     utc,
 )
 from hub.store.sqlite import SQLiteStore
-from hub.store.sqlite_threads import foreign_wal
+from hub.store.sqlite_conn import foreign_wal
 
 
 def dest_refused(dest: str) -> tuple[str, int] | None:

@@ -40,7 +40,7 @@ from hub.sandbox import create_app, sandbox_of
 from hub.sandbox.db import directory_hint
 from hub.sqlite_file import SANDBOX, warn_of_place
 from hub.store import safe_url, sqlite_uri_form
-from hub.store.sqlite_threads import a_directory
+from hub.store.sqlite_conn import a_directory
 from hub.units import UnitError, parse_rate_limit
 
 _UVICORN_LEVELS = ("warning", "error", "critical")

@@ -15,7 +15,7 @@ from hub.store.commands import (
     no_sqlite_store,
 )
 from hub.store.sqlite import SQLiteStore
-from hub.store.sqlite_threads import SCHEMA_VERSION, foreign_wal
+from hub.store.sqlite_conn import SCHEMA_VERSION, foreign_wal
 from hub.store.vacuum import compact
 
 

@@ -207,7 +207,7 @@ def directory_hint(exc: BaseException, *, embedded: bool = False) -> str:
     nothing when ``exc`` says it. A directory that could not be made (a file in its way, a
     parent this user cannot write) ended the command with a traceback, and SQLite's own
     "unable to open database file" said nothing of where to look."""
-    from hub.store.sqlite_threads import storage_hint  # (the SQLite store's sentences)
+    from hub.store.sqlite_conn import storage_hint  # (the SQLite store's sentences
 
     code = getattr(exc, "sqlite_errorcode", None)
     if isinstance(exc, OSError) or (code is not None and code & 0xFF in _WHERE_FAILED):

@@ -19,7 +19,6 @@ seconds read from the injected :class:`hub.clock.Clock`.
 from __future__ import annotations
 
 import array
-import asyncio
 import builtins
 import contextlib
 import dataclasses
@@ -27,9 +26,8 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
-from hub import logs
 from hub.clock import Clock
 from hub.exceptions import HubError
 from hub.store.models import (
@@ -47,6 +45,12 @@ from hub.store.models import (
     SlotAnswer,
     State,
 )
+
+if TYPE_CHECKING:
+    import asyncio
+
+# (asyncio and the log set-up are imported where used: the SQLite writer process imports
+# this module and needs neither, and starts in half the time without them)
 
 
 class StoreError(HubError):
@@ -156,8 +160,19 @@ class LeaseLost(StoreError):
     """
 
 
+#: Run before the store's first line, then forgotten: the SQLite writer process sets up its
+#: logging there, only once it has a line to write (:mod:`hub.store.sqlite_child`).
+before_first_line: Callable[[], None] | None = None
+
+
 def log() -> Any:
     """The store's logger, fetched per use so it follows the current structlog set-up."""
+    global before_first_line
+    if before_first_line is not None:
+        set_up, before_first_line = before_first_line, None
+        set_up()
+    from hub import logs
+
     return logs.get_logger("hub.store")
 
 
@@ -453,6 +468,8 @@ async def whole_step(step: Coroutine[Any, Any, T], done: Callable[[T], None]) ->
     also when the caller is cancelled meanwhile (Ctrl-C): the step, already handed to the
     store, is then waited for and counted before the cancellation goes on, so the count said
     on stopping is the count written."""
+    import asyncio
+
     task = asyncio.ensure_future(step)
     try:
         result = await asyncio.shield(task)
@@ -483,6 +500,8 @@ class BatchedStore(ABC):
     async def _between_steps(self, took: float) -> None:
         """The wait after a step that took ``took`` seconds (see :attr:`step_pause`)."""
         if self.step_pause > 0:
+            import asyncio
+
             await asyncio.sleep(max(self.step_pause, took))
 
     @abstractmethod
@@ -703,6 +722,8 @@ _settling: set[asyncio.Task[builtins.list[EnqueueResult]]] = set()
 def settle_later(enqueue: Coroutine[Any, Any, builtins.list[EnqueueResult]], tell: Settle) -> None:
     """Run ``enqueue`` in a task and ``tell`` its outcome: :meth:`Submits.submit` for a
     store that has only ``enqueue``."""
+    import asyncio
+
     task = asyncio.get_running_loop().create_task(enqueue)
     _settling.add(task)
     task.add_done_callback(_settling.discard)

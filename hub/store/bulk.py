@@ -28,7 +28,7 @@ from typing import Any
 from isal import isal_zlib
 
 from hub.store.models import EnqueueResult
-from hub.store.sqlite_threads import Q
+from hub.store.sqlite_conn import Q
 
 #: ``deliveries.body_format``: the body as received, or a raw-deflate segment of it.
 BODY_RAW = 0

@@ -17,7 +17,7 @@ from hub import logs, sqlite_file
 from hub.store import open_store
 from hub.store.base import EventStore, StoreError, StoreUnavailable
 from hub.store.sqlite import READ_ONLY, SQLiteStore
-from hub.store.sqlite_threads import foreign_wal
+from hub.store.sqlite_conn import foreign_wal
 
 #: Exit codes: 1 the store failed, 2 the command was used wrongly, 130 stopped by Ctrl-C
 #: (SIGINT), as a shell reports it.

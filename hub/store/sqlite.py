@@ -61,16 +61,15 @@ from hub.store.models import (
     State,
 )
 from hub.store.rows import row_of, to_pending
-from hub.store.sqlite_process import IngestProcess
-from hub.store.sqlite_threads import (
+from hub.store.sqlite_conn import (
     AUTO_VACUUM_INCREMENTAL,
     Q,
-    Reader,
-    Writer,
     check_readable,
     give_back_step,
     unavailable,
 )
+from hub.store.sqlite_process import IngestProcess
+from hub.store.sqlite_threads import Reader, Writer
 from hub.store.turns import WAITER_GRACE, Waiter, deal, my_place, set_aside
 
 #: ``?writer=`` values: where enqueues are written. ``thread``: the store's writer thread, in

@@ -14,7 +14,7 @@ renamed over the store once the store's last connection (this one) has closed: t
 the old file or the new one, whole, whatever stops the command. It needs free space beside the
 store for the copy: about the size of what the store holds (its file less its free pages),
 checked first. A store already made with incremental vacuum is only given its free pages back,
-in place (:func:`hub.store.sqlite_threads.give_back_step`), as ``serve`` does after a purge.
+in place (:func:`hub.store.sqlite_conn.give_back_step`), as ``serve`` does after a purge.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from hub import sqlite_file
 from hub.logs import get_logger
 from hub.store.backup import in_use, pid_alive
 from hub.store.base import StoreError
-from hub.store.sqlite_threads import (
+from hub.store.sqlite_conn import (
     AUTO_VACUUM_INCREMENTAL,
     SCHEMA_VERSION,
     connect,

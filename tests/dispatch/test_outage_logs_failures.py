@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 
 from hub import logs
 from hub.clock import ManualClock
-from hub.store.sqlite_threads import FAILURE_EVERY, WriteFailures
+from hub.store.sqlite_conn import FAILURE_EVERY, WriteFailures
 
 
 def _lines(entries: list[MutableMapping[str, Any]]) -> list[dict[str, Any]]:

@@ -108,7 +108,7 @@ def test_a_killed_writer_is_replaced_at_the_next_probe(tmp_path: Path) -> None:
 #: starting on a loaded machine takes that long.
 _SLOW_WRITER = """
 import os, sys, time
-if "hub.store.sqlite_process" in sys.orig_argv and os.path.exists(os.environ["SLOW_WRITER_MARK"]):
+if "hub.store.sqlite_child" in sys.orig_argv and os.path.exists(os.environ["SLOW_WRITER_MARK"]):
     time.sleep(float(os.environ["SLOW_WRITER_SECONDS"]))
 """
 

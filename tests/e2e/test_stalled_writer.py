@@ -20,11 +20,11 @@ from tests.support.server import leadhub_process, serve_args
 
 
 def _writer_child(pid: int) -> int:
-    """The pid of ``pid``'s store writer process (``python -m hub.store.sqlite_process``)."""
+    """The pid of ``pid``'s store writer process (``python -m hub.store.sqlite_child``)."""
     for task in Path(f"/proc/{pid}/task").iterdir():
         for child in (task / "children").read_text().split():
             command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            if b"hub.store.sqlite_process" in command:
+            if b"hub.store.sqlite_child" in command:
                 return int(child)
     raise AssertionError("no store writer process")
 

@@ -28,7 +28,7 @@ import pytest
 
 from hub.store.base import EventStore
 from hub.store.postgres import SCHEMA_VERSION as POSTGRES_VERSION
-from hub.store.sqlite_threads import SCHEMA_VERSION as SQLITE_VERSION
+from hub.store.sqlite_conn import SCHEMA_VERSION as SQLITE_VERSION
 from tests.e2e.support import (
     FIXTURES,
     SHIPPED,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hub.store.sqlite import SQLiteStore
-from hub.store.sqlite_threads import unavailable
+from hub.store.sqlite_conn import unavailable
 from tests.support.server import REPO, leadhub_run
 
 from .helpers import delivery
@@ -130,7 +130,7 @@ def test_a_process_out_of_file_descriptors_is_told_so(stored: Path) -> None:
     script = f"""
 import resource, sys
 from pathlib import Path
-from hub.store.sqlite_threads import unavailable
+from hub.store.sqlite_conn import unavailable
 resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
 held = []
 try:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from hub.store import sqlite_threads
+from hub.store import sqlite_conn
 
 from .test_sqlite import raw
 
@@ -66,9 +66,9 @@ def test_a_store_another_process_is_migrating_is_waited_for(
     grown_schema_3_store(db)
     wal = Path(f"{db}-wal")
     assert raw(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [("3",)]
-    monkeypatch.setattr(sqlite_threads, "BUSY_TIMEOUT_MS", 300)
+    monkeypatch.setattr(sqlite_conn, "BUSY_TIMEOUT_MS", 300)
     # (the copy's writes a few ms apart; a loaded machine's pauses in them far shorter than this)
-    monkeypatch.setattr(sqlite_threads, "MIGRATION_QUIET", 10.0)
+    monkeypatch.setattr(sqlite_conn, "MIGRATION_QUIET", 10.0)
     other = subprocess.Popen(
         [sys.executable, "-m", "hub", "events", "--limit", "1", "--db", f"sqlite:///{db}"],
         stdout=subprocess.PIPE,
@@ -83,7 +83,7 @@ def test_a_store_another_process_is_migrating_is_waited_for(
             assert time.monotonic() < deadline, "the other process never began its migration"
             time.sleep(0.005)
         with capture_logs() as logs:
-            conn = sqlite_threads.connect(db, synchronous="NORMAL", writer=True)
+            conn = sqlite_conn.connect(db, synchronous="NORMAL", writer=True)
         assert [e["event"] for e in logs] == ["store_migration_waiting"]  # migrated by the other
         # a warning: a command waiting says so on stderr (test_a_command_says_it_is_migrating)
         assert logs[0]["log_level"] == "warning"
@@ -144,7 +144,7 @@ def test_the_migration_leaves_no_big_write_ahead_log_behind(tmp_path: Path) -> N
     db = tmp_path / "hub.db"
     grown_schema_3_store(db, 20_000)
     with capture_logs() as logs:
-        conn = sqlite_threads.connect(db, synchronous="FULL", writer=True)
+        conn = sqlite_conn.connect(db, synchronous="FULL", writer=True)
     # said when it begins too: the copy takes seconds per million events, no webhook taken
     assert [e["event"] for e in logs] == ["store_migrating", "store_migrated"]
     assert logs[0]["from_version"] == 3 and logs[0]["to_version"] == 4

@@ -21,7 +21,7 @@ from hub.store import StoreError, StoreUnavailable, open_store
 from hub.store.bulk import unpack_body
 from hub.store.models import Ack, EventIn, IncomingDelivery, State
 from hub.store.sqlite import SQLiteStore
-from hub.store.sqlite_threads import Q
+from hub.store.sqlite_conn import Q
 from tests.support.server import REPO
 
 from .conftest import FIXTURES, sqlite_url

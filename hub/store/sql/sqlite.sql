@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 ) WITHOUT ROWID;
 -- A new database starts at the current version; an older one is migrated (migrate_1, then
--- migrate_2, then migrate_3: see hub.store.sqlite_threads.migrate).
+-- migrate_2, then migrate_3: see hub.store.sqlite_conn.migrate).
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '4');
 -- Version 1's claim index: a leadhub of before the refusal of newer files (e270549) opening
 -- this file made it again (written at every enqueue, read by nothing).
