@@ -383,8 +383,8 @@ class Lane:
             missing = set(await d.store.ack_many(acks))
         except StoreUnavailable as exc:  # sent, not recorded yet: written once the store is back
             self._d.log_failure("ack_failed", exc, events=len(batch))
-            for item, outcome, attempt, _ in batch:
-                self._ack_when_back(item, outcome, attempt)
+            for item, outcome, attempt, at in batch:
+                self._ack_when_back(item, outcome, attempt, at)
         except Exception as exc:  # the store refused the batch: each is written on its own
             self._d.log_failure("ack_failed", exc, events=len(batch))
             for entry in batch:
@@ -403,10 +403,9 @@ class Lane:
         (:meth:`_send_failed`): sent, but not recorded, it is sent again later."""
         event = item.event
         try:
-            ack = Ack(event.id, outcome.lead_id, outcome.created, event.lease, at=at)
-            missing = await self._d.store.ack_many([ack])
+            await self._ack_as_of(item, outcome, attempt, at)
         except StoreUnavailable:
-            self._ack_when_back(item, outcome, attempt)
+            self._ack_when_back(item, outcome, attempt, at)
         except Exception as exc:
             self._d.log_failure("ack_failed", exc, target=self.target.name, **event.log_fields())
             # No longer this lane's once its retry is written: claimed again meanwhile (a
@@ -414,8 +413,6 @@ class Lane:
             # flight and dropped it, and the event waited for its lease to end.
             self._settled(item)
             await self._send_failed(event, exc)
-        else:
-            self._acked(item, outcome, attempt, lost=event.id in missing)
 
     def _acked(self, item: Item, outcome: Delivered, attempt: Attempt, *, lost: bool) -> None:
         """Count and log a delivery written by :meth:`_write_acks`, unless its lease was
@@ -449,13 +446,21 @@ class Lane:
             )
             self._sent(item, outcome, attempt)
 
-    def _ack_when_back(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
+    def _ack_when_back(self, item: Item, outcome: Delivered, attempt: Attempt, at: float) -> None:
         """Record a delivery the store was unavailable for once it is back, while the lease
-        runs (:class:`~hub.dispatch.retry.Rewrites`). The lead was sent: given back to the
-        queue instead, it would be sent again, and tried once, the release waited for the
-        lease's end as well."""
-        write = functools.partial(self._ack, item, outcome, attempt)
+        runs (:class:`~hub.dispatch.retry.Rewrites`), as of ``at``, its call's end (not the
+        time the store came back). The lead was sent: given back to the queue instead, it
+        would be sent again, and tried once, the release waited for the lease's end as well."""
+        write = functools.partial(self._ack_as_of, item, outcome, attempt, at)
         self._d.rewrites.add(item.event, write, "ack")
+
+    async def _ack_as_of(self, item: Item, outcome: Delivered, attempt: Attempt, at: float) -> None:
+        """Record one delivery under its event's lease as of ``at``, then count and log it
+        (unless the lease was lost meanwhile: then the log says so)."""
+        event = item.event
+        ack = Ack(event.id, outcome.lead_id, outcome.created, event.lease, at=at)
+        missing = await self._d.store.ack_many([ack])
+        self._acked(item, outcome, attempt, lost=event.id in missing)
 
     async def _send(self, item: Item) -> bool:
         """Send ``item`` unless it must go back; False when its outcome is still being written."""
@@ -603,13 +608,14 @@ class Lane:
         outcome = attempt.outcome
         self._count(attempt)
         if isinstance(outcome, Delivered):
+            ended = d.clock.time()
             try:
                 await self._ack(item, outcome, attempt)
             except StoreUnavailable as exc:
                 self._d.log_failure(
                     "ack_failed", exc, target=self.target.name, **event.log_fields()
                 )
-                self._ack_when_back(item, outcome, attempt)
+                self._ack_when_back(item, outcome, attempt, ended)
         elif isinstance(outcome, Retry) and d.draining:
             # Shutting down (the embedded sandbox may already be closed): not a real failure.
             await d.release(event, at=d.clock.time(), reason=outcome.reason)

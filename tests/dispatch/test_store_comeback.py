@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,9 +161,11 @@ async def _outage_during_calls(
     tmp_path: Path, first: int, rate_limit: str = "off", clock: Clock | None = None
 ) -> tuple[HeldTarget, list[MutableMapping[str, Any]]]:
     """:func:`calls_meet_an_outage`, then start the server again and wait (less than the
-    lease) until every event is delivered."""
+    lease) until every event is delivered. A delivery is recorded as of its call's end,
+    which was before the server came back."""
     async with calls_meet_an_outage(tmp_path, first, "outage", rate_limit, clock) as outage:
         await asyncio.sleep(1.5)  # the releases, tried once, failed too
+        back = time.time()
         await asyncio.to_thread(outage.server.resume)
         await wait_for(
             all_in(State.DELIVERED, outage.store, outage.ids),
@@ -171,6 +174,9 @@ async def _outage_during_calls(
         )
         events = await states(outage.store, outage.ids)
     assert all(e.attempts == 1 for e in events.values()), [e.attempts for e in events.values()]
+    if first == 200 and clock is None:  # (a stepped clock's times are an hour ahead)
+        late = [e.updated_at - back for e in events.values() if e.updated_at >= back]
+        assert not late, late
     return outage.fake, outage.logs
 
 
