@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import asyncio
 
 # (asyncio and the log set-up are imported where used: the SQLite writer process imports
-# this module and needs neither, and starts in half the time without them)
+# this module and needs neither, and starts in about a third less time without them)
 
 
 class StoreError(HubError):
