@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.pg_server import PostgresServer, find_bindir, fresh_schema, schema_url
 from tests.pgbouncer import PgBouncer, find_pgbouncer
+from tests.support import IN_CI
 
 
 @pytest.fixture(autouse=True)
@@ -62,7 +63,7 @@ settings.register_profile(
 # CI runs property tests derandomized: the same examples on every run, so a submission is
 # judged on its code, not on the luck of the draw. Locally they explore fresh examples.
 settings.register_profile("ci", settings.get_profile("hub"), derandomize=True)
-settings.load_profile("ci" if os.environ.get("CI") else "hub")
+settings.load_profile("ci" if IN_CI else "hub")
 
 
 @pytest.fixture(scope="session")

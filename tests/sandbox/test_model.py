@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from tests.sandbox.helpers import CAPTURE, KEY, Lsq, serve_sandbox
+from tests.support import examples
 
 #: Each test runs dozens of examples over real HTTP, a server each: 40-60 s on a loaded
 #: machine, over the suite's 120 s under a CI's heaviest load.
@@ -599,11 +600,11 @@ class SandboxMachine(RuleBasedStateMachine):
             assert data == lead.activities, f"activities of {lead_id}"
 
 
-# Bounded to stay quick (the suite's ten minutes on a CI of two cores: 25 examples, 40
-# before); a deeper run (max_examples in the hundreds) is worth it after a change to
-# hub/sandbox.
+# Bounded to stay quick, and fewer under CI (:func:`tests.support.examples`: the suite's ten
+# minutes on two cores); a deeper run (max_examples in the hundreds) is worth it after a
+# change to hub/sandbox.
 SandboxMachine.TestCase.settings = settings(
-    max_examples=25,
+    max_examples=examples(40, 25),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -629,5 +630,7 @@ class SandboxOnFileMachine(SandboxMachine):
         self.scratch.cleanup()
 
 
-SandboxOnFileMachine.TestCase.settings = settings(SandboxMachine.TestCase.settings, max_examples=5)
+SandboxOnFileMachine.TestCase.settings = settings(
+    SandboxMachine.TestCase.settings, max_examples=examples(8, 5)
+)
 test_sandbox_on_a_file_keeps_its_contract_across_restarts = SandboxOnFileMachine.TestCase

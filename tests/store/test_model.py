@@ -51,6 +51,7 @@ from hub.store.models import (
     State,
 )
 from tests.pg_server import sql
+from tests.support import examples
 
 from .conftest import sqlite_url
 from .helpers import delivery, table_rows
@@ -67,11 +68,11 @@ REPLAY_STATES = (None, State.DEAD, State.UNMATCHED, State.SKIPPED, State.DELIVER
 DEFAULT_REPLAY = (State.DEAD, State.UNMATCHED, State.SKIPPED)
 DEFAULT_PURGE = (State.DELIVERED, State.SKIPPED)
 
-#: Bounded for the suite's ten minutes on a CI of two cores (the three runs and their
-#: servers took ~100 s of its time at 50/25/25 examples); after a change to a store, a
+#: Fewer under CI (:func:`tests.support.examples`: the three runs and their servers took
+#: ~100 s of the suite's ten minutes at 50/25/25 examples); after a change to a store, a
 #: deeper run (max_examples in the hundreds) is worth its minutes.
 RUNS = settings(
-    max_examples=30,
+    max_examples=examples(50, 30),
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -79,7 +80,7 @@ RUNS = settings(
 
 #: For a store slow to make (a writer child takes ~0.1 s to start): half the examples, each
 #: twice as long, for as many steps in all.
-LONGER_RUNS = settings(RUNS, max_examples=15, stateful_step_count=100)
+LONGER_RUNS = settings(RUNS, max_examples=examples(25, 15), stateful_step_count=100)
 
 
 @dataclasses.dataclass
@@ -753,4 +754,5 @@ def test_postgres_keeps_the_model(postgres_dsn: str) -> None:
         url = f"{postgres_dsn}?schema={schema}"
         return await pair(url, clock), cleanup, url
 
-    run_machine(make, settings(RUNS, max_examples=15))  # (a schema per example: slower)
+    # (a schema per example: slower)
+    run_machine(make, settings(RUNS, max_examples=examples(25, 15)))
