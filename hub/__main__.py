@@ -4,6 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from hub.cli import main
+from hub import main
 
 sys.exit(main())

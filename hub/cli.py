@@ -25,7 +25,7 @@ import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
-from hub import __version__
+from hub import __version__, stopped
 from hub.secrets import METRICS_TOKEN_VARIABLE, WINDOWS_LINE_ENDS, blank_around
 from hub.units import UnitError, age_units_hint, parse_duration, unitless_age
 
@@ -903,12 +903,6 @@ def json_text(text: str) -> str:
 SERVERS = ("serve", "sandbox")
 
 
-#: Every command, as its first word is written.
-COMMANDS = ("serve", "sandbox", "check", "try", "events", "replay", "purge", "backup", "vacuum")
-#: The exit code of a command stopped by Ctrl-C (SIGINT), as a shell reports it.
-EXIT_INTERRUPTED = 130
-
-
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     """Run ``leadhub`` with ``argv``; returns the exit code.
 
@@ -925,10 +919,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     try:
         return _main(argv, environ)
     except KeyboardInterrupt:
-        given = sys.argv[1:] if argv is None else argv
-        command = next((a for a in given if a in COMMANDS), None)
-        print(f"leadhub{f' {command}' if command else ''}: stopped.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return stopped(sys.argv[1:] if argv is None else argv)
 
 
 def _main(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:

@@ -701,6 +701,7 @@ runpy.run_module("hub", run_name="__main__", alter_sys=True)
 @pytest.mark.parametrize(
     ("module", "command"),
     [
+        ("hub.cli", ["check", "mappings"]),  # as Python loads the command line itself
         ("hub.config", ["check", "mappings"]),  # as check works
         ("hub.mapping", ["try", "zapier", "tests/fixtures/zapier/post_json_flat.json"]),
         ("hub.commands.events", ["events", "--db", "sqlite:///{tmp}/hub.db"]),  # loading it
