@@ -7,13 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from hub import logs
+from hub import EXIT_INTERRUPTED, logs
 from hub.cli import variable_of
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.backup import NoEventsTable, copy_store
 from hub.store.commands import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_USAGE,
     fail,
     no_events_table,

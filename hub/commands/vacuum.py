@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hub import logs
+from hub import EXIT_INTERRUPTED, logs
 from hub.cli import variable_of
 from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.commands import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     fail,
     no_sqlite_store,
 )

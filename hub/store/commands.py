@@ -13,17 +13,16 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hub import logs, sqlite_file
+from hub import EXIT_INTERRUPTED, logs, sqlite_file
 from hub.store import open_store
 from hub.store.base import EventStore, StoreError, StoreUnavailable
 from hub.store.sqlite import READ_ONLY, SQLiteStore
 from hub.store.sqlite_conn import foreign_wal
 
 #: Exit codes: 1 the store failed, 2 the command was used wrongly, 130 stopped by Ctrl-C
-#: (SIGINT), as a shell reports it.
+#: (SIGINT), as a shell reports it (``hub.EXIT_INTERRUPTED``, every command's).
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 #: The largest id or count the stores hold: a signed 64-bit integer (SQLite's INTEGER,
