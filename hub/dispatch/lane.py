@@ -415,8 +415,8 @@ class Lane:
             await self._send_failed(event, exc)
 
     def _acked(self, item: Item, outcome: Delivered, attempt: Attempt, *, lost: bool) -> None:
-        """Count and log a delivery written by :meth:`_write_acks`, unless its lease was
-        ``lost``: another worker's since our lease ran out."""
+        """Count and log a delivery written (:meth:`_ack_as_of`, :meth:`_write_acks`), unless
+        its lease was ``lost``: another worker's since our lease ran out."""
         if lost:
             _log.warning("event_lease_lost", target=self.target.name, **item.event.log_fields())
         else:
@@ -436,15 +436,6 @@ class Lane:
             status=attempt.status,
             seconds=round(attempt.seconds, 4),
         )
-
-    async def _ack(self, item: Item, outcome: Delivered, attempt: Attempt) -> None:
-        """Record one delivery under its event's lease, then count and log it."""
-        event = item.event
-        with still_ours(event):
-            await self._d.store.ack(
-                event.id, lead_id=outcome.lead_id, created=outcome.created, lease=event.lease
-            )
-            self._sent(item, outcome, attempt)
 
     def _ack_when_back(self, item: Item, outcome: Delivered, attempt: Attempt, at: float) -> None:
         """Record a delivery the store was unavailable for once it is back, while the lease
@@ -519,7 +510,7 @@ class Lane:
                     # write comes later. (Written inside the slot before, a rate-limited
                     # target's sender waited for each write: a third fewer sends a second
                     # while a backlog drained at the limit.)
-                    await self._record(item, attempt)
+                    await self._record(item, attempt, ended)
                     return True
         self._count(attempt)
         self._ack_later(item, outcome, attempt, ended)
@@ -602,15 +593,15 @@ class Lane:
         if not isinstance(outcome, Pause) and self.probing:
             self._resume()
 
-    async def _record(self, item: Item, attempt: Attempt) -> None:
+    async def _record(self, item: Item, attempt: Attempt, ended: float) -> None:
+        """Write ``attempt``'s outcome before the next send (``ended``: when its call ended)."""
         d = self._d
         event = item.event
         outcome = attempt.outcome
         self._count(attempt)
-        if isinstance(outcome, Delivered):
-            ended = d.clock.time()
+        if isinstance(outcome, Delivered):  # (a probe's)
             try:
-                await self._ack(item, outcome, attempt)
+                await self._ack_as_of(item, outcome, attempt, ended)
             except StoreUnavailable as exc:
                 self._d.log_failure(
                     "ack_failed", exc, target=self.target.name, **event.log_fields()

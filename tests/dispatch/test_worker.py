@@ -160,7 +160,9 @@ async def test_an_endpoint_without_mappings_is_unmatched(tmp_path: Path, fake_ls
 async def test_401_pauses_the_target_and_events_are_delivered_once_keys_are_fixed(
     tmp_path: Path,
 ) -> None:
-    """Wrong keys pause the target without killing events; with the right keys they go through."""
+    """Wrong keys pause the target without killing events; with the right keys they go through,
+    each recorded as of its call (the first one, a probe's, written before the next send; the
+    rest behind the next sends): after the keys were fixed, before the last was seen."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     config = forms_config(tmp_path, url, retry="{initial: 50ms, max_interval: 300ms}")
@@ -178,10 +180,15 @@ async def test_401_pauses_the_target_and_events_are_delivered_once_keys_are_fixe
                 assert any("HTTP 401" in (e.last_error or "") for e in events.values())
                 waiting = [e for e in events.values() if e.state != State.SENDING]
                 assert all(e.attempts == 0 for e in waiting)  # a pause is not a failure
+            fixed = store.clock.time()
             with sandbox_server(port=port) as (sandbox_url, _):
                 await wait_for(all_in(State.DELIVERED, store, ids), what="delivery after fix")
+                seen = store.clock.time()
                 assert len(sandbox_get(sandbox_url, "/_sandbox/leads")) == 10
             assert dispatcher.metrics.paused.labels("default")._value.get() == 0
+        delivered = await states(store, ids)
+        times = [e.updated_at for e in delivered.values()]
+        assert all(fixed <= t <= seen for t in times), (fixed, times, seen)
 
 
 async def test_a_broken_target_never_delays_a_healthy_one(tmp_path: Path, fake_lsq: str) -> None:
