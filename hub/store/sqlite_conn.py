@@ -686,7 +686,7 @@ def savepointed(conn: sqlite3.Connection, fn: Job[Any]) -> tuple[bool, Any]:
             raise
         conn.execute("ROLLBACK TO job")
         conn.execute("RELEASE job")
-        return (False, _wrap(exc))
+        return (False, job_failure(exc))
     conn.execute("RELEASE job")
     return (True, value)
 
@@ -718,7 +718,9 @@ def _one_of(
     return one(conn, payload)
 
 
-def _wrap(exc: Exception) -> Exception:
+def job_failure(exc: Exception) -> Exception:
+    """What a job's own failure ``exc`` (see :func:`is_job_error`) raises to its caller: a
+    database error as :class:`StoreError`, anything else as it is."""
     if isinstance(exc, sqlite3.Error):
         msg = f"The event store rejected a write: {exc}."
         err = StoreError(msg)

@@ -42,10 +42,10 @@ from hub.store.sqlite_conn import (
     Reopening,
     T,
     WriteFailures,
-    _wrap,
     begin_immediate,
     bulk_or_each,
     is_job_error,
+    job_failure,
     savepointed,
     unavailable,
 )
@@ -292,7 +292,7 @@ class Reader:
             return fn(conn)
         except sqlite3.Error as exc:
             if is_job_error(exc):
-                raise _wrap(exc) from exc
+                raise job_failure(exc) from exc
             self._conn.drop()
             raise unavailable(self._conn.path, exc) from exc
 
