@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import signal
 import sqlite3
@@ -90,6 +91,19 @@ def _uri_form(shown: str, value: str | None) -> str | None:
     if path is None or not path.lower().startswith("file:"):
         return None
     return f"leadhub sandbox: {shown} is {sqlite_uri_form(path, as_path=True, sandbox=True)}"
+
+
+def _directory_named(shown: str, value: str | None) -> str | None:
+    """Why a ``--db`` ending in '/' is refused: it names a directory, and the sandbox made a
+    file of that name (``--db data/`` a database file ``data``), or said only SQLite's
+    "unable to open database file" when the directory was there."""
+    path = _db_path(value)
+    if path is None or not path.endswith(("/", os.sep)):
+        return None
+    return (
+        f"leadhub sandbox: {shown} ends in '/', so it names a directory, not a SQLite file; "
+        f"name a file in it: {path}sandbox.db"
+    )
 
 
 def _not_sqlite(shown: str, value: str | None) -> str | None:
@@ -197,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
     given = given_as(args, "db", "--db")
     url = safe_url(args.db) if args.db and _SCHEME.match(args.db) else args.db
     shown = f"{given} {url!r}" if given.startswith("--") else f"{given}={url!r}"
-    for refused in (_uri_form, _not_sqlite, _url_options):
+    for refused in (_uri_form, _not_sqlite, _url_options, _directory_named):
         if (refusal := refused(shown, args.db)) is not None:
             print(refusal, file=sys.stderr)
             return 2

@@ -66,10 +66,8 @@ from hub.store import StoreError, is_postgres, open_store, safe_url
 from hub.store.base import (
     CommitWait,
     EventStore,
-    NewerSchema,
-    NotAnEventStore,
-    SchemaUnreadable,
     StoreUnavailable,
+    UnavailableForGood,
 )
 from hub.store.retention import parse_purge_after, retention_lifespan
 from hub.store.sqlite import SQLiteStore
@@ -206,7 +204,8 @@ async def open_waiting(
 
     Raises:
         StoreError: opening failed in a way waiting cannot fix (a wrong password, no such
-            database, a newer schema or one whose version is no number), or it was still
+            database, a newer schema or one whose version is no number, a SQLite path naming a
+            directory), or it was still
             unavailable after ``wait``.
         StoppedWaiting: ``stopping`` was set (SIGTERM, SIGINT) before the store opened.
     """
@@ -219,7 +218,7 @@ async def open_waiting(
         try:
             await _unless_stopped(_opening(store, db_url), stopping)
             return
-        except (NewerSchema, SchemaUnreadable, NotAnEventStore):
+        except UnavailableForGood:
             raise
         except StoreUnavailable as exc:
             if started is None:

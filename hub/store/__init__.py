@@ -7,6 +7,7 @@ Open one with :func:`open_store` and ``await store.open()``; code against
 from __future__ import annotations
 
 import math
+import os
 import re
 import urllib.parse
 
@@ -124,6 +125,12 @@ def open_store(
         msg = (
             f"An in-memory event store ({url!r}) would lose every lead on restart; "
             "name a file instead, e.g. sqlite:///leadhub.db."
+        )
+        raise StoreError(msg)
+    if path.endswith(("/", os.sep)):  # (before anything is made: a missing directory was)
+        msg = (
+            f"Store URL {url!r} ends in '/', so it names a directory, not a database file; "
+            f"name a file in it: sqlite:///{path}leadhub.db."
         )
         raise StoreError(msg)
     if path.lower().startswith("file:"):  # a file named so, in the working directory

@@ -98,15 +98,23 @@ class CommitWait:
         return self.text.split(" (", 1)[0]
 
 
-class NewerSchema(StoreUnavailable):
+class UnavailableForGood(StoreUnavailable):
+    """Unavailable however long one waits: ``serve --store-wait`` gives up on it at once."""
+
+
+class NewerSchema(UnavailableForGood):
     """The store was made by a later leadhub (:func:`newer_schema`): unavailable to this
-    one however long it waits (``serve --store-wait`` gives up on it at once)."""
+    one however long it waits."""
 
 
-class NotAnEventStore(StoreUnavailable):
+class NotAnEventStore(UnavailableForGood):
     """The file holds another database, the Lead.Capture sandbox's leads: unavailable however
-    long one waits (``serve --store-wait`` gives up on it at once), and never given the
-    hub's tables beside the sandbox's."""
+    long one waits, and never given the hub's tables beside the sandbox's."""
+
+
+class NotAFile(UnavailableForGood):
+    """A SQLite store's path names a directory (``--db sqlite:////var/lib/leadhub``, the data
+    directory rather than the file in it): no wait makes it a database file."""
 
 
 def newer_schema(found: int, known: int) -> NewerSchema:
@@ -122,7 +130,7 @@ def newer_schema(found: int, known: int) -> NewerSchema:
     return NewerSchema(msg)
 
 
-class SchemaUnreadable(StoreUnavailable):
+class SchemaUnreadable(UnavailableForGood):
     """The store's ``meta.schema_version`` is not a whole number, or not there (the table
     edited by hand): which tables it has is not known, so nothing is read or written, and
     no wait makes it usable (:func:`stored_version`)."""

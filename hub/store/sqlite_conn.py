@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hub import sqlite_file
 from hub.store.base import (
+    NotAFile,
     NotAnEventStore,
     StoreError,
     StoreStats,
@@ -142,9 +143,11 @@ def a_directory(path: Path | str, example: str) -> str | None:
 
 def unavailable(path: Path, exc: BaseException) -> StoreUnavailable:
     """The error for a store that cannot be opened or written, saying what to check."""
-    hint = a_directory(path, f"sqlite:///{path / 'leadhub.db'}") or storage_hint(exc)
-    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); {hint}."
-    return StoreUnavailable(msg)
+    folder = a_directory(path, f"sqlite:///{path / 'leadhub.db'}")
+    msg = f"The event store {str(path)!r} cannot be opened or written ({exc}); "
+    if folder is not None:
+        return NotAFile(f"{msg}{folder}.")
+    return StoreUnavailable(f"{msg}{storage_hint(exc)}.")
 
 
 def vanished(path: Path, exc: BaseException) -> StoreUnavailable:

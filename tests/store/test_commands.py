@@ -1450,7 +1450,8 @@ def test_serve_refuses_another_application_s_database(tmp_path: Path) -> None:
         ["replay", "--status", "dead"],
         ["purge", "--older-than", "9d"],
         ["vacuum"],
-        ["serve"],  # (SQLite's default --store-wait, 0: a given one is waited out first)
+        ["serve"],
+        ["serve", "--store-wait", "1m"],  # (no wait makes a directory a file: none is made)
         ["sandbox"],
     ],
 )
@@ -1480,7 +1481,45 @@ def test_a_db_naming_a_directory_says_to_name_a_file_in_it(
     said = f"it is a directory, not a database file: name a file in it ({example})"
     assert said in result.stdout + result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+    assert "store_waiting" not in result.stdout
     assert list(data.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "form"),
+    [
+        ("events", "url"),
+        ("purge", "url"),
+        ("serve", "url"),
+        ("sandbox", "url"),
+        ("sandbox", "path"),
+    ],
+)
+def test_a_db_ending_in_a_slash_is_refused_before_anything_is_made(
+    tmp_path: Path, command: str, form: str
+) -> None:
+    """``--db sqlite:////srv/data/`` (or the sandbox's ``--db data/``) names a directory.
+    serve made it (for its embedded sandbox's file) and then failed on it, leaving it behind;
+    the sandbox made a database file named ``data``. Each command says to name a file in it
+    and exits 2, and nothing is made. Real processes."""
+    named = f"{tmp_path / 'data'}/"
+    db = named if form == "path" else f"sqlite:///{named}"
+    argv = {
+        "events": ["events", "--db", db],
+        "purge": ["purge", "--older-than", "9d", "--db", db],
+        "serve": serve_args(tmp_path, free_port(), role="all", db=db),
+        "sandbox": ["sandbox", "--port", str(free_port()), "--db", db],
+    }[command]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = leadhub_run(argv, env=SERVE_ENV, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    if command == "sandbox":
+        said = f"names a directory, not a SQLite file; name a file in it: {named}sandbox.db"
+    else:
+        said = f"names a directory, not a database file; name a file in it: sqlite:///{named}leadhub.db"
+    assert f"ends in '/', so it {said}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
 @pytest.mark.parametrize("command", ["serve", "sandbox"])

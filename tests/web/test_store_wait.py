@@ -20,7 +20,7 @@ import structlog
 
 from hub.commands.serve import StoppedWaiting, Stopping, open_waiting, store_wait_for
 from hub.store import StoreError, StoreUnavailable
-from hub.store.base import newer_schema
+from hub.store.base import NotAFile, newer_schema
 from tests.pg_server import PostgresServer, find_bindir, frozen, sql
 from tests.support.server import free_port, leadhub_process, leadhub_run, wait_http
 from tests.web.conftest import stored_events
@@ -106,8 +106,12 @@ async def test_the_wait_counts_from_the_first_failure_not_the_first_attempt() ->
 
 @pytest.mark.parametrize(
     "error",
-    [StoreError("password authentication failed"), newer_schema(9, 2)],
-    ids=["not-unavailable", "newer-schema"],
+    [
+        StoreError("password authentication failed"),
+        newer_schema(9, 2),
+        NotAFile("the event store '/srv' cannot be opened or written; it is a directory"),
+    ],
+    ids=["not-unavailable", "newer-schema", "a-directory"],
 )
 async def test_open_waiting_ends_at_once_on_what_waiting_cannot_fix(error: StoreError) -> None:
     store = FlakyStore(error)
