@@ -28,7 +28,7 @@ import contextlib
 import functools
 import heapq
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -40,7 +40,7 @@ from hub.dispatch.lease import LEASE_MARGIN, SEND_WINDOW, call_bound, lease_need
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
 from hub.mapping import CaptureRequest
-from hub.store.base import LeaseLost, StoreUnavailable
+from hub.store.base import PAUSES_KEPT, LeaseLost, StoreUnavailable
 from hub.store.models import PAUSE_HELD, Ack, Event
 
 if TYPE_CHECKING:
@@ -126,13 +126,18 @@ class Lane:
         self.probing = False
         #: When the current pause began (unix time; None while not paused), and the last
         #: pauses as (began, resumed): time the target was paused does not count toward an
-        #: event's give_up_after (:meth:`pause_spans`).
+        #: event's give_up_after (:meth:`pause_spans`). The store keeps them too, for the
+        #: processes after this one (:meth:`_keep`); :meth:`remember` reads theirs in.
         self._paused_since: float | None = None
         #: The same, by the monotonic clock: how long the run of pauses lasted
         #: (``target_resumed``'s ``seconds``; the wall clock's difference was off by any step
         #: of it meanwhile, negative after a step back).
         self._paused_at = 0.0
-        self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=64)
+        self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=PAUSES_KEPT)
+        #: Pauses to write to the store (began -> ended; the latest end of each), and the task
+        #: writing them, behind what the lane does.
+        self._unkept: dict[float, float] = {}
+        self._keeping: asyncio.Task[None] | None = None
         #: What the events this pause holds back say (its reason and the fix), from the
         #: refused call that started it; None before any pause.
         self._pause_note: str | None = None
@@ -226,7 +231,8 @@ class Lane:
 
     def pause_spans(self, now: float) -> list[tuple[float, float]]:
         """When this lane's target was paused (unix times: began, ended; the current pause
-        up to ``now``), as far as this process saw: a restart forgets earlier pauses."""
+        up to ``now``), as this process saw and as the store kept of the processes before it
+        (:meth:`remember`)."""
         spans = list(self._pauses)
         if self._paused_since is not None:
             spans.append((self._paused_since, now))
@@ -238,6 +244,34 @@ class Lane:
         a reload that fixed keys refused for longer than give_up_after had each held event
         dead at its first transient failure after ("gave up after 1 attempt(s)")."""
         self._pauses.extend(replaced.pause_spans(self._d.clock.time()))
+
+    def remember(self, spans: Iterable[tuple[float, float]], now: float) -> None:
+        """Take in the pauses of this lane's target that the store kept (``spans``, the
+        earlier processes'): a restart forgot them, and an event a pause had held back past its
+        give_up_after died at its first failure after the restart ("gave up after 3
+        attempt(s) over 1d"), though a day of it was the wrong keys' pause. A pause a process
+        left under way (killed mid-pause: its end is when it was due to end) counts up to
+        ``now``, when this one started, unpaused."""
+        kept = [(began, min(ended, now)) for began, ended in spans if began < now]
+        self._pauses = collections.deque([*kept, *self._pauses], maxlen=PAUSES_KEPT)
+
+    def _keep(self, began: float, ended: float) -> None:
+        """Have the store keep the pause that began at ``began`` as ending at ``ended``
+        (written behind the lane's work; a failure is logged, the pause still counts here)."""
+        self._unkept[began] = ended
+        if self._keeping is None or self._keeping.done():
+            self._keeping = asyncio.create_task(
+                self._write_pauses(), name=f"lane-{self.target.name}-pauses"
+            )
+
+    async def _write_pauses(self) -> None:
+        while self._unkept:
+            spans = sorted(self._unkept.items())
+            self._unkept.clear()
+            try:
+                await self._d.store.record_pauses(self.target.name, spans)
+            except Exception as exc:  # (a store failure: the next pause may be written)
+                _log.warning("pause_not_kept", target=self.target.name, error=str(exc)[:300])
 
     def holds(self, event_id: int) -> bool:
         return event_id in self._held
@@ -640,6 +674,7 @@ class Lane:
             self.pause_level += 1
             self.probing = True
             self._pause_note = f"{PAUSE_HELD}{reason}"
+            self._keep(self._paused_since, self._pause_end())  # (its end so far)
             self._show_paused(True)
             _log.error(
                 "target_paused",
@@ -653,13 +688,19 @@ class Lane:
     def _resume(self) -> None:
         """A probe got an answer other than a pause: the target takes calls again."""
         self.pause_told_ended(by="probe")
-        if self._paused_since is not None:
-            self._pauses.append((self._paused_since, self._d.clock.time()))
-            self._paused_since = None
+        self._end_pause()
         self.probing = False
         self.pause_level = 0
         self._resume_at = None
         self._show_paused(False)
+
+    def _end_pause(self) -> None:
+        """The run of pauses under way (if any) ended now: kept here and in the store."""
+        if self._paused_since is not None:
+            span = (self._paused_since, self._d.clock.time())
+            self._pauses.append(span)
+            self._keep(*span)
+            self._paused_since = None
 
     def pause_told_ended(self, *, by: str) -> None:
         """Log ``target_resumed`` if this lane's target is paused (a run of pauses under
@@ -767,3 +808,11 @@ class Lane:
                 await self._d.release(item.event, at=self._d.clock.time(), reason=None)
         self._held.clear()
         await self.limiter.close()  # the ends of its calls written, its spare slots given back
+        # A pause under way ends with this process's part in it: kept as ending now, not when
+        # it was due to (the next process, its keys fixed say, is not paused).
+        self._end_pause()
+        if self._keeping is not None:  # (within the deadline: a hung store keeps no stop)
+            left = max(0.0, deadline - self._d.clock.monotonic())
+            await asyncio.wait([self._keeping], timeout=left)
+            self._keeping.cancel()
+            await asyncio.gather(self._keeping, return_exceptions=True)

@@ -104,8 +104,8 @@ class ClockSkips:
     their next failure, "gave up after 3 attempt(s) over 1h". Told by the wall clock's
     reading going further than the monotonic one between two looks (:meth:`note`, at each
     claim and each retry), by more than :data:`~hub.store.base.CLOCK_STEP_FORWARD`; placed
-    at the earlier look (the step came between the two). A restart forgets the skips, as it
-    forgets the pauses."""
+    at the earlier look (the step came between the two). A restart forgets the skips (not
+    the pauses: the store keeps those)."""
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock

@@ -265,6 +265,7 @@ class Dispatcher:
         self.hubspot = HubSpotClient(self._http)
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
+        await self._remember_pauses()
         self._stopping = False
         # No lane of this process is paused: what an earlier one's pause held back (its keys
         # fixed by this restart, say) goes now, not when that pause would have ended.
@@ -282,6 +283,18 @@ class Dispatcher:
         )
         self._loop_task = asyncio.create_task(self._supervised_claims(), name="dispatch-claims")
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
+
+    async def _remember_pauses(self) -> None:
+        """Give each lane the pauses of its target the store kept from earlier processes
+        (:meth:`Lane.remember`); a store that fails here leaves them forgotten, as before."""
+        try:
+            found = await self.store.pauses(sorted(self.lanes))
+        except Exception as exc:
+            _log.warning("pauses_unread", error=str(exc)[:300])
+            return
+        now = self.clock.time()
+        for name, spans in found.items():
+            self.lanes[name].remember(spans, now)
 
     async def _resume_held(self, targets: list[str]) -> None:
         """Make due now the events a pause of ``targets`` held back (their lanes are new: not

@@ -53,6 +53,11 @@ if TYPE_CHECKING:
 # this module and needs neither, and starts in about a third less time without them)
 
 
+#: The pauses of each target a store keeps (:meth:`EventStore.record_pauses`), and a lane
+#: remembers: the latest, the ones that can still overlap a waiting event's life.
+PAUSES_KEPT = 64
+
+
 class StoreError(HubError):
     """The event store failed."""
 
@@ -1066,6 +1071,20 @@ class EventStore(Protocol):
         reload has fixed the endpoint, its leads are not left waiting that out. Their
         attempts are kept; a read that fails again is retried on the same schedule.
         """
+        ...
+
+    # -- target pauses, kept across restarts ------------------------------------------------
+
+    async def record_pauses(self, target: str, spans: Sequence[tuple[float, float]]) -> None:
+        """Keep these pauses of ``target`` (began, ended: unix times; a pause recorded again,
+        by its start, gets its new end), and its :data:`PAUSES_KEPT` latest in all. A pause
+        under way is recorded with the end it is due to have."""
+        ...
+
+    async def pauses(self, targets: Sequence[str]) -> dict[str, builtins.list[tuple[float, float]]]:
+        """The pauses recorded of each of ``targets`` (those with any), oldest first: the time
+        they held the targets' events back does not count toward the events' give_up_after,
+        also after the restart that reads them."""
         ...
 
     # -- rate limits shared by every process on the store --------------------------------

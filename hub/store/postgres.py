@@ -37,6 +37,7 @@ from hub.store import rows
 from hub.store.base import (
     CLOCK_STEP_BACK,
     MAX_ID,
+    PAUSES_KEPT,
     PURGE_WINDOW,
     ROUTING_GRACE,
     SLOT_EPSILON,
@@ -134,6 +135,7 @@ _RIGHTS = {
     "lead_keys": "SELECT,INSERT,DELETE",
     "rate_slots": "SELECT,INSERT,UPDATE,DELETE",
     "rate_waiters": "SELECT,INSERT,UPDATE,DELETE",
+    "target_pauses": "SELECT,INSERT,UPDATE,DELETE",
 }
 _SEQUENCES = ("deliveries", "events", "rate_slots")
 #: What a web instance (``serve --role web``) does, only take deliveries in: its enqueues,
@@ -1560,6 +1562,21 @@ class PostgresStore(BatchedStore):
                 Q["resume_held"], self.clock.time(), list(targets), PAUSE_HELD
             )
         return int(done.split()[-1])
+
+    async def record_pauses(self, target: str, spans: Sequence[tuple[float, float]]) -> None:
+        async with self._conn() as conn:
+            await conn.executemany(
+                Q["record_pause"], [(target, began, ended) for began, ended in spans]
+            )
+            await conn.execute(Q["prune_pauses"], target, PAUSES_KEPT)
+
+    async def pauses(self, targets: Sequence[str]) -> dict[str, builtins.list[tuple[float, float]]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(Q["pauses"], list(targets))
+        found: dict[str, builtins.list[tuple[float, float]]] = {}
+        for target, began, ended in rows:
+            found.setdefault(target, []).append((float(began), float(ended)))
+        return found
 
     async def resume_reads(self, endpoints: Sequence[str]) -> int:
         async with self._conn() as conn:

@@ -26,6 +26,7 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
     MAX_ID,
+    PAUSES_KEPT,
     PURGE_WINDOW,
     ROUTING_GRACE,
     SLOT_EPSILON,
@@ -694,6 +695,24 @@ class SQLiteStore(BatchedStore):
             return conn.execute(Q["resume_held"], {**params, "now": self.clock.time()}).rowcount
 
         return int(await self._writer.submit(job))
+
+    async def record_pauses(self, target: str, spans: Sequence[tuple[float, float]]) -> None:
+        rows = [{"target": target, "began": began, "ended": ended} for began, ended in spans]
+
+        def job(conn: sqlite3.Connection) -> None:
+            conn.executemany(Q["record_pause"], rows)
+            conn.execute(Q["prune_pauses"], {"target": target, "keep": PAUSES_KEPT})
+
+        await self._writer.submit(job)
+
+    async def pauses(self, targets: Sequence[str]) -> dict[str, builtins.list[tuple[float, float]]]:
+        def job(conn: sqlite3.Connection) -> builtins.list[sqlite3.Row]:
+            return conn.execute(Q["pauses"], {"targets": _json(list(targets))}).fetchall()
+
+        found: dict[str, builtins.list[tuple[float, float]]] = {}
+        for target, began, ended in await self._reader.submit(job):
+            found.setdefault(target, []).append((float(began), float(ended)))
+        return found
 
     async def resume_reads(self, endpoints: Sequence[str]) -> int:
         params = {"endpoints": _json(list(endpoints))}

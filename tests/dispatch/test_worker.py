@@ -544,3 +544,73 @@ async def test_time_the_target_was_paused_does_not_use_up_give_up_after(tmp_path
             events = await states(store, ids)
     assert all(event.attempts == 2 for event in events.values())
     assert calls == {f"g{n}@example.com": 2 for n in range(3)}
+
+
+async def test_a_pause_before_a_restart_does_not_use_up_give_up_after(tmp_path: Path) -> None:
+    """As above, across a restart: the first process finds the keys refused (paused) for
+    longer than give_up_after and stops; the next one, the keys fixed, meets one 500 a lead.
+    Every lead is retried and delivered: the store kept the first process's pause, so it did
+    not eat the leads' window. (Forgotten at the restart, each lead was dead at its 500: "gave
+    up after 1 attempt(s)".) While the pause lasted, the store held it with the end it was due
+    to have: what a process killed mid-pause leaves."""
+    mode = {"refuse": True}
+    calls: dict[str, int] = {}
+
+    async def capture(request: Request) -> Response:
+        body = await request.json()
+        if mode["refuse"]:
+            return JSONResponse({"Status": "Error", "ExceptionType": "MXUnAuthorized"}, 401)
+        email = next(i["Value"] for i in body if i["Attribute"] == "EmailAddress")
+        calls[email] = calls.get(email, 0) + 1
+        if calls[email] == 1:
+            return Response(b"Internal Server Error", status_code=500)
+        return JSONResponse(
+            {"Status": "Success", "Message": {"Id": "a", "RelatedId": email, "IsCreated": True}}
+        )
+
+    app = Starlette(routes=[Route(CAPTURE, capture, methods=["POST"])])
+    retry = "{initial: 50ms, max_interval: 300ms, give_up_after: 2s}"
+    with serve_in_thread(app) as url:
+        config = forms_config(tmp_path, url, retry=retry)
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "forms", leads("r", 3))
+            async with running(config, store) as first:
+                lane = first.lanes["default"]
+                await wait_for(lambda: lane.pause_level >= 1, what="the pause")
+                await asyncio.sleep(0.1)  # (the pause's write, behind the lane)
+                (began, due), *_ = (await store.pauses(["default"]))["default"]
+                assert due > began  # (its end to come, not the moment it began)
+                await asyncio.sleep(3.0)  # paused for longer than give_up_after
+            stopped = time.time()
+            mode["refuse"] = False
+            async with running(config, store):
+                await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
+            events = await states(store, ids)
+            kept = (await store.pauses(["default"]))["default"]
+    assert all(event.attempts == 2 for event in events.values())
+    assert calls == {f"r{n}@example.com": 2 for n in range(3)}
+    # one run of pauses, kept as ending when the first process stopped
+    assert [b for b, _ in kept] == [began]
+    assert began < kept[0][1] <= stopped
+
+
+async def test_a_pause_left_under_way_counts_up_to_the_start_that_reads_it(
+    tmp_path: Path, fake_lsq: str
+) -> None:
+    """A pause a killed process left in the store (its end when it was due to end, an hour
+    on) counts for the next process only up to its start, when its lane is not paused: what
+    failed after that start was no pause of its."""
+    config = forms_config(tmp_path, f"{fake_lsq}/ok")
+    async with opened_store(tmp_path / "hub.db") as store:
+        began = time.time() - 600
+        await store.record_pauses("default", [(began - 60, began - 30), (began, began + 3600)])
+        before = time.time()
+        async with running(config, store) as dispatcher:
+            after = time.time()
+            lane = dispatcher.lanes["default"]
+            assert not lane.paused()
+            spans = lane.pause_spans(time.time())
+    assert spans[0] == (began - 60, began - 30)
+    assert spans[1][0] == began
+    assert before <= spans[1][1] <= after
+    assert len(spans) == 2

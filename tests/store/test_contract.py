@@ -15,6 +15,7 @@ from hub.sources import capped
 from hub.store import EventStore, LeaseLost, StoreError
 from hub.store.base import (
     ENDPOINT_ABSENT,
+    PAUSES_KEPT,
     PURGE_WINDOW,
     ROUTING_GRACE,
     BatchedStore,
@@ -604,6 +605,27 @@ class TestOutcomes:
         }
         assert await store.resume_held([]) == 0
         assert [e.id for e in await store.claim(limit=4, lease=30)] == [held, due]
+
+    async def test_pauses_are_kept_by_target_each_with_its_latest_end(
+        self, store: EventStore
+    ) -> None:
+        """record_pauses keeps each target's pauses (a pause recorded again, by its start,
+        gets its new end); pauses gives them back per target asked for, oldest first, and
+        nothing for a target without any. Only the PAUSES_KEPT latest of a target stay."""
+        assert await store.pauses(["a"]) == {}
+        await store.record_pauses("a", [(START + 10, START + 70)])
+        await store.record_pauses("a", [(START + 10, START + 40), (START + 100, START + 160)])
+        await store.record_pauses("b", [(START + 5, START + 6)])
+        assert await store.pauses(["a", "b", "c"]) == {
+            "a": [(START + 10, START + 40), (START + 100, START + 160)],
+            "b": [(START + 5, START + 6)],
+        }
+        many = [(START + 1000 + n, START + 1000.5 + n) for n in range(PAUSES_KEPT + 3)]
+        await store.record_pauses("a", many[:10])
+        await store.record_pauses("a", many[10:])
+        found = await store.pauses(["a"])
+        assert found == {"a": many[-PAUSES_KEPT:]}
+        assert await store.pauses(["b"]) == {"b": [(START + 5, START + 6)]}
 
     async def test_resume_reads_makes_due_the_failed_reads_of_those_endpoints(
         self, store: EventStore

@@ -89,6 +89,14 @@ CREATE TABLE IF NOT EXISTS rate_waiters (
     PRIMARY KEY (account, waiter)
 );
 
+-- Each target's pauses: as SQLite's target_pauses (hub/store/sql/sqlite.sql).
+CREATE TABLE IF NOT EXISTS target_pauses (
+    target TEXT NOT NULL,
+    began DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (target, began)
+);
+
 -- name: missing_objects
 -- Of the tables and indexes the schema script makes ($1), those not in the store's schema: all
 -- of them when the schema is not made, or the role may not use it (current_schema() is NULL).
@@ -609,6 +617,20 @@ UPDATE events SET next_attempt_at = $1, updated_at = $1
 WHERE state IN ('queued', 'retrying') AND next_attempt_at > $1
   AND target = ANY ($2::text[])
   AND starts_with(last_error, $3);
+
+-- name: record_pause
+INSERT INTO target_pauses (target, began, ended) VALUES ($1, $2, $3)
+ON CONFLICT (target, began) DO UPDATE SET ended = excluded.ended;
+
+-- name: prune_pauses
+-- All but the $2 latest pauses of target $1.
+DELETE FROM target_pauses WHERE target = $1 AND began < (
+    SELECT began FROM target_pauses WHERE target = $1 ORDER BY began DESC LIMIT 1 OFFSET $2 - 1
+);
+
+-- name: pauses
+SELECT target, began, ended FROM target_pauses WHERE target = ANY ($1::text[])
+ORDER BY target, began;
 
 -- name: resume_reads
 -- The events of the endpoints $2 retried after their lead read failed (retrying, no lead

@@ -115,6 +115,18 @@ CREATE TABLE IF NOT EXISTS rate_waiters (
     PRIMARY KEY (account, waiter)
 );
 
+-- Each target's pauses (hub.dispatch.lane), as unix times: the time a target was paused does
+-- not count toward its events' give_up_after, and a restart reads what the processes before it
+-- saw. While a pause lasts, ended is when it is due to end (what a process killed mid-pause
+-- leaves). Only each target's latest few are kept (record_pauses). Added without a version
+-- bump: an older leadhub leaves the table alone, a newer one makes it at open.
+CREATE TABLE IF NOT EXISTS target_pauses (
+    target TEXT NOT NULL,
+    began REAL NOT NULL,
+    ended REAL NOT NULL,
+    PRIMARY KEY (target, began)
+) WITHOUT ROWID;
+
 CREATE VIEW IF NOT EXISTS event_rows AS
 SELECT
     e.id, e.endpoint, e.delivery_id, d.received_at, d.body, d.body_format, d.content_type,
@@ -537,6 +549,22 @@ UPDATE events SET next_attempt_at = :now, updated_at = :now
 WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now
   AND target IN (SELECT value FROM json_each(:targets))
   AND substr(last_error, 1, length(:held)) = :held;
+
+-- name: record_pause
+INSERT INTO target_pauses (target, began, ended) VALUES (:target, :began, :ended)
+ON CONFLICT (target, began) DO UPDATE SET ended = excluded.ended;
+
+-- name: prune_pauses
+-- All but the :keep latest pauses of :target.
+DELETE FROM target_pauses WHERE target = :target AND began < (
+    SELECT began FROM target_pauses WHERE target = :target
+    ORDER BY began DESC LIMIT 1 OFFSET :keep - 1
+);
+
+-- name: pauses
+SELECT target, began, ended FROM target_pauses
+WHERE target IN (SELECT value FROM json_each(:targets))
+ORDER BY target, began;
 
 -- name: resume_reads
 -- The events of the endpoints in :endpoints retried after their lead read failed (retrying,
