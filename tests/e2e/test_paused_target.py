@@ -12,6 +12,7 @@ import contextlib
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,6 +145,43 @@ def test_held_events_go_at_once_after_a_restart_with_the_right_keys(tmp_path: Pa
                 timeout=PROMPT,
                 what="the held events delivered after the restart",
             )
+
+
+def test_a_pause_a_killed_process_left_does_not_use_up_give_up_after(tmp_path: Path) -> None:
+    """kill -9 while the wrong keys hold the leads back for longer than their give_up_after
+    (3 s here), then a restart with the right keys that meets a 500 on each lead: each is
+    retried, not dead. The store kept the pause with the end it was due to have, and the new
+    process counts it up to its start. (A restart forgot it: each lead was dead at its 500,
+    "gave up after 1 attempt(s) over 3s".)"""
+    retry = "{initial: 30s, max_interval: 1h, give_up_after: 3s}"
+    with sandbox(tmp_path) as sandbox_url:
+        target = target_yaml("default", sandbox_url, timeout="1s", retry=retry)
+        args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG, "targets.yaml": target})
+        secret = tmp_path / "lsq_secret"
+        secret.write_text("not-the-key\n")
+        with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(secret)) as proc:
+            hub = Hub(proc, Log(proc), base, f"sqlite:///{tmp_path / 'hub.db'}", secret, [])
+            hub.ids = [hub.post(f"killed{n}@example.com") for n in range(3)]
+            wait_until(lambda: bool(hub.log.events("target_paused")), what="the pause")
+            time.sleep(4.0)  # paused for longer than give_up_after
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        faults = {"every": 1, "kinds": ["500"]}  # (the sandbox's own keys take its faults)
+        answer = httpx.post(f"{sandbox_url}/_sandbox/faults", params=_keys(), json=faults)
+        assert answer.status_code == 200, answer.text
+        secret.write_text(KEYS["LSQ_SECRET"] + "\n")
+        with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(secret)):
+            wait_until(
+                lambda: all(e.attempts == 1 and e.state is not State.QUEUED for e in hub.events()),
+                what="each lead tried after the restart",
+            )
+            events = hub.events()
+    assert [e.state for e in events] == [State.RETRYING] * 3, [e.last_error for e in events]
+    assert all("500" in (e.last_error or "") for e in events)
+
+
+def _keys() -> dict[str, str]:
+    return {"accessKey": KEYS["LSQ_ACCESS"], "secretKey": KEYS["LSQ_SECRET"]}
 
 
 def test_the_paused_gauge_is_0_once_a_reload_gave_the_right_keys(tmp_path: Path) -> None:
