@@ -39,8 +39,9 @@ from hub.dispatch.leadsquared import Attempt, Dead, Delivered, Pause, Retry
 from hub.dispatch.lease import LEASE_MARGIN, SEND_WINDOW, call_bound, lease_needed
 from hub.dispatch.ratelimit import RateLimiter
 from hub.dispatch.retry import RetryPolicy
+from hub.dispatch.spans import PAUSES
 from hub.mapping import CaptureRequest
-from hub.store.base import PAUSES_KEPT, LeaseLost, StoreUnavailable
+from hub.store.base import SPANS_KEPT, LeaseLost, StoreUnavailable
 from hub.store.models import PAUSE_HELD, Ack, Event
 
 if TYPE_CHECKING:
@@ -133,11 +134,8 @@ class Lane:
         #: (``target_resumed``'s ``seconds``; the wall clock's difference was off by any step
         #: of it meanwhile, negative after a step back).
         self._paused_at = 0.0
-        self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=PAUSES_KEPT)
-        #: Pauses to write to the store (began -> ended; the latest end of each), and the task
-        #: writing them, behind what the lane does.
-        self._unkept: dict[float, float] = {}
-        self._keeping: asyncio.Task[None] | None = None
+        self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=SPANS_KEPT)
+
         #: What the events this pause holds back say (its reason and the fix), from the
         #: refused call that started it; None before any pause.
         self._pause_note: str | None = None
@@ -245,33 +243,14 @@ class Lane:
         dead at its first transient failure after ("gave up after 1 attempt(s)")."""
         self._pauses.extend(replaced.pause_spans(self._d.clock.time()))
 
-    def remember(self, spans: Iterable[tuple[float, float]], now: float) -> None:
-        """Take in the pauses of this lane's target that the store kept (``spans``, the
-        earlier processes'): a restart forgot them, and an event a pause had held back past its
-        give_up_after died at its first failure after the restart ("gave up after 3
-        attempt(s) over 1d"), though a day of it was the wrong keys' pause. A pause a process
-        left under way (killed mid-pause: its end is when it was due to end) counts up to
-        ``now``, when this one started, unpaused."""
-        kept = [(began, min(ended, now)) for began, ended in spans if began < now]
-        self._pauses = collections.deque([*kept, *self._pauses], maxlen=PAUSES_KEPT)
+    def remember(self, spans: Iterable[tuple[float, float]]) -> None:
+        """Take in the pauses of this lane's target that the store kept from the processes
+        before this one (:func:`~hub.dispatch.spans.remembered`)."""
+        self._pauses = collections.deque([*spans, *self._pauses], maxlen=SPANS_KEPT)
 
     def _keep(self, began: float, ended: float) -> None:
-        """Have the store keep the pause that began at ``began`` as ending at ``ended``
-        (written behind the lane's work; a failure is logged, the pause still counts here)."""
-        self._unkept[began] = ended
-        if self._keeping is None or self._keeping.done():
-            self._keeping = asyncio.create_task(
-                self._write_pauses(), name=f"lane-{self.target.name}-pauses"
-            )
-
-    async def _write_pauses(self) -> None:
-        while self._unkept:
-            spans = sorted(self._unkept.items())
-            self._unkept.clear()
-            try:
-                await self._d.store.record_pauses(self.target.name, spans)
-            except Exception as exc:  # (a store failure: the next pause may be written)
-                _log.warning("pause_not_kept", target=self.target.name, error=str(exc)[:300])
+        """Have the store keep the pause that began at ``began`` as ending at ``ended``."""
+        self._d.spans.keep(PAUSES, self.target.name, began, ended)
 
     def holds(self, event_id: int) -> bool:
         return event_id in self._held
@@ -811,8 +790,3 @@ class Lane:
         # A pause under way ends with this process's part in it: kept as ending now, not when
         # it was due to (the next process, its keys fixed say, is not paused).
         self._end_pause()
-        if self._keeping is not None:  # (within the deadline: a hung store keeps no stop)
-            left = max(0.0, deadline - self._d.clock.monotonic())
-            await asyncio.wait([self._keeping], timeout=left)
-            self._keeping.cancel()
-            await asyncio.gather(self._keeping, return_exceptions=True)

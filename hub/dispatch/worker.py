@@ -109,9 +109,16 @@ from hub.dispatch.linkedin import LinkedInClient
 from hub.dispatch.metrics import DispatchMetrics
 from hub.dispatch.ratelimit import limiter_for
 from hub.dispatch.retry import ClockSkips, RetryPolicy, Rewrites, time_in
+from hub.dispatch.spans import PAUSES, READS, Keeper, remembered
 from hub.dispatch.transport import make_http_client
 from hub.mapping import CaptureRequest, MappingError, Skip, Unmatched, map_document
-from hub.store.base import CLOCK_STEP_BACK, ENDPOINT_ABSENT, EventStore, StoreUnavailable
+from hub.store.base import (
+    CLOCK_STEP_BACK,
+    ENDPOINT_ABSENT,
+    SPANS_KEPT,
+    EventStore,
+    StoreUnavailable,
+)
 from hub.store.models import Event, Route, State
 from hub.units import seconds_text
 from hub.web.metrics import app_registry
@@ -233,6 +240,8 @@ class Dispatcher:
         #: Releases and deliveries a store outage kept from being written, tried again while
         #: their leases run (see :meth:`release_soon`).
         self.rewrites = Rewrites(clock)
+        #: Writes the pauses and held reads to the store for later processes (:mod:`.spans`).
+        self.spans = Keeper(store)
         #: ("endpoint" or "target", its name) -> (when its last ``event_left`` was logged,
         #: monotonic; events left since then, unlogged)
         self._left: dict[tuple[str, str], tuple[float, int]] = {}
@@ -265,7 +274,12 @@ class Dispatcher:
         self.hubspot = HubSpotClient(self._http)
         for target in self.config.targets.values():
             self.lanes[target.name] = self._lane(target)
-        await self._remember_pauses()
+        reading = sorted(
+            name
+            for name, endpoint in self.config.endpoints.items()
+            if isinstance(endpoint.options, FETCHING)
+        )
+        await self._remember_spans(reading)
         self._stopping = False
         # No lane of this process is paused: what an earlier one's pause held back (its keys
         # fixed by this restart, say) goes now, not when that pause would have ended.
@@ -274,27 +288,27 @@ class Dispatcher:
         # one are read now, not when their backoff (up to an hour) ends. A token given in a
         # variable is fixed by a restart (a reload does not read the environment again), and
         # one fixed so waited out the backoff of every lead read with the old one.
-        await self._resume_reads(
-            sorted(
-                name
-                for name, endpoint in self.config.endpoints.items()
-                if isinstance(endpoint.options, FETCHING)
-            )
-        )
+        await self._resume_reads(reading)
         self._loop_task = asyncio.create_task(self._supervised_claims(), name="dispatch-claims")
         _log.info("dispatcher_started", targets=sorted(self.lanes), lease=self.lease)
 
-    async def _remember_pauses(self) -> None:
-        """Give each lane the pauses of its target the store kept from earlier processes
-        (:meth:`Lane.remember`); a store that fails here leaves them forgotten, as before."""
-        try:
-            found = await self.store.pauses(sorted(self.lanes))
-        except Exception as exc:
-            _log.warning("pauses_unread", error=str(exc)[:300])
-            return
+    async def _remember_spans(self, reading: list[str]) -> None:
+        """Take in what the store kept of the earlier processes' pauses (each lane its
+        target's, up to now: :func:`~hub.dispatch.spans.remembered`) and held reads (of the
+        endpoints in ``reading``; a hold kept with its end to come counts that far, since the
+        API's hold, unlike a pause, is not ended by this start: the events it held wait it
+        out); a store that fails here leaves them forgotten (:mod:`hub.dispatch.spans`)."""
         now = self.clock.time()
-        for name, spans in found.items():
-            self.lanes[name].remember(spans, now)
+        try:
+            pauses = await self.store.kept_spans(PAUSES, sorted(self.lanes))
+            holds = await self.store.kept_spans(READS, reading)
+        except Exception as exc:
+            _log.warning("spans_unread", error=str(exc)[:300])
+            return
+        for name, spans in pauses.items():
+            self.lanes[name].remember(remembered(spans, now))
+        for name, spans in holds.items():  # (as kept: an API's hold outlasts a restart)
+            self._held_spans[name] = collections.deque(spans, maxlen=SPANS_KEPT)
 
     async def _resume_held(self, targets: list[str]) -> None:
         """Make due now the events a pause of ``targets`` held back (their lanes are new: not
@@ -362,6 +376,7 @@ class Dispatcher:
         )
         self.lanes.clear()
         await self._resume_held(paused)
+        await self.spans.close(deadline - self.clock.monotonic())
         await self.rewrites.close(deadline)
         self._loop_task = None
         if self._own_http and self._http is not None:
@@ -889,6 +904,7 @@ class Dispatcher:
         until = self._held_until[endpoint] = self.clock.time() + (
             self._read_holds[endpoint][0] - now
         )
+        self.spans.keep(READS, endpoint, self._held_since[endpoint], until)  # (its end so far)
         return until
 
     def reads_answered(self, endpoint: str) -> None:
@@ -906,9 +922,11 @@ class Dispatcher:
         began = self._held_since.pop(endpoint, None)
         until = self._held_until.pop(endpoint, None)
         if began is not None:
-            spans = self._held_spans.setdefault(endpoint, collections.deque(maxlen=64))
+            spans = self._held_spans.setdefault(endpoint, collections.deque(maxlen=SPANS_KEPT))
             now = self.clock.time()
-            spans.append((began, now if until is None else min(now, until)))
+            span = (began, now if until is None else min(now, until))
+            spans.append(span)
+            self.spans.keep(READS, endpoint, *span)
         holds = self._holds_in_a_row.pop(endpoint, None)
         throttled = self._throttled_since.pop(endpoint, None)
         if holds:
@@ -918,7 +936,8 @@ class Dispatcher:
     def read_hold_spans(self, endpoint: str, now: float) -> list[tuple[float, float]]:
         """When the reads of ``endpoint`` were held (unix times: began, ended; the current
         hold up to ``now``), the API throttling them or a proxy refusing them, until a read
-        was answered otherwise, as far as this process saw: a restart forgets it. Not past
+        was answered otherwise, as far as this process saw and the store kept of the processes
+        before it (:mod:`hub.dispatch.spans`). Not past
         the end of the last hold: time no read was held, none being due, is time to try in."""
         spans = list(self._held_spans.get(endpoint, ()))
         if (began := self._held_since.get(endpoint)) is not None:

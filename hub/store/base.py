@@ -53,9 +53,10 @@ if TYPE_CHECKING:
 # this module and needs neither, and starts in about a third less time without them)
 
 
-#: The pauses of each target a store keeps (:meth:`EventStore.record_pauses`), and a lane
-#: remembers: the latest, the ones that can still overlap a waiting event's life.
-PAUSES_KEPT = 64
+#: The spans a store keeps of each target's pauses and each endpoint's held reads
+#: (:meth:`EventStore.keep_spans`), as a process remembers them: the latest, those that can
+#: still overlap a waiting event's life.
+SPANS_KEPT = 64
 
 
 class StoreError(HubError):
@@ -450,6 +451,15 @@ class Replayed:
     ids: builtins.list[int] | None
     endpoint: str | None
     since: float | None
+
+
+def spans_by_name(rows: Iterable[Any]) -> dict[str, builtins.list[tuple[float, float]]]:
+    """Rows of ``kept_spans`` (name, began, ended; in order) by name, as
+    :meth:`EventStore.kept_spans` answers."""
+    found: dict[str, builtins.list[tuple[float, float]]] = {}
+    for name, began, ended in rows:
+        found.setdefault(name, []).append((float(began), float(ended)))
+    return found
 
 
 def state_counts(
@@ -1073,18 +1083,21 @@ class EventStore(Protocol):
         """
         ...
 
-    # -- target pauses, kept across restarts ------------------------------------------------
+    # -- time no event was tried in, kept across restarts ----------------------------------
 
-    async def record_pauses(self, target: str, spans: Sequence[tuple[float, float]]) -> None:
-        """Keep these pauses of ``target`` (began, ended: unix times; a pause recorded again,
-        by its start, gets its new end), and its :data:`PAUSES_KEPT` latest in all. A pause
-        under way is recorded with the end it is due to have."""
+    async def keep_spans(self, kind: str, name: str, spans: Sequence[tuple[float, float]]) -> None:
+        """Keep these spans of ``kind`` (``target``: a target's pauses; ``reads``: an
+        endpoint's held lead reads) for ``name`` (began, ended: unix times; a span kept again,
+        by its start, gets its new end), and its :data:`SPANS_KEPT` latest in all. A span under
+        way is kept with the end it is due to have (:mod:`hub.dispatch.spans`)."""
         ...
 
-    async def pauses(self, targets: Sequence[str]) -> dict[str, builtins.list[tuple[float, float]]]:
-        """The pauses recorded of each of ``targets`` (those with any), oldest first: the time
-        they held the targets' events back does not count toward the events' give_up_after,
-        also after the restart that reads them."""
+    async def kept_spans(
+        self, kind: str, names: Sequence[str]
+    ) -> dict[str, builtins.list[tuple[float, float]]]:
+        """The spans of ``kind`` kept for each of ``names`` (those with any), oldest first: time
+        they held events back does not count toward the events' give_up_after, also after the
+        restart that reads them."""
         ...
 
     # -- rate limits shared by every process on the store --------------------------------

@@ -37,11 +37,11 @@ from hub.store import rows
 from hub.store.base import (
     CLOCK_STEP_BACK,
     MAX_ID,
-    PAUSES_KEPT,
     PURGE_WINDOW,
     ROUTING_GRACE,
     SLOT_EPSILON,
     SLOT_HORIZON,
+    SPANS_KEPT,
     STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
@@ -61,6 +61,7 @@ from hub.store.base import (
     newer_schema,
     no_event,
     ordering_checks,
+    spans_by_name,
     state_counts,
     stored_version,
     with_clock_shift,
@@ -135,7 +136,7 @@ _RIGHTS = {
     "lead_keys": "SELECT,INSERT,DELETE",
     "rate_slots": "SELECT,INSERT,UPDATE,DELETE",
     "rate_waiters": "SELECT,INSERT,UPDATE,DELETE",
-    "target_pauses": "SELECT,INSERT,UPDATE,DELETE",
+    "held_spans": "SELECT,INSERT,UPDATE,DELETE",
 }
 _SEQUENCES = ("deliveries", "events", "rate_slots")
 #: What a web instance (``serve --role web``) does, only take deliveries in: its enqueues,
@@ -1563,20 +1564,17 @@ class PostgresStore(BatchedStore):
             )
         return int(done.split()[-1])
 
-    async def record_pauses(self, target: str, spans: Sequence[tuple[float, float]]) -> None:
+    async def keep_spans(self, kind: str, name: str, spans: Sequence[tuple[float, float]]) -> None:
         async with self._conn() as conn:
-            await conn.executemany(
-                Q["record_pause"], [(target, began, ended) for began, ended in spans]
-            )
-            await conn.execute(Q["prune_pauses"], target, PAUSES_KEPT)
+            rows = [(kind, name, began, ended) for began, ended in spans]
+            await conn.executemany(Q["keep_span"], rows)
+            await conn.execute(Q["prune_spans"], kind, name, SPANS_KEPT)
 
-    async def pauses(self, targets: Sequence[str]) -> dict[str, builtins.list[tuple[float, float]]]:
-        async with self._conn() as conn:
-            rows = await conn.fetch(Q["pauses"], list(targets))
-        found: dict[str, builtins.list[tuple[float, float]]] = {}
-        for target, began, ended in rows:
-            found.setdefault(target, []).append((float(began), float(ended)))
-        return found
+    async def kept_spans(
+        self, kind: str, names: Sequence[str]
+    ) -> dict[str, builtins.list[tuple[float, float]]]:
+        async with self._conn(readonly=True) as conn:
+            return spans_by_name(await conn.fetch(Q["kept_spans"], kind, list(names)))
 
     async def resume_reads(self, endpoints: Sequence[str]) -> int:
         async with self._conn() as conn:

@@ -26,11 +26,11 @@ from hub.clock import SYSTEM_CLOCK, Clock
 from hub.store import bulk, rows
 from hub.store.base import (
     MAX_ID,
-    PAUSES_KEPT,
     PURGE_WINDOW,
     ROUTING_GRACE,
     SLOT_EPSILON,
     SLOT_HORIZON,
+    SPANS_KEPT,
     STALL_AFTER,
     BatchedStore,
     BodyNotSkimmed,
@@ -46,6 +46,7 @@ from hub.store.base import (
     no_event,
     ordering_checks,
     settle_later,
+    spans_by_name,
     state_counts,
     with_clock_shift,
 )
@@ -696,23 +697,25 @@ class SQLiteStore(BatchedStore):
 
         return int(await self._writer.submit(job))
 
-    async def record_pauses(self, target: str, spans: Sequence[tuple[float, float]]) -> None:
-        rows = [{"target": target, "began": began, "ended": ended} for began, ended in spans]
+    async def keep_spans(self, kind: str, name: str, spans: Sequence[tuple[float, float]]) -> None:
+        at = {"kind": kind, "name": name}
+        rows = [{**at, "began": began, "ended": ended} for began, ended in spans]
 
         def job(conn: sqlite3.Connection) -> None:
-            conn.executemany(Q["record_pause"], rows)
-            conn.execute(Q["prune_pauses"], {"target": target, "keep": PAUSES_KEPT})
+            conn.executemany(Q["keep_span"], rows)
+            conn.execute(Q["prune_spans"], {**at, "keep": SPANS_KEPT})
 
         await self._writer.submit(job)
 
-    async def pauses(self, targets: Sequence[str]) -> dict[str, builtins.list[tuple[float, float]]]:
-        def job(conn: sqlite3.Connection) -> builtins.list[sqlite3.Row]:
-            return conn.execute(Q["pauses"], {"targets": _json(list(targets))}).fetchall()
+    async def kept_spans(
+        self, kind: str, names: Sequence[str]
+    ) -> dict[str, builtins.list[tuple[float, float]]]:
+        asked = {"kind": kind, "names": _json(list(names))}
 
-        found: dict[str, builtins.list[tuple[float, float]]] = {}
-        for target, began, ended in await self._reader.submit(job):
-            found.setdefault(target, []).append((float(began), float(ended)))
-        return found
+        def job(conn: sqlite3.Connection) -> builtins.list[sqlite3.Row]:
+            return conn.execute(Q["kept_spans"], asked).fetchall()
+
+        return spans_by_name(await self._reader.submit(job))
 
     async def resume_reads(self, endpoints: Sequence[str]) -> int:
         params = {"endpoints": _json(list(endpoints))}

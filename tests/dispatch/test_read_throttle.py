@@ -405,6 +405,16 @@ async def test_one_read_probes_the_api_when_a_hold_ends(tmp_path: Path) -> None:
     assert sorted({read["id"] for read in fake.reads}) == [f"9000{n}" for n in range(4)]
 
 
+def send_failed(store: Any, ids: list[int]) -> Callable[[], Awaitable[bool]]:
+    """Whether the one event of ``ids`` is dead, or its call failed with a 500."""
+
+    async def check() -> bool:
+        (event,) = (await states(store, ids)).values()
+        return event.state == State.DEAD or "500" in (event.last_error or "")
+
+    return check
+
+
 @pytest.mark.parametrize(
     "throttled_graph",
     [(400, LEADGEN_LIMIT, {"Retry-After": "2"}, 1)],
@@ -424,17 +434,46 @@ async def test_time_the_api_held_the_read_does_not_use_up_the_sends_give_up_afte
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "fb", notices(1), prefix="fb")
             async with running(cfg, store):
-
-                async def send_failed() -> bool:
-                    (event,) = (await states(store, ids)).values()
-                    return event.state == State.DEAD or "500" in (event.last_error or "")
-
-                await wait_for(send_failed, what="the lead's call failed")
+                await wait_for(send_failed(store, ids), what="the lead's call failed")
                 (failed,) = (await states(store, ids)).values()
                 sandbox_post(url, "/_sandbox/faults", {"rate": 0})
                 await wait_for(settled(store, ids), what="the lead delivered, or dead")
                 (event,) = (await states(store, ids)).values()
     # not dead at its first failed call: retrying, or (retried every 50-200 ms) being sent again
+    assert failed.state in (State.RETRYING, State.SENDING), failed.last_error
+    assert event.state == State.DELIVERED, event.last_error
+    assert len(fake.reads) == 2
+
+
+async def test_time_the_api_held_the_reads_before_a_restart_does_not_use_up_give_up_after(
+    tmp_path: Path,
+) -> None:
+    """As above, across a restart: Graph holds the page's reads (3 s to wait), the target's
+    give_up_after a second, and the dispatcher stops well into the hold; the next one, Graph
+    answering once the hold is over, meets a 500 on the lead's call. The lead is retried, not
+    dead (the store kept the hold with the end the API gave it, which a restart does not
+    change: forgotten at the restart, the lead was dead at that 500), then delivered."""
+    fake = ThrottledApi(400, LEADGEN_LIMIT, {"Retry-After": "3"}, times=1)
+    app = Starlette(routes=[Route("/v21.0/{ident}", fake.read)])
+    with serve_in_thread(app) as graph, sandbox_server() as (url, _):
+        cfg = short_window_config(tmp_path, url, f"{graph}/v21.0")
+        async with opened_store(tmp_path / "hub.db") as store:
+            ids = await enqueue(store, "fb", notices(1), prefix="fb")
+            async with running(cfg, store):
+                await wait_for(lambda: len(fake.reads) == 1, what="the throttled read")
+                await asyncio.sleep(1.5)  # held for longer than give_up_after
+            stopped = time.time()
+            (began, ended), *others = (await store.kept_spans("reads", ["fb"]))["fb"]
+            sandbox_post(url, "/_sandbox/faults", {"rate": 1.0, "kinds": ["500"], "seed": 1})
+            async with running(cfg, store):
+                await wait_for(send_failed(store, ids), what="the lead's call failed")
+                (failed,) = (await states(store, ids)).values()
+                sandbox_post(url, "/_sandbox/faults", {"rate": 0})
+                await wait_for(settled(store, ids), what="the lead delivered, or dead")
+                (event,) = (await states(store, ids)).values()
+    assert others == []
+    assert ended - began >= 2.9  # the hold as the API gave it (3 s), not cut at the stop
+    assert ended > stopped
     assert failed.state in (State.RETRYING, State.SENDING), failed.last_error
     assert event.state == State.DELIVERED, event.last_error
     assert len(fake.reads) == 2

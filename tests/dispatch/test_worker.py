@@ -510,10 +510,9 @@ async def test_a_bug_in_the_claim_loop_is_logged_and_the_loop_starts_again(
     assert registry.get_sample_value("leadhub_claim_loop_restarts_total") == 2
 
 
-async def test_time_the_target_was_paused_does_not_use_up_give_up_after(tmp_path: Path) -> None:
-    """A target refusing the keys (401: paused) for longer than give_up_after, then failing
-    each lead once (500) before taking it: every lead is retried and delivered, none given up
-    at its first failure because the pause ate its window."""
+def _refused_then_one_500() -> tuple[dict[str, bool], dict[str, int], Starlette]:
+    """A Lead.Capture refusing the keys (401) while ``mode["refuse"]``, then failing each
+    lead's first call (500) and taking the next; ``calls`` counts each lead's calls."""
     mode = {"refuse": True}
     calls: dict[str, int] = {}
 
@@ -529,7 +528,14 @@ async def test_time_the_target_was_paused_does_not_use_up_give_up_after(tmp_path
             {"Status": "Success", "Message": {"Id": "a", "RelatedId": email, "IsCreated": True}}
         )
 
-    app = Starlette(routes=[Route(CAPTURE, capture, methods=["POST"])])
+    return mode, calls, Starlette(routes=[Route(CAPTURE, capture, methods=["POST"])])
+
+
+async def test_time_the_target_was_paused_does_not_use_up_give_up_after(tmp_path: Path) -> None:
+    """A target refusing the keys (401: paused) for longer than give_up_after, then failing
+    each lead once (500) before taking it: every lead is retried and delivered, none given up
+    at its first failure because the pause ate its window."""
+    mode, calls, app = _refused_then_one_500()
     retry = "{initial: 50ms, max_interval: 300ms, give_up_after: 2s}"
     with serve_in_thread(app) as url:
         config = forms_config(tmp_path, url, retry=retry)
@@ -553,22 +559,7 @@ async def test_a_pause_before_a_restart_does_not_use_up_give_up_after(tmp_path: 
     not eat the leads' window. (Forgotten at the restart, each lead was dead at its 500: "gave
     up after 1 attempt(s)".) While the pause lasted, the store held it with the end it was due
     to have: what a process killed mid-pause leaves."""
-    mode = {"refuse": True}
-    calls: dict[str, int] = {}
-
-    async def capture(request: Request) -> Response:
-        body = await request.json()
-        if mode["refuse"]:
-            return JSONResponse({"Status": "Error", "ExceptionType": "MXUnAuthorized"}, 401)
-        email = next(i["Value"] for i in body if i["Attribute"] == "EmailAddress")
-        calls[email] = calls.get(email, 0) + 1
-        if calls[email] == 1:
-            return Response(b"Internal Server Error", status_code=500)
-        return JSONResponse(
-            {"Status": "Success", "Message": {"Id": "a", "RelatedId": email, "IsCreated": True}}
-        )
-
-    app = Starlette(routes=[Route(CAPTURE, capture, methods=["POST"])])
+    mode, calls, app = _refused_then_one_500()
     retry = "{initial: 50ms, max_interval: 300ms, give_up_after: 2s}"
     with serve_in_thread(app) as url:
         config = forms_config(tmp_path, url, retry=retry)
@@ -578,7 +569,7 @@ async def test_a_pause_before_a_restart_does_not_use_up_give_up_after(tmp_path: 
                 lane = first.lanes["default"]
                 await wait_for(lambda: lane.pause_level >= 1, what="the pause")
                 await asyncio.sleep(0.1)  # (the pause's write, behind the lane)
-                (began, due), *_ = (await store.pauses(["default"]))["default"]
+                (began, due), *_ = (await store.kept_spans("target", ["default"]))["default"]
                 assert due > began  # (its end to come, not the moment it began)
                 await asyncio.sleep(3.0)  # paused for longer than give_up_after
             stopped = time.time()
@@ -586,7 +577,7 @@ async def test_a_pause_before_a_restart_does_not_use_up_give_up_after(tmp_path: 
             async with running(config, store):
                 await wait_for(all_in(State.DELIVERED, store, ids), what="delivered")
             events = await states(store, ids)
-            kept = (await store.pauses(["default"]))["default"]
+            kept = (await store.kept_spans("target", ["default"]))["default"]
     assert all(event.attempts == 2 for event in events.values())
     assert calls == {f"r{n}@example.com": 2 for n in range(3)}
     # one run of pauses, kept as ending when the first process stopped
@@ -603,7 +594,8 @@ async def test_a_pause_left_under_way_counts_up_to_the_start_that_reads_it(
     config = forms_config(tmp_path, f"{fake_lsq}/ok")
     async with opened_store(tmp_path / "hub.db") as store:
         began = time.time() - 600
-        await store.record_pauses("default", [(began - 60, began - 30), (began, began + 3600)])
+        spans = [(began - 60, began - 30), (began, began + 3600)]
+        await store.keep_spans("target", "default", spans)
         before = time.time()
         async with running(config, store) as dispatcher:
             after = time.time()

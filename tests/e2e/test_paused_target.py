@@ -80,9 +80,9 @@ def sandbox(tmp_path: Path, port: int | None = None) -> Iterator[str]:
         yield url
 
 
-def setup(tmp_path: Path, sandbox_url: str) -> tuple[list[str], str, Path]:
+def setup(tmp_path: Path, sandbox_url: str, retry: str = SLOW_RETRY) -> tuple[list[str], str, Path]:
     """serve's arguments (a 1 s target timeout, so an 8 s lease), its base URL, the key file."""
-    target = target_yaml("default", sandbox_url, timeout="1s", retry=SLOW_RETRY)
+    target = target_yaml("default", sandbox_url, timeout="1s", retry=retry)
     files = {"forms.yaml": CONFIG, "targets.yaml": target}
     args, base, _ = serve_args(tmp_path, files, "--lease", "8s")
     secret = tmp_path / "lsq_secret"
@@ -95,9 +95,11 @@ def env_with(secret: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def paused_hub(tmp_path: Path, sandbox_url: str, leads: int = 3) -> Iterator[Hub]:
+def paused_hub(
+    tmp_path: Path, sandbox_url: str, leads: int = 3, retry: str = SLOW_RETRY
+) -> Iterator[Hub]:
     """serve with the wrong secret key, ``leads`` events posted, the target paused."""
-    args, base, secret = setup(tmp_path, sandbox_url)
+    args, base, secret = setup(tmp_path, sandbox_url, retry)
     with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(secret)) as proc:
         hub = Hub(proc, Log(proc), base, f"sqlite:///{tmp_path / 'hub.db'}", secret, [])
         hub.ids = [hub.post(f"held{n}@example.com") for n in range(leads)]
@@ -155,22 +157,16 @@ def test_a_pause_a_killed_process_left_does_not_use_up_give_up_after(tmp_path: P
     "gave up after 1 attempt(s) over 3s".)"""
     retry = "{initial: 30s, max_interval: 1h, give_up_after: 3s}"
     with sandbox(tmp_path) as sandbox_url:
-        target = target_yaml("default", sandbox_url, timeout="1s", retry=retry)
-        args, base, _ = serve_args(tmp_path, {"forms.yaml": CONFIG, "targets.yaml": target})
-        secret = tmp_path / "lsq_secret"
-        secret.write_text("not-the-key\n")
-        with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(secret)) as proc:
-            hub = Hub(proc, Log(proc), base, f"sqlite:///{tmp_path / 'hub.db'}", secret, [])
-            hub.ids = [hub.post(f"killed{n}@example.com") for n in range(3)]
-            wait_until(lambda: bool(hub.log.events("target_paused")), what="the pause")
+        with paused_hub(tmp_path, sandbox_url, retry=retry) as hub:
             time.sleep(4.0)  # paused for longer than give_up_after
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=30)
+            hub.proc.send_signal(signal.SIGKILL)
+            hub.proc.wait(timeout=30)
         faults = {"every": 1, "kinds": ["500"]}  # (the sandbox's own keys take its faults)
         answer = httpx.post(f"{sandbox_url}/_sandbox/faults", params=_keys(), json=faults)
         assert answer.status_code == 200, answer.text
-        secret.write_text(KEYS["LSQ_SECRET"] + "\n")
-        with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(secret)):
+        args, base, _ = setup(tmp_path, sandbox_url, retry)
+        hub.secret.write_text(KEYS["LSQ_SECRET"] + "\n")
+        with leadhub_process(args, ready_url=f"{base}/readyz", env=env_with(hub.secret)):
             wait_until(
                 lambda: all(e.attempts == 1 and e.state is not State.QUEUED for e in hub.events()),
                 what="each lead tried after the restart",

@@ -15,9 +15,9 @@ from hub.sources import capped
 from hub.store import EventStore, LeaseLost, StoreError
 from hub.store.base import (
     ENDPOINT_ABSENT,
-    PAUSES_KEPT,
     PURGE_WINDOW,
     ROUTING_GRACE,
+    SPANS_KEPT,
     BatchedStore,
     BodyNotSkimmed,
     Submits,
@@ -606,26 +606,31 @@ class TestOutcomes:
         assert await store.resume_held([]) == 0
         assert [e.id for e in await store.claim(limit=4, lease=30)] == [held, due]
 
-    async def test_pauses_are_kept_by_target_each_with_its_latest_end(
+    async def test_spans_are_kept_by_kind_and_name_each_with_its_latest_end(
         self, store: EventStore
     ) -> None:
-        """record_pauses keeps each target's pauses (a pause recorded again, by its start,
-        gets its new end); pauses gives them back per target asked for, oldest first, and
-        nothing for a target without any. Only the PAUSES_KEPT latest of a target stay."""
-        assert await store.pauses(["a"]) == {}
-        await store.record_pauses("a", [(START + 10, START + 70)])
-        await store.record_pauses("a", [(START + 10, START + 40), (START + 100, START + 160)])
-        await store.record_pauses("b", [(START + 5, START + 6)])
-        assert await store.pauses(["a", "b", "c"]) == {
+        """keep_spans keeps the spans of each kind and name (a span kept again, by its start,
+        gets its new end); kept_spans gives them back per name asked for, of that kind only,
+        oldest first, and nothing for a name without any. Only the SPANS_KEPT latest of a kind
+        and name stay."""
+        assert await store.kept_spans("target", ["a"]) == {}
+        await store.keep_spans("target", "a", [(START + 10, START + 70)])
+        await store.keep_spans(
+            "target", "a", [(START + 10, START + 40), (START + 100, START + 160)]
+        )
+        await store.keep_spans("target", "b", [(START + 5, START + 6)])
+        await store.keep_spans("reads", "a", [(START + 1, START + 2)])
+        assert await store.kept_spans("target", ["a", "b", "c"]) == {
             "a": [(START + 10, START + 40), (START + 100, START + 160)],
             "b": [(START + 5, START + 6)],
         }
-        many = [(START + 1000 + n, START + 1000.5 + n) for n in range(PAUSES_KEPT + 3)]
-        await store.record_pauses("a", many[:10])
-        await store.record_pauses("a", many[10:])
-        found = await store.pauses(["a"])
-        assert found == {"a": many[-PAUSES_KEPT:]}
-        assert await store.pauses(["b"]) == {"b": [(START + 5, START + 6)]}
+        assert await store.kept_spans("reads", ["a", "b"]) == {"a": [(START + 1, START + 2)]}
+        many = [(START + 1000 + n, START + 1000.5 + n) for n in range(SPANS_KEPT + 3)]
+        await store.keep_spans("target", "a", many[:10])
+        await store.keep_spans("target", "a", many[10:])
+        assert await store.kept_spans("target", ["a"]) == {"a": many[-SPANS_KEPT:]}
+        assert await store.kept_spans("target", ["b"]) == {"b": [(START + 5, START + 6)]}
+        assert await store.kept_spans("reads", ["a"]) == {"a": [(START + 1, START + 2)]}
 
     async def test_resume_reads_makes_due_the_failed_reads_of_those_endpoints(
         self, store: EventStore

@@ -89,12 +89,13 @@ CREATE TABLE IF NOT EXISTS rate_waiters (
     PRIMARY KEY (account, waiter)
 );
 
--- Each target's pauses: as SQLite's target_pauses (hub/store/sql/sqlite.sql).
-CREATE TABLE IF NOT EXISTS target_pauses (
-    target TEXT NOT NULL,
+-- Time no event was tried in: as SQLite's held_spans (hub/store/sql/sqlite.sql).
+CREATE TABLE IF NOT EXISTS held_spans (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
     began DOUBLE PRECISION NOT NULL,
     ended DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (target, began)
+    PRIMARY KEY (kind, name, began)
 );
 
 -- name: missing_objects
@@ -618,19 +619,20 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > $1
   AND target = ANY ($2::text[])
   AND starts_with(last_error, $3);
 
--- name: record_pause
-INSERT INTO target_pauses (target, began, ended) VALUES ($1, $2, $3)
-ON CONFLICT (target, began) DO UPDATE SET ended = excluded.ended;
+-- name: keep_span
+INSERT INTO held_spans (kind, name, began, ended) VALUES ($1, $2, $3, $4)
+ON CONFLICT (kind, name, began) DO UPDATE SET ended = excluded.ended;
 
--- name: prune_pauses
--- All but the $2 latest pauses of target $1.
-DELETE FROM target_pauses WHERE target = $1 AND began < (
-    SELECT began FROM target_pauses WHERE target = $1 ORDER BY began DESC LIMIT 1 OFFSET $2 - 1
+-- name: prune_spans
+-- All but the $3 latest spans of kind $1 and name $2.
+DELETE FROM held_spans WHERE kind = $1 AND name = $2 AND began < (
+    SELECT began FROM held_spans WHERE kind = $1 AND name = $2
+    ORDER BY began DESC LIMIT 1 OFFSET $3 - 1
 );
 
--- name: pauses
-SELECT target, began, ended FROM target_pauses WHERE target = ANY ($1::text[])
-ORDER BY target, began;
+-- name: kept_spans
+SELECT name, began, ended FROM held_spans WHERE kind = $1 AND name = ANY ($2::text[])
+ORDER BY name, began;
 
 -- name: resume_reads
 -- The events of the endpoints $2 retried after their lead read failed (retrying, no lead

@@ -115,16 +115,18 @@ CREATE TABLE IF NOT EXISTS rate_waiters (
     PRIMARY KEY (account, waiter)
 );
 
--- Each target's pauses (hub.dispatch.lane), as unix times: the time a target was paused does
--- not count toward its events' give_up_after, and a restart reads what the processes before it
--- saw. While a pause lasts, ended is when it is due to end (what a process killed mid-pause
--- leaves). Only each target's latest few are kept (record_pauses). Added without a version
--- bump: an older leadhub leaves the table alone, a newer one makes it at open.
-CREATE TABLE IF NOT EXISTS target_pauses (
-    target TEXT NOT NULL,
+-- Time no event was tried in, as unix times (hub.dispatch.spans): a target's pauses (kind
+-- 'target', name the target's) and an endpoint's held lead reads ('reads', the endpoint's).
+-- That time does not count toward an event's give_up_after, and a restart reads what the
+-- processes before it saw. While a span lasts, ended is when it is due to end (what a process
+-- killed meanwhile leaves). Only the latest few of each name are kept (keep_span). Added
+-- without a version bump: an older leadhub leaves the table alone, a newer one makes it at open.
+CREATE TABLE IF NOT EXISTS held_spans (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
     began REAL NOT NULL,
     ended REAL NOT NULL,
-    PRIMARY KEY (target, began)
+    PRIMARY KEY (kind, name, began)
 ) WITHOUT ROWID;
 
 CREATE VIEW IF NOT EXISTS event_rows AS
@@ -550,21 +552,21 @@ WHERE state IN ('queued', 'retrying') AND next_attempt_at > :now
   AND target IN (SELECT value FROM json_each(:targets))
   AND substr(last_error, 1, length(:held)) = :held;
 
--- name: record_pause
-INSERT INTO target_pauses (target, began, ended) VALUES (:target, :began, :ended)
-ON CONFLICT (target, began) DO UPDATE SET ended = excluded.ended;
+-- name: keep_span
+INSERT INTO held_spans (kind, name, began, ended) VALUES (:kind, :name, :began, :ended)
+ON CONFLICT (kind, name, began) DO UPDATE SET ended = excluded.ended;
 
--- name: prune_pauses
--- All but the :keep latest pauses of :target.
-DELETE FROM target_pauses WHERE target = :target AND began < (
-    SELECT began FROM target_pauses WHERE target = :target
+-- name: prune_spans
+-- All but the :keep latest spans of :kind and :name.
+DELETE FROM held_spans WHERE kind = :kind AND name = :name AND began < (
+    SELECT began FROM held_spans WHERE kind = :kind AND name = :name
     ORDER BY began DESC LIMIT 1 OFFSET :keep - 1
 );
 
--- name: pauses
-SELECT target, began, ended FROM target_pauses
-WHERE target IN (SELECT value FROM json_each(:targets))
-ORDER BY target, began;
+-- name: kept_spans
+SELECT name, began, ended FROM held_spans
+WHERE kind = :kind AND name IN (SELECT value FROM json_each(:names))
+ORDER BY name, began;
 
 -- name: resume_reads
 -- The events of the endpoints in :endpoints retried after their lead read failed (retrying,
