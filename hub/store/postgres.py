@@ -460,7 +460,8 @@ class PostgresStore(BatchedStore):
                             self._version(await conn.fetchval(Q["schema_version"]))
                         await conn.execute(Q["schema"])
                 except asyncpg.InsufficientPrivilegeError as exc:
-                    msg = self._cannot_make(exc, role, schema, made=False, may=may)
+                    added = [] if "events" in missing else list(missing)  # (a store made before)
+                    msg = self._cannot_make(exc, role, schema, made=False, may=may, added=added)
                     raise StoreError(msg) from exc
                 await self._check_rights(conn, role, schema)
                 try:
@@ -493,15 +494,23 @@ class PostgresStore(BatchedStore):
         *,
         made: bool,
         may: Any = None,
+        added: Sequence[str] = (),
     ) -> str:
         """Why the store's tables could not be made (``made`` False) or migrated at open: the
         role may not (``permission denied for database``/``schema``, ``must be owner of
         table``), which was told as "the event store failed" and no word of what to do.
         ``may``: the ``may_make`` row read before the tables were made (the right that is
         missing, and its GRANT: a first start said "GRANT CREATE on it" of a schema it was to
-        make, which needs CREATE on the database)."""
+        make, which needs CREATE on the database). ``added``: what this release adds to a
+        store an earlier one made (a table, an index), which its owner makes."""
         first = str(exc).splitlines()[0]
-        if made:
+        if added:
+            what = (
+                f"this release adds {', '.join(added)} to the store an earlier one made, which "
+                "only the owner of its tables may do: start this release once as the role "
+                "owning them"
+            )
+        elif made:
             what = (
                 f"this release migrates its tables to schema version {SCHEMA_VERSION}, which "
                 "only their owner may do: start this release once as the role owning them"
