@@ -135,7 +135,6 @@ class Lane:
         #: of it meanwhile, negative after a step back).
         self._paused_at = 0.0
         self._pauses: collections.deque[tuple[float, float]] = collections.deque(maxlen=SPANS_KEPT)
-
         #: What the events this pause holds back say (its reason and the fix), from the
         #: refused call that started it; None before any pause.
         self._pause_note: str | None = None
