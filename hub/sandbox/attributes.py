@@ -70,7 +70,9 @@ _CANONICAL = {name.lower(): name for name in STANDARD}
 # Matched with fullmatch: a pattern ending in ``$`` also matches before a final newline, so
 # "9876543210\n" was a phone ("\t..." was not).
 _EMAIL = re.compile(r"[^\s@\"(),:;<>\[\]\\]+@[^\s@\"(),:;<>\[\]\\.]+(?:\.[^\s@\"(),:;<>\[\]\\.]+)+")
-_PHONE_CHARS = re.compile(r"[0-9 +\-().]+")
+#: What a Phone may hold besides its digits: the separators numbers are written with (``/`` in
+#: ``030/1234567``, Germany's; ``.`` in ``555.000.1111``). Letters are no phone number.
+_PHONE_CHARS = re.compile(r"[0-9 +\-()./]+")
 _SEARCH_BY = {"emailaddress": EMAIL, "phone": PHONE}
 MAX_BODY = 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
@@ -278,6 +280,6 @@ def _check_values(attrs: dict[str, str]) -> None:
         if not _PHONE_CHARS.fullmatch(phone) or not 7 <= count <= 15:
             msg = (
                 f"Phone {phone!r} is not a phone number; send 7 to 15 digits, "
-                "optionally with '+', '-', spaces or brackets."
+                "optionally with '+', '-', '.', '/', spaces or brackets."
             )
             raise invalid_input(msg)
