@@ -510,6 +510,10 @@ async def test_a_bug_in_the_claim_loop_is_logged_and_the_loop_starts_again(
     assert registry.get_sample_value("leadhub_claim_loop_restarts_total") == 2
 
 
+#: Pauses of 25-300 ms, and a give_up_after that a pause of 3 s outlasts.
+SHORT_WINDOW = "{initial: 50ms, max_interval: 300ms, give_up_after: 2s}"
+
+
 def _refused_then_one_500() -> tuple[dict[str, bool], dict[str, int], Starlette]:
     """A Lead.Capture refusing the keys (401) while ``mode["refuse"]``, then failing each
     lead's first call (500) and taking the next; ``calls`` counts each lead's calls."""
@@ -536,9 +540,8 @@ async def test_time_the_target_was_paused_does_not_use_up_give_up_after(tmp_path
     each lead once (500) before taking it: every lead is retried and delivered, none given up
     at its first failure because the pause ate its window."""
     mode, calls, app = _refused_then_one_500()
-    retry = "{initial: 50ms, max_interval: 300ms, give_up_after: 2s}"
     with serve_in_thread(app) as url:
-        config = forms_config(tmp_path, url, retry=retry)
+        config = forms_config(tmp_path, url, retry=SHORT_WINDOW)
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "forms", leads("g", 3))
             async with running(config, store) as dispatcher:
@@ -560,9 +563,8 @@ async def test_a_pause_before_a_restart_does_not_use_up_give_up_after(tmp_path: 
     up after 1 attempt(s)".) While the pause lasted, the store held it with the end it was due
     to have: what a process killed mid-pause leaves."""
     mode, calls, app = _refused_then_one_500()
-    retry = "{initial: 50ms, max_interval: 300ms, give_up_after: 2s}"
     with serve_in_thread(app) as url:
-        config = forms_config(tmp_path, url, retry=retry)
+        config = forms_config(tmp_path, url, retry=SHORT_WINDOW)
         async with opened_store(tmp_path / "hub.db") as store:
             ids = await enqueue(store, "forms", leads("r", 3))
             async with running(config, store) as first:
