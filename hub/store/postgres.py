@@ -127,6 +127,8 @@ _SCHEMA_LOCK = (
 #: The tables and indexes the schema script makes: when every one is there, open runs no DDL
 #: (which only the tables' owner may run, even as CREATE ... IF NOT EXISTS).
 _STORE_OBJECTS = sorted(set(re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", Q["schema"])))
+#: The table each index of the schema script is on (an index is needed where its table is).
+_INDEXED = dict(re.findall(r"CREATE INDEX IF NOT EXISTS (\w+) ON (\w+)", Q["schema"]))
 #: What serve does with each table (a purge also deletes events and deliveries), and the
 #: tables whose id sequence its writes draw from: checked at open (``missing_rights``).
 _RIGHTS = {
@@ -434,7 +436,7 @@ class PostgresStore(BatchedStore):
                 await self._check_encoding(conn)
                 found = await conn.fetchrow(Q["missing_objects"], _STORE_OBJECTS, self.schema)
                 assert found is not None  # (an aggregate: one row)
-                missing, role = found[0], str(found[1])
+                missing, role = self._needed(found[0]), str(found[1])
                 schema = f'"{self.schema or found[2] or "public"}"'  # (for messages)
                 if found[3]:
                     raise StoreError(self._no_usage(role, schema))
@@ -485,6 +487,16 @@ class PostgresStore(BatchedStore):
             settings="per transaction" if self._begin else "per session",
             clock_offset=None if offset is None else round(offset, 3),
         )
+
+    def _needed(self, missing: Sequence[str]) -> list[str]:
+        """Of the store's ``missing`` objects, those this opener must make: all of them, but
+        for a web instance (``ingest_only``) only those of the tables ingest uses, when the
+        store is there. A release adding a table only workers use (``held_spans``) had each
+        web instance run as a role that does not own the tables refused until the owner had
+        started once, though it never uses the table."""
+        if not self.ingest_only or "events" in missing:
+            return list(missing)
+        return [name for name in missing if _INDEXED.get(name, name) in _INGEST_RIGHTS]
 
     def _cannot_make(
         self,
