@@ -10,8 +10,9 @@ is constant-time in its source). An endpoint with one secret never comes here: i
 is built as before, and its checks cost what they did.
 
 What does not depend on the secret (splitting, which headers carry credentials, the id a
-body is deduped on) is the first source's; so is a handshake answer (LinkedIn signs its
-challenge with the first value listed).
+body is deduped on) is the first source's. A handshake is answered by each source in turn
+(:meth:`AnySecret.handshake`): LinkedIn's challenge is signed with the secret, and which one
+the sender uses while it is rotated is not known.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class AnySecret:
         self.batches = first.batches
         #: A credential inside the body (Google's key) is checked when splitting.
         self._checks_body = bool(first.credential_fields)
+        self._handshakes = 0  # answered so far: the next one is the next source's
 
     def verify(self, request: Incoming, now: float) -> None:
         _any_passes([source.verify for source in self.sources], request, now)
@@ -73,7 +75,17 @@ class AnySecret:
         return splits
 
     def handshake(self, request: Incoming) -> Handshake | None:
-        return self.first.handshake(request)
+        """The answer of each source in turn. LinkedIn signs its validation challenge's
+        answer with the client secret, validates a webhook every 2 hours, and blocks it after
+        3 failures in a row. Answered under the first secret listed (the new one, as
+        ``mappings/README.md`` says to list it), every validation failed from the moment the
+        new secret was listed until LinkedIn was moved to it: 6 hours, and the webhook was
+        blocked. In turn, with two secrets listed, no two validations in a row fail. (A
+        Facebook subscription's answer is the same under each: its token is no secret listed
+        here.)"""
+        source = self.sources[self._handshakes % len(self.sources)]
+        self._handshakes += 1
+        return source.handshake(request)
 
 
 def _any_passes(

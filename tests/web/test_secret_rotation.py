@@ -191,9 +191,13 @@ access_token: ${PAGE}
 CHALLENGE = "890e4bd7-0b1c-4f4c-9f0e-6a6c2c1f3b11"
 
 
-def test_linkedin_takes_either_and_answers_its_challenge_with_the_first(tmp_path: Path) -> None:
+def test_linkedin_takes_either_and_answers_its_challenges_under_each_in_turn(
+    tmp_path: Path,
+) -> None:
     """A LinkedIn notification signed with the old or the new client secret is 200, with
-    neither 401; the validation challenge is answered under the first listed (the new)."""
+    neither 401; the validation challenges are answered under the new one, the old one, then
+    the new one again: whichever LinkedIn uses, no two validations in a row fail (it blocks
+    a webhook after 3; always under the first, each failed until LinkedIn was moved)."""
     config = tmp_path / "cfg"
     config.mkdir()
     (config / "e.yaml").write_text(LINKEDIN)
@@ -207,7 +211,12 @@ def test_linkedin_takes_either_and_answers_its_challenge_with_the_first(tmp_path
             mac = hmac.new(secret.encode(), b"hmacsha256=" + body, hashlib.sha256).hexdigest()
             headers = {"content-type": "application/json", "x-li-signature": mac}
             statuses.append(hub.client.post("/hooks/e", content=body, headers=headers).status_code)
-        answer = hub.client.get("/hooks/e", params={"challengeCode": CHALLENGE}).json()
+        answers = [
+            hub.client.get("/hooks/e", params={"challengeCode": CHALLENGE}).json() for _ in range(3)
+        ]
     assert statuses == [200, 200, 401]
-    expected = hmac.new(NEW.encode(), CHALLENGE.encode(), hashlib.sha256).hexdigest()
-    assert answer == {"challengeCode": CHALLENGE, "challengeResponse": expected}
+    signed = [
+        hmac.new(secret.encode(), CHALLENGE.encode(), hashlib.sha256).hexdigest()
+        for secret in (NEW, OLD, NEW)
+    ]
+    assert answers == [{"challengeCode": CHALLENGE, "challengeResponse": s} for s in signed]
