@@ -205,8 +205,7 @@ async def open_waiting(
     Raises:
         StoreError: opening failed in a way waiting cannot fix (a wrong password, no such
             database, a newer schema or one whose version is no number, a SQLite path naming a
-            directory), or it was still
-            unavailable after ``wait``.
+            directory), or it was still unavailable after ``wait``.
         StoppedWaiting: ``stopping`` was set (SIGTERM, SIGINT) before the store opened.
     """
     loop = asyncio.get_running_loop()

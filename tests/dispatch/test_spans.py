@@ -61,7 +61,7 @@ async def test_a_store_failure_is_logged_and_the_next_spans_are_still_kept(
     assert "cannot be reached" in warning["error"]
 
 
-async def test_a_hung_store_keeps_no_stop_waiting(tmp_path: Path) -> None:
+async def test_a_hung_store_keeps_no_stop_waiting() -> None:
     """``close`` waits for the writes its timeout allows, then gives them up."""
 
     class _Hangs:
