@@ -22,6 +22,7 @@ import array
 import asyncio
 import builtins
 import contextlib
+import itertools
 import re
 import time
 import urllib.parse
@@ -111,6 +112,12 @@ SCHEMA_VERSION = 2
 #: the server kept the session: with PostgreSQL's defaults (no such timeout, TCP keepalive
 #: after 2 h) hours, for a machine gone without closing its connections.
 IDLE_IN_TRANSACTION = 10.0
+#: Seconds a session of the hub may sit frozen in the middle of a statement while it holds up
+#: one of this instance's turns (the claims', an account's calls', a purge's, the schema's)
+#: before this instance ends it (:meth:`PostgresStore._take_turn`): as long as the server
+#: lets one sit idle inside a transaction. The server itself never ends such a session (the
+#: ``frozen_holders`` query says why); a look runs every half of this while a turn waits.
+FROZEN_AFTER = IDLE_IN_TRANSACTION
 #: An offset between this machine's clock and the database's this large (seconds) is logged
 #: as a warning (``clock_differs``): the machine's NTP is off. The hub keeps working on the
 #: database's time.
@@ -391,6 +398,11 @@ class PostgresStore(BatchedStore):
         #: The store's sessions' ``synchronous_commit`` (:meth:`_commit_durably`).
         self._commit = "on"
         self._wait_reading = asyncio.Lock()
+        #: The turns (advisory locks) being waited for: when each wait began (monotonic), and
+        #: the look that ends frozen sessions holding them up, while one runs.
+        self._turns: dict[int, float] = {}
+        self._turn_ids = itertools.count()
+        self._frozen_look: asyncio.Task[None] | None = None
         #: The ping in flight, which concurrent pings share (:meth:`ping`).
         self._ping_flight: asyncio.Future[None] | None = None
 
@@ -446,7 +458,7 @@ class PostgresStore(BatchedStore):
                 try:
                     if missing:
                         may = await conn.fetchrow(Q["may_make"], self.schema)
-                        await conn.execute(_SCHEMA_LOCK, self.schema)
+                        await self._take_turn(conn, _SCHEMA_LOCK, self.schema)
                         if self.schema and not may[1]:  # (another instance's: IF NOT EXISTS)
                             # Not when it is there: CREATE SCHEMA IF NOT EXISTS needs CREATE on
                             # the database even then, and a schema a DBA made for the hub's
@@ -864,7 +876,7 @@ class PostgresStore(BatchedStore):
             raise newer_schema(found, SCHEMA_VERSION)
         if found == SCHEMA_VERSION:
             return
-        await conn.execute(_SCHEMA_LOCK, self.schema)
+        await self._take_turn(conn, _SCHEMA_LOCK, self.schema)
         start = version = self._version(await conn.fetchval(Q["schema_version"]))
         # (asked first: once a migration's statement has failed, the transaction answers
         # nothing more)
@@ -897,6 +909,8 @@ class PostgresStore(BatchedStore):
 
     async def close(self) -> None:
         await self._writes.finish()  # answer every enqueue before closing
+        if self._frozen_look is not None:
+            self._frozen_look.cancel()
         if self._ping_flight is not None:  # (a ping waiting for a lock: not for the close)
             self._ping_flight.cancel()
         pool, self._pool = self._pool, None
@@ -1031,29 +1045,15 @@ class PostgresStore(BatchedStore):
 
     async def _read_commit_wait(self) -> CommitWait | None:
         """:meth:`commit_wait`'s reading, on a connection of its own."""
-        conn: asyncpg.Connection | None = None
-        # (without the URL's idle_in_transaction_session_timeout, a startup setting a pooler
-        # refuses, as the pool does behind one: this read runs no transaction)
-        dsn, _ = pooler.split_setting(self.dsn, "idle_in_transaction_session_timeout")
         held: list[Any] = []
         try:
-            async with asyncio.timeout(WAIT_READ_WITHIN):
-                conn = await asyncpg.connect(
-                    dsn,
-                    statement_cache_size=0,  # (a pooler's transaction mode: no named ones)
-                    server_settings={"application_name": f"{APPLICATION_NAME}-look"},
-                )
+            async with self._looking() as conn:
                 found = await conn.fetchrow(Q["standby_wait"], APPLICATION_NAME)
                 locked = await conn.fetch(Q["lock_waits"], APPLICATION_NAME, self.schema)
                 if not locked and found is not None and found[4] != "0":
                     # a lock_timeout: the hub's waits end before they are seen
                     held = await conn.fetch(Q["lock_holders"], self.schema)
-                await conn.close()
-        except BaseException as exc:
-            if conn is not None:
-                conn.terminate()  # (no goodbye: the server may be the one not answering)
-            if not isinstance(exc, Exception):
-                raise
+        except Exception:
             return None
         if found is None:
             return None
@@ -1078,6 +1078,95 @@ class PostgresStore(BatchedStore):
             "on the primary's disk already and completes once confirmed."
         )
         return CommitWait("standby", text)
+
+    @contextlib.asynccontextmanager
+    async def _looking(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection of its own (the pool's may all be waiting), named ``leadhub-look``, for
+        a look at the server's sessions that ends within :data:`WAIT_READ_WITHIN` seconds, or
+        raises (the connection dropped without a goodbye: the server may be the one not
+        answering)."""
+        conn: asyncpg.Connection | None = None
+        # (without the URL's idle_in_transaction_session_timeout, a startup setting a pooler
+        # refuses, as the pool does behind one: a look runs no transaction)
+        dsn, _ = pooler.split_setting(self.dsn, "idle_in_transaction_session_timeout")
+        try:
+            async with asyncio.timeout(WAIT_READ_WITHIN):
+                conn = await asyncpg.connect(
+                    dsn,
+                    statement_cache_size=0,  # (a pooler's transaction mode: no named ones)
+                    server_settings={"application_name": f"{APPLICATION_NAME}-look"},
+                )
+                yield conn
+                await conn.close()
+        except BaseException:
+            if conn is not None:
+                conn.terminate()
+            raise
+
+    async def _take_turn(self, conn: _Conn, query: str, *args: Any) -> Any:
+        """The value of ``query``, a statement that takes an advisory lock (a turn: the
+        claims', an account's calls', a purge's, the schema's), however long another session
+        holds it. While this waits over :data:`FROZEN_AFTER` seconds, a look ends the
+        sessions of the hub frozen in the middle of a statement that hold up one of its waits
+        (:meth:`_end_frozen`): the server never ends them, and every instance waited on one
+        frozen in its turn for as long as its connection lasted."""
+        turn = next(self._turn_ids)
+        self._turns[turn] = time.monotonic()
+        timer = asyncio.get_running_loop().call_later(FROZEN_AFTER, self._look_for_frozen)
+        try:
+            return await conn.fetchval(query, *args)
+        finally:
+            timer.cancel()
+            del self._turns[turn]
+
+    def _look_for_frozen(self) -> None:
+        if self._frozen_look is None or self._frozen_look.done():
+            self._frozen_look = asyncio.ensure_future(self._end_frozen_while_waiting())
+
+    async def _end_frozen_while_waiting(self) -> None:
+        """A look (:meth:`_end_frozen`) now, then every half of :data:`FROZEN_AFTER` seconds
+        while a turn has waited that long. (Not asked before the first: the event loop's
+        timer may fire a few milliseconds before ``time.monotonic()`` says it is due, and a
+        first look skipped so was never run.)"""
+        while self._pool is not None:
+            await self._end_frozen()
+            await asyncio.sleep(FROZEN_AFTER / 2)
+            now = time.monotonic()
+            if not any(now - began >= FROZEN_AFTER for began in self._turns.values()):
+                return
+
+    async def _end_frozen(self) -> None:
+        """Ends each session of the hub frozen mid-statement that holds up one of the hub's
+        lock waits (the ``frozen_holders`` query), logged as ``store_frozen_session_ended``;
+        one this role may not end (another role's, without ``pg_signal_backend``) is logged
+        as ``store_frozen_session_left``, with the fix. Its transaction is rolled back: the
+        frozen instance, once it goes on, finds its connection closed and runs it again."""
+        try:
+            async with self._looking() as conn:
+                found = await conn.fetch(Q["frozen_holders"], APPLICATION_NAME, FROZEN_AFTER)
+                for pid, client, frozen_for, transaction_for in found:
+                    held = {
+                        "pid": pid,
+                        "client": client,
+                        "frozen_for": round(frozen_for, 1),
+                        "transaction_for": round(transaction_for, 1),
+                    }
+                    try:
+                        await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+                    except asyncpg.InsufficientPrivilegeError as exc:
+                        fix = (
+                            "end it with pg_terminate_backend as its role or a superuser, "
+                            "and run every instance as one role (or GRANT pg_signal_backend "
+                            "to the hub's)"
+                        )
+                        log().warning(
+                            "store_frozen_session_left", url=self.shown, error=str(exc),
+                            fix=fix, **held,
+                        )  # fmt: skip
+                        continue
+                    log().warning("store_frozen_session_ended", url=self.shown, **held)
+        except Exception as exc:
+            log().warning("store_frozen_look_failed", url=self.shown, error=str(exc))
 
     async def _read_only_by_default(self) -> bool:
         """Whether the server is a primary whose sessions begin read-only (one read, on the
@@ -1249,7 +1338,7 @@ class PostgresStore(BatchedStore):
         async with self._conn() as conn:
             # Claims take turns (lock_claims): none is ever committed after a later one's
             # ordering check has read the store. Time is read once the turn is ours.
-            await self._follow_server(conn, float(await conn.fetchval(Q["lock_claims"])))
+            await self._follow_server(conn, float(await self._take_turn(conn, Q["lock_claims"])))
             reading = self._watch.read(self.clock)
             now = reading.now
             shift, stepped = await self._clock_mark(conn, reading)
@@ -1305,7 +1394,7 @@ class PostgresStore(BatchedStore):
         it are moved only between two of its turns. How many slots moved."""
         moved = 0
         for row in await conn.fetch(Q["stepped_accounts"], now):
-            await conn.execute(Q["lock_account"], row[0])
+            await self._take_turn(conn, Q["lock_account"], row[0])
             moved += _count(await conn.execute(Q["slots_stepped_back"], step, now, row[0]))
             await conn.execute(Q["waiters_stepped_back"], step, now, row[0])
         return moved
@@ -1563,7 +1652,7 @@ class PostgresStore(BatchedStore):
             async with self._conn(readonly=True) as conn:
                 return int(await conn.fetchval(Q["purgeable_count"], *taken)), 0
         async with self._conn() as conn:
-            await conn.execute(Q["lock_purge"])
+            await self._take_turn(conn, Q["lock_purge"])
             purged = await conn.fetch(Q["purgeable_events"], *taken)
             if not purged:
                 return 0, 0
@@ -1617,7 +1706,7 @@ class PostgresStore(BatchedStore):
         async with self._conn() as conn:
             # The count, the waiters' turns and the new slots are one step for every
             # instance on the database.
-            await conn.execute(Q["lock_account"], account)
+            await self._take_turn(conn, Q["lock_account"], account)
             now = self.clock.time()
             latest = now + max(hold, SLOT_HORIZON)
             await conn.execute(Q["expire_slots"], account, now + SLOT_EPSILON, window, latest)
@@ -1671,7 +1760,7 @@ class PostgresStore(BatchedStore):
         async with self._conn() as conn:
             # (under the account's lock, as a claim moving its slots after a step back: each
             # locks several of its slots, and in no set order)
-            await conn.execute(Q["lock_account"], account)
+            await self._take_turn(conn, Q["lock_account"], account)
             await conn.execute(Q["stop_waiting_slots"], account, waiter)
             await conn.execute(Q["stop_waiting"], account, waiter)
 
@@ -1680,7 +1769,7 @@ class PostgresStore(BatchedStore):
             return
         async with self._conn() as conn:
             # (several rows: under the account's lock, as stop_waiting)
-            await conn.execute(Q["lock_account"], account)
+            await self._take_turn(conn, Q["lock_account"], account)
             await conn.execute(
                 Q["end_slots"], [e[0] for e in ends], [e[1] for e in ends], self.clock.time()
             )
@@ -1689,12 +1778,12 @@ class PostgresStore(BatchedStore):
         if not slots:
             return
         async with self._conn() as conn:
-            await conn.execute(Q["lock_account"], account)
+            await self._take_turn(conn, Q["lock_account"], account)
             await conn.execute(Q["drop_slots"], list(slots))
 
     async def fill_window(self, account: str, *, calls: int) -> None:
         async with self._conn() as conn:
-            await conn.execute(Q["lock_account"], account)
+            await self._take_turn(conn, Q["lock_account"], account)
             now = self.clock.time()
             counted = await conn.fetchval(Q["count_slots_from"], account, now)
             if counted < calls:

@@ -1,0 +1,158 @@
+"""A session of the hub frozen in the middle of a statement while it holds a turn (the claims',
+an account's calls'): the instance waiting for that turn ends it once it has been frozen
+:data:`~hub.store.postgres.FROZEN_AFTER` seconds, and goes on.
+
+asyncpg prepares a statement (Parse, Describe, Flush) before it sends its Bind, Execute and
+Sync. A client that froze in between (a stopped process, a paused VM) left its session
+``active``, waiting for its client (wait event ClientRead): the server's
+``idle_in_transaction_session_timeout`` never applied, and every other instance waited for
+that turn as long as the frozen one's connection lasted (a SIGSTOPped hub's: for ever; a
+run of the suite caught it as a two-instance test whose second instance never claimed).
+Here the frozen holder is a real connection of the hub's name left just so (a statement
+prepared in its transaction, nothing sent after); the waiter is the real store on a real
+server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import asyncpg
+import pytest
+from structlog.testing import capture_logs
+
+from hub.store import open_store
+from hub.store import postgres as pg
+from hub.store.postgres import APPLICATION_NAME, PostgresStore, Q
+from tests.store.helpers import delivery
+
+Logs = list[MutableMapping[str, Any]]
+#: Seconds a holder may be frozen before the waiter ends it, in these tests.
+FROZEN = 1.0
+
+
+@contextlib.asynccontextmanager
+async def store_on(postgres_schema: tuple[str, str]) -> AsyncIterator[PostgresStore]:
+    dsn, schema = postgres_schema
+    store = open_store(f"{dsn}?schema={schema}")
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def holder(
+    postgres_schema: tuple[str, str], turn: str, *, application: str = APPLICATION_NAME
+) -> AsyncIterator[asyncpg.Connection]:
+    """A session (named ``application``) in a transaction holding ``turn``: ``claims`` or
+    ``account`` (the rate-limit lock of account ``acct``)."""
+    dsn, schema = postgres_schema
+    conn = await asyncpg.connect(
+        dsn, server_settings={"search_path": f'"{schema}"', "application_name": application}
+    )
+    try:
+        await conn.execute("BEGIN")
+        if turn == "claims":
+            await conn.fetchval(Q["lock_claims"])
+        else:
+            await conn.execute(Q["lock_account"], "acct")
+        yield conn
+    finally:
+        conn.terminate()
+
+
+async def freeze(conn: asyncpg.Connection) -> None:
+    """Leave ``conn`` as a client frozen mid-statement leaves it: a statement parsed and
+    described, its Bind, Execute and Sync never sent."""
+    await conn.prepare("SELECT id FROM events WHERE state = 'queued'")
+
+
+async def take(store: PostgresStore, turn: str) -> object:
+    """What the store does in ``turn`` once it is its own."""
+    if turn == "claims":
+        return [e.id for e in await store.claim(limit=10, lease=30)]
+    return (await store.take_slots("acct", calls=25, window=5.0, hold=5.0)).slots
+
+
+async def state_of(dsn: str, pid: int) -> str | None:
+    """The state of backend ``pid``; None once it has ended."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        found = await conn.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
+        return None if found is None else str(found)
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("turn", ["claims", "account"])
+async def test_a_session_frozen_mid_statement_in_a_turn_is_ended_and_the_waiter_goes_on(
+    postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch, turn: str
+) -> None:
+    """The waiter's turn comes once the frozen holder has been frozen FROZEN_AFTER seconds: the
+    holder is ended (its transaction rolled back), ``store_frozen_session_ended`` names its pid
+    and how long it was frozen, and the claim (or the take of slots) completes."""
+    monkeypatch.setattr(pg, "FROZEN_AFTER", FROZEN)
+    async with store_on(postgres_schema) as store, holder(postgres_schema, turn) as frozen:
+        [result] = await store.enqueue(delivery("frozen-1"))
+        await freeze(frozen)
+        pid = frozen.get_server_pid()
+        assert await state_of(postgres_schema[0], pid) == "active"
+        with capture_logs() as logs:
+            taken = await asyncio.wait_for(take(store, turn), timeout=30)  # (a hang guard)
+        if turn == "claims":
+            assert taken == [result.id]
+        else:
+            assert isinstance(taken, tuple) and len(taken) == 1, taken
+        ended = [e for e in logs if e["event"] == "store_frozen_session_ended"]
+        assert [e["pid"] for e in ended] == [pid], logs
+        assert ended[0]["log_level"] == "warning"
+        assert ended[0]["frozen_for"] >= FROZEN
+        assert ended[0]["transaction_for"] >= ended[0]["frozen_for"]
+        assert await state_of(postgres_schema[0], pid) is None
+        with pytest.raises((asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)):
+            await frozen.fetchval("SELECT 1")
+
+
+async def _sleeping(conn: asyncpg.Connection) -> asyncio.Task[Any]:
+    """``conn`` busy running a statement (a slow one, not waiting for its client)."""
+    return asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(2.5)"))
+
+
+@pytest.mark.parametrize("kind", ["running", "idle in transaction", "another application's"])
+async def test_a_holder_that_is_not_a_frozen_session_of_the_hub_is_left_alone(
+    postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A holder running a slow statement (wait event PgSleep), one idle in its transaction
+    (the server's idle_in_transaction_session_timeout is for that), and a session of another
+    application frozen mid-statement (a DBA's: the hub ends only its own): each holds the
+    claims' turn 2.5 s, 2.5 times FROZEN_AFTER, and is not ended; the claim comes once the
+    holder commits."""
+    monkeypatch.setattr(pg, "FROZEN_AFTER", FROZEN)
+    application = "psql" if kind == "another application's" else APPLICATION_NAME
+    async with (
+        store_on(postgres_schema) as store,
+        holder(postgres_schema, "claims", application=application) as other,
+    ):
+        [result] = await store.enqueue(delivery("left-1"))
+        pid = other.get_server_pid()
+        sleeping = await _sleeping(other) if kind == "running" else None
+        if kind == "another application's":
+            await freeze(other)
+        with capture_logs() as logs:
+            claiming = asyncio.ensure_future(take(store, "claims"))
+            await asyncio.sleep(2.5)
+            assert not claiming.done()
+            assert await state_of(postgres_schema[0], pid) is not None
+            if sleeping is not None:
+                await sleeping
+            elif kind == "another application's":
+                # (a frozen client goes on: Bind, Execute and Sync, then the commit)
+                await other.fetchval("SELECT 1")
+            await other.execute("COMMIT")
+            assert await asyncio.wait_for(claiming, timeout=30) == [result.id]
+        assert not [e for e in logs if e["event"].startswith("store_frozen")], logs
