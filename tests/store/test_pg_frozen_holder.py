@@ -89,19 +89,34 @@ async def state_of(dsn: str, pid: int) -> str | None:
         await conn.close()
 
 
-@pytest.mark.parametrize("turn", ["claims", "account"])
+@pytest.fixture
+def waiter(request: pytest.FixtureRequest) -> tuple[str, str]:
+    """``(dsn, schema)`` of the waiting store: a fresh schema, reached directly or through a
+    PgBouncer in transaction mode."""
+    via = "pgbouncer_schema" if request.param == "pgbouncer" else "postgres_schema"
+    found: tuple[str, str] = request.getfixturevalue(via)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("turn", "waiter"),
+    [("claims", "direct"), ("account", "direct"), ("claims", "pgbouncer")],
+    indirect=["waiter"],
+)
 async def test_a_session_frozen_mid_statement_in_a_turn_is_ended_and_the_waiter_goes_on(
-    postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch, turn: str
+    waiter: tuple[str, str], postgres_dsn: str, monkeypatch: pytest.MonkeyPatch, turn: str
 ) -> None:
     """The waiter's turn comes once the frozen holder has been frozen FROZEN_AFTER seconds: the
     holder is ended (its transaction rolled back), ``store_frozen_session_ended`` names its pid
-    and how long it was frozen, and the claim (or the take of slots) completes."""
+    and how long it was frozen, and the claim (or the take of slots) completes. Also with the
+    waiter behind PgBouncer (transaction mode: its look goes through the pooler too)."""
     monkeypatch.setattr(pg, "FROZEN_AFTER", FROZEN)
-    async with store_on(postgres_schema) as store, holder(postgres_schema, turn) as frozen:
+    direct = (postgres_dsn, waiter[1])
+    async with store_on(waiter) as store, holder(direct, turn) as frozen:
         [result] = await store.enqueue(delivery("frozen-1"))
         await freeze(frozen)
         pid = frozen.get_server_pid()
-        assert await state_of(postgres_schema[0], pid) == "active"
+        assert await state_of(postgres_dsn, pid) == "active"
         with capture_logs() as logs:
             taken = await asyncio.wait_for(take(store, turn), timeout=30)  # (a hang guard)
         if turn == "claims":
@@ -113,7 +128,7 @@ async def test_a_session_frozen_mid_statement_in_a_turn_is_ended_and_the_waiter_
         assert ended[0]["log_level"] == "warning"
         assert ended[0]["frozen_for"] >= FROZEN
         assert ended[0]["transaction_for"] >= ended[0]["frozen_for"]
-        assert await state_of(postgres_schema[0], pid) is None
+        assert await state_of(postgres_dsn, pid) is None
         with pytest.raises((asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)):
             await frozen.fetchval("SELECT 1")
 
