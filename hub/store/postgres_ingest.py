@@ -127,7 +127,7 @@ class Writes:
         #: The watchdog's answers waiting for ``commit_wait`` (a task each pass).
         self._telling: set[asyncio.Task[None]] = set()
         #: What ``commit_wait`` said for the answers told in the next ``store_stalled`` line.
-        self._stalled_wait: str | None = None
+        self._stalled_wait: CommitWait | None = None
         #: Statements of gathered one-lead deliveries (``commits``) and the deliveries in them.
         self.stats = stats
         self.stall_after = stall_after
@@ -197,17 +197,17 @@ class Writes:
     async def _fail_told(self, failing: list[_Answer]) -> None:
         """:meth:`_fail_stalled`, saying what the commits wait for when the store tells it."""
         assert self._commit_wait is not None
-        wait: str | None = None
+        found: CommitWait | None = None
         try:
             found = await self._commit_wait()
-            wait = found.text if found is not None else None
         finally:  # (cancelled: answered all the same)
-            self._fail_stalled(failing, wait)
+            self._fail_stalled(failing, found)
 
-    def _fail_stalled(self, failing: list[_Answer], wait: str | None) -> None:
+    def _fail_stalled(self, failing: list[_Answer], found: CommitWait | None) -> None:
         """Answer ``failing`` (waited ``stall_after`` for their commit) unavailable, saying
-        ``wait`` (what the commits wait for) when known, and tell them in ``store_stalled``."""
-        self._stalled_wait = wait
+        ``found`` (what the commits wait for) when known, and tell them in ``store_stalled``."""
+        wait = found.text if found is not None else None
+        self._stalled_wait = found
         self._stalled_untold += len(failing)
         if self._stalled_timer is None:
             self._tell_stalled()
@@ -238,7 +238,9 @@ class Writes:
             return
         self._stalled_told = now
         failing, self._stalled_untold = self._stalled_untold, 0
-        cause = {"cause": self._stalled_wait} if self._stalled_wait else {}
+        found = self._stalled_wait
+        # (waits_for: the cause's kind, standby or lock, for alerts to match on)
+        cause = {"cause": found.text, "waits_for": found.cause} if found is not None else {}
         log().error("store_stalled", waited=self.stall_after, failing=failing, **cause)
 
     async def finish(self) -> None:

@@ -89,9 +89,16 @@ async def test_a_lock_that_blocks_inserts_makes_readyz_503_and_store_up_0(tmp_pa
                         assert await _store_up(client, waiting="lock") == 0
                     (scraped,) = [e for e in logs if e["event"] == "metrics_ping_failed"]
                     _names_the_lock(str(scraped["detail"]), dba)  # (as /readyz's line)
-                    with pytest.raises(StoreUnavailable) as stalled:  # (30 s: a hang guard)
-                        await asyncio.wait_for(store.enqueue(delivery("held")), timeout=30)
+                    with capture_logs() as logs:
+                        with pytest.raises(StoreUnavailable) as stalled:  # (30 s: a hang guard)
+                            await asyncio.wait_for(store.enqueue(delivery("held")), timeout=30)
+                        async with asyncio.timeout(30):  # (its line: told once answered)
+                            while not [e for e in logs if e["event"] == "store_stalled"]:
+                                await asyncio.sleep(0.05)
                     _names_the_lock(str(stalled.value), dba)
+                    (line,) = [e for e in logs if e["event"] == "store_stalled"]
+                    assert line["waits_for"] == "lock", line  # (the cause's kind, for alerts)
+                    _names_the_lock(str(line["cause"]), dba)
                 finally:
                     await dba.close()  # (its transaction ends: the lock is let go)
                 assert (await client.get("/readyz", timeout=30)).status_code == 200

@@ -119,6 +119,7 @@ async def test_a_delivery_whose_commit_waits_for_a_missing_standby_is_answered_n
         _names_the_wait(str(answered.value))
         (stalled,) = _stalled(logs)
         _names_the_wait(str(stalled["cause"]))
+        assert stalled["waits_for"] == "standby"  # (the cause's kind, for alerts to match)
         await _standby_names(server.dsn, "")
         (again,) = await asyncio.wait_for(store.enqueue(delivery("waits")), timeout=30)
         assert again.duplicate  # the waiting commit went through once the wait ended

@@ -587,6 +587,12 @@ class TestHungServer:
             # told: each answer in a store_stalled line (one, or a second a second later
             # for answers asked a loop turn after the first), and no other error
             assert {e["event"] for e in logs if e["log_level"] == "error"} == {"store_stalled"}
+            # (a hung server: no cause known, so no kind of one)
+            assert not [
+                e
+                for e in logs
+                if e["event"] == "store_stalled" and ("cause" in e or "waits_for" in e)
+            ], logs
             # The server back, the senders' retries are stored, or are duplicates of writes
             # that committed once it came back; every one is stored exactly once.
             again = [await store.enqueue(delivery(name)) for name in ("one-lead", "told", "after")]
