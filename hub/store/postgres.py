@@ -1050,6 +1050,14 @@ class PostgresStore(BatchedStore):
             async with self._looking() as conn:
                 found = await conn.fetchrow(Q["standby_wait"], APPLICATION_NAME)
                 locked = await conn.fetch(Q["lock_waits"], APPLICATION_NAME, self.schema)
+                if locked:
+                    # Writes held up by a session of the hub frozen mid-statement (a sender's
+                    # retry of a delivery another instance froze while inserting) wait for
+                    # ever: the server never ends it. Ended here, they go on.
+                    try:
+                        await self._end_frozen_on(conn)
+                    except Exception as exc:  # (the reading still tells the wait)
+                        log().warning("store_frozen_look_failed", url=self.shown, error=str(exc))
                 if not locked and found is not None and found[4] != "0":
                     # a lock_timeout: the hub's waits end before they are seen
                     held = await conn.fetch(Q["lock_holders"], self.schema)
@@ -1136,37 +1144,40 @@ class PostgresStore(BatchedStore):
                 return
 
     async def _end_frozen(self) -> None:
+        """:meth:`_end_frozen_on` a connection of its own; a failure logged
+        (``store_frozen_look_failed``)."""
+        try:
+            async with self._looking() as conn:
+                await self._end_frozen_on(conn)
+        except Exception as exc:
+            log().warning("store_frozen_look_failed", url=self.shown, error=str(exc))
+
+    async def _end_frozen_on(self, conn: asyncpg.Connection) -> None:
         """Ends each session of the hub frozen mid-statement that holds up one of the hub's
         lock waits (the ``frozen_holders`` query), logged as ``store_frozen_session_ended``;
         one this role may not end (another role's, without ``pg_signal_backend``) is logged
         as ``store_frozen_session_left``, with the fix. Its transaction is rolled back: the
         frozen instance, once it goes on, finds its connection closed and runs it again."""
-        try:
-            async with self._looking() as conn:
-                found = await conn.fetch(Q["frozen_holders"], APPLICATION_NAME, FROZEN_AFTER)
-                for pid, client, frozen_for, transaction_for in found:
-                    held = {
-                        "pid": pid,
-                        "client": client,
-                        "frozen_for": round(frozen_for, 1),
-                        "transaction_for": round(transaction_for, 1),
-                    }
-                    try:
-                        await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
-                    except asyncpg.InsufficientPrivilegeError as exc:
-                        fix = (
-                            "end it with pg_terminate_backend as its role or a superuser, "
-                            "and run every instance as one role (or GRANT pg_signal_backend "
-                            "to the hub's)"
-                        )
-                        log().warning(
-                            "store_frozen_session_left", url=self.shown, error=str(exc),
-                            fix=fix, **held,
-                        )  # fmt: skip
-                        continue
-                    log().warning("store_frozen_session_ended", url=self.shown, **held)
-        except Exception as exc:
-            log().warning("store_frozen_look_failed", url=self.shown, error=str(exc))
+        found = await conn.fetch(Q["frozen_holders"], APPLICATION_NAME, FROZEN_AFTER)
+        for pid, client, frozen_for, transaction_for in found:
+            held = {
+                "pid": pid,
+                "client": client,
+                "frozen_for": round(frozen_for, 1),
+                "transaction_for": round(transaction_for, 1),
+            }
+            try:
+                await conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                fix = (
+                    "end it with pg_terminate_backend as its role or a superuser, and run "
+                    "every instance as one role (or GRANT pg_signal_backend to the hub's)"
+                )
+                log().warning(
+                    "store_frozen_session_left", url=self.shown, error=str(exc), fix=fix, **held
+                )
+                continue
+            log().warning("store_frozen_session_ended", url=self.shown, **held)
 
     async def _read_only_by_default(self) -> bool:
         """Whether the server is a primary whose sessions begin read-only (one read, on the

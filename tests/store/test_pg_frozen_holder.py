@@ -26,7 +26,8 @@ from structlog.testing import capture_logs
 from hub.store import open_store
 from hub.store import postgres as pg
 from hub.store.postgres import APPLICATION_NAME, PostgresStore, Q
-from tests.store.helpers import delivery
+from tests.store.helpers import delivery, waiting_for_locks
+from tests.store.test_pg_deadlocks import INSERT_EVENT  # (an instance's insert, uncommitted)
 
 Logs = list[MutableMapping[str, Any]]
 #: Seconds a holder may be frozen before the waiter ends it, in these tests.
@@ -49,8 +50,8 @@ async def store_on(postgres_schema: tuple[str, str]) -> AsyncIterator[PostgresSt
 async def holder(
     postgres_schema: tuple[str, str], turn: str, *, application: str = APPLICATION_NAME
 ) -> AsyncIterator[asyncpg.Connection]:
-    """A session (named ``application``) in a transaction holding ``turn``: ``claims`` or
-    ``account`` (the rate-limit lock of account ``acct``)."""
+    """A session (named ``application``) in a transaction holding ``turn``: ``claims``,
+    ``account`` (the rate-limit lock of account ``acct``) or ``none``."""
     dsn, schema = postgres_schema
     conn = await asyncpg.connect(
         dsn, server_settings={"search_path": f'"{schema}"', "application_name": application}
@@ -59,7 +60,7 @@ async def holder(
         await conn.execute("BEGIN")
         if turn == "claims":
             await conn.fetchval(Q["lock_claims"])
-        else:
+        elif turn == "account":
             await conn.execute(Q["lock_account"], "acct")
         yield conn
     finally:
@@ -171,3 +172,34 @@ async def test_a_holder_that_is_not_a_frozen_session_of_the_hub_is_left_alone(
             await other.execute("COMMIT")
             assert await asyncio.wait_for(claiming, timeout=30) == [result.id]
         assert not [e for e in logs if e["event"].startswith("store_frozen")], logs
+
+
+async def test_a_write_held_up_by_a_session_frozen_mid_statement_goes_on_once_its_wait_is_read(
+    postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance froze while it inserted a delivery (its sender, unanswered, retries through
+    another instance): the retry's insert waits on the frozen one's uncommitted row, which the
+    server never ends, so the retry was answered 503 after every ``stall_after``, for ever.
+    The reading of what the writes wait for (``commit_wait``: the watchdog's, ``/readyz``'s)
+    ends a session of the hub frozen over FROZEN_AFTER that holds them up, and the write
+    stores the delivery."""
+    monkeypatch.setattr(pg, "FROZEN_AFTER", FROZEN)
+    monkeypatch.setattr(pg, "WAIT_READ_KEPT", 0.0)  # (each reading its own)
+    dsn, schema = postgres_schema
+    async with store_on(postgres_schema) as store, holder(postgres_schema, "none") as frozen:
+        await frozen.execute(INSERT_EVENT, "retried")
+        await freeze(frozen)
+        with capture_logs() as logs:
+            writing = asyncio.ensure_future(store.enqueue(delivery("retried")))
+            try:
+                await waiting_for_locks(dsn, schema, 1)
+                await asyncio.sleep(FROZEN)
+                wait = await store.commit_wait()
+                assert wait is not None and wait.cause == "lock", wait
+                (result,) = await asyncio.wait_for(writing, timeout=10)
+            finally:
+                writing.cancel()
+        assert not result.duplicate  # (the frozen insert was rolled back)
+        ended = [e for e in logs if e["event"] == "store_frozen_session_ended"]
+        assert [e["pid"] for e in ended] == [frozen.get_server_pid()], logs
+        assert [e.delivery_id for e in await store.list(limit=10)] == ["retried"]
