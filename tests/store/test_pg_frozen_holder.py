@@ -17,33 +17,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, MutableMapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from hub.store import open_store
 from hub.store import postgres as pg
 from hub.store.postgres import APPLICATION_NAME, PostgresStore, Q
 from tests.store.helpers import delivery, waiting_for_locks
 from tests.store.test_pg_deadlocks import INSERT_EVENT  # (an instance's insert, uncommitted)
+from tests.store.test_pgbouncer import opened
 
 Logs = list[MutableMapping[str, Any]]
 #: Seconds a holder may be frozen before the waiter ends it, in these tests.
 FROZEN = 1.0
 
 
-@contextlib.asynccontextmanager
-async def store_on(postgres_schema: tuple[str, str]) -> AsyncIterator[PostgresStore]:
+def store_on(postgres_schema: tuple[str, str]) -> AbstractAsyncContextManager[PostgresStore]:
+    """The store on ``(dsn, schema)``, opened, and closed on the way out."""
     dsn, schema = postgres_schema
-    store = open_store(f"{dsn}?schema={schema}")
-    assert isinstance(store, PostgresStore)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
+    return opened(f"{dsn}?schema={schema}")
 
 
 @contextlib.asynccontextmanager
