@@ -1123,6 +1123,11 @@ class PostgresStore(BatchedStore):
         timer = asyncio.get_running_loop().call_later(FROZEN_AFTER, self._look_for_frozen)
         try:
             return await conn.fetchval(query, *args)
+        except asyncpg.LockNotAvailableError:
+            # (a lock_timeout cut the wait short of FROZEN_AFTER: each wait may, for as long
+            # as the holder is frozen, so the look is not left to the timer)
+            self._look_for_frozen()
+            raise
         finally:
             timer.cancel()
             del self._turns[turn]

@@ -24,6 +24,7 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
+from hub.store import StoreUnavailable
 from hub.store import postgres as pg
 from hub.store.postgres import APPLICATION_NAME, PostgresStore, Q
 from tests.store.helpers import delivery, waiting_for_locks
@@ -198,3 +199,36 @@ async def test_a_write_held_up_by_a_session_frozen_mid_statement_goes_on_once_it
         ended = [e for e in logs if e["event"] == "store_frozen_session_ended"]
         assert [e["pid"] for e in ended] == [frozen.get_server_pid()], logs
         assert [e.delivery_id for e in await store.list(limit=10)] == ["retried"]
+
+
+async def test_a_frozen_holder_of_a_turn_is_ended_though_a_lock_timeout_cuts_each_wait(
+    postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a ``lock_timeout`` shorter than FROZEN_AFTER (the URL's here; the role's or the
+    database's alike), every wait for the frozen holder's turn is cut short (the claim
+    refused, tried again by the dispatcher a second later) before it has waited long enough
+    to look: the refusal looks instead, and once the holder has been frozen FROZEN_AFTER
+    it is ended and a claim goes through. (The claims were refused for as long as the holder
+    stayed frozen.)"""
+    monkeypatch.setattr(pg, "FROZEN_AFTER", FROZEN)
+    dsn, schema = postgres_schema
+    async with (
+        opened(f"{dsn}?schema={schema}&lock_timeout=200ms") as store,
+        holder(postgres_schema, "claims") as frozen,
+    ):
+        [result] = await store.enqueue(delivery("cut-1"))
+        await freeze(frozen)
+        refused = 0
+        with capture_logs() as logs:
+            async with asyncio.timeout(30):  # (a hang guard)
+                while True:
+                    try:
+                        claimed = await store.claim(limit=10, lease=30)
+                        break
+                    except StoreUnavailable:
+                        refused += 1
+                        await asyncio.sleep(0.2)
+        assert [e.id for e in claimed] == [result.id]
+        assert refused >= 1  # (each wait was cut: the look came from a refusal)
+        ended = [e for e in logs if e["event"] == "store_frozen_session_ended"]
+        assert [e["pid"] for e in ended] == [frozen.get_server_pid()], logs

@@ -848,9 +848,9 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: frozen_holders
 -- The hub's sessions ($1: their application_name) in this database frozen in the middle of a
--- statement while they hold up a session of the hub waiting for a lock: active, but waiting
--- for their client to send the rest of it (wait event ClientRead) for over $2 seconds, inside
--- a transaction. asyncpg prepares a statement (Parse, Describe) and only then sends its
+-- statement while they hold up a session of the hub waiting for a lock, or hold a turn:
+-- active, but waiting for their client to send the rest of it (wait event ClientRead) for
+-- over $2 seconds, inside a transaction. asyncpg prepares a statement (Parse, Describe) and only then sends its
 -- Bind, Execute and Sync: a client that froze in between (a paused VM, a stopped process, a
 -- network cut its kernel has not seen) leaves its session active, so neither the server's
 -- idle_in_transaction_session_timeout nor statement_timeout ever ends it, and the turns it
@@ -864,7 +864,11 @@ FROM pg_stat_activity AS h
 WHERE h.application_name = $1 AND h.datname = current_database()
   AND h.state = 'active' AND h.wait_event = 'ClientRead' AND h.xact_start IS NOT NULL
   AND h.state_change < clock_timestamp() - make_interval(secs => $2)
-  AND EXISTS (SELECT 1 FROM pg_stat_activity AS w
-              WHERE w.application_name = $1 AND w.datname = current_database()
-                AND w.wait_event_type = 'Lock' AND h.pid = ANY (pg_blocking_pids(w.pid)))
+  AND (EXISTS (SELECT 1 FROM pg_stat_activity AS w
+               WHERE w.application_name = $1 AND w.datname = current_database()
+                 AND w.wait_event_type = 'Lock' AND h.pid = ANY (pg_blocking_pids(w.pid)))
+       -- or holds a turn (the hub's advisory locks are its turns), which a lock_timeout
+       -- may have cut every wait for short of being seen
+       OR EXISTS (SELECT 1 FROM pg_locks AS l
+                  WHERE l.pid = h.pid AND l.locktype = 'advisory' AND l.granted))
 ORDER BY h.pid;
