@@ -1159,10 +1159,11 @@ class PostgresStore(BatchedStore):
 
     async def _end_frozen_on(self, conn: asyncpg.Connection) -> None:
         """Ends each session of the hub frozen mid-statement that holds up one of the hub's
-        lock waits (the ``frozen_holders`` query), logged as ``store_frozen_session_ended``;
-        one this role may not end (another role's, without ``pg_signal_backend``) is logged
-        as ``store_frozen_session_left``, with the fix. Its transaction is rolled back: the
-        frozen instance, once it goes on, finds its connection closed and runs it again."""
+        lock waits or holds a turn (the ``frozen_holders`` query), logged as
+        ``store_frozen_session_ended``; one this role may not end (another role's, without
+        ``pg_signal_backend``) is logged as ``store_frozen_session_left``, with the fix. Its
+        transaction is rolled back: the frozen instance, once it goes on, finds its
+        connection closed and runs it again."""
         found = await conn.fetch(Q["frozen_holders"], APPLICATION_NAME, FROZEN_AFTER)
         for pid, client, frozen_for, transaction_for in found:
             held = {

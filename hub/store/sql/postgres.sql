@@ -850,13 +850,13 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 -- The hub's sessions ($1: their application_name) in this database frozen in the middle of a
 -- statement while they hold up a session of the hub waiting for a lock, or hold a turn:
 -- active, but waiting for their client to send the rest of it (wait event ClientRead) for
--- over $2 seconds, inside a transaction. asyncpg prepares a statement (Parse, Describe) and only then sends its
--- Bind, Execute and Sync: a client that froze in between (a paused VM, a stopped process, a
--- network cut its kernel has not seen) leaves its session active, so neither the server's
--- idle_in_transaction_session_timeout nor statement_timeout ever ends it, and the turns it
--- holds (claims, an account's calls) held up every other instance until its TCP connection
--- failed: hours, or never for a stopped process. Each one's pid, client address, and seconds
--- since it last sent anything and since its transaction began.
+-- over $2 seconds, inside a transaction. asyncpg prepares a statement (Parse, Describe) and
+-- only then sends its Bind, Execute and Sync: a client that froze in between (a paused VM, a
+-- stopped process, a network cut its kernel has not seen) leaves its session active, so
+-- neither the server's idle_in_transaction_session_timeout nor statement_timeout ever ends
+-- it, and the turns it holds (claims, an account's calls) held up every other instance until
+-- its TCP connection failed: hours, or never for a stopped process. Each one's pid, client
+-- address, and seconds since it last sent anything and since its transaction began.
 SELECT h.pid, host(h.client_addr),
        extract(epoch FROM clock_timestamp() - h.state_change)::float8,
        extract(epoch FROM clock_timestamp() - h.xact_start)::float8
