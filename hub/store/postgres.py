@@ -118,6 +118,8 @@ IDLE_IN_TRANSACTION = 10.0
 #: lets one sit idle inside a transaction. The server itself never ends such a session (the
 #: ``frozen_holders`` query says why); a look runs every half of this while a turn waits.
 FROZEN_AFTER = IDLE_IN_TRANSACTION
+#: Seconds between two ``store_turn_waiting`` lines at the least.
+TURN_TOLD_EVERY = 60.0
 #: An offset between this machine's clock and the database's this large (seconds) is logged
 #: as a warning (``clock_differs``): the machine's NTP is off. The hub keeps working on the
 #: database's time.
@@ -403,6 +405,7 @@ class PostgresStore(BatchedStore):
         self._turns: dict[int, float] = {}
         self._turn_ids = itertools.count()
         self._frozen_look: asyncio.Task[None] | None = None
+        self._turn_told: float | None = None  # (the last store_turn_waiting line, monotonic)
         #: The ping in flight, which concurrent pings share (:meth:`ping`).
         self._ping_flight: asyncio.Future[None] | None = None
 
@@ -1153,17 +1156,45 @@ class PostgresStore(BatchedStore):
         (``store_frozen_look_failed``)."""
         try:
             async with self._looking() as conn:
-                await self._end_frozen_on(conn)
+                if not await self._end_frozen_on(conn):
+                    await self._tell_turn_wait(conn)
         except Exception as exc:
             log().warning("store_frozen_look_failed", url=self.shown, error=str(exc))
 
-    async def _end_frozen_on(self, conn: asyncpg.Connection) -> None:
+    async def _tell_turn_wait(self, conn: asyncpg.Connection) -> None:
+        """Log ``store_turn_waiting`` (at most once a :data:`TURN_TOLD_EVERY`): a turn has
+        waited over :data:`FROZEN_AFTER` seconds for sessions that are not frozen sessions of
+        the hub (a slow statement of another instance's, a session idle in its transaction
+        until the server ends it, one this role cannot see), named with what this role sees of
+        them. The dispatcher sent nothing meanwhile, and no line said why."""
+        now = time.monotonic()
+        if self._turn_told is not None and now - self._turn_told < TURN_TOLD_EVERY:
+            return
+        holders = [
+            f"pid {pid} ({application or 'no application_name'}, {state or 'state hidden'}"
+            f"{f', {event}' if event else ''}, {since:.1f} s in that state)"
+            if since is not None
+            else f"pid {pid} (not visible to this role)"
+            for pid, application, state, event, since in await conn.fetch(
+                Q["turn_holders"], APPLICATION_NAME
+            )
+        ]
+        if not holders:  # (the wait is over)
+            return
+        self._turn_told = now
+        waited = max((now - began for began in self._turns.values()), default=0.0)
+        log().warning(
+            "store_turn_waiting", url=self.shown, waited=round(waited, 1),
+            holders=", ".join(holders),
+        )  # fmt: skip
+
+    async def _end_frozen_on(self, conn: asyncpg.Connection) -> int:
         """Ends each session of the hub frozen mid-statement that holds up one of the hub's
         lock waits or holds a turn (the ``frozen_holders`` query), logged as
         ``store_frozen_session_ended``; one this role may not end (another role's, without
         ``pg_signal_backend``) is logged as ``store_frozen_session_left``, with the fix. Its
         transaction is rolled back: the frozen instance, once it goes on, finds its
-        connection closed and runs it again."""
+        connection closed and runs it again. How many it found."""
         found = await conn.fetch(Q["frozen_holders"], APPLICATION_NAME, FROZEN_AFTER)
         for pid, client, frozen_for, transaction_for in found:
             held = {
@@ -1184,6 +1215,7 @@ class PostgresStore(BatchedStore):
                 )
                 continue
             log().warning("store_frozen_session_ended", url=self.shown, **held)
+        return len(found)
 
     async def _read_only_by_default(self) -> bool:
         """Whether the server is a primary whose sessions begin read-only (one read, on the

@@ -143,7 +143,8 @@ async def test_a_holder_that_is_not_a_frozen_session_of_the_hub_is_left_alone(
     (the server's idle_in_transaction_session_timeout is for that), and a session of another
     application frozen mid-statement (a DBA's: the hub ends only its own): each holds the
     claims' turn 2.5 s, 2.5 times FROZEN_AFTER, and is not ended; the claim comes once the
-    holder commits."""
+    holder commits. The wait is told (``store_turn_waiting``, once within a minute), naming
+    the holder as this role sees it: nothing said why the dispatcher sent nothing."""
     monkeypatch.setattr(pg, "FROZEN_AFTER", FROZEN)
     application = "psql" if kind == "another application's" else APPLICATION_NAME
     async with (
@@ -168,6 +169,16 @@ async def test_a_holder_that_is_not_a_frozen_session_of_the_hub_is_left_alone(
             await other.execute("COMMIT")
             assert await asyncio.wait_for(claiming, timeout=30) == [result.id]
         assert not [e for e in logs if e["event"].startswith("store_frozen")], logs
+        # ... but the wait is told, once, naming the holder as this role sees it
+        (told,) = [e for e in logs if e["event"] == "store_turn_waiting"]
+        assert told["log_level"] == "warning"
+        assert told["waited"] >= FROZEN
+        holder_seen = {
+            "running": f"pid {pid} (leadhub, active, PgSleep, ",
+            "idle in transaction": f"pid {pid} (leadhub, idle in transaction, ClientRead, ",
+            "another application's": f"pid {pid} (psql, active, ClientRead, ",
+        }[kind]
+        assert str(told["holders"]).startswith(holder_seen), told
 
 
 async def test_a_write_held_up_by_a_session_frozen_mid_statement_goes_on_once_its_wait_is_read(

@@ -872,3 +872,16 @@ WHERE h.application_name = $1 AND h.datname = current_database()
        OR EXISTS (SELECT 1 FROM pg_locks AS l
                   WHERE l.pid = h.pid AND l.locktype = 'advisory' AND l.granted))
 ORDER BY h.pid;
+
+-- name: turn_holders
+-- The sessions holding up the hub's sessions ($1: their application_name) in this database
+-- that wait for a turn (an advisory lock): each one's pid and, where this role may see them,
+-- its application, state, wait event and seconds in that state.
+SELECT DISTINCT b.pid, s.application_name, s.state, s.wait_event,
+       extract(epoch FROM clock_timestamp() - s.state_change)::float8
+FROM pg_stat_activity AS w
+CROSS JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS b (pid)
+LEFT JOIN pg_stat_activity AS s ON s.pid = b.pid
+WHERE w.application_name = $1 AND w.datname = current_database()
+  AND w.wait_event_type = 'Lock' AND w.wait_event = 'advisory'
+ORDER BY b.pid;
