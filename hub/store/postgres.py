@@ -238,12 +238,21 @@ def _retrieve(done: asyncio.Future[None]) -> None:
         done.exception()
 
 
-def _holder(pid: int, application: str | None, state: str | None) -> str:
+def _holder(
+    pid: int,
+    application: str | None,
+    state: str | None,
+    event: str | None = None,
+    since: float | None = None,
+) -> str:
     """A session holding a lock, as seen: its pid, with its application and state where
-    this role may see them."""
+    this role may see them (and, when given, its wait event and seconds in that state)."""
     if state is None:
         return f"pid {pid}"
-    return f"pid {pid} ({application or 'no application_name'}, {state})"
+    more = (f", {event}" if event else "") + (
+        f", {since:.1f} s in that state" if since is not None else ""
+    )
+    return f"pid {pid} ({application or 'no application_name'}, {state}{more})"
 
 
 def _lock_wait(rows: Sequence[Any]) -> CommitWait:
@@ -1027,7 +1036,8 @@ class PostgresStore(BatchedStore):
         ``lock_timeout`` set, which ends those waits before they are seen, the locks held
         against inserts on its tables: :func:`_lock_held`), else None (also when it cannot
         be read within :data:`WAIT_READ_WITHIN`, on a connection of its own: the pool's may
-        all be waiting).
+        all be waiting). A session of the hub frozen mid-statement that holds those writes up
+        is ended by the reading (:meth:`_end_frozen_on`): the server never ends it.
 
         Such a commit does not fail: it waits for as long as the standby is missing, the
         store's sessions committing with ``synchronous_commit = on`` at least
@@ -1170,15 +1180,7 @@ class PostgresStore(BatchedStore):
         now = time.monotonic()
         if self._turn_told is not None and now - self._turn_told < TURN_TOLD_EVERY:
             return
-        holders = [
-            f"pid {pid} ({application or 'no application_name'}, {state or 'state hidden'}"
-            f"{f', {event}' if event else ''}, {since:.1f} s in that state)"
-            if since is not None
-            else f"pid {pid} (not visible to this role)"
-            for pid, application, state, event, since in await conn.fetch(
-                Q["turn_holders"], APPLICATION_NAME
-            )
-        ]
+        holders = [_holder(*row) for row in await conn.fetch(Q["turn_holders"], APPLICATION_NAME)]
         if not holders:  # (the wait is over)
             return
         self._turn_told = now

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 import asyncpg
 import pytest
@@ -27,11 +26,11 @@ from structlog.testing import capture_logs
 from hub.store import StoreUnavailable
 from hub.store import postgres as pg
 from hub.store.postgres import APPLICATION_NAME, PostgresStore, Q
+from tests.pg_server import sql
 from tests.store.helpers import delivery, waiting_for_locks
 from tests.store.test_pg_deadlocks import INSERT_EVENT  # (an instance's insert, uncommitted)
 from tests.store.test_pgbouncer import opened
 
-Logs = list[MutableMapping[str, Any]]
 #: Seconds a holder may be frozen before the waiter ends it, in these tests.
 FROZEN = 1.0
 
@@ -78,12 +77,8 @@ async def take(store: PostgresStore, turn: str) -> object:
 
 async def state_of(dsn: str, pid: int) -> str | None:
     """The state of backend ``pid``; None once it has ended."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        found = await conn.fetchval("SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
-        return None if found is None else str(found)
-    finally:
-        await conn.close()
+    found = await sql(dsn, "SELECT state FROM pg_stat_activity WHERE pid = $1", pid)
+    return str(found[0][0]) if found else None
 
 
 @pytest.fixture
@@ -130,11 +125,6 @@ async def test_a_session_frozen_mid_statement_in_a_turn_is_ended_and_the_waiter_
             await frozen.fetchval("SELECT 1")
 
 
-async def _sleeping(conn: asyncpg.Connection) -> asyncio.Task[Any]:
-    """``conn`` busy running a statement (a slow one, not waiting for its client)."""
-    return asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(2.5)"))
-
-
 @pytest.mark.parametrize("kind", ["running", "idle in transaction", "another application's"])
 async def test_a_holder_that_is_not_a_frozen_session_of_the_hub_is_left_alone(
     postgres_schema: tuple[str, str], monkeypatch: pytest.MonkeyPatch, kind: str
@@ -153,7 +143,12 @@ async def test_a_holder_that_is_not_a_frozen_session_of_the_hub_is_left_alone(
     ):
         [result] = await store.enqueue(delivery("left-1"))
         pid = other.get_server_pid()
-        sleeping = await _sleeping(other) if kind == "running" else None
+        # (running: busy with a slow statement, not waiting for its client)
+        sleeping = (
+            asyncio.ensure_future(other.fetchval("SELECT pg_sleep(2.5)"))
+            if kind == "running"
+            else None
+        )
         if kind == "another application's":
             await freeze(other)
         with capture_logs() as logs:
